@@ -1,0 +1,56 @@
+# fuzz: `make demo` and `make test` set everything up on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FUZZ := $(VENV)/bin/fuzz
+STAMPS := .stamps
+APT_PACKAGES := python3-venv python3-dev runc skopeo umoci busybox-static docker-registry
+DISTRIBUTIONS := . state providers/aws providers/gcp providers/azure providers/baremetal
+PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
+PROTOS := $(wildcard fuzz/api/*.proto)
+GENERATED := $(PROTOS:.proto=_pb2.py)
+
+.PHONY: setup system-packages venv proto demo demo-destroy test lint bench clean
+
+setup: system-packages venv proto
+
+system-packages:
+	@scripts/install-system-packages.sh $(APT_PACKAGES)
+
+venv: $(STAMPS)/venv
+
+$(STAMPS)/venv: $(PYPROJECTS)
+	@mkdir -p $(STAMPS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]' $(addprefix -e ,$(filter-out .,$(DISTRIBUTIONS)))
+	@touch $@
+
+proto: $(GENERATED)
+
+fuzz/api/%_pb2.py: fuzz/api/%.proto $(STAMPS)/venv
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $<
+
+demo: setup
+	$(FUZZ) -C examples/local init
+	$(FUZZ) -C examples/local apply --auto-approve
+	$(FUZZ) -C examples/local node list
+	@echo
+	@echo "The 3 local nodes keep running. Remove them with: make demo-destroy"
+
+demo-destroy: setup
+	$(FUZZ) -C examples/local destroy --auto-approve
+
+lint: setup
+	$(VENV)/bin/ruff check fuzz state providers tests bench
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/plan_scale.py
+
+clean:
+	rm -rf $(VENV) $(STAMPS) fuzz/api/*_pb2*.py

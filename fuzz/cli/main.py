@@ -1,0 +1,5 @@
+"""Placeholder entry point, replaced by the CLI."""
+
+
+def main() -> None:
+    """Run the fuzz command line."""

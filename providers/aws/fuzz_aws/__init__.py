@@ -1,0 +1,1 @@
+"""fuzz provider plugin for Amazon EC2 nodes."""

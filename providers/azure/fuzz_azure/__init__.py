@@ -1,0 +1,1 @@
+"""fuzz provider plugin for Azure virtual machines nodes."""

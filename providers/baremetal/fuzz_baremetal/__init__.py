@@ -1,0 +1,1 @@
+"""fuzz provider plugin for Warewulf bare-metal nodes."""

@@ -1,0 +1,1 @@
+"""fuzz provider plugin for Google Compute Engine nodes."""

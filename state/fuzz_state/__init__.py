@@ -1,0 +1,1 @@
+"""fuzz state backends, registered under the fuzz.state entry-point group."""
