@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from types import MappingProxyType
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from fuzz.errors import StateError
@@ -14,6 +15,10 @@ from fuzz.errors import StateError
 STATE_FORMAT_VERSION = 1
 
 RecordStatus = Literal["created", "pending_create"]
+
+# One shared, read-only empty mapping: most nodes have no attributes, and a large
+# cluster should not allocate an empty dict per node.
+EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def node_address(pool: str, index: int | str) -> str:
@@ -44,8 +49,8 @@ class DesiredNode:
     provider: str
     kind: str
     offering: str | None = None
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +170,7 @@ class State:
         return cls(lineage, serial, str(data.get("cluster") or ""), resources)
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     """What apply will do to one resource."""
 
     CREATE = "create"
@@ -178,9 +183,11 @@ class Action(str, Enum):
 class Change:
     """One planned action on one address, with the reason shown to the user.
 
-    ``before`` is the recorded node (absent for creates); ``after`` the desired node
-    (absent for deletes). Orphans are deletes with ``before`` built from the
-    provider's observation.
+    ``before`` is the recorded node (absent for new creates); ``after`` the desired
+    node (absent for deletes). Orphans are deletes with ``before`` built from the
+    provider's observation. ``generation`` is the create generation a create or
+    replace will use: the same as ``before`` when resuming an interrupted create
+    (same client token), one more when the node is new, gone or replaced.
     """
 
     address: str
@@ -189,6 +196,7 @@ class Change:
     before: RecordedNode | None = None
     after: DesiredNode | None = None
     orphan: bool = False
+    generation: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form used by ``fuzz plan --json`` and plan files."""
@@ -197,6 +205,7 @@ class Change:
             "action": self.action.value,
             "reason": self.reason,
             "orphan": self.orphan,
+            "generation": self.generation,
             "before": self.before.to_json() if self.before else None,
             "after": desired_to_json(self.after) if self.after else None,
         }
@@ -210,6 +219,7 @@ class Change:
             action=Action(data["action"]),
             reason=str(data["reason"]),
             orphan=bool(data.get("orphan", False)),
+            generation=int(data.get("generation", 0)),
             before=RecordedNode.from_json(before) if before else None,
             after=desired_from_json(after) if after else None,
         )
