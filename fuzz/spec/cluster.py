@@ -1,10 +1,50 @@
-"""The cluster spec (``fuzz.yaml``): state backend, provider blocks and node pools."""
+"""The cluster spec (``fuzz.yaml``): state backend, provider blocks and node pools.
+
+Checks of one value (types, name patterns, ``version``, ``idle_ttl``) are pydantic
+validators, so pydantic's ``loc`` already points at the value. Checks that relate
+several fields (``max >= min``, a static pool setting elastic keys, duplicate node
+names, a pool naming an undeclared provider) are in :func:`cluster_issues`, a pass
+over the plain data that yields :class:`~fuzz.spec.problems.Issue` values with the
+exact path of the offending key or value. It runs on raw data, so it reports its
+findings even when other parts of the spec fail validation.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fuzz.spec.problems import Issue, did_you_mean
+from fuzz.units import parse_duration
+
+SPEC_VERSION = 1
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+"""Cluster and pool names: lowercase letters, digits and '-', starting with a letter, ≤ 63."""
+NODE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""Static node names: letters, digits, '_', '.' and '-', not starting with punctuation."""
+STATIC_POOL_FORBIDDEN = ("offerings", "min", "max")
+"""Keys of an elastic pool that a static pool (one with ``nodes:``) must not set."""
+
+
+def _check_name(value: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"invalid name {value!r}: use 1-63 lowercase letters, digits or '-',"
+            " starting with a letter"
+        )
+    return value
+
+
+def _none_to_empty(value: Any) -> Any:
+    """Let ``key:`` with no value (YAML null) mean an empty mapping."""
+    return {} if value is None else value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+"""A cluster or pool name (see :data:`NAME_PATTERN`)."""
 
 
 class StrictModel(BaseModel):
@@ -20,17 +60,31 @@ class StateSpec(BaseModel):
 
     backend: str = "local"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_if_null(cls, data: Any) -> Any:
+        return _none_to_empty(data)
+
     def backend_config(self) -> dict[str, Any]:
         """The keys of this block that belong to the backend plugin."""
         return dict(self.model_extra or {})
 
 
 class ProviderSpec(BaseModel):
-    """A provider block: ``kind`` picks the plugin (default: the block's name), the rest is its config."""
+    """A provider block: ``kind`` picks the plugin (default: the block's name).
+
+    The other keys are the plugin's config. The block may be empty (``local: {}``)
+    or null (``local:``).
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     kind: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_if_null(cls, data: Any) -> Any:
+        return _none_to_empty(data)
 
     def provider_config(self) -> dict[str, Any]:
         """The keys of this block that the provider plugin validates."""
@@ -44,33 +98,165 @@ class StaticNodeSpec(BaseModel):
 
     name: str
 
+    @field_validator("name")
+    @classmethod
+    def _check_node_name(cls, value: str) -> str:
+        if not NODE_NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"invalid node name {value!r}: use letters, digits, '_', '.' or '-',"
+                " starting with a letter or digit"
+            )
+        return value
+
     def provider_attributes(self) -> dict[str, Any]:
         """The keys of this entry that the provider reads (MAC, IPMI address, image …)."""
         return dict(self.model_extra or {})
 
 
 class PoolSpec(StrictModel):
-    """A node pool: elastic (offerings, min/max) or static (a list of named nodes)."""
+    """A node pool: elastic (offerings, min/max) or static (a list of named nodes).
+
+    ``max`` may be left out; it then equals ``min`` (see :meth:`max_nodes`).
+    ``idle_ttl`` is a duration (``10m``, ``1h30m``, or a number of seconds).
+    """
 
     provider: str
     offerings: list[str] = Field(default_factory=list)
-    min: int = 0
-    max: int | None = None
+    min: int = Field(default=0, ge=0, strict=True)
+    max: int | None = Field(default=None, ge=0, strict=True)
     idle_ttl: str = "10m"
     labels: dict[str, str] = Field(default_factory=dict)
     nodes: list[StaticNodeSpec] | None = None
 
+    @field_validator("idle_ttl", mode="before")
+    @classmethod
+    def _number_as_seconds(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("idle_ttl")
+    @classmethod
+    def _check_idle_ttl(cls, value: str) -> str:
+        parse_duration(value)  # its ValueError names the accepted forms
+        return value
+
+    @property
+    def is_static(self) -> bool:
+        """True for a pool of listed machines (``nodes:``), False for an elastic one."""
+        return self.nodes is not None
+
+    def max_nodes(self) -> int:
+        """The most nodes this pool may hold.
+
+        Elastic pools: ``max``, or ``min`` when ``max`` is not given. Static pools:
+        the number of listed nodes.
+        """
+        if self.nodes is not None:
+            return len(self.nodes)
+        return self.max if self.max is not None else self.min
+
+    def idle_ttl_seconds(self) -> float:
+        """How long a node may sit idle before it is released, in seconds."""
+        return parse_duration(self.idle_ttl)
+
 
 class ClusterSpec(StrictModel):
-    """The whole ``fuzz.yaml``."""
+    """The whole ``fuzz.yaml``.
 
-    version: int
-    cluster: str
+    A model that validates may still break rules across fields; see :meth:`issues`
+    (the loader in :mod:`fuzz.spec.loader` checks both).
+    """
+
+    version: int = Field(strict=True)
+    cluster: Name
     state: StateSpec = Field(default_factory=StateSpec)
     providers: dict[str, ProviderSpec] = Field(default_factory=dict)
-    pools: dict[str, PoolSpec] = Field(default_factory=dict)
+    pools: dict[Name, PoolSpec] = Field(default_factory=dict)
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: int) -> int:
+        if value != SPEC_VERSION:
+            raise ValueError(f"unsupported version {value}; this fuzz reads version {SPEC_VERSION}")
+        return value
+
+    @field_validator("providers", "pools", mode="before")
+    @classmethod
+    def _empty_if_null(cls, value: Any) -> Any:
+        return _none_to_empty(value)
 
     def provider_kind(self, provider_name: str) -> str:
         """The plugin kind of a provider block (its ``kind``, or its name)."""
         block = self.providers.get(provider_name)
         return (block.kind if block and block.kind else None) or provider_name
+
+    def issues(self) -> list[Issue]:
+        """Cross-field problems of this spec (empty when it is consistent)."""
+        return cluster_issues(self.model_dump(exclude_unset=True))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def pool_issues(
+    name: Hashable, pool: Mapping[Any, Any], provider_names: Sequence[str] | None
+) -> Iterator[Issue]:
+    """Cross-field problems of one pool, given as plain data (values of the wrong type are skipped).
+
+    ``provider_names`` are the declared provider blocks; None skips the reference check.
+    """
+    path: tuple[Hashable, ...] = ("pools", name)
+    provider = pool.get("provider")
+    if isinstance(provider, str) and provider_names is not None and provider not in provider_names:
+        declared = ", ".join(provider_names)
+        hint = did_you_mean(provider, provider_names)
+        if declared:
+            message = f"unknown provider {provider!r} (declared: {declared}){hint}"
+        else:
+            message = f"unknown provider {provider!r} (no providers are declared)"
+        yield Issue((*path, "provider"), message)
+    nodes = pool.get("nodes")
+    if nodes is not None:
+        for key in STATIC_POOL_FORBIDDEN:
+            if key in pool:
+                yield Issue(
+                    (*path, key), "not allowed in a static pool (one that lists nodes:)", at="key"
+                )
+    else:
+        low, high = pool.get("min", 0), pool.get("max")
+        if _is_int(low) and _is_int(high) and low >= 0 and high < low:
+            yield Issue((*path, "max"), "must be >= min", at="key")
+    if isinstance(nodes, list):
+        first: dict[str, int] = {}
+        for index, node in enumerate(nodes):
+            node_name = node.get("name") if isinstance(node, Mapping) else None
+            if not isinstance(node_name, str):
+                continue
+            if node_name in first:
+                yield Issue(
+                    (*path, "nodes", index, "name"),
+                    f"duplicate node name {node_name!r} (first at nodes[{first[node_name]}])",
+                )
+            else:
+                first[node_name] = index
+
+
+def cluster_issues(data: Mapping[Any, Any]) -> list[Issue]:
+    """Cross-field problems of a whole spec, given as plain data (e.g. straight from YAML)."""
+    providers = data.get("providers")
+    if providers is None:
+        provider_names: list[str] | None = []
+    elif isinstance(providers, Mapping):
+        provider_names = [str(key) for key in providers]
+    else:
+        provider_names = None  # already reported as "must be a mapping"
+    pools = data.get("pools")
+    if not isinstance(pools, Mapping):
+        return []
+    issues: list[Issue] = []
+    for name, pool in pools.items():
+        if isinstance(pool, Mapping):
+            issues.extend(pool_issues(name, pool, provider_names))
+    return issues

@@ -1,0 +1,344 @@
+"""Load YAML into plain Python data plus a source map of where every value came from.
+
+The document is composed into PyYAML nodes (safe tags only) and walked by hand, so
+that each path in the data (a tuple of mapping keys and list indices) remembers the
+line and column of its key and of its value. Problems that YAML itself would hide
+are reported: duplicate keys (YAML keeps the last one silently), an empty file, a
+top level that is not a mapping. Syntax errors become a :class:`Problem` at the
+position PyYAML names, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from fuzz.errors import ConfigError
+from fuzz.spec.problems import Problem, format_path
+
+FieldPath = tuple[Hashable, ...]
+"""A path into loaded data: mapping keys and list indices, outermost first."""
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+
+
+@dataclass(frozen=True)
+class Position:
+    """A 1-based line and column in a source file."""
+
+    line: int
+    col: int
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """Where one value sits: its key (None for list items and the root) and the value itself."""
+
+    key: Position | None
+    value: Position
+
+
+@dataclass
+class SourceMap:
+    """Positions of every path of a loaded YAML document, and the file name to show."""
+
+    file: str
+    entries: dict[FieldPath, SourceEntry] = field(default_factory=dict)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.entries
+
+    def _nearest(self, path: FieldPath) -> SourceEntry | None:
+        """The entry of ``path`` or, if it has none, of its closest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            entry = self.entries.get(path[:end])
+            if entry is not None:
+                return entry
+        return None
+
+    def value_position(self, path: FieldPath) -> Position:
+        """Where the value at ``path`` starts (nearest known ancestor, else 1:1)."""
+        entry = self._nearest(path)
+        return entry.value if entry else Position(1, 1)
+
+    def key_position(self, path: FieldPath) -> Position:
+        """Where the key of ``path`` is; the value's position for list items and the root."""
+        entry = self._nearest(path)
+        if entry is None:
+            return Position(1, 1)
+        return entry.key or entry.value
+
+    def problem(
+        self, path: FieldPath, message: str, *, at: Literal["key", "value"] = "value"
+    ) -> Problem:
+        """A :class:`Problem` for ``path``, placed at its key or at its value."""
+        pos = self.key_position(path) if at == "key" else self.value_position(path)
+        return Problem(self.file, pos.line, pos.col, format_path(path), message)
+
+
+@dataclass
+class YamlDocument:
+    """The outcome of loading: ``data`` (None when unusable), its source map and problems."""
+
+    data: Any
+    source: SourceMap
+    problems: list[Problem]
+
+
+def _position(node: Node) -> Position:
+    return Position(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _describe(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return "a scalar"
+
+
+class _Builder:
+    """Walks composed nodes into Python data, filling a source map and a problem list."""
+
+    def __init__(self, loader: yaml.SafeLoader, source: SourceMap) -> None:
+        self.loader = loader
+        self.source = source
+        self.problems: list[Problem] = []
+        self.count = 0
+        self.active: set[int] = set()
+
+    def report(self, node: Node, path: FieldPath, message: str) -> None:
+        pos = _position(node)
+        problem = Problem(self.source.file, pos.line, pos.col, format_path(path), message)
+        self.problems.append(problem)
+
+    def build(self, node: Node, path: FieldPath, key: Position | None) -> Any:
+        self.count += 1
+        if self.count > _MAX_NODES:
+            raise _TooLarge(node)
+        self.source.entries[path] = SourceEntry(key, _position(node))
+        if isinstance(node, ScalarNode):
+            value = self.scalar(node, path)
+            return None if value is _INVALID else value
+        if id(node) in self.active:
+            self.report(node, path, "recursive alias: a value must not contain itself")
+            return None
+        self.active.add(id(node))
+        try:
+            if isinstance(node, MappingNode):
+                if node.tag != _MAP_TAG:
+                    self.report(node, path, f"unsupported YAML tag {node.tag!r}")
+                return self.mapping(node, path)
+            if isinstance(node, SequenceNode):
+                if node.tag != _SEQ_TAG:
+                    self.report(node, path, f"unsupported YAML tag {node.tag!r}")
+                return [
+                    self.build(item, (*path, index), None) for index, item in enumerate(node.value)
+                ]
+            self.report(node, path, "unsupported YAML node")  # pragma: no cover
+            return None
+        finally:
+            self.active.discard(id(node))
+
+    def scalar(self, node: ScalarNode, path: FieldPath, *, report: bool = True) -> Any:
+        """The Python value of a scalar; None (and a problem, if ``report``) when invalid."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            if report:
+                self.report(node, path, exc.problem or "cannot read this value")
+        except (ValueError, TypeError, OverflowError) as exc:
+            if report:
+                self.report(node, path, f"invalid value {node.value!r}: {exc}")
+        return _INVALID
+
+    def merge_sources(self, node: Node, path: FieldPath, report: bool) -> list[MappingNode]:
+        """The mappings named by a ``<<`` merge key, earliest (strongest) first."""
+        if isinstance(node, MappingNode):
+            return [node]
+        if isinstance(node, SequenceNode) and all(
+            isinstance(item, MappingNode) for item in node.value
+        ):
+            return [item for item in node.value if isinstance(item, MappingNode)]
+        if report:
+            self.report(node, path, "a merge key '<<' needs a mapping or a list of mappings")
+        return []
+
+    def pairs(self, node: MappingNode, path: FieldPath, report: bool) -> list[_Pair]:
+        """The effective entries of a mapping: its own keys, then keys merged in by ``<<``.
+
+        Own keys win over merged ones and earlier merge sources over later ones, as
+        YAML's merge key specifies. Duplicate own keys are reported (if ``report``).
+        """
+        own: dict[Hashable, _Pair] = {}
+        merged: list[_Pair] = []
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.tag == _MERGE_TAG:
+                for source in self.merge_sources(value_node, path, report):
+                    if id(source) in self.active:
+                        if report:
+                            self.report(source, path, "recursive alias in a merge key '<<'")
+                        continue
+                    self.active.add(id(source))
+                    try:
+                        merged.extend(self.pairs(source, path, report=False))
+                    finally:
+                        self.active.discard(id(source))
+                continue
+            if not isinstance(key_node, ScalarNode):
+                if report:
+                    self.report(
+                        key_node,
+                        path,
+                        f"a mapping key must be a plain value, not {_describe(key_node)}",
+                    )
+                continue
+            key = self.scalar(key_node, path, report=report)
+            if key is _INVALID or not isinstance(key, Hashable):
+                continue
+            if key in own:
+                if report:
+                    first = own[key].key_node.start_mark.line + 1
+                    self.report(
+                        key_node, (*path, key), f"duplicate key {key!r} (first at line {first})"
+                    )
+                continue
+            own[key] = _Pair(key, key_node, value_node)
+        result = dict(own)
+        for pair in merged:
+            result.setdefault(pair.key, pair)
+        return list(result.values())
+
+    def mapping(self, node: MappingNode, path: FieldPath) -> dict[Hashable, Any]:
+        """Build a mapping's entries, recording each key's and value's position."""
+        return {
+            pair.key: self.build(pair.value_node, (*path, pair.key), _position(pair.key_node))
+            for pair in self.pairs(node, path, report=True)
+        }
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One effective mapping entry: the Python key and the nodes of key and value."""
+
+    key: Hashable
+    key_node: Node
+    value_node: Node
+
+
+_INVALID: Any = object()
+"""Marks a scalar that could not be constructed (already reported)."""
+
+
+class _TooLarge(Exception):
+    """Raised when a document expands to more nodes than we are willing to build."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__("document too large")
+        self.node = node
+
+
+def _offset_position(text: str, offset: int) -> Position:
+    """The line and column of a character offset into ``text``."""
+    before = text[:offset]
+    line = before.count("\n") + 1
+    return Position(line, offset - (before.rfind("\n") + 1) + 1)
+
+
+def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
+    """One problem line for a YAML syntax (or reader) error."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = exc.character
+        code = f"#x{ord(char) if isinstance(char, str) else char:04x}"
+        pos = _offset_position(text, exc.position)
+        return Problem(file, pos.line, pos.col, "", f"unacceptable character {code}: {exc.reason}")
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        message = problem
+        if exc.context and exc.problem:
+            ctx_mark = exc.context_mark
+            if problem.startswith("but "):
+                message = f"{exc.context}, {problem}"
+            elif ctx_mark is not None:
+                message = (
+                    f"{problem} ({exc.context} started at line {ctx_mark.line + 1},"
+                    f" column {ctx_mark.column + 1})"
+                )
+            else:
+                message = f"{problem} ({exc.context})"
+        if mark is not None:
+            return Problem(file, mark.line + 1, mark.column + 1, "", message)
+        return Problem(file, 1, 1, "", message)
+    return Problem(file, 1, 1, "", str(exc) or "invalid YAML")  # pragma: no cover
+
+
+def parse_yaml(text: str, file: str) -> YamlDocument:
+    """Parse one YAML document whose top level must be a mapping.
+
+    ``file`` is the name shown in problems. The result's ``data`` is None when the
+    document cannot be used at all (syntax error, empty file, top level not a
+    mapping); otherwise it holds the data even if ``problems`` lists duplicate keys,
+    so that validation can go on and report everything in one run.
+    """
+    source = SourceMap(file)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader checks for unprintable characters up front
+        return YamlDocument(None, source, [_syntax_problem(file, text, exc)])
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            return YamlDocument(None, source, [_syntax_problem(file, text, exc)])
+        if root is None:
+            return YamlDocument(None, source, [Problem(file, 1, 1, "", "file is empty")])
+        if not isinstance(root, MappingNode):
+            pos = _position(root)
+            message = f"the top level must be a mapping, not {_describe(root)}"
+            return YamlDocument(None, source, [Problem(file, pos.line, pos.col, "", message)])
+        builder = _Builder(loader, source)
+        try:
+            data = builder.build(root, (), None)
+        except _TooLarge as exc:
+            pos = _position(exc.node)
+            message = f"document expands to more than {_MAX_NODES} values (alias bomb?)"
+            return YamlDocument(None, source, [Problem(file, pos.line, pos.col, "", message)])
+        return YamlDocument(data, source, builder.problems)
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path, file: str | None = None) -> YamlDocument:
+    """Read and parse a YAML file (see :func:`parse_yaml`); ``file`` is the name to show.
+
+    Raises ConfigError (``fuzz.yaml: no such file``) when the file cannot be read.
+    Text that is not UTF-8 is reported as a problem at the first bad byte.
+    """
+    name = file if file is not None else str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{name}: is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(f"{name}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        good = raw[: exc.start].decode("utf-8-sig")
+        pos = _offset_position(good, len(good))
+        problem = Problem(name, pos.line, pos.col, "", "not valid UTF-8 text")
+        return YamlDocument(None, SourceMap(name), [problem])
+    return parse_yaml(text, name)
