@@ -1,0 +1,127 @@
+"""Bearer-token authentication for the agent's gRPC server, and reading the token file.
+
+Every call must carry the metadata ``authorization: Bearer <token>``, except those
+to the standard health service, which load balancers and the provider's readiness
+check call without credentials.
+"""
+
+from __future__ import annotations
+
+import hmac
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from fuzz.errors import ConfigError
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+METADATA_KEY = "authorization"
+SCHEME = "bearer"
+
+
+class TokenFileError(ConfigError):
+    """The token file is missing, empty, or readable by others."""
+
+
+def read_token_file(path: Path) -> str:
+    """Return the token stored in ``path`` with surrounding whitespace stripped.
+
+    Refuses a missing file, an empty one, and one that group or others may access
+    (the token grants full control of the agent).
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise TokenFileError(f"token file {path} does not exist") from None
+    except OSError as exc:
+        raise TokenFileError(f"cannot read token file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise TokenFileError(f"token file {path} is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise TokenFileError(
+            f"token file {path} is accessible by group or others (mode {mode:04o}); "
+            f"run: chmod 600 {path}"
+        )
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"cannot read token file {path}: {exc}") from None
+    if not token:
+        raise TokenFileError(f"token file {path} is empty")
+    return token
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata that authenticates a client with ``token``."""
+    return ((METADATA_KEY, f"Bearer {token}"),)
+
+
+def check_authorization(expected: str, metadata: Iterable[tuple[str, Any]]) -> str | None:
+    """Return None when ``metadata`` carries the bearer token ``expected``, else why not."""
+    values = [value for key, value in metadata if key.lower() == METADATA_KEY]
+    if not values:
+        return "missing 'authorization: Bearer <token>' metadata"
+    value = values[0]
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    scheme, _, presented = text.strip().partition(" ")
+    if scheme.lower() != SCHEME or not presented.strip():
+        return "authorization metadata must be 'Bearer <token>'"
+    if not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+        return "invalid bearer token"
+    return None
+
+
+def _denying_handler(
+    handler: grpc.RpcMethodHandler[Any, Any] | None, message: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape as ``handler`` that fails with UNAUTHENTICATED."""
+
+    def deny(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    factories: dict[str, Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
+        "unary_unary": grpc.unary_unary_rpc_method_handler,
+        "unary_stream": grpc.unary_stream_rpc_method_handler,
+        "stream_unary": grpc.stream_unary_rpc_method_handler,
+        "stream_stream": grpc.stream_stream_rpc_method_handler,
+    }
+    if handler is not None:
+        for shape, factory in factories.items():
+            if getattr(handler, shape, None) is not None:
+                return factory(
+                    deny,
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+    return grpc.unary_unary_rpc_method_handler(deny)
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Reject every call without the right bearer token, except the open services."""
+
+    def __init__(self, token: str, open_services: Iterable[str] = (HEALTH_SERVICE,)) -> None:
+        """Accept ``token``; calls to ``open_services`` need none."""
+        if not token:
+            raise ValueError("the agent's token must not be empty")
+        self._token = token
+        self._open = frozenset(open_services)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Pass authenticated calls on; answer the others with UNAUTHENTICATED."""
+        method: str = handler_call_details.method
+        service = method.lstrip("/").partition("/")[0]
+        if service in self._open:
+            return continuation(handler_call_details)
+        metadata = handler_call_details.invocation_metadata or ()
+        problem = check_authorization(self._token, metadata)
+        if problem is None:
+            return continuation(handler_call_details)
+        return _denying_handler(continuation(handler_call_details), problem)

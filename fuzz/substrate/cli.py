@@ -1,0 +1,61 @@
+"""The ``substrate`` command group (mounted as ``fuzz substrate``): run the node agent."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+
+from fuzz.errors import FuzzError
+
+
+def parse_labels(items: Iterable[str]) -> dict[str, str]:
+    """Turn ``KEY=VALUE`` strings into a dict; raise click.ClickException on a bad one."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.ClickException(f"invalid label {item!r}: expected KEY=VALUE")
+        labels[key.strip()] = value
+    return labels
+
+
+@click.group(name="substrate")
+def substrate() -> None:
+    """Run and inspect the node agent."""
+
+
+@substrate.command("serve")
+@click.option(
+    "--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
+    help="Address to listen on; port 0 lets the OS pick one (see agent.json).",
+)
+@click.option(
+    "--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="The agent's own directory: lock, agent.json, node id.",
+)
+@click.option(
+    "--token-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the bearer token clients must send (mode 0600).",
+)
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE",
+    help="A label reported in the inventory; repeatable.",
+)
+def serve_command(listen: str, state_dir: Path, token_file: Path, labels: tuple[str, ...]) -> None:
+    """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
+    # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from fuzz.substrate.auth import read_token_file
+    from fuzz.substrate.server import serve
+
+    parsed = parse_labels(labels)
+    try:
+        token = read_token_file(token_file)
+        serve(listen, state_dir.absolute(), token, parsed)
+    except FuzzError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None

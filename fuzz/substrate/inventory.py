@@ -1,0 +1,288 @@
+"""Read what this machine offers: logical CPUs, sockets, NUMA domains, memory and GPUs.
+
+The ``parse_*`` functions are pure (text in, values out); the ``read_*`` functions
+read ``/sys``, ``/proc`` and ``nvidia-smi`` and take their roots as arguments so
+that tests can point them at a fake tree. Nothing here imports gRPC: the server
+turns a :class:`MachineInventory` into the wire message.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SYS_ROOT = Path("/sys")
+PROC_ROOT = Path("/proc")
+NVIDIA_SMI_QUERY = (
+    "--query-gpu=index,uuid,name,memory.total,pci.bus_id",
+    "--format=csv,noheader,nounits",
+)
+NVIDIA_SMI_TIMEOUT = 15.0
+
+_MEM_TOTAL = re.compile(r"^(?:Node\s+\d+\s+)?MemTotal:\s+(\d+)\s*(kB)?\s*$", re.MULTILINE)
+_NODE_DIR = re.compile(r"^node(\d+)$")
+_PCI_BUS_ID = re.compile(r"^([0-9a-fA-F]+):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """One logical CPU: its id, socket (physical package), core id and NUMA node (-1: unknown)."""
+
+    id: int
+    socket: int
+    core: int
+    numa_node: int = -1
+
+
+@dataclass(frozen=True)
+class NumaDomain:
+    """One NUMA domain: the logical CPUs and the memory (bytes) local to it."""
+
+    id: int
+    cpu_ids: tuple[int, ...]
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One GPU as ``nvidia-smi`` reports it; ``numa_node`` is -1 when unknown."""
+
+    index: int
+    uuid: str
+    model: str
+    memory_bytes: int
+    pci_bus_id: str
+    numa_node: int = -1
+
+
+@dataclass(frozen=True)
+class MachineInventory:
+    """Everything the agent reports about the machine it runs on."""
+
+    hostname: str
+    architecture: str
+    memory_bytes: int
+    cpus: tuple[CpuInfo, ...]
+    numa: tuple[NumaDomain, ...]
+    gpus: tuple[GpuInfo, ...]
+
+    @property
+    def cores(self) -> int:
+        """The number of online logical CPUs."""
+        return len(self.cpus)
+
+    @property
+    def sockets(self) -> int:
+        """The number of distinct sockets (physical packages) with an online CPU."""
+        return len({cpu.socket for cpu in self.cpus}) or 1
+
+
+# --- pure parsers ---------------------------------------------------------------------
+
+
+def parse_cpulist(text: str) -> list[int]:
+    """Return the CPU ids of a kernel cpulist such as ``0-3,8-11`` (empty text: none).
+
+    Raises ValueError for text that is not a cpulist.
+    """
+    cpus: list[int] = []
+    value = text.strip()
+    if not value:
+        return cpus
+    for part in value.split(","):
+        first, sep, last = part.strip().partition("-")
+        try:
+            start = int(first)
+            end = int(last) if sep else start
+        except ValueError:
+            raise ValueError(f"invalid cpulist {text.strip()!r}: expected e.g. 0-3,8-11") from None
+        if start < 0 or end < start:
+            raise ValueError(f"invalid cpulist {text.strip()!r}: range {part.strip()!r}")
+        cpus.extend(range(start, end + 1))
+    return sorted(set(cpus))
+
+
+def parse_mem_total(text: str) -> int:
+    """Return ``MemTotal`` in bytes from ``/proc/meminfo`` or a NUMA node's ``meminfo``.
+
+    Raises ValueError when the text has no MemTotal line.
+    """
+    match = _MEM_TOTAL.search(text)
+    if match is None:
+        raise ValueError("no MemTotal line in meminfo")
+    number, unit = match.groups()
+    return int(number) * (1024 if unit else 1)
+
+
+def parse_nvidia_smi(text: str) -> list[GpuInfo]:
+    """Parse ``nvidia-smi --query-gpu=index,uuid,name,memory.total,pci.bus_id``.
+
+    The output is expected with ``--format=csv,noheader,nounits`` (memory in MiB).
+    Unknown values (``[N/A]``) become 0; ``numa_node`` is left unknown (-1).
+    """
+    gpus: list[GpuInfo] = []
+    for row in csv.reader(text.splitlines(), skipinitialspace=True):
+        fields = [field.strip() for field in row]
+        if not any(fields):
+            continue
+        if len(fields) != 5:
+            raise ValueError(f"unexpected nvidia-smi line {','.join(row)!r}: expected 5 fields")
+        index, uuid, model, memory_mib, bus_id = fields
+        gpus.append(
+            GpuInfo(
+                index=int(index),
+                uuid=uuid,
+                model=model,
+                memory_bytes=int(memory_mib) * 1024 * 1024 if memory_mib.isdigit() else 0,
+                pci_bus_id=bus_id,
+            )
+        )
+    return gpus
+
+
+def sysfs_pci_address(bus_id: str) -> str | None:
+    """Turn nvidia-smi's ``00000000:3B:00.0`` into sysfs's ``0000:3b:00.0`` (None if malformed)."""
+    match = _PCI_BUS_ID.match(bus_id.strip())
+    if match is None:
+        return None
+    domain, bus, device, function = match.groups()
+    return f"{int(domain, 16):04x}:{bus.lower()}:{device.lower()}.{function}"
+
+
+# --- readers --------------------------------------------------------------------------
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _read_int(path: Path, default: int) -> int:
+    text = _read_text(path)
+    try:
+        return int(text.strip()) if text is not None else default
+    except ValueError:
+        return default
+
+
+def read_online_cpus(sys_root: Path = SYS_ROOT) -> list[int]:
+    """The online logical CPU ids (all of ``os.cpu_count()`` when sysfs does not say)."""
+    text = _read_text(sys_root / "devices/system/cpu/online")
+    if text is not None and text.strip():
+        return parse_cpulist(text)
+    return list(range(os.cpu_count() or 1))
+
+
+def read_total_memory(proc_root: Path = PROC_ROOT) -> int:
+    """Total memory in bytes from ``/proc/meminfo``."""
+    return parse_mem_total((proc_root / "meminfo").read_text())
+
+
+def read_numa(
+    cpu_ids: list[int], total_memory: int, sys_root: Path = SYS_ROOT
+) -> list[NumaDomain]:
+    """The NUMA domains with their online CPUs and memory.
+
+    Without ``/sys/devices/system/node`` the machine is one domain holding all CPUs
+    and all memory.
+    """
+    node_root = sys_root / "devices/system/node"
+    online = set(cpu_ids)
+    domains: list[NumaDomain] = []
+    try:
+        entries = sorted(node_root.iterdir())
+    except OSError:
+        entries = []
+    for entry in entries:
+        match = _NODE_DIR.match(entry.name)
+        if match is None:
+            continue
+        cpus = parse_cpulist(_read_text(entry / "cpulist") or "")
+        meminfo = _read_text(entry / "meminfo")
+        try:
+            memory = parse_mem_total(meminfo) if meminfo is not None else 0
+        except ValueError:
+            memory = 0
+        domains.append(
+            NumaDomain(int(match.group(1)), tuple(c for c in cpus if c in online), memory)
+        )
+    if not domains:
+        return [NumaDomain(0, tuple(sorted(online)), total_memory)]
+    return sorted(domains, key=lambda d: d.id)
+
+
+def read_cpus(
+    cpu_ids: list[int], numa: list[NumaDomain], sys_root: Path = SYS_ROOT
+) -> list[CpuInfo]:
+    """Socket, core and NUMA node of each online CPU (socket 0 where sysfs says -1)."""
+    node_of = {cpu: domain.id for domain in numa for cpu in domain.cpu_ids}
+    cpus: list[CpuInfo] = []
+    for cpu in cpu_ids:
+        topology = sys_root / f"devices/system/cpu/cpu{cpu}/topology"
+        package = _read_int(topology / "physical_package_id", 0)
+        core = _read_int(topology / "core_id", cpu)
+        cpus.append(CpuInfo(cpu, max(package, 0), core, node_of.get(cpu, -1)))
+    return cpus
+
+
+def read_gpus(
+    nvidia_smi: str | None = None, sys_root: Path = SYS_ROOT
+) -> list[GpuInfo]:
+    """GPUs from ``nvidia-smi`` (found on PATH unless given); none when it is absent or fails."""
+    binary = nvidia_smi or shutil.which("nvidia-smi")
+    if binary is None:
+        return []
+    try:
+        done = subprocess.run(
+            [binary, *NVIDIA_SMI_QUERY],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    try:
+        gpus = parse_nvidia_smi(done.stdout)
+    except ValueError:
+        return []
+    located: list[GpuInfo] = []
+    for gpu in gpus:
+        address = sysfs_pci_address(gpu.pci_bus_id)
+        numa_node = -1
+        if address is not None:
+            numa_node = _read_int(sys_root / "bus/pci/devices" / address / "numa_node", -1)
+        located.append(
+            GpuInfo(gpu.index, gpu.uuid, gpu.model, gpu.memory_bytes, gpu.pci_bus_id, numa_node)
+        )
+    return located
+
+
+def read_inventory(
+    sys_root: Path = SYS_ROOT,
+    proc_root: Path = PROC_ROOT,
+    nvidia_smi: str | None = None,
+    gpus: bool = True,
+) -> MachineInventory:
+    """Read the whole machine; ``gpus=False`` skips the (slow) nvidia-smi call."""
+    cpu_ids = read_online_cpus(sys_root)
+    memory = read_total_memory(proc_root)
+    numa = read_numa(cpu_ids, memory, sys_root)
+    return MachineInventory(
+        hostname=socket.gethostname(),
+        architecture=os.uname().machine,
+        memory_bytes=memory,
+        cpus=tuple(read_cpus(cpu_ids, numa, sys_root)),
+        numa=tuple(numa),
+        gpus=tuple(read_gpus(nvidia_smi, sys_root)) if gpus else (),
+    )

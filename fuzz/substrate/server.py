@@ -1,0 +1,241 @@
+"""The node agent's process: the Substrate service, the gRPC server and its lifecycle.
+
+:func:`serve` locks the state dir (see :mod:`fuzz.substrate.statedir` for its
+files), starts the gRPC server with the bearer-token interceptor and the standard
+health service, publishes ``agent.json`` once it answers, and stops gracefully on
+SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from concurrent import futures
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from fuzz import __version__
+from fuzz.api import substrate_pb2, substrate_pb2_grpc
+from fuzz.errors import FuzzError
+from fuzz.substrate.auth import BearerTokenInterceptor
+from fuzz.substrate.inventory import MachineInventory, read_inventory
+from fuzz.substrate.statedir import (
+    INFO_FILE,
+    acquire_lock,
+    read_node_id,
+    release_lock,
+    write_json_atomic,
+)
+
+SERVICE_NAME = "fuzz.substrate.v1.Substrate"
+STOP_GRACE = 2.0
+MAX_WORKERS = 8
+
+
+class AgentStartError(FuzzError):
+    """The agent cannot start: it cannot use its state dir or cannot listen."""
+
+
+# --- the Substrate service --------------------------------------------------------------
+
+
+def inventory_message(
+    machine: MachineInventory, node_id: str, labels: Mapping[str, str], started_at: datetime
+) -> substrate_pb2.Inventory:
+    """Build the wire message for ``machine`` as the agent ``node_id`` reports it."""
+    message = substrate_pb2.Inventory(
+        node_id=node_id,
+        hostname=machine.hostname,
+        architecture=machine.architecture,
+        sockets=machine.sockets,
+        cores=machine.cores,
+        memory_bytes=machine.memory_bytes,
+        labels=dict(labels),
+        agent_version=__version__,
+    )
+    message.started_at.FromDatetime(started_at)
+    for domain in machine.numa:
+        message.numa.add(id=domain.id, cpu_ids=domain.cpu_ids, memory_bytes=domain.memory_bytes)
+    for gpu in machine.gpus:
+        message.gpus.add(
+            index=gpu.index,
+            uuid=gpu.uuid,
+            model=gpu.model,
+            memory_bytes=gpu.memory_bytes,
+            numa_node=gpu.numa_node,
+            pci_bus_id=gpu.pci_bus_id,
+        )
+    for cpu in machine.cpus:
+        message.cpus.add(id=cpu.id, socket=cpu.socket, core=cpu.core, numa_node=cpu.numa_node)
+    return message
+
+
+class SubstrateService:
+    """The ``fuzz.substrate.v1.Substrate`` servicer.
+
+    The machine is read on the first Inventory call (not at start, which stays fast
+    even where ``nvidia-smi`` is slow) and kept: hardware does not change under a
+    running agent.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        labels: Mapping[str, str],
+        started_at: datetime,
+        reader: Callable[[], MachineInventory] = read_inventory,
+    ) -> None:
+        """Serve as ``node_id`` with ``labels``; ``reader`` reads the machine."""
+        self.node_id = node_id
+        self._labels = dict(labels)
+        self._started_at = started_at
+        self._reader = reader
+        self._machine: MachineInventory | None = None
+        self._lock = threading.Lock()
+
+    def machine(self) -> MachineInventory:
+        """The machine's inventory, read once."""
+        with self._lock:
+            if self._machine is None:
+                self._machine = self._reader()
+            return self._machine
+
+    def Inventory(  # the gRPC method's name
+        self, request: substrate_pb2.InventoryRequest, context: grpc.ServicerContext
+    ) -> substrate_pb2.Inventory:
+        """Answer the Inventory RPC."""
+        return inventory_message(self.machine(), self.node_id, self._labels, self._started_at)
+
+
+# --- the process --------------------------------------------------------------------------
+
+
+def endpoint_for(listen: str, port: int) -> str:
+    """The address clients use for a server bound to ``listen`` on ``port``."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::", "localhost"):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_problem(listen: str) -> str:
+    """Say why ``listen`` (``host:port``) cannot be bound, as the OS puts it."""
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port_text.isdigit():
+        return "expected HOST:PORT, e.g. 127.0.0.1:0"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, int(port_text), type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "the gRPC server could not bind it"
+
+
+@dataclass
+class _Running:
+    server: grpc.Server
+    health: health.HealthServicer
+    endpoint: str
+
+
+def _start_server(listen: str, token: str, service: SubstrateService) -> _Running:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="substrate"),
+        interceptors=[BearerTokenInterceptor(token)],
+        options=(("grpc.so_reuseport", 0),),
+    )
+    substrate_pb2_grpc.add_SubstrateServicer_to_server(service, server)
+    checker = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise AgentStartError(f"cannot listen on {listen}: {bind_problem(listen)}")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return _Running(server, checker, endpoint_for(listen, port))
+
+
+def serve(
+    listen: str,
+    state_dir: Path,
+    token: str,
+    labels: dict[str, str],
+    *,
+    stop: threading.Event | None = None,
+    grace: float = STOP_GRACE,
+) -> None:
+    """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
+
+    Blocks for the agent's whole life. Holds ``state_dir/agent.lock`` throughout and
+    publishes ``state_dir/agent.json`` once the server answers; removes it on the way
+    out. Raises AgentStartError (a FuzzError) when it cannot start.
+    """
+    if not token:
+        raise AgentStartError("the agent's token must not be empty")
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_fd = acquire_lock(state_dir)
+    except OSError as exc:
+        raise AgentStartError(f"cannot use state dir {state_dir}: {exc.strerror}") from None
+    info_path = state_dir / INFO_FILE
+    stop_event = stop or threading.Event()
+    previous = _install_signal_handlers(stop_event)
+    running: _Running | None = None
+    try:
+        info_path.unlink(missing_ok=True)  # left by an agent that was killed
+        started_at = datetime.now(UTC)
+        service = SubstrateService(read_node_id(state_dir), labels, started_at)
+        running = _start_server(listen, token, service)
+        write_json_atomic(
+            info_path,
+            {
+                "pid": os.getpid(),
+                "endpoint": running.endpoint,
+                "started_at": started_at.isoformat(),
+                "version": __version__,
+                "node_id": service.node_id,
+            },
+        )
+        stop_event.wait()
+    finally:
+        if running is not None:
+            running.health.enter_graceful_shutdown()
+            running.server.stop(grace).wait()
+        info_path.unlink(missing_ok=True)
+        _restore_signal_handlers(previous)
+        release_lock(lock_fd)
+
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _install_signal_handlers(stop: threading.Event) -> dict[int, _Handler]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signal_handlers(previous: dict[int, _Handler]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

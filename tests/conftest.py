@@ -1,0 +1,28 @@
+"""Fixtures shared by many test modules. Keep this file small and generic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+def pid_gone(pid: int) -> bool:
+    """True once no process (not even a zombie) has ``pid``."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+@pytest.fixture
+def assert_pid_gone() -> Callable[..., None]:
+    """Return ``check(pid, timeout=5.0)``, failing unless ``/proc/<pid>`` disappears in time."""
+
+    def check(pid: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pid_gone(pid):
+            if time.monotonic() > deadline:
+                pytest.fail(f"process {pid} still exists after {timeout}s")
+            time.sleep(0.02)
+
+    return check
