@@ -11,6 +11,7 @@ class FuzzError(Exception):
     """A failure with a message meant for the user; the CLI prints it without a traceback."""
 
     exit_code = 1
+    prefix = "Error: "
 
 
 class ConfigError(FuzzError):

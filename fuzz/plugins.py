@@ -8,7 +8,7 @@ broken plugin only breaks the commands that need it, with a message naming it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 
 import pluggy
@@ -92,8 +92,7 @@ def _register(
     manager: pluggy.PluginManager, group: str, ep: EntryPoint, kinds_hook: str
 ) -> PluginInfo:
     dist_name, version = _distribution(ep)
-    base = {"group": group, "name": ep.name, "value": ep.value,
-            "distribution": dist_name, "version": version}
+    base = PluginInfo(group, ep.name, ep.value, dist_name, version)
     plugin_name = f"{group}:{ep.name}"
     try:
         if manager.get_plugin(plugin_name) is None:
@@ -102,8 +101,8 @@ def _register(
         kinds_impl = getattr(plugin, kinds_hook, None)
         kinds = tuple(kinds_impl()) if kinds_impl else ()
     except Exception as exc:  # any import or registration failure is reported, not raised
-        return PluginInfo(**base, error=f"{type(exc).__name__}: {exc}")
-    return PluginInfo(**base, kinds=kinds)
+        return replace(base, error=f"{type(exc).__name__}: {exc}")
+    return replace(base, kinds=kinds)
 
 
 def load_plugins(extra: Iterable[tuple[str, object]] = ()) -> PluginSet:

@@ -48,7 +48,8 @@ class LockInfo:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LockInfo:
         """Build from :meth:`to_json` output, ignoring unknown keys."""
-        return cls(**{k: str(data.get(k, "")) for k in ("id", "operation", "who", "created", "path")})
+        fields = ("id", "operation", "who", "created", "path")
+        return cls(**{k: str(data.get(k, "")) for k in fields})
 
     def describe(self) -> str:
         """One line naming the holder: id, operation, user@host and since when."""

@@ -147,9 +147,18 @@ class StateStore:
         return state
 
     def read_or_new(self, cluster: str) -> State:
-        """The stored state, or a new empty one (fresh lineage, serial 0) for ``cluster``."""
+        """The stored state, or a new empty one (fresh lineage, serial 0) not yet written."""
         state = self.read()
         return state if state is not None else State.new(cluster)
+
+    def read_or_create(self, cluster: str) -> State:
+        """The stored state, or a new empty one for ``cluster``, written now.
+
+        Writing it at once fixes the lineage from the first command on, so a plan
+        saved before the first apply is not refused as stale.
+        """
+        state = self.read()
+        return state if state is not None else self.write(State.new(cluster))
 
     def _current(self) -> _Stored | None:
         """What the backend holds: remembered while we hold the lock, else read again."""

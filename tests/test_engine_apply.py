@@ -31,6 +31,7 @@ class MemoryProvider:
         self.creates = 0
         self.active = 0
         self.peak = 0
+        self.deleted: list[str] = []
         self.lock = threading.Lock()
 
     def create(self, node: DesiredNode, token: str) -> NodeObservation:
@@ -55,6 +56,7 @@ class MemoryProvider:
 
     def delete(self, record: RecordedNode) -> None:
         with self.lock:
+            self.deleted.append(record.provider_id or "")
             self.nodes.pop(record.provider_id or "", None)
 
     def observations(self) -> dict[str, list[NodeObservation]]:
@@ -181,3 +183,19 @@ def test_graph_skips_dependents_of_failures_and_honours_cancel() -> None:
     cancel = threading.Event()
     cancel.set()
     assert run_graph({"x": ok("x")}, {}, 1, cancel).skipped == ["x"]
+
+
+def test_recreating_a_gone_node_first_removes_its_remains() -> None:
+    provider, store = MemoryProvider(), MemoryStore()
+    state = State.new("c")
+    first = apply_plan(make_plan(cluster(2), refresh(state, {}, KINDS)), state, provider,
+                       store.persist)
+    old = first.state.resources["pool.cpu.node[1]"]
+    provider.nodes[old.provider_id or ""] = NodeObservation(
+        old.provider_id or "", old.address, old.client_token, "gone")
+    plan = make_plan(cluster(2), refresh(first.state, provider.observations(), KINDS))
+    [change] = plan.changes
+    assert (change.action, change.generation) == (Action.CREATE, 2)
+    result = apply_plan(plan, first.state, provider, store.persist)
+    assert provider.deleted == [old.provider_id]
+    assert result.state.resources["pool.cpu.node[1]"].generation == 2

@@ -1,5 +1,72 @@
-"""Placeholder entry point, replaced by the CLI."""
+"""The ``fuzz`` command: global options, command groups, and the one-line error contract."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from fuzz import __version__
+from fuzz.cli.options import AppContext
+from fuzz.errors import FuzzError
+
+DEBUG_ENV = "FUZZ_DEBUG"
 
 
-def main() -> None:
-    """Run the fuzz command line."""
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "--chdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Run as if fuzz was started in this directory.")
+@click.option("-f", "--file", "spec_file", default="fuzz.yaml", show_default=True,
+              envvar="FUZZ_SPEC", help="The cluster spec.")
+@click.option("--no-color", is_flag=True, envvar="NO_COLOR", help="Plain output.")
+@click.version_option(__version__, prog_name="fuzz")
+@click.pass_context
+def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) -> None:
+    """fuzz turns declared clusters and workflows into containers on provisioned nodes."""
+    if chdir is not None:
+        try:
+            os.chdir(chdir)
+        except OSError as exc:
+            raise FuzzError(f"-C {chdir}: {exc.strerror}") from None
+    ctx.obj = AppContext(Path(spec_file), color=not no_color)
+
+
+def _register_commands() -> None:
+    from fuzz.cli import commands_info, commands_lifecycle, commands_state
+    from fuzz.substrate.cli import substrate
+
+    for module in (commands_lifecycle, commands_state, commands_info):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+    cli.add_command(substrate)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: user errors are one line on stderr and exit 1, never a traceback."""
+    _register_commands()
+    try:
+        cli.main(args=argv, prog_name="fuzz", standalone_mode=False)
+    except FuzzError as exc:
+        if str(exc):
+            click.echo(f"{exc.prefix}{exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so in one line, full trace only on request
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        click.echo(f"Internal error: {type(exc).__name__}: {exc} "
+                   f"(set {DEBUG_ENV}=1 for the traceback, and please report it)", err=True)
+        sys.exit(1)

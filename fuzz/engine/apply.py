@@ -118,8 +118,10 @@ class _Applier:
             elif change.action is Action.UPDATE:
                 self._update(change)
             else:
-                if change.action is Action.REPLACE:
-                    self._delete_for_replace(change)
+                if change.before is not None and change.generation != change.before.generation:
+                    # A replacement, or a node that is gone (drift): remove what is left
+                    # of the old generation first, so no remains outlive their record.
+                    self.operations.delete(change.before)
                 self._create(change)
         except BaseException as exc:
             self.on_event(ApplyEvent(change.address, change.action, "failed",
@@ -149,10 +151,6 @@ class _Applier:
             pending, status="created", provider_id=obs.provider_id,
             observed=observed_attributes(obs),
         ))
-
-    def _delete_for_replace(self, change: Change) -> None:
-        assert change.before is not None
-        self.operations.delete(change.before)
 
     def _delete(self, change: Change) -> None:
         assert change.before is not None

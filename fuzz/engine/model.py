@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from types import MappingProxyType
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Literal
 
 from fuzz.errors import StateError

@@ -63,6 +63,8 @@ class Issue:
 class SpecError(ConfigError):
     """A spec file is invalid; ``problems`` lists every problem, ``str()`` one per line."""
 
+    prefix = ""  # each line already starts with file:line:col
+
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems: list[Problem] = list(problems)
         super().__init__("\n".join(str(problem) for problem in self.problems))

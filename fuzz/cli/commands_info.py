@@ -1,0 +1,100 @@
+"""``fuzz providers`` and ``fuzz node list``: what is installed, and what is running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from fuzz.cli.options import (
+    AppContext,
+    json_option,
+    lock_timeout_option,
+    parse_lock_timeout,
+    pass_app,
+)
+from fuzz.cli.render import print_json
+from fuzz.engine.model import RecordedNode
+from fuzz.engine.planner import address_sort_key
+from fuzz.errors import FuzzError
+from fuzz.substrate.client import AgentClient
+
+
+@click.command()
+@json_option
+@pass_app
+def providers(app: AppContext, as_json: bool) -> None:
+    """List the installed provider and state plugins, their distributions and versions."""
+    found = app.workspace.plugins
+    if as_json:
+        print_json(app.out, [
+            {"group": p.group, "name": p.name, "kinds": list(p.kinds), "module": p.value,
+             "distribution": p.distribution, "version": p.version, "error": p.error}
+            for p in found.plugins
+        ])
+        return
+    table = Table("group", "kinds", "distribution", "version", "status")
+    for p in found.plugins:
+        status = f"[red]failed: {escape(p.error)}[/]" if p.error else "[green]ok[/]"
+        table.add_row(p.group, ", ".join(p.kinds) or p.name, p.distribution, p.version, status)
+    app.out.print(table)
+
+
+def _live_inventory(node: RecordedNode) -> dict[str, Any]:
+    """Ask the node's agent for its inventory; an unreachable agent is reported, not raised."""
+    endpoint = node.observed.get("endpoint")
+    token_file = node.observed.get("token_file")
+    if not endpoint or not token_file:
+        return {"agent": "unknown"}
+    try:
+        client = AgentClient(str(endpoint), Path(str(token_file)).read_text().strip())
+        try:
+            inventory = client.inventory(timeout=5.0)
+        finally:
+            client.close()
+    except (OSError, FuzzError) as exc:
+        return {"agent": f"unreachable: {exc}"}
+    return {"agent": "ready", "cores": inventory.cores, "memory_bytes": inventory.memory_bytes,
+            "numa_domains": len(inventory.numa), "architecture": inventory.architecture,
+            "labels": dict(inventory.labels)}
+
+
+@click.group()
+def node() -> None:
+    """Inspect the cluster's nodes."""
+
+
+@node.command("list")
+@json_option
+@lock_timeout_option
+@pass_app
+def node_list(app: AppContext, as_json: bool, lock_timeout: str) -> None:
+    """List recorded nodes with what each node's agent reports now."""
+    ws = app.workspace
+    with ws.locked("node list", parse_lock_timeout(lock_timeout)):
+        recorded = ws.store.read()
+    nodes = sorted((recorded.resources.values() if recorded else []),
+                   key=lambda n: address_sort_key(n.address))
+    rows = [{"address": n.address, "pool": n.pool, "provider": n.provider,
+             "provider_id": n.provider_id, "status": n.status,
+             "endpoint": n.observed.get("endpoint"), **_live_inventory(n)} for n in nodes]
+    if as_json:
+        print_json(app.out, rows)
+        return
+    if not rows:
+        app.out.print("No nodes recorded. Run fuzz apply to create them.")
+        return
+    table = Table("address", "provider", "id", "endpoint", "agent", "cores", "memory", "labels")
+    for row in rows:
+        memory = f"{row['memory_bytes'] / 2**30:.1f} GiB" if "memory_bytes" in row else ""
+        labels = ",".join(f"{k}={v}" for k, v in sorted(row.get("labels", {}).items()))
+        table.add_row(escape(row["address"]), row["provider"], str(row["provider_id"] or ""),
+                      str(row["endpoint"] or ""), escape(row["agent"]),
+                      str(row.get("cores", "")), memory, escape(labels))
+    app.out.print(table)
+
+
+COMMANDS = [providers, node]

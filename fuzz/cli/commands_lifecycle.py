@@ -1,0 +1,235 @@
+"""``fuzz init``, ``validate``, ``plan``, ``apply`` and ``destroy``."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from fuzz.cli.options import (
+    AppContext,
+    json_option,
+    lock_timeout_option,
+    parse_lock_timeout,
+    pass_app,
+)
+from fuzz.cli.render import (
+    ProgressPrinter,
+    print_apply_result,
+    print_json,
+    print_plan,
+    summary_line,
+)
+from fuzz.engine.model import Plan, State
+from fuzz.errors import ConfigError, FuzzError
+from fuzz.planfile import read_plan, write_plan
+from fuzz.reconcile import PlanRequest, apply_changes, refresh_and_plan
+from fuzz.spec.problems import SpecError
+
+
+class ChangesPresent(FuzzError):
+    """``fuzz plan --detailed-exitcode`` found changes: exit 2, with nothing printed."""
+
+    exit_code = 2
+
+
+@click.command()
+@json_option
+@lock_timeout_option
+@pass_app
+def init(app: AppContext, as_json: bool, lock_timeout: str) -> None:
+    """Check the spec and installed providers, and create the state if there is none."""
+    ws = app.workspace
+    # Building the contexts validates every provider block with its installed plugin.
+    kinds = sorted({ctx.kind for ctx in ws.contexts.values()})
+    with ws.locked("init", parse_lock_timeout(lock_timeout)):
+        state = ws.store.read()
+        created = state is None
+        if state is None:
+            state = ws.store.write(State.new(ws.loaded.spec.cluster))
+    if as_json:
+        print_json(app.out, {"cluster": ws.loaded.spec.cluster, "state": ws.store.describe(),
+                             "lineage": state.lineage, "serial": state.serial,
+                             "created": created, "providers": kinds})
+        return
+    verb = "Created" if created else "Found"
+    app.out.print(f"Spec {ws.spec_path} is valid: cluster [bold]{ws.loaded.spec.cluster}[/], "
+                  f"{len(ws.loaded.spec.pools)} pool(s), providers: {', '.join(kinds) or 'none'}.")
+    app.out.print(f"{verb} state in {ws.store.describe()} "
+                  f"(lineage {state.lineage}, serial {state.serial}).")
+    app.out.print("[green]fuzz is initialized.[/] Run fuzz plan to see what apply would do.")
+
+
+@click.command()
+@json_option
+@pass_app
+def validate(app: AppContext, as_json: bool) -> None:
+    """Check the spec, including each provider block against its plugin; exit 1 if invalid."""
+    ws = app.workspace
+    try:
+        providers = len(ws.contexts)
+    except SpecError as exc:
+        if as_json:
+            print_json(app.out, {"valid": False,
+                                 "problems": [p.to_json() for p in exc.problems]})
+            sys.exit(1)
+        raise
+    if as_json:
+        print_json(app.out, {"valid": True, "problems": []})
+    else:
+        app.out.print(f"[green]Success![/] {ws.spec_path} is valid "
+                      f"({len(ws.loaded.spec.pools)} pool(s), {providers} provider block(s)).")
+
+
+def _plan_request(refresh: bool, target: tuple[str, ...], replace: tuple[str, ...],
+                  destroy: bool) -> PlanRequest:
+    return PlanRequest(do_refresh=refresh, targets=target, replace=replace, destroy=destroy)
+
+
+@click.command()
+@click.option("-out", "--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the plan to FILE for fuzz apply FILE.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 for no changes, 2 for changes, 1 for errors.")
+@click.option("--refresh/--no-refresh", default=True, show_default=True,
+              help="Ask the providers what exists before planning.")
+@click.option("--target", multiple=True, metavar="ADDR",
+              help="Plan only this address or pool (pool.cpu); repeatable.")
+@click.option("--replace", multiple=True, metavar="ADDR",
+              help="Plan to replace this node even if unchanged; repeatable.")
+@click.option("--destroy", is_flag=True, help="Plan to destroy everything.")
+@json_option
+@lock_timeout_option
+@pass_app
+def plan(app: AppContext, out: Path | None, detailed_exitcode: bool, refresh: bool,
+         target: tuple[str, ...], replace: tuple[str, ...], destroy: bool, as_json: bool,
+         lock_timeout: str) -> None:
+    """Show what apply would change, and why."""
+    ws = app.workspace
+    request = _plan_request(refresh, target, replace, destroy)
+    with ws.locked("plan", parse_lock_timeout(lock_timeout)):
+        the_plan, _ = refresh_and_plan(ws.loaded.spec, ws.gateway, ws.store, request,
+                                       persist_refresh=False)
+    if out is not None:
+        write_plan(out, the_plan, ws.spec_path)
+    if as_json:
+        print_json(app.out, the_plan.to_json())
+    else:
+        print_plan(app.out, the_plan)
+        if out is not None:
+            app.out.print(f"\nSaved the plan to {out}. Apply exactly this plan with: "
+                          f"fuzz apply {out}")
+    if detailed_exitcode and the_plan.has_changes:
+        raise ChangesPresent("")
+
+
+@contextmanager
+def _graceful_interrupt(app: AppContext, cancel: threading.Event) -> Iterator[None]:
+    """First Ctrl-C: start nothing new and let running changes finish; second: abort."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        app.err.print("[yellow]Interrupt: finishing the changes under way, starting no new "
+                      "ones (Ctrl-C again to abort now).[/]")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _confirm(app: AppContext, question: str) -> None:
+    if not sys.stdin.isatty():
+        raise ConfigError("confirmation needed but stdin is not a terminal: pass --auto-approve, "
+                          "or apply a plan saved with fuzz plan -out FILE")
+    answer = click.prompt(f"{question}\n  Only 'yes' will be accepted", default="",
+                          show_default=False)
+    if answer.strip() != "yes":
+        raise FuzzError("cancelled: nothing was changed")
+
+
+def _run_apply(app: AppContext, the_plan: Plan, state: State, parallelism: int,
+               as_json: bool) -> None:
+    ws = app.workspace
+    cancel = threading.Event()
+    progress = ProgressPrinter(app.out, len(the_plan.changes), as_json)
+    with _graceful_interrupt(app, cancel):
+        result = apply_changes(the_plan, state, ws.gateway, ws.store, parallelism, progress,
+                               cancel)
+    print_apply_result(app.out, the_plan, result, as_json)
+    if result.failed or result.skipped:
+        raise FuzzError(f"{len(result.failed)} change(s) failed and {len(result.skipped)} "
+                        f"were skipped; state records what was done, run fuzz apply again")
+
+
+def _lifecycle(app: AppContext, plan_file: Path | None, auto_approve: bool, lock_timeout: str,
+               parallelism: int, as_json: bool, request: PlanRequest, operation: str) -> None:
+    if parallelism < 1:
+        raise ConfigError("--parallelism must be at least 1")
+    ws = app.workspace
+    with ws.locked(operation, parse_lock_timeout(lock_timeout)):
+        if plan_file is not None:
+            the_plan = read_plan(plan_file)
+            state = ws.store.read_or_create(ws.loaded.spec.cluster)
+        else:
+            the_plan, state = refresh_and_plan(ws.loaded.spec, ws.gateway, ws.store, request,
+                                               persist_refresh=True)
+            if not as_json:
+                print_plan(app.out, the_plan)
+            if the_plan.has_changes and not auto_approve:
+                _confirm(app, f"\nDo you want to perform these actions? {summary_line(the_plan)}")
+        if not the_plan.has_changes:
+            if as_json:
+                print_json(app.out, {"type": "result", "added": 0, "changed": 0, "destroyed": 0,
+                                     "failed": {}, "skipped": [], "serial": state.serial,
+                                     "lineage": state.lineage})
+            return
+        _run_apply(app, the_plan, state, parallelism, as_json)
+
+
+@click.command()
+@click.argument("plan_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("--parallelism", default=10, show_default=True,
+              help="How many changes run at once.")
+@click.option("--refresh/--no-refresh", default=True, show_default=True)
+@click.option("--target", multiple=True, metavar="ADDR")
+@click.option("--replace", multiple=True, metavar="ADDR")
+@json_option
+@lock_timeout_option
+@pass_app
+def apply(app: AppContext, plan_file: Path | None, auto_approve: bool, parallelism: int,
+          refresh: bool, target: tuple[str, ...], replace: tuple[str, ...], as_json: bool,
+          lock_timeout: str) -> None:
+    """Make the cluster match the spec (or carry out a saved PLAN_FILE)."""
+    if as_json and not auto_approve and plan_file is None:
+        raise ConfigError("--json needs --auto-approve or a saved plan file")
+    _lifecycle(app, plan_file, auto_approve, lock_timeout, parallelism, as_json,
+               _plan_request(refresh, target, replace, destroy=False), "apply")
+
+
+@click.command()
+@click.option("--auto-approve", is_flag=True, help="Destroy without asking for confirmation.")
+@click.option("--parallelism", default=10, show_default=True)
+@click.option("--target", multiple=True, metavar="ADDR")
+@json_option
+@lock_timeout_option
+@pass_app
+def destroy(app: AppContext, auto_approve: bool, parallelism: int, target: tuple[str, ...],
+            as_json: bool, lock_timeout: str) -> None:
+    """Delete every node of the cluster, and every orphan found for it."""
+    if as_json and not auto_approve:
+        raise ConfigError("--json needs --auto-approve")
+    _lifecycle(app, None, auto_approve, lock_timeout, parallelism, as_json,
+               _plan_request(True, target, (), destroy=True), "destroy")
+
+
+COMMANDS = [init, validate, plan, apply, destroy]

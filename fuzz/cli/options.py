@@ -1,0 +1,61 @@
+"""Shared CLI plumbing: the app context, consoles, and options several commands take."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from fuzz.cli.workspace import Workspace
+from fuzz.errors import ConfigError
+from fuzz.units import parse_duration
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppContext:
+    """What the top-level group hands every command."""
+
+    spec_path: Path
+    color: bool = True
+    out: Console = field(init=False)
+    err: Console = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.out = Console(no_color=not self.color, highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, no_color=not self.color, highlight=False, soft_wrap=True)
+
+    @cached_property
+    def workspace(self) -> Workspace:
+        """The spec, plugins and state this command acts on."""
+        return Workspace(self.spec_path)
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def parse_lock_timeout(value: str) -> float:
+    """Parse a ``--lock-timeout`` value, with the flag's name in the error."""
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--lock-timeout: {exc}") from None
+
+
+def lock_timeout_option(func: F) -> F:
+    """``--lock-timeout``: how long to wait for the state lock."""
+    return click.option(
+        "--lock-timeout", default="0s", show_default=True, metavar="DURATION",
+        help="How long to wait for the state lock held by someone else (e.g. 30s).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: machine-readable output."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)

@@ -1,0 +1,84 @@
+"""One pass of the reconcile loop: refresh, plan, apply. Shared by the CLI and the orchestrator.
+
+    desired  = spec (+ pool sizes asked for by pending work)
+    recorded = the state store
+    observed = the providers (refresh)
+    plan     = diff(desired, recorded, observed)      # pure
+    apply    → provider hooks → new recorded state (locked, serial + 1 per step)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from fuzz.engine.apply import ApplyEvent, ApplyResult, apply_plan
+from fuzz.engine.desired import desired_nodes
+from fuzz.engine.model import Plan, State
+from fuzz.engine.planner import make_plan
+from fuzz.engine.refresh import Refreshed, refresh
+from fuzz.provisioning import ProviderGateway
+from fuzz.spec.cluster import ClusterSpec
+from fuzz.statestore import StateStore
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What to plan: the options of ``fuzz plan``, ``fuzz apply`` and ``fuzz destroy``."""
+
+    do_refresh: bool = True
+    targets: Collection[str] = ()
+    replace: Collection[str] = ()
+    destroy: bool = False
+    pool_sizes: Mapping[str, int] | None = None
+
+
+def refresh_state(state: State, gateway: ProviderGateway, do_refresh: bool) -> Refreshed:
+    """Ask every provider block in use what it holds, and merge that into ``state``."""
+    if not do_refresh:
+        return refresh(state, {}, gateway.kinds())
+    in_use = set(gateway.contexts) | {r.provider for r in state.resources.values()}
+    return refresh(state, gateway.observe(sorted(in_use)), gateway.kinds())
+
+
+def plan_changes(spec: ClusterSpec, refreshed: Refreshed, request: PlanRequest) -> Plan:
+    """The pure part: desired state from the spec, diffed against refreshed state."""
+    return make_plan(
+        desired_nodes(spec, request.pool_sizes), refreshed,
+        targets=request.targets, replace=request.replace, destroy=request.destroy,
+    )
+
+
+def refresh_and_plan(
+    spec: ClusterSpec,
+    gateway: ProviderGateway,
+    store: StateStore,
+    request: PlanRequest,
+    persist_refresh: bool,
+) -> tuple[Plan, State]:
+    """Read state, refresh it, optionally record what refresh learnt, and plan.
+
+    Returns the plan and the state it was made against. With ``persist_refresh``
+    (apply) the refreshed state is written first, so the plan's serial is the
+    one apply will start from; without it (plan) nothing is written.
+    """
+    state = store.read_or_create(spec.cluster)
+    refreshed = refresh_state(state, gateway, request.do_refresh)
+    if persist_refresh:
+        refreshed.state = store.write(refreshed.state)
+    return plan_changes(spec, refreshed, request), refreshed.state
+
+
+def apply_changes(
+    plan: Plan,
+    state: State,
+    gateway: ProviderGateway,
+    store: StateStore,
+    parallelism: int,
+    on_event: Callable[[ApplyEvent], None],
+    cancel: threading.Event | None = None,
+) -> ApplyResult:
+    """Carry out ``plan`` through the providers, writing state after every step."""
+    return apply_plan(plan, state, gateway, store.write, parallelism=parallelism,
+                      on_event=on_event, cancel=cancel)
