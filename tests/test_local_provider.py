@@ -52,8 +52,11 @@ def _agent_pids(state_dir: Path) -> list[int]:
 def _context(tmp_path: Path, kind: str = "local", **config: object) -> ProviderContext:
     settings = {"workdir": "nodes", "start_timeout": 20, "stop_timeout": 5, **config}
     return ProviderContext(
-        kind=kind, name="local", cluster=CLUSTER,
-        config=local.LocalConfig.model_validate(settings), base_dir=tmp_path,
+        kind=kind,
+        name="local",
+        cluster=CLUSTER,
+        config=local.LocalConfig.model_validate(settings),
+        base_dir=tmp_path,
     )
 
 
@@ -61,12 +64,16 @@ def _request(ctx: ProviderContext, index: int = 0, /, **labels: str) -> NodeRequ
     address = f"pool.cpu.node[{index}]"
     token = f"{index:032x}"
     node = NodeRequest(
-        address=address, pool="cpu", client_token=token, offering="local",
-        labels={"pool": "cpu", **labels}, attributes={},
+        address=address,
+        pool="cpu",
+        client_token=token,
+        offering="local",
+        labels={"pool": "cpu", **labels},
+        attributes={},
         tags={TAG_CLUSTER: CLUSTER, TAG_ADDRESS: address, TAG_CLIENT_TOKEN: token},
         join=JoinInfo(token=JOIN_TOKEN, orchestrator="127.0.0.1:9"),
     )
-    payload = local.fuzz_provider_bootstrap_payload(ctx=ctx, node=node, join=node.join)
+    payload = local.plugin.fuzz_provider_bootstrap_payload(ctx=ctx, node=node, join=node.join)
     assert payload is not None
     return NodeRequest(**{**node.__dict__, "bootstrap": payload})
 
@@ -77,12 +84,12 @@ def ctx(tmp_path: Path) -> Iterator[ProviderContext]:
     try:
         yield context
     finally:  # never leave an agent behind, whatever a test did
-        for node in local.fuzz_provider_read_nodes(ctx=context) or []:
-            local.fuzz_provider_delete_node(ctx=context, node=node)
+        for node in local.plugin.fuzz_provider_read_nodes(ctx=context) or []:
+            local.plugin.fuzz_provider_delete_node(ctx=context, node=node)
 
 
 def _read(ctx: ProviderContext) -> dict[str, NodeObservation]:
-    nodes = local.fuzz_provider_read_nodes(ctx=ctx)
+    nodes = local.plugin.fuzz_provider_read_nodes(ctx=ctx)
     assert nodes is not None
     return {n.provider_id: n for n in nodes}
 
@@ -98,13 +105,15 @@ def _wait_for_state(ctx: ProviderContext, provider_id: str, state: str) -> NodeO
 
 def test_node_lifecycle(ctx: ProviderContext, assert_pid_gone: Callable[..., None]) -> None:
     request = _request(ctx, rack="r7")
-    first = local.fuzz_provider_create_node(ctx=ctx, node=request)
+    first = local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
     assert first is not None
     node_dir = Path(first.attributes["state_dir"])
     assert node_dir == ctx.base_dir / "nodes" / CLUSTER / request.client_token
     assert first.provider_id == request.client_token
     assert (first.address, first.client_token, first.state) == (
-        request.address, request.client_token, "running"
+        request.address,
+        request.client_token,
+        "running",
     )
     token_file = Path(first.attributes["token_file"])
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -112,11 +121,13 @@ def test_node_lifecycle(ctx: ProviderContext, assert_pid_gone: Callable[..., Non
     meta = json.loads((node_dir / "meta.json").read_text())
     assert meta["tags"] == dict(request.tags)
     assert (meta["address"], meta["pool"], meta["client_token"]) == (
-        request.address, "cpu", request.client_token
+        request.address,
+        "cpu",
+        request.client_token,
     )
 
     # idempotent: the same client token leaves exactly one agent
-    second = local.fuzz_provider_create_node(ctx=ctx, node=request)
+    second = local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
     assert second is not None
     assert second.attributes["pid"] == first.attributes["pid"]
     assert second.endpoint == first.endpoint
@@ -140,7 +151,7 @@ def test_node_lifecycle(ctx: ProviderContext, assert_pid_gone: Callable[..., Non
     assert_pid_gone(old_pid)  # the provider reaped its child
 
     # creating again with the same token starts a new agent in the same dir
-    again = local.fuzz_provider_create_node(ctx=ctx, node=request)
+    again = local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
     assert again is not None and again.state == "running"
     new_pid = again.attributes["pid"]
     assert new_pid != old_pid
@@ -148,15 +159,17 @@ def test_node_lifecycle(ctx: ProviderContext, assert_pid_gone: Callable[..., Non
     assert _read(ctx)[request.client_token].state == "running"
 
     # delete stops the agent and removes its dir; deleting twice is fine
-    assert local.fuzz_provider_delete_node(ctx=ctx, node=again) is True
+    assert local.plugin.fuzz_provider_delete_node(ctx=ctx, node=again) is True
     assert_pid_gone(new_pid, timeout=1.0)
     assert not node_dir.exists()
-    assert local.fuzz_provider_delete_node(ctx=ctx, node=again) is True
+    assert local.plugin.fuzz_provider_delete_node(ctx=ctx, node=again) is True
     assert _read(ctx) == {}
 
 
 def test_several_nodes_are_several_agents(ctx: ProviderContext) -> None:
-    nodes = [local.fuzz_provider_create_node(ctx=ctx, node=_request(ctx, i)) for i in range(2)]
+    nodes = [
+        local.plugin.fuzz_provider_create_node(ctx=ctx, node=_request(ctx, i)) for i in range(2)
+    ]
     endpoints = {n.endpoint for n in nodes if n is not None}
     assert len(endpoints) == 2
     seen = _read(ctx)
@@ -167,9 +180,11 @@ def test_several_nodes_are_several_agents(ctx: ProviderContext) -> None:
 def test_concurrent_creates_with_one_token_start_one_agent(ctx: ProviderContext) -> None:
     request = _request(ctx)
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(
-            lambda _: local.fuzz_provider_create_node(ctx=ctx, node=request), range(3)
-        ))
+        results = list(
+            pool.map(
+                lambda _: local.plugin.fuzz_provider_create_node(ctx=ctx, node=request), range(3)
+            )
+        )
     pids = {r.attributes["pid"] for r in results if r is not None}
     assert len(pids) == 1
     assert _agent_pids(local.node_dir(ctx, request.client_token)) == list(pids)
@@ -180,7 +195,7 @@ def test_an_agent_that_dies_while_starting_is_reported_with_its_log(
 ) -> None:
     request = _request(ctx, **{"": "no key"})  # the agent refuses a label without a key
     with pytest.raises(ProviderError, match=r"exited with code 1 while starting: .*invalid label"):
-        local.fuzz_provider_create_node(ctx=ctx, node=request)
+        local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
     assert _read(ctx)[request.client_token].state == "gone"
 
 
@@ -193,14 +208,14 @@ def test_a_locked_node_dir_that_never_gets_ready_times_out(tmp_path: Path) -> No
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # looks like an agent that is still starting
         with pytest.raises(ProviderError, match=r"did not become ready within 0\.5s"):
-            local.fuzz_provider_create_node(ctx=ctx, node=request)
+            local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
         assert _agent_pids(node_dir) == []  # it did not start a second agent
     finally:
         os.close(fd)
 
 
 def test_offerings_are_this_machine(ctx: ProviderContext) -> None:
-    offerings = local.fuzz_provider_offerings(ctx=ctx)
+    offerings = local.plugin.fuzz_provider_offerings(ctx=ctx)
     assert offerings is not None and len(offerings) == 1
     offering = offerings[0]
     assert offering.name == "local"
@@ -212,11 +227,13 @@ def test_offerings_are_this_machine(ctx: ProviderContext) -> None:
 
 
 def test_config_schema(tmp_path: Path) -> None:
-    schema = local.fuzz_provider_config_schema(kind="local")
+    schema = local.plugin.fuzz_provider_config_schema(kind="local")
     assert schema is local.LocalConfig
     defaults = schema()
     assert (defaults.workdir, defaults.start_timeout, defaults.stop_timeout) == (
-        ".fuzz/nodes", 30, 10
+        ".fuzz/nodes",
+        30,
+        10,
     )
     with pytest.raises(pydantic.ValidationError, match="workdirr"):
         schema.model_validate({"workdirr": "x"})
@@ -240,17 +257,20 @@ def test_bootstrap_payload_is_json_with_the_join_token(ctx: ProviderContext) -> 
 def test_other_kinds_are_not_answered(tmp_path: Path) -> None:
     other = _context(tmp_path, kind="aws")
     request = _request(_context(tmp_path))
-    assert local.fuzz_provider_config_schema(kind="aws") is None
-    assert local.fuzz_provider_offerings(ctx=other) is None
-    assert local.fuzz_provider_bootstrap_payload(ctx=other, node=request, join=request.join) is None
-    assert local.fuzz_provider_create_node(ctx=other, node=request) is None
-    assert local.fuzz_provider_read_nodes(ctx=other) is None
+    assert local.plugin.fuzz_provider_config_schema(kind="aws") is None
+    assert local.plugin.fuzz_provider_offerings(ctx=other) is None
+    assert (
+        local.plugin.fuzz_provider_bootstrap_payload(ctx=other, node=request, join=request.join)
+        is None
+    )
+    assert local.plugin.fuzz_provider_create_node(ctx=other, node=request) is None
+    assert local.plugin.fuzz_provider_read_nodes(ctx=other) is None
     observation = NodeObservation("x", "a", "x", "gone")
-    assert local.fuzz_provider_delete_node(ctx=other, node=observation) is None
+    assert local.plugin.fuzz_provider_delete_node(ctx=other, node=observation) is None
 
 
 def test_registered_through_the_entry_point() -> None:
     found = load_plugins()
     info = found.require_provider("local")
-    assert info.value == "fuzz.local.provider"
+    assert info.value == "fuzz.local.provider:plugin"
     assert found.manager.hook.fuzz_provider_config_schema(kind="local") is local.LocalConfig

@@ -22,6 +22,8 @@ from fuzz.engine.planner import address_sort_key
 from fuzz.errors import FuzzError
 from fuzz.substrate.client import AgentClient
 
+FUZZ_TAG_PREFIX = "fuzz:"
+
 
 @click.command()
 @json_option
@@ -90,8 +92,9 @@ def node_list(app: AppContext, as_json: bool, lock_timeout: str) -> None:
     table = Table("address", "provider", "id", "endpoint", "agent", "cores", "memory", "labels")
     for row in rows:
         memory = f"{row['memory_bytes'] / 2**30:.1f} GiB" if "memory_bytes" in row else ""
-        labels = ",".join(f"{k}={v}" for k, v in sorted(row.get("labels", {}).items()))
-        table.add_row(escape(row["address"]), row["provider"], str(row["provider_id"] or ""),
+        labels = ",".join(f"{k}={v}" for k, v in sorted(row.get("labels", {}).items())
+                          if not k.startswith(FUZZ_TAG_PREFIX))
+        table.add_row(escape(row["address"]), row["provider"], str(row["provider_id"] or "")[:12],
                       str(row["endpoint"] or ""), escape(row["agent"]),
                       str(row.get("cores", "")), memory, escape(labels))
     app.out.print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,6 +17,7 @@ from fuzz.errors import ConfigError
 from fuzz.units import parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
+PIPED_WIDTH = 160
 
 
 @dataclass
@@ -28,7 +30,9 @@ class AppContext:
     err: Console = field(init=False)
 
     def __post_init__(self) -> None:
-        self.out = Console(no_color=not self.color, highlight=False, soft_wrap=True)
+        # Piped output (CI logs, files) gets wide lines instead of rich's default 80 columns.
+        width = None if sys.stdout.isatty() else PIPED_WIDTH
+        self.out = Console(no_color=not self.color, highlight=False, soft_wrap=True, width=width)
         self.err = Console(stderr=True, no_color=not self.color, highlight=False, soft_wrap=True)
 
     @cached_property

@@ -89,12 +89,12 @@ class ProgressPrinter:
             self.console.file.flush()
             return
         ing, noun = VERBS[event.action]
-        count = f"[dim][{self.finished}/{self.total}][/]"
+        count = f"[dim]{escape(f'[{self.finished}/{self.total}]')}[/]"
         address = escape(event.address)
         if event.phase == "start":
             self.console.print(f"{count} {address}: {ing}...", highlight=False)
         elif event.phase == "done":
-            extra = f" [{escape(event.message)}]" if event.message else ""
+            extra = " " + escape(f"[{event.message}]") if event.message else ""
             self.console.print(f"{count} {address}: {noun} complete after "
                                f"{event.elapsed:.1f}s{extra}", highlight=False)
         else:

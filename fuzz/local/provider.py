@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import fuzz
-from fuzz.hookspecs import hookimpl
+from fuzz.pluginkit import ProviderPlugin
 from fuzz.provider_api import (
     JoinInfo,
     NodeObservation,
@@ -211,7 +211,7 @@ def _observation(
 # --- bootstrap payload ------------------------------------------------------------------
 
 
-def bootstrap_payload(node: NodeRequest, join: JoinInfo) -> str:
+def payload_document(node: NodeRequest, join: JoinInfo) -> str:
     """The JSON document a local node starts from: join token, orchestrator and labels."""
     labels = {**dict(node.labels), **dict(node.tags)}
     return json.dumps(
@@ -221,7 +221,7 @@ def bootstrap_payload(node: NodeRequest, join: JoinInfo) -> str:
 
 
 def _parse_payload(node: NodeRequest) -> tuple[str, dict[str, str]]:
-    text = node.bootstrap or bootstrap_payload(node, node.join)
+    text = node.bootstrap or payload_document(node, node.join)
     try:
         payload = json.loads(text)
         token = str(payload["token"] or "").strip()
@@ -252,10 +252,16 @@ def _write_token(path: Path, token: str) -> None:
 
 def _spawn(directory: Path, labels: Mapping[str, str]) -> subprocess.Popen[bytes]:
     argv = [
-        sys.executable, "-m", "fuzz.substrate", "serve",
-        "--listen", "127.0.0.1:0",
-        "--state-dir", str(directory),
-        "--token-file", str(directory / TOKEN_FILE),
+        sys.executable,
+        "-m",
+        "fuzz.substrate",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(directory),
+        "--token-file",
+        str(directory / TOKEN_FILE),
     ]
     for key, value in sorted(labels.items()):
         argv += ["--label", f"{key}={value}"]
@@ -368,127 +374,106 @@ def _wait_gone(directory: Path, pid: int | None, timeout: float) -> bool:
 # --- hooks ------------------------------------------------------------------------------
 
 
-@hookimpl
-def fuzz_provider_kinds() -> list[str]:
-    """The local provider answers for ``local``."""
-    return [KIND]
+class LocalProvider(ProviderPlugin):
+    """Nodes as agent processes on this machine."""
 
+    kind = KIND
+    config_schema = LocalConfig
 
-@hookimpl
-def fuzz_provider_config_schema(kind: str) -> type[Any] | None:
-    """The schema of a ``local`` provider block."""
-    return LocalConfig if kind == KIND else None
+    def offerings(self, ctx: ProviderContext) -> list[Offering] | None:
+        """One offering, ``local``: this machine's cores, memory and GPUs, free of charge."""
+        machine = read_inventory()
+        gpu_models = sorted({gpu.model for gpu in machine.gpus})
+        return [
+            Offering(
+                name="local",
+                cores=machine.cores,
+                memory_bytes=machine.memory_bytes,
+                gpus=len(machine.gpus),
+                gpu_model=gpu_models[0] if gpu_models else None,
+                architecture=machine.architecture,
+                price_per_hour=0.0,
+            )
+        ]
 
+    def bootstrap_payload(
+        self, ctx: ProviderContext, node: NodeRequest, join: JoinInfo
+    ) -> str | None:
+        """A JSON document with the join token, the orchestrator and the node's labels."""
+        return payload_document(node, join)
 
-@hookimpl
-def fuzz_provider_offerings(ctx: ProviderContext) -> list[Offering] | None:
-    """One offering, ``local``: this machine's cores, memory and GPUs, free of charge."""
-    if ctx.kind != KIND:
-        return None
-    machine = read_inventory()
-    gpu_models = sorted({gpu.model for gpu in machine.gpus})
-    return [
-        Offering(
-            name="local",
-            cores=machine.cores,
-            memory_bytes=machine.memory_bytes,
-            gpus=len(machine.gpus),
-            gpu_model=gpu_models[0] if gpu_models else None,
-            architecture=machine.architecture,
-            price_per_hour=0.0,
-        )
-    ]
-
-
-@hookimpl
-def fuzz_provider_bootstrap_payload(
-    ctx: ProviderContext, node: NodeRequest, join: JoinInfo
-) -> str | None:
-    """A JSON document with the join token, the orchestrator and the node's labels."""
-    if ctx.kind != KIND:
-        return None
-    return bootstrap_payload(node, join)
-
-
-@hookimpl
-def fuzz_provider_create_node(ctx: ProviderContext, node: NodeRequest) -> NodeObservation | None:
-    """Start an agent for ``node`` in its own dir, or return the one already running there."""
-    if ctx.kind != KIND:
-        return None
-    config = _config(ctx)
-    directory = node_dir(ctx, node.client_token)
-    token, labels = _parse_payload(node)
-    _reap_children()
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ProviderError(
-            f"local node {node.address}: cannot create {directory}: {exc}"
-        ) from None
-    with _create_lock(directory):
-        meta = {
-            "address": node.address,
-            "pool": node.pool,
-            "client_token": node.client_token,
-            "cluster": ctx.cluster,
-            "provider": ctx.name,
-            "offering": node.offering,
-            "tags": dict(node.tags),
-            "labels": dict(node.labels),
-        }
-        if lock_held(directory):
-            existing = read_json(directory / META_FILE) or meta
-            return _wait_running(directory, existing, token, config.start_timeout, None)
-        write_json_atomic(directory / META_FILE, meta)
-        _write_token(directory / TOKEN_FILE, token)
-        (directory / INFO_FILE).unlink(missing_ok=True)  # left by a killed agent
-        proc = _spawn(directory, labels)
-        return _wait_running(directory, meta, token, config.start_timeout, proc)
-
-
-@hookimpl
-def fuzz_provider_read_nodes(ctx: ProviderContext) -> list[NodeObservation] | None:
-    """Every node dir of ``ctx.cluster`` made by this provider block, with its agent's state."""
-    if ctx.kind != KIND:
-        return None
-    _reap_children()
-    root = cluster_dir(ctx)
-    try:
-        entries = sorted(p for p in root.iterdir() if p.is_dir())
-    except FileNotFoundError:
-        return []
-    nodes: list[NodeObservation] = []
-    for directory in entries:
-        meta = read_json(directory / META_FILE)
-        if meta is None or meta.get("provider", ctx.name) != ctx.name:
-            continue
-        status = _agent_status(directory)
-        state: NodeState
-        if status.held and status.info is not None:
-            state = "running"
-        elif status.held:
-            state = "pending"
-        else:
-            state = "gone"
-        nodes.append(_observation(directory, meta, state, status))
-    return nodes
-
-
-@hookimpl
-def fuzz_provider_delete_node(ctx: ProviderContext, node: NodeObservation) -> bool | None:
-    """Stop the node's agent (SIGTERM, then SIGKILL) and remove its dir; True once gone."""
-    if ctx.kind != KIND:
-        return None
-    config = _config(ctx)
-    directory = node_dir(ctx, node.provider_id)
-    try:
+    def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation | None:
+        """Start an agent for ``node`` in its own dir, or return the one already running there."""
+        config = _config(ctx)
+        directory = node_dir(ctx, node.client_token)
+        token, labels = _parse_payload(node)
+        _reap_children()
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProviderError(
+                f"local node {node.address}: cannot create {directory}: {exc}"
+            ) from None
         with _create_lock(directory):
-            _stop_agent(directory, config.stop_timeout)
-            shutil.rmtree(directory)
-    except FileNotFoundError:
-        pass  # already deleted (possibly by a concurrent delete)
-    except OSError as exc:
-        raise ProviderError(
-            f"local node {node.provider_id}: cannot remove {directory}: {exc}"
-        ) from None
-    return True
+            meta = {
+                "address": node.address,
+                "pool": node.pool,
+                "client_token": node.client_token,
+                "cluster": ctx.cluster,
+                "provider": ctx.name,
+                "offering": node.offering,
+                "tags": dict(node.tags),
+                "labels": dict(node.labels),
+            }
+            if lock_held(directory):
+                existing = read_json(directory / META_FILE) or meta
+                return _wait_running(directory, existing, token, config.start_timeout, None)
+            write_json_atomic(directory / META_FILE, meta)
+            _write_token(directory / TOKEN_FILE, token)
+            (directory / INFO_FILE).unlink(missing_ok=True)  # left by a killed agent
+            proc = _spawn(directory, labels)
+            return _wait_running(directory, meta, token, config.start_timeout, proc)
+
+    def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation] | None:
+        """Every node dir of ``ctx.cluster`` made by this provider block, with its agent's state."""
+        _reap_children()
+        root = cluster_dir(ctx)
+        try:
+            entries = sorted(p for p in root.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+        nodes: list[NodeObservation] = []
+        for directory in entries:
+            meta = read_json(directory / META_FILE)
+            if meta is None or meta.get("provider", ctx.name) != ctx.name:
+                continue
+            status = _agent_status(directory)
+            state: NodeState
+            if status.held and status.info is not None:
+                state = "running"
+            elif status.held:
+                state = "pending"
+            else:
+                state = "gone"
+            nodes.append(_observation(directory, meta, state, status))
+        return nodes
+
+    def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool | None:
+        """Stop the node's agent (SIGTERM, then SIGKILL) and remove its dir; True once gone."""
+        config = _config(ctx)
+        directory = node_dir(ctx, node.provider_id)
+        try:
+            with _create_lock(directory):
+                _stop_agent(directory, config.stop_timeout)
+                shutil.rmtree(directory)
+        except FileNotFoundError:
+            pass  # already deleted (possibly by a concurrent delete)
+        except OSError as exc:
+            raise ProviderError(
+                f"local node {node.provider_id}: cannot remove {directory}: {exc}"
+            ) from None
+        return True
+
+
+plugin = LocalProvider()
+"""The instance registered by the ``fuzz.providers`` entry point ``local``."""

@@ -1,33 +1,19 @@
-"""The 'aws' provider: registers its kind and configuration schema.
+"""The 'aws' provider (Amazon EC2): registers its kind.
 
-Node operations (offerings, create, read, delete, bootstrap) are not implemented
-yet (issue 5); until then fuzz reports that this plugin does not implement them.
+Node operations are not implemented yet (issue 5); until then fuzz answers any
+use of this kind with "provider plugin 'aws' … does not implement …".
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
-
-from fuzz.hookspecs import hookimpl
-
-KIND = "aws"
+from fuzz.pluginkit import ProviderPlugin
 
 
-class AwsConfig(BaseModel):
-    """Configuration of a 'aws' provider block (keys are added as the provider grows)."""
+class AwsProvider(ProviderPlugin):
+    """Amazon EC2 nodes."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-@hookimpl
-def fuzz_provider_kinds() -> list[str]:
-    """This plugin answers for the 'aws' kind."""
-    return [KIND]
+    kind = "aws"
 
 
-@hookimpl
-def fuzz_provider_config_schema(kind: str) -> type[Any] | None:
-    """The schema of a 'aws' provider block."""
-    return AwsConfig if kind == KIND else None
+plugin = AwsProvider()
+"""The instance registered by the ``fuzz.providers`` entry point ``aws``."""

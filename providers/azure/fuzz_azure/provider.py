@@ -1,33 +1,19 @@
-"""The 'azure' provider: registers its kind and configuration schema.
+"""The 'azure' provider (Azure virtual machines): registers its kind.
 
-Node operations (offerings, create, read, delete, bootstrap) are not implemented
-yet (issue 6); until then fuzz reports that this plugin does not implement them.
+Node operations are not implemented yet (issue 6); until then fuzz answers any
+use of this kind with "provider plugin 'azure' … does not implement …".
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
-
-from fuzz.hookspecs import hookimpl
-
-KIND = "azure"
+from fuzz.pluginkit import ProviderPlugin
 
 
-class AzureConfig(BaseModel):
-    """Configuration of a 'azure' provider block (keys are added as the provider grows)."""
+class AzureProvider(ProviderPlugin):
+    """Azure virtual machines nodes."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-@hookimpl
-def fuzz_provider_kinds() -> list[str]:
-    """This plugin answers for the 'azure' kind."""
-    return [KIND]
+    kind = "azure"
 
 
-@hookimpl
-def fuzz_provider_config_schema(kind: str) -> type[Any] | None:
-    """The schema of a 'azure' provider block."""
-    return AzureConfig if kind == KIND else None
+plugin = AzureProvider()
+"""The instance registered by the ``fuzz.providers`` entry point ``azure``."""

@@ -1,33 +1,19 @@
-"""The 'baremetal' provider: registers its kind and configuration schema.
+"""The 'baremetal' provider (Warewulf bare-metal): registers its kind.
 
-Node operations (offerings, create, read, delete, bootstrap) are not implemented
-yet (issue 6); until then fuzz reports that this plugin does not implement them.
+Node operations are not implemented yet (issue 6); until then fuzz answers any
+use of this kind with "provider plugin 'baremetal' … does not implement …".
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
-
-from fuzz.hookspecs import hookimpl
-
-KIND = "baremetal"
+from fuzz.pluginkit import ProviderPlugin
 
 
-class BaremetalConfig(BaseModel):
-    """Configuration of a 'baremetal' provider block (keys are added as the provider grows)."""
+class BaremetalProvider(ProviderPlugin):
+    """Warewulf bare-metal nodes."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-@hookimpl
-def fuzz_provider_kinds() -> list[str]:
-    """This plugin answers for the 'baremetal' kind."""
-    return [KIND]
+    kind = "baremetal"
 
 
-@hookimpl
-def fuzz_provider_config_schema(kind: str) -> type[Any] | None:
-    """The schema of a 'baremetal' provider block."""
-    return BaremetalConfig if kind == KIND else None
+plugin = BaremetalProvider()
+"""The instance registered by the ``fuzz.providers`` entry point ``baremetal``."""

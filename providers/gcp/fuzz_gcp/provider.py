@@ -1,33 +1,19 @@
-"""The 'gcp' provider: registers its kind and configuration schema.
+"""The 'gcp' provider (Google Compute Engine): registers its kind.
 
-Node operations (offerings, create, read, delete, bootstrap) are not implemented
-yet (issue 6); until then fuzz reports that this plugin does not implement them.
+Node operations are not implemented yet (issue 6); until then fuzz answers any
+use of this kind with "provider plugin 'gcp' … does not implement …".
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
-
-from fuzz.hookspecs import hookimpl
-
-KIND = "gcp"
+from fuzz.pluginkit import ProviderPlugin
 
 
-class GcpConfig(BaseModel):
-    """Configuration of a 'gcp' provider block (keys are added as the provider grows)."""
+class GcpProvider(ProviderPlugin):
+    """Google Compute Engine nodes."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-@hookimpl
-def fuzz_provider_kinds() -> list[str]:
-    """This plugin answers for the 'gcp' kind."""
-    return [KIND]
+    kind = "gcp"
 
 
-@hookimpl
-def fuzz_provider_config_schema(kind: str) -> type[Any] | None:
-    """The schema of a 'gcp' provider block."""
-    return GcpConfig if kind == KIND else None
+plugin = GcpProvider()
+"""The instance registered by the ``fuzz.providers`` entry point ``gcp``."""
