@@ -207,3 +207,40 @@ def test_state_commands(cluster_dir: Path) -> None:
 
     assert run_fuzz(cluster_dir, "destroy", "--auto-approve").code == 0
     assert agent_pids(cluster_dir) == []
+
+
+def _install_broken_plugin(site: Path) -> dict[str, str]:
+    """A distribution whose provider entry point fails to import; returns the env to see it."""
+    dist = site / "broken_fuzz_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-fuzz-plugin\n"
+                                   "Version: 1.0\n")
+    (dist / "entry_points.txt").write_text("[fuzz.providers]\nbroken = broken_fuzz_plugin\n")
+    (site / "broken_fuzz_plugin.py").write_text("import not_installed_sdk\n")
+    return {**os.environ, "PYTHONPATH": str(site)}
+
+
+def test_a_broken_plugin_names_its_distribution_and_breaks_only_what_needs_it(
+    cluster_dir: Path,
+) -> None:
+    env = _install_broken_plugin(cluster_dir / "site")
+    listing = subprocess.run(fuzz_command("providers", "--json"), cwd=cluster_dir, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0
+    [broken] = [row for row in json.loads(listing.stdout) if row["name"] == "broken"]
+    assert broken["distribution"] == "broken-fuzz-plugin" and broken["version"] == "1.0"
+    assert "ModuleNotFoundError" in broken["error"]
+
+    unrelated = subprocess.run(fuzz_command("plan"), cwd=cluster_dir, env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert unrelated.returncode == 0, unrelated.stderr
+
+    (cluster_dir / "fuzz.yaml").write_text(
+        "version: 1\ncluster: demo\nproviders:\n  hpc: {kind: broken}\npools:\n"
+        "  cpu: {provider: hpc, min: 1}\n")
+    needed = subprocess.run(fuzz_command("plan"), cwd=cluster_dir, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert needed.returncode == 1
+    assert needed.stderr.strip() == (
+        "Error: provider plugin 'broken' from distribution broken-fuzz-plugin 1.0 failed to "
+        "load: ModuleNotFoundError: No module named 'not_installed_sdk'")
