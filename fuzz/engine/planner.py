@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping
 
+from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import Action, Change, DesiredNode, Plan, RecordedNode
 from fuzz.engine.refresh import Refreshed
 from fuzz.errors import ConfigError
@@ -24,6 +25,7 @@ def address_sort_key(address: str) -> tuple[str, int, str]:
     return (pool, int(index), "") if index.isdigit() else (pool, -1, index)
 
 
+@gc_paused
 def make_plan(
     desired: Mapping[str, DesiredNode],
     refreshed: Refreshed,
@@ -39,21 +41,24 @@ def make_plan(
     deletion of everything recorded and every orphan.
     """
     state = refreshed.state
+    recorded = state.resources
     wanted: Mapping[str, DesiredNode] = {} if destroy else desired
-    _check_addresses("--replace", replace, state.resources)
-    _check_addresses("--target", targets, {**state.resources, **wanted}, prefixes=True)
+    if replace:
+        _check_addresses("--replace", replace, recorded)
+    if targets:
+        _check_addresses("--target", targets, {**recorded, **wanted}, prefixes=True)
+    gone = refreshed.gone
     changes: list[Change] = []
     # Diff in any order and sort only the changes: a plan of a large, mostly
     # unchanged cluster then costs O(n) rather than O(n log n).
-    addresses = list(wanted) + [a for a in state.resources if a not in wanted]
-    for address in addresses:
-        change = _diff_one(
-            address, wanted.get(address), state.resources.get(address),
-            gone=address in refreshed.gone, force_replace=address in replace,
-            destroy=destroy,
-        )
+    for address, want in wanted.items():
+        change = _diff_one(address, want, recorded.get(address), address in gone,
+                           address in replace)
         if change is not None:
             changes.append(change)
+    for address, have in recorded.items():
+        if address not in wanted:
+            changes.append(_delete(address, have, address in gone, destroy))
     for orphan in refreshed.orphans:
         obs = orphan.observation
         record = RecordedNode(
@@ -72,24 +77,23 @@ def make_plan(
     return Plan(state.lineage, state.serial, tuple(changes))
 
 
+def _delete(address: str, have: RecordedNode, gone: bool, destroy: bool) -> Change:
+    reason = "destroy" if destroy else f"no longer wanted by pool {have.pool} of the spec"
+    if gone:
+        reason += "; the node is already gone, only its record is removed"
+    return Change(address, Action.DELETE, reason, before=have)
+
+
 def _diff_one(
     address: str,
-    want: DesiredNode | None,
+    want: DesiredNode,
     have: RecordedNode | None,
-    *,
     gone: bool,
     force_replace: bool,
-    destroy: bool,
 ) -> Change | None:
     if have is None:
-        assert want is not None
         return Change(address, Action.CREATE, f"new node in pool {want.pool}",
                       after=want, generation=1)
-    if want is None:
-        reason = "destroy" if destroy else f"no longer wanted by pool {have.pool} of the spec"
-        if gone:
-            reason += "; the node is already gone, only its record is removed"
-        return Change(address, Action.DELETE, reason, before=have)
     if gone:
         return Change(address, Action.CREATE,
                       "the recorded node no longer exists (drift); creating it again",
@@ -101,11 +105,13 @@ def _diff_one(
     if force_replace:
         return Change(address, Action.REPLACE, "replacement requested with --replace",
                       before=have, after=want, generation=have.generation + 1)
-    forcing = _forcing_differences(want, have)
+    same_node = (want.offering == have.offering and want.provider == have.provider
+                 and want.kind == have.kind and want.attributes == have.attributes)
+    forcing = [] if same_node else _forcing_differences(want, have)
     if forcing:
         return Change(address, Action.REPLACE, f"{'; '.join(forcing)} (forces replacement)",
                       before=have, after=want, generation=have.generation + 1)
-    if dict(want.labels) != dict(have.labels):
+    if want.labels != have.labels:
         return Change(address, Action.UPDATE,
                       "labels change: " + _label_diff(have.labels, want.labels),
                       before=have, after=want)
@@ -119,7 +125,7 @@ def _forcing_differences(want: DesiredNode, have: RecordedNode) -> list[str]:
     if want.offering != have.offering:
         differences.append(f"offering {have.offering or '(default)'} -> "
                            f"{want.offering or '(default)'}")
-    if dict(want.attributes) != dict(have.attributes):
+    if want.attributes != have.attributes:
         keys = sorted(set(want.attributes) | set(have.attributes))
         changed = [k for k in keys if want.attributes.get(k) != have.attributes.get(k)]
         differences.append("attributes change: " + ", ".join(changed))

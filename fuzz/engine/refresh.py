@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import RecordedNode, State
 from fuzz.provider_api import NodeObservation
 
@@ -38,6 +39,7 @@ def observed_attributes(obs: NodeObservation) -> dict[str, object]:
     return {"state": obs.state, "endpoint": obs.endpoint, **obs.attributes}
 
 
+@gc_paused
 def refresh(
     state: State,
     observations: Mapping[str, Sequence[NodeObservation]],
@@ -51,43 +53,56 @@ def refresh(
     ``kinds`` maps provider block names to their plugin kind, for orphans.
     """
     result = Refreshed(state.copy())
-    claimed: set[tuple[str, str]] = set()
-    index = {name: _index(obs) for name, obs in observations.items()}
+    index = {name: _Index(obs) for name, obs in observations.items()}
     for address, record in state.resources.items():
-        by_key = index.get(record.provider)
-        if by_key is None:
+        seen = index.get(record.provider)
+        if seen is None:
             continue
-        obs = by_key.get(record.provider_id or "") or by_key.get(_token_key(record))
+        obs = seen.claim(record)
         if obs is None or obs.state == "gone":
             if record.status == "created" or obs is not None:
                 result.gone.add(address)
-            if obs is not None:
-                claimed.add((record.provider, obs.provider_id))
             continue
-        claimed.add((record.provider, obs.provider_id))
-        result.state.resources[address] = _observed(record, obs)
+        updated = _observed(record, obs)
+        if updated is not record:
+            result.state.resources[address] = updated
         if record.status == "pending_create":
             result.adopted.add(address)
-    for name, seen in observations.items():
+    for name, seen in index.items():
         result.orphans.extend(
             Orphan(name, kinds.get(name, name), obs)
-            for obs in seen
-            if obs.state != "gone" and (name, obs.provider_id) not in claimed
+            for obs in seen.unclaimed() if obs.state != "gone"
         )
     return result
 
 
-def _token_key(record: RecordedNode) -> str:
-    return "token:" + record.client_token
+class _Index:
+    """One provider's observations; claiming one takes it out, what is left are orphans."""
 
+    def __init__(self, observations: Collection[NodeObservation]) -> None:
+        self.observations = observations
+        self.by_id = {obs.provider_id: obs for obs in observations}
+        self._by_token: dict[str, NodeObservation] | None = None
 
-def _index(observations: Collection[NodeObservation]) -> dict[str, NodeObservation]:
-    by_key: dict[str, NodeObservation] = {}
-    for obs in observations:
-        by_key[obs.provider_id] = obs
-        if obs.client_token:
-            by_key["token:" + obs.client_token] = obs
-    return by_key
+    def claim(self, record: RecordedNode) -> NodeObservation | None:
+        """Take the observation of a recorded node: by its provider id, else its client token.
+
+        A node with a provider id is looked up by id alone: an idempotent create never
+        gives one client token two ids. The token index is built only when a pending
+        create (no id yet) needs it.
+        """
+        if record.provider_id:
+            return self.by_id.pop(record.provider_id, None)
+        if self._by_token is None:
+            self._by_token = {o.client_token: o for o in self.observations if o.client_token}
+        found = self._by_token.pop(record.client_token, None)
+        if found is not None:
+            self.by_id.pop(found.provider_id, None)
+        return found
+
+    def unclaimed(self) -> Collection[NodeObservation]:
+        """The observations no recorded node claimed."""
+        return self.by_id.values()
 
 
 def _observed(record: RecordedNode, obs: NodeObservation) -> RecordedNode:
@@ -95,9 +110,4 @@ def _observed(record: RecordedNode, obs: NodeObservation) -> RecordedNode:
     if (record.status == "created" and record.provider_id == obs.provider_id
             and record.observed == observed):
         return record
-    return replace(
-        record,
-        status="created",
-        provider_id=obs.provider_id,
-        observed=observed,
-    )
+    return replace(record, status="created", provider_id=obs.provider_id, observed=observed)
