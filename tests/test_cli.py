@@ -97,7 +97,7 @@ def test_plan_apply_drift_and_destroy_cycle(cluster_dir: Path) -> None:
 
     destroyed = run_fuzz(cluster_dir, "destroy", "--auto-approve")
     assert destroyed.code == 0, destroyed.err
-    assert "3 destroyed" in destroyed.out
+    assert "Destroy complete! Resources: 0 added, 0 changed, 3 destroyed." in destroyed.out
     assert agent_pids(cluster_dir) == []
     assert read_state(cluster_dir)["resources"] == {}
 

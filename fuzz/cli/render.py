@@ -123,5 +123,7 @@ def print_apply_result(console: Console, plan: Plan, result: ApplyResult, as_jso
         for address, message in sorted(result.failed.items()):
             console.print(f"[red]  {escape(address)}: {escape(message)}[/]", highlight=False)
         return
-    console.print(f"\n[green bold]Apply complete![/] Resources: {added} added, {changed} "
+    title = "Destroy" if plan.changes and all(c.action is Action.DELETE for c in plan.changes) \
+        else "Apply"
+    console.print(f"\n[green bold]{title} complete![/] Resources: {added} added, {changed} "
                   f"changed, {destroyed} destroyed.")
