@@ -44,7 +44,19 @@ def substrate() -> None:
     "--label", "labels", multiple=True, metavar="KEY=VALUE",
     help="A label reported in the inventory; repeatable.",
 )
-def serve_command(listen: str, state_dir: Path, token_file: Path, labels: tuple[str, ...]) -> None:
+@click.option(
+    "--inventory", "inventory_file", type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Declare the node's CPUs, NUMA domains, memory and GPUs in a YAML file "
+    "instead of reading the hardware (declared CPUs map onto the real ones).",
+)
+def serve_command(
+    listen: str,
+    state_dir: Path,
+    token_file: Path,
+    labels: tuple[str, ...],
+    inventory_file: Path | None,
+) -> None:
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -54,7 +66,7 @@ def serve_command(listen: str, state_dir: Path, token_file: Path, labels: tuple[
     parsed = parse_labels(labels)
     try:
         token = read_token_file(token_file)
-        serve(listen, state_dir.absolute(), token, parsed)
+        serve(listen, state_dir.absolute(), token, parsed, inventory_file=inventory_file)
     except FuzzError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

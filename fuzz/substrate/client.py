@@ -1,4 +1,4 @@
-"""A small client for one node agent: health, readiness and inventory.
+"""A small client for one node agent: health, readiness, inventory and leases.
 
 gRPC failures become :class:`fuzz.errors.FuzzError` subclasses with one-line
 messages, so that the CLI and the providers can report them as they are.
@@ -7,8 +7,9 @@ messages, so that the CLI and the providers can report them as they are.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,6 +20,8 @@ from fuzz.substrate.auth import bearer_metadata
 
 DEFAULT_TIMEOUT = 10.0
 _CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
+_AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
+_Reply = TypeVar("_Reply")
 
 
 class AgentError(FuzzError):
@@ -31,6 +34,18 @@ class AgentUnreachableError(AgentError):
 
 class AgentAuthError(AgentError):
     """The agent refused the client's token."""
+
+
+class AgentResourceExhaustedError(AgentError):
+    """The agent cannot grant a lease now; the message says what is short."""
+
+
+class AgentInvalidRequestError(AgentError):
+    """The agent (or the client, before sending) found the request invalid."""
+
+
+class AgentNotFoundError(AgentError):
+    """The agent has no such object, e.g. a lease that was released or expired."""
 
 
 def _one_line(text: str | None) -> str:
@@ -51,14 +66,68 @@ class AgentClient:
 
     def inventory(self, timeout: float | None = None) -> substrate_pb2.Inventory:
         """Return the node's inventory (cores, NUMA domains, memory, GPUs, labels)."""
-        wait = self.timeout if timeout is None else timeout
-        try:
-            reply: substrate_pb2.Inventory = self._stub.Inventory(
-                substrate_pb2.InventoryRequest(), metadata=self._metadata, timeout=wait
-            )
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+        reply: substrate_pb2.Inventory = self._call(
+            self._stub.Inventory, substrate_pb2.InventoryRequest(), timeout
+        )
         return reply
+
+    def acquire_lease(
+        self,
+        cores: int = 0,
+        *,
+        affinity: str = "NONE",
+        memory_bytes: int = 0,
+        devices: Mapping[str, int] | None = None,
+        exclusive: bool = False,
+        holder: str = "",
+        ttl_seconds: float = 0.0,
+        timeout: float | None = None,
+    ) -> substrate_pb2.Lease:
+        """Acquire a lease of ``cores`` (packed by ``affinity``), memory and devices.
+
+        ``ttl_seconds`` 0 takes the agent's default. Raises AgentResourceExhaustedError
+        saying what is short, or AgentInvalidRequestError.
+        """
+        name = affinity.upper() if affinity else "NONE"
+        if name not in _AFFINITIES:
+            raise AgentInvalidRequestError(
+                f"unknown affinity {affinity!r}: expected one of {', '.join(_AFFINITIES)}"
+            )
+        request = substrate_pb2.LeaseRequest(
+            cores=cores,
+            affinity=f"AFFINITY_{name}",
+            memory_bytes=memory_bytes,
+            devices=dict(devices or {}),
+            exclusive=exclusive,
+            holder=holder,
+            ttl_seconds=ttl_seconds,
+        )
+        reply: substrate_pb2.Lease = self._call(self._stub.AcquireLease, request, timeout)
+        return reply
+
+    def renew_lease(
+        self, lease_id: str, ttl_seconds: float = 0.0, timeout: float | None = None
+    ) -> substrate_pb2.Lease:
+        """Extend a lease to ``ttl_seconds`` from now (0: the agent's default).
+
+        Raises AgentNotFoundError once the lease was released or expired.
+        """
+        request = substrate_pb2.RenewLeaseRequest(lease_id=lease_id, ttl_seconds=ttl_seconds)
+        reply: substrate_pb2.Lease = self._call(self._stub.RenewLease, request, timeout)
+        return reply
+
+    def release_lease(self, lease_id: str, timeout: float | None = None) -> None:
+        """Give a lease back (releasing an unknown or expired lease is not an error)."""
+        self._call(
+            self._stub.ReleaseLease, substrate_pb2.ReleaseLeaseRequest(lease_id=lease_id), timeout
+        )
+
+    def list_leases(self, timeout: float | None = None) -> list[substrate_pb2.Lease]:
+        """The node's live leases, oldest first."""
+        reply: substrate_pb2.ListLeasesResponse = self._call(
+            self._stub.ListLeases, substrate_pb2.ListLeasesRequest(), timeout
+        )
+        return list(reply.leases)
 
     def health(self, timeout: float | None = None) -> bool:
         """True when the agent answers the standard health check with SERVING."""
@@ -100,6 +169,14 @@ class AgentClient:
     ) -> None:
         self.close()
 
+    def _call(self, method: Callable[..., _Reply], request: Any, timeout: float | None) -> _Reply:
+        """Call ``method`` with the token; gRPC failures become AgentErrors."""
+        wait = self.timeout if timeout is None else timeout
+        try:
+            return method(request, metadata=self._metadata, timeout=wait)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
     def _error(self, exc: grpc.RpcError) -> AgentError:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         details = _one_line(exc.details() if isinstance(exc, grpc.Call) else str(exc))
@@ -109,5 +186,15 @@ class AgentClient:
             return AgentUnreachableError(f"agent at {self.endpoint} did not answer in time")
         if code == grpc.StatusCode.UNAUTHENTICATED:
             return AgentAuthError(f"agent at {self.endpoint} refused the token: {details}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return AgentResourceExhaustedError(
+                f"agent at {self.endpoint} cannot grant the lease: {details}"
+            )
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return AgentInvalidRequestError(
+                f"agent at {self.endpoint} rejected the request: {details}"
+            )
+        if code == grpc.StatusCode.NOT_FOUND:
+            return AgentNotFoundError(f"agent at {self.endpoint}: {details}")
         name = code.name if code is not None else "UNKNOWN"
         return AgentError(f"agent at {self.endpoint} failed: {name}: {details}")

@@ -14,7 +14,8 @@ import re
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SYS_ROOT = Path("/sys")
@@ -32,12 +33,23 @@ _PCI_BUS_ID = re.compile(r"^([0-9a-fA-F]+):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([
 
 @dataclass(frozen=True)
 class CpuInfo:
-    """One logical CPU: its id, socket (physical package), core id and NUMA node (-1: unknown)."""
+    """One logical CPU: its id, socket (physical package), core id and NUMA node (-1: unknown).
+
+    ``host_cpu`` is the real CPU that backs it, the one a cgroup cpuset names: the
+    CPU itself on real hardware (the default), another one on a declared node
+    (see :mod:`fuzz.substrate.declared`).
+    """
 
     id: int
     socket: int
     core: int
     numa_node: int = -1
+    host_cpu: int = -1
+
+    def __post_init__(self) -> None:
+        """Back the CPU by itself unless told otherwise."""
+        if self.host_cpu < 0:
+            object.__setattr__(self, "host_cpu", self.id)
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,12 @@ class GpuInfo:
 
 @dataclass(frozen=True)
 class MachineInventory:
-    """Everything the agent reports about the machine it runs on."""
+    """Everything the agent reports about the machine it runs on.
+
+    ``declared`` is True when the CPUs, memory and GPUs come from a declared
+    inventory file rather than from the hardware; ``labels`` are the labels that
+    file declares (the agent's ``--label`` options win over them).
+    """
 
     hostname: str
     architecture: str
@@ -71,6 +88,8 @@ class MachineInventory:
     cpus: tuple[CpuInfo, ...]
     numa: tuple[NumaDomain, ...]
     gpus: tuple[GpuInfo, ...]
+    declared: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def cores(self) -> int:

@@ -3,7 +3,8 @@
 :func:`serve` locks the state dir (see :mod:`fuzz.substrate.statedir` for its
 files), starts the gRPC server with the bearer-token interceptor and the standard
 health service, publishes ``agent.json`` once it answers, and stops gracefully on
-SIGTERM or SIGINT.
+SIGTERM or SIGINT. Leases (:mod:`fuzz.substrate.leases`) are kept in
+``state_dir/leases.json`` and so outlive the process.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,7 +29,18 @@ from fuzz import __version__
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
 from fuzz.substrate.auth import BearerTokenInterceptor
+from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.inventory import MachineInventory, read_inventory
+from fuzz.substrate.leases import (
+    DEFAULT_TTL,
+    Lease,
+    LeaseBook,
+    LeaseExhausted,
+    LeaseNotFound,
+    LeaseRequest,
+    LeaseRequestError,
+    LeaseStateError,
+)
 from fuzz.substrate.statedir import (
     INFO_FILE,
     acquire_lock,
@@ -37,8 +50,17 @@ from fuzz.substrate.statedir import (
 )
 
 SERVICE_NAME = "fuzz.substrate.v1.Substrate"
+LEASES_FILE = "leases.json"
+# a lease's affinity (NUMA) <-> the wire enum (AFFINITY_NUMA); UNSPECIFIED reads as NONE
+_AFFINITY_NAMES = {
+    code: name.removeprefix("AFFINITY_") for name, code in substrate_pb2.Affinity.items()
+}
+_AFFINITY_NAMES[substrate_pb2.AFFINITY_UNSPECIFIED] = "NONE"
 STOP_GRACE = 2.0
 MAX_WORKERS = 8
+
+
+_Reply = TypeVar("_Reply")
 
 
 class AgentStartError(FuzzError):
@@ -61,6 +83,7 @@ def inventory_message(
         memory_bytes=machine.memory_bytes,
         labels=dict(labels),
         agent_version=__version__,
+        declared=machine.declared,
     )
     message.started_at.FromDatetime(started_at)
     for domain in machine.numa:
@@ -75,8 +98,61 @@ def inventory_message(
             pci_bus_id=gpu.pci_bus_id,
         )
     for cpu in machine.cpus:
-        message.cpus.add(id=cpu.id, socket=cpu.socket, core=cpu.core, numa_node=cpu.numa_node)
+        message.cpus.add(
+            id=cpu.id,
+            socket=cpu.socket,
+            core=cpu.core,
+            numa_node=cpu.numa_node,
+            host_cpu=cpu.host_cpu,
+        )
     return message
+
+
+def lease_message(lease: Lease) -> substrate_pb2.Lease:
+    """Build the wire message for ``lease``."""
+    message = substrate_pb2.Lease(
+        id=lease.id,
+        cpus=lease.cpus,
+        host_cpus=lease.host_cpus,
+        numa_nodes=lease.numa_nodes,
+        memory_bytes=lease.memory_bytes,
+        exclusive=lease.exclusive,
+        holder=lease.holder,
+        affinity=(
+            f"AFFINITY_{lease.affinity}"
+            if lease.affinity in _AFFINITY_NAMES.values()
+            else "AFFINITY_UNSPECIFIED"
+        ),
+    )
+    for kind, ids in lease.devices.items():
+        message.devices[kind].ids.extend(ids)
+    message.created_at.FromNanoseconds(round(lease.created_at * 1e9))
+    message.expires_at.FromNanoseconds(round(lease.expires_at * 1e9))
+    return message
+
+
+def lease_request(message: substrate_pb2.LeaseRequest) -> LeaseRequest:
+    """Turn the wire request into a :class:`LeaseRequest` (raises LeaseRequestError)."""
+    affinity = _AFFINITY_NAMES.get(message.affinity)
+    if affinity is None:
+        raise LeaseRequestError(f"unknown affinity {message.affinity}")
+    return LeaseRequest(
+        cores=message.cores,
+        affinity=affinity,
+        memory_bytes=message.memory_bytes,
+        devices=dict(message.devices),
+        exclusive=message.exclusive,
+        holder=message.holder,
+        ttl_seconds=message.ttl_seconds or DEFAULT_TTL,
+    )
+
+
+_LEASE_STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (
+    (LeaseExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LeaseRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (LeaseNotFound, grpc.StatusCode.NOT_FOUND),
+    (LeaseStateError, grpc.StatusCode.FAILED_PRECONDITION),
+)
 
 
 class SubstrateService:
@@ -84,7 +160,8 @@ class SubstrateService:
 
     The machine is read on the first Inventory call (not at start, which stays fast
     even where ``nvidia-smi`` is slow) and kept: hardware does not change under a
-    running agent.
+    running agent. The lease book is made (and ``lease_path`` loaded) on the first
+    lease call, for it needs the machine.
     """
 
     def __init__(
@@ -93,14 +170,23 @@ class SubstrateService:
         labels: Mapping[str, str],
         started_at: datetime,
         reader: Callable[[], MachineInventory] = read_inventory,
+        lease_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """Serve as ``node_id`` with ``labels``; ``reader`` reads the machine."""
+        """Serve as ``node_id`` with ``labels``; ``reader`` reads the machine.
+
+        Leases are kept in ``lease_path`` (in memory only when None) and timed by ``clock``.
+        """
         self.node_id = node_id
         self._labels = dict(labels)
         self._started_at = started_at
         self._reader = reader
         self._machine: MachineInventory | None = None
         self._lock = threading.Lock()
+        self._lease_path = lease_path
+        self._clock = clock
+        self._book: LeaseBook | None = None
+        self._book_lock = threading.Lock()
 
     def machine(self) -> MachineInventory:
         """The machine's inventory, read once."""
@@ -109,11 +195,68 @@ class SubstrateService:
                 self._machine = self._reader()
             return self._machine
 
+    def book(self) -> LeaseBook:
+        """The node's lease book, made on first use (raises LeaseStateError)."""
+        with self._book_lock:
+            if self._book is None:
+                self._book = LeaseBook(self.machine(), self._lease_path, self._clock)
+            return self._book
+
     def Inventory(  # the gRPC method's name
         self, request: substrate_pb2.InventoryRequest, context: grpc.ServicerContext
     ) -> substrate_pb2.Inventory:
-        """Answer the Inventory RPC."""
-        return inventory_message(self.machine(), self.node_id, self._labels, self._started_at)
+        """Answer the Inventory RPC; ``--label`` options win over declared labels."""
+        machine = self.machine()
+        labels = {**machine.labels, **self._labels}
+        return inventory_message(machine, self.node_id, labels, self._started_at)
+
+    def AcquireLease(
+        self, request: substrate_pb2.LeaseRequest, context: grpc.ServicerContext
+    ) -> substrate_pb2.Lease:
+        """Answer the AcquireLease RPC."""
+        def acquire(book: LeaseBook) -> substrate_pb2.Lease:
+            return lease_message(book.acquire(lease_request(request)))
+
+        return self._leases(context, acquire)
+
+    def RenewLease(
+        self, request: substrate_pb2.RenewLeaseRequest, context: grpc.ServicerContext
+    ) -> substrate_pb2.Lease:
+        """Answer the RenewLease RPC."""
+        ttl = request.ttl_seconds or DEFAULT_TTL
+        return self._leases(context, lambda book: lease_message(book.renew(request.lease_id, ttl)))
+
+    def ReleaseLease(
+        self, request: substrate_pb2.ReleaseLeaseRequest, context: grpc.ServicerContext
+    ) -> substrate_pb2.ReleaseLeaseResponse:
+        """Answer the ReleaseLease RPC."""
+
+        def release(book: LeaseBook) -> substrate_pb2.ReleaseLeaseResponse:
+            book.release(request.lease_id)
+            return substrate_pb2.ReleaseLeaseResponse()
+
+        return self._leases(context, release)
+
+    def ListLeases(
+        self, request: substrate_pb2.ListLeasesRequest, context: grpc.ServicerContext
+    ) -> substrate_pb2.ListLeasesResponse:
+        """Answer the ListLeases RPC."""
+        def list_leases(book: LeaseBook) -> substrate_pb2.ListLeasesResponse:
+            return substrate_pb2.ListLeasesResponse(leases=[lease_message(x) for x in book.list()])
+
+        return self._leases(context, list_leases)
+
+    def _leases(
+        self, context: grpc.ServicerContext, call: Callable[[LeaseBook], _Reply]
+    ) -> _Reply:
+        """Run ``call`` on the lease book; lease errors become gRPC statuses."""
+        try:
+            return call(self.book())
+        except FuzzError as exc:
+            for kind, code in _LEASE_STATUS:
+                if isinstance(exc, kind):
+                    context.abort(code, str(exc))
+            raise
 
 
 # --- the process --------------------------------------------------------------------------
@@ -180,15 +323,24 @@ def serve(
     *,
     stop: threading.Event | None = None,
     grace: float = STOP_GRACE,
+    inventory_file: Path | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
     Blocks for the agent's whole life. Holds ``state_dir/agent.lock`` throughout and
     publishes ``state_dir/agent.json`` once the server answers; removes it on the way
-    out. Raises AgentStartError (a FuzzError) when it cannot start.
+    out. With ``inventory_file`` the node is the one declared there (see
+    :mod:`fuzz.substrate.declared`), not the hardware. Raises AgentStartError or
+    DeclaredInventoryError (FuzzErrors) when it cannot start.
     """
     if not token:
         raise AgentStartError("the agent's token must not be empty")
+    reader: Callable[[], MachineInventory] = read_inventory
+    if inventory_file is not None:
+        declared = read_declared_inventory(inventory_file)
+
+        def reader() -> MachineInventory:
+            return declared
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock_fd = acquire_lock(state_dir)
@@ -201,7 +353,9 @@ def serve(
     try:
         info_path.unlink(missing_ok=True)  # left by an agent that was killed
         started_at = datetime.now(UTC)
-        service = SubstrateService(read_node_id(state_dir), labels, started_at)
+        service = SubstrateService(
+            read_node_id(state_dir), labels, started_at, reader, state_dir / LEASES_FILE
+        )
         running = _start_server(listen, token, service)
         write_json_atomic(
             info_path,

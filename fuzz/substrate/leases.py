@@ -1,0 +1,504 @@
+"""Resource leases: which cores, memory and devices of this node a job may use, and until when.
+
+:func:`allocate` is pure: given the machine, the leases held and a request, it
+picks the CPUs and devices or says exactly what is short. :class:`LeaseBook` holds
+the leases of one agent behind a lock (no overcommit, however many requests race),
+drops those whose holder stopped renewing them, and keeps them in a JSON file so
+that they survive an agent restart.
+
+Packing rules (``affinity``):
+
+``NONE`` / ``CORE``
+    any free cores, lowest ids first.
+``NUMA`` / ``SOCKET``
+    as few NUMA domains (sockets) as possible: the smallest single one with enough
+    free cores (one with enough free GPUs first, when GPUs are asked for), else the
+    domains with the most free cores, the last one being the smallest that covers
+    the rest.
+
+GPUs (``nvidia.com/gpu``) on the lease's NUMA domains are preferred. Memory is
+counted against the node's total. ``exclusive`` takes the whole node: every CPU
+and all memory (and the devices asked for), and only when no other lease exists.
+
+The search is hand-written rather than left to a solver: the groups are few (NUMA
+domains or sockets), the greedy rule is provably minimal in the number of groups,
+and the agent must stay light to import.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import math
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fuzz.errors import FuzzError
+from fuzz.substrate.inventory import GpuInfo, MachineInventory
+from fuzz.substrate.statedir import write_json_atomic
+
+AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
+GPU = "nvidia.com/gpu"
+DEVICE_KINDS = (GPU,)
+DEFAULT_TTL = 60.0
+FILE_VERSION = 1
+
+
+class LeaseError(FuzzError):
+    """A lease cannot be granted, found or kept."""
+
+
+class LeaseExhausted(LeaseError):
+    """The node lacks what the request asks for; the message says what is short."""
+
+
+class LeaseRequestError(LeaseError):
+    """The request itself is invalid (negative amounts, unknown affinity or device kind)."""
+
+
+class LeaseNotFound(LeaseError):
+    """No lease has that id: it never existed, was released, or expired."""
+
+
+class LeaseStateError(LeaseError):
+    """The leases file cannot be read or written."""
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    """What a job asks of the node; ``ttl_seconds`` is how long the lease lives unrenewed."""
+
+    cores: int
+    affinity: str = "NONE"
+    memory_bytes: int = 0
+    devices: Mapping[str, int] = field(default_factory=dict)
+    exclusive: bool = False
+    holder: str = ""
+    ttl_seconds: float = DEFAULT_TTL
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What :func:`allocate` picked: logical CPUs, the real CPUs behind them, memory, devices."""
+
+    affinity: str
+    cpus: tuple[int, ...]
+    host_cpus: tuple[int, ...]
+    numa_nodes: tuple[int, ...]
+    memory_bytes: int
+    devices: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A granted lease: the exact CPUs (and the real ``host_cpus`` for a cgroup cpuset),
+    memory and device ids, held by ``holder`` until ``expires_at`` (seconds since the epoch).
+    """
+
+    id: str
+    cpus: tuple[int, ...]
+    host_cpus: tuple[int, ...]
+    numa_nodes: tuple[int, ...]
+    memory_bytes: int
+    devices: Mapping[str, tuple[str, ...]]
+    exclusive: bool
+    holder: str
+    created_at: float
+    expires_at: float
+    affinity: str = "NONE"
+
+    def to_json(self) -> dict[str, Any]:
+        """The lease as a JSON-ready dict (see :meth:`from_json`)."""
+        return {
+            "id": self.id,
+            "cpus": list(self.cpus),
+            "host_cpus": list(self.host_cpus),
+            "numa_nodes": list(self.numa_nodes),
+            "memory_bytes": self.memory_bytes,
+            "devices": {kind: list(ids) for kind, ids in self.devices.items()},
+            "exclusive": self.exclusive,
+            "holder": self.holder,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "affinity": self.affinity,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Lease:
+        """Rebuild a lease written by :meth:`to_json`; raises ValueError when malformed."""
+        try:
+            devices = data["devices"]
+            if not isinstance(devices, dict):
+                raise ValueError("devices must be an object")
+            return cls(
+                id=_typed(data["id"], str),
+                cpus=tuple(_typed(cpu, int) for cpu in data["cpus"]),
+                host_cpus=tuple(_typed(cpu, int) for cpu in data["host_cpus"]),
+                numa_nodes=tuple(_typed(node, int) for node in data["numa_nodes"]),
+                memory_bytes=_typed(data["memory_bytes"], int),
+                devices={
+                    _typed(kind, str): tuple(_typed(i, str) for i in ids)
+                    for kind, ids in devices.items()
+                },
+                exclusive=_typed(data["exclusive"], bool),
+                holder=_typed(data["holder"], str),
+                created_at=float(_typed(data["created_at"], int | float)),
+                expires_at=float(_typed(data["expires_at"], int | float)),
+                affinity=_typed(data.get("affinity", "NONE"), str),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"missing or malformed field {exc}") from None
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"unexpected value {value!r}")
+    return value
+
+
+def format_bytes(amount: int) -> str:
+    """``8589934592`` -> ``8.0 GiB`` (binary units, one decimal; plain bytes below 1 KiB)."""
+    if amount < 1024:
+        return f"{amount} B"
+    value = amount / 1024
+    units = ["KiB", "MiB", "GiB", "TiB", "PiB"]
+    while value >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{value:.1f} {units[0]}"
+
+
+# --- the pure allocator ----------------------------------------------------------------
+
+
+def validate_request(request: LeaseRequest) -> str:
+    """Check ``request``; return its affinity in upper case or raise LeaseRequestError."""
+    for name, value in (("cores", request.cores), ("memory_bytes", request.memory_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise LeaseRequestError(f"{name} must be a non-negative integer, got {value!r}")
+    affinity = str(request.affinity).upper() if request.affinity else "NONE"
+    if affinity not in AFFINITIES:
+        raise LeaseRequestError(
+            f"unknown affinity {request.affinity!r}: expected one of {', '.join(AFFINITIES)}"
+        )
+    for kind, count in request.devices.items():
+        if kind not in DEVICE_KINDS:
+            raise LeaseRequestError(
+                f"unknown device kind {kind!r}: this agent knows {', '.join(DEVICE_KINDS)}"
+            )
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise LeaseRequestError(f"{kind} must be a non-negative integer, got {count!r}")
+    _check_ttl(request.ttl_seconds)
+    asks_something = request.cores or request.memory_bytes or any(request.devices.values())
+    if not asks_something and not request.exclusive:
+        raise LeaseRequestError("a lease must ask for cores, memory, a device or exclusive")
+    return affinity
+
+
+def _check_ttl(ttl: object) -> None:
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or (
+        ttl <= 0
+    ):
+        raise LeaseRequestError(f"ttl_seconds must be a positive number, got {ttl!r}")
+
+
+def allocate(
+    machine: MachineInventory, held: Iterable[Lease], request: LeaseRequest
+) -> Grant:
+    """Pick what ``request`` gets on ``machine`` beside the ``held`` leases.
+
+    Raises LeaseRequestError for an invalid request and LeaseExhausted, naming
+    every shortage, when the node cannot grant it now.
+    """
+    affinity = validate_request(request)
+    leases = list(held)
+    for lease in leases:
+        if lease.exclusive:
+            owner = f" (holder {lease.holder})" if lease.holder else ""
+            raise LeaseExhausted(f"node is held exclusively by lease {lease.id}{owner}")
+    if request.exclusive and leases:
+        raise LeaseExhausted(
+            f"node is not free for an exclusive lease: {len(leases)} lease(s) held"
+        )
+    free = _Free.of(machine, leases)
+    short = free.shortages(request, affinity)
+    if short:
+        raise LeaseExhausted("; ".join(short))
+    if request.exclusive:
+        cpus = sorted(free.cpus)
+    elif affinity in ("NUMA", "SOCKET"):
+        cpus = free.pack(request.cores, affinity, request.devices.get(GPU, 0))
+    else:
+        cpus = sorted(free.cpus)[: request.cores]
+    numa_nodes = sorted({free.numa_of[cpu] for cpu in cpus})
+    gpus_wanted = request.devices.get(GPU, 0)
+    gpus = sorted(free.gpus, key=lambda gpu: (gpu.numa_node not in numa_nodes, gpu.index))
+    host_of = {cpu.id: cpu.host_cpu for cpu in machine.cpus}
+    devices = {GPU: tuple(str(gpu.index) for gpu in gpus[:gpus_wanted])} if gpus_wanted else {}
+    return Grant(
+        affinity=affinity,
+        cpus=tuple(cpus),
+        host_cpus=tuple(sorted({host_of[cpu] for cpu in cpus})),
+        numa_nodes=tuple(numa_nodes),
+        memory_bytes=machine.memory_bytes if request.exclusive else request.memory_bytes,
+        devices=devices,
+    )
+
+
+@dataclass(frozen=True)
+class _Free:
+    """What the held leases leave free on a machine, and where each CPU sits."""
+
+    total_cpus: int
+    cpus: frozenset[int]
+    memory_bytes: int
+    gpus: tuple[GpuInfo, ...]
+    numa_of: Mapping[int, int]
+    socket_of: Mapping[int, int]
+
+    @classmethod
+    def of(cls, machine: MachineInventory, leases: Iterable[Lease]) -> _Free:
+        held = list(leases)
+        taken_gpus = {gpu for lease in held for gpu in lease.devices.get(GPU, ())}
+        return cls(
+            total_cpus=len(machine.cpus),
+            cpus=frozenset(cpu.id for cpu in machine.cpus).difference(
+                *(lease.cpus for lease in held)
+            ),
+            memory_bytes=machine.memory_bytes - sum(lease.memory_bytes for lease in held),
+            gpus=tuple(gpu for gpu in machine.gpus if str(gpu.index) not in taken_gpus),
+            numa_of={cpu.id: cpu.numa_node for cpu in machine.cpus},
+            socket_of={cpu.id: cpu.socket for cpu in machine.cpus},
+        )
+
+    def groups(self, affinity: str) -> dict[int, list[int]]:
+        """The free CPUs by NUMA domain (``NUMA``) or socket (``SOCKET``), lowest ids first."""
+        group_of = self.numa_of if affinity == "NUMA" else self.socket_of
+        groups: dict[int, list[int]] = {}
+        for cpu in sorted(self.cpus):
+            groups.setdefault(group_of[cpu], []).append(cpu)
+        return groups
+
+    def shortages(self, request: LeaseRequest, affinity: str) -> list[str]:
+        """One line per resource the request asks more of than is free."""
+        short: list[str] = []
+        if request.cores > len(self.cpus):
+            detail = ""
+            if affinity in ("NUMA", "SOCKET"):
+                most = max((len(c) for c in self.groups(affinity).values()), default=0)
+                noun = "domain" if affinity == "NUMA" else "socket"
+                detail = f" ({affinity} affinity: at most {most} in one {noun})"
+            short.append(
+                f"not enough free cores: asked {request.cores}, free {len(self.cpus)} "
+                f"of {self.total_cpus}{detail}"
+            )
+        if request.memory_bytes > self.memory_bytes:
+            short.append(
+                f"not enough memory: asked {format_bytes(request.memory_bytes)}, "
+                f"free {format_bytes(max(self.memory_bytes, 0))}"
+            )
+        gpus_wanted = request.devices.get(GPU, 0)
+        if gpus_wanted > len(self.gpus):
+            short.append(f"no free {GPU}: asked {gpus_wanted}, free {len(self.gpus)}")
+        return short
+
+    def pack(self, cores: int, affinity: str, gpus_wanted: int) -> list[int]:
+        """``cores`` free CPUs in as few groups as possible, near ``gpus_wanted`` free GPUs."""
+        groups = self.groups(affinity)
+        group_of = self.numa_of if affinity == "NUMA" else self.socket_of
+        group_of_numa = {self.numa_of[cpu]: group for cpu, group in group_of.items()}
+        gpus_in = Counter(group_of_numa.get(gpu.numa_node) for gpu in self.gpus)
+        return _pack(groups, cores, lambda group: 0 < gpus_wanted <= gpus_in[group])
+
+
+def _pack(
+    groups: Mapping[int, list[int]], count: int, preferred: Callable[[int], bool]
+) -> list[int]:
+    """Take ``count`` CPUs from as few groups as possible (the caller checked there are enough).
+
+    A single group is best-fit (a ``preferred`` one first, then the smallest that
+    holds ``count``). Otherwise taking the largest groups first needs the fewest
+    groups; the last group is then the smallest that still covers what is left,
+    which keeps the large groups whole for later requests.
+    """
+    if count == 0:
+        return []
+    fitting = [group for group, cpus in groups.items() if len(cpus) >= count]
+    if fitting:
+        best = min(fitting, key=lambda g: (not preferred(g), len(groups[g]), g))
+        return groups[best][:count]
+    order = sorted(groups, key=lambda g: (-len(groups[g]), g))
+    chosen: list[int] = []
+    for position, group in enumerate(order):
+        rest = count - len(chosen)
+        if len(groups[group]) >= rest:
+            last = min(
+                (g for g in order[position:] if len(groups[g]) >= rest),
+                key=lambda g: (len(groups[g]), g),
+            )
+            return sorted(chosen + groups[last][:rest])
+        chosen.extend(groups[group])
+    raise AssertionError("caller must check that enough CPUs are free")  # pragma: no cover
+
+
+# --- the book ----------------------------------------------------------------------------
+
+
+class LeaseBook:
+    """The leases of one node: granted without overcommit, expired lazily, kept in ``path``.
+
+    Every public method takes one lock, first drops the leases whose TTL has run
+    out, and writes ``path`` atomically whenever the set of leases changed, so that
+    a restarted agent (which loads ``path``) sees exactly what was granted. With
+    ``path`` None the book lives in memory only. (Annotations say ``builtins.list``
+    because the ``list`` method shadows the builtin inside the class.)
+    """
+
+    def __init__(
+        self,
+        machine: MachineInventory,
+        path: Path | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Hold leases of ``machine``; load ``path`` when it exists (raises LeaseStateError)."""
+        self.machine = machine
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._leases: dict[str, Lease] = {}
+        if path is not None:
+            self._leases = {lease.id: lease for lease in _load(path)}
+            if self._drop_expired():
+                self._save()
+
+    def acquire(self, request: LeaseRequest) -> Lease:
+        """Grant ``request`` or raise LeaseExhausted (what is short) or LeaseRequestError."""
+        with self._lock:
+            self._sweep()
+            grant = allocate(self.machine, self._leases.values(), request)
+            now = self._clock()
+            lease = Lease(
+                id=uuid.uuid4().hex,
+                cpus=grant.cpus,
+                host_cpus=grant.host_cpus,
+                numa_nodes=grant.numa_nodes,
+                memory_bytes=grant.memory_bytes,
+                devices=dict(grant.devices),
+                exclusive=request.exclusive,
+                holder=request.holder,
+                created_at=now,
+                expires_at=now + float(request.ttl_seconds),
+                affinity=grant.affinity,
+            )
+            self._leases[lease.id] = lease
+            self._save(undo=lambda: self._leases.pop(lease.id, None))
+            return lease
+
+    def renew(self, lease_id: str, ttl_seconds: float = DEFAULT_TTL) -> Lease:
+        """Extend a live lease to ``ttl_seconds`` from now; LeaseNotFound when it is gone."""
+        _check_ttl(ttl_seconds)
+        with self._lock:
+            self._sweep()
+            old = self._leases.get(lease_id)
+            if old is None:
+                raise LeaseNotFound(f"no lease {lease_id!r} on this node (released or expired)")
+            renewed = replace(old, expires_at=self._clock() + float(ttl_seconds))
+            self._leases[lease_id] = renewed
+
+            def undo() -> None:
+                self._leases[lease_id] = old
+
+            self._save(undo=undo)
+            return renewed
+
+    def release(self, lease_id: str) -> None:
+        """Give a lease back; releasing one that is gone (or never was) does nothing."""
+        with self._lock:
+            changed = self._drop_expired()
+            gone = self._leases.pop(lease_id, None)
+            if gone is not None or changed:
+                self._save()
+
+    def get(self, lease_id: str) -> Lease | None:
+        """The live lease ``lease_id``, or None."""
+        with self._lock:
+            self._sweep()
+            return self._leases.get(lease_id)
+
+    def list(self) -> builtins.list[Lease]:
+        """The live leases, oldest first (in the order granted when the clock ties)."""
+        with self._lock:
+            self._sweep()
+            # the dict keeps the order of grants (and the file keeps it across restarts)
+            return sorted(self._leases.values(), key=lambda lease: lease.created_at)
+
+    def expire(self) -> builtins.list[Lease]:
+        """Drop the leases whose TTL has run out now; return them."""
+        with self._lock:
+            dropped = self._drop_expired()
+            if dropped:
+                self._save()
+            return dropped
+
+    # --- under the lock ---
+
+    def _drop_expired(self) -> builtins.list[Lease]:
+        now = self._clock()
+        dropped = [lease for lease in self._leases.values() if lease.expires_at <= now]
+        for lease in dropped:
+            del self._leases[lease.id]
+        return dropped
+
+    def _sweep(self) -> None:
+        if self._drop_expired():
+            self._save()
+
+    def _save(self, undo: Callable[[], object] | None = None) -> None:
+        if self.path is None:
+            return
+        data = {
+            "version": FILE_VERSION,
+            "leases": [lease.to_json() for lease in self._leases.values()],
+        }
+        try:
+            write_json_atomic(self.path, data)
+        except OSError as exc:
+            if undo is not None:
+                undo()  # what is not on disk is not granted
+            raise LeaseStateError(
+                f"cannot write leases file {self.path}: {exc.strerror or exc}"
+            ) from None
+
+
+def _load(path: Path) -> list[Lease]:
+    """The leases in ``path`` (none when it does not exist); raises LeaseStateError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise LeaseStateError(f"cannot read leases file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise LeaseStateError(f"leases file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != FILE_VERSION:
+        raise LeaseStateError(
+            f"leases file {path} is not a version {FILE_VERSION} leases file"
+        )
+    records = data.get("leases")
+    if not isinstance(records, list):
+        raise LeaseStateError(f"leases file {path}: 'leases' must be a list")
+    leases = []
+    for number, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise LeaseStateError(f"leases file {path}: lease #{number} is not an object")
+        try:
+            leases.append(Lease.from_json(record))
+        except ValueError as exc:
+            raise LeaseStateError(f"leases file {path}: lease #{number}: {exc}") from None
+    return leases
