@@ -7,6 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from registry import (  # noqa: F401  (fixtures: tests/registry.py)
+    auth_busybox_image,
+    auth_registry,
+    busybox_image,
+    busybox_layout,
+    registry,
+)
 
 
 def pid_gone(pid: int) -> bool:
