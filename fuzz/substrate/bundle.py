@@ -1,0 +1,378 @@
+"""What one job's container is, and the OCI runtime config that makes runc run it.
+
+Pure data: :class:`ContainerSpec` (validated on construction) and
+:func:`oci_config`, which turns a spec into the ``config.json`` of an OCI bundle.
+The only I/O here is :func:`device_node`, which stats a host device so that the
+config can name its major and minor numbers.
+
+The root filesystem is the per-container overlay mount made by the shim
+(:mod:`fuzz.substrate.shim`): the unpacked image is its read-only lower layer,
+shared by every job from that image, and the upper layer lives in the
+container's directory. The root is therefore writable (``readonly: false``) like
+on any container engine, while the image on the host never changes; a readonly
+root plus tmpfs would break every job that writes next to its binaries, and
+runc could not create mount points for volumes in it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from fuzz.errors import ConfigError
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NOFILE_LIMIT = 65536
+CGROUP_PARENT = "/fuzz"
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+HOSTNAME_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+RESERVED_DESTINATIONS = ("/proc", "/sys", "/dev")
+
+# Capabilities a root job keeps: Docker's default set without NET_RAW and
+# NET_BIND_SERVICE (the job shares the host's network namespace, so these would
+# be raw sockets and privileged ports on the host) and without MKNOD (devices are
+# granted explicitly). A non-root job gets no capabilities at all.
+ROOT_CAPABILITIES = (
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+)
+
+# As runc's default spec (``runc spec``) has them.
+MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+class ContainerSpecError(ConfigError):
+    """A container spec is invalid (bad id, relative path, ``..``, negative limit...)."""
+
+
+def _check_container_path(what: str, value: str) -> None:
+    """Refuse a path inside the container that is relative or climbs with ``..``."""
+    path = PurePosixPath(value)
+    if not path.is_absolute():
+        raise ContainerSpecError(f"{what} {value!r} must be an absolute path")
+    if ".." in path.parts:
+        raise ContainerSpecError(f"{what} {value!r} must not contain '..'")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory or file bind-mounted into the container (a volume)."""
+
+    source: Path
+    destination: str
+    readonly: bool = False
+
+    def __post_init__(self) -> None:
+        """Validate both ends of the mount."""
+        if not Path(self.source).is_absolute() or ".." in Path(self.source).parts:
+            raise ContainerSpecError(
+                f"mount source {str(self.source)!r} must be an absolute path without '..'"
+            )
+        _check_container_path("mount destination", self.destination)
+        clean = str(PurePosixPath(self.destination))
+        if clean == "/" or any(
+            clean == top or clean.startswith(top + "/") for top in RESERVED_DESTINATIONS
+        ):
+            raise ContainerSpecError(
+                f"mount destination {self.destination!r} is reserved (/, /proc, /sys, /dev)"
+            )
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything the agent needs to run one job's container.
+
+    ``rootfs`` is the unpacked image on the host (never written to); ``cpus``
+    and ``memory_bytes`` (0: unlimited) come from the lease; ``timeout_seconds``
+    is the wall-clock limit, after which the job gets SIGTERM and, after
+    ``stop_grace_seconds``, SIGKILL. ``devices`` are host device paths (GPUs)
+    made visible and allowed in the devices cgroup.
+    """
+
+    id: str
+    rootfs: Path
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    uid: int = 65534
+    gid: int = 65534
+    cpus: tuple[int, ...] = ()
+    memory_bytes: int = 0
+    mounts: tuple[Mount, ...] = ()
+    timeout_seconds: float | None = None
+    hostname: str = "job"
+    devices: tuple[str, ...] = ()
+    stop_grace_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        """Validate every field; raise ContainerSpecError on the first problem."""
+        if not ID_PATTERN.fullmatch(self.id):
+            raise ContainerSpecError(
+                f"container id {self.id!r} must be 1-128 letters, digits, '_', '.' or '-',"
+                " starting with a letter or digit"
+            )
+        rootfs = Path(self.rootfs)
+        if not rootfs.is_absolute() or ".." in rootfs.parts:
+            raise ContainerSpecError(f"rootfs {str(self.rootfs)!r} must be an absolute path")
+        if any(ch in str(rootfs) for ch in ",:\\"):
+            raise ContainerSpecError(f"rootfs {str(rootfs)!r} must not contain ',', ':' or '\\'")
+        if not self.args or not all(isinstance(arg, str) for arg in self.args):
+            raise ContainerSpecError(f"container {self.id}: args must be a non-empty list")
+        for item in self.env:
+            if "=" not in item or item.startswith("="):
+                raise ContainerSpecError(f"env entry {item!r} must look like KEY=VALUE")
+        _check_container_path("cwd", self.cwd)
+        for name in ("uid", "gid"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ContainerSpecError(f"{name} must be a non-negative integer, not {value!r}")
+        if any(cpu < 0 for cpu in self.cpus) or len(set(self.cpus)) != len(self.cpus):
+            raise ContainerSpecError(f"cpus {list(self.cpus)} must be distinct and >= 0")
+        if self.memory_bytes < 0:
+            raise ContainerSpecError(f"memory_bytes must be >= 0, not {self.memory_bytes}")
+        if self.timeout_seconds is not None and self.timeout_seconds <= 0:
+            raise ContainerSpecError(f"timeout_seconds must be > 0, not {self.timeout_seconds}")
+        if self.stop_grace_seconds < 0:
+            raise ContainerSpecError(
+                f"stop_grace_seconds must be >= 0, not {self.stop_grace_seconds}"
+            )
+        if not HOSTNAME_PATTERN.fullmatch(self.hostname):
+            raise ContainerSpecError(f"hostname {self.hostname!r} is not a valid host name")
+        for device in self.devices:
+            _check_container_path("device", device)
+            if not device.startswith("/dev/"):
+                raise ContainerSpecError(f"device {device!r} must be under /dev/")
+        destinations = [str(PurePosixPath(mount.destination)) for mount in self.mounts]
+        if len(set(destinations)) != len(destinations):
+            raise ContainerSpecError(f"container {self.id}: two mounts share a destination")
+
+
+def cpuset_string(cpus: Sequence[int]) -> str:
+    """Render CPU ids as a cpuset list: ``(0, 2, 3, 4)`` -> ``"0,2-4"``."""
+    parts: list[str] = []
+    ordered = sorted(cpus)
+    index = 0
+    while index < len(ordered):
+        end = index
+        while end + 1 < len(ordered) and ordered[end + 1] == ordered[end] + 1:
+            end += 1
+        first, last = ordered[index], ordered[end]
+        parts.append(str(first) if first == last else f"{first}-{last}")
+        index = end + 1
+    return ",".join(parts)
+
+
+def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
+    """The spec as a JSON-able dict (what ``spec.json`` holds)."""
+    return {
+        "id": spec.id,
+        "rootfs": str(spec.rootfs),
+        "args": list(spec.args),
+        "env": list(spec.env),
+        "cwd": spec.cwd,
+        "uid": spec.uid,
+        "gid": spec.gid,
+        "cpus": list(spec.cpus),
+        "memory_bytes": spec.memory_bytes,
+        "mounts": [
+            {"source": str(m.source), "destination": m.destination, "readonly": m.readonly}
+            for m in spec.mounts
+        ],
+        "timeout_seconds": spec.timeout_seconds,
+        "hostname": spec.hostname,
+        "devices": list(spec.devices),
+        "stop_grace_seconds": spec.stop_grace_seconds,
+    }
+
+
+def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
+    """Rebuild (and re-validate) a spec written by :func:`spec_to_json`."""
+    try:
+        return ContainerSpec(
+            id=data["id"],
+            rootfs=Path(data["rootfs"]),
+            args=tuple(data["args"]),
+            env=tuple(data.get("env", ())),
+            cwd=data.get("cwd", "/"),
+            uid=data.get("uid", 65534),
+            gid=data.get("gid", 65534),
+            cpus=tuple(data.get("cpus", ())),
+            memory_bytes=data.get("memory_bytes", 0),
+            mounts=tuple(
+                Mount(Path(m["source"]), m["destination"], bool(m.get("readonly", False)))
+                for m in data.get("mounts", ())
+            ),
+            timeout_seconds=data.get("timeout_seconds"),
+            hostname=data.get("hostname", "job"),
+            devices=tuple(data.get("devices", ())),
+            stop_grace_seconds=data.get("stop_grace_seconds", 10.0),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ContainerSpecError(f"container spec is malformed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class DeviceNode:
+    """A host device node as the OCI config names it."""
+
+    path: str
+    kind: Literal["c", "b"]
+    major: int
+    minor: int
+    file_mode: int = 0o666
+
+
+def device_node(path: str) -> DeviceNode:
+    """Stat the host device at ``path`` (the one piece of I/O in this module)."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ContainerSpecError(f"device {path}: {exc.strerror}") from None
+    if stat.S_ISCHR(info.st_mode):
+        kind: Literal["c", "b"] = "c"
+    elif stat.S_ISBLK(info.st_mode):
+        kind = "b"
+    else:
+        raise ContainerSpecError(f"device {path} is not a character or block device")
+    return DeviceNode(
+        path, kind, os.major(info.st_rdev), os.minor(info.st_rdev), stat.S_IMODE(info.st_mode)
+    )
+
+
+def _mount(destination: str, kind: str, source: str, options: Sequence[str]) -> dict[str, Any]:
+    return {"destination": destination, "type": kind, "source": source, "options": list(options)}
+
+
+def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
+    """The standard container mounts, a tmpfs /tmp, then the requested volumes."""
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        _mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        ),
+        _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777"]),
+        _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+        _mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
+        _mount(
+            "/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]
+        ),
+    ]
+    destinations = {str(PurePosixPath(m.destination)) for m in spec.mounts}
+    if "/tmp" not in destinations:
+        # tmpfs pages are charged to the job's memory cgroup, so /tmp counts
+        # against the memory limit instead of filling the node's disk.
+        mounts.append(_mount("/tmp", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=1777"]))
+    for volume in spec.mounts:
+        options = ["rbind", "rprivate", "nosuid", "nodev"]
+        if volume.readonly:
+            options.append("ro")
+        mounts.append(_mount(volume.destination, "bind", str(volume.source), options))
+    return mounts
+
+
+def oci_config(
+    spec: ContainerSpec,
+    rootfs_path: str | Path,
+    devices: Sequence[DeviceNode] = (),
+    nofile: int = NOFILE_LIMIT,
+) -> dict[str, Any]:
+    """The OCI runtime ``config.json`` for ``spec``, rooted at ``rootfs_path``.
+
+    ``rootfs_path`` is the container's writable overlay merge dir (see the module
+    docstring); ``devices`` are the stat-ed ``spec.devices`` (:func:`device_node`);
+    ``nofile`` is the job's open-files limit (soft and hard; runc cannot raise it
+    above the agent's own hard limit without CAP_SYS_RESOURCE). The job keeps the
+    host's network namespace; a ``PATH`` is added to its env when it has none.
+    """
+    env = list(spec.env)
+    if not any(item.startswith("PATH=") for item in env):
+        env.insert(0, DEFAULT_PATH)
+    capabilities = list(ROOT_CAPABILITIES) if spec.uid == 0 else []
+    process: dict[str, Any] = {
+        "terminal": False,
+        "user": {"uid": spec.uid, "gid": spec.gid, "additionalGids": [spec.gid]},
+        "args": list(spec.args),
+        "env": env,
+        "cwd": spec.cwd,
+        "capabilities": {
+            "bounding": capabilities,
+            "effective": capabilities,
+            "permitted": capabilities,
+            "inheritable": [],
+            "ambient": [],
+        },
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+        "noNewPrivileges": True,
+    }
+    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    for device in devices:
+        resources["devices"].append(
+            {
+                "allow": True,
+                "type": device.kind,
+                "major": device.major,
+                "minor": device.minor,
+                "access": "rwm",
+            }
+        )
+    if spec.cpus:
+        resources["cpu"] = {"cpus": cpuset_string(spec.cpus)}
+    if spec.memory_bytes > 0:
+        # swap == limit: memory+swap may not exceed the limit, so no swap escape.
+        resources["memory"] = {"limit": spec.memory_bytes, "swap": spec.memory_bytes}
+    return {
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": str(rootfs_path), "readonly": False},
+        "hostname": spec.hostname,
+        "mounts": _mounts(spec),
+        "linux": {
+            "namespaces": [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")],
+            "cgroupsPath": f"{CGROUP_PARENT}/{spec.id}",
+            "resources": resources,
+            "devices": [
+                {
+                    "path": device.path,
+                    "type": device.kind,
+                    "major": device.major,
+                    "minor": device.minor,
+                    "fileMode": device.file_mode,
+                    "uid": 0,
+                    "gid": 0,
+                }
+                for device in devices
+            ],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }

@@ -1,0 +1,463 @@
+"""The node agent's container runtime: OCI configs as data, and real jobs under runc.
+
+The integration tests run busybox jobs through :class:`ContainerManager` (a shim
+per container, runc underneath) and assert on what the job itself saw: its
+cpuset, memory limit, user, env, cwd and mounts. After each of them, nothing may
+be left: no runc container, no mount (in any process's mount namespace), no shim.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fuzz.substrate.bundle import (
+    MASKED_PATHS,
+    ContainerSpec,
+    ContainerSpecError,
+    DeviceNode,
+    Mount,
+    cpuset_string,
+    device_node,
+    oci_config,
+    spec_from_json,
+    spec_to_json,
+)
+from fuzz.substrate.containers import (
+    ContainerExistsError,
+    ContainerManager,
+    ContainerNotFoundError,
+    ContainerStateError,
+    ContainerStatus,
+    ContainerWaitTimeoutError,
+)
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "true", "cat", "echo", "nproc", "id", "pwd", "env", "sleep", "dd", "head",
+           "mount", "grep", "ls", "rm", "test")  # fmt: skip
+MIB = 1024 * 1024
+
+
+# --- the OCI config, as pure data ---------------------------------------------------------
+
+
+def _spec(**changes: Any) -> ContainerSpec:
+    fields: dict[str, Any] = {"id": "job-1", "rootfs": Path("/images/abc"), "args": ("true",)}
+    fields.update(changes)
+    return ContainerSpec(**fields)
+
+
+def test_oci_config_for_a_non_root_job() -> None:
+    spec = _spec(
+        args=("python", "train.py"),
+        env=("FOO=bar",),
+        cwd="/work",
+        uid=1000,
+        gid=1000,
+        cpus=(3, 0, 2),
+        memory_bytes=64 * MIB,
+        mounts=(Mount(Path("/data/in"), "/in", readonly=True), Mount(Path("/data/out"), "/out")),
+    )
+    config = oci_config(spec, "/state/job-1/bundle/rootfs", nofile=4096)
+    process = config["process"]
+    assert process["args"] == ["python", "train.py"]
+    assert process["env"][0].startswith("PATH=") and process["env"][1:] == ["FOO=bar"]
+    assert process["cwd"] == "/work"
+    assert process["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000]}
+    assert process["noNewPrivileges"] is True
+    assert all(caps == [] for caps in process["capabilities"].values())
+    assert process["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}]
+    assert config["root"] == {"path": "/state/job-1/bundle/rootfs", "readonly": False}
+    linux = config["linux"]
+    assert [ns["type"] for ns in linux["namespaces"]] == ["pid", "ipc", "uts", "mount"]
+    assert linux["cgroupsPath"] == "/fuzz/job-1"
+    assert linux["resources"]["cpu"] == {"cpus": "0,2-3"}
+    assert linux["resources"]["memory"] == {"limit": 64 * MIB, "swap": 64 * MIB}
+    assert linux["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert set(MASKED_PATHS) <= set(linux["maskedPaths"]) and "/proc/sys" in linux["readonlyPaths"]
+    mounts = {mount["destination"]: mount for mount in config["mounts"]}
+    assert {"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup",
+            "/tmp", "/in", "/out"} == set(mounts)  # fmt: skip
+    assert "ro" in mounts["/sys"]["options"] and "ro" in mounts["/sys/fs/cgroup"]["options"]
+    assert mounts["/tmp"]["type"] == "tmpfs"
+    assert mounts["/in"]["source"] == "/data/in" and mounts["/in"]["type"] == "bind"
+    assert {"rbind", "ro"} <= set(mounts["/in"]["options"])
+    assert "rbind" in mounts["/out"]["options"] and "ro" not in mounts["/out"]["options"]
+
+
+def test_oci_config_for_root_devices_and_no_limits() -> None:
+    gpu = DeviceNode("/dev/nvidia0", "c", 195, 0, 0o666)
+    config = oci_config(
+        _spec(uid=0, gid=0, env=("PATH=/opt/bin",), mounts=(Mount(Path("/scratch"), "/tmp"),)),
+        "/r",
+        devices=[gpu],
+    )
+    caps = config["process"]["capabilities"]
+    assert "CAP_CHOWN" in caps["bounding"] and caps["bounding"] == caps["effective"]
+    assert "CAP_NET_RAW" not in caps["bounding"] and "CAP_SYS_ADMIN" not in caps["bounding"]
+    assert caps["ambient"] == [] and caps["inheritable"] == []
+    assert config["process"]["env"] == ["PATH=/opt/bin"]
+    resources = config["linux"]["resources"]
+    assert "cpu" not in resources and "memory" not in resources
+    assert {"allow": True, "type": "c", "major": 195, "minor": 0, "access": "rwm"} in resources[
+        "devices"
+    ]
+    assert config["linux"]["devices"][0]["path"] == "/dev/nvidia0"
+    tmp = [m for m in config["mounts"] if m["destination"] == "/tmp"]
+    assert len(tmp) == 1 and tmp[0]["type"] == "bind"  # the volume replaces the tmpfs
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"id": "../escape"},
+        {"id": "a/b"},
+        {"id": ""},
+        {"rootfs": Path("images/abc")},
+        {"args": ()},
+        {"env": ("NOVALUE",)},
+        {"cwd": "work"},
+        {"cwd": "/work/../etc"},
+        {"uid": -1},
+        {"cpus": (1, 1)},
+        {"memory_bytes": -5},
+        {"timeout_seconds": 0},
+        {"hostname": "bad host"},
+        {"devices": ("/etc/passwd",)},
+        {"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x/"))},
+    ],
+)
+def test_spec_validation(changes: dict[str, Any]) -> None:
+    with pytest.raises(ContainerSpecError):
+        _spec(**changes)
+
+
+@pytest.mark.parametrize(
+    ("source", "destination"),
+    [("relative", "/x"), ("/a", "relative"), ("/a", "/x/../y"), ("/a", "/proc/x"), ("/a", "/")],
+)
+def test_mount_validation(source: str, destination: str) -> None:
+    with pytest.raises(ContainerSpecError):
+        Mount(Path(source), destination)
+
+
+def test_cpuset_string_and_spec_round_trip() -> None:
+    assert cpuset_string([]) == ""
+    assert cpuset_string([5]) == "5"
+    assert cpuset_string([4, 0, 1, 2, 7, 8]) == "0-2,4,7-8"
+    spec = _spec(cpus=(1,), mounts=(Mount(Path("/d"), "/d", True),), timeout_seconds=3.5)
+    assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
+
+
+def test_device_node_reads_the_host_device() -> None:
+    null = device_node("/dev/null")
+    assert (null.kind, null.major, null.minor) == ("c", 1, 3)
+    with pytest.raises(ContainerSpecError):
+        device_node("/etc/hostname")
+
+
+# --- real containers ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root filesystem, the way an unpacked image looks."""
+    if not BUSYBOX.is_file():
+        pytest.fail("busybox is missing: apt-get install busybox-static")
+    if shutil.which("runc") is None:
+        pytest.fail("runc is missing: apt-get install runc")
+    rootfs = tmp_path_factory.mktemp("image") / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+    for applet in APPLETS:
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    for directory in ("proc", "sys", "dev", "tmp", "etc"):
+        (rootfs / directory).mkdir()
+    (rootfs / "etc" / "motd").write_text("image\n")
+    return rootfs
+
+
+def _leftovers(base: Path, ids: list[str]) -> list[str]:
+    """What a finished test left behind: runc containers, cgroups, mounts, shim processes."""
+    found = [str(path) for cid in ids for path in Path("/sys/fs/cgroup").glob(f"*/fuzz/{cid}")]
+    listing = subprocess.run(
+        ["runc", "list", "--format", "json"], capture_output=True, text=True, check=True
+    ).stdout
+    found += [f"runc container {c['id']}" for c in json.loads(listing) or [] if c["id"] in ids]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            mountinfo = (proc / "mountinfo").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(base) in mountinfo:
+            found.append(f"a mount under {base} seen by pid {proc.name}")
+        if "fuzz.substrate.shim" in cmdline and str(base) in cmdline:
+            found.append(f"shim process {proc.name}")
+    return found
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[ContainerManager]:
+    """A manager on a fresh state dir; afterwards, checks that nothing was left behind."""
+    manager = ContainerManager(tmp_path / "state")
+    yield manager
+    for status in manager.list():  # a failing test may leave a job running
+        if not status.finished:
+            manager.cancel(status.id, grace_seconds=0)
+            manager.wait(status.id, timeout=10)
+    ids = [status.id for status in manager.list()]
+    deadline = time.monotonic() + 5
+    while (left := _leftovers(tmp_path, ids)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a shim may still be exiting after its final write
+    assert left == []
+
+
+def _id(name: str) -> str:
+    """A container id no other test (or test run) uses; runc's namespace is machine-wide."""
+    return f"t-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def _run(
+    manager: ContainerManager, image: Path, script: str, **fields: Any
+) -> tuple[ContainerStatus, str, str]:
+    """Run ``sh -c script`` to the end; return its status, stdout and stderr."""
+    spec = ContainerSpec(id=_id("job"), rootfs=image, args=("sh", "-c", script), **fields)
+    manager.start(spec)
+    status = manager.wait(spec.id, timeout=30)
+    out = b"".join(manager.read_logs(spec.id, "stdout")).decode()
+    err = b"".join(manager.read_logs(spec.id, "stderr")).decode()
+    return status, out, err
+
+
+def _shim_pid(manager: ContainerManager, container_id: str) -> int:
+    data = json.loads((manager.container_dir(container_id) / "status.json").read_text())
+    return int(data["shim_pid"])
+
+
+def _wait_for_output(manager: ContainerManager, container_id: str, text: bytes) -> None:
+    deadline = time.monotonic() + 10
+    while text not in b"".join(manager.read_logs(container_id)):
+        assert time.monotonic() < deadline, f"{container_id} never printed {text!r}"
+        time.sleep(0.02)
+
+
+def test_job_sees_its_cpus_memory_user_env_cwd_and_volumes(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    work, data = tmp_path / "work", tmp_path / "data"
+    work.mkdir()
+    data.mkdir()
+    os.chown(work, 1000, 1000)
+    data.chmod(0o777)  # only the read-only mount may refuse the write
+    devices = tuple(device for device in ("/dev/fuse",) if Path(device).exists())
+    script = (
+        "nproc; cat /sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/memory/memory.limit_in_bytes;"
+        " id -u; id -g; pwd; echo $GREETING; echo written > out.txt;"
+        " echo no > /data/f || echo data-is-readonly;"
+        " test -c /dev/fuse && echo has-fuse; exit 3"
+    )
+    status, out, err = _run(
+        manager,
+        image,
+        script,
+        env=("GREETING=hello world",),
+        cwd="/work",
+        uid=1000,
+        gid=1000,
+        cpus=(1,),
+        memory_bytes=48 * MIB,
+        mounts=(Mount(work, "/work"), Mount(data, "/data", readonly=True)),
+        devices=devices,
+    )
+    expected = ["1", "1", str(48 * MIB), "1000", "1000", "/work", "hello world",
+                "data-is-readonly"] + (["has-fuse"] if devices else [])  # fmt: skip
+    assert out.splitlines() == expected, err
+    assert "Read-only file system" in err
+    assert (work / "out.txt").read_text() == "written\n"
+    assert list(data.iterdir()) == []
+    assert status.state == "exited" and status.exit_code == 3 and status.signal is None
+    assert not (status.oom_killed or status.timed_out or status.cancelled) and status.error is None
+    assert status.peak_memory_bytes is not None and status.peak_memory_bytes > 0
+    assert status.started_at is not None and status.finished_at is not None
+    assert status.started_at <= status.finished_at
+
+
+def test_rootfs_is_writable_but_the_image_is_unchanged(
+    manager: ContainerManager, image: Path
+) -> None:
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {
+            str(path.relative_to(image)): (path.lstat().st_mode, path.lstat().st_size)
+            for path in image.rglob("*")
+        }
+
+    before = snapshot()
+    status, out, err = _run(
+        manager,
+        image,
+        "nproc; cat /sys/fs/cgroup/cpuset/cpuset.cpus; echo job > /etc/motd; cat /etc/motd;"
+        " echo new > /etc/new; rm /bin/env; test -e /bin/env || echo env-gone",
+        uid=0,
+        gid=0,
+        cpus=(0,),
+    )
+    assert (status.exit_code, out.splitlines()) == (0, ["1", "0", "job", "env-gone"]), err
+    assert snapshot() == before
+    assert (image / "etc" / "motd").read_text() == "image\n"
+    upper = manager.container_dir(status.id) / "overlay" / "upper"
+    assert (upper / "etc" / "new").read_text() == "new\n"  # the job's changes, kept apart
+    assert stat.S_ISCHR((upper / "bin" / "env").lstat().st_mode)  # a whiteout
+
+
+def test_job_past_its_memory_limit_is_oom_killed(manager: ContainerManager, image: Path) -> None:
+    spec = ContainerSpec(
+        id=_id("oom"),
+        rootfs=image,
+        args=("dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"),
+        memory_bytes=16 * MIB,
+    )
+    manager.start(spec)
+    status = manager.wait(spec.id, timeout=30)
+    assert status.state == "exited" and status.oom_killed
+    assert status.signal == signal.SIGKILL and status.exit_code is None
+    assert status.peak_memory_bytes is not None and status.peak_memory_bytes <= 16 * MIB
+
+
+def test_wall_clock_timeout_kills_the_job(manager: ContainerManager, image: Path) -> None:
+    spec = ContainerSpec(
+        id=_id("timeout"),
+        rootfs=image,
+        args=("sleep", "60"),  # pid 1 without a handler: SIGTERM is ignored, SIGKILL is not
+        timeout_seconds=0.5,
+        stop_grace_seconds=0.3,
+    )
+    manager.start(spec)
+    status = manager.wait(spec.id, timeout=15)
+    assert status.timed_out and not status.cancelled and not status.oom_killed
+    assert status.signal == signal.SIGKILL
+    assert status.started_at is not None and status.finished_at is not None
+    assert 0.8 <= status.finished_at - status.started_at < 10
+
+
+def test_cancel_sends_sigterm_then_sigkill_after_the_grace(
+    manager: ContainerManager, image: Path
+) -> None:
+    stubborn = ContainerSpec(
+        id=_id("stubborn"),
+        rootfs=image,
+        args=("sh", "-c", 'trap "" TERM; echo ready; sleep 60'),
+    )
+    polite = ContainerSpec(
+        id=_id("polite"),
+        rootfs=image,
+        args=("sh", "-c", 'trap "echo bye; exit 7" TERM; echo ready; sleep 60 & wait'),
+    )
+    for spec in (stubborn, polite):
+        assert manager.start(spec).state == "running"
+        _wait_for_output(manager, spec.id, b"ready")
+    asked = time.time()
+    manager.cancel(stubborn.id, grace_seconds=1.0)
+    manager.cancel(polite.id, grace_seconds=1.0)
+    gentle = manager.wait(polite.id, timeout=15)
+    assert (gentle.exit_code, gentle.signal, gentle.cancelled) == (7, None, True)
+    assert gentle.finished_at is not None and gentle.finished_at - asked < 1.0  # SIGTERM did it
+    assert b"".join(manager.read_logs(polite.id)) == b"ready\nbye\n"
+    killed = manager.wait(stubborn.id, timeout=15)
+    assert (killed.exit_code, killed.signal, killed.cancelled) == (None, signal.SIGKILL, True)
+    assert killed.finished_at is not None and killed.finished_at - asked >= 1.0
+    manager.cancel(stubborn.id)  # finished: a no-op
+
+
+def test_logs_are_captured_and_followed(manager: ContainerManager, image: Path) -> None:
+    spec = ContainerSpec(
+        id=_id("logs"),
+        rootfs=image,
+        args=("sh", "-c", "for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done; echo oops >&2"),
+    )
+    manager.start(spec)
+    chunks, states = [], []
+    for chunk in manager.read_logs(spec.id, "stdout", follow=True, poll=0.05):
+        chunks.append(chunk)
+        states.append(manager.status(spec.id).state)
+    assert b"".join(chunks) == b"".join(b"line%d\n" % i for i in range(1, 6))
+    assert states[0] == "running" and len(chunks) >= 2  # streamed while it ran
+    assert manager.status(spec.id).state == "exited"
+    assert b"".join(manager.read_logs(spec.id, "stdout", offset=6)).startswith(b"line2\n")
+    assert b"".join(manager.read_logs(spec.id, "stderr", follow=True)) == b"oops\n"
+
+
+def test_a_new_manager_re_adopts_running_containers(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    spec = ContainerSpec(
+        id=_id("adopt"),
+        rootfs=image,
+        args=("sh", "-c", "echo begin; sleep 2; echo end; exit 5"),
+    )
+    first = manager.start(spec)
+    assert first.state == "running"
+    shim = _shim_pid(manager, spec.id)
+    parent = int(Path(f"/proc/{shim}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert parent != os.getpid()  # the shim belongs to nobody: agent restarts don't touch it
+    with pytest.raises(ContainerExistsError):
+        manager.start(spec)
+    with pytest.raises(ContainerStateError):
+        manager.remove(spec.id)
+    with pytest.raises(ContainerWaitTimeoutError):
+        manager.wait(spec.id, timeout=0.1)
+    del manager  # the agent "restarts"
+
+    agent = ContainerManager(tmp_path / "state")
+    assert [(s.id, s.state) for s in agent.list()] == [(spec.id, "running")]
+    final = agent.wait(spec.id, timeout=15)
+    assert (final.state, final.exit_code, final.started_at) == ("exited", 5, first.started_at)
+    assert b"".join(agent.read_logs(spec.id)) == b"begin\nend\n"
+    agent.remove(spec.id)
+    assert agent.list() == []
+    with pytest.raises(ContainerNotFoundError):
+        agent.status(spec.id)
+    with pytest.raises(ContainerNotFoundError):
+        agent.status("../state")
+
+
+def test_setup_failures_end_as_failed_with_the_reason(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    no_image = ContainerSpec(id=_id("noimage"), rootfs=tmp_path / "missing", args=("true",))
+    status = manager.start(no_image)
+    assert status.state == "failed" and status.error is not None
+    assert "missing is not a directory" in status.error
+    bad_command = ContainerSpec(id=_id("nocmd"), rootfs=image, args=("/no/such/program",))
+    manager.start(bad_command)
+    status = manager.wait(bad_command.id, 30)
+    assert status.state == "failed" and status.error is not None and "\n" not in status.error
+    assert status.error.startswith("runc create failed:") and "/no/such/program" in status.error
+
+
+def test_a_dead_shim_is_reported_and_its_container_removed(
+    manager: ContainerManager, image: Path, assert_pid_gone: Callable[..., None]
+) -> None:
+    spec = ContainerSpec(id=_id("orphan"), rootfs=image, args=("sleep", "60"))
+    manager.start(spec)
+    shim = _shim_pid(manager, spec.id)
+    os.kill(shim, signal.SIGKILL)
+    assert_pid_gone(shim)
+    status = manager.status(spec.id)
+    assert status.state == "failed" and status.error is not None
+    assert f"monitor (shim pid {shim}) died" in status.error
+    state = subprocess.run(["runc", "state", spec.id], capture_output=True, check=False)
+    assert state.returncode != 0  # runc no longer knows it
