@@ -50,23 +50,38 @@ def substrate() -> None:
     help="Declare the node's CPUs, NUMA domains, memory and GPUs in a YAML file "
     "instead of reading the hardware (declared CPUs map onto the real ones).",
 )
+@click.option(
+    "--image-cache", default="10GiB", show_default=True, metavar="SIZE",
+    help="Unused images beyond this size are evicted, least recently used first.",
+)
+@click.option(
+    "--insecure-registry", "insecure_registries", multiple=True, metavar="HOST:PORT",
+    help="A registry spoken to over plain HTTP (tests, local mirrors); repeatable.",
+)
 def serve_command(
     listen: str,
     state_dir: Path,
     token_file: Path,
     labels: tuple[str, ...],
     inventory_file: Path | None,
+    image_cache: str,
+    insecure_registries: tuple[str, ...],
 ) -> None:
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from fuzz.substrate.auth import read_token_file
     from fuzz.substrate.server import serve
+    from fuzz.units import parse_size
 
     parsed = parse_labels(labels)
     try:
         token = read_token_file(token_file)
-        serve(listen, state_dir.absolute(), token, parsed, inventory_file=inventory_file)
+        serve(listen, state_dir.absolute(), token, parsed, inventory_file=inventory_file,
+              image_cache_bytes=parse_size(image_cache),
+              insecure_registries=insecure_registries)
+    except ValueError as exc:
+        raise click.ClickException(f"--image-cache: {exc}") from None
     except FuzzError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""A small client for one node agent: health, readiness, inventory and leases.
+"""A small client for one node agent: health, inventory, leases, images and containers.
 
 gRPC failures become :class:`fuzz.errors.FuzzError` subclasses with one-line
 messages, so that the CLI and the providers can report them as they are.
@@ -7,7 +7,7 @@ messages, so that the CLI and the providers can report them as they are.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -48,6 +48,12 @@ class AgentNotFoundError(AgentError):
     """The agent has no such object, e.g. a lease that was released or expired."""
 
 
+def _credentials(pair: tuple[str, str] | None) -> substrate_pb2.RegistryCredentials | None:
+    if pair is None:
+        return None
+    return substrate_pb2.RegistryCredentials(username=pair[0], password=pair[1])
+
+
 def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
 
@@ -81,6 +87,7 @@ class AgentClient:
         exclusive: bool = False,
         holder: str = "",
         ttl_seconds: float = 0.0,
+        allow_root: bool = False,
         timeout: float | None = None,
     ) -> substrate_pb2.Lease:
         """Acquire a lease of ``cores`` (packed by ``affinity``), memory and devices.
@@ -101,6 +108,7 @@ class AgentClient:
             exclusive=exclusive,
             holder=holder,
             ttl_seconds=ttl_seconds,
+            allow_root=allow_root,
         )
         reply: substrate_pb2.Lease = self._call(self._stub.AcquireLease, request, timeout)
         return reply
@@ -168,6 +176,94 @@ class AgentClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def pull_image(
+        self, image: str, credentials: tuple[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[substrate_pb2.PullProgress]:
+        """Pull ``image`` on the node, yielding its progress messages (the last has the digest)."""
+        request = substrate_pb2.PullImageRequest(image=image,
+                                                 credentials=_credentials(credentials))
+        yield from self._stream(self._stub.PullImage, request, timeout)
+
+    def start_container(
+        self,
+        job_id: str,
+        image: str,
+        lease_id: str,
+        *,
+        args: Sequence[str] = (),
+        env: Sequence[str] = (),
+        cwd: str = "",
+        uid: int | None = None,
+        gid: int | None = None,
+        mounts: Sequence[tuple[str, str, bool]] = (),
+        timeout_seconds: float = 0.0,
+        credentials: tuple[str, str] | None = None,
+        call_timeout: float | None = None,
+    ) -> substrate_pb2.ContainerStatus:
+        """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
+
+        ``mounts`` are (host source, destination, read only) triples.
+        """
+        request = substrate_pb2.StartContainerRequest(
+            id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
+            cwd=cwd, uid=uid, gid=gid, timeout_seconds=timeout_seconds,
+            credentials=_credentials(credentials),
+            mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
+                    for s, d, ro in mounts],
+        )
+        reply: substrate_pb2.ContainerStatus = self._call(
+            self._stub.StartContainer, request, call_timeout or max(self.timeout, 300.0))
+        return reply
+
+    def get_container(self, job_id: str) -> substrate_pb2.ContainerStatus:
+        """A job's status now."""
+        reply: substrate_pb2.ContainerStatus = self._call(
+            self._stub.GetContainer, substrate_pb2.ContainerRef(id=job_id), None)
+        return reply
+
+    def wait_container(self, job_id: str, timeout: float) -> substrate_pb2.ContainerStatus:
+        """Wait up to ``timeout`` seconds for a job to finish; returns its status then."""
+        reply: substrate_pb2.ContainerStatus = self._call(
+            self._stub.WaitContainer,
+            substrate_pb2.WaitContainerRequest(id=job_id, timeout_seconds=timeout),
+            timeout + self.timeout)
+        return reply
+
+    def cancel_container(self, job_id: str, grace_seconds: float = 0.0
+                         ) -> substrate_pb2.ContainerStatus:
+        """SIGTERM a job, SIGKILL after ``grace_seconds`` (0: the agent's default)."""
+        reply: substrate_pb2.ContainerStatus = self._call(
+            self._stub.CancelContainer,
+            substrate_pb2.CancelContainerRequest(id=job_id, grace_seconds=grace_seconds), None)
+        return reply
+
+    def list_containers(self) -> list[substrate_pb2.ContainerStatus]:
+        """Every job the node knows."""
+        reply = self._call(self._stub.ListContainers, substrate_pb2.ListContainersRequest(),
+                           None)
+        return list(reply.containers)
+
+    def remove_container(self, job_id: str) -> None:
+        """Forget a finished job (its logs and writable layer go)."""
+        self._call(self._stub.RemoveContainer, substrate_pb2.ContainerRef(id=job_id), None)
+
+    def stream_logs(self, job_id: str, stream: str = "stdout", *, offset: int = 0,
+                    follow: bool = False, timeout: float | None = None) -> Iterator[bytes]:
+        """A job's output from ``offset``; with ``follow``, until the job has finished."""
+        request = substrate_pb2.StreamLogsRequest(id=job_id, stream=stream, offset=offset,
+                                                  follow=follow)
+        for chunk in self._stream(self._stub.StreamLogs, request, timeout):
+            yield chunk.data
+
+    def _stream(self, method: Callable[..., Iterator[_Reply]], request: Any,
+                timeout: float | None) -> Iterator[_Reply]:
+        """Iterate a server stream with the token; gRPC failures become AgentErrors."""
+        try:
+            yield from method(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
 
     def _call(self, method: Callable[..., _Reply], request: Any, timeout: float | None) -> _Reply:
         """Call ``method`` with the token; gRPC failures become AgentErrors."""

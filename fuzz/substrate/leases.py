@@ -81,6 +81,7 @@ class LeaseRequest:
     exclusive: bool = False
     holder: str = ""
     ttl_seconds: float = DEFAULT_TTL
+    allow_root: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Lease:
     created_at: float
     expires_at: float
     affinity: str = "NONE"
+    allow_root: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The lease as a JSON-ready dict (see :meth:`from_json`)."""
@@ -127,6 +129,7 @@ class Lease:
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "affinity": self.affinity,
+            "allow_root": self.allow_root,
         }
 
     @classmethod
@@ -151,6 +154,7 @@ class Lease:
                 created_at=float(_typed(data["created_at"], int | float)),
                 expires_at=float(_typed(data["expires_at"], int | float)),
                 affinity=_typed(data.get("affinity", "NONE"), str),
+                allow_root=_typed(data.get("allow_root", False), bool),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or malformed field {exc}") from None
@@ -395,6 +399,7 @@ class LeaseBook:
                 created_at=now,
                 expires_at=now + float(request.ttl_seconds),
                 affinity=grant.affinity,
+                allow_root=request.allow_root,
             )
             self._leases[lease.id] = lease
             self._save(undo=lambda: self._leases.pop(lease.id, None))

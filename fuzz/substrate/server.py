@@ -31,6 +31,8 @@ from fuzz.errors import FuzzError
 from fuzz.substrate.auth import BearerTokenInterceptor
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.inventory import MachineInventory, read_inventory
+from fuzz.substrate.job_rpcs import JobRpcs
+from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
 from fuzz.substrate.leases import (
     DEFAULT_TTL,
     Lease,
@@ -57,7 +59,8 @@ _AFFINITY_NAMES = {
 }
 _AFFINITY_NAMES[substrate_pb2.AFFINITY_UNSPECIFIED] = "NONE"
 STOP_GRACE = 2.0
-MAX_WORKERS = 8
+# Waits and followed log streams hold a worker each while they last.
+MAX_WORKERS = 64
 
 
 _Reply = TypeVar("_Reply")
@@ -117,6 +120,7 @@ def lease_message(lease: Lease) -> substrate_pb2.Lease:
         numa_nodes=lease.numa_nodes,
         memory_bytes=lease.memory_bytes,
         exclusive=lease.exclusive,
+        allow_root=lease.allow_root,
         holder=lease.holder,
         affinity=(
             f"AFFINITY_{lease.affinity}"
@@ -142,6 +146,7 @@ def lease_request(message: substrate_pb2.LeaseRequest) -> LeaseRequest:
         memory_bytes=message.memory_bytes,
         devices=dict(message.devices),
         exclusive=message.exclusive,
+        allow_root=message.allow_root,
         holder=message.holder,
         ttl_seconds=message.ttl_seconds or DEFAULT_TTL,
     )
@@ -155,7 +160,7 @@ _LEASE_STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (
 )
 
 
-class SubstrateService:
+class SubstrateService(JobRpcs):
     """The ``fuzz.substrate.v1.Substrate`` servicer.
 
     The machine is read on the first Inventory call (not at start, which stays fast
@@ -172,6 +177,7 @@ class SubstrateService:
         reader: Callable[[], MachineInventory] = read_inventory,
         lease_path: Path | None = None,
         clock: Callable[[], float] = time.time,
+        job_settings: JobSettings | None = None,
     ) -> None:
         """Serve as ``node_id`` with ``labels``; ``reader`` reads the machine.
 
@@ -187,6 +193,9 @@ class SubstrateService:
         self._clock = clock
         self._book: LeaseBook | None = None
         self._book_lock = threading.Lock()
+        self._job_settings = job_settings
+        self._jobs: JobRunner | None = None
+        self._jobs_lock = threading.Lock()
 
     def machine(self) -> MachineInventory:
         """The machine's inventory, read once."""
@@ -201,6 +210,15 @@ class SubstrateService:
             if self._book is None:
                 self._book = LeaseBook(self.machine(), self._lease_path, self._clock)
             return self._book
+
+    def jobs(self) -> JobRunner:
+        """The node's job runner, made on first use."""
+        with self._jobs_lock:
+            if self._jobs is None:
+                if self._job_settings is None:
+                    raise AgentStartError("this agent was started without a state dir for jobs")
+                self._jobs = self._job_settings.open_runner(self.book)
+            return self._jobs
 
     def Inventory(  # the gRPC method's name
         self, request: substrate_pb2.InventoryRequest, context: grpc.ServicerContext
@@ -324,6 +342,8 @@ def serve(
     stop: threading.Event | None = None,
     grace: float = STOP_GRACE,
     inventory_file: Path | None = None,
+    image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
+    insecure_registries: tuple[str, ...] = (),
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
@@ -354,7 +374,8 @@ def serve(
         info_path.unlink(missing_ok=True)  # left by an agent that was killed
         started_at = datetime.now(UTC)
         service = SubstrateService(
-            read_node_id(state_dir), labels, started_at, reader, state_dir / LEASES_FILE
+            read_node_id(state_dir), labels, started_at, reader, state_dir / LEASES_FILE,
+            job_settings=JobSettings(state_dir, image_cache_bytes, insecure_registries),
         )
         running = _start_server(listen, token, service)
         write_json_atomic(

@@ -1,0 +1,235 @@
+"""Jobs on a node: a lease, an image and a container, tied together.
+
+:class:`JobRunner` turns a start request into a :class:`~fuzz.substrate.bundle.ContainerSpec`
+confined by the request's lease (its real CPUs become the cgroup cpuset, its memory
+the limit), run from the image the store pulled. It holds the image while the job
+runs so eviction never removes it, and records which image and lease each job used
+(``jobs.json``), so an agent restarted mid-job holds the images of running jobs again.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fuzz.errors import FuzzError
+from fuzz.substrate.bundle import ContainerSpec, Mount
+from fuzz.substrate.containers import ContainerManager, ContainerStatus
+from fuzz.substrate.images import Credentials, ImageConfig, ImageStore
+from fuzz.substrate.leases import LeaseBook, LeaseNotFound
+from fuzz.substrate.statedir import read_json, write_json_atomic
+
+NOBODY = 65534
+JOBS_FILE = "jobs.json"
+IMAGES_DIR = "images"
+DEFAULT_IMAGE_CACHE_BYTES = 10 * 2**30
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Where a node keeps its jobs and images, and which registries speak plain HTTP."""
+
+    state_dir: Path
+    image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES
+    insecure_registries: tuple[str, ...] = ()
+
+    def open_runner(self, book: Callable[[], LeaseBook]) -> JobRunner:
+        """The node's job runner, with its image store and container manager."""
+        images = ImageStore(self.state_dir / IMAGES_DIR, self.image_cache_bytes,
+                            insecure_registries=self.insecure_registries)
+        return JobRunner(self.state_dir, book, images, ContainerManager(self.state_dir))
+
+
+class JobPermissionError(FuzzError):
+    """The request asks for something its lease does not allow (e.g. running as root)."""
+
+
+class JobRequestError(FuzzError):
+    """The request cannot be run as given (no command, bad environment entry)."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What the orchestrator asks a node to run."""
+
+    id: str
+    image: str
+    lease_id: str
+    credentials: Credentials | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    cwd: str = ""
+    uid: int | None = None
+    gid: int | None = None
+    mounts: tuple[Mount, ...] = ()
+    timeout_seconds: float | None = None
+    stop_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """Which image and lease a job runs with, and whether its image hold was given back."""
+
+    image_digest: str
+    lease_id: str
+    released: bool = False
+
+
+@dataclass
+class JobStatus:
+    """A container's status plus the job's image digest and lease."""
+
+    container: ContainerStatus
+    record: JobRecord | None = field(default=None)
+
+
+def merge_env(image_env: Sequence[str], job_env: Sequence[str]) -> tuple[str, ...]:
+    """The image's environment with the job's KEY=VALUE entries set over it."""
+    merged: dict[str, str] = {}
+    for entry in (*image_env, *job_env):
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise JobRequestError(f"environment entry {entry!r} is not KEY=VALUE")
+        merged[key] = value
+    return tuple(f"{k}={v}" for k, v in merged.items())
+
+
+def job_command(args: Sequence[str], config: ImageConfig, image: str) -> tuple[str, ...]:
+    """The job's own args, else the image's entrypoint and cmd."""
+    command = tuple(args) or (*config.entrypoint, *config.cmd)
+    if not command:
+        raise JobRequestError(f"image {image} has no entrypoint or cmd: give the job's args")
+    return command
+
+
+def job_identity(uid: int | None, gid: int | None, allow_root: bool) -> tuple[int, int]:
+    """The uid and gid a job runs as: nobody by default, root only where the lease allows."""
+    user = NOBODY if uid is None else uid
+    group = gid if gid is not None else user
+    if (user == 0 or group == 0) and not allow_root:
+        raise JobPermissionError(
+            "running as uid or gid 0 needs a lease acquired with allow_root"
+        )
+    return user, group
+
+
+class JobRunner:
+    """Starts jobs under leases, and tracks their image holds across agent restarts."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        book: Callable[[], LeaseBook],
+        images: ImageStore,
+        containers: ContainerManager,
+    ) -> None:
+        self._path = state_dir / JOBS_FILE
+        self._book = book
+        self.images = images
+        self.containers = containers
+        self._lock = threading.Lock()
+        self._records: dict[str, JobRecord] = self._load()
+        self._hold_running_images()
+
+    def _load(self) -> dict[str, JobRecord]:
+        data = read_json(self._path) or {}
+        return {job_id: JobRecord(**raw) for job_id, raw in data.items()
+                if isinstance(raw, dict)}
+
+    def _save(self) -> None:
+        write_json_atomic(self._path, {job_id: record.__dict__
+                                       for job_id, record in self._records.items()})
+
+    def _hold_running_images(self) -> None:
+        """After a restart, hold again the images of jobs that still run."""
+        for job_id, record in list(self._records.items()):
+            if not record.released and self.images.get(record.image_digest) is not None:
+                self.images.acquire(record.image_digest)
+            self._refresh(job_id)
+
+    def start(self, request: JobRequest) -> JobStatus:
+        """Run ``request``'s container under its lease; returns once it runs (or failed)."""
+        lease = self._book().get(request.lease_id)
+        if lease is None:
+            raise LeaseNotFound(f"lease {request.lease_id} is not held (released or expired)")
+        uid, gid = job_identity(request.uid, request.gid, lease.allow_root)
+        image = self.images.pull(request.image, request.credentials, acquire=True)
+        try:
+            spec = ContainerSpec(
+                id=request.id,
+                rootfs=image.rootfs,
+                args=job_command(request.args, image.config, request.image),
+                env=merge_env(image.config.env, request.env),
+                cwd=request.cwd or image.config.working_dir or "/",
+                uid=uid,
+                gid=gid,
+                cpus=lease.host_cpus,
+                memory_bytes=lease.memory_bytes,
+                mounts=request.mounts,
+                timeout_seconds=request.timeout_seconds,
+                stop_grace_seconds=request.stop_grace_seconds,
+            )
+            with self._lock:
+                self._records[request.id] = JobRecord(image.digest, lease.id)
+                self._save()
+            status = self.containers.start(spec)
+        except BaseException:
+            self.images.release(image.digest)
+            with self._lock:
+                if self._records.pop(request.id, None) is not None:
+                    self._save()
+            raise
+        return self._with_record(status)
+
+    def _with_record(self, status: ContainerStatus) -> JobStatus:
+        if status.finished:
+            self._release_image(status.id)
+        with self._lock:
+            return JobStatus(status, self._records.get(status.id))
+
+    def _release_image(self, job_id: str) -> None:
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is None or record.released:
+                return
+            self._records[job_id] = JobRecord(record.image_digest, record.lease_id, True)
+            self._save()
+        if self.images.in_use(record.image_digest):
+            self.images.release(record.image_digest)
+
+    def _refresh(self, job_id: str) -> None:
+        try:
+            status = self.containers.status(job_id)
+        except FuzzError:
+            return
+        if status.finished:
+            self._release_image(job_id)
+
+    def status(self, job_id: str) -> JobStatus:
+        """The job's status now."""
+        return self._with_record(self.containers.status(job_id))
+
+    def wait(self, job_id: str, timeout: float | None) -> JobStatus:
+        """Block until the job has finished (ContainerWaitTimeoutError after ``timeout``)."""
+        return self._with_record(self.containers.wait(job_id, timeout))
+
+    def cancel(self, job_id: str, grace_seconds: float) -> JobStatus:
+        """SIGTERM the job, SIGKILL after ``grace_seconds``; returns its status now."""
+        self.containers.cancel(job_id, grace_seconds)
+        return self.status(job_id)
+
+    def list(self) -> builtins.list[JobStatus]:
+        """Every job this node knows."""
+        return [self._with_record(s) for s in self.containers.list()]
+
+    def remove(self, job_id: str) -> None:
+        """Forget a finished job: its container dir and its record."""
+        self.containers.remove(job_id)
+        self._release_image(job_id)
+        with self._lock:
+            if self._records.pop(job_id, None) is not None:
+                self._save()
+
