@@ -1,0 +1,1 @@
+"""Test infrastructure shipped with fuzz: real registries and images for tests and benchmarks."""
