@@ -361,3 +361,22 @@ def test_references_are_parsed() -> None:
         with pytest.raises(ImageError):
             parse_reference(bad)
     assert "s3cret" not in repr(Credentials("u", "s3cret"))
+
+
+def test_a_recently_resolved_tag_is_not_asked_again_within_the_ttl(
+    tmp_path: Path, spy: SkopeoSpy, registry: Registry, busybox_image: PushedImage
+) -> None:
+    def inspects() -> int:
+        return sum(1 for call in spy.calls() if "inspect" in call["argv"])
+
+    store = open_store(tmp_path / "store", spy, registry)
+    store.pull(busybox_image.reference)
+    store.pull(busybox_image.reference)
+    assert inspects() == 1, "one registry round trip within the TTL"
+    store.pull(busybox_image.reference, Credentials("someone", "else"))
+    assert inspects() == 2, "other credentials are resolved, not served from the cache"
+    quick = ImageStore(tmp_path / "store", GIB, insecure_registries=[registry.host],
+                       skopeo=str(spy.path), resolve_ttl=0.0)
+    quick.pull(busybox_image.reference)
+    quick.pull(busybox_image.reference)
+    assert inspects() == 4, "resolve_ttl=0 asks every time"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -73,6 +74,20 @@ _UNREACHABLE = (
 )
 _NOT_FOUND = ("manifest unknown", "name unknown", "repository name not known", "statuscode: 404")
 _AUTH = ("unauthorized", "authentication required", "denied", "statuscode: 401")
+
+
+# A tag resolved to a digest with the same credentials this recently is not asked of
+# the registry again: many jobs starting from one image cost one round trip (a
+# `skopeo inspect`, tens of milliseconds) per TTL instead of one each.
+RESOLVE_TTL = 30.0
+
+
+def _fingerprint(credentials: Credentials | None) -> str:
+    """A digest of the credentials, so cached resolutions are per credentials (memory only)."""
+    if credentials is None:
+        return ""
+    text = f"{credentials.username}\0{credentials.password}".encode()
+    return hashlib.sha256(text).hexdigest()
 
 
 class ImageError(FuzzError):
@@ -382,6 +397,7 @@ class ImageStore:
         insecure_registries: Collection[str] = (),
         skopeo: str = "skopeo",
         umoci: str = "umoci",
+        resolve_ttl: float = RESOLVE_TTL,
     ) -> None:
         if ":" in str(root):
             raise ImageError(f"image store path {root} must not contain ':'")
@@ -394,6 +410,8 @@ class ImageStore:
         self._flights: dict[str, threading.Lock] = {}
         self._refs: dict[str, int] = {}
         self._entries: dict[str, _Entry] = {}
+        self._resolve_ttl = resolve_ttl
+        self._resolved: dict[tuple[str, str], tuple[str, float]] = {}
         for sub in ("oci", "rootfs", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root / "rootfs", 0o755)
@@ -423,9 +441,18 @@ class ImageStore:
             if progress is not None:
                 progress(_scrub(message, credentials))
 
+        key = (ref.text, _fingerprint(credentials))
+        recent = self._recently_resolved(key)
+        if recent is not None:
+            image = self._lookup(recent, ref.text, acquire)
+            if image is not None:
+                report(f"ready {recent} ({image.size_bytes / 2**20:.1f} MiB, resolved recently)")
+                return image
         with _auth_file(credentials, ref.registry) as authfile:
             report(f"resolving {ref}")
             digest = self._resolve(ref, authfile, credentials)
+            with self._lock:
+                self._resolved[key] = (digest, time.monotonic() + self._resolve_ttl)
             image = self._lookup(digest, ref.text, acquire)
             if image is None:
                 with self._flight(digest):
@@ -435,6 +462,12 @@ class ImageStore:
         self._evict(keep=digest)
         report(f"ready {digest} ({image.size_bytes / 2**20:.1f} MiB)")
         return image
+
+    def _recently_resolved(self, key: tuple[str, str]) -> str | None:
+        """The digest this reference resolved to, with these credentials, within the TTL."""
+        with self._lock:
+            found = self._resolved.get(key)
+        return found[0] if found is not None and found[1] > time.monotonic() else None
 
     def acquire(self, digest: str) -> Image:
         """Hold ``digest`` for a container: held images are never evicted."""

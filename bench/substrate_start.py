@@ -1,0 +1,133 @@
+"""Benchmark: starting a job through the node agent versus a bare ``runc run``.
+
+Runs 100 containers of ``/bin/true``, one after another, through the agent's gRPC
+API (acquire a lease, start the container, wait for it) and, in the same run, 100
+bare ``runc run`` of an equivalent prepared bundle (same image rootfs, same
+config: cpuset, memory limit, mounts, user). The image comes from a real local
+registry (docker-registry) and is pulled once before timing. Prints the medians
+and their ratio.
+
+Needs root and Debian's runc, skopeo, umoci, busybox-static, docker-registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fuzz.substrate.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
+from fuzz.substrate.client import AgentClient
+from fuzz.testing.oci import BUSYBOX_REPO, build_busybox_layout, push_layout, serve_registry
+
+RUNS = 100
+WARMUP = 5
+MEMORY = 64 * 2**20
+
+
+def start_agent(workdir: Path, registry_host: str) -> tuple[subprocess.Popen[bytes], AgentClient]:
+    """Start ``fuzz substrate serve`` and return it with a connected client."""
+    token = secrets.token_urlsafe(24)
+    token_file = workdir / "token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    state_dir = workdir / "agent"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "fuzz.substrate", "serve", "--state-dir", str(state_dir),
+         "--token-file", str(token_file), "--insecure-registry", registry_host],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (state_dir / "agent.json").exists():
+        if agent.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the agent did not start")
+        time.sleep(0.05)
+    endpoint = json.loads((state_dir / "agent.json").read_text())["endpoint"]
+    return agent, AgentClient(endpoint, token)
+
+
+def time_agent_jobs(client: AgentClient, image: str, runs: int) -> list[float]:
+    """Seconds per job for lease + start + wait of ``/bin/true`` through the agent."""
+    timings = []
+    for index in range(runs + WARMUP):
+        started = time.perf_counter()
+        lease = client.acquire_lease(1, memory_bytes=MEMORY, holder="bench")
+        client.start_container(f"bench-{index}", image, lease.id, args=["/bin/true"])
+        status = client.wait_container(f"bench-{index}", 30)
+        elapsed = time.perf_counter() - started
+        if status.exit_code != 0 or status.state != "exited":
+            raise SystemExit(f"job bench-{index} did not succeed: {status}")
+        client.release_lease(lease.id)
+        client.remove_container(f"bench-{index}")
+        if index >= WARMUP:
+            timings.append(elapsed)
+    return timings
+
+
+def time_bare_runc(rootfs: Path, workdir: Path, cpu: int, runs: int) -> list[float]:
+    """Seconds per bare ``runc run`` of a prepared bundle with the same config."""
+    bundle = workdir / "bundle"
+    bundle.mkdir()
+    spec = ContainerSpec(id="bare", rootfs=rootfs, args=("/bin/true",), cpus=(cpu,),
+                         memory_bytes=MEMORY)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
+    config = oci_config(spec, rootfs, nofile=nofile)  # as the agent's container manager does
+    config["root"]["readonly"] = True  # the shared image rootfs is never written
+    (bundle / "config.json").write_text(json.dumps(config))
+    timings = []
+    for index in range(runs + WARMUP):
+        started = time.perf_counter()
+        done = subprocess.run(["runc", "run", "--bundle", str(bundle), f"bare-bench-{index}"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"runc run failed: {done.stderr.decode()[-500:]}")
+        if index >= WARMUP:
+            timings.append(elapsed)
+    return timings
+
+
+def main() -> int:
+    """Run both series and print one BENCH line."""
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: runc needs it")
+    workdir = Path(tempfile.mkdtemp(prefix="fuzz-bench-"))
+    try:
+        (workdir / "registry").mkdir()
+        with serve_registry(workdir / "registry") as registry:
+            image = push_layout(build_busybox_layout(workdir / "image"), registry, BUSYBOX_REPO)
+            agent, client = start_agent(workdir, registry.host)
+            try:
+                list(client.pull_image(image.reference))
+                agent_times = time_agent_jobs(client, image.reference, RUNS)
+                lease = client.acquire_lease(1, memory_bytes=MEMORY)
+                cpu = lease.host_cpus[0]
+                client.release_lease(lease.id)
+            finally:
+                client.close()
+                agent.terminate()
+                agent.wait(30)
+            rootfs = next((workdir / "agent" / "images" / "rootfs").iterdir())
+            bare_times = time_bare_runc(rootfs, workdir, cpu, RUNS)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    agent_median = statistics.median(agent_times)
+    bare_median = statistics.median(bare_times)
+    ratio = agent_median / bare_median
+    print(f"bare runc run:             median {bare_median * 1000:.1f} ms over {RUNS} runs")
+    print(f"agent lease+start+wait:    median {agent_median * 1000:.1f} ms over {RUNS} runs")
+    print(f"BENCH start_ratio_vs_runc={ratio:.2f} x target<=1.5")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
