@@ -244,3 +244,23 @@ def test_a_broken_plugin_names_its_distribution_and_breaks_only_what_needs_it(
     assert needed.stderr.strip() == (
         "Error: provider plugin 'broken' from distribution broken-fuzz-plugin 1.0 failed to "
         "load: ModuleNotFoundError: No module named 'not_installed_sdk'")
+
+
+def test_node_list_shows_each_nodes_inventory_and_leases(cluster_dir: Path) -> None:
+    from fuzz.substrate.client import AgentClient
+
+    assert run_fuzz(cluster_dir, "apply", "--auto-approve").code == 0
+    first = read_state(cluster_dir)["resources"]["pool.cpu.node[0]"]["observed"]
+    client = AgentClient(first["endpoint"], Path(first["token_file"]).read_text().strip())
+    try:
+        lease = client.acquire_lease(1, memory_bytes=2**30, holder="workflow-a/job-1")
+    finally:
+        client.close()
+    rows = {r["address"]: r for r in run_fuzz(cluster_dir, "node", "list", "--json").json()}
+    [shown] = rows["pool.cpu.node[0]"]["leases"]
+    assert (shown["id"], shown["holder"], shown["memory_bytes"]) == (
+        lease.id, "workflow-a/job-1", 2**30)
+    assert rows["pool.cpu.node[1]"]["leases"] == []
+    table = run_fuzz(cluster_dir, "node", "list").out
+    assert "1: 1 cpus, 1.0 GiB" in table
+    assert run_fuzz(cluster_dir, "destroy", "--auto-approve").code == 0

@@ -45,8 +45,15 @@ def providers(app: AppContext, as_json: bool) -> None:
     app.out.print(table)
 
 
+def _lease_json(lease: Any) -> dict[str, Any]:
+    return {"id": lease.id, "holder": lease.holder, "cpus": list(lease.cpus),
+            "memory_bytes": lease.memory_bytes, "exclusive": lease.exclusive,
+            "devices": {kind: list(ids.ids) for kind, ids in lease.devices.items()},
+            "expires_at": lease.expires_at.ToJsonString()}
+
+
 def _live_inventory(node: RecordedNode) -> dict[str, Any]:
-    """Ask the node's agent for its inventory; an unreachable agent is reported, not raised."""
+    """Ask the node's agent for its inventory and leases; an unreachable agent is reported."""
     endpoint = node.observed.get("endpoint")
     token_file = node.observed.get("token_file")
     if not endpoint or not token_file:
@@ -55,13 +62,14 @@ def _live_inventory(node: RecordedNode) -> dict[str, Any]:
         client = AgentClient(str(endpoint), Path(str(token_file)).read_text().strip())
         try:
             inventory = client.inventory(timeout=5.0)
+            leases = client.list_leases()
         finally:
             client.close()
     except (OSError, FuzzError) as exc:
         return {"agent": f"unreachable: {exc}"}
     return {"agent": "ready", "cores": inventory.cores, "memory_bytes": inventory.memory_bytes,
             "numa_domains": len(inventory.numa), "architecture": inventory.architecture,
-            "labels": dict(inventory.labels)}
+            "labels": dict(inventory.labels), "leases": [_lease_json(x) for x in leases]}
 
 
 @click.group()
@@ -89,15 +97,26 @@ def node_list(app: AppContext, as_json: bool, lock_timeout: str) -> None:
     if not rows:
         app.out.print("No nodes recorded. Run fuzz apply to create them.")
         return
-    table = Table("address", "provider", "id", "endpoint", "agent", "cores", "memory", "labels")
+    table = Table("address", "provider", "id", "endpoint", "agent", "cores", "memory", "labels",
+                  "leases")
     for row in rows:
         memory = f"{row['memory_bytes'] / 2**30:.1f} GiB" if "memory_bytes" in row else ""
         labels = ",".join(f"{k}={v}" for k, v in sorted(row.get("labels", {}).items())
                           if not k.startswith(FUZZ_TAG_PREFIX))
         table.add_row(escape(row["address"]), row["provider"], str(row["provider_id"] or "")[:12],
                       str(row["endpoint"] or ""), escape(row["agent"]),
-                      str(row.get("cores", "")), memory, escape(labels))
+                      str(row.get("cores", "")), memory, escape(labels),
+                      _lease_summary(row.get("leases", [])))
     app.out.print(table)
+
+
+def _lease_summary(leases: list[dict[str, Any]]) -> str:
+    """``2: 4 cpus, 8.0 GiB`` — how many leases and what they hold together."""
+    if not leases:
+        return "-"
+    cpus = sum(len(x["cpus"]) for x in leases)
+    memory = sum(x["memory_bytes"] for x in leases) / 2**30
+    return f"{len(leases)}: {cpus} cpus, {memory:.1f} GiB"
 
 
 COMMANDS = [providers, node]
