@@ -58,6 +58,10 @@ def substrate() -> None:
     "--insecure-registry", "insecure_registries", multiple=True, metavar="HOST:PORT",
     help="A registry spoken to over plain HTTP (tests, local mirrors); repeatable.",
 )
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
+              help="Serve TLS with this certificate (chain); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
+              help="The private key of --tls-cert.")
 def serve_command(
     listen: str,
     state_dir: Path,
@@ -66,20 +70,25 @@ def serve_command(
     inventory_file: Path | None,
     image_cache: str,
     insecure_registries: tuple[str, ...],
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from fuzz.substrate.auth import read_token_file
-    from fuzz.substrate.server import serve
+    from fuzz.substrate.server import TlsFiles, serve
     from fuzz.units import parse_size
 
     parsed = parse_labels(labels)
+    if (tls_cert is None) != (tls_key is None):
+        raise click.ClickException("--tls-cert and --tls-key go together")
+    tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
         token = read_token_file(token_file)
         serve(listen, state_dir.absolute(), token, parsed, inventory_file=inventory_file,
               image_cache_bytes=parse_size(image_cache),
-              insecure_registries=insecure_registries)
+              insecure_registries=insecure_registries, tls=tls)
     except ValueError as exc:
         raise click.ClickException(f"--image-cache: {exc}") from None
     except FuzzError as exc:

@@ -61,12 +61,19 @@ def _one_line(text: str | None) -> str:
 class AgentClient:
     """Talk to the agent at ``endpoint`` (``host:port``), authenticating with ``token``."""
 
-    def __init__(self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Open a channel; nothing is sent until the first call."""
+    def __init__(
+        self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
+        ca_pem: bytes | None = None,
+    ) -> None:
+        """Open a channel (TLS verified against ``ca_pem`` when given); nothing is sent yet."""
         self.endpoint = endpoint
         self.timeout = timeout
         self._metadata = bearer_metadata(token)
-        self._channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+        if ca_pem is None:
+            self._channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+        else:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+            self._channel = grpc.secure_channel(endpoint, credentials, options=_CHANNEL_OPTIONS)
         self._stub: Any = substrate_pb2_grpc.SubstrateStub(self._channel)
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
 

@@ -312,7 +312,27 @@ class _Running:
     endpoint: str
 
 
-def _start_server(listen: str, token: str, service: SubstrateService) -> _Running:
+@dataclass(frozen=True)
+class TlsFiles:
+    """The agent's TLS certificate and key (PEM files)."""
+
+    cert: Path
+    key: Path
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """gRPC server credentials from the files, or AgentStartError naming what is wrong."""
+        try:
+            chain, key = self.cert.read_bytes(), self.key.read_bytes()
+        except OSError as exc:
+            raise AgentStartError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+        if b"-----BEGIN" not in chain or b"-----BEGIN" not in key:
+            raise AgentStartError(f"TLS files {self.cert} and {self.key} must be PEM")
+        return grpc.ssl_server_credentials([(key, chain)])
+
+
+def _start_server(
+    listen: str, token: str, service: SubstrateService, tls: TlsFiles | None
+) -> _Running:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="substrate"),
         interceptors=[BearerTokenInterceptor(token)],
@@ -322,7 +342,10 @@ def _start_server(listen: str, token: str, service: SubstrateService) -> _Runnin
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     try:
-        port = server.add_insecure_port(listen)
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, tls.server_credentials())
     except RuntimeError:
         port = 0
     if not port:
@@ -344,14 +367,16 @@ def serve(
     inventory_file: Path | None = None,
     image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
     insecure_registries: tuple[str, ...] = (),
+    tls: TlsFiles | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
     Blocks for the agent's whole life. Holds ``state_dir/agent.lock`` throughout and
     publishes ``state_dir/agent.json`` once the server answers; removes it on the way
     out. With ``inventory_file`` the node is the one declared there (see
-    :mod:`fuzz.substrate.declared`), not the hardware. Raises AgentStartError or
-    DeclaredInventoryError (FuzzErrors) when it cannot start.
+    :mod:`fuzz.substrate.declared`), not the hardware. With ``tls`` it serves TLS
+    only. Raises AgentStartError or DeclaredInventoryError (FuzzErrors) when it
+    cannot start.
     """
     if not token:
         raise AgentStartError("the agent's token must not be empty")
@@ -377,7 +402,7 @@ def serve(
             read_node_id(state_dir), labels, started_at, reader, state_dir / LEASES_FILE,
             job_settings=JobSettings(state_dir, image_cache_bytes, insecure_registries),
         )
-        running = _start_server(listen, token, service)
+        running = _start_server(listen, token, service, tls)
         write_json_atomic(
             info_path,
             {
