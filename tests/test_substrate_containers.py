@@ -1,9 +1,10 @@
 """The node agent's container runtime: OCI configs as data, and real jobs under runc.
 
-The integration tests run busybox jobs through :class:`ContainerManager` (a shim
-per container, runc underneath) and assert on what the job itself saw: its
-cpuset, memory limit, user, env, cwd and mounts. After each of them, nothing may
-be left: no runc container, no mount (in any process's mount namespace), no shim.
+The integration tests run busybox jobs through :class:`ContainerManager` (the
+node's container monitor, runc underneath) and assert on what the job itself
+saw: its cpuset, memory limit, user, env, cwd and mounts. After each of them the
+monitor is shut down, and nothing may be left: no runc container, no cgroup, no
+mount (in any process's mount namespace), no monitor process.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -189,7 +191,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _leftovers(base: Path, ids: list[str]) -> list[str]:
-    """What a finished test left behind: runc containers, cgroups, mounts, shim processes."""
+    """What a finished test left behind: runc containers, cgroups, mounts, monitor processes."""
     found = [str(path) for cid in ids for path in Path("/sys/fs/cgroup").glob(f"*/fuzz/{cid}")]
     listing = subprocess.run(
         ["runc", "list", "--format", "json"], capture_output=True, text=True, check=True
@@ -205,9 +207,25 @@ def _leftovers(base: Path, ids: list[str]) -> list[str]:
             continue
         if str(base) in mountinfo:
             found.append(f"a mount under {base} seen by pid {proc.name}")
-        if "fuzz.substrate.shim" in cmdline and str(base) in cmdline:
-            found.append(f"shim process {proc.name}")
+        if "fuzz.substrate.monitor" in cmdline and str(base) in cmdline:
+            found.append(f"monitor process {proc.name}")
     return found
+
+
+def _settle_and_check(manager: ContainerManager, base: Path) -> None:
+    """Stop what runs, shut the monitor down, and assert that nothing is left under ``base``."""
+    for status in manager.list():  # a failing test may leave a job running
+        if not status.finished:
+            manager.cancel(status.id, grace_seconds=0)
+            manager.wait(status.id, timeout=10)
+    ids = [status.id for status in manager.list()]
+    manager.shutdown_monitor(timeout=20)
+    if manager.root.is_dir():
+        assert sorted(entry.name for entry in manager.root.iterdir()) == sorted(ids)
+    deadline = time.monotonic() + 5
+    while (left := _leftovers(base, ids)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the monitor may still be exiting after its answer
+    assert left == []
 
 
 @pytest.fixture
@@ -215,15 +233,7 @@ def manager(tmp_path: Path) -> Iterator[ContainerManager]:
     """A manager on a fresh state dir; afterwards, checks that nothing was left behind."""
     manager = ContainerManager(tmp_path / "state")
     yield manager
-    for status in manager.list():  # a failing test may leave a job running
-        if not status.finished:
-            manager.cancel(status.id, grace_seconds=0)
-            manager.wait(status.id, timeout=10)
-    ids = [status.id for status in manager.list()]
-    deadline = time.monotonic() + 5
-    while (left := _leftovers(tmp_path, ids)) and time.monotonic() < deadline:
-        time.sleep(0.05)  # a shim may still be exiting after its final write
-    assert left == []
+    _settle_and_check(manager, tmp_path)
 
 
 def _id(name: str) -> str:
@@ -243,9 +253,13 @@ def _run(
     return status, out, err
 
 
-def _shim_pid(manager: ContainerManager, container_id: str) -> int:
+def _monitor_pid(manager: ContainerManager, container_id: str) -> int:
     data = json.loads((manager.container_dir(container_id) / "status.json").read_text())
-    return int(data["shim_pid"])
+    return int(data["monitor_pid"])
+
+
+def _parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _wait_for_output(manager: ContainerManager, container_id: str, text: bytes) -> None:
@@ -318,7 +332,7 @@ def test_rootfs_is_writable_but_the_image_is_unchanged(
     assert (status.exit_code, out.splitlines()) == (0, ["1", "0", "job", "env-gone"]), err
     assert snapshot() == before
     assert (image / "etc" / "motd").read_text() == "image\n"
-    upper = manager.container_dir(status.id) / "overlay" / "upper"
+    upper = manager.container_dir(status.id) / "upper"
     assert (upper / "etc" / "new").read_text() == "new\n"  # the job's changes, kept apart
     assert stat.S_ISCHR((upper / "bin" / "env").lstat().st_mode)  # a whiteout
 
@@ -410,9 +424,8 @@ def test_a_new_manager_re_adopts_running_containers(
     )
     first = manager.start(spec)
     assert first.state == "running"
-    shim = _shim_pid(manager, spec.id)
-    parent = int(Path(f"/proc/{shim}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    assert parent != os.getpid()  # the shim belongs to nobody: agent restarts don't touch it
+    monitor = _monitor_pid(manager, spec.id)
+    assert _parent_pid(monitor) != os.getpid()  # it is nobody's child: agent restarts spare it
     with pytest.raises(ContainerExistsError):
         manager.start(spec)
     with pytest.raises(ContainerStateError):
@@ -426,6 +439,11 @@ def test_a_new_manager_re_adopts_running_containers(
     final = agent.wait(spec.id, timeout=15)
     assert (final.state, final.exit_code, final.started_at) == ("exited", 5, first.started_at)
     assert b"".join(agent.read_logs(spec.id)) == b"begin\nend\n"
+    second = ContainerSpec(id=_id("again"), rootfs=image, args=("true",))
+    agent.start(second)
+    assert agent.wait(second.id, timeout=15).exit_code == 0
+    assert _monitor_pid(agent, second.id) == monitor  # one monitor, shared by every manager
+    agent.remove(second.id)
     agent.remove(spec.id)
     assert agent.list() == []
     with pytest.raises(ContainerNotFoundError):
@@ -445,19 +463,136 @@ def test_setup_failures_end_as_failed_with_the_reason(
     manager.start(bad_command)
     status = manager.wait(bad_command.id, 30)
     assert status.state == "failed" and status.error is not None and "\n" not in status.error
-    assert status.error.startswith("runc create failed:") and "/no/such/program" in status.error
+    assert status.error.startswith("runc run failed:") and "/no/such/program" in status.error
+    assert manager.spec(bad_command.id) == bad_command
+    assert manager.spec(no_image.id) == no_image
 
 
-def test_a_dead_shim_is_reported_and_its_container_removed(
+def test_a_dead_monitor_is_reported_and_its_containers_removed(
     manager: ContainerManager, image: Path, assert_pid_gone: Callable[..., None]
 ) -> None:
-    spec = ContainerSpec(id=_id("orphan"), rootfs=image, args=("sleep", "60"))
+    specs = [ContainerSpec(id=_id("orphan"), rootfs=image, args=("sleep", "60")) for _ in "ab"]
+    for spec in specs:
+        manager.start(spec)
+    monitor = _monitor_pid(manager, specs[0].id)
+    os.kill(monitor, signal.SIGKILL)
+    assert_pid_gone(monitor)
+    status = manager.status(specs[0].id)  # starts a new monitor, which settles both
+    assert status.state == "failed" and status.error is not None and "\n" not in status.error
+    assert f"monitor (pid {monitor}) died" in status.error
+    assert manager.status(specs[1].id).state == "failed"
+    for spec in specs:
+        state = subprocess.run(["runc", "state", spec.id], capture_output=True, check=False)
+        assert state.returncode != 0  # runc no longer knows it
+    after = ContainerSpec(id=_id("after"), rootfs=image, args=("true",))
+    manager.start(after)
+    assert manager.wait(after.id, timeout=15).exit_code == 0
+    assert _monitor_pid(manager, after.id) not in (monitor, None)
+    for spec in [*specs, after]:
+        manager.remove(spec.id)
+    assert manager.list() == []
+
+
+def test_managers_starting_at_once_share_one_monitor(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    managers = [manager, *(ContainerManager(tmp_path / "state") for _ in range(3))]
+    specs = [ContainerSpec(id=_id("race"), rootfs=image, args=("true",)) for _ in managers]
+    errors: list[BaseException] = []
+
+    def start(agent: ContainerManager, spec: ContainerSpec) -> None:
+        try:
+            agent.start(spec)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    pairs = zip(managers, specs, strict=True)
+    threads = [threading.Thread(target=start, args=pair) for pair in pairs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {manager.wait(spec.id, timeout=15).exit_code for spec in specs} == {0}
+    assert len({_monitor_pid(manager, spec.id) for spec in specs}) == 1
+    with pytest.raises(ContainerExistsError):
+        managers[1].start(specs[0])
+
+
+def test_a_job_on_another_image_gets_that_image(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(image, other, symlinks=True)
+    (other / "etc" / "motd").write_text("other\n")
+    seen = []
+    for rootfs in (image, image, other, image):  # the monitor bets on the last image
+        status, out, err = _run(manager, rootfs, "cat /etc/motd; echo x > /etc/motd", uid=0, gid=0)
+        assert status.exit_code == 0, err
+        seen.append(out)
+    assert seen == ["image\n", "image\n", "other\n", "image\n"]
+    assert (other / "etc" / "motd").read_text() == "other\n"
+
+
+def test_a_state_dir_with_a_long_path_works(image: Path, tmp_path: Path) -> None:
+    state = tmp_path / ("d" * 60) / ("e" * 60) / "state"
+    assert len(str(state / "monitor.sock")) > 108
+    agent = ContainerManager(state)
+    try:
+        status, out, _ = _run(agent, image, "echo hi")
+        assert (status.exit_code, out) == (0, "hi\n")
+    finally:
+        _settle_and_check(agent, tmp_path)
+
+
+@pytest.mark.parametrize("how", ["shutdown", "sigterm"])
+def test_stopping_the_monitor_stops_its_jobs(
+    manager: ContainerManager, image: Path, how: str, assert_pid_gone: Callable[..., None]
+) -> None:
+    spec = ContainerSpec(
+        id=_id("stop"),
+        rootfs=image,
+        args=("sh", "-c", 'trap "echo bye; exit 3" TERM; echo ready; sleep 60 & wait'),
+        stop_grace_seconds=5,
+    )
     manager.start(spec)
-    shim = _shim_pid(manager, spec.id)
-    os.kill(shim, signal.SIGKILL)
-    assert_pid_gone(shim)
+    _wait_for_output(manager, spec.id, b"ready")
+    monitor = _monitor_pid(manager, spec.id)
+    if how == "shutdown":
+        manager.shutdown_monitor(timeout=15)
+    else:
+        os.kill(monitor, signal.SIGTERM)
+    assert_pid_gone(monitor, timeout=15)
     status = manager.status(spec.id)
-    assert status.state == "failed" and status.error is not None
-    assert f"monitor (shim pid {shim}) died" in status.error
-    state = subprocess.run(["runc", "state", spec.id], capture_output=True, check=False)
-    assert state.returncode != 0  # runc no longer knows it
+    assert (status.state, status.exit_code, status.cancelled) == ("exited", 3, True)
+    assert b"".join(manager.read_logs(spec.id)) == b"ready\nbye\n"
+    assert subprocess.run(["runc", "state", spec.id], capture_output=True).returncode != 0
+    assert [entry.name for entry in manager.root.iterdir()] == [spec.id]  # no spare left
+
+
+def test_a_monitor_dying_mid_start_leaves_no_container_behind(
+    image: Path, tmp_path: Path, assert_pid_gone: Callable[..., None]
+) -> None:
+    slow_runc = tmp_path / "slow-runc"
+    slow_runc.write_text(  # slow to run a container only
+        f'#!/bin/sh\ncase " $* " in *" run "*) sleep 1;; esac\nexec {shutil.which("runc")} "$@"\n'
+    )
+    slow_runc.chmod(0o755)
+    agent = ContainerManager(tmp_path / "state", runc=str(slow_runc))
+    spec = ContainerSpec(id=_id("midstart"), rootfs=image, args=("sleep", "60"))
+    results: list[ContainerStatus] = []
+    try:
+        agent.start(ContainerSpec(id=_id("warm"), rootfs=image, args=("true",)))
+        thread = threading.Thread(target=lambda: results.append(agent.start(spec)))
+        thread.start()
+        time.sleep(0.3)  # runc run is under way (asleep in the wrapper)
+        monitor = int((tmp_path / "state" / "monitor.lock").read_text())
+        os.kill(monitor, signal.SIGKILL)
+        assert_pid_gone(monitor)
+        thread.join(30)
+        assert len(results) == 1 and results[0].state == "failed"
+        assert results[0].error is not None and "died while starting it" in results[0].error
+        state = subprocess.run(["runc", "state", spec.id], capture_output=True, check=False)
+        assert state.returncode != 0  # the late runc run was waited for, then deleted
+    finally:
+        _settle_and_check(agent, tmp_path)

@@ -5,13 +5,15 @@ Pure data: :class:`ContainerSpec` (validated on construction) and
 The only I/O here is :func:`device_node`, which stats a host device so that the
 config can name its major and minor numbers.
 
-The root filesystem is the per-container overlay mount made by the shim
-(:mod:`fuzz.substrate.shim`): the unpacked image is its read-only lower layer,
-shared by every job from that image, and the upper layer lives in the
-container's directory. The root is therefore writable (``readonly: false``) like
-on any container engine, while the image on the host never changes; a readonly
-root plus tmpfs would break every job that writes next to its binaries, and
-runc could not create mount points for volumes in it.
+The root filesystem is the per-container overlay mounted by the node's container
+monitor (:mod:`fuzz.substrate.monitor_job`): the unpacked image is its read-only
+lower layer, shared by every job from that image, and the upper layer lives in
+the container's directory. The root is therefore writable (``readonly: false``)
+like on any container engine, while the image on the host never changes; a
+readonly root plus tmpfs would break every job that writes next to its binaries,
+and runc could not create mount points for volumes in it without writing them
+into the shared image. (Measured, a readonly root is no faster to start than an
+overlay mounted in advance, which is what the monitor does.)
 """
 
 from __future__ import annotations
@@ -308,8 +310,8 @@ def oci_config(
 ) -> dict[str, Any]:
     """The OCI runtime ``config.json`` for ``spec``, rooted at ``rootfs_path``.
 
-    ``rootfs_path`` is the container's writable overlay merge dir (see the module
-    docstring); ``devices`` are the stat-ed ``spec.devices`` (:func:`device_node`);
+    ``rootfs_path`` is where the container's writable overlay is mounted (see the
+    module docstring); ``devices`` are the stat-ed ``spec.devices`` (:func:`device_node`);
     ``nofile`` is the job's open-files limit (soft and hard; runc cannot raise it
     above the agent's own hard limit without CAP_SYS_RESOURCE). The job keeps the
     host's network namespace; a ``PATH`` is added to its env when it has none.

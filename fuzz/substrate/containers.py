@@ -5,47 +5,53 @@
 new manager on the same state dir (an agent restart) sees every container by
 reading them - there is nothing else to re-adopt. The files:
 
-``spec.json``            the :class:`~fuzz.substrate.bundle.ContainerSpec` (manager)
-``image``                symlink to the image's rootfs, the overlay's lower layer (manager)
-``bundle/config.json``   the OCI runtime config (manager)
-``status.json``          state, exit code, times, peak memory... (shim; atomic)
+``config.json``          the OCI runtime config: the directory is the container's bundle
+``spec.json``            the :class:`~fuzz.substrate.bundle.ContainerSpec`
+``status.json``          state, exit code, times, peak memory... (atomic writes)
 ``stdout.log``, ``stderr.log``  the job's output (the job itself)
-``shim.lock``            ``flock``-ed by the container's shim for its whole life
 ``cancel``               a cancel request with its grace (manager)
-``overlay/``             the overlay's upper (the job's changes) and work dirs (shim)
-``shim.log``, ``runc.log``      diagnostics of the shim and runc
+``rootfs/``              the overlay root's mount point (in the monitor's mount namespace)
+``upper/``, ``work/``    the overlay's upper dir (the job's changes) and work dir
 
-Each container is run and watched by its own shim process
-(:mod:`fuzz.substrate.shim`), which is independent of the agent: agent restarts
-do not touch running jobs. A shim that dies while its container is not finished
-(kill -9, the node's OOM killer) leaves a job nobody can account for, so the
-first manager to notice - any :meth:`ContainerManager.status` call - kills and
-deletes the container and records it as ``failed`` with an error saying so:
-limits and timeouts stay enforced, and nothing unmonitored keeps running.
+(runc's log and pid file live on the monitor's own tmpfs, ``STATE_DIR/monitor.run``.)
+A directory without ``status.json`` is a container being started.
 
-Deployment note: the shims must survive the agent's service restarts; under
-systemd that means ``KillMode=process`` for the agent's unit (as containerd does).
+The node's container monitor (:mod:`fuzz.substrate.monitor`) makes and writes
+these (but ``cancel``): one long-lived process per state dir, started by the
+first manager call that needs it and shared by every later manager, independent
+of the agent - agent restarts do not touch running jobs. The manager builds the
+OCI config and hands it over with the spec in one request on the monitor's unix
+socket (:mod:`fuzz.substrate.monitor_client`); the monitor renames a directory
+made in advance into place, mounts the overlay, runs ``runc run --detach``, is
+the inits' subreaper, and enforces timeouts and cancels. The manager reads the
+status files itself and asks the monitor only to start, wait, cancel and settle.
+
+If the monitor dies (kill -9, the node's OOM killer), the exit status of the
+containers it watched is lost for good (their inits are no longer anybody's
+children who could report it), so they are not re-adopted: the next manager
+call starts a new monitor, which kills and deletes them and records them as
+``failed`` with an error saying so - limits and timeouts stay enforced, and
+nothing unmonitored keeps running.
+
+Deployment note: the monitor must survive the agent's service restarts; under
+systemd that means ``KillMode=process`` for the agent's unit (as containerd
+does). Stop it (:meth:`ContainerManager.shutdown_monitor`) only to stop every job.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import resource
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import fuzz
 from fuzz.errors import FuzzError
 from fuzz.substrate.bundle import (
     ID_PATTERN,
@@ -56,30 +62,31 @@ from fuzz.substrate.bundle import (
     spec_from_json,
     spec_to_json,
 )
-from fuzz.substrate.shim import (
-    BUNDLE_DIR,
+from fuzz.substrate.monitor_client import (
+    START_TIMEOUT,
+    MonitorClient,
+    MonitorError,
+    MonitorGoneError,
+    MonitorRefusedError,
+)
+from fuzz.substrate.monitor_files import (
     CANCEL_FILE,
-    IMAGE_LINK,
-    LOCK_FILE,
+    CONTAINERS_DIR,
+    FINAL_STATES,
     ROOTFS_DIR,
-    SHIM_LOG,
     SPEC_FILE,
     STATUS_FILE,
+    read_json,
 )
-from fuzz.substrate.statedir import read_json, write_json_atomic
+from fuzz.substrate.statedir import write_json_atomic
 
 State = Literal["starting", "running", "exited", "failed"]
-FINAL_STATES = ("exited", "failed")
-START_TIMEOUT = 60.0
 LOG_CHUNK = 64 * 1024
-FAST_POLL = 0.002  # status polling while a start or short job is likely to finish soon
-SLOW_POLL = 0.05
-FAST_POLL_PERIOD = 0.5
-SHIM_MAIN = "import sys; from fuzz.substrate.shim import main; sys.exit(main())"
+SLOW_POLL = 0.05  # while another thread's start of the container is under way
 
 
 class ContainerError(FuzzError):
-    """A container operation failed (runc missing, shim would not start...)."""
+    """A container operation failed (runc missing, the monitor would not start...)."""
 
 
 class ContainerNotFoundError(ContainerError):
@@ -163,33 +170,8 @@ def _initial_status(container_id: str) -> dict[str, Any]:
     }
 
 
-def _lock_held(path: Path) -> bool:
-    """True while some process (the shim) holds the exclusive ``flock`` on ``path``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise
-    finally:
-        os.close(fd)
-    return False
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
-
-
 def _mounts_under(directory: Path) -> list[str]:
-    """Mount points at or below ``directory`` in our mount namespace."""
+    """Mount points at or below ``directory`` in our own mount namespace."""
     prefix = str(directory.resolve())
     found = []
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
@@ -201,25 +183,31 @@ def _mounts_under(directory: Path) -> list[str]:
 
 
 class ContainerManager:
-    """Runs containers with runc through per-container shims, under ``state_dir/containers``.
+    """Runs containers with runc through the node's container monitor, under ``state_dir``.
 
     Any number of managers (in one process or in successive agent processes) may
-    share a state dir: all they keep is in the container directories.
+    share a state dir: all they keep is in the container directories, and they
+    share one monitor. A manager holds no resources; there is nothing to close.
     """
 
     def __init__(self, state_dir: Path, runc: str = "runc") -> None:
         """Manage the containers under ``state_dir``, running them with ``runc``."""
         self.state_dir = Path(state_dir)
-        self.root = self.state_dir / "containers"
+        self.root = self.state_dir / CONTAINERS_DIR
         self.runc = runc
+        self._runc: str | None = None
+        self._state_dir_made = False
+        self._monitor = MonitorClient(self.state_dir)
 
     # --- paths
 
     def _runc_path(self) -> str:
-        found = shutil.which(self.runc)
-        if found is None:
-            raise ContainerError(f"runc not found ({self.runc!r}): apt-get install runc")
-        return os.path.abspath(found)
+        if self._runc is None:
+            found = shutil.which(self.runc)
+            if found is None:
+                raise ContainerError(f"runc not found ({self.runc!r}): apt-get install runc")
+            self._runc = os.path.abspath(found)
+        return self._runc
 
     def container_dir(self, container_id: str) -> Path:
         """The directory of an existing container (ContainerNotFoundError otherwise)."""
@@ -238,129 +226,78 @@ class ContainerManager:
         """
         runc = self._runc_path()
         devices = [device_node(path) for path in spec.devices]
-        self.root.mkdir(parents=True, exist_ok=True)
         directory = self.root / spec.id
+        if directory.exists():
+            raise ContainerExistsError(f"container {spec.id!r} already exists")
+        if not self._state_dir_made:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._state_dir_made = True
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
+        config = oci_config(spec, directory / ROOTFS_DIR, devices, nofile)
+        request = {
+            "op": "start",
+            "id": spec.id,
+            "runc": runc,
+            "rootfs": str(spec.rootfs),
+            "config": json.dumps(config),
+            "spec": json.dumps(spec_to_json(spec)),
+            "timeout": spec.timeout_seconds,
+            "grace": spec.stop_grace_seconds,
+            "cgroup": config["linux"]["cgroupsPath"],
+        }
         try:
-            directory.mkdir()
-        except FileExistsError:
-            raise ContainerExistsError(f"container {spec.id!r} already exists") from None
-        # Held from the start and handed to the shim, so that the container is never
-        # seen without a live holder (which would make it look orphaned).
-        lock_fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            bundle = directory / BUNDLE_DIR
-            bundle.mkdir()
-            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-            nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
-            config = oci_config(spec, bundle / ROOTFS_DIR, devices, nofile)
-            (directory / SPEC_FILE).write_text(json.dumps(spec_to_json(spec)))
-            (directory / IMAGE_LINK).symlink_to(spec.rootfs)
-            (bundle / "config.json").write_text(json.dumps(config))
-            write_json_atomic(directory / STATUS_FILE, _initial_status(spec.id))
-            self._spawn_shim(directory, runc, lock_fd)
-        finally:
-            os.close(lock_fd)
-        return self._await_start(spec.id)
-
-    def _spawn_shim(self, directory: Path, runc: str, lock_fd: int) -> None:
-        """Start the shim, passing it ``lock_fd`` (the held lock) to keep for its life."""
-        package_root = str(Path(fuzz.__file__).resolve().parent.parent)
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-        env["PYTHONPATH"] = package_root
-        command = [
-            sys.executable,
-            "-S",  # no site-packages: the shim needs the stdlib and fuzz only, and starts faster
-            "-c",  # `-m fuzz.substrate.shim` works too, but runpy's imports cost ~20 ms
-            SHIM_MAIN,
-            str(directory.resolve()),
-            "--runc",
-            runc,
-            "--lock-fd",
-            str(lock_fd),
-        ]
-        try:
-            with open(directory / SHIM_LOG, "ab") as log:
-                process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    pass_fds=(lock_fd,),
-                    start_new_session=True,
-                    env=env,
-                    cwd="/",
-                )
-        except OSError as exc:
-            status = _initial_status(directory.name)
-            status.update(state="failed", error=f"cannot start the shim: {exc}")
-            write_json_atomic(directory / STATUS_FILE, status)
-            raise ContainerError(f"cannot start the shim for {directory.name}: {exc}") from None
-        process.wait()  # the shim forks at once and this first process exits
-
-    def _await_start(self, container_id: str) -> ContainerStatus:
-        started = time.monotonic()
-        while True:
-            status = self.status(container_id)
-            if status.state != "starting":
-                return status
-            elapsed = time.monotonic() - started
-            if elapsed > START_TIMEOUT:
-                raise ContainerError(
-                    f"container {container_id} did not start within {START_TIMEOUT:.0f}s"
-                )
-            time.sleep(FAST_POLL if elapsed < FAST_POLL_PERIOD else SLOW_POLL)
+            answer = self._monitor.request(request, runc, START_TIMEOUT, idempotent=False)
+        except MonitorGoneError:  # it died while starting it: its successor settles it
+            if directory.is_dir():
+                return self.status(spec.id)
+            raise ContainerError(f"container {spec.id}: the container monitor died") from None
+        except MonitorRefusedError as exc:
+            if exc.answer.get("exists"):
+                raise ContainerExistsError(f"container {spec.id!r} already exists") from None
+            raise ContainerError(f"cannot start container {spec.id}: {exc}") from None
+        except MonitorError as exc:
+            raise ContainerError(f"cannot start container {spec.id}: {exc}") from None
+        status = answer.get("status") if answer else None
+        if not isinstance(status, dict):
+            raise ContainerError(f"container {spec.id} did not start within {START_TIMEOUT:.0f}s")
+        return ContainerStatus.from_json(spec.id, status)
 
     # --- reading
 
     def status(self, container_id: str) -> ContainerStatus:
-        """The container's current status (a dead shim is noticed and dealt with here)."""
+        """The container's current status (a dead monitor is noticed and dealt with here)."""
         directory = self.container_dir(container_id)
-        data = read_json(directory / STATUS_FILE) or _initial_status(container_id)
-        if data.get("state") not in FINAL_STATES and not _lock_held(directory / LOCK_FILE):
-            data = self._orphaned(container_id, directory)
-        return ContainerStatus.from_json(container_id, data)
+        data = read_json(str(directory / STATUS_FILE))
+        if data is None or data.get("state") not in FINAL_STATES:
+            data = self._unfinished(container_id, directory, data)
+        return ContainerStatus.from_json(container_id, data or _initial_status(container_id))
 
-    def _orphaned(self, container_id: str, directory: Path) -> dict[str, Any]:
-        """The shim is gone before the end: kill and delete the container, record ``failed``."""
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # another manager is cleaning up right now
-                return read_json(directory / STATUS_FILE) or _initial_status(container_id)
-            data = read_json(directory / STATUS_FILE) or _initial_status(container_id)
-            if data.get("state") in FINAL_STATES:  # the shim finished just now
-                return data
-            with contextlib.suppress(ContainerError, OSError, subprocess.TimeoutExpired):
-                subprocess.run(
-                    [self._runc_path(), "delete", "--force", container_id],
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    timeout=30,
-                    check=False,
-                )
-            shim = data.get("shim_pid")
-            detail = _last_line(directory / SHIM_LOG)
-            error = (
-                f"the container's monitor (shim pid {shim}) died; the container was killed"
-                " and its exit status is lost"
-                if shim
-                else "the container's monitor (shim) exited before the container started"
-            )
-            data.update(
-                state="failed",
-                finished_at=time.time(),
-                error=f"{error}: {detail}" if detail else error,
-            )
-            write_json_atomic(directory / STATUS_FILE, data)
+    def _unfinished(
+        self, container_id: str, directory: Path, data: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The status of an unfinished container, settled first if no monitor watches it.
+
+        Cheap while the monitor lives: a lock probe. When it is dead, asking the
+        monitor starts a new one, whose first act is to kill and record as
+        ``failed`` every container its predecessor left unfinished.
+        """
+        if data is not None and self._monitor.alive():
             return data
-        finally:
-            os.close(fd)
+        try:
+            answer = self._monitor.request(
+                {"op": "check", "id": container_id}, self._runc_path(), START_TIMEOUT
+            )
+        except MonitorGoneError:
+            return read_json(str(directory / STATUS_FILE))
+        except MonitorError as exc:
+            raise ContainerError(f"container {container_id}: {exc}") from None
+        status = answer.get("status") if answer else None
+        return status if isinstance(status, dict) else data
 
     def spec(self, container_id: str) -> ContainerSpec:
         """The spec the container was started with."""
-        data = read_json(self.container_dir(container_id) / SPEC_FILE)
+        data = read_json(str(self.container_dir(container_id) / SPEC_FILE))
         if data is None:
             raise ContainerError(f"container {container_id}: spec.json is missing or unreadable")
         return spec_from_json(data)
@@ -371,6 +308,8 @@ class ContainerManager:
             return []
         found = []
         for entry in sorted(self.root.iterdir()):
+            if not ID_PATTERN.fullmatch(entry.name):
+                continue  # the monitor's spare directory
             try:
                 found.append(self.status(entry.name))
             except ContainerNotFoundError:  # removed while we looked
@@ -384,15 +323,25 @@ class ContainerManager:
             status = self.status(container_id)
             if status.finished:
                 return status
-            elapsed = time.monotonic() - started
-            if timeout is not None and elapsed >= timeout:
+            remaining = None if timeout is None else timeout - (time.monotonic() - started)
+            if remaining is not None and remaining <= 0:
                 raise ContainerWaitTimeoutError(
                     f"container {container_id} still {status.state} after {timeout:g}s"
                 )
-            pause = FAST_POLL if elapsed < FAST_POLL_PERIOD else SLOW_POLL
-            if timeout is not None:
-                pause = min(pause, max(timeout - elapsed, 0.0))
-            time.sleep(pause)
+            try:
+                answer = self._monitor.request(
+                    {"op": "wait", "id": container_id}, self._runc_path(), remaining
+                )
+            except MonitorGoneError:
+                continue  # status() settles what the dead monitor left
+            except MonitorError as exc:
+                raise ContainerError(f"container {container_id}: {exc}") from None
+            if answer is None:
+                continue  # timed out: the next round says so
+            data = answer.get("status")
+            if isinstance(data, dict) and data.get("state") in FINAL_STATES:
+                return ContainerStatus.from_json(container_id, data)
+            time.sleep(SLOW_POLL if remaining is None else min(SLOW_POLL, remaining))
 
     def read_logs(
         self,
@@ -445,11 +394,11 @@ class ContainerManager:
     # --- acting
 
     def cancel(self, container_id: str, grace_seconds: float = 10.0) -> None:
-        """Ask the shim to stop the job: SIGTERM now, SIGKILL after ``grace_seconds``.
+        """Ask the monitor to stop the job: SIGTERM now, SIGKILL after ``grace_seconds``.
 
         A no-op for a finished container. Asking again with a shorter grace
-        brings the SIGKILL forward; a request made before the job started keeps
-        it from ever running.
+        brings the SIGKILL forward; a request made while the container is still
+        starting takes effect the moment it runs.
         """
         if grace_seconds < 0:
             raise ContainerError(f"grace must be >= 0 seconds, not {grace_seconds}")
@@ -460,18 +409,43 @@ class ContainerManager:
             directory / CANCEL_FILE,
             {"grace_seconds": float(grace_seconds), "requested_at": time.time()},
         )
+        # No monitor: the next one kills whatever its predecessor left.
+        with contextlib.suppress(MonitorError):
+            self._monitor.request({"op": "cancel", "id": container_id}, None, START_TIMEOUT)
 
     def remove(self, container_id: str) -> None:
-        """Delete a finished container's directory (logs included)."""
+        """Delete a finished container's directory (logs included), once it is cleaned up."""
         directory = self.container_dir(container_id)
         status = self.status(container_id)
         if not status.finished:
             raise ContainerStateError(
                 f"container {container_id} is {status.state}; cancel it and wait first"
             )
-        mounted = _mounts_under(directory)
+        try:  # the monitor may still be cleaning it up (runc delete, unmount)
+            answer = self._monitor.request(
+                {"op": "wait", "id": container_id, "cleaned": True},
+                self._runc_path(),
+                START_TIMEOUT,
+            )
+        except MonitorError as exc:
+            raise ContainerError(f"container {container_id}: {exc}") from None
+        if answer is None:
+            raise ContainerStateError(f"container {container_id} is still being cleaned up")
+        mounted = _mounts_under(directory) + self._monitor.mounts_under(directory)
         if mounted:
             raise ContainerStateError(
                 f"container {container_id} still has mounts ({mounted[0]}); not removing it"
             )
         shutil.rmtree(directory)
+
+    def shutdown_monitor(self, timeout: float = START_TIMEOUT) -> None:
+        """Stop the node's container monitor: every job stops (SIGTERM, its grace, SIGKILL).
+
+        For tests and node shutdown only; an agent that stops or restarts must
+        leave the monitor (and the jobs) running. The next call that needs a
+        monitor starts a new one.
+        """
+        try:
+            self._monitor.shutdown(timeout)
+        except MonitorError as exc:
+            raise ContainerError(str(exc)) from None

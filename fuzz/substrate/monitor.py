@@ -1,0 +1,156 @@
+"""The container monitor process: one per agent state dir, outliving the agent.
+
+Started by the first :class:`~fuzz.substrate.containers.ContainerManager` call
+that needs it (:mod:`fuzz.substrate.monitor_client`) as ``python -S -c`` running
+:func:`main` in a new session, it forks once (so it is nobody's child and agent
+restarts never touch it), then:
+
+1. takes ``monitor.lock`` (an exclusive ``flock`` held for its whole life, with
+   its pid in it); when another monitor holds it, it says ``busy`` and exits,
+   so there are never two;
+2. becomes a child subreaper (container inits become its children when runc
+   exits, so it gets their real exit status) and enters a mount namespace of its
+   own (:func:`~fuzz.substrate.monitor_sys.private_mount_namespace`) for the
+   containers' overlay roots and a small tmpfs on ``monitor.run`` for runc's
+   pid files (runc writes them with O_SYNC);
+3. settles whatever a dead predecessor left (:meth:`Monitor.sweep
+   <fuzz.substrate.monitor_server.Monitor.sweep>`) and makes a spare container
+   directory for the first start;
+4. listens on ``monitor.sock`` (mode 0600, peers checked with ``SO_PEERCRED``),
+   says ``ready`` on the descriptor given with ``--ready-fd``, and serves until a
+   ``shutdown`` request or SIGTERM has stopped every job.
+
+Its imports are the standard library's cheap modules and ``fuzz.substrate.monitor_*``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import sys
+
+from fuzz.substrate.monitor_files import (
+    CONTAINERS_DIR,
+    MONITOR_LOCK,
+    MONITOR_RUN_DIR,
+    socket_address,
+)
+from fuzz.substrate.monitor_server import Monitor
+from fuzz.substrate.monitor_sys import (
+    become_subreaper,
+    mount_tmpfs,
+    private_mount_namespace,
+    unmount,
+)
+
+READY = b"ready\n"
+BUSY = b"busy\n"
+
+
+def _parse(argv: list[str]) -> tuple[str, str, int]:
+    state_dir: str | None = None
+    runc = "runc"
+    ready_fd = -1
+    items = iter(argv)
+    for item in items:
+        if item == "--runc":
+            runc = next(items, runc)
+        elif item == "--ready-fd":
+            ready_fd = int(next(items, "-1"))
+        elif state_dir is None:
+            state_dir = item
+        else:
+            raise SystemExit(f"unexpected argument {item!r}")
+    if state_dir is None:
+        raise SystemExit("usage: python -m fuzz.substrate.monitor STATE_DIR [--runc PATH]")
+    return os.path.abspath(state_dir), runc, ready_fd
+
+
+def _say(fd: int, message: bytes) -> None:
+    """Tell the starter how the start went, and let go of its pipe."""
+    if fd >= 0:
+        try:
+            os.write(fd, message)
+        finally:
+            os.close(fd)
+
+
+def _listen(state_dir: str) -> socket.socket:
+    """Bind ``monitor.sock`` afresh (mode 0600) and listen on it."""
+    dir_fd = os.open(state_dir, os.O_PATH | os.O_CLOEXEC)
+    try:
+        address = socket_address(state_dir, dir_fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o077)
+        try:
+            listener.bind(address)
+        finally:
+            os.umask(old_umask)
+        listener.listen(128)
+        return listener
+    finally:
+        os.close(dir_fd)
+
+
+def _unlisten(state_dir: str, listener: socket.socket) -> None:
+    """Close the socket and remove its file (still under the lock: nobody rebinds it)."""
+    listener.close()
+    dir_fd = os.open(state_dir, os.O_PATH | os.O_CLOEXEC)
+    try:
+        os.unlink(socket_address(state_dir, dir_fd))
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _take_lock(state_dir: str) -> int | None:
+    """Hold ``monitor.lock`` with our pid in it; None when another monitor holds it."""
+    fd = os.open(
+        os.path.join(state_dir, MONITOR_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: detach, take the lock, sweep, serve; see the module docstring."""
+    state_dir, runc, ready_fd = _parse(sys.argv[1:] if argv is None else argv)
+    if ready_fd >= 0:
+        os.set_inheritable(ready_fd, False)  # runc and the jobs must not hold it
+    if os.fork() != 0:  # the starter reaps this parent at once; the monitor is orphaned
+        os._exit(0)
+    lock_fd = _take_lock(state_dir)
+    if lock_fd is None:
+        _say(ready_fd, BUSY)
+        return 0
+    os.makedirs(os.path.join(state_dir, CONTAINERS_DIR), exist_ok=True)
+    become_subreaper()
+    private_mount_namespace()
+    run_dir = os.path.join(state_dir, MONITOR_RUN_DIR)
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    mount_tmpfs(run_dir, "mode=0700,size=4m")
+    monitor = Monitor(state_dir, runc, run_dir)
+    monitor.sweep()
+    monitor.replenish()
+    listener = _listen(state_dir)
+    _say(ready_fd, READY)
+    monitor.serve(listener)
+    _unlisten(state_dir, listener)
+    unmount(run_dir)
+    os.ftruncate(lock_fd, 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

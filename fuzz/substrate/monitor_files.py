@@ -1,0 +1,128 @@
+"""Names of the files the container monitor and the manager share, and how they are written.
+
+Imported by the monitor process (:mod:`fuzz.substrate.monitor`), so it imports
+only cheap standard modules: no typing, no pathlib, nothing from the agent.
+
+Under the agent's state dir:
+
+``monitor.lock``  ``flock``-ed by the live monitor for its whole life; holds its pid
+``monitor.sock``  the monitor's unix socket (JSON lines, one request per connection)
+``monitor.log``   the monitor's stdout and stderr (tracebacks only)
+``monitor.run/``  where the monitor mounts a small tmpfs of its own (runc's pid files, logs)
+``containers/<id>/``  one directory per container (see :mod:`fuzz.substrate.containers`)
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+
+TYPE_CHECKING = False  # typing itself is too slow to import in the monitor
+if TYPE_CHECKING:
+    from typing import Any
+
+# In the state dir.
+CONTAINERS_DIR = "containers"
+MONITOR_LOCK = "monitor.lock"
+MONITOR_SOCKET = "monitor.sock"
+MONITOR_LOG = "monitor.log"
+# A tmpfs mounted there in the monitor's mount namespace only, for runc's pid
+# files and logs: runc writes them with O_SYNC, which costs milliseconds on a disk.
+MONITOR_RUN_DIR = "monitor.run"
+
+# In a container's directory, which is also its OCI bundle.
+CONFIG_FILE = "config.json"
+SPEC_FILE = "spec.json"
+STATUS_FILE = "status.json"
+CANCEL_FILE = "cancel"
+STDOUT_LOG = "stdout.log"
+STDERR_LOG = "stderr.log"
+ROOTFS_DIR = "rootfs"  # the overlay's mount point (merged dir)
+UPPER_DIR = "upper"  # the overlay's upper dir: the job's changes to its root
+WORK_DIR = "work"  # the overlay's work dir
+# A spare container directory, made in advance: creating files costs far more
+# than opening existing ones, so a start only renames it into place.
+SPARE_PREFIX = ".spare-"
+SPARE_DIRS = (ROOTFS_DIR, UPPER_DIR, WORK_DIR)
+STATUS_TEMPS = (".status.1.tmp", ".status.2.tmp")  # for the writes a client waits for
+SPARE_FILES = (CONFIG_FILE, SPEC_FILE, STDOUT_LOG, STDERR_LOG, *STATUS_TEMPS)
+
+FINAL_STATES = ("exited", "failed")
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes, NUL included
+
+
+def one_line(text: str) -> str:
+    """``text`` with its whitespace runs (newlines included) collapsed to single spaces."""
+    return " ".join(text.split())
+
+
+def write_json(path: str, data: dict[str, Any], tmp: str | None = None) -> None:
+    """Write ``data`` to ``path`` atomically: readers see the old file or the new one.
+
+    Through the temporary file ``tmp`` (one made in advance is faster to write),
+    then a rename. Not fsync-ed: after a crash of the node the old status may be
+    back, which the next monitor's sweep settles like any unfinished container.
+    """
+    tmp = tmp or f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, json.dumps(data).encode() + b"\n")
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def socket_address(state_dir: str, dir_fd: int | None = None) -> str:
+    """The address of the monitor's socket in ``state_dir``.
+
+    A unix socket path may not exceed 107 bytes; a longer one is reached through
+    ``/proc/self/fd/<dir_fd>`` (``dir_fd``: an ``O_PATH`` descriptor of the state
+    dir, required then).
+    """
+    path = os.path.join(state_dir, MONITOR_SOCKET)
+    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
+        return path
+    if dir_fd is None:
+        raise ValueError(f"socket path {path} is too long and no directory fd was given")
+    return f"/proc/self/fd/{dir_fd}/{MONITOR_SOCKET}"
+
+
+def socket_path_too_long(state_dir: str) -> bool:
+    """Whether :func:`socket_address` needs a directory fd for ``state_dir``."""
+    return len(os.fsencode(os.path.join(state_dir, MONITOR_SOCKET))) > SOCKET_PATH_MAX
+
+
+def lock_held(path: str) -> bool:
+    """True while some process holds an exclusive ``flock`` on ``path``.
+
+    Probes with a non-blocking shared lock on a fresh descriptor; the kernel
+    drops the holder's lock when it dies, however it dies.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)  # also releases the probe's own lock
+    return False

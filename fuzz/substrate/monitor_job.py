@@ -1,0 +1,520 @@
+"""One container's life inside the monitor: launch, watch, record, clean up.
+
+A :class:`Job` is a small state machine driven by the monitor's event loop
+(:mod:`fuzz.substrate.monitor_server`) through the pidfds it asks the loop to
+watch; nothing in it blocks. Its phases:
+
+``launching``  the container directory is in place (see
+               :mod:`fuzz.substrate.monitor_files`), the overlay root is mounted
+               and ``runc run --detach`` is running, with the job's log files as
+               its stdio (which the job inherits)
+``running``    runc has exited; the container's init is the monitor's child (the
+               monitor is a child subreaper), watched through a pidfd, with the
+               wall-clock timeout, cancel requests and the peak memory tracked
+``cleaning``   the job has ended and its final ``status.json`` is written (exit
+               code or signal, OOM kill and peak memory, read before the cgroup
+               goes); ``runc delete --force`` runs, then the overlay is unmounted
+``done``       cleaned up: runc no longer knows the container (a cleanup
+               problem is added to the status's ``error``)
+
+Waiters learn of the end at ``cleaning``: cleanup is not on the path of the
+job's result, and a manager that wants the directory (``remove``) waits for
+``done``. Every status write is atomic (temp file + rename); the ones a client
+waits for use temp files made in advance. A container with no ``status.json``
+is starting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+from fuzz.substrate.monitor_cgroup import CgroupMount, MemoryCgroup
+from fuzz.substrate.monitor_files import (
+    CANCEL_FILE,
+    CONFIG_FILE,
+    FINAL_STATES,
+    ROOTFS_DIR,
+    SPEC_FILE,
+    STATUS_FILE,
+    STATUS_TEMPS,
+    STDERR_LOG,
+    STDOUT_LOG,
+    UPPER_DIR,
+    WORK_DIR,
+    one_line,
+    read_json,
+    write_json,
+)
+from fuzz.substrate.monitor_runc import Runc, await_runc_for
+from fuzz.substrate.monitor_spare import Premount, image_identity, unmount_bet
+from fuzz.substrate.monitor_sys import SysError, mount_overlay, unmount
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol
+
+    class Host(Protocol):
+        """What a job needs from the event loop that drives it."""
+
+        cgroup_mounts: list[CgroupMount]
+
+        def watch(self, fd: int, callback: Callable[[], None]) -> None:
+            """Call ``callback`` whenever ``fd`` is readable."""
+
+        def unwatch(self, fd: int) -> None:
+            """Stop watching ``fd``."""
+
+        def job_changed(self, job: Job) -> None:
+            """The job's state or phase changed: answer whoever waits for it."""
+
+
+PEAK_WRITE_INTERVAL = 2.0  # how often a grown peak is written while the job runs
+DEFAULT_GRACE = 10.0
+SETTLE_WAIT = 60.0  # the longest an orphaned `runc run` is waited for
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` (made in advance, usually: opening it is then cheap)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+class JobError(Exception):
+    """Setting up or watching the container failed; the message is one line."""
+
+
+def new_status(container_id: str, runc: str) -> dict[str, Any]:
+    """The status of a container the monitor has just been handed."""
+    return {
+        "id": container_id,
+        "state": "starting",
+        "exit_code": None,
+        "signal": None,
+        "oom_killed": False,
+        "timed_out": False,
+        "cancelled": False,
+        "started_at": None,
+        "finished_at": None,
+        "peak_memory_bytes": None,
+        "error": None,
+        "pid": None,
+        "monitor_pid": os.getpid(),
+        "runc": runc,
+    }
+
+
+class Job:
+    """Runs one container with runc and records what became of it in ``status.json``."""
+
+    def __init__(self, host: Host, directory: str, request: dict[str, Any], run_dir: str) -> None:
+        """The container whose directory is ``directory``, as a ``start`` request describes it.
+
+        The request names the image rootfs (the overlay's lower dir), the OCI
+        config and the spec (JSON texts, written as they are), the runc binary,
+        the wall-clock ``timeout`` and stop ``grace`` in seconds, and the OCI
+        ``cgroup`` path where peak memory and OOM kills are read. ``run_dir``
+        (a tmpfs) takes runc's pid file and log for the container.
+        """
+        self.host = host
+        self.dir = directory
+        self.id = os.path.basename(directory)
+        self.pid_file = os.path.join(run_dir, f"{self.id}.pid")
+        self.log = os.path.join(run_dir, f"{self.id}.log")
+        self.runc = Runc(str(request["runc"]))
+        self.lower = str(request["rootfs"])
+        self.config_text = str(request["config"])
+        self.spec_text: str | None = str(request["spec"])
+        timeout, grace, cgroup = request.get("timeout"), request.get("grace"), request.get("cgroup")
+        self.timeout = float(timeout) if isinstance(timeout, int | float) else None
+        self.grace = float(grace) if isinstance(grace, int | float) else DEFAULT_GRACE
+        self.cgroups_path = cgroup if isinstance(cgroup, str) and cgroup.startswith("/") else None
+        self.status = new_status(self.id, self.runc.binary)
+        self.status_temps = list(STATUS_TEMPS)
+        self.phase = "launching"
+        self.mounted = False
+        self.image: Premount | None = None  # the image mounted, once it is
+        self.created = False  # runc may have made the container: cleanup deletes it
+        self.runc_pid = 0
+        self.runc_fd = -1
+        self.runc_log_start = 0
+        self.pid = 0
+        self.pidfd = -1
+        self.reaped = False
+        self.cgroup: MemoryCgroup | None = None
+        self.cancel_seen: tuple[int, int] | None = None
+        self.pending_grace: float | None = None  # a cancel that came while launching
+        self.deadline: float | None = None
+        self.kill_at: float | None = None
+        self.killed = False
+        self.next_peak_write = 0.0
+
+    def path(self, *names: str) -> str:
+        """A path inside the container directory."""
+        return os.path.join(self.dir, *names)
+
+    def write(self, waited_for: bool = False) -> None:
+        """Write ``status.json`` atomically (``waited_for``: with a temp file made in advance)."""
+        tmp = self.path(self.status_temps.pop()) if waited_for and self.status_temps else None
+        write_json(self.path(STATUS_FILE), self.status, tmp)
+
+    def write_spec(self) -> None:
+        """Write ``spec.json`` (once)."""
+        if self.spec_text is not None:
+            _write_text(self.path(SPEC_FILE), self.spec_text)
+            self.spec_text = None
+
+    @property
+    def final(self) -> bool:
+        """Whether the job's outcome is recorded (cleanup may still run)."""
+        return self.status["state"] in FINAL_STATES
+
+    # --- launching
+
+    def launch(self, premount: Premount | None = None) -> None:
+        """Write the bundle and spec, mount the overlay, start ``runc run --detach``; never raises.
+
+        ``premount``: the image whose overlay is mounted on ``rootfs`` already
+        (:mod:`fuzz.substrate.monitor_spare`).
+        """
+        try:
+            _write_text(self.path(CONFIG_FILE), self.config_text)
+            self.write_spec()
+            self.mount_rootfs(premount)
+            self.spawn_run()
+        except (JobError, SysError, OSError) as exc:
+            self.fail(str(exc) if not isinstance(exc, OSError) else f"setting up: {exc}")
+
+    def mount_rootfs(self, premount: Premount | None) -> None:
+        """Mount the writable overlay (lower: the image rootfs) on ``rootfs``."""
+        if premount is not None:
+            self.mounted = True  # whatever happens next, it is to be unmounted
+        image = image_identity(self.lower)
+        if image is None:
+            raise JobError(f"rootfs {os.path.realpath(self.lower)} is not a directory")
+        if premount == image:
+            self.image = image
+            return
+        if premount is not None:
+            problem = unmount_bet(self.dir)
+            if problem is not None:
+                raise JobError(problem)
+            self.mounted = False
+        mount_overlay(image[0], self.path(UPPER_DIR), self.path(WORK_DIR), self.path(ROOTFS_DIR))
+        self.mounted = True
+        self.image = image
+
+    def spawn_run(self) -> None:
+        """``runc run --detach`` with the job's log files as its (and the job's) stdio."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        out = os.open(self.path(STDOUT_LOG), flags, 0o640)
+        try:
+            err = os.open(self.path(STDERR_LOG), flags, 0o640)
+            try:
+                pid_file = self.pid_file
+                args = ("run", "--detach", "--bundle", self.dir, "--pid-file", pid_file, self.id)
+                self.created = True
+                self.runc_pid, self.runc_log_start = self.runc.spawn(self.log, args, out, err)
+            finally:
+                os.close(err)
+        finally:
+            os.close(out)
+        self.runc_fd = os.pidfd_open(self.runc_pid)
+        self.host.watch(self.runc_fd, self.on_run_exit)
+
+    def _runc_exit_code(self) -> int | None:
+        """runc's exit code once it has exited (None: not yet, a spurious wakeup)."""
+        pid, wait_status = os.waitpid(self.runc_pid, os.WNOHANG)
+        if pid == 0:
+            return None
+        self.host.unwatch(self.runc_fd)
+        os.close(self.runc_fd)
+        self.runc_fd = -1
+        self.runc_pid = 0
+        return os.waitstatus_to_exitcode(wait_status)
+
+    def on_run_exit(self) -> None:
+        """runc is done: the job runs (its init is now our child), or runc failed."""
+        code = self._runc_exit_code()
+        if code is None:
+            return
+        if code != 0:
+            self.fail(Runc.error(self.log, self.runc_log_start, "run", code))
+            return
+        try:
+            with open(self.pid_file, encoding="ascii") as handle:
+                self.pid = int(handle.read().strip())
+            # The init is our child (runc exited, we are a subreaper), so its pid
+            # cannot be reused before we reap it: the pidfd and signals are race-free.
+            self.pidfd = os.pidfd_open(self.pid)
+        except (OSError, ValueError) as exc:
+            self.fail(one_line(f"finding the container's init: {exc}"))
+            return
+        self.status.update(pid=self.pid, started_at=time.time())
+        if self.cgroups_path:
+            self.cgroup = MemoryCgroup.at(self.cgroups_path, self.host.cgroup_mounts)
+        if self.reap():  # already over (a short job)
+            return
+        now = time.monotonic()
+        self.phase = "running"
+        self.deadline = None if self.timeout is None else now + self.timeout
+        self.next_peak_write = now + PEAK_WRITE_INTERVAL
+        self.status["state"] = "running"
+        self.write(waited_for=True)
+        self.host.watch(self.pidfd, self.on_init_exit)
+        if self.pending_grace is not None:
+            self.status["cancelled"] = True
+            self.terminate(self.pending_grace)
+        self.host.job_changed(self)
+
+    # --- running
+
+    def reap(self) -> bool:
+        """Record the init's exit if it has exited; True then."""
+        try:
+            pid, wait_status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            self.fail(f"container init (pid {self.pid}) is not the monitor's child")
+            return True
+        if pid == 0:
+            return False
+        self.reaped = True
+        self.record_exit(wait_status)
+        return True
+
+    def on_init_exit(self) -> None:
+        """The init's pidfd is readable: it has exited."""
+        self.reap()
+
+    def cancel_request(self) -> float | None:
+        """The grace of a new cancel request in the ``cancel`` file, None when there is none."""
+        path = self.path(CANCEL_FILE)
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return None
+        stamp = (info.st_ino, info.st_mtime_ns)
+        if stamp == self.cancel_seen:
+            return None
+        self.cancel_seen = stamp
+        grace = (read_json(path) or {}).get("grace_seconds", DEFAULT_GRACE)
+        return max(float(grace), 0.0) if isinstance(grace, int | float) else DEFAULT_GRACE
+
+    def on_cancel(self) -> None:
+        """A manager wrote the ``cancel`` file: stop the job (SIGTERM, grace, SIGKILL)."""
+        grace = self.cancel_request()
+        if grace is not None:
+            self.stop(grace)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Cancel the job with ``grace`` (default: its own stop grace)."""
+        grace = self.grace if grace is None else grace
+        if self.phase == "launching":
+            self.pending_grace = (
+                grace if self.pending_grace is None else min(grace, self.pending_grace)
+            )
+        elif self.phase == "running":
+            self.status["cancelled"] = True
+            self.terminate(grace)
+
+    def send(self, signum: int) -> None:
+        """Signal the container's init (its pid namespace dies with it)."""
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.pidfd, signum)
+
+    def terminate(self, grace: float) -> None:
+        """SIGTERM now, SIGKILL once ``grace`` seconds have passed (an earlier deadline wins)."""
+        if self.killed:
+            return
+        if grace <= 0:
+            self.send(signal.SIGKILL)
+            self.killed = True
+            return
+        self.send(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
+
+    def update_peak(self) -> bool:
+        """Fold the cgroup's current peak into the status; True when it grew."""
+        peak = self.cgroup.peak() if self.cgroup else None
+        if peak is None or peak <= (self.status["peak_memory_bytes"] or 0):
+            return False
+        self.status["peak_memory_bytes"] = peak
+        return True
+
+    def next_wakeup(self) -> float | None:
+        """The monotonic time at which :meth:`tick` has something to do (None: never)."""
+        if self.phase != "running":
+            return None
+        moments = [self.deadline, None if self.killed else self.kill_at]
+        if self.cgroup is not None:
+            moments.append(self.next_peak_write)
+        return min((moment for moment in moments if moment is not None), default=None)
+
+    def tick(self, now: float) -> None:
+        """Enforce the timeout and the SIGKILL deadline; write a grown peak now and then."""
+        if self.phase != "running":
+            return
+        if self.deadline is not None and now >= self.deadline:
+            self.deadline = None
+            self.status["timed_out"] = True
+            self.terminate(self.grace)
+        if self.kill_at is not None and now >= self.kill_at and not self.killed:
+            self.send(signal.SIGKILL)
+            self.killed = True
+        if now >= self.next_peak_write:
+            self.next_peak_write = now + PEAK_WRITE_INTERVAL
+            if self.update_peak():
+                self.write()
+
+    # --- ending
+
+    def record_exit(self, wait_status: int) -> None:
+        """Fill exit code or signal, OOM and peak memory (the cgroup still exists), then end."""
+        if os.WIFSIGNALED(wait_status):
+            self.status["signal"] = os.WTERMSIG(wait_status)
+        else:
+            self.status["exit_code"] = os.waitstatus_to_exitcode(wait_status)
+        self.update_peak()
+        if self.cgroup is not None:
+            kills = self.cgroup.oom_kills()
+            if kills is not None:
+                self.status["oom_killed"] = kills > 0
+            else:  # an old kernel without the counter: killed by SIGKILL, not by us
+                self.status["oom_killed"] = (
+                    self.status["signal"] == signal.SIGKILL
+                    and not self.killed
+                    and self.cgroup.hit_limit()
+                )
+        self.status["state"] = "exited"
+        self.end()
+
+    def fail(self, error: str) -> None:
+        """End as ``failed`` with ``error`` (one line)."""
+        self.status.update(state="failed", error=one_line(error))
+        self.end()
+
+    def end(self) -> None:
+        """Write the final status, tell the waiters, then clean up."""
+        self.status["finished_at"] = time.time()
+        self.phase = "cleaning"
+        if self.pidfd >= 0:
+            self.host.unwatch(self.pidfd)
+        self.write_spec()
+        self.write(waited_for=True)
+        self.host.job_changed(self)
+        if self.created:
+            try:
+                pid, self.runc_log_start = self.runc.spawn_logging(
+                    self.log, ("delete", "--force", self.id)
+                )
+                self.runc_pid = pid
+                self.runc_fd = os.pidfd_open(pid)
+            except OSError as exc:
+                self.cleaned([f"runc delete failed: {exc}"])
+                return
+            self.host.watch(self.runc_fd, self.on_delete_exit)
+        else:
+            self.cleaned([])
+
+    def on_delete_exit(self) -> None:
+        """``runc delete`` is done: note a failure if runc still knows the container."""
+        code = self._runc_exit_code()
+        if code is None:
+            return
+        problems = []
+        if code != 0 and Runc.knows(self.id):
+            problems.append(Runc.error(self.log, self.runc_log_start, "delete", code))
+        self.cleaned(problems)
+
+    def cleaned(self, problems: list[str]) -> None:
+        """Unmount the overlay, drop runc's log and pid file; note problems in the status; done."""
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        if self.mounted:
+            problem = unmount(self.path(ROOTFS_DIR))
+            if problem:
+                problems.append(problem)
+            self.mounted = False
+        for path in (self.log, self.pid_file):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if problems:
+            previous = self.status["error"]
+            self.status["error"] = "; ".join([previous, *problems] if previous else problems)
+            self.write()
+        self.phase = "done"
+        self.host.job_changed(self)
+
+    def known_pids(self) -> tuple[int, ...]:
+        """The pids of this job's children (runc, the init) that it will reap itself."""
+        return tuple(pid for pid in (self.runc_pid, 0 if self.reaped else self.pid) if pid)
+
+    def runc_exited(self) -> bool:
+        """Whether a runc this job waits for has exited (and is not reaped yet)."""
+        if self.runc_fd < 0:
+            return False
+        try:
+            result = os.waitid(os.P_PID, self.runc_pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return result is not None
+
+
+def orphan_error(status: dict[str, Any] | None) -> str:
+    """Why a container that no live monitor watches was failed (one line)."""
+    monitor = (status or {}).get("monitor_pid")
+    if not monitor:
+        return "the container's monitor died while starting it; the container was killed"
+    return (
+        f"the container's monitor (pid {monitor}) died; the container was killed"
+        " and its exit status is lost"
+    )
+
+
+def settle(directory: str, runc: Runc) -> dict[str, Any] | None:
+    """Settle a container that no live monitor watches; return its status.
+
+    One whose status is not final is deleted in runc (which kills it) and
+    recorded ``failed`` (:func:`orphan_error`); a final one that runc still
+    knows (its monitor died during the cleanup) is deleted in runc. Runs runc to
+    the end: used by the monitor's startup sweep and for the rare orphan found
+    later. Returns None when ``directory`` has vanished. (Its overlay was
+    mounted in the dead monitor's mount namespace, which is gone.)
+    """
+    status_path = os.path.join(directory, STATUS_FILE)
+    status = read_json(status_path)
+    container_id = os.path.basename(directory)
+    final = status is not None and status.get("state") in FINAL_STATES
+    if final and not Runc.knows(container_id):
+        return status
+    if not final and not os.path.isdir(directory):
+        return None
+    error = orphan_error(status)
+    if status is None:  # its monitor died while starting it: let that runc finish first
+        await_runc_for(directory, SETTLE_WAIT)
+        status = new_status(container_id, runc.binary)
+        status["monitor_pid"] = None
+    binary = status.get("runc")
+    runner = Runc(binary) if isinstance(binary, str) and binary else runc
+    problem = None
+    try:
+        code = runner.run(("delete", "--force", container_id))
+    except OSError as exc:
+        code, problem = -1, one_line(f"runc delete --force {container_id}: {exc}")
+    if code != 0 and problem is None and Runc.knows(container_id):
+        problem = f"runc delete --force {container_id} failed with exit status {code}"
+    if not final:
+        status.update(state="failed", error=error, finished_at=time.time())
+    if problem:
+        status["error"] = f"{status['error']}; {problem}" if status.get("error") else problem
+    if problem or not final:
+        write_json(status_path, status)
+    return status

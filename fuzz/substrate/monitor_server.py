@@ -1,0 +1,377 @@
+"""The container monitor's event loop: requests on its socket, and its jobs' processes.
+
+One thread, one ``poll``: the listening socket, the client connections, the
+pidfds of every runc and container init the jobs watch, and a wakeup pipe for
+SIGTERM/SIGINT. Requests are JSON lines, one per connection, each answered with
+one JSON line (then the connection is closed):
+
+``{"op": "start", "id", "runc", "rootfs", "config", "spec", "timeout", "grace", "cgroup"}``
+    make the container's directory (``{"error", "exists": true}`` when it
+    exists), run the container; answered once it runs or has ended:
+    ``{"status": {...}}`` (see :class:`~fuzz.substrate.monitor_job.Job`)
+``{"op": "wait", "id", "cleaned": bool}``
+    answered once the container has ended (with ``cleaned``: once its cleanup is
+    done too): ``{"status": {...}}`` (``null`` when there is no such container)
+``{"op": "cancel", "id"}``
+    re-read the container's ``cancel`` file and act on it: ``{"ok": true}``
+``{"op": "check", "id"}``
+    the status, after settling a container that no monitor watches: ``{"status": ...}``
+``{"op": "shutdown"}``
+    stop every job (SIGTERM, its grace, SIGKILL), clean up, answer, exit
+
+Errors are answered as ``{"error": "one line"}`` (with ``"retry": true`` from a
+monitor that is shutting down: ask its successor). Only monitors make container
+directories, so an unfinished container that is not this monitor's belonged to
+one that died: all of those are settled at startup (:meth:`Monitor.sweep`), and
+any found later when first asked about
+(:func:`~fuzz.substrate.monitor_job.settle`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import time
+
+from fuzz.substrate.monitor_cgroup import cgroup_mounts
+from fuzz.substrate.monitor_files import (
+    CONTAINERS_DIR,
+    FINAL_STATES,
+    SPARE_PREFIX,
+    STATUS_FILE,
+    read_json,
+)
+from fuzz.substrate.monitor_job import Job, settle
+from fuzz.substrate.monitor_runc import Runc
+from fuzz.substrate.monitor_spare import Spare
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+MAX_REQUEST = 16 * 1024 * 1024  # a start request carries the OCI config and the spec
+RECV_SIZE = 256 * 1024
+UCRED = struct.Struct("3i")
+
+
+class Client:
+    """One connection: the request being read, then what it waits for."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        """Wrap an accepted, non-blocking connection."""
+        self.sock = sock
+        self.buffer = b""
+        self.waiting: tuple[str, str] | None = None  # (container id, "start"|"exit"|"clean")
+
+
+class Monitor:
+    """Runs and watches every container of one state dir; see the module docstring."""
+
+    def __init__(self, state_dir: str, runc: str, run_dir: str) -> None:
+        """Serve ``state_dir``'s containers; ``runc`` settles orphans that name none.
+
+        ``run_dir`` is a tmpfs of the monitor's own for runc's pid files and logs.
+        """
+        self.state_dir = state_dir
+        self.run_dir = run_dir
+        self.root = os.path.join(state_dir, CONTAINERS_DIR)
+        self.runc = Runc(runc)
+        self.cgroup_mounts = cgroup_mounts()
+        self.poller = select.poll()
+        self.callbacks: dict[int, Callable[[], None]] = {}
+        self.jobs: dict[str, Job] = {}
+        self.clients: dict[int, Client] = {}
+        self.waiters: dict[str, list[Client]] = {}
+        self.stopping = False
+        self.shutdown_clients: list[Client] = []
+        self.stop_signalled = False
+        self.spare = Spare(self.root)
+
+    # --- the Host interface of jobs
+
+    def watch(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever ``fd`` is readable."""
+        self.callbacks[fd] = callback
+        self.poller.register(fd, select.POLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd`` (a no-op when it is not watched)."""
+        if self.callbacks.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+
+    def job_changed(self, job: Job) -> None:
+        """Answer the clients waiting for what ``job`` has now reached."""
+        reached = {"start"}
+        if job.final:
+            reached.add("exit")
+        if job.phase == "done":
+            reached.add("clean")
+            del self.jobs[job.id]
+        waiting = self.waiters.get(job.id, [])
+        for client in [c for c in waiting if c.waiting and c.waiting[1] in reached]:
+            self.reply(client, {"status": job.status})
+        if job.phase == "done":
+            self.waiters.pop(job.id, None)
+
+    # --- settling what no monitor watches
+
+    def settle(self, container_id: str) -> dict[str, Any] | None:
+        """Settle a container this monitor does not run; its status (None: it is gone)."""
+        return settle(os.path.join(self.root, container_id), self.runc)
+
+    def sweep(self) -> None:
+        """Settle what dead monitors left (unfinished jobs, cleanups); drop their spares."""
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(SPARE_PREFIX):
+                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+            elif not name.startswith("."):
+                self.settle(name)
+
+    # --- clients
+
+    def accept(self, listener: socket.socket) -> None:
+        """Accept a connection from our own user (or root) only."""
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        _, uid, _ = UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
+        if uid not in (0, os.geteuid()):
+            sock.close()
+            return
+        sock.setblocking(False)
+        client = Client(sock)
+        self.clients[sock.fileno()] = client
+        self.watch(sock.fileno(), lambda: self.readable(client))
+        self.readable(client)  # the request is usually there already
+
+    def readable(self, client: Client) -> None:
+        """Read a request, or notice that a waiting client has gone away."""
+        try:
+            data = client.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data or client.waiting is not None:
+            self.drop(client)  # gone (or talking out of turn)
+            return
+        client.buffer += data
+        if b"\n" not in client.buffer:
+            if len(client.buffer) > MAX_REQUEST:
+                self.drop(client)
+            return
+        line = client.buffer.split(b"\n", 1)[0]
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
+            self.handle(client, request)
+        except (ValueError, TypeError, KeyError) as exc:
+            self.reply(client, {"error": f"bad request: {exc}"})
+
+    def drop(self, client: Client) -> None:
+        """Forget a client and close its connection."""
+        fd = client.sock.fileno()
+        if fd >= 0:
+            self.unwatch(fd)
+            self.clients.pop(fd, None)
+        if client.waiting is not None:
+            waiting = self.waiters.get(client.waiting[0], [])
+            if client in waiting:
+                waiting.remove(client)
+            client.waiting = None
+        client.sock.close()
+
+    def reply(self, client: Client, answer: dict[str, Any]) -> None:
+        """Send ``answer`` and close the connection (a client that cannot take it is dropped)."""
+        with contextlib.suppress(OSError):
+            client.sock.send(json.dumps(answer).encode() + b"\n")
+        self.drop(client)
+
+    def wait_for(self, client: Client, container_id: str, what: str) -> None:
+        """Answer ``client`` once the job reaches ``what`` (start, exit or clean)."""
+        client.waiting = (container_id, what)
+        self.waiters.setdefault(container_id, []).append(client)
+
+    # --- requests
+
+    def handle(self, client: Client, request: dict[str, Any]) -> None:
+        """Dispatch one request."""
+        op = request.get("op")
+        if op == "shutdown":
+            self.shutdown_clients.append(client)
+            client.waiting = ("", "shutdown")
+            self.stop()
+            return
+        container_id = str(request.get("id", ""))
+        if not container_id or "/" in container_id or container_id.startswith("."):
+            self.reply(client, {"error": f"bad container id {container_id!r}"})
+        elif op == "start":
+            self.start(client, container_id, request)
+        elif op == "wait":
+            self.wait(client, container_id, "clean" if request.get("cleaned") else "exit")
+        elif op == "cancel":
+            job = self.jobs.get(container_id)
+            if job is not None:
+                job.on_cancel()
+            self.reply(client, {"ok": True})
+        elif op == "check":
+            job = self.jobs.get(container_id)
+            self.reply(client, {"status": job.status if job else self.settle(container_id)})
+        else:
+            self.reply(client, {"error": f"unknown op {op!r}"})
+
+    def start(self, client: Client, container_id: str, request: dict[str, Any]) -> None:
+        """Make the container's directory, launch it, and answer once it runs or has ended."""
+        if self.stopping:
+            self.reply(client, {"error": "the container monitor is shutting down", "retry": True})
+            return
+        for key in ("runc", "rootfs", "config", "spec"):
+            if not isinstance(request.get(key), str):
+                self.reply(client, {"error": f"bad start request: no {key!r}"})
+                return
+        directory = os.path.join(self.root, container_id)
+        if container_id in self.jobs or os.path.lexists(directory):
+            self.reply(client, {"error": f"container {container_id!r} exists", "exists": True})
+            return
+        try:
+            premount = self.spare.take(directory)
+        except OSError as exc:
+            self.reply(client, {"error": f"cannot make {directory}: {exc}"})
+            return
+        job = Job(self, directory, request, self.run_dir)
+        self.jobs[container_id] = job
+        self.wait_for(client, container_id, "start")
+        job.launch(premount)
+        if job.image is not None:
+            self.spare.image = job.image
+        self.replenish()
+
+    def replenish(self) -> None:
+        """Make the next spare directory (while runc works), unless stopping."""
+        if self.stopping:
+            return
+        try:
+            self.spare.make()
+        except OSError as exc:
+            print(f"cannot make a spare container directory: {exc}", file=sys.stderr)
+
+    def wait(self, client: Client, container_id: str, what: str) -> None:
+        """Answer now if the container has got there, else once it does."""
+        job = self.jobs.get(container_id)
+        if job is not None:
+            if (what == "exit" and job.final) or (what == "clean" and job.phase == "done"):
+                self.reply(client, {"status": job.status})
+            else:
+                self.wait_for(client, container_id, what)
+            return
+        status = read_json(os.path.join(self.root, container_id, STATUS_FILE))
+        if (
+            status is None
+            or status.get("state") not in FINAL_STATES
+            or (what == "clean" and Runc.knows(container_id))
+        ):
+            status = self.settle(container_id)
+        self.reply(client, {"status": status})
+
+    # --- stopping
+
+    def stop(self) -> None:
+        """Refuse new containers; stop every job with its own grace; exit once all are done."""
+        self.stopping = True
+        for job in list(self.jobs.values()):
+            job.stop()
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        """SIGTERM/SIGINT: stop (acted on by the loop, woken through the wakeup fd)."""
+        self.stop_signalled = True
+
+    # --- the loop
+
+    def reap_strays(self) -> None:
+        """Reap children no job knows (a runc whose own child outlived it, say).
+
+        Peeks at one exited child at a time. A container init becomes our child
+        only when its runc exits, so an unknown child is a stray unless some
+        job's runc has exited and awaits its turn in the loop.
+        """
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            jobs = list(self.jobs.values())
+            if any(info.si_pid in job.known_pids() for job in jobs):
+                return
+            if any(job.runc_exited() for job in jobs):
+                return
+            os.waitpid(info.si_pid, 0)
+
+    def timeout_ms(self) -> int:
+        """How long the loop may sleep before a job's deadline (-1: until an event)."""
+        moments = [m for m in (job.next_wakeup() for job in self.jobs.values()) if m is not None]
+        if not moments:
+            return -1
+        return max(0, int((min(moments) - time.monotonic()) * 1000) + 1)
+
+    def serve(self, listener: socket.socket) -> None:
+        """Run until stopped and every job is cleaned up."""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        listener.setblocking(False)
+        self.watch(listener.fileno(), lambda: self.accept(listener))
+        self.watch(wake_r, lambda: self.drain(wake_r))
+        while not (self.stopping and not self.jobs):
+            for fd, _ in self.poller.poll(self.timeout_ms()):
+                callback = self.callbacks.get(fd)
+                if callback is not None:
+                    self.guarded(callback)
+            if self.stop_signalled and not self.stopping:
+                self.stop()
+            now = time.monotonic()
+            for job in list(self.jobs.values()):
+                self.guarded(job.tick, now)
+            self.reap_strays()
+        self.unwatch(listener.fileno())
+        self.spare.discard()
+        for client in self.shutdown_clients:
+            client.waiting = None
+            self.reply(client, {"ok": True})
+        for client in list(self.clients.values()):
+            self.drop(client)
+
+    @staticmethod
+    def guarded(callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback(*args)``; a bug in it is logged, never allowed to kill the monitor."""
+        try:
+            callback(*args)
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+
+    @staticmethod
+    def drain(fd: int) -> None:
+        """Empty the signal wakeup pipe."""
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
