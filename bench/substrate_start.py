@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fuzz.substrate.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
 from fuzz.substrate.client import AgentClient
+from fuzz.substrate.containers import ContainerManager
 from fuzz.testing.oci import BUSYBOX_REPO, build_busybox_layout, push_layout, serve_registry
 
 RUNS = 100
@@ -116,6 +117,8 @@ def main() -> int:
                 client.close()
                 agent.terminate()
                 agent.wait(30)
+                # Jobs outlive the agent, so its container monitor does too: stop it here.
+                ContainerManager(workdir / "agent").shutdown_monitor()
             rootfs = next((workdir / "agent" / "images" / "rootfs").iterdir())
             bare_times = time_bare_runc(rootfs, workdir, cpu, RUNS)
     finally:

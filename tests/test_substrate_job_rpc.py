@@ -14,6 +14,7 @@ from registry import PushedImage
 from test_substrate_agent import TOKEN, Agent, _spawn, _stop, _token_file, _wait_ready
 
 from fuzz.substrate.client import AgentClient, AgentError, AgentNotFoundError
+from fuzz.substrate.containers import ContainerManager
 
 SCRIPT = ("cat /sys/fs/cgroup/cpuset/cpuset.cpus; cat /sys/fs/cgroup/memory/memory.limit_in_bytes;"
           " id -u; id -g; pwd; echo $GREETING; cat /data/in.txt; echo out > /data/out.txt")
@@ -42,6 +43,7 @@ def node(tmp_path: Path, busybox_image: PushedImage) -> Iterator[tuple[Agent, Ag
     yield agent, client
     client.close()
     _stop(agent)
+    ContainerManager(agent.state_dir).shutdown_monitor()  # jobs outlive agents; not tests
     for pid in _processes_mentioning(tmp_path):
         os.kill(pid, signal.SIGKILL)
     listed = subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout

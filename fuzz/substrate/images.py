@@ -776,10 +776,15 @@ class ImageStore:
         return evicted
 
     def _save(self) -> None:
-        """Persist the entries (caller holds ``_lock``)."""
+        """Persist the entries (caller holds ``_lock``).
+
+        Not durable (no fsync; it runs on every pull and release): after a node crash a
+        lost entry only means its directory is dropped by :meth:`_recover` and pulled again.
+        """
         write_json_atomic(
             self.root / META_FILE,
             {"version": 1, "images": {d: e.to_json() for d, e in self._entries.items()}},
+            durable=False,
         )
 
     def _recover(self) -> None:

@@ -140,8 +140,11 @@ class JobRunner:
                 if isinstance(raw, dict)}
 
     def _save(self) -> None:
+        # Not durable: the records only matter while the node's containers live, and
+        # a node crash ends those too. An agent crash leaves the renamed file intact.
         write_json_atomic(self._path, {job_id: record.__dict__
-                                       for job_id, record in self._records.items()})
+                                       for job_id, record in self._records.items()},
+                          durable=False)
 
     def _hold_running_images(self) -> None:
         """After a restart, hold again the images of jobs that still run."""
