@@ -24,10 +24,10 @@ from fuzz.errors import FuzzError
 from fuzz.substrate.monitor_files import (
     MONITOR_LOCK,
     MONITOR_LOG,
-    lock_held,
     socket_address,
     socket_path_too_long,
 )
+from fuzz.substrate.statedir import flock_held
 
 START_TIMEOUT = 60.0  # the monitor's start (its sweep included), or a container's
 MONITOR_MAIN = "import sys; from fuzz.substrate.monitor import main; sys.exit(main())"
@@ -72,7 +72,7 @@ class MonitorClient:
 
     def alive(self) -> bool:
         """Whether a monitor holds the state dir's ``monitor.lock`` (is running)."""
-        return lock_held(self.lock_path)
+        return flock_held(self.lock_path)
 
     def pid(self) -> int | None:
         """The pid of the running monitor (None when there is none)."""

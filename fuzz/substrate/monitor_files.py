@@ -14,8 +14,6 @@ Under the agent's state dir:
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 
@@ -105,24 +103,3 @@ def socket_address(state_dir: str, dir_fd: int | None = None) -> str:
 def socket_path_too_long(state_dir: str) -> bool:
     """Whether :func:`socket_address` needs a directory fd for ``state_dir``."""
     return len(os.fsencode(os.path.join(state_dir, MONITOR_SOCKET))) > SOCKET_PATH_MAX
-
-
-def lock_held(path: str) -> bool:
-    """True while some process holds an exclusive ``flock`` on ``path``.
-
-    Probes with a non-blocking shared lock on a fresh descriptor; the kernel
-    drops the holder's lock when it dies, however it dies.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise
-    finally:
-        os.close(fd)  # also releases the probe's own lock
-    return False

@@ -104,15 +104,15 @@ def release_lock(fd: int) -> None:
         os.close(fd)
 
 
-def lock_held(state_dir: Path) -> bool:
-    """True while a live agent holds ``state_dir/agent.lock``.
+def flock_held(path: Path | str) -> bool:
+    """True while some process holds an exclusive ``flock`` on ``path``.
 
     Probes with a non-blocking shared ``flock`` on a fresh descriptor, which fails
-    exactly while an agent holds its exclusive lock; the kernel drops that lock
-    when the agent dies, however it dies.
+    exactly while the holder keeps its exclusive lock; the kernel drops that lock
+    when the holder dies, however it dies.
     """
     try:
-        fd = os.open(state_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
@@ -124,6 +124,11 @@ def lock_held(state_dir: Path) -> bool:
     finally:
         os.close(fd)  # also releases the probe's own lock
     return False
+
+
+def lock_held(state_dir: Path) -> bool:
+    """True while a live agent holds ``state_dir/agent.lock``."""
+    return flock_held(state_dir / LOCK_FILE)
 
 
 def lock_pid(state_dir: Path) -> int | None:
