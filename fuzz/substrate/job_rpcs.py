@@ -39,7 +39,7 @@ from fuzz.substrate.leases import LeaseNotFound
 DEFAULT_GRACE = 10.0
 _Reply = TypeVar("_Reply")
 
-_STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (
+_STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (  # for image and job calls
     (ImageNotFoundError, grpc.StatusCode.NOT_FOUND),
     (ContainerNotFoundError, grpc.StatusCode.NOT_FOUND),
     (ImageAuthError, grpc.StatusCode.PERMISSION_DENIED),
@@ -54,9 +54,14 @@ _STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (
 )
 
 
-def abort_for(context: grpc.ServicerContext, exc: FuzzError) -> NoReturn:
-    """End the call with the status that fits ``exc`` (INTERNAL for the unexpected)."""
-    for kind, code in _STATUS:
+StatusTable = tuple[tuple[type[FuzzError], grpc.StatusCode], ...]
+
+
+def abort_for(
+    context: grpc.ServicerContext, exc: FuzzError, table: StatusTable | None = None
+) -> NoReturn:
+    """End the call with the status ``table`` gives ``exc`` (INTERNAL for the unexpected)."""
+    for kind, code in _STATUS if table is None else table:
         if isinstance(exc, kind):
             context.abort(code, str(exc))
     context.abort(grpc.StatusCode.INTERNAL, str(exc))

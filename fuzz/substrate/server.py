@@ -31,7 +31,7 @@ from fuzz.errors import FuzzError
 from fuzz.substrate.auth import BearerTokenInterceptor
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.inventory import MachineInventory, read_inventory
-from fuzz.substrate.job_rpcs import JobRpcs
+from fuzz.substrate.job_rpcs import JobRpcs, abort_for
 from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
 from fuzz.substrate.leases import (
     DEFAULT_TTL,
@@ -271,10 +271,7 @@ class SubstrateService(JobRpcs):
         try:
             return call(self.book())
         except FuzzError as exc:
-            for kind, code in _LEASE_STATUS:
-                if isinstance(exc, kind):
-                    context.abort(code, str(exc))
-            raise
+            abort_for(context, exc, _LEASE_STATUS)
 
 
 # --- the process --------------------------------------------------------------------------
