@@ -67,3 +67,15 @@ def parse_size(text: str | int | float) -> int:
         raise ValueError(f"invalid size {text!r}: use e.g. 512MiB, 12GB")
     number, unit = match.group(1), (match.group(2) or "").lower()
     return int(Decimal(number) * _SIZE_FACTORS[unit])
+
+
+def format_bytes(amount: int) -> str:
+    """``8589934592`` -> ``8.0 GiB`` (binary units, one decimal; plain bytes below 1 KiB)."""
+    if amount < 1024:
+        return f"{amount} B"
+    value = amount / 1024
+    units = ["KiB", "MiB", "GiB", "TiB", "PiB"]
+    while value >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{value:.1f} {units[0]}"

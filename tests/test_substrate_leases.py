@@ -26,7 +26,6 @@ from fuzz.substrate.leases import (
     LeaseRequest,
     LeaseRequestError,
     LeaseStateError,
-    format_bytes,
 )
 
 GiB = 1024**3
@@ -194,12 +193,6 @@ def test_invalid_requests(book: LeaseBook, request_: LeaseRequest, message: str)
     with pytest.raises(LeaseRequestError, match=f"^{message}".replace("(", r"\(")):
         book.acquire(request_)
     assert book.list() == []
-
-
-def test_format_bytes() -> None:
-    assert [format_bytes(n) for n in (0, 1023, 1024, 1536 * 1024**2, 3 * 1024**5)] == [
-        "0 B", "1023 B", "1.0 KiB", "1.5 GiB", "3.0 PiB"
-    ]
 
 
 # --- lifetime -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fuzz.units import parse_duration, parse_size
+from fuzz.units import format_bytes, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
@@ -125,3 +125,9 @@ def test_parse_size_rejects_fractional_floats(value: float) -> None:
 def test_parse_size_rejects_other_types(value: object) -> None:
     with pytest.raises(ValueError, match="invalid size"):
         parse_size(value)  # type: ignore[arg-type]
+
+
+def test_format_bytes() -> None:
+    assert [format_bytes(n) for n in (0, 1023, 1024, 1536 * 1024**2, 3 * 1024**5)] == [
+        "0 B", "1023 B", "1.0 KiB", "1.5 GiB", "3.0 PiB"
+    ]

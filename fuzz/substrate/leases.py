@@ -42,6 +42,7 @@ from typing import Any
 from fuzz.errors import FuzzError
 from fuzz.substrate.inventory import GpuInfo, MachineInventory
 from fuzz.substrate.statedir import write_json_atomic
+from fuzz.units import format_bytes
 
 AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
 GPU = "nvidia.com/gpu"
@@ -164,18 +165,6 @@ def _typed(value: Any, kind: Any) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ValueError(f"unexpected value {value!r}")
     return value
-
-
-def format_bytes(amount: int) -> str:
-    """``8589934592`` -> ``8.0 GiB`` (binary units, one decimal; plain bytes below 1 KiB)."""
-    if amount < 1024:
-        return f"{amount} B"
-    value = amount / 1024
-    units = ["KiB", "MiB", "GiB", "TiB", "PiB"]
-    while value >= 1024 and len(units) > 1:
-        value /= 1024
-        units.pop(0)
-    return f"{value:.1f} {units[0]}"
 
 
 # --- the pure allocator ----------------------------------------------------------------
