@@ -76,8 +76,9 @@ def serve_command(
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from fuzz.grpcserve import TlsFiles
     from fuzz.substrate.auth import read_token_file
-    from fuzz.substrate.server import TlsFiles, serve
+    from fuzz.substrate.server import serve
     from fuzz.units import parse_size
 
     parsed = parse_labels(labels)
