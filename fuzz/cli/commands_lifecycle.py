@@ -25,6 +25,7 @@ from fuzz.cli.render import (
     print_json,
     print_plan,
     summary_line,
+    validation_json,
 )
 from fuzz.engine.model import Plan, State
 from fuzz.errors import ConfigError, FuzzError
@@ -76,12 +77,11 @@ def validate(app: AppContext, as_json: bool) -> None:
         providers = len(ws.contexts)
     except SpecError as exc:
         if as_json:
-            print_json(app.out, {"valid": False,
-                                 "problems": [p.to_json() for p in exc.problems]})
+            print_json(app.out, validation_json(exc.problems))
             sys.exit(1)
         raise
     if as_json:
-        print_json(app.out, {"valid": True, "problems": []})
+        print_json(app.out, validation_json([]))
     else:
         app.out.print(f"[green]Success![/] {ws.spec_path} is valid "
                       f"({len(ws.loaded.spec.pools)} pool(s), {providers} provider block(s)).")

@@ -35,10 +35,10 @@ def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) 
 
 
 def _register_commands() -> None:
-    from fuzz.cli import commands_info, commands_lifecycle, commands_state
+    from fuzz.cli import commands_info, commands_lifecycle, commands_state, commands_workflow
     from fuzz.substrate.cli import substrate
 
-    for module in (commands_lifecycle, commands_state, commands_info):
+    for module in (commands_lifecycle, commands_state, commands_info, commands_workflow):
         for command in module.COMMANDS:
             cli.add_command(command)
     cli.add_command(substrate)
