@@ -15,7 +15,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from fuzz.errors import FuzzError
 from fuzz.substrate.auth import HEALTH_SERVICE, BearerTokenInterceptor
 
+StatusTable = tuple[tuple[type[FuzzError], grpc.StatusCode], ...]
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
@@ -138,3 +139,11 @@ def restore_signal_handlers(previous: dict[int, SignalHandler]) -> None:
     """Put back the handlers :func:`install_signal_handlers` replaced."""
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+
+
+def abort_with(context: grpc.ServicerContext, exc: FuzzError, table: StatusTable) -> NoReturn:
+    """End the call with the status ``table`` gives ``exc`` (INTERNAL for the unexpected)."""
+    for kind, code in table:
+        if isinstance(exc, kind):
+            context.abort(code, str(exc))
+    context.abort(grpc.StatusCode.INTERNAL, str(exc))
