@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.orchestrate.connect import orchestrator_client
 from fuzz.plugins import PluginSet, load_plugins
-from fuzz.provider_api import ProviderContext
+from fuzz.provider_api import JoinInfo, ProviderContext
 from fuzz.provisioning import ProviderGateway, provider_contexts
 from fuzz.spec.loader import LoadedSpec, load_cluster_spec
 from fuzz.state_api import LockInfo
@@ -39,8 +41,24 @@ class Workspace:
 
     @cached_property
     def gateway(self) -> ProviderGateway:
-        """The engine's node operations through the provider plugins."""
-        return ProviderGateway(self.plugins, self.contexts)
+        """The engine's node operations through the provider plugins.
+
+        With an ``orchestrator:`` block, new nodes get their join tokens from it.
+        """
+        if self.loaded.spec.orchestrator is None:
+            return ProviderGateway(self.plugins, self.contexts)
+        client = self.orchestrator
+
+        def join(address: str) -> JoinInfo:
+            issued = client.issue_join_token(address)
+            return JoinInfo(token=issued.token, orchestrator=issued.orchestrator)
+
+        return ProviderGateway(self.plugins, self.contexts, join)
+
+    @cached_property
+    def orchestrator(self) -> OrchestratorClient:
+        """A client for the cluster's orchestrator (from the spec's ``orchestrator:`` block)."""
+        return orchestrator_client(self.loaded)
 
     @cached_property
     def store(self) -> StateStore:

@@ -161,6 +161,30 @@ class PoolSpec(StrictModel):
         return parse_duration(self.idle_ttl)
 
 
+class OrchestratorSpec(StrictModel):
+    """The ``orchestrator:`` block: where ``fuzz server`` listens and keeps its data.
+
+    ``fuzz apply`` asks this server for each new node's join token, and the CLI's
+    ``workflow`` and ``secret`` commands talk to it.
+    """
+
+    listen: str = Field(default="127.0.0.1:7400", description="HOST:PORT the server binds.")
+    advertise: str | None = Field(
+        default=None, description="HOST:PORT nodes and clients use (default: listen).")
+    data_dir: str = Field(default=".fuzz/server",
+                          description="Database, keys and logs, relative to the spec.")
+    volume_root: str | None = Field(
+        default=None, description="Where volumes live, seen by every node at the same path "
+        "(default: DATA_DIR/volumes).")
+    job_uid: int = Field(default=65534, ge=0, description="The uid jobs run as.")
+    job_gid: int = Field(default=65534, ge=0, description="The gid jobs run as.")
+
+    @property
+    def address(self) -> str:
+        """Where clients reach the server."""
+        return self.advertise or self.listen
+
+
 class ClusterSpec(StrictModel):
     """The whole ``fuzz.yaml``.
 
@@ -173,6 +197,7 @@ class ClusterSpec(StrictModel):
     state: StateSpec = Field(default_factory=StateSpec)
     providers: dict[str, ProviderSpec] = Field(default_factory=dict)
     pools: dict[Name, PoolSpec] = Field(default_factory=dict)
+    orchestrator: OrchestratorSpec | None = None
 
     @field_validator("version")
     @classmethod

@@ -34,6 +34,7 @@ from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.inventory import MachineInventory, read_inventory
 from fuzz.substrate.job_rpcs import JobRpcs, abort_for
 from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
+from fuzz.substrate.join import JoinSettings, keep_registered
 from fuzz.substrate.leases import (
     DEFAULT_TTL,
     Lease,
@@ -290,6 +291,7 @@ def serve(
     image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
     insecure_registries: tuple[str, ...] = (),
     tls: TlsFiles | None = None,
+    join: JoinSettings | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
@@ -297,8 +299,9 @@ def serve(
     publishes ``state_dir/agent.json`` once the server answers; removes it on the way
     out. With ``inventory_file`` the node is the one declared there (see
     :mod:`fuzz.substrate.declared`), not the hardware. With ``tls`` it serves TLS
-    only. Raises AgentStartError or DeclaredInventoryError (FuzzErrors) when it
-    cannot start.
+    only. With ``join`` it registers with that orchestrator and keeps doing so
+    (:mod:`fuzz.substrate.join`). Raises AgentStartError or DeclaredInventoryError
+    (FuzzErrors) when it cannot start.
     """
     if not token:
         raise AgentStartError("the agent's token must not be empty")
@@ -339,6 +342,11 @@ def serve(
                 "node_id": service.node_id,
             },
         )
+        if join is not None:
+            threading.Thread(
+                target=keep_registered, args=(join, running.endpoint, token, labels, stop_event),
+                name="join", daemon=True,
+            ).start()
         stop_event.wait()
     finally:
         if running is not None:
