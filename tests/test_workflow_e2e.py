@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,12 +29,13 @@ from tests.workflowutil import (
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory,
-            busybox_image: PushedImage) -> Iterator[LocalCluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage,
+            auth_busybox_image: PushedImage) -> Iterator[LocalCluster]:
     """Two local nodes and their orchestrator, for every test of this module."""
     directory = tmp_path_factory.mktemp("cluster")
     os.chmod(directory, 0o755)  # jobs run as nobody; volumes live under it
-    with local_cluster(directory, busybox_image.registry.host, free_port()) as running:
+    registries = [busybox_image.registry.host, auth_busybox_image.registry.host]
+    with local_cluster(directory, registries, free_port()) as running:
         yield running
 
 
@@ -264,3 +267,110 @@ jobs:
                for line in lines), result.err
     assert any("needs 64 cores; the largest node has" in line for line in lines), result.err
     assert cluster.fuzz("workflow", "status", "bad").code == 1
+
+
+def test_a_restarted_server_finishes_the_workflow_without_rerunning_jobs(
+        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    fuzzfile = f"""\
+version: v1
+volumes:
+  marks: {{reference: volume://user/persistent/e2e-restart}}
+jobs:
+  first:
+    image: {{uri: {busybox_image.reference}}}
+    script: echo ran >> /marks/first
+    mounts: {{marks: {{location: /marks}}}}
+  long:
+    image: {{uri: {busybox_image.reference}}}
+    script: echo started >> /marks/long; sleep 4; echo done >> /marks/long
+    mounts: {{marks: {{location: /marks}}}}
+    requires: [first]
+  last:
+    image: {{uri: {busybox_image.reference}}}
+    script: echo ran >> /marks/last
+    mounts: {{marks: {{location: /marks}}}}
+    requires: [long]
+"""
+    cluster.start("restart", fuzzfile)
+    cluster.wait_for("restart", "long", "RUNNING")
+    os.kill(cluster.server_pid(), signal.SIGKILL)
+    time.sleep(0.5)
+    cluster.ok("server", "--detach")
+    status = cluster.wait("restart")
+    assert status["state"] == "SUCCEEDED", dump(status)
+    tasks = tasks_by_key(status)
+    assert [tasks[k]["attempt"] for k in ("first", "long", "last")] == [1, 1, 1]
+    marks = cluster.data_dir / "volumes" / "persistent" / "default" / "e2e-restart"
+    assert (marks / "first").read_text() == "ran\n"  # not run again
+    assert (marks / "long").read_text() == "started\ndone\n"  # re-adopted, not restarted
+    assert (marks / "last").read_text() == "ran\n"
+
+
+def test_secrets_pull_private_images_and_never_show_their_value(
+        cluster: LocalCluster, auth_busybox_image: PushedImage) -> None:
+    registry = auth_busybox_image.registry
+    value = f"{registry.username}:{registry.password}"
+    made = cluster.ok("secret", "create", "regcred", "--from-literal", value, "--json")
+    assert value not in made.out and registry.password not in made.out
+    assert cluster.fuzz("secret", "create", "regcred", "--from-literal", "x").code == 1
+    fuzzfile = f"""\
+version: v1
+jobs:
+  private:
+    image: {{uri: {auth_busybox_image.reference}, secret: secret://user/regcred}}
+    script: env; echo private image ran
+"""
+    cluster.start("private", fuzzfile)
+    status = cluster.wait("private")
+    assert status["state"] == "SUCCEEDED", dump(status)
+    password = str(registry.password)
+    outputs = [
+        cluster.ok("workflow", "status", "private", "--json").out,
+        cluster.ok("workflow", "describe", "private").out,
+        cluster.ok("workflow", "log", "private", "private").out,
+        cluster.ok("secret", "list", "--json").out,
+    ]
+    assert "private image ran" in outputs[2]
+    assert all(password not in text for text in outputs)
+    stored = b"".join(path.read_bytes() for path in cluster.data_dir.rglob("*")
+                      if path.is_file())
+    assert password.encode() not in stored
+    unknown = cluster.directory / "unknown-secret.yaml"
+    unknown.write_text(fuzzfile.replace("regcred", "nope"))
+    result = cluster.fuzz("workflow", "start", "private2", str(unknown))
+    assert result.code == 1 and "no secret 'nope'" in result.err
+    cluster.ok("secret", "delete", "regcred")
+    assert "regcred" not in cluster.ok("secret", "list").out
+
+
+def test_workflows_declared_in_the_spec_are_planned_and_applied(
+        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    spec = cluster.directory / "fuzz.yaml"
+    original = spec.read_text()
+    pipeline = cluster.directory / "ci.yaml"
+    body = f"""\
+version: v1
+jobs:
+  build:
+    image: {{uri: {busybox_image.reference}}}
+    command: [echo, "{{message}}"]
+"""
+    pipeline.write_text(body.replace("{message}", "first"))
+    spec.write_text(original + "workflows:\n  ci: {file: ci.yaml}\n")
+    try:
+        planned = cluster.ok("plan", "--json").json()
+        assert [(w["name"], w["action"]) for w in planned["workflows"]] == [("ci", "start")]
+        assert cluster.fuzz("plan", "--detailed-exitcode").code == 2
+        applied = cluster.ok("apply", "--auto-approve")
+        assert "started workflow ci run 1 (no run recorded)" in applied.out
+        assert cluster.wait("ci")["state"] == "SUCCEEDED"
+        assert cluster.ok("workflow", "log", "ci", "build").out == "first\n"
+        assert cluster.fuzz("plan", "--detailed-exitcode").code == 0
+        assert "unchanged ci: run 1 (succeeded) used this content" in cluster.ok("plan").out
+        pipeline.write_text(body.replace("{message}", "second"))
+        assert "new run of ci: ci.yaml changed since run 1" in cluster.ok("plan").out
+        assert "started workflow ci run 2" in cluster.ok("apply", "--auto-approve").out
+        assert cluster.wait("ci")["run"] == 2
+        assert cluster.ok("workflow", "log", "ci", "build").out == "second\n"
+    finally:
+        spec.write_text(original)

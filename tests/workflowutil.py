@@ -27,7 +27,7 @@ state:
 providers:
   local:
     workdir: .fuzz/nodes
-    insecure_registries: ["{registry}"]
+    insecure_registries: {registries}
 pools:
   cpu:
     provider: local
@@ -62,6 +62,10 @@ class LocalCluster:
         path.write_text(fuzzfile)
         self.ok("workflow", "start", name, str(path))
         return path
+
+    def server_pid(self) -> int:
+        """The pid of the running orchestrator."""
+        return int(json.loads((self.data_dir / "server.json").read_text())["pid"])
 
     def status(self, name: str) -> dict[str, Any]:
         """``fuzz workflow status NAME --json``."""
@@ -113,11 +117,11 @@ def wait_for_nodes(cluster: LocalCluster, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(directory: Path, registry: str, port: int, nodes: int = 2,
+def local_cluster(directory: Path, registries: list[str], port: int, nodes: int = 2,
                   cluster: str = "e2e") -> Iterator[LocalCluster]:
     """Bring a cluster up (server, nodes) in ``directory``; tear everything down after."""
-    (directory / "fuzz.yaml").write_text(
-        CLUSTER_SPEC.format(cluster=cluster, registry=registry, port=port, nodes=nodes))
+    (directory / "fuzz.yaml").write_text(CLUSTER_SPEC.format(
+        cluster=cluster, registries=json.dumps(registries), port=port, nodes=nodes))
     running = LocalCluster(directory, nodes)
     try:
         running.ok("init")

@@ -11,7 +11,7 @@ from pathlib import Path
 from fuzz.orchestrate.client import OrchestratorClient
 from fuzz.orchestrate.connect import orchestrator_client
 from fuzz.plugins import PluginSet, load_plugins
-from fuzz.provider_api import JoinInfo, ProviderContext
+from fuzz.provider_api import ProviderContext
 from fuzz.provisioning import ProviderGateway, provider_contexts
 from fuzz.spec.loader import LoadedSpec, load_cluster_spec
 from fuzz.state_api import LockInfo
@@ -47,13 +47,7 @@ class Workspace:
         """
         if self.loaded.spec.orchestrator is None:
             return ProviderGateway(self.plugins, self.contexts)
-        client = self.orchestrator
-
-        def join(address: str) -> JoinInfo:
-            issued = client.issue_join_token(address)
-            return JoinInfo(token=issued.token, orchestrator=issued.orchestrator)
-
-        return ProviderGateway(self.plugins, self.contexts, join)
+        return ProviderGateway(self.plugins, self.contexts, self.orchestrator.issue_join_token)
 
     @cached_property
     def orchestrator(self) -> OrchestratorClient:

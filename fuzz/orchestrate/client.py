@@ -15,6 +15,7 @@ from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import orchestrator_pb2_grpc
 from fuzz.errors import FuzzError
 from fuzz.grpcclient import DEFAULT_TIMEOUT, GrpcClient, status_of
+from fuzz.provider_api import JoinInfo
 
 START_TIMEOUT = 60.0
 
@@ -71,11 +72,10 @@ class OrchestratorClient(GrpcClient):
             labels=dict(labels)), None)
         return bool(reply.first)
 
-    def issue_join_token(self, node: str) -> pb.JoinToken:
-        """A join token for a node about to be created."""
-        reply: pb.JoinToken = self._call(
-            self._stub.IssueJoinToken, pb.IssueJoinTokenRequest(node=node), None)
-        return reply
+    def issue_join_token(self, node: str) -> JoinInfo:
+        """How a node about to be created joins: a new join token and where to register."""
+        reply = self._call(self._stub.IssueJoinToken, pb.IssueJoinTokenRequest(node=node), None)
+        return JoinInfo(token=str(reply.token), orchestrator=str(reply.orchestrator))
 
     def list_nodes(self) -> list[pb.Node]:
         """The registered nodes."""

@@ -22,9 +22,9 @@ from fuzz.orchestrate.records import (
     WorkflowRecord,
 )
 from fuzz.orchestrate.taskexec import LaunchPlan
+from fuzz.spec.cluster import WORKFLOW_NAME_PATTERN
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec
 
-WORKFLOW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -34,7 +34,7 @@ class WorkflowNameError(FuzzError):
 
 def check_workflow_name(name: str) -> str:
     """``name`` if it is a valid workflow name, else WorkflowNameError."""
-    if not WORKFLOW_NAME.match(name):
+    if not WORKFLOW_NAME_PATTERN.fullmatch(name):
         raise WorkflowNameError(
             f"workflow name {name!r}: use letters, digits, '_' or '-' (at most 64), "
             "starting with a letter or digit"

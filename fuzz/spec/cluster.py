@@ -25,6 +25,8 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 """Cluster and pool names: lowercase letters, digits and '-', starting with a letter, ≤ 63."""
 NODE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Static node names: letters, digits, '_', '.' and '-', not starting with punctuation."""
+WORKFLOW_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+"""Workflow names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 64."""
 STATIC_POOL_FORBIDDEN = ("offerings", "min", "max")
 """Keys of an elastic pool that a static pool (one with ``nodes:``) must not set."""
 
@@ -185,6 +187,24 @@ class OrchestratorSpec(StrictModel):
         return self.advertise or self.listen
 
 
+def _check_workflow_name(value: str) -> str:
+    if not WORKFLOW_NAME_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"invalid workflow name {value!r}: use 1-64 letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+WorkflowName = Annotated[str, AfterValidator(_check_workflow_name)]
+
+
+class WorkflowEntry(StrictModel):
+    """A workflow declared in the spec: ``fuzz apply`` starts it, and again when it changes."""
+
+    file: str = Field(description="The Fuzzfile, relative to the spec.")
+
+
 class ClusterSpec(StrictModel):
     """The whole ``fuzz.yaml``.
 
@@ -198,6 +218,7 @@ class ClusterSpec(StrictModel):
     providers: dict[str, ProviderSpec] = Field(default_factory=dict)
     pools: dict[Name, PoolSpec] = Field(default_factory=dict)
     orchestrator: OrchestratorSpec | None = None
+    workflows: dict[WorkflowName, WorkflowEntry] = Field(default_factory=dict)
 
     @field_validator("version")
     @classmethod
@@ -206,7 +227,7 @@ class ClusterSpec(StrictModel):
             raise ValueError(f"unsupported version {value}; this fuzz reads version {SPEC_VERSION}")
         return value
 
-    @field_validator("providers", "pools", mode="before")
+    @field_validator("providers", "pools", "workflows", mode="before")
     @classmethod
     def _empty_if_null(cls, value: Any) -> Any:
         return _none_to_empty(value)
