@@ -160,7 +160,7 @@ jobs:
     requires: [broken, flaky]
   slow:
     image: {{uri: {busybox_image.reference}}}
-    command: [sleep, "30"]
+    script: trap 'exit 143' TERM; sleep 30 & wait
     policy: {{timeout: {{execute: 1s}}}}
 """
     cluster.start("failing", fuzzfile)
@@ -231,7 +231,7 @@ version: v1
 jobs:
   long:
     image: {{uri: {busybox_image.reference}}}
-    command: [sleep, "300"]
+    script: trap 'exit 143' TERM; sleep 300 & wait
   next:
     image: {{uri: {busybox_image.reference}}}
     command: ["true"]

@@ -1,10 +1,4 @@
-"""Helpers for end-to-end workflow tests: a local cluster with its orchestrator, files over HTTP.
-
-:class:`LocalCluster` is the real thing a researcher gets from ``make demo``: a
-cluster spec with an ``orchestrator:`` block, ``fuzz server --detach``, ``fuzz
-apply`` (each node a real agent that joins the server), all driven through the
-``fuzz`` CLI in subprocesses.
-"""
+"""Helpers for end-to-end workflow tests on the local cluster of :mod:`fuzz.testing.cluster`."""
 
 from __future__ import annotations
 
@@ -12,39 +6,15 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fuzz.testing import cluster
 from tests.cliutil import Result, kill_agents, run_fuzz
 
-CLUSTER_SPEC = """\
-version: 1
-cluster: {cluster}
-state:
-  backend: local
-  path: .fuzz/state.json
-providers:
-  local:
-    workdir: .fuzz/nodes
-    insecure_registries: {registries}
-pools:
-  cpu:
-    provider: local
-    min: {nodes}
-    max: {nodes}
-orchestrator:
-  listen: 127.0.0.1:{port}
-  data_dir: .fuzz/server
-"""
 
-
-@dataclass
-class LocalCluster:
-    """A running local cluster and its orchestrator, in ``directory``."""
-
-    directory: Path
-    nodes: int
+class LocalCluster(cluster.LocalCluster):
+    """The cluster of :mod:`fuzz.testing.cluster` with what tests ask of it."""
 
     def fuzz(self, *args: str, timeout: float = 120, stdin: str = "") -> Result:
         """Run ``fuzz ARGS`` next to the cluster spec."""
@@ -92,46 +62,19 @@ class LocalCluster:
             assert time.monotonic() < deadline, f"{task} still {found['state']}"
             time.sleep(0.2)
 
-    @property
-    def data_dir(self) -> Path:
-        """The orchestrator's data directory."""
-        return self.directory / ".fuzz" / "server"
-
 
 def tasks_by_key(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A status's tasks by key."""
     return {task["key"]: task for task in status["tasks"]}
 
 
-def wait_for_nodes(cluster: LocalCluster, timeout: float = 60) -> None:
-    """Wait until every node of ``cluster`` has joined its orchestrator."""
-    deadline = time.monotonic() + timeout
-    from fuzz.orchestrate.connect import orchestrator_client
-    from fuzz.spec.loader import load_cluster_spec
-
-    loaded = load_cluster_spec(cluster.directory / "fuzz.yaml")
-    with orchestrator_client(loaded) as client:
-        while len([n for n in client.list_nodes() if n.state == "READY"]) < cluster.nodes:
-            assert time.monotonic() < deadline, "the nodes did not join the orchestrator"
-            time.sleep(0.2)
-
-
 @contextlib.contextmanager
-def local_cluster(directory: Path, registries: list[str], port: int, nodes: int = 2,
-                  cluster: str = "e2e") -> Iterator[LocalCluster]:
-    """Bring a cluster up (server, nodes) in ``directory``; tear everything down after."""
-    (directory / "fuzz.yaml").write_text(CLUSTER_SPEC.format(
-        cluster=cluster, registries=json.dumps(registries), port=port, nodes=nodes))
-    running = LocalCluster(directory, nodes)
+def local_cluster(directory: Path, registries: list[str], port: int) -> Iterator[LocalCluster]:
+    """Two local nodes and their orchestrator in ``directory``; every agent gone after."""
     try:
-        running.ok("init")
-        running.ok("server", "--detach")
-        running.ok("apply", "--auto-approve")
-        wait_for_nodes(running)
-        yield running
+        with cluster.local_cluster(directory, registries, port, cluster="e2e") as running:
+            yield LocalCluster(running.directory, running.nodes)
     finally:
-        running.fuzz("destroy", "--auto-approve")
-        running.fuzz("server", "--stop")
         kill_agents(directory)
 
 

@@ -56,6 +56,8 @@ from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, parse_fuzzfile
 log = logging.getLogger(__name__)
 
 TICK = 1.0
+COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
+MAX_PENDING_PER_ROUND = 256  # the head of the queue: more could not start at once anyway
 REQUEUE_BACKOFF = 1.0
 PROGRESS_SAVE_INTERVAL = 1.0
 
@@ -114,6 +116,7 @@ class Runner:
         self._transfers_running: set[tuple[str, str, str, int]] = set()
         self._not_before: dict[tuple[str, str], float] = {}
         self._waited: dict[str, int] = {}  # scheduling rounds a queued task has waited
+        self._reschedule = True  # tasks were queued or resources freed since the last round
         self._last_progress_save: dict[tuple[str, str, str, int], float] = {}
         self._workers = ThreadPoolExecutor(settings.workers, thread_name_prefix="task")
         self._movers = ThreadPoolExecutor(settings.transfer_workers,
@@ -232,10 +235,13 @@ class Runner:
         with self._lock:
             workflow = self._find_active(name)
             if workflow is not None:
-                return copy.deepcopy(WorkflowSnapshot(
-                    workflow.record, list(workflow.volumes.values()), list(workflow.transfers),
-                    list(workflow.images.values()),
-                    sorted(workflow.tasks.values(), key=lambda t: t.seq)))
+                # Shallow copies suffice: the runner replaces a record's lists, never edits them.
+                return WorkflowSnapshot(
+                    copy.copy(workflow.record),
+                    [copy.copy(v) for v in workflow.volumes.values()],
+                    [copy.copy(m) for m in workflow.transfers],
+                    [copy.copy(i) for i in workflow.images.values()],
+                    [copy.copy(t) for t in sorted(workflow.tasks.values(), key=lambda t: t.seq)])
         runs = self._store.load(WorkflowRecord, order_by="run DESC", name=name)
         if not runs:
             raise WorkflowNotFoundError(f"no workflow named {name!r}")
@@ -300,14 +306,20 @@ class Runner:
         self._wake.set()
 
     def _loop(self) -> None:
+        last_round = 0.0
         while not self._stopping.is_set():
-            self._wake.wait(TICK)
+            if self._wake.wait(TICK):
+                time.sleep(COALESCE)
             self._wake.clear()
             try:
                 with self._lock:
                     for workflow in list(self._active.values()):
                         self._advance(workflow)
-                    self._schedule()
+                    now = time.monotonic()
+                    if self._reschedule or now - last_round >= TICK:
+                        self._reschedule = False
+                        last_round = now
+                        self._schedule()
             except Exception:  # the loop must outlive any one bad decision
                 log.exception("runner pass failed")
 
@@ -326,6 +338,7 @@ class Runner:
             task = workflow.tasks[key]
             task.state = "QUEUED"
             changed.append(task)
+            self._reschedule = True
         for key, reason in step.not_run.items():
             task = workflow.tasks[key]
             task.state = "CANCELED" if record.cancel_requested else "NOT_RUN"
@@ -420,6 +433,7 @@ class Runner:
                 if self._not_before.get((workflow.record.id, task.key), 0.0) > now:
                     continue
                 queued.append((workflow, task))
+        queued = queued[:MAX_PENDING_PER_ROUND]
         if not queued:
             return
         by_key = {f"{w.record.id}/{t.key}": (w, t) for w, t in queued}
@@ -607,6 +621,7 @@ class Runner:
             task.state, task.attempt, task.waiting_for = "QUEUED", task.attempt - 1, reason
             task.nodes, task.leases, task.containers = [], [], []
             self._not_before[(workflow_id, key)] = self._clock() + REQUEUE_BACKOFF
+            self._reschedule = True
             self._store.save(task)
             self._touch()
 
@@ -618,6 +633,7 @@ class Runner:
                 return
             workflow, task = found
             workflow.plans.pop(key, None)
+            self._reschedule = True
             task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
                 self._clock()
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts

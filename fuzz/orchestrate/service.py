@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from fuzz.substrate.client import AgentError
 SERVICE_NAME = "fuzz.orchestrator.v1.Orchestrator"
 REGISTER_METHOD = f"/{SERVICE_NAME}/RegisterNode"
 WATCH_INTERVAL = 5.0
+WATCH_MIN_INTERVAL = 0.2  # a watcher sees at most five updates a second
 LOG_CHUNK = 64 * 1024
 DEFAULT_OWNER = "default"
 
@@ -124,6 +126,7 @@ class OrchestratorService:
             yield workflow_message(snapshot)
             if snapshot.record.finished_state:
                 return
+            time.sleep(WATCH_MIN_INTERVAL)
             seen = self._runner.wait_for_change(seen, WATCH_INTERVAL)
 
     def ListWorkflows(self, request: pb.ListWorkflowsRequest, context: grpc.ServicerContext

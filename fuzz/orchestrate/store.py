@@ -33,9 +33,17 @@ class StoreError(FuzzError):
     """The database cannot be opened or is of a newer version than this server."""
 
 
-def _column_types(record_type: type[Any]) -> dict[str, Any]:
+def _columns_of(record_type: type[Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(record_type)
     return {f.name: hints[f.name] for f in dataclasses.fields(record_type)}
+
+
+_COLUMNS = {record_type: _columns_of(record_type) for record_type in RECORD_TYPES}
+
+
+def _column_types(record_type: type[Any]) -> dict[str, Any]:
+    """The columns of a record type's table and their Python types (worked out once)."""
+    return _COLUMNS[record_type]
 
 
 def _sql_type(python_type: Any) -> str:

@@ -113,6 +113,7 @@ class TaskExecutor:
         """Report to ``events``."""
         self._nodes = nodes
         self._events = events
+        self._pulled: set[tuple[str, str]] = set()  # (node, image) pulled by this process
 
     # --- starting ------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class TaskExecutor:
         try:
             for rank, node in enumerate(plan.nodes):
                 client = self._nodes.client(node)
-                if not self._pull(plan, client):
+                if not self._pull(plan, node, client):
                     self._release(plan)
                     self._events.finished(plan.workflow_id, plan.key,
                                           Outcome("FAILED", 0, f"image {plan.image}: pull failed"))
@@ -164,7 +165,14 @@ class TaskExecutor:
             return None
         return leases
 
-    def _pull(self, plan: LaunchPlan, client: AgentClient) -> bool:
+    def _pull(self, plan: LaunchPlan, node: str, client: AgentClient) -> bool:
+        """Pull the image on ``node`` once, reporting progress and the digest.
+
+        Later starts skip it: starting a container resolves and pulls the image
+        itself if it must (the agent caches what a tag points at briefly).
+        """
+        if (node, plan.image) in self._pulled:
+            return True
         self._events.pulling(plan.workflow_id, plan.image)
         digest = ""
         try:
@@ -173,6 +181,7 @@ class TaskExecutor:
         except AgentError as exc:
             self._events.image_failed(plan.workflow_id, plan.image, str(exc))
             return False
+        self._pulled.add((node, plan.image))
         self._events.pulled(plan.workflow_id, plan.image, digest)
         return True
 
