@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0
 COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
-MAX_PENDING_PER_ROUND = 256  # the head of the queue: more could not start at once anyway
+MAX_PENDING_PER_ROUND = 64  # the head of the queue: more could not start at once anyway
 REQUEUE_BACKOFF = 1.0
 PROGRESS_SAVE_INTERVAL = 1.0
 

@@ -226,16 +226,18 @@ class TaskExecutor:
 
     def _supervise(self, plan: LaunchPlan) -> None:
         outcomes: list[Outcome | None] = [None] * len(plan.nodes)
+        written: list[tuple[int, int]] = [(1, 1)] * len(plan.nodes)  # unknown: fetch both
         threads = [
-            threading.Thread(target=self._wait_rank, args=(plan, rank, outcomes), daemon=True)
+            threading.Thread(target=self._wait_rank, args=(plan, rank, outcomes, written),
+                             daemon=True)
             for rank in range(1, len(plan.nodes))
         ]
         for thread in threads:
             thread.start()
-        self._wait_rank(plan, 0, outcomes)
+        self._wait_rank(plan, 0, outcomes, written)
         for thread in threads:
             thread.join()
-        self._collect_logs(plan)
+        self._collect_logs(plan, written)
         self._abandon(plan)
         failed = [o for o in outcomes if o is not None and o.state != "SUCCEEDED"]
         final = failed[0] if failed else Outcome("SUCCEEDED")
@@ -244,7 +246,8 @@ class TaskExecutor:
             final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
         self._events.finished(plan.workflow_id, plan.key, final)
 
-    def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None]) -> None:
+    def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
+                   written: list[tuple[int, int]]) -> None:
         client = self._nodes.client(plan.nodes[rank])
         container = plan.containers[rank]
         try:
@@ -259,14 +262,18 @@ class TaskExecutor:
             return
         outcome = describe_end(status, plan.timeout_seconds)
         outcomes[rank] = outcome
+        written[rank] = (status.stdout_bytes, status.stderr_bytes)
         if outcome.state != "SUCCEEDED" and len(plan.nodes) > 1:
             self.cancel(plan)  # one rank failed: the others cannot finish alone
 
-    def _collect_logs(self, plan: LaunchPlan) -> None:
-        for stream, path in zip(STREAMS, plan.log_paths, strict=True):
+    def _collect_logs(self, plan: LaunchPlan, written: list[tuple[int, int]]) -> None:
+        """Copy each rank's output here (streams a rank wrote nothing to are skipped)."""
+        for index, (stream, path) in enumerate(zip(STREAMS, plan.log_paths, strict=True)):
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as out:
                 for rank, node in enumerate(plan.nodes):
+                    if not written[rank][index]:
+                        continue
                     with contextlib.suppress(AgentError):
                         for chunk in self._nodes.client(node).stream_logs(
                                 plan.containers[rank], stream):

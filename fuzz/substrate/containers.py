@@ -343,6 +343,17 @@ class ContainerManager:
                 return ContainerStatus.from_json(container_id, data)
             time.sleep(SLOW_POLL if remaining is None else min(SLOW_POLL, remaining))
 
+    def log_sizes(self, container_id: str) -> tuple[int, int]:
+        """How many bytes the job wrote to stdout and stderr so far."""
+        directory = self.root / container_id
+        sizes = []
+        for stream in ("stdout", "stderr"):
+            try:
+                sizes.append((directory / f"{stream}.log").stat().st_size)
+            except OSError:
+                sizes.append(0)
+        return sizes[0], sizes[1]
+
     def read_logs(
         self,
         container_id: str,

@@ -104,6 +104,8 @@ def status_message(job: JobStatus) -> substrate_pb2.ContainerStatus:
         error=status.error or "",
         image_digest=job.record.image_digest if job.record else "",
         lease_id=job.record.lease_id if job.record else "",
+        stdout_bytes=job.log_bytes[0],
+        stderr_bytes=job.log_bytes[1],
     )
     if status.started_at is not None:
         message.started_at.FromNanoseconds(round(status.started_at * 1e9))

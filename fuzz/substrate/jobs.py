@@ -84,6 +84,7 @@ class JobStatus:
 
     container: ContainerStatus
     record: JobRecord | None = field(default=None)
+    log_bytes: tuple[int, int] = (0, 0)  # stdout, stderr
 
 
 def merge_env(image_env: Sequence[str], job_env: Sequence[str]) -> tuple[str, ...]:
@@ -190,8 +191,9 @@ class JobRunner:
     def _with_record(self, status: ContainerStatus) -> JobStatus:
         if status.finished:
             self._release_image(status.id)
+        log_bytes = self.containers.log_sizes(status.id)
         with self._lock:
-            return JobStatus(status, self._records.get(status.id))
+            return JobStatus(status, self._records.get(status.id), log_bytes)
 
     def _release_image(self, job_id: str) -> None:
         with self._lock:
