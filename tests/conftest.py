@@ -14,6 +14,7 @@ from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     busybox_layout,
     registry,
 )
+from servers import moto_server, postgres  # noqa: F401  (fixtures: tests/servers.py)
 
 
 def pid_gone(pid: int) -> bool:

@@ -73,6 +73,7 @@ def validate(app: AppContext, as_json: bool) -> None:
     """Check the spec, including each provider block against its plugin; exit 1 if invalid."""
     ws = app.workspace
     try:
+        ws.check_state_block()
         providers = len(ws.contexts)
     except SpecError as exc:
         if as_json:
@@ -117,7 +118,7 @@ def plan(app: AppContext, out: Path | None, detailed_exitcode: bool, refresh: bo
         the_plan, _ = refresh_and_plan(ws.loaded.spec, ws.gateway, ws.store, request,
                                        persist_refresh=False)
     if out is not None:
-        write_plan(out, the_plan, ws.spec_path)
+        write_plan(out, the_plan, ws.spec_path, ws.store.encryption)
     if as_json:
         print_json(app.out, the_plan.to_json())
     else:
@@ -177,7 +178,7 @@ def _lifecycle(app: AppContext, plan_file: Path | None, auto_approve: bool, lock
     ws = app.workspace
     with ws.locked(operation, parse_lock_timeout(lock_timeout)):
         if plan_file is not None:
-            the_plan = read_plan(plan_file)
+            the_plan = read_plan(plan_file, ws.store.encryption)
             state = ws.store.read_or_create(ws.loaded.spec.cluster)
         else:
             the_plan, state = refresh_and_plan(ws.loaded.spec, ws.gateway, ws.store, request,

@@ -11,9 +11,9 @@ from pathlib import Path
 from fuzz.plugins import PluginSet, load_plugins
 from fuzz.provider_api import ProviderContext
 from fuzz.provisioning import ProviderGateway, provider_contexts
-from fuzz.spec.loader import LoadedSpec, load_cluster_spec
+from fuzz.spec.loader import LoadedSpec, load_cluster_spec, validate_state_block
 from fuzz.state_api import LockInfo
-from fuzz.statestore import StateStore, open_backend
+from fuzz.statestore import StateStore, open_store
 
 
 @dataclass
@@ -42,13 +42,19 @@ class Workspace:
         """The engine's node operations through the provider plugins."""
         return ProviderGateway(self.plugins, self.contexts)
 
+    def check_state_block(self) -> None:
+        """Validate the ``state:`` block with its plugin's schema (errors with file:line)."""
+        name = self.loaded.spec.state.backend
+        self.plugins.require_state_backend(name)
+        schema = self.plugins.manager.hook.fuzz_state_config_schema(name=name)
+        if schema is not None:
+            validate_state_block(self.loaded, schema)
+
     @cached_property
     def store(self) -> StateStore:
         """The state store of the spec's ``state:`` block."""
-        state = self.loaded.spec.state
-        backend = open_backend(state.backend, state.backend_config(), self.loaded.base_dir,
-                               self.plugins)
-        return StateStore(backend)
+        self.check_state_block()
+        return open_store(self.loaded.spec.state, self.loaded.base_dir, self.plugins)
 
     @contextmanager
     def locked(self, operation: str, timeout: float) -> Iterator[LockInfo]:
