@@ -274,6 +274,39 @@ class StateStore:
         state.serial = serial
         self._stored, self._known = _Stored(str(content["lineage"]), serial, content), True
 
+    def adopt(self, incoming: State) -> bool:
+        """Store ``incoming`` keeping its lineage and serial (``fuzz init --migrate-state``).
+
+        Returns False when the stored state already is ``incoming``. Refuses (StateError)
+        to overwrite state of another lineage that records any node, state with a
+        newer serial, or different state with the same serial.
+        """
+        with self._mutex:
+            stored = self._read()
+            if stored is not None:
+                content = incoming.content_json()
+                if stored.lineage != incoming.lineage:
+                    if stored.resources:
+                        raise StateError(
+                            f"refusing to overwrite {self._source()}: it holds lineage "
+                            f"{stored.lineage} with {len(stored.resources)} node(s), unrelated "
+                            f"to the migrated lineage {incoming.lineage}"
+                        )
+                elif stored.serial > incoming.serial:
+                    raise StateError(
+                        f"refusing to overwrite {self._source()}: its serial {stored.serial} "
+                        f"is newer than the migrated serial {incoming.serial}"
+                    )
+                elif stored.serial == incoming.serial:
+                    if stored.content_json() == content:
+                        return False
+                    raise StateError(
+                        f"refusing to overwrite {self._source()}: it has serial "
+                        f"{stored.serial} too, but different content"
+                    )
+            self._store(incoming, incoming.content_json(), incoming.serial)
+            return True
+
     def rekey(self) -> State:
         """Write the stored state again (serial + 1) with the current key and settings.
 
