@@ -13,6 +13,7 @@ A missing part fails the fixture with the command that installs it.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -87,6 +88,7 @@ class MotoServer:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """moto's server on 127.0.0.1 for the whole session, AWS credentials set to fakes."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     saved = {name: os.environ.get(name) for name in AWS_ENV}
     os.environ.update(AWS_ENV)
     app = DomainDispatcherApplication(create_backend_app)
