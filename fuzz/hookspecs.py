@@ -115,11 +115,23 @@ def fuzz_state_backend_names() -> list[str]:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
+def fuzz_state_config_schema(name: str) -> type[Any] | None:
+    """Return the pydantic model that validates the ``state:`` block of backend ``name``.
+
+    The block is validated without its ``backend`` and ``encryption`` keys (fuzz
+    handles encryption itself, so a backend only ever sees ciphertext). The model
+    should forbid unknown keys; errors then point at the spec's file and line.
+    Return None for other names.
+    """
+
+
+@hookspec(firstresult=True)
 def fuzz_state_backend(
     name: str, config: Mapping[str, Any], base_dir: Path
 ) -> StateBackend | None:
     """Return a backend for the ``state:`` block of a cluster spec, or None for other names.
 
-    ``config`` is the block without its ``backend`` key; relative paths in it are
-    relative to ``base_dir``, the spec's directory. Raise ConfigError for bad keys.
+    ``config`` is the block without its ``backend`` and ``encryption`` keys; relative
+    paths in it are relative to ``base_dir``, the spec's directory. Raise ConfigError
+    for bad keys.
     """

@@ -1,4 +1,8 @@
-"""Saved plans (``fuzz plan -out FILE``): written atomically, readable only by their owner."""
+"""Saved plans (``fuzz plan -out FILE``): written atomically, readable only by their owner.
+
+A plan names nodes, their provider ids and attributes, so it is encrypted exactly
+like the state it was made from (see :mod:`fuzz.state_encryption`).
+"""
 
 from __future__ import annotations
 
@@ -10,23 +14,26 @@ from pathlib import Path
 
 from fuzz.engine.model import Plan
 from fuzz.errors import ConfigError
+from fuzz.state_encryption import PLAINTEXT, PLAN_CONTEXT, Encryption
 
 PLAN_FORMAT = "fuzz-plan/1"
 
 
-def write_plan(path: Path, plan: Plan, spec_path: Path) -> None:
-    """Save ``plan`` to ``path`` (mode 0600, atomic replace)."""
+def write_plan(path: Path, plan: Plan, spec_path: Path,
+               encryption: Encryption = PLAINTEXT) -> None:
+    """Save ``plan`` to ``path`` (mode 0600, atomic replace), sealed if encryption is on."""
     document = {
         "format": PLAN_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": str(spec_path),
         "plan": plan.to_json(),
     }
+    data = encryption.seal(json.dumps(document, indent=1).encode(), PLAN_CONTEXT)
     directory = path.parent if str(path.parent) else Path(".")
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, indent=1)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
@@ -35,10 +42,16 @@ def write_plan(path: Path, plan: Plan, spec_path: Path) -> None:
         raise
 
 
-def read_plan(path: Path) -> Plan:
-    """Load a saved plan, with a one-line error for anything that is not one."""
+def read_plan(path: Path, encryption: Encryption = PLAINTEXT) -> Plan:
+    """Load a saved plan (decrypting it if sealed), with a one-line error for anything else.
+
+    A plaintext plan is accepted even while encryption is on: it is the user's own
+    file, saved before encryption was turned on.
+    """
     try:
-        document = json.loads(path.read_text())
+        data = encryption.open(path.read_bytes(), PLAN_CONTEXT, f"plan file {path}",
+                               allow_plaintext=True)
+        document = json.loads(data)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such plan file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -61,7 +61,11 @@ class StateBackend(Protocol):
 
     Implementations must make :meth:`write` atomic (a reader sees the old or the
     new document, never a mix) and keep the previous version recoverable.
+    ``shared`` is True for backends a team shares (S3, PostgreSQL): encryption is
+    then on by default whenever a key is available.
     """
+
+    shared: bool
 
     def describe(self) -> str:
         """A short human description, e.g. ``local file /x/.fuzz/state.json``."""
@@ -89,4 +93,26 @@ class StateBackend(Protocol):
 
     def force_unlock(self, lock_id: str) -> None:
         """Break a lock left behind by a dead process; raises LockError if ``lock_id`` differs."""
+        ...
+
+
+@dataclass(frozen=True)
+class StateVersion:
+    """One stored version of the state document, newest first in a history."""
+
+    id: str
+    created: str
+    size: int
+    current: bool = False
+
+
+class VersionedBackend(StateBackend, Protocol):
+    """A backend that keeps earlier versions (``fuzz state history`` and ``rollback``)."""
+
+    def history(self, limit: int) -> list[StateVersion]:
+        """The ``limit`` newest versions, newest (the current one) first."""
+        ...
+
+    def read_version(self, version_id: str) -> bytes:
+        """The document as it was in version ``version_id``; StateError if there is none."""
         ...

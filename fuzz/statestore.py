@@ -6,7 +6,9 @@ module gives every backend the same behaviour:
 * the document is the JSON of :meth:`State.to_json <fuzz.engine.model.State.to_json>`;
 * the serial grows by one with every change of content, and only then;
 * a state of another lineage is never overwritten, nor a newer serial by an older one;
-* :meth:`StateStore.lock` waits for the lock with backoff and names its holder.
+* :meth:`StateStore.lock` waits for the lock with backoff and names its holder;
+* the backend only ever sees what :class:`~fuzz.state_encryption.Encryption` seals;
+* versioned backends give :meth:`StateStore.history` and :meth:`StateStore.rollback`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fuzz.encryption import DecryptionError
 from fuzz.engine.model import State
 from fuzz.errors import LockError, PluginError, StateError
 from fuzz.plugins import PluginSet
-from fuzz.state_api import LockInfo, StateBackend
+from fuzz.spec.cluster import StateSpec
+from fuzz.state_api import LockInfo, StateBackend, StateVersion, VersionedBackend
+from fuzz.state_encryption import PLAINTEXT, STATE_CONTEXT, Encryption, resolve_encryption
 
 LOCK_POLL_START = 0.05
 LOCK_POLL_FACTOR = 1.5
@@ -35,9 +40,9 @@ def open_backend(
 ) -> StateBackend:
     """Build the backend named by a spec's ``state:`` block through its plugin.
 
-    ``config`` is the block without ``backend``; relative paths in it are relative to
-    ``base_dir``. Raises PluginError when no plugin provides ``backend_name`` and
-    ConfigError (from the plugin) for bad keys.
+    ``config`` is the block without ``backend`` and ``encryption``; relative paths in
+    it are relative to ``base_dir``. Raises PluginError when no plugin provides
+    ``backend_name`` and ConfigError (from the plugin) for bad keys.
     """
     info = plugins.require_state_backend(backend_name)
     backend: StateBackend | None = plugins.manager.hook.fuzz_state_backend(
@@ -49,6 +54,12 @@ def open_backend(
             "returned no backend"
         )
     return backend
+
+
+def open_store(spec: StateSpec, base_dir: Path, plugins: PluginSet) -> StateStore:
+    """The store of a ``state:`` block: its backend, encrypted as its ``encryption`` says."""
+    backend = open_backend(spec.backend, spec.backend_config(), base_dir, plugins)
+    return StateStore(backend, resolve_encryption(spec.encryption, backend.shared))
 
 
 def dump_state(state: State) -> bytes:
@@ -91,6 +102,15 @@ def parse_state(data: bytes, source: str) -> State:
 
 
 @dataclass(frozen=True)
+class HistoryEntry:
+    """One stored version and its state, or why it cannot be read."""
+
+    version: StateVersion
+    state: State | None
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class _Stored:
     """What the backend holds, as far as write's checks need it."""
 
@@ -108,8 +128,9 @@ class StateStore:
     the lock it re-reads every time.
     """
 
-    def __init__(self, backend: StateBackend) -> None:
+    def __init__(self, backend: StateBackend, encryption: Encryption = PLAINTEXT) -> None:
         self.backend = backend
+        self.encryption = encryption
         self._mutex = threading.Lock()
         self._stored: _Stored | None = None  # what the backend holds, if _known
         self._known = False
@@ -132,7 +153,7 @@ class StateStore:
         with self._mutex:
             return self._read()
 
-    def _read(self) -> State | None:
+    def _read(self, allow_plaintext: bool = False) -> State | None:
         try:
             data = self.backend.read()
         except OSError as exc:
@@ -141,10 +162,14 @@ class StateStore:
         if data is None:
             self._stored, self._known = None, True
             return None
-        state = parse_state(data, self._source())
+        state = self._parse(data, self._source(), allow_plaintext)
         self._stored = _Stored(state.lineage, state.serial, state.content_json())
         self._known = True
         return state
+
+    def _parse(self, data: bytes, source: str, allow_plaintext: bool = False) -> State:
+        plain = self.encryption.open(data, STATE_CONTEXT, source, allow_plaintext=allow_plaintext)
+        return parse_state(plain, source)
 
     def read_or_new(self, cluster: str) -> State:
         """The stored state, or a new empty one (fresh lineage, serial 0) not yet written."""
@@ -214,7 +239,7 @@ class StateStore:
             try:
                 self._read()  # always compare against the backend, not memory
                 stored = self._stored
-            except StateError:
+            except (StateError, DecryptionError):
                 if not force:
                     raise
                 stored = None
@@ -242,11 +267,99 @@ class StateStore:
         """
         self._known = False  # unknown until the write succeeds
         try:
-            self.backend.write(_dump({**content, "serial": serial}))
+            document = _dump({**content, "serial": serial})
+            self.backend.write(self.encryption.seal(document, STATE_CONTEXT))
         except OSError as exc:
             raise StateError(f"cannot write {self._source()}: {exc}") from None
         state.serial = serial
         self._stored, self._known = _Stored(str(content["lineage"]), serial, content), True
+
+    def adopt(self, incoming: State) -> bool:
+        """Store ``incoming`` keeping its lineage and serial (``fuzz init --migrate-state``).
+
+        Returns False when the stored state already is ``incoming``. Refuses (StateError)
+        to overwrite state of another lineage that records any node, state with a
+        newer serial, or different state with the same serial.
+        """
+        with self._mutex:
+            stored = self._read()
+            if stored is not None:
+                content = incoming.content_json()
+                if stored.lineage != incoming.lineage:
+                    if stored.resources:
+                        raise StateError(
+                            f"refusing to overwrite {self._source()}: it holds lineage "
+                            f"{stored.lineage} with {len(stored.resources)} node(s), unrelated "
+                            f"to the migrated lineage {incoming.lineage}"
+                        )
+                elif stored.serial > incoming.serial:
+                    raise StateError(
+                        f"refusing to overwrite {self._source()}: its serial {stored.serial} "
+                        f"is newer than the migrated serial {incoming.serial}"
+                    )
+                elif stored.serial == incoming.serial:
+                    if stored.content_json() == content:
+                        return False
+                    raise StateError(
+                        f"refusing to overwrite {self._source()}: it has serial "
+                        f"{stored.serial} too, but different content"
+                    )
+            self._store(incoming, incoming.content_json(), incoming.serial)
+            return True
+
+    def rekey(self) -> State:
+        """Write the stored state again (serial + 1) with the current key and settings.
+
+        Encrypts plaintext state once encryption is on, re-encrypts state sealed with
+        a fallback key with the primary one, or decrypts it once encryption is off.
+        """
+        with self._mutex:
+            state = self._read(allow_plaintext=True)
+            if state is None:
+                raise StateError(f"no state yet in {self.describe()}")
+            self._store(state, state.content_json(), state.serial + 1)
+            return state
+
+    # --- versions ------------------------------------------------------------------
+
+    def _versioned(self) -> VersionedBackend:
+        backend = self.backend
+        if not (hasattr(backend, "history") and hasattr(backend, "read_version")):
+            raise StateError(f"{self.describe()} keeps no versions")
+        return backend  # type: ignore[return-value]  # checked just above
+
+    def history(self, limit: int) -> list[HistoryEntry]:
+        """The ``limit`` newest stored versions, newest first, each with its state."""
+        backend = self._versioned()
+        found: list[HistoryEntry] = []
+        for version in backend.history(limit):
+            source = f"version {version.id} of {self._source()}"
+            try:
+                data = backend.read_version(version.id)
+                found.append(HistoryEntry(version, self._parse(data, source,
+                                                               allow_plaintext=True)))
+            except (StateError, DecryptionError) as exc:
+                found.append(HistoryEntry(version, None, str(exc)))
+        return found
+
+    def rollback(self, version_id: str) -> State:
+        """Make stored version ``version_id`` current again, as a new write (serial + 1).
+
+        Refused when that version has another lineage than the current state.
+        """
+        backend = self._versioned()
+        with self._mutex:
+            old = self._parse(backend.read_version(version_id),
+                              f"version {version_id} of {self._source()}", allow_plaintext=True)
+            current = self._read()
+            if current is not None and current.lineage != old.lineage:
+                raise StateError(
+                    f"refusing to roll back to version {version_id}: its lineage {old.lineage} "
+                    f"is not the current lineage {current.lineage}"
+                )
+            serial = max(old.serial, current.serial if current else 0) + 1
+            self._store(old, old.content_json(), serial)
+            return old
 
     # --- the lock ------------------------------------------------------------------
 

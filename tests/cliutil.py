@@ -56,10 +56,11 @@ def fuzz_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "fuzz", "--no-color", *args]
 
 
-def run_fuzz(cwd: Path, *args: str, timeout: float = 120, stdin: str = "") -> Result:
-    """Run ``fuzz ARGS`` in ``cwd`` and return its exit code and output."""
+def run_fuzz(cwd: Path, *args: str, timeout: float = 120, stdin: str = "",
+             env: dict[str, str] | None = None) -> Result:
+    """Run ``fuzz ARGS`` in ``cwd`` (``env``: variables added to this process's environment)."""
     proc = subprocess.run(fuzz_command(*args), cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, input=stdin)
+                          timeout=timeout, input=stdin, env={**os.environ, **(env or {})})
     assert "Traceback" not in proc.stderr, proc.stderr
     return Result(proc.returncode, proc.stdout, proc.stderr)
 

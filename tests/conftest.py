@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from moto_s3 import moto_s3  # noqa: F401  (fixture: tests/moto_s3.py)
 from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     auth_busybox_image,
     auth_registry,
@@ -14,7 +15,7 @@ from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     busybox_layout,
     registry,
 )
-from servers import moto_s3  # noqa: F401  (fixture: tests/servers.py)
+from servers import moto_server, postgres  # noqa: F401  (fixtures: tests/servers.py)
 
 
 def pid_gone(pid: int) -> bool:

@@ -14,7 +14,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from servers import MotoS3
+from moto_s3 import MotoS3
 
 from fuzz.errors import ConfigError
 from fuzz.orchestrate.transfer import (

@@ -46,16 +46,42 @@ class ChangesPresent(FuzzError):
     exit_code = 2
 
 
+def _migrate(app: AppContext, timeout: float) -> dict[str, object]:
+    """Copy the state from the recorded backend to the spec's; what happened, as JSON."""
+    ws = app.workspace
+    source = ws.open_recorded_store()
+    destination = ws.open_spec_store()
+    if source is None or source.describe() == destination.describe():
+        raise ConfigError("--migrate-state: nothing to migrate from: the state: block names "
+                          "the backend fuzz init last used here")
+    with source.lock("migrate-state", timeout), destination.lock("migrate-state", timeout):
+        state = source.read()
+        copied = state is not None and destination.adopt(state)
+    return {"from": source.describe(), "to": destination.describe(), "copied": copied,
+            "found": state is not None}
+
+
 @click.command()
+@click.option("--migrate-state", is_flag=True,
+              help="Copy the state from the backend used before to the one the spec names now.")
+@click.option("--reconfigure", is_flag=True,
+              help="Use the backend the spec names now, leaving the old state where it is.")
 @json_option
 @lock_timeout_option
 @pass_app
-def init(app: AppContext, as_json: bool, lock_timeout: str) -> None:
+def init(app: AppContext, migrate_state: bool, reconfigure: bool, as_json: bool,
+         lock_timeout: str) -> None:
     """Check the spec and installed providers, and create the state if there is none."""
+    if migrate_state and reconfigure:
+        raise ConfigError("--migrate-state and --reconfigure exclude each other")
     ws = app.workspace
+    timeout = parse_lock_timeout(lock_timeout)
     # Building the contexts validates every provider block with its installed plugin.
     kinds = sorted({ctx.kind for ctx in ws.contexts.values()})
-    with ws.locked("init", parse_lock_timeout(lock_timeout)):
+    migration = _migrate(app, timeout) if migrate_state else None
+    if migrate_state or reconfigure:
+        ws.record_state_block()
+    with ws.locked("init", timeout):
         state = ws.store.read()
         created = state is None
         if state is None:
@@ -63,8 +89,17 @@ def init(app: AppContext, as_json: bool, lock_timeout: str) -> None:
     if as_json:
         print_json(app.out, {"cluster": ws.loaded.spec.cluster, "state": ws.store.describe(),
                              "lineage": state.lineage, "serial": state.serial,
-                             "created": created, "providers": kinds})
+                             "created": created, "providers": kinds, "migration": migration})
         return
+    if migration is not None:
+        source, target = migration["from"], migration["to"]
+        if migration["copied"]:
+            app.out.print(f"Copied the state from {source} to {target}, lineage and serial "
+                          "kept. The old copy is left as it was.")
+        elif migration["found"]:
+            app.out.print(f"The state in {target} already is the one in {source}.")
+        else:
+            app.out.print(f"There was no state in {source} to copy.")
     verb = "Created" if created else "Found"
     app.out.print(f"Spec {ws.spec_path} is valid: cluster [bold]{ws.loaded.spec.cluster}[/], "
                   f"{len(ws.loaded.spec.pools)} pool(s), providers: {', '.join(kinds) or 'none'}.")
@@ -80,6 +115,7 @@ def validate(app: AppContext, as_json: bool) -> None:
     """Check the spec, including each provider block against its plugin; exit 1 if invalid."""
     ws = app.workspace
     try:
+        ws.check_state_block()
         providers = len(ws.contexts)
     except SpecError as exc:
         if as_json:
@@ -124,7 +160,7 @@ def plan(app: AppContext, out: Path | None, detailed_exitcode: bool, refresh: bo
                                        persist_refresh=False)
     workflows = [] if destroy else workflow_changes(ws)[0]
     if out is not None:
-        write_plan(out, the_plan, ws.spec_path)
+        write_plan(out, the_plan, ws.spec_path, ws.store.encryption)
     if as_json:
         print_json(app.out, {**the_plan.to_json(),
                              "workflows": [change.to_json() for change in workflows]})
@@ -186,7 +222,7 @@ def _lifecycle(app: AppContext, plan_file: Path | None, auto_approve: bool, lock
     ws = app.workspace
     with ws.locked(operation, parse_lock_timeout(lock_timeout)):
         if plan_file is not None:
-            the_plan = read_plan(plan_file)
+            the_plan = read_plan(plan_file, ws.store.encryption)
             state = ws.store.read_or_create(ws.loaded.spec.cluster)
         else:
             the_plan, state = refresh_and_plan(ws.loaded.spec, ws.gateway, ws.store, request,

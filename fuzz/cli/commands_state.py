@@ -1,10 +1,10 @@
-"""``fuzz state list|show|rm|mv|pull|push`` and ``fuzz force-unlock``."""
+"""``fuzz state list|show|rm|mv|pull|push|history|rollback|rekey`` and ``fuzz force-unlock``."""
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
@@ -135,6 +135,57 @@ def push(app: AppContext, file: Path, force: bool, lock_timeout: str) -> None:
     with ws.locked("state push", parse_lock_timeout(lock_timeout)):
         written = ws.store.push(incoming, force=force)
     app.out.print(f"Pushed {file}: lineage {written.lineage}, serial {written.serial}.")
+
+
+@state.command()
+@click.option("--limit", default=20, show_default=True, help="How many versions to show.")
+@json_option
+@lock_timeout_option
+@pass_app
+def history(app: AppContext, limit: int, as_json: bool, lock_timeout: str) -> None:
+    """List stored versions of the state, newest first (for fuzz state rollback)."""
+    if limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    with app.workspace.locked("state history", parse_lock_timeout(lock_timeout)):
+        entries = app.workspace.store.history(limit)
+    rows = [{**asdict(entry.version),
+             "serial": entry.state.serial if entry.state else None,
+             "lineage": entry.state.lineage if entry.state else None,
+             "nodes": len(entry.state.resources) if entry.state else None,
+             "problem": entry.problem} for entry in entries]
+    if as_json:
+        print_json(app.out, rows)
+        return
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        what = (f"serial {row['serial']}, {row['nodes']} node(s)" if row["serial"] is not None
+                else f"unreadable: {row['problem']}")
+        app.out.print(f"{mark} {escape(str(row['id']))}  {row['created']}  {what}")
+
+
+@state.command()
+@click.argument("version")
+@lock_timeout_option
+@pass_app
+def rollback(app: AppContext, version: str, lock_timeout: str) -> None:
+    """Make an earlier VERSION (from fuzz state history) the current state again."""
+    ws = app.workspace
+    with ws.locked("state rollback", parse_lock_timeout(lock_timeout)):
+        written = ws.store.rollback(version)
+    app.out.print(f"Rolled back to version {escape(version)}: {len(written.resources)} node(s), "
+                  f"now serial {written.serial}. Run fuzz plan to see what differs from reality.")
+
+
+@state.command()
+@lock_timeout_option
+@pass_app
+def rekey(app: AppContext, lock_timeout: str) -> None:
+    """Write the state again with the current encryption settings and primary key."""
+    ws = app.workspace
+    with ws.locked("state rekey", parse_lock_timeout(lock_timeout)):
+        written = ws.store.rekey()
+    app.out.print(f"Rewrote {escape(ws.store.describe())}, {ws.store.encryption.describe()}, "
+                  f"serial {written.serial}.")
 
 
 @click.command("force-unlock")

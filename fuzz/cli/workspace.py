@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from fuzz.cli.staterecord import record_state_block, recorded_state_block, same_backend
+from fuzz.errors import StateError
 from fuzz.orchestrate.client import OrchestratorClient
 from fuzz.orchestrate.connect import orchestrator_client
 from fuzz.plugins import PluginSet, load_plugins
 from fuzz.provider_api import ProviderContext
 from fuzz.provisioning import ProviderGateway, provider_contexts
-from fuzz.spec.loader import LoadedSpec, load_cluster_spec
+from fuzz.spec.loader import LoadedSpec, load_cluster_spec, validate_state_block
 from fuzz.state_api import LockInfo
-from fuzz.statestore import StateStore, open_backend
+from fuzz.statestore import StateStore, open_store
 
 
 @dataclass
@@ -54,13 +57,51 @@ class Workspace:
         """A client for the cluster's orchestrator (from the spec's ``orchestrator:`` block)."""
         return orchestrator_client(self.loaded)
 
+    def check_state_block(self) -> None:
+        """Validate the ``state:`` block with its plugin's schema (errors with file:line)."""
+        name = self.loaded.spec.state.backend
+        self.plugins.require_state_backend(name)
+        schema = self.plugins.manager.hook.fuzz_state_config_schema(name=name)
+        if schema is not None:
+            validate_state_block(self.loaded, schema)
+
+    def open_spec_store(self) -> StateStore:
+        """A store for the spec's ``state:`` block, whatever backend was used before."""
+        self.check_state_block()
+        return open_store(self.loaded.spec.state, self.loaded.base_dir, self.plugins)
+
+    def open_recorded_store(self) -> StateStore | None:
+        """A store for the ``state:`` block last used with this spec, if there is a record."""
+        recorded = recorded_state_block(self.spec_path)
+        if recorded is None:
+            return None
+        return open_store(recorded, self.loaded.base_dir, self.plugins)
+
+    def record_state_block(self) -> None:
+        """Record the spec's ``state:`` block as the one in use (``fuzz init``)."""
+        record_state_block(self.spec_path, self.loaded.spec.state)
+
     @cached_property
     def store(self) -> StateStore:
-        """The state store of the spec's ``state:`` block."""
-        state = self.loaded.spec.state
-        backend = open_backend(state.backend, state.backend_config(), self.loaded.base_dir,
-                               self.plugins)
-        return StateStore(backend)
+        """The state store of the spec's ``state:`` block.
+
+        Refuses (StateError) when the block names another backend than the one last
+        used here; see :mod:`fuzz.cli.staterecord`.
+        """
+        spec = self.loaded.spec.state
+        recorded = recorded_state_block(self.spec_path)
+        store = self.open_spec_store()
+        if recorded is not None and not same_backend(recorded, spec):
+            before = open_store(recorded, self.loaded.base_dir, self.plugins).describe()
+            if before != store.describe():
+                raise StateError(
+                    f"the state: block changed since fuzz init (from {before} to "
+                    f"{store.describe()}): run fuzz init --migrate-state to move the state, "
+                    "or fuzz init --reconfigure to use the new backend as it is"
+                )
+        with contextlib.suppress(OSError):  # a read-only checkout still works, unprotected
+            self.record_state_block()
+        return store
 
     @contextmanager
     def locked(self, operation: str, timeout: float) -> Iterator[LockInfo]:

@@ -55,12 +55,41 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class EncryptionSpec(StrictModel):
+    """``state.encryption``: how recorded state and saved plans are encrypted at rest.
+
+    Keys come from a passphrase in an environment variable (scrypt) or from AWS
+    KMS; a fallback key only decrypts, for rotation. ``enabled`` defaults to on when
+    this block names a key, or for a shared backend when ``$FUZZ_STATE_PASSPHRASE``
+    is set; otherwise off.
+    """
+
+    enabled: bool | None = None
+    passphrase_env: str | None = Field(default=None, min_length=1)
+    fallback_passphrase_env: str | None = Field(default=None, min_length=1)
+    kms_key_id: str | None = Field(default=None, min_length=1)
+    fallback_kms_key_id: str | None = Field(default=None, min_length=1)
+    kms_region: str | None = None
+    kms_endpoint_url: str | None = None
+
+    @model_validator(mode="after")
+    def _one_primary_key(self) -> EncryptionSpec:
+        if self.passphrase_env and self.kms_key_id:
+            raise ValueError("set passphrase_env or kms_key_id, not both (the other may be "
+                             "a fallback_...)")
+        return self
+
+
 class StateSpec(BaseModel):
-    """Where recorded state lives: ``backend`` names a state plugin, other keys are its own."""
+    """Where recorded state lives: ``backend`` names a state plugin, other keys are its own.
+
+    ``encryption`` is fuzz's own: the backend never sees it, only ciphertext.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     backend: str = "local"
+    encryption: EncryptionSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -17,7 +17,6 @@ behind, only a stale info file that the next holder overwrites.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import errno
 import fcntl
 import json
@@ -30,19 +29,35 @@ import time
 import uuid
 import weakref
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fuzz.errors import ConfigError, LockError
+from pydantic import Field, field_validator
+
+from fuzz.errors import LockError, StateError
 from fuzz.hookspecs import hookimpl
-from fuzz.state_api import LockInfo
+from fuzz.state_api import LockInfo, StateVersion
+from fuzz_state.common import BackendConfig, lock_mismatch, parse_config
 
 NAME = "local"
 DEFAULT_PATH = ".fuzz/state.json"
-CONFIG_KEYS = ("path",)
 FILE_MODE = 0o600
 _INFO_RETRIES = 5  # a new holder writes its info just after taking the flock
 _INFO_RETRY_DELAY = 0.01
+
+
+class LocalConfig(BackendConfig):
+    """The ``state:`` block of the local backend."""
+
+    path: str = Field(default=DEFAULT_PATH, description="the state file, relative to the spec")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _a_path(cls, value: Any) -> Any:
+        if not isinstance(value, str | os.PathLike) or not str(value):
+            raise ValueError(f"must be a file path, not {value!r}")
+        return str(value)
 
 
 @hookimpl
@@ -52,22 +67,19 @@ def fuzz_state_backend_names() -> list[str]:
 
 
 @hookimpl
+def fuzz_state_config_schema(name: str) -> type[LocalConfig] | None:
+    """The model of a ``local`` state block."""
+    return LocalConfig if name == NAME else None
+
+
+@hookimpl
 def fuzz_state_backend(
     name: str, config: Mapping[str, Any], base_dir: Path
 ) -> LocalFileBackend | None:
     """Build the local backend from a ``state:`` block; None for other backend names."""
     if name != NAME:
         return None
-    for key in config:
-        if key not in CONFIG_KEYS:
-            close = difflib.get_close_matches(str(key), CONFIG_KEYS, n=1)
-            known = ", ".join(CONFIG_KEYS)
-            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {known}"
-            raise ConfigError(f"state: unknown key '{key}' for the local backend ({hint})")
-    raw = config.get("path", DEFAULT_PATH)
-    if not isinstance(raw, str | os.PathLike) or not str(raw):
-        raise ConfigError(f"state: 'path' for the local backend must be a file path, not {raw!r}")
-    path = Path(raw).expanduser()
+    path = Path(parse_config(LocalConfig, config, NAME).path).expanduser()
     return LocalFileBackend(path if path.is_absolute() else Path(base_dir) / path)
 
 
@@ -76,8 +88,11 @@ class LocalFileBackend:
 
     The lock belongs to this object: it holds the ``flock``-ed descriptor from
     :meth:`try_lock` until :meth:`unlock`. A second object (in this process or any
-    other) sees the lock as taken. Safe to share between threads.
+    other) sees the lock as taken. Safe to share between threads. Its history is
+    the current file and the backup (versions ``current`` and ``backup``).
     """
+
+    shared = False
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -166,6 +181,30 @@ class LocalFileBackend:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    # --- versions ------------------------------------------------------------------
+
+    def history(self, limit: int) -> list[StateVersion]:
+        """The state file and its backup, as far as they exist."""
+        versions = []
+        for version_id, path in (("current", self.path), ("backup", self.backup_path)):
+            with contextlib.suppress(FileNotFoundError):
+                info = path.stat()
+                created = datetime.fromtimestamp(info.st_mtime, UTC)
+                versions.append(StateVersion(version_id, created.isoformat(timespec="seconds"),
+                                             info.st_size, current=version_id == "current"))
+        return versions[:limit]
+
+    def read_version(self, version_id: str) -> bytes:
+        """The bytes of version ``current`` or ``backup``."""
+        paths = {"current": self.path, "backup": self.backup_path}
+        if version_id not in paths:
+            raise StateError(f"{self.describe()} keeps only versions current and backup, "
+                             f"not {version_id!r}")
+        try:
+            return paths[version_id].read_bytes()
+        except FileNotFoundError:
+            raise StateError(f"{self.describe()} has no {version_id} version yet") from None
 
     # --- the lock ------------------------------------------------------------------
 
@@ -266,7 +305,7 @@ class LocalFileBackend:
         with self._mutex:
             if self._held is not None:
                 if self._held.id != lock_id:
-                    raise _mismatch(lock_id, self._held.id)
+                    raise lock_mismatch(lock_id, self._held.id)
                 self._release()
                 return
         if not self.path.parent.is_dir():
@@ -281,7 +320,7 @@ class LocalFileBackend:
             if raw is None and not self.info_path.exists():
                 return
             if raw is not None and raw.id != lock_id:
-                raise _mismatch(lock_id, raw.id)
+                raise lock_mismatch(lock_id, raw.id)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.info_path)  # stale or garbled; we hold the flock meanwhile
         finally:
@@ -290,7 +329,7 @@ class LocalFileBackend:
     def _refuse_live_holder(self, lock_id: str) -> NoReturn:
         holder = self._holder_from_file()
         if holder.id != _UNKNOWN and holder.id != lock_id:
-            raise _mismatch(lock_id, holder.id)
+            raise lock_mismatch(lock_id, holder.id)
         pid = self._read_pid()
         process = f"pid {pid}" if pid is not None else "its process"
         raise LockError(
@@ -363,10 +402,6 @@ class LocalFileBackend:
 _UNKNOWN = "unknown"
 _HOST = socket.gethostname().replace("/", "_") or "localhost"
 _LIVE_BACKENDS: weakref.WeakSet[LocalFileBackend] = weakref.WeakSet()
-
-
-def _mismatch(given: str, current: str) -> LockError:
-    return LockError(f"lock ID {given} does not match the current lock (ID {current})")
 
 
 def _alive(pid: int) -> bool:
