@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto_s3 import MotoS3
 
 from fuzz.testing.oci import PushedImage, free_port
 from fuzz.testing.web import serve_directory
@@ -374,3 +375,43 @@ jobs:
         assert cluster.ok("workflow", "log", "ci", "build").out == "second\n"
     finally:
         spec.write_text(original)
+
+
+def test_s3_ingress_and_egress_with_a_secret_and_a_failed_transfer(
+        cluster: LocalCluster, busybox_image: PushedImage, moto_s3: MotoS3) -> None:
+    bucket = moto_s3.new_bucket()
+    moto_s3.client().put_object(Bucket=bucket, Key="in/data.txt", Body=b"from s3\n")
+    cluster.ok("secret", "create", "s3creds", "--from-literal",
+               f"AWS_ACCESS_KEY_ID={moto_s3.access_key_id}\n"
+               f"AWS_SECRET_ACCESS_KEY={moto_s3.secret_access_key}\n"
+               f"AWS_ENDPOINT_URL={moto_s3.endpoint_url}\nAWS_REGION={moto_s3.region}\n")
+    fuzzfile = f"""\
+version: v1
+volumes:
+  work:
+    reference: volume://user/ephemeral
+    ingress:
+      - source: {{uri: s3://{bucket}/in/data.txt, secret: secret://user/s3creds}}
+        destination: {{uri: file://data.txt}}
+    egress:
+      - source: {{uri: file://out.txt}}
+        destination: {{uri: s3://{bucket}/out/result.txt, secret: secret://user/s3creds}}
+jobs:
+  upper:
+    image: {{uri: {busybox_image.reference}}}
+    script: tr a-z A-Z < /work/data.txt > /work/out.txt
+    mounts: {{work: {{location: /work}}}}
+"""
+    cluster.start("s3", fuzzfile)
+    status = cluster.wait("s3")
+    assert status["state"] == "SUCCEEDED", dump(status)
+    body = moto_s3.client().get_object(Bucket=bucket, Key="out/result.txt")["Body"].read()
+    assert body == b"FROM S3\n"
+    assert moto_s3.secret_access_key not in cluster.ok("workflow", "describe", "s3").out
+    missing = fuzzfile.replace("in/data.txt", "in/absent.txt")
+    cluster.start("s3-missing", missing)
+    failed = cluster.wait("s3-missing")
+    assert failed["state"] == "FAILED"
+    assert f"s3://{bucket}/in/absent.txt" in failed["error"], dump(failed)
+    assert tasks_by_key(failed)["upper"]["state"] == "NOT_RUN"
+    assert failed["volumes"][0]["transfers"][1]["state"] == "SKIPPED"  # no egress after that

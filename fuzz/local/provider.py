@@ -255,6 +255,14 @@ def _parse_payload(node: NodeRequest) -> _Payload:
 # --- agent processes --------------------------------------------------------------------
 
 
+def _read_token(directory: Path) -> str:
+    """The agent token of a node dir ('' while the agent that holds it has not written one)."""
+    try:
+        return (directory / TOKEN_FILE).read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
 def _spawn(
     directory: Path, address: str, payload: _Payload, config: LocalConfig
 ) -> subprocess.Popen[bytes]:
@@ -439,8 +447,8 @@ class LocalProvider(ProviderPlugin):
             }
             if lock_held(directory):
                 existing = read_json(directory / META_FILE) or meta
-                token = (directory / TOKEN_FILE).read_text().strip()
-                return _wait_running(directory, existing, token, config.start_timeout, None)
+                return _wait_running(directory, existing, _read_token(directory),
+                                     config.start_timeout, None)
             write_json_atomic(directory / META_FILE, meta)
             token = secrets.token_urlsafe(32)
             write_private_file(directory / TOKEN_FILE, (token + "\n").encode())
