@@ -8,7 +8,7 @@ plugin hooks, and turns a hook that nobody answers into a clear PluginError.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -50,9 +50,18 @@ def provider_contexts(loaded: LoadedSpec, plugins: PluginSet) -> dict[str, Provi
 class ProviderGateway:
     """Node operations for the engine, dispatched to the plugin of each provider block."""
 
-    def __init__(self, plugins: PluginSet, contexts: dict[str, ProviderContext]) -> None:
+    def __init__(
+        self, plugins: PluginSet, contexts: dict[str, ProviderContext],
+        join: Callable[[str], JoinInfo] | None = None,
+    ) -> None:
+        """Dispatch to ``plugins``; ``join`` gives a new node (by address) its join info.
+
+        Without ``join`` (a cluster with no orchestrator) a node gets a token of its
+        own and joins nothing.
+        """
         self.plugins = plugins
         self.contexts = contexts
+        self._join = join
 
     def kinds(self) -> dict[str, str]:
         """Provider block name → plugin kind."""
@@ -94,7 +103,7 @@ class ProviderGateway:
     def create(self, node: DesiredNode, token: str) -> NodeObservation:
         """Create ``node`` through its provider, idempotently by ``token``."""
         ctx = self.context(node.provider)
-        join = JoinInfo(token=secrets.token_urlsafe(32))
+        join = self._join(node.address) if self._join else JoinInfo(secrets.token_urlsafe(32))
         request = NodeRequest(
             address=node.address, pool=node.pool, client_token=token, offering=node.offering,
             labels=dict(node.labels), attributes=dict(node.attributes),

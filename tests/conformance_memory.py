@@ -124,7 +124,7 @@ def _target(tmp_path: Path, flaws: frozenset[str] = frozenset(), **fields: objec
     ctx = ProviderContext("memory", "memory", "kitcheck", MemoryConfig(), tmp_path)
     target = ConformanceTarget(provider, ctx, "mem-1", lambda c: _fail_next(provider, c),
                                timeout=5, poll_interval=0.05)
-    return replace(target, **fields)  # type: ignore[arg-type]
+    return replace(target, **fields)
 
 
 class TestSound(ProviderConformance):

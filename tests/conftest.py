@@ -15,6 +15,7 @@ from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     busybox_layout,
     registry,
 )
+from servers import moto_s3  # noqa: F401  (fixture: tests/servers.py)
 
 
 def pid_gone(pid: int) -> bool:

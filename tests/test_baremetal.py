@@ -135,7 +135,10 @@ def test_static_machine_boots_with_its_overlay_and_joins(
     _wwctl("power", "off", machine.name)  # an admin powers it off: fuzz sees it pending
     (seen,) = baremetal.plugin.read_nodes(ctx) or []
     assert (seen.state, seen.attributes["power"], seen.endpoint) == ("pending", "off", None)
-    assert baremetal.plugin.delete_node(ctx, seen) is True
+    resumed = baremetal.plugin.create_node(ctx, node)  # a retried create boots it again
+    assert resumed is not None and (resumed.provider_id, resumed.state) == (machine.name,
+                                                                            "running")
+    assert baremetal.plugin.delete_node(ctx, resumed) is True
     assert json.loads(_wwctl("node", "list", "--json").stdout) == {}
 
 
