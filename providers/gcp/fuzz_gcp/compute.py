@@ -28,7 +28,7 @@ class Compute:
 def _clients(endpoint: str | None, anonymous: bool) -> Compute:
     options: dict[str, Any] = {"client_options": {"api_endpoint": endpoint}} if endpoint else {}
     if anonymous:
-        options["credentials"] = AnonymousCredentials()
+        options["credentials"] = AnonymousCredentials()  # type: ignore[no-untyped-call]
     return Compute(
         instances=compute_v1.InstancesClient(transport="rest", **options),
         operations=compute_v1.ZoneOperationsClient(transport="rest", **options),

@@ -84,10 +84,8 @@ def translated(doing: str) -> Iterator[None]:
         yield
     except api_exceptions.GoogleAPICallError as exc:
         raise api_error(exc, doing) from None
-    except auth_exceptions.DefaultCredentialsError as exc:
-        raise _typed(AuthenticationError, doing, f"no Google credentials: {exc}") from None
-    except auth_exceptions.GoogleAuthError as exc:
-        raise _typed(AuthenticationError, doing, str(exc)) from None
+    except auth_exceptions.GoogleAuthError as exc:  # none found, or refused and not renewable
+        raise _typed(AuthenticationError, doing, f"credentials missing or refused: {exc}") from None
     except api_exceptions.RetryError as exc:
         raise ProviderError(f"gcp: {doing}: gave up retrying: {exc.cause or exc}") from None
     except OSError as exc:  # requests' connection errors are OSErrors

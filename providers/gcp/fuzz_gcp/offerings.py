@@ -41,4 +41,5 @@ def list_offerings(compute: Compute, config: GcpConfig, provider: str) -> list[O
             f"gcp provider '{provider}': prices name machine types that zone {config.zone} "
             f"does not have: {', '.join(missing)}"
         )
-    return [offering(machines[name], price, config) for name, price in sorted(config.prices.items())]
+    return [offering(machines[name], price, config)
+            for name, price in sorted(config.prices.items())]
