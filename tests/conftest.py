@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fakes.fixtures import gcp_api  # noqa: F401  (fixture: tests/fakes/fixtures.py)
+from fakes.fixtures import azure_api, gcp_api  # noqa: F401  (fixture: tests/fakes/fixtures.py)
 from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     auth_busybox_image,
     auth_registry,

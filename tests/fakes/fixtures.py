@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from fakes.azure_arm import AzureArmFake
 from fakes.gcp_compute import GcpComputeFake
 from fakes.httpserver import ApiServer
+from fakes.tls import self_signed
 from fuzz.provider_api import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
@@ -47,6 +50,45 @@ def gcp_api() -> Iterator[GcpApi]:
     fake = GcpComputeFake(op_seconds=0.05)
     with ApiServer(fake) as server:
         yield GcpApi(fake, server)
+
+
+AZURE_PRICES = {"Standard_D2s_v5": 0.096, "Standard_D4s_v5": 0.192, "Standard_D4ps_v5": 0.154,
+                "Standard_NC6s_v3": 3.06}
+
+
+@dataclass
+class AzureApi:
+    """A running fake Resource Manager (HTTPS) and provider contexts pointed at it."""
+
+    fake: AzureArmFake
+    server: ApiServer
+    ca_bundle: Path
+    token_file: Path
+
+    def context(self, cluster: str = "demo", name: str = "azure",
+                **config: Any) -> ProviderContext:
+        """A provider block of ``cluster`` using the fake with its token, ``config`` on top."""
+        settings = {"subscription_id": self.fake.subscription, "resource_group": "fuzz-rg",
+                    "location": self.fake.location,
+                    "subnet_id": self.fake.subnet_id("fuzz-vnet", "nodes"),
+                    "prices": AZURE_PRICES, "endpoint": self.server.url,
+                    "ca_bundle": str(self.ca_bundle), "access_token_file": str(self.token_file),
+                    "poll_interval": 0.02, **config}
+        return ProviderContext("azure", name, cluster, settings, Path("."))
+
+
+@pytest.fixture
+def azure_api(tmp_path: Path) -> Iterator[AzureApi]:
+    """A fake Resource Manager over TLS (a self-signed CA) whose operations take 50 ms."""
+    cert, key = self_signed(tmp_path / "tls", "arm")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    fake = AzureArmFake(op_seconds=0.05)
+    token_file = tmp_path / "arm-token"
+    token_file.write_text(fake.token + "\n")
+    with ApiServer(fake, tls) as server:
+        fake.base_url = server.url
+        yield AzureApi(fake, server, cert, token_file)
 
 
 def node_request(
