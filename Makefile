@@ -33,17 +33,14 @@ fuzz/api/%_pb2.py: fuzz/api/%.proto $(STAMPS)/venv
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $<
 
 demo: setup
-	$(FUZZ) -C examples/local init
-	$(FUZZ) -C examples/local apply --auto-approve
-	$(FUZZ) -C examples/local node list
-	@echo
-	@echo "The 3 local nodes keep running. Remove them with: make demo-destroy"
+	$(PY) scripts/demo.py
 
 demo-destroy: setup
 	$(FUZZ) -C examples/local destroy --auto-approve
+	$(FUZZ) -C examples/local server --stop
 
 lint: setup
-	$(VENV)/bin/ruff check fuzz state providers tests bench
+	$(VENV)/bin/ruff check fuzz state providers tests bench scripts
 	$(VENV)/bin/mypy
 
 test: setup lint

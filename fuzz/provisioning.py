@@ -8,7 +8,7 @@ plugin hooks, and turns a hook that nobody answers into a clear PluginError.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -50,9 +50,18 @@ def provider_contexts(loaded: LoadedSpec, plugins: PluginSet) -> dict[str, Provi
 class ProviderGateway:
     """Node operations for the engine, dispatched to the plugin of each provider block."""
 
-    def __init__(self, plugins: PluginSet, contexts: dict[str, ProviderContext]) -> None:
+    def __init__(
+        self, plugins: PluginSet, contexts: dict[str, ProviderContext],
+        join: Callable[[str], JoinInfo] | None = None,
+    ) -> None:
+        """Dispatch to ``plugins``; ``join`` gives a new node (by address) its join info.
+
+        Without ``join`` (a cluster with no orchestrator) a node gets a token of its
+        own and joins nothing.
+        """
         self.plugins = plugins
         self.contexts = contexts
+        self._join = join
 
     def kinds(self) -> dict[str, str]:
         """Provider block name → plugin kind."""
@@ -69,7 +78,8 @@ class ProviderGateway:
                 f"fuzz state rm"
             ) from None
 
-    def _answer(self, hook: str, ctx: ProviderContext, **kwargs: Any) -> Any:
+    def answer(self, hook: str, ctx: ProviderContext, **kwargs: Any) -> Any:
+        """Call provider ``hook`` for ``ctx``; a plugin that does not answer is a PluginError."""
         result = getattr(self.plugins.manager.hook, hook)(ctx=ctx, **kwargs)
         if result is None:
             plugin = self.plugins.require_provider(ctx.kind)
@@ -82,27 +92,27 @@ class ProviderGateway:
     def observe(self, providers: Iterable[str]) -> dict[str, list[NodeObservation]]:
         """Every node each named provider block holds for the cluster (refresh)."""
         return {
-            name: list(self._answer("fuzz_provider_read_nodes", self.context(name)))
+            name: list(self.answer("fuzz_provider_read_nodes", self.context(name)))
             for name in providers
         }
 
     def offerings(self, provider: str) -> list[Offering]:
         """The offerings of one provider block."""
-        return list(self._answer("fuzz_provider_offerings", self.context(provider)))
+        return list(self.answer("fuzz_provider_offerings", self.context(provider)))
 
     def create(self, node: DesiredNode, token: str) -> NodeObservation:
         """Create ``node`` through its provider, idempotently by ``token``."""
         ctx = self.context(node.provider)
-        join = JoinInfo(token=secrets.token_urlsafe(32))
+        join = self._join(node.address) if self._join else JoinInfo(secrets.token_urlsafe(32))
         request = NodeRequest(
             address=node.address, pool=node.pool, client_token=token, offering=node.offering,
             labels=dict(node.labels), attributes=dict(node.attributes),
             tags={TAG_CLUSTER: ctx.cluster, TAG_ADDRESS: node.address, TAG_CLIENT_TOKEN: token},
             join=join,
         )
-        payload = self._answer("fuzz_provider_bootstrap_payload", ctx, node=request, join=join)
+        payload = self.answer("fuzz_provider_bootstrap_payload", ctx, node=request, join=join)
         request = replace(request, bootstrap=payload)
-        result: NodeObservation = self._answer("fuzz_provider_create_node", ctx, node=request)
+        result: NodeObservation = self.answer("fuzz_provider_create_node", ctx, node=request)
         return result
 
     def delete(self, record: RecordedNode) -> None:
@@ -116,4 +126,4 @@ class ProviderGateway:
                                        "running", record.observed.get("endpoint"),
                                        dict(record.observed))]
         for obs in matches:
-            self._answer("fuzz_provider_delete_node", ctx, node=obs)
+            self.answer("fuzz_provider_delete_node", ctx, node=obs)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fakes.fixtures import azure_api, gcp_api  # noqa: F401  (fixture: tests/fakes/fixtures.py)
+from fakes.fixtures import azure_api, gcp_api  # noqa: F401  (fixtures: tests/fakes/fixtures.py)
+from fakes.warewulf_site import warewulf_api, warewulf_site  # noqa: F401  (fixtures)
 from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     auth_busybox_image,
     auth_registry,
@@ -15,6 +16,7 @@ from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     busybox_layout,
     registry,
 )
+from servers import moto_s3  # noqa: F401  (fixture: tests/servers.py)
 
 
 def pid_gone(pid: int) -> bool:

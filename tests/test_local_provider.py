@@ -117,7 +117,8 @@ def test_node_lifecycle(ctx: ProviderContext, assert_pid_gone: Callable[..., Non
     )
     token_file = Path(first.attributes["token_file"])
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    assert token_file.read_text().strip() == JOIN_TOKEN
+    assert token_file.read_text().strip() != JOIN_TOKEN  # the agent's own token
+    assert (token_file.parent / "join-token").read_text().strip() == JOIN_TOKEN
     meta = json.loads((node_dir / "meta.json").read_text())
     assert meta["tags"] == dict(request.tags)
     assert (meta["address"], meta["pool"], meta["client_token"]) == (

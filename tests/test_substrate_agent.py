@@ -21,9 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import fuzz
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
+from fuzz.grpcserve import endpoint_for
 from fuzz.substrate.auth import check_authorization, read_token_file
 from fuzz.substrate.client import AgentAuthError, AgentClient, AgentUnreachableError
-from fuzz.substrate.server import endpoint_for
 
 TOKEN = "s3cret-token-for-tests"
 START_TIMEOUT = 15.0

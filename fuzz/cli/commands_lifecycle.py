@@ -12,6 +12,12 @@ from types import FrameType
 
 import click
 
+from fuzz.cli.declared_workflows import (
+    has_workflow_changes,
+    print_workflow_changes,
+    start_changed,
+    workflow_changes,
+)
 from fuzz.cli.options import (
     AppContext,
     json_option,
@@ -25,6 +31,7 @@ from fuzz.cli.render import (
     print_json,
     print_plan,
     summary_line,
+    validation_json,
 )
 from fuzz.engine.model import Plan, State
 from fuzz.errors import ConfigError, FuzzError
@@ -76,12 +83,11 @@ def validate(app: AppContext, as_json: bool) -> None:
         providers = len(ws.contexts)
     except SpecError as exc:
         if as_json:
-            print_json(app.out, {"valid": False,
-                                 "problems": [p.to_json() for p in exc.problems]})
+            print_json(app.out, validation_json(exc.problems))
             sys.exit(1)
         raise
     if as_json:
-        print_json(app.out, {"valid": True, "problems": []})
+        print_json(app.out, validation_json([]))
     else:
         app.out.print(f"[green]Success![/] {ws.spec_path} is valid "
                       f"({len(ws.loaded.spec.pools)} pool(s), {providers} provider block(s)).")
@@ -116,16 +122,19 @@ def plan(app: AppContext, out: Path | None, detailed_exitcode: bool, refresh: bo
     with ws.locked("plan", parse_lock_timeout(lock_timeout)):
         the_plan, _ = refresh_and_plan(ws.loaded.spec, ws.gateway, ws.store, request,
                                        persist_refresh=False)
+    workflows = [] if destroy else workflow_changes(ws)[0]
     if out is not None:
         write_plan(out, the_plan, ws.spec_path)
     if as_json:
-        print_json(app.out, the_plan.to_json())
+        print_json(app.out, {**the_plan.to_json(),
+                             "workflows": [change.to_json() for change in workflows]})
     else:
         print_plan(app.out, the_plan)
+        print_workflow_changes(app.out, workflows)
         if out is not None:
             app.out.print(f"\nSaved the plan to {out}. Apply exactly this plan with: "
-                          f"fuzz apply {out}")
-    if detailed_exitcode and the_plan.has_changes:
+                          f"fuzz apply {out} (declared workflows are compared again then)")
+    if detailed_exitcode and (the_plan.has_changes or has_workflow_changes(workflows)):
         raise ChangesPresent("")
 
 
@@ -186,13 +195,19 @@ def _lifecycle(app: AppContext, plan_file: Path | None, auto_approve: bool, lock
                 print_plan(app.out, the_plan)
             if the_plan.has_changes and not auto_approve:
                 _confirm(app, f"\nDo you want to perform these actions? {summary_line(the_plan)}")
-        if not the_plan.has_changes:
-            if as_json:
-                print_json(app.out, {"type": "result", "added": 0, "changed": 0, "destroyed": 0,
-                                     "failed": {}, "skipped": [], "serial": state.serial,
-                                     "lineage": state.lineage})
-            return
-        _run_apply(app, the_plan, state, parallelism, as_json)
+        if the_plan.has_changes:
+            _run_apply(app, the_plan, state, parallelism, as_json)
+        elif as_json:
+            print_json(app.out, {"type": "result", "added": 0, "changed": 0, "destroyed": 0,
+                                 "failed": {}, "skipped": [], "serial": state.serial,
+                                 "lineage": state.lineage})
+    if operation == "apply":
+        changes, files = workflow_changes(ws)
+        if not as_json:
+            print_workflow_changes(app.out, changes)
+        started = start_changed(ws, app.out, changes, files, as_json)
+        if as_json and changes:
+            print_json(app.out, {"type": "workflows", "started": started})
 
 
 @click.command()

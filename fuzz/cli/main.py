@@ -35,12 +35,24 @@ def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) 
 
 
 def _register_commands() -> None:
-    from fuzz.cli import commands_info, commands_lifecycle, commands_state
+    from fuzz.cli import (
+        commands_info,
+        commands_lifecycle,
+        commands_runs,
+        commands_secret,
+        commands_server,
+        commands_state,
+    )
+    from fuzz.cli.commands_workflow import workflow
     from fuzz.substrate.cli import substrate
 
-    for module in (commands_lifecycle, commands_state, commands_info):
+    for module in (commands_lifecycle, commands_state, commands_info, commands_server,
+                   commands_secret):
         for command in module.COMMANDS:
             cli.add_command(command)
+    for command in commands_runs.COMMANDS:
+        workflow.add_command(command)
+    cli.add_command(workflow)
     cli.add_command(substrate)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -10,6 +11,7 @@ from rich.markup import escape
 
 from fuzz.engine.apply import ApplyEvent, ApplyResult
 from fuzz.engine.model import Action, Change, Plan
+from fuzz.spec.problems import Problem
 
 SYMBOLS = {
     Action.CREATE: ("+", "green", "created"),
@@ -29,6 +31,11 @@ def print_json(console: Console, data: Any) -> None:
     """Print ``data`` as JSON, unstyled, for scripts."""
     console.file.write(json.dumps(data, indent=2) + "\n")
     console.file.flush()
+
+
+def validation_json(problems: Sequence[Problem], **details: Any) -> dict[str, Any]:
+    """What ``validate --json`` prints: ``valid``, the problems, and ``details`` if valid."""
+    return {"valid": not problems, "problems": [p.to_json() for p in problems], **details}
 
 
 def summary_line(plan: Plan) -> str:

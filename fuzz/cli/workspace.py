@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.orchestrate.connect import orchestrator_client
 from fuzz.plugins import PluginSet, load_plugins
 from fuzz.provider_api import ProviderContext
 from fuzz.provisioning import ProviderGateway, provider_contexts
@@ -39,8 +41,18 @@ class Workspace:
 
     @cached_property
     def gateway(self) -> ProviderGateway:
-        """The engine's node operations through the provider plugins."""
-        return ProviderGateway(self.plugins, self.contexts)
+        """The engine's node operations through the provider plugins.
+
+        With an ``orchestrator:`` block, new nodes get their join tokens from it.
+        """
+        if self.loaded.spec.orchestrator is None:
+            return ProviderGateway(self.plugins, self.contexts)
+        return ProviderGateway(self.plugins, self.contexts, self.orchestrator.issue_join_token)
+
+    @cached_property
+    def orchestrator(self) -> OrchestratorClient:
+        """A client for the cluster's orchestrator (from the spec's ``orchestrator:`` block)."""
+        return orchestrator_client(self.loaded)
 
     @cached_property
     def store(self) -> StateStore:

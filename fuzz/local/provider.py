@@ -3,7 +3,8 @@
 A node lives in ``<workdir>/<cluster>/<client token>/``:
 
 ``meta.json``   the node's tags, address, pool, labels and provider block (written first)
-``token``       the agent's bearer token (mode 0600)
+``token``       the agent's own bearer token (mode 0600)
+``join-token``  the token it joins its orchestrator with, when the cluster has one (0600)
 ``agent.log``   the agent's stdout and stderr
 ``agent.lock``, ``agent.json``, ``node-id``  kept by the agent (:mod:`fuzz.substrate.statedir`)
 
@@ -19,6 +20,7 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -43,6 +45,7 @@ from fuzz.provider_api import (
     Offering,
     ProviderContext,
     ProviderError,
+    QuotaExceededError,
 )
 from fuzz.substrate.inventory import read_inventory
 from fuzz.substrate.statedir import (
@@ -51,11 +54,13 @@ from fuzz.substrate.statedir import (
     lock_pid,
     read_json,
     write_json_atomic,
+    write_private_file,
 )
 
 KIND = "local"
 META_FILE = "meta.json"
 TOKEN_FILE = "token"
+JOIN_TOKEN_FILE = "join-token"
 LOG_FILE = "agent.log"
 CREATE_LOCK_FILE = "create.lock"
 POLL_INTERVAL = 0.03
@@ -75,6 +80,13 @@ class LocalConfig(BaseModel):
     start_timeout: float = Field(default=30, gt=0, description="Seconds to wait for an agent.")
     stop_timeout: float = Field(
         default=10, gt=0, description="Seconds between SIGTERM and SIGKILL."
+    )
+    insecure_registries: list[str] = Field(
+        default_factory=list,
+        description="Registries (HOST:PORT) the agents reach over plain HTTP, e.g. a local one.",
+    )
+    max_nodes: int | None = Field(
+        default=None, ge=1, description="The most nodes this block may hold (a quota)."
     )
 
 
@@ -138,9 +150,29 @@ def node_dir(ctx: ProviderContext, client_token: str) -> Path:
     return cluster_dir(ctx) / _safe(client_token, "client token")
 
 
+def _block_dirs(ctx: ProviderContext) -> list[Path]:
+    """The node dirs of ``ctx.cluster`` that belong to this provider block, or may (no meta yet)."""
+    try:
+        entries = sorted(p for p in cluster_dir(ctx).iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
+    return [d for d in entries if (read_json(d / META_FILE) or {}).get("provider", ctx.name)
+            == ctx.name]
+
+
+def _check_quota(ctx: ProviderContext, max_nodes: int) -> None:
+    """Raise QuotaExceededError when the block already holds ``max_nodes`` node dirs."""
+    held = len(_block_dirs(ctx))
+    if held >= max_nodes:
+        raise QuotaExceededError(
+            f"local provider '{ctx.name}': max_nodes is {max_nodes} and {held} nodes exist "
+            f"in {cluster_dir(ctx)}; delete nodes or raise max_nodes"
+        )
+
+
 @contextmanager
 def _create_lock(directory: Path) -> Iterator[None]:
-    """Serialize creates and deletes of one node dir across threads and processes."""
+    """Serialize creates and deletes of a node dir (or of the cluster dir's node count)."""
     fd = os.open(directory / CREATE_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -220,11 +252,19 @@ def payload_document(node: NodeRequest, join: JoinInfo) -> str:
     )
 
 
-def _parse_payload(node: NodeRequest) -> tuple[str, dict[str, str]]:
+@dataclass(frozen=True)
+class _Payload:
+    join_token: str
+    orchestrator: str | None
+    labels: dict[str, str]
+
+
+def _parse_payload(node: NodeRequest) -> _Payload:
     text = node.bootstrap or payload_document(node, node.join)
     try:
         payload = json.loads(text)
         token = str(payload["token"] or "").strip()
+        orchestrator = payload.get("orchestrator")
         labels = {str(k): str(v) for k, v in dict(payload.get("labels") or {}).items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ProviderError(
@@ -233,24 +273,15 @@ def _parse_payload(node: NodeRequest) -> tuple[str, dict[str, str]]:
         ) from None
     if not token:
         raise ProviderError(f"local node {node.address}: the join token is empty")
-    return token, labels
+    return _Payload(token, str(orchestrator) if orchestrator else None, labels)
 
 
 # --- agent processes --------------------------------------------------------------------
 
 
-def _write_token(path: Path, token: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (token + "\n").encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _spawn(directory: Path, labels: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    directory: Path, address: str, payload: _Payload, config: LocalConfig
+) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable,
         "-m",
@@ -263,8 +294,13 @@ def _spawn(directory: Path, labels: Mapping[str, str]) -> subprocess.Popen[bytes
         "--token-file",
         str(directory / TOKEN_FILE),
     ]
-    for key, value in sorted(labels.items()):
+    for key, value in sorted(payload.labels.items()):
         argv += ["--label", f"{key}={value}"]
+    for registry in config.insecure_registries:
+        argv += ["--insecure-registry", registry]
+    if payload.orchestrator:
+        argv += ["--join", payload.orchestrator, "--join-token-file",
+                 str(directory / JOIN_TOKEN_FILE), "--node-name", address]
     env = dict(os.environ)
     source_root = str(Path(fuzz.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
@@ -406,10 +442,14 @@ class LocalProvider(ProviderPlugin):
         """Start an agent for ``node`` in its own dir, or return the one already running there."""
         config = _config(ctx)
         directory = node_dir(ctx, node.client_token)
-        token, labels = _parse_payload(node)
+        payload = _parse_payload(node)
         _reap_children()
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with _create_lock(directory.parent):
+                if config.max_nodes is not None and not directory.exists():
+                    _check_quota(ctx, config.max_nodes)
+                directory.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ProviderError(
                 f"local node {node.address}: cannot create {directory}: {exc}"
@@ -427,26 +467,26 @@ class LocalProvider(ProviderPlugin):
             }
             if lock_held(directory):
                 existing = read_json(directory / META_FILE) or meta
+                token = (directory / TOKEN_FILE).read_text().strip()
                 return _wait_running(directory, existing, token, config.start_timeout, None)
             write_json_atomic(directory / META_FILE, meta)
-            _write_token(directory / TOKEN_FILE, token)
+            token = secrets.token_urlsafe(32)
+            write_private_file(directory / TOKEN_FILE, (token + "\n").encode())
+            if payload.orchestrator:
+                write_private_file(directory / JOIN_TOKEN_FILE,
+                                   (payload.join_token + "\n").encode())
             (directory / INFO_FILE).unlink(missing_ok=True)  # left by a killed agent
-            proc = _spawn(directory, labels)
+            proc = _spawn(directory, node.address, payload, config)
             return _wait_running(directory, meta, token, config.start_timeout, proc)
 
     def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation] | None:
         """Every node dir of ``ctx.cluster`` made by this provider block, with its agent's state."""
         _reap_children()
-        root = cluster_dir(ctx)
-        try:
-            entries = sorted(p for p in root.iterdir() if p.is_dir())
-        except FileNotFoundError:
-            return []
         nodes: list[NodeObservation] = []
-        for directory in entries:
+        for directory in _block_dirs(ctx):
             meta = read_json(directory / META_FILE)
-            if meta is None or meta.get("provider", ctx.name) != ctx.name:
-                continue
+            if meta is None:
+                continue  # being created: its meta.json follows under the node's lock
             status = _agent_status(directory)
             state: NodeState
             if status.held and status.info is not None:

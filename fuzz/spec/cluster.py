@@ -25,6 +25,8 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 """Cluster and pool names: lowercase letters, digits and '-', starting with a letter, ≤ 63."""
 NODE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Static node names: letters, digits, '_', '.' and '-', not starting with punctuation."""
+WORKFLOW_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+"""Workflow names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 64."""
 STATIC_POOL_FORBIDDEN = ("offerings", "min", "max")
 """Keys of an elastic pool that a static pool (one with ``nodes:``) must not set."""
 
@@ -161,6 +163,48 @@ class PoolSpec(StrictModel):
         return parse_duration(self.idle_ttl)
 
 
+class OrchestratorSpec(StrictModel):
+    """The ``orchestrator:`` block: where ``fuzz server`` listens and keeps its data.
+
+    ``fuzz apply`` asks this server for each new node's join token, and the CLI's
+    ``workflow`` and ``secret`` commands talk to it.
+    """
+
+    listen: str = Field(default="127.0.0.1:7400", description="HOST:PORT the server binds.")
+    advertise: str | None = Field(
+        default=None, description="HOST:PORT nodes and clients use (default: listen).")
+    data_dir: str = Field(default=".fuzz/server",
+                          description="Database, keys and logs, relative to the spec.")
+    volume_root: str | None = Field(
+        default=None, description="Where volumes live, seen by every node at the same path "
+        "(default: DATA_DIR/volumes).")
+    job_uid: int = Field(default=65534, ge=0, description="The uid jobs run as.")
+    job_gid: int = Field(default=65534, ge=0, description="The gid jobs run as.")
+
+    @property
+    def address(self) -> str:
+        """Where clients reach the server."""
+        return self.advertise or self.listen
+
+
+def _check_workflow_name(value: str) -> str:
+    if not WORKFLOW_NAME_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"invalid workflow name {value!r}: use 1-64 letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+WorkflowName = Annotated[str, AfterValidator(_check_workflow_name)]
+
+
+class WorkflowEntry(StrictModel):
+    """A workflow declared in the spec: ``fuzz apply`` starts it, and again when it changes."""
+
+    file: str = Field(description="The Fuzzfile, relative to the spec.")
+
+
 class ClusterSpec(StrictModel):
     """The whole ``fuzz.yaml``.
 
@@ -173,6 +217,8 @@ class ClusterSpec(StrictModel):
     state: StateSpec = Field(default_factory=StateSpec)
     providers: dict[str, ProviderSpec] = Field(default_factory=dict)
     pools: dict[Name, PoolSpec] = Field(default_factory=dict)
+    orchestrator: OrchestratorSpec | None = None
+    workflows: dict[WorkflowName, WorkflowEntry] = Field(default_factory=dict)
 
     @field_validator("version")
     @classmethod
@@ -181,7 +227,7 @@ class ClusterSpec(StrictModel):
             raise ValueError(f"unsupported version {value}; this fuzz reads version {SPEC_VERSION}")
         return value
 
-    @field_validator("providers", "pools", mode="before")
+    @field_validator("providers", "pools", "workflows", mode="before")
     @classmethod
     def _empty_if_null(cls, value: Any) -> Any:
         return _none_to_empty(value)

@@ -11,21 +11,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from fuzz.spec.cluster import ClusterSpec, cluster_issues
-from fuzz.spec.problems import (
-    Problem,
-    SpecError,
-    issues_to_problems,
-    problems_from_validation_error,
-    sort_problems,
-)
+from fuzz.spec.problems import SpecError, problems_from_validation_error
+from fuzz.spec.validation import ModelT, validate_document
 from fuzz.spec.yamlsource import SourceMap, read_yaml
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -51,23 +44,7 @@ def load_cluster_spec(path: Path, display_name: str | None = None) -> LoadedSpec
     """
     name = display_name if display_name is not None else str(path)
     document = read_yaml(path, name)
-    if document.data is None:
-        raise SpecError(document.problems)
-    found: list[Problem] = []
-    spec: ClusterSpec | None = None
-    try:
-        spec = ClusterSpec.model_validate(document.data)
-    except ValidationError as exc:
-        found += problems_from_validation_error(exc, document.source, model=ClusterSpec)
-    found += issues_to_problems(cluster_issues(document.data), document.source)
-    # a value YAML could not read (an unknown tag, say) is loaded as null: do not
-    # report it a second time as "must be a string"
-    yaml_positions = {(problem.line, problem.col) for problem in document.problems}
-    problems = document.problems + [
-        problem for problem in found if (problem.line, problem.col) not in yaml_positions
-    ]
-    if problems or spec is None:
-        raise SpecError(sort_problems(problems))
+    spec = validate_document(document, ClusterSpec, cluster_issues)
     return LoadedSpec(spec=spec, path=path.absolute(), source=document.source)
 
 

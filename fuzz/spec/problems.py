@@ -12,7 +12,7 @@ import difflib
 import types
 import typing
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -58,6 +58,9 @@ class Issue:
     path: tuple[Hashable, ...]
     message: str
     at: Literal["key", "value"] = "value"
+    shown: tuple[Hashable, ...] | None = None
+    """The field to name when it is not ``path``: an entry of a list reported as the list
+    (``jobs.ufs.requires: unknown job 'untarr'``, placed at the entry)."""
 
 
 class SpecError(ConfigError):
@@ -95,7 +98,13 @@ def sort_problems(problems: Iterable[Problem]) -> list[Problem]:
 
 def issues_to_problems(issues: Iterable[Issue], source: SourceMap) -> list[Problem]:
     """Place :class:`Issue` values in the file with the source map."""
-    return [source.problem(issue.path, issue.message, at=issue.at) for issue in issues]
+    problems = []
+    for issue in issues:
+        problem = source.problem(issue.path, issue.message, at=issue.at)
+        if issue.shown is not None:
+            problem = replace(problem, field=format_path(issue.shown))
+        problems.append(problem)
+    return problems
 
 
 # --- pydantic errors -------------------------------------------------------------------

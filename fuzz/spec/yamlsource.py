@@ -19,7 +19,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fuzz.errors import ConfigError
-from fuzz.spec.problems import Problem, format_path
+from fuzz.spec.problems import Problem, SpecError, format_path
 
 FieldPath = tuple[Hashable, ...]
 """A path into loaded data: mapping keys and list indices, outermost first."""
@@ -317,6 +317,36 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
         loader.dispose()
 
 
+def read_source(path: Path, file: str) -> bytes:
+    """The bytes of a spec file; ``file`` is the name errors show.
+
+    Raises ConfigError (``fuzz.yaml: no such file``) when the file cannot be read.
+    """
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(f"{file}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+
+
+def decode_source(raw: bytes, file: str) -> str:
+    """A spec file's bytes as text (UTF-8, a leading BOM dropped).
+
+    Raises SpecError with one problem at the first byte that is not UTF-8.
+    """
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        good = raw[: exc.start].decode("utf-8-sig")
+        pos = _offset_position(good, len(good))
+        raise SpecError([Problem(file, pos.line, pos.col, "", "not valid UTF-8 text")]) from None
+
+
 def read_yaml(path: Path, file: str | None = None) -> YamlDocument:
     """Read and parse a YAML file (see :func:`parse_yaml`); ``file`` is the name to show.
 
@@ -324,21 +354,9 @@ def read_yaml(path: Path, file: str | None = None) -> YamlDocument:
     Text that is not UTF-8 is reported as a problem at the first bad byte.
     """
     name = file if file is not None else str(path)
+    raw = read_source(path, name)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{name}: is a directory, not a file") from None
-    except PermissionError:
-        raise ConfigError(f"{name}: permission denied") from None
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        good = raw[: exc.start].decode("utf-8-sig")
-        pos = _offset_position(good, len(good))
-        problem = Problem(name, pos.line, pos.col, "", "not valid UTF-8 text")
-        return YamlDocument(None, SourceMap(name), [problem])
+        text = decode_source(raw, name)
+    except SpecError as exc:
+        return YamlDocument(None, SourceMap(name), exc.problems)
     return parse_yaml(text, name)

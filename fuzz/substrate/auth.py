@@ -104,7 +104,11 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Reject every call without the right bearer token, except the open services."""
 
     def __init__(self, token: str, open_services: Iterable[str] = (HEALTH_SERVICE,)) -> None:
-        """Accept ``token``; calls to ``open_services`` need none."""
+        """Accept ``token``; calls to ``open_services`` need none.
+
+        An entry is a service (``grpc.health.v1.Health``) or one method of it
+        (``/package.Service/Method``).
+        """
         if not token:
             raise ValueError("the agent's token must not be empty")
         self._token = token
@@ -118,7 +122,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         """Pass authenticated calls on; answer the others with UNAUTHENTICATED."""
         method: str = handler_call_details.method
         service = method.lstrip("/").partition("/")[0]
-        if service in self._open:
+        if service in self._open or method in self._open:
             return continuation(handler_call_details)
         metadata = handler_call_details.invocation_metadata or ()
         problem = check_authorization(self._token, metadata)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -62,6 +63,15 @@ def substrate() -> None:
               help="Serve TLS with this certificate (chain); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
               help="The private key of --tls-cert.")
+@click.option("--join", "join_address", metavar="HOST:PORT",
+              help="Register with the orchestrator at this address (and keep doing so).")
+@click.option("--join-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="File holding the join token this node was created with.")
+@click.option("--node-name", metavar="NAME",
+              help="The node's name in its cluster (default: the hostname).")
+@click.option("--advertise", metavar="HOST:PORT",
+              help="The address the orchestrator calls this agent at (default: where it "
+              "listens).")
 def serve_command(
     listen: str,
     state_dir: Path,
@@ -72,12 +82,18 @@ def serve_command(
     insecure_registries: tuple[str, ...],
     tls_cert: Path | None,
     tls_key: Path | None,
+    join_address: str | None,
+    join_token_file: Path | None,
+    node_name: str | None,
+    advertise: str | None,
 ) -> None:
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from fuzz.grpcserve import TlsFiles
     from fuzz.substrate.auth import read_token_file
-    from fuzz.substrate.server import TlsFiles, serve
+    from fuzz.substrate.join import JoinSettings
+    from fuzz.substrate.server import serve
     from fuzz.units import parse_size
 
     parsed = parse_labels(labels)
@@ -86,9 +102,15 @@ def serve_command(
     tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
         token = read_token_file(token_file)
+        join = None
+        if join_address is not None:
+            if join_token_file is None:
+                raise click.ClickException("--join needs --join-token-file")
+            join = JoinSettings(join_address, read_token_file(join_token_file),
+                                node_name or socket.gethostname(), advertise)
         serve(listen, state_dir.absolute(), token, parsed, inventory_file=inventory_file,
               image_cache_bytes=parse_size(image_cache),
-              insecure_registries=insecure_registries, tls=tls)
+              insecure_registries=insecure_registries, tls=tls, join=join)
     except ValueError as exc:
         raise click.ClickException(f"--image-cache: {exc}") from None
     except FuzzError as exc:

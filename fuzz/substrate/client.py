@@ -6,22 +6,16 @@ messages, so that the CLI and the providers can report them as they are.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
-from fuzz.substrate.auth import bearer_metadata
+from fuzz.grpcclient import DEFAULT_TIMEOUT, GrpcClient, status_of
 
-DEFAULT_TIMEOUT = 10.0
-_CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
-_Reply = TypeVar("_Reply")
 
 
 class AgentError(FuzzError):
@@ -54,11 +48,7 @@ def _credentials(pair: tuple[str, str] | None) -> substrate_pb2.RegistryCredenti
     return substrate_pb2.RegistryCredentials(username=pair[0], password=pair[1])
 
 
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
-
-
-class AgentClient:
+class AgentClient(GrpcClient):
     """Talk to the agent at ``endpoint`` (``host:port``), authenticating with ``token``."""
 
     def __init__(
@@ -66,16 +56,8 @@ class AgentClient:
         ca_pem: bytes | None = None,
     ) -> None:
         """Open a channel (TLS verified against ``ca_pem`` when given); nothing is sent yet."""
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self._metadata = bearer_metadata(token)
-        if ca_pem is None:
-            self._channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
-        else:
-            credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
-            self._channel = grpc.secure_channel(endpoint, credentials, options=_CHANNEL_OPTIONS)
+        super().__init__(endpoint, token, timeout, ca_pem)
         self._stub: Any = substrate_pb2_grpc.SubstrateStub(self._channel)
-        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
 
     def inventory(self, timeout: float | None = None) -> substrate_pb2.Inventory:
         """Return the node's inventory (cores, NUMA domains, memory, GPUs, labels)."""
@@ -144,45 +126,12 @@ class AgentClient:
         )
         return list(reply.leases)
 
-    def health(self, timeout: float | None = None) -> bool:
-        """True when the agent answers the standard health check with SERVING."""
-        try:
-            reply = self._health.Check(
-                health_pb2.HealthCheckRequest(service=""),
-                timeout=self.timeout if timeout is None else timeout,
-            )
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
     def wait_ready(self, timeout: float) -> None:
         """Wait until the agent reports SERVING; raise AgentUnreachableError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            if self.health(timeout=min(left, 1.0)):
-                return
-            time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
-        raise AgentUnreachableError(
-            f"agent at {self.endpoint} did not become ready within {timeout:g}s"
-        )
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    def __enter__(self) -> AgentClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        if not self.ready_within(timeout):
+            raise AgentUnreachableError(
+                f"agent at {self.endpoint} did not become ready within {timeout:g}s"
+            )
 
     def pull_image(
         self, image: str, credentials: tuple[str, str] | None = None,
@@ -264,25 +213,9 @@ class AgentClient:
         for chunk in self._stream(self._stub.StreamLogs, request, timeout):
             yield chunk.data
 
-    def _stream(self, method: Callable[..., Iterator[_Reply]], request: Any,
-                timeout: float | None) -> Iterator[_Reply]:
-        """Iterate a server stream with the token; gRPC failures become AgentErrors."""
-        try:
-            yield from method(request, metadata=self._metadata, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
-
-    def _call(self, method: Callable[..., _Reply], request: Any, timeout: float | None) -> _Reply:
-        """Call ``method`` with the token; gRPC failures become AgentErrors."""
-        wait = self.timeout if timeout is None else timeout
-        try:
-            return method(request, metadata=self._metadata, timeout=wait)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
-
     def _error(self, exc: grpc.RpcError) -> AgentError:
-        code = exc.code() if isinstance(exc, grpc.Call) else None
-        details = _one_line(exc.details() if isinstance(exc, grpc.Call) else str(exc))
+        """What a failed call to the agent means, as an AgentError."""
+        code, details = status_of(exc)
         if code == grpc.StatusCode.UNAVAILABLE:
             return AgentUnreachableError(f"agent at {self.endpoint} is not reachable")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -14,6 +14,7 @@ import grpc
 
 from fuzz.api import substrate_pb2
 from fuzz.errors import ConfigError, FuzzError
+from fuzz.grpcserve import StatusTable, abort_with
 from fuzz.substrate.bundle import Mount
 from fuzz.substrate.containers import (
     ContainerExistsError,
@@ -54,17 +55,11 @@ _STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (  # for image an
 )
 
 
-StatusTable = tuple[tuple[type[FuzzError], grpc.StatusCode], ...]
-
-
 def abort_for(
     context: grpc.ServicerContext, exc: FuzzError, table: StatusTable | None = None
 ) -> NoReturn:
-    """End the call with the status ``table`` gives ``exc`` (INTERNAL for the unexpected)."""
-    for kind, code in _STATUS if table is None else table:
-        if isinstance(exc, kind):
-            context.abort(code, str(exc))
-    context.abort(grpc.StatusCode.INTERNAL, str(exc))
+    """End the call with the status ``table`` (default: the job errors') gives ``exc``."""
+    abort_with(context, exc, _STATUS if table is None else table)
 
 
 def credentials_from(message: substrate_pb2.RegistryCredentials) -> Credentials | None:

@@ -10,29 +10,31 @@ SIGTERM or SIGINT. Leases (:mod:`fuzz.substrate.leases`) are kept in
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent import futures
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fuzz import __version__
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
-from fuzz.substrate.auth import BearerTokenInterceptor
+from fuzz.grpcserve import (
+    RunningServer,
+    ServerStartError,
+    TlsFiles,
+    install_signal_handlers,
+    restore_signal_handlers,
+    start_server,
+)
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.inventory import MachineInventory, read_inventory
 from fuzz.substrate.job_rpcs import JobRpcs, abort_for
 from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
+from fuzz.substrate.join import JoinSettings, keep_registered
 from fuzz.substrate.leases import (
     DEFAULT_TTL,
     Lease,
@@ -66,7 +68,7 @@ MAX_WORKERS = 64
 _Reply = TypeVar("_Reply")
 
 
-class AgentStartError(FuzzError):
+class AgentStartError(ServerStartError):
     """The agent cannot start: it cannot use its state dir or cannot listen."""
 
 
@@ -277,82 +279,6 @@ class SubstrateService(JobRpcs):
 # --- the process --------------------------------------------------------------------------
 
 
-def endpoint_for(listen: str, port: int) -> str:
-    """The address clients use for a server bound to ``listen`` on ``port``."""
-    host = listen.rpartition(":")[0].strip("[]")
-    if host in ("", "0.0.0.0", "::", "localhost"):
-        host = "127.0.0.1"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def bind_problem(listen: str) -> str:
-    """Say why ``listen`` (``host:port``) cannot be bound, as the OS puts it."""
-    host, _, port_text = listen.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port_text.isdigit():
-        return "expected HOST:PORT, e.g. 127.0.0.1:0"
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, int(port_text), type=socket.SOCK_STREAM
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.bind(address)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return "the gRPC server could not bind it"
-
-
-@dataclass
-class _Running:
-    server: grpc.Server
-    health: health.HealthServicer
-    endpoint: str
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """The agent's TLS certificate and key (PEM files)."""
-
-    cert: Path
-    key: Path
-
-    def server_credentials(self) -> grpc.ServerCredentials:
-        """gRPC server credentials from the files, or AgentStartError naming what is wrong."""
-        try:
-            chain, key = self.cert.read_bytes(), self.key.read_bytes()
-        except OSError as exc:
-            raise AgentStartError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
-        if b"-----BEGIN" not in chain or b"-----BEGIN" not in key:
-            raise AgentStartError(f"TLS files {self.cert} and {self.key} must be PEM")
-        return grpc.ssl_server_credentials([(key, chain)])
-
-
-def _start_server(
-    listen: str, token: str, service: SubstrateService, tls: TlsFiles | None
-) -> _Running:
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="substrate"),
-        interceptors=[BearerTokenInterceptor(token)],
-        options=(("grpc.so_reuseport", 0),),
-    )
-    substrate_pb2_grpc.add_SubstrateServicer_to_server(service, server)
-    checker = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    try:
-        if tls is None:
-            port = server.add_insecure_port(listen)
-        else:
-            port = server.add_secure_port(listen, tls.server_credentials())
-    except RuntimeError:
-        port = 0
-    if not port:
-        raise AgentStartError(f"cannot listen on {listen}: {bind_problem(listen)}")
-    server.start()
-    for name in ("", SERVICE_NAME):
-        checker.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return _Running(server, checker, endpoint_for(listen, port))
-
-
 def serve(
     listen: str,
     state_dir: Path,
@@ -365,6 +291,7 @@ def serve(
     image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
     insecure_registries: tuple[str, ...] = (),
     tls: TlsFiles | None = None,
+    join: JoinSettings | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
@@ -372,8 +299,9 @@ def serve(
     publishes ``state_dir/agent.json`` once the server answers; removes it on the way
     out. With ``inventory_file`` the node is the one declared there (see
     :mod:`fuzz.substrate.declared`), not the hardware. With ``tls`` it serves TLS
-    only. Raises AgentStartError or DeclaredInventoryError (FuzzErrors) when it
-    cannot start.
+    only. With ``join`` it registers with that orchestrator and keeps doing so
+    (:mod:`fuzz.substrate.join`). Raises AgentStartError or DeclaredInventoryError
+    (FuzzErrors) when it cannot start.
     """
     if not token:
         raise AgentStartError("the agent's token must not be empty")
@@ -390,8 +318,8 @@ def serve(
         raise AgentStartError(f"cannot use state dir {state_dir}: {exc.strerror}") from None
     info_path = state_dir / INFO_FILE
     stop_event = stop or threading.Event()
-    previous = _install_signal_handlers(stop_event)
-    running: _Running | None = None
+    previous = install_signal_handlers(stop_event)
+    running: RunningServer | None = None
     try:
         info_path.unlink(missing_ok=True)  # left by an agent that was killed
         started_at = datetime.now(UTC)
@@ -399,7 +327,11 @@ def serve(
             read_node_id(state_dir), labels, started_at, reader, state_dir / LEASES_FILE,
             job_settings=JobSettings(state_dir, image_cache_bytes, insecure_registries),
         )
-        running = _start_server(listen, token, service, tls)
+        running = start_server(
+            listen, token,
+            lambda server: substrate_pb2_grpc.add_SubstrateServicer_to_server(service, server),
+            SERVICE_NAME, tls=tls, max_workers=MAX_WORKERS,
+        )
         write_json_atomic(
             info_path,
             {
@@ -410,29 +342,16 @@ def serve(
                 "node_id": service.node_id,
             },
         )
+        if join is not None:
+            threading.Thread(
+                target=keep_registered, args=(join, running.endpoint, token, labels, stop_event),
+                name="join", daemon=True,
+            ).start()
         stop_event.wait()
     finally:
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(grace).wait()
         info_path.unlink(missing_ok=True)
-        _restore_signal_handlers(previous)
+        restore_signal_handlers(previous)
         release_lock(lock_fd)
-
-
-_Handler = Callable[[int, FrameType | None], Any] | int | None
-
-
-def _install_signal_handlers(stop: threading.Event) -> dict[int, _Handler]:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-
-def _restore_signal_handlers(previous: dict[int, _Handler]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)

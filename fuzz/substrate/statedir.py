@@ -69,13 +69,16 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def acquire_lock(state_dir: Path, wait: float = LOCK_WAIT) -> int:
-    """Lock ``state_dir/agent.lock`` exclusively, write our pid into it, return its fd.
+def acquire_lock(
+    state_dir: Path, wait: float = LOCK_WAIT, lock_file: str = LOCK_FILE, owner: str = "agent"
+) -> int:
+    """Lock ``state_dir/lock_file`` exclusively, write our pid into it, return its fd.
 
     Retries for ``wait`` seconds (a probe by :func:`lock_held` holds the lock for
-    an instant), then raises StateDirInUseError naming the holder's pid.
+    an instant), then raises StateDirInUseError naming the holder (an ``owner``)
+    and its pid.
     """
-    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(state_dir / lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -89,7 +92,7 @@ def acquire_lock(state_dir: Path, wait: float = LOCK_WAIT) -> int:
             os.close(fd)
             who = f"pid {holder}" if holder.isdigit() else "another process"
             raise StateDirInUseError(
-                f"another agent ({who}) is already running on state dir {state_dir}"
+                f"another {owner} ({who}) is already running on state dir {state_dir}"
             ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -154,3 +157,16 @@ def read_node_id(state_dir: Path) -> str:
     tmp.write_text(new + "\n")
     os.replace(tmp, path)
     return new
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, readable by its owner only (mode 0600)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -29,6 +29,7 @@ APPLETS = (
     "sh", "true", "false", "cat", "echo", "nproc", "id", "env", "pwd", "sleep", "ls",
     "httpd", "dd", "head", "grep", "wc", "mount", "printf", "test", "mkdir", "rm", "touch",
     "hostname", "ps", "kill", "uname", "tail", "sync", "stat", "wget", "nc", "date",
+    "tar", "gzip", "gunzip", "seq", "expr", "basename", "cut", "sort", "tr", "sha256sum",
 )  # fmt: skip
 BUSYBOX_REPO = "fuzz/busybox"
 
@@ -111,12 +112,17 @@ def _answers(host: str) -> bool:
 
 
 @contextmanager
-def serve_registry(workdir: Path, auth: tuple[str, str] | None = None) -> Iterator[Registry]:
-    """Run docker-registry on 127.0.0.1 with its storage in ``workdir`` while in the block."""
+def serve_registry(
+    workdir: Path, auth: tuple[str, str] | None = None, port: int | None = None
+) -> Iterator[Registry]:
+    """Run docker-registry on 127.0.0.1 (``port``, else a free one) while in the block.
+
+    Its storage is ``workdir/storage`` (kept, so a later run serves the same images).
+    """
     binary = require(REGISTRY_BINARY, "docker-registry")
-    host = f"127.0.0.1:{free_port()}"
+    host = f"127.0.0.1:{port or free_port()}"
     storage = workdir / "storage"
-    storage.mkdir()
+    storage.mkdir(exist_ok=True)
     lines = [
         "version: 0.1",
         "log:",

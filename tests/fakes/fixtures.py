@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,16 @@ def node_request(
         tags={TAG_CLUSTER: cluster, TAG_ADDRESS: address, TAG_CLIENT_TOKEN: token},
         join=JoinInfo("join-secret"), bootstrap="#!/bin/sh\necho join-secret\n",
     )
+
+
+@contextmanager
+def turned(fake: object, **knobs: object) -> Iterator[None]:
+    """Set a fake's knobs (attributes) for the duration of the block, then restore them."""
+    before = {name: getattr(fake, name) for name in knobs}
+    for name, value in knobs.items():
+        setattr(fake, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(fake, name, value)

@@ -1,0 +1,182 @@
+"""``fuzz workflow start|status|log|list|describe|cancel``: running Fuzzfiles on the cluster."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.live import Live
+
+from fuzz.api import orchestrator_pb2 as pb
+from fuzz.cli.connection import connect, server_options
+from fuzz.cli.options import AppContext, json_option, pass_app
+from fuzz.cli.workflow_view import list_table, status_table, to_dict
+from fuzz.errors import ConfigError, FuzzError
+from fuzz.units import format_bytes
+
+
+class WorkflowFailedError(FuzzError):
+    """A watched workflow ended other than SUCCEEDED (exit 1, after its table)."""
+
+
+def _read_fuzzfile(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from None
+
+
+def _emit_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _watch(app: AppContext, updates: object, as_json: bool) -> pb.Workflow:
+    last: pb.Workflow | None = None
+    if as_json:
+        for workflow in updates:  # type: ignore[attr-defined]
+            sys.stdout.write(json.dumps(to_dict(workflow)) + "\n")
+            sys.stdout.flush()
+            last = workflow
+    else:
+        with Live(console=app.out, auto_refresh=False) as live:
+            for workflow in updates:  # type: ignore[attr-defined]
+                live.update(status_table(workflow), refresh=True)
+                last = workflow
+    if last is None:
+        raise FuzzError("the orchestrator sent no status")
+    return last
+
+
+def _finish(workflow: pb.Workflow) -> None:
+    if workflow.state != "SUCCEEDED":
+        message = f"workflow {workflow.name} {workflow.state.lower()}"
+        raise WorkflowFailedError(f"{message}: {workflow.error}" if workflow.error else message)
+
+
+@click.command("start")
+@click.argument("name")
+@click.argument("fuzzfile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--watch", is_flag=True, help="Show the status live until the workflow ends.")
+@server_options
+@json_option
+@pass_app
+def start(app: AppContext, name: str, fuzzfile: Path, watch: bool, server: str | None,
+          token_file: Path | None, as_json: bool) -> None:
+    """Start workflow NAME from FUZZFILE (validated by the server first)."""
+    text = _read_fuzzfile(fuzzfile)
+    with connect(app, server, token_file) as client:
+        started = client.start_workflow(name, text, str(fuzzfile))
+        if watch:
+            _finish(_watch(app, client.watch_workflow(name), as_json))
+            return
+    if as_json:
+        _emit_json(to_dict(started))
+        return
+    app.out.print(f"workflow {started.name} run {started.run} started "
+                  f"({len(started.tasks)} tasks); follow it with: fuzz workflow status "
+                  f"{started.name} --watch")
+
+
+@click.command("status")
+@click.argument("name")
+@click.option("--watch", is_flag=True,
+              help="Update live until the workflow ends; exit 1 unless it succeeded.")
+@server_options
+@json_option
+@pass_app
+def status(app: AppContext, name: str, watch: bool, server: str | None,
+           token_file: Path | None, as_json: bool) -> None:
+    """Show a workflow's state: one row per workflow, volume, image and job."""
+    with connect(app, server, token_file) as client:
+        if watch:
+            _finish(_watch(app, client.watch_workflow(name), as_json))
+            return
+        workflow = client.get_workflow(name)
+    if as_json:
+        _emit_json(to_dict(workflow))
+    else:
+        app.out.print(status_table(workflow))
+
+
+@click.command("log")
+@click.argument("name")
+@click.argument("job")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--stderr", "stderr", is_flag=True,
+              help="Print its standard error instead of its standard output.")
+@server_options
+@pass_app
+def log(app: AppContext, name: str, job: str, follow: bool, stderr: bool,
+        server: str | None, token_file: Path | None) -> None:
+    """Print JOB's output (a task-array task is JOB[INDEX])."""
+    with connect(app, server, token_file) as client:
+        for data in client.stream_log(name, job, "stderr" if stderr else "stdout", follow):
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+
+@click.command("list")
+@server_options
+@json_option
+@pass_app
+def list_(app: AppContext, server: str | None, token_file: Path | None, as_json: bool) -> None:
+    """List workflows (the latest run of each), newest first."""
+    with connect(app, server, token_file) as client:
+        workflows = client.list_workflows()
+    if as_json:
+        _emit_json([to_dict(w) for w in workflows])
+    else:
+        app.out.print(list_table(workflows))
+
+
+@click.command("describe")
+@click.argument("name")
+@server_options
+@json_option
+@pass_app
+def describe(app: AppContext, name: str, server: str | None, token_file: Path | None,
+             as_json: bool) -> None:
+    """Everything about a workflow's latest run: file, hash, transfers, attempts, exit codes."""
+    with connect(app, server, token_file) as client:
+        workflow = client.get_workflow(name)
+    if as_json:
+        _emit_json(to_dict(workflow))
+        return
+    out = app.out
+    out.print(f"[bold]{workflow.name}[/] run {workflow.run}: {workflow.state}"
+              + (f" ({workflow.error})" if workflow.error else ""))
+    out.print(f"  file {workflow.file_name}  sha256:{workflow.content_hash[:16]}  "
+              f"owner {workflow.owner}")
+    for volume in workflow.volumes:
+        out.print(f"  volume {volume.name} ({volume.reference}): {volume.state}")
+        for move in volume.transfers:
+            out.print(f"    {move.direction} {move.source} -> {move.destination}: {move.state} "
+                      f"{format_bytes(move.bytes_done)} sha256:{move.sha256 or '-'} {move.error}")
+    for image in workflow.images:
+        out.print(f"  image {image.uri}: {image.state} {image.digest} {image.error}")
+    for task in workflow.tasks:
+        out.print(f"  job {task.key}: {task.state} attempt {task.attempt} exit {task.exit_code} "
+                  f"on {','.join(task.nodes) or '-'} {task.error or task.waiting_for}")
+
+
+@click.command("cancel")
+@click.argument("name")
+@server_options
+@json_option
+@pass_app
+def cancel(app: AppContext, name: str, server: str | None, token_file: Path | None,
+           as_json: bool) -> None:
+    """Cancel a workflow: queued jobs do not start, running ones are stopped."""
+    with connect(app, server, token_file) as client:
+        workflow = client.cancel_workflow(name)
+    if as_json:
+        _emit_json(to_dict(workflow))
+    else:
+        app.out.print(f"workflow {workflow.name} run {workflow.run}: cancelling")
+
+
+COMMANDS = (start, status, log, list_, describe, cancel)

@@ -1,0 +1,80 @@
+"""``fuzz secret create|list|delete``: credentials jobs and transfers use, never shown again."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from fuzz.cli.connection import connect, server_options
+from fuzz.cli.options import AppContext, json_option, pass_app
+from fuzz.cli.workflow_view import clock, to_dict
+from fuzz.errors import ConfigError
+
+
+@click.group("secret")
+def secret() -> None:
+    """Manage secrets (registry credentials, S3 keys) kept encrypted by the orchestrator."""
+
+
+@secret.command("create")
+@click.argument("name")
+@click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the value from this file ('-' for standard input).")
+@click.option("--from-literal", metavar="VALUE", help="The value itself (visible in your "
+              "shell history: prefer --from-file).")
+@click.option("--replace", is_flag=True, help="Replace an existing secret of that name.")
+@server_options
+@json_option
+@pass_app
+def create(app: AppContext, name: str, from_file: Path | None, from_literal: str | None,
+           replace: bool, server: str | None, token_file: Path | None, as_json: bool) -> None:
+    """Store secret NAME; reference it from a Fuzzfile as secret://user/NAME."""
+    if (from_file is None) == (from_literal is None):
+        raise click.UsageError("give exactly one of --from-file and --from-literal")
+    if from_literal is not None:
+        value = from_literal.encode()
+    elif str(from_file) == "-":
+        value = sys.stdin.buffer.read()
+    else:
+        try:
+            value = Path(str(from_file)).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--from-file {from_file}: {exc.strerror}") from None
+    with connect(app, server, token_file) as client:
+        made = client.create_secret(name, value, replace)
+    if as_json:
+        sys.stdout.write(json.dumps(to_dict(made)) + "\n")
+    else:
+        app.out.print(f"secret {made.name} stored ({made.size} bytes, encrypted)")
+
+
+@secret.command("list")
+@server_options
+@json_option
+@pass_app
+def list_(app: AppContext, server: str | None, token_file: Path | None, as_json: bool) -> None:
+    """List your secrets (names and sizes; values are never shown)."""
+    with connect(app, server, token_file) as client:
+        found = client.list_secrets()
+    if as_json:
+        sys.stdout.write(json.dumps([to_dict(s) for s in found], indent=2) + "\n")
+        return
+    for item in found:
+        app.out.print(f"{item.name}\t{item.size} bytes\tcreated {clock(item.created)}")
+
+
+@secret.command("delete")
+@click.argument("name")
+@server_options
+@pass_app
+def delete(app: AppContext, name: str, server: str | None, token_file: Path | None) -> None:
+    """Delete secret NAME."""
+    with connect(app, server, token_file) as client:
+        client.delete_secret(name)
+    app.out.print(f"secret {name} deleted")
+
+
+COMMANDS = (secret,)

@@ -1,0 +1,48 @@
+"""``fuzz workflow``: check and (later) run workflows written as Fuzzfiles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fuzz.cli.options import AppContext, json_option, pass_app
+from fuzz.cli.render import print_json, validation_json
+from fuzz.spec.fuzzfile_loader import load_fuzzfile
+from fuzz.spec.problems import SpecError
+
+
+@click.group()
+def workflow() -> None:
+    """Check and run workflows (Fuzzfiles, in the Fuzzball shape)."""
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+@workflow.command("validate")
+@click.argument("file", type=click.Path(path_type=Path))
+@json_option
+@pass_app
+def workflow_validate(app: AppContext, file: Path, as_json: bool) -> None:
+    """Check FILE before anything runs: one line per problem, exit 1 if there is any."""
+    try:
+        loaded = load_fuzzfile(file)
+    except SpecError as exc:
+        if as_json:
+            print_json(app.out, validation_json(exc.problems))
+            sys.exit(1)
+        raise
+    fuzzfile = loaded.fuzzfile
+    if as_json:
+        print_json(app.out, validation_json(
+            [], file=str(file), jobs=fuzzfile.job_order(), volumes=list(fuzzfile.volumes),
+            content_hash=loaded.content_hash))
+        return
+    app.out.print(f"{file}: valid: {_count(len(fuzzfile.jobs), 'job')}, "
+                  f"{_count(len(fuzzfile.volumes), 'volume')}")
+
+
+COMMANDS = [workflow]

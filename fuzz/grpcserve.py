@@ -1,0 +1,149 @@
+"""Starting a fuzz gRPC server (the node agent's, the orchestrator's): one way for both.
+
+A server gets a thread pool, the bearer-token interceptor, the standard health
+service, plain text or TLS from PEM files, and a one-line error naming the reason
+when it cannot listen. Signal handling for a foreground server lives here too.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from fuzz.errors import FuzzError
+from fuzz.substrate.auth import HEALTH_SERVICE, BearerTokenInterceptor
+
+StatusTable = tuple[tuple[type[FuzzError], grpc.StatusCode], ...]
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class ServerStartError(FuzzError):
+    """A server cannot start: its address, TLS files or state are unusable."""
+
+
+def endpoint_for(listen: str, port: int) -> str:
+    """The address clients use for a server bound to ``listen`` on ``port``."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::", "localhost"):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_problem(listen: str) -> str:
+    """Say why ``listen`` (``host:port``) cannot be bound, as the OS puts it."""
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port_text.isdigit():
+        return "expected HOST:PORT, e.g. 127.0.0.1:0"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, int(port_text), type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "the gRPC server could not bind it"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server's TLS certificate (chain) and key, as PEM files."""
+
+    cert: Path
+    key: Path
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """gRPC server credentials from the files, or ServerStartError naming what is wrong."""
+        try:
+            chain, key = self.cert.read_bytes(), self.key.read_bytes()
+        except OSError as exc:
+            raise ServerStartError(
+                f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+        if b"-----BEGIN" not in chain or b"-----BEGIN" not in key:
+            raise ServerStartError(f"TLS files {self.cert} and {self.key} must be PEM")
+        return grpc.ssl_server_credentials([(key, chain)])
+
+
+@dataclass
+class RunningServer:
+    """A started server, its health service, and the endpoint clients should use."""
+
+    server: grpc.Server
+    health: health.HealthServicer
+    endpoint: str
+
+
+def start_server(
+    listen: str,
+    token: str,
+    register: Callable[[grpc.Server], None],
+    service_name: str,
+    *,
+    tls: TlsFiles | None = None,
+    max_workers: int = 64,
+    open_methods: Iterable[str] = (),
+) -> RunningServer:
+    """Start a server with ``register`` adding its servicers; every call needs ``token``.
+
+    ``open_methods`` (full method names, ``/package.Service/Method``) are let through
+    without the token: they authenticate themselves (the orchestrator's node
+    registration carries a join token instead). Raises ServerStartError.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers,
+                                   thread_name_prefix=service_name.rpartition(".")[2]),
+        interceptors=[BearerTokenInterceptor(token, (HEALTH_SERVICE, *open_methods))],
+        options=(("grpc.so_reuseport", 0),),
+    )
+    register(server)
+    checker = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, tls.server_credentials())
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise ServerStartError(f"cannot listen on {listen}: {bind_problem(listen)}")
+    server.start()
+    for name in ("", service_name):
+        checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, checker, endpoint_for(listen, port))
+
+
+def install_signal_handlers(stop: threading.Event) -> dict[int, SignalHandler]:
+    """Make SIGTERM and SIGINT set ``stop`` (main thread only); returns the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def restore_signal_handlers(previous: dict[int, SignalHandler]) -> None:
+    """Put back the handlers :func:`install_signal_handlers` replaced."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def abort_with(context: grpc.ServicerContext, exc: FuzzError, table: StatusTable) -> NoReturn:
+    """End the call with the status ``table`` gives ``exc`` (INTERNAL for the unexpected)."""
+    for kind, code in table:
+        if isinstance(exc, kind):
+            context.abort(code, str(exc))
+    context.abort(grpc.StatusCode.INTERNAL, str(exc))

@@ -1,0 +1,133 @@
+"""A client for the orchestrator's API (`fuzz workflow`, `fuzz secret`, agents joining).
+
+Failures become :class:`OrchestratorError` subclasses with one-line messages; a
+Fuzzfile the server rejects becomes an :class:`InvalidRequestError` whose
+message keeps one line per problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import grpc
+
+from fuzz.api import orchestrator_pb2 as pb
+from fuzz.api import orchestrator_pb2_grpc
+from fuzz.errors import FuzzError
+from fuzz.grpcclient import DEFAULT_TIMEOUT, GrpcClient, status_of
+from fuzz.provider_api import JoinInfo
+
+START_TIMEOUT = 60.0
+
+
+class OrchestratorError(FuzzError):
+    """A call to the orchestrator failed."""
+
+
+class OrchestratorUnreachableError(OrchestratorError):
+    """Nothing answers at the orchestrator's address."""
+
+
+class InvalidRequestError(OrchestratorError):
+    """The orchestrator rejected the request (a Fuzzfile's problems, one per line)."""
+
+
+class NotFoundError(OrchestratorError):
+    """No such workflow, task or secret."""
+
+
+class OrchestratorClient(GrpcClient):
+    """Talk to the orchestrator at ``endpoint`` with ``token``."""
+
+    def __init__(self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
+                 ca_pem: bytes | None = None) -> None:
+        """Open a channel; nothing is sent yet."""
+        super().__init__(endpoint, token, timeout, ca_pem)
+        self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
+
+    def _error(self, exc: grpc.RpcError) -> OrchestratorError:
+        """What a failed call means, in one line (a Fuzzfile's problems keep theirs)."""
+        code, details = status_of(exc)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return OrchestratorUnreachableError(
+                f"cannot reach the orchestrator at {self.endpoint}: is `fuzz server` running?")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return OrchestratorUnreachableError(
+                f"the orchestrator at {self.endpoint} did not answer in time")
+        if code == grpc.StatusCode.INVALID_ARGUMENT and isinstance(exc, grpc.Call):
+            return InvalidRequestError(exc.details() or details)
+        if code == grpc.StatusCode.NOT_FOUND:
+            return NotFoundError(details)
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return OrchestratorError(f"the orchestrator refused the credentials: {details}")
+        return OrchestratorError(details or (code.name if code else "the call failed"))
+
+    # --- nodes -------------------------------------------------------------------------
+
+    def register_node(self, name: str, endpoint: str, agent_token: str, join_token: str,
+                      labels: Mapping[str, str]) -> bool:
+        """Register (or heartbeat) a node; True the first time."""
+        reply = self._call(self._stub.RegisterNode, pb.RegisterNodeRequest(
+            name=name, endpoint=endpoint, agent_token=agent_token, join_token=join_token,
+            labels=dict(labels)), None)
+        return bool(reply.first)
+
+    def issue_join_token(self, node: str) -> JoinInfo:
+        """How a node about to be created joins: a new join token and where to register."""
+        reply = self._call(self._stub.IssueJoinToken, pb.IssueJoinTokenRequest(node=node), None)
+        return JoinInfo(token=str(reply.token), orchestrator=str(reply.orchestrator))
+
+    def list_nodes(self) -> list[pb.Node]:
+        """The registered nodes."""
+        return list(self._call(self._stub.ListNodes, pb.ListNodesRequest(), None).nodes)
+
+    # --- workflows ---------------------------------------------------------------------
+
+    def start_workflow(self, name: str, fuzzfile: str, file_name: str) -> pb.Workflow:
+        """Start a run of ``name`` from the Fuzzfile text."""
+        reply: pb.Workflow = self._call(self._stub.StartWorkflow, pb.StartWorkflowRequest(
+            name=name, fuzzfile=fuzzfile, file_name=file_name), START_TIMEOUT)
+        return reply
+
+    def get_workflow(self, name: str) -> pb.Workflow:
+        """The latest run of ``name``."""
+        reply: pb.Workflow = self._call(self._stub.GetWorkflow, pb.WorkflowRef(name=name), None)
+        return reply
+
+    def watch_workflow(self, name: str) -> Iterator[pb.Workflow]:
+        """The workflow now and after every change, until it has finished."""
+        yield from self._stream(self._stub.WatchWorkflow, pb.WorkflowRef(name=name), None)
+
+    def list_workflows(self) -> list[pb.Workflow]:
+        """The latest run of every workflow."""
+        reply = self._call(self._stub.ListWorkflows, pb.ListWorkflowsRequest(), None)
+        return list(reply.workflows)
+
+    def cancel_workflow(self, name: str) -> pb.Workflow:
+        """Cancel the latest run of ``name``."""
+        reply: pb.Workflow = self._call(
+            self._stub.CancelWorkflow, pb.WorkflowRef(name=name), None)
+        return reply
+
+    def stream_log(self, workflow: str, task: str, stream: str = "stdout",
+                   follow: bool = False) -> Iterator[bytes]:
+        """A task's output; with ``follow``, until it has finished."""
+        request = pb.JobLogRequest(workflow=workflow, task=task, stream=stream, follow=follow)
+        for chunk in self._stream(self._stub.StreamJobLog, request, None):
+            yield chunk.data
+
+    # --- secrets ---------------------------------------------------------------------------
+
+    def create_secret(self, name: str, value: bytes, replace: bool = False) -> pb.Secret:
+        """Store a secret."""
+        reply: pb.Secret = self._call(self._stub.CreateSecret, pb.CreateSecretRequest(
+            name=name, value=value, replace=replace), None)
+        return reply
+
+    def list_secrets(self) -> list[pb.Secret]:
+        """The caller's secrets (names and sizes only)."""
+        return list(self._call(self._stub.ListSecrets, pb.ListSecretsRequest(), None).secrets)
+
+    def delete_secret(self, name: str) -> None:
+        """Delete a secret."""
+        self._call(self._stub.DeleteSecret, pb.SecretRef(name=name), None)

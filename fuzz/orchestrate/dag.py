@@ -1,0 +1,137 @@
+"""The workflow's job graph, as pure decisions: which tasks to queue, which will never run.
+
+No I/O and no clocks: the runner passes what it knows (each job's requirements,
+volumes and task-array concurrency, each task's state, which volumes are ready)
+and applies the :class:`Step` it gets back. A job's state is derived from its
+tasks'; a job whose required job failed (or did not run) does not run either.
+Tasks of a task array run independently, as in Slurm: one failing does not stop
+its siblings, but the job (and so the workflow) fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+PENDING_TASK_STATES = frozenset({"WAITING", "QUEUED"})
+IN_FLIGHT_TASK_STATES = frozenset({"QUEUED", "STARTING", "RUNNING"})
+UNSUCCESSFUL_STATES = frozenset({"FAILED", "CANCELED", "NOT_RUN"})
+
+
+@dataclass(frozen=True)
+class JobNode:
+    """What the graph needs to know about one job of the Fuzzfile."""
+
+    name: str
+    requires: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A task's job and state."""
+
+    key: str
+    job: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """What to do now: tasks to queue, and tasks that will never run (with why)."""
+
+    queue: tuple[str, ...] = ()
+    not_run: Mapping[str, str] = field(default_factory=dict)
+
+
+def job_state(states: Iterable[str]) -> str:
+    """A job's state from its tasks' states.
+
+    SUCCEEDED when every task succeeded; FAILED, CANCELED or NOT_RUN once every
+    task is final and one ended that way (in that order of precedence); RUNNING
+    while any task is queued, starting or running; WAITING otherwise.
+    """
+    seen = list(states)
+    if seen and all(state == "SUCCEEDED" for state in seen):
+        return "SUCCEEDED"
+    if all(state == "SUCCEEDED" or state in UNSUCCESSFUL_STATES for state in seen):
+        for final in ("FAILED", "CANCELED", "NOT_RUN"):
+            if final in seen:
+                return final
+    if any(state in IN_FLIGHT_TASK_STATES for state in seen):
+        return "RUNNING"
+    return "WAITING"
+
+
+def job_states(jobs: Sequence[JobNode], tasks: Sequence[TaskView]) -> dict[str, str]:
+    """Every job's state (see :func:`job_state`)."""
+    by_job: dict[str, list[str]] = {job.name: [] for job in jobs}
+    for task in tasks:
+        by_job[task.job].append(task.state)
+    return {name: job_state(states) for name, states in by_job.items()}
+
+
+def next_step(
+    jobs: Sequence[JobNode],
+    tasks: Sequence[TaskView],
+    ready_volumes: frozenset[str],
+    stop_reason: str | None = None,
+) -> Step:
+    """Which waiting tasks to queue now and which will never run.
+
+    With ``stop_reason`` (the workflow is failing or cancelled) nothing new is
+    queued and every waiting or queued task will not run, for that reason.
+    Otherwise a job's waiting tasks are queued once every job it requires has
+    succeeded and every volume it mounts is ready, at most ``concurrency`` of them
+    in flight at once; and they will not run once a required job did not succeed.
+    """
+    if stop_reason is not None:
+        return Step(not_run={t.key: stop_reason for t in tasks if t.state in PENDING_TASK_STATES})
+    states = job_states(jobs, tasks)
+    by_job: dict[str, list[TaskView]] = {job.name: [] for job in jobs}
+    for task in tasks:
+        by_job[task.job].append(task)
+    queue: list[str] = []
+    not_run: dict[str, str] = {}
+    for job in jobs:
+        waiting = [t.key for t in by_job[job.name] if t.state == "WAITING"]
+        if not waiting:
+            continue
+        failed = [name for name in job.requires if states[name] in UNSUCCESSFUL_STATES]
+        if failed:
+            reason = f"required job '{failed[0]}' {states[failed[0]].lower().replace('_', ' ')}"
+            not_run.update(dict.fromkeys(waiting, reason))
+            continue
+        if any(states[name] != "SUCCEEDED" for name in job.requires):
+            continue
+        if not set(job.volumes) <= ready_volumes:
+            continue
+        room = len(waiting)
+        if job.concurrency is not None:
+            in_flight = sum(1 for t in by_job[job.name] if t.state in IN_FLIGHT_TASK_STATES)
+            room = max(job.concurrency - in_flight, 0)
+        queue += waiting[:room]
+    return Step(queue=tuple(queue), not_run=not_run)
+
+
+def workflow_outcome(jobs: Sequence[JobNode], tasks: Sequence[TaskView]) -> str | None:
+    """SUCCEEDED, FAILED or CANCELED once every task is final; None before.
+
+    A cancelled task makes the workflow CANCELED unless a task failed; a task that
+    did not run (its requirement failed) makes it FAILED.
+    """
+    if any(task.state not in UNSUCCESSFUL_STATES | {"SUCCEEDED"} for task in tasks):
+        return None
+    states = set(job_states(jobs, tasks).values())
+    if "FAILED" in states or "NOT_RUN" in states:
+        return "FAILED"
+    if "CANCELED" in states:
+        return "CANCELED"
+    return "SUCCEEDED"
+
+
+def first_failure(jobs: Sequence[JobNode], tasks: Sequence[TaskView]) -> str | None:
+    """The first job (in ``jobs`` order) that failed, if any."""
+    states = job_states(jobs, tasks)
+    return next((job.name for job in jobs if states[job.name] == "FAILED"), None)

@@ -1,0 +1,202 @@
+"""The nodes of one cluster: join tokens, registration, heartbeats, and calling their agents.
+
+A node's agent registers with the join token it was created with (see
+``fuzz substrate serve --join``), giving its endpoint and the bearer token the
+orchestrator must use to call it; the orchestrator reads the node's inventory
+then, once. Registration repeats every few seconds as the node's heartbeat; a node
+not heard from within :data:`HEARTBEAT_TIMEOUT` is not scheduled onto. Agent
+tokens are stored sealed with the server's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from fuzz.encryption import Sealer
+from fuzz.errors import FuzzError
+from fuzz.orchestrate.records import JoinTokenRecord, NodeRecord
+from fuzz.orchestrate.store import Store
+from fuzz.resources import NodeCapacity, ResourceRequest
+from fuzz.scheduler.placement import NodeView
+from fuzz.substrate.client import AgentClient, AgentError
+
+HEARTBEAT_TIMEOUT = 30.0
+GPU_DEVICE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    """What the orchestrator's attempts hold on one node."""
+
+    cores: int = 0
+    memory_bytes: int = 0
+    devices: Mapping[str, int] = field(default_factory=dict)
+    tasks: int = 0
+    exclusive: bool = False
+
+    def plus(self, request: ResourceRequest) -> NodeUse:
+        """This use with one more attempt holding ``request``."""
+        devices = dict(self.devices)
+        for kind, count in request.devices.items():
+            devices[kind] = devices.get(kind, 0) + count
+        return NodeUse(self.cores + request.cores, self.memory_bytes + request.memory_bytes,
+                       devices, self.tasks + 1, self.exclusive or request.exclusive)
+
+
+class JoinRefusedError(FuzzError):
+    """A registration with a wrong join token, or from an agent that cannot be reached."""
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class NodeDirectory:
+    """Registered nodes, their agents' clients, and the resources the scheduler sees."""
+
+    def __init__(
+        self, store: Store, sealer: Sealer, clock: Callable[[], float] = time.time
+    ) -> None:
+        """Load the nodes recorded in ``store``."""
+        self._store = store
+        self._sealer = sealer
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._nodes = {node.name: node for node in store.load(NodeRecord)}
+        self._clients: dict[str, AgentClient] = {}
+
+    def issue_join_token(self, node: str) -> str:
+        """A new join token for the node called ``node`` (only its hash is kept)."""
+        token = secrets.token_urlsafe(32)
+        self._store.save(JoinTokenRecord(_hash(token), node, self._clock()))
+        return token
+
+    def register(
+        self, name: str, endpoint: str, agent_token: str, join_token: str,
+        labels: Mapping[str, str],
+    ) -> bool:
+        """Record (or refresh) node ``name``; True when it is new or its agent changed.
+
+        Raises JoinRefusedError when the join token was not issued for ``name`` or
+        the agent cannot be reached at ``endpoint`` with ``agent_token``.
+        """
+        issued = self._store.load(JoinTokenRecord, token_hash=_hash(join_token))
+        if not issued or not hmac.compare_digest(issued[0].node, name):
+            raise JoinRefusedError(f"node {name!r}: the join token was not issued for it")
+        now = self._clock()
+        with self._lock:
+            known = self._nodes.get(name)
+            if known is not None and known.endpoint == endpoint and \
+                    self._sealer.unseal(known.agent_token).decode() == agent_token:
+                known.last_seen = now
+                known.labels = dict(labels)
+                self._store.save(known)
+                return False
+        record = self._inspect(name, endpoint, agent_token, labels, now)
+        with self._lock:
+            self._nodes[name] = record
+            stale = self._clients.pop(name, None)
+        if stale is not None:
+            stale.close()
+        self._store.save(record)
+        return True
+
+    def _inspect(
+        self, name: str, endpoint: str, agent_token: str, labels: Mapping[str, str], now: float
+    ) -> NodeRecord:
+        client = AgentClient(endpoint, agent_token, timeout=10.0)
+        try:
+            inventory = client.inventory()
+        except AgentError as exc:
+            raise JoinRefusedError(f"node {name!r}: cannot reach its agent: {exc}") from None
+        finally:
+            client.close()
+        devices = {GPU_DEVICE: len(inventory.gpus)} if inventory.gpus else {}
+        return NodeRecord(
+            name=name, endpoint=endpoint, agent_token=self._sealer.seal(agent_token.encode()),
+            cores=inventory.cores, memory_bytes=inventory.memory_bytes, devices=devices,
+            labels=dict(labels), architecture=inventory.architecture or "x86_64",
+            registered=now, last_seen=now,
+        )
+
+    def forget(self, name: str) -> None:
+        """Drop node ``name`` (it was deleted)."""
+        with self._lock:
+            record = self._nodes.pop(name, None)
+            client = self._clients.pop(name, None)
+        if client is not None:
+            client.close()
+        if record is not None:
+            self._store.delete(record)
+
+    def records(self) -> list[NodeRecord]:
+        """Every registered node, by name."""
+        with self._lock:
+            return [self._nodes[name] for name in sorted(self._nodes)]
+
+    def reachable(self, record: NodeRecord) -> bool:
+        """Whether ``record``'s agent was heard from recently."""
+        return self._clock() - record.last_seen <= HEARTBEAT_TIMEOUT
+
+    def client(self, name: str) -> AgentClient:
+        """A client for node ``name``'s agent (kept open and shared)."""
+        with self._lock:
+            client = self._clients.get(name)
+            if client is None:
+                record = self._nodes.get(name)
+                if record is None:
+                    raise FuzzError(f"node {name!r} is not registered")
+                token = self._sealer.unseal(record.agent_token).decode()
+                client = AgentClient(record.endpoint, token)
+                self._clients[name] = client
+            return client
+
+    def capacities(self) -> list[NodeCapacity]:
+        """The whole of every registered node."""
+        return [capacity_of(record) for record in self.records()]
+
+    def views(self, used: Mapping[str, NodeUse]) -> list[NodeView]:
+        """What the scheduler sees: each node's capacity minus what ``used`` holds there.
+
+        A node holding an exclusive attempt has nothing free.
+        """
+        views = []
+        for record in self.records():
+            use = used.get(record.name, NodeUse())
+            free_cores = 0 if use.exclusive else record.cores - use.cores
+            free_memory = 0 if use.exclusive else record.memory_bytes - use.memory_bytes
+            views.append(NodeView(
+                name=record.name,
+                capacity=capacity_of(record),
+                free_cores=free_cores,
+                free_memory_bytes=free_memory,
+                free_devices={
+                    kind: 0 if use.exclusive else count - use.devices.get(kind, 0)
+                    for kind, count in record.devices.items()
+                },
+                lease_count=use.tasks,
+                schedulable=self.reachable(record),
+            ))
+        return views
+
+    def close(self) -> None:
+        """Close every agent client."""
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+def capacity_of(record: NodeRecord) -> NodeCapacity:
+    """A node record as a capacity for validation and scheduling."""
+    return NodeCapacity(
+        name=record.name, cores=record.cores, memory_bytes=record.memory_bytes,
+        devices=dict(record.devices), architecture=record.architecture,
+        labels=dict(record.labels),
+    )

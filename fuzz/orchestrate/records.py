@@ -1,0 +1,184 @@
+"""The orchestrator's records: workflows, their volumes, transfers, images and tasks, nodes.
+
+Plain mutable dataclasses, one per table of :mod:`fuzz.orchestrate.store`; the
+runner changes them in memory and writes each change through to the store before
+it acts on it, so a restarted server carries on from exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+TERMINAL_TASK_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELED", "NOT_RUN"})
+ACTIVE_TASK_STATES = frozenset({"STARTING", "RUNNING"})
+TERMINAL_WORKFLOW_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELED"})
+
+
+@dataclass
+class WorkflowRecord:
+    """One run of a named workflow."""
+
+    TABLE: ClassVar[str] = "workflows"
+    KEY: ClassVar[tuple[str, ...]] = ("id",)
+
+    id: str
+    name: str
+    run: int
+    owner: str
+    file_name: str
+    fuzzfile: str
+    content_hash: str
+    state: str = "PENDING"
+    error: str = ""
+    created: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    cancel_requested: bool = False
+
+    @property
+    def finished_state(self) -> bool:
+        """Whether the workflow has reached a final state."""
+        return self.state in TERMINAL_WORKFLOW_STATES
+
+
+@dataclass
+class VolumeRecord:
+    """A volume of a workflow and where its files live on the shared volume root."""
+
+    TABLE: ClassVar[str] = "volumes"
+    KEY: ClassVar[tuple[str, ...]] = ("workflow_id", "name")
+
+    workflow_id: str
+    name: str
+    reference: str
+    path: str
+    ephemeral: bool
+    state: str = "PENDING"
+    error: str = ""
+
+
+@dataclass
+class TransferRecord:
+    """One ingress or egress of a volume, with its progress, size and checksum."""
+
+    TABLE: ClassVar[str] = "transfers"
+    KEY: ClassVar[tuple[str, ...]] = ("workflow_id", "volume", "direction", "seq")
+
+    workflow_id: str
+    volume: str
+    direction: str
+    seq: int
+    source: str
+    destination: str
+    secret: str = ""
+    state: str = "PENDING"
+    bytes_done: int = 0
+    bytes_total: int = 0
+    sha256: str = ""
+    error: str = ""
+
+
+@dataclass
+class ImageRecord:
+    """An image a workflow uses: pulled on each node that runs one of its tasks."""
+
+    TABLE: ClassVar[str] = "images"
+    KEY: ClassVar[tuple[str, ...]] = ("workflow_id", "uri")
+
+    workflow_id: str
+    uri: str
+    state: str = "PENDING"
+    digest: str = ""
+    error: str = ""
+
+
+@dataclass
+class TaskRecord:
+    """One task: a job, one index of a task array, or all ranks of a multinode job.
+
+    ``nodes``, ``leases`` and ``containers`` hold one entry per rank. Container ids
+    are derived from the workflow, the task and the attempt, so a restarted server
+    finds the containers it started.
+    """
+
+    TABLE: ClassVar[str] = "tasks"
+    KEY: ClassVar[tuple[str, ...]] = ("workflow_id", "key")
+
+    workflow_id: str
+    key: str
+    job: str
+    index: int
+    seq: int
+    state: str = "WAITING"
+    attempt: int = 0
+    nodes: list[str] = field(default_factory=list)
+    leases: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+    exit_code: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+    error: str = ""
+    waiting_for: str = ""
+
+    @property
+    def done(self) -> bool:
+        """Whether the task reached a final state."""
+        return self.state in TERMINAL_TASK_STATES
+
+
+@dataclass
+class NodeRecord:
+    """A registered node: where its agent is, how to call it, and what it holds."""
+
+    TABLE: ClassVar[str] = "nodes"
+    KEY: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str
+    endpoint: str
+    agent_token: bytes
+    cores: int
+    memory_bytes: int
+    devices: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    architecture: str = "x86_64"
+    registered: float = 0.0
+    last_seen: float = 0.0
+
+
+@dataclass
+class JoinTokenRecord:
+    """A join token issued for one node (stored as a hash only)."""
+
+    TABLE: ClassVar[str] = "join_tokens"
+    KEY: ClassVar[tuple[str, ...]] = ("token_hash",)
+
+    token_hash: str
+    node: str
+    created: float
+
+
+@dataclass
+class SecretRecord:
+    """A user's secret, sealed with the server's key."""
+
+    TABLE: ClassVar[str] = "secrets"
+    KEY: ClassVar[tuple[str, ...]] = ("owner", "name")
+
+    owner: str
+    name: str
+    sealed: bytes
+    size: int
+    created: float
+
+
+RECORD_TYPES: tuple[type[Any], ...] = (
+    WorkflowRecord,
+    VolumeRecord,
+    TransferRecord,
+    ImageRecord,
+    TaskRecord,
+    NodeRecord,
+    JoinTokenRecord,
+    SecretRecord,
+)

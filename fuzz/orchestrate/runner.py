@@ -1,0 +1,654 @@
+"""The runner: advances every active workflow, one decision loop for the whole cluster.
+
+The loop wakes on every event (a task started or ended, a transfer finished, a
+workflow was submitted or cancelled) and at least every second. Each pass it,
+for each workflow: creates its volumes and starts their ingress; asks the DAG
+(:mod:`fuzz.orchestrate.dag`) which tasks to queue and which will never run;
+once every task is final, runs the egress and finishes the workflow. Then it
+places the queued tasks of all workflows onto nodes in one scheduler call
+(:mod:`fuzz.scheduler.placement`) and hands each placed attempt to a worker
+thread (:mod:`fuzz.orchestrate.taskexec`).
+
+Every change is written to the store before the action it announces, so after a
+crash :meth:`Runner.start` re-adopts the containers of attempts in flight, restarts
+interrupted transfers, and never runs a task that had succeeded again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from fuzz.errors import FuzzError
+from fuzz.orchestrate import dag
+from fuzz.orchestrate.nodes import NodeDirectory, NodeUse
+from fuzz.orchestrate.records import (
+    ImageRecord,
+    TaskRecord,
+    TransferRecord,
+    VolumeRecord,
+    WorkflowRecord,
+)
+from fuzz.orchestrate.secretstore import SecretStore, registry_credentials
+from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.taskexec import LaunchPlan, Outcome, TaskExecutor
+from fuzz.orchestrate.transfer import TransferError, s3_credentials_from_secret
+from fuzz.orchestrate.volumes import VolumeManager
+from fuzz.orchestrate.workflow import (
+    ActiveWorkflow,
+    LaunchSettings,
+    check_workflow_name,
+    container_id,
+    launch_plan,
+    new_images,
+    new_tasks,
+    new_transfers,
+)
+from fuzz.scheduler.placement import PendingTask, place
+from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, parse_fuzzfile
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0
+COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
+MAX_PENDING_PER_ROUND = 256  # the head of the queue: more could not start at once anyway
+REQUEUE_BACKOFF = 1.0
+PROGRESS_SAVE_INTERVAL = 1.0
+
+
+class WorkflowNotFoundError(FuzzError):
+    """No workflow of that name."""
+
+
+class WorkflowExistsError(FuzzError):
+    """A workflow of that name is still running."""
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Where volumes and logs go, who jobs run as, and how many attempts run at once."""
+
+    volume_root: Path
+    log_dir: Path
+    job_uid: int = 65534
+    job_gid: int = 65534
+    workers: int = 256
+    transfer_workers: int = 4
+
+
+@dataclass(frozen=True)
+class WorkflowSnapshot:
+    """A consistent copy of one run's records, for status and watch."""
+
+    record: WorkflowRecord
+    volumes: list[VolumeRecord]
+    transfers: list[TransferRecord]
+    images: list[ImageRecord]
+    tasks: list[TaskRecord]
+
+
+class Runner:
+    """Runs workflows; thread-safe; the service calls it, worker threads report to it."""
+
+    def __init__(self, store: Store, nodes: NodeDirectory, secrets: SecretStore,
+                 settings: RunnerSettings, clock: Callable[[], float] = time.time) -> None:
+        """Prepare (nothing runs until :meth:`start`)."""
+        self._store = store
+        self._nodes = nodes
+        self._secrets = secrets
+        self._settings = settings
+        self._clock = clock
+        self._volumes = VolumeManager(settings.volume_root, settings.job_uid, settings.job_gid)
+        self._launch = LaunchSettings(settings.job_uid, settings.job_gid, settings.log_dir)
+        self._executor = TaskExecutor(nodes, self)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._version = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._active: dict[str, ActiveWorkflow] = {}
+        self._transfers_running: set[tuple[str, str, str, int]] = set()
+        self._not_before: dict[tuple[str, str], float] = {}
+        self._waited: dict[str, int] = {}  # scheduling rounds a queued task has waited
+        self._reschedule = True  # tasks were queued or resources freed since the last round
+        self._last_progress_save: dict[tuple[str, str, str, int], float] = {}
+        self._workers = ThreadPoolExecutor(settings.workers, thread_name_prefix="task")
+        self._movers = ThreadPoolExecutor(settings.transfer_workers,
+                                          thread_name_prefix="transfer")
+        self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
+
+    # --- life -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load unfinished workflows, re-adopt their attempts, and start the loop."""
+        for record in self._store.load(WorkflowRecord, order_by="created"):
+            if not record.finished_state:
+                self._resume(record)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop; attempts in flight keep running on their nodes."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._movers.shutdown(wait=False, cancel_futures=True)
+
+    def _resume(self, record: WorkflowRecord) -> None:
+        fuzzfile = parse_fuzzfile(record.fuzzfile, record.file_name).fuzzfile
+        workflow = ActiveWorkflow(
+            record=record,
+            fuzzfile=fuzzfile,
+            volumes={v.name: v for v in self._store.load(VolumeRecord, workflow_id=record.id)},
+            transfers=self._store.load(TransferRecord, order_by="seq", workflow_id=record.id),
+            images={i.uri: i for i in self._store.load(ImageRecord, workflow_id=record.id)},
+            tasks={t.key: t for t in self._store.load(TaskRecord, order_by="seq",
+                                                      workflow_id=record.id)},
+        )
+        for move in workflow.transfers:
+            if move.state == "RUNNING":
+                move.state = "PENDING"  # interrupted: it starts again from the beginning
+        with self._lock:
+            self._active[record.id] = workflow
+            for task in workflow.tasks.values():
+                if task.state in ("STARTING", "RUNNING"):
+                    plan = self._plan(workflow, task)
+                    workflow.plans[task.key] = plan
+                    self._workers.submit(self._guard, self._executor.adopt, plan)
+
+    # --- the service's calls ---------------------------------------------------------
+
+    def submit(self, name: str, owner: str, loaded: LoadedFuzzfile) -> WorkflowRecord:
+        """Start a new run of workflow ``name`` from a validated Fuzzfile."""
+        check_workflow_name(name)
+        self._check_secrets(owner, loaded)
+        with self._lock:
+            runs = self._store.load(WorkflowRecord, order_by="run DESC", name=name)
+            if runs and not runs[0].finished_state:
+                raise WorkflowExistsError(
+                    f"workflow {name!r} is still {runs[0].state.lower()}; "
+                    "cancel it or choose another name")
+            run = runs[0].run + 1 if runs else 1
+            workflow_id = f"{name}.{run}"
+            fuzzfile = loaded.fuzzfile
+            record = WorkflowRecord(
+                id=workflow_id, name=name, run=run, owner=owner,
+                file_name=str(loaded.path), fuzzfile=loaded.text,
+                content_hash=loaded.content_hash, created=self._clock(),
+            )
+            volumes = {
+                vname: VolumeRecord(
+                    workflow_id, vname, spec.reference,
+                    str(self._volumes.path_for(workflow_id, owner, vname, spec)),
+                    ephemeral=spec.persistent_name is None,
+                )
+                for vname, spec in fuzzfile.volumes.items()
+            }
+            workflow = ActiveWorkflow(
+                record=record, fuzzfile=fuzzfile, volumes=volumes,
+                transfers=new_transfers(workflow_id, fuzzfile),
+                images=new_images(workflow_id, fuzzfile),
+                tasks={t.key: t for t in new_tasks(workflow_id, fuzzfile)},
+            )
+            self._store.save(record, *volumes.values(), *workflow.transfers,
+                             *workflow.images.values(), *workflow.tasks.values())
+            self._active[workflow_id] = workflow
+            self._touch()
+            return copy.copy(record)
+
+    def _check_secrets(self, owner: str, loaded: LoadedFuzzfile) -> None:
+        known = {secret.name for secret in self._secrets.list(owner)}
+        fuzzfile = loaded.fuzzfile
+        wanted = [(f"jobs.{name}.image.secret", job.image.secret_name)
+                  for name, job in fuzzfile.jobs.items()]
+        wanted += [(f"volumes.{m.volume}.{m.direction}[{m.seq}]", m.secret)
+                   for m in new_transfers("check", fuzzfile)]
+        for where, secret in wanted:
+            if secret and secret not in known:
+                raise FuzzError(
+                    f"{loaded.path}: {where}: no secret {secret!r} "
+                    f"(create it with: fuzz secret create {secret})")
+
+    def cancel(self, name: str) -> WorkflowRecord:
+        """Ask the latest run of ``name`` to stop: queued tasks end, running ones are stopped."""
+        with self._lock:
+            workflow = self._find_active(name)
+            if workflow is None:
+                return self.snapshot(name).record
+            workflow.record.cancel_requested = True
+            self._store.save(workflow.record)
+            plans = list(workflow.plans.values())
+            self._touch()
+        for plan in plans:
+            self._workers.submit(self._guard, self._executor.cancel, plan)
+        return copy.copy(workflow.record)
+
+    def snapshot(self, name: str) -> WorkflowSnapshot:
+        """The latest run of ``name``; WorkflowNotFoundError if there is none."""
+        with self._lock:
+            workflow = self._find_active(name)
+            if workflow is not None:
+                # Shallow copies suffice: the runner replaces a record's lists, never edits them.
+                return WorkflowSnapshot(
+                    copy.copy(workflow.record),
+                    [copy.copy(v) for v in workflow.volumes.values()],
+                    [copy.copy(m) for m in workflow.transfers],
+                    [copy.copy(i) for i in workflow.images.values()],
+                    [copy.copy(t) for t in sorted(workflow.tasks.values(), key=lambda t: t.seq)])
+        runs = self._store.load(WorkflowRecord, order_by="run DESC", name=name)
+        if not runs:
+            raise WorkflowNotFoundError(f"no workflow named {name!r}")
+        record = runs[0]
+        return WorkflowSnapshot(
+            record,
+            self._store.load(VolumeRecord, workflow_id=record.id),
+            self._store.load(TransferRecord, order_by="seq", workflow_id=record.id),
+            self._store.load(ImageRecord, workflow_id=record.id),
+            self._store.load(TaskRecord, order_by="seq", workflow_id=record.id),
+        )
+
+    def workflows(self) -> list[WorkflowRecord]:
+        """The latest run of every workflow name, newest first."""
+        latest: dict[str, WorkflowRecord] = {}
+        for record in self._store.load(WorkflowRecord, order_by="created"):
+            latest[record.name] = record
+        with self._lock:
+            for workflow in self._active.values():
+                latest[workflow.record.name] = copy.copy(workflow.record)
+        return sorted(latest.values(), key=lambda r: r.created, reverse=True)
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Block until something changed after version ``seen`` (or ``timeout``)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != seen or self._stopping.is_set(),
+                                   timeout)
+            return self._version
+
+    def live_attempt(self, name: str, key: str) -> LaunchPlan | None:
+        """The attempt of task ``key`` of ``name`` running now, if any."""
+        with self._lock:
+            workflow = self._find_active(name)
+            if workflow is None:
+                return None
+            return workflow.plans.get(key)
+
+    def log_dir(self) -> Path:
+        """Where finished tasks' output is kept."""
+        return self._settings.log_dir
+
+    def used_resources(self) -> dict[str, NodeUse]:
+        """What the attempts in flight hold on each node."""
+        used: dict[str, NodeUse] = {}
+        with self._lock:
+            for workflow in self._active.values():
+                for plan in workflow.plans.values():
+                    for node in plan.nodes:
+                        used[node] = used.get(node, NodeUse()).plus(plan.request)
+        return used
+
+    def _find_active(self, name: str) -> ActiveWorkflow | None:
+        return next((w for w in self._active.values() if w.record.name == name), None)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        """Note a change: wake the loop and every watcher."""
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        last_round = 0.0
+        while not self._stopping.is_set():
+            if self._wake.wait(TICK):
+                time.sleep(COALESCE)
+            self._wake.clear()
+            try:
+                with self._lock:
+                    for workflow in list(self._active.values()):
+                        self._advance(workflow)
+                    now = time.monotonic()
+                    if self._reschedule or now - last_round >= TICK:
+                        self._reschedule = False
+                        last_round = now
+                        self._schedule()
+            except Exception:  # the loop must outlive any one bad decision
+                log.exception("runner pass failed")
+
+    def _advance(self, workflow: ActiveWorkflow) -> None:
+        record = workflow.record
+        if record.state == "PENDING":
+            self._begin(workflow)
+        for move in workflow.transfers:
+            if move.direction == "ingress" and move.state == "PENDING":
+                self._start_transfer(workflow, move)
+        stop_reason = self._stop_reason(workflow)
+        step = dag.next_step(workflow.graph, workflow.task_views(), workflow.ready_volumes(),
+                             stop_reason)
+        changed: list[TaskRecord] = []
+        for key in step.queue:
+            task = workflow.tasks[key]
+            task.state = "QUEUED"
+            changed.append(task)
+            self._reschedule = True
+        for key, reason in step.not_run.items():
+            task = workflow.tasks[key]
+            task.state = "CANCELED" if record.cancel_requested else "NOT_RUN"
+            task.error = reason
+            task.waiting_for = ""
+            changed.append(task)
+        if changed:
+            self._store.save(*changed)
+            self._touch()
+        outcome = dag.workflow_outcome(workflow.graph, workflow.task_views())
+        if outcome is not None:
+            self._conclude(workflow, outcome, stop_reason)
+
+    def _begin(self, workflow: ActiveWorkflow) -> None:
+        record = workflow.record
+        record.state = "RUNNING"
+        record.started = self._clock()
+        has_ingress = {m.volume for m in workflow.transfers if m.direction == "ingress"}
+        for volume in workflow.volumes.values():
+            try:
+                self._volumes.create(volume)
+            except OSError as exc:
+                volume.state, volume.error = "FAILED", f"cannot create {volume.path}: {exc}"
+                continue
+            volume.state = "INGRESS" if volume.name in has_ingress else "READY"
+        self._store.save(record, *workflow.volumes.values())
+        self._touch()
+
+    def _stop_reason(self, workflow: ActiveWorkflow) -> str | None:
+        if workflow.record.cancel_requested:
+            return "workflow cancelled"
+        failed = next((v for v in workflow.volumes.values() if v.state == "FAILED"), None)
+        if failed is not None:
+            return f"volume {failed.name}: {failed.error}"
+        return None
+
+    def _conclude(self, workflow: ActiveWorkflow, outcome: str, stop_reason: str | None) -> None:
+        """Every task is final: egress after success, then finish the workflow."""
+        egress = [m for m in workflow.transfers if m.direction == "egress"]
+        if outcome == "SUCCEEDED" and stop_reason is None:
+            for move in egress:
+                if move.state == "PENDING":
+                    workflow.volumes[move.volume].state = "EGRESS"
+                    self._start_transfer(workflow, move)
+            if any(m.state in ("PENDING", "RUNNING") for m in egress):
+                return
+            failed = next((m for m in egress if m.state == "FAILED"), None)
+            if failed is not None:
+                self._finish(workflow, "FAILED", failed.error)
+                return
+            self._finish(workflow, "SUCCEEDED", "")
+            return
+        if any(m.state == "RUNNING" for m in workflow.transfers):
+            return  # let an ingress still running end before its volume goes
+        for move in egress:
+            if move.state == "PENDING":
+                move.state = "SKIPPED"
+        error = stop_reason or self._failure_message(workflow)
+        self._finish(workflow, "FAILED" if outcome == "NOT_RUN" else outcome, error)
+
+    def _failure_message(self, workflow: ActiveWorkflow) -> str:
+        job = dag.first_failure(workflow.graph, workflow.task_views())
+        if job is None:
+            return ""
+        task = next(t for t in workflow.tasks.values() if t.job == job and t.state == "FAILED")
+        return f"job {job!r} failed: {task.key}: {task.error}"
+
+    def _finish(self, workflow: ActiveWorkflow, state: str, error: str) -> None:
+        record = workflow.record
+        record.state, record.error, record.finished = state, error, self._clock()
+        for volume in workflow.volumes.values():
+            if volume.state == "FAILED":
+                continue
+            if volume.ephemeral:
+                self._volumes.delete(volume)
+                volume.state = "DELETED"
+            else:
+                volume.state = "DONE"
+        self._store.save(record, *workflow.volumes.values(), *workflow.transfers)
+        del self._active[record.id]
+        self._touch()
+
+    # --- scheduling -------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        now = self._clock()
+        queued: list[tuple[ActiveWorkflow, TaskRecord]] = []
+        for workflow in sorted(self._active.values(), key=lambda w: w.record.created):
+            for task in sorted(workflow.tasks.values(), key=lambda t: t.seq):
+                if task.state != "QUEUED":
+                    continue
+                if self._not_before.get((workflow.record.id, task.key), 0.0) > now:
+                    continue
+                queued.append((workflow, task))
+        queued = queued[:MAX_PENDING_PER_ROUND]
+        if not queued:
+            return
+        by_key = {f"{w.record.id}/{t.key}": (w, t) for w, t in queued}
+        pending = [
+            PendingTask(
+                key=f"{w.record.id}/{t.key}",
+                request=w.fuzzfile.jobs[t.job].resource.request(),
+                nodes=_node_count(w, t),
+                seq=n,
+                waited_rounds=self._waited.get(f"{w.record.id}/{t.key}", 0),
+            )
+            for n, (w, t) in enumerate(queued)
+        ]
+        placement = place(pending, self._nodes.views(self.used_resources()))
+        changed: list[TaskRecord] = []
+        for assignment in placement.assigned:
+            workflow, task = by_key[assignment.key]
+            self._waited.pop(assignment.key, None)
+            self._dispatch(workflow, task, assignment.nodes)
+        for key, why in placement.waiting.items():
+            self._waited[key] = self._waited.get(key, 0) + 1
+            _, task = by_key[key]
+            if task.waiting_for != why:
+                task.waiting_for = why
+                changed.append(task)
+        if changed:
+            self._store.save(*changed)
+            self._touch()
+
+    def _dispatch(self, workflow: ActiveWorkflow, task: TaskRecord, nodes: Sequence[str]) -> None:
+        task.state = "STARTING"
+        task.attempt += 1
+        task.nodes = list(nodes)
+        task.leases = []
+        task.containers = [container_id(workflow.record.id, task, r) for r in range(len(nodes))]
+        task.waiting_for = ""
+        self._store.save(task)
+        plan = self._plan(workflow, task)
+        workflow.plans[task.key] = plan
+        self._workers.submit(self._guard, self._executor.launch, plan)
+        self._touch()
+
+    def _plan(self, workflow: ActiveWorkflow, task: TaskRecord) -> LaunchPlan:
+        secret = workflow.fuzzfile.jobs[task.job].image.secret_name
+        credentials = None
+        if secret:
+            credentials = registry_credentials(self._secrets.open(workflow.record.owner, secret))
+        return launch_plan(workflow, task, self._launch, credentials)
+
+    def _guard(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
+        """Run an executor action; an unexpected error fails the task instead of vanishing."""
+        try:
+            action(plan)
+        except Exception as exc:
+            log.exception("task %s of %s", plan.key, plan.workflow_id)
+            self.finished(plan.workflow_id, plan.key,
+                          Outcome("FAILED", 0, f"internal error: {exc}"))
+
+    # --- transfers ----------------------------------------------------------------------------
+
+    def _start_transfer(self, workflow: ActiveWorkflow, move: TransferRecord) -> None:
+        ident = (move.workflow_id, move.volume, move.direction, move.seq)
+        if ident in self._transfers_running:
+            return
+        self._transfers_running.add(ident)
+        move.state = "RUNNING"
+        self._store.save(move, workflow.volumes[move.volume])
+        self._touch()
+        self._movers.submit(self._transfer, workflow, move)
+
+    def _transfer(self, workflow: ActiveWorkflow, move: TransferRecord) -> None:
+        ident = (move.workflow_id, move.volume, move.direction, move.seq)
+        volume = workflow.volumes[move.volume]
+
+        def progress(done: int, total: int | None) -> None:
+            with self._lock:
+                move.bytes_done, move.bytes_total = done, total or 0
+                now = self._clock()
+                if now - self._last_progress_save.get(ident, 0.0) >= PROGRESS_SAVE_INTERVAL:
+                    self._last_progress_save[ident] = now
+                    self._store.save(move)
+                    self._touch()
+
+        try:
+            credentials = None
+            if move.secret:
+                credentials = s3_credentials_from_secret(
+                    self._secrets.open(workflow.record.owner, move.secret))
+            result = self._volumes.move(move, volume, credentials, progress)
+        except (TransferError, FuzzError, OSError) as exc:
+            with self._lock:
+                move.state, move.error = "FAILED", str(exc)
+                volume.state, volume.error = "FAILED", str(exc)
+                self._after_transfer(ident, move, volume)
+            return
+        with self._lock:
+            move.state, move.bytes_done, move.bytes_total = "DONE", result.size, result.size
+            move.sha256 = result.sha256
+            siblings = [m for m in workflow.transfers
+                        if m.volume == move.volume and m.direction == move.direction]
+            if all(m.state == "DONE" for m in siblings):
+                volume.state = "READY" if move.direction == "ingress" else "DONE"
+            self._after_transfer(ident, move, volume)
+
+    def _after_transfer(self, ident: tuple[str, str, str, int], move: TransferRecord,
+                        volume: VolumeRecord) -> None:
+        self._transfers_running.discard(ident)
+        self._last_progress_save.pop(ident, None)
+        self._store.save(move, volume)
+        self._touch()
+
+    # --- what attempts report (TaskEvents) ------------------------------------------------------
+
+    def _task(self, workflow_id: str, key: str) -> tuple[ActiveWorkflow, TaskRecord] | None:
+        workflow = self._active.get(workflow_id)
+        if workflow is None or key not in workflow.tasks:
+            return None
+        return workflow, workflow.tasks[key]
+
+    def leased(self, workflow_id: str, key: str, leases: Sequence[str]) -> None:
+        """Record the leases of an attempt (so a restart can give them back)."""
+        with self._lock:
+            found = self._task(workflow_id, key)
+            if found is None:
+                return
+            workflow, task = found
+            task.leases = list(leases)
+            self._store.save(task)
+            plan = workflow.plans.get(key)
+            if plan is not None:
+                workflow.plans[key] = launch_plan(workflow, task, self._launch, plan.credentials)
+
+    def _image(self, workflow_id: str, uri: str) -> ImageRecord | None:
+        workflow = self._active.get(workflow_id)
+        return workflow.images.get(uri) if workflow is not None else None
+
+    def pulling(self, workflow_id: str, image: str) -> None:
+        """An image pull began on some node."""
+        with self._lock:
+            record = self._image(workflow_id, image)
+            if record is not None and record.state == "PENDING":
+                record.state = "PULLING"
+                self._store.save(record)
+                self._touch()
+
+    def pulled(self, workflow_id: str, image: str, digest: str) -> None:
+        """An image is on a node."""
+        with self._lock:
+            record = self._image(workflow_id, image)
+            if record is not None and (record.state != "READY" or record.digest != digest):
+                record.state, record.digest, record.error = "READY", digest, ""
+                self._store.save(record)
+                self._touch()
+
+    def image_failed(self, workflow_id: str, image: str, error: str) -> None:
+        """An image could not be pulled."""
+        with self._lock:
+            record = self._image(workflow_id, image)
+            if record is not None:
+                record.state, record.error = "FAILED", error
+                self._store.save(record)
+                self._touch()
+
+    def running(self, workflow_id: str, key: str) -> None:
+        """Every rank of an attempt runs."""
+        with self._lock:
+            found = self._task(workflow_id, key)
+            if found is None:
+                return
+            _, task = found
+            if task.state != "RUNNING":
+                task.state = "RUNNING"
+                task.started = task.started or self._clock()
+                self._store.save(task)
+                self._touch()
+
+    def requeue(self, workflow_id: str, key: str, reason: str) -> None:
+        """An attempt could not start for now: queue the task again, briefly held back."""
+        with self._lock:
+            found = self._task(workflow_id, key)
+            if found is None:
+                return
+            workflow, task = found
+            workflow.plans.pop(key, None)
+            task.state, task.attempt, task.waiting_for = "QUEUED", task.attempt - 1, reason
+            task.nodes, task.leases, task.containers = [], [], []
+            self._not_before[(workflow_id, key)] = self._clock() + REQUEUE_BACKOFF
+            self._reschedule = True
+            self._store.save(task)
+            self._touch()
+
+    def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
+        """An attempt ended: the task succeeds, fails, is retried or is cancelled."""
+        with self._lock:
+            found = self._task(workflow_id, key)
+            if found is None:
+                return
+            workflow, task = found
+            workflow.plans.pop(key, None)
+            self._reschedule = True
+            task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
+                self._clock()
+            attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
+            if outcome.state == "FAILED" and task.attempt < attempts and \
+                    not workflow.record.cancel_requested:
+                task.state = "QUEUED"
+                task.error = f"attempt {task.attempt} failed: {outcome.error}"
+            elif workflow.record.cancel_requested and outcome.state != "SUCCEEDED":
+                task.state = "CANCELED"
+            else:
+                task.state = outcome.state
+            self._store.save(task)
+            self._touch()
+
+
+def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:
+    multinode = workflow.fuzzfile.jobs[task.job].multinode
+    return multinode.nodes if multinode is not None else 1

@@ -1,0 +1,169 @@
+"""The orchestrator's embedded store: SQLite (the standard library's ``sqlite3``).
+
+One table per record type of :mod:`fuzz.orchestrate.records`, its columns derived
+from the dataclass fields (lists and mappings as JSON). The database runs in WAL
+mode with ``synchronous=NORMAL``: every committed change survives the server being
+killed (only a power loss may drop the last few), and readers never block the
+writer. One connection is shared under a lock: the server is one process and its
+writes are small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+import typing
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fuzz.errors import FuzzError
+from fuzz.orchestrate.records import RECORD_TYPES
+
+SCHEMA_VERSION = 1
+RecordT = TypeVar("RecordT")
+
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER", bytes: "BLOB"}
+
+
+class StoreError(FuzzError):
+    """The database cannot be opened or is of a newer version than this server."""
+
+
+def _columns_of(record_type: type[Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(record_type)
+    return {f.name: hints[f.name] for f in dataclasses.fields(record_type)}
+
+
+_COLUMNS = {record_type: _columns_of(record_type) for record_type in RECORD_TYPES}
+
+
+def _column_types(record_type: type[Any]) -> dict[str, Any]:
+    """The columns of a record type's table and their Python types (worked out once)."""
+    return _COLUMNS[record_type]
+
+
+def _sql_type(python_type: Any) -> str:
+    return _SQL_TYPES.get(python_type, "TEXT")
+
+
+def _is_json(python_type: Any) -> bool:
+    return typing.get_origin(python_type) in (list, dict)
+
+
+def _quoted(name: str) -> str:
+    """A column name as an SQL identifier (``index`` is a keyword)."""
+    return f'"{name}"'
+
+
+def _create_statement(record_type: type[Any]) -> str:
+    columns = ", ".join(
+        f"{_quoted(name)} {_sql_type(kind)}" for name, kind in _column_types(record_type).items()
+    )
+    key = ", ".join(_quoted(name) for name in record_type.KEY)
+    return f"CREATE TABLE IF NOT EXISTS {record_type.TABLE} ({columns}, PRIMARY KEY ({key}))"
+
+
+class Store:
+    """Saves and loads orchestrator records; every method is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating if needed) the database at ``path``."""
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the orchestrator database {path}: {exc}") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} was written by a newer fuzz (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade fuzz"
+            )
+        self._lock = threading.Lock()
+        with self._transaction() as db:
+            for record_type in RECORD_TYPES:
+                db.execute(_create_statement(record_type))
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def save(self, *records: Any) -> None:
+        """Insert or replace ``records`` (of any record types) in one transaction."""
+        with self._transaction() as db:
+            for record in records:
+                types = _column_types(type(record))
+                names = list(types)
+                values = [self._encode(getattr(record, n), types[n]) for n in names]
+                marks = ", ".join("?" for _ in names)
+                db.execute(
+                    f"INSERT OR REPLACE INTO {record.TABLE} "
+                    f"({', '.join(_quoted(n) for n in names)}) "
+                    f"VALUES ({marks})",
+                    values,
+                )
+
+    def delete(self, record: Any) -> None:
+        """Delete ``record`` (found by its key)."""
+        where = " AND ".join(f"{_quoted(name)} = ?" for name in record.KEY)
+        with self._transaction() as db:
+            db.execute(
+                f"DELETE FROM {record.TABLE} WHERE {where}",
+                [getattr(record, name) for name in record.KEY],
+            )
+
+    def load(self, record_type: type[RecordT], order_by: str = "", **where: Any) -> list[RecordT]:
+        """Records of ``record_type`` whose columns equal ``where`` (all when empty)."""
+        types = _column_types(record_type)
+        column, _, direction = order_by.partition(" ")
+        unknown = set(where) - set(types)
+        if unknown or (column and column not in types) or direction not in ("", "ASC", "DESC"):
+            raise ValueError(f"unknown column in {sorted(unknown) or order_by}")
+        columns = ", ".join(_quoted(name) for name in types)
+        sql = f"SELECT {columns} FROM {record_type.TABLE}"  # type: ignore[attr-defined]
+        if where:
+            sql += " WHERE " + " AND ".join(f"{_quoted(name)} = ?" for name in where)
+        if column:
+            sql += f" ORDER BY {_quoted(column)} {direction}"
+        with self._lock:
+            rows = self._db.execute(sql, list(where.values())).fetchall()
+        return [self._decode_row(record_type, types, row) for row in rows]
+
+    @staticmethod
+    def _encode(value: Any, kind: Any) -> Any:
+        if _is_json(kind):
+            return json.dumps(value, sort_keys=True)
+        if kind is bool:
+            return int(value)
+        return value
+
+    @staticmethod
+    def _decode_row(record_type: type[RecordT], types: dict[str, Any], row: Iterable[Any]
+                    ) -> RecordT:
+        values: dict[str, Any] = {}
+        for (name, kind), value in zip(types.items(), row, strict=True):
+            if _is_json(kind):
+                values[name] = json.loads(value)
+            elif kind is bool:
+                values[name] = bool(value)
+            else:
+                values[name] = value
+        return record_type(**values)

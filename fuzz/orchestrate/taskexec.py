@@ -1,0 +1,289 @@
+"""Running one attempt of one task on its node(s) through their agents.
+
+For each rank (one per node; more than one for a multinode job): acquire a lease,
+pull the image, start the container, then wait for every rank, renewing the leases
+while they run. Once all ranks have ended their output is copied into the
+orchestrator's log directory (so it outlives the node), the containers are removed
+and the leases given back. Every step is reported to the runner through
+:class:`TaskEvents` before the next one begins, so a restarted orchestrator knows
+which containers to look for (:func:`adopt`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from fuzz.orchestrate.nodes import NodeDirectory
+from fuzz.resources import ResourceRequest
+from fuzz.substrate.client import (
+    AgentClient,
+    AgentError,
+    AgentNotFoundError,
+    AgentResourceExhaustedError,
+)
+
+LEASE_TTL = 600.0
+WAIT_SLICE = 15.0
+STREAMS = ("stdout", "stderr")
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything needed to run one attempt of a task."""
+
+    workflow_id: str
+    key: str
+    nodes: tuple[str, ...]
+    containers: tuple[str, ...]
+    image: str
+    credentials: tuple[str, str] | None
+    request: ResourceRequest
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, ...], ...]  # one environment per rank
+    cwd: str
+    mounts: tuple[tuple[str, str, bool], ...]
+    timeout_seconds: float
+    uid: int
+    gid: int
+    log_paths: tuple[Path, Path]  # where stdout and stderr are kept
+    leases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: SUCCEEDED, FAILED or CANCELED, with the exit code and why."""
+
+    state: str
+    exit_code: int = 0
+    error: str = ""
+
+
+class TaskEvents(Protocol):
+    """What the runner hears from a running attempt."""
+
+    def leased(self, workflow_id: str, key: str, leases: Sequence[str]) -> None:
+        """The attempt holds these leases (one per rank)."""
+
+    def pulling(self, workflow_id: str, image: str) -> None:
+        """The image is being pulled on a node."""
+
+    def pulled(self, workflow_id: str, image: str, digest: str) -> None:
+        """The image is on the node, at ``digest``."""
+
+    def image_failed(self, workflow_id: str, image: str, error: str) -> None:
+        """The image could not be pulled."""
+
+    def running(self, workflow_id: str, key: str) -> None:
+        """Every rank's container was started."""
+
+    def requeue(self, workflow_id: str, key: str, reason: str) -> None:
+        """The attempt could not start for a passing reason; queue the task again."""
+
+    def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
+        """The attempt ended."""
+
+
+def describe_end(status: Any, timeout_seconds: float) -> Outcome:
+    """An agent's final ContainerStatus as an :class:`Outcome`."""
+    if status.cancelled:
+        return Outcome("CANCELED", status.exit_code, "cancelled")
+    if status.timed_out:
+        return Outcome("FAILED", status.exit_code,
+                       f"timed out after {timeout_seconds:g}s (policy.timeout.execute)")
+    if status.oom_killed:
+        return Outcome("FAILED", status.exit_code, "killed: out of memory (resource.memory)")
+    if status.error:
+        return Outcome("FAILED", status.exit_code, status.error)
+    if status.signal:
+        return Outcome("FAILED", 128 + status.signal, f"killed by signal {status.signal}")
+    if status.exit_code != 0:
+        return Outcome("FAILED", status.exit_code, f"exit code {status.exit_code}")
+    return Outcome("SUCCEEDED")
+
+
+class TaskExecutor:
+    """Runs attempts through the agents of :class:`NodeDirectory`."""
+
+    def __init__(self, nodes: NodeDirectory, events: TaskEvents) -> None:
+        """Report to ``events``."""
+        self._nodes = nodes
+        self._events = events
+        self._pulled: set[tuple[str, str]] = set()  # (node, image) pulled by this process
+
+    # --- starting ------------------------------------------------------------------
+
+    def launch(self, plan: LaunchPlan) -> None:
+        """Lease, pull, start and supervise ``plan``'s containers (blocks until they end)."""
+        leases = self._acquire(plan)
+        if leases is None:
+            return
+        plan = _with_leases(plan, leases)
+        self._events.leased(plan.workflow_id, plan.key, leases)
+        try:
+            for rank, node in enumerate(plan.nodes):
+                client = self._nodes.client(node)
+                if not self._pull(plan, node, client):
+                    self._release(plan)
+                    self._events.finished(plan.workflow_id, plan.key,
+                                          Outcome("FAILED", 0, f"image {plan.image}: pull failed"))
+                    return
+                client.start_container(
+                    plan.containers[rank], plan.image, plan.leases[rank], args=plan.argv,
+                    env=plan.env[rank], cwd=plan.cwd, uid=plan.uid, gid=plan.gid,
+                    mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
+                    credentials=plan.credentials,
+                )
+        except AgentError as exc:
+            self._abandon(plan)
+            self._events.finished(plan.workflow_id, plan.key, Outcome("FAILED", 0, str(exc)))
+            return
+        self._events.running(plan.workflow_id, plan.key)
+        self._supervise(plan)
+
+    def _acquire(self, plan: LaunchPlan) -> list[str] | None:
+        leases: list[str] = []
+        request = plan.request
+        try:
+            for rank, node in enumerate(plan.nodes):
+                lease = self._nodes.client(node).acquire_lease(
+                    request.cores, affinity=request.affinity, memory_bytes=request.memory_bytes,
+                    devices=dict(request.devices), exclusive=request.exclusive,
+                    holder=plan.containers[rank], ttl_seconds=LEASE_TTL,
+                )
+                leases.append(lease.id)
+        except AgentError as exc:
+            self._release(_with_leases(plan, leases))
+            if isinstance(exc, AgentResourceExhaustedError):
+                self._events.requeue(plan.workflow_id, plan.key, str(exc))
+            else:
+                self._events.finished(plan.workflow_id, plan.key, Outcome("FAILED", 0, str(exc)))
+            return None
+        return leases
+
+    def _pull(self, plan: LaunchPlan, node: str, client: AgentClient) -> bool:
+        """Pull the image on ``node`` once, reporting progress and the digest.
+
+        Later starts skip it: starting a container resolves and pulls the image
+        itself if it must (the agent caches what a tag points at briefly).
+        """
+        if (node, plan.image) in self._pulled:
+            return True
+        self._events.pulling(plan.workflow_id, plan.image)
+        digest = ""
+        try:
+            for progress in client.pull_image(plan.image, plan.credentials):
+                digest = progress.digest or digest
+        except AgentError as exc:
+            self._events.image_failed(plan.workflow_id, plan.image, str(exc))
+            return False
+        self._pulled.add((node, plan.image))
+        self._events.pulled(plan.workflow_id, plan.image, digest)
+        return True
+
+    # --- after a restart -------------------------------------------------------------
+
+    def adopt(self, plan: LaunchPlan) -> None:
+        """Take over an attempt a previous orchestrator started (blocks until it ends).
+
+        If no rank's container exists, nothing ran: the leases go back and the task
+        is queued again without counting the attempt.
+        """
+        found = 0
+        for rank, node in enumerate(plan.nodes):
+            try:
+                self._nodes.client(node).get_container(plan.containers[rank])
+                found += 1
+            except AgentNotFoundError:
+                continue
+            except AgentError as exc:
+                self._events.finished(plan.workflow_id, plan.key,
+                                      Outcome("FAILED", 0, f"node {node}: {exc}"))
+                return
+        if found == 0:
+            self._release(plan)
+            self._events.requeue(plan.workflow_id, plan.key, "restarted before it began")
+            return
+        if found < len(plan.nodes):
+            self._abandon(plan)
+            self._events.finished(plan.workflow_id, plan.key,
+                                  Outcome("FAILED", 0, "some ranks never started"))
+            return
+        self._events.running(plan.workflow_id, plan.key)
+        self._supervise(plan)
+
+    # --- running and ending ------------------------------------------------------------
+
+    def cancel(self, plan: LaunchPlan) -> None:
+        """Ask every rank's container to stop (SIGTERM, then SIGKILL after the grace)."""
+        for rank, node in enumerate(plan.nodes):
+            with contextlib.suppress(AgentError):
+                self._nodes.client(node).cancel_container(plan.containers[rank])
+
+    def _supervise(self, plan: LaunchPlan) -> None:
+        outcomes: list[Outcome | None] = [None] * len(plan.nodes)
+        threads = [
+            threading.Thread(target=self._wait_rank, args=(plan, rank, outcomes), daemon=True)
+            for rank in range(1, len(plan.nodes))
+        ]
+        for thread in threads:
+            thread.start()
+        self._wait_rank(plan, 0, outcomes)
+        for thread in threads:
+            thread.join()
+        self._collect_logs(plan)
+        self._abandon(plan)
+        failed = [o for o in outcomes if o is not None and o.state != "SUCCEEDED"]
+        final = failed[0] if failed else Outcome("SUCCEEDED")
+        if len(plan.nodes) > 1 and failed:
+            rank = outcomes.index(failed[0])
+            final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
+        self._events.finished(plan.workflow_id, plan.key, final)
+
+    def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None]) -> None:
+        client = self._nodes.client(plan.nodes[rank])
+        container = plan.containers[rank]
+        try:
+            while True:
+                status = client.wait_container(container, WAIT_SLICE)
+                if status.state in ("exited", "failed"):
+                    break
+                with contextlib.suppress(AgentError):
+                    client.renew_lease(plan.leases[rank], LEASE_TTL)
+        except AgentError as exc:
+            outcomes[rank] = Outcome("FAILED", 0, f"node {plan.nodes[rank]}: {exc}")
+            return
+        outcome = describe_end(status, plan.timeout_seconds)
+        outcomes[rank] = outcome
+        if outcome.state != "SUCCEEDED" and len(plan.nodes) > 1:
+            self.cancel(plan)  # one rank failed: the others cannot finish alone
+
+    def _collect_logs(self, plan: LaunchPlan) -> None:
+        for stream, path in zip(STREAMS, plan.log_paths, strict=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as out:
+                for rank, node in enumerate(plan.nodes):
+                    with contextlib.suppress(AgentError):
+                        for chunk in self._nodes.client(node).stream_logs(
+                                plan.containers[rank], stream):
+                            out.write(chunk)
+
+    def _abandon(self, plan: LaunchPlan) -> None:
+        """Remove the attempt's containers and give its leases back (best effort)."""
+        for rank, node in enumerate(plan.nodes):
+            with contextlib.suppress(AgentError):
+                self._nodes.client(node).remove_container(plan.containers[rank])
+        self._release(plan)
+
+    def _release(self, plan: LaunchPlan) -> None:
+        for rank, lease in enumerate(plan.leases):
+            with contextlib.suppress(AgentError):
+                self._nodes.client(plan.nodes[rank]).release_lease(lease)
+
+
+def _with_leases(plan: LaunchPlan, leases: Sequence[str]) -> LaunchPlan:
+    return replace(plan, leases=tuple(leases))

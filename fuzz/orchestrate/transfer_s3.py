@@ -1,0 +1,207 @@
+"""``s3://`` transfers with boto3: credentials from a secret, objects and prefixes.
+
+``s3://BUCKET/KEY`` is one object; a URI whose key is empty or ends with ``/`` is a
+prefix: as a source it means every object under it, as a destination the files
+are written under it. Uploads go through boto3's managed transfer (multipart for
+large files); each object appears whole or not at all. When a tree upload fails,
+the objects already uploaded stay (S3 has no rename to stage them with).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from fuzz.errors import ConfigError
+from fuzz.orchestrate.transfer_stream import (
+    Item,
+    Readable,
+    Source,
+    TransferError,
+    safe_relative,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+S3 = "s3://"
+CLIENT_CONFIG = Config(
+    connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
+)
+SECRET_KEYS = {
+    "AWS_ACCESS_KEY_ID": "access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+    "AWS_SESSION_TOKEN": "session_token",
+    "AWS_REGION": "region",
+    "AWS_ENDPOINT_URL": "endpoint_url",
+}
+REQUIRED_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """Credentials (and optionally region and endpoint) for S3; secrets stay out of repr."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    endpoint_url: str | None = None
+
+
+def s3_credentials_from_secret(value: bytes) -> S3Credentials:
+    """Read S3 credentials from a secret's value.
+
+    The value is a JSON object or ``KEY=VALUE`` lines (blank lines and ``#``
+    comments allowed) with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and
+    optionally AWS_SESSION_TOKEN, AWS_REGION and AWS_ENDPOINT_URL. Raises
+    ConfigError naming what is wrong, never a value.
+    """
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("S3 credentials secret is not UTF-8 text") from None
+    fields = _json_fields(text) if text.lstrip().startswith("{") else _line_fields(text)
+    unknown = sorted(set(fields) - set(SECRET_KEYS))
+    if unknown:
+        raise ConfigError(f"S3 credentials secret: unknown key(s) {', '.join(unknown)}; "
+                          f"expected {', '.join(SECRET_KEYS)}")
+    missing = [key for key in REQUIRED_SECRET_KEYS if not fields.get(key)]
+    if missing:
+        raise ConfigError(f"S3 credentials secret: missing {', '.join(missing)}")
+    return S3Credentials(**{SECRET_KEYS[key]: value for key, value in fields.items() if value})
+
+
+def _json_fields(text: str) -> dict[str, str]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid"
+        raise ConfigError(f"S3 credentials secret is not valid JSON: {message}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ConfigError("S3 credentials secret: the JSON must be an object of strings")
+    return data
+
+
+def _line_fields(text: str) -> dict[str, str]:
+    fields = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        if not equals:
+            raise ConfigError(f"S3 credentials secret: line {number} is not KEY=VALUE")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def s3_client(credentials: S3Credentials | None) -> S3Client:
+    """An S3 client with ``credentials``, or boto3's default credential chain when None."""
+    if credentials is None:
+        return boto3.session.Session().client("s3", config=CLIENT_CONFIG)
+    session = boto3.session.Session(
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+        region_name=credentials.region,
+    )
+    return session.client("s3", endpoint_url=credentials.endpoint_url, config=CLIENT_CONFIG)
+
+
+@contextmanager
+def s3_errors(uri: str) -> Iterator[None]:
+    """Turn botocore's exceptions into TransferError naming ``uri``."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code") or "Error"
+        message = error.get("Message") or "failed"
+        hint = ""
+        if code in ("NoSuchKey", "404"):
+            hint = " (for every object under a prefix, end the URI with '/')"
+        raise TransferError(f"{uri}: {code}: {message}{hint}") from exc
+    except BotoCoreError as exc:
+        raise TransferError(f"{uri}: {exc}") from exc
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://BUCKET/KEY`` as (bucket, key); the key may be empty."""
+    bucket, _, key = uri[len(S3):].partition("/") if uri.startswith(S3) else ("", "", "")
+    if not bucket:
+        raise TransferError(f"{uri}: expected s3://BUCKET/KEY")
+    return bucket, key
+
+
+def is_prefix(key: str) -> bool:
+    """Whether ``key`` names a prefix (empty or ending with ``/``) rather than one object."""
+    return not key or key.endswith("/")
+
+
+def s3_source(uri: str, client: S3Client) -> Source:
+    """The object at ``uri``, or every object under it when it is a prefix."""
+    bucket, key = parse_s3_uri(uri)
+    errors = partial(s3_errors, uri)
+    if not is_prefix(key):
+        name = key.rsplit("/", 1)[-1]
+        return Source(uri, False, [Item(name, _opener(client, bucket, key))], None, errors)
+    with errors():
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+        objects = [(entry["Key"], entry["Size"]) for page in pages
+                   for entry in page.get("Contents", [])]
+    objects = [(name, size) for name, size in objects if not name.endswith("/")]  # folders
+    if not objects:
+        raise TransferError(f"{uri}: no objects under this prefix")
+    items = [Item(safe_relative(name[len(key):], uri), _opener(client, bucket, name))
+             for name, _ in objects]
+    return Source(uri, True, items, sum(size for _, size in objects), errors)
+
+
+def _opener(
+    client: S3Client, bucket: str, key: str
+) -> Callable[[], AbstractContextManager[tuple[Readable, int | None]]]:
+    @contextmanager
+    def open_object() -> Iterator[tuple[Readable, int | None]]:
+        response = client.get_object(Bucket=bucket, Key=key)
+        body = response["Body"]
+        try:
+            yield body, response["ContentLength"]
+        finally:
+            body.close()
+
+    return open_object
+
+
+class S3Sink:
+    """Uploads a file to ``uri`` (under it when it is a prefix) or a tree under ``uri``."""
+
+    def __init__(self, uri: str, client: S3Client, tree: bool) -> None:
+        self.uri = uri
+        self._client = client
+        self._tree = tree
+        self._bucket, self._key = parse_s3_uri(uri)
+
+    def put(self, relative: str, stream: Readable) -> None:
+        """Upload one file; boto3 reads ``stream`` in order (it cannot seek)."""
+        if self._tree:
+            prefix = self._key if is_prefix(self._key) else self._key + "/"
+            key = prefix + relative
+        else:
+            key = self._key + relative if is_prefix(self._key) else self._key
+        with s3_errors(self.uri):
+            self._client.upload_fileobj(stream, self._bucket, key)  # type: ignore[arg-type]
+
+    def commit(self) -> None:
+        """Nothing to do: each object appeared whole when its upload finished."""
+
+    def abort(self) -> None:
+        """Nothing to do: an unfinished upload leaves no object (boto3 aborts multipart)."""

@@ -1,0 +1,73 @@
+"""Where a workflow's volumes live, and moving data into and out of them.
+
+Volumes are directories under the cluster's volume root, a path every node sees
+at the same place (a parallel or network file system on a real cluster; a local
+directory when all nodes are on one machine). An ephemeral volume lives in
+``<root>/ephemeral/<workflow id>/<name>`` for its workflow only; a persistent one
+in ``<root>/persistent/<owner>/<name>`` outlives it. Volume directories belong to
+the uid jobs run as, so jobs can write to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from fuzz.orchestrate import transfer
+from fuzz.orchestrate.records import TransferRecord, VolumeRecord
+from fuzz.orchestrate.transfer import S3Credentials, TransferResult
+from fuzz.spec.fuzzfile import VolumeSpec
+
+
+class VolumeManager:
+    """Creates, fills, empties and deletes volume directories."""
+
+    def __init__(self, root: Path, uid: int, gid: int) -> None:
+        """Keep volumes under ``root``, owned by ``uid``:``gid``."""
+        self.root = root
+        self.uid = uid
+        self.gid = gid
+
+    def path_for(self, workflow_id: str, owner: str, name: str, spec: VolumeSpec) -> Path:
+        """Where volume ``name`` of workflow ``workflow_id`` lives."""
+        persistent: str | None = spec.persistent_name
+        if persistent is not None:
+            return self.root / "persistent" / owner / persistent
+        return self.root / "ephemeral" / workflow_id / name
+
+    def create(self, volume: VolumeRecord) -> None:
+        """Make the volume's directory (kept if it exists: persistent, or a restart)."""
+        path = Path(volume.path)
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, self.uid, self.gid)
+
+    def move(self, record: TransferRecord, volume: VolumeRecord,
+             credentials: S3Credentials | None,
+             progress: Callable[[int, int | None], None]) -> TransferResult:
+        """Run one ingress or egress of ``volume``; TransferError says what failed."""
+        directory = Path(volume.path)
+        if record.direction == "ingress":
+            result = transfer.ingress(record.source, record.destination, directory,
+                                      credentials=credentials, progress=progress)
+            self._own(directory)
+            return result
+        return transfer.egress(record.source, record.destination, directory,
+                               credentials=credentials, progress=progress)
+
+    def _own(self, directory: Path) -> None:
+        """Give what an ingress wrote to the jobs' uid (it was written as the server's)."""
+        for base, dirs, files in os.walk(directory):
+            for name in (*dirs, *files):
+                os.lchown(os.path.join(base, name), self.uid, self.gid)
+
+    def delete(self, volume: VolumeRecord) -> None:
+        """Remove an ephemeral volume's directory (and its workflow's, once empty)."""
+        if not volume.ephemeral:
+            return
+        path = Path(volume.path)
+        shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another volume of the workflow is still there
+            path.parent.rmdir()

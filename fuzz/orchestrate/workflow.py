@@ -1,0 +1,178 @@
+"""A workflow run in memory: its records, built from a Fuzzfile, and what its tasks need.
+
+Building the records of a new run (one task per job, per task-array index; one
+volume, transfer and image record each) and the launch plan of a task attempt
+are pure functions of the Fuzzfile and the settings, kept apart from the runner
+that sequences them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fuzz.errors import FuzzError
+from fuzz.orchestrate.dag import JobNode, TaskView
+from fuzz.orchestrate.records import (
+    ImageRecord,
+    TaskRecord,
+    TransferRecord,
+    VolumeRecord,
+    WorkflowRecord,
+)
+from fuzz.orchestrate.taskexec import LaunchPlan
+from fuzz.spec.cluster import WORKFLOW_NAME_PATTERN
+from fuzz.spec.fuzzfile import Fuzzfile, JobSpec
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class WorkflowNameError(FuzzError):
+    """A workflow name that cannot be used."""
+
+
+def check_workflow_name(name: str) -> str:
+    """``name`` if it is a valid workflow name, else WorkflowNameError."""
+    if not WORKFLOW_NAME_PATTERN.fullmatch(name):
+        raise WorkflowNameError(
+            f"workflow name {name!r}: use letters, digits, '_' or '-' (at most 64), "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass
+class ActiveWorkflow:
+    """A run the runner is advancing: its records and its attempts in flight."""
+
+    record: WorkflowRecord
+    fuzzfile: Fuzzfile
+    volumes: dict[str, VolumeRecord]
+    transfers: list[TransferRecord]
+    images: dict[str, ImageRecord]
+    tasks: dict[str, TaskRecord]
+    plans: dict[str, LaunchPlan] = field(default_factory=dict)
+    graph: tuple[JobNode, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Derive the job graph from the Fuzzfile."""
+        self.graph = job_graph(self.fuzzfile)
+
+    def task_views(self) -> list[TaskView]:
+        """The tasks as the DAG module sees them."""
+        return [TaskView(t.key, t.job, t.state) for t in self.tasks.values()]
+
+    def ready_volumes(self) -> frozenset[str]:
+        """Names of the volumes whose ingress is done."""
+        return frozenset(name for name, v in self.volumes.items() if v.state == "READY")
+
+
+def job_graph(fuzzfile: Fuzzfile) -> tuple[JobNode, ...]:
+    """The Fuzzfile's jobs as graph nodes, in a topological order."""
+    nodes = []
+    for name in fuzzfile.job_order():
+        job = fuzzfile.jobs[name]
+        array = job.task_array
+        nodes.append(JobNode(
+            name=name,
+            requires=tuple(job.requires),
+            volumes=tuple(job.mounts),
+            concurrency=array.concurrency if array is not None else None,
+        ))
+    return tuple(nodes)
+
+
+def new_tasks(workflow_id: str, fuzzfile: Fuzzfile) -> list[TaskRecord]:
+    """One task per job, or per index of a job's task array, numbered in graph order."""
+    tasks: list[TaskRecord] = []
+    for name in fuzzfile.job_order():
+        array = fuzzfile.jobs[name].task_array
+        if array is None:
+            tasks.append(TaskRecord(workflow_id, name, name, -1, len(tasks)))
+            continue
+        for index in range(array.start, array.end + 1):
+            tasks.append(TaskRecord(workflow_id, f"{name}[{index}]", name, index, len(tasks)))
+    return tasks
+
+
+def new_transfers(workflow_id: str, fuzzfile: Fuzzfile) -> list[TransferRecord]:
+    """Every ingress and egress of every volume, in file order."""
+    records = []
+    for volume_name, volume in fuzzfile.volumes.items():
+        for direction, moves in (("ingress", volume.ingress), ("egress", volume.egress)):
+            for seq, move in enumerate(moves):
+                secret = move.source.secret_name or move.destination.secret_name or ""
+                records.append(TransferRecord(
+                    workflow_id, volume_name, direction, seq, move.source.uri,
+                    move.destination.uri, secret=secret,
+                ))
+    return records
+
+
+def new_images(workflow_id: str, fuzzfile: Fuzzfile) -> dict[str, ImageRecord]:
+    """One record per distinct image the jobs use."""
+    uris = dict.fromkeys(job.image.uri for job in fuzzfile.jobs.values())
+    return {uri: ImageRecord(workflow_id, uri) for uri in uris}
+
+
+def container_id(workflow_id: str, task: TaskRecord, rank: int) -> str:
+    """The agent-side id of ``task``'s container on its ``rank``-th node, this attempt."""
+    return f"{workflow_id}.{_UNSAFE.sub('-', task.key)}.{task.attempt}.{rank}"
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """What every launch shares: the identity jobs run as and where logs are kept."""
+
+    uid: int
+    gid: int
+    log_dir: Path
+
+
+def log_paths(log_dir: Path, workflow_id: str, key: str) -> tuple[Path, Path]:
+    """Where a task's stdout and stderr are kept once it has ended."""
+    base = log_dir / workflow_id
+    return base / f"{key}.stdout", base / f"{key}.stderr"
+
+
+def task_environment(workflow: ActiveWorkflow, task: TaskRecord, rank: int) -> tuple[str, ...]:
+    """The job's env plus what fuzz tells every task (ids, task index, ranks)."""
+    job = workflow.fuzzfile.jobs[task.job]
+    env = dict(job.environment())
+    env.update(FUZZ_WORKFLOW=workflow.record.name, FUZZ_JOB=task.job)
+    if task.index >= 0:
+        env.update(FB_TASK_ID=str(task.index), FUZZ_TASK_ID=str(task.index))
+    if job.multinode is not None:
+        env.update(FUZZ_RANK=str(rank), FUZZ_NODE_COUNT=str(len(task.nodes)),
+                   FUZZ_NODES=",".join(task.nodes),
+                   FUZZ_MPI_IMPLEMENTATION=job.multinode.implementation)
+    return tuple(f"{key}={value}" for key, value in env.items())
+
+
+def launch_plan(
+    workflow: ActiveWorkflow, task: TaskRecord, settings: LaunchSettings,
+    credentials: tuple[str, str] | None,
+) -> LaunchPlan:
+    """Everything the executor needs to run (or adopt) ``task``'s current attempt."""
+    job: JobSpec = workflow.fuzzfile.jobs[task.job]
+    timeout = job.policy.timeout.execute if job.policy.timeout is not None else None
+    return LaunchPlan(
+        workflow_id=workflow.record.id,
+        key=task.key,
+        nodes=tuple(task.nodes),
+        containers=tuple(task.containers),
+        image=job.image.uri,
+        credentials=credentials,
+        request=job.resource.request(),
+        argv=tuple(job.argv()),
+        env=tuple(task_environment(workflow, task, rank) for rank in range(len(task.nodes))),
+        cwd=job.cwd or "",
+        mounts=tuple((workflow.volumes[name].path, mount.location, False)
+                     for name, mount in job.mounts.items()),
+        timeout_seconds=timeout or 0.0,
+        uid=settings.uid,
+        gid=settings.gid,
+        log_paths=log_paths(settings.log_dir, workflow.record.id, task.key),
+        leases=tuple(task.leases),
+    )

@@ -1,0 +1,80 @@
+"""Load a Fuzzfile, from a file (the CLI) or from text (the server, given it over the API).
+
+Every problem is collected (YAML, the models in :mod:`fuzz.spec.fuzzfile`, the
+cross-job checks of :mod:`fuzz.spec.fuzzfile_checks`) and raised together as one
+:class:`~fuzz.spec.problems.SpecError`, one ``file:line:col: field: message`` line each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from fuzz.resources import NodeCapacity
+from fuzz.spec.fuzzfile import Fuzzfile
+from fuzz.spec.fuzzfile_checks import fuzzfile_issues
+from fuzz.spec.validation import validate_document
+from fuzz.spec.yamlsource import SourceMap, decode_source, parse_yaml, read_source
+
+
+@dataclass(frozen=True)
+class LoadedFuzzfile:
+    """A checked Fuzzfile with where it came from.
+
+    ``path`` is absolute for a file (as given for text), ``source`` maps its fields to
+    lines, ``text`` is the file's text and ``content_hash`` the sha256 (hex) of that
+    text in UTF-8: the file's bytes, less a leading byte-order mark if it had one.
+    """
+
+    fuzzfile: Fuzzfile
+    path: Path
+    source: SourceMap
+    text: str
+    content_hash: str
+
+
+def parse_fuzzfile(
+    text: str,
+    file: str,
+    capacities: Sequence[NodeCapacity] | None = None,
+    *,
+    capacities_are_nodes: bool = False,
+) -> LoadedFuzzfile:
+    """Parse and check a Fuzzfile's ``text``; ``file`` is the name problems show.
+
+    ``capacities``: what the cluster's nodes (or its pools' offerings) hold; given,
+    a job that none of them could hold is a problem. ``capacities_are_nodes``: each
+    capacity is one real node (rather than an offering a pool may create many of),
+    so a multinode job asking for more suitable nodes than there are is a problem too.
+    Raises SpecError listing every problem in file order.
+    """
+    document = parse_yaml(text, file)
+    issues = partial(
+        fuzzfile_issues, capacities=capacities, capacities_are_nodes=capacities_are_nodes
+    )
+    fuzzfile = validate_document(document, Fuzzfile, issues)
+    content_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return LoadedFuzzfile(fuzzfile, Path(file), document.source, text, content_hash)
+
+
+def load_fuzzfile(
+    path: Path,
+    display_name: str | None = None,
+    capacities: Sequence[NodeCapacity] | None = None,
+    *,
+    capacities_are_nodes: bool = False,
+) -> LoadedFuzzfile:
+    """Read, parse and check the Fuzzfile at ``path`` (see :func:`parse_fuzzfile`).
+
+    ``display_name`` is how problems name the file (default: ``path`` as given).
+    Raises SpecError listing every problem, or ConfigError (``wf.yaml: no such
+    file``) when the file cannot be read.
+    """
+    name = display_name if display_name is not None else str(path)
+    text = decode_source(read_source(path, name), name)
+    loaded = parse_fuzzfile(text, name, capacities, capacities_are_nodes=capacities_are_nodes)
+    return dataclasses.replace(loaded, path=path.absolute())

@@ -1,0 +1,160 @@
+"""Checks of single Fuzzfile values: names, paths, env entries, images, secrets, volumes, uris.
+
+Each function returns the value (normalised where that is said) or raises ValueError
+with a short message; the models in :mod:`fuzz.spec.fuzzfile` use them as pydantic
+validators, so a problem is reported at the value's own line and column.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+"""Job and volume names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 63."""
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+"""Environment variable names, as POSIX shells accept them."""
+SECRET_PATTERN = re.compile(r"^secret://(user|account)/([A-Za-z0-9][A-Za-z0-9._-]*)$")
+EPHEMERAL_VOLUME = "volume://user/ephemeral"
+PERSISTENT_VOLUME_PREFIX = "volume://user/persistent/"
+PERSISTENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+DOCKER_PREFIX = "docker://"
+FILE_PREFIX = "file://"
+
+# An image reference as the OCI distribution grammar defines it
+# ([domain[:port]/]path[:tag][@sha256:hex]). Written out here because no maintained
+# Python package parses references without pulling in a whole Docker client.
+_ALPHANUMERIC = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|-+)"
+_PATH_COMPONENT = rf"{_ALPHANUMERIC}(?:{_SEPARATOR}{_ALPHANUMERIC})*"
+_DOMAIN_COMPONENT = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+IMAGE_REFERENCE_PATTERN = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+_IMAGE_FORMS = "use docker://REPOSITORY[:TAG] or docker://REPOSITORY@sha256:DIGEST"
+
+
+def check_name(value: str) -> str:
+    """A job or volume name (see :data:`NAME_PATTERN`)."""
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"invalid name {value!r}: use 1-63 letters, digits, '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+def _path_parts(path: str) -> list[str]:
+    """The components of a slash-separated path, without empty and '.' parts."""
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
+def absolute_path(value: str) -> str:
+    """An absolute path in a container, normalised (``/data//x/`` → ``/data/x``); no '..'."""
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path, not {value!r}")
+    parts = _path_parts(value)
+    if ".." in parts:
+        raise ValueError(f"{value!r} must not contain '..'")
+    return "/" + "/".join(parts)
+
+
+def mount_location(value: str) -> str:
+    """Where a volume is mounted: an absolute, normalised path other than ``/``."""
+    location = absolute_path(value)
+    if location == "/":
+        raise ValueError("cannot mount a volume over '/'")
+    return location
+
+
+def env_entry(value: str) -> str:
+    """An environment entry ``NAME=VALUE`` with a valid name (the value may be empty)."""
+    name, equals, _ = value.partition("=")
+    if not equals:
+        raise ValueError(f"must be NAME=VALUE, not {value!r}")
+    if not ENV_NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"invalid variable name {name!r}: use letters, digits and '_', not starting"
+            " with a digit"
+        )
+    return value
+
+
+def secret_reference(value: str) -> str:
+    """A secret reference: ``secret://user/NAME`` or ``secret://account/NAME``."""
+    if not SECRET_PATTERN.fullmatch(value):
+        raise ValueError(f"invalid secret {value!r}: use secret://user/NAME or secret://account/NAME")
+    return value
+
+
+def secret_name(reference: str) -> str:
+    """The bare name of a valid secret reference (``secret://user/ghcr`` → ``ghcr``)."""
+    return reference.rsplit("/", 1)[1]
+
+
+def image_uri(value: str) -> str:
+    """A container image: ``docker://REPOSITORY[:TAG]`` or ``docker://REPOSITORY@sha256:…``."""
+    if not value.startswith(DOCKER_PREFIX):
+        raise ValueError(f"unsupported image uri {value!r}: {_IMAGE_FORMS}")
+    if not IMAGE_REFERENCE_PATTERN.fullmatch(value.removeprefix(DOCKER_PREFIX)):
+        raise ValueError(f"invalid image uri {value!r}: {_IMAGE_FORMS}")
+    return value
+
+
+def volume_reference(value: str) -> str:
+    """``volume://user/ephemeral`` or ``volume://user/persistent/NAME``."""
+    if value == EPHEMERAL_VOLUME:
+        return value
+    if value.startswith(PERSISTENT_VOLUME_PREFIX):
+        name = value.removeprefix(PERSISTENT_VOLUME_PREFIX)
+        if not PERSISTENT_NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"invalid persistent volume name {name!r}: use 1-63 letters, digits, '.', '_'"
+                " or '-', starting with a letter or digit"
+            )
+        return value
+    raise ValueError(
+        f"invalid volume reference {value!r}: use {EPHEMERAL_VOLUME} or"
+        f" {PERSISTENT_VOLUME_PREFIX}NAME"
+    )
+
+
+def volume_path(uri: str) -> str:
+    """The path inside a volume named by ``file://relative/path``, normalised."""
+    if not uri.startswith(FILE_PREFIX):
+        raise ValueError(f"must be a path inside the volume (file://relative/path), not {uri!r}")
+    path = uri.removeprefix(FILE_PREFIX)
+    if path.startswith("/"):
+        raise ValueError(
+            f"{uri!r} is absolute: a path inside the volume is relative (file://results/out.txt)"
+        )
+    parts = _path_parts(path)
+    if ".." in parts:
+        raise ValueError(f"{uri!r} must not leave the volume ('..')")
+    if not parts:
+        raise ValueError(f"{uri!r} names no path inside the volume")
+    return "/".join(parts)
+
+
+def external_uri(uri: str, schemes: tuple[str, ...]) -> str:
+    """A uri outside the workflow: one of ``schemes`` (from http, https, s3, file).
+
+    http(s) needs a host, s3 a bucket, and file an absolute path (``file:///srv/in``).
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        *others, last = (f"{name}://" for name in schemes)
+        allowed = f"{', '.join(others)} or {last}" if others else last
+        raise ValueError(f"unsupported uri {uri!r}: use {allowed}")
+    if scheme in ("http", "https") and not parts.hostname:
+        raise ValueError(f"{uri!r} names no host")
+    if scheme == "s3" and not parts.netloc:
+        raise ValueError(f"{uri!r} names no bucket (s3://BUCKET/KEY)")
+    if scheme == "file":
+        if parts.netloc or not parts.path.startswith("/"):
+            raise ValueError(f"{uri!r} must be an absolute path (file:///path)")
+        absolute_path(parts.path)
+    return uri

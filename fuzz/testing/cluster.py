@@ -1,0 +1,104 @@
+"""A local cluster with its orchestrator, brought up through the real ``fuzz`` CLI.
+
+What ``make demo`` gives a researcher, for tests and benchmarks: a cluster spec
+with an ``orchestrator:`` block, ``fuzz server --detach`` and ``fuzz apply`` (each
+node a real agent process that joins the server), torn down with ``fuzz destroy``
+and ``fuzz server --stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.orchestrate.connect import orchestrator_client
+from fuzz.spec.loader import load_cluster_spec
+
+CLUSTER_SPEC = """\
+version: 1
+cluster: {cluster}
+state:
+  backend: local
+  path: .fuzz/state.json
+providers:
+  local:
+    workdir: .fuzz/nodes
+    insecure_registries: {registries}
+pools:
+  cpu:
+    provider: local
+    min: {nodes}
+    max: {nodes}
+orchestrator:
+  listen: 127.0.0.1:{port}
+  data_dir: .fuzz/server
+"""
+JOIN_TIMEOUT = 60.0
+
+
+def fuzz_argv(*args: str) -> list[str]:
+    """The argv that runs this checkout's fuzz CLI."""
+    return [sys.executable, "-m", "fuzz", "--no-color", *args]
+
+
+@dataclass
+class LocalCluster:
+    """A cluster of ``nodes`` local nodes and its orchestrator, in ``directory``."""
+
+    directory: Path
+    nodes: int
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``fuzz ARGS`` next to the cluster spec (output captured)."""
+        return subprocess.run(fuzz_argv(*args), cwd=self.directory, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def must(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``fuzz ARGS``; RuntimeError with its output unless it exits 0."""
+        done = self.run(*args, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"fuzz {' '.join(args)}: {done.stderr}{done.stdout}")
+        return done
+
+    @property
+    def data_dir(self) -> Path:
+        """The orchestrator's data directory."""
+        return self.directory / ".fuzz" / "server"
+
+    def client(self) -> OrchestratorClient:
+        """A client for the cluster's orchestrator."""
+        return orchestrator_client(load_cluster_spec(self.directory / "fuzz.yaml"))
+
+    def wait_for_nodes(self, timeout: float = JOIN_TIMEOUT) -> None:
+        """Wait until every node has joined the orchestrator."""
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while len([n for n in client.list_nodes() if n.state == "READY"]) < self.nodes:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the nodes did not join the orchestrator")
+                time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def local_cluster(directory: Path, registries: Sequence[str], port: int, nodes: int = 2,
+                  cluster: str = "local") -> Iterator[LocalCluster]:
+    """Bring a cluster up in ``directory`` (server, nodes); tear it all down after."""
+    (directory / "fuzz.yaml").write_text(CLUSTER_SPEC.format(
+        cluster=cluster, registries=json.dumps(list(registries)), port=port, nodes=nodes))
+    running = LocalCluster(directory, nodes)
+    try:
+        running.must("init")
+        running.must("server", "--detach")
+        running.must("apply", "--auto-approve")
+        running.wait_for_nodes()
+        yield running
+    finally:
+        running.run("destroy", "--auto-approve")
+        running.run("server", "--stop")

@@ -1,0 +1,86 @@
+"""Tests for :mod:`fuzz.orchestrate.dag`: which tasks run when, and how workflows end."""
+
+from __future__ import annotations
+
+from fuzz.orchestrate.dag import (
+    JobNode,
+    TaskView,
+    first_failure,
+    job_state,
+    next_step,
+    workflow_outcome,
+)
+
+# untar -> (a, b in parallel) -> summary, as in the demo pipeline
+GRAPH = (
+    JobNode("untar", volumes=("data",)),
+    JobNode("a", requires=("untar",), volumes=("data",)),
+    JobNode("b", requires=("untar",)),
+    JobNode("summary", requires=("a", "b")),
+)
+
+
+def tasks(**states: str) -> list[TaskView]:
+    return [TaskView(key, key, state) for key, state in states.items()]
+
+
+def test_the_first_job_waits_for_its_volume() -> None:
+    views = tasks(untar="WAITING", a="WAITING", b="WAITING", summary="WAITING")
+    assert next_step(GRAPH, views, frozenset()).queue == ()
+    assert next_step(GRAPH, views, frozenset({"data"})).queue == ("untar",)
+
+
+def test_independent_branches_are_queued_together() -> None:
+    views = tasks(untar="SUCCEEDED", a="WAITING", b="WAITING", summary="WAITING")
+    assert next_step(GRAPH, views, frozenset({"data"})).queue == ("a", "b")
+
+
+def test_a_job_waits_for_every_job_it_requires() -> None:
+    views = tasks(untar="SUCCEEDED", a="SUCCEEDED", b="RUNNING", summary="WAITING")
+    assert next_step(GRAPH, views, frozenset({"data"})).queue == ()
+
+
+def test_a_failed_job_marks_its_dependents_not_run_and_the_workflow_failed() -> None:
+    views = tasks(untar="SUCCEEDED", a="FAILED", b="RUNNING", summary="WAITING")
+    step = next_step(GRAPH, views, frozenset({"data"}))
+    assert step.queue == ()
+    assert step.not_run == {"summary": "required job 'a' failed"}
+    assert workflow_outcome(GRAPH, views) is None  # b still runs
+    done = tasks(untar="SUCCEEDED", a="FAILED", b="SUCCEEDED", summary="NOT_RUN")
+    assert workflow_outcome(GRAPH, done) == "FAILED"
+    assert first_failure(GRAPH, done) == "a"
+
+
+def test_a_stop_reason_ends_every_pending_task() -> None:
+    views = tasks(untar="SUCCEEDED", a="QUEUED", b="RUNNING", summary="WAITING")
+    step = next_step(GRAPH, views, frozenset({"data"}), stop_reason="workflow cancelled")
+    assert step.queue == ()
+    assert step.not_run == {"a": "workflow cancelled", "summary": "workflow cancelled"}
+
+
+def test_task_array_concurrency_limits_tasks_in_flight() -> None:
+    graph = (JobNode("sweep", concurrency=2),)
+    views = [TaskView(f"sweep[{i}]", "sweep", "WAITING") for i in range(5)]
+    assert next_step(graph, views, frozenset()).queue == ("sweep[0]", "sweep[1]")
+    views[0] = TaskView("sweep[0]", "sweep", "RUNNING")
+    views[1] = TaskView("sweep[1]", "sweep", "SUCCEEDED")
+    assert next_step(graph, views, frozenset()).queue == ("sweep[2]",)
+
+
+def test_job_state_from_task_states() -> None:
+    assert job_state(["SUCCEEDED", "SUCCEEDED"]) == "SUCCEEDED"
+    assert job_state(["SUCCEEDED", "RUNNING"]) == "RUNNING"
+    assert job_state(["FAILED", "RUNNING"]) == "RUNNING"
+    assert job_state(["FAILED", "SUCCEEDED"]) == "FAILED"
+    assert job_state(["CANCELED", "NOT_RUN"]) == "CANCELED"
+    assert job_state(["WAITING"]) == "WAITING"
+
+
+def test_outcomes() -> None:
+    graph = (JobNode("x"), JobNode("y"))
+    assert workflow_outcome(graph, [TaskView("x", "x", "SUCCEEDED"),
+                                    TaskView("y", "y", "SUCCEEDED")]) == "SUCCEEDED"
+    assert workflow_outcome(graph, [TaskView("x", "x", "SUCCEEDED"),
+                                    TaskView("y", "y", "CANCELED")]) == "CANCELED"
+    assert workflow_outcome(graph, [TaskView("x", "x", "QUEUED"),
+                                    TaskView("y", "y", "CANCELED")]) is None

@@ -1,0 +1,50 @@
+"""Tests for :mod:`fuzz.orchestrate.store`: records survive a reopen, field for field."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fuzz.orchestrate.records import NodeRecord, TaskRecord, WorkflowRecord
+from fuzz.orchestrate.store import SCHEMA_VERSION, Store, StoreError
+
+
+def test_records_round_trip_through_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "server.db"
+    store = Store(path)
+    workflow = WorkflowRecord("wf.1", "wf", 1, "alice", "f.yaml", "version: v1\n", "ab" * 32,
+                              created=1.5, cancel_requested=True)
+    task = TaskRecord("wf.1", "sweep[3]", "sweep", 3, 7, state="RUNNING", attempt=2,
+                      nodes=["n0", "n1"], leases=["l0", "l1"], containers=["c0", "c1"])
+    node = NodeRecord("pool.cpu.node[0]", "127.0.0.1:1", b"\x00sealed", 4, 2**30,
+                      devices={"nvidia.com/gpu": 2}, labels={"zone": "a"})
+    store.save(workflow, task, node)
+    store.close()
+    again = Store(path)
+    assert again.load(WorkflowRecord) == [workflow]
+    assert again.load(TaskRecord, workflow_id="wf.1") == [task]
+    assert again.load(NodeRecord) == [node]
+    task.state = "SUCCEEDED"
+    again.save(task)
+    assert again.load(TaskRecord, state="SUCCEEDED") == [task]
+    again.delete(node)
+    assert again.load(NodeRecord) == []
+
+
+def test_ordering_and_unknown_columns(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    for run in (1, 3, 2):
+        store.save(WorkflowRecord(f"w.{run}", "w", run, "o", "f", "", "", created=run))
+    assert [r.run for r in store.load(WorkflowRecord, order_by="run DESC", name="w")] == [3, 2, 1]
+    with pytest.raises(ValueError, match="unknown column"):
+        store.load(WorkflowRecord, nmae="w")
+
+
+def test_a_database_from_a_newer_fuzz_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer fuzz"):
+        Store(path)
