@@ -119,6 +119,12 @@ class GcpComputeFake:
         """The zone's region (``us-central1`` for ``us-central1-a``)."""
         return self.zone.rsplit("-", 1)[0]
 
+    def settled_instances(self) -> dict[str, dict[str, Any]]:
+        """The instances after finishing every operation whose time has come."""
+        with self._lock:
+            self._tick()
+            return dict(self.instances)
+
     def __call__(self, request: Request) -> Response:
         """Answer one request as Compute Engine would."""
         if request.path.startswith("/compute/v1/") and self.token is not None:

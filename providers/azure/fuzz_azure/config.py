@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fuzz.bootstrap import BootstrapSettings
+
+SUBNET_ID = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                       r"Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+", re.IGNORECASE)
 
 
 class AzureConfig(BaseModel):
@@ -21,11 +26,7 @@ class AzureConfig(BaseModel):
     subscription_id: str = Field(min_length=1, description="The subscription id.")
     resource_group: str = Field(min_length=1, description="The resource group of every node.")
     location: str = Field(min_length=1, description="The region, e.g. westeurope.")
-    subnet_id: str = Field(
-        pattern=r"(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
-        r"Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+$",
-        description="The ARM id of the subnet every node's NIC joins.",
-    )
+    subnet_id: str = Field(description="The ARM id of the subnet every node's NIC joins.")
     image: str = Field(
         default="Debian:debian-12:12-gen2:latest",
         description="A marketplace image URN (publisher:offer:sku:version) or an image's ARM id.",
@@ -57,6 +58,16 @@ class AzureConfig(BaseModel):
     poll_interval: float = Field(
         default=5, gt=0, description="Seconds between polls of a long-running operation."
     )
+
+    @field_validator("subnet_id")
+    @classmethod
+    def _check_subnet_id(cls, value: str) -> str:
+        if not SUBNET_ID.fullmatch(value):
+            raise ValueError(
+                "use the subnet's ARM id: /subscriptions/SUB/resourceGroups/GROUP/providers/"
+                "Microsoft.Network/virtualNetworks/VNET/subnets/SUBNET"
+            )
+        return value
 
     @field_validator("image")
     @classmethod
