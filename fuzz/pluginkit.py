@@ -10,6 +10,7 @@ returns None, which fuzz reports as "does not implement …".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -109,3 +110,22 @@ def validated_config(schema: type[ConfigT], ctx: ProviderContext) -> ConfigT:
             for error in exc.errors()
         )
         raise ConfigError(f"{ctx.kind} provider '{ctx.name}': {problems}") from None
+
+
+def priced_offering(ctx: ProviderContext, node: NodeRequest, prices: Mapping[str, float]) -> str:
+    """The node's offering, which must be one the provider block prices (else ConfigError).
+
+    For cloud providers whose offerings are the instance types listed under ``prices``.
+    """
+    priced = ", ".join(sorted(prices))
+    if not node.offering:
+        raise ConfigError(
+            f"{ctx.kind} provider '{ctx.name}': pool {node.pool} names no offering; list one "
+            f"of the priced types under the pool's offerings ({priced})"
+        )
+    if node.offering not in prices:
+        raise ConfigError(
+            f"{ctx.kind} provider '{ctx.name}': offering {node.offering} has no price; add it "
+            f"under prices (priced: {priced})"
+        )
+    return node.offering

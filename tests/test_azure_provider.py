@@ -263,3 +263,9 @@ def test_the_fake_rejects_unknown_api_versions_subscriptions_and_attached_nics(
     with pytest.raises(HttpResponseError, match="Changing property 'customData'"):
         _compute(azure_api).virtual_machines.begin_create_or_update(
             "fuzz-rg", vm_name("tok-attached"), body)
+
+
+def test_tag_values_over_256_characters_are_a_config_error(azure_api: AzureApi) -> None:
+    with pytest.raises(ConfigError, match="longer than 256 characters: fuzz:address"):
+        _create(azure_api, "tok-long", address="pool.cpu.node[" + "n" * 250 + "]")
+    assert azure_api.fake.nics == {}

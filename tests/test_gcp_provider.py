@@ -269,3 +269,10 @@ def test_the_fake_rejects_bad_request_ids_names_and_scopes(gcp_api: GcpApi) -> N
     with pytest.raises(api_exceptions.Conflict, match="already exists"):
         client.insert_unary(project="fuzz-test", zone="us-central1-a",
                             instance_resource=_instance())
+
+
+def test_tags_that_need_more_than_64_labels_are_a_config_error(gcp_api: GcpApi) -> None:
+    node = node_request("tok-long", address="pool.cpu.node[" + "N" * 1500 + "]")
+    with pytest.raises(ConfigError, match="more than Compute Engine's 64"):
+        plugin.create_node(gcp_api.context(), node)
+    assert gcp_api.fake.instances == {}

@@ -18,8 +18,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.polling import LROPoller
 from azure.mgmt.compute import models as cm
 
-from fuzz.errors import ConfigError
-from fuzz.pluginkit import validated_config
+from fuzz.pluginkit import priced_offering, validated_config
 from fuzz.provider_api import (
     TAG_CLIENT_TOKEN,
     NodeObservation,
@@ -60,7 +59,7 @@ class AzureNodes:
     def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation:
         """Create the node's NIC and VM, or return the VM an earlier try made."""
         config = validated_config(AzureConfig, ctx)
-        size = _offering(config, ctx.name, node)
+        size = priced_offering(ctx, node, config.prices)
         azure = clients(config, ctx)
         name = vm_name(node.client_token)
         tags = node_tags(node.tags, ctx.name)
@@ -112,20 +111,6 @@ class AzureNodes:
         return True
 
 
-def _offering(config: AzureConfig, provider: str, node: NodeRequest) -> str:
-    if not node.offering:
-        raise ConfigError(
-            f"azure: pool {node.pool} names no offering; list one of the provider block's "
-            f"priced VM sizes under the pool's offerings ({', '.join(sorted(config.prices))})"
-        )
-    if node.offering not in config.prices:
-        raise ConfigError(
-            f"azure provider '{provider}': offering {node.offering} has no price; add it under "
-            f"prices (priced: {', '.join(sorted(config.prices))})"
-        )
-    return node.offering
-
-
 def _provisioning_state(vm: cm.VirtualMachine) -> str:
     return ((vm.properties.provisioning_state if vm.properties else None) or "").lower()
 
@@ -146,7 +131,7 @@ def _get_vm(azure: Azure, config: AzureConfig, name: str, doing: str) -> cm.Virt
         try:
             return azure.compute.virtual_machines.get(config.resource_group, name)
         except HttpResponseError as exc:
-            if exc.status_code == 404 and is_gone(exc):
+            if is_gone(exc):
                 return None
             raise
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
-from fuzz.errors import ConfigError
-from fuzz.pluginkit import validated_config
+from fuzz.pluginkit import priced_offering, validated_config
 from fuzz.provider_api import (
     NodeObservation,
     NodeRequest,
@@ -48,7 +47,7 @@ class GcpNodes:
     def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation:
         """Insert the node's instance (or adopt the one an earlier try made) and wait for it."""
         config = validated_config(GcpConfig, ctx)
-        machine_type = _offering(config, ctx.name, node)
+        machine_type = priced_offering(ctx, node, config.prices)
         compute = clients(config)
         doing = f"creating {node.address} ({machine_type} in {config.zone})"
         name = instance_name(node.client_token)
@@ -101,20 +100,6 @@ class GcpNodes:
                 if not is_gone(exc):
                     raise
         return True
-
-
-def _offering(config: GcpConfig, provider: str, node: NodeRequest) -> str:
-    if not node.offering:
-        raise ConfigError(
-            f"gcp: pool {node.pool} names no offering; list one of the provider block's "
-            f"priced machine types under the pool's offerings ({', '.join(sorted(config.prices))})"
-        )
-    if node.offering not in config.prices:
-        raise ConfigError(
-            f"gcp provider '{provider}': offering {node.offering} has no price; add it under "
-            f"prices (priced: {', '.join(sorted(config.prices))})"
-        )
-    return node.offering
 
 
 def _adopt(
