@@ -5,13 +5,16 @@ providers pass it as user-data (AWS), ``startup-script``/``user-data`` metadata
 (GCP) or ``custom_data`` (Azure); the Warewulf provider renders it into an overlay.
 On the machine it
 
-1. writes the join token (mode 0600) and, when the cluster has one, the CA;
+1. writes the join token and a new random token of the agent's own (both mode
+   0600) and, when the cluster has one, the CA;
 2. makes sure fuzz is installed: the image's ``fuzz`` (``fuzz_command``) is used
    when present, otherwise ``install`` (a pip requirement or a wheel URL) is
    installed into a virtualenv under ``/opt/fuzz``; with neither it fails, saying so;
 3. writes ``agent.sh``, which execs ``fuzz substrate serve`` on the configured
    port, labelled with the node's labels and tags (address, cluster, client token)
-   and with the orchestrator's address (label ``fuzz:orchestrator``);
+   and, when ``join.orchestrator`` is set, joining it (``--join``, the join token,
+   ``--node-name`` the node's address, ``--advertise`` the machine's first address
+   when the agent binds a wildcard address);
 4. starts it: as the systemd unit ``fuzz-agent.service`` where systemd runs the
    machine, otherwise detached in its own session; then waits until the agent has
    published ``agent.json`` and prints where it listens.
@@ -22,6 +25,7 @@ a test can play a new machine on the test host (no VM needed):
 ``FUZZ_ROOT``           a directory every host path is put under (and no systemd)
 ``FUZZ_LISTEN``         the agent's ``HOST:PORT`` instead of the configured one
 ``FUZZ_COMMAND``        the fuzz executable to use instead of ``fuzz_command``
+``FUZZ_ADVERTISE``      the ``HOST:PORT`` the orchestrator calls the agent at
 ``FUZZ_START_TIMEOUT``  seconds to wait for the agent instead of ``start_timeout``
 
 Running it twice is harmless: a live agent on the state dir is left alone.
@@ -36,11 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fuzz.provider_api import JoinInfo, NodeRequest
 
-TAG_ORCHESTRATOR = "fuzz:orchestrator"
-"""The agent label carrying the orchestrator's address from :class:`JoinInfo`."""
 ENV_ROOT = "FUZZ_ROOT"
 ENV_LISTEN = "FUZZ_LISTEN"
 ENV_COMMAND = "FUZZ_COMMAND"
+ENV_ADVERTISE = "FUZZ_ADVERTISE"
 ENV_START_TIMEOUT = "FUZZ_START_TIMEOUT"
 UNIT_NAME = "fuzz-agent.service"
 
@@ -71,19 +74,13 @@ class BootstrapSettings(BaseModel):
     start_timeout: int = Field(default=120, gt=0, description="Seconds to wait for the agent.")
 
 
-def agent_labels(node: NodeRequest, join: JoinInfo) -> dict[str, str]:
-    """The labels the node's agent reports: pool labels, fuzz tags and the orchestrator."""
-    labels = {**dict(node.labels), **dict(node.tags)}
-    if join.orchestrator:
-        labels[TAG_ORCHESTRATOR] = join.orchestrator
-    return labels
-
-
 def _static_args(node: NodeRequest, join: JoinInfo, settings: BootstrapSettings) -> list[str]:
-    """The agent's arguments known when the script is rendered: labels, registries."""
+    """The agent's arguments known when the script is rendered: labels, registries, join."""
     args: list[str] = []
-    for key, value in sorted(agent_labels(node, join).items()):
+    for key, value in sorted({**dict(node.labels), **dict(node.tags)}.items()):
         args += ["--label", f"{key}={value}"]
+    if join.orchestrator:
+        args += ["--join", join.orchestrator, "--node-name", node.address]
     for registry in settings.insecure_registries:
         args += ["--insecure-registry", registry]
     return args
@@ -137,6 +134,21 @@ def cloud_init_script(node: NodeRequest, join: JoinInfo, settings: BootstrapSett
         ca = list(_heredoc(join.ca_pem, "FUZZ_CA_PEM"))
         ca_lines = [f'cat > "$CONF/ca.pem" {ca[0]}', *ca[1:], 'chmod 644 "$CONF/ca.pem"']
     unit = list(_heredoc(_unit(settings), "FUZZ_AGENT_UNIT"))
+    join_lines: list[str] = []
+    if join.orchestrator:  # join it; tell it where to call the agent when it binds a wildcard
+        join_lines = [
+            'set -- "$@" --join-token-file "$CONF/join-token"',
+            'if [ -z "$ADVERTISE" ]; then',
+            '    case "$LISTEN" in',
+            '        0.0.0.0:*|\\[::\\]:*)',
+            '            HOST=$(hostname -I 2>/dev/null | cut -d" " -f1)',
+            '            PORT="${LISTEN##*:}"',
+            '            if [ -n "$HOST" ] && [ "$PORT" != 0 ]; then ADVERTISE="$HOST:$PORT"; fi',
+            "            ;;",
+            "    esac",
+            "fi",
+            'if [ -n "$ADVERTISE" ]; then set -- "$@" --advertise "$ADVERTISE"; fi',
+        ]
     static = " ".join(q(arg) for arg in _static_args(node, join, settings))
     lines = [
         "#!/bin/sh",
@@ -151,6 +163,7 @@ def cloud_init_script(node: NodeRequest, join: JoinInfo, settings: BootstrapSett
         f'LISTEN="${{{ENV_LISTEN}:-{q(settings.listen_host)}:{settings.port}}}"',
         f'TIMEOUT="${{{ENV_START_TIMEOUT}:-{settings.start_timeout}}}"',
         f'FUZZ_BIN="${{{ENV_COMMAND}:-{q(settings.fuzz_command)}}}"',
+        f'ADVERTISE="${{{ENV_ADVERTISE}:-}}"',
         f"INSTALL={q(settings.install or '')}",
         "",
         'say() { printf "fuzz-bootstrap: %s\\n" "$*"; }',
@@ -165,10 +178,15 @@ def cloud_init_script(node: NodeRequest, join: JoinInfo, settings: BootstrapSett
         'mkdir -p "$CONF" "$STATE" "$(dirname "$LOG")"',
         'if pid=$(agent_pid); then say "agent already running (pid $pid)"; exit 0; fi',
         "",
-        "# 1. the join token (0600) and the cluster's CA",
-        f"printf '%s\\n' {q(join.token)} > \"$CONF/token.tmp\"",
-        'chmod 600 "$CONF/token.tmp"',
-        'mv -f "$CONF/token.tmp" "$CONF/token"',
+        "# 1. the join token, the agent's own token (both 0600) and the cluster's CA",
+        f"printf '%s\\n' {q(join.token)} > \"$CONF/join-token.tmp\"",
+        'mv -f "$CONF/join-token.tmp" "$CONF/join-token"',
+        'if [ ! -s "$CONF/agent-token" ]; then',
+        "    od -An -N32 -tx1 /dev/urandom | tr -d ' \\n' > \"$CONF/agent-token.tmp\"",
+        '    echo >> "$CONF/agent-token.tmp"',
+        '    mv -f "$CONF/agent-token.tmp" "$CONF/agent-token"',
+        "fi",
+        'chmod 600 "$CONF/join-token" "$CONF/agent-token"',
         *ca_lines,
         "",
         "# 2. fuzz itself: from the image, or installed into a virtualenv",
@@ -184,10 +202,12 @@ def cloud_init_script(node: NodeRequest, join: JoinInfo, settings: BootstrapSett
         "",
         "# 3. agent.sh: the agent's command line",
         f"set -- {static}" if static else "set --",
+        *join_lines,
         "{",
         "    echo '#!/bin/sh'",
         "    printf 'exec %s substrate serve --listen %s --state-dir %s --token-file %s' \\",
-        '        "$(shq "$FUZZ_BIN")" "$(shq "$LISTEN")" "$(shq "$STATE")" "$(shq "$CONF/token")"',
+        '        "$(shq "$FUZZ_BIN")" "$(shq "$LISTEN")" "$(shq "$STATE")" \\',
+        '        "$(shq "$CONF/agent-token")"',
         '    for arg in "$@"; do printf \' %s\' "$(shq "$arg")"; done',
         "    echo",
         '} > "$CONF/agent.sh.tmp"',

@@ -28,6 +28,7 @@ from fuzz.provider_api import (
     ProviderError,
 )
 from fuzz.substrate.client import AgentClient
+from fuzz.testing.boot import find_agent
 
 CLUSTER = "metal-test"
 
@@ -125,7 +126,9 @@ def test_static_machine_boots_with_its_overlay_and_joins(
         node.bootstrap
     wants = built / "systemd" / "system" / "multi-user.target.wants" / "fuzz-bootstrap.service"
     assert os.readlink(wants) == "/etc/systemd/system/fuzz-bootstrap.service"
-    with AgentClient(created.endpoint, node.join.token) as client:
+    agent = find_agent(warewulf_site.root / "machines" / machine.ipmi_address)
+    assert agent is not None
+    with AgentClient(created.endpoint, agent.token) as client:
         assert client.inventory().labels["rack"] == "r1"
 
     other = _request("pool.metal.node[x]", "t2", **machine.model_dump(exclude_none=True))

@@ -14,6 +14,7 @@ from fuzz.bootstrap import BootstrapSettings, cloud_init_script
 from fuzz.provider_api import TAG_ADDRESS, TAG_CLIENT_TOKEN, TAG_CLUSTER, JoinInfo, NodeRequest
 from fuzz.substrate.client import AgentClient
 from fuzz.testing.boot import BootError, boot, boot_env, stop_agents
+from fuzz.testing.joins import join_recorder
 
 TOKEN = "join-tok-3f9a'quoted\"$(not run)"
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
@@ -29,8 +30,9 @@ def _node(join: JoinInfo) -> NodeRequest:
     )
 
 
-def _script(settings: BootstrapSettings | None = None, ca_pem: str | None = CA_PEM) -> str:
-    join = JoinInfo(token=TOKEN, orchestrator="127.0.0.1:7001", ca_pem=ca_pem)
+def _script(settings: BootstrapSettings | None = None, ca_pem: str | None = CA_PEM,
+            orchestrator: str | None = None) -> str:
+    join = JoinInfo(token=TOKEN, orchestrator=orchestrator, ca_pem=ca_pem)
     return cloud_init_script(_node(join), join, settings or BootstrapSettings())
 
 
@@ -53,20 +55,25 @@ def test_script_is_posix_sh_user_data_carrying_the_token() -> None:
     assert 'ExecStart="/etc/fuzz/agent.sh"' in script  # the unit used where systemd runs
 
 
-def test_running_it_starts_an_agent_that_answers_with_the_join_token(root: Path) -> None:
-    agent = boot(_script(BootstrapSettings(port=0)), root, listen=None)
+def test_running_it_starts_an_agent_that_joins_with_the_join_token(root: Path) -> None:
+    with join_recorder() as joins:
+        settings = BootstrapSettings(listen_host="127.0.0.1", port=0)
+        agent = boot(_script(settings, orchestrator=joins.address), root, listen=None)
+        joined = joins.wait_for(TOKEN, timeout=30)
     conf = root / "etc" / "fuzz"
-    token_file = conf / "token"
-    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    assert token_file.read_text() == TOKEN + "\n"
+    for name in ("join-token", "agent-token"):
+        assert stat.S_IMODE((conf / name).stat().st_mode) == 0o600
+    assert (conf / "join-token").read_text() == TOKEN + "\n"
+    assert len(agent.token) == 64 and agent.token != TOKEN  # the agent's own, random
     assert (conf / "ca.pem").read_text() == CA_PEM
     assert agent.state_dir == root / "var" / "lib" / "fuzz" / "agent"
-    assert agent.endpoint.startswith("127.0.0.1:")  # 0.0.0.0 binds all, reported as loopback
-    with AgentClient(agent.endpoint, TOKEN) as client:
+    assert agent.endpoint.startswith("127.0.0.1:")
+    assert joined is not None, "the agent did not register with the orchestrator"
+    assert (joined.name, joined.agent_token) == (ADDRESS, agent.token)
+    assert joined.labels[TAG_CLUSTER] == "demo"
+    with AgentClient(joined.endpoint, joined.agent_token) as client:
         labels = client.inventory().labels
     assert labels[TAG_ADDRESS] == ADDRESS
-    assert labels[TAG_CLUSTER] == "demo"
-    assert labels["fuzz:orchestrator"] == "127.0.0.1:7001"
     assert labels["role"] == "it's $HOME"
 
     # running it again (a reboot re-running user-data) leaves the live agent alone
@@ -74,13 +81,23 @@ def test_running_it_starts_an_agent_that_answers_with_the_join_token(root: Path)
                            capture_output=True, text=True, timeout=30)
     assert again.returncode == 0, again.stderr
     assert f"agent already running (pid {agent.pid})" in again.stdout
+    assert (conf / "agent-token").read_text().strip() == agent.token
+
+
+def test_the_advertised_address_comes_from_the_environment(root: Path) -> None:
+    script = _script(orchestrator="127.0.0.1:9")
+    boot(script, root, extra_env={"FUZZ_ADVERTISE": "10.0.0.7:7443"})
+    agent_sh = (root / "etc" / "fuzz" / "agent.sh").read_text()
+    assert "'--join' '127.0.0.1:9' '--node-name' 'pool.cpu.node[0]'" in agent_sh
+    assert "'--advertise' '10.0.0.7:7443'" in agent_sh
 
 
 def test_listen_address_comes_from_the_environment(root: Path) -> None:
     agent = boot(_script(ca_pem=None), root, listen="127.0.0.1:0")
     assert not (root / "etc" / "fuzz" / "ca.pem").exists()
-    with AgentClient(agent.endpoint, TOKEN) as client:
-        assert client.health()
+    assert "--join" not in (root / "etc" / "fuzz" / "agent.sh").read_text()  # none to join
+    with AgentClient(agent.endpoint, agent.token) as client:
+        assert client.inventory().labels[TAG_ADDRESS] == ADDRESS
 
 
 def test_without_fuzz_or_an_install_spec_it_fails_saying_so(root: Path) -> None:

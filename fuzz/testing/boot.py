@@ -23,6 +23,7 @@ from fuzz.bootstrap import ENV_COMMAND, ENV_LISTEN, ENV_ROOT, ENV_START_TIMEOUT
 from fuzz.substrate.statedir import INFO_FILE, read_json
 
 SCRIPT_NAME = "bootstrap.sh"
+AGENT_TOKEN_FILE = "agent-token"  # where fuzz.bootstrap keeps the agent's own token
 STOP_WAIT = 10.0
 POLL = 0.02
 
@@ -39,6 +40,7 @@ class BootedAgent:
     endpoint: str
     pid: int
     state_dir: Path
+    token: str
 
 
 def fuzz_executable() -> str:
@@ -63,13 +65,15 @@ def boot_env(root: Path, listen: str | None = None, timeout: float = 30.0) -> di
 
 
 def find_agent(root: Path) -> BootedAgent | None:
-    """The live agent whose state dir lies under ``root``, if any."""
+    """The live agent whose state dir lies under ``root``, if any, with its own token."""
     for info_path in sorted(root.rglob(INFO_FILE)):
         info = read_json(info_path)
         if info is None or not isinstance(info.get("pid"), int) or not info.get("endpoint"):
             continue
         if _is_agent_under(info["pid"], root):
-            return BootedAgent(root, str(info["endpoint"]), info["pid"], info_path.parent)
+            tokens = sorted(root.rglob(AGENT_TOKEN_FILE))
+            token = tokens[0].read_text().strip() if tokens else ""
+            return BootedAgent(root, str(info["endpoint"]), info["pid"], info_path.parent, token)
     return None
 
 

@@ -22,8 +22,9 @@ The kit calls the provider the way the engine does: it loads the plugin through
 otherwise the target's object in-process) and dispatches pluggy hooks through
 :class:`fuzz.provisioning.ProviderGateway`, so that registration and kind
 dispatch are tested too. It builds the node requests itself (addresses, client
-tokens, tags), waits for asynchronous operations with a bounded timeout, and
-deletes every node it created.
+tokens, tags, join tokens for a stand-in orchestrator that records agents joining,
+:mod:`fuzz.testing.joins`), waits for asynchronous operations with a bounded
+timeout, and deletes every node it created.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from fuzz.provider_api import (
     QuotaExceededError,
 )
 from fuzz.provisioning import ProviderGateway
+from fuzz.testing.joins import JoinRecorder, Registration, join_recorder
 
 ErrorCategory = Literal["quota", "capacity", "auth", "not-found"]
 ALL_ERROR_CATEGORIES: frozenset[ErrorCategory] = frozenset(get_args(ErrorCategory))
@@ -70,7 +72,6 @@ ERROR_TYPES: Mapping[ErrorCategory, type[ProviderError]] = {
 }
 POOL = "conformance"
 LABELS = {"role": "conformance"}
-ORCHESTRATOR = "127.0.0.1:7001"
 KNOWN_ARCHITECTURES = frozenset({"x86_64", "aarch64", "arm64", "ppc64le", "riscv64", "s390x"})
 
 
@@ -101,9 +102,13 @@ class ConformanceTarget:
 class ConformanceSession:
     """Talks to one provider block through pluggy the way the engine does, and cleans up."""
 
-    def __init__(self, target: ConformanceTarget) -> None:
-        """Load the target's plugin (installed entry point or in-process) and open a run."""
+    def __init__(self, target: ConformanceTarget, joins: JoinRecorder) -> None:
+        """Load the target's plugin (installed entry point or in-process) and open a run.
+
+        Nodes it requests join ``joins``, which stands in for the orchestrator.
+        """
         self.target = target
+        self.joins = joins
         self.context = target.context
         self.plugins = _load_plugins(target)
         self.gateway = ProviderGateway(self.plugins, {self.context.name: self.context})
@@ -119,7 +124,7 @@ class ConformanceSession:
         self._next_index += 1
         address = node_address(POOL, index)
         token = client_token(self.lineage, address, 1)
-        join = JoinInfo(token=secrets.token_urlsafe(24), orchestrator=ORCHESTRATOR)
+        join = JoinInfo(token=secrets.token_urlsafe(24), orchestrator=self.joins.address)
         node = NodeRequest(
             address=address, pool=POOL, client_token=token, offering=self.target.offering,
             labels=dict(LABELS), attributes=dict(self.target.attributes),
@@ -232,9 +237,10 @@ def _load_plugins(target: ConformanceTarget) -> PluginSet:
 @pytest.fixture
 def conformance(conformance_target: ConformanceTarget) -> Iterator[ConformanceSession]:
     """A :class:`ConformanceSession` on the target; deletes what it created afterwards."""
-    session = ConformanceSession(conformance_target)
-    yield session
-    problems = session.cleanup()
+    with join_recorder() as joins:
+        session = ConformanceSession(conformance_target, joins)
+        yield session
+        problems = session.cleanup()
     if problems:
         pytest.fail("conformance clean-up left nodes behind: " + "; ".join(problems))
 
@@ -287,27 +293,25 @@ class ProviderConformance:
     def test_bootstrap_payload_carries_the_join_token_and_starts_the_agent(
         self, conformance: ConformanceSession, tmp_path: Path
     ) -> None:
-        """A script payload is run as a new machine would; otherwise the created node's
-        agent is asked. Either way an agent answers to the join token, labelled with the
-        node's address."""
+        """An agent joins the orchestrator with the node's join token and name, and answers
+        with the token it registered, labelled with the node's address. A script payload is
+        run as a new machine would run it; any other payload is seen through a created node."""
         node = conformance.request()
         assert node.join.token in node.bootstrap, "the bootstrap payload lacks the join token"
         if node.bootstrap.startswith("#!"):
             from fuzz.testing.boot import boot, stop_agents
 
             try:
-                endpoint = boot(node.bootstrap, tmp_path / "machine").endpoint
-                labels = _agent_labels(endpoint, node.join.token)
+                boot(node.bootstrap, tmp_path / "machine", timeout=conformance.target.timeout)
+                joined = _joined(conformance, node)
+                labels = _agent_labels(joined.endpoint, joined.agent_token)
             finally:
                 stop_agents(tmp_path / "machine")
         else:
             conformance.create(node)
-            running = conformance.wait_for_state(node.client_token, "running")
-            assert running.endpoint, (
-                "the payload is not a script and the running node has no endpoint: "
-                "nothing shows that the payload starts an agent"
-            )
-            labels = _agent_labels(running.endpoint, node.join.token)
+            conformance.wait_for_state(node.client_token, "running")
+            joined = _joined(conformance, node)
+            labels = _agent_labels(joined.endpoint, joined.agent_token)
         assert labels.get(TAG_ADDRESS) == node.address, f"agent labels: {labels}"
 
     def test_create_is_idempotent_by_client_token(self, conformance: ConformanceSession) -> None:
@@ -375,6 +379,16 @@ class ProviderConformance:
         )
         _check_message(raised.value)
         assert not conformance.existing(node.client_token), "a failed create left a node"
+
+
+def _joined(conformance: ConformanceSession, node: NodeRequest) -> Registration:
+    joined = conformance.joins.wait_for(node.join.token, conformance.target.timeout)
+    assert joined is not None, (
+        f"no agent joined the orchestrator with the node's join token within "
+        f"{conformance.target.timeout:g}s"
+    )
+    assert joined.name == node.address, f"the agent joined as {joined.name!r}"
+    return joined
 
 
 def _agent_labels(endpoint: str, token: str) -> dict[str, str]:

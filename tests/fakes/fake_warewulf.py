@@ -21,8 +21,9 @@ support what the fuzz overlay uses: ``{{ index .Tags "KEY" }}`` and
 
 Booting (power on) plays the machine: when its built overlay carries fuzz's
 bootstrap (``etc/fuzz/bootstrap.b64``), the fake decodes and runs it as the
-overlay's ``fuzz-bootstrap.service`` would, with ``FUZZ_LISTEN`` from the
-rendered ``etc/fuzz/agent.env``, under ``machines/<bmc>/`` — a real agent starts.
+overlay's ``fuzz-bootstrap.service`` would, with the environment of the rendered
+``etc/fuzz/agent.env`` (``FUZZ_LISTEN``, ``FUZZ_ADVERTISE``), under
+``machines/<bmc>/`` — a real agent starts.
 Power off stops the agents of that machine.
 """
 
@@ -253,17 +254,17 @@ class FakeWarewulf:
             return  # the machine boots, but nothing in its overlay starts fuzz
         from fuzz.testing.boot import SCRIPT_NAME, boot_env
 
-        listen = None
-        if (built / AGENT_ENV).is_file():
+        env = boot_env(machine, listen=None)
+        if (built / AGENT_ENV).is_file():  # the unit's EnvironmentFile
             for line in (built / AGENT_ENV).read_text().splitlines():
-                key, _, value = line.partition("=")
-                if key.strip() == "FUZZ_LISTEN" and value.strip():
-                    listen = value.strip()
+                key, eq, value = line.partition("=")
+                if eq and key.strip() and value.strip():
+                    env[key.strip()] = value.strip()
         machine.mkdir(parents=True, exist_ok=True)
         script = machine / SCRIPT_NAME
         script.write_bytes(base64.b64decode((built / BOOTSTRAP).read_text()))
         with open(machine / "boot.log", "ab") as log:
-            subprocess.Popen(["/bin/sh", str(script)], env=boot_env(machine, listen),
+            subprocess.Popen(["/bin/sh", str(script)], env=env,
                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
 
