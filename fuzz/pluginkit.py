@@ -10,10 +10,16 @@ returns None, which fuzz reports as "does not implement …".
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from fuzz.errors import ConfigError
 from fuzz.hookspecs import hookimpl
 from fuzz.provider_api import JoinInfo, NodeObservation, NodeRequest, Offering, ProviderContext
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 class ProviderPlugin:
@@ -86,3 +92,40 @@ class ProviderPlugin:
     def fuzz_provider_delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool | None:
         """See :meth:`delete_node`."""
         return self.delete_node(ctx, node) if ctx.kind == self.kind else None
+
+
+def validated_config(schema: type[ConfigT], ctx: ProviderContext) -> ConfigT:
+    """``ctx.config`` as a ``schema`` instance: as is when already validated, else validated now.
+
+    The gateway hands plugins validated configs; a context built by hand (a test, the
+    conformance kit) may carry a plain mapping. Invalid config raises one-line ConfigError.
+    """
+    if isinstance(ctx.config, schema):
+        return ctx.config
+    try:
+        return schema.model_validate(ctx.config if ctx.config is not None else {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"{ctx.kind} provider '{ctx.name}': {problems}") from None
+
+
+def priced_offering(ctx: ProviderContext, node: NodeRequest, prices: Mapping[str, float]) -> str:
+    """The node's offering, which must be one the provider block prices (else ConfigError).
+
+    For cloud providers whose offerings are the instance types listed under ``prices``.
+    """
+    priced = ", ".join(sorted(prices))
+    if not node.offering:
+        raise ConfigError(
+            f"{ctx.kind} provider '{ctx.name}': pool {node.pool} names no offering; list one "
+            f"of the priced types under the pool's offerings ({priced})"
+        )
+    if node.offering not in prices:
+        raise ConfigError(
+            f"{ctx.kind} provider '{ctx.name}': offering {node.offering} has no price; add it "
+            f"under prices (priced: {priced})"
+        )
+    return node.offering

@@ -1,0 +1,1 @@
+"""Local servers that speak real cloud APIs' wire formats, for tests of the cloud providers."""
