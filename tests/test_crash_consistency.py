@@ -35,11 +35,16 @@ def _kill_at(cluster_dir: Path, delay: float, *args: str) -> None:
     proc.wait()
 
 
+def _node_dirs(cluster_dir: Path) -> list[Path]:
+    """The node directories (the provider keeps a lock file beside them)."""
+    return [p for p in (cluster_dir / ".fuzz" / "nodes").glob("*/*") if p.is_dir()]
+
+
 def _check_consistent(cluster_dir: Path) -> None:
     state_file = cluster_dir / ".fuzz" / "state.json"
     if state_file.exists():
         State.from_json(read_state(cluster_dir))  # parses completely, or raises
-    node_dirs = list((cluster_dir / ".fuzz" / "nodes").glob("*/*"))
+    node_dirs = _node_dirs(cluster_dir)
     pids = agent_pids(cluster_dir)
     assert len(pids) <= NODES, f"{len(pids)} agents for {NODES} nodes: duplicates"
     assert len(node_dirs) <= NODES, f"{len(node_dirs)} node directories for {NODES} nodes"
@@ -71,4 +76,4 @@ def test_kill_9_at_random_moments_then_reapply_gives_exactly_the_spec(
     destroyed = run_fuzz(cluster_dir, "destroy", "--auto-approve")
     assert destroyed.code == 0, destroyed.err
     assert agent_pids(cluster_dir) == []
-    assert list((cluster_dir / ".fuzz" / "nodes").glob("*/*")) == []
+    assert _node_dirs(cluster_dir) == []
