@@ -238,13 +238,14 @@ class TaskExecutor:
         for thread in threads:
             thread.join()
         self._collect_logs(plan, written)
-        self._abandon(plan)
+        self._release(plan)  # the resources are free now: the next task may start
         failed = [o for o in outcomes if o is not None and o.state != "SUCCEEDED"]
         final = failed[0] if failed else Outcome("SUCCEEDED")
         if len(plan.nodes) > 1 and failed:
             rank = outcomes.index(failed[0])
             final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
         self._events.finished(plan.workflow_id, plan.key, final)
+        self._remove_containers(plan)  # clean-up, off the task's critical path
 
     def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
                    written: list[tuple[int, int]]) -> None:
@@ -281,10 +282,13 @@ class TaskExecutor:
 
     def _abandon(self, plan: LaunchPlan) -> None:
         """Remove the attempt's containers and give its leases back (best effort)."""
+        self._remove_containers(plan)
+        self._release(plan)
+
+    def _remove_containers(self, plan: LaunchPlan) -> None:
         for rank, node in enumerate(plan.nodes):
             with contextlib.suppress(AgentError):
                 self._nodes.client(node).remove_container(plan.containers[rank])
-        self._release(plan)
 
     def _release(self, plan: LaunchPlan) -> None:
         for rank, lease in enumerate(plan.leases):
