@@ -1,7 +1,7 @@
 """Benchmark: starting a job through the node agent versus a bare ``runc run``.
 
 Runs 100 containers of ``/bin/true``, one after another, through the agent's gRPC
-API (acquire a lease, start the container, wait for it) and, in the same run, 100
+API (acquire a lease and start the container in one call, wait for it) and, in the same run, 100
 bare ``runc run`` of an equivalent prepared bundle (same image rootfs, same
 config: cpuset, memory limit, mounts, user). The image comes from a real local
 registry (docker-registry) and is pulled once before timing. Prints the medians
@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fuzz.resources import ResourceRequest
 from fuzz.substrate.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
 from fuzz.substrate.client import AgentClient
 from fuzz.substrate.containers import ContainerManager
@@ -55,18 +56,17 @@ def start_agent(workdir: Path, registry_host: str) -> tuple[subprocess.Popen[byt
 
 
 def time_agent_jobs(client: AgentClient, image: str, runs: int) -> list[float]:
-    """Seconds per job for lease + start + wait of ``/bin/true`` through the agent."""
+    """Seconds per job for lease + start (one call) + wait of ``/bin/true`` via the agent."""
     timings = []
     for index in range(runs + WARMUP):
         started = time.perf_counter()
-        lease = client.acquire_lease(1, memory_bytes=MEMORY, holder="bench")
-        client.start_container(f"bench-{index}", image, lease.id, args=["/bin/true"])
+        client.start_container(f"bench-{index}", image, args=["/bin/true"],
+                               lease=ResourceRequest(cores=1, memory_bytes=MEMORY))
         status = client.wait_container(f"bench-{index}", 30)
         elapsed = time.perf_counter() - started
         if status.exit_code != 0 or status.state != "exited":
             raise SystemExit(f"job bench-{index} did not succeed: {status}")
-        client.release_lease(lease.id)
-        client.remove_container(f"bench-{index}")
+        client.remove_container(f"bench-{index}", release_lease=True)
         if index >= WARMUP:
             timings.append(elapsed)
     return timings

@@ -13,7 +13,13 @@ import pytest
 from registry import PushedImage
 from test_substrate_agent import TOKEN, Agent, _spawn, _stop, _token_file, _wait_ready
 
-from fuzz.substrate.client import AgentClient, AgentError, AgentNotFoundError
+from fuzz.resources import ResourceRequest
+from fuzz.substrate.client import (
+    AgentClient,
+    AgentError,
+    AgentNotFoundError,
+    AgentResourceExhaustedError,
+)
 from fuzz.substrate.containers import ContainerManager
 
 SCRIPT = ("cat /sys/fs/cgroup/cpuset/cpuset.cpus; cat /sys/fs/cgroup/memory/memory.limit_in_bytes;"
@@ -79,6 +85,31 @@ def test_a_job_runs_confined_by_its_lease(
     assert lines[:7] == [",".join(map(str, lease.host_cpus)), str(64 * 2**20), "1000", "1000",
                          "/tmp", "hello", "from the host"]
     assert (volume / "out.txt").read_text() == "out\n"
+
+
+def test_lease_and_start_in_one_call_then_remove_with_the_lease(
+    node: tuple[Agent, AgentClient], busybox_image: PushedImage
+) -> None:
+    _, client = node
+    whole = client.inventory().cores
+    started = client.start_container("job-one-call", busybox_image.reference,
+                                     lease=ResourceRequest(cores=1, memory_bytes=32 * 2**20),
+                                     args=["sh", "-c", "echo out; echo err >&2"])
+    leases = client.list_leases()
+    assert [lease.id for lease in leases] == [started.lease_id]
+    assert leases[0].holder == "job-one-call"
+    done = client.wait_container("job-one-call", 30)
+    assert (done.exit_code, done.stdout_bytes, done.stderr_bytes) == (0, 4, 4)
+    client.remove_container("job-one-call", release_lease=True)
+    assert client.list_leases() == []
+    # a start that fails gives its lease back; a node too small says what is short
+    with pytest.raises(AgentError):
+        client.start_container("job-bad-image", "docker://127.0.0.1:9/none:latest",
+                               lease=ResourceRequest(cores=1))
+    assert client.list_leases() == []
+    with pytest.raises(AgentResourceExhaustedError, match="cores"):
+        client.start_container("job-too-big", busybox_image.reference,
+                               lease=ResourceRequest(cores=whole + 1))
 
 
 def test_pull_reports_progress_and_clear_errors(

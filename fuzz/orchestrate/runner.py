@@ -557,14 +557,16 @@ class Runner:
         """Record the leases of an attempt (so a restart can give them back)."""
         with self._lock:
             found = self._task(workflow_id, key)
-            if found is None:
-                return
-            workflow, task = found
-            task.leases = list(leases)
-            self._store.save(task)
-            plan = workflow.plans.get(key)
-            if plan is not None:
-                workflow.plans[key] = launch_plan(workflow, task, self._launch, plan.credentials)
+            if found is not None:
+                self._hold(*found, leases)
+
+    def _hold(self, workflow: ActiveWorkflow, task: TaskRecord, leases: Sequence[str]) -> None:
+        """Save ``task`` holding ``leases``, and keep its attempt's plan in step."""
+        task.leases = list(leases)
+        self._store.save(task)
+        plan = workflow.plans.get(task.key)
+        if plan is not None:
+            workflow.plans[task.key] = launch_plan(workflow, task, self._launch, plan.credentials)
 
     def _image(self, workflow_id: str, uri: str) -> ImageRecord | None:
         workflow = self._active.get(workflow_id)
@@ -597,18 +599,17 @@ class Runner:
                 self._store.save(record)
                 self._touch()
 
-    def running(self, workflow_id: str, key: str) -> None:
-        """Every rank of an attempt runs."""
+    def running(self, workflow_id: str, key: str, leases: Sequence[str]) -> None:
+        """Every rank of an attempt runs, under ``leases``."""
         with self._lock:
             found = self._task(workflow_id, key)
             if found is None:
                 return
-            _, task = found
-            if task.state != "RUNNING":
-                task.state = "RUNNING"
-                task.started = task.started or self._clock()
-                self._store.save(task)
-                self._touch()
+            workflow, task = found
+            task.state = "RUNNING"
+            task.started = task.started or self._clock()
+            self._hold(workflow, task, leases)
+            self._touch()
 
     def requeue(self, workflow_id: str, key: str, reason: str) -> None:
         """An attempt could not start for now: queue the task again, briefly held back."""

@@ -78,8 +78,8 @@ class TaskEvents(Protocol):
     def image_failed(self, workflow_id: str, image: str, error: str) -> None:
         """The image could not be pulled."""
 
-    def running(self, workflow_id: str, key: str) -> None:
-        """Every rank's container was started."""
+    def running(self, workflow_id: str, key: str, leases: Sequence[str]) -> None:
+        """Every rank's container was started, under these leases."""
 
     def requeue(self, workflow_id: str, key: str, reason: str) -> None:
         """The attempt could not start for a passing reason; queue the task again."""
@@ -118,13 +118,19 @@ class TaskExecutor:
     # --- starting ------------------------------------------------------------------
 
     def launch(self, plan: LaunchPlan) -> None:
-        """Lease, pull, start and supervise ``plan``'s containers (blocks until they end)."""
-        leases = self._acquire(plan)
-        if leases is None:
-            return
-        plan = _with_leases(plan, leases)
-        self._events.leased(plan.workflow_id, plan.key, leases)
+        """Lease, pull, start and supervise ``plan``'s containers (blocks until they end).
+
+        A one-node task leases and starts in one call to its agent. A multinode
+        task first leases every node (all or none), then starts each rank.
+        """
+        if len(plan.nodes) > 1:
+            leases = self._acquire(plan)
+            if leases is None:
+                return
+            plan = _with_leases(plan, leases)
+            self._events.leased(plan.workflow_id, plan.key, leases)
         try:
+            started = []
             for rank, node in enumerate(plan.nodes):
                 client = self._nodes.client(node)
                 if not self._pull(plan, node, client):
@@ -132,17 +138,24 @@ class TaskExecutor:
                     self._events.finished(plan.workflow_id, plan.key,
                                           Outcome("FAILED", 0, f"image {plan.image}: pull failed"))
                     return
-                client.start_container(
-                    plan.containers[rank], plan.image, plan.leases[rank], args=plan.argv,
-                    env=plan.env[rank], cwd=plan.cwd, uid=plan.uid, gid=plan.gid,
-                    mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
+                started.append(client.start_container(
+                    plan.containers[rank], plan.image,
+                    plan.leases[rank] if plan.leases else "",
+                    lease=None if plan.leases else plan.request, lease_ttl=LEASE_TTL,
+                    args=plan.argv, env=plan.env[rank], cwd=plan.cwd, uid=plan.uid,
+                    gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
                     credentials=plan.credentials,
-                )
+                ))
+        except AgentResourceExhaustedError as exc:  # a one-node start found its node full
+            self._events.requeue(plan.workflow_id, plan.key, str(exc))
+            return
         except AgentError as exc:
             self._abandon(plan)
             self._events.finished(plan.workflow_id, plan.key, Outcome("FAILED", 0, str(exc)))
             return
-        self._events.running(plan.workflow_id, plan.key)
+        if not plan.leases:
+            plan = _with_leases(plan, [status.lease_id for status in started])
+        self._events.running(plan.workflow_id, plan.key, plan.leases)
         self._supervise(plan)
 
     def _acquire(self, plan: LaunchPlan) -> list[str] | None:
@@ -190,30 +203,33 @@ class TaskExecutor:
     def adopt(self, plan: LaunchPlan) -> None:
         """Take over an attempt a previous orchestrator started (blocks until it ends).
 
-        If no rank's container exists, nothing ran: the leases go back and the task
-        is queued again without counting the attempt.
+        The leases come from the containers (a one-node start leases and starts in
+        one call, so a lease without its container cannot be left behind). If no
+        rank's container exists, nothing ran: any leases recorded go back and the
+        task is queued again without counting the attempt.
         """
-        found = 0
+        leases: list[str] = []
         for rank, node in enumerate(plan.nodes):
             try:
-                self._nodes.client(node).get_container(plan.containers[rank])
-                found += 1
+                leases.append(self._nodes.client(node).get_container(
+                    plan.containers[rank]).lease_id)
             except AgentNotFoundError:
                 continue
             except AgentError as exc:
                 self._events.finished(plan.workflow_id, plan.key,
                                       Outcome("FAILED", 0, f"node {node}: {exc}"))
                 return
-        if found == 0:
+        if not leases:
             self._release(plan)
             self._events.requeue(plan.workflow_id, plan.key, "restarted before it began")
             return
-        if found < len(plan.nodes):
+        if len(leases) < len(plan.nodes):
             self._abandon(plan)
             self._events.finished(plan.workflow_id, plan.key,
                                   Outcome("FAILED", 0, "some ranks never started"))
             return
-        self._events.running(plan.workflow_id, plan.key)
+        plan = _with_leases(plan, leases)
+        self._events.running(plan.workflow_id, plan.key, plan.leases)
         self._supervise(plan)
 
     # --- running and ending ------------------------------------------------------------
@@ -238,14 +254,13 @@ class TaskExecutor:
         for thread in threads:
             thread.join()
         self._collect_logs(plan, written)
-        self._release(plan)  # the resources are free now: the next task may start
+        self._abandon(plan)  # containers gone and leases free: the next task may start
         failed = [o for o in outcomes if o is not None and o.state != "SUCCEEDED"]
         final = failed[0] if failed else Outcome("SUCCEEDED")
         if len(plan.nodes) > 1 and failed:
             rank = outcomes.index(failed[0])
             final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
         self._events.finished(plan.workflow_id, plan.key, final)
-        self._remove_containers(plan)  # clean-up, off the task's critical path
 
     def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
                    written: list[tuple[int, int]]) -> None:
@@ -281,14 +296,17 @@ class TaskExecutor:
                             out.write(chunk)
 
     def _abandon(self, plan: LaunchPlan) -> None:
-        """Remove the attempt's containers and give its leases back (best effort)."""
-        self._remove_containers(plan)
-        self._release(plan)
-
-    def _remove_containers(self, plan: LaunchPlan) -> None:
+        """Remove the attempt's containers, each with its lease (best effort)."""
         for rank, node in enumerate(plan.nodes):
-            with contextlib.suppress(AgentError):
-                self._nodes.client(node).remove_container(plan.containers[rank])
+            try:
+                self._nodes.client(node).remove_container(plan.containers[rank],
+                                                          release_lease=True)
+            except AgentNotFoundError:  # it never started: its lease may still be held
+                if rank < len(plan.leases):
+                    with contextlib.suppress(AgentError):
+                        self._nodes.client(node).release_lease(plan.leases[rank])
+            except AgentError:
+                continue
 
     def _release(self, plan: LaunchPlan) -> None:
         for rank, lease in enumerate(plan.leases):

@@ -14,6 +14,7 @@ import grpc
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
 from fuzz.grpcclient import DEFAULT_TIMEOUT, GrpcClient, status_of
+from fuzz.resources import ResourceRequest
 
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
 
@@ -40,6 +41,25 @@ class AgentInvalidRequestError(AgentError):
 
 class AgentNotFoundError(AgentError):
     """The agent has no such object, e.g. a lease that was released or expired."""
+
+
+def lease_request(request: ResourceRequest, holder: str = "", ttl_seconds: float = 0.0,
+                  allow_root: bool = False) -> substrate_pb2.LeaseRequest:
+    """The wire form of a lease for ``request``; AgentInvalidRequestError for a bad affinity."""
+    if request.affinity not in _AFFINITIES:
+        raise AgentInvalidRequestError(
+            f"unknown affinity {request.affinity!r}: expected one of {', '.join(_AFFINITIES)}"
+        )
+    return substrate_pb2.LeaseRequest(
+        cores=request.cores,
+        affinity=f"AFFINITY_{request.affinity}",
+        memory_bytes=request.memory_bytes,
+        devices=dict(request.devices),
+        exclusive=request.exclusive,
+        holder=holder,
+        ttl_seconds=ttl_seconds,
+        allow_root=allow_root,
+    )
 
 
 def _credentials(pair: tuple[str, str] | None) -> substrate_pb2.RegistryCredentials | None:
@@ -84,21 +104,10 @@ class AgentClient(GrpcClient):
         ``ttl_seconds`` 0 takes the agent's default. Raises AgentResourceExhaustedError
         saying what is short, or AgentInvalidRequestError.
         """
-        name = affinity.upper() if affinity else "NONE"
-        if name not in _AFFINITIES:
-            raise AgentInvalidRequestError(
-                f"unknown affinity {affinity!r}: expected one of {', '.join(_AFFINITIES)}"
-            )
-        request = substrate_pb2.LeaseRequest(
-            cores=cores,
-            affinity=f"AFFINITY_{name}",
-            memory_bytes=memory_bytes,
-            devices=dict(devices or {}),
-            exclusive=exclusive,
-            holder=holder,
-            ttl_seconds=ttl_seconds,
-            allow_root=allow_root,
-        )
+        request = lease_request(
+            ResourceRequest(cores, affinity.upper() if affinity else "NONE",  # type: ignore[arg-type]
+                            memory_bytes, dict(devices or {}), exclusive),
+            holder, ttl_seconds, allow_root)
         reply: substrate_pb2.Lease = self._call(self._stub.AcquireLease, request, timeout)
         return reply
 
@@ -146,8 +155,10 @@ class AgentClient(GrpcClient):
         self,
         job_id: str,
         image: str,
-        lease_id: str,
+        lease_id: str = "",
         *,
+        lease: ResourceRequest | None = None,
+        lease_ttl: float = 0.0,
         args: Sequence[str] = (),
         env: Sequence[str] = (),
         cwd: str = "",
@@ -160,7 +171,9 @@ class AgentClient(GrpcClient):
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
 
-        ``mounts`` are (host source, destination, read only) triples.
+        Or, with ``lease`` instead, acquire that lease (held by ``job_id``, for
+        ``lease_ttl`` seconds) and start under it in one call: the returned status
+        names the lease. ``mounts`` are (host source, destination, read only) triples.
         """
         request = substrate_pb2.StartContainerRequest(
             id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
@@ -168,6 +181,7 @@ class AgentClient(GrpcClient):
             credentials=_credentials(credentials),
             mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
                     for s, d, ro in mounts],
+            lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
         )
         reply: substrate_pb2.ContainerStatus = self._call(
             self._stub.StartContainer, request, call_timeout or max(self.timeout, 300.0))
@@ -201,9 +215,10 @@ class AgentClient(GrpcClient):
                            None)
         return list(reply.containers)
 
-    def remove_container(self, job_id: str) -> None:
-        """Forget a finished job (its logs and writable layer go)."""
-        self._call(self._stub.RemoveContainer, substrate_pb2.ContainerRef(id=job_id), None)
+    def remove_container(self, job_id: str, release_lease: bool = False) -> None:
+        """Forget a finished job (its logs and writable layer go), and its lease if asked."""
+        self._call(self._stub.RemoveContainer,
+                   substrate_pb2.ContainerRef(id=job_id, release_lease=release_lease), None)
 
     def stream_logs(self, job_id: str, stream: str = "stdout", *, offset: int = 0,
                     follow: bool = False, timeout: float | None = None) -> Iterator[bytes]:

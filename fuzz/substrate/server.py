@@ -266,6 +266,33 @@ class SubstrateService(JobRpcs):
 
         return self._leases(context, list_leases)
 
+    def StartContainer(
+        self, request: substrate_pb2.StartContainerRequest, context: grpc.ServicerContext
+    ) -> substrate_pb2.ContainerStatus:
+        """Start a job under its lease, or acquire the request's lease and start in one call."""
+        if request.lease_id or not request.HasField("lease"):
+            return super().StartContainer(request, context)
+        lease = self._leases(context, lambda book: book.acquire(lease_request(request.lease)))
+        request.lease_id = lease.id
+        try:
+            return super().StartContainer(request, context)
+        except BaseException:
+            self.book().release(lease.id)  # the job did not start: nothing holds the lease
+            raise
+
+    def RemoveContainer(
+        self, request: substrate_pb2.ContainerRef, context: grpc.ServicerContext
+    ) -> substrate_pb2.RemoveContainerResponse:
+        """Forget a finished job; with ``release_lease`` also give back its lease."""
+        lease_id = ""
+        if request.release_lease:
+            record = self._run(context, lambda jobs: jobs.status(request.id)).record
+            lease_id = record.lease_id if record is not None else ""
+        reply = super().RemoveContainer(request, context)
+        if lease_id:
+            self._leases(context, lambda book: book.release(lease_id))
+        return reply
+
     def _leases(
         self, context: grpc.ServicerContext, call: Callable[[LeaseBook], _Reply]
     ) -> _Reply:
