@@ -461,7 +461,9 @@ class LeaseBook:
             "leases": [lease.to_json() for lease in self._leases.values()],
         }
         try:
-            write_json_atomic(self.path, data)
+            # Atomic but not flushed to disk: leases must outlive the agent process,
+            # not the node; a node that crashes loses its jobs and so their leases.
+            write_json_atomic(self.path, data, durable=False)
         except OSError as exc:
             if undo is not None:
                 undo()  # what is not on disk is not granted
