@@ -11,7 +11,7 @@ returns None, which fuzz reports as "does not implement …".
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -129,3 +129,68 @@ def priced_offering(ctx: ProviderContext, node: NodeRequest, prices: Mapping[str
             f"under prices (priced: {priced})"
         )
     return node.offering
+
+
+class NodeOperations(Protocol):
+    """A cloud's node operations, as :class:`CloudInitProvider` delegates them."""
+
+    def offerings(self, ctx: ProviderContext) -> list[Offering]:
+        """The node types the provider block can create."""
+
+    def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation:
+        """Create a node, idempotently by its client token."""
+
+    def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation]:
+        """Every node the provider block holds for the cluster."""
+
+    def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool:
+        """Delete a node; True once it is gone or going."""
+
+
+class CloudInitProvider(ProviderPlugin):
+    """A cloud provider: nodes boot from cloud-init user-data, operations load on first use.
+
+    Every fuzz command loads every installed provider plugin, and cloud SDKs take
+    seconds to import; a subclass keeps its module light (the config schema only)
+    and imports its SDK in :meth:`load_operations`, which runs on the first hook
+    call for its kind. ``config_schema`` must have a ``bootstrap`` field
+    (:class:`fuzz.bootstrap.BootstrapSettings`).
+    """
+
+    _operations: NodeOperations | None = None
+
+    def load_operations(self) -> NodeOperations:
+        """Import the SDK and return the node operations (called once)."""
+        raise NotImplementedError
+
+    def operations(self) -> NodeOperations:
+        """The node operations, loaded on first use."""
+        if self._operations is None:
+            self._operations = self.load_operations()
+        return self._operations
+
+    def offerings(self, ctx: ProviderContext) -> list[Offering] | None:
+        """The node types the provider block prices."""
+        return self.operations().offerings(ctx)
+
+    def bootstrap_payload(
+        self, ctx: ProviderContext, node: NodeRequest, join: JoinInfo
+    ) -> str | None:
+        """The cloud-init script (:func:`fuzz.bootstrap.cloud_init_script`) for the node."""
+        from fuzz.bootstrap import cloud_init_script
+
+        assert self.config_schema is not None, f"provider {self.kind} has no config schema"
+        settings = validated_config(self.config_schema, ctx).bootstrap
+        return cloud_init_script(node, join, settings)
+
+    def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation | None:
+        """Create the node (or adopt the one an earlier try made)."""
+        return self.operations().create_node(ctx, node)
+
+    def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation] | None:
+        """The nodes tagged with this cluster and provider block."""
+        return self.operations().read_nodes(ctx)
+
+    def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool | None:
+        """Delete the node; True once deleting or gone."""
+        return self.operations().delete_node(ctx, node)

@@ -13,22 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-LOCAL_SPEC = """\
-version: 1
-cluster: {cluster}
-state:
-  backend: local
-  path: .fuzz/state.json
-providers:
-  local:
-    workdir: .fuzz/nodes
-pools:
-  cpu:
-    provider: local
-    min: {count}
-    max: {count}
-    labels: {{role: compute}}
-"""
+from fuzz.testing.cluster import cluster_spec
 
 
 @dataclass
@@ -47,7 +32,7 @@ class Result:
 def write_spec(directory: Path, count: int, cluster: str = "test") -> Path:
     """Write a local-provider spec of ``count`` nodes into ``directory``."""
     path = directory / "fuzz.yaml"
-    path.write_text(LOCAL_SPEC.format(count=count, cluster=cluster))
+    path.write_text(cluster_spec(cluster, count))
     return path
 
 

@@ -611,30 +611,34 @@ class Runner:
             self._hold(workflow, task, leases)
             self._touch()
 
+    def _end_attempt(self, workflow_id: str, key: str) -> TaskRecord | None:
+        """Under the lock: the task whose attempt ended, its plan dropped (None if unknown)."""
+        found = self._task(workflow_id, key)
+        if found is None:
+            return None
+        found[0].plans.pop(key, None)
+        self._reschedule = True
+        return found[1]
+
     def requeue(self, workflow_id: str, key: str, reason: str) -> None:
         """An attempt could not start for now: queue the task again, briefly held back."""
         with self._lock:
-            found = self._task(workflow_id, key)
-            if found is None:
+            task = self._end_attempt(workflow_id, key)
+            if task is None:
                 return
-            workflow, task = found
-            workflow.plans.pop(key, None)
             task.state, task.attempt, task.waiting_for = "QUEUED", task.attempt - 1, reason
             task.nodes, task.leases, task.containers = [], [], []
             self._not_before[(workflow_id, key)] = self._clock() + REQUEUE_BACKOFF
-            self._reschedule = True
             self._store.save(task)
             self._touch()
 
     def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
         """An attempt ended: the task succeeds, fails, is retried or is cancelled."""
         with self._lock:
-            found = self._task(workflow_id, key)
-            if found is None:
+            task = self._end_attempt(workflow_id, key)
+            if task is None:
                 return
-            workflow, task = found
-            workflow.plans.pop(key, None)
-            self._reschedule = True
+            workflow = self._active[workflow_id]
             task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
                 self._clock()
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts

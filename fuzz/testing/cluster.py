@@ -9,7 +9,6 @@ and ``fuzz server --stop``.
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import sys
 import time
@@ -17,30 +16,35 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from fuzz.orchestrate.client import OrchestratorClient
 from fuzz.orchestrate.connect import orchestrator_client
 from fuzz.spec.loader import load_cluster_spec
 
-CLUSTER_SPEC = """\
-version: 1
-cluster: {cluster}
-state:
-  backend: local
-  path: .fuzz/state.json
-providers:
-  local:
-    workdir: .fuzz/nodes
-    insecure_registries: {registries}
-pools:
-  cpu:
-    provider: local
-    min: {nodes}
-    max: {nodes}
-orchestrator:
-  listen: 127.0.0.1:{port}
-  data_dir: .fuzz/server
-"""
 JOIN_TIMEOUT = 60.0
+
+
+def cluster_spec(cluster: str, nodes: int, registries: Sequence[str] = (),
+                 orchestrator_port: int | None = None) -> str:
+    """A cluster spec of one local pool of ``nodes`` nodes (labelled role=compute).
+
+    With ``orchestrator_port`` it has an ``orchestrator:`` block on 127.0.0.1;
+    ``registries`` are the plain-HTTP registries its agents may pull from.
+    """
+    spec = {
+        "version": 1,
+        "cluster": cluster,
+        "state": {"backend": "local", "path": ".fuzz/state.json"},
+        "providers": {"local": {"workdir": ".fuzz/nodes",
+                                "insecure_registries": list(registries)}},
+        "pools": {"cpu": {"provider": "local", "min": nodes, "max": nodes,
+                          "labels": {"role": "compute"}}},
+    }
+    if orchestrator_port is not None:
+        spec["orchestrator"] = {"listen": f"127.0.0.1:{orchestrator_port}",
+                                "data_dir": ".fuzz/server"}
+    return yaml.safe_dump(spec, sort_keys=False)
 
 
 def fuzz_argv(*args: str) -> list[str]:
@@ -90,8 +94,7 @@ class LocalCluster:
 def local_cluster(directory: Path, registries: Sequence[str], port: int, nodes: int = 2,
                   cluster: str = "local") -> Iterator[LocalCluster]:
     """Bring a cluster up in ``directory`` (server, nodes); tear it all down after."""
-    (directory / "fuzz.yaml").write_text(CLUSTER_SPEC.format(
-        cluster=cluster, registries=json.dumps(list(registries)), port=port, nodes=nodes))
+    (directory / "fuzz.yaml").write_text(cluster_spec(cluster, nodes, registries, port))
     running = LocalCluster(directory, nodes)
     try:
         running.must("init")
