@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from declared import GiB, declared_node_yaml
 
 from fuzz.errors import ConfigError
 from fuzz.substrate.declared import (
@@ -14,15 +15,7 @@ from fuzz.substrate.declared import (
 )
 from fuzz.substrate.inventory import CpuInfo, read_online_cpus
 
-GiB = 1024**3
-NODE_YAML = """\
-sockets: 2
-numa_per_socket: 2
-cores_per_numa: 8
-memory: 64GiB
-gpus: [{model: A100, memory: 40GiB, numa: 0}, {model: A100, memory: 40GiB, numa: 2}]
-labels: {site: test, rack: 7}
-"""
+NODE_YAML = declared_node_yaml("{site: test, rack: 7}")
 SOURCE = "inventory file node.yaml"
 
 

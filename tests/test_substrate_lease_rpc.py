@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from declared import GiB, declared_node_yaml
 from test_substrate_agent import (
     TOKEN,
     Agent,
@@ -28,15 +29,7 @@ from fuzz.substrate.client import (
 )
 from fuzz.substrate.inventory import read_online_cpus
 
-GiB = 1024**3
-NODE_YAML = """\
-sockets: 2
-numa_per_socket: 2
-cores_per_numa: 8
-memory: 64GiB
-gpus: [{model: A100, memory: 40GiB, numa: 0}, {model: A100, memory: 40GiB, numa: 2}]
-labels: {site: test, rack: declared}
-"""
+NODE_YAML = declared_node_yaml("{site: test, rack: declared}")
 
 
 def _inventory_file(tmp_path: Path) -> Path:

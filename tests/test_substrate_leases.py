@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from declared import GiB, declared_node_yaml
 
 from fuzz.errors import FuzzError
 from fuzz.substrate.declared import parse_declared_inventory
@@ -28,14 +29,7 @@ from fuzz.substrate.leases import (
     LeaseStateError,
 )
 
-GiB = 1024**3
-NODE_YAML = """\
-sockets: 2
-numa_per_socket: 2
-cores_per_numa: 8
-memory: 64GiB
-gpus: [{model: A100, memory: 40GiB, numa: 0}, {model: A100, memory: 40GiB, numa: 2}]
-"""
+NODE_YAML = declared_node_yaml()
 
 
 class FakeClock:
