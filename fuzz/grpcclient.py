@@ -29,6 +29,15 @@ def one_line(text: str | None) -> str:
     return " ".join((text or "").split())
 
 
+def tls_failure(details: str) -> str | None:
+    """What went wrong in a failed TLS handshake, if ``details`` report one."""
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return "its certificate was not issued by the CA this client trusts"
+    if "certificate" in details.lower() or "handshake" in details.lower():
+        return "the TLS handshake failed"
+    return None
+
+
 def status_of(exc: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
     """The status code and one-line details of a failed call."""
     if isinstance(exc, grpc.Call):
@@ -78,6 +87,7 @@ class GrpcClient:
         """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
         self.endpoint = endpoint
         self.timeout = timeout
+        self.plain_text = tls is None
         self._metadata = bearer_metadata(token)
         if tls is None:
             self._channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)

@@ -213,7 +213,7 @@ class CertificateAuthority:
         return key_pem(self.key)
 
     def issue(self, public_key: ec.EllipticCurvePublicKey, name: str,
-              hosts: Iterable[str] = (), days: int = CERT_DAYS) -> x509.Certificate:
+              hosts: Iterable[str] = ()) -> x509.Certificate:
         """A certificate for ``public_key`` named ``name``, valid for ``hosts`` (names, IPs).
 
         It may serve TLS and authenticate TLS clients (both extended key usages).
@@ -228,7 +228,7 @@ class CertificateAuthority:
             .issuer_name(self.cert.subject).public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + datetime.timedelta(days=days))
+            .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=True, key_cert_sign=False, crl_sign=False,

@@ -60,6 +60,8 @@ def _register_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user errors are one line on stderr and exit 1, never a traceback."""
+    # gRPC core would log failed TLS handshakes itself; the CLI says them in one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     _register_commands()
     try:
         cli.main(args=argv, prog_name="fuzz", standalone_mode=False)

@@ -14,7 +14,7 @@ import grpc
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import orchestrator_pb2_grpc
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls, GrpcClient, status_of
+from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls, GrpcClient, status_of, tls_failure
 from fuzz.provider_api import JoinInfo
 from fuzz.substrate.enroll import RegistrationProof
 
@@ -54,8 +54,16 @@ class OrchestratorClient(GrpcClient):
         """What a failed call means, in one line (a Fuzzfile's problems keep theirs)."""
         code, details = status_of(exc)
         if code == grpc.StatusCode.UNAVAILABLE:
+            failure = tls_failure(details)
+            if failure is not None:
+                return OrchestratorUnreachableError(
+                    f"the orchestrator at {self.endpoint} failed TLS verification: {failure} "
+                    "(is the CA file the cluster's ca.pem?)")
+            hint = " (this client speaks plain text: a TLS server closes such connections)" \
+                if self.plain_text else ""
             return OrchestratorUnreachableError(
-                f"cannot reach the orchestrator at {self.endpoint}: is `fuzz server` running?")
+                f"cannot reach the orchestrator at {self.endpoint}: is `fuzz server` "
+                f"running?{hint}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return OrchestratorUnreachableError(
                 f"the orchestrator at {self.endpoint} did not answer in time")

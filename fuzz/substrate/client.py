@@ -13,7 +13,7 @@ import grpc
 
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls, GrpcClient, status_of
+from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls, GrpcClient, status_of, tls_failure
 
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
 
@@ -217,7 +217,9 @@ class AgentClient(GrpcClient):
         """What a failed call to the agent means, as an AgentError."""
         code, details = status_of(exc)
         if code == grpc.StatusCode.UNAVAILABLE:
-            return AgentUnreachableError(f"agent at {self.endpoint} is not reachable")
+            failure = tls_failure(details)
+            return AgentUnreachableError(f"agent at {self.endpoint} is not reachable"
+                                         + (f": {failure}" if failure else ""))
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return AgentUnreachableError(f"agent at {self.endpoint} did not answer in time")
         if code == grpc.StatusCode.UNAUTHENTICATED:
