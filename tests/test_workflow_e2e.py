@@ -216,7 +216,7 @@ jobs:
     assert sorted(tasks) == ["ranks", "sweep[1]", "sweep[2]", "sweep[3]", "sweep[4]",
                              "whole-node"]
     assert len(set(tasks["ranks"]["nodes"])) == 2
-    results = cluster.data_dir / "volumes" / "persistent" / "default" / "e2e-results"
+    results = cluster.data_dir / "volumes" / "persistent" / "admin" / "e2e-results"
     assert sorted(p.name for p in results.iterdir()) == [
         "rank-0", "rank-1", "task-1", "task-2", "task-3", "task-4", "whole-node"]
     assert (results / "task-3").read_text() == "task 3\n"
@@ -301,7 +301,7 @@ jobs:
     assert status["state"] == "SUCCEEDED", dump(status)
     tasks = tasks_by_key(status)
     assert [tasks[k]["attempt"] for k in ("first", "long", "last")] == [1, 1, 1]
-    marks = cluster.data_dir / "volumes" / "persistent" / "default" / "e2e-restart"
+    marks = cluster.data_dir / "volumes" / "persistent" / "admin" / "e2e-restart"
     assert (marks / "first").read_text() == "ran\n"  # not run again
     assert (marks / "long").read_text() == "started\ndone\n"  # re-adopted, not restarted
     assert (marks / "last").read_text() == "ran\n"

@@ -9,7 +9,7 @@ Its data directory holds everything it needs to carry on after a restart:
 ``ca.pem``, ``ca.key``, ``server.crt``, ``server.key``  the cluster CA and the
                   orchestrator's certificate (see :mod:`fuzz.orchestrate.datadir`)
 ``audit.log``     every access decision, one JSON line each (0600)
-``server.json``   pid, endpoint and whether it speaks TLS, while it runs
+``server.json``   pid and endpoint while it runs
 ``server.lock``   held while it runs: one server per data directory
 ``logs/``         finished tasks' output
 ``volumes/``      the volume root, unless another (shared) path is configured
@@ -139,8 +139,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
             print(f"warning: serving plain text (insecure) on {running.endpoint}: tokens, "
                   "secrets and data cross the network unencrypted", file=sys.stderr, flush=True)
         runner.start()
-        write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(), "endpoint": running.endpoint,
-                                                 "tls": tls is not None})
+        write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(),
+                                                 "endpoint": running.endpoint})
         stop_event.wait()
     finally:
         if running is not None:
