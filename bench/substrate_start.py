@@ -44,7 +44,7 @@ def start_agent(workdir: Path, registry_host: str) -> tuple[subprocess.Popen[byt
     state_dir = workdir / "agent"
     agent = subprocess.Popen(
         [sys.executable, "-m", "fuzz.substrate", "serve", "--state-dir", str(state_dir),
-         "--token-file", str(token_file), "--insecure-registry", registry_host],
+         "--token-file", str(token_file), "--insecure-registry", registry_host, "--insecure"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not (state_dir / "agent.json").exists():

@@ -14,7 +14,9 @@ On the machine it
    port, labelled with the node's labels and tags (address, cluster, client token)
    and, when ``join.orchestrator`` is set, joining it (``--join``, the join token,
    ``--node-name`` the node's address, ``--advertise`` the machine's first address
-   when the agent binds a wildcard address);
+   when the agent binds a wildcard address); with the cluster's CA it enrolls for a
+   certificate and serves mutual TLS (``--join-ca-file``), without it plain text
+   (``--insecure``);
 4. starts it: as the systemd unit ``fuzz-agent.service`` where systemd runs the
    machine, otherwise detached in its own session; then waits until the agent has
    published ``agent.json`` and prints where it listens.
@@ -81,6 +83,8 @@ def _static_args(node: NodeRequest, join: JoinInfo, settings: BootstrapSettings)
         args += ["--label", f"{key}={value}"]
     if join.orchestrator:
         args += ["--join", join.orchestrator, "--node-name", node.address]
+    if not (join.orchestrator and join.ca_pem):
+        args += ["--insecure"]  # nothing to enroll with: the agent serves plain text
     for registry in settings.insecure_registries:
         args += ["--insecure-registry", registry]
     return args
@@ -138,6 +142,7 @@ def cloud_init_script(node: NodeRequest, join: JoinInfo, settings: BootstrapSett
     if join.orchestrator:  # join it; tell it where to call the agent when it binds a wildcard
         join_lines = [
             'set -- "$@" --join-token-file "$CONF/join-token"',
+            *(['set -- "$@" --join-ca-file "$CONF/ca.pem"'] if join.ca_pem else []),
             'if [ -z "$ADVERTISE" ]; then',
             '    case "$LISTEN" in',
             '        0.0.0.0:*|\\[::\\]:*)',

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -28,6 +29,15 @@ def one_line(text: str | None) -> str:
     return " ".join((text or "").split())
 
 
+def tls_failure(details: str) -> str | None:
+    """What went wrong in a failed TLS handshake, if ``details`` report one."""
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return "its certificate was not issued by the CA this client trusts"
+    if "certificate" in details.lower() or "handshake" in details.lower():
+        return "the TLS handshake failed"
+    return None
+
+
 def status_of(exc: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
     """The status code and one-line details of a failed call."""
     if isinstance(exc, grpc.Call):
@@ -35,22 +45,55 @@ def status_of(exc: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
     return None, one_line(str(exc))
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """How a client speaks TLS: the CA it trusts, its own certificate, the name it expects.
+
+    ``cert_pem`` and ``key_pem`` (together) authenticate the client to a server that
+    asks for a certificate (mutual TLS). ``server_name``, when set, is the name the
+    server's certificate must carry instead of the host dialled (a node's agent is
+    verified as that node, whatever its address).
+    """
+
+    ca_pem: bytes
+    cert_pem: bytes | None = None
+    key_pem: bytes | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """The channel credentials."""
+        return grpc.ssl_channel_credentials(root_certificates=self.ca_pem,
+                                            private_key=self.key_pem,
+                                            certificate_chain=self.cert_pem)
+
+    def options(self) -> tuple[tuple[str, str], ...]:
+        """Channel options: the expected server name, when it is not the host dialled."""
+        if self.server_name is None:
+            return ()
+        return (("grpc.ssl_target_name_override", self.server_name),)
+
+    def for_server(self, server_name: str) -> ClientTls:
+        """The same credentials, expecting ``server_name``."""
+        return ClientTls(self.ca_pem, self.cert_pem, self.key_pem, server_name)
+
+
 class GrpcClient:
     """A channel to ``endpoint`` whose calls carry ``token``."""
 
     def __init__(
         self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
-        ca_pem: bytes | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
-        """Open a channel (TLS verified against ``ca_pem`` when given); nothing is sent yet."""
+        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
         self.endpoint = endpoint
         self.timeout = timeout
+        self.plain_text = tls is None
         self._metadata = bearer_metadata(token)
-        if ca_pem is None:
+        if tls is None:
             self._channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
         else:
-            credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
-            self._channel = grpc.secure_channel(endpoint, credentials, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.secure_channel(endpoint, tls.credentials(),
+                                                options=_CHANNEL_OPTIONS + tls.options())
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
 
     def _error(self, exc: grpc.RpcError) -> FuzzError:

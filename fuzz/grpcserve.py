@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.auth import HEALTH_SERVICE, BearerTokenInterceptor
+from fuzz.substrate.auth import HEALTH_SERVICE, BearerTokenInterceptor, TokenCheck
 
 StatusTable = tuple[tuple[type[FuzzError], grpc.StatusCode], ...]
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
@@ -58,20 +58,30 @@ def bind_problem(listen: str) -> str:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """A server's TLS certificate (chain) and key, as PEM files."""
+    """A server's TLS certificate (chain) and key, as PEM files.
+
+    With ``client_ca`` the server requires every client to present a certificate
+    that CA issued (mutual TLS).
+    """
 
     cert: Path
     key: Path
+    client_ca: Path | None = None
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """gRPC server credentials from the files, or ServerStartError naming what is wrong."""
+        paths = [self.cert, self.key, *([self.client_ca] if self.client_ca else [])]
         try:
-            chain, key = self.cert.read_bytes(), self.key.read_bytes()
+            chain, key, *client_ca = (path.read_bytes() for path in paths)
         except OSError as exc:
             raise ServerStartError(
                 f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
-        if b"-----BEGIN" not in chain or b"-----BEGIN" not in key:
-            raise ServerStartError(f"TLS files {self.cert} and {self.key} must be PEM")
+        if not all(b"-----BEGIN" in pem for pem in (chain, key, *client_ca)):
+            raise ServerStartError(
+                f"TLS files {', '.join(str(path) for path in paths)} must be PEM")
+        if client_ca:
+            return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca[0],
+                                               require_client_auth=True)
         return grpc.ssl_server_credentials([(key, chain)])
 
 
@@ -86,7 +96,7 @@ class RunningServer:
 
 def start_server(
     listen: str,
-    token: str,
+    authenticate: TokenCheck,
     register: Callable[[grpc.Server], None],
     service_name: str,
     *,
@@ -94,16 +104,17 @@ def start_server(
     max_workers: int = 64,
     open_methods: Iterable[str] = (),
 ) -> RunningServer:
-    """Start a server with ``register`` adding its servicers; every call needs ``token``.
+    """Start a server with ``register`` adding its servicers.
 
-    ``open_methods`` (full method names, ``/package.Service/Method``) are let through
-    without the token: they authenticate themselves (the orchestrator's node
-    registration carries a join token instead). Raises ServerStartError.
+    Every call needs a bearer token ``authenticate`` accepts, except those to
+    ``open_methods`` (full method names, ``/package.Service/Method``): they
+    authenticate themselves (a node's registration carries a join token or a signed
+    proof, a login a one-time code). Raises ServerStartError.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers,
                                    thread_name_prefix=service_name.rpartition(".")[2]),
-        interceptors=[BearerTokenInterceptor(token, (HEALTH_SERVICE, *open_methods))],
+        interceptors=[BearerTokenInterceptor(authenticate, (HEALTH_SERVICE, *open_methods))],
         options=(("grpc.so_reuseport", 0),),
     )
     register(server)

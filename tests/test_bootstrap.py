@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from fuzz.bootstrap import BootstrapSettings, cloud_init_script
+from fuzz.grpcclient import ClientTls
 from fuzz.provider_api import TAG_ADDRESS, TAG_CLIENT_TOKEN, TAG_CLUSTER, JoinInfo, NodeRequest
-from fuzz.substrate.client import AgentClient
+from fuzz.substrate.client import AgentClient, AgentUnreachableError
 from fuzz.testing.boot import BootError, boot, boot_env, stop_agents
 from fuzz.testing.joins import join_recorder
 
@@ -56,25 +57,31 @@ def test_script_is_posix_sh_user_data_carrying_the_token() -> None:
 
 
 def test_running_it_starts_an_agent_that_joins_with_the_join_token(root: Path) -> None:
-    with join_recorder() as joins:
+    with join_recorder(tls=True) as joins:
         settings = BootstrapSettings(listen_host="127.0.0.1", port=0)
-        agent = boot(_script(settings, orchestrator=joins.address), root, listen=None)
+        agent = boot(_script(settings, ca_pem=joins.ca_pem, orchestrator=joins.address), root,
+                     listen=None)
         joined = joins.wait_for(TOKEN, timeout=30)
+        client_tls = joins.client_tls(ADDRESS)
     conf = root / "etc" / "fuzz"
     for name in ("join-token", "agent-token"):
         assert stat.S_IMODE((conf / name).stat().st_mode) == 0o600
     assert (conf / "join-token").read_text() == TOKEN + "\n"
     assert len(agent.token) == 64 and agent.token != TOKEN  # the agent's own, random
-    assert (conf / "ca.pem").read_text() == CA_PEM
+    assert (conf / "ca.pem").read_text() == joins.ca_pem
     assert agent.state_dir == root / "var" / "lib" / "fuzz" / "agent"
     assert agent.endpoint.startswith("127.0.0.1:")
-    assert joined is not None, "the agent did not register with the orchestrator"
+    assert joined is not None, "the agent did not enroll and register with the orchestrator"
     assert (joined.name, joined.agent_token) == (ADDRESS, agent.token)
     assert joined.labels[TAG_CLUSTER] == "demo"
-    with AgentClient(joined.endpoint, joined.agent_token) as client:
-        labels = client.inventory().labels
+    with AgentClient(joined.endpoint, joined.agent_token, tls=client_tls) as client:
+        labels = client.inventory().labels  # mutual TLS with the certificate issued at join
     assert labels[TAG_ADDRESS] == ADDRESS
     assert labels["role"] == "it's $HOME"
+    with AgentClient(joined.endpoint, joined.agent_token, timeout=3,
+                     tls=ClientTls(client_tls.ca_pem, server_name=client_tls.server_name)
+                     ) as anonymous, pytest.raises(AgentUnreachableError):
+        anonymous.inventory()  # a client without a certificate of the CA is turned away
 
     # running it again (a reboot re-running user-data) leaves the live agent alone
     again = subprocess.run(["/bin/sh", str(root / "bootstrap.sh")], env=boot_env(root),
@@ -84,8 +91,19 @@ def test_running_it_starts_an_agent_that_joins_with_the_join_token(root: Path) -
     assert (conf / "agent-token").read_text().strip() == agent.token
 
 
+def test_without_a_ca_the_agent_joins_in_plain_text(root: Path) -> None:
+    with join_recorder() as joins:
+        settings = BootstrapSettings(listen_host="127.0.0.1", port=0)
+        boot(_script(settings, ca_pem=None, orchestrator=joins.address), root, listen=None)
+        joined = joins.wait_for(TOKEN, timeout=30)
+    assert "'--insecure'" in (root / "etc" / "fuzz" / "agent.sh").read_text()
+    assert joined is not None and joined.name == ADDRESS
+    with AgentClient(joined.endpoint, joined.agent_token) as client:
+        assert client.inventory().labels[TAG_ADDRESS] == ADDRESS
+
+
 def test_the_advertised_address_comes_from_the_environment(root: Path) -> None:
-    script = _script(orchestrator="127.0.0.1:9")
+    script = _script(ca_pem=None, orchestrator="127.0.0.1:9")
     boot(script, root, extra_env={"FUZZ_ADVERTISE": "10.0.0.7:7443"})
     agent_sh = (root / "etc" / "fuzz" / "agent.sh").read_text()
     assert "'--join' '127.0.0.1:9' '--node-name' 'pool.cpu.node[0]'" in agent_sh

@@ -22,7 +22,7 @@ import fuzz
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
 from fuzz.grpcserve import endpoint_for
-from fuzz.substrate.auth import check_authorization, read_token_file
+from fuzz.substrate.auth import check_authorization, read_token_file, shared_token
 from fuzz.substrate.client import AgentAuthError, AgentClient, AgentUnreachableError
 
 TOKEN = "s3cret-token-for-tests"
@@ -58,6 +58,11 @@ def _token_file(directory: Path, text: str = TOKEN + "\n", mode: int = 0o600) ->
     return path
 
 
+def _transport(extra: tuple[str, ...]) -> tuple[str, ...]:
+    """Plain text (``--insecure``) unless the test chose TLS itself."""
+    return () if "--tls-cert" in extra else ("--insecure",)
+
+
 def _spawn(
     state_dir: Path, token_file: Path, *extra: str, python_flags: tuple[str, ...] = ()
 ) -> Agent:
@@ -65,7 +70,8 @@ def _spawn(
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, *python_flags, "-m", "fuzz.substrate", "serve",
-             "--state-dir", str(state_dir), "--token-file", str(token_file), *extra],
+             "--state-dir", str(state_dir), "--token-file", str(token_file), *extra,
+             *_transport(extra)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
         )
     return Agent(proc, state_dir, token_file, log)
@@ -96,7 +102,8 @@ def _stop(agent: Agent) -> None:
 def _run_failing(state_dir: Path, token_file: Path, *extra: str) -> tuple[int, str]:
     done = subprocess.run(
         [sys.executable, "-m", "fuzz.substrate", "serve",
-         "--state-dir", str(state_dir), "--token-file", str(token_file), *extra],
+         "--state-dir", str(state_dir), "--token-file", str(token_file), *extra,
+         *_transport(extra)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
     )
     return done.returncode, done.stderr
@@ -280,11 +287,12 @@ def test_read_token_file_strips_whitespace(tmp_path: Path) -> None:
 
 
 def test_check_authorization() -> None:
-    assert check_authorization(TOKEN, [("authorization", f"Bearer {TOKEN}")]) is None
-    assert check_authorization(TOKEN, [("authorization", f"bearer  {TOKEN} ")]) is None
-    assert check_authorization(TOKEN, [("x-other", "1")]) is not None
-    assert check_authorization(TOKEN, [("authorization", "Bearer ")]) is not None
-    assert check_authorization(TOKEN, [("authorization", f"Bearer {TOKEN}x")]) is not None
+    check = shared_token(TOKEN)
+    assert check_authorization(check, [("authorization", f"Bearer {TOKEN}")]) is None
+    assert check_authorization(check, [("authorization", f"bearer  {TOKEN} ")]) is None
+    assert check_authorization(check, [("x-other", "1")]) is not None
+    assert check_authorization(check, [("authorization", "Bearer ")]) is not None
+    assert check_authorization(check, [("authorization", f"Bearer {TOKEN}x")]) is not None
 
 
 def test_endpoint_for() -> None:

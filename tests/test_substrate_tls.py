@@ -8,6 +8,7 @@ import pytest
 from fakes.tls import self_signed
 from test_substrate_agent import TOKEN, _run_failing, _spawn, _stop, _token_file, _wait_ready
 
+from fuzz.grpcclient import ClientTls
 from fuzz.substrate.client import AgentClient, AgentUnreachableError
 
 
@@ -17,7 +18,7 @@ def test_agent_serves_tls_and_refuses_plain_text(tmp_path: Path) -> None:
                    "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         _wait_ready(agent)
-        with AgentClient(agent.endpoint, TOKEN, ca_pem=cert.read_bytes()) as client:
+        with AgentClient(agent.endpoint, TOKEN, tls=ClientTls(cert.read_bytes())) as client:
             assert client.inventory().cores > 0
         with AgentClient(agent.endpoint, TOKEN, timeout=2) as plain, \
                 pytest.raises(AgentUnreachableError):

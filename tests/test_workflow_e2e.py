@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 from moto_s3 import MotoS3
 
+from fuzz import pki
 from fuzz.testing.oci import PushedImage, free_port
 from fuzz.testing.web import serve_directory
+from tests.cliutil import read_state
 from tests.workflowutil import (
     LocalCluster,
     dump,
@@ -105,6 +107,22 @@ jobs:
     mounts: {{data: {{location: /data}}}}
     requires: [count-words, count-lines]
 """
+
+
+def test_nodes_joined_over_mutual_tls_with_certificates_of_their_own(
+        cluster: LocalCluster) -> None:
+    rows = cluster.ok("node", "list", "--json").json()
+    assert [row["agent"] for row in rows] == ["ready", "ready"]  # asked with mutual TLS
+    for row in rows:
+        state_dir = Path(read_state(cluster.directory)["resources"][row["address"]]
+                         ["observed"]["state_dir"])
+        cert = pki.load_cert((state_dir / "tls" / "node.crt").read_bytes())
+        assert pki.common_name(cert) == row["address"]
+        assert (state_dir / "tls" / "ca.pem").read_bytes() == \
+            (cluster.data_dir / "ca.pem").read_bytes()
+    audit = (cluster.data_dir / "audit.log").read_text()
+    for row in rows:
+        assert f'"who": "node:{row["address"]}", "action": "node:enroll"' in audit
 
 
 def test_a_pipeline_runs_end_to_end(cluster: LocalCluster, web: tuple[str, Path],
@@ -216,7 +234,7 @@ jobs:
     assert sorted(tasks) == ["ranks", "sweep[1]", "sweep[2]", "sweep[3]", "sweep[4]",
                              "whole-node"]
     assert len(set(tasks["ranks"]["nodes"])) == 2
-    results = cluster.data_dir / "volumes" / "persistent" / "default" / "e2e-results"
+    results = cluster.data_dir / "volumes" / "persistent" / "admin" / "e2e-results"
     assert sorted(p.name for p in results.iterdir()) == [
         "rank-0", "rank-1", "task-1", "task-2", "task-3", "task-4", "whole-node"]
     assert (results / "task-3").read_text() == "task 3\n"
@@ -301,7 +319,7 @@ jobs:
     assert status["state"] == "SUCCEEDED", dump(status)
     tasks = tasks_by_key(status)
     assert [tasks[k]["attempt"] for k in ("first", "long", "last")] == [1, 1, 1]
-    marks = cluster.data_dir / "volumes" / "persistent" / "default" / "e2e-restart"
+    marks = cluster.data_dir / "volumes" / "persistent" / "admin" / "e2e-restart"
     assert (marks / "first").read_text() == "ran\n"  # not run again
     assert (marks / "long").read_text() == "started\ndone\n"  # re-adopted, not restarted
     assert (marks / "last").read_text() == "ran\n"

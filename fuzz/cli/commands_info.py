@@ -21,6 +21,7 @@ from fuzz.engine.model import RecordedNode
 from fuzz.engine.planner import address_sort_key
 from fuzz.errors import FuzzError
 from fuzz.substrate.client import AgentClient
+from fuzz.substrate.enroll import TLS_DIR, NodeIdentity
 
 FUZZ_TAG_PREFIX = "fuzz:"
 
@@ -53,13 +54,19 @@ def _lease_json(lease: Any) -> dict[str, Any]:
 
 
 def _live_inventory(node: RecordedNode) -> dict[str, Any]:
-    """Ask the node's agent for its inventory and leases; an unreachable agent is reported."""
+    """Ask the node's agent for its inventory and leases; an unreachable agent is reported.
+
+    An agent that enrolled in a TLS cluster is called with its own node certificate
+    (from its state dir), as the local provider's health check does.
+    """
     endpoint = node.observed.get("endpoint")
     token_file = node.observed.get("token_file")
     if not endpoint or not token_file:
         return {"agent": "unknown"}
+    identity = NodeIdentity(Path(str(node.observed.get("state_dir", ""))) / TLS_DIR)
+    tls = identity.client_tls(node.address) if identity.is_complete() else None
     try:
-        client = AgentClient(str(endpoint), Path(str(token_file)).read_text().strip())
+        client = AgentClient(str(endpoint), Path(str(token_file)).read_text().strip(), tls=tls)
         try:
             inventory = client.inventory(timeout=5.0)
             leases = client.list_leases()

@@ -35,6 +35,7 @@ from fuzz.cli.render import (
 )
 from fuzz.engine.model import Plan, State
 from fuzz.errors import ConfigError, FuzzError
+from fuzz.orchestrate.datadir import init_data_dir
 from fuzz.planfile import read_plan, write_plan
 from fuzz.reconcile import PlanRequest, apply_changes, refresh_and_plan
 from fuzz.spec.problems import SpecError
@@ -86,10 +87,12 @@ def init(app: AppContext, migrate_state: bool, reconfigure: bool, as_json: bool,
         created = state is None
         if state is None:
             state = ws.store.write(State.new(ws.loaded.spec.cluster))
+    ca = _init_orchestrator(app)
     if as_json:
         print_json(app.out, {"cluster": ws.loaded.spec.cluster, "state": ws.store.describe(),
                              "lineage": state.lineage, "serial": state.serial,
-                             "created": created, "providers": kinds, "migration": migration})
+                             "created": created, "providers": kinds, "migration": migration,
+                             "orchestrator": ca})
         return
     if migration is not None:
         source, target = migration["from"], migration["to"]
@@ -105,7 +108,21 @@ def init(app: AppContext, migrate_state: bool, reconfigure: bool, as_json: bool,
                   f"{len(ws.loaded.spec.pools)} pool(s), providers: {', '.join(kinds) or 'none'}.")
     app.out.print(f"{verb} state in {ws.store.describe()} "
                   f"(lineage {state.lineage}, serial {state.serial}).")
+    if ca is not None:
+        app.out.print(f"{'Created' if ca['created'] else 'Found'} the cluster CA and the admin "
+                      f"token in {ca['data_dir']}.")
     app.out.print("[green]fuzz is initialized.[/] Run fuzz plan to see what apply would do.")
+
+
+def _init_orchestrator(app: AppContext) -> dict[str, object] | None:
+    """The CA and admin token in the spec's orchestrator data dir, if it has the block."""
+    loaded = app.workspace.loaded
+    block = loaded.spec.orchestrator
+    if block is None:
+        return None
+    data_dir = (loaded.base_dir / block.data_dir).absolute()
+    created = init_data_dir(data_dir, loaded.spec.cluster)
+    return {"data_dir": str(data_dir), "created": created}
 
 
 @click.command()

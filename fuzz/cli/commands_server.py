@@ -1,4 +1,4 @@
-"""``fuzz server``: run the cluster's orchestrator (foreground, ``--detach`` or ``--stop``)."""
+"""``fuzz server``: the orchestrator (``--init``, foreground, ``--detach``, ``--stop``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,17 @@ from pathlib import Path
 import click
 
 from fuzz.cli.options import AppContext, pass_app
-from fuzz.errors import ConfigError, FuzzError
-from fuzz.grpcserve import TlsFiles
+from fuzz.errors import FuzzError
+from fuzz.grpcclient import ClientTls
 from fuzz.orchestrate.client import OrchestratorClient
-from fuzz.orchestrate.connect import INFO_FILE, admin_token_path, running_endpoint
+from fuzz.orchestrate.connect import (
+    CA_FILE,
+    INFO_FILE,
+    admin_token_path,
+    read_ca_file,
+    running_endpoint,
+)
+from fuzz.orchestrate.datadir import init_data_dir
 from fuzz.spec.cluster import OrchestratorSpec
 from fuzz.substrate.auth import read_token_file
 from fuzz.substrate.statedir import flock_held, read_json
@@ -26,15 +33,16 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 
 
-def _block(app: AppContext) -> tuple[OrchestratorSpec, Path]:
-    """The spec's orchestrator block and the spec's directory (defaults without a spec)."""
+def _block(app: AppContext) -> tuple[OrchestratorSpec, Path, str]:
+    """The spec's orchestrator block, directory and cluster name (defaults without a spec)."""
     if not app.spec_path.exists():
-        return OrchestratorSpec(), Path.cwd()
+        return OrchestratorSpec(), Path.cwd(), "default"
     loaded = app.workspace.loaded
-    return loaded.spec.orchestrator or OrchestratorSpec(), loaded.base_dir
+    return (loaded.spec.orchestrator or OrchestratorSpec(), loaded.base_dir,
+            loaded.spec.cluster)
 
 
-def _detach(argv: list[str], data_dir: Path) -> None:
+def _detach(argv: list[str], data_dir: Path, insecure: bool) -> None:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if flock_held(data_dir / LOCK_FILE):
         raise FuzzError(f"an orchestrator already runs on {data_dir} "
@@ -48,7 +56,8 @@ def _detach(argv: list[str], data_dir: Path) -> None:
         endpoint = running_endpoint(data_dir)
         if endpoint is not None:
             token = read_token_file(admin_token_path(data_dir))
-            with OrchestratorClient(endpoint, token) as client:
+            tls = None if insecure else ClientTls(read_ca_file(data_dir / CA_FILE))
+            with OrchestratorClient(endpoint, token, tls=tls) as client:
                 if client.ready_within(max(deadline - time.monotonic(), 0.1)):
                     click.echo(f"orchestrator running at {endpoint} (pid {proc.pid}; "
                                f"log {data_dir / LOG_FILE})")
@@ -83,40 +92,52 @@ def _stop(data_dir: Path) -> None:
               help="Database, keys and logs (default: the spec's orchestrator.data_dir).")
 @click.option("--volume-root", type=click.Path(file_okay=False, path_type=Path),
               help="Where volumes live, the same path on every node.")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM")
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM")
+@click.option("--init", "initialize", is_flag=True,
+              help="Create the data dir with the cluster CA and the admin token, then exit "
+              "(`fuzz init` does this too).")
+@click.option("--insecure", is_flag=True, help="Serve plain text, no TLS (also the spec's "
+              "orchestrator.insecure): tests and trusted networks only; warns.")
 @click.option("--detach", is_flag=True, help="Run in the background; return once it answers.")
 @click.option("--stop", is_flag=True, help="Stop the orchestrator running on the data dir.")
 @pass_app
 def server(app: AppContext, listen: str | None, data_dir: Path | None,
-           volume_root: Path | None, tls_cert: Path | None, tls_key: Path | None,
-           detach: bool, stop: bool) -> None:
-    """Run the orchestrator of the cluster in the spec: its API, scheduler and data mover."""
-    block, base = _block(app)
+           volume_root: Path | None, initialize: bool, insecure: bool, detach: bool,
+           stop: bool) -> None:
+    """Run the orchestrator of the cluster in the spec: its API, scheduler and data mover.
+
+    It serves TLS with a certificate of the cluster CA (`fuzz init` makes the CA).
+    """
+    block, base, cluster = _block(app)
     data = (data_dir or base / block.data_dir).absolute()
+    if initialize:
+        created = init_data_dir(data, cluster)
+        click.echo(f"{'created' if created else 'found'} the cluster CA ({data / CA_FILE}) and "
+                   f"the admin token ({admin_token_path(data)})")
+        return
     if stop:
         _stop(data)
         return
     listen = listen or block.listen
+    insecure = insecure or block.insecure
     volumes = volume_root or (base / block.volume_root if block.volume_root else None)
-    if (tls_cert is None) != (tls_key is None):
-        raise ConfigError("--tls-cert and --tls-key go together")
     if detach:
-        argv = ["server", "--listen", listen, "--data-dir", str(data)]
+        argv = ["-f", str(app.spec_path.absolute()), "server", "--listen", listen,
+                "--data-dir", str(data)]
         if volumes is not None:
             argv += ["--volume-root", str(Path(volumes).absolute())]
-        if tls_cert and tls_key:
-            argv += ["--tls-cert", str(tls_cert.absolute()), "--tls-key", str(tls_key.absolute())]
-        _detach(argv, data)
+        if insecure:
+            argv += ["--insecure"]
+            click.echo("warning: --insecure: the orchestrator serves plain text; tokens, "
+                       "secrets and data cross the network unencrypted", err=True)
+        _detach(argv, data, insecure)
         return
     from fuzz.orchestrate.server import ServerSettings, serve  # the server's imports, only here
 
     click.echo(f"orchestrator starting on {listen} (data in {data})", err=True)
     serve(ServerSettings(
         listen=listen, data_dir=data, volume_root=Path(volumes).absolute() if volumes else None,
-        job_uid=block.job_uid, job_gid=block.job_gid,
-        tls=TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None,
-        advertise=block.advertise,
+        job_uid=block.job_uid, job_gid=block.job_gid, advertise=block.advertise,
+        cluster=cluster, insecure=insecure,
     ))
 
 

@@ -1,4 +1,12 @@
-"""Which orchestrator a command talks to: ``--server``/``--token-file`` or the spec's block."""
+"""Which orchestrator a command talks to, as whom, and how it verifies it.
+
+In order: ``--server`` with ``--token-file`` (and ``--ca-file`` or ``--insecure``);
+the context ``--context NAME`` (or ``$FUZZ_CONTEXT``) names; the cluster spec's
+``orchestrator:`` block, as the admin (the CA and admin token in its data dir);
+the current context from ``fuzz login``. Plain text is only ever used when asked
+for (``--insecure``, a context logged in with it, ``orchestrator.insecure``), and
+then with a warning on standard error.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +16,75 @@ from typing import Any, TypeVar
 
 import click
 
+from fuzz.cli.contexts import ClientConfig, config_path
 from fuzz.cli.options import AppContext
 from fuzz.orchestrate.client import OrchestratorClient
-from fuzz.orchestrate.connect import explicit_client
+from fuzz.orchestrate.connect import Target, explicit_target, spec_target
+from fuzz.orchestrate.iam_client import IamClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _store(attribute: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A callback keeping an option's value in the app's access options."""
+
+    def keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        app = ctx.find_object(AppContext)
+        if app is not None and value is not None:
+            setattr(app.access, attribute, value)
+        return value
+
+    return keep
+
+
 def server_options(func: F) -> F:
-    """``--server`` and ``--token-file`` (also FUZZ_SERVER and FUZZ_TOKEN_FILE)."""
-    func = click.option(
-        "--token-file", type=click.Path(dir_okay=False, path_type=Path), envvar="FUZZ_TOKEN_FILE",
-        help="The orchestrator's token (default: from the cluster spec's orchestrator: block).",
-    )(func)
-    return click.option(
-        "--server", metavar="HOST:PORT", envvar="FUZZ_SERVER",
-        help="The orchestrator (default: from the cluster spec's orchestrator: block).",
-    )(func)
+    """``--server``, ``--token-file``, ``--ca-file``, ``--insecure`` and ``--context``.
+
+    The first two are the command's parameters; the others land in ``app.access``.
+    """
+    for option in (
+        click.option("--context", metavar="NAME", envvar="FUZZ_CONTEXT", expose_value=False,
+                     callback=_store("context"),
+                     help="Use this context from `fuzz login` (default: the spec's "
+                     "orchestrator, else the current context)."),
+        click.option("--insecure", is_flag=True, expose_value=False,
+                     callback=_store("insecure"),
+                     help="With --server: plain text, no TLS (warns)."),
+        click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path),
+                     envvar="FUZZ_CA_FILE", expose_value=False, callback=_store("ca_file"),
+                     help="With --server: the cluster CA to verify it against."),
+        click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                     envvar="FUZZ_TOKEN_FILE",
+                     help="With --server: the file holding your token."),
+        click.option("--server", metavar="HOST:PORT", envvar="FUZZ_SERVER",
+                     help="The orchestrator (default: see --context)."),
+    ):
+        func = option(func)
+    return func
+
+
+def target(app: AppContext, server: str | None, token_file: Path | None) -> Target:
+    """The orchestrator the options (or their defaults) choose; warns about plain text."""
+    if server is not None or token_file is not None:
+        if server is None or token_file is None:
+            raise click.UsageError("--server and --token-file go together")
+        chosen = explicit_target(server, token_file, app.access.ca_file, app.access.insecure)
+    elif app.access.context is None and app.spec_path.exists() and \
+            app.workspace.loaded.spec.orchestrator is not None:
+        chosen = spec_target(app.workspace.loaded)
+    else:
+        chosen = ClientConfig.load(config_path()).context(app.access.context)[1].target()
+    if chosen.tls is None:
+        click.echo(f"warning: talking to the orchestrator at {chosen.endpoint} in plain text "
+                   "(insecure): tokens and data cross the network unencrypted", err=True)
+    return chosen
 
 
 def connect(app: AppContext, server: str | None, token_file: Path | None) -> OrchestratorClient:
     """A client for the chosen orchestrator."""
-    if server is not None or token_file is not None:
-        if server is None or token_file is None:
-            raise click.UsageError("--server and --token-file go together")
-        return explicit_client(server, token_file)
-    return app.workspace.orchestrator
+    return target(app, server, token_file).orchestrator()
+
+
+def connect_iam(app: AppContext, server: str | None, token_file: Path | None) -> IamClient:
+    """A client for the chosen orchestrator's Iam API."""
+    return target(app, server, token_file).iam()

@@ -36,8 +36,10 @@ def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) 
 
 def _register_commands() -> None:
     from fuzz.cli import (
+        commands_iam,
         commands_info,
         commands_lifecycle,
+        commands_login,
         commands_runs,
         commands_secret,
         commands_server,
@@ -47,7 +49,7 @@ def _register_commands() -> None:
     from fuzz.substrate.cli import substrate
 
     for module in (commands_lifecycle, commands_state, commands_info, commands_server,
-                   commands_secret):
+                   commands_secret, commands_login, commands_iam):
         for command in module.COMMANDS:
             cli.add_command(command)
     for command in commands_runs.COMMANDS:
@@ -58,6 +60,8 @@ def _register_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user errors are one line on stderr and exit 1, never a traceback."""
+    # gRPC core would log failed TLS handshakes itself; the CLI says them in one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     _register_commands()
     try:
         cli.main(args=argv, prog_name="fuzz", standalone_mode=False)

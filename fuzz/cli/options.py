@@ -21,6 +21,15 @@ PIPED_WIDTH = 160
 
 
 @dataclass
+class AccessOptions:
+    """How to reach the orchestrator beyond ``--server``/``--token-file`` (see connection.py)."""
+
+    context: str | None = None
+    ca_file: Path | None = None
+    insecure: bool = False
+
+
+@dataclass
 class AppContext:
     """What the top-level group hands every command."""
 
@@ -28,6 +37,7 @@ class AppContext:
     color: bool = True
     out: Console = field(init=False)
     err: Console = field(init=False)
+    access: AccessOptions = field(default_factory=AccessOptions)
 
     def __post_init__(self) -> None:
         # Piped output (CI logs, files) gets wide lines instead of rich's default 80 columns.
@@ -44,12 +54,17 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
-def parse_lock_timeout(value: str) -> float:
-    """Parse a ``--lock-timeout`` value, with the flag's name in the error."""
+def parse_duration_option(option: str, value: str) -> float:
+    """Parse a duration given as ``option``, with the option's name in the error."""
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise ConfigError(f"--lock-timeout: {exc}") from None
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+def parse_lock_timeout(value: str) -> float:
+    """Parse a ``--lock-timeout`` value, with the flag's name in the error."""
+    return parse_duration_option("--lock-timeout", value)
 
 
 def lock_timeout_option(func: F) -> F:

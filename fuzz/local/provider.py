@@ -5,8 +5,12 @@ A node lives in ``<workdir>/<cluster>/<client token>/``:
 ``meta.json``   the node's tags, address, pool, labels and provider block (written first)
 ``token``       the agent's own bearer token (mode 0600)
 ``join-token``  the token it joins its orchestrator with, when the cluster has one (0600)
+``join-ca.pem`` the cluster CA, when the orchestrator speaks TLS: the agent enrolls for
+                a certificate and serves mutual TLS (otherwise it runs ``--insecure``)
 ``agent.log``   the agent's stdout and stderr
 ``agent.lock``, ``agent.json``, ``node-id``  kept by the agent (:mod:`fuzz.substrate.statedir`)
+``tls/``        the node's key, certificate and CA (:mod:`fuzz.substrate.enroll`); the
+                provider's health checks present that certificate
 
 Whether a node runs is read from the agent's lock, not from a pid: a non-blocking
 ``flock`` attempt on a fresh descriptor fails exactly while a live agent holds it.
@@ -61,6 +65,7 @@ KIND = "local"
 META_FILE = "meta.json"
 TOKEN_FILE = "token"
 JOIN_TOKEN_FILE = "join-token"
+JOIN_CA_FILE = "join-ca.pem"
 LOG_FILE = "agent.log"
 CREATE_LOCK_FILE = "create.lock"
 POLL_INTERVAL = 0.03
@@ -244,10 +249,11 @@ def _observation(
 
 
 def payload_document(node: NodeRequest, join: JoinInfo) -> str:
-    """The JSON document a local node starts from: join token, orchestrator and labels."""
+    """The JSON document a local node starts from: join token, orchestrator, CA and labels."""
     labels = {**dict(node.labels), **dict(node.tags)}
     return json.dumps(
-        {"token": join.token, "orchestrator": join.orchestrator, "labels": labels},
+        {"token": join.token, "orchestrator": join.orchestrator, "ca": join.ca_pem,
+         "labels": labels},
         sort_keys=True,
     )
 
@@ -257,6 +263,7 @@ class _Payload:
     join_token: str
     orchestrator: str | None
     labels: dict[str, str]
+    ca_pem: str | None = None
 
 
 def _parse_payload(node: NodeRequest) -> _Payload:
@@ -265,15 +272,17 @@ def _parse_payload(node: NodeRequest) -> _Payload:
         payload = json.loads(text)
         token = str(payload["token"] or "").strip()
         orchestrator = payload.get("orchestrator")
+        ca_pem = payload.get("ca")
         labels = {str(k): str(v) for k, v in dict(payload.get("labels") or {}).items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ProviderError(
             f"local node {node.address}: the bootstrap payload is not the local provider's "
-            f"JSON document (token, orchestrator, labels)"
+            f"JSON document (token, orchestrator, ca, labels)"
         ) from None
     if not token:
         raise ProviderError(f"local node {node.address}: the join token is empty")
-    return _Payload(token, str(orchestrator) if orchestrator else None, labels)
+    return _Payload(token, str(orchestrator) if orchestrator else None, labels,
+                    str(ca_pem) if ca_pem else None)
 
 
 # --- agent processes --------------------------------------------------------------------
@@ -309,6 +318,10 @@ def _spawn(
     if payload.orchestrator:
         argv += ["--join", payload.orchestrator, "--join-token-file",
                  str(directory / JOIN_TOKEN_FILE), "--node-name", address]
+    if payload.orchestrator and payload.ca_pem:
+        argv += ["--join-ca-file", str(directory / JOIN_CA_FILE)]
+    else:
+        argv += ["--insecure"]  # no CA to enroll with: a local, plain-text node
     env = dict(os.environ)
     source_root = str(Path(fuzz.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
@@ -329,10 +342,13 @@ def _spawn(
     return proc
 
 
-def _healthy(endpoint: str, token: str) -> bool:
+def _healthy(directory: Path, address: str, endpoint: str, token: str) -> bool:
     from fuzz.substrate.client import AgentClient  # imports gRPC only when a node is used
+    from fuzz.substrate.enroll import TLS_DIR, NodeIdentity
 
-    client = AgentClient(endpoint, token, timeout=2.0)
+    identity = NodeIdentity(directory / TLS_DIR)
+    tls = identity.client_tls(address) if identity.is_complete() else None
+    client = AgentClient(endpoint, token, timeout=2.0, tls=tls)
     try:
         return client.health()
     finally:
@@ -367,7 +383,7 @@ def _wait_running(
                 f"local node {address}: the agent stopped while starting: {_log_tail(directory)}"
             )
         endpoint = (status.info or {}).get("endpoint")
-        if endpoint and _healthy(str(endpoint), token):
+        if endpoint and _healthy(directory, str(address), str(endpoint), token):
             return _observation(directory, meta, "running", status)
         if time.monotonic() >= deadline:
             if proc is not None:
@@ -483,6 +499,8 @@ class LocalProvider(ProviderPlugin):
             if payload.orchestrator:
                 write_private_file(directory / JOIN_TOKEN_FILE,
                                    (payload.join_token + "\n").encode())
+            if payload.ca_pem:
+                write_private_file(directory / JOIN_CA_FILE, payload.ca_pem.encode())
             (directory / INFO_FILE).unlink(missing_ok=True)  # left by a killed agent
             proc = _spawn(directory, node.address, payload, config)
             return _wait_running(directory, meta, token, config.start_timeout, proc)

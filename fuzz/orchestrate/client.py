@@ -14,8 +14,9 @@ import grpc
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import orchestrator_pb2_grpc
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import DEFAULT_TIMEOUT, GrpcClient, status_of
+from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls, GrpcClient, status_of, tls_failure
 from fuzz.provider_api import JoinInfo
+from fuzz.substrate.enroll import RegistrationProof
 
 START_TIMEOUT = 60.0
 
@@ -36,21 +37,33 @@ class NotFoundError(OrchestratorError):
     """No such workflow, task or secret."""
 
 
+class AccessDeniedError(OrchestratorError):
+    """The caller's credentials were refused, or their policies do not allow the call."""
+
+
 class OrchestratorClient(GrpcClient):
     """Talk to the orchestrator at ``endpoint`` with ``token``."""
 
     def __init__(self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
-                 ca_pem: bytes | None = None) -> None:
-        """Open a channel; nothing is sent yet."""
-        super().__init__(endpoint, token, timeout, ca_pem)
+                 tls: ClientTls | None = None) -> None:
+        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
+        super().__init__(endpoint, token, timeout, tls)
         self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
 
     def _error(self, exc: grpc.RpcError) -> OrchestratorError:
         """What a failed call means, in one line (a Fuzzfile's problems keep theirs)."""
         code, details = status_of(exc)
         if code == grpc.StatusCode.UNAVAILABLE:
+            failure = tls_failure(details)
+            if failure is not None:
+                return OrchestratorUnreachableError(
+                    f"the orchestrator at {self.endpoint} failed TLS verification: {failure} "
+                    "(is the CA file the cluster's ca.pem?)")
+            hint = " (this client speaks plain text: a TLS server closes such connections)" \
+                if self.plain_text else ""
             return OrchestratorUnreachableError(
-                f"cannot reach the orchestrator at {self.endpoint}: is `fuzz server` running?")
+                f"cannot reach the orchestrator at {self.endpoint}: is `fuzz server` "
+                f"running?{hint}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return OrchestratorUnreachableError(
                 f"the orchestrator at {self.endpoint} did not answer in time")
@@ -59,23 +72,39 @@ class OrchestratorClient(GrpcClient):
         if code == grpc.StatusCode.NOT_FOUND:
             return NotFoundError(details)
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            return OrchestratorError(f"the orchestrator refused the credentials: {details}")
+            return AccessDeniedError(f"the orchestrator refused the credentials: {details}")
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return AccessDeniedError(f"permission denied: {details}")
         return OrchestratorError(details or (code.name if code else "the call failed"))
 
     # --- nodes -------------------------------------------------------------------------
 
-    def register_node(self, name: str, endpoint: str, agent_token: str, join_token: str,
-                      labels: Mapping[str, str]) -> bool:
-        """Register (or heartbeat) a node; True the first time."""
-        reply = self._call(self._stub.RegisterNode, pb.RegisterNodeRequest(
-            name=name, endpoint=endpoint, agent_token=agent_token, join_token=join_token,
-            labels=dict(labels)), None)
-        return bool(reply.first)
+    def register_node(self, name: str, endpoint: str, agent_token: str,
+                      labels: Mapping[str, str], *, join_token: str = "",
+                      proof: RegistrationProof | None = None) -> bool:
+        """Register (or heartbeat) a node, proven by ``proof`` (TLS) or ``join_token``.
+
+        True the first time.
+        """
+        request = pb.RegisterNodeRequest(name=name, endpoint=endpoint, agent_token=agent_token,
+                                         join_token=join_token, labels=dict(labels))
+        if proof is not None:
+            request.certificate = proof.certificate
+            request.signature = proof.signature
+            request.signed_at = proof.signed_at
+        return bool(self._call(self._stub.RegisterNode, request, None).first)
+
+    def enroll_node(self, name: str, join_token: str, csr: bytes) -> bytes:
+        """Spend ``join_token`` for node ``name``'s certificate (PEM) from the CSR."""
+        reply = self._call(self._stub.EnrollNode, pb.EnrollNodeRequest(
+            name=name, join_token=join_token, csr=csr), None)
+        return bytes(reply.certificate)
 
     def issue_join_token(self, node: str) -> JoinInfo:
-        """How a node about to be created joins: a new join token and where to register."""
+        """How a node about to be created joins: a join token, where, and the CA to trust."""
         reply = self._call(self._stub.IssueJoinToken, pb.IssueJoinTokenRequest(node=node), None)
-        return JoinInfo(token=str(reply.token), orchestrator=str(reply.orchestrator))
+        return JoinInfo(token=str(reply.token), orchestrator=str(reply.orchestrator),
+                        ca_pem=str(reply.ca) or None)
 
     def list_nodes(self) -> list[pb.Node]:
         """The registered nodes."""

@@ -1,22 +1,27 @@
-"""How a client finds the orchestrator: an explicit address and token file, or the spec's.
+"""How a client finds the orchestrator: an explicit address and credentials, or the spec's.
 
-``fuzz server`` keeps its admin token in ``DATA_DIR/admin.token`` and publishes
-its endpoint in ``DATA_DIR/server.json`` while it runs; a CLI run next to the
-cluster spec finds both through the spec's ``orchestrator:`` block.
+``fuzz server`` keeps its admin token in ``DATA_DIR/admin.token`` and the cluster
+CA in ``DATA_DIR/ca.pem``, and publishes its endpoint in ``DATA_DIR/server.json``
+while it runs; a CLI run next to the cluster spec finds all three through the
+spec's ``orchestrator:`` block and so speaks TLS as the admin, verifying the server.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from fuzz.errors import ConfigError
+from fuzz.grpcclient import ClientTls
 from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.orchestrate.iam_client import IamClient
 from fuzz.spec.loader import LoadedSpec
 from fuzz.substrate.auth import read_token_file
 from fuzz.substrate.statedir import read_json
 
 TOKEN_FILE = "admin.token"
 INFO_FILE = "server.json"
+CA_FILE = "ca.pem"
 
 
 def admin_token_path(data_dir: Path) -> Path:
@@ -30,23 +35,63 @@ def running_endpoint(data_dir: Path) -> str | None:
     return str(info["endpoint"]) if info and "endpoint" in info else None
 
 
-def orchestrator_client(loaded: LoadedSpec) -> OrchestratorClient:
-    """A client for the orchestrator the cluster spec's ``orchestrator:`` block declares."""
+def read_ca_file(path: Path) -> bytes:
+    """A CA certificate (PEM) from ``path``; ConfigError naming the file otherwise."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CA file {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError(f"{path} is not a PEM certificate")
+    return pem
+
+
+@dataclass(frozen=True)
+class Target:
+    """An orchestrator and how to speak to it: where, which token, which TLS (None: plain)."""
+
+    endpoint: str
+    token: str
+    tls: ClientTls | None
+
+    def orchestrator(self) -> OrchestratorClient:
+        """A client of its workflow, secret and node API."""
+        return OrchestratorClient(self.endpoint, self.token, tls=self.tls)
+
+    def iam(self) -> IamClient:
+        """A client of its Iam API."""
+        return IamClient(self.endpoint, self.token, tls=self.tls)
+
+
+def spec_target(loaded: LoadedSpec) -> Target:
+    """The orchestrator the cluster spec's ``orchestrator:`` block declares, as its admin."""
     block = loaded.spec.orchestrator
     if block is None:
         raise ConfigError(
-            f"{loaded.path.name} has no orchestrator: block; add one, or pass --server "
-            "and --token-file")
+            f"{loaded.path.name} has no orchestrator: block; add one, log in with "
+            "`fuzz login SERVER`, or pass --server and --token-file")
     data_dir = loaded.base_dir / block.data_dir
     token_path = admin_token_path(data_dir)
     if not token_path.exists():
         raise ConfigError(
-            f"no orchestrator has run on {data_dir} yet (no {TOKEN_FILE}): start it with "
-            "`fuzz server`")
-    return OrchestratorClient(running_endpoint(data_dir) or block.address,
-                              read_token_file(token_path))
+            f"no orchestrator was initialized on {data_dir} (no {TOKEN_FILE}): run "
+            "`fuzz init`, then `fuzz server`")
+    tls = None if block.insecure else ClientTls(read_ca_file(data_dir / CA_FILE))
+    return Target(running_endpoint(data_dir) or block.address, read_token_file(token_path), tls)
 
 
-def explicit_client(server: str, token_file: Path) -> OrchestratorClient:
-    """A client for the orchestrator at ``server`` with the token in ``token_file``."""
-    return OrchestratorClient(server, read_token_file(token_file))
+def orchestrator_client(loaded: LoadedSpec) -> OrchestratorClient:
+    """A client for the orchestrator the cluster spec's ``orchestrator:`` block declares."""
+    return spec_target(loaded).orchestrator()
+
+
+def explicit_target(server: str, token_file: Path, ca_file: Path | None,
+                    insecure: bool) -> Target:
+    """The orchestrator at ``server`` with the token in ``token_file``.
+
+    TLS verified against ``ca_file``, or plain text with ``insecure``.
+    """
+    if insecure == (ca_file is not None):
+        raise ConfigError("--server needs --ca-file (the cluster CA) or --insecure, not both")
+    tls = ClientTls(read_ca_file(ca_file)) if ca_file is not None else None
+    return Target(server, read_token_file(token_file), tls)

@@ -1,11 +1,14 @@
 """The nodes of one cluster: join tokens, registration, heartbeats, and calling their agents.
 
-A node's agent registers with the join token it was created with (see
-``fuzz substrate serve --join``), giving its endpoint and the bearer token the
-orchestrator must use to call it; the orchestrator reads the node's inventory
-then, once. Registration repeats every few seconds as the node's heartbeat; a node
-not heard from within :data:`HEARTBEAT_TIMEOUT` is not scheduled onto. Agent
-tokens are stored sealed with the server's key.
+A node's agent registers (see ``fuzz substrate serve --join``), giving its
+endpoint and the bearer token the orchestrator must use to call it; the
+orchestrator reads the node's inventory then, once. Registration repeats every
+few seconds as the node's heartbeat; a node not heard from within
+:data:`HEARTBEAT_TIMEOUT` is not scheduled onto. Agent tokens are stored sealed
+with the server's key. Who may register as which node is decided before: by the
+join token (:meth:`NodeDirectory.check_join_token`, plain-text clusters) or by the
+node's certificate (:mod:`fuzz.orchestrate.enrollment`). In a TLS cluster agents
+are called with mutual TLS, each verified as its node.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 
 from fuzz.encryption import Sealer
 from fuzz.errors import FuzzError
+from fuzz.grpcclient import ClientTls
 from fuzz.orchestrate.records import JoinTokenRecord, NodeRecord
 from fuzz.orchestrate.store import Store
 from fuzz.resources import NodeCapacity, ResourceRequest
@@ -53,7 +57,8 @@ class JoinRefusedError(FuzzError):
     """A registration with a wrong join token, or from an agent that cannot be reached."""
 
 
-def _hash(token: str) -> str:
+def join_token_hash(token: str) -> str:
+    """How a join token is stored and looked up."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -61,12 +66,14 @@ class NodeDirectory:
     """Registered nodes, their agents' clients, and the resources the scheduler sees."""
 
     def __init__(
-        self, store: Store, sealer: Sealer, clock: Callable[[], float] = time.time
+        self, store: Store, sealer: Sealer, clock: Callable[[], float] = time.time,
+        agent_tls: Callable[[str], ClientTls] | None = None,
     ) -> None:
-        """Load the nodes recorded in ``store``."""
+        """Load the nodes recorded in ``store``; call agents as ``agent_tls(node)`` says."""
         self._store = store
         self._sealer = sealer
         self._clock = clock
+        self._agent_tls = agent_tls
         self._lock = threading.Lock()
         self._nodes = {node.name: node for node in store.load(NodeRecord)}
         self._clients: dict[str, AgentClient] = {}
@@ -74,21 +81,24 @@ class NodeDirectory:
     def issue_join_token(self, node: str) -> str:
         """A new join token for the node called ``node`` (only its hash is kept)."""
         token = secrets.token_urlsafe(32)
-        self._store.save(JoinTokenRecord(_hash(token), node, self._clock()))
+        self._store.save(JoinTokenRecord(join_token_hash(token), node, self._clock()))
         return token
 
+    def check_join_token(self, name: str, join_token: str) -> None:
+        """JoinRefusedError unless ``join_token`` was issued for node ``name``."""
+        issued = self._store.load(JoinTokenRecord, token_hash=join_token_hash(join_token))
+        if not issued or not hmac.compare_digest(issued[0].node, name):
+            raise JoinRefusedError(f"node {name!r}: the join token was not issued for it")
+
     def register(
-        self, name: str, endpoint: str, agent_token: str, join_token: str,
-        labels: Mapping[str, str],
+        self, name: str, endpoint: str, agent_token: str, labels: Mapping[str, str],
     ) -> bool:
         """Record (or refresh) node ``name``; True when it is new or its agent changed.
 
-        Raises JoinRefusedError when the join token was not issued for ``name`` or
-        the agent cannot be reached at ``endpoint`` with ``agent_token``.
+        The caller has made sure the registration is ``name``'s. Raises
+        JoinRefusedError when the agent cannot be reached at ``endpoint`` with
+        ``agent_token``.
         """
-        issued = self._store.load(JoinTokenRecord, token_hash=_hash(join_token))
-        if not issued or not hmac.compare_digest(issued[0].node, name):
-            raise JoinRefusedError(f"node {name!r}: the join token was not issued for it")
         now = self._clock()
         with self._lock:
             known = self._nodes.get(name)
@@ -110,7 +120,7 @@ class NodeDirectory:
     def _inspect(
         self, name: str, endpoint: str, agent_token: str, labels: Mapping[str, str], now: float
     ) -> NodeRecord:
-        client = AgentClient(endpoint, agent_token, timeout=10.0)
+        client = AgentClient(endpoint, agent_token, timeout=10.0, tls=self._tls_for(name))
         try:
             inventory = client.inventory()
         except AgentError as exc:
@@ -124,6 +134,9 @@ class NodeDirectory:
             labels=dict(labels), architecture=inventory.architecture or "x86_64",
             registered=now, last_seen=now,
         )
+
+    def _tls_for(self, name: str) -> ClientTls | None:
+        return self._agent_tls(name) if self._agent_tls is not None else None
 
     def forget(self, name: str) -> None:
         """Drop node ``name`` (it was deleted)."""
@@ -153,7 +166,7 @@ class NodeDirectory:
                 if record is None:
                     raise FuzzError(f"node {name!r} is not registered")
                 token = self._sealer.unseal(record.agent_token).decode()
-                client = AgentClient(record.endpoint, token)
+                client = AgentClient(record.endpoint, token, tls=self._tls_for(name))
                 self._clients[name] = client
             return client
 

@@ -172,6 +172,90 @@ class SecretRecord:
     created: float
 
 
+@dataclass
+class EnrollmentRecord:
+    """A join token spent for a node's certificate: the key certified, the certificate's serial.
+
+    The node's latest enrollment's certificate (by serial) is the one that
+    identifies it; a retried enrollment with the same join token and the same key
+    gets a fresh one, any other key is refused.
+    """
+
+    TABLE: ClassVar[str] = "enrollments"
+    KEY: ClassVar[tuple[str, ...]] = ("join_token_hash",)
+
+    node: str
+    join_token_hash: str
+    key_id: str
+    serial: str
+    created: float
+
+
+@dataclass
+class UserRecord:
+    """A user: the roles they have directly and the groups they belong to."""
+
+    TABLE: ClassVar[str] = "users"
+    KEY: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str
+    roles: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    created: float = 0.0
+
+
+@dataclass
+class GroupRecord:
+    """A group of users and the roles its members have."""
+
+    TABLE: ClassVar[str] = "user_groups"
+    KEY: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str
+    roles: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RoleRecord:
+    """A role defined by an admin: a policy document (statements as plain data)."""
+
+    TABLE: ClassVar[str] = "roles"
+    KEY: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str
+    statements: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TokenRecord:
+    """A bearer token or a one-time login code of a user (stored as a hash only).
+
+    ``kind``: ``session`` (from a login), ``code`` (a login code, spent by logging
+    in) or ``admin`` (the data dir's ``admin.token``). ``expires`` 0: never.
+    """
+
+    TABLE: ClassVar[str] = "tokens"
+    KEY: ClassVar[tuple[str, ...]] = ("token_hash",)
+
+    token_hash: str
+    user: str
+    kind: str
+    created: float
+    expires: float
+    revoked: bool = False
+
+
+@dataclass
+class SettingRecord:
+    """A server setting changed through the API (the curtain)."""
+
+    TABLE: ClassVar[str] = "settings"
+    KEY: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str
+    value: str
+
+
 RECORD_TYPES: tuple[type[Any], ...] = (
     WorkflowRecord,
     VolumeRecord,
@@ -181,4 +265,10 @@ RECORD_TYPES: tuple[type[Any], ...] = (
     NodeRecord,
     JoinTokenRecord,
     SecretRecord,
+    EnrollmentRecord,
+    UserRecord,
+    GroupRecord,
+    RoleRecord,
+    TokenRecord,
+    SettingRecord,
 )

@@ -49,6 +49,7 @@ from fuzz.orchestrate.workflow import (
     new_images,
     new_tasks,
     new_transfers,
+    secret_references,
 )
 from fuzz.scheduler.placement import PendingTask, place
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, parse_fuzzfile
@@ -205,13 +206,8 @@ class Runner:
 
     def _check_secrets(self, owner: str, loaded: LoadedFuzzfile) -> None:
         known = {secret.name for secret in self._secrets.list(owner)}
-        fuzzfile = loaded.fuzzfile
-        wanted = [(f"jobs.{name}.image.secret", job.image.secret_name)
-                  for name, job in fuzzfile.jobs.items()]
-        wanted += [(f"volumes.{m.volume}.{m.direction}[{m.seq}]", m.secret)
-                   for m in new_transfers("check", fuzzfile)]
-        for where, secret in wanted:
-            if secret and secret not in known:
+        for where, secret in secret_references(loaded.fuzzfile):
+            if secret not in known:
                 raise FuzzError(
                     f"{loaded.path}: {where}: no secret {secret!r} "
                     f"(create it with: fuzz secret create {secret})")

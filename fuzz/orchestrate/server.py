@@ -2,40 +2,57 @@
 
 Its data directory holds everything it needs to carry on after a restart:
 
-``server.db``     the SQLite store (workflows, tasks, volumes, nodes, secrets)
+``server.db``     the SQLite store (workflows, tasks, volumes, nodes, secrets, users,
+                  tokens, roles)
 ``master.key``    the key secrets and agent tokens are sealed with (0600)
-``admin.token``   the bearer token clients (the CLI) present (0600)
+``admin.token``   the bearer token of the built-in ``admin`` user (0600)
+``ca.pem``, ``ca.key``, ``server.crt``, ``server.key``  the cluster CA and the
+                  orchestrator's certificate (see :mod:`fuzz.orchestrate.datadir`)
+``audit.log``     every access decision, one JSON line each (0600)
 ``server.json``   pid and endpoint while it runs
 ``server.lock``   held while it runs: one server per data directory
 ``logs/``         finished tasks' output
 ``volumes/``      the volume root, unless another (shared) path is configured
+
+It serves TLS with a certificate of the cluster CA unless ``insecure`` is set.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fuzz.api import orchestrator_pb2_grpc
+import grpc
+
+from fuzz.api import iam_pb2_grpc, orchestrator_pb2_grpc
 from fuzz.encryption import Sealer
 from fuzz.grpcserve import (
     RunningServer,
     ServerStartError,
-    TlsFiles,
     install_signal_handlers,
     restore_signal_handlers,
     start_server,
 )
-from fuzz.orchestrate.connect import INFO_FILE, admin_token_path
+from fuzz.orchestrate.audit import AUDIT_FILE, AuditLog
+from fuzz.orchestrate.authz import Authorizer
+from fuzz.orchestrate.connect import INFO_FILE
+from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
+from fuzz.orchestrate.enrollment import NodeCertifier
+from fuzz.orchestrate.iam import IamDirectory
+from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.orchestrate.runner import Runner, RunnerSettings
 from fuzz.orchestrate.secretstore import SecretStore
-from fuzz.orchestrate.service import REGISTER_METHOD, SERVICE_NAME, OrchestratorService
+from fuzz.orchestrate.service import (
+    ENROLL_METHOD,
+    REGISTER_METHOD,
+    SERVICE_NAME,
+    OrchestratorService,
+)
 from fuzz.orchestrate.store import Store
-from fuzz.substrate.auth import read_token_file
 from fuzz.substrate.statedir import (
     acquire_lock,
     release_lock,
@@ -58,8 +75,9 @@ class ServerSettings:
     volume_root: Path | None = None
     job_uid: int = 65534
     job_gid: int = 65534
-    tls: TlsFiles | None = None
     advertise: str | None = None  # the address agents register with; default: where it listens
+    cluster: str = "default"  # names the resource cluster/<name> (cluster:apply)
+    insecure: bool = False  # plain text instead of TLS: tests and trusted networks only
 
 
 def _key(data_dir: Path) -> bytes:
@@ -70,13 +88,6 @@ def _key(data_dir: Path) -> bytes:
     if len(key) != 32:
         raise ServerStartError(f"{path} must hold 32 bytes (it holds {len(key)})")
     return key
-
-
-def _admin_token(data_dir: Path) -> str:
-    path = admin_token_path(data_dir)
-    if not path.exists():
-        write_private_file(path, (secrets.token_urlsafe(32) + "\n").encode())
-    return read_token_file(path)
 
 
 def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None:
@@ -90,26 +101,43 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
     store: Store | None = None
+    audit: AuditLog | None = None
     running: RunningServer | None = None
     runner: Runner | None = None
     try:
+        tls = None if settings.insecure else ClusterTls.start(
+            data_dir, server_hosts(settings.listen, settings.advertise))
         sealer = Sealer.from_keys(_key(data_dir))
-        token = _admin_token(data_dir)
         store = Store(data_dir / DB_FILE)
-        nodes = NodeDirectory(store, sealer)
+        iam = IamDirectory(store)
+        iam.ensure_admin(ensure_admin_token(data_dir))
+        audit = AuditLog(data_dir / AUDIT_FILE)
+        authz = Authorizer(iam, audit)
+        nodes = NodeDirectory(store, sealer, agent_tls=tls.agent_tls if tls else None)
         secret_store = SecretStore(store, sealer)
         runner = Runner(store, nodes, secret_store, RunnerSettings(
             volume_root=settings.volume_root or data_dir / "volumes",
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
         ))
-        service = OrchestratorService(runner, nodes, secret_store, settings.advertise or "")
+        service = OrchestratorService(
+            runner, nodes, secret_store, authz, cluster=settings.cluster,
+            advertise=settings.advertise or "",
+            certifier=NodeCertifier(store, tls.authority) if tls else None)
+        iam_service = IamService(authz)
+
+        def register(server: grpc.Server) -> None:
+            orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(service, server)
+            iam_pb2_grpc.add_IamServicer_to_server(iam_service, server)
+
         running = start_server(
-            settings.listen, token,
-            lambda server: orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-                service, server),
-            SERVICE_NAME, tls=settings.tls, open_methods=(REGISTER_METHOD,),
+            settings.listen, authz.token_problem, register, SERVICE_NAME,
+            tls=tls.files if tls else None,
+            open_methods=(REGISTER_METHOD, ENROLL_METHOD, LOGIN_METHOD),
         )
         service.advertise = settings.advertise or running.endpoint
+        if tls is None:
+            print(f"warning: serving plain text (insecure) on {running.endpoint}: tokens, "
+                  "secrets and data cross the network unencrypted", file=sys.stderr, flush=True)
         runner.start()
         write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(),
                                                  "endpoint": running.endpoint})
@@ -122,6 +150,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
             runner.stop()
         if store is not None:
             store.close()
+        if audit is not None:
+            audit.close()
         (data_dir / INFO_FILE).unlink(missing_ok=True)
         restore_signal_handlers(previous)
         release_lock(lock_fd)

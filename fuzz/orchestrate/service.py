@@ -1,4 +1,12 @@
-"""The orchestrator's gRPC service: the API `fuzz workflow`, `fuzz secret` and agents call."""
+"""The orchestrator's gRPC service: the API `fuzz workflow`, `fuzz secret` and agents call.
+
+Every user-facing RPC is authorized through :class:`~fuzz.orchestrate.authz.Authorizer`
+before it acts: workflows are ``workflow/<owner>/<name>`` (a name belongs to whoever
+started its first run), secrets ``secret/<caller>/<name>``. Lists show what the
+caller may read. Nodes authenticate themselves: in a TLS cluster with the
+certificate they enrolled for (:mod:`fuzz.orchestrate.enrollment`), in a plain-text
+one with their join token.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,17 @@ import grpc
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.errors import FuzzError
 from fuzz.grpcserve import StatusTable, abort_with
+from fuzz.orchestrate.authz import (
+    Authorizer,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    cluster_resource,
+    node_resource,
+    secret_resource,
+    workflow_resource,
+)
+from fuzz.orchestrate.enrollment import NodeCertifier
+from fuzz.orchestrate.iam import Identity
 from fuzz.orchestrate.messages import (
     node_message,
     secret_message,
@@ -19,22 +38,29 @@ from fuzz.orchestrate.messages import (
     workflow_summary,
 )
 from fuzz.orchestrate.nodes import JoinRefusedError, NodeDirectory, NodeUse
-from fuzz.orchestrate.runner import Runner, WorkflowExistsError, WorkflowNotFoundError
+from fuzz.orchestrate.runner import (
+    Runner,
+    WorkflowExistsError,
+    WorkflowNotFoundError,
+    WorkflowSnapshot,
+)
 from fuzz.orchestrate.secretstore import SecretError, SecretStore
-from fuzz.orchestrate.workflow import WorkflowNameError, log_paths
+from fuzz.orchestrate.workflow import WorkflowNameError, log_paths, secret_references
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 from fuzz.spec.problems import SpecError
 from fuzz.substrate.client import AgentError
 
 SERVICE_NAME = "fuzz.orchestrator.v1.Orchestrator"
 REGISTER_METHOD = f"/{SERVICE_NAME}/RegisterNode"
+ENROLL_METHOD = f"/{SERVICE_NAME}/EnrollNode"
 WATCH_INTERVAL = 5.0
 WATCH_MIN_INTERVAL = 0.2  # a watcher sees at most five updates a second
 LOG_CHUNK = 64 * 1024
-DEFAULT_OWNER = "default"
 
 _STATUS: StatusTable = (
     (JoinRefusedError, grpc.StatusCode.UNAUTHENTICATED),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (WorkflowNotFoundError, grpc.StatusCode.NOT_FOUND),
     (WorkflowExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (WorkflowNameError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -56,67 +82,145 @@ class OrchestratorService:
     """
 
     def __init__(self, runner: Runner, nodes: NodeDirectory, secrets: SecretStore,
-                 advertise: str) -> None:
-        """``advertise`` is the address agents register with (handed out with join tokens)."""
+                 authz: Authorizer, *, cluster: str, advertise: str,
+                 certifier: NodeCertifier | None = None) -> None:
+        """``advertise`` is the address agents register with (handed out with join tokens).
+
+        With ``certifier`` (a TLS cluster) nodes enroll for certificates and prove
+        their registrations with them; without, they show their join token.
+        """
         self._runner = runner
         self._nodes = nodes
         self._secrets = secrets
+        self._authz = authz
+        self._cluster = cluster
+        self._certifier = certifier
         self.advertise = advertise
 
     # --- nodes -------------------------------------------------------------------------
 
+    def EnrollNode(self, request: pb.EnrollNodeRequest, context: grpc.ServicerContext
+                   ) -> pb.EnrollNodeReply:
+        """An agent spends its join token for the node's certificate."""
+        who = f"node:{request.name}"
+        try:
+            if self._certifier is None:
+                raise FuzzError("the orchestrator runs without TLS (--insecure): nodes join "
+                                "with their join token, without enrolling")
+            certificate = self._certifier.enroll(request.name, request.join_token, request.csr)
+        except FuzzError as exc:
+            self._authz.audit.record(who, "node:enroll", node_resource(request.name), False,
+                                     str(exc))
+            abort_with(context, exc, _STATUS)
+        self._authz.audit.record(who, "node:enroll", node_resource(request.name), True,
+                                 "join token spent")
+        return pb.EnrollNodeReply(certificate=certificate)
+
     def RegisterNode(self, request: pb.RegisterNodeRequest, context: grpc.ServicerContext
                      ) -> pb.RegisterNodeReply:
         """An agent joins (or beats its heart)."""
+        labels = dict(request.labels)
         try:
+            if self._certifier is None:
+                self._nodes.check_join_token(request.name, request.join_token)
+            elif not request.certificate:
+                raise JoinRefusedError(f"node {request.name!r}: this cluster speaks TLS; start "
+                                       "the agent with --join-ca-file to enroll")
+            else:
+                self._certifier.verify(request.name, request.endpoint, request.agent_token,
+                                       labels, request.certificate, request.signature,
+                                       request.signed_at)
             first = self._nodes.register(request.name, request.endpoint, request.agent_token,
-                                         request.join_token, dict(request.labels))
+                                         labels)
         except FuzzError as exc:
+            self._authz.audit.record(f"node:{request.name}", "node:register",
+                                     node_resource(request.name), False, str(exc))
             abort_with(context, exc, _STATUS)
         return pb.RegisterNodeReply(first=first)
 
     def IssueJoinToken(self, request: pb.IssueJoinTokenRequest, context: grpc.ServicerContext
                        ) -> pb.JoinToken:
         """A join token for a node about to be created."""
+        try:
+            self._authz.authorize(context, "cluster:apply", cluster_resource(self._cluster))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
         if not request.node:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a join token needs a node name")
+        ca = self._certifier.ca_pem.decode() if self._certifier is not None else ""
         return pb.JoinToken(token=self._nodes.issue_join_token(request.node),
-                            orchestrator=self.advertise)
+                            orchestrator=self.advertise, ca=ca)
 
     def ListNodes(self, request: pb.ListNodesRequest, context: grpc.ServicerContext
                   ) -> pb.NodeList:
-        """Every registered node and what runs there."""
+        """The registered nodes the caller may see, and what runs there."""
+        try:
+            identity = self._authz.identify(context)
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        records = self._nodes.records()
+        shown = self._authz.permitted(identity, "node:read",
+                                      [node_resource(r.name) for r in records], "node/*")
         used = self._runner.used_resources()
         return pb.NodeList(nodes=[
             node_message(record, used.get(record.name, NodeUse()), self._nodes)
-            for record in self._nodes.records()
+            for record, show in zip(records, shown, strict=True) if show
         ])
 
     # --- workflows ---------------------------------------------------------------------
+
+    def workflow_access(self, context: grpc.ServicerContext, action: str, name: str
+                        ) -> tuple[Identity, WorkflowSnapshot]:
+        """The seam of every RPC on an existing workflow: who calls, and may they ``action``.
+
+        Returns the caller and the workflow's latest run; raises WorkflowNotFoundError,
+        UnauthenticatedError or PermissionDeniedError (FuzzErrors; see ``_STATUS``).
+        """
+        identity = self._authz.identify(context)
+        snapshot = self._runner.snapshot(name)
+        self._authz.check(identity, action, workflow_resource(snapshot.record.owner, name))
+        return identity, snapshot
 
     def StartWorkflow(self, request: pb.StartWorkflowRequest, context: grpc.ServicerContext
                       ) -> pb.Workflow:
         """Validate a Fuzzfile against the cluster's nodes and start a run."""
         try:
+            identity = self._authz.identify(context)
+            owner = self._owner_of(request.name, identity.user)
+            self._authz.check(identity, "workflow:start", workflow_resource(owner, request.name))
             loaded = parse_fuzzfile(request.fuzzfile, request.file_name or "Fuzzfile",
                                     capacities=self._nodes.capacities(),
                                     capacities_are_nodes=True)
-            self._runner.submit(request.name, DEFAULT_OWNER, loaded)
+            for _, secret in secret_references(loaded.fuzzfile):
+                self._authz.check(identity, "secret:use", secret_resource(owner, secret))
+            self._runner.submit(request.name, owner, loaded)
             return workflow_message(self._runner.snapshot(request.name))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
+
+    def _owner_of(self, name: str, caller: str) -> str:
+        """Whose workflow ``name`` is: its first runner's, or the caller's when it is new."""
+        try:
+            return self._runner.snapshot(name).record.owner
+        except WorkflowNotFoundError:
+            return caller
 
     def GetWorkflow(self, request: pb.WorkflowRef, context: grpc.ServicerContext
                     ) -> pb.Workflow:
         """The latest run of a workflow."""
         try:
-            return workflow_message(self._runner.snapshot(request.name))
+            return workflow_message(self.workflow_access(context, "workflow:read",
+                                                         request.name)[1])
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 
     def WatchWorkflow(self, request: pb.WorkflowRef, context: grpc.ServicerContext
                       ) -> Iterator[pb.Workflow]:
         """The workflow now and after every change, until it has finished."""
+        try:
+            self.workflow_access(context, "workflow:read", request.name)
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
         seen = -1
         while context.is_active():
             try:
@@ -131,13 +235,23 @@ class OrchestratorService:
 
     def ListWorkflows(self, request: pb.ListWorkflowsRequest, context: grpc.ServicerContext
                       ) -> pb.WorkflowList:
-        """The latest run of every workflow, newest first."""
-        return pb.WorkflowList(workflows=[workflow_summary(r) for r in self._runner.workflows()])
+        """The latest run of every workflow the caller may read, newest first."""
+        try:
+            identity = self._authz.identify(context)
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        records = self._runner.workflows()
+        shown = self._authz.permitted(
+            identity, "workflow:read", [workflow_resource(r.owner, r.name) for r in records],
+            "workflow/*")
+        return pb.WorkflowList(workflows=[
+            workflow_summary(r) for r, show in zip(records, shown, strict=True) if show])
 
     def CancelWorkflow(self, request: pb.WorkflowRef, context: grpc.ServicerContext
                        ) -> pb.Workflow:
         """Stop a workflow: nothing new starts, running tasks are stopped."""
         try:
+            self.workflow_access(context, "workflow:cancel", request.name)
             self._runner.cancel(request.name)
             return workflow_message(self._runner.snapshot(request.name))
         except FuzzError as exc:
@@ -150,7 +264,8 @@ class OrchestratorService:
         if stream not in ("stdout", "stderr"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream must be stdout or stderr")
         try:
-            workflow_id, key = self._task_key(request.workflow, request.task)
+            _, snapshot = self.workflow_access(context, "workflow:read", request.workflow)
+            workflow_id, key = _task_key(snapshot, request.workflow, request.task)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         sent = 0
@@ -170,19 +285,6 @@ class OrchestratorService:
         stdout, stderr = log_paths(self._runner.log_dir(), workflow_id, key)
         yield from _read_from(stdout if stream == "stdout" else stderr, sent)
 
-    def _task_key(self, workflow: str, task: str) -> tuple[str, str]:
-        snapshot = self._runner.snapshot(workflow)
-        keys = [t.key for t in snapshot.tasks]
-        if task in keys:
-            return snapshot.record.id, task
-        of_job = [t.key for t in snapshot.tasks if t.job == task]
-        if len(of_job) == 1:
-            return snapshot.record.id, of_job[0]
-        if of_job:
-            raise TaskNotFoundError(
-                f"job {task!r} has {len(of_job)} tasks: name one, e.g. {of_job[0]!r}")
-        raise TaskNotFoundError(f"workflow {workflow!r} has no job or task {task!r}")
-
     def _wait_until_final(self, workflow: str, key: str, context: grpc.ServicerContext) -> None:
         seen = -1
         while context.is_active():
@@ -196,9 +298,12 @@ class OrchestratorService:
 
     def CreateSecret(self, request: pb.CreateSecretRequest, context: grpc.ServicerContext
                      ) -> pb.Secret:
-        """Store a secret (sealed); its value is never sent back."""
+        """Store one of the caller's secrets (sealed); its value is never sent back."""
         try:
-            record = self._secrets.create(DEFAULT_OWNER, request.name, request.value,
+            identity = self._authz.identify(context)
+            self._authz.check(identity, "secret:create",
+                              secret_resource(identity.user, request.name))
+            record = self._secrets.create(identity.user, request.name, request.value,
                                           request.replace)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
@@ -206,18 +311,43 @@ class OrchestratorService:
 
     def ListSecrets(self, request: pb.ListSecretsRequest, context: grpc.ServicerContext
                     ) -> pb.SecretList:
-        """The caller's secrets, without values."""
-        return pb.SecretList(secrets=[secret_message(r) for r in
-                                      self._secrets.list(DEFAULT_OWNER)])
+        """The caller's secrets they may read, without values."""
+        try:
+            identity = self._authz.identify(context)
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        records = self._secrets.list(identity.user)
+        shown = self._authz.permitted(
+            identity, "secret:read", [secret_resource(r.owner, r.name) for r in records],
+            secret_resource(identity.user, "*"))
+        return pb.SecretList(secrets=[
+            secret_message(r) for r, show in zip(records, shown, strict=True) if show])
 
     def DeleteSecret(self, request: pb.SecretRef, context: grpc.ServicerContext
                      ) -> pb.DeleteSecretReply:
-        """Delete a secret."""
+        """Delete one of the caller's secrets."""
         try:
-            self._secrets.delete(DEFAULT_OWNER, request.name)
+            identity = self._authz.identify(context)
+            self._authz.check(identity, "secret:delete",
+                              secret_resource(identity.user, request.name))
+            self._secrets.delete(identity.user, request.name)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         return pb.DeleteSecretReply()
+
+
+def _task_key(snapshot: WorkflowSnapshot, workflow: str, task: str) -> tuple[str, str]:
+    """The workflow run's id and the key of ``task`` (a task key, or a job with one task)."""
+    keys = [t.key for t in snapshot.tasks]
+    if task in keys:
+        return snapshot.record.id, task
+    of_job = [t.key for t in snapshot.tasks if t.job == task]
+    if len(of_job) == 1:
+        return snapshot.record.id, of_job[0]
+    if of_job:
+        raise TaskNotFoundError(
+            f"job {task!r} has {len(of_job)} tasks: name one, e.g. {of_job[0]!r}")
+    raise TaskNotFoundError(f"workflow {workflow!r} has no job or task {task!r}")
 
 
 def _read_from(path: Path, offset: int) -> Iterator[pb.LogChunk]:

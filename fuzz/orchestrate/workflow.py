@@ -110,6 +110,15 @@ def new_transfers(workflow_id: str, fuzzfile: Fuzzfile) -> list[TransferRecord]:
     return records
 
 
+def secret_references(fuzzfile: Fuzzfile) -> list[tuple[str, str]]:
+    """(where, secret name) for every secret the Fuzzfile uses: image pulls, then transfers."""
+    wanted = [(f"jobs.{name}.image.secret", job.image.secret_name or "")
+              for name, job in fuzzfile.jobs.items()]
+    wanted += [(f"volumes.{m.volume}.{m.direction}[{m.seq}]", m.secret)
+               for m in new_transfers("check", fuzzfile)]
+    return [(where, name) for where, name in wanted if name]
+
+
 def new_images(workflow_id: str, fuzzfile: Fuzzfile) -> dict[str, ImageRecord]:
     """One record per distinct image the jobs use."""
     uris = dict.fromkeys(job.image.uri for job in fuzzfile.jobs.values())

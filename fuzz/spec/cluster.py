@@ -209,6 +209,9 @@ class OrchestratorSpec(StrictModel):
         "(default: DATA_DIR/volumes).")
     job_uid: int = Field(default=65534, ge=0, description="The uid jobs run as.")
     job_gid: int = Field(default=65534, ge=0, description="The gid jobs run as.")
+    insecure: bool = Field(
+        default=False, description="Plain text instead of TLS between the CLI, the server and "
+        "the nodes (tests and trusted networks only; every command warns).")
 
     @property
     def address(self) -> str:

@@ -1,8 +1,9 @@
-"""Bearer-token authentication for the agent's gRPC server, and reading the token file.
+"""Bearer-token authentication for fuzz's gRPC servers, and reading token files.
 
 Every call must carry the metadata ``authorization: Bearer <token>``, except those
 to the standard health service, which load balancers and the provider's readiness
-check call without credentials.
+check call without credentials. The agent accepts one shared token
+(:func:`shared_token`); the orchestrator looks tokens up among its users'.
 """
 
 from __future__ import annotations
@@ -55,24 +56,43 @@ def read_token_file(path: Path) -> str:
     return token
 
 
+TokenCheck = Callable[[str], str | None]
+"""Says whether a presented bearer token is accepted: None, or why not (one line)."""
+
+
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
     """The call metadata that authenticates a client with ``token``."""
     return ((METADATA_KEY, f"Bearer {token}"),)
 
 
-def check_authorization(expected: str, metadata: Iterable[tuple[str, Any]]) -> str | None:
-    """Return None when ``metadata`` carries the bearer token ``expected``, else why not."""
+def presented_token(metadata: Iterable[tuple[str, Any]]) -> tuple[str, str | None]:
+    """The bearer token ``metadata`` carries, or ``("", why there is none)``."""
     values = [value for key, value in metadata if key.lower() == METADATA_KEY]
     if not values:
-        return "missing 'authorization: Bearer <token>' metadata"
+        return "", "missing 'authorization: Bearer <token>' metadata"
     value = values[0]
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     scheme, _, presented = text.strip().partition(" ")
     if scheme.lower() != SCHEME or not presented.strip():
-        return "authorization metadata must be 'Bearer <token>'"
-    if not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+        return "", "authorization metadata must be 'Bearer <token>'"
+    return presented.strip(), None
+
+
+def shared_token(expected: str) -> TokenCheck:
+    """A check accepting exactly ``expected`` (compared in constant time)."""
+
+    def check(presented: str) -> str | None:
+        if hmac.compare_digest(presented.encode(), expected.encode()):
+            return None
         return "invalid bearer token"
-    return None
+
+    return check
+
+
+def check_authorization(check: TokenCheck, metadata: Iterable[tuple[str, Any]]) -> str | None:
+    """Return None when ``metadata`` carries a bearer token ``check`` accepts, else why not."""
+    token, problem = presented_token(metadata)
+    return problem if problem is not None else check(token)
 
 
 def _denying_handler(
@@ -103,15 +123,14 @@ def _denying_handler(
 class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Reject every call without the right bearer token, except the open services."""
 
-    def __init__(self, token: str, open_services: Iterable[str] = (HEALTH_SERVICE,)) -> None:
-        """Accept ``token``; calls to ``open_services`` need none.
+    def __init__(self, check: TokenCheck, open_services: Iterable[str] = (HEALTH_SERVICE,)
+                 ) -> None:
+        """Accept the tokens ``check`` accepts; calls to ``open_services`` need none.
 
         An entry is a service (``grpc.health.v1.Health``) or one method of it
         (``/package.Service/Method``).
         """
-        if not token:
-            raise ValueError("the agent's token must not be empty")
-        self._token = token
+        self._check = check
         self._open = frozenset(open_services)
 
     def intercept_service(
@@ -125,7 +144,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if service in self._open or method in self._open:
             return continuation(handler_call_details)
         metadata = handler_call_details.invocation_metadata or ()
-        problem = check_authorization(self._token, metadata)
+        problem = check_authorization(self._check, metadata)
         if problem is None:
             return continuation(handler_call_details)
         return _denying_handler(continuation(handler_call_details), problem)

@@ -23,6 +23,30 @@ def parse_labels(items: Iterable[str]) -> dict[str, str]:
     return labels
 
 
+def _check_transport(tls: bool, join_ca: bool, insecure: bool, joins: bool) -> None:
+    """Exactly one of --tls-cert, --join-ca-file and --insecure (the agent warns when serving)."""
+    chosen = [flag for flag, given in (("--tls-cert", tls), ("--join-ca-file", join_ca),
+                                       ("--insecure", insecure)) if given]
+    if len(chosen) > 1:
+        raise click.ClickException(f"{' and '.join(chosen)} exclude each other")
+    if not chosen:
+        raise click.ClickException(
+            "the agent serves TLS: give --join-ca-file (a node of a TLS cluster) or "
+            "--tls-cert/--tls-key, or --insecure for plain text")
+    if join_ca and not joins:
+        raise click.ClickException("--join-ca-file needs --join")
+
+
+def _read_ca(path: Path) -> bytes:
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"--join-ca-file {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise click.ClickException(f"--join-ca-file {path}: not a PEM certificate")
+    return pem
+
+
 @click.group(name="substrate")
 def substrate() -> None:
     """Run and inspect the node agent."""
@@ -67,6 +91,12 @@ def substrate() -> None:
               help="Register with the orchestrator at this address (and keep doing so).")
 @click.option("--join-token-file", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="File holding the join token this node was created with.")
+@click.option("--join-ca-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
+              help="The cluster CA: enroll with the orchestrator for a certificate (verifying "
+              "it against this CA) and serve mutual TLS with it.")
+@click.option("--insecure", is_flag=True,
+              help="Serve (and join) in plain text, without TLS: only for tests and trusted "
+              "networks; prints a warning.")
 @click.option("--node-name", metavar="NAME",
               help="The node's name in its cluster (default: the hostname).")
 @click.option("--advertise", metavar="HOST:PORT",
@@ -84,6 +114,8 @@ def serve_command(
     tls_key: Path | None,
     join_address: str | None,
     join_token_file: Path | None,
+    join_ca_file: Path | None,
+    insecure: bool,
     node_name: str | None,
     advertise: str | None,
 ) -> None:
@@ -99,6 +131,8 @@ def serve_command(
     parsed = parse_labels(labels)
     if (tls_cert is None) != (tls_key is None):
         raise click.ClickException("--tls-cert and --tls-key go together")
+    _check_transport(tls_cert is not None, join_ca_file is not None, insecure,
+                     join_address is not None)
     tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
         token = read_token_file(token_file)
@@ -107,7 +141,8 @@ def serve_command(
             if join_token_file is None:
                 raise click.ClickException("--join needs --join-token-file")
             join = JoinSettings(join_address, read_token_file(join_token_file),
-                                node_name or socket.gethostname(), advertise)
+                                node_name or socket.gethostname(), advertise,
+                                _read_ca(join_ca_file) if join_ca_file else None)
         serve(listen, state_dir.absolute(), token, parsed, inventory_file=inventory_file,
               image_cache_bytes=parse_size(image_cache),
               insecure_registries=insecure_registries, tls=tls, join=join)

@@ -13,7 +13,7 @@ import grpc
 
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import DEFAULT_TIMEOUT, GrpcClient, status_of
+from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls, GrpcClient, status_of, tls_failure
 from fuzz.resources import ResourceRequest
 
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
@@ -73,10 +73,10 @@ class AgentClient(GrpcClient):
 
     def __init__(
         self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
-        ca_pem: bytes | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
-        """Open a channel (TLS verified against ``ca_pem`` when given); nothing is sent yet."""
-        super().__init__(endpoint, token, timeout, ca_pem)
+        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
+        super().__init__(endpoint, token, timeout, tls)
         self._stub: Any = substrate_pb2_grpc.SubstrateStub(self._channel)
 
     def inventory(self, timeout: float | None = None) -> substrate_pb2.Inventory:
@@ -232,7 +232,9 @@ class AgentClient(GrpcClient):
         """What a failed call to the agent means, as an AgentError."""
         code, details = status_of(exc)
         if code == grpc.StatusCode.UNAVAILABLE:
-            return AgentUnreachableError(f"agent at {self.endpoint} is not reachable")
+            failure = tls_failure(details)
+            return AgentUnreachableError(f"agent at {self.endpoint} is not reachable"
+                                         + (f": {failure}" if failure else ""))
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return AgentUnreachableError(f"agent at {self.endpoint} did not answer in time")
         if code == grpc.StatusCode.UNAUTHENTICATED:

@@ -1,7 +1,9 @@
 """Joining an orchestrator: the agent registers itself, then keeps registering (heartbeat).
 
 Registration carries the node's name (its address in the cluster), the endpoint
-to call it at, the agent's own bearer token, and the join token the node was
+to call it at and the agent's own bearer token. In a TLS cluster the agent has
+enrolled first (:mod:`fuzz.substrate.enroll`) and proves each registration with
+its certificate; in a plain-text one it carries the join token the node was
 created with. The orchestrator reads the node's inventory once, at the first
 registration. Failures are printed once per distinct message and retried, so an
 agent started before its orchestrator joins as soon as the orchestrator is up.
@@ -15,13 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fuzz.errors import FuzzError
+from fuzz.grpcclient import ClientTls
+from fuzz.substrate.enroll import NodeIdentity, registration_payload
 
 HEARTBEAT_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
 class JoinSettings:
-    """Which orchestrator to join, as which node, with which token."""
+    """Which orchestrator to join, as which node, with which token; ``ca_pem``: over TLS."""
 
     orchestrator: str
     token: str
@@ -31,17 +35,31 @@ class JoinSettings:
 
 
 def keep_registered(settings: JoinSettings, endpoint: str, agent_token: str,
-                    labels: Mapping[str, str], stop: threading.Event) -> None:
-    """Register with the orchestrator every few seconds until ``stop`` is set."""
+                    labels: Mapping[str, str], stop: threading.Event,
+                    identity: NodeIdentity | None = None) -> None:
+    """Register with the orchestrator every few seconds until ``stop`` is set.
+
+    With ``identity`` (a TLS cluster) each registration is proven with the node's
+    certificate instead of carrying the join token.
+    """
     from fuzz.orchestrate.client import OrchestratorClient  # the agent needs it only to join
 
-    client = OrchestratorClient(settings.orchestrator, agent_token, ca_pem=settings.ca_pem)
+    advertised = settings.advertise or endpoint
+    tls = ClientTls(settings.ca_pem) if settings.ca_pem is not None else None
+    client = OrchestratorClient(settings.orchestrator, agent_token, tls=tls)
     last_problem = ""
     try:
         while not stop.is_set():
             try:
-                if client.register_node(settings.name, settings.advertise or endpoint,
-                                        agent_token, settings.token, labels):
+                if identity is None:
+                    first = client.register_node(settings.name, advertised, agent_token,
+                                                 labels, join_token=settings.token)
+                else:
+                    proof = identity.prove(lambda at: registration_payload(
+                        settings.name, advertised, agent_token, labels, at))
+                    first = client.register_node(settings.name, advertised, agent_token,
+                                                 labels, proof=proof)
+                if first:
                     print(f"joined the orchestrator at {settings.orchestrator} as "
                           f"{settings.name}", file=sys.stderr, flush=True)
                 last_problem = ""

@@ -10,6 +10,7 @@ SIGTERM or SIGINT. Leases (:mod:`fuzz.substrate.leases`) are kept in
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +31,9 @@ from fuzz.grpcserve import (
     restore_signal_handlers,
     start_server,
 )
+from fuzz.substrate.auth import shared_token
 from fuzz.substrate.declared import read_declared_inventory
+from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
 from fuzz.substrate.inventory import MachineInventory, read_inventory
 from fuzz.substrate.job_rpcs import JobRpcs, abort_for
 from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
@@ -349,16 +352,27 @@ def serve(
     running: RunningServer | None = None
     try:
         info_path.unlink(missing_ok=True)  # left by an agent that was killed
+        identity: NodeIdentity | None = None
+        if join is not None and join.ca_pem is not None:
+            identity = NodeIdentity(state_dir / TLS_DIR)
+            if not enroll(identity, join.orchestrator, join.name, join.token, join.ca_pem,
+                          stop_event):
+                return
+            tls = identity.server_files()
         started_at = datetime.now(UTC)
         service = SubstrateService(
             read_node_id(state_dir), labels, started_at, reader, state_dir / LEASES_FILE,
             job_settings=JobSettings(state_dir, image_cache_bytes, insecure_registries),
         )
         running = start_server(
-            listen, token,
+            listen, shared_token(token),
             lambda server: substrate_pb2_grpc.add_SubstrateServicer_to_server(service, server),
             SERVICE_NAME, tls=tls, max_workers=MAX_WORKERS,
         )
+        if tls is None:
+            print(f"warning: serving plain text (insecure) on {running.endpoint}: anyone on "
+                  "the network can read and alter the agent's traffic", file=sys.stderr,
+                  flush=True)
         write_json_atomic(
             info_path,
             {
@@ -371,7 +385,8 @@ def serve(
         )
         if join is not None:
             threading.Thread(
-                target=keep_registered, args=(join, running.endpoint, token, labels, stop_event),
+                target=keep_registered,
+                args=(join, running.endpoint, token, labels, stop_event, identity),
                 name="join", daemon=True,
             ).start()
         stop_event.wait()

@@ -1,0 +1,174 @@
+"""The policy engine: may a user do an action on a resource? Pure, no I/O.
+
+A role is a named policy document: a list of statements, each allowing or denying
+some actions on some resources. Actions and resources are glob patterns
+(``workflow:*``, ``workflow/alice/*``); ``${user}`` in a resource pattern stands
+for the user asking. A decision looks at every statement of every role the user
+has (their own and their groups'): any matching deny wins, else any matching allow
+allows, else it is denied (nothing allows it).
+
+Resources are named ``workflow/<owner>/<name>``, ``secret/<owner>/<name>``,
+``node/<name>``, ``cluster/<name>`` and ``iam/<kind>/<name>``; see
+:data:`ACTIONS` for the actions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Literal, cast
+
+Effect = Literal["allow", "deny"]
+USER_VARIABLE = "${user}"
+
+ACTIONS: Mapping[str, str] = {
+    "workflow:start": "start a workflow (a new run of a name one owns)",
+    "workflow:read": "see a workflow: status, describe, list, logs",
+    "workflow:cancel": "cancel a workflow",
+    "workflow:exec": "run a process in a running job",
+    "workflow:port-forward": "reach a port of a running job",
+    "secret:create": "store a secret",
+    "secret:read": "list secrets (names and sizes, never values)",
+    "secret:delete": "delete a secret",
+    "secret:use": "use a secret in a workflow (image pulls, transfers)",
+    "node:read": "list the cluster's nodes",
+    "cluster:apply": "create nodes (issue join tokens)",
+    "iam:manage": "manage users, groups, roles, login codes, tokens and the curtain",
+}
+CURTAINED_ACTIONS = ("workflow:exec", "workflow:port-forward")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class PolicyError(ValueError):
+    """A statement or role that cannot be used (unknown action, bad effect or name)."""
+
+
+def check_name(kind: str, name: str) -> str:
+    """``name`` when it is a valid user, group or role name; PolicyError otherwise."""
+    if not _NAME.match(name):
+        raise PolicyError(f"invalid {kind} name {name!r}: use 1-64 lowercase letters, digits, "
+                          "'.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class Statement:
+    """Allow or deny ``actions`` on ``resources`` (glob patterns)."""
+
+    effect: Effect
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.actions or not self.resources:
+            raise PolicyError("a statement needs at least one action and one resource")
+        for pattern in self.actions:
+            if not any(fnmatchcase(action, pattern) for action in ACTIONS):
+                raise PolicyError(f"action {pattern!r} matches no action (known: "
+                                  f"{', '.join(ACTIONS)})")
+
+    def matches(self, action: str, resource: str, user: str) -> bool:
+        """Whether this statement speaks about ``user`` doing ``action`` on ``resource``."""
+        return any(fnmatchcase(action, a) for a in self.actions) and any(
+            fnmatchcase(resource, r.replace(USER_VARIABLE, user)) for r in self.resources)
+
+
+@dataclass(frozen=True)
+class Role:
+    """A named policy document; built-in roles cannot be changed."""
+
+    name: str
+    statements: tuple[Statement, ...]
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of a check and why."""
+
+    allowed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who asks: a user and the roles they have (own and through groups), by name."""
+
+    user: str
+    roles: tuple[str, ...] = ()
+
+
+def _own(*actions: str) -> Statement:
+    return Statement("allow", actions, (f"workflow/{USER_VARIABLE}/*",))
+
+
+BUILTIN_ROLES: Mapping[str, Role] = {
+    "admin": Role("admin", (Statement("allow", ("*",), ("*",)),), builtin=True),
+    "user": Role("user", (
+        _own("workflow:*"),
+        Statement("allow", ("secret:*",), (f"secret/{USER_VARIABLE}/*",)),
+        Statement("allow", ("node:read",), ("node/*",)),
+    ), builtin=True),
+    "submit-only": Role("submit-only", (
+        _own("workflow:start", "workflow:read", "workflow:cancel"),
+        Statement("allow", ("secret:use",), (f"secret/{USER_VARIABLE}/*",)),
+    ), builtin=True),
+}
+CURTAIN = Role("curtain", (Statement("deny", CURTAINED_ACTIONS, ("*",)),), builtin=True)
+
+
+def decide(subject: Subject, action: str, resource: str, roles: Mapping[str, Role],
+           curtain: bool = False) -> Decision:
+    """May ``subject`` do ``action`` on ``resource``, given the ``roles`` defined?
+
+    Deny wins over allow; nothing matching is a deny. With ``curtain`` drawn,
+    :data:`CURTAINED_ACTIONS` are denied to everyone. Roles the subject names that
+    are not defined give nothing.
+    """
+    applying = [roles[name] for name in subject.roles if name in roles]
+    if curtain:
+        applying.insert(0, CURTAIN)
+    allowed_by: str | None = None
+    for role in applying:
+        for statement in role.statements:
+            if not statement.matches(action, resource, subject.user):
+                continue
+            if statement.effect == "deny":
+                return Decision(False, f"denied by role {role.name!r}")
+            allowed_by = allowed_by or role.name
+    if allowed_by is not None:
+        return Decision(True, f"allowed by role {allowed_by!r}")
+    return Decision(False, "no role allows it")
+
+
+def statement(effect: str, actions: Iterable[str], resources: Iterable[str]) -> Statement:
+    """A statement from untyped parts (a request, a file); PolicyError when it is invalid."""
+    if effect not in ("allow", "deny"):
+        raise PolicyError(f"effect must be allow or deny, not {effect!r}")
+    return Statement(cast(Effect, effect), tuple(actions), tuple(resources))
+
+
+def statements_from(data: Sequence[Mapping[str, object]]) -> tuple[Statement, ...]:
+    """Statements from plain data (a policy document's ``statements:``); PolicyError if bad."""
+    statements = []
+    for index, item in enumerate(data):
+        unknown = set(item) - {"effect", "actions", "resources"}
+        if unknown:
+            raise PolicyError(f"statements[{index}]: unknown keys {sorted(unknown)}")
+        try:
+            statements.append(statement(str(item.get("effect", "")),
+                                        _strings(item.get("actions")),
+                                        _strings(item.get("resources"))))
+        except PolicyError as exc:
+            raise PolicyError(f"statements[{index}]: {exc}") from None
+    return tuple(statements)
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise PolicyError("actions and resources must be strings or lists of strings")
