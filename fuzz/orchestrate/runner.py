@@ -219,6 +219,7 @@ class Runner:
             if workflow is None:
                 return self.snapshot(name).record
             workflow.record.cancel_requested = True
+            workflow.dirty = True
             self._store.save(workflow.record)
             plans = list(workflow.plans.values())
             self._touch()
@@ -302,16 +303,20 @@ class Runner:
         self._wake.set()
 
     def _loop(self) -> None:
-        last_round = 0.0
+        last_round = last_full = 0.0
         while not self._stopping.is_set():
             if self._wake.wait(TICK):
                 time.sleep(COALESCE)
             self._wake.clear()
             try:
                 with self._lock:
-                    for workflow in list(self._active.values()):
-                        self._advance(workflow)
                     now = time.monotonic()
+                    full = now - last_full >= TICK  # every workflow, now and then
+                    last_full = now if full else last_full
+                    for workflow in list(self._active.values()):
+                        if workflow.dirty or full:
+                            workflow.dirty = False
+                            self._advance(workflow)
                     if self._reschedule or now - last_round >= TICK:
                         self._reschedule = False
                         last_round = now
@@ -536,6 +541,9 @@ class Runner:
 
     def _after_transfer(self, ident: tuple[str, str, str, int], move: TransferRecord,
                         volume: VolumeRecord) -> None:
+        workflow = self._active.get(move.workflow_id)
+        if workflow is not None:
+            workflow.dirty = True
         self._transfers_running.discard(ident)
         self._last_progress_save.pop(ident, None)
         self._store.save(move, volume)
@@ -544,9 +552,11 @@ class Runner:
     # --- what attempts report (TaskEvents) ------------------------------------------------------
 
     def _task(self, workflow_id: str, key: str) -> tuple[ActiveWorkflow, TaskRecord] | None:
+        """The task an event is about; its workflow is marked for the next pass."""
         workflow = self._active.get(workflow_id)
         if workflow is None or key not in workflow.tasks:
             return None
+        workflow.dirty = True
         return workflow, workflow.tasks[key]
 
     def leased(self, workflow_id: str, key: str, leases: Sequence[str]) -> None:

@@ -53,6 +53,7 @@ class ActiveWorkflow:
     images: dict[str, ImageRecord]
     tasks: dict[str, TaskRecord]
     plans: dict[str, LaunchPlan] = field(default_factory=dict)
+    dirty: bool = True  # something changed since the runner last advanced it
     graph: tuple[JobNode, ...] = ()
 
     def __post_init__(self) -> None:
