@@ -69,7 +69,8 @@ class ProviderGateway:
                 f"fuzz state rm"
             ) from None
 
-    def _answer(self, hook: str, ctx: ProviderContext, **kwargs: Any) -> Any:
+    def answer(self, hook: str, ctx: ProviderContext, **kwargs: Any) -> Any:
+        """Call provider ``hook`` for ``ctx``; a plugin that does not answer is a PluginError."""
         result = getattr(self.plugins.manager.hook, hook)(ctx=ctx, **kwargs)
         if result is None:
             plugin = self.plugins.require_provider(ctx.kind)
@@ -82,13 +83,13 @@ class ProviderGateway:
     def observe(self, providers: Iterable[str]) -> dict[str, list[NodeObservation]]:
         """Every node each named provider block holds for the cluster (refresh)."""
         return {
-            name: list(self._answer("fuzz_provider_read_nodes", self.context(name)))
+            name: list(self.answer("fuzz_provider_read_nodes", self.context(name)))
             for name in providers
         }
 
     def offerings(self, provider: str) -> list[Offering]:
         """The offerings of one provider block."""
-        return list(self._answer("fuzz_provider_offerings", self.context(provider)))
+        return list(self.answer("fuzz_provider_offerings", self.context(provider)))
 
     def create(self, node: DesiredNode, token: str) -> NodeObservation:
         """Create ``node`` through its provider, idempotently by ``token``."""
@@ -100,9 +101,9 @@ class ProviderGateway:
             tags={TAG_CLUSTER: ctx.cluster, TAG_ADDRESS: node.address, TAG_CLIENT_TOKEN: token},
             join=join,
         )
-        payload = self._answer("fuzz_provider_bootstrap_payload", ctx, node=request, join=join)
+        payload = self.answer("fuzz_provider_bootstrap_payload", ctx, node=request, join=join)
         request = replace(request, bootstrap=payload)
-        result: NodeObservation = self._answer("fuzz_provider_create_node", ctx, node=request)
+        result: NodeObservation = self.answer("fuzz_provider_create_node", ctx, node=request)
         return result
 
     def delete(self, record: RecordedNode) -> None:
@@ -116,4 +117,4 @@ class ProviderGateway:
                                        "running", record.observed.get("endpoint"),
                                        dict(record.observed))]
         for obs in matches:
-            self._answer("fuzz_provider_delete_node", ctx, node=obs)
+            self.answer("fuzz_provider_delete_node", ctx, node=obs)

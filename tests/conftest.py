@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fakes.warewulf_site import warewulf_api, warewulf_site  # noqa: F401  (fixtures)
 from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     auth_busybox_image,
     auth_registry,

@@ -43,6 +43,7 @@ from fuzz.provider_api import (
     Offering,
     ProviderContext,
     ProviderError,
+    QuotaExceededError,
 )
 from fuzz.substrate.inventory import read_inventory
 from fuzz.substrate.statedir import (
@@ -75,6 +76,9 @@ class LocalConfig(BaseModel):
     start_timeout: float = Field(default=30, gt=0, description="Seconds to wait for an agent.")
     stop_timeout: float = Field(
         default=10, gt=0, description="Seconds between SIGTERM and SIGKILL."
+    )
+    max_nodes: int | None = Field(
+        default=None, ge=1, description="The most nodes this block may hold (a quota)."
     )
 
 
@@ -138,9 +142,29 @@ def node_dir(ctx: ProviderContext, client_token: str) -> Path:
     return cluster_dir(ctx) / _safe(client_token, "client token")
 
 
+def _block_dirs(ctx: ProviderContext) -> list[Path]:
+    """The node dirs of ``ctx.cluster`` that belong to this provider block, or may (no meta yet)."""
+    try:
+        entries = sorted(p for p in cluster_dir(ctx).iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
+    return [d for d in entries if (read_json(d / META_FILE) or {}).get("provider", ctx.name)
+            == ctx.name]
+
+
+def _check_quota(ctx: ProviderContext, max_nodes: int) -> None:
+    """Raise QuotaExceededError when the block already holds ``max_nodes`` node dirs."""
+    held = len(_block_dirs(ctx))
+    if held >= max_nodes:
+        raise QuotaExceededError(
+            f"local provider '{ctx.name}': max_nodes is {max_nodes} and {held} nodes exist "
+            f"in {cluster_dir(ctx)}; delete nodes or raise max_nodes"
+        )
+
+
 @contextmanager
 def _create_lock(directory: Path) -> Iterator[None]:
-    """Serialize creates and deletes of one node dir across threads and processes."""
+    """Serialize creates and deletes of a node dir (or of the cluster dir's node count)."""
     fd = os.open(directory / CREATE_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -409,7 +433,11 @@ class LocalProvider(ProviderPlugin):
         token, labels = _parse_payload(node)
         _reap_children()
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with _create_lock(directory.parent):
+                if config.max_nodes is not None and not directory.exists():
+                    _check_quota(ctx, config.max_nodes)
+                directory.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ProviderError(
                 f"local node {node.address}: cannot create {directory}: {exc}"
@@ -437,16 +465,11 @@ class LocalProvider(ProviderPlugin):
     def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation] | None:
         """Every node dir of ``ctx.cluster`` made by this provider block, with its agent's state."""
         _reap_children()
-        root = cluster_dir(ctx)
-        try:
-            entries = sorted(p for p in root.iterdir() if p.is_dir())
-        except FileNotFoundError:
-            return []
         nodes: list[NodeObservation] = []
-        for directory in entries:
+        for directory in _block_dirs(ctx):
             meta = read_json(directory / META_FILE)
-            if meta is None or meta.get("provider", ctx.name) != ctx.name:
-                continue
+            if meta is None:
+                continue  # being created: its meta.json follows under the node's lock
             status = _agent_status(directory)
             state: NodeState
             if status.held and status.info is not None:
