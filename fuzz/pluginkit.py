@@ -10,10 +10,34 @@ returns None, which fuzz reports as "does not implement …".
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from fuzz.hookspecs import hookimpl
-from fuzz.provider_api import JoinInfo, NodeObservation, NodeRequest, Offering, ProviderContext
+from fuzz.provider_api import (
+    JoinInfo,
+    NodeObservation,
+    NodeRequest,
+    Offering,
+    ProviderContext,
+    ProviderError,
+)
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def provider_config(ctx: ProviderContext, schema: type[ConfigT]) -> ConfigT:
+    """``ctx.config`` as a ``schema`` model: as it is when fuzz's loader validated it
+    already, else validated now (a ProviderError lists the problems in one line)."""
+    if isinstance(ctx.config, schema):
+        return ctx.config
+    try:
+        return schema.model_validate(ctx.config if ctx.config is not None else {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
+                             for e in exc.errors())
+        raise ProviderError(f"{ctx.kind} provider '{ctx.name}': {problems}") from None
 
 
 class ProviderPlugin:

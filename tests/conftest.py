@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fakes.warewulf_site import warewulf_api, warewulf_site  # noqa: F401  (fixtures)
+from moto_server import _ec2_servers, ec2_front, moto_ec2  # noqa: F401  (fixtures)
 from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     auth_busybox_image,
     auth_registry,
