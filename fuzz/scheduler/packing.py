@@ -13,10 +13,18 @@ programming takes seconds; this takes milliseconds):
 3. **Greedy by cost-effectiveness.** Every item has a *value*: the price of the
    share it takes of the cheapest type that holds it (its dominant share of cores,
    memory or GPUs times that type's price), a lower bound on what it costs anywhere.
-   Each step fills one bin of every type with the remaining items, most valuable
-   first, and opens the bin with the lowest price per value packed; the same fill
-   is repeated while the items last (so a step opens many bins at once and the
-   number of steps grows with the number of classes, not of items).
+   Each step fills one bin of every type with the remaining items in three ways —
+   most valuable classes first; densest first (value per share of the bin); and
+   *balanced* (each time the class worth most per share of what is *left* of the
+   bin, so that a core-heavy and a memory-heavy class fill one bin together) — and
+   opens the bin with the lowest price per value packed. The same fill is repeated
+   while the items last, so a step opens many bins at once and the number of steps
+   grows with the number of classes, not of items. A type is skipped while one
+   that dominates it (no dearer, no smaller, open to the same classes) may be
+   opened; the balanced fill, the costly one, is tried only for problems of at most
+   :data:`BALANCE_CLASSES` classes and only on types whose bound on the value of one
+   bin could beat the best ratio found. Fills are kept from step to step until the
+   classes they depend on change.
 4. **Local search** until nothing improves: move each bin to the cheapest type that
    still holds its load (*downsize*); empty the least cost-effective bins into the
    room left in others (*eliminate*); put two bins' loads on one cheaper bin
@@ -239,8 +247,10 @@ _Row = tuple[int, int, int, int, int, float]
 
 
 class _Tables:
-    """What every run over one problem shares, computed once: item values, fill orders,
-    and how many items of each class fit in an empty bin of each type."""
+    """What every run over one problem shares, computed once: item values, fill orders
+    (``rows``: most valuable first, ``dense_rows``: densest first, per type), how many
+    items of each class fit in an empty bin of each type (``most``), and which types
+    dominate which."""
 
     def __init__(self, classes: Sequence[ItemClass], types: Sequence[BinType]) -> None:
         self.classes = classes
@@ -253,15 +263,11 @@ class _Tables:
         self.shared = {t.index: [i for i in self.order
                                  if t.index in classes[i].types and not classes[i].exclusive]
                        for t in types}
-        self.dense = {t.index: self._densest_first(t) for t in types}
         row = [(i, c.cores, c.memory, c.gpus, c.per_bin, self.value[i])
                for i, c in enumerate(classes)]
         self.rows = {t: [row[i] for i in order] for t, order in self.shared.items()}
-        self.dense_rows = {t: [row[i] for i in order] for t, order in self.dense.items()}
+        self.dense_rows = {t.index: [row[i] for i in self._densest_first(t)] for t in types}
         self.sizes = [(c.cores, c.memory, c.gpus) for c in classes]
-        self.smallest = (min((c.cores for c in classes), default=0),
-                         min((c.memory for c in classes), default=0),
-                         min((c.gpus for c in classes), default=0))
         self.most = {t.index: {i: fit(classes[i], t.cores, t.memory, t.gpus)
                                for i in self.shared[t.index]} for t in types}
         self.balance = len(classes) <= BALANCE_CLASSES
