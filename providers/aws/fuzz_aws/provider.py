@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from fuzz.bootstrap import cloud_init_script
 from fuzz.pluginkit import ProviderPlugin, provider_config
 from fuzz.provider_api import (
+    TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,
     JoinInfo,
@@ -42,7 +43,7 @@ from fuzz.provider_api import (
 )
 from fuzz_aws.client import ec2_client
 from fuzz_aws.config import AwsConfig
-from fuzz_aws.errors import ec2_errors, is_not_found, translate
+from fuzz_aws.errors import ec2_errors, is_not_found
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -100,7 +101,7 @@ def observation(instance: InstanceTypeDef, config: AwsConfig) -> NodeObservation
     endpoint = f"{address}:{config.bootstrap.port}" if address and state == "running" else None
     return NodeObservation(
         provider_id=instance["InstanceId"],
-        address=tags.get("fuzz:address", ""),
+        address=tags.get(TAG_ADDRESS, ""),
         client_token=tags.get(TAG_CLIENT_TOKEN, ""),
         state=state,
         endpoint=endpoint,
@@ -235,11 +236,12 @@ class AwsProvider(ProviderPlugin):
         config = provider_config(ctx, AwsConfig)
         doing = f"aws provider '{ctx.name}': terminate {node.provider_id} ({node.address})"
         client = ec2_client(config, doing)
-        try:
-            client.terminate_instances(InstanceIds=[node.provider_id])
-        except ClientError as exc:
-            if not is_not_found(exc):
-                raise translate(exc, doing) from None
+        with ec2_errors(doing):
+            try:
+                client.terminate_instances(InstanceIds=[node.provider_id])
+            except ClientError as exc:
+                if not is_not_found(exc):
+                    raise
         return True
 
 
