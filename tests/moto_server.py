@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
+import logging
 import threading
 import urllib.request
 import uuid
@@ -169,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def _ec2_servers() -> Iterator[tuple[MotoEc2, Ec2Front]]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()

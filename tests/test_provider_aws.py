@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -23,6 +24,7 @@ from cliutil import fuzz_command, read_state, run_fuzz
 from fuzz_aws import provider as aws
 from fuzz_aws.config import AwsConfig
 from moto_server import AMI, REGION, Ec2Front, MotoEc2
+from pydantic import ValidationError
 
 from fuzz.engine.model import State
 from fuzz.provider_api import (
@@ -278,6 +280,30 @@ def _spec(directory: Path, endpoint: str) -> Path:
     (directory / "fuzz.yaml").write_text(
         SPEC.format(cluster=CLUSTER, region=REGION, endpoint=endpoint, ami=AMI))
     return directory
+
+
+def test_fuzz_validate_points_at_bad_aws_settings(moto_ec2: MotoEc2, tmp_path: Path) -> None:
+    cluster = _spec(tmp_path, moto_ec2.endpoint_url)
+    spec = cluster / "fuzz.yaml"
+    spec.write_text(spec.read_text().replace(f"ami: {AMI}", "ami: ubuntu-22.04\n    subnet: x"))
+    result = run_fuzz(cluster, "validate")
+    assert result.code == 1
+    lines = (result.out + result.err).strip().splitlines()
+    assert any(line.startswith("fuzz.yaml:10:10: providers.aws.ami: ") and "invalid AMI id" in line
+               for line in lines), lines
+    assert any(line.startswith("fuzz.yaml:11:5: providers.aws.subnet: ")
+               and "subnet_id" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"spot_max_price": 0.5}, "spot_max_price: only with spot: true"),
+    ({"bootstrap": {"port": 0}}, "bootstrap.port: must be a fixed port"),
+    ({"security_group_ids": ["default"]}, "invalid security group id 'default'"),
+    ({"prices": {"m5.large": -1}}, "price of m5.large: -1.0 is not a price per hour"),
+])
+def test_inconsistent_aws_settings_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        AwsConfig(region=REGION, ami=AMI, **settings)
 
 
 def test_no_credentials_is_one_line_from_fuzz_plan(moto_ec2: MotoEc2, tmp_path: Path,
