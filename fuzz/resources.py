@@ -43,6 +43,13 @@ class NodeCapacity:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+def holds(capacity: NodeCapacity, request: ResourceRequest) -> bool:
+    """Whether ``capacity``, empty, could hold ``request`` (:func:`shortages` says what lacks)."""
+    return (request.cores <= capacity.cores and request.memory_bytes <= capacity.memory_bytes
+            and all(count <= capacity.devices.get(kind, 0)
+                    for kind, count in request.devices.items()))
+
+
 def shortages(request: ResourceRequest, capacity: NodeCapacity) -> list[str]:
     """What ``capacity`` lacks to ever hold ``request``: empty when it could."""
     short = []
@@ -72,7 +79,7 @@ def shortfall(
     known = list(capacities)
     if not known:
         return "no node or pool exists to run it"
-    if any(not shortages(request, capacity) for capacity in known):
+    if any(holds(capacity, request) for capacity in known):
         return None
     reasons = []
     most_cores = max(capacity.cores for capacity in known)

@@ -203,6 +203,14 @@ def test_a_full_pool_defers_jobs_with_its_size_in_the_reason() -> None:
     assert "prep" in choice.placements, "a job that cannot fit does not hold up the others"
 
 
+def test_a_multinode_job_wider_than_the_room_left_waits_with_the_count() -> None:
+    gpu = ElasticPool("gpu", [_offering("g1", 8, 32, 1.0, gpus=1)], max_size=4, size=2)
+    choice = _choose([_job("mpi", gpus=1, nodes=3)], [gpu])
+    assert choice.deferred == {"mpi": "waiting for room: needs 3 nodes; the pools that could "
+                                      "hold it may add 2: gpu (2 of 4)"}
+    assert choice.add == ()
+
+
 def test_limits_admit_the_oldest_jobs_first() -> None:
     pool = ElasticPool("cpu", [SMALL], max_size=3, size=1)  # room for 2 more small nodes
     jobs = [_job(f"j{i}", cores=2, memory_gib=4) for i in range(4)]

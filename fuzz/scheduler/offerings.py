@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fuzz.provider_api import Offering
-from fuzz.resources import GPU_DEVICE, NodeCapacity, ResourceRequest, shortfall
+from fuzz.resources import GPU_DEVICE, NodeCapacity, ResourceRequest, holds, shortfall
 from fuzz.scheduler.packing import UNBOUNDED, BinType, ItemClass, Limits, Packing, Room, pack
 
 ARCHITECTURE_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
@@ -202,7 +202,7 @@ def never_fits(job: QueuedJob, pools: Sequence[ElasticPool]) -> str | None:
     if reason is not None or job.nodes == 1:
         return reason
     holding = [p for p in matching if any(
-        _architecture_ok(o, wanted) and _holds(offering_capacity(o, p.labels), job.request)
+        _architecture_ok(o, wanted) and holds(offering_capacity(o, p.labels), job.request)
         for o in p.offerings)]
     most = sum(p.max_size for p in holding)
     if most < job.nodes:
@@ -275,7 +275,7 @@ class _Problem:
                 kind.index for kind, capacity in zip(self.types, self.capacities, strict=True)
                 if _has_labels(capacity.labels, job.labels)
                 and (wanted is None or capacity.architecture == wanted)
-                and _holds(capacity, request)
+                and holds(capacity, request)
                 and (not kind.fixed or (gpus_only and (kind.idle or not request.exclusive))))
             self._types_of[key] = found
         self._types_of_job[job.key] = found
@@ -355,7 +355,8 @@ class _Problem:
             else:
                 number = counts.get(index, 0)
                 counts[index] = number + 1
-                name = "{}/{}#{}".format(*self.offering_of[index], number)
+                pool, offering = self.offering_of[index]
+                name = f"{pool}/{offering}#{number}"
             for i, count in sorted(bin_.contents.items()):
                 nodes[i].extend([name] * count)
         placements: dict[str, tuple[str, ...]] = {}
@@ -377,9 +378,13 @@ class _Problem:
         able = sorted({self.offering_of[t][0] for t in self.types_for(job)
                        if not self.types[t].fixed})
         pools = [self.pools[name] for name in able]
-        if pools and all(pool.headroom == 0 for pool in pools):
-            sizes = ", ".join(f"{p.name} ({p.size} of {p.max_size})" for p in pools)
+        sizes = ", ".join(f"{p.name} ({p.size} of {p.max_size})" for p in pools)
+        headroom = sum(pool.headroom for pool in pools)
+        if pools and headroom == 0:
             return f"waiting for room: the pools that could hold it are at their max: {sizes}"
+        if headroom < job.nodes:
+            return (f"waiting for room: needs {job.nodes} nodes; the pools that could hold it "
+                    f"may add {headroom}: {sizes}")
         return f"waiting for room: the quota allows {self._quota_left()}"
 
     def _quota_left(self) -> str:
@@ -390,11 +395,6 @@ class _Problem:
         if quota.price_per_hour is not None:
             parts.append(f"{quota.price_per_hour:g} more per hour")
         return ", ".join(parts) or "nothing more"
-
-
-def _holds(capacity: NodeCapacity, request: ResourceRequest) -> bool:
-    return (request.cores <= capacity.cores and request.memory_bytes <= capacity.memory_bytes
-            and all(n <= capacity.devices.get(kind, 0) for kind, n in request.devices.items()))
 
 
 def _has_labels(have: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
