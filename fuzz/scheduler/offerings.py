@@ -265,8 +265,8 @@ class _Problem:
         if known is not None:
             return known
         request = job.request
-        key = (request.cores, request.memory_bytes, tuple(sorted(request.devices.items())),
-               request.exclusive, job.architecture, tuple(sorted(job.labels.items())))
+        key = (request.cores, request.memory_bytes, tuple(request.devices.items()),
+               request.exclusive, job.architecture, tuple(job.labels.items()))
         found = self._types_of.get(key)
         if found is None:
             wanted = normal_architecture(job.architecture) if job.architecture else None
@@ -361,9 +361,10 @@ class _Problem:
                 nodes[i].extend([name] * count)
         placements: dict[str, tuple[str, ...]] = {}
         for group, names in zip(members, nodes, strict=True):
-            taken = iter(names)
+            start = 0
             for job in group:
-                placements[job.key] = tuple(next(taken) for _ in range(job.nodes))
+                placements[job.key] = tuple(names[start:start + job.nodes])
+                start += job.nodes
         add = []
         for t, count in counts.items():
             pool, offering = self.offering_of[t]

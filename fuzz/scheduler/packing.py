@@ -55,6 +55,7 @@ WORST_BINS = 12
 """How many of the least cost-effective bins the eliminate, merge and repack moves try."""
 REPACK_SIZES = (3, 6)
 VALUE_FIRST, DENSE_FIRST, BALANCED = "value-first", "dense-first", "balanced"
+FILLS = (VALUE_FIRST, DENSE_FIRST, BALANCED)
 """The ways to fill a bin: see :meth:`_Packer._pattern` and :meth:`_Packer._balanced`."""
 BALANCE_CLASSES = 12
 """The balanced fill (slower) is tried only for problems of at most this many classes."""
@@ -121,6 +122,8 @@ class Bin:
     free_gpus: int
     contents: dict[int, int] = field(default_factory=dict)
     sealed: bool = False
+    worth: float = 0.0
+    """The value of its items (see :class:`_Tables`)."""
 
     @classmethod
     def empty(cls, kind: BinType) -> Bin:
@@ -133,8 +136,9 @@ class Bin:
         return (kind.cores - self.free_cores, kind.memory - self.free_memory,
                 kind.gpus - self.free_gpus)
 
-    def add(self, item: ItemClass, count: int) -> None:
-        """Put ``count`` items of ``item`` on it."""
+    def add(self, item: ItemClass, count: int, value: float) -> None:
+        """Put ``count`` items of ``item``, each worth ``value``, on it."""
+        self.worth += count * value
         self.free_cores -= count * item.cores
         self.free_memory -= count * item.memory
         self.free_gpus -= count * item.gpus
@@ -249,8 +253,8 @@ _Row = tuple[int, int, int, int, int, float]
 class _Tables:
     """What every run over one problem shares, computed once: item values, fill orders
     (``rows``: most valuable first, ``dense_rows``: densest first, per type), how many
-    items of each class fit in an empty bin of each type (``most``), and which types
-    dominate which."""
+    items of each class fit in an empty bin of each type that may take it
+    (``fits_of``), and which types dominate which."""
 
     def __init__(self, classes: Sequence[ItemClass], types: Sequence[BinType]) -> None:
         self.classes = classes
@@ -268,10 +272,14 @@ class _Tables:
         self.rows = {t: [row[i] for i in order] for t, order in self.shared.items()}
         self.dense_rows = {t.index: [row[i] for i in self._densest_first(t)] for t in types}
         self.sizes = [(c.cores, c.memory, c.gpus) for c in classes]
-        self.most = {t.index: {i: fit(classes[i], t.cores, t.memory, t.gpus)
-                               for i in self.shared[t.index]} for t in types}
+        self.fits_of: list[list[tuple[int, int]]] = [[] for _ in classes]
+        for kind in types:
+            for i in self.shared[kind.index]:
+                self.fits_of[i].append((kind.index,
+                                        fit(classes[i], kind.cores, kind.memory, kind.gpus)))
         self.balance = len(classes) <= BALANCE_CLASSES
-        self.dominators = {t.index: self._dominators(t) for t in self.openable}
+        takers = {t.index: set(self.shared[t.index]) for t in self.openable}
+        self.dominators = {t.index: self._dominators(t, takers) for t in self.openable}
 
     def _value(self, item: ItemClass) -> float:
         """The price of the share of the cheapest type holding ``item`` that it takes."""
@@ -281,14 +289,13 @@ class _Tables:
                   for t in self.openable if t.index in item.types]
         return min(shares, default=0.0)
 
-    def _dominators(self, kind: BinType) -> list[BinType]:
+    def _dominators(self, kind: BinType, takers: dict[int, set[int]]) -> list[BinType]:
         """The types at least as good as ``kind`` for every bin the greedy could open:
-        no dearer, no smaller, and open to every class ``kind`` is open to."""
-        takes = set(self.shared[kind.index])
+        no dearer, no smaller, and open to every class ``kind`` is open to (``takers``)."""
         return [other for other in self.openable
                 if other.index != kind.index and other.price <= kind.price
                 and other.cores >= kind.cores and other.memory >= kind.memory
-                and other.gpus >= kind.gpus and takes <= set(self.shared[other.index])
+                and other.gpus >= kind.gpus and takers[kind.index] <= takers[other.index]
                 and (other.price, -other.cores, -other.memory, -other.gpus, other.index)
                 < (kind.price, -kind.cores, -kind.memory, -kind.gpus, kind.index)]
 
@@ -476,7 +483,7 @@ class _Packer:
         for _ in range(repeat):
             new = Bin.empty(kind)
             for i, count in pattern:
-                new.add(self.classes[i], count)
+                new.add(self.classes[i], count, self.value[i])
                 self.left[i] -= count
             self.bins.append(new)
         if not kind.fixed:
@@ -487,14 +494,15 @@ class _Packer:
         """Drop the kept fills that the change of ``left`` from ``before`` affects.
 
         A fill of a type takes ``min(left, what fits)`` of each class, and never more of
-        it than fits in an empty bin of that type (``_Tables.most``); a change of ``left``
+        it than fits in an empty bin of that type (``_Tables.fits_of``); a change of ``left``
         above that changes nothing.
         """
-        for key in list(self.fills):
-            most = self.tables.most[key[0]]
-            if any(i in most and min(old, most[i]) != min(self.left[i], most[i])
-                   for i, old in before.items()):
-                del self.fills[key]
+        for i, old in before.items():
+            new = self.left[i]
+            for kind, most in self.tables.fits_of[i]:
+                if min(old, most) != min(new, most):
+                    for fill in FILLS:
+                        self.fills.pop((kind, fill), None)
 
     # --- local search ---------------------------------------------------------------
 
@@ -511,11 +519,8 @@ class _Packer:
     def _movable(self) -> list[Bin]:
         """New bins that local search may change, least cost-effective first."""
         movable = [b for b in self.bins if not b.type.fixed and not b.sealed]
-        return sorted(movable, key=lambda b: (self._worth(b) / b.type.price if b.type.price
-                                              else float("inf"), b.type.index))
-
-    def _worth(self, bin_: Bin) -> float:
-        return sum(count * self.value[i] for i, count in bin_.contents.items())
+        return sorted(movable, key=lambda b: (b.worth / b.type.price if b.type.price
+                                              else math.inf, b.type.index))
 
     def _cheapest_for(self, contents: dict[int, int], load: tuple[int, int, int],
                       old: Sequence[BinType], below: float) -> BinType | None:
@@ -595,7 +600,7 @@ class _Packer:
             if count:
                 return False
         for (taker, i), moved in moves.items():
-            by_id[taker].add(self.classes[i], moved)
+            by_id[taker].add(self.classes[i], moved, self.value[i])
         self._close([victim])
         return True
 
@@ -620,7 +625,7 @@ class _Packer:
                 self._close([a, b])
                 merged = Bin.empty(kind)
                 for i, count in contents.items():
-                    merged.add(self.classes[i], count)
+                    merged.add(self.classes[i], count, self.value[i])
                 self.bins.append(merged)
                 self.room.take(kind)
                 closed.update((id(a), id(b)))
