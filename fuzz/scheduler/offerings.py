@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 from fuzz.provider_api import Offering
 from fuzz.resources import GPU_DEVICE, NodeCapacity, ResourceRequest, holds, shortfall
-from fuzz.scheduler.packing import UNBOUNDED, BinType, ItemClass, Limits, Packing, Room, pack
+from fuzz.scheduler.bins import UNBOUNDED, BinType, ItemClass, Limits, Packing, Room
+from fuzz.scheduler.packing import pack
 
 ARCHITECTURE_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
 """Other names of an architecture, mapped to the one the node agent reports."""
