@@ -50,6 +50,7 @@ bench: setup
 	$(PY) bench/plan_scale.py
 	$(PY) bench/substrate_start.py
 	$(PY) bench/throughput.py
+	$(PY) bench/offering_choice.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) fuzz/api/*_pb2*.py

@@ -17,7 +17,13 @@ from pydantic import BaseModel, ValidationError
 
 from fuzz.errors import ConfigError
 from fuzz.hookspecs import hookimpl
-from fuzz.provider_api import JoinInfo, NodeObservation, NodeRequest, Offering, ProviderContext
+from fuzz.provider_api import (
+    JoinInfo,
+    NodeObservation,
+    NodeRequest,
+    Offering,
+    ProviderContext,
+)
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 

@@ -16,6 +16,8 @@ from typing import Literal
 from fuzz.units import format_bytes
 
 Affinity = Literal["CORE", "SOCKET", "NUMA", "NONE"]
+GPU_DEVICE = "nvidia.com/gpu"
+"""The device kind of GPUs, in requests (``devices: {nvidia.com/gpu: 1}``) and capacities."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,13 @@ class NodeCapacity:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+def holds(capacity: NodeCapacity, request: ResourceRequest) -> bool:
+    """Whether ``capacity``, empty, could hold ``request`` (:func:`shortages` says what lacks)."""
+    return (request.cores <= capacity.cores and request.memory_bytes <= capacity.memory_bytes
+            and all(count <= capacity.devices.get(kind, 0)
+                    for kind, count in request.devices.items()))
+
+
 def shortages(request: ResourceRequest, capacity: NodeCapacity) -> list[str]:
     """What ``capacity`` lacks to ever hold ``request``: empty when it could."""
     short = []
@@ -58,31 +67,34 @@ def shortages(request: ResourceRequest, capacity: NodeCapacity) -> list[str]:
     return short
 
 
-def shortfall(request: ResourceRequest, capacities: Iterable[NodeCapacity]) -> str | None:
+def shortfall(
+    request: ResourceRequest, capacities: Iterable[NodeCapacity], largest: str = "the largest node"
+) -> str | None:
     """Why no capacity in ``capacities`` could ever hold ``request``; None when one could.
 
-    The reason names the request and the largest node on each count it exceeds, e.g.
-    ``needs 64 cores; the largest node has 16``.
+    The reason names the request and the largest capacity on each count it exceeds, e.g.
+    ``needs 64 cores; the largest node has 16``; ``largest`` names that capacity
+    (``the largest offering in pools gpu-a, gpu-b``).
     """
     known = list(capacities)
     if not known:
         return "no node or pool exists to run it"
-    if any(not shortages(request, capacity) for capacity in known):
+    if any(holds(capacity, request) for capacity in known):
         return None
     reasons = []
     most_cores = max(capacity.cores for capacity in known)
     if request.cores > most_cores:
-        reasons.append(f"needs {request.cores} cores; the largest node has {most_cores}")
+        reasons.append(f"needs {request.cores} cores; {largest} has {most_cores}")
     most_memory = max(capacity.memory_bytes for capacity in known)
     if request.memory_bytes > most_memory:
         reasons.append(
             f"needs {format_bytes(request.memory_bytes)} memory; "
-            f"the largest node has {format_bytes(most_memory)}"
+            f"{largest} has {format_bytes(most_memory)}"
         )
     for kind, count in sorted(request.devices.items()):
         most = max(capacity.devices.get(kind, 0) for capacity in known)
         if count > most:
-            reasons.append(f"needs {count} {kind}; the largest node has {most}")
+            reasons.append(f"needs {count} {kind}; {largest} has {most}")
     if not reasons:
         reasons.append("no single node has all of it at once")
     return "; ".join(reasons)

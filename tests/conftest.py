@@ -10,6 +10,7 @@ import pytest
 from fakes.fixtures import azure_api, gcp_api  # noqa: F401  (fixtures: tests/fakes/fixtures.py)
 from fakes.warewulf_site import warewulf_api, warewulf_site  # noqa: F401  (fixtures)
 from moto_s3 import moto_s3  # noqa: F401  (fixture: tests/moto_s3.py)
+from moto_server import _ec2_servers, ec2_front, moto_ec2  # noqa: F401  (fixtures)
 from registry import (  # noqa: F401  (fixtures: tests/registry.py)
     auth_busybox_image,
     auth_registry,
