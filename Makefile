@@ -32,6 +32,8 @@ proto: $(GENERATED)
 fuzz/api/%_pb2.py: fuzz/api/%.proto $(STAMPS)/venv
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $<
 
+fuzz/api/orchestrator_pb2.py: fuzz/api/substrate.proto  # it imports substrate's messages
+
 demo: setup
 	$(PY) scripts/demo.py
 

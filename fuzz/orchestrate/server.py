@@ -29,6 +29,7 @@ from fuzz.grpcserve import (
     restore_signal_handlers,
     start_server,
 )
+from fuzz.orchestrate.access import AdminOnly
 from fuzz.orchestrate.connect import INFO_FILE, admin_token_path
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.orchestrate.runner import Runner, RunnerSettings
@@ -47,6 +48,8 @@ DB_FILE = "server.db"
 KEY_FILE = "master.key"
 LOCK_FILE = "server.lock"
 STOP_GRACE = 2.0
+# Watches, followed logs, execs and forwarded connections hold a worker each while they last.
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,14 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
             volume_root=settings.volume_root or data_dir / "volumes",
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
         ))
-        service = OrchestratorService(runner, nodes, secret_store, settings.advertise or "")
+        service = OrchestratorService(runner, nodes, secret_store, settings.advertise or "",
+                                      AdminOnly(token))
         running = start_server(
             settings.listen, token,
             lambda server: orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
                 service, server),
             SERVICE_NAME, tls=settings.tls, open_methods=(REGISTER_METHOD,),
+            max_workers=MAX_WORKERS,
         )
         service.advertise = settings.advertise or running.endpoint
         runner.start()

@@ -10,8 +10,15 @@ from pathlib import Path
 import grpc
 
 from fuzz.api import orchestrator_pb2 as pb
+from fuzz.api import substrate_pb2
 from fuzz.errors import FuzzError
 from fuzz.grpcserve import StatusTable, abort_with
+from fuzz.orchestrate.access import (
+    WORKFLOW_EXEC,
+    WORKFLOW_PORT_FORWARD,
+    Authorizer,
+    workflow_resource,
+)
 from fuzz.orchestrate.messages import (
     node_message,
     secret_message,
@@ -19,6 +26,7 @@ from fuzz.orchestrate.messages import (
     workflow_summary,
 )
 from fuzz.orchestrate.nodes import JoinRefusedError, NodeDirectory, NodeUse
+from fuzz.orchestrate.relay import LiveTask, relay_exec, relay_port_forward
 from fuzz.orchestrate.runner import Runner, WorkflowExistsError, WorkflowNotFoundError
 from fuzz.orchestrate.secretstore import SecretError, SecretStore
 from fuzz.orchestrate.workflow import WorkflowNameError, log_paths
@@ -48,6 +56,10 @@ class TaskNotFoundError(FuzzError):
     """No task of that name in the workflow."""
 
 
+class TaskNotRunningError(FuzzError):
+    """The task is not running now (so there is nothing to exec in or forward to)."""
+
+
 class OrchestratorService:
     """Answers the API from the runner, the node directory and the secret store.
 
@@ -56,12 +68,14 @@ class OrchestratorService:
     """
 
     def __init__(self, runner: Runner, nodes: NodeDirectory, secrets: SecretStore,
-                 advertise: str) -> None:
-        """``advertise`` is the address agents register with (handed out with join tokens)."""
+                 advertise: str, authorizer: Authorizer) -> None:
+        """``advertise`` is the address agents register with (handed out with join tokens);
+        ``authorizer`` decides who may reach into running jobs."""
         self._runner = runner
         self._nodes = nodes
         self._secrets = secrets
         self.advertise = advertise
+        self._authorizer = authorizer
 
     # --- nodes -------------------------------------------------------------------------
 
@@ -191,6 +205,44 @@ class OrchestratorService:
             if task.done or (task.state == "QUEUED" and task.attempt > 0):
                 return
             seen = self._runner.wait_for_change(seen, WATCH_INTERVAL)
+
+    # --- interactive access -------------------------------------------------------------
+
+    def Exec(self, request_iterator: Iterator[pb.ExecRequest], context: grpc.ServicerContext
+             ) -> Iterator[substrate_pb2.ExecOutput]:
+        """Run a process in a running task's container, through its first node's agent."""
+        first = next(request_iterator, None)
+        if first is None or first.input.WhichOneof("input") != "start":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be start")
+        task = self._live_task(context, WORKFLOW_EXEC, first.workflow, first.task)
+        yield from relay_exec(task, first.input, (r.input for r in request_iterator), context)
+
+    def PortForward(self, request_iterator: Iterator[pb.PortForwardRequest],
+                    context: grpc.ServicerContext) -> Iterator[substrate_pb2.PortForwardFrame]:
+        """Relay a TCP connection to a port of a running task, through its node's agent."""
+        first = next(request_iterator, None)
+        if first is None or first.frame.WhichOneof("frame") != "open":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be open")
+        task = self._live_task(context, WORKFLOW_PORT_FORWARD, first.workflow, first.task)
+        yield from relay_port_forward(task, first.frame, (r.frame for r in request_iterator),
+                                      context)
+
+    def _live_task(self, context: grpc.ServicerContext, action: str, workflow: str,
+                   task: str) -> LiveTask:
+        """The running task ``task`` of ``workflow``, once the caller may do ``action`` on it."""
+        try:
+            snapshot = self._runner.snapshot(workflow)
+            self._authorizer.authorize(context, action,
+                                       workflow_resource(snapshot.record.owner, workflow))
+            _, key = self._task_key(workflow, task)
+            plan = self._runner.live_attempt(workflow, key)
+            if plan is None:
+                state = next(t.state for t in snapshot.tasks if t.key == key)
+                raise TaskNotRunningError(
+                    f"task {key} of workflow {workflow} is not running ({state})")
+            return LiveTask(self._nodes.client(plan.nodes[0]), plan.containers[0])
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
 
     # --- secrets ------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from fuzz.grpcserve import (
     restore_signal_handlers,
     start_server,
 )
+from fuzz.substrate.access_rpcs import AccessRpcs
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.inventory import MachineInventory, read_inventory
 from fuzz.substrate.job_rpcs import JobRpcs, abort_for
@@ -61,8 +62,9 @@ _AFFINITY_NAMES = {
 }
 _AFFINITY_NAMES[substrate_pb2.AFFINITY_UNSPECIFIED] = "NONE"
 STOP_GRACE = 2.0
-# Waits and followed log streams hold a worker each while they last.
-MAX_WORKERS = 64
+# Waits, followed log streams, execs and forwarded connections hold a worker each
+# while they last.
+MAX_WORKERS = 256
 
 
 _Reply = TypeVar("_Reply")
@@ -162,7 +164,7 @@ _LEASE_STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (
 )
 
 
-class SubstrateService(JobRpcs):
+class SubstrateService(JobRpcs, AccessRpcs):
     """The ``fuzz.substrate.v1.Substrate`` servicer.
 
     The machine is read on the first Inventory call (not at start, which stays fast
