@@ -123,8 +123,9 @@ def notebook(tmp_path_factory: pytest.TempPathFactory,
         cluster.wait_for(running.name, JOB, "RUNNING")
         try:
             yield running
-        finally:
+        finally:  # stopped before the node goes, so that its container is cleaned up
             cluster.fuzz("workflow", "cancel", running.name)
+            cluster.wait(running.name)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,13 @@ from fuzz.api import substrate_pb2
 from fuzz.errors import FuzzError
 from fuzz.grpcserve import StatusTable, abort_with
 from fuzz.substrate.containers import ContainerNotFoundError, ContainerStateError
-from fuzz.substrate.execproc import ExecProcess, ExecRequestError, ExecSpec, write_all
+from fuzz.substrate.execproc import (
+    ExecProcess,
+    ExecRequestError,
+    ExecSpec,
+    ExecStartError,
+    write_all,
+)
 from fuzz.substrate.job_rpcs import NodeJobs
 from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
 from fuzz.tunnel import SharedSocket
@@ -31,6 +37,7 @@ _STATUS: StatusTable = (
     (ContainerNotFoundError, grpc.StatusCode.NOT_FOUND),
     (ContainerStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (PortUnreachableError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ExecStartError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 
@@ -81,7 +88,8 @@ class AccessRpcs(NodeJobs):
                             start.tty, start.window.rows, start.window.columns)
             containers = self.jobs().containers
             containers.running_pid(spec.container_id)
-            process = ExecProcess(containers.runc_path(), spec)
+            process = ExecProcess(containers.runc_path(), spec,
+                                  containers.process_config(spec.container_id))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         context.add_callback(process.kill)

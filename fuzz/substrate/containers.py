@@ -71,6 +71,7 @@ from fuzz.substrate.monitor_client import (
 )
 from fuzz.substrate.monitor_files import (
     CANCEL_FILE,
+    CONFIG_FILE,
     CONTAINERS_DIR,
     FINAL_STATES,
     ROOTFS_DIR,
@@ -304,6 +305,14 @@ class ContainerManager:
         if status.state != "running" or not isinstance(pid, int):
             raise ContainerStateError(f"container {container_id} is {status.state}, not running")
         return pid
+
+    def process_config(self, container_id: str) -> dict[str, Any]:
+        """The ``process`` of the container's OCI config (what ``runc exec`` starts from)."""
+        data = read_json(str(self.container_dir(container_id) / CONFIG_FILE))
+        process = data.get("process") if data else None
+        if not isinstance(process, dict):
+            raise ContainerError(f"container {container_id}: config.json has no process")
+        return process
 
     def spec(self, container_id: str) -> ContainerSpec:
         """The spec the container was started with."""
