@@ -51,6 +51,7 @@ test: setup lint
 bench: setup
 	$(PY) bench/plan_scale.py
 	$(PY) bench/substrate_start.py
+	$(PY) bench/port_forward.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) fuzz/api/*_pb2*.py

@@ -152,8 +152,9 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
                 "tunnel_rtt": round_trip_seconds(echo),
                 "direct_rtt": round_trip_seconds(echo_port),
             }
-    finally:
+    finally:  # stopped before the node goes, so that its container is cleaned up
         cluster.run("workflow", "cancel", workflow)
+        cluster.run("workflow", "status", workflow, "--watch")
 
 
 def main() -> int:
