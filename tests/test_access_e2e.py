@@ -171,12 +171,15 @@ def test_a_page_and_a_50_mb_file_come_through_port_forward(notebook: Notebook,
 def test_twenty_concurrent_connections_close_cleanly_both_ways(notebook: Notebook) -> None:
     forward = Forward(notebook.cluster, notebook.name, notebook.echo_port)
     try:
-        conns = [socket.create_connection(("127.0.0.1", forward.port), timeout=30)
-                 for _ in range(20)]
+        conns = []
+        for index in range(20):  # one at a time: busybox nc accepts with a backlog of 1
+            conn = socket.create_connection(("127.0.0.1", forward.port), timeout=30)
+            conn.sendall(f"{index}\n".encode())
+            assert conn.recv(100) == f"{index}\n".encode()
+            conns.append(conn)
 
-        def talk(index: int) -> bytes:  # every connection is open while the others talk
-            message = f"connection {index} says hello\n".encode() * 1000
-            conns[index].sendall(message)
+        def talk(index: int) -> bytes:  # all 20 are open while they talk at once
+            conns[index].sendall(f"connection {index} says hello\n".encode() * 1000)
             conns[index].shutdown(socket.SHUT_WR)  # half-close: the echo still comes back
             received = b""
             while chunk := conns[index].recv(65536):
@@ -233,6 +236,11 @@ def test_exec_with_a_tty_follows_the_window_and_restores_the_terminal(
         screen.type(b"exit 5\r")
         assert process.wait(timeout=30) == 5
         assert termios.tcgetattr(slave) == before  # raw mode undone
+        process = subprocess.Popen(  # runc cannot start it: its message, and 255
+            fuzz_command("workflow", "exec", notebook.name, JOB, "--tty", "--", "/no/such"),
+            cwd=notebook.cluster.directory, stdin=slave, stdout=slave, stderr=slave)
+        screen.expect(b"no such file or directory")
+        assert process.wait(timeout=30) == 255
     finally:
         if process.poll() is None:
             process.kill()

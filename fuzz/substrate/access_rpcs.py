@@ -87,7 +87,7 @@ class AccessRpcs(NodeJobs):
             spec = ExecSpec(start.container_id, tuple(start.args), tuple(start.env), start.cwd,
                             start.tty, start.window.rows, start.window.columns)
             containers = self.jobs().containers
-            containers.running_pid(spec.container_id)
+            containers.running_pid(spec.container_id)  # it must be running
             process = ExecProcess(containers.runc_path(), spec,
                                   containers.process_config(spec.container_id))
         except FuzzError as exc:

@@ -187,23 +187,28 @@ class ExecProcess:
 
     @staticmethod
     def _receive_terminal(console: socket.socket, popen: subprocess.Popen[bytes]) -> int:
-        """The terminal's master side, as runc sends it; ExecStartError if it does not."""
+        """The terminal's master side as runc sends it, or -1 when runc failed (its message
+        and exit code tell why); ExecStartError (and runc killed) if it neither sends nor
+        fails in time."""
         deadline = time.monotonic() + CONSOLE_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                conn, _ = console.accept()
-            except TimeoutError:
-                if popen.poll() is not None:
-                    return -1  # runc failed: its message and exit code tell why
-                continue
-            with conn:
-                conn.settimeout(CONSOLE_TIMEOUT)
-                _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
-            if fds:
-                return fds[0]
-            break
-        popen.kill()
-        raise ExecStartError("runc did not hand over the terminal")
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    conn, _ = console.accept()
+                except TimeoutError:
+                    if popen.poll() is not None:
+                        return -1
+                    continue
+                with conn:
+                    conn.settimeout(CONSOLE_TIMEOUT)
+                    _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+                if fds:
+                    return fds[0]
+                break
+            raise ExecStartError("runc did not hand over the terminal")
+        except BaseException:
+            popen.kill()
+            raise
 
     def resize(self, rows: int, columns: int) -> None:
         """Give the terminal a new size (a no-op without one); by the stdin thread only."""
