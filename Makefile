@@ -32,6 +32,8 @@ proto: $(GENERATED)
 fuzz/api/%_pb2.py: fuzz/api/%.proto $(STAMPS)/venv
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $<
 
+fuzz/api/orchestrator_pb2.py: fuzz/api/substrate.proto  # it imports substrate's messages
+
 demo: setup
 	$(PY) scripts/demo.py
 
@@ -51,6 +53,7 @@ bench: setup
 	$(PY) bench/substrate_start.py
 	$(PY) bench/throughput.py
 	$(PY) bench/offering_choice.py
+	$(PY) bench/port_forward.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) fuzz/api/*_pb2*.py

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -77,6 +77,26 @@ class ClientTls:
         return ClientTls(self.ca_pem, self.cert_pem, self.key_pem, server_name)
 
 
+class DuplexCall(Generic[_Reply]):
+    """A bidirectional stream under way: iterate its replies; :meth:`cancel` ends it early."""
+
+    def __init__(self, call: Any, error: Callable[[grpc.RpcError], FuzzError]) -> None:
+        """Wrap the gRPC ``call``; ``error`` says what a failure means."""
+        self._call = call
+        self._error = error
+
+    def __iter__(self) -> Iterator[_Reply]:
+        """The replies as they come; a failed call raises its FuzzError."""
+        try:
+            yield from self._call
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def cancel(self) -> None:
+        """End the call from this side (the server sees CANCELLED)."""
+        self._call.cancel()
+
+
 class GrpcClient:
     """A channel to ``endpoint`` whose calls carry ``token``."""
 
@@ -131,6 +151,11 @@ class GrpcClient:
             yield from method(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+    def _duplex(self, method: Callable[..., Any], requests: Iterator[Any]) -> DuplexCall[Any]:
+        """Open a bidirectional stream fed by ``requests`` (no deadline: it lasts as long
+        as the conversation)."""
+        return DuplexCall(method(requests, metadata=self._metadata), self._error)
 
     def _call(self, method: Callable[..., _Reply], request: Any, timeout: float | None) -> _Reply:
         """Call ``method`` with the token; gRPC failures become FuzzErrors."""

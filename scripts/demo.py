@@ -8,7 +8,11 @@ What it does, each step a real `fuzz` command printed before it runs:
 2. `fuzz server --detach` (the orchestrator), `fuzz apply` (3 local nodes that join it);
 3. `fuzz workflow start pipeline examples/workflows/pipeline.yaml --watch`: ingress,
    untar, two jobs side by side, a summary, egress, with the live status table;
-4. prints the egressed summary.
+4. prints the egressed summary;
+5. starts examples/workflows/notebook.yaml (a long-lived web server in a job),
+   `fuzz workflow port-forward notebook notebook 8889:8888`, fetches the page through
+   that tunnel (CLI -> orchestrator -> the node's agent -> the job: no SSH), runs
+   `fuzz workflow exec notebook notebook -- ls -l /tmp/www`, and cancels the notebook.
 
 The orchestrator and nodes keep running afterwards (`make demo-destroy` stops them).
 """
@@ -16,10 +20,14 @@ The orchestrator and nodes keep running afterwards (`make demo-destroy` stops th
 from __future__ import annotations
 
 import io
+import json
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.request
 from pathlib import Path
 
 from fuzz.testing.oci import BUSYBOX_REPO, build_busybox_layout, push_layout, serve_registry
@@ -28,6 +36,8 @@ from fuzz.testing.web import serve_directory
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "examples" / "local"
 PIPELINE = ROOT / "examples" / "workflows" / "pipeline.yaml"
+NOTEBOOK = ROOT / "examples" / "workflows" / "notebook.yaml"
+NOTEBOOK_PORTS = "8889:8888"  # on this machine the job's own 8888 is taken by the job
 WORK = CLUSTER / ".fuzz" / "demo"
 RESULTS = Path("/tmp/fuzz-demo/results")
 REGISTRY_PORT = 5000
@@ -38,10 +48,57 @@ TEXTS = {
 }
 
 
-def fuzz(*args: str) -> None:
-    """Run one fuzz command against the demo cluster, showing it first."""
+def fuzz_argv(*args: str) -> list[str]:
+    """The command line of a fuzz command against the demo cluster, shown first."""
     print(f"\n$ fuzz -C examples/local {' '.join(args)}", flush=True)
-    subprocess.run([sys.executable, "-m", "fuzz", "-C", str(CLUSTER), *args], check=True)
+    return [sys.executable, "-m", "fuzz", "-C", str(CLUSTER), *args]
+
+
+def fuzz(*args: str) -> None:
+    """Run one fuzz command against the demo cluster."""
+    subprocess.run(fuzz_argv(*args), check=True)
+
+
+def wait_running(workflow: str, timeout: float = 120) -> None:
+    """Wait until every task of ``workflow`` runs."""
+    argv = [sys.executable, "-m", "fuzz", "-C", str(CLUSTER), "workflow", "status", workflow,
+            "--json"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = json.loads(subprocess.run(argv, check=True, capture_output=True).stdout)
+        if all(task["state"] == "RUNNING" for task in status["tasks"]):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"workflow {workflow} did not start running")
+
+
+def fetch_through(port: int, timeout: float = 60) -> str:
+    """The page at 127.0.0.1:``port``, once it answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
+                return str(reply.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def notebook() -> None:
+    """Reach a long-lived service in a job through port-forward, and look inside it."""
+    fuzz("workflow", "start", "notebook", str(NOTEBOOK))
+    wait_running("notebook")
+    forward = subprocess.Popen(fuzz_argv("workflow", "port-forward", "notebook", "notebook",
+                                         NOTEBOOK_PORTS))
+    try:
+        local = int(NOTEBOOK_PORTS.partition(":")[0])
+        print(f"\n$ curl http://127.0.0.1:{local}/\n{fetch_through(local)}", end="", flush=True)
+    finally:
+        forward.send_signal(signal.SIGINT)  # Ctrl-C
+        forward.wait()
+    fuzz("workflow", "exec", "notebook", "notebook", "--", "ls", "-l", "/tmp/www")
+    fuzz("workflow", "cancel", "notebook")
 
 
 def write_inputs(directory: Path) -> None:
@@ -74,8 +131,9 @@ def main() -> int:
         fuzz("server", "--detach")
         fuzz("apply", "--auto-approve")
         fuzz("workflow", "start", "pipeline", str(PIPELINE), "--watch")
-    summary = RESULTS / "summary.txt"
-    print(f"\n$ cat {summary}\n{summary.read_text()}", end="")
+        summary = RESULTS / "summary.txt"
+        print(f"\n$ cat {summary}\n{summary.read_text()}", end="")
+        notebook()
     print("\nThe orchestrator and the 3 nodes keep running: try `fuzz -C examples/local "
           "workflow list`.\nStop them with: make demo-destroy")
     return 0

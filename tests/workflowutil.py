@@ -69,10 +69,12 @@ def tasks_by_key(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def local_cluster(directory: Path, registries: list[str], port: int) -> Iterator[LocalCluster]:
-    """Two local nodes and their orchestrator in ``directory``; every agent gone after."""
+def local_cluster(directory: Path, registries: list[str], port: int,
+                  nodes: int = 2) -> Iterator[LocalCluster]:
+    """``nodes`` local nodes and their orchestrator in ``directory``; every agent gone after."""
     try:
-        with cluster.local_cluster(directory, registries, port, cluster="e2e") as running:
+        with cluster.local_cluster(directory, registries, port, nodes=nodes,
+                                   cluster="e2e") as running:
             yield LocalCluster(running.directory, running.nodes)
     finally:
         kill_agents(directory)

@@ -36,6 +36,7 @@ def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) 
 
 def _register_commands() -> None:
     from fuzz.cli import (
+        commands_access,
         commands_iam,
         commands_info,
         commands_lifecycle,
@@ -52,7 +53,7 @@ def _register_commands() -> None:
                    commands_secret, commands_login, commands_iam):
         for command in module.COMMANDS:
             cli.add_command(command)
-    for command in commands_runs.COMMANDS:
+    for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS):
         workflow.add_command(command)
     cli.add_command(workflow)
     cli.add_command(substrate)

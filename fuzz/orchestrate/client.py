@@ -12,9 +12,16 @@ from collections.abc import Iterator, Mapping
 import grpc
 
 from fuzz.api import orchestrator_pb2 as pb
-from fuzz.api import orchestrator_pb2_grpc
+from fuzz.api import orchestrator_pb2_grpc, substrate_pb2
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls, GrpcClient, status_of, tls_failure
+from fuzz.grpcclient import (
+    DEFAULT_TIMEOUT,
+    ClientTls,
+    DuplexCall,
+    GrpcClient,
+    status_of,
+    tls_failure,
+)
 from fuzz.provider_api import JoinInfo
 from fuzz.substrate.enroll import RegistrationProof
 
@@ -144,6 +151,22 @@ class OrchestratorClient(GrpcClient):
         request = pb.JobLogRequest(workflow=workflow, task=task, stream=stream, follow=follow)
         for chunk in self._stream(self._stub.StreamJobLog, request, None):
             yield chunk.data
+
+    # --- interactive access ------------------------------------------------------------
+
+    def exec(self, requests: Iterator[pb.ExecRequest]) -> DuplexCall[substrate_pb2.ExecOutput]:
+        """Run a process in a running task: the first request names it and carries ``start``;
+        the end of ``requests`` closes the process's stdin."""
+        call: DuplexCall[substrate_pb2.ExecOutput] = self._duplex(self._stub.Exec, requests)
+        return call
+
+    def port_forward(self, requests: Iterator[pb.PortForwardRequest]
+                     ) -> DuplexCall[substrate_pb2.PortForwardFrame]:
+        """Relay one TCP connection to a port of a running task: the first request names it
+        and carries ``open``; the end of ``requests`` half-closes the connection."""
+        call: DuplexCall[substrate_pb2.PortForwardFrame] = self._duplex(
+            self._stub.PortForward, requests)
+        return call
 
     # --- secrets ---------------------------------------------------------------------------
 

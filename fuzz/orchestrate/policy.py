@@ -37,7 +37,9 @@ ACTIONS: Mapping[str, str] = {
     "cluster:apply": "create nodes (issue join tokens)",
     "iam:manage": "manage users, groups, roles, login codes, tokens and the curtain",
 }
-CURTAINED_ACTIONS = ("workflow:exec", "workflow:port-forward")
+WORKFLOW_EXEC = "workflow:exec"
+WORKFLOW_PORT_FORWARD = "workflow:port-forward"
+CURTAINED_ACTIONS = (WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 

@@ -64,6 +64,8 @@ DB_FILE = "server.db"
 KEY_FILE = "master.key"
 LOCK_FILE = "server.lock"
 STOP_GRACE = 2.0
+# Watches, followed logs, execs and forwarded connections hold a worker each while they last.
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
             settings.listen, authz.token_problem, register, SERVICE_NAME,
             tls=tls.files if tls else None,
             open_methods=(REGISTER_METHOD, ENROLL_METHOD, LOGIN_METHOD),
+            max_workers=MAX_WORKERS,
         )
         service.advertise = settings.advertise or running.endpoint
         if tls is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from fuzz.api import orchestrator_pb2 as pb
+from fuzz.api import substrate_pb2
 from fuzz.errors import FuzzError
 from fuzz.grpcserve import StatusTable, abort_with
 from fuzz.orchestrate.authz import (
@@ -38,6 +39,8 @@ from fuzz.orchestrate.messages import (
     workflow_summary,
 )
 from fuzz.orchestrate.nodes import JoinRefusedError, NodeDirectory, NodeUse
+from fuzz.orchestrate.policy import WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD
+from fuzz.orchestrate.relay import LiveTask, relay_exec, relay_port_forward
 from fuzz.orchestrate.runner import (
     Runner,
     WorkflowExistsError,
@@ -72,6 +75,10 @@ _STATUS: StatusTable = (
 
 class TaskNotFoundError(FuzzError):
     """No task of that name in the workflow."""
+
+
+class TaskNotRunningError(FuzzError):
+    """The task is not running now (so there is nothing to exec in or forward to)."""
 
 
 class OrchestratorService:
@@ -293,6 +300,42 @@ class OrchestratorService:
             if task.done or (task.state == "QUEUED" and task.attempt > 0):
                 return
             seen = self._runner.wait_for_change(seen, WATCH_INTERVAL)
+
+    # --- interactive access -------------------------------------------------------------
+
+    def Exec(self, request_iterator: Iterator[pb.ExecRequest], context: grpc.ServicerContext
+             ) -> Iterator[substrate_pb2.ExecOutput]:
+        """Run a process in a running task's container, through its first node's agent."""
+        first = next(request_iterator, None)
+        if first is None or first.input.WhichOneof("input") != "start":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be start")
+        task = self._live_task(context, WORKFLOW_EXEC, first.workflow, first.task)
+        yield from relay_exec(task, first.input, (r.input for r in request_iterator), context)
+
+    def PortForward(self, request_iterator: Iterator[pb.PortForwardRequest],
+                    context: grpc.ServicerContext) -> Iterator[substrate_pb2.PortForwardFrame]:
+        """Relay a TCP connection to a port of a running task, through its node's agent."""
+        first = next(request_iterator, None)
+        if first is None or first.frame.WhichOneof("frame") != "open":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be open")
+        task = self._live_task(context, WORKFLOW_PORT_FORWARD, first.workflow, first.task)
+        yield from relay_port_forward(task, first.frame, (r.frame for r in request_iterator),
+                                      context)
+
+    def _live_task(self, context: grpc.ServicerContext, action: str, workflow: str,
+                   task: str) -> LiveTask:
+        """The running task ``task`` of ``workflow``, once the caller may do ``action`` on it."""
+        try:
+            _, snapshot = self.workflow_access(context, action, workflow)
+            _, key = _task_key(snapshot, workflow, task)
+            plan = self._runner.live_attempt(workflow, key)
+            if plan is None:
+                state = next(t.state for t in snapshot.tasks if t.key == key)
+                raise TaskNotRunningError(
+                    f"task {key} of workflow {workflow} is not running ({state})")
+            return LiveTask(self._nodes.client(plan.nodes[0]), plan.containers[0])
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
 
     # --- secrets ------------------------------------------------------------------------
 

@@ -13,14 +13,24 @@ import grpc
 
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls, GrpcClient, status_of, tls_failure
+from fuzz.grpcclient import (
+    DEFAULT_TIMEOUT,
+    ClientTls,
+    DuplexCall,
+    GrpcClient,
+    status_of,
+    tls_failure,
+)
 from fuzz.resources import ResourceRequest
 
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
 
 
 class AgentError(FuzzError):
-    """A call to a node agent failed."""
+    """A call to a node agent failed: ``code`` and ``details`` are the agent's status."""
+
+    code: grpc.StatusCode | None = None
+    details: str = ""
 
 
 class AgentUnreachableError(AgentError):
@@ -228,9 +238,29 @@ class AgentClient(GrpcClient):
         for chunk in self._stream(self._stub.StreamLogs, request, timeout):
             yield chunk.data
 
+    def exec(self, inputs: Iterator[substrate_pb2.ExecInput]
+             ) -> DuplexCall[substrate_pb2.ExecOutput]:
+        """Run a process in a running container: ``inputs`` starts with ``start``."""
+        call: DuplexCall[substrate_pb2.ExecOutput] = self._duplex(self._stub.Exec, inputs)
+        return call
+
+    def port_forward(self, frames: Iterator[substrate_pb2.PortForwardFrame]
+                     ) -> DuplexCall[substrate_pb2.PortForwardFrame]:
+        """Relay a TCP connection to a port in a running container: ``frames`` starts with
+        ``open``; their end half-closes the connection."""
+        call: DuplexCall[substrate_pb2.PortForwardFrame] = self._duplex(
+            self._stub.PortForward, frames)
+        return call
+
     def _error(self, exc: grpc.RpcError) -> AgentError:
-        """What a failed call to the agent means, as an AgentError."""
+        """What a failed call to the agent means, as an AgentError carrying its status."""
         code, details = status_of(exc)
+        error = self._classify(code, details)
+        error.code, error.details = code, details
+        return error
+
+    def _classify(self, code: grpc.StatusCode | None, details: str) -> AgentError:
+        """The AgentError (subclass) for a failed call's status."""
         if code == grpc.StatusCode.UNAVAILABLE:
             failure = tls_failure(details)
             return AgentUnreachableError(f"agent at {self.endpoint} is not reachable"

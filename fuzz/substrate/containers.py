@@ -71,6 +71,7 @@ from fuzz.substrate.monitor_client import (
 )
 from fuzz.substrate.monitor_files import (
     CANCEL_FILE,
+    CONFIG_FILE,
     CONTAINERS_DIR,
     FINAL_STATES,
     ROOTFS_DIR,
@@ -201,7 +202,8 @@ class ContainerManager:
 
     # --- paths
 
-    def _runc_path(self) -> str:
+    def runc_path(self) -> str:
+        """The absolute path of the runc binary (ContainerError when it is not installed)."""
         if self._runc is None:
             found = shutil.which(self.runc)
             if found is None:
@@ -224,7 +226,7 @@ class ContainerManager:
         Setup failures (a bad rootfs, runc refusing the config) come back as a
         ``failed`` status with the reason in ``error``, not as exceptions.
         """
-        runc = self._runc_path()
+        runc = self.runc_path()
         devices = [device_node(path) for path in spec.devices]
         directory = self.root / spec.id
         if directory.exists():
@@ -286,7 +288,7 @@ class ContainerManager:
             return data
         try:
             answer = self._monitor.request(
-                {"op": "check", "id": container_id}, self._runc_path(), START_TIMEOUT
+                {"op": "check", "id": container_id}, self.runc_path(), START_TIMEOUT
             )
         except MonitorGoneError:
             return read_json(str(directory / STATUS_FILE))
@@ -294,6 +296,23 @@ class ContainerManager:
             raise ContainerError(f"container {container_id}: {exc}") from None
         status = answer.get("status") if answer else None
         return status if isinstance(status, dict) else data
+
+    def running_pid(self, container_id: str) -> int:
+        """The host pid of a running container's init (ContainerStateError unless it runs)."""
+        status = self.status(container_id)
+        data = read_json(str(self.container_dir(container_id) / STATUS_FILE)) or {}
+        pid = data.get("pid")
+        if status.state != "running" or not isinstance(pid, int):
+            raise ContainerStateError(f"container {container_id} is {status.state}, not running")
+        return pid
+
+    def process_config(self, container_id: str) -> dict[str, Any]:
+        """The ``process`` of the container's OCI config (what ``runc exec`` starts from)."""
+        data = read_json(str(self.container_dir(container_id) / CONFIG_FILE))
+        process = data.get("process") if data else None
+        if not isinstance(process, dict):
+            raise ContainerError(f"container {container_id}: config.json has no process")
+        return process
 
     def spec(self, container_id: str) -> ContainerSpec:
         """The spec the container was started with."""
@@ -330,7 +349,7 @@ class ContainerManager:
                 )
             try:
                 answer = self._monitor.request(
-                    {"op": "wait", "id": container_id}, self._runc_path(), remaining
+                    {"op": "wait", "id": container_id}, self.runc_path(), remaining
                 )
             except MonitorGoneError:
                 continue  # status() settles what the dead monitor left
@@ -435,7 +454,7 @@ class ContainerManager:
         try:  # the monitor may still be cleaning it up (runc delete, unmount)
             answer = self._monitor.request(
                 {"op": "wait", "id": container_id, "cleaned": True},
-                self._runc_path(),
+                self.runc_path(),
                 START_TIMEOUT,
             )
         except MonitorError as exc:

@@ -114,12 +114,16 @@ def status_message(job: JobStatus) -> substrate_pb2.ContainerStatus:
     return message
 
 
-class JobRpcs:
-    """The image and container methods of the Substrate servicer (a mixin)."""
+class NodeJobs:
+    """The base of the Substrate servicer's mixins: the node's jobs."""
 
     def jobs(self) -> JobRunner:
         """The node's job runner (provided by the servicer)."""
         raise NotImplementedError
+
+
+class JobRpcs(NodeJobs):
+    """The image and container methods of the Substrate servicer (a mixin)."""
 
     def _run(self, context: grpc.ServicerContext, call: Callable[[JobRunner], _Reply]) -> _Reply:
         try:

@@ -14,13 +14,12 @@ import os
 import select
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import fuzz
 from fuzz.errors import FuzzError
+from fuzz.substrate.helper_process import helper_command, helper_env
 from fuzz.substrate.monitor_files import (
     MONITOR_LOCK,
     MONITOR_LOG,
@@ -176,23 +175,10 @@ class MonitorClient:
 
     def _spawn(self, runc: str) -> None:
         """Start a monitor and wait until it answers (or says another one runs)."""
-        package_root = str(Path(fuzz.__file__).resolve().parent.parent)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "PYTHONPATH": package_root,
-        }
+        env = helper_env()
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        command = [
-            sys.executable,
-            "-S",  # the monitor needs the stdlib and fuzz only, not site-packages
-            "-c",
-            MONITOR_MAIN,
-            self.state_dir,
-            "--runc",
-            runc,
-            "--ready-fd",
-            str(ready_w),
-        ]
+        command = helper_command(MONITOR_MAIN, self.state_dir, "--runc", runc,
+                                 "--ready-fd", str(ready_w))
         try:
             try:
                 with open(self.log_path, "ab") as log:

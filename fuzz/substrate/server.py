@@ -31,6 +31,7 @@ from fuzz.grpcserve import (
     restore_signal_handlers,
     start_server,
 )
+from fuzz.substrate.access_rpcs import AccessRpcs
 from fuzz.substrate.auth import shared_token
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
@@ -64,8 +65,9 @@ _AFFINITY_NAMES = {
 }
 _AFFINITY_NAMES[substrate_pb2.AFFINITY_UNSPECIFIED] = "NONE"
 STOP_GRACE = 2.0
-# Waits and followed log streams hold a worker each while they last.
-MAX_WORKERS = 64
+# Waits, followed log streams, execs and forwarded connections hold a worker each
+# while they last.
+MAX_WORKERS = 256
 
 
 _Reply = TypeVar("_Reply")
@@ -165,7 +167,7 @@ _LEASE_STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (
 )
 
 
-class SubstrateService(JobRpcs):
+class SubstrateService(JobRpcs, AccessRpcs):
     """The ``fuzz.substrate.v1.Substrate`` servicer.
 
     The machine is read on the first Inventory call (not at start, which stays fast

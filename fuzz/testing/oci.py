@@ -30,6 +30,7 @@ APPLETS = (
     "httpd", "dd", "head", "grep", "wc", "mount", "printf", "test", "mkdir", "rm", "touch",
     "hostname", "ps", "kill", "uname", "tail", "sync", "stat", "wget", "nc", "date",
     "tar", "gzip", "gunzip", "seq", "expr", "basename", "cut", "sort", "tr", "sha256sum",
+    "stty",
 )  # fmt: skip
 BUSYBOX_REPO = "fuzz/busybox"
 

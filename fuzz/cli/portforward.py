@@ -1,0 +1,125 @@
+"""Port-forwarding for the CLI: local TCP connections tunnelled to a port of a running job.
+
+Each connection accepted on ``127.0.0.1:LOCAL`` becomes one bidirectional
+PortForward stream to the orchestrator, which relays it to the agent of the
+job's node, which connects to the port inside the job's network namespace.
+Per connection, gRPC's request thread reads the local socket into the stream
+and a thread of ours writes the stream into the socket. When the local client
+has sent everything, the request stream ends (the agent half-closes towards the
+job); when the job has, an ``end`` frame arrives (we half-close towards the
+local client). Every event goes to a :data:`Report` callback, as a dict.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fuzz.api import orchestrator_pb2 as pb
+from fuzz.api import substrate_pb2
+from fuzz.errors import ConfigError, FuzzError
+from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.tunnel import SharedSocket
+
+LISTEN_HOST = "127.0.0.1"
+MAX_PORT = 65535
+BACKLOG = 128
+Report = Callable[[dict[str, Any]], None]
+
+
+class ListenError(FuzzError):
+    """The local port cannot be listened on."""
+
+
+@dataclass(frozen=True)
+class ForwardTarget:
+    """Where connections go: ``remote_port`` of task ``task`` of workflow ``workflow``."""
+
+    workflow: str
+    task: str
+    remote_port: int
+
+
+def parse_ports(text: str) -> tuple[int, int]:
+    """``LOCAL:REMOTE`` (or one ``PORT`` for both) -> (local, remote); LOCAL 0 picks a free one."""
+    local_text, _, remote_text = text.rpartition(":")
+    if not local_text:
+        local_text = remote_text
+    try:
+        local, remote = int(local_text), int(remote_text)
+    except ValueError:
+        raise ConfigError(f"ports {text!r}: expected LOCAL_PORT:REMOTE_PORT, e.g. 8888:8080"
+                          ) from None
+    if not 0 <= local <= MAX_PORT or not 0 < remote <= MAX_PORT:
+        raise ConfigError(f"ports {text!r}: the local port must be 0-{MAX_PORT} "
+                          f"(0: any free one) and the remote one 1-{MAX_PORT}")
+    return local, remote
+
+
+def listen(port: int) -> socket.socket:
+    """A socket listening on ``127.0.0.1:port`` (ListenError saying why not)."""
+    try:
+        return socket.create_server((LISTEN_HOST, port), backlog=BACKLOG)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {LISTEN_HOST}:{port}: {exc.strerror or exc}"
+                          ) from None
+
+
+def serve(client: OrchestratorClient, target: ForwardTarget, server: socket.socket,
+          report: Report) -> None:
+    """Accept connections on ``server`` and forward each in a thread of its own; forever."""
+    host, port = server.getsockname()[:2]
+    report({"event": "listening", "address": f"{host}:{port}", "workflow": target.workflow,
+            "job": target.task, "remote_port": target.remote_port})
+    number = 0
+    while True:
+        conn, peer = server.accept()
+        number += 1
+        report({"event": "open", "connection": number, "peer": f"{peer[0]}:{peer[1]}"})
+        threading.Thread(target=forward_connection, args=(client, target, conn, number, report),
+                         name=f"forward-{number}", daemon=True).start()
+
+
+def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
+                       number: int, report: Report) -> None:
+    """Tunnel one accepted connection until both sides are done; report how it closed."""
+    shared = SharedSocket(conn)
+    sent = [0]
+    received = 0
+    error: str | None = None
+
+    def requests() -> Iterator[pb.PortForwardRequest]:
+        try:
+            yield pb.PortForwardRequest(
+                workflow=target.workflow, task=target.task,
+                frame=substrate_pb2.PortForwardFrame(
+                    open=substrate_pb2.PortForwardOpen(port=target.remote_port)))
+            for chunk in shared.chunks():
+                sent[0] += len(chunk)
+                yield pb.PortForwardRequest(frame=substrate_pb2.PortForwardFrame(data=chunk))
+        except OSError:
+            pass  # reset by the local client: the reply side notices and ends the call
+        finally:
+            shared.release()
+
+    call = client.port_forward(requests())
+    try:
+        for frame in call:
+            if frame.WhichOneof("frame") == "data":
+                shared.sock.sendall(frame.data)
+                received += len(frame.data)
+            else:  # end: the job has sent everything
+                shared.shutdown(socket.SHUT_WR)
+    except FuzzError as exc:
+        error = str(exc)
+    except OSError as exc:
+        error = f"local connection: {exc.strerror or exc}"
+        call.cancel()
+    finally:
+        shared.shutdown()  # wakes the request thread if it still reads
+        shared.release()
+    report({"event": "close", "connection": number, "sent_bytes": sent[0],
+            "received_bytes": received, "error": error})

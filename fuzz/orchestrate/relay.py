@@ -1,0 +1,75 @@
+"""Relaying exec and port-forward streams between a client and the agent running the task.
+
+The orchestrator is a pass-through: the client's messages go to the agent of the
+task's first node unchanged but for the container id filled into the first one,
+and the agent's come back unchanged. When the client goes away the agent's call
+is cancelled (so the agent kills the process or closes the connection); when
+the agent's call fails, the client's ends with the agent's status where it is
+about the request, and FAILED_PRECONDITION naming the agent otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
+
+import grpc
+
+from fuzz.api import substrate_pb2
+from fuzz.grpcclient import DuplexCall
+from fuzz.substrate.client import AgentClient, AgentError
+
+_Reply = TypeVar("_Reply")
+# Statuses that describe the request, passed on as they are; the others (the agent
+# unreachable, refusing the orchestrator's token) are the orchestrator's problem.
+PASSED_ON = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,
+})
+
+
+@dataclass(frozen=True)
+class LiveTask:
+    """A running task as the relay needs it: its first node's agent and its container there."""
+
+    agent: AgentClient
+    container: str
+
+
+def relay_exec(task: LiveTask, start: substrate_pb2.ExecInput,
+               rest: Iterator[substrate_pb2.ExecInput],
+               context: grpc.ServicerContext) -> Iterator[substrate_pb2.ExecOutput]:
+    """Relay an exec: ``start`` (container id filled in), then ``rest``; the outputs back."""
+    first = substrate_pb2.ExecInput()
+    first.CopyFrom(start)
+    first.start.container_id = task.container
+    yield from _relay(task.agent.exec(itertools.chain((first,), rest)), context)
+
+
+def relay_port_forward(task: LiveTask, opening: substrate_pb2.PortForwardFrame,
+                       rest: Iterator[substrate_pb2.PortForwardFrame],
+                       context: grpc.ServicerContext
+                       ) -> Iterator[substrate_pb2.PortForwardFrame]:
+    """Relay a forwarded connection: ``opening`` (container id filled in), then ``rest``."""
+    first = substrate_pb2.PortForwardFrame()
+    first.CopyFrom(opening)
+    first.open.container_id = task.container
+    yield from _relay(task.agent.port_forward(itertools.chain((first,), rest)), context)
+
+
+def _relay(call: DuplexCall[_Reply], context: grpc.ServicerContext) -> Iterator[_Reply]:
+    context.add_callback(call.cancel)
+    try:
+        yield from call
+    except AgentError as exc:
+        _abort_for(context, exc)
+
+
+def _abort_for(context: grpc.ServicerContext, exc: AgentError) -> NoReturn:
+    if exc.code is not None and exc.code in PASSED_ON:
+        context.abort(exc.code, exc.details)
+    context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))

@@ -1,0 +1,140 @@
+"""Interactive access to running containers: the agent's Exec and PortForward streams.
+
+Each call holds a server worker (which sends) and one thread of its own (which
+takes the caller's messages) for as long as it lasts; when the call ends for
+any reason, what it started is ended too (the process killed, the connection
+shut down). See ``fuzz/api/substrate.proto`` for the stream semantics.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import grpc
+
+from fuzz.api import substrate_pb2
+from fuzz.errors import FuzzError
+from fuzz.grpcserve import StatusTable, abort_with
+from fuzz.substrate.containers import ContainerNotFoundError, ContainerStateError
+from fuzz.substrate.execproc import (
+    ExecProcess,
+    ExecRequestError,
+    ExecSpec,
+    ExecStartError,
+    write_all,
+)
+from fuzz.substrate.job_rpcs import NodeJobs
+from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
+from fuzz.tunnel import SharedSocket
+
+CONNECT_TIMEOUT = 10.0
+MAX_PORT = 65535
+
+_STATUS: StatusTable = (
+    (ExecRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ContainerNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (ContainerStateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (PortUnreachableError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ExecStartError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def _feed_stdin(requests: Iterator[substrate_pb2.ExecInput], process: ExecProcess) -> None:
+    """Pass the caller's stdin and window sizes on; close stdin when the caller is done."""
+    try:
+        for message in requests:
+            kind = message.WhichOneof("input")
+            if kind == "stdin":
+                write_all(process.stdin, message.stdin)
+            elif kind == "resize":
+                process.resize(message.resize.rows, message.resize.columns)
+    except (grpc.RpcError, OSError):
+        pass  # the call ended, or the process stopped reading: nothing more to pass on
+    finally:
+        process.close_stdin()
+
+
+def _feed_socket(frames: Iterator[substrate_pb2.PortForwardFrame], conn: SharedSocket,
+                 failed: list[str]) -> None:
+    """Send the caller's bytes; half-close when the caller is done, shut down on a failure."""
+    try:
+        for frame in frames:
+            if frame.WhichOneof("frame") == "data":
+                conn.sock.sendall(frame.data)
+        conn.shutdown(socket.SHUT_WR)
+    except grpc.RpcError:
+        conn.shutdown()
+    except OSError as exc:
+        failed.append(exc.strerror or str(exc))
+        conn.shutdown()
+    finally:
+        conn.release()
+
+
+class AccessRpcs(NodeJobs):
+    """The Exec and PortForward methods of the Substrate servicer (a mixin)."""
+
+    def Exec(self, request_iterator: Iterator[substrate_pb2.ExecInput],
+             context: grpc.ServicerContext) -> Iterator[substrate_pb2.ExecOutput]:
+        """Run a process in a running container, streaming its stdio, then its exit code."""
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("input") != "start":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be start")
+        start = first.start
+        try:
+            spec = ExecSpec(start.container_id, tuple(start.args), tuple(start.env), start.cwd,
+                            start.tty, start.window.rows, start.window.columns)
+            containers = self.jobs().containers
+            containers.running_pid(spec.container_id)  # it must be running
+            process = ExecProcess(containers.runc_path(), spec,
+                                  containers.process_config(spec.container_id))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        context.add_callback(process.kill)
+        threading.Thread(target=_feed_stdin, args=(request_iterator, process),
+                         name=f"exec-stdin-{spec.container_id}", daemon=True).start()
+        try:
+            for stream, data in process.output():
+                yield (substrate_pb2.ExecOutput(stdout=data) if stream == "stdout"
+                       else substrate_pb2.ExecOutput(stderr=data))
+            code = process.wait()
+        finally:
+            process.close()
+        yield substrate_pb2.ExecOutput(exit_code=code)
+
+    def PortForward(self, request_iterator: Iterator[substrate_pb2.PortForwardFrame],
+                    context: grpc.ServicerContext) -> Iterator[substrate_pb2.PortForwardFrame]:
+        """Relay a TCP connection to a port inside a running container's network namespace."""
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("frame") != "open":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be open")
+        target = first.open
+        if not 0 < target.port <= MAX_PORT:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"port {target.port} is not a TCP port (1-{MAX_PORT})")
+        try:
+            pid = self.jobs().containers.running_pid(target.container_id)
+            conn = SharedSocket(connect_in_netns(pid, target.port, CONNECT_TIMEOUT,
+                                                 f"container {target.container_id}"))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        context.add_callback(conn.shutdown)  # the call ended: wake both threads
+        failed: list[str] = []
+        writer = threading.Thread(target=_feed_socket, args=(request_iterator, conn, failed),
+                                  name=f"forward-{target.container_id}", daemon=True)
+        writer.start()
+        try:
+            for data in conn.chunks():
+                yield substrate_pb2.PortForwardFrame(data=data)
+            yield substrate_pb2.PortForwardFrame(end=True)
+            writer.join()  # the caller may still be sending: the call lasts until it is done
+        except OSError as exc:  # reset by the far side
+            failed.append(exc.strerror or str(exc))
+            conn.shutdown()
+        finally:
+            conn.release()
+        if failed:
+            context.abort(grpc.StatusCode.ABORTED,
+                          f"port {target.port} in container {target.container_id}: {failed[0]}")

@@ -1,0 +1,275 @@
+"""A process started inside a running container by ``runc exec``: with pipes, or a terminal.
+
+The process is the container's own process spec (its user, capabilities,
+limits, environment) with the request's command, environment on top, working
+directory and terminal, written to a ``process.json`` for ``runc exec --process``.
+
+Without a terminal, runc runs in the foreground with three pipes as the
+process's stdin, stdout and stderr, and its exit code is the process's.
+
+With a terminal, runc makes the container's pseudo-terminal, hands its master
+side to the agent over a console socket, and detaches: the agent reads and
+writes that terminal directly and sets its window size on it (the kernel tells
+the process with SIGWINCH). The detached process is adopted and waited for by
+a small reaper (:mod:`fuzz.substrate.exec_reaper`), whose exit code is the
+process's. (runc in the foreground would put a second terminal of its own
+between the agent and the container, and race the process to the first
+terminal settings: output lines then end in ``\\r\\r\\n`` now and then.)
+
+runc writes the process's host pid to a pid file, so that :meth:`ExecProcess.kill`
+can kill it when the caller goes away: runc cannot pass SIGKILL on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import termios
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from fuzz.errors import FuzzError
+from fuzz.substrate.exec_reaper import REAPER_MAIN
+from fuzz.substrate.helper_process import helper_command, helper_env
+from fuzz.substrate.jobs import merge_env
+
+CHUNK_BYTES = 64 * 1024
+PID_FILE = "exec.pid"
+PROCESS_FILE = "process.json"
+CONSOLE_SOCKET = "console.sock"
+CONSOLE_TIMEOUT = 30.0  # for runc to hand the terminal over
+Stream = Literal["stdout", "stderr"]
+
+
+class ExecRequestError(FuzzError):
+    """The exec request is invalid (no command, a bad env entry, a relative cwd)."""
+
+
+class ExecStartError(FuzzError):
+    """runc did not start the process (or did not hand its terminal over)."""
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    """What to run in which container, and how (a tty of ``rows`` x ``columns``, or pipes)."""
+
+    container_id: str
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = ""
+    tty: bool = False
+    rows: int = 0
+    columns: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse what runc would only fail on later."""
+        if not self.args or not self.args[0]:
+            raise ExecRequestError("exec needs a command")
+        for item in self.env:
+            if "=" not in item or item.startswith("="):
+                raise ExecRequestError(f"env entry {item!r} must look like KEY=VALUE")
+        if self.cwd and not PurePosixPath(self.cwd).is_absolute():
+            raise ExecRequestError(f"cwd {self.cwd!r} must be an absolute path")
+
+
+def process_config(spec: ExecSpec, container_process: dict[str, Any]) -> dict[str, Any]:
+    """The OCI process for ``spec``: the container's own ``process``, with the request's
+    command, environment over the container's, working directory and terminal."""
+    process = dict(container_process)
+    process["args"] = list(spec.args)
+    process["env"] = list(merge_env(container_process.get("env", ()), spec.env))
+    process["terminal"] = spec.tty
+    if spec.cwd:
+        process["cwd"] = spec.cwd
+    if spec.tty and spec.rows and spec.columns:
+        process["consoleSize"] = {"height": spec.rows, "width": spec.columns}
+    return process
+
+
+def set_window_size(fd: int, rows: int, columns: int) -> None:
+    """Set the size of the terminal ``fd`` belongs to."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (blocking)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class ExecProcess:
+    """One process run by ``runc exec`` in a running container.
+
+    Two threads use it: one writes to :attr:`stdin` (and calls :meth:`resize`),
+    then :meth:`close_stdin`; the other reads :meth:`output`, :meth:`wait`\\ s and
+    :meth:`close`\\ s the rest. :meth:`kill` is safe from anywhere.
+    """
+
+    def __init__(self, runc: str, spec: ExecSpec, container_process: dict[str, Any]) -> None:
+        """Start ``spec``'s process with the runc binary ``runc``; ``container_process`` is
+        the ``process`` of the container's OCI config. Raises ExecStartError."""
+        self.spec = spec
+        self._dir = tempfile.mkdtemp(prefix="fuzz-exec-")
+        self._outputs: dict[int, Stream] = {}
+        process_file = os.path.join(self._dir, PROCESS_FILE)
+        with open(process_file, "w", encoding="utf-8") as handle:
+            json.dump(process_config(spec, container_process), handle)
+        argv = [runc, "exec", "--process", process_file,
+                "--pid-file", os.path.join(self._dir, PID_FILE)]
+        try:
+            if spec.tty:
+                self._popen, self.stdin = self._start_on_terminal(argv)
+            else:
+                self._popen, self.stdin = self._start_piped(argv)
+        except (OSError, ExecStartError) as exc:
+            self.close()
+            if isinstance(exc, ExecStartError):
+                raise
+            raise ExecStartError(f"cannot run runc exec: {exc.strerror or exc}") from None
+
+    def _start_piped(self, argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+        pipes = [os.pipe() for _ in range(3)]  # (read end, write end) of stdin, stdout, stderr
+        theirs = (pipes[0][0], pipes[1][1], pipes[2][1])
+        ours = (pipes[0][1], pipes[1][0], pipes[2][0])
+        try:
+            popen = subprocess.Popen([*argv, self.spec.container_id], stdin=theirs[0],
+                                     stdout=theirs[1], stderr=theirs[2])
+        except OSError:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self._outputs[ours[1]] = "stdout"
+        self._outputs[ours[2]] = "stderr"
+        return popen, ours[0]
+
+    def _start_on_terminal(self, argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+        address = os.path.join(self._dir, CONSOLE_SOCKET)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as console:
+            console.bind(address)
+            console.listen(1)
+            console.settimeout(0.1)
+            errors_r, errors_w = os.pipe()  # runc's complaints, should it fail
+            try:
+                popen = subprocess.Popen(
+                    helper_command(REAPER_MAIN, *argv, "--detach", "--console-socket", address,
+                                   self.spec.container_id),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors_w,
+                    env=helper_env(), cwd="/")
+            except OSError:
+                os.close(errors_r)
+                raise
+            finally:
+                os.close(errors_w)
+            self._outputs[errors_r] = "stderr"
+            master = self._receive_terminal(console, popen)
+        if master < 0:
+            return popen, -1
+        os.set_inheritable(master, False)  # no other child may hold the terminal open
+        os.set_blocking(master, True)
+        self._outputs[master] = "stdout"
+        return popen, os.dup(master)
+
+    @staticmethod
+    def _receive_terminal(console: socket.socket, popen: subprocess.Popen[bytes]) -> int:
+        """The terminal's master side as runc sends it, or -1 when runc failed (its message
+        and exit code tell why); ExecStartError (and runc killed) if it neither sends nor
+        fails in time."""
+        deadline = time.monotonic() + CONSOLE_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    conn, _ = console.accept()
+                except TimeoutError:
+                    if popen.poll() is not None:
+                        return -1
+                    continue
+                with conn:
+                    conn.settimeout(CONSOLE_TIMEOUT)
+                    _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+                if fds:
+                    return fds[0]
+                break
+            raise ExecStartError("runc did not hand over the terminal")
+        except BaseException:
+            popen.kill()
+            raise
+
+    def resize(self, rows: int, columns: int) -> None:
+        """Give the terminal a new size (a no-op without one); by the stdin thread only."""
+        if self.spec.tty and self.stdin >= 0:
+            set_window_size(self.stdin, rows, columns)
+
+    def close_stdin(self) -> None:
+        """Close :attr:`stdin` (the process reads end of file; a terminal stays open)."""
+        if self.stdin >= 0:
+            os.close(self.stdin)
+
+    def output(self) -> Iterator[tuple[Stream, bytes]]:
+        """The process's output as it comes, until it (and whatever it started) closed it."""
+        with selectors.DefaultSelector() as selector:
+            for fd in self._outputs:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                for key, _ in selector.select():
+                    try:
+                        data = os.read(key.fd, CHUNK_BYTES)
+                    except OSError:  # EIO: a terminal whose every slave end is closed
+                        data = b""
+                    if data:
+                        yield self._outputs[key.fd], data
+                    else:
+                        selector.unregister(key.fd)
+
+    def wait(self) -> int:
+        """The exit code (128+N when signal N killed the process; 255 when runc failed)."""
+        code = self._popen.wait()
+        return 128 - code if code < 0 else code
+
+    def kill(self) -> None:
+        """Kill the process (the caller went away); a no-op once it has been waited for.
+
+        A pidfd is taken while its parent (runc, or the reaper) still runs and so
+        has not reaped it: the pid cannot have been reused. Before runc wrote the
+        pid, our child is killed instead.
+        """
+        if self._popen.poll() is not None:
+            return
+        try:
+            with open(os.path.join(self._dir, PID_FILE), encoding="ascii") as handle:
+                pid = int(handle.read().strip())
+        except (OSError, ValueError):
+            self._popen.kill()
+            return
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:
+            if self._popen.poll() is None:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
+
+    def close(self) -> None:
+        """Release the output descriptors and the files (after :meth:`wait`)."""
+        for fd in self._outputs:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._outputs.clear()
+        shutil.rmtree(self._dir, ignore_errors=True)

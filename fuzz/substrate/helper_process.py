@@ -1,0 +1,27 @@
+"""How the agent starts its small helper processes (the container monitor, exec's reaper).
+
+A helper runs this checkout's ``fuzz`` with the standard library only (``python -S``:
+no site-packages, so it starts fast and imports nothing heavy), with a minimal
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import fuzz
+
+
+def helper_command(code: str, *args: str) -> list[str]:
+    """The argv that runs the Python statements ``code`` with ``args`` in ``sys.argv[1:]``."""
+    return [sys.executable, "-S", "-c", code, *args]
+
+
+def helper_env() -> dict[str, str]:
+    """The environment of a helper: PATH, and where the fuzz package is."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "PYTHONPATH": str(Path(fuzz.__file__).resolve().parent.parent),
+    }
