@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.testing.oci import PushedImage, free_port
-from tests.cliutil import fuzz_command
+from tests.cliutil import fuzz_command, run_fuzz
 from tests.workflowutil import LocalCluster, local_cluster
 
 JOB = "notebook"
@@ -367,3 +367,36 @@ def test_no_process_of_the_system_runs_or_listens_for_ssh(notebook: Notebook,
               == "sleep\n" for pid in _fuzz_processes(notebook, [])):
         assert time.monotonic() < deadline, "the exec'd sleep outlived its caller"
         time.sleep(0.2)
+
+
+def test_exec_and_port_forward_need_permission_and_the_curtain_blocks_everyone(
+        notebook: Notebook, tmp_path: Path) -> None:
+    cluster = notebook.cluster
+    added = cluster.ok("iam", "user", "add", f"mallory{os.getpid()}", "--role", "user", "--json")
+    laptop = {"FUZZ_CONFIG": str(tmp_path / "config.yaml")}
+    address = json.loads((cluster.data_dir / "server.json").read_text())["endpoint"]
+    logged_in = run_fuzz(tmp_path, "login", address, "--code", added.json()["code"],
+                         "--ca-file", str(cluster.data_dir / "ca.pem"), env=laptop)
+    assert logged_in.code == 0, logged_in.err
+    # a user may not reach into another user's (here the admin's) job
+    denied = run_fuzz(tmp_path, "workflow", "exec", notebook.name, JOB, "--", "true", env=laptop)
+    assert denied.code == 1 and "may not workflow:exec on workflow/" in denied.err, denied.err
+    assert "Traceback" not in denied.err and len(denied.err.strip().splitlines()) == 1
+    # the curtain: exec and port-forward off for everyone, the admin included
+    cluster.ok("iam", "curtain", "on")
+    try:
+        curtained = cluster.fuzz("workflow", "exec", notebook.name, JOB, "--", "true")
+        assert curtained.code == 1 and "workflow:exec" in curtained.err, curtained.err
+        forward = Forward(cluster, notebook.name, notebook.http_port)
+        try:
+            with socket.create_connection(("127.0.0.1", forward.port), timeout=30) as conn:
+                assert conn.recv(10) == b""
+            _, closed = forward.events(2)
+            assert "workflow:port-forward" in str(closed["error"]), closed
+        finally:
+            forward.stop()
+    finally:
+        cluster.ok("iam", "curtain", "off")
+    assert exec_in(notebook, "true").returncode == 0
+    audit = (cluster.data_dir / "audit.log").read_text()
+    assert '"action": "workflow:exec"' in audit and '"allowed": false' in audit

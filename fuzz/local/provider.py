@@ -342,6 +342,20 @@ def _spawn(
     return proc
 
 
+def _stop_jobs(directory: Path, timeout: float) -> None:
+    """Stop the node's container monitor, and so its jobs: they go with their node.
+
+    Jobs outlive their agent on purpose (an agent restart re-adopts them); deleting
+    the node is what ends them, as powering a machine off would.
+    """
+    from fuzz.substrate.containers import ContainerError, ContainerManager
+
+    try:
+        ContainerManager(directory).shutdown_monitor(timeout)
+    except ContainerError as exc:
+        raise ProviderError(f"local node {directory.name}: cannot stop its jobs: {exc}") from None
+
+
 def _healthy(directory: Path, address: str, endpoint: str, token: str) -> bool:
     from fuzz.substrate.client import AgentClient  # imports gRPC only when a node is used
     from fuzz.substrate.enroll import TLS_DIR, NodeIdentity
@@ -531,6 +545,7 @@ class LocalProvider(ProviderPlugin):
         try:
             with _create_lock(directory):
                 _stop_agent(directory, config.stop_timeout)
+                _stop_jobs(directory, config.stop_timeout)
                 shutil.rmtree(directory)
         except FileNotFoundError:
             pass  # already deleted (possibly by a concurrent delete)

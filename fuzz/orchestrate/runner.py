@@ -77,6 +77,7 @@ class RunnerSettings:
 
     volume_root: Path
     log_dir: Path
+    instance: str = "fuzz"  # this orchestrator's id, in every container id it makes
     job_uid: int = 65534
     job_gid: int = 65534
     workers: int = 256
@@ -469,7 +470,8 @@ class Runner:
         task.attempt += 1
         task.nodes = list(nodes)
         task.leases = []
-        task.containers = [container_id(workflow.record.id, task, r) for r in range(len(nodes))]
+        task.containers = [container_id(self._settings.instance, workflow.record.id, task, r)
+                           for r in range(len(nodes))]
         task.waiting_for = ""
         self._store.save(task)
         plan = self._plan(workflow, task)

@@ -11,6 +11,7 @@ Its data directory holds everything it needs to carry on after a restart:
 ``audit.log``     every access decision, one JSON line each (0600)
 ``server.json``   pid and endpoint while it runs
 ``server.lock``   held while it runs: one server per data directory
+``instance-id``   a short random id, part of every container id it makes
 ``logs/``         finished tasks' output
 ``volumes/``      the volume root, unless another (shared) path is configured
 
@@ -20,6 +21,7 @@ It serves TLS with a certificate of the cluster CA unless ``insecure`` is set.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import threading
 from dataclasses import dataclass
@@ -63,6 +65,7 @@ from fuzz.substrate.statedir import (
 DB_FILE = "server.db"
 KEY_FILE = "master.key"
 LOCK_FILE = "server.lock"
+INSTANCE_FILE = "instance-id"
 STOP_GRACE = 2.0
 # Watches, followed logs, execs and forwarded connections hold a worker each while they last.
 MAX_WORKERS = 256
@@ -90,6 +93,14 @@ def _key(data_dir: Path) -> bytes:
     if len(key) != 32:
         raise ServerStartError(f"{path} must hold 32 bytes (it holds {len(key)})")
     return key
+
+
+def _instance_id(data_dir: Path) -> str:
+    """This orchestrator's short random id, made once and kept in the data dir."""
+    path = data_dir / INSTANCE_FILE
+    if not path.exists():
+        write_private_file(path, secrets.token_hex(4).encode())
+    return path.read_text().strip()
 
 
 def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None:
@@ -120,6 +131,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
         runner = Runner(store, nodes, secret_store, RunnerSettings(
             volume_root=settings.volume_root or data_dir / "volumes",
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
+            instance=_instance_id(data_dir),
         ))
         service = OrchestratorService(
             runner, nodes, secret_store, authz, cluster=settings.cluster,

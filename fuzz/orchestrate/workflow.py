@@ -126,9 +126,13 @@ def new_images(workflow_id: str, fuzzfile: Fuzzfile) -> dict[str, ImageRecord]:
     return {uri: ImageRecord(workflow_id, uri) for uri in uris}
 
 
-def container_id(workflow_id: str, task: TaskRecord, rank: int) -> str:
-    """The agent-side id of ``task``'s container on its ``rank``-th node, this attempt."""
-    return f"{workflow_id}.{_UNSAFE.sub('-', task.key)}.{task.attempt}.{rank}"
+def container_id(instance: str, workflow_id: str, task: TaskRecord, rank: int) -> str:
+    """The agent-side id of ``task``'s container on its ``rank``-th node, this attempt.
+
+    ``instance`` tells orchestrators apart: runc keeps container ids machine-wide,
+    and two clusters may run workflows of the same name on one machine.
+    """
+    return f"{instance}-{workflow_id}.{_UNSAFE.sub('-', task.key)}.{task.attempt}.{rank}"
 
 
 @dataclass(frozen=True)
