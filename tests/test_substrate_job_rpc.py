@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from registry import PushedImage
 from test_substrate_agent import TOKEN, Agent, _spawn, _stop, _token_file, _wait_ready
 
+from fuzz.errors import FuzzError
 from fuzz.resources import ResourceRequest
 from fuzz.substrate.client import (
     AgentClient,
@@ -21,6 +24,10 @@ from fuzz.substrate.client import (
     AgentResourceExhaustedError,
 )
 from fuzz.substrate.containers import ContainerManager
+from fuzz.substrate.inventory import read_inventory
+from fuzz.substrate.jobs import JOBS_FILE, JobRecord, JobRequest, JobRunner, JobSettings
+from fuzz.substrate.leases import LeaseBook, LeaseRequest
+from fuzz.substrate.statedir import read_json
 
 SCRIPT = ("cat /sys/fs/cgroup/cpuset/cpuset.cpus; cat /sys/fs/cgroup/memory/memory.limit_in_bytes;"
           " id -u; id -g; pwd; echo $GREETING; cat /data/in.txt; echo out > /data/out.txt")
@@ -211,3 +218,42 @@ def test_a_restarted_agent_readopts_its_running_jobs(
         assert [x.id for x in fresh.list_leases()] == [lease.id]
     finally:
         fresh.close()
+
+
+def test_a_restarted_runner_holds_only_the_images_of_running_jobs(
+    tmp_path: Path, busybox_image: PushedImage
+) -> None:
+    """jobs.json is written when a job starts only; a restart squares it with the containers."""
+    state = tmp_path / "state"
+    settings = JobSettings(state, insecure_registries=(busybox_image.registry.host,))
+    book = LeaseBook(read_inventory(gpus=False), None)
+
+    def start(runner: JobRunner, job: str, *args: str) -> str:
+        lease = book.acquire(LeaseRequest(cores=1, memory_bytes=64 * 2**20))
+        runner.start(JobRequest(id=job, image=busybox_image.reference, lease_id=lease.id,
+                                args=args))
+        return lease.id
+
+    runner = settings.open_runner(lambda: book)
+    try:
+        for job in ("job-removed", "job-ended"):
+            lease = start(runner, job, "/bin/true")
+            assert runner.wait(job, 30).container.exit_code == 0
+            book.release(lease)
+        start(runner, "job-running", "sleep", "30")
+        runner.remove("job-removed")
+        assert "job-removed" in (read_json(state / JOBS_FILE) or {})  # the file is behind
+        digest = busybox_image.digest
+        assert runner.images.in_use(digest) == 1
+
+        again = settings.open_runner(lambda: book)  # what a restarted agent makes
+        assert again.images.in_use(digest) == 1  # the running job's hold, and no other
+        assert again.status("job-ended").record == JobRecord(digest, ANY, released=True)
+        assert again.status("job-running").record == JobRecord(digest, ANY)
+        with pytest.raises(FuzzError):
+            again.status("job-removed")
+    finally:
+        with contextlib.suppress(FuzzError):
+            runner.containers.cancel("job-running", 0)
+            runner.wait("job-running", 30)
+        runner.containers.shutdown_monitor()

@@ -141,18 +141,34 @@ class JobRunner:
                 if isinstance(raw, dict)}
 
     def _save(self) -> None:
-        # Not durable: the records only matter while the node's containers live, and
-        # a node crash ends those too. An agent crash leaves the renamed file intact.
+        """Write the records (caller holds ``_lock``); only when one is added.
+
+        A job's end and removal change the records in memory only: the file catches
+        up with the next start. That is safe because what a restarted agent reads is
+        checked against the containers (:meth:`_hold_running_images`), and it saves
+        two file renames per job. Not durable either: the records only matter while
+        the node's containers live, and a node crash ends those too.
+        """
         write_json_atomic(self._path, {job_id: record.__dict__
                                        for job_id, record in self._records.items()},
                           durable=False)
 
     def _hold_running_images(self) -> None:
-        """After a restart, hold again the images of jobs that still run."""
+        """After a restart, hold again the images of jobs that still run.
+
+        Records of removed containers are dropped, and those of finished ones marked
+        released: the file may predate their end.
+        """
         for job_id, record in list(self._records.items()):
-            if not record.released and self.images.get(record.image_digest) is not None:
+            try:
+                finished = self.containers.status(job_id).finished
+            except FuzzError:  # removed (or unreadable): nothing to hold
+                del self._records[job_id]
+                continue
+            if finished:
+                self._records[job_id] = JobRecord(record.image_digest, record.lease_id, True)
+            elif not record.released and self.images.get(record.image_digest) is not None:
                 self.images.acquire(record.image_digest)
-            self._refresh(job_id)
 
     def start(self, request: JobRequest) -> JobStatus:
         """Run ``request``'s container under its lease; returns once it runs (or failed)."""
@@ -201,17 +217,8 @@ class JobRunner:
             if record is None or record.released:
                 return
             self._records[job_id] = JobRecord(record.image_digest, record.lease_id, True)
-            self._save()
         if self.images.in_use(record.image_digest):
             self.images.release(record.image_digest)
-
-    def _refresh(self, job_id: str) -> None:
-        try:
-            status = self.containers.status(job_id)
-        except FuzzError:
-            return
-        if status.finished:
-            self._release_image(job_id)
 
     def status(self, job_id: str) -> JobStatus:
         """The job's status now."""
@@ -235,6 +242,5 @@ class JobRunner:
         self.containers.remove(job_id)
         self._release_image(job_id)
         with self._lock:
-            if self._records.pop(job_id, None) is not None:
-                self._save()
+            self._records.pop(job_id, None)
 
