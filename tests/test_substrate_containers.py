@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -26,6 +27,7 @@ import pytest
 
 from fuzz.substrate.bundle import (
     MASKED_PATHS,
+    NOFILE_LIMIT,
     ContainerSpec,
     ContainerSpecError,
     DeviceNode,
@@ -44,6 +46,7 @@ from fuzz.substrate.containers import (
     ContainerStatus,
     ContainerWaitTimeoutError,
 )
+from fuzz.substrate.monitor_delete import delete_ended
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "true", "cat", "echo", "nproc", "id", "pwd", "env", "sleep", "dd", "head",
@@ -596,3 +599,66 @@ def test_a_monitor_dying_mid_start_leaves_no_container_behind(
         assert state.returncode != 0  # the late runc run was waited for, then deleted
     finally:
         _settle_and_check(agent, tmp_path)
+
+
+def _runc_knows(container_id: str) -> bool:
+    listing = subprocess.run(["runc", "list", "--format", "json"], capture_output=True,
+                             text=True, check=True).stdout
+    return any(c["id"] == container_id for c in json.loads(listing) or [])
+
+
+def test_an_ended_container_is_deleted_without_runc(image: Path, tmp_path: Path) -> None:
+    """The monitor's own delete removes exactly what `runc delete` would: cgroups and state."""
+    container_id = _id("ended")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    spec = ContainerSpec(id=container_id, rootfs=image, args=("true",), memory_bytes=32 * MIB)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
+    (bundle / "config.json").write_text(json.dumps(oci_config(spec, image, nofile=nofile)))
+    started = subprocess.run(["runc", "run", "--detach", "--bundle", str(bundle), container_id],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    try:
+        deadline = time.monotonic() + 10
+        while "stopped" not in subprocess.run(["runc", "state", container_id],
+                                              capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "the container did not end"
+            time.sleep(0.02)
+        cgroups = list(Path("/sys/fs/cgroup").glob(f"*/fuzz/{container_id}"))
+        assert cgroups and _runc_knows(container_id)
+        assert delete_ended(container_id)
+        assert not [p for p in cgroups if p.exists()]
+        assert not _runc_knows(container_id)
+    finally:
+        subprocess.run(["runc", "delete", "--force", container_id], capture_output=True)
+
+
+def test_a_container_with_live_processes_is_left_to_runc(
+    manager: ContainerManager, image: Path
+) -> None:
+    spec = ContainerSpec(id=_id("busy"), rootfs=image, args=("sleep", "30"))
+    manager.start(spec)
+    assert not delete_ended(spec.id)  # its cgroups are busy: nothing may be half-deleted
+    assert _runc_knows(spec.id)
+    assert manager.status(spec.id).state == "running"
+
+
+@pytest.mark.parametrize("state", [
+    None,  # no state.json
+    "not json",
+    {"id": "another", "cgroup_paths": {}},
+    {"id": "ID", "cgroup_paths": {}, "config": {"hooks": {"poststop": [{"path": "/x"}]}}},
+    {"id": "ID", "cgroup_paths": {}, "intel_rdt_path": "/sys/fs/resctrl/ID"},
+    {"id": "ID", "cgroup_paths": {"memory": "/tmp/elsewhere"}},
+])
+def test_anything_unusual_in_the_runc_state_is_left_to_runc(
+    tmp_path: Path, state: object
+) -> None:
+    directory = tmp_path / "ID"
+    directory.mkdir()
+    if state is not None:
+        text = state if isinstance(state, str) else json.dumps(state)
+        (directory / "state.json").write_text(text)
+    assert not delete_ended("ID", state_root=str(tmp_path))
+    assert directory.is_dir()

@@ -13,7 +13,9 @@ watch; nothing in it blocks. Its phases:
                wall-clock timeout, cancel requests and the peak memory tracked
 ``cleaning``   the job has ended and its final ``status.json`` is written (exit
                code or signal, OOM kill and peak memory, read before the cgroup
-               goes); ``runc delete --force`` runs, then the overlay is unmounted
+               goes); the container is deleted (by the monitor itself where
+               :mod:`~fuzz.substrate.monitor_delete` may, else by ``runc delete
+               --force``), then the overlay is unmounted
 ``done``       cleaned up: runc no longer knows the container (a cleanup
                problem is added to the status's ``error``)
 
@@ -32,6 +34,7 @@ import signal
 import time
 
 from fuzz.substrate.monitor_cgroup import CgroupMount, MemoryCgroup
+from fuzz.substrate.monitor_delete import delete_ended
 from fuzz.substrate.monitor_files import (
     CANCEL_FILE,
     CONFIG_FILE,
@@ -409,19 +412,19 @@ class Job:
         self.write_spec()
         self.write(waited_for=True)
         self.host.job_changed(self)
-        if self.created:
-            try:
-                pid, self.runc_log_start = self.runc.spawn_logging(
-                    self.log, ("delete", "--force", self.id)
-                )
-                self.runc_pid = pid
-                self.runc_fd = os.pidfd_open(pid)
-            except OSError as exc:
-                self.cleaned([f"runc delete failed: {exc}"])
-                return
-            self.host.watch(self.runc_fd, self.on_delete_exit)
-        else:
+        if not self.created or (self.reaped and delete_ended(self.id)):
             self.cleaned([])
+            return
+        try:
+            pid, self.runc_log_start = self.runc.spawn_logging(
+                self.log, ("delete", "--force", self.id)
+            )
+            self.runc_pid = pid
+            self.runc_fd = os.pidfd_open(pid)
+        except OSError as exc:
+            self.cleaned([f"runc delete failed: {exc}"])
+            return
+        self.host.watch(self.runc_fd, self.on_delete_exit)
 
     def on_delete_exit(self) -> None:
         """``runc delete`` is done: note a failure if runc still knows the container."""
