@@ -429,13 +429,16 @@ class Runner:
         now = self._clock()
         queued: list[tuple[ActiveWorkflow, TaskRecord]] = []
         for workflow in sorted(self._active.values(), key=lambda w: w.record.created):
-            for task in sorted(workflow.tasks.values(), key=lambda t: t.seq):
+            for task in workflow.tasks.values():  # in seq order
                 if task.state != "QUEUED":
                     continue
                 if self._not_before.get((workflow.record.id, task.key), 0.0) > now:
                     continue
                 queued.append((workflow, task))
-        queued = queued[:MAX_PENDING_PER_ROUND]
+                if len(queued) == MAX_PENDING_PER_ROUND:
+                    break
+            if len(queued) == MAX_PENDING_PER_ROUND:
+                break
         if not queued:
             return
         by_key = {f"{w.record.id}/{t.key}": (w, t) for w, t in queued}

@@ -9,11 +9,12 @@ that sequences them.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.dag import JobNode, TaskView
+from fuzz.orchestrate.dag import JobNode, TaskLike
 from fuzz.orchestrate.records import (
     ImageRecord,
     TaskRecord,
@@ -51,7 +52,7 @@ class ActiveWorkflow:
     volumes: dict[str, VolumeRecord]
     transfers: list[TransferRecord]
     images: dict[str, ImageRecord]
-    tasks: dict[str, TaskRecord]
+    tasks: dict[str, TaskRecord]  # in ``seq`` order
     plans: dict[str, LaunchPlan] = field(default_factory=dict)
     dirty: bool = True  # something changed since the runner last advanced it
     graph: tuple[JobNode, ...] = ()
@@ -60,9 +61,9 @@ class ActiveWorkflow:
         """Derive the job graph from the Fuzzfile."""
         self.graph = job_graph(self.fuzzfile)
 
-    def task_views(self) -> list[TaskView]:
-        """The tasks as the DAG module sees them."""
-        return [TaskView(t.key, t.job, t.state) for t in self.tasks.values()]
+    def task_views(self) -> Collection[TaskLike]:
+        """The tasks as the DAG module sees them (the records themselves, not copies)."""
+        return self.tasks.values()
 
     def ready_volumes(self) -> frozenset[str]:
         """Names of the volumes whose ingress is done."""
