@@ -3,7 +3,8 @@
 Runs 100 containers of ``/bin/true``, one after another, through the agent's gRPC
 API (acquire a lease and start the container in one call, wait for it) and, in the same run, 100
 bare ``runc run`` of an equivalent prepared bundle (same image rootfs, same
-config: cpuset, memory limit, mounts, user). The image comes from a real local
+config: cpuset, memory limit, mounts, user), alternating one of each so that
+both series see the same load on the machine. The image comes from a real local
 registry (docker-registry) and is pulled once before timing. Prints the medians
 and their ratio.
 
@@ -55,25 +56,21 @@ def start_agent(workdir: Path, registry_host: str) -> tuple[subprocess.Popen[byt
     return agent, AgentClient(endpoint, token)
 
 
-def time_agent_jobs(client: AgentClient, image: str, runs: int) -> list[float]:
-    """Seconds per job for lease + start (one call) + wait of ``/bin/true`` via the agent."""
-    timings = []
-    for index in range(runs + WARMUP):
-        started = time.perf_counter()
-        client.start_container(f"bench-{index}", image, args=["/bin/true"],
-                               lease=ResourceRequest(cores=1, memory_bytes=MEMORY))
-        status = client.wait_container(f"bench-{index}", 30)
-        elapsed = time.perf_counter() - started
-        if status.exit_code != 0 or status.state != "exited":
-            raise SystemExit(f"job bench-{index} did not succeed: {status}")
-        client.remove_container(f"bench-{index}", release_lease=True)
-        if index >= WARMUP:
-            timings.append(elapsed)
-    return timings
+def agent_job(client: AgentClient, image: str, name: str) -> float:
+    """Seconds for lease + start (one call) + wait of ``/bin/true`` via the agent."""
+    started = time.perf_counter()
+    client.start_container(name, image, args=["/bin/true"],
+                           lease=ResourceRequest(cores=1, memory_bytes=MEMORY))
+    status = client.wait_container(name, 30)
+    elapsed = time.perf_counter() - started
+    if status.exit_code != 0 or status.state != "exited":
+        raise SystemExit(f"job {name} did not succeed: {status}")
+    client.remove_container(name, release_lease=True)
+    return elapsed
 
 
-def time_bare_runc(rootfs: Path, workdir: Path, cpu: int, runs: int) -> list[float]:
-    """Seconds per bare ``runc run`` of a prepared bundle with the same config."""
+def prepare_bundle(rootfs: Path, workdir: Path, cpu: int) -> Path:
+    """A bundle with the config the agent would make (cpuset, memory limit, mounts, user)."""
     bundle = workdir / "bundle"
     bundle.mkdir()
     spec = ContainerSpec(id="bare", rootfs=rootfs, args=("/bin/true",), cpus=(cpu,),
@@ -83,18 +80,31 @@ def time_bare_runc(rootfs: Path, workdir: Path, cpu: int, runs: int) -> list[flo
     config = oci_config(spec, rootfs, nofile=nofile)  # as the agent's container manager does
     config["root"]["readonly"] = True  # the shared image rootfs is never written
     (bundle / "config.json").write_text(json.dumps(config))
-    timings = []
-    for index in range(runs + WARMUP):
-        started = time.perf_counter()
-        done = subprocess.run(["runc", "run", "--bundle", str(bundle), f"bare-bench-{index}"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
-        elapsed = time.perf_counter() - started
-        if done.returncode != 0:
-            raise SystemExit(f"runc run failed: {done.stderr.decode()[-500:]}")
+    return bundle
+
+
+def bare_run(bundle: Path, name: str) -> float:
+    """Seconds for one bare ``runc run`` of ``bundle``."""
+    started = time.perf_counter()
+    done = subprocess.run(["runc", "run", "--bundle", str(bundle), name],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"runc run failed: {done.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def time_both(client: AgentClient, image: str, bundle: Path) -> tuple[list[float], list[float]]:
+    """Agent jobs and bare runs, alternately, so that both see the same machine load."""
+    agent_times, bare_times = [], []
+    for index in range(RUNS + WARMUP):
+        agent = agent_job(client, image, f"bench-{index}")
+        bare = bare_run(bundle, f"bare-bench-{index}")
         if index >= WARMUP:
-            timings.append(elapsed)
-    return timings
+            agent_times.append(agent)
+            bare_times.append(bare)
+    return agent_times, bare_times
 
 
 def main() -> int:
@@ -109,18 +119,18 @@ def main() -> int:
             agent, client = start_agent(workdir, registry.host)
             try:
                 list(client.pull_image(image.reference))
-                agent_times = time_agent_jobs(client, image.reference, RUNS)
                 lease = client.acquire_lease(1, memory_bytes=MEMORY)
                 cpu = lease.host_cpus[0]
                 client.release_lease(lease.id)
+                rootfs = next((workdir / "agent" / "images" / "rootfs").iterdir())
+                bundle = prepare_bundle(rootfs, workdir, cpu)
+                agent_times, bare_times = time_both(client, image.reference, bundle)
             finally:
                 client.close()
                 agent.terminate()
                 agent.wait(30)
                 # Jobs outlive the agent, so its container monitor does too: stop it here.
                 ContainerManager(workdir / "agent").shutdown_monitor()
-            rootfs = next((workdir / "agent" / "images" / "rootfs").iterdir())
-            bare_times = time_bare_runc(rootfs, workdir, cpu, RUNS)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     agent_median = statistics.median(agent_times)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from fuzz.api.substrate_pb2 import ContainerStatus
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.resources import ResourceRequest
 from fuzz.substrate.client import (
@@ -30,6 +31,7 @@ from fuzz.substrate.client import (
 LEASE_TTL = 600.0
 WAIT_SLICE = 15.0
 STREAMS = ("stdout", "stderr")
+ENDED = ("exited", "failed")  # container states with an outcome
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ class TaskExecutor:
         if not plan.leases:
             plan = _with_leases(plan, [status.lease_id for status in started])
         self._events.running(plan.workflow_id, plan.key, plan.leases)
-        self._supervise(plan)
+        self._supervise(plan, started)
 
     def _acquire(self, plan: LaunchPlan) -> list[str] | None:
         leases: list[str] = []
@@ -240,17 +242,23 @@ class TaskExecutor:
             with contextlib.suppress(AgentError):
                 self._nodes.client(node).cancel_container(plan.containers[rank])
 
-    def _supervise(self, plan: LaunchPlan) -> None:
+    def _supervise(self, plan: LaunchPlan, started: Sequence[ContainerStatus] = ()) -> None:
+        """Wait for every rank, collect the logs, clean up, report the outcome.
+
+        ``started``: each rank's status as its start answered; a rank that had
+        already ended then (a short job) is not waited for again.
+        """
         outcomes: list[Outcome | None] = [None] * len(plan.nodes)
         written: list[tuple[int, int]] = [(1, 1)] * len(plan.nodes)  # unknown: fetch both
+        first: list[ContainerStatus | None] = [*started] or [None] * len(plan.nodes)
         threads = [
-            threading.Thread(target=self._wait_rank, args=(plan, rank, outcomes, written),
-                             daemon=True)
+            threading.Thread(target=self._wait_rank,
+                             args=(plan, rank, outcomes, written, first[rank]), daemon=True)
             for rank in range(1, len(plan.nodes))
         ]
         for thread in threads:
             thread.start()
-        self._wait_rank(plan, 0, outcomes, written)
+        self._wait_rank(plan, 0, outcomes, written, first[0])
         for thread in threads:
             thread.join()
         self._collect_logs(plan, written)
@@ -263,16 +271,16 @@ class TaskExecutor:
         self._events.finished(plan.workflow_id, plan.key, final)
 
     def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
-                   written: list[tuple[int, int]]) -> None:
+                   written: list[tuple[int, int]], status: ContainerStatus | None) -> None:
         client = self._nodes.client(plan.nodes[rank])
         container = plan.containers[rank]
         try:
-            while True:
+            if status is None or status.state not in ENDED:
                 status = client.wait_container(container, WAIT_SLICE)
-                if status.state in ("exited", "failed"):
-                    break
+            while status.state not in ENDED:  # a long job: keep its lease alive meanwhile
                 with contextlib.suppress(AgentError):
                     client.renew_lease(plan.leases[rank], LEASE_TTL)
+                status = client.wait_container(container, WAIT_SLICE)
         except AgentError as exc:
             outcomes[rank] = Outcome("FAILED", 0, f"node {plan.nodes[rank]}: {exc}")
             return
@@ -285,6 +293,9 @@ class TaskExecutor:
     def _collect_logs(self, plan: LaunchPlan, written: list[tuple[int, int]]) -> None:
         """Copy each rank's output here (streams a rank wrote nothing to are skipped)."""
         for index, (stream, path) in enumerate(zip(STREAMS, plan.log_paths, strict=True)):
+            if not any(sizes[index] for sizes in written):
+                path.unlink(missing_ok=True)  # an earlier attempt's; missing reads as empty
+                continue
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as out:
                 for rank, node in enumerate(plan.nodes):
