@@ -150,12 +150,12 @@ def test_a_host_directory_goes_in_and_comes_out_as_the_same_tree(tmp_path: Path,
                                                                  volume: Path) -> None:
     source = tmp_path / "dataset"
     files = make_tree(source)
-    into = ingress(f"file://{source}", "file://data", volume)
+    into = ingress(f"file://{source}", "file://data", volume, host_roots=[tmp_path])
     assert tree(volume / "data") == files
     assert (into.files, into.size) == (3, sum(len(d) for d in files.values()))
     assert into.sha256 == sha256sum_listing_digest(source)
 
-    out = egress("file://data", f"file://{tmp_path}/results", volume)
+    out = egress("file://data", f"file://{tmp_path}/results", volume, host_roots=[tmp_path])
     assert tree(tmp_path / "results") == files
     assert (out.sha256, out.size, out.files) == (into.sha256, into.size, into.files)
     assert oct((volume / "data" / "a.txt").stat().st_mode & 0o777) == "0o644"
@@ -167,14 +167,14 @@ def test_a_tree_merges_into_an_existing_directory(tmp_path: Path, volume: Path) 
     (volume / "data").mkdir()
     (volume / "data" / "keep.txt").write_bytes(b"mine")
     (volume / "data" / "a.txt").write_bytes(b"old")
-    ingress(f"file://{source}", "file://data", volume)
+    ingress(f"file://{source}", "file://data", volume, host_roots=[tmp_path])
     assert tree(volume / "data") == {**files, "keep.txt": b"mine"}
 
 
 def test_egress_of_one_file_into_a_host_directory(tmp_path: Path, volume: Path) -> None:
     (volume / "out.txt").write_bytes(SMALL)
     (tmp_path / "results").mkdir()
-    result = egress("file://out.txt", f"file://{tmp_path}/results/", volume)
+    result = egress("file://out.txt", f"file://{tmp_path}/results/", volume, host_roots=[tmp_path])
     assert (tmp_path / "results" / "out.txt").read_bytes() == SMALL
     assert result.sha256 == hashlib.sha256(SMALL).hexdigest()
 
@@ -204,18 +204,18 @@ def test_symlinks_out_of_the_volume_are_rejected_both_ways(tmp_path: Path,
     assert path_in_volume(volume, "file://results/ok") == (volume / "inside.txt").resolve()
 
     with pytest.raises(TransferError, match=r"^file://link/x: a symlink leads outside"):
-        ingress(f"file://{volume}/inside.txt", "file://link/x", volume)
+        ingress(f"file://{volume}/inside.txt", "file://link/x", volume, host_roots=[tmp_path])
     with pytest.raises(TransferError, match=r"^file://results/leak: a symlink leads outside"):
-        egress("file://results/leak", f"file://{tmp_path}/copy", volume)
+        egress("file://results/leak", f"file://{tmp_path}/copy", volume, host_roots=[tmp_path])
     with pytest.raises(TransferError) as caught:
-        egress("file://results", f"file://{tmp_path}/copy", volume)
+        egress("file://results", f"file://{tmp_path}/copy", volume, host_roots=[tmp_path])
     assert str(caught.value) == "file://results: leak is a symlink that leads outside the volume"
     dataset = tmp_path / "dataset"
     make_tree(dataset)
     (volume / "data").mkdir()
     (volume / "data" / "sub").symlink_to(outside)  # left by an earlier workflow
     with pytest.raises(TransferError, match=r"^file://data: a symlink leads outside"):
-        ingress(f"file://{dataset}", "file://data", volume)
+        ingress(f"file://{dataset}", "file://data", volume, host_roots=[tmp_path])
     assert sorted(os.listdir(outside)) == ["secret"] and not (tmp_path / "copy").exists()
 
 
@@ -223,13 +223,33 @@ def test_special_files_and_unknown_schemes_are_refused(tmp_path: Path, volume: P
     (volume / "out").mkdir()
     os.mkfifo(volume / "out" / "pipe")
     with pytest.raises(TransferError, match=r"^file://out: pipe is not a regular file$"):
-        egress("file://out", f"file://{tmp_path}/copy", volume)
+        egress("file://out", f"file://{tmp_path}/copy", volume, host_roots=[tmp_path])
     with pytest.raises(TransferError, match=r"^ftp://h/x: an ingress source must be"):
         ingress("ftp://h/x", "file://x", volume)
     with pytest.raises(TransferError, match=r"^file://relative: a file on the orchestrator host"):
-        ingress("file://relative", "file://x", volume)
-    with pytest.raises(TransferError, match=r"^file:///nonexistent: No such file or directory"):
-        ingress("file:///nonexistent", "file://x", volume)
+        ingress("file://relative", "file://x", volume, host_roots=[tmp_path])
+    with pytest.raises(TransferError, match=r"^file:///.*/nonexistent: No such file or directory"):
+        ingress(f"file://{tmp_path}/nonexistent", "file://x", volume, host_roots=[tmp_path])
+
+
+def test_host_paths_outside_the_admins_directories_are_refused(tmp_path: Path,
+                                                               volume: Path) -> None:
+    allowed, secret = tmp_path / "shared", tmp_path / "secret.txt"
+    allowed.mkdir()
+    secret.write_bytes(b"host secret")
+    (allowed / "sneaky").symlink_to(secret)
+    (volume / "out.txt").write_bytes(SMALL)
+    refused = r"outside the directories workflows may use on the orchestrator host"
+    with pytest.raises(TransferError, match=rf"^file://{secret}: {refused} \(none; an admin"):
+        ingress(f"file://{secret}", "file://x", volume)  # nothing is allowed by default
+    for uri in (f"file://{secret}", f"file://{allowed}/sneaky", f"file://{allowed}/../x"):
+        with pytest.raises(TransferError, match=rf"^{re.escape(uri)}: {refused} \({allowed};"):
+            ingress(uri, "file://x", volume, host_roots=[allowed])
+        with pytest.raises(TransferError, match=rf"^{re.escape(uri)}: {refused}"):
+            egress("file://out.txt", uri, volume, host_roots=[allowed])
+    assert secret.read_bytes() == b"host secret" and not (volume / "x").exists()
+    egress("file://out.txt", f"file://{allowed}/out.txt", volume, host_roots=[allowed])
+    assert (allowed / "out.txt").read_bytes() == SMALL
 
 
 # --- s3:// ---------------------------------------------------------------------------------

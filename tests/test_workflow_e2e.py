@@ -38,7 +38,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage
     directory = tmp_path_factory.mktemp("cluster")
     os.chmod(directory, 0o755)  # jobs run as nobody; volumes live under it
     registries = [busybox_image.registry.host, auth_busybox_image.registry.host]
-    with local_cluster(directory, registries, free_port()) as running:
+    results = tmp_path_factory.getbasetemp()  # where the tests' egress may write
+    with local_cluster(directory, registries, free_port(), host_paths=[str(results)]) as running:
         yield running
 
 
@@ -286,6 +287,31 @@ jobs:
                for line in lines), result.err
     assert any("needs 64 cores; the largest node has" in line for line in lines), result.err
     assert cluster.fuzz("workflow", "status", "bad").code == 1
+
+
+def test_files_of_the_orchestrator_host_outside_host_paths_are_refused(
+        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    path = cluster.directory / "steal.yaml"
+    path.write_text(f"""\
+version: v1
+volumes:
+  loot:
+    reference: volume://user/ephemeral
+    ingress:
+      - {{source: {{uri: file:///etc/shadow}}, destination: {{uri: file://shadow}}}}
+jobs:
+  show:
+    image: {{uri: {busybox_image.reference}}}
+    command: [cat, /loot/shadow]
+    mounts: {{loot: {{location: /loot}}}}
+""")
+    result = cluster.fuzz("workflow", "start", "steal", str(path))
+    assert result.code == 1
+    assert result.err.strip() == (
+        f"Error: permission denied: {path}: volumes.loot.ingress[0]: file:///etc/shadow: outside the directories "
+        f"workflows may use on the orchestrator host ({cluster.directory.parent}; an admin lists "
+        "them under orchestrator.host_paths)"), result.err
+    assert cluster.fuzz("workflow", "status", "steal").code == 1
 
 
 def test_a_restarted_server_finishes_the_workflow_without_rerunning_jobs(

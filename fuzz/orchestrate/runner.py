@@ -42,6 +42,7 @@ from fuzz.orchestrate.transfer import TransferError, s3_credentials_from_secret
 from fuzz.orchestrate.volumes import VolumeManager
 from fuzz.orchestrate.workflow import (
     ActiveWorkflow,
+    HostPathError,
     LaunchSettings,
     check_workflow_name,
     container_id,
@@ -82,6 +83,7 @@ class RunnerSettings:
     job_gid: int = 65534
     workers: int = 256
     transfer_workers: int = 4
+    host_paths: tuple[Path, ...] = ()  # where file:/// transfers may read and write
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class Runner:
         self._secrets = secrets
         self._settings = settings
         self._clock = clock
-        self._volumes = VolumeManager(settings.volume_root, settings.job_uid, settings.job_gid)
+        self._volumes = VolumeManager(settings.volume_root, settings.job_uid, settings.job_gid,
+                                      settings.host_paths)
         self._launch = LaunchSettings(settings.job_uid, settings.job_gid, settings.log_dir)
         self._executor = TaskExecutor(nodes, self)
         self._lock = threading.RLock()
@@ -193,9 +196,11 @@ class Runner:
                 )
                 for vname, spec in fuzzfile.volumes.items()
             }
+            transfers = new_transfers(workflow_id, fuzzfile)
+            self._check_host_paths(loaded, transfers)
             workflow = ActiveWorkflow(
                 record=record, fuzzfile=fuzzfile, volumes=volumes,
-                transfers=new_transfers(workflow_id, fuzzfile),
+                transfers=transfers,
                 images=new_images(workflow_id, fuzzfile),
                 tasks={t.key: t for t in new_tasks(workflow_id, fuzzfile)},
             )
@@ -204,6 +209,14 @@ class Runner:
             self._active[workflow_id] = workflow
             self._touch()
             return copy.copy(record)
+
+    def _check_host_paths(self, loaded: LoadedFuzzfile, transfers: list[TransferRecord]) -> None:
+        """HostPathError for the first transfer whose orchestrator-host path is refused."""
+        for move in transfers:
+            problem = self._volumes.host_path_problem(move)
+            if problem is not None:
+                raise HostPathError(f"{loaded.path}: volumes.{move.volume}.{move.direction}"
+                                    f"[{move.seq}]: {problem}")
 
     def _check_secrets(self, owner: str, loaded: LoadedFuzzfile) -> None:
         known = {secret.name for secret in self._secrets.list(owner)}

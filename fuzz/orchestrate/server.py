@@ -83,6 +83,7 @@ class ServerSettings:
     advertise: str | None = None  # the address agents register with; default: where it listens
     cluster: str = "default"  # names the resource cluster/<name> (cluster:apply)
     insecure: bool = False  # plain text instead of TLS: tests and trusted networks only
+    host_paths: tuple[Path, ...] = ()  # host directories file:/// transfers may use
 
 
 def _key(data_dir: Path) -> bytes:
@@ -131,7 +132,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
         runner = Runner(store, nodes, secret_store, RunnerSettings(
             volume_root=settings.volume_root or data_dir / "volumes",
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
-            instance=_instance_id(data_dir),
+            instance=_instance_id(data_dir), host_paths=settings.host_paths,
         ))
         service = OrchestratorService(
             runner, nodes, secret_store, authz, cluster=settings.cluster,

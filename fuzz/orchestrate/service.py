@@ -48,7 +48,12 @@ from fuzz.orchestrate.runner import (
     WorkflowSnapshot,
 )
 from fuzz.orchestrate.secretstore import SecretError, SecretStore
-from fuzz.orchestrate.workflow import WorkflowNameError, log_paths, secret_references
+from fuzz.orchestrate.workflow import (
+    HostPathError,
+    WorkflowNameError,
+    log_paths,
+    secret_references,
+)
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 from fuzz.spec.problems import SpecError
 from fuzz.substrate.client import AgentError
@@ -67,6 +72,8 @@ _STATUS: StatusTable = (
     (WorkflowNotFoundError, grpc.StatusCode.NOT_FOUND),
     (WorkflowExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (WorkflowNameError, grpc.StatusCode.INVALID_ARGUMENT),
+    (HostPathError, grpc.StatusCode.PERMISSION_DENIED),
+    (HostPathError, grpc.StatusCode.PERMISSION_DENIED),
     (SpecError, grpc.StatusCode.INVALID_ARGUMENT),
     (SecretError, grpc.StatusCode.FAILED_PRECONDITION),
     (FuzzError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -3,7 +3,9 @@ files and trees read from them and written to them.
 
 A volume path is ``file://relative/path``; it may not name an absolute path, use
 ``..`` or pass through a symlink that leads out of the volume. A host path is
-``file:///absolute/path``. Writes go to a temporary name (a file beside the
+``file:///absolute/path`` inside one of the directories the admin lets workflows
+use (``orchestrator.host_paths``): the orchestrator runs as root, so a Fuzzfile
+must not read or overwrite any file it likes. Writes go to a temporary name (a file beside the
 target, or a staging directory for a tree) and are renamed into place on commit,
 so a failed transfer leaves no half-written file behind.
 """
@@ -14,10 +16,11 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from fuzz.orchestrate.transfer_stream import (
@@ -33,6 +36,22 @@ FILE = "file://"
 PARTIAL = ".fuzz-partial"
 FILE_MODE = 0o644
 DIR_MODE = 0o755
+
+
+class Boundary(NamedTuple):
+    """A directory nothing may be read from or written to outside of, even through symlinks."""
+
+    root: Path  # its real path
+    name: str  # how messages call it: "the volume", "/srv/data"
+
+    @classmethod
+    def of_volume(cls, volume_dir: Path) -> Boundary:
+        """The boundary of a volume directory."""
+        return cls(volume_dir.resolve(), "the volume")
+
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` (its real path) is inside."""
+        return path.resolve().is_relative_to(self.root)
 
 
 @contextmanager
@@ -69,20 +88,36 @@ def path_in_volume(volume_dir: Path, uri: str) -> Path:
     return path
 
 
-def host_path(uri: str) -> Path:
-    """``file:///absolute/path`` on the orchestrator host; TransferError for anything else."""
+def host_path(uri: str, roots: Sequence[Path]) -> tuple[Path, Boundary]:
+    """``file:///absolute/path`` on the orchestrator host, and the allowed root it is in.
+
+    Raises TransferError for another form, and for a path (symlinks followed) outside
+    every directory of ``roots``.
+    """
     path = unquote(uri[len(FILE):]) if uri.startswith(FILE) else ""
     if not path.startswith("/"):
         raise TransferError(
             f"{uri}: a file on the orchestrator host needs an absolute path (file:///path)"
         )
-    return Path(path)
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, NUL bytes
+        raise TransferError(f"{uri}: {reason_of(exc)}") from exc
+    for root in roots:
+        boundary = Boundary(root.resolve(), str(root))
+        if real.is_relative_to(boundary.root):
+            return Path(path), boundary
+    allowed = ", ".join(str(root) for root in roots) or "none"
+    raise TransferError(
+        f"{uri}: outside the directories workflows may use on the orchestrator host "
+        f"({allowed}; an admin lists them under orchestrator.host_paths)"
+    )
 
 
-def local_source(path: Path, uri: str, confine: Path | None) -> Source:
+def local_source(path: Path, confine: Boundary, uri: str) -> Source:
     """The file or directory tree at ``path``.
 
-    With ``confine`` (a volume's real root) a symlinked file must lead inside it.
+    A symlinked file must lead inside ``confine``.
     Symlinked directories and special files (fifos, sockets, devices) are refused.
     """
     errors = partial(local_errors, uri)
@@ -98,7 +133,7 @@ def local_source(path: Path, uri: str, confine: Path | None) -> Source:
                       info.st_size, errors)
 
 
-def _walk(root: Path, uri: str, confine: Path | None) -> list[tuple[str, Path, int]]:
+def _walk(root: Path, uri: str, confine: Boundary) -> list[tuple[str, Path, int]]:
     """Every file under ``root``: (relative path, path, size), sorted by relative path."""
 
     def fail(exc: OSError) -> None:
@@ -115,11 +150,9 @@ def _walk(root: Path, uri: str, confine: Path | None) -> list[tuple[str, Path, i
         for name in filenames:
             path = base / name
             relative = path.relative_to(root).as_posix()
-            if confine is not None and path.is_symlink() and not (
-                path.resolve().is_relative_to(confine)
-            ):
+            if path.is_symlink() and not confine.holds(path):
                 raise TransferError(f"{uri}: {relative} is a symlink that leads outside "
-                                    "the volume")
+                                    f"{confine.name}")
             info = path.stat()
             if not stat.S_ISREG(info.st_mode):
                 raise TransferError(f"{uri}: {relative} is not a regular file")
@@ -143,12 +176,11 @@ class LocalSink:
 
     A file goes to ``target``, or into it when it is a directory or the URI ends
     with ``/``. A tree is staged in a hidden directory beside ``target`` and then
-    renamed to it, or merged into it file by file when it exists. With
-    ``confine`` (a volume's real root) nothing is written outside it, even through
-    symlinks already in the volume.
+    renamed to it, or merged into it file by file when it exists. Nothing is
+    written outside ``confine``, even through symlinks already there.
     """
 
-    def __init__(self, target: Path, uri: str, tree: bool, confine: Path | None) -> None:
+    def __init__(self, target: Path, confine: Boundary, uri: str, tree: bool) -> None:
         self.uri = uri
         self._target = target
         self._tree = tree
@@ -228,5 +260,5 @@ class LocalSink:
         return self._staging
 
     def _check_inside(self, directory: Path) -> None:
-        if self._confine is not None and not directory.resolve().is_relative_to(self._confine):
-            raise TransferError(f"{self.uri}: a symlink leads outside the volume")
+        if not self._confine.holds(directory):
+            raise TransferError(f"{self.uri}: a symlink leads outside {self._confine.name}")

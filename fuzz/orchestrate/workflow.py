@@ -29,6 +29,10 @@ from fuzz.spec.fuzzfile import Fuzzfile, JobSpec
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+class HostPathError(FuzzError):
+    """A Fuzzfile's transfer names a path on the orchestrator host that workflows may not use."""
+
+
 class WorkflowNameError(FuzzError):
     """A workflow name that cannot be used."""
 

@@ -207,6 +207,10 @@ class OrchestratorSpec(StrictModel):
     volume_root: str | None = Field(
         default=None, description="Where volumes live, seen by every node at the same path "
         "(default: DATA_DIR/volumes).")
+    host_paths: list[str] = Field(
+        default_factory=list, description="Directories on the orchestrator host that "
+        "workflows may read (file:/// ingress) and write (file:/// egress), relative to the "
+        "spec; none by default.")
     job_uid: int = Field(default=65534, ge=0, description="The uid jobs run as.")
     job_gid: int = Field(default=65534, ge=0, description="The gid jobs run as.")
     insecure: bool = Field(

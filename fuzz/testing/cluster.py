@@ -26,11 +26,12 @@ JOIN_TIMEOUT = 60.0
 
 
 def cluster_spec(cluster: str, nodes: int, registries: Sequence[str] = (),
-                 orchestrator_port: int | None = None) -> str:
+                 orchestrator_port: int | None = None, host_paths: Sequence[str] = ()) -> str:
     """A cluster spec of one local pool of ``nodes`` nodes (labelled role=compute).
 
-    With ``orchestrator_port`` it has an ``orchestrator:`` block on 127.0.0.1;
-    ``registries`` are the plain-HTTP registries its agents may pull from.
+    With ``orchestrator_port`` it has an ``orchestrator:`` block on 127.0.0.1
+    whose workflows may use ``host_paths`` on its host; ``registries`` are the
+    plain-HTTP registries its agents may pull from.
     """
     spec = {
         "version": 1,
@@ -43,7 +44,7 @@ def cluster_spec(cluster: str, nodes: int, registries: Sequence[str] = (),
     }
     if orchestrator_port is not None:
         spec["orchestrator"] = {"listen": f"127.0.0.1:{orchestrator_port}",
-                                "data_dir": ".fuzz/server"}
+                                "data_dir": ".fuzz/server", "host_paths": list(host_paths)}
     return yaml.safe_dump(spec, sort_keys=False)
 
 
@@ -92,9 +93,11 @@ class LocalCluster:
 
 @contextlib.contextmanager
 def local_cluster(directory: Path, registries: Sequence[str], port: int, nodes: int = 2,
-                  cluster: str = "local") -> Iterator[LocalCluster]:
+                  cluster: str = "local", host_paths: Sequence[str] = ()
+                  ) -> Iterator[LocalCluster]:
     """Bring a cluster up in ``directory`` (server, nodes); tear it all down after."""
-    (directory / "fuzz.yaml").write_text(cluster_spec(cluster, nodes, registries, port))
+    (directory / "fuzz.yaml").write_text(
+        cluster_spec(cluster, nodes, registries, port, host_paths))
     running = LocalCluster(directory, nodes)
     try:
         running.must("init")
