@@ -4,8 +4,10 @@ moto's S3 server."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from fakes.tls import self_signed
 from moto_s3 import MotoS3
 
 from fuzz.errors import ConfigError
@@ -25,7 +28,8 @@ from fuzz.orchestrate.transfer import (
     path_in_volume,
     s3_credentials_from_secret,
 )
-from fuzz.orchestrate.transfer_stream import PROGRESS_EVERY
+from fuzz.orchestrate.transfer_http import CLOUD_METADATA_NETWORKS, http_source
+from fuzz.orchestrate.transfer_stream import PROGRESS_EVERY, Source
 from fuzz.testing.oci import free_port
 
 MiB = 1024 * 1024
@@ -43,6 +47,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif self.path.startswith("/elsewhere/"):  # /elsewhere/HOST:PORT/PATH
+            self.send_response(302)
+            self.send_header("Location", "http://" + self.path.removeprefix("/elsewhere/"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif self.path == "/moved":
             self.send_response(302)
             self.send_header("Location", "/small.txt")
@@ -69,6 +78,38 @@ def http_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def second_http_host() -> Iterator[str]:
+    """The same server on 127.0.0.2 (all of 127/8 is this machine on Linux)."""
+    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.2:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def https_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The same server over TLS on 127.0.0.1, and its (self-signed) certificate."""
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    server.shutdown()
+    server.server_close()
+
+
+def fetch(source: Source) -> bytes:
+    """Read a one-file source the way a transfer does."""
+    with source.errors(), source.items[0].open() as (stream, _):
+        return stream.read()
 
 
 @pytest.fixture
@@ -141,6 +182,32 @@ def test_http_connection_refused(volume: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}/x"
     with pytest.raises(TransferError, match=r"^http://127\.0\.0\.1:\d+/x: Connection refused$"):
         ingress(uri, "file://x", volume)
+
+
+def test_forbidden_addresses_are_refused_even_after_a_redirect(
+        http_url: str, second_http_host: str) -> None:
+    forbidden = [ipaddress.ip_network("127.0.0.2/32")]  # stands in for 169.254.169.254
+    assert fetch(http_source(f"{http_url}/small.txt", forbidden)) == SMALL
+    refused = r"refusing to fetch from 127\.0\.0\.2 \(link-local: where cloud metadata"
+    direct = f"http://{second_http_host}/small.txt"
+    with pytest.raises(TransferError, match=rf"^{re.escape(direct)}: {refused}"):
+        fetch(http_source(direct, forbidden))
+    redirected = f"{http_url}/elsewhere/{second_http_host}/small.txt"
+    with pytest.raises(TransferError, match=rf"^{re.escape(redirected)}: {refused}"):
+        fetch(http_source(redirected, forbidden))
+    assert fetch(http_source(direct)) == SMALL  # the default list: link-local only
+    assert ipaddress.ip_address("169.254.169.254") in CLOUD_METADATA_NETWORKS[0]
+
+
+def test_https_is_checked_before_the_handshake_and_verified_after(
+        https_url: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, cert = https_url
+    with pytest.raises(TransferError, match=r"CERTIFICATE_VERIFY_FAILED"):
+        fetch(http_source(f"{url}/small.txt"))  # a certificate nobody vouches for
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's own setting: trust it
+    assert fetch(http_source(f"{url}/small.txt")) == SMALL
+    with pytest.raises(TransferError, match=r"refusing to fetch from 127\.0\.0\.1"):
+        fetch(http_source(f"{url}/small.txt", [ipaddress.ip_network("127.0.0.0/8")]))
 
 
 # --- file:// and volume paths ---------------------------------------------------------------

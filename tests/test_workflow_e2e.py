@@ -308,9 +308,10 @@ jobs:
     result = cluster.fuzz("workflow", "start", "steal", str(path))
     assert result.code == 1
     assert result.err.strip() == (
-        f"Error: permission denied: {path}: volumes.loot.ingress[0]: file:///etc/shadow: outside the directories "
-        f"workflows may use on the orchestrator host ({cluster.directory.parent}; an admin lists "
-        "them under orchestrator.host_paths)"), result.err
+        f"Error: permission denied: {path}: volumes.loot.ingress[0]: file:///etc/shadow: "
+        "outside the directories workflows may use on the orchestrator host "
+        f"({cluster.directory.parent}; an admin lists them under orchestrator.host_paths)"
+    ), result.err
     assert cluster.fuzz("workflow", "status", "steal").code == 1
 
 
