@@ -3,6 +3,7 @@ moto's S3 server."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import os
@@ -70,40 +71,42 @@ class Handler(BaseHTTPRequestHandler):
         """Keep test output quiet."""
 
 
-@pytest.fixture(scope="module")
-def http_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+@contextlib.contextmanager
+def serving(host: str, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """:class:`Handler` on ``host`` (over ``tls`` if given); yields ``host:port``."""
+    server = ThreadingHTTPServer((host, 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    with serving("127.0.0.1") as where:
+        yield f"http://{where}"
 
 
 @pytest.fixture(scope="module")
 def second_http_host() -> Iterator[str]:
     """The same server on 127.0.0.2 (all of 127/8 is this machine on Linux)."""
-    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.2:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving("127.0.0.2") as where:
+        yield where
 
 
 @pytest.fixture(scope="module")
 def https_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The same server over TLS on 127.0.0.1, and its (self-signed) certificate."""
     cert, key = self_signed(tmp_path_factory.mktemp("tls"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{server.server_address[1]}", cert
-    server.shutdown()
-    server.server_close()
+    with serving("127.0.0.1", context) as where:
+        yield f"https://{where}", cert
 
 
 def fetch(source: Source) -> bytes:
