@@ -343,7 +343,7 @@ def pool_issues(
         if _is_int(low) and _is_int(high) and low >= 0 and high < low:
             yield Issue((*path, "max"), "must be >= min", at="key")
         standby = pool.get("standby", 0)
-        most = high if _is_int(high) else low
+        most: Any = high if _is_int(high) else low
         if _is_int(standby) and _is_int(most) and 0 <= most < standby:
             yield Issue((*path, "standby"), f"must be <= max ({most})", at="key")
     if isinstance(nodes, list):
