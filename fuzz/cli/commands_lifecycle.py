@@ -41,7 +41,6 @@ from fuzz.planfile import read_plan, write_plan
 from fuzz.reconcile import PlanRequest, apply_changes, refresh_and_plan
 from fuzz.spec.problems import SpecError
 
-
 MEMBERSHIP_TIMEOUT = 5.0
 
 
