@@ -156,7 +156,7 @@ def _plan_request(refresh: bool, target: tuple[str, ...], replace: tuple[str, ..
                        membership=membership)
 
 
-def _orchestrator_membership(app: AppContext) -> tuple[dict[str, Membership] | None, str]:
+def _orchestrator_membership(app: AppContext) -> tuple[Mapping[str, Membership] | None, str]:
     """The running orchestrator's membership of the elastic pools, and where it came from.
 
     Without an orchestrator block, elastic pools, or an answer: None (the recorded
