@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cliutil import kill_agents
 from moto_server import AMI, REGION, MotoEc2
 
