@@ -143,6 +143,12 @@ def wait_until(what: str, check: Any, timeout: float = 40.0) -> Any:
     return found
 
 
+def node_list(cluster: LocalCluster) -> list[str]:
+    """The addresses ``fuzz node list`` shows (it waits for the loop's state lock)."""
+    rows = cluster.ok("node", "list", "--json", "--lock-timeout", "20s").json()
+    return [str(row["address"]) for row in rows]
+
+
 def test_queued_jobs_grow_the_pool_with_the_cheapest_type_and_idle_nodes_go(
     moto_ec2: MotoEc2, tmp_path: Path, busybox_image: PushedImage
 ) -> None:
@@ -150,8 +156,7 @@ def test_queued_jobs_grow_the_pool_with_the_cheapest_type_and_idle_nodes_go(
         jobs = "".join(JOB.format(name=n, image=busybox_image.reference, cores=1)
                        for n in ("first", "second"))
         cluster.start("burst", JOBS.format(jobs=jobs))
-        listed = wait_until("a node in fuzz node list", lambda: [
-            n["address"] for n in cluster.ok("node", "list", "--json").json()])
+        listed = wait_until("a node in fuzz node list", lambda: node_list(cluster))
         status = cluster.wait("burst", timeout=60)
         assert status["state"] == "SUCCEEDED", dump(status) + "\n".join(machines.errors)
         nodes = {node for task in status["tasks"] for node in task["nodes"]}
@@ -161,8 +166,7 @@ def test_queued_jobs_grow_the_pool_with_the_cheapest_type_and_idle_nodes_go(
         assert set(listed) <= nodes
 
         wait_until("the idle instances to be terminated", lambda: not machines.live())
-        wait_until("the nodes to leave fuzz node list",
-                   lambda: not cluster.ok("node", "list", "--json").json())
+        wait_until("the nodes to leave fuzz node list", lambda: not node_list(cluster))
         pools = cluster.ok("pool", "list", "--json").json()["pools"]
         assert [(p["name"], p["failing"]) for p in pools] == [("burst", "")]
 

@@ -95,7 +95,9 @@ class ElasticLoop:
         spec = setup.loaded.spec
         self._spec = spec
         self._state = setup.state
-        self._pools = {name: pool for name, pool in spec.pools.items() if not pool.is_static}
+        # Pools that may change size; one whose min is its max is fuzz apply's alone.
+        self._pools = {name: pool for name, pool in spec.pools.items()
+                       if not pool.is_static and pool.max_nodes() > pool.min}
         self._gateway = ProviderGateway(setup.plugins, provider_contexts(setup.loaded,
                                                                          setup.plugins), join)
         self._runner = runner
@@ -112,7 +114,7 @@ class ElasticLoop:
 
     @property
     def active(self) -> bool:
-        """Whether the spec has elastic pools (without any, the loop does nothing)."""
+        """Whether the spec has pools that may grow or shrink (without, the loop does nothing)."""
         return bool(self._pools)
 
     def start(self) -> None:
