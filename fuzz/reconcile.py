@@ -1,6 +1,6 @@
 """One pass of the reconcile loop: refresh, plan, apply. Shared by the CLI and the orchestrator.
 
-    desired  = spec (+ pool sizes asked for by pending work)
+    desired  = spec (+ the elastic pools' membership the orchestrator decides)
     recorded = the state store
     observed = the providers (refresh)
     plan     = diff(desired, recorded, observed)      # pure
@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from fuzz.engine.apply import ApplyEvent, ApplyResult, apply_plan
-from fuzz.engine.desired import desired_nodes
+from fuzz.engine.desired import Membership, desired_nodes
 from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import Plan, State
 from fuzz.engine.planner import make_plan
@@ -32,7 +32,7 @@ class PlanRequest:
     targets: Collection[str] = ()
     replace: Collection[str] = ()
     destroy: bool = False
-    pool_sizes: Mapping[str, int] | None = None
+    membership: Mapping[str, Membership] | None = None  # None: rule of recorded members
 
 
 def refresh_state(state: State, gateway: ProviderGateway, do_refresh: bool) -> Refreshed:
@@ -46,7 +46,7 @@ def refresh_state(state: State, gateway: ProviderGateway, do_refresh: bool) -> R
 def plan_changes(spec: ClusterSpec, refreshed: Refreshed, request: PlanRequest) -> Plan:
     """The pure part: desired state from the spec, diffed against refreshed state."""
     return make_plan(
-        desired_nodes(spec, request.pool_sizes), refreshed,
+        desired_nodes(spec, refreshed.state.resources, request.membership), refreshed,
         targets=request.targets, replace=request.replace, destroy=request.destroy,
     )
 
@@ -65,10 +65,28 @@ def refresh_and_plan(
     (apply) the refreshed state is written first, so the plan's serial is the
     one apply will start from; without it (plan) nothing is written.
     """
+    return refresh_and_decide(spec, gateway, store, lambda _: request, persist_refresh,
+                              do_refresh=request.do_refresh)
+
+
+@gc_paused
+def refresh_and_decide(
+    spec: ClusterSpec,
+    gateway: ProviderGateway,
+    store: StateStore,
+    decide: Callable[[State], PlanRequest],
+    persist_refresh: bool,
+    do_refresh: bool = True,
+) -> tuple[Plan, State]:
+    """As :func:`refresh_and_plan`, with the request decided from the refreshed state.
+
+    The orchestrator's elastic loop decides its pools' membership from what refresh found.
+    """
     state = store.read_or_create(spec.cluster)
-    refreshed = refresh_state(state, gateway, request.do_refresh)
+    refreshed = refresh_state(state, gateway, do_refresh)
     if persist_refresh:
         refreshed.state = store.write(refreshed.state)
+    request = decide(refreshed.state)
     return plan_changes(spec, refreshed, request), refreshed.state
 
 

@@ -51,16 +51,63 @@ def observe(state: State, skip: set[str] = frozenset(), gone: set[str] = frozens
 KINDS = {"local": "local", "cloud": "aws"}
 
 
-def test_desired_nodes_have_stable_addresses_and_clamp_to_pool_bounds() -> None:
+def test_desired_nodes_have_stable_addresses_and_start_at_pool_min() -> None:
     s = spec(cpu={"provider": "local", "min": 2, "max": 4, "labels": {"a": "b"}},
              metal={"provider": "local", "nodes": [{"name": "n01", "mac": "aa"}]})
     assert list(desired_nodes(s)) == ["pool.cpu.node[0]", "pool.cpu.node[1]",
                                       "pool.metal.node[n01]"]
-    assert len(desired_nodes(s, {"cpu": 99})) == 5
-    assert len(desired_nodes(s, {"cpu": 0})) == 3
     metal = desired_nodes(s)["pool.metal.node[n01]"]
     assert metal.attributes == {"name": "n01", "mac": "aa"}
     assert desired_nodes(s)["pool.cpu.node[0]"].labels == {"a": "b"}
+    assert desired_nodes(s)["pool.cpu.node[0]"].attributes == {}
+
+
+def _members(state: State, pool: str) -> dict[str, str | None]:
+    return {a: n.offering for a, n in state.resources.items() if n.pool == pool}
+
+
+def test_without_orchestrator_input_the_recorded_members_stay_within_min_and_max() -> None:
+    s = spec(gpu={"provider": "cloud", "offerings": ["g4", "g5"], "min": 3, "max": 4})
+    state = State.new("c1")
+    before = spec(gpu={"provider": "cloud", "offerings": ["g4", "g5"], "max": 4})
+    added_by_orchestrator = desired_nodes(before, membership={"gpu": {
+        "pool.gpu.node[0]": "g5", "pool.gpu.node[2]": "g4"}})
+    state = recorded(state, added_by_orchestrator)
+    desired = desired_nodes(s, state.resources)
+    assert {a: n.offering for a, n in desired.items()} == {
+        "pool.gpu.node[0]": "g5", "pool.gpu.node[2]": "g4", "pool.gpu.node[1]": "g4"}, (
+        "topped up to min at the lowest free index with the first offering; g5 kept")
+    plan = make_plan(desired, refresh(state, observe(state), KINDS))
+    assert [(c.action, c.address) for c in plan.changes] == [
+        (Action.CREATE, "pool.gpu.node[1]")]
+
+    six = recorded(State.new("c1"), desired_nodes(s, membership={"gpu": {
+        f"pool.gpu.node[{i}]": "g5" for i in range(4)}}))
+    for i in (4, 9):
+        address = f"pool.gpu.node[{i}]"
+        six.resources[address] = replace(six.resources["pool.gpu.node[0]"], address=address,
+                                         provider_id=f"id-{address}")
+    plan = make_plan(desired_nodes(s, six.resources), refresh(six, observe(six), KINDS))
+    assert [(c.action, c.address) for c in plan.changes] == [
+        (Action.DELETE, "pool.gpu.node[4]"), (Action.DELETE, "pool.gpu.node[9]")], (
+        "trimmed to max, highest indexes first")
+
+
+def test_the_orchestrators_membership_adds_and_drains_without_replacing() -> None:
+    s = spec(gpu={"provider": "cloud", "offerings": ["g4", "g5"], "max": 5, "spot": True})
+    state = recorded(State.new("c1"), desired_nodes(s, membership={"gpu": {
+        "pool.gpu.node[0]": "g5", "pool.gpu.node[1]": "g5"}}))
+    assert state.resources["pool.gpu.node[0]"].attributes == {"spot": True}
+    membership = {"gpu": {**_members(state, "gpu"), "pool.gpu.node[2]": "g4"}}
+    del membership["gpu"]["pool.gpu.node[0]"]
+    plan = make_plan(desired_nodes(s, state.resources, membership),
+                     refresh(state, observe(state), KINDS))
+    assert [(c.action, c.address) for c in plan.changes] == [
+        (Action.DELETE, "pool.gpu.node[0]"), (Action.CREATE, "pool.gpu.node[2]")]
+    assert plan.changes[1].after is not None and plan.changes[1].after.offering == "g4"
+    assert not make_plan(desired_nodes(s, state.resources),
+                         refresh(state, observe(state), KINDS)).has_changes, (
+        "g5 is not the first offering, yet the recorded members stay as they are")
 
 
 def test_empty_state_plans_one_create_per_node_in_natural_order() -> None:

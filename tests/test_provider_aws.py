@@ -55,11 +55,12 @@ def _context(tmp_path: Path, cluster: str = CLUSTER, name: str = "aws", **settin
 
 
 def _request(ctx: ProviderContext, index: int = 0, token: str | None = None,
-             offering: str = "m5.large") -> NodeRequest:
+             offering: str = "m5.large", attributes: Mapping[str, Any] | None = None
+             ) -> NodeRequest:
     address = f"pool.cpu.node[{index}]"
     token = token or hashlib.sha256(f"{ctx.cluster}{address}".encode()).hexdigest()[:32]
     join = JoinInfo(token=f"join-{index}-secret")
-    node = NodeRequest(address, "cpu", token, offering, {"role": "compute"}, {},
+    node = NodeRequest(address, "cpu", token, offering, {"role": "compute"}, attributes or {},
                        {TAG_CLUSTER: ctx.cluster, TAG_ADDRESS: address, TAG_CLIENT_TOKEN: token},
                        join)
     payload = aws.plugin.bootstrap_payload(ctx, node, join)
@@ -176,6 +177,16 @@ def test_create_is_idempotent_and_tells_ec2_the_client_token(moto_ec2: MotoEc2,
     assert ec2_front.calls.count("RunInstances") == 1, "the second create found the instance"
     [instance] = _live(moto_ec2)
     assert instance["ClientToken"] == node.client_token
+
+
+def test_a_spot_pool_gets_spot_instances_from_an_on_demand_block(moto_ec2: MotoEc2,
+                                                                 tmp_path: Path) -> None:
+    ctx = _context(tmp_path, endpoint_url=moto_ec2.endpoint_url)
+    _create(ctx, _request(ctx, 0))
+    _create(ctx, _request(ctx, 1, attributes={"spot": True}))
+    lifecycle = {_tags(i)[TAG_ADDRESS]: i.get("InstanceLifecycle", "on-demand")
+                 for i in _live(moto_ec2)}
+    assert lifecycle == {"pool.cpu.node[0]": "on-demand", "pool.cpu.node[1]": "spot"}
 
 
 def test_read_lists_this_cluster_and_block_only_with_states_and_endpoints(

@@ -696,3 +696,18 @@ def test_problem_str() -> None:
     assert isinstance(error, ConfigError)
     assert str(error) == "f:1:2: x: m\nf:3:4: n"
     assert error.exit_code == 1
+
+
+def test_elastic_pool_keys_have_defaults_and_are_checked(tmp_path: Path) -> None:
+    pool = load(tmp_path, spec_with_pool("provider: local\nmax: 2\nstandby: 1\nspot: true\n"
+                                         "boot_timeout: 90\n")).spec.pools["p"]
+    assert (pool.standby, pool.spot, pool.boot_timeout_seconds(), pool.boot_retries) == (
+        1, True, 90.0, 3)
+    default = load(tmp_path, spec_with_pool("provider: local\n")).spec.pools["p"]
+    assert (default.standby, default.spot, default.boot_timeout_seconds()) == (0, False, 600.0)
+    assert problems(tmp_path, spec_with_pool("provider: local\nmax: 2\nstandby: 3\n")) == [
+        "fuzz.yaml:9:5: pools.p.standby: must be <= max (2)"]
+    assert problems(tmp_path, spec_with_pool("provider: local\nboot_timeout: soon\n")) == [
+        "fuzz.yaml:8:19: pools.p.boot_timeout: invalid duration 'soon': use e.g. 30s, 10m, 1h30m"]
+    assert problems(tmp_path, spec_with_pool("provider: local\nboot_retries: -1\n")) == [
+        "fuzz.yaml:8:19: pools.p.boot_retries: must be >= 0"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -33,12 +33,15 @@ from fuzz.cli.render import (
     summary_line,
     validation_json,
 )
+from fuzz.engine.desired import Membership
 from fuzz.engine.model import Plan, State
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.orchestrate.datadir import init_data_dir
 from fuzz.planfile import read_plan, write_plan
 from fuzz.reconcile import PlanRequest, apply_changes, refresh_and_plan
 from fuzz.spec.problems import SpecError
+
+MEMBERSHIP_TIMEOUT = 5.0
 
 
 class ChangesPresent(FuzzError):
@@ -147,8 +150,31 @@ def validate(app: AppContext, as_json: bool) -> None:
 
 
 def _plan_request(refresh: bool, target: tuple[str, ...], replace: tuple[str, ...],
-                  destroy: bool) -> PlanRequest:
-    return PlanRequest(do_refresh=refresh, targets=target, replace=replace, destroy=destroy)
+                  destroy: bool, membership: Mapping[str, Membership] | None = None
+                  ) -> PlanRequest:
+    return PlanRequest(do_refresh=refresh, targets=target, replace=replace, destroy=destroy,
+                       membership=membership)
+
+
+def _orchestrator_membership(app: AppContext) -> tuple[Mapping[str, Membership] | None, str]:
+    """The running orchestrator's membership of the elastic pools, and where it came from.
+
+    Without an orchestrator block, elastic pools, or an answer: None (the recorded
+    members rule) and why.
+    """
+    spec = app.workspace.loaded.spec
+    if spec.orchestrator is None or all(pool.is_static for pool in spec.pools.values()):
+        return None, "recorded"
+    try:
+        reply = app.workspace.orchestrator.pool_demand(timeout=MEMBERSHIP_TIMEOUT)
+    except FuzzError as exc:
+        return None, f"recorded (the orchestrator did not answer: {exc})"
+    pools = {pool.name: {m.address: m.offering or None for m in pool.members
+                         if m.state != "RELEASING"}
+             for pool in reply.pools if pool.known}
+    if not pools:
+        return None, "recorded (the orchestrator has not decided its pools yet)"
+    return pools, "orchestrator"
 
 
 @click.command()
@@ -171,7 +197,8 @@ def plan(app: AppContext, out: Path | None, detailed_exitcode: bool, refresh: bo
          lock_timeout: str) -> None:
     """Show what apply would change, and why."""
     ws = app.workspace
-    request = _plan_request(refresh, target, replace, destroy)
+    membership, source = (None, "recorded") if destroy else _orchestrator_membership(app)
+    request = _plan_request(refresh, target, replace, destroy, membership)
     with ws.locked("plan", parse_lock_timeout(lock_timeout)):
         the_plan, _ = refresh_and_plan(ws.loaded.spec, ws.gateway, ws.store, request,
                                        persist_refresh=False)
@@ -179,9 +206,15 @@ def plan(app: AppContext, out: Path | None, detailed_exitcode: bool, refresh: bo
     if out is not None:
         write_plan(out, the_plan, ws.spec_path, ws.store.encryption)
     if as_json:
-        print_json(app.out, {**the_plan.to_json(),
+        print_json(app.out, {**the_plan.to_json(), "membership": source,
                              "workflows": [change.to_json() for change in workflows]})
     else:
+        if membership is not None:
+            app.out.print("Elastic pools: planned with the running orchestrator's membership "
+                          "(what it would do now).")
+        elif source != "recorded":
+            app.out.print("Elastic pools: planned with their recorded members within min and "
+                          f"max; {source.removeprefix('recorded ').strip('()')}.")
         print_plan(app.out, the_plan)
         print_workflow_changes(app.out, workflows)
         if out is not None:

@@ -131,15 +131,21 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
                        "secrets and data cross the network unencrypted", err=True)
         _detach(argv, data, insecure)
         return
-    from fuzz.orchestrate.server import ServerSettings, serve  # the server's imports, only here
+    # the server's imports, only here
+    from fuzz.orchestrate.elastic import ElasticSetup
+    from fuzz.orchestrate.server import ServerSettings, serve
 
+    elastic = None
+    if app.spec_path.exists():
+        ws = app.workspace
+        elastic = ElasticSetup(ws.loaded, ws.plugins, ws.store)
     click.echo(f"orchestrator starting on {listen} (data in {data})", err=True)
     serve(ServerSettings(
         listen=listen, data_dir=data, volume_root=Path(volumes).absolute() if volumes else None,
         job_uid=block.job_uid, job_gid=block.job_gid, advertise=block.advertise,
         cluster=cluster, insecure=insecure,
         host_paths=tuple((base / path).absolute() for path in block.host_paths),
-    ))
+    ), elastic=elastic)
 
 
 COMMANDS = (server,)

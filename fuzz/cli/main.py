@@ -41,6 +41,7 @@ def _register_commands() -> None:
         commands_info,
         commands_lifecycle,
         commands_login,
+        commands_pool,
         commands_runs,
         commands_secret,
         commands_server,
@@ -50,7 +51,7 @@ def _register_commands() -> None:
     from fuzz.substrate.cli import substrate
 
     for module in (commands_lifecycle, commands_state, commands_info, commands_server,
-                   commands_secret, commands_login, commands_iam):
+                   commands_secret, commands_login, commands_iam, commands_pool):
         for command in module.COMMANDS:
             cli.add_command(command)
     for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS):

@@ -117,6 +117,12 @@ class OrchestratorClient(GrpcClient):
         """The registered nodes."""
         return list(self._call(self._stub.ListNodes, pb.ListNodesRequest(), None).nodes)
 
+    def pool_demand(self, timeout: float | None = None) -> pb.PoolDemandReply:
+        """The orchestrator's elastic pools: its membership of each, and their trouble."""
+        reply: pb.PoolDemandReply = self._call(self._stub.PoolDemand, pb.PoolDemandRequest(),
+                                               timeout)
+        return reply
+
     # --- workflows ---------------------------------------------------------------------
 
     def start_workflow(self, name: str, fuzzfile: str, file_name: str) -> pb.Workflow:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from fuzz.encryption import Sealer
 from fuzz.errors import FuzzError
 from fuzz.grpcclient import ClientTls
-from fuzz.orchestrate.records import JoinTokenRecord, NodeRecord
+from fuzz.orchestrate.records import DrainRecord, JoinTokenRecord, NodeRecord
 from fuzz.orchestrate.store import Store
 from fuzz.resources import NodeCapacity, ResourceRequest
 from fuzz.scheduler.placement import NodeView
@@ -76,6 +76,7 @@ class NodeDirectory:
         self._agent_tls = agent_tls
         self._lock = threading.Lock()
         self._nodes = {node.name: node for node in store.load(NodeRecord)}
+        self._draining = {drain.name for drain in store.load(DrainRecord)}
         self._clients: dict[str, AgentClient] = {}
 
     def issue_join_token(self, node: str) -> str:
@@ -139,14 +140,31 @@ class NodeDirectory:
         return self._agent_tls(name) if self._agent_tls is not None else None
 
     def forget(self, name: str) -> None:
-        """Drop node ``name`` (it was deleted)."""
+        """Drop node ``name`` (it was deleted), and its drain mark."""
         with self._lock:
             record = self._nodes.pop(name, None)
             client = self._clients.pop(name, None)
+            drained = name in self._draining
+            self._draining.discard(name)
         if client is not None:
             client.close()
         if record is not None:
             self._store.delete(record)
+        if drained:
+            self._store.delete(DrainRecord(name, 0.0))
+
+    def drain(self, name: str) -> None:
+        """Mark node ``name`` draining: the scheduler places nothing more there."""
+        with self._lock:
+            if name in self._draining:
+                return
+            self._draining.add(name)
+        self._store.save(DrainRecord(name, self._clock()))
+
+    def draining(self, name: str) -> bool:
+        """Whether node ``name`` is draining."""
+        with self._lock:
+            return name in self._draining
 
     def records(self) -> list[NodeRecord]:
         """Every registered node, by name."""
@@ -194,7 +212,7 @@ class NodeDirectory:
                     for kind, count in record.devices.items()
                 },
                 lease_count=use.tasks,
-                schedulable=self.reachable(record),
+                schedulable=self.reachable(record) and not self.draining(record.name),
             ))
         return views
 

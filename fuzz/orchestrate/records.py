@@ -256,6 +256,51 @@ class SettingRecord:
     value: str
 
 
+@dataclass
+class DrainRecord:
+    """A node being drained: the scheduler places nothing more there."""
+
+    TABLE: ClassVar[str] = "drains"
+    KEY: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str
+    since: float
+
+
+@dataclass
+class PoolMemberRecord:
+    """What the elastic loop remembers of one member of an elastic pool (see
+    :class:`fuzz.scheduler.elastic.MemberTimes`)."""
+
+    TABLE: ClassVar[str] = "pool_members"
+    KEY: ClassVar[tuple[str, ...]] = ("address",)
+
+    address: str
+    pool: str
+    generation: int
+    since: float
+    replacements: int = 0
+    idle_since: float = 0.0
+
+
+@dataclass
+class PoolStatusRecord:
+    """An elastic pool's trouble: why it is failing (boot timeouts), the last provider error.
+
+    ``fingerprint`` is the pool's and its provider block's spec when it was marked
+    failing: a changed spec clears the mark.
+    """
+
+    TABLE: ClassVar[str] = "pool_status"
+    KEY: ClassVar[tuple[str, ...]] = ("pool",)
+
+    pool: str
+    failing: str = ""
+    fingerprint: str = ""
+    error: str = ""
+    error_at: float = 0.0
+
+
 RECORD_TYPES: tuple[type[Any], ...] = (
     WorkflowRecord,
     VolumeRecord,
@@ -271,4 +316,7 @@ RECORD_TYPES: tuple[type[Any], ...] = (
     RoleRecord,
     TokenRecord,
     SettingRecord,
+    DrainRecord,
+    PoolMemberRecord,
+    PoolStatusRecord,
 )

@@ -20,7 +20,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ from fuzz.orchestrate.workflow import (
     new_transfers,
     secret_references,
 )
+from fuzz.scheduler.offerings import QueuedJob
 from fuzz.scheduler.placement import PendingTask, place
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, parse_fuzzfile
 
@@ -122,6 +123,8 @@ class Runner:
         self._not_before: dict[tuple[str, str], float] = {}
         self._waited: dict[str, int] = {}  # scheduling rounds a queued task has waited
         self._reschedule = True  # tasks were queued or resources freed since the last round
+        self._unplaced: dict[str, PendingTask] = {}  # left waiting by the last round
+        self._provisioning: dict[str, str] = {}  # what the elastic loop says of waiting tasks
         self._last_progress_save: dict[tuple[str, str, str, int], float] = {}
         self._workers = ThreadPoolExecutor(settings.workers, thread_name_prefix="task")
         self._movers = ThreadPoolExecutor(settings.transfer_workers,
@@ -304,6 +307,45 @@ class Runner:
                         used[node] = used.get(node, NodeUse()).plus(plan.request)
         return used
 
+    def unplaced(self) -> list[QueuedJob]:
+        """The queued tasks the last scheduling round could place on no node, oldest first.
+
+        Keys are ``WORKFLOW_ID/TASK_KEY``; the elastic loop adds nodes for them.
+        """
+        with self._lock:
+            return [QueuedJob(key, task.request, task.nodes)
+                    for key, task in sorted(self._unplaced.items(), key=lambda kv: kv[1].seq)
+                    if self._queued(key) is not None]
+
+    def provisioning(self, unfit: Mapping[str, str], waiting: Mapping[str, str]) -> None:
+        """The elastic loop's verdict: ``unfit`` tasks fail at once with the reason;
+        ``waiting`` reasons are added to the tasks' ``waiting_for`` from now on."""
+        with self._lock:
+            self._provisioning = dict(waiting)
+            changed: list[TaskRecord] = []
+            for key, reason in unfit.items():
+                found = self._queued(key)
+                if found is None:
+                    continue
+                workflow, task = found
+                task.state, task.error, task.waiting_for = "FAILED", reason, ""
+                task.finished = self._clock()
+                workflow.dirty = True
+                self._unplaced.pop(key, None)
+                changed.append(task)
+            if changed:
+                self._store.save(*changed)
+                self._touch()
+
+    def _queued(self, key: str) -> tuple[ActiveWorkflow, TaskRecord] | None:
+        """The task of a ``WORKFLOW_ID/TASK_KEY`` key while it is queued."""
+        workflow_id, _, task_key = key.partition("/")
+        workflow = self._active.get(workflow_id)
+        task = workflow.tasks.get(task_key) if workflow is not None else None
+        if workflow is None or task is None or task.state != "QUEUED":
+            return None
+        return workflow, task
+
     def _find_active(self, name: str) -> ActiveWorkflow | None:
         return next((w for w in self._active.values() if w.record.name == name), None)
 
@@ -452,6 +494,7 @@ class Runner:
                     break
             if len(queued) == MAX_PENDING_PER_ROUND:
                 break
+        self._unplaced = {}
         if not queued:
             return
         by_key = {f"{w.record.id}/{t.key}": (w, t) for w, t in queued}
@@ -471,8 +514,11 @@ class Runner:
             workflow, task = by_key[assignment.key]
             self._waited.pop(assignment.key, None)
             self._dispatch(workflow, task, assignment.nodes)
+        self._unplaced = {task.key: task for task in pending if task.key in placement.waiting}
         for key, why in placement.waiting.items():
             self._waited[key] = self._waited.get(key, 0) + 1
+            if key in self._provisioning:
+                why = f"{why}; {self._provisioning[key]}"
             _, task = by_key[key]
             if task.waiting_for != why:
                 task.waiting_for = why

@@ -42,6 +42,7 @@ from fuzz.orchestrate.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.authz import Authorizer
 from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
+from fuzz.orchestrate.elastic import ElasticLoop, ElasticSetup
 from fuzz.orchestrate.enrollment import NodeCertifier
 from fuzz.orchestrate.iam import IamDirectory
 from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
@@ -55,6 +56,7 @@ from fuzz.orchestrate.service import (
     OrchestratorService,
 )
 from fuzz.orchestrate.store import Store
+from fuzz.provider_api import JoinInfo
 from fuzz.substrate.statedir import (
     acquire_lock,
     release_lock,
@@ -104,8 +106,13 @@ def _instance_id(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None:
-    """Run the orchestrator until SIGTERM or SIGINT (or ``stop``); blocks for its life."""
+def serve(settings: ServerSettings, stop: threading.Event | None = None,
+          elastic: ElasticSetup | None = None) -> None:
+    """Run the orchestrator until SIGTERM or SIGINT (or ``stop``); blocks for its life.
+
+    With ``elastic`` (the cluster spec, plugins and state store) it also runs the
+    elastic loop for the spec's elastic pools (:mod:`fuzz.orchestrate.elastic`).
+    """
     data_dir = settings.data_dir
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -118,6 +125,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
     audit: AuditLog | None = None
     running: RunningServer | None = None
     runner: Runner | None = None
+    loop: ElasticLoop | None = None
     try:
         tls = None if settings.insecure else ClusterTls.start(
             data_dir, server_hosts(settings.listen, settings.advertise))
@@ -134,10 +142,18 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
             instance=_instance_id(data_dir), host_paths=settings.host_paths,
         ))
+        certifier = NodeCertifier(store, tls.authority) if tls else None
         service = OrchestratorService(
             runner, nodes, secret_store, authz, cluster=settings.cluster,
-            advertise=settings.advertise or "",
-            certifier=NodeCertifier(store, tls.authority) if tls else None)
+            advertise=settings.advertise or "", certifier=certifier)
+        if elastic is not None:
+            ca_pem = certifier.ca_pem.decode() if certifier is not None else None
+
+            def join(address: str) -> JoinInfo:
+                return JoinInfo(nodes.issue_join_token(address), service.advertise, ca_pem)
+
+            loop = ElasticLoop(elastic, runner, nodes, store, join)
+            service.elastic = loop
         iam_service = IamService(authz)
 
         def register(server: grpc.Server) -> None:
@@ -155,6 +171,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
             print(f"warning: serving plain text (insecure) on {running.endpoint}: tokens, "
                   "secrets and data cross the network unencrypted", file=sys.stderr, flush=True)
         runner.start()
+        if loop is not None:
+            loop.start()
         write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(),
                                                  "endpoint": running.endpoint})
         stop_event.wait()
@@ -162,6 +180,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None) -> None
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(STOP_GRACE).wait()
+        if loop is not None:
+            loop.stop()
         if runner is not None:
             runner.stop()
         if store is not None:

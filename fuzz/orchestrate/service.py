@@ -30,6 +30,7 @@ from fuzz.orchestrate.authz import (
     secret_resource,
     workflow_resource,
 )
+from fuzz.orchestrate.elastic import ElasticLoop
 from fuzz.orchestrate.enrollment import NodeCertifier
 from fuzz.orchestrate.iam import Identity
 from fuzz.orchestrate.messages import (
@@ -110,6 +111,7 @@ class OrchestratorService:
         self._cluster = cluster
         self._certifier = certifier
         self.advertise = advertise
+        self.elastic: ElasticLoop | None = None  # set when the spec has elastic pools
 
     # --- nodes -------------------------------------------------------------------------
 
@@ -181,6 +183,26 @@ class OrchestratorService:
             for record, show in zip(records, shown, strict=True) if show
         ])
 
+    def PoolDemand(self, request: pb.PoolDemandRequest, context: grpc.ServicerContext
+                   ) -> pb.PoolDemandReply:
+        """The elastic loop's membership of each elastic pool, and the pools' trouble."""
+        try:
+            self._authz.authorize(context, "node:read", cluster_resource(self._cluster))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        if self.elastic is None:
+            return pb.PoolDemandReply()
+        views, decided_at = self.elastic.pools()
+        return pb.PoolDemandReply(decided_at=decided_at, pools=[
+            pb.ElasticPoolState(
+                name=view.name, known=True, failing=view.failing, error=view.error,
+                error_at=view.error_at,
+                members=[pb.PoolMember(
+                    address=address, offering=view.members.get(address) or "",
+                    state=state if address in view.members else "RELEASING")
+                    for address, state in sorted(view.states.items())])
+            for view in views])
+
     # --- workflows ---------------------------------------------------------------------
 
     def workflow_access(self, context: grpc.ServicerContext, action: str, name: str
@@ -202,8 +224,10 @@ class OrchestratorService:
             identity = self._authz.identify(context)
             owner = self._owner_of(request.name, identity.user)
             self._authz.check(identity, "workflow:start", workflow_resource(owner, request.name))
+            # With elastic pools, the elastic loop decides what fits (and fails what never can).
+            elastic = self.elastic is not None and self.elastic.active
             loaded = parse_fuzzfile(request.fuzzfile, request.file_name or "Fuzzfile",
-                                    capacities=self._nodes.capacities(),
+                                    capacities=None if elastic else self._nodes.capacities(),
                                     capacities_are_nodes=True)
             for _, secret in secret_references(loaded.fuzzfile):
                 self._authz.check(identity, "secret:use", secret_resource(owner, secret))

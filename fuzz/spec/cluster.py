@@ -27,7 +27,7 @@ NODE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Static node names: letters, digits, '_', '.' and '-', not starting with punctuation."""
 WORKFLOW_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 """Workflow names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 64."""
-STATIC_POOL_FORBIDDEN = ("offerings", "min", "max")
+STATIC_POOL_FORBIDDEN = ("offerings", "min", "max", "standby", "spot")
 """Keys of an elastic pool that a static pool (one with ``nodes:``) must not set."""
 
 
@@ -148,27 +148,33 @@ class PoolSpec(StrictModel):
     """A node pool: elastic (offerings, min/max) or static (a list of named nodes).
 
     ``max`` may be left out; it then equals ``min`` (see :meth:`max_nodes`).
-    ``idle_ttl`` is a duration (``10m``, ``1h30m``, or a number of seconds).
+    ``idle_ttl`` and ``boot_timeout`` are durations (``10m``, ``1h30m``, or a number
+    of seconds). ``standby`` idle nodes are kept warm (never more than ``max``);
+    ``spot`` asks the provider for spot/preemptible nodes; a node that has not
+    joined ``boot_timeout`` after its creation is replaced, at most
+    ``boot_retries`` times before the pool is marked failing.
     """
 
     provider: str
     offerings: list[str] = Field(default_factory=list)
     min: int = Field(default=0, ge=0, strict=True)
     max: int | None = Field(default=None, ge=0, strict=True)
+    standby: int = Field(default=0, ge=0, strict=True)
+    spot: bool = Field(default=False, strict=True)
     idle_ttl: str = "10m"
+    boot_timeout: str = "10m"
+    boot_retries: int = Field(default=3, ge=0, strict=True)
     labels: dict[str, str] = Field(default_factory=dict)
     nodes: list[StaticNodeSpec] | None = None
 
-    @field_validator("idle_ttl", mode="before")
+    @field_validator("idle_ttl", "boot_timeout", mode="before")
     @classmethod
     def _number_as_seconds(cls, value: Any) -> Any:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        return value
+        return _seconds_as_text(value)
 
-    @field_validator("idle_ttl")
+    @field_validator("idle_ttl", "boot_timeout")
     @classmethod
-    def _check_idle_ttl(cls, value: str) -> str:
+    def _check_duration(cls, value: str) -> str:
         parse_duration(value)  # its ValueError names the accepted forms
         return value
 
@@ -190,6 +196,17 @@ class PoolSpec(StrictModel):
     def idle_ttl_seconds(self) -> float:
         """How long a node may sit idle before it is released, in seconds."""
         return parse_duration(self.idle_ttl)
+
+    def boot_timeout_seconds(self) -> float:
+        """How long a new node may take to join before it is replaced, in seconds."""
+        return parse_duration(self.boot_timeout)
+
+
+def _seconds_as_text(value: Any) -> Any:
+    """A duration given as a bare number of seconds, as the text ``parse_duration`` reads."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 class OrchestratorSpec(StrictModel):
@@ -216,6 +233,25 @@ class OrchestratorSpec(StrictModel):
     insecure: bool = Field(
         default=False, description="Plain text instead of TLS between the CLI, the server and "
         "the nodes (tests and trusted networks only; every command warns).")
+    reconcile_interval: str = Field(
+        default="10s", description="How often the orchestrator reconciles elastic pools "
+        "(also soon after its queue changes).")
+
+    @field_validator("reconcile_interval", mode="before")
+    @classmethod
+    def _number_as_seconds(cls, value: Any) -> Any:
+        return _seconds_as_text(value)
+
+    @field_validator("reconcile_interval")
+    @classmethod
+    def _check_interval(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    def reconcile_seconds(self) -> float:
+        """``reconcile_interval`` in seconds."""
+        return parse_duration(self.reconcile_interval)
 
     @property
     def address(self) -> str:
@@ -310,6 +346,10 @@ def pool_issues(
         low, high = pool.get("min", 0), pool.get("max")
         if _is_int(low) and _is_int(high) and low >= 0 and high < low:
             yield Issue((*path, "max"), "must be >= min", at="key")
+        standby = pool.get("standby", 0)
+        most: Any = high if _is_int(high) else low
+        if _is_int(standby) and _is_int(most) and 0 <= most < standby:
+            yield Issue((*path, "standby"), f"must be <= max ({most})", at="key")
     if isinstance(nodes, list):
         first: dict[str, int] = {}
         for index, node in enumerate(nodes):

@@ -6,7 +6,8 @@ offerings
 create
     ``RunInstances`` of the node's offering (its instance type) with the block's AMI,
     subnet, security groups and instance profile, no key pair (fuzz never uses SSH),
-    IMDSv2 only, the bootstrap script as user-data, spot when the block asks for it,
+    IMDSv2 only, the bootstrap script as user-data, spot when the block or the node's
+    pool (the node attribute ``spot``) asks for it,
     and the fuzz tags on the instance and its volumes. Idempotent twice over: an
     instance already tagged with the node's client token is returned as it is, and
     ``ClientToken`` (the engine's token; a digest of it when longer than EC2's 64
@@ -169,7 +170,7 @@ def run_request(ctx: ProviderContext, config: AwsConfig, node: NodeRequest
             {"Arn": config.instance_profile} if config.instance_profile.startswith("arn:")
             else {"Name": config.instance_profile})
         request["IamInstanceProfile"] = profile
-    if config.spot:
+    if config.spot or node.attributes.get("spot"):
         spot: SpotMarketOptionsTypeDef = {"SpotInstanceType": "one-time",
                                           "InstanceInterruptionBehavior": "terminate"}
         if config.spot_max_price is not None:

@@ -1,0 +1,207 @@
+"""End to end: the orchestrator grows an AWS pool (moto) for queued jobs and shrinks it again.
+
+``fuzz server`` runs the elastic loop against moto's EC2. The test plays each
+new instance as a machine would: it reads the instance's user-data from moto and
+runs that bootstrap script locally (:func:`fuzz.testing.boot.boot`), so the node
+joins through the real bootstrap path; a terminated instance's agent is stopped.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cliutil import kill_agents
+from moto_server import AMI, REGION, MotoEc2
+
+from fuzz.provider_api import TAG_CLUSTER
+from fuzz.testing.boot import boot, stop_agents
+from fuzz.testing.oci import PushedImage, free_port
+from tests.workflowutil import LocalCluster, dump, tasks_by_key
+
+CLUSTER = "elastic"
+SPEC = """\
+version: 1
+cluster: {cluster}
+state: {{backend: local, path: .fuzz/state.json}}
+providers:
+  aws:
+    region: {region}
+    endpoint_url: {endpoint}
+    ami: {ami}
+    prices: {{m5.large: 0.096, m5.xlarge: 0.192}}
+    max_attempts: 1
+    bootstrap: {{insecure_registries: [{registry}]}}
+pools:
+  burst:
+    provider: aws
+    offerings: [m5.xlarge, m5.large]
+    min: 0
+    max: 3
+    idle_ttl: 3s
+    boot_timeout: {boot_timeout}
+    boot_retries: {boot_retries}
+orchestrator:
+  listen: 127.0.0.1:{port}
+  data_dir: .fuzz/server
+  reconcile_interval: 0.3s
+"""
+
+JOBS = """\
+version: v1
+jobs:
+{jobs}
+"""
+JOB = """\
+  {name}:
+    image: {{uri: {image}}}
+    command: [/bin/sh, -c, "echo ran"]
+    resource: {{cpu: {{cores: {cores}}}, memory: {{size: 64MiB}}}}
+"""
+
+
+class Machines:
+    """Plays every instance moto starts for the cluster; stops the agents of terminated ones."""
+
+    def __init__(self, moto: MotoEc2, root: Path, play: bool) -> None:
+        self.moto, self.root, self.play = moto, root, play
+        self.seen: dict[str, str] = {}  # instance id → instance type
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def instances(self) -> list[dict[str, Any]]:
+        pages = self.moto.client().get_paginator("describe_instances").paginate(
+            Filters=[{"Name": f"tag:{TAG_CLUSTER}", "Values": [CLUSTER]}])
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    def live(self) -> list[dict[str, Any]]:
+        return [i for i in self.instances()
+                if i["State"]["Name"] not in ("terminated", "shutting-down")]
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            for instance in self.instances():
+                ident, state = instance["InstanceId"], instance["State"]["Name"]
+                if state in ("terminated", "shutting-down"):
+                    stop_agents(self.root / ident, wait=2.0)
+                elif ident not in self.seen:
+                    self.seen[ident] = instance["InstanceType"]
+                    if self.play:
+                        self._boot(ident)
+
+    def _boot(self, ident: str) -> None:
+        data = self.moto.client().describe_instance_attribute(
+            InstanceId=ident, Attribute="userData")["UserData"]["Value"]
+        try:
+            boot(base64.b64decode(data).decode(), self.root / ident, timeout=30)
+        except Exception as exc:  # reported by the test, not lost in this thread
+            self.errors.append(f"{ident}: {exc}")
+
+    def __enter__(self) -> Machines:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def elastic_cluster(moto: MotoEc2, directory: Path, image: PushedImage, play: bool = True,
+                    boot_timeout: str = "60s", boot_retries: int = 3
+                    ) -> Iterator[tuple[LocalCluster, Machines]]:
+    """An orchestrator with an elastic AWS pool on moto, and the machines it starts."""
+    os.chmod(directory, 0o755)
+    (directory / "fuzz.yaml").write_text(SPEC.format(
+        cluster=CLUSTER, region=REGION, endpoint=moto.endpoint_url, ami=AMI,
+        registry=image.registry.host, boot_timeout=boot_timeout, boot_retries=boot_retries,
+        port=free_port()))
+    cluster = LocalCluster(directory, 0)
+    machines = Machines(moto, directory / "machines", play)
+    try:
+        cluster.ok("init")
+        cluster.ok("server", "--detach")
+        with machines:
+            yield cluster, machines
+    finally:
+        cluster.fuzz("server", "--stop")
+        kill_agents(directory)
+
+
+def wait_until(what: str, check: Any, timeout: float = 40.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return found
+
+
+def node_list(cluster: LocalCluster) -> list[str]:
+    """The addresses ``fuzz node list`` shows (it waits for the loop's state lock)."""
+    rows = cluster.ok("node", "list", "--json", "--lock-timeout", "20s").json()
+    return [str(row["address"]) for row in rows]
+
+
+def test_queued_jobs_grow_the_pool_with_the_cheapest_type_and_idle_nodes_go(
+    moto_ec2: MotoEc2, tmp_path: Path, busybox_image: PushedImage
+) -> None:
+    with elastic_cluster(moto_ec2, tmp_path, busybox_image) as (cluster, machines):
+        jobs = "".join(JOB.format(name=n, image=busybox_image.reference, cores=1)
+                       for n in ("first", "second"))
+        cluster.start("burst", JOBS.format(jobs=jobs))
+        listed = wait_until("a node in fuzz node list", lambda: node_list(cluster))
+        status = cluster.wait("burst", timeout=60)
+        assert status["state"] == "SUCCEEDED", dump(status) + "\n".join(machines.errors)
+        nodes = {node for task in status["tasks"] for node in task["nodes"]}
+        assert nodes and all(n.startswith("pool.burst.node[") for n in nodes), nodes
+        assert set(machines.seen.values()) == {"m5.large"}, (
+            "1 core each: an m5.large (2 vCPUs, $0.096) is cheaper than an m5.xlarge")
+        assert set(listed) <= nodes
+
+        wait_until("the idle instances to be terminated", lambda: not machines.live())
+        wait_until("the nodes to leave fuzz node list", lambda: not node_list(cluster))
+        pools = cluster.ok("pool", "list", "--json").json()["pools"]
+        assert [(p["name"], p["failing"]) for p in pools] == [("burst", "")]
+
+
+def test_a_job_no_offering_can_hold_fails_at_once_with_the_reason(
+    moto_ec2: MotoEc2, tmp_path: Path, busybox_image: PushedImage
+) -> None:
+    with elastic_cluster(moto_ec2, tmp_path, busybox_image) as (cluster, machines):
+        cluster.start("huge", JOBS.format(jobs=JOB.format(
+            name="huge", image=busybox_image.reference, cores=64)))
+        status = cluster.wait("huge", timeout=20)
+        task = tasks_by_key(status)["huge"]
+        assert (status["state"], task["state"]) == ("FAILED", "FAILED"), dump(status)
+        assert "needs 64 cores; the largest offering in pool burst has 4" in task["error"]
+        assert machines.seen == {}
+
+
+def test_an_instance_that_never_joins_is_replaced_then_the_pool_fails(
+    moto_ec2: MotoEc2, tmp_path: Path, busybox_image: PushedImage
+) -> None:
+    with elastic_cluster(moto_ec2, tmp_path, busybox_image, play=False, boot_timeout="2s",
+                         boot_retries=1) as (cluster, machines):
+        cluster.start("stuck", JOBS.format(jobs=JOB.format(
+            name="stuck", image=busybox_image.reference, cores=1)))
+
+        def failing() -> str:
+            pools = cluster.ok("pool", "list", "--json").json()["pools"]
+            return str(pools[0]["failing"]) if pools else ""
+
+        reason = wait_until("the pool to be marked failing", failing)
+        assert "did not join within 2s after 1 replacement(s)" in reason
+        assert len(machines.seen) == 2, "the first instance and one replacement"
+        wait_until("the replacement to be terminated", lambda: not machines.live())
+        task = wait_until("the task to say why it waits", lambda: (
+            t := tasks_by_key(cluster.status("stuck"))["stuck"])["waiting_for"]
+            and "failing" in t["waiting_for"] and t)
+        assert task["state"] == "QUEUED"
+        assert "pool burst is failing" in task["waiting_for"]
