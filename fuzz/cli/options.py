@@ -69,9 +69,11 @@ def parse_lock_timeout(value: str) -> float:
 
 def lock_timeout_option(func: F) -> F:
     """``--lock-timeout``: how long to wait for the state lock."""
+    # Not Terraform's 0s: the orchestrator's elastic loop takes the lock for a moment on
+    # every pass, and a command must not fail for meeting one.
     return click.option(
-        "--lock-timeout", default="0s", show_default=True, metavar="DURATION",
-        help="How long to wait for the state lock held by someone else (e.g. 30s).",
+        "--lock-timeout", default="60s", show_default=True, metavar="DURATION",
+        help="How long to wait for the state lock held by someone else (0s: fail at once).",
     )(func)
 
 
