@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cliutil import kill_agents
-from moto_server import AMI, REGION, MotoEc2
+from moto_server import AMI, REGION, Ec2Front, MotoEc2
 
 from fuzz.provider_api import TAG_CLUSTER
 from fuzz.testing.boot import boot, stop_agents
@@ -115,12 +117,13 @@ class Machines:
 
 @contextlib.contextmanager
 def elastic_cluster(moto: MotoEc2, directory: Path, image: PushedImage, play: bool = True,
-                    boot_timeout: str = "60s", boot_retries: int = 3
+                    boot_timeout: str = "60s", boot_retries: int = 3, endpoint: str = ""
                     ) -> Iterator[tuple[LocalCluster, Machines]]:
-    """An orchestrator with an elastic AWS pool on moto, and the machines it starts."""
+    """An orchestrator with an elastic AWS pool on moto (or ``endpoint``, a front to it),
+    and the machines it starts."""
     os.chmod(directory, 0o755)
     (directory / "fuzz.yaml").write_text(SPEC.format(
-        cluster=CLUSTER, region=REGION, endpoint=moto.endpoint_url, ami=AMI,
+        cluster=CLUSTER, region=REGION, endpoint=endpoint or moto.endpoint_url, ami=AMI,
         registry=image.registry.host, boot_timeout=boot_timeout, boot_retries=boot_retries,
         port=free_port()))
     cluster = LocalCluster(directory, 0)
@@ -205,3 +208,28 @@ def test_an_instance_that_never_joins_is_replaced_then_the_pool_fails(
             and "failing" in t["waiting_for"] and t)
         assert task["state"] == "QUEUED"
         assert "pool burst is failing" in task["waiting_for"]
+
+
+def test_kill_9_of_the_orchestrator_mid_create_leaves_one_recorded_instance(
+    moto_ec2: MotoEc2, ec2_front: Ec2Front, tmp_path: Path, busybox_image: PushedImage
+) -> None:
+    with elastic_cluster(moto_ec2, tmp_path, busybox_image, play=False,
+                         endpoint=ec2_front.url) as (cluster, machines):
+        with ec2_front.holding("RunInstances"):  # EC2 acts, its answer is held back
+            cluster.start("crash", JOBS.format(jobs=JOB.format(
+                name="crash", image=busybox_image.reference, cores=1)))
+            wait_until("EC2 to start an instance", machines.live)
+            os.kill(cluster.server_pid(), signal.SIGKILL)  # before it heard the instance id
+        state = json.loads((tmp_path / ".fuzz" / "state.json").read_text())
+        assert [r["status"] for r in state["resources"].values()] == ["pending_create"]
+
+        cluster.ok("server", "--detach")  # carries on: the create again, same client token
+
+        def recorded() -> list[str]:
+            state = json.loads((tmp_path / ".fuzz" / "state.json").read_text())
+            return [str(r["provider_id"]) for r in state["resources"].values()
+                    if r["status"] == "created"]
+
+        assert wait_until("the instance to be recorded", recorded) == \
+            [i["InstanceId"] for i in machines.live()]
+        assert len(machines.instances()) == 1, "no duplicate instance, none orphaned"
