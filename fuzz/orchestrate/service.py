@@ -82,7 +82,7 @@ def add_orchestrator_service(service: OrchestratorService, server: grpc.Server) 
 
     The generated registration would serialize PortForward's replies as messages; the
     relay yields the agent's frames already serialized (parsing and re-serializing
-    every data chunk costs the orchestrator a third of its CPU), so that one method
+    every data chunk cost the orchestrator a fifth of its CPU), so that one method
     is registered again without a reply serializer (a later registration wins).
     """
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(service, server)
