@@ -109,8 +109,9 @@ def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: 
     try:
         for frame in call:
             if frame.WhichOneof("frame") == "data":
-                shared.sock.sendall(frame.data)
-                received += len(frame.data)
+                data = frame.data  # each access copies the chunk out of the message
+                shared.sock.sendall(data)
+                received += len(data)
             else:  # end: the job has sent everything
                 shared.shutdown(socket.SHUT_WR)
     except FuzzError as exc:

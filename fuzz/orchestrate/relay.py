@@ -52,9 +52,12 @@ def relay_exec(task: LiveTask, start: substrate_pb2.ExecInput,
 
 def relay_port_forward(task: LiveTask, opening: substrate_pb2.PortForwardFrame,
                        rest: Iterator[substrate_pb2.PortForwardFrame],
-                       context: grpc.ServicerContext
-                       ) -> Iterator[substrate_pb2.PortForwardFrame]:
-    """Relay a forwarded connection: ``opening`` (container id filled in), then ``rest``."""
+                       context: grpc.ServicerContext) -> Iterator[bytes]:
+    """Relay a forwarded connection: ``opening`` (container id filled in), then ``rest``.
+
+    The agent's frames come back serialized, as it sent them (the data path parses
+    nothing: see :func:`~fuzz.orchestrate.service.add_orchestrator_service`).
+    """
     first = substrate_pb2.PortForwardFrame()
     first.CopyFrom(opening)
     first.open.container_id = task.container

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import grpc
 
-from fuzz.api import iam_pb2_grpc, orchestrator_pb2_grpc
+from fuzz.api import iam_pb2_grpc
 from fuzz.encryption import Sealer
 from fuzz.grpcserve import (
     RunningServer,
@@ -54,6 +54,7 @@ from fuzz.orchestrate.service import (
     REGISTER_METHOD,
     SERVICE_NAME,
     OrchestratorService,
+    add_orchestrator_service,
 )
 from fuzz.orchestrate.store import Store
 from fuzz.provider_api import JoinInfo
@@ -157,7 +158,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         iam_service = IamService(authz)
 
         def register(server: grpc.Server) -> None:
-            orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(service, server)
+            add_orchestrator_service(service, server)
             iam_pb2_grpc.add_IamServicer_to_server(iam_service, server)
 
         running = start_server(

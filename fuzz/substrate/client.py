@@ -24,6 +24,7 @@ from fuzz.grpcclient import (
 from fuzz.resources import ResourceRequest
 
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
+_PORT_FORWARD_METHOD = "/fuzz.substrate.v1.Substrate/PortForward"
 
 
 class AgentError(FuzzError):
@@ -88,6 +89,10 @@ class AgentClient(GrpcClient):
         """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
         super().__init__(endpoint, token, timeout, tls)
         self._stub: Any = substrate_pb2_grpc.SubstrateStub(self._channel)
+        self._port_forward_serialized = self._channel.stream_stream(
+            _PORT_FORWARD_METHOD,
+            request_serializer=substrate_pb2.PortForwardFrame.SerializeToString,
+            response_deserializer=None)  # the replies stay bytes
 
     def inventory(self, timeout: float | None = None) -> substrate_pb2.Inventory:
         """Return the node's inventory (cores, NUMA domains, memory, GPUs, labels)."""
@@ -244,12 +249,14 @@ class AgentClient(GrpcClient):
         call: DuplexCall[substrate_pb2.ExecOutput] = self._duplex(self._stub.Exec, inputs)
         return call
 
-    def port_forward(self, frames: Iterator[substrate_pb2.PortForwardFrame]
-                     ) -> DuplexCall[substrate_pb2.PortForwardFrame]:
+    def port_forward(self, frames: Iterator[substrate_pb2.PortForwardFrame]) -> DuplexCall[bytes]:
         """Relay a TCP connection to a port in a running container: ``frames`` starts with
-        ``open``; their end half-closes the connection."""
-        call: DuplexCall[substrate_pb2.PortForwardFrame] = self._duplex(
-            self._stub.PortForward, frames)
+        ``open``; their end half-closes the connection.
+
+        The replies are the agent's PortForwardFrame messages still serialized: a relay
+        passes them on as they are, without parsing and re-serializing each data chunk.
+        """
+        call: DuplexCall[bytes] = self._duplex(self._port_forward_serialized, frames)
         return call
 
     def _error(self, exc: grpc.RpcError) -> AgentError:
