@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,31 @@ def assert_pid_gone() -> Callable[..., None]:
             time.sleep(0.02)
 
     return check
+
+
+def _processes_using(base: Path) -> list[str]:
+    """Processes whose command line or open files name a path under ``base``."""
+    found = []
+    prefix = str(base)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            files = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if prefix in argv or any(f.startswith(prefix) for f in files):
+            found.append(f"pid {proc.name}: {argv.strip()[:160]}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session: no agent, container monitor or server a test started still runs."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    deadline = time.monotonic() + 10
+    while (left := _processes_using(base)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # a monitor told to stop may still be exiting
+    assert not left, "tests left processes running:\n" + "\n".join(left)

@@ -135,6 +135,7 @@ def elastic_cluster(moto: MotoEc2, directory: Path, image: PushedImage, play: bo
             yield cluster, machines
     finally:
         cluster.fuzz("server", "--stop")
+        stop_agents(machines.root, wait=2.0)  # the machines still up, with their jobs
         kill_agents(directory)
 
 

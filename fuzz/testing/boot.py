@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fuzz.bootstrap import ENV_COMMAND, ENV_LISTEN, ENV_ROOT, ENV_START_TIMEOUT
+from fuzz.substrate.containers import ContainerManager
+from fuzz.substrate.monitor_files import MONITOR_LOCK
 from fuzz.substrate.statedir import INFO_FILE, read_json
 
 SCRIPT_NAME = "bootstrap.sh"
@@ -105,7 +107,15 @@ def boot(
 
 
 def stop_agents(root: Path, wait: float = STOP_WAIT) -> None:
-    """SIGTERM every agent under ``root`` (SIGKILL after ``wait``) and return once gone."""
+    """Power off the machines under ``root``: SIGTERM every agent (SIGKILL after ``wait``),
+    then stop the container monitor of every agent state dir (jobs outlive an agent, not
+    its machine); return once all are gone."""
+    _stop_agent_processes(root, wait)
+    for lock in root.glob(f"**/{MONITOR_LOCK}"):
+        ContainerManager(lock.parent).shutdown_monitor()
+
+
+def _stop_agent_processes(root: Path, wait: float) -> None:
     pids = _agent_pids(root)
     for pid in pids:
         _signal(pid, signal.SIGTERM)
