@@ -315,6 +315,17 @@ def _fuzz_processes(notebook: Notebook, extra: list[int]) -> set[int]:
     return found
 
 
+def _names(pids: set[int]) -> dict[int, str]:
+    """pid -> command name, for those of ``pids`` still there when read (any may exit)."""
+    names = {}
+    for pid in pids:
+        try:
+            names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+    return names
+
+
 def _listening_ports(pids: set[int]) -> dict[int, int]:
     """Listening TCP port -> pid, for sockets the processes ``pids`` hold."""
     inodes: dict[str, int] = {}
@@ -343,12 +354,7 @@ def test_no_process_of_the_system_runs_or_listens_for_ssh(notebook: Notebook,
     try:
         time.sleep(2)  # the exec is under way: runc exec and its sleep exist
         pids = _fuzz_processes(notebook, [web.process.pid, shell.pid])
-        names = {}
-        for pid in pids:
-            try:
-                names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                continue
+        names = _names(pids)
         assert "runc" in names.values() and "sleep" in names.values() and "httpd" in (
             names.values()), names
         assert not {pid: n for pid, n in names.items() if n in SSH_NAMES}
@@ -363,8 +369,7 @@ def test_no_process_of_the_system_runs_or_listens_for_ssh(notebook: Notebook,
         shell.kill()  # the caller goes away: so does its process in the job
         shell.wait()
     deadline = time.monotonic() + 20
-    while any(Path(f"/proc/{pid}/comm").exists() and Path(f"/proc/{pid}/comm").read_text()
-              == "sleep\n" for pid in _fuzz_processes(notebook, [])):
+    while "sleep" in _names(_fuzz_processes(notebook, [])).values():
         assert time.monotonic() < deadline, "the exec'd sleep outlived its caller"
         time.sleep(0.2)
 
