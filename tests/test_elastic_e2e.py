@@ -234,3 +234,32 @@ def test_kill_9_of_the_orchestrator_mid_create_leaves_one_recorded_instance(
         assert wait_until("the instance to be recorded", recorded) == \
             [i["InstanceId"] for i in machines.live()]
         assert len(machines.instances()) == 1, "no duplicate instance, none orphaned"
+
+
+def test_a_quota_error_shows_in_the_status_and_plan_shows_the_orchestrators_demand(
+    moto_ec2: MotoEc2, ec2_front: Ec2Front, tmp_path: Path, busybox_image: PushedImage
+) -> None:
+    quota = "You have requested more vCPU capacity than your current vCPU limit of 0 allows"
+    with elastic_cluster(moto_ec2, tmp_path, busybox_image,
+                         endpoint=ec2_front.url) as (cluster, machines):
+        with ec2_front.failing("RunInstances", "VcpuLimitExceeded", quota):
+            cluster.start("quota", JOBS.format(jobs=JOB.format(
+                name="quota", image=busybox_image.reference, cores=1)))
+            task = wait_until("the task to name the provider's error", lambda: (
+                t := tasks_by_key(cluster.status("quota"))["quota"])["waiting_for"]
+                and quota in t["waiting_for"] and t)
+            assert task["state"] == "QUEUED"
+            assert "pool burst" in task["waiting_for"], task["waiting_for"]
+            pools = cluster.ok("pool", "list", "--json").json()["pools"]
+            assert quota in pools[0]["error"] and pools[0]["failing"] == ""
+
+            plan = cluster.ok("plan", "--json", "--lock-timeout", "20s").json()
+            assert plan["membership"] == "orchestrator"
+            assert [(c["address"], c["action"]) for c in plan["changes"]] == [
+                ("pool.burst.node[0]", "create")], plan["changes"]
+            assert machines.seen == {}, "EC2 refused every RunInstances"
+
+        status = cluster.wait("quota", timeout=60)  # the quota is raised: the pool grows
+        assert status["state"] == "SUCCEEDED", dump(status) + "\n".join(machines.errors)
+        pools = cluster.ok("pool", "list", "--json").json()["pools"]
+        assert pools[0]["error"] == "", "a create that succeeded clears the pool's error"
