@@ -133,6 +133,10 @@ def test_apply_json_streams_progress_then_a_result(cluster_dir: Path) -> None:
     events = [json.loads(line) for line in result.out.splitlines()]
     assert [e["phase"] for e in events if e["type"] == "progress"].count("done") == 3
     assert events[-1]["type"] == "result" and events[-1]["added"] == 3
+    again = run_fuzz(cluster_dir, "apply", "--auto-approve", "--json")
+    lines = again.out.splitlines()
+    assert len(lines) == 1, "nothing to do: the result alone, on one line like every event"
+    assert json.loads(lines[0])["type"] == "result" and json.loads(lines[0])["added"] == 0
 
 
 HOLD_LOCK = """

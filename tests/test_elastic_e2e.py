@@ -236,7 +236,7 @@ def test_kill_9_of_the_orchestrator_mid_create_leaves_one_recorded_instance(
         assert len(machines.instances()) == 1, "no duplicate instance, none orphaned"
 
 
-def test_a_quota_error_shows_in_the_status_and_plan_shows_the_orchestrators_demand(
+def test_a_quota_error_shows_and_plan_and_apply_go_with_the_orchestrator(
     moto_ec2: MotoEc2, ec2_front: Ec2Front, tmp_path: Path, busybox_image: PushedImage
 ) -> None:
     quota = "You have requested more vCPU capacity than your current vCPU limit of 0 allows"
@@ -244,7 +244,8 @@ def test_a_quota_error_shows_in_the_status_and_plan_shows_the_orchestrators_dema
                          endpoint=ec2_front.url) as (cluster, machines):
         with ec2_front.failing("RunInstances", "VcpuLimitExceeded", quota):
             cluster.start("quota", JOBS.format(jobs=JOB.format(
-                name="quota", image=busybox_image.reference, cores=1)))
+                name="quota", image=busybox_image.reference, cores=1).replace(
+                    "echo ran", "sleep 4")))
             task = wait_until("the task to name the provider's error", lambda: (
                 t := tasks_by_key(cluster.status("quota"))["quota"])["waiting_for"]
                 and quota in t["waiting_for"] and t)
@@ -259,7 +260,13 @@ def test_a_quota_error_shows_in_the_status_and_plan_shows_the_orchestrators_dema
                 ("pool.burst.node[0]", "create")], plan["changes"]
             assert machines.seen == {}, "EC2 refused every RunInstances"
 
-        status = cluster.wait("quota", timeout=60)  # the quota is raised: the pool grows
+        cluster.wait_for("quota", "quota", "RUNNING")  # the quota is raised: the pool grows
+        applied = cluster.ok("apply", "--auto-approve", "--json", "--lock-timeout", "20s")
+        result = [json.loads(line) for line in applied.out.splitlines()][-1]
+        assert (result["added"], result["destroyed"]) == (0, 0), (
+            "fuzz apply in CI keeps the orchestrator's member")
+        assert [i["InstanceType"] for i in machines.live()] == ["m5.large"]
+        status = cluster.wait("quota", timeout=60)
         assert status["state"] == "SUCCEEDED", dump(status) + "\n".join(machines.errors)
         pools = cluster.ok("pool", "list", "--json").json()["pools"]
         assert pools[0]["error"] == "", "a create that succeeded clears the pool's error"

@@ -29,6 +29,7 @@ from fuzz.cli.render import (
     ProgressPrinter,
     print_apply_result,
     print_json,
+    print_json_line,
     print_plan,
     summary_line,
     validation_json,
@@ -284,16 +285,16 @@ def _lifecycle(app: AppContext, plan_file: Path | None, auto_approve: bool, lock
         if the_plan.has_changes:
             _run_apply(app, the_plan, state, parallelism, as_json)
         elif as_json:
-            print_json(app.out, {"type": "result", "added": 0, "changed": 0, "destroyed": 0,
-                                 "failed": {}, "skipped": [], "serial": state.serial,
-                                 "lineage": state.lineage})
+            print_json_line(app.out, {"type": "result", "added": 0, "changed": 0,
+                                      "destroyed": 0, "failed": {}, "skipped": [],
+                                      "serial": state.serial, "lineage": state.lineage})
     if operation == "apply":
         changes, files = workflow_changes(ws)
         if not as_json:
             print_workflow_changes(app.out, changes)
         started = start_changed(ws, app.out, changes, files, as_json)
         if as_json and changes:
-            print_json(app.out, {"type": "workflows", "started": started})
+            print_json_line(app.out, {"type": "workflows", "started": started})
 
 
 @click.command()

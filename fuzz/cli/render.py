@@ -33,6 +33,12 @@ def print_json(console: Console, data: Any) -> None:
     console.file.flush()
 
 
+def print_json_line(console: Console, data: Any) -> None:
+    """Print ``data`` as one JSON line: an event of a ``--json`` stream (apply's progress)."""
+    console.file.write(json.dumps(data) + "\n")
+    console.file.flush()
+
+
 def validation_json(problems: Sequence[Problem], **details: Any) -> dict[str, Any]:
     """What ``validate --json`` prints: ``valid``, the problems, and ``details`` if valid."""
     return {"valid": not problems, "problems": [p.to_json() for p in problems], **details}
@@ -88,12 +94,11 @@ class ProgressPrinter:
         if event.phase != "start":
             self.finished += 1
         if self.as_json:
-            self.console.file.write(json.dumps({
+            print_json_line(self.console, {
                 "type": "progress", "address": event.address, "action": event.action.value,
                 "phase": event.phase, "elapsed": round(event.elapsed, 3),
                 "message": event.message, "finished": self.finished, "total": self.total,
-            }) + "\n")
-            self.console.file.flush()
+            })
             return
         ing, noun = VERBS[event.action]
         count = f"[dim]{escape(f'[{self.finished}/{self.total}]')}[/]"
@@ -117,11 +122,11 @@ def print_apply_result(console: Console, plan: Plan, result: ApplyResult, as_jso
     changed = sum(a is Action.UPDATE for a in done)
     destroyed = sum(a in (Action.DELETE, Action.REPLACE) for a in done)
     if as_json:
-        console.file.write(json.dumps({
+        print_json_line(console, {
             "type": "result", "added": added, "changed": changed, "destroyed": destroyed,
             "failed": result.failed, "skipped": result.skipped,
             "serial": result.state.serial, "lineage": result.state.lineage,
-        }) + "\n")
+        })
         return
     if result.failed or result.skipped:
         console.print(f"\n[red bold]Apply finished with errors.[/] {added} added, {changed} "
