@@ -30,7 +30,9 @@ from pathlib import Path
 
 import pytest
 
+from fuzz.errors import FuzzError
 from fuzz.testing.oci import PushedImage, free_port
+from fuzz.tunnel import data_request
 from tests.cliutil import fuzz_command, run_fuzz
 from tests.workflowutil import LocalCluster, local_cluster
 
@@ -286,6 +288,9 @@ def test_exec_and_port_forward_refuse_what_is_not_running(notebook: Notebook) ->
         assert "Connection refused" in str(closed["error"]), closed
     finally:
         forward.stop()
+    with notebook.cluster.client() as client, pytest.raises(FuzzError) as refused:
+        list(client.port_forward(iter([data_request(b"no task named first")])))
+    assert "the first request must name the task and open a connection" in str(refused.value)
 
 
 def _fuzz_processes(notebook: Notebook, extra: list[int]) -> set[int]:

@@ -22,7 +22,7 @@ from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import substrate_pb2
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.orchestrate.client import OrchestratorClient
-from fuzz.tunnel import SharedSocket
+from fuzz.tunnel import SharedSocket, data_request
 
 LISTEN_HOST = "127.0.0.1"
 MAX_PORT = 65535
@@ -91,7 +91,7 @@ def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: 
     received = 0
     error: str | None = None
 
-    def requests() -> Iterator[pb.PortForwardRequest]:
+    def requests() -> Iterator[pb.PortForwardRequest | bytes]:
         try:
             yield pb.PortForwardRequest(
                 workflow=target.workflow, task=target.task,
@@ -99,7 +99,7 @@ def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: 
                     open=substrate_pb2.PortForwardOpen(port=target.remote_port)))
             for chunk in shared.chunks():
                 sent[0] += len(chunk)
-                yield pb.PortForwardRequest(frame=substrate_pb2.PortForwardFrame(data=chunk))
+                yield data_request(chunk)
         except OSError:
             pass  # reset by the local client: the reply side notices and ends the call
         finally:
@@ -108,10 +108,9 @@ def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: 
     call = client.port_forward(requests())
     try:
         for frame in call:
-            if frame.WhichOneof("frame") == "data":
-                data = frame.data  # each access copies the chunk out of the message
-                shared.sock.sendall(data)
-                received += len(data)
+            if isinstance(frame, memoryview):
+                shared.sock.sendall(frame)
+                received += len(frame)
             else:  # end: the job has sent everything
                 shared.shutdown(socket.SHUT_WR)
     except FuzzError as exc:

@@ -24,8 +24,10 @@ from fuzz.grpcclient import (
 )
 from fuzz.provider_api import JoinInfo
 from fuzz.substrate.enroll import RegistrationProof
+from fuzz.tunnel import Frame, read_frame, serialized
 
 START_TIMEOUT = 60.0
+PORT_FORWARD_METHOD = "/fuzz.orchestrator.v1.Orchestrator/PortForward"
 
 
 class OrchestratorError(FuzzError):
@@ -56,6 +58,8 @@ class OrchestratorClient(GrpcClient):
         """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
         super().__init__(endpoint, token, timeout, tls)
         self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
+        self._port_forward = self._channel.stream_stream(
+            PORT_FORWARD_METHOD, request_serializer=serialized, response_deserializer=read_frame)
 
     def _error(self, exc: grpc.RpcError) -> OrchestratorError:
         """What a failed call means, in one line (a Fuzzfile's problems keep theirs)."""
@@ -166,12 +170,15 @@ class OrchestratorClient(GrpcClient):
         call: DuplexCall[substrate_pb2.ExecOutput] = self._duplex(self._stub.Exec, requests)
         return call
 
-    def port_forward(self, requests: Iterator[pb.PortForwardRequest]
-                     ) -> DuplexCall[substrate_pb2.PortForwardFrame]:
+    def port_forward(self, requests: Iterator[pb.PortForwardRequest | bytes]
+                     ) -> DuplexCall[Frame]:
         """Relay one TCP connection to a port of a running task: the first request names it
-        and carries ``open``; the end of ``requests`` half-closes the connection."""
-        call: DuplexCall[substrate_pb2.PortForwardFrame] = self._duplex(
-            self._stub.PortForward, requests)
+        and carries ``open``; the end of ``requests`` half-closes the connection.
+
+        Requests may be serialized already (:func:`fuzz.tunnel.data_request`); data
+        frames come back as views of what arrived (:func:`fuzz.tunnel.read_frame`).
+        """
+        call: DuplexCall[Frame] = self._duplex(self._port_forward, requests)
         return call
 
     # --- secrets ---------------------------------------------------------------------------

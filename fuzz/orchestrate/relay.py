@@ -51,17 +51,18 @@ def relay_exec(task: LiveTask, start: substrate_pb2.ExecInput,
 
 
 def relay_port_forward(task: LiveTask, opening: substrate_pb2.PortForwardFrame,
-                       rest: Iterator[substrate_pb2.PortForwardFrame],
-                       context: grpc.ServicerContext) -> Iterator[bytes]:
+                       rest: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
     """Relay a forwarded connection: ``opening`` (container id filled in), then ``rest``.
 
-    The agent's frames come back serialized, as it sent them (the data path parses
-    nothing: see :func:`~fuzz.orchestrate.service.add_orchestrator_service`).
+    Frames go both ways serialized, as the client and the agent sent them (the
+    data path parses nothing: see
+    :func:`~fuzz.orchestrate.service.add_orchestrator_service`).
     """
     first = substrate_pb2.PortForwardFrame()
     first.CopyFrom(opening)
     first.open.container_id = task.container
-    yield from _relay(task.agent.port_forward(itertools.chain((first,), rest)), context)
+    yield from _relay(task.agent.port_forward(
+        itertools.chain((first.SerializeToString(),), rest)), context)
 
 
 def _relay(call: DuplexCall[_Reply], context: grpc.ServicerContext) -> Iterator[_Reply]:

@@ -58,6 +58,7 @@ from fuzz.orchestrate.workflow import (
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 from fuzz.spec.problems import SpecError
 from fuzz.substrate.client import AgentError
+from fuzz.tunnel import request_frame
 
 SERVICE_NAME = "fuzz.orchestrator.v1.Orchestrator"
 REGISTER_METHOD = f"/{SERVICE_NAME}/RegisterNode"
@@ -86,19 +87,26 @@ class TaskNotFoundError(FuzzError):
 
 
 def add_orchestrator_service(service: OrchestratorService, server: grpc.Server) -> None:
-    """Register ``service`` on ``server``, PortForward sending its replies as they are.
+    """Register ``service`` on ``server``, PortForward passing frames on as they are.
 
-    The generated registration would serialize PortForward's replies as messages; the
-    relay yields the agent's frames already serialized (parsing and re-serializing
-    every data chunk cost the orchestrator a fifth of its CPU), so that one method
-    is registered again without a reply serializer (a later registration wins).
+    The generated registration would parse PortForward's requests and serialize its
+    replies as messages; the relay passes the client's and the agent's frames on
+    serialized (parsing and re-serializing every data chunk cost the orchestrator a
+    fifth of its CPU), so that one method is registered again (a later registration
+    wins): a request that carries a frame alone stays its frame's bytes.
     """
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(service, server)
     # grpc-stubs predates add_registered_method_handlers (grpcio 1.63)
     server.add_registered_method_handlers(SERVICE_NAME, {  # type: ignore[attr-defined]
         "PortForward": grpc.stream_stream_rpc_method_handler(
-            service.PortForward, request_deserializer=pb.PortForwardRequest.FromString),
+            service.PortForward, request_deserializer=_port_forward_request),
     })
+
+
+def _port_forward_request(raw: bytes) -> pb.PortForwardRequest | bytes:
+    """A PortForward request: its frame's bytes when it carries nothing else, else parsed."""
+    frame = request_frame(raw)
+    return pb.PortForwardRequest.FromString(raw) if frame is None else frame
 
 
 class TaskNotRunningError(FuzzError):
@@ -359,18 +367,21 @@ class OrchestratorService:
         task = self._live_task(context, WORKFLOW_EXEC, first.workflow, first.task)
         yield from relay_exec(task, first.input, (r.input for r in request_iterator), context)
 
-    def PortForward(self, request_iterator: Iterator[pb.PortForwardRequest],
+    def PortForward(self, request_iterator: Iterator[pb.PortForwardRequest | bytes],
                     context: grpc.ServicerContext) -> Iterator[bytes]:
         """Relay a TCP connection to a port of a running task, through its node's agent.
 
-        The replies are the agent's PortForwardFrame messages, still serialized.
+        Frames stay serialized both ways (see :func:`add_orchestrator_service`).
         """
         first = next(request_iterator, None)
-        if first is None or first.frame.WhichOneof("frame") != "open":
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be open")
+        if not isinstance(first, pb.PortForwardRequest) or (
+                first.frame.WhichOneof("frame") != "open"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "the first request must name the task and open a connection")
         task = self._live_task(context, WORKFLOW_PORT_FORWARD, first.workflow, first.task)
-        yield from relay_port_forward(task, first.frame, (r.frame for r in request_iterator),
-                                      context)
+        rest = (r if isinstance(r, bytes) else r.frame.SerializeToString()
+                for r in request_iterator)
+        yield from relay_port_forward(task, first.frame, rest, context)
 
     def _live_task(self, context: grpc.ServicerContext, action: str, workflow: str,
                    task: str) -> LiveTask:

@@ -27,7 +27,7 @@ from fuzz.substrate.execproc import (
 )
 from fuzz.substrate.job_rpcs import NodeJobs
 from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
-from fuzz.tunnel import SharedSocket
+from fuzz.tunnel import END_FRAME, Frame, SharedSocket, data_frame
 
 CONNECT_TIMEOUT = 10.0
 MAX_PORT = 65535
@@ -56,13 +56,12 @@ def _feed_stdin(requests: Iterator[substrate_pb2.ExecInput], process: ExecProces
         process.close_stdin()
 
 
-def _feed_socket(frames: Iterator[substrate_pb2.PortForwardFrame], conn: SharedSocket,
-                 failed: list[str]) -> None:
+def _feed_socket(frames: Iterator[Frame], conn: SharedSocket, failed: list[str]) -> None:
     """Send the caller's bytes; half-close when the caller is done, shut down on a failure."""
     try:
         for frame in frames:
-            if frame.WhichOneof("frame") == "data":
-                conn.sock.sendall(frame.data)
+            if isinstance(frame, memoryview):
+                conn.sock.sendall(frame)
         conn.shutdown(socket.SHUT_WR)
     except grpc.RpcError:
         conn.shutdown()
@@ -104,11 +103,15 @@ class AccessRpcs(NodeJobs):
             process.close()
         yield substrate_pb2.ExecOutput(exit_code=code)
 
-    def PortForward(self, request_iterator: Iterator[substrate_pb2.PortForwardFrame],
-                    context: grpc.ServicerContext) -> Iterator[substrate_pb2.PortForwardFrame]:
-        """Relay a TCP connection to a port inside a running container's network namespace."""
+    def PortForward(self, request_iterator: Iterator[Frame],
+                    context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Relay a TCP connection to a port inside a running container's network namespace.
+
+        Frames come and go serialized (see :func:`add_substrate_service`).
+        """
         first = next(request_iterator, None)
-        if first is None or first.WhichOneof("frame") != "open":
+        if not isinstance(first, substrate_pb2.PortForwardFrame) or (
+                first.WhichOneof("frame") != "open"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be open")
         target = first.open
         if not 0 < target.port <= MAX_PORT:
@@ -127,8 +130,8 @@ class AccessRpcs(NodeJobs):
         writer.start()
         try:
             for data in conn.chunks():
-                yield substrate_pb2.PortForwardFrame(data=data)
-            yield substrate_pb2.PortForwardFrame(end=True)
+                yield data_frame(data)
+            yield END_FRAME
             writer.join()  # the caller may still be sending: the call lasts until it is done
         except OSError as exc:  # reset by the far side
             failed.append(exc.strerror or str(exc))

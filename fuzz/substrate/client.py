@@ -90,9 +90,8 @@ class AgentClient(GrpcClient):
         super().__init__(endpoint, token, timeout, tls)
         self._stub: Any = substrate_pb2_grpc.SubstrateStub(self._channel)
         self._port_forward_serialized = self._channel.stream_stream(
-            _PORT_FORWARD_METHOD,
-            request_serializer=substrate_pb2.PortForwardFrame.SerializeToString,
-            response_deserializer=None)  # the replies stay bytes
+            _PORT_FORWARD_METHOD, request_serializer=None,
+            response_deserializer=None)  # frames stay bytes both ways
 
     def inventory(self, timeout: float | None = None) -> substrate_pb2.Inventory:
         """Return the node's inventory (cores, NUMA domains, memory, GPUs, labels)."""
@@ -249,12 +248,12 @@ class AgentClient(GrpcClient):
         call: DuplexCall[substrate_pb2.ExecOutput] = self._duplex(self._stub.Exec, inputs)
         return call
 
-    def port_forward(self, frames: Iterator[substrate_pb2.PortForwardFrame]) -> DuplexCall[bytes]:
-        """Relay a TCP connection to a port in a running container: ``frames`` starts with
-        ``open``; their end half-closes the connection.
+    def port_forward(self, frames: Iterator[bytes]) -> DuplexCall[bytes]:
+        """Relay a TCP connection to a port in a running container: ``frames`` (serialized
+        PortForwardFrame messages) starts with ``open``; their end half-closes the connection.
 
         The replies are the agent's PortForwardFrame messages still serialized: a relay
-        passes them on as they are, without parsing and re-serializing each data chunk.
+        passes frames on as they are, without parsing and re-serializing each data chunk.
         """
         call: DuplexCall[bytes] = self._duplex(self._port_forward_serialized, frames)
         return call

@@ -56,8 +56,27 @@ from fuzz.substrate.statedir import (
     release_lock,
     write_json_atomic,
 )
+from fuzz.tunnel import read_frame
 
 SERVICE_NAME = "fuzz.substrate.v1.Substrate"
+
+
+def add_substrate_service(service: SubstrateService, server: grpc.Server) -> None:
+    """Register ``service`` on ``server``, PortForward's frames left serialized.
+
+    PortForward reads data frames as views of what arrived and yields its frames
+    serialized (:mod:`fuzz.tunnel`); the generated registration would parse and
+    build a message per chunk, so that one method is registered again (a later
+    registration wins).
+    """
+    substrate_pb2_grpc.add_SubstrateServicer_to_server(service, server)
+    # grpc-stubs predates add_registered_method_handlers (grpcio 1.63)
+    server.add_registered_method_handlers(SERVICE_NAME, {  # type: ignore[attr-defined]
+        "PortForward": grpc.stream_stream_rpc_method_handler(
+            service.PortForward, request_deserializer=read_frame),
+    })
+
+
 LEASES_FILE = "leases.json"
 # a lease's affinity (NUMA) <-> the wire enum (AFFINITY_NUMA); UNSPECIFIED reads as NONE
 _AFFINITY_NAMES = {
@@ -368,7 +387,7 @@ def serve(
         )
         running = start_server(
             listen, shared_token(token),
-            lambda server: substrate_pb2_grpc.add_SubstrateServicer_to_server(service, server),
+            lambda server: add_substrate_service(service, server),
             SERVICE_NAME, tls=tls, max_workers=MAX_WORKERS,
         )
         if tls is None:
