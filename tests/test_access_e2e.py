@@ -99,9 +99,11 @@ class Forward:
             found.append(json.loads(line))
         return found
 
-    def stop(self) -> tuple[int, str]:
-        """Ctrl-C it: its exit code and the events it printed since."""
-        self.process.send_signal(signal.SIGINT)
+    def stop(self, interrupt: bool = True) -> tuple[int, str]:
+        """Ctrl-C it (unless it was already) and wait for its end: its exit code and the
+        events it printed since."""
+        if interrupt:
+            self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=30)
         self._reader.join(timeout=10)
         assert self.process.stderr is not None
@@ -168,6 +170,28 @@ def test_a_page_and_a_50_mb_file_come_through_port_forward(notebook: Notebook,
     in_job = exec_in(notebook, "sha256sum", "/tmp/www/big")
     assert in_job.returncode == 0, in_job.stderr
     assert in_job.stdout.split()[0] == hashlib.sha256(big).hexdigest()
+
+
+def test_ctrl_c_lets_an_open_connection_finish_then_stops(notebook: Notebook) -> None:
+    forward = Forward(notebook.cluster, notebook.name, notebook.http_port)
+    interrupted = False
+    try:
+        with socket.create_connection(("127.0.0.1", forward.port), timeout=30) as conn:
+            conn.sendall(b"GET /big HTTP/1.0\r\n\r\n")
+            received = len(conn.recv(65536))
+            assert received > 0
+            forward.process.send_signal(signal.SIGINT)  # mid-transfer
+            interrupted = True
+            while chunk := conn.recv(1 << 20):
+                received += len(chunk)
+        assert received > BIG_MIB * 2**20, "the whole file (and its headers) came through"
+    finally:
+        code, output = forward.stop(interrupt=not interrupted)
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    closes = [e for e in events if e["event"] == "close"]
+    assert [e["error"] for e in closes] == [None], output
+    assert events[-1] == {"event": "stopped", "open_connections": 0}
+    assert code == 0
 
 
 def test_twenty_concurrent_connections_close_cleanly_both_ways(notebook: Notebook) -> None:

@@ -14,7 +14,15 @@ import click
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.execsession import ExecCommand, run_exec
 from fuzz.cli.options import AppContext, json_option, pass_app
-from fuzz.cli.portforward import ForwardTarget, Report, listen, parse_ports, serve
+from fuzz.cli.portforward import (
+    DRAIN_SECONDS,
+    ForwardTarget,
+    OpenConnections,
+    Report,
+    listen,
+    parse_ports,
+    serve,
+)
 from fuzz.errors import ConfigError
 from fuzz.units import format_bytes
 
@@ -84,7 +92,8 @@ def _describe(event: dict[str, Any]) -> str:
         if event["error"]:
             return f"connection {event['connection']}: failed ({traffic}): {event['error']}"
         return f"connection {event['connection']}: closed ({traffic})"
-    return "stopped"
+    left = event["open_connections"]
+    return f"stopped ({left} connection(s) cut)" if left else "stopped"
 
 
 @click.command("port-forward")
@@ -106,10 +115,13 @@ def port_forward(app: AppContext, name: str, job: str, ports: str, server: str |
     with connect(app, server, token_file) as client:
         client.get_workflow(name)  # fail fast: no such workflow, no server, a bad token
         server_socket = listen(local)
+        connections = OpenConnections()
         try:
-            serve(client, ForwardTarget(name, job, remote), server_socket, report)
+            serve(client, ForwardTarget(name, job, remote), server_socket, report, connections)
         except KeyboardInterrupt:
-            report({"event": "stopped"})
+            server_socket.close()  # no new connections while the open ones finish
+            left = connections.drain(DRAIN_SECONDS)
+            report({"event": "stopped", "open_connections": left})
         finally:
             server_socket.close()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from fuzz.tunnel import SharedSocket, data_request
 LISTEN_HOST = "127.0.0.1"
 MAX_PORT = 65535
 BACKLOG = 128
+# On Ctrl-C, connections still open get this long to finish what they were sending.
+DRAIN_SECONDS = 2.0
 Report = Callable[[dict[str, Any]], None]
 
 
@@ -68,8 +71,41 @@ def listen(port: int) -> socket.socket:
                           ) from None
 
 
+class OpenConnections:
+    """The forwarding threads still running, so that a stop can let them finish first."""
+
+    def __init__(self) -> None:
+        """No connection yet."""
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def start(self, client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
+              number: int, report: Report) -> None:
+        """Forward ``conn`` in a thread of its own, known here until it ends."""
+        def run() -> None:
+            try:
+                forward_connection(client, target, conn, number, report)
+            finally:
+                with self._lock:
+                    self._threads.discard(thread)
+
+        thread = threading.Thread(target=run, name=f"forward-{number}", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the open connections to end; how many did not."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        return sum(thread.is_alive() for thread in threads)
+
+
 def serve(client: OrchestratorClient, target: ForwardTarget, server: socket.socket,
-          report: Report) -> None:
+          report: Report, connections: OpenConnections) -> None:
     """Accept connections on ``server`` and forward each in a thread of its own; forever."""
     host, port = server.getsockname()[:2]
     report({"event": "listening", "address": f"{host}:{port}", "workflow": target.workflow,
@@ -79,8 +115,7 @@ def serve(client: OrchestratorClient, target: ForwardTarget, server: socket.sock
         conn, peer = server.accept()
         number += 1
         report({"event": "open", "connection": number, "peer": f"{peer[0]}:{peer[1]}"})
-        threading.Thread(target=forward_connection, args=(client, target, conn, number, report),
-                         name=f"forward-{number}", daemon=True).start()
+        connections.start(client, target, conn, number, report)
 
 
 def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
