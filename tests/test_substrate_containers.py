@@ -319,12 +319,14 @@ def test_job_sees_its_cpus_memory_user_env_cwd_and_volumes(
     data.mkdir()
     os.chown(work, 1000, 1000)
     data.chmod(0o777)  # only the read-only mount may refuse the write
-    devices = tuple(device for device in ("/dev/fuse",) if Path(device).exists())
+    stand_in = tmp_path / "stand-in"  # a harmless device: the null device's numbers
+    os.mknod(stand_in, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    stand_in.chmod(0o666)
     script = (
         "nproc; cat /sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/memory/memory.limit_in_bytes;"
         " id -u; id -g; pwd; echo $GREETING; echo written > out.txt;"
         " echo no > /data/f || echo data-is-readonly;"
-        " test -c /dev/fuse && echo has-fuse; exit 3"
+        " test -c /dev/gpu0 && echo x > /dev/gpu0 && echo has-gpu0; exit 3"
     )
     status, out, err = _run(
         manager,
@@ -337,10 +339,10 @@ def test_job_sees_its_cpus_memory_user_env_cwd_and_volumes(
         cpus=(1,),
         memory_bytes=48 * MIB,
         mounts=(Mount(work, "/work"), Mount(data, "/data", readonly=True)),
-        devices=devices,
+        devices=(device_node(str(stand_in), "/dev/gpu0"),),
     )
     expected = ["1", "1", str(48 * MIB), "1000", "1000", "/work", "hello world",
-                "data-is-readonly"] + (["has-fuse"] if devices else [])  # fmt: skip
+                "data-is-readonly", "has-gpu0"]  # fmt: skip
     assert out.splitlines() == expected, err
     assert "Read-only file system" in err
     assert (work / "out.txt").read_text() == "written\n"
