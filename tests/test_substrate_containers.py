@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -31,6 +32,7 @@ from fuzz.substrate.bundle import (
     ContainerSpec,
     ContainerSpecError,
     DeviceNode,
+    Hook,
     Mount,
     cpuset_string,
     device_node,
@@ -101,12 +103,15 @@ def test_oci_config_for_a_non_root_job() -> None:
     assert "rbind" in mounts["/out"]["options"] and "ro" not in mounts["/out"]["options"]
 
 
-def test_oci_config_for_root_devices_and_no_limits() -> None:
-    gpu = DeviceNode("/dev/nvidia0", "c", 195, 0, 0o666)
+def test_oci_config_for_root_devices_hooks_and_no_limits() -> None:
+    gpu = DeviceNode("/dev/nvidia0", "c", 195, 0, 0o660, permissions="rw", uid=7, gid=8)
+    hooks = (Hook("createContainer", "/usr/bin/nvidia-ctk", ("nvidia-ctk", "hook", "x"),
+                  ("A=1",), 5),
+             Hook("poststop", "/bin/true"), Hook("createContainer", "/bin/echo"))
     config = oci_config(
-        _spec(uid=0, gid=0, env=("PATH=/opt/bin",), mounts=(Mount(Path("/scratch"), "/tmp"),)),
+        _spec(uid=0, gid=0, env=("PATH=/opt/bin",), mounts=(Mount(Path("/scratch"), "/tmp"),),
+              devices=(gpu,), hooks=hooks),
         "/r",
-        devices=[gpu],
     )
     caps = config["process"]["capabilities"]
     assert "CAP_CHOWN" in caps["bounding"] and caps["bounding"] == caps["effective"]
@@ -115,10 +120,18 @@ def test_oci_config_for_root_devices_and_no_limits() -> None:
     assert config["process"]["env"] == ["PATH=/opt/bin"]
     resources = config["linux"]["resources"]
     assert "cpu" not in resources and "memory" not in resources
-    assert {"allow": True, "type": "c", "major": 195, "minor": 0, "access": "rwm"} in resources[
-        "devices"
+    assert resources["devices"] == [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 195, "minor": 0, "access": "rw"},
     ]
-    assert config["linux"]["devices"][0]["path"] == "/dev/nvidia0"
+    assert config["linux"]["devices"] == [{"path": "/dev/nvidia0", "type": "c", "major": 195,
+                                           "minor": 0, "fileMode": 0o660, "uid": 7, "gid": 8}]
+    assert config["hooks"] == {
+        "createContainer": [{"path": "/usr/bin/nvidia-ctk", "args": ["nvidia-ctk", "hook", "x"],
+                             "env": ["A=1"], "timeout": 5}, {"path": "/bin/echo"}],
+        "poststop": [{"path": "/bin/true"}],
+    }
+    assert "hooks" not in oci_config(_spec(), "/r")
     tmp = [m for m in config["mounts"] if m["destination"] == "/tmp"]
     assert len(tmp) == 1 and tmp[0]["type"] == "bind"  # the volume replaces the tmpfs
 
@@ -139,7 +152,7 @@ def test_oci_config_for_root_devices_and_no_limits() -> None:
         {"memory_bytes": -5},
         {"timeout_seconds": 0},
         {"hostname": "bad host"},
-        {"devices": ("/etc/passwd",)},
+        {"devices": (DeviceNode("/dev/a", "c", 1, 3), DeviceNode("/dev/a/", "c", 1, 5))},
         {"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x/"))},
     ],
 )
@@ -157,19 +170,45 @@ def test_mount_validation(source: str, destination: str) -> None:
         Mount(Path(source), destination)
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: DeviceNode("/etc/passwd", "c", 1, 3), "must be under /dev/"),
+        (lambda: DeviceNode("/dev/../etc", "c", 1, 3), "must not contain '..'"),
+        (lambda: DeviceNode("/dev/x", "p", 1, 3), "type 'p' must be c or b"),  # type: ignore[arg-type]
+        (lambda: DeviceNode("/dev/x", "c", -1, 3), "major must be a non-negative integer"),
+        (lambda: DeviceNode("/dev/x", "c", 1, 3, permissions="rwx"), "must be letters of rwm"),
+        (lambda: DeviceNode("/dev/x", "c", 1, 3, permissions=""), "must be letters of rwm"),
+        (lambda: Hook("prestart", "/bin/true"), "hook stage 'prestart' must be one of"),
+        (lambda: Hook("poststop", "true"), "hook path 'true' must be absolute"),
+        (lambda: Hook("poststop", "/bin/true", env=("NOVALUE",)), "must look like KEY=VALUE"),
+        (lambda: Hook("poststop", "/bin/true", timeout=0), "timeout must be a positive integer"),
+    ],
+)
+def test_device_and_hook_validation(make: Callable[[], object], message: str) -> None:
+    with pytest.raises(ContainerSpecError, match=re.escape(message)):
+        make()
+
+
 def test_cpuset_string_and_spec_round_trip() -> None:
     assert cpuset_string([]) == ""
     assert cpuset_string([5]) == "5"
     assert cpuset_string([4, 0, 1, 2, 7, 8]) == "0-2,4,7-8"
-    spec = _spec(cpus=(1,), mounts=(Mount(Path("/d"), "/d", True),), timeout_seconds=3.5)
+    spec = _spec(cpus=(1,), mounts=(Mount(Path("/d"), "/d", True),), timeout_seconds=3.5,
+                 devices=(DeviceNode("/dev/nvidia0", "c", 195, 0, permissions="rw"),),
+                 hooks=(Hook("createContainer", "/bin/sh", ("sh", "-c", ":"), ("A=1",), 3),))
     assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
 
 
 def test_device_node_reads_the_host_device() -> None:
     null = device_node("/dev/null")
-    assert (null.kind, null.major, null.minor) == ("c", 1, 3)
-    with pytest.raises(ContainerSpecError):
-        device_node("/etc/hostname")
+    assert (null.path, null.kind, null.major, null.minor, null.file_mode) == (
+        "/dev/null", "c", 1, 3, 0o666)
+    assert device_node("/dev/null", "/dev/nvidia0").path == "/dev/nvidia0"
+    with pytest.raises(ContainerSpecError, match="not a character or block device"):
+        device_node("/etc/hostname", "/dev/x")
+    with pytest.raises(ContainerSpecError, match="No such file"):
+        device_node("/dev/no-such-device")
 
 
 # --- real containers ----------------------------------------------------------------------
@@ -280,12 +319,14 @@ def test_job_sees_its_cpus_memory_user_env_cwd_and_volumes(
     data.mkdir()
     os.chown(work, 1000, 1000)
     data.chmod(0o777)  # only the read-only mount may refuse the write
-    devices = tuple(device for device in ("/dev/fuse",) if Path(device).exists())
+    stand_in = tmp_path / "stand-in"  # a harmless device: the null device's numbers
+    os.mknod(stand_in, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    stand_in.chmod(0o666)
     script = (
         "nproc; cat /sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/memory/memory.limit_in_bytes;"
         " id -u; id -g; pwd; echo $GREETING; echo written > out.txt;"
         " echo no > /data/f || echo data-is-readonly;"
-        " test -c /dev/fuse && echo has-fuse; exit 3"
+        " test -c /dev/gpu0 && echo x > /dev/gpu0 && echo has-gpu0; exit 3"
     )
     status, out, err = _run(
         manager,
@@ -298,10 +339,10 @@ def test_job_sees_its_cpus_memory_user_env_cwd_and_volumes(
         cpus=(1,),
         memory_bytes=48 * MIB,
         mounts=(Mount(work, "/work"), Mount(data, "/data", readonly=True)),
-        devices=devices,
+        devices=(device_node(str(stand_in), "/dev/gpu0"),),
     )
     expected = ["1", "1", str(48 * MIB), "1000", "1000", "/work", "hello world",
-                "data-is-readonly"] + (["has-fuse"] if devices else [])  # fmt: skip
+                "data-is-readonly", "has-gpu0"]  # fmt: skip
     assert out.splitlines() == expected, err
     assert "Read-only file system" in err
     assert (work / "out.txt").read_text() == "written\n"

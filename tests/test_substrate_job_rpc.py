@@ -46,21 +46,32 @@ def _processes_mentioning(path: Path) -> list[int]:
     return pids
 
 
+@contextlib.contextmanager
+def running_node(
+    tmp_path: Path, image: PushedImage, *extra: str
+) -> Iterator[tuple[Agent, AgentClient]]:
+    """An agent (with ``extra`` options) that may pull ``image``; all it started is gone after."""
+    agent = _spawn(tmp_path / "state", _token_file(tmp_path / "secrets"),
+                   "--insecure-registry", image.registry.host, *extra)
+    _wait_ready(agent)
+    client = AgentClient(agent.endpoint, TOKEN)
+    try:
+        yield agent, client
+    finally:
+        client.close()
+        _stop(agent)
+        ContainerManager(agent.state_dir).shutdown_monitor()  # jobs outlive agents; not tests
+        for pid in _processes_mentioning(tmp_path):
+            os.kill(pid, signal.SIGKILL)
+    listed = subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout
+    assert not [c for c in listed.split() if c.startswith("job-")], listed
+
+
 @pytest.fixture
 def node(tmp_path: Path, busybox_image: PushedImage) -> Iterator[tuple[Agent, AgentClient]]:
     """An agent that may pull from the test registry; everything it started is gone after."""
-    agent = _spawn(tmp_path / "state", _token_file(tmp_path / "secrets"),
-                   "--insecure-registry", busybox_image.registry.host)
-    _wait_ready(agent)
-    client = AgentClient(agent.endpoint, TOKEN)
-    yield agent, client
-    client.close()
-    _stop(agent)
-    ContainerManager(agent.state_dir).shutdown_monitor()  # jobs outlive agents; not tests
-    for pid in _processes_mentioning(tmp_path):
-        os.kill(pid, signal.SIGKILL)
-    listed = subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout
-    assert not [c for c in listed.split() if c.startswith("job-")], listed
+    with running_node(tmp_path, busybox_image) as running:
+        yield running
 
 
 def _restart(agent: Agent, registry_host: str) -> Agent:

@@ -3,7 +3,7 @@
 Pure data: :class:`ContainerSpec` (validated on construction) and
 :func:`oci_config`, which turns a spec into the ``config.json`` of an OCI bundle.
 The only I/O here is :func:`device_node`, which stats a host device so that the
-config can name its major and minor numbers.
+config can name its type and its major and minor numbers.
 
 The root filesystem is the per-container overlay mounted by the node's container
 monitor (:mod:`fuzz.substrate.monitor_job`): the unpacked image is its read-only
@@ -22,7 +22,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -34,6 +34,8 @@ CGROUP_PARENT = "/fuzz"
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 HOSTNAME_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 RESERVED_DESTINATIONS = ("/proc", "/sys", "/dev")
+# The OCI hooks runc runs (``prestart`` is deprecated in the runtime spec; CDI has no use for it).
+HOOK_STAGES = ("createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
 # Capabilities a root job keeps: Docker's default set without NET_RAW and
 # NET_BIND_SERVICE (the job shares the host's network namespace, so these would
@@ -82,6 +84,13 @@ def _check_container_path(what: str, value: str) -> None:
         raise ContainerSpecError(f"{what} {value!r} must not contain '..'")
 
 
+def check_env(entries: Sequence[str]) -> None:
+    """Refuse (ContainerSpecError) an environment entry that is not ``KEY=VALUE``."""
+    for item in entries:
+        if not isinstance(item, str) or "=" not in item or item.startswith("="):
+            raise ContainerSpecError(f"env entry {item!r} must look like KEY=VALUE")
+
+
 @dataclass(frozen=True)
 class Mount:
     """A host directory or file bind-mounted into the container (a volume)."""
@@ -107,14 +116,105 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class DeviceNode:
+    """A device node made in the container at ``path`` and allowed in its devices cgroup.
+
+    ``kind`` (``c`` or ``b``), ``major`` and ``minor`` name the device;
+    ``file_mode`` and ``uid``/``gid`` are the node's permission bits and owner in
+    the container; ``permissions`` is the cgroup access granted (a subset of ``rwm``).
+    """
+
+    path: str
+    kind: Literal["c", "b"]
+    major: int
+    minor: int
+    file_mode: int = 0o666
+    permissions: str = "rwm"
+    uid: int = 0
+    gid: int = 0
+
+    def __post_init__(self) -> None:
+        """Validate the node: a path under /dev/, known type, numbers and access."""
+        _check_container_path("device", self.path)
+        if not self.path.startswith("/dev/"):
+            raise ContainerSpecError(f"device {self.path!r} must be under /dev/")
+        if self.kind not in ("c", "b"):
+            raise ContainerSpecError(f"device {self.path}: type {self.kind!r} must be c or b")
+        for name in ("major", "minor", "file_mode", "uid", "gid"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ContainerSpecError(
+                    f"device {self.path}: {name} must be a non-negative integer, not {value!r}"
+                )
+        if not self.permissions or set(self.permissions) - set("rwm"):
+            raise ContainerSpecError(
+                f"device {self.path}: permissions {self.permissions!r} must be letters of rwm"
+            )
+
+
+def device_node(host_path: str, path: str | None = None) -> DeviceNode:
+    """Stat the host device at ``host_path`` (the one piece of I/O in this module).
+
+    The node is made at ``path`` in the container (default: ``host_path``) with
+    the host node's type, numbers and permission bits.
+    """
+    try:
+        info = os.stat(host_path)
+    except OSError as exc:
+        raise ContainerSpecError(f"device {host_path}: {exc.strerror}") from None
+    if stat.S_ISCHR(info.st_mode):
+        kind: Literal["c", "b"] = "c"
+    elif stat.S_ISBLK(info.st_mode):
+        kind = "b"
+    else:
+        raise ContainerSpecError(f"device {host_path} is not a character or block device")
+    return DeviceNode(path or host_path, kind, os.major(info.st_rdev), os.minor(info.st_rdev),
+                      stat.S_IMODE(info.st_mode))
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A program runc runs at ``stage`` of the container's life (an OCI hook).
+
+    ``path`` is absolute on the host; ``args`` is its whole argv (``args[0]``
+    included) and ``env`` its whole environment; ``timeout`` is in seconds.
+    """
+
+    stage: str
+    path: str
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    timeout: int | None = None
+
+    def __post_init__(self) -> None:
+        """Validate the hook: a known stage, an absolute path, KEY=VALUE env, timeout > 0."""
+        if self.stage not in HOOK_STAGES:
+            raise ContainerSpecError(
+                f"hook stage {self.stage!r} must be one of {', '.join(HOOK_STAGES)}"
+            )
+        if not PurePosixPath(self.path).is_absolute():
+            raise ContainerSpecError(f"hook path {self.path!r} must be absolute")
+        if not all(isinstance(arg, str) for arg in self.args):
+            raise ContainerSpecError(f"hook {self.path}: args must be strings")
+        check_env(self.env)
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool) or not isinstance(self.timeout, int) or self.timeout < 1
+        ):
+            raise ContainerSpecError(
+                f"hook {self.path}: timeout must be a positive integer, not {self.timeout!r}"
+            )
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything the agent needs to run one job's container.
 
     ``rootfs`` is the unpacked image on the host (never written to); ``cpus``
     and ``memory_bytes`` (0: unlimited) come from the lease; ``timeout_seconds``
     is the wall-clock limit, after which the job gets SIGTERM and, after
-    ``stop_grace_seconds``, SIGKILL. ``devices`` are host device paths (GPUs)
-    made visible and allowed in the devices cgroup.
+    ``stop_grace_seconds``, SIGKILL. ``devices`` are the device nodes (GPUs) the
+    container gets, and ``hooks`` what runc runs around it (both from the lease's
+    devices, see :mod:`fuzz.substrate.lease_devices`).
     """
 
     id: str
@@ -129,7 +229,8 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()
     timeout_seconds: float | None = None
     hostname: str = "job"
-    devices: tuple[str, ...] = ()
+    devices: tuple[DeviceNode, ...] = ()
+    hooks: tuple[Hook, ...] = ()
     stop_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -146,9 +247,7 @@ class ContainerSpec:
             raise ContainerSpecError(f"rootfs {str(rootfs)!r} must not contain ',', ':' or '\\'")
         if not self.args or not all(isinstance(arg, str) for arg in self.args):
             raise ContainerSpecError(f"container {self.id}: args must be a non-empty list")
-        for item in self.env:
-            if "=" not in item or item.startswith("="):
-                raise ContainerSpecError(f"env entry {item!r} must look like KEY=VALUE")
+        check_env(self.env)
         _check_container_path("cwd", self.cwd)
         for name in ("uid", "gid"):
             value = getattr(self, name)
@@ -166,10 +265,9 @@ class ContainerSpec:
             )
         if not HOSTNAME_PATTERN.fullmatch(self.hostname):
             raise ContainerSpecError(f"hostname {self.hostname!r} is not a valid host name")
-        for device in self.devices:
-            _check_container_path("device", device)
-            if not device.startswith("/dev/"):
-                raise ContainerSpecError(f"device {device!r} must be under /dev/")
+        paths = [str(PurePosixPath(device.path)) for device in self.devices]
+        if len(set(paths)) != len(paths):
+            raise ContainerSpecError(f"container {self.id}: two devices share a path")
         destinations = [str(PurePosixPath(mount.destination)) for mount in self.mounts]
         if len(set(destinations)) != len(destinations):
             raise ContainerSpecError(f"container {self.id}: two mounts share a destination")
@@ -208,7 +306,8 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         ],
         "timeout_seconds": spec.timeout_seconds,
         "hostname": spec.hostname,
-        "devices": list(spec.devices),
+        "devices": [asdict(device) for device in spec.devices],
+        "hooks": [asdict(hook) for hook in spec.hooks],
         "stop_grace_seconds": spec.stop_grace_seconds,
     }
 
@@ -232,39 +331,15 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
             ),
             timeout_seconds=data.get("timeout_seconds"),
             hostname=data.get("hostname", "job"),
-            devices=tuple(data.get("devices", ())),
+            devices=tuple(DeviceNode(**device) for device in data.get("devices", ())),
+            hooks=tuple(
+                Hook(**{**hook, "args": tuple(hook["args"]), "env": tuple(hook["env"])})
+                for hook in data.get("hooks", ())
+            ),
             stop_grace_seconds=data.get("stop_grace_seconds", 10.0),
         )
     except (KeyError, TypeError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None
-
-
-@dataclass(frozen=True)
-class DeviceNode:
-    """A host device node as the OCI config names it."""
-
-    path: str
-    kind: Literal["c", "b"]
-    major: int
-    minor: int
-    file_mode: int = 0o666
-
-
-def device_node(path: str) -> DeviceNode:
-    """Stat the host device at ``path`` (the one piece of I/O in this module)."""
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise ContainerSpecError(f"device {path}: {exc.strerror}") from None
-    if stat.S_ISCHR(info.st_mode):
-        kind: Literal["c", "b"] = "c"
-    elif stat.S_ISBLK(info.st_mode):
-        kind = "b"
-    else:
-        raise ContainerSpecError(f"device {path} is not a character or block device")
-    return DeviceNode(
-        path, kind, os.major(info.st_rdev), os.minor(info.st_rdev), stat.S_IMODE(info.st_mode)
-    )
 
 
 def _mount(destination: str, kind: str, source: str, options: Sequence[str]) -> dict[str, Any]:
@@ -302,19 +377,33 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     return mounts
 
 
+def _hooks(hooks: Sequence[Hook]) -> dict[str, list[dict[str, Any]]]:
+    """The OCI ``hooks`` object: each stage's hooks in the order given."""
+    stages: dict[str, list[dict[str, Any]]] = {}
+    for hook in hooks:
+        entry: dict[str, Any] = {"path": hook.path}
+        if hook.args:
+            entry["args"] = list(hook.args)
+        if hook.env:
+            entry["env"] = list(hook.env)
+        if hook.timeout is not None:
+            entry["timeout"] = hook.timeout
+        stages.setdefault(hook.stage, []).append(entry)
+    return stages
+
+
 def oci_config(
-    spec: ContainerSpec,
-    rootfs_path: str | Path,
-    devices: Sequence[DeviceNode] = (),
-    nofile: int = NOFILE_LIMIT,
+    spec: ContainerSpec, rootfs_path: str | Path, nofile: int = NOFILE_LIMIT
 ) -> dict[str, Any]:
     """The OCI runtime ``config.json`` for ``spec``, rooted at ``rootfs_path``.
 
     ``rootfs_path`` is where the container's writable overlay is mounted (see the
-    module docstring); ``devices`` are the stat-ed ``spec.devices`` (:func:`device_node`);
-    ``nofile`` is the job's open-files limit (soft and hard; runc cannot raise it
-    above the agent's own hard limit without CAP_SYS_RESOURCE). The job keeps the
-    host's network namespace; a ``PATH`` is added to its env when it has none.
+    module docstring); ``nofile`` is the job's open-files limit (soft and hard;
+    runc cannot raise it above the agent's own hard limit without
+    CAP_SYS_RESOURCE). The job keeps the host's network namespace; a ``PATH`` is
+    added to its env when it has none. Each of ``spec.devices`` is made in the
+    container and allowed (with its permissions) in the devices cgroup, and
+    ``spec.hooks`` become the config's ``hooks``.
     """
     env = list(spec.env)
     if not any(item.startswith("PATH=") for item in env):
@@ -337,14 +426,14 @@ def oci_config(
         "noNewPrivileges": True,
     }
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
-    for device in devices:
+    for device in spec.devices:
         resources["devices"].append(
             {
                 "allow": True,
                 "type": device.kind,
                 "major": device.major,
                 "minor": device.minor,
-                "access": "rwm",
+                "access": device.permissions,
             }
         )
     if spec.cpus:
@@ -352,7 +441,7 @@ def oci_config(
     if spec.memory_bytes > 0:
         # swap == limit: memory+swap may not exceed the limit, so no swap escape.
         resources["memory"] = {"limit": spec.memory_bytes, "swap": spec.memory_bytes}
-    return {
+    config: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": str(rootfs_path), "readonly": False},
@@ -369,12 +458,15 @@ def oci_config(
                     "major": device.major,
                     "minor": device.minor,
                     "fileMode": device.file_mode,
-                    "uid": 0,
-                    "gid": 0,
+                    "uid": device.uid,
+                    "gid": device.gid,
                 }
-                for device in devices
+                for device in spec.devices
             ],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if spec.hooks:
+        config["hooks"] = _hooks(spec.hooks)
+    return config

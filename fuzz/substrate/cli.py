@@ -83,6 +83,12 @@ def substrate() -> None:
     "--insecure-registry", "insecure_registries", multiple=True, metavar="HOST:PORT",
     help="A registry spoken to over plain HTTP (tests, local mirrors); repeatable.",
 )
+@click.option(
+    "--cdi-dir", "cdi_dirs", multiple=True, metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read the CDI specs of leased devices (GPUs) here instead of /etc/cdi and "
+    "/var/run/cdi; repeatable, later directories win.",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
               help="Serve TLS with this certificate (chain); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
@@ -110,6 +116,7 @@ def serve_command(
     inventory_file: Path | None,
     image_cache: str,
     insecure_registries: tuple[str, ...],
+    cdi_dirs: tuple[Path, ...],
     tls_cert: Path | None,
     tls_key: Path | None,
     join_address: str | None,
@@ -124,6 +131,7 @@ def serve_command(
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from fuzz.grpcserve import TlsFiles
     from fuzz.substrate.auth import read_token_file
+    from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
     from fuzz.substrate.join import JoinSettings
     from fuzz.substrate.server import serve
     from fuzz.units import parse_size
@@ -145,7 +153,8 @@ def serve_command(
                                 _read_ca(join_ca_file) if join_ca_file else None)
         serve(listen, state_dir.absolute(), token, parsed, inventory_file=inventory_file,
               image_cache_bytes=parse_size(image_cache),
-              insecure_registries=insecure_registries, tls=tls, join=join)
+              insecure_registries=insecure_registries, tls=tls, join=join,
+              cdi_dirs=tuple(d.absolute() for d in cdi_dirs) or DEFAULT_CDI_DIRS)
     except ValueError as exc:
         raise click.ClickException(f"--image-cache: {exc}") from None
     except FuzzError as exc:

@@ -57,7 +57,6 @@ from fuzz.substrate.bundle import (
     ID_PATTERN,
     NOFILE_LIMIT,
     ContainerSpec,
-    device_node,
     oci_config,
     spec_from_json,
     spec_to_json,
@@ -227,7 +226,6 @@ class ContainerManager:
         ``failed`` status with the reason in ``error``, not as exceptions.
         """
         runc = self.runc_path()
-        devices = [device_node(path) for path in spec.devices]
         directory = self.root / spec.id
         if directory.exists():
             raise ContainerExistsError(f"container {spec.id!r} already exists")
@@ -236,7 +234,7 @@ class ContainerManager:
             self._state_dir_made = True
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
-        config = oci_config(spec, directory / ROOTFS_DIR, devices, nofile)
+        config = oci_config(spec, directory / ROOTFS_DIR, nofile)
         request = {
             "op": "start",
             "id": spec.id,

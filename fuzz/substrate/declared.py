@@ -24,8 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fuzz.errors import ConfigError
 from fuzz.substrate.inventory import (
     PROC_ROOT,
@@ -37,6 +35,7 @@ from fuzz.substrate.inventory import (
     read_online_cpus,
     read_total_memory,
 )
+from fuzz.substrate.yamltext import load_yaml
 from fuzz.units import parse_size
 
 MAX_CPUS = 4096
@@ -99,12 +98,9 @@ def parse_declared_inventory(
     if not host_cpus:
         raise check.fail("", "the machine reports no online CPU to map declared CPUs onto")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "syntax error"
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise check.fail("", f"not valid YAML: {problem}{where}") from None
+        data = load_yaml(text)
+    except ValueError as exc:
+        raise check.fail("", str(exc)) from None
     if not isinstance(data, dict):
         raise check.fail("", f"expected a mapping with keys {', '.join(TOP_KEYS)}")
     check.keys(data, TOP_KEYS, "")

@@ -16,6 +16,7 @@ from fuzz.api import substrate_pb2
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.grpcserve import StatusTable, abort_with
 from fuzz.substrate.bundle import Mount
+from fuzz.substrate.cdi import CdiError
 from fuzz.substrate.containers import (
     ContainerExistsError,
     ContainerNotFoundError,
@@ -50,6 +51,7 @@ _STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (  # for image an
     (ContainerExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (LeaseNotFound, grpc.StatusCode.FAILED_PRECONDITION),
     (ContainerStateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (CdiError, grpc.StatusCode.FAILED_PRECONDITION),  # the node's CDI specs, not the request
     (JobRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
 )

@@ -2,9 +2,11 @@
 
 :class:`JobRunner` turns a start request into a :class:`~fuzz.substrate.bundle.ContainerSpec`
 confined by the request's lease (its real CPUs become the cgroup cpuset, its memory
-the limit), run from the image the store pulled. It holds the image while the job
-runs so eviction never removes it, and records which image and lease each job used
-(``jobs.json``), so an agent restarted mid-job holds the images of running jobs again.
+the limit, its devices the container's device nodes, mounts, env and hooks: see
+:mod:`fuzz.substrate.lease_devices`), run from the image the store pulled. It holds
+the image while the job runs so eviction never removes it, and records which image
+and lease each job used (``jobs.json``), so an agent restarted mid-job holds the
+images of running jobs again.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 
 from fuzz.errors import FuzzError
 from fuzz.substrate.bundle import ContainerSpec, Mount
+from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.containers import ContainerManager, ContainerStatus
 from fuzz.substrate.images import Credentials, ImageConfig, ImageStore
+from fuzz.substrate.lease_devices import lease_edits
 from fuzz.substrate.leases import LeaseBook, LeaseNotFound
 from fuzz.substrate.statedir import read_json, write_json_atomic
 
@@ -30,17 +34,20 @@ DEFAULT_IMAGE_CACHE_BYTES = 10 * 2**30
 
 @dataclass(frozen=True)
 class JobSettings:
-    """Where a node keeps its jobs and images, and which registries speak plain HTTP."""
+    """Where a node keeps its jobs and images, which registries speak plain HTTP,
+    and where its CDI specs are (lowest priority first)."""
 
     state_dir: Path
     image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES
     insecure_registries: tuple[str, ...] = ()
+    cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS
 
     def open_runner(self, book: Callable[[], LeaseBook]) -> JobRunner:
         """The node's job runner, with its image store and container manager."""
         images = ImageStore(self.state_dir / IMAGES_DIR, self.image_cache_bytes,
                             insecure_registries=self.insecure_registries)
-        return JobRunner(self.state_dir, book, images, ContainerManager(self.state_dir))
+        return JobRunner(self.state_dir, book, images, ContainerManager(self.state_dir),
+                         self.cdi_dirs)
 
 
 class JobPermissionError(FuzzError):
@@ -87,10 +94,10 @@ class JobStatus:
     log_bytes: tuple[int, int] = (0, 0)  # stdout, stderr
 
 
-def merge_env(image_env: Sequence[str], job_env: Sequence[str]) -> tuple[str, ...]:
-    """The image's environment with the job's KEY=VALUE entries set over it."""
+def merge_env(*layers: Sequence[str]) -> tuple[str, ...]:
+    """KEY=VALUE entries, each layer set over the ones before (image, job, devices)."""
     merged: dict[str, str] = {}
-    for entry in (*image_env, *job_env):
+    for entry in (entry for layer in layers for entry in layer):
         key, sep, value = entry.partition("=")
         if not sep or not key:
             raise JobRequestError(f"environment entry {entry!r} is not KEY=VALUE")
@@ -126,11 +133,13 @@ class JobRunner:
         book: Callable[[], LeaseBook],
         images: ImageStore,
         containers: ContainerManager,
+        cdi_dirs: Sequence[Path] = DEFAULT_CDI_DIRS,
     ) -> None:
         self._path = state_dir / JOBS_FILE
         self._book = book
         self.images = images
         self.containers = containers
+        self._cdi_dirs = tuple(cdi_dirs)
         self._lock = threading.Lock()
         self._records: dict[str, JobRecord] = self._load()
         self._hold_running_images()
@@ -171,25 +180,35 @@ class JobRunner:
                 self.images.acquire(record.image_digest)
 
     def start(self, request: JobRequest) -> JobStatus:
-        """Run ``request``'s container under its lease; returns once it runs (or failed)."""
-        lease = self._book().get(request.lease_id)
+        """Run ``request``'s container under its lease; returns once it runs (or failed).
+
+        The lease's devices are resolved first (CdiError when the node's CDI specs
+        are invalid or lack one), then the image is pulled.
+        """
+        book = self._book()
+        lease = book.get(request.lease_id)
         if lease is None:
             raise LeaseNotFound(f"lease {request.lease_id} is not held (released or expired)")
         uid, gid = job_identity(request.uid, request.gid, lease.allow_root)
+        devices = lease_edits(lease.devices, book.machine.gpus, self._cdi_dirs,
+                              f"job {request.id}")
+        nodes = tuple(node.resolve() for node in devices.nodes)
         image = self.images.pull(request.image, request.credentials, acquire=True)
         try:
             spec = ContainerSpec(
                 id=request.id,
                 rootfs=image.rootfs,
                 args=job_command(request.args, image.config, request.image),
-                env=merge_env(image.config.env, request.env),
+                env=merge_env(image.config.env, request.env, devices.env),
                 cwd=request.cwd or image.config.working_dir or "/",
                 uid=uid,
                 gid=gid,
                 cpus=lease.host_cpus,
                 memory_bytes=lease.memory_bytes,
-                mounts=request.mounts,
+                mounts=request.mounts + devices.mounts,
                 timeout_seconds=request.timeout_seconds,
+                devices=nodes,
+                hooks=devices.hooks,
                 stop_grace_seconds=request.stop_grace_seconds,
             )
             with self._lock:

@@ -33,6 +33,7 @@ from fuzz.grpcserve import (
 )
 from fuzz.substrate.access_rpcs import AccessRpcs
 from fuzz.substrate.auth import shared_token
+from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
 from fuzz.substrate.inventory import MachineInventory, read_inventory
@@ -343,6 +344,7 @@ def serve(
     insecure_registries: tuple[str, ...] = (),
     tls: TlsFiles | None = None,
     join: JoinSettings | None = None,
+    cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
@@ -351,8 +353,9 @@ def serve(
     out. With ``inventory_file`` the node is the one declared there (see
     :mod:`fuzz.substrate.declared`), not the hardware. With ``tls`` it serves TLS
     only. With ``join`` it registers with that orchestrator and keeps doing so
-    (:mod:`fuzz.substrate.join`). Raises AgentStartError or DeclaredInventoryError
-    (FuzzErrors) when it cannot start.
+    (:mod:`fuzz.substrate.join`). Jobs get their leased devices as the CDI specs
+    in ``cdi_dirs`` describe them (:mod:`fuzz.substrate.lease_devices`). Raises
+    AgentStartError or DeclaredInventoryError (FuzzErrors) when it cannot start.
     """
     if not token:
         raise AgentStartError("the agent's token must not be empty")
@@ -383,7 +386,8 @@ def serve(
         started_at = datetime.now(UTC)
         service = SubstrateService(
             read_node_id(state_dir), labels, started_at, reader, state_dir / LEASES_FILE,
-            job_settings=JobSettings(state_dir, image_cache_bytes, insecure_registries),
+            job_settings=JobSettings(state_dir, image_cache_bytes, insecure_registries,
+                                     cdi_dirs),
         )
         running = start_server(
             listen, shared_token(token),
