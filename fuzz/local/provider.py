@@ -51,7 +51,8 @@ from fuzz.provider_api import (
     ProviderError,
     QuotaExceededError,
 )
-from fuzz.substrate.inventory import read_inventory
+from fuzz.substrate.declared import read_declared_inventory
+from fuzz.substrate.inventory import MachineInventory, read_inventory
 from fuzz.substrate.statedir import (
     INFO_FILE,
     lock_held,
@@ -92,6 +93,17 @@ class LocalConfig(BaseModel):
     )
     max_nodes: int | None = Field(
         default=None, ge=1, description="The most nodes this block may hold (a quota)."
+    )
+    inventory: str | None = Field(
+        default=None,
+        description="A declared node (sockets, NUMA domains, cores, memory, GPUs: see "
+        "fuzz.substrate.declared) that each agent serves instead of this machine, relative to "
+        "the spec's directory: GPU and NUMA scheduling tried on a machine without them.",
+    )
+    cdi_dirs: list[str] = Field(
+        default_factory=list,
+        description="Where the agents read CDI specs of leased devices (GPUs) instead of "
+        "/etc/cdi and /var/run/cdi, relative to the spec's directory.",
     )
 
 
@@ -142,12 +154,36 @@ def _safe(name: str, what: str) -> str:
     return name
 
 
+def _spec_path(ctx: ProviderContext, path: str) -> Path:
+    """``path`` of the provider block, relative to the spec's directory (absolute)."""
+    found = Path(path).expanduser()
+    return (found if found.is_absolute() else ctx.base_dir / found).absolute()
+
+
 def cluster_dir(ctx: ProviderContext) -> Path:
     """The directory holding the node dirs of ``ctx.cluster`` (absolute)."""
-    workdir = Path(_config(ctx).workdir).expanduser()
-    if not workdir.is_absolute():
-        workdir = ctx.base_dir / workdir
-    return workdir.absolute() / _safe(ctx.cluster, "cluster name")
+    return _spec_path(ctx, _config(ctx).workdir) / _safe(ctx.cluster, "cluster name")
+
+
+def _machine(ctx: ProviderContext) -> MachineInventory:
+    """What each node of the block is: the declared inventory, or this machine."""
+    inventory = _config(ctx).inventory
+    if inventory is None:
+        return read_inventory()
+    return read_declared_inventory(_spec_path(ctx, inventory))
+
+
+def _agent_options(ctx: ProviderContext) -> list[str]:
+    """The agent options the block's settings make (registries, inventory, CDI dirs)."""
+    config = _config(ctx)
+    argv: list[str] = []
+    for registry in config.insecure_registries:
+        argv += ["--insecure-registry", registry]
+    if config.inventory is not None:
+        argv += ["--inventory", str(_spec_path(ctx, config.inventory))]
+    for directory in config.cdi_dirs:
+        argv += ["--cdi-dir", str(_spec_path(ctx, directory))]
+    return argv
 
 
 def node_dir(ctx: ProviderContext, client_token: str) -> Path:
@@ -297,7 +333,7 @@ def _read_token(directory: Path) -> str:
 
 
 def _spawn(
-    directory: Path, address: str, payload: _Payload, config: LocalConfig
+    directory: Path, address: str, payload: _Payload, options: list[str]
 ) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable,
@@ -313,8 +349,7 @@ def _spawn(
     ]
     for key, value in sorted(payload.labels.items()):
         argv += ["--label", f"{key}={value}"]
-    for registry in config.insecure_registries:
-        argv += ["--insecure-registry", registry]
+    argv += options
     if payload.orchestrator:
         argv += ["--join", payload.orchestrator, "--join-token-file",
                  str(directory / JOIN_TOKEN_FILE), "--node-name", address]
@@ -455,8 +490,9 @@ class LocalProvider(ProviderPlugin):
     config_schema = LocalConfig
 
     def offerings(self, ctx: ProviderContext) -> list[Offering] | None:
-        """One offering, ``local``: this machine's cores, memory and GPUs, free of charge."""
-        machine = read_inventory()
+        """One offering, ``local``: this machine's cores, memory and GPUs (or the declared
+        inventory's), free of charge."""
+        machine = _machine(ctx)
         gpu_models = sorted({gpu.model for gpu in machine.gpus})
         return [
             Offering(
@@ -516,7 +552,7 @@ class LocalProvider(ProviderPlugin):
             if payload.ca_pem:
                 write_private_file(directory / JOIN_CA_FILE, payload.ca_pem.encode())
             (directory / INFO_FILE).unlink(missing_ok=True)  # left by a killed agent
-            proc = _spawn(directory, node.address, payload, config)
+            proc = _spawn(directory, node.address, payload, _agent_options(ctx))
             return _wait_running(directory, meta, token, config.start_timeout, proc)
 
     def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation] | None:

@@ -12,9 +12,10 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -26,19 +27,21 @@ JOIN_TIMEOUT = 60.0
 
 
 def cluster_spec(cluster: str, nodes: int, registries: Sequence[str] = (),
-                 orchestrator_port: int | None = None, host_paths: Sequence[str] = ()) -> str:
+                 orchestrator_port: int | None = None, host_paths: Sequence[str] = (),
+                 local: Mapping[str, Any] | None = None) -> str:
     """A cluster spec of one local pool of ``nodes`` nodes (labelled role=compute).
 
     With ``orchestrator_port`` it has an ``orchestrator:`` block on 127.0.0.1
     whose workflows may use ``host_paths`` on its host; ``registries`` are the
-    plain-HTTP registries its agents may pull from.
+    plain-HTTP registries its agents may pull from; ``local`` adds settings to
+    the local provider's block (e.g. a declared ``inventory``).
     """
     spec = {
         "version": 1,
         "cluster": cluster,
         "state": {"backend": "local", "path": ".fuzz/state.json"},
         "providers": {"local": {"workdir": ".fuzz/nodes",
-                                "insecure_registries": list(registries)}},
+                                "insecure_registries": list(registries), **(local or {})}},
         "pools": {"cpu": {"provider": "local", "min": nodes, "max": nodes,
                           "labels": {"role": "compute"}}},
     }
@@ -93,11 +96,14 @@ class LocalCluster:
 
 @contextlib.contextmanager
 def local_cluster(directory: Path, registries: Sequence[str], port: int, nodes: int = 2,
-                  cluster: str = "local", host_paths: Sequence[str] = ()
-                  ) -> Iterator[LocalCluster]:
-    """Bring a cluster up in ``directory`` (server, nodes); tear it all down after."""
+                  cluster: str = "local", host_paths: Sequence[str] = (),
+                  local: Mapping[str, Any] | None = None) -> Iterator[LocalCluster]:
+    """Bring a cluster up in ``directory`` (server, nodes); tear it all down after.
+
+    ``local``: settings added to the local provider's block (see :func:`cluster_spec`).
+    """
     (directory / "fuzz.yaml").write_text(
-        cluster_spec(cluster, nodes, registries, port, host_paths))
+        cluster_spec(cluster, nodes, registries, port, host_paths, local))
     running = LocalCluster(directory, nodes)
     try:
         running.must("init")
