@@ -24,6 +24,7 @@ from fuzz.cli.portforward import (
     serve,
 )
 from fuzz.errors import ConfigError
+from fuzz.heap import keep_large_buffers_in_heap
 from fuzz.units import format_bytes
 
 
@@ -111,6 +112,7 @@ def port_forward(app: AppContext, name: str, job: str, ports: str, server: str |
     node; runs until Ctrl-C. LOCAL_PORT 0 picks a free port (printed).
     """
     local, remote = parse_ports(ports)
+    keep_large_buffers_in_heap()
     report = _reporter(app, as_json)
     with connect(app, server, token_file) as client:
         client.get_workflow(name)  # fail fast: no such workflow, no server, a bad token

@@ -132,9 +132,11 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         _detach(argv, data, insecure)
         return
     # the server's imports, only here
+    from fuzz.heap import keep_large_buffers_in_heap
     from fuzz.orchestrate.elastic import ElasticSetup
     from fuzz.orchestrate.server import ServerSettings, serve
 
+    keep_large_buffers_in_heap()  # it relays port-forward data
     elastic = None
     if app.spec_path.exists():
         ws = app.workspace

@@ -130,12 +130,14 @@ def serve_command(
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from fuzz.grpcserve import TlsFiles
+    from fuzz.heap import keep_large_buffers_in_heap
     from fuzz.substrate.auth import read_token_file
     from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
     from fuzz.substrate.join import JoinSettings
     from fuzz.substrate.server import serve
     from fuzz.units import parse_size
 
+    keep_large_buffers_in_heap()  # it moves port-forward data
     parsed = parse_labels(labels)
     if (tls_cert is None) != (tls_key is None):
         raise click.ClickException("--tls-cert and --tls-key go together")
