@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,6 +209,37 @@ def test_logs_follow_a_running_job_and_cancel_stops_one(
     assert {c.id for c in client.list_containers()} == {"job-talk", "job-sleep"}
     client.remove_container("job-talk")
     assert {c.id for c in client.list_containers()} == {"job-sleep"}
+
+
+def test_an_agent_stops_promptly_while_callers_wait_for_and_follow_a_silent_job(
+    node: tuple[Agent, AgentClient], busybox_image: PushedImage
+) -> None:
+    agent, client = node
+    lease = client.acquire_lease(1)
+    client.start_container("job-quiet", busybox_image.reference, lease.id, args=["sleep", "60"])
+    ended: list[str] = []
+
+    def wait() -> None:
+        with contextlib.suppress(AgentError):
+            client.wait_container("job-quiet", 30)
+        ended.append("wait")
+
+    def follow() -> None:
+        with contextlib.suppress(AgentError):
+            b"".join(client.stream_logs("job-quiet", follow=True, timeout=30))
+        ended.append("follow")
+
+    callers = [threading.Thread(target=wait), threading.Thread(target=follow)]
+    for caller in callers:
+        caller.start()
+    time.sleep(1)  # both calls are under way in the agent
+    started = time.monotonic()
+    agent.proc.send_signal(signal.SIGTERM)
+    agent.proc.wait(30)
+    assert time.monotonic() - started < 5, "no worker outlives its call by more than a poll"
+    for caller in callers:
+        caller.join(10)
+    assert sorted(ended) == ["follow", "wait"]
 
 
 def test_a_restarted_agent_readopts_its_running_jobs(

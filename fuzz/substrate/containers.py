@@ -47,7 +47,7 @@ import os
 import resource
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -83,6 +83,7 @@ from fuzz.substrate.statedir import write_json_atomic
 State = Literal["starting", "running", "exited", "failed"]
 LOG_CHUNK = 64 * 1024
 SLOW_POLL = 0.05  # while another thread's start of the container is under way
+WANTED_POLL = 1.0  # how often a wait asks whether it is still wanted
 
 
 class ContainerError(FuzzError):
@@ -333,8 +334,11 @@ class ContainerManager:
                 continue
         return found
 
-    def wait(self, container_id: str, timeout: float | None = None) -> ContainerStatus:
-        """Block until the container has finished; ContainerWaitTimeoutError after ``timeout``."""
+    def wait(self, container_id: str, timeout: float | None = None,
+             wanted: Callable[[], bool] | None = None) -> ContainerStatus:
+        """Block until the container has finished; ContainerWaitTimeoutError after ``timeout``,
+        or as soon as ``wanted`` (asked every :data:`WANTED_POLL` seconds) says the wait is
+        no longer wanted (its caller went away, the agent stops)."""
         started = time.monotonic()
         while True:
             status = self.status(container_id)
@@ -345,6 +349,11 @@ class ContainerManager:
                 raise ContainerWaitTimeoutError(
                     f"container {container_id} still {status.state} after {timeout:g}s"
                 )
+            if wanted is not None and not wanted():
+                raise ContainerWaitTimeoutError(
+                    f"container {container_id} still {status.state}: the wait is over")
+            if wanted is not None:
+                remaining = WANTED_POLL if remaining is None else min(remaining, WANTED_POLL)
             try:
                 answer = self._monitor.request(
                     {"op": "wait", "id": container_id}, self.runc_path(), remaining
@@ -378,21 +387,24 @@ class ContainerManager:
         offset: int = 0,
         follow: bool = False,
         poll: float = 0.1,
+        wanted: Callable[[], bool] | None = None,
     ) -> Iterator[bytes]:
         """Yield the bytes of the job's ``stream`` from ``offset`` on.
 
         With ``follow``, keep yielding new output until the container has finished
-        and the file is drained; otherwise stop at the current end of the file.
+        and the file is drained (or ``wanted``, asked while it waits for output,
+        says no more); otherwise stop at the current end of the file.
         """
         if stream not in ("stdout", "stderr"):
             raise ContainerError(f"unknown log stream {stream!r} (stdout or stderr)")
         if offset < 0:
             raise ContainerError(f"log offset must be >= 0, not {offset}")
         path = self.container_dir(container_id) / f"{stream}.log"
-        return self._follow(container_id, path, offset, follow, poll)
+        return self._follow(container_id, path, offset, follow, poll, wanted)
 
     def _follow(
-        self, container_id: str, path: Path, offset: int, follow: bool, poll: float
+        self, container_id: str, path: Path, offset: int, follow: bool, poll: float,
+        wanted: Callable[[], bool] | None,
     ) -> Iterator[bytes]:
         handle = None
         finished = False
@@ -408,7 +420,7 @@ class ContainerManager:
                 if chunk:
                     yield chunk
                     continue
-                if finished or not follow:
+                if finished or not follow or (wanted is not None and not wanted()):
                     return
                 # Check first, then drain once more: output written before the end
                 # is never lost, and nothing can be written after it.

@@ -163,12 +163,16 @@ class JobRpcs(NodeJobs):
     def WaitContainer(
         self, request: substrate_pb2.WaitContainerRequest, context: grpc.ServicerContext
     ) -> substrate_pb2.ContainerStatus:
-        """Block until a job has finished, or the timeout passed: then its status as it is."""
+        """Block until a job has finished, or the timeout passed: then its status as it is.
+
+        The wait ends early when the call does (the caller went away, or the agent's
+        server stopped and cancelled it), so that no worker outlives its call.
+        """
         timeout = request.timeout_seconds or None
 
         def wait(jobs: JobRunner) -> substrate_pb2.ContainerStatus:
             try:
-                return status_message(jobs.wait(request.id, timeout))
+                return status_message(jobs.wait(request.id, timeout, context.is_active))
             except ContainerWaitTimeoutError:
                 return status_message(jobs.status(request.id))
 
@@ -212,7 +216,7 @@ class JobRpcs(NodeJobs):
                           f"unknown log stream {request.stream!r}: use stdout or stderr")
         offset = request.offset
         chunks: Iterator[bytes] = self._run(context, lambda jobs: jobs.containers.read_logs(
-            request.id, stream, offset=offset, follow=request.follow))
+            request.id, stream, offset=offset, follow=request.follow, wanted=context.is_active))
         try:
             for data in chunks:
                 if not context.is_active():

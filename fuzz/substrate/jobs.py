@@ -243,9 +243,11 @@ class JobRunner:
         """The job's status now."""
         return self._with_record(self.containers.status(job_id))
 
-    def wait(self, job_id: str, timeout: float | None) -> JobStatus:
-        """Block until the job has finished (ContainerWaitTimeoutError after ``timeout``)."""
-        return self._with_record(self.containers.wait(job_id, timeout))
+    def wait(self, job_id: str, timeout: float | None,
+             wanted: Callable[[], bool] | None = None) -> JobStatus:
+        """Block until the job has finished (ContainerWaitTimeoutError after ``timeout``, or
+        once ``wanted`` says no: see :meth:`ContainerManager.wait`)."""
+        return self._with_record(self.containers.wait(job_id, timeout, wanted))
 
     def cancel(self, job_id: str, grace_seconds: float) -> JobStatus:
         """SIGTERM the job, SIGKILL after ``grace_seconds``; returns its status now."""
