@@ -28,7 +28,9 @@ import sys
 import tarfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fuzz.testing.oci import BUSYBOX_REPO, build_busybox_layout, push_layout, serve_registry
 from fuzz.testing.web import serve_directory
@@ -59,17 +61,29 @@ def fuzz(*args: str) -> None:
     subprocess.run(fuzz_argv(*args), check=True)
 
 
-def wait_running(workflow: str, timeout: float = 120) -> None:
-    """Wait until every task of ``workflow`` runs."""
+def wait_until(workflow: str, what: str, check: Callable[[dict[str, Any]], bool],
+               timeout: float = 120) -> None:
+    """Wait until ``check`` holds for ``workflow``'s status (``what`` it waits for)."""
     argv = [sys.executable, "-m", "fuzz", "-C", str(CLUSTER), "workflow", "status", workflow,
             "--json"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = json.loads(subprocess.run(argv, check=True, capture_output=True).stdout)
-        if all(task["state"] == "RUNNING" for task in status["tasks"]):
+        if check(json.loads(subprocess.run(argv, check=True, capture_output=True).stdout)):
             return
         time.sleep(0.5)
-    raise SystemExit(f"workflow {workflow} did not start running")
+    raise SystemExit(f"workflow {workflow} did not {what}")
+
+
+def wait_running(workflow: str) -> None:
+    """Wait until every task of ``workflow`` runs."""
+    wait_until(workflow, "start running",
+               lambda status: all(task["state"] == "RUNNING" for task in status["tasks"]))
+
+
+def wait_ended(workflow: str) -> None:
+    """Wait until ``workflow`` has ended (a cancel takes a moment: its jobs get SIGTERM)."""
+    wait_until(workflow, "end",
+               lambda status: status["state"] in ("SUCCEEDED", "FAILED", "CANCELED"))
 
 
 def fetch_through(port: int, timeout: float = 60) -> str:
@@ -99,6 +113,7 @@ def notebook() -> None:
         forward.wait()
     fuzz("workflow", "exec", "notebook", "notebook", "--", "ls", "-l", "/tmp/www")
     fuzz("workflow", "cancel", "notebook")
+    wait_ended("notebook")  # so that the next demo may start it again
 
 
 def write_inputs(directory: Path) -> None:
@@ -128,6 +143,7 @@ def main() -> int:
         image = push_layout(build_busybox_layout(layout), registry, BUSYBOX_REPO)
         print(f"image {image.reference} ({image.digest})")
         fuzz("init")
+        fuzz("server", "--stop")  # a previous demo's orchestrator: started anew, as this code
         fuzz("server", "--detach")
         fuzz("apply", "--auto-approve")
         fuzz("workflow", "start", "pipeline", str(PIPELINE), "--watch")
