@@ -25,6 +25,7 @@ from fuzz.substrate.auth import HEALTH_SERVICE, BearerTokenInterceptor, TokenChe
 
 StatusTable = tuple[tuple[type[FuzzError], grpc.StatusCode], ...]
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+SIGNAL_POLL = 0.5  # how often a server's main thread wakes to act on a signal
 
 
 class ServerStartError(FuzzError):
@@ -144,6 +145,18 @@ def install_signal_handlers(stop: threading.Event) -> dict[int, SignalHandler]:
         stop.set()
 
     return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def wait_for_stop(stop: threading.Event) -> None:
+    """Block until ``stop`` is set, waking every :data:`SIGNAL_POLL` seconds.
+
+    The kernel may hand SIGTERM to any thread that does not block it, gRPC's C
+    threads included; there it only trips a flag that the main thread acts on the
+    next time it runs Python code, so an untimed wait in the main thread would
+    never return (an agent was seen sleeping through SIGTERM this way).
+    """
+    while not stop.wait(SIGNAL_POLL):
+        pass
 
 
 def restore_signal_handlers(previous: dict[int, SignalHandler]) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from threadsignal import a_thread_other_than_main, signal_thread
 
 from fuzz.errors import FuzzError
 from fuzz.testing.oci import PushedImage, free_port
@@ -192,6 +193,17 @@ def test_ctrl_c_lets_an_open_connection_finish_then_stops(notebook: Notebook) ->
     assert [e["error"] for e in closes] == [None], output
     assert events[-1] == {"event": "stopped", "open_connections": 0}
     assert code == 0
+
+
+def test_ctrl_c_that_lands_on_another_thread_stops_port_forward(notebook: Notebook) -> None:
+    forward = Forward(notebook.cluster, notebook.name, notebook.http_port)
+    pid = forward.process.pid
+    try:
+        signal_thread(pid, a_thread_other_than_main(pid), signal.SIGINT)
+        forward.process.wait(5)
+    finally:
+        code, output = forward.stop(interrupt=forward.process.poll() is None)
+    assert code == 0 and '"stopped"' in output, output
 
 
 def test_twenty_concurrent_connections_close_cleanly_both_ways(notebook: Notebook) -> None:

@@ -7,13 +7,17 @@ file. Every command is a real ``fuzz`` process against a real detached server.
 
 from __future__ import annotations
 
+import json
+import signal
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from cliutil import Result, run_fuzz
+from threadsignal import a_thread_other_than_main, signal_thread, thread_name
 
 from fuzz.testing.oci import free_port
 
@@ -68,6 +72,34 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield running
     finally:
         running.admin("server", "--stop")
+
+
+def test_sigterm_delivered_to_another_thread_stops_the_orchestrator(tmp_path: Path) -> None:
+    own = Site(tmp_path, free_port())
+    own.admin_dir.mkdir()
+    (own.admin_dir / "fuzz.yaml").write_text(SPEC.format(port=own.address[10:]))
+    assert own.admin("init").code == 0
+    assert own.admin("server", "--detach").code == 0
+    try:
+        pid = int(json.loads((own.data_dir / "server.json").read_text())["pid"])
+        tid = a_thread_other_than_main(pid)
+        name = thread_name(pid, tid)
+        signal_thread(pid, tid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while _running(pid):
+            assert time.monotonic() < deadline, f"SIGTERM to its thread {name} did not stop it"
+            time.sleep(0.1)
+        assert "no orchestrator runs" in own.admin("server", "--stop").out
+    finally:
+        own.admin("server", "--stop")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def _one_error(result: Result) -> str:

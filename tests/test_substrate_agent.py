@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from threadsignal import a_thread_other_than_main, signal_thread, thread_name
 
 import fuzz
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
@@ -235,6 +236,18 @@ def test_a_signal_stops_the_agent_gracefully(tmp_path: Path, signum: int) -> Non
         assert again.info["node_id"] == node_id  # the node keeps its identity
     finally:
         _stop(again)
+
+
+def test_sigterm_delivered_to_another_thread_stops_the_agent(tmp_path: Path) -> None:
+    started = _spawn(tmp_path / "state", _token_file(tmp_path / "secrets"))
+    try:
+        _wait_ready(started)
+        tid = a_thread_other_than_main(started.proc.pid)
+        name = thread_name(started.proc.pid, tid)
+        signal_thread(started.proc.pid, tid, signal.SIGTERM)
+        assert started.proc.wait(5) == 0, f"SIGTERM to thread {name}: {started.stderr()}"
+    finally:
+        _stop(started)
 
 
 def test_agent_starts_fast_and_imports_neither_rich_nor_pydantic(tmp_path: Path) -> None:

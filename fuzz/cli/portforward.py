@@ -30,6 +30,9 @@ MAX_PORT = 65535
 BACKLOG = 128
 # On Ctrl-C, connections still open get this long to finish what they were sending.
 DRAIN_SECONDS = 2.0
+# accept() wakes this often: a Ctrl-C the kernel hands to another thread (one of gRPC's)
+# is acted on only when the main thread runs Python again.
+ACCEPT_POLL = 0.5
 Report = Callable[[dict[str, Any]], None]
 
 
@@ -111,8 +114,12 @@ def serve(client: OrchestratorClient, target: ForwardTarget, server: socket.sock
     report({"event": "listening", "address": f"{host}:{port}", "workflow": target.workflow,
             "job": target.task, "remote_port": target.remote_port})
     number = 0
+    server.settimeout(ACCEPT_POLL)
     while True:
-        conn, peer = server.accept()
+        try:
+            conn, peer = server.accept()
+        except TimeoutError:
+            continue
         number += 1
         report({"event": "open", "connection": number, "peer": f"{peer[0]}:{peer[1]}"})
         connections.start(client, target, conn, number, report)

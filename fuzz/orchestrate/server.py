@@ -37,6 +37,7 @@ from fuzz.grpcserve import (
     install_signal_handlers,
     restore_signal_handlers,
     start_server,
+    wait_for_stop,
 )
 from fuzz.orchestrate.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.authz import Authorizer
@@ -176,7 +177,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             loop.start()
         write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(),
                                                  "endpoint": running.endpoint})
-        stop_event.wait()
+        wait_for_stop(stop_event)
     finally:
         if running is not None:
             running.health.enter_graceful_shutdown()

@@ -30,6 +30,7 @@ from fuzz.grpcserve import (
     install_signal_handlers,
     restore_signal_handlers,
     start_server,
+    wait_for_stop,
 )
 from fuzz.substrate.access_rpcs import AccessRpcs
 from fuzz.substrate.auth import shared_token
@@ -414,7 +415,7 @@ def serve(
                 args=(join, running.endpoint, token, labels, stop_event, identity),
                 name="join", daemon=True,
             ).start()
-        stop_event.wait()
+        wait_for_stop(stop_event)
     finally:
         if running is not None:
             running.health.enter_graceful_shutdown()
