@@ -64,15 +64,22 @@ def _field(raw: bytes, tag: int) -> int | None:
     return None
 
 
+def _data_header(length: int) -> bytes:
+    """What comes before ``length`` bytes of data in a serialized PortForwardFrame."""
+    return bytes((DATA_TAG,)) + _varint(length)
+
+
 def data_frame(chunk: bytes) -> bytes:
     """The serialized PortForwardFrame carrying ``chunk`` (one copy of it)."""
-    return b"".join((bytes((DATA_TAG,)), _varint(len(chunk)), chunk))
+    return b"".join((_data_header(len(chunk)), chunk))
 
 
 def data_request(chunk: bytes) -> bytes:
-    """The serialized PortForwardRequest (orchestrator API) whose frame carries ``chunk``."""
-    frame = data_frame(chunk)
-    return b"".join((bytes((REQUEST_FRAME_TAG,)), _varint(len(frame)), frame))
+    """The serialized PortForwardRequest (orchestrator API) whose frame carries ``chunk``
+    (one copy of it: both headers are written before the data is)."""
+    header = _data_header(len(chunk))
+    return b"".join((bytes((REQUEST_FRAME_TAG,)), _varint(len(header) + len(chunk)), header,
+                     chunk))
 
 
 def read_frame(raw: bytes) -> Frame:
