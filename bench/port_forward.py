@@ -9,7 +9,9 @@ namespace. The same client then measures, in the same run and alternately:
 - latency: 1,000 round trips of 64 bytes on one connection to the echo server;
 
 through the tunnel and directly to the job's ports on 127.0.0.1 (the job shares
-the node's network namespace). Prints both and the ratios.
+the node's network namespace). Prints both and the ratios, and for the transfers
+the CPU time the whole machine spent (``/proc/stat``): the tunnel's processes
+share the machine's cores, so its throughput is bounded by its CPU per byte.
 
 Needs root and Debian's runc, skopeo, umoci, busybox-static, docker-registry.
 """
@@ -64,9 +66,19 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
-def fetch_seconds(port: int) -> float:
-    """Seconds to GET the whole file from 127.0.0.1:``port`` (raw socket, 1 MiB reads)."""
+def busy_cpu_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot: /proc/stat's first line, less idle
+    and iowait (guest time is counted in user already)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        jiffies = [int(value) for value in stat.readline().split()[1:9]]
+    return (sum(jiffies) - jiffies[3] - jiffies[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def fetch_seconds(port: int) -> tuple[float, float]:
+    """Seconds to GET the whole file from 127.0.0.1:``port`` (raw socket, 1 MiB reads),
+    and the CPU seconds the machine spent meanwhile."""
     buffer = bytearray(RECV_BYTES)
+    busy = busy_cpu_seconds()
     started = time.perf_counter()
     with _connect(port) as sock:
         sock.sendall(b"GET /big HTTP/1.0\r\n\r\n")
@@ -74,9 +86,10 @@ def fetch_seconds(port: int) -> float:
         while count := sock.recv_into(buffer):
             received += count
     seconds = time.perf_counter() - started
+    cpu = busy_cpu_seconds() - busy
     if received < FILE_MIB * 2**20:
         raise SystemExit(f"port {port}: got {received} bytes, expected the {FILE_MIB} MiB file")
-    return seconds
+    return seconds, cpu
 
 
 def round_trip_seconds(port: int) -> float:
@@ -147,8 +160,10 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
                 tunnel.append(fetch_seconds(web))
                 direct.append(fetch_seconds(http_port))
             return {
-                "tunnel_s": statistics.median(tunnel),
-                "direct_s": statistics.median(direct),
+                "tunnel_s": statistics.median(seconds for seconds, _ in tunnel),
+                "direct_s": statistics.median(seconds for seconds, _ in direct),
+                "tunnel_cpu": statistics.median(cpu for _, cpu in tunnel),
+                "direct_cpu": statistics.median(cpu for _, cpu in direct),
                 "tunnel_rtt": round_trip_seconds(echo),
                 "direct_rtt": round_trip_seconds(echo_port),
             }
@@ -177,13 +192,20 @@ def main() -> int:
     megabytes = FILE_MIB * 2**20 / 1e6
     tunnel_rate, direct_rate = megabytes / figures["tunnel_s"], megabytes / figures["direct_s"]
     ratio = tunnel_rate / direct_rate
-    print(f"throughput, one {FILE_MIB} MiB transfer (median of {TRANSFERS}):")
-    print(f"  direct loopback TCP: {direct_rate:8.1f} MB/s")
-    print(f"  port-forward:        {tunnel_rate:8.1f} MB/s   ratio {ratio:.2f}")
+    cores = os.cpu_count() or 1
+    tunnel_cpu, direct_cpu = figures["tunnel_cpu"], figures["direct_cpu"]
+    print(f"throughput, one {FILE_MIB} MiB transfer (median of {TRANSFERS}), and the CPU the "
+          f"machine spent on it:")
+    print(f"  direct loopback TCP: {direct_rate:8.1f} MB/s   {direct_cpu:.2f} CPU s "
+          f"({direct_cpu / figures['direct_s']:.1f} of {cores} cores busy)")
+    print(f"  port-forward:        {tunnel_rate:8.1f} MB/s   {tunnel_cpu:.2f} CPU s "
+          f"({tunnel_cpu / figures['tunnel_s']:.1f} of {cores} cores busy)   ratio {ratio:.2f}")
     tunnel_us, direct_us = figures["tunnel_rtt"] * 1e6, figures["direct_rtt"] * 1e6
     print(f"latency, {ROUND_TRIPS} round trips of {len(MESSAGE)} bytes:")
     print(f"  direct loopback TCP: {direct_us:8.1f} us")
     print(f"  port-forward:        {tunnel_us:8.1f} us   ratio {tunnel_us / direct_us:.1f}x")
+    print(f"BENCH pf_cpu_s_per_transfer={tunnel_cpu:.2f} s direct={direct_cpu:.2f} "
+          f"cores={cores}")
     print(f"BENCH pf_roundtrip_us={tunnel_us:.0f} us direct={direct_us:.0f}")
     print(f"BENCH pf_throughput_ratio={ratio:.2f} x target>=0.3")
     return 0
