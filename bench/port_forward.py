@@ -74,7 +74,7 @@ def busy_cpu_seconds() -> float:
     return (sum(jiffies) - jiffies[3] - jiffies[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def fetch_seconds(port: int) -> tuple[float, float]:
+def timed_fetch(port: int) -> tuple[float, float]:
     """Seconds to GET the whole file from 127.0.0.1:``port`` (raw socket, 1 MiB reads),
     and the CPU seconds the machine spent meanwhile."""
     buffer = bytearray(RECV_BYTES)
@@ -157,8 +157,8 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
                 port_forward(cluster, workflow, echo_port) as echo:
             tunnel, direct = [], []
             for _ in range(TRANSFERS):
-                tunnel.append(fetch_seconds(web))
-                direct.append(fetch_seconds(http_port))
+                tunnel.append(timed_fetch(web))
+                direct.append(timed_fetch(http_port))
             return {
                 "tunnel_s": statistics.median(seconds for seconds, _ in tunnel),
                 "direct_s": statistics.median(seconds for seconds, _ in direct),
