@@ -10,17 +10,19 @@ the user who created it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import grpc
 
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.audit import AuditLog
 from fuzz.orchestrate.iam import AuthenticationError, IamDirectory, Identity
-from fuzz.orchestrate.policy import decide
+from fuzz.orchestrate.policy import Statement, decide
+from fuzz.orchestrate.within import exceeding
 from fuzz.substrate.auth import presented_token
 
 NOBODY = "-"
+WITHIN = "iam:within"  # the audit log's name for "may give only what one has"
 
 
 class PermissionDeniedError(FuzzError):
@@ -97,6 +99,27 @@ class Authorizer:
         identity = self.identify(context)
         self.check(identity, action, resource)
         return identity
+
+    def role_statements(self, names: Iterable[str]) -> dict[str, Sequence[Statement]]:
+        """The statements of the named roles that exist, by role name."""
+        roles = self.iam.roles()
+        return {name: roles[name].statements for name in names if name in roles}
+
+    def check_within(self, identity: Identity, doing: str, resource: str,
+                     given: Mapping[str, Sequence[Statement]]) -> None:
+        """Audit whether the ``given`` roles' permissions are within ``identity``'s own.
+
+        Raises PermissionDeniedError naming the first statement beyond them:
+        ``identity`` may not ``doing`` (e.g. "give role admin to user bob").
+        """
+        own = [s for statements in self.role_statements(identity.roles).values()
+               for s in statements]
+        excess = exceeding(given, own)
+        reason = "within the caller's own permissions" if excess is None else \
+            f"{excess.describe()}, beyond {identity.user}'s own permissions"
+        self.audit.record(identity.user, WITHIN, resource, excess is None, reason)
+        if excess is not None:
+            raise PermissionDeniedError(f"{identity.user} may not {doing}: {reason}")
 
     def permitted(self, identity: Identity, action: str, resources: Sequence[str],
                   listing: str) -> list[bool]:

@@ -217,6 +217,18 @@ class IamDirectory:
             self._users[name] = record
             return record
 
+    def user(self, name: str) -> UserRecord | None:
+        """User ``name``, or None when there is none."""
+        with self._lock:
+            return self._users.get(name)
+
+    def user_roles(self, name: str) -> tuple[str, ...]:
+        """The roles user ``name`` has, their own and their groups'; IamNotFoundError if none."""
+        with self._lock:
+            if name not in self._users:
+                raise IamNotFoundError(f"no user {name!r}")
+            return self._effective_roles(self._users[name])
+
     def delete_user(self, name: str) -> None:
         """Delete user ``name`` and revoke all they hold."""
         self.revoke_user(name)
@@ -237,6 +249,11 @@ class IamDirectory:
             self._store.save(record)
             self._groups[name] = record
             return record
+
+    def group(self, name: str) -> GroupRecord | None:
+        """Group ``name``, or None when there is none."""
+        with self._lock:
+            return self._groups.get(name)
 
     def delete_group(self, name: str) -> None:
         """Delete group ``name``; IamError while a user belongs to it."""

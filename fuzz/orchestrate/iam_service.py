@@ -2,11 +2,19 @@
 
 Login is open (the one-time code is the credential); WhoAmI and Logout act on the
 caller's own token; everything else needs ``iam:manage`` on ``iam/<kind>/<name>``.
+
+Delegation cannot escalate: giving a role to a user or a group needs ``iam:grant``
+on ``iam/role/<role>``, putting a user in a group ``iam:grant`` on
+``iam/group/<group>``, and what is given must lie within the caller's own
+permissions (:mod:`fuzz.orchestrate.within`). A caller may change, delete, revoke
+or issue login codes for only those users, groups and roles whose permissions lie
+within their own: no code (so no token) for a user more powerful than oneself, and
+no role edited beyond what its editor has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import grpc
@@ -20,13 +28,14 @@ from fuzz.orchestrate.authz import (
     UnauthenticatedError,
     iam_resource,
 )
-from fuzz.orchestrate.iam import AuthenticationError, IamError, IamNotFoundError
+from fuzz.orchestrate.iam import AuthenticationError, IamError, IamNotFoundError, Identity
 from fuzz.orchestrate.policy import PolicyError, Role, statement
 from fuzz.orchestrate.records import GroupRecord, UserRecord
 
 SERVICE_NAME = "fuzz.iam.v1.Iam"
 LOGIN_METHOD = f"/{SERVICE_NAME}/Login"
 MANAGE = "iam:manage"
+GRANT = "iam:grant"
 
 _Reply = TypeVar("_Reply")
 
@@ -72,15 +81,42 @@ class IamService:
         self._iam = authz.iam
 
     def _managing(self, context: grpc.ServicerContext, kind: str, name: str,
-                  act: Callable[[], _Reply]) -> _Reply:
+                  act: Callable[[Identity], _Reply]) -> _Reply:
         """Check ``iam:manage`` on ``iam/<kind>/<name>``, then ``act``; errors end the call."""
         try:
-            self._authz.authorize(context, MANAGE, iam_resource(kind, name))
-            return act()
+            return act(self._authz.authorize(context, MANAGE, iam_resource(kind, name)))
         except PolicyError as exc:
             abort_with(context, InvalidPolicyError(str(exc)), _STATUS)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
+
+    # --- delegation: give only what one has ----------------------------------------------
+
+    def _within(self, identity: Identity, doing: str, resource: str, roles: Iterable[str]
+                ) -> None:
+        """PermissionDeniedError unless the ``roles``' permissions are within the caller's."""
+        self._authz.check_within(identity, doing, resource, self._authz.role_statements(roles))
+
+    def _give_roles(self, identity: Identity, roles: Iterable[str], to: str) -> None:
+        """The caller may give each of ``roles`` (to ``to``, e.g. ``user bob``)."""
+        for role in sorted(set(roles)):
+            resource = iam_resource("role", role)
+            self._authz.check(identity, GRANT, resource)
+            self._within(identity, f"give role {role} to {to}", resource, [role])
+
+    def _add_to_groups(self, identity: Identity, groups: Iterable[str], user: str) -> None:
+        """The caller may put ``user`` in each of ``groups``."""
+        for group in sorted(set(groups)):
+            resource = iam_resource("group", group)
+            self._authz.check(identity, GRANT, resource)
+            known = self._iam.group(group)
+            self._within(identity, f"put user {user} in group {group}", resource,
+                         known.roles if known else ())
+
+    def _user_within(self, identity: Identity, doing: str, user: str) -> None:
+        """The existing ``user``'s permissions (own and groups') are within the caller's."""
+        self._within(identity, f"{doing} user {user}", iam_resource("user", user),
+                     self._iam.user_roles(user))
 
     # --- the caller's own session ------------------------------------------------------
 
@@ -119,55 +155,77 @@ class IamService:
     # --- users ---------------------------------------------------------------------------
 
     def PutUser(self, request: pb.User, context: grpc.ServicerContext) -> pb.User:
-        """Create or replace a user."""
-        return self._managing(context, "user", request.name, lambda: user_message(
-            self._iam.put_user(request.name, request.roles, request.groups)))
+        """Create or replace a user: the roles and groups added must be the caller's to give."""
+        def put(identity: Identity) -> pb.User:
+            known = self._iam.user(request.name)
+            if known is not None:
+                self._user_within(identity, "change", request.name)
+            self._give_roles(identity, set(request.roles) - set(known.roles if known else ()),
+                             f"user {request.name}")
+            self._add_to_groups(identity, set(request.groups) -
+                                set(known.groups if known else ()), request.name)
+            return user_message(self._iam.put_user(request.name, request.roles, request.groups))
+        return self._managing(context, "user", request.name, put)
 
     def ListUsers(self, request: pb.ListRequest, context: grpc.ServicerContext
                   ) -> pb.UserList:
         """Every user."""
-        return self._managing(context, "user", "*", lambda: pb.UserList(
+        return self._managing(context, "user", "*", lambda _: pb.UserList(
             users=[user_message(u) for u in self._iam.users()]))
 
     def DeleteUser(self, request: pb.NameRef, context: grpc.ServicerContext
                    ) -> pb.DeleteReply:
-        """Delete a user and revoke what they hold."""
-        def delete() -> pb.DeleteReply:
+        """Delete a user (no more powerful than the caller) and revoke what they hold."""
+        def delete(identity: Identity) -> pb.DeleteReply:
+            self._user_within(identity, "delete", request.name)
             self._iam.delete_user(request.name)
             return pb.DeleteReply()
         return self._managing(context, "user", request.name, delete)
 
     def IssueLoginCode(self, request: pb.LoginCodeRequest, context: grpc.ServicerContext
                        ) -> pb.LoginCode:
-        """A one-time login code for a user."""
-        def issue() -> pb.LoginCode:
+        """A one-time login code for a user no more powerful than the caller."""
+        def issue(identity: Identity) -> pb.LoginCode:
+            self._user_within(identity, "issue a login code for", request.user)
             code, expires = self._iam.issue_code(request.user, request.ttl_seconds)
             return pb.LoginCode(code=code, user=request.user, expires=expires)
         return self._managing(context, "user", request.user, issue)
 
     def RevokeTokens(self, request: pb.NameRef, context: grpc.ServicerContext
                      ) -> pb.RevokeReply:
-        """Revoke every token and code of a user."""
-        return self._managing(context, "user", request.name, lambda: pb.RevokeReply(
-            revoked=self._iam.revoke_user(request.name)))
+        """Revoke every token and code of a user no more powerful than the caller."""
+        def revoke(identity: Identity) -> pb.RevokeReply:
+            self._user_within(identity, "revoke the tokens of", request.name)
+            return pb.RevokeReply(revoked=self._iam.revoke_user(request.name))
+        return self._managing(context, "user", request.name, revoke)
 
     # --- groups ----------------------------------------------------------------------------
 
     def PutGroup(self, request: pb.Group, context: grpc.ServicerContext) -> pb.Group:
-        """Create or replace a group."""
-        return self._managing(context, "group", request.name, lambda: group_message(
-            self._iam.put_group(request.name, request.roles)))
+        """Create or replace a group: the roles added must be the caller's to give."""
+        def put(identity: Identity) -> pb.Group:
+            known = self._iam.group(request.name)
+            if known is not None:
+                self._within(identity, f"change group {request.name}",
+                             iam_resource("group", request.name), known.roles)
+            self._give_roles(identity, set(request.roles) - set(known.roles if known else ()),
+                             f"group {request.name}")
+            return group_message(self._iam.put_group(request.name, request.roles))
+        return self._managing(context, "group", request.name, put)
 
     def ListGroups(self, request: pb.ListRequest, context: grpc.ServicerContext
                    ) -> pb.GroupList:
         """Every group."""
-        return self._managing(context, "group", "*", lambda: pb.GroupList(
+        return self._managing(context, "group", "*", lambda _: pb.GroupList(
             groups=[group_message(g) for g in self._iam.groups()]))
 
     def DeleteGroup(self, request: pb.NameRef, context: grpc.ServicerContext
                     ) -> pb.DeleteReply:
-        """Delete a group without members."""
-        def delete() -> pb.DeleteReply:
+        """Delete a group without members, no more powerful than the caller."""
+        def delete(identity: Identity) -> pb.DeleteReply:
+            known = self._iam.group(request.name)
+            self._within(identity, f"delete group {request.name}",
+                         iam_resource("group", request.name), known.roles if known else ())
             self._iam.delete_group(request.name)
             return pb.DeleteReply()
         return self._managing(context, "group", request.name, delete)
@@ -175,30 +233,41 @@ class IamService:
     # --- roles -----------------------------------------------------------------------------
 
     def PutRole(self, request: pb.Role, context: grpc.ServicerContext) -> pb.Role:
-        """Create or replace a role (not a built-in one)."""
-        return self._managing(context, "role", request.name, lambda: role_message(
-            self._iam.put_role(request.name, [
-                statement(s.effect, s.actions, s.resources) for s in request.statements])))
+        """Create or replace a role (not a built-in one) within the caller's permissions."""
+        def put(identity: Identity) -> pb.Role:
+            statements = [statement(s.effect, s.actions, s.resources)
+                          for s in request.statements]
+            self._role_within(identity, "change", request.name)
+            self._authz.check_within(identity, f"make role {request.name}",
+                                     iam_resource("role", request.name),
+                                     {request.name: statements})
+            return role_message(self._iam.put_role(request.name, statements))
+        return self._managing(context, "role", request.name, put)
 
     def ListRoles(self, request: pb.ListRequest, context: grpc.ServicerContext
                   ) -> pb.RoleList:
         """Every role, built-in ones first."""
-        return self._managing(context, "role", "*", lambda: pb.RoleList(
+        return self._managing(context, "role", "*", lambda _: pb.RoleList(
             roles=[role_message(r) for r in self._iam.roles().values()]))
 
     def DeleteRole(self, request: pb.NameRef, context: grpc.ServicerContext
                    ) -> pb.DeleteReply:
-        """Delete a role nobody has."""
-        def delete() -> pb.DeleteReply:
+        """Delete a role nobody has, no more powerful than the caller."""
+        def delete(identity: Identity) -> pb.DeleteReply:
+            self._role_within(identity, "delete", request.name)
             self._iam.delete_role(request.name)
             return pb.DeleteReply()
         return self._managing(context, "role", request.name, delete)
+
+    def _role_within(self, identity: Identity, doing: str, role: str) -> None:
+        """An existing ``role``'s permissions are within the caller's (a new one has none)."""
+        self._within(identity, f"{doing} role {role}", iam_resource("role", role), [role])
 
     # --- the curtain -------------------------------------------------------------------------
 
     def SetCurtain(self, request: pb.Curtain, context: grpc.ServicerContext) -> pb.Curtain:
         """Draw or open the curtain over exec and port-forward."""
-        def draw() -> pb.Curtain:
+        def draw(_: Identity) -> pb.Curtain:
             self._iam.set_curtain(request.drawn)
             return pb.Curtain(drawn=self._iam.curtain)
         return self._managing(context, "setting", "curtain", draw)

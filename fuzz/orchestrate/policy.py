@@ -36,6 +36,8 @@ ACTIONS: Mapping[str, str] = {
     "node:read": "list the cluster's nodes",
     "cluster:apply": "create nodes (issue join tokens)",
     "iam:manage": "manage users, groups, roles, login codes, tokens and the curtain",
+    "iam:grant": "give a role (iam/role/<name>) to users and groups, or put users in a group "
+                 "(iam/group/<name>)",
 }
 WORKFLOW_EXEC = "workflow:exec"
 WORKFLOW_PORT_FORWARD = "workflow:port-forward"
