@@ -29,20 +29,25 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 30) -> Non
 
 @dataclass(frozen=True)
 class Orchestrator:
-    """A running orchestrator: its data dir, endpoint, CA and the admin token."""
+    """A running orchestrator: its data dir, endpoint, CA (None: plain text), the admin token."""
 
     data_dir: Path
     endpoint: str
-    ca: bytes
+    ca: bytes | None
     admin_token: str
+
+    @property
+    def tls(self) -> ClientTls | None:
+        """How clients verify it."""
+        return ClientTls(self.ca) if self.ca is not None else None
 
     def client(self, token: str) -> OrchestratorClient:
         """The orchestrator API as the holder of ``token``."""
-        return OrchestratorClient(self.endpoint, token, tls=ClientTls(self.ca))
+        return OrchestratorClient(self.endpoint, token, tls=self.tls)
 
     def iam(self, token: str) -> IamClient:
         """The IAM API as the holder of ``token``."""
-        return IamClient(self.endpoint, token, tls=ClientTls(self.ca))
+        return IamClient(self.endpoint, token, tls=self.tls)
 
     def login(self, user: str) -> str:
         """A token of ``user``, from a login code the admin issues."""
@@ -68,8 +73,8 @@ def running_orchestrator(data_dir: Path, settings: ServerSettings | None = None
     try:
         wait_until("the server", lambda: read_json(data_dir / "server.json") is not None)
         endpoint = str((read_json(data_dir / "server.json") or {})["endpoint"])
-        yield Orchestrator(data_dir, endpoint, (data_dir / CA_FILE).read_bytes(),
-                           admin_token_path(data_dir).read_text().strip())
+        ca = None if chosen.insecure else (data_dir / CA_FILE).read_bytes()
+        yield Orchestrator(data_dir, endpoint, ca, admin_token_path(data_dir).read_text().strip())
     finally:
         stop.set()
         thread.join(30)

@@ -711,3 +711,19 @@ def test_elastic_pool_keys_have_defaults_and_are_checked(tmp_path: Path) -> None
         "fuzz.yaml:8:19: pools.p.boot_timeout: invalid duration 'soon': use e.g. 30s, 10m, 1h30m"]
     assert problems(tmp_path, spec_with_pool("provider: local\nboot_retries: -1\n")) == [
         "fuzz.yaml:8:19: pools.p.boot_retries: must be >= 0"]
+
+
+def test_join_token_ttl_defaults_to_an_hour_and_must_be_a_positive_duration(
+        tmp_path: Path) -> None:
+    orchestrator = load(tmp_path, "version: 1\ncluster: demo\norchestrator: {}\n").spec.orchestrator
+    assert orchestrator is not None and orchestrator.join_token_ttl_seconds() == 3600.0
+    given = load(tmp_path, "version: 1\ncluster: demo\norchestrator:\n  join_token_ttl: 90\n")
+    assert given.spec.orchestrator is not None
+    assert given.spec.orchestrator.join_token_ttl_seconds() == 90.0
+    assert problems(tmp_path, "version: 1\ncluster: demo\norchestrator:\n"
+                              "  join_token_ttl: 0s\n") == [
+        "fuzz.yaml:4:19: orchestrator.join_token_ttl: must be longer than 0s"]
+    assert problems(tmp_path, "version: 1\ncluster: demo\norchestrator:\n"
+                              "  join_token_ttl: soon\n") == [
+        "fuzz.yaml:4:19: orchestrator.join_token_ttl: invalid duration 'soon': use e.g. 30s, "
+        "10m, 1h30m"]

@@ -1,6 +1,7 @@
 """Node certificates, orchestrator side: spend a join token for one, and check proofs made with it.
 
-A join token is single use: :meth:`NodeCertifier.enroll` spends it for a
+A join token is single use: :meth:`NodeCertifier.enroll` spends it (while it is
+the node's newest and has not expired, :mod:`fuzz.orchestrate.jointokens`) for a
 certificate of the node it was issued for, certifying the key of the node's CSR.
 A retry with the same token and the same key (the reply was lost) gets a fresh
 certificate; any other key is refused. From then on the node proves each
@@ -16,8 +17,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from fuzz import pki
-from fuzz.orchestrate.nodes import JoinRefusedError, join_token_hash
-from fuzz.orchestrate.records import EnrollmentRecord, JoinTokenRecord
+from fuzz.orchestrate.jointokens import JoinRefusedError, JoinTokens
+from fuzz.orchestrate.records import EnrollmentRecord
 from fuzz.orchestrate.store import Store
 from fuzz.substrate.enroll import registration_payload
 
@@ -28,10 +29,11 @@ class NodeCertifier:
     """Issues node certificates at join and checks registrations proven with them."""
 
     def __init__(self, store: Store, authority: pki.CertificateAuthority,
-                 clock: Callable[[], float] = time.time) -> None:
-        """Record enrollments in ``store``; sign with ``authority``."""
+                 join_tokens: JoinTokens, clock: Callable[[], float] = time.time) -> None:
+        """Record enrollments in ``store``; sign with ``authority``; check ``join_tokens``."""
         self._store = store
         self._authority = authority
+        self._join_tokens = join_tokens
         self._clock = clock
 
     @property
@@ -42,13 +44,10 @@ class NodeCertifier:
     def enroll(self, name: str, join_token: str, csr: bytes) -> bytes:
         """Node ``name``'s certificate (PEM) for the key in ``csr``, spending ``join_token``.
 
-        JoinRefusedError when the token was not issued for ``name``, was spent for
-        another key, or the CSR is unusable.
+        JoinRefusedError when the token was not issued for ``name``, was voided by a
+        newer one, expired, was spent for another key, or the CSR is unusable.
         """
-        digest = join_token_hash(join_token)
-        issued = self._store.load(JoinTokenRecord, token_hash=digest)
-        if not issued or issued[0].node != name:
-            raise JoinRefusedError(f"node {name!r}: the join token was not issued for it")
+        digest = self._join_tokens.check(name, join_token)
         try:
             cert = self._authority.sign_csr(csr, name, [pki.node_dns_name(name)])
         except pki.PkiError as exc:

@@ -6,16 +6,14 @@ orchestrator reads the node's inventory then, once. Registration repeats every
 few seconds as the node's heartbeat; a node not heard from within
 :data:`HEARTBEAT_TIMEOUT` is not scheduled onto. Agent tokens are stored sealed
 with the server's key. Who may register as which node is decided before: by the
-join token (:meth:`NodeDirectory.check_join_token`, plain-text clusters) or by the
-node's certificate (:mod:`fuzz.orchestrate.enrollment`). In a TLS cluster agents
+join token (:meth:`NodeDirectory.check_join_token`, plain-text clusters; see
+:mod:`fuzz.orchestrate.jointokens`) or by the node's certificate
+(:mod:`fuzz.orchestrate.enrollment`). In a TLS cluster agents
 are called with mutual TLS, each verified as its node.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +22,9 @@ from dataclasses import dataclass, field
 from fuzz.encryption import Sealer
 from fuzz.errors import FuzzError
 from fuzz.grpcclient import ClientTls
-from fuzz.orchestrate.records import DrainRecord, JoinTokenRecord, NodeRecord
+from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL, JoinTokens
+from fuzz.orchestrate.jointokens import JoinRefusedError as JoinRefusedError
+from fuzz.orchestrate.records import DrainRecord, NodeRecord
 from fuzz.orchestrate.store import Store
 from fuzz.resources import NodeCapacity, ResourceRequest
 from fuzz.scheduler.placement import NodeView
@@ -53,24 +53,20 @@ class NodeUse:
                        devices, self.tasks + 1, self.exclusive or request.exclusive)
 
 
-class JoinRefusedError(FuzzError):
-    """A registration with a wrong join token, or from an agent that cannot be reached."""
-
-
-def join_token_hash(token: str) -> str:
-    """How a join token is stored and looked up."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class NodeDirectory:
     """Registered nodes, their agents' clients, and the resources the scheduler sees."""
 
     def __init__(
         self, store: Store, sealer: Sealer, clock: Callable[[], float] = time.time,
         agent_tls: Callable[[str], ClientTls] | None = None,
+        join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL,
     ) -> None:
-        """Load the nodes recorded in ``store``; call agents as ``agent_tls(node)`` says."""
+        """Load the nodes recorded in ``store``; call agents as ``agent_tls(node)`` says.
+
+        Join tokens live ``join_token_ttl`` seconds.
+        """
         self._store = store
+        self.join_tokens = JoinTokens(store, join_token_ttl, clock)
         self._sealer = sealer
         self._clock = clock
         self._agent_tls = agent_tls
@@ -80,16 +76,18 @@ class NodeDirectory:
         self._clients: dict[str, AgentClient] = {}
 
     def issue_join_token(self, node: str) -> str:
-        """A new join token for the node called ``node`` (only its hash is kept)."""
-        token = secrets.token_urlsafe(32)
-        self._store.save(JoinTokenRecord(join_token_hash(token), node, self._clock()))
-        return token
+        """A new join token for the node called ``node``; older ones for it are void."""
+        return self.join_tokens.issue(node)
 
     def check_join_token(self, name: str, join_token: str) -> None:
-        """JoinRefusedError unless ``join_token`` was issued for node ``name``."""
-        issued = self._store.load(JoinTokenRecord, token_hash=join_token_hash(join_token))
-        if not issued or not hmac.compare_digest(issued[0].node, name):
-            raise JoinRefusedError(f"node {name!r}: the join token was not issued for it")
+        """JoinRefusedError unless ``join_token`` is node ``name``'s newest one.
+
+        It must not have expired unless the node has registered with it already
+        (a plain-text node shows its join token at every heartbeat).
+        """
+        with self._lock:
+            joined = name in self._nodes
+        self.join_tokens.check(name, join_token, expired_ok=joined)
 
     def register(
         self, name: str, endpoint: str, agent_token: str, labels: Mapping[str, str],

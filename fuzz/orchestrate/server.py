@@ -47,6 +47,7 @@ from fuzz.orchestrate.elastic import ElasticLoop, ElasticSetup
 from fuzz.orchestrate.enrollment import NodeCertifier
 from fuzz.orchestrate.iam import IamDirectory
 from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
+from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.orchestrate.runner import Runner, RunnerSettings
 from fuzz.orchestrate.secretstore import SecretStore
@@ -88,6 +89,7 @@ class ServerSettings:
     cluster: str = "default"  # names the resource cluster/<name> (cluster:apply)
     insecure: bool = False  # plain text instead of TLS: tests and trusted networks only
     host_paths: tuple[Path, ...] = ()  # host directories file:/// transfers may use
+    join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL  # seconds a new node's join token lives
 
 
 def _key(data_dir: Path) -> bytes:
@@ -137,14 +139,15 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         iam.ensure_admin(ensure_admin_token(data_dir))
         audit = AuditLog(data_dir / AUDIT_FILE)
         authz = Authorizer(iam, audit)
-        nodes = NodeDirectory(store, sealer, agent_tls=tls.agent_tls if tls else None)
+        nodes = NodeDirectory(store, sealer, agent_tls=tls.agent_tls if tls else None,
+                              join_token_ttl=settings.join_token_ttl)
         secret_store = SecretStore(store, sealer)
         runner = Runner(store, nodes, secret_store, RunnerSettings(
             volume_root=settings.volume_root or data_dir / "volumes",
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
             instance=_instance_id(data_dir), host_paths=settings.host_paths,
         ))
-        certifier = NodeCertifier(store, tls.authority) if tls else None
+        certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(
             runner, nodes, secret_store, authz, cluster=settings.cluster,
             advertise=settings.advertise or "", certifier=certifier)

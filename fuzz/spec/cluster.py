@@ -253,6 +253,27 @@ class OrchestratorSpec(StrictModel):
         """``reconcile_interval`` in seconds."""
         return parse_duration(self.reconcile_interval)
 
+    # --- join tokens ---
+    join_token_ttl: str = Field(
+        default="1h", description="How long a new node's join token stays usable (it must "
+        "enroll within it); a newer token for the same node voids the older at once.")
+
+    @field_validator("join_token_ttl", mode="before")
+    @classmethod
+    def _join_token_ttl_in_seconds(cls, value: Any) -> Any:
+        return _seconds_as_text(value)
+
+    @field_validator("join_token_ttl")
+    @classmethod
+    def _check_join_token_ttl(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    def join_token_ttl_seconds(self) -> float:
+        """``join_token_ttl`` in seconds."""
+        return parse_duration(self.join_token_ttl)
+
     @property
     def address(self) -> str:
         """Where clients reach the server."""
