@@ -7,7 +7,11 @@ takes only the public key from it and writes the subject itself, so a node can
 only ever be certified as the node its join token was issued for. Every
 certificate carries both ``serverAuth`` and ``clientAuth``: the orchestrator
 presents its own when it calls agents (mutual TLS), and agents present theirs
-when they call each other's health check.
+when they call each other's health check. Only the orchestrator's certificate
+also carries the extended key usage :data:`ORCHESTRATOR_USAGE`
+(``CertificateAuthority.issue(..., orchestrator=True)``); agents serve their API to no
+other client (:func:`is_orchestrator`), so one node's certificate cannot drive
+another node's agent.
 
 Keys are ECDSA P-256 (gRPC's TLS stack, BoringSSL, accepts them everywhere;
 Ed25519 certificates are not usable with every gRPC release). Built on the
@@ -36,6 +40,9 @@ CA_DAYS = 3650
 CERT_DAYS = 365
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 NODE_DOMAIN = "node.fuzz"
+ORCHESTRATOR_USAGE = x509.ObjectIdentifier("2.25.271912731984280404902925412396368298592")
+"""The extended key usage "fuzz orchestrator": an OID under the UUID arc (ITU-T X.667),
+which needs no registration, so only this CA's orchestrator certificates carry it."""
 _CURVE = ec.SECP256R1()
 _HASH = hashes.SHA256()
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -123,6 +130,15 @@ def common_name(cert: x509.Certificate) -> str:
     """The certificate's subject common name ('' when it has none)."""
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else ""
+
+
+def is_orchestrator(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` carries the orchestrator's extended key usage."""
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return ORCHESTRATOR_USAGE in usages
 
 
 def sign_proof(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
@@ -213,11 +229,16 @@ class CertificateAuthority:
         return key_pem(self.key)
 
     def issue(self, public_key: ec.EllipticCurvePublicKey, name: str,
-              hosts: Iterable[str] = ()) -> x509.Certificate:
+              hosts: Iterable[str] = (), *, orchestrator: bool = False) -> x509.Certificate:
         """A certificate for ``public_key`` named ``name``, valid for ``hosts`` (names, IPs).
 
-        It may serve TLS and authenticate TLS clients (both extended key usages).
+        It may serve TLS and authenticate TLS clients (both extended key usages);
+        with ``orchestrator`` it also acts as the cluster's orchestrator
+        (:data:`ORCHESTRATOR_USAGE`), which agents require of whoever calls them.
         """
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        if orchestrator:
+            usages.append(ORCHESTRATOR_USAGE)
         dns_names, ips = split_hosts(hosts)
         alternatives: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
         alternatives += [x509.IPAddress(ip) for ip in ips]
@@ -234,9 +255,7 @@ class CertificateAuthority:
                 digital_signature=True, key_cert_sign=False, crl_sign=False,
                 content_commitment=False, key_encipherment=False, data_encipherment=False,
                 key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 self.key.public_key()), critical=False)
         )

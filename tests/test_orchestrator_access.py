@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from fuzz import pki
@@ -29,7 +30,7 @@ from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.orchestrate.datadir import init_data_dir
 from fuzz.orchestrate.iam_client import IamClient
 from fuzz.orchestrate.server import ServerSettings, serve
-from fuzz.substrate.client import AgentClient, AgentUnreachableError
+from fuzz.substrate.client import AgentClient, AgentError, AgentUnreachableError
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, registration_payload
 from fuzz.substrate.statedir import read_json, write_private_file
 from fuzz.testing.oci import free_port
@@ -159,16 +160,49 @@ def test_the_agent_serves_mutual_tls_with_the_certificate_it_enrolled_for(
     cert = pki.load_cert(identity.cert_path.read_bytes())
     assert pki.common_name(cert) == NODE
     assert oct(identity.key_path.stat().st_mode & 0o777) == "0o600"
-    with AgentClient(cluster.agent_endpoint, AGENT_TOKEN, tls=identity.client_tls(NODE)) as ok:
+    with AgentClient(cluster.agent_endpoint, AGENT_TOKEN,
+                     tls=_orchestrator_tls(cluster, NODE)) as ok:
         assert ok.inventory().cores > 0
     no_cert = ClientTls(cluster.ca, server_name=pki.node_dns_name(NODE))
     with AgentClient(cluster.agent_endpoint, AGENT_TOKEN, timeout=5, tls=no_cert) as anonymous, \
             pytest.raises(AgentUnreachableError):
         anonymous.inventory()
-    wrong_name = identity.client_tls("pool.cpu.node[1]")  # another node's name: not this agent
+    wrong_name = _orchestrator_tls(cluster, "pool.cpu.node[1]")  # another node's name
     with AgentClient(cluster.agent_endpoint, AGENT_TOKEN, timeout=5, tls=wrong_name) as other, \
             pytest.raises(AgentUnreachableError):
         other.inventory()
+
+
+def _orchestrator_tls(cluster: Cluster, node: str) -> ClientTls:
+    """The orchestrator's own certificate (its data dir's), calling node ``node``'s agent."""
+    data = cluster.agent_dir.parent / "server"
+    return ClientTls(cluster.ca, (data / "server.crt").read_bytes(),
+                     (data / "server.key").read_bytes(), pki.node_dns_name(node))
+
+
+def test_only_the_orchestrators_certificate_may_call_an_agent(cluster: Cluster) -> None:
+    stranger = "pool.cpu.node[7]"
+    key = pki.new_key()
+    with cluster.client("admin") as admin:  # a genuine certificate of another enrolled node
+        token = admin.issue_join_token(stranger).token
+        certificate = admin.enroll_node(stranger, token, pki.make_csr(key, stranger))
+    own = NodeIdentity(cluster.agent_dir / TLS_DIR)
+    for holder, tls in ((stranger, ClientTls(cluster.ca, certificate, pki.key_pem(key),
+                                             pki.node_dns_name(NODE))),
+                        (NODE, own.client_tls(NODE))):
+        with AgentClient(cluster.agent_endpoint, AGENT_TOKEN, timeout=5, tls=tls) as node:
+            assert node.health()  # agents check each other's health
+            for call in (node.inventory, node.list_containers,
+                         lambda: list(node.stream_logs("nosuch"))):
+                with pytest.raises(AgentError) as refused:
+                    call()
+                assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
+                assert refused.value.details == (
+                    "only the cluster's orchestrator may call this agent; the caller presented "
+                    f"the certificate of {holder!r}")
+    with AgentClient(cluster.agent_endpoint, AGENT_TOKEN,
+                     tls=_orchestrator_tls(cluster, NODE)) as orchestrator:
+        assert orchestrator.list_containers() == []
 
 
 def test_a_join_token_is_spent_and_registrations_need_the_nodes_proof(cluster: Cluster) -> None:

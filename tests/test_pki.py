@@ -91,3 +91,15 @@ def test_server_certificates_carry_names_and_addresses(
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["localhost"]
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
+
+
+def test_only_the_orchestrators_certificate_carries_its_usage() -> None:
+    authority = pki.CertificateAuthority.create("c")
+    key = pki.new_key()
+    orchestrator = authority.issue(key.public_key(), "fuzz orchestrator", ["127.0.0.1"],
+                                   orchestrator=True)
+    assert pki.is_orchestrator(orchestrator)
+    # a node asking for that name, by CSR, still gets a node's certificate
+    node = authority.sign_csr(pki.make_csr(key, "fuzz orchestrator"), "fuzz orchestrator")
+    assert not pki.is_orchestrator(node)
+    assert not pki.is_orchestrator(authority.cert)  # the CA's has no extended key usage

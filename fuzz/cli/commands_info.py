@@ -20,6 +20,7 @@ from fuzz.cli.render import print_json
 from fuzz.engine.model import RecordedNode
 from fuzz.engine.planner import address_sort_key
 from fuzz.errors import FuzzError
+from fuzz.orchestrate.datadir import orchestrator_client_tls
 from fuzz.substrate.client import AgentClient
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity
 
@@ -53,18 +54,22 @@ def _lease_json(lease: Any) -> dict[str, Any]:
             "expires_at": lease.expires_at.ToJsonString()}
 
 
-def _live_inventory(node: RecordedNode) -> dict[str, Any]:
+def _live_inventory(node: RecordedNode, data_dir: Path | None) -> dict[str, Any]:
     """Ask the node's agent for its inventory and leases; an unreachable agent is reported.
 
-    An agent that enrolled in a TLS cluster is called with its own node certificate
-    (from its state dir), as the local provider's health check does.
+    An agent that enrolled in a TLS cluster answers only the orchestrator's
+    certificate: the CLI presents the one in the orchestrator's ``data_dir``.
     """
     endpoint = node.observed.get("endpoint")
     token_file = node.observed.get("token_file")
     if not endpoint or not token_file:
         return {"agent": "unknown"}
-    identity = NodeIdentity(Path(str(node.observed.get("state_dir", ""))) / TLS_DIR)
-    tls = identity.client_tls(node.address) if identity.is_complete() else None
+    tls = None
+    if NodeIdentity(Path(str(node.observed.get("state_dir", ""))) / TLS_DIR).is_complete():
+        tls = orchestrator_client_tls(data_dir, node.address) if data_dir else None
+        if tls is None:
+            return {"agent": "unknown: it answers only the orchestrator's certificate, "
+                             "which is not readable here"}
     try:
         client = AgentClient(str(endpoint), Path(str(token_file)).read_text().strip(), tls=tls)
         try:
@@ -93,11 +98,13 @@ def node_list(app: AppContext, as_json: bool, lock_timeout: str) -> None:
     ws = app.workspace
     with ws.locked("node list", parse_lock_timeout(lock_timeout)):
         recorded = ws.store.read()
+    block = ws.loaded.spec.orchestrator
+    data_dir = ws.loaded.base_dir / block.data_dir if block else None
     nodes = sorted((recorded.resources.values() if recorded else []),
                    key=lambda n: address_sort_key(n.address))
     rows = [{"address": n.address, "pool": n.pool, "provider": n.provider,
              "provider_id": n.provider_id, "status": n.status,
-             "endpoint": n.observed.get("endpoint"), **_live_inventory(n)} for n in nodes]
+             "endpoint": n.observed.get("endpoint"), **_live_inventory(n, data_dir)} for n in nodes]
     if as_json:
         print_json(app.out, rows)
         return

@@ -57,6 +57,21 @@ def init_data_dir(data_dir: Path, cluster: str) -> bool:
     return True
 
 
+def orchestrator_client_tls(data_dir: Path, node: str) -> ClientTls | None:
+    """Call node ``node``'s agent as the orchestrator, with the certificate in ``data_dir``.
+
+    For the admin's CLI next to the data dir (``fuzz node list``): an enrolled agent
+    answers no other certificate. None when the CA, the certificate or its key
+    cannot be read there.
+    """
+    try:
+        ca, cert, key = ((data_dir / name).read_bytes()
+                         for name in (CA_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE))
+    except OSError:
+        return None
+    return ClientTls(ca, cert, key, pki.node_dns_name(node))
+
+
 def server_hosts(listen: str, advertise: str | None) -> list[str]:
     """The names and addresses the orchestrator's certificate is valid for."""
     hosts = [address.rpartition(":")[0].strip("[]") for address in (listen, advertise or "")]
@@ -89,7 +104,8 @@ class ClusterTls:
         except pki.PkiError as exc:
             raise ServerStartError(f"the cluster CA in {data_dir}: {exc}") from None
         key = pki.new_key()
-        cert_pem = pki.cert_pem(authority.issue(key.public_key(), "fuzz orchestrator", hosts))
+        cert_pem = pki.cert_pem(authority.issue(key.public_key(), "fuzz orchestrator", hosts,
+                                                orchestrator=True))
         key_pem = pki.key_pem(key)
         files = TlsFiles(data_dir / SERVER_CERT_FILE, data_dir / SERVER_KEY_FILE)
         write_private_file(files.key, key_pem)

@@ -1,21 +1,28 @@
-"""Bearer-token authentication for fuzz's gRPC servers, and reading token files.
+"""Bearer-token authentication for fuzz's gRPC servers, reading token files, and the agent's
+check that only the orchestrator calls it.
 
 Every call must carry the metadata ``authorization: Bearer <token>``, except those
 to the standard health service, which load balancers and the provider's readiness
 check call without credentials. The agent accepts one shared token
 (:func:`shared_token`); the orchestrator looks tokens up among its users'.
+
+An agent serving mutual TLS also requires the client's certificate to be the
+orchestrator's (:class:`OrchestratorOnlyInterceptor`): TLS lets in any certificate
+of the cluster CA, which every enrolled node holds too.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
+from fuzz import pki
 from fuzz.errors import ConfigError
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -95,29 +102,49 @@ def check_authorization(check: TokenCheck, metadata: Iterable[tuple[str, Any]]) 
     return problem if problem is not None else check(token)
 
 
+_HANDLER_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def _same_shape(handler: grpc.RpcMethodHandler[Any, Any] | None,
+                behavior: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with its behavior replaced by ``behavior(old)``.
+
+    Without a handler (an unknown method) a unary one wrapping a no-op.
+    """
+    if handler is not None:
+        for shape, factory in _HANDLER_FACTORIES.items():
+            old = getattr(handler, shape, None)
+            if old is not None:
+                return factory(
+                    behavior(old),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+    return grpc.unary_unary_rpc_method_handler(behavior(lambda request, context: None))
+
+
 def _denying_handler(
     handler: grpc.RpcMethodHandler[Any, Any] | None, message: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler of the same shape as ``handler`` that fails with UNAUTHENTICATED."""
 
-    def deny(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    def deny(old: Behavior) -> Behavior:
+        def denied(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        return denied
 
-    factories: dict[str, Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
-        "unary_unary": grpc.unary_unary_rpc_method_handler,
-        "unary_stream": grpc.unary_stream_rpc_method_handler,
-        "stream_unary": grpc.stream_unary_rpc_method_handler,
-        "stream_stream": grpc.stream_stream_rpc_method_handler,
-    }
-    if handler is not None:
-        for shape, factory in factories.items():
-            if getattr(handler, shape, None) is not None:
-                return factory(
-                    deny,
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-    return grpc.unary_unary_rpc_method_handler(deny)
+    return _same_shape(handler, deny)
+
+
+def _is_open(method: str, open_services: frozenset[str]) -> bool:
+    """Whether ``method`` (``/package.Service/Method``) is one the open services name."""
+    return method in open_services or method.lstrip("/").partition("/")[0] in open_services
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -139,12 +166,68 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Pass authenticated calls on; answer the others with UNAUTHENTICATED."""
-        method: str = handler_call_details.method
-        service = method.lstrip("/").partition("/")[0]
-        if service in self._open or method in self._open:
+        if _is_open(handler_call_details.method, self._open):
             return continuation(handler_call_details)
         metadata = handler_call_details.invocation_metadata or ()
         problem = check_authorization(self._check, metadata)
         if problem is None:
             return continuation(handler_call_details)
         return _denying_handler(continuation(handler_call_details), problem)
+
+
+@functools.lru_cache(maxsize=64)
+def _orchestrator_certificate(pem: bytes) -> bool:
+    """Whether the client certificate ``pem`` is the orchestrator's (parsed once per cert)."""
+    try:
+        return pki.is_orchestrator(pki.load_cert(pem))
+    except pki.PkiError:
+        return False
+
+
+def orchestrator_problem(context: grpc.ServicerContext) -> str | None:
+    """None when the call's client certificate is the orchestrator's, else why not (one line).
+
+    TLS has already checked that the cluster CA issued it; this checks its
+    extended key usage (:data:`fuzz.pki.ORCHESTRATOR_USAGE`).
+    """
+    # grpc-stubs type the values as bytes; grpc gives a list of bytes per property
+    peer = cast(Mapping[str, list[bytes]], context.auth_context())
+    pems = list(peer.get("x509_pem_cert", ()))
+    if pems and _orchestrator_certificate(bytes(pems[0])):
+        return None
+    names = [bytes(n).decode(errors="replace") for n in peer.get("x509_common_name", ())]
+    presented = f"the certificate of {names[0]!r}" if names else "no certificate"
+    return f"only the cluster's orchestrator may call this agent; the caller presented {presented}"
+
+
+class OrchestratorOnlyInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Answer PERMISSION_DENIED to every call whose client certificate is not the orchestrator's.
+
+    Calls to ``open_services`` (the health service: agents check each other's) pass.
+    The certificate is known only inside the call, so each method's behavior is
+    wrapped to look first.
+    """
+
+    def __init__(self, open_services: Iterable[str] = (HEALTH_SERVICE,)) -> None:
+        """Calls to ``open_services`` (services or ``/package.Service/Method``) need no check."""
+        self._open = frozenset(open_services)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """The method's handler, checking the caller's certificate before it runs."""
+        handler = continuation(handler_call_details)
+        if handler is None or _is_open(handler_call_details.method, self._open):
+            return handler
+
+        def checked(old: Behavior) -> Behavior:
+            def check_first(request: Any, context: grpc.ServicerContext) -> Any:
+                problem = orchestrator_problem(context)
+                if problem is not None:
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
+                return old(request, context)
+            return check_first
+
+        return _same_shape(handler, checked)

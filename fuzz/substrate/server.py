@@ -33,7 +33,7 @@ from fuzz.grpcserve import (
     wait_for_stop,
 )
 from fuzz.substrate.access_rpcs import AccessRpcs
-from fuzz.substrate.auth import shared_token
+from fuzz.substrate.auth import OrchestratorOnlyInterceptor, shared_token
 from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
@@ -353,7 +353,9 @@ def serve(
     publishes ``state_dir/agent.json`` once the server answers; removes it on the way
     out. With ``inventory_file`` the node is the one declared there (see
     :mod:`fuzz.substrate.declared`), not the hardware. With ``tls`` it serves TLS
-    only. With ``join`` it registers with that orchestrator and keeps doing so
+    only; with mutual TLS (an enrolled node) it answers only the orchestrator's
+    certificate (:class:`~fuzz.substrate.auth.OrchestratorOnlyInterceptor`). With
+    ``join`` it registers with that orchestrator and keeps doing so
     (:mod:`fuzz.substrate.join`). Jobs get their leased devices as the CDI specs
     in ``cdi_dirs`` describe them (:mod:`fuzz.substrate.lease_devices`). Raises
     AgentStartError or DeclaredInventoryError (FuzzErrors) when it cannot start.
@@ -394,6 +396,7 @@ def serve(
             listen, shared_token(token),
             lambda server: add_substrate_service(service, server),
             SERVICE_NAME, tls=tls, max_workers=MAX_WORKERS,
+            interceptors=[OrchestratorOnlyInterceptor()] if tls and tls.client_ca else [],
         )
         if tls is None:
             print(f"warning: serving plain text (insecure) on {running.endpoint}: anyone on "

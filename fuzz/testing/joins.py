@@ -106,12 +106,12 @@ class JoinRecorder:
         return authority.cert_pem.decode() if authority is not None else None
 
     def client_tls(self, node: str) -> ClientTls:
-        """A client certificate of the recorder's CA, for calling node ``node``'s agent."""
+        """An orchestrator's certificate of the recorder's CA, to call node ``node``'s agent."""
         authority = self._service.authority
         if authority is None:
             raise ValueError("the recorder plays a plain-text cluster: no certificates")
         key = pki.new_key()
-        cert = authority.issue(key.public_key(), "join-recorder")
+        cert = authority.issue(key.public_key(), "join-recorder", orchestrator=True)
         return ClientTls(authority.cert_pem, pki.cert_pem(cert), pki.key_pem(key),
                          pki.node_dns_name(node))
 
