@@ -24,11 +24,13 @@ from fuzz.grpcclient import ClientTls
 from fuzz.orchestrate.client import (
     AccessDeniedError,
     OrchestratorClient,
+    OrchestratorError,
     OrchestratorUnreachableError,
 )
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.orchestrate.datadir import init_data_dir
 from fuzz.orchestrate.iam_client import IamClient
+from fuzz.orchestrate.policy import statement
 from fuzz.orchestrate.server import ServerSettings, serve
 from fuzz.substrate.client import AgentClient, AgentError, AgentUnreachableError
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, registration_payload
@@ -244,3 +246,28 @@ def test_users_see_their_own_workflows_and_secrets(cluster: Cluster) -> None:
         assert {w.name for w in admin.list_workflows()} >= {"alices-flow", "bobs-flow"}
         assert admin.get_workflow("alices-flow").owner == "alice"
         assert admin.list_secrets() == []  # secrets are per user: alice's are hers
+
+
+def test_someone_elses_secret_answers_like_a_missing_one(cluster: Cluster) -> None:
+    with cluster.client("alice") as alice:
+        alice.start_workflow("alices-secret-flow", FUZZFILE, "flow.yaml")
+        alice.create_secret("regcred", b"alice:hunter2")
+    with cluster.iam(cluster.admin_token) as admin:
+        admin.put_role("operator", [statement("allow", ["workflow:*"], ["workflow/*"]),
+                                    statement("allow", ["secret:*"], ["secret/${user}/*"])])
+        admin.put_user("carol", ["operator"], [])
+        code = admin.issue_login_code("carol").code
+    with cluster.iam("") as anonymous:
+        carol_token = anonymous.login(code).token
+    answers = {}
+    with OrchestratorClient(cluster.endpoint, carol_token, tls=ClientTls(cluster.ca)) as carol:
+        for secret in ("regcred", "nosuch"):  # alice's, and nobody's
+            using = FUZZFILE.replace('nothing:1"}', f'nothing:1", secret: secret://user/{secret}}}')
+            with pytest.raises(OrchestratorError) as refused:
+                carol.start_workflow("alices-secret-flow", using, "flow.yaml")
+            answers[secret] = (type(refused.value), str(refused.value).replace(secret, "X"))
+        with pytest.raises(OrchestratorError) as own:
+            carol.start_workflow("carols-flow", using.replace("nosuch", "mine"), "flow.yaml")
+    assert answers["regcred"] == answers["nosuch"] == (type(own.value), str(own.value).replace(
+        "mine", "X")) == (OrchestratorError, "flow.yaml: jobs.hello.image.secret: no secret 'X' "
+                          "(create it with: fuzz secret create X)")

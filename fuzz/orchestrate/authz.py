@@ -94,6 +94,20 @@ class Authorizer:
             raise PermissionDeniedError(
                 f"{identity.user} may not {action} on {resource} ({decision.reason})")
 
+    def check_hidden(self, identity: Identity, action: str, resource: str, owner: str,
+                     hidden: FuzzError) -> None:
+        """:meth:`check`, but a denial on what belongs to another ``owner`` raises ``hidden``.
+
+        ``hidden`` is the answer for a missing one, so the refusal reveals neither
+        that it exists nor whose it is. The audit log records the real decision.
+        """
+        try:
+            self.check(identity, action, resource)
+        except PermissionDeniedError:
+            if owner == identity.user:
+                raise
+            raise hidden from None
+
     def authorize(self, context: grpc.ServicerContext, action: str, resource: str) -> Identity:
         """:meth:`identify` the caller and :meth:`check` them; returns who it was."""
         identity = self.identify(context)

@@ -35,7 +35,7 @@ from fuzz.orchestrate.records import (
     VolumeRecord,
     WorkflowRecord,
 )
-from fuzz.orchestrate.secretstore import SecretStore, registry_credentials
+from fuzz.orchestrate.secretstore import SecretStore, missing_secret, registry_credentials
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.taskexec import LaunchPlan, Outcome, TaskExecutor
 from fuzz.orchestrate.transfer import TransferError, s3_credentials_from_secret
@@ -225,9 +225,7 @@ class Runner:
         known = {secret.name for secret in self._secrets.list(owner)}
         for where, secret in secret_references(loaded.fuzzfile):
             if secret not in known:
-                raise FuzzError(
-                    f"{loaded.path}: {where}: no secret {secret!r} "
-                    f"(create it with: fuzz secret create {secret})")
+                raise missing_secret(loaded.path, where, secret)
 
     def cancel(self, name: str) -> WorkflowRecord:
         """Ask the latest run of ``name`` to stop: queued tasks end, running ones are stopped."""

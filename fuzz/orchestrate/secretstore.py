@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from fuzz.encryption import Sealer
 from fuzz.errors import FuzzError
@@ -23,6 +24,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 class SecretError(FuzzError):
     """A secret that does not exist, exists already, or has a bad name or size."""
+
+
+def missing_secret(path: str | Path, where: str, name: str) -> SecretError:
+    """The answer for a Fuzzfile's secret that is not there (or not the caller's to see)."""
+    return SecretError(f"{path}: {where}: no secret {name!r} "
+                       f"(create it with: fuzz secret create {name})")
 
 
 def _binding(owner: str, name: str) -> bytes:

@@ -48,7 +48,7 @@ from fuzz.orchestrate.runner import (
     WorkflowNotFoundError,
     WorkflowSnapshot,
 )
-from fuzz.orchestrate.secretstore import SecretError, SecretStore
+from fuzz.orchestrate.secretstore import SecretError, SecretStore, missing_secret
 from fuzz.orchestrate.workflow import (
     HostPathError,
     WorkflowNameError,
@@ -253,8 +253,9 @@ class OrchestratorService:
             loaded = parse_fuzzfile(request.fuzzfile, request.file_name or "Fuzzfile",
                                     capacities=None if elastic else self._nodes.capacities(),
                                     capacities_are_nodes=True)
-            for _, secret in secret_references(loaded.fuzzfile):
-                self._authz.check(identity, "secret:use", secret_resource(owner, secret))
+            for where, secret in secret_references(loaded.fuzzfile):
+                self._authz.check_hidden(identity, "secret:use", secret_resource(owner, secret),
+                                         owner, missing_secret(loaded.path, where, secret))
             self._runner.submit(request.name, owner, loaded)
             return workflow_message(self._runner.snapshot(request.name))
         except FuzzError as exc:
