@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -48,6 +50,45 @@ def run_fuzz(cwd: Path, *args: str, timeout: float = 120, stdin: str = "",
                           timeout=timeout, input=stdin, env={**os.environ, **(env or {})})
     assert "Traceback" not in proc.stderr, proc.stderr
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_fuzz_in_terminal(cwd: Path, *args: str, typed: str, timeout: float = 60,
+                         env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run ``fuzz ARGS`` on a pseudo-terminal; type ``typed`` at its first prompt.
+
+    The terminal is its stdin, stdout and stderr (not its controlling terminal: it
+    runs in a session of its own). Returns the exit code and everything the
+    terminal showed, which includes whatever was echoed of ``typed``.
+    """
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(fuzz_command(*args), cwd=cwd, stdin=follower, stdout=follower,
+                            stderr=follower, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+    os.close(follower)
+    shown = b""
+    answered = False
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], max(deadline - time.monotonic(), 0))
+            assert ready, f"fuzz {' '.join(args)} showed only {shown!r}"
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: every end of the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+            if not answered and shown.rstrip().endswith(b":"):
+                os.write(leader, typed.encode() + b"\n")
+                answered = True
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+    text = shown.decode(errors="replace")
+    assert "Traceback" not in text, text
+    return proc.wait(timeout), text
 
 
 def agent_pids(under: Path) -> list[int]:

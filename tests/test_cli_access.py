@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cliutil import Result, run_fuzz
+from cliutil import Result, run_fuzz, run_fuzz_in_terminal
 from threadsignal import a_thread_other_than_main, signal_thread, thread_name
 
 from fuzz.testing.oci import free_port
@@ -40,11 +40,11 @@ class Site:
         self.address = f"127.0.0.1:{port}"
         self.data_dir = self.admin_dir / ".fuzz" / "server"
 
-    def admin(self, *args: str) -> Result:
-        return run_fuzz(self.admin_dir, *args)
+    def admin(self, *args: str, stdin: str = "") -> Result:
+        return run_fuzz(self.admin_dir, *args, stdin=stdin)
 
-    def user(self, *args: str) -> Result:
-        return run_fuzz(self.laptop, *args, env={"FUZZ_CONFIG": str(self.config)})
+    def user(self, *args: str, stdin: str = "") -> Result:
+        return run_fuzz(self.laptop, *args, stdin=stdin, env={"FUZZ_CONFIG": str(self.config)})
 
     def code_for(self, name: str, role: str) -> str:
         added = self.admin("iam", "user", "add", name, "--role", role, "--json")
@@ -158,3 +158,39 @@ def test_admins_set_roles_from_policy_files_and_draw_the_curtain(site: Site,
     assert "The curtain is drawn" in drawn.out
     assert site.admin("whoami", "--json").json()["curtain"] is True
     assert "The curtain is open" in site.admin("iam", "curtain", "off").out
+
+
+def _warning(option: str) -> str:
+    return (f"warning: {option} VALUE is visible to other users in the process list and stays "
+            f"in your shell history; give {option} without a value to type it hidden or pipe "
+            "it in")
+
+
+def test_secret_values_are_piped_or_typed_hidden_and_warned_about_on_the_command_line(
+        site: Site) -> None:
+    piped = site.admin("secret", "create", "piped", "--from-literal", stdin="s3cr3t\n")
+    assert piped.code == 0 and "secret piped stored (6 bytes" in piped.out, piped.err
+    assert "warning" not in piped.err
+    given = site.admin("secret", "create", "given", "--from-literal", "visible", "--replace")
+    assert given.code == 0 and "secret given stored (7 bytes" in given.out
+    assert given.err.strip() == _warning("--from-literal")
+    code, shown = run_fuzz_in_terminal(site.admin_dir, "secret", "create", "typed",
+                                       "--from-literal", "--replace", typed="hidden-value")
+    assert code == 0 and "Secret value: " in shown and "secret typed stored (12 bytes" in shown
+    assert "hidden-value" not in shown and "warning" not in shown
+
+
+def test_login_codes_are_piped_or_typed_hidden_and_warned_about_on_the_command_line(
+        site: Site) -> None:
+    ca = ("--ca-file", str(site.data_dir / "ca.pem"))
+    piped = site.user("login", site.address, *ca, "--context", "piped",
+                      stdin=site.code_for("dora", "user") + "\n")
+    assert piped.code == 0 and "as dora" in piped.out and "warning" not in piped.err, piped.err
+    given = site.login(site.code_for("erin", "user"), "--context", "given")
+    assert given.code == 0 and given.err.strip() == _warning("--code")
+    typed = site.code_for("fred", "user")
+    code, shown = run_fuzz_in_terminal(site.laptop, "login", site.address, *ca, "--context",
+                                       "typed", typed=typed,
+                                       env={"FUZZ_CONFIG": str(site.config)})
+    assert code == 0 and "Login code: " in shown and "as fred" in shown, shown
+    assert typed not in shown and "warning" not in shown

@@ -11,6 +11,7 @@ from fuzz.cli.connection import connect_iam, server_options
 from fuzz.cli.contexts import ClientConfig, Context, config_path
 from fuzz.cli.options import AppContext, json_option, parse_duration_option, pass_app
 from fuzz.cli.render import print_json
+from fuzz.cli.secretinput import ASK, secret_option_value
 from fuzz.grpcclient import ClientTls
 from fuzz.orchestrate.client import AccessDeniedError
 from fuzz.orchestrate.connect import read_ca_file
@@ -25,8 +26,9 @@ def expiry(seconds: float) -> str:
 
 @click.command()
 @click.argument("server", metavar="HOST:PORT")
-@click.option("--code", prompt="Login code", hide_input=True,
-              help="The one-time login code an admin gave you (asked for when not given).")
+@click.option("--code", metavar="[CODE]", is_flag=False, flag_value=ASK, default=ASK,
+              help="The one-time login code an admin gave you: typed (hidden) or piped in "
+              "when left out; a CODE given here shows in the process list (warns).")
 @click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PEM",
               help="The cluster CA (the server's DATA_DIR/ca.pem) to verify the server with.")
 @click.option("--insecure", is_flag=True, help="Plain text, no TLS (warns; not for real use).")
@@ -49,8 +51,9 @@ def login(app: AppContext, server: str, code: str, ca_file: Path | None, insecur
     if insecure:
         click.echo(f"warning: logging in to {server} in plain text (--insecure): the token "
                    "crosses the network unencrypted", err=True)
+    code = secret_option_value("--code", code, "Login code").strip()
     with IamClient(server, "", tls=ClientTls(ca) if ca else None) as client:
-        session = client.login(code.strip(), parse_duration_option("--ttl", ttl) if ttl else 0.0)
+        session = client.login(code, parse_duration_option("--ttl", ttl) if ttl else 0.0)
     context_name = name or f"{session.user}@{server}"
     path = config_path()
     config = ClientConfig.load(path)

@@ -10,6 +10,7 @@ import click
 
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.options import AppContext, json_option, pass_app
+from fuzz.cli.secretinput import ASK, secret_option_value
 from fuzz.cli.workflow_view import clock, to_dict
 from fuzz.errors import ConfigError
 
@@ -23,19 +24,23 @@ def secret() -> None:
 @click.argument("name")
 @click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the value from this file ('-' for standard input).")
-@click.option("--from-literal", metavar="VALUE", help="The value itself (visible in your "
-              "shell history: prefer --from-file).")
+@click.option("--from-literal", metavar="[VALUE]", is_flag=False, flag_value=ASK,
+              help="The value: typed (hidden) or piped in when VALUE is left out; a VALUE "
+              "given here shows in the process list and your shell history (warns).")
 @click.option("--replace", is_flag=True, help="Replace an existing secret of that name.")
 @server_options
 @json_option
 @pass_app
 def create(app: AppContext, name: str, from_file: Path | None, from_literal: str | None,
            replace: bool, server: str | None, token_file: Path | None, as_json: bool) -> None:
-    """Store secret NAME; reference it from a Fuzzfile as secret://user/NAME."""
+    """Store secret NAME; reference it from a Fuzzfile as secret://user/NAME.
+
+    Give NAME before --from-literal: a word after --from-literal is its value.
+    """
     if (from_file is None) == (from_literal is None):
         raise click.UsageError("give exactly one of --from-file and --from-literal")
     if from_literal is not None:
-        value = from_literal.encode()
+        value = secret_option_value("--from-literal", from_literal, "Secret value").encode()
     elif str(from_file) == "-":
         value = sys.stdin.buffer.read()
     else:
