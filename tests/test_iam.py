@@ -183,3 +183,24 @@ def test_the_authorizer_decides_audits_and_honours_the_curtain(
     assert (lines[-1]["who"], lines[-1]["action"], lines[-1]["allowed"]) == (
         "-", "authenticate", False)
     assert oct(audit_path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_giving_a_user_more_revokes_their_unspent_login_codes(iam: IamDirectory) -> None:
+    iam.put_role("reader", [statement("allow", ["workflow:read"], ["workflow/*"])])
+    iam.put_group("readers", [])
+    iam.put_user("carol", ["submit-only"], ["readers"])
+    widenings = [
+        lambda: iam.put_user("carol", ["submit-only", "user"], ["readers"]),  # a role
+        lambda: iam.put_group("readers", ["reader"]),  # a role of her group
+        lambda: iam.put_role("reader", [statement("allow", ["*"], ["*"])]),  # that role
+    ]
+    for widen in widenings:
+        code, _ = iam.issue_code("carol")
+        kept, _ = iam.issue_code("alice")
+        widen()
+        with pytest.raises(AuthenticationError, match="used or revoked"):
+            iam.login(code)
+        assert iam.login(kept)[1] == "alice"  # other users' codes stay
+    code, _ = iam.issue_code("carol")
+    iam.put_user("carol", ["user"], [])  # less: the code stays good
+    assert iam.login(code)[1] == "carol"

@@ -119,3 +119,15 @@ def test_the_data_dir_admin_token_can_still_do_everything(cluster: Orchestrator)
         admin.put_user("trusted", ["admin"], ["ops"])
         assert admin.issue_login_code("trusted").user == "trusted"
         admin.delete_user("trusted")
+
+
+def test_a_code_issued_before_its_user_was_given_more_cannot_be_spent(
+        cluster: Orchestrator) -> None:
+    with cluster.iam(cluster.login("mallory")) as mallory:
+        mallory.put_user("dan", ["user"], [])
+        code = mallory.issue_login_code("dan").code
+    with cluster.iam(cluster.admin_token) as admin:
+        admin.put_user("dan", ["user"], ["ops"])  # dan becomes admin through the group
+    with cluster.iam("") as anonymous, \
+            pytest.raises(AccessDeniedError, match="the login code was used or revoked"):
+        anonymous.login(code)

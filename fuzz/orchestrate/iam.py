@@ -3,8 +3,10 @@
 Tokens and one-time login codes are random strings the server keeps only as
 SHA-256 hashes, with an expiry; revoking marks the hash. An admin adds a user and
 hands them a login code (``fuzz iam user add``); ``fuzz login`` spends the code
-for a token of that user. The data dir's ``admin.token`` is the bootstrap
-credential of the built-in ``admin`` user: whoever can read the data dir is admin.
+for a token of that user. Giving a user more (a role, a group, a wider role)
+revokes their unspent login codes: a code is issued for the user as they were.
+The data dir's ``admin.token`` is the bootstrap credential of the built-in
+``admin`` user: whoever can read the data dir is admin.
 
 Everything is held in memory (a cluster has few users) and written through to
 the store, so a check costs no database query.
@@ -215,6 +217,9 @@ class IamDirectory:
             record = UserRecord(name, roles, groups, known.created if known else self._clock())
             self._store.save(record)
             self._users[name] = record
+            if known is not None and (set(roles) - set(known.roles) or
+                                      set(groups) - set(known.groups)):
+                self._revoke_codes({name})
             return record
 
     def user(self, name: str) -> UserRecord | None:
@@ -245,9 +250,12 @@ class IamDirectory:
         roles = sorted(set(roles))
         with self._lock:
             self._require(check_name("group", name), roles, ())
+            known = self._groups.get(name)
             record = GroupRecord(name, roles)
             self._store.save(record)
             self._groups[name] = record
+            if known is not None and set(roles) - set(known.roles):
+                self._revoke_codes({u.name for u in self._users.values() if name in u.groups})
             return record
 
     def group(self, name: str) -> GroupRecord | None:
@@ -280,7 +288,11 @@ class IamDirectory:
         role = Role(name, tuple(statements))
         with self._lock:
             self._store.save(_role_record(name, statements))
+            known = self._roles.get(name)
             self._roles[name] = role
+            if known is not None and known.statements != role.statements:
+                self._revoke_codes({u.name for u in self._users.values()
+                                    if name in self._effective_roles(u)})
         return role
 
     def delete_role(self, name: str) -> None:
@@ -309,6 +321,15 @@ class IamDirectory:
         for group in groups:
             if group not in self._groups:
                 raise IamNotFoundError(f"{name}: no group {group!r} (create it first)")
+
+    def _revoke_codes(self, users: set[str]) -> None:
+        """Revoke the unspent login codes of ``users`` (the lock is held)."""
+        codes = [t for t in self._tokens.values()
+                 if t.user in users and t.kind == "code" and not t.revoked]
+        for record in codes:
+            record.revoked = True
+        if codes:
+            self._store.save(*codes)
 
     def _effective_roles(self, user: UserRecord) -> tuple[str, ...]:
         roles = set(user.roles)
