@@ -174,3 +174,44 @@ def test_symlink_swaps_in_a_volume_never_lead_a_transfer_out(
     # the egress of this owner's volume waited while another workflow's job mounted it
     assert waited, "no transfer waited for the attacker's job"
     assert egress_runs * ROUNDS * 3 + INGRESSES >= 200
+
+
+def test_a_job_waits_while_another_workflows_transfer_copies_its_persistent_volume(
+        cluster: LocalCluster, busybox_image: PushedImage, host_root: Path) -> None:
+    image = busybox_image.reference
+    mine = host_root / "admin"
+    mine.mkdir(mode=0o700, exist_ok=True)
+    os.chown(mine, 65534, 65534)
+    big = mine / "big"
+    with big.open("wb") as sparse:
+        sparse.truncate(2 * 1024**3)  # long enough to copy for the reader to be seen waiting
+    cluster.start("filler", f"""\
+version: v1
+volumes:
+  v:
+    reference: volume://user/persistent/shared
+    ingress:
+      - {{source: {{uri: file://{big}}}, destination: {{uri: file://big}}}}
+jobs:
+  done: {{image: {{uri: {image}}}, command: ["true"], mounts: {{v: {{location: /vol}}}}}}
+""")
+    deadline = time.monotonic() + 60
+    while cluster.status("filler")["volumes"][0]["transfers"][0]["state"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    cluster.start("reader", f"""\
+version: v1
+volumes:
+  v: {{reference: volume://user/persistent/shared}}
+jobs:
+  look: {{image: {{uri: {image}}}, command: [ls, /vol], mounts: {{v: {{location: /vol}}}}}}
+""")
+    seen: set[str] = set()
+    while cluster.status("filler")["volumes"][0]["transfers"][0]["state"] == "RUNNING":
+        task = cluster.status("reader")["tasks"][0]
+        seen.add(f"{task['state']}: {task['waiting_for']}")
+    assert "QUEUED: waiting for a transfer of workflow filler.1 to this persistent volume" in seen
+    assert not any(state.startswith(("STARTING", "RUNNING", "SUCCEEDED")) for state in seen)
+    assert cluster.wait("reader")["state"] == "SUCCEEDED"
+    assert cluster.wait("filler")["state"] == "SUCCEEDED"
+    big.unlink()
