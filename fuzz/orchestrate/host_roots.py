@@ -31,7 +31,6 @@ from fuzz.orchestrate.transfer_stream import TransferError
 
 FILE = "file://"
 OWNER_MODE = 0o700
-UNSAFE_BITS = stat.S_IWGRP | stat.S_IWOTH
 
 
 class HostRootError(FuzzError):
@@ -46,8 +45,8 @@ class HostRoot:
     fd: int
 
 
-def _unsafe(path: str, component: str, info: os.stat_result) -> str | None:
-    """Why the directory ``component`` (``path`` or one of its parents) is unsafe."""
+def _unsafe(component: str, info: os.stat_result) -> str | None:
+    """Why the directory ``component`` (a host path or one of its parents) is unsafe."""
     if info.st_uid != 0:
         return f"{component} is owned by uid {info.st_uid}, not root"
     writers = [who for who, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH))
@@ -72,7 +71,7 @@ def open_root(path: str) -> HostRoot:
     walked = "/"
     try:
         for part in [p for p in path.split("/") if p not in ("", ".")]:
-            problem = _unsafe(path, walked, os.fstat(fd))
+            problem = _unsafe(walked, os.fstat(fd))
             if problem is not None:
                 raise refuse(problem)
             if part == "..":
@@ -85,7 +84,7 @@ def open_root(path: str) -> HostRoot:
                 raise refuse(_why_not_opened(fd, part, walked, exc)) from None
             os.close(fd)
             fd = following
-        problem = _unsafe(path, walked, os.fstat(fd))
+        problem = _unsafe(walked, os.fstat(fd))
         if problem is not None:
             raise refuse(problem)
     except BaseException:
