@@ -21,17 +21,19 @@ from fakes.tls import self_signed
 from moto_s3 import MotoS3
 
 from fuzz.errors import ConfigError
+from fuzz.orchestrate.host_roots import HostAccess, HostRoots
 from fuzz.orchestrate.transfer import (
     S3Credentials,
     TransferError,
     egress,
     ingress,
-    path_in_volume,
     s3_credentials_from_secret,
+    volume_relative,
 )
 from fuzz.orchestrate.transfer_http import CLOUD_METADATA_NETWORKS, http_source
 from fuzz.orchestrate.transfer_stream import PROGRESS_EVERY, Source
 from fuzz.testing.oci import free_port
+from tests.workflowutil import safe_host_root
 
 MiB = 1024 * 1024
 BIG = bytes(range(256)) * (9 * MiB // 256 + 3)  # over boto3's 8 MiB multipart threshold
@@ -216,36 +218,55 @@ def test_https_is_checked_before_the_handshake_and_verified_after(
 # --- file:// and volume paths ---------------------------------------------------------------
 
 
-def test_a_host_directory_goes_in_and_comes_out_as_the_same_tree(tmp_path: Path,
-                                                                 volume: Path) -> None:
-    source = tmp_path / "dataset"
+@pytest.fixture
+def host() -> Iterator[tuple[Path, HostAccess]]:
+    """alice's directory in a host path (root-owned, not under /tmp), and her access to it."""
+    with safe_host_root() as root:
+        roots = HostRoots.open([root])
+        (root / "alice").mkdir(mode=0o700)
+        try:
+            yield root / "alice", HostAccess(roots, "alice")
+        finally:
+            roots.close()
+
+
+def test_a_host_directory_goes_in_and_comes_out_as_the_same_tree(
+        host: tuple[Path, HostAccess], volume: Path) -> None:
+    mine, access = host
+    source = mine / "dataset"
     files = make_tree(source)
-    into = ingress(f"file://{source}", "file://data", volume, host_roots=[tmp_path])
+    into = ingress(f"file://{source}", "file://data", volume, host=access)
     assert tree(volume / "data") == files
     assert (into.files, into.size) == (3, sum(len(d) for d in files.values()))
     assert into.sha256 == sha256sum_listing_digest(source)
 
-    out = egress("file://data", f"file://{tmp_path}/results", volume, host_roots=[tmp_path])
-    assert tree(tmp_path / "results") == files
+    out = egress("file://data", f"file://{mine}/results", volume, host=access)
+    assert tree(mine / "results") == files
     assert (out.sha256, out.size, out.files) == (into.sha256, into.size, into.files)
     assert oct((volume / "data" / "a.txt").stat().st_mode & 0o777) == "0o644"
+    assert oct((mine / "results" / "a.txt").stat().st_mode & 0o777) == "0o640"
+    assert oct((mine / "results" / "sub").stat().st_mode & 0o777) == "0o750"
 
 
-def test_a_tree_merges_into_an_existing_directory(tmp_path: Path, volume: Path) -> None:
-    source = tmp_path / "dataset"
+def test_a_tree_merges_into_an_existing_directory(host: tuple[Path, HostAccess],
+                                                  volume: Path) -> None:
+    mine, access = host
+    source = mine / "dataset"
     files = make_tree(source)
     (volume / "data").mkdir()
     (volume / "data" / "keep.txt").write_bytes(b"mine")
     (volume / "data" / "a.txt").write_bytes(b"old")
-    ingress(f"file://{source}", "file://data", volume, host_roots=[tmp_path])
+    ingress(f"file://{source}", "file://data", volume, host=access)
     assert tree(volume / "data") == {**files, "keep.txt": b"mine"}
 
 
-def test_egress_of_one_file_into_a_host_directory(tmp_path: Path, volume: Path) -> None:
+def test_egress_of_one_file_into_a_host_directory(host: tuple[Path, HostAccess],
+                                                  volume: Path) -> None:
+    mine, access = host
     (volume / "out.txt").write_bytes(SMALL)
-    (tmp_path / "results").mkdir()
-    result = egress("file://out.txt", f"file://{tmp_path}/results/", volume, host_roots=[tmp_path])
-    assert (tmp_path / "results" / "out.txt").read_bytes() == SMALL
+    (mine / "results").mkdir()
+    result = egress("file://out.txt", f"file://{mine}/results/", volume, host=access)
+    assert (mine / "results" / "out.txt").read_bytes() == SMALL
     assert result.sha256 == hashlib.sha256(SMALL).hexdigest()
 
 
@@ -255,14 +276,15 @@ def test_egress_of_one_file_into_a_host_directory(tmp_path: Path, volume: Path) 
     ("file:///etc/passwd", "absolute paths are not allowed in a volume; use file://relative/path"),
     ("s3://bucket/x", "a volume path must be file://relative/path"),
 ])
-def test_volume_paths_that_escape_are_rejected(volume: Path, uri: str, reason: str) -> None:
+def test_volume_paths_that_escape_are_rejected(uri: str, reason: str) -> None:
     with pytest.raises(TransferError) as caught:
-        path_in_volume(volume, uri)
+        volume_relative(uri)
     assert str(caught.value) == f"{uri}: {reason}"
 
 
-def test_symlinks_out_of_the_volume_are_rejected_both_ways(tmp_path: Path,
-                                                           volume: Path) -> None:
+def test_symlinks_in_the_volume_are_refused_both_ways(host: tuple[Path, HostAccess],
+                                                      tmp_path: Path, volume: Path) -> None:
+    mine, access = host
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_bytes(b"host secret")
@@ -270,56 +292,69 @@ def test_symlinks_out_of_the_volume_are_rejected_both_ways(tmp_path: Path,
     (volume / "results").mkdir()
     (volume / "results" / "leak").symlink_to(outside / "secret")
     (volume / "inside.txt").write_bytes(SMALL)
-    (volume / "results" / "ok").symlink_to(volume / "inside.txt")
-    assert path_in_volume(volume, "file://results/ok") == (volume / "inside.txt").resolve()
-
-    with pytest.raises(TransferError, match=r"^file://link/x: a symlink leads outside"):
-        ingress(f"file://{volume}/inside.txt", "file://link/x", volume, host_roots=[tmp_path])
-    with pytest.raises(TransferError, match=r"^file://results/leak: a symlink leads outside"):
-        egress("file://results/leak", f"file://{tmp_path}/copy", volume, host_roots=[tmp_path])
+    (volume / "results" / "ok").symlink_to("../inside.txt")  # inside, but a symlink
+    (mine / "inside.txt").write_bytes(SMALL)
+    refused = "transfers follow no symlinks in the volume"
     with pytest.raises(TransferError) as caught:
-        egress("file://results", f"file://{tmp_path}/copy", volume, host_roots=[tmp_path])
-    assert str(caught.value) == "file://results: leak is a symlink that leads outside the volume"
-    dataset = tmp_path / "dataset"
+        ingress(f"file://{mine}/inside.txt", "file://link/x", volume, host=access)
+    assert str(caught.value) == f"file://link/x: link/x is or passes through a symlink; {refused}"
+    for uri in ("file://results/leak", "file://results/ok"):
+        with pytest.raises(TransferError, match=rf"^{uri}: .* is or passes through a symlink"):
+            egress(uri, f"file://{mine}/copy", volume, host=access)
+    with pytest.raises(TransferError) as caught:
+        egress("file://results", f"file://{mine}/copy", volume, host=access)
+    assert str(caught.value) == f"file://results: leak is a symlink; {refused}"
+    dataset = mine / "dataset"
     make_tree(dataset)
     (volume / "data").mkdir()
     (volume / "data" / "sub").symlink_to(outside)  # left by an earlier workflow
-    with pytest.raises(TransferError, match=r"^file://data: a symlink leads outside"):
-        ingress(f"file://{dataset}", "file://data", volume, host_roots=[tmp_path])
-    assert sorted(os.listdir(outside)) == ["secret"] and not (tmp_path / "copy").exists()
+    with pytest.raises(TransferError, match=rf"^file://data: .*sub.* symlink; {refused}$"):
+        ingress(f"file://{dataset}", "file://data", volume, host=access)
+    assert sorted(os.listdir(outside)) == ["secret"] and not (mine / "copy").exists()
+    assert [p.name for p in (volume / "data").iterdir()] == ["sub"]  # nothing staged is left
 
 
-def test_special_files_and_unknown_schemes_are_refused(tmp_path: Path, volume: Path) -> None:
+def test_special_files_and_unknown_schemes_are_refused(host: tuple[Path, HostAccess],
+                                                       volume: Path) -> None:
+    mine, access = host
     (volume / "out").mkdir()
     os.mkfifo(volume / "out" / "pipe")
     with pytest.raises(TransferError, match=r"^file://out: pipe is not a regular file$"):
-        egress("file://out", f"file://{tmp_path}/copy", volume, host_roots=[tmp_path])
+        egress("file://out", f"file://{mine}/copy", volume, host=access)
+    with pytest.raises(TransferError, match=r"^file://out/pipe: not a regular file or dir"):
+        egress("file://out/pipe", f"file://{mine}/copy", volume, host=access)
     with pytest.raises(TransferError, match=r"^ftp://h/x: an ingress source must be"):
         ingress("ftp://h/x", "file://x", volume)
     with pytest.raises(TransferError, match=r"^file://relative: a file on the orchestrator host"):
-        ingress("file://relative", "file://x", volume, host_roots=[tmp_path])
+        ingress("file://relative", "file://x", volume, host=access)
     with pytest.raises(TransferError, match=r"^file:///.*/nonexistent: No such file or directory"):
-        ingress(f"file://{tmp_path}/nonexistent", "file://x", volume, host_roots=[tmp_path])
+        ingress(f"file://{mine}/nonexistent", "file://x", volume, host=access)
 
 
-def test_host_paths_outside_the_admins_directories_are_refused(tmp_path: Path,
-                                                               volume: Path) -> None:
-    allowed, secret = tmp_path / "shared", tmp_path / "secret.txt"
-    allowed.mkdir()
+def test_host_paths_outside_the_owners_directory_are_refused(host: tuple[Path, HostAccess],
+                                                             volume: Path) -> None:
+    mine, access = host
+    root = mine.parent
+    secret = root / "secret.txt"
     secret.write_bytes(b"host secret")
-    (allowed / "sneaky").symlink_to(secret)
+    (mine / "sneaky").symlink_to(secret)
     (volume / "out.txt").write_bytes(SMALL)
-    refused = r"outside the directories workflows may use on the orchestrator host"
-    with pytest.raises(TransferError, match=rf"^file://{secret}: {refused} \(none; an admin"):
+    refused = r"outside the directories workflows of alice may use on the orchestrator host"
+    with pytest.raises(TransferError, match=rf"^file://{secret}: outside the directories "
+                       r"workflows may use on the orchestrator host \(none; an admin"):
         ingress(f"file://{secret}", "file://x", volume)  # nothing is allowed by default
-    for uri in (f"file://{secret}", f"file://{allowed}/sneaky", f"file://{allowed}/../x"):
-        with pytest.raises(TransferError, match=rf"^{re.escape(uri)}: {refused} \({allowed};"):
-            ingress(uri, "file://x", volume, host_roots=[allowed])
+    for uri in (f"file://{secret}", "file:///etc/passwd", f"file://{root}/bob/x"):
+        with pytest.raises(TransferError, match=rf"^{re.escape(uri)}: {refused} \({mine}/;"):
+            ingress(uri, "file://x", volume, host=access)
         with pytest.raises(TransferError, match=rf"^{re.escape(uri)}: {refused}"):
-            egress("file://out.txt", uri, volume, host_roots=[allowed])
+            egress("file://out.txt", uri, volume, host=access)
+    with pytest.raises(TransferError, match=r"'\.\.' is not allowed"):
+        ingress(f"file://{mine}/../secret.txt", "file://x", volume, host=access)
+    with pytest.raises(TransferError, match="sneaky is or passes through a symlink"):
+        ingress(f"file://{mine}/sneaky", "file://x", volume, host=access)
     assert secret.read_bytes() == b"host secret" and not (volume / "x").exists()
-    egress("file://out.txt", f"file://{allowed}/out.txt", volume, host_roots=[allowed])
-    assert (allowed / "out.txt").read_bytes() == SMALL
+    egress("file://out.txt", f"file://{mine}/out.txt", volume, host=access)
+    assert (mine / "out.txt").read_bytes() == SMALL
 
 
 # --- s3:// ---------------------------------------------------------------------------------

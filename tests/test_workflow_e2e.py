@@ -27,19 +27,27 @@ from tests.workflowutil import (
     LocalCluster,
     dump,
     local_cluster,
+    safe_host_root,
     tasks_by_key,
 )
 
 
 @pytest.fixture(scope="module")
+def host_root() -> Iterator[Path]:
+    """Where the tests' egress may write (the admin's part of it: ``<root>/admin/``)."""
+    with safe_host_root() as root:
+        yield root
+
+
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage,
-            auth_busybox_image: PushedImage) -> Iterator[LocalCluster]:
+            auth_busybox_image: PushedImage, host_root: Path) -> Iterator[LocalCluster]:
     """Two local nodes and their orchestrator, for every test of this module."""
     directory = tmp_path_factory.mktemp("cluster")
     os.chmod(directory, 0o755)  # jobs run as nobody; volumes live under it
     registries = [busybox_image.registry.host, auth_busybox_image.registry.host]
-    results = tmp_path_factory.getbasetemp()  # where the tests' egress may write
-    with local_cluster(directory, registries, free_port(), host_paths=[str(results)]) as running:
+    with local_cluster(directory, registries, free_port(),
+                       host_paths=[str(host_root)]) as running:
         yield running
 
 
@@ -127,13 +135,16 @@ def test_nodes_joined_over_mutual_tls_with_certificates_of_their_own(
 
 
 def test_a_pipeline_runs_end_to_end(cluster: LocalCluster, web: tuple[str, Path],
-                                    busybox_image: PushedImage, tmp_path: Path) -> None:
+                                    busybox_image: PushedImage, host_root: Path) -> None:
     url, root = web
-    out = tmp_path / "out"
+    out = host_root / "admin" / "pipeline"
     cluster.start("pipeline", PIPELINE.format(url=url, out=out, image=busybox_image.reference))
     status = cluster.wait("pipeline")
     assert status["state"] == "SUCCEEDED", dump(status)
     assert (out / "summary.txt").read_text() == "hello words=6 lines=3 uid=65534\n"
+    written = (out / "summary.txt").stat()  # the owner's, readable by nobody else
+    assert (written.st_uid, oct(written.st_mode & 0o777)) == (65534, "0o640")
+    assert oct((host_root / "admin").stat().st_mode & 0o777) == "0o700"
     tasks = tasks_by_key(status)
     assert [t["state"] for t in tasks.values()] == ["SUCCEEDED"] * 4
     assert all(t["nodes"] and t["attempt"] == 1 for t in tasks.values())
@@ -290,7 +301,7 @@ jobs:
 
 
 def test_files_of_the_orchestrator_host_outside_host_paths_are_refused(
-        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+        cluster: LocalCluster, busybox_image: PushedImage, host_root: Path) -> None:
     path = cluster.directory / "steal.yaml"
     path.write_text(f"""\
 version: v1
@@ -309,8 +320,8 @@ jobs:
     assert result.code == 1
     assert result.err.strip() == (
         f"Error: permission denied: {path}: volumes.loot.ingress[0]: file:///etc/shadow: "
-        "outside the directories workflows may use on the orchestrator host "
-        f"({cluster.directory.parent}; an admin lists them under orchestrator.host_paths)"
+        "outside the directories workflows of admin may use on the orchestrator host "
+        f"({host_root}/admin/; an admin lists the roots under orchestrator.host_paths)"
     ), result.err
     assert cluster.fuzz("workflow", "status", "steal").code == 1
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -84,3 +87,51 @@ def local_cluster(directory: Path, registries: list[str], port: int,
 def dump(status: dict[str, Any]) -> str:
     """A status, for assertion messages."""
     return json.dumps(status, indent=1)
+
+
+SAFE_HOST_ROOTS = Path("/var/lib/fuzz-tests")
+
+
+@contextlib.contextmanager
+def safe_host_root() -> Iterator[Path]:
+    """A fresh directory fit for ``orchestrator.host_paths``: owned by root, mode 0755, and
+    no parent writable by group or others (so not under /tmp); removed afterwards."""
+    SAFE_HOST_ROOTS.mkdir(mode=0o755, parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(dir=SAFE_HOST_ROOTS))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def planted_roots(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Host paths a server must refuse, each with the reason it must give: a symlink
+    to / planted in /tmp, a world-writable directory, a symlink, a directory of
+    another user, one writable by its group, a missing one, a relative path."""
+    link = Path(f"/tmp/fuzz-x-{os.getpid()}")
+    link.symlink_to("/")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with safe_host_root() as safe:
+        (safe / "users").mkdir()
+        os.chown(safe / "users", 1000, 1000)
+        (safe / "grouped").mkdir()
+        os.chmod(safe / "grouped", 0o775)
+        (safe / "real").mkdir()
+        (safe / "link").symlink_to(safe / "real")
+        try:
+            yield {
+                str(link): "/tmp is writable by group and others (mode 1777)",
+                str(shared): "/tmp is writable by group and others (mode 1777)",
+                f"{safe}/link": f"{safe}/link is a symlink",
+                f"{safe}/users": f"{safe}/users is owned by uid 1000, not root",
+                f"{safe}/grouped": f"{safe}/grouped is writable by group (mode 775)",
+                f"{safe}/missing": f"{safe}/missing does not exist (fuzz init makes the "
+                                   "spec's host paths)",
+                "relative/path": "not an absolute path",
+            }
+        finally:
+            link.unlink()

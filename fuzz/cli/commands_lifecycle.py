@@ -38,6 +38,7 @@ from fuzz.engine.desired import Membership
 from fuzz.engine.model import Plan, State
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.orchestrate.datadir import init_data_dir
+from fuzz.orchestrate.host_roots import make_host_paths
 from fuzz.planfile import read_plan, write_plan
 from fuzz.reconcile import PlanRequest, apply_changes, refresh_and_plan
 from fuzz.spec.problems import SpecError
@@ -92,11 +93,12 @@ def init(app: AppContext, migrate_state: bool, reconfigure: bool, as_json: bool,
         if state is None:
             state = ws.store.write(State.new(ws.loaded.spec.cluster))
     ca = _init_orchestrator(app)
+    host_paths = _make_host_paths(app)
     if as_json:
         print_json(app.out, {"cluster": ws.loaded.spec.cluster, "state": ws.store.describe(),
                              "lineage": state.lineage, "serial": state.serial,
                              "created": created, "providers": kinds, "migration": migration,
-                             "orchestrator": ca})
+                             "orchestrator": ca, "host_paths_created": host_paths})
         return
     if migration is not None:
         source, target = migration["from"], migration["to"]
@@ -115,6 +117,8 @@ def init(app: AppContext, migrate_state: bool, reconfigure: bool, as_json: bool,
     if ca is not None:
         app.out.print(f"{'Created' if ca['created'] else 'Found'} the cluster CA and the admin "
                       f"token in {ca['data_dir']}.")
+    for made in host_paths:
+        app.out.print(f"Created the host path {made} (mode 0755).")
     app.out.print("[green]fuzz is initialized.[/] Run fuzz plan to see what apply would do.")
 
 
@@ -127,6 +131,20 @@ def _init_orchestrator(app: AppContext) -> dict[str, object] | None:
     data_dir = (loaded.base_dir / block.data_dir).absolute()
     created = init_data_dir(data_dir, loaded.spec.cluster)
     return {"data_dir": str(data_dir), "created": created}
+
+
+def _make_host_paths(app: AppContext) -> list[str]:
+    """The spec's ``orchestrator.host_paths`` that did not exist and were made now."""
+    loaded = app.workspace.loaded
+    block = loaded.spec.orchestrator
+    if block is None:
+        return []
+    wanted = [(loaded.base_dir / path).absolute() for path in block.host_paths]
+    try:
+        return [str(path) for path in make_host_paths(wanted)]
+    except OSError as exc:
+        raise ConfigError(f"orchestrator.host_paths: cannot make {exc.filename}: "
+                          f"{exc.strerror}") from None
 
 
 @click.command()

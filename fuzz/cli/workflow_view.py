@@ -41,6 +41,8 @@ def _state(state: str) -> Text:
 
 
 def _transfer_detail(move: pb.Transfer) -> str:
+    if move.waiting_for:
+        return move.waiting_for
     if move.state == "DONE":
         return f"{format_bytes(move.bytes_done)} sha256:{move.sha256[:12]}"
     if move.bytes_total:

@@ -28,7 +28,7 @@ def workflow_message(snapshot: WorkflowSnapshot) -> pb.Workflow:
             transfers=[pb.Transfer(
                 direction=m.direction, source=m.source, destination=m.destination,
                 state=m.state, bytes_done=m.bytes_done, bytes_total=m.bytes_total,
-                sha256=m.sha256, error=m.error,
+                sha256=m.sha256, error=m.error, waiting_for=m.waiting_for,
             ) for m in sorted(moves, key=lambda m: (m.direction != "ingress", m.seq))],
         ))
     for image in sorted(snapshot.images, key=lambda i: i.uri):

@@ -77,6 +77,7 @@ class TransferRecord:
     bytes_total: int = 0
     sha256: str = ""
     error: str = ""
+    waiting_for: str = ""  # why a PENDING transfer does not start yet
 
 
 @dataclass

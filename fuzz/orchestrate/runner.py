@@ -22,11 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fuzz.errors import FuzzError
 from fuzz.orchestrate import dag
+from fuzz.orchestrate.host_roots import HostRoots
 from fuzz.orchestrate.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import (
     ImageRecord,
@@ -84,7 +85,8 @@ class RunnerSettings:
     job_gid: int = 65534
     workers: int = 256
     transfer_workers: int = 4
-    host_paths: tuple[Path, ...] = ()  # where file:/// transfers may read and write
+    # the open roots of host_paths, where file:/// transfers may read and write
+    host_roots: HostRoots = field(default_factory=HostRoots)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Runner:
         self._settings = settings
         self._clock = clock
         self._volumes = VolumeManager(settings.volume_root, settings.job_uid, settings.job_gid,
-                                      settings.host_paths)
+                                      settings.host_roots)
         self._launch = LaunchSettings(settings.job_uid, settings.job_gid, settings.log_dir)
         self._executor = TaskExecutor(nodes, self)
         self._lock = threading.RLock()
@@ -200,7 +202,7 @@ class Runner:
                 for vname, spec in fuzzfile.volumes.items()
             }
             transfers = new_transfers(workflow_id, fuzzfile)
-            self._check_host_paths(loaded, transfers)
+            self._check_host_paths(loaded, owner, transfers)
             workflow = ActiveWorkflow(
                 record=record, fuzzfile=fuzzfile, volumes=volumes,
                 transfers=transfers,
@@ -213,10 +215,11 @@ class Runner:
             self._touch()
             return copy.copy(record)
 
-    def _check_host_paths(self, loaded: LoadedFuzzfile, transfers: list[TransferRecord]) -> None:
+    def _check_host_paths(self, loaded: LoadedFuzzfile, owner: str,
+                          transfers: list[TransferRecord]) -> None:
         """HostPathError for the first transfer whose orchestrator-host path is refused."""
         for move in transfers:
-            problem = self._volumes.host_path_problem(move)
+            problem = self._volumes.host_path_problem(move, owner)
             if problem is not None:
                 raise HostPathError(f"{loaded.path}: volumes.{move.volume}.{move.direction}"
                                     f"[{move.seq}]: {problem}")
@@ -481,11 +484,14 @@ class Runner:
     def _schedule(self) -> None:
         now = self._clock()
         queued: list[tuple[ActiveWorkflow, TaskRecord]] = []
+        in_transfer = self._persistent_volumes_in_transfer()
         for workflow in sorted(self._active.values(), key=lambda w: w.record.created):
             for task in workflow.tasks.values():  # in seq order
                 if task.state != "QUEUED":
                     continue
                 if self._not_before.get((workflow.record.id, task.key), 0.0) > now:
+                    continue
+                if self._held_by_transfer(workflow, task, in_transfer):
                     continue
                 queued.append((workflow, task))
                 if len(queued) == MAX_PENDING_PER_ROUND:
@@ -525,6 +531,27 @@ class Runner:
             self._store.save(*changed)
             self._touch()
 
+    def _persistent_volumes_in_transfer(self) -> dict[str, str]:
+        """The paths of persistent volumes a transfer is running on, and its workflow's id."""
+        return {workflow.volumes[move.volume].path: workflow.record.id
+                for workflow in self._active.values() for move in workflow.transfers
+                if move.state == "RUNNING" and not workflow.volumes[move.volume].ephemeral}
+
+    def _held_by_transfer(self, workflow: ActiveWorkflow, task: TaskRecord,
+                          in_transfer: dict[str, str]) -> bool:
+        """Whether ``task`` must wait: it mounts a persistent volume that another workflow's
+        transfer is copying (noted in its ``waiting_for``)."""
+        for path in _mounted_paths(workflow, task):
+            other = in_transfer.get(path)
+            if other is not None and other != workflow.record.id:
+                why = f"waiting for a transfer of workflow {other} to this persistent volume"
+                if task.waiting_for != why:
+                    task.waiting_for = why
+                    self._store.save(task)
+                    self._touch()
+                return True
+        return False
+
     def _dispatch(self, workflow: ActiveWorkflow, task: TaskRecord, nodes: Sequence[str]) -> None:
         task.state = "STARTING"
         task.attempt += 1
@@ -561,11 +588,33 @@ class Runner:
         ident = (move.workflow_id, move.volume, move.direction, move.seq)
         if ident in self._transfers_running:
             return
+        waiting = self._mounted_elsewhere(workflow, workflow.volumes[move.volume])
+        if waiting != move.waiting_for:
+            move.waiting_for = waiting
+            self._store.save(move)
+            self._touch()
+        if waiting:
+            return
         self._transfers_running.add(ident)
         move.state = "RUNNING"
         self._store.save(move, workflow.volumes[move.volume])
         self._touch()
         self._movers.submit(self._transfer, workflow, move)
+
+    def _mounted_elsewhere(self, workflow: ActiveWorkflow, volume: VolumeRecord) -> str:
+        """Why no transfer may touch ``volume`` now: it is persistent and a job of another
+        workflow mounts it, and could change it under the transfer ('' when none does)."""
+        if volume.ephemeral:
+            return ""
+        for other in self._active.values():
+            if other is workflow:
+                continue
+            for task in other.tasks.values():
+                if task.state in ("STARTING", "RUNNING") and \
+                        volume.path in _mounted_paths(other, task):
+                    return (f"waiting until job {task.key} of workflow {other.record.id} no "
+                            "longer mounts this persistent volume")
+        return ""
 
     def _transfer(self, workflow: ActiveWorkflow, move: TransferRecord) -> None:
         ident = (move.workflow_id, move.volume, move.direction, move.seq)
@@ -585,7 +634,8 @@ class Runner:
             if move.secret:
                 credentials = s3_credentials_from_secret(
                     self._secrets.open(workflow.record.owner, move.secret))
-            result = self._volumes.move(move, volume, credentials, progress)
+            result = self._volumes.move(move, volume, workflow.record.owner, credentials,
+                                        progress)
         except (TransferError, FuzzError, OSError) as exc:
             with self._lock:
                 move.state, move.error = "FAILED", str(exc)
@@ -725,3 +775,8 @@ class Runner:
 def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:
     multinode = workflow.fuzzfile.jobs[task.job].multinode
     return multinode.nodes if multinode is not None else 1
+
+
+def _mounted_paths(workflow: ActiveWorkflow, task: TaskRecord) -> set[str]:
+    """The paths of the volumes ``task``'s job mounts."""
+    return {workflow.volumes[name].path for name in workflow.fuzzfile.jobs[task.job].mounts}

@@ -45,6 +45,7 @@ from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
 from fuzz.orchestrate.elastic import ElasticLoop, ElasticSetup
 from fuzz.orchestrate.enrollment import NodeCertifier
+from fuzz.orchestrate.host_roots import HostRootError, HostRoots
 from fuzz.orchestrate.iam import IamDirectory
 from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
 from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL
@@ -88,7 +89,7 @@ class ServerSettings:
     advertise: str | None = None  # the address agents register with; default: where it listens
     cluster: str = "default"  # names the resource cluster/<name> (cluster:apply)
     insecure: bool = False  # plain text instead of TLS: tests and trusted networks only
-    host_paths: tuple[Path, ...] = ()  # host directories file:/// transfers may use
+    host_paths: tuple[Path, ...] = ()  # host directories file:/// transfers may use, checked
     join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL  # seconds a new node's join token lives
 
 
@@ -119,9 +120,14 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     """
     data_dir = settings.data_dir
     try:
+        host_roots = HostRoots.open(settings.host_paths)  # once, for the server's life
+    except HostRootError as exc:
+        raise ServerStartError(str(exc)) from None
+    try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock_fd = acquire_lock(data_dir, lock_file=LOCK_FILE, owner="server")
     except OSError as exc:
+        host_roots.close()
         raise ServerStartError(f"cannot use data dir {data_dir}: {exc.strerror}") from None
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
@@ -145,7 +151,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         runner = Runner(store, nodes, secret_store, RunnerSettings(
             volume_root=settings.volume_root or data_dir / "volumes",
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
-            instance=_instance_id(data_dir), host_paths=settings.host_paths,
+            instance=_instance_id(data_dir), host_roots=host_roots,
         ))
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(
@@ -196,3 +202,4 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         (data_dir / INFO_FILE).unlink(missing_ok=True)
         restore_signal_handlers(previous)
         release_lock(lock_fd)
+        host_roots.close()

@@ -1,11 +1,13 @@
 """Data ingress and egress: a volume's data in before its first job, out after its last.
 
 Ingress sources: ``http(s)://`` (urllib), ``file:///abs/path`` on the orchestrator
-host (inside the admin's ``host_paths`` only), ``s3://bucket/key`` or
+host (only in the workflow owner's subtree ``<root>/<owner>/`` of a root of the admin's
+``host_paths``: :mod:`fuzz.orchestrate.host_roots`), ``s3://bucket/key`` or
 ``s3://bucket/prefix/`` (boto3). Ingress destinations and egress sources are
 ``file://relative/path`` inside the volume (never absolute, never ``..``, never
-through a symlink that leads out). Egress destinations are ``file:///abs/path``
-(inside ``host_paths`` too) and ``s3://``.
+through a symlink). Egress destinations are ``file:///abs/path`` (in the owner's
+subtree too) and ``s3://``. Files are opened relative to open directories, refusing
+every symlink, as the owner's uid and gid (:mod:`fuzz.orchestrate.confined`).
 
 Every transfer streams, computes sha256 on the fly and reports progress (at the
 start, every 4 MiB and at the end). A directory (or S3 prefix) copies the whole
@@ -18,16 +20,18 @@ transfer never leaves a half-written file. Every failure is a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
+from fuzz.orchestrate.confined import Directory, Identity
+from fuzz.orchestrate.host_roots import HostAccess
 from fuzz.orchestrate.transfer_http import http_source
 from fuzz.orchestrate.transfer_local import (
-    Boundary,
+    HOST_MODES,
+    VOLUME_MODES,
     LocalSink,
-    host_path,
     local_source,
-    path_in_volume,
+    volume_relative,
 )
 from fuzz.orchestrate.transfer_s3 import (
     S3Credentials,
@@ -51,10 +55,9 @@ __all__ = [
     "TransferError",
     "TransferResult",
     "egress",
-    "host_path",
     "ingress",
-    "path_in_volume",
     "s3_credentials_from_secret",
+    "volume_relative",
 ]
 
 
@@ -65,20 +68,23 @@ def ingress(
     *,
     credentials: S3Credentials | None = None,
     progress: ProgressCallback | None = None,
-    host_roots: Sequence[Path] = (),
+    host: HostAccess | None = None,
+    identity: Identity | None = None,
 ) -> TransferResult:
     """Copy ``source_uri`` into the volume at ``volume_dir`` as ``destination_uri``.
 
-    ``credentials`` are for ``s3://`` (None: boto3's default chain); ``host_roots``
-    are the orchestrator host's directories a ``file:///`` source may be in. A file lands
-    at the destination path, or inside it when that is a directory or ends with
-    ``/``; a tree (host directory, S3 prefix) is merged into the destination
-    directory. Raises TransferError.
+    ``credentials`` are for ``s3://`` (None: boto3's default chain); ``host`` is what a
+    ``file:///`` source may be (none without it). Files are read and written as
+    ``identity`` (None: as this process). A file lands at the destination path, or inside
+    it when that is a directory or ends with ``/``; a tree (host directory, S3 prefix) is
+    merged into the destination directory. Raises TransferError.
     """
-    target = path_in_volume(volume_dir, destination_uri)
-    source = _ingress_source(source_uri, credentials, host_roots)
-    sink = LocalSink(target, Boundary.of_volume(volume_dir), destination_uri, source.tree)
-    return copy(source, sink, progress)
+    target = volume_relative(destination_uri)
+    with ExitStack() as stack:
+        source = _ingress_source(source_uri, credentials, host, identity, stack)
+        volume = stack.enter_context(_open_volume(volume_dir, identity, destination_uri))
+        sink = LocalSink(volume, target, destination_uri, source.tree, VOLUME_MODES)
+        return copy(source, sink, progress)
 
 
 def egress(
@@ -88,18 +94,42 @@ def egress(
     *,
     credentials: S3Credentials | None = None,
     progress: ProgressCallback | None = None,
-    host_roots: Sequence[Path] = (),
+    host: HostAccess | None = None,
+    identity: Identity | None = None,
 ) -> TransferResult:
     """Copy ``source_uri`` (a file or directory in the volume) out to ``destination_uri``.
 
     A file goes to the destination (inside it when that is a directory or ends
     with ``/``); a directory's tree goes under it. A ``file:///`` destination must
-    be inside one of ``host_roots``. Raises TransferError.
+    be in ``host``'s directories. Files are read and written as ``identity``.
+    Raises TransferError.
     """
-    path = path_in_volume(volume_dir, source_uri)
-    source = local_source(path, Boundary.of_volume(volume_dir), source_uri)
-    sink = _egress_sink(destination_uri, credentials, source.tree, host_roots)
-    return copy(source, sink, progress)
+    relative = volume_relative(source_uri)
+    with ExitStack() as stack:
+        volume = stack.enter_context(_open_volume(volume_dir, identity, source_uri))
+        source = local_source(volume, relative, source_uri)
+        sink = _egress_sink(destination_uri, credentials, source.tree, host, identity, stack)
+        return copy(source, sink, progress)
+
+
+def _open_volume(volume_dir: Path, identity: Identity | None, uri: str) -> Directory:
+    try:
+        return Directory.open(volume_dir, identity, "the volume")
+    except OSError as exc:
+        raise TransferError(f"{uri}: the volume: {exc.strerror}") from None
+
+
+def _host_directory(uri: str, host: HostAccess | None, identity: Identity | None,
+                    stack: ExitStack) -> tuple[Directory, str]:
+    if host is None:
+        raise TransferError(f"{uri}: outside the directories workflows may use on the "
+                            "orchestrator host (none; an admin lists them under "
+                            "orchestrator.host_paths)")
+    try:
+        directory, relative = host.open(uri, identity)
+    except OSError as exc:
+        raise TransferError(f"{uri}: {exc.strerror}") from None
+    return stack.enter_context(directory), relative
 
 
 def _scheme(uri: str) -> str:
@@ -107,23 +137,25 @@ def _scheme(uri: str) -> str:
     return scheme.lower() if separator else ""
 
 
-def _ingress_source(uri: str, credentials: S3Credentials | None,
-                    host_roots: Sequence[Path]) -> Source:
+def _ingress_source(uri: str, credentials: S3Credentials | None, host: HostAccess | None,
+                    identity: Identity | None, stack: ExitStack) -> Source:
     scheme = _scheme(uri)
     if scheme in ("http", "https"):
         return http_source(uri)
     if scheme == "file":
-        return local_source(*host_path(uri, host_roots), uri)
+        return local_source(*_host_directory(uri, host, identity, stack), uri)
     if scheme == "s3":
         return s3_source(uri, s3_client(credentials))
     raise TransferError(f"{uri}: an ingress source must be http(s)://, file:// or s3://")
 
 
 def _egress_sink(uri: str, credentials: S3Credentials | None, tree: bool,
-                 host_roots: Sequence[Path]) -> Sink:
+                 host: HostAccess | None, identity: Identity | None,
+                 stack: ExitStack) -> Sink:
     scheme = _scheme(uri)
     if scheme == "file":
-        return LocalSink(*host_path(uri, host_roots), uri, tree)
+        directory, relative = _host_directory(uri, host, identity, stack)
+        return LocalSink(directory, relative, uri, tree, HOST_MODES)
     if scheme == "s3":
         return S3Sink(uri, s3_client(credentials), tree)
     raise TransferError(f"{uri}: an egress destination must be file:// or s3://")

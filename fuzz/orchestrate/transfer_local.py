@@ -1,28 +1,32 @@
-"""The file-system side of transfers: paths inside a volume, paths on the orchestrator host,
-files and trees read from them and written to them.
+"""The file-system side of transfers: files and trees read from and written to a volume or
+the workflow owner's directory on the orchestrator host.
 
-A volume path is ``file://relative/path``; it may not name an absolute path, use
-``..`` or pass through a symlink that leads out of the volume. A host path is
-``file:///absolute/path`` inside one of the directories the admin lets workflows
-use (``orchestrator.host_paths``): the orchestrator runs as root, so a Fuzzfile
-must not read or overwrite any file it likes. Writes go to a temporary name (a file beside the
-target, or a staging directory for a tree) and are renamed into place on commit,
-so a failed transfer leaves no half-written file behind.
+A volume path is ``file://relative/path``: never absolute, never ``..``. Host paths
+(``file:///absolute/path`` in the owner's subtree of a root of ``orchestrator.host_paths``)
+are located by :mod:`fuzz.orchestrate.host_roots`. Either way the work happens relative to
+an open directory (:class:`~fuzz.orchestrate.confined.Directory`) through calls that
+refuse every symlink, as the workflow owner's uid and gid: a job that swaps a file or a
+directory for a symlink while a transfer runs gets an error, never a file from outside.
+Symlinks inside a volume are refused, not followed, not copied.
+
+Writes go to a new file under a temporary name (``O_EXCL``; or a staging directory for a
+tree) and are renamed into place on commit, so a failed transfer leaves no half-written
+file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
-from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import unquote
 
+from fuzz.orchestrate.confined import Directory, EscapeError, split
 from fuzz.orchestrate.transfer_stream import (
     CHUNK,
     Item,
@@ -33,41 +37,35 @@ from fuzz.orchestrate.transfer_stream import (
 )
 
 FILE = "file://"
-PARTIAL = ".fuzz-partial"
-FILE_MODE = 0o644
-DIR_MODE = 0o755
 
 
-class Boundary(NamedTuple):
-    """A directory nothing may be read from or written to outside of, even through symlinks."""
+class Modes(NamedTuple):
+    """The modes of the files and directories a sink writes."""
 
-    root: Path  # its real path
-    name: str  # how messages call it: "the volume", "/srv/data"
+    file: int
+    directory: int
 
-    @classmethod
-    def of_volume(cls, volume_dir: Path) -> Boundary:
-        """The boundary of a volume directory."""
-        return cls(volume_dir.resolve(), "the volume")
 
-    def holds(self, path: Path) -> bool:
-        """Whether ``path`` (its real path) is inside."""
-        return path.resolve().is_relative_to(self.root)
+VOLUME_MODES = Modes(0o644, 0o755)  # the jobs of the volume's owner read them
+HOST_MODES = Modes(0o640, 0o750)  # the owner's files on the host: not for everyone
 
 
 @contextmanager
-def local_errors(uri: str) -> Iterator[None]:
-    """Turn OSError into TransferError naming ``uri``."""
+def local_errors(uri: str, where: str) -> Iterator[None]:
+    """Turn OSError into TransferError naming ``uri`` (``where`` names the directory)."""
     try:
         yield
+    except EscapeError as exc:
+        raise TransferError(f"{uri}: {exc.filename} is or passes through a symlink; transfers "
+                            f"follow no symlinks in {where}") from None
     except OSError as exc:
         raise TransferError(f"{uri}: {reason_of(exc)}") from exc
 
 
-def path_in_volume(volume_dir: Path, uri: str) -> Path:
-    """``file://relative/path`` as the real path inside ``volume_dir``.
+def volume_relative(uri: str) -> str:
+    """``file://relative/path`` as the path relative to the volume ('' for the volume).
 
-    Raises TransferError for another scheme, an absolute path, ``..``, or a path
-    whose symlinks lead outside the volume.
+    Raises TransferError for another scheme, an absolute path or ``..``.
     """
     if not uri.startswith(FILE):
         raise TransferError(f"{uri}: a volume path must be file://relative/path")
@@ -78,187 +76,177 @@ def path_in_volume(volume_dir: Path, uri: str) -> Path:
         )
     if ".." in relative.split("/"):
         raise TransferError(f"{uri}: '..' would leave the volume")
-    try:
-        root = volume_dir.resolve()
-        path = (root / relative).resolve()
-    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, NUL bytes
-        raise TransferError(f"{uri}: {reason_of(exc)}") from exc
-    if not path.is_relative_to(root):
-        raise TransferError(f"{uri}: a symlink leads outside the volume")
-    return path
+    if "\0" in relative:
+        raise TransferError(f"{uri}: a path may not hold a NUL byte")
+    return relative.strip("/")
 
 
-def host_path(uri: str, roots: Sequence[Path]) -> tuple[Path, Boundary]:
-    """``file:///absolute/path`` on the orchestrator host, and the allowed root it is in.
+def local_source(base: Directory, relative: str, uri: str) -> Source:
+    """The file or directory tree at ``relative`` in ``base``.
 
-    Raises TransferError for another form, and for a path (symlinks followed) outside
-    every directory of ``roots``.
+    Symlinks and special files (fifos, sockets, devices) are refused.
     """
-    path = unquote(uri[len(FILE):]) if uri.startswith(FILE) else ""
-    if not path.startswith("/"):
-        raise TransferError(
-            f"{uri}: a file on the orchestrator host needs an absolute path (file:///path)"
-        )
-    try:
-        real = Path(path).resolve()
-    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, NUL bytes
-        raise TransferError(f"{uri}: {reason_of(exc)}") from exc
-    for root in roots:
-        boundary = Boundary(root.resolve(), str(root))
-        if real.is_relative_to(boundary.root):
-            return Path(path), boundary
-    allowed = ", ".join(str(root) for root in roots) or "none"
-    raise TransferError(
-        f"{uri}: outside the directories workflows may use on the orchestrator host "
-        f"({allowed}; an admin lists them under orchestrator.host_paths)"
-    )
-
-
-def local_source(path: Path, confine: Boundary, uri: str) -> Source:
-    """The file or directory tree at ``path``.
-
-    A symlinked file must lead inside ``confine``.
-    Symlinked directories and special files (fifos, sockets, devices) are refused.
-    """
-    errors = partial(local_errors, uri)
+    errors = partial(local_errors, uri, base.label)
     with errors():
-        info = path.stat()
+        fd = base.open_fd(relative, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
         if stat.S_ISDIR(info.st_mode):
-            files = _walk(path, uri, confine)
-            items = [Item(relative, _opener(file, size)) for relative, file, size in files]
-            return Source(uri, True, items, sum(size for _, _, size in files), errors)
+            try:
+                files = base.files(relative)
+            except EscapeError as exc:
+                raise TransferError(f"{uri}: {exc.filename} is a symlink; transfers follow "
+                                    f"no symlinks in {base.label}") from None
+            except OSError as exc:
+                raise TransferError(f"{uri}: {exc.filename} {exc.strerror}") from None
+            items = [Item(inside, _opener(base, f"{relative}/{inside}".lstrip("/")))
+                     for inside, _ in files]
+            return Source(uri, True, items, sum(size for _, size in files), errors)
         if not stat.S_ISREG(info.st_mode):
             raise TransferError(f"{uri}: not a regular file or directory")
-        return Source(uri, False, [Item(path.name, _opener(path, info.st_size))],
+        return Source(uri, False, [Item(split(relative)[1], _opener(base, relative))],
                       info.st_size, errors)
 
 
-def _walk(root: Path, uri: str, confine: Boundary) -> list[tuple[str, Path, int]]:
-    """Every file under ``root``: (relative path, path, size), sorted by relative path."""
-
-    def fail(exc: OSError) -> None:
-        raise exc
-
-    found = []
-    for directory, dirnames, filenames in os.walk(root, onerror=fail):
-        base = Path(directory)
-        for name in dirnames:
-            if (base / name).is_symlink():
-                relative = (base / name).relative_to(root).as_posix()
-                raise TransferError(f"{uri}: {relative} is a symlink to a directory; "
-                                    "only files and directories are copied")
-        for name in filenames:
-            path = base / name
-            relative = path.relative_to(root).as_posix()
-            if path.is_symlink() and not confine.holds(path):
-                raise TransferError(f"{uri}: {relative} is a symlink that leads outside "
-                                    f"{confine.name}")
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode):
-                raise TransferError(f"{uri}: {relative} is not a regular file")
-            found.append((relative, path, info.st_size))
-    return sorted(found)
-
-
 def _opener(
-    path: Path, size: int
+    base: Directory, relative: str
 ) -> Callable[[], AbstractContextManager[tuple[Readable, int | None]]]:
     @contextmanager
     def open_file() -> Iterator[tuple[Readable, int | None]]:
-        with path.open("rb") as stream:
-            yield stream, size
+        fd = base.open_fd(relative, os.O_RDONLY | os.O_NONBLOCK)
+        info = os.fstat(fd)  # what was opened, whatever the name means by now
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise OSError(0, "not a regular file", relative)
+        with os.fdopen(fd, "rb") as stream:
+            yield stream, info.st_size
 
     return open_file
 
 
-class LocalSink:
-    """Writes a file or a tree to ``target`` on this machine.
+class _Staging(NamedTuple):
+    """A tree's staging directory: open, its name, and the open directory it is in."""
 
-    A file goes to ``target``, or into it when it is a directory or the URI ends
-    with ``/``. A tree is staged in a hidden directory beside ``target`` and then
-    renamed to it, or merged into it file by file when it exists. Nothing is
-    written outside ``confine``, even through symlinks already there.
+    directory: Directory
+    name: str
+    parent: Directory
+
+
+class LocalSink:
+    """Writes a file or a tree to ``target`` (relative to ``base``; '' is ``base``).
+
+    A file goes to ``target``, or into it when it is a directory or the URI ends with
+    ``/``. A tree is staged in a hidden directory beside ``target`` and then renamed to
+    it, or merged into it file by file when it exists. Nothing is written outside
+    ``base``: no symlink is followed, even one already there.
     """
 
-    def __init__(self, target: Path, confine: Boundary, uri: str, tree: bool) -> None:
+    def __init__(self, base: Directory, target: str, uri: str, tree: bool,
+                 modes: Modes) -> None:
         self.uri = uri
+        self._base = base
         self._target = target
         self._tree = tree
-        self._confine = confine
-        self._staging: Path | None = None
-        self._written: list[tuple[Path, Path]] = []  # (temporary path, final path)
+        self._modes = modes
+        self._staging: _Staging | None = None
+        self._written: list[tuple[Directory, str, str]] = []  # file: (dir, temporary, name)
+        self._staged: list[str] = []  # tree: paths written in the staging directory
+
+    def _errors(self) -> AbstractContextManager[None]:
+        return local_errors(self.uri, self._base.label)
 
     def put(self, relative: str, stream: Readable) -> None:
-        """Write one file to its temporary path."""
-        with local_errors(self.uri):
+        """Write one file to its temporary place."""
+        with self._errors():
             if self._tree:
-                final = self._target / relative
-                temporary = self._staging_dir() / relative
-                temporary.parent.mkdir(parents=True, exist_ok=True)
-                handle = open(temporary, "xb")  # noqa: SIM115 (closed below)
+                staging = self._staging_dir()
+                parent_path, name = split(relative)
+                with staging.directory.make_directories(parent_path,
+                                                        self._modes.directory) as parent:
+                    fd = parent.create_exclusive(name, self._modes.file)
+                self._staged.append(relative)
             else:
-                final = self._file_target(relative)
-                self._check_inside(final.parent)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.",
-                                            suffix=PARTIAL)
-                temporary, handle = Path(name), os.fdopen(fd, "wb")
-            self._written.append((temporary, final))
-            with handle:
+                parent_path, name = split(self._file_target(relative))
+                parent = self._base.make_directories(parent_path, self._modes.directory)
+                try:
+                    fd, temporary = parent.create_temporary(f".{name}.", self._modes.file)
+                except BaseException:
+                    parent.close()
+                    raise
+                self._written.append((parent, temporary, name))
+            with os.fdopen(fd, "wb") as handle:
                 shutil.copyfileobj(stream, handle, CHUNK)
-            temporary.chmod(FILE_MODE)
 
     def commit(self) -> None:
         """Rename what was written into place."""
-        with local_errors(self.uri):
+        with self._errors():
             staging = self._staging
-            if self._tree and staging is None:
-                self._check_inside(self._target)
-                self._target.mkdir(parents=True, exist_ok=True)  # an empty tree
-            elif staging is not None and not self._target.exists():
-                staging.rename(self._target)
-                self._staging = None
-            else:
-                for _, final in self._written:
-                    self._check_inside(final.parent)
-                for temporary, final in self._written:
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(temporary, final)
-            self._written.clear()
+            if self._tree and staging is None:  # an empty tree
+                self._base.make_directories(self._target, self._modes.directory).close()
+            elif staging is not None:
+                self._commit_tree(staging)
+            for parent, temporary, name in self._written:
+                parent.rename(temporary, parent, name)
         self._remove_temporaries()
+
+    def _commit_tree(self, staging: _Staging) -> None:
+        name = split(self._target)[1]
+        if name and staging.parent.kind(name) is None:
+            staging.parent.rename(staging.name, staging.parent, name)
+            staging.directory.close()
+            staging.parent.close()
+            self._staging = None
+            return
+        with self._base.make_directories(self._target, self._modes.directory) as target:
+            parents = sorted({split(relative)[0] for relative in self._staged})
+            for inner in parents:  # every directory first: a symlink fails before any rename
+                target.make_directories(inner, self._modes.directory).close()
+            for relative in self._staged:
+                inner, file_name = split(relative)
+                with staging.directory.subdirectory(inner) as source, \
+                        target.subdirectory(inner) as into:
+                    source.rename(file_name, into, file_name)
 
     def abort(self) -> None:
         """Remove what was written: nothing of a failed transfer reaches ``target``."""
         self._remove_temporaries()
 
     def _remove_temporaries(self) -> None:
-        for temporary, _ in self._written:
-            temporary.unlink(missing_ok=True)
+        for parent, temporary, _ in self._written:
+            with contextlib.suppress(FileNotFoundError):  # renamed into place
+                parent.remove(temporary)
+            parent.close()
         self._written.clear()
         if self._staging is not None:
-            shutil.rmtree(self._staging, ignore_errors=True)
-            self._staging = None
+            staging, self._staging = self._staging, None
+            staging.directory.close()
+            with contextlib.suppress(OSError):  # the job removed it, or it is in place
+                staging.parent.remove(staging.name)
+            staging.parent.close()
 
-    def _file_target(self, name: str) -> Path:
-        if not (self.uri.endswith("/") or self._target.is_dir()):
+    def _file_target(self, name: str) -> str:
+        into = not self._target or self.uri.endswith("/")
+        if not into and self._base.kind(self._target) != stat.S_IFDIR:
             return self._target
         if not name:
             raise TransferError(f"{self.uri}: the source has no file name; name the "
                                 "destination file")
-        return self._target / name
+        return f"{self._target}/{name}".lstrip("/")
 
-    def _staging_dir(self) -> Path:
+    def _staging_dir(self) -> _Staging:
         if self._staging is None:
-            if self._target.exists() and not self._target.is_dir():
+            parent_path, name = split(self._target)
+            kind = self._base.kind(self._target)
+            if kind is not None and kind != stat.S_IFDIR:
                 raise TransferError(f"{self.uri}: exists and is not a directory")
-            self._check_inside(self._target.parent)
-            self._target.parent.mkdir(parents=True, exist_ok=True)
-            self._staging = Path(tempfile.mkdtemp(dir=self._target.parent,
-                                                  prefix=f".{self._target.name}.",
-                                                  suffix=PARTIAL))
-            self._staging.chmod(DIR_MODE)
+            parent = self._base.make_directories(parent_path, self._modes.directory)
+            try:
+                directory, staged_name = parent.make_temporary_directory(
+                    f".{name or 'tree'}.", self._modes.directory)
+            except BaseException:
+                parent.close()
+                raise
+            self._staging = _Staging(directory, staged_name, parent)
         return self._staging
-
-    def _check_inside(self, directory: Path) -> None:
-        if not self._confine.holds(directory):
-            raise TransferError(f"{self.uri}: a symlink leads outside {self._confine.name}")

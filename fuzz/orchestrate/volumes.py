@@ -5,8 +5,9 @@ at the same place (a parallel or network file system on a real cluster; a local
 directory when all nodes are on one machine). An ephemeral volume lives in
 ``<root>/ephemeral/<workflow id>/<name>`` for its workflow only; a persistent one
 in ``<root>/persistent/<owner>/<name>`` outlives it. Volume directories belong to
-the uid jobs run as, so jobs can write to them. Transfers reach the orchestrator
-host's own files (``file:///``) only inside the admin's ``host_paths``.
+the uid jobs run as, so jobs can write to them; transfers read and write them as that
+uid and gid too. Transfers reach the orchestrator host's own files (``file:///``) only in
+the owner's subtree of the admin's ``host_paths``.
 """
 
 from __future__ import annotations
@@ -14,37 +15,36 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from fuzz.orchestrate import transfer
+from fuzz.orchestrate.confined import Identity
+from fuzz.orchestrate.host_roots import HostAccess, HostRoots
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
-from fuzz.orchestrate.transfer import S3Credentials, TransferError, TransferResult
+from fuzz.orchestrate.transfer import S3Credentials, TransferResult
 from fuzz.spec.fuzzfile import VolumeSpec
 
 
 class VolumeManager:
     """Creates, fills, empties and deletes volume directories."""
 
-    def __init__(self, root: Path, uid: int, gid: int, host_roots: Sequence[Path] = ()) -> None:
+    def __init__(self, root: Path, uid: int, gid: int,
+                 host_roots: HostRoots | None = None) -> None:
         """Keep volumes under ``root``, owned by ``uid``:``gid``; ``file:///`` transfers
-        may use the host directories ``host_roots`` only."""
+        may use the owner's subtrees of ``host_roots`` only (none without it)."""
         self.root = root
         self.uid = uid
         self.gid = gid
-        self.host_roots = tuple(host_roots)
+        self.host_roots = host_roots or HostRoots()
 
-    def host_path_problem(self, move: TransferRecord) -> str | None:
-        """Why ``move``'s path on the orchestrator host is refused; None if it is allowed
-        (or it has none)."""
+    def host_path_problem(self, move: TransferRecord, owner: str) -> str | None:
+        """Why ``move``'s path on the orchestrator host is refused for a workflow of
+        ``owner``; None if it is allowed (or it has none)."""
         uri = move.source if move.direction == "ingress" else move.destination
         if not uri.lower().startswith("file://"):
             return None
-        try:
-            transfer.host_path(uri, self.host_roots)
-        except TransferError as exc:
-            return str(exc)
-        return None
+        return HostAccess(self.host_roots, owner).problem(uri)
 
     def path_for(self, workflow_id: str, owner: str, name: str, spec: VolumeSpec) -> Path:
         """Where volume ``name`` of workflow ``workflow_id`` lives."""
@@ -59,26 +59,21 @@ class VolumeManager:
         path.mkdir(parents=True, exist_ok=True)
         os.chown(path, self.uid, self.gid)
 
-    def move(self, record: TransferRecord, volume: VolumeRecord,
+    def move(self, record: TransferRecord, volume: VolumeRecord, owner: str,
              credentials: S3Credentials | None,
              progress: Callable[[int, int | None], None]) -> TransferResult:
-        """Run one ingress or egress of ``volume``; TransferError says what failed."""
+        """Run one ingress or egress of ``volume`` of a workflow of ``owner``, as the uid and
+        gid of its jobs; TransferError says what failed."""
         directory = Path(volume.path)
+        host = HostAccess(self.host_roots, owner)
+        identity = Identity(self.uid, self.gid)
         if record.direction == "ingress":
-            result = transfer.ingress(record.source, record.destination, directory,
-                                      credentials=credentials, progress=progress,
-                                      host_roots=self.host_roots)
-            self._own(directory)
-            return result
+            return transfer.ingress(record.source, record.destination, directory,
+                                    credentials=credentials, progress=progress, host=host,
+                                    identity=identity)
         return transfer.egress(record.source, record.destination, directory,
-                               credentials=credentials, progress=progress,
-                               host_roots=self.host_roots)
-
-    def _own(self, directory: Path) -> None:
-        """Give what an ingress wrote to the jobs' uid (it was written as the server's)."""
-        for base, dirs, files in os.walk(directory):
-            for name in (*dirs, *files):
-                os.lchown(os.path.join(base, name), self.uid, self.gid)
+                               credentials=credentials, progress=progress, host=host,
+                               identity=identity)
 
     def delete(self, volume: VolumeRecord) -> None:
         """Remove an ephemeral volume's directory (and its workflow's, once empty)."""
