@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import os
 import re
 import ssl
@@ -21,6 +20,7 @@ from fakes.tls import self_signed
 from moto_s3 import MotoS3
 
 from fuzz.errors import ConfigError
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer import (
     S3Credentials,
     TransferError,
@@ -29,13 +29,15 @@ from fuzz.orchestrate.transfer import (
     path_in_volume,
     s3_credentials_from_secret,
 )
-from fuzz.orchestrate.transfer_http import CLOUD_METADATA_NETWORKS, http_source
+from fuzz.orchestrate.transfer_http import http_source
 from fuzz.orchestrate.transfer_stream import PROGRESS_EVERY, Source
 from fuzz.testing.oci import free_port
 
 MiB = 1024 * 1024
 BIG = bytes(range(256)) * (9 * MiB // 256 + 3)  # over boto3's 8 MiB multipart threshold
 SMALL = b"hello, volume\n"
+LOCAL = IngressPolicy.from_spec(["127.0.0.1", "127.0.0.2"], None)
+"""The tests' servers are on loopback: the admin's allow-list names it."""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -150,7 +152,7 @@ def sha256sum_listing_digest(root: Path) -> str:
 def test_http_ingress_streams_with_progress_size_and_checksum(http_url: str,
                                                                volume: Path) -> None:
     calls: list[tuple[int, int | None]] = []
-    result = ingress(f"{http_url}/big.bin", "file://inputs/", volume,
+    result = ingress(f"{http_url}/big.bin", "file://inputs/", volume, http_policy=LOCAL,
                      progress=lambda done, total: calls.append((done, total)))
     assert (volume / "inputs" / "big.bin").read_bytes() == BIG
     assert result.size == len(BIG) and result.files == 1
@@ -164,7 +166,7 @@ def test_http_ingress_streams_with_progress_size_and_checksum(http_url: str,
 
 
 def test_http_follows_redirects_to_the_named_file(http_url: str, volume: Path) -> None:
-    result = ingress(f"{http_url}/moved", "file://greeting.txt", volume)
+    result = ingress(f"{http_url}/moved", "file://greeting.txt", volume, http_policy=LOCAL)
     assert (volume / "greeting.txt").read_bytes() == SMALL
     assert result.sha256 == hashlib.sha256(SMALL).hexdigest()
 
@@ -176,7 +178,7 @@ def test_http_follows_redirects_to_the_named_file(http_url: str, volume: Path) -
 def test_http_failures_name_the_uri_and_leave_nothing(http_url: str, volume: Path,
                                                        path: str, reason: str) -> None:
     with pytest.raises(TransferError) as caught:
-        ingress(f"{http_url}{path}", "file://data/file", volume)
+        ingress(f"{http_url}{path}", "file://data/file", volume, http_policy=LOCAL)
     assert str(caught.value) == f"{http_url}{path}: {reason}"
     assert tree(volume) == {}
 
@@ -184,33 +186,32 @@ def test_http_failures_name_the_uri_and_leave_nothing(http_url: str, volume: Pat
 def test_http_connection_refused(volume: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}/x"
     with pytest.raises(TransferError, match=r"^http://127\.0\.0\.1:\d+/x: Connection refused$"):
-        ingress(uri, "file://x", volume)
+        ingress(uri, "file://x", volume, http_policy=LOCAL)
 
 
-def test_forbidden_addresses_are_refused_even_after_a_redirect(
+def test_refused_addresses_are_refused_even_after_a_redirect(
         http_url: str, second_http_host: str) -> None:
-    forbidden = [ipaddress.ip_network("127.0.0.2/32")]  # stands in for 169.254.169.254
-    assert fetch(http_source(f"{http_url}/small.txt", forbidden)) == SMALL
-    refused = r"refusing to fetch from 127\.0\.0\.2 \(link-local: where cloud metadata"
+    only_first = IngressPolicy.from_spec(["127.0.0.1"], None)  # 127.0.0.2: an internal service
+    assert fetch(http_source(f"{http_url}/small.txt", only_first)) == SMALL
+    refused = r"refusing to fetch from 127\.0\.0\.2 port \d+: a loopback address"
     direct = f"http://{second_http_host}/small.txt"
     with pytest.raises(TransferError, match=rf"^{re.escape(direct)}: {refused}"):
-        fetch(http_source(direct, forbidden))
+        fetch(http_source(direct, only_first))
     redirected = f"{http_url}/elsewhere/{second_http_host}/small.txt"
     with pytest.raises(TransferError, match=rf"^{re.escape(redirected)}: {refused}"):
-        fetch(http_source(redirected, forbidden))
-    assert fetch(http_source(direct)) == SMALL  # the default list: link-local only
-    assert ipaddress.ip_address("169.254.169.254") in CLOUD_METADATA_NETWORKS[0]
+        fetch(http_source(redirected, only_first))
+    assert fetch(http_source(direct, LOCAL)) == SMALL
 
 
 def test_https_is_checked_before_the_handshake_and_verified_after(
         https_url: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     url, cert = https_url
     with pytest.raises(TransferError, match=r"CERTIFICATE_VERIFY_FAILED"):
-        fetch(http_source(f"{url}/small.txt"))  # a certificate nobody vouches for
+        fetch(http_source(f"{url}/small.txt", LOCAL))  # a certificate nobody vouches for
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's own setting: trust it
-    assert fetch(http_source(f"{url}/small.txt")) == SMALL
+    assert fetch(http_source(f"{url}/small.txt", LOCAL)) == SMALL
     with pytest.raises(TransferError, match=r"refusing to fetch from 127\.0\.0\.1"):
-        fetch(http_source(f"{url}/small.txt", [ipaddress.ip_network("127.0.0.0/8")]))
+        fetch(http_source(f"{url}/small.txt"))
 
 
 # --- file:// and volume paths ---------------------------------------------------------------

@@ -22,11 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fuzz.errors import FuzzError
 from fuzz.orchestrate import dag
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import (
     ImageRecord,
@@ -85,6 +86,7 @@ class RunnerSettings:
     workers: int = 256
     transfer_workers: int = 4
     host_paths: tuple[Path, ...] = ()  # where file:/// transfers may read and write
+    ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Runner:
         self._settings = settings
         self._clock = clock
         self._volumes = VolumeManager(settings.volume_root, settings.job_uid, settings.job_gid,
-                                      settings.host_paths)
+                                      settings.host_paths, settings.ingress)
         self._launch = LaunchSettings(settings.job_uid, settings.job_gid, settings.log_dir)
         self._executor = TaskExecutor(nodes, self)
         self._lock = threading.RLock()

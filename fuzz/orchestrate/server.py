@@ -24,7 +24,8 @@ import os
 import secrets
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -47,6 +48,7 @@ from fuzz.orchestrate.elastic import ElasticLoop, ElasticSetup
 from fuzz.orchestrate.enrollment import NodeCertifier
 from fuzz.orchestrate.iam import IamDirectory
 from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.orchestrate.runner import Runner, RunnerSettings
 from fuzz.orchestrate.secretstore import SecretStore
@@ -88,6 +90,7 @@ class ServerSettings:
     cluster: str = "default"  # names the resource cluster/<name> (cluster:apply)
     insecure: bool = False  # plain text instead of TLS: tests and trusted networks only
     host_paths: tuple[Path, ...] = ()  # host directories file:/// transfers may use
+    ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
 
 
 def _key(data_dir: Path) -> bytes:
@@ -106,6 +109,12 @@ def _instance_id(data_dir: Path) -> str:
     if not path.exists():
         write_private_file(path, secrets.token_hex(4).encode())
     return path.read_text().strip()
+
+
+def _cluster_endpoints(settings: ServerSettings, nodes: NodeDirectory) -> list[str]:
+    """The orchestrator's and the node agents' HOST:PORT, which ingress never fetches from."""
+    own = [settings.listen, settings.advertise or settings.listen]
+    return own + [record.endpoint for record in nodes.records()]
 
 
 def serve(settings: ServerSettings, stop: threading.Event | None = None,
@@ -143,6 +152,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             volume_root=settings.volume_root or data_dir / "volumes",
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
             instance=_instance_id(data_dir), host_paths=settings.host_paths,
+            ingress=replace(settings.ingress, cluster_endpoints=partial(
+                _cluster_endpoints, settings, nodes)),
         ))
         certifier = NodeCertifier(store, tls.authority) if tls else None
         service = OrchestratorService(

@@ -1,7 +1,8 @@
 """Data ingress and egress: a volume's data in before its first job, out after its last.
 
-Ingress sources: ``http(s)://`` (urllib), ``file:///abs/path`` on the orchestrator
-host (inside the admin's ``host_paths`` only), ``s3://bucket/key`` or
+Ingress sources: ``http(s)://`` (urllib; never to an internal address unless the
+admin allows it, see :mod:`fuzz.orchestrate.ingress_policy`), ``file:///abs/path``
+on the orchestrator host (inside the admin's ``host_paths`` only), ``s3://bucket/key`` or
 ``s3://bucket/prefix/`` (boto3). Ingress destinations and egress sources are
 ``file://relative/path`` inside the volume (never absolute, never ``..``, never
 through a symlink that leads out). Egress destinations are ``file:///abs/path``
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer_http import http_source
 from fuzz.orchestrate.transfer_local import (
     Boundary,
@@ -66,17 +68,20 @@ def ingress(
     credentials: S3Credentials | None = None,
     progress: ProgressCallback | None = None,
     host_roots: Sequence[Path] = (),
+    http_policy: IngressPolicy | None = None,
 ) -> TransferResult:
     """Copy ``source_uri`` into the volume at ``volume_dir`` as ``destination_uri``.
 
     ``credentials`` are for ``s3://`` (None: boto3's default chain); ``host_roots``
-    are the orchestrator host's directories a ``file:///`` source may be in. A file lands
+    are the orchestrator host's directories a ``file:///`` source may be in;
+    ``http_policy`` says where an ``http(s)://`` source may connect (None: the
+    defaults, no internal address). A file lands
     at the destination path, or inside it when that is a directory or ends with
     ``/``; a tree (host directory, S3 prefix) is merged into the destination
     directory. Raises TransferError.
     """
     target = path_in_volume(volume_dir, destination_uri)
-    source = _ingress_source(source_uri, credentials, host_roots)
+    source = _ingress_source(source_uri, credentials, host_roots, http_policy)
     sink = LocalSink(target, Boundary.of_volume(volume_dir), destination_uri, source.tree)
     return copy(source, sink, progress)
 
@@ -108,10 +113,10 @@ def _scheme(uri: str) -> str:
 
 
 def _ingress_source(uri: str, credentials: S3Credentials | None,
-                    host_roots: Sequence[Path]) -> Source:
+                    host_roots: Sequence[Path], http_policy: IngressPolicy | None) -> Source:
     scheme = _scheme(uri)
     if scheme in ("http", "https"):
-        return http_source(uri)
+        return http_source(uri, http_policy)
     if scheme == "file":
         return local_source(*host_path(uri, host_roots), uri)
     if scheme == "s3":

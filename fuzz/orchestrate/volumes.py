@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fuzz.orchestrate import transfer
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
 from fuzz.orchestrate.transfer import S3Credentials, TransferError, TransferResult
 from fuzz.spec.fuzzfile import VolumeSpec
@@ -26,13 +27,16 @@ from fuzz.spec.fuzzfile import VolumeSpec
 class VolumeManager:
     """Creates, fills, empties and deletes volume directories."""
 
-    def __init__(self, root: Path, uid: int, gid: int, host_roots: Sequence[Path] = ()) -> None:
+    def __init__(self, root: Path, uid: int, gid: int, host_roots: Sequence[Path] = (),
+                 http_policy: IngressPolicy | None = None) -> None:
         """Keep volumes under ``root``, owned by ``uid``:``gid``; ``file:///`` transfers
-        may use the host directories ``host_roots`` only."""
+        may use the host directories ``host_roots`` only, ``http(s)://`` ingress the
+        addresses ``http_policy`` allows (None: public ones only)."""
         self.root = root
         self.uid = uid
         self.gid = gid
         self.host_roots = tuple(host_roots)
+        self.http_policy = http_policy
 
     def host_path_problem(self, move: TransferRecord) -> str | None:
         """Why ``move``'s path on the orchestrator host is refused; None if it is allowed
@@ -67,7 +71,7 @@ class VolumeManager:
         if record.direction == "ingress":
             result = transfer.ingress(record.source, record.destination, directory,
                                       credentials=credentials, progress=progress,
-                                      host_roots=self.host_roots)
+                                      host_roots=self.host_roots, http_policy=self.http_policy)
             self._own(directory)
             return result
         return transfer.egress(record.source, record.destination, directory,
