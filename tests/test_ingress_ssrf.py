@@ -19,9 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from moto_s3 import MotoS3
 
 from fuzz.orchestrate.ingress_policy import AllowEntry, IngressPolicy
-from fuzz.orchestrate.transfer import TransferError, ingress
+from fuzz.orchestrate.transfer import S3Credentials, TransferError, egress, ingress
 from fuzz.spec.loader import load_cluster_spec
 from fuzz.spec.problems import SpecError
 
@@ -124,10 +125,11 @@ def allowing(*entries: str, proxy: str | None = None) -> IngressPolicy:
     return IngressPolicy.from_spec(entries, proxy)
 
 
-def refused(uri: str, volume: Path, policy: IngressPolicy | None = None) -> str:
+def refused(uri: str, volume: Path, policy: IngressPolicy | None = None,
+            credentials: S3Credentials | None = None) -> str:
     """The reason ingress of ``uri`` fails (it must), without its leading URI."""
     with pytest.raises(TransferError) as caught:
-        ingress(uri, "file://refused", volume, http_policy=policy)
+        ingress(uri, "file://refused", volume, http_policy=policy, credentials=credentials)
     message = str(caught.value)
     assert message.startswith(f"{uri}: "), message
     assert not (volume / "refused").exists()
@@ -297,6 +299,53 @@ def test_the_configured_proxy_is_used_and_the_destination_still_checked(
     assert refused(f"http://localhost:{internal.port}/secret", volume, no_allow).startswith(
         "refusing to fetch from ")
     assert len(other.requests) == asked and internal.requests == []
+
+
+# --- S3 endpoints a secret names ------------------------------------------------------------
+
+
+def s3_credentials(moto_s3: MotoS3, endpoint: str | None = None) -> S3Credentials:
+    """What a user's S3 secret holds, with its own endpoint (default: moto's)."""
+    return S3Credentials(moto_s3.access_key_id, moto_s3.secret_access_key,
+                         region=moto_s3.region, endpoint_url=endpoint or moto_s3.endpoint_url)
+
+
+def test_an_s3_endpoint_on_an_internal_address_is_refused(moto_s3: MotoS3, internal: Server,
+                                                          volume: Path) -> None:
+    # the metadata-service trick: path-style s3://latest/meta-data/... at an internal host
+    bucket = moto_s3.new_bucket()
+    moto_s3.client().put_object(Bucket=bucket, Key="data.txt", Body=SECRET)
+    uri = f"s3://{bucket}/data.txt"
+    credentials = s3_credentials(moto_s3)
+    reason = refused(uri, volume, None, credentials)
+    assert reason == (f"endpoint {moto_s3.endpoint_url}: refusing to fetch from 127.0.0.1 "
+                      f"port {moto_s3.endpoint_url.rpartition(':')[2]}: a loopback address (an "
+                      "admin may allow it under orchestrator.ingress.allow, naming that one "
+                      "address)")
+    (volume / "out.txt").write_bytes(b"overwrite")
+    with pytest.raises(TransferError, match=rf"^{uri}: endpoint .*: refusing to fetch"):
+        egress("file://out.txt", uri, volume, credentials=credentials)
+    assert moto_s3.client().get_object(Bucket=bucket, Key="data.txt")["Body"].read() == SECRET
+    assert refused(uri, volume, None, s3_credentials(moto_s3, "file:///etc/passwd")) == (
+        "endpoint file:///etc/passwd: not an http:// or https:// URL")
+    policy = allowing(moto_s3.endpoint_url.removeprefix("http://"))
+    ingress(uri, "file://got", volume, credentials=credentials, http_policy=policy)
+    assert (volume / "got").read_bytes() == SECRET
+
+
+def test_s3_ignores_the_proxy_in_the_environment(moto_s3: MotoS3, other: Server, volume: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = moto_s3.new_bucket()
+    moto_s3.client().put_object(Bucket=bucket, Key="data.txt", Body=SECRET)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, other.url)
+    policy = allowing(moto_s3.endpoint_url.removeprefix("http://"))
+    ingress(f"s3://{bucket}/data.txt", "file://got", volume,
+            credentials=s3_credentials(moto_s3), http_policy=policy)
+    assert (volume / "got").read_bytes() == SECRET
+    assert other.requests == []
 
 
 # --- the cluster spec ------------------------------------------------------------------------

@@ -341,14 +341,16 @@ def test_s3_egress_and_ingress_of_a_tree_with_credentials_from_a_secret(
     files = make_tree(volume / "results")
     (volume / "results" / "big.bin").write_bytes(BIG)
     files["big.bin"] = BIG
-    out = egress("file://results", f"s3://{bucket}/run1", volume, credentials=credentials)
+    out = egress("file://results", f"s3://{bucket}/run1", volume, credentials=credentials,
+                 http_policy=LOCAL)
     listed = moto_s3.client().list_objects_v2(Bucket=bucket)["Contents"]
     assert sorted(entry["Key"] for entry in listed) == sorted(f"run1/{n}" for n in files)
     assert out.sha256 == sha256sum_listing_digest(volume / "results")
 
     again = tmp_path / "again"
     again.mkdir()
-    back = ingress(f"s3://{bucket}/run1/", "file://copy/", again, credentials=credentials)
+    back = ingress(f"s3://{bucket}/run1/", "file://copy/", again, credentials=credentials,
+                   http_policy=LOCAL)
     assert tree(again / "copy") == files
     assert (back.sha256, back.size, back.files) == (out.sha256, out.size, 4)
 
@@ -360,11 +362,12 @@ def test_s3_one_object_each_way_with_a_json_secret(moto_s3: MotoS3, volume: Path
               f'"AWS_ENDPOINT_URL": "{moto_s3.endpoint_url}", "AWS_REGION": "us-east-1"}}')
     credentials = s3_credentials_from_secret(secret.encode())
     (volume / "out.txt").write_bytes(SMALL)
-    egress("file://out.txt", f"s3://{bucket}/keep/", volume, credentials=credentials)
+    egress("file://out.txt", f"s3://{bucket}/keep/", volume, credentials=credentials,
+           http_policy=LOCAL)
     body = moto_s3.client().get_object(Bucket=bucket, Key="keep/out.txt")["Body"].read()
     assert body == SMALL
     result = ingress(f"s3://{bucket}/keep/out.txt", "file://in.txt", volume,
-                     credentials=credentials)
+                     credentials=credentials, http_policy=LOCAL)
     assert (volume / "in.txt").read_bytes() == SMALL
     assert (result.size, result.files) == (len(SMALL), 1)
 
@@ -376,15 +379,16 @@ def test_s3_failures_name_the_uri(moto_s3: MotoS3, volume: Path) -> None:
     (volume / "out.txt").write_bytes(SMALL)
     uri = f"s3://{bucket}/x"
     with pytest.raises(TransferError, match=rf"^{uri}: SignatureDoesNotMatch: "):
-        ingress(uri, "file://x", volume, credentials=wrong)
+        ingress(uri, "file://x", volume, credentials=wrong, http_policy=LOCAL)
     with pytest.raises(TransferError, match=rf"^{uri}: SignatureDoesNotMatch: "):
-        egress("file://out.txt", uri, volume, credentials=wrong)
+        egress("file://out.txt", uri, volume, credentials=wrong, http_policy=LOCAL)
     with pytest.raises(TransferError, match=r"^s3://no-such-bucket-fuzz/x: NoSuchBucket: "):
-        egress("file://out.txt", "s3://no-such-bucket-fuzz/x", volume, credentials=good)
+        egress("file://out.txt", "s3://no-such-bucket-fuzz/x", volume, credentials=good,
+               http_policy=LOCAL)
     with pytest.raises(TransferError, match=r"NoSuchKey: .*end the URI with '/'\)$"):
-        ingress(f"s3://{bucket}/missing", "file://x", volume, credentials=good)
+        ingress(f"s3://{bucket}/missing", "file://x", volume, credentials=good, http_policy=LOCAL)
     with pytest.raises(TransferError, match=rf"^s3://{bucket}/none/: no objects under"):
-        ingress(f"s3://{bucket}/none/", "file://x", volume, credentials=good)
+        ingress(f"s3://{bucket}/none/", "file://x", volume, credentials=good, http_policy=LOCAL)
     assert tree(volume) == {"out.txt": SMALL}
 
 
@@ -394,7 +398,8 @@ def test_s3_keys_that_would_leave_the_volume_are_rejected(moto_s3: MotoS3,
     moto_s3.client().put_object(Bucket=bucket, Key="p/../../escape", Body=b"x")
     credentials = s3_credentials_from_secret(secret_lines(moto_s3))
     with pytest.raises(TransferError, match=rf"^s3://{bucket}/p/: '../../escape' would leave"):
-        ingress(f"s3://{bucket}/p/", "file://in/", volume, credentials=credentials)
+        ingress(f"s3://{bucket}/p/", "file://in/", volume, credentials=credentials,
+                http_policy=LOCAL)
     assert tree(volume.parent) == {}
 
 

@@ -51,18 +51,20 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage,
-            auth_busybox_image: PushedImage, web: tuple[str, Path]) -> Iterator[LocalCluster]:
+            auth_busybox_image: PushedImage, web: tuple[str, Path],
+            moto_s3: MotoS3) -> Iterator[LocalCluster]:
     """Two local nodes and their orchestrator, for every test of this module.
 
-    Its ingress may fetch from ``web`` (on loopback: the admin allows it) and, in
-    the allow-list but refused all the same, from the orchestrator's own port.
+    Its transfers may reach ``web`` and ``moto_s3`` (on loopback: the admin allows
+    them) and, in the allow-list but refused all the same, the orchestrator's own port.
     """
     directory = tmp_path_factory.mktemp("cluster")
     os.chmod(directory, 0o755)  # jobs run as nobody; volumes live under it
     registries = [busybox_image.registry.host, auth_busybox_image.registry.host]
     results = tmp_path_factory.getbasetemp()  # where the tests' egress may write
     port = free_port()
-    allow = [web[0].removeprefix("http://"), f"127.0.0.1:{port}"]
+    allow = [web[0].removeprefix("http://"), moto_s3.endpoint_url.removeprefix("http://"),
+             f"127.0.0.1:{port}"]
     with local_cluster(directory, registries, port, host_paths=[str(results)],
                        orchestrator={"ingress": {"allow": allow}}) as running:
         yield running

@@ -159,6 +159,18 @@ class IngressPolicy:
             return None
         return f"refusing to fetch from {where}: {kind} ({hint})"
 
+    def destination_refusal(self, host: str, port: int) -> str | None:
+        """Why ``host``:``port`` is refused, checking every address ``host`` resolves to
+        (for a connection someone else makes: a proxy, boto3); None when all are allowed.
+
+        Raises OSError when ``host`` does not resolve.
+        """
+        for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            refusal = self.refusal(ipaddress.ip_address(sockaddr[0]), port)
+            if refusal is not None:
+                return refusal
+        return None
+
     def _endpoints(self) -> Iterator[tuple[Address, int]]:
         """The cluster's endpoints as (address, port); a host name that does not resolve
         is skipped."""

@@ -74,8 +74,8 @@ def ingress(
 
     ``credentials`` are for ``s3://`` (None: boto3's default chain); ``host_roots``
     are the orchestrator host's directories a ``file:///`` source may be in;
-    ``http_policy`` says where an ``http(s)://`` source may connect (None: the
-    defaults, no internal address). A file lands
+    ``http_policy`` says where an ``http(s)://`` source, or the S3 endpoint a
+    secret names, may connect (None: the defaults, no internal address). A file lands
     at the destination path, or inside it when that is a directory or ends with
     ``/``; a tree (host directory, S3 prefix) is merged into the destination
     directory. Raises TransferError.
@@ -94,16 +94,18 @@ def egress(
     credentials: S3Credentials | None = None,
     progress: ProgressCallback | None = None,
     host_roots: Sequence[Path] = (),
+    http_policy: IngressPolicy | None = None,
 ) -> TransferResult:
     """Copy ``source_uri`` (a file or directory in the volume) out to ``destination_uri``.
 
     A file goes to the destination (inside it when that is a directory or ends
     with ``/``); a directory's tree goes under it. A ``file:///`` destination must
-    be inside one of ``host_roots``. Raises TransferError.
+    be inside one of ``host_roots``; an S3 endpoint a secret names, at an address
+    ``http_policy`` allows. Raises TransferError.
     """
     path = path_in_volume(volume_dir, source_uri)
     source = local_source(path, Boundary.of_volume(volume_dir), source_uri)
-    sink = _egress_sink(destination_uri, credentials, source.tree, host_roots)
+    sink = _egress_sink(destination_uri, credentials, source.tree, host_roots, http_policy)
     return copy(source, sink, progress)
 
 
@@ -120,15 +122,15 @@ def _ingress_source(uri: str, credentials: S3Credentials | None,
     if scheme == "file":
         return local_source(*host_path(uri, host_roots), uri)
     if scheme == "s3":
-        return s3_source(uri, s3_client(credentials))
+        return s3_source(uri, s3_client(credentials, uri, http_policy))
     raise TransferError(f"{uri}: an ingress source must be http(s)://, file:// or s3://")
 
 
 def _egress_sink(uri: str, credentials: S3Credentials | None, tree: bool,
-                 host_roots: Sequence[Path]) -> Sink:
+                 host_roots: Sequence[Path], http_policy: IngressPolicy | None) -> Sink:
     scheme = _scheme(uri)
     if scheme == "file":
         return LocalSink(*host_path(uri, host_roots), uri, tree)
     if scheme == "s3":
-        return S3Sink(uri, s3_client(credentials), tree)
+        return S3Sink(uri, s3_client(credentials, uri, http_policy), tree)
     raise TransferError(f"{uri}: an egress destination must be file:// or s3://")

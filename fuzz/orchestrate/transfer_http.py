@@ -84,10 +84,9 @@ def _check_destination(url: str, policy: IngressPolicy) -> None:
         port = parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError as exc:
         raise urllib.error.URLError(str(exc)) from None
-    for *_, sockaddr in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM):
-        refusal = policy.refusal(ipaddress.ip_address(sockaddr[0]), port)
-        if refusal is not None:
-            raise ForbiddenAddressError(0, refusal)
+    refusal = policy.destination_refusal(parts.hostname or "", port)
+    if refusal is not None:
+        raise ForbiddenAddressError(0, refusal)
 
 
 def _checked(connection: type[http.client.HTTPConnection], policy: IngressPolicy,

@@ -76,7 +76,7 @@ class VolumeManager:
             return result
         return transfer.egress(record.source, record.destination, directory,
                                credentials=credentials, progress=progress,
-                               host_roots=self.host_roots)
+                               host_roots=self.host_roots, http_policy=self.http_policy)
 
     def _own(self, directory: Path) -> None:
         """Give what an ingress wrote to the jobs' uid (it was written as the server's)."""
