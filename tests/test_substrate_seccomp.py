@@ -11,6 +11,7 @@ CAP_SYS_ADMIN).
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def test_every_job_config_carries_the_profile() -> None:
         spec = ContainerSpec(id="job-1", rootfs=Path("/images/a"), args=("true",), uid=uid)
         profile = oci_config(spec, "/r")["linux"]["seccomp"]
         assert profile["defaultAction"] == "SCMP_ACT_ERRNO" and profile["defaultErrnoRet"] == 1
-        assert profile["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"]
+        assert profile["architectures"] == [seccomp.ARCHITECTURES[os.uname().machine]]
+    assert seccomp.default_profile("aarch64")["architectures"] == ["SCMP_ARCH_AARCH64"]
     allowed = {name for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW"
                and "args" not in rule for name in rule["names"]}
     assert allowed.isdisjoint(DENIED), allowed & set(DENIED)

@@ -49,18 +49,23 @@ refuses to move another user's pages. Syscalls newer than this list (and than
 Debian's libseccomp) answer ENOSYS rather than EPERM (runc does this), so a
 library probing for them falls back.
 
-Architectures: x86_64 and aarch64 (no 32-bit or x32 entry points: their syscalls
-are refused too). One list serves both: runc skips names an architecture does not
-have.
+Architectures: the node's own, x86_64 or aarch64, and no other (as Docker does;
+32-bit and x32 entry points are refused: HPC codes are 64-bit, and compat syscalls
+are another kernel surface). A filter with foreign architectures would only make
+every container start slower (runc compiles the filter at each start; a few
+milliseconds per architecture on a small machine). One list serves both: runc
+skips names an architecture does not have.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 EPERM = 1
 ENOSYS = 38
-ARCHITECTURES = ("SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64")
+ARCHITECTURES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
+"""libseccomp's name of each architecture fuzz runs on, by ``uname -m``."""
 
 # clone() flags that make new namespaces (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC,
 # NEWUSER, NEWPID, NEWNET): a clone with any of them is refused.
@@ -136,12 +141,14 @@ NOT_SUPPORTED = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_registe
 """Answer ENOSYS, so that libraries fall back (glibc to clone, io_uring users to plain I/O)."""
 
 
-def default_profile() -> dict[str, Any]:
-    """The ``linux.seccomp`` section of a job's OCI config."""
+def default_profile(machine: str | None = None) -> dict[str, Any]:
+    """The ``linux.seccomp`` section of a job's OCI config on a ``machine`` node
+    (default: this one). Another architecture gets libseccomp's default: its own only."""
+    machine = machine or os.uname().machine
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": EPERM,
-        "architectures": list(ARCHITECTURES),
+        "architectures": [ARCHITECTURES[machine]] if machine in ARCHITECTURES else [],
         "syscalls": [
             {"names": list(ALLOWED), "action": "SCMP_ACT_ALLOW"},
             {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
