@@ -44,7 +44,8 @@ class Server:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """``/secret``: SECRET; ``/to/URL``: a 302 to URL; a proxy's request: VIA_PROXY."""
+    """``/secret``: SECRET; ``/to/URL``: a 302 to URL; ``/loop``: a 302 to itself; a
+    proxy's request: VIA_PROXY."""
 
     server: _Recording
 
@@ -52,7 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.record.requests.append(self.requestline)
         if self.path == "/secret":
             body = SECRET
-        elif self.path.startswith("/to/"):
+        elif self.path.startswith("/to/") or self.path == "/loop":
             self.send_response(302)
             self.send_header("Location", self.path.removeprefix("/to/"))
             self.send_header("Content-Length", "0")
@@ -257,9 +258,15 @@ def test_a_redirect_to_another_scheme_is_refused(target: str, other: Server,
 
 
 def test_redirects_are_bounded(other: Server, volume: Path) -> None:
-    uri = other.url + "".join(f"/to/{other.url}" for _ in range(7)) + "/secret"
-    assert refused(uri, volume, allowing(f"127.0.0.1:{other.port}")).startswith(
-        "more than 5 redirects")
+    policy = allowing(f"127.0.0.1:{other.port}")
+    five = other.url + "".join(f"/to/{other.url}" for _ in range(5)) + "/secret"
+    ingress(five, "file://got", volume, http_policy=policy)
+    assert (volume / "got").read_bytes() == SECRET
+    six = other.url + "".join(f"/to/{other.url}" for _ in range(6)) + "/secret"
+    assert refused(six, volume, policy) == (
+        f"more than 5 redirects (the last to {other.url}/secret)")
+    assert refused(f"{other.url}/loop", volume, policy) == (
+        f"more than 5 redirects (the last to {other.url}/loop)")
 
 
 # --- proxies ---------------------------------------------------------------------------------

@@ -125,6 +125,8 @@ class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
 class _BoundedRedirectHandler(urllib.request.HTTPRedirectHandler):
     """Follows at most ``MAX_REDIRECTS`` redirects, to http and https only."""
 
+    max_repeats = MAX_REDIRECTS + 1  # loops too end at MAX_REDIRECTS, with this message
+
     def http_error_302(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
                        headers: HTTPMessage) -> Any:
         target = headers.get("location") or headers.get("uri")
@@ -134,7 +136,7 @@ class _BoundedRedirectHandler(urllib.request.HTTPRedirectHandler):
                 fp.close()
                 raise urllib.error.URLError(
                     f"redirected to {target}: only http:// and https:// redirects are followed")
-            if len(getattr(req, "redirect_dict", {})) >= MAX_REDIRECTS:
+            if sum(getattr(req, "redirect_dict", {}).values()) >= MAX_REDIRECTS:
                 fp.close()
                 raise urllib.error.URLError(
                     f"more than {MAX_REDIRECTS} redirects (the last to {target})")
