@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import os
 import re
 import ssl
@@ -22,6 +21,7 @@ from moto_s3 import MotoS3
 
 from fuzz.errors import ConfigError
 from fuzz.orchestrate.host_roots import HostAccess, HostRoots
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer import (
     S3Credentials,
     TransferError,
@@ -30,7 +30,7 @@ from fuzz.orchestrate.transfer import (
     s3_credentials_from_secret,
     volume_relative,
 )
-from fuzz.orchestrate.transfer_http import CLOUD_METADATA_NETWORKS, http_source
+from fuzz.orchestrate.transfer_http import http_source
 from fuzz.orchestrate.transfer_stream import PROGRESS_EVERY, Source
 from fuzz.testing.oci import free_port
 from tests.workflowutil import safe_host_root
@@ -38,6 +38,8 @@ from tests.workflowutil import safe_host_root
 MiB = 1024 * 1024
 BIG = bytes(range(256)) * (9 * MiB // 256 + 3)  # over boto3's 8 MiB multipart threshold
 SMALL = b"hello, volume\n"
+LOCAL = IngressPolicy.from_spec(["127.0.0.1", "127.0.0.2"], None)
+"""The tests' servers are on loopback: the admin's allow-list names it."""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -152,7 +154,7 @@ def sha256sum_listing_digest(root: Path) -> str:
 def test_http_ingress_streams_with_progress_size_and_checksum(http_url: str,
                                                                volume: Path) -> None:
     calls: list[tuple[int, int | None]] = []
-    result = ingress(f"{http_url}/big.bin", "file://inputs/", volume,
+    result = ingress(f"{http_url}/big.bin", "file://inputs/", volume, http_policy=LOCAL,
                      progress=lambda done, total: calls.append((done, total)))
     assert (volume / "inputs" / "big.bin").read_bytes() == BIG
     assert result.size == len(BIG) and result.files == 1
@@ -166,7 +168,7 @@ def test_http_ingress_streams_with_progress_size_and_checksum(http_url: str,
 
 
 def test_http_follows_redirects_to_the_named_file(http_url: str, volume: Path) -> None:
-    result = ingress(f"{http_url}/moved", "file://greeting.txt", volume)
+    result = ingress(f"{http_url}/moved", "file://greeting.txt", volume, http_policy=LOCAL)
     assert (volume / "greeting.txt").read_bytes() == SMALL
     assert result.sha256 == hashlib.sha256(SMALL).hexdigest()
 
@@ -178,7 +180,7 @@ def test_http_follows_redirects_to_the_named_file(http_url: str, volume: Path) -
 def test_http_failures_name_the_uri_and_leave_nothing(http_url: str, volume: Path,
                                                        path: str, reason: str) -> None:
     with pytest.raises(TransferError) as caught:
-        ingress(f"{http_url}{path}", "file://data/file", volume)
+        ingress(f"{http_url}{path}", "file://data/file", volume, http_policy=LOCAL)
     assert str(caught.value) == f"{http_url}{path}: {reason}"
     assert tree(volume) == {}
 
@@ -186,33 +188,32 @@ def test_http_failures_name_the_uri_and_leave_nothing(http_url: str, volume: Pat
 def test_http_connection_refused(volume: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}/x"
     with pytest.raises(TransferError, match=r"^http://127\.0\.0\.1:\d+/x: Connection refused$"):
-        ingress(uri, "file://x", volume)
+        ingress(uri, "file://x", volume, http_policy=LOCAL)
 
 
-def test_forbidden_addresses_are_refused_even_after_a_redirect(
+def test_refused_addresses_are_refused_even_after_a_redirect(
         http_url: str, second_http_host: str) -> None:
-    forbidden = [ipaddress.ip_network("127.0.0.2/32")]  # stands in for 169.254.169.254
-    assert fetch(http_source(f"{http_url}/small.txt", forbidden)) == SMALL
-    refused = r"refusing to fetch from 127\.0\.0\.2 \(link-local: where cloud metadata"
+    only_first = IngressPolicy.from_spec(["127.0.0.1"], None)  # 127.0.0.2: an internal service
+    assert fetch(http_source(f"{http_url}/small.txt", only_first)) == SMALL
+    refused = r"refusing to fetch from 127\.0\.0\.2 port \d+: a loopback address"
     direct = f"http://{second_http_host}/small.txt"
     with pytest.raises(TransferError, match=rf"^{re.escape(direct)}: {refused}"):
-        fetch(http_source(direct, forbidden))
+        fetch(http_source(direct, only_first))
     redirected = f"{http_url}/elsewhere/{second_http_host}/small.txt"
     with pytest.raises(TransferError, match=rf"^{re.escape(redirected)}: {refused}"):
-        fetch(http_source(redirected, forbidden))
-    assert fetch(http_source(direct)) == SMALL  # the default list: link-local only
-    assert ipaddress.ip_address("169.254.169.254") in CLOUD_METADATA_NETWORKS[0]
+        fetch(http_source(redirected, only_first))
+    assert fetch(http_source(direct, LOCAL)) == SMALL
 
 
 def test_https_is_checked_before_the_handshake_and_verified_after(
         https_url: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     url, cert = https_url
     with pytest.raises(TransferError, match=r"CERTIFICATE_VERIFY_FAILED"):
-        fetch(http_source(f"{url}/small.txt"))  # a certificate nobody vouches for
+        fetch(http_source(f"{url}/small.txt", LOCAL))  # a certificate nobody vouches for
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's own setting: trust it
-    assert fetch(http_source(f"{url}/small.txt")) == SMALL
+    assert fetch(http_source(f"{url}/small.txt", LOCAL)) == SMALL
     with pytest.raises(TransferError, match=r"refusing to fetch from 127\.0\.0\.1"):
-        fetch(http_source(f"{url}/small.txt", [ipaddress.ip_network("127.0.0.0/8")]))
+        fetch(http_source(f"{url}/small.txt"))
 
 
 # --- file:// and volume paths ---------------------------------------------------------------
@@ -375,14 +376,16 @@ def test_s3_egress_and_ingress_of_a_tree_with_credentials_from_a_secret(
     files = make_tree(volume / "results")
     (volume / "results" / "big.bin").write_bytes(BIG)
     files["big.bin"] = BIG
-    out = egress("file://results", f"s3://{bucket}/run1", volume, credentials=credentials)
+    out = egress("file://results", f"s3://{bucket}/run1", volume, credentials=credentials,
+                 http_policy=LOCAL)
     listed = moto_s3.client().list_objects_v2(Bucket=bucket)["Contents"]
     assert sorted(entry["Key"] for entry in listed) == sorted(f"run1/{n}" for n in files)
     assert out.sha256 == sha256sum_listing_digest(volume / "results")
 
     again = tmp_path / "again"
     again.mkdir()
-    back = ingress(f"s3://{bucket}/run1/", "file://copy/", again, credentials=credentials)
+    back = ingress(f"s3://{bucket}/run1/", "file://copy/", again, credentials=credentials,
+                   http_policy=LOCAL)
     assert tree(again / "copy") == files
     assert (back.sha256, back.size, back.files) == (out.sha256, out.size, 4)
 
@@ -394,11 +397,12 @@ def test_s3_one_object_each_way_with_a_json_secret(moto_s3: MotoS3, volume: Path
               f'"AWS_ENDPOINT_URL": "{moto_s3.endpoint_url}", "AWS_REGION": "us-east-1"}}')
     credentials = s3_credentials_from_secret(secret.encode())
     (volume / "out.txt").write_bytes(SMALL)
-    egress("file://out.txt", f"s3://{bucket}/keep/", volume, credentials=credentials)
+    egress("file://out.txt", f"s3://{bucket}/keep/", volume, credentials=credentials,
+           http_policy=LOCAL)
     body = moto_s3.client().get_object(Bucket=bucket, Key="keep/out.txt")["Body"].read()
     assert body == SMALL
     result = ingress(f"s3://{bucket}/keep/out.txt", "file://in.txt", volume,
-                     credentials=credentials)
+                     credentials=credentials, http_policy=LOCAL)
     assert (volume / "in.txt").read_bytes() == SMALL
     assert (result.size, result.files) == (len(SMALL), 1)
 
@@ -410,15 +414,16 @@ def test_s3_failures_name_the_uri(moto_s3: MotoS3, volume: Path) -> None:
     (volume / "out.txt").write_bytes(SMALL)
     uri = f"s3://{bucket}/x"
     with pytest.raises(TransferError, match=rf"^{uri}: SignatureDoesNotMatch: "):
-        ingress(uri, "file://x", volume, credentials=wrong)
+        ingress(uri, "file://x", volume, credentials=wrong, http_policy=LOCAL)
     with pytest.raises(TransferError, match=rf"^{uri}: SignatureDoesNotMatch: "):
-        egress("file://out.txt", uri, volume, credentials=wrong)
+        egress("file://out.txt", uri, volume, credentials=wrong, http_policy=LOCAL)
     with pytest.raises(TransferError, match=r"^s3://no-such-bucket-fuzz/x: NoSuchBucket: "):
-        egress("file://out.txt", "s3://no-such-bucket-fuzz/x", volume, credentials=good)
+        egress("file://out.txt", "s3://no-such-bucket-fuzz/x", volume, credentials=good,
+               http_policy=LOCAL)
     with pytest.raises(TransferError, match=r"NoSuchKey: .*end the URI with '/'\)$"):
-        ingress(f"s3://{bucket}/missing", "file://x", volume, credentials=good)
+        ingress(f"s3://{bucket}/missing", "file://x", volume, credentials=good, http_policy=LOCAL)
     with pytest.raises(TransferError, match=rf"^s3://{bucket}/none/: no objects under"):
-        ingress(f"s3://{bucket}/none/", "file://x", volume, credentials=good)
+        ingress(f"s3://{bucket}/none/", "file://x", volume, credentials=good, http_policy=LOCAL)
     assert tree(volume) == {"out.txt": SMALL}
 
 
@@ -428,7 +433,8 @@ def test_s3_keys_that_would_leave_the_volume_are_rejected(moto_s3: MotoS3,
     moto_s3.client().put_object(Bucket=bucket, Key="p/../../escape", Body=b"x")
     credentials = s3_credentials_from_secret(secret_lines(moto_s3))
     with pytest.raises(TransferError, match=rf"^s3://{bucket}/p/: '../../escape' would leave"):
-        ingress(f"s3://{bucket}/p/", "file://in/", volume, credentials=credentials)
+        ingress(f"s3://{bucket}/p/", "file://in/", volume, credentials=credentials,
+                http_policy=LOCAL)
     assert tree(volume.parent) == {}
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from moto_s3 import MotoS3
 
 from fuzz import pki
@@ -40,18 +41,6 @@ def host_root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage,
-            auth_busybox_image: PushedImage, host_root: Path) -> Iterator[LocalCluster]:
-    """Two local nodes and their orchestrator, for every test of this module."""
-    directory = tmp_path_factory.mktemp("cluster")
-    os.chmod(directory, 0o755)  # jobs run as nobody; volumes live under it
-    registries = [busybox_image.registry.host, auth_busybox_image.registry.host]
-    with local_cluster(directory, registries, free_port(),
-                       host_paths=[str(host_root)]) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """An HTTP server with inputs.tar.gz (two text files under inputs/)."""
     root = tmp_path_factory.mktemp("www")
@@ -66,6 +55,26 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     (root / "inputs.tar.gz").write_bytes(buffer.getvalue())
     with serve_directory(root) as url:
         yield url, root
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage,
+            auth_busybox_image: PushedImage, web: tuple[str, Path],
+            moto_s3: MotoS3, host_root: Path) -> Iterator[LocalCluster]:
+    """Two local nodes and their orchestrator, for every test of this module.
+
+    Its transfers may reach ``web`` and ``moto_s3`` (on loopback: the admin allows
+    them) and, in the allow-list but refused all the same, the orchestrator's own port.
+    """
+    directory = tmp_path_factory.mktemp("cluster")
+    os.chmod(directory, 0o755)  # jobs run as nobody; volumes live under it
+    registries = [busybox_image.registry.host, auth_busybox_image.registry.host]
+    port = free_port()
+    allow = [web[0].removeprefix("http://"), moto_s3.endpoint_url.removeprefix("http://"),
+             f"127.0.0.1:{port}"]
+    with local_cluster(directory, registries, port, host_paths=[str(host_root)],
+                       orchestrator={"ingress": {"allow": allow}}) as running:
+        yield running
 
 
 PIPELINE = """\
@@ -471,3 +480,45 @@ jobs:
     assert f"s3://{bucket}/in/absent.txt" in failed["error"], dump(failed)
     assert tasks_by_key(failed)["upper"]["state"] == "NOT_RUN"
     assert failed["volumes"][0]["transfers"][1]["state"] == "SKIPPED"  # no egress after that
+
+
+PROBE = """\
+version: v1
+volumes:
+  loot:
+    reference: volume://user/ephemeral
+    ingress:
+      - {{source: {{uri: {uri}}}, destination: {{uri: file://loot}}}}
+jobs:
+  show:
+    image: {{uri: {image}}}
+    command: [cat, /loot/loot]
+    mounts: {{loot: {{location: /loot}}}}
+"""
+
+
+def test_ingress_cannot_probe_the_inside(cluster: LocalCluster, busybox_image: PushedImage,
+                                         tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("internal\n")
+    listen = yaml.safe_load((cluster.directory / "fuzz.yaml").read_text())["orchestrator"]
+    agent = cluster.ok("node", "list", "--json").json()[0]["endpoint"]
+    with serve_directory(tmp_path) as internal:  # on loopback, not in the allow-list
+        port = internal.rpartition(":")[2]
+        cases = {
+            f"{internal}/secret.txt": f"refusing to fetch from 127.0.0.1 port {port}: a loopback "
+            "address (an admin may allow it under orchestrator.ingress.allow, naming that one "
+            "address)",
+            # allow-listed, and refused all the same: the cluster's own ports
+            f"http://{listen['listen']}/": "refusing to fetch from 127.0.0.1 port "
+            f"{listen['listen'].rpartition(':')[2]}: the orchestrator's or a node agent's port",
+            f"http://{agent}/": f"refusing to fetch from 127.0.0.1 port "
+            f"{agent.rpartition(':')[2]}: the orchestrator's or a node agent's port",
+        }
+        for number, (uri, reason) in enumerate(cases.items()):
+            name = f"probe-{number}"
+            cluster.start(name, PROBE.format(uri=uri, image=busybox_image.reference))
+            status = cluster.wait(name)
+            assert status["state"] == "FAILED", dump(status)
+            assert f"{uri}: {reason}" in status["error"], dump(status)
+            assert status["volumes"][0]["transfers"][0]["state"] == "FAILED", dump(status)
+            assert tasks_by_key(status)["show"]["state"] == "NOT_RUN"

@@ -74,11 +74,13 @@ def tasks_by_key(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @contextlib.contextmanager
 def local_cluster(directory: Path, registries: list[str], port: int,
                   nodes: int = 2, host_paths: Sequence[str] = (),
-                  local: Mapping[str, Any] | None = None) -> Iterator[LocalCluster]:
+                  local: Mapping[str, Any] | None = None,
+                  orchestrator: Mapping[str, Any] | None = None) -> Iterator[LocalCluster]:
     """``nodes`` local nodes and their orchestrator in ``directory``; every agent gone after."""
     try:
         with cluster.local_cluster(directory, registries, port, nodes=nodes, cluster="e2e",
-                                   host_paths=host_paths, local=local) as running:
+                                   host_paths=host_paths, local=local,
+                                   orchestrator=orchestrator) as running:
             yield LocalCluster(running.directory, running.nodes)
     finally:
         kill_agents(directory)

@@ -134,6 +134,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
     # the server's imports, only here
     from fuzz.heap import keep_large_buffers_in_heap
     from fuzz.orchestrate.elastic import ElasticSetup
+    from fuzz.orchestrate.ingress_policy import IngressPolicy
     from fuzz.orchestrate.server import ServerSettings, serve
 
     keep_large_buffers_in_heap()  # it relays port-forward data
@@ -148,6 +149,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         cluster=cluster, insecure=insecure,
         host_paths=tuple((base / path).absolute() for path in block.host_paths),
         join_token_ttl=block.join_token_ttl_seconds(),
+        ingress=IngressPolicy.from_spec(block.ingress.allow, block.ingress.proxy),
     ), elastic=elastic)
 
 

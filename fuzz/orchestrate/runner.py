@@ -28,6 +28,7 @@ from pathlib import Path
 from fuzz.errors import FuzzError
 from fuzz.orchestrate import dag
 from fuzz.orchestrate.host_roots import HostRoots
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import (
     ImageRecord,
@@ -87,6 +88,7 @@ class RunnerSettings:
     transfer_workers: int = 4
     # the open roots of host_paths, where file:/// transfers may read and write
     host_roots: HostRoots = field(default_factory=HostRoots)
+    ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class Runner:
         self._settings = settings
         self._clock = clock
         self._volumes = VolumeManager(settings.volume_root, settings.job_uid, settings.job_gid,
-                                      settings.host_roots)
+                                      settings.host_roots, settings.ingress)
         self._launch = LaunchSettings(settings.job_uid, settings.job_gid, settings.log_dir)
         self._executor = TaskExecutor(nodes, self)
         self._lock = threading.RLock()

@@ -24,7 +24,8 @@ import os
 import secrets
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -49,6 +50,7 @@ from fuzz.orchestrate.host_roots import HostRootError, HostRoots
 from fuzz.orchestrate.iam import IamDirectory
 from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
 from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.orchestrate.runner import Runner, RunnerSettings
 from fuzz.orchestrate.secretstore import SecretStore
@@ -91,6 +93,7 @@ class ServerSettings:
     insecure: bool = False  # plain text instead of TLS: tests and trusted networks only
     host_paths: tuple[Path, ...] = ()  # host directories file:/// transfers may use, checked
     join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL  # seconds a new node's join token lives
+    ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
 
 
 def _key(data_dir: Path) -> bytes:
@@ -109,6 +112,12 @@ def _instance_id(data_dir: Path) -> str:
     if not path.exists():
         write_private_file(path, secrets.token_hex(4).encode())
     return path.read_text().strip()
+
+
+def _cluster_endpoints(settings: ServerSettings, nodes: NodeDirectory) -> list[str]:
+    """The orchestrator's and the node agents' HOST:PORT, which ingress never fetches from."""
+    own = [settings.listen, settings.advertise or settings.listen]
+    return own + [record.endpoint for record in nodes.records()]
 
 
 def serve(settings: ServerSettings, stop: threading.Event | None = None,
@@ -152,6 +161,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             volume_root=settings.volume_root or data_dir / "volumes",
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
             instance=_instance_id(data_dir), host_roots=host_roots,
+            ingress=replace(settings.ingress, cluster_endpoints=partial(
+                _cluster_endpoints, settings, nodes)),
         ))
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(

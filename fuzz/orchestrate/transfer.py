@@ -1,8 +1,9 @@
 """Data ingress and egress: a volume's data in before its first job, out after its last.
 
-Ingress sources: ``http(s)://`` (urllib), ``file:///abs/path`` on the orchestrator
-host (only in the workflow owner's subtree ``<root>/<owner>/`` of a root of the admin's
-``host_paths``: :mod:`fuzz.orchestrate.host_roots`), ``s3://bucket/key`` or
+Ingress sources: ``http(s)://`` (urllib; never to an internal address unless the
+admin allows it, see :mod:`fuzz.orchestrate.ingress_policy`), ``file:///abs/path`` on the
+orchestrator host (only in the workflow owner's subtree ``<root>/<owner>/`` of a root of the
+admin's ``host_paths``: :mod:`fuzz.orchestrate.host_roots`), ``s3://bucket/key`` or
 ``s3://bucket/prefix/`` (boto3). Ingress destinations and egress sources are
 ``file://relative/path`` inside the volume (never absolute, never ``..``, never
 through a symlink). Egress destinations are ``file:///abs/path`` (in the owner's
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from fuzz.orchestrate.confined import Directory, Identity
 from fuzz.orchestrate.host_roots import HostAccess
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer_http import http_source
 from fuzz.orchestrate.transfer_local import (
     HOST_MODES,
@@ -70,18 +72,21 @@ def ingress(
     progress: ProgressCallback | None = None,
     host: HostAccess | None = None,
     identity: Identity | None = None,
+    http_policy: IngressPolicy | None = None,
 ) -> TransferResult:
     """Copy ``source_uri`` into the volume at ``volume_dir`` as ``destination_uri``.
 
     ``credentials`` are for ``s3://`` (None: boto3's default chain); ``host`` is what a
-    ``file:///`` source may be (none without it). Files are read and written as
-    ``identity`` (None: as this process). A file lands at the destination path, or inside
-    it when that is a directory or ends with ``/``; a tree (host directory, S3 prefix) is
-    merged into the destination directory. Raises TransferError.
+    ``file:///`` source may be (none without it); ``http_policy`` says where an
+    ``http(s)://`` source, or the S3 endpoint a secret names, may connect (None: the
+    defaults, no internal address). Files are read and written as ``identity`` (None: as
+    this process). A file lands at the destination path, or inside it when that is a
+    directory or ends with ``/``; a tree (host directory, S3 prefix) is merged into the
+    destination directory. Raises TransferError.
     """
     target = volume_relative(destination_uri)
     with ExitStack() as stack:
-        source = _ingress_source(source_uri, credentials, host, identity, stack)
+        source = _ingress_source(source_uri, credentials, host, identity, http_policy, stack)
         volume = stack.enter_context(_open_volume(volume_dir, identity, destination_uri))
         sink = LocalSink(volume, target, destination_uri, source.tree, VOLUME_MODES)
         return copy(source, sink, progress)
@@ -96,19 +101,22 @@ def egress(
     progress: ProgressCallback | None = None,
     host: HostAccess | None = None,
     identity: Identity | None = None,
+    http_policy: IngressPolicy | None = None,
 ) -> TransferResult:
     """Copy ``source_uri`` (a file or directory in the volume) out to ``destination_uri``.
 
     A file goes to the destination (inside it when that is a directory or ends
     with ``/``); a directory's tree goes under it. A ``file:///`` destination must
-    be in ``host``'s directories. Files are read and written as ``identity``.
+    be in ``host``'s directories; an S3 endpoint a secret names, at an address
+    ``http_policy`` allows. Files are read and written as ``identity``.
     Raises TransferError.
     """
     relative = volume_relative(source_uri)
     with ExitStack() as stack:
         volume = stack.enter_context(_open_volume(volume_dir, identity, source_uri))
         source = local_source(volume, relative, source_uri)
-        sink = _egress_sink(destination_uri, credentials, source.tree, host, identity, stack)
+        sink = _egress_sink(destination_uri, credentials, source.tree, host, identity,
+                            http_policy, stack)
         return copy(source, sink, progress)
 
 
@@ -138,24 +146,25 @@ def _scheme(uri: str) -> str:
 
 
 def _ingress_source(uri: str, credentials: S3Credentials | None, host: HostAccess | None,
-                    identity: Identity | None, stack: ExitStack) -> Source:
+                    identity: Identity | None, http_policy: IngressPolicy | None,
+                    stack: ExitStack) -> Source:
     scheme = _scheme(uri)
     if scheme in ("http", "https"):
-        return http_source(uri)
+        return http_source(uri, http_policy)
     if scheme == "file":
         return local_source(*_host_directory(uri, host, identity, stack), uri)
     if scheme == "s3":
-        return s3_source(uri, s3_client(credentials))
+        return s3_source(uri, s3_client(credentials, uri, http_policy))
     raise TransferError(f"{uri}: an ingress source must be http(s)://, file:// or s3://")
 
 
 def _egress_sink(uri: str, credentials: S3Credentials | None, tree: bool,
                  host: HostAccess | None, identity: Identity | None,
-                 stack: ExitStack) -> Sink:
+                 http_policy: IngressPolicy | None, stack: ExitStack) -> Sink:
     scheme = _scheme(uri)
     if scheme == "file":
         directory, relative = _host_directory(uri, host, identity, stack)
         return LocalSink(directory, relative, uri, tree, HOST_MODES)
     if scheme == "s3":
-        return S3Sink(uri, s3_client(credentials), tree)
+        return S3Sink(uri, s3_client(credentials, uri, http_policy), tree)
     raise TransferError(f"{uri}: an egress destination must be file:// or s3://")

@@ -1,16 +1,19 @@
 """``http://`` and ``https://`` ingress sources, streamed with the standard library's urllib.
 
-urllib follows redirects (up to 10, to http or https only), verifies TLS against
-the system's CA bundle, and gives every socket operation ``TIMEOUT_SECONDS``.
-Failures read ``https://x/y.tar.gz: HTTP 404 Not Found`` or
-``http://127.0.0.1:9/x: Connection refused``.
+urllib follows redirects (up to ``MAX_REDIRECTS``, to http or https only: a
+redirect to ``ftp://``, ``file://`` or ``data:`` fails the transfer), verifies TLS
+against the system's CA bundle, and gives every socket operation
+``TIMEOUT_SECONDS``. Failures read ``https://x/y.tar.gz: HTTP 404 Not Found`` or
+``http://x/y: Connection refused``.
 
-The orchestrator never fetches from a link-local address (``169.254.0.0/16``,
-``fe80::/10``, AWS's ``fd00:ec2::254``): cloud metadata services live there, and an
-ingress from ``http://169.254.169.254/...`` would hand the orchestrator's cloud
-credentials to whoever wrote the Fuzzfile. The address is checked on every
-connection urllib opens (redirects included) once it is connected, so DNS tricks
-do not get around it.
+Where the orchestrator may connect is :class:`~fuzz.orchestrate.ingress_policy.IngressPolicy`'s
+call: by default no loopback, private, link-local or other internal address, and
+none of the cluster's own. Each connection (the first and one per redirect) resolves
+the host, checks every address, and connects only to an address that passed: the
+address checked is the address connected to, so DNS rebinding cannot swap it in
+between. No proxy is taken from the environment (``HTTP_PROXY``, ``NO_PROXY``...);
+with the admin's proxy, the destination's addresses are resolved and checked here
+before the request is handed to the proxy.
 """
 
 from __future__ import annotations
@@ -21,63 +24,141 @@ import posixpath
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from urllib.parse import unquote, urlsplit
+from http.client import HTTPMessage
+from typing import IO, Any
+from urllib.parse import unquote, urljoin, urlsplit
 
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer_stream import Item, Readable, Source, TransferError, reason_of
 
 TIMEOUT_SECONDS = 60.0
+MAX_REDIRECTS = 5
 USER_AGENT = "fuzz-transfer/1"
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-CLOUD_METADATA_NETWORKS: tuple[Network, ...] = (
-    ipaddress.ip_network("169.254.0.0/16"),
-    ipaddress.ip_network("fe80::/10"),
-    ipaddress.ip_network("fd00:ec2::254/128"),
-)
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ForbiddenAddressError(OSError):
-    """The server's address is one the orchestrator never fetches from."""
+    """The server's address is one the orchestrator does not fetch from."""
 
 
-def _check_peer(sock: socket.socket, forbidden: Sequence[Network]) -> None:
-    address = ipaddress.ip_address(sock.getpeername()[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in network for network in forbidden):
-        sock.close()
-        raise ForbiddenAddressError(
-            0, f"refusing to fetch from {address} (link-local: where cloud metadata "
-            "services answer)")
+def _connect_checked(policy: IngressPolicy, address: tuple[str, int],
+                     timeout: float | None = None, source_address: Any = None) -> socket.socket:
+    """:func:`socket.create_connection`, but only to addresses ``policy`` allows.
+
+    Hand-written because the standard library's resolves and connects in one step,
+    with no place to check the address in between.
+    """
+    host, port = address
+    refusals: list[str] = []
+    failure: OSError | None = None
+    for family, kind, proto, _, sockaddr in socket.getaddrinfo(host, port,
+                                                               type=socket.SOCK_STREAM):
+        refusal = policy.refusal(ipaddress.ip_address(sockaddr[0]), port)
+        if refusal is not None:
+            refusals.append(refusal)
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if source_address is not None:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        return sock
+    if failure is not None:
+        raise failure
+    raise ForbiddenAddressError(0, refusals[0] if refusals else f"{host}: no address")
 
 
-def _opener(forbidden: Sequence[Network]) -> urllib.request.OpenerDirector:
-    """urllib's usual opener, with connections that refuse ``forbidden`` peers."""
+def _check_destination(url: str, policy: IngressPolicy) -> None:
+    """Refuse ``url`` unless every address its host resolves to is allowed (before a proxy
+    gets it: the proxy connects, so the connected address cannot be checked here)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError as exc:
+        raise urllib.error.URLError(str(exc)) from None
+    refusal = policy.destination_refusal(parts.hostname or "", port)
+    if refusal is not None:
+        raise ForbiddenAddressError(0, refusal)
 
-    class CheckedHTTPConnection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            _check_peer(self.sock, forbidden)
 
-    class CheckedHTTPSConnection(http.client.HTTPSConnection):
-        def connect(self) -> None:
-            http.client.HTTPConnection.connect(self)  # plain TCP first: check, then TLS
-            _check_peer(self.sock, forbidden)
-            server_hostname = self._tunnel_host or self.host  # type: ignore[attr-defined]
-            self.sock = self._context.wrap_socket(  # type: ignore[attr-defined]
-                self.sock, server_hostname=server_hostname)
+def _checked(connection: type[http.client.HTTPConnection], policy: IngressPolicy,
+             *args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+    """A ``connection`` whose socket goes only where ``policy`` allows."""
+    made = connection(*args, **kwargs)
+    made._create_connection = partial(_connect_checked, policy)  # type: ignore[attr-defined]
+    return made
 
-    class CheckedHTTPHandler(urllib.request.HTTPHandler):
-        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-            return self.do_open(CheckedHTTPConnection, req)
 
-    class CheckedHTTPSHandler(urllib.request.HTTPSHandler):
-        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-            return self.do_open(CheckedHTTPSConnection, req)
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, policy: IngressPolicy) -> None:
+        super().__init__()
+        self.policy = policy
 
-    return urllib.request.build_opener(CheckedHTTPHandler, CheckedHTTPSHandler)
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        if self.policy.proxy is not None:
+            _check_destination(req.full_url, self.policy)
+            return self.do_open(http.client.HTTPConnection, req)
+        return self.do_open(partial(_checked, http.client.HTTPConnection, self.policy), req)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, policy: IngressPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        if self.policy.proxy is not None:
+            _check_destination(req.full_url, self.policy)
+            return super().https_open(req)
+        return self.do_open(partial(_checked, http.client.HTTPSConnection, self.policy), req,
+                            context=self._context)  # type: ignore[attr-defined]
+
+
+class _BoundedRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows at most ``MAX_REDIRECTS`` redirects, to http and https only."""
+
+    max_repeats = MAX_REDIRECTS + 1  # loops too end at MAX_REDIRECTS, with this message
+
+    def http_error_302(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                       headers: HTTPMessage) -> Any:
+        target = headers.get("location") or headers.get("uri")
+        if target is not None:
+            target = urljoin(req.full_url, target)
+            if urlsplit(target).scheme not in DEFAULT_PORTS:
+                fp.close()
+                raise urllib.error.URLError(
+                    f"redirected to {target}: only http:// and https:// redirects are followed")
+            if sum(getattr(req, "redirect_dict", {}).values()) >= MAX_REDIRECTS:
+                fp.close()
+                raise urllib.error.URLError(
+                    f"more than {MAX_REDIRECTS} redirects (the last to {target})")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _opener(policy: IngressPolicy) -> urllib.request.OpenerDirector:
+    """An opener of http and https only (no ftp, file or data handler), whose connections
+    ``policy`` checks, and whose only proxy is the policy's (never the environment's)."""
+    opener = urllib.request.OpenerDirector()
+    handlers: list[urllib.request.BaseHandler] = [
+        _CheckedHTTPHandler(policy), _CheckedHTTPSHandler(policy), _BoundedRedirectHandler(),
+        urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor(),
+        urllib.request.UnknownHandler()]
+    if policy.proxy is not None:
+        handlers.append(urllib.request.ProxyHandler({"http": policy.proxy,
+                                                     "https": policy.proxy}))
+    for handler in handlers:
+        opener.add_handler(handler)
+    return opener
 
 
 @contextmanager
@@ -96,19 +177,20 @@ def http_errors(uri: str) -> Iterator[None]:
         raise TransferError(f"{uri}: {reason_of(exc)}") from exc
 
 
-def http_source(uri: str, forbidden: Sequence[Network] = CLOUD_METADATA_NETWORKS) -> Source:
+def http_source(uri: str, policy: IngressPolicy | None = None) -> Source:
     """The file at ``uri``; its name is the last segment of the URL's path.
 
-    A connection to an address in ``forbidden`` fails the transfer.
+    A connection ``policy`` refuses (default: :class:`IngressPolicy`'s defaults, no
+    allow-list, no proxy) fails the transfer.
     """
     name = posixpath.basename(unquote(urlsplit(uri).path))
-    return Source(uri, False, [Item(name, partial(_open, uri, forbidden))], None,
+    return Source(uri, False, [Item(name, partial(_open, uri, policy or IngressPolicy()))], None,
                   partial(http_errors, uri))
 
 
 @contextmanager
-def _open(uri: str, forbidden: Sequence[Network]) -> Iterator[tuple[Readable, int | None]]:
+def _open(uri: str, policy: IngressPolicy) -> Iterator[tuple[Readable, int | None]]:
     request = urllib.request.Request(uri, headers={"User-Agent": USER_AGENT})
-    with _opener(forbidden).open(request, timeout=TIMEOUT_SECONDS) as response:
+    with _opener(policy).open(request, timeout=TIMEOUT_SECONDS) as response:
         length = response.headers.get("Content-Length", "")
         yield response, int(length) if length.isdigit() else None

@@ -15,17 +15,20 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fuzz.errors import ConfigError
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer_stream import (
     Item,
     Readable,
     Source,
     TransferError,
+    reason_of,
     safe_relative,
 )
 
@@ -104,17 +107,45 @@ def _line_fields(text: str) -> dict[str, str]:
     return fields
 
 
-def s3_client(credentials: S3Credentials | None) -> S3Client:
-    """An S3 client with ``credentials``, or boto3's default credential chain when None."""
+def s3_client(credentials: S3Credentials | None, uri: str,
+              policy: IngressPolicy | None = None) -> S3Client:
+    """An S3 client with ``credentials``, or boto3's default credential chain when None.
+
+    The endpoint a secret names (``AWS_ENDPOINT_URL``, chosen by the workflow's
+    author) must be ``http(s)://`` on an address ``policy`` allows, as for http
+    ingress (TransferError naming ``uri`` otherwise), and is addressed path-style, so
+    that no bucket name becomes a host name to resolve. No proxy is taken from the
+    environment: only the policy's.
+    """
+    policy = policy or IngressPolicy()
+    proxy = policy.proxy
+    config = CLIENT_CONFIG.merge(Config(proxies={"http": proxy, "https": proxy} if proxy else {}))
     if credentials is None:
-        return boto3.session.Session().client("s3", config=CLIENT_CONFIG)
+        return boto3.session.Session().client("s3", config=config)
+    if credentials.endpoint_url is not None:
+        _check_endpoint(credentials.endpoint_url, uri, policy)
+        config = config.merge(Config(s3={"addressing_style": "path"}))
     session = boto3.session.Session(
         aws_access_key_id=credentials.access_key_id,
         aws_secret_access_key=credentials.secret_access_key,
         aws_session_token=credentials.session_token,
         region_name=credentials.region,
     )
-    return session.client("s3", endpoint_url=credentials.endpoint_url, config=CLIENT_CONFIG)
+    return session.client("s3", endpoint_url=credentials.endpoint_url, config=config)
+
+
+def _check_endpoint(endpoint: str, uri: str, policy: IngressPolicy) -> None:
+    """TransferError unless every address of ``endpoint``'s host is one ``policy`` allows."""
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port or {"http": 80, "https": 443}[parts.scheme]
+        refusal = policy.destination_refusal(parts.hostname or "", port)
+    except (KeyError, ValueError):
+        refusal = "not an http:// or https:// URL"
+    except OSError as exc:
+        refusal = reason_of(exc)
+    if refusal is not None:
+        raise TransferError(f"{uri}: endpoint {endpoint}: {refusal}")
 
 
 @contextmanager

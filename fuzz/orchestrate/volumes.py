@@ -21,6 +21,7 @@ from pathlib import Path
 from fuzz.orchestrate import transfer
 from fuzz.orchestrate.confined import Identity
 from fuzz.orchestrate.host_roots import HostAccess, HostRoots
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
 from fuzz.orchestrate.transfer import S3Credentials, TransferResult
 from fuzz.spec.fuzzfile import VolumeSpec
@@ -30,13 +31,16 @@ class VolumeManager:
     """Creates, fills, empties and deletes volume directories."""
 
     def __init__(self, root: Path, uid: int, gid: int,
-                 host_roots: HostRoots | None = None) -> None:
+                 host_roots: HostRoots | None = None,
+                 http_policy: IngressPolicy | None = None) -> None:
         """Keep volumes under ``root``, owned by ``uid``:``gid``; ``file:///`` transfers
-        may use the owner's subtrees of ``host_roots`` only (none without it)."""
+        may use the owner's subtrees of ``host_roots`` only (none without it), ``http(s)://``
+        ingress the addresses ``http_policy`` allows (None: public ones only)."""
         self.root = root
         self.uid = uid
         self.gid = gid
         self.host_roots = host_roots or HostRoots()
+        self.http_policy = http_policy
 
     def host_path_problem(self, move: TransferRecord, owner: str) -> str | None:
         """Why ``move``'s path on the orchestrator host is refused for a workflow of
@@ -70,10 +74,10 @@ class VolumeManager:
         if record.direction == "ingress":
             return transfer.ingress(record.source, record.destination, directory,
                                     credentials=credentials, progress=progress, host=host,
-                                    identity=identity)
+                                    identity=identity, http_policy=self.http_policy)
         return transfer.egress(record.source, record.destination, directory,
                                credentials=credentials, progress=progress, host=host,
-                               identity=identity)
+                               identity=identity, http_policy=self.http_policy)
 
     def delete(self, volume: VolumeRecord) -> None:
         """Remove an ephemeral volume's directory (and its workflow's, once empty)."""

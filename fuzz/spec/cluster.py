@@ -14,9 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fuzz.orchestrate.ingress_policy import AllowEntry
 from fuzz.spec.problems import Issue, did_you_mean
 from fuzz.units import parse_duration
 
@@ -209,6 +211,43 @@ def _seconds_as_text(value: Any) -> Any:
     return value
 
 
+def _check_allow_entry(value: str) -> str:
+    AllowEntry.parse(value)  # ValueError says what is wrong
+    return value
+
+
+def _check_proxy(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: write the proxy as http://HOST:PORT")
+    return value
+
+
+class IngressSpec(StrictModel):
+    """``orchestrator.ingress``: where http(s) ingress may fetch from, beyond public addresses.
+
+    By default the orchestrator never fetches from loopback, private, link-local, CGNAT,
+    multicast or the cluster's own addresses (:mod:`fuzz.orchestrate.ingress_policy`).
+    """
+
+    allow: list[Annotated[str, AfterValidator(_check_allow_entry)]] = Field(
+        default_factory=list, description="Addresses or CIDR networks ingress may fetch from "
+        "although they are internal, each optionally ADDRESS:PORT ([V6]:PORT).")
+    proxy: Annotated[str, AfterValidator(_check_proxy)] | None = Field(
+        default=None, description="http://HOST:PORT of a proxy every http(s) ingress goes "
+        "through (the environment's HTTP_PROXY and friends are never used).")
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _empty_if_null(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
 class OrchestratorSpec(StrictModel):
     """The ``orchestrator:`` block: where ``fuzz server`` listens and keeps its data.
 
@@ -236,6 +275,7 @@ class OrchestratorSpec(StrictModel):
     reconcile_interval: str = Field(
         default="10s", description="How often the orchestrator reconciles elastic pools "
         "(also soon after its queue changes).")
+    ingress: IngressSpec = Field(default_factory=IngressSpec)
 
     @field_validator("reconcile_interval", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from fuzz.errors import ConfigError
+from fuzz.substrate import seccomp
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NOFILE_LIMIT = 65536
@@ -465,6 +466,7 @@ def oci_config(
             ],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            "seccomp": seccomp.default_profile(),  # syscalls: an allow-list, as Docker's
         },
     }
     if spec.hooks:
