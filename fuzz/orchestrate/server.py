@@ -49,8 +49,8 @@ from fuzz.orchestrate.enrollment import NodeCertifier
 from fuzz.orchestrate.host_roots import HostRootError, HostRoots
 from fuzz.orchestrate.iam import IamDirectory
 from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
-from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL
 from fuzz.orchestrate.ingress_policy import IngressPolicy
+from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.orchestrate.runner import Runner, RunnerSettings
 from fuzz.orchestrate.secretstore import SecretStore
