@@ -4,8 +4,9 @@ Volumes are directories under the cluster's volume root, a path every node sees
 at the same place (a parallel or network file system on a real cluster; a local
 directory when all nodes are on one machine). An ephemeral volume lives in
 ``<root>/ephemeral/<workflow id>/<name>`` for its workflow only; a persistent one
-in ``<root>/persistent/<owner>/<name>`` outlives it. Volume directories belong to
-the uid jobs run as, so jobs can write to them. Transfers reach the orchestrator
+in ``<root>/persistent/<owner>/<name>`` outlives it. A volume's directory belongs
+to its owner's job ids (:mod:`fuzz.orchestrate.jobids`), mode 0700: the owner's
+jobs can write to it, another owner's cannot enter it. Transfers reach the orchestrator
 host's own files (``file:///``) only inside the admin's ``host_paths``.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fuzz.orchestrate import transfer
+from fuzz.orchestrate.jobids import JobIds
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
 from fuzz.orchestrate.transfer import S3Credentials, TransferError, TransferResult
 from fuzz.spec.fuzzfile import VolumeSpec
@@ -26,12 +28,10 @@ from fuzz.spec.fuzzfile import VolumeSpec
 class VolumeManager:
     """Creates, fills, empties and deletes volume directories."""
 
-    def __init__(self, root: Path, uid: int, gid: int, host_roots: Sequence[Path] = ()) -> None:
-        """Keep volumes under ``root``, owned by ``uid``:``gid``; ``file:///`` transfers
-        may use the host directories ``host_roots`` only."""
+    def __init__(self, root: Path, host_roots: Sequence[Path] = ()) -> None:
+        """Keep volumes under ``root``; ``file:///`` transfers may use the host
+        directories ``host_roots`` only."""
         self.root = root
-        self.uid = uid
-        self.gid = gid
         self.host_roots = tuple(host_roots)
 
     def host_path_problem(self, move: TransferRecord) -> str | None:
@@ -53,32 +53,42 @@ class VolumeManager:
             return self.root / "persistent" / owner / persistent
         return self.root / "ephemeral" / workflow_id / name
 
-    def create(self, volume: VolumeRecord) -> None:
-        """Make the volume's directory (kept if it exists: persistent, or a restart)."""
+    def create(self, volume: VolumeRecord, ids: JobIds) -> None:
+        """Make the volume's directory, ``ids``' own, 0700 (kept if it exists: persistent,
+        or a restart).
+
+        A persistent volume written before owners had ids of their own (by the shared
+        job uid) is given to its owner's ids, its files included.
+        """
         path = Path(volume.path)
         path.mkdir(parents=True, exist_ok=True)
-        os.chown(path, self.uid, self.gid)
+        before = path.lstat()
+        os.chown(path, ids.uid, ids.gid, follow_symlinks=False)
+        os.chmod(path, 0o700, follow_symlinks=False)
+        if (before.st_uid, before.st_gid) != (ids.uid, ids.gid):
+            self._own(path, ids)
 
     def move(self, record: TransferRecord, volume: VolumeRecord,
              credentials: S3Credentials | None,
-             progress: Callable[[int, int | None], None]) -> TransferResult:
-        """Run one ingress or egress of ``volume``; TransferError says what failed."""
+             progress: Callable[[int, int | None], None], ids: JobIds) -> TransferResult:
+        """Run one ingress or egress of ``volume`` (its owner's ``ids``); TransferError
+        says what failed."""
         directory = Path(volume.path)
         if record.direction == "ingress":
             result = transfer.ingress(record.source, record.destination, directory,
                                       credentials=credentials, progress=progress,
                                       host_roots=self.host_roots)
-            self._own(directory)
+            self._own(directory, ids)
             return result
         return transfer.egress(record.source, record.destination, directory,
                                credentials=credentials, progress=progress,
                                host_roots=self.host_roots)
 
-    def _own(self, directory: Path) -> None:
-        """Give what an ingress wrote to the jobs' uid (it was written as the server's)."""
+    def _own(self, directory: Path, ids: JobIds) -> None:
+        """Give what an ingress wrote to the owner's ``ids`` (it was written as the server's)."""
         for base, dirs, files in os.walk(directory):
             for name in (*dirs, *files):
-                os.lchown(os.path.join(base, name), self.uid, self.gid)
+                os.lchown(os.path.join(base, name), ids.uid, ids.gid)
 
     def delete(self, volume: VolumeRecord) -> None:
         """Remove an ephemeral volume's directory (and its workflow's, once empty)."""
