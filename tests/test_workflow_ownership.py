@@ -236,7 +236,7 @@ jobs:
         assert "Workflows (owner admin):" in cluster.ok("plan").out
         applied = cluster.ok("apply", "--auto-approve").out
         assert f"started workflow {NAME} run 1 (no run recorded)" in applied
-        assert cluster.wait(NAME)["owner"] == "admin"
+        assert cluster.status(NAME)["owner"] == "admin"  # queued: alice and bob hold the node
         assert alice.status(NAME)["run"] == 1  # still her own run 1
         # a declared workflow of another owner is refused, in one line
         spec.write_text(original + f"workflows:\n  {alice.name}/{NAME}: {{file: ci.yaml}}\n")
@@ -245,9 +245,10 @@ jobs:
             assert refused.code == 1 and len(refused.err.strip().splitlines()) == 1, refused
             line = len(original.splitlines()) + 2
             assert refused.err.strip() == (
-                f"Error: fuzz.yaml:{line}:3: workflows.{alice.name}/{NAME}: owned by "
+                f"fuzz.yaml:{line}:3: workflows.{alice.name}/{NAME}: owned by "
                 f"{alice.name}, but this spec is applied as admin: a spec starts only the "
                 f"workflows of whoever applies it"), refused.err
         assert alice.status(NAME)["run"] == 1
     finally:
         spec.write_text(original)
+        cluster.fuzz("workflow", "cancel", NAME)
