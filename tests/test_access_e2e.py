@@ -245,7 +245,8 @@ def test_exec_streams_stdin_stdout_stderr_and_returns_the_exit_code(notebook: No
     done = exec_in(notebook, "sh", "-c", "cat; id -u; echo to-stderr >&2; exit 7",
                    stdin="from stdin\n")
     assert done.returncode == 7
-    assert done.stdout == "from stdin\n65534\n"  # the job's user, not root
+    # the job owner's (the admin's) uid, the first of orchestrator.job_ids; not root
+    assert done.stdout == "from stdin\n200000\n"
     assert done.stderr == "to-stderr\n"
     killed = exec_in(notebook, "sh", "-c", "kill -9 $$")
     assert killed.returncode == 128 + 9

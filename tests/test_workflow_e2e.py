@@ -133,7 +133,8 @@ def test_a_pipeline_runs_end_to_end(cluster: LocalCluster, web: tuple[str, Path]
     cluster.start("pipeline", PIPELINE.format(url=url, out=out, image=busybox_image.reference))
     status = cluster.wait("pipeline")
     assert status["state"] == "SUCCEEDED", dump(status)
-    assert (out / "summary.txt").read_text() == "hello words=6 lines=3 uid=65534\n"
+    # the admin's own job uid: the first id of orchestrator.job_ids (its first owner)
+    assert (out / "summary.txt").read_text() == "hello words=6 lines=3 uid=200000\n"
     tasks = tasks_by_key(status)
     assert [t["state"] for t in tasks.values()] == ["SUCCEEDED"] * 4
     assert all(t["nodes"] and t["attempt"] == 1 for t in tasks.values())
