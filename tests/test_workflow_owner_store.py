@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 from fuzz.encryption import Sealer
+from fuzz.orchestrate.jobids import JobIds
 from fuzz.orchestrate.nodes import NodeDirectory
+from fuzz.orchestrate.records import VolumeRecord
 from fuzz.orchestrate.runner import Runner, RunnerSettings
 from fuzz.orchestrate.secretstore import SecretStore
 from fuzz.orchestrate.store import SCHEMA_VERSION, Store
+from fuzz.orchestrate.volumes import VolumeManager
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 
 # The workflows table as fuzz wrote it before workflows were keyed by owner (schema 1).
@@ -66,3 +70,19 @@ def test_an_older_database_keeps_its_runs_each_its_owners(tmp_path: Path) -> Non
     assert runner.snapshot("alice", "wf").record.run == 3
     assert {(r.owner, r.name, r.run) for r in runner.workflows()} == {
         ("bob", "other", 1), ("alice", "wf", 3), ("bob", "wf", 1)}
+
+
+def test_a_persistent_volume_of_the_shared_uid_is_given_to_its_owner(tmp_path: Path) -> None:
+    volume = tmp_path / "volumes" / "persistent" / "alice" / "data"
+    (volume / "sub").mkdir(parents=True)
+    (volume / "sub" / "result").write_text("from before\n")
+    for path in (volume, volume / "sub", volume / "sub" / "result"):
+        os.chown(path, 65534, 65534)  # written by every owner's jobs alike, before job ids
+    record = VolumeRecord("wf.1", "data", "volume://user/persistent/data", str(volume),
+                          ephemeral=False)
+    VolumeManager(tmp_path / "volumes").create(record, JobIds(200000, 200000))
+    info = volume.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (200000, 200000, 0o700)
+    for path in (volume / "sub", volume / "sub" / "result"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (200000, 200000)
+    assert (volume / "sub" / "result").read_text() == "from before\n"
