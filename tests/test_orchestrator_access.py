@@ -20,9 +20,12 @@ import grpc
 import pytest
 
 from fuzz import pki
+from fuzz.api import orchestrator_pb2 as pb
+from fuzz.api import substrate_pb2
 from fuzz.grpcclient import ClientTls
 from fuzz.orchestrate.client import (
     AccessDeniedError,
+    NotFoundError,
     OrchestratorClient,
     OrchestratorError,
     OrchestratorUnreachableError,
@@ -229,13 +232,13 @@ def test_users_see_their_own_workflows_and_secrets(cluster: Cluster) -> None:
         assert [s.name for s in alice.list_secrets()] == ["s3"]
         assert [n.name for n in alice.list_nodes()] == [NODE]
     with cluster.client("bob") as bob:
-        with pytest.raises(AccessDeniedError, match="bob may not workflow:read on "
+        with pytest.raises(NotFoundError, match="no workflow 'alice/alices-flow'"):
+            bob.get_workflow("alice/alices-flow")
+        with pytest.raises(NotFoundError, match="no workflow 'alice/alices-flow'"):
+            bob.cancel_workflow("alice/alices-flow")
+        with pytest.raises(AccessDeniedError, match="bob may not workflow:start on "
                            "workflow/alice/alices-flow"):
-            bob.get_workflow("alices-flow")
-        with pytest.raises(AccessDeniedError, match="workflow:cancel"):
-            bob.cancel_workflow("alices-flow")
-        with pytest.raises(AccessDeniedError, match="workflow:start"):
-            bob.start_workflow("alices-flow", FUZZFILE, "flow.yaml")  # the name is alice's
+            bob.start_workflow("alice/alices-flow", FUZZFILE, "flow.yaml")  # alice's name
         with pytest.raises(AccessDeniedError, match="secret:create"):
             bob.create_secret("mine", b"x")
         assert bob.list_secrets() == []
@@ -244,7 +247,7 @@ def test_users_see_their_own_workflows_and_secrets(cluster: Cluster) -> None:
         assert [w.name for w in bob.list_workflows()] == ["bobs-flow"]
     with cluster.client("admin") as admin:
         assert {w.name for w in admin.list_workflows()} >= {"alices-flow", "bobs-flow"}
-        assert admin.get_workflow("alices-flow").owner == "alice"
+        assert admin.get_workflow("alice/alices-flow").owner == "alice"
         assert admin.list_secrets() == []  # secrets are per user: alice's are hers
 
 
@@ -264,10 +267,56 @@ def test_someone_elses_secret_answers_like_a_missing_one(cluster: Cluster) -> No
         for secret in ("regcred", "nosuch"):  # alice's, and nobody's
             using = FUZZFILE.replace('nothing:1"}', f'nothing:1", secret: secret://user/{secret}}}')
             with pytest.raises(OrchestratorError) as refused:
-                carol.start_workflow("alices-secret-flow", using, "flow.yaml")
+                carol.start_workflow("alice/alices-secret-flow", using, "flow.yaml")
             answers[secret] = (type(refused.value), str(refused.value).replace(secret, "X"))
         with pytest.raises(OrchestratorError) as own:
             carol.start_workflow("carols-flow", using.replace("nosuch", "mine"), "flow.yaml")
     assert answers["regcred"] == answers["nosuch"] == (type(own.value), str(own.value).replace(
         "mine", "X")) == (OrchestratorError, "flow.yaml: jobs.hello.image.secret: no secret 'X' "
                           "(create it with: fuzz secret create X)")
+
+
+def _answer(call: Callable[[str], object], ref: str) -> tuple[type[Exception], str]:
+    """What ``call(ref)``, which must fail, answers: the error's type and message."""
+    with pytest.raises(OrchestratorError) as caught:
+        call(ref)
+    return type(caught.value), str(caught.value)
+
+
+def test_a_name_is_its_owners_and_another_owners_answers_as_not_found(cluster: Cluster) -> None:
+    with cluster.client("alice") as alice:
+        alice.start_workflow("same-name", FUZZFILE, "flow.yaml")
+    with cluster.client("bob") as bob:
+        # bob's `same-name` is his own: a new workflow, run 1, not a run of alice's
+        with pytest.raises(NotFoundError, match="no workflow 'same-name'"):
+            bob.get_workflow("same-name")
+        mine = bob.start_workflow("same-name", FUZZFILE, "flow.yaml")
+        assert (mine.owner, mine.run) == ("bob", 1)
+        assert bob.get_workflow("same-name").owner == "bob"
+        bob.cancel_workflow("same-name")
+        # alice's, named explicitly, answers exactly as a workflow that does not exist
+        calls: dict[str, Callable[[str], object]] = {
+            "status": lambda ref: bob.get_workflow(ref),
+            "cancel": lambda ref: bob.cancel_workflow(ref),
+            "watch": lambda ref: next(iter(bob.watch_workflow(ref))),
+            "log": lambda ref: list(bob.stream_log(ref, "hello")),
+            "exec": lambda ref: list(bob.exec(iter([pb.ExecRequest(
+                owner="alice", workflow=ref.partition("/")[2], task="hello",
+                input=substrate_pb2.ExecInput(start=substrate_pb2.ExecStart(args=["id"]))),
+            ]))),
+            "port-forward": lambda ref: list(bob.port_forward(iter([pb.PortForwardRequest(
+                owner="alice", workflow=ref.partition("/")[2], task="hello",
+                frame=substrate_pb2.PortForwardFrame(
+                    open=substrate_pb2.PortForwardOpen(port=80)))]))),
+        }
+        for what, call in calls.items():
+            theirs = _answer(call, "alice/same-name")
+            absent = _answer(call, "alice/never-was")
+            assert theirs[0] is NotFoundError, (what, theirs)
+            assert (theirs[0], theirs[1].replace("same-name", "never-was")) == absent, what
+        names = [(w.owner, w.name) for w in bob.list_workflows()]
+        assert ("alice", "same-name") not in names and ("bob", "same-name") in names
+    with cluster.client("alice") as alice:
+        hers = alice.get_workflow("same-name")
+        assert (hers.owner, hers.run) == ("alice", 1)
+        alice.cancel_workflow("same-name")

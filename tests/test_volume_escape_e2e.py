@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 
 from fuzz.testing.oci import PushedImage, free_port
-from tests.workflowutil import LocalCluster, dump, local_cluster, safe_host_root
+from tests.workflowutil import (
+    FIRST_OWNER_ID,
+    LocalCluster,
+    dump,
+    local_cluster,
+    safe_host_root,
+)
 
 ATTACK_SECONDS = 40
 ROUNDS = 40  # egress entries of each kind, per run of the egress workflow
@@ -142,7 +148,7 @@ def test_symlink_swaps_in_a_volume_never_lead_a_transfer_out(
     source = mine / "src.txt"
     source.write_bytes(b"ingressed\n")
     for path in (mine, source):
-        os.chown(path, 65534, 65534)
+        os.chown(path, FIRST_OWNER_ID, FIRST_OWNER_ID)
     out = mine / "out"
     secrets = secrets_of(cluster.data_dir)
     data_files_before = set(os.listdir(cluster.data_dir))
@@ -181,7 +187,7 @@ def test_a_job_waits_while_another_workflows_transfer_copies_its_persistent_volu
     image = busybox_image.reference
     mine = host_root / "admin"
     mine.mkdir(mode=0o700, exist_ok=True)
-    os.chown(mine, 65534, 65534)
+    os.chown(mine, FIRST_OWNER_ID, FIRST_OWNER_ID)
     big = mine / "big"
     with big.open("wb") as sparse:
         sparse.truncate(2 * 1024**3)  # long enough to copy for the reader to be seen waiting

@@ -25,6 +25,7 @@ from fuzz.testing.oci import PushedImage, free_port
 from fuzz.testing.web import serve_directory
 from tests.cliutil import read_state
 from tests.workflowutil import (
+    FIRST_OWNER_ID,
     LocalCluster,
     dump,
     local_cluster,
@@ -150,9 +151,10 @@ def test_a_pipeline_runs_end_to_end(cluster: LocalCluster, web: tuple[str, Path]
     cluster.start("pipeline", PIPELINE.format(url=url, out=out, image=busybox_image.reference))
     status = cluster.wait("pipeline")
     assert status["state"] == "SUCCEEDED", dump(status)
-    assert (out / "summary.txt").read_text() == "hello words=6 lines=3 uid=65534\n"
+    # the admin's own job uid: the first id of orchestrator.job_ids (its first owner)
+    assert (out / "summary.txt").read_text() == f"hello words=6 lines=3 uid={FIRST_OWNER_ID}\n"
     written = (out / "summary.txt").stat()  # the owner's, readable by nobody else
-    assert (written.st_uid, oct(written.st_mode & 0o777)) == (65534, "0o640")
+    assert (written.st_uid, oct(written.st_mode & 0o777)) == (FIRST_OWNER_ID, "0o640")
     assert oct((host_root / "admin").stat().st_mode & 0o777) == "0o700"
     tasks = tasks_by_key(status)
     assert [t["state"] for t in tasks.values()] == ["SUCCEEDED"] * 4

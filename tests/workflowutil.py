@@ -94,6 +94,11 @@ def dump(status: dict[str, Any]) -> str:
 SAFE_HOST_ROOTS = Path("/var/lib/fuzz-tests")
 
 
+# The first id of orchestrator.job_ids' default range: the job uid:gid of a test
+# cluster's first owner (the admin, in every test that starts workflows with the spec).
+FIRST_OWNER_ID = 200000
+
+
 @contextlib.contextmanager
 def safe_host_root() -> Iterator[Path]:
     """A fresh directory fit for ``orchestrator.host_paths``: owned by root, mode 0755, and

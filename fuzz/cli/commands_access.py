@@ -13,7 +13,7 @@ import click
 
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.execsession import ExecCommand, run_exec
-from fuzz.cli.options import AppContext, json_option, pass_app
+from fuzz.cli.options import AppContext, json_option, pass_app, workflow_argument
 from fuzz.cli.portforward import (
     DRAIN_SECONDS,
     ForwardTarget,
@@ -29,7 +29,7 @@ from fuzz.units import format_bytes
 
 
 @click.command("exec")
-@click.argument("name")
+@workflow_argument
 @click.argument("job")
 @click.argument("command", nargs=-1, required=True)
 @click.option("--tty", "-t", is_flag=True,
@@ -98,7 +98,7 @@ def _describe(event: dict[str, Any]) -> str:
 
 
 @click.command("port-forward")
-@click.argument("name")
+@workflow_argument
 @click.argument("job")
 @click.argument("ports", metavar="LOCAL_PORT:REMOTE_PORT")
 @server_options

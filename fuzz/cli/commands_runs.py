@@ -1,4 +1,8 @@
-"""``fuzz workflow start|status|log|list|describe|cancel``: running Fuzzfiles on the cluster."""
+"""``fuzz workflow start|status|log|list|describe|cancel``: running Fuzzfiles on the cluster.
+
+A workflow is the caller's own ``NAME``, or another owner's ``OWNER/NAME`` (where IAM
+allows it); see :mod:`fuzz.spec.workflowref`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from rich.live import Live
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.cli.connection import connect, server_options
-from fuzz.cli.options import AppContext, json_option, pass_app
+from fuzz.cli.options import AppContext, json_option, pass_app, workflow_argument
 from fuzz.cli.workflow_view import list_table, status_table, to_dict
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.units import format_bytes
@@ -58,7 +62,7 @@ def _finish(workflow: pb.Workflow) -> None:
 
 
 @click.command("start")
-@click.argument("name")
+@workflow_argument
 @click.argument("fuzzfile", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--watch", is_flag=True, help="Show the status live until the workflow ends.")
 @server_options
@@ -66,7 +70,11 @@ def _finish(workflow: pb.Workflow) -> None:
 @pass_app
 def start(app: AppContext, name: str, fuzzfile: Path, watch: bool, server: str | None,
           token_file: Path | None, as_json: bool) -> None:
-    """Start workflow NAME from FUZZFILE (validated by the server first)."""
+    """Start a run of your workflow NAME from FUZZFILE (validated by the server first).
+
+    OWNER/NAME starts a run of OWNER's workflow, as OWNER (their secrets, volumes and
+    job ids), where IAM allows workflow:start on workflow/OWNER/NAME.
+    """
     text = _read_fuzzfile(fuzzfile)
     with connect(app, server, token_file) as client:
         started = client.start_workflow(name, text, str(fuzzfile))
@@ -76,13 +84,13 @@ def start(app: AppContext, name: str, fuzzfile: Path, watch: bool, server: str |
     if as_json:
         _emit_json(to_dict(started))
         return
-    app.out.print(f"workflow {started.name} run {started.run} started "
+    app.out.print(f"workflow {name} run {started.run} started "
                   f"({len(started.tasks)} tasks); follow it with: fuzz workflow status "
-                  f"{started.name} --watch")
+                  f"{name} --watch")
 
 
 @click.command("status")
-@click.argument("name")
+@workflow_argument
 @click.option("--watch", is_flag=True,
               help="Update live until the workflow ends; exit 1 unless it succeeded.")
 @server_options
@@ -103,7 +111,7 @@ def status(app: AppContext, name: str, watch: bool, server: str | None,
 
 
 @click.command("log")
-@click.argument("name")
+@workflow_argument
 @click.argument("job")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
 @click.option("--stderr", "stderr", is_flag=True,
@@ -124,7 +132,7 @@ def log(app: AppContext, name: str, job: str, follow: bool, stderr: bool,
 @json_option
 @pass_app
 def list_(app: AppContext, server: str | None, token_file: Path | None, as_json: bool) -> None:
-    """List workflows (the latest run of each), newest first."""
+    """List the workflows you may see (the latest run of each), newest first."""
     with connect(app, server, token_file) as client:
         workflows = client.list_workflows()
     if as_json:
@@ -134,7 +142,7 @@ def list_(app: AppContext, server: str | None, token_file: Path | None, as_json:
 
 
 @click.command("describe")
-@click.argument("name")
+@workflow_argument
 @server_options
 @json_option
 @pass_app
@@ -164,7 +172,7 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
 
 
 @click.command("cancel")
-@click.argument("name")
+@workflow_argument
 @server_options
 @json_option
 @pass_app

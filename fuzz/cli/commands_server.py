@@ -135,6 +135,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
     from fuzz.heap import keep_large_buffers_in_heap
     from fuzz.orchestrate.elastic import ElasticSetup
     from fuzz.orchestrate.ingress_policy import IngressPolicy
+    from fuzz.orchestrate.jobids import JobIdRange
     from fuzz.orchestrate.server import ServerSettings, serve
 
     keep_large_buffers_in_heap()  # it relays port-forward data
@@ -145,7 +146,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
     click.echo(f"orchestrator starting on {listen} (data in {data})", err=True)
     serve(ServerSettings(
         listen=listen, data_dir=data, volume_root=Path(volumes).absolute() if volumes else None,
-        job_uid=block.job_uid, job_gid=block.job_gid, advertise=block.advertise,
+        job_ids=JobIdRange(block.job_ids.first, block.job_ids.count), advertise=block.advertise,
         cluster=cluster, insecure=insecure,
         host_paths=tuple((base / path).absolute() for path in block.host_paths),
         join_token_ttl=block.join_token_ttl_seconds(),

@@ -1,9 +1,12 @@
 """The spec's ``workflows:`` in ``fuzz plan`` and ``fuzz apply``: read, compare, start.
 
-Each declared Fuzzfile is read and validated here, its hash compared with the
-orchestrator's latest run of the same name (:mod:`fuzz.engine.workflows`), and
-``apply`` starts the ones that are new or changed, so CI runs pipelines the way
-it applies infrastructure.
+A spec's workflows belong to whoever applies it (the identity of the admin token
+next to the spec, asked with WhoAmI): each declared Fuzzfile is read and validated
+here, its hash compared with the orchestrator's latest run of the applier's own
+workflow of that name (:mod:`fuzz.engine.workflows`), and ``apply`` starts the ones
+that are new or changed, so CI runs pipelines the way it applies infrastructure.
+An entry ``OWNER/NAME`` of another owner is refused: a spec never runs someone
+else's workflow.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from fuzz.engine.workflows import (
     plan_workflows,
 )
 from fuzz.orchestrate.client import NotFoundError, OrchestratorClient
+from fuzz.orchestrate.connect import spec_target
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, load_fuzzfile
+from fuzz.spec.problems import SpecError
+from fuzz.spec.workflowref import split_workflow_ref
 
 _SYMBOLS = {"start": "[green]+[/]", "rerun": "[yellow]~[/]", "none": " "}
 
@@ -29,6 +35,27 @@ def _read(ws: Workspace) -> dict[str, LoadedFuzzfile]:
         name: load_fuzzfile(loaded.base_dir / entry.file, display_name=entry.file)
         for name, entry in loaded.spec.workflows.items()
     }
+
+
+def _applier(ws: Workspace) -> str:
+    """Who applies the spec: the user of the token the CLI speaks to the orchestrator with."""
+    with spec_target(ws.loaded).iam() as iam:
+        return iam.whoami().user
+
+
+def _own_names(ws: Workspace, keys: list[str], applier: str) -> dict[str, str]:
+    """Each ``workflows:`` key's workflow name; SpecError (at the key) for one of another
+    owner than ``applier``."""
+    names = {}
+    for key in keys:
+        ref = split_workflow_ref(key)
+        if ref.owner and ref.owner != applier:
+            raise SpecError([ws.loaded.source.problem(
+                ("workflows", key),
+                f"owned by {ref.owner}, but this spec is applied as {applier}: a spec starts "
+                "only the workflows of whoever applies it", at="key")])
+        names[key] = ref.name
+    return names
 
 
 def _recorded(client: OrchestratorClient, names: list[str]) -> dict[str, RecordedRun]:
@@ -43,12 +70,17 @@ def _recorded(client: OrchestratorClient, names: list[str]) -> dict[str, Recorde
 
 
 def workflow_changes(ws: Workspace) -> tuple[list[WorkflowChange], dict[str, LoadedFuzzfile]]:
-    """The plan for the spec's workflows (empty when it declares none), and their files."""
-    files = _read(ws)
-    if not files:
-        return [], files
-    declared = [DeclaredWorkflow(name, ws.loaded.spec.workflows[name].file, f.content_hash)
-                for name, f in files.items()]
+    """The plan for the spec's workflows (empty when it declares none), and their files
+    by workflow name."""
+    by_key = _read(ws)
+    if not by_key:
+        return [], by_key
+    applier = _applier(ws)
+    names = _own_names(ws, list(by_key), applier)
+    files = {names[key]: loaded for key, loaded in by_key.items()}
+    declared = [DeclaredWorkflow(names[key], ws.loaded.spec.workflows[key].file,
+                                 loaded.content_hash, applier)
+                for key, loaded in by_key.items()]
     return plan_workflows(declared, _recorded(ws.orchestrator, list(files))), files
 
 
@@ -61,7 +93,7 @@ def print_workflow_changes(console: Console, changes: list[WorkflowChange]) -> N
     """One line per declared workflow, after the node plan."""
     if not changes:
         return
-    console.print("\nWorkflows:")
+    console.print(f"\nWorkflows (owner {changes[0].workflow.owner}):", highlight=False)
     for change in changes:
         verb = {"start": "start", "rerun": "new run of", "none": "unchanged"}[change.action]
         console.print(f"  {_SYMBOLS[change.action]} {verb} {change.workflow.name}: "

@@ -25,6 +25,7 @@ from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import substrate_pb2
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.spec.workflowref import split_workflow_ref
 
 CHUNK_BYTES = 64 * 1024
 BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
@@ -33,7 +34,8 @@ Requests = queue.SimpleQueue[pb.ExecRequest | None]
 
 @dataclass(frozen=True)
 class ExecCommand:
-    """What to run: ``argv`` in task ``task`` of ``workflow``, with ``env``, ``cwd``, a tty?"""
+    """What to run: ``argv`` in task ``task`` of ``workflow`` (``NAME`` or ``OWNER/NAME``),
+    with ``env``, ``cwd``, a tty?"""
 
     workflow: str
     task: str
@@ -102,7 +104,8 @@ def run_exec(client: OrchestratorClient, command: ExecCommand, stdin_fd: int,
         start.window.CopyFrom(window_size(stdin_fd))
 
     def messages() -> Iterator[pb.ExecRequest]:
-        yield pb.ExecRequest(workflow=command.workflow, task=command.task,
+        ref = split_workflow_ref(command.workflow)
+        yield pb.ExecRequest(workflow=ref.name, owner=ref.owner, task=command.task,
                              input=substrate_pb2.ExecInput(start=start))
         while (item := requests.get()) is not None:
             yield item

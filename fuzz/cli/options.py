@@ -80,3 +80,8 @@ def lock_timeout_option(func: F) -> F:
 def json_option(func: F) -> F:
     """``--json``: machine-readable output."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+workflow_argument = click.argument("name", metavar="[OWNER/]NAME")
+"""A workflow argument: ``NAME`` is the caller's own workflow, ``OWNER/NAME`` another
+owner's (only where IAM allows it on ``workflow/OWNER/NAME``)."""

@@ -23,6 +23,7 @@ from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import substrate_pb2
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.spec.workflowref import split_workflow_ref
 from fuzz.tunnel import SharedSocket, data_request
 
 LISTEN_HOST = "127.0.0.1"
@@ -42,7 +43,8 @@ class ListenError(FuzzError):
 
 @dataclass(frozen=True)
 class ForwardTarget:
-    """Where connections go: ``remote_port`` of task ``task`` of workflow ``workflow``."""
+    """Where connections go: ``remote_port`` of task ``task`` of workflow ``workflow``
+    (``NAME`` or ``OWNER/NAME``)."""
 
     workflow: str
     task: str
@@ -135,8 +137,9 @@ def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: 
 
     def requests() -> Iterator[pb.PortForwardRequest | bytes]:
         try:
+            ref = split_workflow_ref(target.workflow)
             yield pb.PortForwardRequest(
-                workflow=target.workflow, task=target.task,
+                workflow=ref.name, owner=ref.owner, task=target.task,
                 frame=substrate_pb2.PortForwardFrame(
                     open=substrate_pb2.PortForwardOpen(port=target.remote_port)))
             for chunk in shared.chunks():

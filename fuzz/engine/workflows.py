@@ -1,8 +1,9 @@
 """Workflows declared in the cluster spec, planned like nodes: start, new run, or unchanged.
 
-A declared workflow is a name and the content hash of its Fuzzfile; the recorded
-side is the content hash of the orchestrator's latest run of that name (None when
-there is none). Pure: the CLI reads the files and asks the orchestrator.
+A declared workflow is a name and the content hash of its Fuzzfile, owned by whoever
+applies the spec; the recorded side is the content hash of the orchestrator's latest
+run of that owner's workflow of that name (None when there is none). Pure: the CLI
+reads the files and asks the orchestrator.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ WorkflowAction = Literal["start", "rerun", "none"]
 
 @dataclass(frozen=True)
 class DeclaredWorkflow:
-    """A workflow of the spec: its name, its Fuzzfile (as the user wrote it) and hash."""
+    """A workflow of the spec: its name, its Fuzzfile (as the user wrote it) and hash,
+    and its owner: whoever applies the spec."""
 
     name: str
     file: str
     content_hash: str
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class WorkflowChange:
 
     def to_json(self) -> dict[str, str]:
         """The change as a JSON-ready mapping (``fuzz plan --json``)."""
-        return {"name": self.workflow.name, "file": self.workflow.file, "action": self.action,
+        return {"name": self.workflow.name, "owner": self.workflow.owner,
+                "file": self.workflow.file, "action": self.action,
                 "reason": self.reason, "content_hash": self.workflow.content_hash}
 
 

@@ -5,7 +5,7 @@ and then asks whether they may (:meth:`Authorizer.check`), which raises
 :class:`PermissionDeniedError` (PERMISSION_DENIED on the wire) and writes the
 decision to the audit log either way. :meth:`Authorizer.authorize` does both.
 Resources are named by the functions below; the owner of a workflow or secret is
-the user who created it.
+the user who created it (a workflow is keyed by owner and name).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import grpc
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.audit import AuditLog
 from fuzz.orchestrate.iam import AuthenticationError, IamDirectory, Identity
-from fuzz.orchestrate.policy import Statement, decide
+from fuzz.orchestrate.policy import Decision, Statement, decide
 from fuzz.orchestrate.within import exceeding
 from fuzz.substrate.auth import presented_token
 
@@ -85,11 +85,21 @@ class Authorizer:
         except AuthenticationError as exc:
             raise UnauthenticatedError(str(exc)) from None
 
-    def check(self, identity: Identity, action: str, resource: str) -> None:
-        """Audit whether ``identity`` may do ``action`` on ``resource``; raise if not."""
+    def _decide(self, identity: Identity, action: str, resource: str) -> Decision:
+        """Decide whether ``identity`` may do ``action`` on ``resource``, and audit it."""
         decision = decide(identity.subject, action, resource, self.iam.roles(),
                           self.iam.curtain)
         self.audit.record(identity.user, action, resource, decision.allowed, decision.reason)
+        return decision
+
+    def allows(self, identity: Identity, action: str, resource: str) -> bool:
+        """Audit whether ``identity`` may do ``action`` on ``resource``; say, never raise
+        (for an answer that must not tell "denied" from "not there")."""
+        return self._decide(identity, action, resource).allowed
+
+    def check(self, identity: Identity, action: str, resource: str) -> None:
+        """Audit whether ``identity`` may do ``action`` on ``resource``; raise if not."""
+        decision = self._decide(identity, action, resource)
         if not decision.allowed:
             raise PermissionDeniedError(
                 f"{identity.user} may not {action} on {resource} ({decision.reason})")

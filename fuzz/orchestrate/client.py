@@ -23,6 +23,7 @@ from fuzz.grpcclient import (
     tls_failure,
 )
 from fuzz.provider_api import JoinInfo
+from fuzz.spec.workflowref import split_workflow_ref
 from fuzz.substrate.enroll import RegistrationProof
 from fuzz.tunnel import Frame, read_frame, serialized
 
@@ -129,20 +130,25 @@ class OrchestratorClient(GrpcClient):
 
     # --- workflows ---------------------------------------------------------------------
 
+    # A workflow is named ``NAME`` (the caller's own) or ``OWNER/NAME`` (another owner's;
+    # see fuzz.spec.workflowref): every method below takes either.
+
     def start_workflow(self, name: str, fuzzfile: str, file_name: str) -> pb.Workflow:
         """Start a run of ``name`` from the Fuzzfile text."""
+        ref = split_workflow_ref(name)
         reply: pb.Workflow = self._call(self._stub.StartWorkflow, pb.StartWorkflowRequest(
-            name=name, fuzzfile=fuzzfile, file_name=file_name), START_TIMEOUT)
+            name=ref.name, owner=ref.owner, fuzzfile=fuzzfile, file_name=file_name),
+            START_TIMEOUT)
         return reply
 
     def get_workflow(self, name: str) -> pb.Workflow:
         """The latest run of ``name``."""
-        reply: pb.Workflow = self._call(self._stub.GetWorkflow, pb.WorkflowRef(name=name), None)
+        reply: pb.Workflow = self._call(self._stub.GetWorkflow, _workflow_ref(name), None)
         return reply
 
     def watch_workflow(self, name: str) -> Iterator[pb.Workflow]:
         """The workflow now and after every change, until it has finished."""
-        yield from self._stream(self._stub.WatchWorkflow, pb.WorkflowRef(name=name), None)
+        yield from self._stream(self._stub.WatchWorkflow, _workflow_ref(name), None)
 
     def list_workflows(self) -> list[pb.Workflow]:
         """The latest run of every workflow."""
@@ -151,14 +157,15 @@ class OrchestratorClient(GrpcClient):
 
     def cancel_workflow(self, name: str) -> pb.Workflow:
         """Cancel the latest run of ``name``."""
-        reply: pb.Workflow = self._call(
-            self._stub.CancelWorkflow, pb.WorkflowRef(name=name), None)
+        reply: pb.Workflow = self._call(self._stub.CancelWorkflow, _workflow_ref(name), None)
         return reply
 
     def stream_log(self, workflow: str, task: str, stream: str = "stdout",
                    follow: bool = False) -> Iterator[bytes]:
         """A task's output; with ``follow``, until it has finished."""
-        request = pb.JobLogRequest(workflow=workflow, task=task, stream=stream, follow=follow)
+        ref = split_workflow_ref(workflow)
+        request = pb.JobLogRequest(workflow=ref.name, owner=ref.owner, task=task, stream=stream,
+                                   follow=follow)
         for chunk in self._stream(self._stub.StreamJobLog, request, None):
             yield chunk.data
 
@@ -196,3 +203,9 @@ class OrchestratorClient(GrpcClient):
     def delete_secret(self, name: str) -> None:
         """Delete a secret."""
         self._call(self._stub.DeleteSecret, pb.SecretRef(name=name), None)
+
+
+def _workflow_ref(name: str) -> pb.WorkflowRef:
+    """``NAME`` or ``OWNER/NAME`` as the API's reference."""
+    ref = split_workflow_ref(name)
+    return pb.WorkflowRef(name=ref.name, owner=ref.owner)

@@ -302,6 +302,23 @@ class PoolStatusRecord:
     error_at: float = 0.0
 
 
+@dataclass
+class OwnerIdsRecord:
+    """The uid and gid every job and volume of one owner runs as and belongs to.
+
+    Given once from ``orchestrator.job_ids`` and never changed nor given to another
+    owner (rows are never deleted); see :mod:`fuzz.orchestrate.jobids`.
+    """
+
+    TABLE: ClassVar[str] = "owner_ids"
+    KEY: ClassVar[tuple[str, ...]] = ("owner",)
+
+    owner: str
+    uid: int
+    gid: int
+    created: float
+
+
 RECORD_TYPES: tuple[type[Any], ...] = (
     WorkflowRecord,
     VolumeRecord,
@@ -320,4 +337,5 @@ RECORD_TYPES: tuple[type[Any], ...] = (
     DrainRecord,
     PoolMemberRecord,
     PoolStatusRecord,
+    OwnerIdsRecord,
 )

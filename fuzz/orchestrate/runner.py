@@ -29,6 +29,7 @@ from fuzz.errors import FuzzError
 from fuzz.orchestrate import dag
 from fuzz.orchestrate.host_roots import HostRoots
 from fuzz.orchestrate.ingress_policy import IngressPolicy
+from fuzz.orchestrate.jobids import DEFAULT_JOB_IDS, JobIdAllocator, JobIdRange
 from fuzz.orchestrate.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import (
     ImageRecord,
@@ -68,22 +69,21 @@ PROGRESS_SAVE_INTERVAL = 1.0
 
 
 class WorkflowNotFoundError(FuzzError):
-    """No workflow of that name."""
+    """No workflow of that owner and name."""
 
 
 class WorkflowExistsError(FuzzError):
-    """A workflow of that name is still running."""
+    """The owner's workflow of that name is still running."""
 
 
 @dataclass(frozen=True)
 class RunnerSettings:
-    """Where volumes and logs go, who jobs run as, and how many attempts run at once."""
+    """Where volumes and logs go, the ids owners' jobs run as, how many attempts run at once."""
 
     volume_root: Path
     log_dir: Path
     instance: str = "fuzz"  # this orchestrator's id, in every container id it makes
-    job_uid: int = 65534
-    job_gid: int = 65534
+    job_ids: JobIdRange = DEFAULT_JOB_IDS  # each owner's uid:gid comes from here
     workers: int = 256
     transfer_workers: int = 4
     # the open roots of host_paths, where file:/// transfers may read and write
@@ -113,9 +113,9 @@ class Runner:
         self._secrets = secrets
         self._settings = settings
         self._clock = clock
-        self._volumes = VolumeManager(settings.volume_root, settings.job_uid, settings.job_gid,
-                                      settings.host_roots, settings.ingress)
-        self._launch = LaunchSettings(settings.job_uid, settings.job_gid, settings.log_dir)
+        self._volumes = VolumeManager(settings.volume_root, settings.host_roots, settings.ingress)
+        self._ids = JobIdAllocator(store, settings.job_ids)
+        self._launch = LaunchSettings(settings.log_dir)
         self._executor = TaskExecutor(nodes, self)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -158,6 +158,7 @@ class Runner:
         workflow = ActiveWorkflow(
             record=record,
             fuzzfile=fuzzfile,
+            ids=self._ids.of(record.owner),
             volumes={v.name: v for v in self._store.load(VolumeRecord, workflow_id=record.id)},
             transfers=self._store.load(TransferRecord, order_by="seq", workflow_id=record.id),
             images={i.uri: i for i in self._store.load(ImageRecord, workflow_id=record.id)},
@@ -178,17 +179,24 @@ class Runner:
     # --- the service's calls ---------------------------------------------------------
 
     def submit(self, name: str, owner: str, loaded: LoadedFuzzfile) -> WorkflowRecord:
-        """Start a new run of workflow ``name`` from a validated Fuzzfile."""
+        """Start a new run of ``owner``'s workflow ``name`` from a validated Fuzzfile.
+
+        Its secrets and persistent volumes are ``owner``'s, its jobs run as
+        ``owner``'s ids (given now if this is their first workflow).
+        """
         check_workflow_name(name)
         self._check_secrets(owner, loaded)
         with self._lock:
-            runs = self._store.load(WorkflowRecord, order_by="run DESC", name=name)
+            runs = self._runs(owner, name)
             if runs and not runs[0].finished_state:
                 raise WorkflowExistsError(
                     f"workflow {name!r} is still {runs[0].state.lower()}; "
                     "cancel it or choose another name")
+            ids = self._ids.of(owner)
             run = runs[0].run + 1 if runs else 1
-            workflow_id = f"{name}.{run}"
+            # Owner names may hold dots, workflow names never do: ids stay unique, and
+            # never clash with the OWNERLESS ``NAME.RUN`` ids of runs from before (schema 1).
+            workflow_id = f"{owner}.{name}.{run}"
             fuzzfile = loaded.fuzzfile
             record = WorkflowRecord(
                 id=workflow_id, name=name, run=run, owner=owner,
@@ -206,7 +214,7 @@ class Runner:
             transfers = new_transfers(workflow_id, fuzzfile)
             self._check_host_paths(loaded, owner, transfers)
             workflow = ActiveWorkflow(
-                record=record, fuzzfile=fuzzfile, volumes=volumes,
+                record=record, fuzzfile=fuzzfile, ids=ids, volumes=volumes,
                 transfers=transfers,
                 images=new_images(workflow_id, fuzzfile),
                 tasks={t.key: t for t in new_tasks(workflow_id, fuzzfile)},
@@ -232,12 +240,17 @@ class Runner:
             if secret not in known:
                 raise missing_secret(loaded.path, where, secret)
 
-    def cancel(self, name: str) -> WorkflowRecord:
-        """Ask the latest run of ``name`` to stop: queued tasks end, running ones are stopped."""
+    def _runs(self, owner: str, name: str) -> list[WorkflowRecord]:
+        """The runs of ``owner``'s workflow ``name`` in the store, latest first."""
+        return self._store.load(WorkflowRecord, order_by="run DESC", owner=owner, name=name)
+
+    def cancel(self, owner: str, name: str) -> WorkflowRecord:
+        """Ask the latest run of ``owner``'s ``name`` to stop: queued tasks end, running
+        ones are stopped."""
         with self._lock:
-            workflow = self._find_active(name)
+            workflow = self._find_active(owner, name)
             if workflow is None:
-                return self.snapshot(name).record
+                return self.snapshot(owner, name).record
             workflow.record.cancel_requested = True
             workflow.dirty = True
             self._store.save(workflow.record)
@@ -247,10 +260,10 @@ class Runner:
             self._workers.submit(self._guard, self._executor.cancel, plan)
         return copy.copy(workflow.record)
 
-    def snapshot(self, name: str) -> WorkflowSnapshot:
-        """The latest run of ``name``; WorkflowNotFoundError if there is none."""
+    def snapshot(self, owner: str, name: str) -> WorkflowSnapshot:
+        """The latest run of ``owner``'s ``name``; WorkflowNotFoundError if there is none."""
         with self._lock:
-            workflow = self._find_active(name)
+            workflow = self._find_active(owner, name)
             if workflow is not None:
                 # Shallow copies suffice: the runner replaces a record's lists, never edits them.
                 return WorkflowSnapshot(
@@ -259,9 +272,9 @@ class Runner:
                     [copy.copy(m) for m in workflow.transfers],
                     [copy.copy(i) for i in workflow.images.values()],
                     [copy.copy(t) for t in sorted(workflow.tasks.values(), key=lambda t: t.seq)])
-        runs = self._store.load(WorkflowRecord, order_by="run DESC", name=name)
+        runs = self._runs(owner, name)
         if not runs:
-            raise WorkflowNotFoundError(f"no workflow named {name!r}")
+            raise WorkflowNotFoundError(f"no workflow {name!r} of {owner}")
         record = runs[0]
         return WorkflowSnapshot(
             record,
@@ -272,13 +285,14 @@ class Runner:
         )
 
     def workflows(self) -> list[WorkflowRecord]:
-        """The latest run of every workflow name, newest first."""
-        latest: dict[str, WorkflowRecord] = {}
-        for record in self._store.load(WorkflowRecord, order_by="created"):
-            latest[record.name] = record
+        """The latest run of every workflow (of every owner), newest first."""
+        latest: dict[tuple[str, str], WorkflowRecord] = {}
+        for record in self._store.load(WorkflowRecord, order_by="run"):
+            latest[record.owner, record.name] = record
         with self._lock:
             for workflow in self._active.values():
-                latest[workflow.record.name] = copy.copy(workflow.record)
+                record = workflow.record
+                latest[record.owner, record.name] = copy.copy(record)
         return sorted(latest.values(), key=lambda r: r.created, reverse=True)
 
     def wait_for_change(self, seen: int, timeout: float) -> int:
@@ -288,10 +302,10 @@ class Runner:
                                    timeout)
             return self._version
 
-    def live_attempt(self, name: str, key: str) -> LaunchPlan | None:
-        """The attempt of task ``key`` of ``name`` running now, if any."""
+    def live_attempt(self, owner: str, name: str, key: str) -> LaunchPlan | None:
+        """The attempt of task ``key`` of ``owner``'s ``name`` running now, if any."""
         with self._lock:
-            workflow = self._find_active(name)
+            workflow = self._find_active(owner, name)
             if workflow is None:
                 return None
             return workflow.plans.get(key)
@@ -349,8 +363,9 @@ class Runner:
             return None
         return workflow, task
 
-    def _find_active(self, name: str) -> ActiveWorkflow | None:
-        return next((w for w in self._active.values() if w.record.name == name), None)
+    def _find_active(self, owner: str, name: str) -> ActiveWorkflow | None:
+        return next((w for w in self._active.values()
+                     if (w.record.owner, w.record.name) == (owner, name)), None)
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -419,7 +434,7 @@ class Runner:
         has_ingress = {m.volume for m in workflow.transfers if m.direction == "ingress"}
         for volume in workflow.volumes.values():
             try:
-                self._volumes.create(volume)
+                self._volumes.create(volume, workflow.ids)
             except OSError as exc:
                 volume.state, volume.error = "FAILED", f"cannot create {volume.path}: {exc}"
                 continue
@@ -637,7 +652,7 @@ class Runner:
                 credentials = s3_credentials_from_secret(
                     self._secrets.open(workflow.record.owner, move.secret))
             result = self._volumes.move(move, volume, workflow.record.owner, credentials,
-                                        progress)
+                                        progress, workflow.ids)
         except (TransferError, FuzzError, OSError) as exc:
             with self._lock:
                 move.state, move.error = "FAILED", str(exc)

@@ -50,6 +50,7 @@ from fuzz.orchestrate.host_roots import HostRootError, HostRoots
 from fuzz.orchestrate.iam import IamDirectory
 from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
 from fuzz.orchestrate.ingress_policy import IngressPolicy
+from fuzz.orchestrate.jobids import DEFAULT_JOB_IDS, JobIdRange, range_problem
 from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.orchestrate.runner import Runner, RunnerSettings
@@ -86,8 +87,7 @@ class ServerSettings:
     listen: str
     data_dir: Path
     volume_root: Path | None = None
-    job_uid: int = 65534
-    job_gid: int = 65534
+    job_ids: JobIdRange = DEFAULT_JOB_IDS  # each job owner's uid:gid from here
     advertise: str | None = None  # the address agents register with; default: where it listens
     cluster: str = "default"  # names the resource cluster/<name> (cluster:apply)
     insecure: bool = False  # plain text instead of TLS: tests and trusted networks only
@@ -128,6 +128,9 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     elastic loop for the spec's elastic pools (:mod:`fuzz.orchestrate.elastic`).
     """
     data_dir = settings.data_dir
+    problem = range_problem(settings.job_ids)
+    if problem is not None:
+        raise ServerStartError(problem)
     try:
         host_roots = HostRoots.open(settings.host_paths)  # once, for the server's life
     except HostRootError as exc:
@@ -159,7 +162,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         secret_store = SecretStore(store, sealer)
         runner = Runner(store, nodes, secret_store, RunnerSettings(
             volume_root=settings.volume_root or data_dir / "volumes",
-            log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
+            log_dir=data_dir / "logs", job_ids=settings.job_ids,
             instance=_instance_id(data_dir), host_roots=host_roots,
             ingress=replace(settings.ingress, cluster_endpoints=partial(
                 _cluster_endpoints, settings, nodes)),

@@ -1,11 +1,12 @@
 """The orchestrator's gRPC service: the API `fuzz workflow`, `fuzz secret` and agents call.
 
 Every user-facing RPC is authorized through :class:`~fuzz.orchestrate.authz.Authorizer`
-before it acts: workflows are ``workflow/<owner>/<name>`` (a name belongs to whoever
-started its first run), secrets ``secret/<caller>/<name>``. Lists show what the
-caller may read. Nodes authenticate themselves: in a TLS cluster with the
-certificate they enrolled for (:mod:`fuzz.orchestrate.enrollment`), in a plain-text
-one with their join token.
+before it acts: workflows are ``workflow/<owner>/<name>`` (keyed by owner and name: a
+request means the caller's own unless it names another owner; see
+:mod:`fuzz.orchestrate.ownership`), secrets ``secret/<caller>/<name>``. Lists show
+what the caller may read; a workflow the caller may not read is "not found". Nodes
+authenticate themselves: in a TLS cluster with the certificate they enrolled for
+(:mod:`fuzz.orchestrate.enrollment`), in a plain-text one with their join token.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from fuzz.orchestrate.messages import (
     workflow_summary,
 )
 from fuzz.orchestrate.nodes import JoinRefusedError, NodeDirectory, NodeUse
+from fuzz.orchestrate.ownership import OwnedWorkflow, owned_workflow
 from fuzz.orchestrate.policy import WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD
 from fuzz.orchestrate.relay import LiveTask, relay_exec, relay_port_forward
 from fuzz.orchestrate.runner import (
@@ -229,51 +231,62 @@ class OrchestratorService:
 
     # --- workflows ---------------------------------------------------------------------
 
-    def workflow_access(self, context: grpc.ServicerContext, action: str, name: str
-                        ) -> tuple[Identity, WorkflowSnapshot]:
+    def workflow_access(self, context: grpc.ServicerContext, action: str, owner: str,
+                        name: str) -> tuple[Identity, OwnedWorkflow, WorkflowSnapshot]:
         """The seam of every RPC on an existing workflow: who calls, and may they ``action``.
 
-        Returns the caller and the workflow's latest run; raises WorkflowNotFoundError,
-        UnauthenticatedError or PermissionDeniedError (FuzzErrors; see ``_STATUS``).
+        ``owner`` empty: the caller's own workflow ``name``. Returns the caller, the
+        workflow and its latest run. A workflow the caller may not read answers
+        exactly as one that does not exist (WorkflowNotFoundError): nobody learns
+        another owner's workflow names. One they may read but not ``action`` raises
+        PermissionDeniedError; a missing token UnauthenticatedError (see ``_STATUS``).
         """
         identity = self._authz.identify(context)
-        snapshot = self._runner.snapshot(name)
-        self._authz.check(identity, action, workflow_resource(snapshot.record.owner, name))
-        return identity, snapshot
+        target = owned_workflow(identity.user, owner, name)
+        resource = workflow_resource(target.owner, target.name)
+        if not self._authz.allows(identity, "workflow:read", resource):
+            raise target.not_found()
+        try:
+            snapshot = self._runner.snapshot(target.owner, target.name)
+        except WorkflowNotFoundError:
+            raise target.not_found() from None
+        if action != "workflow:read":
+            self._authz.check(identity, action, resource)
+        return identity, target, snapshot
 
     def StartWorkflow(self, request: pb.StartWorkflowRequest, context: grpc.ServicerContext
                       ) -> pb.Workflow:
-        """Validate a Fuzzfile against the cluster's nodes and start a run."""
+        """Validate a Fuzzfile against the cluster's nodes and start a run.
+
+        The run is the caller's own workflow ``name``, unless the request names another
+        owner and IAM lets the caller start ``workflow/<owner>/<name>``: its secrets,
+        persistent volumes and job ids are then that owner's.
+        """
         try:
             identity = self._authz.identify(context)
-            owner = self._owner_of(request.name, identity.user)
-            self._authz.check(identity, "workflow:start", workflow_resource(owner, request.name))
+            target = owned_workflow(identity.user, request.owner, request.name)
+            self._authz.check(identity, "workflow:start",
+                              workflow_resource(target.owner, target.name))
             # With elastic pools, the elastic loop decides what fits (and fails what never can).
             elastic = self.elastic is not None and self.elastic.active
             loaded = parse_fuzzfile(request.fuzzfile, request.file_name or "Fuzzfile",
                                     capacities=None if elastic else self._nodes.capacities(),
                                     capacities_are_nodes=True)
             for where, secret in secret_references(loaded.fuzzfile):
-                self._authz.check_hidden(identity, "secret:use", secret_resource(owner, secret),
-                                         owner, missing_secret(loaded.path, where, secret))
-            self._runner.submit(request.name, owner, loaded)
-            return workflow_message(self._runner.snapshot(request.name))
+                self._authz.check_hidden(identity, "secret:use",
+                                         secret_resource(target.owner, secret), target.owner,
+                                         missing_secret(loaded.path, where, secret))
+            self._runner.submit(target.name, target.owner, loaded)
+            return workflow_message(self._runner.snapshot(target.owner, target.name))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
-
-    def _owner_of(self, name: str, caller: str) -> str:
-        """Whose workflow ``name`` is: its first runner's, or the caller's when it is new."""
-        try:
-            return self._runner.snapshot(name).record.owner
-        except WorkflowNotFoundError:
-            return caller
 
     def GetWorkflow(self, request: pb.WorkflowRef, context: grpc.ServicerContext
                     ) -> pb.Workflow:
         """The latest run of a workflow."""
         try:
             return workflow_message(self.workflow_access(context, "workflow:read",
-                                                         request.name)[1])
+                                                         request.owner, request.name)[2])
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 
@@ -281,13 +294,14 @@ class OrchestratorService:
                       ) -> Iterator[pb.Workflow]:
         """The workflow now and after every change, until it has finished."""
         try:
-            self.workflow_access(context, "workflow:read", request.name)
+            _, target, _ = self.workflow_access(context, "workflow:read", request.owner,
+                                                request.name)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         seen = -1
         while context.is_active():
             try:
-                snapshot = self._runner.snapshot(request.name)
+                snapshot = self._runner.snapshot(target.owner, target.name)
             except FuzzError as exc:
                 abort_with(context, exc, _STATUS)
             yield workflow_message(snapshot)
@@ -314,9 +328,10 @@ class OrchestratorService:
                        ) -> pb.Workflow:
         """Stop a workflow: nothing new starts, running tasks are stopped."""
         try:
-            self.workflow_access(context, "workflow:cancel", request.name)
-            self._runner.cancel(request.name)
-            return workflow_message(self._runner.snapshot(request.name))
+            _, target, _ = self.workflow_access(context, "workflow:cancel", request.owner,
+                                                request.name)
+            self._runner.cancel(target.owner, target.name)
+            return workflow_message(self._runner.snapshot(target.owner, target.name))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 
@@ -327,12 +342,13 @@ class OrchestratorService:
         if stream not in ("stdout", "stderr"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream must be stdout or stderr")
         try:
-            _, snapshot = self.workflow_access(context, "workflow:read", request.workflow)
-            workflow_id, key = _task_key(snapshot, request.workflow, request.task)
+            _, target, snapshot = self.workflow_access(context, "workflow:read", request.owner,
+                                                       request.workflow)
+            workflow_id, key = _task_key(snapshot, target, request.task)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         sent = 0
-        plan = self._runner.live_attempt(request.workflow, key)
+        plan = self._runner.live_attempt(target.owner, target.name, key)
         if plan is not None:
             client = self._nodes.client(plan.nodes[0])
             with contextlib.suppress(AgentError):  # it ended meanwhile: the copy has the rest
@@ -342,16 +358,17 @@ class OrchestratorService:
                     yield pb.LogChunk(data=data)
                 if not request.follow:
                     return
-            self._wait_until_final(request.workflow, key, context)
+            self._wait_until_final(target, key, context)
         elif request.follow:
-            self._wait_until_final(request.workflow, key, context)
+            self._wait_until_final(target, key, context)
         stdout, stderr = log_paths(self._runner.log_dir(), workflow_id, key)
         yield from _read_from(stdout if stream == "stdout" else stderr, sent)
 
-    def _wait_until_final(self, workflow: str, key: str, context: grpc.ServicerContext) -> None:
+    def _wait_until_final(self, workflow: OwnedWorkflow, key: str,
+                          context: grpc.ServicerContext) -> None:
         seen = -1
         while context.is_active():
-            snapshot = self._runner.snapshot(workflow)
+            snapshot = self._runner.snapshot(workflow.owner, workflow.name)
             task = next(t for t in snapshot.tasks if t.key == key)
             if task.done or (task.state == "QUEUED" and task.attempt > 0):
                 return
@@ -365,7 +382,7 @@ class OrchestratorService:
         first = next(request_iterator, None)
         if first is None or first.input.WhichOneof("input") != "start":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be start")
-        task = self._live_task(context, WORKFLOW_EXEC, first.workflow, first.task)
+        task = self._live_task(context, WORKFLOW_EXEC, first.owner, first.workflow, first.task)
         yield from relay_exec(task, first.input, (r.input for r in request_iterator), context)
 
     def PortForward(self, request_iterator: Iterator[pb.PortForwardRequest | bytes],
@@ -379,22 +396,24 @@ class OrchestratorService:
                 first.frame.WhichOneof("frame") != "open"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "the first request must name the task and open a connection")
-        task = self._live_task(context, WORKFLOW_PORT_FORWARD, first.workflow, first.task)
+        task = self._live_task(context, WORKFLOW_PORT_FORWARD, first.owner, first.workflow,
+                               first.task)
         rest = (r if isinstance(r, bytes) else r.frame.SerializeToString()
                 for r in request_iterator)
         yield from relay_port_forward(task, first.frame, rest, context)
 
-    def _live_task(self, context: grpc.ServicerContext, action: str, workflow: str,
-                   task: str) -> LiveTask:
-        """The running task ``task`` of ``workflow``, once the caller may do ``action`` on it."""
+    def _live_task(self, context: grpc.ServicerContext, action: str, owner: str,
+                   workflow: str, task: str) -> LiveTask:
+        """The running task ``task`` of ``owner``'s ``workflow`` (the caller's when empty),
+        once the caller may do ``action`` on it."""
         try:
-            _, snapshot = self.workflow_access(context, action, workflow)
-            _, key = _task_key(snapshot, workflow, task)
-            plan = self._runner.live_attempt(workflow, key)
+            _, target, snapshot = self.workflow_access(context, action, owner, workflow)
+            _, key = _task_key(snapshot, target, task)
+            plan = self._runner.live_attempt(target.owner, target.name, key)
             if plan is None:
                 state = next(t.state for t in snapshot.tasks if t.key == key)
                 raise TaskNotRunningError(
-                    f"task {key} of workflow {workflow} is not running ({state})")
+                    f"task {key} of workflow {target.shown} is not running ({state})")
             return LiveTask(self._nodes.client(plan.nodes[0]), plan.containers[0])
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
@@ -441,7 +460,8 @@ class OrchestratorService:
         return pb.DeleteSecretReply()
 
 
-def _task_key(snapshot: WorkflowSnapshot, workflow: str, task: str) -> tuple[str, str]:
+def _task_key(snapshot: WorkflowSnapshot, workflow: OwnedWorkflow, task: str
+              ) -> tuple[str, str]:
     """The workflow run's id and the key of ``task`` (a task key, or a job with one task)."""
     keys = [t.key for t in snapshot.tasks]
     if task in keys:
@@ -452,7 +472,7 @@ def _task_key(snapshot: WorkflowSnapshot, workflow: str, task: str) -> tuple[str
     if of_job:
         raise TaskNotFoundError(
             f"job {task!r} has {len(of_job)} tasks: name one, e.g. {of_job[0]!r}")
-    raise TaskNotFoundError(f"workflow {workflow!r} has no job or task {task!r}")
+    raise TaskNotFoundError(f"workflow {workflow.shown!r} has no job or task {task!r}")
 
 
 def _read_from(path: Path, offset: int) -> Iterator[pb.LogChunk]:

@@ -23,7 +23,10 @@ from typing import Any, TypeVar
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.records import RECORD_TYPES
 
-SCHEMA_VERSION = 1
+# 2: workflows are keyed by (owner, name) (rows of 1 are kept as they are: each run stays
+#    its recorded owner's) and owners have job ids (owner_ids). A fuzz that knows only 1
+#    would mix owners' runs of one name, so it must refuse a database of 2.
+SCHEMA_VERSION = 2
 RecordT = TypeVar("RecordT")
 
 _SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER", bytes: "BLOB"}

@@ -4,9 +4,10 @@ Volumes are directories under the cluster's volume root, a path every node sees
 at the same place (a parallel or network file system on a real cluster; a local
 directory when all nodes are on one machine). An ephemeral volume lives in
 ``<root>/ephemeral/<workflow id>/<name>`` for its workflow only; a persistent one
-in ``<root>/persistent/<owner>/<name>`` outlives it. Volume directories belong to
-the uid jobs run as, so jobs can write to them; transfers read and write them as that
-uid and gid too. Transfers reach the orchestrator host's own files (``file:///``) only in
+in ``<root>/persistent/<owner>/<name>`` outlives it. A volume's directory belongs
+to its owner's job ids (:mod:`fuzz.orchestrate.jobids`), mode 0700: the owner's
+jobs can write to it, another owner's cannot enter it; transfers read and write it as
+those ids too. Transfers reach the orchestrator host's own files (``file:///``) only in
 the owner's subtree of the admin's ``host_paths``.
 """
 
@@ -22,6 +23,7 @@ from fuzz.orchestrate import transfer
 from fuzz.orchestrate.confined import Identity
 from fuzz.orchestrate.host_roots import HostAccess, HostRoots
 from fuzz.orchestrate.ingress_policy import IngressPolicy
+from fuzz.orchestrate.jobids import JobIds
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
 from fuzz.orchestrate.transfer import S3Credentials, TransferResult
 from fuzz.spec.fuzzfile import VolumeSpec
@@ -30,15 +32,12 @@ from fuzz.spec.fuzzfile import VolumeSpec
 class VolumeManager:
     """Creates, fills, empties and deletes volume directories."""
 
-    def __init__(self, root: Path, uid: int, gid: int,
-                 host_roots: HostRoots | None = None,
+    def __init__(self, root: Path, host_roots: HostRoots | None = None,
                  http_policy: IngressPolicy | None = None) -> None:
-        """Keep volumes under ``root``, owned by ``uid``:``gid``; ``file:///`` transfers
-        may use the owner's subtrees of ``host_roots`` only (none without it), ``http(s)://``
-        ingress the addresses ``http_policy`` allows (None: public ones only)."""
+        """Keep volumes under ``root``; ``file:///`` transfers may use the owner's subtrees
+        of ``host_roots`` only (none without it), ``http(s)://`` ingress the addresses
+        ``http_policy`` allows (None: public ones only)."""
         self.root = root
-        self.uid = uid
-        self.gid = gid
         self.host_roots = host_roots or HostRoots()
         self.http_policy = http_policy
 
@@ -57,20 +56,29 @@ class VolumeManager:
             return self.root / "persistent" / owner / persistent
         return self.root / "ephemeral" / workflow_id / name
 
-    def create(self, volume: VolumeRecord) -> None:
-        """Make the volume's directory (kept if it exists: persistent, or a restart)."""
+    def create(self, volume: VolumeRecord, ids: JobIds) -> None:
+        """Make the volume's directory, ``ids``' own, 0700 (kept if it exists: persistent,
+        or a restart).
+
+        A persistent volume written before owners had ids of their own (by the shared
+        job uid) is given to its owner's ids, its files included.
+        """
         path = Path(volume.path)
         path.mkdir(parents=True, exist_ok=True)
-        os.chown(path, self.uid, self.gid)
+        before = path.lstat()
+        os.chown(path, ids.uid, ids.gid, follow_symlinks=False)
+        os.chmod(path, 0o700, follow_symlinks=False)
+        if (before.st_uid, before.st_gid) != (ids.uid, ids.gid):
+            self._own(path, ids)
 
     def move(self, record: TransferRecord, volume: VolumeRecord, owner: str,
              credentials: S3Credentials | None,
-             progress: Callable[[int, int | None], None]) -> TransferResult:
-        """Run one ingress or egress of ``volume`` of a workflow of ``owner``, as the uid and
-        gid of its jobs; TransferError says what failed."""
+             progress: Callable[[int, int | None], None], ids: JobIds) -> TransferResult:
+        """Run one ingress or egress of ``volume`` of a workflow of ``owner`` as the
+        owner's job ``ids``; TransferError says what failed."""
         directory = Path(volume.path)
         host = HostAccess(self.host_roots, owner)
-        identity = Identity(self.uid, self.gid)
+        identity = Identity(ids.uid, ids.gid)
         if record.direction == "ingress":
             return transfer.ingress(record.source, record.destination, directory,
                                     credentials=credentials, progress=progress, host=host,
@@ -78,6 +86,15 @@ class VolumeManager:
         return transfer.egress(record.source, record.destination, directory,
                                credentials=credentials, progress=progress, host=host,
                                identity=identity, http_policy=self.http_policy)
+
+    @staticmethod
+    def _own(directory: Path, ids: JobIds) -> None:
+        """Give a volume written by the old shared job uid to its owner's ``ids``: walked
+        through directory descriptors, never following a symlink (``fchownat`` with
+        ``AT_SYMLINK_NOFOLLOW``), so a job's planted link cannot redirect the chown."""
+        for _, dirs, files, dir_fd in os.fwalk(directory, follow_symlinks=False):
+            for name in (*dirs, *files):
+                os.chown(name, ids.uid, ids.gid, dir_fd=dir_fd, follow_symlinks=False)
 
     def delete(self, volume: VolumeRecord) -> None:
         """Remove an ephemeral volume's directory (and its workflow's, once empty)."""

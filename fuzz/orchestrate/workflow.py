@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.dag import JobNode, TaskLike
+from fuzz.orchestrate.jobids import JobIds
 from fuzz.orchestrate.records import (
     ImageRecord,
     TaskRecord,
@@ -23,8 +24,8 @@ from fuzz.orchestrate.records import (
     WorkflowRecord,
 )
 from fuzz.orchestrate.taskexec import LaunchPlan
-from fuzz.spec.cluster import WORKFLOW_NAME_PATTERN
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec
+from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -53,6 +54,7 @@ class ActiveWorkflow:
 
     record: WorkflowRecord
     fuzzfile: Fuzzfile
+    ids: JobIds  # the owner's: every job runs as them, every volume belongs to them
     volumes: dict[str, VolumeRecord]
     transfers: list[TransferRecord]
     images: dict[str, ImageRecord]
@@ -142,10 +144,8 @@ def container_id(instance: str, workflow_id: str, task: TaskRecord, rank: int) -
 
 @dataclass(frozen=True)
 class LaunchSettings:
-    """What every launch shares: the identity jobs run as and where logs are kept."""
+    """What every launch shares: where logs are kept."""
 
-    uid: int
-    gid: int
     log_dir: Path
 
 
@@ -190,8 +190,8 @@ def launch_plan(
         mounts=tuple((workflow.volumes[name].path, mount.location, False)
                      for name, mount in job.mounts.items()),
         timeout_seconds=timeout or 0.0,
-        uid=settings.uid,
-        gid=settings.gid,
+        uid=workflow.ids.uid,
+        gid=workflow.ids.gid,
         log_paths=log_paths(settings.log_dir, workflow.record.id, task.key),
         leases=tuple(task.leases),
     )

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from fuzz.orchestrate.ingress_policy import AllowEntry
 from fuzz.spec.problems import Issue, did_you_mean
+from fuzz.spec.workflowref import workflow_ref_problem
 from fuzz.units import parse_duration
 
 SPEC_VERSION = 1
@@ -27,8 +28,6 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 """Cluster and pool names: lowercase letters, digits and '-', starting with a letter, ≤ 63."""
 NODE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Static node names: letters, digits, '_', '.' and '-', not starting with punctuation."""
-WORKFLOW_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-"""Workflow names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 64."""
 STATIC_POOL_FORBIDDEN = ("offerings", "min", "max", "standby", "spot")
 """Keys of an elastic pool that a static pool (one with ``nodes:``) must not set."""
 
@@ -246,6 +245,32 @@ class IngressSpec(StrictModel):
     @classmethod
     def _empty_if_null(cls, value: Any) -> Any:
         return [] if value is None else value
+LOWEST_JOB_ID = 65536  # below: the system's accounts, its login users and nobody (65534)
+HIGHEST_JOB_ID = 2**32 - 2  # 2**32 - 1 is (uid_t) -1, "no id"
+
+
+class JobIdsSpec(StrictModel):
+    """``orchestrator.job_ids``: the range each job owner's own uid:gid is taken from.
+
+    The orchestrator gives every owner the lowest id of the range not yet given,
+    once, and records it: an owner's jobs and volumes always run and belong to it,
+    and no other owner ever gets it (``fuzz.orchestrate.jobids``).
+    """
+
+    first: int = Field(default=200000, description="The first uid (and gid) given out.")
+    count: int = Field(default=100000, ge=1, description="How many ids the range holds.")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> JobIdsSpec:
+        last = self.first + self.count - 1
+        if self.first < LOWEST_JOB_ID:
+            raise ValueError(
+                f"ids {self.first}-{last} reach below {LOWEST_JOB_ID}, where the system's "
+                "accounts, its login users and nobody (65534) are: start at 65536 or above")
+        if last > HIGHEST_JOB_ID:
+            raise ValueError(f"ids {self.first}-{last} reach above {HIGHEST_JOB_ID}, the "
+                             "highest uid there is")
+        return self
 
 
 class OrchestratorSpec(StrictModel):
@@ -267,8 +292,9 @@ class OrchestratorSpec(StrictModel):
         default_factory=list, description="Directories on the orchestrator host that "
         "workflows may read (file:/// ingress) and write (file:/// egress), relative to the "
         "spec; none by default.")
-    job_uid: int = Field(default=65534, ge=0, description="The uid jobs run as.")
-    job_gid: int = Field(default=65534, ge=0, description="The gid jobs run as.")
+    job_ids: JobIdsSpec = Field(
+        default_factory=lambda: JobIdsSpec(),
+        description="The uids (and gids) the orchestrator gives job owners, one each.")
     insecure: bool = Field(
         default=False, description="Plain text instead of TLS between the CLI, the server and "
         "the nodes (tests and trusted networks only; every command warns).")
@@ -320,16 +346,16 @@ class OrchestratorSpec(StrictModel):
         return self.advertise or self.listen
 
 
-def _check_workflow_name(value: str) -> str:
-    if not WORKFLOW_NAME_PATTERN.fullmatch(value):
-        raise ValueError(
-            f"invalid workflow name {value!r}: use 1-64 letters, digits, '_' or '-', "
-            "starting with a letter or digit"
-        )
+def _check_workflow_ref(value: str) -> str:
+    problem = workflow_ref_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
-WorkflowName = Annotated[str, AfterValidator(_check_workflow_name)]
+WorkflowRefKey = Annotated[str, AfterValidator(_check_workflow_ref)]
+"""A ``workflows:`` key: ``NAME``, or ``OWNER/NAME`` (refused by plan unless it is the
+applier's own; see :mod:`fuzz.cli.declared_workflows`)."""
 
 
 class WorkflowEntry(StrictModel):
@@ -351,7 +377,7 @@ class ClusterSpec(StrictModel):
     providers: dict[str, ProviderSpec] = Field(default_factory=dict)
     pools: dict[Name, PoolSpec] = Field(default_factory=dict)
     orchestrator: OrchestratorSpec | None = None
-    workflows: dict[WorkflowName, WorkflowEntry] = Field(default_factory=dict)
+    workflows: dict[WorkflowRefKey, WorkflowEntry] = Field(default_factory=dict)
 
     @field_validator("version")
     @classmethod

@@ -1,0 +1,40 @@
+"""Whose workflow a request is about: the caller's own, unless it names another owner.
+
+Workflows are keyed by (owner, name). A request names a workflow by ``name`` and an
+optional ``owner``; empty means the caller. The answer for a workflow the caller
+may not read is the one for a workflow that does not exist, worded from what the
+caller asked (``NAME`` or ``OWNER/NAME``) only, so it tells nothing of other users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fuzz.orchestrate.policy import PolicyError, check_name
+from fuzz.orchestrate.runner import WorkflowNotFoundError
+from fuzz.orchestrate.workflow import WorkflowNameError
+from fuzz.spec.workflowref import WorkflowRef
+
+
+@dataclass(frozen=True)
+class OwnedWorkflow:
+    """A workflow a request is about: its owner and name, and how the caller named it."""
+
+    owner: str
+    name: str
+    shown: str  # ``NAME`` or ``OWNER/NAME``, as the caller asked
+
+    def not_found(self) -> WorkflowNotFoundError:
+        """The one answer for "no such workflow" and "not one you may see"."""
+        return WorkflowNotFoundError(f"no workflow {self.shown!r}")
+
+
+def owned_workflow(caller: str, owner: str, name: str) -> OwnedWorkflow:
+    """The workflow ``name`` of ``owner`` (``caller`` when empty); WorkflowNameError when
+    ``owner`` is no user name."""
+    if owner:
+        try:
+            check_name("owner", owner)
+        except PolicyError as exc:
+            raise WorkflowNameError(str(exc)) from None
+    return OwnedWorkflow(owner or caller, name, str(WorkflowRef(owner, name)))

@@ -1,0 +1,50 @@
+"""How a user names a workflow: ``NAME``, their own, or ``OWNER/NAME``, another owner's.
+
+Workflows are keyed by (owner, name): two users' workflows of one name are two
+workflows. A bare name always means the caller's own; acting on another owner's
+workflow is asked for explicitly with ``OWNER/NAME`` (and IAM must allow it on
+``workflow/<owner>/<name>``). Names have no ``/`` (``WORKFLOW_NAME_PATTERN``), so
+the split is never ambiguous.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fuzz.orchestrate.policy import PolicyError, check_name
+
+WORKFLOW_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+"""Workflow names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 64."""
+
+
+@dataclass(frozen=True)
+class WorkflowRef:
+    """A workflow as a user named it; ``owner`` empty: the caller's own."""
+
+    owner: str
+    name: str
+
+    def __str__(self) -> str:
+        """As the user wrote it: ``NAME`` or ``OWNER/NAME``."""
+        return f"{self.owner}/{self.name}" if self.owner else self.name
+
+
+def split_workflow_ref(text: str) -> WorkflowRef:
+    """``NAME`` or ``OWNER/NAME`` as a reference, unchecked (the orchestrator checks)."""
+    owner, _, name = text.rpartition("/")
+    return WorkflowRef(owner, name)
+
+
+def workflow_ref_problem(text: str) -> str | None:
+    """Why ``text`` is no valid ``NAME`` or ``OWNER/NAME``; None when it is."""
+    ref = split_workflow_ref(text)
+    if "/" in text:
+        try:
+            check_name("owner", ref.owner)  # an owner is a user
+        except PolicyError as exc:
+            return str(exc)
+    if not WORKFLOW_NAME_PATTERN.fullmatch(ref.name):
+        return (f"invalid workflow name {ref.name!r}: use 1-64 letters, digits, '_' or '-', "
+                "starting with a letter or digit")
+    return None
