@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.orchestrate.records import NodeRecord, TaskRecord, WorkflowRecord
+from fuzz.orchestrate.records import NodeRecord, TaskRecord, TransferRecord, WorkflowRecord
 from fuzz.orchestrate.store import SCHEMA_VERSION, Store, StoreError
 
 
@@ -48,3 +48,24 @@ def test_a_database_from_a_newer_fuzz_is_refused(tmp_path: Path) -> None:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match="newer fuzz"):
         Store(path)
+
+
+def test_a_table_of_an_older_fuzz_gains_the_new_columns_with_their_defaults(
+        tmp_path: Path) -> None:
+    path = tmp_path / "server.db"
+    db = sqlite3.connect(path)  # transfers as fuzz wrote them before waiting_for existed
+    db.execute('CREATE TABLE transfers ("workflow_id" TEXT, "volume" TEXT, "direction" TEXT, '
+               '"seq" INTEGER, "source" TEXT, "destination" TEXT, "secret" TEXT, '
+               '"state" TEXT, "bytes_done" INTEGER, "bytes_total" INTEGER, "sha256" TEXT, '
+               '"error" TEXT, PRIMARY KEY ("workflow_id", "volume", "direction", "seq"))')
+    db.execute("INSERT INTO transfers VALUES ('wf.1','v','ingress',0,'http://x/y','file://y',"
+               "'','SUCCEEDED',3,3,'ab','')")
+    db.commit()
+    db.close()
+    store = Store(path)
+    [old] = store.load(TransferRecord)
+    assert (old.state, old.waiting_for) == ("SUCCEEDED", "")
+    new = TransferRecord("wf.2", "v", "egress", 0, "file://y", "s3://b/y",
+                         waiting_for="job 'sim' of another workflow mounts volume v")
+    store.save(new)
+    assert store.load(TransferRecord, workflow_id="wf.2") == [new]

@@ -70,6 +70,32 @@ def _create_statement(record_type: type[Any]) -> str:
     return f"CREATE TABLE IF NOT EXISTS {record_type.TABLE} ({columns}, PRIMARY KEY ({key}))"
 
 
+def _default_literal(record_type: type[Any], name: str) -> str:
+    """The SQL literal of field ``name``'s default, for a column added to an older table."""
+    field = next(f for f in dataclasses.fields(record_type) if f.name == name)
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        raise StoreError(f"table {record_type.TABLE} lacks column {name!r}, which has no "
+                         "default: this database cannot be upgraded in place")
+    encoded = Store._encode(value, _column_types(record_type)[name])
+    if isinstance(encoded, str):
+        return "'" + encoded.replace("'", "''") + "'"
+    return repr(encoded)
+
+
+def _add_missing_columns(db: sqlite3.Connection, record_type: type[Any]) -> None:
+    """Give a table an older fuzz made the columns added since, each with its default
+    (adding a field with a default to a record needs no schema version of its own)."""
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({record_type.TABLE})")}
+    for name, kind in _column_types(record_type).items():
+        if name not in present:
+            db.execute(f"ALTER TABLE {record_type.TABLE} ADD COLUMN {_quoted(name)} "
+                       f"{_sql_type(kind)} DEFAULT {_default_literal(record_type, name)}")
+
+
 class Store:
     """Saves and loads orchestrator records; every method is one transaction."""
 
@@ -91,6 +117,7 @@ class Store:
         with self._transaction() as db:
             for record_type in RECORD_TYPES:
                 db.execute(_create_statement(record_type))
+                _add_missing_columns(db, record_type)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
