@@ -15,10 +15,10 @@ import re
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from fuzz.spec.problems import Issue, did_you_mean
-from fuzz.units import parse_duration
+from fuzz.units import parse_duration, parse_size
 
 SPEC_VERSION = 1
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -209,6 +209,53 @@ def _seconds_as_text(value: Any) -> Any:
     return value
 
 
+FUZZBALL_MAX_CONCURRENCY = 200
+"""The most tasks of one task array that may run at once (Fuzzball's own bound)."""
+
+
+def _check_size(value: Any) -> int:
+    """A byte count given as ``512MiB``, ``10GB`` or a bare number, as an int."""
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return size
+
+
+ByteSize = Annotated[int, BeforeValidator(_check_size)]
+"""A positive number of bytes, written as a size (``100MiB``) or an integer."""
+
+
+class LimitsSpec(StrictModel):
+    """``orchestrator.limits``: what one user's workflows and calls may take at most.
+
+    Every limit has a default, so a spec without the block is limited too; see
+    docs/security.md ("Limits and their defaults") for where each is enforced.
+    """
+
+    tasks_per_workflow: int = Field(
+        default=10_000, ge=1, strict=True,
+        description="Tasks (containers) one workflow may make: the sum over its jobs of "
+        "task-array sizes and multinode node counts.")
+    task_array_concurrency: int = Field(
+        default=FUZZBALL_MAX_CONCURRENCY, ge=1, le=FUZZBALL_MAX_CONCURRENCY, strict=True,
+        description="The most tasks of one task array running at once (Fuzzball: 200); "
+        "a task array without concurrency gets this.")
+    volume_bytes: ByteSize = Field(
+        default=100 * 1024**3, description="Bytes one volume may hold: ingress stops past it, "
+        "and a task that leaves more fails its workflow.")
+    job_log_bytes: ByteSize = Field(
+        default=100 * 1024**2, description="Bytes kept of each of a task's stdout and stderr; "
+        "past it the output is dropped and one marker line says so.")
+    streams_per_user: int = Field(
+        default=16, ge=1, strict=True,
+        description="Long-lived calls (status --watch, log --follow, exec, port-forward) "
+        "one user may hold open at once.")
+    streams_total: int = Field(
+        default=192, ge=1, strict=True,
+        description="Long-lived calls all users together may hold open; the server keeps "
+        "64 workers more than this for node heartbeats and short calls.")
+
+
 class OrchestratorSpec(StrictModel):
     """The ``orchestrator:`` block: where ``fuzz server`` listens and keeps its data.
 
@@ -236,6 +283,9 @@ class OrchestratorSpec(StrictModel):
     reconcile_interval: str = Field(
         default="10s", description="How often the orchestrator reconciles elastic pools "
         "(also soon after its queue changes).")
+    limits: LimitsSpec = Field(
+        default_factory=LimitsSpec, description="What one user may take at most (see "
+        "\"Limits\" below).")
 
     @field_validator("reconcile_interval", mode="before")
     @classmethod
