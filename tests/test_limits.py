@@ -134,7 +134,7 @@ def test_workflow_validate_applies_the_known_clusters_limits(tmp_path: Path) -> 
     result = run_fuzz(tmp_path, "workflow", "validate", "bomb.yaml", timeout=60)
     assert result.code == 1
     assert result.err.strip().splitlines() == [
-        "error: bomb.yaml:12:12: jobs.bomb.task-array.end: this workflow would make "
+        "bomb.yaml:12:12: jobs.bomb.task-array.end: this workflow would make "
         "1,000,000,009 tasks (job 'bomb' makes 999,999,999), over the cluster's limit of "
         "100 tasks per workflow (orchestrator.limits.tasks_per_workflow)"], result.err
 
