@@ -147,6 +147,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         job_uid=block.job_uid, job_gid=block.job_gid, advertise=block.advertise,
         cluster=cluster, insecure=insecure,
         host_paths=tuple((base / path).absolute() for path in block.host_paths),
+        limits=block.limits,
     ), elastic=elastic)
 
 

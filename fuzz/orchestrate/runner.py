@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fuzz.errors import FuzzError
@@ -54,6 +54,7 @@ from fuzz.orchestrate.workflow import (
 )
 from fuzz.scheduler.offerings import QueuedJob
 from fuzz.scheduler.placement import PendingTask, place
+from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, parse_fuzzfile
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class RunnerSettings:
     workers: int = 256
     transfer_workers: int = 4
     host_paths: tuple[Path, ...] = ()  # where file:/// transfers may read and write
+    limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class Runner:
             images={i.uri: i for i in self._store.load(ImageRecord, workflow_id=record.id)},
             tasks={t.key: t for t in self._store.load(TaskRecord, order_by="seq",
                                                       workflow_id=record.id)},
+            max_concurrency=self._settings.limits.task_array_concurrency,
         )
         for move in workflow.transfers:
             if move.state == "RUNNING":
@@ -206,6 +209,7 @@ class Runner:
                 transfers=transfers,
                 images=new_images(workflow_id, fuzzfile),
                 tasks={t.key: t for t in new_tasks(workflow_id, fuzzfile)},
+                max_concurrency=self._settings.limits.task_array_concurrency,
             )
             self._store.save(record, *volumes.values(), *workflow.transfers,
                              *workflow.images.values(), *workflow.tasks.values())
@@ -296,6 +300,11 @@ class Runner:
     def log_dir(self) -> Path:
         """Where finished tasks' output is kept."""
         return self._settings.log_dir
+
+    @property
+    def limits(self) -> LimitsSpec:
+        """The cluster's limits (``orchestrator.limits``)."""
+        return self._settings.limits
 
     def used_resources(self) -> dict[str, NodeUse]:
         """What the attempts in flight hold on each node."""

@@ -24,7 +24,7 @@ import os
 import secrets
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -45,7 +45,7 @@ from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
 from fuzz.orchestrate.elastic import ElasticLoop, ElasticSetup
 from fuzz.orchestrate.enrollment import NodeCertifier
-from fuzz.orchestrate.iam import IamDirectory
+from fuzz.orchestrate.iam import AuthenticationError, IamDirectory
 from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.orchestrate.runner import Runner, RunnerSettings
@@ -58,7 +58,9 @@ from fuzz.orchestrate.service import (
     add_orchestrator_service,
 )
 from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.streams import StreamLimiter, server_workers
 from fuzz.provider_api import JoinInfo
+from fuzz.spec.cluster import LimitsSpec
 from fuzz.substrate.statedir import (
     acquire_lock,
     release_lock,
@@ -71,8 +73,6 @@ KEY_FILE = "master.key"
 LOCK_FILE = "server.lock"
 INSTANCE_FILE = "instance-id"
 STOP_GRACE = 2.0
-# Watches, followed logs, execs and forwarded connections hold a worker each while they last.
-MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class ServerSettings:
     cluster: str = "default"  # names the resource cluster/<name> (cluster:apply)
     insecure: bool = False  # plain text instead of TLS: tests and trusted networks only
     host_paths: tuple[Path, ...] = ()  # host directories file:/// transfers may use
+    limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
 
 
 def _key(data_dir: Path) -> bytes:
@@ -143,6 +144,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             volume_root=settings.volume_root or data_dir / "volumes",
             log_dir=data_dir / "logs", job_uid=settings.job_uid, job_gid=settings.job_gid,
             instance=_instance_id(data_dir), host_paths=settings.host_paths,
+            limits=settings.limits,
         ))
         certifier = NodeCertifier(store, tls.authority) if tls else None
         service = OrchestratorService(
@@ -158,6 +160,12 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             service.elastic = loop
         iam_service = IamService(authz)
 
+        def user_of(token: str) -> str | None:
+            try:
+                return iam.authenticate(token).user
+            except AuthenticationError:
+                return None
+
         def register(server: grpc.Server) -> None:
             add_orchestrator_service(service, server)
             iam_pb2_grpc.add_IamServicer_to_server(iam_service, server)
@@ -166,7 +174,10 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             settings.listen, authz.token_problem, register, SERVICE_NAME,
             tls=tls.files if tls else None,
             open_methods=(REGISTER_METHOD, ENROLL_METHOD, LOGIN_METHOD),
-            max_workers=MAX_WORKERS,
+            # watches, followed logs, execs and forwarded connections hold a worker each
+            # while they last: capped, with workers kept for heartbeats (see streams.py)
+            max_workers=server_workers(settings.limits),
+            interceptors=[StreamLimiter(settings.limits, user_of)],
         )
         service.advertise = settings.advertise or running.endpoint
         if tls is None:

@@ -23,7 +23,7 @@ from fuzz.orchestrate.records import (
     WorkflowRecord,
 )
 from fuzz.orchestrate.taskexec import LaunchPlan
-from fuzz.spec.cluster import WORKFLOW_NAME_PATTERN
+from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY, WORKFLOW_NAME_PATTERN
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -60,10 +60,11 @@ class ActiveWorkflow:
     plans: dict[str, LaunchPlan] = field(default_factory=dict)
     dirty: bool = True  # something changed since the runner last advanced it
     graph: tuple[JobNode, ...] = ()
+    max_concurrency: int = FUZZBALL_MAX_CONCURRENCY  # for task arrays that name none
 
     def __post_init__(self) -> None:
         """Derive the job graph from the Fuzzfile."""
-        self.graph = job_graph(self.fuzzfile)
+        self.graph = job_graph(self.fuzzfile, self.max_concurrency)
 
     def task_views(self) -> Collection[TaskLike]:
         """The tasks as the DAG module sees them (the records themselves, not copies)."""
@@ -74,8 +75,12 @@ class ActiveWorkflow:
         return frozenset(name for name, v in self.volumes.items() if v.state == "READY")
 
 
-def job_graph(fuzzfile: Fuzzfile) -> tuple[JobNode, ...]:
-    """The Fuzzfile's jobs as graph nodes, in a topological order."""
+def job_graph(fuzzfile: Fuzzfile, max_concurrency: int = FUZZBALL_MAX_CONCURRENCY
+              ) -> tuple[JobNode, ...]:
+    """The Fuzzfile's jobs as graph nodes, in a topological order.
+
+    A task array runs at most ``max_concurrency`` tasks at once unless it names fewer.
+    """
     nodes = []
     for name in fuzzfile.job_order():
         job = fuzzfile.jobs[name]
@@ -84,7 +89,8 @@ def job_graph(fuzzfile: Fuzzfile) -> tuple[JobNode, ...]:
             name=name,
             requires=tuple(job.requires),
             volumes=tuple(job.mounts),
-            concurrency=array.concurrency if array is not None else None,
+            concurrency=min(array.concurrency or max_concurrency, max_concurrency)
+            if array is not None else None,
         ))
     return tuple(nodes)
 

@@ -15,7 +15,15 @@ import re
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from fuzz.spec.problems import Issue, did_you_mean
 from fuzz.units import parse_duration, parse_size

@@ -26,8 +26,8 @@ from pydantic import (
 )
 
 from fuzz.resources import Affinity, ResourceRequest
-from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec import fuzzfile_values as values
+from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.units import parse_duration, parse_size
 
 FUZZFILE_VERSION = "v1"
