@@ -19,6 +19,7 @@ import yaml
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
 from fuzz.orchestrate.transfer import TransferError
 from fuzz.orchestrate.transfer_stream import CHUNK
+from fuzz.orchestrate.volume_limits import VolumeLimits
 from fuzz.orchestrate.volumes import VolumeManager
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
@@ -191,13 +192,15 @@ def test_ingress_stops_once_the_volume_limit_is_passed(
         tmp_path: Path, endless: tuple[str, type[_Endless]]) -> None:
     url, handler = endless
     limit = 3 * MiB
-    manager = VolumeManager(tmp_path, os.getuid(), os.getgid(), volume_bytes=limit)
-    volume = VolumeRecord("wf.1", "data", "volume://user/ephemeral", str(tmp_path / "vol"))
+    manager = VolumeManager(tmp_path, os.getuid(), os.getgid())
+    volume = VolumeRecord("wf.1", "data", "volume://user/ephemeral", str(tmp_path / "vol"),
+                          ephemeral=True)
     manager.create(volume)
     (tmp_path / "vol" / "already.bin").write_bytes(b"y" * MiB)  # counts towards the limit
     move = TransferRecord("wf.1", "data", "ingress", 0, url, "file://big.bin")
     with pytest.raises(TransferError) as failed:
-        manager.move(move, volume, None, lambda done, total: None)
+        manager.move(move, volume, None, lambda done, total: None,
+                     VolumeLimits(limit).ingress_budget(volume))
     assert str(failed.value) == (
         f"{url}: the volume 'data' would hold more than its limit of 3.0 MiB "
         "(orchestrator.limits.volume_bytes); ingress stopped")

@@ -39,6 +39,7 @@ from fuzz.orchestrate.secretstore import SecretStore, registry_credentials
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.taskexec import LaunchPlan, Outcome, TaskExecutor
 from fuzz.orchestrate.transfer import TransferError, s3_credentials_from_secret
+from fuzz.orchestrate.volume_limits import VolumeLimits
 from fuzz.orchestrate.volumes import VolumeManager
 from fuzz.orchestrate.workflow import (
     ActiveWorkflow,
@@ -113,7 +114,9 @@ class Runner:
         self._clock = clock
         self._volumes = VolumeManager(settings.volume_root, settings.job_uid, settings.job_gid,
                                       settings.host_paths)
-        self._launch = LaunchSettings(settings.job_uid, settings.job_gid, settings.log_dir)
+        self._volume_limits = VolumeLimits(settings.limits.volume_bytes)
+        self._launch = LaunchSettings(settings.job_uid, settings.job_gid, settings.log_dir,
+                                      settings.limits.job_log_bytes)
         self._executor = TaskExecutor(nodes, self)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -463,7 +466,11 @@ class Runner:
             if move.state == "PENDING":
                 move.state = "SKIPPED"
         error = stop_reason or self._failure_message(workflow)
-        self._finish(workflow, "FAILED" if outcome == "NOT_RUN" else outcome, error)
+        state = outcome
+        if outcome == "NOT_RUN" or (outcome == "SUCCEEDED" and stop_reason is not None):
+            state = "CANCELED" if workflow.record.cancel_requested and outcome != "NOT_RUN" \
+                else "FAILED"  # e.g. a volume went over its limit after the last task
+        self._finish(workflow, state, error)
 
     def _failure_message(self, workflow: ActiveWorkflow) -> str:
         job = dag.first_failure(workflow.graph, workflow.task_views())
@@ -476,13 +483,11 @@ class Runner:
         record = workflow.record
         record.state, record.error, record.finished = state, error, self._clock()
         for volume in workflow.volumes.values():
-            if volume.state == "FAILED":
-                continue
-            if volume.ephemeral:
+            self._volume_limits.forget(volume)
+            if volume.ephemeral:  # a failed one too: it may hold what made it fail
                 self._volumes.delete(volume)
-                volume.state = "DELETED"
-            else:
-                volume.state = "DONE"
+            if volume.state != "FAILED":
+                volume.state = "DELETED" if volume.ephemeral else "DONE"
         self._store.save(record, *workflow.volumes.values(), *workflow.transfers)
         del self._active[record.id]
         self._touch()
@@ -596,7 +601,9 @@ class Runner:
             if move.secret:
                 credentials = s3_credentials_from_secret(
                     self._secrets.open(workflow.record.owner, move.secret))
-            result = self._volumes.move(move, volume, credentials, progress)
+            budget = (self._volume_limits.ingress_budget(volume)
+                      if move.direction == "ingress" else None)
+            result = self._volumes.move(move, volume, credentials, progress, budget)
         except (TransferError, FuzzError, OSError) as exc:
             with self._lock:
                 move.state, move.error = "FAILED", str(exc)
@@ -712,12 +719,21 @@ class Runner:
             self._touch()
 
     def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
-        """An attempt ended: the task succeeds, fails, is retried or is cancelled."""
+        """An attempt ended: the task succeeds, fails, is retried or is cancelled.
+
+        The volumes it mounted are measured first (outside the lock: it walks them);
+        one over the volume limit fails, and so stops, the workflow.
+        """
+        overruns = self._overruns(workflow_id, key)
         with self._lock:
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return
             workflow = self._active[workflow_id]
+            for volume, problem in overruns:
+                if volume.state != "FAILED":
+                    volume.state, volume.error = "FAILED", problem
+                    self._store.save(volume)
             task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
                 self._clock()
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
@@ -731,6 +747,19 @@ class Runner:
                 task.state = outcome.state
             self._store.save(task)
             self._touch()
+
+
+    def _overruns(self, workflow_id: str, key: str) -> list[tuple[VolumeRecord, str]]:
+        """The volumes task ``key`` mounts that hold more than the limit, and by how much."""
+        with self._lock:
+            workflow = self._active.get(workflow_id)
+            task = workflow.tasks.get(key) if workflow is not None else None
+            if workflow is None or task is None:
+                return []
+            mounted = [workflow.volumes[name]
+                       for name in workflow.fuzzfile.jobs[task.job].mounts]
+        found = ((volume, self._volume_limits.overrun(volume)) for volume in mounted)
+        return [(volume, problem) for volume, problem in found if problem is not None]
 
 
 def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:

@@ -37,6 +37,7 @@ from fuzz.orchestrate.transfer_s3 import (
     s3_source,
 )
 from fuzz.orchestrate.transfer_stream import (
+    ByteBudget,
     ProgressCallback,
     Sink,
     Source,
@@ -46,6 +47,7 @@ from fuzz.orchestrate.transfer_stream import (
 )
 
 __all__ = [
+    "ByteBudget",
     "ProgressCallback",
     "S3Credentials",
     "TransferError",
@@ -66,6 +68,7 @@ def ingress(
     credentials: S3Credentials | None = None,
     progress: ProgressCallback | None = None,
     host_roots: Sequence[Path] = (),
+    budget: ByteBudget | None = None,
 ) -> TransferResult:
     """Copy ``source_uri`` into the volume at ``volume_dir`` as ``destination_uri``.
 
@@ -73,12 +76,13 @@ def ingress(
     are the orchestrator host's directories a ``file:///`` source may be in. A file lands
     at the destination path, or inside it when that is a directory or ends with
     ``/``; a tree (host directory, S3 prefix) is merged into the destination
-    directory. Raises TransferError.
+    directory. ``budget``: the bytes the volume may still take; the transfer fails as
+    soon as it would pass them. Raises TransferError.
     """
     target = path_in_volume(volume_dir, destination_uri)
     source = _ingress_source(source_uri, credentials, host_roots)
     sink = LocalSink(target, Boundary.of_volume(volume_dir), destination_uri, source.tree)
-    return copy(source, sink, progress)
+    return copy(source, sink, progress, budget)
 
 
 def egress(

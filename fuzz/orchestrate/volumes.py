@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fuzz.orchestrate import transfer
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
-from fuzz.orchestrate.transfer import S3Credentials, TransferError, TransferResult
+from fuzz.orchestrate.transfer import ByteBudget, S3Credentials, TransferError, TransferResult
 from fuzz.spec.fuzzfile import VolumeSpec
 
 
@@ -61,13 +61,17 @@ class VolumeManager:
 
     def move(self, record: TransferRecord, volume: VolumeRecord,
              credentials: S3Credentials | None,
-             progress: Callable[[int, int | None], None]) -> TransferResult:
-        """Run one ingress or egress of ``volume``; TransferError says what failed."""
+             progress: Callable[[int, int | None], None],
+             budget: ByteBudget | None = None) -> TransferResult:
+        """Run one ingress or egress of ``volume``; TransferError says what failed.
+
+        ``budget``: the bytes an ingress may still write into the volume.
+        """
         directory = Path(volume.path)
         if record.direction == "ingress":
             result = transfer.ingress(record.source, record.destination, directory,
                                       credentials=credentials, progress=progress,
-                                      host_roots=self.host_roots)
+                                      host_roots=self.host_roots, budget=budget)
             self._own(directory)
             return result
         return transfer.egress(record.source, record.destination, directory,

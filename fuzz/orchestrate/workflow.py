@@ -148,11 +148,13 @@ def container_id(instance: str, workflow_id: str, task: TaskRecord, rank: int) -
 
 @dataclass(frozen=True)
 class LaunchSettings:
-    """What every launch shares: the identity jobs run as and where logs are kept."""
+    """What every launch shares: the identity jobs run as, where logs are kept and how
+    much of each is kept (``orchestrator.limits.job_log_bytes``)."""
 
     uid: int
     gid: int
     log_dir: Path
+    log_limit_bytes: int = 0
 
 
 def log_paths(log_dir: Path, workflow_id: str, key: str) -> tuple[Path, Path]:
@@ -200,4 +202,5 @@ def launch_plan(
         gid=settings.gid,
         log_paths=log_paths(settings.log_dir, workflow.record.id, task.key),
         leases=tuple(task.leases),
+        log_limit_bytes=settings.log_limit_bytes,
     )
