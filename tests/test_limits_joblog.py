@@ -19,7 +19,8 @@ MIB = 1024 * 1024
 def test_output_past_the_log_limit_is_dropped_with_one_marker_line(
         manager: ContainerManager, image: Path, tmp_path: Path) -> None:  # noqa: F811
     volume = tmp_path / "volume"
-    volume.mkdir(mode=0o777)
+    volume.mkdir()
+    volume.chmod(0o777)  # the job runs as nobody
     limit = MIB
     spec = ContainerSpec(
         id=_id("loud"), rootfs=image, log_limit_bytes=limit,
