@@ -71,11 +71,16 @@ def tasks_by_key(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @contextlib.contextmanager
 def local_cluster(directory: Path, registries: list[str], port: int,
                   nodes: int = 2, host_paths: Sequence[str] = (),
-                  local: Mapping[str, Any] | None = None) -> Iterator[LocalCluster]:
-    """``nodes`` local nodes and their orchestrator in ``directory``; every agent gone after."""
+                  local: Mapping[str, Any] | None = None,
+                  limits: Mapping[str, Any] | None = None) -> Iterator[LocalCluster]:
+    """``nodes`` local nodes and their orchestrator in ``directory``; every agent gone after.
+
+    ``limits``: the orchestrator's ``limits:`` block (none: the defaults).
+    """
     try:
         with cluster.local_cluster(directory, registries, port, nodes=nodes, cluster="e2e",
-                                   host_paths=host_paths, local=local) as running:
+                                   host_paths=host_paths, local=local,
+                                   limits=limits) as running:
             yield LocalCluster(running.directory, running.nodes)
     finally:
         kill_agents(directory)

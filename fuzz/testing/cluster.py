@@ -28,13 +28,15 @@ JOIN_TIMEOUT = 60.0
 
 def cluster_spec(cluster: str, nodes: int, registries: Sequence[str] = (),
                  orchestrator_port: int | None = None, host_paths: Sequence[str] = (),
-                 local: Mapping[str, Any] | None = None) -> str:
+                 local: Mapping[str, Any] | None = None,
+                 limits: Mapping[str, Any] | None = None) -> str:
     """A cluster spec of one local pool of ``nodes`` nodes (labelled role=compute).
 
     With ``orchestrator_port`` it has an ``orchestrator:`` block on 127.0.0.1
     whose workflows may use ``host_paths`` on its host; ``registries`` are the
     plain-HTTP registries its agents may pull from; ``local`` adds settings to
-    the local provider's block (e.g. a declared ``inventory``).
+    the local provider's block (e.g. a declared ``inventory``); ``limits`` is
+    the orchestrator's ``limits:`` block (none: the defaults).
     """
     spec = {
         "version": 1,
@@ -48,6 +50,8 @@ def cluster_spec(cluster: str, nodes: int, registries: Sequence[str] = (),
     if orchestrator_port is not None:
         spec["orchestrator"] = {"listen": f"127.0.0.1:{orchestrator_port}",
                                 "data_dir": ".fuzz/server", "host_paths": list(host_paths)}
+        if limits is not None:
+            spec["orchestrator"]["limits"] = dict(limits)
     return yaml.safe_dump(spec, sort_keys=False)
 
 
@@ -97,13 +101,15 @@ class LocalCluster:
 @contextlib.contextmanager
 def local_cluster(directory: Path, registries: Sequence[str], port: int, nodes: int = 2,
                   cluster: str = "local", host_paths: Sequence[str] = (),
-                  local: Mapping[str, Any] | None = None) -> Iterator[LocalCluster]:
+                  local: Mapping[str, Any] | None = None,
+                  limits: Mapping[str, Any] | None = None) -> Iterator[LocalCluster]:
     """Bring a cluster up in ``directory`` (server, nodes); tear it all down after.
 
-    ``local``: settings added to the local provider's block (see :func:`cluster_spec`).
+    ``local``: settings added to the local provider's block, ``limits`` the
+    orchestrator's (see :func:`cluster_spec`).
     """
     (directory / "fuzz.yaml").write_text(
-        cluster_spec(cluster, nodes, registries, port, host_paths, local))
+        cluster_spec(cluster, nodes, registries, port, host_paths, local, limits))
     running = LocalCluster(directory, nodes)
     try:
         running.must("init")
