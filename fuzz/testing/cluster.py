@@ -49,9 +49,8 @@ def cluster_spec(cluster: str, nodes: int, registries: Sequence[str] = (),
     }
     if orchestrator_port is not None:
         spec["orchestrator"] = {"listen": f"127.0.0.1:{orchestrator_port}",
-                                "data_dir": ".fuzz/server", "host_paths": list(host_paths)}
-        if limits is not None:
-            spec["orchestrator"]["limits"] = dict(limits)
+                                "data_dir": ".fuzz/server", "host_paths": list(host_paths),
+                                **({"limits": dict(limits)} if limits is not None else {})}
     return yaml.safe_dump(spec, sort_keys=False)
 
 
