@@ -2,7 +2,7 @@
 
 A real orchestrator (in a thread, plain text, the default limits) with one real
 agent that joined it; the node is marked draining before the server starts, so
-the users' workflows stay queued and their watches stay open. Twenty users each
+the users' workflows stay queued and their watches stay open. Ten users each
 try to open more watches than they may: past their own limit, and past the
 server's, calls are refused with RESOURCE_EXHAUSTED, while registrations (the
 heartbeat RPC) keep being answered at once.
@@ -37,8 +37,8 @@ from fuzz.testing.oci import free_port
 
 NODE = "limits-node"
 AGENT_TOKEN = "agent-token-for-the-limits-test"
-USERS = 20
-LIMITS = LimitsSpec()  # the defaults: 16 streams per user, 192 in all
+USERS = 10
+LIMITS = LimitsSpec()  # the defaults: 32 streams per user, 192 in all
 QUEUED = """\
 version: v1
 jobs:
@@ -163,7 +163,7 @@ def test_a_users_streams_past_their_limit_are_refused(server: Server) -> None:
         one_more.close()
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert refused.value.details() == (
-            "user0 has 16 long-lived calls open (watches, followed logs, exec, "
+            "user0 has 32 long-lived calls open (watches, followed logs, exec, "
             "port-forward), the most one user may (orchestrator.limits.streams_per_user): "
             "end one and try again")
         other = _open_watches(server, ["user1"], 1)  # another user is not affected

@@ -255,7 +255,7 @@ class LimitsSpec(StrictModel):
         default=100 * 1024**2, description="Bytes kept of each of a task's stdout and stderr; "
         "past it the output is dropped and one marker line says so.")
     streams_per_user: int = Field(
-        default=16, ge=1, strict=True,
+        default=32, ge=1, strict=True,
         description="Long-lived calls (status --watch, log --follow, exec, port-forward) "
         "one user may hold open at once.")
     streams_total: int = Field(
