@@ -466,10 +466,10 @@ class Runner:
             if move.state == "PENDING":
                 move.state = "SKIPPED"
         error = stop_reason or self._failure_message(workflow)
-        state = outcome
-        if outcome == "NOT_RUN" or (outcome == "SUCCEEDED" and stop_reason is not None):
-            state = "CANCELED" if workflow.record.cancel_requested and outcome != "NOT_RUN" \
-                else "FAILED"  # e.g. a volume went over its limit after the last task
+        state = "FAILED" if outcome == "NOT_RUN" else outcome
+        if outcome == "SUCCEEDED" and stop_reason is not None and \
+                not workflow.record.cancel_requested:
+            state = "FAILED"  # every task succeeded, but a volume failed (e.g. over its limit)
         self._finish(workflow, state, error)
 
     def _failure_message(self, workflow: ActiveWorkflow) -> str:
@@ -747,7 +747,6 @@ class Runner:
                 task.state = outcome.state
             self._store.save(task)
             self._touch()
-
 
     def _overruns(self, workflow_id: str, key: str) -> list[tuple[VolumeRecord, str]]:
         """The volumes task ``key`` mounts that hold more than the limit, and by how much."""
