@@ -195,12 +195,16 @@ def test_heartbeats_arrive_on_time_while_every_stream_is_held(server: Server) ->
                                    join_token=server.join_token)
                 latencies.append(time.monotonic() - began)
                 time.sleep(0.3)
-        assert max(latencies) < 1.0, latencies
+        assert max(latencies) < 2.0, latencies  # they timed out (5 s) before
         with OrchestratorClient(server.endpoint, server.tokens["admin"], timeout=5) as admin:
             assert [n.state for n in admin.list_nodes()] == ["DRAINING"]  # heard from, unused
         outcomes = [_first(call) for call in watches.calls]
         assert outcomes.count("open") == LIMITS.streams_total
         assert outcomes.count("RESOURCE_EXHAUSTED") == len(outcomes) - LIMITS.streams_total
+        refusals = {call.details() for call in watches.calls  # done(): code() would wait
+                    if call.done() and call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert ("the orchestrator has 192 long-lived calls open, the most it serves at once "
+                "(orchestrator.limits.streams_total): try again later") in refusals
     finally:
         watches.close()
 
