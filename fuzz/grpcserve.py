@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,15 +104,15 @@ def start_server(
     tls: TlsFiles | None = None,
     max_workers: int = 64,
     open_methods: Iterable[str] = (),
-    interceptors: Iterable[grpc.ServerInterceptor] = (),  # type: ignore[type-arg]
+    interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
 ) -> RunningServer:
     """Start a server with ``register`` adding its servicers.
 
     Every call needs a bearer token ``authenticate`` accepts, except those to
     ``open_methods`` (full method names, ``/package.Service/Method``): they
     authenticate themselves (a node's registration carries a join token or a signed
-    proof, a login a one-time code). ``interceptors`` run after the token check.
-    Raises ServerStartError.
+    proof, a login a one-time code). ``interceptors`` run after the token check, on the
+    calls whose token was accepted. Raises ServerStartError.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers,

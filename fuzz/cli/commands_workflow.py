@@ -9,6 +9,7 @@ import click
 
 from fuzz.cli.options import AppContext, json_option, pass_app
 from fuzz.cli.render import print_json, validation_json
+from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import load_fuzzfile
 from fuzz.spec.problems import SpecError
 
@@ -27,9 +28,12 @@ def _count(number: int, noun: str) -> str:
 @json_option
 @pass_app
 def workflow_validate(app: AppContext, file: Path, as_json: bool) -> None:
-    """Check FILE before anything runs: one line per problem, exit 1 if there is any."""
+    """Check FILE before anything runs: one line per problem, exit 1 if there is any.
+
+    Next to a cluster spec with an ``orchestrator:`` block, its limits apply too.
+    """
     try:
-        loaded = load_fuzzfile(file)
+        loaded = load_fuzzfile(file, limits=_known_limits(app))
     except SpecError as exc:
         if as_json:
             print_json(app.out, validation_json(exc.problems))
@@ -43,6 +47,14 @@ def workflow_validate(app: AppContext, file: Path, as_json: bool) -> None:
         return
     app.out.print(f"{file}: valid: {_count(len(fuzzfile.jobs), 'job')}, "
                   f"{_count(len(fuzzfile.volumes), 'volume')}")
+
+
+def _known_limits(app: AppContext) -> LimitsSpec | None:
+    """The limits of the cluster in the spec, None without a spec or orchestrator block."""
+    if not app.spec_path.exists():
+        return None
+    block = app.workspace.loaded.spec.orchestrator
+    return block.limits if block is not None else None
 
 
 COMMANDS = [workflow]

@@ -42,6 +42,7 @@ from fuzz.orchestrate.secretstore import SecretStore, missing_secret, registry_c
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.taskexec import LaunchPlan, Outcome, TaskExecutor
 from fuzz.orchestrate.transfer import TransferError, s3_credentials_from_secret
+from fuzz.orchestrate.volume_limits import VolumeLimits
 from fuzz.orchestrate.volumes import VolumeManager
 from fuzz.orchestrate.workflow import (
     ActiveWorkflow,
@@ -57,6 +58,7 @@ from fuzz.orchestrate.workflow import (
 )
 from fuzz.scheduler.offerings import QueuedJob
 from fuzz.scheduler.placement import PendingTask, place
+from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, parse_fuzzfile
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class RunnerSettings:
     # the open roots of host_paths, where file:/// transfers may read and write
     host_roots: HostRoots = field(default_factory=HostRoots)
     ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
+    limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ class Runner:
         self._clock = clock
         self._volumes = VolumeManager(settings.volume_root, settings.host_roots, settings.ingress)
         self._ids = JobIdAllocator(store, settings.job_ids)
-        self._launch = LaunchSettings(settings.log_dir)
+        self._volume_limits = VolumeLimits(settings.limits.volume_bytes)
+        self._launch = LaunchSettings(settings.log_dir, settings.limits.job_log_bytes)
         self._executor = TaskExecutor(nodes, self)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -164,6 +168,7 @@ class Runner:
             images={i.uri: i for i in self._store.load(ImageRecord, workflow_id=record.id)},
             tasks={t.key: t for t in self._store.load(TaskRecord, order_by="seq",
                                                       workflow_id=record.id)},
+            max_concurrency=self._settings.limits.task_array_concurrency,
         )
         for move in workflow.transfers:
             if move.state == "RUNNING":
@@ -218,6 +223,7 @@ class Runner:
                 transfers=transfers,
                 images=new_images(workflow_id, fuzzfile),
                 tasks={t.key: t for t in new_tasks(workflow_id, fuzzfile)},
+                max_concurrency=self._settings.limits.task_array_concurrency,
             )
             self._store.save(record, *volumes.values(), *workflow.transfers,
                              *workflow.images.values(), *workflow.tasks.values())
@@ -313,6 +319,11 @@ class Runner:
     def log_dir(self) -> Path:
         """Where finished tasks' output is kept."""
         return self._settings.log_dir
+
+    @property
+    def limits(self) -> LimitsSpec:
+        """The cluster's limits (``orchestrator.limits``)."""
+        return self._settings.limits
 
     def used_resources(self) -> dict[str, NodeUse]:
         """What the attempts in flight hold on each node."""
@@ -472,7 +483,11 @@ class Runner:
             if move.state == "PENDING":
                 move.state = "SKIPPED"
         error = stop_reason or self._failure_message(workflow)
-        self._finish(workflow, "FAILED" if outcome == "NOT_RUN" else outcome, error)
+        state = "FAILED" if outcome == "NOT_RUN" else outcome
+        if outcome == "SUCCEEDED" and stop_reason is not None and \
+                not workflow.record.cancel_requested:
+            state = "FAILED"  # every task succeeded, but a volume failed (e.g. over its limit)
+        self._finish(workflow, state, error)
 
     def _failure_message(self, workflow: ActiveWorkflow) -> str:
         job = dag.first_failure(workflow.graph, workflow.task_views())
@@ -485,13 +500,11 @@ class Runner:
         record = workflow.record
         record.state, record.error, record.finished = state, error, self._clock()
         for volume in workflow.volumes.values():
-            if volume.state == "FAILED":
-                continue
-            if volume.ephemeral:
+            self._volume_limits.forget(volume)
+            if volume.ephemeral:  # a failed one too: it may hold what made it fail
                 self._volumes.delete(volume)
-                volume.state = "DELETED"
-            else:
-                volume.state = "DONE"
+            if volume.state != "FAILED":
+                volume.state = "DELETED" if volume.ephemeral else "DONE"
         self._store.save(record, *workflow.volumes.values(), *workflow.transfers)
         del self._active[record.id]
         self._touch()
@@ -651,8 +664,10 @@ class Runner:
             if move.secret:
                 credentials = s3_credentials_from_secret(
                     self._secrets.open(workflow.record.owner, move.secret))
+            budget = (self._volume_limits.ingress_budget(volume)
+                      if move.direction == "ingress" else None)
             result = self._volumes.move(move, volume, workflow.record.owner, credentials,
-                                        progress, workflow.ids)
+                                        progress, workflow.ids, budget)
         except (TransferError, FuzzError, OSError) as exc:
             with self._lock:
                 move.state, move.error = "FAILED", str(exc)
@@ -768,12 +783,21 @@ class Runner:
             self._touch()
 
     def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
-        """An attempt ended: the task succeeds, fails, is retried or is cancelled."""
+        """An attempt ended: the task succeeds, fails, is retried or is cancelled.
+
+        The volumes it mounted are measured first (outside the lock: it walks them);
+        one over the volume limit fails, and so stops, the workflow.
+        """
+        overruns = self._overruns(workflow_id, key)
         with self._lock:
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return
             workflow = self._active[workflow_id]
+            for volume, problem in overruns:
+                if volume.state != "FAILED":
+                    volume.state, volume.error = "FAILED", problem
+                    self._store.save(volume)
             task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
                 self._clock()
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
@@ -787,6 +811,18 @@ class Runner:
                 task.state = outcome.state
             self._store.save(task)
             self._touch()
+
+    def _overruns(self, workflow_id: str, key: str) -> list[tuple[VolumeRecord, str]]:
+        """The volumes task ``key`` mounts that hold more than the limit, and by how much."""
+        with self._lock:
+            workflow = self._active.get(workflow_id)
+            task = workflow.tasks.get(key) if workflow is not None else None
+            if workflow is None or task is None:
+                return []
+            mounted = [workflow.volumes[name]
+                       for name in workflow.fuzzfile.jobs[task.job].mounts]
+        found = ((volume, self._volume_limits.overrun(volume)) for volume in mounted)
+        return [(volume, problem) for volume, problem in found if problem is not None]
 
 
 def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:

@@ -47,7 +47,7 @@ from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_host
 from fuzz.orchestrate.elastic import ElasticLoop, ElasticSetup
 from fuzz.orchestrate.enrollment import NodeCertifier
 from fuzz.orchestrate.host_roots import HostRootError, HostRoots
-from fuzz.orchestrate.iam import IamDirectory
+from fuzz.orchestrate.iam import AuthenticationError, IamDirectory
 from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
 from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.jobids import DEFAULT_JOB_IDS, JobIdRange, range_problem
@@ -63,7 +63,9 @@ from fuzz.orchestrate.service import (
     add_orchestrator_service,
 )
 from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.streams import StreamLimiter, server_workers
 from fuzz.provider_api import JoinInfo
+from fuzz.spec.cluster import LimitsSpec
 from fuzz.substrate.statedir import (
     acquire_lock,
     release_lock,
@@ -76,8 +78,6 @@ KEY_FILE = "master.key"
 LOCK_FILE = "server.lock"
 INSTANCE_FILE = "instance-id"
 STOP_GRACE = 2.0
-# Watches, followed logs, execs and forwarded connections hold a worker each while they last.
-MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class ServerSettings:
     host_paths: tuple[Path, ...] = ()  # host directories file:/// transfers may use, checked
     join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL  # seconds a new node's join token lives
     ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
+    limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
 
 
 def _key(data_dir: Path) -> bytes:
@@ -166,6 +167,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             instance=_instance_id(data_dir), host_roots=host_roots,
             ingress=replace(settings.ingress, cluster_endpoints=partial(
                 _cluster_endpoints, settings, nodes)),
+            limits=settings.limits,
         ))
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(
@@ -181,6 +183,12 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             service.elastic = loop
         iam_service = IamService(authz)
 
+        def user_of(token: str) -> str | None:
+            try:
+                return iam.authenticate(token).user
+            except AuthenticationError:
+                return None
+
         def register(server: grpc.Server) -> None:
             add_orchestrator_service(service, server)
             iam_pb2_grpc.add_IamServicer_to_server(iam_service, server)
@@ -189,7 +197,10 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             settings.listen, authz.token_problem, register, SERVICE_NAME,
             tls=tls.files if tls else None,
             open_methods=(REGISTER_METHOD, ENROLL_METHOD, LOGIN_METHOD),
-            max_workers=MAX_WORKERS,
+            # watches, followed logs, execs and forwarded connections hold a worker each
+            # while they last: capped, with workers kept for heartbeats (see streams.py)
+            max_workers=server_workers(settings.limits),
+            interceptors=[StreamLimiter(settings.limits, user_of)],
         )
         service.advertise = settings.advertise or running.endpoint
         if tls is None:

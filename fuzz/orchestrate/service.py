@@ -271,7 +271,8 @@ class OrchestratorService:
             elastic = self.elastic is not None and self.elastic.active
             loaded = parse_fuzzfile(request.fuzzfile, request.file_name or "Fuzzfile",
                                     capacities=None if elastic else self._nodes.capacities(),
-                                    capacities_are_nodes=True)
+                                    capacities_are_nodes=True,
+                                    limits=self._runner.limits)
             for where, secret in secret_references(loaded.fuzzfile):
                 self._authz.check_hidden(identity, "secret:use",
                                          secret_resource(target.owner, secret), target.owner,

@@ -54,6 +54,7 @@ class LaunchPlan:
     gid: int
     log_paths: tuple[Path, Path]  # where stdout and stderr are kept
     leases: tuple[str, ...] = ()
+    log_limit_bytes: int = 0  # of each of stdout and stderr, on the node; 0: unlimited
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class TaskExecutor:
                     lease=None if plan.leases else plan.request, lease_ttl=LEASE_TTL,
                     args=plan.argv, env=plan.env[rank], cwd=plan.cwd, uid=plan.uid,
                     gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
-                    credentials=plan.credentials,
+                    credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
                 ))
         except AgentResourceExhaustedError as exc:  # a one-node start found its node full
             self._events.requeue(plan.workflow_id, plan.key, str(exc))

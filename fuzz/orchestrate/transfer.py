@@ -43,6 +43,7 @@ from fuzz.orchestrate.transfer_s3 import (
     s3_source,
 )
 from fuzz.orchestrate.transfer_stream import (
+    ByteBudget,
     ProgressCallback,
     Sink,
     Source,
@@ -52,6 +53,7 @@ from fuzz.orchestrate.transfer_stream import (
 )
 
 __all__ = [
+    "ByteBudget",
     "ProgressCallback",
     "S3Credentials",
     "TransferError",
@@ -73,6 +75,7 @@ def ingress(
     host: HostAccess | None = None,
     identity: Identity | None = None,
     http_policy: IngressPolicy | None = None,
+    budget: ByteBudget | None = None,
 ) -> TransferResult:
     """Copy ``source_uri`` into the volume at ``volume_dir`` as ``destination_uri``.
 
@@ -82,14 +85,15 @@ def ingress(
     defaults, no internal address). Files are read and written as ``identity`` (None: as
     this process). A file lands at the destination path, or inside it when that is a
     directory or ends with ``/``; a tree (host directory, S3 prefix) is merged into the
-    destination directory. Raises TransferError.
+    destination directory. ``budget``: the bytes the volume may still take; the transfer
+    fails as soon as it would pass them. Raises TransferError.
     """
     target = volume_relative(destination_uri)
     with ExitStack() as stack:
         source = _ingress_source(source_uri, credentials, host, identity, http_policy, stack)
         volume = stack.enter_context(_open_volume(volume_dir, identity, destination_uri))
         sink = LocalSink(volume, target, destination_uri, source.tree, VOLUME_MODES)
-        return copy(source, sink, progress)
+        return copy(source, sink, progress, budget)
 
 
 def egress(

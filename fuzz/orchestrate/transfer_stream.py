@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -126,17 +127,44 @@ class Meter:
             self.progress(self.done, self.total)
 
 
+class ByteBudget:
+    """The bytes a destination may still take, shared by every transfer writing to it.
+
+    Thread-safe. :meth:`take` is asked before each chunk read is handed on, so what
+    is written never passes the limit: the chunk that would is refused, and the
+    transfer fails there instead of after downloading everything.
+    """
+
+    def __init__(self, limit: int, used: int, refusal: str) -> None:
+        """Allow ``limit`` bytes of which ``used`` are taken; ``refusal`` says why the
+        one too many is refused (after the source's URI and a colon)."""
+        self.limit = limit
+        self._used = used
+        self._refusal = refusal
+        self._lock = threading.Lock()
+
+    def take(self, count: int, uri: str) -> None:
+        """Count ``count`` more bytes from ``uri``; TransferError if they would pass the limit."""
+        with self._lock:
+            if self._used + count > self.limit:
+                raise TransferError(f"{uri}: {self._refusal}")
+            self._used += count
+
+
 class HashingReader:
     """Reads a stream for a sink, hashing and counting every byte on the way.
 
     It has no ``seek``, so boto3 streams it in order instead of seeking back. At
-    the end it checks that the stream gave as many bytes as it announced.
+    the end it checks that the stream gave as many bytes as it announced. With a
+    ``budget``, every chunk is counted against it before it is handed on.
     """
 
     def __init__(
-        self, stream: Readable, meter: Meter, announced: int | None, source: Source
+        self, stream: Readable, meter: Meter, announced: int | None, source: Source,
+        budget: ByteBudget | None = None,
     ) -> None:
         self._stream = stream
+        self._budget = budget
         self._meter = meter
         self._announced = announced
         self._source = source
@@ -150,6 +178,8 @@ class HashingReader:
         with self._source.errors():
             data = self._stream.read(min(size, CHUNK)) if size else b""
         if data:
+            if self._budget is not None:
+                self._budget.take(len(data), self._source.uri)
             self._hash.update(data)
             self.count += len(data)
             self._meter.add(len(data))
@@ -197,8 +227,12 @@ def safe_relative(relative: str, uri: str) -> str:
     return clean
 
 
-def copy(source: Source, sink: Sink, progress: ProgressCallback | None) -> TransferResult:
-    """Stream every item of ``source`` into ``sink`` and commit; abort the sink on failure."""
+def copy(source: Source, sink: Sink, progress: ProgressCallback | None,
+         budget: ByteBudget | None = None) -> TransferResult:
+    """Stream every item of ``source`` into ``sink`` and commit; abort the sink on failure.
+
+    ``budget``: the bytes the destination may still take (see :class:`ByteBudget`).
+    """
     meter = Meter(progress, source.total)
     digests: list[tuple[str, str]] = []
     try:
@@ -206,7 +240,7 @@ def copy(source: Source, sink: Sink, progress: ProgressCallback | None) -> Trans
             with source.errors(), item.open() as (stream, announced):
                 if not source.tree and meter.total is None:
                     meter.total = announced
-                reader = HashingReader(stream, meter, announced, source)
+                reader = HashingReader(stream, meter, announced, source, budget)
                 sink.put(item.relative, reader)
             digests.append((item.relative, reader.hexdigest()))
         sink.commit()

@@ -25,7 +25,7 @@ from fuzz.orchestrate.host_roots import HostAccess, HostRoots
 from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.jobids import JobIds
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
-from fuzz.orchestrate.transfer import S3Credentials, TransferResult
+from fuzz.orchestrate.transfer import ByteBudget, S3Credentials, TransferResult
 from fuzz.spec.fuzzfile import VolumeSpec
 
 
@@ -73,16 +73,19 @@ class VolumeManager:
 
     def move(self, record: TransferRecord, volume: VolumeRecord, owner: str,
              credentials: S3Credentials | None,
-             progress: Callable[[int, int | None], None], ids: JobIds) -> TransferResult:
+             progress: Callable[[int, int | None], None], ids: JobIds,
+             budget: ByteBudget | None = None) -> TransferResult:
         """Run one ingress or egress of ``volume`` of a workflow of ``owner`` as the
-        owner's job ``ids``; TransferError says what failed."""
+        owner's job ``ids``; TransferError says what failed. ``budget``: the bytes an
+        ingress may still write into the volume."""
         directory = Path(volume.path)
         host = HostAccess(self.host_roots, owner)
         identity = Identity(ids.uid, ids.gid)
         if record.direction == "ingress":
             return transfer.ingress(record.source, record.destination, directory,
                                     credentials=credentials, progress=progress, host=host,
-                                    identity=identity, http_policy=self.http_policy)
+                                    identity=identity, http_policy=self.http_policy,
+                                    budget=budget)
         return transfer.egress(record.source, record.destination, directory,
                                credentials=credentials, progress=progress, host=host,
                                identity=identity, http_policy=self.http_policy)

@@ -24,6 +24,7 @@ from fuzz.orchestrate.records import (
     WorkflowRecord,
 )
 from fuzz.orchestrate.taskexec import LaunchPlan
+from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
 
@@ -62,10 +63,11 @@ class ActiveWorkflow:
     plans: dict[str, LaunchPlan] = field(default_factory=dict)
     dirty: bool = True  # something changed since the runner last advanced it
     graph: tuple[JobNode, ...] = ()
+    max_concurrency: int = FUZZBALL_MAX_CONCURRENCY  # for task arrays that name none
 
     def __post_init__(self) -> None:
         """Derive the job graph from the Fuzzfile."""
-        self.graph = job_graph(self.fuzzfile)
+        self.graph = job_graph(self.fuzzfile, self.max_concurrency)
 
     def task_views(self) -> Collection[TaskLike]:
         """The tasks as the DAG module sees them (the records themselves, not copies)."""
@@ -76,8 +78,12 @@ class ActiveWorkflow:
         return frozenset(name for name, v in self.volumes.items() if v.state == "READY")
 
 
-def job_graph(fuzzfile: Fuzzfile) -> tuple[JobNode, ...]:
-    """The Fuzzfile's jobs as graph nodes, in a topological order."""
+def job_graph(fuzzfile: Fuzzfile, max_concurrency: int = FUZZBALL_MAX_CONCURRENCY
+              ) -> tuple[JobNode, ...]:
+    """The Fuzzfile's jobs as graph nodes, in a topological order.
+
+    A task array runs at most ``max_concurrency`` tasks at once unless it names fewer.
+    """
     nodes = []
     for name in fuzzfile.job_order():
         job = fuzzfile.jobs[name]
@@ -86,7 +92,8 @@ def job_graph(fuzzfile: Fuzzfile) -> tuple[JobNode, ...]:
             name=name,
             requires=tuple(job.requires),
             volumes=tuple(job.mounts),
-            concurrency=array.concurrency if array is not None else None,
+            concurrency=min(array.concurrency or max_concurrency, max_concurrency)
+            if array is not None else None,
         ))
     return tuple(nodes)
 
@@ -144,9 +151,11 @@ def container_id(instance: str, workflow_id: str, task: TaskRecord, rank: int) -
 
 @dataclass(frozen=True)
 class LaunchSettings:
-    """What every launch shares: where logs are kept."""
+    """What every launch shares: where logs are kept and how much of each is kept
+    (``orchestrator.limits.job_log_bytes``)."""
 
     log_dir: Path
+    log_limit_bytes: int = 0
 
 
 def log_paths(log_dir: Path, workflow_id: str, key: str) -> tuple[Path, Path]:
@@ -194,4 +203,5 @@ def launch_plan(
         gid=workflow.ids.gid,
         log_paths=log_paths(settings.log_dir, workflow.record.id, task.key),
         leases=tuple(task.leases),
+        log_limit_bytes=settings.log_limit_bytes,
     )

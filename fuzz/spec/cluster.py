@@ -16,12 +16,20 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from fuzz.orchestrate.ingress_policy import AllowEntry
 from fuzz.spec.problems import Issue, did_you_mean
 from fuzz.spec.workflowref import workflow_ref_problem
-from fuzz.units import parse_duration
+from fuzz.units import parse_duration, parse_size
 
 SPEC_VERSION = 1
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -245,6 +253,8 @@ class IngressSpec(StrictModel):
     @classmethod
     def _empty_if_null(cls, value: Any) -> Any:
         return [] if value is None else value
+
+
 LOWEST_JOB_ID = 65536  # below: the system's accounts, its login users and nobody (65534)
 HIGHEST_JOB_ID = 2**32 - 2  # 2**32 - 1 is (uid_t) -1, "no id"
 
@@ -271,6 +281,53 @@ class JobIdsSpec(StrictModel):
             raise ValueError(f"ids {self.first}-{last} reach above {HIGHEST_JOB_ID}, the "
                              "highest uid there is")
         return self
+
+
+FUZZBALL_MAX_CONCURRENCY = 200
+"""The most tasks of one task array that may run at once (Fuzzball's own bound)."""
+
+
+def _check_size(value: Any) -> int:
+    """A byte count given as ``512MiB``, ``10GB`` or a bare number, as an int."""
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return size
+
+
+ByteSize = Annotated[int, BeforeValidator(_check_size)]
+"""A positive number of bytes, written as a size (``100MiB``) or an integer."""
+
+
+class LimitsSpec(StrictModel):
+    """``orchestrator.limits``: what one user's workflows and calls may take at most.
+
+    Every limit has a default, so a spec without the block is limited too; see
+    docs/security.md ("Limits and their defaults") for where each is enforced.
+    """
+
+    tasks_per_workflow: int = Field(
+        default=10_000, ge=1, strict=True,
+        description="Tasks (containers) one workflow may make: the sum over its jobs of "
+        "task-array sizes and multinode node counts.")
+    task_array_concurrency: int = Field(
+        default=FUZZBALL_MAX_CONCURRENCY, ge=1, le=FUZZBALL_MAX_CONCURRENCY, strict=True,
+        description="The most tasks of one task array running at once (Fuzzball: 200); "
+        "a task array without concurrency gets this.")
+    volume_bytes: ByteSize = Field(
+        default=100 * 1024**3, description="Bytes one volume may hold: ingress stops past it, "
+        "and a task that leaves more fails its workflow.")
+    job_log_bytes: ByteSize = Field(
+        default=100 * 1024**2, description="Bytes kept of each of a task's stdout and stderr; "
+        "past it the output is dropped and one marker line says so.")
+    streams_per_user: int = Field(
+        default=32, ge=1, strict=True,
+        description="Long-lived calls (status --watch, log --follow, exec, port-forward) "
+        "one user may hold open at once.")
+    streams_total: int = Field(
+        default=192, ge=1, strict=True,
+        description="Long-lived calls all users together may hold open; the server keeps "
+        "64 workers more than this for node heartbeats and short calls.")
 
 
 class OrchestratorSpec(StrictModel):
@@ -302,6 +359,9 @@ class OrchestratorSpec(StrictModel):
         default="10s", description="How often the orchestrator reconciles elastic pools "
         "(also soon after its queue changes).")
     ingress: IngressSpec = Field(default_factory=IngressSpec)
+    limits: LimitsSpec = Field(
+        default_factory=LimitsSpec, description="What one user may take at most (see "
+        "\"Limits\" below).")
 
     @field_validator("reconcile_interval", mode="before")
     @classmethod

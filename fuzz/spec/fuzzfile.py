@@ -27,6 +27,7 @@ from pydantic import (
 
 from fuzz.resources import Affinity, ResourceRequest
 from fuzz.spec import fuzzfile_values as values
+from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.units import parse_duration, parse_size
 
 FUZZFILE_VERSION = "v1"
@@ -157,6 +158,13 @@ class TaskArraySpec(FuzzfileModel):
     start: int = Field(ge=0)
     end: int
     concurrency: int | None = Field(default=None, ge=1)
+
+    @field_validator("concurrency")
+    @classmethod
+    def _fuzzball_bound(cls, value: int | None) -> int | None:
+        if value is not None and value > FUZZBALL_MAX_CONCURRENCY:
+            raise ValueError(f"must be at most {FUZZBALL_MAX_CONCURRENCY} (Fuzzball's limit)")
+        return value
 
     @field_validator("end")
     @classmethod

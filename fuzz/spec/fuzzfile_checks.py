@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from fuzz.resources import NodeCapacity, shortages, shortfall
-from fuzz.spec.fuzzfile import MultinodeSpec, ResourceSpec
+from fuzz.spec.cluster import LimitsSpec
+from fuzz.spec.fuzzfile import MultinodeSpec, ResourceSpec, TaskArraySpec
 from fuzz.spec.problems import Issue, did_you_mean
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -149,15 +150,54 @@ def capacity_issues(
             yield Issue((*path, "multinode", "nodes"), problem)
 
 
+def _task_count(job: Any) -> tuple[int, tuple[Hashable, ...]]:
+    """How many tasks (containers) a job makes, and the key that decides it.
+
+    Arithmetic on the bounds: the tasks themselves are never made here.
+    """
+    if not isinstance(job, Mapping):
+        return 1, ()
+    array = _valid(TaskArraySpec, job.get("task-array"))
+    if array is not None:
+        return len(array.task_ids()), ("task-array", "end")
+    multinode = _valid(MultinodeSpec, job.get("multinode"))
+    if multinode is not None:
+        return multinode.nodes, ("multinode", "nodes")
+    return 1, ()
+
+
+def limit_issues(jobs: Mapping[Any, Any], limits: LimitsSpec) -> Iterator[Issue]:
+    """What the cluster's ``orchestrator.limits`` refuse: too many tasks in all (reported
+    at the job that makes the most), a task array allowed to run too many at once."""
+    counts = {name: _task_count(job) for name, job in jobs.items()}
+    total = sum(count for count, _ in counts.values())
+    if total > limits.tasks_per_workflow:
+        name, (count, key) = max(counts.items(), key=lambda item: item[1][0])
+        yield Issue(("jobs", name, *key),
+                    f"this workflow would make {total:,} tasks (job {name!r} makes {count:,}), "
+                    f"over the cluster's limit of {limits.tasks_per_workflow:,} tasks per "
+                    "workflow (orchestrator.limits.tasks_per_workflow)",
+                    at="value" if key else "key")
+    for name, job in jobs.items():
+        array = _valid(TaskArraySpec, job.get("task-array")) if isinstance(job, Mapping) \
+            else None
+        if array is not None and (array.concurrency or 0) > limits.task_array_concurrency:
+            yield Issue(("jobs", name, "task-array", "concurrency"),
+                        f"at most {limits.task_array_concurrency} tasks of a task array may "
+                        "run at once here (orchestrator.limits.task_array_concurrency)")
+
+
 def fuzzfile_issues(
     data: Mapping[Any, Any],
     capacities: Sequence[NodeCapacity] | None = None,
     *,
     capacities_are_nodes: bool = False,
+    limits: LimitsSpec | None = None,
 ) -> list[Issue]:
     """Every cross-job problem of a Fuzzfile given as plain data (e.g. straight from YAML).
 
-    ``capacities`` None skips the checks of what the cluster could hold.
+    ``capacities`` None skips the checks of what the cluster could hold; ``limits``
+    None those of the cluster's limits.
     """
     jobs = data.get("jobs")
     if not isinstance(jobs, Mapping):
@@ -165,4 +205,6 @@ def fuzzfile_issues(
     issues = [*requires_issues(jobs), *cycle_issues(jobs), *mount_issues(jobs, data.get("volumes"))]
     if capacities is not None:
         issues += capacity_issues(jobs, capacities, capacities_are_nodes)
+    if limits is not None:
+        issues += limit_issues(jobs, limits)
     return issues

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from fuzz.resources import NodeCapacity
+from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile import Fuzzfile
 from fuzz.spec.fuzzfile_checks import fuzzfile_issues
 from fuzz.spec.validation import validate_document
@@ -43,6 +44,7 @@ def parse_fuzzfile(
     capacities: Sequence[NodeCapacity] | None = None,
     *,
     capacities_are_nodes: bool = False,
+    limits: LimitsSpec | None = None,
 ) -> LoadedFuzzfile:
     """Parse and check a Fuzzfile's ``text``; ``file`` is the name problems show.
 
@@ -50,11 +52,14 @@ def parse_fuzzfile(
     a job that none of them could hold is a problem. ``capacities_are_nodes``: each
     capacity is one real node (rather than an offering a pool may create many of),
     so a multinode job asking for more suitable nodes than there are is a problem too.
-    Raises SpecError listing every problem in file order.
+    ``limits``: the cluster's ``orchestrator.limits``; given, a workflow making more
+    tasks than they allow (counted, never made) or a task array allowed to run more
+    at once is a problem. Raises SpecError listing every problem in file order.
     """
     document = parse_yaml(text, file)
     issues = partial(
-        fuzzfile_issues, capacities=capacities, capacities_are_nodes=capacities_are_nodes
+        fuzzfile_issues, capacities=capacities, capacities_are_nodes=capacities_are_nodes,
+        limits=limits,
     )
     fuzzfile = validate_document(document, Fuzzfile, issues)
     content_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -67,6 +72,7 @@ def load_fuzzfile(
     capacities: Sequence[NodeCapacity] | None = None,
     *,
     capacities_are_nodes: bool = False,
+    limits: LimitsSpec | None = None,
 ) -> LoadedFuzzfile:
     """Read, parse and check the Fuzzfile at ``path`` (see :func:`parse_fuzzfile`).
 
@@ -76,5 +82,6 @@ def load_fuzzfile(
     """
     name = display_name if display_name is not None else str(path)
     text = decode_source(read_source(path, name), name)
-    loaded = parse_fuzzfile(text, name, capacities, capacities_are_nodes=capacities_are_nodes)
+    loaded = parse_fuzzfile(text, name, capacities, capacities_are_nodes=capacities_are_nodes,
+                            limits=limits)
     return dataclasses.replace(loaded, path=path.absolute())

@@ -233,6 +233,7 @@ class ContainerSpec:
     devices: tuple[DeviceNode, ...] = ()
     hooks: tuple[Hook, ...] = ()
     stop_grace_seconds: float = 10.0
+    log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
@@ -260,6 +261,8 @@ class ContainerSpec:
             raise ContainerSpecError(f"memory_bytes must be >= 0, not {self.memory_bytes}")
         if self.timeout_seconds is not None and self.timeout_seconds <= 0:
             raise ContainerSpecError(f"timeout_seconds must be > 0, not {self.timeout_seconds}")
+        if self.log_limit_bytes < 0:
+            raise ContainerSpecError(f"log_limit_bytes must be >= 0, not {self.log_limit_bytes}")
         if self.stop_grace_seconds < 0:
             raise ContainerSpecError(
                 f"stop_grace_seconds must be >= 0, not {self.stop_grace_seconds}"
@@ -310,6 +313,7 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         "devices": [asdict(device) for device in spec.devices],
         "hooks": [asdict(hook) for hook in spec.hooks],
         "stop_grace_seconds": spec.stop_grace_seconds,
+        "log_limit_bytes": spec.log_limit_bytes,
     }
 
 
@@ -338,6 +342,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
                 for hook in data.get("hooks", ())
             ),
             stop_grace_seconds=data.get("stop_grace_seconds", 10.0),
+            log_limit_bytes=data.get("log_limit_bytes", 0),
         )
     except (KeyError, TypeError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None

@@ -182,17 +182,19 @@ class AgentClient(GrpcClient):
         timeout_seconds: float = 0.0,
         credentials: tuple[str, str] | None = None,
         call_timeout: float | None = None,
+        log_limit_bytes: int = 0,
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
 
         Or, with ``lease`` instead, acquire that lease (held by ``job_id``, for
         ``lease_ttl`` seconds) and start under it in one call: the returned status
         names the lease. ``mounts`` are (host source, destination, read only) triples.
+        ``log_limit_bytes``: what is kept of each of stdout and stderr (0: all).
         """
         request = substrate_pb2.StartContainerRequest(
             id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
             cwd=cwd, uid=uid, gid=gid, timeout_seconds=timeout_seconds,
-            credentials=_credentials(credentials),
+            credentials=_credentials(credentials), log_limit_bytes=log_limit_bytes,
             mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
                     for s, d, ro in mounts],
             lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,

@@ -245,6 +245,7 @@ class ContainerManager:
             "spec": json.dumps(spec_to_json(spec)),
             "timeout": spec.timeout_seconds,
             "grace": spec.stop_grace_seconds,
+            "log_limit": spec.log_limit_bytes or None,
             "cgroup": config["linux"]["cgroupsPath"],
         }
         try:

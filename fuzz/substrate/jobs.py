@@ -74,6 +74,7 @@ class JobRequest:
     mounts: tuple[Mount, ...] = ()
     timeout_seconds: float | None = None
     stop_grace_seconds: float = 10.0
+    log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ class JobRunner:
                 devices=nodes,
                 hooks=devices.hooks,
                 stop_grace_seconds=request.stop_grace_seconds,
+                log_limit_bytes=request.log_limit_bytes,
             )
             with self._lock:
                 self._records[request.id] = JobRecord(image.digest, lease.id)

@@ -51,6 +51,7 @@ from fuzz.substrate.monitor_files import (
     read_json,
     write_json,
 )
+from fuzz.substrate.monitor_logpump import LogPump, open_pipe
 from fuzz.substrate.monitor_runc import Runc, await_runc_for
 from fuzz.substrate.monitor_spare import Premount, image_identity, unmount_bet
 from fuzz.substrate.monitor_sys import SysError, mount_overlay, unmount
@@ -121,9 +122,11 @@ class Job:
 
         The request names the image rootfs (the overlay's lower dir), the OCI
         config and the spec (JSON texts, written as they are), the runc binary,
-        the wall-clock ``timeout`` and stop ``grace`` in seconds, and the OCI
-        ``cgroup`` path where peak memory and OOM kills are read. ``run_dir``
-        (a tmpfs) takes runc's pid file and log for the container.
+        the wall-clock ``timeout`` and stop ``grace`` in seconds, the OCI
+        ``cgroup`` path where peak memory and OOM kills are read, and the
+        ``log_limit`` in bytes of each of stdout and stderr (none: unlimited; see
+        :mod:`~fuzz.substrate.monitor_logpump`). ``run_dir`` (a tmpfs) takes runc's
+        pid file and log for the container.
         """
         self.host = host
         self.dir = directory
@@ -138,6 +141,9 @@ class Job:
         self.timeout = float(timeout) if isinstance(timeout, int | float) else None
         self.grace = float(grace) if isinstance(grace, int | float) else DEFAULT_GRACE
         self.cgroups_path = cgroup if isinstance(cgroup, str) and cgroup.startswith("/") else None
+        log_limit = request.get("log_limit")
+        self.log_limit = log_limit if isinstance(log_limit, int) and log_limit > 0 else None
+        self.pumps: list[LogPump] = []  # copying the job's output, with a log limit
         self.status = new_status(self.id, self.runc.binary)
         self.status_temps = list(STATUS_TEMPS)
         self.phase = "launching"
@@ -214,11 +220,10 @@ class Job:
         self.image = image
 
     def spawn_run(self) -> None:
-        """``runc run --detach`` with the job's log files as its (and the job's) stdio."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        out = os.open(self.path(STDOUT_LOG), flags, 0o640)
+        """``runc run --detach`` with the job's output as its (and the job's) stdio."""
+        out = self.output(STDOUT_LOG)
         try:
-            err = os.open(self.path(STDERR_LOG), flags, 0o640)
+            err = self.output(STDERR_LOG)
             try:
                 pid_file = self.pid_file
                 args = ("run", "--detach", "--bundle", self.dir, "--pid-file", pid_file, self.id)
@@ -230,6 +235,30 @@ class Job:
             os.close(out)
         self.runc_fd = os.pidfd_open(self.runc_pid)
         self.host.watch(self.runc_fd, self.on_run_exit)
+
+    def output(self, log_name: str) -> int:
+        """What the job writes one stream to: its log file, or, with a log limit, a pipe
+        that a :class:`LogPump` copies into the log file (the caller closes it)."""
+        if self.log_limit is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            return os.open(self.path(log_name), flags, 0o640)
+        read_end, write_end = open_pipe()
+        try:
+            pump = LogPump(read_end, self.path(log_name), self.log_limit)
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            raise
+        self.pumps.append(pump)
+        self.host.watch(read_end, lambda: self.on_output(pump))
+        return write_end
+
+    def on_output(self, pump: LogPump) -> None:
+        """A pipe of the job's output is readable: copy it on; close it at its end."""
+        if not pump.pump():
+            self.host.unwatch(pump.read_end)
+            pump.close()
+            self.pumps.remove(pump)
 
     def _runc_exit_code(self) -> int | None:
         """runc's exit code once it has exited (None: not yet, a spurious wakeup)."""
@@ -409,6 +438,10 @@ class Job:
         self.phase = "cleaning"
         if self.pidfd >= 0:
             self.host.unwatch(self.pidfd)
+        for pump in self.pumps:  # the job is over: its output is in the pipes, or lost
+            self.host.unwatch(pump.read_end)
+            pump.drain()
+        self.pumps.clear()
         self.write_spec()
         self.write(waited_for=True)
         self.host.job_changed(self)
