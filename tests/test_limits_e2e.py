@@ -71,7 +71,8 @@ jobs:
     status = cluster.wait("loud")
     assert status["state"] == "SUCCEEDED", dump(status)
     marker = truncation_marker(MIB)
-    kept = cluster.data_dir / "logs" / "loud.1" / "loud.stdout"
+    # the run's id is OWNER.NAME.RUN: the admin's run 1 of "loud"
+    kept = cluster.data_dir / "logs" / f"{status['owner']}.loud.{status['run']}" / "loud.stdout"
     assert kept.stat().st_size == MIB + len(marker)
     assert kept.read_bytes().endswith(marker)
     shown = cluster.ok("workflow", "log", "loud", "loud")
