@@ -342,6 +342,14 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None
 
 
+@dataclass(frozen=True)
+class JobNamespace:
+    """The network namespace a job joins (a bind-mounted nsfs file) and its resolv.conf."""
+
+    netns: str
+    resolv_conf: Path
+
+
 def _mount(destination: str, kind: str, source: str, options: Sequence[str]) -> dict[str, Any]:
     return {"destination": destination, "type": kind, "source": source, "options": list(options)}
 
@@ -393,17 +401,19 @@ def _hooks(hooks: Sequence[Hook]) -> dict[str, list[dict[str, Any]]]:
 
 
 def oci_config(
-    spec: ContainerSpec, rootfs_path: str | Path, nofile: int = NOFILE_LIMIT
+    spec: ContainerSpec, rootfs_path: str | Path, nofile: int = NOFILE_LIMIT,
+    network: JobNamespace | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime ``config.json`` for ``spec``, rooted at ``rootfs_path``.
 
     ``rootfs_path`` is where the container's writable overlay is mounted (see the
     module docstring); ``nofile`` is the job's open-files limit (soft and hard;
     runc cannot raise it above the agent's own hard limit without
-    CAP_SYS_RESOURCE). The job keeps the host's network namespace; a ``PATH`` is
-    added to its env when it has none. Each of ``spec.devices`` is made in the
-    container and allowed (with its permissions) in the devices cgroup, and
-    ``spec.hooks`` become the config's ``hooks``.
+    CAP_SYS_RESOURCE). With ``network`` the job joins that network namespace and
+    gets its resolv.conf (read-only); without, it keeps the host's network
+    namespace (an admin's opt-in). A ``PATH`` is added to its env when it has none.
+    Each of ``spec.devices`` is made in the container and allowed (with its
+    permissions) in the devices cgroup, and ``spec.hooks`` become the config's ``hooks``.
     """
     env = list(spec.env)
     if not any(item.startswith("PATH=") for item in env):
@@ -467,6 +477,10 @@ def oci_config(
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if network is not None:
+        config["linux"]["namespaces"].append({"type": "network", "path": network.netns})
+        config["mounts"].append(_mount("/etc/resolv.conf", "bind", str(network.resolv_conf),
+                                       ["rbind", "rprivate", "nosuid", "nodev", "ro"]))
     if spec.hooks:
         config["hooks"] = _hooks(spec.hooks)
     return config

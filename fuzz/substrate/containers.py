@@ -57,10 +57,12 @@ from fuzz.substrate.bundle import (
     ID_PATTERN,
     NOFILE_LIMIT,
     ContainerSpec,
+    JobNamespace,
     oci_config,
     spec_from_json,
     spec_to_json,
 )
+from fuzz.substrate.jobnet import AUTO, RESOLV_FILE, JobNetwork, netns_path
 from fuzz.substrate.monitor_client import (
     START_TIMEOUT,
     MonitorClient,
@@ -191,14 +193,20 @@ class ContainerManager:
     share one monitor. A manager holds no resources; there is nothing to close.
     """
 
-    def __init__(self, state_dir: Path, runc: str = "runc") -> None:
-        """Manage the containers under ``state_dir``, running them with ``runc``."""
+    def __init__(self, state_dir: Path, runc: str = "runc",
+                 network: JobNetwork | None = None) -> None:
+        """Manage the containers under ``state_dir``, running them with ``runc``.
+
+        Jobs are put on ``network`` (default: a namespace of their own on a
+        subnet the monitor picks; see :mod:`fuzz.substrate.jobnet`).
+        """
         self.state_dir = Path(state_dir)
         self.root = self.state_dir / CONTAINERS_DIR
         self.runc = runc
+        self.network = network or JobNetwork.parse(AUTO)
         self._runc: str | None = None
         self._state_dir_made = False
-        self._monitor = MonitorClient(self.state_dir)
+        self._monitor = MonitorClient(self.state_dir, self.network.argument())
 
     # --- paths
 
@@ -235,7 +243,7 @@ class ContainerManager:
             self._state_dir_made = True
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
-        config = oci_config(spec, directory / ROOTFS_DIR, nofile)
+        config = oci_config(spec, directory / ROOTFS_DIR, nofile, self._job_network(directory))
         request = {
             "op": "start",
             "id": spec.id,
@@ -263,6 +271,12 @@ class ContainerManager:
         if not isinstance(status, dict):
             raise ContainerError(f"container {spec.id} did not start within {START_TIMEOUT:.0f}s")
         return ContainerStatus.from_json(spec.id, status)
+
+    def _job_network(self, directory: Path) -> JobNamespace | None:
+        """Where the job's network namespace and resolv.conf will be (None: the host's)."""
+        if self.network.host:
+            return None
+        return JobNamespace(netns_path(directory), self.state_dir / RESOLV_FILE)
 
     # --- reading
 

@@ -39,6 +39,7 @@ from fuzz.substrate.monitor_files import (
     CANCEL_FILE,
     CONFIG_FILE,
     FINAL_STATES,
+    NETNS_FILE,
     ROOTFS_DIR,
     SPEC_FILE,
     STATUS_FILE,
@@ -108,6 +109,7 @@ def new_status(container_id: str, runc: str) -> dict[str, Any]:
         "peak_memory_bytes": None,
         "error": None,
         "pid": None,
+        "address": None,
         "monitor_pid": os.getpid(),
         "runc": runc,
     }
@@ -142,6 +144,7 @@ class Job:
         self.status_temps = list(STATUS_TEMPS)
         self.phase = "launching"
         self.mounted = False
+        self.netns_mounted = False  # the job's network namespace, on its NETNS_FILE
         self.image: Premount | None = None  # the image mounted, once it is
         self.created = False  # runc may have made the container: cleanup deletes it
         self.runc_pid = 0
@@ -157,6 +160,15 @@ class Job:
         self.kill_at: float | None = None
         self.killed = False
         self.next_peak_write = 0.0
+
+    def attach_network(self, address: str | None) -> None:
+        """The job runs in the namespace bound on its ``netns`` file, at ``address``.
+
+        None: it keeps the node's network (nothing is bound).
+        """
+        if address is not None:
+            self.netns_mounted = True
+            self.status["address"] = address
 
     def path(self, *names: str) -> str:
         """A path inside the container directory."""
@@ -446,6 +458,11 @@ class Job:
             if problem:
                 problems.append(problem)
             self.mounted = False
+        if self.netns_mounted:
+            problem = unmount(self.path(NETNS_FILE))
+            if problem:
+                problems.append(problem)
+            self.netns_mounted = False
         for path in (self.log, self.pid_file):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

@@ -40,17 +40,21 @@ import struct
 import sys
 import time
 
+from fuzz.substrate.jobnet import JobNetwork
 from fuzz.substrate.monitor_cgroup import cgroup_mounts
 from fuzz.substrate.monitor_files import (
     CONTAINERS_DIR,
     FINAL_STATES,
+    NETNS_FILE,
     SPARE_PREFIX,
     STATUS_FILE,
     read_json,
 )
 from fuzz.substrate.monitor_job import Job, settle
+from fuzz.substrate.monitor_netns import NetnsError, NetnsPool
 from fuzz.substrate.monitor_runc import Runc
 from fuzz.substrate.monitor_spare import Spare
+from fuzz.substrate.monitor_sys import unmount
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,10 +79,11 @@ class Client:
 class Monitor:
     """Runs and watches every container of one state dir; see the module docstring."""
 
-    def __init__(self, state_dir: str, runc: str, run_dir: str) -> None:
+    def __init__(self, state_dir: str, runc: str, run_dir: str, network: JobNetwork) -> None:
         """Serve ``state_dir``'s containers; ``runc`` settles orphans that name none.
 
-        ``run_dir`` is a tmpfs of the monitor's own for runc's pid files and logs.
+        ``run_dir`` is a tmpfs of the monitor's own for runc's pid files and logs;
+        jobs are put on ``network`` (see :meth:`start_network`).
         """
         self.state_dir = state_dir
         self.run_dir = run_dir
@@ -94,6 +99,7 @@ class Monitor:
         self.shutdown_clients: list[Client] = []
         self.stop_signalled = False
         self.spare = Spare(self.root)
+        self.netns = None if network.host else NetnsPool(network, state_dir)
 
     # --- the Host interface of jobs
 
@@ -115,6 +121,8 @@ class Monitor:
         if job.phase == "done":
             reached.add("clean")
             del self.jobs[job.id]
+            if self.netns is not None:
+                self.netns.release(job.id)
         waiting = self.waiters.get(job.id, [])
         for client in [c for c in waiting if c.waiting and c.waiting[1] in reached]:
             self.reply(client, {"status": job.status})
@@ -247,18 +255,32 @@ class Monitor:
         if container_id in self.jobs or os.path.lexists(directory):
             self.reply(client, {"error": f"container {container_id!r} exists", "exists": True})
             return
+        address = None
         try:
+            if self.netns is not None:
+                self.spare.make()
+                assert self.spare.path is not None
+                address = self.netns.take(container_id, os.path.join(self.spare.path, NETNS_FILE))
             premount = self.spare.take(directory)
-        except OSError as exc:
+        except (OSError, NetnsError) as exc:
+            if address is not None and self.spare.path is not None:
+                unmount(os.path.join(self.spare.path, NETNS_FILE))
+                self.netns.release(container_id)  # type: ignore[union-attr]
             self.reply(client, {"error": f"cannot make {directory}: {exc}"})
             return
         job = Job(self, directory, request, self.run_dir)
+        job.attach_network(address)
         self.jobs[container_id] = job
         self.wait_for(client, container_id, "start")
         job.launch(premount)
         if job.image is not None:
             self.spare.image = job.image
         self.replenish()
+
+    def start_network(self) -> None:
+        """Set up the job network (bridge, firewall, namespaces made in advance), if any."""
+        if self.netns is not None:
+            self.netns.start()
 
     def replenish(self) -> None:
         """Make the next spare directory (while runc works), unless stopping."""
@@ -351,6 +373,8 @@ class Monitor:
             self.reap_strays()
         self.unwatch(listener.fileno())
         self.spare.discard()
+        if self.netns is not None:
+            self.netns.close()
         for client in self.shutdown_clients:
             client.waiting = None
             self.reply(client, {"ok": True})

@@ -1,0 +1,310 @@
+"""The monitor's network namespaces for jobs, made in advance by a thread of their own.
+
+Making a namespace with its veth costs milliseconds (the kernel's namespace,
+the veth pair, a few netlink round trips): far too much for a start that runc
+does in about 20 ms, and too much even for the event loop between two starts.
+So a thread keeps :data:`POOL_SIZE` of them ready, each already addressed,
+routed and plugged into the node's bridge; a start only bind-mounts one onto
+the container directory's ``netns`` file, which the OCI config names (runc
+joins it), and the namespace then lives as long as the container's init.
+When a namespace ends, the kernel deletes its veth pair with it.
+
+Everything goes through netlink in-process (pyroute2; imported by the thread, so
+the monitor itself starts as fast as before). ``unshare`` and ``setns`` move
+only the calling thread, so the event loop never leaves the node's namespace.
+
+The bridge and the firewall (:mod:`fuzz.substrate.jobnet_firewall`) are set up
+by the thread before its first namespace and removed by :meth:`NetnsPool.close`
+when the monitor stops. Addresses are the pool's to give: it is the only one
+handing them out on this node, keeps those of live jobs, and goes round the
+subnet so that an address is not given again soon after it was freed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import json
+import os
+import random
+import sys
+import threading
+
+from fuzz.substrate import jobnet_firewall
+from fuzz.substrate.jobnet import (
+    NETWORK_FILE,
+    RESOLV_FILE,
+    JobNetwork,
+    bridge_name,
+    derived_subnet,
+    gateway,
+    job_addresses,
+    resolv_conf,
+    veth_name,
+)
+from fuzz.substrate.monitor_sys import SysError, bind_mount
+
+CLONE_NEWNET = 0x40000000
+POOL_SIZE = 2
+SUBNET_ATTEMPTS = 64
+RETRY_PAUSE = 1.0  # after a failed namespace, before the next try
+TAKE_TIMEOUT = 30.0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsError(Exception):
+    """No namespace could be had for a job; the message is one line."""
+
+
+def _enter(fd: int, what: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), f"setns into {what}: {os.strerror(ctypes.get_errno())}")
+
+
+def _write_sysctl(name: str, value: str) -> None:
+    """Write a net sysctl of the calling thread's network namespace (the one it opens in)."""
+    with open(f"/proc/sys/net/{name}", "w", encoding="ascii") as handle:
+        handle.write(value)
+
+
+class Netns:
+    """A ready namespace: its open fd and the job address inside it."""
+
+    __slots__ = ("address", "fd")
+
+    def __init__(self, fd: int, address: ipaddress.IPv4Address) -> None:
+        """Hold ``fd`` (the namespace) addressed as ``address``."""
+        self.fd = fd
+        self.address = address
+
+
+class NetnsPool:
+    """The node's job bridge and a few namespaces ready for the next jobs."""
+
+    def __init__(self, network: JobNetwork, state_dir: str) -> None:
+        """Serve jobs on ``network`` (not the host network); set up by :meth:`start`."""
+        self.network = network
+        self.state_dir = state_dir
+        self.subnet: ipaddress.IPv4Network = network.subnet or network.jobs_range
+        self.ready: list[Netns] = []
+        self.owners: dict[int, str] = {}  # address -> container id ("" while in the pool)
+        self.cursor = 0
+        self.failure: str | None = None
+        self.set_up = False
+        self.closing = False
+        self.lock = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    # --- the event loop's side
+
+    def start(self) -> None:
+        """Pick the subnet (a free one when none was given), write resolv.conf, start the thread."""
+        if self.network.subnet is None:
+            self.subnet = self._free_subnet(self.state_dir)
+        with open(os.path.join(self.state_dir, RESOLV_FILE), "w", encoding="utf-8") as handle:
+            handle.write(resolv_conf())
+        addresses = job_addresses(self.subnet)
+        self.cursor = random.randrange(len(addresses))
+        self.thread = threading.Thread(target=self._run, name="netns-pool", daemon=True)
+        self.thread.start()
+
+    def take(self, container_id: str, target: str) -> str:
+        """Bind a ready namespace onto ``target`` for ``container_id``; its job address."""
+        with self.lock:
+            self.lock.wait_for(lambda: self.ready or self.failure or self.closing,
+                               TAKE_TIMEOUT)
+            if not self.ready:
+                raise NetnsError(self.failure or "no network namespace was ready in time")
+            netns = self.ready.pop(0)
+            self.owners[int(netns.address)] = container_id
+            self.lock.notify_all()
+        try:
+            bind_mount(f"/proc/self/fd/{netns.fd}", target)
+        except SysError as exc:
+            self.release(container_id)
+            raise NetnsError(str(exc)) from None
+        finally:
+            os.close(netns.fd)  # the mount (then the init) keeps the namespace
+        return str(netns.address)
+
+    def release(self, container_id: str) -> None:
+        """``container_id``'s job is over: its address may be given again (later)."""
+        with self.lock:
+            for address, owner in list(self.owners.items()):
+                if owner == container_id:
+                    del self.owners[address]
+
+    def close(self) -> None:
+        """Drop the ready namespaces, remove the firewall rules and the bridge."""
+        with self.lock:
+            self.closing = True
+            self.lock.notify_all()
+        if self.thread is not None:
+            self.thread.join()
+        for netns in self.ready:
+            os.close(netns.fd)
+        self.ready.clear()
+        if self.set_up:
+            try:
+                jobnet_firewall.remove(self.subnet)
+                self._delete_bridge()
+            except Exception as exc:
+                print(f"removing the job network: {exc}", file=sys.stderr)
+
+    # --- choosing the subnet
+
+    def _free_subnet(self, key: str) -> ipaddress.IPv4Network:
+        """The subnet this state dir used last time, else a derived one nobody routes yet."""
+        record = os.path.join(self.state_dir, NETWORK_FILE)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError), open(
+            record, encoding="utf-8"
+        ) as handle:
+            return ipaddress.IPv4Network(json.load(handle)["subnet"])
+        taken = _routed_subnets()
+        for attempt in range(SUBNET_ATTEMPTS):
+            subnet = derived_subnet(key, self.network.jobs_range, attempt)
+            if not any(subnet.overlaps(other) for other in taken):
+                with open(record, "w", encoding="utf-8") as handle:
+                    json.dump({"subnet": str(subnet)}, handle)
+                return subnet
+        raise NetnsError(f"no free /24 for jobs in {self.network.jobs_range}")
+
+    # --- the thread's side
+
+    def _run(self) -> None:
+        from pyroute2 import IPRoute  # heavy: imported here, off the monitor's start
+
+        try:
+            host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            host = IPRoute()
+            bridge = self._set_up_bridge(host)
+            jobnet_firewall.install(self.subnet, self.network.jobs_range)
+        except Exception as exc:
+            with self.lock:
+                self.failure = f"cannot set up the job network {self.subnet}: {exc}"
+                self.lock.notify_all()
+            print(self.failure, file=sys.stderr)
+            return
+        self.set_up = True
+        try:
+            while True:
+                with self.lock:
+                    self.lock.wait_for(lambda: self.closing or len(self.ready) < POOL_SIZE)
+                    if self.closing:
+                        return
+                    address = self._allocate()
+                try:
+                    fd = self._make(IPRoute, host, host_fd, bridge, address)
+                except Exception as exc:
+                    with self.lock:
+                        self.owners.pop(int(address), None)
+                        self.failure = f"cannot make a network namespace: {exc}"
+                        self.lock.notify_all()
+                    print(self.failure, file=sys.stderr)
+                    with self.lock:
+                        self.lock.wait_for(lambda: self.closing, RETRY_PAUSE)
+                    continue
+                with self.lock:
+                    self.ready.append(Netns(fd, address))
+                    self.failure = None
+                    self.lock.notify_all()
+        finally:
+            host.close()
+            os.close(host_fd)
+
+    def _allocate(self) -> ipaddress.IPv4Address:
+        """The next free address, going round the subnet (called with the lock held)."""
+        addresses = job_addresses(self.subnet)
+        for _ in range(len(addresses)):
+            self.cursor = (self.cursor + 1) % len(addresses)
+            candidate = addresses[self.cursor]
+            if candidate not in self.owners:
+                self.owners[candidate] = ""
+                return ipaddress.IPv4Address(candidate)
+        raise NetnsError(f"every address of {self.subnet} is taken")
+
+    def _set_up_bridge(self, host: object) -> int:
+        """Make (or adopt) the bridge with the gateway address; its interface index."""
+        from pyroute2 import IPRoute
+
+        assert isinstance(host, IPRoute)
+        name = bridge_name(self.subnet)
+        found = host.link_lookup(ifname=name)
+        if not found:
+            host.link("add", ifname=name, kind="bridge")
+            found = host.link_lookup(ifname=name)
+        index = int(found[0])
+        _write_host_sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
+        address = str(gateway(self.subnet))
+        present = {attr.get("IFA_ADDRESS") for attr in host.get_addr(index=index)}
+        if address not in present:
+            host.addr("add", index=index, address=address, prefixlen=self.subnet.prefixlen)
+        host.link("set", index=index, state="up")
+        return index
+
+    def _delete_bridge(self) -> None:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as host:
+            found = host.link_lookup(ifname=bridge_name(self.subnet))
+            if found:
+                host.link("del", index=found[0])
+
+    def _make(self, iproute: type, host: object, host_fd: int, bridge: int,
+              address: ipaddress.IPv4Address) -> int:
+        """A new namespace with ``address`` on its ``eth0``, plugged into the bridge; its fd."""
+        outside = veth_name(address)
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+        fd = -1
+        try:
+            fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            _write_sysctl("ipv6/conf/all/disable_ipv6", "1")  # jobs get IPv4 only
+            _write_sysctl("ipv6/conf/default/disable_ipv6", "1")
+            with iproute() as inside:
+                inside.link("set", index=1, state="up")  # lo
+                inside.link("add", ifname="eth0", kind="veth",
+                            peer={"ifname": outside, "net_ns_fd": host_fd})
+                eth0 = inside.link_lookup(ifname="eth0")[0]
+                inside.addr("add", index=eth0, address=str(address),
+                            prefixlen=self.subnet.prefixlen)
+                inside.link("set", index=eth0, state="up")
+                inside.route("add", dst="0.0.0.0/0", gateway=str(gateway(self.subnet)))
+        except BaseException:
+            _enter(host_fd, "the node's namespace")
+            if fd >= 0:
+                os.close(fd)
+            raise
+        _enter(host_fd, "the node's namespace")
+        try:
+            index = host.link_lookup(ifname=outside)[0]  # type: ignore[attr-defined]
+            host.link("set", index=index, master=bridge)  # type: ignore[attr-defined]
+            host.brport("set", index=index, isolated=1)  # type: ignore[attr-defined]
+            host.link("set", index=index, state="up")  # type: ignore[attr-defined]
+        except BaseException:
+            os.close(fd)  # the namespace ends, and its veth pair with it
+            raise
+        return fd
+
+
+def _write_host_sysctl(name: str, value: str) -> None:
+    with open(f"/proc/sys/net/{name}", "w", encoding="ascii") as handle:
+        handle.write(value)
+
+
+def _routed_subnets() -> list[ipaddress.IPv4Network]:
+    """The IPv4 destinations the node's main routing table has (from /proc: no netlink yet)."""
+    found = []
+    with contextlib.suppress(OSError), open("/proc/net/route", encoding="ascii") as handle:
+        for line in handle.read().splitlines()[1:]:
+            fields = line.split()
+            destination = int(fields[1], 16).to_bytes(4, "little")
+            mask = int(fields[7], 16).to_bytes(4, "little")
+            if fields[1] == "00000000":
+                continue
+            with contextlib.suppress(ValueError):
+                found.append(ipaddress.IPv4Network(
+                    f"{ipaddress.IPv4Address(destination)}/{ipaddress.IPv4Address(mask)}"))
+    return found

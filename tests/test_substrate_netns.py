@@ -1,0 +1,278 @@
+"""Jobs are isolated on the network: from inside a real container (runc, busybox nc).
+
+Nothing here sends a packet off this machine. The "world outside" is a network
+namespace the test makes, reached through a veth; it holds both the outbound
+test server (198.51.100.7, TEST-NET-2) and a fake instance-metadata server on
+169.254.169.254, and the node routes exactly those two /32s to it. Were the
+firewall to leak, the job would reach our own server there (and the test would
+fail), not a real metadata service. The node's own services are stood in for by
+servers the test listens with on 127.0.0.1 (the agent and the orchestrator, as
+the local cluster runs them) and on an address of a dummy interface it makes.
+Every interface, namespace and route made here is removed afterwards, and so is
+everything the monitor made (bridge, firewall chains) once it is shut down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fuzz.substrate.bundle import ContainerSpec
+from fuzz.substrate.containers import ContainerManager
+from fuzz.substrate.jobnet import JobNetwork, bridge_name, chain_name
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "nc", "echo", "cat", "sleep", "true")
+OUTSIDE_SERVER = "198.51.100.7"  # TEST-NET-2: routed to the test's own namespace only
+METADATA = "169.254.169.254"
+TRANSIT_HOST, TRANSIT_OUTSIDE = "198.18.77.1", "198.18.77.2"  # benchmarking range
+NODE_ADDRESS = "198.18.99.1"  # on a dummy interface: "a non-loopback address of the node"
+CLONE_NEWNET = 0x40000000
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+class Servers:
+    """TCP servers that greet with their name and count who connected."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = {}
+        self.sockets: list[socket.socket] = []
+
+    def listen(self, name: str, address: str, port: int = 0) -> int:
+        """Serve ``name`` on ``address:port`` in the calling thread's namespace; the port."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(16)
+        self.sockets.append(sock)
+        self.hits[name] = 0
+        threading.Thread(target=self._serve, args=(name, sock), daemon=True).start()
+        return int(sock.getsockname()[1])
+
+    def _serve(self, name: str, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            self.hits[name] += 1
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(f"server-{name}\n".encode())
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+def _in_netns(path: str, work: Callable[[], None]) -> None:
+    """Run ``work()`` in a thread that entered the namespace at ``path``."""
+    failure: list[BaseException] = []
+
+    def enter() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                assert libc.setns(fd, CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
+            finally:
+                os.close(fd)
+            work()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+@pytest.fixture
+def world() -> Iterator[Servers]:
+    """The outside world (a namespace behind a veth) and the node's own listening services."""
+    tag = uuid.uuid4().hex[:6]
+    outside, veth, dummy = f"fzt-out-{tag}", f"fzto{tag}", f"fztd{tag}"
+    servers = Servers()
+    made: list[tuple[str, ...]] = []
+    try:
+        _ip("netns", "add", outside)
+        made.append(("netns", "del", outside))
+        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", outside)
+        made.insert(0, ("link", "del", veth))
+        _ip("addr", "add", f"{TRANSIT_HOST}/30", "dev", veth)
+        _ip("link", "set", veth, "up")
+        for command in (
+            ("addr", "add", f"{TRANSIT_OUTSIDE}/30", "dev", "eth0"),
+            ("addr", "add", f"{OUTSIDE_SERVER}/32", "dev", "lo"),
+            ("addr", "add", f"{METADATA}/32", "dev", "lo"),
+            ("link", "set", "lo", "up"),
+            ("link", "set", "eth0", "up"),
+        ):
+            _ip("-n", outside, *command)
+        for destination in (OUTSIDE_SERVER, METADATA):
+            _ip("route", "add", f"{destination}/32", "via", TRANSIT_OUTSIDE, "dev", veth)
+        _ip("link", "add", dummy, "type", "bridge")  # no dummy module on every kernel
+        made.insert(0, ("link", "del", dummy))
+        _ip("addr", "add", f"{NODE_ADDRESS}/32", "dev", dummy)
+        _ip("link", "set", dummy, "up")
+
+        def outside_servers() -> None:
+            servers.listen("outside", OUTSIDE_SERVER, 8080)
+            servers.listen("metadata", METADATA, 80)
+
+        _in_netns(f"/run/netns/{outside}", outside_servers)
+        yield servers
+    finally:
+        servers.close()
+        for command in made:
+            subprocess.run(["ip", *command], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root filesystem with nc."""
+    if not BUSYBOX.is_file() or shutil.which("runc") is None:
+        pytest.fail("busybox-static and runc are needed: apt-get install busybox-static runc")
+    rootfs = tmp_path_factory.mktemp("image") / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+    for applet in APPLETS:
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    for directory in ("proc", "sys", "dev", "tmp", "etc"):
+        (rootfs / directory).mkdir()
+    return rootfs
+
+
+def _firewall_chains() -> str:
+    return subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[ContainerManager]:
+    """A manager whose jobs get namespaces of their own; afterwards nothing of the network."""
+    manager = ContainerManager(tmp_path / "state")
+    yield manager
+    for status in manager.list():
+        if not status.finished:
+            manager.cancel(status.id, grace_seconds=0)
+            manager.wait(status.id, timeout=10)
+        manager.remove(status.id)
+    subnet = _subnet(manager)
+    manager.shutdown_monitor(timeout=20)
+    if subnet is not None:
+        bridge = bridge_name(subnet)
+        links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+        assert bridge not in links, "the job bridge outlived the monitor"
+        assert chain_name(subnet) not in _firewall_chains(), "firewall rules outlived the monitor"
+
+
+def _subnet(manager: ContainerManager) -> object:
+    import ipaddress
+    import json
+
+    record = manager.state_dir / "network.json"
+    if not record.is_file():
+        return None
+    return ipaddress.IPv4Network(json.loads(record.read_text())["subnet"])
+
+
+def _address(manager: ContainerManager, container_id: str) -> str | None:
+    import json
+
+    data = json.loads((manager.container_dir(container_id) / "status.json").read_text())
+    address = data.get("address")
+    return str(address) if address else None
+
+
+def _start(manager: ContainerManager, image: Path, name: str, script: str) -> str:
+    spec = ContainerSpec(id=f"t-{name}-{uuid.uuid4().hex[:8]}", rootfs=image,
+                         args=("sh", "-c", script))
+    manager.start(spec)
+    return spec.id
+
+
+def _wait_listening(manager: ContainerManager, container_id: str, port: int) -> None:
+    """Until the job's ``nc -l`` listens (seen in /proc/net/tcp6 of its namespace: busybox
+    listens on ``::``, which takes IPv4 too)."""
+    pid = manager.running_pid(container_id)
+    deadline = time.monotonic() + 10
+    while f":{port:04X} " not in Path(f"/proc/{pid}/net/tcp6").read_text():
+        assert time.monotonic() < deadline, "the other job never listened"
+        time.sleep(0.05)
+
+
+def test_a_job_reaches_the_outside_but_not_the_node_metadata_or_other_jobs(
+    world: Servers, manager: ContainerManager, image: Path
+) -> None:
+    agent_port = world.listen("agent", "127.0.0.1")
+    orchestrator_port = world.listen("orchestrator", "127.0.0.1")
+    node_port = world.listen("node", NODE_ADDRESS)
+    other = _start(manager, image, "other", "echo server-other | nc -l -p 7070")
+    _wait_listening(manager, other, 7070)
+    other_address = _address(manager, other) or "127.0.0.1"
+    job_address = None
+    targets = [
+        ("agent", "127.0.0.1", agent_port),
+        ("orchestrator", "127.0.0.1", orchestrator_port),
+        ("node", NODE_ADDRESS, node_port),
+        ("metadata", METADATA, 80),
+        ("other", other_address, 7070),
+        ("outside", OUTSIDE_SERVER, 8080),
+    ]
+    probe = " ; ".join(f"nc -w 2 {host} {port} </dev/null" for _, host, port in targets)
+    job = _start(manager, image, "probe", probe)
+    job_address = _address(manager, job)
+    status = manager.wait(job, timeout=60)
+    out = b"".join(manager.read_logs(job, "stdout")).decode()
+    manager.cancel(other, grace_seconds=0)
+    manager.wait(other, timeout=10)
+    assert status.state == "exited", status
+    reached = {line.removeprefix("server-") for line in out.split()}
+    assert reached == {"outside"}, f"the job at {job_address} reached {sorted(reached)}"
+    assert world.hits["metadata"] == 0 and world.hits["agent"] == 0
+    assert world.hits["outside"] == 1
+
+
+def test_the_gateway_and_the_node_address_are_closed_to_jobs(
+    world: Servers, manager: ContainerManager, image: Path
+) -> None:
+    """Anything listening on all the node's addresses (the agent with --listen 0.0.0.0)."""
+    port = world.listen("everywhere", "0.0.0.0")
+    probe = f"nc -w 2 {NODE_ADDRESS} {port} </dev/null; ip=$(cat /etc/resolv.conf); echo done"
+    job = _start(manager, image, "gateway", probe)
+    address = _address(manager, job)
+    assert address is not None, "the job has no address of its own: it shares the node's network"
+    gateway = address.rsplit(".", 1)[0] + ".1"
+    manager.wait(job, timeout=30)
+    second = _start(manager, image, "gateway2", f"nc -w 2 {gateway} {port} </dev/null; echo done")
+    manager.wait(second, timeout=30)
+    out = b"".join(manager.read_logs(job, "stdout")) + b"".join(manager.read_logs(second, "stdout"))
+    assert b"server-everywhere" not in out
+    assert out.count(b"done") == 2
+    assert world.hits["everywhere"] == 0
+
+
+def test_host_network_is_an_explicit_choice(tmp_path: Path, image: Path) -> None:
+    """``host``: no namespace, no bridge, no address (the pool's admin opted in)."""
+    manager = ContainerManager(tmp_path / "state", network=JobNetwork.parse("host"))
+    try:
+        job = _start(manager, image, "host", "true")
+        assert manager.wait(job, timeout=30).exit_code == 0
+        assert _address(manager, job) is None
+        assert not (tmp_path / "state" / "network.json").exists()
+    finally:
+        manager.shutdown_monitor(timeout=20)
