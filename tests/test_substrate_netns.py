@@ -276,3 +276,23 @@ def test_host_network_is_an_explicit_choice(tmp_path: Path, image: Path) -> None
         assert not (tmp_path / "state" / "network.json").exists()
     finally:
         manager.shutdown_monitor(timeout=20)
+
+
+def test_a_namespace_serves_again_only_the_same_uid(
+    manager: ContainerManager, image: Path
+) -> None:
+    """An ended job's namespace is kept for the next job of its uid, never another uid's."""
+
+    def run(uid: int) -> str:
+        spec = ContainerSpec(id=f"t-again-{uuid.uuid4().hex[:8]}", rootfs=image,
+                             args=("true",), uid=uid, gid=uid)
+        manager.start(spec)
+        address = _address(manager, spec.id)
+        assert manager.wait(spec.id, timeout=30).exit_code == 0
+        manager.remove(spec.id)  # waits for the cleanup, which hands the namespace back
+        assert address is not None
+        return address
+
+    first = run(65534)
+    assert run(65534) == first
+    assert run(1000) != first

@@ -254,6 +254,7 @@ class ContainerManager:
             "timeout": spec.timeout_seconds,
             "grace": spec.stop_grace_seconds,
             "cgroup": config["linux"]["cgroupsPath"],
+            "tenant": str(spec.uid),  # a job's network namespace serves the same uid again
         }
         try:
             answer = self._monitor.request(request, runc, START_TIMEOUT, idempotent=False)

@@ -75,6 +75,9 @@ if TYPE_CHECKING:
         def job_changed(self, job: Job) -> None:
             """The job's state or phase changed: answer whoever waits for it."""
 
+        def network_ended(self, job: Job) -> None:
+            """The job's container is gone; its network namespace may be used again."""
+
 
 PEAK_WRITE_INTERVAL = 2.0  # how often a grown peak is written while the job runs
 DEFAULT_GRACE = 10.0
@@ -134,6 +137,7 @@ class Job:
         self.log = os.path.join(run_dir, f"{self.id}.log")
         self.runc = Runc(str(request["runc"]))
         self.lower = str(request["rootfs"])
+        self.tenant = str(request.get("tenant", ""))  # whose jobs may share its namespace
         self.config_text = str(request["config"])
         self.spec_text: str | None = str(request["spec"])
         timeout, grace, cgroup = request.get("timeout"), request.get("grace"), request.get("cgroup")
@@ -459,6 +463,8 @@ class Job:
                 problems.append(problem)
             self.mounted = False
         if self.netns_mounted:
+            if not problems:  # deleted cleanly: nothing of the job runs in it
+                self.host.network_ended(self)
             problem = unmount(self.path(NETNS_FILE))
             if problem:
                 problems.append(problem)

@@ -50,6 +50,8 @@ POOL_SIZE = 2
 SUBNET_ATTEMPTS = 64
 RETRY_PAUSE = 1.0  # after a failed namespace, before the next try
 TAKE_TIMEOUT = 30.0
+LO_INDEX, ETH0_INDEX = 1, 2  # in a new namespace
+RECYCLED_MAX = 64
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -89,6 +91,7 @@ class NetnsPool:
         self.state_dir = state_dir
         self.subnet: ipaddress.IPv4Network = network.subnet or network.jobs_range
         self.ready: list[Netns] = []
+        self.recycled: dict[str, list[Netns]] = {}  # tenant -> namespaces its jobs left
         self.owners: dict[int, str] = {}  # address -> container id ("" while in the pool)
         self.cursor = 0
         self.failure: str | None = None
@@ -110,14 +113,22 @@ class NetnsPool:
         self.thread = threading.Thread(target=self._run, name="netns-pool", daemon=True)
         self.thread.start()
 
-    def take(self, container_id: str, target: str) -> str:
-        """Bind a ready namespace onto ``target`` for ``container_id``; its job address."""
+    def take(self, container_id: str, target: str, tenant: str) -> str:
+        """Bind a namespace onto ``target`` for ``container_id``; its job address.
+
+        One that a job of the same ``tenant`` (the job's uid) left is taken
+        first, else a new one.
+        """
         with self.lock:
-            self.lock.wait_for(lambda: self.ready or self.failure or self.closing,
-                               TAKE_TIMEOUT)
-            if not self.ready:
-                raise NetnsError(self.failure or "no network namespace was ready in time")
-            netns = self.ready.pop(0)
+            kept = self.recycled.get(tenant)
+            if kept:
+                netns = kept.pop()
+            else:
+                self.lock.wait_for(lambda: self.ready or self.failure or self.closing,
+                                   TAKE_TIMEOUT)
+                if not self.ready:
+                    raise NetnsError(self.failure or "no network namespace was ready in time")
+                netns = self.ready.pop(0)
             self.owners[int(netns.address)] = container_id
             self.lock.notify_all()
         try:
@@ -128,6 +139,30 @@ class NetnsPool:
         finally:
             os.close(netns.fd)  # the mount (then the init) keeps the namespace
         return str(netns.address)
+
+    def recycle(self, container_id: str, path: str, tenant: str) -> None:
+        """Keep the namespace bound at ``path`` for ``tenant``'s next job, if there is room.
+
+        Called once ``container_id``'s job has ended and its container is
+        deleted: nothing runs in the namespace any more, and the job could not
+        have changed its links, addresses, routes or sysctls (no CAP_NET_ADMIN,
+        /proc/sys read-only). What it may have left (sockets in TIME_WAIT) is
+        only ever seen by the same tenant. Saves making a namespace and the
+        kernel's tearing one down: most of a job's network cost.
+        """
+        with self.lock:
+            if self.closing or sum(map(len, self.recycled.values())) >= RECYCLED_MAX:
+                return
+            address = next((a for a, owner in self.owners.items() if owner == container_id),
+                           None)
+            if address is None:
+                return
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return
+            self.owners[address] = ""
+            self.recycled.setdefault(tenant, []).append(Netns(fd, ipaddress.IPv4Address(address)))
 
     def release(self, container_id: str) -> None:
         """``container_id``'s job is over: its address may be given again (later)."""
@@ -143,9 +178,10 @@ class NetnsPool:
             self.lock.notify_all()
         if self.thread is not None:
             self.thread.join()
-        for netns in self.ready:
+        for netns in [*self.ready, *(n for kept in self.recycled.values() for n in kept)]:
             os.close(netns.fd)
         self.ready.clear()
+        self.recycled.clear()
         if self.set_up:
             try:
                 jobnet_firewall.remove(self.subnet)
@@ -254,7 +290,13 @@ class NetnsPool:
 
     def _make(self, iproute: type, host: object, host_fd: int, bridge: int,
               address: ipaddress.IPv4Address) -> int:
-        """A new namespace with ``address`` on its ``eth0``, plugged into the bridge; its fd."""
+        """A new namespace with ``address`` on its ``eth0``, plugged into the bridge; its fd.
+
+        Few netlink requests and no dumps (a dump of the node's links grows with
+        its jobs): the veth is made from the node's side, already on the bridge
+        and up, its peer put straight into the namespace as ``eth0``, the first
+        link after ``lo`` there (index 2, asked for explicitly).
+        """
         outside = veth_name(address)
         if _libc.unshare(CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
@@ -263,15 +305,7 @@ class NetnsPool:
             fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             _write_sysctl("ipv6/conf/all/disable_ipv6", "1")  # jobs get IPv4 only
             _write_sysctl("ipv6/conf/default/disable_ipv6", "1")
-            with iproute() as inside:
-                inside.link("set", index=1, state="up")  # lo
-                inside.link("add", ifname="eth0", kind="veth",
-                            peer={"ifname": outside, "net_ns_fd": host_fd})
-                eth0 = inside.link_lookup(ifname="eth0")[0]
-                inside.addr("add", index=eth0, address=str(address),
-                            prefixlen=self.subnet.prefixlen)
-                inside.link("set", index=eth0, state="up")
-                inside.route("add", dst="0.0.0.0/0", gateway=str(gateway(self.subnet)))
+            inside = iproute()
         except BaseException:
             _enter(host_fd, "the node's namespace")
             if fd >= 0:
@@ -279,10 +313,17 @@ class NetnsPool:
             raise
         _enter(host_fd, "the node's namespace")
         try:
-            index = host.link_lookup(ifname=outside)[0]  # type: ignore[attr-defined]
-            host.link("set", index=index, master=bridge)  # type: ignore[attr-defined]
-            host.brport("set", index=index, isolated=1)  # type: ignore[attr-defined]
-            host.link("set", index=index, state="up")  # type: ignore[attr-defined]
+            with inside:
+                host.link("add", ifname=outside, kind="veth", master=bridge,  # type: ignore[attr-defined]
+                          peer={"ifname": "eth0", "index": ETH0_INDEX, "net_ns_fd": fd})
+                index = host.link("get", ifname=outside)[0]["index"]  # type: ignore[attr-defined]
+                host.brport("set", index=index, isolated=1)  # type: ignore[attr-defined]
+                host.link("set", index=index, state="up")  # type: ignore[attr-defined]
+                inside.link("set", index=LO_INDEX, state="up")
+                inside.addr("add", index=ETH0_INDEX, address=str(address),
+                            prefixlen=self.subnet.prefixlen)
+                inside.link("set", index=ETH0_INDEX, state="up")
+                inside.route("add", dst="0.0.0.0/0", gateway=str(gateway(self.subnet)))
         except BaseException:
             os.close(fd)  # the namespace ends, and its veth pair with it
             raise

@@ -113,6 +113,11 @@ class Monitor:
         if self.callbacks.pop(fd, None) is not None:
             self.poller.unregister(fd)
 
+    def network_ended(self, job: Job) -> None:
+        """``job``'s container is deleted: its namespace may serve the same tenant again."""
+        if self.netns is not None:
+            self.netns.recycle(job.id, job.path(NETNS_FILE), job.tenant)
+
     def job_changed(self, job: Job) -> None:
         """Answer the clients waiting for what ``job`` has now reached."""
         reached = {"start"}
@@ -260,7 +265,8 @@ class Monitor:
             if self.netns is not None:
                 self.spare.make()
                 assert self.spare.path is not None
-                address = self.netns.take(container_id, os.path.join(self.spare.path, NETNS_FILE))
+                address = self.netns.take(container_id, os.path.join(self.spare.path, NETNS_FILE),
+                                          str(request.get("tenant", "")))
             premount = self.spare.take(directory)
         except (OSError, NetnsError) as exc:
             if address is not None and self.spare.path is not None:
