@@ -711,3 +711,12 @@ def test_elastic_pool_keys_have_defaults_and_are_checked(tmp_path: Path) -> None
         "fuzz.yaml:8:19: pools.p.boot_timeout: invalid duration 'soon': use e.g. 30s, 10m, 1h30m"]
     assert problems(tmp_path, spec_with_pool("provider: local\nboot_retries: -1\n")) == [
         "fuzz.yaml:8:19: pools.p.boot_retries: must be >= 0"]
+
+
+def test_pool_network_is_isolated_unless_the_admin_opts_in(tmp_path: Path) -> None:
+    assert load(tmp_path, spec_with_pool("provider: local\n")).spec.pools["p"].network == "isolated"
+    pool = load(tmp_path, spec_with_pool("provider: local\nnetwork: host\n")).spec.pools["p"]
+    assert pool.network == "host"
+    assert problems(tmp_path, spec_with_pool("provider: local\nnetwork: open\n")) == [
+        "fuzz.yaml:8:14: pools.p.network: must be 'isolated' or 'host'"
+    ]

@@ -18,6 +18,7 @@ overlay mounted in advance, which is what the monitor does.)
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -214,7 +215,9 @@ class ContainerSpec:
     is the wall-clock limit, after which the job gets SIGTERM and, after
     ``stop_grace_seconds``, SIGKILL. ``devices`` are the device nodes (GPUs) the
     container gets, and ``hooks`` what runc runs around it (both from the lease's
-    devices, see :mod:`fuzz.substrate.lease_devices`).
+    devices, see :mod:`fuzz.substrate.lease_devices`). ``peers`` are the
+    addresses of the other containers of its multinode job, which it may reach
+    (and be reached from) through the node's job network.
     """
 
     id: str
@@ -232,9 +235,15 @@ class ContainerSpec:
     devices: tuple[DeviceNode, ...] = ()
     hooks: tuple[Hook, ...] = ()
     stop_grace_seconds: float = 10.0
+    peers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
+        for peer in self.peers:
+            try:
+                ipaddress.IPv4Address(peer)
+            except ValueError:
+                raise ContainerSpecError(f"peer {peer!r} is not an IPv4 address") from None
         if not ID_PATTERN.fullmatch(self.id):
             raise ContainerSpecError(
                 f"container id {self.id!r} must be 1-128 letters, digits, '_', '.' or '-',"
@@ -309,6 +318,7 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         "devices": [asdict(device) for device in spec.devices],
         "hooks": [asdict(hook) for hook in spec.hooks],
         "stop_grace_seconds": spec.stop_grace_seconds,
+        "peers": list(spec.peers),
     }
 
 
@@ -337,6 +347,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
                 for hook in data.get("hooks", ())
             ),
             stop_grace_seconds=data.get("stop_grace_seconds", 10.0),
+            peers=tuple(data.get("peers", ())),
         )
     except (KeyError, TypeError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None

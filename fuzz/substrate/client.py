@@ -182,12 +182,15 @@ class AgentClient(GrpcClient):
         timeout_seconds: float = 0.0,
         credentials: tuple[str, str] | None = None,
         call_timeout: float | None = None,
+        peers: Sequence[str] = (),
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
 
         Or, with ``lease`` instead, acquire that lease (held by ``job_id``, for
         ``lease_ttl`` seconds) and start under it in one call: the returned status
-        names the lease. ``mounts`` are (host source, destination, read only) triples.
+        names the lease. ``mounts`` are (host source, destination, read only) triples;
+        ``peers`` the addresses of the other containers of its multinode job (from
+        their leases), which it may reach.
         """
         request = substrate_pb2.StartContainerRequest(
             id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
@@ -196,6 +199,7 @@ class AgentClient(GrpcClient):
             mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
                     for s, d, ro in mounts],
             lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
+            peers=list(peers),
         )
         reply: substrate_pb2.ContainerStatus = self._call(
             self._stub.StartContainer, request, call_timeout or max(self.timeout, 300.0))

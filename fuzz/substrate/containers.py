@@ -255,6 +255,7 @@ class ContainerManager:
             "grace": spec.stop_grace_seconds,
             "cgroup": config["linux"]["cgroupsPath"],
             "tenant": str(spec.uid),  # a job's network namespace serves the same uid again
+            "peers": list(spec.peers),
         }
         try:
             answer = self._monitor.request(request, runc, START_TIMEOUT, idempotent=False)
@@ -278,6 +279,24 @@ class ContainerManager:
         if self.network.host:
             return None
         return JobNamespace(netns_path(directory), self.state_dir / RESOLV_FILE)
+
+    def reserve_address(self, container_id: str) -> str | None:
+        """The address container ``container_id`` will have once started (None: host network).
+
+        For the ranks of a multinode job, whose peers must know it before any starts.
+        """
+        if self.network.host:
+            return None
+        if not self._state_dir_made:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._state_dir_made = True
+        try:
+            answer = self._monitor.request({"op": "reserve", "id": container_id},
+                                           self.runc_path(), START_TIMEOUT)
+        except MonitorError as exc:
+            raise ContainerError(f"cannot reserve an address for {container_id}: {exc}") from None
+        address = answer.get("address") if answer else None
+        return str(address) if address else None
 
     # --- reading
 

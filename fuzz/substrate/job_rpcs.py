@@ -87,6 +87,7 @@ def job_request(message: substrate_pb2.StartContainerRequest) -> JobRequest:
                      for m in message.mounts),
         timeout_seconds=message.timeout_seconds or None,
         stop_grace_seconds=message.stop_grace_seconds or DEFAULT_GRACE,
+        peers=tuple(message.peers),
     )
 
 

@@ -21,6 +21,7 @@ import os
 from fuzz.substrate.monitor_files import NETNS_FILE
 
 HOST = "host"
+NETWORK_LABEL = "fuzz:network"  # a node label; ``host`` on the nodes of a host-network pool
 AUTO = "auto"
 DEFAULT_JOBS_RANGE = "10.200.0.0/13"
 NODE_PREFIX = 24

@@ -149,6 +149,7 @@ class Job:
         self.phase = "launching"
         self.mounted = False
         self.netns_mounted = False  # the job's network namespace, on its NETNS_FILE
+        self.peers: list[str] = []  # addresses of its multinode peers, let through
         self.image: Premount | None = None  # the image mounted, once it is
         self.created = False  # runc may have made the container: cleanup deletes it
         self.runc_pid = 0
@@ -165,11 +166,13 @@ class Job:
         self.killed = False
         self.next_peak_write = 0.0
 
-    def attach_network(self, address: str | None) -> None:
-        """The job runs in the namespace bound on its ``netns`` file, at ``address``.
+    def attach_network(self, address: str | None, peers: list[str]) -> None:
+        """The job runs in the namespace bound on its ``netns`` file, at ``address``,
+        and reaches ``peers`` (the other ranks of its multinode job).
 
         None: it keeps the node's network (nothing is bound).
         """
+        self.peers = peers
         if address is not None:
             self.netns_mounted = True
             self.status["address"] = address

@@ -30,6 +30,7 @@ import os
 import random
 import sys
 import threading
+import time
 
 from fuzz.substrate import jobnet_firewall
 from fuzz.substrate.jobnet import (
@@ -52,6 +53,7 @@ RETRY_PAUSE = 1.0  # after a failed namespace, before the next try
 TAKE_TIMEOUT = 30.0
 LO_INDEX, ETH0_INDEX = 1, 2  # in a new namespace
 RECYCLED_MAX = 64
+RESERVE_TTL = 600.0  # how long a reserved address waits for its container
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -92,6 +94,7 @@ class NetnsPool:
         self.subnet: ipaddress.IPv4Network = network.subnet or network.jobs_range
         self.ready: list[Netns] = []
         self.recycled: dict[str, list[Netns]] = {}  # tenant -> namespaces its jobs left
+        self.reserved: dict[str, tuple[Netns, float]] = {}  # container id -> (it, deadline)
         self.owners: dict[int, str] = {}  # address -> container id ("" while in the pool)
         self.cursor = 0
         self.failure: str | None = None
@@ -116,19 +119,18 @@ class NetnsPool:
     def take(self, container_id: str, target: str, tenant: str) -> str:
         """Bind a namespace onto ``target`` for ``container_id``; its job address.
 
-        One that a job of the same ``tenant`` (the job's uid) left is taken
-        first, else a new one.
+        The one reserved for it (:meth:`reserve`) if any, else one that a job of
+        the same ``tenant`` (the job's uid) left, else a new one.
         """
         with self.lock:
             kept = self.recycled.get(tenant)
-            if kept:
+            reserved = self.reserved.pop(container_id, None)
+            if reserved is not None:
+                netns = reserved[0]
+            elif kept:
                 netns = kept.pop()
             else:
-                self.lock.wait_for(lambda: self.ready or self.failure or self.closing,
-                                   TAKE_TIMEOUT)
-                if not self.ready:
-                    raise NetnsError(self.failure or "no network namespace was ready in time")
-                netns = self.ready.pop(0)
+                netns = self._next_ready()
             self.owners[int(netns.address)] = container_id
             self.lock.notify_all()
         try:
@@ -139,6 +141,34 @@ class NetnsPool:
         finally:
             os.close(netns.fd)  # the mount (then the init) keeps the namespace
         return str(netns.address)
+
+    def reserve(self, container_id: str) -> str:
+        """The address ``container_id`` will have, before it starts (a multinode job's rank).
+
+        Its peers are started with this address in their environment; the
+        namespace is kept for the container for :data:`RESERVE_TTL` seconds.
+        """
+        with self.lock:
+            now = time.monotonic()
+            for other, (netns, deadline) in list(self.reserved.items()):
+                if deadline < now:
+                    del self.reserved[other]
+                    self.owners.pop(int(netns.address), None)
+                    os.close(netns.fd)
+            if container_id not in self.reserved:
+                netns = self._next_ready()
+                self.owners[int(netns.address)] = container_id
+                self.reserved[container_id] = (netns, now + RESERVE_TTL)
+            return str(self.reserved[container_id][0].address)
+
+    def _next_ready(self) -> Netns:
+        """The oldest ready namespace, once there is one (called with the lock held)."""
+        self.lock.wait_for(lambda: self.ready or self.failure or self.closing, TAKE_TIMEOUT)
+        if not self.ready:
+            raise NetnsError(self.failure or "no network namespace was ready in time")
+        netns = self.ready.pop(0)
+        self.lock.notify_all()
+        return netns
 
     def recycle(self, container_id: str, path: str, tenant: str) -> None:
         """Keep the namespace bound at ``path`` for ``tenant``'s next job, if there is room.
@@ -178,10 +208,12 @@ class NetnsPool:
             self.lock.notify_all()
         if self.thread is not None:
             self.thread.join()
-        for netns in [*self.ready, *(n for kept in self.recycled.values() for n in kept)]:
+        for netns in [*self.ready, *(n for kept in self.recycled.values() for n in kept),
+                      *(netns for netns, _ in self.reserved.values())]:
             os.close(netns.fd)
         self.ready.clear()
         self.recycled.clear()
+        self.reserved.clear()
         if self.set_up:
             try:
                 jobnet_firewall.remove(self.subnet)

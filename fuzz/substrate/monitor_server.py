@@ -40,6 +40,7 @@ import struct
 import sys
 import time
 
+from fuzz.substrate import jobnet_firewall
 from fuzz.substrate.jobnet import JobNetwork
 from fuzz.substrate.monitor_cgroup import cgroup_mounts
 from fuzz.substrate.monitor_files import (
@@ -113,6 +114,24 @@ class Monitor:
         if self.callbacks.pop(fd, None) is not None:
             self.poller.unregister(fd)
 
+    def reserve(self, client: Client, container_id: str) -> None:
+        """Answer the address ``container_id`` will have (None: jobs use the host network)."""
+        if self.netns is None:
+            self.reply(client, {"address": None})
+            return
+        try:
+            self.reply(client, {"address": self.netns.reserve(container_id)})
+        except NetnsError as exc:
+            self.reply(client, {"error": str(exc)})
+
+    def forget_network(self, container_id: str, address: str | None, peers: list[str]) -> None:
+        """The container is gone: its address is free, its peers' rules go."""
+        if self.netns is None:
+            return
+        self.netns.release(container_id)
+        if address and peers:
+            jobnet_firewall.forget_peers(self.netns.subnet, address, peers, container_id)
+
     def network_ended(self, job: Job) -> None:
         """``job``'s container is deleted: its namespace may serve the same tenant again."""
         if self.netns is not None:
@@ -126,8 +145,7 @@ class Monitor:
         if job.phase == "done":
             reached.add("clean")
             del self.jobs[job.id]
-            if self.netns is not None:
-                self.netns.release(job.id)
+            self.forget_network(job.id, job.status.get("address"), job.peers)
         waiting = self.waiters.get(job.id, [])
         for client in [c for c in waiting if c.waiting and c.waiting[1] in reached]:
             self.reply(client, {"status": job.status})
@@ -234,6 +252,8 @@ class Monitor:
             self.reply(client, {"error": f"bad container id {container_id!r}"})
         elif op == "start":
             self.start(client, container_id, request)
+        elif op == "reserve":
+            self.reserve(client, container_id)
         elif op == "wait":
             self.wait(client, container_id, "clean" if request.get("cleaned") else "exit")
         elif op == "cancel":
@@ -261,21 +281,24 @@ class Monitor:
             self.reply(client, {"error": f"container {container_id!r} exists", "exists": True})
             return
         address = None
+        peers = [str(peer) for peer in request.get("peers") or ()]
         try:
             if self.netns is not None:
                 self.spare.make()
                 assert self.spare.path is not None
                 address = self.netns.take(container_id, os.path.join(self.spare.path, NETNS_FILE),
                                           str(request.get("tenant", "")))
+                if peers:
+                    jobnet_firewall.allow_peers(self.netns.subnet, address, peers, container_id)
             premount = self.spare.take(directory)
-        except (OSError, NetnsError) as exc:
+        except (OSError, NetnsError, jobnet_firewall.FirewallError) as exc:
             if address is not None and self.spare.path is not None:
                 unmount(os.path.join(self.spare.path, NETNS_FILE))
-                self.netns.release(container_id)  # type: ignore[union-attr]
+                self.forget_network(container_id, address, peers)
             self.reply(client, {"error": f"cannot make {directory}: {exc}"})
             return
         job = Job(self, directory, request, self.run_dir)
-        job.attach_network(address)
+        job.attach_network(address, peers)
         self.jobs[container_id] = job
         self.wait_for(client, container_id, "start")
         job.launch(premount)
