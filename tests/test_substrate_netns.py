@@ -31,6 +31,7 @@ import pytest
 from fuzz.substrate.bundle import ContainerSpec
 from fuzz.substrate.containers import ContainerManager
 from fuzz.substrate.jobnet import JobNetwork, bridge_name, chain_name
+from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "nc", "echo", "cat", "sleep", "true")
@@ -296,3 +297,22 @@ def test_a_namespace_serves_again_only_the_same_uid(
     first = run(65534)
     assert run(65534) == first
     assert run(1000) != first
+
+
+def test_port_forward_reaches_only_the_jobs_own_namespace(
+    manager: ContainerManager, image: Path
+) -> None:
+    """What port-forward connects to (``connect_in_netns``): the job's port, not the node's."""
+    node = Servers()
+    try:
+        node_port = node.listen("node-loopback", "127.0.0.1")
+        job = _start(manager, image, "pf", "echo server-job | nc -l -p 7071")
+        _wait_listening(manager, job, 7071)
+        pid = manager.running_pid(job)
+        with connect_in_netns(pid, 7071, 5, "the job") as sock:
+            assert sock.recv(64) == b"server-job\n"
+        with pytest.raises(PortUnreachableError, match=f"port {node_port} in the job"):
+            connect_in_netns(pid, node_port, 5, "the job").close()
+        assert node.hits["node-loopback"] == 0
+    finally:
+        node.close()

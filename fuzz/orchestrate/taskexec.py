@@ -172,7 +172,7 @@ class TaskExecutor:
                 lease = self._nodes.client(node).acquire_lease(
                     request.cores, affinity=request.affinity, memory_bytes=request.memory_bytes,
                     devices=dict(request.devices), exclusive=request.exclusive,
-                    holder=plan.containers[rank], ttl_seconds=LEASE_TTL,
+                    holder=plan.containers[rank], ttl_seconds=LEASE_TTL, reserve_address=True,
                 )
                 leases.append((lease.id, lease.address))
         except AgentError as exc:

@@ -112,16 +112,20 @@ class AgentClient(GrpcClient):
         ttl_seconds: float = 0.0,
         allow_root: bool = False,
         timeout: float | None = None,
+        reserve_address: bool = False,
     ) -> substrate_pb2.Lease:
         """Acquire a lease of ``cores`` (packed by ``affinity``), memory and devices.
 
-        ``ttl_seconds`` 0 takes the agent's default. Raises AgentResourceExhaustedError
-        saying what is short, or AgentInvalidRequestError.
+        ``ttl_seconds`` 0 takes the agent's default. With ``reserve_address`` the
+        lease also names the job network address of container ``holder`` (a rank
+        of a multinode job). Raises AgentResourceExhaustedError saying what is
+        short, or AgentInvalidRequestError.
         """
         request = lease_request(
             ResourceRequest(cores, affinity.upper() if affinity else "NONE",  # type: ignore[arg-type]
                             memory_bytes, dict(devices or {}), exclusive),
             holder, ttl_seconds, allow_root)
+        request.reserve_address = reserve_address
         reply: substrate_pb2.Lease = self._call(self._stub.AcquireLease, request, timeout)
         return reply
 

@@ -260,12 +260,12 @@ class SubstrateService(JobRpcs, AccessRpcs):
     def AcquireLease(
         self, request: substrate_pb2.LeaseRequest, context: grpc.ServicerContext
     ) -> substrate_pb2.Lease:
-        """Answer the AcquireLease RPC; the holder's job network address is reserved too."""
+        """Answer the AcquireLease RPC (reserving the holder's job network address if asked)."""
         def acquire(book: LeaseBook) -> substrate_pb2.Lease:
             return lease_message(book.acquire(lease_request(request)))
 
         lease = self._leases(context, acquire)
-        if request.holder:
+        if request.reserve_address:
             try:
                 lease.address = self._run(
                     context, lambda jobs: jobs.containers.reserve_address(request.holder)) or ""
