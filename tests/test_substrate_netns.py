@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -30,7 +32,13 @@ import pytest
 
 from fuzz.substrate.bundle import ContainerSpec
 from fuzz.substrate.containers import ContainerManager
-from fuzz.substrate.jobnet import JobNetwork, bridge_name, chain_name
+from fuzz.substrate.jobnet import (
+    JobNetwork,
+    JobNetworkError,
+    agent_network,
+    bridge_name,
+    chain_name,
+)
 from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
 
 BUSYBOX = Path("/bin/busybox")
@@ -316,3 +324,32 @@ def test_port_forward_reaches_only_the_jobs_own_namespace(
         assert node.hits["node-loopback"] == 0
     finally:
         node.close()
+
+
+def test_an_agent_of_a_host_network_pool_keeps_jobs_on_the_host_network() -> None:
+    label = {"fuzz:network": "host"}
+    assert agent_network("auto", "10.200.0.0/13", label).host
+    assert not agent_network("auto", "10.200.0.0/13", {}).host
+    explicit = agent_network("10.200.9.0/24", "10.200.0.0/13", label)  # the flag wins
+    assert str(explicit.subnet) == "10.200.9.0/24"
+    with pytest.raises(JobNetworkError, match="not inside the jobs range"):
+        agent_network("192.168.1.0/24", "10.200.0.0/13", {})
+
+
+def test_a_monitor_killed_and_restarted_sets_the_network_up_once(
+    manager: ContainerManager, image: Path
+) -> None:
+    """Idempotent: the next monitor takes the same subnet, adopts the bridge, no rule twice."""
+    job = _start(manager, image, "killed", "sleep 300")
+    subnet = _subnet(manager)
+    rules_before = _firewall_chains().count(chain_name(subnet))  # type: ignore[arg-type]
+    monitor = json.loads((manager.container_dir(job) / "status.json").read_text())["monitor_pid"]
+    os.kill(monitor, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while manager.status(job).state != "failed":  # once a new monitor has settled it
+        assert time.monotonic() < deadline, "the killed monitor's job was never settled"
+        time.sleep(0.05)
+    second = _start(manager, image, "after", "true")
+    assert manager.wait(second, timeout=30).exit_code == 0
+    assert _subnet(manager) == subnet
+    assert _firewall_chains().count(chain_name(subnet)) == rules_before  # type: ignore[arg-type]

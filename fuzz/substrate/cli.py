@@ -143,7 +143,7 @@ def serve_command(
     from fuzz.heap import keep_large_buffers_in_heap
     from fuzz.substrate.auth import read_token_file
     from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
-    from fuzz.substrate.jobnet import AUTO, HOST, NETWORK_LABEL, JobNetwork, JobNetworkError
+    from fuzz.substrate.jobnet import JobNetworkError, agent_network
     from fuzz.substrate.join import JoinSettings
     from fuzz.substrate.server import serve
     from fuzz.units import parse_size
@@ -155,10 +155,8 @@ def serve_command(
     _check_transport(tls_cert is not None, join_ca_file is not None, insecure,
                      join_address is not None)
     tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
-    if job_network == AUTO and parsed.get(NETWORK_LABEL) == HOST:
-        job_network = HOST  # a node of a `network: host` pool
     try:
-        network = JobNetwork.parse(job_network, jobs_range)
+        network = agent_network(job_network, jobs_range, parsed)
     except JobNetworkError as exc:
         raise click.ClickException(f"--job-network: {exc}") from None
     try:

@@ -100,6 +100,14 @@ class JobNetwork:
         return f"JobNetwork({self.argument()!r})"
 
 
+def agent_network(job_network: str, jobs_range: str, labels: dict[str, str]) -> JobNetwork:
+    """The network an agent's jobs get: its ``--job-network``, where ``auto`` gives way to
+    ``host`` on a node labelled ``fuzz:network=host`` (a ``network: host`` pool's)."""
+    if job_network == AUTO and labels.get(NETWORK_LABEL) == HOST:
+        job_network = HOST
+    return JobNetwork.parse(job_network, jobs_range)
+
+
 def bridge_name(subnet: ipaddress.IPv4Network) -> str:
     """The job bridge of ``subnet`` (15 characters at most, as Linux wants)."""
     return f"fzb{int(subnet.network_address):08x}"
