@@ -38,6 +38,7 @@ from fuzz.substrate.jobnet import (
     agent_network,
     bridge_name,
     chain_name,
+    resolv_conf,
 )
 from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
 
@@ -353,3 +354,14 @@ def test_a_monitor_killed_and_restarted_sets_the_network_up_once(
     assert manager.wait(second, timeout=30).exit_code == 0
     assert _subnet(manager) == subnet
     assert _firewall_chains().count(chain_name(subnet)) == rules_before  # type: ignore[arg-type]
+
+
+def test_jobs_get_the_upstream_name_servers_not_a_loopback_stub(tmp_path: Path) -> None:
+    stub, upstream = tmp_path / "resolv.conf", tmp_path / "upstream.conf"
+    stub.write_text("nameserver 127.0.0.53\noptions edns0\nsearch lab.example\n")
+    upstream.write_text("nameserver 10.9.8.7\nnameserver fe80::1%eth0\n")
+    assert resolv_conf(str(stub), str(upstream)) == (
+        "nameserver 10.9.8.7\nsearch lab.example\n")
+    plain = tmp_path / "plain.conf"
+    plain.write_text("nameserver 10.1.1.1\n")
+    assert resolv_conf(str(plain), str(tmp_path / "none")) == "nameserver 10.1.1.1\n"

@@ -233,7 +233,8 @@ class NetnsPool:
         taken = _routed_subnets()
         for attempt in range(SUBNET_ATTEMPTS):
             subnet = derived_subnet(key, self.network.jobs_range, attempt)
-            if not any(subnet.overlaps(other) for other in taken):
+            bridge_exists = os.path.exists(f"/sys/class/net/{bridge_name(subnet)}")
+            if not bridge_exists and not any(subnet.overlaps(other) for other in taken):
                 with open(record, "w", encoding="utf-8") as handle:
                     json.dump({"subnet": str(subnet)}, handle)
                 return subnet
