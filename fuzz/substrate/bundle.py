@@ -39,9 +39,9 @@ RESERVED_DESTINATIONS = ("/proc", "/sys", "/dev")
 HOOK_STAGES = ("createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
 # Capabilities a root job keeps: Docker's default set without NET_RAW and
-# NET_BIND_SERVICE (the job shares the host's network namespace, so these would
-# be raw sockets and privileged ports on the host) and without MKNOD (devices are
-# granted explicitly). A non-root job gets no capabilities at all.
+# NET_BIND_SERVICE (a job of a `network: host` pool shares the node's network
+# namespace, where these would be raw sockets and privileged ports on the host)
+# and without MKNOD (devices are granted explicitly). A non-root job gets no capabilities at all.
 ROOT_CAPABILITIES = (
     "CAP_AUDIT_WRITE",
     "CAP_CHOWN",

@@ -12,6 +12,8 @@ reading them - there is nothing else to re-adopt. The files:
 ``cancel``               a cancel request with its grace (manager)
 ``rootfs/``              the overlay root's mount point (in the monitor's mount namespace)
 ``upper/``, ``work/``    the overlay's upper dir (the job's changes) and work dir
+``netns``                the job's network namespace, bind-mounted (in the monitor's mount
+                         namespace; see :mod:`fuzz.substrate.monitor_netns`)
 
 (runc's log and pid file live on the monitor's own tmpfs, ``STATE_DIR/monitor.run``.)
 A directory without ``status.json`` is a container being started.

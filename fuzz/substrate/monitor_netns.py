@@ -245,43 +245,51 @@ class NetnsPool:
     def _run(self) -> None:
         from pyroute2 import IPRoute  # heavy: imported here, off the monitor's start
 
+        host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            host = IPRoute()
-            bridge = self._set_up_bridge(host)
-            jobnet_firewall.install(self.subnet, self.network.jobs_range)
-        except Exception as exc:
-            with self.lock:
-                self.failure = f"cannot set up the job network {self.subnet}: {exc}"
-                self.lock.notify_all()
-            print(self.failure, file=sys.stderr)
-            return
-        self.set_up = True
-        try:
-            while True:
-                with self.lock:
-                    self.lock.wait_for(lambda: self.closing or len(self.ready) < POOL_SIZE)
-                    if self.closing:
-                        return
-                    address = self._allocate()
+            with IPRoute() as host:
+                self.set_up = True  # from here on, close() removes whatever exists
                 try:
-                    fd = self._make(IPRoute, host, host_fd, bridge, address)
-                except Exception as exc:
-                    with self.lock:
-                        self.owners.pop(int(address), None)
-                        self.failure = f"cannot make a network namespace: {exc}"
-                        self.lock.notify_all()
-                    print(self.failure, file=sys.stderr)
-                    with self.lock:
-                        self.lock.wait_for(lambda: self.closing, RETRY_PAUSE)
-                    continue
-                with self.lock:
-                    self.ready.append(Netns(fd, address))
-                    self.failure = None
-                    self.lock.notify_all()
+                    bridge = self._set_up_bridge(host)
+                    jobnet_firewall.install(self.subnet, self.network.jobs_range)
+                except Exception as exc:  # reported to every take: nothing can run
+                    self._failed(f"cannot set up the job network {self.subnet}: {exc}")
+                    return
+                self._keep_ready(IPRoute, host, host_fd, bridge)
         finally:
-            host.close()
             os.close(host_fd)
+
+    def _failed(self, problem: str) -> None:
+        """Say ``problem`` to the takes waiting (and the monitor's log)."""
+        with self.lock:
+            self.failure = problem
+            self.lock.notify_all()
+        print(problem, file=sys.stderr)
+
+    def _keep_ready(self, iproute: type, host: object, host_fd: int, bridge: int) -> None:
+        """Make namespaces whenever fewer than :data:`POOL_SIZE` are ready, until closing."""
+        while True:
+            with self.lock:
+                self.lock.wait_for(lambda: self.closing or len(self.ready) < POOL_SIZE)
+                if self.closing:
+                    return
+            address = None
+            try:
+                with self.lock:
+                    address = self._allocate()
+                fd = self._make(iproute, host, host_fd, bridge, address)
+            except Exception as exc:  # logged, tried again
+                with self.lock:
+                    if address is not None:
+                        self.owners.pop(int(address), None)
+                self._failed(f"cannot make a network namespace: {exc}")
+                with self.lock:
+                    self.lock.wait_for(lambda: self.closing, RETRY_PAUSE)
+                continue
+            with self.lock:
+                self.ready.append(Netns(fd, address))
+                self.failure = None
+                self.lock.notify_all()
 
     def _allocate(self) -> ipaddress.IPv4Address:
         """The next free address, going round the subnet (called with the lock held)."""
