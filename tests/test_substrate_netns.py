@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.substrate.bundle import ContainerSpec
-from fuzz.substrate.containers import ContainerManager
+from fuzz.substrate.containers import ContainerError, ContainerManager
 from fuzz.substrate.jobnet import (
     JobNetwork,
     JobNetworkError,
@@ -365,3 +365,17 @@ def test_jobs_get_the_upstream_name_servers_not_a_loopback_stub(tmp_path: Path) 
     plain = tmp_path / "plain.conf"
     plain.write_text("nameserver 10.1.1.1\n")
     assert resolv_conf(str(plain), str(tmp_path / "none")) == "nameserver 10.1.1.1\n"
+
+
+def test_without_iptables_no_job_starts_and_the_reason_is_one_line(
+    manager: ContainerManager, image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No firewall, no jobs: a start is refused, never run unprotected."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "runc").symlink_to(shutil.which("runc") or "/usr/sbin/runc")
+    monkeypatch.setenv("PATH", str(tools))  # the monitor inherits it: no iptables there
+    with pytest.raises(ContainerError, match=r"cannot set up the job network .*: cannot run "
+                       r"iptables: No such file or directory$"):
+        _start(manager, image, "nofw", "true")
+    assert manager.list() == []

@@ -47,6 +47,8 @@ def _iptables(*args: str, check: bool = True) -> bool:
         done = subprocess.run([IPTABLES, "-w", *args], capture_output=True, text=True,
                               check=False)
     except OSError as exc:
+        if not check:
+            return False
         raise FirewallError(f"cannot run {IPTABLES}: {exc.strerror}") from None
     if done.returncode != 0 and check:
         detail = " ".join((done.stderr or done.stdout).split()) or f"exit {done.returncode}"

@@ -214,12 +214,13 @@ class NetnsPool:
         self.ready.clear()
         self.recycled.clear()
         self.reserved.clear()
-        if self.set_up:
+        if not self.set_up:
+            return
+        for undo in (lambda: jobnet_firewall.remove(self.subnet), self._delete_bridge):
             try:
-                jobnet_firewall.remove(self.subnet)
-                self._delete_bridge()
-            except Exception as exc:
-                print(f"removing the job network: {exc}", file=sys.stderr)
+                undo()
+            except Exception as exc:  # stopping: say it, undo the rest
+                print(f"removing the job network {self.subnet}: {exc}", file=sys.stderr)
 
     # --- choosing the subnet
 
