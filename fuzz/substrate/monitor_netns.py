@@ -46,6 +46,10 @@ from fuzz.substrate.jobnet import (
 )
 from fuzz.substrate.monitor_sys import SysError, bind_mount
 
+TYPE_CHECKING = False  # typing is slow to import; the monitor imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 CLONE_NEWNET = 0x40000000
 POOL_SIZE = 2
 SUBNET_ATTEMPTS = 64
@@ -216,7 +220,9 @@ class NetnsPool:
         self.reserved.clear()
         if not self.set_up:
             return
-        for undo in (lambda: jobnet_firewall.remove(self.subnet), self._delete_bridge):
+        undos: list[Callable[[], None]] = [
+            lambda: jobnet_firewall.remove(self.subnet), self._delete_bridge]
+        for undo in undos:
             try:
                 undo()
             except Exception as exc:  # stopping: say it, undo the rest
