@@ -22,7 +22,8 @@ restarts never touch it), then:
    says ``ready`` on the descriptor given with ``--ready-fd``, and serves until a
    ``shutdown`` request or SIGTERM has stopped every job.
 
-Its imports are the standard library's cheap modules and ``fuzz.substrate.monitor_*``.
+Its imports are the standard library's cheap modules, ``fuzz.substrate.monitor_*`` and
+``fuzz.substrate.jobnet*``; pyroute2 only in the job network's own thread.
 """
 
 from __future__ import annotations

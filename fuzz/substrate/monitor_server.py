@@ -114,16 +114,6 @@ class Monitor:
         if self.callbacks.pop(fd, None) is not None:
             self.poller.unregister(fd)
 
-    def reserve(self, client: Client, container_id: str) -> None:
-        """Answer the address ``container_id`` will have (None: jobs use the host network)."""
-        if self.netns is None:
-            self.reply(client, {"address": None})
-            return
-        try:
-            self.reply(client, {"address": self.netns.reserve(container_id)})
-        except NetnsError as exc:
-            self.reply(client, {"error": str(exc)})
-
     def forget_network(self, container_id: str, address: str | None, peers: list[str]) -> None:
         """The container is gone: its address is free, its peers' rules go."""
         if self.netns is None:
@@ -295,7 +285,8 @@ class Monitor:
             if address is not None and self.spare.path is not None:
                 unmount(os.path.join(self.spare.path, NETNS_FILE))
                 self.forget_network(container_id, address, peers)
-            self.reply(client, {"error": f"cannot make {directory}: {exc}"})
+            where = f"make {directory}" if isinstance(exc, OSError) else "give it a network"
+            self.reply(client, {"error": f"cannot {where}: {exc}"})
             return
         job = Job(self, directory, request, self.run_dir)
         job.attach_network(address, peers)
@@ -305,6 +296,16 @@ class Monitor:
         if job.image is not None:
             self.spare.image = job.image
         self.replenish()
+
+    def reserve(self, client: Client, container_id: str) -> None:
+        """Answer the address ``container_id`` will have (None: jobs use the host network)."""
+        if self.netns is None:
+            self.reply(client, {"address": None})
+            return
+        try:
+            self.reply(client, {"address": self.netns.reserve(container_id)})
+        except NetnsError as exc:
+            self.reply(client, {"error": str(exc)})
 
     def start_network(self) -> None:
         """Set up the job network (bridge, firewall, namespaces made in advance), if any."""
