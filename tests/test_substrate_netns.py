@@ -379,3 +379,42 @@ def test_without_iptables_no_job_starts_and_the_reason_is_one_line(
                        r"iptables: No such file or directory$"):
         _start(manager, image, "nofw", "true")
     assert manager.list() == []
+
+
+def test_jobs_of_two_nodes_reach_each_other_only_as_peers(tmp_path: Path, image: Path) -> None:
+    """Two nodes on this host (two monitors, two bridges and subnets): a multinode job's
+    ranks (each started with the other's address as a peer) talk; any other job is cut off."""
+    node_a, node_b = ContainerManager(tmp_path / "a"), ContainerManager(tmp_path / "b")
+    try:
+        rank_a = f"t-rank-a-{uuid.uuid4().hex[:8]}"
+        address_a = node_a.reserve_address(rank_a)
+        assert address_a is not None
+        rank_b = ContainerSpec(id=f"t-rank-b-{uuid.uuid4().hex[:8]}", rootfs=image,
+                               args=("sh", "-c", "echo server-rank-b | nc -l -p 7072"),
+                               peers=(address_a,))
+        node_b.start(rank_b)
+        _wait_listening(node_b, rank_b.id, 7072)
+        address_b = _address(node_b, rank_b.id)
+        assert address_b is not None and _subnet(node_a) != _subnet(node_b)
+        probe = f"nc -w 2 {address_b} 7072 </dev/null; echo done"
+        stranger = _start(node_a, image, "stranger", probe)
+        node_a.wait(stranger, timeout=30)
+        peer = ContainerSpec(id=rank_a, rootfs=image, args=("sh", "-c", probe),
+                             peers=(address_b,))
+        node_a.start(peer)
+        assert _address(node_a, rank_a) == address_a  # the reserved address
+        node_a.wait(rank_a, timeout=30)
+        assert b"".join(node_a.read_logs(stranger)) == b"done\n"
+        assert b"".join(node_a.read_logs(rank_a)) == b"server-rank-b\ndone\n"
+        assert "fuzz:t-rank" in _firewall_chains()
+        node_b.wait(rank_b.id, timeout=10)
+        node_a.remove(rank_a)  # waits for the cleanup, which takes the peer rules away
+        node_b.remove(rank_b.id)
+        assert "fuzz:t-rank" not in _firewall_chains(), "a peer rule outlived its job"
+    finally:
+        for node in (node_a, node_b):
+            for status in node.list():
+                if not status.finished:
+                    node.cancel(status.id, grace_seconds=0)
+                    node.wait(status.id, timeout=10)
+            node.shutdown_monitor(timeout=20)
