@@ -250,8 +250,11 @@ class NetnsPool:
     # --- the thread's side
 
     def _run(self) -> None:
-        from pyroute2 import IPRoute  # heavy: imported here, off the monitor's start
-
+        try:
+            from pyroute2 import IPRoute  # heavy: imported here, off the monitor's start
+        except ImportError as exc:
+            self._failed(f"cannot set up the job network: {exc} (pip install pyroute2)")
+            return
         host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             with IPRoute() as host:
