@@ -8,8 +8,9 @@ namespace. The same client then measures, in the same run and alternately:
 - throughput: one GET of the 200 MiB file (3 times each way, the median kept);
 - latency: 1,000 round trips of 64 bytes on one connection to the echo server;
 
-through the tunnel and directly to the job's ports on 127.0.0.1 (the job shares
-the node's network namespace). Prints both and the ratios, and for the transfers
+through the tunnel and directly to the job's ports on 127.0.0.1 in the job's own
+network namespace (the bench connects from a thread that entered it, as the
+agent's end of the tunnel does). Prints both and the ratios, and for the transfers
 the CPU time the whole machine spent (``/proc/stat``): the tunnel's processes
 share the machine's cores, so its throughput is bounded by its CPU per byte.
 
@@ -18,6 +19,7 @@ Needs root and Debian's runc, skopeo, umoci, busybox-static, docker-registry.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
 from fuzz.testing.cluster import LocalCluster, fuzz_argv, local_cluster
 from fuzz.testing.oci import (
     BUSYBOX_REPO,
@@ -60,10 +63,27 @@ jobs:
 """
 
 
-def _connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+def _connect(port: int, job_pid: int | None = None) -> socket.socket:
+    """A connection to 127.0.0.1:``port``: the node's, or inside ``job_pid``'s namespace."""
+    if job_pid is None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    else:
+        sock = connect_in_netns(job_pid, port, 60, "the job")
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def job_pid(cluster: LocalCluster, timeout: float = 120) -> int:
+    """The host pid of the one running container of the cluster (the service job)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in cluster.directory.glob(".fuzz/nodes/*/*/containers/*/status.json"):
+            with contextlib.suppress(OSError, ValueError):
+                status = json.loads(path.read_text())
+                if status.get("state") == "running" and isinstance(status.get("pid"), int):
+                    return int(status["pid"])
+        time.sleep(0.2)
+    raise SystemExit("the service job never ran")
 
 
 def busy_cpu_seconds() -> float:
@@ -74,13 +94,13 @@ def busy_cpu_seconds() -> float:
     return (sum(jiffies) - jiffies[3] - jiffies[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def timed_fetch(port: int) -> tuple[float, float]:
+def timed_fetch(port: int, pid: int | None = None) -> tuple[float, float]:
     """Seconds to GET the whole file from 127.0.0.1:``port`` (raw socket, 1 MiB reads),
-    and the CPU seconds the machine spent meanwhile."""
+    and the CPU seconds the machine spent meanwhile (``pid``: see :func:`_connect`)."""
     buffer = bytearray(RECV_BYTES)
     busy = busy_cpu_seconds()
     started = time.perf_counter()
-    with _connect(port) as sock:
+    with _connect(port, pid) as sock:
         sock.sendall(b"GET /big HTTP/1.0\r\n\r\n")
         received = 0
         while count := sock.recv_into(buffer):
@@ -92,9 +112,9 @@ def timed_fetch(port: int) -> tuple[float, float]:
     return seconds, cpu
 
 
-def round_trip_seconds(port: int) -> float:
+def round_trip_seconds(port: int, pid: int | None = None) -> float:
     """Mean seconds of one 64-byte round trip to the echo server at 127.0.0.1:``port``."""
-    with _connect(port) as sock:
+    with _connect(port, pid) as sock:
         sock.sendall(MESSAGE)  # the first one opens the way (nc starts cat); not timed
         _receive(sock, len(MESSAGE))
         started = time.perf_counter()
@@ -130,14 +150,14 @@ def port_forward(cluster: LocalCluster, workflow: str, remote: int) -> Iterator[
         process.wait()
 
 
-def wait_until_served(port: int, timeout: float = 120) -> None:
+def wait_until_served(port: int, pid: int, timeout: float = 120) -> None:
     """Wait until the job's httpd answers (it writes the file first)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with _connect(port):
+            with _connect(port, pid):
                 return
-        except OSError:
+        except (OSError, PortUnreachableError):
             if time.monotonic() > deadline:
                 raise SystemExit("the job's httpd never answered") from None
             time.sleep(0.5)
@@ -152,20 +172,21 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
                                         echo_port=echo_port, memory=FILE_MIB + 256))
     cluster.must("workflow", "start", workflow, str(fuzzfile))
     try:
-        wait_until_served(http_port)
+        pid = job_pid(cluster)
+        wait_until_served(http_port, pid)
         with port_forward(cluster, workflow, http_port) as web, \
                 port_forward(cluster, workflow, echo_port) as echo:
             tunnel, direct = [], []
             for _ in range(TRANSFERS):
                 tunnel.append(timed_fetch(web))
-                direct.append(timed_fetch(http_port))
+                direct.append(timed_fetch(http_port, pid))
             return {
                 "tunnel_s": statistics.median(seconds for seconds, _ in tunnel),
                 "direct_s": statistics.median(seconds for seconds, _ in direct),
                 "tunnel_cpu": statistics.median(cpu for _, cpu in tunnel),
                 "direct_cpu": statistics.median(cpu for _, cpu in direct),
                 "tunnel_rtt": round_trip_seconds(echo),
-                "direct_rtt": round_trip_seconds(echo_port),
+                "direct_rtt": round_trip_seconds(echo_port, pid),
             }
     finally:  # stopped before the node goes, so that its container is cleaned up
         cluster.run("workflow", "cancel", workflow)

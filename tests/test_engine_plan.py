@@ -62,6 +62,13 @@ def test_desired_nodes_have_stable_addresses_and_start_at_pool_min() -> None:
     assert desired_nodes(s)["pool.cpu.node[0]"].attributes == {}
 
 
+def test_a_host_network_pool_labels_its_nodes_for_their_agents() -> None:
+    s = spec(hpc={"provider": "local", "min": 1, "network": "host", "labels": {"a": "b"}},
+             cpu={"provider": "local", "min": 1})
+    assert desired_nodes(s)["pool.hpc.node[0]"].labels == {"a": "b", "fuzz:network": "host"}
+    assert desired_nodes(s)["pool.cpu.node[0]"].labels == {}
+
+
 def _members(state: State, pool: str) -> dict[str, str | None]:
     return {a: n.offering for a, n in state.resources.items() if n.pool == pool}
 

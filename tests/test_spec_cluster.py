@@ -727,3 +727,12 @@ def test_join_token_ttl_defaults_to_an_hour_and_must_be_a_positive_duration(
                               "  join_token_ttl: soon\n") == [
         "fuzz.yaml:4:19: orchestrator.join_token_ttl: invalid duration 'soon': use e.g. 30s, "
         "10m, 1h30m"]
+
+
+def test_pool_network_is_isolated_unless_the_admin_opts_in(tmp_path: Path) -> None:
+    assert load(tmp_path, spec_with_pool("provider: local\n")).spec.pools["p"].network == "isolated"
+    pool = load(tmp_path, spec_with_pool("provider: local\nnetwork: host\n")).spec.pools["p"]
+    assert pool.network == "host"
+    assert problems(tmp_path, spec_with_pool("provider: local\nnetwork: open\n")) == [
+        "fuzz.yaml:8:14: pools.p.network: must be 'isolated' or 'host'"
+    ]

@@ -295,6 +295,19 @@ def test_missing_token_file_and_bad_label_are_one_line_errors(tmp_path: Path) ->
     assert stderr.strip().splitlines() == ["Error: invalid label '=x': expected KEY=VALUE"]
 
 
+def test_a_bad_job_network_is_a_one_line_error(tmp_path: Path) -> None:
+    token = _token_file(tmp_path)
+    code, stderr = _run_failing(tmp_path / "state", token, "--job-network", "10.300.0.0/24")
+    assert code == 1
+    assert stderr.strip().splitlines() == [
+        "Error: --job-network: job subnet '10.300.0.0/24': "
+        "Octet 300 (> 255) not permitted in '10.300.0.0'"]
+    code, stderr = _run_failing(tmp_path / "state", token, "--job-network", "192.168.7.0/24")
+    assert stderr.strip().splitlines() == [
+        "Error: --job-network: job subnet 192.168.7.0/24 is not inside the jobs range "
+        "10.200.0.0/13"]
+
+
 def test_read_token_file_strips_whitespace(tmp_path: Path) -> None:
     assert read_token_file(_token_file(tmp_path, f"\n {TOKEN} \n")) == TOKEN
 

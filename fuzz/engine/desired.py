@@ -16,6 +16,7 @@ from types import MappingProxyType
 from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import EMPTY, DesiredNode, RecordedNode, node_address
 from fuzz.spec.cluster import ClusterSpec, PoolSpec
+from fuzz.substrate.jobnet import NETWORK_LABEL
 
 Membership = Mapping[str, str | None]
 """An elastic pool's members: address → offering (None: the provider's default)."""
@@ -101,6 +102,8 @@ def desired_nodes(
     for pool_name, pool in spec.pools.items():
         kind = spec.provider_kind(pool.provider)
         labels = dict(pool.labels)
+        if pool.network == "host":
+            labels[NETWORK_LABEL] = "host"  # the agent reads it: jobs keep the node's network
         if pool.nodes is not None:
             for machine in pool.nodes:
                 address = node_address(pool_name, machine.name)

@@ -55,6 +55,7 @@ class LaunchPlan:
     log_paths: tuple[Path, Path]  # where stdout and stderr are kept
     leases: tuple[str, ...] = ()
     log_limit_bytes: int = 0  # of each of stdout and stderr, on the node; 0: unlimited
+    addresses: tuple[str, ...] = ()  # each rank's job network address ("": the node's network)
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,11 @@ class TaskExecutor:
         task first leases every node (all or none), then starts each rank.
         """
         if len(plan.nodes) > 1:
-            leases = self._acquire(plan)
-            if leases is None:
+            acquired = self._acquire(plan)
+            if acquired is None:
                 return
-            plan = _with_leases(plan, leases)
+            leases = [lease_id for lease_id, _ in acquired]
+            plan = _with_addresses(_with_leases(plan, leases), [a for _, a in acquired])
             self._events.leased(plan.workflow_id, plan.key, leases)
         try:
             started = []
@@ -148,6 +150,7 @@ class TaskExecutor:
                     args=plan.argv, env=plan.env[rank], cwd=plan.cwd, uid=plan.uid,
                     gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
                     credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
+                    peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
                 ))
         except AgentResourceExhaustedError as exc:  # a one-node start found its node full
             self._events.requeue(plan.workflow_id, plan.key, str(exc))
@@ -161,19 +164,20 @@ class TaskExecutor:
         self._events.running(plan.workflow_id, plan.key, plan.leases)
         self._supervise(plan, started)
 
-    def _acquire(self, plan: LaunchPlan) -> list[str] | None:
-        leases: list[str] = []
+    def _acquire(self, plan: LaunchPlan) -> list[tuple[str, str]] | None:
+        """Every rank's lease id and job network address (all or none)."""
+        leases: list[tuple[str, str]] = []
         request = plan.request
         try:
             for rank, node in enumerate(plan.nodes):
                 lease = self._nodes.client(node).acquire_lease(
                     request.cores, affinity=request.affinity, memory_bytes=request.memory_bytes,
                     devices=dict(request.devices), exclusive=request.exclusive,
-                    holder=plan.containers[rank], ttl_seconds=LEASE_TTL,
+                    holder=plan.containers[rank], ttl_seconds=LEASE_TTL, reserve_address=True,
                 )
-                leases.append(lease.id)
+                leases.append((lease.id, lease.address))
         except AgentError as exc:
-            self._release(_with_leases(plan, leases))
+            self._release(_with_leases(plan, [lease_id for lease_id, _ in leases]))
             if isinstance(exc, AgentResourceExhaustedError):
                 self._events.requeue(plan.workflow_id, plan.key, str(exc))
             else:
@@ -324,6 +328,20 @@ class TaskExecutor:
         for rank, lease in enumerate(plan.leases):
             with contextlib.suppress(AgentError):
                 self._nodes.client(plan.nodes[rank]).release_lease(lease)
+
+
+def _with_addresses(plan: LaunchPlan, addresses: Sequence[str]) -> LaunchPlan:
+    """``plan`` with each rank's address, and ``FUZZ_NODES`` naming them when all have one.
+
+    The ranks run in network namespaces of their own: the node names are of no
+    use to them, their addresses are what MPI must be given.
+    """
+    if not addresses or not all(addresses):
+        return replace(plan, addresses=tuple(addresses))
+    nodes = f"FUZZ_NODES={','.join(addresses)}"
+    env = tuple(tuple(nodes if entry.startswith("FUZZ_NODES=") else entry for entry in rank)
+                for rank in plan.env)
+    return replace(plan, addresses=tuple(addresses), env=env)
 
 
 def _with_leases(plan: LaunchPlan, leases: Sequence[str]) -> LaunchPlan:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -175,6 +175,12 @@ class PoolSpec(StrictModel):
     boot_retries: int = Field(default=3, ge=0, strict=True)
     labels: dict[str, str] = Field(default_factory=dict)
     nodes: list[StaticNodeSpec] | None = None
+    # Jobs on the network: each in a namespace of its own (``isolated``, the
+    # default) or, for RDMA and MPI fabrics that need it, in the node's own
+    # network (``host``: an admin's opt-in, see docs/security.md). Reaches the
+    # agents as the node label ``fuzz:network=host``
+    # (:data:`fuzz.substrate.jobnet.NETWORK_LABEL`).
+    network: Literal["isolated", "host"] = "isolated"
 
     @field_validator("idle_ttl", "boot_timeout", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ overlay mounted in advance, which is what the monitor does.)
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -39,9 +40,9 @@ RESERVED_DESTINATIONS = ("/proc", "/sys", "/dev")
 HOOK_STAGES = ("createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
 # Capabilities a root job keeps: Docker's default set without NET_RAW and
-# NET_BIND_SERVICE (the job shares the host's network namespace, so these would
-# be raw sockets and privileged ports on the host) and without MKNOD (devices are
-# granted explicitly). A non-root job gets no capabilities at all.
+# NET_BIND_SERVICE (a job of a `network: host` pool shares the node's network
+# namespace, where these would be raw sockets and privileged ports on the host)
+# and without MKNOD (devices are granted explicitly). A non-root job gets no capabilities at all.
 ROOT_CAPABILITIES = (
     "CAP_AUDIT_WRITE",
     "CAP_CHOWN",
@@ -215,7 +216,9 @@ class ContainerSpec:
     is the wall-clock limit, after which the job gets SIGTERM and, after
     ``stop_grace_seconds``, SIGKILL. ``devices`` are the device nodes (GPUs) the
     container gets, and ``hooks`` what runc runs around it (both from the lease's
-    devices, see :mod:`fuzz.substrate.lease_devices`).
+    devices, see :mod:`fuzz.substrate.lease_devices`). ``peers`` are the
+    addresses of the other containers of its multinode job, which it may reach
+    (and be reached from) through the node's job network.
     """
 
     id: str
@@ -234,9 +237,15 @@ class ContainerSpec:
     hooks: tuple[Hook, ...] = ()
     stop_grace_seconds: float = 10.0
     log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
+    peers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
+        for peer in self.peers:
+            try:
+                ipaddress.IPv4Address(peer)
+            except ValueError:
+                raise ContainerSpecError(f"peer {peer!r} is not an IPv4 address") from None
         if not ID_PATTERN.fullmatch(self.id):
             raise ContainerSpecError(
                 f"container id {self.id!r} must be 1-128 letters, digits, '_', '.' or '-',"
@@ -314,6 +323,7 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         "hooks": [asdict(hook) for hook in spec.hooks],
         "stop_grace_seconds": spec.stop_grace_seconds,
         "log_limit_bytes": spec.log_limit_bytes,
+        "peers": list(spec.peers),
     }
 
 
@@ -343,9 +353,18 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
             ),
             stop_grace_seconds=data.get("stop_grace_seconds", 10.0),
             log_limit_bytes=data.get("log_limit_bytes", 0),
+            peers=tuple(data.get("peers", ())),
         )
     except (KeyError, TypeError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class JobNamespace:
+    """The network namespace a job joins (a bind-mounted nsfs file) and its resolv.conf."""
+
+    netns: str
+    resolv_conf: Path
 
 
 def _mount(destination: str, kind: str, source: str, options: Sequence[str]) -> dict[str, Any]:
@@ -399,17 +418,19 @@ def _hooks(hooks: Sequence[Hook]) -> dict[str, list[dict[str, Any]]]:
 
 
 def oci_config(
-    spec: ContainerSpec, rootfs_path: str | Path, nofile: int = NOFILE_LIMIT
+    spec: ContainerSpec, rootfs_path: str | Path, nofile: int = NOFILE_LIMIT,
+    network: JobNamespace | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime ``config.json`` for ``spec``, rooted at ``rootfs_path``.
 
     ``rootfs_path`` is where the container's writable overlay is mounted (see the
     module docstring); ``nofile`` is the job's open-files limit (soft and hard;
     runc cannot raise it above the agent's own hard limit without
-    CAP_SYS_RESOURCE). The job keeps the host's network namespace; a ``PATH`` is
-    added to its env when it has none. Each of ``spec.devices`` is made in the
-    container and allowed (with its permissions) in the devices cgroup, and
-    ``spec.hooks`` become the config's ``hooks``.
+    CAP_SYS_RESOURCE). With ``network`` the job joins that network namespace and
+    gets its resolv.conf (read-only); without, it keeps the host's network
+    namespace (an admin's opt-in). A ``PATH`` is added to its env when it has none.
+    Each of ``spec.devices`` is made in the container and allowed (with its
+    permissions) in the devices cgroup, and ``spec.hooks`` become the config's ``hooks``.
     """
     env = list(spec.env)
     if not any(item.startswith("PATH=") for item in env):
@@ -474,6 +495,10 @@ def oci_config(
             "seccomp": seccomp.default_profile(),  # syscalls: an allow-list, as Docker's
         },
     }
+    if network is not None:
+        config["linux"]["namespaces"].append({"type": "network", "path": network.netns})
+        config["mounts"].append(_mount("/etc/resolv.conf", "bind", str(network.resolv_conf),
+                                       ["rbind", "rprivate", "nosuid", "nodev", "ro"]))
     if spec.hooks:
         config["hooks"] = _hooks(spec.hooks)
     return config

@@ -108,6 +108,14 @@ def substrate() -> None:
 @click.option("--advertise", metavar="HOST:PORT",
               help="The address the orchestrator calls this agent at (default: where it "
               "listens).")
+@click.option("--job-network", default="auto", show_default=True, metavar="CIDR|auto|host",
+              help="The subnet of this node's jobs (each job gets a network namespace with "
+              "an address in it); auto: a free /24 of --jobs-range; host: jobs share the "
+              "node's network (for RDMA and some MPI fabrics; see docs/security.md), as the "
+              "label fuzz:network=host also asks.")
+@click.option("--jobs-range", default="10.200.0.0/13", show_default=True, metavar="CIDR",
+              help="Every node's job subnet lies in this range; a job reaches none of it "
+              "but the peers of its own multinode job.")
 def serve_command(
     listen: str,
     state_dir: Path,
@@ -125,6 +133,8 @@ def serve_command(
     insecure: bool,
     node_name: str | None,
     advertise: str | None,
+    job_network: str,
+    jobs_range: str,
 ) -> None:
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
@@ -133,6 +143,7 @@ def serve_command(
     from fuzz.heap import keep_large_buffers_in_heap
     from fuzz.substrate.auth import read_token_file
     from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
+    from fuzz.substrate.jobnet import JobNetworkError, agent_network
     from fuzz.substrate.join import JoinSettings
     from fuzz.substrate.server import serve
     from fuzz.units import parse_size
@@ -145,6 +156,10 @@ def serve_command(
                      join_address is not None)
     tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
+        network = agent_network(job_network, jobs_range, parsed)
+    except JobNetworkError as exc:
+        raise click.ClickException(f"--job-network: {exc}") from None
+    try:
         token = read_token_file(token_file)
         join = None
         if join_address is not None:
@@ -156,7 +171,8 @@ def serve_command(
         serve(listen, state_dir.absolute(), token, parsed, inventory_file=inventory_file,
               image_cache_bytes=parse_size(image_cache),
               insecure_registries=insecure_registries, tls=tls, join=join,
-              cdi_dirs=tuple(d.absolute() for d in cdi_dirs) or DEFAULT_CDI_DIRS)
+              cdi_dirs=tuple(d.absolute() for d in cdi_dirs) or DEFAULT_CDI_DIRS,
+              job_network=network)
     except ValueError as exc:
         raise click.ClickException(f"--image-cache: {exc}") from None
     except FuzzError as exc:

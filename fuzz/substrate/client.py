@@ -112,16 +112,20 @@ class AgentClient(GrpcClient):
         ttl_seconds: float = 0.0,
         allow_root: bool = False,
         timeout: float | None = None,
+        reserve_address: bool = False,
     ) -> substrate_pb2.Lease:
         """Acquire a lease of ``cores`` (packed by ``affinity``), memory and devices.
 
-        ``ttl_seconds`` 0 takes the agent's default. Raises AgentResourceExhaustedError
-        saying what is short, or AgentInvalidRequestError.
+        ``ttl_seconds`` 0 takes the agent's default. With ``reserve_address`` the
+        lease also names the job network address of container ``holder`` (a rank
+        of a multinode job). Raises AgentResourceExhaustedError saying what is
+        short, or AgentInvalidRequestError.
         """
         request = lease_request(
             ResourceRequest(cores, affinity.upper() if affinity else "NONE",  # type: ignore[arg-type]
                             memory_bytes, dict(devices or {}), exclusive),
             holder, ttl_seconds, allow_root)
+        request.reserve_address = reserve_address
         reply: substrate_pb2.Lease = self._call(self._stub.AcquireLease, request, timeout)
         return reply
 
@@ -183,13 +187,16 @@ class AgentClient(GrpcClient):
         credentials: tuple[str, str] | None = None,
         call_timeout: float | None = None,
         log_limit_bytes: int = 0,
+        peers: Sequence[str] = (),
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
 
         Or, with ``lease`` instead, acquire that lease (held by ``job_id``, for
         ``lease_ttl`` seconds) and start under it in one call: the returned status
-        names the lease. ``mounts`` are (host source, destination, read only) triples.
-        ``log_limit_bytes``: what is kept of each of stdout and stderr (0: all).
+        names the lease. ``mounts`` are (host source, destination, read only) triples;
+        ``peers`` the addresses of the other containers of its multinode job (from
+        their leases), which it may reach. ``log_limit_bytes``: what is kept of each of
+        stdout and stderr (0: all).
         """
         request = substrate_pb2.StartContainerRequest(
             id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
@@ -198,6 +205,7 @@ class AgentClient(GrpcClient):
             mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
                     for s, d, ro in mounts],
             lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
+            peers=list(peers),
         )
         reply: substrate_pb2.ContainerStatus = self._call(
             self._stub.StartContainer, request, call_timeout or max(self.timeout, 300.0))

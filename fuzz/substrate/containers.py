@@ -12,6 +12,8 @@ reading them - there is nothing else to re-adopt. The files:
 ``cancel``               a cancel request with its grace (manager)
 ``rootfs/``              the overlay root's mount point (in the monitor's mount namespace)
 ``upper/``, ``work/``    the overlay's upper dir (the job's changes) and work dir
+``netns``                the job's network namespace, bind-mounted (in the monitor's mount
+                         namespace; see :mod:`fuzz.substrate.monitor_netns`)
 
 (runc's log and pid file live on the monitor's own tmpfs, ``STATE_DIR/monitor.run``.)
 A directory without ``status.json`` is a container being started.
@@ -57,10 +59,12 @@ from fuzz.substrate.bundle import (
     ID_PATTERN,
     NOFILE_LIMIT,
     ContainerSpec,
+    JobNamespace,
     oci_config,
     spec_from_json,
     spec_to_json,
 )
+from fuzz.substrate.jobnet import AUTO, RESOLV_FILE, JobNetwork, netns_path
 from fuzz.substrate.monitor_client import (
     START_TIMEOUT,
     MonitorClient,
@@ -191,14 +195,20 @@ class ContainerManager:
     share one monitor. A manager holds no resources; there is nothing to close.
     """
 
-    def __init__(self, state_dir: Path, runc: str = "runc") -> None:
-        """Manage the containers under ``state_dir``, running them with ``runc``."""
+    def __init__(self, state_dir: Path, runc: str = "runc",
+                 network: JobNetwork | None = None) -> None:
+        """Manage the containers under ``state_dir``, running them with ``runc``.
+
+        Jobs are put on ``network`` (default: a namespace of their own on a
+        subnet the monitor picks; see :mod:`fuzz.substrate.jobnet`).
+        """
         self.state_dir = Path(state_dir)
         self.root = self.state_dir / CONTAINERS_DIR
         self.runc = runc
+        self.network = network or JobNetwork.parse(AUTO)
         self._runc: str | None = None
         self._state_dir_made = False
-        self._monitor = MonitorClient(self.state_dir)
+        self._monitor = MonitorClient(self.state_dir, self.network.argument())
 
     # --- paths
 
@@ -235,7 +245,7 @@ class ContainerManager:
             self._state_dir_made = True
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
-        config = oci_config(spec, directory / ROOTFS_DIR, nofile)
+        config = oci_config(spec, directory / ROOTFS_DIR, nofile, self._job_network(directory))
         request = {
             "op": "start",
             "id": spec.id,
@@ -247,6 +257,8 @@ class ContainerManager:
             "grace": spec.stop_grace_seconds,
             "log_limit": spec.log_limit_bytes or None,
             "cgroup": config["linux"]["cgroupsPath"],
+            "tenant": str(spec.uid),  # a job's network namespace serves the same uid again
+            "peers": list(spec.peers),
         }
         try:
             answer = self._monitor.request(request, runc, START_TIMEOUT, idempotent=False)
@@ -264,6 +276,30 @@ class ContainerManager:
         if not isinstance(status, dict):
             raise ContainerError(f"container {spec.id} did not start within {START_TIMEOUT:.0f}s")
         return ContainerStatus.from_json(spec.id, status)
+
+    def _job_network(self, directory: Path) -> JobNamespace | None:
+        """Where the job's network namespace and resolv.conf will be (None: the host's)."""
+        if self.network.host:
+            return None
+        return JobNamespace(netns_path(directory), self.state_dir / RESOLV_FILE)
+
+    def reserve_address(self, container_id: str) -> str | None:
+        """The address container ``container_id`` will have once started (None: host network).
+
+        For the ranks of a multinode job, whose peers must know it before any starts.
+        """
+        if self.network.host:
+            return None
+        if not self._state_dir_made:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._state_dir_made = True
+        try:
+            answer = self._monitor.request({"op": "reserve", "id": container_id},
+                                           self.runc_path(), START_TIMEOUT)
+        except MonitorError as exc:
+            raise ContainerError(f"cannot reserve an address for {container_id}: {exc}") from None
+        address = answer.get("address") if answer else None
+        return str(address) if address else None
 
     # --- reading
 

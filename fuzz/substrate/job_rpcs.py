@@ -88,6 +88,7 @@ def job_request(message: substrate_pb2.StartContainerRequest) -> JobRequest:
         timeout_seconds=message.timeout_seconds or None,
         stop_grace_seconds=message.stop_grace_seconds or DEFAULT_GRACE,
         log_limit_bytes=message.log_limit_bytes,
+        peers=tuple(message.peers),
     )
 
 

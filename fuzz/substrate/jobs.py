@@ -22,6 +22,7 @@ from fuzz.substrate.bundle import ContainerSpec, Mount
 from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.containers import ContainerManager, ContainerStatus
 from fuzz.substrate.images import Credentials, ImageConfig, ImageStore
+from fuzz.substrate.jobnet import AUTO, JobNetwork
 from fuzz.substrate.lease_devices import lease_edits
 from fuzz.substrate.leases import LeaseBook, LeaseNotFound
 from fuzz.substrate.statedir import read_json, write_json_atomic
@@ -35,19 +36,20 @@ DEFAULT_IMAGE_CACHE_BYTES = 10 * 2**30
 @dataclass(frozen=True)
 class JobSettings:
     """Where a node keeps its jobs and images, which registries speak plain HTTP,
-    and where its CDI specs are (lowest priority first)."""
+    where its CDI specs are (lowest priority first), and the network its jobs are on."""
 
     state_dir: Path
     image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES
     insecure_registries: tuple[str, ...] = ()
     cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS
+    network: JobNetwork = field(default_factory=lambda: JobNetwork.parse(AUTO))
 
     def open_runner(self, book: Callable[[], LeaseBook]) -> JobRunner:
         """The node's job runner, with its image store and container manager."""
         images = ImageStore(self.state_dir / IMAGES_DIR, self.image_cache_bytes,
                             insecure_registries=self.insecure_registries)
-        return JobRunner(self.state_dir, book, images, ContainerManager(self.state_dir),
-                         self.cdi_dirs)
+        return JobRunner(self.state_dir, book, images,
+                         ContainerManager(self.state_dir, network=self.network), self.cdi_dirs)
 
 
 class JobPermissionError(FuzzError):
@@ -75,6 +77,7 @@ class JobRequest:
     timeout_seconds: float | None = None
     stop_grace_seconds: float = 10.0
     log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
+    peers: tuple[str, ...] = ()  # its multinode job's other containers (their addresses)
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ class JobRunner:
                 hooks=devices.hooks,
                 stop_grace_seconds=request.stop_grace_seconds,
                 log_limit_bytes=request.log_limit_bytes,
+                peers=request.peers,
             )
             with self._lock:
                 self._records[request.id] = JobRecord(image.digest, lease.id)

@@ -15,12 +15,15 @@ restarts never touch it), then:
    pid files (runc writes them with O_SYNC);
 3. settles whatever a dead predecessor left (:meth:`Monitor.sweep
    <fuzz.substrate.monitor_server.Monitor.sweep>`) and makes a spare container
-   directory for the first start;
+   directory for the first start; unless jobs use the host network, sets up
+   the node's job bridge and firewall and starts making network namespaces
+   (:mod:`fuzz.substrate.monitor_netns`), all undone when it stops;
 4. listens on ``monitor.sock`` (mode 0600, peers checked with ``SO_PEERCRED``),
    says ``ready`` on the descriptor given with ``--ready-fd``, and serves until a
    ``shutdown`` request or SIGTERM has stopped every job.
 
-Its imports are the standard library's cheap modules and ``fuzz.substrate.monitor_*``.
+Its imports are the standard library's cheap modules, ``fuzz.substrate.monitor_*`` and
+``fuzz.substrate.jobnet*``; pyroute2 only in the job network's own thread.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import os
 import socket
 import sys
 
+from fuzz.substrate.jobnet import AUTO, JobNetwork
 from fuzz.substrate.monitor_files import (
     CONTAINERS_DIR,
     MONITOR_LOCK,
@@ -49,14 +53,17 @@ READY = b"ready\n"
 BUSY = b"busy\n"
 
 
-def _parse(argv: list[str]) -> tuple[str, str, int]:
+def _parse(argv: list[str]) -> tuple[str, str, int, JobNetwork]:
     state_dir: str | None = None
     runc = "runc"
     ready_fd = -1
+    network = JobNetwork.parse(AUTO)
     items = iter(argv)
     for item in items:
         if item == "--runc":
             runc = next(items, runc)
+        elif item == "--network":
+            network = JobNetwork.from_argument(next(items, AUTO))
         elif item == "--ready-fd":
             ready_fd = int(next(items, "-1"))
         elif state_dir is None:
@@ -65,7 +72,7 @@ def _parse(argv: list[str]) -> tuple[str, str, int]:
             raise SystemExit(f"unexpected argument {item!r}")
     if state_dir is None:
         raise SystemExit("usage: python -m fuzz.substrate.monitor STATE_DIR [--runc PATH]")
-    return os.path.abspath(state_dir), runc, ready_fd
+    return os.path.abspath(state_dir), runc, ready_fd, network
 
 
 def _say(fd: int, message: bytes) -> None:
@@ -125,7 +132,7 @@ def _take_lock(state_dir: str) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: detach, take the lock, sweep, serve; see the module docstring."""
-    state_dir, runc, ready_fd = _parse(sys.argv[1:] if argv is None else argv)
+    state_dir, runc, ready_fd, network = _parse(sys.argv[1:] if argv is None else argv)
     if ready_fd >= 0:
         os.set_inheritable(ready_fd, False)  # runc and the jobs must not hold it
     if os.fork() != 0:  # the starter reaps this parent at once; the monitor is orphaned
@@ -140,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = os.path.join(state_dir, MONITOR_RUN_DIR)
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     mount_tmpfs(run_dir, "mode=0700,size=4m")
-    monitor = Monitor(state_dir, runc, run_dir)
+    monitor = Monitor(state_dir, runc, run_dir, network)
     monitor.sweep()
+    monitor.start_network()
     monitor.replenish()
     listener = _listen(state_dir)
     _say(ready_fd, READY)

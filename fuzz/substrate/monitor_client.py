@@ -20,6 +20,7 @@ from typing import Any
 
 from fuzz.errors import FuzzError
 from fuzz.substrate.helper_process import helper_command, helper_env
+from fuzz.substrate.jobnet import AUTO
 from fuzz.substrate.monitor_files import (
     MONITOR_LOCK,
     MONITOR_LOG,
@@ -61,9 +62,14 @@ def _last_line(path: Path) -> str:
 class MonitorClient:
     """Talks to the monitor of one state dir, starting it when there is none."""
 
-    def __init__(self, state_dir: Path) -> None:
-        """The monitor of ``state_dir`` (which must exist before the first request)."""
+    def __init__(self, state_dir: Path, network: str = AUTO) -> None:
+        """The monitor of ``state_dir`` (which must exist before the first request).
+
+        ``network`` is the job network a monitor started here sets up
+        (:meth:`fuzz.substrate.jobnet.JobNetwork.argument`).
+        """
         self.state_dir = os.path.abspath(state_dir)
+        self.network = network
         self.lock_path = os.path.join(self.state_dir, MONITOR_LOCK)
         self.log_path = Path(self.state_dir, MONITOR_LOG)
         self._long_path = socket_path_too_long(self.state_dir)
@@ -175,10 +181,10 @@ class MonitorClient:
 
     def _spawn(self, runc: str) -> None:
         """Start a monitor and wait until it answers (or says another one runs)."""
-        env = helper_env()
+        env = helper_env("pyroute2")
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         command = helper_command(MONITOR_MAIN, self.state_dir, "--runc", runc,
-                                 "--ready-fd", str(ready_w))
+                                 "--ready-fd", str(ready_w), "--network", self.network)
         try:
             try:
                 with open(self.log_path, "ab") as log:

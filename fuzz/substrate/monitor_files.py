@@ -40,12 +40,13 @@ STDERR_LOG = "stderr.log"
 ROOTFS_DIR = "rootfs"  # the overlay's mount point (merged dir)
 UPPER_DIR = "upper"  # the overlay's upper dir: the job's changes to its root
 WORK_DIR = "work"  # the overlay's work dir
+NETNS_FILE = "netns"  # the job's network namespace, bind-mounted (see monitor_netns)
 # A spare container directory, made in advance: creating files costs far more
 # than opening existing ones, so a start only renames it into place.
 SPARE_PREFIX = ".spare-"
 SPARE_DIRS = (ROOTFS_DIR, UPPER_DIR, WORK_DIR)
 STATUS_TEMPS = (".status.1.tmp", ".status.2.tmp")  # for the writes a client waits for
-SPARE_FILES = (CONFIG_FILE, SPEC_FILE, STDOUT_LOG, STDERR_LOG, *STATUS_TEMPS)
+SPARE_FILES = (CONFIG_FILE, SPEC_FILE, STDOUT_LOG, STDERR_LOG, NETNS_FILE, *STATUS_TEMPS)
 
 FINAL_STATES = ("exited", "failed")
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes, NUL included

@@ -39,6 +39,7 @@ from fuzz.substrate.monitor_files import (
     CANCEL_FILE,
     CONFIG_FILE,
     FINAL_STATES,
+    NETNS_FILE,
     ROOTFS_DIR,
     SPEC_FILE,
     STATUS_FILE,
@@ -75,6 +76,9 @@ if TYPE_CHECKING:
         def job_changed(self, job: Job) -> None:
             """The job's state or phase changed: answer whoever waits for it."""
 
+        def network_ended(self, job: Job) -> None:
+            """The job's container is gone; its network namespace may be used again."""
+
 
 PEAK_WRITE_INTERVAL = 2.0  # how often a grown peak is written while the job runs
 DEFAULT_GRACE = 10.0
@@ -109,6 +113,7 @@ def new_status(container_id: str, runc: str) -> dict[str, Any]:
         "peak_memory_bytes": None,
         "error": None,
         "pid": None,
+        "address": None,
         "monitor_pid": os.getpid(),
         "runc": runc,
     }
@@ -135,6 +140,7 @@ class Job:
         self.log = os.path.join(run_dir, f"{self.id}.log")
         self.runc = Runc(str(request["runc"]))
         self.lower = str(request["rootfs"])
+        self.tenant = str(request.get("tenant", ""))  # whose jobs may share its namespace
         self.config_text = str(request["config"])
         self.spec_text: str | None = str(request["spec"])
         timeout, grace, cgroup = request.get("timeout"), request.get("grace"), request.get("cgroup")
@@ -148,6 +154,8 @@ class Job:
         self.status_temps = list(STATUS_TEMPS)
         self.phase = "launching"
         self.mounted = False
+        self.netns_mounted = False  # the job's network namespace, on its NETNS_FILE
+        self.peers: list[str] = []  # addresses of its multinode peers, let through
         self.image: Premount | None = None  # the image mounted, once it is
         self.created = False  # runc may have made the container: cleanup deletes it
         self.runc_pid = 0
@@ -163,6 +171,17 @@ class Job:
         self.kill_at: float | None = None
         self.killed = False
         self.next_peak_write = 0.0
+
+    def attach_network(self, address: str | None, peers: list[str]) -> None:
+        """The job runs in the namespace bound on its ``netns`` file, at ``address``,
+        and reaches ``peers`` (the other ranks of its multinode job).
+
+        None: it keeps the node's network (nothing is bound).
+        """
+        self.peers = peers
+        if address is not None:
+            self.netns_mounted = True
+            self.status["address"] = address
 
     def path(self, *names: str) -> str:
         """A path inside the container directory."""
@@ -479,6 +498,13 @@ class Job:
             if problem:
                 problems.append(problem)
             self.mounted = False
+        if self.netns_mounted:
+            if not problems:  # deleted cleanly: nothing of the job runs in it
+                self.host.network_ended(self)
+            problem = unmount(self.path(NETNS_FILE))
+            if problem:
+                problems.append(problem)
+            self.netns_mounted = False
         for path in (self.log, self.pid_file):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

@@ -40,17 +40,22 @@ import struct
 import sys
 import time
 
+from fuzz.substrate import jobnet_firewall
+from fuzz.substrate.jobnet import JobNetwork
 from fuzz.substrate.monitor_cgroup import cgroup_mounts
 from fuzz.substrate.monitor_files import (
     CONTAINERS_DIR,
     FINAL_STATES,
+    NETNS_FILE,
     SPARE_PREFIX,
     STATUS_FILE,
     read_json,
 )
 from fuzz.substrate.monitor_job import Job, settle
+from fuzz.substrate.monitor_netns import NetnsError, NetnsPool
 from fuzz.substrate.monitor_runc import Runc
 from fuzz.substrate.monitor_spare import Spare
+from fuzz.substrate.monitor_sys import unmount
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,10 +80,11 @@ class Client:
 class Monitor:
     """Runs and watches every container of one state dir; see the module docstring."""
 
-    def __init__(self, state_dir: str, runc: str, run_dir: str) -> None:
+    def __init__(self, state_dir: str, runc: str, run_dir: str, network: JobNetwork) -> None:
         """Serve ``state_dir``'s containers; ``runc`` settles orphans that name none.
 
-        ``run_dir`` is a tmpfs of the monitor's own for runc's pid files and logs.
+        ``run_dir`` is a tmpfs of the monitor's own for runc's pid files and logs;
+        jobs are put on ``network`` (see :meth:`start_network`).
         """
         self.state_dir = state_dir
         self.run_dir = run_dir
@@ -94,6 +100,7 @@ class Monitor:
         self.shutdown_clients: list[Client] = []
         self.stop_signalled = False
         self.spare = Spare(self.root)
+        self.netns = None if network.host else NetnsPool(network, state_dir)
 
     # --- the Host interface of jobs
 
@@ -107,6 +114,19 @@ class Monitor:
         if self.callbacks.pop(fd, None) is not None:
             self.poller.unregister(fd)
 
+    def forget_network(self, container_id: str, address: str | None, peers: list[str]) -> None:
+        """The container is gone: its address is free, its peers' rules go."""
+        if self.netns is None:
+            return
+        self.netns.release(container_id)
+        if address and peers:
+            jobnet_firewall.forget_peers(self.netns.subnet, address, peers, container_id)
+
+    def network_ended(self, job: Job) -> None:
+        """``job``'s container is deleted: its namespace may serve the same tenant again."""
+        if self.netns is not None:
+            self.netns.recycle(job.id, job.path(NETNS_FILE), job.tenant)
+
     def job_changed(self, job: Job) -> None:
         """Answer the clients waiting for what ``job`` has now reached."""
         reached = {"start"}
@@ -115,6 +135,7 @@ class Monitor:
         if job.phase == "done":
             reached.add("clean")
             del self.jobs[job.id]
+            self.forget_network(job.id, job.status.get("address"), job.peers)
         waiting = self.waiters.get(job.id, [])
         for client in [c for c in waiting if c.waiting and c.waiting[1] in reached]:
             self.reply(client, {"status": job.status})
@@ -221,6 +242,8 @@ class Monitor:
             self.reply(client, {"error": f"bad container id {container_id!r}"})
         elif op == "start":
             self.start(client, container_id, request)
+        elif op == "reserve":
+            self.reserve(client, container_id)
         elif op == "wait":
             self.wait(client, container_id, "clean" if request.get("cleaned") else "exit")
         elif op == "cancel":
@@ -247,18 +270,47 @@ class Monitor:
         if container_id in self.jobs or os.path.lexists(directory):
             self.reply(client, {"error": f"container {container_id!r} exists", "exists": True})
             return
+        address = None
+        peers = [str(peer) for peer in request.get("peers") or ()]
         try:
+            if self.netns is not None:
+                self.spare.make()
+                assert self.spare.path is not None
+                address = self.netns.take(container_id, os.path.join(self.spare.path, NETNS_FILE),
+                                          str(request.get("tenant", "")))
+                if peers:
+                    jobnet_firewall.allow_peers(self.netns.subnet, address, peers, container_id)
             premount = self.spare.take(directory)
-        except OSError as exc:
-            self.reply(client, {"error": f"cannot make {directory}: {exc}"})
+        except (OSError, NetnsError, jobnet_firewall.FirewallError) as exc:
+            if address is not None and self.spare.path is not None:
+                unmount(os.path.join(self.spare.path, NETNS_FILE))
+                self.forget_network(container_id, address, peers)
+            where = f"make {directory}" if isinstance(exc, OSError) else "give it a network"
+            self.reply(client, {"error": f"cannot {where}: {exc}"})
             return
         job = Job(self, directory, request, self.run_dir)
+        job.attach_network(address, peers)
         self.jobs[container_id] = job
         self.wait_for(client, container_id, "start")
         job.launch(premount)
         if job.image is not None:
             self.spare.image = job.image
         self.replenish()
+
+    def reserve(self, client: Client, container_id: str) -> None:
+        """Answer the address ``container_id`` will have (None: jobs use the host network)."""
+        if self.netns is None:
+            self.reply(client, {"address": None})
+            return
+        try:
+            self.reply(client, {"address": self.netns.reserve(container_id)})
+        except NetnsError as exc:
+            self.reply(client, {"error": str(exc)})
+
+    def start_network(self) -> None:
+        """Set up the job network (bridge, firewall, namespaces made in advance), if any."""
+        if self.netns is not None:
+            self.netns.start()
 
     def replenish(self) -> None:
         """Make the next spare directory (while runc works), unless stopping."""
@@ -351,6 +403,8 @@ class Monitor:
             self.reap_strays()
         self.unwatch(listener.fileno())
         self.spare.discard()
+        if self.netns is not None:
+            self.netns.close()
         for client in self.shutdown_clients:
             client.waiting = None
             self.reply(client, {"ok": True})

@@ -13,6 +13,7 @@ import os
 
 PR_SET_CHILD_SUBREAPER = 36
 CLONE_NEWNS = 0x00020000
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SLAVE = 1 << 19
 MNT_DETACH = 2
@@ -62,6 +63,14 @@ def mount_overlay(lower: str, upper: str, work: str, merged: str) -> None:
     _check(
         f"mounting the overlay on {merged}",
         _libc.mount(b"overlay", target, b"overlay", 0, options.encode()),
+    )
+
+
+def bind_mount(source: str, target: str) -> None:
+    """Bind-mount ``source`` on ``target`` (a file on a file: a namespace on its file)."""
+    _check(
+        f"bind-mounting {source} on {target}",
+        _libc.mount(source.encode(), target.encode(), None, MS_BIND, None),
     )
 
 

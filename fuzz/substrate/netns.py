@@ -1,11 +1,11 @@
 """Connecting to a TCP port inside a container's network namespace.
 
-Jobs share the node's network namespace today (see :func:`fuzz.substrate.bundle.oci_config`),
-so the connection is a plain one to the node's loopback. Should a container get a
-namespace of its own, the connection is made from a short-lived thread that has
-entered it with ``setns(2)``: a socket stays in the namespace it was made in, and
-``setns`` moves only the calling thread, so the agent's other threads are not
-affected. (Python 3.11's ``os`` has no ``setns``, hence ``ctypes``.)
+Each job has a network namespace of its own (:mod:`fuzz.substrate.monitor_netns`),
+so the connection is made from a short-lived thread that has entered it with
+``setns(2)`` (a plain one only for jobs of a ``network: host`` pool, which share
+the node's namespace, loopback included): a socket stays in the namespace it
+was made in, and ``setns`` moves only the calling thread, so the agent's other
+threads are not affected. (Python 3.11's ``os`` has no ``setns``, hence ``ctypes``.)
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
 from fuzz.substrate.inventory import MachineInventory, read_inventory
 from fuzz.substrate.job_rpcs import JobRpcs, abort_for
+from fuzz.substrate.jobnet import AUTO, JobNetwork
 from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
 from fuzz.substrate.join import JoinSettings, keep_registered
 from fuzz.substrate.leases import (
@@ -259,11 +260,19 @@ class SubstrateService(JobRpcs, AccessRpcs):
     def AcquireLease(
         self, request: substrate_pb2.LeaseRequest, context: grpc.ServicerContext
     ) -> substrate_pb2.Lease:
-        """Answer the AcquireLease RPC."""
+        """Answer the AcquireLease RPC (reserving the holder's job network address if asked)."""
         def acquire(book: LeaseBook) -> substrate_pb2.Lease:
             return lease_message(book.acquire(lease_request(request)))
 
-        return self._leases(context, acquire)
+        lease = self._leases(context, acquire)
+        if request.reserve_address:
+            try:
+                lease.address = self._run(
+                    context, lambda jobs: jobs.containers.reserve_address(request.holder)) or ""
+            except BaseException:
+                self.book().release(lease.id)
+                raise
+        return lease
 
     def RenewLease(
         self, request: substrate_pb2.RenewLeaseRequest, context: grpc.ServicerContext
@@ -346,6 +355,7 @@ def serve(
     tls: TlsFiles | None = None,
     join: JoinSettings | None = None,
     cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS,
+    job_network: JobNetwork | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
@@ -357,7 +367,9 @@ def serve(
     certificate (:class:`~fuzz.substrate.auth.OrchestratorOnlyInterceptor`). With
     ``join`` it registers with that orchestrator and keeps doing so
     (:mod:`fuzz.substrate.join`). Jobs get their leased devices as the CDI specs
-    in ``cdi_dirs`` describe them (:mod:`fuzz.substrate.lease_devices`). Raises
+    in ``cdi_dirs`` describe them (:mod:`fuzz.substrate.lease_devices`), each in a
+    network namespace of its own on ``job_network`` (default: a free subnet;
+    see :mod:`fuzz.substrate.jobnet`). Raises
     AgentStartError or DeclaredInventoryError (FuzzErrors) when it cannot start.
     """
     if not token:
@@ -390,7 +402,7 @@ def serve(
         service = SubstrateService(
             read_node_id(state_dir), labels, started_at, reader, state_dir / LEASES_FILE,
             job_settings=JobSettings(state_dir, image_cache_bytes, insecure_registries,
-                                     cdi_dirs),
+                                     cdi_dirs, job_network or JobNetwork.parse(AUTO)),
         )
         running = start_server(
             listen, shared_token(token),

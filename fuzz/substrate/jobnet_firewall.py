@@ -1,0 +1,135 @@
+"""The firewall of one node's job bridge: iptables chains of fuzz's own.
+
+Installed by the container monitor when it starts and removed when it stops
+(the monitor, not the agent, owns the jobs: agent restarts leave both alone);
+installing removes what a previous monitor left first, so it is idempotent.
+For a bridge ``B`` of subnet ``S`` in the jobs range ``R``:
+
+``filter INPUT``   ``-i B -j DROP``: a job reaches no address or port of the node
+                   itself (the agent, the orchestrator, anything listening there)
+``filter FORWARD`` ``-i B`` and ``-o B`` jump to chain ``FUZZ-B``:
+
+                   1. replies of connections already allowed pass
+                   2. ``ACCEPT`` rules between the peers of multinode jobs
+                      (:func:`allow_peers`, tagged with the container's id)
+                   3. ``-i B -d 169.254.0.0/16 -j DROP``: no instance metadata
+                   4. ``-i B -d R -j DROP``: no other job, on this node or another
+                   5. ``-i B -j ACCEPT``: everything else goes out
+                   6. ``-o B -j DROP``: nothing comes in uninvited
+``nat POSTROUTING`` ``-s S -j FUZZ-B``: masquerade, except towards the jobs range
+                   (peers see each other's real addresses)
+
+Shelling out to ``iptables`` is fine here: it happens when the monitor starts
+and stops, and once per container of a multinode job, never for other starts.
+Jobs on one bridge are also kept apart below IP (the veths are isolated bridge
+ports), so the rules hold whether or not the kernel filters bridged traffic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+
+from fuzz.substrate.jobnet import METADATA_RANGE, bridge_name, chain_name
+
+IPTABLES = "iptables"
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+COMMENT_PREFIX = "fuzz:"
+
+
+class FirewallError(Exception):
+    """iptables refused a rule; the message is one line."""
+
+
+def _iptables(*args: str, check: bool = True) -> bool:
+    """Run ``iptables -w ARGS``; True when it succeeded (FirewallError if ``check``)."""
+    try:
+        done = subprocess.run([IPTABLES, "-w", *args], capture_output=True, text=True,
+                              check=False)
+    except OSError as exc:
+        if not check:
+            return False
+        raise FirewallError(f"cannot run {IPTABLES}: {exc.strerror}") from None
+    if done.returncode != 0 and check:
+        detail = " ".join((done.stderr or done.stdout).split()) or f"exit {done.returncode}"
+        raise FirewallError(f"iptables {' '.join(args)}: {detail}")
+    return done.returncode == 0
+
+
+def _hooks(subnet: ipaddress.IPv4Network) -> list[tuple[str, ...]]:
+    """The rules in the built-in chains (table, chain, rule...), as inserted."""
+    bridge, chain = bridge_name(subnet), chain_name(subnet)
+    return [
+        ("filter", "INPUT", "-i", bridge, "-j", "DROP"),
+        ("filter", "FORWARD", "-i", bridge, "-j", chain),
+        ("filter", "FORWARD", "-o", bridge, "-j", chain),
+        ("nat", "POSTROUTING", "-s", str(subnet), "-j", chain),
+    ]
+
+
+def _chain_rules(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network
+                 ) -> dict[str, list[tuple[str, ...]]]:
+    bridge = bridge_name(subnet)
+    return {
+        "filter": [
+            ("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
+            ("-i", bridge, "-d", METADATA_RANGE, "-j", "DROP"),
+            ("-i", bridge, "-d", str(jobs_range), "-j", "DROP"),
+            ("-i", bridge, "-j", "ACCEPT"),
+            ("-o", bridge, "-j", "DROP"),
+        ],
+        "nat": [
+            ("-d", str(jobs_range), "-j", "RETURN"),
+            ("-j", "MASQUERADE"),
+        ],
+    }
+
+
+def install(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network) -> None:
+    """Put the bridge's rules in place (after removing any left behind) and turn on forwarding."""
+    remove(subnet)
+    chain = chain_name(subnet)
+    for table, rules in _chain_rules(subnet, jobs_range).items():
+        _iptables("-t", table, "-N", chain)
+        for rule in rules:
+            _iptables("-t", table, "-A", chain, *rule)
+    for table, builtin, *hook in _hooks(subnet):
+        _iptables("-t", table, "-I", builtin, "1", *hook)
+    with open(IP_FORWARD, "w", encoding="ascii") as handle:
+        handle.write("1\n")
+
+
+def remove(subnet: ipaddress.IPv4Network) -> None:
+    """Remove the bridge's rules and chains (whatever of them exists)."""
+    chain = chain_name(subnet)
+    for table, builtin, *hook in _hooks(subnet):
+        while _iptables("-t", table, "-D", builtin, *hook, check=False):
+            pass
+    for table in ("filter", "nat"):
+        _iptables("-t", table, "-F", chain, check=False)
+        _iptables("-t", table, "-X", chain, check=False)
+
+
+def _peer_rules(address: str, peers: list[str], container_id: str) -> list[tuple[str, ...]]:
+    tag = ("-m", "comment", "--comment", f"{COMMENT_PREFIX}{container_id}")
+    rules: list[tuple[str, ...]] = []
+    for peer in peers:
+        rules.append(("-s", address, "-d", peer, *tag, "-j", "ACCEPT"))
+        rules.append(("-s", peer, "-d", address, *tag, "-j", "ACCEPT"))
+    return rules
+
+
+def allow_peers(subnet: ipaddress.IPv4Network, address: str, peers: list[str],
+                container_id: str) -> None:
+    """Let the job at ``address`` and its multinode ``peers`` reach each other, both ways."""
+    chain = chain_name(subnet)
+    for rule in _peer_rules(address, peers, container_id):
+        _iptables("-t", "filter", "-I", chain, "2", *rule)
+
+
+def forget_peers(subnet: ipaddress.IPv4Network, address: str, peers: list[str],
+                 container_id: str) -> None:
+    """Remove what :func:`allow_peers` added for ``container_id`` (a no-op if it is gone)."""
+    chain = chain_name(subnet)
+    for rule in _peer_rules(address, peers, container_id):
+        _iptables("-t", "filter", "-D", chain, *rule, check=False)
