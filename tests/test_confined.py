@@ -165,7 +165,7 @@ def test_a_parent_swapped_for_a_symlink_never_leaks_a_file_out(
     try:
         # at least ATTEMPTS, and on until the race went both ways (a loaded machine may
         # refuse every one of the first ATTEMPTS), at most ten times as many
-        while n < ATTEMPTS or not (copied and refused) and n < 10 * ATTEMPTS:
+        while n < ATTEMPTS or (not (copied and refused) and n < 10 * ATTEMPTS):
             try:
                 egress("file://dir/secret", f"file://{host_root}/alice/{n}", volume, host=host)
                 copied += 1
