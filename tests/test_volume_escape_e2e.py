@@ -216,7 +216,8 @@ jobs:
     while cluster.status("filler")["volumes"][0]["transfers"][0]["state"] == "RUNNING":
         task = cluster.status("reader")["tasks"][0]
         seen.add(f"{task['state']}: {task['waiting_for']}")
-    assert "QUEUED: waiting for a transfer of workflow admin.filler.1 to this persistent volume" in seen
+    assert ("QUEUED: waiting for a transfer of workflow admin.filler.1 to this persistent "
+            "volume") in seen
     assert not any(state.startswith(("STARTING", "RUNNING", "SUCCEEDED")) for state in seen)
     assert cluster.wait("reader")["state"] == "SUCCEEDED"
     assert cluster.wait("filler")["state"] == "SUCCEEDED"
