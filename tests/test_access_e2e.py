@@ -394,9 +394,13 @@ def test_no_process_of_the_system_runs_or_listens_for_ssh(notebook: Notebook,
     shell = subprocess.Popen(fuzz_command("workflow", "exec", notebook.name, JOB, "--",
                                           "sleep", "30"), cwd=notebook.cluster.directory)
     try:
-        time.sleep(2)  # the exec is under way: runc exec and its sleep exist
-        pids = _fuzz_processes(notebook, [web.process.pid, shell.pid])
-        names = _names(pids)
+        deadline = time.monotonic() + 30  # until the exec is under way: its sleep exists
+        while True:
+            pids = _fuzz_processes(notebook, [web.process.pid, shell.pid])
+            names = _names(pids)
+            if "sleep" in names.values() or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert "runc" in names.values() and "sleep" in names.values() and "httpd" in (
             names.values()), names
         assert not {pid: n for pid, n in names.items() if n in SSH_NAMES}
