@@ -481,7 +481,7 @@ def _wait_gone(directory: Path, pid: int | None, timeout: float) -> bool:
         time.sleep(POLL_INTERVAL)
 
 
-# --- hooks ------------------------------------------------------------------------------
+# --- operations -------------------------------------------------------------------------
 
 
 class LocalProvider(ProviderPlugin):

@@ -4,7 +4,7 @@
     recorded = the state store
     observed = the providers (refresh)
     plan     = diff(desired, recorded, observed)      # pure
-    apply    → provider hooks → new recorded state (locked, serial + 1 per step)
+    apply    → provider operations → new recorded state (locked, serial + 1 per step)
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ class CloudInitProvider(ProviderPlugin):
 
     Every fuzz command loads every installed provider plugin, and cloud SDKs take
     seconds to import; a subclass keeps its module light (the config schema only)
-    and imports its SDK in :meth:`load_operations`, which runs on the first hook
+    and imports its SDK in :meth:`load_operations`, which runs on the first operation
     call for its kind. ``config_schema`` must have a ``bootstrap`` field
     (:class:`fuzz.plugin.cloudinit.BootstrapSettings`).
     """

@@ -25,7 +25,7 @@ TAG_CLIENT_TOKEN = "fuzz:client-token"
 
 @dataclass(frozen=True)
 class ProviderContext:
-    """Everything a provider hook needs to act for one provider block of a cluster spec.
+    """Everything a provider operation needs to act for one provider block of a cluster spec.
 
     ``kind`` selects the provider (``aws``, ``local`` …); ``name`` is the block's name in
     the spec (two blocks may share a kind, e.g. two AWS regions); ``config`` is the
