@@ -7,6 +7,8 @@ FUZZ := $(VENV)/bin/fuzz
 STAMPS := .stamps
 APT_PACKAGES := python3-venv python3-dev runc skopeo umoci busybox-static docker-registry postgresql iptables iproute2
 DISTRIBUTIONS := . state providers/aws providers/gcp providers/azure providers/baremetal
+# fuzz-state's backends, as extras (the default local backend is in fuzz itself)
+STATE_EXTRAS := s3,postgres
 PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
 PROTOS := $(wildcard fuzz/api/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
@@ -24,7 +26,8 @@ $(STAMPS)/venv: $(PYPROJECTS)
 	@mkdir -p $(STAMPS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' $(addprefix -e ,$(filter-out .,$(DISTRIBUTIONS)))
+	$(PY) -m pip install -q -e '.[dev]' -e 'state[$(STATE_EXTRAS)]' \
+		$(addprefix -e ,$(filter-out . state,$(DISTRIBUTIONS)))
 	@touch $@
 
 proto: $(GENERATED)

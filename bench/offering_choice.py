@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pulp
 
-from fuzz.provider_api import Offering
+from fuzz.plugin.provider import Offering
 from fuzz.resources import GPU_DEVICE, ResourceRequest
 from fuzz.scheduler.offerings import ElasticPool, QueuedJob, choose_offerings, offering_capacity
 

@@ -4,7 +4,7 @@ Builds a spec of one elastic pool with 1,000, 10,000 and 100,000 nodes, a
 recorded state equal to it, and provider observations with 1% drift (half of
 it nodes that are gone, half label changes in recorded state). Times the whole
 pure pipeline that ``fuzz plan`` runs after the provider calls, as
-:func:`fuzz.reconcile.refresh_and_plan` runs it: refresh, desired state and diff.
+:func:`fuzz.lifecycle.reconcile.refresh_and_plan` runs it: refresh, desired state and diff.
 Prints the time per resource and the growth ratio time(100k) / time(10k), which
 is linear growth at 10.
 """
@@ -20,8 +20,8 @@ from fuzz.engine.desired import desired_nodes
 from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import Plan, RecordedNode, State, client_token
 from fuzz.engine.refresh import observed_attributes, refresh
-from fuzz.provider_api import NodeObservation
-from fuzz.reconcile import PlanRequest, plan_changes
+from fuzz.lifecycle.reconcile import PlanRequest, plan_changes
+from fuzz.plugin.provider import NodeObservation
 from fuzz.spec.cluster import ClusterSpec
 
 SIZES = (1_000, 10_000, 100_000)
@@ -53,7 +53,7 @@ def scenario(count: int) -> tuple[ClusterSpec, State, dict[str, list[NodeObserva
     return spec, state, {"cloud": observations}
 
 
-@gc_paused  # as fuzz.reconcile.refresh_and_plan runs it
+@gc_paused  # as fuzz.lifecycle.reconcile.refresh_and_plan runs it
 def pipeline(spec: ClusterSpec, state: State, observations: dict[str, list[NodeObservation]]
              ) -> Plan:
     """Refresh, desired state and diff: everything plan does between the provider calls."""

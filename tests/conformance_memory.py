@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from fuzz.bootstrap import BootstrapSettings, cloud_init_script
-from fuzz.pluginkit import ProviderPlugin
-from fuzz.provider_api import (
+from fuzz.plugin.cloudinit import BootstrapSettings, cloud_init_script
+from fuzz.plugin.kit import ProviderPlugin
+from fuzz.plugin.provider import (
     JoinInfo,
     NodeNotFoundError,
     NodeObservation,

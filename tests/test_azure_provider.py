@@ -17,7 +17,7 @@ from fuzz_azure.provider import plugin
 from fuzz_azure.resources import disk_name, nic_name, vm_name
 
 from fuzz.errors import ConfigError
-from fuzz.provider_api import (
+from fuzz.plugin.provider import (
     AuthenticationError,
     CapacityUnavailableError,
     JoinInfo,

@@ -17,7 +17,7 @@ from fakes.warewulf_site import WarewulfSite
 from fuzz_baremetal import provider as baremetal
 from fuzz_baremetal.config import BaremetalConfig
 
-from fuzz.provider_api import (
+from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,

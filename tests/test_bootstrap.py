@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.bootstrap import BootstrapSettings, cloud_init_script
 from fuzz.grpcclient import ClientTls
-from fuzz.provider_api import TAG_ADDRESS, TAG_CLIENT_TOKEN, TAG_CLUSTER, JoinInfo, NodeRequest
+from fuzz.plugin.cloudinit import BootstrapSettings, cloud_init_script
+from fuzz.plugin.provider import TAG_ADDRESS, TAG_CLIENT_TOKEN, TAG_CLUSTER, JoinInfo, NodeRequest
 from fuzz.substrate.client import AgentClient, AgentUnreachableError
 from fuzz.testing.boot import BootError, boot, boot_env, stop_agents
 from fuzz.testing.joins import join_recorder

@@ -142,8 +142,8 @@ def test_apply_json_streams_progress_then_a_result(cluster_dir: Path) -> None:
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from fuzz.plugins import load_plugins
-from fuzz.statestore import StateStore, open_backend
+from fuzz.plugin.loader import load_plugins
+from fuzz.lifecycle.statestore import StateStore, open_backend
 store = StateStore(open_backend("local", {}, Path(sys.argv[1]), load_plugins()))
 with store.lock("apply", 0):
     print("locked", flush=True)

@@ -18,7 +18,7 @@ from fuzz_aws import provider as aws
 from fuzz_aws.config import AwsConfig
 from moto_server import AMI, REGION, Ec2Front, MotoEc2
 
-from fuzz.provider_api import ProviderContext
+from fuzz.plugin.provider import ProviderContext
 from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
 
 QUOTA_MESSAGE = ("You have requested more vCPU capacity than your current vCPU limit of 32 "

@@ -16,7 +16,7 @@ from fakes.warewulf_api import FakeWarewulfApi
 from fakes.warewulf_site import API_USER, IMAGE, WarewulfSite
 from fuzz_baremetal import provider as baremetal
 
-from fuzz.provider_api import TAG_CLUSTER, ProviderContext
+from fuzz.plugin.provider import TAG_CLUSTER, ProviderContext
 from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
 
 CLUSTER = "conformance"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cliutil import kill_agents
 
-from fuzz.local import provider as local
-from fuzz.provider_api import (
+from fuzz.default_plugins import local_provider as local
+from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,

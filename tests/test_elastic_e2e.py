@@ -22,7 +22,7 @@ from typing import Any
 from cliutil import kill_agents
 from moto_server import AMI, REGION, Ec2Front, MotoEc2
 
-from fuzz.provider_api import TAG_CLUSTER
+from fuzz.plugin.provider import TAG_CLUSTER
 from fuzz.testing.boot import boot, stop_agents
 from fuzz.testing.oci import PushedImage, free_port
 from tests.workflowutil import LocalCluster, dump, tasks_by_key

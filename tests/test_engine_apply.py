@@ -15,7 +15,7 @@ from fuzz.engine.model import Action, DesiredNode, RecordedNode, State
 from fuzz.engine.planner import make_plan
 from fuzz.engine.refresh import refresh
 from fuzz.errors import StalePlanError
-from fuzz.provider_api import CapacityUnavailableError, NodeObservation
+from fuzz.plugin.provider import CapacityUnavailableError, NodeObservation
 from fuzz.spec.cluster import ClusterSpec
 
 KINDS = {"local": "local"}

@@ -12,7 +12,7 @@ from fuzz.engine.model import Action, Plan, RecordedNode, State, client_token
 from fuzz.engine.planner import address_sort_key, make_plan
 from fuzz.engine.refresh import refresh
 from fuzz.errors import ConfigError
-from fuzz.provider_api import NodeObservation
+from fuzz.plugin.provider import NodeObservation
 from fuzz.spec.cluster import ClusterSpec
 
 

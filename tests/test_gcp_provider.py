@@ -16,7 +16,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from fuzz.errors import ConfigError
-from fuzz.provider_api import (
+from fuzz.plugin.provider import (
     AuthenticationError,
     CapacityUnavailableError,
     JoinInfo,

@@ -15,9 +15,11 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from fuzz.local import provider as local
-from fuzz.plugins import load_plugins
-from fuzz.provider_api import (
+from fuzz.default_plugins import local_provider as local
+from fuzz.errors import PluginError
+from fuzz.lifecycle.gateway import ProviderGateway
+from fuzz.plugin.loader import load_plugins
+from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,
@@ -73,7 +75,7 @@ def _request(ctx: ProviderContext, index: int = 0, /, **labels: str) -> NodeRequ
         tags={TAG_CLUSTER: CLUSTER, TAG_ADDRESS: address, TAG_CLIENT_TOKEN: token},
         join=JoinInfo(token=JOIN_TOKEN, orchestrator="127.0.0.1:9"),
     )
-    payload = local.plugin.fuzz_provider_bootstrap_payload(ctx=ctx, node=node, join=node.join)
+    payload = local.plugin.bootstrap_payload(ctx=ctx, node=node, join=node.join)
     assert payload is not None
     return NodeRequest(**{**node.__dict__, "bootstrap": payload})
 
@@ -84,12 +86,12 @@ def ctx(tmp_path: Path) -> Iterator[ProviderContext]:
     try:
         yield context
     finally:  # never leave an agent behind, whatever a test did
-        for node in local.plugin.fuzz_provider_read_nodes(ctx=context) or []:
-            local.plugin.fuzz_provider_delete_node(ctx=context, node=node)
+        for node in local.plugin.read_nodes(ctx=context) or []:
+            local.plugin.delete_node(ctx=context, node=node)
 
 
 def _read(ctx: ProviderContext) -> dict[str, NodeObservation]:
-    nodes = local.plugin.fuzz_provider_read_nodes(ctx=ctx)
+    nodes = local.plugin.read_nodes(ctx=ctx)
     assert nodes is not None
     return {n.provider_id: n for n in nodes}
 
@@ -105,7 +107,7 @@ def _wait_for_state(ctx: ProviderContext, provider_id: str, state: str) -> NodeO
 
 def test_node_lifecycle(ctx: ProviderContext, assert_pid_gone: Callable[..., None]) -> None:
     request = _request(ctx, rack="r7")
-    first = local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
+    first = local.plugin.create_node(ctx=ctx, node=request)
     assert first is not None
     node_dir = Path(first.attributes["state_dir"])
     assert node_dir == ctx.base_dir / "nodes" / CLUSTER / request.client_token
@@ -128,7 +130,7 @@ def test_node_lifecycle(ctx: ProviderContext, assert_pid_gone: Callable[..., Non
     )
 
     # idempotent: the same client token leaves exactly one agent
-    second = local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
+    second = local.plugin.create_node(ctx=ctx, node=request)
     assert second is not None
     assert second.attributes["pid"] == first.attributes["pid"]
     assert second.endpoint == first.endpoint
@@ -152,7 +154,7 @@ def test_node_lifecycle(ctx: ProviderContext, assert_pid_gone: Callable[..., Non
     assert_pid_gone(old_pid)  # the provider reaped its child
 
     # creating again with the same token starts a new agent in the same dir
-    again = local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
+    again = local.plugin.create_node(ctx=ctx, node=request)
     assert again is not None and again.state == "running"
     new_pid = again.attributes["pid"]
     assert new_pid != old_pid
@@ -160,16 +162,16 @@ def test_node_lifecycle(ctx: ProviderContext, assert_pid_gone: Callable[..., Non
     assert _read(ctx)[request.client_token].state == "running"
 
     # delete stops the agent and removes its dir; deleting twice is fine
-    assert local.plugin.fuzz_provider_delete_node(ctx=ctx, node=again) is True
+    assert local.plugin.delete_node(ctx=ctx, node=again) is True
     assert_pid_gone(new_pid, timeout=1.0)
     assert not node_dir.exists()
-    assert local.plugin.fuzz_provider_delete_node(ctx=ctx, node=again) is True
+    assert local.plugin.delete_node(ctx=ctx, node=again) is True
     assert _read(ctx) == {}
 
 
 def test_several_nodes_are_several_agents(ctx: ProviderContext) -> None:
     nodes = [
-        local.plugin.fuzz_provider_create_node(ctx=ctx, node=_request(ctx, i)) for i in range(2)
+        local.plugin.create_node(ctx=ctx, node=_request(ctx, i)) for i in range(2)
     ]
     endpoints = {n.endpoint for n in nodes if n is not None}
     assert len(endpoints) == 2
@@ -183,7 +185,7 @@ def test_concurrent_creates_with_one_token_start_one_agent(ctx: ProviderContext)
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = list(
             pool.map(
-                lambda _: local.plugin.fuzz_provider_create_node(ctx=ctx, node=request), range(3)
+                lambda _: local.plugin.create_node(ctx=ctx, node=request), range(3)
             )
         )
     pids = {r.attributes["pid"] for r in results if r is not None}
@@ -196,7 +198,7 @@ def test_an_agent_that_dies_while_starting_is_reported_with_its_log(
 ) -> None:
     request = _request(ctx, **{"": "no key"})  # the agent refuses a label without a key
     with pytest.raises(ProviderError, match=r"exited with code 1 while starting: .*invalid label"):
-        local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
+        local.plugin.create_node(ctx=ctx, node=request)
     assert _read(ctx)[request.client_token].state == "gone"
 
 
@@ -209,14 +211,14 @@ def test_a_locked_node_dir_that_never_gets_ready_times_out(tmp_path: Path) -> No
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # looks like an agent that is still starting
         with pytest.raises(ProviderError, match=r"did not become ready within 0\.5s"):
-            local.plugin.fuzz_provider_create_node(ctx=ctx, node=request)
+            local.plugin.create_node(ctx=ctx, node=request)
         assert _agent_pids(node_dir) == []  # it did not start a second agent
     finally:
         os.close(fd)
 
 
 def test_offerings_are_this_machine(ctx: ProviderContext) -> None:
-    offerings = local.plugin.fuzz_provider_offerings(ctx=ctx)
+    offerings = local.plugin.offerings(ctx=ctx)
     assert offerings is not None and len(offerings) == 1
     offering = offerings[0]
     assert offering.name == "local"
@@ -228,7 +230,7 @@ def test_offerings_are_this_machine(ctx: ProviderContext) -> None:
 
 
 def test_config_schema(tmp_path: Path) -> None:
-    schema = local.plugin.fuzz_provider_config_schema(kind="local")
+    schema = local.plugin.config_schema
     assert schema is local.LocalConfig
     defaults = schema()
     assert (defaults.workdir, defaults.start_timeout, defaults.stop_timeout) == (
@@ -255,23 +257,31 @@ def test_bootstrap_payload_is_json_with_the_join_token(ctx: ProviderContext) -> 
     assert payload["labels"][TAG_CLUSTER] == CLUSTER
 
 
-def test_other_kinds_are_not_answered(tmp_path: Path) -> None:
-    other = _context(tmp_path, kind="aws")
+def test_other_kinds_never_reach_the_local_provider(tmp_path: Path) -> None:
+    found = load_plugins()
+    assert local.plugin.kind == "local"
+    assert found.require_provider("local").impl is local.plugin
+    gateway = ProviderGateway(found, {})
     request = _request(_context(tmp_path))
-    assert local.plugin.fuzz_provider_config_schema(kind="aws") is None
-    assert local.plugin.fuzz_provider_offerings(ctx=other) is None
-    assert (
-        local.plugin.fuzz_provider_bootstrap_payload(ctx=other, node=request, join=request.join)
-        is None
-    )
-    assert local.plugin.fuzz_provider_create_node(ctx=other, node=request) is None
-    assert local.plugin.fuzz_provider_read_nodes(ctx=other) is None
+    other = _context(tmp_path, kind="nosuch")
+    with pytest.raises(PluginError, match="no provider plugin for 'nosuch'"):
+        gateway.offerings_of(other)
+    with pytest.raises(PluginError, match="no provider plugin for 'nosuch'"):
+        gateway.bootstrap_payload(other, request, request.join)
+    with pytest.raises(PluginError, match="no provider plugin for 'nosuch'"):
+        gateway.create_node(other, request)
+    with pytest.raises(PluginError, match="no provider plugin for 'nosuch'"):
+        gateway.read_nodes(other)
     observation = NodeObservation("x", "a", "x", "gone")
-    assert local.plugin.fuzz_provider_delete_node(ctx=other, node=observation) is None
+    with pytest.raises(PluginError, match="no provider plugin for 'nosuch'"):
+        gateway.delete_node(other, observation)
+    assert not list(local.cluster_dir(_context(tmp_path)).parent.glob("*")), "a node was made"
 
 
 def test_registered_through_the_entry_point() -> None:
     found = load_plugins()
-    info = found.require_provider("local")
-    assert info.value == "fuzz.local.provider:plugin"
-    assert found.manager.hook.fuzz_provider_config_schema(kind="local") is local.LocalConfig
+    registered = found.require_provider("local")
+    assert registered.plugin.value == "fuzz.default_plugins.local_provider"
+    assert registered.plugin.distribution == "fuzz"
+    assert registered.impl is local.plugin
+    assert registered.impl.config_schema is local.LocalConfig

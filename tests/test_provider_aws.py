@@ -27,7 +27,7 @@ from moto_server import AMI, REGION, Ec2Front, MotoEc2
 from pydantic import ValidationError
 
 from fuzz.engine.model import State
-from fuzz.provider_api import (
+from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,

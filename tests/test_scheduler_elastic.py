@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fuzz.provider_api import Offering
+from fuzz.plugin.provider import Offering
 from fuzz.resources import ResourceRequest
 from fuzz.scheduler.elastic import Member, MemberTimes, PoolRules, decide
 from fuzz.scheduler.offerings import QueuedJob

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
-from fuzz.provider_api import Offering
+from fuzz.plugin.provider import Offering
 from fuzz.resources import GPU_DEVICE, NodeCapacity, ResourceRequest
 from fuzz.scheduler.offerings import (
     BootingNode,

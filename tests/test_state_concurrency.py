@@ -28,9 +28,9 @@ from cliutil import agent_pids, fuzz_command, kill_agents, run_fuzz
 from servers import MotoServer, Postgres
 
 from fuzz.encryption import is_sealed
-from fuzz.plugins import load_plugins
+from fuzz.lifecycle.statestore import StateStore, open_store
+from fuzz.plugin.loader import load_plugins
 from fuzz.spec.loader import load_cluster_spec
-from fuzz.statestore import StateStore, open_store
 
 WORKERS = 20
 SECRET = f"s3cr3t-{uuid.uuid4().hex}"

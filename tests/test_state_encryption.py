@@ -14,10 +14,10 @@ from servers import MotoServer, Postgres
 from fuzz.encryption import DecryptionError, is_sealed
 from fuzz.engine.model import RecordedNode, State
 from fuzz.errors import ConfigError
-from fuzz.plugins import load_plugins
+from fuzz.lifecycle.sealing import DEFAULT_PASSPHRASE_ENV, resolve_encryption
+from fuzz.lifecycle.statestore import StateStore, open_backend
+from fuzz.plugin.loader import load_plugins
 from fuzz.spec.cluster import EncryptionSpec
-from fuzz.state_encryption import DEFAULT_PASSPHRASE_ENV, resolve_encryption
-from fuzz.statestore import StateStore, open_backend
 
 SECRET = "hunter2-" + uuid.uuid4().hex
 ENV = {"PASS_NEW": "correct horse battery", "PASS_OLD": "tr0ub4dor&3"}

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzz_state import local
-from fuzz_state.local import LocalFileBackend
 
+from fuzz.default_plugins import local_state as local
+from fuzz.default_plugins.local_state import LocalFileBackend
 from fuzz.engine.model import RecordedNode, State
 from fuzz.errors import ConfigError, LockError, PluginError, StateError
-from fuzz.plugins import load_plugins
-from fuzz.state_api import LockInfo
-from fuzz.statestore import StateStore, dump_state, open_backend
+from fuzz.lifecycle.statestore import StateStore, dump_state, open_backend
+from fuzz.plugin.loader import load_plugins
+from fuzz.plugin.state import LockInfo
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -107,8 +107,8 @@ def kill9(proc: subprocess.Popen[str]) -> None:
 HOLD_LOCK = """
     import json, sys, time
     from pathlib import Path
-    from fuzz.state_api import LockInfo
-    from fuzz_state.local import LocalFileBackend
+    from fuzz.plugin.state import LockInfo
+    from fuzz.default_plugins.local_state import LocalFileBackend
     backend = LocalFileBackend(Path(sys.argv[1]))
     info = LockInfo.new(sys.argv[2])
     assert backend.try_lock(info) is None
@@ -521,8 +521,8 @@ def test_force_unlock_in_process(state_path: Path) -> None:
 FORK_AND_HOLD = """
     import os, sys, time
     from pathlib import Path
-    from fuzz.state_api import LockInfo
-    from fuzz_state.local import LocalFileBackend
+    from fuzz.plugin.state import LockInfo
+    from fuzz.default_plugins.local_state import LocalFileBackend
     backend = LocalFileBackend(Path(sys.argv[1]))
     assert backend.try_lock(LockInfo.new("apply")) is None
     child = os.fork()
@@ -554,8 +554,8 @@ CRASHING_WRITER = """
     import sys
     from pathlib import Path
     from fuzz.engine.model import RecordedNode
-    from fuzz.statestore import StateStore
-    from fuzz_state.local import LocalFileBackend
+    from fuzz.lifecycle.statestore import StateStore
+    from fuzz.default_plugins.local_state import LocalFileBackend
     store = StateStore(LocalFileBackend(Path(sys.argv[1])))
     with store.lock("apply", timeout=5):
         state = store.read_or_new("crash")
@@ -619,8 +619,11 @@ def test_stale_temp_files_are_swept(state_path: Path) -> None:
 
 def test_plugin_discovery(tmp_path: Path) -> None:
     plugins = load_plugins()
-    info = plugins.require_state_backend("local")
-    assert info.distribution == "fuzz-state" and info.value == "fuzz_state.local"
+    registered = plugins.require_state_backend("local")
+    info = registered.plugin  # the default backend comes with fuzz itself, not fuzz-state
+    assert info.distribution == "fuzz" and info.value == "fuzz.default_plugins.local_state"
+    assert registered.impl.open is local.open_local
+    assert registered.impl.config_schema is local.LocalConfig
     backend = open_backend("local", {}, tmp_path, plugins)
     assert isinstance(backend, LocalFileBackend)
     assert backend.path == tmp_path / ".fuzz" / "state.json"
@@ -634,20 +637,19 @@ def test_plugin_discovery(tmp_path: Path) -> None:
 
 
 def test_config(tmp_path: Path) -> None:
-    assert local.fuzz_state_backend(name="s3", config={}, base_dir=tmp_path) is None
-    rel = local.fuzz_state_backend(name="local", config={"path": "s/x.json"}, base_dir=tmp_path)
-    assert rel is not None and rel.path == tmp_path / "s" / "x.json"
-    absolute = local.fuzz_state_backend(
-        name="local", config={"path": "/srv/fuzz.json"}, base_dir=tmp_path
-    )
-    assert absolute is not None and absolute.path == Path("/srv/fuzz.json")
-    home = local.fuzz_state_backend(name="local", config={"path": "~/s.json"}, base_dir=tmp_path)
-    assert home is not None and home.path == Path.home() / "s.json"
+    rel = local.open_local({"path": "s/x.json"}, tmp_path)
+    assert rel.path == tmp_path / "s" / "x.json"
+    absolute = local.open_local({"path": "/srv/fuzz.json"}, tmp_path)
+    assert absolute.path == Path("/srv/fuzz.json")
+    home = local.open_local({"path": "~/s.json"}, tmp_path)
+    assert home.path == Path.home() / "s.json"
     with pytest.raises(ConfigError, match=r"unknown key 'bucket' .*\(known keys: path\)"):
-        local.fuzz_state_backend(name="local", config={"bucket": "b"}, base_dir=tmp_path)
+        local.open_local({"bucket": "b"}, tmp_path)
     with pytest.raises(ConfigError, match="must be a file path"):
-        local.fuzz_state_backend(name="local", config={"path": 3}, base_dir=tmp_path)
-    assert local.fuzz_state_backend_names() == ["local"]
+        local.open_local({"path": 3}, tmp_path)
+    registered: list[str] = []
+    local.fuzz_register_state_backends(register=lambda backend: registered.append(backend.kind))
+    assert registered == ["local"]
 
 
 def test_dump_state_is_stable() -> None:

@@ -14,10 +14,10 @@ from servers import MotoServer, Postgres
 from fuzz.encryption import is_sealed
 from fuzz.engine.model import RecordedNode, State
 from fuzz.errors import StateError
-from fuzz.plugins import load_plugins
+from fuzz.lifecycle.statestore import StateStore, dump_state, open_backend
+from fuzz.plugin.loader import load_plugins
+from fuzz.plugin.state import LockInfo
 from fuzz.spec.loader import load_cluster_spec
-from fuzz.state_api import LockInfo
-from fuzz.statestore import StateStore, dump_state, open_backend
 
 PASSPHRASE = {"TEAM_PASS": "team passphrase"}
 HEAD = "version: 1\ncluster: mig\nproviders:\n  local: {workdir: .fuzz/nodes}\n"

@@ -18,9 +18,9 @@ from servers import MotoServer, Postgres
 
 from fuzz.engine.model import RecordedNode, State
 from fuzz.errors import ConfigError, LockError, StateError
-from fuzz.plugins import load_plugins
-from fuzz.state_api import LockInfo, StateBackend
-from fuzz.statestore import StateStore, open_backend
+from fuzz.lifecycle.statestore import StateStore, open_backend
+from fuzz.plugin.loader import load_plugins
+from fuzz.plugin.state import LockInfo, StateBackend
 from fuzz.testing.oci import free_port
 
 
@@ -169,9 +169,9 @@ def test_postgres_lock_dies_with_its_holder(postgres: Postgres, tmp_path: Path) 
     target = Target("postgres", pg_config(postgres), tmp_path)
     code = textwrap.dedent("""
         import sys, time
-        from fuzz.plugins import load_plugins
-        from fuzz.state_api import LockInfo
-        from fuzz.statestore import open_backend
+        from fuzz.plugin.loader import load_plugins
+        from fuzz.plugin.state import LockInfo
+        from fuzz.lifecycle.statestore import open_backend
         config = {"conninfo": sys.argv[1], "schema": sys.argv[2], "name": "prod"}
         backend = open_backend("postgres", config, ".", load_plugins())
         assert backend.try_lock(LockInfo.new("apply")) is None

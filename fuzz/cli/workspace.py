@@ -11,14 +11,14 @@ from pathlib import Path
 
 from fuzz.cli.staterecord import record_state_block, recorded_state_block, same_backend
 from fuzz.errors import StateError
+from fuzz.lifecycle.gateway import ProviderGateway, provider_contexts
+from fuzz.lifecycle.statestore import StateStore, open_store
 from fuzz.orchestrate.client import OrchestratorClient
 from fuzz.orchestrate.connect import orchestrator_client
-from fuzz.plugins import PluginSet, load_plugins
-from fuzz.provider_api import ProviderContext
-from fuzz.provisioning import ProviderGateway, provider_contexts
+from fuzz.plugin.loader import PluginSet, load_plugins
+from fuzz.plugin.provider import ProviderContext
+from fuzz.plugin.state import LockInfo
 from fuzz.spec.loader import LoadedSpec, load_cluster_spec, validate_state_block
-from fuzz.state_api import LockInfo
-from fuzz.statestore import StateStore, open_store
 
 
 @dataclass
@@ -60,8 +60,7 @@ class Workspace:
     def check_state_block(self) -> None:
         """Validate the ``state:`` block with its plugin's schema (errors with file:line)."""
         name = self.loaded.spec.state.backend
-        self.plugins.require_state_backend(name)
-        schema = self.plugins.manager.hook.fuzz_state_config_schema(name=name)
+        schema = self.plugins.require_state_backend(name).impl.config_schema
         if schema is not None:
             validate_state_block(self.loaded, schema)
 

@@ -18,7 +18,7 @@ from fuzz.engine.graph import run_graph
 from fuzz.engine.model import Action, Change, DesiredNode, Plan, RecordedNode, State, client_token
 from fuzz.engine.refresh import observed_attributes
 from fuzz.errors import FuzzError, StalePlanError
-from fuzz.provider_api import NodeObservation
+from fuzz.plugin.provider import NodeObservation
 
 Phase = Literal["start", "done", "failed", "skipped"]
 

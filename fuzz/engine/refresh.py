@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import RecordedNode, State
-from fuzz.provider_api import NodeObservation
+from fuzz.plugin.provider import NodeObservation
 
 
 @dataclass(frozen=True)

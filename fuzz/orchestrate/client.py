@@ -22,7 +22,7 @@ from fuzz.grpcclient import (
     status_of,
     tls_failure,
 )
-from fuzz.provider_api import JoinInfo
+from fuzz.plugin.provider import JoinInfo
 from fuzz.spec.workflowref import split_workflow_ref
 from fuzz.substrate.enroll import RegistrationProof
 from fuzz.tunnel import Frame, read_frame, serialized

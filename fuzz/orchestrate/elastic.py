@@ -35,18 +35,18 @@ from dataclasses import dataclass, field
 from fuzz.engine.apply import ApplyEvent
 from fuzz.engine.model import State
 from fuzz.errors import FuzzError, LockError
+from fuzz.lifecycle.gateway import ProviderGateway, provider_contexts
+from fuzz.lifecycle.reconcile import PlanRequest, apply_changes, refresh_and_decide
+from fuzz.lifecycle.statestore import StateStore
 from fuzz.orchestrate.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import PoolMemberRecord, PoolStatusRecord
 from fuzz.orchestrate.runner import Runner
 from fuzz.orchestrate.store import Store
-from fuzz.plugins import PluginSet
-from fuzz.provider_api import JoinInfo, Offering
-from fuzz.provisioning import ProviderGateway, provider_contexts
-from fuzz.reconcile import PlanRequest, apply_changes, refresh_and_decide
+from fuzz.plugin.loader import PluginSet
+from fuzz.plugin.provider import JoinInfo, Offering
 from fuzz.scheduler.elastic import ElasticDecision, Member, MemberTimes, PoolRules, decide
 from fuzz.spec.cluster import PoolSpec
 from fuzz.spec.loader import LoadedSpec
-from fuzz.statestore import StateStore
 
 log = logging.getLogger(__name__)
 

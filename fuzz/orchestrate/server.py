@@ -64,7 +64,7 @@ from fuzz.orchestrate.service import (
 )
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.streams import StreamLimiter, server_workers
-from fuzz.provider_api import JoinInfo
+from fuzz.plugin.provider import JoinInfo
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.substrate.statedir import (
     acquire_lock,

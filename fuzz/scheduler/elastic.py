@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from fuzz.engine.desired import free_addresses
-from fuzz.provider_api import Offering
+from fuzz.plugin.provider import Offering
 from fuzz.scheduler.offerings import (
     BootingNode,
     ElasticPool,

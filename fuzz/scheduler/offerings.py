@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fuzz.provider_api import Offering
+from fuzz.plugin.provider import Offering
 from fuzz.resources import GPU_DEVICE, NodeCapacity, ResourceRequest, holds, shortfall
 from fuzz.scheduler.bins import UNBOUNDED, BinType, ItemClass, Limits, Packing, Room
 from fuzz.scheduler.packing import pack

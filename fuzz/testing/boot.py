@@ -1,6 +1,6 @@
 """Play a new machine on this host: run a bootstrap script under a root prefix, stop its agent.
 
-A provider's bootstrap script (:func:`fuzz.bootstrap.cloud_init_script`) honours
+A provider's bootstrap script (:func:`fuzz.plugin.cloudinit.cloud_init_script`) honours
 ``FUZZ_ROOT``, ``FUZZ_LISTEN`` and ``FUZZ_COMMAND``; :func:`boot` runs it with
 those set, so that the agent it starts is a real ``fuzz substrate serve`` on
 127.0.0.1 whose files all live under one directory. The conformance kit, the
@@ -19,13 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fuzz.bootstrap import ENV_COMMAND, ENV_LISTEN, ENV_ROOT, ENV_START_TIMEOUT
+from fuzz.plugin.cloudinit import ENV_COMMAND, ENV_LISTEN, ENV_ROOT, ENV_START_TIMEOUT
 from fuzz.substrate.containers import ContainerManager
 from fuzz.substrate.monitor_files import MONITOR_LOCK
 from fuzz.substrate.statedir import INFO_FILE, read_json
 
 SCRIPT_NAME = "bootstrap.sh"
-AGENT_TOKEN_FILE = "agent-token"  # where fuzz.bootstrap keeps the agent's own token
+AGENT_TOKEN_FILE = "agent-token"  # where fuzz.plugin.cloudinit keeps the agent's own token
 STOP_WAIT = 10.0
 POLL = 0.02
 

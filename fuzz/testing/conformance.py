@@ -17,11 +17,11 @@ installed; ``pytest_plugins = ["fuzz.testing.conformance"]`` also works): it
 provides the ``conformance`` fixture, a :class:`ConformanceSession` that vendors
 may use in tests of their own.
 
-The kit calls the provider the way the engine does: it loads the plugin through
-:func:`fuzz.plugins.load_plugins` (the installed entry point when there is one,
-otherwise the target's object in-process) and dispatches pluggy hooks through
-:class:`fuzz.provisioning.ProviderGateway`, so that registration and kind
-dispatch are tested too. It builds the node requests itself (addresses, client
+The kit calls the provider the way the engine does: it loads the plugins through
+:func:`fuzz.plugin.loader.load_plugins` (the installed entry point when one registers
+the kind, otherwise the target's provider registered in-process) and calls the
+provider registered for the kind through :class:`fuzz.lifecycle.gateway.ProviderGateway`,
+so that registration is tested too. It builds the node requests itself (addresses, client
 tokens, tags, join tokens for a stand-in orchestrator that records agents joining,
 :mod:`fuzz.testing.joins`), waits for asynchronous operations with a bounded
 timeout, and deletes every node it created.
@@ -42,8 +42,11 @@ import pytest
 from pydantic import BaseModel
 
 from fuzz.engine.model import client_token, node_address
-from fuzz.plugins import PROVIDER_GROUP, PluginSet, load_plugins
-from fuzz.provider_api import (
+from fuzz.errors import PluginError
+from fuzz.lifecycle.gateway import ProviderGateway
+from fuzz.plugin.hookspecs import RegisterProvider, hookimpl
+from fuzz.plugin.loader import PluginSet, load_plugins
+from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,
@@ -55,11 +58,11 @@ from fuzz.provider_api import (
     NodeRequest,
     NodeState,
     Offering,
+    Provider,
     ProviderContext,
     ProviderError,
     QuotaExceededError,
 )
-from fuzz.provisioning import ProviderGateway
 from fuzz.testing.joins import JoinRecorder, Registration, join_recorder
 
 ErrorCategory = Literal["quota", "capacity", "auth", "not-found"]
@@ -79,6 +82,8 @@ KNOWN_ARCHITECTURES = frozenset({"x86_64", "aarch64", "arm64", "ppc64le", "riscv
 class ConformanceTarget:
     """A provider under test, configured, with a way to provoke each error category.
 
+    ``plugin`` is the provider object its plugin registers for the context's kind.
+
     ``inject_error(category)`` returns a context manager within which the
     provider's next create call fails with that category's error (the fake API
     answers with a quota error, the credentials are refused …). A category the
@@ -88,7 +93,7 @@ class ConformanceTarget:
     ``pending`` before ``running``, a delete that takes a moment).
     """
 
-    plugin: object
+    plugin: Provider
     context: ProviderContext
     offering: str | None
     inject_error: Callable[[ErrorCategory], AbstractContextManager[None]]
@@ -100,7 +105,7 @@ class ConformanceTarget:
 
 
 class ConformanceSession:
-    """Talks to one provider block through pluggy the way the engine does, and cleans up."""
+    """Talks to one provider block through the registry the way the engine does, and cleans up."""
 
     def __init__(self, target: ConformanceTarget, joins: JoinRecorder) -> None:
         """Load the target's plugin (installed entry point or in-process) and open a run.
@@ -136,43 +141,38 @@ class ConformanceSession:
     # --- hooks ----------------------------------------------------------------------
 
     def config_schema(self) -> type[Any] | None:
-        """The plugin's answer to ``fuzz_provider_config_schema`` for the target's kind."""
-        schema: type[Any] | None = self.plugins.manager.hook.fuzz_provider_config_schema(
-            kind=self.context.kind
-        )
-        return schema
+        """The config schema of the provider registered for the target's kind."""
+        return self.plugins.require_provider(self.context.kind).impl.config_schema
 
     def offerings(self) -> list[Offering]:
-        """``fuzz_provider_offerings``."""
+        """The provider's offerings."""
         return self.gateway.offerings(self.context.name)
 
     def bootstrap_payload(self, node: NodeRequest) -> str:
-        """``fuzz_provider_bootstrap_payload`` for ``node`` with its own join info."""
-        payload = self.gateway.answer(
-            "fuzz_provider_bootstrap_payload", self.context, node=node, join=node.join
-        )
+        """The bootstrap payload for ``node`` with its own join info."""
+        payload = self.gateway.bootstrap_payload(self.context, node, node.join)
         assert isinstance(payload, str), f"bootstrap payload is {type(payload).__name__}, not str"
         return payload
 
     def create(self, node: NodeRequest) -> NodeObservation:
-        """``fuzz_provider_create_node``; the node is deleted at the end of the test."""
+        """Create ``node``; it is deleted at the end of the test."""
         self.created[node.client_token] = node
-        observation = self.gateway.answer("fuzz_provider_create_node", self.context, node=node)
+        observation = self.gateway.create_node(self.context, node)
         assert isinstance(observation, NodeObservation), (
             f"create returned {type(observation).__name__}, not a NodeObservation"
         )
         return observation
 
     def read(self, context: ProviderContext | None = None) -> list[NodeObservation]:
-        """``fuzz_provider_read_nodes`` (for another cluster's ``context`` when given)."""
+        """The provider's nodes (for another cluster's ``context`` when given)."""
         ctx = context or self.context
-        nodes = self.gateway.answer("fuzz_provider_read_nodes", ctx)
+        nodes = self.gateway.read_nodes(ctx)
         assert isinstance(nodes, list), f"read returned {type(nodes).__name__}, not a list"
         return nodes
 
     def delete(self, node: NodeObservation) -> bool:
-        """``fuzz_provider_delete_node``."""
-        result = self.gateway.answer("fuzz_provider_delete_node", self.context, node=node)
+        """Delete ``node``."""
+        result = self.gateway.delete_node(self.context, node)
         assert isinstance(result, bool), f"delete returned {type(result).__name__}, not bool"
         return result
 
@@ -218,18 +218,29 @@ class ConformanceSession:
         return problems
 
 
+@dataclass(frozen=True)
+class _InProcessPlugin:
+    """Registers the target's provider when no installed plugin registers its kind."""
+
+    provider: Provider
+
+    @hookimpl
+    def fuzz_register_providers(self, register: RegisterProvider) -> None:
+        """Register the target's provider."""
+        register(self.provider)
+
+
 def _load_plugins(target: ConformanceTarget) -> PluginSet:
-    """The installed plugins, plus the target's plugin in-process when no entry point has it."""
+    """The installed plugins, plus the target's provider in-process when none registers it."""
     kind = target.context.kind
     found = load_plugins()
-    info = found.provider_kinds().get(kind)
-    if info is None:
-        return load_plugins(extra=[(f"conformance:{kind}", target.plugin)])
-    registered = found.manager.get_plugin(f"{PROVIDER_GROUP}:{info.name}")
-    if registered is not target.plugin:
+    registered = found.providers.get(kind)
+    if registered is None:
+        return load_plugins(extra=[(f"conformance:{kind}", _InProcessPlugin(target.plugin))])
+    if registered.impl is not target.plugin:
         pytest.fail(
-            f"kind {kind!r} is published by entry point {info.name} = {info.value} "
-            f"({info.distribution}), which is not the target's plugin object"
+            f"kind {kind!r} is registered by {registered.plugin.origin()} with another "
+            f"provider object than the target's"
         )
     return found
 
@@ -257,11 +268,14 @@ class ProviderConformance:
     and define a ``conformance_target`` fixture; see the module docstring."""
 
     def test_plugin_is_registered_for_its_kind(self, conformance: ConformanceSession) -> None:
-        """The plugin claims its kind and publishes a strict config schema."""
+        """The plugin registers its kind and publishes a strict config schema."""
         kind = conformance.context.kind
-        assert kind in conformance.plugins.provider_kinds(), f"no plugin claims kind {kind!r}"
+        assert kind in conformance.plugins.provider_kinds(), f"no plugin registers kind {kind!r}"
+        registered = conformance.plugins.require_provider(kind).impl
+        assert registered is conformance.target.plugin, "another provider has the target's kind"
+        assert registered.kind == kind, f"registered under {kind!r}, says {registered.kind!r}"
         schema = conformance.config_schema()
-        assert schema is not None, f"fuzz_provider_config_schema({kind!r}) returned None"
+        assert schema is not None, f"the {kind!r} provider has no config_schema"
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             assert schema.model_config.get("extra") == "forbid", (
                 f"{schema.__name__} accepts unknown keys; set extra='forbid' so typos are errors"
@@ -270,9 +284,8 @@ class ProviderConformance:
             if isinstance(config, BaseModel):
                 assert isinstance(config, schema), f"the context's config is not a {schema}"
         other = replace(conformance.context, kind=f"{kind}-not-this-one")
-        assert conformance.plugins.manager.hook.fuzz_provider_offerings(ctx=other) is None, (
-            "the plugin answered for a kind it does not claim"
-        )
+        with pytest.raises(PluginError, match="no provider plugin for"):
+            conformance.gateway.offerings_of(other)
 
     def test_offerings_are_well_formed(self, conformance: ConformanceSession) -> None:
         """Offerings: unique names, positive cores and memory, sane GPUs, prices and arch."""

@@ -1,1 +1,4 @@
-"""fuzz state backends, registered under the fuzz.state entry-point group."""
+"""fuzz state backends on S3 and PostgreSQL (extras ``s3``, ``postgres``), as fuzz.state plugins.
+
+The default ``local`` backend is fuzz's own (:mod:`fuzz.default_plugins.local_state`).
+"""

@@ -9,7 +9,7 @@ Tables, created on first use in the spec's ``schema`` (default ``fuzz``):
   inside ``data``, which may be encrypted; the backend never looks into it.)
 * ``state_history (name, version, data, created)`` -- the last ``history`` versions
   of each state, for ``fuzz state history`` and ``rollback``.
-* ``locks (name, info)`` -- the lock holder's :class:`~fuzz.state_api.LockInfo`
+* ``locks (name, info)`` -- the lock holder's :class:`~fuzz.plugin.state.LockInfo`
   (plus its server process id), for messages and ``force-unlock``.
 
 The lock itself is a session advisory lock keyed by a hash of schema and state
@@ -36,10 +36,19 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 
-from fuzz.errors import FuzzError, LockError, StateError
-from fuzz.hookspecs import hookimpl
-from fuzz.state_api import LockInfo, StateVersion
-from fuzz_state.common import BackendConfig, lock_mismatch, parse_config
+from fuzz.errors import FuzzError
+from fuzz.plugin import (
+    BackendConfig,
+    LockError,
+    LockInfo,
+    RegisterStateBackend,
+    StateBackendPlugin,
+    StateError,
+    StateVersion,
+    hookimpl,
+    lock_mismatch,
+    parse_config,
+)
 
 NAME = "postgres"
 IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
@@ -62,26 +71,15 @@ class PostgresConfig(BackendConfig):
     history: int = Field(default=20, ge=2, le=10000, description="versions kept per state")
 
 
-@hookimpl
-def fuzz_state_backend_names() -> list[str]:
-    """This plugin answers for the ``postgres`` backend."""
-    return [NAME]
-
-
-@hookimpl
-def fuzz_state_config_schema(name: str) -> type[PostgresConfig] | None:
-    """The model of a ``postgres`` state block."""
-    return PostgresConfig if name == NAME else None
-
-
-@hookimpl
-def fuzz_state_backend(
-    name: str, config: Mapping[str, Any], base_dir: Path
-) -> PostgresBackend | None:
-    """Build the PostgreSQL backend from a ``state:`` block; None for other names."""
-    if name != NAME:
-        return None
+def open_postgres(config: Mapping[str, Any], base_dir: Path) -> PostgresBackend:
+    """Build the PostgreSQL backend from a ``state:`` block (without backend and encryption)."""
     return PostgresBackend(parse_config(PostgresConfig, config, NAME))
+
+
+@hookimpl
+def fuzz_register_state_backends(register: RegisterStateBackend) -> None:
+    """Register the ``postgres`` backend."""
+    register(StateBackendPlugin(NAME, PostgresConfig, open_postgres))
 
 
 def advisory_key(*parts: str) -> int:
@@ -91,7 +89,7 @@ def advisory_key(*parts: str) -> int:
 
 
 class PostgresBackend:
-    """A :class:`~fuzz.state_api.StateBackend` (and versioned backend) in PostgreSQL.
+    """A :class:`~fuzz.plugin.state.StateBackend` (and versioned backend) in PostgreSQL.
 
     Holds two connections: one for the document, one whose session holds the
     advisory lock. Remembers the row version of the last read or write; the next

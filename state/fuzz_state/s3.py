@@ -5,7 +5,7 @@
   (``IfNoneMatch="*"``), so an update based on an outdated read is refused by S3
   itself and can never overwrite someone else's.
 * The lock is the object ``<key>.lock``, created with ``IfNoneMatch="*"`` and
-  holding the holder's :class:`~fuzz.state_api.LockInfo` as JSON. It is deleted
+  holding the holder's :class:`~fuzz.plugin.state.LockInfo` as JSON. It is deleted
   only by the id that took it (conditional on its ETag). A retried lock request
   that finds its own id in the lock object treats the lock as its own, so a lost
   response never leaves a process waiting for itself.
@@ -30,10 +30,19 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field
 
-from fuzz.errors import FuzzError, LockError, StateError
-from fuzz.hookspecs import hookimpl
-from fuzz.state_api import LockInfo, StateVersion
-from fuzz_state.common import BackendConfig, lock_mismatch, parse_config
+from fuzz.errors import FuzzError
+from fuzz.plugin import (
+    BackendConfig,
+    LockError,
+    LockInfo,
+    RegisterStateBackend,
+    StateBackendPlugin,
+    StateError,
+    StateVersion,
+    hookimpl,
+    lock_mismatch,
+    parse_config,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -55,23 +64,8 @@ class S3Config(BackendConfig):
     )
 
 
-@hookimpl
-def fuzz_state_backend_names() -> list[str]:
-    """This plugin answers for the ``s3`` backend."""
-    return [NAME]
-
-
-@hookimpl
-def fuzz_state_config_schema(name: str) -> type[S3Config] | None:
-    """The model of an ``s3`` state block."""
-    return S3Config if name == NAME else None
-
-
-@hookimpl
-def fuzz_state_backend(name: str, config: Mapping[str, Any], base_dir: Path) -> S3Backend | None:
-    """Build the S3 backend from a ``state:`` block; None for other backend names."""
-    if name != NAME:
-        return None
+def open_s3(config: Mapping[str, Any], base_dir: Path) -> S3Backend:
+    """Build the S3 backend from a ``state:`` block (without backend and encryption)."""
     parsed = parse_config(S3Config, config, NAME)
     client = boto3.session.Session().client(
         "s3", region_name=parsed.region, endpoint_url=parsed.endpoint_url,
@@ -80,15 +74,21 @@ def fuzz_state_backend(name: str, config: Mapping[str, Any], base_dir: Path) -> 
     return S3Backend(client, parsed.bucket, parsed.key)
 
 
+@hookimpl
+def fuzz_register_state_backends(register: RegisterStateBackend) -> None:
+    """Register the ``s3`` backend."""
+    register(StateBackendPlugin(NAME, S3Config, open_s3))
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 class S3Backend:
-    """A :class:`~fuzz.state_api.StateBackend` (and versioned backend) on one S3 object.
+    """A :class:`~fuzz.plugin.state.StateBackend` (and versioned backend) on one S3 object.
 
     Remembers the ETag of the last read or write; the next write is conditional on
-    it. :class:`~fuzz.statestore.StateStore` serialises calls to one object.
+    it. :class:`~fuzz.lifecycle.statestore.StateStore` serialises calls to one object.
     """
 
     shared = True

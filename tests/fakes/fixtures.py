@@ -15,7 +15,7 @@ from fakes.azure_arm import AzureArmFake
 from fakes.gcp_compute import GcpComputeFake
 from fakes.httpserver import ApiServer
 from fakes.tls import self_signed
-from fuzz.provider_api import (
+from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,

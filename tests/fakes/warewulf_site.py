@@ -15,7 +15,7 @@ from fuzz_baremetal.provider import OVERLAY_DIR
 
 from fakes.fake_warewulf import FakeWarewulf
 from fakes.warewulf_api import FakeWarewulfApi
-from fuzz.bootstrap import BootstrapSettings
+from fuzz.plugin.cloudinit import BootstrapSettings
 from fuzz.testing.boot import stop_agents
 from fuzz.testing.oci import free_port
 

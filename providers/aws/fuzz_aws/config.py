@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fuzz.bootstrap import BootstrapSettings
-from fuzz.provider_api import ProviderError
+from fuzz.plugin.cloudinit import BootstrapSettings
+from fuzz.plugin.provider import ProviderError
 
 AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
 SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")

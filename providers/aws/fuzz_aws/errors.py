@@ -1,8 +1,8 @@
-"""EC2 failures as the typed, one-line errors of :mod:`fuzz.provider_api`.
+"""EC2 failures as the typed, one-line errors of :mod:`fuzz.plugin.provider`.
 
 botocore raises ``ClientError`` with the EC2 error code for what AWS refused, and
 other ``BotoCoreError``s for what never reached it (no credentials, no network).
-:func:`ec2_errors` turns both into a :class:`~fuzz.provider_api.ProviderError`
+:func:`ec2_errors` turns both into a :class:`~fuzz.plugin.provider.ProviderError`
 subclass whose message names the operation, the code and what to do.
 """
 
@@ -20,7 +20,7 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from fuzz.provider_api import (
+from fuzz.plugin.provider import (
     AuthenticationError,
     CapacityUnavailableError,
     NodeNotFoundError,

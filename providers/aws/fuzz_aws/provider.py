@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import ClientError
 
-from fuzz.bootstrap import cloud_init_script
-from fuzz.pluginkit import ProviderPlugin, validated_config
-from fuzz.provider_api import (
+from fuzz.plugin import RegisterProvider, hookimpl
+from fuzz.plugin.cloudinit import cloud_init_script
+from fuzz.plugin.kit import ProviderPlugin, validated_config
+from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,
@@ -208,7 +209,7 @@ class AwsProvider(ProviderPlugin):
 
     def bootstrap_payload(self, ctx: ProviderContext, node: NodeRequest, join: JoinInfo
                           ) -> str | None:
-        """fuzz's cloud-init script (:func:`fuzz.bootstrap.cloud_init_script`)."""
+        """fuzz's cloud-init script (:func:`fuzz.plugin.cloudinit.cloud_init_script`)."""
         return cloud_init_script(node, join, validated_config(AwsConfig, ctx).bootstrap)
 
     def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation | None:
@@ -259,4 +260,10 @@ def _instances(client: EC2Client, ctx: ProviderContext, doing: str,
 
 
 plugin = AwsProvider()
-"""The instance registered by the ``fuzz.providers`` entry point ``aws``."""
+"""The provider of kind ``aws``, as registered."""
+
+
+@hookimpl
+def fuzz_register_providers(register: RegisterProvider) -> None:
+    """Register the ``aws`` provider."""
+    register(plugin)

@@ -11,7 +11,7 @@ from azure.core.credentials import TokenCredential
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.network import NetworkManagementClient
 
-from fuzz.provider_api import ProviderContext
+from fuzz.plugin.provider import ProviderContext
 from fuzz_azure.config import AzureConfig
 from fuzz_azure.credential import FileTokenCredential
 

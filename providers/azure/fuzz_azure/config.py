@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fuzz.bootstrap import BootstrapSettings
+from fuzz.plugin.cloudinit import BootstrapSettings
 
 SUBNET_ID = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
                        r"Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+", re.IGNORECASE)

@@ -16,7 +16,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from fuzz.provider_api import (
+from fuzz.plugin.provider import (
     AuthenticationError,
     CapacityUnavailableError,
     NodeNotFoundError,

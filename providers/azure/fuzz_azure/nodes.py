@@ -18,8 +18,8 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.polling import LROPoller
 from azure.mgmt.compute import models as cm
 
-from fuzz.pluginkit import priced_offering, validated_config
-from fuzz.provider_api import (
+from fuzz.plugin.kit import priced_offering, validated_config
+from fuzz.plugin.provider import (
     TAG_CLIENT_TOKEN,
     NodeObservation,
     NodeRequest,

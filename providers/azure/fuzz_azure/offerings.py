@@ -5,7 +5,7 @@ from __future__ import annotations
 from azure.mgmt.compute import models as cm
 
 from fuzz.errors import ConfigError
-from fuzz.provider_api import Offering
+from fuzz.plugin.provider import Offering
 from fuzz_azure.clients import Azure
 from fuzz_azure.config import AzureConfig
 from fuzz_azure.errors import translated

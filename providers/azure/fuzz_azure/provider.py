@@ -2,12 +2,13 @@
 
 The Azure management SDKs take seconds to import, so this module imports only
 the config; the SDKs and the node operations load on the first hook call for
-``azure`` (see :class:`fuzz.pluginkit.CloudInitProvider`).
+``azure`` (see :class:`fuzz.plugin.kit.CloudInitProvider`).
 """
 
 from __future__ import annotations
 
-from fuzz.pluginkit import CloudInitProvider, NodeOperations
+from fuzz.plugin import RegisterProvider, hookimpl
+from fuzz.plugin.kit import CloudInitProvider, NodeOperations
 from fuzz_azure.config import AzureConfig
 
 
@@ -25,4 +26,10 @@ class AzureProvider(CloudInitProvider):
 
 
 plugin = AzureProvider()
-"""The instance registered by the ``fuzz.providers`` entry point ``azure``."""
+"""The provider of kind ``azure``, as registered."""
+
+
+@hookimpl
+def fuzz_register_providers(register: RegisterProvider) -> None:
+    """Register the ``azure`` provider."""
+    register(plugin)

@@ -18,7 +18,13 @@ from azure.mgmt.compute import models as cm
 from azure.mgmt.network import models as nm
 
 from fuzz.errors import ConfigError
-from fuzz.provider_api import TAG_ADDRESS, TAG_CLIENT_TOKEN, TAG_CLUSTER, NodeObservation, NodeState
+from fuzz.plugin.provider import (
+    TAG_ADDRESS,
+    TAG_CLIENT_TOKEN,
+    TAG_CLUSTER,
+    NodeObservation,
+    NodeState,
+)
 from fuzz_azure.config import AzureConfig
 from fuzz_azure.sshkey import unusable_public_key
 

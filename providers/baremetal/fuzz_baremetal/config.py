@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fuzz.bootstrap import BootstrapSettings
-from fuzz.provider_api import Offering, ProviderContext, ProviderError
+from fuzz.plugin.cloudinit import BootstrapSettings
+from fuzz.plugin.provider import Offering, ProviderContext, ProviderError
 from fuzz.units import parse_size
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -12,7 +12,7 @@ read
 delete
     powers the machine off and deletes its Warewulf node, releasing the machine.
 
-The bootstrap payload is fuzz's cloud-init script (:mod:`fuzz.bootstrap`). It
+The bootstrap payload is fuzz's cloud-init script (:mod:`fuzz.plugin.cloudinit`). It
 travels base64-encoded in the node tag ``fuzz:bootstrap``; the ``fuzz`` overlay
 (``fuzz_baremetal/overlay``, installed once into Warewulf) renders it to
 ``/etc/fuzz/bootstrap.b64`` and its ``fuzz-bootstrap.service`` decodes and runs
@@ -28,9 +28,10 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fuzz.bootstrap import cloud_init_script
-from fuzz.pluginkit import ProviderPlugin
-from fuzz.provider_api import (
+from fuzz.plugin import RegisterProvider, hookimpl
+from fuzz.plugin.cloudinit import cloud_init_script
+from fuzz.plugin.kit import ProviderPlugin
+from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,
@@ -272,4 +273,10 @@ class BaremetalProvider(ProviderPlugin):
 
 
 plugin = BaremetalProvider()
-"""The instance registered by the ``fuzz.providers`` entry point ``baremetal``."""
+"""The provider of kind ``baremetal``, as registered."""
+
+
+@hookimpl
+def fuzz_register_providers(register: RegisterProvider) -> None:
+    """Register the ``baremetal`` provider."""
+    register(plugin)

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from fuzz.provider_api import ProviderError
+from fuzz.plugin.provider import ProviderError
 from fuzz_baremetal.warewulf import NewNode, NodeFields, NodeSetup, PowerState, classify, one_line
 
 

@@ -3,7 +3,7 @@
 Nodes are read in the shape of ``nodes.conf`` (``profiles``, ``image name``,
 ``network devices``, ``ipmi``, ``system overlay``, ``tags`` …), as both
 ``wwctl node list --json`` (4.6.1+) and ``GET /api/nodes/`` return them. Failures
-become the typed errors of :mod:`fuzz.provider_api` by :func:`classify`.
+become the typed errors of :mod:`fuzz.plugin.provider` by :func:`classify`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from fuzz.provider_api import AuthenticationError, NodeNotFoundError, ProviderError
+from fuzz.plugin.provider import AuthenticationError, NodeNotFoundError, ProviderError
 
 PowerState = Literal["on", "off", "unknown"]
 NodeFields = Mapping[str, Any]

@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping
 from typing import Literal
 
-from fuzz.provider_api import ProviderError
+from fuzz.plugin.provider import ProviderError
 from fuzz_baremetal.warewulf import NewNode, NodeFields, NodeSetup, PowerState, classify, one_line
 
 _STATUS_LINE = re.compile(r"^\s*(?P<who>\S+):\s*(?P<result>.*)$")

@@ -10,7 +10,7 @@ from typing import Any
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
-from fuzz.provider_api import ProviderError
+from fuzz.plugin.provider import ProviderError
 from fuzz_gcp.config import GcpConfig
 from fuzz_gcp.errors import operation_error, translated
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fuzz.bootstrap import BootstrapSettings
+from fuzz.plugin.cloudinit import BootstrapSettings
 
 
 class GcpConfig(BaseModel):

@@ -15,7 +15,7 @@ from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.cloud import compute_v1
 
-from fuzz.provider_api import (
+from fuzz.plugin.provider import (
     AuthenticationError,
     CapacityUnavailableError,
     NodeNotFoundError,

@@ -7,7 +7,7 @@ import uuid
 
 from google.cloud import compute_v1
 
-from fuzz.provider_api import NodeObservation, NodeRequest, NodeState
+from fuzz.plugin.provider import NodeObservation, NodeRequest, NodeState
 from fuzz_gcp.config import GcpConfig
 from fuzz_gcp.labels import (
     LABEL_ADDRESS,

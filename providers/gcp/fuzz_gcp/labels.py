@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 
 from fuzz.errors import ConfigError
-from fuzz.provider_api import TAG_ADDRESS, TAG_CLIENT_TOKEN, TAG_CLUSTER
+from fuzz.plugin.provider import TAG_ADDRESS, TAG_CLIENT_TOKEN, TAG_CLUSTER
 
 LABEL_CLUSTER = "fuzz-cluster"
 LABEL_ADDRESS = "fuzz-address"

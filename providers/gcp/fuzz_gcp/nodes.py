@@ -13,8 +13,8 @@ from __future__ import annotations
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
-from fuzz.pluginkit import priced_offering, validated_config
-from fuzz.provider_api import (
+from fuzz.plugin.kit import priced_offering, validated_config
+from fuzz.plugin.provider import (
     NodeObservation,
     NodeRequest,
     Offering,

@@ -2,12 +2,13 @@
 
 google-cloud-compute takes seconds to import, so this module imports only the
 config; the SDK and the node operations load on the first hook call for ``gcp``
-(see :class:`fuzz.pluginkit.CloudInitProvider`).
+(see :class:`fuzz.plugin.kit.CloudInitProvider`).
 """
 
 from __future__ import annotations
 
-from fuzz.pluginkit import CloudInitProvider, NodeOperations
+from fuzz.plugin import RegisterProvider, hookimpl
+from fuzz.plugin.kit import CloudInitProvider, NodeOperations
 from fuzz_gcp.config import GcpConfig
 
 
@@ -25,4 +26,10 @@ class GcpProvider(CloudInitProvider):
 
 
 plugin = GcpProvider()
-"""The instance registered by the ``fuzz.providers`` entry point ``gcp``."""
+"""The provider of kind ``gcp``, as registered."""
+
+
+@hookimpl
+def fuzz_register_providers(register: RegisterProvider) -> None:
+    """Register the ``gcp`` provider."""
+    register(plugin)

@@ -1,8 +1,9 @@
-"""The provider gateway: the engine's node operations, carried out through plugin hooks.
+"""The provider gateway: the engine's node operations, carried out by the registered providers.
 
 This is where the pure engine meets I/O. It builds each provider block's
-:class:`~fuzz.provider_api.ProviderContext` from the validated spec, calls the
-plugin hooks, and turns a hook that nobody answers into a clear PluginError.
+:class:`~fuzz.plugin.provider.ProviderContext` from the validated spec, calls the
+provider registered for the block's kind, and turns an operation the provider does
+not implement (it answers None) into a clear PluginError.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from fuzz.engine.model import DesiredNode, RecordedNode
 from fuzz.errors import ConfigError, PluginError
-from fuzz.plugins import PluginSet
-from fuzz.provider_api import (
+from fuzz.plugin.loader import PluginSet
+from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,
@@ -26,6 +27,8 @@ from fuzz.provider_api import (
     ProviderContext,
 )
 from fuzz.spec.loader import LoadedSpec, validate_block
+
+T = TypeVar("T")
 
 
 def provider_contexts(loaded: LoadedSpec, plugins: PluginSet) -> dict[str, ProviderContext]:
@@ -38,8 +41,7 @@ def provider_contexts(loaded: LoadedSpec, plugins: PluginSet) -> dict[str, Provi
     contexts = {}
     for name, block in spec.providers.items():
         kind = spec.provider_kind(name)
-        plugins.require_provider(kind)
-        schema = plugins.manager.hook.fuzz_provider_config_schema(kind=kind)
+        schema = plugins.require_provider(kind).impl.config_schema
         config: Any = block.provider_config()
         if schema is not None:
             config = validate_block(loaded, ("providers", name), schema, config)
@@ -78,27 +80,49 @@ class ProviderGateway:
                 f"fuzz state rm"
             ) from None
 
-    def answer(self, hook: str, ctx: ProviderContext, **kwargs: Any) -> Any:
-        """Call provider ``hook`` for ``ctx``; a plugin that does not answer is a PluginError."""
-        result = getattr(self.plugins.manager.hook, hook)(ctx=ctx, **kwargs)
+    def _answered(self, ctx: ProviderContext, operation: str, result: T | None) -> T:
+        """``result``, unless the provider answered None: it does not implement ``operation``."""
         if result is None:
-            plugin = self.plugins.require_provider(ctx.kind)
+            plugin = self.plugins.require_provider(ctx.kind).plugin
             raise PluginError(
                 f"provider plugin '{ctx.kind}' ({plugin.distribution} {plugin.version}) "
-                f"does not implement {hook} yet"
+                f"does not implement {operation} yet"
             )
         return result
 
+    def offerings_of(self, ctx: ProviderContext) -> list[Offering]:
+        """The node types the provider block of ``ctx`` can create."""
+        provider = self.plugins.require_provider(ctx.kind).impl
+        return list(self._answered(ctx, "offerings", provider.offerings(ctx)))
+
+    def bootstrap_payload(self, ctx: ProviderContext, node: NodeRequest, join: JoinInfo) -> str:
+        """The payload that starts the agent on ``node``."""
+        provider = self.plugins.require_provider(ctx.kind).impl
+        payload = provider.bootstrap_payload(ctx, node, join)
+        return self._answered(ctx, "bootstrap_payload", payload)
+
+    def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation:
+        """Create ``node``, idempotently by its client token."""
+        provider = self.plugins.require_provider(ctx.kind).impl
+        return self._answered(ctx, "create_node", provider.create_node(ctx, node))
+
+    def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation]:
+        """Every node the provider block of ``ctx`` holds for its cluster."""
+        provider = self.plugins.require_provider(ctx.kind).impl
+        return list(self._answered(ctx, "read_nodes", provider.read_nodes(ctx)))
+
+    def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool:
+        """Delete ``node``; True once it is gone or going."""
+        provider = self.plugins.require_provider(ctx.kind).impl
+        return self._answered(ctx, "delete_node", provider.delete_node(ctx, node))
+
     def observe(self, providers: Iterable[str]) -> dict[str, list[NodeObservation]]:
         """Every node each named provider block holds for the cluster (refresh)."""
-        return {
-            name: list(self.answer("fuzz_provider_read_nodes", self.context(name)))
-            for name in providers
-        }
+        return {name: self.read_nodes(self.context(name)) for name in providers}
 
     def offerings(self, provider: str) -> list[Offering]:
         """The offerings of one provider block."""
-        return list(self.answer("fuzz_provider_offerings", self.context(provider)))
+        return self.offerings_of(self.context(provider))
 
     def create(self, node: DesiredNode, token: str) -> NodeObservation:
         """Create ``node`` through its provider, idempotently by ``token``."""
@@ -110,10 +134,8 @@ class ProviderGateway:
             tags={TAG_CLUSTER: ctx.cluster, TAG_ADDRESS: node.address, TAG_CLIENT_TOKEN: token},
             join=join,
         )
-        payload = self.answer("fuzz_provider_bootstrap_payload", ctx, node=request, join=join)
-        request = replace(request, bootstrap=payload)
-        result: NodeObservation = self.answer("fuzz_provider_create_node", ctx, node=request)
-        return result
+        request = replace(request, bootstrap=self.bootstrap_payload(ctx, request, join))
+        return self.create_node(ctx, request)
 
     def delete(self, record: RecordedNode) -> None:
         """Delete a recorded node; one whose create never finished is looked up by token."""
@@ -126,4 +148,4 @@ class ProviderGateway:
                                        "running", record.observed.get("endpoint"),
                                        dict(record.observed))]
         for obs in matches:
-            self.answer("fuzz_provider_delete_node", ctx, node=obs)
+            self.delete_node(ctx, obs)

@@ -1,13 +1,13 @@
 """Recorded state on top of any backend: JSON, lineage and serial rules, and the lock.
 
-A :class:`~fuzz.state_api.StateBackend` stores opaque bytes and one lock. This
+A :class:`~fuzz.plugin.state.StateBackend` stores opaque bytes and one lock. This
 module gives every backend the same behaviour:
 
 * the document is the JSON of :meth:`State.to_json <fuzz.engine.model.State.to_json>`;
 * the serial grows by one with every change of content, and only then;
 * a state of another lineage is never overwritten, nor a newer serial by an older one;
 * :meth:`StateStore.lock` waits for the lock with backoff and names its holder;
-* the backend only ever sees what :class:`~fuzz.state_encryption.Encryption` seals;
+* the backend only ever sees what :class:`~fuzz.lifecycle.sealing.Encryption` seals;
 * versioned backends give :meth:`StateStore.history` and :meth:`StateStore.rollback`.
 """
 
@@ -24,11 +24,11 @@ from typing import Any
 
 from fuzz.encryption import DecryptionError
 from fuzz.engine.model import State
-from fuzz.errors import LockError, PluginError, StateError
-from fuzz.plugins import PluginSet
+from fuzz.errors import LockError, StateError
+from fuzz.lifecycle.sealing import PLAINTEXT, STATE_CONTEXT, Encryption, resolve_encryption
+from fuzz.plugin.loader import PluginSet
+from fuzz.plugin.state import LockInfo, StateBackend, StateVersion, VersionedBackend
 from fuzz.spec.cluster import StateSpec
-from fuzz.state_api import LockInfo, StateBackend, StateVersion, VersionedBackend
-from fuzz.state_encryption import PLAINTEXT, STATE_CONTEXT, Encryption, resolve_encryption
 
 LOCK_POLL_START = 0.05
 LOCK_POLL_FACTOR = 1.5
@@ -44,16 +44,7 @@ def open_backend(
     it are relative to ``base_dir``. Raises PluginError when no plugin provides
     ``backend_name`` and ConfigError (from the plugin) for bad keys.
     """
-    info = plugins.require_state_backend(backend_name)
-    backend: StateBackend | None = plugins.manager.hook.fuzz_state_backend(
-        name=backend_name, config=config, base_dir=base_dir
-    )
-    if backend is None:
-        raise PluginError(
-            f"state backend plugin '{backend_name}' from {info.distribution} {info.version} "
-            "returned no backend"
-        )
-    return backend
+    return plugins.require_state_backend(backend_name).impl.open(config, base_dir)
 
 
 def open_store(spec: StateSpec, base_dir: Path, plugins: PluginSet) -> StateStore:

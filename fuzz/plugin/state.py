@@ -2,7 +2,7 @@
 
 A backend stores one state document and one lock. It never interprets the
 document; serialisation, serial numbers and lineage checks live in
-:mod:`fuzz.statestore`, so every backend gets them for free.
+:mod:`fuzz.lifecycle.statestore`, so every backend gets them for free.
 """
 
 from __future__ import annotations

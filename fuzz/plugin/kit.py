@@ -1,35 +1,39 @@
-"""A base class for provider plugins that answer for one kind.
+"""Building blocks for plugins: a provider base class and the state backend registration.
 
 Subclass :class:`ProviderPlugin`, set ``kind`` and ``config_schema``, override the
-operations you support, and publish an instance through the ``fuzz.providers``
-entry point (``mycloud = "fuzz_mycloud.provider:plugin"``). The hook
-implementations here answer only for ``kind`` and return None otherwise, as the
-first-result hooks of :mod:`fuzz.hookspecs` require. An operation left as is
-returns None, which fuzz reports as "does not implement …".
+operations you support, and register an instance from your plugin's
+``fuzz_register_providers`` hook. An operation left as is returns None, which fuzz
+reports as "does not implement …". A state backend registers a
+:class:`StateBackendPlugin` from ``fuzz_register_state_backends``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from fuzz.errors import ConfigError
-from fuzz.hookspecs import hookimpl
-from fuzz.provider_api import (
+from fuzz.plugin.provider import (
     JoinInfo,
     NodeObservation,
     NodeRequest,
     Offering,
     ProviderContext,
 )
+from fuzz.plugin.state import StateBackend
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 class ProviderPlugin:
-    """Dispatches the provider hooks of one ``kind`` to overridable methods."""
+    """A :class:`~fuzz.plugin.provider.Provider` of one ``kind`` whose operations default to None.
+
+    None means "not implemented"; override the operations the provider supports.
+    """
 
     kind: ClassVar[str] = ""
     config_schema: ClassVar[type[Any] | None] = None
@@ -57,47 +61,6 @@ class ProviderPlugin:
     def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool | None:
         """Delete a node; True once it is gone or going."""
         return None
-
-    # --- hook implementations: kind dispatch -------------------------------------
-
-    @hookimpl
-    def fuzz_provider_kinds(self) -> list[str]:
-        """This plugin's one kind."""
-        return [self.kind]
-
-    @hookimpl
-    def fuzz_provider_config_schema(self, kind: str) -> type[Any] | None:
-        """The schema of this kind's provider blocks."""
-        return self.config_schema if kind == self.kind else None
-
-    @hookimpl
-    def fuzz_provider_offerings(self, ctx: ProviderContext) -> list[Offering] | None:
-        """See :meth:`offerings`."""
-        return self.offerings(ctx) if ctx.kind == self.kind else None
-
-    @hookimpl
-    def fuzz_provider_bootstrap_payload(
-        self, ctx: ProviderContext, node: NodeRequest, join: JoinInfo
-    ) -> str | None:
-        """See :meth:`bootstrap_payload`."""
-        return self.bootstrap_payload(ctx, node, join) if ctx.kind == self.kind else None
-
-    @hookimpl
-    def fuzz_provider_create_node(
-        self, ctx: ProviderContext, node: NodeRequest
-    ) -> NodeObservation | None:
-        """See :meth:`create_node`."""
-        return self.create_node(ctx, node) if ctx.kind == self.kind else None
-
-    @hookimpl
-    def fuzz_provider_read_nodes(self, ctx: ProviderContext) -> list[NodeObservation] | None:
-        """See :meth:`read_nodes`."""
-        return self.read_nodes(ctx) if ctx.kind == self.kind else None
-
-    @hookimpl
-    def fuzz_provider_delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool | None:
-        """See :meth:`delete_node`."""
-        return self.delete_node(ctx, node) if ctx.kind == self.kind else None
 
 
 def validated_config(schema: type[ConfigT], ctx: ProviderContext) -> ConfigT:
@@ -158,9 +121,9 @@ class CloudInitProvider(ProviderPlugin):
 
     Every fuzz command loads every installed provider plugin, and cloud SDKs take
     seconds to import; a subclass keeps its module light (the config schema only)
-    and imports its SDK in :meth:`load_operations`, which runs on the first hook
+    and imports its SDK in :meth:`load_operations`, which runs on the first operation
     call for its kind. ``config_schema`` must have a ``bootstrap`` field
-    (:class:`fuzz.bootstrap.BootstrapSettings`).
+    (:class:`fuzz.plugin.cloudinit.BootstrapSettings`).
     """
 
     _operations: NodeOperations | None = None
@@ -182,8 +145,8 @@ class CloudInitProvider(ProviderPlugin):
     def bootstrap_payload(
         self, ctx: ProviderContext, node: NodeRequest, join: JoinInfo
     ) -> str | None:
-        """The cloud-init script (:func:`fuzz.bootstrap.cloud_init_script`) for the node."""
-        from fuzz.bootstrap import cloud_init_script
+        """The cloud-init script (:func:`fuzz.plugin.cloudinit.cloud_init_script`) for the node."""
+        from fuzz.plugin.cloudinit import cloud_init_script
 
         assert self.config_schema is not None, f"provider {self.kind} has no config schema"
         settings = validated_config(self.config_schema, ctx).bootstrap
@@ -200,3 +163,20 @@ class CloudInitProvider(ProviderPlugin):
     def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool | None:
         """Delete the node; True once deleting or gone."""
         return self.operations().delete_node(ctx, node)
+
+
+@dataclass(frozen=True)
+class StateBackendPlugin:
+    """One state backend as a plugin registers it: its kind, its config schema, how to open it.
+
+    ``config_schema`` validates the ``state:`` block without its ``backend`` and
+    ``encryption`` keys (fuzz handles encryption itself, so a backend only ever sees
+    ciphertext); it should forbid unknown keys, so errors point at the spec's line.
+    ``open(config, base_dir)`` builds the backend from that block; relative paths in
+    it are relative to ``base_dir``, the spec's directory. It raises ConfigError for
+    bad keys.
+    """
+
+    kind: str
+    config_schema: type[Any] | None
+    open: Callable[[Mapping[str, Any], Path], StateBackend]

@@ -23,7 +23,7 @@ def parse_config(schema: type[ConfigT], config: Mapping[str, Any], backend: str)
     """Validate ``config`` with ``schema``; the first problem becomes a one-line ConfigError.
 
     ``fuzz`` itself validates the block first with file and line numbers (through
-    ``fuzz_state_config_schema``); this catches direct callers of the plugin.
+    ``StateBackendPlugin.config_schema``); this catches direct callers of the plugin.
     """
     try:
         return schema.model_validate(dict(config))

@@ -74,7 +74,7 @@ def resolve_encryption(spec: EncryptionSpec | None, shared: bool,
                        environ: Mapping[str, str] = os.environ) -> Encryption:
     """The :class:`Encryption` a ``state.encryption`` block asks for.
 
-    ``shared`` is the backend's :attr:`~fuzz.state_api.StateBackend.shared`.
+    ``shared`` is the backend's :attr:`~fuzz.plugin.state.StateBackend.shared`.
     Raises ConfigError when a named environment variable is unset, or encryption
     is enabled explicitly without any key.
     """

@@ -1,7 +1,7 @@
 """Saved plans (``fuzz plan -out FILE``): written atomically, readable only by their owner.
 
 A plan names nodes, their provider ids and attributes, so it is encrypted exactly
-like the state it was made from (see :mod:`fuzz.state_encryption`).
+like the state it was made from (see :mod:`fuzz.lifecycle.sealing`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fuzz.engine.model import Plan
 from fuzz.errors import ConfigError
-from fuzz.state_encryption import PLAINTEXT, PLAN_CONTEXT, Encryption
+from fuzz.lifecycle.sealing import PLAINTEXT, PLAN_CONTEXT, Encryption
 
 PLAN_FORMAT = "fuzz-plan/1"
 

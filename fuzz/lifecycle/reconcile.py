@@ -4,7 +4,7 @@
     recorded = the state store
     observed = the providers (refresh)
     plan     = diff(desired, recorded, observed)      # pure
-    apply    → provider hooks → new recorded state (locked, serial + 1 per step)
+    apply    → provider operations → new recorded state (locked, serial + 1 per step)
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import Plan, State
 from fuzz.engine.planner import make_plan
 from fuzz.engine.refresh import Refreshed, refresh
-from fuzz.provisioning import ProviderGateway
+from fuzz.lifecycle.gateway import ProviderGateway
+from fuzz.lifecycle.statestore import StateStore
 from fuzz.spec.cluster import ClusterSpec
-from fuzz.statestore import StateStore
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fuzz.provider_api import JoinInfo, NodeRequest
+from fuzz.plugin.provider import JoinInfo, NodeRequest
 
 ENV_ROOT = "FUZZ_ROOT"
 ENV_LISTEN = "FUZZ_LISTEN"
@@ -158,7 +158,7 @@ def cloud_init_script(node: NodeRequest, join: JoinInfo, settings: BootstrapSett
     lines = [
         "#!/bin/sh",
         f"# fuzz bootstrap for {' '.join(node.address.split())}",
-        "# Written by fuzz (fuzz/bootstrap.py); holds a join token, keep it private.",
+        "# Written by fuzz (fuzz/plugin/cloudinit.py); holds a join token, keep it private.",
         "set -eu",
         "umask 077",
         f'ROOT="${{{ENV_ROOT}:-}}"',

@@ -5,7 +5,7 @@ State lives in one JSON file (``.fuzz/state.json`` next to the cluster spec unle
 
 * ``<path>.backup`` -- the previous version, hard-linked (or copied) before each write;
 * ``<path>.lock`` -- an empty file guarded with ``flock``; never deleted;
-* ``<path>.lock.info`` -- the holder's :class:`~fuzz.state_api.LockInfo` plus its pid.
+* ``<path>.lock.info`` -- the holder's :class:`~fuzz.plugin.state.LockInfo` plus its pid.
 
 Writes are atomic: a temporary file in the same directory is written and fsynced,
 then renamed over the state file, so a crash at any moment leaves either the old
@@ -35,10 +35,18 @@ from typing import Any, NoReturn
 
 from pydantic import Field, field_validator
 
-from fuzz.errors import LockError, StateError
-from fuzz.hookspecs import hookimpl
-from fuzz.state_api import LockInfo, StateVersion
-from fuzz_state.common import BackendConfig, lock_mismatch, parse_config
+from fuzz.plugin import (
+    BackendConfig,
+    LockError,
+    LockInfo,
+    RegisterStateBackend,
+    StateBackendPlugin,
+    StateError,
+    StateVersion,
+    hookimpl,
+    lock_mismatch,
+    parse_config,
+)
 
 NAME = "local"
 DEFAULT_PATH = ".fuzz/state.json"
@@ -60,31 +68,20 @@ class LocalConfig(BackendConfig):
         return str(value)
 
 
-@hookimpl
-def fuzz_state_backend_names() -> list[str]:
-    """This plugin answers for the ``local`` backend only."""
-    return [NAME]
-
-
-@hookimpl
-def fuzz_state_config_schema(name: str) -> type[LocalConfig] | None:
-    """The model of a ``local`` state block."""
-    return LocalConfig if name == NAME else None
-
-
-@hookimpl
-def fuzz_state_backend(
-    name: str, config: Mapping[str, Any], base_dir: Path
-) -> LocalFileBackend | None:
-    """Build the local backend from a ``state:`` block; None for other backend names."""
-    if name != NAME:
-        return None
+def open_local(config: Mapping[str, Any], base_dir: Path) -> LocalFileBackend:
+    """Build the local backend from a ``state:`` block (without backend and encryption)."""
     path = Path(parse_config(LocalConfig, config, NAME).path).expanduser()
     return LocalFileBackend(path if path.is_absolute() else Path(base_dir) / path)
 
 
+@hookimpl
+def fuzz_register_state_backends(register: RegisterStateBackend) -> None:
+    """Register the ``local`` backend."""
+    register(StateBackendPlugin(NAME, LocalConfig, open_local))
+
+
 class LocalFileBackend:
-    """A :class:`~fuzz.state_api.StateBackend` keeping state in one local JSON file.
+    """A :class:`~fuzz.plugin.state.StateBackend` keeping state in one local JSON file.
 
     The lock belongs to this object: it holds the ``flock``-ed descriptor from
     :meth:`try_lock` until :meth:`unlock`. A second object (in this process or any

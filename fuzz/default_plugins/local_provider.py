@@ -40,8 +40,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import fuzz
-from fuzz.pluginkit import ProviderPlugin
-from fuzz.provider_api import (
+from fuzz.plugin import RegisterProvider, hookimpl
+from fuzz.plugin.kit import ProviderPlugin
+from fuzz.plugin.provider import (
     JoinInfo,
     NodeObservation,
     NodeRequest,
@@ -480,7 +481,7 @@ def _wait_gone(directory: Path, pid: int | None, timeout: float) -> bool:
         time.sleep(POLL_INTERVAL)
 
 
-# --- hooks ------------------------------------------------------------------------------
+# --- operations -------------------------------------------------------------------------
 
 
 class LocalProvider(ProviderPlugin):
@@ -593,4 +594,10 @@ class LocalProvider(ProviderPlugin):
 
 
 plugin = LocalProvider()
-"""The instance registered by the ``fuzz.providers`` entry point ``local``."""
+"""The provider of kind ``local``, as registered."""
+
+
+@hookimpl
+def fuzz_register_providers(register: RegisterProvider) -> None:
+    """Register the ``local`` provider."""
+    register(plugin)

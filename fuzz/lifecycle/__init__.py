@@ -1,0 +1,1 @@
+"""The plan/apply lifecycle: reconcile, provider gateway, state store, plan files, sealing."""
