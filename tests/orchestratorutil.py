@@ -9,12 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fuzz.grpcclient import ClientTls
-from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.clients.iam import IamClient
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.orchestrate.datadir import init_data_dir
-from fuzz.orchestrate.iam_client import IamClient
 from fuzz.orchestrate.server import ServerSettings, serve
+from fuzz.rpc.client import ClientTls
 from fuzz.substrate.statedir import read_json
 from fuzz.testing.oci import free_port
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from fuzz.clients.agent import AgentClient
 from fuzz.local import provider as local
 from fuzz.plugins import load_plugins
 from fuzz.provider_api import (
@@ -27,7 +28,6 @@ from fuzz.provider_api import (
     ProviderContext,
     ProviderError,
 )
-from fuzz.substrate.client import AgentClient
 
 CLUSTER = "test"
 JOIN_TOKEN = "join-token-for-local-tests"

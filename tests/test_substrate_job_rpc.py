@@ -16,14 +16,14 @@ import pytest
 from registry import PushedImage
 from test_substrate_agent import TOKEN, Agent, _spawn, _stop, _token_file, _wait_ready
 
-from fuzz.errors import FuzzError
-from fuzz.resources import ResourceRequest
-from fuzz.substrate.client import (
+from fuzz.clients.agent import (
     AgentClient,
     AgentError,
     AgentNotFoundError,
     AgentResourceExhaustedError,
 )
+from fuzz.errors import FuzzError
+from fuzz.resources import ResourceRequest
 from fuzz.substrate.containers import ContainerManager
 from fuzz.substrate.inventory import read_inventory
 from fuzz.substrate.jobs import JOBS_FILE, JobRecord, JobRequest, JobRunner, JobSettings

@@ -25,8 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fuzz.errors import ConfigError
-from fuzz.grpcclient import ClientTls
 from fuzz.orchestrate.connect import Target
+from fuzz.rpc.client import ClientTls
 from fuzz.substrate.statedir import write_private_file
 
 CONFIG_ENV = "FUZZ_CONFIG"

@@ -10,8 +10,8 @@ from functools import cached_property
 from pathlib import Path
 
 from fuzz.cli.staterecord import record_state_block, recorded_state_block, same_backend
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import StateError
-from fuzz.orchestrate.client import OrchestratorClient
 from fuzz.orchestrate.connect import orchestrator_client
 from fuzz.plugins import PluginSet, load_plugins
 from fuzz.provider_api import ProviderContext

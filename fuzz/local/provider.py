@@ -392,7 +392,7 @@ def _stop_jobs(directory: Path, timeout: float) -> None:
 
 
 def _healthy(directory: Path, address: str, endpoint: str, token: str) -> bool:
-    from fuzz.substrate.client import AgentClient  # imports gRPC only when a node is used
+    from fuzz.clients.agent import AgentClient  # imports gRPC only when a node is used
     from fuzz.substrate.enroll import TLS_DIR, NodeIdentity
 
     identity = NodeIdentity(directory / TLS_DIR)

@@ -19,12 +19,12 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from fuzz import pki
+from fuzz.crypto import pki
 from fuzz.errors import ConfigError
-from fuzz.grpcclient import ClientTls
-from fuzz.grpcserve import ServerStartError, TlsFiles
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
-from fuzz.substrate.auth import read_token_file
+from fuzz.rpc.auth import read_token_file
+from fuzz.rpc.client import ClientTls
+from fuzz.rpc.server import ServerStartError, TlsFiles
 from fuzz.substrate.statedir import write_private_file
 
 CA_KEY_FILE = "ca.key"

@@ -31,15 +31,7 @@ from pathlib import Path
 import grpc
 
 from fuzz.api import iam_pb2_grpc
-from fuzz.encryption import Sealer
-from fuzz.grpcserve import (
-    RunningServer,
-    ServerStartError,
-    install_signal_handlers,
-    restore_signal_handlers,
-    start_server,
-    wait_for_stop,
-)
+from fuzz.crypto.envelope import Sealer
 from fuzz.orchestrate.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.authz import Authorizer
 from fuzz.orchestrate.connect import INFO_FILE
@@ -65,6 +57,14 @@ from fuzz.orchestrate.service import (
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.streams import StreamLimiter, server_workers
 from fuzz.provider_api import JoinInfo
+from fuzz.rpc.server import (
+    RunningServer,
+    ServerStartError,
+    install_signal_handlers,
+    restore_signal_handlers,
+    start_server,
+    wait_for_stop,
+)
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.substrate.statedir import (
     acquire_lock,

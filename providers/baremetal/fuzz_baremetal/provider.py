@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fuzz.bootstrap import cloud_init_script
+from fuzz.clients.agent import AgentClient
 from fuzz.pluginkit import ProviderPlugin
 from fuzz.provider_api import (
     TAG_ADDRESS,
@@ -44,7 +45,6 @@ from fuzz.provider_api import (
     ProviderError,
     QuotaExceededError,
 )
-from fuzz.substrate.client import AgentClient
 from fuzz_baremetal.config import BaremetalConfig, Machine, config_of, machine_from_attributes
 from fuzz_baremetal.rest import RestWarewulf
 from fuzz_baremetal.warewulf import (
