@@ -11,11 +11,11 @@ from pathlib import Path
 
 from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import OrchestratorClient
+from fuzz.fsutil import read_json
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.orchestrate.datadir import init_data_dir
 from fuzz.orchestrate.server import ServerSettings, serve
 from fuzz.rpc.client import ClientTls
-from fuzz.substrate.statedir import read_json
 from fuzz.testing.oci import free_port
 
 

@@ -40,6 +40,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import fuzz
+from fuzz.fsutil import read_json, write_json_atomic, write_private_file
 from fuzz.pluginkit import ProviderPlugin
 from fuzz.provider_api import (
     JoinInfo,
@@ -53,14 +54,7 @@ from fuzz.provider_api import (
 )
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.inventory import MachineInventory, read_inventory
-from fuzz.substrate.statedir import (
-    INFO_FILE,
-    lock_held,
-    lock_pid,
-    read_json,
-    write_json_atomic,
-    write_private_file,
-)
+from fuzz.substrate.statedir import INFO_FILE, lock_held, lock_pid
 
 KIND = "local"
 META_FILE = "meta.json"

@@ -14,10 +14,10 @@ from pathlib import Path
 from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError
+from fuzz.fsutil import read_json
 from fuzz.rpc.auth import read_token_file
 from fuzz.rpc.client import ClientTls
 from fuzz.spec.loader import LoadedSpec
-from fuzz.substrate.statedir import read_json
 
 TOKEN_FILE = "admin.token"
 INFO_FILE = "server.json"

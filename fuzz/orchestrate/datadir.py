@@ -21,11 +21,11 @@ from pathlib import Path
 
 from fuzz.crypto import pki
 from fuzz.errors import ConfigError
+from fuzz.fsutil import write_private_file
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.rpc.auth import read_token_file
 from fuzz.rpc.client import ClientTls
 from fuzz.rpc.server import ServerStartError, TlsFiles
-from fuzz.substrate.statedir import write_private_file
 
 CA_KEY_FILE = "ca.key"
 SERVER_CERT_FILE = "server.crt"

@@ -32,6 +32,7 @@ import grpc
 
 from fuzz.api import iam_pb2_grpc
 from fuzz.crypto.envelope import Sealer
+from fuzz.fsutil import acquire_lock, release_lock, write_json_atomic, write_private_file
 from fuzz.orchestrate.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.authz import Authorizer
 from fuzz.orchestrate.connect import INFO_FILE
@@ -66,12 +67,6 @@ from fuzz.rpc.server import (
     wait_for_stop,
 )
 from fuzz.spec.cluster import LimitsSpec
-from fuzz.substrate.statedir import (
-    acquire_lock,
-    release_lock,
-    write_json_atomic,
-    write_private_file,
-)
 
 DB_FILE = "server.db"
 KEY_FILE = "master.key"

@@ -27,9 +27,9 @@ from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.crypto import pki
 from fuzz.crypto.proof import RegistrationProof
 from fuzz.errors import FuzzError
+from fuzz.fsutil import write_private_file
 from fuzz.rpc.client import ClientTls
 from fuzz.rpc.server import TlsFiles
-from fuzz.substrate.statedir import write_private_file
 
 TLS_DIR = "tls"
 RETRY_INTERVAL = 2.0

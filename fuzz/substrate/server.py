@@ -23,6 +23,7 @@ import grpc
 from fuzz import __version__
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
+from fuzz.fsutil import acquire_lock, release_lock, write_json_atomic
 from fuzz.rpc.auth import OrchestratorOnlyInterceptor, shared_token
 from fuzz.rpc.server import (
     RunningServer,
@@ -53,13 +54,7 @@ from fuzz.substrate.leases import (
     LeaseRequestError,
     LeaseStateError,
 )
-from fuzz.substrate.statedir import (
-    INFO_FILE,
-    acquire_lock,
-    read_node_id,
-    release_lock,
-    write_json_atomic,
-)
+from fuzz.substrate.statedir import INFO_FILE, LOCK_FILE, read_node_id
 
 SERVICE_NAME = "fuzz.substrate.v1.Substrate"
 
@@ -382,7 +377,7 @@ def serve(
             return declared
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock_fd = acquire_lock(state_dir)
+        lock_fd = acquire_lock(state_dir, LOCK_FILE, owner="agent")
     except OSError as exc:
         raise AgentStartError(f"cannot use state dir {state_dir}: {exc.strerror}") from None
     info_path = state_dir / INFO_FILE

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fuzz.bootstrap import ENV_COMMAND, ENV_LISTEN, ENV_ROOT, ENV_START_TIMEOUT
+from fuzz.fsutil import read_json
 from fuzz.substrate.containers import ContainerManager
 from fuzz.substrate.monitor_files import MONITOR_LOCK
-from fuzz.substrate.statedir import INFO_FILE, read_json
+from fuzz.substrate.statedir import INFO_FILE
 
 SCRIPT_NAME = "bootstrap.sh"
 AGENT_TOKEN_FILE = "agent-token"  # where fuzz.bootstrap keeps the agent's own token
