@@ -47,6 +47,7 @@ demo-destroy: setup
 lint: setup
 	$(VENV)/bin/ruff check fuzz state providers tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: setup lint
 	$(PY) -m pytest -q

@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fuzz.grpcclient import ClientTls
-from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.clients.iam import IamClient
+from fuzz.clients.orchestrator import OrchestratorClient
+from fuzz.fsutil import read_json
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.orchestrate.datadir import init_data_dir
-from fuzz.orchestrate.iam_client import IamClient
 from fuzz.orchestrate.server import ServerSettings, serve
-from fuzz.substrate.statedir import read_json
+from fuzz.rpc.client import ClientTls
 from fuzz.testing.oci import free_port
 
 

@@ -32,8 +32,8 @@ import pytest
 from threadsignal import a_thread_other_than_main, signal_thread
 
 from fuzz.errors import FuzzError
+from fuzz.rpc.tunnel import data_request
 from fuzz.testing.oci import PushedImage, free_port
-from fuzz.tunnel import data_request
 from tests.cliutil import fuzz_command, run_fuzz
 from tests.workflowutil import LocalCluster, local_cluster
 

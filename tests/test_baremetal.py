@@ -17,6 +17,7 @@ from fakes.warewulf_site import WarewulfSite
 from fuzz_baremetal import provider as baremetal
 from fuzz_baremetal.config import BaremetalConfig
 
+from fuzz.clients.agent import AgentClient
 from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
@@ -27,7 +28,6 @@ from fuzz.plugin.provider import (
     ProviderContext,
     ProviderError,
 )
-from fuzz.substrate.client import AgentClient
 from fuzz.testing.boot import find_agent
 
 CLUSTER = "metal-test"

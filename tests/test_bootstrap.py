@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.grpcclient import ClientTls
+from fuzz.clients.agent import AgentClient, AgentUnreachableError
 from fuzz.plugin.cloudinit import BootstrapSettings, cloud_init_script
 from fuzz.plugin.provider import TAG_ADDRESS, TAG_CLIENT_TOKEN, TAG_CLUSTER, JoinInfo, NodeRequest
-from fuzz.substrate.client import AgentClient, AgentUnreachableError
+from fuzz.rpc.client import ClientTls
 from fuzz.testing.boot import BootError, boot, boot_env, stop_agents
 from fuzz.testing.joins import join_recorder
 

@@ -254,7 +254,7 @@ def test_a_broken_plugin_names_its_distribution_and_breaks_only_what_needs_it(
 
 
 def test_node_list_shows_each_nodes_inventory_and_leases(cluster_dir: Path) -> None:
-    from fuzz.substrate.client import AgentClient
+    from fuzz.clients.agent import AgentClient
 
     assert run_fuzz(cluster_dir, "apply", "--auto-approve").code == 0
     first = read_state(cluster_dir)["resources"]["pool.cpu.node[0]"]["observed"]

@@ -1,4 +1,4 @@
-"""fuzz.encryption: AES-256-GCM envelopes, passphrase and raw keys, rotation, clear errors."""
+"""fuzz.crypto.envelope: AES-256-GCM envelopes, passphrase and raw keys, rotation, clear errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fuzz.encryption import MAGIC, DecryptionError, Sealer, is_sealed
+from fuzz.crypto.envelope import MAGIC, DecryptionError, Sealer, is_sealed
 from fuzz.errors import ConfigError, FuzzError
 
 SECRET = b"the launch code is 0000"

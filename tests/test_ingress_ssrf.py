@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from moto_s3 import MotoS3
 
-from fuzz.orchestrate.ingress_policy import AllowEntry, IngressPolicy
+from fuzz.orchestrate.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer import S3Credentials, TransferError, egress, ingress
+from fuzz.spec.allowlist import AllowEntry
 from fuzz.spec.loader import load_cluster_spec
 from fuzz.spec.problems import SpecError
 

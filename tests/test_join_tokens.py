@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_substrate_agent import TOKEN, _spawn, _stop, _token_file, _wait_ready
 
-from fuzz import pki
-from fuzz.orchestrate.client import AccessDeniedError
+from fuzz.clients.orchestrator import AccessDeniedError
+from fuzz.crypto import pki
 from fuzz.orchestrate.server import ServerSettings
 from tests.orchestratorutil import running_orchestrator
 

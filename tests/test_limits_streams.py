@@ -25,14 +25,14 @@ import pytest
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import orchestrator_pb2_grpc
-from fuzz.orchestrate.client import InvalidRequestError, OrchestratorClient
-from fuzz.orchestrate.iam_client import IamClient
+from fuzz.clients.iam import IamClient
+from fuzz.clients.orchestrator import InvalidRequestError, OrchestratorClient
+from fuzz.fsutil import read_json, write_private_file
 from fuzz.orchestrate.records import DrainRecord, TaskRecord, WorkflowRecord
 from fuzz.orchestrate.server import ServerSettings, serve
 from fuzz.orchestrate.store import Store
+from fuzz.rpc.auth import bearer_metadata
 from fuzz.spec.cluster import LimitsSpec
-from fuzz.substrate.auth import bearer_metadata
-from fuzz.substrate.statedir import read_json, write_private_file
 from fuzz.testing.oci import free_port
 
 NODE = "limits-node"

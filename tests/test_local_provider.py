@@ -15,6 +15,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from fuzz.clients.agent import AgentClient
 from fuzz.default_plugins import local_provider as local
 from fuzz.errors import PluginError
 from fuzz.lifecycle.gateway import ProviderGateway
@@ -29,7 +30,6 @@ from fuzz.plugin.provider import (
     ProviderContext,
     ProviderError,
 )
-from fuzz.substrate.client import AgentClient
 
 CLUSTER = "test"
 JOIN_TOKEN = "join-token-for-local-tests"

@@ -19,25 +19,26 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fuzz import pki
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import substrate_pb2
-from fuzz.grpcclient import ClientTls
-from fuzz.orchestrate.client import (
+from fuzz.clients.agent import AgentClient, AgentError, AgentUnreachableError
+from fuzz.clients.iam import IamClient
+from fuzz.clients.orchestrator import (
     AccessDeniedError,
     NotFoundError,
     OrchestratorClient,
     OrchestratorError,
     OrchestratorUnreachableError,
 )
+from fuzz.crypto import pki
+from fuzz.crypto.proof import registration_payload
+from fuzz.fsutil import read_json, write_private_file
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.orchestrate.datadir import init_data_dir
-from fuzz.orchestrate.iam_client import IamClient
 from fuzz.orchestrate.policy import statement
 from fuzz.orchestrate.server import ServerSettings, serve
-from fuzz.substrate.client import AgentClient, AgentError, AgentUnreachableError
-from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, registration_payload
-from fuzz.substrate.statedir import read_json, write_private_file
+from fuzz.rpc.client import ClientTls
+from fuzz.substrate.enroll import TLS_DIR, NodeIdentity
 from fuzz.testing.oci import free_port
 
 NODE = "pool.cpu.node[0]"

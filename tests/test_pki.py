@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from fuzz import pki
+from fuzz.crypto import pki
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ import pytest
 from cliutil import agent_pids, fuzz_command, kill_agents, run_fuzz
 from servers import MotoServer, Postgres
 
-from fuzz.encryption import is_sealed
+from fuzz.crypto.envelope import is_sealed
 from fuzz.lifecycle.statestore import StateStore, open_store
 from fuzz.plugin.loader import load_plugins
 from fuzz.spec.loader import load_cluster_spec

@@ -11,7 +11,7 @@ import pytest
 from cliutil import run_fuzz
 from servers import MotoServer, Postgres
 
-from fuzz.encryption import DecryptionError, is_sealed
+from fuzz.crypto.envelope import DecryptionError, is_sealed
 from fuzz.engine.model import RecordedNode, State
 from fuzz.errors import ConfigError
 from fuzz.lifecycle.sealing import DEFAULT_PASSPHRASE_ENV, resolve_encryption

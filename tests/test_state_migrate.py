@@ -11,7 +11,7 @@ import pytest
 from cliutil import run_fuzz
 from servers import MotoServer, Postgres
 
-from fuzz.encryption import is_sealed
+from fuzz.crypto.envelope import is_sealed
 from fuzz.engine.model import RecordedNode, State
 from fuzz.errors import StateError
 from fuzz.lifecycle.statestore import StateStore, dump_state, open_backend

@@ -21,10 +21,10 @@ from threadsignal import a_thread_other_than_main, signal_thread, thread_name
 
 import fuzz
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
+from fuzz.clients.agent import AgentAuthError, AgentClient, AgentUnreachableError
 from fuzz.errors import FuzzError
-from fuzz.grpcserve import endpoint_for
-from fuzz.substrate.auth import check_authorization, read_token_file, shared_token
-from fuzz.substrate.client import AgentAuthError, AgentClient, AgentUnreachableError
+from fuzz.rpc.auth import check_authorization, read_token_file, shared_token
+from fuzz.rpc.server import endpoint_for
 
 TOKEN = "s3cret-token-for-tests"
 START_TIMEOUT = 15.0

@@ -9,6 +9,7 @@ mount (in any process's mount namespace), no monitor process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -49,6 +50,7 @@ from fuzz.substrate.containers import (
     ContainerWaitTimeoutError,
 )
 from fuzz.substrate.monitor_delete import delete_ended
+from fuzz.substrate.monitor_files import new_status
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "true", "cat", "echo", "nproc", "id", "pwd", "env", "sleep", "dd", "head",
@@ -703,3 +705,16 @@ def test_anything_unusual_in_the_runc_state_is_left_to_runc(
         (directory / "state.json").write_text(text)
     assert not delete_ended("ID", state_root=str(tmp_path))
     assert directory.is_dir()
+
+
+# --- status.json: one document, one definition ------------------------------------------------
+
+
+def test_the_status_document_has_every_field_the_agent_reads() -> None:
+    document = new_status("job-1", "/usr/bin/runc", monitor_pid=42)
+    fields = {field.name for field in dataclasses.fields(ContainerStatus)}
+    assert fields <= document.keys()
+    assert document["runc"] == "/usr/bin/runc" and document["monitor_pid"] == 42
+    assert ContainerStatus.from_json("job-1", document) == ContainerStatus("job-1", "starting")
+    assert ContainerStatus.from_json("job-1", new_status("job-1")) == ContainerStatus(
+        "job-1", "starting")

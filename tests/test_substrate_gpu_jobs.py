@@ -21,8 +21,8 @@ from registry import PushedImage
 from test_substrate_agent import Agent
 from test_substrate_job_rpc import running_node
 
+from fuzz.clients.agent import AgentClient, AgentError
 from fuzz.resources import ResourceRequest
-from fuzz.substrate.client import AgentClient, AgentError
 
 GPU = "nvidia.com/gpu"
 LIBRARY = "/usr/lib/libfake-nvidia.so.1"

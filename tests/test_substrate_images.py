@@ -25,6 +25,7 @@ from registry import (
 )
 
 from fuzz.errors import FuzzError
+from fuzz.fsutil import read_json
 from fuzz.substrate.images import (
     Credentials,
     ImageAuthError,
@@ -35,7 +36,6 @@ from fuzz.substrate.images import (
     RegistryUnreachableError,
     parse_reference,
 )
-from fuzz.substrate.statedir import read_json
 
 GIB = 1 << 30
 

@@ -16,19 +16,19 @@ import pytest
 from registry import PushedImage
 from test_substrate_agent import TOKEN, Agent, _spawn, _stop, _token_file, _wait_ready
 
-from fuzz.errors import FuzzError
-from fuzz.resources import ResourceRequest
-from fuzz.substrate.client import (
+from fuzz.clients.agent import (
     AgentClient,
     AgentError,
     AgentNotFoundError,
     AgentResourceExhaustedError,
 )
+from fuzz.errors import FuzzError
+from fuzz.fsutil import read_json
+from fuzz.resources import ResourceRequest
 from fuzz.substrate.containers import ContainerManager
 from fuzz.substrate.inventory import read_inventory
 from fuzz.substrate.jobs import JOBS_FILE, JobRecord, JobRequest, JobRunner, JobSettings
 from fuzz.substrate.leases import LeaseBook, LeaseRequest
-from fuzz.substrate.statedir import read_json
 
 SCRIPT = ("cat /sys/fs/cgroup/cpuset/cpuset.cpus; cat /sys/fs/cgroup/memory/memory.limit_in_bytes;"
           " id -u; id -g; pwd; echo $GREETING; cat /data/in.txt; echo out > /data/out.txt")

@@ -21,7 +21,7 @@ from test_substrate_agent import (
 )
 
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
-from fuzz.substrate.client import (
+from fuzz.clients.agent import (
     AgentClient,
     AgentInvalidRequestError,
     AgentNotFoundError,

@@ -8,8 +8,8 @@ import pytest
 from fakes.tls import self_signed
 from test_substrate_agent import TOKEN, _run_failing, _spawn, _stop, _token_file, _wait_ready
 
-from fuzz.grpcclient import ClientTls
-from fuzz.substrate.client import AgentClient, AgentUnreachableError
+from fuzz.clients.agent import AgentClient, AgentUnreachableError
+from fuzz.rpc.client import ClientTls
 
 
 def test_agent_serves_tls_and_refuses_plain_text(tmp_path: Path) -> None:

@@ -6,7 +6,14 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from fuzz.api import orchestrator_pb2, substrate_pb2
-from fuzz.tunnel import END_FRAME, data_frame, data_request, read_frame, request_frame, serialized
+from fuzz.rpc.tunnel import (
+    END_FRAME,
+    data_frame,
+    data_request,
+    read_frame,
+    request_frame,
+    serialized,
+)
 
 # lengths around each varint size boundary, and a chunk as large as the tunnel's
 SIZES = (0, 1, 127, 128, 16383, 16384, 1 << 20, (1 << 21) + 3)

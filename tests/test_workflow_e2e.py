@@ -20,7 +20,7 @@ import pytest
 import yaml
 from moto_s3 import MotoS3
 
-from fuzz import pki
+from fuzz.crypto import pki
 from fuzz.testing.oci import PushedImage, free_port
 from fuzz.testing.web import serve_directory
 from tests.cliutil import read_state

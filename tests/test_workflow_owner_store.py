@@ -8,7 +8,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from fuzz.encryption import Sealer
+from fuzz.crypto.envelope import Sealer
 from fuzz.orchestrate.jobids import JobIds
 from fuzz.orchestrate.nodes import NodeDirectory
 from fuzz.orchestrate.records import VolumeRecord

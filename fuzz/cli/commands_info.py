@@ -17,11 +17,11 @@ from fuzz.cli.options import (
     pass_app,
 )
 from fuzz.cli.render import print_json
+from fuzz.clients.agent import AgentClient
 from fuzz.engine.model import RecordedNode
 from fuzz.engine.planner import address_sort_key
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.datadir import orchestrator_client_tls
-from fuzz.substrate.client import AgentClient
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity
 
 FUZZ_TAG_PREFIX = "fuzz:"

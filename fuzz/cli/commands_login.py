@@ -12,11 +12,11 @@ from fuzz.cli.contexts import ClientConfig, Context, config_path
 from fuzz.cli.options import AppContext, json_option, parse_duration_option, pass_app
 from fuzz.cli.render import print_json
 from fuzz.cli.secretinput import ASK, secret_option_value
-from fuzz.grpcclient import ClientTls
-from fuzz.orchestrate.client import AccessDeniedError
+from fuzz.clients.iam import IamClient
+from fuzz.clients.orchestrator import AccessDeniedError
 from fuzz.orchestrate.connect import read_ca_file
 from fuzz.orchestrate.iam import utc
-from fuzz.orchestrate.iam_client import IamClient
+from fuzz.rpc.client import ClientTls
 
 
 def expiry(seconds: float) -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 
 from fuzz.cli.options import AppContext, pass_app
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import ClientTls
-from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.fsutil import flock_held, read_json
 from fuzz.orchestrate.connect import (
     CA_FILE,
     INFO_FILE,
@@ -23,9 +23,9 @@ from fuzz.orchestrate.connect import (
     running_endpoint,
 )
 from fuzz.orchestrate.datadir import init_data_dir
+from fuzz.rpc.auth import read_token_file
+from fuzz.rpc.client import ClientTls
 from fuzz.spec.cluster import OrchestratorSpec
-from fuzz.substrate.auth import read_token_file
-from fuzz.substrate.statedir import flock_held, read_json
 
 LOG_FILE = "server.log"
 LOCK_FILE = "server.lock"

@@ -18,9 +18,9 @@ import click
 
 from fuzz.cli.contexts import ClientConfig, config_path
 from fuzz.cli.options import AppContext
-from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.clients.iam import IamClient
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.orchestrate.connect import Target, explicit_target, spec_target
-from fuzz.orchestrate.iam_client import IamClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 

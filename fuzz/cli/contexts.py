@@ -25,9 +25,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fuzz.errors import ConfigError
-from fuzz.grpcclient import ClientTls
+from fuzz.fsutil import write_private_file
 from fuzz.orchestrate.connect import Target
-from fuzz.substrate.statedir import write_private_file
+from fuzz.rpc.client import ClientTls
 
 CONFIG_ENV = "FUZZ_CONFIG"
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 from rich.console import Console
 
 from fuzz.cli.workspace import Workspace
+from fuzz.clients.orchestrator import NotFoundError, OrchestratorClient
 from fuzz.engine.workflows import (
     DeclaredWorkflow,
     RecordedRun,
     WorkflowChange,
     plan_workflows,
 )
-from fuzz.orchestrate.client import NotFoundError, OrchestratorClient
 from fuzz.orchestrate.connect import spec_target
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, load_fuzzfile
 from fuzz.spec.problems import SpecError

@@ -23,8 +23,8 @@ from typing import BinaryIO
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import substrate_pb2
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError, FuzzError
-from fuzz.orchestrate.client import OrchestratorClient
 from fuzz.spec.workflowref import split_workflow_ref
 
 CHUNK_BYTES = 64 * 1024

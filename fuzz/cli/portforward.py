@@ -21,10 +21,10 @@ from typing import Any
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import substrate_pb2
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError, FuzzError
-from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.rpc.tunnel import SharedSocket, data_request
 from fuzz.spec.workflowref import split_workflow_ref
-from fuzz.tunnel import SharedSocket, data_request
 
 LISTEN_HOST = "127.0.0.1"
 MAX_PORT = 65535

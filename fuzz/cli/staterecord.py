@@ -12,14 +12,13 @@ never passphrases), keyed by the spec's file name.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from fuzz.errors import StateError
+from fuzz.fsutil import write_atomic
 from fuzz.spec.cluster import StateSpec
 
 RECORD = Path(".fuzz") / "backend.json"
@@ -61,14 +60,8 @@ def record_state_block(spec_path: Path, block: StateSpec) -> None:
         return
     records[spec_path.name] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".backend.json.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(records, handle, indent=2, sort_keys=True)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(records, indent=2, sort_keys=True).encode(), mode=0o600,
+                 durable=False)
 
 
 def same_backend(old: StateSpec, new: StateSpec) -> bool:

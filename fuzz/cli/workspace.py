@@ -10,10 +10,10 @@ from functools import cached_property
 from pathlib import Path
 
 from fuzz.cli.staterecord import record_state_block, recorded_state_block, same_backend
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import StateError
 from fuzz.lifecycle.gateway import ProviderGateway, provider_contexts
 from fuzz.lifecycle.statestore import StateStore, open_store
-from fuzz.orchestrate.client import OrchestratorClient
 from fuzz.orchestrate.connect import orchestrator_client
 from fuzz.plugin.loader import PluginSet, load_plugins
 from fuzz.plugin.provider import ProviderContext

@@ -40,6 +40,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import fuzz
+from fuzz.fsutil import read_json, write_json_atomic, write_private_file
 from fuzz.plugin import RegisterProvider, hookimpl
 from fuzz.plugin.kit import ProviderPlugin
 from fuzz.plugin.provider import (
@@ -54,14 +55,7 @@ from fuzz.plugin.provider import (
 )
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.inventory import MachineInventory, read_inventory
-from fuzz.substrate.statedir import (
-    INFO_FILE,
-    lock_held,
-    lock_pid,
-    read_json,
-    write_json_atomic,
-    write_private_file,
-)
+from fuzz.substrate.statedir import INFO_FILE, lock_held, lock_pid
 
 KIND = "local"
 META_FILE = "meta.json"
@@ -393,7 +387,7 @@ def _stop_jobs(directory: Path, timeout: float) -> None:
 
 
 def _healthy(directory: Path, address: str, endpoint: str, token: str) -> bool:
-    from fuzz.substrate.client import AgentClient  # imports gRPC only when a node is used
+    from fuzz.clients.agent import AgentClient  # imports gRPC only when a node is used
     from fuzz.substrate.enroll import TLS_DIR, NodeIdentity
 
     identity = NodeIdentity(directory / TLS_DIR)

@@ -7,11 +7,12 @@ State lives in one JSON file (``.fuzz/state.json`` next to the cluster spec unle
 * ``<path>.lock`` -- an empty file guarded with ``flock``; never deleted;
 * ``<path>.lock.info`` -- the holder's :class:`~fuzz.plugin.state.LockInfo` plus its pid.
 
-Writes are atomic: a temporary file in the same directory is written and fsynced,
-then renamed over the state file, so a crash at any moment leaves either the old
-or the new document complete. The lock is a kernel ``flock`` held through an open
-file descriptor, so it disappears with its process: ``kill -9`` never leaves a lock
-behind, only a stale info file that the next holder overwrites.
+Writes are atomic (:func:`fuzz.fsutil.write_atomic`): a temporary file in the same
+directory is written and fsynced, then renamed over the state file, so a crash at
+any moment leaves either the old or the new document complete. The lock is a kernel
+``flock`` held through an open file descriptor, so it disappears with its process:
+``kill -9`` never leaves a lock behind, only a stale info file that the next holder
+overwrites.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -35,6 +33,7 @@ from typing import Any, NoReturn
 
 from pydantic import Field, field_validator
 
+from fuzz.fsutil import fsync_directory, temp_path, write_atomic
 from fuzz.plugin import (
     BackendConfig,
     LockError,
@@ -127,53 +126,31 @@ class LocalFileBackend:
         directory = self.path.parent
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(directory.parent)  # make the new directory's entry durable too
-        tmp = self._write_temp(data, fsync=True)
-        try:
-            self._keep_backup()
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(directory)
+            fsync_directory(directory.parent)  # make the new directory's entry durable too
+        write_atomic(self.path, data, mode=FILE_MODE, temp_prefix=self._temp_prefix(),
+                     sync_directory=True, before_replace=self._keep_backup)
 
     def _temp_prefix(self) -> str:
         return f".{self.path.name}.tmp-{_HOST}-"
 
-    def _write_temp(self, data: bytes, *, fsync: bool) -> str:
-        """Write ``data`` to a new 0600 temp file beside the state file; return its path."""
-        fd, tmp = tempfile.mkstemp(
-            prefix=f"{self._temp_prefix()}{os.getpid()}-", dir=self.path.parent
-        )
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                if fsync:
-                    os.fsync(handle.fileno())
-            os.chmod(tmp, FILE_MODE)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return tmp
-
     def _keep_backup(self) -> None:
-        """Make ``<path>.backup`` the current state file (files are never changed in place)."""
-        tmp = str(self.path.parent / f"{self._temp_prefix()}{os.getpid()}-{uuid.uuid4().hex}")
+        """Make ``<path>.backup`` the current state file (files are never changed in place).
+
+        A hard link to it under a temp name, renamed over the backup; where the file
+        system has no hard links, a copy written with :func:`fuzz.fsutil.write_atomic`.
+        """
+        tmp = temp_path(self.backup_path, self._temp_prefix())
         try:
-            try:
-                os.link(self.path, tmp)
-            except FileNotFoundError:
-                return  # first write: nothing to keep
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
-                    raise
-                shutil.copyfile(self.path, tmp)
-                os.chmod(tmp, FILE_MODE)
-                with open(tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
+            os.link(self.path, tmp)
+        except FileNotFoundError:
+            return  # first write: nothing to keep
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+                raise
+            write_atomic(self.backup_path, self.path.read_bytes(), mode=FILE_MODE,
+                         temp_prefix=self._temp_prefix())
+            return
+        try:
             os.replace(tmp, self.backup_path)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -243,13 +220,8 @@ class LocalFileBackend:
             path=info.path or str(self.path),
         )
         body = json.dumps({**held.to_json(), "pid": pid}, indent=2) + "\n"
-        tmp = self._write_temp(body.encode(), fsync=False)
-        try:
-            os.replace(tmp, self.info_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self.info_path, body.encode(), mode=FILE_MODE, durable=False,
+                     temp_prefix=self._temp_prefix())
         return held
 
     def unlock(self, lock_id: str) -> None:
@@ -411,14 +383,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _after_fork_in_child() -> None:

@@ -7,13 +7,12 @@ like the state it was made from (see :mod:`fuzz.lifecycle.sealing`).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from fuzz.engine.model import Plan
 from fuzz.errors import ConfigError
+from fuzz.fsutil import write_atomic
 from fuzz.lifecycle.sealing import PLAINTEXT, PLAN_CONTEXT, Encryption
 
 PLAN_FORMAT = "fuzz-plan/1"
@@ -29,17 +28,7 @@ def write_plan(path: Path, plan: Plan, spec_path: Path,
         "plan": plan.to_json(),
     }
     data = encryption.seal(json.dumps(document, indent=1).encode(), PLAN_CONTEXT)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode=0o600)
 
 
 def read_plan(path: Path, encryption: Encryption = PLAINTEXT) -> Plan:

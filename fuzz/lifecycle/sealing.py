@@ -1,7 +1,7 @@
 """Encryption of recorded state and saved plans, as the ``state.encryption`` block asks.
 
 :func:`resolve_encryption` turns the block into an :class:`Encryption`: the keys
-(a :class:`~fuzz.encryption.Sealer`, if any key is available) and whether writes
+(a :class:`~fuzz.crypto.envelope.Sealer`, if any key is available) and whether writes
 are sealed. Defaults: off for the local backend, on for a shared one (S3,
 PostgreSQL) when ``$FUZZ_STATE_PASSPHRASE`` is set, and on wherever the block
 names a key. Reading needs only a key: encrypted state is opened whenever one is
@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fuzz.encryption import DecryptionError, KeySource, PassphraseKeySource, Sealer, is_sealed
+from fuzz.crypto.envelope import DecryptionError, KeySource, PassphraseKeySource, Sealer, is_sealed
 from fuzz.errors import ConfigError
 from fuzz.spec.cluster import EncryptionSpec
 
@@ -102,7 +102,7 @@ def _passphrase(variable: str, field: str, environ: Mapping[str, str]) -> Passph
 
 
 def _kms(spec: EncryptionSpec, key_id: str) -> KeySource:
-    from fuzz.kms import KmsKeySource, kms_client
+    from fuzz.crypto.kms import KmsKeySource, kms_client
 
     return KmsKeySource(kms_client(spec.kms_region, spec.kms_endpoint_url), key_id)
 

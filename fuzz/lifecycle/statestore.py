@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fuzz.encryption import DecryptionError
+from fuzz.crypto.envelope import DecryptionError
 from fuzz.engine.model import State
 from fuzz.errors import LockError, StateError
 from fuzz.lifecycle.sealing import PLAINTEXT, STATE_CONTEXT, Encryption, resolve_encryption

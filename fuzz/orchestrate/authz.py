@@ -19,7 +19,7 @@ from fuzz.orchestrate.audit import AuditLog
 from fuzz.orchestrate.iam import AuthenticationError, IamDirectory, Identity
 from fuzz.orchestrate.policy import Decision, Statement, decide
 from fuzz.orchestrate.within import exceeding
-from fuzz.substrate.auth import presented_token
+from fuzz.rpc.auth import presented_token
 
 NOBODY = "-"
 WITHIN = "iam:within"  # the audit log's name for "may give only what one has"

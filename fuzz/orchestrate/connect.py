@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fuzz.clients.iam import IamClient
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError
-from fuzz.grpcclient import ClientTls
-from fuzz.orchestrate.client import OrchestratorClient
-from fuzz.orchestrate.iam_client import IamClient
+from fuzz.fsutil import read_json
+from fuzz.rpc.auth import read_token_file
+from fuzz.rpc.client import ClientTls
 from fuzz.spec.loader import LoadedSpec
-from fuzz.substrate.auth import read_token_file
-from fuzz.substrate.statedir import read_json
 
 TOKEN_FILE = "admin.token"
 INFO_FILE = "server.json"

@@ -19,13 +19,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from fuzz import pki
+from fuzz.crypto import pki
 from fuzz.errors import ConfigError
-from fuzz.grpcclient import ClientTls
-from fuzz.grpcserve import ServerStartError, TlsFiles
+from fuzz.fsutil import write_private_file
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
-from fuzz.substrate.auth import read_token_file
-from fuzz.substrate.statedir import write_private_file
+from fuzz.rpc.auth import read_token_file
+from fuzz.rpc.client import ClientTls
+from fuzz.rpc.server import ServerStartError, TlsFiles
 
 CA_KEY_FILE = "ca.key"
 SERVER_CERT_FILE = "server.crt"

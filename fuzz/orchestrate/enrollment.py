@@ -16,11 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from fuzz import pki
+from fuzz.crypto import pki
+from fuzz.crypto.proof import registration_payload
 from fuzz.orchestrate.jointokens import JoinRefusedError, JoinTokens
 from fuzz.orchestrate.records import EnrollmentRecord
 from fuzz.orchestrate.store import Store
-from fuzz.substrate.enroll import registration_payload
 
 PROOF_WINDOW = 300.0
 

@@ -21,7 +21,6 @@ import grpc
 
 from fuzz.api import iam_pb2 as pb
 from fuzz.errors import FuzzError
-from fuzz.grpcserve import StatusTable, abort_with
 from fuzz.orchestrate.authz import (
     Authorizer,
     PermissionDeniedError,
@@ -31,6 +30,7 @@ from fuzz.orchestrate.authz import (
 from fuzz.orchestrate.iam import AuthenticationError, IamError, IamNotFoundError, Identity
 from fuzz.orchestrate.policy import PolicyError, Role, statement
 from fuzz.orchestrate.records import GroupRecord, UserRecord
+from fuzz.rpc.server import StatusTable, abort_with
 
 SERVICE_NAME = "fuzz.iam.v1.Iam"
 LOGIN_METHOD = f"/{SERVICE_NAME}/Login"

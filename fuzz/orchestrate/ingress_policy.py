@@ -31,8 +31,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from fuzz.spec.allowlist import Address, AllowEntry
 
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
@@ -72,49 +71,6 @@ def special_kind(address: Address) -> str | None:
         (not address.is_global, "not a public address"),
     ]
     return next((kind for matches, kind in kinds if matches), None)
-
-
-@dataclass(frozen=True)
-class AllowEntry:
-    """One entry of the allow-list: a network (or one address), on one port or all."""
-
-    network: Network
-    port: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> AllowEntry:
-        """``10.1.0.0/16``, ``192.0.2.7``, ``127.0.0.1:8000``, ``[::1]:8000`` or ``fd00::/8``.
-
-        Raises ValueError saying what is wrong.
-        """
-        host, port = text, None
-        if text.startswith("["):
-            host, bracket, rest = text[1:].partition("]")
-            if not bracket or (rest and not rest.startswith(":")):
-                raise ValueError(f"{text!r}: write an IPv6 address with a port as [ADDRESS]:PORT")
-            port = rest[1:] or None
-        elif text.count(":") == 1:
-            host, _, port = text.partition(":")
-        try:
-            network = ipaddress.ip_network(host.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an address, a CIDR network or ADDRESS:PORT "
-                             "(host names are not allowed: the check is on the address "
-                             "connected to)") from None
-        if port is None:
-            return cls(network)
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
-        return cls(network, int(port))
-
-    @property
-    def single(self) -> bool:
-        """Whether the entry names one address (not a wider network)."""
-        return self.network.prefixlen == self.network.max_prefixlen
-
-    def admits(self, address: Address, port: int) -> bool:
-        """Whether this entry opens ``address`` on ``port``."""
-        return address in self.network and self.port in (None, port)
 
 
 def _no_endpoints() -> Iterable[str]:

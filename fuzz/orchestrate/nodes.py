@@ -19,16 +19,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from fuzz.encryption import Sealer
+from fuzz.clients.agent import AgentClient, AgentError
+from fuzz.crypto.envelope import Sealer
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import ClientTls
 from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL, JoinTokens
 from fuzz.orchestrate.jointokens import JoinRefusedError as JoinRefusedError
 from fuzz.orchestrate.records import DrainRecord, NodeRecord
 from fuzz.orchestrate.store import Store
 from fuzz.resources import NodeCapacity, ResourceRequest
+from fuzz.rpc.client import ClientTls
 from fuzz.scheduler.placement import NodeView
-from fuzz.substrate.client import AgentClient, AgentError
 
 HEARTBEAT_TIMEOUT = 30.0
 GPU_DEVICE = "nvidia.com/gpu"

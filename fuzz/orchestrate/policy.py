@@ -14,11 +14,12 @@ Resources are named ``workflow/<owner>/<name>``, ``secret/<owner>/<name>``,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Literal, cast
+
+from fuzz.spec.names import iam_name_problem
 
 Effect = Literal["allow", "deny"]
 USER_VARIABLE = "${user}"
@@ -42,7 +43,6 @@ ACTIONS: Mapping[str, str] = {
 WORKFLOW_EXEC = "workflow:exec"
 WORKFLOW_PORT_FORWARD = "workflow:port-forward"
 CURTAINED_ACTIONS = (WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD)
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 class PolicyError(ValueError):
@@ -51,9 +51,9 @@ class PolicyError(ValueError):
 
 def check_name(kind: str, name: str) -> str:
     """``name`` when it is a valid user, group or role name; PolicyError otherwise."""
-    if not _NAME.match(name):
-        raise PolicyError(f"invalid {kind} name {name!r}: use 1-64 lowercase letters, digits, "
-                          "'.', '_' or '-', starting with a letter or digit")
+    problem = iam_name_problem(kind, name)
+    if problem is not None:
+        raise PolicyError(problem)
     return name
 
 

@@ -18,8 +18,8 @@ from typing import NoReturn, TypeVar
 import grpc
 
 from fuzz.api import substrate_pb2
-from fuzz.grpcclient import DuplexCall
-from fuzz.substrate.client import AgentClient, AgentError
+from fuzz.clients.agent import AgentClient, AgentError
+from fuzz.rpc.client import DuplexCall
 
 _Reply = TypeVar("_Reply")
 # Statuses that describe the request, passed on as they are; the others (the agent

@@ -1,6 +1,6 @@
 """Users' secrets (registry credentials, S3 keys): sealed at rest, never returned by the API.
 
-Values are sealed with the server's key (AES-256-GCM, :mod:`fuzz.encryption`)
+Values are sealed with the server's key (AES-256-GCM, :mod:`fuzz.crypto.envelope`)
 bound to the owner and name, so a sealed value copied to another row does not
 open. Only the runner opens them, to hand them to a transfer or an image pull.
 """
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fuzz.encryption import Sealer
+from fuzz.crypto.envelope import Sealer
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.records import SecretRecord
 from fuzz.orchestrate.store import Store

@@ -31,15 +31,8 @@ from pathlib import Path
 import grpc
 
 from fuzz.api import iam_pb2_grpc
-from fuzz.encryption import Sealer
-from fuzz.grpcserve import (
-    RunningServer,
-    ServerStartError,
-    install_signal_handlers,
-    restore_signal_handlers,
-    start_server,
-    wait_for_stop,
-)
+from fuzz.crypto.envelope import Sealer
+from fuzz.fsutil import acquire_lock, release_lock, write_json_atomic, write_private_file
 from fuzz.orchestrate.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.authz import Authorizer
 from fuzz.orchestrate.connect import INFO_FILE
@@ -65,13 +58,15 @@ from fuzz.orchestrate.service import (
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.streams import StreamLimiter, server_workers
 from fuzz.plugin.provider import JoinInfo
-from fuzz.spec.cluster import LimitsSpec
-from fuzz.substrate.statedir import (
-    acquire_lock,
-    release_lock,
-    write_json_atomic,
-    write_private_file,
+from fuzz.rpc.server import (
+    RunningServer,
+    ServerStartError,
+    install_signal_handlers,
+    restore_signal_handlers,
+    start_server,
+    wait_for_stop,
 )
+from fuzz.spec.cluster import LimitsSpec
 
 DB_FILE = "server.db"
 KEY_FILE = "master.key"

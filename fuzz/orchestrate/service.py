@@ -20,8 +20,8 @@ import grpc
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import orchestrator_pb2_grpc, substrate_pb2
+from fuzz.clients.agent import AgentError
 from fuzz.errors import FuzzError
-from fuzz.grpcserve import StatusTable, abort_with
 from fuzz.orchestrate.authz import (
     Authorizer,
     PermissionDeniedError,
@@ -57,10 +57,10 @@ from fuzz.orchestrate.workflow import (
     log_paths,
     secret_references,
 )
+from fuzz.rpc.server import StatusTable, abort_with
+from fuzz.rpc.tunnel import request_frame
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 from fuzz.spec.problems import SpecError
-from fuzz.substrate.client import AgentError
-from fuzz.tunnel import request_frame
 
 SERVICE_NAME = "fuzz.orchestrator.v1.Orchestrator"
 REGISTER_METHOD = f"/{SERVICE_NAME}/RegisterNode"

@@ -26,8 +26,8 @@ from typing import Any
 
 import grpc
 
+from fuzz.rpc.auth import presented_token
 from fuzz.spec.cluster import LimitsSpec
-from fuzz.substrate.auth import presented_token
 
 RESERVED_WORKERS = 64
 """Server workers that long-lived calls never hold: they answer heartbeats and short calls."""

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fuzz.api.substrate_pb2 import ContainerStatus
-from fuzz.orchestrate.nodes import NodeDirectory
-from fuzz.resources import ResourceRequest
-from fuzz.substrate.client import (
+from fuzz.clients.agent import (
     AgentClient,
     AgentError,
     AgentNotFoundError,
     AgentResourceExhaustedError,
 )
+from fuzz.orchestrate.nodes import NodeDirectory
+from fuzz.resources import ResourceRequest
 
 LEASE_TTL = 600.0
 WAIT_SLICE = 15.0

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from fuzz.orchestrate.ingress_policy import AllowEntry
+from fuzz.spec.allowlist import AllowEntry
 from fuzz.spec.problems import Issue, did_you_mean
 from fuzz.spec.workflowref import workflow_ref_problem
 from fuzz.units import parse_duration, parse_size
@@ -179,7 +179,7 @@ class PoolSpec(StrictModel):
     # default) or, for RDMA and MPI fabrics that need it, in the node's own
     # network (``host``: an admin's opt-in, see docs/security.md). Reaches the
     # agents as the node label ``fuzz:network=host``
-    # (:data:`fuzz.substrate.jobnet.NETWORK_LABEL`).
+    # (:data:`fuzz.spec.labels.NETWORK_LABEL`).
     network: Literal["isolated", "host"] = "isolated"
 
     @field_validator("idle_ttl", "boot_timeout", mode="before")

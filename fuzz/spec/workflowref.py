@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fuzz.orchestrate.policy import PolicyError, check_name
+from fuzz.spec.names import iam_name_problem
 
 WORKFLOW_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 """Workflow names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 64."""
@@ -40,10 +40,9 @@ def workflow_ref_problem(text: str) -> str | None:
     """Why ``text`` is no valid ``NAME`` or ``OWNER/NAME``; None when it is."""
     ref = split_workflow_ref(text)
     if "/" in text:
-        try:
-            check_name("owner", ref.owner)  # an owner is a user
-        except PolicyError as exc:
-            return str(exc)
+        problem = iam_name_problem("owner", ref.owner)  # an owner is a user
+        if problem is not None:
+            return problem
     if not WORKFLOW_NAME_PATTERN.fullmatch(ref.name):
         return (f"invalid workflow name {ref.name!r}: use 1-64 letters, digits, '_' or '-', "
                 "starting with a letter or digit")

@@ -16,7 +16,8 @@ import grpc
 
 from fuzz.api import substrate_pb2
 from fuzz.errors import FuzzError
-from fuzz.grpcserve import StatusTable, abort_with
+from fuzz.rpc.server import StatusTable, abort_with
+from fuzz.rpc.tunnel import END_FRAME, Frame, SharedSocket, data_frame
 from fuzz.substrate.containers import ContainerNotFoundError, ContainerStateError
 from fuzz.substrate.execproc import (
     ExecProcess,
@@ -27,7 +28,6 @@ from fuzz.substrate.execproc import (
 )
 from fuzz.substrate.job_rpcs import NodeJobs
 from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
-from fuzz.tunnel import END_FRAME, Frame, SharedSocket, data_frame
 
 CONNECT_TIMEOUT = 10.0
 MAX_PORT = 65535

@@ -139,9 +139,9 @@ def serve_command(
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    from fuzz.grpcserve import TlsFiles
     from fuzz.heap import keep_large_buffers_in_heap
-    from fuzz.substrate.auth import read_token_file
+    from fuzz.rpc.auth import read_token_file
+    from fuzz.rpc.server import TlsFiles
     from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
     from fuzz.substrate.jobnet import JobNetworkError, agent_network
     from fuzz.substrate.join import JoinSettings

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from fuzz.errors import FuzzError
+from fuzz.fsutil import read_json, write_json_atomic
 from fuzz.substrate.bundle import (
     ID_PATTERN,
     NOFILE_LIMIT,
@@ -80,9 +81,8 @@ from fuzz.substrate.monitor_files import (
     ROOTFS_DIR,
     SPEC_FILE,
     STATUS_FILE,
-    read_json,
+    new_status,
 )
-from fuzz.substrate.statedir import write_json_atomic
 
 State = Literal["starting", "running", "exited", "failed"]
 LOG_CHUNK = 64 * 1024
@@ -113,6 +113,9 @@ class ContainerWaitTimeoutError(ContainerError):
 @dataclass(frozen=True)
 class ContainerStatus:
     """What is known about one container, as its ``status.json`` says.
+
+    The agent's typed view of the document
+    :func:`~fuzz.substrate.monitor_files.new_status` defines (each field a key of it).
 
     ``exit_code`` is set when the job exited, ``signal`` when a signal killed it;
     ``error`` explains a ``failed`` state (or a cleanup problem) in one line.
@@ -163,16 +166,6 @@ class ContainerStatus:
             peak_memory_bytes=integer("peak_memory_bytes"),
             error=str(error) if error is not None else None,
         )
-
-
-def _initial_status(container_id: str) -> dict[str, Any]:
-    return {
-        "id": container_id,
-        "state": "starting",
-        "oom_killed": False,
-        "timed_out": False,
-        "cancelled": False,
-    }
 
 
 def _mounts_under(directory: Path) -> list[str]:
@@ -309,7 +302,7 @@ class ContainerManager:
         data = read_json(str(directory / STATUS_FILE))
         if data is None or data.get("state") not in FINAL_STATES:
             data = self._unfinished(container_id, directory, data)
-        return ContainerStatus.from_json(container_id, data or _initial_status(container_id))
+        return ContainerStatus.from_json(container_id, data or new_status(container_id))
 
     def _unfinished(
         self, container_id: str, directory: Path, data: dict[str, Any] | None

@@ -11,44 +11,28 @@ valid for its name and CA.
 The join token is spent by enrolling. From then on the certificate identifies
 the node: every registration (the heartbeat) carries it and a signature made
 with the node's key over the registration's fields and the time
-(:func:`registration_payload`), which the orchestrator checks.
+(:func:`fuzz.crypto.proof.registration_payload`), which the orchestrator checks.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fuzz import pki
+from fuzz.clients.orchestrator import OrchestratorClient
+from fuzz.crypto import pki
+from fuzz.crypto.proof import RegistrationProof
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import ClientTls
-from fuzz.grpcserve import TlsFiles
-from fuzz.substrate.statedir import write_private_file
+from fuzz.fsutil import write_private_file
+from fuzz.rpc.client import ClientTls
+from fuzz.rpc.server import TlsFiles
 
 TLS_DIR = "tls"
 RETRY_INTERVAL = 2.0
-
-
-def registration_payload(name: str, endpoint: str, agent_token: str,
-                         labels: Mapping[str, str], signed_at: float) -> bytes:
-    """The bytes a node signs to prove a registration is its own (both sides build them)."""
-    return json.dumps({"name": name, "endpoint": endpoint, "agent_token": agent_token,
-                       "labels": dict(labels), "signed_at": signed_at},
-                      sort_keys=True).encode()
-
-
-@dataclass(frozen=True)
-class RegistrationProof:
-    """A node's certificate and its signature over one registration."""
-
-    certificate: bytes
-    signature: bytes
-    signed_at: float
 
 
 @dataclass(frozen=True)
@@ -129,8 +113,6 @@ def enroll(identity: NodeIdentity, orchestrator: str, name: str, join_token: str
     Retries until the orchestrator answers (printing each distinct problem once);
     returns False when ``stop`` was set first.
     """
-    from fuzz.orchestrate.client import OrchestratorClient  # the agent needs it only to join
-
     if identity.valid_for(name, ca_pem):
         return True
     last_problem = ""

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.statedir import read_json, write_json_atomic
+from fuzz.fsutil import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 

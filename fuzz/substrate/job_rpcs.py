@@ -14,7 +14,7 @@ import grpc
 
 from fuzz.api import substrate_pb2
 from fuzz.errors import ConfigError, FuzzError
-from fuzz.grpcserve import StatusTable, abort_with
+from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.substrate.bundle import Mount
 from fuzz.substrate.cdi import CdiError
 from fuzz.substrate.containers import (

@@ -18,10 +18,10 @@ import hashlib
 import ipaddress
 import os
 
+from fuzz.spec.labels import NETWORK_LABEL
 from fuzz.substrate.monitor_files import NETNS_FILE
 
 HOST = "host"
-NETWORK_LABEL = "fuzz:network"  # a node label; ``host`` on the nodes of a host-network pool
 AUTO = "auto"
 DEFAULT_JOBS_RANGE = "10.200.0.0/13"
 NODE_PREFIX = 24

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fuzz.errors import FuzzError
+from fuzz.fsutil import read_json, write_json_atomic
 from fuzz.substrate.bundle import ContainerSpec, Mount
 from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.containers import ContainerManager, ContainerStatus
@@ -25,7 +26,6 @@ from fuzz.substrate.images import Credentials, ImageConfig, ImageStore
 from fuzz.substrate.jobnet import AUTO, JobNetwork
 from fuzz.substrate.lease_devices import lease_edits
 from fuzz.substrate.leases import LeaseBook, LeaseNotFound
-from fuzz.substrate.statedir import read_json, write_json_atomic
 
 NOBODY = 65534
 JOBS_FILE = "jobs.json"

@@ -16,9 +16,10 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fuzz.crypto.proof import registration_payload
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import ClientTls
-from fuzz.substrate.enroll import NodeIdentity, registration_payload
+from fuzz.rpc.client import ClientTls
+from fuzz.substrate.enroll import NodeIdentity
 
 HEARTBEAT_INTERVAL = 5.0
 
@@ -42,7 +43,7 @@ def keep_registered(settings: JoinSettings, endpoint: str, agent_token: str,
     With ``identity`` (a TLS cluster) each registration is proven with the node's
     certificate instead of carrying the join token.
     """
-    from fuzz.orchestrate.client import OrchestratorClient  # the agent needs it only to join
+    from fuzz.clients.orchestrator import OrchestratorClient  # the agent needs it only to join
 
     advertised = settings.advertise or endpoint
     tls = ClientTls(settings.ca_pem) if settings.ca_pem is not None else None

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from fuzz.errors import FuzzError
+from fuzz.fsutil import write_json_atomic
 from fuzz.substrate.inventory import GpuInfo, MachineInventory
-from fuzz.substrate.statedir import write_json_atomic
 from fuzz.units import format_bytes
 
 AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fuzz.errors import FuzzError
+from fuzz.fsutil import flock_held
 from fuzz.substrate.helper_process import helper_command, helper_env
 from fuzz.substrate.jobnet import AUTO
 from fuzz.substrate.monitor_files import (
@@ -27,7 +28,6 @@ from fuzz.substrate.monitor_files import (
     socket_address,
     socket_path_too_long,
 )
-from fuzz.substrate.statedir import flock_held
 
 START_TIMEOUT = 60.0  # the monitor's start (its sweep included), or a container's
 MONITOR_MAIN = "import sys; from fuzz.substrate.monitor import main; sys.exit(main())"

@@ -1,7 +1,8 @@
 """Names of the files the container monitor and the manager share, and how they are written.
 
 Imported by the monitor process (:mod:`fuzz.substrate.monitor`), so it imports
-only cheap standard modules: no typing, no pathlib, nothing from the agent.
+only cheap standard modules (and :mod:`fuzz.fsutil`, which does too): no typing, no
+pathlib, nothing from the agent.
 
 Under the agent's state dir:
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+
+from fuzz.fsutil import write_atomic
 
 TYPE_CHECKING = False  # typing itself is too slow to import in the monitor
 if TYPE_CHECKING:
@@ -52,6 +55,34 @@ FINAL_STATES = ("exited", "failed")
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes, NUL included
 
 
+def new_status(container_id: str, runc: str | None = None,
+               monitor_pid: int | None = None) -> dict[str, Any]:
+    """A container's ``status.json`` as it starts: the one definition of that document.
+
+    The monitor fills it in as the job runs (``state``: starting, running, then
+    exited or failed); :class:`fuzz.substrate.containers.ContainerStatus` is the
+    agent's typed view of it. ``runc``: the binary that runs the container;
+    ``monitor_pid``: the monitor watching it (None: none is).
+    """
+    return {
+        "id": container_id,
+        "state": "starting",
+        "exit_code": None,
+        "signal": None,
+        "oom_killed": False,
+        "timed_out": False,
+        "cancelled": False,
+        "started_at": None,
+        "finished_at": None,
+        "peak_memory_bytes": None,
+        "error": None,
+        "pid": None,
+        "address": None,
+        "monitor_pid": monitor_pid,
+        "runc": runc,
+    }
+
+
 def one_line(text: str) -> str:
     """``text`` with its whitespace runs (newlines included) collapsed to single spaces."""
     return " ".join(text.split())
@@ -60,30 +91,11 @@ def one_line(text: str) -> str:
 def write_json(path: str, data: dict[str, Any], tmp: str | None = None) -> None:
     """Write ``data`` to ``path`` atomically: readers see the old file or the new one.
 
-    Through the temporary file ``tmp`` (one made in advance is faster to write),
-    then a rename. Not fsync-ed: after a crash of the node the old status may be
-    back, which the next monitor's sweep settles like any unfinished container.
+    Through the temporary file ``tmp`` (one made in advance is faster to write).
+    Not fsync-ed: after a crash of the node the old status may be back, which the
+    next monitor's sweep settles like any unfinished container.
     """
-    tmp = tmp or f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, json.dumps(data).encode() + b"\n")
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict[str, Any] | None:
-    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
-    try:
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    write_atomic(path, json.dumps(data).encode() + b"\n", durable=False, temp=tmp)
 
 
 def socket_address(state_dir: str, dir_fd: int | None = None) -> str:

@@ -33,6 +33,7 @@ import os
 import signal
 import time
 
+from fuzz.fsutil import read_json
 from fuzz.substrate.monitor_cgroup import CgroupMount, MemoryCgroup
 from fuzz.substrate.monitor_delete import delete_ended
 from fuzz.substrate.monitor_files import (
@@ -48,8 +49,8 @@ from fuzz.substrate.monitor_files import (
     STDOUT_LOG,
     UPPER_DIR,
     WORK_DIR,
+    new_status,
     one_line,
-    read_json,
     write_json,
 )
 from fuzz.substrate.monitor_logpump import LogPump, open_pipe
@@ -98,27 +99,6 @@ class JobError(Exception):
     """Setting up or watching the container failed; the message is one line."""
 
 
-def new_status(container_id: str, runc: str) -> dict[str, Any]:
-    """The status of a container the monitor has just been handed."""
-    return {
-        "id": container_id,
-        "state": "starting",
-        "exit_code": None,
-        "signal": None,
-        "oom_killed": False,
-        "timed_out": False,
-        "cancelled": False,
-        "started_at": None,
-        "finished_at": None,
-        "peak_memory_bytes": None,
-        "error": None,
-        "pid": None,
-        "address": None,
-        "monitor_pid": os.getpid(),
-        "runc": runc,
-    }
-
-
 class Job:
     """Runs one container with runc and records what became of it in ``status.json``."""
 
@@ -150,7 +130,7 @@ class Job:
         log_limit = request.get("log_limit")
         self.log_limit = log_limit if isinstance(log_limit, int) and log_limit > 0 else None
         self.pumps: list[LogPump] = []  # copying the job's output, with a log limit
-        self.status = new_status(self.id, self.runc.binary)
+        self.status = new_status(self.id, self.runc.binary, os.getpid())
         self.status_temps = list(STATUS_TEMPS)
         self.phase = "launching"
         self.mounted = False
@@ -563,7 +543,6 @@ def settle(directory: str, runc: Runc) -> dict[str, Any] | None:
     if status is None:  # its monitor died while starting it: let that runc finish first
         await_runc_for(directory, SETTLE_WAIT)
         status = new_status(container_id, runc.binary)
-        status["monitor_pid"] = None
     binary = status.get("runc")
     runner = Runc(binary) if isinstance(binary, str) and binary else runc
     problem = None

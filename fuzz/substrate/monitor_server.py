@@ -40,6 +40,7 @@ import struct
 import sys
 import time
 
+from fuzz.fsutil import read_json
 from fuzz.substrate import jobnet_firewall
 from fuzz.substrate.jobnet import JobNetwork
 from fuzz.substrate.monitor_cgroup import cgroup_mounts
@@ -49,7 +50,6 @@ from fuzz.substrate.monitor_files import (
     NETNS_FILE,
     SPARE_PREFIX,
     STATUS_FILE,
-    read_json,
 )
 from fuzz.substrate.monitor_job import Job, settle
 from fuzz.substrate.monitor_netns import NetnsError, NetnsPool

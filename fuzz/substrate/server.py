@@ -23,7 +23,9 @@ import grpc
 from fuzz import __version__
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
-from fuzz.grpcserve import (
+from fuzz.fsutil import acquire_lock, release_lock, write_json_atomic
+from fuzz.rpc.auth import OrchestratorOnlyInterceptor, shared_token
+from fuzz.rpc.server import (
     RunningServer,
     ServerStartError,
     TlsFiles,
@@ -32,8 +34,8 @@ from fuzz.grpcserve import (
     start_server,
     wait_for_stop,
 )
+from fuzz.rpc.tunnel import read_frame
 from fuzz.substrate.access_rpcs import AccessRpcs
-from fuzz.substrate.auth import OrchestratorOnlyInterceptor, shared_token
 from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.declared import read_declared_inventory
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
@@ -52,14 +54,7 @@ from fuzz.substrate.leases import (
     LeaseRequestError,
     LeaseStateError,
 )
-from fuzz.substrate.statedir import (
-    INFO_FILE,
-    acquire_lock,
-    read_node_id,
-    release_lock,
-    write_json_atomic,
-)
-from fuzz.tunnel import read_frame
+from fuzz.substrate.statedir import INFO_FILE, LOCK_FILE, read_node_id
 
 SERVICE_NAME = "fuzz.substrate.v1.Substrate"
 
@@ -68,7 +63,7 @@ def add_substrate_service(service: SubstrateService, server: grpc.Server) -> Non
     """Register ``service`` on ``server``, PortForward's frames left serialized.
 
     PortForward reads data frames as views of what arrived and yields its frames
-    serialized (:mod:`fuzz.tunnel`); the generated registration would parse and
+    serialized (:mod:`fuzz.rpc.tunnel`); the generated registration would parse and
     build a message per chunk, so that one method is registered again (a later
     registration wins).
     """
@@ -364,7 +359,7 @@ def serve(
     out. With ``inventory_file`` the node is the one declared there (see
     :mod:`fuzz.substrate.declared`), not the hardware. With ``tls`` it serves TLS
     only; with mutual TLS (an enrolled node) it answers only the orchestrator's
-    certificate (:class:`~fuzz.substrate.auth.OrchestratorOnlyInterceptor`). With
+    certificate (:class:`~fuzz.rpc.auth.OrchestratorOnlyInterceptor`). With
     ``join`` it registers with that orchestrator and keeps doing so
     (:mod:`fuzz.substrate.join`). Jobs get their leased devices as the CDI specs
     in ``cdi_dirs`` describe them (:mod:`fuzz.substrate.lease_devices`), each in a
@@ -382,7 +377,7 @@ def serve(
             return declared
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock_fd = acquire_lock(state_dir)
+        lock_fd = acquire_lock(state_dir, LOCK_FILE, owner="agent")
     except OSError as exc:
         raise AgentStartError(f"cannot use state dir {state_dir}: {exc.strerror}") from None
     info_path = state_dir / INFO_FILE

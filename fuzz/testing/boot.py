@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fuzz.fsutil import read_json
 from fuzz.plugin.cloudinit import ENV_COMMAND, ENV_LISTEN, ENV_ROOT, ENV_START_TIMEOUT
 from fuzz.substrate.containers import ContainerManager
 from fuzz.substrate.monitor_files import MONITOR_LOCK
-from fuzz.substrate.statedir import INFO_FILE, read_json
+from fuzz.substrate.statedir import INFO_FILE
 
 SCRIPT_NAME = "bootstrap.sh"
 AGENT_TOKEN_FILE = "agent-token"  # where fuzz.plugin.cloudinit keeps the agent's own token

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from fuzz.orchestrate.client import OrchestratorClient
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.orchestrate.connect import orchestrator_client
 from fuzz.spec.loader import load_cluster_spec
 

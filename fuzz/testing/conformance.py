@@ -405,7 +405,7 @@ def _joined(conformance: ConformanceSession, node: NodeRequest) -> Registration:
 
 
 def _agent_labels(endpoint: str, token: str) -> dict[str, str]:
-    from fuzz.substrate.client import AgentClient  # gRPC only where an agent is asked
+    from fuzz.clients.agent import AgentClient  # gRPC only where an agent is asked
 
     with AgentClient(endpoint, token) as client:
         return dict(client.inventory().labels)

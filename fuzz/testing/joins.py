@@ -26,9 +26,9 @@ from typing import Any
 
 import grpc
 
-from fuzz import pki
 from fuzz.api import orchestrator_pb2 as pb
-from fuzz.grpcclient import ClientTls
+from fuzz.crypto import pki
+from fuzz.rpc.client import ClientTls
 
 WORKERS = 4
 SERVICE = "fuzz.orchestrator.v1.Orchestrator"

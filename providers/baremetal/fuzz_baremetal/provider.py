@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from fuzz.clients.agent import AgentClient
 from fuzz.plugin import RegisterProvider, hookimpl
 from fuzz.plugin.cloudinit import cloud_init_script
 from fuzz.plugin.kit import ProviderPlugin
@@ -45,7 +46,6 @@ from fuzz.plugin.provider import (
     ProviderError,
     QuotaExceededError,
 )
-from fuzz.substrate.client import AgentClient
 from fuzz_baremetal.config import BaremetalConfig, Machine, config_of, machine_from_attributes
 from fuzz_baremetal.rest import RestWarewulf
 from fuzz_baremetal.warewulf import (

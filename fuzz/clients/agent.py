@@ -13,7 +13,8 @@ import grpc
 
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import (
+from fuzz.resources import ResourceRequest
+from fuzz.rpc.client import (
     DEFAULT_TIMEOUT,
     ClientTls,
     DuplexCall,
@@ -21,7 +22,6 @@ from fuzz.grpcclient import (
     status_of,
     tls_failure,
 )
-from fuzz.resources import ResourceRequest
 
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
 _PORT_FORWARD_METHOD = "/fuzz.substrate.v1.Substrate/PortForward"

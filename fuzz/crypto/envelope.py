@@ -4,7 +4,7 @@ A :class:`Sealer` seals bytes with its primary key and unseals with the primary 
 any fallback key, which is how keys are rotated: make the new key primary, keep the
 old one as a fallback until everything was written again. Keys come from a
 :class:`KeySource`: a raw 32-byte key, a passphrase (scrypt), or a KMS key
-(:mod:`fuzz.kms`, envelope encryption with a data key).
+(:mod:`fuzz.crypto.kms`, envelope encryption with a data key).
 
 Envelope format (all integers big-endian)::
 

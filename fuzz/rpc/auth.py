@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import grpc
 
-from fuzz import pki
+from fuzz.crypto import pki
 from fuzz.errors import ConfigError
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -188,7 +188,7 @@ def orchestrator_problem(context: grpc.ServicerContext) -> str | None:
     """None when the call's client certificate is the orchestrator's, else why not (one line).
 
     TLS has already checked that the cluster CA issued it; this checks its
-    extended key usage (:data:`fuzz.pki.ORCHESTRATOR_USAGE`).
+    extended key usage (:data:`fuzz.crypto.pki.ORCHESTRATOR_USAGE`).
     """
     # grpc-stubs type the values as bytes; grpc gives a list of bytes per property
     peer = cast(Mapping[str, list[bytes]], context.auth_context())

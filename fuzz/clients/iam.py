@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from fuzz.api import iam_pb2 as pb
 from fuzz.api import iam_pb2_grpc
-from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls
-from fuzz.orchestrate.client import OrchestratorClient
-from fuzz.orchestrate.policy import Statement
+from fuzz.clients.orchestrator import OrchestratorClient
+from fuzz.rpc.client import DEFAULT_TIMEOUT, ClientTls
+
+
+class StatementFields(Protocol):
+    """What a role statement sends: :class:`fuzz.orchestrate.policy.Statement` has it.
+
+    A protocol, so that this client does not import the orchestrator's policy code.
+    """
+
+    @property
+    def effect(self) -> str:
+        """``allow`` or ``deny``."""
+
+    @property
+    def actions(self) -> Sequence[str]:
+        """Action globs."""
+
+    @property
+    def resources(self) -> Sequence[str]:
+        """Resource globs."""
 
 
 class IamClient(OrchestratorClient):
@@ -76,7 +95,7 @@ class IamClient(OrchestratorClient):
         """Delete a group."""
         self._call(self._iam.DeleteGroup, pb.NameRef(name=name), None)
 
-    def put_role(self, name: str, statements: Iterable[Statement]) -> pb.Role:
+    def put_role(self, name: str, statements: Iterable[StatementFields]) -> pb.Role:
         """Create or replace a role."""
         reply: pb.Role = self._call(self._iam.PutRole, pb.Role(name=name, statements=[
             pb.Statement(effect=s.effect, actions=s.actions, resources=s.resources)

@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.auth import bearer_metadata
+from fuzz.rpc.auth import bearer_metadata
 
 DEFAULT_TIMEOUT = 10.0
 _CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)

@@ -1,4 +1,4 @@
-"""AWS KMS as a key source for :mod:`fuzz.encryption`: envelope encryption with data keys.
+"""AWS KMS as a key source for :mod:`fuzz.crypto.envelope`: envelope encryption with data keys.
 
 Sealing asks KMS once per process for a data key (``GenerateDataKey``, AES-256)
 and seals every blob with it, storing the KMS-wrapped copy of the data key in the
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from fuzz.encryption import DecryptionError, SealingKey, key_id_of
+from fuzz.crypto.envelope import DecryptionError, SealingKey, key_id_of
 from fuzz.errors import ConfigError, FuzzError
 
 if TYPE_CHECKING:

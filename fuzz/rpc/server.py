@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.auth import HEALTH_SERVICE, BearerTokenInterceptor, TokenCheck
+from fuzz.rpc.auth import HEALTH_SERVICE, BearerTokenInterceptor, TokenCheck
 
 StatusTable = tuple[tuple[type[FuzzError], grpc.StatusCode], ...]
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None

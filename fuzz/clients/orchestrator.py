@@ -13,8 +13,10 @@ import grpc
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import orchestrator_pb2_grpc, substrate_pb2
+from fuzz.crypto.proof import RegistrationProof
 from fuzz.errors import FuzzError
-from fuzz.grpcclient import (
+from fuzz.plugin.provider import JoinInfo
+from fuzz.rpc.client import (
     DEFAULT_TIMEOUT,
     ClientTls,
     DuplexCall,
@@ -22,10 +24,8 @@ from fuzz.grpcclient import (
     status_of,
     tls_failure,
 )
-from fuzz.plugin.provider import JoinInfo
+from fuzz.rpc.tunnel import Frame, read_frame, serialized
 from fuzz.spec.workflowref import split_workflow_ref
-from fuzz.substrate.enroll import RegistrationProof
-from fuzz.tunnel import Frame, read_frame, serialized
 
 START_TIMEOUT = 60.0
 PORT_FORWARD_METHOD = "/fuzz.orchestrator.v1.Orchestrator/PortForward"
@@ -182,8 +182,8 @@ class OrchestratorClient(GrpcClient):
         """Relay one TCP connection to a port of a running task: the first request names it
         and carries ``open``; the end of ``requests`` half-closes the connection.
 
-        Requests may be serialized already (:func:`fuzz.tunnel.data_request`); data
-        frames come back as views of what arrived (:func:`fuzz.tunnel.read_frame`).
+        Requests may be serialized already (:func:`fuzz.rpc.tunnel.data_request`); data
+        frames come back as views of what arrived (:func:`fuzz.rpc.tunnel.read_frame`).
         """
         call: DuplexCall[Frame] = self._duplex(self._port_forward, requests)
         return call
