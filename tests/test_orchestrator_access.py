@@ -32,8 +32,8 @@ from fuzz.orchestrate.client import (
 )
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.orchestrate.datadir import init_data_dir
+from fuzz.orchestrate.iam.policy import statement
 from fuzz.orchestrate.iam_client import IamClient
-from fuzz.orchestrate.policy import statement
 from fuzz.orchestrate.server import ServerSettings, serve
 from fuzz.substrate.client import AgentClient, AgentError, AgentUnreachableError
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, registration_payload

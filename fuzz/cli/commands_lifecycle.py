@@ -38,7 +38,7 @@ from fuzz.engine.desired import Membership
 from fuzz.engine.model import Plan, State
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.orchestrate.datadir import init_data_dir
-from fuzz.orchestrate.host_roots import make_host_paths
+from fuzz.orchestrate.transfer.host_roots import make_host_paths
 from fuzz.planfile import read_plan, write_plan
 from fuzz.reconcile import PlanRequest, apply_changes, refresh_and_plan
 from fuzz.spec.problems import SpecError

@@ -15,7 +15,7 @@ from fuzz.cli.secretinput import ASK, secret_option_value
 from fuzz.grpcclient import ClientTls
 from fuzz.orchestrate.client import AccessDeniedError
 from fuzz.orchestrate.connect import read_ca_file
-from fuzz.orchestrate.iam import utc
+from fuzz.orchestrate.iam.directory import utc
 from fuzz.orchestrate.iam_client import IamClient
 
 

@@ -8,7 +8,7 @@ from fuzz.api import iam_pb2 as pb
 from fuzz.api import iam_pb2_grpc
 from fuzz.grpcclient import DEFAULT_TIMEOUT, ClientTls
 from fuzz.orchestrate.client import OrchestratorClient
-from fuzz.orchestrate.policy import Statement
+from fuzz.orchestrate.iam.policy import Statement
 
 
 class IamClient(OrchestratorClient):

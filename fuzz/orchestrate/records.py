@@ -307,7 +307,7 @@ class OwnerIdsRecord:
     """The uid and gid every job and volume of one owner runs as and belongs to.
 
     Given once from ``orchestrator.job_ids`` and never changed nor given to another
-    owner (rows are never deleted); see :mod:`fuzz.orchestrate.jobids`.
+    owner (rows are never deleted); see :mod:`fuzz.orchestrate.workflows.jobids`.
     """
 
     TABLE: ClassVar[str] = "owner_ids"

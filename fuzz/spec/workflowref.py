@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fuzz.orchestrate.policy import PolicyError, check_name
+from fuzz.orchestrate.iam.policy import PolicyError, check_name
 
 WORKFLOW_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 """Workflow names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 64."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.iam import utc
+from fuzz.orchestrate.iam.directory import utc
 from fuzz.orchestrate.records import JoinTokenRecord
 from fuzz.orchestrate.store import Store
 

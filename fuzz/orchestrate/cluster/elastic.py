@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from fuzz.engine.apply import ApplyEvent
 from fuzz.engine.model import State
 from fuzz.errors import FuzzError, LockError
-from fuzz.orchestrate.nodes import NodeDirectory, NodeUse
+from fuzz.orchestrate.cluster.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import PoolMemberRecord, PoolStatusRecord
-from fuzz.orchestrate.runner import Runner
 from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.workflows.loop import Runner
 from fuzz.plugins import PluginSet
 from fuzz.provider_api import JoinInfo, Offering
 from fuzz.provisioning import ProviderGateway, provider_contexts

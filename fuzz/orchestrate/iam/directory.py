@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.policy import (
+from fuzz.orchestrate.iam.policy import (
     BUILTIN_ROLES,
     Role,
     Statement,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fuzz.api.substrate_pb2 import ContainerStatus
-from fuzz.orchestrate.nodes import NodeDirectory
+from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.resources import ResourceRequest
 from fuzz.substrate.client import (
     AgentClient,
