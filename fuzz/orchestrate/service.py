@@ -45,6 +45,7 @@ from fuzz.orchestrate.messages import (
 )
 from fuzz.orchestrate.relay import LiveTask, relay_exec, relay_port_forward
 from fuzz.orchestrate.secrets import SecretError, SecretStore, missing_secret
+from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.workflows.base import (
     WorkflowExistsError,
     WorkflowNotFoundError,
@@ -371,7 +372,7 @@ class OrchestratorService:
         while context.is_active():
             snapshot = self._runner.snapshot(workflow.owner, workflow.name)
             task = next(t for t in snapshot.tasks if t.key == key)
-            if task.done or (task.state == "QUEUED" and task.attempt > 0):
+            if task.done or (task.state == TaskState.QUEUED and task.attempt > 0):
                 return
             seen = self._runner.wait_for_change(seen, WATCH_INTERVAL)
 

@@ -26,6 +26,7 @@ from fuzz.orchestrate.records import (
     WorkflowRecord,
 )
 from fuzz.orchestrate.secrets import SecretStore, registry_credentials
+from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.transfer.host_roots import HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
@@ -149,7 +150,7 @@ class RunnerBase:
         workflow_id, _, task_key = key.partition("/")
         workflow = self._active.get(workflow_id)
         task = workflow.tasks.get(task_key) if workflow is not None else None
-        if workflow is None or task is None or task.state != "QUEUED":
+        if workflow is None or task is None or task.state != TaskState.QUEUED:
             return None
         return workflow, task
 

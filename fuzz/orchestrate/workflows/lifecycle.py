@@ -17,6 +17,13 @@ from fuzz.orchestrate.records import (
     WorkflowRecord,
 )
 from fuzz.orchestrate.secrets import missing_secret
+from fuzz.orchestrate.states import (
+    ACTIVE_TASK_STATES,
+    TaskState,
+    TransferState,
+    VolumeState,
+    WorkflowState,
+)
 from fuzz.orchestrate.workflows import dag
 from fuzz.orchestrate.workflows.base import WorkflowExistsError
 from fuzz.orchestrate.workflows.scheduling import SchedulingSteps
@@ -49,12 +56,13 @@ class LifecycleSteps(SchedulingSteps):
             max_concurrency=self._settings.limits.task_array_concurrency,
         )
         for move in workflow.transfers:
-            if move.state == "RUNNING":
-                move.state = "PENDING"  # interrupted: it starts again from the beginning
+            if move.state == TransferState.RUNNING:
+                # interrupted: it starts again from the beginning
+                move.state = TransferState.PENDING
         with self._lock:
             self._active[record.id] = workflow
             for task in workflow.tasks.values():
-                if task.state in ("STARTING", "RUNNING"):
+                if task.state in ACTIVE_TASK_STATES:
                     plan = self._plan(workflow, task)
                     workflow.plans[task.key] = plan
                     self._workers.submit(self._guard, self._executor.adopt, plan)
@@ -140,10 +148,10 @@ class LifecycleSteps(SchedulingSteps):
 
     def _advance(self, workflow: ActiveWorkflow) -> None:
         record = workflow.record
-        if record.state == "PENDING":
+        if record.state == WorkflowState.PENDING:
             self._begin(workflow)
         for move in workflow.transfers:
-            if move.direction == "ingress" and move.state == "PENDING":
+            if move.direction == "ingress" and move.state == TransferState.PENDING:
                 self._start_transfer(workflow, move)
         stop_reason = self._stop_reason(workflow)
         step = dag.next_step(workflow.graph, workflow.task_views(), workflow.ready_volumes(),
@@ -151,12 +159,12 @@ class LifecycleSteps(SchedulingSteps):
         changed: list[TaskRecord] = []
         for key in step.queue:
             task = workflow.tasks[key]
-            task.state = "QUEUED"
+            task.state = TaskState.QUEUED
             changed.append(task)
             self._reschedule = True
         for key, reason in step.not_run.items():
             task = workflow.tasks[key]
-            task.state = "CANCELED" if record.cancel_requested else "NOT_RUN"
+            task.state = TaskState.CANCELED if record.cancel_requested else TaskState.NOT_RUN
             task.error = reason
             task.waiting_for = ""
             changed.append(task)
@@ -169,71 +177,76 @@ class LifecycleSteps(SchedulingSteps):
 
     def _begin(self, workflow: ActiveWorkflow) -> None:
         record = workflow.record
-        record.state = "RUNNING"
+        record.state = WorkflowState.RUNNING
         record.started = self._clock()
         has_ingress = {m.volume for m in workflow.transfers if m.direction == "ingress"}
         for volume in workflow.volumes.values():
             try:
                 self._volumes.create(volume, workflow.ids)
             except OSError as exc:
-                volume.state, volume.error = "FAILED", f"cannot create {volume.path}: {exc}"
+                volume.state = VolumeState.FAILED
+                volume.error = f"cannot create {volume.path}: {exc}"
                 continue
-            volume.state = "INGRESS" if volume.name in has_ingress else "READY"
+            volume.state = (VolumeState.INGRESS if volume.name in has_ingress
+                            else VolumeState.READY)
         self._store.save(record, *workflow.volumes.values())
         self._touch()
 
     def _stop_reason(self, workflow: ActiveWorkflow) -> str | None:
         if workflow.record.cancel_requested:
             return "workflow cancelled"
-        failed = next((v for v in workflow.volumes.values() if v.state == "FAILED"), None)
+        failed = next((v for v in workflow.volumes.values() if v.state == VolumeState.FAILED), None)
         if failed is not None:
             return f"volume {failed.name}: {failed.error}"
         return None
 
-    def _conclude(self, workflow: ActiveWorkflow, outcome: str, stop_reason: str | None) -> None:
+    def _conclude(self, workflow: ActiveWorkflow, outcome: WorkflowState,
+                  stop_reason: str | None) -> None:
         """Every task is final: egress after success, then finish the workflow."""
         egress = [m for m in workflow.transfers if m.direction == "egress"]
-        if outcome == "SUCCEEDED" and stop_reason is None:
+        if outcome == WorkflowState.SUCCEEDED and stop_reason is None:
             for move in egress:
-                if move.state == "PENDING":
-                    workflow.volumes[move.volume].state = "EGRESS"
+                if move.state == TransferState.PENDING:
+                    workflow.volumes[move.volume].state = VolumeState.EGRESS
                     self._start_transfer(workflow, move)
-            if any(m.state in ("PENDING", "RUNNING") for m in egress):
+            if any(m.state in (TransferState.PENDING, TransferState.RUNNING) for m in egress):
                 return
-            failed = next((m for m in egress if m.state == "FAILED"), None)
+            failed = next((m for m in egress if m.state == TransferState.FAILED), None)
             if failed is not None:
-                self._finish(workflow, "FAILED", failed.error)
+                self._finish(workflow, WorkflowState.FAILED, failed.error)
                 return
-            self._finish(workflow, "SUCCEEDED", "")
+            self._finish(workflow, WorkflowState.SUCCEEDED, "")
             return
-        if any(m.state == "RUNNING" for m in workflow.transfers):
+        if any(m.state == TransferState.RUNNING for m in workflow.transfers):
             return  # let an ingress still running end before its volume goes
         for move in egress:
-            if move.state == "PENDING":
-                move.state = "SKIPPED"
+            if move.state == TransferState.PENDING:
+                move.state = TransferState.SKIPPED
         error = stop_reason or self._failure_message(workflow)
-        state = "FAILED" if outcome == "NOT_RUN" else outcome
-        if outcome == "SUCCEEDED" and stop_reason is not None and \
+        state = outcome
+        if outcome == WorkflowState.SUCCEEDED and stop_reason is not None and \
                 not workflow.record.cancel_requested:
-            state = "FAILED"  # every task succeeded, but a volume failed (e.g. over its limit)
+            # every task succeeded, but a volume failed (e.g. over its limit)
+            state = WorkflowState.FAILED
         self._finish(workflow, state, error)
 
     def _failure_message(self, workflow: ActiveWorkflow) -> str:
         job = dag.first_failure(workflow.graph, workflow.task_views())
         if job is None:
             return ""
-        task = next(t for t in workflow.tasks.values() if t.job == job and t.state == "FAILED")
+        task = next(t for t in workflow.tasks.values()
+                    if t.job == job and t.state == TaskState.FAILED)
         return f"job {job!r} failed: {task.key}: {task.error}"
 
-    def _finish(self, workflow: ActiveWorkflow, state: str, error: str) -> None:
+    def _finish(self, workflow: ActiveWorkflow, state: WorkflowState, error: str) -> None:
         record = workflow.record
         record.state, record.error, record.finished = state, error, self._clock()
         for volume in workflow.volumes.values():
             self._volume_limits.forget(volume)
             if volume.ephemeral:  # a failed one too: it may hold what made it fail
                 self._volumes.delete(volume)
-            if volume.state != "FAILED":
-                volume.state = "DELETED" if volume.ephemeral else "DONE"
+            if volume.state != VolumeState.FAILED:
+                volume.state = VolumeState.DELETED if volume.ephemeral else VolumeState.DONE
         self._store.save(record, *workflow.volumes.values(), *workflow.transfers)
         del self._active[record.id]
         self._touch()

@@ -17,6 +17,7 @@ from fuzz.orchestrate.records import (
     VolumeRecord,
     WorkflowRecord,
 )
+from fuzz.orchestrate.states import ImageState, TaskState, VolumeState
 from fuzz.orchestrate.workflows.base import RunnerBase, WorkflowNotFoundError, WorkflowSnapshot
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, launch_plan
@@ -121,8 +122,8 @@ class ReportSteps(RunnerBase):
         """An image pull began on some node."""
         with self._lock:
             record = self._image(workflow_id, image)
-            if record is not None and record.state == "PENDING":
-                record.state = "PULLING"
+            if record is not None and record.state == ImageState.PENDING:
+                record.state = ImageState.PULLING
                 self._store.save(record)
                 self._touch()
 
@@ -130,8 +131,8 @@ class ReportSteps(RunnerBase):
         """An image is on a node."""
         with self._lock:
             record = self._image(workflow_id, image)
-            if record is not None and (record.state != "READY" or record.digest != digest):
-                record.state, record.digest, record.error = "READY", digest, ""
+            if record is not None and (record.state != ImageState.READY or record.digest != digest):
+                record.state, record.digest, record.error = ImageState.READY, digest, ""
                 self._store.save(record)
                 self._touch()
 
@@ -140,7 +141,7 @@ class ReportSteps(RunnerBase):
         with self._lock:
             record = self._image(workflow_id, image)
             if record is not None:
-                record.state, record.error = "FAILED", error
+                record.state, record.error = ImageState.FAILED, error
                 self._store.save(record)
                 self._touch()
 
@@ -151,7 +152,7 @@ class ReportSteps(RunnerBase):
             if found is None:
                 return
             workflow, task = found
-            task.state = "RUNNING"
+            task.state = TaskState.RUNNING
             task.started = task.started or self._clock()
             self._hold(workflow, task, leases)
             self._touch()
@@ -171,7 +172,7 @@ class ReportSteps(RunnerBase):
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return
-            task.state, task.attempt, task.waiting_for = "QUEUED", task.attempt - 1, reason
+            task.state, task.attempt, task.waiting_for = TaskState.QUEUED, task.attempt - 1, reason
             task.nodes, task.leases, task.containers = [], [], []
             self._not_before[(workflow_id, key)] = self._clock() + REQUEUE_BACKOFF
             self._store.save(task)
@@ -190,18 +191,18 @@ class ReportSteps(RunnerBase):
                 return
             workflow = self._active[workflow_id]
             for volume, problem in overruns:
-                if volume.state != "FAILED":
-                    volume.state, volume.error = "FAILED", problem
+                if volume.state != VolumeState.FAILED:
+                    volume.state, volume.error = VolumeState.FAILED, problem
                     self._store.save(volume)
             task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
                 self._clock()
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
-            if outcome.state == "FAILED" and task.attempt < attempts and \
+            if outcome.state == TaskState.FAILED and task.attempt < attempts and \
                     not workflow.record.cancel_requested:
-                task.state = "QUEUED"
+                task.state = TaskState.QUEUED
                 task.error = f"attempt {task.attempt} failed: {outcome.error}"
-            elif workflow.record.cancel_requested and outcome.state != "SUCCEEDED":
-                task.state = "CANCELED"
+            elif workflow.record.cancel_requested and outcome.state != TaskState.SUCCEEDED:
+                task.state = TaskState.CANCELED
             else:
                 task.state = outcome.state
             self._store.save(task)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from fuzz.orchestrate.records import TaskRecord
+from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.workflows.base import log
 from fuzz.orchestrate.workflows.reports import ReportSteps
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
@@ -33,7 +34,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
                 if found is None:
                     continue
                 workflow, task = found
-                task.state, task.error, task.waiting_for = "FAILED", reason, ""
+                task.state, task.error, task.waiting_for = TaskState.FAILED, reason, ""
                 task.finished = self._clock()
                 workflow.dirty = True
                 self._unplaced.pop(key, None)
@@ -48,7 +49,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         in_transfer = self._persistent_volumes_in_transfer()
         for workflow in sorted(self._active.values(), key=lambda w: w.record.created):
             for task in workflow.tasks.values():  # in seq order
-                if task.state != "QUEUED":
+                if task.state != TaskState.QUEUED:
                     continue
                 if self._not_before.get((workflow.record.id, task.key), 0.0) > now:
                     continue
@@ -93,7 +94,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             self._touch()
 
     def _dispatch(self, workflow: ActiveWorkflow, task: TaskRecord, nodes: Sequence[str]) -> None:
-        task.state = "STARTING"
+        task.state = TaskState.STARTING
         task.attempt += 1
         task.nodes = list(nodes)
         task.leases = []
@@ -113,7 +114,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         except Exception as exc:
             log.exception("task %s of %s", plan.key, plan.workflow_id)
             self.finished(plan.workflow_id, plan.key,
-                          Outcome("FAILED", 0, f"internal error: {exc}"))
+                          Outcome(TaskState.FAILED, 0, f"internal error: {exc}"))
 
 
 def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:

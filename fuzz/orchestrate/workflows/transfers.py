@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.records import TaskRecord, TransferRecord, VolumeRecord
+from fuzz.orchestrate.states import ACTIVE_TASK_STATES, TransferState, VolumeState
 from fuzz.orchestrate.transfer.ingress_egress import TransferError, s3_credentials_from_secret
 from fuzz.orchestrate.workflows.base import RunnerBase, mounted_paths
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow
@@ -30,7 +31,7 @@ class TransferSteps(RunnerBase):
         if waiting:
             return
         self._transfers_running.add(ident)
-        move.state = "RUNNING"
+        move.state = TransferState.RUNNING
         self._store.save(move, workflow.volumes[move.volume])
         self._touch()
         self._movers.submit(self._transfer, workflow, move)
@@ -44,7 +45,7 @@ class TransferSteps(RunnerBase):
             if other is workflow:
                 continue
             for task in other.tasks.values():
-                if task.state in ("STARTING", "RUNNING") and \
+                if task.state in ACTIVE_TASK_STATES and \
                         volume.path in mounted_paths(other, task):
                     return (f"waiting until job {task.key} of workflow {other.record.id} no "
                             "longer mounts this persistent volume")
@@ -74,17 +75,19 @@ class TransferSteps(RunnerBase):
                                         progress, workflow.ids, budget)
         except (TransferError, FuzzError, OSError) as exc:
             with self._lock:
-                move.state, move.error = "FAILED", str(exc)
-                volume.state, volume.error = "FAILED", str(exc)
+                move.state, move.error = TransferState.FAILED, str(exc)
+                volume.state, volume.error = VolumeState.FAILED, str(exc)
                 self._after_transfer(ident, move, volume)
             return
         with self._lock:
-            move.state, move.bytes_done, move.bytes_total = "DONE", result.size, result.size
+            move.state = TransferState.DONE
+            move.bytes_done, move.bytes_total = result.size, result.size
             move.sha256 = result.sha256
             siblings = [m for m in workflow.transfers
                         if m.volume == move.volume and m.direction == move.direction]
-            if all(m.state == "DONE" for m in siblings):
-                volume.state = "READY" if move.direction == "ingress" else "DONE"
+            if all(m.state == TransferState.DONE for m in siblings):
+                volume.state = (VolumeState.READY if move.direction == "ingress"
+                                else VolumeState.DONE)
             self._after_transfer(ident, move, volume)
 
     def _after_transfer(self, ident: tuple[str, str, str, int], move: TransferRecord,
@@ -101,7 +104,8 @@ class TransferSteps(RunnerBase):
         """The paths of persistent volumes a transfer is running on, and its workflow's id."""
         return {workflow.volumes[move.volume].path: workflow.record.id
                 for workflow in self._active.values() for move in workflow.transfers
-                if move.state == "RUNNING" and not workflow.volumes[move.volume].ephemeral}
+                if move.state == TransferState.RUNNING
+                and not workflow.volumes[move.volume].ephemeral}
 
     def _held_by_transfer(self, workflow: ActiveWorkflow, task: TaskRecord,
                           in_transfer: dict[str, str]) -> bool:

@@ -21,6 +21,7 @@ from fuzz.orchestrate.records import (
     VolumeRecord,
     WorkflowRecord,
 )
+from fuzz.orchestrate.states import VolumeState
 from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
@@ -75,7 +76,7 @@ class ActiveWorkflow:
 
     def ready_volumes(self) -> frozenset[str]:
         """Names of the volumes whose ingress is done."""
-        return frozenset(name for name, v in self.volumes.items() if v.state == "READY")
+        return frozenset(name for name, v in self.volumes.items() if v.state == VolumeState.READY)
 
 
 def job_graph(fuzzfile: Fuzzfile, max_concurrency: int = FUZZBALL_MAX_CONCURRENCY
