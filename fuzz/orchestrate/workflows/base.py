@@ -8,7 +8,6 @@ Each step of the runner is a class over :class:`RunnerBase` in a module of its o
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -37,8 +36,6 @@ from fuzz.orchestrate.workflows.volumes import VolumeManager
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, LaunchSettings, launch_plan
 from fuzz.scheduler.placement import PendingTask
 from fuzz.spec.cluster import LimitsSpec
-
-log = logging.getLogger(__name__)
 
 
 class WorkflowNotFoundError(FuzzError):

@@ -16,6 +16,7 @@ interrupted transfers, and never runs a task that had succeeded again.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,9 +25,11 @@ from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.records import WorkflowRecord
 from fuzz.orchestrate.secrets import SecretStore
 from fuzz.orchestrate.store import Store
-from fuzz.orchestrate.workflows.base import RunnerSettings, log
+from fuzz.orchestrate.workflows.base import RunnerSettings
 from fuzz.orchestrate.workflows.lifecycle import LifecycleSteps
 from fuzz.orchestrate.workflows.tasks import TaskExecutor
+
+log = logging.getLogger(__name__)
 
 TICK = 1.0
 COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first

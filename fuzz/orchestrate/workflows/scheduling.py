@@ -6,16 +6,18 @@ each placed attempt to a worker thread (:mod:`~fuzz.orchestrate.workflows.tasks`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from fuzz.orchestrate.records import TaskRecord
 from fuzz.orchestrate.states import TaskState
-from fuzz.orchestrate.workflows.base import log
 from fuzz.orchestrate.workflows.reports import ReportSteps
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.transfers import TransferSteps
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, container_id
 from fuzz.scheduler.placement import PendingTask, place
+
+log = logging.getLogger(__name__)
 
 MAX_PENDING_PER_ROUND = 64  # the head of the queue: more could not start at once anyway
 
