@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from decimal import Decimal
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -79,3 +80,8 @@ def format_bytes(amount: int) -> str:
         value /= 1024
         units.pop(0)
     return f"{value:.1f} {units[0]}"
+
+
+def utc(moment: float) -> str:
+    """A unix time as people read it in messages."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))

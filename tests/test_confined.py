@@ -1,5 +1,5 @@
-"""The fd-relative file operations of transfers (:mod:`fuzz.orchestrate.confined`) and the
-host paths' roots (:mod:`fuzz.orchestrate.host_roots`), on real files, as root.
+"""The fd-relative file operations of transfers (:mod:`fuzz.orchestrate.transfer.confined`) and the
+host paths' roots (:mod:`fuzz.orchestrate.transfer.host_roots`), on real files, as root.
 
 Symlink swaps race real transfers from a second thread; both ways of resolving a path
 (openat2 and the component walk of older kernels) are run.
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.orchestrate import confined
-from fuzz.orchestrate.confined import Directory, EscapeError, Identity, open_beneath
-from fuzz.orchestrate.host_roots import HostAccess, HostRootError, HostRoots, open_root
-from fuzz.orchestrate.transfer import TransferError, egress, ingress
+from fuzz.orchestrate.transfer.confined import Directory, EscapeError, Identity, open_beneath
+from fuzz.orchestrate.transfer.host_roots import HostAccess, HostRootError, HostRoots, open_root
+from fuzz.orchestrate.transfer.ingress_egress import TransferError, confined, egress, ingress
 from tests.workflowutil import planted_roots, safe_host_root
 
 NOBODY = Identity(65534, 65534)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fuzz.orchestrate.host_roots import open_root
+from fuzz.orchestrate.transfer.host_roots import open_root
 from fuzz.testing.cluster import cluster_spec
 from fuzz.testing.oci import free_port
 from tests.cliutil import run_fuzz

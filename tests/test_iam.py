@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.orchestrate.audit import AuditLog
-from fuzz.orchestrate.authz import Authorizer, PermissionDeniedError, workflow_resource
-from fuzz.orchestrate.iam import (
+from fuzz.orchestrate.iam.audit import AuditLog
+from fuzz.orchestrate.iam.authz import Authorizer, PermissionDeniedError, workflow_resource
+from fuzz.orchestrate.iam.directory import (
     DEFAULT_TOKEN_TTL,
     AuthenticationError,
     IamDirectory,
     IamError,
     IamNotFoundError,
 )
-from fuzz.orchestrate.policy import PolicyError, statement
+from fuzz.orchestrate.iam.policy import PolicyError, statement
 from fuzz.orchestrate.store import Store
 
 

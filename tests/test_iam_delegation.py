@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from fuzz.clients.orchestrator import AccessDeniedError
-from fuzz.orchestrate.policy import statement
+from fuzz.orchestrate.iam.policy import statement
 from tests.orchestratorutil import Orchestrator, running_orchestrator
 
 

@@ -1,6 +1,6 @@
 """http(s) ingress cannot probe the inside: internal addresses, redirects, proxies.
 
-Through the real transfer code (:func:`fuzz.orchestrate.transfer.ingress`) against
+Through the real transfer code (:func:`fuzz.orchestrate.transfer.ingress_egress.ingress`) against
 real HTTP servers on 127.0.0.1, which stand in for the services an attacker would
 aim at (loopback is as internal as it gets). Each server counts the connections it
 accepts, so a test can say that a refused fetch never even connected.
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from moto_s3 import MotoS3
 
-from fuzz.orchestrate.ingress_policy import IngressPolicy
-from fuzz.orchestrate.transfer import S3Credentials, TransferError, egress, ingress
+from fuzz.orchestrate.transfer.ingress_egress import S3Credentials, TransferError, egress, ingress
+from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.spec.allowlist import AllowEntry
 from fuzz.spec.loader import load_cluster_spec
 from fuzz.spec.problems import SpecError

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.orchestrate.jobids import (
+from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.workflows.jobids import (
     JobIdAllocator,
     JobIdRange,
     JobIdsExhaustedError,
     range_problem,
 )
-from fuzz.orchestrate.store import Store
 from fuzz.spec.loader import load_cluster_spec
 from fuzz.spec.problems import SpecError
 

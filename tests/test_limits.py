@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fuzz.orchestrate.ingress_policy import IngressPolicy
-from fuzz.orchestrate.jobids import JobIds
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
-from fuzz.orchestrate.transfer import TransferError
-from fuzz.orchestrate.transfer_stream import CHUNK
-from fuzz.orchestrate.volume_limits import VolumeLimits
-from fuzz.orchestrate.volumes import VolumeManager
+from fuzz.orchestrate.transfer.ingress_egress import TransferError
+from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+from fuzz.orchestrate.transfer.stream import CHUNK
+from fuzz.orchestrate.transfer.volume_limits import VolumeLimits
+from fuzz.orchestrate.workflows.jobids import JobIds
+from fuzz.orchestrate.workflows.volumes import VolumeManager
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 from fuzz.spec.loader import load_cluster_spec

@@ -1,8 +1,8 @@
-"""Tests for :mod:`fuzz.orchestrate.dag`: which tasks run when, and how workflows end."""
+"""Tests for :mod:`fuzz.orchestrate.workflows.dag`: which tasks run when, and how workflows end."""
 
 from __future__ import annotations
 
-from fuzz.orchestrate.dag import (
+from fuzz.orchestrate.workflows.dag import (
     JobNode,
     TaskView,
     first_failure,

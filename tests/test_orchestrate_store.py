@@ -8,7 +8,25 @@ from pathlib import Path
 import pytest
 
 from fuzz.orchestrate.records import NodeRecord, TaskRecord, TransferRecord, WorkflowRecord
+from fuzz.orchestrate.states import TaskState, WorkflowState
 from fuzz.orchestrate.store import SCHEMA_VERSION, Store, StoreError
+
+
+def test_states_are_kept_as_their_text_and_load_as_their_enums(tmp_path: Path) -> None:
+    path = tmp_path / "server.db"
+    store = Store(path)
+    task = TaskRecord("wf.1", "a", "a", 0, 0, state=TaskState.NOT_RUN)
+    store.save(task, WorkflowRecord("wf.1", "wf", 1, "alice", "f.yaml", "", "",
+                                    state=WorkflowState.CANCELED))
+    [loaded] = store.load(TaskRecord)
+    assert loaded.state is TaskState.NOT_RUN
+    assert store.load(WorkflowRecord)[0].state is WorkflowState.CANCELED
+    store.close()
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT state, typeof(state) FROM tasks UNION ALL "
+                      "SELECT state, typeof(state) FROM workflows").fetchall()
+    db.close()
+    assert rows == [("NOT_RUN", "text"), ("CANCELED", "text")]
 
 
 def test_records_round_trip_through_a_reopen(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from fuzz.crypto.proof import registration_payload
 from fuzz.fsutil import read_json, write_private_file
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.orchestrate.datadir import init_data_dir
-from fuzz.orchestrate.policy import statement
+from fuzz.orchestrate.iam.policy import statement
 from fuzz.orchestrate.server import ServerSettings, serve
 from fuzz.rpc.client import ClientTls
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity

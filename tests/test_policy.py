@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fuzz.orchestrate.policy import (
+from fuzz.orchestrate.iam.policy import (
     BUILTIN_ROLES,
     PolicyError,
     Role,

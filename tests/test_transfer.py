@@ -1,5 +1,5 @@
-"""Tests for :mod:`fuzz.orchestrate.transfer` against a real HTTP server, real files and
-moto's S3 server."""
+"""Tests for :mod:`fuzz.orchestrate.transfer.ingress_egress` against a real HTTP server,
+real files and moto's S3 server."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from fakes.tls import self_signed
 from moto_s3 import MotoS3
 
 from fuzz.errors import ConfigError
-from fuzz.orchestrate.host_roots import HostAccess, HostRoots
-from fuzz.orchestrate.ingress_policy import IngressPolicy
-from fuzz.orchestrate.transfer import (
+from fuzz.orchestrate.transfer.host_roots import HostAccess, HostRoots
+from fuzz.orchestrate.transfer.http import http_source
+from fuzz.orchestrate.transfer.ingress_egress import (
     S3Credentials,
     TransferError,
     egress,
@@ -30,8 +30,8 @@ from fuzz.orchestrate.transfer import (
     s3_credentials_from_secret,
     volume_relative,
 )
-from fuzz.orchestrate.transfer_http import http_source
-from fuzz.orchestrate.transfer_stream import PROGRESS_EVERY, Source
+from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+from fuzz.orchestrate.transfer.stream import PROGRESS_EVERY, Source
 from fuzz.testing.oci import free_port
 from tests.workflowutil import safe_host_root
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fuzz.orchestrate.policy import BUILTIN_ROLES, statement
-from fuzz.orchestrate.within import covers, exceeding, may_overlap
+from fuzz.orchestrate.iam.policy import BUILTIN_ROLES, statement
+from fuzz.orchestrate.iam.within import covers, exceeding, may_overlap
 
 ADMIN = BUILTIN_ROLES["admin"].statements
 USER = BUILTIN_ROLES["user"].statements

@@ -9,13 +9,14 @@ import stat
 from pathlib import Path
 
 from fuzz.crypto.envelope import Sealer
-from fuzz.orchestrate.jobids import JobIds
-from fuzz.orchestrate.nodes import NodeDirectory
+from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.records import VolumeRecord
-from fuzz.orchestrate.runner import Runner, RunnerSettings
-from fuzz.orchestrate.secretstore import SecretStore
+from fuzz.orchestrate.secrets import SecretStore
 from fuzz.orchestrate.store import SCHEMA_VERSION, Store
-from fuzz.orchestrate.volumes import VolumeManager
+from fuzz.orchestrate.workflows.base import RunnerSettings
+from fuzz.orchestrate.workflows.jobids import JobIds
+from fuzz.orchestrate.workflows.loop import Runner
+from fuzz.orchestrate.workflows.volumes import VolumeManager
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 
 # The workflows table as fuzz wrote it before workflows were keyed by owner (schema 1).

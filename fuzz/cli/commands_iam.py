@@ -14,7 +14,7 @@ from fuzz.cli.options import AppContext, json_option, parse_duration_option, pas
 from fuzz.cli.render import print_json
 from fuzz.cli.workflow_view import to_dict
 from fuzz.errors import ConfigError
-from fuzz.orchestrate.policy import ACTIONS, PolicyError, Statement, statements_from
+from fuzz.orchestrate.iam.policy import ACTIONS, PolicyError, Statement, statements_from
 
 ROLE_HELP = "A role to give (admin, user, submit-only or one of yours); repeatable."
 

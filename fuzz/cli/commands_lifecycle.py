@@ -40,7 +40,7 @@ from fuzz.errors import ConfigError, FuzzError
 from fuzz.lifecycle.planfile import read_plan, write_plan
 from fuzz.lifecycle.reconcile import PlanRequest, apply_changes, refresh_and_plan
 from fuzz.orchestrate.datadir import init_data_dir
-from fuzz.orchestrate.host_roots import make_host_paths
+from fuzz.orchestrate.transfer.host_roots import make_host_paths
 from fuzz.spec.problems import SpecError
 
 MEMBERSHIP_TIMEOUT = 5.0

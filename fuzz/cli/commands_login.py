@@ -15,8 +15,8 @@ from fuzz.cli.secretinput import ASK, secret_option_value
 from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import AccessDeniedError
 from fuzz.orchestrate.connect import read_ca_file
-from fuzz.orchestrate.iam import utc
 from fuzz.rpc.client import ClientTls
+from fuzz.units import utc
 
 
 def expiry(seconds: float) -> str:

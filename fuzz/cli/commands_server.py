@@ -133,10 +133,10 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         return
     # the server's imports, only here
     from fuzz.heap import keep_large_buffers_in_heap
-    from fuzz.orchestrate.elastic import ElasticSetup
-    from fuzz.orchestrate.ingress_policy import IngressPolicy
-    from fuzz.orchestrate.jobids import JobIdRange
+    from fuzz.orchestrate.cluster.elastic import ElasticSetup
     from fuzz.orchestrate.server import ServerSettings, serve
+    from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+    from fuzz.orchestrate.workflows.jobids import JobIdRange
 
     keep_large_buffers_in_heap()  # it relays port-forward data
     elastic = None

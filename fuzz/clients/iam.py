@@ -12,7 +12,7 @@ from fuzz.rpc.client import DEFAULT_TIMEOUT, ClientTls
 
 
 class StatementFields(Protocol):
-    """What a role statement sends: :class:`fuzz.orchestrate.policy.Statement` has it.
+    """What a role statement sends: :class:`fuzz.orchestrate.iam.policy.Statement` has it.
 
     A protocol, so that this client does not import the orchestrator's policy code.
     """

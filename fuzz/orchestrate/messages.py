@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fuzz.api import orchestrator_pb2 as pb
-from fuzz.orchestrate.nodes import NodeDirectory, NodeUse
+from fuzz.orchestrate.cluster.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import NodeRecord, SecretRecord, WorkflowRecord
-from fuzz.orchestrate.runner import WorkflowSnapshot
+from fuzz.orchestrate.workflows.base import WorkflowSnapshot
 
 
 def workflow_summary(record: WorkflowRecord) -> pb.Workflow:

@@ -10,9 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-TERMINAL_TASK_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELED", "NOT_RUN"})
-ACTIVE_TASK_STATES = frozenset({"STARTING", "RUNNING"})
-TERMINAL_WORKFLOW_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELED"})
+from fuzz.orchestrate.states import (
+    TERMINAL_TASK_STATES,
+    TERMINAL_WORKFLOW_STATES,
+    ImageState,
+    TaskState,
+    TransferState,
+    VolumeState,
+    WorkflowState,
+)
 
 
 @dataclass
@@ -29,7 +35,7 @@ class WorkflowRecord:
     file_name: str
     fuzzfile: str
     content_hash: str
-    state: str = "PENDING"
+    state: WorkflowState = WorkflowState.PENDING
     error: str = ""
     created: float = 0.0
     started: float = 0.0
@@ -54,7 +60,7 @@ class VolumeRecord:
     reference: str
     path: str
     ephemeral: bool
-    state: str = "PENDING"
+    state: VolumeState = VolumeState.PENDING
     error: str = ""
 
 
@@ -72,7 +78,7 @@ class TransferRecord:
     source: str
     destination: str
     secret: str = ""
-    state: str = "PENDING"
+    state: TransferState = TransferState.PENDING
     bytes_done: int = 0
     bytes_total: int = 0
     sha256: str = ""
@@ -89,7 +95,7 @@ class ImageRecord:
 
     workflow_id: str
     uri: str
-    state: str = "PENDING"
+    state: ImageState = ImageState.PENDING
     digest: str = ""
     error: str = ""
 
@@ -111,7 +117,7 @@ class TaskRecord:
     job: str
     index: int
     seq: int
-    state: str = "WAITING"
+    state: TaskState = TaskState.WAITING
     attempt: int = 0
     nodes: list[str] = field(default_factory=list)
     leases: list[str] = field(default_factory=list)
@@ -307,7 +313,7 @@ class OwnerIdsRecord:
     """The uid and gid every job and volume of one owner runs as and belongs to.
 
     Given once from ``orchestrator.job_ids`` and never changed nor given to another
-    owner (rows are never deleted); see :mod:`fuzz.orchestrate.jobids`.
+    owner (rows are never deleted); see :mod:`fuzz.orchestrate.workflows.jobids`.
     """
 
     TABLE: ClassVar[str] = "owner_ids"

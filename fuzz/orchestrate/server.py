@@ -33,21 +33,17 @@ import grpc
 from fuzz.api import iam_pb2_grpc
 from fuzz.crypto.envelope import Sealer
 from fuzz.fsutil import acquire_lock, release_lock, write_json_atomic, write_private_file
-from fuzz.orchestrate.audit import AUDIT_FILE, AuditLog
-from fuzz.orchestrate.authz import Authorizer
+from fuzz.orchestrate.cluster.elastic import ElasticLoop, ElasticSetup
+from fuzz.orchestrate.cluster.enrollment import NodeCertifier
+from fuzz.orchestrate.cluster.jointokens import DEFAULT_JOIN_TOKEN_TTL
+from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
-from fuzz.orchestrate.elastic import ElasticLoop, ElasticSetup
-from fuzz.orchestrate.enrollment import NodeCertifier
-from fuzz.orchestrate.host_roots import HostRootError, HostRoots
-from fuzz.orchestrate.iam import AuthenticationError, IamDirectory
-from fuzz.orchestrate.iam_service import LOGIN_METHOD, IamService
-from fuzz.orchestrate.ingress_policy import IngressPolicy
-from fuzz.orchestrate.jobids import DEFAULT_JOB_IDS, JobIdRange, range_problem
-from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL
-from fuzz.orchestrate.nodes import NodeDirectory
-from fuzz.orchestrate.runner import Runner, RunnerSettings
-from fuzz.orchestrate.secretstore import SecretStore
+from fuzz.orchestrate.iam.audit import AUDIT_FILE, AuditLog
+from fuzz.orchestrate.iam.authz import Authorizer
+from fuzz.orchestrate.iam.directory import AuthenticationError, IamDirectory
+from fuzz.orchestrate.iam.service import LOGIN_METHOD, IamService
+from fuzz.orchestrate.secrets import SecretStore
 from fuzz.orchestrate.service import (
     ENROLL_METHOD,
     REGISTER_METHOD,
@@ -57,6 +53,11 @@ from fuzz.orchestrate.service import (
 )
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.streams import StreamLimiter, server_workers
+from fuzz.orchestrate.transfer.host_roots import HostRootError, HostRoots
+from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+from fuzz.orchestrate.workflows.base import RunnerSettings
+from fuzz.orchestrate.workflows.jobids import DEFAULT_JOB_IDS, JobIdRange, range_problem
+from fuzz.orchestrate.workflows.loop import Runner
 from fuzz.plugin.provider import JoinInfo
 from fuzz.rpc.server import (
     RunningServer,
@@ -121,7 +122,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     """Run the orchestrator until SIGTERM or SIGINT (or ``stop``); blocks for its life.
 
     With ``elastic`` (the cluster spec, plugins and state store) it also runs the
-    elastic loop for the spec's elastic pools (:mod:`fuzz.orchestrate.elastic`).
+    elastic loop for the spec's elastic pools (:mod:`fuzz.orchestrate.cluster.elastic`).
     """
     data_dir = settings.data_dir
     problem = range_problem(settings.job_ids)

@@ -1,12 +1,12 @@
 """The orchestrator's gRPC service: the API `fuzz workflow`, `fuzz secret` and agents call.
 
-Every user-facing RPC is authorized through :class:`~fuzz.orchestrate.authz.Authorizer`
+Every user-facing RPC is authorized through :class:`~fuzz.orchestrate.iam.authz.Authorizer`
 before it acts: workflows are ``workflow/<owner>/<name>`` (keyed by owner and name: a
 request means the caller's own unless it names another owner; see
-:mod:`fuzz.orchestrate.ownership`), secrets ``secret/<caller>/<name>``. Lists show
+:mod:`fuzz.orchestrate.iam.ownership`), secrets ``secret/<caller>/<name>``. Lists show
 what the caller may read; a workflow the caller may not read is "not found". Nodes
 authenticate themselves: in a TLS cluster with the certificate they enrolled for
-(:mod:`fuzz.orchestrate.enrollment`), in a plain-text one with their join token.
+(:mod:`fuzz.orchestrate.cluster.enrollment`), in a plain-text one with their join token.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import orchestrator_pb2_grpc, substrate_pb2
 from fuzz.clients.agent import AgentError
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.authz import (
+from fuzz.orchestrate.cluster.elastic import ElasticLoop
+from fuzz.orchestrate.cluster.enrollment import NodeCertifier
+from fuzz.orchestrate.cluster.nodes import JoinRefusedError, NodeDirectory, NodeUse
+from fuzz.orchestrate.iam.authz import (
     Authorizer,
     PermissionDeniedError,
     UnauthenticatedError,
@@ -31,27 +34,25 @@ from fuzz.orchestrate.authz import (
     secret_resource,
     workflow_resource,
 )
-from fuzz.orchestrate.elastic import ElasticLoop
-from fuzz.orchestrate.enrollment import NodeCertifier
-from fuzz.orchestrate.iam import Identity
+from fuzz.orchestrate.iam.directory import Identity
+from fuzz.orchestrate.iam.ownership import OwnedWorkflow, owned_workflow
+from fuzz.orchestrate.iam.policy import WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD
 from fuzz.orchestrate.messages import (
     node_message,
     secret_message,
     workflow_message,
     workflow_summary,
 )
-from fuzz.orchestrate.nodes import JoinRefusedError, NodeDirectory, NodeUse
-from fuzz.orchestrate.ownership import OwnedWorkflow, owned_workflow
-from fuzz.orchestrate.policy import WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD
 from fuzz.orchestrate.relay import LiveTask, relay_exec, relay_port_forward
-from fuzz.orchestrate.runner import (
-    Runner,
+from fuzz.orchestrate.secrets import SecretError, SecretStore, missing_secret
+from fuzz.orchestrate.states import TaskState
+from fuzz.orchestrate.workflows.base import (
     WorkflowExistsError,
     WorkflowNotFoundError,
     WorkflowSnapshot,
 )
-from fuzz.orchestrate.secretstore import SecretError, SecretStore, missing_secret
-from fuzz.orchestrate.workflow import (
+from fuzz.orchestrate.workflows.loop import Runner
+from fuzz.orchestrate.workflows.workflow import (
     HostPathError,
     WorkflowNameError,
     log_paths,
@@ -371,7 +372,7 @@ class OrchestratorService:
         while context.is_active():
             snapshot = self._runner.snapshot(workflow.owner, workflow.name)
             task = next(t for t in snapshot.tasks if t.key == key)
-            if task.done or (task.state == "QUEUED" and task.attempt > 0):
+            if task.done or (task.state == TaskState.QUEUED and task.attempt > 0):
                 return
             seen = self._runner.wait_for_change(seen, WATCH_INTERVAL)
 

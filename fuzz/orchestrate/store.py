@@ -11,6 +11,7 @@ writes are small.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import sqlite3
 import threading
@@ -55,6 +56,11 @@ def _sql_type(python_type: Any) -> str:
 
 def _is_json(python_type: Any) -> bool:
     return typing.get_origin(python_type) in (list, dict)
+
+
+def _is_enum(python_type: Any) -> bool:
+    """Whether a column holds an enum (a state), kept as its value's text."""
+    return isinstance(python_type, type) and issubclass(python_type, enum.Enum)
 
 
 def _quoted(name: str) -> str:
@@ -183,6 +189,8 @@ class Store:
             return json.dumps(value, sort_keys=True)
         if kind is bool:
             return int(value)
+        if isinstance(value, enum.Enum):
+            return value.value
         return value
 
     @staticmethod
@@ -194,6 +202,8 @@ class Store:
                 values[name] = json.loads(value)
             elif kind is bool:
                 values[name] = bool(value)
+            elif _is_enum(kind) and value in kind._value2member_map_:
+                values[name] = kind(value)  # a state another fuzz wrote stays its text
             else:
                 values[name] = value
         return record_type(**values)

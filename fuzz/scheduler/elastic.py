@@ -1,6 +1,6 @@
 """One decision of the elastic loop, for every elastic pool: who stays, who goes, who is added.
 
-Pure: the orchestrator (:mod:`fuzz.orchestrate.elastic`) gathers the inputs (the
+Pure: the orchestrator (:mod:`fuzz.orchestrate.cluster.elastic`) gathers the inputs (the
 pools, their recorded members and what is known of each, the jobs no node could
 take) and carries the answer out through the engine. Rules, per pool:
 

@@ -245,7 +245,7 @@ class IngressSpec(StrictModel):
     """``orchestrator.ingress``: where http(s) ingress may fetch from, beyond public addresses.
 
     By default the orchestrator never fetches from loopback, private, link-local, CGNAT,
-    multicast or the cluster's own addresses (:mod:`fuzz.orchestrate.ingress_policy`).
+    multicast or the cluster's own addresses (:mod:`fuzz.orchestrate.transfer.ingress_policy`).
     """
 
     allow: list[Annotated[str, AfterValidator(_check_allow_entry)]] = Field(
@@ -270,7 +270,7 @@ class JobIdsSpec(StrictModel):
 
     The orchestrator gives every owner the lowest id of the range not yet given,
     once, and records it: an owner's jobs and volumes always run and belong to it,
-    and no other owner ever gets it (``fuzz.orchestrate.jobids``).
+    and no other owner ever gets it (``fuzz.orchestrate.workflows.jobids``).
     """
 
     first: int = Field(default=200000, description="The first uid (and gid) given out.")

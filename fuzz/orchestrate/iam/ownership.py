@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fuzz.orchestrate.policy import PolicyError, check_name
-from fuzz.orchestrate.runner import WorkflowNotFoundError
-from fuzz.orchestrate.workflow import WorkflowNameError
+from fuzz.orchestrate.iam.policy import PolicyError, check_name
+from fuzz.orchestrate.workflows.base import WorkflowNotFoundError
+from fuzz.orchestrate.workflows.workflow import WorkflowNameError
 from fuzz.spec.workflowref import WorkflowRef
 
 

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.iam import utc
 from fuzz.orchestrate.records import JoinTokenRecord
 from fuzz.orchestrate.store import Store
+from fuzz.units import utc
 
 DEFAULT_JOIN_TOKEN_TTL = 3600.0
 

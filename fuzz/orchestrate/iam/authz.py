@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 import grpc
 
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.audit import AuditLog
-from fuzz.orchestrate.iam import AuthenticationError, IamDirectory, Identity
-from fuzz.orchestrate.policy import Decision, Statement, decide
-from fuzz.orchestrate.within import exceeding
+from fuzz.orchestrate.iam.audit import AuditLog
+from fuzz.orchestrate.iam.directory import AuthenticationError, IamDirectory, Identity
+from fuzz.orchestrate.iam.policy import Decision, Statement, decide
+from fuzz.orchestrate.iam.within import exceeding
 from fuzz.rpc.auth import presented_token
 
 NOBODY = "-"

@@ -6,7 +6,7 @@ caller's own token; everything else needs ``iam:manage`` on ``iam/<kind>/<name>`
 Delegation cannot escalate: giving a role to a user or a group needs ``iam:grant``
 on ``iam/role/<role>``, putting a user in a group ``iam:grant`` on
 ``iam/group/<group>``, and what is given must lie within the caller's own
-permissions (:mod:`fuzz.orchestrate.within`). A caller may change, delete, revoke
+permissions (:mod:`fuzz.orchestrate.iam.within`). A caller may change, delete, revoke
 or issue login codes for only those users, groups and roles whose permissions lie
 within their own: no code (so no token) for a user more powerful than oneself, and
 no role edited beyond what its editor has.
@@ -21,14 +21,14 @@ import grpc
 
 from fuzz.api import iam_pb2 as pb
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.authz import (
+from fuzz.orchestrate.iam.authz import (
     Authorizer,
     PermissionDeniedError,
     UnauthenticatedError,
     iam_resource,
 )
-from fuzz.orchestrate.iam import AuthenticationError, IamError, IamNotFoundError, Identity
-from fuzz.orchestrate.policy import PolicyError, Role, statement
+from fuzz.orchestrate.iam.directory import AuthenticationError, IamError, IamNotFoundError, Identity
+from fuzz.orchestrate.iam.policy import PolicyError, Role, statement
 from fuzz.orchestrate.records import GroupRecord, UserRecord
 from fuzz.rpc.server import StatusTable, abort_with
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.dag import JobNode, TaskLike
-from fuzz.orchestrate.jobids import JobIds
 from fuzz.orchestrate.records import (
     ImageRecord,
     TaskRecord,
@@ -23,7 +21,10 @@ from fuzz.orchestrate.records import (
     VolumeRecord,
     WorkflowRecord,
 )
-from fuzz.orchestrate.taskexec import LaunchPlan
+from fuzz.orchestrate.states import VolumeState
+from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
+from fuzz.orchestrate.workflows.jobids import JobIds
+from fuzz.orchestrate.workflows.tasks import LaunchPlan
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
@@ -75,7 +76,7 @@ class ActiveWorkflow:
 
     def ready_volumes(self) -> frozenset[str]:
         """Names of the volumes whose ingress is done."""
-        return frozenset(name for name, v in self.volumes.items() if v.state == "READY")
+        return frozenset(name for name, v in self.volumes.items() if v.state == VolumeState.READY)
 
 
 def job_graph(fuzzfile: Fuzzfile, max_concurrency: int = FUZZBALL_MAX_CONCURRENCY

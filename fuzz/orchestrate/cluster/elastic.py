@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fuzz.engine.apply import ApplyEvent
 from fuzz.engine.model import State
@@ -38,15 +39,17 @@ from fuzz.errors import FuzzError, LockError
 from fuzz.lifecycle.gateway import ProviderGateway, provider_contexts
 from fuzz.lifecycle.reconcile import PlanRequest, apply_changes, refresh_and_decide
 from fuzz.lifecycle.statestore import StateStore
-from fuzz.orchestrate.nodes import NodeDirectory, NodeUse
+from fuzz.orchestrate.cluster.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import PoolMemberRecord, PoolStatusRecord
-from fuzz.orchestrate.runner import Runner
 from fuzz.orchestrate.store import Store
 from fuzz.plugin.loader import PluginSet
 from fuzz.plugin.provider import JoinInfo, Offering
 from fuzz.scheduler.elastic import ElasticDecision, Member, MemberTimes, PoolRules, decide
 from fuzz.spec.cluster import PoolSpec
 from fuzz.spec.loader import LoadedSpec
+
+if TYPE_CHECKING:  # only a type here: the runner imports the node directory of this package
+    from fuzz.orchestrate.workflows.loop import Runner
 
 log = logging.getLogger(__name__)
 

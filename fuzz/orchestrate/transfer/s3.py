@@ -22,8 +22,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fuzz.errors import ConfigError
-from fuzz.orchestrate.ingress_policy import IngressPolicy
-from fuzz.orchestrate.transfer_stream import (
+from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+from fuzz.orchestrate.transfer.stream import (
     Item,
     Readable,
     Source,

@@ -7,8 +7,8 @@ few seconds as the node's heartbeat; a node not heard from within
 :data:`HEARTBEAT_TIMEOUT` is not scheduled onto. Agent tokens are stored sealed
 with the server's key. Who may register as which node is decided before: by the
 join token (:meth:`NodeDirectory.check_join_token`, plain-text clusters; see
-:mod:`fuzz.orchestrate.jointokens`) or by the node's certificate
-(:mod:`fuzz.orchestrate.enrollment`). In a TLS cluster agents
+:mod:`fuzz.orchestrate.cluster.jointokens`) or by the node's certificate
+(:mod:`fuzz.orchestrate.cluster.enrollment`). In a TLS cluster agents
 are called with mutual TLS, each verified as its node.
 """
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from fuzz.clients.agent import AgentClient, AgentError
 from fuzz.crypto.envelope import Sealer
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.jointokens import DEFAULT_JOIN_TOKEN_TTL, JoinTokens
-from fuzz.orchestrate.jointokens import JoinRefusedError as JoinRefusedError
+from fuzz.orchestrate.cluster.jointokens import DEFAULT_JOIN_TOKEN_TTL, JoinTokens
+from fuzz.orchestrate.cluster.jointokens import JoinRefusedError as JoinRefusedError
 from fuzz.orchestrate.records import DrainRecord, NodeRecord
 from fuzz.orchestrate.store import Store
 from fuzz.resources import NodeCapacity, ResourceRequest

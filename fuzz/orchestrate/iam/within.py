@@ -7,7 +7,7 @@ prove that a pattern of the given statement lies within one of the caller's, it
 says it does not.
 
 - Actions are checked exactly: a pattern stands for the known actions it matches
-  (:data:`~fuzz.orchestrate.policy.ACTIONS`).
+  (:data:`~fuzz.orchestrate.iam.policy.ACTIONS`).
 - Resource patterns (``fnmatch`` globs) are compared token by token
   (:func:`covers`): a literal character only by the same character; ``?`` and a
   ``[...]`` class by a ``?``, or a class holding that literal; a ``*`` of the
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cache, lru_cache
 
-from fuzz.orchestrate.policy import ACTIONS, USER_VARIABLE, Statement
+from fuzz.orchestrate.iam.policy import ACTIONS, USER_VARIABLE, Statement
 
 _STAR, _ANY, _USER, _CLASS, _LITERAL = "*", "?", "user", "class", "literal"
 Token = tuple[str, str]

@@ -1,7 +1,7 @@
 """The bytes one volume may hold (``orchestrator.limits.volume_bytes``), and measuring them.
 
 Ingress is stopped as it streams: every ingress of a volume draws on one
-:class:`~fuzz.orchestrate.transfer_stream.ByteBudget`, made at its first ingress
+:class:`~fuzz.orchestrate.transfer.stream.ByteBudget`, made at its first ingress
 from what the volume holds then, so no chunk that would pass the limit is ever
 written. What jobs write is measured after each task ends (:meth:`VolumeLimits.overrun`);
 a volume over the limit fails its workflow. That is not a hard quota: a job may
@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from fuzz.orchestrate.records import VolumeRecord
-from fuzz.orchestrate.transfer_stream import ByteBudget
+from fuzz.orchestrate.transfer.stream import ByteBudget
 from fuzz.units import format_bytes
 
 LIMIT_KEY = "orchestrator.limits.volume_bytes"

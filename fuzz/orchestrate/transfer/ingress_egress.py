@@ -1,19 +1,19 @@
 """Data ingress and egress: a volume's data in before its first job, out after its last.
 
 Ingress sources: ``http(s)://`` (urllib; never to an internal address unless the
-admin allows it, see :mod:`fuzz.orchestrate.ingress_policy`), ``file:///abs/path`` on the
+admin allows it, see :mod:`fuzz.orchestrate.transfer.ingress_policy`), ``file:///abs/path`` on the
 orchestrator host (only in the workflow owner's subtree ``<root>/<owner>/`` of a root of the
-admin's ``host_paths``: :mod:`fuzz.orchestrate.host_roots`), ``s3://bucket/key`` or
+admin's ``host_paths``: :mod:`fuzz.orchestrate.transfer.host_roots`), ``s3://bucket/key`` or
 ``s3://bucket/prefix/`` (boto3). Ingress destinations and egress sources are
 ``file://relative/path`` inside the volume (never absolute, never ``..``, never
 through a symlink). Egress destinations are ``file:///abs/path`` (in the owner's
 subtree too) and ``s3://``. Files are opened relative to open directories, refusing
-every symlink, as the owner's uid and gid (:mod:`fuzz.orchestrate.confined`).
+every symlink, as the owner's uid and gid (:mod:`fuzz.orchestrate.transfer.confined`).
 
 Every transfer streams, computes sha256 on the fly and reports progress (at the
 start, every 4 MiB and at the end). A directory (or S3 prefix) copies the whole
 tree: ``size`` is the total bytes and ``sha256`` the digest of its sorted
-``sha256sum`` listing (:func:`~fuzz.orchestrate.transfer_stream.tree_digest`).
+``sha256sum`` listing (:func:`~fuzz.orchestrate.transfer.stream.tree_digest`).
 Local writes go to a temporary name and are renamed into place, so a failed
 transfer never leaves a half-written file. Every failure is a
 :class:`TransferError` whose one-line message names the URI and the reason.
@@ -24,25 +24,25 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
-from fuzz.orchestrate.confined import Directory, Identity
-from fuzz.orchestrate.host_roots import HostAccess
-from fuzz.orchestrate.ingress_policy import IngressPolicy
-from fuzz.orchestrate.transfer_http import http_source
-from fuzz.orchestrate.transfer_local import (
+from fuzz.orchestrate.transfer.confined import Directory, Identity
+from fuzz.orchestrate.transfer.host_roots import HostAccess
+from fuzz.orchestrate.transfer.http import http_source
+from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+from fuzz.orchestrate.transfer.local import (
     HOST_MODES,
     VOLUME_MODES,
     LocalSink,
     local_source,
     volume_relative,
 )
-from fuzz.orchestrate.transfer_s3 import (
+from fuzz.orchestrate.transfer.s3 import (
     S3Credentials,
     S3Sink,
     s3_client,
     s3_credentials_from_secret,
     s3_source,
 )
-from fuzz.orchestrate.transfer_stream import (
+from fuzz.orchestrate.transfer.stream import (
     ByteBudget,
     ProgressCallback,
     Sink,

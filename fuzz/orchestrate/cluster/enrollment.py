@@ -1,7 +1,7 @@
 """Node certificates, orchestrator side: spend a join token for one, and check proofs made with it.
 
 A join token is single use: :meth:`NodeCertifier.enroll` spends it (while it is
-the node's newest and has not expired, :mod:`fuzz.orchestrate.jointokens`) for a
+the node's newest and has not expired, :mod:`fuzz.orchestrate.cluster.jointokens`) for a
 certificate of the node it was issued for, certifying the key of the node's CSR.
 A retry with the same token and the same key (the reply was lost) gets a fresh
 certificate; any other key is refused. From then on the node proves each
@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 from fuzz.crypto import pki
 from fuzz.crypto.proof import registration_payload
-from fuzz.orchestrate.jointokens import JoinRefusedError, JoinTokens
+from fuzz.orchestrate.cluster.jointokens import JoinRefusedError, JoinTokens
 from fuzz.orchestrate.records import EnrollmentRecord
 from fuzz.orchestrate.store import Store
 

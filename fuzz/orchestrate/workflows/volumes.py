@@ -5,7 +5,7 @@ at the same place (a parallel or network file system on a real cluster; a local
 directory when all nodes are on one machine). An ephemeral volume lives in
 ``<root>/ephemeral/<workflow id>/<name>`` for its workflow only; a persistent one
 in ``<root>/persistent/<owner>/<name>`` outlives it. A volume's directory belongs
-to its owner's job ids (:mod:`fuzz.orchestrate.jobids`), mode 0700: the owner's
+to its owner's job ids (:mod:`fuzz.orchestrate.workflows.jobids`), mode 0700: the owner's
 jobs can write to it, another owner's cannot enter it; transfers read and write it as
 those ids too. Transfers reach the orchestrator host's own files (``file:///``) only in
 the owner's subtree of the admin's ``host_paths``.
@@ -19,13 +19,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from fuzz.orchestrate import transfer
-from fuzz.orchestrate.confined import Identity
-from fuzz.orchestrate.host_roots import HostAccess, HostRoots
-from fuzz.orchestrate.ingress_policy import IngressPolicy
-from fuzz.orchestrate.jobids import JobIds
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
-from fuzz.orchestrate.transfer import ByteBudget, S3Credentials, TransferResult
+from fuzz.orchestrate.transfer import ingress_egress as transfer
+from fuzz.orchestrate.transfer.confined import Identity
+from fuzz.orchestrate.transfer.host_roots import HostAccess, HostRoots
+from fuzz.orchestrate.transfer.ingress_egress import ByteBudget, S3Credentials, TransferResult
+from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.spec.fuzzfile import VolumeSpec
 
 

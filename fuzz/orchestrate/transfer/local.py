@@ -3,8 +3,8 @@ the workflow owner's directory on the orchestrator host.
 
 A volume path is ``file://relative/path``: never absolute, never ``..``. Host paths
 (``file:///absolute/path`` in the owner's subtree of a root of ``orchestrator.host_paths``)
-are located by :mod:`fuzz.orchestrate.host_roots`. Either way the work happens relative to
-an open directory (:class:`~fuzz.orchestrate.confined.Directory`) through calls that
+are located by :mod:`fuzz.orchestrate.transfer.host_roots`. Either way the work happens relative to
+an open directory (:class:`~fuzz.orchestrate.transfer.confined.Directory`) through calls that
 refuse every symlink, as the workflow owner's uid and gid: a job that swaps a file or a
 directory for a symlink while a transfer runs gets an error, never a file from outside.
 Symlinks inside a volume are refused, not followed, not copied.
@@ -26,8 +26,8 @@ from functools import partial
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from fuzz.orchestrate.confined import Directory, EscapeError, split
-from fuzz.orchestrate.transfer_stream import (
+from fuzz.orchestrate.transfer.confined import Directory, EscapeError, split
+from fuzz.orchestrate.transfer.stream import (
     CHUNK,
     Item,
     Readable,

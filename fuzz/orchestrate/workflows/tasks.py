@@ -25,7 +25,8 @@ from fuzz.clients.agent import (
     AgentNotFoundError,
     AgentResourceExhaustedError,
 )
-from fuzz.orchestrate.nodes import NodeDirectory
+from fuzz.orchestrate.cluster.nodes import NodeDirectory
+from fuzz.orchestrate.states import TaskState
 from fuzz.resources import ResourceRequest
 
 LEASE_TTL = 600.0
@@ -62,7 +63,7 @@ class LaunchPlan:
 class Outcome:
     """How an attempt ended: SUCCEEDED, FAILED or CANCELED, with the exit code and why."""
 
-    state: str
+    state: TaskState
     exit_code: int = 0
     error: str = ""
 
@@ -95,19 +96,20 @@ class TaskEvents(Protocol):
 def describe_end(status: Any, timeout_seconds: float) -> Outcome:
     """An agent's final ContainerStatus as an :class:`Outcome`."""
     if status.cancelled:
-        return Outcome("CANCELED", status.exit_code, "cancelled")
+        return Outcome(TaskState.CANCELED, status.exit_code, "cancelled")
     if status.timed_out:
-        return Outcome("FAILED", status.exit_code,
+        return Outcome(TaskState.FAILED, status.exit_code,
                        f"timed out after {timeout_seconds:g}s (policy.timeout.execute)")
     if status.oom_killed:
-        return Outcome("FAILED", status.exit_code, "killed: out of memory (resource.memory)")
+        return Outcome(TaskState.FAILED, status.exit_code,
+                       "killed: out of memory (resource.memory)")
     if status.error:
-        return Outcome("FAILED", status.exit_code, status.error)
+        return Outcome(TaskState.FAILED, status.exit_code, status.error)
     if status.signal:
-        return Outcome("FAILED", 128 + status.signal, f"killed by signal {status.signal}")
+        return Outcome(TaskState.FAILED, 128 + status.signal, f"killed by signal {status.signal}")
     if status.exit_code != 0:
-        return Outcome("FAILED", status.exit_code, f"exit code {status.exit_code}")
-    return Outcome("SUCCEEDED")
+        return Outcome(TaskState.FAILED, status.exit_code, f"exit code {status.exit_code}")
+    return Outcome(TaskState.SUCCEEDED)
 
 
 class TaskExecutor:
@@ -141,7 +143,8 @@ class TaskExecutor:
                 if not self._pull(plan, node, client):
                     self._release(plan)
                     self._events.finished(plan.workflow_id, plan.key,
-                                          Outcome("FAILED", 0, f"image {plan.image}: pull failed"))
+                                          Outcome(TaskState.FAILED, 0,
+                                                  f"image {plan.image}: pull failed"))
                     return
                 started.append(client.start_container(
                     plan.containers[rank], plan.image,
@@ -157,7 +160,8 @@ class TaskExecutor:
             return
         except AgentError as exc:
             self._abandon(plan)
-            self._events.finished(plan.workflow_id, plan.key, Outcome("FAILED", 0, str(exc)))
+            self._events.finished(plan.workflow_id, plan.key,
+                                  Outcome(TaskState.FAILED, 0, str(exc)))
             return
         if not plan.leases:
             plan = _with_leases(plan, [status.lease_id for status in started])
@@ -181,7 +185,8 @@ class TaskExecutor:
             if isinstance(exc, AgentResourceExhaustedError):
                 self._events.requeue(plan.workflow_id, plan.key, str(exc))
             else:
-                self._events.finished(plan.workflow_id, plan.key, Outcome("FAILED", 0, str(exc)))
+                self._events.finished(plan.workflow_id, plan.key,
+                                      Outcome(TaskState.FAILED, 0, str(exc)))
             return None
         return leases
 
@@ -224,7 +229,7 @@ class TaskExecutor:
                 continue
             except AgentError as exc:
                 self._events.finished(plan.workflow_id, plan.key,
-                                      Outcome("FAILED", 0, f"node {node}: {exc}"))
+                                      Outcome(TaskState.FAILED, 0, f"node {node}: {exc}"))
                 return
         if not leases:
             self._release(plan)
@@ -233,7 +238,7 @@ class TaskExecutor:
         if len(leases) < len(plan.nodes):
             self._abandon(plan)
             self._events.finished(plan.workflow_id, plan.key,
-                                  Outcome("FAILED", 0, "some ranks never started"))
+                                  Outcome(TaskState.FAILED, 0, "some ranks never started"))
             return
         plan = _with_leases(plan, leases)
         self._events.running(plan.workflow_id, plan.key, plan.leases)
@@ -268,8 +273,8 @@ class TaskExecutor:
             thread.join()
         self._collect_logs(plan, written)
         self._abandon(plan)  # containers gone and leases free: the next task may start
-        failed = [o for o in outcomes if o is not None and o.state != "SUCCEEDED"]
-        final = failed[0] if failed else Outcome("SUCCEEDED")
+        failed = [o for o in outcomes if o is not None and o.state != TaskState.SUCCEEDED]
+        final = failed[0] if failed else Outcome(TaskState.SUCCEEDED)
         if len(plan.nodes) > 1 and failed:
             rank = outcomes.index(failed[0])
             final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
@@ -287,12 +292,12 @@ class TaskExecutor:
                     client.renew_lease(plan.leases[rank], LEASE_TTL)
                 status = client.wait_container(container, WAIT_SLICE)
         except AgentError as exc:
-            outcomes[rank] = Outcome("FAILED", 0, f"node {plan.nodes[rank]}: {exc}")
+            outcomes[rank] = Outcome(TaskState.FAILED, 0, f"node {plan.nodes[rank]}: {exc}")
             return
         outcome = describe_end(status, plan.timeout_seconds)
         outcomes[rank] = outcome
         written[rank] = (status.stdout_bytes, status.stderr_bytes)
-        if outcome.state != "SUCCEEDED" and len(plan.nodes) > 1:
+        if outcome.state != TaskState.SUCCEEDED and len(plan.nodes) > 1:
             self.cancel(plan)  # one rank failed: the others cannot finish alone
 
     def _collect_logs(self, plan: LaunchPlan, written: list[tuple[int, int]]) -> None:

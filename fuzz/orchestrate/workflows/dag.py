@@ -14,9 +14,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-PENDING_TASK_STATES = frozenset({"WAITING", "QUEUED"})
-IN_FLIGHT_TASK_STATES = frozenset({"QUEUED", "STARTING", "RUNNING"})
-UNSUCCESSFUL_STATES = frozenset({"FAILED", "CANCELED", "NOT_RUN"})
+from fuzz.orchestrate.states import TaskState, WorkflowState
+
+PENDING_TASK_STATES = frozenset({TaskState.WAITING, TaskState.QUEUED})
+IN_FLIGHT_TASK_STATES = frozenset({TaskState.QUEUED, TaskState.STARTING, TaskState.RUNNING})
+UNSUCCESSFUL_STATES = frozenset({TaskState.FAILED, TaskState.CANCELED, TaskState.NOT_RUN})
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class Step:
     not_run: Mapping[str, str] = field(default_factory=dict)
 
 
-def job_state(states: Iterable[str]) -> str:
+def job_state(states: Iterable[str]) -> TaskState:
     """A job's state from its tasks' states.
 
     SUCCEEDED when every task succeeded; FAILED, CANCELED or NOT_RUN once every
@@ -74,18 +76,18 @@ def job_state(states: Iterable[str]) -> str:
     while any task is queued, starting or running; WAITING otherwise.
     """
     seen = list(states)
-    if seen and all(state == "SUCCEEDED" for state in seen):
-        return "SUCCEEDED"
-    if all(state == "SUCCEEDED" or state in UNSUCCESSFUL_STATES for state in seen):
-        for final in ("FAILED", "CANCELED", "NOT_RUN"):
+    if seen and all(state == TaskState.SUCCEEDED for state in seen):
+        return TaskState.SUCCEEDED
+    if all(state == TaskState.SUCCEEDED or state in UNSUCCESSFUL_STATES for state in seen):
+        for final in (TaskState.FAILED, TaskState.CANCELED, TaskState.NOT_RUN):
             if final in seen:
                 return final
     if any(state in IN_FLIGHT_TASK_STATES for state in seen):
-        return "RUNNING"
-    return "WAITING"
+        return TaskState.RUNNING
+    return TaskState.WAITING
 
 
-def job_states(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> dict[str, str]:
+def job_states(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> dict[str, TaskState]:
     """Every job's state (see :func:`job_state`)."""
     by_job: dict[str, list[str]] = {job.name: [] for job in jobs}
     for task in tasks:
@@ -116,7 +118,7 @@ def next_step(
     queue: list[str] = []
     not_run: dict[str, str] = {}
     for job in jobs:
-        waiting = [t.key for t in by_job[job.name] if t.state == "WAITING"]
+        waiting = [t.key for t in by_job[job.name] if t.state == TaskState.WAITING]
         if not waiting:
             continue
         failed = [name for name in job.requires if states[name] in UNSUCCESSFUL_STATES]
@@ -124,7 +126,7 @@ def next_step(
             reason = f"required job '{failed[0]}' {states[failed[0]].lower().replace('_', ' ')}"
             not_run.update(dict.fromkeys(waiting, reason))
             continue
-        if any(states[name] != "SUCCEEDED" for name in job.requires):
+        if any(states[name] != TaskState.SUCCEEDED for name in job.requires):
             continue
         if not set(job.volumes) <= ready_volumes:
             continue
@@ -136,23 +138,24 @@ def next_step(
     return Step(queue=tuple(queue), not_run=not_run)
 
 
-def workflow_outcome(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> str | None:
+def workflow_outcome(jobs: Sequence[JobNode], tasks: Collection[TaskLike]
+                     ) -> WorkflowState | None:
     """SUCCEEDED, FAILED or CANCELED once every task is final; None before.
 
     A cancelled task makes the workflow CANCELED unless a task failed; a task that
     did not run (its requirement failed) makes it FAILED.
     """
-    if any(task.state not in UNSUCCESSFUL_STATES | {"SUCCEEDED"} for task in tasks):
+    if any(task.state not in UNSUCCESSFUL_STATES | {TaskState.SUCCEEDED} for task in tasks):
         return None
     states = set(job_states(jobs, tasks).values())
-    if "FAILED" in states or "NOT_RUN" in states:
-        return "FAILED"
-    if "CANCELED" in states:
-        return "CANCELED"
-    return "SUCCEEDED"
+    if TaskState.FAILED in states or TaskState.NOT_RUN in states:
+        return WorkflowState.FAILED
+    if TaskState.CANCELED in states:
+        return WorkflowState.CANCELED
+    return WorkflowState.SUCCEEDED
 
 
 def first_failure(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> str | None:
     """The first job (in ``jobs`` order) that failed, if any."""
     states = job_states(jobs, tasks)
-    return next((job.name for job in jobs if states[job.name] == "FAILED"), None)
+    return next((job.name for job in jobs if states[job.name] == TaskState.FAILED), None)

@@ -26,8 +26,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.confined import Directory, Identity, open_beneath
-from fuzz.orchestrate.transfer_stream import TransferError
+from fuzz.orchestrate.transfer.confined import Directory, Identity, open_beneath
+from fuzz.orchestrate.transfer.stream import TransferError
 
 FILE = "file://"
 OWNER_MODE = 0o700

@@ -6,12 +6,13 @@ against the system's CA bundle, and gives every socket operation
 ``TIMEOUT_SECONDS``. Failures read ``https://x/y.tar.gz: HTTP 404 Not Found`` or
 ``http://x/y: Connection refused``.
 
-Where the orchestrator may connect is :class:`~fuzz.orchestrate.ingress_policy.IngressPolicy`'s
-call: by default no loopback, private, link-local or other internal address, and
-none of the cluster's own. Each connection (the first and one per redirect) resolves
-the host, checks every address, and connects only to an address that passed: the
-address checked is the address connected to, so DNS rebinding cannot swap it in
-between. No proxy is taken from the environment (``HTTP_PROXY``, ``NO_PROXY``...);
+Where the orchestrator may connect is
+:class:`~fuzz.orchestrate.transfer.ingress_policy.IngressPolicy`'s call: by default no
+loopback, private, link-local or other internal address, and none of the cluster's own.
+Each connection (the first and one per redirect) resolves the host, checks every
+address, and connects only to an address that passed: the address checked is the
+address connected to, so DNS rebinding cannot swap it in between. No proxy is taken from
+the environment (``HTTP_PROXY``, ``NO_PROXY``...);
 with the admin's proxy, the destination's addresses are resolved and checked here
 before the request is handed to the proxy.
 """
@@ -31,8 +32,8 @@ from http.client import HTTPMessage
 from typing import IO, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
-from fuzz.orchestrate.ingress_policy import IngressPolicy
-from fuzz.orchestrate.transfer_stream import Item, Readable, Source, TransferError, reason_of
+from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+from fuzz.orchestrate.transfer.stream import Item, Readable, Source, TransferError, reason_of
 
 TIMEOUT_SECONDS = 60.0
 MAX_REDIRECTS = 5

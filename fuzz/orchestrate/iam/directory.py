@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.policy import (
+from fuzz.orchestrate.iam.policy import (
     BUILTIN_ROLES,
     Role,
     Statement,
@@ -38,6 +38,7 @@ from fuzz.orchestrate.records import (
     UserRecord,
 )
 from fuzz.orchestrate.store import Store
+from fuzz.units import utc
 
 ADMIN_USER = "admin"
 DEFAULT_TOKEN_TTL = 30 * 86400.0
@@ -74,11 +75,6 @@ class Identity:
     def subject(self) -> Subject:
         """Who the policy engine sees."""
         return Subject(self.user, self.roles)
-
-
-def utc(moment: float) -> str:
-    """A unix time as people read it in messages."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))
 
 
 def token_hash(token: str) -> str:

@@ -1,0 +1,164 @@
+"""The runner's shared state: its settings, its parts, the active workflows, and look-ups.
+
+Each step of the runner is a class over :class:`RunnerBase` in a module of its own
+(:mod:`~fuzz.orchestrate.workflows.transfers`, :mod:`~fuzz.orchestrate.workflows.reports`,
+:mod:`~fuzz.orchestrate.workflows.scheduling`, :mod:`~fuzz.orchestrate.workflows.lifecycle`);
+:class:`~fuzz.orchestrate.workflows.loop.Runner` joins them and runs the loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fuzz.errors import FuzzError
+from fuzz.orchestrate.cluster.nodes import NodeDirectory
+from fuzz.orchestrate.records import (
+    ImageRecord,
+    TaskRecord,
+    TransferRecord,
+    VolumeRecord,
+    WorkflowRecord,
+)
+from fuzz.orchestrate.secrets import SecretStore, registry_credentials
+from fuzz.orchestrate.states import TaskState
+from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.transfer.host_roots import HostRoots
+from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+from fuzz.orchestrate.transfer.volume_limits import VolumeLimits
+from fuzz.orchestrate.workflows.jobids import DEFAULT_JOB_IDS, JobIdAllocator, JobIdRange
+from fuzz.orchestrate.workflows.tasks import LaunchPlan, TaskExecutor
+from fuzz.orchestrate.workflows.volumes import VolumeManager
+from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, LaunchSettings, launch_plan
+from fuzz.scheduler.placement import PendingTask
+from fuzz.spec.cluster import LimitsSpec
+
+
+class WorkflowNotFoundError(FuzzError):
+    """No workflow of that owner and name."""
+
+
+class WorkflowExistsError(FuzzError):
+    """The owner's workflow of that name is still running."""
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Where volumes and logs go, the ids owners' jobs run as, how many attempts run at once."""
+
+    volume_root: Path
+    log_dir: Path
+    instance: str = "fuzz"  # this orchestrator's id, in every container id it makes
+    job_ids: JobIdRange = DEFAULT_JOB_IDS  # each owner's uid:gid comes from here
+    workers: int = 256
+    transfer_workers: int = 4
+    # the open roots of host_paths, where file:/// transfers may read and write
+    host_roots: HostRoots = field(default_factory=HostRoots)
+    ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
+    limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
+
+
+@dataclass(frozen=True)
+class WorkflowSnapshot:
+    """A consistent copy of one run's records, for status and watch."""
+
+    record: WorkflowRecord
+    volumes: list[VolumeRecord]
+    transfers: list[TransferRecord]
+    images: list[ImageRecord]
+    tasks: list[TaskRecord]
+
+
+class RunnerBase:
+    """What every step of the runner shares: its parts, its lock, and the active workflows.
+
+    Thread-safe: every step takes ``_lock`` (re-entrant) around what it reads or changes.
+    """
+
+    _executor: TaskExecutor  # made by the whole runner, which receives the attempts' reports
+
+    def __init__(self, store: Store, nodes: NodeDirectory, secrets: SecretStore,
+                 settings: RunnerSettings, clock: Callable[[], float] = time.time) -> None:
+        """Prepare the shared state of every step (nothing runs yet)."""
+        self._store = store
+        self._nodes = nodes
+        self._secrets = secrets
+        self._settings = settings
+        self._clock = clock
+        self._volumes = VolumeManager(settings.volume_root, settings.host_roots, settings.ingress)
+        self._ids = JobIdAllocator(store, settings.job_ids)
+        self._volume_limits = VolumeLimits(settings.limits.volume_bytes)
+        self._launch = LaunchSettings(settings.log_dir, settings.limits.job_log_bytes)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._version = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._active: dict[str, ActiveWorkflow] = {}
+        self._transfers_running: set[tuple[str, str, str, int]] = set()
+        self._not_before: dict[tuple[str, str], float] = {}
+        self._waited: dict[str, int] = {}  # scheduling rounds a queued task has waited
+        self._reschedule = True  # tasks were queued or resources freed since the last round
+        self._unplaced: dict[str, PendingTask] = {}  # left waiting by the last round
+        self._provisioning: dict[str, str] = {}  # what the elastic loop says of waiting tasks
+        self._last_progress_save: dict[tuple[str, str, str, int], float] = {}
+        self._workers = ThreadPoolExecutor(settings.workers, thread_name_prefix="task")
+        self._movers = ThreadPoolExecutor(settings.transfer_workers,
+                                          thread_name_prefix="transfer")
+
+    def log_dir(self) -> Path:
+        """Where finished tasks' output is kept."""
+        return self._settings.log_dir
+
+    @property
+    def limits(self) -> LimitsSpec:
+        """The cluster's limits (``orchestrator.limits``)."""
+        return self._settings.limits
+
+    def _touch(self) -> None:
+        """Note a change: wake the loop and every watcher."""
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+        self._wake.set()
+
+    def _runs(self, owner: str, name: str) -> list[WorkflowRecord]:
+        """The runs of ``owner``'s workflow ``name`` in the store, latest first."""
+        return self._store.load(WorkflowRecord, order_by="run DESC", owner=owner, name=name)
+
+    def _find_active(self, owner: str, name: str) -> ActiveWorkflow | None:
+        return next((w for w in self._active.values()
+                     if (w.record.owner, w.record.name) == (owner, name)), None)
+
+    def _task(self, workflow_id: str, key: str) -> tuple[ActiveWorkflow, TaskRecord] | None:
+        """The task an event is about; its workflow is marked for the next pass."""
+        workflow = self._active.get(workflow_id)
+        if workflow is None or key not in workflow.tasks:
+            return None
+        workflow.dirty = True
+        return workflow, workflow.tasks[key]
+
+    def _queued(self, key: str) -> tuple[ActiveWorkflow, TaskRecord] | None:
+        """The task of a ``WORKFLOW_ID/TASK_KEY`` key while it is queued."""
+        workflow_id, _, task_key = key.partition("/")
+        workflow = self._active.get(workflow_id)
+        task = workflow.tasks.get(task_key) if workflow is not None else None
+        if workflow is None or task is None or task.state != TaskState.QUEUED:
+            return None
+        return workflow, task
+
+    def _plan(self, workflow: ActiveWorkflow, task: TaskRecord) -> LaunchPlan:
+        secret = workflow.fuzzfile.jobs[task.job].image.secret_name
+        credentials = None
+        if secret:
+            credentials = registry_credentials(self._secrets.open(workflow.record.owner, secret))
+        return launch_plan(workflow, task, self._launch, credentials)
+
+
+def mounted_paths(workflow: ActiveWorkflow, task: TaskRecord) -> set[str]:
+    """The paths of the volumes ``task``'s job mounts."""
+    return {workflow.volumes[name].path for name in workflow.fuzzfile.jobs[task.job].mounts}

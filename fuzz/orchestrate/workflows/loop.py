@@ -1,0 +1,84 @@
+"""The runner: advances every active workflow, one decision loop for the whole cluster.
+
+The loop wakes on every event (a task started or ended, a transfer finished, a
+workflow was submitted or cancelled) and at least every second. Each pass it,
+for each workflow: creates its volumes and starts their ingress; asks the DAG
+(:mod:`fuzz.orchestrate.workflows.dag`) which tasks to queue and which will never run;
+once every task is final, runs the egress and finishes the workflow. Then it
+places the queued tasks of all workflows onto nodes in one scheduler call
+(:mod:`fuzz.scheduler.placement`) and hands each placed attempt to a worker
+thread (:mod:`fuzz.orchestrate.workflows.tasks`).
+
+Every change is written to the store before the action it announces, so after a
+crash :meth:`Runner.start` re-adopts the containers of attempts in flight, restarts
+interrupted transfers, and never runs a task that had succeeded again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from fuzz.orchestrate.cluster.nodes import NodeDirectory
+from fuzz.orchestrate.records import WorkflowRecord
+from fuzz.orchestrate.secrets import SecretStore
+from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.workflows.base import RunnerSettings
+from fuzz.orchestrate.workflows.lifecycle import LifecycleSteps
+from fuzz.orchestrate.workflows.tasks import TaskExecutor
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0
+COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
+
+
+class Runner(LifecycleSteps):
+    """Runs workflows; thread-safe; the service calls it, worker threads report to it."""
+
+    def __init__(self, store: Store, nodes: NodeDirectory, secrets: SecretStore,
+                 settings: RunnerSettings, clock: Callable[[], float] = time.time) -> None:
+        """Prepare (nothing runs until :meth:`start`)."""
+        super().__init__(store, nodes, secrets, settings, clock)
+        self._executor = TaskExecutor(nodes, self)
+        self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
+
+    def start(self) -> None:
+        """Load unfinished workflows, re-adopt their attempts, and start the loop."""
+        for record in self._store.load(WorkflowRecord, order_by="created"):
+            if not record.finished_state:
+                self._resume(record)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop; attempts in flight keep running on their nodes."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._movers.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        last_round = last_full = 0.0
+        while not self._stopping.is_set():
+            if self._wake.wait(TICK):
+                time.sleep(COALESCE)
+            self._wake.clear()
+            try:
+                with self._lock:
+                    now = time.monotonic()
+                    full = now - last_full >= TICK  # every workflow, now and then
+                    last_full = now if full else last_full
+                    for workflow in list(self._active.values()):
+                        if workflow.dirty or full:
+                            workflow.dirty = False
+                            self._advance(workflow)
+                    if self._reschedule or now - last_round >= TICK:
+                        self._reschedule = False
+                        last_round = now
+                        self._schedule()
+            except Exception:  # the loop must outlive any one bad decision
+                log.exception("runner pass failed")

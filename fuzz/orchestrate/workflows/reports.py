@@ -1,0 +1,221 @@
+"""The runner's reports: what attempts report in (the TaskEvents), and what it reports out.
+
+Worker threads call these as an attempt leases, pulls, runs and ends; the service
+reads snapshots, the list of workflows, and what is in flight.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+from fuzz.orchestrate.cluster.nodes import NodeUse
+from fuzz.orchestrate.records import (
+    ImageRecord,
+    TaskRecord,
+    TransferRecord,
+    VolumeRecord,
+    WorkflowRecord,
+)
+from fuzz.orchestrate.states import ImageState, TaskState, VolumeState
+from fuzz.orchestrate.workflows.base import RunnerBase, WorkflowNotFoundError, WorkflowSnapshot
+from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
+from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, launch_plan
+from fuzz.scheduler.offerings import QueuedJob
+
+REQUEUE_BACKOFF = 1.0
+
+
+class ReportSteps(RunnerBase):
+    """Records what attempts report, and answers the service's questions."""
+
+    def snapshot(self, owner: str, name: str) -> WorkflowSnapshot:
+        """The latest run of ``owner``'s ``name``; WorkflowNotFoundError if there is none."""
+        with self._lock:
+            workflow = self._find_active(owner, name)
+            if workflow is not None:
+                # Shallow copies suffice: the runner replaces a record's lists, never edits them.
+                return WorkflowSnapshot(
+                    copy.copy(workflow.record),
+                    [copy.copy(v) for v in workflow.volumes.values()],
+                    [copy.copy(m) for m in workflow.transfers],
+                    [copy.copy(i) for i in workflow.images.values()],
+                    [copy.copy(t) for t in sorted(workflow.tasks.values(), key=lambda t: t.seq)])
+        runs = self._runs(owner, name)
+        if not runs:
+            raise WorkflowNotFoundError(f"no workflow {name!r} of {owner}")
+        record = runs[0]
+        return WorkflowSnapshot(
+            record,
+            self._store.load(VolumeRecord, workflow_id=record.id),
+            self._store.load(TransferRecord, order_by="seq", workflow_id=record.id),
+            self._store.load(ImageRecord, workflow_id=record.id),
+            self._store.load(TaskRecord, order_by="seq", workflow_id=record.id),
+        )
+
+    def workflows(self) -> list[WorkflowRecord]:
+        """The latest run of every workflow (of every owner), newest first."""
+        latest: dict[tuple[str, str], WorkflowRecord] = {}
+        for record in self._store.load(WorkflowRecord, order_by="run"):
+            latest[record.owner, record.name] = record
+        with self._lock:
+            for workflow in self._active.values():
+                record = workflow.record
+                latest[record.owner, record.name] = copy.copy(record)
+        return sorted(latest.values(), key=lambda r: r.created, reverse=True)
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Block until something changed after version ``seen`` (or ``timeout``)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != seen or self._stopping.is_set(),
+                                   timeout)
+            return self._version
+
+    def live_attempt(self, owner: str, name: str, key: str) -> LaunchPlan | None:
+        """The attempt of task ``key`` of ``owner``'s ``name`` running now, if any."""
+        with self._lock:
+            workflow = self._find_active(owner, name)
+            if workflow is None:
+                return None
+            return workflow.plans.get(key)
+
+    def used_resources(self) -> dict[str, NodeUse]:
+        """What the attempts in flight hold on each node."""
+        used: dict[str, NodeUse] = {}
+        with self._lock:
+            for workflow in self._active.values():
+                for plan in workflow.plans.values():
+                    for node in plan.nodes:
+                        used[node] = used.get(node, NodeUse()).plus(plan.request)
+        return used
+
+    def unplaced(self) -> list[QueuedJob]:
+        """The queued tasks the last scheduling round could place on no node, oldest first.
+
+        Keys are ``WORKFLOW_ID/TASK_KEY``; the elastic loop adds nodes for them.
+        """
+        with self._lock:
+            return [QueuedJob(key, task.request, task.nodes)
+                    for key, task in sorted(self._unplaced.items(), key=lambda kv: kv[1].seq)
+                    if self._queued(key) is not None]
+
+    def leased(self, workflow_id: str, key: str, leases: Sequence[str]) -> None:
+        """Record the leases of an attempt (so a restart can give them back)."""
+        with self._lock:
+            found = self._task(workflow_id, key)
+            if found is not None:
+                self._hold(*found, leases)
+
+    def _hold(self, workflow: ActiveWorkflow, task: TaskRecord, leases: Sequence[str]) -> None:
+        """Save ``task`` holding ``leases``, and keep its attempt's plan in step."""
+        task.leases = list(leases)
+        self._store.save(task)
+        plan = workflow.plans.get(task.key)
+        if plan is not None:
+            workflow.plans[task.key] = launch_plan(workflow, task, self._launch, plan.credentials)
+
+    def _image(self, workflow_id: str, uri: str) -> ImageRecord | None:
+        workflow = self._active.get(workflow_id)
+        return workflow.images.get(uri) if workflow is not None else None
+
+    def pulling(self, workflow_id: str, image: str) -> None:
+        """An image pull began on some node."""
+        with self._lock:
+            record = self._image(workflow_id, image)
+            if record is not None and record.state == ImageState.PENDING:
+                record.state = ImageState.PULLING
+                self._store.save(record)
+                self._touch()
+
+    def pulled(self, workflow_id: str, image: str, digest: str) -> None:
+        """An image is on a node."""
+        with self._lock:
+            record = self._image(workflow_id, image)
+            if record is not None and (record.state != ImageState.READY or record.digest != digest):
+                record.state, record.digest, record.error = ImageState.READY, digest, ""
+                self._store.save(record)
+                self._touch()
+
+    def image_failed(self, workflow_id: str, image: str, error: str) -> None:
+        """An image could not be pulled."""
+        with self._lock:
+            record = self._image(workflow_id, image)
+            if record is not None:
+                record.state, record.error = ImageState.FAILED, error
+                self._store.save(record)
+                self._touch()
+
+    def running(self, workflow_id: str, key: str, leases: Sequence[str]) -> None:
+        """Every rank of an attempt runs, under ``leases``."""
+        with self._lock:
+            found = self._task(workflow_id, key)
+            if found is None:
+                return
+            workflow, task = found
+            task.state = TaskState.RUNNING
+            task.started = task.started or self._clock()
+            self._hold(workflow, task, leases)
+            self._touch()
+
+    def _end_attempt(self, workflow_id: str, key: str) -> TaskRecord | None:
+        """Under the lock: the task whose attempt ended, its plan dropped (None if unknown)."""
+        found = self._task(workflow_id, key)
+        if found is None:
+            return None
+        found[0].plans.pop(key, None)
+        self._reschedule = True
+        return found[1]
+
+    def requeue(self, workflow_id: str, key: str, reason: str) -> None:
+        """An attempt could not start for now: queue the task again, briefly held back."""
+        with self._lock:
+            task = self._end_attempt(workflow_id, key)
+            if task is None:
+                return
+            task.state, task.attempt, task.waiting_for = TaskState.QUEUED, task.attempt - 1, reason
+            task.nodes, task.leases, task.containers = [], [], []
+            self._not_before[(workflow_id, key)] = self._clock() + REQUEUE_BACKOFF
+            self._store.save(task)
+            self._touch()
+
+    def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
+        """An attempt ended: the task succeeds, fails, is retried or is cancelled.
+
+        The volumes it mounted are measured first (outside the lock: it walks them);
+        one over the volume limit fails, and so stops, the workflow.
+        """
+        overruns = self._overruns(workflow_id, key)
+        with self._lock:
+            task = self._end_attempt(workflow_id, key)
+            if task is None:
+                return
+            workflow = self._active[workflow_id]
+            for volume, problem in overruns:
+                if volume.state != VolumeState.FAILED:
+                    volume.state, volume.error = VolumeState.FAILED, problem
+                    self._store.save(volume)
+            task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
+                self._clock()
+            attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
+            if outcome.state == TaskState.FAILED and task.attempt < attempts and \
+                    not workflow.record.cancel_requested:
+                task.state = TaskState.QUEUED
+                task.error = f"attempt {task.attempt} failed: {outcome.error}"
+            elif workflow.record.cancel_requested and outcome.state != TaskState.SUCCEEDED:
+                task.state = TaskState.CANCELED
+            else:
+                task.state = outcome.state
+            self._store.save(task)
+            self._touch()
+
+    def _overruns(self, workflow_id: str, key: str) -> list[tuple[VolumeRecord, str]]:
+        """The volumes task ``key`` mounts that hold more than the limit, and by how much."""
+        with self._lock:
+            workflow = self._active.get(workflow_id)
+            task = workflow.tasks.get(key) if workflow is not None else None
+            if workflow is None or task is None:
+                return []
+            mounted = [workflow.volumes[name]
+                       for name in workflow.fuzzfile.jobs[task.job].mounts]
+        found = ((volume, self._volume_limits.overrun(volume)) for volume in mounted)
+        return [(volume, problem) for volume, problem in found if problem is not None]

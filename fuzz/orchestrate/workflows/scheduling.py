@@ -1,0 +1,124 @@
+"""The runner's scheduling: the queued tasks of every workflow placed in one round.
+
+Each round places the head of the queue (:mod:`fuzz.scheduler.placement`) and hands
+each placed attempt to a worker thread (:mod:`~fuzz.orchestrate.workflows.tasks`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from fuzz.orchestrate.records import TaskRecord
+from fuzz.orchestrate.states import TaskState
+from fuzz.orchestrate.workflows.reports import ReportSteps
+from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
+from fuzz.orchestrate.workflows.transfers import TransferSteps
+from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, container_id
+from fuzz.scheduler.placement import PendingTask, place
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_PER_ROUND = 64  # the head of the queue: more could not start at once anyway
+
+
+class SchedulingSteps(ReportSteps, TransferSteps):
+    """Places queued tasks and dispatches their attempts."""
+
+    def provisioning(self, unfit: Mapping[str, str], waiting: Mapping[str, str]) -> None:
+        """The elastic loop's verdict: ``unfit`` tasks fail at once with the reason;
+        ``waiting`` reasons are added to the tasks' ``waiting_for`` from now on."""
+        with self._lock:
+            self._provisioning = dict(waiting)
+            changed: list[TaskRecord] = []
+            for key, reason in unfit.items():
+                found = self._queued(key)
+                if found is None:
+                    continue
+                workflow, task = found
+                task.state, task.error, task.waiting_for = TaskState.FAILED, reason, ""
+                task.finished = self._clock()
+                workflow.dirty = True
+                self._unplaced.pop(key, None)
+                changed.append(task)
+            if changed:
+                self._store.save(*changed)
+                self._touch()
+
+    def _schedule(self) -> None:
+        now = self._clock()
+        queued: list[tuple[ActiveWorkflow, TaskRecord]] = []
+        in_transfer = self._persistent_volumes_in_transfer()
+        for workflow in sorted(self._active.values(), key=lambda w: w.record.created):
+            for task in workflow.tasks.values():  # in seq order
+                if task.state != TaskState.QUEUED:
+                    continue
+                if self._not_before.get((workflow.record.id, task.key), 0.0) > now:
+                    continue
+                if self._held_by_transfer(workflow, task, in_transfer):
+                    continue
+                queued.append((workflow, task))
+                if len(queued) == MAX_PENDING_PER_ROUND:
+                    break
+            if len(queued) == MAX_PENDING_PER_ROUND:
+                break
+        self._unplaced = {}
+        if not queued:
+            return
+        by_key = {f"{w.record.id}/{t.key}": (w, t) for w, t in queued}
+        pending = [
+            PendingTask(
+                key=f"{w.record.id}/{t.key}",
+                request=w.fuzzfile.jobs[t.job].resource.request(),
+                nodes=_node_count(w, t),
+                seq=n,
+                waited_rounds=self._waited.get(f"{w.record.id}/{t.key}", 0),
+            )
+            for n, (w, t) in enumerate(queued)
+        ]
+        placement = place(pending, self._nodes.views(self.used_resources()))
+        changed: list[TaskRecord] = []
+        for assignment in placement.assigned:
+            workflow, task = by_key[assignment.key]
+            self._waited.pop(assignment.key, None)
+            self._dispatch(workflow, task, assignment.nodes)
+        self._unplaced = {task.key: task for task in pending if task.key in placement.waiting}
+        for key, why in placement.waiting.items():
+            self._waited[key] = self._waited.get(key, 0) + 1
+            if key in self._provisioning:
+                why = f"{why}; {self._provisioning[key]}"
+            _, task = by_key[key]
+            if task.waiting_for != why:
+                task.waiting_for = why
+                changed.append(task)
+        if changed:
+            self._store.save(*changed)
+            self._touch()
+
+    def _dispatch(self, workflow: ActiveWorkflow, task: TaskRecord, nodes: Sequence[str]) -> None:
+        task.state = TaskState.STARTING
+        task.attempt += 1
+        task.nodes = list(nodes)
+        task.leases = []
+        task.containers = [container_id(self._settings.instance, workflow.record.id, task, r)
+                           for r in range(len(nodes))]
+        task.waiting_for = ""
+        self._store.save(task)
+        plan = self._plan(workflow, task)
+        workflow.plans[task.key] = plan
+        self._workers.submit(self._guard, self._executor.launch, plan)
+        self._touch()
+
+    def _guard(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
+        """Run an executor action; an unexpected error fails the task instead of vanishing."""
+        try:
+            action(plan)
+        except Exception as exc:
+            log.exception("task %s of %s", plan.key, plan.workflow_id)
+            self.finished(plan.workflow_id, plan.key,
+                          Outcome(TaskState.FAILED, 0, f"internal error: {exc}"))
+
+
+def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:
+    multinode = workflow.fuzzfile.jobs[task.job].multinode
+    return multinode.nodes if multinode is not None else 1
