@@ -169,7 +169,7 @@ class BaremetalConfig(_Strict):
             return path.read_text().strip()
         except OSError as exc:
             raise ProviderError(f"baremetal: cannot read api_password_file {path}: "
-                                f"{exc.strerror}") from None
+                                f"{exc.strerror}") from exc
 
 
 def _problems(exc: ValidationError) -> str:

@@ -44,11 +44,11 @@ class RestWarewulf:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raise classify(what, _error_text(exc), exc.code) from None
+            raise classify(what, _error_text(exc), exc.code) from exc
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ProviderError(f"warewulf: the API at {self.url} does not answer: "
-                                f"{reason}") from None
+                                f"{reason}") from exc
         try:
             return json.loads(raw) if raw.strip() else None
         except ValueError:
