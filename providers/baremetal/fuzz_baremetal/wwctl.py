@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Literal
 
 from fuzz.provider_api import ProviderError
-from fuzz_baremetal.warewulf import NewNode, NodeFields, NodeSetup, PowerState, classify, one_line
+from fuzz_baremetal.client import NewNode, NodeFields, NodeSetup, PowerState
+from fuzz_baremetal.errors import classify, one_line
 
 _STATUS_LINE = re.compile(r"^\s*(?P<who>\S+):\s*(?P<result>.*)$")
 
