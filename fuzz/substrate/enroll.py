@@ -17,7 +17,7 @@ with the node's key over the registration's fields and the time
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +29,8 @@ from fuzz.errors import FuzzError
 from fuzz.grpcclient import ClientTls
 from fuzz.grpcserve import TlsFiles
 from fuzz.substrate.statedir import write_private_file
+
+logger = logging.getLogger(__name__)
 
 TLS_DIR = "tls"
 RETRY_INTERVAL = 2.0
@@ -126,7 +128,7 @@ def enroll(identity: NodeIdentity, orchestrator: str, name: str, join_token: str
            ca_pem: bytes, stop: threading.Event) -> bool:
     """Make sure ``identity`` holds a valid certificate for ``name``, enrolling if needed.
 
-    Retries until the orchestrator answers (printing each distinct problem once);
+    Retries until the orchestrator answers (logging each distinct problem once);
     returns False when ``stop`` was set first.
     """
     from fuzz.orchestrate.client import OrchestratorClient  # the agent needs it only to join
@@ -139,13 +141,11 @@ def enroll(identity: NodeIdentity, orchestrator: str, name: str, join_token: str
             try:
                 certificate = client.enroll_node(name, join_token, identity.csr(name))
                 identity.keep(certificate, ca_pem)
-                print(f"enrolled with the orchestrator at {orchestrator} as {name}",
-                      file=sys.stderr, flush=True)
+                logger.info("enrolled with the orchestrator at %s as %s", orchestrator, name)
                 return True
             except FuzzError as exc:
                 if str(exc) != last_problem:
-                    print(f"cannot enroll with {orchestrator} yet: {exc}", file=sys.stderr,
-                          flush=True)
+                    logger.warning("cannot enroll with %s yet: %s", orchestrator, exc)
                     last_problem = str(exc)
             stop.wait(RETRY_INTERVAL)
     return False

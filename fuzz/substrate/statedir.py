@@ -84,7 +84,7 @@ def acquire_lock(
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
-        except BlockingIOError:
+        except BlockingIOError as exc:
             if time.monotonic() < deadline:
                 time.sleep(0.02)
                 continue
@@ -93,7 +93,7 @@ def acquire_lock(
             who = f"pid {holder}" if holder.isdigit() else "another process"
             raise StateDirInUseError(
                 f"another {owner} ({who}) is already running on state dir {state_dir}"
-            ) from None
+            ) from exc
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
