@@ -12,9 +12,9 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.network import NetworkManagementClient
 from fakes.fixtures import AzureApi, node_request
+from fuzz_azure import plugin
 from fuzz_azure.credential import FileTokenCredential
-from fuzz_azure.provider import plugin
-from fuzz_azure.resources import disk_name, nic_name, vm_name
+from fuzz_azure.nodes import disk_name, nic_name, vm_name
 
 from fuzz.errors import ConfigError
 from fuzz.plugin.provider import (

@@ -14,7 +14,7 @@ import pydantic
 import pytest
 from fakes.warewulf_api import FakeWarewulfApi
 from fakes.warewulf_site import WarewulfSite
-from fuzz_baremetal import provider as baremetal
+from fuzz_baremetal import plugin
 from fuzz_baremetal.config import BaremetalConfig
 
 from fuzz.clients.agent import AgentClient
@@ -116,9 +116,9 @@ def test_static_machine_boots_with_its_overlay_and_joins(
     ctx = _context(warewulf_site.config(machines=[]), tmp_path)
     node = _request(f"pool.metal.node[{machine.name}]", "t1",
                     **machine.model_dump(exclude_none=True))
-    node = NodeRequest(**{**node.__dict__, "bootstrap": baremetal.plugin.bootstrap_payload(
+    node = NodeRequest(**{**node.__dict__, "bootstrap": plugin.bootstrap_payload(
         ctx, node, node.join) or ""})
-    created = baremetal.plugin.create_node(ctx, node)
+    created = plugin.create_node(ctx, node)
     assert created is not None and created.state == "running"
     assert created.endpoint == f"127.0.0.1:{machine.agent_port}"
     built = warewulf_site.root / "provision" / machine.name / "etc"
@@ -133,15 +133,15 @@ def test_static_machine_boots_with_its_overlay_and_joins(
 
     other = _request("pool.metal.node[x]", "t2", **machine.model_dump(exclude_none=True))
     with pytest.raises(CapacityUnavailableError, match=f"machine {machine.name} is already"):
-        baremetal.plugin.create_node(ctx, other)
+        plugin.create_node(ctx, other)
 
     _wwctl("power", "off", machine.name)  # an admin powers it off: fuzz sees it pending
-    (seen,) = baremetal.plugin.read_nodes(ctx) or []
+    (seen,) = plugin.read_nodes(ctx) or []
     assert (seen.state, seen.attributes["power"], seen.endpoint) == ("pending", "off", None)
-    resumed = baremetal.plugin.create_node(ctx, node)  # a retried create boots it again
+    resumed = plugin.create_node(ctx, node)  # a retried create boots it again
     assert resumed is not None and (resumed.provider_id, resumed.state) == (machine.name,
                                                                             "running")
-    assert baremetal.plugin.delete_node(ctx, resumed) is True
+    assert plugin.delete_node(ctx, resumed) is True
     assert json.loads(_wwctl("node", "list", "--json").stdout) == {}
 
 
@@ -152,14 +152,14 @@ def test_a_machine_whose_agent_never_answers_is_released(
     config = warewulf_site.config(overlay="wwinit", join_timeout=2)
     ctx = _context(config, tmp_path)
     with pytest.raises(ProviderError, match=r"n01 was powered on but its agent did not answer"):
-        baremetal.plugin.create_node(ctx, _request("pool.metal.node[0]", "t3"))
+        plugin.create_node(ctx, _request("pool.metal.node[0]", "t3"))
     assert json.loads(_wwctl("node", "list", "--json").stdout) == {}  # n01 is free again
 
 
 def test_missing_wwctl_is_one_clear_line(warewulf_site: WarewulfSite, tmp_path: Path) -> None:
     ctx = _context(warewulf_site.config(wwctl="/nonexistent/wwctl"), tmp_path)
     with pytest.raises(ProviderError, match="/nonexistent/wwctl not found; install Warewulf"):
-        baremetal.plugin.read_nodes(ctx)
+        plugin.read_nodes(ctx)
 
 
 def test_config_is_checked(warewulf_site: WarewulfSite) -> None:
@@ -174,6 +174,6 @@ def test_config_is_checked(warewulf_site: WarewulfSite) -> None:
         warewulf_site.config(machines=[{**machines[0], "mac": "nope"}])
     with pytest.raises(pydantic.ValidationError, match="Extra inputs"):
         warewulf_site.config(wwctll="x")
-    offerings = baremetal.plugin.offerings(
+    offerings = plugin.offerings(
         ProviderContext("baremetal", "metal", CLUSTER, warewulf_site.config(), Path("."))) or []
     assert [(o.name, o.cores, o.memory_bytes) for o in offerings] == [("c2", 2, 4 * 2**30)]

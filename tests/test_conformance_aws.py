@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from fuzz_aws import provider as aws
+from fuzz_aws import plugin
 from fuzz_aws.config import AwsConfig
 from moto_server import AMI, REGION, Ec2Front, MotoEc2
 
@@ -59,7 +59,7 @@ class TestAwsConformance(ProviderConformance):
                            security_group_ids=(group,), max_attempts=1,
                            prices={"m5.large": 0.096, "g4dn.xlarge": 0.526, "t4g.medium": 0.0336})
         return ConformanceTarget(
-            plugin=aws.plugin,
+            plugin=plugin,
             context=ProviderContext("aws", "aws", "conformance", config, tmp_path),
             offering="m5.large",
             inject_error=lambda category: _fault(moto_ec2, ec2_front, group, category),

@@ -8,8 +8,8 @@ from contextlib import AbstractContextManager
 
 import pytest
 from fakes.fixtures import AzureApi, turned
+from fuzz_azure import plugin
 from fuzz_azure.config import AzureConfig
-from fuzz_azure.provider import plugin
 
 from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from fakes.warewulf_api import FakeWarewulfApi
 from fakes.warewulf_site import API_USER, IMAGE, WarewulfSite
-from fuzz_baremetal import provider as baremetal
+from fuzz_baremetal import plugin
+from fuzz_baremetal.nodes import TAG_PROVIDER
 
 from fuzz.plugin.provider import TAG_CLUSTER, ProviderContext
 from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
@@ -27,7 +28,7 @@ MAX_NODES = 2
 def _nodes_in_the_way(site: WarewulfSite, fuzz_tagged: bool) -> Iterator[None]:
     """Warewulf nodes on machines: this block's (filling max_nodes) or someone else's (all)."""
     taken = site.machines[:MAX_NODES] if fuzz_tagged else site.machines
-    tags = {TAG_CLUSTER: CLUSTER, baremetal.TAG_PROVIDER: "metal"} if fuzz_tagged else {}
+    tags = {TAG_CLUSTER: CLUSTER, TAG_PROVIDER: "metal"} if fuzz_tagged else {}
     for machine in taken:
         site.ww.add(machine.name, {"profiles": ["default"], "tags": tags})
     try:
@@ -87,7 +88,7 @@ def _target(site: WarewulfSite, tmp_path: Path, api: FakeWarewulfApi | None
     config = site.config(max_nodes=MAX_NODES, **settings)
     ctx = ProviderContext("baremetal", "metal", CLUSTER, config, tmp_path)
     return ConformanceTarget(
-        plugin=baremetal.plugin, context=ctx, offering="c2",
+        plugin=plugin, context=ctx, offering="c2",
         inject_error=lambda category: _fault(site, api, category),
         timeout=30, poll_interval=0.2,
     )

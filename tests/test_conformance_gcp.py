@@ -8,8 +8,8 @@ from contextlib import AbstractContextManager
 
 import pytest
 from fakes.fixtures import GcpApi, turned
+from fuzz_gcp import plugin
 from fuzz_gcp.config import GcpConfig
-from fuzz_gcp.provider import plugin
 
 from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
 

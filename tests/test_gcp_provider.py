@@ -8,9 +8,9 @@ import uuid
 import pytest
 from fakes.fixtures import GcpApi, node_request
 from fakes.gcp_compute import LABEL_KEY_RE, LABEL_VALUE_RE
-from fuzz_gcp.instances import REQUEST_NAMESPACE, instance_name
+from fuzz_gcp import plugin
 from fuzz_gcp.labels import decode_label, decode_value, encode_label, encode_value
-from fuzz_gcp.provider import plugin
+from fuzz_gcp.nodes import REQUEST_NAMESPACE, instance_name
 from google.api_core import exceptions as api_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 from cliutil import fuzz_command, read_state, run_fuzz
-from fuzz_aws import provider as aws
+from fuzz_aws import plugin
 from fuzz_aws.config import AwsConfig
+from fuzz_aws.nodes import TAG_POOL, TAG_PROVIDER
 from moto_server import AMI, REGION, Ec2Front, MotoEc2
 from pydantic import ValidationError
 
@@ -63,14 +64,14 @@ def _request(ctx: ProviderContext, index: int = 0, token: str | None = None,
     node = NodeRequest(address, "cpu", token, offering, {"role": "compute"}, attributes or {},
                        {TAG_CLUSTER: ctx.cluster, TAG_ADDRESS: address, TAG_CLIENT_TOKEN: token},
                        join)
-    payload = aws.plugin.bootstrap_payload(ctx, node, join)
+    payload = plugin.bootstrap_payload(ctx, node, join)
     assert payload is not None
     return NodeRequest(node.address, node.pool, node.client_token, node.offering, node.labels,
                        node.attributes, node.tags, join, payload)
 
 
 def _create(ctx: ProviderContext, node: NodeRequest) -> NodeObservation:
-    created = aws.plugin.create_node(ctx, node)
+    created = plugin.create_node(ctx, node)
     assert created is not None
     return created
 
@@ -98,7 +99,7 @@ def test_offerings_are_the_priced_instance_types_as_ec2_describes_them(
 ) -> None:
     (tmp_path / "prices.yaml").write_text("p4d.24xlarge: 32.77\nm5.large: 0.5\n")
     ctx = _context(tmp_path, endpoint_url=moto_ec2.endpoint_url, price_file="prices.yaml")
-    offerings = {o.name: o for o in aws.plugin.offerings(ctx) or []}
+    offerings = {o.name: o for o in plugin.offerings(ctx) or []}
     assert sorted(offerings) == ["g4dn.xlarge", "m5.large", "p4d.24xlarge", "t4g.medium"]
     m5 = offerings["m5.large"]
     assert (m5.cores, m5.memory_bytes, m5.gpus, m5.architecture) == (2, 8 * GIB, 0, "x86_64")
@@ -121,7 +122,7 @@ def test_offerings_name_what_is_wrong_with_the_prices(
 ) -> None:
     ctx = _context(tmp_path, endpoint_url=moto_ec2.endpoint_url, **settings)
     with pytest.raises(ProviderError, match=message) as raised:
-        aws.plugin.offerings(ctx)
+        plugin.offerings(ctx)
     assert "\n" not in str(raised.value)
 
 
@@ -155,7 +156,7 @@ def test_create_starts_the_instance_the_spec_describes(moto_ec2: MotoEc2, tmp_pa
         "a token longer than EC2's 64 characters is sent as its digest")
     assert _tags(instance) == {
         TAG_CLUSTER: CLUSTER, TAG_ADDRESS: "pool.cpu.node[0]", TAG_CLIENT_TOKEN: "t" * 80,
-        aws.TAG_PROVIDER: "aws", aws.TAG_POOL: "cpu", "Name": f"fuzz {CLUSTER} pool.cpu.node[0]"}
+        TAG_PROVIDER: "aws", TAG_POOL: "cpu", "Name": f"fuzz {CLUSTER} pool.cpu.node[0]"}
     user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"],
                                                 Attribute="userData")["UserData"]["Value"]
     script = base64.b64decode(user_data).decode()
@@ -199,7 +200,7 @@ def test_read_lists_this_cluster_and_block_only_with_states_and_endpoints(
         _create(other, _request(other, 5))
     moto_ec2.client().terminate_instances(InstanceIds=[mine[1].provider_id])
 
-    seen = {n.provider_id: n for n in aws.plugin.read_nodes(ctx) or []}
+    seen = {n.provider_id: n for n in plugin.read_nodes(ctx) or []}
     assert set(seen) == {n.provider_id for n in mine}, "other clusters and blocks are not read"
     running, gone = seen[mine[0].provider_id], seen[mine[1].provider_id]
     [instance] = _instances(moto_ec2, **{"instance-id": running.provider_id})
@@ -213,11 +214,11 @@ def test_read_lists_this_cluster_and_block_only_with_states_and_endpoints(
 def test_delete_terminates_and_is_idempotent(moto_ec2: MotoEc2, tmp_path: Path) -> None:
     ctx = _context(tmp_path, endpoint_url=moto_ec2.endpoint_url)
     created = _create(ctx, _request(ctx))
-    assert aws.plugin.delete_node(ctx, created) is True
+    assert plugin.delete_node(ctx, created) is True
     assert _live(moto_ec2) == []
-    assert aws.plugin.delete_node(ctx, created) is True
+    assert plugin.delete_node(ctx, created) is True
     unknown = NodeObservation("i-0123456789abcdef0", "pool.cpu.node[9]", "x", "running")
-    assert aws.plugin.delete_node(ctx, unknown) is True, "an instance that never was is gone"
+    assert plugin.delete_node(ctx, unknown) is True, "an instance that never was is gone"
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def test_keys_without_permission_are_an_authentication_error(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     ctx = _context(tmp_path, endpoint_url=moto_ec2.endpoint_url, profile="no-rights")
     with moto_ec2.checking_credentials(), pytest.raises(AuthenticationError) as raised:
-        aws.plugin.read_nodes(ctx)
+        plugin.read_nodes(ctx)
     assert "AccessDenied" in str(raised.value)
 
 
@@ -336,7 +337,7 @@ def test_fuzz_plan_lists_orphans_and_apply_terminates_them(moto_ec2: MotoEc2,
     orphan = moto_ec2.client().run_instances(
         ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="m5.large",
         TagSpecifications=[{"ResourceType": "instance", "Tags": [
-            {"Key": TAG_CLUSTER, "Value": CLUSTER}, {"Key": aws.TAG_PROVIDER, "Value": "aws"},
+            {"Key": TAG_CLUSTER, "Value": CLUSTER}, {"Key": TAG_PROVIDER, "Value": "aws"},
             {"Key": TAG_ADDRESS, "Value": "pool.cpu.node[7]"},
             {"Key": TAG_CLIENT_TOKEN, "Value": "left-by-a-lost-state"}]}],
     )["Instances"][0]["InstanceId"]

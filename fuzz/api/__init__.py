@@ -24,4 +24,4 @@ def __getattr__(name: str) -> Any:
         raise ImportError(
             f"the generated module {qualified} is missing: run `make proto` "
             f"to compile fuzz/api/*.proto"
-        ) from None
+        ) from exc

@@ -183,9 +183,9 @@ def read_policy(path: Path) -> list[Statement]:
     try:
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"{path}: not YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict) or set(data) != {"statements"} or \
             not isinstance(data["statements"], list) or \
             not all(isinstance(item, dict) for item in data["statements"]):

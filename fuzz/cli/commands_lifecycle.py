@@ -144,7 +144,7 @@ def _make_host_paths(app: AppContext) -> list[str]:
         return [str(path) for path in make_host_paths(wanted)]
     except OSError as exc:
         raise ConfigError(f"orchestrator.host_paths: cannot make {exc.filename}: "
-                          f"{exc.strerror}") from None
+                          f"{exc.strerror}") from exc
 
 
 @click.command()

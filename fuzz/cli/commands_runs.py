@@ -28,10 +28,10 @@ class WorkflowFailedError(FuzzError):
 def _read_fuzzfile(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it: {exc}") from None
+        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
 
 
 def _emit_json(data: object) -> None:

@@ -47,7 +47,7 @@ def create(app: AppContext, name: str, from_file: Path | None, from_literal: str
         try:
             value = Path(str(from_file)).read_bytes()
         except OSError as exc:
-            raise ConfigError(f"--from-file {from_file}: {exc.strerror}") from None
+            raise ConfigError(f"--from-file {from_file}: {exc.strerror}") from exc
     with connect(app, server, token_file) as client:
         made = client.create_secret(name, value, replace)
     if as_json:

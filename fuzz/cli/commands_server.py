@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import click
 
 from fuzz.cli.options import AppContext, pass_app
 from fuzz.clients.orchestrator import OrchestratorClient
+from fuzz.daemonlog import configure_daemon_logging
 from fuzz.errors import FuzzError
 from fuzz.fsutil import flock_held, read_json
 from fuzz.orchestrate.connect import (
@@ -31,6 +33,8 @@ LOG_FILE = "server.log"
 LOCK_FILE = "server.lock"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
+
+logger = logging.getLogger(__name__)
 
 
 def _block(app: AppContext) -> tuple[OrchestratorSpec, Path, str]:
@@ -143,7 +147,8 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
     if app.spec_path.exists():
         ws = app.workspace
         elastic = ElasticSetup(ws.loaded, ws.plugins, ws.store)
-    click.echo(f"orchestrator starting on {listen} (data in {data})", err=True)
+    configure_daemon_logging()
+    logger.info("orchestrator starting on %s (data in %s)", listen, data)
     serve(ServerSettings(
         listen=listen, data_dir=data, volume_root=Path(volumes).absolute() if volumes else None,
         job_ids=JobIdRange(block.job_ids.first, block.job_ids.count), advertise=block.advertise,

@@ -127,10 +127,10 @@ def push(app: AppContext, file: Path, force: bool, lock_timeout: str) -> None:
     """Replace recorded state with FILE (same lineage and a higher serial, unless --force)."""
     try:
         incoming = State.from_json(json.loads(Path(file).read_text()))
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such file") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: no such file") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{file}: not a fuzz state file ({exc})") from None
+        raise ConfigError(f"{file}: not a fuzz state file ({exc})") from exc
     ws = app.workspace
     with ws.locked("state push", parse_lock_timeout(lock_timeout)):
         written = ws.store.push(incoming, force=force)

@@ -76,7 +76,7 @@ class ClientConfig(BaseModel):
         except FileNotFoundError:
             return cls()
         except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
         if mode & 0o077:
             raise ConfigError(f"{path} holds tokens but others may read it (mode {mode:04o}); "
                               f"run: chmod 600 {path}")
@@ -84,7 +84,7 @@ class ClientConfig(BaseModel):
             return cls.model_validate(yaml.safe_load(text) or {})
         except (yaml.YAMLError, ValidationError) as exc:
             problem = " ".join(str(exc).split())
-            raise ConfigError(f"{path} is not a fuzz client config: {problem}") from None
+            raise ConfigError(f"{path} is not a fuzz client config: {problem}") from exc
 
     def save(self, path: Path) -> None:
         """Write the config to ``path`` (mode 0600, its directory 0700)."""

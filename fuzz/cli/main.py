@@ -30,7 +30,7 @@ def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) 
         try:
             os.chdir(chdir)
         except OSError as exc:
-            raise FuzzError(f"-C {chdir}: {exc.strerror}") from None
+            raise FuzzError(f"-C {chdir}: {exc.strerror}") from exc
     ctx.obj = AppContext(Path(spec_file), color=not no_color)
 
 
@@ -60,14 +60,25 @@ def _register_commands() -> None:
     cli.add_command(substrate)
 
 
+def _debugging() -> bool:
+    """Whether ``FUZZ_DEBUG`` (set to anything) asks for tracebacks."""
+    return bool(os.environ.get(DEBUG_ENV))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI: user errors are one line on stderr and exit 1, never a traceback."""
+    """Run the CLI: user errors are one line on stderr and exit 1, never a traceback.
+
+    With ``FUZZ_DEBUG=1`` an error's traceback, with the causes it chains (the OS or
+    SDK error behind it), comes before that line.
+    """
     # gRPC core would log failed TLS handshakes itself; the CLI says them in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     _register_commands()
     try:
         cli.main(args=argv, prog_name="fuzz", standalone_mode=False)
     except FuzzError as exc:
+        if _debugging():
+            traceback.print_exception(exc)
         if str(exc):
             click.echo(f"{exc.prefix}{exc}", err=True)
         sys.exit(exc.exit_code)
@@ -83,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as exc:  # a bug: say so in one line, full trace only on request
-        if os.environ.get(DEBUG_ENV):
-            traceback.print_exc()
+        if _debugging():
+            traceback.print_exception(exc)
         click.echo(f"Internal error: {type(exc).__name__}: {exc} "
                    f"(set {DEBUG_ENV}=1 for the traceback, and please report it)", err=True)
         sys.exit(1)

@@ -73,7 +73,7 @@ def listen(port: int) -> socket.socket:
         return socket.create_server((LISTEN_HOST, port), backlog=BACKLOG)
     except OSError as exc:
         raise ListenError(f"cannot listen on {LISTEN_HOST}:{port}: {exc.strerror or exc}"
-                          ) from None
+                          ) from exc
 
 
 class OpenConnections:

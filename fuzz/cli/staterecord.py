@@ -34,7 +34,7 @@ def _load(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise StateError(f"{path} is unreadable ({exc}); remove it and run fuzz init") from None
+        raise StateError(f"{path} is unreadable ({exc}); remove it and run fuzz init") from exc
     return data if isinstance(data, dict) else {}
 
 

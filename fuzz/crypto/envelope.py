@@ -227,11 +227,11 @@ class Sealer:
         try:
             return AESGCM(key).decrypt(nonce, blob[header_end:],
                                        blob[:header_end] + associated_data)
-        except InvalidTag:
+        except InvalidTag as exc:
             raise DecryptionError(
                 f"encrypted data failed authentication with key {key_id.hex()}: it is "
                 "corrupted or was altered"
-            ) from None
+            ) from exc
 
     def _find_key(self, kind: int, key_id: bytes, parameters: bytes) -> bytes:
         for source in self.sources:

@@ -27,8 +27,8 @@ def kms_client(region: str | None = None, endpoint_url: str | None = None) -> KM
     """A boto3 KMS client (credentials from the usual AWS chain)."""
     try:
         import boto3
-    except ImportError:
-        raise ConfigError("a KMS key needs boto3: pip install 'fuzz[kms]'") from None
+    except ImportError as exc:
+        raise ConfigError("a KMS key needs boto3: pip install 'fuzz[kms]'") from exc
     return boto3.session.Session().client("kms", region_name=region, endpoint_url=endpoint_url)
 
 
@@ -58,9 +58,9 @@ class KmsKeySource:
         except ClientError as exc:
             details = exc.response.get("Error", {})
             raise error(f"{self.describe()}: cannot {action}: {details.get('Code')}: "
-                        f"{details.get('Message')}") from None
+                        f"{details.get('Message')}") from exc
         except BotoCoreError as exc:
-            raise error(f"{self.describe()}: cannot {action}: {exc}") from None
+            raise error(f"{self.describe()}: cannot {action}: {exc}") from exc
 
     def sealing_key(self) -> SealingKey:
         """This process's data key, generated on first use."""

@@ -293,8 +293,8 @@ def verify_issued(ca_cert: x509.Certificate, cert: x509.Certificate) -> None:
         raise PkiError("the certificate was not issued by this cluster's CA")
     try:
         cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
-        raise PkiError("the certificate's signature is not this cluster CA's") from None
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise PkiError("the certificate's signature is not this cluster CA's") from exc
     now = _now()
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise PkiError(f"the certificate is not valid now (valid "

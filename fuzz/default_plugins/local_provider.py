@@ -522,7 +522,7 @@ class LocalProvider(ProviderPlugin):
         except OSError as exc:
             raise ProviderError(
                 f"local node {node.address}: cannot create {directory}: {exc}"
-            ) from None
+            ) from exc
         with _create_lock(directory):
             meta = {
                 "address": node.address,
@@ -583,7 +583,7 @@ class LocalProvider(ProviderPlugin):
         except OSError as exc:
             raise ProviderError(
                 f"local node {node.provider_id}: cannot remove {directory}: {exc}"
-            ) from None
+            ) from exc
         return True
 
 

@@ -177,8 +177,8 @@ class LocalFileBackend:
                              f"not {version_id!r}")
         try:
             return paths[version_id].read_bytes()
-        except FileNotFoundError:
-            raise StateError(f"{self.describe()} has no {version_id} version yet") from None
+        except FileNotFoundError as exc:
+            raise StateError(f"{self.describe()} has no {version_id} version yet") from exc
 
     # --- the lock ------------------------------------------------------------------
 

@@ -41,10 +41,10 @@ def read_plan(path: Path, encryption: Encryption = PLAINTEXT) -> Plan:
         data = encryption.open(path.read_bytes(), PLAN_CONTEXT, f"plan file {path}",
                                allow_plaintext=True)
         document = json.loads(data)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such plan file") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such plan file") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a fuzz plan file ({exc})") from None
+        raise ConfigError(f"{path}: not a fuzz plan file ({exc})") from exc
     if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT:
         raise ConfigError(f"{path}: not a fuzz plan file (expected format {PLAN_FORMAT})")
     try:

@@ -68,14 +68,14 @@ def parse_state(data: bytes, source: str) -> State:
         raise StateError(f"{source} is empty")
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise StateError(f"{source} is not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        raise StateError(f"{source} is not UTF-8 text") from exc
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise StateError(
             f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
+        ) from exc
     if not isinstance(raw, dict):
         raise StateError(f"{source} is not a JSON object")
     resources = raw.get("resources")
@@ -148,7 +148,7 @@ class StateStore:
         try:
             data = self.backend.read()
         except OSError as exc:
-            raise StateError(f"cannot read {self._source()}: {exc}") from None
+            raise StateError(f"cannot read {self._source()}: {exc}") from exc
         self._known = False
         if data is None:
             self._stored, self._known = None, True
@@ -261,7 +261,7 @@ class StateStore:
             document = _dump({**content, "serial": serial})
             self.backend.write(self.encryption.seal(document, STATE_CONTEXT))
         except OSError as exc:
-            raise StateError(f"cannot write {self._source()}: {exc}") from None
+            raise StateError(f"cannot write {self._source()}: {exc}") from exc
         state.serial = serial
         self._stored, self._known = _Stored(str(content["lineage"]), serial, content), True
 
@@ -376,7 +376,7 @@ class StateStore:
                 self.backend.unlock(info.id)
             except OSError as exc:
                 message = f"cannot release the state lock ({self.describe()}): {exc}"
-                raise LockError(message) from None
+                raise LockError(message) from exc
 
     def _acquire(self, info: LockInfo, timeout: float) -> None:
         start = time.monotonic()
@@ -386,7 +386,7 @@ class StateStore:
                 holder = self.backend.try_lock(info)
             except OSError as exc:
                 message = f"cannot take the state lock ({self.describe()}): {exc}"
-                raise LockError(message) from None
+                raise LockError(message) from exc
             if holder is None:
                 return
             waited = time.monotonic() - start

@@ -40,7 +40,7 @@ def read_ca_file(path: Path) -> bytes:
     try:
         pem = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read the CA file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read the CA file {path}: {exc.strerror}") from exc
     if b"-----BEGIN CERTIFICATE-----" not in pem:
         raise ConfigError(f"{path} is not a PEM certificate")
     return pem

@@ -53,7 +53,7 @@ def init_data_dir(data_dir: Path, cluster: str) -> bool:
         write_private_file(data_dir / CA_FILE, authority.cert_pem)
         os.chmod(data_dir / CA_FILE, 0o644)
     except OSError as exc:
-        raise ConfigError(f"cannot initialize {data_dir}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot initialize {data_dir}: {exc.strerror or exc}") from exc
     return True
 
 
@@ -97,10 +97,10 @@ class ClusterTls:
         try:
             authority = pki.CertificateAuthority.load(
                 (data_dir / CA_FILE).read_bytes(), (data_dir / CA_KEY_FILE).read_bytes())
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             raise ServerStartError(
                 f"{data_dir} has no cluster CA: run `fuzz init` next to the spec (or "
-                "`fuzz server --init`) first, or serve plain text with --insecure") from None
+                "`fuzz server --init`) first, or serve plain text with --insecure") from exc
         except pki.PkiError as exc:
             raise ServerStartError(f"the cluster CA in {data_dir}: {exc}") from None
         key = pki.new_key()

@@ -20,9 +20,9 @@ It serves TLS with a certificate of the cluster CA unless ``insecure`` is set.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-import sys
 import threading
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -68,6 +68,8 @@ from fuzz.rpc.server import (
     wait_for_stop,
 )
 from fuzz.spec.cluster import LimitsSpec
+
+logger = logging.getLogger(__name__)
 
 DB_FILE = "server.db"
 KEY_FILE = "master.key"
@@ -137,7 +139,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         lock_fd = acquire_lock(data_dir, lock_file=LOCK_FILE, owner="server")
     except OSError as exc:
         host_roots.close()
-        raise ServerStartError(f"cannot use data dir {data_dir}: {exc.strerror}") from None
+        raise ServerStartError(f"cannot use data dir {data_dir}: {exc.strerror}") from exc
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
     store: Store | None = None
@@ -200,8 +202,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         )
         service.advertise = settings.advertise or running.endpoint
         if tls is None:
-            print(f"warning: serving plain text (insecure) on {running.endpoint}: tokens, "
-                  "secrets and data cross the network unencrypted", file=sys.stderr, flush=True)
+            logger.warning("serving plain text (insecure) on %s: tokens, secrets and data "
+                           "cross the network unencrypted", running.endpoint)
         runner.start()
         if loop is not None:
             loop.start()

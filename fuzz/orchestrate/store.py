@@ -113,7 +113,7 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the orchestrator database {path}: {exc}") from None
+            raise StoreError(f"cannot open the orchestrator database {path}: {exc}") from exc
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{path} was written by a newer fuzz (schema {version}, this one knows "

@@ -4,7 +4,7 @@ A plugin is a module (or object) with functions decorated by :data:`hookimpl`,
 published through an entry point::
 
     [project.entry-points."fuzz.providers"]
-    mycloud = "fuzz_mycloud.provider"
+    mycloud = "fuzz_mycloud"
 
     [project.entry-points."fuzz.state"]
     mystore = "fuzz_mystore.backend"

@@ -42,10 +42,10 @@ def read_token_file(path: Path) -> str:
     """
     try:
         info = path.stat()
-    except FileNotFoundError:
-        raise TokenFileError(f"token file {path} does not exist") from None
+    except FileNotFoundError as exc:
+        raise TokenFileError(f"token file {path} does not exist") from exc
     except OSError as exc:
-        raise TokenFileError(f"cannot read token file {path}: {exc.strerror}") from None
+        raise TokenFileError(f"cannot read token file {path}: {exc.strerror}") from exc
     if not stat.S_ISREG(info.st_mode):
         raise TokenFileError(f"token file {path} is not a regular file")
     mode = stat.S_IMODE(info.st_mode)
@@ -57,7 +57,7 @@ def read_token_file(path: Path) -> str:
     try:
         token = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise TokenFileError(f"cannot read token file {path}: {exc}") from None
+        raise TokenFileError(f"cannot read token file {path}: {exc}") from exc
     if not token:
         raise TokenFileError(f"token file {path} is empty")
     return token

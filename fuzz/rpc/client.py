@@ -90,7 +90,7 @@ class DuplexCall(Generic[_Reply]):
         try:
             yield from self._call
         except grpc.RpcError as exc:
-            raise self._error(exc) from None
+            raise self._error(exc) from exc
 
     def cancel(self) -> None:
         """End the call from this side (the server sees CANCELLED)."""
@@ -150,7 +150,7 @@ class GrpcClient:
         try:
             yield from method(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as exc:
-            raise self._error(exc) from None
+            raise self._error(exc) from exc
 
     def _duplex(self, method: Callable[..., Any], requests: Iterator[Any]) -> DuplexCall[Any]:
         """Open a bidirectional stream fed by ``requests`` (no deadline: it lasts as long
@@ -163,7 +163,7 @@ class GrpcClient:
         try:
             return method(request, metadata=self._metadata, timeout=wait)
         except grpc.RpcError as exc:
-            raise self._error(exc) from None
+            raise self._error(exc) from exc
 
     def close(self) -> None:
         """Close the channel."""

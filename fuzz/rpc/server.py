@@ -76,7 +76,7 @@ class TlsFiles:
             chain, key, *client_ca = (path.read_bytes() for path in paths)
         except OSError as exc:
             raise ServerStartError(
-                f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+                f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
         if not all(b"-----BEGIN" in pem for pem in (chain, key, *client_ca)):
             raise ServerStartError(
                 f"TLS files {', '.join(str(path) for path in paths)} must be PEM")

@@ -324,14 +324,14 @@ def read_source(path: Path, file: str) -> bytes:
     """
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{file}: is a directory, not a file") from None
-    except PermissionError:
-        raise ConfigError(f"{file}: permission denied") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{file}: is a directory, not a file") from exc
+    except PermissionError as exc:
+        raise ConfigError(f"{file}: permission denied") from exc
     except OSError as exc:
-        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from exc
 
 
 def decode_source(raw: bytes, file: str) -> str:
@@ -344,7 +344,7 @@ def decode_source(raw: bytes, file: str) -> str:
     except UnicodeDecodeError as exc:
         good = raw[: exc.start].decode("utf-8-sig")
         pos = _offset_position(good, len(good))
-        raise SpecError([Problem(file, pos.line, pos.col, "", "not valid UTF-8 text")]) from None
+        raise SpecError([Problem(file, pos.line, pos.col, "", "not valid UTF-8 text")]) from exc
 
 
 def read_yaml(path: Path, file: str | None = None) -> YamlDocument:

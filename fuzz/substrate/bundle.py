@@ -163,7 +163,7 @@ def device_node(host_path: str, path: str | None = None) -> DeviceNode:
     try:
         info = os.stat(host_path)
     except OSError as exc:
-        raise ContainerSpecError(f"device {host_path}: {exc.strerror}") from None
+        raise ContainerSpecError(f"device {host_path}: {exc.strerror}") from exc
     if stat.S_ISCHR(info.st_mode):
         kind: Literal["c", "b"] = "c"
     elif stat.S_ISBLK(info.st_mode):

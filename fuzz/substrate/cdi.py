@@ -291,7 +291,7 @@ def read_specs(dirs: Sequence[Path], kind: str) -> list[CdiSpec]:
                 data = load_yaml(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise CdiError(f"{path}: cannot read: {reason}") from None
+                raise CdiError(f"{path}: cannot read: {reason}") from exc
             except ValueError as exc:
                 raise CdiError(f"{path}: {exc}") from None
             if isinstance(data, dict) and isinstance(data.get("kind"), str) and (

@@ -41,7 +41,7 @@ def _read_ca(path: Path) -> bytes:
     try:
         pem = path.read_bytes()
     except OSError as exc:
-        raise click.ClickException(f"--join-ca-file {path}: {exc.strerror}") from None
+        raise click.ClickException(f"--join-ca-file {path}: {exc.strerror}") from exc
     if b"-----BEGIN CERTIFICATE-----" not in pem:
         raise click.ClickException(f"--join-ca-file {path}: not a PEM certificate")
     return pem
@@ -102,7 +102,7 @@ def substrate() -> None:
               "it against this CA) and serve mutual TLS with it.")
 @click.option("--insecure", is_flag=True,
               help="Serve (and join) in plain text, without TLS: only for tests and trusted "
-              "networks; prints a warning.")
+              "networks; logs a warning.")
 @click.option("--node-name", metavar="NAME",
               help="The node's name in its cluster (default: the hostname).")
 @click.option("--advertise", metavar="HOST:PORT",
@@ -139,6 +139,7 @@ def serve_command(
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from fuzz.daemonlog import configure_daemon_logging
     from fuzz.heap import keep_large_buffers_in_heap
     from fuzz.rpc.auth import read_token_file
     from fuzz.rpc.server import TlsFiles
@@ -149,6 +150,7 @@ def serve_command(
     from fuzz.units import parse_size
 
     keep_large_buffers_in_heap()  # it moves port-forward data
+    configure_daemon_logging()
     parsed = parse_labels(labels)
     if (tls_cert is None) != (tls_key is None):
         raise click.ClickException("--tls-cert and --tls-key go together")
@@ -178,4 +180,4 @@ def serve_command(
     except FuzzError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(str(exc)) from exc

@@ -204,11 +204,11 @@ def read_declared_inventory(
     source = f"inventory file {path}"
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DeclaredInventoryError(f"{source} does not exist") from None
+    except FileNotFoundError as exc:
+        raise DeclaredInventoryError(f"{source} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise DeclaredInventoryError(f"cannot read {source}: {reason}") from None
+        raise DeclaredInventoryError(f"cannot read {source}: {reason}") from exc
     return parse_declared_inventory(
         text,
         source,

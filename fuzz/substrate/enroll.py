@@ -16,7 +16,7 @@ with the node's key over the registration's fields and the time
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +30,8 @@ from fuzz.errors import FuzzError
 from fuzz.fsutil import write_private_file
 from fuzz.rpc.client import ClientTls
 from fuzz.rpc.server import TlsFiles
+
+logger = logging.getLogger(__name__)
 
 TLS_DIR = "tls"
 RETRY_INTERVAL = 2.0
@@ -110,7 +112,7 @@ def enroll(identity: NodeIdentity, orchestrator: str, name: str, join_token: str
            ca_pem: bytes, stop: threading.Event) -> bool:
     """Make sure ``identity`` holds a valid certificate for ``name``, enrolling if needed.
 
-    Retries until the orchestrator answers (printing each distinct problem once);
+    Retries until the orchestrator answers (logging each distinct problem once);
     returns False when ``stop`` was set first.
     """
     if identity.valid_for(name, ca_pem):
@@ -121,13 +123,11 @@ def enroll(identity: NodeIdentity, orchestrator: str, name: str, join_token: str
             try:
                 certificate = client.enroll_node(name, join_token, identity.csr(name))
                 identity.keep(certificate, ca_pem)
-                print(f"enrolled with the orchestrator at {orchestrator} as {name}",
-                      file=sys.stderr, flush=True)
+                logger.info("enrolled with the orchestrator at %s as %s", orchestrator, name)
                 return True
             except FuzzError as exc:
                 if str(exc) != last_problem:
-                    print(f"cannot enroll with {orchestrator} yet: {exc}", file=sys.stderr,
-                          flush=True)
+                    logger.warning("cannot enroll with %s yet: %s", orchestrator, exc)
                     last_problem = str(exc)
             stop.wait(RETRY_INTERVAL)
     return False

@@ -138,7 +138,7 @@ class ExecProcess:
             self.close()
             if isinstance(exc, ExecStartError):
                 raise
-            raise ExecStartError(f"cannot run runc exec: {exc.strerror or exc}") from None
+            raise ExecStartError(f"cannot run runc exec: {exc.strerror or exc}") from exc
 
     def _start_piped(self, argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
         pipes = [os.pipe() for _ in range(3)]  # (read end, write end) of stdin, stdout, stderr

@@ -568,12 +568,12 @@ class ImageStore:
                 env=self._env(),
                 check=False,
             )
-        except FileNotFoundError:
-            raise ImageError(f"{self._skopeo} is not installed (apt-get install skopeo)") from None
-        except subprocess.TimeoutExpired:
+        except FileNotFoundError as exc:
+            raise ImageError(f"{self._skopeo} is not installed (apt-get install skopeo)") from exc
+        except subprocess.TimeoutExpired as exc:
             raise RegistryUnreachableError(
                 f"registry {ref.registry} is not reachable: no answer in {INSPECT_TIMEOUT:.0f}s"
-            ) from None
+            ) from exc
         if done.returncode != 0:
             error = classify_skopeo_error(done.stderr, ref, credentials is not None)
             raise type(error)(_scrub(str(error), credentials))
@@ -603,7 +603,7 @@ class ImageStore:
             try:
                 config = read_layout_config(layout, LAYOUT_TAG)
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ImageError(f"image {ref} has an unreadable config: {exc}") from None
+                raise ImageError(f"image {ref} has an unreadable config: {exc}") from exc
             mode = stat.S_IMODE(os.lstat(rootfs).st_mode)
             os.chmod(rootfs, mode & ~0o022)  # nobody but its owner may write the shared tree
             size = tree_size(layout) + tree_size(rootfs)
@@ -666,8 +666,8 @@ class ImageStore:
                 text=True,
                 env=self._env(),
             )
-        except FileNotFoundError:
-            raise ImageError(f"{self._skopeo} is not installed (apt-get install skopeo)") from None
+        except FileNotFoundError as exc:
+            raise ImageError(f"{self._skopeo} is not installed (apt-get install skopeo)") from exc
         timed_out = threading.Event()
 
         def expire() -> None:
@@ -703,10 +703,10 @@ class ImageStore:
                 check=False,
                 stdin=subprocess.DEVNULL,
             )
-        except FileNotFoundError:
-            raise ImageError(f"{self._umoci} is not installed (apt-get install umoci)") from None
-        except subprocess.TimeoutExpired:
-            raise ImageError(f"unpacking {digest} timed out after {UNPACK_TIMEOUT:.0f}s") from None
+        except FileNotFoundError as exc:
+            raise ImageError(f"{self._umoci} is not installed (apt-get install umoci)") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise ImageError(f"unpacking {digest} timed out after {UNPACK_TIMEOUT:.0f}s") from exc
         if done.returncode != 0:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             last = lines[-1].strip() if lines else f"exit code {done.returncode}"

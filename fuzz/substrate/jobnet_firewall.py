@@ -49,7 +49,7 @@ def _iptables(*args: str, check: bool = True) -> bool:
     except OSError as exc:
         if not check:
             return False
-        raise FirewallError(f"cannot run {IPTABLES}: {exc.strerror}") from None
+        raise FirewallError(f"cannot run {IPTABLES}: {exc.strerror}") from exc
     if done.returncode != 0 and check:
         detail = " ".join((done.stderr or done.stdout).split()) or f"exit {done.returncode}"
         raise FirewallError(f"iptables {' '.join(args)}: {detail}")

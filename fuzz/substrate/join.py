@@ -11,7 +11,7 @@ agent started before its orchestrator joins as soon as the orchestrator is up.
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +20,8 @@ from fuzz.crypto.proof import registration_payload
 from fuzz.errors import FuzzError
 from fuzz.rpc.client import ClientTls
 from fuzz.substrate.enroll import NodeIdentity
+
+logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 5.0
 
@@ -61,13 +63,12 @@ def keep_registered(settings: JoinSettings, endpoint: str, agent_token: str,
                     first = client.register_node(settings.name, advertised, agent_token,
                                                  labels, proof=proof)
                 if first:
-                    print(f"joined the orchestrator at {settings.orchestrator} as "
-                          f"{settings.name}", file=sys.stderr, flush=True)
+                    logger.info("joined the orchestrator at %s as %s", settings.orchestrator,
+                                settings.name)
                 last_problem = ""
             except FuzzError as exc:
                 if str(exc) != last_problem:
-                    print(f"cannot join {settings.orchestrator} yet: {exc}", file=sys.stderr,
-                          flush=True)
+                    logger.warning("cannot join %s yet: %s", settings.orchestrator, exc)
                     last_problem = str(exc)
             stop.wait(HEARTBEAT_INTERVAL)
     finally:

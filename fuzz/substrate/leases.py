@@ -469,7 +469,7 @@ class LeaseBook:
                 undo()  # what is not on disk is not granted
             raise LeaseStateError(
                 f"cannot write leases file {self.path}: {exc.strerror or exc}"
-            ) from None
+            ) from exc
 
 
 def _load(path: Path) -> list[Lease]:
@@ -479,7 +479,7 @@ def _load(path: Path) -> list[Lease]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise LeaseStateError(f"cannot read leases file {path}: {exc.strerror}") from None
+        raise LeaseStateError(f"cannot read leases file {path}: {exc.strerror}") from exc
     except ValueError as exc:
         raise LeaseStateError(f"leases file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("version") != FILE_VERSION:

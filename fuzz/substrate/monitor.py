@@ -22,14 +22,17 @@ restarts never touch it), then:
    says ``ready`` on the descriptor given with ``--ready-fd``, and serves until a
    ``shutdown`` request or SIGTERM has stopped every job.
 
-Its imports are the standard library's cheap modules, ``fuzz.substrate.monitor_*`` and
-``fuzz.substrate.jobnet*``; pyroute2 only in the job network's own thread.
+It reports through ``logging`` (to ``monitor.log``, in :data:`LOG_FORMAT`), never print.
+Its imports are the standard library's cheap modules and ``logging``,
+``fuzz.substrate.monitor_*`` and ``fuzz.substrate.jobnet*``; pyroute2 only in the job
+network's own thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import sys
@@ -51,6 +54,9 @@ from fuzz.substrate.monitor_sys import (
 
 READY = b"ready\n"
 BUSY = b"busy\n"
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+"""One line per record in ``monitor.log``, with the monitor's pid (a new one per restart)."""
 
 
 def _parse(argv: list[str]) -> tuple[str, str, int, JobNetwork]:
@@ -133,6 +139,7 @@ def _take_lock(state_dir: str) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: detach, take the lock, sweep, serve; see the module docstring."""
     state_dir, runc, ready_fd, network = _parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     if ready_fd >= 0:
         os.set_inheritable(ready_fd, False)  # runc and the jobs must not hold it
     if os.fork() != 0:  # the starter reaps this parent at once; the monitor is orphaned

@@ -121,13 +121,13 @@ class MonitorClient:
                     data += chunk
             except TimeoutError:
                 return None
-            except (ConnectionResetError, BrokenPipeError):
+            except (ConnectionResetError, BrokenPipeError) as exc:
                 # It died (perhaps while we connected: a dying monitor's socket
                 # accepts for an instant after the answers it owed are lost).
                 if retries <= 0:
                     raise MonitorGoneError(
                         "the container monitor died before it answered"
-                    ) from None
+                    ) from exc
                 retries -= 1
                 time.sleep(RETRY_PAUSE)  # let it finish dying; _connect finds its successor
                 continue
@@ -154,7 +154,7 @@ class MonitorClient:
                 sock.close()
             except OSError as exc:
                 sock.close()
-                raise MonitorError(f"cannot reach the container monitor: {exc}") from None
+                raise MonitorError(f"cannot reach the container monitor: {exc}") from exc
             if time.monotonic() > deadline:
                 raise MonitorError(
                     f"no container monitor answers on {self.state_dir} after {START_TIMEOUT:.0f}s"
@@ -203,7 +203,7 @@ class MonitorClient:
             process.wait()  # it forks at once; this first process exits
             answer = self._read_until_eof(ready_r, time.monotonic() + START_TIMEOUT)
         except OSError as exc:
-            raise MonitorError(f"cannot start the container monitor: {exc}") from None
+            raise MonitorError(f"cannot start the container monitor: {exc}") from exc
         finally:
             os.close(ready_r)
         if answer.strip() not in (b"ready", b"busy"):

@@ -8,7 +8,7 @@ Under the agent's state dir:
 
 ``monitor.lock``  ``flock``-ed by the live monitor for its whole life; holds its pid
 ``monitor.sock``  the monitor's unix socket (JSON lines, one request per connection)
-``monitor.log``   the monitor's stdout and stderr (tracebacks only)
+``monitor.log``   the monitor's stdout and stderr: its log records, and any traceback
 ``monitor.run/``  where the monitor mounts a small tmpfs of its own (runc's pid files, logs)
 ``containers/<id>/``  one directory per container (see :mod:`fuzz.substrate.containers`)
 """

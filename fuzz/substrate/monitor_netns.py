@@ -26,9 +26,9 @@ import contextlib
 import ctypes
 import ipaddress
 import json
+import logging
 import os
 import random
-import sys
 import threading
 import time
 
@@ -45,6 +45,8 @@ from fuzz.substrate.jobnet import (
     veth_name,
 )
 from fuzz.substrate.monitor_sys import SysError, bind_mount
+
+logger = logging.getLogger(__name__)
 
 TYPE_CHECKING = False  # typing is slow to import; the monitor imports this module
 if TYPE_CHECKING:
@@ -226,7 +228,7 @@ class NetnsPool:
             try:
                 undo()
             except Exception as exc:  # stopping: say it, undo the rest
-                print(f"removing the job network {self.subnet}: {exc}", file=sys.stderr)
+                logger.warning("removing the job network %s: %s", self.subnet, exc)
 
     # --- choosing the subnet
 
@@ -274,7 +276,7 @@ class NetnsPool:
         with self.lock:
             self.failure = problem
             self.lock.notify_all()
-        print(problem, file=sys.stderr)
+        logger.error("%s", problem)
 
     def _keep_ready(self, iproute: type, host: object, host_fd: int, bridge: int) -> None:
         """Make namespaces whenever fewer than :data:`POOL_SIZE` are ready, until closing."""

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import shutil
 import signal
 import socket
 import struct
-import sys
 import time
 
 from fuzz.fsutil import read_json
@@ -56,6 +56,8 @@ from fuzz.substrate.monitor_netns import NetnsError, NetnsPool
 from fuzz.substrate.monitor_runc import Runc
 from fuzz.substrate.monitor_spare import Spare
 from fuzz.substrate.monitor_sys import unmount
+
+logger = logging.getLogger(__name__)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -319,7 +321,7 @@ class Monitor:
         try:
             self.spare.make()
         except OSError as exc:
-            print(f"cannot make a spare container directory: {exc}", file=sys.stderr)
+            logger.warning("cannot make a spare container directory: %s", exc)
 
     def wait(self, client: Client, container_id: str, what: str) -> None:
         """Answer now if the container has got there, else once it does."""

@@ -17,9 +17,9 @@ like the containers' overlays.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 
 from fuzz.substrate.monitor_files import (
     ROOTFS_DIR,
@@ -30,6 +30,8 @@ from fuzz.substrate.monitor_files import (
     WORK_DIR,
 )
 from fuzz.substrate.monitor_sys import SysError, mount_overlay, unmount
+
+logger = logging.getLogger(__name__)
 
 Premount = tuple[str, int, int]  # the lower dir (real path), its st_dev and st_ino
 
@@ -80,7 +82,7 @@ class Spare:
                     os.path.join(path, ROOTFS_DIR),
                 )
             except SysError as exc:
-                print(f"premounting {bet[0]}: {exc}", file=sys.stderr)
+                logger.warning("premounting %s: %s", bet[0], exc)
             else:
                 self.premount = bet
 

@@ -84,4 +84,4 @@ def connect_in_netns(pid: int, port: int, timeout: float, what: str) -> socket.s
         return _connect_inside(pid, port, timeout)
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise PortUnreachableError(f"cannot connect to port {port} in {what}: {reason}") from None
+        raise PortUnreachableError(f"cannot connect to port {port} in {what}: {reason}") from exc

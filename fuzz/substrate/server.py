@@ -9,8 +9,8 @@ SIGTERM or SIGINT. Leases (:mod:`fuzz.substrate.leases`) are kept in
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -55,6 +55,8 @@ from fuzz.substrate.leases import (
     LeaseStateError,
 )
 from fuzz.substrate.statedir import INFO_FILE, LOCK_FILE, read_node_id
+
+logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "fuzz.substrate.v1.Substrate"
 
@@ -379,7 +381,7 @@ def serve(
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock_fd = acquire_lock(state_dir, LOCK_FILE, owner="agent")
     except OSError as exc:
-        raise AgentStartError(f"cannot use state dir {state_dir}: {exc.strerror}") from None
+        raise AgentStartError(f"cannot use state dir {state_dir}: {exc.strerror}") from exc
     info_path = state_dir / INFO_FILE
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
@@ -406,9 +408,8 @@ def serve(
             interceptors=[OrchestratorOnlyInterceptor()] if tls and tls.client_ca else [],
         )
         if tls is None:
-            print(f"warning: serving plain text (insecure) on {running.endpoint}: anyone on "
-                  "the network can read and alter the agent's traffic", file=sys.stderr,
-                  flush=True)
+            logger.warning("serving plain text (insecure) on %s: anyone on the network can "
+                           "read and alter the agent's traffic", running.endpoint)
         write_json_atomic(
             info_path,
             {

@@ -22,4 +22,4 @@ def load_yaml(text: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or "syntax error"
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"not valid YAML: {problem}{where}") from None
+        raise ValueError(f"not valid YAML: {problem}{where}") from exc

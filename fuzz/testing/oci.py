@@ -87,7 +87,7 @@ def bcrypt_hash(password: str) -> str:
         lib = ctypes.CDLL("libcrypt.so.1")
     except OSError as exc:
         raise MissingPartError(
-            f"libcrypt.so.1 is missing ({exc}): apt-get install libcrypt1") from None
+            f"libcrypt.so.1 is missing ({exc}): apt-get install libcrypt1") from exc
     lib.crypt_gensalt.restype = ctypes.c_char_p
     lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
     lib.crypt.restype = ctypes.c_char_p

@@ -129,7 +129,7 @@ class PostgresBackend:
             yield
         except psycopg.Error as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise error(f"cannot {action} {self.describe()}: {detail}") from None
+            raise error(f"cannot {action} {self.describe()}: {detail}") from exc
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.config.conninfo, autocommit=True, connect_timeout=10,

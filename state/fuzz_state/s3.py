@@ -111,9 +111,9 @@ class S3Backend:
             yield
         except ClientError as exc:
             message = exc.response.get("Error", {}).get("Message", "")
-            raise error(f"cannot {action} {self.describe()}: {_code(exc)}: {message}") from None
+            raise error(f"cannot {action} {self.describe()}: {_code(exc)}: {message}") from exc
         except BotoCoreError as exc:
-            raise error(f"cannot {action} {self.describe()}: {exc}") from None
+            raise error(f"cannot {action} {self.describe()}: {exc}") from exc
 
     # --- the document --------------------------------------------------------------
 
@@ -150,7 +150,7 @@ class S3Backend:
                 raise StateError(
                     f"{self.describe()} changed since fuzz read it (another writer); "
                     "nothing was written: run the command again"
-                ) from None
+                ) from exc
         self._etag = response["ETag"]
 
     # --- versions ------------------------------------------------------------------
@@ -194,7 +194,7 @@ class S3Backend:
                     raise
                 raise StateError(
                     f"{self.describe()} has no version {version_id} (see fuzz state history)"
-                ) from None
+                ) from exc
             return response["Body"].read()
 
     # --- the lock ------------------------------------------------------------------

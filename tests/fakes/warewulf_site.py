@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fuzz_baremetal import OVERLAY_DIR
 from fuzz_baremetal.config import BaremetalConfig, Machine
-from fuzz_baremetal.provider import OVERLAY_DIR
 
 from fakes.fake_warewulf import FakeWarewulf
 from fakes.warewulf_api import FakeWarewulfApi

@@ -156,8 +156,8 @@ def _open_one(dir_fd: int, name: str, flags: int, mode: int, relative: str) -> i
     except OSError as exc:
         if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR
                                         and stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)):
-            raise EscapeError(errno.ELOOP, "a symlink is in the way", relative) from None
-        raise OSError(exc.errno, exc.strerror, relative) from None
+            raise EscapeError(errno.ELOOP, "a symlink is in the way", relative) from exc
+        raise OSError(exc.errno, exc.strerror, relative) from exc
 
 
 def open_beneath(dir_fd: int, relative: str, flags: int, mode: int = 0) -> int:

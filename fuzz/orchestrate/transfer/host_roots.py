@@ -81,7 +81,7 @@ def open_root(path: str) -> HostRoot:
                 following = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                                     | os.O_CLOEXEC, dir_fd=fd)
             except OSError as exc:
-                raise refuse(_why_not_opened(fd, part, walked, exc)) from None
+                raise refuse(_why_not_opened(fd, part, walked, exc)) from exc
             os.close(fd)
             fd = following
         problem = _unsafe(walked, os.fstat(fd))

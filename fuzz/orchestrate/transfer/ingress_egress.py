@@ -128,7 +128,7 @@ def _open_volume(volume_dir: Path, identity: Identity | None, uri: str) -> Direc
     try:
         return Directory.open(volume_dir, identity, "the volume")
     except OSError as exc:
-        raise TransferError(f"{uri}: the volume: {exc.strerror}") from None
+        raise TransferError(f"{uri}: the volume: {exc.strerror}") from exc
 
 
 def _host_directory(uri: str, host: HostAccess | None, identity: Identity | None,
@@ -140,7 +140,7 @@ def _host_directory(uri: str, host: HostAccess | None, identity: Identity | None
     try:
         directory, relative = host.open(uri, identity)
     except OSError as exc:
-        raise TransferError(f"{uri}: {exc.strerror}") from None
+        raise TransferError(f"{uri}: {exc.strerror}") from exc
     return stack.enter_context(directory), relative
 
 

@@ -100,7 +100,7 @@ def local_source(base: Directory, relative: str, uri: str) -> Source:
                 raise TransferError(f"{uri}: {exc.filename} is a symlink; transfers follow "
                                     f"no symlinks in {base.label}") from None
             except OSError as exc:
-                raise TransferError(f"{uri}: {exc.filename} {exc.strerror}") from None
+                raise TransferError(f"{uri}: {exc.filename} {exc.strerror}") from exc
             items = [Item(inside, _opener(base, f"{relative}/{inside}".lstrip("/")))
                      for inside, _ in files]
             return Source(uri, True, items, sum(size for _, size in files), errors)

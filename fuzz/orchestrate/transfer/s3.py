@@ -70,8 +70,8 @@ def s3_credentials_from_secret(value: bytes) -> S3Credentials:
     """
     try:
         text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError("S3 credentials secret is not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("S3 credentials secret is not UTF-8 text") from exc
     fields = _json_fields(text) if text.lstrip().startswith("{") else _line_fields(text)
     unknown = sorted(set(fields) - set(SECRET_KEYS))
     if unknown:

@@ -118,10 +118,10 @@ def _read_price_file(name: str, base_dir: Path) -> dict[str, float]:
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise ProviderError(f"aws: cannot read price_file {path}: {exc.strerror}") from None
+        raise ProviderError(f"aws: cannot read price_file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise ProviderError(f"aws: price_file {path} is not YAML or JSON: "
-                            f"{' '.join(str(exc).split())}") from None
+                            f"{' '.join(str(exc).split())}") from exc
     if not isinstance(data, Mapping):
         raise ProviderError(f"aws: price_file {path} must map instance types to prices per "
                             f"hour, e.g. 'c7i.large: 0.0893'")

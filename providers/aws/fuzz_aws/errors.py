@@ -75,12 +75,12 @@ def ec2_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        raise translate(exc, doing) from None
+        raise translate(exc, doing) from exc
     except (NoCredentialsError, PartialCredentialsError, ProfileNotFound) as exc:
         raise AuthenticationError(
             f"{doing}: no usable AWS credentials ({exc}); set AWS_ACCESS_KEY_ID and "
-            f"AWS_SECRET_ACCESS_KEY, a profile, or an instance role") from None
+            f"AWS_SECRET_ACCESS_KEY, a profile, or an instance role") from exc
     except ConnectionError as exc:
-        raise ProviderError(f"{doing}: cannot reach EC2 ({exc})") from None
+        raise ProviderError(f"{doing}: cannot reach EC2 ({exc})") from exc
     except BotoCoreError as exc:
-        raise ProviderError(f"{doing}: {' '.join(str(exc).split())}") from None
+        raise ProviderError(f"{doing}: {' '.join(str(exc).split())}") from exc

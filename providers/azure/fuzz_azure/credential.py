@@ -32,7 +32,7 @@ class FileTokenCredential:
             token = self.path.read_text().strip()
         except OSError as exc:
             raise ClientAuthenticationError(f"cannot read access_token_file {self.path}: "
-                                            f"{exc.strerror}") from None
+                                            f"{exc.strerror}") from exc
         if not token:
             raise ClientAuthenticationError(f"access_token_file {self.path} is empty")
         return AccessToken(token, int(time.time()) + TOKEN_LIFETIME)

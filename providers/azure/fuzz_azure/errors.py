@@ -84,15 +84,15 @@ def translated(doing: str) -> Iterator[None]:
         yield
     except ClientAuthenticationError as exc:
         if exc.response is not None:
-            raise api_error(exc, doing) from None
+            raise api_error(exc, doing) from exc
         first_line = str(exc.message).strip().splitlines()[0] if exc.message else str(exc)
         raise AuthenticationError(f"azure: {doing}: no usable credential: {first_line} "
-                                  f"({HINTS[AuthenticationError]})") from None
+                                  f"({HINTS[AuthenticationError]})") from exc
     except HttpResponseError as exc:
-        raise api_error(exc, doing) from None
+        raise api_error(exc, doing) from exc
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise ProviderError(f"azure: {doing}: cannot reach Resource Manager: "
-                            f"{str(exc.message).splitlines()[0]}") from None
+                            f"{str(exc.message).splitlines()[0]}") from exc
 
 
 class OperationTimeoutError(ProviderError):

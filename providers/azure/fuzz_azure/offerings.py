@@ -6,7 +6,7 @@ from azure.mgmt.compute import models as cm
 
 from fuzz.errors import ConfigError
 from fuzz.plugin.provider import Offering
-from fuzz_azure.clients import Azure
+from fuzz_azure.client import Azure
 from fuzz_azure.config import AzureConfig
 from fuzz_azure.errors import translated
 

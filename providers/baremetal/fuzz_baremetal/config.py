@@ -25,8 +25,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fuzz.plugin.cloudinit import BootstrapSettings
-from fuzz.plugin.provider import Offering, ProviderContext, ProviderError
-from fuzz.units import parse_size
+from fuzz.plugin.provider import ProviderContext, ProviderError
+from fuzz_baremetal.offerings import OfferingSpec
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -67,23 +67,6 @@ class Machine(_Strict):
     def _ip(cls, value: str | None) -> str | None:
         if value is not None:
             ipaddress.ip_address(value)  # its ValueError names the bad address
-        return value
-
-
-class OfferingSpec(_Strict):
-    """A class of machines: what each has and what an hour of it costs."""
-
-    cores: int = Field(gt=0)
-    memory: str = Field(description="e.g. 512GiB")
-    gpus: int = Field(default=0, ge=0)
-    gpu_model: str | None = None
-    architecture: str = "x86_64"
-    price_per_hour: float = Field(default=0.0, ge=0)
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str) -> str:
-        parse_size(value)  # its ValueError names the accepted forms
         return value
 
 
@@ -151,14 +134,6 @@ class BaremetalConfig(_Strict):
         """Where fuzz reaches the machine's agent."""
         return f"{machine.ip or machine.name}:{machine.agent_port or self.bootstrap.port}"
 
-    def offering_list(self) -> list[Offering]:
-        """The offerings as fuzz reports them."""
-        return [
-            Offering(name, spec.cores, parse_size(spec.memory), spec.gpus, spec.gpu_model,
-                     spec.architecture, spec.price_per_hour)
-            for name, spec in sorted(self.offerings.items())
-        ]
-
     def password(self, base_dir: Path) -> str | None:
         """The REST API password from ``api_password_file`` (relative to the spec's dir)."""
         if self.api_password_file is None:
@@ -169,7 +144,7 @@ class BaremetalConfig(_Strict):
             return path.read_text().strip()
         except OSError as exc:
             raise ProviderError(f"baremetal: cannot read api_password_file {path}: "
-                                f"{exc.strerror}") from None
+                                f"{exc.strerror}") from exc
 
 
 def _problems(exc: ValidationError) -> str:

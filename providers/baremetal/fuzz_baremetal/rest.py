@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from fuzz.plugin.provider import ProviderError
-from fuzz_baremetal.warewulf import NewNode, NodeFields, NodeSetup, PowerState, classify, one_line
+from fuzz_baremetal.client import NewNode, NodeFields, NodeSetup, PowerState
+from fuzz_baremetal.errors import classify, one_line
 
 
 class RestWarewulf:
@@ -44,11 +45,11 @@ class RestWarewulf:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raise classify(what, _error_text(exc), exc.code) from None
+            raise classify(what, _error_text(exc), exc.code) from exc
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ProviderError(f"warewulf: the API at {self.url} does not answer: "
-                                f"{reason}") from None
+                                f"{reason}") from exc
         try:
             return json.loads(raw) if raw.strip() else None
         except ValueError:

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Literal
 
 from fuzz.plugin.provider import ProviderError
-from fuzz_baremetal.warewulf import NewNode, NodeFields, NodeSetup, PowerState, classify, one_line
+from fuzz_baremetal.client import NewNode, NodeFields, NodeSetup, PowerState
+from fuzz_baremetal.errors import classify, one_line
 
 _STATUS_LINE = re.compile(r"^\s*(?P<who>\S+):\s*(?P<result>.*)$")
 
@@ -35,12 +36,12 @@ class WwctlWarewulf:
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout,
                                   stdin=subprocess.DEVNULL)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             raise ProviderError(f"warewulf: {self.command} not found; install Warewulf on this "
-                                f"host or set wwctl: in the provider block") from None
-        except subprocess.TimeoutExpired:
+                                f"host or set wwctl: in the provider block") from exc
+        except subprocess.TimeoutExpired as exc:
             raise ProviderError(f"warewulf: {what} did not finish within "
-                                f"{self.timeout:g}s") from None
+                                f"{self.timeout:g}s") from exc
         if check and proc.returncode != 0:
             raise classify(what, proc.stderr or proc.stdout)
         return proc

@@ -83,10 +83,10 @@ def translated(doing: str) -> Iterator[None]:
     try:
         yield
     except api_exceptions.GoogleAPICallError as exc:
-        raise api_error(exc, doing) from None
+        raise api_error(exc, doing) from exc
     except auth_exceptions.GoogleAuthError as exc:  # none found, or refused and not renewable
-        raise _typed(AuthenticationError, doing, f"credentials missing or refused: {exc}") from None
+        raise _typed(AuthenticationError, doing, f"credentials missing or refused: {exc}") from exc
     except api_exceptions.RetryError as exc:
-        raise ProviderError(f"gcp: {doing}: gave up retrying: {exc.cause or exc}") from None
+        raise ProviderError(f"gcp: {doing}: gave up retrying: {exc.cause or exc}") from exc
     except OSError as exc:  # requests' connection errors are OSErrors
-        raise ProviderError(f"gcp: {doing}: cannot reach the Compute API: {exc}") from None
+        raise ProviderError(f"gcp: {doing}: cannot reach the Compute API: {exc}") from exc

@@ -6,7 +6,7 @@ from google.cloud import compute_v1
 
 from fuzz.errors import ConfigError
 from fuzz.plugin.provider import Offering
-from fuzz_gcp.compute import Compute
+from fuzz_gcp.client import Compute
 from fuzz_gcp.config import GcpConfig
 from fuzz_gcp.errors import translated
 

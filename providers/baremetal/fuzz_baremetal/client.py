@@ -2,8 +2,9 @@
 
 Nodes are read in the shape of ``nodes.conf`` (``profiles``, ``image name``,
 ``network devices``, ``ipmi``, ``system overlay``, ``tags`` …), as both
-``wwctl node list --json`` (4.6.1+) and ``GET /api/nodes/`` return them. Failures
-become the typed errors of :mod:`fuzz.plugin.provider` by :func:`classify`.
+``wwctl node list --json`` (4.6.1+) and ``GET /api/nodes/`` return them. The two
+back ends are :mod:`fuzz_baremetal.wwctl` and :mod:`fuzz_baremetal.rest`; their
+failures become typed errors by :func:`fuzz_baremetal.errors.classify`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from fuzz.plugin.provider import AuthenticationError, NodeNotFoundError, ProviderError
-
 PowerState = Literal["on", "off", "unknown"]
 NodeFields = Mapping[str, Any]
-
-
-class NodeExistsError(ProviderError):
-    """A node of that name exists already (another create took the machine first)."""
 
 
 @dataclass(frozen=True)
@@ -73,22 +68,3 @@ def node_tags(fields: NodeFields) -> dict[str, str]:
     """A node's tags (empty when it has none)."""
     tags = fields.get("tags") or {}
     return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, Mapping) else {}
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line, whitespace collapsed."""
-    return " ".join(text.split())
-
-
-def classify(what: str, detail: str, status: int | None = None) -> ProviderError:
-    """The typed error for a failed Warewulf call: auth, a missing image/node/overlay, or other."""
-    message = f"warewulf: {what} failed: {one_line(detail) or 'no output'}"
-    text = detail.lower()
-    if status in (401, 403) or "permission denied" in text or "unauthorized" in text:
-        return AuthenticationError(message + " (check the credentials and that you may manage "
-                                   "Warewulf)")
-    if "already exists" in text:
-        return NodeExistsError(message)
-    if status == 404 or "does not exist" in text or "not found" in text:
-        return NodeNotFoundError(message)
-    return ProviderError(message)

@@ -1,8 +1,7 @@
-"""The ``aws`` provider: fuzz nodes as Amazon EC2 instances (boto3).
+"""The aws provider's node operations: fuzz nodes as Amazon EC2 instances (boto3).
 
 offerings
-    the instance types the block has prices for (``prices``, ``price_file``), with
-    vCPUs, memory, GPUs and architecture from ``DescribeInstanceTypes``.
+    see :mod:`fuzz_aws.offerings`.
 create
     ``RunInstances`` of the node's offering (its instance type) with the block's AMI,
     subnet, security groups and instance profile, no key pair (fuzz never uses SSH),
@@ -28,14 +27,11 @@ from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import ClientError
 
-from fuzz.plugin import RegisterProvider, hookimpl
-from fuzz.plugin.cloudinit import cloud_init_script
-from fuzz.plugin.kit import ProviderPlugin, validated_config
+from fuzz.plugin.kit import validated_config
 from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,
-    JoinInfo,
     NodeObservation,
     NodeRequest,
     NodeState,
@@ -46,6 +42,7 @@ from fuzz.plugin.provider import (
 from fuzz_aws.client import ec2_client
 from fuzz_aws.config import AwsConfig
 from fuzz_aws.errors import ec2_errors, is_not_found
+from fuzz_aws.offerings import list_offerings
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -54,22 +51,18 @@ if TYPE_CHECKING:
         FilterTypeDef,
         IamInstanceProfileSpecificationTypeDef,
         InstanceTypeDef,
-        InstanceTypeInfoTypeDef,
         RunInstancesRequestTypeDef,
         SpotMarketOptionsTypeDef,
         TagSpecificationTypeDef,
         TagTypeDef,
     )
 
-KIND = "aws"
 TAG_PROVIDER = "fuzz:provider"
 TAG_POOL = "fuzz:pool"
 MAX_CLIENT_TOKEN = 64
 """EC2 accepts client tokens of at most 64 ASCII characters."""
 MAX_USER_DATA = 16 * 1024
 """EC2 accepts at most 16 KiB of user-data (before base64)."""
-TYPES_PER_CALL = 100
-"""DescribeInstanceTypes takes at most 100 instance types per call."""
 STATES: Mapping[str, NodeState] = {
     "pending": "pending",
     "running": "running",
@@ -78,8 +71,6 @@ STATES: Mapping[str, NodeState] = {
     "shutting-down": "stopping",
     "terminated": "gone",
 }
-ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}
-"""EC2 architecture names → the names the node agent reports, in order of preference."""
 
 
 def aws_client_token(token: str) -> str:
@@ -113,26 +104,6 @@ def observation(instance: InstanceTypeDef, config: AwsConfig) -> NodeObservation
             "private_ip": address,
             "spot": instance.get("InstanceLifecycle") == "spot",
         },
-    )
-
-
-def offering_of(info: InstanceTypeInfoTypeDef, price: float, region: str) -> Offering:
-    """One instance type as an offering: vCPUs as cores, memory, GPUs and architecture."""
-    gpus = info.get("GpuInfo", {}).get("Gpus", [])
-    supported = info.get("ProcessorInfo", {}).get("SupportedArchitectures", [])
-    architecture = next((name for ec2, name in ARCHITECTURES.items() if ec2 in supported),
-                        supported[0] if supported else "x86_64")
-    first = gpus[0] if gpus else None
-    return Offering(
-        name=info["InstanceType"],
-        cores=info["VCpuInfo"]["DefaultVCpus"],
-        memory_bytes=info["MemoryInfo"]["SizeInMiB"] * 1024 * 1024,
-        gpus=sum(gpu.get("Count", 0) for gpu in gpus),
-        gpu_model=f"{first.get('Manufacturer', '')} {first.get('Name', '')}".strip()
-        if first else None,
-        architecture=architecture,
-        price_per_hour=price,
-        region=region,
     )
 
 
@@ -180,13 +151,10 @@ def run_request(ctx: ProviderContext, config: AwsConfig, node: NodeRequest
     return request
 
 
-class AwsProvider(ProviderPlugin):
-    """Amazon EC2 instances."""
+class AwsNodes:
+    """Offerings, create, read and delete through one EC2 client per region and profile."""
 
-    kind = KIND
-    config_schema = AwsConfig
-
-    def offerings(self, ctx: ProviderContext) -> list[Offering] | None:
+    def offerings(self, ctx: ProviderContext) -> list[Offering]:
         """The priced instance types, as EC2 describes them in the block's region."""
         config = validated_config(AwsConfig, ctx)
         prices = config.price_table(ctx.base_dir)
@@ -195,24 +163,9 @@ class AwsProvider(ProviderPlugin):
                                 f"it may use with their prices per hour in prices: or "
                                 f"price_file:")
         doing = f"aws provider '{ctx.name}': describe instance types"
-        client = ec2_client(config, doing)
-        names = sorted(prices)
-        found: list[Offering] = []
-        with ec2_errors(doing):
-            for start in range(0, len(names), TYPES_PER_CALL):
-                chunk = names[start:start + TYPES_PER_CALL]
-                pages = client.get_paginator("describe_instance_types").paginate(
-                    InstanceTypes=cast("list[InstanceTypeType]", chunk))  # EC2 checks them
-                found += [offering_of(info, prices[info["InstanceType"]], config.region)
-                          for page in pages for info in page["InstanceTypes"]]
-        return sorted(found, key=lambda offering: offering.name)
+        return list_offerings(ec2_client(config, doing), config, prices, doing)
 
-    def bootstrap_payload(self, ctx: ProviderContext, node: NodeRequest, join: JoinInfo
-                          ) -> str | None:
-        """fuzz's cloud-init script (:func:`fuzz.plugin.cloudinit.cloud_init_script`)."""
-        return cloud_init_script(node, join, validated_config(AwsConfig, ctx).bootstrap)
-
-    def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation | None:
+    def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation:
         """The instance tagged with ``node.client_token``, started now unless it exists."""
         config = validated_config(AwsConfig, ctx)
         doing = f"aws provider '{ctx.name}': start {node.offering} for {node.address}"
@@ -225,7 +178,7 @@ class AwsProvider(ProviderPlugin):
             reservation = client.run_instances(**request)
         return observation(reservation["Instances"][0], config)
 
-    def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation] | None:
+    def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation]:
         """Every instance tagged for this cluster and provider block."""
         config = validated_config(AwsConfig, ctx)
         doing = f"aws provider '{ctx.name}': list instances"
@@ -233,7 +186,7 @@ class AwsProvider(ProviderPlugin):
         return [observation(instance, config)
                 for instance in _instances(client, ctx, doing, {})]
 
-    def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool | None:
+    def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool:
         """Terminate the instance; one that no longer exists is deleted already."""
         config = validated_config(AwsConfig, ctx)
         doing = f"aws provider '{ctx.name}': terminate {node.provider_id} ({node.address})"
@@ -258,12 +211,3 @@ def _instances(client: EC2Client, ctx: ProviderContext, doing: str,
         return [instance for page in pages for reservation in page["Reservations"]
                 for instance in reservation["Instances"]]
 
-
-plugin = AwsProvider()
-"""The provider of kind ``aws``, as registered."""
-
-
-@hookimpl
-def fuzz_register_providers(register: RegisterProvider) -> None:
-    """Register the ``aws`` provider."""
-    register(plugin)

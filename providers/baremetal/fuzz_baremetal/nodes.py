@@ -1,4 +1,4 @@
-"""The ``baremetal`` provider: Warewulf machines become fuzz nodes.
+"""The baremetal provider's node operations: Warewulf machines become fuzz nodes.
 
 create
     picks the machine (a static pool names it; an elastic pool takes a free one of
@@ -26,18 +26,14 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from fuzz.clients.agent import AgentClient
-from fuzz.plugin import RegisterProvider, hookimpl
 from fuzz.plugin.cloudinit import cloud_init_script
-from fuzz.plugin.kit import ProviderPlugin
 from fuzz.plugin.provider import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
     TAG_CLUSTER,
     CapacityUnavailableError,
-    JoinInfo,
     NodeObservation,
     NodeRequest,
     NodeState,
@@ -46,26 +42,17 @@ from fuzz.plugin.provider import (
     ProviderError,
     QuotaExceededError,
 )
+from fuzz_baremetal.client import NewNode, NodeFields, NodeSetup, PowerState, Warewulf, node_tags
 from fuzz_baremetal.config import BaremetalConfig, Machine, config_of, machine_from_attributes
+from fuzz_baremetal.errors import NodeExistsError
+from fuzz_baremetal.offerings import offering_list
 from fuzz_baremetal.rest import RestWarewulf
-from fuzz_baremetal.warewulf import (
-    NewNode,
-    NodeExistsError,
-    NodeFields,
-    NodeSetup,
-    PowerState,
-    Warewulf,
-    node_tags,
-)
 from fuzz_baremetal.wwctl import WwctlWarewulf
 
-KIND = "baremetal"
 TAG_PROVIDER = "fuzz:provider"
 TAG_ENDPOINT = "fuzz:endpoint"
 TAG_LISTEN = "fuzz:listen"
 TAG_BOOTSTRAP = "fuzz:bootstrap"
-OVERLAY_DIR = Path(__file__).with_name("overlay")
-"""The ``fuzz`` overlay to install into Warewulf (``cp -r`` it to its overlays dir)."""
 HEALTH_TIMEOUT = 2.0
 JOIN_POLL = 0.2
 HEALTH_WORKERS = 16
@@ -126,23 +113,14 @@ def _running(config: BaremetalConfig, machine: Machine, node: NodeRequest) -> No
     )
 
 
-class BaremetalProvider(ProviderPlugin):
-    """Warewulf bare-metal nodes."""
+class BaremetalNodes:
+    """Offerings, create, read and delete through wwctl or warewulfd's REST API."""
 
-    kind = KIND
-    config_schema = BaremetalConfig
-
-    def offerings(self, ctx: ProviderContext) -> list[Offering] | None:
+    def offerings(self, ctx: ProviderContext) -> list[Offering]:
         """The machine classes of the provider block."""
-        return config_of(ctx).offering_list()
+        return offering_list(config_of(ctx).offerings)
 
-    def bootstrap_payload(
-        self, ctx: ProviderContext, node: NodeRequest, join: JoinInfo
-    ) -> str | None:
-        """fuzz's cloud-init script, which the ``fuzz`` overlay runs at boot."""
-        return cloud_init_script(node, join, config_of(ctx).bootstrap)
-
-    def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation | None:
+    def create_node(self, ctx: ProviderContext, node: NodeRequest) -> NodeObservation:
         """Assign a machine, make it a Warewulf node booting fuzz, power it on, wait for it."""
         config = config_of(ctx)
         warewulf = warewulf_for(ctx, config)
@@ -244,7 +222,7 @@ class BaremetalProvider(ProviderPlugin):
             f"{len(candidates)} in the inventory are Warewulf nodes already"
         )
 
-    def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation] | None:
+    def read_nodes(self, ctx: ProviderContext) -> list[NodeObservation]:
         """This block's nodes of ``ctx.cluster``: running once the agent answers, else pending."""
         config = config_of(ctx)
         warewulf = warewulf_for(ctx, config)
@@ -261,7 +239,7 @@ class BaremetalProvider(ProviderPlugin):
         return [_observation(name, tags, nodes[name], power.get(name, "unknown"), answers[name])
                 for name, tags in sorted(ours.items())]
 
-    def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool | None:
+    def delete_node(self, ctx: ProviderContext, node: NodeObservation) -> bool:
         """Power the machine off and delete its Warewulf node; True when it is already gone."""
         config = config_of(ctx)
         warewulf = warewulf_for(ctx, config)
@@ -271,12 +249,3 @@ class BaremetalProvider(ProviderPlugin):
         self._release(warewulf, node.provider_id)
         return True
 
-
-plugin = BaremetalProvider()
-"""The provider of kind ``baremetal``, as registered."""
-
-
-@hookimpl
-def fuzz_register_providers(register: RegisterProvider) -> None:
-    """Register the ``baremetal`` provider."""
-    register(plugin)
