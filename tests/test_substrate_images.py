@@ -25,7 +25,7 @@ from registry import (
 )
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.images import (
+from fuzz.substrate.images.store import (
     Credentials,
     ImageAuthError,
     ImageConfig,
@@ -279,7 +279,7 @@ def test_credentials_are_checked_and_never_leak(
     auth_busybox_image: PushedImage,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="fuzz.substrate.images")
+    caplog.set_level(logging.DEBUG, logger="fuzz.substrate.images.store")
     root = tmp_path / "store"
     store = open_store(root, spy, auth_registry)
     reference = auth_busybox_image.reference

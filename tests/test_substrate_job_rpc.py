@@ -18,16 +18,16 @@ from test_substrate_agent import TOKEN, Agent, _spawn, _stop, _token_file, _wait
 
 from fuzz.errors import FuzzError
 from fuzz.resources import ResourceRequest
+from fuzz.substrate.capacity.inventory import read_inventory
+from fuzz.substrate.capacity.leases import LeaseBook, LeaseRequest
 from fuzz.substrate.client import (
     AgentClient,
     AgentError,
     AgentNotFoundError,
     AgentResourceExhaustedError,
 )
-from fuzz.substrate.containers import ContainerManager
-from fuzz.substrate.inventory import read_inventory
 from fuzz.substrate.jobs import JOBS_FILE, JobRecord, JobRequest, JobRunner, JobSettings
-from fuzz.substrate.leases import LeaseBook, LeaseRequest
+from fuzz.substrate.runtime.containers import ContainerManager
 from fuzz.substrate.statedir import read_json
 
 SCRIPT = ("cat /sys/fs/cgroup/cpuset/cpuset.cpus; cat /sys/fs/cgroup/memory/memory.limit_in_bytes;"

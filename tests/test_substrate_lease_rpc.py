@@ -21,13 +21,13 @@ from test_substrate_agent import (
 )
 
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
+from fuzz.substrate.capacity.inventory import read_online_cpus
 from fuzz.substrate.client import (
     AgentClient,
     AgentInvalidRequestError,
     AgentNotFoundError,
     AgentResourceExhaustedError,
 )
-from fuzz.substrate.inventory import read_online_cpus
 
 NODE_YAML = declared_node_yaml("{site: test, rack: declared}")
 

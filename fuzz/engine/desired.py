@@ -16,7 +16,7 @@ from types import MappingProxyType
 from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import EMPTY, DesiredNode, RecordedNode, node_address
 from fuzz.spec.cluster import ClusterSpec, PoolSpec
-from fuzz.substrate.jobnet import NETWORK_LABEL
+from fuzz.substrate.monitor.jobnet import NETWORK_LABEL
 
 Membership = Mapping[str, str | None]
 """An elastic pool's members: address → offering (None: the provider's default)."""

@@ -179,7 +179,7 @@ class PoolSpec(StrictModel):
     # default) or, for RDMA and MPI fabrics that need it, in the node's own
     # network (``host``: an admin's opt-in, see docs/security.md). Reaches the
     # agents as the node label ``fuzz:network=host``
-    # (:data:`fuzz.substrate.jobnet.NETWORK_LABEL`).
+    # (:data:`fuzz.substrate.monitor.jobnet.NETWORK_LABEL`).
     network: Literal["isolated", "host"] = "isolated"
 
     @field_validator("idle_ttl", "boot_timeout", mode="before")

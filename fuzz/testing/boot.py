@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fuzz.bootstrap import ENV_COMMAND, ENV_LISTEN, ENV_ROOT, ENV_START_TIMEOUT
-from fuzz.substrate.containers import ContainerManager
-from fuzz.substrate.monitor_files import MONITOR_LOCK
+from fuzz.substrate.monitor.files import MONITOR_LOCK
+from fuzz.substrate.runtime.containers import ContainerManager
 from fuzz.substrate.statedir import INFO_FILE, read_json
 
 SCRIPT_NAME = "bootstrap.sh"

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.inventory import GpuInfo, MachineInventory
+from fuzz.substrate.capacity.inventory import GpuInfo, MachineInventory
 from fuzz.substrate.statedir import write_json_atomic
 from fuzz.units import format_bytes
 

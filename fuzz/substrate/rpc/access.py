@@ -17,16 +17,16 @@ import grpc
 from fuzz.api import substrate_pb2
 from fuzz.errors import FuzzError
 from fuzz.grpcserve import StatusTable, abort_with
-from fuzz.substrate.containers import ContainerNotFoundError, ContainerStateError
-from fuzz.substrate.execproc import (
+from fuzz.substrate.rpc.jobs import NodeJobs
+from fuzz.substrate.runtime.containers import ContainerNotFoundError, ContainerStateError
+from fuzz.substrate.runtime.execproc import (
     ExecProcess,
     ExecRequestError,
     ExecSpec,
     ExecStartError,
     write_all,
 )
-from fuzz.substrate.job_rpcs import NodeJobs
-from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
+from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
 from fuzz.tunnel import END_FRAME, Frame, SharedSocket, data_frame
 
 CONNECT_TIMEOUT = 10.0
