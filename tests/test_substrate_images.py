@@ -25,16 +25,16 @@ from registry import (
 )
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.images.store import (
+from fuzz.substrate.images.layout import ImageConfig
+from fuzz.substrate.images.reference import (
     Credentials,
     ImageAuthError,
-    ImageConfig,
     ImageError,
     ImageNotFoundError,
-    ImageStore,
     RegistryUnreachableError,
     parse_reference,
 )
+from fuzz.substrate.images.store import ImageStore
 from fuzz.substrate.statedir import read_json
 
 GIB = 1 << 30
@@ -279,7 +279,7 @@ def test_credentials_are_checked_and_never_leak(
     auth_busybox_image: PushedImage,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="fuzz.substrate.images.store")
+    caplog.set_level(logging.DEBUG, logger="fuzz.substrate.images")
     root = tmp_path / "store"
     store = open_store(root, spy, auth_registry)
     reference = auth_busybox_image.reference

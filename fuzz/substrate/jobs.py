@@ -22,7 +22,9 @@ from fuzz.errors import FuzzError
 from fuzz.substrate.capacity.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.capacity.devices import lease_edits
 from fuzz.substrate.capacity.leases import LeaseBook, LeaseNotFound
-from fuzz.substrate.images.store import Credentials, ImageConfig, ImageStore
+from fuzz.substrate.images.layout import ImageConfig
+from fuzz.substrate.images.reference import Credentials
+from fuzz.substrate.images.store import ImageStore
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.runtime.bundle import ContainerSpec, Mount, merge_env
 from fuzz.substrate.runtime.containers import ContainerManager, ContainerStatus

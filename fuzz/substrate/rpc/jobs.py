@@ -17,7 +17,7 @@ from fuzz.errors import ConfigError, FuzzError
 from fuzz.grpcserve import StatusTable, abort_with
 from fuzz.substrate.capacity.cdi import CdiError
 from fuzz.substrate.capacity.leases import LeaseNotFound
-from fuzz.substrate.images.store import (
+from fuzz.substrate.images.reference import (
     Credentials,
     ImageAuthError,
     ImageNotFoundError,
