@@ -3,6 +3,7 @@
 It runs as ``python -S`` (no site-packages), so an import of anything else would
 fail at its start, or slow it. The one exception is pyroute2, imported inside the
 job network's thread (:mod:`fuzz.substrate.monitor.netns`), never at module level.
+Exec's reaper, the other ``python -S`` helper, loads no more than the monitor's modules.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fuzz.substrate.monitor
+from fuzz.substrate.runtime.exec_reaper import REAPER_MAIN
 from fuzz.substrate.runtime.helper_process import helper_command, helper_env
 from fuzz.substrate.runtime.monitor_client import MONITOR_MAIN
 
@@ -57,15 +61,21 @@ def test_monitor_modules_import_only_the_standard_library_and_their_package() ->
     assert wrong == []
 
 
-def test_the_monitor_process_starts_with_only_standard_modules_loaded() -> None:
-    """The monitor's own entry, run as the agent runs it (``python -S``), loads nothing else."""
-    code = MONITOR_MAIN.split(";")[1].strip()  # "from ... import main", without running it
-    assert code.startswith(f"from {PACKAGE}.")
+@pytest.mark.parametrize(("main", "entry", "own"), [
+    (MONITOR_MAIN, f"{PACKAGE}.process", set()),
+    (REAPER_MAIN, "fuzz.substrate.runtime.exec_reaper",
+     {"fuzz.substrate.runtime", "fuzz.substrate.runtime.exec_reaper"}),
+], ids=["monitor", "exec-reaper"])
+def test_the_helpers_start_with_only_standard_modules_loaded(
+        main: str, entry: str, own: set[str]) -> None:
+    """A helper's entry, run as the agent runs it (``python -S``), loads nothing else."""
+    code = main.split(";")[1].strip()  # "from ... import main", without running it
+    assert code.startswith(f"from {entry} import")
     probe = f"{code}; import sys; print('\\n'.join(sorted(sys.modules)))"
     done = subprocess.run(helper_command(probe), env=helper_env(), capture_output=True,
                           text=True, timeout=60, check=True)
     loaded = done.stdout.split()
-    assert f"{PACKAGE}.process" in loaded
+    assert entry in loaded
     foreign = [name for name in loaded
-               if not _allowed(name) and name not in PARENTS and name != "__main__"]
+               if not _allowed(name) and name not in PARENTS | own and name != "__main__"]
     assert foreign == []
