@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fuzz.substrate.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
-from fuzz.substrate.containers import ContainerManager
+from fuzz.substrate.runtime.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
+from fuzz.substrate.runtime.containers import ContainerManager
 
 N = 100
 ROUNDS = 4

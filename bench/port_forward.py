@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
+from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
 from fuzz.testing.cluster import LocalCluster, fuzz_argv, local_cluster
 from fuzz.testing.oci import (
     BUSYBOX_REPO,

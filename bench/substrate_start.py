@@ -27,8 +27,8 @@ from pathlib import Path
 
 from fuzz.clients.agent import AgentClient
 from fuzz.resources import ResourceRequest
-from fuzz.substrate.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
-from fuzz.substrate.containers import ContainerManager
+from fuzz.substrate.runtime.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
+from fuzz.substrate.runtime.containers import ContainerManager
 from fuzz.testing.oci import BUSYBOX_REPO, build_busybox_layout, push_layout, serve_registry
 
 RUNS = 100

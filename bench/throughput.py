@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fuzz.substrate.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
+from fuzz.substrate.runtime.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
 from fuzz.testing.cluster import local_cluster
 from fuzz.testing.oci import (
     BUSYBOX_REPO,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
+from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
 from fuzz.testing.oci import BUSYBOX, free_port
 from tests.cliutil import run_fuzz
 

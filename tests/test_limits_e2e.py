@@ -11,7 +11,7 @@ import pytest
 
 from fuzz.orchestrate.records import TaskRecord, WorkflowRecord
 from fuzz.orchestrate.store import Store
-from fuzz.substrate.monitor_logpump import truncation_marker
+from fuzz.substrate.monitor.logpump import truncation_marker
 from fuzz.testing.oci import PushedImage, free_port
 from tests.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fuzz.substrate.bundle import ContainerSpec, Mount
-from fuzz.substrate.containers import ContainerManager
-from fuzz.substrate.monitor_logpump import truncation_marker
+from fuzz.substrate.monitor.logpump import truncation_marker
+from fuzz.substrate.runtime.bundle import ContainerSpec, Mount
+from fuzz.substrate.runtime.containers import ContainerManager
 from tests.test_substrate_containers import _id, image, manager  # noqa: F401 (fixtures)
 
 MIB = 1024 * 1024

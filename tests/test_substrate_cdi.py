@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fuzz.substrate.bundle import DeviceNode, Hook, Mount
-from fuzz.substrate.cdi import (
+from fuzz.substrate.capacity.cdi import (
     CdiError,
     ContainerEdits,
     NodeEdit,
@@ -25,8 +24,9 @@ from fuzz.substrate.cdi import (
     read_specs,
     select,
 )
-from fuzz.substrate.inventory import GpuInfo
-from fuzz.substrate.lease_devices import lease_edits, nvidia_nodes
+from fuzz.substrate.capacity.devices import lease_edits, nvidia_nodes
+from fuzz.substrate.capacity.inventory import GpuInfo
+from fuzz.substrate.runtime.bundle import DeviceNode, Hook, Mount
 
 GPU = "nvidia.com/gpu"
 SPEC = """\

@@ -27,7 +27,9 @@ from typing import Any
 
 import pytest
 
-from fuzz.substrate.bundle import (
+from fuzz.substrate.monitor.delete import delete_ended
+from fuzz.substrate.monitor.files import new_status
+from fuzz.substrate.runtime.bundle import (
     MASKED_PATHS,
     NOFILE_LIMIT,
     ContainerSpec,
@@ -41,7 +43,7 @@ from fuzz.substrate.bundle import (
     spec_from_json,
     spec_to_json,
 )
-from fuzz.substrate.containers import (
+from fuzz.substrate.runtime.containers import (
     ContainerExistsError,
     ContainerManager,
     ContainerNotFoundError,
@@ -49,8 +51,6 @@ from fuzz.substrate.containers import (
     ContainerStatus,
     ContainerWaitTimeoutError,
 )
-from fuzz.substrate.monitor_delete import delete_ended
-from fuzz.substrate.monitor_files import new_status
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "true", "cat", "echo", "nproc", "id", "pwd", "env", "sleep", "dd", "head",
@@ -251,7 +251,7 @@ def _leftovers(base: Path, ids: list[str]) -> list[str]:
             continue
         if str(base) in mountinfo:
             found.append(f"a mount under {base} seen by pid {proc.name}")
-        if "fuzz.substrate.monitor" in cmdline and str(base) in cmdline:
+        if "fuzz.substrate.monitor.process" in cmdline and str(base) in cmdline:
             found.append(f"monitor process {proc.name}")
     return found
 

@@ -8,12 +8,12 @@ import pytest
 from declared import GiB, declared_node_yaml
 
 from fuzz.errors import ConfigError
-from fuzz.substrate.declared import (
+from fuzz.substrate.capacity.declared import (
     DeclaredInventoryError,
     parse_declared_inventory,
     read_declared_inventory,
 )
-from fuzz.substrate.inventory import CpuInfo, read_online_cpus
+from fuzz.substrate.capacity.inventory import CpuInfo, read_online_cpus
 
 NODE_YAML = declared_node_yaml("{site: test, rack: 7}")
 SOURCE = "inventory file node.yaml"

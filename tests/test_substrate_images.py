@@ -26,16 +26,16 @@ from registry import (
 
 from fuzz.errors import FuzzError
 from fuzz.fsutil import read_json
-from fuzz.substrate.images import (
+from fuzz.substrate.images.layout import ImageConfig
+from fuzz.substrate.images.reference import (
     Credentials,
     ImageAuthError,
-    ImageConfig,
     ImageError,
     ImageNotFoundError,
-    ImageStore,
     RegistryUnreachableError,
     parse_reference,
 )
+from fuzz.substrate.images.store import ImageStore
 
 GIB = 1 << 30
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.substrate.inventory import (
+from fuzz.substrate.capacity.inventory import (
     GpuInfo,
     parse_cpulist,
     parse_mem_total,

@@ -25,10 +25,10 @@ from fuzz.clients.agent import (
 from fuzz.errors import FuzzError
 from fuzz.fsutil import read_json
 from fuzz.resources import ResourceRequest
-from fuzz.substrate.containers import ContainerManager
-from fuzz.substrate.inventory import read_inventory
+from fuzz.substrate.capacity.inventory import read_inventory
+from fuzz.substrate.capacity.leases import LeaseBook, LeaseRequest
 from fuzz.substrate.jobs import JOBS_FILE, JobRecord, JobRequest, JobRunner, JobSettings
-from fuzz.substrate.leases import LeaseBook, LeaseRequest
+from fuzz.substrate.runtime.containers import ContainerManager
 
 SCRIPT = ("cat /sys/fs/cgroup/cpuset/cpuset.cpus; cat /sys/fs/cgroup/memory/memory.limit_in_bytes;"
           " id -u; id -g; pwd; echo $GREETING; cat /data/in.txt; echo out > /data/out.txt")

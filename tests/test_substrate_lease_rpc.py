@@ -10,15 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 from declared import GiB, declared_node_yaml
-from test_substrate_agent import (
-    TOKEN,
-    Agent,
-    _run_failing,
-    _spawn,
-    _stop,
-    _token_file,
-    _wait_ready,
-)
+from test_substrate_agent import TOKEN, Agent, _run_failing, _spawn, _stop, _token_file, _wait_ready
 
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.clients.agent import (
@@ -27,7 +19,7 @@ from fuzz.clients.agent import (
     AgentNotFoundError,
     AgentResourceExhaustedError,
 )
-from fuzz.substrate.inventory import read_online_cpus
+from fuzz.substrate.capacity.inventory import read_online_cpus
 
 NODE_YAML = declared_node_yaml("{site: test, rack: declared}")
 

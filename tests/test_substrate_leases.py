@@ -15,9 +15,9 @@ import pytest
 from declared import GiB, declared_node_yaml
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.declared import parse_declared_inventory
-from fuzz.substrate.inventory import MachineInventory
-from fuzz.substrate.leases import (
+from fuzz.substrate.capacity.declared import parse_declared_inventory
+from fuzz.substrate.capacity.inventory import MachineInventory
+from fuzz.substrate.capacity.leases import (
     AFFINITIES,
     GPU,
     Lease,

@@ -30,9 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.substrate.bundle import ContainerSpec
-from fuzz.substrate.containers import ContainerError, ContainerManager
-from fuzz.substrate.jobnet import (
+from fuzz.substrate.monitor.jobnet import (
     JobNetwork,
     JobNetworkError,
     agent_network,
@@ -40,7 +38,9 @@ from fuzz.substrate.jobnet import (
     chain_name,
     resolv_conf,
 )
-from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
+from fuzz.substrate.runtime.bundle import ContainerSpec
+from fuzz.substrate.runtime.containers import ContainerError, ContainerManager
+from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "nc", "echo", "cat", "sleep", "true")

@@ -3,7 +3,7 @@ ordinary jobs (a shell, Python with threads, processes, sockets, MPI-style share
 memory) still run.
 
 The jobs run in a busybox root with the host's ``/usr`` mounted read-only (for
-Python), through :class:`~fuzz.substrate.containers.ContainerManager` and runc,
+Python), through :class:`~fuzz.substrate.runtime.containers.ContainerManager` and runc,
 as a non-root user and as root (root in a job has a few capabilities, never
 CAP_SYS_ADMIN).
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.substrate import seccomp
-from fuzz.substrate.bundle import ContainerSpec, Mount, oci_config
-from fuzz.substrate.containers import ContainerManager
+from fuzz.substrate.runtime import seccomp
+from fuzz.substrate.runtime.bundle import ContainerSpec, Mount, oci_config
+from fuzz.substrate.runtime.containers import ContainerManager
 from tests.test_substrate_containers import _run, manager  # noqa: F401  (manager: a fixture)
 
 BUSYBOX = Path("/bin/busybox")

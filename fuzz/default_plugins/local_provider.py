@@ -53,8 +53,8 @@ from fuzz.plugin.provider import (
     ProviderError,
     QuotaExceededError,
 )
-from fuzz.substrate.declared import read_declared_inventory
-from fuzz.substrate.inventory import MachineInventory, read_inventory
+from fuzz.substrate.capacity.declared import read_declared_inventory
+from fuzz.substrate.capacity.inventory import MachineInventory, read_inventory
 from fuzz.substrate.statedir import INFO_FILE, lock_held, lock_pid
 
 KIND = "local"
@@ -92,8 +92,9 @@ class LocalConfig(BaseModel):
     inventory: str | None = Field(
         default=None,
         description="A declared node (sockets, NUMA domains, cores, memory, GPUs: see "
-        "fuzz.substrate.declared) that each agent serves instead of this machine, relative to "
-        "the spec's directory: GPU and NUMA scheduling tried on a machine without them.",
+        "fuzz.substrate.capacity.declared) that each agent serves instead of this machine, "
+        "relative to the spec's directory: GPU and NUMA scheduling tried on a machine "
+        "without them.",
     )
     cdi_dirs: list[str] = Field(
         default_factory=list,
@@ -378,7 +379,7 @@ def _stop_jobs(directory: Path, timeout: float) -> None:
     Jobs outlive their agent on purpose (an agent restart re-adopts them); deleting
     the node is what ends them, as powering a machine off would.
     """
-    from fuzz.substrate.containers import ContainerError, ContainerManager
+    from fuzz.substrate.runtime.containers import ContainerError, ContainerManager
 
     try:
         ContainerManager(directory).shutdown_monitor(timeout)

@@ -2,5 +2,5 @@
 
 :mod:`~fuzz.scheduler.placement` chooses the registered nodes each pending job runs
 on, by counts of cores, memory and devices; the node agent then packs the exact
-CPUs when the orchestrator acquires the lease (:mod:`fuzz.substrate.leases`).
+CPUs when the orchestrator acquires the lease (:mod:`fuzz.substrate.capacity.leases`).
 """

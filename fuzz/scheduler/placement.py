@@ -4,7 +4,7 @@
 node has free now, and returns the tasks to start (with their nodes) and, for
 each task left waiting, why. It never does I/O; the orchestrator acquires the
 leases it decides, and the node agent packs the exact CPUs (affinity) and refuses
-overcommit (:mod:`fuzz.substrate.leases`), so a stale view costs a refused lease,
+overcommit (:mod:`fuzz.substrate.capacity.leases`), so a stale view costs a refused lease,
 never a job on a node that cannot hold it.
 
 Rules of one round:

@@ -143,9 +143,9 @@ def serve_command(
     from fuzz.heap import keep_large_buffers_in_heap
     from fuzz.rpc.auth import read_token_file
     from fuzz.rpc.server import TlsFiles
-    from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
-    from fuzz.substrate.jobnet import JobNetworkError, agent_network
+    from fuzz.substrate.capacity.cdi import DEFAULT_CDI_DIRS
     from fuzz.substrate.join import JoinSettings
+    from fuzz.substrate.monitor.jobnet import JobNetworkError, agent_network
     from fuzz.substrate.server import serve
     from fuzz.units import parse_size
 

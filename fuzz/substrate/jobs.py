@@ -1,12 +1,13 @@
 """Jobs on a node: a lease, an image and a container, tied together.
 
-:class:`JobRunner` turns a start request into a :class:`~fuzz.substrate.bundle.ContainerSpec`
-confined by the request's lease (its real CPUs become the cgroup cpuset, its memory
-the limit, its devices the container's device nodes, mounts, env and hooks: see
-:mod:`fuzz.substrate.lease_devices`), run from the image the store pulled. It holds
-the image while the job runs so eviction never removes it, and records which image
-and lease each job used (``jobs.json``), so an agent restarted mid-job holds the
-images of running jobs again.
+:class:`JobRunner` turns a start request into a
+:class:`~fuzz.substrate.runtime.bundle.ContainerSpec` confined by the request's lease
+(its real CPUs become the cgroup cpuset, its memory the limit, its devices the
+container's device nodes, mounts, env and hooks: see
+:mod:`fuzz.substrate.capacity.devices`), run from the image the store pulled. It holds
+the image while the job runs so eviction never removes it, and records which image and
+lease each job used (``jobs.json``), so an agent restarted mid-job holds the images of
+running jobs again.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from pathlib import Path
 
 from fuzz.errors import FuzzError
 from fuzz.fsutil import read_json, write_json_atomic
-from fuzz.substrate.bundle import ContainerSpec, Mount
-from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
-from fuzz.substrate.containers import ContainerManager, ContainerStatus
-from fuzz.substrate.images import Credentials, ImageConfig, ImageStore
-from fuzz.substrate.jobnet import AUTO, JobNetwork
-from fuzz.substrate.lease_devices import lease_edits
-from fuzz.substrate.leases import LeaseBook, LeaseNotFound
+from fuzz.substrate.capacity.cdi import DEFAULT_CDI_DIRS
+from fuzz.substrate.capacity.devices import lease_edits
+from fuzz.substrate.capacity.leases import LeaseBook, LeaseNotFound
+from fuzz.substrate.images.layout import ImageConfig
+from fuzz.substrate.images.reference import Credentials
+from fuzz.substrate.images.store import ImageStore
+from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
+from fuzz.substrate.runtime.bundle import ContainerSpec, Mount, merge_env
+from fuzz.substrate.runtime.containers import ContainerManager, ContainerStatus
 
 NOBODY = 65534
 JOBS_FILE = "jobs.json"
@@ -96,17 +99,6 @@ class JobStatus:
     container: ContainerStatus
     record: JobRecord | None = field(default=None)
     log_bytes: tuple[int, int] = (0, 0)  # stdout, stderr
-
-
-def merge_env(*layers: Sequence[str]) -> tuple[str, ...]:
-    """KEY=VALUE entries, each layer set over the ones before (image, job, devices)."""
-    merged: dict[str, str] = {}
-    for entry in (entry for layer in layers for entry in layer):
-        key, sep, value = entry.partition("=")
-        if not sep or not key:
-            raise JobRequestError(f"environment entry {entry!r} is not KEY=VALUE")
-        merged[key] = value
-    return tuple(f"{k}={v}" for k, v in merged.items())
 
 
 def job_command(args: Sequence[str], config: ImageConfig, image: str) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 :func:`serve` locks the state dir (see :mod:`fuzz.substrate.statedir` for its
 files), starts the gRPC server with the bearer-token interceptor and the standard
 health service, publishes ``agent.json`` once it answers, and stops gracefully on
-SIGTERM or SIGINT. Leases (:mod:`fuzz.substrate.leases`) are kept in
+SIGTERM or SIGINT. Leases (:mod:`fuzz.substrate.capacity.leases`) are kept in
 ``state_dir/leases.json`` and so outlive the process.
 """
 
@@ -35,16 +35,10 @@ from fuzz.rpc.server import (
     wait_for_stop,
 )
 from fuzz.rpc.tunnel import read_frame
-from fuzz.substrate.access_rpcs import AccessRpcs
-from fuzz.substrate.cdi import DEFAULT_CDI_DIRS
-from fuzz.substrate.declared import read_declared_inventory
-from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
-from fuzz.substrate.inventory import MachineInventory, read_inventory
-from fuzz.substrate.job_rpcs import JobRpcs, abort_for
-from fuzz.substrate.jobnet import AUTO, JobNetwork
-from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
-from fuzz.substrate.join import JoinSettings, keep_registered
-from fuzz.substrate.leases import (
+from fuzz.substrate.capacity.cdi import DEFAULT_CDI_DIRS
+from fuzz.substrate.capacity.declared import read_declared_inventory
+from fuzz.substrate.capacity.inventory import MachineInventory, read_inventory
+from fuzz.substrate.capacity.leases import (
     DEFAULT_TTL,
     Lease,
     LeaseBook,
@@ -54,6 +48,12 @@ from fuzz.substrate.leases import (
     LeaseRequestError,
     LeaseStateError,
 )
+from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
+from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
+from fuzz.substrate.join import JoinSettings, keep_registered
+from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
+from fuzz.substrate.rpc.access import AccessRpcs
+from fuzz.substrate.rpc.jobs import JobRpcs, abort_for
 from fuzz.substrate.statedir import INFO_FILE, LOCK_FILE, read_node_id
 
 logger = logging.getLogger(__name__)
@@ -359,14 +359,14 @@ def serve(
     Blocks for the agent's whole life. Holds ``state_dir/agent.lock`` throughout and
     publishes ``state_dir/agent.json`` once the server answers; removes it on the way
     out. With ``inventory_file`` the node is the one declared there (see
-    :mod:`fuzz.substrate.declared`), not the hardware. With ``tls`` it serves TLS
+    :mod:`fuzz.substrate.capacity.declared`), not the hardware. With ``tls`` it serves TLS
     only; with mutual TLS (an enrolled node) it answers only the orchestrator's
     certificate (:class:`~fuzz.rpc.auth.OrchestratorOnlyInterceptor`). With
     ``join`` it registers with that orchestrator and keeps doing so
     (:mod:`fuzz.substrate.join`). Jobs get their leased devices as the CDI specs
-    in ``cdi_dirs`` describe them (:mod:`fuzz.substrate.lease_devices`), each in a
+    in ``cdi_dirs`` describe them (:mod:`fuzz.substrate.capacity.devices`), each in a
     network namespace of its own on ``job_network`` (default: a free subnet;
-    see :mod:`fuzz.substrate.jobnet`). Raises
+    see :mod:`fuzz.substrate.monitor.jobnet`). Raises
     AgentStartError or DeclaredInventoryError (FuzzErrors) when it cannot start.
     """
     if not token:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from fuzz.fsutil import read_json
 from fuzz.plugin.cloudinit import ENV_COMMAND, ENV_LISTEN, ENV_ROOT, ENV_START_TIMEOUT
-from fuzz.substrate.containers import ContainerManager
-from fuzz.substrate.monitor_files import MONITOR_LOCK
+from fuzz.substrate.monitor.files import MONITOR_LOCK
+from fuzz.substrate.runtime.containers import ContainerManager
 from fuzz.substrate.statedir import INFO_FILE
 
 SCRIPT_NAME = "bootstrap.sh"

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
+from fuzz.orchestrate.transfer import ingress_egress as transfer
 from fuzz.orchestrate.transfer.confined import Identity
 from fuzz.orchestrate.transfer.host_roots import HostAccess, HostRoots
 from fuzz.orchestrate.transfer.ingress_egress import ByteBudget, S3Credentials, TransferResult
-from fuzz.orchestrate.transfer import ingress_egress as transfer
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.spec.fuzzfile import VolumeSpec

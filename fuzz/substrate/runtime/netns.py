@@ -1,6 +1,6 @@
 """Connecting to a TCP port inside a container's network namespace.
 
-Each job has a network namespace of its own (:mod:`fuzz.substrate.monitor_netns`),
+Each job has a network namespace of its own (:mod:`fuzz.substrate.monitor.netns`),
 so the connection is made from a short-lived thread that has entered it with
 ``setns(2)`` (a plain one only for jobs of a ``network: host`` pool, which share
 the node's namespace, loopback included): a socket stays in the namespace it

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fuzz.errors import ConfigError
-from fuzz.substrate.inventory import (
+from fuzz.substrate.capacity.inventory import (
     PROC_ROOT,
     SYS_ROOT,
     CpuInfo,
@@ -35,7 +35,7 @@ from fuzz.substrate.inventory import (
     read_online_cpus,
     read_total_memory,
 )
-from fuzz.substrate.yamltext import load_yaml
+from fuzz.substrate.capacity.yamltext import load_yaml
 from fuzz.units import parse_size
 
 MAX_CPUS = 4096

@@ -6,24 +6,24 @@ new manager on the same state dir (an agent restart) sees every container by
 reading them - there is nothing else to re-adopt. The files:
 
 ``config.json``          the OCI runtime config: the directory is the container's bundle
-``spec.json``            the :class:`~fuzz.substrate.bundle.ContainerSpec`
+``spec.json``            the :class:`~fuzz.substrate.runtime.bundle.ContainerSpec`
 ``status.json``          state, exit code, times, peak memory... (atomic writes)
 ``stdout.log``, ``stderr.log``  the job's output (the job itself)
 ``cancel``               a cancel request with its grace (manager)
 ``rootfs/``              the overlay root's mount point (in the monitor's mount namespace)
 ``upper/``, ``work/``    the overlay's upper dir (the job's changes) and work dir
 ``netns``                the job's network namespace, bind-mounted (in the monitor's mount
-                         namespace; see :mod:`fuzz.substrate.monitor_netns`)
+                         namespace; see :mod:`fuzz.substrate.monitor.netns`)
 
 (runc's log and pid file live on the monitor's own tmpfs, ``STATE_DIR/monitor.run``.)
 A directory without ``status.json`` is a container being started.
 
-The node's container monitor (:mod:`fuzz.substrate.monitor`) makes and writes
+The node's container monitor (:mod:`fuzz.substrate.monitor.process`) makes and writes
 these (but ``cancel``): one long-lived process per state dir, started by the
 first manager call that needs it and shared by every later manager, independent
 of the agent - agent restarts do not touch running jobs. The manager builds the
 OCI config and hands it over with the spec in one request on the monitor's unix
-socket (:mod:`fuzz.substrate.monitor_client`); the monitor renames a directory
+socket (:mod:`fuzz.substrate.runtime.monitor_client`); the monitor renames a directory
 made in advance into place, mounts the overlay, runs ``runc run --detach``, is
 the inits' subreaper, and enforces timeouts and cancels. The manager reads the
 status files itself and asks the monitor only to start, wait, cancel and settle.
@@ -56,24 +56,7 @@ from typing import Any, Literal, cast
 
 from fuzz.errors import FuzzError
 from fuzz.fsutil import read_json, write_json_atomic
-from fuzz.substrate.bundle import (
-    ID_PATTERN,
-    NOFILE_LIMIT,
-    ContainerSpec,
-    JobNamespace,
-    oci_config,
-    spec_from_json,
-    spec_to_json,
-)
-from fuzz.substrate.jobnet import AUTO, RESOLV_FILE, JobNetwork, netns_path
-from fuzz.substrate.monitor_client import (
-    START_TIMEOUT,
-    MonitorClient,
-    MonitorError,
-    MonitorGoneError,
-    MonitorRefusedError,
-)
-from fuzz.substrate.monitor_files import (
+from fuzz.substrate.monitor.files import (
     CANCEL_FILE,
     CONFIG_FILE,
     CONTAINERS_DIR,
@@ -82,6 +65,23 @@ from fuzz.substrate.monitor_files import (
     SPEC_FILE,
     STATUS_FILE,
     new_status,
+)
+from fuzz.substrate.monitor.jobnet import AUTO, RESOLV_FILE, JobNetwork, netns_path
+from fuzz.substrate.runtime.bundle import (
+    ID_PATTERN,
+    NOFILE_LIMIT,
+    ContainerSpec,
+    JobNamespace,
+    oci_config,
+    spec_from_json,
+    spec_to_json,
+)
+from fuzz.substrate.runtime.monitor_client import (
+    START_TIMEOUT,
+    MonitorClient,
+    MonitorError,
+    MonitorGoneError,
+    MonitorRefusedError,
 )
 
 State = Literal["starting", "running", "exited", "failed"]
@@ -193,7 +193,7 @@ class ContainerManager:
         """Manage the containers under ``state_dir``, running them with ``runc``.
 
         Jobs are put on ``network`` (default: a namespace of their own on a
-        subnet the monitor picks; see :mod:`fuzz.substrate.jobnet`).
+        subnet the monitor picks; see :mod:`fuzz.substrate.monitor.jobnet`).
         """
         self.state_dir = Path(state_dir)
         self.root = self.state_dir / CONTAINERS_DIR

@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 
-from fuzz.substrate.jobnet import METADATA_RANGE, bridge_name, chain_name
+from fuzz.substrate.monitor.jobnet import METADATA_RANGE, bridge_name, chain_name
 
 IPTABLES = "iptables"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"

@@ -1,6 +1,6 @@
 """The manager's side of the container monitor: find it (or start it), ask it, stop it.
 
-The monitor (:mod:`fuzz.substrate.monitor`) is found through its socket in the
+The monitor (:mod:`fuzz.substrate.monitor.process`) is found through its socket in the
 state dir; when nothing answers there and nobody holds ``monitor.lock``, a new
 one is started and waited for (it settles what its predecessor left before it
 answers). Each request is one connection: a JSON line out, a JSON line back.
@@ -20,17 +20,17 @@ from typing import Any
 
 from fuzz.errors import FuzzError
 from fuzz.fsutil import flock_held
-from fuzz.substrate.helper_process import helper_command, helper_env
-from fuzz.substrate.jobnet import AUTO
-from fuzz.substrate.monitor_files import (
+from fuzz.substrate.monitor.files import (
     MONITOR_LOCK,
     MONITOR_LOG,
     socket_address,
     socket_path_too_long,
 )
+from fuzz.substrate.monitor.jobnet import AUTO
+from fuzz.substrate.runtime.helper_process import helper_command, helper_env
 
 START_TIMEOUT = 60.0  # the monitor's start (its sweep included), or a container's
-MONITOR_MAIN = "import sys; from fuzz.substrate.monitor import main; sys.exit(main())"
+MONITOR_MAIN = "import sys; from fuzz.substrate.monitor.process import main; sys.exit(main())"
 RETRY_PAUSE = 0.01
 
 
@@ -66,7 +66,7 @@ class MonitorClient:
         """The monitor of ``state_dir`` (which must exist before the first request).
 
         ``network`` is the job network a monitor started here sets up
-        (:meth:`fuzz.substrate.jobnet.JobNetwork.argument`).
+        (:meth:`fuzz.substrate.monitor.jobnet.JobNetwork.argument`).
         """
         self.state_dir = os.path.abspath(state_dir)
         self.network = network

@@ -1,6 +1,6 @@
 """Names of the files the container monitor and the manager share, and how they are written.
 
-Imported by the monitor process (:mod:`fuzz.substrate.monitor`), so it imports
+Imported by the monitor process (:mod:`fuzz.substrate.monitor.process`), so it imports
 only cheap standard modules (and :mod:`fuzz.fsutil`, which does too): no typing, no
 pathlib, nothing from the agent.
 
@@ -10,7 +10,7 @@ Under the agent's state dir:
 ``monitor.sock``  the monitor's unix socket (JSON lines, one request per connection)
 ``monitor.log``   the monitor's stdout and stderr: its log records, and any traceback
 ``monitor.run/``  where the monitor mounts a small tmpfs of its own (runc's pid files, logs)
-``containers/<id>/``  one directory per container (see :mod:`fuzz.substrate.containers`)
+``containers/<id>/``  one directory per container (see :mod:`fuzz.substrate.runtime.containers`)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ STDERR_LOG = "stderr.log"
 ROOTFS_DIR = "rootfs"  # the overlay's mount point (merged dir)
 UPPER_DIR = "upper"  # the overlay's upper dir: the job's changes to its root
 WORK_DIR = "work"  # the overlay's work dir
-NETNS_FILE = "netns"  # the job's network namespace, bind-mounted (see monitor_netns)
+NETNS_FILE = "netns"  # the job's network namespace, bind-mounted (see monitor.netns)
 # A spare container directory, made in advance: creating files costs far more
 # than opening existing ones, so a start only renames it into place.
 SPARE_PREFIX = ".spare-"

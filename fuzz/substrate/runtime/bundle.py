@@ -6,7 +6,7 @@ The only I/O here is :func:`device_node`, which stats a host device so that the
 config can name its type and its major and minor numbers.
 
 The root filesystem is the per-container overlay mounted by the node's container
-monitor (:mod:`fuzz.substrate.monitor_job`): the unpacked image is its read-only
+monitor (:mod:`fuzz.substrate.monitor.job`): the unpacked image is its read-only
 lower layer, shared by every job from that image, and the upper layer lives in
 the container's directory. The root is therefore writable (``readonly: false``)
 like on any container engine, while the image on the host never changes; a
@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from fuzz.errors import ConfigError
-from fuzz.substrate import seccomp
+from fuzz.substrate.runtime import seccomp
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NOFILE_LIMIT = 65536
@@ -91,6 +91,17 @@ def check_env(entries: Sequence[str]) -> None:
     for item in entries:
         if not isinstance(item, str) or "=" not in item or item.startswith("="):
             raise ContainerSpecError(f"env entry {item!r} must look like KEY=VALUE")
+
+
+def merge_env(*layers: Sequence[str]) -> tuple[str, ...]:
+    """KEY=VALUE entries, each layer set over the ones before (image, job, devices)."""
+    merged: dict[str, str] = {}
+    for entry in (entry for layer in layers for entry in layer):
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise ContainerSpecError(f"environment entry {entry!r} is not KEY=VALUE")
+        merged[key] = value
+    return tuple(f"{k}={v}" for k, v in merged.items())
 
 
 @dataclass(frozen=True)
@@ -216,7 +227,7 @@ class ContainerSpec:
     is the wall-clock limit, after which the job gets SIGTERM and, after
     ``stop_grace_seconds``, SIGKILL. ``devices`` are the device nodes (GPUs) the
     container gets, and ``hooks`` what runc runs around it (both from the lease's
-    devices, see :mod:`fuzz.substrate.lease_devices`). ``peers`` are the
+    devices, see :mod:`fuzz.substrate.capacity.devices`). ``peers`` are the
     addresses of the other containers of its multinode job, which it may reach
     (and be reached from) through the node's job network.
     """

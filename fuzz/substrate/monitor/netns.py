@@ -13,7 +13,7 @@ Everything goes through netlink in-process (pyroute2; imported by the thread, so
 the monitor itself starts as fast as before). ``unshare`` and ``setns`` move
 only the calling thread, so the event loop never leaves the node's namespace.
 
-The bridge and the firewall (:mod:`fuzz.substrate.jobnet_firewall`) are set up
+The bridge and the firewall (:mod:`fuzz.substrate.monitor.firewall`) are set up
 by the thread before its first namespace and removed by :meth:`NetnsPool.close`
 when the monitor stops. Addresses are the pool's to give: it is the only one
 handing them out on this node, keeps those of live jobs, and goes round the
@@ -32,8 +32,8 @@ import random
 import threading
 import time
 
-from fuzz.substrate import jobnet_firewall
-from fuzz.substrate.jobnet import (
+from fuzz.substrate.monitor import firewall
+from fuzz.substrate.monitor.jobnet import (
     NETWORK_FILE,
     RESOLV_FILE,
     JobNetwork,
@@ -44,7 +44,7 @@ from fuzz.substrate.jobnet import (
     resolv_conf,
     veth_name,
 )
-from fuzz.substrate.monitor_sys import SysError, bind_mount
+from fuzz.substrate.monitor.syscalls import SysError, bind_mount
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class NetnsPool:
         if not self.set_up:
             return
         undos: list[Callable[[], None]] = [
-            lambda: jobnet_firewall.remove(self.subnet), self._delete_bridge]
+            lambda: firewall.remove(self.subnet), self._delete_bridge]
         for undo in undos:
             try:
                 undo()
@@ -263,7 +263,7 @@ class NetnsPool:
                 self.set_up = True  # from here on, close() removes whatever exists
                 try:
                     bridge = self._set_up_bridge(host)
-                    jobnet_firewall.install(self.subnet, self.network.jobs_range)
+                    firewall.install(self.subnet, self.network.jobs_range)
                 except Exception as exc:  # reported to every take: nothing can run
                     self._failed(f"cannot set up the job network {self.subnet}: {exc}")
                     return

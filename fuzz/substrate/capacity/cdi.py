@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.bundle import (
+from fuzz.substrate.capacity.yamltext import load_yaml
+from fuzz.substrate.runtime.bundle import (
     ContainerSpecError,
     DeviceNode,
     Hook,
@@ -48,7 +49,6 @@ from fuzz.substrate.bundle import (
     check_env,
     device_node,
 )
-from fuzz.substrate.yamltext import load_yaml
 
 DEFAULT_CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")

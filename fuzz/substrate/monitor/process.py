@@ -1,7 +1,7 @@
 """The container monitor process: one per agent state dir, outliving the agent.
 
-Started by the first :class:`~fuzz.substrate.containers.ContainerManager` call
-that needs it (:mod:`fuzz.substrate.monitor_client`) as ``python -S -c`` running
+Started by the first :class:`~fuzz.substrate.runtime.containers.ContainerManager` call
+that needs it (:mod:`fuzz.substrate.runtime.monitor_client`) as ``python -S -c`` running
 :func:`main` in a new session, it forks once (so it is nobody's child and agent
 restarts never touch it), then:
 
@@ -10,21 +10,21 @@ restarts never touch it), then:
    so there are never two;
 2. becomes a child subreaper (container inits become its children when runc
    exits, so it gets their real exit status) and enters a mount namespace of its
-   own (:func:`~fuzz.substrate.monitor_sys.private_mount_namespace`) for the
+   own (:func:`~fuzz.substrate.monitor.syscalls.private_mount_namespace`) for the
    containers' overlay roots and a small tmpfs on ``monitor.run`` for runc's
    pid files (runc writes them with O_SYNC);
 3. settles whatever a dead predecessor left (:meth:`Monitor.sweep
-   <fuzz.substrate.monitor_server.Monitor.sweep>`) and makes a spare container
+   <fuzz.substrate.monitor.server.Monitor.sweep>`) and makes a spare container
    directory for the first start; unless jobs use the host network, sets up
    the node's job bridge and firewall and starts making network namespaces
-   (:mod:`fuzz.substrate.monitor_netns`), all undone when it stops;
+   (:mod:`fuzz.substrate.monitor.netns`), all undone when it stops;
 4. listens on ``monitor.sock`` (mode 0600, peers checked with ``SO_PEERCRED``),
    says ``ready`` on the descriptor given with ``--ready-fd``, and serves until a
    ``shutdown`` request or SIGTERM has stopped every job.
 
 It reports through ``logging`` (to ``monitor.log``, in :data:`LOG_FORMAT`), never print.
-Its imports are the standard library's cheap modules and ``logging``,
-``fuzz.substrate.monitor_*`` and ``fuzz.substrate.jobnet*``; pyroute2 only in the job
+Its imports are the standard library's cheap modules and its own package
+(:mod:`fuzz.substrate.monitor`), with :mod:`fuzz.fsutil`; pyroute2 only in the job
 network's own thread.
 """
 
@@ -37,15 +37,15 @@ import os
 import socket
 import sys
 
-from fuzz.substrate.jobnet import AUTO, JobNetwork
-from fuzz.substrate.monitor_files import (
+from fuzz.substrate.monitor.files import (
     CONTAINERS_DIR,
     MONITOR_LOCK,
     MONITOR_RUN_DIR,
     socket_address,
 )
-from fuzz.substrate.monitor_server import Monitor
-from fuzz.substrate.monitor_sys import (
+from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
+from fuzz.substrate.monitor.server import Monitor
+from fuzz.substrate.monitor.syscalls import (
     become_subreaper,
     mount_tmpfs,
     private_mount_namespace,
@@ -77,7 +77,7 @@ def _parse(argv: list[str]) -> tuple[str, str, int, JobNetwork]:
         else:
             raise SystemExit(f"unexpected argument {item!r}")
     if state_dir is None:
-        raise SystemExit("usage: python -m fuzz.substrate.monitor STATE_DIR [--runc PATH]")
+        raise SystemExit("usage: python -m fuzz.substrate.monitor.process STATE_DIR [--runc PATH]")
     return os.path.abspath(state_dir), runc, ready_fd, network
 
 

@@ -15,15 +15,9 @@ import grpc
 from fuzz.api import substrate_pb2
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.rpc.server import StatusTable, abort_with
-from fuzz.substrate.bundle import Mount
-from fuzz.substrate.cdi import CdiError
-from fuzz.substrate.containers import (
-    ContainerExistsError,
-    ContainerNotFoundError,
-    ContainerStateError,
-    ContainerWaitTimeoutError,
-)
-from fuzz.substrate.images import (
+from fuzz.substrate.capacity.cdi import CdiError
+from fuzz.substrate.capacity.leases import LeaseNotFound
+from fuzz.substrate.images.reference import (
     Credentials,
     ImageAuthError,
     ImageNotFoundError,
@@ -36,7 +30,13 @@ from fuzz.substrate.jobs import (
     JobRunner,
     JobStatus,
 )
-from fuzz.substrate.leases import LeaseNotFound
+from fuzz.substrate.runtime.bundle import Mount
+from fuzz.substrate.runtime.containers import (
+    ContainerExistsError,
+    ContainerNotFoundError,
+    ContainerStateError,
+    ContainerWaitTimeoutError,
+)
 
 DEFAULT_GRACE = 10.0
 _Reply = TypeVar("_Reply")

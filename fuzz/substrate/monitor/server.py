@@ -8,7 +8,7 @@ one JSON line (then the connection is closed):
 ``{"op": "start", "id", "runc", "rootfs", "config", "spec", "timeout", "grace", "cgroup"}``
     make the container's directory (``{"error", "exists": true}`` when it
     exists), run the container; answered once it runs or has ended:
-    ``{"status": {...}}`` (see :class:`~fuzz.substrate.monitor_job.Job`)
+    ``{"status": {...}}`` (see :class:`~fuzz.substrate.monitor.job.Job`)
 ``{"op": "wait", "id", "cleaned": bool}``
     answered once the container has ended (with ``cleaned``: once its cleanup is
     done too): ``{"status": {...}}`` (``null`` when there is no such container)
@@ -24,7 +24,7 @@ monitor that is shutting down: ask its successor). Only monitors make container
 directories, so an unfinished container that is not this monitor's belonged to
 one that died: all of those are settled at startup (:meth:`Monitor.sweep`), and
 any found later when first asked about
-(:func:`~fuzz.substrate.monitor_job.settle`).
+(:func:`~fuzz.substrate.monitor.job.settle`).
 """
 
 from __future__ import annotations
@@ -41,21 +41,21 @@ import struct
 import time
 
 from fuzz.fsutil import read_json
-from fuzz.substrate import jobnet_firewall
-from fuzz.substrate.jobnet import JobNetwork
-from fuzz.substrate.monitor_cgroup import cgroup_mounts
-from fuzz.substrate.monitor_files import (
+from fuzz.substrate.monitor import firewall
+from fuzz.substrate.monitor.cgroup import cgroup_mounts
+from fuzz.substrate.monitor.files import (
     CONTAINERS_DIR,
     FINAL_STATES,
     NETNS_FILE,
     SPARE_PREFIX,
     STATUS_FILE,
 )
-from fuzz.substrate.monitor_job import Job, settle
-from fuzz.substrate.monitor_netns import NetnsError, NetnsPool
-from fuzz.substrate.monitor_runc import Runc
-from fuzz.substrate.monitor_spare import Spare
-from fuzz.substrate.monitor_sys import unmount
+from fuzz.substrate.monitor.job import Job, settle
+from fuzz.substrate.monitor.jobnet import JobNetwork
+from fuzz.substrate.monitor.netns import NetnsError, NetnsPool
+from fuzz.substrate.monitor.runc import Runc
+from fuzz.substrate.monitor.spare import Spare
+from fuzz.substrate.monitor.syscalls import unmount
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Monitor:
             return
         self.netns.release(container_id)
         if address and peers:
-            jobnet_firewall.forget_peers(self.netns.subnet, address, peers, container_id)
+            firewall.forget_peers(self.netns.subnet, address, peers, container_id)
 
     def network_ended(self, job: Job) -> None:
         """``job``'s container is deleted: its namespace may serve the same tenant again."""
@@ -281,9 +281,9 @@ class Monitor:
                 address = self.netns.take(container_id, os.path.join(self.spare.path, NETNS_FILE),
                                           str(request.get("tenant", "")))
                 if peers:
-                    jobnet_firewall.allow_peers(self.netns.subnet, address, peers, container_id)
+                    firewall.allow_peers(self.netns.subnet, address, peers, container_id)
             premount = self.spare.take(directory)
-        except (OSError, NetnsError, jobnet_firewall.FirewallError) as exc:
+        except (OSError, NetnsError, firewall.FirewallError) as exc:
             if address is not None and self.spare.path is not None:
                 unmount(os.path.join(self.spare.path, NETNS_FILE))
                 self.forget_network(container_id, address, peers)

@@ -4,7 +4,7 @@ Each job's container gets a network namespace of its own with one veth whose
 other end is a port of the node's job bridge; the bridge holds the gateway
 address of the node's job *subnet*, and the node masquerades what jobs send out.
 Every node's subnet lies in the cluster's *jobs range*, which the firewall
-(:mod:`fuzz.substrate.jobnet_firewall`) keeps jobs from reaching, except the
+(:mod:`fuzz.substrate.monitor.firewall`) keeps jobs from reaching, except the
 peers of their own multinode job. ``host`` instead keeps the node's network
 namespace (an admin's opt-in for RDMA and some MPI fabrics; see docs/security.md).
 
@@ -19,7 +19,7 @@ import ipaddress
 import os
 
 from fuzz.spec.labels import NETWORK_LABEL
-from fuzz.substrate.monitor_files import NETNS_FILE
+from fuzz.substrate.monitor.files import NETNS_FILE
 
 HOST = "host"
 AUTO = "auto"

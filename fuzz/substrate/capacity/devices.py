@@ -6,7 +6,7 @@ A job gets exactly the devices its lease was granted (``nvidia.com/gpu`` ids
 container toolkit would give it:
 
 * When the node's CDI directories hold a spec of the kind
-  (:mod:`fuzz.substrate.cdi`), each leased device is looked up by its id, then
+  (:mod:`fuzz.substrate.capacity.cdi`), each leased device is looked up by its id, then
   by the GPU's UUID, and the spec's edits are applied: its common edits and the
   leased devices' own (device nodes, read-only library mounts, env, hooks).
   A leased device the specs lack, or an invalid spec, fails the job's start.
@@ -31,9 +31,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fuzz.substrate.cdi import CdiError, ContainerEdits, NodeEdit, read_specs, select
-from fuzz.substrate.inventory import GpuInfo
-from fuzz.substrate.leases import GPU
+from fuzz.substrate.capacity.cdi import CdiError, ContainerEdits, NodeEdit, read_specs, select
+from fuzz.substrate.capacity.inventory import GpuInfo
+from fuzz.substrate.capacity.leases import GPU
 
 VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 NVIDIA_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")

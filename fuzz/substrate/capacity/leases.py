@@ -41,7 +41,7 @@ from typing import Any
 
 from fuzz.errors import FuzzError
 from fuzz.fsutil import write_json_atomic
-from fuzz.substrate.inventory import GpuInfo, MachineInventory
+from fuzz.substrate.capacity.inventory import GpuInfo, MachineInventory
 from fuzz.units import format_bytes
 
 AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")

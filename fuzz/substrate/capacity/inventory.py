@@ -37,7 +37,7 @@ class CpuInfo:
 
     ``host_cpu`` is the real CPU that backs it, the one a cgroup cpuset names: the
     CPU itself on real hardware (the default), another one on a declared node
-    (see :mod:`fuzz.substrate.declared`).
+    (see :mod:`fuzz.substrate.capacity.declared`).
     """
 
     id: int

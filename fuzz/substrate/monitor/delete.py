@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 
-from fuzz.substrate.monitor_runc import RUNC_STATE_ROOT
+from fuzz.substrate.monitor.runc import RUNC_STATE_ROOT
 
 CGROUP_ROOT = "/sys/fs/cgroup/"
 

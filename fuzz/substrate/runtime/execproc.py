@@ -11,7 +11,7 @@ With a terminal, runc makes the container's pseudo-terminal, hands its master
 side to the agent over a console socket, and detaches: the agent reads and
 writes that terminal directly and sets its window size on it (the kernel tells
 the process with SIGWINCH). The detached process is adopted and waited for by
-a small reaper (:mod:`fuzz.substrate.exec_reaper`), whose exit code is the
+a small reaper (:mod:`fuzz.substrate.runtime.exec_reaper`), whose exit code is the
 process's. (runc in the foreground would put a second terminal of its own
 between the agent and the container, and race the process to the first
 terminal settings: output lines then end in ``\\r\\r\\n`` now and then.)
@@ -41,9 +41,9 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from fuzz.errors import FuzzError
-from fuzz.substrate.exec_reaper import REAPER_MAIN
-from fuzz.substrate.helper_process import helper_command, helper_env
-from fuzz.substrate.jobs import merge_env
+from fuzz.substrate.runtime.bundle import merge_env
+from fuzz.substrate.runtime.exec_reaper import REAPER_MAIN
+from fuzz.substrate.runtime.helper_process import helper_command, helper_env
 
 CHUNK_BYTES = 64 * 1024
 PID_FILE = "exec.pid"

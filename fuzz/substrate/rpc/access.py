@@ -18,16 +18,16 @@ from fuzz.api import substrate_pb2
 from fuzz.errors import FuzzError
 from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.rpc.tunnel import END_FRAME, Frame, SharedSocket, data_frame
-from fuzz.substrate.containers import ContainerNotFoundError, ContainerStateError
-from fuzz.substrate.execproc import (
+from fuzz.substrate.rpc.jobs import NodeJobs
+from fuzz.substrate.runtime.containers import ContainerNotFoundError, ContainerStateError
+from fuzz.substrate.runtime.execproc import (
     ExecProcess,
     ExecRequestError,
     ExecSpec,
     ExecStartError,
     write_all,
 )
-from fuzz.substrate.job_rpcs import NodeJobs
-from fuzz.substrate.netns import PortUnreachableError, connect_in_netns
+from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
 
 CONNECT_TIMEOUT = 10.0
 MAX_PORT = 65535

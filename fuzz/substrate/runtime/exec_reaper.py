@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 import sys
 
-from fuzz.substrate.monitor_sys import become_subreaper
+from fuzz.substrate.monitor.syscalls import become_subreaper
 
-REAPER_MAIN = "import sys; from fuzz.substrate.exec_reaper import main; sys.exit(main())"
+REAPER_MAIN = "import sys; from fuzz.substrate.runtime.exec_reaper import main; sys.exit(main())"
 RUNC_FAILED = 255
 
 

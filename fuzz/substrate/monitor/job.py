@@ -1,11 +1,11 @@
 """One container's life inside the monitor: launch, watch, record, clean up.
 
 A :class:`Job` is a small state machine driven by the monitor's event loop
-(:mod:`fuzz.substrate.monitor_server`) through the pidfds it asks the loop to
+(:mod:`fuzz.substrate.monitor.server`) through the pidfds it asks the loop to
 watch; nothing in it blocks. Its phases:
 
 ``launching``  the container directory is in place (see
-               :mod:`fuzz.substrate.monitor_files`), the overlay root is mounted
+               :mod:`fuzz.substrate.monitor.files`), the overlay root is mounted
                and ``runc run --detach`` is running, with the job's log files as
                its stdio (which the job inherits)
 ``running``    runc has exited; the container's init is the monitor's child (the
@@ -14,7 +14,7 @@ watch; nothing in it blocks. Its phases:
 ``cleaning``   the job has ended and its final ``status.json`` is written (exit
                code or signal, OOM kill and peak memory, read before the cgroup
                goes); the container is deleted (by the monitor itself where
-               :mod:`~fuzz.substrate.monitor_delete` may, else by ``runc delete
+               :mod:`~fuzz.substrate.monitor.delete` may, else by ``runc delete
                --force``), then the overlay is unmounted
 ``done``       cleaned up: runc no longer knows the container (a cleanup
                problem is added to the status's ``error``)
@@ -34,9 +34,9 @@ import signal
 import time
 
 from fuzz.fsutil import read_json
-from fuzz.substrate.monitor_cgroup import CgroupMount, MemoryCgroup
-from fuzz.substrate.monitor_delete import delete_ended
-from fuzz.substrate.monitor_files import (
+from fuzz.substrate.monitor.cgroup import CgroupMount, MemoryCgroup
+from fuzz.substrate.monitor.delete import delete_ended
+from fuzz.substrate.monitor.files import (
     CANCEL_FILE,
     CONFIG_FILE,
     FINAL_STATES,
@@ -53,10 +53,10 @@ from fuzz.substrate.monitor_files import (
     one_line,
     write_json,
 )
-from fuzz.substrate.monitor_logpump import LogPump, open_pipe
-from fuzz.substrate.monitor_runc import Runc, await_runc_for
-from fuzz.substrate.monitor_spare import Premount, image_identity, unmount_bet
-from fuzz.substrate.monitor_sys import SysError, mount_overlay, unmount
+from fuzz.substrate.monitor.logpump import LogPump, open_pipe
+from fuzz.substrate.monitor.runc import Runc, await_runc_for
+from fuzz.substrate.monitor.spare import Premount, image_identity, unmount_bet
+from fuzz.substrate.monitor.syscalls import SysError, mount_overlay, unmount
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class Job:
         the wall-clock ``timeout`` and stop ``grace`` in seconds, the OCI
         ``cgroup`` path where peak memory and OOM kills are read, and the
         ``log_limit`` in bytes of each of stdout and stderr (none: unlimited; see
-        :mod:`~fuzz.substrate.monitor_logpump`). ``run_dir`` (a tmpfs) takes runc's
+        :mod:`~fuzz.substrate.monitor.logpump`). ``run_dir`` (a tmpfs) takes runc's
         pid file and log for the container.
         """
         self.host = host
@@ -189,7 +189,7 @@ class Job:
         """Write the bundle and spec, mount the overlay, start ``runc run --detach``; never raises.
 
         ``premount``: the image whose overlay is mounted on ``rootfs`` already
-        (:mod:`fuzz.substrate.monitor_spare`).
+        (:mod:`fuzz.substrate.monitor.spare`).
         """
         try:
             _write_text(self.path(CONFIG_FILE), self.config_text)

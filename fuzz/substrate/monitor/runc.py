@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from fuzz.substrate.monitor_files import one_line
+from fuzz.substrate.monitor.files import one_line
 
 RUNC_STATE_ROOT = "/run/runc"  # runc's default --root when run as root
 # Python ignores these; children must not inherit that (a job would never get SIGPIPE).

@@ -4,8 +4,8 @@ Creating files and directories costs far more than renaming them (about 250 us
 each against 25 us on the ext4 this was measured on), and an overlay mount made
 right after a container ended waits for the kernel to tear that container's
 mounts down. So while runc works on one container, the monitor makes the next
-one's directory (:data:`~fuzz.substrate.monitor_files.SPARE_DIRS` and empty
-:data:`~fuzz.substrate.monitor_files.SPARE_FILES`) and, betting that the next
+one's directory (:data:`~fuzz.substrate.monitor.files.SPARE_DIRS` and empty
+:data:`~fuzz.substrate.monitor.files.SPARE_FILES`) and, betting that the next
 job uses the same image as the last one (task arrays, batches), mounts that
 image's overlay on its ``rootfs`` already. A start renames the spare into place;
 a lost bet costs an unmount and a fresh work dir before the right mount.
@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 
-from fuzz.substrate.monitor_files import (
+from fuzz.substrate.monitor.files import (
     ROOTFS_DIR,
     SPARE_DIRS,
     SPARE_FILES,
@@ -29,7 +29,7 @@ from fuzz.substrate.monitor_files import (
     UPPER_DIR,
     WORK_DIR,
 )
-from fuzz.substrate.monitor_sys import SysError, mount_overlay, unmount
+from fuzz.substrate.monitor.syscalls import SysError, mount_overlay, unmount
 
 logger = logging.getLogger(__name__)
 

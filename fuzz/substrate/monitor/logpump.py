@@ -8,7 +8,7 @@ pipe and keeps running), and one marker line says the output was truncated.
 The pipes' write ends die with the job (its pid namespace ends with its init);
 :meth:`LogPump.drain` takes what is left in a pipe before the job's status is
 final. The pipes belong to the monitor: a job whose monitor died is settled
-(killed) by the next one anyway (see :func:`~fuzz.substrate.monitor_job.settle`).
+(killed) by the next one anyway (see :func:`~fuzz.substrate.monitor.job.settle`).
 """
 
 from __future__ import annotations
