@@ -5,7 +5,7 @@ module and defines a ``conformance_target`` fixture that yields a
 :class:`ConformanceTarget`: the plugin object, a configured provider block, and a
 way to make the provider's next create fail with each kind of error::
 
-    from fuzz.testing.conformance import ConformanceTarget, ProviderConformance
+    from fuzz.testing.provider_conformance import ConformanceTarget, ProviderConformance
 
     class TestMyCloudConformance(ProviderConformance):
         @pytest.fixture
@@ -13,7 +13,7 @@ way to make the provider's next create fail with each kind of error::
             yield ConformanceTarget(plugin=fuzz_mycloud.provider.plugin, context=..., ...)
 
 This module is a pytest plugin (entry point ``pytest11``, loaded wherever fuzz is
-installed; ``pytest_plugins = ["fuzz.testing.conformance"]`` also works): it
+installed; ``pytest_plugins = ["fuzz.testing.provider_conformance"]`` also works): it
 provides the ``conformance`` fixture, a :class:`ConformanceSession` that vendors
 may use in tests of their own.
 
@@ -42,7 +42,7 @@ import pytest
 from pydantic import BaseModel
 
 from fuzz.engine.model import client_token, node_address
-from fuzz.plugins import PROVIDER_GROUP, PluginSet, load_plugins
+from fuzz.plugins import PROVIDER_GROUP
 from fuzz.provider_api import (
     TAG_ADDRESS,
     TAG_CLIENT_TOKEN,
@@ -61,6 +61,7 @@ from fuzz.provider_api import (
 )
 from fuzz.provisioning import ProviderGateway
 from fuzz.testing.joins import JoinRecorder, Registration, join_recorder
+from fuzz.testing.loading import plugins_with
 
 ErrorCategory = Literal["quota", "capacity", "auth", "not-found"]
 ALL_ERROR_CATEGORIES: frozenset[ErrorCategory] = frozenset(get_args(ErrorCategory))
@@ -110,7 +111,7 @@ class ConformanceSession:
         self.target = target
         self.joins = joins
         self.context = target.context
-        self.plugins = _load_plugins(target)
+        self.plugins = plugins_with(PROVIDER_GROUP, target.context.kind, target.plugin)
         self.gateway = ProviderGateway(self.plugins, {self.context.name: self.context})
         self.lineage = f"conformance-{secrets.token_hex(6)}"
         self.created: dict[str, NodeRequest] = {}
@@ -216,22 +217,6 @@ class ConformanceSession:
             except ProviderError as exc:
                 problems.append(f"{token}: {exc}")
         return problems
-
-
-def _load_plugins(target: ConformanceTarget) -> PluginSet:
-    """The installed plugins, plus the target's plugin in-process when no entry point has it."""
-    kind = target.context.kind
-    found = load_plugins()
-    info = found.provider_kinds().get(kind)
-    if info is None:
-        return load_plugins(extra=[(f"conformance:{kind}", target.plugin)])
-    registered = found.manager.get_plugin(f"{PROVIDER_GROUP}:{info.name}")
-    if registered is not target.plugin:
-        pytest.fail(
-            f"kind {kind!r} is published by entry point {info.name} = {info.value} "
-            f"({info.distribution}), which is not the target's plugin object"
-        )
-    return found
 
 
 @pytest.fixture

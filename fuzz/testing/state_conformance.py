@@ -52,9 +52,10 @@ import pytest
 
 from fuzz.engine.model import State
 from fuzz.errors import ConfigError, FuzzError, LockError, StateError
-from fuzz.plugins import STATE_GROUP, PluginSet, load_plugins
+from fuzz.plugins import STATE_GROUP, load_plugins
 from fuzz.state_api import LockInfo, StateBackend, VersionedBackend
 from fuzz.statestore import StateStore, open_backend
+from fuzz.testing.loading import plugins_with
 
 Behaviour = Literal["conditional-write", "versions", "other-processes"]
 ALL_BEHAVIOURS: frozenset[Behaviour] = frozenset(get_args(Behaviour))
@@ -95,7 +96,7 @@ class StateConformanceSession:
     def __init__(self, target: StateTarget) -> None:
         """Load the installed plugins, or the target's plugin in-process."""
         self.target = target
-        self.plugins = _load_plugins(target)
+        self.plugins = plugins_with(STATE_GROUP, target.name, target.plugin)
         self._locks: list[tuple[StateBackend, str]] = []
         self._holders: list[subprocess.Popen[str]] = []
 
@@ -166,23 +167,6 @@ class StateConformanceSession:
 def _module_name(target: StateTarget) -> str:
     """The module a child process imports to get the target's in-process plugin, or ""."""
     return target.plugin.__name__ if isinstance(target.plugin, types.ModuleType) else ""
-
-
-def _load_plugins(target: StateTarget) -> PluginSet:
-    """The installed plugins, plus the target's plugin in-process when no entry point has it."""
-    found = load_plugins()
-    info = found.state_backends().get(target.name)
-    if target.plugin is None:
-        return found
-    if info is None:
-        return load_plugins(extra=[(f"conformance:{target.name}", target.plugin)])
-    registered = found.manager.get_plugin(f"{STATE_GROUP}:{info.name}")
-    if registered is not target.plugin:
-        pytest.fail(
-            f"state backend {target.name!r} is published by entry point {info.name} = "
-            f"{info.value} ({info.distribution}), which is not the target's plugin"
-        )
-    return found
 
 
 def _hold_the_lock(spec_json: str) -> None:

@@ -18,7 +18,7 @@ from fuzz_aws import provider as aws
 from fuzz_aws.config import AwsConfig
 
 from fuzz.provider_api import ProviderContext
-from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
+from fuzz.testing.provider_conformance import ConformanceTarget, ErrorCategory, ProviderConformance
 from tests.support.moto_server import AMI, REGION, Ec2Front, MotoEc2
 
 QUOTA_MESSAGE = ("You have requested more vCPU capacity than your current vCPU limit of 32 "

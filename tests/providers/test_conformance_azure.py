@@ -10,7 +10,7 @@ import pytest
 from fuzz_azure.config import AzureConfig
 from fuzz_azure.provider import plugin
 
-from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
+from fuzz.testing.provider_conformance import ConformanceTarget, ErrorCategory, ProviderConformance
 from tests.support.fakes.fixtures import AzureApi, turned
 
 FAULTS: dict[ErrorCategory, dict[str, object]] = {

@@ -15,7 +15,7 @@ import pytest
 from fuzz_baremetal import provider as baremetal
 
 from fuzz.provider_api import TAG_CLUSTER, ProviderContext
-from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
+from fuzz.testing.provider_conformance import ConformanceTarget, ErrorCategory, ProviderConformance
 from tests.support.fakes.warewulf_api import FakeWarewulfApi
 from tests.support.fakes.warewulf_site import API_USER, IMAGE, WarewulfSite
 

@@ -10,7 +10,7 @@ import pytest
 from fuzz_gcp.config import GcpConfig
 from fuzz_gcp.provider import plugin
 
-from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
+from fuzz.testing.provider_conformance import ConformanceTarget, ErrorCategory, ProviderConformance
 from tests.support.fakes.fixtures import GcpApi, turned
 
 FAULTS: dict[ErrorCategory, dict[str, object]] = {

@@ -17,7 +17,7 @@ from fuzz.provider_api import (
     NodeRequest,
     ProviderContext,
 )
-from fuzz.testing.conformance import ConformanceTarget, ErrorCategory, ProviderConformance
+from fuzz.testing.provider_conformance import ConformanceTarget, ErrorCategory, ProviderConformance
 from tests.support.cliutil import kill_agents
 
 MAX_NODES = 2

@@ -30,7 +30,7 @@ from fuzz.provider_api import (
     ProviderContext,
     ProviderError,
 )
-from fuzz.testing.conformance import (
+from fuzz.testing.provider_conformance import (
     ERROR_TYPES,
     ConformanceTarget,
     ErrorCategory,
