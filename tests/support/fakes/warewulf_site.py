@@ -19,7 +19,7 @@ from fuzz.testing.oci import free_port
 from tests.support.fakes.fake_warewulf import FakeWarewulf
 from tests.support.fakes.warewulf_api import FakeWarewulfApi
 
-FAKES = Path(__file__).parent
+REPOSITORY = Path(__file__).parents[3]  # where ``tests.support.fakes.wwctl`` is importable
 IMAGE = "rocky-9"
 API_USER = "fuzz"
 
@@ -62,8 +62,8 @@ def make_site(directory: Path, machines: int = 4) -> WarewulfSite:
     bin_dir = directory / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "wwctl"
-    shim.write_text(f"#!/bin/sh\nFAKE_WAREWULF_STATE='{root}' exec '{sys.executable}' "
-                    f"'{FAKES / 'wwctl.py'}' \"$@\"\n")
+    shim.write_text(f"#!/bin/sh\nFAKE_WAREWULF_STATE='{root}' PYTHONPATH='{REPOSITORY}' "
+                    f"exec '{sys.executable}' -m tests.support.fakes.wwctl \"$@\"\n")
     shim.chmod(0o755)
     return WarewulfSite(root, ww, bin_dir, [machine(i) for i in range(1, machines + 1)])
 

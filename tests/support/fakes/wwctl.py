@@ -1,4 +1,5 @@
-"""A fake ``wwctl`` (Warewulf 4.6.1+) over :mod:`fake_warewulf`, for the baremetal tests.
+"""A fake ``wwctl`` (Warewulf 4.6.1+) over :mod:`~tests.support.fakes.fake_warewulf`, for
+the baremetal tests.
 
 The test puts a ``wwctl`` shim first on PATH that runs this file with the state
 directory in ``FAKE_WAREWULF_STATE``. It answers ``node list [--json]``, ``node add``,
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fake_warewulf import FakeWarewulf, WarewulfError
+from tests.support.fakes.fake_warewulf import FakeWarewulf, WarewulfError
 
 STATE_ENV = "FAKE_WAREWULF_STATE"
 
