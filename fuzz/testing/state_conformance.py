@@ -52,7 +52,7 @@ import pytest
 
 from fuzz.engine.model import State
 from fuzz.errors import ConfigError, FuzzError, LockError, StateError
-from fuzz.plugins import STATE_GROUP, load_plugins
+from fuzz.plugins import STATE_GROUP
 from fuzz.state_api import LockInfo, StateBackend, VersionedBackend
 from fuzz.statestore import StateStore, open_backend
 from fuzz.testing.loading import plugins_with
@@ -172,10 +172,9 @@ def _module_name(target: StateTarget) -> str:
 def _hold_the_lock(spec_json: str) -> None:
     """In a child process: take the lock of the state ``spec_json`` names, then wait."""
     spec = json.loads(spec_json)
-    extra = ([(f"conformance:{spec['name']}", importlib.import_module(spec["plugin"]))]
-             if spec["plugin"] else [])
+    plugin = importlib.import_module(spec["plugin"]) if spec["plugin"] else None
     backend = open_backend(spec["name"], spec["config"], Path(spec["base_dir"]),
-                           load_plugins(extra))
+                           plugins_with(STATE_GROUP, spec["name"], plugin))
     info = LockInfo.new("conformance-holder")
     holder = backend.try_lock(info)
     print(f"locked {info.id}" if holder is None else f"refused: {holder.describe()}", flush=True)
