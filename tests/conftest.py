@@ -1,4 +1,8 @@
-"""Fixtures shared by many test modules. Keep this file small and generic."""
+"""Fixtures shared by many test modules. Keep this file small and generic.
+
+The fixtures of the helper modules in ``tests/support/`` are imported here, so that
+every test in every layer folder (``tests/engine``, ``tests/e2e`` ...) reaches them.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fakes.fixtures import azure_api, gcp_api  # noqa: F401  (fixtures: tests/fakes/fixtures.py)
-from fakes.warewulf_site import warewulf_api, warewulf_site  # noqa: F401  (fixtures)
-from moto_s3 import moto_s3  # noqa: F401  (fixture: tests/moto_s3.py)
-from moto_server import _ec2_servers, ec2_front, moto_ec2  # noqa: F401  (fixtures)
-from registry import (  # noqa: F401  (fixtures: tests/registry.py)
+
+from tests.support.fakes.fixtures import azure_api, gcp_api  # noqa: F401  (fixtures)
+from tests.support.fakes.warewulf_site import warewulf_api, warewulf_site  # noqa: F401  (fixtures)
+from tests.support.moto_s3 import moto_s3  # noqa: F401  (fixture)
+from tests.support.moto_server import _ec2_servers, ec2_front, moto_ec2  # noqa: F401  (fixtures)
+from tests.support.registry import (  # noqa: F401  (fixtures)
     auth_busybox_image,
     auth_registry,
     busybox_image,
     busybox_layout,
     registry,
 )
-from servers import moto_server, postgres  # noqa: F401  (fixtures: tests/servers.py)
+from tests.support.servers import moto_server, postgres  # noqa: F401  (fixtures)
 
 
 def pid_gone(pid: int) -> bool:

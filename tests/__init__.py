@@ -1,0 +1,1 @@
+"""The suite, one folder per layer of docs/architecture.md; tests/support/ holds their helpers."""

@@ -1,0 +1,1 @@
+"""The fuzz CLI as users run it."""

@@ -1,0 +1,1 @@
+"""End to end: local clusters through the real CLI, server, agents and runc."""

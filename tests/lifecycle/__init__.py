@@ -1,0 +1,1 @@
+"""Plan and apply around the engine: crash consistency, state sealing and encryption."""

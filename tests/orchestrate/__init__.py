@@ -1,0 +1,1 @@
+"""The orchestrator: IAM, transfers, limits, its store, workflows' records, the CA."""

@@ -1,0 +1,1 @@
+"""Provider plugins, the provider conformance kit, cloud-init bootstrap."""

@@ -1,0 +1,1 @@
+"""The node agent: containers under runc, images, leases, devices, networks, exec."""
