@@ -23,7 +23,7 @@ with one line naming both. Failures in the operations themselves are reported by
 raising the typed errors of :mod:`fuzz.plugin.provider` (quota, capacity, auth,
 not found).
 
-``fuzz.testing.conformance`` runs the same behavioural suite against any provider;
+``fuzz.testing.provider_conformance`` runs the same behavioural suite against any provider;
 run it against yours before publishing.
 """
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pydantic
 import pytest
 from fuzz_baremetal import plugin
-from fuzz_baremetal.offerings import BaremetalConfig
+from fuzz_baremetal.config import BaremetalConfig
 
 from fuzz.clients.agent import AgentClient
 from fuzz.plugin.provider import (

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fuzz_baremetal import OVERLAY_DIR
-from fuzz_baremetal.offerings import BaremetalConfig, Machine
+from fuzz_baremetal.config import BaremetalConfig, Machine
 
 from fuzz.plugin.cloudinit import BootstrapSettings
 from fuzz.testing.boot import stop_agents
