@@ -244,7 +244,7 @@ def test_a_quota_error_shows_and_plan_and_apply_go_with_the_orchestrator(
         with ec2_front.failing("RunInstances", "VcpuLimitExceeded", quota):
             cluster.start("quota", JOBS.format(jobs=JOB.format(
                 name="quota", image=busybox_image.reference, cores=1).replace(
-                    "echo ran", "sleep 4")))
+                    "echo ran", "sleep 15")))  # outlasts fuzz apply below on a loaded machine
             task = wait_until("the task to name the provider's error", lambda: (
                 t := tasks_by_key(cluster.status("quota"))["quota"])["waiting_for"]
                 and quota in t["waiting_for"] and t)
