@@ -11,13 +11,13 @@ from pathlib import Path
 from fuzz.substrate.monitor.logpump import truncation_marker
 from fuzz.substrate.runtime.bundle import ContainerSpec, Mount
 from fuzz.substrate.runtime.containers import ContainerManager
-from tests.substrate.test_substrate_containers import _id
+from tests.substrate.test_substrate_containers import _id, image, manager  # noqa: F401 (fixtures)
 
 MIB = 1024 * 1024
 
 
 def test_output_past_the_log_limit_is_dropped_with_one_marker_line(
-        manager: ContainerManager, image: Path, tmp_path: Path) -> None:
+        manager: ContainerManager, image: Path, tmp_path: Path) -> None:  # noqa: F811
     volume = tmp_path / "volume"
     volume.mkdir()
     volume.chmod(0o777)  # the job runs as nobody
@@ -42,7 +42,7 @@ def test_output_past_the_log_limit_is_dropped_with_one_marker_line(
 
 
 def test_output_within_the_limit_is_kept_whole_and_in_order(
-        manager: ContainerManager, image: Path) -> None:
+        manager: ContainerManager, image: Path) -> None:  # noqa: F811
     spec = ContainerSpec(
         id=_id("quiet"), rootfs=image, log_limit_bytes=MIB,
         args=("sh", "-c", "for i in 1 2 3; do echo line$i; done; echo oops >&2; exit 3"))

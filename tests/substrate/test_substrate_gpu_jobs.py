@@ -167,5 +167,5 @@ def test_without_a_cdi_spec_a_declared_gpu_without_a_node_starts_and_says_so(
     warnings = [line.split(" ", 2)[2] for line in gpu_node.agent.stderr().splitlines()
                 if "declared GPU" in line]
     assert warnings == ([] if host_has_it else [
-        "WARNING fuzz.substrate.lease_devices: job job-declared: nvidia.com/gpu 0 has no "
+        "WARNING fuzz.substrate.capacity.devices: job job-declared: nvidia.com/gpu 0 has no "
         "/dev/nvidia0 on this node (a declared GPU?); the job starts without it"])

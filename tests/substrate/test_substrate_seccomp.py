@@ -20,7 +20,7 @@ import pytest
 from fuzz.substrate.runtime import seccomp
 from fuzz.substrate.runtime.bundle import ContainerSpec, Mount, oci_config
 from fuzz.substrate.runtime.containers import ContainerManager
-from tests.substrate.test_substrate_containers import _run
+from tests.substrate.test_substrate_containers import _run, manager  # noqa: F401  (manager: a fixture)
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "echo", "cat", "grep", "wc", "sort", "head", "seq", "mkdir", "rm", "ls",
@@ -97,7 +97,7 @@ def test_every_name_in_the_profile_is_a_syscall() -> None:
 
 
 @USERS
-def test_refused_syscalls_fail_with_eperm(manager: ContainerManager, image: Path,
+def test_refused_syscalls_fail_with_eperm(manager: ContainerManager, image: Path,  # noqa: F811
                                           uid: int) -> None:
     code, out, err = _job(manager, image, (
         f"{PYTHON} /jobs/probe.py;"
@@ -111,7 +111,7 @@ def test_refused_syscalls_fail_with_eperm(manager: ContainerManager, image: Path
 
 
 @USERS
-def test_ordinary_jobs_still_run(manager: ContainerManager, image: Path,
+def test_ordinary_jobs_still_run(manager: ContainerManager, image: Path,  # noqa: F811
                                  uid: int) -> None:
     code, out, err = _job(manager, image, (
         "mkdir -p work && seq 1 1000 | sort -r | head -3 > work/top && cat work/top | wc -l;"
