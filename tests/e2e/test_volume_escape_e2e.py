@@ -213,8 +213,10 @@ jobs:
   look: {{image: {{uri: {image}}}, command: [ls, /vol], mounts: {{v: {{location: /vol}}}}}}
 """)
     seen: set[str] = set()
-    while cluster.status("filler")["volumes"][0]["transfers"][0]["state"] == "RUNNING":
+    while True:  # the reader's state counts when the transfer still ran after it was read
         task = cluster.status("reader")["tasks"][0]
+        if cluster.status("filler")["volumes"][0]["transfers"][0]["state"] != "RUNNING":
+            break
         seen.add(f"{task['state']}: {task['waiting_for']}")
     assert ("QUEUED: waiting for a transfer of workflow admin.filler.1 to this persistent "
             "volume") in seen
