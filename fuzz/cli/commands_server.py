@@ -74,10 +74,19 @@ def _detach(argv: list[str], data_dir: Path, insecure: bool) -> None:
                     f"(see {data_dir / LOG_FILE})")
 
 
-def _stop(data_dir: Path) -> None:
+def _stop(data_dir: Path, cluster: str, no_cluster_here: str | None) -> None:
+    """Stop the orchestrator running on ``data_dir``; a no-op (said so) when none runs.
+
+    A data dir never initialized is no cluster: FuzzError, with ``no_cluster_here``
+    as the reason when neither a spec nor ``--data-dir`` named one.
+    """
+    if not (data_dir / CA_FILE).exists():
+        raise FuzzError(no_cluster_here or f"no orchestrator data dir at {data_dir} "
+                        f"(no {CA_FILE}: `fuzz init` makes one)")
     info = read_json(data_dir / INFO_FILE)
     if not info or not flock_held(data_dir / LOCK_FILE):
-        click.echo(f"no orchestrator runs on {data_dir}")
+        click.echo(f"the orchestrator of cluster {cluster} is not running "
+                   f"(data dir {data_dir}): nothing to stop")
         return
     pid = int(info["pid"])
     os.kill(pid, signal.SIGTERM)
@@ -119,7 +128,10 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
                    f"the admin token ({admin_token_path(data)})")
         return
     if stop:
-        _stop(data)
+        guessed = data_dir is None and not app.spec_path.exists()
+        _stop(data, cluster, f"no cluster here: no {app.spec_path} in {Path.cwd()} and no "
+              f"orchestrator data dir at {data} (run it in the cluster's directory, or give "
+              "-f SPEC or --data-dir DIR)" if guessed else None)
         return
     listen = listen or block.listen
     insecure = insecure or block.insecure

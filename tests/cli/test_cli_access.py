@@ -89,7 +89,7 @@ def test_sigterm_delivered_to_another_thread_stops_the_orchestrator(tmp_path: Pa
         while _running(pid):
             assert time.monotonic() < deadline, f"SIGTERM to its thread {name} did not stop it"
             time.sleep(0.1)
-        assert "no orchestrator runs" in own.admin("server", "--stop").out
+        assert "is not running" in own.admin("server", "--stop").out
     finally:
         own.admin("server", "--stop")
 
