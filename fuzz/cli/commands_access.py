@@ -19,6 +19,7 @@ from fuzz.cli.portforward import (
     ForwardTarget,
     OpenConnections,
     Report,
+    check_running,
     listen,
     parse_ports,
     serve,
@@ -109,17 +110,19 @@ def port_forward(app: AppContext, name: str, job: str, ports: str, server: str |
     """Forward 127.0.0.1:LOCAL_PORT to REMOTE_PORT inside JOB's running container.
 
     Every connection is its own stream through the orchestrator to the job's
-    node; runs until Ctrl-C. LOCAL_PORT 0 picks a free port (printed).
+    node; runs until Ctrl-C, or until the job no longer runs (exit 1). A job that
+    is not running is refused at once. LOCAL_PORT 0 picks a free port (printed).
     """
     local, remote = parse_ports(ports)
     keep_large_buffers_in_heap()
     report = _reporter(app, as_json)
     with connect(app, server, token_file) as client:
-        client.get_workflow(name)  # fail fast: no such workflow, no server, a bad token
+        target = ForwardTarget(name, job, remote)
+        check_running(client, target)  # fail fast, before listening
         server_socket = listen(local)
         connections = OpenConnections()
         try:
-            serve(client, ForwardTarget(name, job, remote), server_socket, report, connections)
+            serve(client, target, server_socket, report, connections)
         except KeyboardInterrupt:
             server_socket.close()  # no new connections while the open ones finish
             left = connections.drain(DRAIN_SECONDS)

@@ -3,6 +3,9 @@
 Each connection accepted on ``127.0.0.1:LOCAL`` becomes one bidirectional
 PortForward stream to the orchestrator, which relays it to the agent of the
 job's node, which connects to the port inside the job's network namespace.
+It listens only while the task runs: a task that is not running (queued, finished,
+failed) is refused before listening, and once a connection fails the task's state is
+looked at again, so that forwarding ends with its task.
 Per connection, gRPC's request thread reads the local socket into the stream
 and a thread of ours writes the stream into the socket. When the local client
 has sent everything, the request stream ends (the agent half-closes towards the
@@ -24,7 +27,7 @@ from fuzz.api import substrate_pb2
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.rpc.tunnel import SharedSocket, data_request
-from fuzz.spec.workflowref import split_workflow_ref
+from fuzz.spec.workflowref import split_workflow_ref, task_key
 
 LISTEN_HOST = "127.0.0.1"
 MAX_PORT = 65535
@@ -41,6 +44,10 @@ class ListenError(FuzzError):
     """The local port cannot be listened on."""
 
 
+class TaskNotRunningError(FuzzError):
+    """The task is not running: there is nothing to forward to."""
+
+
 @dataclass(frozen=True)
 class ForwardTarget:
     """Where connections go: ``remote_port`` of task ``task`` of workflow ``workflow``
@@ -49,6 +56,17 @@ class ForwardTarget:
     workflow: str
     task: str
     remote_port: int
+
+
+def check_running(client: OrchestratorClient, target: ForwardTarget) -> None:
+    """TaskNotRunningError unless ``target``'s task runs now (and the other errors of
+    reading its workflow: no such workflow or task, no server, a bad token)."""
+    workflow = client.get_workflow(target.workflow)
+    key = task_key(((t.key, t.job) for t in workflow.tasks), target.task, target.workflow)
+    state = next(t.state for t in workflow.tasks if t.key == key)
+    if state != "RUNNING":
+        raise TaskNotRunningError(f"task {key} of workflow {target.workflow} is not running "
+                                  f"({state}): nothing to forward to")
 
 
 def parse_ports(text: str) -> tuple[int, int]:
@@ -83,13 +101,15 @@ class OpenConnections:
         """No connection yet."""
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        self.failed = threading.Event()  # set when a connection ended in an error
 
     def start(self, client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
               number: int, report: Report) -> None:
         """Forward ``conn`` in a thread of its own, known here until it ends."""
         def run() -> None:
             try:
-                forward_connection(client, target, conn, number, report)
+                if forward_connection(client, target, conn, number, report) is not None:
+                    self.failed.set()
             finally:
                 with self._lock:
                     self._threads.discard(thread)
@@ -111,13 +131,17 @@ class OpenConnections:
 
 def serve(client: OrchestratorClient, target: ForwardTarget, server: socket.socket,
           report: Report, connections: OpenConnections) -> None:
-    """Accept connections on ``server`` and forward each in a thread of its own; forever."""
+    """Accept connections on ``server`` and forward each in a thread of its own, until
+    the task no longer runs (TaskNotRunningError, looked at after a failed connection)."""
     host, port = server.getsockname()[:2]
     report({"event": "listening", "address": f"{host}:{port}", "workflow": target.workflow,
             "job": target.task, "remote_port": target.remote_port})
     number = 0
     server.settimeout(ACCEPT_POLL)
     while True:
+        if connections.failed.is_set():
+            connections.failed.clear()
+            check_running(client, target)
         try:
             conn, peer = server.accept()
         except TimeoutError:
@@ -128,8 +152,9 @@ def serve(client: OrchestratorClient, target: ForwardTarget, server: socket.sock
 
 
 def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
-                       number: int, report: Report) -> None:
-    """Tunnel one accepted connection until both sides are done; report how it closed."""
+                       number: int, report: Report) -> str | None:
+    """Tunnel one accepted connection until both sides are done; report how it closed.
+    Returns the error it ended with (None: none)."""
     shared = SharedSocket(conn)
     sent = [0]
     received = 0
@@ -168,3 +193,4 @@ def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: 
         shared.release()
     report({"event": "close", "connection": number, "sent_bytes": sent[0],
             "received_bytes": received, "error": error})
+    return error

@@ -62,6 +62,7 @@ from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.rpc.tunnel import request_frame
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 from fuzz.spec.problems import SpecError
+from fuzz.spec.workflowref import task_key
 
 SERVICE_NAME = "fuzz.orchestrator.v1.Orchestrator"
 REGISTER_METHOD = f"/{SERVICE_NAME}/RegisterNode"
@@ -83,10 +84,6 @@ _STATUS: StatusTable = (
     (SecretError, grpc.StatusCode.FAILED_PRECONDITION),
     (FuzzError, grpc.StatusCode.FAILED_PRECONDITION),
 )
-
-
-class TaskNotFoundError(FuzzError):
-    """No task of that name in the workflow."""
 
 
 def add_orchestrator_service(service: OrchestratorService, server: grpc.Server) -> None:
@@ -465,16 +462,8 @@ class OrchestratorService:
 def _task_key(snapshot: WorkflowSnapshot, workflow: OwnedWorkflow, task: str
               ) -> tuple[str, str]:
     """The workflow run's id and the key of ``task`` (a task key, or a job with one task)."""
-    keys = [t.key for t in snapshot.tasks]
-    if task in keys:
-        return snapshot.record.id, task
-    of_job = [t.key for t in snapshot.tasks if t.job == task]
-    if len(of_job) == 1:
-        return snapshot.record.id, of_job[0]
-    if of_job:
-        raise TaskNotFoundError(
-            f"job {task!r} has {len(of_job)} tasks: name one, e.g. {of_job[0]!r}")
-    raise TaskNotFoundError(f"workflow {workflow.shown!r} has no job or task {task!r}")
+    return snapshot.record.id, task_key(((t.key, t.job) for t in snapshot.tasks), task,
+                                        workflow.shown)
 
 
 def _read_from(path: Path, offset: int) -> Iterator[pb.LogChunk]:

@@ -10,8 +10,10 @@ the split is never ambiguous.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fuzz.errors import FuzzError
 from fuzz.spec.names import iam_name_problem
 
 WORKFLOW_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -47,3 +49,22 @@ def workflow_ref_problem(text: str) -> str | None:
         return (f"invalid workflow name {ref.name!r}: use 1-64 letters, digits, '_' or '-', "
                 "starting with a letter or digit")
     return None
+
+
+class TaskNotFoundError(FuzzError):
+    """No task of that name in the workflow."""
+
+
+def task_key(tasks: Iterable[tuple[str, str]], task: str, workflow: str) -> str:
+    """The key of the task the user named ``task`` among ``tasks`` ((key, job) pairs) of
+    ``workflow``: a task key, or a job with one task; TaskNotFoundError otherwise."""
+    pairs = list(tasks)
+    if any(key == task for key, _ in pairs):
+        return task
+    of_job = [key for key, job in pairs if job == task]
+    if len(of_job) == 1:
+        return of_job[0]
+    if of_job:
+        raise TaskNotFoundError(
+            f"job {task!r} has {len(of_job)} tasks: name one, e.g. {of_job[0]!r}")
+    raise TaskNotFoundError(f"workflow {workflow!r} has no job or task {task!r}")
