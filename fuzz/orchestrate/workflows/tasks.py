@@ -119,7 +119,7 @@ class TaskExecutor:
         """Report to ``events``."""
         self._nodes = nodes
         self._events = events
-        self._pulled: set[tuple[str, str]] = set()  # (node, image) pulled by this process
+        self._pulled: dict[tuple[str, str], str] = {}  # (node, image) -> digest, pulled here
 
     # --- starting ------------------------------------------------------------------
 
@@ -194,9 +194,11 @@ class TaskExecutor:
         """Pull the image on ``node`` once, reporting progress and the digest.
 
         Later starts skip it: starting a container resolves and pulls the image
-        itself if it must (the agent caches what a tag points at briefly).
+        itself if it must (the agent caches what a tag points at briefly). Their
+        workflow's image is reported pulled all the same, at the digest seen.
         """
         if (node, plan.image) in self._pulled:
+            self._events.pulled(plan.workflow_id, plan.image, self._pulled[node, plan.image])
             return True
         self._events.pulling(plan.workflow_id, plan.image)
         digest = ""
@@ -206,7 +208,7 @@ class TaskExecutor:
         except AgentError as exc:
             self._events.image_failed(plan.workflow_id, plan.image, str(exc))
             return False
-        self._pulled.add((node, plan.image))
+        self._pulled[node, plan.image] = digest
         self._events.pulled(plan.workflow_id, plan.image, digest)
         return True
 
