@@ -1,6 +1,8 @@
 """Which orchestrator a command talks to, as whom, and how it verifies it.
 
-In order: ``--server`` with ``--token-file`` (and ``--ca-file`` or ``--insecure``);
+In order: ``--server`` with ``--token-file`` (``$FUZZ_SERVER``, ``$FUZZ_TOKEN_FILE``),
+verified against ``--ca-file`` (``$FUZZ_CA_FILE``), else the CA of a context logged in
+to that server, else the CA of the cluster spec here (or plain text with ``--insecure``);
 the context ``--context NAME`` (or ``$FUZZ_CONTEXT``) names; the cluster spec's
 ``orchestrator:`` block, as the admin (the CA and admin token in its data dir);
 the current context from ``fuzz login``. Plain text is only ever used when asked
@@ -20,7 +22,14 @@ from fuzz.cli.contexts import ClientConfig, config_path
 from fuzz.cli.options import AppContext
 from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import OrchestratorClient
-from fuzz.orchestrate.connect import Target, explicit_target, spec_target
+from fuzz.errors import ConfigError
+from fuzz.orchestrate.connect import (
+    CA_FILE,
+    Target,
+    explicit_target,
+    read_ca_file,
+    spec_target,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,7 +77,7 @@ def target(app: AppContext, server: str | None, token_file: Path | None) -> Targ
     if server is not None or token_file is not None:
         if server is None or token_file is None:
             raise click.UsageError("--server and --token-file go together")
-        chosen = explicit_target(server, token_file, app.access.ca_file, app.access.insecure)
+        chosen = explicit_target(server, token_file, _server_ca(app, server))
     elif app.access.context is None and app.spec_path.exists() and \
             app.workspace.loaded.spec.orchestrator is not None:
         chosen = spec_target(app.workspace.loaded)
@@ -78,6 +87,31 @@ def target(app: AppContext, server: str | None, token_file: Path | None) -> Targ
         click.echo(f"warning: talking to the orchestrator at {chosen.endpoint} in plain text "
                    "(insecure): tokens and data cross the network unencrypted", err=True)
     return chosen
+
+
+def _server_ca(app: AppContext, server: str) -> bytes | None:
+    """The cluster CA that ``--server`` is verified against (None: plain text, asked for
+    with ``--insecure``): ``--ca-file``, else the CA of a context logged in to ``server``,
+    else the CA in the data dir of the cluster spec here."""
+    ca_file, insecure = app.access.ca_file, app.access.insecure
+    if insecure and ca_file is not None:
+        raise click.UsageError("--insecure and --ca-file do not go together")
+    if insecure:
+        return None
+    if ca_file is not None:
+        return read_ca_file(ca_file)
+    for context in ClientConfig.load(config_path()).contexts.values():
+        if context.server == server and context.ca:
+            return context.ca.encode()
+    if app.spec_path.exists():
+        loaded = app.workspace.loaded
+        block = loaded.spec.orchestrator
+        spec_ca = loaded.base_dir / block.data_dir / CA_FILE if block is not None else None
+        if spec_ca is not None and spec_ca.exists():
+            return read_ca_file(spec_ca)
+    raise ConfigError(f"--server {server}: no cluster CA to verify it against: pass --ca-file "
+                      f"(or set FUZZ_CA_FILE), or log in to it once with `fuzz login {server} "
+                      "--ca-file CA`")
 
 
 def connect(app: AppContext, server: str | None, token_file: Path | None) -> OrchestratorClient:

@@ -85,13 +85,8 @@ def orchestrator_client(loaded: LoadedSpec) -> OrchestratorClient:
     return spec_target(loaded).orchestrator()
 
 
-def explicit_target(server: str, token_file: Path, ca_file: Path | None,
-                    insecure: bool) -> Target:
-    """The orchestrator at ``server`` with the token in ``token_file``.
-
-    TLS verified against ``ca_file``, or plain text with ``insecure``.
-    """
-    if insecure == (ca_file is not None):
-        raise ConfigError("--server needs --ca-file (the cluster CA) or --insecure, not both")
-    tls = ClientTls(read_ca_file(ca_file)) if ca_file is not None else None
+def explicit_target(server: str, token_file: Path, ca_pem: bytes | None) -> Target:
+    """The orchestrator at ``server`` with the token in ``token_file``: TLS verified
+    against the CA certificate ``ca_pem``, or plain text when it is None."""
+    tls = ClientTls(ca_pem) if ca_pem is not None else None
     return Target(server, read_token_file(token_file), tls)
