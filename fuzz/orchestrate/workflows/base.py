@@ -101,6 +101,7 @@ class RunnerBase:
         self._active: dict[str, ActiveWorkflow] = {}
         self._transfers_running: set[tuple[str, str, str, int]] = set()
         self._not_before: dict[tuple[str, str], float] = {}
+        self._adopting: set[tuple[str, str]] = set()  # (workflow, task) re-adopted, unheard
         self._waited: dict[str, int] = {}  # scheduling rounds a queued task has waited
         self._reschedule = True  # tasks were queued or resources freed since the last round
         self._unplaced: dict[str, PendingTask] = {}  # left waiting by the last round

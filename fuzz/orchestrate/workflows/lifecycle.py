@@ -8,6 +8,7 @@ run, and once every task is final runs the egress and finishes the workflow.
 from __future__ import annotations
 
 import copy
+import logging
 
 from fuzz.orchestrate.records import (
     ImageRecord,
@@ -38,6 +39,8 @@ from fuzz.orchestrate.workflows.workflow import (
 )
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, parse_fuzzfile
 
+log = logging.getLogger(__name__)
+
 
 class LifecycleSteps(SchedulingSteps):
     """Submits, resumes, advances, cancels and finishes workflows."""
@@ -55,17 +58,27 @@ class LifecycleSteps(SchedulingSteps):
                                                       workflow_id=record.id)},
             max_concurrency=self._settings.limits.task_array_concurrency,
         )
-        for move in workflow.transfers:
-            if move.state == TransferState.RUNNING:
-                # interrupted: it starts again from the beginning
-                move.state = TransferState.PENDING
+        interrupted = [m for m in workflow.transfers if m.state == TransferState.RUNNING]
+        for move in interrupted:  # it starts again from the beginning
+            move.state = TransferState.PENDING
+        in_flight = [t for t in workflow.tasks.values() if t.state in ACTIVE_TASK_STATES]
+        queued = [t for t in workflow.tasks.values() if t.state == TaskState.QUEUED]
+        log.info("workflow %s: re-adopting %d task(s) in flight, requeuing %d queued task(s), "
+                 "restarting %d interrupted transfer(s)", record.id, len(in_flight), len(queued),
+                 len(interrupted))
+        for task in queued:
+            log.info("workflow %s: task %s requeued (%s)", record.id, task.key,
+                     task.waiting_for or "queued before the restart")
+        for move in interrupted:
+            log.info("workflow %s: %s of volume %s restarted from the beginning", record.id,
+                     move.direction, move.volume)
         with self._lock:
             self._active[record.id] = workflow
-            for task in workflow.tasks.values():
-                if task.state in ACTIVE_TASK_STATES:
-                    plan = self._plan(workflow, task)
-                    workflow.plans[task.key] = plan
-                    self._workers.submit(self._guard, self._executor.adopt, plan)
+            for task in in_flight:
+                plan = self._plan(workflow, task)
+                workflow.plans[task.key] = plan
+                self._adopting.add((record.id, task.key))
+                self._workers.submit(self._guard, self._executor.adopt, plan)
 
     def submit(self, name: str, owner: str, loaded: LoadedFuzzfile) -> WorkflowRecord:
         """Start a new run of ``owner``'s workflow ``name`` from a validated Fuzzfile.
@@ -243,10 +256,11 @@ class LifecycleSteps(SchedulingSteps):
         record.state, record.error, record.finished = state, error, self._clock()
         for volume in workflow.volumes.values():
             self._volume_limits.forget(volume)
-            if volume.ephemeral:  # a failed one too: it may hold what made it fail
+            if volume.ephemeral:  # a failed one too (its error kept): it is gone all the same
                 self._volumes.delete(volume)
-            if volume.state != VolumeState.FAILED:
-                volume.state = VolumeState.DELETED if volume.ephemeral else VolumeState.DONE
+                volume.state = VolumeState.DELETED
+            elif volume.state != VolumeState.FAILED:
+                volume.state = VolumeState.DONE
         self._store.save(record, *workflow.volumes.values(), *workflow.transfers)
         del self._active[record.id]
         self._touch()

@@ -47,9 +47,13 @@ class Runner(LifecycleSteps):
 
     def start(self) -> None:
         """Load unfinished workflows, re-adopt their attempts, and start the loop."""
-        for record in self._store.load(WorkflowRecord, order_by="created"):
-            if not record.finished_state:
-                self._resume(record)
+        unfinished = [record for record in self._store.load(WorkflowRecord, order_by="created")
+                      if not record.finished_state]
+        if unfinished:
+            log.info("resuming %d unfinished workflow(s): %s", len(unfinished),
+                     ", ".join(record.id for record in unfinished))
+        for record in unfinished:
+            self._resume(record)
         self._thread.start()
 
     def stop(self) -> None:

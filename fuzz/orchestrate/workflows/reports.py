@@ -7,6 +7,7 @@ reads snapshots, the list of workflows, and what is in flight.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 
 from fuzz.orchestrate.cluster.nodes import NodeUse
@@ -22,6 +23,8 @@ from fuzz.orchestrate.workflows.base import RunnerBase, WorkflowNotFoundError, W
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, launch_plan
 from fuzz.scheduler.offerings import QueuedJob
+
+log = logging.getLogger(__name__)
 
 REQUEUE_BACKOFF = 1.0
 
@@ -152,10 +155,21 @@ class ReportSteps(RunnerBase):
             if found is None:
                 return
             workflow, task = found
+            if self._adopted(workflow_id, key):
+                log.info("workflow %s: task %s re-adopted: its container %s still runs on %s",
+                         workflow_id, key, ", ".join(task.containers), ", ".join(task.nodes))
             task.state = TaskState.RUNNING
             task.started = task.started or self._clock()
             self._hold(workflow, task, leases)
             self._touch()
+
+    def _adopted(self, workflow_id: str, key: str) -> bool:
+        """Under the lock: whether this is the first word of an attempt being re-adopted
+        after a restart (its outcome is then logged)."""
+        if (workflow_id, key) not in self._adopting:
+            return False
+        self._adopting.discard((workflow_id, key))
+        return True
 
     def _end_attempt(self, workflow_id: str, key: str) -> TaskRecord | None:
         """Under the lock: the task whose attempt ended, its plan dropped (None if unknown)."""
@@ -169,6 +183,8 @@ class ReportSteps(RunnerBase):
     def requeue(self, workflow_id: str, key: str, reason: str) -> None:
         """An attempt could not start for now: queue the task again, briefly held back."""
         with self._lock:
+            if self._adopted(workflow_id, key):
+                log.info("workflow %s: task %s requeued: %s", workflow_id, key, reason)
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return
@@ -186,6 +202,9 @@ class ReportSteps(RunnerBase):
         """
         overruns = self._overruns(workflow_id, key)
         with self._lock:
+            if self._adopted(workflow_id, key):
+                log.warning("workflow %s: task %s could not be re-adopted: %s", workflow_id, key,
+                            outcome.error)
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return
