@@ -157,13 +157,21 @@ def test_fuzz_server_and_fuzz_token_file_reach_the_server_as_the_readme_says(
                          env={**env, "FUZZ_CA_FILE": str(cluster.data_dir / "ca.pem")})
     assert elsewhere.code == 0, elsewhere.err
     assert "pfdone" in elsewhere.out
-    # and without any CA to verify it by: one line that says how to give one
+    # without any CA to verify it by: one line that says how to give one
     blind = run_fuzz(tmp_path, "workflow", "list", env=env)
     assert blind.code == 1
     assert blind.err.strip() == (
         f"Error: --server {endpoint}: no cluster CA to verify it against: pass --ca-file "
         f"(or set FUZZ_CA_FILE), or log in to it once with `fuzz login {endpoint} --ca-file "
         "CA`"), blind.err
+    # once logged in to that server (as anyone), its context's CA verifies it
+    added = cluster.ok("iam", "user", "add", f"carol{os.getpid()}", "--role", "user", "--json")
+    logged_in = run_fuzz(tmp_path, "login", endpoint, "--code", added.json()["code"],
+                         "--ca-file", str(cluster.data_dir / "ca.pem"), env=env)
+    assert logged_in.code == 0, logged_in.err
+    known = run_fuzz(tmp_path, "workflow", "list", "--json", env=env)
+    assert known.code == 0, known.err
+    assert "pfdone" in known.out  # the admin's token, FUZZ_TOKEN_FILE's, was the one used
 
 
 def test_server_log_tells_what_a_restarted_orchestrator_re_adopts_and_requeues(
