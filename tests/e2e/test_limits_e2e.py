@@ -103,4 +103,4 @@ jobs:
         "(orchestrator.limits.volume_bytes)"), dump(status)
     tasks = tasks_by_key(status)
     assert tasks["fill"]["state"] == "SUCCEEDED" and tasks["after"]["state"] == "NOT_RUN"
-    assert not (cluster.data_dir / "volumes" / "ephemeral" / "filler.1").exists()
+    assert not list((cluster.volume_root / "ephemeral").glob("*.filler.*"))

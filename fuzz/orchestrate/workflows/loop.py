@@ -24,7 +24,7 @@ from collections.abc import Callable
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.records import WorkflowRecord
 from fuzz.orchestrate.secrets import SecretStore
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import DiskFullError, Store
 from fuzz.orchestrate.workflows.base import RunnerSettings
 from fuzz.orchestrate.workflows.lifecycle import LifecycleSteps
 from fuzz.orchestrate.workflows.tasks import TaskExecutor
@@ -80,5 +80,7 @@ class Runner(LifecycleSteps):
                         self._reschedule = False
                         last_round = now
                         self._schedule()
+            except DiskFullError as exc:  # one line: the disk, not the code, is at fault
+                log.error("runner pass failed: %s", exc)
             except Exception:  # the loop must outlive any one bad decision
                 log.exception("runner pass failed")
