@@ -185,7 +185,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         store = Store(data_dir / DB_FILE, on_full=reserve.release)
         iam = IamDirectory(store)
         iam.ensure_admin(ensure_admin_token(data_dir))
-        audit = AuditLog(data_dir / AUDIT_FILE)
+        audit = AuditLog(data_dir / AUDIT_FILE, on_full=reserve.release)
         authz = Authorizer(iam, audit)
         nodes = NodeDirectory(store, sealer, agent_tls=tls.agent_tls if tls else None,
                               join_token_ttl=settings.join_token_ttl)

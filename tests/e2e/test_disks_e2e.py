@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,20 +19,9 @@ from typing import Any
 from fuzz.orchestrate.records import TaskRecord
 from fuzz.orchestrate.store import Store
 from fuzz.testing.oci import PushedImage, free_port
+from tests.support.disks import fill_up, tmpfs
 from tests.support.orchestratorutil import wait_until
 from tests.support.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str, mode: str = "0755") -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted on ``path`` (made if missing), unmounted after."""
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode={mode}", "tmpfs",
-                    str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @contextlib.contextmanager
@@ -179,7 +167,20 @@ def test_a_job_filling_the_data_dirs_disk_leaves_the_books_whole(
         assert tasks["calm"]["state"] == "SUCCEEDED", dump(status)
         log = (cluster.data_dir / "server.log").read_text(errors="replace")
         assert "the stdout of task fill of " in log and "No space left on device" in log, log
+        assert "is full: gave the database its reserve of 4.0 MiB" in log, log
 
         assert_the_books_are_kept(cluster, busybox_image, "data")
+
+        hog = fill_up(cluster.data_dir)  # the reserve is spent: nothing is left at all
+        secret = cluster.directory / "late.secret"
+        secret.write_text("s3cr3t")
+        refused = cluster.fuzz("secret", "create", "late", "--from-file", str(secret))
+        assert refused.code == 1
+        assert refused.err.strip().endswith(
+            f"the orchestrator's disk is full: its database {cluster.data_dir / 'server.db'} "
+            "cannot be written; free space on that disk"), refused.err
+        hog.unlink()
+        cluster.ok("secret", "create", "late", "--from-file", str(secret))
         assert_no_traceback(cluster)
         assert_no_task_left_running_after_a_restart(cluster)
+
