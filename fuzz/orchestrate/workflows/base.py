@@ -104,6 +104,7 @@ class RunnerBase:
         self._transfers_running: set[tuple[str, str, str, int]] = set()
         self._not_before: dict[tuple[str, str], float] = {}
         self._waited: dict[str, int] = {}  # scheduling rounds a queued task has waited
+        self._quota_stops: dict[str, str] = {}  # WORKFLOW_ID/KEY stopped over a volume limit
         self._reschedule = True  # tasks were queued or resources freed since the last round
         self._unplaced: dict[str, PendingTask] = {}  # left waiting by the last round
         self._provisioning: dict[str, str] = {}  # what the elastic loop says of waiting tasks
