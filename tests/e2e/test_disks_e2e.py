@@ -184,3 +184,28 @@ def test_a_job_filling_the_data_dirs_disk_leaves_the_books_whole(
         assert_no_traceback(cluster)
         assert_no_task_left_running_after_a_restart(cluster)
 
+
+
+def test_a_data_dir_with_volumes_of_an_older_fuzz_keeps_using_them(
+        tmp_path: Path, busybox_image: PushedImage) -> None:
+    os.chmod(tmp_path, 0o755)
+    old = tmp_path / ".fuzz" / "server" / "volumes" / "persistent" / "admin" / "kept"
+    old.mkdir(parents=True)
+    (old / "hello").write_text("from before the upgrade\n")
+    with cluster_on(tmp_path, busybox_image, {}) as cluster:
+        cluster.start("reader", f"""\
+version: v1
+volumes:
+  kept: {{reference: volume://user/persistent/kept}}
+jobs:
+  read:
+    image: {{uri: {busybox_image.reference}}}
+    command: [/bin/cat, /kept/hello]
+    mounts: {{kept: {{location: /kept}}}}
+""")
+        status = cluster.wait("reader")
+        assert status["state"] == "SUCCEEDED", dump(status)
+        assert cluster.ok("workflow", "log", "reader", "read").out == "from before the upgrade\n"
+        assert not cluster.volume_root.exists()  # no second root was made beside it
+        log = (cluster.data_dir / "server.log").read_text()
+        assert f"volumes stay in {cluster.data_dir / 'volumes'}, inside the data dir" in log
