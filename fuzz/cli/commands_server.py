@@ -95,7 +95,8 @@ def _stop(data_dir: Path) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Database, keys and logs (default: the spec's orchestrator.data_dir).")
 @click.option("--volume-root", type=click.Path(file_okay=False, path_type=Path),
-              help="Where volumes live, the same path on every node.")
+              help="Where volumes live, the same path on every node (default: the spec's "
+              "orchestrator.volume_root, else DATA_DIR-volumes next to the data dir).")
 @click.option("--init", "initialize", is_flag=True,
               help="Create the data dir with the cluster CA and the admin token, then exit "
               "(`fuzz init` does this too).")

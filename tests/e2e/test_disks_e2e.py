@@ -21,7 +21,13 @@ from fuzz.orchestrate.store import Store
 from fuzz.testing.oci import PushedImage, free_port
 from tests.support.disks import fill_up, tmpfs
 from tests.support.orchestratorutil import wait_until
-from tests.support.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
+from tests.support.workflowutil import (
+    LocalCluster,
+    dump,
+    local_cluster,
+    safe_host_root,
+    tasks_by_key,
+)
 
 
 @contextlib.contextmanager
@@ -113,9 +119,10 @@ def assert_no_traceback(cluster: LocalCluster) -> None:
 def test_a_job_filling_its_volume_root_fails_alone_and_the_floor_refuses_new_writes(
         tmp_path: Path, busybox_image: PushedImage) -> None:
     os.chmod(tmp_path, 0o755)  # jobs run as their owner's ids; volumes live under it
-    with tmpfs(tmp_path / "vols", "8m"), cluster_on(
+    with safe_host_root() as host_root, tmpfs(tmp_path / "vols", "8m"), cluster_on(
             tmp_path, busybox_image,
-            {"volume_root": "vols", "disk": {"min_free": "1MiB", "reserve": "1MiB"}}) as cluster:
+            {"volume_root": "vols", "disk": {"min_free": "1MiB", "reserve": "1MiB"},
+             "host_paths": [str(host_root)]}) as cluster:
         cluster.start("filler", filler(busybox_image))
         status = cluster.wait("filler")
         tasks = tasks_by_key(status)
@@ -143,6 +150,26 @@ jobs:
                                 f"disk ({tmp_path / 'vols'}) has "), error
         assert error.endswith("free, under the floor of 1.0 MiB (orchestrator.disk.min_free); "
                               "free space there or raise the limit"), error
+
+        (host_root / "admin").mkdir()
+        (host_root / "admin" / "in.txt").write_text("data\n")
+        cluster.start("fetch", f"""\
+version: v1
+volumes:
+  inbox:
+    reference: volume://user/ephemeral
+    ingress:
+      - {{source: {{uri: file://{host_root}/admin/in.txt}}, destination: {{uri: file://in.txt}}}}
+jobs:
+  read:
+    image: {{uri: {busybox_image.reference}}}
+    command: [/bin/cat, /inbox/in.txt]
+    mounts: {{inbox: {{location: /inbox}}}}
+""")
+        status = cluster.wait("fetch")
+        assert status["state"] == "FAILED", dump(status)
+        assert "ingress refused: the volume root's disk" in status["error"], dump(status)
+        assert "(orchestrator.disk.min_free)" in status["error"], dump(status)
 
         assert_the_books_are_kept(cluster, busybox_image, "vols")
         assert_no_traceback(cluster)
