@@ -42,7 +42,7 @@ from fuzz.orchestrate.cluster.jointokens import DEFAULT_JOIN_TOKEN_TTL
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
-from fuzz.orchestrate.diskspace import DiskFloor, DiskReserve
+from fuzz.orchestrate.diskspace import REFILL_INTERVAL, DiskFloor, DiskReserve
 from fuzz.orchestrate.iam.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.iam.authz import Authorizer
 from fuzz.orchestrate.iam.directory import AuthenticationError, IamDirectory
@@ -72,6 +72,7 @@ from fuzz.rpc.server import (
     wait_for_stop,
 )
 from fuzz.spec.cluster import DiskSpec, LimitsSpec
+from fuzz.units import format_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,11 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         host_roots.close()
         raise ServerStartError(f"cannot use volume root {volume_root}: {exc.strerror}") from exc
     reserve = DiskReserve(data_dir, settings.disk.reserve, settings.disk.min_free)
-    reserve.fill()
+    if not reserve.fill():
+        logger.warning("the disk of %s has too little room to reserve %s for the database "
+                       "(orchestrator.disk.reserve) and keep %s free (min_free); it is tried "
+                       "again every %gs", data_dir, format_bytes(settings.disk.reserve),
+                       format_bytes(settings.disk.min_free), REFILL_INTERVAL)
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
     store: Store | None = None
