@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -92,14 +91,17 @@ def assert_no_task_left_running_after_a_restart(cluster: LocalCluster) -> None:
     wait_until("the orchestrator is gone", lambda: _dead(pid), timeout=20)
     cluster.ok("server", "--detach")
     cluster.wait_for_nodes()
-    time.sleep(2)  # a pass of the restarted runner
+    wait_until("no task RUNNING, STARTING or QUEUED after the restart",
+               lambda: _unfinished_tasks(cluster) == [], timeout=60)
+
+
+def _unfinished_tasks(cluster: LocalCluster) -> list[tuple[str, str, str]]:
     store = Store(cluster.data_dir / "server.db")
     try:
-        stuck = [(t.workflow_id, t.key, t.state) for t in store.load(TaskRecord)
-                 if t.state in ("RUNNING", "STARTING", "QUEUED")]
+        return [(t.workflow_id, t.key, t.state) for t in store.load(TaskRecord)
+                if t.state in ("RUNNING", "STARTING", "QUEUED")]
     finally:
         store.close()
-    assert stuck == []
 
 
 def _dead(pid: int) -> bool:
