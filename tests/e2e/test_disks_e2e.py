@@ -203,13 +203,21 @@ def test_a_job_filling_the_data_dirs_disk_leaves_the_books_whole(
         hog = fill_up(cluster.data_dir)  # the reserve is spent: nothing is left at all
         secret = cluster.directory / "late.secret"
         secret.write_text("s3cr3t")
-        refused = cluster.fuzz("secret", "create", "late", "--from-file", str(secret))
-        assert refused.code == 1
-        assert refused.err.strip().endswith(
-            f"the orchestrator's disk is full: its database {cluster.data_dir / 'server.db'} "
-            "cannot be written; free space on that disk"), refused.err
+        late = cluster.directory / "late.yaml"
+        late.write_text(whole_node(cluster, busybox_image))
+        for args in (("secret", "create", "late", "--from-file", str(secret)),
+                     ("iam", "user", "add", "late", "--role", "user"),
+                     ("workflow", "start", "late", str(late))):
+            refused = cluster.fuzz(*args)
+            assert refused.code == 1, args
+            assert refused.err.strip().endswith(
+                f"the orchestrator's disk is full: its database {cluster.data_dir / 'server.db'} "
+                "cannot be written; free space on that disk"), (args, refused.err)
         hog.unlink()
         cluster.ok("secret", "create", "late", "--from-file", str(secret))
+        cluster.ok("iam", "user", "add", "late", "--role", "user")
+        cluster.ok("workflow", "start", "late", str(late))
+        assert cluster.wait("late")["state"] == "SUCCEEDED"
         assert_no_traceback(cluster)
         assert_no_task_left_running_after_a_restart(cluster)
 
