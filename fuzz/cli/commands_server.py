@@ -104,7 +104,8 @@ def _stop(data_dir: Path, cluster: str, no_cluster_here: str | None) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Database, keys and logs (default: the spec's orchestrator.data_dir).")
 @click.option("--volume-root", type=click.Path(file_okay=False, path_type=Path),
-              help="Where volumes live, the same path on every node.")
+              help="Where volumes live, the same path on every node (default: the spec's "
+              "orchestrator.volume_root, else DATA_DIR-volumes next to the data dir).")
 @click.option("--init", "initialize", is_flag=True,
               help="Create the data dir with the cluster CA and the admin token, then exit "
               "(`fuzz init` does this too).")
@@ -168,7 +169,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         host_paths=tuple((base / path).absolute() for path in block.host_paths),
         join_token_ttl=block.join_token_ttl_seconds(),
         ingress=IngressPolicy.from_spec(block.ingress.allow, block.ingress.proxy),
-        limits=block.limits,
+        limits=block.limits, disk=block.disk,
     ), elastic=elastic)
 
 

@@ -13,7 +13,10 @@ Its data directory holds everything it needs to carry on after a restart:
 ``server.lock``   held while it runs: one server per data directory
 ``instance-id``   a short random id, part of every container id it makes
 ``logs/``         finished tasks' output
-``volumes/``      the volume root, unless another (shared) path is configured
+``disk-reserve``  space held for the database (:mod:`fuzz.orchestrate.diskspace`)
+
+Volumes live apart from it, in ``volume_root`` (by default ``DATA_DIR-volumes``, next
+to the data dir: see :func:`default_volume_root`).
 
 It serves TLS with a certificate of the cluster CA unless ``insecure`` is set.
 """
@@ -39,6 +42,7 @@ from fuzz.orchestrate.cluster.jointokens import DEFAULT_JOIN_TOKEN_TTL
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
+from fuzz.orchestrate.diskspace import REFILL_INTERVAL, DiskFloor, DiskReserve
 from fuzz.orchestrate.iam.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.iam.authz import Authorizer
 from fuzz.orchestrate.iam.directory import AuthenticationError, IamDirectory
@@ -67,7 +71,8 @@ from fuzz.rpc.server import (
     start_server,
     wait_for_stop,
 )
-from fuzz.spec.cluster import LimitsSpec
+from fuzz.spec.cluster import DiskSpec, LimitsSpec
+from fuzz.units import format_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +98,24 @@ class ServerSettings:
     join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL  # seconds a new node's join token lives
     ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
     limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
+    disk: DiskSpec = field(default_factory=DiskSpec)  # the spec's orchestrator.disk
+
+
+def default_volume_root(data_dir: Path) -> Path:
+    """Where volumes live when no ``volume_root`` is configured: ``DATA_DIR-volumes``.
+
+    Next to the data dir, never in it, so that the database, keys and logs can be
+    given a disk of their own. A data dir in which an older fuzz kept its volumes
+    (``DATA_DIR/volumes``) keeps using that: persistent volumes are found by their
+    path, and moving them under a running cluster's jobs is not done silently.
+    """
+    legacy = data_dir / "volumes"
+    if legacy.is_dir():
+        logger.warning("volumes stay in %s, inside the data dir, where an older fuzz made "
+                       "them; set orchestrator.volume_root (after moving them) to keep them "
+                       "apart from the database", legacy)
+        return legacy
+    return data_dir.with_name(data_dir.name + "-volumes")
 
 
 def _key(data_dir: Path) -> bytes:
@@ -140,6 +163,19 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     except OSError as exc:
         host_roots.close()
         raise ServerStartError(f"cannot use data dir {data_dir}: {exc.strerror}") from exc
+    volume_root = settings.volume_root or default_volume_root(data_dir)
+    try:
+        volume_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    except OSError as exc:
+        release_lock(lock_fd)
+        host_roots.close()
+        raise ServerStartError(f"cannot use volume root {volume_root}: {exc.strerror}") from exc
+    reserve = DiskReserve(data_dir, settings.disk.reserve, settings.disk.min_free)
+    if not reserve.fill():
+        logger.warning("the disk of %s has too little room to reserve %s for the database "
+                       "(orchestrator.disk.reserve) and keep %s free (min_free); it is tried "
+                       "again every %gs", data_dir, format_bytes(settings.disk.reserve),
+                       format_bytes(settings.disk.min_free), REFILL_INTERVAL)
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
     store: Store | None = None
@@ -151,16 +187,16 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         tls = None if settings.insecure else ClusterTls.start(
             data_dir, server_hosts(settings.listen, settings.advertise))
         sealer = Sealer.from_keys(_key(data_dir))
-        store = Store(data_dir / DB_FILE)
+        store = Store(data_dir / DB_FILE, on_full=reserve.release)
         iam = IamDirectory(store)
         iam.ensure_admin(ensure_admin_token(data_dir))
-        audit = AuditLog(data_dir / AUDIT_FILE)
+        audit = AuditLog(data_dir / AUDIT_FILE, on_full=reserve.release)
         authz = Authorizer(iam, audit)
         nodes = NodeDirectory(store, sealer, agent_tls=tls.agent_tls if tls else None,
                               join_token_ttl=settings.join_token_ttl)
         secret_store = SecretStore(store, sealer)
         runner = Runner(store, nodes, secret_store, RunnerSettings(
-            volume_root=settings.volume_root or data_dir / "volumes",
+            volume_root=volume_root, disk_floor=DiskFloor(volume_root, settings.disk.min_free),
             log_dir=data_dir / "logs", job_ids=settings.job_ids,
             instance=_instance_id(data_dir), host_roots=host_roots,
             ingress=replace(settings.ingress, cluster_endpoints=partial(
@@ -205,6 +241,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             logger.warning("serving plain text (insecure) on %s: tokens, secrets and data "
                            "cross the network unencrypted", running.endpoint)
         runner.start()
+        threading.Thread(target=reserve.keep, args=(stop_event,), name="disk-reserve",
+                         daemon=True).start()
         if loop is not None:
             loop.start()
         write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(),

@@ -6,6 +6,11 @@ mode with ``synchronous=NORMAL``: every committed change survives the server bei
 killed (only a power loss may drop the last few), and readers never block the
 writer. One connection is shared under a lock: the server is one process and its
 writes are small.
+
+A write that finds the disk full (``SQLITE_FULL``) calls the store's ``on_full``
+(the server gives the database its reserved space, :mod:`fuzz.orchestrate.diskspace`)
+and is tried once more; if the disk is still full it fails with
+:class:`DiskFullError`, one sentence, never SQLite's raw "database or disk is full".
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import json
 import sqlite3
 import threading
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +40,14 @@ _SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER", bytes
 
 class StoreError(FuzzError):
     """The database cannot be opened or is of a newer version than this server."""
+
+
+class DiskFullError(FuzzError):
+    """The database's disk is full: nothing can be recorded until space is freed."""
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 def _columns_of(record_type: type[Any]) -> dict[str, Any]:
@@ -105,8 +118,14 @@ def _add_missing_columns(db: sqlite3.Connection, record_type: type[Any]) -> None
 class Store:
     """Saves and loads orchestrator records; every method is one transaction."""
 
-    def __init__(self, path: Path) -> None:
-        """Open (creating if needed) the database at ``path``."""
+    def __init__(self, path: Path, on_full: Callable[[], bool] | None = None) -> None:
+        """Open (creating if needed) the database at ``path``.
+
+        ``on_full``: called when a write finds the disk full; True when it freed
+        space, and the write is tried once more.
+        """
+        self._path = path
+        self._on_full = on_full
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -137,34 +156,52 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+
+    def _write(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        """Run ``work`` in one transaction; on a full disk, once more after ``on_full``."""
+        for last in (False, True):
+            try:
+                with self._transaction() as db:
+                    work(db)
+                return
+            except sqlite3.Error as exc:
+                if not _disk_full(exc):
+                    raise
+            if last or self._on_full is None or not self._on_full():
+                break
+        raise DiskFullError(
+            f"the orchestrator's disk is full: its database {self._path} cannot be "
+            "written; free space on that disk")
 
     def save(self, *records: Any) -> None:
         """Insert or replace ``records`` (of any record types) in one transaction."""
-        with self._transaction() as db:
-            for record in records:
-                types = _column_types(type(record))
-                names = list(types)
-                values = [self._encode(getattr(record, n), types[n]) for n in names]
-                marks = ", ".join("?" for _ in names)
-                db.execute(
-                    f"INSERT OR REPLACE INTO {record.TABLE} "
-                    f"({', '.join(_quoted(n) for n in names)}) "
-                    f"VALUES ({marks})",
-                    values,
-                )
+        self._write(lambda db: self._insert(db, records))
+
+    def _insert(self, db: sqlite3.Connection, records: Iterable[Any]) -> None:
+        for record in records:
+            types = _column_types(type(record))
+            names = list(types)
+            values = [self._encode(getattr(record, n), types[n]) for n in names]
+            marks = ", ".join("?" for _ in names)
+            db.execute(
+                f"INSERT OR REPLACE INTO {record.TABLE} "
+                f"({', '.join(_quoted(n) for n in names)}) "
+                f"VALUES ({marks})",
+                values,
+            )
 
     def delete(self, record: Any) -> None:
         """Delete ``record`` (found by its key)."""
         where = " AND ".join(f"{_quoted(name)} = ?" for name in record.KEY)
-        with self._transaction() as db:
-            db.execute(
-                f"DELETE FROM {record.TABLE} WHERE {where}",
-                [getattr(record, name) for name in record.KEY],
-            )
+        self._write(lambda db: db.execute(
+            f"DELETE FROM {record.TABLE} WHERE {where}",
+            [getattr(record, name) for name in record.KEY],
+        ))
 
     def load(self, record_type: type[RecordT], order_by: str = "", **where: Any) -> list[RecordT]:
         """Records of ``record_type`` whose columns equal ``where`` (all when empty)."""

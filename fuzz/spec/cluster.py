@@ -336,6 +336,20 @@ class LimitsSpec(StrictModel):
         "64 workers more than this for node heartbeats and short calls.")
 
 
+class DiskSpec(StrictModel):
+    """``orchestrator.disk``: how much of the disks user data may take.
+
+    See docs/reliability.md ("Disks") for how each is enforced.
+    """
+
+    min_free: ByteSize = Field(
+        default=1024**3, description="Bytes kept free on the volume root's disk: below it "
+        "new ingress and new jobs that mount a volume are refused.")
+    reserve: ByteSize = Field(
+        default=64 * 1024**2, description="Bytes held in the data dir for the database, "
+        "given back to it when its disk fills up.")
+
+
 class OrchestratorSpec(StrictModel):
     """The ``orchestrator:`` block: where ``fuzz server`` listens and keeps its data.
 
@@ -349,8 +363,12 @@ class OrchestratorSpec(StrictModel):
     data_dir: str = Field(default=".fuzz/server",
                           description="Database, keys and logs, relative to the spec.")
     volume_root: str | None = Field(
-        default=None, description="Where volumes live, seen by every node at the same path "
-        "(default: DATA_DIR/volumes).")
+        default=None, description="Where volumes live, seen by every node at the same path, "
+        "relative to the spec (default: DATA_DIR-volumes next to the data dir; "
+        "DATA_DIR/volumes where an older fuzz left volumes).")
+    disk: DiskSpec = Field(
+        default_factory=DiskSpec, description="Free space kept on the volume root's disk "
+        "and space reserved for the database (see \"Disks\" below).")
     host_paths: list[str] = Field(
         default_factory=list, description="Directories on the orchestrator host that "
         "workflows may read (file:/// ingress) and write (file:/// egress), relative to the "

@@ -83,6 +83,11 @@ class LocalCluster:
         """The orchestrator's data directory."""
         return self.directory / ".fuzz" / "server"
 
+    @property
+    def volume_root(self) -> Path:
+        """Where the orchestrator keeps volumes by default: next to its data directory."""
+        return self.directory / ".fuzz" / "server-volumes"
+
     def client(self) -> OrchestratorClient:
         """A client for the cluster's orchestrator."""
         return orchestrator_client(load_cluster_spec(self.directory / "fuzz.yaml"))

@@ -103,4 +103,33 @@ jobs:
         "(orchestrator.limits.volume_bytes)"), dump(status)
     tasks = tasks_by_key(status)
     assert tasks["fill"]["state"] == "SUCCEEDED" and tasks["after"]["state"] == "NOT_RUN"
-    assert not (cluster.data_dir / "volumes" / "ephemeral" / "filler.1").exists()
+    assert not list((cluster.volume_root / "ephemeral").glob("*.filler.*"))
+
+
+def test_a_running_job_writing_past_its_volume_limit_is_stopped_with_the_reason(
+        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    cluster.start("runaway", f"""\
+version: v1
+volumes:
+  scratch: {{reference: volume://user/ephemeral}}
+  other: {{reference: volume://user/ephemeral}}
+jobs:
+  runaway:
+    image: {{uri: {busybox_image.reference}}}
+    script: |
+      while true; do dd if=/dev/zero bs=65536 count=8 2>/dev/null >> /scratch/big; sleep 0.2; done
+    mounts: {{scratch: {{location: /scratch}}}}
+  neighbour:
+    image: {{uri: {busybox_image.reference}}}
+    script: echo kept > /other/note
+    mounts: {{other: {{location: /other}}}}
+""")
+    status = cluster.wait("runaway", timeout=90)  # before: it wrote on until stopped by hand
+    tasks = tasks_by_key(status)
+    assert status["state"] == "FAILED", dump(status)
+    assert tasks["neighbour"]["state"] == "SUCCEEDED", dump(status)
+    error = tasks["runaway"]["error"]
+    assert tasks["runaway"]["state"] == "FAILED", dump(status)
+    assert error.startswith("stopped: its volume scratch holds "), error
+    assert error.endswith(", over the limit of 2.0 MiB (orchestrator.limits.volume_bytes)"), error
+    assert status["error"].startswith("volume scratch: holds "), dump(status)

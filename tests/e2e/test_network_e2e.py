@@ -78,7 +78,7 @@ jobs:
     status = cluster.wait("mpi-net", timeout=180)
     assert status["state"] == "SUCCEEDED", dump(status)
     assert len(set(tasks_by_key(status)["ranks"]["nodes"])) == 2
-    results = cluster.data_dir / "volumes" / "persistent" / "admin" / "net-results"
+    results = cluster.volume_root / "persistent" / "admin" / "net-results"
     addresses = (results / "nodes-0").read_text().split()[0].split(",")
     assert (results / "nodes-1").read_text() == (results / "nodes-0").read_text()
     assert len(addresses) == 2 and all(ipaddress.ip_address(a).is_private for a in addresses), \

@@ -139,7 +139,7 @@ def leaks(root: Path, secrets: dict[str, bytes]) -> list[str]:
 def test_symlink_swaps_in_a_volume_never_lead_a_transfer_out(
         cluster: LocalCluster, busybox_image: PushedImage, host_root: Path) -> None:
     image = busybox_image.reference
-    volume = cluster.data_dir / "volumes" / "persistent" / "admin" / "race"
+    volume = cluster.volume_root / "persistent" / "admin" / "race"
     outside = cluster.directory / "outside"
     outside.mkdir()
     # the owner's own subtree of the host path, with a file to ingress

@@ -176,7 +176,7 @@ def test_a_pipeline_runs_end_to_end(cluster: LocalCluster, web: tuple[str, Path]
         (out / "summary.txt").read_bytes()).hexdigest()
     assert status["images"][0]["state"] == "READY"
     assert status["images"][0]["digest"] == busybox_image.digest
-    assert not list((cluster.data_dir / "volumes" / "ephemeral").glob("pipeline.*/*"))
+    assert not list((cluster.volume_root / "ephemeral").glob("pipeline.*/*"))
 
 
 def test_a_failed_job_stops_its_dependents_and_retries_are_honoured(
@@ -257,7 +257,7 @@ jobs:
     assert sorted(tasks) == ["ranks", "sweep[1]", "sweep[2]", "sweep[3]", "sweep[4]",
                              "whole-node"]
     assert len(set(tasks["ranks"]["nodes"])) == 2
-    results = cluster.data_dir / "volumes" / "persistent" / "admin" / "e2e-results"
+    results = cluster.volume_root / "persistent" / "admin" / "e2e-results"
     assert sorted(p.name for p in results.iterdir()) == [
         "rank-0", "rank-1", "task-1", "task-2", "task-3", "task-4", "whole-node"]
     assert (results / "task-3").read_text() == "task 3\n"
@@ -368,7 +368,7 @@ jobs:
     assert status["state"] == "SUCCEEDED", dump(status)
     tasks = tasks_by_key(status)
     assert [tasks[k]["attempt"] for k in ("first", "long", "last")] == [1, 1, 1]
-    marks = cluster.data_dir / "volumes" / "persistent" / "admin" / "e2e-restart"
+    marks = cluster.volume_root / "persistent" / "admin" / "e2e-restart"
     assert (marks / "first").read_text() == "ran\n"  # not run again
     assert (marks / "long").read_text() == "started\ndone\n"  # re-adopted, not restarted
     assert (marks / "last").read_text() == "ran\n"

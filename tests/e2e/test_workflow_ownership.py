@@ -175,7 +175,7 @@ def test_two_owners_run_the_same_name_with_their_own_secrets_volumes_and_uids(
     assert alice_uid != bob_uid and alice_uid != 65534 and bob_uid != 65534
     for uid in (alice_uid, bob_uid):
         assert FIRST_ID <= uid < FIRST_ID + ID_COUNT
-    persistent = cluster.data_dir / "volumes" / "persistent"
+    persistent = cluster.volume_root / "persistent"
     for user, uid in ((alice, alice_uid), (bob, bob_uid)):
         volume = persistent / user.name / "shared"
         info = volume.stat()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
+from fuzz.orchestrate.diskspace import DiskFloor
 from fuzz.orchestrate.records import (
     ImageRecord,
     TaskRecord,
@@ -60,6 +61,7 @@ class RunnerSettings:
     host_roots: HostRoots = field(default_factory=HostRoots)
     ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
     limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
+    disk_floor: DiskFloor | None = None  # below it no new volume writes start; None: no floor
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class RunnerBase:
         self._not_before: dict[tuple[str, str], float] = {}
         self._adopting: set[tuple[str, str]] = set()  # (workflow, task) re-adopted, unheard
         self._waited: dict[str, int] = {}  # scheduling rounds a queued task has waited
+        self._quota_stops: dict[str, str] = {}  # WORKFLOW_ID/KEY stopped over a volume limit
         self._reschedule = True  # tasks were queued or resources freed since the last round
         self._unplaced: dict[str, PendingTask] = {}  # left waiting by the last round
         self._provisioning: dict[str, str] = {}  # what the elastic loop says of waiting tasks
@@ -151,6 +154,11 @@ class RunnerBase:
         if workflow is None or task is None or task.state != TaskState.QUEUED:
             return None
         return workflow, task
+
+    def _floor_problem(self, what: str) -> str | None:
+        """Why ``what`` may not write to a volume now (the disk floor); None while it may."""
+        floor = self._settings.disk_floor
+        return floor.problem(what) if floor is not None else None
 
     def _plan(self, workflow: ActiveWorkflow, task: TaskRecord) -> LaunchPlan:
         secret = workflow.fuzzfile.jobs[task.job].image.secret_name

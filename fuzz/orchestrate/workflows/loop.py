@@ -7,7 +7,9 @@ for each workflow: creates its volumes and starts their ingress; asks the DAG
 once every task is final, runs the egress and finishes the workflow. Then it
 places the queued tasks of all workflows onto nodes in one scheduler call
 (:mod:`fuzz.scheduler.placement`) and hands each placed attempt to a worker
-thread (:mod:`fuzz.orchestrate.workflows.tasks`).
+thread (:mod:`fuzz.orchestrate.workflows.tasks`). A second thread watches the
+volumes of running tasks and stops those past the volume limit
+(:mod:`fuzz.orchestrate.workflows.quotas`).
 
 Every change is written to the store before the action it announces, so after a
 crash :meth:`Runner.start` re-adopts the containers of attempts in flight, restarts
@@ -24,9 +26,10 @@ from collections.abc import Callable
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.records import WorkflowRecord
 from fuzz.orchestrate.secrets import SecretStore
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import DiskFullError, Store
 from fuzz.orchestrate.workflows.base import RunnerSettings
 from fuzz.orchestrate.workflows.lifecycle import LifecycleSteps
+from fuzz.orchestrate.workflows.quotas import QuotaSteps
 from fuzz.orchestrate.workflows.tasks import TaskExecutor
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ TICK = 1.0
 COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
 
 
-class Runner(LifecycleSteps):
+class Runner(LifecycleSteps, QuotaSteps):
     """Runs workflows; thread-safe; the service calls it, worker threads report to it."""
 
     def __init__(self, store: Store, nodes: NodeDirectory, secrets: SecretStore,
@@ -44,6 +47,8 @@ class Runner(LifecycleSteps):
         super().__init__(store, nodes, secrets, settings, clock)
         self._executor = TaskExecutor(nodes, self)
         self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
+        self._quota_thread = threading.Thread(target=self._watch_quotas, name="volume-limits",
+                                              daemon=True)
 
     def start(self) -> None:
         """Load unfinished workflows, re-adopt their attempts, and start the loop."""
@@ -55,13 +60,15 @@ class Runner(LifecycleSteps):
         for record in unfinished:
             self._resume(record)
         self._thread.start()
+        self._quota_thread.start()
 
     def stop(self) -> None:
         """Stop the loop; attempts in flight keep running on their nodes."""
         self._stopping.set()
         self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        for thread in (self._thread, self._quota_thread):
+            if thread.is_alive():
+                thread.join()
         self._workers.shutdown(wait=False, cancel_futures=True)
         self._movers.shutdown(wait=False, cancel_futures=True)
 
@@ -84,5 +91,7 @@ class Runner(LifecycleSteps):
                         self._reschedule = False
                         last_round = now
                         self._schedule()
+            except DiskFullError as exc:  # one line: the disk, not the code, is at fault
+                log.error("runner pass failed: %s", exc)
             except Exception:  # the loop must outlive any one bad decision
                 log.exception("runner pass failed")

@@ -6,11 +6,13 @@ each placed attempt to a worker thread (:mod:`~fuzz.orchestrate.workflows.tasks`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from fuzz.orchestrate.records import TaskRecord
 from fuzz.orchestrate.states import TaskState
+from fuzz.orchestrate.store import DiskFullError
 from fuzz.orchestrate.workflows.reports import ReportSteps
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.transfers import TransferSteps
@@ -106,13 +108,22 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         self._store.save(task)
         plan = self._plan(workflow, task)
         workflow.plans[task.key] = plan
-        self._workers.submit(self._guard, self._executor.launch, plan)
+        problem = self._floor_problem("a job that writes to a volume") if plan.mounts else None
+        if problem is not None:  # fails this attempt (its retry policy may try again)
+            self._workers.submit(self.finished, workflow.record.id, task.key,
+                                 Outcome(TaskState.FAILED, 0, problem))
+        else:
+            self._workers.submit(self._guard, self._executor.launch, plan)
         self._touch()
 
     def _guard(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
         """Run an executor action; an unexpected error fails the task instead of vanishing."""
         try:
             action(plan)
+        except DiskFullError as exc:  # its outcome could not be recorded: try once more
+            log.error("task %s of %s: %s", plan.key, plan.workflow_id, exc)
+            with contextlib.suppress(DiskFullError):
+                self.finished(plan.workflow_id, plan.key, Outcome(TaskState.FAILED, 0, str(exc)))
         except Exception as exc:
             log.exception("task %s of %s", plan.key, plan.workflow_id)
             self.finished(plan.workflow_id, plan.key,

@@ -12,11 +12,12 @@ which containers to look for (:func:`adopt`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from fuzz.api.substrate_pb2 import ContainerStatus
 from fuzz.clients.agent import (
@@ -28,6 +29,8 @@ from fuzz.clients.agent import (
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.states import TaskState
 from fuzz.resources import ResourceRequest
+
+log = logging.getLogger(__name__)
 
 LEASE_TTL = 600.0
 WAIT_SLICE = 15.0
@@ -273,8 +276,10 @@ class TaskExecutor:
         self._wait_rank(plan, 0, outcomes, written, first[0])
         for thread in threads:
             thread.join()
-        self._collect_logs(plan, written)
-        self._abandon(plan)  # containers gone and leases free: the next task may start
+        try:
+            self._collect_logs(plan, written)
+        finally:
+            self._abandon(plan)  # containers gone and leases free: the next task may start
         failed = [o for o in outcomes if o is not None and o.state != TaskState.SUCCEEDED]
         final = failed[0] if failed else Outcome(TaskState.SUCCEEDED)
         if len(plan.nodes) > 1 and failed:
@@ -303,20 +308,33 @@ class TaskExecutor:
             self.cancel(plan)  # one rank failed: the others cannot finish alone
 
     def _collect_logs(self, plan: LaunchPlan, written: list[tuple[int, int]]) -> None:
-        """Copy each rank's output here (streams a rank wrote nothing to are skipped)."""
+        """Copy each rank's output here (streams a rank wrote nothing to are skipped).
+
+        The copy is a convenience, never the task's outcome: when the log directory's
+        disk is full (or unwritable) what was copied is kept, one line says what was
+        lost, and the attempt ends as its containers did.
+        """
         for index, (stream, path) in enumerate(zip(STREAMS, plan.log_paths, strict=True)):
-            if not any(sizes[index] for sizes in written):
-                path.unlink(missing_ok=True)  # an earlier attempt's; missing reads as empty
+            try:
+                if not any(sizes[index] for sizes in written):
+                    path.unlink(missing_ok=True)  # an earlier attempt's; missing reads as empty
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "wb") as out:
+                    self._copy_log(plan, written, index, stream, out)
+            except OSError as exc:
+                log.warning("the %s of task %s of %s is incomplete in %s: %s", stream,
+                            plan.key, plan.workflow_id, path, exc.strerror or exc)
+
+    def _copy_log(self, plan: LaunchPlan, written: list[tuple[int, int]], index: int,
+                  stream: str, out: BinaryIO) -> None:
+        """Append every rank's ``stream`` (the ``index``-th) to ``out``."""
+        for rank, node in enumerate(plan.nodes):
+            if not written[rank][index]:
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as out:
-                for rank, node in enumerate(plan.nodes):
-                    if not written[rank][index]:
-                        continue
-                    with contextlib.suppress(AgentError):
-                        for chunk in self._nodes.client(node).stream_logs(
-                                plan.containers[rank], stream):
-                            out.write(chunk)
+            with contextlib.suppress(AgentError):
+                for chunk in self._nodes.client(node).stream_logs(plan.containers[rank], stream):
+                    out.write(chunk)
 
     def _abandon(self, plan: LaunchPlan) -> None:
         """Remove the attempt's containers, each with its lease (best effort)."""

@@ -69,8 +69,12 @@ class TransferSteps(RunnerBase):
             if move.secret:
                 credentials = s3_credentials_from_secret(
                     self._secrets.open(workflow.record.owner, move.secret))
-            budget = (self._volume_limits.ingress_budget(volume)
-                      if move.direction == "ingress" else None)
+            budget = None
+            if move.direction == "ingress":
+                problem = self._floor_problem("ingress")
+                if problem is not None:
+                    raise TransferError(problem)
+                budget = self._volume_limits.ingress_budget(volume)
             result = self._volumes.move(move, volume, workflow.record.owner, credentials,
                                         progress, workflow.ids, budget)
         except (TransferError, FuzzError, OSError) as exc:
