@@ -60,7 +60,7 @@ from fuzz.orchestrate.workflows.workflow import (
 )
 from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.rpc.tunnel import request_frame
-from fuzz.spec.fuzzfile_loader import parse_fuzzfile
+from fuzz.spec.fuzzfile_loader import check_fuzzfile_size, parse_fuzzfile
 from fuzz.spec.problems import SpecError
 
 SERVICE_NAME = "fuzz.orchestrator.v1.Orchestrator"
@@ -270,7 +270,9 @@ class OrchestratorService:
                               workflow_resource(target.owner, target.name))
             # With elastic pools, the elastic loop decides what fits (and fails what never can).
             elastic = self.elastic is not None and self.elastic.active
-            loaded = parse_fuzzfile(request.fuzzfile, request.file_name or "Fuzzfile",
+            file_name = request.file_name or "Fuzzfile"
+            check_fuzzfile_size(len(request.fuzzfile.encode()), file_name, self._runner.limits)
+            loaded = parse_fuzzfile(request.fuzzfile, file_name,
                                     capacities=None if elastic else self._nodes.capacities(),
                                     capacities_are_nodes=True,
                                     limits=self._runner.limits)

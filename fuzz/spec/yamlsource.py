@@ -258,10 +258,12 @@ class _AliasCountingLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         """Compose as PyYAML does, noting each alias (its own position, not its anchor's)."""
-        alias = self.peek_event() if self.check_event(yaml.AliasEvent) else None
+        alias: yaml.Mark | None = None
+        if self.check_event(yaml.AliasEvent):
+            alias = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # stub
         node = super().compose_node(parent, index)
         if alias is not None and node is not None:
-            self.alias_uses.append((alias.start_mark, node))
+            self.alias_uses.append((alias, node))
         return node
 
 
