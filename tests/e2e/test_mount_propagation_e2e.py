@@ -81,3 +81,6 @@ def test_a_job_uses_a_filesystem_mounted_after_the_node_started(
         leaked = [point for point in host_mount_points()
                   if point.startswith(str(tmp_path)) and point != str(late)]
         assert leaked == [], f"the monitor's mounts reached the host: {leaked}"
+        lock = next((tmp_path / ".fuzz" / "nodes").rglob("monitor.lock"))
+        monitor_mounts = Path(f"/proc/{int(lock.read_text())}/mountinfo").read_text()
+        assert f"{lock.parent}/monitor.run " in monitor_mounts  # they are in its own

@@ -65,16 +65,19 @@ class HostView:
         Raises :class:`SysError` (one line) when a source cannot be copied; what was
         attached before stays until :meth:`release`.
         """
+        if not self.available:
+            return config_text
         config: dict[str, Any] = json.loads(config_text)
         binds = [mount for mount in config.get("mounts", ())
                  if mount.get("type") == "bind" and self._from_host(str(mount.get("source")))]
-        if not self.available or not binds:
+        if not binds:
             return config_text
         staged = os.path.join(self.stage_root, job_id)
         os.makedirs(staged, mode=0o700, exist_ok=True)
-        for index, mount in enumerate(binds):
-            target = os.path.join(staged, str(index))
-            self._copy(str(mount["source"]), target)
+        copies = [(str(mount["source"]), os.path.join(staged, str(index)))
+                  for index, mount in enumerate(binds)]
+        self._copy(copies)
+        for mount, (_, target) in zip(binds, copies, strict=True):
             mount["source"] = target
         return json.dumps(config)
 
@@ -101,15 +104,16 @@ class HostView:
     def _from_host(self, source: str) -> bool:
         return source.startswith("/") and not source.startswith(self.own_dir)
 
-    def _copy(self, source: str, target: str) -> None:
-        """Attach on ``target`` a copy of the host's mount tree at ``source`` (in a child)."""
+    def _copy(self, copies: list[tuple[str, str]]) -> None:
+        """Attach on each target a copy of the host's mount tree at its source (in one
+        child: its error, if any, comes back through a pipe)."""
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child only makes syscalls, then _exits
             os.close(read_end)
             code = 0
             try:
-                self._copy_in_child(source, target)
+                self._copy_in_child(copies)
             except (SysError, OSError) as exc:
                 os.write(write_end, str(exc).encode()[:1000])
                 code = 1
@@ -121,15 +125,15 @@ class HostView:
         finally:
             os.waitpid(pid, 0)
         if error:
-            raise SysError(f"mounting {source} from the host: {error}")
+            raise SysError(f"binding the host's paths: {error}")
 
-    def _copy_in_child(self, source: str, target: str) -> None:
+    def _copy_in_child(self, copies: list[tuple[str, str]]) -> None:
         enter_mount_namespace(self.host_ns)
-        tree = clone_mount_tree(source)
-        is_dir = stat.S_ISDIR(os.fstat(tree).st_mode)
+        trees = [clone_mount_tree(source) for source, _ in copies]
         enter_mount_namespace(self.own_ns)
-        if is_dir:
-            os.mkdir(target, 0o700)
-        else:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        attach_mount_tree(tree, target)
+        for tree, (_, target) in zip(trees, copies, strict=True):
+            if stat.S_ISDIR(os.fstat(tree).st_mode):
+                os.mkdir(target, 0o700)
+            else:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            attach_mount_tree(tree, target)
