@@ -39,6 +39,13 @@ class LoadedFuzzfile:
     content_hash: str
 
 
+MAX_FUZZFILE_VALUES = 10_000
+"""The most values (keys, scalars, lists and mappings) one Fuzzfile may hold: 500
+jobs of a dozen values each fit (a task array is one job); parsing this many costs
+about half a second and 10 MB, where a dense 1 MiB of YAML (half a million values)
+cost 28 s and 549 MB."""
+
+
 def check_fuzzfile_size(size: int, file: str, limits: LimitsSpec | None = None) -> None:
     """Refuse a Fuzzfile of ``size`` bytes over ``limits.fuzzfile_bytes`` (default 1 MiB).
 
@@ -70,7 +77,7 @@ def parse_fuzzfile(
     tasks than they allow (counted, never made) or a task array allowed to run more
     at once is a problem. Raises SpecError listing every problem in file order.
     """
-    document = parse_yaml(text, file)
+    document = parse_yaml(text, file, MAX_FUZZFILE_VALUES)
     issues = partial(
         fuzzfile_issues, capacities=capacities, capacities_are_nodes=capacities_are_nodes,
         limits=limits,

@@ -250,20 +250,28 @@ _INVALID: Any = object()
 
 
 class _AliasCountingLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that also records where each alias is, with the node it names."""
+    """PyYAML's safe loader that also records where each alias is, with the node it names,
+    and stops at the value past ``max_values`` (a YAML error there)."""
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, max_values: int) -> None:
         super().__init__(stream)
         self.alias_uses: list[tuple[yaml.Mark, Node]] = []
+        self.max_values = max_values
+        self.values = 0
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         """Compose as PyYAML does, noting each alias (its own position, not its anchor's)."""
-        alias: yaml.Mark | None = None
-        if self.check_event(yaml.AliasEvent):
-            alias = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # stub
+        mark: yaml.Mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # stub
+        alias = self.check_event(yaml.AliasEvent)
+        if not alias:
+            self.values += 1
+            if self.values > self.max_values:
+                raise yaml.MarkedYAMLError(
+                    problem=f"the document has more than {self.max_values} values",
+                    problem_mark=mark)
         node = super().compose_node(parent, index)
-        if alias is not None and node is not None:
-            self.alias_uses.append((alias, node))
+        if alias and node is not None:
+            self.alias_uses.append((mark, node))
         return node
 
 
@@ -339,17 +347,19 @@ def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     return Problem(file, 1, 1, "", str(exc) or "invalid YAML")  # pragma: no cover
 
 
-def parse_yaml(text: str, file: str) -> YamlDocument:
+def parse_yaml(text: str, file: str, max_values: int = _MAX_NODES) -> YamlDocument:
     """Parse one YAML document whose top level must be a mapping.
 
-    ``file`` is the name shown in problems. The result's ``data`` is None when the
-    document cannot be used at all (syntax error, empty file, top level not a
-    mapping); otherwise it holds the data even if ``problems`` lists duplicate keys,
-    so that validation can go on and report everything in one run.
+    ``file`` is the name shown in problems; a document of more than ``max_values``
+    values (aliases not expanded) is refused where it passes that count. The
+    result's ``data`` is None when the document cannot be used at all (syntax
+    error, empty file, top level not a mapping, too many values); otherwise it
+    holds the data even if ``problems`` lists duplicate keys, so that validation
+    can go on and report everything in one run.
     """
     source = SourceMap(file)
     try:
-        loader = _AliasCountingLoader(text)
+        loader = _AliasCountingLoader(text, max_values)
     except yaml.YAMLError as exc:  # the reader checks for unprintable characters up front
         return YamlDocument(None, source, [_syntax_problem(file, text, exc)])
     try:

@@ -1,8 +1,9 @@
 """End to end: bad or huge Fuzzfiles cost a running orchestrator next to nothing.
 
 A real ``fuzz server`` (its own process, TLS) gets six YAML alias bombs at once
-through six ``fuzz workflow start``; each is refused at once with one line, the
-server's memory (VmRSS) stays near its baseline and ``workflow list`` stays fast.
+through six ``fuzz workflow start`` (then six dense Fuzzfiles of half a million
+values); each is refused at once with one line, the server's memory (VmRSS) stays
+near its baseline and ``workflow list`` stays fast.
 A Fuzzfile over ``orchestrator.limits.fuzzfile_bytes`` is refused by the CLI before
 it is sent and, sent anyway (straight through the API), by the server before it is
 parsed, with the same line; one past gRPC's message limit gets a clear line too.
@@ -23,6 +24,7 @@ from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.connect import CA_FILE, admin_token_path
 from fuzz.rpc.client import ClientTls
+from fuzz.spec.fuzzfile_loader import MAX_FUZZFILE_VALUES
 from fuzz.testing.cluster import cluster_spec
 from fuzz.testing.oci import free_port
 from tests.engine.test_fuzzfile_bounds import alias_bomb, big_fuzzfile, oversize_line
@@ -76,28 +78,42 @@ def server(tmp_path: Path) -> Iterator[Server]:
         running.fuzz("server", "--stop")
 
 
-def test_six_alias_bombs_at_once_leave_the_server_as_it_was(server: Server) -> None:
-    (server.directory / "bomb.yaml").write_text(alias_bomb())
+def six_at_once(server: Server, file: str, line: str) -> None:
+    """Start ``file`` six times at once: each refused with ``line``, the server's memory
+    kept within 50 MB of what it was and ``workflow list`` fast after."""
     assert server.fuzz("workflow", "list").code == 0  # warm: the first calls load code
     baseline = server.rss()
 
-    def start_bomb(index: int) -> tuple[Result, float]:
+    def start(index: int) -> tuple[Result, float]:
         began = time.monotonic()
-        result = server.fuzz("workflow", "start", f"bomb{index}", "bomb.yaml", timeout=120)
+        result = server.fuzz("workflow", "start", f"bad{index}", file, timeout=120)
         return result, time.monotonic() - began
 
     with ThreadPoolExecutor(6) as pool:
-        outcomes = list(pool.map(start_bomb, range(6)))
+        outcomes = list(pool.map(start, range(6)))
     for result, took in outcomes:
         assert result.code == 1, result
-        assert result.err.strip().splitlines()[-1].endswith(BOMB_LINE), result.err
-        assert took < 15, f"a bomb took {took:.1f} s to be refused"
+        assert result.err.strip().splitlines()[-1].endswith(line), result.err
+        assert took < 20, f"{file} took {took:.1f} s to be refused"
     grown = server.rss() - baseline
     assert grown < 50 * MiB, f"the server grew by {grown / MiB:.0f} MiB"
     began = time.monotonic()
     listed = server.fuzz("workflow", "list")
     assert listed.code == 0, listed
     assert time.monotonic() - began < 5
+
+
+def test_six_alias_bombs_at_once_leave_the_server_as_it_was(server: Server) -> None:
+    (server.directory / "bomb.yaml").write_text(alias_bomb())
+    six_at_once(server, "bomb.yaml", BOMB_LINE)
+
+
+def test_six_dense_fuzzfiles_at_once_leave_the_server_as_it_was(server: Server) -> None:
+    text = "version: v1\nx: [" + "1," * (MiB // 2 - 20) + "1]\njobs: {}\n"  # under 1 MiB
+    (server.directory / "dense.yaml").write_text(text)
+    column = 5 + 2 * (MAX_FUZZFILE_VALUES - 5)
+    six_at_once(server, "dense.yaml",
+                f"dense.yaml:2:{column}: the document has more than {MAX_FUZZFILE_VALUES} values")
 
 
 def test_a_fuzzfile_over_the_limit_is_refused_by_the_cli_and_by_the_server(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.spec.cluster import LimitsSpec
-from fuzz.spec.fuzzfile_loader import load_fuzzfile, parse_fuzzfile
+from fuzz.spec.fuzzfile_loader import MAX_FUZZFILE_VALUES, load_fuzzfile, parse_fuzzfile
 from fuzz.spec.problems import SpecError
 from fuzz.spec.yamlsource import MAX_ALIAS_VALUES, parse_yaml
 from tests.support.cliutil import run_fuzz
@@ -88,6 +88,27 @@ def test_aliases_within_the_budget_load_and_one_more_level_is_refused() -> None:
     assert [str(p) for p in over.problems] == [
         f"over.yaml:5:45: aliases expand the document by more than {MAX_ALIAS_VALUES} values "
         "(an alias bomb?)"]
+
+
+def test_a_dense_fuzzfile_within_the_size_limit_is_refused_by_its_count_of_values() -> None:
+    text = "version: v1\nx: [" + "1," * (MiB // 2 - 20) + "1]\njobs: {}\n"  # 524,000 values
+    assert len(text) <= MiB
+    began = time.monotonic()
+    with pytest.raises(SpecError) as caught:
+        parse_fuzzfile(text, "dense.yaml")
+    took = time.monotonic() - began
+    column = 5 + 2 * (MAX_FUZZFILE_VALUES - 5)  # 5 values before the list's: its value k is 5+k
+    assert str(caught.value) == (
+        f"dense.yaml:2:{column}: the document has more than {MAX_FUZZFILE_VALUES} values")
+    assert took < 5.0, f"took {took:.2f} s"  # before: 28 s and 549 MB
+
+
+def test_a_fuzzfile_of_many_jobs_within_the_count_loads() -> None:
+    jobs = "".join(f"  j{index}:\n    image: {{uri: docker://alpine:3.19}}\n"
+                   f"    command: [echo, '{index}']\n    env: [A=1, B=2]\n"
+                   for index in range(500))
+    loaded = parse_fuzzfile(f"version: v1\njobs:\n{jobs}", "many.yaml")
+    assert len(loaded.fuzzfile.jobs) == 500
 
 
 def oversize_line(file: str, size: int, limit: int) -> str:
