@@ -12,8 +12,13 @@ CLI, 28,000-33,000 in the orchestrator, and a tunnel 10-20% slower
 port-forward keep blocks up to 4 MiB in the heap and at most 16 MiB free at the
 top of each arena before giving memory back (a few thousand faults remain).
 
-Python has no binding for ``mallopt(3)``, hence ctypes; on a C library without
-it (or that ignores it, as musl does) nothing changes.
+The same thresholds keep up to 16 MiB free in each thread's arena: after a burst
+of large requests handled at once (six 1 MiB Fuzzfiles refused), the server
+would hold tens of MB it no longer uses; :func:`give_back_free_memory` returns
+them at once.
+
+Python has no binding for ``mallopt(3)`` or ``malloc_trim(3)``, hence ctypes; on a
+C library without them (or that ignores them, as musl does) nothing changes.
 """
 
 from __future__ import annotations
@@ -37,3 +42,14 @@ def keep_large_buffers_in_heap() -> bool:
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+
+
+def give_back_free_memory() -> None:
+    """Return the free memory of every malloc arena to the kernel now (``malloc_trim``)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim.argtypes = (ctypes.c_size_t,)
+    trim.restype = ctypes.c_int
+    trim(0)

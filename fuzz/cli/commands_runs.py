@@ -14,10 +14,13 @@ import click
 from rich.live import Live
 
 from fuzz.api import orchestrator_pb2 as pb
+from fuzz.cli.commands_workflow import known_limits
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.options import AppContext, json_option, pass_app, workflow_argument
 from fuzz.cli.workflow_view import list_table, status_table, to_dict
 from fuzz.errors import ConfigError, FuzzError
+from fuzz.spec.cluster import LimitsSpec
+from fuzz.spec.fuzzfile_loader import check_fuzzfile_size
 from fuzz.units import format_bytes
 
 
@@ -25,12 +28,19 @@ class WorkflowFailedError(FuzzError):
     """A watched workflow ended other than SUCCEEDED (exit 1, after its table)."""
 
 
-def _read_fuzzfile(path: Path) -> str:
+def _read_fuzzfile(path: Path, limits: LimitsSpec | None) -> str:
+    """The Fuzzfile's text, refused before it is sent when it is larger than ``limits``
+    allow (the line the server would answer; see :func:`check_fuzzfile_size`)."""
     try:
-        return path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+    check_fuzzfile_size(len(raw), str(path), limits)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read it: {exc}") from exc
 
 
@@ -75,7 +85,7 @@ def start(app: AppContext, name: str, fuzzfile: Path, watch: bool, server: str |
     OWNER/NAME starts a run of OWNER's workflow, as OWNER (their secrets, volumes and
     job ids), where IAM allows workflow:start on workflow/OWNER/NAME.
     """
-    text = _read_fuzzfile(fuzzfile)
+    text = _read_fuzzfile(fuzzfile, known_limits(app))
     with connect(app, server, token_file) as client:
         started = client.start_workflow(name, text, str(fuzzfile))
         if watch:

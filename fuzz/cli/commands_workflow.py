@@ -33,7 +33,7 @@ def workflow_validate(app: AppContext, file: Path, as_json: bool) -> None:
     Next to a cluster spec with an ``orchestrator:`` block, its limits apply too.
     """
     try:
-        loaded = load_fuzzfile(file, limits=_known_limits(app))
+        loaded = load_fuzzfile(file, limits=known_limits(app))
     except SpecError as exc:
         if as_json:
             print_json(app.out, validation_json(exc.problems))
@@ -49,7 +49,7 @@ def workflow_validate(app: AppContext, file: Path, as_json: bool) -> None:
                   f"{_count(len(fuzzfile.volumes), 'volume')}")
 
 
-def _known_limits(app: AppContext) -> LimitsSpec | None:
+def known_limits(app: AppContext) -> LimitsSpec | None:
     """The limits of the cluster in the spec, None without a spec or orchestrator block."""
     if not app.spec_path.exists():
         return None

@@ -81,6 +81,10 @@ class OrchestratorClient(GrpcClient):
                 f"the orchestrator at {self.endpoint} did not answer in time")
         if code == grpc.StatusCode.INVALID_ARGUMENT and isinstance(exc, grpc.Call):
             return InvalidRequestError(exc.details() or details)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+            return InvalidRequestError(
+                f"the orchestrator takes no request this large ({details}): is the Fuzzfile "
+                "over orchestrator.limits.fuzzfile_bytes?")
         if code == grpc.StatusCode.NOT_FOUND:
             return NotFoundError(details)
         if code == grpc.StatusCode.UNAUTHENTICATED:

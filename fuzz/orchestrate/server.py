@@ -64,6 +64,7 @@ from fuzz.orchestrate.workflows.jobids import DEFAULT_JOB_IDS, JobIdRange, range
 from fuzz.orchestrate.workflows.loop import Runner
 from fuzz.plugin.provider import JoinInfo
 from fuzz.rpc.server import (
+    GRPC_MAX_MESSAGE_BYTES,
     RunningServer,
     ServerStartError,
     install_signal_handlers,
@@ -81,6 +82,7 @@ KEY_FILE = "master.key"
 LOCK_FILE = "server.lock"
 INSTANCE_FILE = "instance-id"
 STOP_GRACE = 2.0
+REQUEST_OVERHEAD = 64 * 1024  # a start request's fields other than the Fuzzfile, and more
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,10 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             # while they last: capped, with workers kept for heartbeats (see streams.py)
             max_workers=server_workers(settings.limits),
             interceptors=[StreamLimiter(settings.limits, user_of)],
+            # a Fuzzfile at the limit always arrives, so that the refusal of one over
+            # it is the server's own line, never gRPC's "larger than max"
+            max_message_bytes=max(GRPC_MAX_MESSAGE_BYTES,
+                                  settings.limits.fuzzfile_bytes + REQUEST_OVERHEAD),
         )
         service.advertise = settings.advertise or running.endpoint
         if tls is None:

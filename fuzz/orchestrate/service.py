@@ -22,6 +22,7 @@ from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import orchestrator_pb2_grpc, substrate_pb2
 from fuzz.clients.agent import AgentError
 from fuzz.errors import FuzzError
+from fuzz.heap import give_back_free_memory
 from fuzz.orchestrate.cluster.elastic import ElasticLoop
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
 from fuzz.orchestrate.cluster.nodes import JoinRefusedError, NodeDirectory, NodeUse
@@ -60,7 +61,7 @@ from fuzz.orchestrate.workflows.workflow import (
 )
 from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.rpc.tunnel import request_frame
-from fuzz.spec.fuzzfile_loader import parse_fuzzfile
+from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, check_fuzzfile_size, parse_fuzzfile
 from fuzz.spec.problems import SpecError
 from fuzz.spec.workflowref import task_key
 
@@ -267,10 +268,7 @@ class OrchestratorService:
                               workflow_resource(target.owner, target.name))
             # With elastic pools, the elastic loop decides what fits (and fails what never can).
             elastic = self.elastic is not None and self.elastic.active
-            loaded = parse_fuzzfile(request.fuzzfile, request.file_name or "Fuzzfile",
-                                    capacities=None if elastic else self._nodes.capacities(),
-                                    capacities_are_nodes=True,
-                                    limits=self._runner.limits)
+            loaded = self._parse_fuzzfile(request, elastic)
             for where, secret in secret_references(loaded.fuzzfile):
                 self._authz.check_hidden(identity, "secret:use",
                                          secret_resource(target.owner, secret), target.owner,
@@ -279,6 +277,25 @@ class OrchestratorService:
             return workflow_message(self._runner.snapshot(target.owner, target.name))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
+
+    def _parse_fuzzfile(self, request: pb.StartWorkflowRequest, elastic: bool
+                        ) -> LoadedFuzzfile:
+        """The request's Fuzzfile, checked: first its size, then its text (raises SpecError).
+
+        A refused one gives the free memory back at once: six large ones at once would
+        otherwise leave tens of MB in the threads' malloc arenas (see :mod:`fuzz.heap`).
+        """
+        file_name = request.file_name or "Fuzzfile"
+        text = request.fuzzfile
+        try:
+            check_fuzzfile_size(len(text.encode()), file_name, self._runner.limits)
+            return parse_fuzzfile(text, file_name,
+                                  capacities=None if elastic else self._nodes.capacities(),
+                                  capacities_are_nodes=True, limits=self._runner.limits)
+        except SpecError:
+            del text
+            give_back_free_memory()
+            raise
 
     def GetWorkflow(self, request: pb.WorkflowRef, context: grpc.ServicerContext
                     ) -> pb.Workflow:

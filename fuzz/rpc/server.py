@@ -26,6 +26,7 @@ from fuzz.rpc.auth import HEALTH_SERVICE, BearerTokenInterceptor, TokenCheck
 StatusTable = tuple[tuple[type[FuzzError], grpc.StatusCode], ...]
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 SIGNAL_POLL = 0.5  # how often a server's main thread wakes to act on a signal
+GRPC_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default for a received message
 
 
 class ServerStartError(FuzzError):
@@ -105,6 +106,7 @@ def start_server(
     max_workers: int = 64,
     open_methods: Iterable[str] = (),
     interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
+    max_message_bytes: int = GRPC_MAX_MESSAGE_BYTES,
 ) -> RunningServer:
     """Start a server with ``register`` adding its servicers.
 
@@ -112,14 +114,16 @@ def start_server(
     ``open_methods`` (full method names, ``/package.Service/Method``): they
     authenticate themselves (a node's registration carries a join token or a signed
     proof, a login a one-time code). ``interceptors`` run after the token check, on the
-    calls whose token was accepted. Raises ServerStartError.
+    calls whose token was accepted. A request larger than ``max_message_bytes`` is
+    refused by gRPC itself (RESOURCE_EXHAUSTED). Raises ServerStartError.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers,
                                    thread_name_prefix=service_name.rpartition(".")[2]),
         interceptors=[BearerTokenInterceptor(authenticate, (HEALTH_SERVICE, *open_methods)),
                       *interceptors],
-        options=(("grpc.so_reuseport", 0),),
+        options=(("grpc.so_reuseport", 0),
+                 ("grpc.max_receive_message_length", max_message_bytes)),
     )
     register(server)
     checker = health.HealthServicer()

@@ -305,6 +305,10 @@ ByteSize = Annotated[int, BeforeValidator(_check_size)]
 """A positive number of bytes, written as a size (``100MiB``) or an integer."""
 
 
+FUZZFILE_BYTES = 1024 * 1024
+"""The default of ``orchestrator.limits.fuzzfile_bytes``."""
+
+
 class LimitsSpec(StrictModel):
     """``orchestrator.limits``: what one user's workflows and calls may take at most.
 
@@ -334,6 +338,9 @@ class LimitsSpec(StrictModel):
         default=192, ge=1, strict=True,
         description="Long-lived calls all users together may hold open; the server keeps "
         "64 workers more than this for node heartbeats and short calls.")
+    fuzzfile_bytes: ByteSize = Field(
+        default=FUZZFILE_BYTES, description="The largest Fuzzfile the server takes (and the "
+        "CLI sends); refused by its size before it is parsed.")
 
 
 class DiskSpec(StrictModel):

@@ -15,9 +15,10 @@ from functools import partial
 from pathlib import Path
 
 from fuzz.resources import NodeCapacity
-from fuzz.spec.cluster import LimitsSpec
+from fuzz.spec.cluster import FUZZFILE_BYTES, LimitsSpec
 from fuzz.spec.fuzzfile import Fuzzfile
 from fuzz.spec.fuzzfile_checks import fuzzfile_issues
+from fuzz.spec.problems import Problem, SpecError
 from fuzz.spec.validation import validate_document
 from fuzz.spec.yamlsource import SourceMap, decode_source, parse_yaml, read_source
 
@@ -38,6 +39,26 @@ class LoadedFuzzfile:
     content_hash: str
 
 
+MAX_FUZZFILE_VALUES = 10_000
+"""The most values (keys, scalars, lists and mappings) one Fuzzfile may hold: 500
+jobs of a dozen values each fit (a task array is one job); parsing this many costs
+about half a second and 10 MB, where a dense 1 MiB of YAML (half a million values)
+cost 28 s and 549 MB."""
+
+
+def check_fuzzfile_size(size: int, file: str, limits: LimitsSpec | None = None) -> None:
+    """Refuse a Fuzzfile of ``size`` bytes over ``limits.fuzzfile_bytes`` (default 1 MiB).
+
+    The CLI checks before it sends a file and the server before it parses one, so
+    both refuse with the same line; raises SpecError (``wf.yaml:1:1: ...``).
+    """
+    limit = limits.fuzzfile_bytes if limits is not None else FUZZFILE_BYTES
+    if size > limit:
+        raise SpecError([Problem(file, 1, 1, "", (
+            f"the Fuzzfile is {size} bytes, more than the {limit} bytes the orchestrator "
+            "accepts (orchestrator.limits.fuzzfile_bytes)"))])
+
+
 def parse_fuzzfile(
     text: str,
     file: str,
@@ -56,7 +77,7 @@ def parse_fuzzfile(
     tasks than they allow (counted, never made) or a task array allowed to run more
     at once is a problem. Raises SpecError listing every problem in file order.
     """
-    document = parse_yaml(text, file)
+    document = parse_yaml(text, file, MAX_FUZZFILE_VALUES)
     issues = partial(
         fuzzfile_issues, capacities=capacities, capacities_are_nodes=capacities_are_nodes,
         limits=limits,
@@ -77,11 +98,14 @@ def load_fuzzfile(
     """Read, parse and check the Fuzzfile at ``path`` (see :func:`parse_fuzzfile`).
 
     ``display_name`` is how problems name the file (default: ``path`` as given).
-    Raises SpecError listing every problem, or ConfigError (``wf.yaml: no such
-    file``) when the file cannot be read.
+    Raises SpecError listing every problem (or only that the file is larger than
+    ``limits`` allow: see :func:`check_fuzzfile_size`), or ConfigError (``wf.yaml: no
+    such file``) when the file cannot be read.
     """
     name = display_name if display_name is not None else str(path)
-    text = decode_source(read_source(path, name), name)
+    raw = read_source(path, name)
+    check_fuzzfile_size(len(raw), name, limits)
+    text = decode_source(raw, name)
     loaded = parse_fuzzfile(text, name, capacities, capacities_are_nodes=capacities_are_nodes,
                             limits=limits)
     return dataclasses.replace(loaded, path=path.absolute())

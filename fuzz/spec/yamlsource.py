@@ -6,6 +6,13 @@ line and column of its key and of its value. Problems that YAML itself would hid
 are reported: duplicate keys (YAML keeps the last one silently), an empty file, a
 top level that is not a mapping. Syntax errors become a :class:`Problem` at the
 position PyYAML names, never a traceback.
+
+Aliases are bounded before anything is built: a few hundred bytes of nested
+aliases ("billion laughs") would otherwise expand to billions of values. Composing
+the document costs time and memory in proportion to its text (aliases share the
+node they name); then each alias is charged the number of values it would expand
+to, and past :data:`MAX_ALIAS_VALUES` in all the document is refused at the alias
+that went over, before one value is built.
 """
 
 from __future__ import annotations
@@ -27,7 +34,11 @@ FieldPath = tuple[Hashable, ...]
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+_MAX_NODES = 1_000_000  # the most values one document may build, aliases or not
+
+MAX_ALIAS_VALUES = 10_000
+"""The most values all the aliases of one document may add when expanded: plenty for
+shared defaults (``<<: *defaults``), far below what hurts a server."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +249,61 @@ _INVALID: Any = object()
 """Marks a scalar that could not be constructed (already reported)."""
 
 
+class _AliasCountingLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also records where each alias is, with the node it names,
+    and stops at the value past ``max_values`` (a YAML error there)."""
+
+    def __init__(self, stream: str, max_values: int) -> None:
+        super().__init__(stream)
+        self.alias_uses: list[tuple[yaml.Mark, Node]] = []
+        self.max_values = max_values
+        self.values = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        """Compose as PyYAML does, noting each alias (its own position, not its anchor's)."""
+        mark: yaml.Mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # stub
+        alias = self.check_event(yaml.AliasEvent)
+        if not alias:
+            self.values += 1
+            if self.values > self.max_values:
+                raise yaml.MarkedYAMLError(
+                    problem=f"the document has more than {self.max_values} values",
+                    problem_mark=mark)
+        node = super().compose_node(parent, index)
+        if alias and node is not None:
+            self.alias_uses.append((mark, node))
+        return node
+
+
+def _expanded_size(node: Node, sizes: dict[int, int], active: set[int]) -> int:
+    """How many values ``node`` builds into, aliases expanded (memoized in ``sizes``;
+    a node that contains itself counts once there: the builder reports it)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in active or isinstance(node, ScalarNode):
+        return 1
+    active.add(id(node))
+    children: list[Node] = []
+    for item in node.value:
+        children.extend(item if isinstance(item, tuple) else (item,))
+    size = 1 + sum(_expanded_size(child, sizes, active) for child in children)
+    active.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
+def _alias_bomb(loader: _AliasCountingLoader) -> yaml.Mark | None:
+    """The alias at which the document's aliases add more than MAX_ALIAS_VALUES values."""
+    sizes: dict[int, int] = {}
+    added = 0
+    for mark, node in loader.alias_uses:
+        added += _expanded_size(node, sizes, set())
+        if added > MAX_ALIAS_VALUES:
+            return mark
+    return None
+
+
 class _TooLarge(Exception):
     """Raised when a document expands to more nodes than we are willing to build."""
 
@@ -281,17 +347,19 @@ def _syntax_problem(file: str, text: str, exc: yaml.YAMLError) -> Problem:
     return Problem(file, 1, 1, "", str(exc) or "invalid YAML")  # pragma: no cover
 
 
-def parse_yaml(text: str, file: str) -> YamlDocument:
+def parse_yaml(text: str, file: str, max_values: int = _MAX_NODES) -> YamlDocument:
     """Parse one YAML document whose top level must be a mapping.
 
-    ``file`` is the name shown in problems. The result's ``data`` is None when the
-    document cannot be used at all (syntax error, empty file, top level not a
-    mapping); otherwise it holds the data even if ``problems`` lists duplicate keys,
-    so that validation can go on and report everything in one run.
+    ``file`` is the name shown in problems; a document of more than ``max_values``
+    values (aliases not expanded) is refused where it passes that count. The
+    result's ``data`` is None when the document cannot be used at all (syntax
+    error, empty file, top level not a mapping, too many values); otherwise it
+    holds the data even if ``problems`` lists duplicate keys, so that validation
+    can go on and report everything in one run.
     """
     source = SourceMap(file)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _AliasCountingLoader(text, max_values)
     except yaml.YAMLError as exc:  # the reader checks for unprintable characters up front
         return YamlDocument(None, source, [_syntax_problem(file, text, exc)])
     try:
@@ -305,6 +373,12 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
             pos = _position(root)
             message = f"the top level must be a mapping, not {_describe(root)}"
             return YamlDocument(None, source, [Problem(file, pos.line, pos.col, "", message)])
+        bomb = _alias_bomb(loader)
+        if bomb is not None:
+            message = (f"aliases expand the document by more than {MAX_ALIAS_VALUES} values "
+                       "(an alias bomb?)")
+            return YamlDocument(None, source,
+                                [Problem(file, bomb.line + 1, bomb.column + 1, "", message)])
         builder = _Builder(loader, source)
         try:
             data = builder.build(root, (), None)

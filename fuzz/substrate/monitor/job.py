@@ -63,10 +63,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Protocol
 
+    from fuzz.substrate.monitor.hostview import HostView
+
     class Host(Protocol):
         """What a job needs from the event loop that drives it."""
 
         cgroup_mounts: list[CgroupMount]
+        host_view: HostView
 
         def watch(self, fd: int, callback: Callable[[], None]) -> None:
             """Call ``callback`` whenever ``fd`` is readable."""
@@ -134,6 +137,7 @@ class Job:
         self.status_temps = list(STATUS_TEMPS)
         self.phase = "launching"
         self.mounted = False
+        self.staged = False  # copies of the host's bind sources (monitor.hostview)
         self.netns_mounted = False  # the job's network namespace, on its NETNS_FILE
         self.peers: list[str] = []  # addresses of its multinode peers, let through
         self.image: Premount | None = None  # the image mounted, once it is
@@ -192,7 +196,9 @@ class Job:
         (:mod:`fuzz.substrate.monitor.spare`).
         """
         try:
-            _write_text(self.path(CONFIG_FILE), self.config_text)
+            self.staged = True  # whatever happens next, the host binds are to be released
+            _write_text(self.path(CONFIG_FILE),
+                        self.host.host_view.bind_sources(self.id, self.config_text))
             self.write_spec()
             self.mount_rootfs(premount)
             self.spawn_run()
@@ -469,7 +475,8 @@ class Job:
         self.cleaned(problems)
 
     def cleaned(self, problems: list[str]) -> None:
-        """Unmount the overlay, drop runc's log and pid file; note problems in the status; done."""
+        """Unmount the overlay and the host binds, drop runc's log and pid file; note
+        problems in the status; done."""
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
@@ -478,6 +485,9 @@ class Job:
             if problem:
                 problems.append(problem)
             self.mounted = False
+        if self.staged:
+            problems.extend(self.host.host_view.release(self.id))
+            self.staged = False
         if self.netns_mounted:
             if not problems:  # deleted cleanly: nothing of the job runs in it
                 self.host.network_ended(self)

@@ -12,7 +12,8 @@ restarts never touch it), then:
    exits, so it gets their real exit status) and enters a mount namespace of its
    own (:func:`~fuzz.substrate.monitor.syscalls.private_mount_namespace`) for the
    containers' overlay roots and a small tmpfs on ``monitor.run`` for runc's
-   pid files (runc writes them with O_SYNC);
+   pid files (runc writes them with O_SYNC) and the copies of the host's mounts
+   that jobs bind (:mod:`~fuzz.substrate.monitor.hostview`);
 3. settles whatever a dead predecessor left (:meth:`Monitor.sweep
    <fuzz.substrate.monitor.server.Monitor.sweep>`) and makes a spare container
    directory for the first start; unless jobs use the host network, sets up
@@ -43,6 +44,7 @@ from fuzz.substrate.monitor.files import (
     MONITOR_RUN_DIR,
     socket_address,
 )
+from fuzz.substrate.monitor.hostview import HostView
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.monitor.server import Monitor
 from fuzz.substrate.monitor.syscalls import (
@@ -150,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.makedirs(os.path.join(state_dir, CONTAINERS_DIR), exist_ok=True)
     become_subreaper()
-    private_mount_namespace()
+    host_ns, own_ns = private_mount_namespace()
     run_dir = os.path.join(state_dir, MONITOR_RUN_DIR)
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     mount_tmpfs(run_dir, "mode=0700,size=4m")
-    monitor = Monitor(state_dir, runc, run_dir, network)
+    host_view = HostView(host_ns, own_ns, os.path.join(run_dir, "binds"), state_dir)
+    monitor = Monitor(state_dir, runc, run_dir, network, host_view)
     monitor.sweep()
     monitor.start_network()
     monitor.replenish()

@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from fuzz.substrate.monitor.hostview import HostView
+
 MAX_REQUEST = 16 * 1024 * 1024  # a start request carries the OCI config and the spec
 RECV_SIZE = 256 * 1024
 UCRED = struct.Struct("3i")
@@ -82,14 +84,17 @@ class Client:
 class Monitor:
     """Runs and watches every container of one state dir; see the module docstring."""
 
-    def __init__(self, state_dir: str, runc: str, run_dir: str, network: JobNetwork) -> None:
+    def __init__(self, state_dir: str, runc: str, run_dir: str, network: JobNetwork,
+                 host_view: HostView) -> None:
         """Serve ``state_dir``'s containers; ``runc`` settles orphans that name none.
 
         ``run_dir`` is a tmpfs of the monitor's own for runc's pid files and logs;
-        jobs are put on ``network`` (see :meth:`start_network`).
+        jobs are put on ``network`` (see :meth:`start_network`) and bind the host's
+        paths through ``host_view``.
         """
         self.state_dir = state_dir
         self.run_dir = run_dir
+        self.host_view = host_view
         self.root = os.path.join(state_dir, CONTAINERS_DIR)
         self.runc = Runc(runc)
         self.cgroup_mounts = cgroup_mounts()
