@@ -186,6 +186,12 @@ class ReportSteps(RunnerBase):
         """
         overruns = self._overruns(workflow_id, key)
         with self._lock:
+            reason = self._evicted.pop((workflow_id, key), None)
+            if reason is not None and outcome.state != TaskState.SUCCEEDED:
+                outcome = Outcome(TaskState.FAILED, outcome.exit_code, reason)
+            elif self._start_lost_to_cordon(workflow_id, key, outcome):
+                self.requeue(workflow_id, key, "its node was cordoned before it started")
+                return
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return
@@ -207,6 +213,17 @@ class ReportSteps(RunnerBase):
                 task.state = outcome.state
             self._store.save(task)
             self._touch()
+
+    def _start_lost_to_cordon(self, workflow_id: str, key: str, outcome: Outcome) -> bool:
+        """Whether an attempt failed before it ran on a node cordoned meanwhile.
+
+        Such a task was queued work: it is placed again elsewhere, never failed.
+        """
+        workflow = self._active.get(workflow_id)
+        task = workflow.tasks.get(key) if workflow is not None else None
+        return task is not None and task.state == TaskState.STARTING and \
+            outcome.state == TaskState.FAILED and \
+            any(self._nodes.draining(node) for node in task.nodes)
 
     def _overruns(self, workflow_id: str, key: str) -> list[tuple[VolumeRecord, str]]:
         """The volumes task ``key`` mounts that hold more than the limit, and by how much."""
