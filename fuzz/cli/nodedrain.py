@@ -75,8 +75,9 @@ def reachable_orchestrator(app: AppContext) -> OrchestratorClient | None:
     try:
         client.node_work([], timeout=PROBE_TIMEOUT)
     except OrchestratorUnreachableError as exc:
-        app.err.print(f"[yellow]No orchestrator answers ({escape(str(exc))}): nodes are "
-                      "deleted without draining.[/]")
+        app.err.print(f"[yellow]No orchestrator answers ({escape(str(exc))}): nothing is "
+                      "known of the tasks on the nodes to delete, and they are deleted "
+                      "without draining.[/]")
         return None
     return client
 

@@ -113,8 +113,10 @@ def test_plan_apply_drift_and_destroy_cycle(cluster_dir: Path) -> None:
 def test_plan_json_shape_and_saved_plan_staleness(cluster_dir: Path) -> None:
     plan = run_fuzz(cluster_dir, "plan", "--json", "-out", "first.plan")
     data = plan.json()
-    assert set(data) == {"lineage", "serial", "summary", "changes", "membership", "workflows"}
+    assert set(data) == {"lineage", "serial", "summary", "changes", "membership", "workflows",
+                         "interrupts"}
     assert data["membership"] == "recorded"  # no orchestrator block
+    assert data["interrupts"] == {}  # nothing is deleted
     assert data["workflows"] == []  # the spec declares none
     assert data["summary"] == {"create": 3, "update": 0, "replace": 0, "delete": 0}
     assert set(data["changes"][0]) == {"address", "action", "reason", "orphan", "generation",

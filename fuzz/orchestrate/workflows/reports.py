@@ -169,6 +169,7 @@ class ReportSteps(RunnerBase):
     def requeue(self, workflow_id: str, key: str, reason: str) -> None:
         """An attempt could not start for now: queue the task again, briefly held back."""
         with self._lock:
+            self._evicted.pop((workflow_id, key), None)  # it never ran: nothing was stopped
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return
