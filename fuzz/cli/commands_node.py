@@ -19,6 +19,7 @@ from fuzz.cli.connection import connect, server_options
 from fuzz.cli.nodedrain import DEFAULT_DRAIN_TIMEOUT, OrchestratorDrainer, node_work
 from fuzz.cli.options import AppContext, json_option, parse_duration_option, pass_app
 from fuzz.cli.render import print_json, print_json_line
+from fuzz.errors import FuzzError
 from fuzz.lifecycle.drain import DrainEvent, DrainSettings, drain_node
 
 node_argument = click.argument("name", metavar="NODE")
@@ -87,6 +88,8 @@ def drain(app: AppContext, name: str, timeout: str | None, server: str | None,
     seconds = parse_duration_option("--timeout", timeout) if timeout is not None \
         else _default_timeout(app, name)
     with connect(app, server, token_file) as client:
+        if client.node_work([name])[0].state == "UNKNOWN":
+            raise FuzzError(f"no node {name!r} is registered")
         client.cordon_nodes([name], "drain")
 
         def show(event: DrainEvent) -> None:

@@ -12,7 +12,11 @@ from rich.markup import escape
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.cli.options import AppContext, parse_duration_option
 from fuzz.cli.render import print_json_line
-from fuzz.clients.orchestrator import OrchestratorClient, OrchestratorUnreachableError
+from fuzz.clients.orchestrator import (
+    AccessDeniedError,
+    OrchestratorClient,
+    OrchestratorUnreachableError,
+)
 from fuzz.engine.model import RecordedNode
 from fuzz.lifecycle.drain import DrainEvent, DrainSettings, NodeTask, NodeWork
 from fuzz.spec.cluster import PoolSpec
@@ -112,8 +116,13 @@ def interrupted_work(app: AppContext, addresses: Sequence[str]
     """The tasks in flight on ``addresses`` (those with some); None without an orchestrator."""
     if not addresses:
         return {}
-    client = reachable_orchestrator(app)
-    if client is None:
+    try:
+        client = reachable_orchestrator(app)
+        if client is None:
+            return None
+        work = OrchestratorDrainer(client).work(addresses)
+    except AccessDeniedError as exc:
+        app.err.print(f"[yellow]The running tasks on the nodes to delete are not shown: "
+                      f"{escape(str(exc))}[/]")
         return None
-    work = OrchestratorDrainer(client).work(addresses)
     return {address: list(found.tasks) for address, found in work.items() if found.tasks}

@@ -79,6 +79,10 @@ class NodeActionError(FuzzError):
     """A CordonNodes request that asks for no known action."""
 
 
+class NodeNotFoundError(FuzzError):
+    """No node of that name has registered."""
+
+
 _STATUS: StatusTable = (
     (JoinRefusedError, grpc.StatusCode.UNAUTHENTICATED),
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
@@ -91,6 +95,7 @@ _STATUS: StatusTable = (
     (SpecError, grpc.StatusCode.INVALID_ARGUMENT),
     (SecretError, grpc.StatusCode.FAILED_PRECONDITION),
     (NodeActionError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NodeNotFoundError, grpc.StatusCode.NOT_FOUND),
     (FuzzError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
@@ -230,6 +235,11 @@ class OrchestratorService:
                                       f"(one of {', '.join(NODE_ACTIONS)})")
             if request.action == "evict" and not request.reason:
                 raise NodeActionError("evict needs a reason (the stopped tasks' error)")
+            known = {record.name for record in self._nodes.records()}
+            if request.action in ("cordon", "uncordon"):
+                for name in names:
+                    if name not in known:
+                        raise NodeNotFoundError(f"no node {name!r} is registered")
             for name in names:
                 self._act(request.action, name, request.reason)
             return self._node_work(names)

@@ -178,6 +178,10 @@ def test_plan_shows_the_running_tasks_a_change_would_interrupt(
 
 def test_admins_cordon_uncordon_and_drain_nodes(
         cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    for action in ("cordon", "uncordon", "drain"):
+        unknown = cluster.fuzz("node", action, "pool.cpu.node[7]")
+        assert unknown.code == 1, unknown.out
+        assert "no node 'pool.cpu.node[7]' is registered" in unknown.err, unknown.err
     cordoned = cluster.ok("node", "cordon", NODE0, "--json").json()
     assert cordoned == {"node": NODE0, "state": "CORDONED", "tasks": []}
     listed = {row["address"]: row for row in cluster.ok("node", "list", "--json").json()}
