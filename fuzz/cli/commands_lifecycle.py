@@ -284,7 +284,8 @@ def _run_apply(app: AppContext, the_plan: Plan, state: State, parallelism: int,
     ws = app.workspace
     cancel = threading.Event()
     progress = ProgressPrinter(app.out, len(the_plan.changes), as_json)
-    drain = drain_settings(app, drain_timeout, as_json) if nodes_to_drain(the_plan) else None
+    draining = nodes_to_drain(the_plan)
+    drain = drain_settings(app, draining, drain_timeout, as_json) if draining else None
     with _graceful_interrupt(app, cancel):
         result = apply_changes(the_plan, state, ws.gateway, ws.store, parallelism, progress,
                                cancel, drain)

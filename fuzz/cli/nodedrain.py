@@ -67,8 +67,10 @@ def drain_timeout_option(func: click.decorators.FC) -> click.decorators.FC:
     )(func)
 
 
-def reachable_orchestrator(app: AppContext) -> OrchestratorClient | None:
-    """The cluster's orchestrator when the spec has one and it answers; None otherwise.
+def reachable_orchestrator(app: AppContext, addresses: Sequence[str]
+                           ) -> OrchestratorClient | None:
+    """The cluster's orchestrator when the spec has one and it answers (about
+    ``addresses``); None otherwise.
 
     Without an answer the caller goes on as without an orchestrator, and says so.
     """
@@ -77,7 +79,7 @@ def reachable_orchestrator(app: AppContext) -> OrchestratorClient | None:
         return None
     client = ws.orchestrator
     try:
-        client.node_work([], timeout=PROBE_TIMEOUT)
+        client.node_work(list(addresses), timeout=PROBE_TIMEOUT)
     except OrchestratorUnreachableError as exc:
         app.err.print(f"[yellow]No orchestrator answers ({escape(str(exc))}): nothing is "
                       "known of the tasks on the nodes to delete, and they are deleted "
@@ -86,12 +88,13 @@ def reachable_orchestrator(app: AppContext) -> OrchestratorClient | None:
     return client
 
 
-def drain_settings(app: AppContext, drain_timeout: str | None, as_json: bool
-                   ) -> DrainSettings | None:
-    """How ``fuzz apply`` and ``destroy`` drain, or None when no orchestrator answers."""
+def drain_settings(app: AppContext, addresses: Sequence[str], drain_timeout: str | None,
+                   as_json: bool) -> DrainSettings | None:
+    """How ``fuzz apply`` and ``destroy`` drain ``addresses``, or None when no
+    orchestrator answers."""
     override = None if drain_timeout is None else \
         parse_duration_option("--drain-timeout", drain_timeout)
-    client = reachable_orchestrator(app)
+    client = reachable_orchestrator(app, addresses)
     if client is None:
         return None
     pools = app.workspace.loaded.spec.pools
@@ -117,7 +120,7 @@ def interrupted_work(app: AppContext, addresses: Sequence[str]
     if not addresses:
         return {}
     try:
-        client = reachable_orchestrator(app)
+        client = reachable_orchestrator(app, addresses)
         if client is None:
             return None
         work = OrchestratorDrainer(client).work(addresses)

@@ -32,7 +32,7 @@ from fuzz.engine.model import Action, DesiredNode, Plan, RecordedNode
 from fuzz.plugin.provider import NodeObservation
 
 UNREACHABLE = "UNREACHABLE"
-POLL = 1.0  # seconds between two looks at a draining node's tasks
+POLL = 2.0  # seconds between two looks at a draining node's tasks
 REPORT_EVERY = 10.0  # progress is shown when it changes, and at least this often
 STOP_WAIT = 60.0  # after the timeout: how long the stopped tasks may take to end
 

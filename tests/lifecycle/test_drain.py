@@ -104,7 +104,7 @@ def test_nodes_are_marked_first_and_each_delete_waits_for_its_tasks() -> None:
         operations.delete(node("c"))  # not drained: passed through
     assert orchestrator.calls == [("drain", "a"), ("drain", "b"), ("delete", "a"),
                                   ("forget", "a"), ("delete", "c"), ("uncordon", "b")]
-    assert orchestrator.now == 5.0  # deleted as soon as its task ended
+    assert orchestrator.now == 6.0  # deleted at the first look after its task ended (5 s)
     assert [e.phase for e in events] == ["waiting", "drained"]
     assert events[0].describe() == ("draining a: 1 task(s) still running: alice/wf job "
                                     "(RUNNING); waiting up to 30s more")
