@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 
 from fuzz.engine.apply import NodeOperations
 from fuzz.engine.model import Action, DesiredNode, Plan, RecordedNode
+from fuzz.errors import FuzzError
 from fuzz.plugin.provider import NodeObservation
 
 UNREACHABLE = "UNREACHABLE"
@@ -81,7 +82,7 @@ class NodeDrainer(Protocol):
         """The node was deleted: the orchestrator drops it."""
 
 
-DrainPhase = Literal["waiting", "stopping", "drained"]
+DrainPhase = Literal["waiting", "stopping", "drained", "still-cordoned"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class DrainEvent:
     tasks: tuple[NodeTask, ...] = ()
     remaining: float = 0.0  # seconds left of the drain timeout (waiting)
     timeout: float = 0.0
+    error: str = ""  # still-cordoned: why the mark could not be taken away
 
     def describe(self) -> str:
         """One line: which tasks still run on which node, and what happens next."""
@@ -103,13 +105,17 @@ class DrainEvent:
         if self.phase == "stopping":
             return (f"draining {self.address}: drain timeout ({self.timeout:g}s) reached; "
                     f"stopping {len(self.tasks)} task(s): {listed}")
+        if self.phase == "still-cordoned":
+            return (f"{self.address} was not deleted and stays cordoned ({self.error}): "
+                    f"fuzz node uncordon {self.address} lets it take work again")
         return f"drained {self.address}: no task runs there"
 
     def to_json(self) -> dict[str, object]:
         """One JSON progress line."""
         return {"type": "drain", "address": self.address, "phase": self.phase,
                 "tasks": [task.to_json() for task in self.tasks],
-                "remaining": round(self.remaining, 1), "timeout": self.timeout}
+                "remaining": round(self.remaining, 1), "timeout": self.timeout,
+                "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -150,8 +156,13 @@ class DrainingOperations:
 
     def __exit__(self, *exc: object) -> None:
         left = [address for address in self.addresses if address not in self.deleted]
-        if left:
+        if not left:
+            return
+        try:
             self.settings.drainer.mark(left, "uncordon")
+        except FuzzError as error:  # the orchestrator went away: say so, keep apply's result
+            for address in left:
+                self.settings.on_event(DrainEvent(address, "still-cordoned", error=str(error)))
 
     def create(self, node: DesiredNode, token: str) -> NodeObservation:
         """Create as the providers do."""

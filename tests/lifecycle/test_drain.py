@@ -138,3 +138,20 @@ def test_a_node_whose_delete_failed_takes_work_again() -> None:
             provider, settings(orchestrator, []), ["a"]) as operations:
         operations.delete(node("a"))
     assert orchestrator.calls == [("drain", "a"), ("uncordon", "a")]
+
+
+def test_a_mark_that_cannot_be_taken_away_is_reported_not_raised() -> None:
+    orchestrator = Orchestrator()
+    events: list[DrainEvent] = []
+
+    def gone(addresses: Collection[str], action: Literal["drain", "uncordon"]) -> None:
+        if action == "uncordon":
+            raise FuzzError("cannot reach the orchestrator")
+
+    orchestrator.mark = gone  # type: ignore[method-assign]
+    with DrainingOperations(Provider(orchestrator.calls), settings(orchestrator, events),
+                            ["a"]):
+        pass  # the apply failed before deleting a
+    assert [e.describe() for e in events] == [
+        "a was not deleted and stays cordoned (cannot reach the orchestrator): "
+        "fuzz node uncordon a lets it take work again"]
