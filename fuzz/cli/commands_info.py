@@ -18,6 +18,7 @@ from fuzz.cli.options import (
 )
 from fuzz.cli.render import print_json
 from fuzz.clients.agent import AgentClient
+from fuzz.clients.orchestrator import OrchestratorUnreachableError
 from fuzz.engine.model import RecordedNode
 from fuzz.engine.planner import address_sort_key
 from fuzz.errors import FuzzError
@@ -102,26 +103,41 @@ def node_list(app: AppContext, as_json: bool, lock_timeout: str) -> None:
     data_dir = ws.loaded.base_dir / block.data_dir if block else None
     nodes = sorted((recorded.resources.values() if recorded else []),
                    key=lambda n: address_sort_key(n.address))
+    scheduling = _scheduling(app)
     rows = [{"address": n.address, "pool": n.pool, "provider": n.provider,
              "provider_id": n.provider_id, "status": n.status,
-             "endpoint": n.observed.get("endpoint"), **_live_inventory(n, data_dir)} for n in nodes]
+             "endpoint": n.observed.get("endpoint"),
+             "scheduling": None if scheduling is None else scheduling.get(n.address, "UNKNOWN"),
+             **_live_inventory(n, data_dir)} for n in nodes]
     if as_json:
         print_json(app.out, rows)
         return
     if not rows:
         app.out.print("No nodes recorded. Run fuzz apply to create them.")
         return
-    table = Table("address", "provider", "id", "endpoint", "agent", "cores", "memory", "labels",
-                  "leases")
+    table = Table("address", "provider", "id", "endpoint", "agent", "scheduling", "cores",
+                  "memory", "labels", "leases")
     for row in rows:
         memory = f"{row['memory_bytes'] / 2**30:.1f} GiB" if "memory_bytes" in row else ""
         labels = ",".join(f"{k}={v}" for k, v in sorted(row.get("labels", {}).items())
                           if not k.startswith(FUZZ_TAG_PREFIX))
         table.add_row(escape(row["address"]), row["provider"], str(row["provider_id"] or "")[:12],
                       str(row["endpoint"] or ""), escape(row["agent"]),
+                      row["scheduling"] or "-",
                       str(row.get("cores", "")), memory, escape(labels),
                       _lease_summary(row.get("leases", [])))
     app.out.print(table)
+
+
+def _scheduling(app: AppContext) -> dict[str, str] | None:
+    """Each registered node's state in the orchestrator (READY, CORDONED, DRAINING,
+    UNREACHABLE); None without an orchestrator that answers."""
+    if app.workspace.loaded.spec.orchestrator is None:
+        return None
+    try:
+        return {found.name: found.state for found in app.workspace.orchestrator.list_nodes()}
+    except OrchestratorUnreachableError:
+        return None
 
 
 def _lease_summary(leases: list[dict[str, Any]]) -> str:

@@ -18,16 +18,19 @@ from fuzz.cli.declared_workflows import (
     start_changed,
     workflow_changes,
 )
+from fuzz.cli.nodedrain import drain_settings, drain_timeout_option, interrupted_work
 from fuzz.cli.options import (
     AppContext,
     json_option,
     lock_timeout_option,
+    parse_duration_option,
     parse_lock_timeout,
     pass_app,
 )
 from fuzz.cli.render import (
     ProgressPrinter,
     print_apply_result,
+    print_interrupts,
     print_json,
     print_json_line,
     print_plan,
@@ -37,6 +40,7 @@ from fuzz.cli.render import (
 from fuzz.engine.desired import Membership
 from fuzz.engine.model import Plan, State
 from fuzz.errors import ConfigError, FuzzError
+from fuzz.lifecycle.drain import nodes_to_drain
 from fuzz.lifecycle.planfile import read_plan, write_plan
 from fuzz.lifecycle.reconcile import PlanRequest, apply_changes, refresh_and_plan
 from fuzz.orchestrate.datadir import init_data_dir
@@ -222,11 +226,15 @@ def plan(app: AppContext, out: Path | None, detailed_exitcode: bool, refresh: bo
         the_plan, _ = refresh_and_plan(ws.loaded.spec, ws.gateway, ws.store, request,
                                        persist_refresh=False)
     workflows = [] if destroy else workflow_changes(ws)[0]
+    interrupts = interrupted_work(app, nodes_to_drain(the_plan))
     if out is not None:
         write_plan(out, the_plan, ws.spec_path, ws.store.encryption)
     if as_json:
         print_json(app.out, {**the_plan.to_json(), "membership": source,
-                             "workflows": [change.to_json() for change in workflows]})
+                             "workflows": [change.to_json() for change in workflows],
+                             "interrupts": None if interrupts is None else {
+                                 address: [task.to_json() for task in tasks]
+                                 for address, tasks in interrupts.items()}})
     else:
         if membership is not None:
             app.out.print("Elastic pools: planned with the running orchestrator's membership "
@@ -235,6 +243,7 @@ def plan(app: AppContext, out: Path | None, detailed_exitcode: bool, refresh: bo
             app.out.print("Elastic pools: planned with their recorded members within min and "
                           f"max; {source.removeprefix('recorded ').strip('()')}.")
         print_plan(app.out, the_plan)
+        print_interrupts(app.out, interrupts)
         print_workflow_changes(app.out, workflows)
         if out is not None:
             app.out.print(f"\nSaved the plan to {out}. Apply exactly this plan with: "
@@ -271,13 +280,15 @@ def _confirm(app: AppContext, question: str) -> None:
 
 
 def _run_apply(app: AppContext, the_plan: Plan, state: State, parallelism: int,
-               as_json: bool) -> None:
+               as_json: bool, drain_timeout: str | None) -> None:
     ws = app.workspace
     cancel = threading.Event()
     progress = ProgressPrinter(app.out, len(the_plan.changes), as_json)
+    draining = nodes_to_drain(the_plan)
+    drain = drain_settings(app, draining, drain_timeout, as_json) if draining else None
     with _graceful_interrupt(app, cancel):
         result = apply_changes(the_plan, state, ws.gateway, ws.store, parallelism, progress,
-                               cancel)
+                               cancel, drain)
     print_apply_result(app.out, the_plan, result, as_json)
     if result.failed or result.skipped:
         raise FuzzError(f"{len(result.failed)} change(s) failed and {len(result.skipped)} "
@@ -285,9 +296,12 @@ def _run_apply(app: AppContext, the_plan: Plan, state: State, parallelism: int,
 
 
 def _lifecycle(app: AppContext, plan_file: Path | None, auto_approve: bool, lock_timeout: str,
-               parallelism: int, as_json: bool, request: PlanRequest, operation: str) -> None:
+               parallelism: int, as_json: bool, request: PlanRequest, operation: str,
+               drain_timeout: str | None) -> None:
     if parallelism < 1:
         raise ConfigError("--parallelism must be at least 1")
+    if drain_timeout is not None:
+        parse_duration_option("--drain-timeout", drain_timeout)  # bad input: before any work
     ws = app.workspace
     with ws.locked(operation, parse_lock_timeout(lock_timeout)):
         if plan_file is not None:
@@ -301,7 +315,7 @@ def _lifecycle(app: AppContext, plan_file: Path | None, auto_approve: bool, lock
             if the_plan.has_changes and not auto_approve:
                 _confirm(app, f"\nDo you want to perform these actions? {summary_line(the_plan)}")
         if the_plan.has_changes:
-            _run_apply(app, the_plan, state, parallelism, as_json)
+            _run_apply(app, the_plan, state, parallelism, as_json, drain_timeout)
         elif as_json:
             print_json_line(app.out, {"type": "result", "added": 0, "changed": 0,
                                       "destroyed": 0, "failed": {}, "skipped": [],
@@ -323,33 +337,38 @@ def _lifecycle(app: AppContext, plan_file: Path | None, auto_approve: bool, lock
 @click.option("--refresh/--no-refresh", default=True, show_default=True)
 @click.option("--target", multiple=True, metavar="ADDR")
 @click.option("--replace", multiple=True, metavar="ADDR")
+@drain_timeout_option
 @json_option
 @lock_timeout_option
 @pass_app
 def apply(app: AppContext, plan_file: Path | None, auto_approve: bool, parallelism: int,
-          refresh: bool, target: tuple[str, ...], replace: tuple[str, ...], as_json: bool,
-          lock_timeout: str) -> None:
-    """Make the cluster match the spec (or carry out a saved PLAN_FILE)."""
+          refresh: bool, target: tuple[str, ...], replace: tuple[str, ...],
+          drain_timeout: str | None, as_json: bool, lock_timeout: str) -> None:
+    """Make the cluster match the spec (or carry out a saved PLAN_FILE).
+
+    Nodes to delete or replace are drained first when an orchestrator runs.
+    """
     if as_json and not auto_approve and plan_file is None:
         raise ConfigError("--json needs --auto-approve or a saved plan file")
     _lifecycle(app, plan_file, auto_approve, lock_timeout, parallelism, as_json,
-               _plan_request(refresh, target, replace, destroy=False), "apply")
+               _plan_request(refresh, target, replace, destroy=False), "apply", drain_timeout)
 
 
 @click.command()
 @click.option("--auto-approve", is_flag=True, help="Destroy without asking for confirmation.")
 @click.option("--parallelism", default=10, show_default=True)
 @click.option("--target", multiple=True, metavar="ADDR")
+@drain_timeout_option
 @json_option
 @lock_timeout_option
 @pass_app
 def destroy(app: AppContext, auto_approve: bool, parallelism: int, target: tuple[str, ...],
-            as_json: bool, lock_timeout: str) -> None:
-    """Delete every node of the cluster, and every orphan found for it."""
+            drain_timeout: str | None, as_json: bool, lock_timeout: str) -> None:
+    """Delete every node of the cluster, and every orphan found for it (drained first)."""
     if as_json and not auto_approve:
         raise ConfigError("--json needs --auto-approve")
     _lifecycle(app, None, auto_approve, lock_timeout, parallelism, as_json,
-               _plan_request(True, target, (), destroy=True), "destroy")
+               _plan_request(True, target, (), destroy=True), "destroy", drain_timeout)
 
 
 COMMANDS = [init, validate, plan, apply, destroy]

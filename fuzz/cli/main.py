@@ -41,6 +41,7 @@ def _register_commands() -> None:
         commands_info,
         commands_lifecycle,
         commands_login,
+        commands_node,
         commands_pool,
         commands_runs,
         commands_secret,
@@ -58,6 +59,8 @@ def _register_commands() -> None:
         workflow.add_command(command)
     cli.add_command(workflow)
     cli.add_command(substrate)
+    for command in commands_node.COMMANDS:
+        commands_info.node.add_command(command)
 
 
 def _debugging() -> bool:

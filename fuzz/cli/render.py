@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from fuzz.engine.apply import ApplyEvent, ApplyResult
 from fuzz.engine.model import Action, Change, Plan
+from fuzz.lifecycle.drain import NodeTask
 from fuzz.spec.problems import Problem
 
 SYMBOLS = {
@@ -139,3 +140,19 @@ def print_apply_result(console: Console, plan: Plan, result: ApplyResult, as_jso
         else "Apply"
     console.print(f"\n[green bold]{title} complete![/] Resources: {added} added, {changed} "
                   f"changed, {destroyed} destroyed.")
+
+
+def print_interrupts(console: Console, interrupts: Mapping[str, Sequence[NodeTask]] | None
+                     ) -> None:
+    """What ``fuzz plan`` says of the running tasks its deletes and replaces would interrupt.
+
+    None (no orchestrator answered) or empty: nothing to say.
+    """
+    if not interrupts:
+        return
+    console.print("\nRunning tasks these changes would interrupt (each node is drained "
+                  "first: nothing new is placed there, its tasks may end until its "
+                  "drain_timeout):")
+    for address, tasks in interrupts.items():
+        console.print(f"  {escape(address)}: "
+                      + ", ".join(escape(task.describe()) for task in tasks))

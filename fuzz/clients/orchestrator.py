@@ -132,6 +132,19 @@ class OrchestratorClient(GrpcClient):
                                                timeout)
         return reply
 
+    def cordon_nodes(self, nodes: list[str], action: str, reason: str = ""
+                     ) -> list[pb.NodeWork]:
+        """Cordon, drain, uncordon, evict (with ``reason``) or forget ``nodes``; what
+        runs on them now."""
+        reply = self._call(self._stub.CordonNodes, pb.CordonNodesRequest(
+            nodes=nodes, action=action, reason=reason), None)
+        return list(reply.nodes)
+
+    def node_work(self, nodes: list[str], timeout: float | None = None) -> list[pb.NodeWork]:
+        """The tasks in flight on ``nodes`` (every node when empty)."""
+        reply = self._call(self._stub.NodeWork, pb.NodeWorkRequest(nodes=nodes), timeout)
+        return list(reply.nodes)
+
     # --- workflows ---------------------------------------------------------------------
 
     # A workflow is named ``NAME`` (the caller's own) or ``OWNER/NAME`` (another owner's;

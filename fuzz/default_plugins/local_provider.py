@@ -66,6 +66,7 @@ LOG_FILE = "agent.log"
 CREATE_LOCK_FILE = "create.lock"
 POLL_INTERVAL = 0.03
 KILL_WAIT = 5.0
+MONITOR_CLEANUP = 30.0  # after the last SIGKILL: unmount, remove, exit
 LOG_TAIL_LINES = 8
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -373,16 +374,20 @@ def _spawn(
     return proc
 
 
-def _stop_jobs(directory: Path, timeout: float) -> None:
+def _stop_jobs(directory: Path, stop_timeout: float) -> None:
     """Stop the node's container monitor, and so its jobs: they go with their node.
 
     Jobs outlive their agent on purpose (an agent restart re-adopts them); deleting
-    the node is what ends them, as powering a machine off would.
+    the node is what ends them, as powering a machine off would: each job gets
+    SIGTERM and at most ``stop_timeout`` seconds before SIGKILL (not its own grace,
+    which may be longer), and the monitor :data:`MONITOR_CLEANUP` more to clean up
+    and exit (a job that ignored SIGTERM made the first delete fail before).
     """
     from fuzz.substrate.runtime.containers import ContainerError, ContainerManager
 
     try:
-        ContainerManager(directory).shutdown_monitor(timeout)
+        ContainerManager(directory).shutdown_monitor(stop_timeout + MONITOR_CLEANUP,
+                                                     grace=stop_timeout)
     except ContainerError as exc:
         raise ProviderError(f"local node {directory.name}: cannot stop its jobs: {exc}") from None
 

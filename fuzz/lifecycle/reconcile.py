@@ -19,6 +19,7 @@ from fuzz.engine.gcpause import gc_paused
 from fuzz.engine.model import Plan, State
 from fuzz.engine.planner import make_plan
 from fuzz.engine.refresh import Refreshed, refresh
+from fuzz.lifecycle.drain import DrainingOperations, DrainSettings, nodes_to_drain
 from fuzz.lifecycle.gateway import ProviderGateway
 from fuzz.lifecycle.statestore import StateStore
 from fuzz.spec.cluster import ClusterSpec
@@ -98,7 +99,16 @@ def apply_changes(
     parallelism: int,
     on_event: Callable[[ApplyEvent], None],
     cancel: threading.Event | None = None,
+    drain: DrainSettings | None = None,
 ) -> ApplyResult:
-    """Carry out ``plan`` through the providers, writing state after every step."""
-    return apply_plan(plan, state, gateway, store.write, parallelism=parallelism,
-                      on_event=on_event, cancel=cancel)
+    """Carry out ``plan`` through the providers, writing state after every step.
+
+    With ``drain`` (an orchestrator runs), the nodes the plan deletes or replaces
+    are drained first (see :mod:`fuzz.lifecycle.drain`).
+    """
+    if drain is None:
+        return apply_plan(plan, state, gateway, store.write, parallelism=parallelism,
+                          on_event=on_event, cancel=cancel)
+    with DrainingOperations(gateway, drain, nodes_to_drain(plan)) as operations:
+        return apply_plan(plan, state, operations, store.write, parallelism=parallelism,
+                          on_event=on_event, cancel=cancel)

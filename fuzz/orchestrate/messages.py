@@ -43,12 +43,17 @@ def workflow_message(snapshot: WorkflowSnapshot) -> pb.Workflow:
     return message
 
 
+def node_state(record: NodeRecord, directory: NodeDirectory) -> str:
+    """READY, CORDONED, DRAINING or UNREACHABLE."""
+    if not directory.reachable(record):
+        return "UNREACHABLE"
+    return directory.cordon_mode(record.name).upper() or "READY"
+
+
 def node_message(record: NodeRecord, use: NodeUse, directory: NodeDirectory) -> pb.Node:
     """A registered node with what the orchestrator's tasks hold on it."""
     return pb.Node(
-        name=record.name, endpoint=record.endpoint,
-        state=("UNREACHABLE" if not directory.reachable(record)
-               else "DRAINING" if directory.draining(record.name) else "READY"),
+        name=record.name, endpoint=record.endpoint, state=node_state(record, directory),
         cores=record.cores, memory_bytes=record.memory_bytes, devices=record.devices,
         free_cores=max(record.cores - use.cores, 0),
         free_memory_bytes=max(record.memory_bytes - use.memory_bytes, 0),

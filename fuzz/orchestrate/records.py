@@ -265,13 +265,18 @@ class SettingRecord:
 
 @dataclass
 class DrainRecord:
-    """A node being drained: the scheduler places nothing more there."""
+    """A node cordoned or being drained: the scheduler places nothing more there.
+
+    ``mode``: ``draining`` (on its way out: idle past ``idle_ttl``, or about to be
+    deleted) or ``cordoned`` (an admin's ``fuzz node cordon``).
+    """
 
     TABLE: ClassVar[str] = "drains"
     KEY: ClassVar[tuple[str, ...]] = ("name",)
 
     name: str
     since: float
+    mode: str = "draining"
 
 
 @dataclass

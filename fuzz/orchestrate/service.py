@@ -40,6 +40,7 @@ from fuzz.orchestrate.iam.ownership import OwnedWorkflow, owned_workflow
 from fuzz.orchestrate.iam.policy import WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD
 from fuzz.orchestrate.messages import (
     node_message,
+    node_state,
     secret_message,
     workflow_message,
     workflow_summary,
@@ -72,6 +73,18 @@ WATCH_INTERVAL = 5.0
 WATCH_MIN_INTERVAL = 0.2  # a watcher sees at most five updates a second
 LOG_CHUNK = 64 * 1024
 
+NODE_ACTIONS = ("cordon", "drain", "uncordon", "evict", "forget")
+"""What CordonNodes may do to a node (the reason matters to evict only)."""
+
+
+class NodeActionError(FuzzError):
+    """A CordonNodes request that asks for no known action."""
+
+
+class NodeNotFoundError(FuzzError):
+    """No node of that name has registered."""
+
+
 _STATUS: StatusTable = (
     (JoinRefusedError, grpc.StatusCode.UNAUTHENTICATED),
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
@@ -83,6 +96,8 @@ _STATUS: StatusTable = (
     (HostPathError, grpc.StatusCode.PERMISSION_DENIED),
     (SpecError, grpc.StatusCode.INVALID_ARGUMENT),
     (SecretError, grpc.StatusCode.FAILED_PRECONDITION),
+    (NodeActionError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NodeNotFoundError, grpc.StatusCode.NOT_FOUND),
     (FuzzError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
@@ -207,6 +222,77 @@ class OrchestratorService:
             node_message(record, used.get(record.name, NodeUse()), self._nodes)
             for record, show in zip(records, shown, strict=True) if show
         ])
+
+    def CordonNodes(self, request: pb.CordonNodesRequest, context: grpc.ServicerContext
+                    ) -> pb.NodeWorkReply:
+        """Cordon, drain, uncordon, evict or forget nodes; what runs on them now."""
+        try:
+            names = self._drain_access(context, list(request.nodes))
+            if request.action not in NODE_ACTIONS:
+                raise NodeActionError(f"unknown node action {request.action!r} "
+                                      f"(one of {', '.join(NODE_ACTIONS)})")
+            if request.action == "evict" and not request.reason:
+                raise NodeActionError("evict needs a reason (the stopped tasks' error)")
+            known = {record.name for record in self._nodes.records()}
+            if request.action in ("cordon", "uncordon"):
+                for name in names:
+                    if name not in known:
+                        raise NodeNotFoundError(f"no node {name!r} is registered")
+            for name in names:
+                self._act(request.action, name, request.reason)
+            return self._node_work(names)
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+
+    def NodeWork(self, request: pb.NodeWorkRequest, context: grpc.ServicerContext
+                 ) -> pb.NodeWorkReply:
+        """The tasks in flight on the named nodes (every node when none is named)."""
+        try:
+            names = list(request.nodes) or [record.name for record in self._nodes.records()]
+            return self._node_work(self._drain_access(context, names))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+
+    def _drain_access(self, context: grpc.ServicerContext, names: list[str]) -> list[str]:
+        """``names`` once each, after checking the caller may node:drain every one.
+
+        One audit line per call (a drain asks every second or two), and one more
+        naming the first node refused, if any.
+        """
+        identity = self._authz.identify(context)
+        unique = list(dict.fromkeys(names))
+        allowed = self._authz.permitted(identity, "node:drain",
+                                        [node_resource(name) for name in unique], "node/*")
+        refused = [name for name, ok in zip(unique, allowed, strict=True) if not ok]
+        if refused:
+            self._authz.check(identity, "node:drain", node_resource(refused[0]))
+        return unique
+
+    def _node_work(self, names: list[str]) -> pb.NodeWorkReply:
+        records = {record.name: record for record in self._nodes.records()}
+        work = self._runner.node_work(names)
+        return pb.NodeWorkReply(nodes=[
+            pb.NodeWork(
+                node=name,
+                state=node_state(records[name], self._nodes) if name in records else "UNKNOWN",
+                tasks=[pb.NodeTask(workflow=t.workflow, owner=t.owner, task=t.key, job=t.job,
+                                   state=t.state, started=t.started, attempt=t.attempt)
+                       for t in work[name]])
+            for name in names])
+
+    def _act(self, action: str, name: str, reason: str) -> None:
+        """Carry out one of :data:`NODE_ACTIONS` on node ``name``."""
+        match action:
+            case "cordon":
+                self._nodes.cordon(name)
+            case "drain":
+                self._nodes.drain(name)
+            case "uncordon":
+                self._nodes.uncordon(name)
+            case "evict":
+                self._runner.evict(name, reason)
+            case "forget":
+                self._nodes.forget(name)
 
     def PoolDemand(self, request: pb.PoolDemandRequest, context: grpc.ServicerContext
                    ) -> pb.PoolDemandReply:
@@ -490,3 +576,4 @@ def _read_from(path: Path, offset: int) -> Iterator[pb.LogChunk]:
         handle.seek(offset)
         while chunk := handle.read(LOG_CHUNK):
             yield pb.LogChunk(data=chunk)
+

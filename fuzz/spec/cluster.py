@@ -182,6 +182,26 @@ class PoolSpec(StrictModel):
     # (:data:`fuzz.spec.labels.NETWORK_LABEL`).
     network: Literal["isolated", "host"] = "isolated"
 
+    # Drain (issue 20): how long a node about to be deleted (scale-down, ``fuzz apply
+    # --replace``, ``fuzz destroy``, the elastic loop, ``fuzz node drain``) waits, cordoned,
+    # for its running tasks; past it they are stopped (failed or retried with the reason).
+    drain_timeout: str = "10m"
+
+    @field_validator("drain_timeout", mode="before")
+    @classmethod
+    def _drain_timeout_as_text(cls, value: Any) -> Any:
+        return _seconds_as_text(value)
+
+    @field_validator("drain_timeout")
+    @classmethod
+    def _check_drain_timeout(cls, value: str) -> str:
+        parse_duration(value)  # its ValueError names the accepted forms
+        return value
+
+    def drain_timeout_seconds(self) -> float:
+        """How long a node being deleted waits for its running tasks, in seconds."""
+        return parse_duration(self.drain_timeout)
+
     @field_validator("idle_ttl", "boot_timeout", mode="before")
     @classmethod
     def _number_as_seconds(cls, value: Any) -> Any:

@@ -113,8 +113,10 @@ def test_plan_apply_drift_and_destroy_cycle(cluster_dir: Path) -> None:
 def test_plan_json_shape_and_saved_plan_staleness(cluster_dir: Path) -> None:
     plan = run_fuzz(cluster_dir, "plan", "--json", "-out", "first.plan")
     data = plan.json()
-    assert set(data) == {"lineage", "serial", "summary", "changes", "membership", "workflows"}
+    assert set(data) == {"lineage", "serial", "summary", "changes", "membership", "workflows",
+                         "interrupts"}
     assert data["membership"] == "recorded"  # no orchestrator block
+    assert data["interrupts"] == {}  # nothing is deleted
     assert data["workflows"] == []  # the spec declares none
     assert data["summary"] == {"create": 3, "update": 0, "replace": 0, "delete": 0}
     assert set(data["changes"][0]) == {"address", "action", "reason", "orphan", "generation",
@@ -279,3 +281,12 @@ def test_node_list_shows_each_nodes_inventory_and_leases(cluster_dir: Path) -> N
     table = run_fuzz(cluster_dir, "node", "list").out
     assert "1: 1 cpus, 1.0 GiB" in table
     assert run_fuzz(cluster_dir, "destroy", "--auto-approve").code == 0
+
+
+def test_a_bad_drain_timeout_is_one_line_before_any_work(cluster_dir: Path) -> None:
+    for command in ("apply", "destroy"):
+        result = run_fuzz(cluster_dir, command, "--auto-approve", "--drain-timeout", "soon")
+        assert result.code == 1, result.out
+        assert result.err.strip().splitlines() == [
+            "Error: --drain-timeout: invalid duration 'soon': use e.g. 30s, 10m, 1h30m"]
+    assert not (cluster_dir / ".fuzz" / "nodes").exists()  # nothing was created

@@ -736,3 +736,12 @@ def test_pool_network_is_isolated_unless_the_admin_opts_in(tmp_path: Path) -> No
     assert problems(tmp_path, spec_with_pool("provider: local\nnetwork: open\n")) == [
         "fuzz.yaml:8:14: pools.p.network: must be 'isolated' or 'host'"
     ]
+
+
+def test_drain_timeout_defaults_to_ten_minutes_and_is_checked(tmp_path: Path) -> None:
+    default = load(tmp_path, spec_with_pool("provider: local\n")).spec.pools["p"]
+    assert default.drain_timeout_seconds() == 600.0
+    given = load(tmp_path, spec_with_pool("provider: local\ndrain_timeout: 90\n")).spec.pools["p"]
+    assert given.drain_timeout_seconds() == 90.0
+    assert problems(tmp_path, spec_with_pool("provider: local\ndrain_timeout: soon\n")) == [
+        "fuzz.yaml:8:20: pools.p.drain_timeout: invalid duration 'soon': use e.g. 30s, 10m, 1h30m"]

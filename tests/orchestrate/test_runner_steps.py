@@ -9,9 +9,12 @@ is the order in which the runner saw the events.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -58,6 +61,7 @@ class Rig:
     runner: Runner
     store: Store
     image: str
+    nodes: NodeDirectory
 
     def start(self, name: str, fuzzfile: str) -> None:
         """Submit ``fuzzfile`` (``{image}`` filled in) as ``OWNER``'s workflow ``name``."""
@@ -130,7 +134,7 @@ def rig(tmp_path: Path, agent_endpoint: str, busybox_image: PushedImage) -> Iter
         instance=f"steps{os.getpid()}"), clock=clock)
     runner.start()
     try:
-        yield Rig(runner, store, busybox_image.reference)
+        yield Rig(runner, store, busybox_image.reference, nodes)
     finally:
         runner.stop()
         nodes.close()
@@ -266,3 +270,53 @@ def test_a_task_arrays_tasks_run_no_more_at_once_than_its_concurrency(rig: Rig) 
     # the node has room for two at once: only the concurrency keeps them one at a time
     for (_, ended), (started, _) in itertools.pairwise(spans):
         assert ended < started
+
+
+@contextlib.contextmanager
+def silent_registry() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A registry address on 127.0.0.1 that accepts connections and never answers; its
+    connections so far. Leaving resets every one (a pull through it then fails)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}", accepted
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+        listener.close()
+
+
+def test_an_attempt_that_fails_while_starting_on_a_cordoned_node_is_queued_again(
+        rig: Rig) -> None:
+    # Issue 20: a node cordoned to be deleted (apply --replace, scale-down) takes an attempt
+    # still starting there down with it; that task was queued work: placed again, not failed.
+    with silent_registry() as (host, accepted):
+        rig.start("moved", f"""\
+version: v1
+jobs:
+  job:
+    image: {{{{uri: docker://{host}/never/answers:1}}}}
+    command: [/bin/true]
+""")
+        rig.wait_for_task("moved", "job", TaskState.STARTING)
+        deadline = time.monotonic() + 30
+        while not accepted:  # the node's pull reached the registry
+            assert time.monotonic() < deadline, "the pull never began"
+            time.sleep(0.05)
+        rig.nodes.cordon("n0")
+    task = rig.wait_for_task("moved", "job", TaskState.QUEUED)  # the pull failed meanwhile
+    assert (task.attempt, task.nodes, task.error) == (0, [], "")
+    assert task.waiting_for  # why it waits now: its only node is cordoned

@@ -616,6 +616,24 @@ def test_stopping_the_monitor_stops_its_jobs(
     assert [entry.name for entry in manager.root.iterdir()] == [spec.id]  # no spare left
 
 
+def test_a_shutdown_with_a_grace_cap_kills_a_job_that_ignores_sigterm_in_time(
+    manager: ContainerManager, image: Path
+) -> None:
+    # A deleted node's jobs get at most the provider's stop_timeout, not their own grace:
+    # a job ignoring SIGTERM with a 60 s grace made the local provider's delete fail
+    # ("the container monitor (pid …) did not exit") before (issue 20, point 2).
+    spec = ContainerSpec(id=_id("deaf"), rootfs=image,
+                         args=("sh", "-c", "trap '' TERM; echo ready; sleep 120 & wait"),
+                         stop_grace_seconds=60)
+    manager.start(spec)
+    _wait_for_output(manager, spec.id, b"ready")
+    started = time.monotonic()
+    manager.shutdown_monitor(timeout=20, grace=1)
+    assert time.monotonic() - started < 20
+    status = manager.status(spec.id)
+    assert (status.state, status.signal, status.cancelled) == ("exited", signal.SIGKILL, True)
+
+
 def test_a_monitor_dying_mid_start_leaves_no_container_behind(
     image: Path, tmp_path: Path, assert_pid_gone: Callable[..., None]
 ) -> None:

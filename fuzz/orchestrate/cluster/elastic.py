@@ -12,7 +12,8 @@ holding it makes the pass wait for the next turn):
 3. decide (:func:`fuzz.scheduler.elastic.decide`, pure): the membership of each
    pool, members to replace after a boot timeout, members to drain or release;
 4. plan and apply that membership through the engine, limited to the elastic
-   pools (static pools and orphans stay ``fuzz apply``'s business);
+   pools (static pools and orphans stay ``fuzz apply``'s business); a member it
+   deletes is drained first (:mod:`fuzz.lifecycle.drain`), as ``fuzz apply``'s are;
 5. report: tasks no offering can ever hold fail at once, the others' waiting
    reasons say what provisioning waits for, provider errors are kept per pool,
    released nodes are forgotten once deleted.
@@ -34,11 +35,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fuzz.engine.apply import ApplyEvent
-from fuzz.engine.model import State
+from fuzz.engine.model import RecordedNode, State
 from fuzz.errors import FuzzError, LockError
+from fuzz.lifecycle.drain import DrainSettings
 from fuzz.lifecycle.gateway import ProviderGateway, provider_contexts
 from fuzz.lifecycle.reconcile import PlanRequest, apply_changes, refresh_and_decide
 from fuzz.lifecycle.statestore import StateStore
+from fuzz.orchestrate.cluster.drainer import DirectoryDrainer
 from fuzz.orchestrate.cluster.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import PoolMemberRecord, PoolStatusRecord
 from fuzz.orchestrate.store import Store
@@ -114,6 +117,10 @@ class ElasticLoop:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="elastic", daemon=True)
+        # A member the loop deletes is drained first, as fuzz apply's nodes are (its
+        # released members are idle already: the wait is for what a race placed there).
+        self._drain = DrainSettings(DirectoryDrainer(nodes, runner), self._drain_timeout,
+                                    lambda event: log.info("elastic: %s", event.describe()))
 
     @property
     def active(self) -> bool:
@@ -179,7 +186,7 @@ class ElasticLoop:
                 elif event.phase == "done":
                     log.info("elastic: %s %s", event.action.value, event.address)
             state = apply_changes(plan, state, self._gateway, self._state, PARALLELISM,
-                                  note).state
+                                  note, drain=self._drain).state
         self._after(decision, this.members, state, failed, touched={
             _pool_of(change.address) for change in plan.changes})
 
@@ -209,6 +216,10 @@ class ElasticLoop:
                    if pool.membership or members[name]]
         this.targeted = bool(targets)
         return PlanRequest(targets=targets, replace=replace, membership=membership)
+
+    def _drain_timeout(self, record: RecordedNode) -> float:
+        pool = self._spec.pools.get(record.pool)
+        return pool.drain_timeout_seconds() if pool is not None else 0.0
 
     def _rules(self, name: str, pool: PoolSpec) -> PoolRules:
         status = self._status(name)

@@ -31,6 +31,8 @@ from fuzz.rpc.client import ClientTls
 from fuzz.scheduler.placement import NodeView
 
 HEARTBEAT_TIMEOUT = 30.0
+DRAINING = "draining"
+CORDONED = "cordoned"
 GPU_DEVICE = "nvidia.com/gpu"
 
 
@@ -72,7 +74,7 @@ class NodeDirectory:
         self._agent_tls = agent_tls
         self._lock = threading.Lock()
         self._nodes = {node.name: node for node in store.load(NodeRecord)}
-        self._draining = {drain.name for drain in store.load(DrainRecord)}
+        self._draining = {drain.name: drain.mode for drain in store.load(DrainRecord)}
         self._clients: dict[str, AgentClient] = {}
 
     def issue_join_token(self, node: str) -> str:
@@ -142,8 +144,7 @@ class NodeDirectory:
         with self._lock:
             record = self._nodes.pop(name, None)
             client = self._clients.pop(name, None)
-            drained = name in self._draining
-            self._draining.discard(name)
+            drained = self._draining.pop(name, None) is not None
         if client is not None:
             client.close()
         if record is not None:
@@ -153,16 +154,40 @@ class NodeDirectory:
 
     def drain(self, name: str) -> None:
         """Mark node ``name`` draining: the scheduler places nothing more there."""
+        self._mark(name, DRAINING)
+
+    def cordon(self, name: str) -> None:
+        """Mark node ``name`` cordoned (an admin's word): nothing more is placed there.
+
+        A node already draining stays draining.
+        """
+        self._mark(name, CORDONED)
+
+    def _mark(self, name: str, mode: str) -> None:
         with self._lock:
-            if name in self._draining:
+            known = self._draining.get(name)
+            if known in (mode, DRAINING):
                 return
-            self._draining.add(name)
-        self._store.save(DrainRecord(name, self._clock()))
+            self._draining[name] = mode
+        self._store.save(DrainRecord(name, self._clock(), mode))
+
+    def uncordon(self, name: str) -> bool:
+        """Take node ``name``'s cordon or drain mark away; False when it had none."""
+        with self._lock:
+            if self._draining.pop(name, None) is None:
+                return False
+        self._store.delete(DrainRecord(name, 0.0))
+        return True
 
     def draining(self, name: str) -> bool:
-        """Whether node ``name`` is draining."""
+        """Whether node ``name`` is cordoned or draining (nothing new is placed there)."""
         with self._lock:
             return name in self._draining
+
+    def cordon_mode(self, name: str) -> str:
+        """``draining``, ``cordoned``, or "" for a node that takes work."""
+        with self._lock:
+            return self._draining.get(name, "")
 
     def records(self) -> list[NodeRecord]:
         """Every registered node, by name."""

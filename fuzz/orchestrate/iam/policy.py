@@ -35,6 +35,7 @@ ACTIONS: Mapping[str, str] = {
     "secret:delete": "delete a secret",
     "secret:use": "use a secret in a workflow (image pulls, transfers)",
     "node:read": "list the cluster's nodes",
+    "node:drain": "cordon, uncordon and drain nodes, and see the tasks running on them",
     "cluster:apply": "create nodes (issue join tokens)",
     "iam:manage": "manage users, groups, roles, login codes, tokens and the curtain",
     "iam:grant": "give a role (iam/role/<name>) to users and groups, or put users in a group "

@@ -109,6 +109,7 @@ class RunnerBase:
         self._reschedule = True  # tasks were queued or resources freed since the last round
         self._unplaced: dict[str, PendingTask] = {}  # left waiting by the last round
         self._provisioning: dict[str, str] = {}  # what the elastic loop says of waiting tasks
+        self._evicted: dict[tuple[str, str], str] = {}  # attempts a drain stopped, and why
         self._last_progress_save: dict[tuple[str, str, str, int], float] = {}
         self._workers = ThreadPoolExecutor(settings.workers, thread_name_prefix="task")
         self._movers = ThreadPoolExecutor(settings.transfer_workers,

@@ -28,6 +28,7 @@ from fuzz.orchestrate.records import WorkflowRecord
 from fuzz.orchestrate.secrets import SecretStore
 from fuzz.orchestrate.store import DiskFullError, Store
 from fuzz.orchestrate.workflows.base import RunnerSettings
+from fuzz.orchestrate.workflows.drain import DrainSteps
 from fuzz.orchestrate.workflows.lifecycle import LifecycleSteps
 from fuzz.orchestrate.workflows.quotas import QuotaSteps
 from fuzz.orchestrate.workflows.tasks import TaskExecutor
@@ -38,7 +39,7 @@ TICK = 1.0
 COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
 
 
-class Runner(LifecycleSteps, QuotaSteps):
+class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
     """Runs workflows; thread-safe; the service calls it, worker threads report to it."""
 
     def __init__(self, store: Store, nodes: NodeDirectory, secrets: SecretStore,

@@ -185,6 +185,7 @@ class ReportSteps(RunnerBase):
         with self._lock:
             if self._adopted(workflow_id, key):
                 log.info("workflow %s: task %s requeued: %s", workflow_id, key, reason)
+            self._evicted.pop((workflow_id, key), None)  # it never ran: nothing was stopped
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return
@@ -205,6 +206,12 @@ class ReportSteps(RunnerBase):
             if self._adopted(workflow_id, key):
                 log.warning("workflow %s: task %s could not be re-adopted: %s", workflow_id, key,
                             outcome.error)
+            reason = self._evicted.pop((workflow_id, key), None)
+            if reason is not None and outcome.state != TaskState.SUCCEEDED:
+                outcome = Outcome(TaskState.FAILED, outcome.exit_code, reason)
+            elif self._start_lost_to_cordon(workflow_id, key, outcome):
+                self.requeue(workflow_id, key, "its node was cordoned before it started")
+                return
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return
@@ -226,6 +233,17 @@ class ReportSteps(RunnerBase):
                 task.state = outcome.state
             self._store.save(task)
             self._touch()
+
+    def _start_lost_to_cordon(self, workflow_id: str, key: str, outcome: Outcome) -> bool:
+        """Whether an attempt failed before it ran on a node cordoned meanwhile.
+
+        Such a task was queued work: it is placed again elsewhere, never failed.
+        """
+        workflow = self._active.get(workflow_id)
+        task = workflow.tasks.get(key) if workflow is not None else None
+        return task is not None and task.state == TaskState.STARTING and \
+            outcome.state == TaskState.FAILED and \
+            any(self._nodes.draining(node) for node in task.nodes)
 
     def _overruns(self, workflow_id: str, key: str) -> list[tuple[VolumeRecord, str]]:
         """The volumes task ``key`` mounts that hold more than the limit, and by how much."""

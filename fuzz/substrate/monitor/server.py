@@ -16,8 +16,9 @@ one JSON line (then the connection is closed):
     re-read the container's ``cancel`` file and act on it: ``{"ok": true}``
 ``{"op": "check", "id"}``
     the status, after settling a container that no monitor watches: ``{"status": ...}``
-``{"op": "shutdown"}``
-    stop every job (SIGTERM, its grace, SIGKILL), clean up, answer, exit
+``{"op": "shutdown", "grace"}``
+    stop every job (SIGTERM, its grace but at most ``grace`` seconds when given,
+    SIGKILL), clean up, answer, exit
 
 Errors are answered as ``{"error": "one line"}`` (with ``"retry": true`` from a
 monitor that is shutting down: ask its successor). Only monitors make container
@@ -242,7 +243,8 @@ class Monitor:
         if op == "shutdown":
             self.shutdown_clients.append(client)
             client.waiting = ("", "shutdown")
-            self.stop()
+            grace = request.get("grace")
+            self.stop(float(grace) if isinstance(grace, int | float) else None)
             return
         container_id = str(request.get("id", ""))
         if not container_id or "/" in container_id or container_id.startswith("."):
@@ -348,11 +350,12 @@ class Monitor:
 
     # --- stopping
 
-    def stop(self) -> None:
-        """Refuse new containers; stop every job with its own grace; exit once all are done."""
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new containers; stop every job with its own grace (at most ``grace``
+        seconds when given); exit once all are done."""
         self.stopping = True
         for job in list(self.jobs.values()):
-            job.stop()
+            job.stop(None if grace is None else min(grace, job.grace))
 
     def on_signal(self, signum: int, frame: object) -> None:
         """SIGTERM/SIGINT: stop (acted on by the loop, woken through the wakeup fd)."""

@@ -508,14 +508,16 @@ class ContainerManager:
             )
         shutil.rmtree(directory)
 
-    def shutdown_monitor(self, timeout: float = START_TIMEOUT) -> None:
-        """Stop the node's container monitor: every job stops (SIGTERM, its grace, SIGKILL).
+    def shutdown_monitor(self, timeout: float = START_TIMEOUT, grace: float | None = None
+                         ) -> None:
+        """Stop the node's container monitor: every job stops (SIGTERM, its grace but at
+        most ``grace`` seconds when given, SIGKILL).
 
         For tests and node shutdown only; an agent that stops or restarts must
         leave the monitor (and the jobs) running. The next call that needs a
         monitor starts a new one.
         """
         try:
-            self._monitor.shutdown(timeout)
+            self._monitor.shutdown(timeout, grace)
         except MonitorError as exc:
             raise ContainerError(str(exc)) from None

@@ -233,11 +233,15 @@ class MonitorClient:
                 raise MonitorError(f"the container monitor (pid {self.pid()}) did not exit")
             time.sleep(RETRY_PAUSE)
 
-    def shutdown(self, timeout: float = START_TIMEOUT) -> None:
-        """Stop the monitor (it stops its jobs first) and wait until it has exited."""
+    def shutdown(self, timeout: float = START_TIMEOUT, grace: float | None = None) -> None:
+        """Stop the monitor (it stops its jobs first, each with its own grace but at most
+        ``grace`` seconds when given) and wait until it has exited."""
         deadline = time.monotonic() + timeout
+        request: dict[str, Any] = {"op": "shutdown"}
+        if grace is not None:
+            request["grace"] = grace
         with contextlib.suppress(MonitorGoneError):
-            self.request({"op": "shutdown"}, None, timeout)
+            self.request(request, None, timeout)
         self._await_exit(deadline)
 
     def mounts_under(self, directory: Path) -> list[str]:
