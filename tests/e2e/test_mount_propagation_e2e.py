@@ -28,7 +28,8 @@ def cluster(tmp_path: Path, busybox_image: PushedImage) -> Iterator[LocalCluster
     os.chmod(tmp_path, 0o755)  # jobs run as nobody; volumes live under it
     (tmp_path / "late").mkdir(mode=0o755)
     with local_cluster(tmp_path, [busybox_image.registry.host], free_port(), nodes=1,
-                       orchestrator={"volume_root": "late"}) as running:
+                       orchestrator={"volume_root": "late",
+                                     "disk": {"min_free": "1MiB"}}) as running:
         yield running
 
 
