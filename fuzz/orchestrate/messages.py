@@ -47,7 +47,8 @@ def node_message(record: NodeRecord, use: NodeUse, directory: NodeDirectory) -> 
     """A registered node with what the orchestrator's tasks hold on it."""
     return pb.Node(
         name=record.name, endpoint=record.endpoint,
-        state=("UNREACHABLE" if not directory.reachable(record)
+        state=("LOST" if directory.lost(record.name)
+               else "UNREACHABLE" if not directory.reachable(record)
                else "DRAINING" if directory.draining(record.name) else "READY"),
         cores=record.cores, memory_bytes=record.memory_bytes, devices=record.devices,
         free_cores=max(record.cores - use.cores, 0),

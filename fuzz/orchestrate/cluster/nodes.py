@@ -4,7 +4,12 @@ A node's agent registers (see ``fuzz substrate serve --join``), giving its
 endpoint and the bearer token the orchestrator must use to call it; the
 orchestrator reads the node's inventory then, once. Registration repeats every
 few seconds as the node's heartbeat; a node not heard from within
-:data:`HEARTBEAT_TIMEOUT` is not scheduled onto. Agent tokens are stored sealed
+:data:`HEARTBEAT_TIMEOUT` is not scheduled onto. A node whose agent stops answering
+calls is not scheduled onto either, and once it has been silent for the grace period
+(``orchestrator.node_grace``) it is *lost* (:meth:`NodeDirectory.silent`) until its
+agent registers again. A node that refused a lease is skipped until its agent
+reports free cores again (:meth:`NodeDirectory.refused`, :meth:`NodeDirectory.recheck`).
+Agent tokens are stored sealed
 with the server's key. Who may register as which node is decided before: by the
 join token (:meth:`NodeDirectory.check_join_token`, plain-text clusters; see
 :mod:`fuzz.orchestrate.cluster.jointokens`) or by the node's certificate
@@ -14,6 +19,7 @@ are called with mutual TLS, each verified as its node.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +36,10 @@ from fuzz.resources import NodeCapacity, ResourceRequest
 from fuzz.rpc.client import ClientTls
 from fuzz.scheduler.placement import NodeView
 
+log = logging.getLogger(__name__)
+
 HEARTBEAT_TIMEOUT = 30.0
+DEFAULT_NODE_GRACE = 60.0  # seconds an agent may stay silent before its node is lost
 GPU_DEVICE = "nvidia.com/gpu"
 
 
@@ -59,11 +68,12 @@ class NodeDirectory:
     def __init__(
         self, store: Store, sealer: Sealer, clock: Callable[[], float] = time.time,
         agent_tls: Callable[[str], ClientTls] | None = None,
-        join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL,
+        join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL, node_grace: float = DEFAULT_NODE_GRACE,
     ) -> None:
         """Load the nodes recorded in ``store``; call agents as ``agent_tls(node)`` says.
 
-        Join tokens live ``join_token_ttl`` seconds.
+        Join tokens live ``join_token_ttl`` seconds; an agent silent for ``node_grace``
+        seconds makes its node lost.
         """
         self._store = store
         self.join_tokens = JoinTokens(store, join_token_ttl, clock)
@@ -74,6 +84,10 @@ class NodeDirectory:
         self._nodes = {node.name: node for node in store.load(NodeRecord)}
         self._draining = {drain.name for drain in store.load(DrainRecord)}
         self._clients: dict[str, AgentClient] = {}
+        self._grace = node_grace
+        self._silent_since: dict[str, float] = {}  # when calls to a node's agent began failing
+        self._lost: dict[str, str] = {}  # node: why it was declared lost
+        self._refused: dict[str, float] = {}  # node: when its agent last refused a lease
 
     def issue_join_token(self, node: str) -> str:
         """A new join token for the node called ``node``; older ones for it are void."""
@@ -101,19 +115,24 @@ class NodeDirectory:
         now = self._clock()
         with self._lock:
             known = self._nodes.get(name)
-            if known is not None and known.endpoint == endpoint and \
-                    self._sealer.unseal(known.agent_token).decode() == agent_token:
+            unchanged = known is not None and known.endpoint == endpoint and \
+                self._sealer.unseal(known.agent_token).decode() == agent_token
+            if known is not None and unchanged:
                 known.last_seen = now
                 known.labels = dict(labels)
                 self._store.save(known)
-                return False
+        if unchanged:
+            self._heard_from(name)
+            return False
         record = self._inspect(name, endpoint, agent_token, labels, now)
         with self._lock:
             self._nodes[name] = record
             stale = self._clients.pop(name, None)
+            self._refused.pop(name, None)  # a new agent: its leases are its own to report
         if stale is not None:
             stale.close()
         self._store.save(record)
+        self._heard_from(name)
         return True
 
     def _inspect(
@@ -142,6 +161,9 @@ class NodeDirectory:
         with self._lock:
             record = self._nodes.pop(name, None)
             client = self._clients.pop(name, None)
+            self._silent_since.pop(name, None)
+            self._lost.pop(name, None)
+            self._refused.pop(name, None)
             drained = name in self._draining
             self._draining.discard(name)
         if client is not None:
@@ -172,6 +194,76 @@ class NodeDirectory:
     def reachable(self, record: NodeRecord) -> bool:
         """Whether ``record``'s agent was heard from recently."""
         return self._clock() - record.last_seen <= HEARTBEAT_TIMEOUT
+
+    # --- agents that stop answering, and come back ---------------------------------------
+
+    def silent(self, name: str, error: str) -> str | None:
+        """A call to node ``name``'s agent failed as a dead or restarting agent's would.
+
+        Returns why the node is lost once it has been silent for the grace period
+        (declaring it lost the first time), None while it may still come back. The
+        client is dropped, so the next call dials afresh rather than waiting out
+        gRPC's reconnect backoff.
+        """
+        now = time.monotonic()  # the grace is real time, whatever the records' clock says
+        with self._lock:
+            stale = self._clients.pop(name, None)
+            reason = self._lost.get(name)
+            since = self._silent_since.setdefault(name, now)
+            if reason is None and now - since >= self._grace:
+                reason = (f"node {name} is lost: its agent has not answered for "
+                          f"{now - since:.0f}s ({error})")
+                self._lost[name] = reason
+                log.warning("%s; its tasks are retried elsewhere or failed", reason)
+        if stale is not None:
+            stale.close()
+        return reason
+
+    def answered(self, name: str) -> None:
+        """A call to node ``name``'s agent succeeded: it is not silent."""
+        self._heard_from(name)
+
+    def _heard_from(self, name: str) -> None:
+        with self._lock:
+            self._silent_since.pop(name, None)
+            back = self._lost.pop(name, None) is not None
+        if back:
+            log.info("node %s is back: its agent answers again", name)
+
+    def lost(self, name: str) -> bool:
+        """Whether node ``name`` was declared lost (and has not come back)."""
+        with self._lock:
+            return name in self._lost
+
+    def refused(self, name: str) -> None:
+        """Node ``name``'s agent refused a lease: skip it until it has room again."""
+        with self._lock:
+            self._refused[name] = self._clock()
+
+    def refusing(self) -> list[str]:
+        """The nodes skipped because their agent refused a lease."""
+        with self._lock:
+            return sorted(self._refused)
+
+    def recheck(self, name: str) -> None:
+        """Ask node ``name``'s agent for its leases; schedule onto it again once it has a
+        free core (or once it cannot say: the next start will find out)."""
+        with self._lock:
+            record = self._nodes.get(name)
+        try:
+            leases = self.client(name).list_leases(timeout=5.0)
+        except (AgentError, FuzzError):
+            leases = []
+        if record is not None and sum(len(lease.cpus) for lease in leases) >= record.cores:
+            return
+        with self._lock:
+            self._refused.pop(name, None)
+
+    def _avoided(self, name: str) -> bool:
+        """Whether new work must not go to node ``name`` now: its agent is silent or
+        lost, or refused a lease."""
+        with self._lock:
+            return name in self._silent_since or name in self._lost or name in self._refused
 
     def client(self, name: str) -> AgentClient:
         """A client for node ``name``'s agent (kept open and shared)."""
@@ -210,7 +302,8 @@ class NodeDirectory:
                     for kind, count in record.devices.items()
                 },
                 lease_count=use.tasks,
-                schedulable=self.reachable(record) and not self.draining(record.name),
+                schedulable=(self.reachable(record) and not self.draining(record.name)
+                             and not self._avoided(record.name)),
             ))
         return views
 

@@ -8,6 +8,7 @@ run, and once every task is final runs the egress and finishes the workflow.
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 from fuzz.orchestrate.records import (
     ImageRecord,
@@ -65,7 +66,9 @@ class LifecycleSteps(SchedulingSteps):
                 if task.state in ACTIVE_TASK_STATES:
                     plan = self._plan(workflow, task)
                     workflow.plans[task.key] = plan
-                    self._workers.submit(self._guard, self._executor.adopt, plan)
+                    adopt = partial(self._executor.adopt,
+                                    running=task.state == TaskState.RUNNING)
+                    self._workers.submit(self._guard, adopt, plan)
 
     def submit(self, name: str, owner: str, loaded: LoadedFuzzfile) -> WorkflowRecord:
         """Start a new run of ``owner``'s workflow ``name`` from a validated Fuzzfile.

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0
 COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
+SWEEP_INTERVAL = 2.0  # how often leftovers on nodes and refusing nodes are looked at
 
 
 class Runner(LifecycleSteps):
@@ -44,6 +45,7 @@ class Runner(LifecycleSteps):
         super().__init__(store, nodes, secrets, settings, clock)
         self._executor = TaskExecutor(nodes, self)
         self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
+        self._sweeping = threading.Event()  # a sweep runs (one at a time)
 
     def start(self) -> None:
         """Load unfinished workflows, re-adopt their attempts, and start the loop."""
@@ -61,8 +63,18 @@ class Runner(LifecycleSteps):
         self._workers.shutdown(wait=False, cancel_futures=True)
         self._movers.shutdown(wait=False, cancel_futures=True)
 
+    def _sweep(self) -> None:
+        """Clean up what attempts left on nodes that answer again (outside the loop: it
+        calls agents); a node that has room again is scheduled onto at the next round."""
+        try:
+            self._executor.sweep()
+        except Exception:
+            log.exception("sweeping the nodes failed")
+        finally:
+            self._sweeping.clear()
+
     def _loop(self) -> None:
-        last_round = last_full = 0.0
+        last_round = last_full = last_sweep = 0.0
         while not self._stopping.is_set():
             if self._wake.wait(TICK):
                 time.sleep(COALESCE)
@@ -80,5 +92,9 @@ class Runner(LifecycleSteps):
                         self._reschedule = False
                         last_round = now
                         self._schedule()
+                    if now - last_sweep >= SWEEP_INTERVAL and not self._sweeping.is_set():
+                        last_sweep = now
+                        self._sweeping.set()
+                        self._workers.submit(self._sweep)
             except Exception:  # the loop must outlive any one bad decision
                 log.exception("runner pass failed")

@@ -7,6 +7,7 @@ reads snapshots, the list of workflows, and what is in flight.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 
 from fuzz.orchestrate.cluster.nodes import NodeUse
@@ -22,6 +23,8 @@ from fuzz.orchestrate.workflows.base import RunnerBase, WorkflowNotFoundError, W
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, launch_plan
 from fuzz.scheduler.offerings import QueuedJob
+
+log = logging.getLogger(__name__)
 
 REQUEUE_BACKOFF = 1.0
 
@@ -201,6 +204,8 @@ class ReportSteps(RunnerBase):
                     not workflow.record.cancel_requested:
                 task.state = TaskState.QUEUED
                 task.error = f"attempt {task.attempt} failed: {outcome.error}"
+                log.info("workflow %s task %s: %s; queued again (attempt %d of %d next)",
+                         workflow_id, key, task.error, task.attempt + 1, attempts)
             elif workflow.record.cancel_requested and outcome.state != TaskState.SUCCEEDED:
                 task.state = TaskState.CANCELED
             else:
