@@ -9,8 +9,11 @@ same state dir, a new port), or left dead past the orchestrator's grace period
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,14 @@ from pathlib import Path
 import pytest
 
 from fuzz.testing.oci import PushedImage, free_port
-from tests.support.agents import agent_client, kill_agent, live_endpoint, restarted, state_dir
+from tests.support.agents import (
+    agent_client,
+    kill_agent,
+    live_endpoint,
+    restarted,
+    start_again,
+    state_dir,
+)
 from tests.support.orchestratorutil import wait_until
 from tests.support.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
 
@@ -26,6 +36,7 @@ NODE0, NODE1 = "pool.cpu.node[0]", "pool.cpu.node[1]"
 LINES = 40  # each line 0.2 s apart: the job runs for about 8 s
 
 
+@contextlib.contextmanager
 def _cluster(tmp_path: Path, image: PushedImage, nodes: int,
              grace: str) -> Iterator[LocalCluster]:
     os.chmod(tmp_path, 0o755)  # jobs run as nobody; volumes live under it
@@ -37,13 +48,15 @@ def _cluster(tmp_path: Path, image: PushedImage, nodes: int,
 @pytest.fixture
 def one_node(tmp_path: Path, busybox_image: PushedImage) -> Iterator[LocalCluster]:
     """One node whose agent is given 60 s to come back."""
-    yield from _cluster(tmp_path, busybox_image, 1, "60s")
+    with _cluster(tmp_path, busybox_image, 1, "60s") as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def two_nodes(tmp_path: Path, busybox_image: PushedImage) -> Iterator[LocalCluster]:
     """Two nodes; an agent silent for 3 s is lost."""
-    yield from _cluster(tmp_path, busybox_image, 2, "3s")
+    with _cluster(tmp_path, busybox_image, 2, "3s") as cluster:
+        yield cluster
 
 
 def _counting(image: PushedImage, *names: str, attempts: int = 1) -> str:
@@ -194,3 +207,51 @@ def test_a_running_task_whose_container_vanished_is_resolved_after_a_restart(
     task = tasks_by_key(status)["gone"]
     assert (task["state"], task["attempt"]) == ("FAILED", 1), dump(status)
     assert f"its container is gone from node {NODE0}" in task["error"], dump(status)
+
+
+CHAOS = """\
+version: v1
+volumes:
+  marks: {{reference: volume://user/persistent/chaos}}
+jobs:
+  work:
+    image: {{uri: {image}}}
+    task-array: {{start: 1, end: {count}}}
+    script: echo "start $FB_TASK_ID" >> /marks/log; sleep 1.5; echo "end $FB_TASK_ID" >> /marks/log
+    mounts: {{marks: {{location: /marks}}}}
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 32MiB}}}}
+"""
+
+
+def test_agents_killed_again_and_again_lose_and_repeat_nothing(
+        tmp_path: Path, busybox_image: PushedImage) -> None:
+    """Agents killed every few seconds (mid-start, mid-wait, mid-copy of the logs), each
+    restarted after a moment, once with the orchestrator killed and restarted while an
+    agent was down: every task runs exactly once and succeeds."""
+    count = 16
+    with _cluster(tmp_path, busybox_image, 2, "60s") as cluster:
+        cluster.start("chaos", CHAOS.format(image=busybox_image.reference, count=count))
+        restarts: list[subprocess.Popen[bytes]] = []
+        try:
+            for round_ in itertools.count():
+                if cluster.status("chaos")["state"] != "RUNNING" or round_ == 12:
+                    break
+                command = kill_agent(cluster, (NODE0, NODE1)[round_ % 2])
+                if round_ == 3:  # the orchestrator dies too, and comes back before the agent
+                    os.kill(cluster.server_pid(), signal.SIGKILL)
+                    cluster.ok("server", "--detach")
+                time.sleep(0.3 + 0.4 * (round_ % 3))
+                restarts.append(start_again(command))
+                time.sleep(1.0 + 0.5 * (round_ % 2))
+            status = cluster.wait("chaos", timeout=180)
+        finally:
+            for proc in restarts:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+        assert status["state"] == "SUCCEEDED", dump(status)
+        assert all(task["attempt"] == 1 for task in status["tasks"]), dump(status)
+        marks = (cluster.data_dir / "volumes" / "persistent" / "admin" / "chaos" / "log")
+        lines = sorted(marks.read_text().splitlines())
+        assert lines == sorted(f"{word} {i}" for word in ("start", "end")
+                               for i in range(1, count + 1)), lines

@@ -60,13 +60,18 @@ def kill_agent(cluster: LocalCluster, address: str) -> AgentCommand:
     return AgentCommand(argv, env, directory)
 
 
+def start_again(command: AgentCommand) -> subprocess.Popen[bytes]:
+    """Start the agent of ``command`` again in place (the caller reaps it)."""
+    with open(command.state_dir / "agent.log", "ab") as log:
+        return subprocess.Popen(command.argv, cwd=command.state_dir, env=command.env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
 @contextlib.contextmanager
 def restarted(command: AgentCommand) -> Iterator[subprocess.Popen[bytes]]:
     """Start the agent of ``command`` again in place; reaped when the block ends."""
-    with open(command.state_dir / "agent.log", "ab") as log:
-        proc = subprocess.Popen(command.argv, cwd=command.state_dir, env=command.env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc = start_again(command)
     try:
         yield proc
     finally:
