@@ -255,3 +255,20 @@ def test_agents_killed_again_and_again_lose_and_repeat_nothing(
         lines = sorted(marks.read_text().splitlines())
         assert lines == sorted(f"{word} {i}" for word in ("start", "end")
                                for i in range(1, count + 1)), lines
+
+
+def test_what_a_lost_node_held_is_cleaned_up_after_an_orchestrator_restart_too(
+        two_nodes: LocalCluster, busybox_image: PushedImage) -> None:
+    cluster = two_nodes
+    cluster.start("orphans", _counting(busybox_image, "moved", attempts=2))
+    assert cluster.wait_for("orphans", "moved", "RUNNING")["nodes"] == [NODE0]
+    command = kill_agent(cluster, NODE0)
+    wait_until("the task moved to the other node", lambda: (
+        tasks_by_key(cluster.status("orphans"))["moved"]["nodes"] == [NODE1]), timeout=60)
+    os.kill(cluster.server_pid(), signal.SIGKILL)  # it forgets what it left on the lost node
+    cluster.ok("server", "--detach")
+    with restarted(command):
+        wait_until("the lost node's container and lease removed",
+                   lambda: _no_leases(cluster, NODE0), timeout=60)
+        status = cluster.wait("orphans")
+    assert status["state"] == "SUCCEEDED", dump(status)

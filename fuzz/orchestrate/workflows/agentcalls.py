@@ -11,7 +11,8 @@ silent for the grace period (``orchestrator.node_grace``); then the node is lost
 
 What could not be removed from a silent or lost node (an attempt's container, its
 lease) is remembered and removed by :meth:`AgentCalls.sweep` once the agent answers
-again, rather than left to the lease's TTL.
+again, rather than left to the lease's TTL; :meth:`AgentCalls.find_orphans` finds what
+no attempt owns any more (after a restart of the orchestrator it has no memory of).
 """
 
 from __future__ import annotations
@@ -115,6 +116,34 @@ class AgentCalls:
         """What is still to be removed, by node."""
         with self._lock:
             return {node: dict(items) for node, items in self._leftovers.items()}
+
+    def find_orphans(self, prefix: str, live: Callable[[], set[str]]) -> None:
+        """Leave for the sweep what this orchestrator made on any node and no attempt owns.
+
+        ``prefix`` starts the id of every container this orchestrator makes (and the
+        holder of its leases); ``live()`` gives the containers of the attempts in flight.
+        It is asked after each node is listed: a container listed then and owned by no
+        attempt after belongs to an attempt that is over (one that vanished with a
+        restart of this orchestrator, or one retried elsewhere when its node was lost).
+        """
+        for record in self._nodes.records():
+            node = record.name
+            if self._nodes.lost(node):
+                continue
+            try:
+                client = self.client(node)
+                containers = client.list_containers()
+                leases = client.list_leases()
+            except (AgentError, NodeLostError):
+                continue
+            keep = live()
+            listed = {container.id for container in containers}
+            for container in containers:
+                if container.id.startswith(prefix) and container.id not in keep:
+                    self.leave(node, container.id, container.lease_id)
+            for lease in leases:
+                if lease.holder.startswith(prefix) and lease.holder not in keep | listed:
+                    self.leave(node, "", lease.id)
 
     def sweep(self) -> None:
         """Try once to stop and remove each leftover container and release its lease.

@@ -28,12 +28,14 @@ from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.workflows.base import RunnerSettings
 from fuzz.orchestrate.workflows.lifecycle import LifecycleSteps
 from fuzz.orchestrate.workflows.tasks import TaskExecutor
+from fuzz.orchestrate.workflows.workflow import container_prefix
 
 log = logging.getLogger(__name__)
 
 TICK = 1.0
 COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
 SWEEP_INTERVAL = 2.0  # how often leftovers on nodes and refusing nodes are looked at
+ORPHAN_INTERVAL = 30.0  # how often every node is searched for containers no attempt owns
 
 
 class Runner(LifecycleSteps):
@@ -63,18 +65,27 @@ class Runner(LifecycleSteps):
         self._workers.shutdown(wait=False, cancel_futures=True)
         self._movers.shutdown(wait=False, cancel_futures=True)
 
-    def _sweep(self) -> None:
-        """Clean up what attempts left on nodes that answer again (outside the loop: it
-        calls agents); a node that has room again is scheduled onto at the next round."""
+    def _sweep(self, orphans: bool) -> None:
+        """Clean up what attempts left on nodes that answer again, and with ``orphans``
+        what no attempt owns (outside the loop: it calls agents); a node that has room
+        again is scheduled onto at the next round."""
         try:
-            self._executor.sweep()
+            self._executor.sweep((container_prefix(self._settings.instance),
+                                  self._live_containers) if orphans else None)
         except Exception:
             log.exception("sweeping the nodes failed")
         finally:
             self._sweeping.clear()
 
+    def _live_containers(self) -> set[str]:
+        """The containers of every attempt in flight."""
+        with self._lock:
+            return {container for workflow in self._active.values()
+                    for plan in workflow.plans.values() for container in plan.containers}
+
     def _loop(self) -> None:
         last_round = last_full = last_sweep = 0.0
+        last_orphans = -ORPHAN_INTERVAL  # the first sweep looks for orphans
         while not self._stopping.is_set():
             if self._wake.wait(TICK):
                 time.sleep(COALESCE)
@@ -94,7 +105,9 @@ class Runner(LifecycleSteps):
                         self._schedule()
                     if now - last_sweep >= SWEEP_INTERVAL and not self._sweeping.is_set():
                         last_sweep = now
+                        orphans = now - last_orphans >= ORPHAN_INTERVAL
+                        last_orphans = now if orphans else last_orphans
                         self._sweeping.set()
-                        self._workers.submit(self._sweep)
+                        self._workers.submit(self._sweep, orphans)
             except Exception:  # the loop must outlive any one bad decision
                 log.exception("runner pass failed")

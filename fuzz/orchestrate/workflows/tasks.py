@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from operator import methodcaller
 from pathlib import Path
@@ -137,9 +137,17 @@ class TaskExecutor:
         self._events = events
         self._pulled: set[tuple[str, str]] = set()  # (node, image) pulled by this process
 
-    def sweep(self) -> None:
+    def sweep(self, orphans: tuple[str, Callable[[], set[str]]] | None = None) -> None:
         """Remove what attempts left on silent nodes that answer again, and look again
-        at the nodes that refused a lease."""
+        at the nodes that refused a lease.
+
+        With ``orphans`` (this orchestrator's container id prefix, and the containers
+        of the attempts in flight) every node is first searched for containers and
+        leases of this orchestrator that no attempt owns (see
+        :meth:`AgentCalls.find_orphans`).
+        """
+        if orphans is not None:
+            self._calls.find_orphans(*orphans)
         self._calls.sweep()
         for node in self._nodes.refusing():
             self._nodes.recheck(node)
@@ -321,10 +329,11 @@ class TaskExecutor:
     # --- running and ending ------------------------------------------------------------
 
     def cancel(self, plan: LaunchPlan) -> None:
-        """Ask every rank's container to stop (SIGTERM, then SIGKILL after the grace)."""
+        """Ask every rank's container to stop (SIGTERM, then SIGKILL after the grace);
+        a restarting agent is asked once it is back."""
         for rank, node in enumerate(plan.nodes):
             with contextlib.suppress(AgentError, NodeLostError):
-                self._calls.client(node).cancel_container(plan.containers[rank])
+                self._calls.ride(node, methodcaller("cancel_container", plan.containers[rank]))
 
     def _supervise(self, plan: LaunchPlan, started: Sequence[ContainerStatus] = ()) -> None:
         """Wait for every rank, collect the logs, clean up, report the outcome.
