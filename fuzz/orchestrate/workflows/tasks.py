@@ -366,12 +366,14 @@ class TaskExecutor:
     def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
                    written: list[tuple[int, int]], status: ContainerStatus | None) -> None:
         node, container = plan.nodes[rank], plan.containers[rank]
+        waited = False
         try:
             while status is None or status.state not in ENDED:
-                if status is not None:  # a long job: keep its lease alive meanwhile
+                if waited:  # a long job: keep its lease alive meanwhile
                     self._renew(plan, rank)
                 status = self._calls.ride(
                     node, lambda client: client.wait_container(container, WAIT_SLICE))
+                waited = True
         except AgentNotFoundError:
             outcomes[rank] = Outcome(TaskState.FAILED, 0,
                                      f"its container is gone from node {node}")
