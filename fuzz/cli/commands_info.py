@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def _live_inventory(node: RecordedNode, data_dir: Path | None) -> dict[str, Any]
             "labels": dict(inventory.labels), "leases": [_lease_json(x) for x in leases]}
 
 
-def _observed_now(recorded: State, gateway: ProviderGateway) -> State:
+def _observed_now(recorded: State, gateway: Callable[[], ProviderGateway]) -> State:
     """``recorded`` with what the providers observe now (nothing is written).
 
     An agent restarted in place listens at a new endpoint: the record of the last
@@ -94,7 +95,7 @@ def _observed_now(recorded: State, gateway: ProviderGateway) -> State:
     leaves its nodes as recorded.
     """
     try:
-        return refresh_state(recorded, gateway, do_refresh=True).state
+        return refresh_state(recorded, gateway(), do_refresh=True).state
     except FuzzError:
         return recorded
 
@@ -114,7 +115,7 @@ def node_list(app: AppContext, as_json: bool, lock_timeout: str) -> None:
     with ws.locked("node list", parse_lock_timeout(lock_timeout)):
         recorded = ws.store.read()
     if recorded is not None:
-        recorded = _observed_now(recorded, ws.gateway)
+        recorded = _observed_now(recorded, lambda: ws.gateway)
     block = ws.loaded.spec.orchestrator
     data_dir = ws.loaded.base_dir / block.data_dir if block else None
     nodes = sorted((recorded.resources.values() if recorded else []),

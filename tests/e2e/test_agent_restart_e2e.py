@@ -167,6 +167,9 @@ def _no_leases(cluster: LocalCluster, address: str) -> bool:
 def test_a_node_refusing_leases_is_skipped_until_it_has_room(
         two_nodes: LocalCluster, busybox_image: PushedImage) -> None:
     cluster = two_nodes
+    for node in (NODE0, NODE1):  # what is timed is the placement, not a first pull
+        with agent_client(cluster, node) as client:
+            list(client.pull_image(busybox_image.reference))
     with agent_client(cluster, NODE0) as client:
         cores = client.inventory().cores
         held = client.acquire_lease(cores, holder="a leaked lease", ttl_seconds=600)
