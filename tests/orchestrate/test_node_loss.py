@@ -9,6 +9,7 @@ tests/e2e/test_agent_restart_e2e.py.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from fuzz.orchestrate.cluster.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.messages import node_message
 from fuzz.orchestrate.records import NodeRecord
 from fuzz.orchestrate.store import Store
-from fuzz.orchestrate.workflows.agentcalls import AgentCalls, NodeLostError
+from fuzz.orchestrate.workflows.agentcalls import AgentCalls, CallsStoppedError, NodeLostError
 from fuzz.testing.oci import free_port
 
 GRACE = 0.5
@@ -95,3 +96,28 @@ def test_a_call_on_a_closed_agent_client_reads_as_an_unreachable_agent() -> None
     client.close()  # as the node directory does when the agent registers a new endpoint
     with pytest.raises(AgentUnreachableError, match="was closed"):
         client.list_leases()
+
+
+def test_a_stopping_orchestrator_stops_waiting_for_a_silent_agent(tmp_path: Path) -> None:
+    store = Store(tmp_path / "server.db")
+    sealer = Sealer.from_keys(os.urandom(32))
+    store.save(NodeRecord(name="n0", endpoint=f"127.0.0.1:{free_port()}",
+                          agent_token=sealer.seal(b"token"), cores=2, memory_bytes=2**30))
+    nodes = NodeDirectory(store, sealer, node_grace=3600.0)  # it would wait for an hour
+    calls = AgentCalls(nodes)
+    tried = threading.Event()
+
+    def inventory(client: AgentClient) -> object:
+        tried.set()
+        return client.inventory(timeout=1.0)
+
+    threading.Timer(0.0, lambda: tried.wait(10) and calls.stop()).start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(CallsStoppedError, match="the orchestrator is stopping"):
+            calls.ride("n0", inventory)
+        assert time.monotonic() - began < 5
+        assert not nodes.lost("n0")  # stopping says nothing about the node
+    finally:
+        nodes.close()
+        store.close()

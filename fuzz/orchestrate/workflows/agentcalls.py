@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from operator import methodcaller
 from typing import TypeVar
@@ -43,6 +42,11 @@ class NodeLostError(FuzzError):
     """The node was declared lost: its agent stayed silent past the grace period."""
 
 
+class CallsStoppedError(FuzzError):
+    """The orchestrator is stopping: a call waiting for a silent agent gives up, and the
+    attempt is left as recorded for the next orchestrator to re-adopt."""
+
+
 def transient(exc: AgentError) -> bool:
     """Whether a failed call may succeed once the agent is back.
 
@@ -62,6 +66,16 @@ class AgentCalls:
         self._nodes = nodes
         self._lock = threading.Lock()
         self._leftovers: dict[str, dict[str, str]] = {}  # node: {container: lease ('' none)}
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Stop waiting: every call riding out a silent agent raises CallsStoppedError."""
+        self._stopped.set()
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before trying a silent agent again; CallsStoppedError on stop."""
+        if self._stopped.wait(seconds):
+            raise CallsStoppedError("the orchestrator is stopping")
 
     def client(self, node: str) -> AgentClient:
         """Node ``node``'s current client; NodeLostError if the node is no longer registered."""
@@ -75,8 +89,8 @@ class AgentCalls:
     def ride(self, node: str, action: Callable[[AgentClient], _Result]) -> _Result:
         """``action(client)`` on node ``node``, retried while its agent is silent.
 
-        Raises NodeLostError once the node is lost, and the agent's own answer
-        (not found, no room, a bad request) at once.
+        Raises NodeLostError once the node is lost, the agent's own answer (not
+        found, no room, a bad request) at once, and CallsStoppedError on :meth:`stop`.
         """
         delay = RETRY_FIRST
         while True:
@@ -87,7 +101,7 @@ class AgentCalls:
                     self._nodes.answered(node)
                     raise
                 self.silence(node, exc)
-                time.sleep(delay)
+                self.pause(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             self._nodes.answered(node)

@@ -59,6 +59,7 @@ class Runner(LifecycleSteps):
     def stop(self) -> None:
         """Stop the loop; attempts in flight keep running on their nodes."""
         self._stopping.set()
+        self._executor.stop()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from fuzz.orchestrate.records import TaskRecord
 from fuzz.orchestrate.states import TaskState
+from fuzz.orchestrate.workflows.agentcalls import CallsStoppedError
 from fuzz.orchestrate.workflows.reports import ReportSteps
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.transfers import TransferSteps
@@ -113,6 +114,8 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         """Run an executor action; an unexpected error fails the task instead of vanishing."""
         try:
             action(plan)
+        except CallsStoppedError:
+            return  # the orchestrator stops: the attempt stays as recorded, to be re-adopted
         except Exception as exc:
             log.exception("task %s of %s", plan.key, plan.workflow_id)
             self.finished(plan.workflow_id, plan.key,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from operator import methodcaller
@@ -33,6 +32,7 @@ from fuzz.orchestrate.workflows.agentcalls import (
     RETRY_FIRST,
     RETRY_MAX,
     AgentCalls,
+    CallsStoppedError,
     NodeLostError,
     transient,
 )
@@ -137,6 +137,11 @@ class TaskExecutor:
         self._events = events
         self._pulled: set[tuple[str, str]] = set()  # (node, image) pulled by this process
 
+    def stop(self) -> None:
+        """The orchestrator stops: attempts waiting for a silent agent give up unreported
+        (:class:`CallsStoppedError`), to be re-adopted by the next orchestrator."""
+        self._calls.stop()
+
     def sweep(self, orphans: tuple[str, Callable[[], set[str]]] | None = None) -> None:
         """Remove what attempts left on silent nodes that answer again, and look again
         at the nodes that refused a lease.
@@ -223,7 +228,7 @@ class TaskExecutor:
                     raise
                 self._calls.silence(node, exc)
                 unsure = True
-                time.sleep(delay)
+                self._calls.pause(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             self._nodes.answered(node)
@@ -354,6 +359,8 @@ class TaskExecutor:
         self._wait_rank(plan, 0, outcomes, written, first[0])
         for thread in threads:
             thread.join()
+        if None in outcomes:
+            raise CallsStoppedError("the orchestrator is stopping")
         self._collect_logs(plan, written)
         self._abandon(plan)  # containers gone and leases free: the next task may start
         failed = [o for o in outcomes if o is not None and o.state != TaskState.SUCCEEDED]
@@ -374,6 +381,8 @@ class TaskExecutor:
                 status = self._calls.ride(
                     node, lambda client: client.wait_container(container, WAIT_SLICE))
                 waited = True
+        except CallsStoppedError:
+            return  # no outcome: _supervise gives up too
         except AgentNotFoundError:
             outcomes[rank] = Outcome(TaskState.FAILED, 0,
                                      f"its container is gone from node {node}")
