@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT = 30.0
 DEFAULT_NODE_GRACE = 60.0  # seconds an agent may stay silent before its node is lost
+RETIRED_FOR = 600.0  # seconds a retired client stays open: longer than any call's deadline
 GPU_DEVICE = "nvidia.com/gpu"
 
 
@@ -88,6 +89,7 @@ class NodeDirectory:
         self._silent_since: dict[str, float] = {}  # when calls to a node's agent began failing
         self._lost: dict[str, str] = {}  # node: why it was declared lost
         self._refused: dict[str, float] = {}  # node: when its agent last refused a lease
+        self._retired: list[tuple[float, AgentClient]] = []  # (when, client) dropped on silence
 
     def issue_join_token(self, node: str) -> str:
         """A new join token for the node called ``node``; older ones for it are void."""
@@ -202,12 +204,16 @@ class NodeDirectory:
 
         Returns why the node is lost once it has been silent for the grace period
         (declaring it lost the first time), None while it may still come back. The
-        client is dropped, so the next call dials afresh rather than waiting out
-        gRPC's reconnect backoff.
+        client is retired, so the next call dials afresh rather than waiting out
+        gRPC's reconnect backoff; it is closed only later (:meth:`close_retired`),
+        for closing it would cancel the calls other attempts have in flight on it
+        (a start among them, whose outcome would then be unknown).
         """
         now = time.monotonic()  # the grace is real time, whatever the records' clock says
         with self._lock:
             stale = self._clients.pop(name, None)
+            if stale is not None:
+                self._retired.append((now, stale))
             reason = self._lost.get(name)
             since = self._silent_since.setdefault(name, now)
             if reason is None and now - since >= self._grace:
@@ -215,9 +221,17 @@ class NodeDirectory:
                           f"{now - since:.0f}s ({error})")
                 self._lost[name] = reason
                 log.warning("%s; its tasks are retried elsewhere or failed", reason)
-        if stale is not None:
-            stale.close()
         return reason
+
+    def close_retired(self) -> None:
+        """Close the clients retired longer ago than any call on them can last."""
+        now = time.monotonic()
+        with self._lock:
+            done = [client for since, client in self._retired if now - since >= RETIRED_FOR]
+            self._retired = [(since, c) for since, c in self._retired
+                             if now - since < RETIRED_FOR]
+        for client in done:
+            client.close()
 
     def answered(self, name: str) -> None:
         """A call to node ``name``'s agent succeeded: it is not silent."""
@@ -311,6 +325,8 @@ class NodeDirectory:
         """Close every agent client."""
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+            clients += [client for _, client in self._retired]
+            self._retired = []
         for client in clients:
             client.close()
 

@@ -156,6 +156,7 @@ class TaskExecutor:
         self._calls.sweep()
         for node in self._nodes.refusing():
             self._nodes.recheck(node)
+        self._nodes.close_retired()
 
     # --- starting ------------------------------------------------------------------
 
