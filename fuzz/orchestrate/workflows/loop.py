@@ -12,6 +12,11 @@ thread (:mod:`fuzz.orchestrate.workflows.tasks`).
 Every change is written to the store before the action it announces, so after a
 crash :meth:`Runner.start` re-adopts the containers of attempts in flight, restarts
 interrupted transfers, and never runs a task that had succeeded again.
+
+Every couple of seconds a sweep, in a worker, removes what attempts left on nodes that
+answer again, looks at the nodes that refused a lease, and now and then searches every
+node for containers of this orchestrator no attempt owns (see
+:mod:`~fuzz.orchestrate.workflows.agentcalls`).
 """
 
 from __future__ import annotations
