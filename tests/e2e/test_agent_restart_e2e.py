@@ -275,3 +275,27 @@ def test_what_a_lost_node_held_is_cleaned_up_after_an_orchestrator_restart_too(
                    lambda: _no_leases(cluster, NODE0), timeout=60)
         status = cluster.wait("orphans")
     assert status["state"] == "SUCCEEDED", dump(status)
+
+
+def test_a_multinode_task_survives_one_of_its_agents_restarting(
+        tmp_path: Path, busybox_image: PushedImage) -> None:
+    fuzzfile = f"""\
+version: v1
+jobs:
+  ranks:
+    image: {{uri: {busybox_image.reference}}}
+    script: for i in $(seq 1 {LINES}); do echo "rank $FUZZ_RANK $i"; sleep 0.2; done
+    multinode: {{nodes: 2, implementation: openmpi}}
+"""
+    with _cluster(tmp_path, busybox_image, 2, "60s") as cluster:
+        cluster.start("ranks", fuzzfile)
+        cluster.wait_for("ranks", "ranks", "RUNNING")
+        command = kill_agent(cluster, NODE1)
+        time.sleep(2)  # the rank on the other node runs on; the orchestrator keeps waiting
+        assert tasks_by_key(cluster.status("ranks"))["ranks"]["state"] == "RUNNING"
+        with restarted(command):
+            status = cluster.wait("ranks")
+        assert status["state"] == "SUCCEEDED", dump(status)
+        assert tasks_by_key(status)["ranks"]["attempt"] == 1
+        assert _stdout(cluster, status, "ranks") == "".join(
+            f"rank {rank} {i}\n" for rank in (0, 1) for i in range(1, LINES + 1))
