@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ from fuzz.cli.options import (
 from fuzz.cli.render import print_json
 from fuzz.clients.agent import AgentClient
 from fuzz.clients.orchestrator import OrchestratorUnreachableError
-from fuzz.engine.model import RecordedNode
+from fuzz.engine.model import RecordedNode, State
 from fuzz.engine.planner import address_sort_key
 from fuzz.errors import FuzzError
+from fuzz.lifecycle.gateway import ProviderGateway
+from fuzz.lifecycle.reconcile import refresh_state
 from fuzz.orchestrate.datadir import orchestrator_client_tls
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity
 
@@ -85,6 +88,19 @@ def _live_inventory(node: RecordedNode, data_dir: Path | None) -> dict[str, Any]
             "labels": dict(inventory.labels), "leases": [_lease_json(x) for x in leases]}
 
 
+def _observed_now(recorded: State, gateway: Callable[[], ProviderGateway]) -> State:
+    """``recorded`` with what the providers observe now (nothing is written).
+
+    An agent restarted in place listens at a new endpoint: the record of the last
+    apply would show the old one, unreachable. A provider that cannot be asked now
+    leaves its nodes as recorded.
+    """
+    try:
+        return refresh_state(recorded, gateway(), do_refresh=True).state
+    except FuzzError:
+        return recorded
+
+
 @click.group()
 def node() -> None:
     """Inspect the cluster's nodes."""
@@ -99,6 +115,8 @@ def node_list(app: AppContext, as_json: bool, lock_timeout: str) -> None:
     ws = app.workspace
     with ws.locked("node list", parse_lock_timeout(lock_timeout)):
         recorded = ws.store.read()
+    if recorded is not None:
+        recorded = _observed_now(recorded, lambda: ws.gateway)
     block = ws.loaded.spec.orchestrator
     data_dir = ws.loaded.base_dir / block.data_dir if block else None
     nodes = sorted((recorded.resources.values() if recorded else []),

@@ -168,6 +168,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         cluster=cluster, insecure=insecure,
         host_paths=tuple((base / path).absolute() for path in block.host_paths),
         join_token_ttl=block.join_token_ttl_seconds(),
+        node_grace=block.node_grace_seconds(),
         ingress=IngressPolicy.from_spec(block.ingress.allow, block.ingress.proxy),
         limits=block.limits, disk=block.disk,
     ), elastic=elastic)

@@ -268,6 +268,10 @@ class AgentClient(GrpcClient):
         call: DuplexCall[bytes] = self._duplex(self._port_forward_serialized, frames)
         return call
 
+    def _closed_error(self) -> AgentError:
+        """A call on a closed client: the orchestrator replaced it (the agent moved)."""
+        return AgentUnreachableError(f"the client of the agent at {self.endpoint} was closed")
+
     def _error(self, exc: grpc.RpcError) -> AgentError:
         """What a failed call to the agent means, as an AgentError carrying its status."""
         code, details = status_of(exc)

@@ -44,7 +44,9 @@ def workflow_message(snapshot: WorkflowSnapshot) -> pb.Workflow:
 
 
 def node_state(record: NodeRecord, directory: NodeDirectory) -> str:
-    """READY, CORDONED, DRAINING or UNREACHABLE."""
+    """READY, CORDONED, DRAINING, UNREACHABLE or LOST (silent past the node's grace)."""
+    if directory.lost(record.name):
+        return "LOST"
     if not directory.reachable(record):
         return "UNREACHABLE"
     return directory.cordon_mode(record.name).upper() or "READY"

@@ -39,7 +39,7 @@ from fuzz.fsutil import acquire_lock, release_lock, write_json_atomic, write_pri
 from fuzz.orchestrate.cluster.elastic import ElasticLoop, ElasticSetup
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
 from fuzz.orchestrate.cluster.jointokens import DEFAULT_JOIN_TOKEN_TTL
-from fuzz.orchestrate.cluster.nodes import NodeDirectory
+from fuzz.orchestrate.cluster.nodes import DEFAULT_NODE_GRACE, NodeDirectory
 from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
 from fuzz.orchestrate.diskspace import REFILL_INTERVAL, DiskFloor, DiskReserve
@@ -98,6 +98,7 @@ class ServerSettings:
     insecure: bool = False  # plain text instead of TLS: tests and trusted networks only
     host_paths: tuple[Path, ...] = ()  # host directories file:/// transfers may use, checked
     join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL  # seconds a new node's join token lives
+    node_grace: float = DEFAULT_NODE_GRACE  # seconds a silent node has before it is lost
     ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
     limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
     disk: DiskSpec = field(default_factory=DiskSpec)  # the spec's orchestrator.disk
@@ -195,7 +196,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         audit = AuditLog(data_dir / AUDIT_FILE, on_full=reserve.release)
         authz = Authorizer(iam, audit)
         nodes = NodeDirectory(store, sealer, agent_tls=tls.agent_tls if tls else None,
-                              join_token_ttl=settings.join_token_ttl)
+                              join_token_ttl=settings.join_token_ttl,
+                              node_grace=settings.node_grace)
         secret_store = SecretStore(store, sealer)
         runner = Runner(store, nodes, secret_store, RunnerSettings(
             volume_root=volume_root, disk_floor=DiskFloor(volume_root, settings.disk.min_free),

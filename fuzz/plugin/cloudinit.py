@@ -109,6 +109,9 @@ def _unit(settings: BootstrapSettings) -> str:
             f"ExecStart={_systemd_quote(agent_sh)}",
             "Restart=on-failure",
             "RestartSec=2",
+            # a restart replaces the agent alone: the container monitor and its jobs live on
+            # and the new agent re-adopts them (the default would kill the whole cgroup)
+            "KillMode=process",
             "",
             "[Install]",
             "WantedBy=multi-user.target",

@@ -115,12 +115,17 @@ class GrpcClient:
             self._channel = grpc.secure_channel(endpoint, tls.credentials(),
                                                 options=_CHANNEL_OPTIONS + tls.options())
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+        self._closed = False
 
     def _error(self, exc: grpc.RpcError) -> FuzzError:
         """The FuzzError that says what a failed call means (subclasses refine it)."""
         code, details = status_of(exc)
         name = code.name if code is not None else "UNKNOWN"
         return FuzzError(f"{self.endpoint} failed: {name}: {details}")
+
+    def _closed_error(self) -> FuzzError:
+        """What a call on this client after :meth:`close` raises (subclasses refine it)."""
+        return FuzzError(f"the client of {self.endpoint} was closed")
 
     def health(self, timeout: float | None = None) -> bool:
         """True when the server answers the standard health check with SERVING."""
@@ -151,6 +156,10 @@ class GrpcClient:
             yield from method(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as exc:
             raise self._error(exc) from exc
+        except ValueError as exc:  # gRPC's "Cannot invoke RPC on closed channel!"
+            if not self._closed:
+                raise
+            raise self._closed_error() from exc
 
     def _duplex(self, method: Callable[..., Any], requests: Iterator[Any]) -> DuplexCall[Any]:
         """Open a bidirectional stream fed by ``requests`` (no deadline: it lasts as long
@@ -164,9 +173,14 @@ class GrpcClient:
             return method(request, metadata=self._metadata, timeout=wait)
         except grpc.RpcError as exc:
             raise self._error(exc) from exc
+        except ValueError as exc:  # gRPC's "Cannot invoke RPC on closed channel!"
+            if not self._closed:
+                raise
+            raise self._closed_error() from exc
 
     def close(self) -> None:
-        """Close the channel."""
+        """Close the channel; calls made on it later raise :meth:`_closed_error`'s error."""
+        self._closed = True
         self._channel.close()
 
     def __enter__(self) -> Self:

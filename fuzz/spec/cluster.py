@@ -451,6 +451,28 @@ class OrchestratorSpec(StrictModel):
         """``join_token_ttl`` in seconds."""
         return parse_duration(self.join_token_ttl)
 
+    # --- node loss ---
+    node_grace: str = Field(
+        default="60s", description="How long the orchestrator keeps waiting for a node whose "
+        "agent stopped answering (it may be restarting; its jobs keep running) before it "
+        "declares the node lost and retries its tasks elsewhere.")
+
+    @field_validator("node_grace", mode="before")
+    @classmethod
+    def _node_grace_in_seconds(cls, value: Any) -> Any:
+        return _seconds_as_text(value)
+
+    @field_validator("node_grace")
+    @classmethod
+    def _check_node_grace(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    def node_grace_seconds(self) -> float:
+        """``node_grace`` in seconds."""
+        return parse_duration(self.node_grace)
+
     @property
     def address(self) -> str:
         """Where clients reach the server."""

@@ -729,6 +729,18 @@ def test_join_token_ttl_defaults_to_an_hour_and_must_be_a_positive_duration(
         "10m, 1h30m"]
 
 
+def test_node_grace_defaults_to_a_minute_and_must_be_a_positive_duration(
+        tmp_path: Path) -> None:
+    orchestrator = load(tmp_path, "version: 1\ncluster: demo\norchestrator: {}\n").spec.orchestrator
+    assert orchestrator is not None and orchestrator.node_grace_seconds() == 60.0
+    given = load(tmp_path, "version: 1\ncluster: demo\norchestrator:\n  node_grace: 2m\n")
+    assert given.spec.orchestrator is not None
+    assert given.spec.orchestrator.node_grace_seconds() == 120.0
+    assert problems(tmp_path, "version: 1\ncluster: demo\norchestrator:\n"
+                              "  node_grace: 0\n") == [
+        "fuzz.yaml:4:15: orchestrator.node_grace: must be longer than 0s"]
+
+
 def test_pool_network_is_isolated_unless_the_admin_opts_in(tmp_path: Path) -> None:
     assert load(tmp_path, spec_with_pool("provider: local\n")).spec.pools["p"].network == "isolated"
     pool = load(tmp_path, spec_with_pool("provider: local\nnetwork: host\n")).spec.pools["p"]

@@ -54,6 +54,7 @@ def test_script_is_posix_sh_user_data_carrying_the_token() -> None:
     checked = subprocess.run([sh, "-n"], input=script, text=True, capture_output=True)
     assert checked.returncode == 0, checked.stderr
     assert 'ExecStart="/etc/fuzz/agent.sh"' in script  # the unit used where systemd runs
+    assert "\nKillMode=process\n" in script  # restarting the agent leaves its jobs running
 
 
 def test_running_it_starts_an_agent_that_joins_with_the_join_token(root: Path) -> None:

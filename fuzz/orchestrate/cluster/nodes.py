@@ -4,7 +4,12 @@ A node's agent registers (see ``fuzz substrate serve --join``), giving its
 endpoint and the bearer token the orchestrator must use to call it; the
 orchestrator reads the node's inventory then, once. Registration repeats every
 few seconds as the node's heartbeat; a node not heard from within
-:data:`HEARTBEAT_TIMEOUT` is not scheduled onto. Agent tokens are stored sealed
+:data:`HEARTBEAT_TIMEOUT` is not scheduled onto. A node whose agent stops answering
+calls is not scheduled onto either, and once it has been silent for the grace period
+(``orchestrator.node_grace``) it is *lost* (:meth:`NodeDirectory.silent`) until its
+agent registers again. A node that refused a lease is skipped until its agent
+reports free cores again (:meth:`NodeDirectory.refused`, :meth:`NodeDirectory.recheck`).
+Agent tokens are stored sealed
 with the server's key. Who may register as which node is decided before: by the
 join token (:meth:`NodeDirectory.check_join_token`, plain-text clusters; see
 :mod:`fuzz.orchestrate.cluster.jointokens`) or by the node's certificate
@@ -14,6 +19,7 @@ are called with mutual TLS, each verified as its node.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,9 +36,13 @@ from fuzz.resources import NodeCapacity, ResourceRequest
 from fuzz.rpc.client import ClientTls
 from fuzz.scheduler.placement import NodeView
 
+log = logging.getLogger(__name__)
+
 HEARTBEAT_TIMEOUT = 30.0
 DRAINING = "draining"
 CORDONED = "cordoned"
+DEFAULT_NODE_GRACE = 60.0  # seconds an agent may stay silent before its node is lost
+RETIRED_FOR = 600.0  # seconds a retired client stays open: longer than any call's deadline
 GPU_DEVICE = "nvidia.com/gpu"
 
 
@@ -61,11 +71,12 @@ class NodeDirectory:
     def __init__(
         self, store: Store, sealer: Sealer, clock: Callable[[], float] = time.time,
         agent_tls: Callable[[str], ClientTls] | None = None,
-        join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL,
+        join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL, node_grace: float = DEFAULT_NODE_GRACE,
     ) -> None:
         """Load the nodes recorded in ``store``; call agents as ``agent_tls(node)`` says.
 
-        Join tokens live ``join_token_ttl`` seconds.
+        Join tokens live ``join_token_ttl`` seconds; an agent silent for ``node_grace``
+        seconds makes its node lost.
         """
         self._store = store
         self.join_tokens = JoinTokens(store, join_token_ttl, clock)
@@ -76,6 +87,11 @@ class NodeDirectory:
         self._nodes = {node.name: node for node in store.load(NodeRecord)}
         self._draining = {drain.name: drain.mode for drain in store.load(DrainRecord)}
         self._clients: dict[str, AgentClient] = {}
+        self._grace = node_grace
+        self._silent_since: dict[str, float] = {}  # when calls to a node's agent began failing
+        self._lost: dict[str, str] = {}  # node: why it was declared lost
+        self._refused: dict[str, float] = {}  # node: when its agent last refused a lease
+        self._retired: list[tuple[float, AgentClient]] = []  # (when, client) dropped on silence
 
     def issue_join_token(self, node: str) -> str:
         """A new join token for the node called ``node``; older ones for it are void."""
@@ -103,19 +119,24 @@ class NodeDirectory:
         now = self._clock()
         with self._lock:
             known = self._nodes.get(name)
-            if known is not None and known.endpoint == endpoint and \
-                    self._sealer.unseal(known.agent_token).decode() == agent_token:
+            unchanged = known is not None and known.endpoint == endpoint and \
+                self._sealer.unseal(known.agent_token).decode() == agent_token
+            if known is not None and unchanged:
                 known.last_seen = now
                 known.labels = dict(labels)
                 self._store.save(known)
-                return False
+        if unchanged:
+            self._heard_from(name)
+            return False
         record = self._inspect(name, endpoint, agent_token, labels, now)
         with self._lock:
             self._nodes[name] = record
             stale = self._clients.pop(name, None)
+            self._refused.pop(name, None)  # a new agent: its leases are its own to report
         if stale is not None:
             stale.close()
         self._store.save(record)
+        self._heard_from(name)
         return True
 
     def _inspect(
@@ -144,6 +165,9 @@ class NodeDirectory:
         with self._lock:
             record = self._nodes.pop(name, None)
             client = self._clients.pop(name, None)
+            self._silent_since.pop(name, None)
+            self._lost.pop(name, None)
+            self._refused.pop(name, None)
             drained = self._draining.pop(name, None) is not None
         if client is not None:
             client.close()
@@ -198,6 +222,88 @@ class NodeDirectory:
         """Whether ``record``'s agent was heard from recently."""
         return self._clock() - record.last_seen <= HEARTBEAT_TIMEOUT
 
+    # --- agents that stop answering, and come back ---------------------------------------
+
+    def silent(self, name: str, error: str) -> str | None:
+        """A call to node ``name``'s agent failed as a dead or restarting agent's would.
+
+        Returns why the node is lost once it has been silent for the grace period
+        (declaring it lost the first time), None while it may still come back. The
+        client is retired, so the next call dials afresh rather than waiting out
+        gRPC's reconnect backoff; it is closed only later (:meth:`close_retired`),
+        for closing it would cancel the calls other attempts have in flight on it
+        (a start among them, whose outcome would then be unknown).
+        """
+        now = time.monotonic()  # the grace is real time, whatever the records' clock says
+        with self._lock:
+            stale = self._clients.pop(name, None)
+            if stale is not None:
+                self._retired.append((now, stale))
+            reason = self._lost.get(name)
+            since = self._silent_since.setdefault(name, now)
+            if reason is None and now - since >= self._grace:
+                reason = (f"node {name} is lost: its agent has not answered for "
+                          f"{now - since:.0f}s ({error})")
+                self._lost[name] = reason
+                log.warning("%s; its tasks are retried elsewhere or failed", reason)
+        return reason
+
+    def close_retired(self) -> None:
+        """Close the clients retired longer ago than any call on them can last."""
+        now = time.monotonic()
+        with self._lock:
+            done = [client for since, client in self._retired if now - since >= RETIRED_FOR]
+            self._retired = [(since, c) for since, c in self._retired
+                             if now - since < RETIRED_FOR]
+        for client in done:
+            client.close()
+
+    def answered(self, name: str) -> None:
+        """A call to node ``name``'s agent succeeded: it is not silent."""
+        self._heard_from(name)
+
+    def _heard_from(self, name: str) -> None:
+        with self._lock:
+            self._silent_since.pop(name, None)
+            back = self._lost.pop(name, None) is not None
+        if back:
+            log.info("node %s is back: its agent answers again", name)
+
+    def lost(self, name: str) -> bool:
+        """Whether node ``name`` was declared lost (and has not come back)."""
+        with self._lock:
+            return name in self._lost
+
+    def refused(self, name: str) -> None:
+        """Node ``name``'s agent refused a lease: skip it until it has room again."""
+        with self._lock:
+            self._refused[name] = self._clock()
+
+    def refusing(self) -> list[str]:
+        """The nodes skipped because their agent refused a lease."""
+        with self._lock:
+            return sorted(self._refused)
+
+    def recheck(self, name: str) -> None:
+        """Ask node ``name``'s agent for its leases; schedule onto it again once it has a
+        free core (or once it cannot say: the next start will find out)."""
+        with self._lock:
+            record = self._nodes.get(name)
+        try:
+            leases = self.client(name).list_leases(timeout=5.0)
+        except (AgentError, FuzzError):
+            leases = []
+        if record is not None and sum(len(lease.cpus) for lease in leases) >= record.cores:
+            return
+        with self._lock:
+            self._refused.pop(name, None)
+
+    def _avoided(self, name: str) -> bool:
+        """Whether new work must not go to node ``name`` now: its agent is silent or
+        lost, or refused a lease."""
+        with self._lock:
+            return name in self._silent_since or name in self._lost or name in self._refused
+
     def client(self, name: str) -> AgentClient:
         """A client for node ``name``'s agent (kept open and shared)."""
         with self._lock:
@@ -235,7 +341,8 @@ class NodeDirectory:
                     for kind, count in record.devices.items()
                 },
                 lease_count=use.tasks,
-                schedulable=self.reachable(record) and not self.draining(record.name),
+                schedulable=(self.reachable(record) and not self.draining(record.name)
+                             and not self._avoided(record.name)),
             ))
         return views
 
@@ -243,6 +350,8 @@ class NodeDirectory:
         """Close every agent client."""
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+            clients += [client for _, client in self._retired]
+            self._retired = []
         for client in clients:
             client.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from functools import partial
 
 from fuzz.orchestrate.records import (
     ImageRecord,
@@ -78,7 +79,8 @@ class LifecycleSteps(SchedulingSteps):
                 plan = self._plan(workflow, task)
                 workflow.plans[task.key] = plan
                 self._adopting.add((record.id, task.key))
-                self._workers.submit(self._guard, self._executor.adopt, plan)
+                adopt = partial(self._executor.adopt, running=task.state == TaskState.RUNNING)
+                self._workers.submit(self._guard, adopt, plan)
 
     def submit(self, name: str, owner: str, loaded: LoadedFuzzfile) -> WorkflowRecord:
         """Start a new run of ``owner``'s workflow ``name`` from a validated Fuzzfile.

@@ -14,6 +14,11 @@ volumes of running tasks and stops those past the volume limit
 Every change is written to the store before the action it announces, so after a
 crash :meth:`Runner.start` re-adopts the containers of attempts in flight, restarts
 interrupted transfers, and never runs a task that had succeeded again.
+
+Every couple of seconds a sweep, in a worker, removes what attempts left on nodes that
+answer again, looks at the nodes that refused a lease, and now and then searches every
+node for containers of this orchestrator no attempt owns (see
+:mod:`~fuzz.orchestrate.workflows.agentcalls`).
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ from fuzz.orchestrate.workflows.drain import DrainSteps
 from fuzz.orchestrate.workflows.lifecycle import LifecycleSteps
 from fuzz.orchestrate.workflows.quotas import QuotaSteps
 from fuzz.orchestrate.workflows.tasks import TaskExecutor
+from fuzz.orchestrate.workflows.workflow import container_prefix
 
 log = logging.getLogger(__name__)
 
 TICK = 1.0
 COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
+SWEEP_INTERVAL = 2.0  # how often leftovers on nodes and refusing nodes are looked at
+ORPHAN_INTERVAL = 30.0  # how often every node is searched for containers no attempt owns
 
 
 class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
@@ -50,6 +58,7 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
         self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
         self._quota_thread = threading.Thread(target=self._watch_quotas, name="volume-limits",
                                               daemon=True)
+        self._sweeping = threading.Event()  # a sweep runs (one at a time)
 
     def start(self) -> None:
         """Load unfinished workflows, re-adopt their attempts, and start the loop."""
@@ -66,6 +75,7 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
     def stop(self) -> None:
         """Stop the loop; attempts in flight keep running on their nodes."""
         self._stopping.set()
+        self._executor.stop()
         self._wake.set()
         for thread in (self._thread, self._quota_thread):
             if thread.is_alive():
@@ -73,8 +83,27 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
         self._workers.shutdown(wait=False, cancel_futures=True)
         self._movers.shutdown(wait=False, cancel_futures=True)
 
+    def _sweep(self, orphans: bool) -> None:
+        """Clean up what attempts left on nodes that answer again, and with ``orphans``
+        what no attempt owns (outside the loop: it calls agents); a node that has room
+        again is scheduled onto at the next round."""
+        try:
+            self._executor.sweep((container_prefix(self._settings.instance),
+                                  self._live_containers) if orphans else None)
+        except Exception:
+            log.exception("sweeping the nodes failed")
+        finally:
+            self._sweeping.clear()
+
+    def _live_containers(self) -> set[str]:
+        """The containers of every attempt in flight."""
+        with self._lock:
+            return {container for workflow in self._active.values()
+                    for plan in workflow.plans.values() for container in plan.containers}
+
     def _loop(self) -> None:
-        last_round = last_full = 0.0
+        last_round = last_full = last_sweep = 0.0
+        last_orphans = -ORPHAN_INTERVAL  # the first sweep looks for orphans
         while not self._stopping.is_set():
             if self._wake.wait(TICK):
                 time.sleep(COALESCE)
@@ -92,6 +121,12 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
                         self._reschedule = False
                         last_round = now
                         self._schedule()
+                    if now - last_sweep >= SWEEP_INTERVAL and not self._sweeping.is_set():
+                        last_sweep = now
+                        orphans = now - last_orphans >= ORPHAN_INTERVAL
+                        last_orphans = now if orphans else last_orphans
+                        self._sweeping.set()
+                        self._workers.submit(self._sweep, orphans)
             except DiskFullError as exc:  # one line: the disk, not the code, is at fault
                 log.error("runner pass failed: %s", exc)
             except Exception:  # the loop must outlive any one bad decision

@@ -227,6 +227,8 @@ class ReportSteps(RunnerBase):
                     not workflow.record.cancel_requested:
                 task.state = TaskState.QUEUED
                 task.error = f"attempt {task.attempt} failed: {outcome.error}"
+                log.info("workflow %s task %s: %s; queued again (attempt %d of %d next)",
+                         workflow_id, key, task.error, task.attempt + 1, attempts)
             elif workflow.record.cancel_requested and outcome.state != TaskState.SUCCEEDED:
                 task.state = TaskState.CANCELED
             else:

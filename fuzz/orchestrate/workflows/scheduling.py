@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from fuzz.orchestrate.records import TaskRecord
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.store import DiskFullError
+from fuzz.orchestrate.workflows.agentcalls import CallsStoppedError
 from fuzz.orchestrate.workflows.reports import ReportSteps
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.transfers import TransferSteps
@@ -120,6 +121,8 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         """Run an executor action; an unexpected error fails the task instead of vanishing."""
         try:
             action(plan)
+        except CallsStoppedError:
+            return  # the orchestrator stops: the attempt stays as recorded, to be re-adopted
         except DiskFullError as exc:  # its outcome could not be recorded: try once more
             log.error("task %s of %s: %s", plan.key, plan.workflow_id, exc)
             with contextlib.suppress(DiskFullError):

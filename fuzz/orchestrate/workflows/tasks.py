@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from operator import methodcaller
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -28,6 +29,14 @@ from fuzz.clients.agent import (
 )
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.states import TaskState
+from fuzz.orchestrate.workflows.agentcalls import (
+    RETRY_FIRST,
+    RETRY_MAX,
+    AgentCalls,
+    CallsStoppedError,
+    NodeLostError,
+    transient,
+)
 from fuzz.resources import ResourceRequest
 
 log = logging.getLogger(__name__)
@@ -116,13 +125,41 @@ def describe_end(status: Any, timeout_seconds: float) -> Outcome:
 
 
 class TaskExecutor:
-    """Runs attempts through the agents of :class:`NodeDirectory`."""
+    """Runs attempts through the agents of :class:`NodeDirectory`.
+
+    Every call rides out a restarting agent (:mod:`~fuzz.orchestrate.workflows.agentcalls`):
+    an attempt whose node stays silent past the grace period ends failed with the
+    reason (and is retried elsewhere if its policy allows); what it left on the node
+    is removed once the node answers again.
+    """
 
     def __init__(self, nodes: NodeDirectory, events: TaskEvents) -> None:
         """Report to ``events``."""
         self._nodes = nodes
+        self._calls = AgentCalls(nodes)
         self._events = events
         self._pulled: dict[tuple[str, str], str] = {}  # (node, image) -> digest, pulled here
+
+    def stop(self) -> None:
+        """The orchestrator stops: attempts waiting for a silent agent give up unreported
+        (:class:`CallsStoppedError`), to be re-adopted by the next orchestrator."""
+        self._calls.stop()
+
+    def sweep(self, orphans: tuple[str, Callable[[], set[str]]] | None = None) -> None:
+        """Remove what attempts left on silent nodes that answer again, and look again
+        at the nodes that refused a lease.
+
+        With ``orphans`` (this orchestrator's container id prefix, and the containers
+        of the attempts in flight) every node is first searched for containers and
+        leases of this orchestrator that no attempt owns (see
+        :meth:`AgentCalls.find_orphans`).
+        """
+        if orphans is not None:
+            self._calls.find_orphans(*orphans)
+        self._calls.sweep()
+        for node in self._nodes.refusing():
+            self._nodes.recheck(node)
+        self._nodes.close_retired()
 
     # --- starting ------------------------------------------------------------------
 
@@ -139,29 +176,21 @@ class TaskExecutor:
             leases = [lease_id for lease_id, _ in acquired]
             plan = _with_addresses(_with_leases(plan, leases), [a for _, a in acquired])
             self._events.leased(plan.workflow_id, plan.key, leases)
+        started: list[ContainerStatus] = []
         try:
-            started = []
             for rank, node in enumerate(plan.nodes):
-                client = self._nodes.client(node)
-                if not self._pull(plan, node, client):
+                if not self._pull(plan, node):
                     self._release(plan)
                     self._events.finished(plan.workflow_id, plan.key,
                                           Outcome(TaskState.FAILED, 0,
                                                   f"image {plan.image}: pull failed"))
                     return
-                started.append(client.start_container(
-                    plan.containers[rank], plan.image,
-                    plan.leases[rank] if plan.leases else "",
-                    lease=None if plan.leases else plan.request, lease_ttl=LEASE_TTL,
-                    args=plan.argv, env=plan.env[rank], cwd=plan.cwd, uid=plan.uid,
-                    gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
-                    credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
-                    peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
-                ))
+                started.append(self._start(plan, rank))
         except AgentResourceExhaustedError as exc:  # a one-node start found its node full
+            self._nodes.refused(plan.nodes[len(started)])
             self._events.requeue(plan.workflow_id, plan.key, str(exc))
             return
-        except AgentError as exc:
+        except (AgentError, NodeLostError) as exc:
             self._abandon(plan)
             self._events.finished(plan.workflow_id, plan.key,
                                   Outcome(TaskState.FAILED, 0, str(exc)))
@@ -171,29 +200,73 @@ class TaskExecutor:
         self._events.running(plan.workflow_id, plan.key, plan.leases)
         self._supervise(plan, started)
 
+    def _start(self, plan: LaunchPlan, rank: int) -> ContainerStatus:
+        """Start rank ``rank``'s container, or find it started.
+
+        A start whose answer was lost (the agent died meanwhile) may have started the
+        container: once the agent answers again it is looked up before starting anew.
+        """
+        node, container = plan.nodes[rank], plan.containers[rank]
+        unsure = False
+        delay = RETRY_FIRST
+        while True:
+            if unsure:
+                try:
+                    found: ContainerStatus = self._calls.ride(
+                        node, lambda client: client.get_container(container))
+                    return found
+                except AgentNotFoundError:  # it never started
+                    if not plan.leases:
+                        self._calls.release_held(node, container)
+            try:
+                status: ContainerStatus = self._calls.client(node).start_container(
+                    container, plan.image, plan.leases[rank] if plan.leases else "",
+                    lease=None if plan.leases else plan.request, lease_ttl=LEASE_TTL,
+                    args=plan.argv, env=plan.env[rank], cwd=plan.cwd, uid=plan.uid,
+                    gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
+                    credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
+                    peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
+                )
+            except AgentError as exc:
+                if not transient(exc):
+                    raise
+                self._calls.silence(node, exc)
+                unsure = True
+                self._calls.pause(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            self._nodes.answered(node)
+            return status
+
     def _acquire(self, plan: LaunchPlan) -> list[tuple[str, str]] | None:
         """Every rank's lease id and job network address (all or none)."""
         leases: list[tuple[str, str]] = []
         request = plan.request
         try:
             for rank, node in enumerate(plan.nodes):
-                lease = self._nodes.client(node).acquire_lease(
+                lease = self._calls.client(node).acquire_lease(
                     request.cores, affinity=request.affinity, memory_bytes=request.memory_bytes,
                     devices=dict(request.devices), exclusive=request.exclusive,
                     holder=plan.containers[rank], ttl_seconds=LEASE_TTL, reserve_address=True,
                 )
                 leases.append((lease.id, lease.address))
-        except AgentError as exc:
+        except (AgentError, NodeLostError) as exc:
             self._release(_with_leases(plan, [lease_id for lease_id, _ in leases]))
+            node = plan.nodes[len(leases)]
             if isinstance(exc, AgentResourceExhaustedError):
-                self._events.requeue(plan.workflow_id, plan.key, str(exc))
+                self._nodes.refused(node)
+            elif isinstance(exc, AgentError) and transient(exc):
+                with contextlib.suppress(NodeLostError):
+                    self._calls.silence(node, exc)  # skipped until it answers again
             else:
                 self._events.finished(plan.workflow_id, plan.key,
                                       Outcome(TaskState.FAILED, 0, str(exc)))
+                return None
+            self._events.requeue(plan.workflow_id, plan.key, str(exc))
             return None
         return leases
 
-    def _pull(self, plan: LaunchPlan, node: str, client: AgentClient) -> bool:
+    def _pull(self, plan: LaunchPlan, node: str) -> bool:
         """Pull the image on ``node`` once, reporting progress and the digest.
 
         Later starts skip it: starting a container resolves and pulls the image
@@ -204,10 +277,15 @@ class TaskExecutor:
             self._events.pulled(plan.workflow_id, plan.image, self._pulled[node, plan.image])
             return True
         self._events.pulling(plan.workflow_id, plan.image)
-        digest = ""
-        try:
+
+        def pull(client: AgentClient) -> str:
+            digest = ""
             for progress in client.pull_image(plan.image, plan.credentials):
                 digest = progress.digest or digest
+            return digest
+
+        try:
+            digest = self._calls.ride(node, pull)
         except AgentError as exc:
             self._events.image_failed(plan.workflow_id, plan.image, str(exc))
             return False
@@ -217,33 +295,43 @@ class TaskExecutor:
 
     # --- after a restart -------------------------------------------------------------
 
-    def adopt(self, plan: LaunchPlan) -> None:
+    def adopt(self, plan: LaunchPlan, running: bool = False) -> None:
         """Take over an attempt a previous orchestrator started (blocks until it ends).
 
         The leases come from the containers (a one-node start leases and starts in
         one call, so a lease without its container cannot be left behind). If no
-        rank's container exists, nothing ran: any leases recorded go back and the
+        rank's container exists and the attempt was ``running``, its containers
+        vanished: the attempt failed (retried if its policy allows). If none exists
+        and it was still starting, nothing ran: any leases recorded go back and the
         task is queued again without counting the attempt.
         """
         leases: list[str] = []
+        missing: list[str] = []
         for rank, node in enumerate(plan.nodes):
+            container = plan.containers[rank]
             try:
-                leases.append(self._nodes.client(node).get_container(
-                    plan.containers[rank]).lease_id)
+                leases.append(self._calls.ride(
+                    node, methodcaller("get_container", container)).lease_id)
             except AgentNotFoundError:
-                continue
-            except AgentError as exc:
+                missing.append(node)
+            except (AgentError, NodeLostError) as exc:
+                self._abandon(plan)
                 self._events.finished(plan.workflow_id, plan.key,
-                                      Outcome(TaskState.FAILED, 0, f"node {node}: {exc}"))
+                                      Outcome(TaskState.FAILED, 0, _on_node(node, exc)))
                 return
-        if not leases:
+        if not leases and not running:
             self._release(plan)
+            if len(plan.nodes) == 1 and not plan.leases:  # leased with its start, if at all
+                with contextlib.suppress(AgentError, NodeLostError):
+                    self._calls.release_held(plan.nodes[0], plan.containers[0])
             self._events.requeue(plan.workflow_id, plan.key, "restarted before it began")
             return
-        if len(leases) < len(plan.nodes):
+        if missing:
             self._abandon(plan)
+            error = f"its container is gone from node {missing[0]}" if running else \
+                "some ranks never started"
             self._events.finished(plan.workflow_id, plan.key,
-                                  Outcome(TaskState.FAILED, 0, "some ranks never started"))
+                                  Outcome(TaskState.FAILED, 0, error))
             return
         plan = _with_leases(plan, leases)
         self._events.running(plan.workflow_id, plan.key, plan.leases)
@@ -252,10 +340,11 @@ class TaskExecutor:
     # --- running and ending ------------------------------------------------------------
 
     def cancel(self, plan: LaunchPlan) -> None:
-        """Ask every rank's container to stop (SIGTERM, then SIGKILL after the grace)."""
+        """Ask every rank's container to stop (SIGTERM, then SIGKILL after the grace);
+        a restarting agent is asked once it is back."""
         for rank, node in enumerate(plan.nodes):
-            with contextlib.suppress(AgentError):
-                self._nodes.client(node).cancel_container(plan.containers[rank])
+            with contextlib.suppress(AgentError, NodeLostError):
+                self._calls.ride(node, methodcaller("cancel_container", plan.containers[rank]))
 
     def _supervise(self, plan: LaunchPlan, started: Sequence[ContainerStatus] = ()) -> None:
         """Wait for every rank, collect the logs, clean up, report the outcome.
@@ -276,6 +365,8 @@ class TaskExecutor:
         self._wait_rank(plan, 0, outcomes, written, first[0])
         for thread in threads:
             thread.join()
+        if None in outcomes:
+            raise CallsStoppedError("the orchestrator is stopping")
         try:
             self._collect_logs(plan, written)
         finally:
@@ -289,23 +380,33 @@ class TaskExecutor:
 
     def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
                    written: list[tuple[int, int]], status: ContainerStatus | None) -> None:
-        client = self._nodes.client(plan.nodes[rank])
-        container = plan.containers[rank]
+        node, container = plan.nodes[rank], plan.containers[rank]
+        waited = False
         try:
-            if status is None or status.state not in ENDED:
-                status = client.wait_container(container, WAIT_SLICE)
-            while status.state not in ENDED:  # a long job: keep its lease alive meanwhile
-                with contextlib.suppress(AgentError):
-                    client.renew_lease(plan.leases[rank], LEASE_TTL)
-                status = client.wait_container(container, WAIT_SLICE)
-        except AgentError as exc:
-            outcomes[rank] = Outcome(TaskState.FAILED, 0, f"node {plan.nodes[rank]}: {exc}")
-            return
-        outcome = describe_end(status, plan.timeout_seconds)
-        outcomes[rank] = outcome
-        written[rank] = (status.stdout_bytes, status.stderr_bytes)
-        if outcome.state != TaskState.SUCCEEDED and len(plan.nodes) > 1:
+            while status is None or status.state not in ENDED:
+                if waited:  # a long job: keep its lease alive meanwhile
+                    self._renew(plan, rank)
+                status = self._calls.ride(
+                    node, lambda client: client.wait_container(container, WAIT_SLICE))
+                waited = True
+        except CallsStoppedError:
+            return  # no outcome: _supervise gives up too
+        except AgentNotFoundError:
+            outcomes[rank] = Outcome(TaskState.FAILED, 0,
+                                     f"its container is gone from node {node}")
+        except (AgentError, NodeLostError) as exc:
+            outcomes[rank] = Outcome(TaskState.FAILED, 0, _on_node(node, exc))
+        else:
+            outcomes[rank] = describe_end(status, plan.timeout_seconds)
+            written[rank] = (status.stdout_bytes, status.stderr_bytes)
+        outcome = outcomes[rank]
+        if outcome is not None and outcome.state != TaskState.SUCCEEDED and len(plan.nodes) > 1:
             self.cancel(plan)  # one rank failed: the others cannot finish alone
+
+    def _renew(self, plan: LaunchPlan, rank: int) -> None:
+        """Renew rank ``rank``'s lease (a silent agent is waited for by the next wait)."""
+        with contextlib.suppress(AgentError, NodeLostError):
+            self._calls.client(plan.nodes[rank]).renew_lease(plan.leases[rank], LEASE_TTL)
 
     def _collect_logs(self, plan: LaunchPlan, written: list[tuple[int, int]]) -> None:
         """Copy each rank's output here (streams a rank wrote nothing to are skipped).
@@ -328,31 +429,57 @@ class TaskExecutor:
 
     def _copy_log(self, plan: LaunchPlan, written: list[tuple[int, int]], index: int,
                   stream: str, out: BinaryIO) -> None:
-        """Append every rank's ``stream`` (the ``index``-th) to ``out``."""
+        """Append every rank's ``stream`` (the ``index``-th) to ``out``.
+
+        A copy cut short by a restarting agent goes on from where it stopped.
+        """
         for rank, node in enumerate(plan.nodes):
             if not written[rank][index]:
                 continue
-            with contextlib.suppress(AgentError):
-                for chunk in self._nodes.client(node).stream_logs(plan.containers[rank], stream):
+            begin = out.tell()
+
+            def copy(client: AgentClient, container: str = plan.containers[rank],
+                     name: str = stream, begin: int = begin) -> None:
+                for chunk in client.stream_logs(container, name, offset=out.tell() - begin):
                     out.write(chunk)
 
+            with contextlib.suppress(AgentError, NodeLostError):
+                self._calls.ride(node, copy)
+
     def _abandon(self, plan: LaunchPlan) -> None:
-        """Remove the attempt's containers, each with its lease (best effort)."""
+        """Remove the attempt's containers, each with its lease.
+
+        What a lost node still holds is removed once it answers again.
+        """
         for rank, node in enumerate(plan.nodes):
+            container = plan.containers[rank]
+            lease = plan.leases[rank] if rank < len(plan.leases) else ""
             try:
-                self._nodes.client(node).remove_container(plan.containers[rank],
-                                                          release_lease=True)
+                self._calls.ride(node, methodcaller(
+                    "remove_container", container, release_lease=True))
             except AgentNotFoundError:  # it never started: its lease may still be held
-                if rank < len(plan.leases):
-                    with contextlib.suppress(AgentError):
-                        self._nodes.client(node).release_lease(plan.leases[rank])
+                if lease:
+                    with contextlib.suppress(AgentError, NodeLostError):
+                        self._calls.ride(node, methodcaller("release_lease", lease))
+            except NodeLostError:
+                self._calls.leave(node, container, lease)
             except AgentError:
                 continue
 
     def _release(self, plan: LaunchPlan) -> None:
         for rank, lease in enumerate(plan.leases):
-            with contextlib.suppress(AgentError):
-                self._nodes.client(plan.nodes[rank]).release_lease(lease)
+            node = plan.nodes[rank]
+            try:
+                self._calls.ride(node, methodcaller("release_lease", lease))
+            except NodeLostError:
+                self._calls.leave(node, "", lease)
+            except AgentError:
+                continue
+
+
+def _on_node(node: str, exc: Exception) -> str:
+    """Why an attempt failed on ``node``: a lost node's reason names it already."""
+    return str(exc) if isinstance(exc, NodeLostError) else f"node {node}: {exc}"
 
 
 def _with_addresses(plan: LaunchPlan, addresses: Sequence[str]) -> LaunchPlan:

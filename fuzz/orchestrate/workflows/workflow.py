@@ -147,7 +147,13 @@ def container_id(instance: str, workflow_id: str, task: TaskRecord, rank: int) -
     ``instance`` tells orchestrators apart: runc keeps container ids machine-wide,
     and two clusters may run workflows of the same name on one machine.
     """
-    return f"{instance}-{workflow_id}.{_UNSAFE.sub('-', task.key)}.{task.attempt}.{rank}"
+    return f"{container_prefix(instance)}{workflow_id}.{_UNSAFE.sub('-', task.key)}." \
+        f"{task.attempt}.{rank}"
+
+
+def container_prefix(instance: str) -> str:
+    """What the id of every container orchestrator ``instance`` makes begins with."""
+    return f"{instance}-"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,200 @@
+"""Calls to a node's agent that ride out the agent's restart, and what is left to clean up.
+
+An agent may die and be started again in place (by a supervisor, a restart, the
+local provider): its container monitor keeps the jobs running, and the new agent
+re-adopts them, keeps its leases and registers again, perhaps at a new endpoint
+with a new token. So a call that fails as a dead agent's would is retried with
+backoff, each time through the node's current client, until the node has been
+silent for the grace period (``orchestrator.node_grace``); then the node is lost
+(:meth:`~fuzz.orchestrate.cluster.nodes.NodeDirectory.silent`) and the call raises
+:class:`NodeLostError`.
+
+What could not be removed from a silent or lost node (an attempt's container, its
+lease) is remembered and removed by :meth:`AgentCalls.sweep` once the agent answers
+again, rather than left to the lease's TTL; :meth:`AgentCalls.find_orphans` finds what
+no attempt owns any more (after a restart of the orchestrator it has no memory of).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from operator import methodcaller
+from typing import TypeVar
+
+from fuzz.clients.agent import (
+    AgentClient,
+    AgentError,
+    AgentInvalidRequestError,
+    AgentNotFoundError,
+    AgentResourceExhaustedError,
+)
+from fuzz.errors import FuzzError
+from fuzz.orchestrate.cluster.nodes import NodeDirectory
+
+RETRY_FIRST = 0.2  # seconds before the first retry of a failed call; doubled each time
+RETRY_MAX = 2.0  # the longest pause between two retries
+_Result = TypeVar("_Result")
+
+
+class NodeLostError(FuzzError):
+    """The node was declared lost: its agent stayed silent past the grace period."""
+
+
+class CallsStoppedError(FuzzError):
+    """The orchestrator is stopping: a call waiting for a silent agent gives up, and the
+    attempt is left as recorded for the next orchestrator to re-adopt."""
+
+
+def transient(exc: AgentError) -> bool:
+    """Whether a failed call may succeed once the agent is back.
+
+    Not found, no room and a bad request are the agent's answers about the request;
+    anything else (nothing listening, no answer in time, a refused token, a closed
+    client) is what a dead or restarting agent looks like.
+    """
+    return not isinstance(exc, (AgentNotFoundError, AgentResourceExhaustedError,
+                                AgentInvalidRequestError))
+
+
+class AgentCalls:
+    """Calls to the agents of :class:`NodeDirectory` that wait for a restarting agent."""
+
+    def __init__(self, nodes: NodeDirectory) -> None:
+        """Call the agents of ``nodes``."""
+        self._nodes = nodes
+        self._lock = threading.Lock()
+        self._leftovers: dict[str, dict[str, str]] = {}  # node: {container: lease ('' none)}
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Stop waiting: every call riding out a silent agent raises CallsStoppedError."""
+        self._stopped.set()
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before trying a silent agent again; CallsStoppedError on stop."""
+        if self._stopped.wait(seconds):
+            raise CallsStoppedError("the orchestrator is stopping")
+
+    def client(self, node: str) -> AgentClient:
+        """Node ``node``'s current client; NodeLostError if the node is no longer registered."""
+        try:
+            return self._nodes.client(node)
+        except AgentError:
+            raise
+        except FuzzError as exc:
+            raise NodeLostError(f"node {node} is lost: {exc}") from None
+
+    def ride(self, node: str, action: Callable[[AgentClient], _Result]) -> _Result:
+        """``action(client)`` on node ``node``, retried while its agent is silent.
+
+        Raises NodeLostError once the node is lost, the agent's own answer (not
+        found, no room, a bad request) at once, and CallsStoppedError on :meth:`stop`.
+        """
+        delay = RETRY_FIRST
+        while True:
+            try:
+                result = action(self.client(node))
+            except AgentError as exc:
+                if not transient(exc):
+                    self._nodes.answered(node)
+                    raise
+                self.silence(node, exc)
+                self.pause(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            self._nodes.answered(node)
+            return result
+
+    def silence(self, node: str, exc: AgentError) -> None:
+        """Note that node ``node``'s agent failed a call; NodeLostError once it is lost."""
+        reason = self._nodes.silent(node, str(exc))
+        if reason is not None:
+            raise NodeLostError(reason)
+
+    def release_held(self, node: str, holder: str) -> None:
+        """Release the leases on ``node`` held by ``holder``: what a start that the agent's
+        death cut short (lease granted, container not started) leaves behind."""
+        for lease in self.ride(node, lambda client: client.list_leases()):
+            if lease.holder == holder:
+                with contextlib.suppress(AgentNotFoundError):
+                    self.ride(node, methodcaller("release_lease", lease.id))
+
+    def leave(self, node: str, container: str, lease: str) -> None:
+        """Remember to remove ``container`` (and release ``lease``) once ``node`` answers."""
+        with self._lock:
+            self._leftovers.setdefault(node, {})[container] = lease
+
+    def leftovers(self) -> dict[str, dict[str, str]]:
+        """What is still to be removed, by node."""
+        with self._lock:
+            return {node: dict(items) for node, items in self._leftovers.items()}
+
+    def find_orphans(self, prefix: str, live: Callable[[], set[str]]) -> None:
+        """Leave for the sweep what this orchestrator made on any node and no attempt owns.
+
+        ``prefix`` starts the id of every container this orchestrator makes (and the
+        holder of its leases); ``live()`` gives the containers of the attempts in flight.
+        It is asked after each node is listed: a container listed then and owned by no
+        attempt after belongs to an attempt that is over (one that vanished with a
+        restart of this orchestrator, or one retried elsewhere when its node was lost).
+        """
+        for record in self._nodes.records():
+            node = record.name
+            if self._nodes.lost(node):
+                continue
+            try:
+                client = self.client(node)
+                containers = client.list_containers()
+                leases = client.list_leases()
+            except (AgentError, NodeLostError):
+                continue
+            keep = live()
+            listed = {container.id for container in containers}
+            for container in containers:
+                if container.id.startswith(prefix) and container.id not in keep:
+                    self.leave(node, container.id, container.lease_id)
+            for lease in leases:
+                if lease.holder.startswith(prefix) and lease.holder not in keep | listed:
+                    self.leave(node, "", lease.id)
+
+    def sweep(self) -> None:
+        """Try once to stop and remove each leftover container and release its lease.
+
+        A lost node is skipped until its agent registers again; what fails now is
+        tried again at the next sweep.
+        """
+        for node, items in self.leftovers().items():
+            if self._nodes.lost(node):
+                continue
+            for container, lease in items.items():
+                if self._remove(node, container, lease):
+                    with self._lock:
+                        left = self._leftovers.get(node, {})
+                        left.pop(container, None)
+                        if not left:
+                            self._leftovers.pop(node, None)
+
+    def _remove(self, node: str, container: str, lease: str) -> bool:
+        """Whether ``container`` and ``lease`` are gone from ``node`` now."""
+        try:
+            client = self.client(node)
+        except NodeLostError:
+            return True  # the node was deleted, and what ran there with it
+        try:
+            if container:
+                try:
+                    with contextlib.suppress(AgentNotFoundError):
+                        client.cancel_container(container)  # it may still run: the task moved on
+                    client.remove_container(container, release_lease=True)
+                    lease = ""  # released with it
+                except AgentNotFoundError:
+                    pass  # it never started, or is gone: its lease may still be held
+            if lease:
+                with contextlib.suppress(AgentNotFoundError):
+                    client.release_lease(lease)
+        except AgentError:
+            return False
+        self._nodes.answered(node)
+        return True
