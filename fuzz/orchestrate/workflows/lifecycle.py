@@ -8,6 +8,7 @@ run, and once every task is final runs the egress and finishes the workflow.
 from __future__ import annotations
 
 import copy
+import functools
 
 from fuzz.orchestrate.records import (
     ImageRecord,
@@ -27,6 +28,7 @@ from fuzz.orchestrate.states import (
 from fuzz.orchestrate.workflows import dag
 from fuzz.orchestrate.workflows.base import WorkflowExistsError
 from fuzz.orchestrate.workflows.scheduling import SchedulingSteps
+from fuzz.orchestrate.workflows.tasks import Outcome
 from fuzz.orchestrate.workflows.workflow import (
     ActiveWorkflow,
     HostPathError,
@@ -65,7 +67,11 @@ class LifecycleSteps(SchedulingSteps):
                 if task.state in ACTIVE_TASK_STATES:
                     plan = self._plan(workflow, task)
                     workflow.plans[task.key] = plan
-                    self._workers.submit(self._guard, self._executor.adopt, plan)
+                    action = self._executor.adopt
+                    if task.outcome:  # it ended; its containers may be gone already
+                        action = functools.partial(self._executor.conclude, outcome=Outcome(
+                            TaskState(task.outcome), task.exit_code, task.error))
+                    self._workers.submit(self._guard, action, plan)
 
     def submit(self, name: str, owner: str, loaded: LoadedFuzzfile) -> WorkflowRecord:
         """Start a new run of ``owner``'s workflow ``name`` from a validated Fuzzfile.
