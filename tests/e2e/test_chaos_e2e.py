@@ -4,6 +4,7 @@ at the one moment its books and a node's disagree."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from fuzz.clients.agent import AgentClient
+from fuzz.orchestrate.datadir import orchestrator_client_tls
 from fuzz.testing.chaos import Marks, read_marks, soak_fuzzfile, tally
 from fuzz.testing.oci import PushedImage, free_port
 from tests.support.orchestratorutil import wait_until
@@ -31,6 +34,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory,
 
 def _marks(cluster: LocalCluster, volume: str) -> Path:
     return cluster.directory / "volumes" / "persistent" / "admin" / volume
+
+
+def _agent(cluster: LocalCluster, node_dir: Path) -> AgentClient:
+    """A client for the agent of a local node, calling as the orchestrator does."""
+    address = json.loads((node_dir / "meta.json").read_text())["address"]
+    endpoint = json.loads((node_dir / "agent.json").read_text())["endpoint"]
+    return AgentClient(endpoint, (node_dir / "token").read_text().strip(),
+                       tls=orchestrator_client_tls(cluster.data_dir, address))
 
 
 def _states(status: dict[str, object]) -> dict[int, str]:
@@ -89,3 +100,32 @@ def test_a_server_killed_as_a_task_ends_does_not_run_the_task_again(
     assert status["state"] == "SUCCEEDED", dump(status)
     assert tasks_by_key(status)["soak[1]"]["attempt"] == 1
     assert read_marks(marks) == {1: Marks(1, 1)}  # its work ran once
+
+
+def test_a_server_killed_between_removing_the_container_and_ending_the_task_reports_it(
+        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    """The state a kill -9 of the server leaves once it has recorded an ended attempt's
+    outcome and removed its container (with its lease), before it recorded the task's end
+    (written here as the server writes it): the restarted server reports that outcome."""
+    cluster.start("ended", soak_fuzzfile(busybox_image.reference, "ended", 1))
+    cluster.wait_for("ended", "soak[1]", "RUNNING")
+    [container] = cluster.directory.glob(".fuzz/nodes/*/*/containers/*admin.ended.1.soak*")
+    os.kill(cluster.server_pid(), signal.SIGKILL)
+    with _agent(cluster, container.parent.parent) as agent:
+        wait_until("the task to end", lambda: agent.get_container(container.name).state
+                   in ("exited", "failed"))
+        database = sqlite3.connect(cluster.data_dir / "server.db", isolation_level=None)
+        try:
+            recorded = database.execute(
+                "UPDATE tasks SET outcome = 'SUCCEEDED' WHERE workflow_id = ? AND key = ?",
+                ("admin.ended.1", "soak[1]"))
+            assert recorded.rowcount == 1
+        finally:
+            database.close()
+        agent.remove_container(container.name, release_lease=True)
+        cluster.ok("server", "--detach")
+        status = cluster.wait("ended")
+        assert status["state"] == "SUCCEEDED", dump(status)
+        assert tasks_by_key(status)["soak[1]"]["attempt"] == 1
+        assert read_marks(_marks(cluster, "ended")) == {1: Marks(1, 1)}  # not run again
+        assert agent.list_leases() == []
