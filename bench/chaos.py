@@ -251,9 +251,9 @@ def soak(cluster: LocalCluster, image: str, name: str, tasks: int, volume_root: 
         finally:
             if chaos is not None:
                 chaos.stop()
-        elapsed = time.monotonic() - began
         if seen is None or seen.state not in FINAL_STATES:
-            seen = _settled(cluster, client, name) or workflow
+            settled = _settled(cluster, client, name)
+            seen = settled if settled is not None else workflow
     return _books(seen, volume_root, name, tasks, elapsed)
 
 
