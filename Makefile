@@ -58,6 +58,7 @@ bench: setup
 	$(PY) bench/throughput.py
 	$(PY) bench/offering_choice.py
 	$(PY) bench/port_forward.py
+	$(PY) bench/chaos.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) fuzz/api/*_pb2*.py

@@ -127,6 +127,10 @@ class TaskRecord:
     finished: float = 0.0
     error: str = ""
     waiting_for: str = ""
+    # How the attempt in flight ended (SUCCEEDED, FAILED or CANCELED), kept from before its
+    # containers are removed until the task's state says it: a restart then finds the
+    # outcome instead of an attempt without containers, which it would run again.
+    outcome: str = ""
 
     @property
     def done(self) -> bool:

@@ -29,6 +29,7 @@ from fuzz.orchestrate.states import (
 from fuzz.orchestrate.workflows import dag
 from fuzz.orchestrate.workflows.base import WorkflowExistsError
 from fuzz.orchestrate.workflows.scheduling import SchedulingSteps
+from fuzz.orchestrate.workflows.tasks import Outcome
 from fuzz.orchestrate.workflows.workflow import (
     ActiveWorkflow,
     HostPathError,
@@ -79,8 +80,11 @@ class LifecycleSteps(SchedulingSteps):
                 plan = self._plan(workflow, task)
                 workflow.plans[task.key] = plan
                 self._adopting.add((record.id, task.key))
-                adopt = partial(self._executor.adopt, running=task.state == TaskState.RUNNING)
-                self._workers.submit(self._guard, adopt, plan)
+                action = partial(self._executor.adopt, running=task.state == TaskState.RUNNING)
+                if task.outcome:  # it ended; its containers may be gone already
+                    action = partial(self._executor.conclude, outcome=Outcome(
+                        TaskState(task.outcome), task.exit_code, task.error))
+                self._workers.submit(self._guard, action, plan)
 
     def submit(self, name: str, owner: str, loaded: LoadedFuzzfile) -> WorkflowRecord:
         """Start a new run of ``owner``'s workflow ``name`` from a validated Fuzzfile.

@@ -195,6 +195,17 @@ class ReportSteps(RunnerBase):
             self._store.save(task)
             self._touch()
 
+    def ended(self, workflow_id: str, key: str, outcome: Outcome) -> None:
+        """An attempt ended: its outcome goes on record before its containers are removed."""
+        with self._lock:
+            found = self._task(workflow_id, key)
+            if found is None:
+                return
+            task = found[1]
+            task.outcome, task.exit_code, task.error = outcome.state, outcome.exit_code, \
+                outcome.error
+            self._store.save(task)
+
     def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
         """An attempt ended: the task succeeds, fails, is retried or is cancelled.
 
@@ -222,6 +233,7 @@ class ReportSteps(RunnerBase):
                     self._store.save(volume)
             task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
                 self._clock()
+            task.outcome = ""
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
             if outcome.state == TaskState.FAILED and task.attempt < attempts and \
                     not workflow.record.cancel_requested:

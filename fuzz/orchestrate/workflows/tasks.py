@@ -3,10 +3,11 @@
 For each rank (one per node; more than one for a multinode job): acquire a lease,
 pull the image, start the container, then wait for every rank, renewing the leases
 while they run. Once all ranks have ended their output is copied into the
-orchestrator's log directory (so it outlives the node), the containers are removed
-and the leases given back. Every step is reported to the runner through
-:class:`TaskEvents` before the next one begins, so a restarted orchestrator knows
-which containers to look for (:func:`adopt`).
+orchestrator's log directory (so it outlives the node), the outcome is recorded,
+the containers are removed and the leases given back. Every step is reported to
+the runner through :class:`TaskEvents` before the next one begins, so a restarted
+orchestrator knows which containers to look for (:meth:`TaskExecutor.adopt`), or
+that the attempt has ended already (:meth:`TaskExecutor.conclude`).
 """
 
 from __future__ import annotations
@@ -101,8 +102,11 @@ class TaskEvents(Protocol):
     def requeue(self, workflow_id: str, key: str, reason: str) -> None:
         """The attempt could not start for a passing reason; queue the task again."""
 
+    def ended(self, workflow_id: str, key: str, outcome: Outcome) -> None:
+        """The attempt ended with ``outcome``: record it before its containers go."""
+
     def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
-        """The attempt ended."""
+        """The attempt ended, and its containers are gone."""
 
 
 def describe_end(status: Any, timeout_seconds: float) -> Outcome:
@@ -337,6 +341,12 @@ class TaskExecutor:
         self._events.running(plan.workflow_id, plan.key, plan.leases)
         self._supervise(plan)
 
+    def conclude(self, plan: LaunchPlan, outcome: Outcome) -> None:
+        """Finish an attempt a previous orchestrator saw end with ``outcome`` but did not
+        see through: remove what is left of its containers, then report the outcome."""
+        self._abandon(plan)
+        self._events.finished(plan.workflow_id, plan.key, outcome)
+
     # --- running and ending ------------------------------------------------------------
 
     def cancel(self, plan: LaunchPlan) -> None:
@@ -369,13 +379,14 @@ class TaskExecutor:
             raise CallsStoppedError("the orchestrator is stopping")
         try:
             self._collect_logs(plan, written)
+            failed = [o for o in outcomes if o is not None and o.state != TaskState.SUCCEEDED]
+            final = failed[0] if failed else Outcome(TaskState.SUCCEEDED)
+            if len(plan.nodes) > 1 and failed:
+                rank = outcomes.index(failed[0])
+                final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
+            self._events.ended(plan.workflow_id, plan.key, final)  # on record before they go
         finally:
             self._abandon(plan)  # containers gone and leases free: the next task may start
-        failed = [o for o in outcomes if o is not None and o.state != TaskState.SUCCEEDED]
-        final = failed[0] if failed else Outcome(TaskState.SUCCEEDED)
-        if len(plan.nodes) > 1 and failed:
-            rank = outcomes.index(failed[0])
-            final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
         self._events.finished(plan.workflow_id, plan.key, final)
 
     def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
