@@ -23,12 +23,14 @@ from collections.abc import Callable
 from operator import methodcaller
 from typing import TypeVar
 
+import grpc
+
 from fuzz.clients.agent import (
+    AgentAuthError,
     AgentClient,
     AgentError,
-    AgentInvalidRequestError,
     AgentNotFoundError,
-    AgentResourceExhaustedError,
+    AgentUnreachableError,
 )
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
@@ -50,12 +52,18 @@ class CallsStoppedError(FuzzError):
 def transient(exc: AgentError) -> bool:
     """Whether a failed call may succeed once the agent is back.
 
-    Not found, no room and a bad request are the agent's answers about the request;
-    anything else (nothing listening, no answer in time, a refused token, a closed
-    client) is what a dead or restarting agent looks like.
+    Nothing listening, no answer in time, a refused token (a restarted agent's new
+    one), a closed client or a call cut off without a status is what a dead or
+    restarting agent looks like. Every other status is the agent's own answer about
+    the request (not found, no room, a bad request, a failed pull, an error of its
+    runtime): asking again would get it again, so it is not waited out.
     """
-    return not isinstance(exc, (AgentNotFoundError, AgentResourceExhaustedError,
-                                AgentInvalidRequestError))
+    if isinstance(exc, (AgentUnreachableError, AgentAuthError)):
+        return True
+    return exc.code in _CUT_OFF
+
+
+_CUT_OFF = (None, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
 
 
 class AgentCalls:
