@@ -41,8 +41,9 @@ def cluster_on(directory: Path, image: PushedImage,
 def filler(image: PushedImage, loud: bool = False) -> str:
     """A workflow whose job ``fill`` writes 64 MiB into a persistent volume (past the
     disk), beside a job ``calm`` that touches no volume; ``loud``: ``fill`` first
-    prints 3 MB, which the orchestrator must copy to its log dir."""
-    shout = "head -c 3000000 /dev/zero | tr '\\0' x\n      " if loud else ""
+    prints 6 MB, which the orchestrator must copy to its log dir: more than the
+    database's reserve, so the copy fails even once the reserve is given back."""
+    shout = "head -c 6000000 /dev/zero | tr '\\0' x\n      " if loud else ""
     return f"""\
 version: v1
 volumes:
