@@ -254,7 +254,7 @@ def test_agents_killed_again_and_again_lose_and_repeat_nothing(
                 proc.wait()
         assert status["state"] == "SUCCEEDED", dump(status)
         assert all(task["attempt"] == 1 for task in status["tasks"]), dump(status)
-        marks = (cluster.data_dir / "volumes" / "persistent" / "admin" / "chaos" / "log")
+        marks = cluster.volume_root / "persistent" / "admin" / "chaos" / "log"
         lines = sorted(marks.read_text().splitlines())
         assert lines == sorted(f"{word} {i}" for word in ("start", "end")
                                for i in range(1, count + 1)), lines

@@ -119,7 +119,7 @@ def test_an_image_already_on_the_node_is_ready_in_the_next_workflow(
 
 def test_a_404_ingress_fails_the_workflow_and_leaves_no_volume_behind(
         cluster: LocalCluster, busybox_image: PushedImage, missing_files: str) -> None:
-    ephemeral = cluster.data_dir / "volumes" / "ephemeral"
+    ephemeral = cluster.volume_root / "ephemeral"
     before = set(ephemeral.iterdir()) if ephemeral.exists() else set()
     cluster.start("gone", f"""\
 version: v1
