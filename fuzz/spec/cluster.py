@@ -58,6 +58,30 @@ Name = Annotated[str, AfterValidator(_check_name)]
 """A cluster or pool name (see :data:`NAME_PATTERN`)."""
 
 
+def _seconds_as_text(value: Any) -> Any:
+    """A duration given as a bare number of seconds, as the text ``parse_duration`` reads."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)  # its ValueError names the accepted forms
+    return value
+
+
+def _check_positive_duration(value: str) -> str:
+    if parse_duration(value) <= 0:
+        raise ValueError("must be longer than 0s")
+    return value
+
+
+# A duration (``10m``, ``1h30m``, or a number of seconds), kept as the text given.
+Duration = Annotated[str, BeforeValidator(_seconds_as_text), AfterValidator(_check_duration)]
+PositiveDuration = Annotated[str, BeforeValidator(_seconds_as_text),
+                             AfterValidator(_check_positive_duration)]
+
+
 class StrictModel(BaseModel):
     """A model that rejects unknown keys, so typos are reported instead of ignored."""
 
@@ -170,8 +194,8 @@ class PoolSpec(StrictModel):
     max: int | None = Field(default=None, ge=0, strict=True)
     standby: int = Field(default=0, ge=0, strict=True)
     spot: bool = Field(default=False, strict=True)
-    idle_ttl: str = "10m"
-    boot_timeout: str = "10m"
+    idle_ttl: Duration = "10m"
+    boot_timeout: Duration = "10m"
     boot_retries: int = Field(default=3, ge=0, strict=True)
     labels: dict[str, str] = Field(default_factory=dict)
     nodes: list[StaticNodeSpec] | None = None
@@ -185,33 +209,11 @@ class PoolSpec(StrictModel):
     # Drain (issue 20): how long a node about to be deleted (scale-down, ``fuzz apply
     # --replace``, ``fuzz destroy``, the elastic loop, ``fuzz node drain``) waits, cordoned,
     # for its running tasks; past it they are stopped (failed or retried with the reason).
-    drain_timeout: str = "10m"
-
-    @field_validator("drain_timeout", mode="before")
-    @classmethod
-    def _drain_timeout_as_text(cls, value: Any) -> Any:
-        return _seconds_as_text(value)
-
-    @field_validator("drain_timeout")
-    @classmethod
-    def _check_drain_timeout(cls, value: str) -> str:
-        parse_duration(value)  # its ValueError names the accepted forms
-        return value
+    drain_timeout: Duration = "10m"
 
     def drain_timeout_seconds(self) -> float:
         """How long a node being deleted waits for its running tasks, in seconds."""
         return parse_duration(self.drain_timeout)
-
-    @field_validator("idle_ttl", "boot_timeout", mode="before")
-    @classmethod
-    def _number_as_seconds(cls, value: Any) -> Any:
-        return _seconds_as_text(value)
-
-    @field_validator("idle_ttl", "boot_timeout")
-    @classmethod
-    def _check_duration(cls, value: str) -> str:
-        parse_duration(value)  # its ValueError names the accepted forms
-        return value
 
     @property
     def is_static(self) -> bool:
@@ -235,13 +237,6 @@ class PoolSpec(StrictModel):
     def boot_timeout_seconds(self) -> float:
         """How long a new node may take to join before it is replaced, in seconds."""
         return parse_duration(self.boot_timeout)
-
-
-def _seconds_as_text(value: Any) -> Any:
-    """A duration given as a bare number of seconds, as the text ``parse_duration`` reads."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return value
 
 
 def _check_allow_entry(value: str) -> str:
@@ -406,7 +401,7 @@ class OrchestratorSpec(StrictModel):
     insecure: bool = Field(
         default=False, description="Plain text instead of TLS between the CLI, the server and "
         "the nodes (tests and trusted networks only; every command warns).")
-    reconcile_interval: str = Field(
+    reconcile_interval: PositiveDuration = Field(
         default="10s", description="How often the orchestrator reconciles elastic pools "
         "(also soon after its queue changes).")
     ingress: IngressSpec = Field(default_factory=IngressSpec)
@@ -414,60 +409,24 @@ class OrchestratorSpec(StrictModel):
         default_factory=LimitsSpec, description="What one user may take at most (see "
         "\"Limits\" below).")
 
-    @field_validator("reconcile_interval", mode="before")
-    @classmethod
-    def _number_as_seconds(cls, value: Any) -> Any:
-        return _seconds_as_text(value)
-
-    @field_validator("reconcile_interval")
-    @classmethod
-    def _check_interval(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError("must be longer than 0s")
-        return value
-
     def reconcile_seconds(self) -> float:
         """``reconcile_interval`` in seconds."""
         return parse_duration(self.reconcile_interval)
 
     # --- join tokens ---
-    join_token_ttl: str = Field(
+    join_token_ttl: PositiveDuration = Field(
         default="1h", description="How long a new node's join token stays usable (it must "
         "enroll within it); a newer token for the same node voids the older at once.")
-
-    @field_validator("join_token_ttl", mode="before")
-    @classmethod
-    def _join_token_ttl_in_seconds(cls, value: Any) -> Any:
-        return _seconds_as_text(value)
-
-    @field_validator("join_token_ttl")
-    @classmethod
-    def _check_join_token_ttl(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError("must be longer than 0s")
-        return value
 
     def join_token_ttl_seconds(self) -> float:
         """``join_token_ttl`` in seconds."""
         return parse_duration(self.join_token_ttl)
 
     # --- node loss ---
-    node_grace: str = Field(
+    node_grace: PositiveDuration = Field(
         default="60s", description="How long the orchestrator keeps waiting for a node whose "
         "agent stopped answering (it may be restarting; its jobs keep running) before it "
         "declares the node lost and retries its tasks elsewhere.")
-
-    @field_validator("node_grace", mode="before")
-    @classmethod
-    def _node_grace_in_seconds(cls, value: Any) -> Any:
-        return _seconds_as_text(value)
-
-    @field_validator("node_grace")
-    @classmethod
-    def _check_node_grace(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError("must be longer than 0s")
-        return value
 
     def node_grace_seconds(self) -> float:
         """``node_grace`` in seconds."""
