@@ -205,7 +205,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             instance=_instance_id(data_dir), host_roots=host_roots,
             ingress=replace(settings.ingress, cluster_endpoints=partial(
                 _cluster_endpoints, settings, nodes)),
-            limits=settings.limits,
+            limits=settings.limits, log_headroom=settings.disk.reserve,
         ))
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(

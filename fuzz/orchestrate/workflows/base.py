@@ -62,6 +62,7 @@ class RunnerSettings:
     ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
     limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
     disk_floor: DiskFloor | None = None  # below it no new volume writes start; None: no floor
+    log_headroom: int = 0  # bytes a log copy leaves free on the log dir's disk (the database's)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
                  settings: RunnerSettings, clock: Callable[[], float] = time.time) -> None:
         """Prepare (nothing runs until :meth:`start`)."""
         super().__init__(store, nodes, secrets, settings, clock)
-        self._executor = TaskExecutor(nodes, self)
+        self._executor = TaskExecutor(nodes, self, log_headroom=settings.log_headroom)
         self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
         self._quota_thread = threading.Thread(target=self._watch_quotas, name="volume-limits",
                                               daemon=True)

@@ -13,7 +13,9 @@ that the attempt has ended already (:meth:`TaskExecutor.conclude`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +31,7 @@ from fuzz.clients.agent import (
     AgentResourceExhaustedError,
 )
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
+from fuzz.orchestrate.diskspace import free_bytes
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.workflows.agentcalls import (
     RETRY_FIRST,
@@ -39,6 +42,7 @@ from fuzz.orchestrate.workflows.agentcalls import (
     transient,
 )
 from fuzz.resources import ResourceRequest
+from fuzz.units import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +141,11 @@ class TaskExecutor:
     is removed once the node answers again.
     """
 
-    def __init__(self, nodes: NodeDirectory, events: TaskEvents) -> None:
-        """Report to ``events``."""
+    def __init__(self, nodes: NodeDirectory, events: TaskEvents, log_headroom: int = 0) -> None:
+        """Report to ``events``; a copy of a task's logs leaves ``log_headroom`` bytes free
+        on its disk (the database's, when it shares that disk)."""
         self._nodes = nodes
+        self._log_headroom = log_headroom
         self._calls = AgentCalls(nodes)
         self._events = events
         self._pulled: dict[tuple[str, str], str] = {}  # (node, image) -> digest, pulled here
@@ -452,10 +458,23 @@ class TaskExecutor:
             def copy(client: AgentClient, container: str = plan.containers[rank],
                      name: str = stream, begin: int = begin) -> None:
                 for chunk in client.stream_logs(container, name, offset=out.tell() - begin):
+                    self._leave_headroom(out, len(chunk))
                     out.write(chunk)
 
             with contextlib.suppress(AgentError, NodeLostError):
                 self._calls.ride(node, copy)
+
+    def _leave_headroom(self, out: BinaryIO, size: int) -> None:
+        """OSError(ENOSPC) when writing ``size`` more bytes to ``out`` would leave less than
+        the headroom free on its disk: a job's output must not take the room kept for the
+        database to record how the job ended."""
+        if not self._log_headroom:
+            return
+        out.flush()
+        if free_bytes(Path(out.name)) - size < self._log_headroom:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (below the "
+                          f"{format_bytes(self._log_headroom)} kept for the database, "
+                          "orchestrator.disk.reserve)")
 
     def _abandon(self, plan: LaunchPlan) -> None:
         """Remove the attempt's containers, each with its lease.
