@@ -89,9 +89,12 @@ def job_graph(fuzzfile: Fuzzfile, max_concurrency: int = FUZZBALL_MAX_CONCURRENC
     for name in fuzzfile.job_order():
         job = fuzzfile.jobs[name]
         array = job.task_array
+        dependencies = job.dependencies()
         nodes.append(JobNode(
             name=name,
-            requires=tuple(job.requires),
+            requires=tuple(other for other, when in dependencies if when == "SUCCEEDED"),
+            after_running=tuple(other for other, when in dependencies if when == "RUNNING"),
+            after_finished=tuple(other for other, when in dependencies if when == "FINISHED"),
             volumes=tuple(job.mounts),
             concurrency=min(array.concurrency or max_concurrency, max_concurrency)
             if array is not None else None,
