@@ -76,7 +76,8 @@ class TransferSteps(RunnerBase):
                     raise TransferError(problem)
                 budget = self._volume_limits.ingress_budget(volume)
             result = self._volumes.move(move, volume, workflow.record.owner, credentials,
-                                        progress, workflow.ids, budget)
+                                        progress, workflow.ids, budget,
+                                        workflow.fuzzfile.files)
         except (TransferError, FuzzError, OSError) as exc:
             with self._lock:
                 move.state, move.error = TransferState.FAILED, str(exc)
