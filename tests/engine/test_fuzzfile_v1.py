@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from fuzz.resources import ResourceRequest
+from fuzz.resources import NodeCapacity, ResourceRequest
 from fuzz.spec.fuzzfile import Fuzzfile
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 from fuzz.spec.problems import SpecError
@@ -263,3 +263,18 @@ def test_a_start_refuses_what_is_not_run_yet_and_says_why() -> None:
         "wf.yaml:20:7: jobs.a.resource.annotations: not honoured yet: fuzz does not place"
         " jobs by node labels; leave the resource annotations out to run on any node",
     ]
+
+
+def test_default_resource_is_checked_against_the_cluster() -> None:
+    text = textwrap.dedent("""
+        version: v1
+        defaults:
+          job: {resource: {cpu: {cores: 64}}}
+        jobs:
+          a: {image: {uri: docker://alpine}, command: ["true"]}
+          b: {image: {uri: docker://alpine}, command: ["true"], resource: {cpu: {cores: 1}}}
+    """).lstrip("\n")
+    with pytest.raises(SpecError) as info:
+        parse_fuzzfile(text, "wf.yaml", [NodeCapacity("n1", cores=4, memory_bytes=8 * GiB)])
+    assert [str(p) for p in info.value.problems] == [
+        "wf.yaml:5:3: jobs.a.resource: needs 64 cores; the largest node has 4"]

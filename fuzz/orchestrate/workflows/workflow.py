@@ -89,7 +89,9 @@ def job_graph(fuzzfile: Fuzzfile, max_concurrency: int = FUZZBALL_MAX_CONCURRENC
     for name in fuzzfile.job_order():
         job = fuzzfile.jobs[name]
         array = job.task_array
-        dependencies = job.dependencies()
+        # a dependency on a service never reaches here: a start refuses services
+        dependencies = [(other, when) for other, when in job.dependencies()
+                        if other in fuzzfile.jobs]
         nodes.append(JobNode(
             name=name,
             requires=tuple(other for other, when in dependencies if when == "SUCCEEDED"),
