@@ -319,8 +319,6 @@ NOT_RUN_YET = {
              " top-level files entry into a volume (source file://KEY) and mount it",
     "account": "not supported yet: fuzz's IAM has no accounts, so account secrets and"
                " volumes have no owner to check; use the user scope",
-    "policy": "not honoured yet: a transfer runs under the cluster's own timeouts and"
-              " retries; leave the transfer's policy out",
 }
 """Why a start refuses a key that the dialect has and validate accepts."""
 
@@ -381,7 +379,5 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
                 if not isinstance(move, Mapping):
                     continue
                 path = ("volumes", name, direction, index)
-                if move.get("policy") is not None:
-                    yield Issue((*path, "policy"), NOT_RUN_YET["policy"], at="key")
                 for end in ("source", "destination"):
                     yield from _secret_refusals((*path, end), move.get(end))

@@ -9,16 +9,29 @@ from collections.abc import Iterator
 import pytest
 
 from fuzz.testing.oci import PushedImage, free_port
+from fuzz.testing.web import serve_directory
 from tests.support.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory,
-            busybox_image: PushedImage) -> Iterator[LocalCluster]:
-    """Two local nodes and their orchestrator, for every test of this module."""
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An HTTP server on loopback with big.bin (12 MiB: progress is reported every 4)."""
+    root = tmp_path_factory.mktemp("www")
+    (root / "big.bin").write_bytes(os.urandom(12 * 2**20))
+    with serve_directory(root) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage,
+            web: str) -> Iterator[LocalCluster]:
+    """Two local nodes and their orchestrator, for every test of this module; its
+    ingress may fetch from ``web``."""
     directory = tmp_path_factory.mktemp("cluster")
     os.chmod(directory, 0o755)  # jobs run as nobody; volumes live under it
-    with local_cluster(directory, [busybox_image.registry.host], free_port()) as running:
+    allow = [web.removeprefix("http://")]
+    with local_cluster(directory, [busybox_image.registry.host], free_port(),
+                       orchestrator={"ingress": {"allow": allow}}) as running:
         yield running
 
 
@@ -97,3 +110,30 @@ jobs:
         "svc.yaml:2:1: services: services are not run yet: fuzz runs a workflow's jobs only"
         " (validate checks services; running them is a later issue)"), result.err
     assert cluster.fuzz("workflow", "status", "svc").code == 1
+
+
+def test_a_transfers_own_policy_times_it_out_and_retries_it(
+        cluster: LocalCluster, busybox_image: PushedImage, web: str) -> None:
+    fuzzfile = f"""\
+version: v1
+volumes:
+  data:
+    reference: volume://user/ephemeral
+    ingress:
+      - source: {{uri: {web}/big.bin}}
+        destination: {{uri: file://big.bin}}
+        policy: {{timeout: {{execute: 1ms}}, retry: {{attempts: 2}}}}
+jobs:
+  a:
+    image: {{uri: {busybox_image.reference}}}
+    command: ["true"]
+    mounts: {{data: {{location: /data}}}}
+"""
+    cluster.start("policy", fuzzfile)
+    status = cluster.wait("policy", timeout=240)
+    assert status["state"] == "FAILED", dump(status)
+    assert tasks_by_key(status)["a"]["state"] == "NOT_RUN"
+    (short,) = status["volumes"][0]["transfers"]
+    assert short["state"] == "FAILED", dump(status)
+    assert short["error"] == (f"{web}/big.bin: timed out after 0.001s (the transfer's"
+                              " policy.timeout.execute) (attempt 2 of 2)"), dump(status)

@@ -250,8 +250,6 @@ def test_a_start_refuses_what_is_not_run_yet_and_says_why() -> None:
         " affinity: SOCKET",
         f"wf.yaml:6:16: volumes.shared.reference: {account}",
         f"wf.yaml:8:48: volumes.shared.ingress[0].source.secret: {account}",
-        "wf.yaml:10:9: volumes.shared.ingress[0].policy: not honoured yet: a transfer runs"
-        " under the cluster's own timeouts and retries; leave the transfer's policy out",
         "wf.yaml:11:1: services: services are not run yet: fuzz runs a workflow's jobs only"
         " (validate checks services; running them is a later issue)",
         f"wf.yaml:15:43: jobs.a.image.secret: {account}",

@@ -26,7 +26,7 @@ from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
-from fuzz.spec.fuzzfile import Fuzzfile, JobSpec
+from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -129,6 +129,13 @@ def new_transfers(workflow_id: str, fuzzfile: Fuzzfile) -> list[TransferRecord]:
                     move.destination.uri, secret=secret,
                 ))
     return records
+
+
+def transfer_policy(fuzzfile: Fuzzfile, move: TransferRecord) -> PolicySpec | None:
+    """The ``policy`` the Fuzzfile gives transfer ``move`` (None: it gives none)."""
+    volume = fuzzfile.volumes[move.volume]
+    moves = volume.ingress if move.direction == "ingress" else volume.egress
+    return moves[move.seq].policy
 
 
 def secret_references(fuzzfile: Fuzzfile) -> list[tuple[str, str]]:
