@@ -377,7 +377,8 @@ class OrchestratorService:
             check_fuzzfile_size(len(text.encode()), file_name, self._runner.limits)
             return parse_fuzzfile(text, file_name,
                                   capacities=None if elastic else self._nodes.capacities(),
-                                  capacities_are_nodes=True, limits=self._runner.limits)
+                                  capacities_are_nodes=True, limits=self._runner.limits,
+                                  for_start=True)
         except SpecError:
             del text
             give_back_free_memory()

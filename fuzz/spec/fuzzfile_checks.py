@@ -1,10 +1,13 @@
 """Checks across a Fuzzfile's jobs and volumes, run on the raw data of the file.
 
-``requires`` must name other jobs of the file and form no cycle, ``mounts`` must
-name declared volumes, and, given the capacities of the cluster, each job must fit
-on some node (and a multinode job on enough nodes). Each finding is an
-:class:`~fuzz.spec.problems.Issue` at the exact path of the offending key or value.
-Values of the wrong type are skipped here: the models report them.
+``requires`` and ``depends-on`` must name other jobs (or services) of the file and
+form no cycle, ``mounts`` must name declared volumes, ``file://KEY`` an entry of
+``files``, a ``name`` inside a job, service or volume its key, and, given the
+capacities of the cluster, each job must fit on some node (and a multinode job on
+enough nodes). A start also refuses what the dialect has but fuzz cannot run yet
+(:func:`not_run_issues`). Each finding is an :class:`~fuzz.spec.problems.Issue` at
+the exact path of the offending key or value. Values of the wrong type are skipped
+here: the models report them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from fuzz.resources import NodeCapacity, shortages, shortfall
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile import MultinodeSpec, ResourceSpec, TaskArraySpec
+from fuzz.spec.fuzzfile_values import inline_file_key
 from fuzz.spec.problems import Issue, did_you_mean
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -31,36 +35,67 @@ def _valid(model: type[ModelT], data: Any) -> ModelT | None:
         return None
 
 
-def _requires(job: Any) -> list[tuple[int, str]]:
-    """The string entries of a job's ``requires`` list, with their indices."""
-    requires = job.get("requires") if isinstance(job, Mapping) else None
-    if not isinstance(requires, list):
+Entry = tuple[tuple[Hashable, ...], str]
+"""(the path of a dependency entry inside its job or service, the name it gives)."""
+
+
+def _dependencies(item: Any) -> list[Entry]:
+    """The string names of a job's (or service's) ``requires`` and ``depends-on`` entries."""
+    if not isinstance(item, Mapping):
         return []
-    return [(index, other) for index, other in enumerate(requires) if isinstance(other, str)]
+    found: list[Entry] = []
+    requires = item.get("requires")
+    if isinstance(requires, list):
+        found += [(("requires", index), other) for index, other in enumerate(requires)
+                  if isinstance(other, str)]
+    depends_on = item.get("depends-on")
+    if isinstance(depends_on, list):
+        found += [(("depends-on", index, "name"), entry["name"])
+                  for index, entry in enumerate(depends_on)
+                  if isinstance(entry, Mapping) and isinstance(entry.get("name"), str)]
+    return found
 
 
-def requires_issues(jobs: Mapping[Any, Any]) -> Iterator[Issue]:
-    """``requires`` entries naming the job itself or a job the file does not have."""
-    for name, job in jobs.items():
-        for index, other in _requires(job):
-            path = ("jobs", name, "requires", index)
-            shown = ("jobs", name, "requires")
+def _runnables(data: Mapping[Any, Any]) -> dict[tuple[str, Any], Any]:
+    """Every job and service of the file, keyed by (section, name), jobs first."""
+    found: dict[tuple[str, Any], Any] = {}
+    for section in ("jobs", "services"):
+        items = data.get(section)
+        if isinstance(items, Mapping):
+            found.update({(section, name): item for name, item in items.items()})
+    return found
+
+
+def dependency_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
+    """Dependencies naming the job (or service) itself or one the file does not have."""
+    runnables = _runnables(data)
+    names = [str(name) for _, name in runnables]
+    kinds = "job or service" if any(section == "services" for section, _ in runnables) \
+        else "job"
+    for (section, name), item in runnables.items():
+        for where, other in _dependencies(item):
+            path = (section, name, *where)
+            shown = (section, name, where[0])
             if other == name:
-                yield Issue(path, "a job cannot require itself", shown=shown)
-            elif other not in jobs:
-                hint = did_you_mean(other, [str(known) for known in jobs if known != name])
-                yield Issue(path, f"unknown job {other!r}{hint}", shown=shown)
+                yield Issue(path, f"a {section[:-1]} cannot depend on itself"
+                            if where[0] == "depends-on" else "a job cannot require itself",
+                            shown=shown)
+            elif other not in names:
+                hint = did_you_mean(other, [known for known in names if known != name])
+                yield Issue(path, f"unknown {kinds} {other!r}{hint}", shown=shown)
 
 
-def cycle_issues(jobs: Mapping[Any, Any]) -> list[Issue]:
-    """One issue per cycle in ``requires`` (``cycle: a -> b -> a``), at its first job's entry.
+def cycle_issues(data: Mapping[Any, Any]) -> list[Issue]:
+    """One issue per dependency cycle (``cycle: a -> b -> a``), at its first member's entry.
 
     A found cycle is broken at that entry and the search goes on, so every cycle is named.
     """
-    position = {name: index for index, name in enumerate(jobs)}
+    runnables = _runnables(data)
+    section_of = {name: section for section, name in runnables}
+    position = {name: index for index, (_, name) in enumerate(runnables)}
     graph = {
-        name: [other for _, other in _requires(job) if other != name and other in jobs]
-        for name, job in jobs.items()
+        name: [other for _, other in _dependencies(item) if other != name and other in section_of]
+        for (_, name), item in runnables.items()
     }
     issues: list[Issue] = []
     while True:
@@ -73,12 +108,14 @@ def cycle_issues(jobs: Mapping[Any, Any]) -> list[Issue]:
             start = min(range(len(loop)), key=lambda index: position[loop[index]])
             loop = loop[start:] + loop[:start]
             first, second = loop[0], loop[1]
-            index = next(i for i, other in _requires(jobs[first]) if other == second)
+            section = section_of[first]
+            where = next(w for w, other in _dependencies(runnables[section, first])
+                         if other == second)
             issues.append(
                 Issue(
-                    ("jobs", first, "requires", index),
+                    (section, first, *where),
                     "cycle: " + " -> ".join([*loop, first]),
-                    shown=("jobs", first, "requires"),
+                    shown=(section, first, where[0]),
                 )
             )
             graph[first].remove(second)
@@ -93,22 +130,68 @@ def _unknown_volume(volume: object, declared: Sequence[str]) -> str:
     return f"unknown volume {volume!r} (declared: {names}){did_you_mean(volume, declared)}"
 
 
-def mount_issues(jobs: Mapping[Any, Any], volumes: Any) -> Iterator[Issue]:
-    """Mounts of volumes that the file's ``volumes:`` does not declare."""
+def mount_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
+    """Mounts (of jobs, services and ``defaults.job``) of volumes that ``volumes:`` lacks."""
+    volumes = data.get("volumes")
     if volumes is None:
         declared: list[str] = []
     elif isinstance(volumes, Mapping):
         declared = [str(name) for name in volumes]
     else:
         return  # already reported as "must be a mapping"
-    for name, job in jobs.items():
-        mounts = job.get("mounts") if isinstance(job, Mapping) else None
+    holders: list[tuple[tuple[Hashable, ...], Any]] = [
+        ((section, name), item) for (section, name), item in _runnables(data).items()]
+    defaults = data.get("defaults")
+    if isinstance(defaults, Mapping):
+        holders.append((("defaults", "job"), defaults.get("job")))
+    for path, item in holders:
+        mounts = item.get("mounts") if isinstance(item, Mapping) else None
         if not isinstance(mounts, Mapping):
             continue
         for volume in mounts:
             if volume not in declared:
-                yield Issue(("jobs", name, "mounts", volume), _unknown_volume(volume, declared),
+                yield Issue((*path, "mounts", volume), _unknown_volume(volume, declared),
                             at="key")
+
+
+def name_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
+    """A ``name`` inside a job, service or volume that is not its map key (fuzz, like
+    Fuzzball, names each by its key: a different ``name`` would be silently ignored)."""
+    for section in ("jobs", "services", "volumes"):
+        items = data.get(section)
+        if not isinstance(items, Mapping):
+            continue
+        for key, item in items.items():
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if isinstance(name, str) and name != key:
+                yield Issue((section, key, "name"),
+                            f"must be the {section[:-1]}'s key {key!r} (or be left out)")
+
+
+def inline_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
+    """``file://KEY`` (an ingress source, a job's or service's ``files`` value) naming no
+    entry of the top-level ``files``."""
+    files = data.get("files")
+    declared = [str(key) for key in files] if isinstance(files, Mapping) else []
+    uses: list[tuple[tuple[Hashable, ...], Any]] = []
+    volumes = data.get("volumes")
+    for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
+        ingress = volume.get("ingress") if isinstance(volume, Mapping) else None
+        for index, move in enumerate(ingress if isinstance(ingress, list) else ()):
+            source = move.get("source") if isinstance(move, Mapping) else None
+            if isinstance(source, Mapping):
+                uses.append((("volumes", name, "ingress", index, "source", "uri"),
+                             source.get("uri")))
+    for (section, name), item in _runnables(data).items():
+        placed = item.get("files") if isinstance(item, Mapping) else None
+        for path, value in placed.items() if isinstance(placed, Mapping) else ():
+            uses.append(((section, name, "files", path), value))
+    for path, uri in uses:
+        key = inline_file_key(uri) if isinstance(uri, str) else None
+        if key is not None and key not in declared:
+            known = f"declared: {', '.join(declared)}" if declared else "none declared"
+            yield Issue(path, f"{uri!r} names no entry of the top-level files ({known})"
+                        f"{did_you_mean(key, declared)}")
 
 
 def _node_count_problem(nodes: int, fitting: int, total: int) -> str | None:
@@ -122,17 +205,21 @@ def _node_count_problem(nodes: int, fitting: int, total: int) -> str | None:
 
 
 def capacity_issues(
-    jobs: Mapping[Any, Any], capacities: Sequence[NodeCapacity], capacities_are_nodes: bool
+    jobs: Mapping[Any, Any], capacities: Sequence[NodeCapacity], capacities_are_nodes: bool,
+    default_resource: Any = None,
 ) -> Iterator[Issue]:
     """Jobs whose per-node request no capacity could ever hold.
 
     When ``capacities_are_nodes`` (each capacity is one real node, not an offering a
-    pool could create many of), a multinode job must also find enough nodes.
+    pool could create many of), a multinode job must also find enough nodes. A job
+    without a ``resource`` asks for ``default_resource`` (``defaults.job.resource``).
     """
+    if default_resource is None:
+        default_resource = {}
     for name, job in jobs.items():
         if not isinstance(job, Mapping):
             continue
-        resource = _valid(ResourceSpec, job.get("resource", {}))
+        resource = _valid(ResourceSpec, job.get("resource", default_resource))
         if resource is None:
             continue
         path: tuple[Hashable, ...] = ("jobs", name)
@@ -193,18 +280,104 @@ def fuzzfile_issues(
     *,
     capacities_are_nodes: bool = False,
     limits: LimitsSpec | None = None,
+    for_start: bool = False,
 ) -> list[Issue]:
     """Every cross-job problem of a Fuzzfile given as plain data (e.g. straight from YAML).
 
     ``capacities`` None skips the checks of what the cluster could hold; ``limits``
-    None those of the cluster's limits.
+    None those of the cluster's limits; ``for_start`` adds what fuzz cannot run yet
+    (:func:`not_run_issues`).
     """
     jobs = data.get("jobs")
     if not isinstance(jobs, Mapping):
         return []
-    issues = [*requires_issues(jobs), *cycle_issues(jobs), *mount_issues(jobs, data.get("volumes"))]
+    issues = [*dependency_issues(data), *cycle_issues(data), *mount_issues(data),
+              *name_issues(data), *inline_file_issues(data)]
     if capacities is not None:
-        issues += capacity_issues(jobs, capacities, capacities_are_nodes)
+        defaults = data.get("defaults")
+        job_defaults = defaults.get("job") if isinstance(defaults, Mapping) else None
+        default_resource = job_defaults.get("resource") if isinstance(job_defaults, Mapping) \
+            else None
+        issues += capacity_issues(jobs, capacities, capacities_are_nodes, default_resource)
     if limits is not None:
         issues += limit_issues(jobs, limits)
+    if for_start:
+        issues += not_run_issues(data)
     return issues
+
+
+NOT_RUN_YET = {
+    "services": "services are not run yet: fuzz runs a workflow's jobs only (validate checks"
+                " services; running them is a later issue)",
+    "sockets": "not honoured yet: fuzz places cores by affinity (CORE, SOCKET, NUMA), not by"
+               " a count of sockets; leave it out or use affinity: SOCKET",
+    "threads": "not honoured yet: fuzz gives a job whole cores and does not expose hardware"
+               " threads; leave it out or set it false",
+    "annotations": "not honoured yet: fuzz does not place jobs by node labels; leave the"
+                   " resource annotations out to run on any node",
+    "files": "not supported yet: fuzz does not place files in a container; ingress the"
+             " top-level files entry into a volume (source file://KEY) and mount it",
+    "account": "not supported yet: fuzz's IAM has no accounts, so account secrets and"
+               " volumes have no owner to check; use the user scope",
+}
+"""Why a start refuses a key that the dialect has and validate accepts."""
+
+
+def _resource_refusals(path: tuple[Hashable, ...], resource: Any) -> Iterator[Issue]:
+    """``cpu.sockets``, ``cpu.threads: true`` and resource ``annotations``: a start refuses them."""
+    if not isinstance(resource, Mapping):
+        return
+    cpu = resource.get("cpu")
+    if isinstance(cpu, Mapping):
+        if cpu.get("sockets") is not None:
+            yield Issue((*path, "cpu", "sockets"), NOT_RUN_YET["sockets"], at="key")
+        if cpu.get("threads") is True:
+            yield Issue((*path, "cpu", "threads"), NOT_RUN_YET["threads"], at="key")
+    if resource.get("annotations"):
+        yield Issue((*path, "annotations"), NOT_RUN_YET["annotations"], at="key")
+
+
+def _is_account(reference: Any, scheme: str) -> bool:
+    return isinstance(reference, str) and reference.startswith(
+        (f"{scheme}://account/", f"{scheme}://group/"))
+
+
+def _secret_refusals(path: tuple[Hashable, ...], holder: Any) -> Iterator[Issue]:
+    """An account-scoped ``secret`` of an image or a transfer end."""
+    if isinstance(holder, Mapping) and _is_account(holder.get("secret"), "secret"):
+        yield Issue((*path, "secret"), NOT_RUN_YET["account"])
+
+
+def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
+    """What a valid Fuzzfile may hold but fuzz cannot run yet, each with its reason: a
+    start (not validate) refuses these, so nothing in a file is silently ignored."""
+    services = data.get("services")
+    if isinstance(services, Mapping) and services:
+        yield Issue(("services",), NOT_RUN_YET["services"], at="key")
+    defaults = data.get("defaults")
+    job_defaults = defaults.get("job") if isinstance(defaults, Mapping) else None
+    if isinstance(job_defaults, Mapping):
+        yield from _resource_refusals(("defaults", "job", "resource"),
+                                      job_defaults.get("resource"))
+    jobs = data.get("jobs")
+    for name, job in jobs.items() if isinstance(jobs, Mapping) else ():
+        if not isinstance(job, Mapping):
+            continue
+        yield from _resource_refusals(("jobs", name, "resource"), job.get("resource"))
+        yield from _secret_refusals(("jobs", name, "image"), job.get("image"))
+        if job.get("files"):
+            yield Issue(("jobs", name, "files"), NOT_RUN_YET["files"], at="key")
+    volumes = data.get("volumes")
+    for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
+        if not isinstance(volume, Mapping):
+            continue
+        if _is_account(volume.get("reference"), "volume"):
+            yield Issue(("volumes", name, "reference"), NOT_RUN_YET["account"])
+        for direction in ("ingress", "egress"):
+            moves = volume.get(direction)
+            for index, move in enumerate(moves if isinstance(moves, list) else ()):
+                if not isinstance(move, Mapping):
+                    continue
+                path = ("volumes", name, direction, index)
+                for end in ("source", "destination"):
+                    yield from _secret_refusals((*path, end), move.get(end))

@@ -66,6 +66,7 @@ def parse_fuzzfile(
     *,
     capacities_are_nodes: bool = False,
     limits: LimitsSpec | None = None,
+    for_start: bool = False,
 ) -> LoadedFuzzfile:
     """Parse and check a Fuzzfile's ``text``; ``file`` is the name problems show.
 
@@ -75,12 +76,14 @@ def parse_fuzzfile(
     so a multinode job asking for more suitable nodes than there are is a problem too.
     ``limits``: the cluster's ``orchestrator.limits``; given, a workflow making more
     tasks than they allow (counted, never made) or a task array allowed to run more
-    at once is a problem. Raises SpecError listing every problem in file order.
+    at once is a problem. ``for_start``: what the dialect has but fuzz cannot run yet
+    (services, say) is a problem too, each with its reason (the server's start sets
+    it; validate does not). Raises SpecError listing every problem in file order.
     """
     document = parse_yaml(text, file, MAX_FUZZFILE_VALUES)
     issues = partial(
         fuzzfile_issues, capacities=capacities, capacities_are_nodes=capacities_are_nodes,
-        limits=limits,
+        limits=limits, for_start=for_start,
     )
     fuzzfile = validate_document(document, Fuzzfile, issues)
     content_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -15,8 +15,14 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """Environment variable names, as POSIX shells accept them."""
 SECRET_PATTERN = re.compile(r"^secret://(user|account)/([A-Za-z0-9][A-Za-z0-9._-]*)$")
+VOLUME_PATTERN = re.compile(r"^volume://(user|account|group)/(ephemeral|persistent)(?:/(.*))?$")
+"""``volume://SCOPE/CLASS[/NAME]``: this cluster's classes are ephemeral and persistent."""
+FILE_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+"""Keys of the top-level ``files``: file names (``params.csv``), no '/'."""
 EPHEMERAL_VOLUME = "volume://user/ephemeral"
 PERSISTENT_VOLUME_PREFIX = "volume://user/persistent/"
+DEFAULT_PERSISTENT_NAME = "persistent"
+"""The persistent volume ``volume://user/persistent`` (no name) means: the class's own."""
 PERSISTENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 DOCKER_PREFIX = "docker://"
 FILE_PREFIX = "file://"
@@ -104,21 +110,67 @@ def image_uri(value: str) -> str:
 
 
 def volume_reference(value: str) -> str:
-    """``volume://user/ephemeral`` or ``volume://user/persistent/NAME``."""
-    if value == EPHEMERAL_VOLUME:
-        return value
-    if value.startswith(PERSISTENT_VOLUME_PREFIX):
-        name = value.removeprefix(PERSISTENT_VOLUME_PREFIX)
-        if not PERSISTENT_NAME_PATTERN.fullmatch(name):
-            raise ValueError(
-                f"invalid persistent volume name {name!r}: use 1-63 letters, digits, '.', '_'"
-                " or '-', starting with a letter or digit"
-            )
-        return value
-    raise ValueError(
-        f"invalid volume reference {value!r}: use {EPHEMERAL_VOLUME} or"
-        f" {PERSISTENT_VOLUME_PREFIX}NAME"
-    )
+    """``volume://SCOPE/CLASS[/NAME]``: scope user, account or group (Fuzzball's newer word
+    for account), class ephemeral or persistent, an optional name of 1-63 characters."""
+    match = VOLUME_PATTERN.fullmatch(value)
+    if match is None:
+        raise ValueError(
+            f"invalid volume reference {value!r}: use volume://user/ephemeral or"
+            " volume://user/persistent[/NAME] (or volume://account/...)"
+        )
+    name = match.group(3)
+    if name is not None and not PERSISTENT_NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"invalid persistent volume name {name!r}: use 1-63 letters, digits, '.', '_'"
+            " or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def volume_parts(reference: str) -> tuple[str, str, str | None]:
+    """(scope, class, name or None) of a valid volume reference; ``group`` reads ``account``."""
+    match = VOLUME_PATTERN.fullmatch(reference)
+    assert match is not None, reference
+    scope = "account" if match.group(1) == "group" else match.group(1)
+    return scope, match.group(2), match.group(3)
+
+
+def file_key(value: str) -> str:
+    """A key of the top-level ``files`` (see :data:`FILE_KEY_PATTERN`)."""
+    if not FILE_KEY_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"invalid file key {value!r}: use 1-255 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+def inline_file_key(uri: str) -> str | None:
+    """``KEY`` of ``file://KEY`` (an entry of the top-level ``files``), else None."""
+    if not uri.startswith(FILE_PREFIX):
+        return None
+    key = uri.removeprefix(FILE_PREFIX)
+    return key if FILE_KEY_PATTERN.fullmatch(key) else None
+
+
+def scalar_text(value: object) -> object:
+    """A YAML number or boolean as the string Fuzzball makes of it (``8`` → ``"8"``,
+    ``true`` → ``"true"``); anything else unchanged, for the type check to judge."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def upper_text(value: object) -> object:
+    """A string upper-cased (Fuzzball matches enum words in any case); anything else unchanged."""
+    return value.upper() if isinstance(value, str) else value
+
+
+def lower_text(value: object) -> object:
+    """A string lower-cased (Fuzzball matches enum words in any case); anything else unchanged."""
+    return value.lower() if isinstance(value, str) else value
 
 
 def volume_path(uri: str) -> str:
@@ -138,8 +190,10 @@ def volume_path(uri: str) -> str:
     return "/".join(parts)
 
 
-def external_uri(uri: str, schemes: tuple[str, ...]) -> str:
+def external_uri(uri: str, schemes: tuple[str, ...], *, inline_files: bool = False) -> str:
     """A uri outside the workflow: one of ``schemes`` (from http, https, s3, file).
+
+    With ``inline_files``, ``file://KEY`` (an entry of the top-level ``files``) is one too.
 
     http(s) needs a host, s3 a bucket, and file an absolute path (``file:///srv/in``).
     """
@@ -154,7 +208,10 @@ def external_uri(uri: str, schemes: tuple[str, ...]) -> str:
     if scheme == "s3" and not parts.netloc:
         raise ValueError(f"{uri!r} names no bucket (s3://BUCKET/KEY)")
     if scheme == "file":
+        if inline_files and inline_file_key(uri) is not None:
+            return uri
         if parts.netloc or not parts.path.startswith("/"):
-            raise ValueError(f"{uri!r} must be an absolute path (file:///path)")
+            inline = " or name an entry of the top-level files (file://KEY)" if inline_files else ""
+            raise ValueError(f"{uri!r} must be an absolute path (file:///path){inline}")
         absolute_path(parts.path)
     return uri

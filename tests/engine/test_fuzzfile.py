@@ -306,7 +306,7 @@ def test_image_secret_must_be_a_secret_reference() -> None:
 VOLUME_PROBLEMS = [
     ("reference: volume://user/scratch\n",
      "wf.yaml:4:16: volumes.data.reference: invalid volume reference 'volume://user/scratch':"
-     " use volume://user/ephemeral or volume://user/persistent/NAME"),
+     " use volume://user/ephemeral or volume://user/persistent[/NAME] (or volume://account/...)"),
     ("reference: volume://user/persistent/my data\n",
      "wf.yaml:4:16: volumes.data.reference: invalid persistent volume name 'my data': use 1-63"
      " letters, digits, '.', '_' or '-', starting with a letter or digit"),
@@ -323,8 +323,12 @@ VOLUME_PROBLEMS = [
      " (s3://BUCKET/KEY)"),
     ("reference: volume://user/ephemeral\ningress:\n"
      "  - {source: {uri: file://in.tar}, destination: {uri: file://x}}\n",
-     "wf.yaml:6:24: volumes.data.ingress[0].source.uri: 'file://in.tar' must be an absolute"
-     " path (file:///path)"),
+     "wf.yaml:6:24: volumes.data.ingress[0].source.uri: 'file://in.tar' names no entry of"
+     " the top-level files (none declared)"),
+    ("reference: volume://user/ephemeral\ningress:\n"
+     "  - {source: {uri: 'file://in/x'}, destination: {uri: file://x}}\n",
+     "wf.yaml:6:24: volumes.data.ingress[0].source.uri: 'file://in/x' must be an absolute"
+     " path (file:///path) or name an entry of the top-level files (file://KEY)"),
     ("reference: volume://user/ephemeral\ningress:\n"
      "  - {source: {uri: https://h/x}, destination: {uri: file:///etc/x}}\n",
      "wf.yaml:6:57: volumes.data.ingress[0].destination.uri: 'file:///etc/x' is absolute:"

@@ -84,3 +84,38 @@ def test_outcomes() -> None:
                                     TaskView("y", "y", "CANCELED")]) == "CANCELED"
     assert workflow_outcome(graph, [TaskView("x", "x", "QUEUED"),
                                     TaskView("y", "y", "CANCELED")]) is None
+
+
+# depends-on: "server" RUNNING lets "client" start; "report" follows "client" whatever its result
+DEPENDS = (
+    JobNode("server"),
+    JobNode("client", after_running=("server",)),
+    JobNode("report", after_finished=("client",)),
+)
+
+
+def test_depends_on_running_starts_beside_a_running_job() -> None:
+    assert next_step(DEPENDS, tasks(server="QUEUED", client="WAITING", report="WAITING"),
+                     frozenset()).queue == ()
+    assert next_step(DEPENDS, tasks(server="STARTING", client="WAITING", report="WAITING"),
+                     frozenset()).queue == ()
+    assert next_step(DEPENDS, tasks(server="RUNNING", client="WAITING", report="WAITING"),
+                     frozenset()).queue == ("client",)
+    assert next_step(DEPENDS, tasks(server="SUCCEEDED", client="WAITING", report="WAITING"),
+                     frozenset()).queue == ("client",)
+
+
+def test_depends_on_finished_follows_whatever_the_result() -> None:
+    running = tasks(server="RUNNING", client="RUNNING", report="WAITING")
+    assert next_step(DEPENDS, running, frozenset()).queue == ()
+    failed = tasks(server="RUNNING", client="FAILED", report="WAITING")
+    assert next_step(DEPENDS, failed, frozenset()).queue == ("report",)
+    not_run = tasks(server="CANCELED", client="NOT_RUN", report="WAITING")
+    assert next_step(DEPENDS, not_run, frozenset()).queue == ("report",)
+
+
+def test_a_job_that_ended_without_running_never_lets_its_running_dependents_start() -> None:
+    step = next_step(DEPENDS, tasks(server="CANCELED", client="WAITING", report="WAITING"),
+                     frozenset())
+    assert step.queue == ()
+    assert step.not_run == {"client": "job 'server' canceled without running"}

@@ -1,6 +1,7 @@
 """Data ingress and egress: a volume's data in before its first job, out after its last.
 
-Ingress sources: ``http(s)://`` (urllib; never to an internal address unless the
+Ingress sources: ``file://KEY``, an entry of the Fuzzfile's top-level ``files``
+(its text, from memory), ``http(s)://`` (urllib; never to an internal address unless the
 admin allows it, see :mod:`fuzz.orchestrate.transfer.ingress_policy`), ``file:///abs/path`` on the
 orchestrator host (only in the workflow owner's subtree ``<root>/<owner>/`` of a root of the
 admin's ``host_paths``: :mod:`fuzz.orchestrate.transfer.host_roots`), ``s3://bucket/key`` or
@@ -21,7 +22,9 @@ transfer never leaves a half-written file. Every failure is a
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import io
+from collections.abc import Mapping
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 from fuzz.orchestrate.transfer.confined import Directory, Identity
@@ -44,6 +47,7 @@ from fuzz.orchestrate.transfer.s3 import (
 )
 from fuzz.orchestrate.transfer.stream import (
     ByteBudget,
+    Item,
     ProgressCallback,
     Sink,
     Source,
@@ -76,8 +80,11 @@ def ingress(
     identity: Identity | None = None,
     http_policy: IngressPolicy | None = None,
     budget: ByteBudget | None = None,
+    inline_files: Mapping[str, str] | None = None,
 ) -> TransferResult:
     """Copy ``source_uri`` into the volume at ``volume_dir`` as ``destination_uri``.
+
+    ``inline_files``: the Fuzzfile's top-level ``files``, which ``file://KEY`` names.
 
     ``credentials`` are for ``s3://`` (None: boto3's default chain); ``host`` is what a
     ``file:///`` source may be (none without it); ``http_policy`` says where an
@@ -90,7 +97,11 @@ def ingress(
     """
     target = volume_relative(destination_uri)
     with ExitStack() as stack:
-        source = _ingress_source(source_uri, credentials, host, identity, http_policy, stack)
+        inline = _inline_key(source_uri, inline_files or {})
+        source = (_inline_source(source_uri, inline, (inline_files or {})[inline])
+                  if inline is not None
+                  else _ingress_source(source_uri, credentials, host, identity, http_policy,
+                                       stack))
         volume = stack.enter_context(_open_volume(volume_dir, identity, destination_uri))
         sink = LocalSink(volume, target, destination_uri, source.tree, VOLUME_MODES)
         return copy(source, sink, progress, budget)
@@ -147,6 +158,19 @@ def _host_directory(uri: str, host: HostAccess | None, identity: Identity | None
 def _scheme(uri: str) -> str:
     scheme, separator, _ = uri.partition("://")
     return scheme.lower() if separator else ""
+
+
+def _inline_key(uri: str, inline_files: Mapping[str, str]) -> str | None:
+    """``KEY`` when ``uri`` is ``file://KEY`` and KEY an entry of ``inline_files``."""
+    key = uri.removeprefix("file://") if _scheme(uri) == "file" else None
+    return key if key in inline_files else None
+
+
+def _inline_source(uri: str, key: str, text: str) -> Source:
+    """An inline file's text (UTF-8) as a one-file source."""
+    data = text.encode()
+    item = Item(key, lambda: nullcontext((io.BytesIO(data), len(data))))
+    return Source(uri, tree=False, items=[item], total=len(data), errors=nullcontext)
 
 
 def _ingress_source(uri: str, credentials: S3Credentials | None, host: HostAccess | None,

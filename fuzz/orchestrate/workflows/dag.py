@@ -21,14 +21,26 @@ IN_FLIGHT_TASK_STATES = frozenset({TaskState.QUEUED, TaskState.STARTING, TaskSta
 UNSUCCESSFUL_STATES = frozenset({TaskState.FAILED, TaskState.CANCELED, TaskState.NOT_RUN})
 
 
+STARTED_STATES = frozenset({TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED})
+"""Task states of a task that has run (or runs)."""
+
+
 @dataclass(frozen=True)
 class JobNode:
-    """What the graph needs to know about one job of the Fuzzfile."""
+    """What the graph needs to know about one job of the Fuzzfile.
+
+    ``requires``: jobs that must succeed first (``requires:``, Fuzzball's deprecated
+    form); ``after_running``: jobs one of whose tasks must have started running
+    (``depends-on`` status RUNNING); ``after_finished``: jobs that must have ended,
+    whatever their result (status FINISHED).
+    """
 
     name: str
     requires: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
     concurrency: int | None = None
+    after_running: tuple[str, ...] = ()
+    after_finished: tuple[str, ...] = ()
 
 
 class TaskLike(Protocol):
@@ -95,6 +107,29 @@ def job_states(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> dict[str
     return {name: job_state(states) for name, states in by_job.items()}
 
 
+def _started_jobs(tasks: Collection[TaskLike]) -> set[str]:
+    """Jobs one of whose tasks is running or has run."""
+    return {task.job for task in tasks if task.state in STARTED_STATES}
+
+
+def _blocked(job: JobNode, states: Mapping[str, TaskState], started: set[str]
+             ) -> tuple[bool, str | None]:
+    """(whether ``job`` must wait, why it never will run or None) from its dependencies."""
+    failed = [name for name in job.requires if states[name] in UNSUCCESSFUL_STATES]
+    if failed:
+        return True, f"required job '{failed[0]}' {states[failed[0]].lower().replace('_', ' ')}"
+    never = [name for name in job.after_running
+             if name not in started and states[name] in UNSUCCESSFUL_STATES]
+    if never:
+        return True, (f"job '{never[0]}' {states[never[0]].lower().replace('_', ' ')}"
+                      " without running")
+    waiting = (any(states[name] != TaskState.SUCCEEDED for name in job.requires)
+               or any(name not in started for name in job.after_running)
+               or any(states[name] not in UNSUCCESSFUL_STATES | {TaskState.SUCCEEDED}
+                      for name in job.after_finished))
+    return waiting, None
+
+
 def next_step(
     jobs: Sequence[JobNode],
     tasks: Collection[TaskLike],
@@ -106,12 +141,16 @@ def next_step(
     With ``stop_reason`` (the workflow is failing or cancelled) nothing new is
     queued and every waiting or queued task will not run, for that reason.
     Otherwise a job's waiting tasks are queued once every job it requires has
-    succeeded and every volume it mounts is ready, at most ``concurrency`` of them
-    in flight at once; and they will not run once a required job did not succeed.
+    succeeded, every job it runs after (``after_running``) has a task running or
+    run, every job it follows (``after_finished``) has ended whatever its result,
+    and every volume it mounts is ready, at most ``concurrency`` of them in flight
+    at once; and they will not run once a required job did not succeed (or a job
+    it runs after ended without running).
     """
     if stop_reason is not None:
         return Step(not_run={t.key: stop_reason for t in tasks if t.state in PENDING_TASK_STATES})
     states = job_states(jobs, tasks)
+    started = _started_jobs(tasks)
     by_job: dict[str, list[TaskLike]] = {job.name: [] for job in jobs}
     for task in tasks:
         by_job[task.job].append(task)
@@ -121,12 +160,11 @@ def next_step(
         waiting = [t.key for t in by_job[job.name] if t.state == TaskState.WAITING]
         if not waiting:
             continue
-        failed = [name for name in job.requires if states[name] in UNSUCCESSFUL_STATES]
-        if failed:
-            reason = f"required job '{failed[0]}' {states[failed[0]].lower().replace('_', ' ')}"
+        blocked, reason = _blocked(job, states, started)
+        if reason is not None:
             not_run.update(dict.fromkeys(waiting, reason))
             continue
-        if any(states[name] != TaskState.SUCCEEDED for name in job.requires):
+        if blocked:
             continue
         if not set(job.volumes) <= ready_volumes:
             continue

@@ -138,7 +138,7 @@ class LifecycleSteps(SchedulingSteps):
                           transfers: list[TransferRecord]) -> None:
         """HostPathError for the first transfer whose orchestrator-host path is refused."""
         for move in transfers:
-            problem = self._volumes.host_path_problem(move, owner)
+            problem = self._volumes.host_path_problem(move, owner, loaded.fuzzfile.files)
             if problem is not None:
                 raise HostPathError(f"{loaded.path}: volumes.{move.volume}.{move.direction}"
                                     f"[{move.seq}]: {problem}")

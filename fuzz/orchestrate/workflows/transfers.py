@@ -1,17 +1,29 @@
 """The runner's transfers: a volume's ingress before its jobs, its egress after them.
 
 A transfer of a persistent volume waits while a job of another workflow mounts it,
-and a job waits while another workflow's transfer copies a volume it mounts.
+and a job waits while another workflow's transfer copies a volume it mounts. A
+transfer's own ``policy`` is honoured: ``retry.attempts`` runs in all (a failed
+attempt leaves nothing behind), ``timeout.execute`` fails an attempt that takes
+longer, checked as its data streams (every 4 MiB; a stalled connection ends at the
+transfer's socket timeouts).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.records import TaskRecord, TransferRecord, VolumeRecord
 from fuzz.orchestrate.states import ACTIVE_TASK_STATES, TransferState, VolumeState
-from fuzz.orchestrate.transfer.ingress_egress import TransferError, s3_credentials_from_secret
+from fuzz.orchestrate.transfer.ingress_egress import (
+    ProgressCallback,
+    TransferError,
+    TransferResult,
+    s3_credentials_from_secret,
+)
 from fuzz.orchestrate.workflows.base import RunnerBase, mounted_paths
-from fuzz.orchestrate.workflows.workflow import ActiveWorkflow
+from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, transfer_policy
 
 PROGRESS_SAVE_INTERVAL = 1.0
 
@@ -75,8 +87,18 @@ class TransferSteps(RunnerBase):
                 if problem is not None:
                     raise TransferError(problem)
                 budget = self._volume_limits.ingress_budget(volume)
-            result = self._volumes.move(move, volume, workflow.record.owner, credentials,
-                                        progress, workflow.ids, budget)
+            attempts, limit = 1, None
+            policy = transfer_policy(workflow.fuzzfile, move)
+            if policy is not None:
+                attempts, limit = policy.retry.attempts, policy.timeout.execute
+            uri = move.source if move.direction == "ingress" else move.destination
+
+            def attempt(timed: ProgressCallback) -> TransferResult:
+                return self._volumes.move(move, volume, workflow.record.owner, credentials,
+                                          timed, workflow.ids, budget,
+                                          workflow.fuzzfile.files)
+
+            result = self._attempts(attempt, progress, attempts, limit, uri)
         except (TransferError, FuzzError, OSError) as exc:
             with self._lock:
                 move.state, move.error = TransferState.FAILED, str(exc)
@@ -93,6 +115,37 @@ class TransferSteps(RunnerBase):
                 volume.state = (VolumeState.READY if move.direction == "ingress"
                                 else VolumeState.DONE)
             self._after_transfer(ident, move, volume)
+
+    def _attempts(self, attempt: Callable[[ProgressCallback], TransferResult],
+                  progress: ProgressCallback, attempts: int, limit: float | None,
+                  uri: str) -> TransferResult:
+        """``attempt`` run up to ``attempts`` times, each failed once it has run longer
+        than ``limit`` seconds; the last failure names how many attempts were made."""
+        for _ in range(attempts - 1):
+            try:
+                return attempt(self._timed(progress, limit, uri))
+            except TransferError:
+                continue  # the failed attempt left nothing behind: run it again
+        try:
+            return attempt(self._timed(progress, limit, uri))
+        except TransferError as exc:
+            if attempts == 1:
+                raise
+            raise TransferError(f"{exc} (attempt {attempts} of {attempts})") from exc
+
+    def _timed(self, progress: ProgressCallback, limit: float | None,
+               uri: str) -> ProgressCallback:
+        """``progress``, failing the transfer once ``limit`` seconds have passed."""
+        if limit is None:
+            return progress
+        start = time.monotonic()
+
+        def timed(done: int, total: int | None) -> None:
+            if time.monotonic() - start > limit:
+                raise TransferError(f"{uri}: timed out after {limit:g}s"
+                                    " (the transfer's policy.timeout.execute)")
+            progress(done, total)
+        return timed
 
     def _after_transfer(self, ident: tuple[str, str, str, int], move: TransferRecord,
                         volume: VolumeRecord) -> None:

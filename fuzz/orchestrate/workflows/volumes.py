@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
@@ -41,11 +41,15 @@ class VolumeManager:
         self.host_roots = host_roots or HostRoots()
         self.http_policy = http_policy
 
-    def host_path_problem(self, move: TransferRecord, owner: str) -> str | None:
+    def host_path_problem(self, move: TransferRecord, owner: str,
+                          inline_files: Mapping[str, str] | None = None) -> str | None:
         """Why ``move``'s path on the orchestrator host is refused for a workflow of
-        ``owner``; None if it is allowed (or it has none)."""
+        ``owner``; None if it is allowed (or it has none: an ingress from ``file://KEY``,
+        an entry of the Fuzzfile's ``inline_files``, has none)."""
         uri = move.source if move.direction == "ingress" else move.destination
         if not uri.lower().startswith("file://"):
+            return None
+        if move.direction == "ingress" and uri.removeprefix("file://") in (inline_files or {}):
             return None
         return HostAccess(self.host_roots, owner).problem(uri)
 
@@ -74,10 +78,12 @@ class VolumeManager:
     def move(self, record: TransferRecord, volume: VolumeRecord, owner: str,
              credentials: S3Credentials | None,
              progress: Callable[[int, int | None], None], ids: JobIds,
-             budget: ByteBudget | None = None) -> TransferResult:
+             budget: ByteBudget | None = None,
+             inline_files: Mapping[str, str] | None = None) -> TransferResult:
         """Run one ingress or egress of ``volume`` of a workflow of ``owner`` as the
         owner's job ``ids``; TransferError says what failed. ``budget``: the bytes an
-        ingress may still write into the volume."""
+        ingress may still write into the volume; ``inline_files``: the Fuzzfile's
+        top-level ``files`` (an ingress from ``file://KEY`` copies one)."""
         directory = Path(volume.path)
         host = HostAccess(self.host_roots, owner)
         identity = Identity(ids.uid, ids.gid)
@@ -85,7 +91,7 @@ class VolumeManager:
             return transfer.ingress(record.source, record.destination, directory,
                                     credentials=credentials, progress=progress, host=host,
                                     identity=identity, http_policy=self.http_policy,
-                                    budget=budget)
+                                    budget=budget, inline_files=inline_files)
         return transfer.egress(record.source, record.destination, directory,
                                credentials=credentials, progress=progress, host=host,
                                identity=identity, http_policy=self.http_policy)

@@ -26,7 +26,7 @@ from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
-from fuzz.spec.fuzzfile import Fuzzfile, JobSpec
+from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -89,9 +89,14 @@ def job_graph(fuzzfile: Fuzzfile, max_concurrency: int = FUZZBALL_MAX_CONCURRENC
     for name in fuzzfile.job_order():
         job = fuzzfile.jobs[name]
         array = job.task_array
+        # a dependency on a service never reaches here: a start refuses services
+        dependencies = [(other, when) for other, when in job.dependencies()
+                        if other in fuzzfile.jobs]
         nodes.append(JobNode(
             name=name,
-            requires=tuple(job.requires),
+            requires=tuple(other for other, when in dependencies if when == "SUCCEEDED"),
+            after_running=tuple(other for other, when in dependencies if when == "RUNNING"),
+            after_finished=tuple(other for other, when in dependencies if when == "FINISHED"),
             volumes=tuple(job.mounts),
             concurrency=min(array.concurrency or max_concurrency, max_concurrency)
             if array is not None else None,
@@ -124,6 +129,13 @@ def new_transfers(workflow_id: str, fuzzfile: Fuzzfile) -> list[TransferRecord]:
                     move.destination.uri, secret=secret,
                 ))
     return records
+
+
+def transfer_policy(fuzzfile: Fuzzfile, move: TransferRecord) -> PolicySpec | None:
+    """The ``policy`` the Fuzzfile gives transfer ``move`` (None: it gives none)."""
+    volume = fuzzfile.volumes[move.volume]
+    moves = volume.ingress if move.direction == "ingress" else volume.egress
+    return moves[move.seq].policy
 
 
 def secret_references(fuzzfile: Fuzzfile) -> list[tuple[str, str]]:

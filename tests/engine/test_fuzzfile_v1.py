@@ -1,0 +1,278 @@
+"""The whole v1 dialect: every key of the reference parses, or is refused with its reason."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from fuzz.resources import NodeCapacity, ResourceRequest
+from fuzz.spec.fuzzfile import Fuzzfile
+from fuzz.spec.fuzzfile_loader import parse_fuzzfile
+from fuzz.spec.problems import SpecError
+
+GiB = 2**30
+
+
+def parse(text: str) -> Fuzzfile:
+    """``text`` (dedented) parsed as ``wf.yaml``."""
+    return parse_fuzzfile(textwrap.dedent(text).lstrip("\n"), "wf.yaml").fuzzfile
+
+
+def problems(text: str) -> list[str]:
+    """The problem lines parsing ``text`` reports (it must fail)."""
+    with pytest.raises(SpecError) as info:
+        parse(text)
+    return [str(problem) for problem in info.value.problems]
+
+
+def test_files_defaults_annotations_and_volume_name() -> None:
+    flow = parse("""
+        version: v1
+        files:
+          params.csv: |
+            alpha,beta
+        annotations: {description: a sweep, stack: "2"}
+        defaults:
+          job:
+            env: [OMP_NUM_THREADS=1, MODE=fast]
+            mounts: {work: {location: /work}}
+            policy: {timeout: {execute: 1h}}
+            resource: {cpu: {cores: 2}, memory: {size: 2GiB}}
+        volumes:
+          work:
+            name: work
+            reference: volume://user/ephemeral
+            ingress:
+              - source: {uri: file://params.csv}
+                destination: {uri: file://in/params.csv}
+                policy: {timeout: {execute: 5m}, retry: {attempts: 2}}
+        jobs:
+          plain:
+            name: plain
+            image: {uri: docker://alpine:3.20}
+            command: [blastp, -num_threads, 8, 0.5, true]
+            annotations: {owner: lab}
+          own:
+            image: {uri: docker://alpine:3.20}
+            command: ["true"]
+            env: [MODE=slow]
+            mounts: {work: {location: /data}}
+            resource:
+              cpu: {cores: 1}
+              devices: {amd.com/gpu: 1}
+              annotations: {nvidia.com/gpu.model: NVIDIA L4, gpu_compute_capability: 80}
+    """)
+    assert flow.files == {"params.csv": "alpha,beta\n"}
+    assert flow.annotations == {"description": "a sweep", "stack": "2"}
+    plain, own = flow.jobs["plain"], flow.jobs["own"]
+    assert plain.argv() == ["blastp", "-num_threads", "8", "0.5", "true"]
+    assert plain.annotations == {"owner": "lab"}
+    assert plain.environment() == {"OMP_NUM_THREADS": "1", "MODE": "fast"}
+    assert plain.mounts["work"].location == "/work"
+    assert plain.policy.timeout.execute == 3600.0
+    assert plain.resource.request() == ResourceRequest(cores=2, memory_bytes=2 * GiB)
+    assert own.environment() == {"OMP_NUM_THREADS": "1", "MODE": "slow"}
+    assert own.mounts["work"].location == "/data"
+    assert own.policy.timeout.execute == 3600.0
+    assert own.resource.request().devices == {"amd.com/gpu": 1}
+    assert own.resource.annotations == {"nvidia.com/gpu.model": "NVIDIA L4",
+                                        "gpu_compute_capability": "80"}
+    move = flow.volumes["work"].ingress[0]
+    assert move.source.inline_file == "params.csv" and move.destination.path == "in/params.csv"
+    assert move.policy is not None and move.policy.retry.attempts == 2
+
+
+@pytest.mark.parametrize(("reference", "scope", "ephemeral", "name"), [
+    ("volume://user/ephemeral", "user", True, None),
+    ("volume://user/ephemeral/scratch", "user", True, None),
+    ("volume://user/persistent", "user", False, "persistent"),
+    ("volume://user/persistent/data", "user", False, "data"),
+    ("volume://account/persistent/shared", "account", False, "shared"),
+    ("volume://group/persistent", "account", False, "persistent"),
+])
+def test_volume_reference_forms(reference: str, scope: str, ephemeral: bool,
+                                name: str | None) -> None:
+    volume = parse(f"""
+        version: v1
+        volumes: {{v: {{reference: "{reference}"}}}}
+        jobs: {{a: {{image: {{uri: docker://alpine}}, command: ["true"]}}}}
+    """).volumes["v"]
+    assert (volume.scope, volume.ephemeral, volume.persistent_name) == (scope, ephemeral, name)
+
+
+def test_depends_on_conditions_and_order() -> None:
+    flow = parse("""
+        version: v1
+        jobs:
+          c:
+            image: {uri: docker://alpine}
+            command: ["true"]
+            depends-on: [{name: a, status: running}, {name: b, status: FINISHED,
+                          description: whatever its result}]
+          a: {image: {uri: docker://alpine}, command: ["true"]}
+          b: {image: {uri: docker://alpine}, command: ["true"], depends-on: [{name: a,
+              status: Started}]}
+          d: {image: {uri: docker://alpine}, command: ["true"], requires: [c]}
+    """)
+    assert flow.jobs["c"].dependencies() == [("a", "RUNNING"), ("b", "FINISHED")]
+    assert flow.jobs["b"].dependencies() == [("a", "RUNNING")]
+    assert flow.jobs["d"].dependencies() == [("c", "SUCCEEDED")]
+    assert flow.job_order() == ["a", "b", "c", "d"]
+
+
+def test_secret_scopes_are_kept() -> None:
+    flow = parse("""
+        version: v1
+        jobs:
+          a:
+            image: {uri: docker://alpine, secret: secret://account/registry}
+            command: ["true"]
+    """)
+    image = flow.jobs["a"].image
+    assert (image.secret_scope, image.secret_name) == ("account", "registry")
+
+
+def test_services_are_parsed_and_held() -> None:
+    flow = parse("""
+        version: v1
+        services:
+          web:
+            image: {uri: docker://nginx:1.27}
+            command: [nginx, -g, daemon off;]
+            persist: true
+            network:
+              ports: [{name: ui, port: 8080, protocol: TCP}]
+              endpoints: [{name: site, port-name: ui, protocol: HTTP, type: path, scope: user}]
+            readiness-probe:
+              http-get: {path: /, port: 8080, scheme: http}
+              period-seconds: 5
+        jobs:
+          client:
+            image: {uri: docker://alpine}
+            command: [wget, http://web.svc:8080]
+            depends-on: [{name: web, status: RUNNING}]
+    """)
+    web = flow.services["web"]
+    assert web.persist and web.network.ports[0].protocol == "tcp"
+    assert web.network.endpoints[0].protocol == "http"
+    probe = web.readiness_probe
+    assert probe is not None and probe.http_get is not None and probe.http_get.scheme == "HTTP"
+    assert (probe.period_seconds, probe.failure_threshold) == (5, 3)
+    assert flow.job_order() == ["client"]
+
+
+HEAD = "version: v1\njobs:\n  a:\n    image: {uri: docker://alpine}\n"
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ('    command: ["true"]\n    requires: [b]\n    depends-on: [{name: b}]\n'
+     "  b: {image: {uri: docker://alpine}, command: [\"true\"]}\n",
+     "wf.yaml:7:17: jobs.a.depends-on: give requires or depends-on, not both (Fuzzball ignores"
+     " requires beside depends-on)"),
+    ('    command: ["true"]\n    depends-on: [{name: b, status: ERROR}]\n'
+     "  b: {image: {uri: docker://alpine}, command: [\"true\"]}\n",
+     "wf.yaml:6:36: jobs.a.depends-on[0].status: status 'ERROR' (Fuzzball v3.0) is not"
+     " supported: use FINISHED (whatever the result) or RUNNING"),
+    ('    command: ["true"]\n    depends-on: [{name: b}]\n',
+     "wf.yaml:6:25: jobs.a.depends-on: unknown job 'b'"),
+    ('    command: ["true"]\n    depends-on: [{name: a, status: RUNNING}]\n',
+     "wf.yaml:6:25: jobs.a.depends-on: a job cannot depend on itself"),
+    ('    command: ["true"]\n    name: b\n',
+     "wf.yaml:6:11: jobs.a.name: must be the job's key 'a' (or be left out)"),
+    ('    command: ["true"]\n    files: {/etc/x.conf: file://x.conf}\n',
+     "wf.yaml:6:26: jobs.a.files./etc/x.conf: 'file://x.conf' names no entry of the"
+     " top-level files (none declared)"),
+    ('    command: [echo, {a: 1}]\n',
+     "wf.yaml:5:21: jobs.a.command[1]: must be a string"),
+])
+def test_v1_problem(body: str, expected: str) -> None:
+    assert problems(HEAD + body) == [expected]
+
+
+def test_service_problems() -> None:
+    found = problems("""
+        version: v1
+        services:
+          web:
+            image: {uri: docker://nginx}
+            command: [nginx]
+            network:
+              ports: [{name: ui, port: 80, protocol: UDP}]
+              endpoints: [{name: site, port-name: web}]
+            readiness-probe: {period-seconds: 5}
+        jobs:
+          a: {image: {uri: docker://alpine}, command: ["true"]}
+    """)
+    assert found == [
+        "wf.yaml:7:7: services.web.network: endpoint 'site' names port 'web', which is not"
+        " in ports (ui)",
+        "wf.yaml:9:22: services.web.readiness-probe: give exactly one of exec, http-get,"
+        " tcp-socket or grpc",
+    ]
+
+
+NOT_RUN = """
+    version: v1
+    defaults:
+      job: {resource: {cpu: {cores: 1, sockets: 1}}}
+    volumes:
+      shared:
+        reference: volume://account/persistent/lab
+        ingress:
+          - source: {uri: "s3://bucket/x", secret: secret://account/s3}
+            destination: {uri: file://x}
+            policy: {timeout: {execute: 5m}}
+    services:
+      web: {image: {uri: docker://nginx}, command: [nginx]}
+    jobs:
+      a:
+        image: {uri: docker://alpine, secret: secret://account/registry}
+        command: ["true"]
+        files: {/etc/a.conf: "x = 1"}
+        resource:
+          cpu: {cores: 1, threads: true}
+          annotations: {nvidia.com/gpu.model: NVIDIA L4}
+"""
+
+
+def test_a_start_refuses_what_is_not_run_yet_and_says_why() -> None:
+    text = textwrap.dedent(NOT_RUN).lstrip("\n")
+    assert parse_fuzzfile(text, "wf.yaml").fuzzfile.services  # valid: validate accepts it
+    with pytest.raises(SpecError) as info:
+        parse_fuzzfile(text, "wf.yaml", for_start=True)
+    lines = [str(problem) for problem in info.value.problems]
+    account = ("not supported yet: fuzz's IAM has no accounts, so account secrets and"
+               " volumes have no owner to check; use the user scope")
+    assert lines == [
+        "wf.yaml:3:36: defaults.job.resource.cpu.sockets: not honoured yet: fuzz places cores"
+        " by affinity (CORE, SOCKET, NUMA), not by a count of sockets; leave it out or use"
+        " affinity: SOCKET",
+        f"wf.yaml:6:16: volumes.shared.reference: {account}",
+        f"wf.yaml:8:48: volumes.shared.ingress[0].source.secret: {account}",
+        "wf.yaml:11:1: services: services are not run yet: fuzz runs a workflow's jobs only"
+        " (validate checks services; running them is a later issue)",
+        f"wf.yaml:15:43: jobs.a.image.secret: {account}",
+        "wf.yaml:17:5: jobs.a.files: not supported yet: fuzz does not place files in a"
+        " container; ingress the top-level files entry into a volume (source file://KEY)"
+        " and mount it",
+        "wf.yaml:19:23: jobs.a.resource.cpu.threads: not honoured yet: fuzz gives a job whole"
+        " cores and does not expose hardware threads; leave it out or set it false",
+        "wf.yaml:20:7: jobs.a.resource.annotations: not honoured yet: fuzz does not place"
+        " jobs by node labels; leave the resource annotations out to run on any node",
+    ]
+
+
+def test_default_resource_is_checked_against_the_cluster() -> None:
+    text = textwrap.dedent("""
+        version: v1
+        defaults:
+          job: {resource: {cpu: {cores: 64}}}
+        jobs:
+          a: {image: {uri: docker://alpine}, command: ["true"]}
+          b: {image: {uri: docker://alpine}, command: ["true"], resource: {cpu: {cores: 1}}}
+    """).lstrip("\n")
+    with pytest.raises(SpecError) as info:
+        parse_fuzzfile(text, "wf.yaml", [NodeCapacity("n1", cores=4, memory_bytes=8 * GiB)])
+    assert [str(p) for p in info.value.problems] == [
+        "wf.yaml:5:3: jobs.a.resource: needs 64 cores; the largest node has 4"]
