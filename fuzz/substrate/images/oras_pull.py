@@ -219,16 +219,19 @@ class SifSource:
         self._client = self._client or self._connect()
         url = f"{self._client.prefix}://{self._container.manifest_url()}"
         accept = ", ".join((*MANIFEST_MEDIA_TYPES, *INDEX_MEDIA_TYPES))
+        body = b""
         try:
-            response = self._client.do_request(url, "GET", headers={"Accept": accept})
+            with self._client.do_request(url, "GET", headers={"Accept": accept},
+                                         stream=True) as response:
+                if response.status_code != 200:
+                    raise self._refused(response.status_code, "the manifest")
+                for chunk in response.iter_content(2**16):
+                    body += chunk
+                    if len(body) > MAX_MANIFEST_BYTES:
+                        raise self._error(f"image {self.ref} has a manifest over "
+                                          f"{MAX_MANIFEST_BYTES // 2**20} MiB")
         except (requests.RequestException, ValueError) as exc:
             raise self._error(f"pulling {self.ref} failed: {exc}") from None
-        if response.status_code != 200:
-            raise self._refused(response.status_code, "the manifest")
-        body = response.content
-        if len(body) > MAX_MANIFEST_BYTES:
-            raise self._error(f"image {self.ref} has a manifest over "
-                              f"{MAX_MANIFEST_BYTES // 2**20} MiB")
         digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
         if self.ref.digest and digest != self.ref.digest:
             raise self._error(f"image {self.ref}: the registry sent a manifest of digest {digest}")
