@@ -2,7 +2,8 @@
 
 :func:`serve_registry` runs Debian's ``docker-registry`` on 127.0.0.1 (with
 htpasswd auth when asked); :func:`build_busybox_layout` builds an OCI image from
-``busybox-static`` with umoci, and :func:`push_layout` pushes it with skopeo.
+``busybox-static`` with umoci (its root filesystem filled by :func:`fill_busybox_rootfs`,
+which SIF images for tests use too), and :func:`push_layout` pushes it with skopeo.
 A missing tool raises :class:`MissingPartError` with the apt-get line that installs it.
 """
 

@@ -47,8 +47,9 @@ def squashfs(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return busybox_squashfs(tmp_path_factory.mktemp("squashfs"))
 
 
-def store_for(tmp_path: Path, *registries: Registry) -> ImageStore:
-    return ImageStore(tmp_path / "images", 4 * GIB,
+def store_for(tmp_path: Path, *registries: Registry, resolve_ttl: float = 30.0) -> ImageStore:
+    """A store under ``tmp_path`` that reaches ``registries`` over plain HTTP."""
+    return ImageStore(tmp_path / "images", 4 * GIB, resolve_ttl=resolve_ttl,
                       insecure_registries=[r.host for r in registries])
 
 
@@ -125,7 +126,7 @@ def test_oras_references_are_parsed() -> None:
 
 def test_an_oras_image_is_pulled_unsquashed_and_cached_by_digest(
         tmp_path: Path, sif_image: PushedImage) -> None:
-    store = store_for(tmp_path, sif_image.registry)
+    store = store_for(tmp_path, sif_image.registry, resolve_ttl=0.0)  # every pull asks
     messages: list[str] = []
     image = store.pull(sif_image.reference, progress=messages.append)
     assert image.digest == sif_image.digest
@@ -139,10 +140,10 @@ def test_an_oras_image_is_pulled_unsquashed_and_cached_by_digest(
     assert ran.stdout == "from the sif\n"
     unpacked = (image.rootfs.stat().st_ino, image.rootfs.stat().st_mtime_ns)
     again: list[str] = []
-    store._resolve_ttl = 0.0  # ask the registry again: the digest is known, nothing is fetched
     second = store.pull(sif_image.reference, progress=again.append)
     assert second.digest == image.digest
     assert (second.rootfs.stat().st_ino, second.rootfs.stat().st_mtime_ns) == unpacked
+    assert again[0] == f"resolving {sif_image.reference}"  # asked the registry, fetched nothing
     assert not any("pulling" in m or "unpacking" in m for m in again), again
     reopened = store_for(tmp_path, sif_image.registry)  # an agent restart keeps it
     assert reopened.get(image.digest) is not None
