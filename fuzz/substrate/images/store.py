@@ -44,7 +44,6 @@ from typing import Any
 
 from fuzz.fsutil import read_json, write_json_atomic
 from fuzz.substrate.images.layout import ImageConfig, layout_key, remove_tree, tree_size
-from fuzz.substrate.images.oras_pull import OrasPuller
 from fuzz.substrate.images.pull import (
     DockerSource,
     ImageSource,
@@ -152,7 +151,7 @@ class ImageStore:
         os.chmod(self.root / "rootfs", 0o755)
         self._puller = Puller(self.root / "tmp", insecure_registries=insecure_registries,
                               skopeo=skopeo, umoci=umoci, policy=policy_file(self.root))
-        self._oras = OrasPuller(insecure_registries=insecure_registries)
+        self._insecure_registries = tuple(insecure_registries)
         self._recover()
 
     # -- public API ---------------------------------------------------------------
@@ -204,7 +203,12 @@ class ImageStore:
     def _source(self, ref: ImageRef, credentials: Credentials | None) -> Iterator[ImageSource]:
         """Where ``ref`` comes from: skopeo and umoci for docker://, ORAS for oras://."""
         if ref.scheme == "oras":
-            with self._oras.source(ref, credentials) as sif:
+            # Imported here: oras-py and requests take most of a second to import, which
+            # only agents that pull SIF images should pay (at their first such pull).
+            from fuzz.substrate.images.oras_pull import OrasPuller
+
+            puller = OrasPuller(insecure_registries=self._insecure_registries)
+            with puller.source(ref, credentials) as sif:
                 yield sif
             return
         with auth_file(credentials, ref.registry) as authfile:
