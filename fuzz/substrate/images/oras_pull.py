@@ -67,6 +67,18 @@ class _TimeoutAdapter(HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
+def _reason(exc: Exception) -> str:
+    """Why a connection failed, in a few words."""
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "resolve" in text or "name or service not known" in text:
+        return "no such host"
+    if "unreachable" in text or "no route" in text:
+        return "network is unreachable"
+    return "no connection"
+
+
 def sif_layer(manifest: Any, ref: ImageRef) -> dict[str, Any]:
     """The one SIF layer of the artifact's manifest; ImageError for anything else."""
     if not isinstance(manifest, dict):
@@ -181,8 +193,7 @@ class SifSource:
                 raise self._error(f"registry {host} is not reachable: no answer in "
                                   f"{REQUEST_TIMEOUT:.0f}s", RegistryUnreachableError) from None
             except requests.exceptions.ConnectionError as exc:
-                reason = "connection refused" if "refused" in str(exc).lower() else "no connection"
-                raise self._error(f"registry {host} is not reachable: {reason}",
+                raise self._error(f"registry {host} is not reachable: {_reason(exc)}",
                                   RegistryUnreachableError) from None
         assert answer is not None
         challenge = answer.headers.get("WWW-Authenticate", "")
