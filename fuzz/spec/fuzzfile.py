@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -121,12 +122,16 @@ class WithSecret(FuzzfileModel):
 
 
 class ImageSpec(WithSecret):
-    """The job's container image: ``docker://REPOSITORY[:TAG]`` or ``…@sha256:DIGEST``.
+    """The job's container image: ``docker://REPOSITORY[:TAG]`` or ``…@sha256:DIGEST``, or
+    an Apptainer SIF image ``oras://REPOSITORY[:TAG]``.
 
-    No tag means ``latest``.
+    No tag means ``latest``. ``decryption-secret`` (``decryptionSecret``) is refused:
+    encrypted SIF images are not supported.
     """
 
     uri: Annotated[str, AfterValidator(values.image_uri)]
+    decryption_secret: Annotated[object, AfterValidator(values.no_decryption_secret)] = Field(
+        default=None, validation_alias=AliasChoices("decryption-secret", "decryptionSecret"))
 
     @property
     def reference(self) -> str:

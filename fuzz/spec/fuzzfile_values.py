@@ -25,6 +25,8 @@ DEFAULT_PERSISTENT_NAME = "persistent"
 """The persistent volume ``volume://user/persistent`` (no name) means: the class's own."""
 PERSISTENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 DOCKER_PREFIX = "docker://"
+ORAS_PREFIX = "oras://"
+"""An Apptainer SIF image stored in an OCI registry."""
 FILE_PREFIX = "file://"
 
 # An image reference as the OCI distribution grammar defines it
@@ -39,7 +41,9 @@ IMAGE_REFERENCE_PATTERN = re.compile(
     rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
     r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
-_IMAGE_FORMS = "use docker://REPOSITORY[:TAG] or docker://REPOSITORY@sha256:DIGEST"
+_IMAGE_FORMS = (
+    "use docker://REPOSITORY[:TAG], docker://REPOSITORY@sha256:DIGEST or oras://REPOSITORY[:TAG]"
+)
 
 
 def check_name(value: str) -> str:
@@ -101,12 +105,22 @@ def secret_name(reference: str) -> str:
 
 
 def image_uri(value: str) -> str:
-    """A container image: ``docker://REPOSITORY[:TAG]`` or ``docker://REPOSITORY@sha256:…``."""
-    if not value.startswith(DOCKER_PREFIX):
+    """A container image: ``docker://REPOSITORY[:TAG]`` or ``docker://REPOSITORY@sha256:…``,
+    or a SIF image in the same forms after ``oras://``."""
+    prefix = next((p for p in (DOCKER_PREFIX, ORAS_PREFIX) if value.startswith(p)), None)
+    if prefix is None:
         raise ValueError(f"unsupported image uri {value!r}: {_IMAGE_FORMS}")
-    if not IMAGE_REFERENCE_PATTERN.fullmatch(value.removeprefix(DOCKER_PREFIX)):
+    if not IMAGE_REFERENCE_PATTERN.fullmatch(value.removeprefix(prefix)):
         raise ValueError(f"invalid image uri {value!r}: {_IMAGE_FORMS}")
     return value
+
+
+def no_decryption_secret(value: object) -> object:
+    """Refuse ``decryption-secret``: decrypting encrypted SIF images is not supported."""
+    raise ValueError(
+        "encrypted SIF images are not supported: fuzz cannot decrypt them; "
+        "use an unencrypted image"
+    )
 
 
 def volume_reference(value: str) -> str:

@@ -2,7 +2,8 @@
 
 :func:`serve_registry` runs Debian's ``docker-registry`` on 127.0.0.1 (with
 htpasswd auth when asked); :func:`build_busybox_layout` builds an OCI image from
-``busybox-static`` with umoci, and :func:`push_layout` pushes it with skopeo.
+``busybox-static`` with umoci (its root filesystem filled by :func:`fill_busybox_rootfs`,
+which SIF images for tests use too), and :func:`push_layout` pushes it with skopeo.
 A missing tool raises :class:`MissingPartError` with the apt-get line that installs it.
 """
 
@@ -175,21 +176,12 @@ def run_checked(argv: list[str]) -> None:
         raise MissingPartError(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
 
 
-def build_busybox_layout(workdir: Path, extra_files: Mapping[str, bytes] | None = None) -> Path:
-    """An OCI layout (tag ``latest``) of busybox-static with applet links; returns its path.
-
-    ``extra_files`` (path in the image -> content) makes images of other digests.
-    """
+def fill_busybox_rootfs(rootfs: Path, extra_files: Mapping[str, bytes] | None = None) -> None:
+    """Put busybox-static, its applet links, /etc/passwd and ``extra_files`` (path in the
+    image -> content) into the directory ``rootfs`` (made if missing)."""
     busybox = require(BUSYBOX, "busybox-static")
-    umoci = require("umoci", "umoci")
-    layout, bundle = workdir / "oci", workdir / "bundle"
-    image = f"{layout}:latest"
-    run_checked([umoci, "init", "--layout", str(layout)])
-    run_checked([umoci, "new", "--image", image])
-    run_checked([umoci, "unpack", "--rootless", "--image", image, str(bundle)])
-    rootfs = bundle / "rootfs"
     for directory in ("bin", "etc", "proc", "sys", "dev", "tmp", "root"):
-        (rootfs / directory).mkdir(exist_ok=True)
+        (rootfs / directory).mkdir(parents=True, exist_ok=True)
     os.chmod(rootfs / "tmp", 0o1777)
     shutil.copy(busybox, rootfs / "bin" / "busybox")
     os.chmod(rootfs / "bin" / "busybox", 0o755)
@@ -203,6 +195,20 @@ def build_busybox_layout(workdir: Path, extra_files: Mapping[str, bytes] | None 
         target = rootfs / name.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
+
+
+def build_busybox_layout(workdir: Path, extra_files: Mapping[str, bytes] | None = None) -> Path:
+    """An OCI layout (tag ``latest``) of busybox-static with applet links; returns its path.
+
+    ``extra_files`` (path in the image -> content) makes images of other digests.
+    """
+    umoci = require("umoci", "umoci")
+    layout, bundle = workdir / "oci", workdir / "bundle"
+    image = f"{layout}:latest"
+    run_checked([umoci, "init", "--layout", str(layout)])
+    run_checked([umoci, "new", "--image", image])
+    run_checked([umoci, "unpack", "--rootless", "--image", image, str(bundle)])
+    fill_busybox_rootfs(bundle / "rootfs", extra_files)
     run_checked([umoci, "repack", "--image", image, str(bundle)])
     run_checked(
         [

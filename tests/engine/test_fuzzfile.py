@@ -265,16 +265,19 @@ def test_job_problem(body: str, expected: str) -> None:
     assert problems(job_file(body)) == [expected]
 
 
+IMAGE_FORMS = ("use docker://REPOSITORY[:TAG], docker://REPOSITORY@sha256:DIGEST or"
+               " oras://REPOSITORY[:TAG]")
 IMAGE_PROBLEMS = [
-    ("alpine:3.19", "wf.yaml:7:18: jobs.a.image.uri: unsupported image uri 'alpine:3.19':"
-     " use docker://REPOSITORY[:TAG] or docker://REPOSITORY@sha256:DIGEST"),
-    ("oras://ghcr.io/x/y:1", "wf.yaml:7:18: jobs.a.image.uri: unsupported image uri"
-     " 'oras://ghcr.io/x/y:1': use docker://REPOSITORY[:TAG] or docker://REPOSITORY@sha256:DIGEST"),
+    ("alpine:3.19", f"wf.yaml:7:18: jobs.a.image.uri: unsupported image uri 'alpine:3.19':"
+     f" {IMAGE_FORMS}"),
+    ("library://sylabs/x:1", "wf.yaml:7:18: jobs.a.image.uri: unsupported image uri"
+     f" 'library://sylabs/x:1': {IMAGE_FORMS}"),
     ("docker://Alpine", "wf.yaml:7:18: jobs.a.image.uri: invalid image uri 'docker://Alpine':"
-     " use docker://REPOSITORY[:TAG] or docker://REPOSITORY@sha256:DIGEST"),
+     f" {IMAGE_FORMS}"),
     ("docker://alpine@sha256:abc", "wf.yaml:7:18: jobs.a.image.uri: invalid image uri"
-     " 'docker://alpine@sha256:abc': use docker://REPOSITORY[:TAG] or"
-     " docker://REPOSITORY@sha256:DIGEST"),
+     f" 'docker://alpine@sha256:abc': {IMAGE_FORMS}"),
+    ("oras://ghcr.io/X/y.sif:1", "wf.yaml:7:18: jobs.a.image.uri: invalid image uri"
+     f" 'oras://ghcr.io/X/y.sif:1': {IMAGE_FORMS}"),
 ]
 
 
@@ -286,6 +289,7 @@ def test_image_uri_must_be_a_docker_reference(uri: str, expected: str) -> None:
 
 @pytest.mark.parametrize("uri", [
     "docker://alpine", "docker://127.0.0.1:5000/busybox:latest",
+    "oras://ghcr.io/org/solver.sif:2.1", "oras://127.0.0.1:5000/fuzz/busybox-sif",
     "docker://ghcr.io/org/team/app:v1.2_rc-3",
     "docker://registry.local/a__b-c.d/e@sha256:" + "0" * 64,
     "docker://localhost:5000/x:tag@sha256:" + "f" * 64,
@@ -301,6 +305,15 @@ def test_image_secret_must_be_a_secret_reference() -> None:
     assert problems(text) == [
         "wf.yaml:7:43: jobs.a.image.secret: invalid secret 'ghcr-token':"
         " use secret://user/NAME or secret://account/NAME"]
+
+
+@pytest.mark.parametrize("key", ["decryption-secret", "decryptionSecret"])
+def test_an_encrypted_sif_image_is_refused(key: str) -> None:
+    text = job_file('command: ["true"]').replace(
+        "{uri: docker://alpine:3.19}", f"{{uri: oras://ghcr.io/x/y.sif:1, {key}: secret://user/k}}")
+    assert problems(text) == [
+        f"wf.yaml:7:{46 + len(key)}: jobs.a.image.{key}: encrypted SIF images are not supported:"
+        " fuzz cannot decrypt them; use an unencrypted image"]
 
 
 VOLUME_PROBLEMS = [

@@ -19,11 +19,12 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from fuzz.fsutil import write_json_atomic
-from fuzz.substrate.images.layout import LAYOUT_TAG
+from fuzz.substrate.images.layout import LAYOUT_TAG, ImageConfig, read_layout_config
 from fuzz.substrate.images.reference import (
     Credentials,
     ImageAuthError,
@@ -302,3 +303,40 @@ class Puller:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             last = lines[-1].strip() if lines else f"exit code {done.returncode}"
             raise ImageError(f"unpacking {digest} failed: {last}")
+
+
+class ImageSource(Protocol):
+    """One pull of one reference: the digest it names now, and fetching that digest."""
+
+    def resolve(self) -> str:
+        """The digest the reference names now, asked of the registry."""
+        ...
+
+    def fetch(self, digest: str, layout: Path, rootfs: Path, report: Progress) -> ImageConfig:
+        """Fetch ``digest`` into ``layout`` (kept with the image), unpack its root
+        filesystem into ``rootfs``, and return its config."""
+        ...
+
+
+@dataclass(frozen=True)
+class DockerSource:
+    """A ``docker://`` image pulled by skopeo and unpacked by umoci."""
+
+    puller: Puller
+    ref: ImageRef
+    authfile: Path | None
+    credentials: Credentials | None
+
+    def resolve(self) -> str:
+        """The digest ``skopeo inspect`` reports for the reference."""
+        return self.puller.resolve(self.ref, self.authfile, self.credentials)
+
+    def fetch(self, digest: str, layout: Path, rootfs: Path, report: Progress) -> ImageConfig:
+        """``skopeo copy`` into an OCI layout, ``umoci raw unpack``, and the layout's config."""
+        self.puller.copy(self.ref, digest, layout, self.authfile, self.credentials, report)
+        report(f"unpacking {digest}")
+        self.puller.unpack(digest, layout, rootfs)
+        try:
+            return read_layout_config(layout, LAYOUT_TAG)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ImageError(f"image {self.ref} has an unreadable config: {exc}") from None

@@ -1,4 +1,5 @@
-"""``docker://`` image references, the registry credentials of a pull, and the image errors."""
+"""``docker://`` and ``oras://`` image references, the registry credentials of a pull, and
+the image errors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from fuzz.errors import FuzzError
 
 DOCKER_HUB = "docker.io"
+SCHEMES = ("docker", "oras")
+"""``docker://`` OCI images (skopeo, umoci) and ``oras://`` SIF artifacts (ORAS, unsquashfs)."""
 
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-f]{32,}$")
 
@@ -43,13 +46,14 @@ class Credentials:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """A parsed ``docker://`` reference."""
+    """A parsed ``docker://`` or ``oras://`` reference."""
 
     text: str  # as the user wrote it
     registry: str  # host[:port]; docker.io for Docker Hub
     repository: str
     tag: str | None
     digest: str | None
+    scheme: str = "docker"  # one of SCHEMES
 
     def pinned(self, digest: str) -> str:
         """The skopeo reference of this repository at ``digest``."""
@@ -65,11 +69,12 @@ def is_digest(text: str) -> bool:
 
 
 def parse_reference(reference: str) -> ImageRef:
-    """Parse ``docker://[HOST[:PORT]/]REPO[:TAG][@DIGEST]`` (a tag defaults to ``latest``)."""
+    """Parse ``docker://[HOST[:PORT]/]REPO[:TAG][@DIGEST]`` (a tag defaults to ``latest``),
+    or the same after ``oras://``."""
     text = reference.strip()
-    if not text.startswith("docker://"):
-        raise ImageError(f"image reference {reference!r} must start with docker://")
-    rest = text[len("docker://") :]
+    scheme, separator, rest = text.partition("://")
+    if not separator or scheme not in SCHEMES:
+        raise ImageError(f"image reference {reference!r} must start with docker:// or oras://")
     digest: str | None = None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
@@ -87,7 +92,7 @@ def parse_reference(reference: str) -> ImageRef:
     if ":" in last:
         name, tag = name.rsplit(":", 1)
     if not name or name.endswith("/") or tag == "" or any(c.isspace() for c in text):
-        raise ImageError(f"image reference {text!r} is not of the form docker://HOST/REPO:TAG")
+        raise ImageError(f"image reference {text!r} is not of the form {scheme}://HOST/REPO:TAG")
     if tag is None and digest is None:
         tag = "latest"
-    return ImageRef(text, registry, name, tag, digest)
+    return ImageRef(text, registry, name, tag, digest, scheme)

@@ -1,11 +1,14 @@
-"""The node agent's image store: ``docker://`` images pulled by digest and unpacked once.
+"""The node agent's image store: ``docker://`` and ``oras://`` images pulled by digest and
+unpacked once.
 
 Layout under the store's ``root``::
 
     images.json            digest -> reference, size, last use, image config (atomic writes)
     oci/<algo>-<hex>/      the OCI layout that ``skopeo copy`` wrote for that digest
-    rootfs/<algo>-<hex>/   its root filesystem, unpacked once by ``umoci raw unpack`` and
-                           shared read-only by every container of that digest
+                           (for an ``oras://`` SIF image: its manifest only)
+    rootfs/<algo>-<hex>/   its root filesystem, unpacked once by ``umoci raw unpack`` (or
+                           ``unsquashfs`` from the SIF) and shared read-only by every
+                           container of that digest
     tmp/                   work in progress; emptied when a store opens
 
 An image is complete only once its entry is in ``images.json``; pulls unpack into
@@ -40,15 +43,16 @@ from pathlib import Path
 from typing import Any
 
 from fuzz.fsutil import read_json, write_json_atomic
-from fuzz.substrate.images.layout import (
-    LAYOUT_TAG,
-    ImageConfig,
-    layout_key,
-    read_layout_config,
-    remove_tree,
-    tree_size,
+from fuzz.substrate.images.layout import ImageConfig, layout_key, remove_tree, tree_size
+from fuzz.substrate.images.pull import (
+    DockerSource,
+    ImageSource,
+    Progress,
+    Puller,
+    auth_file,
+    policy_file,
+    scrub,
 )
-from fuzz.substrate.images.pull import Progress, Puller, auth_file, policy_file, scrub
 from fuzz.substrate.images.reference import Credentials, ImageError, ImageRef, parse_reference
 
 log = logging.getLogger(__name__)
@@ -112,7 +116,8 @@ class _Entry:
 
 
 class ImageStore:
-    """A node-local, size-bounded store of unpacked ``docker://`` images, keyed by digest.
+    """A node-local, size-bounded store of unpacked ``docker://`` and ``oras://`` images,
+    keyed by digest.
 
     ``max_bytes`` bounds the store: after every pull, and on :meth:`evict`, the least
     recently used images that no container holds are removed until it fits.
@@ -146,6 +151,7 @@ class ImageStore:
         os.chmod(self.root / "rootfs", 0o755)
         self._puller = Puller(self.root / "tmp", insecure_registries=insecure_registries,
                               skopeo=skopeo, umoci=umoci, policy=policy_file(self.root))
+        self._insecure_registries = tuple(insecure_registries)
         self._recover()
 
     # -- public API ---------------------------------------------------------------
@@ -178,9 +184,9 @@ class ImageStore:
             if image is not None:
                 report(f"ready {recent} ({image.size_bytes / 2**20:.1f} MiB, resolved recently)")
                 return image
-        with auth_file(credentials, ref.registry) as authfile:
+        with self._source(ref, credentials) as source:
             report(f"resolving {ref}")
-            digest = self._puller.resolve(ref, authfile, credentials)
+            digest = source.resolve()
             with self._lock:
                 self._resolved[key] = (digest, time.monotonic() + self._resolve_ttl)
             image = self._lookup(digest, ref.text, acquire)
@@ -188,10 +194,25 @@ class ImageStore:
                 with self._flight(digest):
                     image = self._lookup(digest, ref.text, acquire)
                     if image is None:
-                        image = self._fetch(ref, digest, authfile, credentials, report, acquire)
+                        image = self._fetch(ref, digest, source, report, acquire)
         self._evict(keep=digest)
         report(f"ready {digest} ({image.size_bytes / 2**20:.1f} MiB)")
         return image
+
+    @contextlib.contextmanager
+    def _source(self, ref: ImageRef, credentials: Credentials | None) -> Iterator[ImageSource]:
+        """Where ``ref`` comes from: skopeo and umoci for docker://, ORAS for oras://."""
+        if ref.scheme == "oras":
+            # Imported here: oras-py and requests take most of a second to import, which
+            # only agents that pull SIF images should pay (at their first such pull).
+            from fuzz.substrate.images.oras_pull import OrasPuller
+
+            puller = OrasPuller(insecure_registries=self._insecure_registries)
+            with puller.source(ref, credentials) as sif:
+                yield sif
+            return
+        with auth_file(credentials, ref.registry) as authfile:
+            yield DockerSource(self._puller, ref, authfile, credentials)
 
     def _recently_resolved(self, key: tuple[str, str]) -> str | None:
         """The digest this reference resolved to, with these credentials, within the TTL."""
@@ -255,24 +276,17 @@ class ImageStore:
         self,
         ref: ImageRef,
         digest: str,
-        authfile: Path | None,
-        credentials: Credentials | None,
+        source: ImageSource,
         report: Progress,
         acquire: bool,
     ) -> Image:
-        """Copy ``digest`` into an OCI layout, unpack it, and record it (all or nothing)."""
+        """Fetch ``digest`` from ``source``, unpack it, and record it (all or nothing)."""
         key = layout_key(digest)
         work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.root / "tmp"))
         layout, rootfs = work / "layout", work / "rootfs"
         try:
             report(f"pulling {digest} from {ref.registry}")
-            self._puller.copy(ref, digest, layout, authfile, credentials, report)
-            report(f"unpacking {digest}")
-            self._puller.unpack(digest, layout, rootfs)
-            try:
-                config = read_layout_config(layout, LAYOUT_TAG)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ImageError(f"image {ref} has an unreadable config: {exc}") from None
+            config = source.fetch(digest, layout, rootfs, report)
             mode = stat.S_IMODE(os.lstat(rootfs).st_mode)
             os.chmod(rootfs, mode & ~0o022)  # nobody but its owner may write the shared tree
             size = tree_size(layout) + tree_size(rootfs)
