@@ -134,6 +134,9 @@ def test_stop_by_run_id_and_cancel_by_name(cluster: LocalCluster,
     old = cluster.ok("workflow", "stop", run_id).out
     assert "has ended already: CANCELED" in old, old
     assert tasks_by_key(cluster.status(second["id"]))["main"]["state"] == "RUNNING"
+    assert cluster.ok("workflow", "exec", second["id"], "main", "--", "echo", "in").out == "in\n"
+    old_exec = cluster.fuzz("workflow", "exec", run_id, "main", "--", "true")
+    assert old_exec.code == 1 and "is not running (CANCELED)" in old_exec.err, old_exec.err
     assert cluster.ok("workflow", "status", run_id, "--json").json()["run"] == 1
     cluster.ok("workflow", "cancel", "stopped")  # Fuzzball's older verb, kept as an alias
     assert cluster.wait("stopped", timeout=60)["state"] == "CANCELED"
