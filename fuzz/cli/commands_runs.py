@@ -122,7 +122,8 @@ def start(app: AppContext, arguments: tuple[str, ...], name: str | None, watch: 
 
     The workflow is named by --name, else by FILE's stem. OWNER/NAME starts a run of
     OWNER's workflow, as OWNER (their secrets, volumes and job ids), where IAM allows
-    workflow:start on workflow/OWNER/NAME. (``fuzz workflow start NAME FILE`` works too.)
+    workflow:start on workflow/OWNER/NAME. The older form, fuzz workflow start NAME FILE,
+    works too.
     """
     name, fuzzfile = _name_and_file(arguments, name)
     checked_workflow_name(name)
@@ -205,7 +206,8 @@ def list_(app: AppContext, server: str | None, token_file: Path | None, as_json:
 @pass_app
 def describe(app: AppContext, name: str, server: str | None, token_file: Path | None,
              as_json: bool) -> None:
-    """Everything about a workflow's latest run: file, hash, transfers, attempts, exit codes."""
+    """Everything about a workflow's latest run (or the run of that id): file, hash,
+    transfers, attempts, exit codes."""
     with connect(app, server, token_file) as client:
         workflow = client.get_workflow(name)
     if as_json:

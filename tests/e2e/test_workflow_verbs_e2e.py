@@ -138,7 +138,7 @@ def test_stop_by_run_id_and_cancel_by_name(cluster: LocalCluster,
     old_exec = cluster.fuzz("workflow", "exec", run_id, "main", "--", "true")
     assert old_exec.code == 1 and "is not running (CANCELED)" in old_exec.err, old_exec.err
     assert cluster.ok("workflow", "status", run_id, "--json").json()["run"] == 1
-    cluster.ok("workflow", "cancel", "stopped")  # Fuzzball's older verb, kept as an alias
+    cluster.ok("workflow", "cancel", "stopped")  # fuzz's verb before `stop`, kept as its alias
     assert cluster.wait("stopped", timeout=60)["state"] == "CANCELED"
 
 
