@@ -1,12 +1,15 @@
-"""``fuzz workflow start|status|log|list|describe|cancel``: running Fuzzfiles on the cluster.
+"""``fuzz workflow start|status|log|list|describe|stop``: running Fuzzfiles on the cluster.
 
 A workflow is the caller's own ``NAME``, or another owner's ``OWNER/NAME`` (where IAM
-allows it); see :mod:`fuzz.spec.workflowref`.
+allows it), or one run by its id ``OWNER.NAME.RUN``; see :mod:`fuzz.spec.workflowref`.
+``cancel`` is kept as another name of ``stop`` (Fuzzball's verb).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -21,11 +24,19 @@ from fuzz.cli.workflow_view import list_table, status_table, to_dict
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import check_fuzzfile_size
+from fuzz.spec.workflowref import workflow_ref_problem
 from fuzz.units import format_bytes
 
 
 class WorkflowFailedError(FuzzError):
     """A watched workflow ended other than SUCCEEDED (exit 1, after its table)."""
+
+
+def checked_workflow_name(name: str) -> None:
+    """ConfigError (one line) unless ``name`` is a workflow name, ``[OWNER/]NAME``."""
+    problem = workflow_ref_problem(name)
+    if problem is not None:
+        raise ConfigError(f"--name {name}: {problem}")
 
 
 def _read_fuzzfile(path: Path, limits: LimitsSpec | None) -> str:
@@ -71,32 +82,69 @@ def _finish(workflow: pb.Workflow) -> None:
         raise WorkflowFailedError(f"{message}: {workflow.error}" if workflow.error else message)
 
 
+def default_name(fuzzfile: Path) -> str:
+    """The workflow name a Fuzzfile gets without ``--name``: its file's stem, each run of
+    characters a name may not hold (``.``, spaces) made one ``-`` (``sim.v2.yaml``:
+    ``sim-v2``)."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", fuzzfile.stem).lstrip("-_")[:64].rstrip("-")
+    if not name:
+        raise ConfigError(f"{fuzzfile}: no workflow name can be made of this file's name; "
+                          "give one with --name")
+    return name
+
+
+def _name_and_file(arguments: tuple[str, ...], name: str | None) -> tuple[str, Path]:
+    """The workflow name and the Fuzzfile of ``start``'s arguments: ``FILE`` (named by
+    ``--name`` or its stem) or, as before Fuzzball's form was taken, ``NAME FILE``."""
+    if len(arguments) == 1:
+        fuzzfile = Path(arguments[0])
+        return (name or default_name(fuzzfile)), fuzzfile
+    if len(arguments) == 2 and name is None:
+        return arguments[0], Path(arguments[1])
+    if len(arguments) == 2:
+        raise ConfigError(f"--name {name} and the name {arguments[0]!r} both name the "
+                          "workflow: give one")
+    raise ConfigError("give one Fuzzfile: fuzz workflow start FILE [--name NAME]")
+
+
 @click.command("start")
-@workflow_argument
-@click.argument("fuzzfile", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--watch", is_flag=True, help="Show the status live until the workflow ends.")
+@click.argument("arguments", metavar="FILE", nargs=-1, required=True)
+@click.option("--name", "-n", metavar="[OWNER/]NAME",
+              help="The workflow's name (default: the file's name without its extension).")
+@click.option("--watch", "-w", is_flag=True,
+              help="Show the status live until the workflow ends; exit 1 unless it succeeded.")
 @server_options
 @json_option
 @pass_app
-def start(app: AppContext, name: str, fuzzfile: Path, watch: bool, server: str | None,
-          token_file: Path | None, as_json: bool) -> None:
-    """Start a run of your workflow NAME from FUZZFILE (validated by the server first).
+def start(app: AppContext, arguments: tuple[str, ...], name: str | None, watch: bool,
+          server: str | None, token_file: Path | None, as_json: bool) -> None:
+    """Start a run of the workflow in FILE (validated by the server first).
 
-    OWNER/NAME starts a run of OWNER's workflow, as OWNER (their secrets, volumes and
-    job ids), where IAM allows workflow:start on workflow/OWNER/NAME.
+    The workflow is named by --name, else by FILE's stem. OWNER/NAME starts a run of
+    OWNER's workflow, as OWNER (their secrets, volumes and job ids), where IAM allows
+    workflow:start on workflow/OWNER/NAME. The older form, fuzz workflow start NAME FILE,
+    works too.
     """
+    name, fuzzfile = _name_and_file(arguments, name)
+    checked_workflow_name(name)
     text = _read_fuzzfile(fuzzfile, known_limits(app))
     with connect(app, server, token_file) as client:
         started = client.start_workflow(name, text, str(fuzzfile))
         if watch:
-            _finish(_watch(app, client.watch_workflow(name), as_json))
+            if not as_json:
+                app.err.print(_started_line(started))
+            _finish(_watch(app, client.watch_workflow(started.id or name), as_json))
             return
     if as_json:
         _emit_json(to_dict(started))
         return
-    app.out.print(f"workflow {name} run {started.run} started "
-                  f"({len(started.tasks)} tasks); follow it with: fuzz workflow status "
-                  f"{name} --watch")
+    app.out.print(f"{_started_line(started)}; follow it with: fuzz workflow status "
+                  f"{started.id or name} --watch")
+
+
+def _started_line(started: pb.Workflow) -> str:
+    return (f"workflow {started.name} run {started.run} started ({len(started.tasks)} "
+            f"tasks), run id {started.id}")
 
 
 @click.command("status")
@@ -158,14 +206,15 @@ def list_(app: AppContext, server: str | None, token_file: Path | None, as_json:
 @pass_app
 def describe(app: AppContext, name: str, server: str | None, token_file: Path | None,
              as_json: bool) -> None:
-    """Everything about a workflow's latest run: file, hash, transfers, attempts, exit codes."""
+    """Everything about a workflow's latest run (or the run of that id): file, hash,
+    transfers, attempts, exit codes."""
     with connect(app, server, token_file) as client:
         workflow = client.get_workflow(name)
     if as_json:
         _emit_json(to_dict(workflow))
         return
     out = app.out
-    out.print(f"[bold]{workflow.name}[/] run {workflow.run}: {workflow.state}"
+    out.print(f"[bold]{workflow.name}[/] run {workflow.run} (id {workflow.id}): {workflow.state}"
               + (f" ({workflow.error})" if workflow.error else ""))
     out.print(f"  file {workflow.file_name}  sha256:{workflow.content_hash[:16]}  "
               f"owner {workflow.owner}")
@@ -181,20 +230,33 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
                   f"on {','.join(task.nodes) or '-'} {task.error or task.waiting_for}")
 
 
-@click.command("cancel")
+@click.command("stop")
 @workflow_argument
 @server_options
 @json_option
 @pass_app
-def cancel(app: AppContext, name: str, server: str | None, token_file: Path | None,
-           as_json: bool) -> None:
-    """Cancel a workflow: queued jobs do not start, running ones are stopped."""
+def stop(app: AppContext, name: str, server: str | None, token_file: Path | None,
+         as_json: bool) -> None:
+    """Stop a workflow (its latest run, or the run of that id): queued jobs do not start,
+    running ones are stopped."""
     with connect(app, server, token_file) as client:
         workflow = client.cancel_workflow(name)
     if as_json:
         _emit_json(to_dict(workflow))
+    elif workflow.state in ("PENDING", "RUNNING"):
+        app.out.print(f"workflow {workflow.name} run {workflow.run} ({workflow.id}): stopping")
     else:
-        app.out.print(f"workflow {workflow.name} run {workflow.run}: cancelling")
+        app.out.print(f"workflow {workflow.name} run {workflow.run} ({workflow.id}) has "
+                      f"ended already: {workflow.state}")
 
 
-COMMANDS = (start, status, log, list_, describe, cancel)
+def alias(command: click.Command, name: str) -> click.Command:
+    """``command`` under a second name, its help saying so (for the verbs users knew)."""
+    twin = copy.copy(command)
+    twin.name = name
+    twin.help = f"The same as `{command.name}`: {command.help}"
+    twin.short_help = f"The same as `{command.name}`."
+    return twin
+
+
+COMMANDS = (start, status, log, list_, describe, stop, alias(stop, "cancel"))

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from fuzz.cli.workspace import Workspace
 from fuzz.errors import ConfigError
+from fuzz.spec.workflowref import workflow_or_run_problem
 from fuzz.units import parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,6 +83,15 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
 
-workflow_argument = click.argument("name", metavar="[OWNER/]NAME")
+def checked_workflow(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A workflow argument as given, once it names a workflow or a run (one line if not)."""
+    problem = workflow_or_run_problem(value)
+    if problem is not None:
+        raise ConfigError(problem)
+    return value
+
+
+workflow_argument = click.argument("name", metavar="WORKFLOW", callback=checked_workflow)
 """A workflow argument: ``NAME`` is the caller's own workflow, ``OWNER/NAME`` another
-owner's (only where IAM allows it on ``workflow/OWNER/NAME``)."""
+owner's (only where IAM allows it on ``workflow/OWNER/NAME``), a run id (``OWNER.NAME.RUN``)
+that run."""

@@ -82,9 +82,10 @@ def status_table(workflow: pb.Workflow) -> Table:
 def list_table(workflows: list[pb.Workflow]) -> Table:
     """One row per workflow (its latest run)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("OWNER", "NAME", "RUN", "STATE", "CREATED", "FINISHED", "ERROR"):
+    for column in ("OWNER", "NAME", "RUN", "RUN ID", "STATE", "CREATED", "FINISHED", "ERROR"):
         table.add_column(column, overflow="fold")
     for workflow in workflows:
-        table.add_row(workflow.owner, workflow.name, str(workflow.run), _state(workflow.state),
+        table.add_row(workflow.owner, workflow.name, str(workflow.run), workflow.id,
+                      _state(workflow.state),
                       clock(workflow.created), clock(workflow.finished), workflow.error)
     return table

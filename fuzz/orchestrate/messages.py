@@ -14,6 +14,7 @@ def workflow_summary(record: WorkflowRecord) -> pb.Workflow:
         name=record.name, run=record.run, state=record.state, error=record.error,
         owner=record.owner, content_hash=record.content_hash, created=record.created,
         started=record.started, finished=record.finished, file_name=record.file_name,
+        id=record.id,
     )
 
 

@@ -36,7 +36,12 @@ from fuzz.orchestrate.iam.authz import (
     workflow_resource,
 )
 from fuzz.orchestrate.iam.directory import Identity
-from fuzz.orchestrate.iam.ownership import OwnedWorkflow, owned_workflow
+from fuzz.orchestrate.iam.ownership import (
+    OwnedWorkflow,
+    owned_workflow,
+    run_workflow,
+    unknown_run,
+)
 from fuzz.orchestrate.iam.policy import WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD
 from fuzz.orchestrate.messages import (
     node_message,
@@ -64,7 +69,7 @@ from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.rpc.tunnel import request_frame
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, check_fuzzfile_size, parse_fuzzfile
 from fuzz.spec.problems import SpecError
-from fuzz.spec.workflowref import task_key
+from fuzz.spec.workflowref import is_run_id, task_key
 
 SERVICE_NAME = "fuzz.orchestrator.v1.Orchestrator"
 REGISTER_METHOD = f"/{SERVICE_NAME}/RegisterNode"
@@ -320,24 +325,37 @@ class OrchestratorService:
                         name: str) -> tuple[Identity, OwnedWorkflow, WorkflowSnapshot]:
         """The seam of every RPC on an existing workflow: who calls, and may they ``action``.
 
-        ``owner`` empty: the caller's own workflow ``name``. Returns the caller, the
-        workflow and its latest run. A workflow the caller may not read answers
-        exactly as one that does not exist (WorkflowNotFoundError): nobody learns
+        ``owner`` empty: the caller's own workflow ``name``, or the run whose id is
+        ``name`` (see :func:`fuzz.spec.workflowref.is_run_id`). Returns the caller, the
+        workflow and its latest run (that run, for a run id). A workflow the caller may
+        not read answers exactly as one that does not exist (WorkflowNotFoundError): nobody learns
         another owner's workflow names. One they may read but not ``action`` raises
         PermissionDeniedError; a missing token UnauthenticatedError (see ``_STATUS``).
         """
         identity = self._authz.identify(context)
-        target = owned_workflow(identity.user, owner, name)
+        target = self._target(identity.user, owner, name)
         resource = workflow_resource(target.owner, target.name)
         if not self._authz.allows(identity, "workflow:read", resource):
             raise target.not_found()
         try:
-            snapshot = self._runner.snapshot(target.owner, target.name)
+            snapshot = self._runner.snapshot(target.owner, target.name, target.run_id)
         except WorkflowNotFoundError:
             raise target.not_found() from None
         if action != "workflow:read":
             self._authz.check(identity, action, resource)
         return identity, target, snapshot
+
+    def _target(self, caller: str, owner: str, name: str) -> OwnedWorkflow:
+        """The workflow (or run, named by its id) a request is about, unchecked."""
+        if not is_run_id(name):
+            return owned_workflow(caller, owner, name)
+        if owner:
+            raise WorkflowNameError(f"run id {name!r} names its workflow's owner already: "
+                                    "give it without OWNER/")
+        record = self._runner.run_record(name)
+        if record is None:
+            raise unknown_run(name).not_found()
+        return run_workflow(record.owner, record.name, name)
 
     def StartWorkflow(self, request: pb.StartWorkflowRequest, context: grpc.ServicerContext
                       ) -> pb.Workflow:
@@ -404,7 +422,7 @@ class OrchestratorService:
         seen = -1
         while context.is_active():
             try:
-                snapshot = self._runner.snapshot(target.owner, target.name)
+                snapshot = self._runner.snapshot(target.owner, target.name, target.run_id)
             except FuzzError as exc:
                 abort_with(context, exc, _STATUS)
             yield workflow_message(snapshot)
@@ -433,8 +451,9 @@ class OrchestratorService:
         try:
             _, target, _ = self.workflow_access(context, "workflow:cancel", request.owner,
                                                 request.name)
-            self._runner.cancel(target.owner, target.name)
-            return workflow_message(self._runner.snapshot(target.owner, target.name))
+            self._runner.cancel(target.owner, target.name, target.run_id)
+            return workflow_message(self._runner.snapshot(target.owner, target.name,
+                                                          target.run_id))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 
@@ -451,7 +470,7 @@ class OrchestratorService:
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         sent = 0
-        plan = self._runner.live_attempt(target.owner, target.name, key)
+        plan = self._runner.live_attempt(target.owner, target.name, key, target.run_id)
         if plan is not None:
             client = self._nodes.client(plan.nodes[0])
             with contextlib.suppress(AgentError):  # it ended meanwhile: the copy has the rest
@@ -471,7 +490,7 @@ class OrchestratorService:
                           context: grpc.ServicerContext) -> None:
         seen = -1
         while context.is_active():
-            snapshot = self._runner.snapshot(workflow.owner, workflow.name)
+            snapshot = self._runner.snapshot(workflow.owner, workflow.name, workflow.run_id)
             task = next(t for t in snapshot.tasks if t.key == key)
             if task.done or (task.state == TaskState.QUEUED and task.attempt > 0):
                 return
@@ -512,7 +531,7 @@ class OrchestratorService:
         try:
             _, target, snapshot = self.workflow_access(context, action, owner, workflow)
             _, key = _task_key(snapshot, target, task)
-            plan = self._runner.live_attempt(target.owner, target.name, key)
+            plan = self._runner.live_attempt(target.owner, target.name, key, target.run_id)
             if plan is None:
                 state = next(t.state for t in snapshot.tasks if t.key == key)
                 raise TaskNotRunningError(

@@ -1,4 +1,5 @@
-"""How a user names a workflow: ``NAME``, their own, or ``OWNER/NAME``, another owner's.
+"""How a user names a workflow: ``NAME``, their own, or ``OWNER/NAME``, another owner's;
+or one run of a workflow by its run id, ``OWNER.NAME.RUN``.
 
 Workflows are keyed by (owner, name): two users' workflows of one name are two
 workflows. A bare name always means the caller's own; acting on another owner's
@@ -32,6 +33,12 @@ class WorkflowRef:
         return f"{self.owner}/{self.name}" if self.owner else self.name
 
 
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` names one run by its id (``OWNER.NAME.RUN``, as the orchestrator
+    gives it) rather than a workflow: names have no ``.``, ids always do."""
+    return "." in text and "/" not in text
+
+
 def split_workflow_ref(text: str) -> WorkflowRef:
     """``NAME`` or ``OWNER/NAME`` as a reference, unchecked (the orchestrator checks)."""
     owner, _, name = text.rpartition("/")
@@ -49,6 +56,22 @@ def workflow_ref_problem(text: str) -> str | None:
         return (f"invalid workflow name {ref.name!r}: use 1-64 letters, digits, '_' or '-', "
                 "starting with a letter or digit")
     return None
+
+
+RUN_ID_PATTERN = re.compile(r"^(?:[^/\s]+\.)?[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[0-9]+$")
+"""Run ids: ``OWNER.NAME.RUN`` (``NAME.RUN`` for runs recorded before workflows had owners)."""
+
+
+def workflow_or_run_problem(text: str) -> str | None:
+    """Why ``text`` names neither a workflow (``[OWNER/]NAME``) nor a run (its id); None
+    when it names one."""
+    if is_run_id(text):
+        if RUN_ID_PATTERN.fullmatch(text):
+            return None
+    elif workflow_ref_problem(text) is None:
+        return None
+    return (f"{text!r} is neither a workflow name ([OWNER/]NAME: 1-64 letters, digits, '_' "
+            "or '-') nor a run id (OWNER.NAME.RUN, as `fuzz workflow list` shows)")
 
 
 class TaskNotFoundError(FuzzError):

@@ -22,11 +22,24 @@ class OwnedWorkflow:
 
     owner: str
     name: str
-    shown: str  # ``NAME`` or ``OWNER/NAME``, as the caller asked
+    shown: str  # ``NAME``, ``OWNER/NAME`` or the run id, as the caller asked
+    run_id: str = ""  # one run, when the caller named it by its id; empty: the latest run
 
     def not_found(self) -> WorkflowNotFoundError:
         """The one answer for "no such workflow" and "not one you may see"."""
+        if self.run_id:
+            return WorkflowNotFoundError(f"no workflow run {self.shown!r}")
         return WorkflowNotFoundError(f"no workflow {self.shown!r}")
+
+
+def unknown_run(run_id: str) -> OwnedWorkflow:
+    """What a request naming the run ``run_id`` is about when no such run exists."""
+    return OwnedWorkflow("", "", run_id, run_id)
+
+
+def run_workflow(owner: str, name: str, run_id: str) -> OwnedWorkflow:
+    """The run ``run_id`` of ``owner``'s ``name``, as a request that named it by its id."""
+    return OwnedWorkflow(owner, name, run_id, run_id)
 
 
 def owned_workflow(caller: str, owner: str, name: str) -> OwnedWorkflow:

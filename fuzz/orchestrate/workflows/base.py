@@ -8,6 +8,7 @@ Each step of the runner is a class over :class:`RunnerBase` in a module of its o
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -136,9 +137,20 @@ class RunnerBase:
         """The runs of ``owner``'s workflow ``name`` in the store, latest first."""
         return self._store.load(WorkflowRecord, order_by="run DESC", owner=owner, name=name)
 
-    def _find_active(self, owner: str, name: str) -> ActiveWorkflow | None:
+    def _find_active(self, owner: str, name: str, run_id: str = "") -> ActiveWorkflow | None:
+        """The active run of ``owner``'s ``name`` (only if its id is ``run_id``, when given)."""
         return next((w for w in self._active.values()
-                     if (w.record.owner, w.record.name) == (owner, name)), None)
+                     if (w.record.owner, w.record.name) == (owner, name)
+                     and run_id in ("", w.record.id)), None)
+
+    def run_record(self, run_id: str) -> WorkflowRecord | None:
+        """The run whose id is ``run_id`` (any owner's, unchecked), None when there is none."""
+        with self._lock:
+            active = self._active.get(run_id)
+            if active is not None:
+                return copy.copy(active.record)
+        records = self._store.load(WorkflowRecord, id=run_id)
+        return records[0] if records else None
 
     def _task(self, workflow_id: str, key: str) -> tuple[ActiveWorkflow, TaskRecord] | None:
         """The task an event is about; its workflow is marked for the next pass."""

@@ -149,13 +149,13 @@ class LifecycleSteps(SchedulingSteps):
             if secret not in known:
                 raise missing_secret(loaded.path, where, secret)
 
-    def cancel(self, owner: str, name: str) -> WorkflowRecord:
-        """Ask the latest run of ``owner``'s ``name`` to stop: queued tasks end, running
-        ones are stopped."""
+    def cancel(self, owner: str, name: str, run_id: str = "") -> WorkflowRecord:
+        """Ask the latest run of ``owner``'s ``name`` (the run ``run_id``, when given) to
+        stop: queued tasks end, running ones are stopped. A finished run stays as it is."""
         with self._lock:
-            workflow = self._find_active(owner, name)
+            workflow = self._find_active(owner, name, run_id)
             if workflow is None:
-                return self.snapshot(owner, name).record
+                return self.snapshot(owner, name, run_id).record
             workflow.record.cancel_requested = True
             workflow.dirty = True
             self._store.save(workflow.record)

@@ -32,10 +32,11 @@ REQUEUE_BACKOFF = 1.0
 class ReportSteps(RunnerBase):
     """Records what attempts report, and answers the service's questions."""
 
-    def snapshot(self, owner: str, name: str) -> WorkflowSnapshot:
-        """The latest run of ``owner``'s ``name``; WorkflowNotFoundError if there is none."""
+    def snapshot(self, owner: str, name: str, run_id: str = "") -> WorkflowSnapshot:
+        """The latest run of ``owner``'s ``name`` (the run ``run_id``, when given);
+        WorkflowNotFoundError if there is none."""
         with self._lock:
-            workflow = self._find_active(owner, name)
+            workflow = self._find_active(owner, name, run_id)
             if workflow is not None:
                 # Shallow copies suffice: the runner replaces a record's lists, never edits them.
                 return WorkflowSnapshot(
@@ -44,9 +45,10 @@ class ReportSteps(RunnerBase):
                     [copy.copy(m) for m in workflow.transfers],
                     [copy.copy(i) for i in workflow.images.values()],
                     [copy.copy(t) for t in sorted(workflow.tasks.values(), key=lambda t: t.seq)])
-        runs = self._runs(owner, name)
+        runs = ([r for r in self._store.load(WorkflowRecord, id=run_id)
+                 if (r.owner, r.name) == (owner, name)] if run_id else self._runs(owner, name))
         if not runs:
-            raise WorkflowNotFoundError(f"no workflow {name!r} of {owner}")
+            raise WorkflowNotFoundError(f"no workflow {run_id or name!r} of {owner}")
         record = runs[0]
         return WorkflowSnapshot(
             record,
@@ -74,10 +76,12 @@ class ReportSteps(RunnerBase):
                                    timeout)
             return self._version
 
-    def live_attempt(self, owner: str, name: str, key: str) -> LaunchPlan | None:
-        """The attempt of task ``key`` of ``owner``'s ``name`` running now, if any."""
+    def live_attempt(self, owner: str, name: str, key: str, run_id: str = ""
+                     ) -> LaunchPlan | None:
+        """The attempt of task ``key`` of ``owner``'s ``name`` (of its run ``run_id``, when
+        given) running now, if any."""
         with self._lock:
-            workflow = self._find_active(owner, name)
+            workflow = self._find_active(owner, name, run_id)
             if workflow is None:
                 return None
             return workflow.plans.get(key)
