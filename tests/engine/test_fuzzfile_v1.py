@@ -253,9 +253,6 @@ def test_a_start_refuses_what_is_not_run_yet_and_says_why() -> None:
         "wf.yaml:11:1: services: services are not run yet: fuzz runs a workflow's jobs only"
         " (validate checks services; running them is a later issue)",
         f"wf.yaml:15:43: jobs.a.image.secret: {account}",
-        "wf.yaml:17:5: jobs.a.files: not supported yet: fuzz does not place files in a"
-        " container; ingress the top-level files entry into a volume (source file://KEY)"
-        " and mount it",
         "wf.yaml:19:23: jobs.a.resource.cpu.threads: not honoured yet: fuzz gives a job whole"
         " cores and does not expose hardware threads; leave it out or set it false",
         "wf.yaml:20:7: jobs.a.resource.annotations: not honoured yet: fuzz does not place"

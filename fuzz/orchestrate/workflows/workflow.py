@@ -223,4 +223,5 @@ def launch_plan(
         log_paths=log_paths(settings.log_dir, workflow.record.id, task.key),
         leases=tuple(task.leases),
         log_limit_bytes=settings.log_limit_bytes,
+        files=workflow.fuzzfile.placed_files(job),
     )
