@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.testing.oci import PushedImage, free_port
+from tests.support.orchestratorutil import wait_until
 from tests.support.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
 
 
@@ -64,20 +65,35 @@ jobs:
     script: cat /tmp/rank.txt > /out/rank-$FUZZ_RANK
     files: {{/tmp/rank.txt: "same for every rank"}}
     multinode: {{nodes: 2, implementation: openmpi}}
+  retried:
+    image: {{uri: {image}}}
+    script: |
+      cat /etc/once.txt >> /out/retried
+      test -f /out/failed-once && exit 0
+      touch /out/failed-once; exit 3
+    files: {{/etc/once.txt: "one copy\\n"}}
+    policy: {{retry: {{attempts: 2}}}}
 """
     cluster.start("placed", fuzzfile)
     status = cluster.wait("placed", timeout=240)
     assert status["state"] == "SUCCEEDED", dump(status)
-    assert sorted(tasks_by_key(status)) == ["ranks", "read", "sweep[1]", "sweep[2]",
-                                            "sweep[3]"]
+    assert sorted(tasks_by_key(status)) == ["ranks", "read", "retried", "sweep[1]",
+                                            "sweep[2]", "sweep[3]"]
     assert cluster.ok("workflow", "log", "placed", "read").out.splitlines() == [
         "alpha,beta", "entrypoint ran (direct)", "entrypoint ran (through-sh)",
         "params-read-only", "script-read-only", "alpha,beta"]
     results = Path(cluster.volume_root) / "persistent" / "admin" / "files-e2e"
     assert sorted(path.name for path in results.iterdir()) == [
-        "rank-0", "rank-1", "task-1", "task-2", "task-3"]
+        "failed-once", "rank-0", "rank-1", "retried", "task-1", "task-2", "task-3"]
     assert {(results / f"task-{n}").read_text() for n in (1, 2, 3)} == {"alpha,beta\n"}
     assert {(results / f"rank-{n}").read_text() for n in (0, 1)} == {"same for every rank"}
+    # the retry, a new container, had the file once, as the first attempt had
+    assert (results / "retried").read_text() == "one copy\n" * 2
+    # and the files went with the containers, on both nodes
+    nodes = cluster.directory / ".fuzz" / "nodes"
+    assert any(nodes.glob("**/containers")), "the nodes' state is not where it was"
+    wait_until("the placed files removed with their containers",
+               lambda: not list(nodes.glob("**/containers/*/files")), timeout=60)
 
 
 def test_a_file_inside_a_mounted_volume_is_refused_with_its_line(

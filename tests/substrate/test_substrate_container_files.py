@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fuzz.clients.agent import AgentError
 from fuzz.spec.containerfiles import MAX_FILES, MAX_FILES_BYTES
 from fuzz.substrate.monitor.files import FILES_DIR, SPARE_PREFIX
 from fuzz.substrate.monitor.placed import FILE_MODE, PlacementError, write_placed_files
@@ -27,6 +28,8 @@ from fuzz.substrate.runtime.bundle import (
 )
 from fuzz.substrate.runtime.containers import ContainerManager
 from tests.substrate import test_substrate_containers as containers
+from tests.substrate.test_substrate_job_rpc import running_node
+from tests.support.registry import PushedImage
 
 # The busybox root filesystem and the manager that checks nothing is left, shared.
 image = containers.image
@@ -165,3 +168,31 @@ def test_a_symlink_planted_in_the_next_container_directory_fails_the_start_only(
     assert f"'{FILES_DIR}' is already in" in status.error and "\n" not in status.error
     assert list(elsewhere.iterdir()) == []
     assert os.path.islink(manager.container_dir(spec.id) / FILES_DIR)  # left, never followed
+
+
+# --- through a real agent, over gRPC -----------------------------------------------------------
+
+
+def test_the_agent_places_files_sent_to_it_and_refuses_what_breaks_its_rules(
+        tmp_path: Path, busybox_image: PushedImage) -> None:
+    with running_node(tmp_path, busybox_image) as (_, client):
+        lease = client.acquire_lease(1, memory_bytes=64 * 2**20, holder="test")
+        refusals = [
+            ([("/a", b"x" * MAX_FILES_BYTES), ("/b", b"y")],
+             f"its files hold {MAX_FILES_BYTES + 1:,} bytes, over the agent's limit"),
+            ([("/proc/x", b"")], "/proc/x is under /proc"),
+            ([("/data/x", b"")], "collides with the mount at /data"),
+        ]
+        for files, message in refusals:
+            with pytest.raises(AgentError, match=re.escape(message)):
+                client.start_container("job-refused", busybox_image.reference, lease.id,
+                                       args=["true"], files=files,
+                                       mounts=[(str(tmp_path), "/data", True)])
+        assert client.list_containers() == []
+        client.start_container("job-files", busybox_image.reference, lease.id,
+                               args=["cat", "/etc/from-rpc"],
+                               files=[("/etc/from-rpc", b"over grpc\n")])
+        done = client.wait_container("job-files", 30)
+        assert (done.state, done.exit_code) == ("exited", 0), done
+        assert b"".join(client.stream_logs("job-files")) == b"over grpc\n"
+        client.remove_container("job-files")
