@@ -102,6 +102,9 @@ jobs:
     ("    files: {/opt/a: x, /opt/a/b: y}\n",
      "wf.yaml:8:24: jobs.a.files./opt/a/b: collides with the file at /opt/a: a file cannot"
      " be at, under or above another"),
+    ("    files: {/etc/x: file://not a key}\n",  # the prefix alone makes it a reference
+     "wf.yaml:8:21: jobs.a.files./etc/x: 'file://not a key' names no entry of the top-level"
+     " files (none declared)"),
     ("    files: {/etc/x: file://nope}\n",
      "wf.yaml:8:21: jobs.a.files./etc/x: 'file://nope' names no entry of the top-level"
      " files (none declared)"),
