@@ -221,7 +221,8 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
     out.print(f"[bold]{workflow.name}[/] run {workflow.run} (id {workflow.id}): {workflow.state}"
               + (f" ({workflow.error})" if workflow.error else ""))
     out.print(f"  file {workflow.file_name}  sha256:{workflow.content_hash[:16]}  "
-              f"owner {workflow.owner}")
+              f"owner {workflow.owner}"
+              + (f"  account {workflow.account}" if workflow.account else ""))
     for volume in workflow.volumes:
         out.print(f"  volume {volume.name} ({volume.reference}): {volume.state}")
         for move in volume.transfers:

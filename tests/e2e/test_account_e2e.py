@@ -2,12 +2,13 @@
 a third (issue 16, point 1), and an account persistent volume they share.
 
 Fuzzball's accounts are fuzz's IAM groups. alice and bob are in ``lab``, carol is
-not. alice stores the registry login as ``secret://account/regcred``; her workflow
-(``volume://account/persistent/shared``) pulls the image from a real registry that
-wants that login and writes into the account's volume; bob's (spelled
-``volume://group/…``) pulls with the same secret and reads what alice wrote; carol's
-start is refused in one sentence before anything runs. Real users through the real
-CLI, real runc containers on a local node.
+not. alice stores the registry login as ``secret://account/regcred`` and an S3 key as
+``secret://account/s3creds``; her workflow (``volume://account/persistent/shared``)
+pulls the image from a real registry that wants that login, ingresses an object from
+S3 (moto, signatures checked) with the account's key and writes into the account's
+volume; bob's (spelled ``volume://group/…``) pulls with the same secret and reads
+both; carol's start is refused in one sentence before anything runs. Real users
+through the real CLI, real runc containers on a local node.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ import pytest
 
 from fuzz.testing.oci import PushedImage, free_port
 from tests.support.cliutil import Result, run_fuzz
+from tests.support.moto_s3 import MotoS3
 from tests.support.workflowutil import LocalCluster, dump, local_cluster
 
 WRITER = """\
 version: v1
 volumes:
-  shared: {{reference: volume://account/persistent/shared}}
+  shared:
+    reference: volume://account/persistent/shared
+    ingress:
+      - source: {{uri: "s3://{bucket}/in/data.txt", secret: secret://account/s3creds}}
+        destination: {{uri: file://from-s3.txt}}
   mine: {{reference: volume://user/persistent/mine}}
 jobs:
   write:
@@ -48,7 +54,7 @@ jobs:
   read:
     image: {{uri: {image}, secret: secret://account/regcred}}
     script: |
-      cat /data/note
+      cat /data/note /data/from-s3.txt
       id -u; id -g
     mounts: {{shared: {{location: /data}}}}
     resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
@@ -71,9 +77,10 @@ class User:
         assert result.code == 0, f"{self.name}: fuzz {' '.join(args)}: {result.err}{result.out}"
         return result
 
-    def start(self, name: str, template: str, image: PushedImage, *flags: str) -> Result:
+    def start(self, name: str, template: str, lab: Lab, *flags: str) -> Result:
         path = self.home / f"{name}.yaml"
-        path.write_text(template.format(image=image.reference, who=self.name))
+        path.write_text(template.format(image=lab.image.reference, who=self.name,
+                                        bucket=lab.bucket))
         return self.fuzz("workflow", "start", str(path), *flags)
 
 
@@ -87,6 +94,8 @@ class Lab:
     bob: User
     carol: User
     image: PushedImage
+    s3: MotoS3
+    bucket: str
 
 
 def _user(cluster: LocalCluster, name: str, home: Path, *groups: str) -> User:
@@ -100,19 +109,23 @@ def _user(cluster: LocalCluster, name: str, home: Path, *groups: str) -> User:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory,
-        auth_busybox_image: PushedImage) -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory, auth_busybox_image: PushedImage,
+        moto_s3: MotoS3) -> Iterator[Lab]:
     directory = tmp_path_factory.mktemp("accounts")
     os.chmod(directory, 0o755)
     registry = auth_busybox_image.registry
     suffix = str(os.getpid())
-    with local_cluster(directory, [registry.host], free_port(), nodes=1) as cluster:
+    bucket = moto_s3.new_bucket()
+    moto_s3.client().put_object(Bucket=bucket, Key="in/data.txt", Body=b"from-s3\n")
+    allow = {"ingress": {"allow": [moto_s3.endpoint_url.removeprefix("http://")]}}
+    with local_cluster(directory, [registry.host], free_port(), nodes=1,
+                       orchestrator=allow) as cluster:
         account = f"lab{suffix}"
         cluster.ok("iam", "group", "set", account)
         users = [_user(cluster, f"{who}{suffix}", tmp_path_factory.mktemp(who), *groups)
                  for who, groups in (("alice", (account,)), ("bob", (account,)),
                                      ("carol", ()))]
-        yield Lab(cluster, account, *users, auth_busybox_image)
+        yield Lab(cluster, account, *users, auth_busybox_image, moto_s3, bucket)
 
 
 def _log(user: User, workflow: str, job: str) -> list[str]:
@@ -129,24 +142,30 @@ def _one_line(result: Result) -> str:
 def test_an_account_secret_and_volume_serve_its_members_and_no_one_else(lab: Lab) -> None:
     cluster, account, alice, bob, carol = (lab.cluster, lab.account, lab.alice, lab.bob,
                                            lab.carol)
-    registry = lab.image.registry
+    registry, s3 = lab.image.registry, lab.s3
     alice.ok("secret", "create", "--account", account, "regcred", "--from-file", "-",
              stdin=f"{registry.username}:{registry.password}")
+    alice.ok("secret", "create", "--account", account, "s3creds", "--from-file", "-",
+             stdin=f"AWS_ACCESS_KEY_ID={s3.access_key_id}\n"
+                   f"AWS_SECRET_ACCESS_KEY={s3.secret_access_key}\n"
+                   f"AWS_ENDPOINT_URL={s3.endpoint_url}\nAWS_REGION={s3.region}\n")
 
     # alice's workflow runs in her only account: it pulls with the account's login
-    started = alice.start("writer", WRITER, lab.image)
+    started = alice.start("writer", WRITER, lab)
     assert started.code == 0 and f"in account {account}" in started.out, started
     done = cluster.wait(f"{alice.name}/writer")
     assert (done["state"], done["account"]) == ("SUCCEEDED", account), dump(done)
     alice_uid, lab_gid = (int(n) for n in _log(alice, "writer", "write"))
+    described = alice.ok("workflow", "describe", "writer").out
+    assert f"owner {alice.name}  account {account}" in described, described
 
     # bob names the account himself and spells the scope `group`: same secret, same volume
-    started = bob.start("reader", READER, lab.image, "--account", account)
+    started = bob.start("reader", READER, lab, "--account", account)
     assert started.code == 0, started
     done = cluster.wait(f"{bob.name}/reader")
     assert done["state"] == "SUCCEEDED", dump(done)
-    note, bob_uid, bob_gid = _log(bob, "reader", "read")
-    assert note == f"from-{alice.name}"
+    note, fetched, bob_uid, bob_gid = _log(bob, "reader", "read")
+    assert (note, fetched) == (f"from-{alice.name}", "from-s3")
     assert bob_uid != str(alice_uid) and int(bob_gid) == lab_gid != alice_uid
 
     # on disk: the account's volume is the account's (2770); alice's own stays hers (0700)
@@ -160,11 +179,11 @@ def test_an_account_secret_and_volume_serve_its_members_and_no_one_else(lab: Lab
 
     # carol is in no account: refused before anything runs, naming the account and the
     # reference, whether she asks for the account or not
-    said = _one_line(carol.start("writer", WRITER, lab.image, "--account", account))
+    said = _one_line(carol.start("writer", WRITER, lab, "--account", account))
     assert said.endswith(f"writer.yaml: volumes.shared.reference: "
                          f"volume://account/persistent/shared: {carol.name} is not a member "
                          f"of account '{account}'"), said
-    said = _one_line(carol.start("writer", WRITER, lab.image))
+    said = _one_line(carol.start("writer", WRITER, lab))
     assert "volume://account/persistent/shared" in said and \
         f"{carol.name} is a member of no account" in said, said
     assert "no workflow 'writer'" in _one_line(carol.fuzz("workflow", "status", "writer"))
@@ -176,7 +195,7 @@ def test_an_account_secret_and_volume_serve_its_members_and_no_one_else(lab: Lab
 def test_leaving_the_account_takes_effect_at_the_next_start(lab: Lab) -> None:
     cluster, account, bob = lab.cluster, lab.account, lab.bob
     cluster.ok("iam", "user", "add", bob.name, "--role", "user")  # no --group: out of it
-    said = _one_line(bob.start("reader", READER, lab.image, "--account", account))
+    said = _one_line(bob.start("reader", READER, lab, "--account", account))
     assert said.endswith(f"{bob.name} is not a member of account '{account}'"), said
-    said = _one_line(bob.start("reader", READER, lab.image))
+    said = _one_line(bob.start("reader", READER, lab))
     assert f"{bob.name} is a member of no account" in said, said
