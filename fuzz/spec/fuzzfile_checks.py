@@ -388,8 +388,6 @@ NOT_RUN_YET = {
                " threads; leave it out or set it false",
     "annotations": "not honoured yet: fuzz does not place jobs by node labels; leave the"
                    " resource annotations out to run on any node",
-    "account": "not supported yet: fuzz's IAM has no accounts, so account secrets and"
-               " volumes have no owner to check; use the user scope",
 }
 """Why a start refuses a key that the dialect has and validate accepts."""
 
@@ -408,17 +406,6 @@ def _resource_refusals(path: tuple[Hashable, ...], resource: Any) -> Iterator[Is
         yield Issue((*path, "annotations"), NOT_RUN_YET["annotations"], at="key")
 
 
-def _is_account(reference: Any, scheme: str) -> bool:
-    return isinstance(reference, str) and reference.startswith(
-        (f"{scheme}://account/", f"{scheme}://group/"))
-
-
-def _secret_refusals(path: tuple[Hashable, ...], holder: Any) -> Iterator[Issue]:
-    """An account-scoped ``secret`` of an image or a transfer end."""
-    if isinstance(holder, Mapping) and _is_account(holder.get("secret"), "secret"):
-        yield Issue((*path, "secret"), NOT_RUN_YET["account"])
-
-
 def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     """What a valid Fuzzfile may hold but fuzz cannot run yet, each with its reason: a
     start (not validate) refuses these, so nothing in a file is silently ignored."""
@@ -435,18 +422,3 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
         if not isinstance(job, Mapping):
             continue
         yield from _resource_refusals(("jobs", name, "resource"), job.get("resource"))
-        yield from _secret_refusals(("jobs", name, "image"), job.get("image"))
-    volumes = data.get("volumes")
-    for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
-        if not isinstance(volume, Mapping):
-            continue
-        if _is_account(volume.get("reference"), "volume"):
-            yield Issue(("volumes", name, "reference"), NOT_RUN_YET["account"])
-        for direction in ("ingress", "egress"):
-            moves = volume.get(direction)
-            for index, move in enumerate(moves if isinstance(moves, list) else ()):
-                if not isinstance(move, Mapping):
-                    continue
-                path = ("volumes", name, direction, index)
-                for end in ("source", "destination"):
-                    yield from _secret_refusals((*path, end), move.get(end))
