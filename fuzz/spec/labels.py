@@ -29,3 +29,26 @@ def gpu_labels(vendor: str, models: list[str], families: list[str]) -> dict[str,
     if len(set(families)) == 1 and families and families[0]:
         labels[f"{domain}/gpu.family"] = families[0]
     return labels
+
+
+# --- which annotations select nodes -------------------------------------------------------
+
+METADATA_DOMAIN = "fuzzball.io"
+"""Fuzzball's own annotation keys (``fuzzball.io/connect/SERVICE``): metadata, never labels."""
+
+
+def is_selector_key(key: str) -> bool:
+    """Whether a workflow- or job-level annotation ``key`` selects nodes: a label key with
+    a domain prefix (``nvidia.com/gpu.model``, ``example.org/rack``), other than Fuzzball's
+    own ``fuzzball.io/`` keys. Bare keys (``description``, ``stack``) are metadata.
+    Every key of a ``resource.annotations`` selects, whatever its form."""
+    domain, slash, name = key.partition("/")
+    return bool(slash) and bool(name) and "." in domain and domain != METADATA_DOMAIN
+
+
+def inherited_selectors(*levels: dict[str, str]) -> dict[str, str]:
+    """The selector keys of the workflow's then the job's annotations (a later level wins)."""
+    selected: dict[str, str] = {}
+    for annotations in levels:
+        selected |= {key: value for key, value in annotations.items() if is_selector_key(key)}
+    return selected
