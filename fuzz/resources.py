@@ -71,14 +71,18 @@ def holds(capacity: NodeCapacity, request: ResourceRequest) -> bool:
     return not shortages(request, capacity)
 
 
+def _cores(count: int) -> str:
+    return f"{count} core" if count == 1 else f"{count} cores"
+
+
 def _cores_text(cores: int, threads: bool) -> str:
-    return f"{cores} cores with their hardware threads" if threads else f"{cores} cores"
+    return f"{_cores(cores)} with their hardware threads" if threads else _cores(cores)
 
 
 def _has_text(cpus: int, capacity: NodeCapacity, threads: bool, per: str = "") -> str:
     """What ``cpus`` logical CPUs of ``capacity`` make, in the words of the request."""
     if threads:
-        return f"has {cpus // capacity.threads_per_core} cores of " \
+        return f"has {_cores(cpus // capacity.threads_per_core)} of " \
                f"{capacity.threads_per_core} threads{per}"
     return f"has {cpus}{per}"
 
