@@ -120,8 +120,8 @@ def test_a_start_refuses_what_no_node_could_ever_match(labelled: LocalCluster,
     result = labelled.fuzz("workflow", "start", "never", str(path))
     assert result.code == 1
     assert result.err.strip().splitlines() == [
-        f"Error: {path}:6:5: jobs.b200.resource: needs annotation nvidia.com/gpu.model=NVIDIA B200; "
-        "no node has it (nodes have nvidia.com/gpu.model: NVIDIA A100, NVIDIA H100)",
+        f"Error: {path}:6:5: jobs.b200.resource: needs annotation nvidia.com/gpu.model="
+        "NVIDIA B200; no node has it (nodes have nvidia.com/gpu.model: NVIDIA A100, NVIDIA H100)",
         f"{path}:13:5: jobs.wide.resource: needs 2 cores with their hardware threads on 1 "
         "socket; the largest node has 1 core of 2 threads per socket",
     ], result.err
