@@ -34,7 +34,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fuzz.resources import NodeCapacity, ResourceRequest, cpus_taken, shortages, shortfall
+from fuzz.resources import (
+    NodeCapacity,
+    ResourceRequest,
+    cpus_taken,
+    label_shortages,
+    shortages,
+    shortfall,
+    topology_shortages,
+)
 from fuzz.units import format_bytes
 
 RESERVE_AFTER_ROUNDS = 3
@@ -181,11 +189,13 @@ class _Room:
         could ever hold it)."""
         if self.whole or (request.exclusive and not self.idle()):
             return False
+        capacity = self.view.capacity
         return (
-            not shortages(request, self.view.capacity)
-            and cpus_taken(request, self.view.capacity) <= self.cores
+            cpus_taken(request, capacity) <= self.cores
             and request.memory_bytes <= self.memory_bytes
             and all(count <= self.devices.get(kind, 0) for kind, count in request.devices.items())
+            and not label_shortages(request.labels, capacity.labels)
+            and not (request.sockets and topology_shortages(request, capacity))
         )
 
     def leftover(self, request: ResourceRequest) -> tuple[int, int, int, str]:
