@@ -98,25 +98,32 @@ def label_shortages(wanted: Mapping[str, str], labels: Mapping[str, str]) -> lis
     return short
 
 
-def topology_shortages(request: ResourceRequest, capacity: NodeCapacity) -> list[str]:
-    """What the node's sockets and threads lack for ``request``'s cores."""
+def _topology_gap(request: ResourceRequest, capacity: NodeCapacity) -> tuple[str, str] | None:
+    """What ``request``'s cores need of the node's sockets and threads, and what the node
+    has (``("3 sockets", "has 2")``); None when the node could give it."""
     need = cpus_taken(request, capacity)
     sockets = request.sockets
     if not sockets:
         if need > capacity.cores:
-            return [f"{_cores_text(request.cores, request.threads)} "
-                    f"({_has_text(capacity.cores, capacity, request.threads)})"]
-        return []
+            return (_cores_text(request.cores, request.threads),
+                    _has_text(capacity.cores, capacity, request.threads))
+        return None
     if sockets > capacity.sockets:
-        return [f"{sockets} sockets (has {capacity.sockets})"]
+        return f"{sockets} sockets", f"has {capacity.sockets}"
     share = math.ceil(request.cores / sockets)
     per_socket = capacity.cores // max(capacity.sockets, 1)
     if share * (capacity.threads_per_core if request.threads else 1) <= per_socket:
-        return []
+        return None
     where = "on 1 socket" if sockets == 1 else f"on each of {sockets} sockets"
     shown = request.cores if sockets == 1 else share
-    return [f"{_cores_text(shown, request.threads)} {where} "
-            f"({_has_text(per_socket, capacity, request.threads, ' per socket')})"]
+    return (f"{_cores_text(shown, request.threads)} {where}",
+            _has_text(per_socket, capacity, request.threads, " per socket"))
+
+
+def topology_shortages(request: ResourceRequest, capacity: NodeCapacity) -> list[str]:
+    """What the node's sockets and threads lack for ``request``'s cores."""
+    gap = _topology_gap(request, capacity)
+    return [] if gap is None else [f"{gap[0]} ({gap[1]})"]
 
 
 def shortages(request: ResourceRequest, capacity: NodeCapacity) -> list[str]:
@@ -172,10 +179,10 @@ def shortfall(
         most = max(capacity.devices.get(kind, 0) for capacity in known)
         if count > most:
             reasons.append(f"needs {count} {kind}; {largest} has {most}")
-    if not reasons and all(topology_shortages(request, capacity) for capacity in known):
-        lacking = topology_shortages(request, max(known, key=lambda c: (c.cores, c.sockets)))
-        reasons.append(f"needs {lacking[0].split(' (')[0]}; {largest} "
-                       f"{lacking[0].split(' (')[1].removesuffix(')')}")
+    if not reasons and all(_topology_gap(request, capacity) for capacity in known):
+        gap = _topology_gap(request, max(known, key=lambda c: (c.cores, c.sockets)))
+        if gap is not None:
+            reasons.append(f"needs {gap[0]}; {largest} {gap[1]}")
     if not reasons:
         reasons.append("no single node has all of it at once")
     return "; ".join(reasons)
