@@ -70,6 +70,8 @@ def lease_request(request: ResourceRequest, holder: str = "", ttl_seconds: float
         holder=holder,
         ttl_seconds=ttl_seconds,
         allow_root=allow_root,
+        sockets=request.sockets,
+        threads=request.threads,
     )
 
 
@@ -113,17 +115,21 @@ class AgentClient(GrpcClient):
         allow_root: bool = False,
         timeout: float | None = None,
         reserve_address: bool = False,
+        sockets: int = 0,
+        threads: bool = False,
     ) -> substrate_pb2.Lease:
         """Acquire a lease of ``cores`` (packed by ``affinity``), memory and devices.
 
         ``ttl_seconds`` 0 takes the agent's default. With ``reserve_address`` the
         lease also names the job network address of container ``holder`` (a rank
-        of a multinode job). Raises AgentResourceExhaustedError saying what is
-        short, or AgentInvalidRequestError.
+        of a multinode job). ``sockets`` and ``threads`` place the cores as a job's
+        ``cpu.sockets`` and ``cpu.threads`` ask. Raises AgentResourceExhaustedError
+        saying what is short, or AgentInvalidRequestError.
         """
         request = lease_request(
             ResourceRequest(cores, affinity.upper() if affinity else "NONE",  # type: ignore[arg-type]
-                            memory_bytes, dict(devices or {}), exclusive),
+                            memory_bytes, dict(devices or {}), exclusive, sockets=sockets,
+                            threads=threads),
             holder, ttl_seconds, allow_root)
         request.reserve_address = reserve_address
         reply: substrate_pb2.Lease = self._call(self._stub.AcquireLease, request, timeout)

@@ -157,6 +157,11 @@ class NodeRecord:
     architecture: str = "x86_64"
     registered: float = 0.0
     last_seen: float = 0.0
+    sockets: int = 1
+    threads_per_core: int = 1
+    inventory_labels: dict[str, str] = field(default_factory=dict)
+    """The labels the agent's inventory reports (hardware, declared, its ``--label``s);
+    ``labels`` holds them under the labels of its latest heartbeat."""
 
 
 @dataclass

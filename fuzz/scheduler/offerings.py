@@ -37,9 +37,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fuzz.plugin.provider import Offering
-from fuzz.resources import GPU_DEVICE, NodeCapacity, ResourceRequest, holds, shortfall
+from fuzz.resources import (
+    GPU_DEVICE,
+    NodeCapacity,
+    ResourceRequest,
+    holds,
+    label_shortages,
+    shortfall,
+)
 from fuzz.scheduler.bins import UNBOUNDED, BinType, ItemClass, Limits, Packing, Room
 from fuzz.scheduler.packing import pack
+from fuzz.spec.labels import CPU_ARCHITECTURE_LABEL, gpu_labels
 
 ARCHITECTURE_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
 """Other names of an architecture, mapped to the one the node agent reports."""
@@ -143,10 +151,16 @@ class OfferingChoice:
 
 
 def offering_capacity(offering: Offering, labels: Mapping[str, str]) -> NodeCapacity:
-    """An offering as the capacity of one node of a pool with ``labels``."""
+    """An offering as the capacity of one node of a pool with ``labels``, with the hardware
+    labels its node's agent will publish (GPU model and count, CPU architecture) under
+    them: the pool's own labels win, as an agent's ``--label`` options do."""
     devices = {GPU_DEVICE: offering.gpus} if offering.gpus else {}
+    architecture = normal_architecture(offering.architecture)
+    hardware = {CPU_ARCHITECTURE_LABEL: architecture}
+    if offering.gpus:
+        hardware |= gpu_labels("nvidia", [offering.gpu_model or ""] * offering.gpus, [])
     return NodeCapacity(offering.name, offering.cores, offering.memory_bytes, devices,
-                        normal_architecture(offering.architecture), dict(labels))
+                        architecture, {**hardware, **labels})
 
 
 def normal_architecture(name: str) -> str:
@@ -190,6 +204,14 @@ def never_fits(job: QueuedJob, pools: Sequence[ElasticPool]) -> str | None:
         if job.labels:
             return f"needs labels {_format_labels(job.labels)}; no pool that may grow has them"
         return "no elastic pool may grow (every max is 0)"
+    labelled = [p for p in able if any(
+        not label_shortages(job.request.labels, offering_capacity(o, p.labels).labels)
+        for o in p.offerings)]
+    if not labelled:  # the words of shortfall: the annotation, and what the pools have
+        return shortfall(job.request, [offering_capacity(o, p.labels)
+                                       for p in able for o in p.offerings],
+                         f"the largest offering in {_pools(able)}")
+    able = labelled
     wanted = normal_architecture(job.architecture) if job.architecture else None
     matching = [p for p in able
                 if any(_architecture_ok(o, wanted) for o in p.offerings)]
@@ -267,7 +289,8 @@ class _Problem:
             return known
         request = job.request
         key = (request.cores, request.memory_bytes, tuple(request.devices.items()),
-               request.exclusive, job.architecture, tuple(job.labels.items()))
+               request.exclusive, job.architecture, tuple(job.labels.items()),
+               tuple(request.labels.items()), request.sockets, request.threads)
         found = self._types_of.get(key)
         if found is None:
             wanted = normal_architecture(job.architecture) if job.architecture else None

@@ -34,7 +34,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fuzz.resources import NodeCapacity, ResourceRequest, shortages, shortfall
+from fuzz.resources import (
+    NodeCapacity,
+    ResourceRequest,
+    cpus_taken,
+    label_shortages,
+    shortages,
+    shortfall,
+    topology_shortages,
+)
 from fuzz.units import format_bytes
 
 RESERVE_AFTER_ROUNDS = 3
@@ -177,20 +185,24 @@ class _Room:
         return self.view.lease_count == 0 and not self.taken
 
     def holds(self, request: ResourceRequest) -> bool:
-        """Whether ``request`` fits what is left now."""
+        """Whether ``request`` fits what is left now (and the node's labels and topology
+        could ever hold it)."""
         if self.whole or (request.exclusive and not self.idle()):
             return False
+        capacity = self.view.capacity
         return (
-            request.cores <= self.cores
+            cpus_taken(request, capacity) <= self.cores
             and request.memory_bytes <= self.memory_bytes
             and all(count <= self.devices.get(kind, 0) for kind, count in request.devices.items())
+            and not label_shortages(request.labels, capacity.labels)
+            and not (request.sockets and topology_shortages(request, capacity))
         )
 
     def leftover(self, request: ResourceRequest) -> tuple[int, int, int, str]:
         """The best-fit order: free cores, memory, devices left after ``request``, then name."""
         devices = sum(self.devices.values()) - sum(request.devices.values())
         return (
-            self.cores - request.cores,
+            self.cores - cpus_taken(request, self.view.capacity),
             self.memory_bytes - request.memory_bytes,
             devices,
             self.view.name,
@@ -210,7 +222,7 @@ class _Room:
             self.cores = self.memory_bytes = 0
             self.devices = dict.fromkeys(self.devices, 0)
             return
-        self.cores -= request.cores
+        self.cores -= cpus_taken(request, self.view.capacity)
         self.memory_bytes -= request.memory_bytes
         for kind, count in request.devices.items():
             self.devices[kind] = self.devices.get(kind, 0) - count
@@ -242,7 +254,8 @@ def _reserve(task: PendingTask, rooms: Iterable[_Room]) -> tuple[str, ...]:
 def _why_waiting(task: PendingTask, rooms: Sequence[_Room]) -> str:
     """What is short now, e.g. ``waiting for 8 free cores (most free on one node: 4)``."""
     request, count = task.request, task.nodes
-    open_rooms = [room for room in rooms if not room.whole]
+    open_rooms = [room for room in rooms  # the nodes whose labels and topology could hold it
+                  if not room.whole and not shortages(request, room.view.capacity)]
     if request.exclusive:
         idle = sum(1 for room in open_rooms if room.idle())
         wanted = "an idle node" if count == 1 else f"{count} idle nodes"

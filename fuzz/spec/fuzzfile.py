@@ -29,6 +29,7 @@ from pydantic import (
 from fuzz.resources import Affinity, ResourceRequest
 from fuzz.spec import fuzzfile_values as values
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
+from fuzz.spec.labels import inherited_selectors
 from fuzz.units import parse_duration, parse_size
 
 FUZZFILE_VERSION = "v1"
@@ -70,7 +71,8 @@ class FuzzfileModel(BaseModel):
 class CpuSpec(FuzzfileModel):
     """Cores per node and how they are picked (``affinity``: CORE, SOCKET, NUMA or NONE).
 
-    ``sockets`` asks for that many sockets; ``threads`` lets hardware threads count as cores.
+    ``sockets``: the cores come from exactly that many sockets, split as evenly as
+    possible; ``threads``: each core comes with all its hardware (SMT) threads.
     """
 
     cores: int = Field(default=1, ge=1)
@@ -104,6 +106,9 @@ class ResourceSpec(FuzzfileModel):
             memory_bytes=memory,
             devices=dict(self.devices),
             exclusive=self.exclusive,
+            labels=dict(self.annotations),
+            sockets=self.cpu.sockets or 0,
+            threads=self.cpu.threads,
         )
 
 
@@ -570,7 +575,8 @@ class Fuzzfile(FuzzfileModel):
 
     The jobs hold their defaults already merged: ``defaults.job.env`` under the job's
     own ``env`` (by variable name), and ``mounts``, ``policy`` and ``resource`` where
-    the job gives none of its own.
+    the job gives none of its own; and their ``resource.annotations`` hold the node
+    selectors of the workflow's and the job's annotations (:func:`inherit_selectors`).
     """
 
     version: Literal["v1"]
@@ -584,7 +590,8 @@ class Fuzzfile(FuzzfileModel):
     @model_validator(mode="after")
     def _merge_defaults(self) -> Self:
         defaults = self.defaults.job
-        merged = {name: merge_defaults(job, defaults) for name, job in self.jobs.items()}
+        merged = {name: inherit_selectors(merge_defaults(job, defaults), self.annotations)
+                  for name, job in self.jobs.items()}
         object.__setattr__(self, "jobs", merged)  # frozen: the merge is part of validation
         return self
 
@@ -617,6 +624,18 @@ class Fuzzfile(FuzzfileModel):
             order += ready
             sorter.done(*ready)
         return order
+
+
+def inherit_selectors(job: JobSpec, workflow: dict[str, str]) -> JobSpec:
+    """``job`` with the selector keys (:func:`~fuzz.spec.labels.is_selector_key`) of the
+    ``workflow``'s and then its own annotations under its ``resource.annotations``, which
+    win over both."""
+    inherited = inherited_selectors(workflow, job.annotations)
+    if not inherited:
+        return job
+    resource = job.resource.model_copy(
+        update={"annotations": {**inherited, **job.resource.annotations}})
+    return job.model_copy(update={"resource": resource})
 
 
 def merge_defaults(job: JobSpec, defaults: JobDefaults) -> JobSpec:

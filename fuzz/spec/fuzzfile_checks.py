@@ -15,16 +15,18 @@ here: the models report them.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from graphlib import CycleError, TopologicalSorter
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from fuzz.resources import NodeCapacity, shortages, shortfall
 from fuzz.spec import containerfiles
 from fuzz.spec.cluster import LimitsSpec
-from fuzz.spec.fuzzfile import MultinodeSpec, ResourceSpec, TaskArraySpec
+from fuzz.spec.fuzzfile import Annotations, MultinodeSpec, ResourceSpec, TaskArraySpec
 from fuzz.spec.fuzzfile_values import inline_file_key, mount_location, placed_file_key
+from fuzz.spec.labels import inherited_selectors, is_selector_key
 from fuzz.spec.problems import Issue, did_you_mean
 from fuzz.units import format_bytes
 
@@ -277,15 +279,29 @@ def _node_count_problem(nodes: int, fitting: int, total: int) -> str | None:
             f"{fitting} of the cluster's {total} nodes can")
 
 
+def _annotations(holder: Any) -> dict[str, str]:
+    """The valid ``annotations`` of a workflow or job given as plain data ({} otherwise)."""
+    annotations = holder.get("annotations") if isinstance(holder, Mapping) else None
+    try:
+        return _ANNOTATIONS.validate_python(annotations) if annotations is not None else {}
+    except ValidationError:
+        return {}
+
+
+_ANNOTATIONS: TypeAdapter[dict[str, str]] = TypeAdapter(Annotations)
+
+
 def capacity_issues(
     jobs: Mapping[Any, Any], capacities: Sequence[NodeCapacity], capacities_are_nodes: bool,
-    default_resource: Any = None,
+    default_resource: Any = None, workflow_annotations: Mapping[str, str] | None = None,
 ) -> Iterator[Issue]:
     """Jobs whose per-node request no capacity could ever hold.
 
     When ``capacities_are_nodes`` (each capacity is one real node, not an offering a
     pool could create many of), a multinode job must also find enough nodes. A job
     without a ``resource`` asks for ``default_resource`` (``defaults.job.resource``).
+    The node selectors of ``workflow_annotations`` and of the job's own annotations
+    join its resource annotations, as in the parsed model.
     """
     if default_resource is None:
         default_resource = {}
@@ -297,6 +313,8 @@ def capacity_issues(
             continue
         path: tuple[Hashable, ...] = ("jobs", name)
         request = resource.request()
+        inherited = inherited_selectors(dict(workflow_annotations or {}), _annotations(job))
+        request = replace(request, labels={**inherited, **request.labels})
         reason = shortfall(request, capacities)
         if reason is not None:
             yield Issue((*path, "resource"), reason, at="key")
@@ -308,6 +326,27 @@ def capacity_issues(
         problem = _node_count_problem(multinode.nodes, fitting, len(capacities))
         if problem is not None:
             yield Issue((*path, "multinode", "nodes"), problem)
+
+
+def label_key_issues(data: Mapping[Any, Any],
+                     capacities: Sequence[NodeCapacity]) -> Iterator[Issue]:
+    """Workflow- and job-level annotation keys that are metadata by their form (no domain
+    prefix) but are label keys of some node or pool here: a user who wrote them most
+    likely meant to select nodes, so they are refused rather than silently ignored."""
+    labels = {key for capacity in capacities for key in capacity.labels}
+    holders: list[tuple[tuple[Hashable, ...], str, Any]] = [((), "a workflow's", data)]
+    jobs = data.get("jobs")
+    holders += [(("jobs", name), "a job's", job)
+                for name, job in (jobs.items() if isinstance(jobs, Mapping) else ())]
+    for path, whose, holder in holders:
+        for key in _annotations(holder):
+            if key in labels and not is_selector_key(key):
+                yield Issue(
+                    (*path, "annotations", key),
+                    f"{key!r} is a node label here, but {whose} annotations select nodes only"
+                    " by keys with a domain prefix (nvidia.com/gpu.model): move it to"
+                    " resource.annotations to select by it, or rename it to keep it as"
+                    " metadata", at="key")
 
 
 def _task_count(job: Any) -> tuple[int, tuple[Hashable, ...]]:
@@ -371,7 +410,9 @@ def fuzzfile_issues(
         job_defaults = defaults.get("job") if isinstance(defaults, Mapping) else None
         default_resource = job_defaults.get("resource") if isinstance(job_defaults, Mapping) \
             else None
-        issues += capacity_issues(jobs, capacities, capacities_are_nodes, default_resource)
+        issues += capacity_issues(jobs, capacities, capacities_are_nodes, default_resource,
+                                  _annotations(data))
+        issues += label_key_issues(data, capacities)
     if limits is not None:
         issues += limit_issues(jobs, limits)
     if for_start:
@@ -382,28 +423,8 @@ def fuzzfile_issues(
 NOT_RUN_YET = {
     "services": "services are not run yet: fuzz runs a workflow's jobs only (validate checks"
                 " services; running them is a later issue)",
-    "sockets": "not honoured yet: fuzz places cores by affinity (CORE, SOCKET, NUMA), not by"
-               " a count of sockets; leave it out or use affinity: SOCKET",
-    "threads": "not honoured yet: fuzz gives a job whole cores and does not expose hardware"
-               " threads; leave it out or set it false",
-    "annotations": "not honoured yet: fuzz does not place jobs by node labels; leave the"
-                   " resource annotations out to run on any node",
 }
 """Why a start refuses a key that the dialect has and validate accepts."""
-
-
-def _resource_refusals(path: tuple[Hashable, ...], resource: Any) -> Iterator[Issue]:
-    """``cpu.sockets``, ``cpu.threads: true`` and resource ``annotations``: a start refuses them."""
-    if not isinstance(resource, Mapping):
-        return
-    cpu = resource.get("cpu")
-    if isinstance(cpu, Mapping):
-        if cpu.get("sockets") is not None:
-            yield Issue((*path, "cpu", "sockets"), NOT_RUN_YET["sockets"], at="key")
-        if cpu.get("threads") is True:
-            yield Issue((*path, "cpu", "threads"), NOT_RUN_YET["threads"], at="key")
-    if resource.get("annotations"):
-        yield Issue((*path, "annotations"), NOT_RUN_YET["annotations"], at="key")
 
 
 def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
@@ -412,13 +433,3 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     services = data.get("services")
     if isinstance(services, Mapping) and services:
         yield Issue(("services",), NOT_RUN_YET["services"], at="key")
-    defaults = data.get("defaults")
-    job_defaults = defaults.get("job") if isinstance(defaults, Mapping) else None
-    if isinstance(job_defaults, Mapping):
-        yield from _resource_refusals(("defaults", "job", "resource"),
-                                      job_defaults.get("resource"))
-    jobs = data.get("jobs")
-    for name, job in jobs.items() if isinstance(jobs, Mapping) else ():
-        if not isinstance(job, Mapping):
-            continue
-        yield from _resource_refusals(("jobs", name, "resource"), job.get("resource"))

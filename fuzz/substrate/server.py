@@ -37,7 +37,7 @@ from fuzz.rpc.server import (
 from fuzz.rpc.tunnel import read_frame
 from fuzz.substrate.capacity.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.capacity.declared import read_declared_inventory
-from fuzz.substrate.capacity.inventory import MachineInventory, read_inventory
+from fuzz.substrate.capacity.inventory import MachineInventory, hardware_labels, read_inventory
 from fuzz.substrate.capacity.leases import (
     DEFAULT_TTL,
     Lease,
@@ -175,6 +175,8 @@ def lease_request(message: substrate_pb2.LeaseRequest) -> LeaseRequest:
         allow_root=message.allow_root,
         holder=message.holder,
         ttl_seconds=message.ttl_seconds or DEFAULT_TTL,
+        sockets=message.sockets,
+        threads=message.threads,
     )
 
 
@@ -249,9 +251,10 @@ class SubstrateService(JobRpcs, AccessRpcs):
     def Inventory(  # the gRPC method's name
         self, request: substrate_pb2.InventoryRequest, context: grpc.ServicerContext
     ) -> substrate_pb2.Inventory:
-        """Answer the Inventory RPC; ``--label`` options win over declared labels."""
+        """Answer the Inventory RPC: the hardware labels, the declared labels over them,
+        and the ``--label`` options over both."""
         machine = self.machine()
-        labels = {**machine.labels, **self._labels}
+        labels = {**hardware_labels(machine), **machine.labels, **self._labels}
         return inventory_message(machine, self.node_id, labels, self._started_at)
 
     def AcquireLease(

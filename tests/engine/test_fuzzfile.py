@@ -103,7 +103,7 @@ def test_fuzzball_example_uses_every_field() -> None:
     assert ufs.multinode.implementation == "openmpi"
     assert ufs.resource.cpu.sockets == 2 and ufs.resource.cpu.threads is False
     assert ufs.resource.request() == ResourceRequest(
-        cores=32, affinity="NUMA", memory_bytes=32 * 2 * 10**9, exclusive=True)
+        cores=32, affinity="NUMA", memory_bytes=32 * 2 * 10**9, exclusive=True, sockets=2)
     assert ncl.argv()[:2] == ["/bin/sh", "-c"] and "FB_TASK_ID" in ncl.argv()[2]
     assert ncl.image.reference.startswith("docker.io/example/ncl@sha256:")
     assert ncl.resource.request().devices == {"nvidia.com/gpu": 1}

@@ -243,15 +243,8 @@ def test_a_start_refuses_what_is_not_run_yet_and_says_why() -> None:
         parse_fuzzfile(text, "wf.yaml", for_start=True)
     lines = [str(problem) for problem in info.value.problems]
     assert lines == [
-        "wf.yaml:3:36: defaults.job.resource.cpu.sockets: not honoured yet: fuzz places cores"
-        " by affinity (CORE, SOCKET, NUMA), not by a count of sockets; leave it out or use"
-        " affinity: SOCKET",
         "wf.yaml:11:1: services: services are not run yet: fuzz runs a workflow's jobs only"
         " (validate checks services; running them is a later issue)",
-        "wf.yaml:19:23: jobs.a.resource.cpu.threads: not honoured yet: fuzz gives a job whole"
-        " cores and does not expose hardware threads; leave it out or set it false",
-        "wf.yaml:20:7: jobs.a.resource.annotations: not honoured yet: fuzz does not place"
-        " jobs by node labels; leave the resource annotations out to run on any node",
     ]
 
 

@@ -149,7 +149,8 @@ def test_inventory_over_grpc_with_the_token(agent: Agent) -> None:
     assert inventory.sockets >= 1
     assert inventory.memory_bytes > 0
     assert sorted(c for d in inventory.numa for c in d.cpu_ids) == [c.id for c in inventory.cpus]
-    assert dict(inventory.labels) == {"rack": "r1", "role": "test=yes"}
+    assert dict(inventory.labels) == {"rack": "r1", "role": "test=yes",
+                                      "fuzz.io/cpu.architecture": os.uname().machine}
     assert inventory.agent_version == fuzz.__version__
     assert inventory.node_id == info["node_id"]
     assert inventory.hostname

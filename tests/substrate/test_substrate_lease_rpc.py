@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,7 +72,9 @@ def test_inventory_reports_the_declared_node_and_its_host_cpus(agent: Agent) -> 
     assert [(g.index, g.model, g.numa_node) for g in inventory.gpus] == [
         (0, "A100", 0), (1, "A100", 2)
     ]
-    assert dict(inventory.labels) == {"site": "test", "rack": "r1"}  # --label wins
+    assert dict(inventory.labels) == {  # the hardware's, the declared ones, --label wins
+        "fuzz.io/cpu.architecture": os.uname().machine, "nvidia.com/gpu.count": "2",
+        "nvidia.com/gpu.model": "A100", "site": "test", "rack": "r1"}
 
 
 def test_leases_over_grpc(agent: Agent) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -123,7 +124,7 @@ class NodeDirectory:
                 self._sealer.unseal(known.agent_token).decode() == agent_token
             if known is not None and unchanged:
                 known.last_seen = now
-                known.labels = dict(labels)
+                known.labels = {**known.inventory_labels, **labels}
                 self._store.save(known)
         if unchanged:
             self._heard_from(name)
@@ -150,11 +151,15 @@ class NodeDirectory:
         finally:
             client.close()
         devices = {GPU_DEVICE: len(inventory.gpus)} if inventory.gpus else {}
+        threads = Counter((cpu.socket, cpu.core) for cpu in inventory.cpus)
         return NodeRecord(
             name=name, endpoint=endpoint, agent_token=self._sealer.seal(agent_token.encode()),
             cores=inventory.cores, memory_bytes=inventory.memory_bytes, devices=devices,
-            labels=dict(labels), architecture=inventory.architecture or "x86_64",
-            registered=now, last_seen=now,
+            labels={**inventory.labels, **labels},
+            architecture=inventory.architecture or "x86_64",
+            registered=now, last_seen=now, sockets=max(inventory.sockets, 1),
+            threads_per_core=max(threads.values(), default=1),
+            inventory_labels=dict(inventory.labels),
         )
 
     def _tls_for(self, name: str) -> ClientTls | None:
@@ -361,5 +366,6 @@ def capacity_of(record: NodeRecord) -> NodeCapacity:
     return NodeCapacity(
         name=record.name, cores=record.cores, memory_bytes=record.memory_bytes,
         devices=dict(record.devices), architecture=record.architecture,
-        labels=dict(record.labels),
+        labels=dict(record.labels), sockets=record.sockets,
+        threads_per_core=record.threads_per_core,
     )

@@ -260,6 +260,7 @@ class TaskExecutor:
                     request.cores, affinity=request.affinity, memory_bytes=request.memory_bytes,
                     devices=dict(request.devices), exclusive=request.exclusive,
                     holder=plan.containers[rank], ttl_seconds=LEASE_TTL, reserve_address=True,
+                    sockets=request.sockets, threads=request.threads,
                 )
                 leases.append((lease.id, lease.address))
         except (AgentError, NodeLostError) as exc:

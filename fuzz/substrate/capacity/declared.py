@@ -5,15 +5,19 @@ Tests (and demos) use it to give a small machine the shape of a large one::
     sockets: 2
     numa_per_socket: 2
     cores_per_numa: 8
+    threads_per_core: 1          # hardware (SMT) threads of each core
     memory: 64GiB
     gpus: [{model: A100, memory: 40GiB, numa: 0}, {model: A100, memory: 40GiB, numa: 2}]
     labels: {site: test}
 
-Logical CPUs are numbered socket by socket and, within a socket, NUMA domain by
-NUMA domain; each is backed round-robin by one of the machine's real online CPUs
+Logical CPUs are numbered socket by socket, within a socket NUMA domain by NUMA
+domain, and within a domain core by core (the threads of one core are consecutive
+numbers); each is backed round-robin by one of the machine's real online CPUs
 (:attr:`CpuInfo.host_cpu`), and the inventory says it is declared. Declared GPUs
-get indices 0, 1, ... and no device nodes. The file is checked by hand, with one
-line per error naming the file and the key: the agent must not import pydantic.
+get indices 0, 1, ... and no device nodes; a GPU's ``vendor`` (nvidia, the default, or
+amd) and ``architecture`` (its family, e.g. hopper) go into the node's hardware
+labels. The file is checked by hand, with one line per error naming the file and the
+key: the agent must not import pydantic.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from fuzz.substrate.capacity.yamltext import load_yaml
 from fuzz.units import parse_size
 
 MAX_CPUS = 4096
-TOP_KEYS = ("sockets", "numa_per_socket", "cores_per_numa", "memory", "gpus", "labels")
-GPU_KEYS = ("model", "memory", "numa")
+TOP_KEYS = ("sockets", "numa_per_socket", "cores_per_numa", "threads_per_core", "memory",
+            "gpus", "labels")
+GPU_KEYS = ("model", "memory", "numa", "vendor", "architecture")
+GPU_VENDORS = ("nvidia", "amd")
 DEFAULT_GPU_MODEL = "declared GPU"
 
 
@@ -107,7 +113,8 @@ def parse_declared_inventory(
     sockets = check.count(data, "sockets", 1)
     numa_per_socket = check.count(data, "numa_per_socket", 1)
     cores_per_numa = check.count(data, "cores_per_numa", None)
-    total = sockets * numa_per_socket * cores_per_numa
+    threads = check.count(data, "threads_per_core", 1)
+    total = sockets * numa_per_socket * cores_per_numa * threads
     if total > MAX_CPUS:
         raise check.fail("cores_per_numa", f"{total} CPUs declared; at most {MAX_CPUS} allowed")
     memory = check.size(data["memory"], "memory") if "memory" in data else host_memory
@@ -115,9 +122,9 @@ def parse_declared_inventory(
     cpus = tuple(
         CpuInfo(
             id=cpu,
-            socket=cpu // (numa_per_socket * cores_per_numa),
-            core=cpu % (numa_per_socket * cores_per_numa),
-            numa_node=cpu // cores_per_numa,
+            socket=cpu // threads // (numa_per_socket * cores_per_numa),
+            core=cpu // threads % (numa_per_socket * cores_per_numa),
+            numa_node=cpu // threads // cores_per_numa,
             host_cpu=host_cpus[cpu % len(host_cpus)],
         )
         for cpu in range(total)
@@ -126,7 +133,8 @@ def parse_declared_inventory(
     numa = tuple(
         NumaDomain(
             id=node,
-            cpu_ids=tuple(range(node * cores_per_numa, (node + 1) * cores_per_numa)),
+            cpu_ids=tuple(range(node * cores_per_numa * threads,
+                                (node + 1) * cores_per_numa * threads)),
             memory_bytes=share + (1 if node < extra else 0),
         )
         for node in range(domains)
@@ -147,17 +155,24 @@ def _gpus(check: _Checker, value: Any, domains: int) -> tuple[GpuInfo, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise check.fail("gpus", "must be a list of {model, memory, numa} mappings")
+        raise check.fail("gpus", f"must be a list of {{{', '.join(GPU_KEYS)}}} mappings")
     gpus: list[GpuInfo] = []
     for index, entry in enumerate(value):
         key = f"gpus[{index}]"
         if not isinstance(entry, dict):
-            raise check.fail(key, "must be a mapping with keys model, memory, numa")
+            raise check.fail(key, f"must be a mapping with keys {', '.join(GPU_KEYS)}")
         check.keys(entry, GPU_KEYS, key)
         model = entry.get("model", DEFAULT_GPU_MODEL)
         if not isinstance(model, str) or not model.strip():
             raise check.fail(f"{key}.model", f"must be a non-empty string, got {model!r}")
         memory = check.size(entry.get("memory", 0), f"{key}.memory")
+        vendor = entry.get("vendor", "nvidia")
+        if vendor not in GPU_VENDORS:
+            raise check.fail(f"{key}.vendor", f"must be one of {', '.join(GPU_VENDORS)}, "
+                             f"got {vendor!r}")
+        architecture = entry.get("architecture", "")
+        if not isinstance(architecture, str):
+            raise check.fail(f"{key}.architecture", f"must be a string, got {architecture!r}")
         numa = entry.get("numa", -1)
         if isinstance(numa, bool) or not isinstance(numa, int) or not -1 <= numa < domains:
             raise check.fail(
@@ -171,6 +186,8 @@ def _gpus(check: _Checker, value: Any, domains: int) -> tuple[GpuInfo, ...]:
                 memory_bytes=memory,
                 pci_bus_id="",
                 numa_node=numa,
+                vendor=vendor,
+                architecture=architecture.strip(),
             )
         )
     return tuple(gpus)

@@ -14,9 +14,12 @@ import re
 import shutil
 import socket
 import subprocess
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from fuzz.spec.labels import CPU_ARCHITECTURE_LABEL, gpu_labels
 
 SYS_ROOT = Path("/sys")
 PROC_ROOT = Path("/proc")
@@ -24,6 +27,7 @@ NVIDIA_SMI_QUERY = (
     "--query-gpu=index,uuid,name,memory.total,pci.bus_id",
     "--format=csv,noheader,nounits",
 )
+NVIDIA_SMI_FAMILY_QUERY = ("--query-gpu=index,compute_cap", "--format=csv,noheader,nounits")
 NVIDIA_SMI_TIMEOUT = 15.0
 
 _MEM_TOTAL = re.compile(r"^(?:Node\s+\d+\s+)?MemTotal:\s+(\d+)\s*(kB)?\s*$", re.MULTILINE)
@@ -63,7 +67,11 @@ class NumaDomain:
 
 @dataclass(frozen=True)
 class GpuInfo:
-    """One GPU as ``nvidia-smi`` reports it; ``numa_node`` is -1 when unknown."""
+    """One GPU as ``nvidia-smi`` reports it; ``numa_node`` is -1 when unknown.
+
+    ``vendor`` (``nvidia``, ``amd``) and ``architecture`` (the family, e.g. ``hopper``;
+    "" when unknown) name it in the node's hardware labels (:func:`hardware_labels`).
+    """
 
     index: int
     uuid: str
@@ -71,6 +79,8 @@ class GpuInfo:
     memory_bytes: int
     pci_bus_id: str
     numa_node: int = -1
+    vendor: str = "nvidia"
+    architecture: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,39 @@ class MachineInventory:
     def sockets(self) -> int:
         """The number of distinct sockets (physical packages) with an online CPU."""
         return len({cpu.socket for cpu in self.cpus}) or 1
+
+    @property
+    def threads_per_core(self) -> int:
+        """The most hardware threads (logical CPUs) that one core has online."""
+        return max(Counter((cpu.socket, cpu.core) for cpu in self.cpus).values(), default=1)
+
+    def siblings(self, cpu_id: int) -> tuple[int, ...]:
+        """The logical CPUs of ``cpu_id``'s core (itself included), lowest first."""
+        where = {cpu.id: (cpu.socket, cpu.core) for cpu in self.cpus}
+        return tuple(sorted(other for other, core in where.items() if core == where[cpu_id]))
+
+
+NVIDIA_FAMILIES = {
+    "7.0": "volta", "7.2": "volta", "7.5": "turing", "8.0": "ampere", "8.6": "ampere",
+    "8.7": "ampere", "8.9": "ada-lovelace", "9.0": "hopper", "10.0": "blackwell",
+    "10.1": "blackwell", "12.0": "blackwell",
+}
+"""An NVIDIA compute capability (``nvidia-smi --query-gpu=compute_cap``) → its family.
+
+Written out here: NVIDIA publishes the table (CUDA GPUs page) but no library of it."""
+
+
+def hardware_labels(machine: MachineInventory) -> dict[str, str]:
+    """The labels the agent publishes for its hardware: the CPU architecture and, per GPU
+    vendor, the count, the model and the family (see :func:`fuzz.spec.labels.gpu_labels`)."""
+    labels = {CPU_ARCHITECTURE_LABEL: machine.architecture}
+    vendors: dict[str, list[GpuInfo]] = {}
+    for gpu in machine.gpus:
+        vendors.setdefault(gpu.vendor, []).append(gpu)
+    for vendor, gpus in vendors.items():
+        labels |= gpu_labels(vendor, [gpu.model for gpu in gpus],
+                             [gpu.architecture for gpu in gpus])
+    return labels
 
 
 # --- pure parsers ---------------------------------------------------------------------
@@ -252,38 +295,60 @@ def read_cpus(
     return cpus
 
 
-def read_gpus(
-    nvidia_smi: str | None = None, sys_root: Path = SYS_ROOT
-) -> list[GpuInfo]:
-    """GPUs from ``nvidia-smi`` (found on PATH unless given); none when it is absent or fails."""
-    binary = nvidia_smi or shutil.which("nvidia-smi")
-    if binary is None:
-        return []
+def _run_nvidia_smi(binary: str, query: tuple[str, ...]) -> str | None:
+    """The output of ``nvidia-smi QUERY``; None when it cannot run or fails."""
     try:
         done = subprocess.run(
-            [binary, *NVIDIA_SMI_QUERY],
+            [binary, *query],
             capture_output=True,
             text=True,
             timeout=NVIDIA_SMI_TIMEOUT,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def parse_compute_caps(text: str) -> dict[int, str]:
+    """GPU index → family from ``nvidia-smi --query-gpu=index,compute_cap`` (unknown
+    capabilities and malformed lines are left out)."""
+    families: dict[int, str] = {}
+    for row in csv.reader(text.splitlines(), skipinitialspace=True):
+        if len(row) == 2 and row[0].strip().isdigit():
+            family = NVIDIA_FAMILIES.get(row[1].strip())
+            if family is not None:
+                families[int(row[0])] = family
+    return families
+
+
+def read_gpus(
+    nvidia_smi: str | None = None, sys_root: Path = SYS_ROOT
+) -> list[GpuInfo]:
+    """GPUs from ``nvidia-smi`` (found on PATH unless given); none when it is absent or fails.
+
+    Their family comes from a second query of the compute capability, which older
+    drivers do not know: then it stays unknown.
+    """
+    binary = nvidia_smi or shutil.which("nvidia-smi")
+    if binary is None:
         return []
-    if done.returncode != 0:
+    output = _run_nvidia_smi(binary, NVIDIA_SMI_QUERY)
+    if output is None:
         return []
     try:
-        gpus = parse_nvidia_smi(done.stdout)
+        gpus = parse_nvidia_smi(output)
     except ValueError:
         return []
+    families = parse_compute_caps(_run_nvidia_smi(binary, NVIDIA_SMI_FAMILY_QUERY) or "")
+    gpus = [replace(gpu, architecture=families.get(gpu.index, "")) for gpu in gpus]
     located: list[GpuInfo] = []
     for gpu in gpus:
         address = sysfs_pci_address(gpu.pci_bus_id)
         numa_node = -1
         if address is not None:
             numa_node = _read_int(sys_root / "bus/pci/devices" / address / "numa_node", -1)
-        located.append(
-            GpuInfo(gpu.index, gpu.uuid, gpu.model, gpu.memory_bytes, gpu.pci_bus_id, numa_node)
-        )
+        located.append(replace(gpu, numa_node=numa_node))
     return located
 
 

@@ -16,6 +16,13 @@ Packing rules (``affinity``):
     domains with the most free cores, the last one being the smallest that covers
     the rest.
 
+``threads`` takes whole cores: every hardware (SMT) thread of each core, and only
+cores whose threads are all free; ``cores`` then counts cores, not logical CPUs.
+``sockets: N`` takes the cores from exactly N sockets, split as evenly as possible
+(the first sockets get one more when they do not divide): each share goes to the
+socket with the fewest free cores that holds it (one with enough free GPUs first,
+when GPUs are asked for), lowest ids first within it; the affinity does not apply.
+
 GPUs (``nvidia.com/gpu``) on the lease's NUMA domains are preferred. Memory is
 counted against the node's total. ``exclusive`` takes the whole node: every CPU
 and all memory (and the devices asked for), and only when no other lease exists.
@@ -83,6 +90,8 @@ class LeaseRequest:
     holder: str = ""
     ttl_seconds: float = DEFAULT_TTL
     allow_root: bool = False
+    sockets: int = 0
+    threads: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +181,8 @@ def _typed(value: Any, kind: Any) -> Any:
 
 def validate_request(request: LeaseRequest) -> str:
     """Check ``request``; return its affinity in upper case or raise LeaseRequestError."""
-    for name, value in (("cores", request.cores), ("memory_bytes", request.memory_bytes)):
+    for name, value in (("cores", request.cores), ("memory_bytes", request.memory_bytes),
+                        ("sockets", request.sockets)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise LeaseRequestError(f"{name} must be a non-negative integer, got {value!r}")
     affinity = str(request.affinity).upper() if request.affinity else "NONE"
@@ -225,6 +235,8 @@ def allocate(
         raise LeaseExhausted("; ".join(short))
     if request.exclusive:
         cpus = sorted(free.cpus)
+    elif request.sockets or request.threads:
+        cpus = free.place(request, affinity)
     elif affinity in ("NUMA", "SOCKET"):
         cpus = free.pack(request.cores, affinity, request.devices.get(GPU, 0))
     else:
@@ -254,6 +266,8 @@ class _Free:
     gpus: tuple[GpuInfo, ...]
     numa_of: Mapping[int, int]
     socket_of: Mapping[int, int]
+    core_of: Mapping[int, tuple[int, int]]
+    sockets: int
 
     @classmethod
     def of(cls, machine: MachineInventory, leases: Iterable[Lease]) -> _Free:
@@ -268,6 +282,8 @@ class _Free:
             gpus=tuple(gpu for gpu in machine.gpus if str(gpu.index) not in taken_gpus),
             numa_of={cpu.id: cpu.numa_node for cpu in machine.cpus},
             socket_of={cpu.id: cpu.socket for cpu in machine.cpus},
+            core_of={cpu.id: (cpu.socket, cpu.core) for cpu in machine.cpus},
+            sockets=machine.sockets,
         )
 
     def groups(self, affinity: str) -> dict[int, list[int]]:
@@ -281,7 +297,9 @@ class _Free:
     def shortages(self, request: LeaseRequest, affinity: str) -> list[str]:
         """One line per resource the request asks more of than is free."""
         short: list[str] = []
-        if request.cores > len(self.cpus):
+        if request.sockets or request.threads:
+            short += self.unit_shortages(request)
+        elif request.cores > len(self.cpus):
             detail = ""
             if affinity in ("NUMA", "SOCKET"):
                 most = max((len(c) for c in self.groups(affinity).values()), default=0)
@@ -301,13 +319,88 @@ class _Free:
             short.append(f"no free {GPU}: asked {gpus_wanted}, free {len(self.gpus)}")
         return short
 
+    def units(self, threads: bool) -> list[tuple[int, ...]]:
+        """What a request's cores are counted in, lowest first: each free logical CPU, or
+        (``threads``) the CPUs of each core whose threads are all free."""
+        if not threads:
+            return [(cpu,) for cpu in sorted(self.cpus)]
+        cores: dict[tuple[int, int], list[int]] = {}
+        for cpu, core in self.core_of.items():
+            cores.setdefault(core, []).append(cpu)
+        whole = [tuple(sorted(cpus)) for cpus in cores.values() if self.cpus.issuperset(cpus)]
+        return sorted(whole)
+
+    def by_socket(self, threads: bool) -> dict[int, list[tuple[int, ...]]]:
+        """The free units (:meth:`units`) of each socket."""
+        sockets: dict[int, list[tuple[int, ...]]] = {}
+        for unit in self.units(threads):
+            sockets.setdefault(self.socket_of[unit[0]], []).append(unit)
+        return sockets
+
+    @staticmethod
+    def shares(request: LeaseRequest) -> list[int]:
+        """The cores each of the ``sockets`` gives, largest first."""
+        base, extra = divmod(request.cores, request.sockets)
+        return [base + 1] * extra + [base] * (request.sockets - extra)
+
+    def unit_shortages(self, request: LeaseRequest) -> list[str]:
+        """What is short for a request with ``sockets`` or ``threads``."""
+        unit = "whole free cores with their hardware threads" if request.threads \
+            else "free cores"
+        if not request.sockets:
+            have = len(self.units(True))
+            if request.cores > have:
+                total = len(set(self.core_of.values()))
+                return [f"not enough {unit}: asked {request.cores}, free {have} (of {total})"]
+            return []
+        if request.sockets > self.sockets:
+            return [f"asked for {request.sockets} sockets; this node has {self.sockets}"]
+        free = sorted((len(units) for units in self.by_socket(request.threads).values()),
+                      reverse=True)[: request.sockets]
+        free += [0] * (request.sockets - len(free))
+        shares = self.shares(request)
+        if all(have >= need for have, need in zip(free, shares, strict=True)):
+            return []
+        share = f"{shares[0]} or {shares[-1]}" if shares[0] != shares[-1] else str(shares[0])
+        counts = " and ".join(str(count) for count in free)
+        return [f"not enough {unit} on {request.sockets} sockets: each of {request.sockets}"
+                f" sockets must give {share}, the freest give {counts}"]
+
+    def place(self, request: LeaseRequest, affinity: str) -> list[int]:
+        """The CPUs of a request with ``sockets`` or ``threads`` (the caller checked that
+        enough are free): see the module documentation."""
+        gpus_wanted = request.devices.get(GPU, 0)
+        if not request.sockets:
+            units = {unit[0]: unit for unit in self.units(request.threads)}
+            if affinity in ("NUMA", "SOCKET"):
+                group_of = self.numa_of if affinity == "NUMA" else self.socket_of
+                groups: dict[int, list[int]] = {}
+                for first in units:
+                    groups.setdefault(group_of[first], []).append(first)
+                gpus_in = self.gpus_in(group_of)
+                chosen = _pack(groups, request.cores, lambda g: 0 < gpus_wanted <= gpus_in[g])
+            else:
+                chosen = sorted(units)[: request.cores]
+            return sorted(cpu for first in chosen for cpu in units[first])
+        sockets = self.by_socket(request.threads)
+        gpus_on = self.gpus_in(self.socket_of)
+        cpus: list[int] = []
+        for need in self.shares(request):
+            socket = min((s for s, units in sockets.items() if len(units) >= need),
+                         key=lambda s: (not 0 < gpus_wanted <= gpus_on[s], len(sockets[s]), s))
+            cpus += [cpu for unit in sockets.pop(socket)[:need] for cpu in unit]
+        return sorted(cpus)
+
     def pack(self, cores: int, affinity: str, gpus_wanted: int) -> list[int]:
         """``cores`` free CPUs in as few groups as possible, near ``gpus_wanted`` free GPUs."""
         groups = self.groups(affinity)
-        group_of = self.numa_of if affinity == "NUMA" else self.socket_of
-        group_of_numa = {self.numa_of[cpu]: group for cpu, group in group_of.items()}
-        gpus_in = Counter(group_of_numa.get(gpu.numa_node) for gpu in self.gpus)
+        gpus_in = self.gpus_in(self.numa_of if affinity == "NUMA" else self.socket_of)
         return _pack(groups, cores, lambda group: 0 < gpus_wanted <= gpus_in[group])
+
+    def gpus_in(self, group_of: Mapping[int, int]) -> Counter[int | None]:
+        """How many free GPUs sit in each group (NUMA domain or socket) of ``group_of``."""
+        group_of_numa = {self.numa_of[cpu]: group for cpu, group in group_of.items()}
+        return Counter(group_of_numa.get(gpu.numa_node) for gpu in self.gpus)
 
 
 def _pack(
