@@ -437,9 +437,11 @@ class VolumeSpec(FuzzfileModel):
     ``name``: ``use: ephemeral`` (or nothing) is a new ephemeral volume of the user's,
     ``use: persistent`` the user's own persistent volume, ``name: NAME`` (``use:
     persistent`` or none) the persistent volume NAME; fuzz has no storage provisioners,
-    so ``use`` names no other. The v4 ``size`` and ``annotations`` are parsed; a start
-    refuses them (:data:`fuzz.spec.fuzzfile_checks.NOT_RUN_YET`). After validation
-    ``reference`` always holds the chosen volume.
+    so ``use`` names no other. ``size`` (v4, ephemeral volumes) is the most the volume
+    may hold, enforced as ``orchestrator.limits.volume_bytes`` is (which caps it); the
+    v4 ``annotations`` are parsed, and a start refuses them
+    (:data:`fuzz.spec.fuzzfile_checks.NOT_RUN_YET`). After validation ``reference``
+    always holds the chosen volume.
     """
 
     reference: Annotated[str, AfterValidator(values.volume_reference)] = ""
@@ -473,6 +475,17 @@ class VolumeSpec(FuzzfileModel):
             raise ValueError("name names an existing persistent volume, but use: ephemeral"
                              " asks for a new ephemeral one: leave one of them out")
         return values.persistent_name(value)
+
+    @field_validator("size")
+    @classmethod
+    def _ephemeral_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        reference, use, name = (info.data.get(key) for key in ("reference", "use", "name"))
+        persistent = values.volume_parts(reference)[1] == "persistent" if reference \
+            else use == "persistent" or name is not None
+        if value is not None and persistent:
+            raise ValueError("size sizes a new ephemeral volume; a persistent volume keeps"
+                             " the size it has: leave size out")
+        return value
 
     @model_validator(mode="after")
     def _choose(self, info: ValidationInfo) -> Self:

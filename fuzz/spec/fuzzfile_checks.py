@@ -24,6 +24,7 @@ from fuzz.spec.fuzzfile import MultinodeSpec, ResourceSpec, TaskArraySpec
 from fuzz.spec.fuzzfile_dialect import dialect_of, mount_volumes
 from fuzz.spec.fuzzfile_values import inline_file_key
 from fuzz.spec.problems import Issue, did_you_mean
+from fuzz.units import format_bytes, parse_size
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -287,6 +288,21 @@ def limit_issues(jobs: Mapping[Any, Any], limits: LimitsSpec) -> Iterator[Issue]
                         "run at once here (orchestrator.limits.task_array_concurrency)")
 
 
+def volume_size_issues(data: Mapping[Any, Any], limits: LimitsSpec) -> Iterator[Issue]:
+    """A volume ``size`` (v4) over what the cluster lets one volume hold."""
+    volumes = data.get("volumes")
+    for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
+        raw = volume.get("size") if isinstance(volume, Mapping) else None
+        try:
+            size = parse_size(raw) if isinstance(raw, str | int) else None
+        except ValueError:
+            continue  # the model reports it
+        if size is not None and size > limits.volume_bytes:
+            yield Issue(("volumes", name, "size"),
+                        f"{raw} is more than one volume may hold here, "
+                        f"{format_bytes(limits.volume_bytes)} (orchestrator.limits.volume_bytes)")
+
+
 def fuzzfile_issues(
     data: Mapping[Any, Any],
     capacities: Sequence[NodeCapacity] | None = None,
@@ -314,6 +330,7 @@ def fuzzfile_issues(
         issues += capacity_issues(jobs, capacities, capacities_are_nodes, default_resource)
     if limits is not None:
         issues += limit_issues(jobs, limits)
+        issues += volume_size_issues(data, limits)
     if for_start:
         issues += not_run_issues(data)
     return issues
@@ -332,8 +349,6 @@ NOT_RUN_YET = {
              " top-level files entry into a volume (source file://KEY) and mount it",
     "account": "not supported yet: fuzz's IAM has no accounts, so account secrets and"
                " volumes have no owner to check; use the user scope",
-    "size": "not honoured: a fuzz volume has no size of its own (every volume may hold"
-            " the cluster's orchestrator.limits.volume_bytes); leave size out",
     "volume-annotations": "not honoured: fuzz has no storage provisioners to select by"
                           " annotations; leave them out",
 }
@@ -390,8 +405,6 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
             continue
         if _is_account(volume.get("reference"), "volume"):
             yield Issue(("volumes", name, "reference"), NOT_RUN_YET["account"])
-        if volume.get("size") is not None:
-            yield Issue(("volumes", name, "size"), NOT_RUN_YET["size"], at="key")
         if volume.get("annotations"):
             yield Issue(("volumes", name, "annotations"), NOT_RUN_YET["volume-annotations"],
                         at="key")

@@ -111,12 +111,14 @@ def _transfer_plan(move: TransferSpec) -> Plan:
 
 def volume_plan(name: str, volume: VolumeSpec) -> Plan:
     """Whose volume it is, whether it lives with the run or persists (and under which
-    name), and the data copied in before and out after."""
+    name), the most it may hold by its own ``size`` (None: the cluster's limit), and the
+    data copied in before and out after."""
     return {
         "name": name,
         "scope": volume.scope,
         "ephemeral": volume.ephemeral,
         "persistent_name": volume.persistent_name,
+        "size_bytes": volume.size,
         "ingress": [_transfer_plan(move) for move in volume.ingress],
         "egress": [_transfer_plan(move) for move in volume.egress],
     }

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile import Fuzzfile, VolumeSpec
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 from fuzz.spec.fuzzfile_plan import workflow_plan
@@ -142,29 +143,55 @@ def test_v4_volume_errors() -> None:
     ]
 
 
-def test_v4_size_and_annotations_are_parsed_and_refused_at_start() -> None:
-    text = """
+SIZED = """
+    version: v4
+    volumes:
+      scratch:
+        use: ephemeral
+        size: 200GB
+        annotations: {tier: fast}
+    jobs:
+      a:
+        image: {uri: docker://alpine:3.20}
+        command: [ls]
+        mounts: {/scratch: scratch}
+"""
+
+
+def test_v4_size_is_the_volumes_limit_and_annotations_are_refused_at_start() -> None:
+    volume = parse(SIZED).volumes["scratch"]
+    assert (volume.size, volume.annotations) == (200 * 10**9, {"tier": "fast"})
+    assert workflow_plan(parse(SIZED))["volumes"][0]["size_bytes"] == 200 * 10**9
+    assert problems(SIZED, for_start=True) == [
+        "wf.yaml:6:5: volumes.scratch.annotations: not honoured: fuzz has no storage"
+        " provisioners to select by annotations; leave them out",
+    ]
+    # the cluster's limit caps a size: next to a cluster spec, validate (and a start) say so
+    with pytest.raises(SpecError) as info:
+        parse_fuzzfile(textwrap.dedent(SIZED).lstrip("\n"), "wf.yaml",
+                       limits=LimitsSpec(volume_bytes="100GiB"))
+    assert str(info.value) == (
+        "wf.yaml:5:11: volumes.scratch.size: 200GB is more than one volume may hold here,"
+        " 100.0 GiB (orchestrator.limits.volume_bytes)")
+
+
+def test_v4_size_is_for_ephemeral_volumes() -> None:
+    message = ("size sizes a new ephemeral volume; a persistent volume keeps the size it has:"
+               " leave size out")
+    assert problems("""
         version: v4
         volumes:
-          scratch:
-            use: ephemeral
-            size: 200GB
-            annotations: {tier: fast}
+          named: {name: data, size: 1GB}
+          mine: {use: persistent, size: 1GB}
+          old: {reference: volume://user/persistent/x, size: 1GB}
+          fine: {reference: volume://user/ephemeral, size: 1GB}
         jobs:
           a:
             image: {uri: docker://alpine:3.20}
             command: [ls]
-            mounts: {/scratch: scratch}
-    """
-    volume = parse(text).volumes["scratch"]
-    assert (volume.size, volume.annotations) == (200 * 10**9, {"tier": "fast"})
-    assert problems(text, for_start=True) == [
-        "wf.yaml:5:5: volumes.scratch.size: not honoured: a fuzz volume has no size of its"
-        " own (every volume may hold the cluster's orchestrator.limits.volume_bytes); leave"
-        " size out",
-        "wf.yaml:6:5: volumes.scratch.annotations: not honoured: fuzz has no storage"
-        " provisioners to select by annotations; leave them out",
-    ]
+    """) == [f"wf.yaml:3:29: volumes.named.size: {message}",
+             f"wf.yaml:4:33: volumes.mine.size: {message}",
+             f"wf.yaml:5:54: volumes.old.size: {message}"]
 
 
 def test_v4_mount_errors_each_at_its_place() -> None:
