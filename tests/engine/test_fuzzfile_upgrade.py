@@ -4,6 +4,7 @@ workflow keeps its plan."""
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import textwrap
 from pathlib import Path
@@ -276,3 +277,29 @@ def test_upgrade_refuses_a_merge_key_in_mounts() -> None:
         upgrade_text(text, "wf.yaml")
     assert str(info.value) == (
         "wf.yaml:12:7: a YAML merge key ('<<') in mounts: upgrade these mounts by hand")
+
+
+def _doc_blocks() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "fuzzfile.md").read_text(), re.S)
+
+
+def test_the_documented_pair_is_what_the_upgrade_writes() -> None:
+    blocks = _doc_blocks()
+    pairs = [(old, new) for old, new in itertools.pairwise(blocks)
+             if old.startswith("version: v1") and new.startswith("version: v4")]
+    assert pairs, "docs/fuzzfile.md shows a v1 file and its upgrade"
+    for old, new in pairs:
+        assert upgrade_text(old, "doc.yaml") == new
+        native = new.replace("  work:\n    reference: volume://user/ephemeral",
+                             "  work: {use: ephemeral}").replace(
+            "{reference: volume://user/persistent/results}", "{name: results}")
+        assert native != new
+        assert workflow_plan(parse_fuzzfile(native, "doc.yaml").fuzzfile) == workflow_plan(
+            parse_fuzzfile(old, "doc.yaml").fuzzfile)
+
+
+def test_every_documented_v4_file_validates() -> None:
+    v4 = [block for block in _doc_blocks() if block.startswith("version: v4")]
+    assert v4
+    for block in v4:
+        assert parse_fuzzfile(block, "doc.yaml").fuzzfile.version == "v4"
