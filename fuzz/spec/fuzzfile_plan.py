@@ -91,10 +91,12 @@ def job_plan(name: str, job: JobSpec) -> Plan:
 
 
 def service_plan(name: str, service: ServiceSpec) -> Plan:
-    """One service (validated, not run yet): container, persistence, ports, readiness."""
+    """One service (validated, not run yet): container, persistence, policy (v4), network,
+    readiness."""
     return {
         **_container_plan(name, service),
         "persist": service.persist,
+        "policy": None if service.policy is None else policy_plan(service.policy),
         "network": service.network.model_dump(mode="json", by_alias=True),
         "readiness_probe": None if service.readiness_probe is None
         else service.readiness_probe.model_dump(mode="json", by_alias=True, exclude_none=True),

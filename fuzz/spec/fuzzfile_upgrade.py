@@ -173,7 +173,7 @@ def _apply(text: str, edits: list[_Edit]) -> str:
     return "".join([*parts, text[position:]])
 
 
-def upgrade_text(text: str, file: str) -> str:
+def upgrade_text(text: str, file: str = "Fuzzfile") -> str:
     """The v4 text of the v1 Fuzzfile ``text``; ``file`` is the name problems show.
 
     Raises SpecError (the file's problems, one line each) for an invalid file or one

@@ -299,6 +299,8 @@ def test_v4_services_with_host_network_and_policy_validate() -> None:
     service = parse(text).services["api"]
     assert service.network.host is True
     assert service.policy is not None and service.policy.timeout.execute == 7200
+    assert workflow_plan(parse(text))["services"][0]["policy"] == {
+        "timeout_seconds": 7200.0, "attempts": 1}
     assert service.mounts["models"].location == "/models"
     assert problems(text, for_start=True) == [
         "wf.yaml:4:1: services: services are not run yet: fuzz runs a workflow's jobs only"
