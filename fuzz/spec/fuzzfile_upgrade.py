@@ -88,6 +88,12 @@ def _maybe(node: Node | None) -> Iterator[Node]:
         yield node
 
 
+def _within(inner: Node, outer: Node) -> bool:
+    """Whether ``inner`` is written inside ``outer`` (not an alias of a node elsewhere)."""
+    return (outer.start_mark.index <= inner.start_mark.index
+            and inner.end_mark.index <= outer.end_mark.index)
+
+
 def _mount_edits(text: str, file: str, mounts: Node) -> Iterator[_Edit]:
     """``VOLUME: {location: PATH}`` → ``PATH: {volume: VOLUME}``, by swapping the two
     scalars and renaming ``location``: the layout around them is untouched."""
@@ -101,6 +107,9 @@ def _mount_edits(text: str, file: str, mounts: Node) -> Iterator[_Edit]:
         if found is None:
             continue  # a valid v1 file has none such
         location_key, location = found
+        if not all(_within(node, mounts) for node in (key_node, target, location)):
+            raise _refuse(file, key_node, "a YAML alias inside a mount: upgrade this mount"
+                          " by hand")
         for scalar in (key_node, location):
             if scalar.start_mark.line != scalar.end_mark.line:
                 raise _refuse(file, scalar, "a mount written over several lines: upgrade it"

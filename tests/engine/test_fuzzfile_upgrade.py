@@ -303,3 +303,20 @@ def test_every_documented_v4_file_validates() -> None:
     assert v4
     for block in v4:
         assert parse_fuzzfile(block, "doc.yaml").fuzzfile.version == "v4"
+
+
+def test_upgrade_refuses_an_alias_inside_a_mount() -> None:
+    text = textwrap.dedent("""\
+        version: v1
+        volumes:
+          work: {reference: volume://user/ephemeral}
+        jobs:
+          a:
+            image: {uri: docker://alpine:3.20}
+            command: [ls, &where /work]
+            mounts: {work: {location: *where}}
+    """)
+    with pytest.raises(SpecError) as info:
+        upgrade_text(text, "wf.yaml")
+    assert str(info.value) == (
+        "wf.yaml:8:14: a YAML alias inside a mount: upgrade this mount by hand")
