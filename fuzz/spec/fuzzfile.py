@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     WrapValidator,
     field_validator,
@@ -491,9 +492,9 @@ class VolumeSpec(FuzzfileModel):
     def _choose(self, info: ValidationInfo) -> Self:
         if "reference" in self.model_fields_set:
             return self
-        if dialect(info) == "v1":
-            raise ValueError("needs a reference: volume://user/ephemeral or"
-                             " volume://user/persistent[/NAME]")
+        if dialect(info) == "v1":  # as pydantic says a missing field
+            raise ValidationError.from_exception_data(
+                "VolumeSpec", [{"type": "missing", "loc": ("reference",), "input": {}}])
         reference = values.v4_volume_reference(self.use, self.name)
         object.__setattr__(self, "reference", reference)  # frozen: chosen while validating
         return self

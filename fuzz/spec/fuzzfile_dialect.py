@@ -73,8 +73,9 @@ def v4_only(key: str) -> Callable[[Any, ValidationInfo], Any]:
     """A before-validator that refuses ``key`` in a v1 file, naming the dialect it is from."""
 
     def check(value: Any, info: ValidationInfo) -> Any:
-        if dialect(info) == "v1":
-            raise ValueError(V4_ONLY[key])
+        if dialect(info) == "v1":  # placed at the key, as an unknown key is
+            raise ValidationError.from_exception_data(
+                key, [_error(("[key]",), value, V4_ONLY[key])])
         return value
 
     return check
