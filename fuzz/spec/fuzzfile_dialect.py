@@ -207,3 +207,20 @@ def mount_volumes(mounts: object, dialect_name: Dialect) -> list[tuple[tuple[Any
         elif isinstance(target, Mapping) and isinstance(target.get("volume"), str):
             found.append(((path, "volume"), target["volume"]))
     return found
+
+
+def mount_locations(mounts: object, dialect_name: Dialect) -> list[tuple[str, str]]:
+    """(volume, location as written) of each well-formed mount in raw data, either form."""
+    if not isinstance(mounts, Mapping):
+        return []
+    found: list[tuple[str, str]] = []
+    for key, target in mounts.items():
+        if dialect_name == "v1":
+            volume, location = key, target.get("location") if isinstance(target, Mapping) \
+                else None
+        else:
+            volume = target.get("volume") if isinstance(target, Mapping) else target
+            location = key
+        if isinstance(volume, str) and isinstance(location, str):
+            found.append((volume, location))
+    return found

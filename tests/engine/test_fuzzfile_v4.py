@@ -320,3 +320,34 @@ def test_v4_keeps_the_v1_key_set_for_jobs() -> None:
             requires: [a]
     """)
     assert flow.jobs["b"].dependencies() == [("a", "SUCCEEDED")]
+
+
+def test_a_job_file_under_a_v4_mount_collides_as_in_v1() -> None:
+    assert problems("""
+        version: v4
+        volumes:
+          data: {use: ephemeral}
+        defaults:
+          job:
+            mounts: {/data/: data}
+        jobs:
+          a:
+            image: {uri: docker://alpine:3.20}
+            command: [ls]
+            files:
+              /data/in.txt: hello
+          b:
+            image: {uri: docker://alpine:3.20}
+            command: [ls]
+            mounts:
+              /other: {volume: data}
+            files:
+              /other: hello
+    """) == [
+        "wf.yaml:12:7: jobs.a.files./data/in.txt: collides with volume 'data', mounted at"
+        " /data: a file cannot be at, under or above a volume's location (to put a file in a"
+        " volume, ingress it: source file://KEY)",
+        "wf.yaml:19:7: jobs.b.files./other: collides with volume 'data', mounted at /other: a"
+        " file cannot be at, under or above a volume's location (to put a file in a volume,"
+        " ingress it: source file://KEY)",
+    ]
