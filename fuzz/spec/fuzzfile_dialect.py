@@ -34,7 +34,6 @@ from pydantic_core import InitErrorDetails
 from fuzz.spec import fuzzfile_values as values
 
 Dialect = Literal["v1", "v4"]
-DIALECTS: tuple[Dialect, ...] = ("v1", "v4")
 CONTEXT_KEY = "fuzzfile_dialect"
 
 
