@@ -188,6 +188,7 @@ class AgentClient(GrpcClient):
         call_timeout: float | None = None,
         log_limit_bytes: int = 0,
         peers: Sequence[str] = (),
+        hosts: Sequence[str] = (),
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
 
@@ -195,7 +196,8 @@ class AgentClient(GrpcClient):
         ``lease_ttl`` seconds) and start under it in one call: the returned status
         names the lease. ``mounts`` are (host source, destination, read only) triples;
         ``peers`` the addresses of the other containers of its multinode job (from
-        their leases), which it may reach. ``log_limit_bytes``: what is kept of each of
+        their leases), which it may reach; ``hosts`` its /etc/hosts lines
+        (``ADDRESS NAME``) for them. ``log_limit_bytes``: what is kept of each of
         stdout and stderr (0: all).
         """
         request = substrate_pb2.StartContainerRequest(
@@ -205,7 +207,7 @@ class AgentClient(GrpcClient):
             mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
                     for s, d, ro in mounts],
             lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
-            peers=list(peers),
+            peers=list(peers), hosts=list(hosts),
         )
         reply: substrate_pb2.ContainerStatus = self._call(
             self._stub.StartContainer, request, call_timeout or max(self.timeout, 300.0))

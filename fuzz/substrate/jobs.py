@@ -81,6 +81,7 @@ class JobRequest:
     stop_grace_seconds: float = 10.0
     log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
     peers: tuple[str, ...] = ()  # its multinode job's other containers (their addresses)
+    hosts: tuple[str, ...] = ()  # its /etc/hosts lines for its multinode job's ranks
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ class JobRunner:
                 stop_grace_seconds=request.stop_grace_seconds,
                 log_limit_bytes=request.log_limit_bytes,
                 peers=request.peers,
+                hosts=request.hosts,
             )
             with self._lock:
                 self._records[request.id] = JobRecord(image.digest, lease.id)

@@ -41,7 +41,11 @@ from fuzz.orchestrate.workflows.agentcalls import (
     NodeLostError,
     transient,
 )
-from fuzz.orchestrate.workflows.multinode import expand_multinode, multinode_environment
+from fuzz.orchestrate.workflows.multinode import (
+    expand_multinode,
+    multinode_environment,
+    rank_hosts,
+)
 from fuzz.resources import ResourceRequest
 from fuzz.units import format_bytes
 
@@ -239,6 +243,7 @@ class TaskExecutor:
                     gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
                     credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
                     peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
+                    hosts=rank_hosts(plan.key, plan.addresses),
                 )
             except AgentError as exc:
                 if not transient(exc):

@@ -89,6 +89,7 @@ def job_request(message: substrate_pb2.StartContainerRequest) -> JobRequest:
         stop_grace_seconds=message.stop_grace_seconds or DEFAULT_GRACE,
         log_limit_bytes=message.log_limit_bytes,
         peers=tuple(message.peers),
+        hosts=tuple(message.hosts),
     )
 
 
