@@ -195,6 +195,7 @@ class AgentClient(GrpcClient):
         log_limit_bytes: int = 0,
         peers: Sequence[str] = (),
         files: Sequence[tuple[str, bytes]] = (),
+        hosts: Sequence[str] = (),
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
 
@@ -202,7 +203,8 @@ class AgentClient(GrpcClient):
         ``lease_ttl`` seconds) and start under it in one call: the returned status
         names the lease. ``mounts`` are (host source, destination, read only) triples;
         ``peers`` the addresses of the other containers of its multinode job (from
-        their leases), which it may reach. ``log_limit_bytes``: what is kept of each of
+        their leases), which it may reach; ``hosts`` its /etc/hosts lines
+        (``ADDRESS NAME``) for them. ``log_limit_bytes``: what is kept of each of
         stdout and stderr (0: all). ``files`` are (path in the container, content) pairs,
         placed there read-only.
         """
@@ -213,7 +215,7 @@ class AgentClient(GrpcClient):
             mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
                     for s, d, ro in mounts],
             lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
-            peers=list(peers),
+            peers=list(peers), hosts=list(hosts),
             files=[substrate_pb2.ContainerFile(path=path, content=content)
                    for path, content in files],
         )

@@ -211,10 +211,13 @@ class DependencySpec(FuzzfileModel):
 
 
 class MultinodeSpec(FuzzfileModel):
-    """An MPI (or GASNet) job across ``nodes`` nodes; ``resource`` is per node."""
+    """An MPI (or GASNet) job across ``nodes`` nodes; ``resource`` is per node.
+
+    ``generic`` wraps nothing: the job's own launcher reads the ``MULTINODE_*`` variables.
+    """
 
     nodes: int = Field(ge=1)
-    implementation: Literal["openmpi", "mpich", "gasnet"]
+    implementation: Literal["openmpi", "mpich", "gasnet", "generic"]
 
 
 class TaskArraySpec(FuzzfileModel):

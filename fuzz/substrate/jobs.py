@@ -82,6 +82,7 @@ class JobRequest:
     log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
     peers: tuple[str, ...] = ()  # its multinode job's other containers (their addresses)
     files: tuple[ContainerFile, ...] = ()  # placed in the container, read-only
+    hosts: tuple[str, ...] = ()  # its /etc/hosts lines for its multinode job's ranks
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ class JobRunner:
                 log_limit_bytes=request.log_limit_bytes,
                 peers=request.peers,
                 files=request.files,
+                hosts=request.hosts,
             )
             with self._lock:
                 self._records[request.id] = JobRecord(image.digest, lease.id)

@@ -41,6 +41,11 @@ from fuzz.orchestrate.workflows.agentcalls import (
     NodeLostError,
     transient,
 )
+from fuzz.orchestrate.workflows.multinode import (
+    expand_multinode,
+    multinode_environment,
+    rank_hosts,
+)
 from fuzz.resources import ResourceRequest
 from fuzz.units import format_bytes
 
@@ -75,6 +80,7 @@ class LaunchPlan:
     log_limit_bytes: int = 0  # of each of stdout and stderr, on the node; 0: unlimited
     addresses: tuple[str, ...] = ()  # each rank's job network address ("": the node's network)
     files: tuple[tuple[str, bytes], ...] = ()  # (path, content) placed in every rank's container
+    expand_args: bool = False  # argv's $MULTINODE_* are replaced by each rank's values
 
 
 @dataclass(frozen=True)
@@ -233,11 +239,13 @@ class TaskExecutor:
                 status: ContainerStatus = self._calls.client(node).start_container(
                     container, plan.image, plan.leases[rank] if plan.leases else "",
                     lease=None if plan.leases else plan.request, lease_ttl=LEASE_TTL,
-                    args=plan.argv, env=plan.env[rank], cwd=plan.cwd, uid=plan.uid,
+                    args=expand_multinode(plan.argv, plan.env[rank]) if plan.expand_args
+                    else plan.argv, env=plan.env[rank], cwd=plan.cwd, uid=plan.uid,
                     gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
                     credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
                     peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
                     files=plan.files,
+                    hosts=rank_hosts(plan.key, plan.addresses),
                 )
             except AgentError as exc:
                 if not transient(exc):
@@ -429,43 +437,38 @@ class TaskExecutor:
             self._calls.client(plan.nodes[rank]).renew_lease(plan.leases[rank], LEASE_TTL)
 
     def _collect_logs(self, plan: LaunchPlan, written: list[tuple[int, int]]) -> None:
-        """Copy each rank's output here (streams a rank wrote nothing to are skipped).
+        """Copy each rank's output here, rank 0's to ``plan.log_paths`` and each other
+        rank's beside it (:func:`rank_log_path`); streams a rank wrote nothing to are skipped.
 
         The copy is a convenience, never the task's outcome: when the log directory's
         disk is full (or unwritable) what was copied is kept, one line says what was
         lost, and the attempt ends as its containers did.
         """
-        for index, (stream, path) in enumerate(zip(STREAMS, plan.log_paths, strict=True)):
-            try:
-                if not any(sizes[index] for sizes in written):
-                    path.unlink(missing_ok=True)  # an earlier attempt's; missing reads as empty
-                    continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "wb") as out:
-                    self._copy_log(plan, written, index, stream, out)
-            except OSError as exc:
-                log.warning("the %s of task %s of %s is incomplete in %s: %s", stream,
-                            plan.key, plan.workflow_id, path, exc.strerror or exc)
+        for index, (stream, first) in enumerate(zip(STREAMS, plan.log_paths, strict=True)):
+            for rank in range(len(plan.nodes)):
+                path = rank_log_path(first, rank)
+                try:
+                    if not written[rank][index]:
+                        path.unlink(missing_ok=True)  # an earlier attempt's; missing: empty
+                        continue
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with open(path, "wb") as out:
+                        self._copy_log(plan, rank, stream, out)
+                except OSError as exc:
+                    log.warning("the %s of task %s of %s is incomplete in %s: %s", stream,
+                                plan.key, plan.workflow_id, path, exc.strerror or exc)
 
-    def _copy_log(self, plan: LaunchPlan, written: list[tuple[int, int]], index: int,
-                  stream: str, out: BinaryIO) -> None:
-        """Append every rank's ``stream`` (the ``index``-th) to ``out``.
+    def _copy_log(self, plan: LaunchPlan, rank: int, stream: str, out: BinaryIO) -> None:
+        """Write rank ``rank``'s ``stream`` to ``out``; a copy cut short by a restarting
+        agent goes on from where it stopped."""
 
-        A copy cut short by a restarting agent goes on from where it stopped.
-        """
-        for rank, node in enumerate(plan.nodes):
-            if not written[rank][index]:
-                continue
-            begin = out.tell()
+        def copy(client: AgentClient) -> None:
+            for chunk in client.stream_logs(plan.containers[rank], stream, offset=out.tell()):
+                self._leave_headroom(out, len(chunk))
+                out.write(chunk)
 
-            def copy(client: AgentClient, container: str = plan.containers[rank],
-                     name: str = stream, begin: int = begin) -> None:
-                for chunk in client.stream_logs(container, name, offset=out.tell() - begin):
-                    self._leave_headroom(out, len(chunk))
-                    out.write(chunk)
-
-            with contextlib.suppress(AgentError, NodeLostError):
-                self._calls.ride(node, copy)
+        with contextlib.suppress(AgentError, NodeLostError):
+            self._calls.ride(plan.nodes[rank], copy)
 
     def _leave_headroom(self, out: BinaryIO, size: int) -> None:
         """OSError(ENOSPC) when writing ``size`` more bytes to ``out`` would leave less than
@@ -510,23 +513,34 @@ class TaskExecutor:
                 continue
 
 
+def rank_log_path(path: Path, rank: int) -> Path:
+    """Where rank ``rank``'s copy of a multinode task's log is kept, given rank 0's ``path``
+    (``KEY.stdout``): ``KEY.node1.stdout`` for rank 1, and so on."""
+    return path if rank == 0 else path.with_suffix(f".node{rank}{path.suffix}")
+
+
 def _on_node(node: str, exc: Exception) -> str:
     """Why an attempt failed on ``node``: a lost node's reason names it already."""
     return str(exc) if isinstance(exc, NodeLostError) else f"node {node}: {exc}"
 
 
 def _with_addresses(plan: LaunchPlan, addresses: Sequence[str]) -> LaunchPlan:
-    """``plan`` with each rank's address, and ``FUZZ_NODES`` naming them when all have one.
+    """``plan`` with each rank's address, and ``FUZZ_NODES`` and the ``MULTINODE_*`` host
+    variables naming them when all have one.
 
     The ranks run in network namespaces of their own: the node names are of no
     use to them, their addresses are what MPI must be given.
     """
     if not addresses or not all(addresses):
         return replace(plan, addresses=tuple(addresses))
-    nodes = f"FUZZ_NODES={','.join(addresses)}"
-    env = tuple(tuple(nodes if entry.startswith("FUZZ_NODES=") else entry for entry in rank)
-                for rank in plan.env)
-    return replace(plan, addresses=tuple(addresses), env=env)
+    env = []
+    for rank, entries in enumerate(plan.env):
+        current = dict(entry.partition("=")[::2] for entry in entries)
+        slots = int(current.get("MULTINODE_TOTAL_SLOTS", "0")) // len(addresses)
+        current.update(FUZZ_NODES=",".join(addresses),
+                       **multinode_environment(addresses, slots, rank))
+        env.append(tuple(f"{key}={value}" for key, value in current.items()))
+    return replace(plan, addresses=tuple(addresses), env=tuple(env))
 
 
 def _with_leases(plan: LaunchPlan, leases: Sequence[str]) -> LaunchPlan:

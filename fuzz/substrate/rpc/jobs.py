@@ -90,6 +90,7 @@ def job_request(message: substrate_pb2.StartContainerRequest) -> JobRequest:
         log_limit_bytes=message.log_limit_bytes,
         peers=tuple(message.peers),
         files=tuple(ContainerFile(item.path, item.content) for item in message.files),
+        hosts=tuple(message.hosts),
     )
 
 

@@ -270,8 +270,9 @@ class ContainerSpec:
     container gets, and ``hooks`` what runc runs around it (both from the lease's
     devices, see :mod:`fuzz.substrate.capacity.devices`). ``peers`` are the
     addresses of the other containers of its multinode job, which it may reach
-    (and be reached from) through the node's job network. ``files`` are placed in the
-    container, read-only (:class:`ContainerFile`).
+    (and be reached from) through the node's job network; ``hosts`` are lines
+    (``ADDRESS NAME [ALIAS...]``) its ``/etc/hosts`` gets after localhost's. ``files`` are
+    placed in the container, read-only (:class:`ContainerFile`).
     """
 
     id: str
@@ -292,9 +293,12 @@ class ContainerSpec:
     log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
     peers: tuple[str, ...] = ()
     files: tuple[ContainerFile, ...] = ()
+    hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
+        for line in self.hosts:
+            _check_hosts_line(line)
         for peer in self.peers:
             try:
                 ipaddress.IPv4Address(peer)
@@ -341,6 +345,23 @@ class ContainerSpec:
         _check_files(self.files, self.mounts)
 
 
+def _check_hosts_line(line: str) -> None:
+    """An ``/etc/hosts`` line: an IP address, then one or more valid host names."""
+    words = line.split(" ") if isinstance(line, str) else []
+    try:
+        ipaddress.ip_address(words[0] if words else "")
+    except ValueError:
+        raise ContainerSpecError(f"hosts line {line!r} must begin with an IP address") from None
+    if len(words) < 2 or not all(HOSTNAME_PATTERN.fullmatch(word) for word in words[1:]):
+        raise ContainerSpecError(f"hosts line {line!r}: its names must be valid host names")
+
+
+def hosts_file(spec: ContainerSpec) -> str:
+    """The text of ``spec``'s ``/etc/hosts``: localhost, then ``spec.hosts``."""
+    return "\n".join(("127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback",
+                      *spec.hosts)) + "\n"
+
+
 def cpuset_string(cpus: Sequence[int]) -> str:
     """Render CPU ids as a cpuset list: ``(0, 2, 3, 4)`` -> ``"0,2-4"``."""
     parts: list[str] = []
@@ -381,6 +402,7 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         "peers": list(spec.peers),
         "files": [{"path": item.path, "content": base64.b64encode(item.content).decode()}
                   for item in spec.files],
+        "hosts": list(spec.hosts),
     }
 
 
@@ -413,6 +435,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
             peers=tuple(data.get("peers", ())),
             files=tuple(ContainerFile(item["path"], base64.b64decode(item["content"]))
                         for item in data.get("files", ())),
+            hosts=tuple(data.get("hosts", ())),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None
@@ -487,7 +510,8 @@ def _hooks(hooks: Sequence[Hook]) -> dict[str, list[dict[str, Any]]]:
 
 def oci_config(
     spec: ContainerSpec, rootfs_path: str | Path, nofile: int = NOFILE_LIMIT,
-    network: JobNamespace | None = None, files_dir: str | Path | None = None,
+    network: JobNamespace | None = None, hosts: Path | None = None,
+    files_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime ``config.json`` for ``spec``, rooted at ``rootfs_path``.
 
@@ -496,7 +520,8 @@ def oci_config(
     runc cannot raise it above the agent's own hard limit without
     CAP_SYS_RESOURCE). With ``network`` the job joins that network namespace and
     gets its resolv.conf (read-only); without, it keeps the host's network
-    namespace (an admin's opt-in). A ``PATH`` is added to its env when it has none.
+    namespace (an admin's opt-in). ``hosts``: a file (:func:`hosts_file`) bound on its
+    ``/etc/hosts`` (read-only). A ``PATH`` is added to its env when it has none.
     Each of ``spec.devices`` is made in the container and allowed (with its
     permissions) in the devices cgroup, and ``spec.hooks`` become the config's ``hooks``.
     ``spec.files`` are bound read-only from ``files_dir`` (where the container's files
@@ -569,6 +594,9 @@ def oci_config(
     if network is not None:
         config["linux"]["namespaces"].append({"type": "network", "path": network.netns})
         config["mounts"].append(_mount("/etc/resolv.conf", "bind", str(network.resolv_conf),
+                                       ["rbind", "rprivate", "nosuid", "nodev", "ro"]))
+    if hosts is not None:
+        config["mounts"].append(_mount("/etc/hosts", "bind", str(hosts),
                                        ["rbind", "rprivate", "nosuid", "nodev", "ro"]))
     config["mounts"] += _placed_files(spec, files_dir)
     if spec.hooks:
