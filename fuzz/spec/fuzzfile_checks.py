@@ -66,6 +66,16 @@ def _runnables(data: Mapping[Any, Any]) -> dict[tuple[str, Any], Any]:
     return found
 
 
+def workload_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
+    """A workflow with neither a job nor a service (services alone are valid, as in
+    Fuzzball; a start refuses them until fuzz runs services)."""
+    jobs, services = data.get("jobs", {}), data.get("services", {})
+    if isinstance(jobs, Mapping) and isinstance(services, Mapping) and not jobs \
+            and not services:
+        yield Issue(("jobs",), "a workflow needs at least one job or service",
+                    at="value" if "jobs" in data else "key")
+
+
 def dependency_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     """Dependencies naming the job (or service) itself or one the file does not have."""
     runnables = _runnables(data)
@@ -288,11 +298,11 @@ def fuzzfile_issues(
     None those of the cluster's limits; ``for_start`` adds what fuzz cannot run yet
     (:func:`not_run_issues`).
     """
-    jobs = data.get("jobs")
+    jobs = data.get("jobs", {})
     if not isinstance(jobs, Mapping):
         return []
-    issues = [*dependency_issues(data), *cycle_issues(data), *mount_issues(data),
-              *name_issues(data), *inline_file_issues(data)]
+    issues = [*workload_issues(data), *dependency_issues(data), *cycle_issues(data),
+              *mount_issues(data), *name_issues(data), *inline_file_issues(data)]
     if capacities is not None:
         defaults = data.get("defaults")
         job_defaults = defaults.get("job") if isinstance(defaults, Mapping) else None
