@@ -329,6 +329,8 @@ NOT_RUN_YET = {
              " top-level files entry into a volume (source file://KEY) and mount it",
     "account": "not supported yet: fuzz's IAM has no accounts, so account secrets and"
                " volumes have no owner to check; use the user scope",
+    "env-secret": "not supported yet: fuzz would give the job the text of the secret"
+                  " reference, not the secret's value; leave it out of env",
 }
 """Why a start refuses a key that the dialect has and validate accepts."""
 
@@ -358,6 +360,14 @@ def _secret_refusals(path: tuple[Hashable, ...], holder: Any) -> Iterator[Issue]
         yield Issue((*path, "secret"), NOT_RUN_YET["account"])
 
 
+def _env_secret_refusals(path: tuple[Hashable, ...], holder: Any) -> Iterator[Issue]:
+    """``env`` entries ``NAME=secret://…``: Fuzzball gives the secret's value, fuzz cannot."""
+    env = holder.get("env") if isinstance(holder, Mapping) else None
+    for index, entry in enumerate(env if isinstance(env, list) else ()):
+        if isinstance(entry, str) and entry.partition("=")[2].startswith("secret://"):
+            yield Issue((*path, "env", index), NOT_RUN_YET["env-secret"])
+
+
 def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     """What a valid Fuzzfile may hold but fuzz cannot run yet, each with its reason: a
     start (not validate) refuses these, so nothing in a file is silently ignored."""
@@ -369,12 +379,14 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     if isinstance(job_defaults, Mapping):
         yield from _resource_refusals(("defaults", "job", "resource"),
                                       job_defaults.get("resource"))
+        yield from _env_secret_refusals(("defaults", "job"), job_defaults)
     jobs = data.get("jobs")
     for name, job in jobs.items() if isinstance(jobs, Mapping) else ():
         if not isinstance(job, Mapping):
             continue
         yield from _resource_refusals(("jobs", name, "resource"), job.get("resource"))
         yield from _secret_refusals(("jobs", name, "image"), job.get("image"))
+        yield from _env_secret_refusals(("jobs", name), job)
         if job.get("files"):
             yield Issue(("jobs", name, "files"), NOT_RUN_YET["files"], at="key")
     volumes = data.get("volumes")
