@@ -97,12 +97,12 @@ def plan_of(text: str, file: str) -> Any:
     from fuzz.spec.fuzzfile_plan import workflow_plan  # lands with v4 (f16-v4)
 
     plan = workflow_plan(parse_fuzzfile(text, file).fuzzfile)
-    return json.loads(json.dumps(plan, sort_keys=True))
+    return json.loads(json.dumps(plan))
 
 
 def plan_json(plan: Any) -> str:
     """How a plan is written to ``NAME.plan.json``."""
-    return json.dumps(plan, indent=2, sort_keys=True) + "\n"
+    return json.dumps(plan, indent=2) + "\n"
 
 
 def read_errors(path: Path) -> list[str]:
