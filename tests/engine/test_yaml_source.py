@@ -177,3 +177,15 @@ def test_syntax_errors_are_worded_as_before() -> None:
     }
     for text, line in cases.items():
         assert [str(problem) for problem in parse_yaml(text, "t.yaml").problems] == [line], text
+
+
+def test_columns_count_characters_not_bytes() -> None:
+    assert _positions('x: {a: "é😀中", b: 1}\ny: [😀, z]\n') == {
+        (): (None, (1, 1)),
+        ("x",): ((1, 1), (1, 4)),
+        ("x", "a"): ((1, 5), (1, 8)),
+        ("x", "b"): ((1, 15), (1, 18)),
+        ("y",): ((2, 1), (2, 4)),
+        ("y", 0): (None, (2, 5)),
+        ("y", 1): (None, (2, 8)),
+    }
