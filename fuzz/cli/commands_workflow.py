@@ -32,8 +32,9 @@ def workflow_validate(app: AppContext, file: Path, as_json: bool) -> None:
     """Check FILE before anything runs: one line per problem, exit 1 if there is any.
 
     Next to a cluster spec with an ``orchestrator:`` block, its limits apply too.
-    ``--json`` prints the file, ``valid``, its jobs (in run order), volumes, content hash
-    and ``plan`` (:func:`~fuzz.spec.fuzzfile_plan.workflow_plan`: what would run).
+    ``--json`` prints the file, ``valid``, its jobs (in run order), volumes, content hash,
+    ``version`` (the dialect) and ``plan`` (what would run:
+    :func:`~fuzz.spec.fuzzfile_plan.workflow_plan`).
     """
     try:
         loaded = load_fuzzfile(file, limits=known_limits(app))
@@ -46,7 +47,8 @@ def workflow_validate(app: AppContext, file: Path, as_json: bool) -> None:
     if as_json:
         print_json(app.out, validation_json(
             [], file=str(file), jobs=fuzzfile.job_order(), volumes=list(fuzzfile.volumes),
-            content_hash=loaded.content_hash, plan=workflow_plan(fuzzfile)))
+            content_hash=loaded.content_hash, version=fuzzfile.version,
+            plan=workflow_plan(fuzzfile)))
         return
     app.out.print(f"{file}: valid: {_count(len(fuzzfile.jobs), 'job')}, "
                   f"{_count(len(fuzzfile.volumes), 'volume')}")

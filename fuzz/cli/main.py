@@ -47,6 +47,7 @@ def _register_commands() -> None:
         commands_secret,
         commands_server,
         commands_state,
+        commands_upgrade,
     )
     from fuzz.cli.commands_workflow import workflow
     from fuzz.substrate.cli import substrate
@@ -55,7 +56,8 @@ def _register_commands() -> None:
                    commands_secret, commands_login, commands_iam, commands_pool):
         for command in module.COMMANDS:
             cli.add_command(command)
-    for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS):
+    for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS,
+                    *commands_upgrade.COMMANDS):
         workflow.add_command(command)
     cli.add_command(workflow)
     cli.add_command(substrate)

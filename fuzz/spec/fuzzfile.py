@@ -1,4 +1,5 @@
-"""The Fuzzfile: a workflow of volumes and jobs, in the public Fuzzball shape (``version: v1``).
+"""The Fuzzfile: a workflow of volumes and jobs, in the public Fuzzball shape (``version: v1``
+or ``v4``).
 
 A Fuzzball workflow runs unchanged: the keys, their spelling (``by-core``,
 ``task-array``) and their meaning follow Fuzzball's Fuzzfile. Unknown keys are
@@ -7,6 +8,10 @@ fields within one job (command or script, two mounts at one place) are pydantic
 validators, so a problem points at its own value. Checks across jobs and volumes
 (``requires``, cycles, mounts of undeclared volumes, what no node could hold) are
 in :mod:`fuzz.spec.fuzzfile_checks`; :mod:`fuzz.spec.fuzzfile_loader` runs both.
+
+Both dialects parse into these models: the loader passes the file's dialect in the
+validation context, and the few forms that differ (mounts keyed by path, the v4 volume
+keys) are read by :mod:`fuzz.spec.fuzzfile_dialect`; ``version`` keeps which it was.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -29,9 +35,14 @@ from pydantic import (
 from fuzz.resources import Affinity, ResourceRequest
 from fuzz.spec import fuzzfile_values as values
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
+from fuzz.spec.fuzzfile_dialect import (
+    Dialect,
+    dialect,
+    mounts_in_v1_form,
+    v4_only,
+)
 from fuzz.units import parse_duration, parse_size
 
-FUZZFILE_VERSION = "v1"
 DEFAULT_MEMORY = 2**30
 """Memory a job gets when it names none: 1 GiB."""
 SCRIPT_SHELL = "/bin/sh"
@@ -145,6 +156,11 @@ class MountSpec(FuzzfileModel):
     location: Annotated[str, AfterValidator(values.mount_location)]
 
 
+Mounts = Annotated[dict[Name, MountSpec], WrapValidator(mounts_in_v1_form)]
+"""Volume → where it appears. A v1 file writes it so; a v4 file keys each mount by its
+path (``/work: {volume: work}`` or ``/work: work``), read into this form."""
+
+
 class TimeoutPolicy(FuzzfileModel):
     """``execute``: the longest one attempt of the job may run, in seconds (None: no limit)."""
 
@@ -233,10 +249,11 @@ class ContainerSpec(FuzzfileModel):
     resource and dependencies.
 
     ``env`` entries are ``NAME=VALUE``; ``mounts`` maps a declared volume to where it
-    appears; ``files`` maps an absolute path in the container to content or to
-    ``file://KEY`` (an entry of the top-level ``files``); ``requires`` names what must
-    succeed first, ``depends-on`` what must be RUNNING or FINISHED (whatever its result);
-    a file gives one of the two. ``name``, if given, must be the map key.
+    appears (see :data:`Mounts` for the v4 form); ``files`` maps an absolute path in the
+    container to content or to ``file://KEY`` (an entry of the top-level ``files``);
+    ``requires`` names what must succeed first, ``depends-on`` what must be RUNNING or
+    FINISHED (whatever its result); a file gives one of the two. ``name``, if given, must
+    be the map key.
     """
 
     name: str | None = None
@@ -246,7 +263,7 @@ class ContainerSpec(FuzzfileModel):
     args: list[Argument] | None = None
     cwd: AbsolutePath | None = None
     env: list[EnvEntry] = Field(default_factory=list)
-    mounts: dict[Name, MountSpec] = Field(default_factory=dict)
+    mounts: Mounts = Field(default_factory=dict)
     files: dict[AbsolutePath, str] = Field(default_factory=dict)
     resource: ResourceSpec = Field(default_factory=ResourceSpec)
     requires: list[str] = Field(default_factory=list)
@@ -413,30 +430,93 @@ class VolumeSpec(FuzzfileModel):
     """A volume: ``volume://user/ephemeral`` (lives as long as the workflow; a name after it
     is Fuzzball's too and changes nothing) or ``volume://user/persistent[/NAME]`` (no name:
     the class's own, ``persistent``), or the same under ``account`` (``group``), with data
-    to copy in (``ingress``) and out (``egress``). ``name``, if given, must be the map key.
+    to copy in (``ingress``) and out (``egress``).
+
+    v1 gives the ``reference``; ``name``, if given, must be the map key. v4 may give the
+    ``reference`` the same way (most real v4 files do), or choose with ``use`` and
+    ``name``: ``use: ephemeral`` (or nothing) is a new ephemeral volume of the user's,
+    ``use: persistent`` the user's own persistent volume, ``name: NAME`` (``use:
+    persistent`` or none) the persistent volume NAME; fuzz has no storage provisioners,
+    so ``use`` names no other. ``size`` (v4, ephemeral volumes) is the most the volume
+    may hold, enforced as ``orchestrator.limits.volume_bytes`` is (which caps it); the
+    v4 ``annotations`` are parsed, and a start refuses them
+    (:data:`fuzz.spec.fuzzfile_checks.NOT_RUN_YET`). After validation ``reference``
+    always holds the chosen volume.
     """
 
+    reference: Annotated[str, AfterValidator(values.volume_reference)] = ""
+    use: Annotated[str | None, BeforeValidator(v4_only("use"))] = None
     name: str | None = None
-    reference: Annotated[str, AfterValidator(values.volume_reference)]
+    size: Annotated[Size | None, BeforeValidator(v4_only("size"))] = None
+    annotations: Annotated[Annotations | None, BeforeValidator(v4_only("annotations"))] = None
     ingress: list[IngressSpec] = Field(default_factory=list)
     egress: list[EgressSpec] = Field(default_factory=list)
+
+    @field_validator("use")
+    @classmethod
+    def _provisioner(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("reference"):
+            raise ValueError("give reference (the v1 way) or use, not both")
+        if value not in values.V4_VOLUME_USES:
+            raise ValueError(
+                f"fuzz has no storage provisioners, so use {value!r} names none here: use"
+                " ephemeral (a new volume for the run) or persistent (with name: one of your"
+                " persistent volumes)")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _persistent_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or dialect(info) == "v1" or info.data.get("reference"):
+            return value  # the v1 echo of the key (checked against it on the raw data)
+        if info.data.get("use") == "ephemeral":
+            raise ValueError("name names an existing persistent volume, but use: ephemeral"
+                             " asks for a new ephemeral one: leave one of them out")
+        return values.persistent_name(value)
+
+    @field_validator("size")
+    @classmethod
+    def _ephemeral_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        reference, use, name = (info.data.get(key) for key in ("reference", "use", "name"))
+        persistent = values.volume_parts(reference)[1] == "persistent" if reference \
+            else use == "persistent" or name is not None
+        if value is not None and persistent:
+            raise ValueError("size sizes a new ephemeral volume; a persistent volume keeps"
+                             " the size it has: leave size out")
+        return value
+
+    @model_validator(mode="after")
+    def _choose(self, info: ValidationInfo) -> Self:
+        if "reference" in self.model_fields_set:
+            return self
+        if dialect(info) == "v1":
+            raise ValueError("needs a reference: volume://user/ephemeral or"
+                             " volume://user/persistent[/NAME]")
+        reference = values.v4_volume_reference(self.use, self.name)
+        object.__setattr__(self, "reference", reference)  # frozen: chosen while validating
+        return self
+
+    def _parts(self) -> tuple[str, str, str | None]:
+        return values.volume_parts(self.reference)
 
     @property
     def scope(self) -> str:
         """``user`` or ``account`` (``group`` reads ``account``): whose volume it is."""
-        return values.volume_parts(self.reference)[0]
+        return self._parts()[0]
 
     @property
     def ephemeral(self) -> bool:
         """True for a volume that lives only as long as its workflow."""
-        return values.volume_parts(self.reference)[1] == "ephemeral"
+        return self._parts()[1] == "ephemeral"
 
     @property
     def persistent_name(self) -> str | None:
         """The name of a persistent volume; None for an ephemeral one."""
         if self.ephemeral:
             return None
-        return values.volume_parts(self.reference)[2] or values.DEFAULT_PERSISTENT_NAME
+        return self._parts()[2] or values.DEFAULT_PERSISTENT_NAME
 
 
 class JobDefaults(FuzzfileModel):
@@ -444,7 +524,7 @@ class JobDefaults(FuzzfileModel):
     that does not give its own (``env`` is merged by variable name, the job's winning)."""
 
     env: list[EnvEntry] = Field(default_factory=list)
-    mounts: dict[Name, MountSpec] = Field(default_factory=dict)
+    mounts: Mounts = Field(default_factory=dict)
     policy: PolicySpec | None = None
     resource: ResourceSpec | None = None
 
@@ -476,8 +556,10 @@ class EndpointSpec(FuzzfileModel):
 
 
 class ServiceNetworkSpec(FuzzfileModel):
-    """A service's named ``ports`` and the ``endpoints`` that expose them."""
+    """A service's named ``ports`` and the ``endpoints`` that expose them; ``host`` (v4):
+    the service uses the node's network."""
 
+    host: Annotated[bool, BeforeValidator(v4_only("host"))] = False
     ports: list[PortSpec] = Field(default_factory=list)
     endpoints: list[EndpointSpec] = Field(default_factory=list)
 
@@ -555,30 +637,41 @@ class ReadinessProbe(FuzzfileModel):
 class ServiceSpec(ContainerSpec):
     """A long-running container (see :class:`ContainerSpec`): ``persist`` keeps it up until
     the workflow is stopped, ``network`` names its ports and endpoints, ``readiness-probe``
-    says when it is RUNNING. Parsed and checked; fuzz does not run services yet."""
+    says when it is RUNNING, ``policy`` (v4) limits its run time. Parsed and checked; fuzz
+    does not run services yet."""
 
     persist: bool = False
+    policy: Annotated[PolicySpec | None, BeforeValidator(v4_only("policy"))] = None
     network: ServiceNetworkSpec = Field(default_factory=ServiceNetworkSpec)
     readiness_probe: ReadinessProbe | None = Field(default=None, alias="readiness-probe")
 
 
 class Fuzzfile(FuzzfileModel):
-    """A whole workflow: ``version: v1``, inline ``files``, job ``defaults``, free-form
-    ``annotations``, ``volumes``, (at least one of) ``jobs`` and ``services``
-    (:func:`fuzz.spec.fuzzfile_checks.workload_issues` requires one).
+    """A whole workflow: ``version`` (``v1`` or ``v4``: the dialect it was written in),
+    inline ``files``, job ``defaults``, free-form ``annotations``, ``volumes``, (at least
+    one of) ``jobs`` and ``services`` (:func:`fuzz.spec.fuzzfile_checks.workload_issues`
+    requires one).
 
     The jobs hold their defaults already merged: ``defaults.job.env`` under the job's
     own ``env`` (by variable name), and ``mounts``, ``policy`` and ``resource`` where
     the job gives none of its own.
     """
 
-    version: Literal["v1"]
+    version: Dialect
     files: dict[FileKey, str] = Field(default_factory=dict)
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
     annotations: Annotations = Field(default_factory=dict)
     volumes: dict[Name, VolumeSpec] = Field(default_factory=dict)
     jobs: dict[Name, JobSpec] = Field(default_factory=dict)
     services: dict[Name, ServiceSpec] = Field(default_factory=dict)
+
+    @field_validator("version")
+    @classmethod
+    def _read_as_written(cls, value: Dialect, info: ValidationInfo) -> Dialect:
+        if value != dialect(info):  # a caller that skipped fuzz.spec.fuzzfile_loader
+            raise ValueError(f"a {value} file must be read as {value}"
+                             " (fuzz.spec.fuzzfile_loader.parse_fuzzfile does)")
+        return value
 
     @model_validator(mode="after")
     def _merge_defaults(self) -> Self:

@@ -21,8 +21,10 @@ from pydantic import BaseModel, ValidationError
 from fuzz.resources import NodeCapacity, shortages, shortfall
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile import MultinodeSpec, ResourceSpec, TaskArraySpec
+from fuzz.spec.fuzzfile_dialect import dialect_of, mount_volumes
 from fuzz.spec.fuzzfile_values import inline_file_key
 from fuzz.spec.problems import Issue, did_you_mean
+from fuzz.units import format_bytes, parse_size
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -141,7 +143,8 @@ def _unknown_volume(volume: object, declared: Sequence[str]) -> str:
 
 
 def mount_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
-    """Mounts (of jobs, services and ``defaults.job``) of volumes that ``volumes:`` lacks."""
+    """Mounts (of jobs, services and ``defaults.job``) of volumes that ``volumes:`` lacks;
+    in v1 at the mount's key (the volume), in v4 at the volume its path names."""
     volumes = data.get("volumes")
     if volumes is None:
         declared: list[str] = []
@@ -154,28 +157,39 @@ def mount_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     defaults = data.get("defaults")
     if isinstance(defaults, Mapping):
         holders.append((("defaults", "job"), defaults.get("job")))
+    dialect = dialect_of(data)
     for path, item in holders:
         mounts = item.get("mounts") if isinstance(item, Mapping) else None
-        if not isinstance(mounts, Mapping):
-            continue
-        for volume in mounts:
+        for where, volume in mount_volumes(mounts, dialect):
             if volume not in declared:
-                yield Issue((*path, "mounts", volume), _unknown_volume(volume, declared),
-                            at="key")
+                yield Issue((*path, "mounts", *where), _unknown_volume(volume, declared),
+                            at="key" if dialect == "v1" else "value")
 
 
 def name_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     """A ``name`` inside a job, service or volume that is not its map key (fuzz, like
-    Fuzzball, names each by its key: a different ``name`` would be silently ignored)."""
+    Fuzzball, names each by its key: a different ``name`` would be silently ignored).
+
+    A v4 volume's ``name`` names a persistent volume, unless the volume gives a v1
+    ``reference``: then it is the v1 echo of the key (as in a real catalog file).
+    """
+    v4 = dialect_of(data) == "v4"
     for section in ("jobs", "services", "volumes"):
         items = data.get(section)
         if not isinstance(items, Mapping):
             continue
         for key, item in items.items():
             name = item.get("name") if isinstance(item, Mapping) else None
+            if v4 and section == "volumes" and isinstance(item, Mapping) \
+                    and item.get("reference") is None:
+                continue
             if isinstance(name, str) and name != key:
-                yield Issue((section, key, "name"),
-                            f"must be the {section[:-1]}'s key {key!r} (or be left out)")
+                message = f"must be the {section[:-1]}'s key {key!r} (or be left out)"
+                if v4 and section == "volumes":
+                    message = (f"beside reference, name is the v1 echo of the key and must be"
+                               f" {key!r}; to choose the persistent volume {name!r}, leave"
+                               " reference out")
+                yield Issue((section, key, "name"), message)
 
 
 def inline_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
@@ -284,6 +298,21 @@ def limit_issues(jobs: Mapping[Any, Any], limits: LimitsSpec) -> Iterator[Issue]
                         "run at once here (orchestrator.limits.task_array_concurrency)")
 
 
+def volume_size_issues(data: Mapping[Any, Any], limits: LimitsSpec) -> Iterator[Issue]:
+    """A volume ``size`` (v4) over what the cluster lets one volume hold."""
+    volumes = data.get("volumes")
+    for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
+        raw = volume.get("size") if isinstance(volume, Mapping) else None
+        try:
+            size = parse_size(raw) if isinstance(raw, str | int) else None
+        except ValueError:
+            continue  # the model reports it
+        if size is not None and size > limits.volume_bytes:
+            yield Issue(("volumes", name, "size"),
+                        f"{raw} is more than one volume may hold here, "
+                        f"{format_bytes(limits.volume_bytes)} (orchestrator.limits.volume_bytes)")
+
+
 def fuzzfile_issues(
     data: Mapping[Any, Any],
     capacities: Sequence[NodeCapacity] | None = None,
@@ -311,6 +340,7 @@ def fuzzfile_issues(
         issues += capacity_issues(jobs, capacities, capacities_are_nodes, default_resource)
     if limits is not None:
         issues += limit_issues(jobs, limits)
+        issues += volume_size_issues(data, limits)
     if for_start:
         issues += not_run_issues(data)
     return issues
@@ -331,6 +361,8 @@ NOT_RUN_YET = {
                " volumes have no owner to check; use the user scope",
     "env-secret": "not supported yet: fuzz would give the job the text of the secret"
                   " reference, not the secret's value; leave it out of env",
+    "volume-annotations": "not honoured: fuzz has no storage provisioners to select by"
+                          " annotations; leave them out",
 }
 """Why a start refuses a key that the dialect has and validate accepts."""
 
@@ -395,6 +427,9 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
             continue
         if _is_account(volume.get("reference"), "volume"):
             yield Issue(("volumes", name, "reference"), NOT_RUN_YET["account"])
+        if volume.get("annotations"):
+            yield Issue(("volumes", name, "annotations"), NOT_RUN_YET["volume-annotations"],
+                        at="key")
         for direction in ("ingress", "egress"):
             moves = volume.get(direction)
             for index, move in enumerate(moves if isinstance(moves, list) else ()):

@@ -18,6 +18,7 @@ from fuzz.resources import NodeCapacity
 from fuzz.spec.cluster import FUZZFILE_BYTES, LimitsSpec
 from fuzz.spec.fuzzfile import Fuzzfile
 from fuzz.spec.fuzzfile_checks import fuzzfile_issues
+from fuzz.spec.fuzzfile_dialect import dialect_context, dialect_of
 from fuzz.spec.problems import Problem, SpecError
 from fuzz.spec.validation import validate_document
 from fuzz.spec.yamlsource import SourceMap, decode_source, parse_yaml, read_source
@@ -68,7 +69,8 @@ def parse_fuzzfile(
     limits: LimitsSpec | None = None,
     for_start: bool = False,
 ) -> LoadedFuzzfile:
-    """Parse and check a Fuzzfile's ``text``; ``file`` is the name problems show.
+    """Parse and check a Fuzzfile's ``text``, of either dialect (``version: v1`` or
+    ``v4``); ``file`` is the name problems show.
 
     ``capacities``: what the cluster's nodes (or its pools' offerings) hold; given,
     a job that none of them could hold is a problem. ``capacities_are_nodes``: each
@@ -85,7 +87,8 @@ def parse_fuzzfile(
         fuzzfile_issues, capacities=capacities, capacities_are_nodes=capacities_are_nodes,
         limits=limits, for_start=for_start,
     )
-    fuzzfile = validate_document(document, Fuzzfile, issues)
+    fuzzfile = validate_document(document, Fuzzfile, issues,
+                                 context=dialect_context(dialect_of(document.data)))
     content_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return LoadedFuzzfile(fuzzfile, Path(file), document.source, text, content_hash)
 

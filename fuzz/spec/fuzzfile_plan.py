@@ -91,10 +91,12 @@ def job_plan(name: str, job: JobSpec) -> Plan:
 
 
 def service_plan(name: str, service: ServiceSpec) -> Plan:
-    """One service (validated, not run yet): container, persistence, ports, readiness."""
+    """One service (validated, not run yet): container, persistence, policy (v4), network,
+    readiness."""
     return {
         **_container_plan(name, service),
         "persist": service.persist,
+        "policy": None if service.policy is None else policy_plan(service.policy),
         "network": service.network.model_dump(mode="json", by_alias=True),
         "readiness_probe": None if service.readiness_probe is None
         else service.readiness_probe.model_dump(mode="json", by_alias=True, exclude_none=True),
@@ -111,12 +113,14 @@ def _transfer_plan(move: TransferSpec) -> Plan:
 
 def volume_plan(name: str, volume: VolumeSpec) -> Plan:
     """Whose volume it is, whether it lives with the run or persists (and under which
-    name), and the data copied in before and out after."""
+    name), the most it may hold by its own ``size`` (None: the cluster's limit), and the
+    data copied in before and out after."""
     return {
         "name": name,
         "scope": volume.scope,
         "ephemeral": volume.ephemeral,
         "persistent_name": volume.persistent_name,
+        "size_bytes": volume.size,
         "ingress": [_transfer_plan(move) for move in volume.ingress],
         "egress": [_transfer_plan(move) for move in volume.egress],
     }

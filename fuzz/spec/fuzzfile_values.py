@@ -133,12 +133,34 @@ def volume_reference(value: str) -> str:
             " volume://user/persistent[/NAME] (or volume://account/...)"
         )
     name = match.group(3)
-    if name is not None and not PERSISTENT_NAME_PATTERN.fullmatch(name):
+    if name is not None:
+        persistent_name(name)
+    return value
+
+
+V4_VOLUME_USES = ("ephemeral", "persistent")
+"""What a v4 volume's ``use`` may name here: fuzz's two kinds of user volume (it has no
+storage provisioners to name)."""
+
+
+def persistent_name(value: str) -> str:
+    """The name of a persistent volume (see :data:`PERSISTENT_NAME_PATTERN`)."""
+    if not PERSISTENT_NAME_PATTERN.fullmatch(value):
         raise ValueError(
-            f"invalid persistent volume name {name!r}: use 1-63 letters, digits, '.', '_'"
+            f"invalid persistent volume name {value!r}: use 1-63 letters, digits, '.', '_'"
             " or '-', starting with a letter or digit"
         )
     return value
+
+
+def v4_volume_reference(use: str | None, name: str | None) -> str:
+    """The ``volume://`` reference a v4 volume chooses with ``use`` and ``name``: a named
+    persistent volume, the user's own persistent one, else a new ephemeral one."""
+    if name is not None:
+        return PERSISTENT_VOLUME_PREFIX + name
+    if use == "persistent":
+        return PERSISTENT_VOLUME_PREFIX.rstrip("/")
+    return EPHEMERAL_VOLUME
 
 
 def volume_parts(reference: str) -> tuple[str, str, str | None]:

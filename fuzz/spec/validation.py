@@ -29,8 +29,11 @@ def validate_document(
     document: YamlDocument,
     model: type[ModelT],
     issues: Callable[[Mapping[Any, Any]], Iterable[Issue]],
+    context: dict[str, Any] | None = None,
 ) -> ModelT:
     """``document``'s data validated by ``model``, with ``issues(data)`` as further rules.
+
+    ``context`` is pydantic's validation context (a Fuzzfile's dialect, say).
 
     Raises SpecError listing every problem in file order. ``issues`` gets the raw data
     (a mapping), so its findings are reported even when the model rejects other parts.
@@ -40,7 +43,7 @@ def validate_document(
     found: list[Problem] = []
     result: ModelT | None = None
     try:
-        result = model.model_validate(document.data)
+        result = model.model_validate(document.data, context=context)
     except ValidationError as exc:
         found += problems_from_validation_error(exc, document.source, model=model)
     found += issues_to_problems(issues(document.data), document.source)

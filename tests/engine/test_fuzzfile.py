@@ -453,7 +453,7 @@ def test_two_mounts_at_one_location() -> None:
 
 def test_top_level_problems() -> None:
     assert problems("version: 1\njobs: {}\nvolume: {}\n") == [
-        "wf.yaml:1:10: version: must be 'v1'",
+        "wf.yaml:1:10: version: must be 'v1' or 'v4'",
         "wf.yaml:2:7: jobs: a workflow needs at least one job or service",
         "wf.yaml:3:1: volume: unknown key 'volume' (did you mean 'volumes'?)",
     ]

@@ -132,4 +132,5 @@ def test_validate_json_prints_the_plan(tmp_path: Path) -> None:
     result = printed.json()
     assert result["file"] == str(example) and result["valid"] is True
     assert result["jobs"] == ["untar", "ufs", "ncl"]  # what it printed before stays
+    assert result["version"] == "v1"
     assert result["plan"] == workflow_plan(load_fuzzfile(example).fuzzfile)

@@ -1,4 +1,5 @@
-"""The bytes one volume may hold (``orchestrator.limits.volume_bytes``), and measuring them.
+"""The bytes one volume may hold (``orchestrator.limits.volume_bytes``, or less: the volume's
+own v4 ``size``), and measuring them.
 
 Ingress is stopped as it streams: every ingress of a volume draws on one
 :class:`~fuzz.orchestrate.transfer.stream.ByteBudget`, made at its first ingress
@@ -43,7 +44,11 @@ def volume_bytes(directory: Path) -> int:
 
 
 class VolumeLimits:
-    """The volume limit: one ingress budget per volume, and the check after each task."""
+    """The volume limit: one ingress budget per volume, and the check after each task.
+
+    A volume whose Fuzzfile gives it a ``size`` (v4) may hold that much; the cluster's
+    limit caps every volume, sized or not (a start refuses a size above it).
+    """
 
     def __init__(self, limit: int) -> None:
         """Let each volume hold at most ``limit`` bytes."""
@@ -51,15 +56,23 @@ class VolumeLimits:
         self._budgets: dict[tuple[str, str], ByteBudget] = {}
         self._lock = threading.Lock()
 
-    def ingress_budget(self, volume: VolumeRecord) -> ByteBudget:
-        """The budget every ingress of ``volume`` draws on (made, and measured, at the first)."""
+    def _limit(self, volume: VolumeRecord, size: int | None) -> tuple[int, str]:
+        """The bytes ``volume`` may hold, and the key that says so."""
+        if size is not None and size < self.limit:
+            return size, f"volumes.{volume.name}.size"
+        return self.limit, LIMIT_KEY
+
+    def ingress_budget(self, volume: VolumeRecord, size: int | None = None) -> ByteBudget:
+        """The budget every ingress of ``volume`` (of ``size`` bytes, if it names one) draws
+        on, made, and measured, at the first."""
         key = (volume.workflow_id, volume.name)
+        limit, source = self._limit(volume, size)
         with self._lock:
             budget = self._budgets.get(key)
             if budget is None:
-                budget = ByteBudget(self.limit, volume_bytes(Path(volume.path)),
+                budget = ByteBudget(limit, volume_bytes(Path(volume.path)),
                                     f"the volume {volume.name!r} would hold more than its "
-                                    f"limit of {format_bytes(self.limit)} ({LIMIT_KEY}); "
+                                    f"limit of {format_bytes(limit)} ({source}); "
                                     "ingress stopped")
                 self._budgets[key] = budget
             return budget
@@ -69,10 +82,12 @@ class VolumeLimits:
         with self._lock:
             self._budgets.pop((volume.workflow_id, volume.name), None)
 
-    def overrun(self, volume: VolumeRecord) -> str | None:
-        """Why ``volume`` holds too much now (one line), None while it is within the limit."""
+    def overrun(self, volume: VolumeRecord, size: int | None = None) -> str | None:
+        """Why ``volume`` (of ``size`` bytes, if it names one) holds too much now (one
+        line), None while it is within its limit."""
+        limit, source = self._limit(volume, size)
         used = volume_bytes(Path(volume.path))
-        if used <= self.limit:
+        if used <= limit:
             return None
         return (f"holds {format_bytes(used)} ({used} bytes), over the limit of "
-                f"{format_bytes(self.limit)} ({LIMIT_KEY})")
+                f"{format_bytes(limit)} ({source})")

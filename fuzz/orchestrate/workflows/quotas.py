@@ -1,4 +1,5 @@
-"""Stopping a running job whose volume passes ``orchestrator.limits.volume_bytes``.
+"""Stopping a running job whose volume passes ``orchestrator.limits.volume_bytes`` (or its
+own v4 ``size``).
 
 Why a watch and not a file-system quota: the volume root is any directory every node
 sees (NFS, a parallel file system, a local disk), prepared by nobody. Project quotas
@@ -50,7 +51,7 @@ class QuotaSteps(ReportSteps):
 
     def _quota_pass(self) -> None:
         """Measure each volume a running task mounts once; stop the tasks of those over."""
-        watched: dict[str, tuple[VolumeRecord, list[tuple[str, LaunchPlan]]]] = {}
+        watched: dict[str, tuple[VolumeRecord, int | None, list[tuple[str, LaunchPlan]]]] = {}
         with self._lock:
             for workflow in self._active.values():
                 for key, plan in workflow.plans.items():
@@ -59,10 +60,11 @@ class QuotaSteps(ReportSteps):
                     if task.state != TaskState.RUNNING or ident in self._quota_stops:
                         continue
                     for name in workflow.fuzzfile.jobs[task.job].mounts:
-                        volume = workflow.volumes[name]
-                        watched.setdefault(volume.path, (volume, []))[1].append((ident, plan))
-        for volume, holders in watched.values():
-            problem = self._volume_limits.overrun(volume)  # outside the lock: it walks
+                        volume, size = workflow.volumes[name], workflow.fuzzfile.volumes[name].size
+                        watched.setdefault(volume.path, (volume, size, []))[2].append(
+                            (ident, plan))
+        for volume, size, holders in watched.values():
+            problem = self._volume_limits.overrun(volume, size)  # outside the lock: it walks
             if problem is None:
                 continue
             reason = f"stopped: its volume {volume.name} {problem}"

@@ -270,7 +270,7 @@ class ReportSteps(RunnerBase):
             task = workflow.tasks.get(key) if workflow is not None else None
             if workflow is None or task is None:
                 return []
-            mounted = [workflow.volumes[name]
+            mounted = [(workflow.volumes[name], workflow.fuzzfile.volumes[name].size)
                        for name in workflow.fuzzfile.jobs[task.job].mounts]
-        found = ((volume, self._volume_limits.overrun(volume)) for volume in mounted)
+        found = ((volume, self._volume_limits.overrun(volume, size)) for volume, size in mounted)
         return [(volume, problem) for volume, problem in found if problem is not None]

@@ -86,7 +86,8 @@ class TransferSteps(RunnerBase):
                 problem = self._floor_problem("ingress")
                 if problem is not None:
                     raise TransferError(problem)
-                budget = self._volume_limits.ingress_budget(volume)
+                budget = self._volume_limits.ingress_budget(
+                    volume, workflow.fuzzfile.volumes[volume.name].size)
             attempts, limit = 1, None
             policy = transfer_policy(workflow.fuzzfile, move)
             if policy is not None:
