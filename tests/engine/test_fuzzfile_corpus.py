@@ -3,7 +3,8 @@
 One test per corpus file (its id is the file's name, ``v1/volume-name.yaml``): a
 valid file parses and gives the plan of jobs and volumes in ``NAME.plan.json``, an
 invalid one fails with exactly the lines of ``NAME.errors``. Every valid v1 file,
-upgraded to v4 and parsed again, gives the same plan. A start refuses exactly what
+upgraded to v4 and parsed again, gives the same plan, and so does a workflow written
+by hand in both dialects (``v1/NAME.yaml`` beside ``v4/NAME.yaml``). A start refuses exactly what
 ``start_refusals.json`` lists and starts every other valid file. Every file has its
 expectation and every expectation its file. See docs/fuzzfile.md, "The test corpus".
 """
@@ -14,6 +15,7 @@ import json
 
 import pytest
 
+from fuzz.spec.fuzzfile_upgrade import upgrade_text
 from tests.fuzzfiles.corpus import (
     ERRORS_SUFFIX,
     PLAN_SUFFIX,
@@ -66,12 +68,21 @@ def _expected_plan(file: CorpusFile) -> object:
 
 @pytest.mark.parametrize("file", _params([file for file in VALID if file.dialect == "v1"]))
 def test_v1_file_upgraded_to_v4_gives_the_same_plan(file: CorpusFile) -> None:
-    from fuzz.spec.fuzzfile_upgrade import upgrade_text  # lands with v4 (f16-v4)
-
     upgraded = upgrade_text(file.text)
     assert "version: v4" in upgraded
     assert problems(upgraded, file.path.name) == []
     assert plan_of(upgraded, file.path.name) == _expected_plan(file)
+
+
+TWINS = sorted({file.path.name for file in VALID if file.dialect == "v1"}
+               & {file.path.name for file in VALID if file.dialect == "v4"})
+"""Workflows written by hand in both dialects (``v1/NAME.yaml`` and ``v4/NAME.yaml``)."""
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_a_workflow_written_in_both_dialects_has_one_plan(name: str) -> None:
+    v1, v4 = (CorpusFile(ROOT / dialect / name) for dialect in ("v1", "v4"))
+    assert plan_of(v4.text, name) == plan_of(v1.text, name) == _expected_plan(v1)
 
 
 @pytest.mark.parametrize("file", _params(VALID))
@@ -100,3 +111,4 @@ def test_every_file_has_its_expectation_and_no_expectation_is_orphaned() -> None
 def test_the_corpus_covers_both_dialects() -> None:
     dialects = {file.dialect for file in FILES}
     assert dialects == {"v1", "v4"}
+    assert len(TWINS) >= 4

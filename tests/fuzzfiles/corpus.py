@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
+from fuzz.spec.fuzzfile_plan import workflow_plan
 from fuzz.spec.problems import SpecError
 
 ROOT = Path(__file__).parent
@@ -94,8 +95,6 @@ def problems(text: str, file: str, *, for_start: bool = False) -> list[str]:
 
 def plan_of(text: str, file: str) -> Any:
     """The plan of jobs and volumes of a valid Fuzzfile, as JSON-ready data."""
-    from fuzz.spec.fuzzfile_plan import workflow_plan  # lands with v4 (f16-v4)
-
     plan = workflow_plan(parse_fuzzfile(text, file).fuzzfile)
     return json.loads(json.dumps(plan))
 
