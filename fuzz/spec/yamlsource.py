@@ -15,13 +15,13 @@ to, and past :data:`MAX_ALIAS_VALUES` in all the document is refused at the alia
 that went over, before one value is built.
 
 Speed: libyaml (PyYAML's C binding) reads the text, some ten times faster than
-PyYAML's Python scanner. A document that holds no ``*`` (so no alias) and whose
-events libyaml counts, without building anything, at no more than ``max_values`` is
-composed in C too; any other is composed in Python from libyaml's events, counting
-values as it goes. libyaml words its syntax errors its own way, so a document it
-refuses is read again by PyYAML's Python parser, whose words and positions the
-problems show: what is accepted, what is refused and every position are those of
-PyYAML either way.
+PyYAML's Python scanner. libyaml first counts the document's events without building
+anything; within ``max_values`` (so are its values), a document without ``*`` (so no
+alias) is composed in C, one with a ``*`` in Python from libyaml's events, recording
+each alias. Any other document (more events than ``max_values``, a character PyYAML's
+reader refuses, a syntax error, which libyaml words its own way) is read by PyYAML's
+Python loader, as before: what is accepted, what is refused, every position and every
+problem's words are PyYAML's either way.
 """
 
 from __future__ import annotations
@@ -332,20 +332,23 @@ class _CLoader(CParser, SafeConstructor, Resolver):
 _Loader = _AliasCountingLoader | _EventCountingLoader | _CLoader
 
 
-def _libyaml_loader(text: str, max_values: int) -> _Loader:
-    """The fastest libyaml loader that keeps every bound (raises yaml.YAMLError where
-    libyaml or PyYAML's reader refuses the text)."""
+def _libyaml_loader(text: str, max_values: int) -> _Loader | None:
+    """A libyaml loader for ``text``, or None where PyYAML's Python loader must read it:
+    a character its reader refuses, or more events than ``max_values`` (the Python loader
+    stops at the value past the limit, where the problem is shown). Raises
+    yaml.YAMLError where libyaml refuses the text."""
     if Reader.NON_PRINTABLE.search(text):
-        raise yaml.YAMLError("a character PyYAML's reader refuses")
-    if "*" not in text:
-        probe = _CLoader(text)
-        try:
-            events = probe.raw_parse()  # no Python object made: cheap even when huge
-        finally:
-            probe.dispose()
-        if events <= max_values:  # every value starts with an event of its own
-            return _CLoader(text)
-    return _EventCountingLoader(text, max_values)
+        return None
+    probe = _CLoader(text)
+    try:
+        events = probe.raw_parse()  # no Python object made: cheap even for a dense file
+    finally:
+        probe.dispose()
+    if events > max_values:  # within it, so are the values: each starts an event
+        return None
+    if "*" in text:  # maybe an alias: compose in Python, to record where each one is
+        return _EventCountingLoader(text, max_values)
+    return _CLoader(text)
 
 
 def _expanded_size(node: Node, sizes: dict[int, int], active: set[int]) -> int:
@@ -431,7 +434,9 @@ def parse_yaml(text: str, file: str, max_values: int = _MAX_NODES) -> YamlDocume
     can go on and report everything in one run.
     """
     try:
-        return _compose_and_build(text, file, _libyaml_loader(text, max_values))
+        fast = _libyaml_loader(text, max_values)
+        if fast is not None:
+            return _compose_and_build(text, file, fast)
     except yaml.YAMLError:
         pass  # PyYAML's Python parser reads it again, to word the problem as always
     try:
