@@ -19,7 +19,7 @@ from rich.live import Live
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.cli.commands_workflow import known_limits
 from fuzz.cli.connection import connect, server_options
-from fuzz.cli.options import AppContext, json_option, pass_app, workflow_argument
+from fuzz.cli.options import AppContext, account_option, json_option, pass_app, workflow_argument
 from fuzz.cli.workflow_view import list_table, status_table, to_dict
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.spec.cluster import LimitsSpec
@@ -113,11 +113,14 @@ def _name_and_file(arguments: tuple[str, ...], name: str | None) -> tuple[str, P
               help="The workflow's name (default: the file's name without its extension).")
 @click.option("--watch", "-w", is_flag=True,
               help="Show the status live until the workflow ends; exit 1 unless it succeeded.")
+@account_option("Run it in this account (an IAM group the owner is a member of): its "
+                "secret://account/ secrets and volume://account/ volumes (default: the "
+                "owner's only group, when the file uses them).")
 @server_options
 @json_option
 @pass_app
 def start(app: AppContext, arguments: tuple[str, ...], name: str | None, watch: bool,
-          server: str | None, token_file: Path | None, as_json: bool) -> None:
+          account: str, server: str | None, token_file: Path | None, as_json: bool) -> None:
     """Start a run of the workflow in FILE (validated by the server first).
 
     The workflow is named by --name, else by FILE's stem. OWNER/NAME starts a run of
@@ -129,7 +132,7 @@ def start(app: AppContext, arguments: tuple[str, ...], name: str | None, watch: 
     checked_workflow_name(name)
     text = _read_fuzzfile(fuzzfile, known_limits(app))
     with connect(app, server, token_file) as client:
-        started = client.start_workflow(name, text, str(fuzzfile))
+        started = client.start_workflow(name, text, str(fuzzfile), account)
         if watch:
             if not as_json:
                 app.err.print(_started_line(started))
@@ -143,8 +146,9 @@ def start(app: AppContext, arguments: tuple[str, ...], name: str | None, watch: 
 
 
 def _started_line(started: pb.Workflow) -> str:
-    return (f"workflow {started.name} run {started.run} started ({len(started.tasks)} "
-            f"tasks), run id {started.id}")
+    account = f" in account {started.account}" if started.account else ""
+    return (f"workflow {started.name} run {started.run} started{account} "
+            f"({len(started.tasks)} tasks), run id {started.id}")
 
 
 @click.command("status")
@@ -217,7 +221,8 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
     out.print(f"[bold]{workflow.name}[/] run {workflow.run} (id {workflow.id}): {workflow.state}"
               + (f" ({workflow.error})" if workflow.error else ""))
     out.print(f"  file {workflow.file_name}  sha256:{workflow.content_hash[:16]}  "
-              f"owner {workflow.owner}")
+              f"owner {workflow.owner}"
+              + (f"  account {workflow.account}" if workflow.account else ""))
     for volume in workflow.volumes:
         out.print(f"  volume {volume.name} ({volume.reference}): {volume.state}")
         for move in volume.transfers:

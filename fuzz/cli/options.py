@@ -14,6 +14,7 @@ from rich.console import Console
 
 from fuzz.cli.workspace import Workspace
 from fuzz.errors import ConfigError
+from fuzz.spec.names import iam_name_problem
 from fuzz.spec.workflowref import workflow_or_run_problem
 from fuzz.units import parse_duration
 
@@ -95,3 +96,17 @@ workflow_argument = click.argument("name", metavar="WORKFLOW", callback=checked_
 """A workflow argument: ``NAME`` is the caller's own workflow, ``OWNER/NAME`` another
 owner's (only where IAM allows it on ``workflow/OWNER/NAME``), a run id (``OWNER.NAME.RUN``)
 that run."""
+
+
+def _checked_account(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """An ``--account`` as given (empty when left out), once it is an IAM group name."""
+    problem = iam_name_problem("account", value) if value else None
+    if problem is not None:
+        raise ConfigError(f"--account {value}: {problem}")
+    return value or ""
+
+
+def account_option(help_text: str) -> Callable[[F], F]:
+    """``--account NAME``: an account (an IAM group the caller is a member of)."""
+    return click.option("--account", metavar="NAME", default=None, callback=_checked_account,
+                        help=help_text)

@@ -150,11 +150,13 @@ class OrchestratorClient(GrpcClient):
     # A workflow is named ``NAME`` (the caller's own) or ``OWNER/NAME`` (another owner's;
     # see fuzz.spec.workflowref): every method below takes either.
 
-    def start_workflow(self, name: str, fuzzfile: str, file_name: str) -> pb.Workflow:
-        """Start a run of ``name`` from the Fuzzfile text."""
+    def start_workflow(self, name: str, fuzzfile: str, file_name: str, account: str = ""
+                       ) -> pb.Workflow:
+        """Start a run of ``name`` from the Fuzzfile text, in ``account`` if given."""
         ref = split_workflow_ref(name)
         reply: pb.Workflow = self._call(self._stub.StartWorkflow, pb.StartWorkflowRequest(
-            name=ref.name, owner=ref.owner, fuzzfile=fuzzfile, file_name=file_name),
+            name=ref.name, owner=ref.owner, fuzzfile=fuzzfile, file_name=file_name,
+            account=account),
             START_TIMEOUT)
         return reply
 
@@ -207,19 +209,21 @@ class OrchestratorClient(GrpcClient):
 
     # --- secrets ---------------------------------------------------------------------------
 
-    def create_secret(self, name: str, value: bytes, replace: bool = False) -> pb.Secret:
-        """Store a secret."""
+    def create_secret(self, name: str, value: bytes, replace: bool = False, account: str = ""
+                      ) -> pb.Secret:
+        """Store a secret of the caller's (of ``account``, if given)."""
         reply: pb.Secret = self._call(self._stub.CreateSecret, pb.CreateSecretRequest(
-            name=name, value=value, replace=replace), None)
+            name=name, value=value, replace=replace, account=account), None)
         return reply
 
-    def list_secrets(self) -> list[pb.Secret]:
-        """The caller's secrets (names and sizes only)."""
-        return list(self._call(self._stub.ListSecrets, pb.ListSecretsRequest(), None).secrets)
+    def list_secrets(self, account: str = "") -> list[pb.Secret]:
+        """The caller's secrets (``account``'s, if given): names and sizes only."""
+        return list(self._call(self._stub.ListSecrets, pb.ListSecretsRequest(account=account),
+                               None).secrets)
 
-    def delete_secret(self, name: str) -> None:
-        """Delete a secret."""
-        self._call(self._stub.DeleteSecret, pb.SecretRef(name=name), None)
+    def delete_secret(self, name: str, account: str = "") -> None:
+        """Delete a secret of the caller's (of ``account``, if given)."""
+        self._call(self._stub.DeleteSecret, pb.SecretRef(name=name, account=account), None)
 
 
 def _workflow_ref(name: str) -> pb.WorkflowRef:

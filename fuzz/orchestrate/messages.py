@@ -5,6 +5,7 @@ from __future__ import annotations
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.orchestrate.cluster.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.records import NodeRecord, SecretRecord, WorkflowRecord
+from fuzz.orchestrate.secrets import ACCOUNT_PREFIX
 from fuzz.orchestrate.workflows.base import WorkflowSnapshot
 
 
@@ -14,7 +15,7 @@ def workflow_summary(record: WorkflowRecord) -> pb.Workflow:
         name=record.name, run=record.run, state=record.state, error=record.error,
         owner=record.owner, content_hash=record.content_hash, created=record.created,
         started=record.started, finished=record.finished, file_name=record.file_name,
-        id=record.id,
+        id=record.id, account=record.account,
     )
 
 
@@ -66,5 +67,7 @@ def node_message(record: NodeRecord, use: NodeUse, directory: NodeDirectory) -> 
 
 def secret_message(record: SecretRecord) -> pb.Secret:
     """A secret's name, owner, size and creation time: never its value."""
-    return pb.Secret(name=record.name, owner=record.owner, created=record.created,
-                     size=record.size)
+    account = record.owner.removeprefix(ACCOUNT_PREFIX) \
+        if record.owner.startswith(ACCOUNT_PREFIX) else ""
+    return pb.Secret(name=record.name, owner="" if account else record.owner,
+                     account=account, created=record.created, size=record.size)

@@ -41,6 +41,7 @@ class WorkflowRecord:
     started: float = 0.0
     finished: float = 0.0
     cancel_requested: bool = False
+    account: str = ""  # the account (IAM group) it runs in; empty: none
 
     @property
     def finished_state(self) -> bool:
@@ -78,6 +79,7 @@ class TransferRecord:
     source: str
     destination: str
     secret: str = ""
+    secret_scope: str = ""  # "account": the workflow's account's secret; else the owner's
     state: TransferState = TransferState.PENDING
     bytes_done: int = 0
     bytes_total: int = 0
@@ -171,7 +173,7 @@ class JoinTokenRecord:
 
 @dataclass
 class SecretRecord:
-    """A user's secret, sealed with the server's key."""
+    """A user's secret (or an account's: owner ``@ACCOUNT``), sealed with the server's key."""
 
     TABLE: ClassVar[str] = "secrets"
     KEY: ClassVar[tuple[str, ...]] = ("owner", "name")

@@ -1,8 +1,11 @@
-"""Users' secrets (registry credentials, S3 keys): sealed at rest, never returned by the API.
+"""Users' and accounts' secrets (registry credentials, S3 keys): sealed at rest, never
+returned by the API.
 
 Values are sealed with the server's key (AES-256-GCM, :mod:`fuzz.crypto.envelope`)
 bound to the owner and name, so a sealed value copied to another row does not
-open. Only the runner opens them, to hand them to a transfer or an image pull.
+open. An account's secrets are kept under the owner :func:`account_owner` (``@NAME``:
+no user name holds an ``@``), so they are bound to the account. Only the runner
+opens them, to hand them to a transfer or an image pull.
 """
 
 from __future__ import annotations
@@ -26,8 +29,20 @@ class SecretError(FuzzError):
     """A secret that does not exist, exists already, or has a bad name or size."""
 
 
-def missing_secret(path: str | Path, where: str, name: str) -> SecretError:
-    """The answer for a Fuzzfile's secret that is not there (or not the caller's to see)."""
+ACCOUNT_PREFIX = "@"
+
+
+def account_owner(account: str) -> str:
+    """The owner an account's secrets are kept (and sealed) under: ``@ACCOUNT``."""
+    return ACCOUNT_PREFIX + account
+
+
+def missing_secret(path: str | Path, where: str, name: str, account: str = "") -> SecretError:
+    """The answer for a Fuzzfile's secret that is not there (or not the caller's to see);
+    ``account``: the account whose secret it would be (empty: the user's own)."""
+    if account:
+        return SecretError(f"{path}: {where}: account {account!r} has no secret {name!r} "
+                           f"(create it with: fuzz secret create --account {account} {name})")
     return SecretError(f"{path}: {where}: no secret {name!r} "
                        f"(create it with: fuzz secret create {name})")
 

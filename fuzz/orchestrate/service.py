@@ -26,10 +26,13 @@ from fuzz.heap import give_back_free_memory
 from fuzz.orchestrate.cluster.elastic import ElasticLoop
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
 from fuzz.orchestrate.cluster.nodes import JoinRefusedError, NodeDirectory, NodeUse
+from fuzz.orchestrate.iam.accounts import AccountError, choose_account
 from fuzz.orchestrate.iam.authz import (
     Authorizer,
     PermissionDeniedError,
     UnauthenticatedError,
+    account_resource,
+    account_secret_resource,
     cluster_resource,
     node_resource,
     secret_resource,
@@ -51,7 +54,7 @@ from fuzz.orchestrate.messages import (
     workflow_summary,
 )
 from fuzz.orchestrate.relay import LiveTask, relay_exec, relay_port_forward
-from fuzz.orchestrate.secrets import SecretError, SecretStore, missing_secret
+from fuzz.orchestrate.secrets import SecretError, SecretStore, account_owner, missing_secret
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.workflows.base import (
     WorkflowExistsError,
@@ -62,6 +65,7 @@ from fuzz.orchestrate.workflows.loop import Runner
 from fuzz.orchestrate.workflows.workflow import (
     HostPathError,
     WorkflowNameError,
+    account_references,
     log_paths,
     secret_references,
 )
@@ -363,7 +367,10 @@ class OrchestratorService:
 
         The run is the caller's own workflow ``name``, unless the request names another
         owner and IAM lets the caller start ``workflow/<owner>/<name>``: its secrets,
-        persistent volumes and job ids are then that owner's.
+        persistent volumes and job ids are then that owner's. It runs in the account
+        :func:`~fuzz.orchestrate.iam.accounts.choose_account` picks from the owner's
+        groups as IAM has them now; the caller needs ``account:use`` on it and
+        ``secret:use`` on each account secret the file names.
         """
         try:
             identity = self._authz.identify(context)
@@ -373,14 +380,30 @@ class OrchestratorService:
             # With elastic pools, the elastic loop decides what fits (and fails what never can).
             elastic = self.elastic is not None and self.elastic.active
             loaded = self._parse_fuzzfile(request, elastic)
-            for where, secret in secret_references(loaded.fuzzfile):
+            account = self._account(identity, target.owner, request.account, loaded)
+            for where, scope, secret in secret_references(loaded.fuzzfile):
+                if scope == "account":
+                    self._authz.check(identity, "secret:use",
+                                      account_secret_resource(account, secret))
+                    continue
                 self._authz.check_hidden(identity, "secret:use",
                                          secret_resource(target.owner, secret), target.owner,
                                          missing_secret(loaded.path, where, secret))
-            self._runner.submit(target.name, target.owner, loaded)
+            self._runner.submit(target.name, target.owner, loaded, account)
             return workflow_message(self._runner.snapshot(target.owner, target.name))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
+
+    def _account(self, identity: Identity, owner: str, asked: str, loaded: LoadedFuzzfile
+                 ) -> str:
+        """The account ``owner``'s new run is in (empty: none), checked: the owner is a
+        member now and the caller may ``account:use`` it."""
+        known = self._authz.iam.user(owner)
+        account = choose_account(owner, tuple(known.groups) if known else (), asked,
+                                 account_references(loaded.fuzzfile), str(loaded.path))
+        if account:
+            self._authz.check(identity, "account:use", account_resource(account))
+        return account
 
     def _parse_fuzzfile(self, request: pb.StartWorkflowRequest, elastic: bool
                         ) -> LoadedFuzzfile:
@@ -544,12 +567,13 @@ class OrchestratorService:
 
     def CreateSecret(self, request: pb.CreateSecretRequest, context: grpc.ServicerContext
                      ) -> pb.Secret:
-        """Store one of the caller's secrets (sealed); its value is never sent back."""
+        """Store one of the caller's secrets, or of an account (sealed); its value is never
+        sent back."""
         try:
             identity = self._authz.identify(context)
-            self._authz.check(identity, "secret:create",
-                              secret_resource(identity.user, request.name))
-            record = self._secrets.create(identity.user, request.name, request.value,
+            owner = self._secret_owner(identity, "secret:create", request.account,
+                                       request.name)
+            record = self._secrets.create(owner, request.name, request.value,
                                           request.replace)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
@@ -557,29 +581,47 @@ class OrchestratorService:
 
     def ListSecrets(self, request: pb.ListSecretsRequest, context: grpc.ServicerContext
                     ) -> pb.SecretList:
-        """The caller's secrets they may read, without values."""
+        """The caller's secrets (or an account's) they may read, without values."""
         try:
             identity = self._authz.identify(context)
+            owner = self._secret_owner(identity, "", request.account, "")
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
-        records = self._secrets.list(identity.user)
-        shown = self._authz.permitted(
-            identity, "secret:read", [secret_resource(r.owner, r.name) for r in records],
-            secret_resource(identity.user, "*"))
+        records = self._secrets.list(owner)
+        if request.account:
+            resources = [account_secret_resource(request.account, r.name) for r in records]
+            listing = account_secret_resource(request.account, "*")
+        else:
+            resources = [secret_resource(r.owner, r.name) for r in records]
+            listing = secret_resource(identity.user, "*")
+        shown = self._authz.permitted(identity, "secret:read", resources, listing)
         return pb.SecretList(secrets=[
             secret_message(r) for r, show in zip(records, shown, strict=True) if show])
 
     def DeleteSecret(self, request: pb.SecretRef, context: grpc.ServicerContext
                      ) -> pb.DeleteSecretReply:
-        """Delete one of the caller's secrets."""
+        """Delete one of the caller's secrets, or of an account."""
         try:
             identity = self._authz.identify(context)
-            self._authz.check(identity, "secret:delete",
-                              secret_resource(identity.user, request.name))
-            self._secrets.delete(identity.user, request.name)
+            owner = self._secret_owner(identity, "secret:delete", request.account,
+                                       request.name)
+            self._secrets.delete(owner, request.name)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         return pb.DeleteSecretReply()
+
+
+    def _secret_owner(self, identity: Identity, action: str, account: str, name: str) -> str:
+        """Whose secrets a request is about: ``account``'s (the caller must be a member
+        now), else the caller's own; ``action`` on secret ``name`` is checked (none:
+        the caller only lists)."""
+        if account and account not in identity.groups:
+            raise AccountError(f"{identity.user} is not a member of account {account!r}")
+        if action:
+            self._authz.check(identity, action,
+                              account_secret_resource(account, name) if account
+                              else secret_resource(identity.user, name))
+        return account_owner(account) if account else identity.user
 
 
 def _task_key(snapshot: WorkflowSnapshot, workflow: OwnedWorkflow, task: str

@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     WrapValidator,
     field_validator,
@@ -51,6 +52,8 @@ SCRIPT_SHELL = "/bin/sh"
 Name = Annotated[str, AfterValidator(values.check_name)]
 """A job or volume name."""
 AbsolutePath = Annotated[str, AfterValidator(values.absolute_path)]
+ContainerFilePath = Annotated[str, AfterValidator(values.container_file_path)]
+"""Where a ``files`` entry goes in the container (absolute, in normal form, not reserved)."""
 EnvEntry = Annotated[str, AfterValidator(values.env_entry)]
 SecretReference = Annotated[str, AfterValidator(values.secret_reference)]
 Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
@@ -264,7 +267,7 @@ class ContainerSpec(FuzzfileModel):
     cwd: AbsolutePath | None = None
     env: list[EnvEntry] = Field(default_factory=list)
     mounts: Mounts = Field(default_factory=dict)
-    files: dict[AbsolutePath, str] = Field(default_factory=dict)
+    files: dict[ContainerFilePath, str] = Field(default_factory=dict)
     resource: ResourceSpec = Field(default_factory=ResourceSpec)
     requires: list[str] = Field(default_factory=list)
     depends_on: list[DependencySpec] = Field(default_factory=list, alias="depends-on")
@@ -491,9 +494,9 @@ class VolumeSpec(FuzzfileModel):
     def _choose(self, info: ValidationInfo) -> Self:
         if "reference" in self.model_fields_set:
             return self
-        if dialect(info) == "v1":
-            raise ValueError("needs a reference: volume://user/ephemeral or"
-                             " volume://user/persistent[/NAME]")
+        if dialect(info) == "v1":  # as pydantic says a missing field
+            raise ValidationError.from_exception_data(
+                "VolumeSpec", [{"type": "missing", "loc": ("reference",), "input": {}}])
         reference = values.v4_volume_reference(self.use, self.name)
         object.__setattr__(self, "reference", reference)  # frozen: chosen while validating
         return self
@@ -679,6 +682,18 @@ class Fuzzfile(FuzzfileModel):
         merged = {name: merge_defaults(job, defaults) for name, job in self.jobs.items()}
         object.__setattr__(self, "jobs", merged)  # frozen: the merge is part of validation
         return self
+
+    def placed_files(self, container: ContainerSpec) -> tuple[tuple[str, bytes], ...]:
+        """``container``'s ``files`` as (path in the container, content): a ``file://KEY``
+        value is the top-level entry KEY, any other text is the content itself; UTF-8.
+
+        Expects a checked Fuzzfile, whose ``file://KEY`` values name entries."""
+        placed = []
+        for path, value in container.files.items():
+            key = values.placed_file_key(value)
+            text = self.files[key] if key is not None else value
+            placed.append((path, text.encode()))
+        return tuple(placed)
 
     def job_order(self) -> list[str]:
         """Every job after the jobs it requires: wave by wave, each wave in file order.

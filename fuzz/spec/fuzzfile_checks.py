@@ -2,7 +2,9 @@
 
 ``requires`` and ``depends-on`` must name other jobs (or services) of the file and
 form no cycle, ``mounts`` must name declared volumes, ``file://KEY`` an entry of
-``files``, a ``name`` inside a job, service or volume its key, and, given the
+``files``, a job's ``files`` must keep clear of its volumes and of each other and fit
+what one container may be given, a ``name`` inside a job, service or volume its key,
+and, given the
 capacities of the cluster, each job must fit on some node (and a multinode job on
 enough nodes). A start also refuses what the dialect has but fuzz cannot run yet
 (:func:`not_run_issues`). Each finding is an :class:`~fuzz.spec.problems.Issue` at
@@ -19,10 +21,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from fuzz.resources import NodeCapacity, shortages, shortfall
+from fuzz.spec import containerfiles
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile import MultinodeSpec, ResourceSpec, TaskArraySpec
-from fuzz.spec.fuzzfile_dialect import dialect_of, mount_volumes
-from fuzz.spec.fuzzfile_values import inline_file_key
+from fuzz.spec.fuzzfile_dialect import Dialect, dialect_of, mount_locations, mount_volumes
+from fuzz.spec.fuzzfile_values import inline_file_key, mount_location, placed_file_key
 from fuzz.spec.problems import Issue, did_you_mean
 from fuzz.units import format_bytes, parse_size
 
@@ -197,25 +200,92 @@ def inline_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     entry of the top-level ``files``."""
     files = data.get("files")
     declared = [str(key) for key in files] if isinstance(files, Mapping) else []
-    uses: list[tuple[tuple[Hashable, ...], Any]] = []
+    uses: list[tuple[tuple[Hashable, ...], str, str | None]] = []
     volumes = data.get("volumes")
     for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
         ingress = volume.get("ingress") if isinstance(volume, Mapping) else None
         for index, move in enumerate(ingress if isinstance(ingress, list) else ()):
             source = move.get("source") if isinstance(move, Mapping) else None
-            if isinstance(source, Mapping):
-                uses.append((("volumes", name, "ingress", index, "source", "uri"),
-                             source.get("uri")))
+            uri = source.get("uri") if isinstance(source, Mapping) else None
+            if isinstance(uri, str):
+                uses.append((("volumes", name, "ingress", index, "source", "uri"), uri,
+                             inline_file_key(uri)))
     for (section, name), item in _runnables(data).items():
         placed = item.get("files") if isinstance(item, Mapping) else None
         for path, value in placed.items() if isinstance(placed, Mapping) else ():
-            uses.append(((section, name, "files", path), value))
-    for path, uri in uses:
-        key = inline_file_key(uri) if isinstance(uri, str) else None
+            if isinstance(value, str):
+                uses.append(((section, name, "files", path), value, placed_file_key(value)))
+    for path, uri, key in uses:
         if key is not None and key not in declared:
             known = f"declared: {', '.join(declared)}" if declared else "none declared"
             yield Issue(path, f"{uri!r} names no entry of the top-level files ({known})"
                         f"{did_you_mean(key, declared)}")
+
+
+def _mount_locations(mounts: Any, dialect: Dialect) -> list[tuple[str, str]]:
+    """(volume, normal location) of each well-formed entry of a ``mounts`` mapping."""
+    found: list[tuple[str, str]] = []
+    for volume, location in mount_locations(mounts, dialect):
+        try:
+            found.append((volume, mount_location(location)))
+        except ValueError:
+            continue  # reported by the model
+    return found
+
+
+def _placed_bytes(value: Any, declared: Mapping[Any, Any]) -> int:
+    """The UTF-8 size of a ``files`` value: the entry it names, or the text itself."""
+    if not isinstance(value, str):
+        return 0
+    key = placed_file_key(value)
+    content = declared.get(key) if key is not None else value
+    return len(content.encode()) if isinstance(content, str) else 0
+
+
+def placed_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
+    """A job's (or service's) ``files`` entry at, under or above one of its volumes' mount
+    locations or another of its files, and ``files`` holding more bytes, or more files,
+    than the node agent takes for one container
+    (:data:`~fuzz.spec.containerfiles.MAX_FILES_BYTES`, :data:`~.MAX_FILES`)."""
+    files = data.get("files")
+    declared = files if isinstance(files, Mapping) else {}
+    defaults = data.get("defaults")
+    job_defaults = defaults.get("job") if isinstance(defaults, Mapping) else None
+    default_mounts = job_defaults.get("mounts") if isinstance(job_defaults, Mapping) else None
+    for (section, name), item in _runnables(data).items():
+        placed = item.get("files") if isinstance(item, Mapping) else None
+        if not isinstance(placed, Mapping):
+            continue
+        mounts = item.get("mounts") if "mounts" in item or section != "jobs" else default_mounts
+        locations = _mount_locations(mounts, dialect_of(data))
+        paths = [path for path in placed
+                 if isinstance(path, str) and containerfiles.path_problem(path) is None]
+        for index, path in enumerate(paths):
+            clash = next(((volume, location) for volume, location in locations
+                          if containerfiles.overlaps(path, location)), None)
+            other = next((other for other in paths[:index]
+                          if containerfiles.overlaps(path, other)), None)
+            if clash is not None:
+                yield Issue((section, name, "files", path),
+                            f"collides with volume {clash[0]!r}, mounted at {clash[1]}: a file"
+                            " cannot be at, under or above a volume's location (to put a file"
+                            " in a volume, ingress it: source file://KEY)", at="key")
+            elif other is not None:
+                yield Issue((section, name, "files", path),
+                            f"collides with the file at {other}: a file cannot be at, under or"
+                            " above another", at="key")
+        what = section[:-1]
+        if len(placed) > containerfiles.MAX_FILES:
+            yield Issue((section, name, "files"),
+                        f"the {what} places {len(placed)} files, over the limit of"
+                        f" {containerfiles.MAX_FILES} for one container", at="key")
+        total = sum(_placed_bytes(value, declared) for value in placed.values())
+        limit = containerfiles.MAX_FILES_BYTES
+        if total > limit:
+            yield Issue((section, name, "files"),
+                        f"the {what}'s files hold {total:,} bytes in all, over the limit of"
+                        f" {limit:,} bytes ({format_bytes(limit)}) for one container's files"
+                        " (put larger data in a volume)", at="key")
 
 
 def _node_count_problem(nodes: int, fitting: int, total: int) -> str | None:
@@ -331,7 +401,8 @@ def fuzzfile_issues(
     if not isinstance(jobs, Mapping):
         return []
     issues = [*workload_issues(data), *dependency_issues(data), *cycle_issues(data),
-              *mount_issues(data), *name_issues(data), *inline_file_issues(data)]
+              *mount_issues(data), *name_issues(data), *inline_file_issues(data),
+              *placed_file_issues(data)]
     if capacities is not None:
         defaults = data.get("defaults")
         job_defaults = defaults.get("job") if isinstance(defaults, Mapping) else None
@@ -355,10 +426,6 @@ NOT_RUN_YET = {
                " threads; leave it out or set it false",
     "annotations": "not honoured yet: fuzz does not place jobs by node labels; leave the"
                    " resource annotations out to run on any node",
-    "files": "not supported yet: fuzz does not place files in a container; ingress the"
-             " top-level files entry into a volume (source file://KEY) and mount it",
-    "account": "not supported yet: fuzz's IAM has no accounts, so account secrets and"
-               " volumes have no owner to check; use the user scope",
     "env-secret": "not supported yet: fuzz would give the job the text of the secret"
                   " reference, not the secret's value; leave it out of env",
     "volume-annotations": "not honoured: fuzz has no storage provisioners to select by"
@@ -379,17 +446,6 @@ def _resource_refusals(path: tuple[Hashable, ...], resource: Any) -> Iterator[Is
             yield Issue((*path, "cpu", "threads"), NOT_RUN_YET["threads"], at="key")
     if resource.get("annotations"):
         yield Issue((*path, "annotations"), NOT_RUN_YET["annotations"], at="key")
-
-
-def _is_account(reference: Any, scheme: str) -> bool:
-    return isinstance(reference, str) and reference.startswith(
-        (f"{scheme}://account/", f"{scheme}://group/"))
-
-
-def _secret_refusals(path: tuple[Hashable, ...], holder: Any) -> Iterator[Issue]:
-    """An account-scoped ``secret`` of an image or a transfer end."""
-    if isinstance(holder, Mapping) and _is_account(holder.get("secret"), "secret"):
-        yield Issue((*path, "secret"), NOT_RUN_YET["account"])
 
 
 def _env_secret_refusals(path: tuple[Hashable, ...], holder: Any) -> Iterator[Issue]:
@@ -417,24 +473,9 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
         if not isinstance(job, Mapping):
             continue
         yield from _resource_refusals(("jobs", name, "resource"), job.get("resource"))
-        yield from _secret_refusals(("jobs", name, "image"), job.get("image"))
         yield from _env_secret_refusals(("jobs", name), job)
-        if job.get("files"):
-            yield Issue(("jobs", name, "files"), NOT_RUN_YET["files"], at="key")
     volumes = data.get("volumes")
     for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
-        if not isinstance(volume, Mapping):
-            continue
-        if _is_account(volume.get("reference"), "volume"):
-            yield Issue(("volumes", name, "reference"), NOT_RUN_YET["account"])
-        if volume.get("annotations"):
+        if isinstance(volume, Mapping) and volume.get("annotations"):
             yield Issue(("volumes", name, "annotations"), NOT_RUN_YET["volume-annotations"],
                         at="key")
-        for direction in ("ingress", "egress"):
-            moves = volume.get(direction)
-            for index, move in enumerate(moves if isinstance(moves, list) else ()):
-                if not isinstance(move, Mapping):
-                    continue
-                path = ("volumes", name, direction, index)
-                for end in ("source", "destination"):
-                    yield from _secret_refusals((*path, end), move.get(end))

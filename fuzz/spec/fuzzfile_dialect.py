@@ -34,7 +34,6 @@ from pydantic_core import InitErrorDetails
 from fuzz.spec import fuzzfile_values as values
 
 Dialect = Literal["v1", "v4"]
-DIALECTS: tuple[Dialect, ...] = ("v1", "v4")
 CONTEXT_KEY = "fuzzfile_dialect"
 
 
@@ -73,8 +72,9 @@ def v4_only(key: str) -> Callable[[Any, ValidationInfo], Any]:
     """A before-validator that refuses ``key`` in a v1 file, naming the dialect it is from."""
 
     def check(value: Any, info: ValidationInfo) -> Any:
-        if dialect(info) == "v1":
-            raise ValueError(V4_ONLY[key])
+        if dialect(info) == "v1":  # placed at the key, as an unknown key is
+            raise ValidationError.from_exception_data(
+                key, [_error(("[key]",), value, V4_ONLY[key])])
         return value
 
     return check
@@ -205,4 +205,21 @@ def mount_volumes(mounts: object, dialect_name: Dialect) -> list[tuple[tuple[Any
             found.append(((path,), target))
         elif isinstance(target, Mapping) and isinstance(target.get("volume"), str):
             found.append(((path, "volume"), target["volume"]))
+    return found
+
+
+def mount_locations(mounts: object, dialect_name: Dialect) -> list[tuple[str, str]]:
+    """(volume, location as written) of each well-formed mount in raw data, either form."""
+    if not isinstance(mounts, Mapping):
+        return []
+    found: list[tuple[str, str]] = []
+    for key, target in mounts.items():
+        if dialect_name == "v1":
+            volume, location = key, target.get("location") if isinstance(target, Mapping) \
+                else None
+        else:
+            volume = target.get("volume") if isinstance(target, Mapping) else target
+            location = key
+        if isinstance(volume, str) and isinstance(location, str):
+            found.append((volume, location))
     return found

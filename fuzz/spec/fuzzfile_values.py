@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from fuzz.spec import containerfiles
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 """Job and volume names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 63."""
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -77,6 +79,16 @@ def mount_location(value: str) -> str:
     if location == "/":
         raise ValueError("cannot mount a volume over '/'")
     return location
+
+
+def container_file_path(value: str) -> str:
+    """Where a job's ``files`` entry goes in its container (see
+    :func:`fuzz.spec.containerfiles.path_problem`): given in normal form, not normalised
+    here, so that two spellings of one path cannot both be keys."""
+    problem = containerfiles.path_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 def env_entry(value: str) -> str:
@@ -187,6 +199,13 @@ def inline_file_key(uri: str) -> str | None:
         return None
     key = uri.removeprefix(FILE_PREFIX)
     return key if FILE_KEY_PATTERN.fullmatch(key) else None
+
+
+def placed_file_key(value: str) -> str | None:
+    """``KEY`` of a job's ``files`` value ``file://KEY`` (the top-level entry it copies),
+    else None: the value is the content itself. Fuzzball tells the two apart by the
+    prefix alone, so ``file://`` followed by anything is a reference."""
+    return value.removeprefix(FILE_PREFIX) if value.startswith(FILE_PREFIX) else None
 
 
 def scalar_text(value: object) -> object:

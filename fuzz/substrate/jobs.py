@@ -27,7 +27,7 @@ from fuzz.substrate.images.layout import ImageConfig
 from fuzz.substrate.images.reference import Credentials
 from fuzz.substrate.images.store import ImageStore
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
-from fuzz.substrate.runtime.bundle import ContainerSpec, Mount, merge_env
+from fuzz.substrate.runtime.bundle import ContainerFile, ContainerSpec, Mount, merge_env
 from fuzz.substrate.runtime.containers import ContainerManager, ContainerStatus
 
 NOBODY = 65534
@@ -81,6 +81,7 @@ class JobRequest:
     stop_grace_seconds: float = 10.0
     log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
     peers: tuple[str, ...] = ()  # its multinode job's other containers (their addresses)
+    files: tuple[ContainerFile, ...] = ()  # placed in the container, read-only
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ class JobRunner:
                 stop_grace_seconds=request.stop_grace_seconds,
                 log_limit_bytes=request.log_limit_bytes,
                 peers=request.peers,
+                files=request.files,
             )
             with self._lock:
                 self._records[request.id] = JobRecord(image.digest, lease.id)

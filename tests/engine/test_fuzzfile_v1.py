@@ -242,20 +242,12 @@ def test_a_start_refuses_what_is_not_run_yet_and_says_why() -> None:
     with pytest.raises(SpecError) as info:
         parse_fuzzfile(text, "wf.yaml", for_start=True)
     lines = [str(problem) for problem in info.value.problems]
-    account = ("not supported yet: fuzz's IAM has no accounts, so account secrets and"
-               " volumes have no owner to check; use the user scope")
     assert lines == [
         "wf.yaml:3:36: defaults.job.resource.cpu.sockets: not honoured yet: fuzz places cores"
         " by affinity (CORE, SOCKET, NUMA), not by a count of sockets; leave it out or use"
         " affinity: SOCKET",
-        f"wf.yaml:6:16: volumes.shared.reference: {account}",
-        f"wf.yaml:8:48: volumes.shared.ingress[0].source.secret: {account}",
         "wf.yaml:11:1: services: services are not run yet: fuzz runs a workflow's jobs only"
         " (validate checks services; running them is a later issue)",
-        f"wf.yaml:15:43: jobs.a.image.secret: {account}",
-        "wf.yaml:17:5: jobs.a.files: not supported yet: fuzz does not place files in a"
-        " container; ingress the top-level files entry into a volume (source file://KEY)"
-        " and mount it",
         "wf.yaml:19:23: jobs.a.resource.cpu.threads: not honoured yet: fuzz gives a job whole"
         " cores and does not expose hardware threads; leave it out or set it false",
         "wf.yaml:20:7: jobs.a.resource.annotations: not honoured yet: fuzz does not place"

@@ -261,16 +261,15 @@ def test_v1_forms_in_v4_and_v4_forms_in_v1_are_named() -> None:
             mounts:
               /data: {volume: data}
     """) == [
-        "wf.yaml:3:51: volumes.data.use: v4 only (version: v4); a v1 volume is chosen by"
+        "wf.yaml:3:46: volumes.data.use: v4 only (version: v4); a v1 volume is chosen by"
         " reference: volume://user/ephemeral or volume://user/persistent/NAME",
-        "wf.yaml:3:68: volumes.data.size: v4 only (version: v4); a v1 volume has no size",
-        "wf.yaml:4:23: volumes.bare.annotations: v4 only (version: v4); a v1 volume is chosen"
+        "wf.yaml:3:62: volumes.data.size: v4 only (version: v4); a v1 volume has no size",
+        "wf.yaml:4:10: volumes.bare.annotations: v4 only (version: v4); a v1 volume is chosen"
         " by reference alone",
-        "wf.yaml:5:9: volumes.none: needs a reference: volume://user/ephemeral or"
-        " volume://user/persistent[/NAME]",
-        "wf.yaml:10:21: services.api.network.host: v4 only (version: v4); v1 services have no"
+        "wf.yaml:5:3: volumes.none.reference: required field missing",
+        "wf.yaml:10:15: services.api.network.host: v4 only (version: v4); v1 services have no"
         " host network",
-        "wf.yaml:11:13: services.api.policy: v4 only (version: v4); v1 services have no policy",
+        "wf.yaml:11:5: services.api.policy: v4 only (version: v4); v1 services have no policy",
         "wf.yaml:17:7: jobs.a.mounts./data: a mount keyed by its path is the v4 form (version:"
         " v4); in v1 write data: {location: /data}",
     ]
@@ -321,3 +320,34 @@ def test_v4_keeps_the_v1_key_set_for_jobs() -> None:
             requires: [a]
     """)
     assert flow.jobs["b"].dependencies() == [("a", "SUCCEEDED")]
+
+
+def test_a_job_file_under_a_v4_mount_collides_as_in_v1() -> None:
+    assert problems("""
+        version: v4
+        volumes:
+          data: {use: ephemeral}
+        defaults:
+          job:
+            mounts: {/data/: data}
+        jobs:
+          a:
+            image: {uri: docker://alpine:3.20}
+            command: [ls]
+            files:
+              /data/in.txt: hello
+          b:
+            image: {uri: docker://alpine:3.20}
+            command: [ls]
+            mounts:
+              /other: {volume: data}
+            files:
+              /other: hello
+    """) == [
+        "wf.yaml:12:7: jobs.a.files./data/in.txt: collides with volume 'data', mounted at"
+        " /data: a file cannot be at, under or above a volume's location (to put a file in a"
+        " volume, ingress it: source file://KEY)",
+        "wf.yaml:19:7: jobs.b.files./other: collides with volume 'data', mounted at /other: a"
+        " file cannot be at, under or above a volume's location (to put a file in a volume,"
+        " ingress it: source file://KEY)",
+    ]

@@ -43,6 +43,16 @@ def secret_resource(owner: str, name: str) -> str:
     return f"secret/{owner}/{name}"
 
 
+def account_resource(account: str) -> str:
+    """An account (an IAM group): ``account/<account>``."""
+    return f"account/{account}"
+
+
+def account_secret_resource(account: str, name: str) -> str:
+    """An account's secret: ``account/<account>/secret/<name>``."""
+    return f"account/{account}/secret/{name}"
+
+
 def node_resource(name: str) -> str:
     """A node: ``node/<name>``."""
     return f"node/{name}"

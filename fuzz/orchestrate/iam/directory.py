@@ -73,8 +73,8 @@ class Identity:
 
     @property
     def subject(self) -> Subject:
-        """Who the policy engine sees."""
-        return Subject(self.user, self.roles)
+        """Who the policy engine sees: the user's groups are their accounts."""
+        return Subject(self.user, self.roles, self.groups)
 
 
 def token_hash(token: str) -> str:

@@ -3,11 +3,13 @@
 A role is a named policy document: a list of statements, each allowing or denying
 some actions on some resources. Actions and resources are glob patterns
 (``workflow:*``, ``workflow/alice/*``); ``${user}`` in a resource pattern stands
-for the user asking. A decision looks at every statement of every role the user
+for the user asking, ``${account}`` for each account (IAM group) they are a member
+of. A decision looks at every statement of every role the user
 has (their own and their groups'): any matching deny wins, else any matching allow
 allows, else it is denied (nothing allows it).
 
 Resources are named ``workflow/<owner>/<name>``, ``secret/<owner>/<name>``,
+``account/<account>`` and ``account/<account>/secret/<name>`` (an account's secrets),
 ``node/<name>``, ``cluster/<name>`` and ``iam/<kind>/<name>``; see
 :data:`ACTIONS` for the actions.
 """
@@ -23,6 +25,7 @@ from fuzz.spec.names import iam_name_problem
 
 Effect = Literal["allow", "deny"]
 USER_VARIABLE = "${user}"
+ACCOUNT_VARIABLE = "${account}"
 
 ACTIONS: Mapping[str, str] = {
     "workflow:start": "start a workflow (a new run of a name one owns)",
@@ -34,6 +37,8 @@ ACTIONS: Mapping[str, str] = {
     "secret:read": "list secrets (names and sizes, never values)",
     "secret:delete": "delete a secret",
     "secret:use": "use a secret in a workflow (image pulls, transfers)",
+    "account:use": "run a workflow in an account (account/<name>): its secrets and "
+                   "persistent volumes",
     "node:read": "list the cluster's nodes",
     "node:drain": "cordon, uncordon and drain nodes, and see the tasks running on them",
     "cluster:apply": "create nodes (issue join tokens)",
@@ -74,10 +79,26 @@ class Statement:
                 raise PolicyError(f"action {pattern!r} matches no action (known: "
                                   f"{', '.join(ACTIONS)})")
 
-    def matches(self, action: str, resource: str, user: str) -> bool:
-        """Whether this statement speaks about ``user`` doing ``action`` on ``resource``."""
+    def matches(self, action: str, resource: str, user: str, accounts: Sequence[str] = ()
+                ) -> bool:
+        """Whether this statement speaks about ``user``, a member of ``accounts``, doing
+        ``action`` on ``resource``. A pattern with ``${account}`` matches when it does for
+        one of ``accounts`` (none: it matches nothing)."""
         return any(fnmatchcase(action, a) for a in self.actions) and any(
-            fnmatchcase(resource, r.replace(USER_VARIABLE, user)) for r in self.resources)
+            fnmatchcase(resource, pattern) for r in self.resources
+            for pattern in _expanded(r, user, accounts))
+
+
+def _expanded(pattern: str, user: str, accounts: Sequence[str]) -> list[str]:
+    """``pattern`` with ``${user}`` put in, once per account where it has ``${account}``.
+
+    An account name never holds a glob character (IAM names are letters, digits,
+    ``.``, ``_`` and ``-``), so putting it into a pattern keeps it literal.
+    """
+    pattern = pattern.replace(USER_VARIABLE, user)
+    if ACCOUNT_VARIABLE not in pattern:
+        return [pattern]
+    return [pattern.replace(ACCOUNT_VARIABLE, account) for account in accounts]
 
 
 @dataclass(frozen=True)
@@ -99,14 +120,22 @@ class Decision:
 
 @dataclass(frozen=True)
 class Subject:
-    """Who asks: a user and the roles they have (own and through groups), by name."""
+    """Who asks: a user, the roles they have (own and through groups), by name, and the
+    accounts (groups) they are a member of."""
 
     user: str
     roles: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
 
 
 def _own(*actions: str) -> Statement:
     return Statement("allow", actions, (f"workflow/{USER_VARIABLE}/*",))
+
+
+def _accounts(*secret_actions: str) -> tuple[Statement, ...]:
+    """Running in one's accounts and ``secret_actions`` on their secrets."""
+    return (Statement("allow", ("account:use",), (f"account/{ACCOUNT_VARIABLE}",)),
+            Statement("allow", secret_actions, (f"account/{ACCOUNT_VARIABLE}/secret/*",)))
 
 
 BUILTIN_ROLES: Mapping[str, Role] = {
@@ -114,11 +143,13 @@ BUILTIN_ROLES: Mapping[str, Role] = {
     "user": Role("user", (
         _own("workflow:*"),
         Statement("allow", ("secret:*",), (f"secret/{USER_VARIABLE}/*",)),
+        *_accounts("secret:*"),
         Statement("allow", ("node:read",), ("node/*",)),
     ), builtin=True),
     "submit-only": Role("submit-only", (
         _own("workflow:start", "workflow:read", "workflow:cancel"),
         Statement("allow", ("secret:use",), (f"secret/{USER_VARIABLE}/*",)),
+        *_accounts("secret:use"),
     ), builtin=True),
 }
 CURTAIN = Role("curtain", (Statement("deny", CURTAINED_ACTIONS, ("*",)),), builtin=True)
@@ -138,7 +169,7 @@ def decide(subject: Subject, action: str, resource: str, roles: Mapping[str, Rol
     allowed_by: str | None = None
     for role in applying:
         for statement in role.statements:
-            if not statement.matches(action, resource, subject.user):
+            if not statement.matches(action, resource, subject.user, subject.accounts):
                 continue
             if statement.effect == "deny":
                 return Decision(False, f"denied by role {role.name!r}")

@@ -13,7 +13,8 @@ says it does not.
   ``[...]`` class by a ``?``, or a class holding that literal; a ``*`` of the
   caller by any run of tokens. ``${user}`` is compared as a template: it is covered
   by the caller's ``${user}`` at the same place (both stand for whoever holds the
-  role) or by a ``*``, never by a literal name.
+  role) or by a ``*``, never by a literal name; ``${account}`` likewise (each account
+  of whoever holds the role).
 - A deny statement of the caller that may overlap (:func:`may_overlap`) a given
   allow for the same action makes it exceed: the caller cannot do it either.
 - Deny statements of what is given only take away, so they are not looked at.
@@ -28,11 +29,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cache, lru_cache
 
-from fuzz.orchestrate.iam.policy import ACTIONS, USER_VARIABLE, Statement
+from fuzz.orchestrate.iam.policy import ACCOUNT_VARIABLE, ACTIONS, USER_VARIABLE, Statement
 
-_STAR, _ANY, _USER, _CLASS, _LITERAL = "*", "?", "user", "class", "literal"
+_STAR, _ANY, _VARIABLE, _CLASS, _LITERAL = "*", "?", "variable", "class", "literal"
+_VARIABLES = (USER_VARIABLE, ACCOUNT_VARIABLE)
 Token = tuple[str, str]
-"""(kind, text): a literal character, ``*``, ``?``, a ``[...]`` class or ``${user}``."""
+"""(kind, text): a literal character, ``*``, ``?``, a ``[...]`` class or a variable
+(``${user}``, ``${account}``)."""
 
 
 @lru_cache(maxsize=4096)
@@ -42,9 +45,10 @@ def tokens(pattern: str) -> tuple[Token, ...]:
     index = 0
     while index < len(pattern):
         char = pattern[index]
-        if pattern.startswith(USER_VARIABLE, index):
-            found.append((_USER, USER_VARIABLE))
-            index += len(USER_VARIABLE)
+        variable = next((v for v in _VARIABLES if pattern.startswith(v, index)), None)
+        if variable is not None:
+            found.append((_VARIABLE, variable))
+            index += len(variable)
             continue
         if char in (_STAR, _ANY):
             found.append((char, char))
@@ -85,8 +89,8 @@ def covers(outer: str, inner: str) -> bool:
             same = other in (_LITERAL, _ANY, _CLASS)
         elif kind == _CLASS:
             same = other == _LITERAL and fnmatchcase(other_text, text)
-        else:  # ${user}: the same holder on both sides
-            same = other == _USER
+        else:  # ${user}, ${account}: the same holder's on both sides
+            same = other == _VARIABLE and other_text == text
         return same and from_(i + 1, j + 1)
 
     return from_(0, 0)

@@ -175,10 +175,11 @@ class RunnerBase:
         return floor.problem(what) if floor is not None else None
 
     def _plan(self, workflow: ActiveWorkflow, task: TaskRecord) -> LaunchPlan:
-        secret = workflow.fuzzfile.jobs[task.job].image.secret_name
+        image = workflow.fuzzfile.jobs[task.job].image
         credentials = None
-        if secret:
-            credentials = registry_credentials(self._secrets.open(workflow.record.owner, secret))
+        if image.secret_name:
+            credentials = registry_credentials(self._secrets.open(
+                workflow.secret_owner(image.secret_scope), image.secret_name))
         return launch_plan(workflow, task, self._launch, credentials)
 
 

@@ -18,7 +18,7 @@ from fuzz.orchestrate.records import (
     VolumeRecord,
     WorkflowRecord,
 )
-from fuzz.orchestrate.secrets import missing_secret
+from fuzz.orchestrate.secrets import account_owner, missing_secret
 from fuzz.orchestrate.states import (
     ACTIVE_TASK_STATES,
     TaskState,
@@ -28,12 +28,14 @@ from fuzz.orchestrate.states import (
 )
 from fuzz.orchestrate.workflows import dag
 from fuzz.orchestrate.workflows.base import WorkflowExistsError
+from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.scheduling import SchedulingSteps
 from fuzz.orchestrate.workflows.tasks import Outcome
 from fuzz.orchestrate.workflows.workflow import (
     ActiveWorkflow,
     HostPathError,
     check_workflow_name,
+    is_account_volume,
     new_images,
     new_tasks,
     new_transfers,
@@ -53,6 +55,7 @@ class LifecycleSteps(SchedulingSteps):
             record=record,
             fuzzfile=fuzzfile,
             ids=self._ids.of(record.owner),
+            account_ids=self._account_ids(record.account),
             volumes={v.name: v for v in self._store.load(VolumeRecord, workflow_id=record.id)},
             transfers=self._store.load(TransferRecord, order_by="seq", workflow_id=record.id),
             images={i.uri: i for i in self._store.load(ImageRecord, workflow_id=record.id)},
@@ -86,14 +89,17 @@ class LifecycleSteps(SchedulingSteps):
                         TaskState(task.outcome), task.exit_code, task.error))
                 self._workers.submit(self._guard, action, plan)
 
-    def submit(self, name: str, owner: str, loaded: LoadedFuzzfile) -> WorkflowRecord:
+    def submit(self, name: str, owner: str, loaded: LoadedFuzzfile, account: str = ""
+               ) -> WorkflowRecord:
         """Start a new run of ``owner``'s workflow ``name`` from a validated Fuzzfile.
 
-        Its secrets and persistent volumes are ``owner``'s, its jobs run as
-        ``owner``'s ids (given now if this is their first workflow).
+        Its user-scope secrets and persistent volumes are ``owner``'s, its jobs run as
+        ``owner``'s ids (given now if this is their first workflow). With ``account``
+        (whose membership the caller checked) its account-scope secrets and persistent
+        volumes are that account's, and its jobs run with the account's gid.
         """
         check_workflow_name(name)
-        self._check_secrets(owner, loaded)
+        self._check_secrets(owner, account, loaded)
         with self._lock:
             runs = self._runs(owner, name)
             if runs and not runs[0].finished_state:
@@ -101,6 +107,7 @@ class LifecycleSteps(SchedulingSteps):
                     f"workflow {name!r} is still {runs[0].state.lower()}; "
                     "cancel it or choose another name")
             ids = self._ids.of(owner)
+            account_ids = self._account_ids(account)
             run = runs[0].run + 1 if runs else 1
             # Owner names may hold dots, workflow names never do: ids stay unique, and
             # never clash with the OWNERLESS ``NAME.RUN`` ids of runs from before (schema 1).
@@ -109,12 +116,12 @@ class LifecycleSteps(SchedulingSteps):
             record = WorkflowRecord(
                 id=workflow_id, name=name, run=run, owner=owner,
                 file_name=str(loaded.path), fuzzfile=loaded.text,
-                content_hash=loaded.content_hash, created=self._clock(),
+                content_hash=loaded.content_hash, created=self._clock(), account=account,
             )
             volumes = {
                 vname: VolumeRecord(
                     workflow_id, vname, spec.reference,
-                    str(self._volumes.path_for(workflow_id, owner, vname, spec)),
+                    str(self._volumes.path_for(workflow_id, owner, vname, spec, account)),
                     ephemeral=spec.persistent_name is None,
                 )
                 for vname, spec in fuzzfile.volumes.items()
@@ -122,7 +129,8 @@ class LifecycleSteps(SchedulingSteps):
             transfers = new_transfers(workflow_id, fuzzfile)
             self._check_host_paths(loaded, owner, transfers)
             workflow = ActiveWorkflow(
-                record=record, fuzzfile=fuzzfile, ids=ids, volumes=volumes,
+                record=record, fuzzfile=fuzzfile, ids=ids, account_ids=account_ids,
+                volumes=volumes,
                 transfers=transfers,
                 images=new_images(workflow_id, fuzzfile),
                 tasks={t.key: t for t in new_tasks(workflow_id, fuzzfile)},
@@ -143,11 +151,18 @@ class LifecycleSteps(SchedulingSteps):
                 raise HostPathError(f"{loaded.path}: volumes.{move.volume}.{move.direction}"
                                     f"[{move.seq}]: {problem}")
 
-    def _check_secrets(self, owner: str, loaded: LoadedFuzzfile) -> None:
-        known = {secret.name for secret in self._secrets.list(owner)}
-        for where, secret in secret_references(loaded.fuzzfile):
-            if secret not in known:
-                raise missing_secret(loaded.path, where, secret)
+    def _account_ids(self, account: str) -> JobIds | None:
+        """The ids of ``account`` (its persistent volumes'), None for no account."""
+        return self._ids.of(account_owner(account)) if account else None
+
+    def _check_secrets(self, owner: str, account: str, loaded: LoadedFuzzfile) -> None:
+        known = {(scope, secret.name) for scope, holder in (("user", owner),
+                                                            ("account", account_owner(account)))
+                 for secret in self._secrets.list(holder)}
+        for where, scope, secret in secret_references(loaded.fuzzfile):
+            if (scope, secret) not in known:
+                raise missing_secret(loaded.path, where, secret,
+                                     account if scope == "account" else "")
 
     def cancel(self, owner: str, name: str, run_id: str = "") -> WorkflowRecord:
         """Ask the latest run of ``owner``'s ``name`` (the run ``run_id``, when given) to
@@ -201,7 +216,8 @@ class LifecycleSteps(SchedulingSteps):
         has_ingress = {m.volume for m in workflow.transfers if m.direction == "ingress"}
         for volume in workflow.volumes.values():
             try:
-                self._volumes.create(volume, workflow.ids)
+                self._volumes.create(volume, workflow.volume_ids(volume),
+                                     shared=is_account_volume(volume))
             except OSError as exc:
                 volume.state = VolumeState.FAILED
                 volume.error = f"cannot create {volume.path}: {exc}"

@@ -74,6 +74,7 @@ class LaunchPlan:
     leases: tuple[str, ...] = ()
     log_limit_bytes: int = 0  # of each of stdout and stderr, on the node; 0: unlimited
     addresses: tuple[str, ...] = ()  # each rank's job network address ("": the node's network)
+    files: tuple[tuple[str, bytes], ...] = ()  # (path, content) placed in every rank's container
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,7 @@ class TaskExecutor:
                     gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
                     credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
                     peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
+                    files=plan.files,
                 )
             except AgentError as exc:
                 if not transient(exc):

@@ -80,7 +80,7 @@ class TransferSteps(RunnerBase):
             credentials = None
             if move.secret:
                 credentials = s3_credentials_from_secret(
-                    self._secrets.open(workflow.record.owner, move.secret))
+                    self._secrets.open(workflow.secret_owner(move.secret_scope), move.secret))
             budget = None
             if move.direction == "ingress":
                 problem = self._floor_problem("ingress")
@@ -96,7 +96,7 @@ class TransferSteps(RunnerBase):
 
             def attempt(timed: ProgressCallback) -> TransferResult:
                 return self._volumes.move(move, volume, workflow.record.owner, credentials,
-                                          timed, workflow.ids, budget,
+                                          timed, workflow.volume_ids(volume), budget,
                                           workflow.fuzzfile.files)
 
             result = self._attempts(attempt, progress, attempts, limit, uri)

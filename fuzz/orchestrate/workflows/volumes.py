@@ -7,8 +7,12 @@ directory when all nodes are on one machine). An ephemeral volume lives in
 in ``<root>/persistent/<owner>/<name>`` outlives it. A volume's directory belongs
 to its owner's job ids (:mod:`fuzz.orchestrate.workflows.jobids`), mode 0700: the owner's
 jobs can write to it, another owner's cannot enter it; transfers read and write it as
-those ids too. Transfers reach the orchestrator host's own files (``file:///``) only in
-the owner's subtree of the admin's ``host_paths``.
+those ids too. An account's persistent volume (``volume://account/persistent[/NAME]``)
+lives in ``<root>/account/<account>/<name>`` and belongs to the account's ids, mode
+2770: the jobs of its members' workflows in that account run with the account's gid,
+so they share it (new files take the account's group), and no one else enters it.
+Transfers reach the orchestrator host's own files (``file:///``) only in the owner's
+subtree of the admin's ``host_paths``.
 """
 
 from __future__ import annotations
@@ -53,16 +57,20 @@ class VolumeManager:
             return None
         return HostAccess(self.host_roots, owner).problem(uri)
 
-    def path_for(self, workflow_id: str, owner: str, name: str, spec: VolumeSpec) -> Path:
-        """Where volume ``name`` of workflow ``workflow_id`` lives."""
+    def path_for(self, workflow_id: str, owner: str, name: str, spec: VolumeSpec,
+                 account: str = "") -> Path:
+        """Where volume ``name`` of ``owner``'s workflow ``workflow_id`` (running in
+        ``account``, if any) lives."""
         persistent: str | None = spec.persistent_name
+        if persistent is not None and spec.scope == "account":
+            return self.root / "account" / account / persistent
         if persistent is not None:
             return self.root / "persistent" / owner / persistent
         return self.root / "ephemeral" / workflow_id / name
 
-    def create(self, volume: VolumeRecord, ids: JobIds) -> None:
-        """Make the volume's directory, ``ids``' own, 0700 (kept if it exists: persistent,
-        or a restart).
+    def create(self, volume: VolumeRecord, ids: JobIds, shared: bool = False) -> None:
+        """Make the volume's directory, ``ids``' own, 0700 (2770 when ``shared`` by an
+        account's members; kept if it exists: persistent, or a restart).
 
         A persistent volume written before owners had ids of their own (by the shared
         job uid) is given to its owner's ids, its files included.
@@ -71,7 +79,7 @@ class VolumeManager:
         path.mkdir(parents=True, exist_ok=True)
         before = path.lstat()
         os.chown(path, ids.uid, ids.gid, follow_symlinks=False)
-        os.chmod(path, 0o700, follow_symlinks=False)
+        os.chmod(path, 0o2770 if shared else 0o700, follow_symlinks=False)
         if (before.st_uid, before.st_gid) != (ids.uid, ids.gid):
             self._own(path, ids)
 

@@ -21,12 +21,14 @@ from fuzz.orchestrate.records import (
     VolumeRecord,
     WorkflowRecord,
 )
+from fuzz.orchestrate.secrets import account_owner
 from fuzz.orchestrate.states import VolumeState
 from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec
+from fuzz.spec.fuzzfile_values import volume_parts
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -56,7 +58,7 @@ class ActiveWorkflow:
 
     record: WorkflowRecord
     fuzzfile: Fuzzfile
-    ids: JobIds  # the owner's: every job runs as them, every volume belongs to them
+    ids: JobIds  # the owner's: every job runs as their uid, their volumes belong to them
     volumes: dict[str, VolumeRecord]
     transfers: list[TransferRecord]
     images: dict[str, ImageRecord]
@@ -65,10 +67,31 @@ class ActiveWorkflow:
     dirty: bool = True  # something changed since the runner last advanced it
     graph: tuple[JobNode, ...] = ()
     max_concurrency: int = FUZZBALL_MAX_CONCURRENCY  # for task arrays that name none
+    account_ids: JobIds | None = None  # the account's it runs in: its persistent volumes'
 
     def __post_init__(self) -> None:
         """Derive the job graph from the Fuzzfile."""
         self.graph = job_graph(self.fuzzfile, self.max_concurrency)
+
+    @property
+    def job_ids(self) -> JobIds:
+        """What its jobs run as: the owner's uid, and the account's gid when it runs in an
+        account (so they enter the account's volumes, 2770, and no other member's own)."""
+        gid = self.ids.gid if self.account_ids is None else self.account_ids.gid
+        return JobIds(self.ids.uid, gid)
+
+    def volume_ids(self, volume: VolumeRecord) -> JobIds:
+        """Who ``volume`` belongs to: the account for its persistent volumes, else the owner."""
+        if self.account_ids is not None and is_account_volume(volume):
+            return self.account_ids
+        return self.ids
+
+    def secret_owner(self, scope: str | None) -> str:
+        """Whose secret a reference of ``scope`` names: the account's it runs in
+        (``account``), else its owner's."""
+        if scope == "account":
+            return account_owner(self.record.account)
+        return self.record.owner
 
     def task_views(self) -> Collection[TaskLike]:
         """The tasks as the DAG module sees them (the records themselves, not copies)."""
@@ -123,10 +146,11 @@ def new_transfers(workflow_id: str, fuzzfile: Fuzzfile) -> list[TransferRecord]:
     for volume_name, volume in fuzzfile.volumes.items():
         for direction, moves in (("ingress", volume.ingress), ("egress", volume.egress)):
             for seq, move in enumerate(moves):
-                secret = move.source.secret_name or move.destination.secret_name or ""
+                end = move.source if move.source.secret else move.destination
                 records.append(TransferRecord(
                     workflow_id, volume_name, direction, seq, move.source.uri,
-                    move.destination.uri, secret=secret,
+                    move.destination.uri, secret=end.secret_name or "",
+                    secret_scope=end.secret_scope or "",
                 ))
     return records
 
@@ -138,13 +162,28 @@ def transfer_policy(fuzzfile: Fuzzfile, move: TransferRecord) -> PolicySpec | No
     return moves[move.seq].policy
 
 
-def secret_references(fuzzfile: Fuzzfile) -> list[tuple[str, str]]:
-    """(where, secret name) for every secret the Fuzzfile uses: image pulls, then transfers."""
-    wanted = [(f"jobs.{name}.image.secret", job.image.secret_name or "")
-              for name, job in fuzzfile.jobs.items()]
-    wanted += [(f"volumes.{m.volume}.{m.direction}[{m.seq}]", m.secret)
+def secret_references(fuzzfile: Fuzzfile) -> list[tuple[str, str, str]]:
+    """(where, scope, secret name) for every secret the Fuzzfile uses: image pulls, then
+    transfers. The scope is ``user`` or ``account``."""
+    wanted = [(f"jobs.{name}.image.secret", job.image.secret_scope or "",
+               job.image.secret_name or "") for name, job in fuzzfile.jobs.items()]
+    wanted += [(f"volumes.{m.volume}.{m.direction}[{m.seq}]", m.secret_scope, m.secret)
                for m in new_transfers("check", fuzzfile)]
-    return [(where, name) for where, name in wanted if name]
+    return [(where, scope, name) for where, scope, name in wanted if name]
+
+
+def account_references(fuzzfile: Fuzzfile) -> list[tuple[str, str]]:
+    """(where, reference) of every account-scoped secret and volume of the Fuzzfile."""
+    found = [(f"volumes.{name}.reference", volume.reference)
+             for name, volume in fuzzfile.volumes.items() if volume.scope == "account"]
+    found += [(where, f"secret://account/{name}")
+              for where, scope, name in secret_references(fuzzfile) if scope == "account"]
+    return found
+
+
+def is_account_volume(volume: VolumeRecord) -> bool:
+    """Whether ``volume`` is an account's persistent volume (``volume://account/persistent``)."""
+    return not volume.ephemeral and volume_parts(volume.reference)[0] == "account"
 
 
 def new_images(workflow_id: str, fuzzfile: Fuzzfile) -> dict[str, ImageRecord]:
@@ -218,9 +257,10 @@ def launch_plan(
         mounts=tuple((workflow.volumes[name].path, mount.location, False)
                      for name, mount in job.mounts.items()),
         timeout_seconds=timeout or 0.0,
-        uid=workflow.ids.uid,
-        gid=workflow.ids.gid,
+        uid=workflow.job_ids.uid,
+        gid=workflow.job_ids.gid,
         log_paths=log_paths(settings.log_dir, workflow.record.id, task.key),
         leases=tuple(task.leases),
         log_limit_bytes=settings.log_limit_bytes,
+        files=workflow.fuzzfile.placed_files(job),
     )

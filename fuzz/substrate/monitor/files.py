@@ -44,6 +44,7 @@ ROOTFS_DIR = "rootfs"  # the overlay's mount point (merged dir)
 UPPER_DIR = "upper"  # the overlay's upper dir: the job's changes to its root
 WORK_DIR = "work"  # the overlay's work dir
 NETNS_FILE = "netns"  # the job's network namespace, bind-mounted (see monitor.netns)
+FILES_DIR = "files"  # the files placed in the container, 0, 1, ... (see monitor.placed)
 # A spare container directory, made in advance: creating files costs far more
 # than opening existing ones, so a start only renames it into place.
 SPARE_PREFIX = ".spare-"

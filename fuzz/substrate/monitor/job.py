@@ -28,6 +28,8 @@ is starting.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
 import signal
@@ -54,6 +56,7 @@ from fuzz.substrate.monitor.files import (
     write_json,
 )
 from fuzz.substrate.monitor.logpump import LogPump, open_pipe
+from fuzz.substrate.monitor.placed import PlacementError, write_placed_files
 from fuzz.substrate.monitor.runc import Runc, await_runc_for
 from fuzz.substrate.monitor.spare import Premount, image_identity, unmount_bet
 from fuzz.substrate.monitor.syscalls import SysError, mount_overlay, unmount
@@ -113,8 +116,10 @@ class Job:
         the wall-clock ``timeout`` and stop ``grace`` in seconds, the OCI
         ``cgroup`` path where peak memory and OOM kills are read, and the
         ``log_limit`` in bytes of each of stdout and stderr (none: unlimited; see
-        :mod:`~fuzz.substrate.monitor.logpump`). ``run_dir`` (a tmpfs) takes runc's
-        pid file and log for the container.
+        :mod:`~fuzz.substrate.monitor.logpump`), and the ``files`` placed in the
+        container (base64, in the order of the config's mounts of ``files/N``; see
+        :mod:`~fuzz.substrate.monitor.placed`). ``run_dir`` (a tmpfs) takes runc's pid
+        file and log for the container.
         """
         self.host = host
         self.dir = directory
@@ -126,6 +131,8 @@ class Job:
         self.tenant = str(request.get("tenant", ""))  # whose jobs may share its namespace
         self.config_text = str(request["config"])
         self.spec_text: str | None = str(request["spec"])
+        files = request.get("files")
+        self.files: list[str] = [str(text) for text in files] if isinstance(files, list) else []
         timeout, grace, cgroup = request.get("timeout"), request.get("grace"), request.get("cgroup")
         self.timeout = float(timeout) if isinstance(timeout, int | float) else None
         self.grace = float(grace) if isinstance(grace, int | float) else DEFAULT_GRACE
@@ -190,7 +197,8 @@ class Job:
     # --- launching
 
     def launch(self, premount: Premount | None = None) -> None:
-        """Write the bundle and spec, mount the overlay, start ``runc run --detach``; never raises.
+        """Write the bundle, spec and placed files, mount the overlay, start ``runc run
+        --detach``; never raises.
 
         ``premount``: the image whose overlay is mounted on ``rootfs`` already
         (:mod:`fuzz.substrate.monitor.spare`).
@@ -200,9 +208,15 @@ class Job:
             _write_text(self.path(CONFIG_FILE),
                         self.host.host_view.bind_sources(self.id, self.config_text))
             self.write_spec()
+            files, self.files = self.files, []
+            if files:
+                write_placed_files(self.dir, [base64.b64decode(text, validate=True)
+                                              for text in files])
             self.mount_rootfs(premount)
             self.spawn_run()
-        except (JobError, SysError, OSError) as exc:
+        except binascii.Error:
+            self.fail("setting up: the start request's files are not base64")
+        except (JobError, SysError, PlacementError, OSError) as exc:
             self.fail(str(exc) if not isinstance(exc, OSError) else f"setting up: {exc}")
 
     def mount_rootfs(self, premount: Premount | None) -> None:

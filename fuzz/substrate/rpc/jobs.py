@@ -30,7 +30,7 @@ from fuzz.substrate.jobs import (
     JobRunner,
     JobStatus,
 )
-from fuzz.substrate.runtime.bundle import Mount
+from fuzz.substrate.runtime.bundle import ContainerFile, Mount
 from fuzz.substrate.runtime.containers import (
     ContainerExistsError,
     ContainerNotFoundError,
@@ -89,6 +89,7 @@ def job_request(message: substrate_pb2.StartContainerRequest) -> JobRequest:
         stop_grace_seconds=message.stop_grace_seconds or DEFAULT_GRACE,
         log_limit_bytes=message.log_limit_bytes,
         peers=tuple(message.peers),
+        files=tuple(ContainerFile(item.path, item.content) for item in message.files),
     )
 
 

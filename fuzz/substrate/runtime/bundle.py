@@ -18,6 +18,7 @@ overlay mounted in advance, which is what the monitor does.)
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import re
@@ -28,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from fuzz.errors import ConfigError
+from fuzz.spec import containerfiles
 from fuzz.substrate.runtime import seccomp
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -126,6 +128,45 @@ class Mount:
             raise ContainerSpecError(
                 f"mount destination {self.destination!r} is reserved (/, /proc, /sys, /dev)"
             )
+
+
+@dataclass(frozen=True)
+class ContainerFile:
+    """A file given to the job: ``content`` bind-mounted read-only at ``path`` in the
+    container (written to the container's directory first; see
+    :mod:`fuzz.substrate.monitor.placed`)."""
+
+    path: str
+    content: bytes
+
+    def __post_init__(self) -> None:
+        """Validate the path (:func:`fuzz.spec.containerfiles.path_problem`) and the content."""
+        problem = containerfiles.path_problem(self.path)
+        if problem is not None:
+            raise ContainerSpecError(f"file {self.path!r}: {problem}")
+        if not isinstance(self.content, bytes):
+            raise ContainerSpecError(f"file {self.path}: content must be bytes")
+
+
+def _check_files(files: Sequence[ContainerFile], mounts: Sequence[Mount]) -> None:
+    """Refuse more files or bytes than the agent takes for one container, and a file at,
+    under or above another file or a mount: the caller is not trusted to have checked."""
+    if len(files) > containerfiles.MAX_FILES:
+        raise ContainerSpecError(f"{len(files)} files, over the agent's limit of"
+                                 f" {containerfiles.MAX_FILES} per container")
+    total = sum(len(item.content) for item in files)
+    if total > containerfiles.MAX_FILES_BYTES:
+        raise ContainerSpecError(f"its files hold {total:,} bytes, over the agent's limit of"
+                                 f" {containerfiles.MAX_FILES_BYTES:,} per container")
+    locations = [str(PurePosixPath(mount.destination)) for mount in mounts]
+    for index, item in enumerate(files):
+        mounted = next((at for at in locations if containerfiles.overlaps(item.path, at)), None)
+        if mounted is not None:
+            raise ContainerSpecError(f"file {item.path} collides with the mount at {mounted}")
+        other = next((earlier.path for earlier in files[:index]
+                      if containerfiles.overlaps(item.path, earlier.path)), None)
+        if other is not None:
+            raise ContainerSpecError(f"file {item.path} collides with the file at {other}")
 
 
 @dataclass(frozen=True)
@@ -229,7 +270,8 @@ class ContainerSpec:
     container gets, and ``hooks`` what runc runs around it (both from the lease's
     devices, see :mod:`fuzz.substrate.capacity.devices`). ``peers`` are the
     addresses of the other containers of its multinode job, which it may reach
-    (and be reached from) through the node's job network.
+    (and be reached from) through the node's job network. ``files`` are placed in the
+    container, read-only (:class:`ContainerFile`).
     """
 
     id: str
@@ -249,6 +291,7 @@ class ContainerSpec:
     stop_grace_seconds: float = 10.0
     log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
     peers: tuple[str, ...] = ()
+    files: tuple[ContainerFile, ...] = ()
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
@@ -295,6 +338,7 @@ class ContainerSpec:
         destinations = [str(PurePosixPath(mount.destination)) for mount in self.mounts]
         if len(set(destinations)) != len(destinations):
             raise ContainerSpecError(f"container {self.id}: two mounts share a destination")
+        _check_files(self.files, self.mounts)
 
 
 def cpuset_string(cpus: Sequence[int]) -> str:
@@ -335,6 +379,8 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         "stop_grace_seconds": spec.stop_grace_seconds,
         "log_limit_bytes": spec.log_limit_bytes,
         "peers": list(spec.peers),
+        "files": [{"path": item.path, "content": base64.b64encode(item.content).decode()}
+                  for item in spec.files],
     }
 
 
@@ -365,8 +411,10 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
             stop_grace_seconds=data.get("stop_grace_seconds", 10.0),
             log_limit_bytes=data.get("log_limit_bytes", 0),
             peers=tuple(data.get("peers", ())),
+            files=tuple(ContainerFile(item["path"], base64.b64decode(item["content"]))
+                        for item in data.get("files", ())),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None
 
 
@@ -413,6 +461,15 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     return mounts
 
 
+def _placed_files(spec: ContainerSpec, files_dir: str | Path | None) -> list[dict[str, Any]]:
+    """The read-only binds of ``spec.files``, from ``files_dir/0``, ``/1``, ..."""
+    if spec.files and files_dir is None:
+        raise ContainerSpecError(f"container {spec.id}: its files need a files_dir")
+    return [_mount(item.path, "bind", str(Path(str(files_dir)) / str(index)),
+                   ["bind", "rprivate", "nosuid", "nodev", "ro"])
+            for index, item in enumerate(spec.files)]
+
+
 def _hooks(hooks: Sequence[Hook]) -> dict[str, list[dict[str, Any]]]:
     """The OCI ``hooks`` object: each stage's hooks in the order given."""
     stages: dict[str, list[dict[str, Any]]] = {}
@@ -430,7 +487,7 @@ def _hooks(hooks: Sequence[Hook]) -> dict[str, list[dict[str, Any]]]:
 
 def oci_config(
     spec: ContainerSpec, rootfs_path: str | Path, nofile: int = NOFILE_LIMIT,
-    network: JobNamespace | None = None,
+    network: JobNamespace | None = None, files_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime ``config.json`` for ``spec``, rooted at ``rootfs_path``.
 
@@ -442,6 +499,9 @@ def oci_config(
     namespace (an admin's opt-in). A ``PATH`` is added to its env when it has none.
     Each of ``spec.devices`` is made in the container and allowed (with its
     permissions) in the devices cgroup, and ``spec.hooks`` become the config's ``hooks``.
+    ``spec.files`` are bound read-only from ``files_dir`` (where the container's files
+    are written, ``0``, ``1``, ...), after every other mount, so a file under ``/tmp`` or
+    at ``/etc/resolv.conf`` is the job's own.
     """
     env = list(spec.env)
     if not any(item.startswith("PATH=") for item in env):
@@ -510,6 +570,7 @@ def oci_config(
         config["linux"]["namespaces"].append({"type": "network", "path": network.netns})
         config["mounts"].append(_mount("/etc/resolv.conf", "bind", str(network.resolv_conf),
                                        ["rbind", "rprivate", "nosuid", "nodev", "ro"]))
+    config["mounts"] += _placed_files(spec, files_dir)
     if spec.hooks:
         config["hooks"] = _hooks(spec.hooks)
     return config

@@ -14,6 +14,8 @@ reading them - there is nothing else to re-adopt. The files:
 ``upper/``, ``work/``    the overlay's upper dir (the job's changes) and work dir
 ``netns``                the job's network namespace, bind-mounted (in the monitor's mount
                          namespace; see :mod:`fuzz.substrate.monitor.netns`)
+``files/``               the files placed in the container, ``0``, ``1``, ... (bind-mounted
+                         read-only; see :mod:`fuzz.substrate.monitor.placed`)
 
 (runc's log and pid file live on the monitor's own tmpfs, ``STATE_DIR/monitor.run``.)
 A directory without ``status.json`` is a container being started.
@@ -42,6 +44,7 @@ does). Stop it (:meth:`ContainerManager.shutdown_monitor`) only to stop every jo
 
 from __future__ import annotations
 
+import base64
 import builtins
 import contextlib
 import json
@@ -60,6 +63,7 @@ from fuzz.substrate.monitor.files import (
     CANCEL_FILE,
     CONFIG_FILE,
     CONTAINERS_DIR,
+    FILES_DIR,
     FINAL_STATES,
     ROOTFS_DIR,
     SPEC_FILE,
@@ -238,7 +242,8 @@ class ContainerManager:
             self._state_dir_made = True
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
-        config = oci_config(spec, directory / ROOTFS_DIR, nofile, self._job_network(directory))
+        config = oci_config(spec, directory / ROOTFS_DIR, nofile, self._job_network(directory),
+                            files_dir=directory / FILES_DIR)
         request = {
             "op": "start",
             "id": spec.id,
@@ -252,6 +257,7 @@ class ContainerManager:
             "cgroup": config["linux"]["cgroupsPath"],
             "tenant": str(spec.uid),  # a job's network namespace serves the same uid again
             "peers": list(spec.peers),
+            "files": [base64.b64encode(item.content).decode() for item in spec.files],
         }
         try:
             answer = self._monitor.request(request, runc, START_TIMEOUT, idempotent=False)
