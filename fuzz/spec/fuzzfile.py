@@ -88,7 +88,7 @@ class CpuSpec(FuzzfileModel):
     """
 
     cores: int = Field(default=1, ge=1)
-    affinity: Affinity = "CORE"
+    affinity: Annotated[Affinity, BeforeValidator(values.upper_text)] = "CORE"
     sockets: int | None = Field(default=None, ge=1)
     threads: bool = False
 
@@ -256,7 +256,8 @@ Dependency = tuple[str, Literal["SUCCEEDED", "RUNNING", "FINISHED"]]
 
 class ContainerSpec(FuzzfileModel):
     """What a job and a service share: a container from ``image`` running ``command`` +
-    ``args`` or a ``script``, its env, mounts, files, resource and dependencies.
+    ``args`` or a ``script`` (given ``args`` as ``$1``...), its env, mounts, files,
+    resource and dependencies.
 
     ``env`` entries are ``NAME=VALUE``; ``mounts`` maps a declared volume to where it
     appears (see :data:`Mounts` for the v4 form); ``files`` maps an absolute path in the
@@ -296,13 +297,6 @@ class ContainerSpec(FuzzfileModel):
             raise ValueError("give a command or a script, not both")
         return value
 
-    @field_validator("args")
-    @classmethod
-    def _args_need_command(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        if value is not None and "command" in info.data and info.data["command"] is None:
-            raise ValueError("args need a command (a script takes none)")
-        return value
-
     @field_validator("env")
     @classmethod
     def _env_names_unique(cls, value: list[str]) -> list[str]:
@@ -334,9 +328,11 @@ class ContainerSpec(FuzzfileModel):
         return self
 
     def argv(self) -> list[str]:
-        """What the container runs: ``command`` + ``args``, or the script under ``/bin/sh -c``."""
+        """What the container runs: ``command`` + ``args``, or the script under ``/bin/sh -c``
+        with ``args`` as its ``$1``... (``$0`` is the shell, as without args)."""
         if self.script is not None:
-            return [SCRIPT_SHELL, "-c", self.script]
+            given = [SCRIPT_SHELL, *self.args] if self.args is not None else []
+            return [SCRIPT_SHELL, "-c", self.script, *given]
         return [*(self.command or []), *(self.args or [])]
 
     def environment(self) -> dict[str, str]:
@@ -401,13 +397,17 @@ class EgressDestination(TransferEndpoint):
 
 
 class VolumeFile(TransferEndpoint):
-    """A path inside the volume, ``file://relative/path``; it cannot leave the volume."""
+    """A path inside the volume, ``file://relative/path``; it cannot leave the volume.
+
+    ``file:///results/x`` (a leading ``/``: the volume's root, as in Fuzzball's files) is
+    kept as ``file://results/x``, so what moves the data never sees an absolute path.
+    """
 
     @field_validator("uri")
     @classmethod
     def _check_uri(cls, value: str) -> str:
-        values.volume_path(value)
-        return value
+        path = values.volume_path(value)
+        return values.FILE_PREFIX + path if value.startswith(values.FILE_PREFIX + "/") else value
 
     @property
     def path(self) -> str:
@@ -660,7 +660,8 @@ class ServiceSpec(ContainerSpec):
 class Fuzzfile(FuzzfileModel):
     """A whole workflow: ``version`` (``v1`` or ``v4``: the dialect it was written in),
     inline ``files``, job ``defaults``, free-form ``annotations``, ``volumes``, (at least
-    one of) ``jobs`` and ``services``.
+    one of) ``jobs`` and ``services`` (:func:`fuzz.spec.fuzzfile_checks.workload_issues`
+    requires one).
 
     The jobs hold their defaults already merged: ``defaults.job.env`` under the job's
     own ``env`` (by variable name), and ``mounts``, ``policy`` and ``resource`` where
@@ -673,7 +674,7 @@ class Fuzzfile(FuzzfileModel):
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
     annotations: Annotations = Field(default_factory=dict)
     volumes: dict[Name, VolumeSpec] = Field(default_factory=dict)
-    jobs: dict[Name, JobSpec] = Field(min_length=1)
+    jobs: dict[Name, JobSpec] = Field(default_factory=dict)
     services: dict[Name, ServiceSpec] = Field(default_factory=dict)
 
     @field_validator("version")

@@ -137,3 +137,32 @@ jobs:
     assert short["state"] == "FAILED", dump(status)
     assert short["error"] == (f"{web}/big.bin: timed out after 0.001s (the transfer's"
                               " policy.timeout.execute) (attempt 2 of 2)"), dump(status)
+
+
+def test_args_reach_a_script_and_file_slash_path_is_the_volume_root(
+        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    fuzzfile = f"""\
+version: v1
+files:
+  params.csv: "alpha,beta\\n"
+volumes:
+  data:
+    reference: volume://user/ephemeral
+    ingress:
+      - source: {{uri: file://params.csv}}
+        destination: {{uri: file:///in/params.csv}}
+jobs:
+  show:
+    image: {{uri: {busybox_image.reference}}}
+    mounts: {{data: {{location: /data}}}}
+    script: |
+      #!/bin/sh
+      echo "first=$1 second=$2 count=$#"
+      cat /data/in/params.csv
+    args: [alpha, 2]
+"""
+    cluster.start("rootargs", fuzzfile)
+    status = cluster.wait("rootargs", timeout=240)
+    assert status["state"] == "SUCCEEDED", dump(status)
+    log = cluster.ok("workflow", "log", "rootargs", "show").out
+    assert log == "first=alpha second=2 count=2\nalpha,beta\n"

@@ -261,3 +261,116 @@ def test_default_resource_is_checked_against_the_cluster() -> None:
         parse_fuzzfile(text, "wf.yaml", [NodeCapacity("n1", cores=4, memory_bytes=8 * GiB)])
     assert [str(p) for p in info.value.problems] == [
         "wf.yaml:5:3: jobs.a.resource: needs 64 cores; the largest node has 4"]
+
+
+def test_affinity_matches_in_any_case() -> None:
+    flow = parse("""
+        version: v1
+        jobs:
+          a: {image: {uri: docker://alpine}, command: ["true"], resource: {cpu: {affinity: numa}}}
+          b: {image: {uri: docker://alpine}, command: ["true"], resource: {cpu: {affinity: Socket}}}
+    """)
+    assert [job.resource.request().affinity for job in flow.jobs.values()] == ["NUMA", "SOCKET"]
+
+
+def test_a_leading_slash_in_a_volume_path_is_the_volume_root() -> None:
+    volume = parse("""
+        version: v1
+        volumes:
+          data:
+            reference: volume://user/ephemeral
+            ingress:
+              - source: {uri: https://example.org/in.tar.gz}
+                destination: {uri: file:///inputs//in.tar.gz}
+            egress:
+              - source: {uri: file:///results/out.tar.gz}
+                destination: {uri: s3://bucket/out.tar.gz}
+        jobs:
+          a: {image: {uri: docker://alpine}, command: ["true"], mounts: {data: {location: /d}}}
+    """).volumes["data"]
+    into, out = volume.ingress[0].destination, volume.egress[0].source
+    assert (into.path, into.uri) == ("inputs/in.tar.gz", "file://inputs/in.tar.gz")
+    assert (out.path, out.uri) == ("results/out.tar.gz", "file://results/out.tar.gz")
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("file:///", "'file:///' names no path inside the volume"),
+    ("file:///../etc/passwd", "'file:///../etc/passwd' must not leave the volume ('..')"),
+])
+def test_volume_root_paths_stay_inside_the_volume(uri: str, message: str) -> None:
+    assert problems(f"""
+        version: v1
+        volumes:
+          data:
+            reference: volume://user/ephemeral
+            ingress: [{{source: {{uri: https://example.org/x}}, destination: {{uri: "{uri}"}}}}]
+        jobs:
+          a: {{image: {{uri: docker://alpine}}, command: ["true"]}}
+    """) == [f"wf.yaml:5:73: volumes.data.ingress[0].destination.uri: {message}"]
+
+
+SERVICES_ONLY = """
+    version: v1
+    services:
+      web:
+        image: {uri: docker://nginx:1.27}
+        command: [nginx]
+        depends-on: [{name: cache, status: RUNNING}]
+"""
+
+
+def test_services_alone_are_a_valid_workflow_that_a_start_refuses() -> None:
+    assert problems(SERVICES_ONLY) == [
+        "wf.yaml:6:25: services.web.depends-on: unknown job or service 'cache'"]
+    text = textwrap.dedent(SERVICES_ONLY).lstrip("\n").replace(
+        "    depends-on: [{name: cache, status: RUNNING}]\n", "")
+    flow = parse_fuzzfile(text, "wf.yaml").fuzzfile
+    assert list(flow.services) == ["web"] and flow.jobs == {} and flow.job_order() == []
+    with pytest.raises(SpecError) as info:
+        parse_fuzzfile(text, "wf.yaml", for_start=True)
+    assert [str(problem) for problem in info.value.problems] == [
+        "wf.yaml:2:1: services: services are not run yet: fuzz runs a workflow's jobs only"
+        " (validate checks services; running them is a later issue)"]
+
+
+def test_a_workflow_needs_a_job_or_a_service() -> None:
+    assert problems("""
+        version: v1
+        volumes: {v: {reference: volume://user/ephemeral}}
+    """) == ["wf.yaml:1:1: jobs: a workflow needs at least one job or service"]
+
+
+def test_args_are_passed_to_a_script() -> None:
+    job = parse("""
+        version: v1
+        jobs:
+          a:
+            image: {uri: docker://alpine}
+            script: |
+              #!/bin/sh
+              echo "$1 $2"
+            args: [alpha, 2]
+    """).jobs["a"]
+    assert job.argv() == ["/bin/sh", "-c", '#!/bin/sh\necho "$1 $2"\n', "/bin/sh", "alpha", "2"]
+
+
+def test_a_start_refuses_a_secret_reference_in_env_rather_than_pass_its_text() -> None:
+    text = textwrap.dedent("""
+        version: v1
+        defaults:
+          job: {env: [TOKEN=secret://user/TOKEN]}
+        jobs:
+          a:
+            image: {uri: docker://alpine}
+            command: [env]
+            env: [PLAIN=x, NGC_API_KEY=secret://user/NGC_API_KEY]
+    """).lstrip("\n")
+    assert parse_fuzzfile(text, "wf.yaml").fuzzfile.jobs["a"].environment()["PLAIN"] == "x"
+    with pytest.raises(SpecError) as info:
+        parse_fuzzfile(text, "wf.yaml", for_start=True)
+    reason = ("not supported yet: fuzz would give the job the text of the secret reference,"
+              " not the secret's value; leave it out of env")
+    assert [str(problem) for problem in info.value.problems] == [
+        f"wf.yaml:3:15: defaults.job.env[0]: {reason}",
+        f"wf.yaml:8:20: jobs.a.env[1]: {reason}",
+    ]
