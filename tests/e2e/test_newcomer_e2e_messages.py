@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.testing.oci import PushedImage, free_port
-from tests.support.cliutil import run_fuzz
+from tests.support.cliutil import run_fuzz, run_fuzz_in_terminal
 from tests.support.workflowutil import LocalCluster, local_cluster
 
 TWO_CORES = "sockets: 1\nnuma_per_socket: 1\ncores_per_numa: 2\nmemory: 4GiB\n"
@@ -70,3 +70,39 @@ def test_validate_with_server_refuses_what_no_node_could_hold(
         "big.yaml:6:5: jobs.big.resource: needs 64 cores; the largest node has 2"]
     without = run_fuzz(tmp_path, "workflow", "validate", "big.yaml")  # no cluster known
     assert without.code == 0 and without.out.strip() == "big.yaml: valid: 1 job, 0 volumes"
+
+
+@pytest.fixture(scope="module")
+def sleeper(small_cluster: LocalCluster, busybox_image: PushedImage) -> Iterator[str]:
+    """A workflow whose one job sleeps (so that exec has a container to run in)."""
+    small_cluster.start("sleeper", f"""\
+version: v1
+jobs:
+  nap:
+    image: {{uri: {busybox_image.reference}}}
+    command: [sleep, "600"]
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 32MiB}}}}
+""")
+    small_cluster.wait_for("sleeper", "nap", "RUNNING")
+    yield "sleeper"
+    small_cluster.ok("workflow", "cancel", "sleeper")
+    small_cluster.wait("sleeper")
+
+
+def test_exec_of_a_missing_binary_says_so_and_exits_127(small_cluster: LocalCluster,
+                                                       sleeper: str) -> None:
+    result = small_cluster.fuzz("workflow", "exec", sleeper, "nap", "--", "nosuch", "-x")
+    assert (result.code, result.err) == (127, "no such file in the image: nosuch\n")
+    result = small_cluster.fuzz("workflow", "exec", sleeper, "nap", "--", "/opt/tool")
+    assert (result.code, result.err) == (127, "no such file in the image: /opt/tool\n")
+    shell = small_cluster.fuzz("workflow", "exec", sleeper, "nap", "--", "sh", "-c",
+                               "echo own >&2; exit 3")
+    assert (shell.code, shell.err) == (3, "own\n")  # the process's own stderr and code
+
+
+def test_exec_tty_has_the_clients_term(small_cluster: LocalCluster, sleeper: str) -> None:
+    code, shown = run_fuzz_in_terminal(
+        small_cluster.directory, "workflow", "exec", sleeper, "nap", "--tty", "--", "sh", "-c",
+        'echo "term=[$TERM]"', typed="", env={"TERM": "xterm-256color"})
+    assert code == 0, shown
+    assert "term=[xterm-256color]" in shown
