@@ -106,3 +106,31 @@ def test_exec_tty_has_the_clients_term(small_cluster: LocalCluster, sleeper: str
         'echo "term=[$TERM]"', typed="", env={"TERM": "xterm-256color"})
     assert code == 0, shown
     assert "term=[xterm-256color]" in shown
+
+
+def test_a_job_whose_image_is_not_in_the_registry_says_so(
+        small_cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    missing = f"docker://{busybox_image.registry.host}/fuzz/no-such-image:1"
+    small_cluster.start("unpulled", f"""\
+version: v1
+jobs:
+  first:
+    image: {{uri: {missing}}}
+    command: ["true"]
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 32MiB}}}}
+  second:
+    image: {{uri: {busybox_image.reference}}}
+    command: ["true"]
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 32MiB}}}}
+    requires: [first]
+""")
+    status = small_cluster.wait("unpulled")
+    reason = f"image {missing} not found in registry {busybox_image.registry.host}"
+    images = {image["uri"]: image for image in status["images"]}
+    assert images[missing]["error"].endswith(reason), images
+    first = status["tasks"][0]
+    assert first["error"].startswith("pull failed: ") and first["error"].endswith(reason), first
+    assert reason in status["error"], status["error"]  # the workflow's summary
+    described = small_cluster.ok("workflow", "describe", "unpulled").out
+    assert "job second: NOT_RUN (never started" in described, described
+    assert "attempt 0" not in described and "exit 0" not in described, described
