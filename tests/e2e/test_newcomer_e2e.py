@@ -88,7 +88,7 @@ def copy_venv(source: Path, target: Path) -> None:
 def make(clone: Path, target: str) -> subprocess.CompletedProcess[str]:
     """``make TARGET`` in the clone, as a newcomer types it."""
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("FUZZ_", "DEMO_", "VIRTUAL_ENV", "PYTEST"))}
+           if not key.startswith(("FUZZ_", "DEMO_", "VIRTUAL_ENV", "PYTEST", "MAKE"))}
     return subprocess.run(["make", target, f"PIP_FLAGS={PIP_FLAGS}"], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=600)
 
