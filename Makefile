@@ -22,11 +22,15 @@ system-packages:
 
 venv: $(STAMPS)/venv
 
+# Extra flags for pip: tests/e2e/test_newcomer_e2e.py sets up a fresh clone in a copy of
+# a venv that has every dependency already, with "--no-index --no-deps --no-build-isolation".
+PIP_FLAGS ?=
+
 $(STAMPS)/venv: $(PYPROJECTS)
 	@mkdir -p $(STAMPS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' -e 'state[$(STATE_EXTRAS)]' \
+	$(PY) -m pip install -q $(PIP_FLAGS) --upgrade pip
+	$(PY) -m pip install -q $(PIP_FLAGS) -e '.[dev]' -e 'state[$(STATE_EXTRAS)]' \
 		$(addprefix -e ,$(filter-out . state,$(DISTRIBUTIONS)))
 	@touch $@
 
@@ -41,8 +45,7 @@ demo: setup
 	$(PY) scripts/demo.py
 
 demo-destroy: setup
-	$(FUZZ) -C examples/local destroy --auto-approve
-	$(FUZZ) -C examples/local server --stop
+	$(PY) scripts/demo.py --destroy
 
 lint: setup
 	$(VENV)/bin/ruff check fuzz state providers tests bench scripts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -34,7 +35,8 @@ from fuzz.units import format_bytes
 @click.argument("job")
 @click.argument("command", nargs=-1, required=True)
 @click.option("--tty", "-t", is_flag=True,
-              help="Run it on a terminal (this one, in raw mode; window changes follow).")
+              help="Run it on a terminal (this one, in raw mode; window changes follow; "
+              "its TERM is passed on).")
 @click.option("--env", "-e", "env", multiple=True, metavar="KEY=VALUE",
               help="Set a variable over the job's environment (repeatable).")
 @click.option("--cwd", default="", help="Working directory (default: the job's).")
@@ -51,6 +53,8 @@ def exec_(app: AppContext, name: str, job: str, command: tuple[str, ...], tty: b
     """
     if tty and as_json:
         raise ConfigError("--json and --tty do not go together")
+    if tty and "TERM" in os.environ and not any(item.startswith("TERM=") for item in env):
+        env = (f"TERM={os.environ['TERM']}", *env)  # the process draws on this terminal
     request = ExecCommand(name, job, command, env, cwd, tty)
     stdout = io.BytesIO() if as_json else sys.stdout.buffer
     stderr = io.BytesIO() if as_json else sys.stderr.buffer

@@ -186,7 +186,7 @@ def _orchestrator_membership(app: AppContext) -> tuple[Mapping[str, Membership] 
     members rule) and why.
     """
     spec = app.workspace.loaded.spec
-    if spec.orchestrator is None or all(pool.is_static for pool in spec.pools.values()):
+    if spec.orchestrator is None or not any(pool.resizes for pool in spec.pools.values()):
         return None, "recorded"
     try:
         reply = app.workspace.orchestrator.pool_demand(timeout=MEMBERSHIP_TIMEOUT)
@@ -240,8 +240,9 @@ def plan(app: AppContext, out: Path | None, detailed_exitcode: bool, refresh: bo
             app.out.print("Elastic pools: planned with the running orchestrator's membership "
                           "(what it would do now).")
         elif source != "recorded":
+            why = source.removeprefix("recorded ").strip("()")
             app.out.print("Elastic pools: planned with their recorded members within min and "
-                          f"max; {source.removeprefix('recorded ').strip('()')}.")
+                          f"max; {why}{'' if why.endswith(('.', '?')) else '.'}")
         print_plan(app.out, the_plan)
         print_interrupts(app.out, interrupts)
         print_workflow_changes(app.out, workflows)
@@ -280,7 +281,7 @@ def _confirm(app: AppContext, question: str) -> None:
 
 
 def _run_apply(app: AppContext, the_plan: Plan, state: State, parallelism: int,
-               as_json: bool, drain_timeout: str | None) -> None:
+               as_json: bool, drain_timeout: str | None, operation: str) -> None:
     ws = app.workspace
     cancel = threading.Event()
     progress = ProgressPrinter(app.out, len(the_plan.changes), as_json)
@@ -289,7 +290,7 @@ def _run_apply(app: AppContext, the_plan: Plan, state: State, parallelism: int,
     with _graceful_interrupt(app, cancel):
         result = apply_changes(the_plan, state, ws.gateway, ws.store, parallelism, progress,
                                cancel, drain)
-    print_apply_result(app.out, the_plan, result, as_json)
+    print_apply_result(app.out, the_plan, result, as_json, operation)
     if result.failed or result.skipped:
         raise FuzzError(f"{len(result.failed)} change(s) failed and {len(result.skipped)} "
                         f"were skipped; state records what was done, run fuzz apply again")
@@ -315,7 +316,7 @@ def _lifecycle(app: AppContext, plan_file: Path | None, auto_approve: bool, lock
             if the_plan.has_changes and not auto_approve:
                 _confirm(app, f"\nDo you want to perform these actions? {summary_line(the_plan)}")
         if the_plan.has_changes:
-            _run_apply(app, the_plan, state, parallelism, as_json, drain_timeout)
+            _run_apply(app, the_plan, state, parallelism, as_json, drain_timeout, operation)
         elif as_json:
             print_json_line(app.out, {"type": "result", "added": 0, "changed": 0,
                                       "destroyed": 0, "failed": {}, "skipped": [],

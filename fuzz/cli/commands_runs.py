@@ -25,6 +25,7 @@ from fuzz.errors import ConfigError, FuzzError
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import check_fuzzfile_size
 from fuzz.spec.workflowref import workflow_ref_problem
+from fuzz.substrate.rpc.jobs import DEFAULT_GRACE as STOP_GRACE  # what a cancel gives a job
 from fuzz.units import format_bytes
 
 
@@ -236,8 +237,10 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
     for image in workflow.images:
         out.print(f"  image {image.uri}: {image.state} {image.digest} {image.error}")
     for task in workflow.tasks:
-        out.print(f"  job {task.key}: {task.state} attempt {task.attempt} exit {task.exit_code} "
-                  f"on {','.join(task.nodes) or '-'} {task.error or task.waiting_for}")
+        exited = f" exit {task.exit_code}" if task.started and task.finished else ""
+        ran = f"attempt {task.attempt}{exited} on {','.join(task.nodes) or '-'}" \
+            if task.attempt else "(never started)"
+        out.print(f"  job {task.key}: {task.state} {ran} {task.error or task.waiting_for}")
 
 
 @click.command("stop")
@@ -248,13 +251,14 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
 def stop(app: AppContext, name: str, server: str | None, token_file: Path | None,
          as_json: bool) -> None:
     """Stop a workflow (its latest run, or the run of that id): queued jobs do not start,
-    running ones are stopped."""
+    running ones get SIGTERM, then SIGKILL 10 s later (the grace of the node's agent)."""
     with connect(app, server, token_file) as client:
         workflow = client.cancel_workflow(name)
     if as_json:
         _emit_json(to_dict(workflow))
     elif workflow.state in ("PENDING", "RUNNING"):
-        app.out.print(f"workflow {workflow.name} run {workflow.run} ({workflow.id}): stopping")
+        app.out.print(f"workflow {workflow.name} run {workflow.run} ({workflow.id}): stopping "
+                      f"(running jobs get SIGTERM, then SIGKILL after {STOP_GRACE:g} s)")
     else:
         app.out.print(f"workflow {workflow.name} run {workflow.run} ({workflow.id}) has "
                       f"ended already: {workflow.state}")

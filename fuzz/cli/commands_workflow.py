@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from fuzz.cli.connection import server_options
+from fuzz.cli.known_cluster import known_capacities
 from fuzz.cli.options import AppContext, json_option, pass_app
 from fuzz.cli.render import print_json, validation_json
 from fuzz.spec.cluster import LimitsSpec
@@ -27,17 +29,22 @@ def _count(number: int, noun: str) -> str:
 @workflow.command("validate")
 @click.argument("file", type=click.Path(path_type=Path))
 @json_option
+@server_options
 @pass_app
-def workflow_validate(app: AppContext, file: Path, as_json: bool) -> None:
+def workflow_validate(app: AppContext, file: Path, as_json: bool, server: str | None,
+                      token_file: Path | None) -> None:
     """Check FILE before anything runs: one line per problem, exit 1 if there is any.
 
-    Next to a cluster spec with an ``orchestrator:`` block, its limits apply too.
+    Next to a cluster spec with an ``orchestrator:`` block, its limits apply too; with
+    a cluster known (that spec, or --server/--context), what its nodes could hold.
     ``--json`` prints the file, ``valid``, its jobs (in run order), volumes, content hash,
     ``version`` (the dialect) and ``plan`` (what would run:
     :func:`~fuzz.spec.fuzzfile_plan.workflow_plan`).
     """
     try:
-        loaded = load_fuzzfile(file, limits=known_limits(app))
+        loaded = load_fuzzfile(file, limits=known_limits(app),
+                               capacities=known_capacities(app, server, token_file),
+                               capacities_are_nodes=True)
     except SpecError as exc:
         if as_json:
             print_json(app.out, validation_json(exc.problems))

@@ -76,8 +76,6 @@ def main(argv: list[str] | None = None) -> None:
     With ``FUZZ_DEBUG=1`` an error's traceback, with the causes it chains (the OS or
     SDK error behind it), comes before that line.
     """
-    # gRPC core would log failed TLS handshakes itself; the CLI says them in one line.
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     _register_commands()
     try:
         cli.main(args=argv, prog_name="fuzz", standalone_mode=False)

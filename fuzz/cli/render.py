@@ -115,8 +115,9 @@ class ProgressPrinter:
                                f"{escape(event.message)}[/]", highlight=False)
 
 
-def print_apply_result(console: Console, plan: Plan, result: ApplyResult, as_json: bool) -> None:
-    """Print what apply did, and every failure with its reason."""
+def print_apply_result(console: Console, plan: Plan, result: ApplyResult, as_json: bool,
+                       operation: str = "apply") -> None:
+    """Print what apply (or ``operation`` destroy) did, and every failure with its reason."""
     actions = {c.address: c.action for c in plan.changes}
     done = [actions[a] for a in result.succeeded]
     added = sum(a in (Action.CREATE, Action.REPLACE) for a in done)
@@ -136,8 +137,7 @@ def print_apply_result(console: Console, plan: Plan, result: ApplyResult, as_jso
         for address, message in sorted(result.failed.items()):
             console.print(f"[red]  {escape(address)}: {escape(message)}[/]", highlight=False)
         return
-    title = "Destroy" if plan.changes and all(c.action is Action.DELETE for c in plan.changes) \
-        else "Apply"
+    title = "Destroy" if operation == "destroy" else "Apply"  # an apply that removes is one
     console.print(f"\n[green bold]{title} complete![/] Resources: {added} added, {changed} "
                   f"changed, {destroyed} destroyed.")
 

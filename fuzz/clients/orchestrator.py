@@ -21,6 +21,10 @@ from fuzz.rpc.client import (
     ClientTls,
     DuplexCall,
     GrpcClient,
+    connection_refused,
+    dns_failure,
+    not_grpc,
+    not_tls,
     status_of,
     tls_failure,
 )
@@ -66,16 +70,11 @@ class OrchestratorClient(GrpcClient):
         """What a failed call means, in one line (a Fuzzfile's problems keep theirs)."""
         code, details = status_of(exc)
         if code == grpc.StatusCode.UNAVAILABLE:
-            failure = tls_failure(details)
-            if failure is not None:
-                return OrchestratorUnreachableError(
-                    f"the orchestrator at {self.endpoint} failed TLS verification: {failure} "
-                    "(is the CA file the cluster's ca.pem?)")
-            hint = " (this client speaks plain text: a TLS server closes such connections)" \
-                if self.plain_text else ""
+            return self._unreachable(details)
+        if code == grpc.StatusCode.UNIMPLEMENTED:
             return OrchestratorUnreachableError(
-                f"cannot reach the orchestrator at {self.endpoint}: is `fuzz server` "
-                f"running?{hint}")
+                f"the server at {self.endpoint} does not know this call ({details}): it is "
+                "not a fuzz orchestrator, or an older one")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return OrchestratorUnreachableError(
                 f"the orchestrator at {self.endpoint} did not answer in time")
@@ -92,6 +91,35 @@ class OrchestratorClient(GrpcClient):
         if code == grpc.StatusCode.PERMISSION_DENIED:
             return AccessDeniedError(f"permission denied: {details}")
         return OrchestratorError(details or (code.name if code else "the call failed"))
+
+    def _unreachable(self, details: str) -> OrchestratorUnreachableError:
+        """Why no call got through, told apart: a host name DNS cannot resolve, nothing
+        listening, something there that is not a fuzz orchestrator, TLS that failed."""
+        resolver = dns_failure(details)
+        if resolver is not None:
+            host = self.endpoint.rsplit(":", 1)[0]
+            return OrchestratorUnreachableError(f"cannot resolve {host} (DNS): {resolver}")
+        if connection_refused(details):
+            return OrchestratorUnreachableError(
+                f"nothing listens at {self.endpoint}: is `fuzz server` running there?")
+        if not_grpc(details):
+            return OrchestratorUnreachableError(
+                f"something answers at {self.endpoint}, but not a fuzz orchestrator: it "
+                "does not speak gRPC (HTTP/2)")
+        if not_tls(details):
+            return OrchestratorUnreachableError(
+                f"something answers at {self.endpoint}, but not a fuzz orchestrator over "
+                "TLS: the TLS handshake failed (a plain-text server? then --insecure)")
+        failure = tls_failure(details)
+        if failure is not None:
+            return OrchestratorUnreachableError(
+                f"the orchestrator at {self.endpoint} failed TLS verification: {failure} "
+                "(is the CA file the cluster's ca.pem?)")
+        hint = " (this client speaks plain text: a TLS server closes such connections)" \
+            if self.plain_text else ""
+        return OrchestratorUnreachableError(
+            f"cannot reach the orchestrator at {self.endpoint}: is `fuzz server` "
+            f"running?{hint}")
 
     # --- nodes -------------------------------------------------------------------------
 

@@ -38,6 +38,28 @@ def tls_failure(details: str) -> str | None:
     return None
 
 
+def dns_failure(details: str) -> str | None:
+    """What the resolver said, if ``details`` report a host name it could not resolve."""
+    if "errors resolving" not in details and "DNS resolution failed" not in details:
+        return None
+    return details.rstrip("]").rsplit(": ", 1)[-1]
+
+
+def connection_refused(details: str) -> bool:
+    """Whether ``details`` report that nothing listens at the address."""
+    return "Connection refused" in details
+
+
+def not_grpc(details: str) -> bool:
+    """Whether ``details`` report a server that answered, but not in HTTP/2 (gRPC)."""
+    return "Failed parsing HTTP/2" in details or "http1.x server" in details
+
+
+def not_tls(details: str) -> bool:
+    """Whether ``details`` report a TLS handshake answered by something that is not TLS."""
+    return "WRONG_VERSION_NUMBER" in details
+
+
 def status_of(exc: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
     """The status code and one-line details of a failed call."""
     if isinstance(exc, grpc.Call):

@@ -220,6 +220,12 @@ class PoolSpec(StrictModel):
         """True for a pool of listed machines (``nodes:``), False for an elastic one."""
         return self.nodes is not None
 
+    @property
+    def resizes(self) -> bool:
+        """True for a pool the orchestrator's elastic loop sizes (its min below its max);
+        a static pool, or one whose min is its max, is ``fuzz apply``'s alone."""
+        return not self.is_static and self.max_nodes() > self.min
+
     def max_nodes(self) -> int:
         """The most nodes this pool may hold.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import http.client
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,7 @@ BUSYBOX = Path("/bin/busybox")
 AUTH_USER = "fuzz"
 AUTH_PASSWORD = "pw-Zq8r1xVt-not-a-secret"
 START_TIMEOUT = 15.0
+MARKER_HEADER = "X-Fuzz-Registry"  # every answer of a registry we started carries its marker
 APPLETS = (
     "sh", "true", "false", "cat", "echo", "nproc", "id", "env", "pwd", "sleep", "ls",
     "httpd", "dd", "head", "grep", "wc", "mount", "printf", "test", "mkdir", "rm", "touch",
@@ -42,11 +44,16 @@ class MissingPartError(RuntimeError):
 
 @dataclass(frozen=True)
 class Registry:
-    """A running registry: ``host`` is ``127.0.0.1:PORT``; credentials when it has auth."""
+    """A running registry: ``host`` is ``127.0.0.1:PORT``; credentials when it has auth.
+
+    ``marker`` is the random value of the ``X-Fuzz-Registry`` header on its every answer:
+    what tells it from another registry on the same port.
+    """
 
     host: str
     storage: Path
     log: Path
+    marker: str
     username: str | None = None
     password: str | None = None
 
@@ -101,16 +108,29 @@ def bcrypt_hash(password: str) -> str:
     return str(hashed.decode())
 
 
-def _answers(host: str) -> bool:
-    """True once ``GET /v2/`` gets any HTTP answer (401 included)."""
+def _answers(host: str, marker: str) -> bool:
+    """True once ``GET /v2/`` is answered (401 included) with our registry's ``marker``.
+
+    A status code alone would take any registry already on the port for ours.
+    """
     conn = http.client.HTTPConnection(host, timeout=1.0)
     try:
         conn.request("GET", "/v2/")
-        return conn.getresponse().status in (200, 401)
+        reply = conn.getresponse()
+        return reply.status in (200, 401) and reply.getheader(MARKER_HEADER) == marker
     except OSError:
         return False
     finally:
         conn.close()
+
+
+def _failed_start(host: str, log: Path) -> MissingPartError:
+    """Why docker-registry did not come up on ``host``, from its log."""
+    text = log.read_text(errors="replace")
+    if "address already in use" in text:
+        return MissingPartError(f"docker-registry cannot listen on {host}: {host} is in use "
+                                "by another process")
+    return MissingPartError(f"docker-registry did not start on {host}:\n{text[-2000:]}")
 
 
 @contextmanager
@@ -123,6 +143,7 @@ def serve_registry(
     """
     binary = require(REGISTRY_BINARY, "docker-registry")
     host = f"127.0.0.1:{port or free_port()}"
+    marker = secrets.token_hex(16)
     storage = workdir / "storage"
     storage.mkdir(exist_ok=True)
     lines = [
@@ -139,6 +160,8 @@ def serve_registry(
         "http:",
         f"  addr: {host}",
         "  secret: fuzz-tests-only",
+        "  headers:",
+        f"    {MARKER_HEADER}: [{marker}]",
     ]
     if auth is not None:
         htpasswd = workdir / "htpasswd"
@@ -153,13 +176,14 @@ def serve_registry(
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(host):
+        while not _answers(host, marker):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise MissingPartError(
-                    f"docker-registry did not start on {host}:\n{log.read_text()[-2000:]}")
+                proc.kill()
+                proc.wait()
+                raise _failed_start(host, log)
             time.sleep(0.05)
         user, password = auth if auth is not None else (None, None)
-        yield Registry(host, storage, log, user, password)
+        yield Registry(host, storage, log, marker, user, password)
     finally:
         proc.terminate()
         try:

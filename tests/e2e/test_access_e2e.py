@@ -275,11 +275,11 @@ def test_exec_with_a_tty_follows_the_window_and_restores_the_terminal(
         screen.type(b"exit 5\r")
         assert process.wait(timeout=30) == 5
         assert termios.tcgetattr(slave) == before  # raw mode undone
-        process = subprocess.Popen(  # runc cannot start it: its message, and 255
+        process = subprocess.Popen(  # not in the image: said as a shell would, and 127
             fuzz_command("workflow", "exec", notebook.name, JOB, "--tty", "--", "/no/such"),
             cwd=notebook.cluster.directory, stdin=slave, stdout=slave, stderr=slave)
-        screen.expect(b"no such file or directory")
-        assert process.wait(timeout=30) == 255
+        screen.expect(b"no such file in the image: /no/such")
+        assert process.wait(timeout=30) == 127
     finally:
         if process.poll() is None:
             process.kill()
@@ -313,7 +313,8 @@ class PtyScreen:
 
 def test_exec_and_port_forward_refuse_what_is_not_running(notebook: Notebook) -> None:
     missing = exec_in(notebook, "/no/such/program")
-    assert missing.returncode == 255 and "no such file" in missing.stderr
+    assert (missing.returncode, missing.stderr) == (
+        127, "no such file in the image: /no/such/program\n")
     done = notebook.cluster.fuzz("workflow", "exec", notebook.name, "nosuchjob", "--", "true")
     assert done.code == 1 and done.err.strip() == (
         f"Error: workflow '{notebook.name}' has no job or task 'nosuchjob'")

@@ -88,7 +88,7 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, offline: list[str]) ->
         assert result.code == 1 and "in plain text (insecure)" in result.err
         errors = _errors(result.err)
         assert len(errors) == 1 and errors[0].startswith(
-            "Error: cannot reach the orchestrator at 127.0.0.1:"), result.err
+            "Error: nothing listens at 127.0.0.1:"), result.err
 
 
 def _errors(stderr: str) -> list[str]:

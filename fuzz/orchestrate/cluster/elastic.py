@@ -101,9 +101,7 @@ class ElasticLoop:
         spec = setup.loaded.spec
         self._spec = spec
         self._state = setup.state
-        # Pools that may change size; one whose min is its max is fuzz apply's alone.
-        self._pools = {name: pool for name, pool in spec.pools.items()
-                       if not pool.is_static and pool.max_nodes() > pool.min}
+        self._pools = {name: pool for name, pool in spec.pools.items() if pool.resizes}
         self._gateway = ProviderGateway(setup.plugins, provider_contexts(setup.loaded,
                                                                          setup.plugins), join)
         self._runner = runner

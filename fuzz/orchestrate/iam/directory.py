@@ -122,8 +122,10 @@ class IamDirectory:
             if record.revoked:
                 raise AuthenticationError("the token was revoked")
             if record.expires and record.expires <= self._clock():
-                raise AuthenticationError(f"the token expired at {utc(record.expires)}; "
-                                          "log in again")
+                raise AuthenticationError(
+                    f"the token expired at {utc(record.expires)}: logging in again needs a "
+                    f"new one-time login code: ask an admin for one (`fuzz iam user code "
+                    f"{record.user}`), then run `fuzz login SERVER --code CODE`")
             user = self._users[record.user]
             return Identity(record.user, self._effective_roles(user), tuple(user.groups),
                             digest, record.expires)

@@ -196,11 +196,13 @@ class TaskExecutor:
         started: list[ContainerStatus] = []
         try:
             for rank, node in enumerate(plan.nodes):
-                if not self._pull(plan, node):
+                pull_error = self._pull(plan, node)
+                if pull_error is not None:
                     self._release(plan)
-                    self._events.finished(plan.workflow_id, plan.key,
-                                          Outcome(TaskState.FAILED, 0,
-                                                  f"image {plan.image}: pull failed"))
+                    said = pull_error if plan.image in pull_error else \
+                        f"image {plan.image}: {pull_error}"
+                    self._events.finished(plan.workflow_id, plan.key, Outcome(
+                        TaskState.FAILED, 0, f"pull failed: {said}"))
                     return
                 started.append(self._start(plan, rank))
         except AgentResourceExhaustedError as exc:  # a one-node start found its node full
@@ -287,8 +289,9 @@ class TaskExecutor:
             return None
         return leases
 
-    def _pull(self, plan: LaunchPlan, node: str) -> bool:
-        """Pull the image on ``node`` once, reporting progress and the digest.
+    def _pull(self, plan: LaunchPlan, node: str) -> str | None:
+        """Pull the image on ``node`` once, reporting progress and the digest; why it
+        failed (the image row's error, which the task's carries too), None when pulled.
 
         Later starts skip it: starting a container resolves and pulls the image
         itself if it must (the agent caches what a tag points at briefly). Their
@@ -296,7 +299,7 @@ class TaskExecutor:
         """
         if (node, plan.image) in self._pulled:
             self._events.pulled(plan.workflow_id, plan.image, self._pulled[node, plan.image])
-            return True
+            return None
         self._events.pulling(plan.workflow_id, plan.image)
 
         def pull(client: AgentClient) -> str:
@@ -309,10 +312,10 @@ class TaskExecutor:
             digest = self._calls.ride(node, pull)
         except AgentError as exc:
             self._events.image_failed(plan.workflow_id, plan.image, str(exc))
-            return False
+            return str(exc)
         self._pulled[node, plan.image] = digest
         self._events.pulled(plan.workflow_id, plan.image, digest)
-        return True
+        return None
 
     # --- after a restart -------------------------------------------------------------
 

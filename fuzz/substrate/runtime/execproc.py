@@ -18,6 +18,11 @@ terminal settings: output lines then end in ``\\r\\r\\n`` now and then.)
 
 runc writes the process's host pid to a pid file, so that :meth:`ExecProcess.kill`
 can kill it when the caller goes away: runc cannot pass SIGKILL on.
+
+When runc cannot start the process it writes one logrus line on stderr (``time=… level=error
+msg="exec failed: …"``) and exits 255. That line is given as its message alone, and a
+command that is not in the image as a shell says it: ``no such file in the image: X``,
+exit code 127.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -42,7 +48,7 @@ from typing import Any, Literal
 
 from fuzz.errors import FuzzError
 from fuzz.substrate.runtime.bundle import merge_env
-from fuzz.substrate.runtime.exec_reaper import REAPER_MAIN
+from fuzz.substrate.runtime.exec_reaper import REAPER_MAIN, RUNC_FAILED
 from fuzz.substrate.runtime.helper_process import helper_command, helper_env
 
 CHUNK_BYTES = 64 * 1024
@@ -51,6 +57,11 @@ PROCESS_FILE = "process.json"
 CONSOLE_SOCKET = "console.sock"
 CONSOLE_TIMEOUT = 30.0  # for runc to hand the terminal over
 Stream = Literal["stdout", "stderr"]
+NOT_FOUND_EXIT = 127  # as a shell exits for a command it cannot find
+# runc's own complaint (logrus' text format), and what it says of a command not in the image
+RUNC_ERROR = re.compile(rb'time="[^"]*" level=error msg="(?P<msg>(?:[^"\\]|\\.)*)"\n?')
+NOT_FOUND = re.compile(r'exec: "(?P<name>(?:[^"\\]|\\.)*)": (?:executable file not found in '
+                       r'\$PATH|stat [^\n]*: no such file or directory)')
 
 
 class ExecRequestError(FuzzError):
@@ -122,6 +133,7 @@ class ExecProcess:
         """Start ``spec``'s process with the runc binary ``runc``; ``container_process`` is
         the ``process`` of the container's OCI config. Raises ExecStartError."""
         self.spec = spec
+        self._missing_command = False  # runc said the command is not in the image
         self._dir = tempfile.mkdtemp(prefix="fuzz-exec-")
         self._outputs: dict[int, Stream] = {}
         process_file = os.path.join(self._dir, PROCESS_FILE)
@@ -231,14 +243,32 @@ class ExecProcess:
                         data = os.read(key.fd, CHUNK_BYTES)
                     except OSError:  # EIO: a terminal whose every slave end is closed
                         data = b""
-                    if data:
+                    if data and self._outputs[key.fd] == "stderr":
+                        yield "stderr", self._runc_said(data)
+                    elif data:
                         yield self._outputs[key.fd], data
                     else:
                         selector.unregister(key.fd)
 
+    def _runc_said(self, data: bytes) -> bytes:
+        """``data`` of stderr, or, when it is runc's own complaint, its message alone (a
+        missing command: ``no such file in the image: X``)."""
+        complaint = RUNC_ERROR.fullmatch(data)
+        if complaint is None:
+            return data
+        message = unquote(complaint["msg"].decode(errors="replace"))
+        missing = NOT_FOUND.search(message)
+        if missing is None:
+            return f"{message}\n".encode()
+        self._missing_command = True
+        return f"no such file in the image: {unquote(missing['name'])}\n".encode()
+
     def wait(self) -> int:
-        """The exit code (128+N when signal N killed the process; 255 when runc failed)."""
+        """The exit code (128+N when signal N killed the process; 127 when the command is
+        not in the image; 255 when runc failed otherwise)."""
         code = self._popen.wait()
+        if code == RUNC_FAILED and self._missing_command:
+            return NOT_FOUND_EXIT
         return 128 - code if code < 0 else code
 
     def kill(self) -> None:
@@ -273,3 +303,11 @@ class ExecProcess:
                 os.close(fd)
         self._outputs.clear()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def unquote(text: str) -> str:
+    """The inside of a Go-quoted string (runc's log quotes its message), escapes undone."""
+    try:
+        return str(json.loads(f'"{text}"'))
+    except ValueError:
+        return text
