@@ -350,7 +350,10 @@ jobs:
     mounts: {{marks: {{location: /marks}}}}
   long:
     image: {{uri: {busybox_image.reference}}}
-    script: echo started >> /marks/long; sleep 4; echo done >> /marks/long
+    script: |
+      echo started >> /marks/long
+      until [ -e /marks/go ]; do sleep 0.2; done
+      echo done >> /marks/long
     mounts: {{marks: {{location: /marks}}}}
     requires: [first]
   last:
@@ -364,11 +367,12 @@ jobs:
     os.kill(cluster.server_pid(), signal.SIGKILL)
     time.sleep(0.5)
     cluster.ok("server", "--detach")
+    marks = cluster.volume_root / "persistent" / "admin" / "e2e-restart"
+    (marks / "go").touch()  # long ends only now, after the restart, however loaded the machine
     status = cluster.wait("restart")
     assert status["state"] == "SUCCEEDED", dump(status)
     tasks = tasks_by_key(status)
     assert [tasks[k]["attempt"] for k in ("first", "long", "last")] == [1, 1, 1]
-    marks = cluster.volume_root / "persistent" / "admin" / "e2e-restart"
     assert (marks / "first").read_text() == "ran\n"  # not run again
     assert (marks / "long").read_text() == "started\ndone\n"  # re-adopted, not restarted
     assert (marks / "last").read_text() == "ran\n"
