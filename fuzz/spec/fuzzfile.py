@@ -40,6 +40,7 @@ from fuzz.spec.fuzzfile_dialect import (
     Dialect,
     dialect,
     mounts_in_v1_form,
+    v1_only,
     v4_only,
 )
 from fuzz.spec.labels import inherited_selectors
@@ -648,10 +649,13 @@ class ReadinessProbe(FuzzfileModel):
 class ServiceSpec(ContainerSpec):
     """A long-running container (see :class:`ContainerSpec`): ``persist`` keeps it up until
     the workflow is stopped, ``network`` names its ports and endpoints, ``readiness-probe``
-    says when it is RUNNING, ``policy`` (v4) limits its run time. Parsed and checked; fuzz
-    does not run services yet."""
+    says when it is RUNNING, ``policy`` (v4) limits its run time. ``export: workflow`` (v1
+    only) is the early catalog's legacy key, accepted and inert (reference §1.3). Parsed
+    and checked; fuzz does not run services yet."""
 
     persist: bool = False
+    export: Annotated[Literal["workflow"] | None, BeforeValidator(values.lower_text),
+                      BeforeValidator(v1_only("export"))] = None
     policy: Annotated[PolicySpec | None, BeforeValidator(v4_only("policy"))] = None
     network: ServiceNetworkSpec = Field(default_factory=ServiceNetworkSpec)
     readiness_probe: ReadinessProbe | None = Field(default=None, alias="readiness-probe")
