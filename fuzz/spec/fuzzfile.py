@@ -138,7 +138,7 @@ class WithSecret(FuzzfileModel):
     @property
     def secret_scope(self) -> str | None:
         """``user`` or ``account`` (whose secret it is), or None without a secret."""
-        return None if self.secret is None else self.secret.split("/")[2]
+        return None if self.secret is None else values.secret_scope(self.secret)
 
 
 class ImageSpec(WithSecret):
@@ -260,7 +260,8 @@ class ContainerSpec(FuzzfileModel):
     ``args`` or a ``script`` (given ``args`` as ``$1``...), its env, mounts, files,
     resource and dependencies.
 
-    ``env`` entries are ``NAME=VALUE``; ``mounts`` maps a declared volume to where it
+    ``env`` entries are ``NAME=VALUE`` (``NAME=secret://SCOPE/SECRET``: the secret's
+    value, see :meth:`env_secrets`); ``mounts`` maps a declared volume to where it
     appears (see :data:`Mounts` for the v4 form); ``files`` maps an absolute path in the
     container to content or to ``file://KEY`` (an entry of the top-level ``files``);
     ``requires`` names what must succeed first, ``depends-on`` what must be RUNNING or
@@ -337,8 +338,14 @@ class ContainerSpec(FuzzfileModel):
         return [*(self.command or []), *(self.args or [])]
 
     def environment(self) -> dict[str, str]:
-        """``env`` as a mapping, in file order."""
+        """``env`` as a mapping, in file order (a secret's entry holds its reference)."""
         return {name: value for name, _, value in (entry.partition("=") for entry in self.env)}
+
+    def env_secrets(self) -> dict[str, str]:
+        """The ``env`` variables whose value is a secret (``secret://SCOPE/NAME``): the job
+        gets the secret's value, opened by the runner at launch. Variable → reference."""
+        return {name: value for name, value in self.environment().items()
+                if value.startswith(values.SECRET_PREFIX)}
 
     def dependencies(self) -> list[Dependency]:
         """What must happen first: each (name, SUCCEEDED | RUNNING | FINISHED), in file order."""

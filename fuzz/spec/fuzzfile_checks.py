@@ -461,20 +461,10 @@ def fuzzfile_issues(
 NOT_RUN_YET = {
     "services": "services are not run yet: fuzz runs a workflow's jobs only (validate checks"
                 " services; running them is a later issue)",
-    "env-secret": "not supported yet: fuzz would give the job the text of the secret"
-                  " reference, not the secret's value; leave it out of env",
     "volume-annotations": "not honoured: fuzz has no storage provisioners to select by"
                           " annotations; leave them out",
 }
 """Why a start refuses a key that the dialect has and validate accepts."""
-
-
-def _env_secret_refusals(path: tuple[Hashable, ...], holder: Any) -> Iterator[Issue]:
-    """``env`` entries ``NAME=secret://…``: Fuzzball gives the secret's value, fuzz cannot."""
-    env = holder.get("env") if isinstance(holder, Mapping) else None
-    for index, entry in enumerate(env if isinstance(env, list) else ()):
-        if isinstance(entry, str) and entry.partition("=")[2].startswith("secret://"):
-            yield Issue((*path, "env", index), NOT_RUN_YET["env-secret"])
 
 
 def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
@@ -483,14 +473,6 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     services = data.get("services")
     if isinstance(services, Mapping) and services:
         yield Issue(("services",), NOT_RUN_YET["services"], at="key")
-    defaults = data.get("defaults")
-    job_defaults = defaults.get("job") if isinstance(defaults, Mapping) else None
-    if isinstance(job_defaults, Mapping):
-        yield from _env_secret_refusals(("defaults", "job"), job_defaults)
-    jobs = data.get("jobs")
-    for name, job in jobs.items() if isinstance(jobs, Mapping) else ():
-        if isinstance(job, Mapping):
-            yield from _env_secret_refusals(("jobs", name), job)
     volumes = data.get("volumes")
     for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
         if isinstance(volume, Mapping) and volume.get("annotations"):

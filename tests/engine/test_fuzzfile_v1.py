@@ -354,7 +354,7 @@ def test_args_are_passed_to_a_script() -> None:
     assert job.argv() == ["/bin/sh", "-c", '#!/bin/sh\necho "$1 $2"\n', "/bin/sh", "alpha", "2"]
 
 
-def test_a_start_refuses_a_secret_reference_in_env_rather_than_pass_its_text() -> None:
+def test_secret_references_in_env_are_started_and_listed_per_job() -> None:
     text = textwrap.dedent("""
         version: v1
         defaults:
@@ -363,14 +363,9 @@ def test_a_start_refuses_a_secret_reference_in_env_rather_than_pass_its_text() -
           a:
             image: {uri: docker://alpine}
             command: [env]
-            env: [PLAIN=x, NGC_API_KEY=secret://user/NGC_API_KEY]
+            env: [PLAIN=x, NGC_API_KEY=secret://account/NGC_API_KEY]
     """).lstrip("\n")
-    assert parse_fuzzfile(text, "wf.yaml").fuzzfile.jobs["a"].environment()["PLAIN"] == "x"
-    with pytest.raises(SpecError) as info:
-        parse_fuzzfile(text, "wf.yaml", for_start=True)
-    reason = ("not supported yet: fuzz would give the job the text of the secret reference,"
-              " not the secret's value; leave it out of env")
-    assert [str(problem) for problem in info.value.problems] == [
-        f"wf.yaml:3:15: defaults.job.env[0]: {reason}",
-        f"wf.yaml:8:20: jobs.a.env[1]: {reason}",
-    ]
+    job = parse_fuzzfile(text, "wf.yaml", for_start=True).fuzzfile.jobs["a"]
+    assert job.environment()["PLAIN"] == "x"
+    assert job.env_secrets() == {"TOKEN": "secret://user/TOKEN",
+                                 "NGC_API_KEY": "secret://account/NGC_API_KEY"}
