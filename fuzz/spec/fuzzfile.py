@@ -36,6 +36,7 @@ from pydantic import (
 from fuzz.resources import Affinity, ResourceRequest
 from fuzz.spec import fuzzfile_values as values
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
+from fuzz.spec.containerfiles import SCRIPT_PATH
 from fuzz.spec.fuzzfile_dialect import (
     Dialect,
     dialect,
@@ -330,12 +331,22 @@ class ContainerSpec(FuzzfileModel):
         return self
 
     def argv(self) -> list[str]:
-        """What the container runs: ``command`` + ``args``, or the script under ``/bin/sh -c``
-        with ``args`` as its ``$1``... (``$0`` is the shell, as without args)."""
+        """What the container runs: ``command`` + ``args``; or a script with a ``#!`` line
+        run as the file :data:`SCRIPT_PATH` (placed by :meth:`Fuzzfile.placed_files`), so
+        its interpreter line is honoured as in Fuzzball; or a script without one under
+        ``/bin/sh -c`` (``$0`` is the shell). ``args`` are the script's ``$1``..."""
+        if self.script_file() is not None:
+            return [SCRIPT_PATH, *(self.args or [])]
         if self.script is not None:
             given = [SCRIPT_SHELL, *self.args] if self.args is not None else []
             return [SCRIPT_SHELL, "-c", self.script, *given]
         return [*(self.command or []), *(self.args or [])]
+
+    def script_file(self) -> str | None:
+        """The script when it is placed and run as the file :data:`SCRIPT_PATH`: it has a
+        ``#!`` line (None: no script, or one run by ``/bin/sh -c``)."""
+        return self.script if self.script is not None and self.script.startswith("#!") \
+            else None
 
     def environment(self) -> dict[str, str]:
         """``env`` as a mapping, in file order (a secret's entry holds its reference)."""
@@ -707,6 +718,7 @@ class Fuzzfile(FuzzfileModel):
     def placed_files(self, container: ContainerSpec) -> tuple[tuple[str, bytes], ...]:
         """``container``'s ``files`` as (path in the container, content): a ``file://KEY``
         value is the top-level entry KEY, any other text is the content itself; UTF-8.
+        Then its script, when it runs as the file :data:`SCRIPT_PATH` (:meth:`argv`).
 
         Expects a checked Fuzzfile, whose ``file://KEY`` values name entries."""
         placed = []
@@ -714,6 +726,9 @@ class Fuzzfile(FuzzfileModel):
             key = values.placed_file_key(value)
             text = self.files[key] if key is not None else value
             placed.append((path, text.encode()))
+        script = container.script_file()
+        if script is not None:
+            placed.append((SCRIPT_PATH, script.encode()))
         return tuple(placed)
 
     def job_order(self) -> list[str]:

@@ -248,7 +248,8 @@ def placed_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     """A job's (or service's) ``files`` entry at, under or above one of its volumes' mount
     locations or another of its files, and ``files`` holding more bytes, or more files,
     than the node agent takes for one container
-    (:data:`~fuzz.spec.containerfiles.MAX_FILES_BYTES`, :data:`~.MAX_FILES`)."""
+    (:data:`~fuzz.spec.containerfiles.MAX_FILES_BYTES`, :data:`~.MAX_FILES`), a script
+    with a ``#!`` line counted as one of them (it is placed as a file)."""
     files = data.get("files")
     declared = files if isinstance(files, Mapping) else {}
     defaults = data.get("defaults")
@@ -260,8 +261,9 @@ def placed_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
             continue
         mounts = item.get("mounts") if "mounts" in item or section != "jobs" else default_mounts
         locations = _mount_locations(mounts, dialect_of(data))
-        paths = [path for path in placed
-                 if isinstance(path, str) and containerfiles.path_problem(path) is None]
+        paths = [path for path in placed if isinstance(path, str)
+                 and containerfiles.path_problem(path) is None
+                 and containerfiles.reserved_problem(path) is None]
         for index, path in enumerate(paths):
             clash = next(((volume, location) for volume, location in locations
                           if containerfiles.overlaps(path, location)), None)
@@ -277,11 +279,18 @@ def placed_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
                             f"collides with the file at {other}: a file cannot be at, under or"
                             " above another", at="key")
         what = section[:-1]
-        if len(placed) > containerfiles.MAX_FILES:
+        script = item.get("script")  # with a #! line it is placed too, at SCRIPT_PATH
+        script_bytes = [len(script.encode())] \
+            if isinstance(script, str) and script.startswith("#!") else []
+        count = len(placed) + len(script_bytes)
+        if count > containerfiles.MAX_FILES:
+            counted = " (its script included)" if script_bytes else ""
             yield Issue((section, name, "files"),
-                        f"the {what} places {len(placed)} files, over the limit of"
-                        f" {containerfiles.MAX_FILES} for one container", at="key")
-        total = sum(_placed_bytes(value, declared) for value in placed.values())
+                        f"the {what} places {count} files{counted},"
+                        f" over the limit of {containerfiles.MAX_FILES} for one container",
+                        at="key")
+        total = sum(_placed_bytes(value, declared) for value in placed.values()) \
+            + sum(script_bytes)
         limit = containerfiles.MAX_FILES_BYTES
         if total > limit:
             yield Issue((section, name, "files"),

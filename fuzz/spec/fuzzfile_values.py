@@ -79,6 +79,9 @@ def mount_location(value: str) -> str:
     location = absolute_path(value)
     if location == "/":
         raise ValueError("cannot mount a volume over '/'")
+    problem = containerfiles.reserved_problem(location)
+    if problem is not None:
+        raise ValueError(problem)
     return location
 
 
@@ -86,7 +89,7 @@ def container_file_path(value: str) -> str:
     """Where a job's ``files`` entry goes in its container (see
     :func:`fuzz.spec.containerfiles.path_problem`): given in normal form, not normalised
     here, so that two spellings of one path cannot both be keys."""
-    problem = containerfiles.path_problem(value)
+    problem = containerfiles.path_problem(value) or containerfiles.reserved_problem(value)
     if problem is not None:
         raise ValueError(problem)
     return value
