@@ -41,6 +41,7 @@ from fuzz.orchestrate.workflows.workflow import (
     HostPathError,
     check_workflow_name,
     is_account_volume,
+    launch_plan,
     new_images,
     new_tasks,
     new_transfers,
@@ -85,7 +86,10 @@ class LifecycleSteps(SchedulingSteps):
         with self._lock:
             self._active[record.id] = workflow
             for task in in_flight:
-                plan = self._plan(workflow, task)
+                try:
+                    plan = self._plan(workflow, task)
+                except SecretError:  # deleted since: adopting or concluding needs none
+                    plan = launch_plan(workflow, task, self._launch, None, {})
                 workflow.plans[task.key] = plan
                 self._adopting.add((record.id, task.key))
                 action = partial(self._executor.adopt, running=task.state == TaskState.RUNNING)
