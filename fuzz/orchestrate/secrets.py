@@ -5,7 +5,8 @@ Values are sealed with the server's key (AES-256-GCM, :mod:`fuzz.crypto.envelope
 bound to the owner and name, so a sealed value copied to another row does not
 open. An account's secrets are kept under the owner :func:`account_owner` (``@NAME``:
 no user name holds an ``@``), so they are bound to the account. Only the runner
-opens them, to hand them to a transfer or an image pull.
+opens them, to hand them to a transfer, an image pull, or a job's environment (``env:
+[NAME=secret://…]``, sent to the agent in the start request).
 """
 
 from __future__ import annotations
@@ -95,6 +96,19 @@ class SecretStore:
         if not found:
             raise SecretError(f"no secret {name!r} (create it with: fuzz secret create {name})")
         return self._sealer.unseal(found[0].sealed, _binding(owner, name))
+
+
+def environment_value(value: bytes, name: str) -> str:
+    """Secret ``name``'s value as an environment variable's: UTF-8 text without NUL (the
+    value itself is never part of the error)."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise SecretError(f"secret {name!r} cannot be an environment variable's value: it is"
+                          " not UTF-8 text without NUL bytes (store it as text, e.g. base64)")
+    return text
 
 
 def registry_credentials(value: bytes) -> tuple[str, str]:

@@ -34,6 +34,20 @@ def within(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
+FUZZ_DIR = "/.fuzz"
+"""Where fuzz places what it adds to a container: no job file or mount may be there."""
+SCRIPT_PATH = FUZZ_DIR + "/script"
+"""Where a ``script`` with a ``#!`` line is placed (read-only, 0755) and run from."""
+
+
+def reserved_problem(path: str) -> str | None:
+    """Why the normal absolute ``path`` (a job file's or a mount's) is fuzz's own."""
+    if within(path, FUZZ_DIR):
+        return (f"{path}: fuzz keeps {FUZZ_DIR} for itself (a job's script runs from"
+                f" {SCRIPT_PATH}); choose another path")
+    return None
+
+
 def path_problem(path: str) -> str | None:
     """Why ``path`` cannot hold a container file (None: it can)."""
     if not path.startswith("/"):

@@ -36,10 +36,12 @@ from pydantic import (
 from fuzz.resources import Affinity, ResourceRequest
 from fuzz.spec import fuzzfile_values as values
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
+from fuzz.spec.containerfiles import SCRIPT_PATH
 from fuzz.spec.fuzzfile_dialect import (
     Dialect,
     dialect,
     mounts_in_v1_form,
+    v1_only,
     v4_only,
 )
 from fuzz.spec.labels import inherited_selectors
@@ -137,7 +139,7 @@ class WithSecret(FuzzfileModel):
     @property
     def secret_scope(self) -> str | None:
         """``user`` or ``account`` (whose secret it is), or None without a secret."""
-        return None if self.secret is None else self.secret.split("/")[2]
+        return None if self.secret is None else values.secret_scope(self.secret)
 
 
 class ImageSpec(WithSecret):
@@ -259,7 +261,8 @@ class ContainerSpec(FuzzfileModel):
     ``args`` or a ``script`` (given ``args`` as ``$1``...), its env, mounts, files,
     resource and dependencies.
 
-    ``env`` entries are ``NAME=VALUE``; ``mounts`` maps a declared volume to where it
+    ``env`` entries are ``NAME=VALUE`` (``NAME=secret://SCOPE/SECRET``: the secret's
+    value, see :meth:`env_secrets`); ``mounts`` maps a declared volume to where it
     appears (see :data:`Mounts` for the v4 form); ``files`` maps an absolute path in the
     container to content or to ``file://KEY`` (an entry of the top-level ``files``);
     ``requires`` names what must succeed first, ``depends-on`` what must be RUNNING or
@@ -328,16 +331,32 @@ class ContainerSpec(FuzzfileModel):
         return self
 
     def argv(self) -> list[str]:
-        """What the container runs: ``command`` + ``args``, or the script under ``/bin/sh -c``
-        with ``args`` as its ``$1``... (``$0`` is the shell, as without args)."""
+        """What the container runs: ``command`` + ``args``; or a script with a ``#!`` line
+        run as the file :data:`SCRIPT_PATH` (placed by :meth:`Fuzzfile.placed_files`), so
+        its interpreter line is honoured as in Fuzzball; or a script without one under
+        ``/bin/sh -c`` (``$0`` is the shell). ``args`` are the script's ``$1``..."""
+        if self.script_file() is not None:
+            return [SCRIPT_PATH, *(self.args or [])]
         if self.script is not None:
             given = [SCRIPT_SHELL, *self.args] if self.args is not None else []
             return [SCRIPT_SHELL, "-c", self.script, *given]
         return [*(self.command or []), *(self.args or [])]
 
+    def script_file(self) -> str | None:
+        """The script when it is placed and run as the file :data:`SCRIPT_PATH`: it has a
+        ``#!`` line (None: no script, or one run by ``/bin/sh -c``)."""
+        return self.script if self.script is not None and self.script.startswith("#!") \
+            else None
+
     def environment(self) -> dict[str, str]:
-        """``env`` as a mapping, in file order."""
+        """``env`` as a mapping, in file order (a secret's entry holds its reference)."""
         return {name: value for name, _, value in (entry.partition("=") for entry in self.env)}
+
+    def env_secrets(self) -> dict[str, str]:
+        """The ``env`` variables whose value is a secret (``secret://SCOPE/NAME``): the job
+        gets the secret's value, opened by the runner at launch. Variable → reference."""
+        return {name: value for name, value in self.environment().items()
+                if value.startswith(values.SECRET_PREFIX)}
 
     def dependencies(self) -> list[Dependency]:
         """What must happen first: each (name, SUCCEEDED | RUNNING | FINISHED), in file order."""
@@ -648,10 +667,13 @@ class ReadinessProbe(FuzzfileModel):
 class ServiceSpec(ContainerSpec):
     """A long-running container (see :class:`ContainerSpec`): ``persist`` keeps it up until
     the workflow is stopped, ``network`` names its ports and endpoints, ``readiness-probe``
-    says when it is RUNNING, ``policy`` (v4) limits its run time. Parsed and checked; fuzz
-    does not run services yet."""
+    says when it is RUNNING, ``policy`` (v4) limits its run time. ``export: workflow`` (v1
+    only) is the early catalog's legacy key, accepted and inert (reference §1.3). Parsed
+    and checked; fuzz does not run services yet."""
 
     persist: bool = False
+    export: Annotated[Literal["workflow"] | None, BeforeValidator(values.lower_text),
+                      BeforeValidator(v1_only("export"))] = None
     policy: Annotated[PolicySpec | None, BeforeValidator(v4_only("policy"))] = None
     network: ServiceNetworkSpec = Field(default_factory=ServiceNetworkSpec)
     readiness_probe: ReadinessProbe | None = Field(default=None, alias="readiness-probe")
@@ -696,6 +718,7 @@ class Fuzzfile(FuzzfileModel):
     def placed_files(self, container: ContainerSpec) -> tuple[tuple[str, bytes], ...]:
         """``container``'s ``files`` as (path in the container, content): a ``file://KEY``
         value is the top-level entry KEY, any other text is the content itself; UTF-8.
+        Then its script, when it runs as the file :data:`SCRIPT_PATH` (:meth:`argv`).
 
         Expects a checked Fuzzfile, whose ``file://KEY`` values name entries."""
         placed = []
@@ -703,6 +726,9 @@ class Fuzzfile(FuzzfileModel):
             key = values.placed_file_key(value)
             text = self.files[key] if key is not None else value
             placed.append((path, text.encode()))
+        script = container.script_file()
+        if script is not None:
+            placed.append((SCRIPT_PATH, script.encode()))
         return tuple(placed)
 
     def job_order(self) -> list[str]:

@@ -248,7 +248,8 @@ def placed_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     """A job's (or service's) ``files`` entry at, under or above one of its volumes' mount
     locations or another of its files, and ``files`` holding more bytes, or more files,
     than the node agent takes for one container
-    (:data:`~fuzz.spec.containerfiles.MAX_FILES_BYTES`, :data:`~.MAX_FILES`)."""
+    (:data:`~fuzz.spec.containerfiles.MAX_FILES_BYTES`, :data:`~.MAX_FILES`), a script
+    with a ``#!`` line counted as one of them (it is placed as a file)."""
     files = data.get("files")
     declared = files if isinstance(files, Mapping) else {}
     defaults = data.get("defaults")
@@ -260,8 +261,9 @@ def placed_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
             continue
         mounts = item.get("mounts") if "mounts" in item or section != "jobs" else default_mounts
         locations = _mount_locations(mounts, dialect_of(data))
-        paths = [path for path in placed
-                 if isinstance(path, str) and containerfiles.path_problem(path) is None]
+        paths = [path for path in placed if isinstance(path, str)
+                 and containerfiles.path_problem(path) is None
+                 and containerfiles.reserved_problem(path) is None]
         for index, path in enumerate(paths):
             clash = next(((volume, location) for volume, location in locations
                           if containerfiles.overlaps(path, location)), None)
@@ -277,11 +279,18 @@ def placed_file_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
                             f"collides with the file at {other}: a file cannot be at, under or"
                             " above another", at="key")
         what = section[:-1]
-        if len(placed) > containerfiles.MAX_FILES:
+        script = item.get("script")  # with a #! line it is placed too, at SCRIPT_PATH
+        script_bytes = [len(script.encode())] \
+            if isinstance(script, str) and script.startswith("#!") else []
+        count = len(placed) + len(script_bytes)
+        if count > containerfiles.MAX_FILES:
+            counted = " (its script included)" if script_bytes else ""
             yield Issue((section, name, "files"),
-                        f"the {what} places {len(placed)} files, over the limit of"
-                        f" {containerfiles.MAX_FILES} for one container", at="key")
-        total = sum(_placed_bytes(value, declared) for value in placed.values())
+                        f"the {what} places {count} files{counted},"
+                        f" over the limit of {containerfiles.MAX_FILES} for one container",
+                        at="key")
+        total = sum(_placed_bytes(value, declared) for value in placed.values()) \
+            + sum(script_bytes)
         limit = containerfiles.MAX_FILES_BYTES
         if total > limit:
             yield Issue((section, name, "files"),
@@ -461,20 +470,10 @@ def fuzzfile_issues(
 NOT_RUN_YET = {
     "services": "services are not run yet: fuzz runs a workflow's jobs only (validate checks"
                 " services; running them is a later issue)",
-    "env-secret": "not supported yet: fuzz would give the job the text of the secret"
-                  " reference, not the secret's value; leave it out of env",
     "volume-annotations": "not honoured: fuzz has no storage provisioners to select by"
                           " annotations; leave them out",
 }
 """Why a start refuses a key that the dialect has and validate accepts."""
-
-
-def _env_secret_refusals(path: tuple[Hashable, ...], holder: Any) -> Iterator[Issue]:
-    """``env`` entries ``NAME=secret://…``: Fuzzball gives the secret's value, fuzz cannot."""
-    env = holder.get("env") if isinstance(holder, Mapping) else None
-    for index, entry in enumerate(env if isinstance(env, list) else ()):
-        if isinstance(entry, str) and entry.partition("=")[2].startswith("secret://"):
-            yield Issue((*path, "env", index), NOT_RUN_YET["env-secret"])
 
 
 def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
@@ -483,14 +482,6 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     services = data.get("services")
     if isinstance(services, Mapping) and services:
         yield Issue(("services",), NOT_RUN_YET["services"], at="key")
-    defaults = data.get("defaults")
-    job_defaults = defaults.get("job") if isinstance(defaults, Mapping) else None
-    if isinstance(job_defaults, Mapping):
-        yield from _env_secret_refusals(("defaults", "job"), job_defaults)
-    jobs = data.get("jobs")
-    for name, job in jobs.items() if isinstance(jobs, Mapping) else ():
-        if isinstance(job, Mapping):
-            yield from _env_secret_refusals(("jobs", name), job)
     volumes = data.get("volumes")
     for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
         if isinstance(volume, Mapping) and volume.get("annotations"):

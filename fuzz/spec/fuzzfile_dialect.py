@@ -64,15 +64,26 @@ V4_ONLY = {
     "annotations": "v4 only (version: v4); a v1 volume is chosen by reference alone",
     "host": "v4 only (version: v4); v1 services have no host network",
     "policy": "v4 only (version: v4); v1 services have no policy",
+    "export": "v1 only: the legacy service export was removed from v4 (services are"
+              " reached by their network endpoints); leave it out",
 }
-"""Why a v1 file may not hold a v4 key, by key."""
+"""Why a file of the other dialect may not hold a key, by key (``export`` is the one
+v1-only key, :func:`v1_only`)."""
 
 
 def v4_only(key: str) -> Callable[[Any, ValidationInfo], Any]:
     """A before-validator that refuses ``key`` in a v1 file, naming the dialect it is from."""
+    return _only_in("v4", key)
 
+
+def v1_only(key: str) -> Callable[[Any, ValidationInfo], Any]:
+    """A before-validator that refuses the legacy v1 ``key`` in a v4 file."""
+    return _only_in("v1", key)
+
+
+def _only_in(allowed: Dialect, key: str) -> Callable[[Any, ValidationInfo], Any]:
     def check(value: Any, info: ValidationInfo) -> Any:
-        if dialect(info) == "v1":  # placed at the key, as an unknown key is
+        if dialect(info) != allowed:  # placed at the key, as an unknown key is
             raise ValidationError.from_exception_data(
                 key, [_error(("[key]",), value, V4_ONLY[key])])
         return value

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fuzz.spec.containerfiles import SCRIPT_PATH
 from fuzz.spec.fuzzfile import (
     ContainerSpec,
     Fuzzfile,
@@ -60,6 +61,12 @@ def resource_plan(resource: ResourceSpec) -> Plan:
     }
 
 
+def _files(item: ContainerSpec) -> dict[str, str]:
+    """The container's ``files`` as written, and its script where it is placed as a file."""
+    script = item.script_file()
+    return {**item.files, SCRIPT_PATH: script} if script is not None else dict(item.files)
+
+
 def _container_plan(name: str, item: ContainerSpec) -> Plan:
     """What a job and a service share: image, what runs, where, with what, after what."""
     return {
@@ -68,7 +75,7 @@ def _container_plan(name: str, item: ContainerSpec) -> Plan:
         "argv": item.argv(),
         "cwd": item.cwd,
         "environment": item.environment(),
-        "files": dict(item.files),
+        "files": _files(item),
         "mounts": {mount.location: volume for volume, mount in item.mounts.items()},
         "resource": resource_plan(item.resource),
         "dependencies": [{"name": other, "condition": condition}

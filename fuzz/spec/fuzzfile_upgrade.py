@@ -7,7 +7,8 @@ What changes (the reference's v1 → v4 mapping, §4.3):
   ``work: {location: /work}`` becomes ``/work: {volume: work}`` (a block mapping stays a
   block mapping, a flow mapping a flow mapping);
 - a volume's ``name`` that only repeats its key is dropped (in v4 ``name`` names a
-  persistent volume); ``reference`` is kept, as CIQ kept it in its own port.
+  persistent volume); ``reference`` is kept, as CIQ kept it in its own port;
+- a service's legacy ``export`` (inert in v1) is dropped: v4 has none (CIQ removed it).
 
 ``requires`` is kept too, not rewritten into ``depends-on: FINISHED`` as CIQ's port did:
 in fuzz ``requires`` waits for success and ``FINISHED`` for any end, so that rewrite
@@ -137,7 +138,8 @@ def _drop_entry(text: str, file: str, mapping: MappingNode, index: int) -> _Edit
     if not mapping.flow_style:
         lines = _line_bounds(text, key_node.start_mark.index, value_node.end_mark.index)
         if lines is None:
-            raise _refuse(file, key_node, "cannot drop this name: upgrade it by hand")
+            raise _refuse(file, key_node, f"cannot drop this {key_node.value}: upgrade it"
+                          " by hand")
         return _Edit(*lines, "")
     if index + 1 < len(mapping.value):  # "name: x, " up to the next key
         return _Edit(key_node.start_mark.index, mapping.value[index + 1][0].start_mark.index, "")
@@ -145,17 +147,18 @@ def _drop_entry(text: str, file: str, mapping: MappingNode, index: int) -> _Edit
     return _Edit(previous.end_mark.index, value_node.end_mark.index, "")
 
 
-def _volume_name_edits(text: str, file: str, root: Node) -> Iterator[_Edit]:
-    """Drop each volume's ``name`` (in a valid v1 file it repeats the key)."""
-    volumes = _value(root, "volumes")
-    if not isinstance(volumes, MappingNode):
+def _key_drops(text: str, file: str, root: Node, section: str, key: str) -> Iterator[_Edit]:
+    """Drop ``key`` from each entry of the top-level ``section`` (a volume's ``name``,
+    which in a valid v1 file repeats the map key; a service's legacy ``export``)."""
+    items = _value(root, section)
+    if not isinstance(items, MappingNode):
         return
-    for _, volume in volumes.value:
-        if not isinstance(volume, MappingNode):
+    for _, item in items.value:
+        if not isinstance(item, MappingNode):
             continue
-        for index, (key_node, _) in enumerate(volume.value):
-            if isinstance(key_node, ScalarNode) and key_node.value == "name":
-                yield _drop_entry(text, file, volume, index)
+        for index, (key_node, _) in enumerate(item.value):
+            if isinstance(key_node, ScalarNode) and key_node.value == key:
+                yield _drop_entry(text, file, item, index)
 
 
 def _edits(text: str, file: str, root: Node) -> list[_Edit]:
@@ -169,7 +172,8 @@ def _edits(text: str, file: str, root: Node) -> list[_Edit]:
         if id(mounts) not in seen:
             seen.add(id(mounts))
             edits += _mount_edits(text, file, mounts)
-    edits += _volume_name_edits(text, file, root)
+    edits += _key_drops(text, file, root, "volumes", "name")
+    edits += _key_drops(text, file, root, "services", "export")
     return sorted(set(edits), key=lambda edit: edit.start)
 
 

@@ -16,6 +16,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 """Job and volume names: letters, digits, '_' and '-', starting with a letter or digit, ≤ 63."""
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """Environment variable names, as POSIX shells accept them."""
+SECRET_PREFIX = "secret://"
 SECRET_PATTERN = re.compile(r"^secret://(user|account)/([A-Za-z0-9][A-Za-z0-9._-]*)$")
 VOLUME_PATTERN = re.compile(r"^volume://(user|account|group)/(ephemeral|persistent)(?:/(.*))?$")
 """``volume://SCOPE/CLASS[/NAME]``: this cluster's classes are ephemeral and persistent."""
@@ -78,6 +79,9 @@ def mount_location(value: str) -> str:
     location = absolute_path(value)
     if location == "/":
         raise ValueError("cannot mount a volume over '/'")
+    problem = containerfiles.reserved_problem(location)
+    if problem is not None:
+        raise ValueError(problem)
     return location
 
 
@@ -85,15 +89,17 @@ def container_file_path(value: str) -> str:
     """Where a job's ``files`` entry goes in its container (see
     :func:`fuzz.spec.containerfiles.path_problem`): given in normal form, not normalised
     here, so that two spellings of one path cannot both be keys."""
-    problem = containerfiles.path_problem(value)
+    problem = containerfiles.path_problem(value) or containerfiles.reserved_problem(value)
     if problem is not None:
         raise ValueError(problem)
     return value
 
 
 def env_entry(value: str) -> str:
-    """An environment entry ``NAME=VALUE`` with a valid name (the value may be empty)."""
-    name, equals, _ = value.partition("=")
+    """An environment entry ``NAME=VALUE`` with a valid name (the value may be empty); a
+    VALUE that starts with ``secret://`` must be a valid secret reference (the job gets
+    the secret's value, so a misspelt reference would otherwise reach the job as text)."""
+    name, equals, text = value.partition("=")
     if not equals:
         raise ValueError(f"must be NAME=VALUE, not {value!r}")
     if not ENV_NAME_PATTERN.fullmatch(name):
@@ -101,6 +107,8 @@ def env_entry(value: str) -> str:
             f"invalid variable name {name!r}: use letters, digits and '_', not starting"
             " with a digit"
         )
+    if text.startswith(SECRET_PREFIX):
+        secret_reference(text)
     return value
 
 
@@ -114,6 +122,11 @@ def secret_reference(value: str) -> str:
 def secret_name(reference: str) -> str:
     """The bare name of a valid secret reference (``secret://user/ghcr`` → ``ghcr``)."""
     return reference.rsplit("/", 1)[1]
+
+
+def secret_scope(reference: str) -> str:
+    """Whose secret a valid reference names: ``user`` or ``account``."""
+    return reference.split("/")[2]
 
 
 def image_uri(value: str) -> str:

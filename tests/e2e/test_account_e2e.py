@@ -13,6 +13,7 @@ through the real CLI, real runc containers on a local node.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -57,6 +58,17 @@ jobs:
       cat /data/note /data/from-s3.txt
       id -u; id -g
     mounts: {{shared: {{location: /data}}}}
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
+"""
+
+
+TOKEN_JOB = """\
+version: v1
+jobs:
+  token:
+    image: {{uri: {image}, secret: secret://account/regcred}}
+    env: [TOKEN=secret://account/apitoken]
+    script: echo -n "$TOKEN" | sha256sum
     resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
 """
 
@@ -190,6 +202,32 @@ def test_an_account_secret_and_volume_serve_its_members_and_no_one_else(lab: Lab
     # nor can she see, replace or delete the account's secret
     said = _one_line(carol.fuzz("secret", "list", "--account", account))
     assert said.endswith(f"{carol.name} is not a member of account '{account}'"), said
+
+
+def test_an_account_secret_in_env_reaches_its_members_jobs_and_no_one_elses(lab: Lab
+                                                                           ) -> None:
+    cluster, account, alice, bob, carol = (lab.cluster, lab.account, lab.alice, lab.bob,
+                                           lab.carol)
+    registry = lab.image.registry
+    alice.ok("secret", "create", "--account", account, "regcred", "--replace",
+             "--from-file", "-", stdin=f"{registry.username}:{registry.password}")
+    said = _one_line(alice.start("token", TOKEN_JOB, lab))  # not created yet
+    assert said.endswith(f"token.yaml: jobs.token.env.TOKEN: account {account!r} has no"
+                         f" secret 'apitoken' (create it with: fuzz secret create --account"
+                         f" {account} apitoken)"), said
+    value = f"api-{os.getpid()}-token"
+    alice.ok("secret", "create", "--account", account, "apitoken", "--from-literal", value)
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    for member in (alice, bob):
+        started = member.start("token", TOKEN_JOB, lab, "--account", account)
+        assert started.code == 0, started
+        done = cluster.wait(f"{member.name}/token")
+        assert done["state"] == "SUCCEEDED", dump(done)
+        assert _log(member, "token", "token") == [digest, "-"]
+        assert value not in member.ok("workflow", "status", "token", "--json").out
+    said = _one_line(carol.start("token", TOKEN_JOB, lab))  # refused before anything runs
+    assert f"{carol.name} is a member of no account" in said, said
+    assert "no workflow 'token'" in _one_line(carol.fuzz("workflow", "status", "token"))
 
 
 def test_leaving_the_account_takes_effect_at_the_next_start(lab: Lab) -> None:

@@ -166,3 +166,45 @@ jobs:
     assert status["state"] == "SUCCEEDED", dump(status)
     log = cluster.ok("workflow", "log", "rootargs", "show").out
     assert log == "first=alpha second=2 count=2\nalpha,beta\n"
+
+
+def test_a_script_runs_by_its_interpreter_line_and_without_one_under_sh(
+        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    # `#!/bin/cat` prints the script: under `/bin/sh -c` its second line would be run
+    # as a command instead ("not-a-shell-command: not found")
+    fuzzfile = f"""\
+version: v1
+jobs:
+  cat:
+    image: {{uri: {busybox_image.reference}}}
+    script: |
+      #!/bin/cat
+      not-a-shell-command --at all
+  options:
+    image: {{uri: {busybox_image.reference}}}
+    script: |
+      #!/bin/sh -eu
+      echo "zero=$0 first=$1 second=$2 count=$#"
+      echo "$UNSET_VARIABLE"
+      echo not reached
+    args: [alpha, 2]
+  plain:
+    image: {{uri: {busybox_image.reference}}}
+    script: echo "plain shell=$0 first=$1"
+    args: [one]
+"""
+    cluster.start("shebang", fuzzfile)
+    status = cluster.wait("shebang", timeout=240)
+    tasks = tasks_by_key(status)
+    assert tasks["cat"]["state"] == "SUCCEEDED", dump(status)
+    assert cluster.ok("workflow", "log", "shebang", "cat").out == \
+        "#!/bin/cat\nnot-a-shell-command --at all\n"
+    # the line's option (-u) is honoured: the unset variable ends the script
+    assert tasks["options"]["state"] == "FAILED", dump(status)
+    assert cluster.ok("workflow", "log", "shebang", "options").out == \
+        "zero=/.fuzz/script first=alpha second=2 count=2\n"
+    assert "UNSET_VARIABLE" in cluster.ok("workflow", "log", "shebang", "options",
+                                          "--stderr").out
+    assert tasks["plain"]["state"] == "SUCCEEDED", dump(status)
+    assert cluster.ok("workflow", "log", "shebang", "plain").out == \
+        "plain shell=/bin/sh first=one\n"

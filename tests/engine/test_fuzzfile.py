@@ -104,7 +104,8 @@ def test_fuzzball_example_uses_every_field() -> None:
     assert ufs.resource.cpu.sockets == 2 and ufs.resource.cpu.threads is False
     assert ufs.resource.request() == ResourceRequest(
         cores=32, affinity="NUMA", memory_bytes=32 * 2 * 10**9, exclusive=True, sockets=2)
-    assert ncl.argv()[:2] == ["/bin/sh", "-c"] and "FB_TASK_ID" in ncl.argv()[2]
+    assert ncl.argv() == ["/.fuzz/script"]  # run by its #! line
+    assert "FB_TASK_ID" in dict(flow.placed_files(ncl))["/.fuzz/script"].decode()
     assert ncl.image.reference.startswith("docker.io/example/ncl@sha256:")
     assert ncl.resource.request().devices == {"nvidia.com/gpu": 1}
     assert ncl.task_array is not None and list(ncl.task_array.task_ids()) == [1, 2]

@@ -35,8 +35,6 @@ VALID = [file for file in FILES if file.kind == "valid"]
 KNOWN_GAPS = {
     "v1/multinode-ompi-generic.yaml":
         "issue 17 (branch f17-launch): implementation ompi and generic, procs-per-node",
-    "v1/service-export-legacy.yaml":
-        "reference §1.3: a v1 service's legacy `export: workflow` is refused as an unknown key",
 }
 """Files the reference says are valid that the code refuses today, and who fixes them.
 Strict: when one starts passing, the test fails until it leaves this table (then run

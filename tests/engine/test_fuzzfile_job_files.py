@@ -176,3 +176,15 @@ def test_a_job_with_too_many_files_is_refused() -> None:
     assert [str(p) for p in info.value.problems] == [
         f"wf.yaml:6:5: jobs.a.files: the job places {MAX_FILES + 1} files, over the limit of"
         f" {MAX_FILES} for one container"]
+
+
+def test_a_script_run_as_a_file_counts_among_the_jobs_files() -> None:
+    entries = ", ".join(f"/f/{index}: x" for index in range(MAX_FILES))
+    text = (f"version: v1\njobs:\n  a:\n    image: {{uri: docker://alpine}}\n"
+            f"    script: \"#!/bin/sh\\ntrue\"\n    files: {{{entries}}}\n")
+    with pytest.raises(SpecError) as info:
+        parse_fuzzfile(text, "wf.yaml")
+    assert [str(p) for p in info.value.problems] == [
+        f"wf.yaml:6:5: jobs.a.files: the job places {MAX_FILES + 1} files (its script"
+        f" included), over the limit of {MAX_FILES} for one container"]
+    parse_fuzzfile(text.replace("#!/bin/sh\\n", ""), "wf.yaml")  # run by /bin/sh -c: fine

@@ -38,7 +38,8 @@ def test_plan_of_the_every_field_example() -> None:
         "exclusive": True, "sockets": 2, "threads": False, "annotations": {}}
     assert ufs["multinode"] == {"nodes": 128, "implementation": "openmpi"}
     assert ufs["dependencies"] == [{"name": "untar", "condition": "SUCCEEDED"}]
-    assert ncl["argv"][:2] == ["/bin/sh", "-c"] and ncl["argv"][2].startswith("#!/bin/sh\nncl")
+    assert ncl["argv"] == ["/.fuzz/script"]  # run by its #! line
+    assert ncl["files"]["/.fuzz/script"].startswith("#!/bin/sh\nncl")
     assert ncl["mounts"] == {"/run_dir": "v1", "/archive": "archive"}
     assert ncl["resource"]["devices"] == {"nvidia.com/gpu": 1}
     assert ncl["task_array"] == {"start": 1, "end": 2, "concurrency": 2}

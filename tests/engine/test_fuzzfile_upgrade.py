@@ -320,3 +320,27 @@ def test_upgrade_refuses_an_alias_inside_a_mount() -> None:
         upgrade_text(text, "wf.yaml")
     assert str(info.value) == (
         "wf.yaml:8:14: a YAML alias inside a mount: upgrade this mount by hand")
+
+
+def test_upgrade_drops_a_services_legacy_export() -> None:
+    text = textwrap.dedent("""\
+        version: v1
+        services:
+          web:
+            image: {uri: docker://nginx:1.27}
+            export: workflow  # early catalog syntax
+            command: [nginx]
+          api: {image: {uri: docker://nginx:1.27}, export: WORKFLOW, command: [nginx]}
+        jobs:
+          a: {image: {uri: docker://alpine:3.20}, command: ["true"]}
+        """)
+    assert upgrade_text(text, "wf.yaml") == textwrap.dedent("""\
+        version: v4
+        services:
+          web:
+            image: {uri: docker://nginx:1.27}
+            command: [nginx]
+          api: {image: {uri: docker://nginx:1.27}, command: [nginx]}
+        jobs:
+          a: {image: {uri: docker://alpine:3.20}, command: ["true"]}
+        """)

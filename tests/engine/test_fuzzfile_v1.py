@@ -351,10 +351,57 @@ def test_args_are_passed_to_a_script() -> None:
               echo "$1 $2"
             args: [alpha, 2]
     """).jobs["a"]
-    assert job.argv() == ["/bin/sh", "-c", '#!/bin/sh\necho "$1 $2"\n', "/bin/sh", "alpha", "2"]
+    # a #! line: the script is placed as a file and run by it, args as $1 $2 (as Fuzzball)
+    assert job.argv() == ["/.fuzz/script", "alpha", "2"]
 
 
-def test_a_start_refuses_a_secret_reference_in_env_rather_than_pass_its_text() -> None:
+def test_a_script_with_an_interpreter_line_is_placed_as_a_file_and_one_without_runs_in_sh(
+        ) -> None:
+    flow = parse("""
+        version: v1
+        files: {tool.py: "print(1)"}
+        jobs:
+          py:
+            image: {uri: docker://python:3.12}
+            script: |
+              #!/usr/bin/env python3
+              print("hi")
+            files: {/opt/tool.py: file://tool.py}
+          sh:
+            image: {uri: docker://alpine}
+            script: echo "$1"
+            args: [x]
+          cmd: {image: {uri: docker://alpine}, command: ["true"]}
+    """)
+    assert flow.jobs["py"].argv() == ["/.fuzz/script"]
+    assert flow.placed_files(flow.jobs["py"]) == (
+        ("/opt/tool.py", b"print(1)"),
+        ("/.fuzz/script", b'#!/usr/bin/env python3\nprint("hi")\n'))
+    assert flow.jobs["sh"].argv() == ["/bin/sh", "-c", 'echo "$1"', "/bin/sh", "x"]
+    assert flow.placed_files(flow.jobs["sh"]) == ()
+    assert flow.placed_files(flow.jobs["cmd"]) == ()
+
+
+RESERVED = ("fuzz keeps /.fuzz for itself (a job's script runs from /.fuzz/script); choose"
+            " another path")
+
+
+def test_the_scripts_directory_is_kept_from_files_and_mounts() -> None:
+    assert problems("""
+        version: v1
+        volumes: {v: {reference: volume://user/ephemeral}}
+        jobs:
+          a:
+            image: {uri: docker://alpine}
+            command: ["true"]
+            files: {/.fuzz/script: "x", /.fuzz: "y"}
+            mounts: {v: {location: /.fuzz/in}}
+    """) == [f"wf.yaml:7:13: jobs.a.files./.fuzz/script: /.fuzz/script: {RESERVED}",
+             f"wf.yaml:7:33: jobs.a.files./.fuzz: /.fuzz: {RESERVED}",
+             f"wf.yaml:8:28: jobs.a.mounts.v.location: /.fuzz/in: {RESERVED}"]
+
+
+def test_secret_references_in_env_are_started_and_listed_per_job() -> None:
     text = textwrap.dedent("""
         version: v1
         defaults:
@@ -363,14 +410,9 @@ def test_a_start_refuses_a_secret_reference_in_env_rather_than_pass_its_text() -
           a:
             image: {uri: docker://alpine}
             command: [env]
-            env: [PLAIN=x, NGC_API_KEY=secret://user/NGC_API_KEY]
+            env: [PLAIN=x, NGC_API_KEY=secret://account/NGC_API_KEY]
     """).lstrip("\n")
-    assert parse_fuzzfile(text, "wf.yaml").fuzzfile.jobs["a"].environment()["PLAIN"] == "x"
-    with pytest.raises(SpecError) as info:
-        parse_fuzzfile(text, "wf.yaml", for_start=True)
-    reason = ("not supported yet: fuzz would give the job the text of the secret reference,"
-              " not the secret's value; leave it out of env")
-    assert [str(problem) for problem in info.value.problems] == [
-        f"wf.yaml:3:15: defaults.job.env[0]: {reason}",
-        f"wf.yaml:8:20: jobs.a.env[1]: {reason}",
-    ]
+    job = parse_fuzzfile(text, "wf.yaml", for_start=True).fuzzfile.jobs["a"]
+    assert job.environment()["PLAIN"] == "x"
+    assert job.env_secrets() == {"TOKEN": "secret://user/TOKEN",
+                                 "NGC_API_KEY": "secret://account/NGC_API_KEY"}

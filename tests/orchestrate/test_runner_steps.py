@@ -62,6 +62,7 @@ class Rig:
     store: Store
     image: str
     nodes: NodeDirectory
+    secrets: SecretStore
 
     def start(self, name: str, fuzzfile: str) -> None:
         """Submit ``fuzzfile`` (``{image}`` filled in) as ``OWNER``'s workflow ``name``."""
@@ -129,12 +130,13 @@ def rig(tmp_path: Path, agent_endpoint: str, busybox_image: PushedImage) -> Iter
     clock = TickClock()
     nodes = NodeDirectory(store, sealer, clock=clock)
     nodes.register("n0", agent_endpoint, AGENT_TOKEN, {})
-    runner = Runner(store, nodes, SecretStore(store, sealer), RunnerSettings(
+    secrets = SecretStore(store, sealer)
+    runner = Runner(store, nodes, secrets, RunnerSettings(
         volume_root=tmp_path / "volumes", log_dir=tmp_path / "logs",
         instance=f"steps{os.getpid()}"), clock=clock)
     runner.start()
     try:
-        yield Rig(runner, store, busybox_image.reference, nodes)
+        yield Rig(runner, store, busybox_image.reference, nodes, secrets)
     finally:
         runner.stop()
         nodes.close()
@@ -320,3 +322,30 @@ jobs:
     task = rig.wait_for_task("moved", "job", TaskState.QUEUED)  # the pull failed meanwhile
     assert (task.attempt, task.nodes, task.error) == (0, [], "")
     assert task.waiting_for  # why it waits now: its only node is cordoned
+
+
+SECRET_GONE = """\
+version: v1
+jobs:
+  first:
+    image: {{uri: {image}}}
+    command: [sleep, "5"]
+  second:
+    image: {{uri: {image}}}
+    env: [TOKEN=secret://user/TOKEN]
+    command: [/bin/true]
+    requires: [first]
+"""
+
+
+def test_an_env_secret_deleted_after_the_start_fails_the_job_that_needs_it(rig: Rig) -> None:
+    rig.secrets.create(OWNER, "TOKEN", b"token-value")
+    rig.start("gone", SECRET_GONE)
+    rig.wait_for_task("gone", "first", TaskState.RUNNING)
+    rig.secrets.delete(OWNER, "TOKEN")  # while first sleeps: second has not launched
+    final = rig.wait("gone")
+    second = tasks_of(final)["second"]
+    assert (final.record.state, second.state) == (WorkflowState.FAILED, TaskState.FAILED)
+    assert second.error == ("cannot open the job's secrets: no secret 'TOKEN' (create it"
+                            " with: fuzz secret create TOKEN)"), second.error
+    assert tasks_of(final)["first"].state == TaskState.SUCCEEDED

@@ -26,7 +26,7 @@ from fuzz.orchestrate.records import (
     VolumeRecord,
     WorkflowRecord,
 )
-from fuzz.orchestrate.secrets import SecretStore, registry_credentials
+from fuzz.orchestrate.secrets import SecretStore, environment_value, registry_credentials
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.transfer.host_roots import HostRoots
@@ -38,6 +38,7 @@ from fuzz.orchestrate.workflows.volumes import VolumeManager
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, LaunchSettings, launch_plan
 from fuzz.scheduler.placement import PendingTask
 from fuzz.spec.cluster import LimitsSpec
+from fuzz.spec.fuzzfile_values import secret_name, secret_scope
 
 
 class WorkflowNotFoundError(FuzzError):
@@ -175,12 +176,23 @@ class RunnerBase:
         return floor.problem(what) if floor is not None else None
 
     def _plan(self, workflow: ActiveWorkflow, task: TaskRecord) -> LaunchPlan:
-        image = workflow.fuzzfile.jobs[task.job].image
+        """``task``'s launch plan, with the secrets of its image pull and its ``env``
+        opened (only the runner opens secrets; they travel in the plan, never stored)."""
+        job = workflow.fuzzfile.jobs[task.job]
+        image = job.image
         credentials = None
         if image.secret_name:
             credentials = registry_credentials(self._secrets.open(
                 workflow.secret_owner(image.secret_scope), image.secret_name))
-        return launch_plan(workflow, task, self._launch, credentials)
+        secret_env = {variable: self._env_secret(workflow, reference)
+                      for variable, reference in job.env_secrets().items()}
+        return launch_plan(workflow, task, self._launch, credentials, secret_env)
+
+    def _env_secret(self, workflow: ActiveWorkflow, reference: str) -> str:
+        """The value of the secret ``reference`` names, as an environment variable's."""
+        name = secret_name(reference)
+        return environment_value(self._secrets.open(
+            workflow.secret_owner(secret_scope(reference)), name), name)
 
 
 def mounted_paths(workflow: ActiveWorkflow, task: TaskRecord) -> set[str]:

@@ -18,7 +18,12 @@ from fuzz.orchestrate.records import (
     VolumeRecord,
     WorkflowRecord,
 )
-from fuzz.orchestrate.secrets import account_owner, missing_secret
+from fuzz.orchestrate.secrets import (
+    SecretError,
+    account_owner,
+    environment_value,
+    missing_secret,
+)
 from fuzz.orchestrate.states import (
     ACTIVE_TASK_STATES,
     TaskState,
@@ -36,6 +41,7 @@ from fuzz.orchestrate.workflows.workflow import (
     HostPathError,
     check_workflow_name,
     is_account_volume,
+    launch_plan,
     new_images,
     new_tasks,
     new_transfers,
@@ -80,7 +86,10 @@ class LifecycleSteps(SchedulingSteps):
         with self._lock:
             self._active[record.id] = workflow
             for task in in_flight:
-                plan = self._plan(workflow, task)
+                try:
+                    plan = self._plan(workflow, task)
+                except SecretError:  # deleted since: adopting or concluding needs none
+                    plan = launch_plan(workflow, task, self._launch, None, {})
                 workflow.plans[task.key] = plan
                 self._adopting.add((record.id, task.key))
                 action = partial(self._executor.adopt, running=task.state == TaskState.RUNNING)
@@ -156,13 +165,20 @@ class LifecycleSteps(SchedulingSteps):
         return self._ids.of(account_owner(account)) if account else None
 
     def _check_secrets(self, owner: str, account: str, loaded: LoadedFuzzfile) -> None:
-        known = {(scope, secret.name) for scope, holder in (("user", owner),
-                                                            ("account", account_owner(account)))
+        """SecretError for the first secret the file names that ``owner`` (or, in the
+        ``account`` scope, the account) lacks, or an ``env`` secret that is not text."""
+        holders = {"user": owner, "account": account_owner(account)}
+        known = {(scope, secret.name) for scope, holder in holders.items()
                  for secret in self._secrets.list(holder)}
         for where, scope, secret in secret_references(loaded.fuzzfile):
             if (scope, secret) not in known:
                 raise missing_secret(loaded.path, where, secret,
                                      account if scope == "account" else "")
+            if ".env." in where:
+                try:
+                    environment_value(self._secrets.open(holders[scope], secret), secret)
+                except SecretError as exc:
+                    raise SecretError(f"{loaded.path}: {where}: {exc}") from None
 
     def cancel(self, owner: str, name: str, run_id: str = "") -> WorkflowRecord:
         """Ask the latest run of ``owner``'s ``name`` (the run ``run_id``, when given) to

@@ -119,7 +119,8 @@ class ReportSteps(RunnerBase):
         self._store.save(task)
         plan = workflow.plans.get(task.key)
         if plan is not None:
-            workflow.plans[task.key] = launch_plan(workflow, task, self._launch, plan.credentials)
+            workflow.plans[task.key] = launch_plan(workflow, task, self._launch, plan.credentials,
+                                                   dict(plan.secret_env))
 
     def _image(self, workflow_id: str, uri: str) -> ImageRecord | None:
         workflow = self._active.get(workflow_id)

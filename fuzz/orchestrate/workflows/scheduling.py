@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from fuzz.orchestrate.records import TaskRecord
+from fuzz.orchestrate.secrets import SecretError
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.store import DiskFullError
 from fuzz.orchestrate.workflows.agentcalls import CallsStoppedError
@@ -107,7 +108,13 @@ class SchedulingSteps(ReportSteps, TransferSteps):
                            for r in range(len(nodes))]
         task.waiting_for = ""
         self._store.save(task)
-        plan = self._plan(workflow, task)
+        try:
+            plan = self._plan(workflow, task)
+        except SecretError as exc:  # deleted (or made unusable) since the start checked it
+            self._workers.submit(self.finished, workflow.record.id, task.key, Outcome(
+                TaskState.FAILED, 0, f"cannot open the job's secrets: {exc}"))
+            self._touch()
+            return
         workflow.plans[task.key] = plan
         problem = self._floor_problem("a job that writes to a volume") if plan.mounts else None
         if problem is not None:  # fails this attempt (its retry policy may try again)

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from operator import methodcaller
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -66,10 +66,10 @@ class LaunchPlan:
     nodes: tuple[str, ...]
     containers: tuple[str, ...]
     image: str
-    credentials: tuple[str, str] | None
+    credentials: tuple[str, str] | None = field(repr=False)
     request: ResourceRequest
     argv: tuple[str, ...]
-    env: tuple[tuple[str, ...], ...]  # one environment per rank
+    env: tuple[tuple[str, ...], ...] = field(repr=False)  # one per rank, secrets' values in
     cwd: str
     mounts: tuple[tuple[str, str, bool], ...]
     timeout_seconds: float
@@ -81,6 +81,8 @@ class LaunchPlan:
     addresses: tuple[str, ...] = ()  # each rank's job network address ("": the node's network)
     files: tuple[tuple[str, bytes], ...] = ()  # (path, content) placed in every rank's container
     expand_args: bool = False  # argv's $MULTINODE_* are replaced by each rank's values
+    # the opened values of the job's env secrets (variable, value), kept for a re-plan
+    secret_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)

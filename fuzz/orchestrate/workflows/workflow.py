@@ -9,7 +9,7 @@ that sequences them.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.multinode import multinode_environment
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
+from fuzz.spec import fuzzfile_values as values
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec
 from fuzz.spec.fuzzfile_values import volume_parts
@@ -164,10 +165,15 @@ def transfer_policy(fuzzfile: Fuzzfile, move: TransferRecord) -> PolicySpec | No
 
 
 def secret_references(fuzzfile: Fuzzfile) -> list[tuple[str, str, str]]:
-    """(where, scope, secret name) for every secret the Fuzzfile uses: image pulls, then
+    """(where, scope, secret name) for every secret the Fuzzfile uses: image pulls, job
+    environments (``jobs.JOB.env.VARIABLE``: defaults are merged into the jobs), then
     transfers. The scope is ``user`` or ``account``."""
     wanted = [(f"jobs.{name}.image.secret", job.image.secret_scope or "",
                job.image.secret_name or "") for name, job in fuzzfile.jobs.items()]
+    wanted += [(f"jobs.{name}.env.{variable}", values.secret_scope(reference),
+                values.secret_name(reference))
+               for name, job in fuzzfile.jobs.items()
+               for variable, reference in job.env_secrets().items()]
     wanted += [(f"volumes.{m.volume}.{m.direction}[{m.seq}]", m.secret_scope, m.secret)
                for m in new_transfers("check", fuzzfile)]
     return [(where, scope, name) for where, scope, name in wanted if name]
@@ -223,10 +229,13 @@ def log_paths(log_dir: Path, workflow_id: str, key: str) -> tuple[Path, Path]:
     return base / f"{key}.stdout", base / f"{key}.stderr"
 
 
-def task_environment(workflow: ActiveWorkflow, task: TaskRecord, rank: int) -> tuple[str, ...]:
-    """The job's env plus what fuzz tells every task (ids, task index, ranks)."""
+def task_environment(workflow: ActiveWorkflow, task: TaskRecord, rank: int,
+                     secret_env: Mapping[str, str]) -> tuple[str, ...]:
+    """The job's env, its secrets' values (``secret_env``: variable → value) in place of
+    their references, plus what fuzz tells every task (ids, task index, ranks)."""
     job = workflow.fuzzfile.jobs[task.job]
     env = dict(job.environment())
+    env.update(secret_env)
     env.update(FUZZ_WORKFLOW=workflow.record.name, FUZZ_JOB=task.job)
     if task.index >= 0:
         env.update(FB_TASK_ID=str(task.index), FUZZ_TASK_ID=str(task.index))
@@ -243,9 +252,11 @@ def task_environment(workflow: ActiveWorkflow, task: TaskRecord, rank: int) -> t
 
 def launch_plan(
     workflow: ActiveWorkflow, task: TaskRecord, settings: LaunchSettings,
-    credentials: tuple[str, str] | None,
+    credentials: tuple[str, str] | None, secret_env: Mapping[str, str],
 ) -> LaunchPlan:
-    """Everything the executor needs to run (or adopt) ``task``'s current attempt."""
+    """Everything the executor needs to run (or adopt) ``task``'s current attempt;
+    ``credentials`` and ``secret_env`` are opened secrets (see
+    :meth:`~fuzz.orchestrate.workflows.base.RunnerBase._plan`)."""
     job: JobSpec = workflow.fuzzfile.jobs[task.job]
     timeout = job.policy.timeout.execute if job.policy.timeout is not None else None
     return LaunchPlan(
@@ -258,7 +269,9 @@ def launch_plan(
         request=job.resource.request(),
         argv=tuple(job.argv()),
         expand_args=job.multinode is not None and job.script is None,
-        env=tuple(task_environment(workflow, task, rank) for rank in range(len(task.nodes))),
+        env=tuple(task_environment(workflow, task, rank, secret_env)
+                  for rank in range(len(task.nodes))),
+        secret_env=tuple(secret_env.items()),
         cwd=job.cwd or "",
         mounts=tuple((workflow.volumes[name].path, mount.location, False)
                      for name, mount in job.mounts.items()),

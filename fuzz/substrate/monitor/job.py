@@ -92,10 +92,15 @@ DEFAULT_GRACE = 10.0
 SETTLE_WAIT = 60.0  # the longest an orphaned `runc run` is waited for
 
 
+PRIVATE_MODE = 0o600  # config.json and spec.json hold the job's env: its secrets' values
+
+
 def _write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` (made in advance, usually: opening it is then cheap)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    """Write ``text`` to ``path`` (made in advance, usually: opening it is then cheap),
+    readable by root only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_MODE)
     try:
+        os.fchmod(fd, PRIVATE_MODE)  # a spare's file was made with another mode
         os.write(fd, text.encode())
     finally:
         os.close(fd)
