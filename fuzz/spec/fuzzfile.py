@@ -187,10 +187,16 @@ class DependencySpec(FuzzfileModel):
 
 
 class MultinodeSpec(FuzzfileModel):
-    """An MPI (or GASNet) job across ``nodes`` nodes; ``resource`` is per node."""
+    """An MPI (or GASNet) job across ``nodes`` nodes; ``resource`` is per node.
+
+    ``ompi`` is Fuzzball's other spelling of ``openmpi``. ``procs-per-node``: MPI
+    processes per node (default: the cores each node's container is given).
+    """
 
     nodes: int = Field(ge=1)
-    implementation: Literal["openmpi", "mpich", "gasnet"]
+    implementation: Literal["openmpi", "ompi", "mpich", "gasnet", "generic"]
+    procs_per_node: int | None = Field(
+        default=None, ge=1, validation_alias=AliasChoices("procs-per-node", "procsPerNode"))
 
 
 class TaskArraySpec(FuzzfileModel):

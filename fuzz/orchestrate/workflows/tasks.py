@@ -41,6 +41,15 @@ from fuzz.orchestrate.workflows.agentcalls import (
     NodeLostError,
     transient,
 )
+from fuzz.orchestrate.workflows.mpi import (
+    WAIT_COMMAND,
+    LaunchRefusedError,
+    LaunchTarget,
+    LaunchTokens,
+    launcher_command,
+    launcher_environment,
+    launcher_of,
+)
 from fuzz.resources import ResourceRequest
 from fuzz.units import format_bytes
 
@@ -49,6 +58,8 @@ log = logging.getLogger(__name__)
 LEASE_TTL = 600.0
 WAIT_SLICE = 15.0
 STREAMS = ("stdout", "stderr")
+MPI_GRACE = 5.0  # seconds an MPI job's other ranks have to stop once one has ended
+MPI_STOP_WAIT = MPI_GRACE + 10.0  # the longest wait for them before cleaning up
 ENDED = ("exited", "failed")  # container states with an outcome
 
 
@@ -74,6 +85,14 @@ class LaunchPlan:
     leases: tuple[str, ...] = ()
     log_limit_bytes: int = 0  # of each of stdout and stderr, on the node; 0: unlimited
     addresses: tuple[str, ...] = ()  # each rank's job network address ("": the node's network)
+    implementation: str = ""  # a multinode job's multinode.implementation
+    slots: int = 0  # a multinode job's processes per node
+    launch_token: str = ""  # an MPI job's launch token (fuzz.orchestrate.workflows.mpi)
+
+    @property
+    def launcher(self) -> str:
+        """``openmpi`` or ``mpich`` when rank 0 runs the command under that launcher."""
+        return launcher_of(self.implementation)
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,7 @@ class TaskExecutor:
         self._calls = AgentCalls(nodes)
         self._events = events
         self._pulled: dict[tuple[str, str], str] = {}  # (node, image) -> digest, pulled here
+        self.launch_tokens = LaunchTokens()  # of the MPI attempts in flight
 
     def stop(self) -> None:
         """The orchestrator stops: attempts waiting for a silent agent give up unreported
@@ -177,8 +197,15 @@ class TaskExecutor:
         """Lease, pull, start and supervise ``plan``'s containers (blocks until they end).
 
         A one-node task leases and starts in one call to its agent. A multinode
-        task first leases every node (all or none), then starts each rank.
+        task first leases every node (all or none), then starts each rank; an MPI
+        job's rank 0 (its launcher) last, once the ranks it enters are there.
         """
+        try:
+            launcher = plan.launcher
+        except LaunchRefusedError as exc:
+            self._events.finished(plan.workflow_id, plan.key,
+                                  Outcome(TaskState.FAILED, 0, str(exc)))
+            return
         if len(plan.nodes) > 1:
             acquired = self._acquire(plan)
             if acquired is None:
@@ -186,18 +213,35 @@ class TaskExecutor:
             leases = [lease_id for lease_id, _ in acquired]
             plan = _with_addresses(_with_leases(plan, leases), [a for _, a in acquired])
             self._events.leased(plan.workflow_id, plan.key, leases)
-        started: list[ContainerStatus] = []
+            if launcher and not all(plan.addresses):
+                self._release(plan)
+                self._events.finished(plan.workflow_id, plan.key, Outcome(
+                    TaskState.FAILED, 0, "an MPI job needs the job network: its nodes' pool "
+                    "runs jobs on the host network (network: host)"))
+                return
+            if launcher:
+                plan = replace(plan, launch_token=self.launch_tokens.issue(
+                    LaunchTarget(plan.nodes, plan.containers, plan.addresses)))
         try:
-            for rank, node in enumerate(plan.nodes):
-                if not self._pull(plan, node):
-                    self._release(plan)
+            self._start_and_supervise(plan)
+        finally:
+            if plan.launch_token:
+                self.launch_tokens.revoke(plan.launch_token)
+
+    def _start_and_supervise(self, plan: LaunchPlan) -> None:
+        started: dict[int, ContainerStatus] = {}
+        order = [*range(1, len(plan.nodes)), 0] if plan.launch_token else range(len(plan.nodes))
+        try:
+            for rank in order:
+                if not self._pull(plan, plan.nodes[rank]):
+                    self._abandon(plan)
                     self._events.finished(plan.workflow_id, plan.key,
                                           Outcome(TaskState.FAILED, 0,
                                                   f"image {plan.image}: pull failed"))
                     return
-                started.append(self._start(plan, rank))
+                started[rank] = self._start(plan, rank)
         except AgentResourceExhaustedError as exc:  # a one-node start found its node full
-            self._nodes.refused(plan.nodes[len(started)])
+            self._nodes.refused(plan.nodes[0])
             self._events.requeue(plan.workflow_id, plan.key, str(exc))
             return
         except (AgentError, NodeLostError) as exc:
@@ -205,10 +249,11 @@ class TaskExecutor:
             self._events.finished(plan.workflow_id, plan.key,
                                   Outcome(TaskState.FAILED, 0, str(exc)))
             return
+        statuses = [started[rank] for rank in range(len(plan.nodes))]
         if not plan.leases:
-            plan = _with_leases(plan, [status.lease_id for status in started])
+            plan = _with_leases(plan, [status.lease_id for status in statuses])
         self._events.running(plan.workflow_id, plan.key, plan.leases)
-        self._supervise(plan, started)
+        self._supervise(plan, statuses)
 
     def _start(self, plan: LaunchPlan, rank: int) -> ContainerStatus:
         """Start rank ``rank``'s container, or find it started.
@@ -228,14 +273,17 @@ class TaskExecutor:
                 except AgentNotFoundError:  # it never started
                     if not plan.leases:
                         self._calls.release_held(node, container)
+            args, env = _rank_command(plan, rank)
             try:
                 status: ContainerStatus = self._calls.client(node).start_container(
                     container, plan.image, plan.leases[rank] if plan.leases else "",
                     lease=None if plan.leases else plan.request, lease_ttl=LEASE_TTL,
-                    args=plan.argv, env=plan.env[rank], cwd=plan.cwd, uid=plan.uid,
+                    args=args, env=env, cwd=plan.cwd, uid=plan.uid,
                     gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
                     credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
                     peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
+                    launch_token=plan.launch_token,
+                    hostname=plan.addresses[rank] if plan.launch_token else "",
                 )
             except AgentError as exc:
                 if not transient(exc):
@@ -368,6 +416,9 @@ class TaskExecutor:
         ``started``: each rank's status as its start answered; a rank that had
         already ended then (a short job) is not waited for again.
         """
+        if _is_mpi(plan):
+            self._supervise_mpi(plan, started)
+            return
         outcomes: list[Outcome | None] = [None] * len(plan.nodes)
         written: list[tuple[int, int]] = [(1, 1)] * len(plan.nodes)  # unknown: fetch both
         first: list[ContainerStatus | None] = [*started] or [None] * len(plan.nodes)
@@ -394,6 +445,82 @@ class TaskExecutor:
         finally:
             self._abandon(plan)  # containers gone and leases free: the next task may start
         self._events.finished(plan.workflow_id, plan.key, final)
+
+    def _supervise_mpi(self, plan: LaunchPlan, started: Sequence[ContainerStatus]) -> None:
+        """Supervise an MPI job: one program, whose end is its launcher's (rank 0's).
+
+        The first rank to end decides: rank 0's end is the job's outcome; any other
+        rank's end (its container gone, its node silent, killed) fails the job, for
+        MPI cannot go on without it. Either way the other ranks are stopped at once,
+        nobody waits out a silent node's grace period, and what a silent node holds
+        is left to the sweep (removed once it answers again).
+        """
+        count = len(plan.nodes)
+        outcomes: list[Outcome | None] = [None] * count
+        written: list[tuple[int, int]] = [(0, 0)] * count
+        first: list[ContainerStatus | None] = [*started] or [None] * count
+        decided: list[int] = []
+        lock = threading.Lock()
+
+        def watch(rank: int) -> None:
+            try:
+                outcomes[rank], written[rank] = self._watch_rank(plan, rank, first[rank])
+            except CallsStoppedError:
+                return
+            with lock:
+                deciding = not decided
+                decided.append(rank)
+            if deciding:
+                self._stop_ranks(plan, skip=rank)
+
+        threads = [threading.Thread(target=watch, args=(rank,), daemon=True)
+                   for rank in range(1, count)]
+        for thread in threads:
+            thread.start()
+        watch(0)
+        for thread in threads:
+            thread.join(MPI_STOP_WAIT)
+        if not decided:
+            raise CallsStoppedError("the orchestrator is stopping")
+        final = _mpi_outcome(decided[0], outcomes[decided[0]])
+        try:
+            self._collect_logs(plan, written)
+            self._events.ended(plan.workflow_id, plan.key, final)  # on record before they go
+        finally:
+            self._abandon(plan, patient=False)
+        self._events.finished(plan.workflow_id, plan.key, final)
+
+    def _watch_rank(self, plan: LaunchPlan, rank: int, status: ContainerStatus | None
+                    ) -> tuple[Outcome, tuple[int, int]]:
+        """How an MPI job's rank ``rank`` ended, and what it wrote; a node that stops
+        answering ends it at once (no riding out)."""
+        node, container = plan.nodes[rank], plan.containers[rank]
+        try:
+            while status is None or status.state not in ENDED:
+                if status is not None:
+                    self._renew(plan, rank)
+                status = self._calls.client(node).wait_container(container, WAIT_SLICE)
+        except AgentNotFoundError:
+            return Outcome(TaskState.FAILED, 0, f"its container is gone from node {node}"), (0, 0)
+        except AgentError as exc:
+            self._calls.pause(0)  # CallsStoppedError when the orchestrator stops
+            if transient(exc):
+                with contextlib.suppress(NodeLostError):
+                    self._calls.silence(node, exc)
+                return Outcome(TaskState.FAILED, 0,
+                               f"node {node} stopped answering ({exc})"), (0, 0)
+            return Outcome(TaskState.FAILED, 0, _on_node(node, exc)), (0, 0)
+        except NodeLostError as exc:
+            return Outcome(TaskState.FAILED, 0, str(exc)), (0, 0)
+        return (describe_end(status, plan.timeout_seconds),
+                (status.stdout_bytes, status.stderr_bytes))
+
+    def _stop_ranks(self, plan: LaunchPlan, skip: int) -> None:
+        """Ask every rank's container but ``skip``'s to stop, once each (no riding out)."""
+        for rank, node in enumerate(plan.nodes):
+            if rank != skip:
+                with contextlib.suppress(AgentError, NodeLostError):
+                    self._calls.client(node).cancel_container(plan.containers[rank], MPI_GRACE)
 
     def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
                    written: list[tuple[int, int]], status: ContainerStatus | None) -> None:
@@ -476,14 +603,24 @@ class TaskExecutor:
                           f"{format_bytes(self._log_headroom)} kept for the database, "
                           "orchestrator.disk.reserve)")
 
-    def _abandon(self, plan: LaunchPlan) -> None:
+    def _abandon(self, plan: LaunchPlan, patient: bool = True) -> None:
         """Remove the attempt's containers, each with its lease.
 
-        What a lost node still holds is removed once it answers again.
+        What a lost node still holds is removed once it answers again; not
+        ``patient``: so is what any node fails to remove at the first try.
         """
         for rank, node in enumerate(plan.nodes):
             container = plan.containers[rank]
             lease = plan.leases[rank] if rank < len(plan.leases) else ""
+            if not patient:
+                try:
+                    self._calls.client(node).remove_container(container, release_lease=True)
+                except AgentNotFoundError:
+                    if lease:
+                        self._calls.leave(node, "", lease)
+                except (AgentError, NodeLostError):
+                    self._calls.leave(node, container, lease)
+                continue
             try:
                 self._calls.ride(node, methodcaller(
                     "remove_container", container, release_lease=True))
@@ -505,6 +642,49 @@ class TaskExecutor:
                 self._calls.leave(node, "", lease)
             except AgentError:
                 continue
+
+
+def _is_mpi(plan: LaunchPlan) -> bool:
+    """Whether ``plan`` is one MPI program over several nodes (rank 0 launches)."""
+    try:
+        return bool(plan.launcher) and len(plan.nodes) > 1
+    except LaunchRefusedError:
+        return False
+
+
+def _mpi_outcome(rank: int, outcome: Outcome | None) -> Outcome:
+    """An MPI job's outcome, decided by ``rank``, the first of its ranks to end."""
+    if outcome is None:
+        outcome = Outcome(TaskState.FAILED, 0, "no outcome")
+    if outcome.state == TaskState.CANCELED:  # only fuzz cancels a rank: the job was cancelled
+        return outcome
+    if rank == 0:
+        return outcome if outcome.state == TaskState.SUCCEEDED else Outcome(
+            outcome.state, outcome.exit_code, f"rank 0 (the launcher): {outcome.error}")
+    error = outcome.error if outcome.state != TaskState.SUCCEEDED else "it ended"
+    return Outcome(TaskState.FAILED, outcome.exit_code,
+                   f"rank {rank} ended before the launcher, so the MPI job cannot go on: {error}")
+
+
+def _rank_command(plan: LaunchPlan, rank: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Rank ``rank``'s command and environment.
+
+    An MPI job's rank 0 runs the command under its launcher, the other ranks wait
+    to be entered; a job of one node runs the launcher over its own slots alone.
+    Every other job's ranks all run the command as it is.
+    """
+    try:
+        launcher = plan.launcher
+    except LaunchRefusedError:
+        launcher = ""
+    if not launcher:
+        return plan.argv, plan.env[rank]
+    if rank > 0:
+        return WAIT_COMMAND, plan.env[rank]
+    addresses = plan.addresses if plan.launch_token else ()
+    extra = tuple(f"{key}={value}" for key, value in launcher_environment(launcher).items())
+    return (launcher_command(launcher, plan.argv, addresses, plan.slots or 1),
+            (*plan.env[rank], *extra))
 
 
 def _on_node(node: str, exc: Exception) -> str:

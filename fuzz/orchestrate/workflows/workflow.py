@@ -223,4 +223,7 @@ def launch_plan(
         log_paths=log_paths(settings.log_dir, workflow.record.id, task.key),
         leases=tuple(task.leases),
         log_limit_bytes=settings.log_limit_bytes,
+        implementation=job.multinode.implementation if job.multinode is not None else "",
+        slots=job.multinode.procs_per_node or job.resource.request().cores
+        if job.multinode is not None else 0,
     )
