@@ -174,13 +174,18 @@ def status(app: AppContext, name: str, watch: bool, server: str | None,
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
 @click.option("--stderr", "stderr", is_flag=True,
               help="Print its standard error instead of its standard output.")
+@click.option("--node", "node", type=click.IntRange(min=0), default=0, show_default=True,
+              help="A multinode job's node (rank) K: 0 is the first, whose container runs "
+              "the launcher.")
 @server_options
 @pass_app
-def log(app: AppContext, name: str, job: str, follow: bool, stderr: bool,
+def log(app: AppContext, name: str, job: str, follow: bool, stderr: bool, node: int,
         server: str | None, token_file: Path | None) -> None:
-    """Print JOB's output (a task-array task is JOB[INDEX])."""
+    """Print JOB's output (a task-array task is JOB[INDEX]; a multinode job's first node's,
+    or node K's with --node K)."""
     with connect(app, server, token_file) as client:
-        for data in client.stream_log(name, job, "stderr" if stderr else "stdout", follow):
+        for data in client.stream_log(name, job, "stderr" if stderr else "stdout", follow,
+                                      node):
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
 

@@ -76,6 +76,9 @@ def status_table(workflow: pb.Workflow) -> Table:
             detail = f"attempt {task.attempt}"
         table.add_row("job", task.key, _state(task.state), ",".join(task.nodes),
                       clock(task.started), clock(task.finished), detail)
+        if len(task.nodes) > 1:  # a multinode job: one row per node, rank 0 (its head) first
+            for rank, node in enumerate(task.nodes):
+                table.add_row(f"  node {rank}", task.key, _state(task.state), node, "", "", "")
     return table
 
 

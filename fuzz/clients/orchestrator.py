@@ -178,11 +178,12 @@ class OrchestratorClient(GrpcClient):
         return reply
 
     def stream_log(self, workflow: str, task: str, stream: str = "stdout",
-                   follow: bool = False) -> Iterator[bytes]:
-        """A task's output; with ``follow``, until it has finished."""
+                   follow: bool = False, node: int = 0) -> Iterator[bytes]:
+        """A task's output (a multinode task's rank ``node``); with ``follow``, until it has
+        finished."""
         ref = split_workflow_ref(workflow)
         request = pb.JobLogRequest(workflow=ref.name, owner=ref.owner, task=task, stream=stream,
-                                   follow=follow)
+                                   follow=follow, node=node)
         for chunk in self._stream(self._stub.StreamJobLog, request, None):
             yield chunk.data
 

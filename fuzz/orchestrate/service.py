@@ -60,6 +60,7 @@ from fuzz.orchestrate.workflows.base import (
 )
 from fuzz.orchestrate.workflows.loop import Runner
 from fuzz.orchestrate.workflows.mpi import LaunchTokenError, UnknownHostError, remote_command
+from fuzz.orchestrate.workflows.tasks import rank_log_path
 from fuzz.orchestrate.workflows.workflow import (
     HostPathError,
     WorkflowNameError,
@@ -460,7 +461,8 @@ class OrchestratorService:
 
     def StreamJobLog(self, request: pb.JobLogRequest, context: grpc.ServicerContext
                      ) -> Iterator[pb.LogChunk]:
-        """A task's output: from its node while it runs, from the kept copy after."""
+        """A task's output (a multinode task's rank ``request.node``): from its node while it
+        runs, from the kept copy after."""
         stream = request.stream or "stdout"
         if stream not in ("stdout", "stderr"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream must be stdout or stderr")
@@ -470,12 +472,18 @@ class OrchestratorService:
             workflow_id, key = _task_key(snapshot, target, request.task)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
+        rank = request.node
+        count = max(len(next(t for t in snapshot.tasks if t.key == key).nodes), 1)
+        if rank >= count:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"node {rank}: task {key} runs on {count} node"
+                          f"{'s' if count > 1 else ''} (0 to {count - 1})")
         sent = 0
         plan = self._runner.live_attempt(target.owner, target.name, key, target.run_id)
         if plan is not None:
-            client = self._nodes.client(plan.nodes[0])
+            client = self._nodes.client(plan.nodes[rank])
             with contextlib.suppress(AgentError):  # it ended meanwhile: the copy has the rest
-                for data in client.stream_logs(plan.containers[0], stream,
+                for data in client.stream_logs(plan.containers[rank], stream,
                                                follow=request.follow):
                     sent += len(data)
                     yield pb.LogChunk(data=data)
@@ -485,7 +493,7 @@ class OrchestratorService:
         elif request.follow:
             self._wait_until_final(target, key, context)
         stdout, stderr = log_paths(self._runner.log_dir(), workflow_id, key)
-        yield from _read_from(stdout if stream == "stdout" else stderr, sent)
+        yield from _read_from(rank_log_path(stdout if stream == "stdout" else stderr, rank), sent)
 
     def _wait_until_final(self, workflow: OwnedWorkflow, key: str,
                           context: grpc.ServicerContext) -> None:

@@ -189,6 +189,7 @@ class DependencySpec(FuzzfileModel):
 class MultinodeSpec(FuzzfileModel):
     """An MPI (or GASNet) job across ``nodes`` nodes; ``resource`` is per node.
 
+    ``generic`` wraps nothing: the job's own launcher reads the ``MULTINODE_*`` variables.
     ``ompi`` is Fuzzball's other spelling of ``openmpi``. ``procs-per-node``: MPI
     processes per node (default: the cores each node's container is given).
     """

@@ -5,7 +5,7 @@ Real agents, containers and gRPC. The launcher here is a stand-in for Open MPI's
 one does with the host list fuzz gives it: it runs the program itself on its own
 host and, on every other host, through the remote start Open MPI is told to use
 (``$OMPI_MCA_plm_rsh_agent HOST COMMAND...``), which fuzz points at its launch
-helper. The real Open MPI and MPICH run in tests/e2e/test_mpi_images_e2e.py.
+helper. The real Open MPI and MPICH run in tests/e2e/test_mpi_real_e2e.py.
 """
 
 from __future__ import annotations

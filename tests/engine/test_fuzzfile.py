@@ -243,8 +243,9 @@ JOB_PROBLEMS = [
      "wf.yaml:8:14: jobs.a.command: must not be empty"),
     ('command: ["true"]\nmultinode: {nodes: 0, implementation: openmpi}\n',
      "wf.yaml:9:24: jobs.a.multinode.nodes: must be >= 1"),
-    ('command: ["true"]\nmultinode: {nodes: 2, implementation: ompi}\n',
-     "wf.yaml:9:43: jobs.a.multinode.implementation: must be 'openmpi', 'mpich' or 'gasnet'"),
+    ('command: ["true"]\nmultinode: {nodes: 2, implementation: mvapich}\n',
+     "wf.yaml:9:43: jobs.a.multinode.implementation: must be 'openmpi', 'mpich', 'gasnet' or "
+     "'generic'"),
     ('command: ["true"]\ntask-array: {start: 5, end: 4}\n',
      "wf.yaml:9:33: jobs.a.task-array.end: must be >= start (5)"),
     ('command: ["true"]\ntask-array: {start: 1, end: 4, concurrency: 0}\n',

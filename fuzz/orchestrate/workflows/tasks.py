@@ -42,6 +42,8 @@ from fuzz.orchestrate.workflows.agentcalls import (
     transient,
 )
 from fuzz.orchestrate.workflows.mpi import (
+    LAUNCH_HELPER,
+    LAUNCHERS,
     WAIT_COMMAND,
     LaunchRefusedError,
     LaunchTarget,
@@ -50,6 +52,7 @@ from fuzz.orchestrate.workflows.mpi import (
     launcher_environment,
     launcher_of,
 )
+from fuzz.orchestrate.workflows.multinode import expand_multinode, multinode_environment
 from fuzz.resources import ResourceRequest
 from fuzz.units import format_bytes
 
@@ -93,6 +96,7 @@ class LaunchPlan:
     def launcher(self) -> str:
         """``openmpi`` or ``mpich`` when rank 0 runs the command under that launcher."""
         return launcher_of(self.implementation)
+    expand_args: bool = False  # argv's $MULTINODE_* are replaced by each rank's values
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,7 @@ class TaskExecutor:
                     TaskState.FAILED, 0, "an MPI job needs the job network: its nodes' pool "
                     "runs jobs on the host network (network: host)"))
                 return
-            if launcher:
+            if _gets_launch_socket(plan):
                 plan = replace(plan, launch_token=self.launch_tokens.issue(
                     LaunchTarget(plan.nodes, plan.containers, plan.addresses)))
         try:
@@ -553,43 +557,38 @@ class TaskExecutor:
             self._calls.client(plan.nodes[rank]).renew_lease(plan.leases[rank], LEASE_TTL)
 
     def _collect_logs(self, plan: LaunchPlan, written: list[tuple[int, int]]) -> None:
-        """Copy each rank's output here (streams a rank wrote nothing to are skipped).
+        """Copy each rank's output here, rank 0's to ``plan.log_paths`` and each other
+        rank's beside it (:func:`rank_log_path`); streams a rank wrote nothing to are skipped.
 
         The copy is a convenience, never the task's outcome: when the log directory's
         disk is full (or unwritable) what was copied is kept, one line says what was
         lost, and the attempt ends as its containers did.
         """
-        for index, (stream, path) in enumerate(zip(STREAMS, plan.log_paths, strict=True)):
-            try:
-                if not any(sizes[index] for sizes in written):
-                    path.unlink(missing_ok=True)  # an earlier attempt's; missing reads as empty
-                    continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "wb") as out:
-                    self._copy_log(plan, written, index, stream, out)
-            except OSError as exc:
-                log.warning("the %s of task %s of %s is incomplete in %s: %s", stream,
-                            plan.key, plan.workflow_id, path, exc.strerror or exc)
+        for index, (stream, first) in enumerate(zip(STREAMS, plan.log_paths, strict=True)):
+            for rank in range(len(plan.nodes)):
+                path = rank_log_path(first, rank)
+                try:
+                    if not written[rank][index]:
+                        path.unlink(missing_ok=True)  # an earlier attempt's; missing: empty
+                        continue
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with open(path, "wb") as out:
+                        self._copy_log(plan, rank, stream, out)
+                except OSError as exc:
+                    log.warning("the %s of task %s of %s is incomplete in %s: %s", stream,
+                                plan.key, plan.workflow_id, path, exc.strerror or exc)
 
-    def _copy_log(self, plan: LaunchPlan, written: list[tuple[int, int]], index: int,
-                  stream: str, out: BinaryIO) -> None:
-        """Append every rank's ``stream`` (the ``index``-th) to ``out``.
+    def _copy_log(self, plan: LaunchPlan, rank: int, stream: str, out: BinaryIO) -> None:
+        """Write rank ``rank``'s ``stream`` to ``out``; a copy cut short by a restarting
+        agent goes on from where it stopped."""
 
-        A copy cut short by a restarting agent goes on from where it stopped.
-        """
-        for rank, node in enumerate(plan.nodes):
-            if not written[rank][index]:
-                continue
-            begin = out.tell()
+        def copy(client: AgentClient) -> None:
+            for chunk in client.stream_logs(plan.containers[rank], stream, offset=out.tell()):
+                self._leave_headroom(out, len(chunk))
+                out.write(chunk)
 
-            def copy(client: AgentClient, container: str = plan.containers[rank],
-                     name: str = stream, begin: int = begin) -> None:
-                for chunk in client.stream_logs(container, name, offset=out.tell() - begin):
-                    self._leave_headroom(out, len(chunk))
-                    out.write(chunk)
-
-            with contextlib.suppress(AgentError, NodeLostError):
-                self._calls.ride(node, copy)
+        with contextlib.suppress(AgentError, NodeLostError):
+            self._calls.ride(plan.nodes[rank], copy)
 
     def _leave_headroom(self, out: BinaryIO, size: int) -> None:
         """OSError(ENOSPC) when writing ``size`` more bytes to ``out`` would leave less than
@@ -644,6 +643,14 @@ class TaskExecutor:
                 continue
 
 
+def _gets_launch_socket(plan: LaunchPlan) -> bool:
+    """Whether ``plan``'s containers get the launch helper and socket: an MPI job's, whose
+    launcher needs them, and a ``generic`` one's, whose own launcher may (as
+    ``MULTINODE_SSH_WRAPPER``); only on the job network, where each rank has an address."""
+    return (len(plan.nodes) > 1 and plan.implementation in (*LAUNCHERS, "generic")
+            and bool(plan.addresses) and all(plan.addresses))
+
+
 def _is_mpi(plan: LaunchPlan) -> bool:
     """Whether ``plan`` is one MPI program over several nodes (rank 0 launches)."""
     try:
@@ -677,14 +684,21 @@ def _rank_command(plan: LaunchPlan, rank: int) -> tuple[tuple[str, ...], tuple[s
         launcher = plan.launcher
     except LaunchRefusedError:
         launcher = ""
+    argv = expand_multinode(plan.argv, plan.env[rank]) if plan.expand_args else plan.argv
     if not launcher:
-        return plan.argv, plan.env[rank]
+        return argv, plan.env[rank]
     if rank > 0:
         return WAIT_COMMAND, plan.env[rank]
     addresses = plan.addresses if plan.launch_token else ()
     extra = tuple(f"{key}={value}" for key, value in launcher_environment(launcher).items())
-    return (launcher_command(launcher, plan.argv, addresses, plan.slots or 1),
+    return (launcher_command(launcher, argv, addresses, plan.slots or 1),
             (*plan.env[rank], *extra))
+
+
+def rank_log_path(path: Path, rank: int) -> Path:
+    """Where rank ``rank``'s copy of a multinode task's log is kept, given rank 0's ``path``
+    (``KEY.stdout``): ``KEY.node1.stdout`` for rank 1, and so on."""
+    return path if rank == 0 else path.with_suffix(f".node{rank}{path.suffix}")
 
 
 def _on_node(node: str, exc: Exception) -> str:
@@ -693,17 +707,23 @@ def _on_node(node: str, exc: Exception) -> str:
 
 
 def _with_addresses(plan: LaunchPlan, addresses: Sequence[str]) -> LaunchPlan:
-    """``plan`` with each rank's address, and ``FUZZ_NODES`` naming them when all have one.
+    """``plan`` with each rank's address, and ``FUZZ_NODES`` and the ``MULTINODE_*`` host
+    variables naming them when all have one.
 
     The ranks run in network namespaces of their own: the node names are of no
     use to them, their addresses are what MPI must be given.
     """
     if not addresses or not all(addresses):
         return replace(plan, addresses=tuple(addresses))
-    nodes = f"FUZZ_NODES={','.join(addresses)}"
-    env = tuple(tuple(nodes if entry.startswith("FUZZ_NODES=") else entry for entry in rank)
-                for rank in plan.env)
-    return replace(plan, addresses=tuple(addresses), env=env)
+    env = []
+    for rank, entries in enumerate(plan.env):
+        current = dict(entry.partition("=")[::2] for entry in entries)
+        slots = int(current.get("MULTINODE_TOTAL_SLOTS", "0")) // len(addresses)
+        wrapper = LAUNCH_HELPER if plan.implementation in (*LAUNCHERS, "generic") else ""
+        current.update(FUZZ_NODES=",".join(addresses),
+                       **multinode_environment(addresses, slots, rank, wrapper))
+        env.append(tuple(f"{key}={value}" for key, value in current.items()))
+    return replace(plan, addresses=tuple(addresses), env=tuple(env))
 
 
 def _with_leases(plan: LaunchPlan, leases: Sequence[str]) -> LaunchPlan:

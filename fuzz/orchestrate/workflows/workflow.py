@@ -24,6 +24,7 @@ from fuzz.orchestrate.records import (
 from fuzz.orchestrate.states import VolumeState
 from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
 from fuzz.orchestrate.workflows.jobids import JobIds
+from fuzz.orchestrate.workflows.multinode import multinode_environment
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec
@@ -194,6 +195,11 @@ def task_environment(workflow: ActiveWorkflow, task: TaskRecord, rank: int) -> t
         env.update(FUZZ_RANK=str(rank), FUZZ_NODE_COUNT=str(len(task.nodes)),
                    FUZZ_NODES=",".join(task.nodes),
                    FUZZ_MPI_IMPLEMENTATION=job.multinode.implementation)
+        # the nodes' names until their leases give the ranks addresses (tasks.py); one
+        # node: its ranks are all local
+        hosts = task.nodes if len(task.nodes) > 1 else ["localhost"]
+        slots = job.multinode.procs_per_node or job.resource.request().cores
+        env.update(multinode_environment(hosts, slots, rank))
     return tuple(f"{key}={value}" for key, value in env.items())
 
 
@@ -213,6 +219,7 @@ def launch_plan(
         credentials=credentials,
         request=job.resource.request(),
         argv=tuple(job.argv()),
+        expand_args=job.multinode is not None and job.script is None,
         env=tuple(task_environment(workflow, task, rank) for rank in range(len(task.nodes))),
         cwd=job.cwd or "",
         mounts=tuple((workflow.volumes[name].path, mount.location, False)
