@@ -68,6 +68,7 @@ bench: setup
 	$(PY) bench/offering_choice.py
 	$(PY) bench/port_forward.py
 	$(PY) bench/chaos.py
+	$(PY) bench/mpi.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) fuzz/api/*_pb2*.py

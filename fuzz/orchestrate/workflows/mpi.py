@@ -77,7 +77,8 @@ def launcher_environment(launcher: str) -> dict[str, str]:
         "PRTE_MCA_plm_ssh_agent": LAUNCH_HELPER,  # Open MPI 5 (PRRTE)
         "OMPI_MCA_plm_rsh_no_tree_spawn": "1",  # every daemon from rank 0: no hop via a daemon
         "PRTE_MCA_plm_ssh_no_tree_spawn": "1",
-        # containers have no ptrace (seccomp): no cross-memory-attach between local ranks
+        # cross-memory attach between a node's ranks needs ptrace rights over each other
+        # (Yama's ptrace_scope may refuse them): copy through shared memory instead
         "OMPI_MCA_btl_vader_single_copy_mechanism": "none",
         "OMPI_MCA_btl_sm_single_copy_mechanism": "none",
     }
