@@ -285,7 +285,7 @@ jobs:
   ranks:
     image: {{uri: {busybox_image.reference}}}
     script: for i in $(seq 1 {LINES}); do echo "rank $FUZZ_RANK $i"; sleep 0.2; done
-    multinode: {{nodes: 2, implementation: openmpi}}
+    multinode: {{nodes: 2, implementation: generic}}
 """
     with _cluster(tmp_path, busybox_image, 2, "60s") as cluster:
         cluster.start("ranks", fuzzfile)

@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from operator import methodcaller
 from pathlib import Path
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 LEASE_TTL = 600.0
 WAIT_SLICE = 15.0
 STREAMS = ("stdout", "stderr")
+START_PARALLELISM = 16  # a multinode task's ranks pulled and started at once
 MPI_GRACE = 5.0  # seconds an MPI job's other ranks have to stop once one has ended
 MPI_STOP_WAIT = MPI_GRACE + 10.0  # the longest wait for them before cleaning up
 ENDED = ("exited", "failed")  # container states with an outcome
@@ -233,17 +235,23 @@ class TaskExecutor:
                 self.launch_tokens.revoke(plan.launch_token)
 
     def _start_and_supervise(self, plan: LaunchPlan) -> None:
+        """Pull and start every rank, then supervise them.
+
+        The ranks of a multinode task are pulled and started side by side (at most
+        :data:`START_PARALLELISM` at once): a 32-node job must not pull 32 times in a
+        row. An MPI job's rank 0, its launcher, starts once all the others run.
+        """
         started: dict[int, ContainerStatus] = {}
-        order = [*range(1, len(plan.nodes)), 0] if plan.launch_token else range(len(plan.nodes))
+        count = len(plan.nodes)
+        waves = [range(1, count), [0]] if plan.launch_token else [range(count)]
         try:
-            for rank in order:
-                if not self._pull(plan, plan.nodes[rank]):
-                    self._abandon(plan)
-                    self._events.finished(plan.workflow_id, plan.key,
-                                          Outcome(TaskState.FAILED, 0,
-                                                  f"image {plan.image}: pull failed"))
-                    return
-                started[rank] = self._start(plan, rank)
+            for wave in waves:
+                started.update(self._start_ranks(plan, wave))
+        except _PullFailedError:
+            self._abandon(plan)
+            self._events.finished(plan.workflow_id, plan.key, Outcome(
+                TaskState.FAILED, 0, f"image {plan.image}: pull failed"))
+            return
         except AgentResourceExhaustedError as exc:  # a one-node start found its node full
             self._nodes.refused(plan.nodes[0])
             self._events.requeue(plan.workflow_id, plan.key, str(exc))
@@ -253,11 +261,31 @@ class TaskExecutor:
             self._events.finished(plan.workflow_id, plan.key,
                                   Outcome(TaskState.FAILED, 0, str(exc)))
             return
-        statuses = [started[rank] for rank in range(len(plan.nodes))]
+        statuses = [started[rank] for rank in range(count)]
         if not plan.leases:
             plan = _with_leases(plan, [status.lease_id for status in statuses])
         self._events.running(plan.workflow_id, plan.key, plan.leases)
         self._supervise(plan, statuses)
+
+    def _start_ranks(self, plan: LaunchPlan, ranks: Sequence[int]
+                     ) -> dict[int, ContainerStatus]:
+        """Pull and start ``ranks`` side by side; the first failure is raised once all
+        have finished trying (what started is removed by the caller's abandon)."""
+        def one(rank: int) -> ContainerStatus:
+            if not self._pull(plan, plan.nodes[rank]):
+                raise _PullFailedError(plan.image)
+            return self._start(plan, rank)
+
+        if len(ranks) <= 1:
+            return {rank: one(rank) for rank in ranks}
+        with ThreadPoolExecutor(min(len(ranks), START_PARALLELISM),
+                                thread_name_prefix="rank-start") as pool:
+            futures = {rank: pool.submit(one, rank) for rank in ranks}
+        for future in futures.values():
+            failure = future.exception()
+            if failure is not None:
+                raise failure
+        return {rank: future.result() for rank, future in futures.items()}
 
     def _start(self, plan: LaunchPlan, rank: int) -> ContainerStatus:
         """Start rank ``rank``'s container, or find it started.
@@ -699,6 +727,10 @@ def rank_log_path(path: Path, rank: int) -> Path:
     """Where rank ``rank``'s copy of a multinode task's log is kept, given rank 0's ``path``
     (``KEY.stdout``): ``KEY.node1.stdout`` for rank 1, and so on."""
     return path if rank == 0 else path.with_suffix(f".node{rank}{path.suffix}")
+
+
+class _PullFailedError(Exception):
+    """A rank's image could not be pulled (already reported through TaskEvents)."""
 
 
 def _on_node(node: str, exc: Exception) -> str:
