@@ -225,3 +225,15 @@ def test_a_rank_whose_node_dies_fails_the_job_at_once_and_leaves_nothing(
                 except FuzzError:  # not answering yet
                     return False
             wait_until(f"{victim}'s leftovers to be swept", cleaned, timeout=90)
+
+
+def test_gasnet_fails_at_start_in_one_sentence_rather_than_running_copies(
+        cluster: LocalCluster, mpi_image: PushedImage) -> None:
+    fuzzfile = "version: v1\njobs:\n" + _mpi_job(mpi_image, "upc", "[hello]", nodes=2).replace(
+        "implementation: openmpi", "implementation: gasnet")
+    cluster.start("gasnet", fuzzfile)
+    status = cluster.wait("gasnet", timeout=120)
+    assert status["state"] == "FAILED", dump(status)
+    assert tasks_by_key(status)["upc"]["error"].startswith(
+        "multinode implementation gasnet is not supported by fuzz yet"), dump(status)
+    assert "hello" not in cluster.fuzz("workflow", "log", "gasnet", "upc").out
