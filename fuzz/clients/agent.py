@@ -190,6 +190,7 @@ class AgentClient(GrpcClient):
         peers: Sequence[str] = (),
         launch_token: str = "",
         hostname: str = "",
+        hosts: Sequence[str] = (),
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
 
@@ -197,7 +198,8 @@ class AgentClient(GrpcClient):
         ``lease_ttl`` seconds) and start under it in one call: the returned status
         names the lease. ``mounts`` are (host source, destination, read only) triples;
         ``peers`` the addresses of the other containers of its multinode job (from
-        their leases), which it may reach. ``log_limit_bytes``: what is kept of each of
+        their leases), which it may reach; ``hosts`` its /etc/hosts lines
+        (``ADDRESS NAME``) for them. ``log_limit_bytes``: what is kept of each of
         stdout and stderr (0: all). ``launch_token``: an MPI job's, for its launch
         socket (docs/security.md, "MPI without SSH"); ``hostname``: the container's.
         """
@@ -208,7 +210,8 @@ class AgentClient(GrpcClient):
             mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
                     for s, d, ro in mounts],
             lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
-            peers=list(peers), launch_token=launch_token, hostname=hostname,
+            peers=list(peers), hosts=list(hosts), launch_token=launch_token,
+            hostname=hostname,
         )
         reply: substrate_pb2.ContainerStatus = self._call(
             self._stub.StartContainer, request, call_timeout or max(self.timeout, 300.0))

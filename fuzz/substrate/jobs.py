@@ -87,6 +87,7 @@ class JobRequest:
     peers: tuple[str, ...] = ()  # its multinode job's other containers (their addresses)
     launch_token: str = ""  # an MPI job's: the container gets the launch socket
     hostname: str = ""  # the container's; empty: "job"
+    hosts: tuple[str, ...] = ()  # its /etc/hosts lines for its multinode job's ranks
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ class JobRunner:
                 log_limit_bytes=request.log_limit_bytes,
                 peers=request.peers,
                 hostname=request.hostname or "job",
+                hosts=request.hosts,
             )
             with self._lock:
                 self._records[request.id] = JobRecord(image.digest, lease.id)

@@ -11,7 +11,8 @@ turns the root filesystem into one layer.
 A build takes a minute or so and needs the Debian mirror; its layout is kept under
 :func:`cache_root` in a folder named by a hash of everything that goes into it
 (suite, packages, build steps, sources), so later runs reuse it. A file lock per
-flavor makes concurrent callers (pytest-xdist workers) build it once.
+flavor makes concurrent callers (pytest-xdist workers) build it once. Entries are
+never removed here (about 70 MB each): delete the folder when no tests run.
 """
 
 from __future__ import annotations
@@ -135,11 +136,8 @@ def mpi_layout(flavor: str, sources: Path, cache: Path | None = None) -> MpiLayo
     entry = cache / f"{flavor}-{key[:16]}"
     with _locked(cache / f"{flavor}.lock"):
         built_now = not (entry / "built.json").exists()
-        if built_now:
+        if built_now:  # older entries stay: another checkout's tests may be using one
             _build(chosen, sources, entry)
-            for stale in cache.glob(f"{flavor}-*"):
-                if stale != entry:
-                    shutil.rmtree(stale, ignore_errors=True)
     record = json.loads((entry / "built.json").read_text())
     return MpiLayout(chosen, entry / "oci", tuple(record["programs"]), record["versions"],
                      record["build_seconds"], built_now)

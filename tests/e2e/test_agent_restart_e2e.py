@@ -297,6 +297,6 @@ jobs:
             status = cluster.wait("ranks")
         assert status["state"] == "SUCCEEDED", dump(status)
         assert tasks_by_key(status)["ranks"]["attempt"] == 1
-        for rank, key in ((0, "ranks"), (1, "ranks.node1")):  # each rank's log its own
-            assert _stdout(cluster, status, key) == "".join(
+        for rank, kept in enumerate(("ranks", "ranks.node1")):  # each rank's output apart
+            assert _stdout(cluster, status, kept) == "".join(
                 f"rank {rank} {i}\n" for i in range(1, LINES + 1))

@@ -27,7 +27,7 @@ jobs:
 JOB = """\
   {name}:
     image: {{uri: {image}}}
-    command: [/bin/sh, -c, "sleep 1; echo $FUZZ_RANK"]
+    command: [/bin/sh, -c, "sleep {seconds}; echo $FUZZ_RANK"]
     resource: {{cpu: {{cores: {cores}}}, memory: {{size: 32MiB}}}}
     multinode: {{nodes: 2, implementation: generic}}
 """
@@ -44,10 +44,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage
         yield running
 
 
-def jobs(image: PushedImage, *names: str) -> str:
-    """A Fuzzfile of independent 2-node jobs, each taking all of both its nodes' cores."""
-    return GANG.format(jobs="".join(JOB.format(name=name, image=image.reference, cores=CORES)
-                                    for name in names))
+def jobs(image: PushedImage, *names: str, seconds: int = 1) -> str:
+    """A Fuzzfile of independent 2-node jobs, each taking all of both its nodes' cores
+    for ``seconds`` (the first; the others one second)."""
+    return GANG.format(jobs="".join(
+        JOB.format(name=name, image=image.reference, cores=CORES,
+                   seconds=seconds if index == 0 else 1)
+        for index, name in enumerate(names)))
 
 
 def assert_one_after_the_other(cluster: LocalCluster, runs: list[tuple[str, str]]) -> None:
@@ -67,7 +70,11 @@ def assert_one_after_the_other(cluster: LocalCluster, runs: list[tuple[str, str]
 
 def test_two_two_node_jobs_on_three_nodes_both_finish(cluster: LocalCluster,
                                                       busybox_image: PushedImage) -> None:
-    cluster.start("pair", jobs(busybox_image, "first", "second"))
+    cluster.start("pair", jobs(busybox_image, "first", "second", seconds=6))
+    cluster.wait_for("pair", "first", "RUNNING")
+    waiting = tasks_by_key(cluster.status("pair"))["second"]
+    assert waiting["state"] == "QUEUED" and waiting["nodes"] == [], waiting  # holds no node
+    assert "on each of 2 nodes" in waiting["waiting_for"], waiting
     assert_one_after_the_other(cluster, [("pair", "first"), ("pair", "second")])
 
 

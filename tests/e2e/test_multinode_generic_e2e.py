@@ -5,7 +5,9 @@ A generic job's command is not wrapped: every rank runs it, with Fuzzball's
 ``MULTINODE_*`` variables in its environment and expanded in its command items.
 The tiny custom launcher here (busybox sh and nc) finds the head in the host list:
 the head connects to each peer named there and prints what it answers; each peer
-answers once. ``fuzz workflow log`` gives rank 0's output, ``--node K`` rank K's.
+answers twice, the second time to the head reaching it by its host name
+(``JOB-RANK``, in every rank's /etc/hosts). ``fuzz workflow log`` gives rank 0's
+output, ``--node K`` rank K's.
 Real ``fuzz server``, two real local agents, real runc containers on job networks.
 """
 
@@ -26,7 +28,7 @@ hosts=$1; me=$2; total=$3
 set -- $(echo "$hosts" | tr , ' ')
 if [ "$me" != "$1" ]; then
   echo "peer $me of $total slots"
-  echo "hello from $me" | nc -l -p 7000
+  for answer in 1 2; do echo "hello from $me" | nc -l -p 7000; done
   exit
 fi
 shift
@@ -37,6 +39,11 @@ for peer in "$@"; do
   done
   echo "head $me got: $reply"
 done
+tries=0
+until reply=$(nc custom-1 7000 </dev/null) && [ -n "$reply" ]; do
+  tries=$((tries + 1)); [ "$tries" -lt 300 ] || exit 4; sleep 0.2
+done
+echo "custom-1 by name: $reply"
 echo "hostlist=$MULTINODE_HOSTLIST total=$MULTINODE_TOTAL_SLOTS"
 """
 GENERIC = """\
@@ -72,13 +79,16 @@ def test_a_custom_launcher_reaches_its_peer_through_the_host_list(
 
     head = cluster.ok("workflow", "log", "generic", "custom").out
     found = re.fullmatch(r"head (\S+) got: hello from (\S+)\n"
+                         r"custom-1 by name: hello from (\S+)\n"
                          r"hostlist=(\S+):1,(\S+):1 total=2\n", head)
     assert found, head
-    me, peer, first, second = found.groups()
-    assert (first, second) == (me, peer) and me != peer
+    me, peer, named, first, second = found.groups()
+    assert (first, second, named) == (me, peer, peer) and me != peer
     assert cluster.ok("workflow", "log", "generic", "custom", "--node", "0").out == head
     assert cluster.ok("workflow", "log", "generic", "custom", "--node", "1").out == \
         f"peer {peer} of 2 slots\n"
+    left = [path for folder in cluster.directory.rglob("etc-hosts") for path in folder.iterdir()]
+    assert left == []  # each rank's /etc/hosts went with its container
     bad = cluster.fuzz("workflow", "log", "generic", "custom", "--node", "2")
     assert bad.code == 1 and "node 2" in bad.err and "2 nodes" in bad.err, bad.err
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fuzz.orchestrate.workflows.multinode import expand_multinode, multinode_environment
+from fuzz.orchestrate.workflows.multinode import (
+    expand_multinode,
+    multinode_environment,
+    rank_hosts,
+)
 from fuzz.orchestrate.workflows.tasks import rank_log_path
 
 
@@ -40,3 +44,10 @@ def test_each_rank_keeps_its_log_beside_the_first() -> None:
     assert rank_log_path(first, 3) == Path("/logs/wf/ring.node3.stdout")
     assert rank_log_path(Path("/logs/wf/sweep[2].stderr"), 1) == \
         Path("/logs/wf/sweep[2].node1.stderr")
+
+
+def test_the_ranks_are_named_after_their_task_in_etc_hosts() -> None:
+    assert rank_hosts("ring", ["10.0.0.2", "10.1.0.3"]) == ["10.0.0.2 ring-0", "10.1.0.3 ring-1"]
+    assert rank_hosts("My_Job[2]", ["10.0.0.2"]) == ["10.0.0.2 my-job-2-0"]
+    assert rank_hosts("__", ["10.0.0.2"]) == ["10.0.0.2 rank-0"]
+    assert rank_hosts("ring", ["10.0.0.2", ""]) == []  # the host network: node names resolve

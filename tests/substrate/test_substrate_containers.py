@@ -39,6 +39,7 @@ from fuzz.substrate.runtime.bundle import (
     Mount,
     cpuset_string,
     device_node,
+    hosts_file,
     oci_config,
     spec_from_json,
     spec_to_json,
@@ -154,6 +155,10 @@ def test_oci_config_for_root_devices_hooks_and_no_limits() -> None:
         {"memory_bytes": -5},
         {"timeout_seconds": 0},
         {"hostname": "bad host"},
+        {"hosts": ("ring-0 10.0.0.2",)},
+        {"hosts": ("10.0.0.2",)},
+        {"hosts": ("10.0.0.2 bad_name",)},
+        {"hosts": ("10.0.0.2 ring-0\n10.0.0.9 evil",)},
         {"devices": (DeviceNode("/dev/a", "c", 1, 3), DeviceNode("/dev/a/", "c", 1, 5))},
         {"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x/"))},
     ],
@@ -190,6 +195,17 @@ def test_mount_validation(source: str, destination: str) -> None:
 def test_device_and_hook_validation(make: Callable[[], object], message: str) -> None:
     with pytest.raises(ContainerSpecError, match=re.escape(message)):
         make()
+
+
+def test_a_rank_gets_an_etc_hosts_naming_its_job_s_ranks(tmp_path: Path) -> None:
+    spec = _spec(hosts=("10.0.0.2 ring-0", "10.1.0.5 ring-1"))
+    assert hosts_file(spec) == ("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
+                                "10.0.0.2 ring-0\n10.1.0.5 ring-1\n")
+    assert spec_from_json(spec_to_json(spec)) == spec
+    config = oci_config(spec, tmp_path / "rootfs", hosts=tmp_path / "hosts")
+    assert {"destination": "/etc/hosts", "type": "bind", "source": str(tmp_path / "hosts"),
+            "options": ["rbind", "rprivate", "nosuid", "nodev", "ro"]} in config["mounts"]
+    assert all(m["destination"] != "/etc/hosts" for m in oci_config(_spec(), "/r")["mounts"])
 
 
 def test_cpuset_string_and_spec_round_trip() -> None:

@@ -12,7 +12,8 @@ Every container of a multinode job gets what Fuzzball gives a ``generic`` one
 ``MULTINODE_RSH_WRAPPER``       HOST, no ssh), when the job's containers have one
 
 The hosts are the ranks' job-network addresses, which need no name service; on
-the host network (no job addresses) they are the nodes' names. A ``command``'s
+the host network (no job addresses) they are the nodes' names. Each rank's
+``/etc/hosts`` also names every rank ``JOB-RANK`` (:func:`rank_hosts`). A ``command``'s
 items (never a ``script``, which its shell expands itself) get ``$MULTINODE_X``
 and ``${MULTINODE_X}`` replaced by the rank's values; other ``$`` text is left as it is.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+_UNSAFE = re.compile(r"[^a-z0-9-]+")
 _REFERENCE = re.compile(r"\$(?:\{(MULTINODE_[A-Z_]+)\}|(MULTINODE_[A-Z_]+))")
 
 
@@ -41,6 +43,17 @@ def multinode_environment(hosts: Sequence[str], slots: int, rank: int,
     if wrapper:
         variables.update(MULTINODE_SSH_WRAPPER=wrapper, MULTINODE_RSH_WRAPPER=wrapper)
     return variables
+
+
+def rank_hosts(key: str, addresses: Sequence[str]) -> list[str]:
+    """The ``/etc/hosts`` lines that name task ``key``'s ranks: ``ADDRESS KEY-RANK`` each
+    (the key lower-cased, other characters than letters, digits and ``-`` made ``-``);
+    none unless every rank has an address (on the host network the nodes' own names
+    are what resolve)."""
+    if not addresses or not all(addresses):
+        return []
+    base = _UNSAFE.sub("-", key.lower()).strip("-")[:50].strip("-") or "rank"
+    return [f"{address} {base}-{rank}" for rank, address in enumerate(addresses)]
 
 
 def expand_multinode(argv: Sequence[str], env: Sequence[str]) -> tuple[str, ...]:

@@ -53,7 +53,11 @@ from fuzz.orchestrate.workflows.mpi import (
     launcher_environment,
     launcher_of,
 )
-from fuzz.orchestrate.workflows.multinode import expand_multinode, multinode_environment
+from fuzz.orchestrate.workflows.multinode import (
+    expand_multinode,
+    multinode_environment,
+    rank_hosts,
+)
 from fuzz.resources import ResourceRequest
 from fuzz.units import format_bytes
 
@@ -316,6 +320,7 @@ class TaskExecutor:
                     peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
                     launch_token=plan.launch_token,
                     hostname=plan.addresses[rank] if plan.launch_token else "",
+                    hosts=rank_hosts(plan.key, plan.addresses),
                 )
             except AgentError as exc:
                 if not transient(exc):

@@ -93,6 +93,7 @@ def job_request(message: substrate_pb2.StartContainerRequest) -> JobRequest:
         peers=tuple(message.peers),
         launch_token=message.launch_token,
         hostname=message.hostname,
+        hosts=tuple(message.hosts),
     )
 
 

@@ -232,7 +232,8 @@ class ContainerSpec:
     container gets, and ``hooks`` what runc runs around it (both from the lease's
     devices, see :mod:`fuzz.substrate.capacity.devices`). ``peers`` are the
     addresses of the other containers of its multinode job, which it may reach
-    (and be reached from) through the node's job network.
+    (and be reached from) through the node's job network; ``hosts`` are lines
+    (``ADDRESS NAME [ALIAS...]``) its ``/etc/hosts`` gets after localhost's.
     """
 
     id: str
@@ -252,9 +253,12 @@ class ContainerSpec:
     stop_grace_seconds: float = 10.0
     log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
     peers: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
+        for line in self.hosts:
+            _check_hosts_line(line)
         for peer in self.peers:
             try:
                 ipaddress.IPv4Address(peer)
@@ -300,6 +304,23 @@ class ContainerSpec:
             raise ContainerSpecError(f"container {self.id}: two mounts share a destination")
 
 
+def _check_hosts_line(line: str) -> None:
+    """An ``/etc/hosts`` line: an IP address, then one or more valid host names."""
+    words = line.split(" ") if isinstance(line, str) else []
+    try:
+        ipaddress.ip_address(words[0] if words else "")
+    except ValueError:
+        raise ContainerSpecError(f"hosts line {line!r} must begin with an IP address") from None
+    if len(words) < 2 or not all(HOSTNAME_PATTERN.fullmatch(word) for word in words[1:]):
+        raise ContainerSpecError(f"hosts line {line!r}: its names must be valid host names")
+
+
+def hosts_file(spec: ContainerSpec) -> str:
+    """The text of ``spec``'s ``/etc/hosts``: localhost, then ``spec.hosts``."""
+    return "\n".join(("127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback",
+                      *spec.hosts)) + "\n"
+
+
 def cpuset_string(cpus: Sequence[int]) -> str:
     """Render CPU ids as a cpuset list: ``(0, 2, 3, 4)`` -> ``"0,2-4"``."""
     parts: list[str] = []
@@ -338,6 +359,7 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         "stop_grace_seconds": spec.stop_grace_seconds,
         "log_limit_bytes": spec.log_limit_bytes,
         "peers": list(spec.peers),
+        "hosts": list(spec.hosts),
     }
 
 
@@ -368,6 +390,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
             stop_grace_seconds=data.get("stop_grace_seconds", 10.0),
             log_limit_bytes=data.get("log_limit_bytes", 0),
             peers=tuple(data.get("peers", ())),
+            hosts=tuple(data.get("hosts", ())),
         )
     except (KeyError, TypeError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None
@@ -433,7 +456,7 @@ def _hooks(hooks: Sequence[Hook]) -> dict[str, list[dict[str, Any]]]:
 
 def oci_config(
     spec: ContainerSpec, rootfs_path: str | Path, nofile: int = NOFILE_LIMIT,
-    network: JobNamespace | None = None,
+    network: JobNamespace | None = None, hosts: Path | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime ``config.json`` for ``spec``, rooted at ``rootfs_path``.
 
@@ -442,7 +465,8 @@ def oci_config(
     runc cannot raise it above the agent's own hard limit without
     CAP_SYS_RESOURCE). With ``network`` the job joins that network namespace and
     gets its resolv.conf (read-only); without, it keeps the host's network
-    namespace (an admin's opt-in). A ``PATH`` is added to its env when it has none.
+    namespace (an admin's opt-in). ``hosts``: a file (:func:`hosts_file`) bound on its
+    ``/etc/hosts`` (read-only). A ``PATH`` is added to its env when it has none.
     Each of ``spec.devices`` is made in the container and allowed (with its
     permissions) in the devices cgroup, and ``spec.hooks`` become the config's ``hooks``.
     """
@@ -512,6 +536,9 @@ def oci_config(
     if network is not None:
         config["linux"]["namespaces"].append({"type": "network", "path": network.netns})
         config["mounts"].append(_mount("/etc/resolv.conf", "bind", str(network.resolv_conf),
+                                       ["rbind", "rprivate", "nosuid", "nodev", "ro"]))
+    if hosts is not None:
+        config["mounts"].append(_mount("/etc/hosts", "bind", str(hosts),
                                        ["rbind", "rprivate", "nosuid", "nodev", "ro"]))
     if spec.hooks:
         config["hooks"] = _hooks(spec.hooks)

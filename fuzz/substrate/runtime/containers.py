@@ -72,6 +72,7 @@ from fuzz.substrate.runtime.bundle import (
     NOFILE_LIMIT,
     ContainerSpec,
     JobNamespace,
+    hosts_file,
     oci_config,
     spec_from_json,
     spec_to_json,
@@ -88,6 +89,7 @@ State = Literal["starting", "running", "exited", "failed"]
 LOG_CHUNK = 64 * 1024
 SLOW_POLL = 0.05  # while another thread's start of the container is under way
 WANTED_POLL = 1.0  # how often a wait asks whether it is still wanted
+HOSTS_DIR = "etc-hosts"  # in the state dir: the /etc/hosts of each multinode job's rank
 
 
 class ContainerError(FuzzError):
@@ -238,7 +240,8 @@ class ContainerManager:
             self._state_dir_made = True
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
-        config = oci_config(spec, directory / ROOTFS_DIR, nofile, self._job_network(directory))
+        config = oci_config(spec, directory / ROOTFS_DIR, nofile, self._job_network(directory),
+                            self._hosts_file(spec))
         request = {
             "op": "start",
             "id": spec.id,
@@ -275,6 +278,18 @@ class ContainerManager:
         if self.network.host:
             return None
         return JobNamespace(netns_path(directory), self.state_dir / RESOLV_FILE)
+
+    def _hosts_file(self, spec: ContainerSpec) -> Path | None:
+        """Write the container's /etc/hosts when it has lines of its own (its multinode
+        job's ranks); None: it keeps its image's. In the state dir, as resolv.conf is:
+        the container directory is the monitor's to make."""
+        if not spec.hosts:
+            return None
+        path = self.state_dir / HOSTS_DIR / spec.id
+        path.parent.mkdir(mode=0o755, exist_ok=True)
+        path.write_text(hosts_file(spec))
+        path.chmod(0o644)
+        return path
 
     def reserve_address(self, container_id: str) -> str | None:
         """The address container ``container_id`` will have once started (None: host network).
@@ -507,6 +522,7 @@ class ContainerManager:
                 f"container {container_id} still has mounts ({mounted[0]}); not removing it"
             )
         shutil.rmtree(directory)
+        (self.state_dir / HOSTS_DIR / container_id).unlink(missing_ok=True)
 
     def shutdown_monitor(self, timeout: float = START_TIMEOUT, grace: float | None = None
                          ) -> None:
