@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FUZZ := $(VENV)/bin/fuzz
 STAMPS := .stamps
-APT_PACKAGES := python3-venv python3-dev runc skopeo umoci busybox-static docker-registry postgresql iptables iproute2 squashfs-tools siftool mmdebstrap
+APT_PACKAGES := python3-venv python3-dev runc skopeo umoci busybox-static docker-registry postgresql iptables iproute2 squashfs-tools siftool mmdebstrap gcc libc6-dev openmpi-bin
 DISTRIBUTIONS := . state providers/aws providers/gcp providers/azure providers/baremetal
 # fuzz-state's backends, as extras (the default local backend is in fuzz itself)
 STATE_EXTRAS := s3,postgres
@@ -13,9 +13,18 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
 PROTOS := $(wildcard fuzz/api/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 
-.PHONY: setup system-packages venv proto demo demo-destroy test lint bench clean
+.PHONY: setup system-packages venv proto launch-helper demo demo-destroy test lint bench clean
 
-setup: system-packages venv proto
+setup: system-packages venv proto launch-helper
+
+# The launch helper bind-mounted into multinode jobs' containers (fuzz/substrate/launch/):
+# static, since the image's libc is unknown.
+LAUNCH_HELPER := fuzz/substrate/launch/bin/fuzz-launch
+launch-helper: $(LAUNCH_HELPER)
+
+$(LAUNCH_HELPER): fuzz/substrate/launch/fuzz-launch.c
+	@mkdir -p $(@D)
+	gcc -static -Os -s -Wall -Wextra -Werror -o $@ $<
 
 system-packages:
 	@scripts/install-system-packages.sh $(APT_PACKAGES)
@@ -63,6 +72,7 @@ bench: setup
 	$(PY) bench/port_forward.py
 	$(PY) bench/chaos.py
 	$(PY) bench/fuzzfile_validate.py
+	$(PY) bench/mpi.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) fuzz/api/*_pb2*.py

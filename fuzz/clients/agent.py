@@ -195,6 +195,8 @@ class AgentClient(GrpcClient):
         log_limit_bytes: int = 0,
         peers: Sequence[str] = (),
         files: Sequence[tuple[str, bytes]] = (),
+        launch_token: str = "",
+        hostname: str = "",
         hosts: Sequence[str] = (),
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
@@ -206,7 +208,8 @@ class AgentClient(GrpcClient):
         their leases), which it may reach; ``hosts`` its /etc/hosts lines
         (``ADDRESS NAME``) for them. ``log_limit_bytes``: what is kept of each of
         stdout and stderr (0: all). ``files`` are (path in the container, content) pairs,
-        placed there read-only.
+        placed there read-only. ``launch_token``: an MPI job's, for its launch
+        socket (docs/security.md, "MPI without SSH"); ``hostname``: the container's.
         """
         request = substrate_pb2.StartContainerRequest(
             id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
@@ -215,7 +218,8 @@ class AgentClient(GrpcClient):
             mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
                     for s, d, ro in mounts],
             lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
-            peers=list(peers), hosts=list(hosts),
+            peers=list(peers), hosts=list(hosts), launch_token=launch_token,
+            hostname=hostname,
             files=[substrate_pb2.ContainerFile(path=path, content=content)
                    for path, content in files],
         )

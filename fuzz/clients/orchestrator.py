@@ -225,6 +225,15 @@ class OrchestratorClient(GrpcClient):
         call: DuplexCall[substrate_pb2.ExecOutput] = self._duplex(self._stub.Exec, requests)
         return call
 
+    def launch_exec(self, requests: Iterator[pb.LaunchExecRequest]
+                    ) -> DuplexCall[substrate_pb2.ExecOutput]:
+        """Start an MPI launcher's daemon in a container of its job: the first request
+        carries the job's launch token, the host and ``start``; the end of ``requests``
+        closes the process's stdin."""
+        call: DuplexCall[substrate_pb2.ExecOutput] = self._duplex(self._stub.LaunchExec,
+                                                                  requests)
+        return call
+
     def port_forward(self, requests: Iterator[pb.PortForwardRequest | bytes]
                      ) -> DuplexCall[Frame]:
         """Relay one TCP connection to a port of a running task: the first request names it

@@ -56,7 +56,7 @@ from fuzz.orchestrate.service import (
     add_orchestrator_service,
 )
 from fuzz.orchestrate.store import Store
-from fuzz.orchestrate.streams import StreamLimiter, server_workers
+from fuzz.orchestrate.streams import LAUNCH_METHOD, StreamLimiter, server_workers
 from fuzz.orchestrate.transfer.host_roots import HostRootError, HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.orchestrate.workflows.base import RunnerSettings
@@ -234,7 +234,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         running = start_server(
             settings.listen, authz.token_problem, register, SERVICE_NAME,
             tls=tls.files if tls else None,
-            open_methods=(REGISTER_METHOD, ENROLL_METHOD, LOGIN_METHOD),
+            open_methods=(REGISTER_METHOD, ENROLL_METHOD, LOGIN_METHOD, LAUNCH_METHOD),
             # watches, followed logs, execs and forwarded connections hold a worker each
             # while they last: capped, with workers kept for heartbeats (see streams.py)
             max_workers=server_workers(settings.limits),

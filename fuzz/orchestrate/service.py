@@ -62,6 +62,7 @@ from fuzz.orchestrate.workflows.base import (
     WorkflowSnapshot,
 )
 from fuzz.orchestrate.workflows.loop import Runner
+from fuzz.orchestrate.workflows.mpi import LaunchTokenError, UnknownHostError, remote_command
 from fuzz.orchestrate.workflows.tasks import rank_log_path
 from fuzz.orchestrate.workflows.workflow import (
     HostPathError,
@@ -554,6 +555,32 @@ class OrchestratorService:
         rest = (r if isinstance(r, bytes) else r.frame.SerializeToString()
                 for r in request_iterator)
         yield from relay_port_forward(task, first.frame, rest, context)
+
+    def LaunchExec(self, request_iterator: Iterator[pb.LaunchExecRequest],
+                   context: grpc.ServicerContext) -> Iterator[substrate_pb2.ExecOutput]:
+        """Start an MPI launcher's daemon in a container of its own job (no SSH).
+
+        Open to any caller (no bearer token): the job's launch token in the first
+        message is the credential, and reaches only that attempt's containers. The
+        command runs as ssh would run it, through the container's /bin/sh.
+        """
+        first = next(request_iterator, None)
+        if first is None or first.input.WhichOneof("input") != "start":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be start")
+        try:
+            target = self._runner.launch_target(first.token)
+            rank = target.rank_of(first.host)
+            agent = self._nodes.client(target.nodes[rank])
+        except LaunchTokenError as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except UnknownHostError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        start = substrate_pb2.ExecInput()
+        start.start.args[:] = remote_command(first.input.start.args)
+        yield from relay_exec(LiveTask(agent, target.containers[rank]), start,
+                              (r.input for r in request_iterator), context)
 
     def _live_task(self, context: grpc.ServicerContext, action: str, owner: str,
                    workflow: str, task: str) -> LiveTask:

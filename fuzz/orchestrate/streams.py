@@ -35,6 +35,10 @@ RESERVED_WORKERS = 64
 UserOf = Callable[[str], str | None]
 """The user a bearer token belongs to, None when it is not accepted."""
 
+LAUNCH_METHOD = "/fuzz.orchestrator.v1.Orchestrator/LaunchExec"
+"""An MPI job's remote starts: one per node of the job, for as long as it runs, so they
+count in ``streams_total`` only (a 128-node job needs 127), under the name ``launch``."""
+
 
 def server_workers(limits: LimitsSpec) -> int:
     """The worker threads a server needs: every allowed stream, plus the reserve."""
@@ -64,7 +68,8 @@ class StreamLimiter(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None or not handler.response_streaming:
             return handler
         token, _ = presented_token(handler_call_details.invocation_metadata or ())
-        user = self._user_of(token) or "-"
+        launch = handler_call_details.method == LAUNCH_METHOD
+        user = "launch" if launch else self._user_of(token) or "-"
         if handler.unary_stream is not None:
             unary = handler.unary_stream
 
@@ -96,7 +101,7 @@ class StreamLimiter(grpc.ServerInterceptor):  # type: ignore[type-arg]
         with self._lock:
             mine = self._open.get(user, 0)
             problem = None
-            if mine >= self._per_user:
+            if mine >= self._per_user and user != "launch":
                 problem = (f"{user} has {mine} long-lived calls open (watches, followed logs, "
                            "exec, port-forward), the most one user may "
                            "(orchestrator.limits.streams_per_user): end one and try again")

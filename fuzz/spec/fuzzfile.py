@@ -216,10 +216,14 @@ class MultinodeSpec(FuzzfileModel):
     """An MPI (or GASNet) job across ``nodes`` nodes; ``resource`` is per node.
 
     ``generic`` wraps nothing: the job's own launcher reads the ``MULTINODE_*`` variables.
+    ``ompi`` is Fuzzball's other spelling of ``openmpi``. ``procs-per-node``: MPI
+    processes per node (default: the cores each node's container is given).
     """
 
     nodes: int = Field(ge=1)
-    implementation: Literal["openmpi", "mpich", "gasnet", "generic"]
+    implementation: Literal["openmpi", "ompi", "mpich", "gasnet", "generic"]
+    procs_per_node: int | None = Field(
+        default=None, ge=1, validation_alias=AliasChoices("procs-per-node", "procsPerNode"))
 
 
 class TaskArraySpec(FuzzfileModel):

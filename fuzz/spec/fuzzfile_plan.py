@@ -81,7 +81,8 @@ def _container_plan(name: str, item: ContainerSpec) -> Plan:
         "dependencies": [{"name": other, "condition": condition}
                          for other, condition in item.dependencies()],
         "multinode": None if item.multinode is None else {
-            "nodes": item.multinode.nodes, "implementation": item.multinode.implementation},
+            "nodes": item.multinode.nodes, "implementation": item.multinode.implementation,
+            "procs_per_node": item.multinode.procs_per_node},
     }
 
 

@@ -26,6 +26,7 @@ from fuzz.substrate.capacity.leases import LeaseBook, LeaseNotFound
 from fuzz.substrate.images.layout import ImageConfig
 from fuzz.substrate.images.reference import Credentials
 from fuzz.substrate.images.store import ImageStore
+from fuzz.substrate.launch.sockets import MOUNT_POINT, LaunchSockets, OrchestratorLink
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.runtime.bundle import ContainerFile, ContainerSpec, Mount, merge_env
 from fuzz.substrate.runtime.containers import ContainerManager, ContainerStatus
@@ -33,6 +34,7 @@ from fuzz.substrate.runtime.containers import ContainerManager, ContainerStatus
 NOBODY = 65534
 JOBS_FILE = "jobs.json"
 IMAGES_DIR = "images"
+LAUNCH_DIR = "launch"
 DEFAULT_IMAGE_CACHE_BYTES = 10 * 2**30
 
 
@@ -46,13 +48,15 @@ class JobSettings:
     insecure_registries: tuple[str, ...] = ()
     cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS
     network: JobNetwork = field(default_factory=lambda: JobNetwork.parse(AUTO))
+    orchestrator: OrchestratorLink | None = None  # where MPI jobs' launch sockets relay to
 
     def open_runner(self, book: Callable[[], LeaseBook]) -> JobRunner:
         """The node's job runner, with its image store and container manager."""
         images = ImageStore(self.state_dir / IMAGES_DIR, self.image_cache_bytes,
                             insecure_registries=self.insecure_registries)
         return JobRunner(self.state_dir, book, images,
-                         ContainerManager(self.state_dir, network=self.network), self.cdi_dirs)
+                         ContainerManager(self.state_dir, network=self.network), self.cdi_dirs,
+                         LaunchSockets(self.state_dir / LAUNCH_DIR, self.orchestrator))
 
 
 class JobPermissionError(FuzzError):
@@ -82,6 +86,8 @@ class JobRequest:
     log_limit_bytes: int = 0  # of each of stdout and stderr; 0: unlimited
     peers: tuple[str, ...] = ()  # its multinode job's other containers (their addresses)
     files: tuple[ContainerFile, ...] = ()  # placed in the container, read-only
+    launch_token: str = ""  # an MPI job's: the container gets the launch socket
+    hostname: str = ""  # the container's; empty: "job"
     hosts: tuple[str, ...] = ()  # its /etc/hosts lines for its multinode job's ranks
 
 
@@ -132,8 +138,10 @@ class JobRunner:
         images: ImageStore,
         containers: ContainerManager,
         cdi_dirs: Sequence[Path] = DEFAULT_CDI_DIRS,
+        launch: LaunchSockets | None = None,
     ) -> None:
         self._path = state_dir / JOBS_FILE
+        self._launch = launch or LaunchSockets(state_dir / LAUNCH_DIR, None)
         self._book = book
         self.images = images
         self.containers = containers
@@ -181,7 +189,8 @@ class JobRunner:
         """Run ``request``'s container under its lease; returns once it runs (or failed).
 
         The lease's devices are resolved first (CdiError when the node's CDI specs
-        are invalid or lack one), then the image is pulled.
+        are invalid or lack one), then the image is pulled. An MPI job's container
+        (``launch_token``) gets its launch socket and helper at ``/.fuzz-launch``.
         """
         book = self._book()
         lease = book.get(request.lease_id)
@@ -193,6 +202,10 @@ class JobRunner:
         nodes = tuple(node.resolve() for node in devices.nodes)
         image = self.images.pull(request.image, request.credentials, acquire=True)
         try:
+            mounts = request.mounts + devices.mounts
+            if request.launch_token:
+                launch = self._launch.open(request.id, request.launch_token)
+                mounts += (Mount(launch, MOUNT_POINT, True),)
             spec = ContainerSpec(
                 id=request.id,
                 rootfs=image.rootfs,
@@ -203,7 +216,7 @@ class JobRunner:
                 gid=gid,
                 cpus=lease.host_cpus,
                 memory_bytes=lease.memory_bytes,
-                mounts=request.mounts + devices.mounts,
+                mounts=mounts,
                 timeout_seconds=request.timeout_seconds,
                 devices=nodes,
                 hooks=devices.hooks,
@@ -211,6 +224,7 @@ class JobRunner:
                 log_limit_bytes=request.log_limit_bytes,
                 peers=request.peers,
                 files=request.files,
+                hostname=request.hostname or "job",
                 hosts=request.hosts,
             )
             with self._lock:
@@ -218,6 +232,7 @@ class JobRunner:
                 self._save()
             status = self.containers.start(spec)
         except BaseException:
+            self._launch.close(request.id)
             self.images.release(image.digest)
             with self._lock:
                 if self._records.pop(request.id, None) is not None:
@@ -263,6 +278,7 @@ class JobRunner:
     def remove(self, job_id: str) -> None:
         """Forget a finished job: its container dir and its record."""
         self.containers.remove(job_id)
+        self._launch.close(job_id)
         self._release_image(job_id)
         with self._lock:
             self._records.pop(job_id, None)

@@ -51,6 +51,7 @@ from fuzz.substrate.capacity.leases import (
 from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
 from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
 from fuzz.substrate.join import JoinSettings, keep_registered
+from fuzz.substrate.launch.sockets import OrchestratorLink
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.rpc.access import AccessRpcs
 from fuzz.substrate.rpc.jobs import JobRpcs, abort_for
@@ -401,8 +402,10 @@ def serve(
         started_at = datetime.now(UTC)
         service = SubstrateService(
             read_node_id(state_dir), labels, started_at, reader, state_dir / LEASES_FILE,
-            job_settings=JobSettings(state_dir, image_cache_bytes, insecure_registries,
-                                     cdi_dirs, job_network or JobNetwork.parse(AUTO)),
+            job_settings=JobSettings(
+                state_dir, image_cache_bytes, insecure_registries, cdi_dirs,
+                job_network or JobNetwork.parse(AUTO),
+                OrchestratorLink(join.orchestrator, join.ca_pem) if join is not None else None),
         )
         running = start_server(
             listen, shared_token(token),

@@ -71,7 +71,7 @@ jobs:
     image: {{uri: {busybox_image.reference}}}
     script: {json.dumps(script)}
     mounts: {{results: {{location: /results}}}}
-    multinode: {{nodes: 2, implementation: openmpi}}
+    multinode: {{nodes: 2, implementation: generic}}
     policy: {{timeout: {{execute: 2m}}}}
 """
     cluster.start("mpi-net", fuzzfile)

@@ -241,7 +241,7 @@ jobs:
     image: {{uri: {busybox_image.reference}}}
     script: echo "rank $FUZZ_RANK of $FUZZ_NODE_COUNT" > /results/rank-$FUZZ_RANK
     mounts: {{results: {{location: /results}}}}
-    multinode: {{nodes: 2, implementation: openmpi}}
+    multinode: {{nodes: 2, implementation: generic}}
     requires: [sweep]
   whole-node:
     image: {{uri: {busybox_image.reference}}}

@@ -241,8 +241,10 @@ JOB_PROBLEMS = [
     ('command: ["true"]\nmultinode: {nodes: 0, implementation: openmpi}\n',
      "wf.yaml:9:24: jobs.a.multinode.nodes: must be >= 1"),
     ('command: ["true"]\nmultinode: {nodes: 2, implementation: mvapich}\n',
-     "wf.yaml:9:43: jobs.a.multinode.implementation: must be 'openmpi', 'mpich', 'gasnet' or "
-     "'generic'"),
+     "wf.yaml:9:43: jobs.a.multinode.implementation: must be 'openmpi', 'ompi', 'mpich', "
+     "'gasnet' or 'generic'"),
+    ('command: ["true"]\nmultinode: {nodes: 2, implementation: mpich, procs-per-node: 0}\n',
+     "wf.yaml:9:66: jobs.a.multinode.procs-per-node: must be >= 1"),
     ('command: ["true"]\ntask-array: {start: 5, end: 4}\n',
      "wf.yaml:9:33: jobs.a.task-array.end: must be >= start (5)"),
     ('command: ["true"]\ntask-array: {start: 1, end: 4, concurrency: 0}\n',

@@ -32,10 +32,7 @@ from tests.fuzzfiles.corpus import (
 FILES = corpus_files()
 VALID = [file for file in FILES if file.kind == "valid"]
 
-KNOWN_GAPS = {
-    "v1/multinode-ompi-generic.yaml":
-        "issue 17 (branch f17-launch): implementation ompi and generic, procs-per-node",
-}
+KNOWN_GAPS: dict[str, str] = {}
 """Files the reference says are valid that the code refuses today, and who fixes them.
 Strict: when one starts passing, the test fails until it leaves this table (then run
 ``python -m tests.fuzzfiles.regen NAME`` for its expectation)."""

@@ -36,7 +36,8 @@ def test_plan_of_the_every_field_example() -> None:
     assert ufs["resource"] == {
         "cores": 32, "affinity": "NUMA", "memory_bytes": 64 * 10**9, "devices": {},
         "exclusive": True, "sockets": 2, "threads": False, "annotations": {}}
-    assert ufs["multinode"] == {"nodes": 128, "implementation": "openmpi"}
+    assert ufs["multinode"] == {"nodes": 128, "implementation": "openmpi",
+                                "procs_per_node": None}
     assert ufs["dependencies"] == [{"name": "untar", "condition": "SUCCEEDED"}]
     assert ncl["argv"] == ["/.fuzz/script"]  # run by its #! line
     assert ncl["files"]["/.fuzz/script"].startswith("#!/bin/sh\nncl")

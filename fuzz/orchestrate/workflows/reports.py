@@ -20,6 +20,7 @@ from fuzz.orchestrate.records import (
 )
 from fuzz.orchestrate.states import ImageState, TaskState, VolumeState
 from fuzz.orchestrate.workflows.base import RunnerBase, WorkflowNotFoundError, WorkflowSnapshot
+from fuzz.orchestrate.workflows.mpi import LaunchTarget
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, launch_plan
 from fuzz.scheduler.offerings import QueuedJob
@@ -85,6 +86,11 @@ class ReportSteps(RunnerBase):
             if workflow is None:
                 return None
             return workflow.plans.get(key)
+
+    def launch_target(self, token: str) -> LaunchTarget:
+        """The containers an MPI job's launch ``token`` may start processes in
+        (LaunchTokenError when it names no attempt in flight)."""
+        return self._executor.launch_tokens.target(token)
 
     def used_resources(self) -> dict[str, NodeUse]:
         """What the attempts in flight hold on each node."""

@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from operator import methodcaller
 from pathlib import Path
@@ -41,6 +42,17 @@ from fuzz.orchestrate.workflows.agentcalls import (
     NodeLostError,
     transient,
 )
+from fuzz.orchestrate.workflows.mpi import (
+    LAUNCH_HELPER,
+    LAUNCHERS,
+    WAIT_COMMAND,
+    LaunchRefusedError,
+    LaunchTarget,
+    LaunchTokens,
+    launcher_command,
+    launcher_environment,
+    launcher_of,
+)
 from fuzz.orchestrate.workflows.multinode import (
     expand_multinode,
     multinode_environment,
@@ -54,6 +66,9 @@ log = logging.getLogger(__name__)
 LEASE_TTL = 600.0
 WAIT_SLICE = 15.0
 STREAMS = ("stdout", "stderr")
+START_PARALLELISM = 16  # a multinode task's ranks pulled and started at once
+MPI_GRACE = 5.0  # seconds an MPI job's other ranks have to stop once one has ended
+MPI_STOP_WAIT = MPI_GRACE + 10.0  # the longest wait for them before cleaning up
 ENDED = ("exited", "failed")  # container states with an outcome
 
 
@@ -80,6 +95,14 @@ class LaunchPlan:
     log_limit_bytes: int = 0  # of each of stdout and stderr, on the node; 0: unlimited
     addresses: tuple[str, ...] = ()  # each rank's job network address ("": the node's network)
     files: tuple[tuple[str, bytes], ...] = ()  # (path, content) placed in every rank's container
+    implementation: str = ""  # a multinode job's multinode.implementation
+    slots: int = 0  # a multinode job's processes per node
+    launch_token: str = ""  # an MPI job's launch token (fuzz.orchestrate.workflows.mpi)
+
+    @property
+    def launcher(self) -> str:
+        """``openmpi`` or ``mpich`` when rank 0 runs the command under that launcher."""
+        return launcher_of(self.implementation)
     expand_args: bool = False  # argv's $MULTINODE_* are replaced by each rank's values
     # the opened values of the job's env secrets (variable, value), kept for a re-plan
     secret_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
@@ -158,6 +181,7 @@ class TaskExecutor:
         self._calls = AgentCalls(nodes)
         self._events = events
         self._pulled: dict[tuple[str, str], str] = {}  # (node, image) -> digest, pulled here
+        self.launch_tokens = LaunchTokens()  # of the MPI attempts in flight
 
     def stop(self) -> None:
         """The orchestrator stops: attempts waiting for a silent agent give up unreported
@@ -186,8 +210,15 @@ class TaskExecutor:
         """Lease, pull, start and supervise ``plan``'s containers (blocks until they end).
 
         A one-node task leases and starts in one call to its agent. A multinode
-        task first leases every node (all or none), then starts each rank.
+        task first leases every node (all or none), then starts each rank; an MPI
+        job's rank 0 (its launcher) last, once the ranks it enters are there.
         """
+        try:
+            launcher = plan.launcher
+        except LaunchRefusedError as exc:
+            self._events.finished(plan.workflow_id, plan.key,
+                                  Outcome(TaskState.FAILED, 0, str(exc)))
+            return
         if len(plan.nodes) > 1:
             acquired = self._acquire(plan)
             if acquired is None:
@@ -195,20 +226,43 @@ class TaskExecutor:
             leases = [lease_id for lease_id, _ in acquired]
             plan = _with_addresses(_with_leases(plan, leases), [a for _, a in acquired])
             self._events.leased(plan.workflow_id, plan.key, leases)
-        started: list[ContainerStatus] = []
+            if launcher and not all(plan.addresses):
+                self._release(plan)
+                self._events.finished(plan.workflow_id, plan.key, Outcome(
+                    TaskState.FAILED, 0, "an MPI job needs the job network: its nodes' pool "
+                    "runs jobs on the host network (network: host)"))
+                return
+            if _gets_launch_socket(plan):
+                plan = replace(plan, launch_token=self.launch_tokens.issue(
+                    LaunchTarget(plan.nodes, plan.containers, plan.addresses)))
         try:
-            for rank, node in enumerate(plan.nodes):
-                pull_error = self._pull(plan, node)
-                if pull_error is not None:
-                    self._release(plan)
-                    said = pull_error if plan.image in pull_error else \
-                        f"image {plan.image}: {pull_error}"
-                    self._events.finished(plan.workflow_id, plan.key, Outcome(
-                        TaskState.FAILED, 0, f"pull failed: {said}"))
-                    return
-                started.append(self._start(plan, rank))
+            self._start_and_supervise(plan)
+        finally:
+            if plan.launch_token:
+                self.launch_tokens.revoke(plan.launch_token)
+
+    def _start_and_supervise(self, plan: LaunchPlan) -> None:
+        """Pull and start every rank, then supervise them.
+
+        The ranks of a multinode task are pulled and started side by side (at most
+        :data:`START_PARALLELISM` at once): a 32-node job must not pull 32 times in a
+        row. An MPI job's rank 0, its launcher, starts once all the others run.
+        """
+        started: dict[int, ContainerStatus] = {}
+        count = len(plan.nodes)
+        waves = [range(1, count), [0]] if plan.launch_token else [range(count)]
+        try:
+            for wave in waves:
+                started.update(self._start_ranks(plan, wave))
+        except _PullFailedError as exc:
+            self._abandon(plan)
+            error = str(exc)
+            said = error if plan.image in error else f"image {plan.image}: {error}"
+            self._events.finished(plan.workflow_id, plan.key, Outcome(
+                TaskState.FAILED, 0, f"pull failed: {said}"))
+            return
         except AgentResourceExhaustedError as exc:  # a one-node start found its node full
-            self._nodes.refused(plan.nodes[len(started)])
+            self._nodes.refused(plan.nodes[0])
             self._events.requeue(plan.workflow_id, plan.key, str(exc))
             return
         except (AgentError, NodeLostError) as exc:
@@ -216,10 +270,32 @@ class TaskExecutor:
             self._events.finished(plan.workflow_id, plan.key,
                                   Outcome(TaskState.FAILED, 0, str(exc)))
             return
+        statuses = [started[rank] for rank in range(count)]
         if not plan.leases:
-            plan = _with_leases(plan, [status.lease_id for status in started])
+            plan = _with_leases(plan, [status.lease_id for status in statuses])
         self._events.running(plan.workflow_id, plan.key, plan.leases)
-        self._supervise(plan, started)
+        self._supervise(plan, statuses)
+
+    def _start_ranks(self, plan: LaunchPlan, ranks: Sequence[int]
+                     ) -> dict[int, ContainerStatus]:
+        """Pull and start ``ranks`` side by side; the first failure is raised once all
+        have finished trying (what started is removed by the caller's abandon)."""
+        def one(rank: int) -> ContainerStatus:
+            error = self._pull(plan, plan.nodes[rank])
+            if error is not None:
+                raise _PullFailedError(error)
+            return self._start(plan, rank)
+
+        if len(ranks) <= 1:
+            return {rank: one(rank) for rank in ranks}
+        with ThreadPoolExecutor(min(len(ranks), START_PARALLELISM),
+                                thread_name_prefix="rank-start") as pool:
+            futures = {rank: pool.submit(one, rank) for rank in ranks}
+        for future in futures.values():
+            failure = future.exception()
+            if failure is not None:
+                raise failure
+        return {rank: future.result() for rank, future in futures.items()}
 
     def _start(self, plan: LaunchPlan, rank: int) -> ContainerStatus:
         """Start rank ``rank``'s container, or find it started.
@@ -239,16 +315,18 @@ class TaskExecutor:
                 except AgentNotFoundError:  # it never started
                     if not plan.leases:
                         self._calls.release_held(node, container)
+            args, env = _rank_command(plan, rank)
             try:
                 status: ContainerStatus = self._calls.client(node).start_container(
                     container, plan.image, plan.leases[rank] if plan.leases else "",
                     lease=None if plan.leases else plan.request, lease_ttl=LEASE_TTL,
-                    args=expand_multinode(plan.argv, plan.env[rank]) if plan.expand_args
-                    else plan.argv, env=plan.env[rank], cwd=plan.cwd, uid=plan.uid,
+                    args=args, env=env, cwd=plan.cwd, uid=plan.uid,
                     gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
                     credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
                     peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
                     files=plan.files,
+                    launch_token=plan.launch_token,
+                    hostname=plan.addresses[rank] if plan.launch_token else "",
                     hosts=rank_hosts(plan.key, plan.addresses),
                 )
             except AgentError as exc:
@@ -384,6 +462,9 @@ class TaskExecutor:
         ``started``: each rank's status as its start answered; a rank that had
         already ended then (a short job) is not waited for again.
         """
+        if _is_mpi(plan):
+            self._supervise_mpi(plan, started)
+            return
         outcomes: list[Outcome | None] = [None] * len(plan.nodes)
         written: list[tuple[int, int]] = [(1, 1)] * len(plan.nodes)  # unknown: fetch both
         first: list[ContainerStatus | None] = [*started] or [None] * len(plan.nodes)
@@ -410,6 +491,82 @@ class TaskExecutor:
         finally:
             self._abandon(plan)  # containers gone and leases free: the next task may start
         self._events.finished(plan.workflow_id, plan.key, final)
+
+    def _supervise_mpi(self, plan: LaunchPlan, started: Sequence[ContainerStatus]) -> None:
+        """Supervise an MPI job: one program, whose end is its launcher's (rank 0's).
+
+        The first rank to end decides: rank 0's end is the job's outcome; any other
+        rank's end (its container gone, its node silent, killed) fails the job, for
+        MPI cannot go on without it. Either way the other ranks are stopped at once,
+        nobody waits out a silent node's grace period, and what a silent node holds
+        is left to the sweep (removed once it answers again).
+        """
+        count = len(plan.nodes)
+        outcomes: list[Outcome | None] = [None] * count
+        written: list[tuple[int, int]] = [(0, 0)] * count
+        first: list[ContainerStatus | None] = [*started] or [None] * count
+        decided: list[int] = []
+        lock = threading.Lock()
+
+        def watch(rank: int) -> None:
+            try:
+                outcomes[rank], written[rank] = self._watch_rank(plan, rank, first[rank])
+            except CallsStoppedError:
+                return
+            with lock:
+                deciding = not decided
+                decided.append(rank)
+            if deciding:
+                self._stop_ranks(plan, skip=rank)
+
+        threads = [threading.Thread(target=watch, args=(rank,), daemon=True)
+                   for rank in range(1, count)]
+        for thread in threads:
+            thread.start()
+        watch(0)
+        for thread in threads:
+            thread.join(MPI_STOP_WAIT)
+        if not decided:
+            raise CallsStoppedError("the orchestrator is stopping")
+        final = _mpi_outcome(decided[0], outcomes[decided[0]])
+        try:
+            self._collect_logs(plan, written)
+            self._events.ended(plan.workflow_id, plan.key, final)  # on record before they go
+        finally:
+            self._abandon(plan, patient=False)
+        self._events.finished(plan.workflow_id, plan.key, final)
+
+    def _watch_rank(self, plan: LaunchPlan, rank: int, status: ContainerStatus | None
+                    ) -> tuple[Outcome, tuple[int, int]]:
+        """How an MPI job's rank ``rank`` ended, and what it wrote; a node that stops
+        answering ends it at once (no riding out)."""
+        node, container = plan.nodes[rank], plan.containers[rank]
+        try:
+            while status is None or status.state not in ENDED:
+                if status is not None:
+                    self._renew(plan, rank)
+                status = self._calls.client(node).wait_container(container, WAIT_SLICE)
+        except AgentNotFoundError:
+            return Outcome(TaskState.FAILED, 0, f"its container is gone from node {node}"), (0, 0)
+        except AgentError as exc:
+            self._calls.pause(0)  # CallsStoppedError when the orchestrator stops
+            if transient(exc):
+                with contextlib.suppress(NodeLostError):
+                    self._calls.silence(node, exc)
+                return Outcome(TaskState.FAILED, 0,
+                               f"node {node} stopped answering ({exc})"), (0, 0)
+            return Outcome(TaskState.FAILED, 0, _on_node(node, exc)), (0, 0)
+        except NodeLostError as exc:
+            return Outcome(TaskState.FAILED, 0, str(exc)), (0, 0)
+        return (describe_end(status, plan.timeout_seconds),
+                (status.stdout_bytes, status.stderr_bytes))
+
+    def _stop_ranks(self, plan: LaunchPlan, skip: int) -> None:
+        """Ask every rank's container but ``skip``'s to stop, once each (no riding out)."""
+        for rank, node in enumerate(plan.nodes):
+            if rank != skip:
+                with contextlib.suppress(AgentError, NodeLostError):
+                    self._calls.client(node).cancel_container(plan.containers[rank], MPI_GRACE)
 
     def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
                    written: list[tuple[int, int]], status: ContainerStatus | None) -> None:
@@ -487,14 +644,24 @@ class TaskExecutor:
                           f"{format_bytes(self._log_headroom)} kept for the database, "
                           "orchestrator.disk.reserve)")
 
-    def _abandon(self, plan: LaunchPlan) -> None:
+    def _abandon(self, plan: LaunchPlan, patient: bool = True) -> None:
         """Remove the attempt's containers, each with its lease.
 
-        What a lost node still holds is removed once it answers again.
+        What a lost node still holds is removed once it answers again; not
+        ``patient``: so is what any node fails to remove at the first try.
         """
         for rank, node in enumerate(plan.nodes):
             container = plan.containers[rank]
             lease = plan.leases[rank] if rank < len(plan.leases) else ""
+            if not patient:
+                try:
+                    self._calls.client(node).remove_container(container, release_lease=True)
+                except AgentNotFoundError:
+                    if lease:
+                        self._calls.leave(node, "", lease)
+                except (AgentError, NodeLostError):
+                    self._calls.leave(node, container, lease)
+                continue
             try:
                 self._calls.ride(node, methodcaller(
                     "remove_container", container, release_lease=True))
@@ -518,10 +685,66 @@ class TaskExecutor:
                 continue
 
 
+def _gets_launch_socket(plan: LaunchPlan) -> bool:
+    """Whether ``plan``'s containers get the launch helper and socket: an MPI job's, whose
+    launcher needs them, and a ``generic`` one's, whose own launcher may (as
+    ``MULTINODE_SSH_WRAPPER``); only on the job network, where each rank has an address."""
+    return (len(plan.nodes) > 1 and plan.implementation in (*LAUNCHERS, "generic")
+            and bool(plan.addresses) and all(plan.addresses))
+
+
+def _is_mpi(plan: LaunchPlan) -> bool:
+    """Whether ``plan`` is one MPI program over several nodes (rank 0 launches)."""
+    try:
+        return bool(plan.launcher) and len(plan.nodes) > 1
+    except LaunchRefusedError:
+        return False
+
+
+def _mpi_outcome(rank: int, outcome: Outcome | None) -> Outcome:
+    """An MPI job's outcome, decided by ``rank``, the first of its ranks to end."""
+    if outcome is None:
+        outcome = Outcome(TaskState.FAILED, 0, "no outcome")
+    if outcome.state == TaskState.CANCELED:  # only fuzz cancels a rank: the job was cancelled
+        return outcome
+    if rank == 0:
+        return outcome if outcome.state == TaskState.SUCCEEDED else Outcome(
+            outcome.state, outcome.exit_code, f"rank 0 (the launcher): {outcome.error}")
+    error = outcome.error if outcome.state != TaskState.SUCCEEDED else "it ended"
+    return Outcome(TaskState.FAILED, outcome.exit_code,
+                   f"rank {rank} ended before the launcher, so the MPI job cannot go on: {error}")
+
+
+def _rank_command(plan: LaunchPlan, rank: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Rank ``rank``'s command and environment.
+
+    An MPI job's rank 0 runs the command under its launcher, the other ranks wait
+    to be entered; a job of one node runs the launcher over its own slots alone.
+    Every other job's ranks all run the command as it is.
+    """
+    try:
+        launcher = plan.launcher
+    except LaunchRefusedError:
+        launcher = ""
+    argv = expand_multinode(plan.argv, plan.env[rank]) if plan.expand_args else plan.argv
+    if not launcher:
+        return argv, plan.env[rank]
+    if rank > 0:
+        return WAIT_COMMAND, plan.env[rank]
+    addresses = plan.addresses if plan.launch_token else ()
+    extra = tuple(f"{key}={value}" for key, value in launcher_environment(launcher).items())
+    return (launcher_command(launcher, argv, addresses, plan.slots or 1),
+            (*plan.env[rank], *extra))
+
+
 def rank_log_path(path: Path, rank: int) -> Path:
     """Where rank ``rank``'s copy of a multinode task's log is kept, given rank 0's ``path``
     (``KEY.stdout``): ``KEY.node1.stdout`` for rank 1, and so on."""
     return path if rank == 0 else path.with_suffix(f".node{rank}{path.suffix}")
+
+
+class _PullFailedError(Exception):
+    """A rank's image could not be pulled (already reported through TaskEvents)."""
 
 
 def _on_node(node: str, exc: Exception) -> str:
@@ -542,8 +765,9 @@ def _with_addresses(plan: LaunchPlan, addresses: Sequence[str]) -> LaunchPlan:
     for rank, entries in enumerate(plan.env):
         current = dict(entry.partition("=")[::2] for entry in entries)
         slots = int(current.get("MULTINODE_TOTAL_SLOTS", "0")) // len(addresses)
+        wrapper = LAUNCH_HELPER if plan.implementation in (*LAUNCHERS, "generic") else ""
         current.update(FUZZ_NODES=",".join(addresses),
-                       **multinode_environment(addresses, slots, rank))
+                       **multinode_environment(addresses, slots, rank, wrapper))
         env.append(tuple(f"{key}={value}" for key, value in current.items()))
     return replace(plan, addresses=tuple(addresses), env=tuple(env))
 

@@ -246,7 +246,8 @@ def task_environment(workflow: ActiveWorkflow, task: TaskRecord, rank: int,
         # the nodes' names until their leases give the ranks addresses (tasks.py); one
         # node: its ranks are all local
         hosts = task.nodes if len(task.nodes) > 1 else ["localhost"]
-        env.update(multinode_environment(hosts, job.resource.request().cores, rank))
+        slots = job.multinode.procs_per_node or job.resource.request().cores
+        env.update(multinode_environment(hosts, slots, rank))
     return tuple(f"{key}={value}" for key, value in env.items())
 
 
@@ -282,4 +283,7 @@ def launch_plan(
         leases=tuple(task.leases),
         log_limit_bytes=settings.log_limit_bytes,
         files=workflow.fuzzfile.placed_files(job),
+        implementation=job.multinode.implementation if job.multinode is not None else "",
+        slots=job.multinode.procs_per_node or job.resource.request().cores
+        if job.multinode is not None else 0,
     )

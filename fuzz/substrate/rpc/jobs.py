@@ -30,6 +30,7 @@ from fuzz.substrate.jobs import (
     JobRunner,
     JobStatus,
 )
+from fuzz.substrate.launch.sockets import LaunchSocketError
 from fuzz.substrate.runtime.bundle import ContainerFile, Mount
 from fuzz.substrate.runtime.containers import (
     ContainerExistsError,
@@ -53,6 +54,7 @@ _STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (  # for image an
     (ContainerStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (CdiError, grpc.StatusCode.FAILED_PRECONDITION),  # the node's CDI specs, not the request
     (JobRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (LaunchSocketError, grpc.StatusCode.FAILED_PRECONDITION),
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
 )
 
@@ -90,6 +92,8 @@ def job_request(message: substrate_pb2.StartContainerRequest) -> JobRequest:
         log_limit_bytes=message.log_limit_bytes,
         peers=tuple(message.peers),
         files=tuple(ContainerFile(item.path, item.content) for item in message.files),
+        launch_token=message.launch_token,
+        hostname=message.hostname,
         hosts=tuple(message.hosts),
     )
 

@@ -36,7 +36,10 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 NOFILE_LIMIT = 65536
 CGROUP_PARENT = "/fuzz"
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-HOSTNAME_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# a host name of dot-separated labels (an MPI rank's is its address, which resolves itself)
+HOSTNAME_PATTERN = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 RESERVED_DESTINATIONS = ("/proc", "/sys", "/dev")
 # The OCI hooks runc runs (``prestart`` is deprecated in the runtime spec; CDI has no use for it).
 HOOK_STAGES = ("createRuntime", "createContainer", "startContainer", "poststart", "poststop")

@@ -1,0 +1,157 @@
+"""Benchmark: MPI jobs launched by fuzz (no SSH) against the same binaries under host mpirun.
+
+On one local cluster of 32 agents (all on this machine), with Debian's Open MPI
+image of the tests (``fuzz.testing.mpi_images``, programs from tests/support/mpi/):
+
+- ``mpi_allreduce_ratio_vs_host``: the time ``allreduce`` reports for 1,000
+  MPI_Allreduce of 8 bytes, 2 ranks on 2 nodes inside fuzz (one container per node,
+  TCP over the job network), over the same binary (from the image's root
+  filesystem) under the host's ``mpirun -np 2``, same run. For context it also
+  prints the host run over TCP only (``--mca btl tcp,self``): the host's default
+  puts both ranks in shared memory, which ranks on two nodes cannot use.
+- ``mpi_launch_ratio_vs_host``: from ``fuzz workflow start`` to the workflow's end
+  for an 8-node hello world (``ranks``, one rank per node) over the wall time of
+  host ``mpirun -np 8`` of the same binary.
+- ``mpi_32_nodes_seconds``: the same for a 32-node hello world on the 32 agents.
+
+The 32 agents share this machine's cores, so the ranks are many more than the real
+cores: fuzz's jobs set ``OMPI_MCA_mpi_yield_when_idle=1`` (an idle rank yields its
+core, which the host's ``mpirun --oversubscribe`` does by itself), as a user would
+on oversubscribed nodes. The image is pulled on every node first (an untimed
+32-node run of ``/bin/true``). Each figure is
+the median of ``RUNS`` runs (``RUNS_32`` of the 32-node one). Needs root, Debian's
+openmpi-bin on the host, runc, skopeo, umoci, mmdebstrap (the image is built once
+and cached), docker-registry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fuzz.clients.orchestrator import OrchestratorClient
+from fuzz.testing.cluster import local_cluster
+from fuzz.testing.mpi_images import mpi_layout, unpack_rootfs
+from fuzz.testing.oci import free_port, push_layout, serve_registry
+
+SOURCES = Path(__file__).resolve().parent.parent / "tests" / "support" / "mpi"
+AGENTS = 32
+RUNS = 3
+RUNS_32 = 2
+ITERATIONS = 1000
+SECONDS = re.compile(r"allreduce iterations=\d+ bytes=\d+ seconds=([0-9.]+)")
+FUZZFILE = """\
+version: v1
+jobs:
+  mpi:
+    image: {{uri: {image}}}
+    command: [{command}]
+    env: [OMPI_MCA_mpi_yield_when_idle=1]
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 128MiB}}}}
+    multinode: {{nodes: {nodes}, implementation: openmpi}}
+    policy: {{timeout: {{execute: 10m}}}}
+"""
+
+
+def run_workflow(client: OrchestratorClient, directory: Path, name: str, image: str,
+                 nodes: int, command: str) -> tuple[float, str]:
+    """Seconds from the workflow's start to its end, and its job's log."""
+    path = directory / f"{name}.yaml"
+    path.write_text(FUZZFILE.format(image=image, nodes=nodes, command=command))
+    started = time.perf_counter()
+    client.start_workflow(name, path.read_text(), str(path))
+    last = None
+    for update in client.watch_workflow(name):
+        last = update
+    seconds = time.perf_counter() - started
+    if last is None or last.state != "SUCCEEDED":
+        raise SystemExit(f"workflow {name} did not succeed: {last}")
+    log = b"".join(client.stream_log(name, "mpi")).decode()
+    return seconds, log
+
+
+def host_mpirun(binary: Path, ranks: int, *args: str, tcp_only: bool = False
+                ) -> tuple[float, str]:
+    """Wall seconds and output of the host's ``mpirun -np RANKS BINARY ARGS``."""
+    argv = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(ranks)]
+    if tcp_only:
+        argv += ["--mca", "btl", "tcp,self"]
+    started = time.perf_counter()
+    done = subprocess.run([*argv, str(binary), *args], capture_output=True, text=True,
+                          timeout=600, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"host mpirun failed: {done.stderr[-2000:]}")
+    return seconds, done.stdout
+
+
+def reported(log: str) -> float:
+    """The seconds ``allreduce`` printed."""
+    match = SECONDS.search(log)
+    if match is None:
+        raise SystemExit(f"no timing line in:\n{log}")
+    return float(match.group(1))
+
+
+def main() -> int:
+    """Run everything and print the BENCH lines."""
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: runc needs it")
+    if shutil.which("mpirun") is None:
+        raise SystemExit("the host needs Debian's openmpi-bin (make setup installs it)")
+    layout = mpi_layout("openmpi", SOURCES)
+    workdir = Path(tempfile.mkdtemp(prefix="fuzz-bench-mpi-"))
+    os.chmod(workdir, 0o755)
+    try:
+        rootfs = unpack_rootfs(layout.path, workdir / "rootfs")
+        binaries = rootfs / "usr" / "local" / "bin"
+        host_reduce = [reported(host_mpirun(binaries / "allreduce", 2, str(ITERATIONS))[1])
+                       for _ in range(RUNS)]
+        host_reduce_tcp = [reported(host_mpirun(binaries / "allreduce", 2, str(ITERATIONS),
+                                                tcp_only=True)[1]) for _ in range(RUNS)]
+        host_launch = [host_mpirun(binaries / "ranks", 8)[0] for _ in range(RUNS)]
+        (workdir / "registry").mkdir()
+        (workdir / "cluster").mkdir()
+        with serve_registry(workdir / "registry") as registry:
+            image = push_layout(layout.path, registry, "fuzz/openmpi").reference
+            cluster_started = time.perf_counter()
+            with local_cluster(workdir / "cluster", [registry.host], free_port(),
+                               nodes=AGENTS, cluster="bench") as cluster, \
+                    cluster.client() as client:
+                print(f"{AGENTS} agents up in {time.perf_counter() - cluster_started:.0f}s")
+                directory = workdir / "cluster"
+                run_workflow(client, directory, "warm", image, AGENTS, "/bin/true")  # pulls
+                fuzz_reduce = [reported(run_workflow(
+                    client, directory, f"reduce-{run}", image, 2,
+                    f"allreduce, '{ITERATIONS}'")[1]) for run in range(RUNS)]
+                fuzz_launch = [run_workflow(client, directory, f"hello8-{run}", image, 8,
+                                            "ranks")[0] for run in range(RUNS_32)]
+                fuzz_32 = [run_workflow(client, directory, f"hello32-{run}", image, AGENTS,
+                                        "ranks")[0] for run in range(RUNS_32)]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    median = statistics.median
+    print(f"allreduce x{ITERATIONS}, 2 ranks: fuzz (2 nodes) {median(fuzz_reduce) * 1e3:.1f} ms,"
+          f" host mpirun {median(host_reduce) * 1e3:.1f} ms (shared memory), "
+          f"host over TCP {median(host_reduce_tcp) * 1e3:.1f} ms "
+          f"(fuzz/host-TCP {median(fuzz_reduce) / median(host_reduce_tcp):.2f})")
+    print(f"hello world, 8 ranks: fuzz (8 nodes, start to end) {median(fuzz_launch):.2f}s, "
+          f"host mpirun -np 8 {median(host_launch):.2f}s")
+    print(f"hello world, {AGENTS} nodes: {', '.join(f'{s:.1f}s' for s in fuzz_32)}")
+    print(f"BENCH mpi_allreduce_ratio_vs_host={median(fuzz_reduce) / median(host_reduce):.2f} x "
+          "target<=1.2")
+    print(f"BENCH mpi_launch_ratio_vs_host={median(fuzz_launch) / median(host_launch):.2f} x "
+          "target<=2")
+    print(f"BENCH mpi_32_nodes_seconds={median(fuzz_32):.1f} s target<60")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""End to end: real Open MPI and MPICH jobs across three nodes, launched by fuzz, no SSH.
+
+The images are Debian's Open MPI and MPICH (``tests/support/mpiimages.py``), with
+no ssh client or server; ``ranks`` (``tests/support/mpi/ranks.c``) gathers each
+rank's host and address, allreduces the ranks and sends a ring. The Fuzzfiles are
+published-style: the command is only the program, and fuzz wraps it in the
+implementation's launcher, whose remote starts go through fuzz's launch helper.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from fuzz.testing.mpi_images import REMOTE_SHELLS, MpiLayout
+from fuzz.testing.oci import PushedImage, Registry, free_port
+from tests.support.agents import agent_client
+from tests.support.mpiimages import layer_paths
+from tests.support.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
+
+RANK_LINE = re.compile(r"rank (\d+) of (\d+) host=(\S+) address=(\S+)")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, registry: Registry
+            ) -> Iterator[LocalCluster]:
+    """Three local nodes and their orchestrator."""
+    directory = tmp_path_factory.mktemp("mpi-real")
+    os.chmod(directory, 0o755)
+    with local_cluster(directory, [registry.host], free_port(), nodes=3) as running:
+        yield running
+
+
+def _check_ranks(log: str, count: int) -> None:
+    """``ranks``' output: ``count`` ranks on ``count`` nodes, the sum and the ring right."""
+    ranks = [RANK_LINE.fullmatch(line) for line in log.splitlines() if line.startswith("rank ")]
+    assert len(ranks) == count and all(ranks), log
+    addresses = {match.group(4) for match in ranks if match}
+    hosts = {match.group(3) for match in ranks if match}
+    subnets = {ipaddress.ip_network(f"{address}/24", strict=False) for address in addresses}
+    assert len(subnets) == count and len(hosts) == count, f"ranks share a node:\n{log}"
+    expected = count * (count - 1) // 2
+    assert f"sum={expected} expected={expected}" in log, log
+    assert "ring=ok" in log, log
+
+
+def _run(cluster: LocalCluster, name: str, body: str) -> str:
+    cluster.start(name, f"version: v1\njobs:\n  mpi:\n{body}")
+    status = cluster.wait(name, timeout=300)
+    log = cluster.ok("workflow", "log", name, "mpi").out
+    assert status["state"] == "SUCCEEDED", dump(status) + log
+    assert len(set(tasks_by_key(status)["mpi"]["nodes"])) == 3
+    for node in tasks_by_key(status)["mpi"]["nodes"]:
+        client = agent_client(cluster, node)
+        assert not client.list_containers() and not client.list_leases(), node
+    return log
+
+
+def test_open_mpi_runs_one_program_over_three_nodes(
+        cluster: LocalCluster, openmpi_image: PushedImage, openmpi_layout: MpiLayout) -> None:
+    assert not [path for path in layer_paths(openmpi_layout.path)
+                if os.path.basename(path) in REMOTE_SHELLS]
+    log = _run(cluster, "ompi3", f"""\
+    image: {{uri: {openmpi_image.reference}}}
+    command: [ranks]
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 256MiB}}}}
+    multinode: {{nodes: 3, implementation: openmpi}}
+    policy: {{timeout: {{execute: 4m}}}}
+""")
+    _check_ranks(log, 3)
+
+
+def test_mpich_runs_one_program_over_three_nodes_from_a_catalog_style_script(
+        cluster: LocalCluster, mpich_image: PushedImage, mpich_layout: MpiLayout) -> None:
+    assert not [path for path in layer_paths(mpich_layout.path)
+                if os.path.basename(path) in REMOTE_SHELLS]
+    log = _run(cluster, "mpich3", f"""\
+    image: {{uri: {mpich_image.reference}}}
+    script: "#!/bin/sh\\nranks"
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 256MiB}}}}
+    multinode: {{nodes: 3, implementation: mpich}}
+    policy: {{timeout: {{execute: 4m}}}}
+""")
+    _check_ranks(log, 3)
+
+
+def test_procs_per_node_and_the_ompi_spelling(
+        cluster: LocalCluster, openmpi_image: PushedImage) -> None:
+    log = _run(cluster, "ompi6", f"""\
+    image: {{uri: {openmpi_image.reference}}}
+    command: [ranks]
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 256MiB}}}}
+    multinode: {{nodes: 3, implementation: ompi, procs-per-node: 2}}
+    policy: {{timeout: {{execute: 4m}}}}
+""")
+    assert "sum=15 expected=15" in log and "ring=ok" in log, log
+    assert len(RANK_LINE.findall(log)) == 6, log
