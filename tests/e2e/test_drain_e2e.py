@@ -84,7 +84,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]
 
 def test_scale_down_under_load_fails_no_task_and_moves_queued_work(
         cluster: LocalCluster, busybox_image: PushedImage) -> None:
-    start_pinned(cluster, "load", fuzzfile(busybox_image, pin=20, short=6, queued=1))
+    start_pinned(cluster, "load", fuzzfile(busybox_image, pin=30, short=15, queued=1))
     assert tasks_by_key(cluster.status("load"))["queued"]["state"] == "QUEUED"
     set_nodes(cluster, 1)
     code, printed = finish(background(cluster, "apply", "--auto-approve"))
