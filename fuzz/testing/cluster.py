@@ -114,6 +114,14 @@ def local_cluster(directory: Path, registries: Sequence[str], port: int, nodes: 
     """
     (directory / "fuzz.yaml").write_text(
         cluster_spec(cluster, nodes, registries, port, host_paths, local, orchestrator))
+    with cluster_up(directory, nodes) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def cluster_up(directory: Path, nodes: int) -> Iterator[LocalCluster]:
+    """Bring up the cluster whose ``fuzz.yaml`` is in ``directory`` (its server and its
+    ``nodes`` nodes); destroy it and stop the server after."""
     running = LocalCluster(directory, nodes)
     try:
         running.must("init")

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,22 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_directory(root: Path, port: int = 0) -> Iterator[str]:
-    """Serve ``root`` over HTTP on 127.0.0.1:``port`` (0: any free one); yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
+def serve_handler(handler: Callable[..., http.server.BaseHTTPRequestHandler],
+                  port: int = 0) -> Iterator[int]:
+    """Serve HTTP with ``handler`` on 127.0.0.1:``port`` (0: any free one), on a thread of
+    its own; yields the port."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield int(server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path, port: int = 0) -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1:``port`` (0: any free one); yields the base URL."""
+    with serve_handler(functools.partial(_QuietHandler, directory=str(root)), port) as bound:
+        yield f"http://127.0.0.1:{bound}"

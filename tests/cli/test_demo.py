@@ -11,7 +11,6 @@ import http.server
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from fuzz.testing.oci import MissingPartError, serve_registry
+from fuzz.testing.web import serve_handler
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,14 +40,8 @@ class _AnyRegistry(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def foreign_registry() -> Iterator[int]:
     """Another process's registry on a port of 127.0.0.1; yields the port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AnyRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(_AnyRegistry) as port:
+        yield port
 
 
 def test_a_registry_that_is_not_ours_on_the_port_is_refused(tmp_path: Path) -> None:

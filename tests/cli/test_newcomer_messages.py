@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from fuzz.testing.cluster import cluster_spec
 from fuzz.testing.oci import free_port
+from fuzz.testing.web import serve_handler
 from tests.support.cliutil import fuzz_command, kill_agents, run_fuzz, write_spec
 
 
@@ -67,14 +67,8 @@ class _NotFuzz(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def web_server() -> Iterator[int]:
     """An HTTP/1 server on a port of 127.0.0.1; yields the port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFuzz)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(_NotFuzz) as port:
+        yield port
 
 
 @pytest.fixture

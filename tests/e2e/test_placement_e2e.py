@@ -57,16 +57,10 @@ def labelled(tmp_path_factory: pytest.TempPathFactory,
                  "labels": {"nvidia.com/gpu.model": "NVIDIA H100"}},
     }
     (directory / "fuzz.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    running = LocalCluster(directory, 2)
     try:
-        running.must("init")
-        running.must("server", "--detach")
-        running.must("apply", "--auto-approve")
-        running.wait_for_nodes()
-        yield running
+        with cluster.cluster_up(directory, 2) as running:
+            yield running
     finally:
-        running.run("destroy", "--auto-approve")
-        running.run("server", "--stop")
         kill_agents(directory)
 
 
