@@ -64,7 +64,7 @@ jobs:
     image: {{uri: {image}}}
     script: cat /tmp/rank.txt > /out/rank-$FUZZ_RANK
     files: {{/tmp/rank.txt: "same for every rank"}}
-    multinode: {{nodes: 2, implementation: openmpi}}
+    multinode: {{nodes: 2, implementation: generic}}
   retried:
     image: {{uri: {image}}}
     script: |

@@ -59,7 +59,7 @@ def labelled(tmp_path_factory: pytest.TempPathFactory,
     (directory / "fuzz.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     try:
         with cluster.cluster_up(directory, 2) as running:
-            yield running
+            yield LocalCluster(running.directory, running.nodes)
     finally:
         kill_agents(directory)
 
