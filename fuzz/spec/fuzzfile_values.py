@@ -49,14 +49,18 @@ _IMAGE_FORMS = (
 )
 
 
+def _named(pattern: re.Pattern[str], value: str, what: str, characters: str) -> str:
+    """``value`` if ``pattern`` matches it whole, else ValueError saying what a ``what``
+    may hold: 1-63 of ``characters``, starting with a letter or digit."""
+    if not pattern.fullmatch(value):
+        raise ValueError(
+            f"invalid {what} {value!r}: use 1-63 {characters}, starting with a letter or digit")
+    return value
+
+
 def check_name(value: str) -> str:
     """A job or volume name (see :data:`NAME_PATTERN`)."""
-    if not NAME_PATTERN.fullmatch(value):
-        raise ValueError(
-            f"invalid name {value!r}: use 1-63 letters, digits, '_' or '-',"
-            " starting with a letter or digit"
-        )
-    return value
+    return _named(NAME_PATTERN, value, "name", "letters, digits, '_' or '-'")
 
 
 def _path_parts(path: str) -> list[str]:
@@ -170,12 +174,8 @@ storage provisioners to name)."""
 
 def persistent_name(value: str) -> str:
     """The name of a persistent volume (see :data:`PERSISTENT_NAME_PATTERN`)."""
-    if not PERSISTENT_NAME_PATTERN.fullmatch(value):
-        raise ValueError(
-            f"invalid persistent volume name {value!r}: use 1-63 letters, digits, '.', '_'"
-            " or '-', starting with a letter or digit"
-        )
-    return value
+    return _named(PERSISTENT_NAME_PATTERN, value, "persistent volume name",
+                  "letters, digits, '.', '_' or '-'")
 
 
 def v4_volume_reference(use: str | None, name: str | None) -> str:
