@@ -14,6 +14,7 @@ import click
 
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.execsession import ExecCommand, run_exec
+from fuzz.cli.federation import federation_option
 from fuzz.cli.options import AppContext, json_option, pass_app, workflow_argument
 from fuzz.cli.portforward import (
     DRAIN_SECONDS,
@@ -40,6 +41,7 @@ from fuzz.units import format_bytes
 @click.option("--env", "-e", "env", multiple=True, metavar="KEY=VALUE",
               help="Set a variable over the job's environment (repeatable).")
 @click.option("--cwd", default="", help="Working directory (default: the job's).")
+@federation_option
 @server_options
 @json_option
 @pass_app
@@ -58,7 +60,7 @@ def exec_(app: AppContext, name: str, job: str, command: tuple[str, ...], tty: b
     request = ExecCommand(name, job, command, env, cwd, tty)
     stdout = io.BytesIO() if as_json else sys.stdout.buffer
     stderr = io.BytesIO() if as_json else sys.stderr.buffer
-    with connect(app, server, token_file) as client:
+    with connect(app, server, token_file, name) as client:
         code = run_exec(client, request, sys.stdin.fileno(), stdout, stderr)
     if as_json:
         assert isinstance(stdout, io.BytesIO) and isinstance(stderr, io.BytesIO)
@@ -106,6 +108,7 @@ def _describe(event: dict[str, Any]) -> str:
 @workflow_argument
 @click.argument("job")
 @click.argument("ports", metavar="LOCAL_PORT:REMOTE_PORT")
+@federation_option
 @server_options
 @json_option
 @pass_app
@@ -120,7 +123,7 @@ def port_forward(app: AppContext, name: str, job: str, ports: str, server: str |
     local, remote = parse_ports(ports)
     keep_large_buffers_in_heap()
     report = _reporter(app, as_json)
-    with connect(app, server, token_file) as client:
+    with connect(app, server, token_file, name) as client:
         target = ForwardTarget(name, job, remote)
         check_running(client, target)  # fail fast, before listening
         server_socket = listen(local)

@@ -17,8 +17,10 @@ import click
 from rich.live import Live
 
 from fuzz.api import orchestrator_pb2 as pb
+from fuzz.cli.commands_federation import explain_rows, federated_start
 from fuzz.cli.commands_workflow import known_limits
 from fuzz.cli.connection import connect, server_options
+from fuzz.cli.federation import federation_option
 from fuzz.cli.options import AppContext, account_option, json_option, pass_app, workflow_argument
 from fuzz.cli.workflow_view import list_table, status_table, to_dict
 from fuzz.errors import ConfigError, FuzzError
@@ -117,30 +119,52 @@ def _name_and_file(arguments: tuple[str, ...], name: str | None) -> tuple[str, P
 @account_option("Run it in this account (an IAM group the owner is a member of): its "
                 "secret://account/ secrets and volume://account/ volumes (default: the "
                 "owner's only group, when the file uses them).")
+@click.option("--cluster", metavar="NAME",
+              help="With --federation: run it on this member (if the policies allow it).")
+@click.option("--explain", is_flag=True,
+              help="With --federation: show every member's costs, feasibility and policy "
+              "verdicts, and the choice.")
+@federation_option
 @server_options
 @json_option
 @pass_app
 def start(app: AppContext, arguments: tuple[str, ...], name: str | None, watch: bool,
-          account: str, server: str | None, token_file: Path | None, as_json: bool) -> None:
+          account: str, cluster: str | None, explain: bool, server: str | None,
+          token_file: Path | None, as_json: bool) -> None:
     """Start a run of the workflow in FILE (validated by the server first).
 
     The workflow is named by --name, else by FILE's stem. OWNER/NAME starts a run of
     OWNER's workflow, as OWNER (their secrets, volumes and job ids), where IAM allows
     workflow:start on workflow/OWNER/NAME. The older form, fuzz workflow start NAME FILE,
-    works too.
+    works too. With --federation, the workflow goes to the member cluster that suits it
+    best (feasible, allowed by the federation's policies, cheapest), or to --cluster.
     """
     name, fuzzfile = _name_and_file(arguments, name)
     checked_workflow_name(name)
+    if app.access.federation is None and (cluster is not None or explain):
+        raise click.UsageError("--cluster and --explain go with --federation")
     text = _read_fuzzfile(fuzzfile, known_limits(app))
-    with connect(app, server, token_file) as client:
+    routing: list[dict[str, object]] | None = None
+    if app.access.federation is not None:
+        if server is not None or app.access.context is not None:
+            raise click.UsageError("--federation and --server/--context do not go together")
+        client, started, decision = federated_start(app, name, text, fuzzfile, account,
+                                                    cluster, explain, as_json)
+        routing = explain_rows(decision) if explain else None
+        if not as_json:
+            app.err.print(f"workflow {name} placed on member {decision.chosen}")
+    else:
+        client = connect(app, server, token_file)
         started = client.start_workflow(name, text, str(fuzzfile), account)
+    with client:
         if watch:
             if not as_json:
                 app.err.print(_started_line(started))
             _finish(_watch(app, client.watch_workflow(started.id or name), as_json))
             return
     if as_json:
-        _emit_json(to_dict(started))
+        _emit_json(to_dict(started) if routing is None
+                   else {**to_dict(started), "routing": routing})
         return
     app.out.print(f"{_started_line(started)}; follow it with: fuzz workflow status "
                   f"{started.id or name} --watch")
@@ -156,13 +180,14 @@ def _started_line(started: pb.Workflow) -> str:
 @workflow_argument
 @click.option("--watch", is_flag=True,
               help="Update live until the workflow ends; exit 1 unless it succeeded.")
+@federation_option
 @server_options
 @json_option
 @pass_app
 def status(app: AppContext, name: str, watch: bool, server: str | None,
            token_file: Path | None, as_json: bool) -> None:
     """Show a workflow's state: one row per workflow, volume, image and job."""
-    with connect(app, server, token_file) as client:
+    with connect(app, server, token_file, name) as client:
         if watch:
             _finish(_watch(app, client.watch_workflow(name), as_json))
             return
@@ -182,13 +207,14 @@ def status(app: AppContext, name: str, watch: bool, server: str | None,
 @click.option("--node", "node", type=click.IntRange(min=0), default=0, show_default=True,
               help="A multinode job's node (rank) K: 0 is the first, whose container runs "
               "the launcher.")
+@federation_option
 @server_options
 @pass_app
 def log(app: AppContext, name: str, job: str, follow: bool, stderr: bool, node: int,
         server: str | None, token_file: Path | None) -> None:
     """Print JOB's output (a task-array task is JOB[INDEX]; a multinode job's first node's,
     or node K's with --node K)."""
-    with connect(app, server, token_file) as client:
+    with connect(app, server, token_file, name) as client:
         for data in client.stream_log(name, job, "stderr" if stderr else "stdout", follow,
                                       node):
             sys.stdout.buffer.write(data)
@@ -211,6 +237,7 @@ def list_(app: AppContext, server: str | None, token_file: Path | None, as_json:
 
 @click.command("describe")
 @workflow_argument
+@federation_option
 @server_options
 @json_option
 @pass_app
@@ -218,7 +245,7 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
              as_json: bool) -> None:
     """Everything about a workflow's latest run (or the run of that id): file, hash,
     transfers, attempts, exit codes."""
-    with connect(app, server, token_file) as client:
+    with connect(app, server, token_file, name) as client:
         workflow = client.get_workflow(name)
     if as_json:
         _emit_json(to_dict(workflow))
@@ -245,6 +272,7 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
 
 @click.command("stop")
 @workflow_argument
+@federation_option
 @server_options
 @json_option
 @pass_app
@@ -252,7 +280,7 @@ def stop(app: AppContext, name: str, server: str | None, token_file: Path | None
          as_json: bool) -> None:
     """Stop a workflow (its latest run, or the run of that id): queued jobs do not start,
     running ones get SIGTERM, then SIGKILL 10 s later (the grace of the node's agent)."""
-    with connect(app, server, token_file) as client:
+    with connect(app, server, token_file, name) as client:
         workflow = client.cancel_workflow(name)
     if as_json:
         _emit_json(to_dict(workflow))

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from fuzz.cli.contexts import ClientConfig, config_path
+from fuzz.cli.federation import workflow_client
 from fuzz.cli.options import AppContext
 from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import OrchestratorClient
@@ -114,8 +115,14 @@ def _server_ca(app: AppContext, server: str) -> bytes | None:
                       "--ca-file CA`")
 
 
-def connect(app: AppContext, server: str | None, token_file: Path | None) -> OrchestratorClient:
-    """A client for the chosen orchestrator."""
+def connect(app: AppContext, server: str | None, token_file: Path | None,
+            workflow: str | None = None) -> OrchestratorClient:
+    """A client for the chosen orchestrator; with ``--federation``, for the member that
+    runs ``workflow``."""
+    if app.access.federation is not None and workflow is not None:
+        if server is not None or app.access.context is not None:
+            raise click.UsageError("--federation and --server/--context do not go together")
+        return workflow_client(app, workflow)
     return target(app, server, token_file).orchestrator()
 
 

@@ -29,6 +29,8 @@ class AccessOptions:
     context: str | None = None
     ca_file: Path | None = None
     insecure: bool = False
+    federation: Path | None = None
+    """``--federation``: the federation spec whose member runs the workflow."""
 
 
 @dataclass

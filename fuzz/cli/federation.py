@@ -1,0 +1,185 @@
+"""The federation seen from the CLI: its spec, each member's facts, where workflows run.
+
+Everything with I/O around the pure routing of :mod:`fuzz.federate`: each member's
+orchestrator is asked (in parallel, briefly) for its nodes, pools and workflows;
+a member that does not answer is marked unreachable, and routing skips it. The
+member a workflow was placed on is recorded in the client's config directory
+(``federations/NAME.json`` beside ``config.yaml``), so that ``status``, ``log``,
+``stop``, ``exec`` and ``port-forward`` given ``--federation`` talk to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fuzz.api import orchestrator_pb2 as pb
+from fuzz.cli.contexts import ClientConfig, config_path
+from fuzz.cli.options import AppContext
+from fuzz.clients.orchestrator import OrchestratorClient
+from fuzz.errors import ConfigError, FuzzError
+from fuzz.federate.model import MemberFacts
+from fuzz.fsutil import read_json, write_private_file
+from fuzz.orchestrate.connect import Target, explicit_target, read_ca_file
+from fuzz.resources import NodeCapacity
+from fuzz.spec.federation import DEFAULT_FILE, LoadedFederation, MemberSpec, load_federation
+from fuzz.spec.labels import CPU_ARCHITECTURE_LABEL
+
+F = TypeVar("F", bound=Callable[..., Any])
+ASK_TIMEOUT = 5.0  # seconds a member gets to answer before routing skips it
+ACTIVE_STATES = ("PENDING", "RUNNING")
+SCHEDULABLE = "READY"
+FEDERATION_ENV = "FUZZ_FEDERATION"
+
+
+def _keep_federation(ctx: click.Context, param: click.Parameter, value: Path | None
+                     ) -> Path | None:
+    app = ctx.find_object(AppContext)
+    if app is not None and value is not None:
+        app.access.federation = value
+    return value
+
+
+def federation_option(func: F) -> F:
+    """``--federation [FILE]``: go through the federation of FILE (default
+    ``federation.yaml``; ``$FUZZ_FEDERATION``) to the member that runs the workflow."""
+    return click.option(
+        "--federation", is_flag=False, flag_value=DEFAULT_FILE, default=None,
+        type=click.Path(dir_okay=False, path_type=Path), envvar=FEDERATION_ENV,
+        expose_value=False, callback=_keep_federation, metavar="[FILE]",
+        help=f"Through the federation in FILE (default {DEFAULT_FILE}): start routes the "
+             "workflow to a member; the other commands reach the member running it.")(func)
+
+
+def load(path: Path) -> LoadedFederation:
+    """The federation spec at ``path`` (problems one a line, file:line:col)."""
+    return load_federation(path, str(path))
+
+
+def member_target(federation: LoadedFederation, name: str) -> Target:
+    """How member ``name``'s orchestrator is reached, as the spec says."""
+    member = federation.spec.members[name]
+    if member.context is not None:
+        return ClientConfig.load(config_path()).context(member.context)[1].target()
+    assert member.server is not None and member.token_file is not None  # the spec checks
+    ca = None if member.insecure else _ca(federation, member, name)
+    return explicit_target(member.server, federation.base_dir / member.token_file, ca)
+
+
+def _ca(federation: LoadedFederation, member: MemberSpec, name: str) -> bytes:
+    if member.ca_file is None:
+        raise ConfigError(f"{federation.path}: member {name}: no ca_file to verify "
+                          f"{member.server} against (or insecure: true for plain text)")
+    return read_ca_file(federation.base_dir / member.ca_file)
+
+
+def member_client(federation: LoadedFederation, name: str, timeout: float | None = None
+                  ) -> OrchestratorClient:
+    """A client for member ``name``'s orchestrator."""
+    chosen = member_target(federation, name)
+    if timeout is None:
+        return chosen.orchestrator()
+    return OrchestratorClient(chosen.endpoint, chosen.token, timeout=timeout, tls=chosen.tls)
+
+
+@dataclass(frozen=True)
+class MemberReport:
+    """What ``fuzz federation status`` shows of a member beyond its routing facts: its
+    nodes' free GPUs and states, its pools and their offerings."""
+
+    facts: MemberFacts
+    nodes: tuple[pb.Node, ...] = ()
+    pools: tuple[pb.ElasticPoolState, ...] = ()
+    workflows: dict[str, int] = field(default_factory=dict)
+
+
+def _capacity(node: pb.Node) -> NodeCapacity:
+    labels = dict(node.labels)
+    return NodeCapacity(node.name, node.cores, node.memory_bytes, dict(node.devices),
+                        labels.get(CPU_ARCHITECTURE_LABEL, "x86_64"), labels)
+
+
+def _ask(federation: LoadedFederation, name: str) -> MemberReport:
+    """Member ``name``'s facts, from its orchestrator; unreachable (with why) if it fails."""
+    member = federation.spec.members[name]
+    base = MemberFacts(name, member.site, member.labels, member.prices)
+    try:
+        with member_client(federation, name, ASK_TIMEOUT) as client:
+            nodes = [n for n in client.list_nodes() if n.state == SCHEDULABLE]
+            pools = client.pool_demand(ASK_TIMEOUT).pools
+            workflows = client.list_workflows()
+    except FuzzError as exc:
+        return MemberReport(MemberFacts(name, member.site, member.labels, member.prices,
+                                        unreachable=str(exc)))
+    states: dict[str, int] = {}
+    for workflow in workflows:
+        states[workflow.state] = states.get(workflow.state, 0) + 1
+    facts = MemberFacts(
+        base.name, base.site, base.labels, base.prices,
+        nodes=tuple(_capacity(n) for n in nodes),
+        free={n.name: (n.free_cores, n.free_memory_bytes) for n in nodes},
+        active_workflows=sum(states.get(state, 0) for state in ACTIVE_STATES),
+        # The ingress cache's holdings (source URI → bytes) come from the member's
+        # cache API once it has one; until then nothing counts as cached.
+        cached_bytes={})
+    return MemberReport(facts, tuple(nodes), tuple(pools), states)
+
+
+def gather(federation: LoadedFederation) -> list[MemberReport]:
+    """Every member's report, asked in parallel, in the spec's order."""
+    names = list(federation.spec.members)
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        return list(pool.map(lambda name: _ask(federation, name), names))
+
+
+# --- where each workflow runs --------------------------------------------------------------
+
+def placements_path(federation: LoadedFederation) -> Path:
+    """Where this client records the member each workflow of the federation runs on."""
+    return config_path().parent / "federations" / f"{federation.spec.federation}.json"
+
+
+def placements(federation: LoadedFederation) -> dict[str, str]:
+    """Workflow name or run id → member."""
+    found = read_json(placements_path(federation))
+    return {str(k): str(v) for k, v in (found or {}).get("workflows", {}).items()}
+
+
+def record_placement(federation: LoadedFederation, names: list[str], member: str) -> None:
+    """Record that the workflow known by ``names`` (its name, its run id) runs on ``member``."""
+    recorded = placements(federation)
+    recorded.update({name: member for name in names if name})
+    path = placements_path(federation)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private_file(path, json.dumps({"workflows": recorded}, indent=1).encode())
+
+
+def placed_member(federation: LoadedFederation, workflow: str) -> str:
+    """The member that runs ``workflow`` (a name or a run id); ConfigError if none does."""
+    recorded = placements(federation)
+    member = recorded.get(workflow)
+    if member is None and workflow.count(".") == 2:  # OWNER.NAME.RUN: a run of NAME
+        member = recorded.get(workflow.split(".")[1])
+    if member is None:
+        raise ConfigError(f"workflow {workflow} was not started through federation "
+                          f"{federation.spec.federation} from here (start it with fuzz "
+                          "workflow start FILE --federation)")
+    if member not in federation.spec.members:
+        raise ConfigError(f"workflow {workflow} runs on {member}, which is no longer a member "
+                          f"of federation {federation.spec.federation}")
+    return member
+
+
+def workflow_client(app: AppContext, workflow: str) -> OrchestratorClient:
+    """A client for the member of ``app``'s federation that runs ``workflow``."""
+    assert app.access.federation is not None
+    federation = load(app.access.federation)
+    member = placed_member(federation, workflow)
+    app.err.print(f"workflow {workflow} runs on member {member}", highlight=False)
+    return member_client(federation, member)
