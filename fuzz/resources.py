@@ -163,6 +163,9 @@ def shortfall(
     if reasons:
         return "; ".join(reasons)
     known = [capacity for capacity in known if not label_shortages(request.labels, capacity.labels)]
+    if not known:
+        wanted = ", ".join(f"{key}={value}" for key, value in sorted(request.labels.items()))
+        return f"needs annotations {wanted} on one {kind}; no {kind} has them all"
     most_sockets = max(capacity.sockets for capacity in known)
     if request.sockets > most_sockets:
         reasons.append(f"needs {request.sockets} sockets; {largest} has {most_sockets}")

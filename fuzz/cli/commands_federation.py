@@ -162,7 +162,8 @@ def explain_table(decision: Decision) -> Table:
         costs = [_money(a.compute), _money(a.egress), f"{a.cached_gb:g}", f"{a.wait_hours:g}",
                  _money(a.wait), _money(a.total)] if judged else ["-"] * 6
         choice = "chosen" if a.member == decision.chosen else (
-            "" if a.eligible else "refused" if a.refused_by() else "-")
+            "" if a.eligible else "skipped" if a.unreachable
+            else "refused" if a.refused_by() else "-")
         table.add_row(a.member, escape(feasible), escape(_policy_text(a)), *costs, choice)
     return table
 

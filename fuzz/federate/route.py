@@ -49,9 +49,11 @@ def assess(demand: WorkflowDemand, member: MemberFacts, federation: FederationSp
                       wait=hours * federation.routing.wait_price_per_hour)
 
 
-def _order(assessment: Assessment, rank: dict[str, int]) -> tuple[bool, float, float, int]:
-    return (not assessment.eligible, assessment.total, assessment.wait_hours,
-            rank[assessment.member])
+def _order(assessment: Assessment, rank: dict[str, int]
+           ) -> tuple[bool, bool, float, float, int]:
+    """Eligible members first, cheapest first; the unreachable last."""
+    return (not assessment.eligible, bool(assessment.unreachable), assessment.total,
+            assessment.wait_hours, rank[assessment.member])
 
 
 def route(demand: WorkflowDemand, members: Sequence[MemberFacts], federation: FederationSpec,

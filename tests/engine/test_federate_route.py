@@ -179,3 +179,17 @@ def test_federation_spec_problems_name_file_line_and_column(tmp_path: Path) -> N
         "federation.yaml:6:25: members.a.prices.core_hour: must be >= 0.0",
         "federation.yaml:9:23: policies[0].allow.members[0]: no member 'zz' (members: a)",
     ]
+
+
+def test_labels_held_only_by_different_nodes_make_the_member_unfit() -> None:
+    arm = NodeCapacity("arm", 8, 32 * GIB, labels={"fuzz.io/cpu.architecture": "aarch64"})
+    gpu = NodeCapacity("gpu", 8, 32 * GIB, {GPU_DEVICE: 1},
+                       labels={"nvidia.com/gpu.model": "H100"})
+    facts = MemberFacts("a", "hq", nodes=(arm, gpu))
+    wanted = {"fuzz.io/cpu.architecture": "aarch64", "nvidia.com/gpu.model": "H100"}
+    demand = WorkflowDemand((JobDemand("run", ResourceRequest(labels=wanted)),))
+    decision = route(demand, [facts], federation())
+    assert decision.chosen is None
+    assert decision.assessments[0].unfit == (
+        "job run needs annotations fuzz.io/cpu.architecture=aarch64, "
+        "nvidia.com/gpu.model=H100 on one node; no node has them all")
