@@ -1,8 +1,9 @@
 """Benchmark: how close federated routing comes to the cheapest member, and how fast it decides.
 
 A federation of 10 random members (6 sites, 3 of them on premises; 2-6 nodes
-each, some with GPUs, some arm; prices per core-, GiB- and GPU-hour with noise;
-queues of 0-8 workflows; caches holding some of the data) and 1,000 random workflows
+each, some with GPUs, some arm; every third member also 1-4 elastic-pool offerings;
+prices per core-, GiB- and GPU-hour with noise; queues of 0-8 workflows; caches
+holding some of the data) and 1,000 random workflows
 (1-6 jobs of 1-32 cores, some with GPUs, some arm-only, task arrays and multinode
 jobs; 0-3 ingress sources from 40 datasets of up to 500 GB in the 6 sites, some
 export-controlled; one of 3 accounts). For every workflow the member
@@ -26,7 +27,7 @@ import time
 from collections.abc import Sequence
 
 from fuzz.federate.demand import data_demand
-from fuzz.federate.model import JobDemand, MemberFacts, WorkflowDemand
+from fuzz.federate.model import JobDemand, MemberFacts, OfferingFacts, WorkflowDemand
 from fuzz.federate.route import route
 from fuzz.resources import GPU_DEVICE, NodeCapacity, ResourceRequest
 from fuzz.spec.federation import FederationSpec, PriceList
@@ -98,8 +99,14 @@ def members(rng: random.Random, spec: FederationSpec) -> list[MemberFacts]:
                   for d in range(40) if rng.random() < 0.15}
         labels = {"on-prem": "true" if declared.site in ("hq", "lab") else "false",
                   "spot": "true" if index % 4 == 3 else "false"}
+        offerings = tuple(
+            OfferingFacts("cloud", capacity, round(
+                (0.03 * capacity.cores + 0.004 * capacity.memory_bytes / GIB
+                 + 1.5 * capacity.devices.get(GPU_DEVICE, 0)) * rng.uniform(0.8, 1.3), 4))
+            for capacity in (_node(rng, f"{name}-o{i}") for i in range(rng.randint(1, 4)))
+        ) if index % 3 == 2 else ()
         found.append(MemberFacts(name, declared.site, labels, prices, nodes, free,
-                                 rng.randint(0, 8), cached))
+                                 rng.randint(0, 8), cached, offerings=offerings))
     return found
 
 
@@ -165,22 +172,25 @@ def reference_cost(spec: FederationSpec, demand: WorkflowDemand, member: MemberF
     fits_now = True
     for job in demand.jobs:
         holders = [n for n in member.nodes if _fits(job.request, n)]
-        if len(holders) < job.nodes or not holders:
+        offered = [o.price_per_hour for o in member.offerings if _fits(job.request, o.capacity)]
+        if not offered and (len(holders) < job.nodes or not holders):
             return None
-        fits_now &= any(job.request.cores <= member.free[n.name][0]
-                        and job.request.memory_bytes <= member.free[n.name][1]
-                        for n in holders)
-        gpus = job.request.devices.get(GPU_DEVICE, 0)
-        gpu_price = 0.0
-        if gpus:
-            prices = member.prices.gpu_hour
-            model = job.request.labels.get(MODEL)
-            candidates = [model] if model else [n.labels.get(MODEL) for n in holders]
-            gpu_price = min(prices.get(m or "", prices.get("*", 0.0)) for m in candidates)
-        hourly = (job.request.cores * member.prices.core_hour
-                  + job.request.memory_bytes / GIB * member.prices.memory_gib_hour
-                  + gpus * gpu_price)
-        compute += hourly * job.hours * job.nodes * job.tasks
+        fits_now &= bool(offered) or any(job.request.cores <= member.free[n.name][0]
+                                         and job.request.memory_bytes <= member.free[n.name][1]
+                                         for n in holders)
+        options = list(offered)
+        if holders:
+            gpus = job.request.devices.get(GPU_DEVICE, 0)
+            gpu_price = 0.0
+            if gpus:
+                prices = member.prices.gpu_hour
+                model = job.request.labels.get(MODEL)
+                candidates = [model] if model else [n.labels.get(MODEL) for n in holders]
+                gpu_price = min(prices.get(m or "", prices.get("*", 0.0)) for m in candidates)
+            options.append(job.request.cores * member.prices.core_hour
+                           + job.request.memory_bytes / GIB * member.prices.memory_gib_hour
+                           + gpus * gpu_price)
+        compute += min(options) * job.hours * job.nodes * job.tasks
     moved = sum((d.size - min(d.size, sum(member.cached_bytes.get(u, 0) for u in d.uris)))
                 / GB * _egress(spec, d.site, member.site) for d in demand.data)
     wait = 0.0 if fits_now else max(member.active_workflows, 1) * (

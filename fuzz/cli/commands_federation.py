@@ -70,11 +70,13 @@ def _report_json(report: MemberReport) -> dict[str, Any]:
     return {"member": facts.name, "reachable": not facts.unreachable,
             "error": facts.unreachable or None, "site": facts.site, "labels": dict(facts.labels),
             "capacity": None if facts.unreachable else _capacity(report),
-            "pools": [{"name": p.name, "offerings": sorted({m.offering for m in p.members
-                                                            if m.offering}),
-                       "failing": p.failing or None} for p in report.pools],
+            "offerings": [{"pool": o.pool, "name": o.capacity.name, "cores": o.capacity.cores,
+                           "memory_bytes": o.capacity.memory_bytes,
+                           "devices": dict(o.capacity.devices),
+                           "architecture": o.capacity.architecture,
+                           "price_per_hour": o.price_per_hour} for o in facts.offerings],
             "prices": facts.prices.model_dump(),
-            "workflows": report.workflows,
+            "workflows": report.workflows, "queued_tasks": report.queued_tasks,
             "cached": dict(facts.cached_bytes)}
 
 
@@ -85,7 +87,8 @@ def _report_json(report: MemberReport) -> dict[str, Any]:
 @pass_app
 def status(app: AppContext, file: Path, as_json: bool) -> None:
     """Each member of the federation in FILE (default federation.yaml): reachable, free
-    and total capacity, pools and offerings, prices, workflows, cached data."""
+    and total capacity, its elastic pools' offerings with prices, its price list,
+    workflows, cached data."""
     loaded = load(file)
     reports = gather(loaded)
     if as_json:
@@ -93,7 +96,7 @@ def status(app: AppContext, file: Path, as_json: bool) -> None:
                              "members": [_report_json(r) for r in reports]})
         return
     table = Table("member", "reachable", "site", "labels", "cores free/total",
-                  "memory free/total", "devices", "pools", "prices", "workflows", "cached")
+                  "memory free/total", "devices", "offerings", "prices", "workflows", "cached")
     for report in reports:
         row = _report_json(report)
         labels = ",".join(f"{k}={v}" for k, v in sorted(row["labels"].items()))
@@ -103,19 +106,21 @@ def status(app: AppContext, file: Path, as_json: bool) -> None:
                           _prices(report.facts.prices), "-", "-")
             continue
         capacity = row["capacity"]
-        pools = "; ".join(f"{p['name']} ({', '.join(p['offerings']) or '-'})"
-                          for p in row["pools"]) or "-"
+        offerings = "; ".join(f"{o['pool']}/{o['name']} {o['price_per_hour']:g}/h"
+                              for o in row["offerings"]) or "-"
         cached = f"{len(row['cached'])}: {format_bytes(sum(row['cached'].values()))}" \
             if row["cached"] else "-"
         workflows = ", ".join(f"{count} {state.lower()}"
                               for state, count in sorted(row["workflows"].items())) or "0"
+        if report.queued_tasks:
+            workflows += f"; {report.queued_tasks} tasks wait for room"
         table.add_row(
             row["member"], "[green]yes[/]", row["site"], escape(labels),
             f"{capacity['cores']['free']}/{capacity['cores']['total']}",
             f"{format_bytes(capacity['memory_bytes']['free'])}/"
             f"{format_bytes(capacity['memory_bytes']['total'])}",
             ", ".join(f"{k} {v}" for k, v in sorted(capacity["devices"].items())) or "-",
-            escape(pools), _prices(report.facts.prices), workflows, cached)
+            escape(offerings), _prices(report.facts.prices), workflows, cached)
     app.out.print(table)
 
 

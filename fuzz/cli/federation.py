@@ -1,7 +1,9 @@
 """The federation seen from the CLI: its spec, each member's facts, where workflows run.
 
 Everything with I/O around the pure routing of :mod:`fuzz.federate`: each member's
-orchestrator is asked (in parallel, briefly) for its nodes, pools and workflows;
+orchestrator is asked (in parallel, briefly) for its nodes (``ListNodes``), its elastic
+pools' offerings with prices, queue and ingress cache (``MemberStatus``) and its
+workflows (``ListWorkflows``);
 a member that does not answer is marked unreachable, and routing skips it. The
 member a workflow was placed on is recorded in the client's config directory
 (``federations/NAME.json`` beside ``config.yaml``), so that ``status``, ``log``,
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,12 +24,16 @@ import click
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.cli.contexts import ClientConfig, config_path
 from fuzz.cli.options import AppContext
-from fuzz.clients.orchestrator import OrchestratorClient
+from fuzz.clients.orchestrator import (
+    AccessDeniedError,
+    OrchestratorClient,
+    OrchestratorUnreachableError,
+)
 from fuzz.errors import ConfigError, FuzzError
-from fuzz.federate.model import MemberFacts
+from fuzz.federate.model import MemberFacts, OfferingFacts
 from fuzz.fsutil import read_json, write_private_file
 from fuzz.orchestrate.connect import Target, explicit_target, read_ca_file
-from fuzz.resources import NodeCapacity
+from fuzz.resources import GPU_DEVICE, NodeCapacity
 from fuzz.spec.federation import DEFAULT_FILE, LoadedFederation, MemberSpec, load_federation
 from fuzz.spec.labels import CPU_ARCHITECTURE_LABEL
 
@@ -91,11 +97,11 @@ def member_client(federation: LoadedFederation, name: str, timeout: float | None
 @dataclass(frozen=True)
 class MemberReport:
     """What ``fuzz federation status`` shows of a member beyond its routing facts: its
-    nodes' free GPUs and states, its pools and their offerings."""
+    schedulable nodes, its tasks waiting for room and its workflows by state."""
 
     facts: MemberFacts
     nodes: tuple[pb.Node, ...] = ()
-    pools: tuple[pb.ElasticPoolState, ...] = ()
+    queued_tasks: int = 0
     workflows: dict[str, int] = field(default_factory=dict)
 
 
@@ -105,6 +111,26 @@ def _capacity(node: pb.Node) -> NodeCapacity:
                         labels.get(CPU_ARCHITECTURE_LABEL, "x86_64"), labels)
 
 
+def _offering(offering: pb.PoolOffering) -> OfferingFacts:
+    devices = {GPU_DEVICE: offering.gpus} if offering.gpus else {}
+    return OfferingFacts(offering.pool, NodeCapacity(
+        offering.name, offering.cores, offering.memory_bytes, devices,
+        offering.architecture or "x86_64", dict(offering.labels)), offering.price_per_hour)
+
+
+def _member_status(client: OrchestratorClient) -> pb.MemberStatusReply:
+    """The member's offerings, queue and cache; empty where the caller may not see them
+    (node:read on the cluster) or the orchestrator is older than the call."""
+    try:
+        return client.member_status(ASK_TIMEOUT)
+    except AccessDeniedError:
+        return pb.MemberStatusReply()
+    except OrchestratorUnreachableError as exc:
+        if "does not know this call" in str(exc):
+            return pb.MemberStatusReply()
+        raise
+
+
 def _ask(federation: LoadedFederation, name: str) -> MemberReport:
     """Member ``name``'s facts, from its orchestrator; unreachable (with why) if it fails."""
     member = federation.spec.members[name]
@@ -112,23 +138,20 @@ def _ask(federation: LoadedFederation, name: str) -> MemberReport:
     try:
         with member_client(federation, name, ASK_TIMEOUT) as client:
             nodes = [n for n in client.list_nodes() if n.state == SCHEDULABLE]
-            pools = client.pool_demand(ASK_TIMEOUT).pools
+            status = _member_status(client)
             workflows = client.list_workflows()
     except FuzzError as exc:
-        return MemberReport(MemberFacts(name, member.site, member.labels, member.prices,
-                                        unreachable=str(exc)))
+        return MemberReport(replace(base, unreachable=str(exc)))
     states: dict[str, int] = {}
     for workflow in workflows:
         states[workflow.state] = states.get(workflow.state, 0) + 1
-    facts = MemberFacts(
-        base.name, base.site, base.labels, base.prices,
-        nodes=tuple(_capacity(n) for n in nodes),
+    facts = replace(
+        base, nodes=tuple(_capacity(n) for n in nodes),
         free={n.name: (n.free_cores, n.free_memory_bytes) for n in nodes},
+        offerings=tuple(_offering(o) for o in status.offerings),
         active_workflows=sum(states.get(state, 0) for state in ACTIVE_STATES),
-        # The ingress cache's holdings (source URI → bytes) come from the member's
-        # cache API once it has one; until then nothing counts as cached.
-        cached_bytes={})
-    return MemberReport(facts, tuple(nodes), tuple(pools), states)
+        cached_bytes={source.uri: source.bytes for source in status.cached})
+    return MemberReport(facts, tuple(nodes), status.queued_tasks, states)
 
 
 def gather(federation: LoadedFederation) -> list[MemberReport]:

@@ -160,6 +160,13 @@ class OrchestratorClient(GrpcClient):
                                                timeout)
         return reply
 
+    def member_status(self, timeout: float | None = None) -> pb.MemberStatusReply:
+        """What a federation routes by: the elastic pools' offerings with prices, the
+        tasks waiting for room, the ingress sources cached."""
+        reply: pb.MemberStatusReply = self._call(self._stub.MemberStatus,
+                                                 pb.MemberStatusRequest(), timeout)
+        return reply
+
     def cordon_nodes(self, nodes: list[str], action: str, reason: str = ""
                      ) -> list[pb.NodeWork]:
         """Cordon, drain, uncordon, evict (with ``reason``) or forget ``nodes``; what

@@ -14,35 +14,53 @@ GPU_MODEL_LABEL = "nvidia.com/gpu.model"
 
 
 def _gpu_price(prices: PriceList, request: ResourceRequest,
-               nodes: Sequence[NodeCapacity]) -> float:
+               holders: Sequence[NodeCapacity]) -> float:
     """What one of the request's GPUs costs an hour: the model it asks for, else the
-    cheapest model among the member's nodes that could hold it; ``"*"`` for a model
-    the price list does not name."""
+    cheapest model among the nodes that could hold it; ``"*"`` for a model the price
+    list does not name."""
     def price(model: str | None) -> float:
         return prices.gpu_hour.get(model or "", prices.gpu_hour.get("*", 0.0))
 
     wanted = request.labels.get(GPU_MODEL_LABEL)
     if wanted is not None:
         return price(wanted)
-    models = {node.labels.get(GPU_MODEL_LABEL) for node in nodes if holds(node, request)}
+    models = {node.labels.get(GPU_MODEL_LABEL) for node in holders}
     return min((price(model) for model in models), default=price(None))
 
 
-def job_cost(job: JobDemand, prices: PriceList, nodes: Sequence[NodeCapacity]) -> float:
-    """What ``job`` costs on a member with ``prices``: each node it holds, for its hours,
-    times its tasks."""
-    request = job.request
+def _node_hour(request: ResourceRequest, member: MemberFacts) -> float | None:
+    """What an hour of ``request`` costs on a node of ``member`` by its price list; None
+    when no node could hold it."""
+    holders = [node for node in member.nodes if holds(node, request)]
+    if not holders:
+        return None
+    prices = member.prices
     per_hour = request.cores * prices.core_hour \
         + request.memory_bytes / GIB * prices.memory_gib_hour
     gpus = request.devices.get(GPU_DEVICE, 0)
     if gpus:
-        per_hour += gpus * _gpu_price(prices, request, nodes)
-    return per_hour * job.hours * job.nodes * job.tasks
+        per_hour += gpus * _gpu_price(prices, request, holders)
+    return per_hour
+
+
+def _offering_hour(request: ResourceRequest, member: MemberFacts) -> float | None:
+    """What an hour of the cheapest offering that could hold ``request`` costs (a whole
+    node); None when none could."""
+    return min((o.price_per_hour for o in member.offerings if holds(o.capacity, request)),
+               default=None)
+
+
+def job_cost(job: JobDemand, member: MemberFacts) -> float:
+    """What ``job`` costs on ``member``: each of its nodes for its hours, times its tasks,
+    on a node it has (by the price list) or one of its offerings, whichever is cheaper."""
+    options = [price for price in (_node_hour(job.request, member),
+                                   _offering_hour(job.request, member)) if price is not None]
+    return min(options, default=0.0) * job.hours * job.nodes * job.tasks
 
 
 def compute_cost(demand: WorkflowDemand, member: MemberFacts) -> float:
     """Every job's cost on ``member``."""
-    return sum(job_cost(job, member.prices, member.nodes) for job in demand.jobs)
+    return sum(job_cost(job, member) for job in demand.jobs)
 
 
 def egress_price(table: Sequence[EgressPrice], source: str, destination: str) -> float:
@@ -78,7 +96,10 @@ def egress_cost(demand: WorkflowDemand, member: MemberFacts,
 
 
 def _fits_now(request: ResourceRequest, member: MemberFacts) -> bool:
-    """Whether some node of ``member`` has the request's cores and memory free now."""
+    """Whether some node of ``member`` has the request's cores and memory free now, or
+    an offering could hold it (a new node: its boot is no queue)."""
+    if any(holds(offering.capacity, request) for offering in member.offerings):
+        return True
     for node in member.nodes:
         cores, memory = member.free.get(node.name, (0, 0))
         if holds(node, request) and request.cores <= cores and request.memory_bytes <= memory:

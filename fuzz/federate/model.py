@@ -10,12 +10,22 @@ from fuzz.spec.federation import PriceList
 
 
 @dataclass(frozen=True)
+class OfferingFacts:
+    """A kind of node one of a member's elastic pools may create: one node's capacity (with
+    the labels it gets) and its price per hour."""
+
+    pool: str
+    capacity: NodeCapacity
+    price_per_hour: float
+
+
+@dataclass(frozen=True)
 class MemberFacts:
     """One member as the CLI found it: ``unreachable`` says why it could not be asked
     (empty: it answered); ``nodes`` the whole of each node, ``free`` what each has free
-    now (by node name: cores, memory bytes); ``active_workflows`` its pending and running
-    workflows; ``cached_bytes`` the bytes of each ingress source (URI) already in its
-    ingress cache."""
+    now (by node name: cores, memory bytes); ``offerings`` what its elastic pools may add;
+    ``active_workflows`` its pending and running workflows; ``cached_bytes`` the bytes of
+    each ingress source (URI) already in its ingress cache."""
 
     name: str
     site: str
@@ -26,6 +36,7 @@ class MemberFacts:
     active_workflows: int = 0
     cached_bytes: Mapping[str, int] = field(default_factory=dict)
     unreachable: str = ""
+    offerings: tuple[OfferingFacts, ...] = ()
 
 
 @dataclass(frozen=True)

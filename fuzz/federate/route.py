@@ -18,14 +18,17 @@ from fuzz.spec.federation import FederationSpec
 
 
 def _job_unfit(job: JobDemand, member: MemberFacts) -> str:
-    """Why no node of ``member`` could hold ``job`` (empty: some could)."""
-    if job.nodes > 1:
+    """Why no node or offering of ``member`` could hold ``job`` (empty: some could; an
+    offering holding it makes as many nodes as a multinode job needs)."""
+    offerings = [offering.capacity for offering in member.offerings]
+    why = shortfall(job.request, [*member.nodes, *offerings])
+    if why:
+        return f"job {job.name} {why}"
+    if job.nodes > 1 and not any(holds(capacity, job.request) for capacity in offerings):
         able = sum(1 for node in member.nodes if holds(node, job.request))
         if able < job.nodes:
             return f"job {job.name} needs {job.nodes} nodes; {able} could hold it"
-        return ""
-    why = shortfall(job.request, member.nodes)
-    return f"job {job.name} {why}" if why else ""
+    return ""
 
 
 def unfit(demand: WorkflowDemand, member: MemberFacts) -> str:

@@ -325,6 +325,25 @@ class OrchestratorService:
                     for address, state in sorted(view.states.items())])
             for view in views])
 
+    def MemberStatus(self, request: pb.MemberStatusRequest, context: grpc.ServicerContext
+                     ) -> pb.MemberStatusReply:
+        """What a federation routes by beyond the nodes: the elastic pools' offerings with
+        prices, and the tasks waiting for room. ``cached`` stays empty: this cluster has
+        no ingress cache to report yet."""
+        try:
+            self._authz.authorize(context, "node:read", cluster_resource(self._cluster))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        offerings = self.elastic.offerings() if self.elastic is not None else []
+        return pb.MemberStatusReply(
+            queued_tasks=len(self._runner.unplaced()),
+            offerings=[pb.PoolOffering(
+                pool=pool, name=offering.name, cores=offering.cores,
+                memory_bytes=offering.memory_bytes, gpus=offering.gpus,
+                gpu_model=offering.gpu_model or "", architecture=capacity.architecture,
+                price_per_hour=offering.price_per_hour, labels=dict(capacity.labels))
+                for pool, offering, capacity in offerings])
+
     # --- workflows ---------------------------------------------------------------------
 
     def workflow_access(self, context: grpc.ServicerContext, action: str, owner: str,

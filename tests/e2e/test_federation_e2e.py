@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
+from fuzz.testing.cluster import cluster_spec, cluster_up
 from fuzz.testing.oci import PushedImage, free_port
 from fuzz.testing.web import serve_directory
-from tests.support.cliutil import Result, run_fuzz
+from tests.support.cliutil import Result, kill_agents, run_fuzz
 from tests.support.declared import declared_node_yaml
 from tests.support.workflowutil import LocalCluster, dump, local_cluster
 
@@ -157,6 +158,7 @@ def test_status_shows_every_member(federation: Federation) -> None:
         assert member["reachable"] and member["site"] == SITES[name], member
         assert member["capacity"]["nodes"] == 1
         assert member["prices"]["core_hour"] == PRICES[name]
+        assert member["offerings"] == [] and member["queued_tasks"] == 0  # static pools
     assert members["west"]["capacity"]["devices"] == {"nvidia.com/gpu": 2}
     assert members["west"]["capacity"]["cores"]["total"] == 32
     table = federation.ok("federation", "status").out
@@ -250,3 +252,28 @@ def test_a_stopped_member_is_skipped_and_said_so(federation: Federation) -> None
         assert [m["reachable"] for m in shown["members"]] == [True, False, True]
     finally:
         east.ok("server", "--detach")
+
+
+def test_status_shows_an_elastic_pools_offerings_with_prices(
+        tmp_path: Path, busybox_image: PushedImage) -> None:
+    home = tmp_path / "elastic"
+    home.mkdir()
+    os.chmod(home, 0o755)
+    port = free_port()
+    spec = yaml.safe_load(cluster_spec("elastic", 1, [busybox_image.registry.host], port))
+    spec["pools"]["cpu"]["max"] = 2  # min 1, max 2: the orchestrator's elastic loop sizes it
+    (home / "fuzz.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "federation.yaml").write_text(yaml.safe_dump({
+        "version": 1, "federation": "elastic", "members": {"cloud": {
+            "server": f"127.0.0.1:{port}", "ca_file": str(home / ".fuzz/server/ca.pem"),
+            "token_file": str(home / ".fuzz/server/admin.token"), "site": "lab"}}}))
+    try:
+        with cluster_up(home, 1):
+            shown = run_fuzz(tmp_path, "federation", "status", "--json")
+            assert shown.code == 0, shown.err
+            cloud = shown.json()["members"][0]
+            assert cloud["reachable"] and cloud["queued_tasks"] == 0, cloud
+            assert [(o["pool"], o["name"], o["price_per_hour"]) for o in cloud["offerings"]] \
+                == [("cpu", "local", 0.0)], cloud
+    finally:
+        kill_agents(home)

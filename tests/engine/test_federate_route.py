@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.federate.demand import data_demand, source_site, workflow_demand
-from fuzz.federate.model import JobDemand, MemberFacts, WorkflowDemand
+from fuzz.federate.model import JobDemand, MemberFacts, OfferingFacts, WorkflowDemand
 from fuzz.federate.route import route
 from fuzz.resources import GPU_DEVICE, NodeCapacity, ResourceRequest
 from fuzz.spec.federation import FederationSpec, PriceList, load_federation
@@ -193,3 +193,16 @@ def test_labels_held_only_by_different_nodes_make_the_member_unfit() -> None:
     assert decision.assessments[0].unfit == (
         "job run needs annotations fuzz.io/cpu.architecture=aarch64, "
         "nvidia.com/gpu.model=H100 on one node; no node has them all")
+
+
+def test_an_elastic_pool_offering_makes_a_member_feasible_at_its_price() -> None:
+    gpu_box = NodeCapacity("g.4x", 16, 64 * GIB, {GPU_DEVICE: 4},
+                           labels={"nvidia.com/gpu.model": "H100"})
+    cloud = MemberFacts("b", "aws:us-east-1", offerings=(OfferingFacts("gpu", gpu_box, 12.0),))
+    onprem = member("a", "hq", 0.01)
+    multinode = JobDemand("mpi", ResourceRequest(cores=8, devices={GPU_DEVICE: 4}), nodes=3,
+                          hours=2)
+    decision = route(WorkflowDemand((multinode,)), [onprem, cloud], federation())
+    assert decision.chosen == "b"
+    assert decision.assessments[0].compute == pytest.approx(12.0 * 2 * 3)
+    assert decision.assessments[0].wait_hours == 0

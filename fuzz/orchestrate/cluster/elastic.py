@@ -47,7 +47,9 @@ from fuzz.orchestrate.records import PoolMemberRecord, PoolStatusRecord
 from fuzz.orchestrate.store import Store
 from fuzz.plugin.loader import PluginSet
 from fuzz.plugin.provider import JoinInfo, Offering
+from fuzz.resources import NodeCapacity
 from fuzz.scheduler.elastic import ElasticDecision, Member, MemberTimes, PoolRules, decide
+from fuzz.scheduler.offerings import offering_capacity
 from fuzz.spec.cluster import PoolSpec
 from fuzz.spec.loader import LoadedSpec
 
@@ -140,6 +142,20 @@ class ElasticLoop:
         """Every elastic pool as the last pass left it, and when that pass ended (0: never)."""
         with self._lock:
             return [self._views[name] for name in sorted(self._views)], self._decided_at
+
+    def offerings(self) -> list[tuple[str, Offering, NodeCapacity]]:
+        """Each elastic pool's offerings (pool, offering, the capacity of one of its nodes
+        with the labels it gets); a pool whose provider cannot say now is left out."""
+        found = []
+        for name, pool in sorted(self._pools.items()):
+            try:
+                offerings = self._pool_offerings(pool)
+            except FuzzError as exc:
+                log.warning("elastic: the offerings of pool %s: %s", name, exc)
+                continue
+            found += [(name, offering, offering_capacity(offering, pool.labels))
+                      for offering in offerings]
+        return found
 
     def _loop(self) -> None:
         seen = -1
