@@ -234,6 +234,21 @@ def test_a_member_that_refuses_the_start_is_left_out_and_the_workflow_placed_aga
         "s3cr3t\n"
 
 
+def test_exec_reaches_the_job_on_its_member(federation: Federation) -> None:
+    file = federation.write("long", _fuzzfile(federation.image, "sleep 300"))
+    assert "placed on member east" in federation.ok("workflow", "start", file,
+                                                    "--federation").err
+    deadline = time.monotonic() + 90
+    while federation.status("long")["tasks"][0]["state"] != "RUNNING":
+        assert time.monotonic() < deadline, dump(federation.status("long"))
+        time.sleep(0.3)
+    ran = federation.ok("workflow", "exec", "long", "run", "--federation", "--",
+                        "/bin/sh", "-c", "echo through")
+    assert ran.out == "through\n"
+    federation.ok("workflow", "stop", "long", "--federation")
+    assert federation.wait("long")["state"] == "CANCELED"
+
+
 def test_a_stopped_member_is_skipped_and_said_so(federation: Federation) -> None:
     east = federation.members["east"]
     east.ok("server", "--stop")
