@@ -11,6 +11,7 @@ import copy
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -132,8 +133,26 @@ def start(app: AppContext, arguments: tuple[str, ...], name: str | None, watch: 
     name, fuzzfile = _name_and_file(arguments, name)
     checked_workflow_name(name)
     text = _read_fuzzfile(fuzzfile, known_limits(app))
+    start_text(app, name, text, str(fuzzfile), StartOptions(account, watch, as_json),
+               server, token_file)
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    """How ``start`` (and ``fuzz app start``) starts: the account, --watch and --json."""
+
+    account: str
+    watch: bool
+    as_json: bool
+
+
+def start_text(app: AppContext, name: str, text: str, file: str, options: StartOptions,
+               server: str | None, token_file: Path | None) -> None:
+    """Start a run of workflow ``name`` from the Fuzzfile ``text`` (``file`` names it in
+    the server's messages); print it, or watch it with ``options.watch``."""
+    account, watch, as_json = options.account, options.watch, options.as_json
     with connect(app, server, token_file) as client:
-        started = client.start_workflow(name, text, str(fuzzfile), account)
+        started = client.start_workflow(name, text, file, account)
         if watch:
             if not as_json:
                 app.err.print(_started_line(started))
