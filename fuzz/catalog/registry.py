@@ -42,8 +42,7 @@ class UserCatalogs:
         if source.git is not None:
             commit = git_checkout(source.git, source.ref, self.clones / source.name)
         try:
-            load_catalog(source.name, catalog_root(source, self.clones),
-                         source.path or source.git)
+            load_catalog(source.name, catalog_root(source, self.clones))
         except ConfigError:
             shutil.rmtree(self.clones / source.name, ignore_errors=True)
             raise

@@ -66,8 +66,7 @@ def gather(app: AppContext, server: str | None, token_file: Path | None) -> Appl
     registry = user_catalogs()
     for source in registry.sources():
         try:
-            loaded = load_catalog(source.name, registry.root(source),
-                                  source.path or source.git)
+            loaded = load_catalog(source.name, registry.root(source))
         except FuzzError as exc:
             result.broken.append(str(exc))
             continue
