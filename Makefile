@@ -83,6 +83,7 @@ bench: setup
 	$(PY) bench/chaos.py
 	$(PY) bench/fuzzfile_validate.py
 	$(PY) bench/mpi.py
+	$(PY) bench/app_render.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) fuzz/api/*_pb2*.py

@@ -47,11 +47,13 @@ class ClusterCatalogs:
                 loaded = load_catalog(catalog.name, self._root(catalog),
                                       catalog.path or catalog.git)
             except FuzzError as exc:
+                line = str(exc) if str(exc).startswith(f"catalog {catalog.name}:") \
+                    else f"catalog {catalog.name}: {exc}"
                 if catalog.git is not None:
                     with self._lock:
                         self._fresh.discard(catalog.name)  # cloned again next time
-                logger.warning("catalog %s: %s", catalog.name, exc)
-                reply.broken.append(f"catalog {catalog.name}: {exc}")
+                logger.warning("%s", line)
+                reply.broken.append(line)
                 continue
             reply.broken.extend(loaded.broken)
             for app in loaded.applications:
