@@ -124,3 +124,24 @@ def test_values_reach_the_renderer_as_json_unchanged() -> None:
     tricky = {"S": 'quote " back \\ newline \n unicode é'}
     assert render_template("{{ .S }}", tricky, "t.yaml") == tricky["S"]
     assert json.loads(render_template("{{ toJson .S }}", tricky, "t.yaml")) == tricky["S"]
+
+
+SNIPPET_FUNCTIONS = [
+    "add1", "adler32sum", "ago", "all", "any", "atoi", "b32dec", "b32enc", "b64dec", "cat",
+    "ceil", "chunk", "clean", "coalesce", "compact", "concat", "contains", "date", "dateInZone",
+    "dateModify", "deepEqual", "dig", "dir", "div", "duration", "durationRound", "ext", "first",
+    "float64", "floor", "fromJson", "get", "has", "hasSuffix", "htmlDate", "htmlDateInZone",
+    "indent", "initial", "int64", "isAbs", "kindIs", "kindOf", "last", "merge", "mergeOverwrite",
+    "min", "mod", "mustFirst", "nindent", "omit", "osBase", "osClean", "osDir", "osExt",
+    "osIsAbs", "pick", "pluck", "plural", "prepend", "quote", "regexFind", "regexFindAll",
+    "regexMatch", "regexQuoteMeta", "regexReplaceAll", "regexReplaceAllLiteral", "regexSplit",
+    "repeat", "rest", "reverse", "round", "set", "sha1sum", "sha256sum", "slice", "squote",
+    "title", "toDate", "toDecimal", "toPrettyJson", "toRawJson", "toStrings", "trunc", "typeIs",
+    "typeIsLike", "typeOf", "uniq", "unset", "upper", "values", "without",
+]
+"""The functions the catalog's editor snippets offer authors (reference §5.5)."""
+
+
+@pytest.mark.parametrize("name", SNIPPET_FUNCTIONS)
+def test_every_function_the_catalog_editor_offers_is_defined(name: str) -> None:
+    assert render_template(f"{{{{ if false }}}}{{{{ {name} }}}}{{{{ end }}}}", {}, "t") == ""
