@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from fuzz.catalog.render import render_template
-from fuzz.catalog.values import TemplateValue, Value, parse_values, resolve_values
+from fuzz.catalog.values import TemplateValue, parse_values, resolve_values
 from fuzz.errors import ConfigError
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, parse_fuzzfile
 from fuzz.spec.problems import Problem, SpecError
@@ -129,19 +129,18 @@ def load_application(catalog: str, key: str, bundle: Bundle) -> Application:
 
 @dataclass(frozen=True)
 class Rendered:
-    """A rendered application: the values used, the text, and the Fuzzfile it checked as."""
+    """A rendered application: the text, and the Fuzzfile it checked as."""
 
-    values: dict[str, Value]
     text: str
     loaded: LoadedFuzzfile
 
 
 def render_checked(template: str, template_file: str, declared: Sequence[TemplateValue],
-                   values_file: str, overrides: Sequence[str]) -> tuple[str, dict[str, Value]]:
+                   values_file: str, overrides: Sequence[str]) -> str:
     """``template`` rendered with ``declared``'s defaults and ``overrides`` (``Name=value``),
-    before the Fuzzfile is checked: the text and the values used."""
+    before the Fuzzfile is checked."""
     values = resolve_values(declared, overrides, values_file)
-    return render_template(template, values, template_file), values
+    return render_template(template, values, template_file)
 
 
 def check_rendered(text: str, name: str) -> LoadedFuzzfile:
@@ -162,18 +161,15 @@ def render_application(app: Application, overrides: Sequence[str]) -> Rendered:
     and :func:`check_rendered`).
     """
     template_file = app.bundle.file(TEMPLATE_FILE)
-    text, values = render_checked(app.bundle.template, template_file, app.values,
-                                  app.bundle.file(VALUES_FILE), overrides)
-    return Rendered(values, text, check_rendered(text, rendered_name(template_file)))
+    text = render_checked(app.bundle.template, template_file, app.values,
+                          app.bundle.file(VALUES_FILE), overrides)
+    return Rendered(text, check_rendered(text, rendered_name(template_file)))
 
 
-def application_dir_problem(directory: Path) -> str | None:
-    """Why ``directory`` is not an application directory (a file missing), else None."""
-    missing = [name for name in (TEMPLATE_FILE, VALUES_FILE, METADATA_FILE)
-               if not (directory / name).is_file()]
-    if missing:
-        return f"no {', '.join(missing)}"
-    return None
+def is_application_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds the three files of an application."""
+    return all((directory / name).is_file()
+               for name in (TEMPLATE_FILE, VALUES_FILE, METADATA_FILE))
 
 
 def not_found(what: str, choices: Sequence[str]) -> ConfigError:

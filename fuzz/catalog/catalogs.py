@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fuzz.catalog.application import (
     Application,
-    application_dir_problem,
+    is_application_dir,
     load_application,
     read_bundle,
 )
@@ -133,7 +133,7 @@ def load_catalog(name: str, root: Path, shown: str | None = None) -> LoadedCatal
     applications: list[Application] = []
     broken: list[str] = []
     for directory in sorted(path for path in folder.iterdir() if path.is_dir()):
-        if application_dir_problem(directory) is not None:
+        if not is_application_dir(directory):
             continue  # not an application (a shared folder, say)
         try:
             bundle = read_bundle(directory, f"{where}/{APPLICATIONS}/{directory.name}")

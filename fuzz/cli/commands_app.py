@@ -12,9 +12,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 from rich.table import Table
 
-from fuzz.catalog.application import check_rendered, render_application, render_checked
+from fuzz.catalog.application import (
+    check_rendered,
+    render_application,
+    render_checked,
+    rendered_name,
+)
 from fuzz.catalog.catalogs import parse_source
 from fuzz.catalog.values import parse_values
 from fuzz.cli.app_catalogs import gather, user_catalogs
@@ -58,8 +64,8 @@ def render(app: AppContext, template: Path, values: Path, overrides: tuple[str, 
     -o file, or of "TEMPLATE (rendered)" when it is printed.
     """
     declared = parse_values(_read_text(values), str(values))
-    text, _ = render_checked(_read_text(template), str(template), declared, str(values),
-                             overrides)
+    text = render_checked(_read_text(template), str(template), declared, str(values),
+                          overrides)
     if output is not None:
         try:
             output.write_text(text, encoding="utf-8")
@@ -67,7 +73,7 @@ def render(app: AppContext, template: Path, values: Path, overrides: tuple[str, 
             raise ConfigError(f"-o {output}: cannot write it: {exc.strerror}") from exc
         check_rendered(text, str(output))
         return
-    check_rendered(text, f"{template} (rendered)")
+    check_rendered(text, rendered_name(str(template)))
     click.echo(text, nl=not text.endswith("\n"))
 
 
@@ -88,18 +94,12 @@ def catalog_add(app: AppContext, name: str, source: str) -> None:
     registry = user_catalogs()
     try:
         spec = parse_source(name, source)
-    except ValueError as exc:  # pydantic: the catalog name
-        raise ConfigError(f"catalog {name}: {_first_error(exc)}") from exc
+    except ValidationError as exc:  # the catalog's name
+        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"catalog {name}: {message}") from exc
     commit = registry.add(spec)
     where = f"{spec.git} at {commit[:12]}" if commit else str(spec.path)
     app.out.print(f"catalog {name} added ({where})", markup=False)
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return str(errors()[0]["msg"]).removeprefix("Value error, ")
-    return str(exc)
 
 
 @catalog.command("list")
