@@ -28,6 +28,8 @@ from fuzz.spec.problems import Problem, SpecError
 RENDERER = Path(__file__).parent / "bin" / "fuzz-render"
 RENDER_TIMEOUT = 30.0
 """Seconds one render may take: a template loops at most over its values."""
+RENDER_MAX_BYTES = 16 * 1024 * 1024
+"""The most text one render may write (a Fuzzfile may hold 1 MiB by default)."""
 
 _TEMPLATE_NAME = "template"
 _GO_ERROR = re.compile(rf"template: {_TEMPLATE_NAME}:(\d+)(?::(\d+))?: (.*)", re.DOTALL)
@@ -58,7 +60,8 @@ def render_template(template: str, values: Mapping[str, Value], file: str) -> st
     parse or its execution fails (a ``fail`` call, say), ConfigError when the renderer
     cannot run.
     """
-    request = json.dumps({"name": _TEMPLATE_NAME, "template": template, "values": values})
+    request = json.dumps({"name": _TEMPLATE_NAME, "template": template, "values": values,
+                          "max_bytes": RENDER_MAX_BYTES})
     try:
         done = subprocess.run([str(RENDERER)], input=request.encode(), capture_output=True,
                               timeout=RENDER_TIMEOUT, check=False)

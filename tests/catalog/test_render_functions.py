@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fuzz.catalog.render import render_template
+from fuzz.catalog.render import RENDER_MAX_BYTES, render_template
 from fuzz.spec.problems import SpecError
 
 VALUES = {"Name": "  Sim.fasta  ", "Cores": 4, "Gpus": 0, "Debug": True, "Quiet": False,
@@ -145,3 +145,10 @@ SNIPPET_FUNCTIONS = [
 @pytest.mark.parametrize("name", SNIPPET_FUNCTIONS)
 def test_every_function_the_catalog_editor_offers_is_defined(name: str) -> None:
     assert render_template(f"{{{{ if false }}}}{{{{ {name} }}}}{{{{ end }}}}", {}, "t") == ""
+
+
+def test_a_template_writing_without_end_stops_at_the_output_cap() -> None:
+    with pytest.raises(SpecError) as caught:
+        render_template('{{ range until 100 }}{{ repeat 1000000 "x" }}{{ end }}', {}, "t.yaml")
+    assert str(caught.value) == \
+        f"t.yaml:1:1: the rendered text is larger than {RENDER_MAX_BYTES} bytes"

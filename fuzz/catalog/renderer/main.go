@@ -2,7 +2,8 @@
 // the sprig function library, the engine Fuzzball itself uses (fuzz/catalog/render.py
 // runs it as a subprocess).
 //
-// stdin:  {"name": "template.yaml", "template": "...", "values": {"Name": value, ...}}
+// stdin:  {"name": "template.yaml", "template": "...", "values": {"Name": value, ...},
+//          "max_bytes": N}  (the most text the render may write)
 // stdout: {"output": "..."} or {"error": "template: template.yaml:3:7: ..."}
 // Exit status 0 either way; anything else is a broken renderer.
 package main
@@ -22,6 +23,20 @@ type request struct {
 	Name     string                 `json:"name"`
 	Template string                 `json:"template"`
 	Values   map[string]interface{} `json:"values"`
+	MaxBytes int                    `json:"max_bytes"`
+}
+
+// capped is the output: a template that writes more than max bytes stops there.
+type capped struct {
+	bytes.Buffer
+	max int
+}
+
+func (out *capped) Write(data []byte) (int, error) {
+	if out.Len()+len(data) > out.max {
+		return 0, fmt.Errorf("the rendered text is larger than %d bytes", out.max)
+	}
+	return out.Buffer.Write(data)
 }
 
 type reply struct {
@@ -79,7 +94,7 @@ func render(req request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var out bytes.Buffer
+	out := capped{max: req.MaxBytes}
 	if err := tmpl.Execute(&out, req.Values); err != nil {
 		return "", err
 	}
