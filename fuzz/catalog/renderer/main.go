@@ -2,8 +2,9 @@
 // the sprig function library, the engine Fuzzball itself uses (fuzz/catalog/render.py
 // runs it as a subprocess).
 //
-// stdin:  {"name": "template.yaml", "template": "...", "values": {"Name": value, ...},
-//          "max_bytes": N}  (the most text the render may write)
+// stdin:  {"name": "t", "template": "...", "values": {"Name": value}, "max_bytes": N}
+// (max_bytes: the most text the render may write)
+//
 // stdout: {"output": "..."} or {"error": "template: template.yaml:3:7: ..."}
 // Exit status 0 either way; anything else is a broken renderer.
 package main
