@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FUZZ := $(VENV)/bin/fuzz
 STAMPS := .stamps
-APT_PACKAGES := python3-venv python3-dev runc skopeo umoci busybox-static docker-registry postgresql iptables iproute2 squashfs-tools siftool mmdebstrap gcc libc6-dev openmpi-bin
+APT_PACKAGES := python3-venv python3-dev runc skopeo umoci busybox-static docker-registry postgresql iptables iproute2 squashfs-tools siftool mmdebstrap gcc libc6-dev openmpi-bin golang-go golang-github-masterminds-sprig-dev git
 DISTRIBUTIONS := . state providers/aws providers/gcp providers/azure providers/baremetal
 # fuzz-state's backends, as extras (the default local backend is in fuzz itself)
 STATE_EXTRAS := s3,postgres
@@ -13,9 +13,9 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
 PROTOS := $(wildcard fuzz/api/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 
-.PHONY: setup system-packages venv proto launch-helper demo demo-destroy test lint bench clean
+.PHONY: setup system-packages venv proto launch-helper renderer demo demo-destroy test lint bench clean
 
-setup: system-packages venv proto launch-helper
+setup: system-packages venv proto launch-helper renderer
 
 # The launch helper bind-mounted into multinode jobs' containers (fuzz/substrate/launch/):
 # static, since the image's libc is unknown.
@@ -25,6 +25,16 @@ launch-helper: $(LAUNCH_HELPER)
 $(LAUNCH_HELPER): fuzz/substrate/launch/fuzz-launch.c
 	@mkdir -p $(@D)
 	gcc -static -Os -s -Wall -Wextra -Werror -o $@ $<
+
+# The application-template renderer (fuzz/catalog/renderer/): Go's text/template with sprig,
+# both from Debian (golang-go, golang-github-masterminds-sprig-dev), built offline in GOPATH
+# mode against /usr/share/gocode.
+RENDERER := fuzz/catalog/bin/fuzz-render
+renderer: $(RENDERER)
+
+$(RENDERER): fuzz/catalog/renderer/main.go
+	@mkdir -p $(@D)
+	GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= go build -trimpath -o $@ $<
 
 system-packages:
 	@scripts/install-system-packages.sh $(APT_PACKAGES)
@@ -73,6 +83,7 @@ bench: setup
 	$(PY) bench/chaos.py
 	$(PY) bench/fuzzfile_validate.py
 	$(PY) bench/mpi.py
+	$(PY) bench/app_render.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) fuzz/api/*_pb2*.py

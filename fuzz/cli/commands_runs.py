@@ -11,12 +11,14 @@ import copy
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 from rich.live import Live
 
 from fuzz.api import orchestrator_pb2 as pb
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.cli.commands_federation import explain_rows, federated_start
 from fuzz.cli.commands_workflow import known_limits
 from fuzz.cli.connection import connect, server_options
@@ -144,31 +146,56 @@ def start(app: AppContext, arguments: tuple[str, ...], name: str | None, watch: 
     if app.access.federation is None and (cluster is not None or explain):
         raise click.UsageError("--cluster and --explain go with --federation")
     text = _read_fuzzfile(fuzzfile, known_limits(app))
-    routing: list[dict[str, object]] | None = None
-    if app.access.federation is not None:
-        if server is not None or app.access.context is not None:
-            raise click.UsageError("--federation and --server/--context do not go together")
-        client, started, decision = federated_start(app, name, text, fuzzfile, account,
-                                                    cluster, explain, as_json)
-        routing = explain_rows(decision) if explain else None
-        if not as_json:
-            app.err.print(f"workflow {name} placed on member {decision.chosen}")
-    else:
-        client = connect(app, server, token_file)
-        started = client.start_workflow(name, text, str(fuzzfile), account)
+    options = StartOptions(account, watch, as_json)
+    if app.access.federation is None:
+        start_text(app, name, text, str(fuzzfile), options, server, token_file)
+        return
+    if server is not None or app.access.context is not None:
+        raise click.UsageError("--federation and --server/--context do not go together")
+    client, started, decision = federated_start(app, name, text, fuzzfile, account,
+                                                cluster, explain, as_json)
+    if not as_json:
+        app.err.print(f"workflow {name} placed on member {decision.chosen}")
     with client:
-        if watch:
-            if not as_json:
-                app.err.print(_started_line(started))
-            _finish(_watch(app, client.watch_workflow(started.id or name), as_json))
-            return
-    if as_json:
+        _follow_started(app, client, started, options,
+                        explain_rows(decision) if explain else None)
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    """How ``start`` (and ``fuzz app start``) starts: the account, --watch and --json."""
+
+    account: str
+    watch: bool
+    as_json: bool
+
+
+def start_text(app: AppContext, name: str, text: str, file: str, options: StartOptions,
+               server: str | None, token_file: Path | None) -> None:
+    """Start a run of workflow ``name`` from the Fuzzfile ``text`` (``file`` names it in
+    the server's messages); print it, or watch it with ``options.watch``."""
+    with connect(app, server, token_file) as client:
+        started = client.start_workflow(name, text, file, options.account)
+        _follow_started(app, client, started, options)
+
+
+def _follow_started(app: AppContext, client: OrchestratorClient, started: pb.Workflow,
+                    options: StartOptions,
+                    routing: list[dict[str, object]] | None = None) -> None:
+    """Say that ``started`` started (with the federation's ``routing`` under --json), or
+    watch it to its end with --watch."""
+    if options.watch:
+        if not options.as_json:
+            app.err.print(_started_line(started))
+        _finish(_watch(app, client.watch_workflow(started.id or started.name),
+                       options.as_json))
+        return
+    if options.as_json:
         _emit_json(to_dict(started) if routing is None
                    else {**to_dict(started), "routing": routing})
         return
     app.out.print(f"{_started_line(started)}; follow it with: fuzz workflow status "
-                  f"{started.id or name} --watch")
-
+                  f"{started.id or started.name} --watch")
 
 def _started_line(started: pb.Workflow) -> str:
     account = f" in account {started.account}" if started.account else ""

@@ -171,6 +171,8 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         node_grace=block.node_grace_seconds(),
         ingress=IngressPolicy.from_spec(block.ingress.allow, block.ingress.proxy),
         limits=block.limits, disk=block.disk,
+        catalogs=tuple(catalog.model_copy(update={"path": str((base / catalog.path).absolute())})
+                       if catalog.path is not None else catalog for catalog in block.catalogs),
     ), elastic=elastic)
 
 

@@ -37,6 +37,7 @@ def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) 
 def _register_commands() -> None:
     from fuzz.cli import (
         commands_access,
+        commands_app,
         commands_federation,
         commands_iam,
         commands_info,
@@ -55,7 +56,7 @@ def _register_commands() -> None:
 
     for module in (commands_lifecycle, commands_state, commands_info, commands_server,
                    commands_secret, commands_login, commands_iam, commands_pool,
-                   commands_federation):
+                   commands_federation, commands_app):
         for command in module.COMMANDS:
             cli.add_command(command)
     for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS,

@@ -270,6 +270,12 @@ class OrchestratorClient(GrpcClient):
         """Delete a secret of the caller's (of ``account``, if given)."""
         self._call(self._stub.DeleteSecret, pb.SecretRef(name=name, account=account), None)
 
+    def list_applications(self) -> pb.ApplicationList:
+        """The applications of the catalogs the cluster's admin configured."""
+        reply: pb.ApplicationList = self._call(self._stub.ListApplications,
+                                               pb.ListApplicationsRequest(), None)
+        return reply
+
 
 def _workflow_ref(name: str) -> pb.WorkflowRef:
     """``NAME`` or ``OWNER/NAME`` as the API's reference."""

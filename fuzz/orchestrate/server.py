@@ -36,6 +36,7 @@ import grpc
 from fuzz.api import iam_pb2_grpc
 from fuzz.crypto.envelope import Sealer
 from fuzz.fsutil import acquire_lock, release_lock, write_json_atomic, write_private_file
+from fuzz.orchestrate.catalogs import ClusterCatalogs
 from fuzz.orchestrate.cluster.elastic import ElasticLoop, ElasticSetup
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
 from fuzz.orchestrate.cluster.jointokens import DEFAULT_JOIN_TOKEN_TTL
@@ -72,7 +73,7 @@ from fuzz.rpc.server import (
     start_server,
     wait_for_stop,
 )
-from fuzz.spec.cluster import DiskSpec, LimitsSpec
+from fuzz.spec.cluster import CatalogSpec, DiskSpec, LimitsSpec
 from fuzz.units import format_bytes
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class ServerSettings:
     ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
     limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
     disk: DiskSpec = field(default_factory=DiskSpec)  # the spec's orchestrator.disk
+    catalogs: tuple[CatalogSpec, ...] = ()  # orchestrator.catalogs, directory paths absolute
 
 
 def default_volume_root(data_dir: Path) -> Path:
@@ -210,7 +212,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(
             runner, nodes, secret_store, authz, cluster=settings.cluster,
-            advertise=settings.advertise or "", certifier=certifier)
+            advertise=settings.advertise or "", certifier=certifier,
+            catalogs=ClusterCatalogs(settings.catalogs, data_dir / "catalogs"))
         if elastic is not None:
             ca_pem = certifier.ca_pem.decode() if certifier is not None else None
 

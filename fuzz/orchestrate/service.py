@@ -23,6 +23,7 @@ from fuzz.api import orchestrator_pb2_grpc, substrate_pb2
 from fuzz.clients.agent import AgentError
 from fuzz.errors import FuzzError
 from fuzz.heap import give_back_free_memory
+from fuzz.orchestrate.catalogs import ClusterCatalogs
 from fuzz.orchestrate.cluster.elastic import ElasticLoop
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
 from fuzz.orchestrate.cluster.nodes import JoinRefusedError, NodeDirectory, NodeUse
@@ -149,7 +150,8 @@ class OrchestratorService:
 
     def __init__(self, runner: Runner, nodes: NodeDirectory, secrets: SecretStore,
                  authz: Authorizer, *, cluster: str, advertise: str,
-                 certifier: NodeCertifier | None = None) -> None:
+                 certifier: NodeCertifier | None = None,
+                 catalogs: ClusterCatalogs | None = None) -> None:
         """``advertise`` is the address agents register with (handed out with join tokens).
 
         With ``certifier`` (a TLS cluster) nodes enroll for certificates and prove
@@ -161,6 +163,7 @@ class OrchestratorService:
         self._authz = authz
         self._cluster = cluster
         self._certifier = certifier
+        self._catalogs = catalogs or ClusterCatalogs([], Path())
         self.advertise = advertise
         self.elastic: ElasticLoop | None = None  # set when the spec has elastic pools
 
@@ -676,6 +679,17 @@ class OrchestratorService:
                               account_secret_resource(account, name) if account
                               else secret_resource(identity.user, name))
         return account_owner(account) if account else identity.user
+
+    # --- application catalogs ----------------------------------------------------------
+
+    def ListApplications(self, request: pb.ListApplicationsRequest,
+                         context: grpc.ServicerContext) -> pb.ApplicationList:
+        """The applications of the cluster's catalogs, to any signed-in user."""
+        try:
+            self._authz.identify(context)
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        return self._catalogs.applications()
 
 
 def _task_key(snapshot: WorkflowSnapshot, workflow: OwnedWorkflow, task: str

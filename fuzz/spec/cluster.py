@@ -378,6 +378,36 @@ class DiskSpec(StrictModel):
         "given back to it when its disk fills up.")
 
 
+class CatalogSpec(StrictModel):
+    """One application catalog (``orchestrator.catalogs``, and the user's own from
+    ``fuzz app catalog add``): a directory, or a git repository at a ref, holding
+    ``applications/<app>/`` in Fuzzball's layout."""
+
+    name: Name
+    path: str | None = Field(default=None, min_length=1,
+                             description="The catalog's directory, relative to the spec.")
+    git: str | None = Field(default=None, min_length=1,
+                            description="A git repository's URL, cloned by the orchestrator.")
+    ref: str | None = Field(default=None, min_length=1,
+                            description="With git: a branch, tag or commit (default: HEAD).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CatalogSpec:
+        if (self.path is None) == (self.git is None):
+            raise ValueError("set path or git, one of them")
+        if self.ref is not None and self.git is None:
+            raise ValueError("ref goes with git")
+        return self
+
+
+def _unique_catalogs(value: list[CatalogSpec]) -> list[CatalogSpec]:
+    names = [catalog.name for catalog in value]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"catalog {twice[0]!r} is listed twice")
+    return value
+
+
 class OrchestratorSpec(StrictModel):
     """The ``orchestrator:`` block: where ``fuzz server`` listens and keeps its data.
 
@@ -414,6 +444,11 @@ class OrchestratorSpec(StrictModel):
     limits: LimitsSpec = Field(
         default_factory=LimitsSpec, description="What one user may take at most (see "
         "\"Limits\" below).")
+
+    # --- application catalogs ---
+    catalogs: Annotated[list[CatalogSpec], AfterValidator(_unique_catalogs)] = Field(
+        default_factory=list, description="Application catalogs the orchestrator serves to "
+        "`fuzz app list` (directories or git repositories; see \"Applications\" below).")
 
     def reconcile_seconds(self) -> float:
         """``reconcile_interval`` in seconds."""
