@@ -18,13 +18,13 @@ import click
 from rich.live import Live
 
 from fuzz.api import orchestrator_pb2 as pb
-from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.cli.commands_federation import explain_rows, federated_start
 from fuzz.cli.commands_workflow import known_limits
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.federation import federation_option
 from fuzz.cli.options import AppContext, account_option, json_option, pass_app, workflow_argument
 from fuzz.cli.workflow_view import list_table, status_table, to_dict
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import check_fuzzfile_size
