@@ -10,7 +10,7 @@ the objects already uploaded stay (S3 has no rename to stage them with).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -178,31 +178,55 @@ def is_prefix(key: str) -> bool:
     return not key or key.endswith("/")
 
 
-def s3_source(uri: str, client: S3Client) -> Source:
-    """The object at ``uri``, or every object under it when it is a prefix."""
+@dataclass(frozen=True)
+class PinnedObject:
+    """An object as a listing or a HEAD saw it; a read of it must find the same ETag."""
+
+    key: str
+    size: int
+    etag: str  # '' for any
+    version_id: str = ""
+
+
+def list_objects(uri: str, client: S3Client, bucket: str, prefix: str) -> list[PinnedObject]:
+    """Every object under ``prefix`` (not the zero-byte "folders"); TransferError when
+    there are none."""
+    with s3_errors(uri):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        objects = [PinnedObject(entry["Key"], entry["Size"], entry.get("ETag", ""))
+                   for page in pages for entry in page.get("Contents", [])]
+    objects = [entry for entry in objects if not entry.key.endswith("/")]
+    if not objects:
+        raise TransferError(f"{uri}: no objects under this prefix")
+    return objects
+
+
+def s3_source(uri: str, client: S3Client,
+              pinned: Sequence[PinnedObject] | None = None) -> Source:
+    """The object at ``uri``, or every object under it when it is a prefix; with
+    ``pinned``, those objects, each read only if its ETag is still the one listed."""
     bucket, key = parse_s3_uri(uri)
     errors = partial(s3_errors, uri)
     if not is_prefix(key):
+        etag = pinned[0].etag if pinned else ""
         name = key.rsplit("/", 1)[-1]
-        return Source(uri, False, [Item(name, _opener(client, bucket, key))], None, errors)
-    with errors():
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-        objects = [(entry["Key"], entry["Size"]) for page in pages
-                   for entry in page.get("Contents", [])]
-    objects = [(name, size) for name, size in objects if not name.endswith("/")]  # folders
-    if not objects:
-        raise TransferError(f"{uri}: no objects under this prefix")
-    items = [Item(safe_relative(name[len(key):], uri), _opener(client, bucket, name))
-             for name, _ in objects]
-    return Source(uri, True, items, sum(size for _, size in objects), errors)
+        return Source(uri, False, [Item(name, _opener(client, bucket, key, etag))], None,
+                      errors)
+    objects = list(pinned) if pinned is not None else list_objects(uri, client, bucket, key)
+    items = [Item(safe_relative(entry.key[len(key):], uri),
+                  _opener(client, bucket, entry.key, entry.etag)) for entry in objects]
+    return Source(uri, True, items, sum(entry.size for entry in objects), errors)
 
 
 def _opener(
-    client: S3Client, bucket: str, key: str
+    client: S3Client, bucket: str, key: str, etag: str
 ) -> Callable[[], AbstractContextManager[tuple[Readable, int | None]]]:
     @contextmanager
     def open_object() -> Iterator[tuple[Readable, int | None]]:
-        response = client.get_object(Bucket=bucket, Key=key)
+        if etag:
+            response = client.get_object(Bucket=bucket, Key=key, IfMatch=etag)
+        else:
+            response = client.get_object(Bucket=bucket, Key=key)
         body = response["Body"]
         try:
             yield body, response["ContentLength"]
