@@ -37,6 +37,7 @@ def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) 
 def _register_commands() -> None:
     from fuzz.cli import (
         commands_access,
+        commands_cache,
         commands_iam,
         commands_info,
         commands_lifecycle,
@@ -53,7 +54,8 @@ def _register_commands() -> None:
     from fuzz.substrate.cli import substrate
 
     for module in (commands_lifecycle, commands_state, commands_info, commands_server,
-                   commands_secret, commands_login, commands_iam, commands_pool):
+                   commands_secret, commands_login, commands_iam, commands_pool,
+                   commands_cache):
         for command in module.COMMANDS:
             cli.add_command(command)
     for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS,

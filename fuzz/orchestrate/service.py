@@ -23,6 +23,7 @@ from fuzz.api import orchestrator_pb2_grpc, substrate_pb2
 from fuzz.clients.agent import AgentError
 from fuzz.errors import FuzzError
 from fuzz.heap import give_back_free_memory
+from fuzz.orchestrate.cache_messages import cache_list, cache_prune
 from fuzz.orchestrate.cluster.elastic import ElasticLoop
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
 from fuzz.orchestrate.cluster.nodes import JoinRefusedError, NodeDirectory, NodeUse
@@ -56,6 +57,7 @@ from fuzz.orchestrate.messages import (
 from fuzz.orchestrate.relay import LiveTask, relay_exec, relay_port_forward
 from fuzz.orchestrate.secrets import SecretError, SecretStore, account_owner, missing_secret
 from fuzz.orchestrate.states import TaskState
+from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.workflows.base import (
     WorkflowExistsError,
     WorkflowNotFoundError,
@@ -163,6 +165,7 @@ class OrchestratorService:
         self._certifier = certifier
         self.advertise = advertise
         self.elastic: ElasticLoop | None = None  # set when the spec has elastic pools
+        self.cache: IngressCache | None = None  # set when orchestrator.cache is on
 
     # --- nodes -------------------------------------------------------------------------
 
@@ -324,6 +327,26 @@ class OrchestratorService:
                     state=state if address in view.members else "RELEASING")
                     for address, state in sorted(view.states.items())])
             for view in views])
+
+    # --- the ingress cache -------------------------------------------------------------
+
+    def ListCache(self, request: pb.ListCacheRequest, context: grpc.ServicerContext
+                  ) -> pb.CacheList:
+        """What the ingress cache holds (cache:read: its sources name every user's data)."""
+        try:
+            self._authz.authorize(context, "cache:read", cluster_resource(self._cluster))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        return cache_list(self.cache)
+
+    def PruneCache(self, request: pb.PruneCacheRequest, context: grpc.ServicerContext
+                   ) -> pb.PruneCacheReply:
+        """Remove every cache entry not in use."""
+        try:
+            self._authz.authorize(context, "cache:prune", cluster_resource(self._cluster))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        return cache_prune(self.cache)
 
     # --- workflows ---------------------------------------------------------------------
 

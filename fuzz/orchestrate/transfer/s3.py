@@ -160,6 +160,8 @@ def s3_errors(uri: str) -> Iterator[None]:
         hint = ""
         if code in ("NoSuchKey", "404"):
             hint = " (for every object under a prefix, end the URI with '/')"
+        if code in ("AccessDenied", "403"):  # a HEAD's 403 has no body to say it
+            hint = " (these credentials may not read it)"
         raise TransferError(f"{uri}: {code}: {message}{hint}") from exc
     except BotoCoreError as exc:
         raise TransferError(f"{uri}: {exc}") from exc
