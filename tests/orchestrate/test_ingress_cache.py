@@ -339,3 +339,25 @@ def test_host_files_are_keyed_by_their_sha256(tmp_path: Path) -> None:
         third = ingress(uri, "file://in.txt", volume, host=host, identity=OWNER, cache=cache)
     assert (first.cached, second.cached, third.cached) == (False, True, False)
     assert (volume / "in.txt").read_bytes() == b"other\n"
+
+
+def test_placement_by_copy_gives_the_owner_a_writable_file_of_their_own(
+        web: tuple[str, Served], cache: IngressCache, tmp_path: Path) -> None:
+    url, served = web
+    served.put("c.txt", b"original\n")
+    ingress(f"{url}/c.txt", "file://c.txt", _volume(tmp_path, "1"), http_policy=LOCAL,
+            identity=OWNER, cache=cache)
+    volume = _volume(tmp_path, "2")
+    result = ingress(f"{url}/c.txt", "file://c.txt", volume, http_policy=LOCAL,
+                     identity=OWNER, cache=cache, hard_links=False)
+    placed = volume / "c.txt"
+    assert (result.cached, served.gets) == (True, 1)
+    assert (placed.stat().st_uid, placed.stat().st_nlink) == (OWNER.uid, 1)
+    job = subprocess.run(["setpriv", f"--reuid={OWNER.uid}", f"--regid={OWNER.gid}",
+                          "--clear-groups", "sh", "-c", "echo more >> c.txt && cat c.txt"],
+                         capture_output=True, text=True, cwd=volume)
+    assert job.stdout == "original\nmore\n", job
+    again = _volume(tmp_path, "3")
+    ingress(f"{url}/c.txt", "file://c.txt", again, http_policy=LOCAL, identity=OWNER,
+            cache=cache)
+    assert (again / "c.txt").read_bytes() == b"original\n"  # the cache did not change
