@@ -49,6 +49,7 @@ class Served:
     body_bytes: int = 0
     gets: int = 0
     pause: float = 0.0  # seconds between chunks of a body
+    refuse_head: bool = False  # answer HEAD with 403
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def put(self, name: str, data: bytes) -> None:
@@ -72,6 +73,9 @@ def _counting_handler(served: Served) -> type[BaseHTTPRequestHandler]:
             return data
 
         def do_HEAD(self) -> None:
+            if served.refuse_head:
+                self.send_error(403)
+                return
             self._head()
 
         def do_GET(self) -> None:
@@ -361,3 +365,17 @@ def test_placement_by_copy_gives_the_owner_a_writable_file_of_their_own(
     ingress(f"{url}/c.txt", "file://c.txt", again, http_policy=LOCAL, identity=OWNER,
             cache=cache)
     assert (again / "c.txt").read_bytes() == b"original\n"  # the cache did not change
+
+
+def test_a_url_that_refuses_head_is_fetched_as_before_and_not_cached(
+        web: tuple[str, Served], cache: IngressCache, tmp_path: Path) -> None:
+    url, served = web
+    served.put("signed.bin", b"signed for GET only\n")
+    served.refuse_head = True  # as a URL presigned for GET answers a HEAD: 403
+    for index in range(2):
+        volume = _volume(tmp_path, str(index))
+        result = ingress(f"{url}/signed.bin", "file://s.bin", volume, http_policy=LOCAL,
+                         identity=OWNER, cache=cache)
+        assert (volume / "s.bin").read_bytes() == b"signed for GET only\n"
+        assert not result.cached
+    assert served.gets == 2 and cache.entries() == []

@@ -182,9 +182,6 @@ Validators = tuple[str, int]
 """What names a version of an HTTP resource: ``ETag "x"`` or ``Last-Modified DATE``, and
 its Content-Length."""
 
-HEAD_UNSUPPORTED = (405, 501)
-
-
 def http_source(uri: str, policy: IngressPolicy | None = None,
                 expect: Validators | None = None) -> Source:
     """The file at ``uri``; its name is the last segment of the URL's path.
@@ -200,15 +197,17 @@ def http_source(uri: str, policy: IngressPolicy | None = None,
 
 def http_validators(uri: str, policy: IngressPolicy | None = None) -> Validators | None:
     """The validators a HEAD of ``uri`` answers with; None when it has none to rely on (no
-    Content-Length, or neither a strong ETag nor Last-Modified) or HEAD is not served."""
+    Content-Length, or neither a strong ETag nor Last-Modified) or answers HEAD with an
+    HTTP error (a server without HEAD, a URL signed for GET only: the GET then says
+    what it says). Where the policy refuses to connect, or the connection fails,
+    TransferError as for a GET."""
     request = urllib.request.Request(uri, method="HEAD", headers={"User-Agent": USER_AGENT})
     try:
         with http_errors(uri), _opener(policy or IngressPolicy()).open(
                 request, timeout=TIMEOUT_SECONDS) as response:
             return _validators(response.headers)
     except TransferError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, urllib.error.HTTPError) and cause.code in HEAD_UNSUPPORTED:
+        if isinstance(exc.__cause__, urllib.error.HTTPError):
             return None
         raise
 
