@@ -143,10 +143,12 @@ class IngressCache:
         with self._locked(key, wait=False) as held:
             if not held:
                 return False
-            with contextlib.suppress(FileNotFoundError):
-                gone = tempfile.mkdtemp(prefix=f"evicted.{key}.", dir=self.root / STAGING)
-                os.rename(self.root / ENTRIES / key, Path(gone, key))
-                shutil.rmtree(gone)
+            gone = tempfile.mkdtemp(prefix=f"evicted.{key}.", dir=self.root / STAGING)
+            try:  # out of entries/ at once, then deleted at leisure
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.root / ENTRIES / key, Path(gone, key))
+            finally:
+                shutil.rmtree(gone, ignore_errors=True)
             return True
 
     def _read(self, key: str) -> CacheEntry | None:
