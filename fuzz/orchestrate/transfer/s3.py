@@ -10,11 +10,12 @@ the objects already uploaded stay (S3 has no rename to stage them with).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -121,17 +122,33 @@ def s3_client(credentials: S3Credentials | None, uri: str,
     proxy = policy.proxy
     config = CLIENT_CONFIG.merge(Config(proxies={"http": proxy, "https": proxy} if proxy else {}))
     if credentials is None:
-        return boto3.session.Session().client("s3", config=config)
+        return _client(config=config)
     if credentials.endpoint_url is not None:
         _check_endpoint(credentials.endpoint_url, uri, policy)
         config = config.merge(Config(s3={"addressing_style": "path"}))
-    session = boto3.session.Session(
-        aws_access_key_id=credentials.access_key_id,
-        aws_secret_access_key=credentials.secret_access_key,
-        aws_session_token=credentials.session_token,
-        region_name=credentials.region,
-    )
-    return session.client("s3", endpoint_url=credentials.endpoint_url, config=config)
+    return _client(config=config, endpoint_url=credentials.endpoint_url,
+                   aws_access_key_id=credentials.access_key_id,
+                   aws_secret_access_key=credentials.secret_access_key,
+                   aws_session_token=credentials.session_token,
+                   region_name=credentials.region)
+
+
+_session: list[boto3.session.Session] = []  # one per process, made on first use
+_session_lock = threading.Lock()
+
+
+def _client(**options: Any) -> S3Client:
+    """An S3 client from this process's one boto3 session, with ``options`` (the
+    credentials among them: the session holds none, so nothing passes between users).
+
+    One session because a new one loads botocore's service models again (a second or
+    two of JSON per transfer); the lock because a session is not safe to make clients
+    from on several threads at once (the clients themselves are).
+    """
+    with _session_lock:
+        if not _session:
+            _session.append(boto3.session.Session())
+        return _session[0].client("s3", **options)
 
 
 def _check_endpoint(endpoint: str, uri: str, policy: IngressPolicy) -> None:
