@@ -185,6 +185,8 @@ def test_a_user_whose_credentials_cannot_read_the_bucket_never_gets_the_cached_c
     allowed = mallory.wait("steal")
     assert allowed["state"] == "SUCCEEDED", dump(allowed)
     assert _fetched(allowed) == [(0, True), (0, True)]
+    listing = mallory.fuzz("cache", "list")  # every user's sources: not for users
+    assert listing.code == 1 and "cache:read" in listing.err, listing
 
 
 def test_prune_empties_the_cache_and_the_next_run_fetches_again(
