@@ -10,16 +10,21 @@ the cached copy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from fuzz.testing.oci import PushedImage, free_port
+from fuzz.testing.web import serve_handler
 from tests.support.cliutil import Result, run_fuzz
+from tests.support.countingweb import Served, counting_handler
 from tests.support.moto_s3 import MotoS3
+from tests.support.orchestratorutil import wait_until
 from tests.support.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
 
 A, B = b"alpha\n" * 1000, b"bravo\n" * 2000
@@ -45,11 +50,19 @@ jobs:
 
 
 @pytest.fixture(scope="module")
+def web() -> Iterator[tuple[str, Served]]:
+    """An HTTP server that counts the bytes it serves (and can serve them slowly)."""
+    served = Served()
+    with serve_handler(counting_handler(served)) as port:
+        yield f"http://127.0.0.1:{port}", served
+
+
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage,
-            moto_s3: MotoS3) -> Iterator[LocalCluster]:
+            moto_s3: MotoS3, web: tuple[str, Served]) -> Iterator[LocalCluster]:
     directory = tmp_path_factory.mktemp("cache-cluster")
     os.chmod(directory, 0o755)
-    allow = [moto_s3.endpoint_url.removeprefix("http://")]
+    allow = [moto_s3.endpoint_url.removeprefix("http://"), web[0].removeprefix("http://")]
     with local_cluster(directory, [busybox_image.registry.host], free_port(), nodes=1,
                        orchestrator={"ingress": {"allow": allow},
                                      "cache": {"bytes": "1GiB"}}) as running:
@@ -135,8 +148,6 @@ class User:
 
     def wait(self, name: str) -> dict[str, Any]:
         """The workflow's final status."""
-        from tests.support.orchestratorutil import wait_until
-
         ended: dict[str, Any] = {}
 
         def done() -> bool:
@@ -207,3 +218,43 @@ def test_prune_empties_the_cache_and_the_next_run_fetches_again(
     cluster.start("pruned", fuzzfile)
     again = cluster.wait("pruned")
     assert _fetched(again) == [(len(A), False), (len(B), False)]
+
+
+def test_an_orchestrator_killed_mid_download_leaves_no_partial_entry_and_resumes(
+        cluster: LocalCluster, busybox_image: PushedImage, web: tuple[str, Served]) -> None:
+    url, served = web
+    data = os.urandom(8 * 1024 * 1024)
+    served.put("big.bin", data)
+    served.pause = 0.1  # 32 chunks: about 3 s a copy
+    fuzzfile = f"""\
+version: v1
+volumes:
+  work:
+    reference: volume://user/ephemeral
+    ingress:
+      - source: {{uri: {url}/big.bin}}
+        destination: {{uri: file://big.bin}}
+jobs:
+  sum:
+    image: {{uri: {busybox_image.reference}}}
+    script: sha256sum /work/big.bin
+    mounts: {{work: {{location: /work}}}}
+"""
+    entries = cluster.data_dir / "cache" / "entries"
+    before = set(entries.iterdir())
+    cluster.start("crash", fuzzfile)
+    wait_until("a megabyte served", lambda: served.body_bytes >= 1024 * 1024, timeout=120)
+    os.kill(cluster.server_pid(), signal.SIGKILL)
+    assert set(entries.iterdir()) == before  # the partial download is not an entry
+    served.pause = 0.0
+    cluster.ok("server", "--detach")
+    status = cluster.wait("crash")
+    assert status["state"] == "SUCCEEDED", dump(status)
+    assert cluster.ok("workflow", "log", "crash", "sum").out.split()[0] == \
+        hashlib.sha256(data).hexdigest()
+    [added] = set(entries.iterdir()) - before
+    assert (added / "data").read_bytes() == data
+    assert list((cluster.data_dir / "cache" / "staging").iterdir()) == []
+    gets = served.gets
+    cluster.start("crash", fuzzfile)
+    assert _fetched(cluster.wait("crash")) == [(0, True)] and served.gets == gets

@@ -12,11 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -31,6 +27,7 @@ from fuzz.orchestrate.transfer.ingress_egress import (
 )
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.testing.web import serve_handler
+from tests.support.countingweb import Served, counting_handler
 from tests.support.moto_s3 import MotoS3
 from tests.support.orchestratorutil import wait_until
 from tests.support.workflowutil import safe_host_root
@@ -40,68 +37,10 @@ OWNER = Identity(200777, 200777)
 MiB = 1024 * 1024
 
 
-@dataclass
-class Served:
-    """What a counting HTTP server holds and what it has served."""
-
-    files: dict[str, bytes] = field(default_factory=dict)
-    etags: dict[str, str] = field(default_factory=dict)
-    body_bytes: int = 0
-    gets: int = 0
-    pause: float = 0.0  # seconds between chunks of a body
-    refuse_head: bool = False  # answer HEAD with 403
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def put(self, name: str, data: bytes) -> None:
-        """Serve ``data`` at ``/name`` with a fresh strong ETag."""
-        self.files[name] = data
-        self.etags[name] = f'"{uuid.uuid4().hex}"'
-
-
-def _counting_handler(served: Served) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _head(self) -> bytes | None:
-            name = self.path.lstrip("/")
-            data = served.files.get(name)
-            if data is None:
-                self.send_error(404)
-                return None
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("ETag", served.etags[name])
-            self.end_headers()
-            return data
-
-        def do_HEAD(self) -> None:
-            if served.refuse_head:
-                self.send_error(403)
-                return
-            self._head()
-
-        def do_GET(self) -> None:
-            data = self._head()
-            if data is None:
-                return
-            with served.lock:
-                served.gets += 1
-            for start in range(0, len(data), 256 * 1024):
-                chunk = data[start:start + 256 * 1024]
-                self.wfile.write(chunk)
-                with served.lock:
-                    served.body_bytes += len(chunk)
-                if served.pause:
-                    time.sleep(served.pause)
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Quiet: the tests read the counters."""
-
-    return Handler
-
-
 @pytest.fixture
 def web() -> Iterator[tuple[str, Served]]:
     served = Served()
-    with serve_handler(_counting_handler(served)) as port:
+    with serve_handler(counting_handler(served)) as port:
         yield f"http://127.0.0.1:{port}", served
 
 
