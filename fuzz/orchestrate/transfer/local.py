@@ -172,7 +172,8 @@ class LocalSink:
         """Place file ``name`` of ``origin`` (the ingress cache) as ``relative``, like
         :meth:`put`: with ``hard``, as a hard link to it (not one byte copied; the file
         stays the cache's, read-only), else, or where ``origin`` is on another file
-        system, as a copy of its bytes that is the owner's own."""
+        system (or its file has all the links it may), as a copy of its bytes that is
+        the owner's own."""
         with self._errors():
             parent, slot = self._slot(relative)
             with parent:
@@ -181,8 +182,8 @@ class LocalSink:
                         os.link(name, slot, src_dir_fd=origin.fd, dst_dir_fd=parent.fd,
                                 follow_symlinks=False)
                         return
-                    except OSError as exc:
-                        if exc.errno != errno.EXDEV:
+                    except OSError as exc:  # another file system; too many links already
+                        if exc.errno not in (errno.EXDEV, errno.EMLINK):
                             raise
                 fd = parent.create_exclusive(slot, self._modes.file)
             with os.fdopen(fd, "wb") as handle, \
