@@ -82,6 +82,7 @@ bench: setup
 	$(PY) bench/port_forward.py
 	$(PY) bench/chaos.py
 	$(PY) bench/fuzzfile_validate.py
+	$(PY) bench/data_cache.py
 	$(PY) bench/mpi.py
 	$(PY) bench/app_render.py
 

@@ -286,7 +286,9 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
     for volume in workflow.volumes:
         out.print(f"  volume {volume.name} ({volume.reference}): {volume.state}")
         for move in volume.transfers:
-            out.print(f"    {move.direction} {move.source} -> {move.destination}: {move.state} "
+            cached = " (cached)" if move.cached else ""
+            out.print(f"    {move.direction} {move.source} -> {move.destination}: {move.state}"
+                      f"{cached} "
                       f"{format_bytes(move.bytes_done)} sha256:{move.sha256 or '-'} {move.error}")
     for image in workflow.images:
         out.print(f"  image {image.uri}: {image.state} {image.digest} {image.error}")

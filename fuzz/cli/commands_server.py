@@ -170,7 +170,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         join_token_ttl=block.join_token_ttl_seconds(),
         node_grace=block.node_grace_seconds(),
         ingress=IngressPolicy.from_spec(block.ingress.allow, block.ingress.proxy),
-        limits=block.limits, disk=block.disk,
+        limits=block.limits, disk=block.disk, cache=block.cache,
         catalogs=tuple(catalog.model_copy(update={"path": str((base / catalog.path).absolute())})
                        if catalog.path is not None else catalog for catalog in block.catalogs),
     ), elastic=elastic)

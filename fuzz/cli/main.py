@@ -38,6 +38,7 @@ def _register_commands() -> None:
     from fuzz.cli import (
         commands_access,
         commands_app,
+        commands_cache,
         commands_federation,
         commands_iam,
         commands_info,
@@ -56,7 +57,7 @@ def _register_commands() -> None:
 
     for module in (commands_lifecycle, commands_state, commands_info, commands_server,
                    commands_secret, commands_login, commands_iam, commands_pool,
-                   commands_federation, commands_app):
+                   commands_federation, commands_app, commands_cache):
         for command in module.COMMANDS:
             cli.add_command(command)
     for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS,

@@ -44,7 +44,8 @@ def _transfer_detail(move: pb.Transfer) -> str:
     if move.waiting_for:
         return move.waiting_for
     if move.state == "DONE":
-        return f"{format_bytes(move.bytes_done)} sha256:{move.sha256[:12]}"
+        cached = "cached " if move.cached else ""
+        return f"{cached}{format_bytes(move.bytes_done)} sha256:{move.sha256[:12]}"
     if move.bytes_total:
         return f"{format_bytes(move.bytes_done)} of {format_bytes(move.bytes_total)}"
     if move.bytes_done:

@@ -276,6 +276,17 @@ class OrchestratorClient(GrpcClient):
                                                pb.ListApplicationsRequest(), None)
         return reply
 
+    def list_cache(self) -> pb.CacheList:
+        """The cluster's ingress cache: its entries (sources, versions, bytes) and quota."""
+        reply: pb.CacheList = self._call(self._stub.ListCache, pb.ListCacheRequest(), None)
+        return reply
+
+    def prune_cache(self) -> pb.PruneCacheReply:
+        """Remove every ingress cache entry not in use; what went and what is left."""
+        reply: pb.PruneCacheReply = self._call(self._stub.PruneCache, pb.PruneCacheRequest(),
+                                               None)
+        return reply
+
 
 def _workflow_ref(name: str) -> pb.WorkflowRef:
     """``NAME`` or ``OWNER/NAME`` as the API's reference."""

@@ -31,6 +31,7 @@ def workflow_message(snapshot: WorkflowSnapshot) -> pb.Workflow:
                 direction=m.direction, source=m.source, destination=m.destination,
                 state=m.state, bytes_done=m.bytes_done, bytes_total=m.bytes_total,
                 sha256=m.sha256, error=m.error, waiting_for=m.waiting_for,
+                cached=m.cached, bytes_fetched=m.bytes_fetched,
             ) for m in sorted(moves, key=lambda m: (m.direction != "ingress", m.seq))],
         ))
     for image in sorted(snapshot.images, key=lambda i: i.uri):

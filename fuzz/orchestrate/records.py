@@ -86,6 +86,8 @@ class TransferRecord:
     sha256: str = ""
     error: str = ""
     waiting_for: str = ""  # why a PENDING transfer does not start yet
+    cached: bool = False  # an ingress the ingress cache served (nothing fetched)
+    bytes_fetched: int = 0  # bytes read from the source for it
 
 
 @dataclass

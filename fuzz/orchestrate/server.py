@@ -58,6 +58,7 @@ from fuzz.orchestrate.service import (
 )
 from fuzz.orchestrate.store import Store
 from fuzz.orchestrate.streams import LAUNCH_METHOD, StreamLimiter, server_workers
+from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRootError, HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.orchestrate.workflows.base import RunnerSettings
@@ -73,7 +74,7 @@ from fuzz.rpc.server import (
     start_server,
     wait_for_stop,
 )
-from fuzz.spec.cluster import CatalogSpec, DiskSpec, LimitsSpec
+from fuzz.spec.cluster import CacheSpec, CatalogSpec, DiskSpec, LimitsSpec
 from fuzz.units import format_bytes
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ DB_FILE = "server.db"
 KEY_FILE = "master.key"
 LOCK_FILE = "server.lock"
 INSTANCE_FILE = "instance-id"
+CACHE_DIR = "cache"  # the ingress cache, under the data dir
 STOP_GRACE = 2.0
 REQUEST_OVERHEAD = 64 * 1024  # a start request's fields other than the Fuzzfile, and more
 
@@ -104,6 +106,7 @@ class ServerSettings:
     limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
     disk: DiskSpec = field(default_factory=DiskSpec)  # the spec's orchestrator.disk
     catalogs: tuple[CatalogSpec, ...] = ()  # orchestrator.catalogs, directory paths absolute
+    cache: CacheSpec = field(default_factory=CacheSpec)  # the spec's orchestrator.cache
 
 
 def default_volume_root(data_dir: Path) -> Path:
@@ -175,6 +178,14 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         release_lock(lock_fd)
         host_roots.close()
         raise ServerStartError(f"cannot use volume root {volume_root}: {exc.strerror}") from exc
+    try:
+        cache = IngressCache(data_dir / CACHE_DIR, settings.cache.bytes) \
+            if settings.cache.bytes else None
+    except OSError as exc:
+        release_lock(lock_fd)
+        host_roots.close()
+        raise ServerStartError(f"cannot use the ingress cache in {data_dir / CACHE_DIR}: "
+                               f"{exc.strerror}") from exc
     reserve = DiskReserve(data_dir, settings.disk.reserve, settings.disk.min_free)
     if not reserve.fill():
         logger.warning("the disk of %s has too little room to reserve %s for the database "
@@ -208,6 +219,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             ingress=replace(settings.ingress, cluster_endpoints=partial(
                 _cluster_endpoints, settings, nodes)),
             limits=settings.limits, log_headroom=settings.disk.reserve,
+            cache=cache, cache_links=settings.cache.placement == "link",
         ))
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(
@@ -222,6 +234,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
 
             loop = ElasticLoop(elastic, runner, nodes, store, join)
             service.elastic = loop
+        service.cache = cache
         iam_service = IamService(authz)
 
         def user_of(token: str) -> str | None:

@@ -23,6 +23,7 @@ from fuzz.api import orchestrator_pb2_grpc, substrate_pb2
 from fuzz.clients.agent import AgentError
 from fuzz.errors import FuzzError
 from fuzz.heap import give_back_free_memory
+from fuzz.orchestrate.cache_messages import cache_list, cache_prune
 from fuzz.orchestrate.catalogs import ClusterCatalogs
 from fuzz.orchestrate.cluster.elastic import ElasticLoop
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
@@ -57,6 +58,7 @@ from fuzz.orchestrate.messages import (
 from fuzz.orchestrate.relay import LiveTask, relay_exec, relay_port_forward
 from fuzz.orchestrate.secrets import SecretError, SecretStore, account_owner, missing_secret
 from fuzz.orchestrate.states import TaskState
+from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.workflows.base import (
     WorkflowExistsError,
     WorkflowNotFoundError,
@@ -166,6 +168,7 @@ class OrchestratorService:
         self._catalogs = catalogs or ClusterCatalogs([], Path())
         self.advertise = advertise
         self.elastic: ElasticLoop | None = None  # set when the spec has elastic pools
+        self.cache: IngressCache | None = None  # set when orchestrator.cache is on
 
     # --- nodes -------------------------------------------------------------------------
 
@@ -331,8 +334,9 @@ class OrchestratorService:
     def MemberStatus(self, request: pb.MemberStatusRequest, context: grpc.ServicerContext
                      ) -> pb.MemberStatusReply:
         """What a federation routes by beyond the nodes: the elastic pools' offerings with
-        prices, and the tasks waiting for room. ``cached`` stays empty: this cluster has
-        no ingress cache to report yet."""
+        prices, the tasks waiting for room and, for a caller who may also read the ingress
+        cache (``cache:read``: its sources name every user's data), what the cache holds of
+        each source."""
         try:
             self._authz.authorize(context, "node:read", cluster_resource(self._cluster))
         except FuzzError as exc:
@@ -340,12 +344,45 @@ class OrchestratorService:
         offerings = self.elastic.offerings() if self.elastic is not None else []
         return pb.MemberStatusReply(
             queued_tasks=len(self._runner.unplaced()),
+            cached=self._cached_sources(context),
             offerings=[pb.PoolOffering(
                 pool=pool, name=offering.name, cores=offering.cores,
                 memory_bytes=offering.memory_bytes, gpus=offering.gpus,
                 gpu_model=offering.gpu_model or "", architecture=capacity.architecture,
                 price_per_hour=offering.price_per_hour, labels=dict(capacity.labels))
                 for pool, offering, capacity in offerings])
+    def _cached_sources(self, context: grpc.ServicerContext) -> list[pb.CachedSource]:
+        """The cache's bytes per source, for a caller allowed ``cache:read``; else none."""
+        if self.cache is None:
+            return []
+        try:
+            self._authz.authorize(context, "cache:read", cluster_resource(self._cluster))
+        except FuzzError:
+            return []
+        held: dict[str, int] = {}
+        for entry in self.cache.entries():
+            held[entry.source] = held.get(entry.source, 0) + entry.size
+        return [pb.CachedSource(uri=uri, bytes=size) for uri, size in sorted(held.items())]
+
+    # --- the ingress cache -------------------------------------------------------------
+
+    def ListCache(self, request: pb.ListCacheRequest, context: grpc.ServicerContext
+                  ) -> pb.CacheList:
+        """What the ingress cache holds (cache:read: its sources name every user's data)."""
+        try:
+            self._authz.authorize(context, "cache:read", cluster_resource(self._cluster))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        return cache_list(self.cache)
+
+    def PruneCache(self, request: pb.PruneCacheRequest, context: grpc.ServicerContext
+                   ) -> pb.PruneCacheReply:
+        """Remove every cache entry not in use."""
+        try:
+            self._authz.authorize(context, "cache:prune", cluster_resource(self._cluster))
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        return cache_prune(self.cache)
 
     # --- workflows ---------------------------------------------------------------------
 

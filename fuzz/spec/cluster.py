@@ -406,6 +406,29 @@ def _unique_catalogs(value: list[CatalogSpec]) -> list[CatalogSpec]:
     if twice:
         raise ValueError(f"catalog {twice[0]!r} is listed twice")
     return value
+# --- orchestrator.cache (issue 22: data never moves twice) ---
+def _check_cache_size(value: Any) -> int:
+    """A byte count as for :data:`ByteSize`, where 0 (the cache off) is allowed too."""
+    size = parse_size(value)
+    if size < 0:
+        raise ValueError("must be 0 (no cache) or more bytes")
+    return size
+
+
+class CacheSpec(StrictModel):
+    """``orchestrator.cache``: the ingress cache, in ``DATA_DIR/cache``.
+
+    Each version of an ingress source is fetched once per cluster and placed into the
+    volumes that ask for it again; see docs/architecture.md ("Data ingress and egress").
+    """
+
+    bytes: Annotated[int, BeforeValidator(_check_cache_size)] = Field(
+        default=50 * 1024**3, description="Bytes the ingress cache may hold: past them the "
+        "least recently used entries are removed; 0 turns the cache off.")
+    placement: Literal["link", "copy"] = Field(
+        default="link", description="How a cached entry goes into a volume: 'link' (hard "
+        "links: no byte copied, the files read-only) or 'copy' (the owner's own writable "
+        "copies); a volume on another file system than the data dir gets copies.")
 
 
 class OrchestratorSpec(StrictModel):
@@ -441,6 +464,9 @@ class OrchestratorSpec(StrictModel):
         default="10s", description="How often the orchestrator reconciles elastic pools "
         "(also soon after its queue changes).")
     ingress: IngressSpec = Field(default_factory=IngressSpec)
+    cache: CacheSpec = Field(
+        default_factory=CacheSpec, description="The ingress cache (see \"Ingress cache\" "
+        "below).")
     limits: LimitsSpec = Field(
         default_factory=LimitsSpec, description="What one user may take at most (see "
         "\"Limits\" below).")

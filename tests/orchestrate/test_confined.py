@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from fuzz.orchestrate.transfer import confined
-from fuzz.orchestrate.transfer.confined import Directory, EscapeError, Identity, open_beneath
+from fuzz.orchestrate.transfer.confined import (
+    Directory,
+    EscapeError,
+    Identity,
+    open_beneath,
+    temporary_name,
+)
 from fuzz.orchestrate.transfer.host_roots import HostAccess, HostRootError, HostRoots, open_root
 from fuzz.orchestrate.transfer.ingress_egress import TransferError, egress, ingress
 from tests.support.workflowutil import planted_roots, safe_host_root
@@ -82,8 +88,8 @@ def test_new_files_never_replace_or_follow_what_is_there(tmp_path: Path) -> None
         for name in ("planted", "target"):
             with pytest.raises(FileExistsError):
                 directory.create_exclusive(name, 0o600)
-        fd, name = directory.create_temporary(".x.", 0o640)
-        os.close(fd)
+        name = temporary_name(".x.")
+        os.close(directory.create_exclusive(name, 0o640))
     assert (tmp_path / "target").read_bytes() == b"keep"
     assert oct((tmp_path / name).stat().st_mode & 0o777) == "0o640"
 

@@ -41,6 +41,21 @@ class MotoS3:
                             aws_access_key_id=self.access_key_id,
                             aws_secret_access_key=self.secret_access_key)
 
+    def new_user(self, policy: dict[str, object]) -> tuple[str, str]:
+        """A new IAM user whose only policy is ``policy``: their (key id, secret key)."""
+        previous = _set_auth(self.endpoint_url, "inf")  # creating users is not S3's
+        try:
+            iam = boto3.client("iam", endpoint_url=self.endpoint_url, region_name=self.region,
+                               aws_access_key_id="setup", aws_secret_access_key="setup")
+            name = f"fuzz-{uuid.uuid4().hex[:8]}"
+            iam.create_user(UserName=name)
+            iam.put_user_policy(UserName=name, PolicyName="only",
+                                PolicyDocument=json.dumps(policy))
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+        finally:
+            _set_auth(self.endpoint_url, previous)
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
     def new_bucket(self) -> str:
         """Create a bucket with a unique name and return the name."""
         name = f"fuzz-{uuid.uuid4().hex[:12]}"

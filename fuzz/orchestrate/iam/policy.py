@@ -42,6 +42,8 @@ ACTIONS: Mapping[str, str] = {
     "node:read": "list the cluster's nodes",
     "node:drain": "cordon, uncordon and drain nodes, and see the tasks running on them",
     "cluster:apply": "create nodes (issue join tokens)",
+    "cache:read": "list the ingress cache (cluster/<name>): every user's cached sources",
+    "cache:prune": "empty the ingress cache (cluster/<name>)",
     "iam:manage": "manage users, groups, roles, login codes, tokens and the curtain",
     "iam:grant": "give a role (iam/role/<name>) to users and groups, or put users in a group "
                  "(iam/group/<name>)",

@@ -242,21 +242,10 @@ class Directory:
         os.fchmod(fd, mode)  # the umask may have taken bits away
         return fd
 
-    def create_temporary(self, prefix: str, mode: int) -> tuple[int, str]:
-        """A new file here (see :meth:`create_exclusive`): (descriptor, name); its name
-        starts with ``prefix`` and ends with ``.fuzz-partial``."""
-        for _ in range(100):
-            name = f"{prefix}{secrets.token_hex(4)}{TEMPORARY}"
-            try:
-                return self.create_exclusive(name, mode), name
-            except FileExistsError:
-                continue
-        raise FileExistsError(errno.EEXIST, "no free temporary name", prefix)
-
     def make_temporary_directory(self, prefix: str, mode: int) -> tuple[Directory, str]:
         """A new, empty directory here (``mkdirat`` fails on any existing name), open."""
         for _ in range(100):
-            name = f"{prefix}{secrets.token_hex(4)}{TEMPORARY}"
+            name = temporary_name(prefix)
             try:
                 with acting_as(self.identity):
                     os.mkdir(name, mode, dir_fd=self.fd)
@@ -306,6 +295,11 @@ class Directory:
         """``fchown`` and ``fchmod`` this directory (as the server, which may)."""
         os.fchown(self.fd, owner.uid, owner.gid)
         os.fchmod(self.fd, mode)
+
+
+def temporary_name(prefix: str) -> str:
+    """A fresh name for a file being written: ``prefix``, random hex, ``.fuzz-partial``."""
+    return f"{prefix}{secrets.token_hex(8)}{TEMPORARY}"
 
 
 def split(relative: str) -> tuple[str, str]:

@@ -178,20 +178,60 @@ def http_errors(uri: str) -> Iterator[None]:
         raise TransferError(f"{uri}: {reason_of(exc)}") from exc
 
 
-def http_source(uri: str, policy: IngressPolicy | None = None) -> Source:
+Validators = tuple[str, int]
+"""What names a version of an HTTP resource: ``ETag "x"`` or ``Last-Modified DATE``, and
+its Content-Length."""
+
+def http_source(uri: str, policy: IngressPolicy | None = None,
+                expect: Validators | None = None) -> Source:
     """The file at ``uri``; its name is the last segment of the URL's path.
 
     A connection ``policy`` refuses (default: :class:`IngressPolicy`'s defaults, no
-    allow-list, no proxy) fails the transfer.
+    allow-list, no proxy) fails the transfer; so does an answer whose validators are not
+    ``expect`` (the resource changed since they were read).
     """
     name = posixpath.basename(unquote(urlsplit(uri).path))
-    return Source(uri, False, [Item(name, partial(_open, uri, policy or IngressPolicy()))], None,
-                  partial(http_errors, uri))
+    opener = partial(_open, uri, policy or IngressPolicy(), expect)
+    return Source(uri, False, [Item(name, opener)], None, partial(http_errors, uri))
+
+
+def http_validators(uri: str, policy: IngressPolicy | None = None) -> Validators | None:
+    """The validators a HEAD of ``uri`` answers with; None when it has none to rely on (no
+    Content-Length, or neither a strong ETag nor Last-Modified) or answers HEAD with an
+    HTTP error (a server without HEAD, a URL signed for GET only: the GET then says
+    what it says). Where the policy refuses to connect, or the connection fails,
+    TransferError as for a GET."""
+    request = urllib.request.Request(uri, method="HEAD", headers={"User-Agent": USER_AGENT})
+    try:
+        with http_errors(uri), _opener(policy or IngressPolicy()).open(
+                request, timeout=TIMEOUT_SECONDS) as response:
+            return _validators(response.headers)
+    except TransferError as exc:
+        if isinstance(exc.__cause__, urllib.error.HTTPError):
+            return None
+        raise
+
+
+def _validators(headers: HTTPMessage) -> Validators | None:
+    length = headers.get("Content-Length", "")
+    etag = headers.get("ETag", "")
+    modified = headers.get("Last-Modified", "")
+    if not length.isdigit():
+        return None
+    if etag and not etag.startswith("W/"):
+        return f"ETag {etag}", int(length)
+    if modified:
+        return f"Last-Modified {modified}", int(length)
+    return None
 
 
 @contextmanager
-def _open(uri: str, policy: IngressPolicy) -> Iterator[tuple[Readable, int | None]]:
+def _open(uri: str, policy: IngressPolicy, expect: Validators | None
+          ) -> Iterator[tuple[Readable, int | None]]:
     request = urllib.request.Request(uri, headers={"User-Agent": USER_AGENT})
     with _opener(policy).open(request, timeout=TIMEOUT_SECONDS) as response:
+        if expect is not None and _validators(response.headers) != expect:
+            raise TransferError(f"{uri}: changed while it was fetched (its ETag, "
+                                "Last-Modified or size is not what it was a moment before)")
         length = response.headers.get("Content-Length", "")
         yield response, int(length) if length.isdigit() else None

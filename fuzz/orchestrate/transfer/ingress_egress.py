@@ -25,13 +25,16 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
+from fuzz.orchestrate.transfer.cache import DATA, IngressCache
 from fuzz.orchestrate.transfer.confined import Directory, Identity
 from fuzz.orchestrate.transfer.host_roots import HostAccess
 from fuzz.orchestrate.transfer.http import http_source
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer.local import (
+    CACHE_MODES,
     HOST_MODES,
     VOLUME_MODES,
     LocalSink,
@@ -54,6 +57,13 @@ from fuzz.orchestrate.transfer.stream import (
     TransferError,
     TransferResult,
     copy,
+)
+from fuzz.orchestrate.transfer.versions import (
+    Versioned,
+    expected_digest,
+    host_version,
+    http_version,
+    s3_version,
 )
 
 __all__ = [
@@ -81,6 +91,8 @@ def ingress(
     http_policy: IngressPolicy | None = None,
     budget: ByteBudget | None = None,
     inline_files: Mapping[str, str] | None = None,
+    cache: IngressCache | None = None,
+    hard_links: bool = True,
 ) -> TransferResult:
     """Copy ``source_uri`` into the volume at ``volume_dir`` as ``destination_uri``.
 
@@ -93,18 +105,96 @@ def ingress(
     this process). A file lands at the destination path, or inside it when that is a
     directory or ends with ``/``; a tree (host directory, S3 prefix) is merged into the
     destination directory. ``budget``: the bytes the volume may still take; the transfer
-    fails as soon as it would pass them. Raises TransferError.
+    fails as soon as it would pass them.
+
+    With ``cache``, a source whose version can be known (see
+    :mod:`~fuzz.orchestrate.transfer.versions`; asked with these credentials and this
+    identity, which is the access check) is fetched into the cache once and placed in the
+    volume from there: hard links with ``hard_links`` (read-only files), else copies.
+    Raises TransferError.
     """
     target = volume_relative(destination_uri)
     with ExitStack() as stack:
         inline = _inline_key(source_uri, inline_files or {})
-        source = (_inline_source(source_uri, inline, (inline_files or {})[inline])
-                  if inline is not None
-                  else _ingress_source(source_uri, credentials, host, identity, http_policy,
-                                       stack))
+        if inline is not None:
+            source = _inline_source(source_uri, inline, (inline_files or {})[inline])
+        else:
+            versioned = None if cache is None else _versioned(
+                source_uri, credentials, host, identity, http_policy, stack)
+            if cache is not None and versioned is not None:
+                volume = stack.enter_context(_open_volume(volume_dir, identity,
+                                                          destination_uri))
+                return _from_cache(cache, versioned, Placement(
+                    volume, target, destination_uri, hard_links), progress, budget)
+            source = _ingress_source(source_uri, credentials, host, identity, http_policy,
+                                     stack)
         volume = stack.enter_context(_open_volume(volume_dir, identity, destination_uri))
         sink = LocalSink(volume, target, destination_uri, source.tree, VOLUME_MODES)
         return copy(source, sink, progress, budget)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a cached entry goes: ``target`` in the open ``volume`` (``uri`` names it),
+    as hard links or as copies."""
+
+    volume: Directory
+    target: str
+    uri: str
+    hard_links: bool
+
+
+def _from_cache(cache: IngressCache, versioned: Versioned, placement: Placement,
+                progress: ProgressCallback | None, budget: ByteBudget | None
+                ) -> TransferResult:
+    """``versioned`` from the cache (fetched into it first when missing) into the volume."""
+    version, open_source = versioned
+
+    def fill(staging: Directory, name: str) -> TransferResult:
+        source = open_source()
+        sink = LocalSink(staging, name, "the ingress cache", source.tree, CACHE_MODES)
+        result = copy(source, sink, progress, budget)
+        expected = expected_digest(version)
+        if expected is not None and result.sha256 != expected:
+            raise TransferError(f"{version.source}: changed while it was read")
+        return result
+
+    with cache.holding(version, fill) as (entry, directory, fetched):
+        if fetched == 0 and budget is not None:
+            budget.take(entry.size, version.source)
+        sink = LocalSink(placement.volume, placement.target, placement.uri, entry.tree,
+                         VOLUME_MODES)
+        try:
+            if entry.tree:
+                with directory.subdirectory(DATA) as data:
+                    for relative, _ in data.files(""):
+                        sink.link(relative, data, relative, hard=placement.hard_links)
+            else:
+                sink.link(entry.name, directory, DATA, hard=placement.hard_links)
+            sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+    if fetched == 0 and progress is not None:
+        progress(entry.size, entry.size)
+    return TransferResult(version.source, placement.uri, entry.size, entry.sha256,
+                          entry.files, fetched=fetched, cached=fetched == 0)
+
+
+def _versioned(uri: str, credentials: S3Credentials | None, host: HostAccess | None,
+               identity: Identity | None, http_policy: IngressPolicy | None,
+               stack: ExitStack) -> Versioned | None:
+    """The version of the source at ``uri`` as this user may read it (TransferError when
+    they may not), None for a source the cache does not keep."""
+    scheme = _scheme(uri)
+    if scheme in ("http", "https"):
+        return http_version(uri, http_policy)
+    if scheme == "file":
+        return host_version(uri, *_host_directory(uri, host, identity, stack))
+    if scheme == "s3":
+        endpoint = credentials.endpoint_url if credentials is not None else None
+        return s3_version(uri, s3_client(credentials, uri, http_policy), endpoint or "")
+    return None
 
 
 def egress(

@@ -17,6 +17,7 @@ file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -26,7 +27,7 @@ from functools import partial
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from fuzz.orchestrate.transfer.confined import Directory, EscapeError, split
+from fuzz.orchestrate.transfer.confined import Directory, EscapeError, split, temporary_name
 from fuzz.orchestrate.transfer.stream import (
     CHUNK,
     Item,
@@ -48,6 +49,7 @@ class Modes(NamedTuple):
 
 VOLUME_MODES = Modes(0o644, 0o755)  # the jobs of the volume's owner read them
 HOST_MODES = Modes(0o640, 0o750)  # the owner's files on the host: not for everyone
+CACHE_MODES = Modes(0o444, 0o755)  # the ingress cache's: linked into volumes, read-only
 
 
 @contextmanager
@@ -160,24 +162,48 @@ class LocalSink:
     def put(self, relative: str, stream: Readable) -> None:
         """Write one file to its temporary place."""
         with self._errors():
-            if self._tree:
-                staging = self._staging_dir()
-                parent_path, name = split(relative)
-                with staging.directory.make_directories(parent_path,
-                                                        self._modes.directory) as parent:
-                    fd = parent.create_exclusive(name, self._modes.file)
-                self._staged.append(relative)
-            else:
-                parent_path, name = split(self._file_target(relative))
-                parent = self._base.make_directories(parent_path, self._modes.directory)
-                try:
-                    fd, temporary = parent.create_temporary(f".{name}.", self._modes.file)
-                except BaseException:
-                    parent.close()
-                    raise
-                self._written.append((parent, temporary, name))
+            parent, name = self._slot(relative)
+            with parent:
+                fd = parent.create_exclusive(name, self._modes.file)
             with os.fdopen(fd, "wb") as handle:
                 shutil.copyfileobj(stream, handle, CHUNK)
+
+    def link(self, relative: str, origin: Directory, name: str, *, hard: bool = True) -> None:
+        """Place file ``name`` of ``origin`` (the ingress cache) as ``relative``, like
+        :meth:`put`: with ``hard``, as a hard link to it (not one byte copied; the file
+        stays the cache's, read-only), else, or where ``origin`` is on another file
+        system (or its file has all the links it may), as a copy of its bytes that is
+        the owner's own."""
+        with self._errors():
+            parent, slot = self._slot(relative)
+            with parent:
+                if hard:
+                    try:  # as the server: the cache's file is not the owner's to link
+                        os.link(name, slot, src_dir_fd=origin.fd, dst_dir_fd=parent.fd,
+                                follow_symlinks=False)
+                        return
+                    except OSError as exc:  # another file system; too many links already
+                        if exc.errno not in (errno.EXDEV, errno.EMLINK):
+                            raise
+                fd = parent.create_exclusive(slot, self._modes.file)
+            with os.fdopen(fd, "wb") as handle, \
+                    os.fdopen(origin.open_fd(name, os.O_RDONLY), "rb") as stream:
+                shutil.copyfileobj(stream, handle, CHUNK)
+
+    def _slot(self, relative: str) -> tuple[Directory, str]:
+        """Where file ``relative`` is written before commit: its directory (open, for the
+        caller to close) and a name there that does not exist yet."""
+        if self._tree:
+            staging = self._staging_dir()
+            parent_path, name = split(relative)
+            parent = staging.directory.make_directories(parent_path, self._modes.directory)
+            self._staged.append(relative)
+            return parent, name
+        parent_path, name = split(self._file_target(relative))
+        parent = self._base.make_directories(parent_path, self._modes.directory)
+        temporary = temporary_name(f".{name}.")
+        self._written.append((parent, temporary, name))
+        return Directory(os.dup(parent.fd), parent.identity, parent.label), temporary
 
     def commit(self) -> None:
         """Rename what was written into place."""

@@ -10,11 +10,12 @@ the objects already uploaded stay (S3 has no rename to stage them with).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -121,17 +122,33 @@ def s3_client(credentials: S3Credentials | None, uri: str,
     proxy = policy.proxy
     config = CLIENT_CONFIG.merge(Config(proxies={"http": proxy, "https": proxy} if proxy else {}))
     if credentials is None:
-        return boto3.session.Session().client("s3", config=config)
+        return _client(config=config)
     if credentials.endpoint_url is not None:
         _check_endpoint(credentials.endpoint_url, uri, policy)
         config = config.merge(Config(s3={"addressing_style": "path"}))
-    session = boto3.session.Session(
-        aws_access_key_id=credentials.access_key_id,
-        aws_secret_access_key=credentials.secret_access_key,
-        aws_session_token=credentials.session_token,
-        region_name=credentials.region,
-    )
-    return session.client("s3", endpoint_url=credentials.endpoint_url, config=config)
+    return _client(config=config, endpoint_url=credentials.endpoint_url,
+                   aws_access_key_id=credentials.access_key_id,
+                   aws_secret_access_key=credentials.secret_access_key,
+                   aws_session_token=credentials.session_token,
+                   region_name=credentials.region)
+
+
+_session: list[boto3.session.Session] = []  # one per process, made on first use
+_session_lock = threading.Lock()
+
+
+def _client(**options: Any) -> S3Client:
+    """An S3 client from this process's one boto3 session, with ``options`` (the
+    credentials among them: the session holds none, so nothing passes between users).
+
+    One session because a new one loads botocore's service models again (a second or
+    two of JSON per transfer); the lock because a session is not safe to make clients
+    from on several threads at once (the clients themselves are).
+    """
+    with _session_lock:
+        if not _session:
+            _session.append(boto3.session.Session())
+        return _session[0].client("s3", **options)
 
 
 def _check_endpoint(endpoint: str, uri: str, policy: IngressPolicy) -> None:
@@ -160,6 +177,8 @@ def s3_errors(uri: str) -> Iterator[None]:
         hint = ""
         if code in ("NoSuchKey", "404"):
             hint = " (for every object under a prefix, end the URI with '/')"
+        if code in ("AccessDenied", "403"):  # a HEAD's 403 has no body to say it
+            hint = " (these credentials may not read it)"
         raise TransferError(f"{uri}: {code}: {message}{hint}") from exc
     except BotoCoreError as exc:
         raise TransferError(f"{uri}: {exc}") from exc
@@ -178,31 +197,55 @@ def is_prefix(key: str) -> bool:
     return not key or key.endswith("/")
 
 
-def s3_source(uri: str, client: S3Client) -> Source:
-    """The object at ``uri``, or every object under it when it is a prefix."""
+@dataclass(frozen=True)
+class PinnedObject:
+    """An object as a listing or a HEAD saw it; a read of it must find the same ETag."""
+
+    key: str
+    size: int
+    etag: str  # '' for any
+    version_id: str = ""
+
+
+def list_objects(uri: str, client: S3Client, bucket: str, prefix: str) -> list[PinnedObject]:
+    """Every object under ``prefix`` (not the zero-byte "folders"); TransferError when
+    there are none."""
+    with s3_errors(uri):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        objects = [PinnedObject(entry["Key"], entry["Size"], entry.get("ETag", ""))
+                   for page in pages for entry in page.get("Contents", [])]
+    objects = [entry for entry in objects if not entry.key.endswith("/")]
+    if not objects:
+        raise TransferError(f"{uri}: no objects under this prefix")
+    return objects
+
+
+def s3_source(uri: str, client: S3Client,
+              pinned: Sequence[PinnedObject] | None = None) -> Source:
+    """The object at ``uri``, or every object under it when it is a prefix; with
+    ``pinned``, those objects, each read only if its ETag is still the one listed."""
     bucket, key = parse_s3_uri(uri)
     errors = partial(s3_errors, uri)
     if not is_prefix(key):
+        etag = pinned[0].etag if pinned else ""
         name = key.rsplit("/", 1)[-1]
-        return Source(uri, False, [Item(name, _opener(client, bucket, key))], None, errors)
-    with errors():
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-        objects = [(entry["Key"], entry["Size"]) for page in pages
-                   for entry in page.get("Contents", [])]
-    objects = [(name, size) for name, size in objects if not name.endswith("/")]  # folders
-    if not objects:
-        raise TransferError(f"{uri}: no objects under this prefix")
-    items = [Item(safe_relative(name[len(key):], uri), _opener(client, bucket, name))
-             for name, _ in objects]
-    return Source(uri, True, items, sum(size for _, size in objects), errors)
+        return Source(uri, False, [Item(name, _opener(client, bucket, key, etag))], None,
+                      errors)
+    objects = list(pinned) if pinned is not None else list_objects(uri, client, bucket, key)
+    items = [Item(safe_relative(entry.key[len(key):], uri),
+                  _opener(client, bucket, entry.key, entry.etag)) for entry in objects]
+    return Source(uri, True, items, sum(entry.size for entry in objects), errors)
 
 
 def _opener(
-    client: S3Client, bucket: str, key: str
+    client: S3Client, bucket: str, key: str, etag: str
 ) -> Callable[[], AbstractContextManager[tuple[Readable, int | None]]]:
     @contextmanager
     def open_object() -> Iterator[tuple[Readable, int | None]]:
-        response = client.get_object(Bucket=bucket, Key=key)
+        if etag:
+            response = client.get_object(Bucket=bucket, Key=key, IfMatch=etag)
+        else:
+            response = client.get_object(Bucket=bucket, Key=key)
         body = response["Body"]
         try:
             yield body, response["ContentLength"]

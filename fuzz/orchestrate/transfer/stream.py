@@ -37,6 +37,8 @@ class TransferResult:
 
     ``size`` is the total bytes; ``sha256`` is the file's digest, or for a tree the
     digest of its listing (see :func:`tree_digest`); ``files`` counts the files.
+    ``fetched`` is the bytes read from the source for it; ``cached`` says that the data
+    came from the ingress cache (:mod:`fuzz.orchestrate.transfer.cache`), so none were.
     """
 
     source: str
@@ -44,6 +46,8 @@ class TransferResult:
     size: int
     sha256: str
     files: int
+    fetched: int = 0
+    cached: bool = False
 
 
 class Readable(Protocol):
@@ -249,4 +253,5 @@ def copy(source: Source, sink: Sink, progress: ProgressCallback | None,
         raise
     meter.finish()
     digest = tree_digest(digests) if source.tree else digests[0][1]
-    return TransferResult(source.uri, sink.uri, meter.done, digest, len(digests))
+    return TransferResult(source.uri, sink.uri, meter.done, digest, len(digests),
+                          fetched=meter.done)

@@ -29,6 +29,7 @@ from fuzz.orchestrate.records import (
 from fuzz.orchestrate.secrets import SecretStore, environment_value, registry_credentials
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer.volume_limits import VolumeLimits
@@ -65,6 +66,8 @@ class RunnerSettings:
     limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
     disk_floor: DiskFloor | None = None  # below it no new volume writes start; None: no floor
     log_headroom: int = 0  # bytes a log copy leaves free on the log dir's disk (the database's)
+    cache: IngressCache | None = None  # the ingress cache; None: every ingress fetches
+    cache_links: bool = True  # cached files go into volumes as hard links (else copies)
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,8 @@ class RunnerBase:
         self._secrets = secrets
         self._settings = settings
         self._clock = clock
-        self._volumes = VolumeManager(settings.volume_root, settings.host_roots, settings.ingress)
+        self._volumes = VolumeManager(settings.volume_root, settings.host_roots, settings.ingress,
+                                      settings.cache, settings.cache_links)
         self._ids = JobIdAllocator(store, settings.job_ids)
         self._volume_limits = VolumeLimits(settings.limits.volume_bytes)
         self._launch = LaunchSettings(settings.log_dir, settings.limits.job_log_bytes)

@@ -110,6 +110,7 @@ class TransferSteps(RunnerBase):
             move.state = TransferState.DONE
             move.bytes_done, move.bytes_total = result.size, result.size
             move.sha256 = result.sha256
+            move.cached, move.bytes_fetched = result.cached, result.fetched
             siblings = [m for m in workflow.transfers
                         if m.volume == move.volume and m.direction == move.direction]
             if all(m.state == TransferState.DONE for m in siblings):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fuzz.orchestrate.records import TransferRecord, VolumeRecord
 from fuzz.orchestrate.transfer import ingress_egress as transfer
+from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.confined import Identity
 from fuzz.orchestrate.transfer.host_roots import HostAccess, HostRoots
 from fuzz.orchestrate.transfer.ingress_egress import ByteBudget, S3Credentials, TransferResult
@@ -37,13 +38,17 @@ class VolumeManager:
     """Creates, fills, empties and deletes volume directories."""
 
     def __init__(self, root: Path, host_roots: HostRoots | None = None,
-                 http_policy: IngressPolicy | None = None) -> None:
+                 http_policy: IngressPolicy | None = None, cache: IngressCache | None = None,
+                 cache_links: bool = True) -> None:
         """Keep volumes under ``root``; ``file:///`` transfers may use the owner's subtrees
         of ``host_roots`` only (none without it), ``http(s)://`` ingress the addresses
-        ``http_policy`` allows (None: public ones only)."""
+        ``http_policy`` allows (None: public ones only). Ingress goes through ``cache``
+        (None: none), placed as hard links with ``cache_links``, else as copies."""
         self.root = root
         self.host_roots = host_roots or HostRoots()
         self.http_policy = http_policy
+        self.cache = cache
+        self.cache_links = cache_links
 
     def host_path_problem(self, move: TransferRecord, owner: str,
                           inline_files: Mapping[str, str] | None = None) -> str | None:
@@ -99,7 +104,8 @@ class VolumeManager:
             return transfer.ingress(record.source, record.destination, directory,
                                     credentials=credentials, progress=progress, host=host,
                                     identity=identity, http_policy=self.http_policy,
-                                    budget=budget, inline_files=inline_files)
+                                    budget=budget, inline_files=inline_files,
+                                    cache=self.cache, hard_links=self.cache_links)
         return transfer.egress(record.source, record.destination, directory,
                                credentials=credentials, progress=progress, host=host,
                                identity=identity, http_policy=self.http_policy)
@@ -108,10 +114,12 @@ class VolumeManager:
     def _own(directory: Path, ids: JobIds) -> None:
         """Give a volume written by the old shared job uid to its owner's ``ids``: walked
         through directory descriptors, never following a symlink (``fchownat`` with
-        ``AT_SYMLINK_NOFOLLOW``), so a job's planted link cannot redirect the chown."""
+        ``AT_SYMLINK_NOFOLLOW``), so a job's planted link cannot redirect the chown.
+        Files root owns are the ingress cache's, hard-linked in: they stay read-only."""
         for _, dirs, files, dir_fd in os.fwalk(directory, follow_symlinks=False):
             for name in (*dirs, *files):
-                os.chown(name, ids.uid, ids.gid, dir_fd=dir_fd, follow_symlinks=False)
+                if os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_uid != 0:
+                    os.chown(name, ids.uid, ids.gid, dir_fd=dir_fd, follow_symlinks=False)
 
     def delete(self, volume: VolumeRecord) -> None:
         """Remove an ephemeral volume's directory (and its workflow's, once empty)."""
