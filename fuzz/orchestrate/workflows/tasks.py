@@ -111,7 +111,7 @@ class LaunchPlan:
     service: bool = False  # a service's task: its address is reserved, its readiness probed
     probe: ReadinessProbe | None = None  # a service's readiness probe (None: ready at once)
     service_hosts: tuple[str, ...] = ()  # /etc/hosts lines naming the workflow's services
-    service_peers: tuple[str, ...] = ()  # their addresses, which the firewall lets it reach
+    service_peers: tuple[str, ...] = ()  # peer entries: its services' ports, or its own
 
 
 @dataclass(frozen=True)
