@@ -324,8 +324,10 @@ _ANNOTATIONS: TypeAdapter[dict[str, str]] = TypeAdapter(Annotations)
 def capacity_issues(
     jobs: Mapping[Any, Any], capacities: Sequence[NodeCapacity], capacities_are_nodes: bool,
     default_resource: Any = None, workflow_annotations: Mapping[str, str] | None = None,
+    section: str = "jobs",
 ) -> Iterator[Issue]:
-    """Jobs whose per-node request no capacity could ever hold.
+    """Jobs (or, with ``section`` "services", services) whose per-node request no
+    capacity could ever hold.
 
     When ``capacities_are_nodes`` (each capacity is one real node, not an offering a
     pool could create many of), a multinode job must also find enough nodes. A job
@@ -341,7 +343,7 @@ def capacity_issues(
         resource = _valid(ResourceSpec, job.get("resource", default_resource))
         if resource is None:
             continue
-        path: tuple[Hashable, ...] = ("jobs", name)
+        path: tuple[Hashable, ...] = (section, name)
         request = resource.request()
         inherited = inherited_selectors(dict(workflow_annotations or {}), _annotations(job))
         request = replace(request, labels={**inherited, **request.labels})
@@ -458,6 +460,10 @@ def fuzzfile_issues(
             else None
         issues += capacity_issues(jobs, capacities, capacities_are_nodes, default_resource,
                                   _annotations(data))
+        services = data.get("services")
+        if isinstance(services, Mapping):  # no defaults, no selectors of the workflow's
+            issues += capacity_issues(services, capacities, capacities_are_nodes,
+                                      section="services")
         issues += label_key_issues(data, capacities)
     if limits is not None:
         issues += limit_issues(jobs, limits)
@@ -468,8 +474,7 @@ def fuzzfile_issues(
 
 
 NOT_RUN_YET = {
-    "services": "services are not run yet: fuzz runs a workflow's jobs only (validate checks"
-                " services; running them is a later issue)",
+    "grpc-probe": "grpc readiness probes are not run yet: use exec, http-get or tcp-socket",
     "volume-annotations": "not honoured: fuzz has no storage provisioners to select by"
                           " annotations; leave them out",
 }
@@ -480,8 +485,16 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     """What a valid Fuzzfile may hold but fuzz cannot run yet, each with its reason: a
     start (not validate) refuses these, so nothing in a file is silently ignored."""
     services = data.get("services")
-    if isinstance(services, Mapping) and services:
-        yield Issue(("services",), NOT_RUN_YET["services"], at="key")
+    for name, service in services.items() if isinstance(services, Mapping) else ():
+        probe = service.get("readiness-probe") if isinstance(service, Mapping) else None
+        if isinstance(probe, Mapping) and probe.get("grpc") is not None:
+            yield Issue(("services", name, "readiness-probe", "grpc"), NOT_RUN_YET["grpc-probe"],
+                        at="key")
+        jobs = data.get("jobs")
+        if isinstance(jobs, Mapping) and name in jobs:
+            yield Issue(("services", name), f"a job is named {name!r} too: a service and a job"
+                        " run as tasks of the workflow by their names, which must differ",
+                        at="key")
     volumes = data.get("volumes")
     for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
         if isinstance(volume, Mapping) and volume.get("annotations"):
