@@ -171,6 +171,9 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         node_grace=block.node_grace_seconds(),
         ingress=IngressPolicy.from_spec(block.ingress.allow, block.ingress.proxy),
         limits=block.limits, disk=block.disk,
+        endpoints=block.endpoints.model_copy(update={
+            key: str((base / value).absolute()) for key, value in
+            (("cert", block.endpoints.cert), ("key", block.endpoints.key)) if value}),
     ), elastic=elastic)
 
 

@@ -43,9 +43,14 @@ from fuzz.orchestrate.cluster.nodes import DEFAULT_NODE_GRACE, NodeDirectory
 from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
 from fuzz.orchestrate.diskspace import REFILL_INTERVAL, DiskFloor, DiskReserve
+from fuzz.orchestrate.endpoints.gateway import Gateway, GatewayStartError, GatewayTls
+from fuzz.orchestrate.endpoints.listing import GatewayAddress
+from fuzz.orchestrate.endpoints.proxy import GatewayParts
+from fuzz.orchestrate.endpoints.resolver import WorkflowEndpoints
+from fuzz.orchestrate.endpoints.sessions import SignIns
 from fuzz.orchestrate.iam.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.iam.authz import Authorizer
-from fuzz.orchestrate.iam.directory import AuthenticationError, IamDirectory
+from fuzz.orchestrate.iam.directory import CODE_PREFIX, AuthenticationError, IamDirectory
 from fuzz.orchestrate.iam.service import LOGIN_METHOD, IamService
 from fuzz.orchestrate.secrets import SecretStore
 from fuzz.orchestrate.service import (
@@ -72,7 +77,7 @@ from fuzz.rpc.server import (
     start_server,
     wait_for_stop,
 )
-from fuzz.spec.cluster import DiskSpec, LimitsSpec
+from fuzz.spec.cluster import DiskSpec, EndpointsSpec, LimitsSpec
 from fuzz.units import format_bytes
 
 logger = logging.getLogger(__name__)
@@ -102,6 +107,8 @@ class ServerSettings:
     ingress: IngressPolicy = field(default_factory=IngressPolicy)  # where http(s) ingress may go
     limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
     disk: DiskSpec = field(default_factory=DiskSpec)  # the spec's orchestrator.disk
+    # the spec's orchestrator.endpoints, cert and key paths absolute
+    endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
 
 
 def default_volume_root(data_dir: Path) -> Path:
@@ -145,6 +152,29 @@ def _cluster_endpoints(settings: ServerSettings, nodes: NodeDirectory) -> list[s
     return own + [record.endpoint for record in nodes.records()]
 
 
+def _start_gateway(settings: ServerSettings, tls: ClusterTls | None, endpoint: str,
+                   runner: Runner, nodes: NodeDirectory, iam: IamDirectory
+                   ) -> tuple[Gateway, GatewayAddress]:
+    """Listen for endpoint requests (the orchestrator's host, a free port, unless the spec
+    says where) and say where users reach it."""
+    spec = settings.endpoints
+    host = settings.listen.rpartition(":")[0]
+    if spec.cert is not None and spec.key is not None:
+        gateway_tls: GatewayTls | None = GatewayTls(Path(spec.cert), Path(spec.key))
+    else:
+        gateway_tls = GatewayTls(tls.files.cert, tls.files.key) if tls is not None else None
+    parts = GatewayParts(WorkflowEndpoints(runner, nodes), iam,
+                         SignIns(spec.session_seconds()), spec.domain or "",
+                         is_code=lambda text: text.startswith(CODE_PREFIX))
+    try:
+        gateway = Gateway(parts, spec.listen or f"{host}:0", gateway_tls)
+    except GatewayStartError as exc:
+        raise ServerStartError(str(exc)) from None
+    public_host = (settings.advertise or endpoint).rpartition(":")[0]
+    base = spec.url or f"{gateway.scheme}://{public_host}:{gateway.port}"
+    return gateway, GatewayAddress(base.rstrip("/"), spec.domain or "")
+
+
 def serve(settings: ServerSettings, stop: threading.Event | None = None,
           elastic: ElasticSetup | None = None) -> None:
     """Run the orchestrator until SIGTERM or SIGINT (or ``stop``); blocks for its life.
@@ -186,6 +216,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     running: RunningServer | None = None
     runner: Runner | None = None
     loop: ElasticLoop | None = None
+    gateway: Gateway | None = None
     try:
         tls = None if settings.insecure else ClusterTls.start(
             data_dir, server_hosts(settings.listen, settings.advertise))
@@ -245,6 +276,9 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
                                   settings.limits.fuzzfile_bytes + REQUEST_OVERHEAD),
         )
         service.advertise = settings.advertise or running.endpoint
+        gateway, service.gateway = _start_gateway(settings, tls, running.endpoint, runner,
+                                                  nodes, iam)
+        gateway.start()
         if tls is None:
             logger.warning("serving plain text (insecure) on %s: tokens, secrets and data "
                            "cross the network unencrypted", running.endpoint)
@@ -254,9 +288,12 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         if loop is not None:
             loop.start()
         write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(),
-                                                 "endpoint": running.endpoint})
+                                                 "endpoint": running.endpoint,
+                                                 "endpoints_url": service.gateway.base})
         wait_for_stop(stop_event)
     finally:
+        if gateway is not None:
+            gateway.stop()
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(STOP_GRACE).wait()

@@ -26,6 +26,7 @@ from fuzz.heap import give_back_free_memory
 from fuzz.orchestrate.cluster.elastic import ElasticLoop
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
 from fuzz.orchestrate.cluster.nodes import JoinRefusedError, NodeDirectory, NodeUse
+from fuzz.orchestrate.endpoints.listing import GatewayAddress, endpoint_messages
 from fuzz.orchestrate.iam.accounts import AccountError, choose_account
 from fuzz.orchestrate.iam.authz import (
     Authorizer,
@@ -163,6 +164,7 @@ class OrchestratorService:
         self._certifier = certifier
         self.advertise = advertise
         self.elastic: ElasticLoop | None = None  # set when the spec has elastic pools
+        self.gateway = GatewayAddress()  # set once the endpoint gateway listens
 
     # --- nodes -------------------------------------------------------------------------
 
@@ -392,7 +394,7 @@ class OrchestratorService:
                                          secret_resource(target.owner, secret), target.owner,
                                          missing_secret(loaded.path, where, secret))
             self._runner.submit(target.name, target.owner, loaded, account)
-            return workflow_message(self._runner.snapshot(target.owner, target.name))
+            return self._workflow_message(self._runner.snapshot(target.owner, target.name))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 
@@ -431,7 +433,7 @@ class OrchestratorService:
                     ) -> pb.Workflow:
         """The latest run of a workflow."""
         try:
-            return workflow_message(self.workflow_access(context, "workflow:read",
+            return self._workflow_message(self.workflow_access(context, "workflow:read",
                                                          request.owner, request.name)[2])
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
@@ -450,7 +452,7 @@ class OrchestratorService:
                 snapshot = self._runner.snapshot(target.owner, target.name, target.run_id)
             except FuzzError as exc:
                 abort_with(context, exc, _STATUS)
-            yield workflow_message(snapshot)
+            yield self._workflow_message(snapshot)
             if snapshot.record.finished_state:
                 return
             time.sleep(WATCH_MIN_INTERVAL)
@@ -477,7 +479,7 @@ class OrchestratorService:
             _, target, _ = self.workflow_access(context, "workflow:cancel", request.owner,
                                                 request.name)
             self._runner.cancel(target.owner, target.name, target.run_id)
-            return workflow_message(self._runner.snapshot(target.owner, target.name,
+            return self._workflow_message(self._runner.snapshot(target.owner, target.name,
                                                           target.run_id))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
@@ -597,6 +599,12 @@ class OrchestratorService:
             return LiveTask(self._nodes.client(plan.nodes[0]), plan.containers[0])
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
+
+    def _workflow_message(self, snapshot: WorkflowSnapshot) -> pb.Workflow:
+        """A run as the API shows it, with its services' endpoints and their URLs."""
+        message = workflow_message(snapshot)
+        message.endpoints.extend(endpoint_messages(snapshot.record, self.gateway))
+        return message
 
     # --- secrets ------------------------------------------------------------------------
 
