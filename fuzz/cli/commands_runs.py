@@ -20,7 +20,7 @@ from fuzz.api import orchestrator_pb2 as pb
 from fuzz.cli.commands_workflow import known_limits
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.options import AppContext, account_option, json_option, pass_app, workflow_argument
-from fuzz.cli.workflow_view import list_table, status_table, to_dict
+from fuzz.cli.workflow_view import endpoint_detail, list_table, status_table, to_dict
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import check_fuzzfile_size
@@ -241,6 +241,9 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
         ran = f"attempt {task.attempt}{exited} on {','.join(task.nodes) or '-'}" \
             if task.attempt else "(never started)"
         out.print(f"  job {task.key}: {task.state} {ran} {task.error or task.waiting_for}")
+    for endpoint in workflow.endpoints:
+        out.print(f"  endpoint {endpoint.service}/{endpoint.name} ({endpoint.type}, "
+                  f"{endpoint.protocol}, port {endpoint.port}): {endpoint_detail(endpoint)}")
 
 
 @click.command("stop")

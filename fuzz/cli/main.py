@@ -37,6 +37,7 @@ def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) 
 def _register_commands() -> None:
     from fuzz.cli import (
         commands_access,
+        commands_endpoints,
         commands_iam,
         commands_info,
         commands_lifecycle,
@@ -57,6 +58,7 @@ def _register_commands() -> None:
         for command in module.COMMANDS:
             cli.add_command(command)
     for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS,
+                    *commands_endpoints.COMMANDS,
                     *commands_upgrade.COMMANDS):
         workflow.add_command(command)
     cli.add_command(workflow)

