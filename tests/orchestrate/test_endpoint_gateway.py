@@ -73,6 +73,9 @@ class ServiceHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Set-Cookie", f"{COOKIE_NAME}=forged; Path=/")
         self.send_header("Set-Cookie", "app=1; Path=/")
+        if self.path.endswith("/close"):  # as busybox httpd does after every answer
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
@@ -246,12 +249,14 @@ def test_a_chunked_answer_streams_chunk_by_chunk(running: Running) -> None:
 
 
 def test_keep_alive_requests_to_different_endpoints_and_a_body(running: Running) -> None:
-    """One connection: a relayed POST, a refused one (its body read past), a relayed one."""
+    """One connection: a relayed POST whose service closes its connection after answering
+    (the browser's stays open), a refused one (its body read past), a relayed one."""
     connection = running.browser().connection()
     for scope, body in (("public", b"one"), ("organization", b"two"), ("public", b"three")):
-        connection.request("POST", _path(scope, "form"), body=body)
+        connection.request("POST", _path(scope, "close"), body=body)
         response = connection.getresponse()
         data = response.read()
+        assert not response.will_close
         if scope == "public":
             assert (response.status, json.loads(data)["body"]) == (200, body.decode())
         else:

@@ -49,6 +49,8 @@ MAX_HEADER_BYTES = 64 * 1024
 IDLE_SECONDS = 120.0  # a keep-alive connection waiting for its next request
 MAX_DRAINED_BODY = 1024 * 1024  # a refused request's body is read past up to this, else closed
 MAX_FORM_BYTES = 16 * 1024
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te",
+                         b"trailer", b"upgrade"})
 _DROPPED = frozenset({b"authorization", b"cookie", b"x-forwarded-proto", b"x-forwarded-host",
                       b"x-forwarded-for"})
 
@@ -458,7 +460,10 @@ def _header_map(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
 
 def _service_response_headers(headers: Iterable[tuple[bytes, bytes]]
                               ) -> list[tuple[bytes, bytes]]:
-    """The service's response headers, less any attempt to set the gateway's cookie."""
+    """The service's response headers, less its hop-by-hop ones (whether the service
+    closes its connection is not the browser's business: the gateway keeps the
+    browser's) and any attempt to set the gateway's cookie."""
     marker = COOKIE_NAME.encode() + b"="
     return [(name, value) for name, value in headers
-            if not (name == b"set-cookie" and value.lstrip().startswith(marker))]
+            if name not in _HOP_BY_HOP
+            and not (name == b"set-cookie" and value.lstrip().startswith(marker))]
