@@ -44,7 +44,6 @@ from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
 from fuzz.orchestrate.diskspace import REFILL_INTERVAL, DiskFloor, DiskReserve
 from fuzz.orchestrate.endpoints.gateway import Gateway, GatewayStartError, GatewayTls
-from fuzz.orchestrate.endpoints.listing import GatewayAddress
 from fuzz.orchestrate.endpoints.proxy import GatewayParts
 from fuzz.orchestrate.endpoints.resolver import WorkflowEndpoints
 from fuzz.orchestrate.endpoints.sessions import SignIns
@@ -78,6 +77,7 @@ from fuzz.rpc.server import (
     wait_for_stop,
 )
 from fuzz.spec.cluster import DiskSpec, EndpointsSpec, LimitsSpec
+from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.units import format_bytes
 
 logger = logging.getLogger(__name__)

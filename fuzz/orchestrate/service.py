@@ -26,7 +26,7 @@ from fuzz.heap import give_back_free_memory
 from fuzz.orchestrate.cluster.elastic import ElasticLoop
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
 from fuzz.orchestrate.cluster.nodes import JoinRefusedError, NodeDirectory, NodeUse
-from fuzz.orchestrate.endpoints.listing import GatewayAddress, endpoint_messages
+from fuzz.orchestrate.endpoints.listing import endpoint_messages
 from fuzz.orchestrate.iam.accounts import AccountError, choose_account
 from fuzz.orchestrate.iam.authz import (
     Authorizer,
@@ -74,6 +74,7 @@ from fuzz.orchestrate.workflows.workflow import (
 )
 from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.rpc.tunnel import request_frame
+from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, check_fuzzfile_size, parse_fuzzfile
 from fuzz.spec.problems import SpecError
 from fuzz.spec.workflowref import is_run_id, task_key

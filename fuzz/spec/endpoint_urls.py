@@ -19,6 +19,15 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
+class GatewayAddress:
+    """Where the endpoint gateway is reached: ``base`` ``https://HOST:PORT`` (empty: the
+    server runs none) and the wildcard ``domain`` of subdomain endpoints (empty: none)."""
+
+    base: str = ""
+    domain: str = ""
+
+
+@dataclass(frozen=True)
 class EndpointAddress:
     """One endpoint of one service of ``owner``'s workflow ``workflow``."""
 
@@ -81,19 +90,23 @@ def variable_suffix(endpoint: str) -> str:
     return endpoint.upper().replace("-", "_")
 
 
-def endpoint_variables(base: str, domain: str, address_kinds: list[tuple[EndpointAddress, str]]
-                       ) -> dict[str, str]:
-    """What a service is told of its endpoints: ``FB_ENDPOINT_PATH_<EP>`` and
+def endpoint_variables(gateway: GatewayAddress, owner: str, workflow: str, service: str,
+                       endpoints: list[tuple[str, str]]) -> dict[str, str]:
+    """What service ``service`` is told of its ``endpoints`` (name, type), in file order:
+    ``FB_ENDPOINT_PATH_<EP>`` (the path prefix; ``/`` for a subdomain endpoint) and
     ``FB_ENDPOINT_URL_<EP>`` for each, and ``FB_ENDPOINT_PATH`` / ``FB_ENDPOINT_URL``
-    unsuffixed when it has exactly one (reference §2.7.4)."""
+    unsuffixed when it has exactly one (reference §2.7.4). Without a gateway the URLs
+    are empty."""
     variables: dict[str, str] = {}
-    for address, kind in address_kinds:
-        suffix = variable_suffix(address.endpoint)
-        url = endpoint_url(base, address, kind, domain)
-        path = address.path_prefix if kind == "path" or not domain else "/"
+    for name, kind in endpoints:
+        address = EndpointAddress(owner, workflow, service, name)
+        subdomain = kind == "subdomain" and bool(gateway.domain)
+        path = "/" if subdomain else address.path_prefix
+        url = endpoint_url(gateway.base, address, kind, gateway.domain) if gateway.base else ""
+        suffix = variable_suffix(name)
         variables[f"FB_ENDPOINT_PATH_{suffix}"] = path
         variables[f"FB_ENDPOINT_URL_{suffix}"] = url
-        if len(address_kinds) == 1:
+        if len(endpoints) == 1:
             variables["FB_ENDPOINT_PATH"] = path
             variables["FB_ENDPOINT_URL"] = url
     return variables

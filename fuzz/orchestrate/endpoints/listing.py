@@ -1,24 +1,12 @@
-"""A workflow's declared endpoints with their URLs, and what its services are told of them."""
+"""A workflow's declared endpoints with their URLs, as the API shows them."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.endpoints.resolver import parsed_fuzzfile
 from fuzz.orchestrate.records import WorkflowRecord
-from fuzz.spec.endpoint_urls import EndpointAddress, endpoint_url, endpoint_variables
-from fuzz.spec.fuzzfile import ServiceSpec
-
-
-@dataclass(frozen=True)
-class GatewayAddress:
-    """Where the endpoint gateway is reached: ``base`` ``https://HOST:PORT`` (empty: the
-    server runs none) and the wildcard ``domain`` of subdomain endpoints (empty: none)."""
-
-    base: str = ""
-    domain: str = ""
+from fuzz.spec.endpoint_urls import EndpointAddress, GatewayAddress, endpoint_url
 
 
 def endpoint_messages(record: WorkflowRecord, gateway: GatewayAddress) -> list[pb.Endpoint]:
@@ -40,11 +28,3 @@ def endpoint_messages(record: WorkflowRecord, gateway: GatewayAddress) -> list[p
                                      port=ports[endpoint.port_name]))
     return found
 
-
-def service_environment(owner: str, workflow: str, service_name: str, service: ServiceSpec,
-                        gateway: GatewayAddress) -> dict[str, str]:
-    """``FB_ENDPOINT_PATH_<EP>``, ``FB_ENDPOINT_URL_<EP>`` (and unsuffixed for a single
-    endpoint) of ``service``, for its container's environment."""
-    return endpoint_variables(gateway.base, gateway.domain, [
-        (EndpointAddress(owner, workflow, service_name, endpoint.name), endpoint.type)
-        for endpoint in service.network.endpoints])
