@@ -152,25 +152,21 @@ def _cluster_endpoints(settings: ServerSettings, nodes: NodeDirectory) -> list[s
     return own + [record.endpoint for record in nodes.records()]
 
 
-def _start_gateway(settings: ServerSettings, tls: ClusterTls | None, endpoint: str,
-                   runner: Runner, nodes: NodeDirectory, iam: IamDirectory
-                   ) -> tuple[Gateway, GatewayAddress]:
-    """Listen for endpoint requests (the orchestrator's host, a free port, unless the spec
+def _bind_gateway(settings: ServerSettings, tls: ClusterTls | None
+                  ) -> tuple[Gateway, GatewayAddress]:
+    """Bind the endpoint gateway (the orchestrator's host, a free port, unless the spec
     says where) and say where users reach it."""
     spec = settings.endpoints
-    host = settings.listen.rpartition(":")[0]
     if spec.cert is not None and spec.key is not None:
         gateway_tls: GatewayTls | None = GatewayTls(Path(spec.cert), Path(spec.key))
     else:
         gateway_tls = GatewayTls(tls.files.cert, tls.files.key) if tls is not None else None
-    parts = GatewayParts(WorkflowEndpoints(runner, nodes), iam,
-                         SignIns(spec.session_seconds()), spec.domain or "",
-                         is_code=lambda text: text.startswith(CODE_PREFIX))
+    host = settings.listen.rpartition(":")[0]
     try:
-        gateway = Gateway(parts, spec.listen or f"{host}:0", gateway_tls)
+        gateway = Gateway(spec.listen or f"{host}:0", gateway_tls)
     except GatewayStartError as exc:
         raise ServerStartError(str(exc)) from None
-    public_host = (settings.advertise or endpoint).rpartition(":")[0]
+    public_host = (settings.advertise or settings.listen).rpartition(":")[0]
     base = spec.url or f"{gateway.scheme}://{public_host}:{gateway.port}"
     return gateway, GatewayAddress(base.rstrip("/"), spec.domain or "")
 
@@ -220,6 +216,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     try:
         tls = None if settings.insecure else ClusterTls.start(
             data_dir, server_hosts(settings.listen, settings.advertise))
+        gateway, gateway_address = _bind_gateway(settings, tls)
         sealer = Sealer.from_keys(_key(data_dir))
         store = Store(data_dir / DB_FILE, on_full=reserve.release)
         iam = IamDirectory(store)
@@ -237,11 +234,13 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             ingress=replace(settings.ingress, cluster_endpoints=partial(
                 _cluster_endpoints, settings, nodes)),
             limits=settings.limits, log_headroom=settings.disk.reserve,
+            endpoints=gateway_address,
         ))
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(
             runner, nodes, secret_store, authz, cluster=settings.cluster,
             advertise=settings.advertise or "", certifier=certifier)
+        service.gateway = gateway_address
         if elastic is not None:
             ca_pem = certifier.ca_pem.decode() if certifier is not None else None
 
@@ -276,9 +275,9 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
                                   settings.limits.fuzzfile_bytes + REQUEST_OVERHEAD),
         )
         service.advertise = settings.advertise or running.endpoint
-        gateway, service.gateway = _start_gateway(settings, tls, running.endpoint, runner,
-                                                  nodes, iam)
-        gateway.start()
+        gateway.start(GatewayParts(
+            WorkflowEndpoints(runner, nodes), iam, SignIns(settings.endpoints.session_seconds()),
+            settings.endpoints.domain or "", is_code=lambda text: text.startswith(CODE_PREFIX)))
         if tls is None:
             logger.warning("serving plain text (insecure) on %s: tokens, secrets and data "
                            "cross the network unencrypted", running.endpoint)

@@ -149,8 +149,8 @@ def running(tmp_path: Path) -> Iterator[Running]:
     with serve_handler(ServiceHandler) as http_port, websocket_echo_server() as ws_port:
         parts = GatewayParts(Services(http_port, ws_port), iam, SignIns(3600.0), DOMAIN,
                              is_code=lambda text: text.startswith(CODE_PREFIX))
-        gateway = Gateway(parts, "127.0.0.1:0", GatewayTls(cert, key_file))
-        gateway.start()
+        gateway = Gateway("127.0.0.1:0", GatewayTls(cert, key_file))
+        gateway.start(parts)
         try:
             yield Running(gateway, iam, tokens, authority.cert_pem)
         finally:

@@ -54,9 +54,10 @@ class GatewayTls:
 class Gateway:
     """A listening gateway; :meth:`start` serves in the background, :meth:`stop` ends it."""
 
-    def __init__(self, parts: GatewayParts, listen: str, tls: GatewayTls | None) -> None:
-        """Bind ``listen`` (HOST:PORT; port 0 picks one) now; GatewayStartError if it cannot."""
-        self._parts = parts
+    def __init__(self, listen: str, tls: GatewayTls | None) -> None:
+        """Bind ``listen`` (HOST:PORT; port 0 picks one) now; GatewayStartError if it cannot.
+        Nothing is accepted before :meth:`start`."""
+        self._parts: GatewayParts | None = None
         self._context = tls.context() if tls is not None else None
         host, _, port = listen.rpartition(":")
         try:
@@ -77,8 +78,9 @@ class Gateway:
         """``https``, or ``http`` on a plain-text cluster."""
         return "https" if self._context is not None else "http"
 
-    def start(self) -> None:
-        """Accept connections in a thread of its own."""
+    def start(self, parts: GatewayParts) -> None:
+        """Accept connections in a thread of its own, served with ``parts``."""
+        self._parts = parts
         threading.Thread(target=self._accept, name="endpoint-gateway", daemon=True).start()
 
     def stop(self) -> None:
@@ -112,6 +114,7 @@ class Gateway:
                 except (OSError, ssl.SSLError):
                     sock.close()
                     return
+            assert self._parts is not None  # accepting starts with them
             Connection(self._parts, sock, peer).serve()
         finally:
             self._slots.release()

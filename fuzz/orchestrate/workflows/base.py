@@ -38,6 +38,7 @@ from fuzz.orchestrate.workflows.volumes import VolumeManager
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, LaunchSettings, launch_plan
 from fuzz.scheduler.placement import PendingTask
 from fuzz.spec.cluster import LimitsSpec
+from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.spec.fuzzfile_values import secret_name, secret_scope
 
 
@@ -65,6 +66,8 @@ class RunnerSettings:
     limits: LimitsSpec = field(default_factory=LimitsSpec)  # the spec's orchestrator.limits
     disk_floor: DiskFloor | None = None  # below it no new volume writes start; None: no floor
     log_headroom: int = 0  # bytes a log copy leaves free on the log dir's disk (the database's)
+    # where the endpoint gateway is reached: services' FB_ENDPOINT_URL_* variables
+    endpoints: GatewayAddress = field(default_factory=GatewayAddress)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ class RunnerBase:
         self._volumes = VolumeManager(settings.volume_root, settings.host_roots, settings.ingress)
         self._ids = JobIdAllocator(store, settings.job_ids)
         self._volume_limits = VolumeLimits(settings.limits.volume_bytes)
-        self._launch = LaunchSettings(settings.log_dir, settings.limits.job_log_bytes)
+        self._launch = LaunchSettings(settings.log_dir, settings.limits.job_log_bytes,
+                                      settings.endpoints)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._version = 0

@@ -29,6 +29,7 @@ from fuzz.orchestrate.workflows.multinode import multinode_environment
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
 from fuzz.spec import fuzzfile_values as values
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
+from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec
 from fuzz.spec.fuzzfile_values import volume_parts
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
@@ -221,6 +222,7 @@ class LaunchSettings:
 
     log_dir: Path
     log_limit_bytes: int = 0
+    endpoints: GatewayAddress = field(default_factory=GatewayAddress)  # services' URLs
 
 
 def log_paths(log_dir: Path, workflow_id: str, key: str) -> tuple[Path, Path]:
