@@ -20,7 +20,13 @@ from fuzz.api import orchestrator_pb2 as pb
 from fuzz.cli.commands_workflow import known_limits
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.options import AppContext, account_option, json_option, pass_app, workflow_argument
-from fuzz.cli.workflow_view import endpoint_detail, list_table, status_table, to_dict
+from fuzz.cli.workflow_view import (
+    endpoint_detail,
+    list_table,
+    service_detail,
+    status_table,
+    to_dict,
+)
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.fuzzfile_loader import check_fuzzfile_size
@@ -240,6 +246,10 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
         exited = f" exit {task.exit_code}" if task.started and task.finished else ""
         ran = f"attempt {task.attempt}{exited} on {','.join(task.nodes) or '-'}" \
             if task.attempt else "(never started)"
+        if task.kind == "service":
+            out.print(f"  service {task.key}: {task.state} {task.readiness} {ran} "
+                      f"{service_detail(task)}")
+            continue
         out.print(f"  job {task.key}: {task.state} {ran} {task.error or task.waiting_for}")
     for endpoint in workflow.endpoints:
         out.print(f"  endpoint {endpoint.service}/{endpoint.name} ({endpoint.type}, "

@@ -74,7 +74,12 @@ def status_table(workflow: pb.Workflow) -> Table:
         detail = task.error or task.waiting_for
         if task.attempt > 1 and not task.error:
             detail = f"attempt {task.attempt}"
-        table.add_row("job", task.key, _state(task.state), ",".join(task.nodes),
+        state = _state(task.state)
+        if task.kind == "service":
+            detail = service_detail(task)
+            if task.readiness:
+                state = Text.assemble(state, " ", _state(task.readiness))
+        table.add_row(task.kind or "job", task.key, state, ",".join(task.nodes),
                       clock(task.started), clock(task.finished), detail)
         if len(task.nodes) > 1:  # a multinode job: one row per node, rank 0 (its head) first
             for rank, node in enumerate(task.nodes):
@@ -88,6 +93,21 @@ def status_table(workflow: pb.Workflow) -> Table:
 def endpoint_detail(endpoint: pb.Endpoint) -> str:
     """An endpoint's URL and who may open it, as status and describe show them."""
     return f"{endpoint.url or '(no endpoint gateway)'} (scope {endpoint.scope})"
+
+
+def service_detail(task: pb.Task) -> str:
+    """What a service's row says: its probe's last error while it is not ready, its
+    restarts, its address, else why it ended or waits."""
+    parts = []
+    if task.readiness == "STARTING" and task.probe_error:
+        parts.append(f"probe: {task.probe_error}")
+    elif task.readiness == "READY" and task.addresses and task.addresses[0]:
+        parts.append(f"{task.key}.svc at {task.addresses[0]}")
+    if task.restarts:
+        parts.append(f"restarts {task.restarts}")
+    if task.error and task.readiness != "READY":
+        parts.append(task.error)
+    return "; ".join(parts) or task.waiting_for
 
 
 def list_table(workflows: list[pb.Workflow]) -> Table:

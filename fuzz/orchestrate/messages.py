@@ -41,6 +41,8 @@ def workflow_message(snapshot: WorkflowSnapshot) -> pb.Workflow:
             key=task.key, job=task.job, index=task.index, state=task.state, nodes=task.nodes,
             attempt=task.attempt, exit_code=task.exit_code, started=task.started,
             finished=task.finished, error=task.error, waiting_for=task.waiting_for,
+            kind=task.kind, readiness=task.readiness, probe_error=task.probe_error,
+            restarts=task.restarts, addresses=task.addresses,
         ))
     return message
 

@@ -133,6 +133,15 @@ class TaskRecord:
     # containers are removed until the task's state says it: a restart then finds the
     # outcome instead of an attempt without containers, which it would run again.
     outcome: str = ""
+    # A service's task (``kind`` "service"): whether it is ready (STARTING until its
+    # readiness probe passes, then READY; empty for a job), the probe's last error, how
+    # many times its container was restarted, and its job network addresses (one per
+    # rank; empty on the host network), which the workflow's other containers reach it at.
+    kind: str = "job"
+    readiness: str = ""
+    probe_error: str = ""
+    restarts: int = 0
+    addresses: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:

@@ -64,6 +64,14 @@ class ImageState(StrEnum):
     FAILED = "FAILED"
 
 
+class Readiness(StrEnum):
+    """A service's readiness while its container runs: STARTING until its readiness probe
+    passes (at once without one), then READY."""
+
+    STARTING = "STARTING"
+    READY = "READY"
+
+
 TERMINAL_WORKFLOW_STATES = frozenset({WorkflowState.SUCCEEDED, WorkflowState.FAILED,
                                       WorkflowState.CANCELED})
 TERMINAL_TASK_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELED,

@@ -671,9 +671,9 @@ class ReadinessProbe(FuzzfileModel):
 class ServiceSpec(ContainerSpec):
     """A long-running container (see :class:`ContainerSpec`): ``persist`` keeps it up until
     the workflow is stopped, ``network`` names its ports and endpoints, ``readiness-probe``
-    says when it is RUNNING, ``policy`` (v4) limits its run time. ``export: workflow`` (v1
-    only) is the early catalog's legacy key, accepted and inert (reference §1.3). Parsed
-    and checked; fuzz does not run services yet."""
+    says when it is ready, ``policy`` (v4) limits its run time. ``export: workflow`` (v1
+    only) is the early catalog's legacy key, accepted and inert (reference §1.3). The
+    orchestrator runs it as a task of its workflow (docs/fuzzfile.md, "Services")."""
 
     persist: bool = False
     export: Annotated[Literal["workflow"] | None, BeforeValidator(values.lower_text),
@@ -734,6 +734,15 @@ class Fuzzfile(FuzzfileModel):
         if script is not None:
             placed.append((SCRIPT_PATH, script.encode()))
         return tuple(placed)
+
+    def container(self, name: str) -> JobSpec | ServiceSpec:
+        """The job, else the service, of that name (KeyError when neither is)."""
+        return self.jobs[name] if name in self.jobs else self.services[name]
+
+    def runnables(self) -> dict[str, JobSpec | ServiceSpec]:
+        """Every job and service by name: the services first, then the jobs in
+        :meth:`job_order` (a start refuses a job and a service of one name)."""
+        return {**self.services, **{name: self.jobs[name] for name in self.job_order()}}
 
     def job_order(self) -> list[str]:
         """Every job after the jobs it requires: wave by wave, each wave in file order.

@@ -468,8 +468,7 @@ def fuzzfile_issues(
 
 
 NOT_RUN_YET = {
-    "services": "services are not run yet: fuzz runs a workflow's jobs only (validate checks"
-                " services; running them is a later issue)",
+    "grpc-probe": "grpc readiness probes are not run yet: use exec, http-get or tcp-socket",
     "volume-annotations": "not honoured: fuzz has no storage provisioners to select by"
                           " annotations; leave them out",
 }
@@ -480,8 +479,16 @@ def not_run_issues(data: Mapping[Any, Any]) -> Iterator[Issue]:
     """What a valid Fuzzfile may hold but fuzz cannot run yet, each with its reason: a
     start (not validate) refuses these, so nothing in a file is silently ignored."""
     services = data.get("services")
-    if isinstance(services, Mapping) and services:
-        yield Issue(("services",), NOT_RUN_YET["services"], at="key")
+    for name, service in services.items() if isinstance(services, Mapping) else ():
+        probe = service.get("readiness-probe") if isinstance(service, Mapping) else None
+        if isinstance(probe, Mapping) and probe.get("grpc") is not None:
+            yield Issue(("services", name, "readiness-probe", "grpc"), NOT_RUN_YET["grpc-probe"],
+                        at="key")
+        jobs = data.get("jobs")
+        if isinstance(jobs, Mapping) and name in jobs:
+            yield Issue(("services", name), f"a job is named {name!r} too: a service and a job"
+                        " run as tasks of the workflow by their names, which must differ",
+                        at="key")
     volumes = data.get("volumes")
     for name, volume in volumes.items() if isinstance(volumes, Mapping) else ():
         if isinstance(volume, Mapping) and volume.get("annotations"):

@@ -182,7 +182,7 @@ class RunnerBase:
     def _plan(self, workflow: ActiveWorkflow, task: TaskRecord) -> LaunchPlan:
         """``task``'s launch plan, with the secrets of its image pull and its ``env``
         opened (only the runner opens secrets; they travel in the plan, never stored)."""
-        job = workflow.fuzzfile.jobs[task.job]
+        job = workflow.fuzzfile.container(task.job)
         image = job.image
         credentials = None
         if image.secret_name:
@@ -201,4 +201,4 @@ class RunnerBase:
 
 def mounted_paths(workflow: ActiveWorkflow, task: TaskRecord) -> set[str]:
     """The paths of the volumes ``task``'s job mounts."""
-    return {workflow.volumes[name].path for name in workflow.fuzzfile.jobs[task.job].mounts}
+    return {workflow.volumes[name].path for name in workflow.fuzzfile.container(task.job).mounts}

@@ -6,6 +6,13 @@ and applies the :class:`Step` it gets back. A job's state is derived from its
 tasks'; a job whose required job failed (or did not run) does not run either.
 Tasks of a task array run independently, as in Slurm: one failing does not stop
 its siblings, but the job (and so the workflow) fails.
+
+A service is a node of its own (one task, its key the service's name): a job that
+runs after it (``depends-on`` status RUNNING) waits until it is READY, not merely
+running. Unless it ``persist``s, a service is stopped once every job and service
+that runs after it has ended (one that nothing runs after: once every job of the
+workflow has ended; a workflow of services only: never, until it is stopped). The
+workflow's outcome is its jobs'; a stopped service is no failure, a failed one is.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fuzz.orchestrate.states import TaskState, WorkflowState
+from fuzz.orchestrate.states import TERMINAL_TASK_STATES, Readiness, TaskState, WorkflowState
 
 PENDING_TASK_STATES = frozenset({TaskState.WAITING, TaskState.QUEUED})
 IN_FLIGHT_TASK_STATES = frozenset({TaskState.QUEUED, TaskState.STARTING, TaskState.RUNNING})
@@ -31,8 +38,8 @@ class JobNode:
 
     ``requires``: jobs that must succeed first (``requires:``, Fuzzball's deprecated
     form); ``after_running``: jobs one of whose tasks must have started running
-    (``depends-on`` status RUNNING); ``after_finished``: jobs that must have ended,
-    whatever their result (status FINISHED).
+    (``depends-on`` status RUNNING; a service: that is READY); ``after_finished``: jobs
+    that must have ended, whatever their result (status FINISHED).
     """
 
     name: str
@@ -41,6 +48,8 @@ class JobNode:
     concurrency: int | None = None
     after_running: tuple[str, ...] = ()
     after_finished: tuple[str, ...] = ()
+    service: bool = False  # a service's node: see the module's docstring
+    persist: bool = False  # a service kept until the workflow is stopped
 
 
 class TaskLike(Protocol):
@@ -62,6 +71,10 @@ class TaskLike(Protocol):
     def state(self) -> str:
         """WAITING, QUEUED, STARTING, RUNNING, SUCCEEDED, FAILED, CANCELED or NOT_RUN."""
 
+    @property
+    def readiness(self) -> str:
+        """A service's task: STARTING or READY while it runs (empty for a job's)."""
+
 
 @dataclass(frozen=True)
 class TaskView:
@@ -70,14 +83,17 @@ class TaskView:
     key: str
     job: str
     state: str
+    readiness: str = ""
 
 
 @dataclass(frozen=True)
 class Step:
-    """What to do now: tasks to queue, and tasks that will never run (with why)."""
+    """What to do now: tasks to queue, tasks that will never run (with why), and the
+    tasks of services to stop, no longer needed (with why)."""
 
     queue: tuple[str, ...] = ()
     not_run: Mapping[str, str] = field(default_factory=dict)
+    stop: Mapping[str, str] = field(default_factory=dict)
 
 
 def job_state(states: Iterable[str]) -> TaskState:
@@ -108,18 +124,23 @@ def job_states(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> dict[str
 
 
 def _started_jobs(tasks: Collection[TaskLike]) -> set[str]:
-    """Jobs one of whose tasks is running or has run."""
-    return {task.job for task in tasks if task.state in STARTED_STATES}
+    """Jobs one of whose tasks is running or has run, and services that are READY."""
+    return {task.job for task in tasks
+            if (task.state in STARTED_STATES and not task.readiness)
+            or (task.state == TaskState.RUNNING and task.readiness == Readiness.READY)}
 
 
-def _blocked(job: JobNode, states: Mapping[str, TaskState], started: set[str]
-             ) -> tuple[bool, str | None]:
+def _blocked(job: JobNode, states: Mapping[str, TaskState], started: set[str],
+             services: frozenset[str]) -> tuple[bool, str | None]:
     """(whether ``job`` must wait, why it never will run or None) from its dependencies."""
     failed = [name for name in job.requires if states[name] in UNSUCCESSFUL_STATES]
     if failed:
         return True, f"required job '{failed[0]}' {states[failed[0]].lower().replace('_', ' ')}"
     never = [name for name in job.after_running
-             if name not in started and states[name] in UNSUCCESSFUL_STATES]
+             if name not in started and states[name] in TERMINAL_TASK_STATES]
+    if never and never[0] in services:
+        return True, (f"service '{never[0]}' {states[never[0]].lower().replace('_', ' ')}"
+                      " without becoming ready")
     if never:
         return True, (f"job '{never[0]}' {states[never[0]].lower().replace('_', ' ')}"
                       " without running")
@@ -150,6 +171,8 @@ def next_step(
     if stop_reason is not None:
         return Step(not_run={t.key: stop_reason for t in tasks if t.state in PENDING_TASK_STATES})
     states = job_states(jobs, tasks)
+    services = frozenset(node.name for node in jobs if node.service)
+    stop: dict[str, str] = {}
     started = _started_jobs(tasks)
     by_job: dict[str, list[TaskLike]] = {job.name: [] for job in jobs}
     for task in tasks:
@@ -157,10 +180,18 @@ def next_step(
     queue: list[str] = []
     not_run: dict[str, str] = {}
     for job in jobs:
+        unneeded = _unneeded(job, jobs, states) if job.service else None
+        if unneeded is not None:
+            for task in by_job[job.name]:
+                if task.state in PENDING_TASK_STATES:
+                    not_run[task.key] = f"not needed: {unneeded}"
+                elif task.state in IN_FLIGHT_TASK_STATES:
+                    stop[task.key] = f"stopped: {unneeded}"
+            continue
         waiting = [t.key for t in by_job[job.name] if t.state == TaskState.WAITING]
         if not waiting:
             continue
-        blocked, reason = _blocked(job, states, started)
+        blocked, reason = _blocked(job, states, started, services)
         if reason is not None:
             not_run.update(dict.fromkeys(waiting, reason))
             continue
@@ -173,7 +204,30 @@ def next_step(
             in_flight = sum(1 for t in by_job[job.name] if t.state in IN_FLIGHT_TASK_STATES)
             room = max(job.concurrency - in_flight, 0)
         queue += waiting[:room]
-    return Step(queue=tuple(queue), not_run=not_run)
+    return Step(queue=tuple(queue), not_run=not_run, stop=stop)
+
+
+def _unneeded(service: JobNode, nodes: Sequence[JobNode], states: Mapping[str, TaskState]
+              ) -> str | None:
+    """Why ``service`` is no longer needed (see the module's docstring); None while it is.
+
+    Its dependants are the jobs and services that run after it is ready (``requires``
+    or ``depends-on`` RUNNING); one that waits for it to have ended (FINISHED) keeps it
+    from nothing, and does not count among the jobs it waits for.
+    """
+    if service.persist:
+        return None
+    dependants = [node for node in nodes
+                  if service.name in node.requires or service.name in node.after_running]
+    if dependants:
+        if all(states[node.name] in TERMINAL_TASK_STATES for node in dependants):
+            return "every job and service that depends on it has ended"
+        return None
+    jobs = [node for node in nodes
+            if not node.service and service.name not in node.after_finished]
+    if jobs and all(states[node.name] in TERMINAL_TASK_STATES for node in jobs):
+        return "the workflow's jobs have ended"
+    return None
 
 
 def workflow_outcome(jobs: Sequence[JobNode], tasks: Collection[TaskLike]
@@ -181,19 +235,22 @@ def workflow_outcome(jobs: Sequence[JobNode], tasks: Collection[TaskLike]
     """SUCCEEDED, FAILED or CANCELED once every task is final; None before.
 
     A cancelled task makes the workflow CANCELED unless a task failed; a task that
-    did not run (its requirement failed) makes it FAILED.
+    did not run (its requirement failed) makes it FAILED. Services count only when
+    one failed (FAILED); a workflow of services only ends CANCELED (it is stopped).
     """
-    if any(task.state not in UNSUCCESSFUL_STATES | {TaskState.SUCCEEDED} for task in tasks):
+    if any(task.state not in TERMINAL_TASK_STATES for task in tasks):
         return None
-    states = set(job_states(jobs, tasks).values())
-    if TaskState.FAILED in states or TaskState.NOT_RUN in states:
+    by_name = job_states(jobs, tasks)
+    states = {by_name[node.name] for node in jobs if not node.service}
+    services = {by_name[node.name] for node in jobs if node.service}
+    if TaskState.FAILED in states | services or TaskState.NOT_RUN in states:
         return WorkflowState.FAILED
-    if TaskState.CANCELED in states:
+    if TaskState.CANCELED in states or (not states and TaskState.CANCELED in services):
         return WorkflowState.CANCELED
     return WorkflowState.SUCCEEDED
 
 
 def first_failure(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> str | None:
-    """The first job (in ``jobs`` order) that failed, if any."""
+    """The first job or service (in ``jobs`` order) that failed, if any."""
     states = job_states(jobs, tasks)
     return next((job.name for job in jobs if states[job.name] == TaskState.FAILED), None)

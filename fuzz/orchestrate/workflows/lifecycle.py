@@ -221,6 +221,12 @@ class LifecycleSteps(SchedulingSteps):
         if changed:
             self._store.save(*changed)
             self._touch()
+        stops = dict(step.stop)
+        if stop_reason is not None and not workflow.record.cancel_requested:
+            # failing (a service failed, a volume failed): what still runs is stopped too
+            stops.update((t.key, stop_reason) for t in workflow.tasks.values()
+                         if t.state == TaskState.RUNNING)
+        self._stop_tasks(workflow, stops)
         outcome = dag.workflow_outcome(workflow.graph, workflow.task_views())
         if outcome is not None:
             self._conclude(workflow, outcome, stop_reason)
@@ -243,12 +249,28 @@ class LifecycleSteps(SchedulingSteps):
         self._store.save(record, *workflow.volumes.values())
         self._touch()
 
+    def _stop_tasks(self, workflow: ActiveWorkflow, stops: dict[str, str]) -> None:
+        """Ask the running tasks among ``stops`` to stop, once each, noting why (a task
+        still starting is asked once it runs, at a later pass)."""
+        for key, reason in stops.items():
+            task = workflow.tasks[key]
+            plan = workflow.plans.get(key)
+            if key in workflow.stopping or task.state != TaskState.RUNNING or plan is None:
+                continue
+            workflow.stopping[key] = reason
+            log.info("workflow %s: stopping %s (%s)", workflow.record.id, key, reason)
+            self._workers.submit(self._guard, self._executor.cancel, plan)
+
     def _stop_reason(self, workflow: ActiveWorkflow) -> str | None:
         if workflow.record.cancel_requested:
             return "workflow cancelled"
         failed = next((v for v in workflow.volumes.values() if v.state == VolumeState.FAILED), None)
         if failed is not None:
             return f"volume {failed.name}: {failed.error}"
+        service = next((t for t in workflow.tasks.values()
+                        if t.kind == "service" and t.state == TaskState.FAILED), None)
+        if service is not None:
+            return f"service {service.key!r} failed: {service.error}"
         return None
 
     def _conclude(self, workflow: ActiveWorkflow, outcome: WorkflowState,
@@ -287,6 +309,8 @@ class LifecycleSteps(SchedulingSteps):
             return ""
         task = next(t for t in workflow.tasks.values()
                     if t.job == job and t.state == TaskState.FAILED)
+        if task.kind == "service":
+            return f"service {job!r} failed: {task.error}"
         return f"job {job!r} failed: {task.key}: {task.error}"
 
     def _finish(self, workflow: ActiveWorkflow, state: WorkflowState, error: str) -> None:

@@ -59,7 +59,7 @@ class QuotaSteps(ReportSteps):
                     ident = f"{workflow.record.id}/{key}"
                     if task.state != TaskState.RUNNING or ident in self._quota_stops:
                         continue
-                    for name in workflow.fuzzfile.jobs[task.job].mounts:
+                    for name in workflow.fuzzfile.container(task.job).mounts:
                         volume, size = workflow.volumes[name], workflow.fuzzfile.volumes[name].size
                         watched.setdefault(volume.path, (volume, size, []))[2].append(
                             (ident, plan))

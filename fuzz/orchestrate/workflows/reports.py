@@ -18,7 +18,7 @@ from fuzz.orchestrate.records import (
     VolumeRecord,
     WorkflowRecord,
 )
-from fuzz.orchestrate.states import ImageState, TaskState, VolumeState
+from fuzz.orchestrate.states import ImageState, Readiness, TaskState, VolumeState
 from fuzz.orchestrate.workflows.base import RunnerBase, WorkflowNotFoundError, WorkflowSnapshot
 from fuzz.orchestrate.workflows.mpi import LaunchTarget
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
@@ -28,6 +28,15 @@ from fuzz.scheduler.offerings import QueuedJob
 log = logging.getLogger(__name__)
 
 REQUEUE_BACKOFF = 1.0
+SERVICE_RESTARTS = 5  # a service's container is restarted at most this many times
+RESTART_BACKOFF = 1.0  # before its first restart; doubled for each next one
+RESTART_BACKOFF_MAX = 60.0
+
+
+def restart_backoff(restarts: int) -> float:
+    """Seconds before a service's restart number ``restarts`` (1, 2, ...): 1, 2, 4, 8, 16
+    (at most :data:`RESTART_BACKOFF_MAX`)."""
+    return min(RESTART_BACKOFF * 2.0 ** (restarts - 1), RESTART_BACKOFF_MAX)
 
 
 class ReportSteps(RunnerBase):
@@ -159,8 +168,10 @@ class ReportSteps(RunnerBase):
                 self._store.save(record)
                 self._touch()
 
-    def running(self, workflow_id: str, key: str, leases: Sequence[str]) -> None:
-        """Every rank of an attempt runs, under ``leases``."""
+    def running(self, workflow_id: str, key: str, leases: Sequence[str],
+                addresses: Sequence[str] = ()) -> None:
+        """Every rank of an attempt runs, under ``leases`` (a service: at ``addresses``,
+        and STARTING until its readiness probe passes)."""
         with self._lock:
             found = self._task(workflow_id, key)
             if found is None:
@@ -171,7 +182,25 @@ class ReportSteps(RunnerBase):
                          workflow_id, key, ", ".join(task.containers), ", ".join(task.nodes))
             task.state = TaskState.RUNNING
             task.started = task.started or self._clock()
+            if task.kind == "service":
+                task.readiness = task.readiness or Readiness.STARTING
+                task.addresses = list(addresses) or task.addresses
             self._hold(workflow, task, leases)
+            self._touch()
+
+    def readiness(self, workflow_id: str, key: str, readiness: Readiness, error: str) -> None:
+        """A service's probe passed (READY) or failed again (STARTING, ``error``: why)."""
+        with self._lock:
+            found = self._task(workflow_id, key)
+            if found is None or found[1].state != TaskState.RUNNING:
+                return
+            task = found[1]
+            if (task.readiness, task.probe_error) == (readiness, error):
+                return
+            if readiness == Readiness.READY:
+                log.info("workflow %s: service %s is ready", workflow_id, key)
+            task.readiness, task.probe_error = readiness, error
+            self._store.save(task)
             self._touch()
 
     def _adopted(self, workflow_id: str, key: str) -> bool:
@@ -245,6 +274,11 @@ class ReportSteps(RunnerBase):
             task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
                 self._clock()
             task.outcome = ""
+            if task.kind == "service":
+                self._service_ended(workflow, task, outcome)
+                self._store.save(task)
+                self._touch()
+                return
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
             if outcome.state == TaskState.FAILED and task.attempt < attempts and \
                     not workflow.record.cancel_requested:
@@ -258,6 +292,34 @@ class ReportSteps(RunnerBase):
                 task.state = outcome.state
             self._store.save(task)
             self._touch()
+
+    def _service_ended(self, workflow: ActiveWorkflow, task: TaskRecord, outcome: Outcome
+                       ) -> None:
+        """A service's container ended: stopped by fuzz (no longer needed: SUCCEEDED; the
+        workflow stopped: CANCELED), or by itself or from outside: restarted after a
+        back-off, at most :data:`SERVICE_RESTARTS` times, then FAILED (and with it the
+        workflow). One whose readiness probe gave up fails at once."""
+        task.readiness = ""
+        stopped = workflow.stopping.pop(task.key, None)
+        how = outcome.error or f"it exited with code {outcome.exit_code}"
+        if stopped is not None and not outcome.final:
+            task.state, task.error = TaskState.SUCCEEDED, stopped
+        elif workflow.record.cancel_requested:
+            task.state = TaskState.CANCELED
+        elif outcome.final:
+            task.state = TaskState.FAILED
+        elif task.restarts >= SERVICE_RESTARTS:
+            task.state = TaskState.FAILED
+            task.error = f"ended {task.restarts + 1} times, {SERVICE_RESTARTS} restarts " \
+                f"spent; last: {how}"
+        else:
+            task.restarts += 1
+            wait = restart_backoff(task.restarts)
+            task.state, task.nodes, task.leases, task.containers = TaskState.QUEUED, [], [], []
+            task.error = f"restart {task.restarts} of {SERVICE_RESTARTS} in {wait:g}s: {how}"
+            self._not_before[(workflow.record.id, task.key)] = self._clock() + wait
+            log.info("workflow %s: service %s ended (%s); restarting in %gs", workflow.record.id,
+                     task.key, how, wait)
 
     def _start_lost_to_cordon(self, workflow_id: str, key: str, outcome: Outcome) -> bool:
         """Whether an attempt failed before it ran on a node cordoned meanwhile.
@@ -278,6 +340,6 @@ class ReportSteps(RunnerBase):
             if workflow is None or task is None:
                 return []
             mounted = [(workflow.volumes[name], workflow.fuzzfile.volumes[name].size)
-                       for name in workflow.fuzzfile.jobs[task.job].mounts]
+                       for name in workflow.fuzzfile.container(task.job).mounts]
         found = ((volume, self._volume_limits.overrun(volume, size)) for volume, size in mounted)
         return [(volume, problem) for volume, problem in found if problem is not None]

@@ -73,7 +73,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         pending = [
             PendingTask(
                 key=f"{w.record.id}/{t.key}",
-                request=w.fuzzfile.jobs[t.job].resource.request(),
+                request=w.fuzzfile.container(t.job).resource.request(),
                 nodes=_node_count(w, t),
                 seq=n,
                 waited_rounds=self._waited.get(f"{w.record.id}/{t.key}", 0),
@@ -141,5 +141,5 @@ class SchedulingSteps(ReportSteps, TransferSteps):
 
 
 def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:
-    multinode = workflow.fuzzfile.jobs[task.job].multinode
+    multinode = workflow.fuzzfile.container(task.job).multinode
     return multinode.nodes if multinode is not None else 1

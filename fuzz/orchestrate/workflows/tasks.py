@@ -33,7 +33,7 @@ from fuzz.clients.agent import (
 )
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.diskspace import free_bytes
-from fuzz.orchestrate.states import TaskState
+from fuzz.orchestrate.states import Readiness, TaskState
 from fuzz.orchestrate.workflows.agentcalls import (
     RETRY_FIRST,
     RETRY_MAX,
@@ -58,7 +58,9 @@ from fuzz.orchestrate.workflows.multinode import (
     multinode_environment,
     rank_hosts,
 )
+from fuzz.orchestrate.workflows.probes import probe_once
 from fuzz.resources import ResourceRequest
+from fuzz.spec.fuzzfile import ReadinessProbe
 from fuzz.units import format_bytes
 
 log = logging.getLogger(__name__)
@@ -106,15 +108,21 @@ class LaunchPlan:
     expand_args: bool = False  # argv's $MULTINODE_* are replaced by each rank's values
     # the opened values of the job's env secrets (variable, value), kept for a re-plan
     secret_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    service: bool = False  # a service's task: its address is reserved, its readiness probed
+    probe: ReadinessProbe | None = None  # a service's readiness probe (None: ready at once)
+    service_hosts: tuple[str, ...] = ()  # /etc/hosts lines naming the workflow's services
+    service_peers: tuple[str, ...] = ()  # their addresses, which the firewall lets it reach
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended: SUCCEEDED, FAILED or CANCELED, with the exit code and why."""
+    """How an attempt ended: SUCCEEDED, FAILED or CANCELED, with the exit code and why;
+    ``final``: a service's that must not be restarted (its readiness probe gave up)."""
 
     state: TaskState
     exit_code: int = 0
     error: str = ""
+    final: bool = False
 
 
 class TaskEvents(Protocol):
@@ -132,8 +140,13 @@ class TaskEvents(Protocol):
     def image_failed(self, workflow_id: str, image: str, error: str) -> None:
         """The image could not be pulled."""
 
-    def running(self, workflow_id: str, key: str, leases: Sequence[str]) -> None:
-        """Every rank's container was started, under these leases."""
+    def running(self, workflow_id: str, key: str, leases: Sequence[str],
+                addresses: Sequence[str] = ()) -> None:
+        """Every rank's container was started, under these leases (at these job network
+        addresses, when they were reserved: a service's)."""
+
+    def readiness(self, workflow_id: str, key: str, readiness: Readiness, error: str) -> None:
+        """A service's readiness changed, or its probe failed again (``error``: why)."""
 
     def requeue(self, workflow_id: str, key: str, reason: str) -> None:
         """The attempt could not start for a passing reason; queue the task again."""
@@ -219,12 +232,15 @@ class TaskExecutor:
             self._events.finished(plan.workflow_id, plan.key,
                                   Outcome(TaskState.FAILED, 0, str(exc)))
             return
-        if len(plan.nodes) > 1:
+        if len(plan.nodes) > 1 or plan.service:  # a service's address is known before it runs
             acquired = self._acquire(plan)
             if acquired is None:
                 return
             leases = [lease_id for lease_id, _ in acquired]
-            plan = _with_addresses(_with_leases(plan, leases), [a for _, a in acquired])
+            addresses = [address for _, address in acquired]
+            plan = _with_leases(plan, leases)
+            plan = _with_addresses(plan, addresses) if len(plan.nodes) > 1 else \
+                replace(plan, addresses=tuple(addresses))
             self._events.leased(plan.workflow_id, plan.key, leases)
             if launcher and not all(plan.addresses):
                 self._release(plan)
@@ -273,7 +289,7 @@ class TaskExecutor:
         statuses = [started[rank] for rank in range(count)]
         if not plan.leases:
             plan = _with_leases(plan, [status.lease_id for status in statuses])
-        self._events.running(plan.workflow_id, plan.key, plan.leases)
+        self._events.running(plan.workflow_id, plan.key, plan.leases, plan.addresses)
         self._supervise(plan, statuses)
 
     def _start_ranks(self, plan: LaunchPlan, ranks: Sequence[int]
@@ -323,11 +339,12 @@ class TaskExecutor:
                     args=args, env=env, cwd=plan.cwd, uid=plan.uid,
                     gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
                     credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
-                    peers=[a for other, a in enumerate(plan.addresses) if other != rank and a],
+                    peers=[*(a for other, a in enumerate(plan.addresses)
+                             if other != rank and a), *plan.service_peers],
                     files=plan.files,
                     launch_token=plan.launch_token,
                     hostname=plan.addresses[rank] if plan.launch_token else "",
-                    hosts=rank_hosts(plan.key, plan.addresses),
+                    hosts=[*rank_hosts(plan.key, plan.addresses), *plan.service_hosts],
                 )
             except AgentError as exc:
                 if not transient(exc):
@@ -465,6 +482,25 @@ class TaskExecutor:
         if _is_mpi(plan):
             self._supervise_mpi(plan, started)
             return
+        prober = _Prober(self, plan) if plan.service else None
+        if prober is not None:
+            prober.start()
+        try:
+            final = self._wait_ranks(plan, started)
+        finally:
+            if prober is not None:
+                prober.stop()
+        if prober is not None and prober.gave_up:
+            final = Outcome(TaskState.FAILED, final.exit_code, prober.gave_up, final=True)
+        try:
+            self._events.ended(plan.workflow_id, plan.key, final)  # on record before they go
+        finally:
+            self._abandon(plan)  # containers gone and leases free: the next task may start
+        self._events.finished(plan.workflow_id, plan.key, final)
+
+    def _wait_ranks(self, plan: LaunchPlan, started: Sequence[ContainerStatus]) -> Outcome:
+        """Wait for every rank and collect their logs; the attempt's outcome (what is left
+        on the nodes is removed by the caller, also when this raises)."""
         outcomes: list[Outcome | None] = [None] * len(plan.nodes)
         written: list[tuple[int, int]] = [(1, 1)] * len(plan.nodes)  # unknown: fetch both
         first: list[ContainerStatus | None] = [*started] or [None] * len(plan.nodes)
@@ -482,15 +518,28 @@ class TaskExecutor:
             raise CallsStoppedError("the orchestrator is stopping")
         try:
             self._collect_logs(plan, written)
-            failed = [o for o in outcomes if o is not None and o.state != TaskState.SUCCEEDED]
-            final = failed[0] if failed else Outcome(TaskState.SUCCEEDED)
-            if len(plan.nodes) > 1 and failed:
-                rank = outcomes.index(failed[0])
-                final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
-            self._events.ended(plan.workflow_id, plan.key, final)  # on record before they go
-        finally:
-            self._abandon(plan)  # containers gone and leases free: the next task may start
-        self._events.finished(plan.workflow_id, plan.key, final)
+        except BaseException:
+            self._abandon(plan)
+            raise
+        failed = [o for o in outcomes if o is not None and o.state != TaskState.SUCCEEDED]
+        final = failed[0] if failed else Outcome(TaskState.SUCCEEDED)
+        if len(plan.nodes) > 1 and failed:
+            rank = outcomes.index(failed[0])
+            final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
+        return final
+
+    def probe(self, plan: LaunchPlan) -> str | None:
+        """Try ``plan``'s readiness probe once in its rank 0 container: why it failed, None
+        when it passed."""
+        assert plan.probe is not None
+        try:
+            return probe_once(self._calls.client(plan.nodes[0]), plan.containers[0], plan.probe)
+        except (AgentError, NodeLostError) as exc:
+            return str(exc)
+
+    def report_readiness(self, plan: LaunchPlan, readiness: Readiness, error: str) -> None:
+        """Tell the runner how ``plan``'s service stands."""
+        self._events.readiness(plan.workflow_id, plan.key, readiness, error)
 
     def _supervise_mpi(self, plan: LaunchPlan, started: Sequence[ContainerStatus]) -> None:
         """Supervise an MPI job: one program, whose end is its launcher's (rank 0's).
@@ -741,6 +790,59 @@ def rank_log_path(path: Path, rank: int) -> Path:
     """Where rank ``rank``'s copy of a multinode task's log is kept, given rank 0's ``path``
     (``KEY.stdout``): ``KEY.node1.stdout`` for rank 1, and so on."""
     return path if rank == 0 else path.with_suffix(f".node{rank}{path.suffix}")
+
+
+class _Prober:
+    """Probes a service's readiness while its container runs (see docs/fuzzfile.md,
+    "Services"): after ``initial-delay-seconds``, every ``period-seconds``, until it has
+    passed ``success-threshold`` times in a row (READY, and probing ends) or failed
+    ``failure-threshold`` times in a row (``gave_up`` says why, and its containers are
+    stopped: the service fails, not restarted). Without a probe it is READY at once."""
+
+    def __init__(self, executor: TaskExecutor, plan: LaunchPlan) -> None:
+        """Probe ``plan``'s service through ``executor`` (once started)."""
+        self._executor = executor
+        self._plan = plan
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"probe-{plan.key}")
+        self.gave_up = ""
+
+    def start(self) -> None:
+        """Begin probing (in a thread of its own)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The container ended: stop probing."""
+        self._stopped.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        plan, probe = self._plan, self._plan.probe
+        if probe is None:
+            self._executor.report_readiness(plan, Readiness.READY, "")
+            return
+        if self._stopped.wait(probe.initial_delay_seconds):
+            return
+        passed = failed = 0
+        while not self._stopped.is_set():
+            error = self._executor.probe(plan)
+            if self._stopped.is_set():
+                return
+            if error is None:
+                passed, failed = passed + 1, 0
+                if passed >= probe.success_threshold:
+                    self._executor.report_readiness(plan, Readiness.READY, "")
+                    return
+            else:
+                passed, failed = 0, failed + 1
+                self._executor.report_readiness(plan, Readiness.STARTING, error)
+                if failed >= probe.failure_threshold:
+                    self.gave_up = (f"readiness probe failed {failed} times in a row "
+                                    f"(failure-threshold): {error}")
+                    self._executor.cancel(plan)
+                    return
+            self._stopped.wait(probe.period_seconds)
 
 
 class _PullFailedError(Exception):

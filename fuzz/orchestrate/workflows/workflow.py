@@ -1,7 +1,7 @@
 """A workflow run in memory: its records, built from a Fuzzfile, and what its tasks need.
 
-Building the records of a new run (one task per job, per task-array index; one
-volume, transfer and image record each) and the launch plan of a task attempt
+Building the records of a new run (one task per service, per job, per task-array
+index; one volume, transfer and image record each) and the launch plan of a task attempt
 are pure functions of the Fuzzfile and the settings, kept apart from the runner
 that sequences them.
 """
@@ -22,7 +22,7 @@ from fuzz.orchestrate.records import (
     WorkflowRecord,
 )
 from fuzz.orchestrate.secrets import account_owner
-from fuzz.orchestrate.states import VolumeState
+from fuzz.orchestrate.states import TaskState, VolumeState
 from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.multinode import multinode_environment
@@ -30,7 +30,7 @@ from fuzz.orchestrate.workflows.tasks import LaunchPlan
 from fuzz.spec import fuzzfile_values as values
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec.endpoint_urls import GatewayAddress
-from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec
+from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec, ServiceSpec
 from fuzz.spec.fuzzfile_values import volume_parts
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
 
@@ -71,6 +71,7 @@ class ActiveWorkflow:
     graph: tuple[JobNode, ...] = ()
     max_concurrency: int = FUZZBALL_MAX_CONCURRENCY  # for task arrays that name none
     account_ids: JobIds | None = None  # the account's it runs in: its persistent volumes'
+    stopping: dict[str, str] = field(default_factory=dict)  # tasks fuzz asked to stop, why
 
     def __post_init__(self) -> None:
         """Derive the job graph from the Fuzzfile."""
@@ -107,32 +108,38 @@ class ActiveWorkflow:
 
 def job_graph(fuzzfile: Fuzzfile, max_concurrency: int = FUZZBALL_MAX_CONCURRENCY
               ) -> tuple[JobNode, ...]:
-    """The Fuzzfile's jobs as graph nodes, in a topological order.
+    """The Fuzzfile's services, then its jobs in a topological order, as graph nodes.
 
     A task array runs at most ``max_concurrency`` tasks at once unless it names fewer.
+    A dependency on a service waits for it to be READY (``requires`` and ``depends-on``
+    RUNNING alike: a service never succeeds while it is needed), or with FINISHED for
+    it to have ended.
     """
     nodes = []
-    for name in fuzzfile.job_order():
-        job = fuzzfile.jobs[name]
-        array = job.task_array
-        # a dependency on a service never reaches here: a start refuses services
-        dependencies = [(other, when) for other, when in job.dependencies()
-                        if other in fuzzfile.jobs]
+    for name, item in fuzzfile.runnables().items():
+        array = item.task_array if isinstance(item, JobSpec) else None
+        dependencies = [(other, "RUNNING" if other in fuzzfile.services
+                         and when == "SUCCEEDED" else when)
+                        for other, when in item.dependencies()]
         nodes.append(JobNode(
             name=name,
             requires=tuple(other for other, when in dependencies if when == "SUCCEEDED"),
             after_running=tuple(other for other, when in dependencies if when == "RUNNING"),
             after_finished=tuple(other for other, when in dependencies if when == "FINISHED"),
-            volumes=tuple(job.mounts),
+            volumes=tuple(item.mounts),
             concurrency=min(array.concurrency or max_concurrency, max_concurrency)
             if array is not None else None,
+            service=isinstance(item, ServiceSpec),
+            persist=isinstance(item, ServiceSpec) and item.persist,
         ))
     return tuple(nodes)
 
 
 def new_tasks(workflow_id: str, fuzzfile: Fuzzfile) -> list[TaskRecord]:
-    """One task per job, or per index of a job's task array, numbered in graph order."""
-    tasks: list[TaskRecord] = []
+    """One task per service (its key the service's name), then one per job, or per index
+    of a job's task array, numbered in graph order."""
+    tasks: list[TaskRecord] = [TaskRecord(workflow_id, name, name, -1, seq, kind="service")
+                               for seq, name in enumerate(fuzzfile.services)]
     for name in fuzzfile.job_order():
         array = fuzzfile.jobs[name].task_array
         if array is None:
@@ -167,14 +174,16 @@ def transfer_policy(fuzzfile: Fuzzfile, move: TransferRecord) -> PolicySpec | No
 
 def secret_references(fuzzfile: Fuzzfile) -> list[tuple[str, str, str]]:
     """(where, scope, secret name) for every secret the Fuzzfile uses: image pulls, job
-    environments (``jobs.JOB.env.VARIABLE``: defaults are merged into the jobs), then
-    transfers. The scope is ``user`` or ``account``."""
-    wanted = [(f"jobs.{name}.image.secret", job.image.secret_scope or "",
-               job.image.secret_name or "") for name, job in fuzzfile.jobs.items()]
-    wanted += [(f"jobs.{name}.env.{variable}", values.secret_scope(reference),
+    and service environments (``jobs.JOB.env.VARIABLE``: defaults are merged into the
+    jobs), then transfers. The scope is ``user`` or ``account``."""
+    items = [(f"{'services' if name in fuzzfile.services else 'jobs'}.{name}", item)
+             for name, item in fuzzfile.runnables().items()]
+    wanted = [(f"{where}.image.secret", item.image.secret_scope or "",
+               item.image.secret_name or "") for where, item in items]
+    wanted += [(f"{where}.env.{variable}", values.secret_scope(reference),
                 values.secret_name(reference))
-               for name, job in fuzzfile.jobs.items()
-               for variable, reference in job.env_secrets().items()]
+               for where, item in items
+               for variable, reference in item.env_secrets().items()]
     wanted += [(f"volumes.{m.volume}.{m.direction}[{m.seq}]", m.secret_scope, m.secret)
                for m in new_transfers("check", fuzzfile)]
     return [(where, scope, name) for where, scope, name in wanted if name]
@@ -195,8 +204,8 @@ def is_account_volume(volume: VolumeRecord) -> bool:
 
 
 def new_images(workflow_id: str, fuzzfile: Fuzzfile) -> dict[str, ImageRecord]:
-    """One record per distinct image the jobs use."""
-    uris = dict.fromkeys(job.image.uri for job in fuzzfile.jobs.values())
+    """One record per distinct image the services and jobs use."""
+    uris = dict.fromkeys(item.image.uri for item in fuzzfile.runnables().values())
     return {uri: ImageRecord(workflow_id, uri) for uri in uris}
 
 
@@ -233,12 +242,17 @@ def log_paths(log_dir: Path, workflow_id: str, key: str) -> tuple[Path, Path]:
 
 def task_environment(workflow: ActiveWorkflow, task: TaskRecord, rank: int,
                      secret_env: Mapping[str, str]) -> tuple[str, ...]:
-    """The job's env, its secrets' values (``secret_env``: variable → value) in place of
-    their references, plus what fuzz tells every task (ids, task index, ranks)."""
-    job = workflow.fuzzfile.jobs[task.job]
+    """The job's (or service's) env, its secrets' values (``secret_env``: variable →
+    value) in place of their references, plus what fuzz tells every task: Fuzzball's
+    ``FB_WORKFLOW_ID`` (the run's id), ``FB_JOB_NAME`` (the job's or service's name),
+    ``FB_ACCOUNT_ID`` (the account it runs in, else its owner), fuzz's own ``FUZZ_*``,
+    the task index and the ranks."""
+    job = workflow.fuzzfile.container(task.job)
     env = dict(job.environment())
     env.update(secret_env)
-    env.update(FUZZ_WORKFLOW=workflow.record.name, FUZZ_JOB=task.job)
+    record = workflow.record
+    env.update(FUZZ_WORKFLOW=record.name, FUZZ_JOB=task.job, FB_WORKFLOW_ID=record.id,
+               FB_JOB_NAME=task.job, FB_ACCOUNT_ID=record.account or record.owner)
     if task.index >= 0:
         env.update(FB_TASK_ID=str(task.index), FUZZ_TASK_ID=str(task.index))
     if job.multinode is not None:
@@ -260,8 +274,12 @@ def launch_plan(
     """Everything the executor needs to run (or adopt) ``task``'s current attempt;
     ``credentials`` and ``secret_env`` are opened secrets (see
     :meth:`~fuzz.orchestrate.workflows.base.RunnerBase._plan`)."""
-    job: JobSpec = workflow.fuzzfile.jobs[task.job]
-    timeout = job.policy.timeout.execute if job.policy.timeout is not None else None
+    job = workflow.fuzzfile.container(task.job)
+    policy = job.policy
+    timeout = policy.timeout.execute if policy is not None and policy.timeout is not None \
+        else None
+    service = job if isinstance(job, ServiceSpec) else None
+    hosts, peers = service_routes(workflow, task)
     return LaunchPlan(
         workflow_id=workflow.record.id,
         key=task.key,
@@ -288,4 +306,24 @@ def launch_plan(
         implementation=job.multinode.implementation if job.multinode is not None else "",
         slots=job.multinode.procs_per_node or job.resource.request().cores
         if job.multinode is not None else 0,
+        service=service is not None,
+        probe=service.readiness_probe if service is not None else None,
+        service_hosts=hosts,
+        service_peers=peers,
     )
+
+
+def service_routes(workflow: ActiveWorkflow, task: TaskRecord
+                   ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """How ``task`` reaches the workflow's other services (reference §2.7.4): its
+    ``/etc/hosts`` lines (``ADDRESS SERVICE.svc``) and the addresses its firewall lets
+    it reach (and answer), one per service running with a job network address now."""
+    hosts: list[str] = []
+    peers: list[str] = []
+    for other in workflow.tasks.values():
+        if other.kind != "service" or other.key == task.key or not other.addresses \
+                or other.state != TaskState.RUNNING or not other.addresses[0]:
+            continue
+        hosts.append(f"{other.addresses[0]} {other.key.lower()}.svc")
+        peers.append(other.addresses[0])
+    return tuple(hosts), tuple(peers)
