@@ -72,26 +72,19 @@ def endpoints(app: AppContext, name: str, service: str | None, endpoint: str | N
 
 
 def wait_until_running(client: OrchestratorClient, workflow: str, service: str) -> None:
-    """Return once ``service``'s task runs (ready, where the server says so); raise
+    """Return once ``service``'s task runs and its readiness probe passed (READY); raise
     ServiceNotRunningError once it, or its workflow, has ended instead."""
     while True:
         current = client.get_workflow(workflow)
         task = next((t for t in current.tasks if t.key == service), None)
         state = task.state if task is not None else "WAITING"
-        if state == "RUNNING" and _ready(task):
+        if state == "RUNNING" and task is not None and task.readiness == "READY":
             return
         if state in ENDED or current.state in ENDED:
             raise ServiceNotRunningError(
                 f"service {service} of workflow {workflow} is not running ({state}"
                 + (f": {task.error}" if task is not None and task.error else "") + ")")
         time.sleep(POLL_SECONDS)
-
-
-def _ready(task: pb.Task | None) -> bool:
-    """Whether a running service's readiness probe passed (a server that reports no
-    readiness: running is ready)."""
-    readiness = getattr(task, "readiness", "")
-    return readiness in ("", "READY")
 
 
 @click.command("connect")

@@ -48,7 +48,7 @@ services:
         - {{name: page, port-name: http, type: path, scope: user}}
         - {{name: echo, port-name: ws, type: path, scope: public}}
     readiness-probe:
-      exec: {{command: [wget, -q, -O, /dev/null, "http://127.0.0.1:8080/"]}}
+      tcp-socket: {{port: 8080}}
       period-seconds: 1
 """
 
@@ -86,8 +86,12 @@ def served(tmp_path_factory: pytest.TempPathFactory,
                        nodes=1) as cluster:
         name = f"svc{os.getpid()}"
         cluster.start(name, FUZZFILE.format(image=websocat_image.reference, page=PAGE))
-        wait_until("the service ready", lambda: tasks_by_key(cluster.status(name))[SERVICE]
-                   .get("readiness") == "READY", timeout=120)
+        def ready() -> bool:
+            task = tasks_by_key(cluster.status(name))[SERVICE]
+            assert task["state"] in ("WAITING", "QUEUED", "STARTING", "RUNNING"), task
+            return bool(task.get("readiness") == "READY")
+
+        wait_until("the service ready", ready, timeout=120)
         listed = cluster.ok("workflow", "endpoints", name, "--json").json()
         base = json.loads((cluster.data_dir / "server.json").read_text())["endpoints_url"]
         try:
@@ -105,7 +109,9 @@ def test_endpoints_are_listed_with_their_urls(served: Served) -> None:
                            f"{served.name}/web/page/")
     assert (page["scope"], page["type"], page["service"]) == ("user", "path", SERVICE)
     status = served.cluster.ok("workflow", "status", served.name).out
-    assert f"{page['url']} (scope user)" in status.replace("\n", "")
+    assert "web/page" in status and "(scope user)" in status and "(scope public)" in status
+    urls = [e["url"] for e in served.cluster.status(served.name)["endpoints"]]
+    assert urls == [page["url"], served.endpoints["echo"]["url"]]
     described = served.cluster.ok("workflow", "describe", served.name).out
     assert "endpoint web/echo (path, http, port 8081): " in described
 
