@@ -45,6 +45,7 @@ from fuzz.spec.endpoint_urls import EndpointAddress, locate_host, locate_path
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 256 * 1024
+WRITE_BATCH = 256 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 IDLE_SECONDS = 120.0  # a keep-alive connection waiting for its next request
 MAX_DRAINED_BODY = 1024 * 1024  # a refused request's body is read past up to this, else closed
@@ -146,6 +147,30 @@ class Connection:
         self._backend: Backend | None = None
         self._backend_h11: h11.Connection | None = None
         self._backend_address: EndpointAddress | None = None
+        # Writes wait here until the connection would otherwise wait for a read (or
+        # much has gathered): a small answer leaves in one TLS record, a small request
+        # in one message to the agent.
+        self._browser_out = bytearray()
+        self._service_out = bytearray()
+
+    def _to_browser(self, data: bytes) -> None:
+        self._browser_out += data
+        if len(self._browser_out) >= WRITE_BATCH:
+            self._flush()
+
+    def _to_service(self, data: bytes) -> None:
+        self._service_out += data
+        if len(self._service_out) >= WRITE_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send what waits, to the service first (its answer is what the browser awaits)."""
+        if self._service_out and self._backend is not None:
+            self._backend.sock.sendall(self._service_out)
+        self._service_out.clear()
+        if self._browser_out:
+            self._sock.sendall(self._browser_out)
+            self._browser_out.clear()
 
     def serve(self) -> None:
         """Answer requests until the connection ends."""
@@ -164,6 +189,8 @@ class Connection:
         except (_Closed, OSError, h11.ProtocolError, ssl.SSLError):
             return
         finally:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                self._flush()
             self._drop_backend()
             with contextlib.suppress(OSError):
                 self._sock.close()
@@ -240,15 +267,15 @@ class Connection:
         try:
             backend, upstream = self._backend_for(route)
             upstream_sock = backend.sock
-            upstream_sock.sendall(upstream.send(h11.Request(
+            self._to_service(upstream.send(h11.Request(
                 method=request.method, target=request.target,
                 headers=self._service_headers(request, route, viewer, headers))))
             while True:  # the request's body, as it comes
                 event = self._next(self._client, self._sock)
                 if isinstance(event, h11.Data):
-                    upstream_sock.sendall(upstream.send(h11.Data(data=event.data)))
+                    self._to_service(upstream.send(h11.Data(data=event.data)))
                 elif isinstance(event, h11.EndOfMessage):
-                    upstream_sock.sendall(upstream.send(h11.EndOfMessage()))
+                    self._to_service(upstream.send(h11.EndOfMessage()))
                     break
                 else:
                     raise _Closed
@@ -266,14 +293,15 @@ class Connection:
             self._drain_request()
             return self._local(503, "text/plain", f"{exc}\n".encode())
         if isinstance(response, h11.InformationalResponse) and response.status_code == 101:
-            self._sock.sendall(self._client.send(h11.InformationalResponse(
+            self._to_browser(self._client.send(h11.InformationalResponse(
                 status_code=101, headers=response.headers, reason=response.reason)))
+            self._flush()
             self._pipe(upstream_sock, upstream)
             return False
         if not isinstance(response, h11.Response):
             self._drop_backend()
             raise _Closed
-        self._sock.sendall(self._client.send(h11.Response(
+        self._to_browser(self._client.send(h11.Response(
             status_code=response.status_code, reason=response.reason,
             headers=_service_response_headers(response.headers))))
         while True:  # the response's body, as it comes (chunk by chunk when chunked)
@@ -283,9 +311,9 @@ class Connection:
                 self._drop_backend()
                 raise _Closed from None  # cut off mid-answer: so must the browser be
             if isinstance(event, h11.Data):
-                self._sock.sendall(self._client.send(h11.Data(data=event.data)))
+                self._to_browser(self._client.send(h11.Data(data=event.data)))
             elif isinstance(event, h11.EndOfMessage):
-                self._sock.sendall(self._client.send(h11.EndOfMessage()))
+                self._to_browser(self._client.send(h11.EndOfMessage()))
                 break
         if upstream.our_state is h11.DONE and upstream.their_state is h11.DONE:
             upstream.start_next_cycle()
@@ -305,6 +333,7 @@ class Connection:
         return self._backend, self._backend_h11
 
     def _drop_backend(self) -> None:
+        self._service_out.clear()
         if self._backend is not None:
             self._backend.close()
         self._backend = self._backend_h11 = self._backend_address = None
@@ -360,9 +389,10 @@ class Connection:
                    (b"cache-control", b"no-store"), *(extra or [])]
         if close:
             headers.append((b"connection", b"close"))
-        self._sock.sendall(self._client.send(h11.Response(status_code=status, headers=headers)))
-        self._sock.sendall(self._client.send(h11.Data(data=body)) if body else b"")
-        self._sock.sendall(self._client.send(h11.EndOfMessage()))
+        self._to_browser(self._client.send(h11.Response(status_code=status, headers=headers)))
+        if body:
+            self._to_browser(self._client.send(h11.Data(data=body)))
+        self._to_browser(self._client.send(h11.EndOfMessage()))
         logger.info("endpoint gateway: %s %d", self._peer, status)
         return not close
 
@@ -428,6 +458,7 @@ class Connection:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
+                self._flush()
                 try:
                     data = sock.recv(READ_BYTES)
                 except TimeoutError:
