@@ -202,3 +202,14 @@ else echo unreachable; fi
     page = browser.request("GET", served.path("page"),
                            headers={"Authorization": f"Bearer {served.admin_token}"})
     assert page.status == 200
+
+
+def test_endpoint_and_connect_refusals_are_one_line(served: Served) -> None:
+    unknown = served.cluster.fuzz("workflow", "endpoints", served.name, "nosuch")
+    assert unknown.code == 1 and "Traceback" not in unknown.err
+    assert (f"workflow {served.name} has no endpoint of service nosuch (its endpoints: "
+            "web/page, web/echo)") in unknown.err
+    several = served.cluster.fuzz("workflow", "connect", served.name, SERVICE)
+    assert several.code == 1 and "Traceback" not in several.err
+    assert "service web has several endpoints (page, echo): choose one with --endpoint NAME" \
+        in several.err
