@@ -119,3 +119,70 @@ def test_a_job_that_ended_without_running_never_lets_its_running_dependents_star
                      frozenset())
     assert step.queue == ()
     assert step.not_run == {"client": "job 'server' canceled without running"}
+
+
+# a service, a job that uses it, and a job that does not
+SERVICES = (
+    JobNode("db", service=True),
+    JobNode("use", after_running=("db",)),
+    JobNode("other"),
+)
+
+
+def service_views(db: str, readiness: str, use: str, other: str) -> list[TaskView]:
+    return [TaskView("db", "db", db, readiness), TaskView("use", "use", use),
+            TaskView("other", "other", other)]
+
+
+def test_a_job_after_a_service_waits_until_it_is_ready() -> None:
+    running = next_step(SERVICES, service_views("RUNNING", "STARTING", "WAITING", "RUNNING"),
+                        frozenset())
+    assert running.queue == () and not running.stop
+    ready = next_step(SERVICES, service_views("RUNNING", "READY", "WAITING", "RUNNING"),
+                      frozenset())
+    assert ready.queue == ("use",)
+
+
+def test_a_service_that_failed_before_ready_means_its_dependants_never_run() -> None:
+    step = next_step(SERVICES, service_views("FAILED", "", "WAITING", "RUNNING"), frozenset())
+    assert step.not_run == {"use": "service 'db' failed without becoming ready"}
+
+
+def test_a_service_is_stopped_once_its_dependants_ended_unless_it_persists() -> None:
+    views = service_views("RUNNING", "READY", "SUCCEEDED", "RUNNING")
+    assert next_step(SERVICES, views, frozenset()).stop == {
+        "db": "stopped: every job and service that depends on it has ended"}
+    kept = (JobNode("db", service=True, persist=True), *SERVICES[1:])
+    assert next_step(kept, views, frozenset()).stop == {}
+
+
+def test_a_service_nothing_depends_on_lives_as_long_as_the_jobs() -> None:
+    alone = (JobNode("db", service=True), JobNode("other"))
+    views = [TaskView("db", "db", "RUNNING", "READY"), TaskView("other", "other", "RUNNING")]
+    assert next_step(alone, views, frozenset()).stop == {}
+    views[1] = TaskView("other", "other", "FAILED")
+    assert next_step(alone, views, frozenset()).stop == {
+        "db": "stopped: the workflow's jobs have ended"}
+    only = (JobNode("db", service=True),)  # services only: until the workflow is stopped
+    assert next_step(only, views[:1], frozenset()).stop == {}
+
+
+def test_a_pending_service_no_longer_needed_does_not_run() -> None:
+    views = service_views("QUEUED", "", "NOT_RUN", "SUCCEEDED")
+    assert next_step(SERVICES, views, frozenset()).not_run == {
+        "db": "not needed: every job and service that depends on it has ended"}
+
+
+def test_the_outcome_is_the_jobs_and_a_failed_service_fails_it() -> None:
+    assert workflow_outcome(SERVICES, service_views(
+        "SUCCEEDED", "", "SUCCEEDED", "SUCCEEDED")) == "SUCCEEDED"
+    assert workflow_outcome(SERVICES, service_views(
+        "CANCELED", "", "SUCCEEDED", "SUCCEEDED")) == "SUCCEEDED"  # persist, then stopped
+    assert workflow_outcome(SERVICES, service_views(
+        "NOT_RUN", "", "SUCCEEDED", "SUCCEEDED")) == "SUCCEEDED"
+    assert workflow_outcome(SERVICES, service_views(
+        "FAILED", "", "NOT_RUN", "SUCCEEDED")) == "FAILED"
+    assert workflow_outcome(SERVICES, service_views(
+        "RUNNING", "READY", "SUCCEEDED", "SUCCEEDED")) is None
+    only = (JobNode("db", service=True),)
+    assert workflow_outcome(only, [TaskView("db", "db", "CANCELED")]) == "CANCELED"

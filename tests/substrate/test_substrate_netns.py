@@ -418,3 +418,30 @@ def test_jobs_of_two_nodes_reach_each_other_only_as_peers(tmp_path: Path, image:
                     node.cancel(status.id, grace_seconds=0)
                     node.wait(status.id, timeout=10)
             node.shutdown_monitor(timeout=20)
+
+
+def test_jobs_of_one_node_reach_each_other_only_as_peers(
+        manager: ContainerManager, image: Path) -> None:
+    """Two jobs of one node (a workflow's service and its job) started as each other's
+    peers talk through the bridge, whose ports stay isolated; a stranger is cut off."""
+    service = f"t-svc-{uuid.uuid4().hex[:8]}"
+    address = manager.reserve_address(service)
+    assert address is not None
+    server = ContainerSpec(id=service, rootfs=image,
+                           args=("sh", "-c", "while true; do echo server-svc | nc -l -p 7073; "
+                                 "done"))
+    manager.start(server)
+    try:
+        _wait_listening(manager, service, 7073)
+        probe = f"nc -w 2 {address} 7073 </dev/null; echo done"
+        stranger = _start(manager, image, "stranger", probe)
+        manager.wait(stranger, timeout=30)
+        client = ContainerSpec(id=f"t-client-{uuid.uuid4().hex[:8]}", rootfs=image,
+                               args=("sh", "-c", probe), peers=(address,))
+        manager.start(client)
+        manager.wait(client.id, timeout=30)
+        assert b"".join(manager.read_logs(stranger)) == b"done\n"
+        assert b"".join(manager.read_logs(client.id)) == b"server-svc\ndone\n"
+    finally:
+        manager.cancel(service, grace_seconds=0)
+        manager.wait(service, timeout=10)

@@ -123,10 +123,10 @@ def job_states(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> dict[str
     return {name: job_state(states) for name, states in by_job.items()}
 
 
-def _started_jobs(tasks: Collection[TaskLike]) -> set[str]:
-    """Jobs one of whose tasks is running or has run, and services that are READY."""
+def _started_jobs(tasks: Collection[TaskLike], services: frozenset[str]) -> set[str]:
+    """Jobs one of whose tasks is running or has run, and ``services`` that are READY."""
     return {task.job for task in tasks
-            if (task.state in STARTED_STATES and not task.readiness)
+            if (task.state in STARTED_STATES and task.job not in services)
             or (task.state == TaskState.RUNNING and task.readiness == Readiness.READY)}
 
 
@@ -173,7 +173,7 @@ def next_step(
     states = job_states(jobs, tasks)
     services = frozenset(node.name for node in jobs if node.service)
     stop: dict[str, str] = {}
-    started = _started_jobs(tasks)
+    started = _started_jobs(tasks, services)
     by_job: dict[str, list[TaskLike]] = {job.name: [] for job in jobs}
     for task in tasks:
         by_job[task.job].append(task)

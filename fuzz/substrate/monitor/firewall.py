@@ -10,7 +10,8 @@ For a bridge ``B`` of subnet ``S`` in the jobs range ``R``:
 ``filter FORWARD`` ``-i B`` and ``-o B`` jump to chain ``FUZZ-B``:
 
                    1. replies of connections already allowed pass
-                   2. ``ACCEPT`` rules between the peers of multinode jobs
+                   2. ``ACCEPT`` rules between a job and its peers: its multinode
+                      job's other ranks, its workflow's services
                       (:func:`allow_peers`, tagged with the container's id)
                    3. ``-i B -d 169.254.0.0/16 -j DROP``: no instance metadata
                    4. ``-i B -d R -j DROP``: no other job, on this node or another
@@ -20,7 +21,8 @@ For a bridge ``B`` of subnet ``S`` in the jobs range ``R``:
                    (peers see each other's real addresses)
 
 Shelling out to ``iptables`` is fine here: it happens when the monitor starts
-and stops, and once per container of a multinode job, never for other starts.
+and stops, and once per container with peers (a multinode job's, a job of a
+workflow with services), never for other starts.
 Jobs on one bridge are also kept apart below IP (the veths are isolated bridge
 ports), so the rules hold whether or not the kernel filters bridged traffic.
 """
@@ -121,7 +123,8 @@ def _peer_rules(address: str, peers: list[str], container_id: str) -> list[tuple
 
 def allow_peers(subnet: ipaddress.IPv4Network, address: str, peers: list[str],
                 container_id: str) -> None:
-    """Let the job at ``address`` and its multinode ``peers`` reach each other, both ways."""
+    """Let the job at ``address`` and its ``peers`` (multinode ranks, its workflow's
+    services) reach each other, both ways."""
     chain = chain_name(subnet)
     for rule in _peer_rules(address, peers, container_id):
         _iptables("-t", "filter", "-I", chain, "2", *rule)

@@ -326,6 +326,14 @@ class NetnsPool:
             found = host.link_lookup(ifname=name)
         index = int(found[0])
         _write_host_sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
+        # The ports are isolated: two jobs of this node never meet below IP. The bridge
+        # answers their ARP for each other (private-VLAN proxy ARP) and routes what they
+        # send each other back out, through the firewall's FORWARD chain, which lets
+        # only the peers it was told of (a workflow's job and its service) through; no
+        # redirect tells them to go direct.
+        _write_host_sysctl(f"ipv4/conf/{name}/proxy_arp", "1")
+        _write_host_sysctl(f"ipv4/conf/{name}/proxy_arp_pvlan", "1")
+        _write_host_sysctl(f"ipv4/conf/{name}/send_redirects", "0")
         address = str(gateway(self.subnet))
         present = {attr.get("IFA_ADDRESS") for attr in host.get_addr(index=index)}
         if address not in present:
