@@ -277,7 +277,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         service.advertise = settings.advertise or running.endpoint
         gateway.start(GatewayParts(
             WorkflowEndpoints(runner, nodes), iam, SignIns(settings.endpoints.session_seconds()),
-            settings.endpoints.domain or "", is_code=lambda text: text.startswith(CODE_PREFIX)))
+            settings.endpoints.domain or "", is_code=lambda text: text.startswith(CODE_PREFIX),
+            audit=audit.record))
         if tls is None:
             logger.warning("serving plain text (insecure) on %s: tokens, secrets and data "
                            "cross the network unencrypted", running.endpoint)

@@ -25,6 +25,7 @@ from fuzz.orchestrate.endpoints.proxy import (
     Route,
 )
 from fuzz.orchestrate.endpoints.sessions import COOKIE_NAME, SignIns
+from fuzz.orchestrate.iam.audit import AuditLog
 from fuzz.orchestrate.iam.directory import CODE_PREFIX, IamDirectory
 from fuzz.orchestrate.store import Store
 from fuzz.spec.endpoint_urls import EndpointAddress
@@ -117,6 +118,11 @@ class Running:
     iam: IamDirectory
     tokens: dict[str, str]
     ca: bytes
+    audit: Path
+
+    def decisions(self) -> list[tuple[str, str, str, bool]]:
+        lines = [json.loads(line) for line in self.audit.read_text().splitlines()]
+        return [(d["who"], d["action"], d["resource"], d["allowed"]) for d in lines]
 
     def browser(self) -> Browser:
         return Browser("127.0.0.1", self.gateway.port, ca_context(self.ca))
@@ -147,14 +153,17 @@ def running(tmp_path: Path) -> Iterator[Running]:
     key_file.write_bytes(pki.key_pem(key))
     ServiceHandler.release.clear()
     with serve_handler(ServiceHandler) as http_port, websocket_echo_server() as ws_port:
+        audit = AuditLog(tmp_path / "audit.log")
         parts = GatewayParts(Services(http_port, ws_port), iam, SignIns(3600.0), DOMAIN,
-                             is_code=lambda text: text.startswith(CODE_PREFIX))
+                             is_code=lambda text: text.startswith(CODE_PREFIX),
+                             audit=audit.record)
         gateway = Gateway("127.0.0.1:0", GatewayTls(cert, key_file))
         gateway.start(parts)
         try:
-            yield Running(gateway, iam, tokens, authority.cert_pem)
+            yield Running(gateway, iam, tokens, authority.cert_pem, tmp_path / "audit.log")
         finally:
             gateway.stop()
+            audit.close()
 
 
 EXPECTED = {  # viewer -> status per scope (user, group, organization, public)
@@ -179,6 +188,14 @@ def test_scope_matrix_for_browsers_signed_in_with_a_token_or_a_login_code(
             assert landed.headers["Location"] == _path("organization", "page")
         got = tuple(browser.request("GET", _path(scope, "page")).status for scope in SCOPES)
         assert got == expected, f"{viewer}: {got}"
+    decisions = running.decisions()
+    resource = f"endpoint/{OWNER}/{WORKFLOW}/svc/user"
+    assert (OWNER, "endpoint:open", resource, True) in decisions
+    assert (OTHER, "endpoint:open", resource, False) in decisions
+    assert ("-", "endpoint:open", resource, False) in decisions
+    assert not [d for d in decisions if d[2].endswith("/public")], "public: no decision"
+    assert not [line for line in running.audit.read_text().splitlines()
+                if any(token in line for token in running.tokens.values())]
 
 
 def test_api_clients_with_a_bearer_token_and_a_bad_token(running: Running) -> None:

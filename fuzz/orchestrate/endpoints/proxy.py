@@ -50,6 +50,8 @@ MAX_HEADER_BYTES = 64 * 1024
 IDLE_SECONDS = 120.0  # a keep-alive connection waiting for its next request
 MAX_DRAINED_BODY = 1024 * 1024  # a refused request's body is read past up to this, else closed
 MAX_FORM_BYTES = 16 * 1024
+OPEN_ACTION = "endpoint:open"
+SIGN_IN_ACTION = "endpoint:sign-in"
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te",
                          b"trailer", b"upgrade"})
 _DROPPED = frozenset({b"authorization", b"cookie", b"x-forwarded-proto", b"x-forwarded-host",
@@ -129,6 +131,9 @@ class GatewayParts:
     sign_ins: SignIns
     domain: str  # subdomain endpoints' wildcard domain; empty: none
     is_code: Callable[[str], bool]  # a login code (spent for a token) rather than a token
+    # the audit log's record(who, action, resource, allowed, reason): every decision on a
+    # non-public endpoint, and every refused sign-in
+    audit: Callable[[str, str, str, bool, str], None]
 
 
 class _Closed(Exception):
@@ -188,6 +193,9 @@ class Connection:
                 self._client.start_next_cycle()
         except (_Closed, OSError, h11.ProtocolError, ssl.SSLError):
             return
+        except FuzzError as exc:  # the audit log cannot be written: no answer without it
+            logger.error("endpoint gateway: %s", exc)
+            return
         finally:
             with contextlib.suppress(OSError, ssl.SSLError):
                 self._flush()
@@ -216,6 +224,9 @@ class Connection:
             return self._local(401, "text/plain", f"{problem}\n".encode(),
                                [(b"www-authenticate", b'Bearer realm="fuzz endpoints"')])
         verdict = decide(route.scope, address.owner, route.account, viewer)
+        if route.scope != "public":
+            self._parts.audit(viewer.user if viewer else "-", OPEN_ACTION, _resource(address),
+                              verdict is Verdict.ALLOW, f"scope {route.scope}: {verdict.value}")
         if verdict is Verdict.SIGN_IN:
             return self._local(302, "text/plain", b"sign in first\n",
                                [(b"location", signin.url_for(target).encode())])
@@ -248,6 +259,7 @@ class Connection:
             try:
                 identity = self._parts.iam.authenticate(token.strip())
             except FuzzError as exc:
+                self._parts.audit("-", "authenticate", "-", False, str(exc))
                 return None, str(exc)
             return Viewer(identity.user, identity.groups), None
         cookie = cookie_value(headers.get(b"cookie", b""))
@@ -432,6 +444,7 @@ class Connection:
             else:
                 token, expires = credential, self._parts.iam.authenticate(credential).expires
         except FuzzError as exc:
+            self._parts.audit("-", SIGN_IN_ACTION, "-", False, str(exc))
             return self._local(401, "text/html; charset=utf-8", signin.page(wanted, str(exc)))
         value, max_age = self._parts.sign_ins.open(token, expires)
         return self._local(303, "text/plain", b"signed in\n",
@@ -472,6 +485,12 @@ class Connection:
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 raise _Closed
             return event
+
+
+def _resource(address: EndpointAddress) -> str:
+    """An endpoint as the audit log names it."""
+    return (f"endpoint/{address.owner}/{address.workflow}/{address.service}/"
+            f"{address.endpoint}")
 
 
 class _UpstreamClosed(Exception):
