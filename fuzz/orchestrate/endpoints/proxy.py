@@ -45,7 +45,7 @@ from fuzz.spec.endpoint_urls import EndpointAddress, locate_host, locate_path
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 256 * 1024
-WRITE_BATCH = 256 * 1024
+WRITE_BATCH = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 IDLE_SECONDS = 120.0  # a keep-alive connection waiting for its next request
 MAX_DRAINED_BODY = 1024 * 1024  # a refused request's body is read past up to this, else closed
@@ -158,7 +158,11 @@ class Connection:
         self._browser_out = bytearray()
         self._service_out = bytearray()
 
-    def _to_browser(self, data: bytes) -> None:
+    def _to_browser(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data) >= WRITE_BATCH:  # a large piece goes as it is, without a copy here
+            self._flush()
+            self._sock.sendall(data)
+            return
         self._browser_out += data
         if len(self._browser_out) >= WRITE_BATCH:
             self._flush()
@@ -323,7 +327,9 @@ class Connection:
                 self._drop_backend()
                 raise _Closed from None  # cut off mid-answer: so must the browser be
             if isinstance(event, h11.Data):
-                self._to_browser(self._client.send(h11.Data(data=event.data)))
+                for piece in self._client.send_with_data_passthrough(
+                        h11.Data(data=event.data)) or ():
+                    self._to_browser(piece)
             elif isinstance(event, h11.EndOfMessage):
                 self._to_browser(self._client.send(h11.EndOfMessage()))
                 break
