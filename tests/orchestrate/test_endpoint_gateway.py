@@ -91,6 +91,15 @@ class SocketBackend:
     sock: socket.socket
     error: str | None = None
 
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self) -> bytes:
+        return self.sock.recv(1 << 20)
+
+    def socket(self) -> socket.socket:
+        return self.sock
+
     def close(self) -> None:
         self.sock.close()
 

@@ -25,7 +25,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import parse_qs, quote, urlsplit
 
 import h11
@@ -77,10 +77,19 @@ class Route:
 
 
 class Backend(Protocol):
-    """A connection to a service: a socket, and why it failed if it did."""
+    """A connection to a service, and why it failed if it did."""
 
-    sock: socket.socket
     error: str | None
+
+    def send(self, data: bytes) -> None:
+        """Send ``data`` to the service (OSError: the connection is gone)."""
+
+    def recv(self) -> bytes | memoryview:
+        """What the service sends next; empty once it has sent everything."""
+
+    def socket(self) -> socket.socket:
+        """The connection as a socket, for passing bytes both ways with ``select`` (after a
+        protocol switch; :meth:`send` and :meth:`recv` are not used again)."""
 
     def close(self) -> None:
         """End it."""
@@ -175,7 +184,7 @@ class Connection:
     def _flush(self) -> None:
         """Send what waits, to the service first (its answer is what the browser awaits)."""
         if self._service_out and self._backend is not None:
-            self._backend.sock.sendall(self._service_out)
+            self._backend.send(bytes(self._service_out))
         self._service_out.clear()
         if self._browser_out:
             self._sock.sendall(self._browser_out)
@@ -186,7 +195,7 @@ class Connection:
         try:
             while True:
                 self._sock.settimeout(IDLE_SECONDS)
-                event = self._next(self._client, self._sock)
+                event = self._next(self._client)
                 if not isinstance(event, h11.Request):
                     return
                 if not self._answer(event):
@@ -282,12 +291,11 @@ class Connection:
                headers: dict[bytes, bytes]) -> bool:
         try:
             backend, upstream = self._backend_for(route)
-            upstream_sock = backend.sock
             self._to_service(upstream.send(h11.Request(
                 method=request.method, target=request.target,
                 headers=self._service_headers(request, route, viewer, headers))))
             while True:  # the request's body, as it comes
-                event = self._next(self._client, self._sock)
+                event = self._next(self._client)
                 if isinstance(event, h11.Data):
                     self._to_service(upstream.send(h11.Data(data=event.data)))
                 elif isinstance(event, h11.EndOfMessage):
@@ -295,7 +303,7 @@ class Connection:
                     break
                 else:
                     raise _Closed
-            response = self._next(upstream, upstream_sock)
+            response = self._next(upstream, backend.recv)
         except (OSError, h11.ProtocolError, _UpstreamClosed) as exc:
             reason = (self._backend.error if self._backend is not None else None) or str(exc)
             self._drop_backend()
@@ -312,7 +320,8 @@ class Connection:
             self._to_browser(self._client.send(h11.InformationalResponse(
                 status_code=101, headers=response.headers, reason=response.reason)))
             self._flush()
-            self._pipe(upstream_sock, upstream)
+            with backend.socket() as service:
+                self._pipe(service, upstream)
             return False
         if not isinstance(response, h11.Response):
             self._drop_backend()
@@ -322,7 +331,7 @@ class Connection:
             headers=_service_response_headers(response.headers))))
         while True:  # the response's body, as it comes (chunk by chunk when chunked)
             try:
-                event = self._next(upstream, upstream_sock)
+                event = self._next(upstream, backend.recv)
             except (OSError, h11.ProtocolError, _UpstreamClosed):
                 self._drop_backend()
                 raise _Closed from None  # cut off mid-answer: so must the browser be
@@ -418,7 +427,7 @@ class Connection:
         """Read the rest of the request's body (up to a limit); False if it was too big."""
         read = 0
         while self._client.their_state is h11.SEND_BODY:
-            event = self._next(self._client, self._sock)
+            event = self._next(self._client)
             if isinstance(event, h11.Data):
                 read += len(event.data)
                 if read > MAX_DRAINED_BODY:
@@ -460,7 +469,7 @@ class Connection:
     def _form(self) -> dict[str, list[str]] | None:
         body = b""
         while True:
-            event = self._next(self._client, self._sock)
+            event = self._next(self._client)
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_FORM_BYTES:
@@ -472,19 +481,22 @@ class Connection:
 
     # --- reading -------------------------------------------------------------------------
 
-    def _next(self, conn: h11.Connection, sock: socket.socket) -> object:
-        """The next h11 event of ``conn``, reading ``sock`` as needed."""
+    def _next(self, conn: h11.Connection,
+              read: Callable[[], bytes | memoryview] | None = None) -> object:
+        """The next h11 event of ``conn``, calling ``read`` for more as needed (the
+        browser's socket without it)."""
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 self._flush()
                 try:
-                    data = sock.recv(READ_BYTES)
+                    data = read() if read is not None else self._sock.recv(READ_BYTES)
                 except TimeoutError:
                     raise _Closed from None
                 if not data and conn is not self._client and conn.their_state is h11.SEND_RESPONSE:
                     raise _UpstreamClosed("it closed the connection")
-                conn.receive_data(data)
+                # h11 appends it to a bytearray: a memoryview does as well as bytes
+                conn.receive_data(cast(bytes, data))
                 continue
             if isinstance(event, h11.ConnectionClosed) and conn is not self._client:
                 raise _UpstreamClosed("it closed the connection")

@@ -1,16 +1,17 @@
-"""A connection to a port in a task's network namespace, as a local socket.
+"""A connection to a port in a task's network namespace, over the agent's PortForward.
 
-The gateway speaks to a service through a socket pair: its end is an ordinary socket
-(so one thread can wait on the browser's TLS socket and the service's at once, with
-``select``, as a WebSocket needs), and two threads here pump the other end through
-the agent's PortForward stream, as :mod:`fuzz.cli.portforward` does towards the
-orchestrator: gRPC's request thread reads the pair into data frames, and a thread of
-ours writes the agent's frames into the pair. The agent's end of data half-closes
-the pair; a failed call shuts it down and keeps the reason for the gateway to show.
+The gateway's thread sends and receives on the stream itself (:meth:`AgentTunnel.send`
+queues data frames for gRPC's request thread, :meth:`AgentTunnel.recv` takes the next
+reply frame), so an HTTP exchange costs no thread and no copy of our own. After a
+protocol switch (WebSocket) the gateway waits on the browser's socket and the
+service's at once with ``select``, which needs a socket: :meth:`AgentTunnel.socket`
+then puts a socket pair in front of the stream, with a thread each way, as
+:mod:`fuzz.cli.portforward` does towards the orchestrator.
 """
 
 from __future__ import annotations
 
+import queue
 import socket
 import threading
 from collections.abc import Iterator
@@ -25,43 +26,80 @@ class AgentTunnel:
     """One forwarded connection to ``port`` of ``container`` on ``agent``'s node."""
 
     def __init__(self, agent: AgentClient, container: str, port: int) -> None:
-        """Open it: ``self.sock`` is the gateway's end (the call starts at once)."""
-        self.sock, far = socket.socketpair()
-        self._far = SharedSocket(far)
+        """Open it (the call starts at once; a failure shows at the first :meth:`recv`)."""
         self.error: str | None = None
+        self._outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._ended = False
         opening = substrate_pb2.PortForwardFrame(
             open=substrate_pb2.PortForwardOpen(container_id=container, port=port))
         self._call = agent.port_forward(self._requests(opening.SerializeToString()))
-        threading.Thread(target=self._replies, name=f"endpoint-{container}-{port}",
-                         daemon=True).start()
+        self._replies = iter(self._call)
+        self._name = f"endpoint-{container}-{port}"
 
     def _requests(self, opening: bytes) -> Iterator[bytes]:
-        try:
-            yield opening
-            for chunk in self._far.chunks():
-                yield data_frame(chunk)
-        except OSError:
-            pass  # the gateway's end went away: the reply side ends the call
-        finally:
-            self._far.release()
+        yield opening
+        while (chunk := self._outgoing.get()) is not None:
+            yield data_frame(chunk)
 
-    def _replies(self) -> None:
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for the service."""
+        if self._ended and self.error is not None:
+            raise OSError(self.error)
+        self._outgoing.put(data)
+
+    def recv(self) -> bytes | memoryview:
+        """The service's next bytes; empty once it has sent everything (OSError, and
+        :attr:`error` set, when the call failed)."""
+        if self._ended:
+            return b""
         try:
-            for raw in self._call:
-                frame = read_frame(raw)
-                if isinstance(frame, memoryview):
-                    self._far.sock.sendall(frame)
-                else:  # end: the service has sent everything
-                    self._far.shutdown(socket.SHUT_WR)
+            raw = next(self._replies)
+        except StopIteration:
+            self._ended = True
+            return b""
         except FuzzError as exc:
+            self._ended = True
             self.error = str(exc)
+            raise OSError(self.error) from None
+        frame = read_frame(raw)
+        if isinstance(frame, memoryview):
+            return frame
+        self._ended = True  # end: the service has sent everything
+        return b""
+
+    def socket(self) -> socket.socket:
+        """The rest of the connection as a socket (see the module's docstring)."""
+        near, far = socket.socketpair()
+        shared = SharedSocket(far)
+        threading.Thread(target=self._outwards, args=(shared,), name=f"{self._name}-out",
+                         daemon=True).start()
+        threading.Thread(target=self._inwards, args=(shared,), name=f"{self._name}-in",
+                         daemon=True).start()
+        return near
+
+    def _outwards(self, far: SharedSocket) -> None:
+        try:
+            for chunk in far.chunks():
+                self._outgoing.put(chunk)
+        except OSError:
+            pass
+        finally:
+            self._outgoing.put(None)  # the gateway's end is done: half-close
+            far.release()
+
+    def _inwards(self, far: SharedSocket) -> None:
+        try:
+            while data := self.recv():
+                far.sock.sendall(data)
+            far.shutdown(socket.SHUT_WR)
         except OSError:
             self._call.cancel()
+            far.shutdown()
         finally:
-            self._far.shutdown()
-            self._far.release()
+            far.release()
 
     def close(self) -> None:
         """End the connection (the agent's call is cancelled)."""
+        self._ended = True
+        self._outgoing.put(None)
         self._call.cancel()
-        self.sock.close()
