@@ -324,8 +324,10 @@ _ANNOTATIONS: TypeAdapter[dict[str, str]] = TypeAdapter(Annotations)
 def capacity_issues(
     jobs: Mapping[Any, Any], capacities: Sequence[NodeCapacity], capacities_are_nodes: bool,
     default_resource: Any = None, workflow_annotations: Mapping[str, str] | None = None,
+    section: str = "jobs",
 ) -> Iterator[Issue]:
-    """Jobs whose per-node request no capacity could ever hold.
+    """Jobs (or, with ``section`` "services", services) whose per-node request no
+    capacity could ever hold.
 
     When ``capacities_are_nodes`` (each capacity is one real node, not an offering a
     pool could create many of), a multinode job must also find enough nodes. A job
@@ -341,7 +343,7 @@ def capacity_issues(
         resource = _valid(ResourceSpec, job.get("resource", default_resource))
         if resource is None:
             continue
-        path: tuple[Hashable, ...] = ("jobs", name)
+        path: tuple[Hashable, ...] = (section, name)
         request = resource.request()
         inherited = inherited_selectors(dict(workflow_annotations or {}), _annotations(job))
         request = replace(request, labels={**inherited, **request.labels})
@@ -458,6 +460,10 @@ def fuzzfile_issues(
             else None
         issues += capacity_issues(jobs, capacities, capacities_are_nodes, default_resource,
                                   _annotations(data))
+        services = data.get("services")
+        if isinstance(services, Mapping):  # no defaults, no selectors of the workflow's
+            issues += capacity_issues(services, capacities, capacities_are_nodes,
+                                      section="services")
         issues += label_key_issues(data, capacities)
     if limits is not None:
         issues += limit_issues(jobs, limits)

@@ -234,3 +234,61 @@ class User:
         result = run_fuzz(self.home, *args, env={"FUZZ_CONFIG": str(self.home / "config.yaml")})
         assert result.code == 0, f"{self.name}: fuzz {' '.join(args)}: {result.err}{result.out}"
         return result
+
+
+ALONE = """\
+version: v1
+services:
+  idle:
+    image: {{uri: {image}}}
+    command: [sleep, "600"]
+"""
+
+
+def test_a_workflow_of_services_only_runs_until_stopped(
+        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    cluster.start("alone", ALONE.format(image=busybox_image.reference))
+    idle = wait_readiness(cluster, "alone", "idle", "READY")  # no probe: ready at once
+    assert idle["probe_error"] == "" and idle["restarts"] == 0
+    described = cluster.ok("workflow", "describe", "alone").out
+    assert "service idle: RUNNING READY attempt 1" in described, described
+    assert "idle" in cluster.ok("workflow", "exec", "alone", "idle", "--", "sh", "-c",
+                                "echo $FB_JOB_NAME").out
+    cluster.ok("workflow", "stop", "alone")
+    status = cluster.wait("alone", timeout=90)
+    assert status["state"] == "CANCELED", dump(status)
+    assert tasks_by_key(status)["idle"]["state"] == "CANCELED", dump(status)
+
+
+ADOPTED = """\
+version: v1
+services:
+  kept:
+    image: {{uri: {image}}}
+    command: [sleep, "600"]
+    readiness-probe:
+      exec: {{command: ["true"]}}
+      period-seconds: 1
+jobs:
+  wait:
+    image: {{uri: {image}}}
+    script: until [ -e /tmp/never ]; do sleep 1; done
+    depends-on: [{{name: kept, status: RUNNING}}]
+"""
+
+
+def test_a_restarted_server_adopts_a_ready_service_without_restarting_it(
+        cluster: LocalCluster, busybox_image: PushedImage) -> None:
+    cluster.start("adopted", ADOPTED.format(image=busybox_image.reference))
+    cluster.wait_for("adopted", "wait", "RUNNING", timeout=120)
+    before = tasks_by_key(cluster.status("adopted"))["kept"]
+    os.kill(cluster.server_pid(), signal.SIGKILL)
+    time.sleep(0.5)
+    cluster.ok("server", "--detach")
+    after = wait_readiness(cluster, "adopted", "kept", "READY")
+    assert (after["attempt"], after["restarts"], after["addresses"]) == (
+        1, 0, before["addresses"]), dump(cluster.status("adopted"))
+    assert tasks_by_key(cluster.status("adopted"))["wait"]["attempt"] == 1
+    cluster.ok("workflow", "stop", "adopted")
+    status = cluster.wait("adopted", timeout=90)
+    assert status["state"] == "CANCELED", dump(status)

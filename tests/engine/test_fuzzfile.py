@@ -589,3 +589,16 @@ def test_cli_workflow_validate(tmp_path: Path) -> None:
     ]}
     missing = run_fuzz(tmp_path, "workflow", "validate", "gone.yaml")
     assert (missing.code, missing.err.strip()) == (1, "Error: gone.yaml: no such file")
+
+
+def test_a_service_no_node_could_hold() -> None:
+    text = """\
+version: v1
+services:
+  big:
+    image: {uri: docker://alpine}
+    command: [sleep, "60"]
+    resource: {cpu: {cores: 64}, memory: {size: 1GiB}}
+"""
+    assert problems(text, capacities=[BIG, SMALL]) == [
+        "wf.yaml:6:5: services.big.resource: needs 64 cores; the largest node has 16"]

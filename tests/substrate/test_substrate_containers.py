@@ -752,3 +752,16 @@ def test_the_status_document_has_every_field_the_agent_reads() -> None:
     assert ContainerStatus.from_json("job-1", document) == ContainerStatus("job-1", "starting")
     assert ContainerStatus.from_json("job-1", new_status("job-1")) == ContainerStatus(
         "job-1", "starting")
+
+
+def test_hosts_lines_name_services_and_peers_say_how_far_they_reach() -> None:
+    """A workflow's service ``my_db`` is named ``my_db.svc``; a peer entry is an address
+    (both ways, any port), ADDRESS:PROTO/PORT (one port there) or jobs[:PROTO/PORT]."""
+    spec = _spec(hosts=("10.0.0.2 my_db.svc", "10.0.0.3 web-.svc"),
+                 peers=("10.0.0.2", "10.0.0.3:tcp/8080", "jobs:udp/53", "jobs"))
+    assert spec_from_json(spec_to_json(spec)) == spec
+    for bad in ("10.0.0.2:sctp/1", "10.0.0.2:tcp/0", "nodes:tcp/80", "10.0.0.300"):
+        with pytest.raises(ContainerSpecError, match="is not ADDRESS, ADDRESS:PROTO/PORT"):
+            _spec(peers=(bad,))
+    with pytest.raises(ContainerSpecError, match="valid host names"):
+        _spec(hosts=("10.0.0.2 _db.svc",))

@@ -427,21 +427,27 @@ def test_jobs_of_one_node_reach_each_other_only_as_peers(
     service = f"t-svc-{uuid.uuid4().hex[:8]}"
     address = manager.reserve_address(service)
     assert address is not None
-    server = ContainerSpec(id=service, rootfs=image,
-                           args=("sh", "-c", "while true; do echo server-svc | nc -l -p 7073; "
-                                 "done"))
+    server = ContainerSpec(id=service, rootfs=image, peers=("jobs:tcp/7073",),
+                           args=("sh", "-c", "echo server-other | nc -l -p 7074 & "
+                                 "while true; do echo server-svc | nc -l -p 7073; done"))
     manager.start(server)
     try:
         _wait_listening(manager, service, 7073)
-        probe = f"nc -w 2 {address} 7073 </dev/null; echo done"
+        _wait_listening(manager, service, 7074)
+        probe = f"nc -w 2 {address} 7073 </dev/null; nc -w 2 {address} 7074 </dev/null; echo done"
         stranger = _start(manager, image, "stranger", probe)
         manager.wait(stranger, timeout=30)
         client = ContainerSpec(id=f"t-client-{uuid.uuid4().hex[:8]}", rootfs=image,
-                               args=("sh", "-c", probe), peers=(address,))
+                               args=("sh", "-c", probe), peers=(f"{address}:tcp/7073",))
         manager.start(client)
         manager.wait(client.id, timeout=30)
         assert b"".join(manager.read_logs(stranger)) == b"done\n"
+        # its declared port only, not the other one it listens on
         assert b"".join(manager.read_logs(client.id)) == b"server-svc\ndone\n"
+        # jobs of other nodes may reach the declared port: their own chains decide who
+        opened = [line for line in _firewall_chains().splitlines() if service in line]
+        assert len(opened) == 1 and f"-d {address}/32 ! -i fzb" in opened[0] \
+            and "-p tcp -m tcp --dport 7073" in opened[0], opened
     finally:
         manager.cancel(service, grace_seconds=0)
         manager.wait(service, timeout=10)

@@ -111,7 +111,7 @@ class LaunchPlan:
     service: bool = False  # a service's task: its address is reserved, its readiness probed
     probe: ReadinessProbe | None = None  # a service's readiness probe (None: ready at once)
     service_hosts: tuple[str, ...] = ()  # /etc/hosts lines naming the workflow's services
-    service_peers: tuple[str, ...] = ()  # their addresses, which the firewall lets it reach
+    service_peers: tuple[str, ...] = ()  # peer entries: its services' ports, or its own
 
 
 @dataclass(frozen=True)
@@ -477,14 +477,19 @@ class TaskExecutor:
         """Wait for every rank, collect the logs, clean up, report the outcome.
 
         ``started``: each rank's status as its start answered; a rank that had
-        already ended then (a short job) is not waited for again.
+        already ended then (a short job) is not waited for again. A service's
+        readiness is probed meanwhile (an MPI service's too, in its launcher's container).
         """
-        if _is_mpi(plan):
-            self._supervise_mpi(plan, started)
-            return
         prober = _Prober(self, plan) if plan.service else None
         if prober is not None:
             prober.start()
+        if _is_mpi(plan):
+            try:
+                self._supervise_mpi(plan, started)
+            finally:
+                if prober is not None:
+                    prober.stop()
+            return
         try:
             final = self._wait_ranks(plan, started)
         finally:

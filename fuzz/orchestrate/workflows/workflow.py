@@ -320,15 +320,29 @@ def launch_plan(
 
 def service_routes(workflow: ActiveWorkflow, task: TaskRecord
                    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """How ``task`` reaches the workflow's other services (reference §2.7.4): its
-    ``/etc/hosts`` lines (``ADDRESS SERVICE.svc``) and the addresses its firewall lets
-    it reach (and answer), one per service running with a job network address now."""
+    """How ``task`` reaches the workflow's services (reference §2.7.4): its
+    ``/etc/hosts`` lines (``ADDRESS SERVICE.svc``), one per other service running with a
+    job network address now, and its firewall's peer entries
+    (:func:`fuzz.substrate.monitor.firewall.parse_peer`, the agent's): each such
+    service's declared ports (``ADDRESS:PROTO/PORT``; any port, ``ADDRESS``, for a
+    service that declares none); and a service's own: its ports open to the jobs of the
+    job network's other nodes (``jobs:PROTO/PORT``; ``jobs``), whose own firewalls let
+    only this workflow's jobs through."""
     hosts: list[str] = []
     peers: list[str] = []
+    if task.kind == "service":
+        peers += _service_peers("jobs", workflow.fuzzfile.services[task.job])
     for other in workflow.tasks.values():
         if other.kind != "service" or other.key == task.key or not other.addresses \
                 or other.state != TaskState.RUNNING or not other.addresses[0]:
             continue
         hosts.append(f"{other.addresses[0]} {other.key.lower()}.svc")
-        peers.append(other.addresses[0])
+        peers += _service_peers(other.addresses[0], workflow.fuzzfile.services[other.job])
     return tuple(hosts), tuple(peers)
+
+
+def _service_peers(host: str, service: ServiceSpec) -> list[str]:
+    """Peer entries for ``service``'s declared ports at ``host``; ``host`` alone when it
+    declares none."""
+    ports = service.network.ports
+    return [f"{host}:{port.protocol}/{port.port}" for port in ports] if ports else [host]

@@ -112,27 +112,62 @@ def remove(subnet: ipaddress.IPv4Network) -> None:
         _iptables("-t", table, "-X", chain, check=False)
 
 
-def _peer_rules(address: str, peers: list[str], container_id: str) -> list[tuple[str, ...]]:
+JOBS_PEER = "jobs"  # a peer entry's host that means: the jobs of the job network's other nodes
+PROTOCOLS = ("tcp", "udp")
+
+
+def parse_peer(entry: str) -> tuple[str, str, int]:
+    """A container's peer entry as (host, protocol, port); ValueError when it is none.
+
+    ``ADDRESS``: it and the container at that job network address reach each other,
+    any port, both ways (a multinode job's ranks): (ADDRESS, "", 0).
+    ``ADDRESS:PROTO/PORT``: the container may open connections to that port of that
+    address (a service of its workflow); the answers come back as replies.
+    ``jobs:PROTO/PORT`` (or ``jobs``: any port): the container's own port may be
+    reached from the jobs of the job network's other nodes (a service), each node's
+    own chain deciding which of its jobs may send (rule 4 and their peer entries).
+    """
+    host, _, port_part = entry.partition(":")
+    if host != JOBS_PEER:
+        ipaddress.IPv4Address(host)  # ValueError when it is no address
+    if not port_part:
+        return host, "", 0
+    protocol, _, number = port_part.partition("/")
+    if protocol not in PROTOCOLS or not number.isdigit() or not 0 < int(number) < 65536:
+        raise ValueError(f"{port_part!r} is not PROTO/PORT (tcp or udp, 1-65535)")
+    return host, protocol, int(number)
+
+
+def _peer_rules(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network,
+                address: str, peers: list[str], container_id: str) -> list[tuple[str, ...]]:
     tag = ("-m", "comment", "--comment", f"{COMMENT_PREFIX}{container_id}")
     rules: list[tuple[str, ...]] = []
     for peer in peers:
-        rules.append(("-s", address, "-d", peer, *tag, "-j", "ACCEPT"))
-        rules.append(("-s", peer, "-d", address, *tag, "-j", "ACCEPT"))
+        host, protocol, port = parse_peer(peer)
+        ports = ("-p", protocol, "--dport", str(port)) if protocol else ()
+        if host == JOBS_PEER:
+            rules.append(("!", "-i", bridge_name(subnet), "-s", str(jobs_range), "-d", address,
+                          *ports, *tag, "-j", "ACCEPT"))
+        elif protocol:
+            rules.append(("-s", address, "-d", host, *ports, *tag, "-j", "ACCEPT"))
+        else:
+            rules.append(("-s", address, "-d", host, *tag, "-j", "ACCEPT"))
+            rules.append(("-s", host, "-d", address, *tag, "-j", "ACCEPT"))
     return rules
 
 
-def allow_peers(subnet: ipaddress.IPv4Network, address: str, peers: list[str],
-                container_id: str) -> None:
-    """Let the job at ``address`` and its ``peers`` (multinode ranks, its workflow's
-    services) reach each other, both ways."""
+def allow_peers(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network,
+                address: str, peers: list[str], container_id: str) -> None:
+    """Let the job at ``address`` and its ``peers`` reach each other as their entries
+    say (:func:`parse_peer`): multinode ranks, its workflow's services."""
     chain = chain_name(subnet)
-    for rule in _peer_rules(address, peers, container_id):
+    for rule in _peer_rules(subnet, jobs_range, address, peers, container_id):
         _iptables("-t", "filter", "-I", chain, "2", *rule)
 
 
-def forget_peers(subnet: ipaddress.IPv4Network, address: str, peers: list[str],
-                 container_id: str) -> None:
+def forget_peers(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network,
+                 address: str, peers: list[str], container_id: str) -> None:
     """Remove what :func:`allow_peers` added for ``container_id`` (a no-op if it is gone)."""
     chain = chain_name(subnet)
-    for rule in _peer_rules(address, peers, container_id):
+    for rule in _peer_rules(subnet, jobs_range, address, peers, container_id):
         _iptables("-t", "filter", "-D", chain, *rule, check=False)

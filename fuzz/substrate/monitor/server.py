@@ -128,7 +128,8 @@ class Monitor:
             return
         self.netns.release(container_id)
         if address and peers:
-            firewall.forget_peers(self.netns.subnet, address, peers, container_id)
+            firewall.forget_peers(self.netns.subnet, self.netns.network.jobs_range, address,
+                                  peers, container_id)
 
     def network_ended(self, job: Job) -> None:
         """``job``'s container is deleted: its namespace may serve the same tenant again."""
@@ -288,7 +289,8 @@ class Monitor:
                 address = self.netns.take(container_id, os.path.join(self.spare.path, NETNS_FILE),
                                           str(request.get("tenant", "")))
                 if peers:
-                    firewall.allow_peers(self.netns.subnet, address, peers, container_id)
+                    firewall.allow_peers(self.netns.subnet, self.netns.network.jobs_range,
+                                         address, peers, container_id)
             premount = self.spare.take(directory)
         except (OSError, NetnsError, firewall.FirewallError) as exc:
             if address is not None and self.spare.path is not None:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from fuzz.errors import ConfigError
 from fuzz.spec import containerfiles
+from fuzz.substrate.monitor.firewall import parse_peer
 from fuzz.substrate.runtime import seccomp
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -40,6 +41,11 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 HOSTNAME_PATTERN = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+HOSTS_NAME_PATTERN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9][A-Za-z0-9_-]{0,62}"
+                                r"(\.[A-Za-z0-9][A-Za-z0-9_-]{0,62})*")
+"""A name in an ``/etc/hosts`` line: a host name's labels, also with ``_`` and a last
+``-`` (``my_db.svc``: a Fuzzfile's service names may have them, and the resolver's files
+source takes them)."""
 RESERVED_DESTINATIONS = ("/proc", "/sys", "/dev")
 # The OCI hooks runc runs (``prestart`` is deprecated in the runtime spec; CDI has no use for it).
 HOOK_STAGES = ("createRuntime", "createContainer", "startContainer", "poststart", "poststop")
@@ -304,9 +310,11 @@ class ContainerSpec:
             _check_hosts_line(line)
         for peer in self.peers:
             try:
-                ipaddress.IPv4Address(peer)
+                parse_peer(peer)
             except ValueError:
-                raise ContainerSpecError(f"peer {peer!r} is not an IPv4 address") from None
+                raise ContainerSpecError(
+                    f"peer {peer!r} is not ADDRESS, ADDRESS:PROTO/PORT or jobs[:PROTO/PORT]"
+                ) from None
         if not ID_PATTERN.fullmatch(self.id):
             raise ContainerSpecError(
                 f"container id {self.id!r} must be 1-128 letters, digits, '_', '.' or '-',"
@@ -355,7 +363,7 @@ def _check_hosts_line(line: str) -> None:
         ipaddress.ip_address(words[0] if words else "")
     except ValueError:
         raise ContainerSpecError(f"hosts line {line!r} must begin with an IP address") from None
-    if len(words) < 2 or not all(HOSTNAME_PATTERN.fullmatch(word) for word in words[1:]):
+    if len(words) < 2 or not all(HOSTS_NAME_PATTERN.fullmatch(word) for word in words[1:]):
         raise ContainerSpecError(f"hosts line {line!r}: its names must be valid host names")
 
 
