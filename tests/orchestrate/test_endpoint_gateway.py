@@ -315,3 +315,20 @@ def test_a_websocket_echo_through_an_endpoint(running: Running) -> None:
         echoed = websocket_echo(sock, "127.0.0.1", _path("ws"), messages, headers=[
             ("Authorization", f"Bearer {running.tokens[MEMBER]}")])
     assert echoed == messages
+
+
+def test_a_client_that_expects_100_continue_gets_it_then_the_answer(running: Running) -> None:
+    """As curl does for large uploads: the gateway asks for the body itself."""
+    raw = socket.create_connection(("127.0.0.1", running.gateway.port), timeout=30)
+    with ca_context(running.ca).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall((f"POST {_path('public', 'upload')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "Content-Length: 5\r\nExpect: 100-continue\r\n\r\n").encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"hello")
+        answer = b""
+        while b'"body": "hello"' not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b'"expect"' not in answer  # the service was not asked to say 100 again

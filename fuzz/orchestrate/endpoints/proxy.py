@@ -54,8 +54,8 @@ OPEN_ACTION = "endpoint:open"
 SIGN_IN_ACTION = "endpoint:sign-in"
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te",
                          b"trailer", b"upgrade"})
-_DROPPED = frozenset({b"authorization", b"cookie", b"x-forwarded-proto", b"x-forwarded-host",
-                      b"x-forwarded-for"})
+_DROPPED = frozenset({b"authorization", b"cookie", b"expect", b"x-forwarded-proto",
+                      b"x-forwarded-host", b"x-forwarded-for"})
 
 
 class EndpointNotFoundError(FuzzError):
@@ -294,6 +294,10 @@ class Connection:
             self._to_service(upstream.send(h11.Request(
                 method=request.method, target=request.target,
                 headers=self._service_headers(request, route, viewer, headers))))
+            if self._client.client_is_waiting_for_100_continue:
+                # the gateway reads the body whole before the service answers: ask for it
+                self._to_browser(self._client.send(h11.InformationalResponse(
+                    status_code=100, headers=[])))
             while True:  # the request's body, as it comes
                 event = self._next(self._client)
                 if isinstance(event, h11.Data):
@@ -304,6 +308,9 @@ class Connection:
                 else:
                     raise _Closed
             response = self._next(upstream, backend.recv)
+            while isinstance(response, h11.InformationalResponse) and \
+                    response.status_code != 101:  # 100, 103: the gateway's own business
+                response = self._next(upstream, backend.recv)
         except (OSError, h11.ProtocolError, _UpstreamClosed) as exc:
             reason = (self._backend.error if self._backend is not None else None) or str(exc)
             self._drop_backend()
