@@ -21,6 +21,7 @@ from fuzz.crypto import pki
 from fuzz.orchestrate.endpoints.gateway import Gateway, GatewayTls
 from fuzz.orchestrate.endpoints.proxy import (
     EndpointNotFoundError,
+    EndpointUnavailableError,
     GatewayParts,
     Route,
 )
@@ -108,7 +109,11 @@ class Services:
     """The test's resolver: one endpoint per scope on ``http_port``, ``ws`` on ``ws_port``."""
 
     def __init__(self, http_port: int, ws_port: int) -> None:
-        self.ports = {scope: http_port for scope in SCOPES} | {"ws": ws_port}
+        closed = socket.create_server(("127.0.0.1", 0))
+        nothing_listens = closed.getsockname()[1]
+        closed.close()
+        self.ports = {scope: http_port for scope in SCOPES} | {
+            "ws": ws_port, "refused": nothing_listens, "stopped": 0}
 
     def route(self, address: EndpointAddress) -> Route:
         if (address.owner, address.workflow, address.service) != (OWNER, WORKFLOW, "svc") \
@@ -118,6 +123,8 @@ class Services:
         return Route(address, scope, ACCOUNT, self.ports[address.endpoint])
 
     def connect(self, route: Route) -> SocketBackend:
+        if route.port == 0:
+            raise EndpointUnavailableError("service svc of workflow olive/nb is not running")
         return SocketBackend(socket.create_connection(("127.0.0.1", route.port)))
 
 
@@ -332,3 +339,14 @@ def test_a_client_that_expects_100_continue_gets_it_then_the_answer(running: Run
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert b'"expect"' not in answer  # the service was not asked to say 100 again
+
+
+def test_a_service_not_running_is_503_and_one_that_refuses_is_502(running: Running) -> None:
+    browser = running.browser()
+    headers = {"Authorization": f"Bearer {running.tokens[OWNER]}"}
+    stopped = browser.request("GET", _path("stopped", "x"), headers=headers)
+    assert (stopped.status, stopped.body) == (
+        503, b"service svc of workflow olive/nb is not running\n")
+    refused = browser.request("GET", _path("refused", "x"), headers=headers)
+    assert refused.status == 502
+    assert refused.body.startswith(b"endpoint refused of olive/nb: the service did not answer")

@@ -314,7 +314,7 @@ class Connection:
         except (OSError, h11.ProtocolError, _UpstreamClosed) as exc:
             reason = (self._backend.error if self._backend is not None else None) or str(exc)
             self._drop_backend()
-            if self._client.their_state is h11.SEND_BODY:
+            if self._client.their_state is h11.SEND_BODY and not self._drain_request():
                 raise _Closed from None
             return self._local(502, "text/plain", (
                 f"endpoint {route.address.endpoint} of {route.address.owner}/"
