@@ -57,8 +57,9 @@ def workflow_validate(app: AppContext, file: Path, as_json: bool, server: str | 
             content_hash=loaded.content_hash, version=fuzzfile.version,
             plan=workflow_plan(fuzzfile)))
         return
+    services = f", {_count(len(fuzzfile.services), 'service')}" if fuzzfile.services else ""
     app.out.print(f"{file}: valid: {_count(len(fuzzfile.jobs), 'job')}, "
-                  f"{_count(len(fuzzfile.volumes), 'volume')}")
+                  f"{_count(len(fuzzfile.volumes), 'volume')}{services}")
 
 
 def known_limits(app: AppContext) -> LimitsSpec | None:

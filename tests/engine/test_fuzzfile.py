@@ -602,3 +602,10 @@ services:
 """
     assert problems(text, capacities=[BIG, SMALL]) == [
         "wf.yaml:6:5: services.big.resource: needs 64 cores; the largest node has 16"]
+
+
+def test_cli_workflow_validate_counts_services(tmp_path: Path) -> None:
+    path = EXAMPLES / "service.yaml"
+    valid = run_fuzz(tmp_path, "workflow", "validate", str(path))
+    assert valid.code == 0, valid.err
+    assert valid.out.strip() == f"{path}: valid: 1 job, 0 volumes, 1 service"

@@ -157,7 +157,7 @@ def test_oci_config_for_root_devices_hooks_and_no_limits() -> None:
         {"hostname": "bad host"},
         {"hosts": ("ring-0 10.0.0.2",)},
         {"hosts": ("10.0.0.2",)},
-        {"hosts": ("10.0.0.2 bad_name",)},
+        {"hosts": ("10.0.0.2 bad!name",)},
         {"hosts": ("10.0.0.2 ring-0\n10.0.0.9 evil",)},
         {"devices": (DeviceNode("/dev/a", "c", 1, 3), DeviceNode("/dev/a/", "c", 1, 5))},
         {"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x/"))},
