@@ -80,6 +80,7 @@ bench: setup
 	$(PY) bench/throughput.py
 	$(PY) bench/offering_choice.py
 	$(PY) bench/port_forward.py
+	$(PY) bench/endpoints.py
 	$(PY) bench/chaos.py
 	$(PY) bench/fuzzfile_validate.py
 	$(PY) bench/data_cache.py

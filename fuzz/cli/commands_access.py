@@ -72,7 +72,7 @@ def exec_(app: AppContext, name: str, job: str, command: tuple[str, ...], tty: b
     sys.exit(code)
 
 
-def _reporter(app: AppContext, as_json: bool) -> Report:
+def forward_reporter(app: AppContext, as_json: bool) -> Report:
     """Print each port-forward event: a JSON line, or a line for people."""
     lock = threading.Lock()
 
@@ -122,7 +122,7 @@ def port_forward(app: AppContext, name: str, job: str, ports: str, server: str |
     """
     local, remote = parse_ports(ports)
     keep_large_buffers_in_heap()
-    report = _reporter(app, as_json)
+    report = forward_reporter(app, as_json)
     with connect(app, server, token_file, name) as client:
         target = ForwardTarget(name, job, remote)
         check_running(client, target)  # fail fast, before listening

@@ -23,7 +23,13 @@ from fuzz.cli.commands_workflow import known_limits
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.federation import federation_option
 from fuzz.cli.options import AppContext, account_option, json_option, pass_app, workflow_argument
-from fuzz.cli.workflow_view import list_table, service_detail, status_table, to_dict
+from fuzz.cli.workflow_view import (
+    endpoint_detail,
+    list_table,
+    service_detail,
+    status_table,
+    to_dict,
+)
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError, FuzzError
 from fuzz.spec.cluster import LimitsSpec
@@ -301,6 +307,9 @@ def describe(app: AppContext, name: str, server: str | None, token_file: Path | 
                       f"{service_detail(task)}")
             continue
         out.print(f"  job {task.key}: {task.state} {ran} {task.error or task.waiting_for}")
+    for endpoint in workflow.endpoints:
+        out.print(f"  endpoint {endpoint.service}/{endpoint.name} ({endpoint.type}, "
+                  f"{endpoint.protocol}, port {endpoint.port}): {endpoint_detail(endpoint)}")
 
 
 @click.command("stop")

@@ -173,6 +173,9 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         limits=block.limits, disk=block.disk, cache=block.cache,
         catalogs=tuple(catalog.model_copy(update={"path": str((base / catalog.path).absolute())})
                        if catalog.path is not None else catalog for catalog in block.catalogs),
+        endpoints=block.endpoints.model_copy(update={
+            key: str((base / value).absolute()) for key, value in
+            (("cert", block.endpoints.cert), ("key", block.endpoints.key)) if value}),
     ), elastic=elastic)
 
 

@@ -39,6 +39,7 @@ def _register_commands() -> None:
         commands_access,
         commands_app,
         commands_cache,
+        commands_endpoints,
         commands_federation,
         commands_iam,
         commands_info,
@@ -61,6 +62,7 @@ def _register_commands() -> None:
         for command in module.COMMANDS:
             cli.add_command(command)
     for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS,
+                    *commands_endpoints.COMMANDS,
                     *commands_upgrade.COMMANDS):
         workflow.add_command(command)
     cli.add_command(workflow)

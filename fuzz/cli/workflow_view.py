@@ -85,7 +85,15 @@ def status_table(workflow: pb.Workflow) -> Table:
         if len(task.nodes) > 1:  # a multinode job: one row per node, rank 0 (its head) first
             for rank, node in enumerate(task.nodes):
                 table.add_row(f"  node {rank}", task.key, _state(task.state), node, "", "", "")
+    for endpoint in workflow.endpoints:
+        table.add_row("endpoint", f"{endpoint.service}/{endpoint.name}", "", "", "", "",
+                      endpoint_detail(endpoint))
     return table
+
+
+def endpoint_detail(endpoint: pb.Endpoint) -> str:
+    """An endpoint's URL and who may open it, as status and describe show them."""
+    return f"{endpoint.url or '(no endpoint gateway)'} (scope {endpoint.scope})"
 
 
 def service_detail(task: pb.Task) -> str:

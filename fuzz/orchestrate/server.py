@@ -44,9 +44,13 @@ from fuzz.orchestrate.cluster.nodes import DEFAULT_NODE_GRACE, NodeDirectory
 from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.datadir import ClusterTls, ensure_admin_token, server_hosts
 from fuzz.orchestrate.diskspace import REFILL_INTERVAL, DiskFloor, DiskReserve
+from fuzz.orchestrate.endpoints.gateway import Gateway, GatewayStartError, GatewayTls
+from fuzz.orchestrate.endpoints.proxy import GatewayParts
+from fuzz.orchestrate.endpoints.resolver import WorkflowEndpoints
+from fuzz.orchestrate.endpoints.sessions import SignIns
 from fuzz.orchestrate.iam.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.iam.authz import Authorizer
-from fuzz.orchestrate.iam.directory import AuthenticationError, IamDirectory
+from fuzz.orchestrate.iam.directory import CODE_PREFIX, AuthenticationError, IamDirectory
 from fuzz.orchestrate.iam.service import LOGIN_METHOD, IamService
 from fuzz.orchestrate.secrets import SecretStore
 from fuzz.orchestrate.service import (
@@ -74,7 +78,8 @@ from fuzz.rpc.server import (
     start_server,
     wait_for_stop,
 )
-from fuzz.spec.cluster import CacheSpec, CatalogSpec, DiskSpec, LimitsSpec
+from fuzz.spec.cluster import CacheSpec, CatalogSpec, DiskSpec, EndpointsSpec, LimitsSpec
+from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.units import format_bytes
 
 logger = logging.getLogger(__name__)
@@ -107,6 +112,8 @@ class ServerSettings:
     disk: DiskSpec = field(default_factory=DiskSpec)  # the spec's orchestrator.disk
     catalogs: tuple[CatalogSpec, ...] = ()  # orchestrator.catalogs, directory paths absolute
     cache: CacheSpec = field(default_factory=CacheSpec)  # the spec's orchestrator.cache
+    # the spec's orchestrator.endpoints, cert and key paths absolute
+    endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
 
 
 def default_volume_root(data_dir: Path) -> Path:
@@ -148,6 +155,25 @@ def _cluster_endpoints(settings: ServerSettings, nodes: NodeDirectory) -> list[s
     """The orchestrator's and the node agents' HOST:PORT, which ingress never fetches from."""
     own = [settings.listen, settings.advertise or settings.listen]
     return own + [record.endpoint for record in nodes.records()]
+
+
+def _bind_gateway(settings: ServerSettings, tls: ClusterTls | None
+                  ) -> tuple[Gateway, GatewayAddress]:
+    """Bind the endpoint gateway (the orchestrator's host, a free port, unless the spec
+    says where) and say where users reach it."""
+    spec = settings.endpoints
+    if spec.cert is not None and spec.key is not None:
+        gateway_tls: GatewayTls | None = GatewayTls(Path(spec.cert), Path(spec.key))
+    else:
+        gateway_tls = GatewayTls(tls.files.cert, tls.files.key) if tls is not None else None
+    host = settings.listen.rpartition(":")[0]
+    try:
+        gateway = Gateway(spec.listen or f"{host}:0", gateway_tls)
+    except GatewayStartError as exc:
+        raise ServerStartError(str(exc)) from None
+    public_host = (settings.advertise or settings.listen).rpartition(":")[0]
+    base = spec.url or f"{gateway.scheme}://{public_host}:{gateway.port}"
+    return gateway, GatewayAddress(base.rstrip("/"), spec.domain or "")
 
 
 def serve(settings: ServerSettings, stop: threading.Event | None = None,
@@ -199,9 +225,11 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     running: RunningServer | None = None
     runner: Runner | None = None
     loop: ElasticLoop | None = None
+    gateway: Gateway | None = None
     try:
         tls = None if settings.insecure else ClusterTls.start(
             data_dir, server_hosts(settings.listen, settings.advertise))
+        gateway, gateway_address = _bind_gateway(settings, tls)
         sealer = Sealer.from_keys(_key(data_dir))
         store = Store(data_dir / DB_FILE, on_full=reserve.release)
         iam = IamDirectory(store)
@@ -220,12 +248,14 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
                 _cluster_endpoints, settings, nodes)),
             limits=settings.limits, log_headroom=settings.disk.reserve,
             cache=cache, cache_links=settings.cache.placement == "link",
+            endpoints=gateway_address,
         ))
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(
             runner, nodes, secret_store, authz, cluster=settings.cluster,
             advertise=settings.advertise or "", certifier=certifier,
             catalogs=ClusterCatalogs(settings.catalogs, data_dir / "catalogs"))
+        service.gateway = gateway_address
         if elastic is not None:
             ca_pem = certifier.ca_pem.decode() if certifier is not None else None
 
@@ -261,6 +291,10 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
                                   settings.limits.fuzzfile_bytes + REQUEST_OVERHEAD),
         )
         service.advertise = settings.advertise or running.endpoint
+        gateway.start(GatewayParts(
+            WorkflowEndpoints(runner, nodes), iam, SignIns(settings.endpoints.session_seconds()),
+            settings.endpoints.domain or "", is_code=lambda text: text.startswith(CODE_PREFIX),
+            audit=audit.record))
         if tls is None:
             logger.warning("serving plain text (insecure) on %s: tokens, secrets and data "
                            "cross the network unencrypted", running.endpoint)
@@ -270,9 +304,12 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         if loop is not None:
             loop.start()
         write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(),
-                                                 "endpoint": running.endpoint})
+                                                 "endpoint": running.endpoint,
+                                                 "endpoints_url": service.gateway.base})
         wait_for_stop(stop_event)
     finally:
+        if gateway is not None:
+            gateway.stop()
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(STOP_GRACE).wait()

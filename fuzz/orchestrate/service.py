@@ -28,6 +28,7 @@ from fuzz.orchestrate.catalogs import ClusterCatalogs
 from fuzz.orchestrate.cluster.elastic import ElasticLoop
 from fuzz.orchestrate.cluster.enrollment import NodeCertifier
 from fuzz.orchestrate.cluster.nodes import JoinRefusedError, NodeDirectory, NodeUse
+from fuzz.orchestrate.endpoints.listing import endpoint_messages
 from fuzz.orchestrate.iam.accounts import AccountError, choose_account
 from fuzz.orchestrate.iam.authz import (
     Authorizer,
@@ -76,6 +77,7 @@ from fuzz.orchestrate.workflows.workflow import (
 )
 from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.rpc.tunnel import request_frame
+from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.spec.fuzzfile_loader import LoadedFuzzfile, check_fuzzfile_size, parse_fuzzfile
 from fuzz.spec.problems import SpecError
 from fuzz.spec.workflowref import is_run_id, task_key
@@ -169,6 +171,7 @@ class OrchestratorService:
         self.advertise = advertise
         self.elastic: ElasticLoop | None = None  # set when the spec has elastic pools
         self.cache: IngressCache | None = None  # set when orchestrator.cache is on
+        self.gateway = GatewayAddress()  # set once the endpoint gateway listens
 
     # --- nodes -------------------------------------------------------------------------
 
@@ -451,7 +454,7 @@ class OrchestratorService:
                                          secret_resource(target.owner, secret), target.owner,
                                          missing_secret(loaded.path, where, secret))
             self._runner.submit(target.name, target.owner, loaded, account)
-            return workflow_message(self._runner.snapshot(target.owner, target.name))
+            return self._workflow_message(self._runner.snapshot(target.owner, target.name))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 
@@ -490,7 +493,7 @@ class OrchestratorService:
                     ) -> pb.Workflow:
         """The latest run of a workflow."""
         try:
-            return workflow_message(self.workflow_access(context, "workflow:read",
+            return self._workflow_message(self.workflow_access(context, "workflow:read",
                                                          request.owner, request.name)[2])
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
@@ -509,7 +512,7 @@ class OrchestratorService:
                 snapshot = self._runner.snapshot(target.owner, target.name, target.run_id)
             except FuzzError as exc:
                 abort_with(context, exc, _STATUS)
-            yield workflow_message(snapshot)
+            yield self._workflow_message(snapshot)
             if snapshot.record.finished_state:
                 return
             time.sleep(WATCH_MIN_INTERVAL)
@@ -536,7 +539,7 @@ class OrchestratorService:
             _, target, _ = self.workflow_access(context, "workflow:cancel", request.owner,
                                                 request.name)
             self._runner.cancel(target.owner, target.name, target.run_id)
-            return workflow_message(self._runner.snapshot(target.owner, target.name,
+            return self._workflow_message(self._runner.snapshot(target.owner, target.name,
                                                           target.run_id))
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
@@ -656,6 +659,12 @@ class OrchestratorService:
             return LiveTask(self._nodes.client(plan.nodes[0]), plan.containers[0])
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
+
+    def _workflow_message(self, snapshot: WorkflowSnapshot) -> pb.Workflow:
+        """A run as the API shows it, with its services' endpoints and their URLs."""
+        message = workflow_message(snapshot)
+        message.endpoints.extend(endpoint_messages(snapshot.record, self.gateway))
+        return message
 
     # --- secrets ------------------------------------------------------------------------
 

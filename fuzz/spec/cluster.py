@@ -429,6 +429,42 @@ class CacheSpec(StrictModel):
         default="link", description="How a cached entry goes into a volume: 'link' (hard "
         "links: no byte copied, the files read-only) or 'copy' (the owner's own writable "
         "copies); a volume on another file system than the data dir gets copies.")
+class EndpointsSpec(StrictModel):
+    """``orchestrator.endpoints``: the HTTPS gateway that serves services' endpoints.
+
+    Path endpoints are served at ``/endpoints/<owner>/<workflow>/<service>/<endpoint>/``,
+    subdomain endpoints at ``<endpoint>.<service>.<workflow>.<owner>.<domain>``
+    (:mod:`fuzz.spec.endpoint_urls`, :mod:`fuzz.orchestrate.endpoints`).
+    """
+
+    listen: str | None = Field(
+        default=None, description="HOST:PORT the gateway binds (default: the orchestrator's "
+        "host, a port the system picks, shown in every endpoint URL).")
+    url: str | None = Field(
+        default=None, description="https://HOST[:PORT] users reach the gateway at, when that "
+        "is not where it listens (a load balancer, a NAT); used in printed URLs.")
+    domain: str | None = Field(
+        default=None, description="The wildcard domain of subdomain endpoints (a DNS name "
+        "whose every sub-name reaches the gateway); without it they are served by path.")
+    cert: str | None = Field(
+        default=None, description="PEM certificate (chain) the gateway serves, relative to the "
+        "spec (default: one issued by the cluster CA for the orchestrator's names).")
+    key: str | None = Field(default=None, description="The PEM private key of ``cert``.")
+    session_ttl: PositiveDuration = Field(
+        default="12h", description="How long a browser stays signed in (never longer than "
+        "the token it signed in with).")
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> EndpointsSpec:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("give cert and key together (or neither: the cluster CA's)")
+        if self.url is not None and not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"url {self.url!r}: write it as https://HOST[:PORT]")
+        return self
+
+    def session_seconds(self) -> float:
+        """``session_ttl`` in seconds."""
+        return parse_duration(self.session_ttl)
 
 
 class OrchestratorSpec(StrictModel):
@@ -470,6 +506,9 @@ class OrchestratorSpec(StrictModel):
     limits: LimitsSpec = Field(
         default_factory=LimitsSpec, description="What one user may take at most (see "
         "\"Limits\" below).")
+    endpoints: EndpointsSpec = Field(
+        default_factory=EndpointsSpec, description="The HTTPS gateway of services' endpoints "
+        "(see \"Endpoints\" below).")
 
     # --- application catalogs ---
     catalogs: Annotated[list[CatalogSpec], AfterValidator(_unique_catalogs)] = Field(

@@ -202,8 +202,8 @@ def run_checked(argv: list[str]) -> None:
 
 def fill_busybox_rootfs(rootfs: Path, extra_files: Mapping[str, bytes] | None = None) -> None:
     """Put busybox-static, its applet links, /etc/passwd and ``extra_files`` (path in the
-    image -> content; a ``#!`` script is made executable) into the directory ``rootfs``
-    (made if missing)."""
+    image -> content; a ``#!`` script or an ELF file is made executable) into the
+    directory ``rootfs`` (made if missing)."""
     busybox = require(BUSYBOX, "busybox-static")
     for directory in ("bin", "etc", "proc", "sys", "dev", "tmp", "root"):
         (rootfs / directory).mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,7 @@ def fill_busybox_rootfs(rootfs: Path, extra_files: Mapping[str, bytes] | None = 
         target = rootfs / name.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
-        if content.startswith(b"#!"):  # a script: executable
+        if content.startswith((b"#!", b"\x7fELF")):  # a script or a program: executable
             target.chmod(0o755)
 
 

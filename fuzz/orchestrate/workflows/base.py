@@ -39,6 +39,7 @@ from fuzz.orchestrate.workflows.volumes import VolumeManager
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, LaunchSettings, launch_plan
 from fuzz.scheduler.placement import PendingTask
 from fuzz.spec.cluster import LimitsSpec
+from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.spec.fuzzfile_values import secret_name, secret_scope
 
 
@@ -68,6 +69,8 @@ class RunnerSettings:
     log_headroom: int = 0  # bytes a log copy leaves free on the log dir's disk (the database's)
     cache: IngressCache | None = None  # the ingress cache; None: every ingress fetches
     cache_links: bool = True  # cached files go into volumes as hard links (else copies)
+    # where the endpoint gateway is reached: services' FB_ENDPOINT_URL_* variables
+    endpoints: GatewayAddress = field(default_factory=GatewayAddress)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ class RunnerBase:
                                       settings.cache, settings.cache_links)
         self._ids = JobIdAllocator(store, settings.job_ids)
         self._volume_limits = VolumeLimits(settings.limits.volume_bytes)
-        self._launch = LaunchSettings(settings.log_dir, settings.limits.job_log_bytes)
+        self._launch = LaunchSettings(settings.log_dir, settings.limits.job_log_bytes,
+                                      settings.endpoints)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._version = 0

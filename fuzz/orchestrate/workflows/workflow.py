@@ -29,6 +29,7 @@ from fuzz.orchestrate.workflows.multinode import multinode_environment
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
 from fuzz.spec import fuzzfile_values as values
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
+from fuzz.spec.endpoint_urls import GatewayAddress, endpoint_variables
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec, ServiceSpec
 from fuzz.spec.fuzzfile_values import volume_parts
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
@@ -230,6 +231,7 @@ class LaunchSettings:
 
     log_dir: Path
     log_limit_bytes: int = 0
+    endpoints: GatewayAddress = field(default_factory=GatewayAddress)  # services' URLs
 
 
 def log_paths(log_dir: Path, workflow_id: str, key: str) -> tuple[Path, Path]:
@@ -239,12 +241,14 @@ def log_paths(log_dir: Path, workflow_id: str, key: str) -> tuple[Path, Path]:
 
 
 def task_environment(workflow: ActiveWorkflow, task: TaskRecord, rank: int,
-                     secret_env: Mapping[str, str]) -> tuple[str, ...]:
+                     secret_env: Mapping[str, str],
+                     endpoints: GatewayAddress) -> tuple[str, ...]:
     """The job's (or service's) env, its secrets' values (``secret_env``: variable →
     value) in place of their references, plus what fuzz tells every task: Fuzzball's
     ``FB_WORKFLOW_ID`` (the run's id), ``FB_JOB_NAME`` (the job's or service's name),
     ``FB_ACCOUNT_ID`` (the account it runs in, else its owner), fuzz's own ``FUZZ_*``,
-    the task index and the ranks."""
+    the task index and the ranks; a service also ``FB_ENDPOINT_PATH_<EP>`` and
+    ``FB_ENDPOINT_URL_<EP>`` of its endpoints on the gateway at ``endpoints``."""
     job = workflow.fuzzfile.container(task.job)
     env = dict(job.environment())
     env.update(secret_env)
@@ -253,6 +257,9 @@ def task_environment(workflow: ActiveWorkflow, task: TaskRecord, rank: int,
                FB_JOB_NAME=task.job, FB_ACCOUNT_ID=record.account or record.owner)
     if task.index >= 0:
         env.update(FB_TASK_ID=str(task.index), FUZZ_TASK_ID=str(task.index))
+    if isinstance(job, ServiceSpec):
+        env.update(endpoint_variables(endpoints, record.owner, record.name, task.job, [
+            (endpoint.name, endpoint.type) for endpoint in job.network.endpoints]))
     if job.multinode is not None:
         env.update(FUZZ_RANK=str(rank), FUZZ_NODE_COUNT=str(len(task.nodes)),
                    FUZZ_NODES=",".join(task.nodes),
@@ -288,7 +295,7 @@ def launch_plan(
         request=job.resource.request(),
         argv=tuple(job.argv()),
         expand_args=job.multinode is not None and job.script is None,
-        env=tuple(task_environment(workflow, task, rank, secret_env)
+        env=tuple(task_environment(workflow, task, rank, secret_env, settings.endpoints)
                   for rank in range(len(task.nodes))),
         secret_env=tuple(secret_env.items()),
         cwd=job.cwd or "",

@@ -1,0 +1,120 @@
+"""The endpoint gateway's listener: TLS, one thread per connection, a cap on connections.
+
+TLS with a certificate the admin gives (``orchestrator.endpoints.cert``/``key``) or
+else one the cluster CA issues for the orchestrator's names; plain HTTP only on an
+insecure (plain-text) cluster. Each accepted connection is handshaken and served in a
+thread of its own (:class:`~fuzz.orchestrate.endpoints.proxy.Connection`); past
+:data:`MAX_CONNECTIONS` at once, new ones are closed at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from fuzz.errors import FuzzError
+from fuzz.orchestrate.endpoints.proxy import Connection, GatewayParts
+
+logger = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 512
+HANDSHAKE_SECONDS = 15.0
+BACKLOG = 256
+
+
+class GatewayStartError(FuzzError):
+    """The gateway cannot listen or load its certificate."""
+
+
+@dataclass(frozen=True)
+class GatewayTls:
+    """The certificate chain and key the gateway serves (PEM files)."""
+
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        """A server TLS context (TLS 1.2 or later) with this certificate."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise GatewayStartError(f"the endpoint gateway's certificate {self.cert} and key "
+                                    f"{self.key}: {exc}") from None
+        context.set_alpn_protocols(["http/1.1"])
+        return context
+
+
+class Gateway:
+    """A listening gateway; :meth:`start` serves in the background, :meth:`stop` ends it."""
+
+    def __init__(self, listen: str, tls: GatewayTls | None) -> None:
+        """Bind ``listen`` (HOST:PORT; port 0 picks one) now; GatewayStartError if it cannot.
+        Nothing is accepted before :meth:`start`."""
+        self._parts: GatewayParts | None = None
+        self._context = tls.context() if tls is not None else None
+        host, _, port = listen.rpartition(":")
+        try:
+            self._server = socket.create_server((host.strip("[]"), int(port)), backlog=BACKLOG)
+        except (OSError, ValueError) as exc:
+            raise GatewayStartError(f"the endpoint gateway cannot listen on {listen}: "
+                                    f"{getattr(exc, 'strerror', None) or exc}") from None
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self._server.getsockname()[1])
+
+    @property
+    def scheme(self) -> str:
+        """``https``, or ``http`` on a plain-text cluster."""
+        return "https" if self._context is not None else "http"
+
+    def start(self, parts: GatewayParts) -> None:
+        """Accept connections in a thread of its own, served with ``parts``."""
+        self._parts = parts
+        threading.Thread(target=self._accept, name="endpoint-gateway", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop accepting (connections under way end with their peers)."""
+        self._stopped.set()
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                sock, peer = self._server.accept()
+            except OSError:
+                if self._stopped.is_set():
+                    return
+                continue
+            if not self._slots.acquire(blocking=False):
+                sock.close()
+                continue
+            threading.Thread(target=self._serve, args=(sock, peer[0]),
+                             name="endpoint-connection", daemon=True).start()
+
+    def _serve(self, sock: socket.socket, peer: str) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._context is not None:
+                sock.settimeout(HANDSHAKE_SECONDS)
+                try:
+                    sock = self._context.wrap_socket(sock, server_side=True)
+                except (OSError, ssl.SSLError):
+                    sock.close()
+                    return
+            assert self._parts is not None  # accepting starts with them
+            Connection(self._parts, sock, peer).serve()
+        finally:
+            self._slots.release()
