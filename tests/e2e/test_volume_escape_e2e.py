@@ -1,7 +1,7 @@
 """End to end: a job that swaps files and directories of a persistent volume for symlinks
 cannot make another workflow's egress or ingress of that volume leave the volume.
 
-The attacker's job (a real busybox container) loops for a while, replacing a file and a
+The attacker's job (a real busybox container) loops until the test stops it, replacing a file and a
 parent directory of its persistent volume by relative symlinks that lead, seen from the
 orchestrator host, to the orchestrator's data dir (admin token, CA key, master key) and to
 a directory outside. Meanwhile other workflows of the same owner egress files and trees of
@@ -40,7 +40,8 @@ from tests.support.workflowutil import (
     safe_host_root,
 )
 
-ATTACK_SECONDS = 40
+ATTACK_SECONDS = 40  # at least; the attacker swaps until the test puts STOP in the volume
+STOP = "stop"
 ROUNDS = 40  # egress entries of each kind, per run of the egress workflow
 INGRESSES = 100
 HELD_SIZE = 1024**2  # the held download's length
@@ -115,7 +116,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage
 
 
 def attacker(image: str, to_data_dir: str, to_outside: str) -> str:
-    """A job that swaps ``secret.txt``, ``dir`` and ``drop`` for symlinks, over and over."""
+    """A job that swaps ``secret.txt``, ``dir`` and ``drop`` for symlinks, over and over,
+    until the volume holds ``STOP``."""
     return f"""\
 version: v1
 volumes:
@@ -126,8 +128,7 @@ jobs:
     mounts: {{v: {{location: /vol}}}}
     script: |
       cd /vol
-      end=$(( $(date +%s) + {ATTACK_SECONDS} ))
-      while [ $(date +%s) -lt $end ]; do
+      while [ ! -e {STOP} ]; do
         echo harmless > f.new; mv -f f.new secret.txt
         ln -sfn {to_data_dir}/admin.token secret.txt
         rm -rf dir; mkdir dir; echo harmless > dir/admin.token; echo harmless > dir/ca.key
@@ -220,19 +221,27 @@ def test_symlink_swaps_in_a_volume_never_lead_a_transfer_out(
                                        os.path.relpath(outside, volume)))
     cluster.wait_for("attacker", "swap", "RUNNING")
     attack_ends = time.monotonic() + ATTACK_SECONDS
+    stop = volume / STOP  # the attack ends once it has lasted and a transfer waited for it
     cluster.start("ingress", ingress_workflow(image, source))
     egress_runs, waited = 0, False
-    while True:
-        cluster.start("egress", egress_workflow(image, out, egress_runs))
-        deadline = time.monotonic() + 300
-        while (status := cluster.status("egress"))["state"] not in ("SUCCEEDED", "FAILED"):
-            transfers = [t for v in status["volumes"] for t in v["transfers"]]
-            waited = waited or any(t.get("waiting_for") for t in transfers)
-            assert time.monotonic() < deadline, dump(status)
-            time.sleep(0.3)
-        egress_runs += 1
-        if time.monotonic() > attack_ends:
-            break
+    try:
+        while True:
+            cluster.start("egress", egress_workflow(image, out, egress_runs))
+            deadline = time.monotonic() + 300
+            while (status := cluster.status("egress"))["state"] not in ("SUCCEEDED", "FAILED"):
+                transfers = [t for v in status["volumes"] for t in v["transfers"]]
+                waited = waited or any(t.get("waiting_for") for t in transfers)
+                if waited and time.monotonic() > attack_ends:
+                    stop.touch()
+                assert time.monotonic() < deadline, dump(status)
+                time.sleep(0.3)
+            egress_runs += 1
+            if stop.exists():
+                break
+            assert time.monotonic() < attack_ends + 300, "no transfer waited for the attacker"
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            stop.touch()
     assert cluster.wait("attacker", timeout=120)["state"] == "SUCCEEDED"
     cluster.wait("ingress", timeout=300)
 
