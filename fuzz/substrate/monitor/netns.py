@@ -373,4 +373,3 @@ class NetnsPool:
 def _write_host_sysctl(name: str, value: str) -> None:
     with open(f"/proc/sys/net/{name}", "w", encoding="ascii") as handle:
         handle.write(value)
-
