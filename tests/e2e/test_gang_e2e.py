@@ -9,6 +9,7 @@ Real ``fuzz server``, three real local agents, real runc containers.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -20,17 +21,22 @@ from fuzz.testing.oci import PushedImage, free_port
 from tests.support.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
 
 CORES = len(os.sched_getaffinity(0))  # what a local node offers: this machine's cores
+HOLD_VOLUME = "gang-hold"  # a held job runs until the test puts RELEASE in it
+RELEASE = "go"
 GANG = """\
 version: v1
-jobs:
+{volumes}jobs:
 {jobs}"""
 JOB = """\
   {name}:
     image: {{uri: {image}}}
-    command: [/bin/sh, -c, "sleep {seconds}; echo $FUZZ_RANK"]
+    command: [/bin/sh, -c, "{wait}; echo $FUZZ_RANK"]
     resource: {{cpu: {{cores: {cores}}}, memory: {{size: 32MiB}}}}
     multinode: {{nodes: 2, implementation: generic}}
 """
+HOLD = f"volumes:\n  hold: {{reference: volume://user/persistent/{HOLD_VOLUME}}}\n"
+HELD = f"until [ -e /hold/{RELEASE} ]; do sleep 0.2; done"
+HELD_MOUNT = "    mounts: {hold: {location: /hold}}\n"
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +50,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage
         yield running
 
 
-def jobs(image: PushedImage, *names: str, seconds: int = 1) -> str:
+def jobs(image: PushedImage, *names: str, hold: bool = False) -> str:
     """A Fuzzfile of independent 2-node jobs, each taking all of both its nodes' cores
-    for ``seconds`` (the first; the others one second)."""
-    return GANG.format(jobs="".join(
+    for a second, or the first (``hold``) until it is released (:func:`release`)."""
+    held = [hold] + [False] * (len(names) - 1)
+    return GANG.format(volumes=HOLD if hold else "", jobs="".join(
         JOB.format(name=name, image=image.reference, cores=CORES,
-                   seconds=seconds if index == 0 else 1)
-        for index, name in enumerate(names)))
+                   wait=HELD if held_job else "sleep 1") + (HELD_MOUNT if held_job else "")
+        for name, held_job in zip(names, held, strict=True)))
+
+
+def release(cluster: LocalCluster) -> None:
+    """Let the held job end (a no-op when its volume was never made)."""
+    with contextlib.suppress(FileNotFoundError):
+        (cluster.volume_root / "persistent" / "admin" / HOLD_VOLUME / RELEASE).touch()
 
 
 def assert_one_after_the_other(cluster: LocalCluster, runs: list[tuple[str, str]]) -> None:
@@ -70,11 +83,14 @@ def assert_one_after_the_other(cluster: LocalCluster, runs: list[tuple[str, str]
 
 def test_two_two_node_jobs_on_three_nodes_both_finish(cluster: LocalCluster,
                                                       busybox_image: PushedImage) -> None:
-    cluster.start("pair", jobs(busybox_image, "first", "second", seconds=6))
-    cluster.wait_for("pair", "first", "RUNNING")
-    waiting = tasks_by_key(cluster.status("pair"))["second"]
-    assert waiting["state"] == "QUEUED" and waiting["nodes"] == [], waiting  # holds no node
-    assert "on each of 2 nodes" in waiting["waiting_for"], waiting
+    cluster.start("pair", jobs(busybox_image, "first", "second", hold=True))
+    try:
+        cluster.wait_for("pair", "first", "RUNNING")  # and it runs until released
+        waiting = tasks_by_key(cluster.status("pair"))["second"]
+        assert waiting["state"] == "QUEUED" and waiting["nodes"] == [], waiting  # no node held
+        assert "on each of 2 nodes" in waiting["waiting_for"], waiting
+    finally:
+        release(cluster)
     assert_one_after_the_other(cluster, [("pair", "first"), ("pair", "second")])
 
 

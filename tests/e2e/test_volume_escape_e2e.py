@@ -1,25 +1,37 @@
 """End to end: a job that swaps files and directories of a persistent volume for symlinks
 cannot make another workflow's egress or ingress of that volume leave the volume.
 
-The attacker's job (a real busybox container) loops for a while, replacing a file and a
+The attacker's job (a real busybox container) loops until the test stops it, replacing a file and a
 parent directory of its persistent volume by relative symlinks that lead, seen from the
 orchestrator host, to the orchestrator's data dir (admin token, CA key, master key) and to
 a directory outside. Meanwhile other workflows of the same owner egress files and trees of
 that volume to a host path and ingress files into it, hundreds of times in all. Not one byte
 of the data dir's secrets may reach the host path, and not one file may appear outside.
+
+A job of another workflow waits while a transfer copies into its persistent volume: the
+transfer's source is a download this module holds open, so it runs for as long as the test
+needs to watch the job wait, however slow the machine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fuzz.testing.oci import PushedImage, free_port
+from fuzz.testing.web import serve_handler
+from tests.support.orchestratorutil import wait_until
 from tests.support.workflowutil import (
     FIRST_OWNER_ID,
     LocalCluster,
@@ -28,9 +40,58 @@ from tests.support.workflowutil import (
     safe_host_root,
 )
 
-ATTACK_SECONDS = 40
+ATTACK_SECONDS = 40  # at least; the attacker swaps until the test puts STOP in the volume
+STOP = "stop"
 ROUNDS = 40  # egress entries of each kind, per run of the egress workflow
 INGRESSES = 100
+HELD_SIZE = 1024**2  # the held download's length
+HELD_FIRST = 64 * 1024  # what it sends before it waits to be released
+HELD_TRICKLE = 1.0  # seconds between the bytes it sends meanwhile (the ingress's read timeout)
+WATCH_SECONDS = 5.0  # how long the job is watched waiting, once seen waiting
+
+
+class HeldDownload(http.server.BaseHTTPRequestHandler):
+    """An HTTP download that sends its first bytes, then only a byte now and then (below any
+    read timeout) until ``release`` is set: an ingress from it stays RUNNING for exactly as
+    long as a test wants."""
+
+    def __init__(self, release: threading.Event, *args: Any) -> None:
+        self.release = release
+        super().__init__(*args)
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(HELD_SIZE))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(bytes(HELD_FIRST))
+            sent = HELD_FIRST
+            while not self.release.wait(HELD_TRICKLE) and sent < HELD_SIZE - 1:
+                self.wfile.write(b"\0")
+                sent += 1
+            self.wfile.write(bytes(HELD_SIZE - sent))
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Held:
+    """A served :class:`HeldDownload`: its URL and what releases it."""
+
+    url: str
+    release: threading.Event
+
+
+@pytest.fixture(scope="module")
+def held_download() -> Iterator[Held]:
+    """A :class:`HeldDownload` on 127.0.0.1, released at the latest when the module is done."""
+    release = threading.Event()
+    with serve_handler(functools.partial(HeldDownload, release)) as port:
+        try:
+            yield Held(f"http://127.0.0.1:{port}/big", release)
+        finally:
+            release.set()
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +103,21 @@ def host_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: PushedImage,
-            host_root: Path) -> Iterator[LocalCluster]:
-    """Two local nodes and their orchestrator, whose workflows may use ``host_root``."""
+            host_root: Path, held_download: Held) -> Iterator[LocalCluster]:
+    """Two local nodes and their orchestrator, whose workflows may use ``host_root`` and
+    ingress ``held_download`` (on loopback: the admin allows it)."""
     directory = tmp_path_factory.mktemp("cluster")
     os.chmod(directory, 0o755)  # jobs run as nobody; volumes live under it
+    allow = [held_download.url.removeprefix("http://").removesuffix("/big")]
     with local_cluster(directory, [busybox_image.registry.host], free_port(),
-                       host_paths=[str(host_root)]) as running:
+                       host_paths=[str(host_root)],
+                       orchestrator={"ingress": {"allow": allow}}) as running:
         yield running
 
 
 def attacker(image: str, to_data_dir: str, to_outside: str) -> str:
-    """A job that swaps ``secret.txt``, ``dir`` and ``drop`` for symlinks, over and over."""
+    """A job that swaps ``secret.txt``, ``dir`` and ``drop`` for symlinks, over and over,
+    until the volume holds ``STOP``."""
     return f"""\
 version: v1
 volumes:
@@ -63,8 +128,7 @@ jobs:
     mounts: {{v: {{location: /vol}}}}
     script: |
       cd /vol
-      end=$(( $(date +%s) + {ATTACK_SECONDS} ))
-      while [ $(date +%s) -lt $end ]; do
+      while [ ! -e {STOP} ]; do
         echo harmless > f.new; mv -f f.new secret.txt
         ln -sfn {to_data_dir}/admin.token secret.txt
         rm -rf dir; mkdir dir; echo harmless > dir/admin.token; echo harmless > dir/ca.key
@@ -157,19 +221,27 @@ def test_symlink_swaps_in_a_volume_never_lead_a_transfer_out(
                                        os.path.relpath(outside, volume)))
     cluster.wait_for("attacker", "swap", "RUNNING")
     attack_ends = time.monotonic() + ATTACK_SECONDS
+    stop = volume / STOP  # the attack ends once it has lasted and a transfer waited for it
     cluster.start("ingress", ingress_workflow(image, source))
     egress_runs, waited = 0, False
-    while True:
-        cluster.start("egress", egress_workflow(image, out, egress_runs))
-        deadline = time.monotonic() + 300
-        while (status := cluster.status("egress"))["state"] not in ("SUCCEEDED", "FAILED"):
-            transfers = [t for v in status["volumes"] for t in v["transfers"]]
-            waited = waited or any(t.get("waiting_for") for t in transfers)
-            assert time.monotonic() < deadline, dump(status)
-            time.sleep(0.3)
-        egress_runs += 1
-        if time.monotonic() > attack_ends:
-            break
+    try:
+        while True:
+            cluster.start("egress", egress_workflow(image, out, egress_runs))
+            deadline = time.monotonic() + 300
+            while (status := cluster.status("egress"))["state"] not in ("SUCCEEDED", "FAILED"):
+                transfers = [t for v in status["volumes"] for t in v["transfers"]]
+                waited = waited or any(t.get("waiting_for") for t in transfers)
+                if waited and time.monotonic() > attack_ends:
+                    stop.touch()
+                assert time.monotonic() < deadline, dump(status)
+                time.sleep(0.3)
+            egress_runs += 1
+            if stop.exists():
+                break
+            assert time.monotonic() < attack_ends + 300, "no transfer waited for the attacker"
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            stop.touch()
     assert cluster.wait("attacker", timeout=120)["state"] == "SUCCEEDED"
     cluster.wait("ingress", timeout=300)
 
@@ -183,44 +255,49 @@ def test_symlink_swaps_in_a_volume_never_lead_a_transfer_out(
 
 
 def test_a_job_waits_while_another_workflows_transfer_copies_its_persistent_volume(
-        cluster: LocalCluster, busybox_image: PushedImage, host_root: Path) -> None:
+        cluster: LocalCluster, busybox_image: PushedImage, held_download: Held) -> None:
     image = busybox_image.reference
-    mine = host_root / "admin"
-    mine.mkdir(mode=0o700, exist_ok=True)
-    os.chown(mine, FIRST_OWNER_ID, FIRST_OWNER_ID)
-    big = mine / "big"
-    with big.open("wb") as sparse:
-        sparse.truncate(2 * 1024**3)  # long enough to copy for the reader to be seen waiting
     cluster.start("filler", f"""\
 version: v1
 volumes:
   v:
     reference: volume://user/persistent/shared
     ingress:
-      - {{source: {{uri: file://{big}}}, destination: {{uri: file://big}}}}
+      - {{source: {{uri: {held_download.url}}}, destination: {{uri: file://big}}}}
 jobs:
   done: {{image: {{uri: {image}}}, command: ["true"], mounts: {{v: {{location: /vol}}}}}}
 """)
-    deadline = time.monotonic() + 60
-    while cluster.status("filler")["volumes"][0]["transfers"][0]["state"] != "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    cluster.start("reader", f"""\
+
+    def transfer() -> str:
+        return str(cluster.status("filler")["volumes"][0]["transfers"][0]["state"])
+
+    waiting = "QUEUED: waiting for a transfer of workflow admin.filler.1 to this persistent volume"
+    seen: set[str] = set()
+
+    def reader_seen() -> bool:
+        """Note the reader's state; the transfer is held, so it must still run after."""
+        task = cluster.status("reader")["tasks"][0]
+        assert transfer() == "RUNNING", "the held transfer ended before it was released"
+        seen.add(f"{task['state']}: {task['waiting_for']}")
+        return waiting in seen
+
+    try:
+        wait_until("the filler's transfer to run", lambda: transfer() == "RUNNING", 120)
+        cluster.start("reader", f"""\
 version: v1
 volumes:
   v: {{reference: volume://user/persistent/shared}}
 jobs:
   look: {{image: {{uri: {image}}}, command: [ls, /vol], mounts: {{v: {{location: /vol}}}}}}
 """)
-    seen: set[str] = set()
-    while True:  # the reader's state counts when the transfer still ran after it was read
-        task = cluster.status("reader")["tasks"][0]
-        if cluster.status("filler")["volumes"][0]["transfers"][0]["state"] != "RUNNING":
-            break
-        seen.add(f"{task['state']}: {task['waiting_for']}")
-    assert ("QUEUED: waiting for a transfer of workflow admin.filler.1 to this persistent "
-            "volume") in seen
-    assert not any(state.startswith(("STARTING", "RUNNING", "SUCCEEDED")) for state in seen)
+        wait_until("the reader to wait for the filler's transfer", reader_seen, 120)
+        watched_until = time.monotonic() + WATCH_SECONDS  # and it keeps waiting
+        while time.monotonic() < watched_until:
+            reader_seen()
+    finally:
+        held_download.release.set()
+    assert not any(state.startswith(("STARTING", "RUNNING", "SUCCEEDED")) for state in seen), seen
     assert cluster.wait("reader")["state"] == "SUCCEEDED"
-    assert cluster.wait("filler")["state"] == "SUCCEEDED"
-    big.unlink()
+    filler = cluster.wait("filler")
+    assert filler["state"] == "SUCCEEDED", dump(filler)
+    assert int(filler["volumes"][0]["transfers"][0]["bytes_done"]) == HELD_SIZE

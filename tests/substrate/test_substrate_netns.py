@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
 import os
 import shutil
@@ -36,11 +37,14 @@ from fuzz.substrate.monitor.jobnet import (
     agent_network,
     bridge_name,
     chain_name,
+    derived_subnet,
     resolv_conf,
 )
+from fuzz.substrate.monitor.subnetclaim import SubnetClaimError, claim
 from fuzz.substrate.runtime.bundle import ContainerSpec
 from fuzz.substrate.runtime.containers import ContainerError, ContainerManager
 from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
+from tests.support.orchestratorutil import wait_until
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "nc", "echo", "cat", "sleep", "true")
@@ -383,7 +387,11 @@ def test_without_iptables_no_job_starts_and_the_reason_is_one_line(
 
 def test_jobs_of_two_nodes_reach_each_other_only_as_peers(tmp_path: Path, image: Path) -> None:
     """Two nodes on this host (two monitors, two bridges and subnets): a multinode job's
-    ranks (each started with the other's address as a peer) talk; any other job is cut off."""
+    ranks (each started with the other's address as a peer) talk; any other job is cut off.
+
+    A rank's peer rules live exactly as long as its container: the monitor removes them
+    as soon as the ended job is cleaned up, right after it tells the waiters, so they
+    are looked for while both ranks still run (rank a stays until cancelled)."""
     node_a, node_b = ContainerManager(tmp_path / "a"), ContainerManager(tmp_path / "b")
     try:
         rank_a = f"t-rank-a-{uuid.uuid4().hex[:8]}"
@@ -399,17 +407,22 @@ def test_jobs_of_two_nodes_reach_each_other_only_as_peers(tmp_path: Path, image:
         probe = f"nc -w 2 {address_b} 7072 </dev/null; echo done"
         stranger = _start(node_a, image, "stranger", probe)
         node_a.wait(stranger, timeout=30)
-        peer = ContainerSpec(id=rank_a, rootfs=image, args=("sh", "-c", probe),
+        peer = ContainerSpec(id=rank_a, rootfs=image, args=("sh", "-c", f"{probe}; sleep 300"),
                              peers=(address_b,))
         node_a.start(peer)
         assert _address(node_a, rank_a) == address_a  # the reserved address
-        node_a.wait(rank_a, timeout=30)
+        wait_until("rank a's probe", lambda: b"done" in b"".join(node_a.read_logs(rank_a)))
         assert b"".join(node_a.read_logs(stranger)) == b"done\n"
         assert b"".join(node_a.read_logs(rank_a)) == b"server-rank-b\ndone\n"
-        assert "fuzz:t-rank" in _firewall_chains()
+        assert f"fuzz:{rank_a}" in _firewall_chains()  # rank a runs: its rules are there
         node_b.wait(rank_b.id, timeout=10)
-        node_a.remove(rank_a)  # waits for the cleanup, which takes the peer rules away
-        node_b.remove(rank_b.id)
+        node_b.remove(rank_b.id)  # waits for the cleanup, which takes the peer rules away
+        chains = _firewall_chains()
+        assert f"fuzz:{rank_b.id}" not in chains, "a peer rule outlived its job"
+        assert f"fuzz:{rank_a}" in chains, "a peer rule went with another node's job"
+        node_a.cancel(rank_a, grace_seconds=0)
+        node_a.wait(rank_a, timeout=10)
+        node_a.remove(rank_a)
         assert "fuzz:t-rank" not in _firewall_chains(), "a peer rule outlived its job"
     finally:
         for node in (node_a, node_b):
@@ -451,3 +464,62 @@ def test_jobs_of_one_node_reach_each_other_only_as_peers(
     finally:
         manager.cancel(service, grace_seconds=0)
         manager.wait(service, timeout=10)
+
+
+def test_a_monitor_never_takes_the_subnet_another_monitor_holds(
+    tmp_path: Path, image: Path
+) -> None:
+    """Two monitors on one node never share a /24, even where a state dir records the one
+    another monitor holds now: sharing it, the second's firewall set-up would wipe the
+    first's chain (its peers' rules) and the second's stop would take the bridge away."""
+    node_a, node_b = ContainerManager(tmp_path / "a"), ContainerManager(tmp_path / "b")
+    try:
+        rank = ContainerSpec(id=f"t-held-{uuid.uuid4().hex[:8]}", rootfs=image,
+                             args=("sleep", "300"), peers=("10.207.255.9",))
+        node_a.start(rank)
+        held = _subnet(node_a)
+        assert held is not None
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "network.json").write_text(json.dumps({"subnet": str(held)}))
+        second = _start(node_b, image, "second", "true")
+        assert node_b.wait(second, timeout=30).exit_code == 0
+        assert _subnet(node_b) != held, "the second monitor took the subnet the first holds"
+        node_b.shutdown_monitor(timeout=20)
+        assert f"fuzz:{rank.id}" in _firewall_chains(), "the first monitor's peer rule was wiped"
+        links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+        assert bridge_name(held) in links, "the first monitor's bridge was taken away"  # type: ignore[arg-type]
+    finally:
+        for node in (node_a, node_b):
+            for status in node.list():
+                if not status.finished:
+                    node.cancel(status.id, grace_seconds=0)
+                    node.wait(status.id, timeout=10)
+            node.shutdown_monitor(timeout=20)
+
+
+def test_monitors_deriving_the_same_subnet_at_once_each_claim_their_own(tmp_path: Path) -> None:
+    """Two monitors started together whose state dirs hash to the same /24, before either
+    has made its bridge: the second passes over what the first holds; once the first
+    lets go, the subnet is there to be taken again (a restarted monitor's)."""
+    network = JobNetwork.parse("auto")
+    first_dir = str(tmp_path / "a")
+    twin = next(str(tmp_path / f"b{n}") for n in itertools.count()
+                if derived_subnet(str(tmp_path / f"b{n}"), network.jobs_range)
+                == derived_subnet(first_dir, network.jobs_range))
+    locks = str(tmp_path / "locks")
+    for directory in (first_dir, twin):
+        os.makedirs(directory)
+    first = claim(network, first_dir, locks)
+    second = claim(network, twin, locks)
+    try:
+        assert first.subnet != second.subnet
+        with pytest.raises(SubnetClaimError, match=f"job subnet {first.subnet} is in use by "
+                           "another container monitor on this node$"):
+            claim(JobNetwork(first.subnet, network.jobs_range), str(tmp_path), locks)
+        first.release()
+        again = claim(network, first_dir, locks)  # what the state dir recorded
+        assert again.subnet == first.subnet
+        again.release()
+    finally:
+        first.release()
+        second.release()

@@ -15,30 +15,28 @@ only the calling thread, so the event loop never leaves the node's namespace.
 
 The bridge and the firewall (:mod:`fuzz.substrate.monitor.firewall`) are set up
 by the thread before its first namespace and removed by :meth:`NetnsPool.close`
-when the monitor stops. Addresses are the pool's to give: it is the only one
-handing them out on this node, keeps those of live jobs, and goes round the
-subnet so that an address is not given again soon after it was freed.
+when the monitor stops; the subnet is claimed against the node's other monitors
+(:mod:`fuzz.substrate.monitor.subnetclaim`) for as long. Addresses are the
+pool's to give: it is the only one handing them out on this node, keeps those of
+live jobs, and goes round the subnet so that an address is not given again soon
+after it was freed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ipaddress
-import json
 import logging
 import os
 import random
 import threading
 import time
 
-from fuzz.substrate.monitor import firewall
+from fuzz.substrate.monitor import firewall, subnetclaim
 from fuzz.substrate.monitor.jobnet import (
-    NETWORK_FILE,
     RESOLV_FILE,
     JobNetwork,
     bridge_name,
-    derived_subnet,
     gateway,
     job_addresses,
     resolv_conf,
@@ -54,7 +52,6 @@ if TYPE_CHECKING:
 
 CLONE_NEWNET = 0x40000000
 POOL_SIZE = 2
-SUBNET_ATTEMPTS = 64
 RETRY_PAUSE = 1.0  # after a failed namespace, before the next try
 TAKE_TIMEOUT = 30.0
 LO_INDEX, ETH0_INDEX = 1, 2  # in a new namespace
@@ -108,13 +105,21 @@ class NetnsPool:
         self.closing = False
         self.lock = threading.Condition()
         self.thread: threading.Thread | None = None
+        self.claim: subnetclaim.SubnetClaim | None = None
 
     # --- the event loop's side
 
     def start(self) -> None:
-        """Pick the subnet (a free one when none was given), write resolv.conf, start the thread."""
-        if self.network.subnet is None:
-            self.subnet = self._free_subnet(self.state_dir)
+        """Claim the subnet (a free one when none was given), write resolv.conf, start the thread.
+
+        A subnet that cannot be had is said to every start, as a set-up failure is.
+        """
+        try:
+            self.claim = subnetclaim.claim(self.network, self.state_dir)
+        except subnetclaim.SubnetClaimError as exc:
+            self._failed(str(exc))
+            return
+        self.subnet = self.claim.subnet
         with open(os.path.join(self.state_dir, RESOLV_FILE), "w", encoding="utf-8") as handle:
             handle.write(resolv_conf())
         addresses = job_addresses(self.subnet)
@@ -208,7 +213,7 @@ class NetnsPool:
                     del self.owners[address]
 
     def close(self) -> None:
-        """Drop the ready namespaces, remove the firewall rules and the bridge."""
+        """Drop the ready namespaces, remove the firewall rules and the bridge, free the subnet."""
         with self.lock:
             self.closing = True
             self.lock.notify_all()
@@ -220,34 +225,16 @@ class NetnsPool:
         self.ready.clear()
         self.recycled.clear()
         self.reserved.clear()
-        if not self.set_up:
-            return
-        undos: list[Callable[[], None]] = [
-            lambda: firewall.remove(self.subnet), self._delete_bridge]
-        for undo in undos:
-            try:
-                undo()
-            except Exception as exc:  # stopping: say it, undo the rest
-                logger.warning("removing the job network %s: %s", self.subnet, exc)
-
-    # --- choosing the subnet
-
-    def _free_subnet(self, key: str) -> ipaddress.IPv4Network:
-        """The subnet this state dir used last time, else a derived one nobody routes yet."""
-        record = os.path.join(self.state_dir, NETWORK_FILE)
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError), open(
-            record, encoding="utf-8"
-        ) as handle:
-            return ipaddress.IPv4Network(json.load(handle)["subnet"])
-        taken = _routed_subnets()
-        for attempt in range(SUBNET_ATTEMPTS):
-            subnet = derived_subnet(key, self.network.jobs_range, attempt)
-            bridge_exists = os.path.exists(f"/sys/class/net/{bridge_name(subnet)}")
-            if not bridge_exists and not any(subnet.overlaps(other) for other in taken):
-                with open(record, "w", encoding="utf-8") as handle:
-                    json.dump({"subnet": str(subnet)}, handle)
-                return subnet
-        raise NetnsError(f"no free /24 for jobs in {self.network.jobs_range}")
+        if self.set_up:
+            undos: list[Callable[[], None]] = [
+                lambda: firewall.remove(self.subnet), self._delete_bridge]
+            for undo in undos:
+                try:
+                    undo()
+                except Exception as exc:  # stopping: say it, undo the rest
+                    logger.warning("removing the job network %s: %s", self.subnet, exc)
+        if self.claim is not None:
+            self.claim.release()  # only now: another monitor may set the subnet up afresh
 
     # --- the thread's side
 
@@ -394,19 +381,3 @@ class NetnsPool:
 def _write_host_sysctl(name: str, value: str) -> None:
     with open(f"/proc/sys/net/{name}", "w", encoding="ascii") as handle:
         handle.write(value)
-
-
-def _routed_subnets() -> list[ipaddress.IPv4Network]:
-    """The IPv4 destinations the node's main routing table has (from /proc: no netlink yet)."""
-    found = []
-    with contextlib.suppress(OSError), open("/proc/net/route", encoding="ascii") as handle:
-        for line in handle.read().splitlines()[1:]:
-            fields = line.split()
-            destination = int(fields[1], 16).to_bytes(4, "little")
-            mask = int(fields[7], 16).to_bytes(4, "little")
-            if fields[1] == "00000000":
-                continue
-            with contextlib.suppress(ValueError):
-                found.append(ipaddress.IPv4Network(
-                    f"{ipaddress.IPv4Address(destination)}/{ipaddress.IPv4Address(mask)}"))
-    return found
