@@ -224,7 +224,10 @@ NOT_RUN = """
             destination: {uri: file://x}
             policy: {timeout: {execute: 5m}}
     services:
-      web: {image: {uri: docker://nginx}, command: [nginx]}
+      web:
+        image: {uri: docker://nginx}
+        command: [nginx]
+        readiness-probe: {grpc: {port: 9000}}
     jobs:
       a:
         image: {uri: docker://alpine, secret: secret://account/registry}
@@ -243,8 +246,8 @@ def test_a_start_refuses_what_is_not_run_yet_and_says_why() -> None:
         parse_fuzzfile(text, "wf.yaml", for_start=True)
     lines = [str(problem) for problem in info.value.problems]
     assert lines == [
-        "wf.yaml:11:1: services: services are not run yet: fuzz runs a workflow's jobs only"
-        " (validate checks services; running them is a later issue)",
+        "wf.yaml:15:23: services.web.readiness-probe.grpc: grpc readiness probes are not run"
+        " yet: use exec, http-get or tcp-socket",
     ]
 
 
@@ -319,18 +322,14 @@ SERVICES_ONLY = """
 """
 
 
-def test_services_alone_are_a_valid_workflow_that_a_start_refuses() -> None:
+def test_services_alone_are_a_valid_workflow_that_a_start_takes() -> None:
     assert problems(SERVICES_ONLY) == [
         "wf.yaml:6:25: services.web.depends-on: unknown job or service 'cache'"]
     text = textwrap.dedent(SERVICES_ONLY).lstrip("\n").replace(
         "    depends-on: [{name: cache, status: RUNNING}]\n", "")
     flow = parse_fuzzfile(text, "wf.yaml").fuzzfile
     assert list(flow.services) == ["web"] and flow.jobs == {} and flow.job_order() == []
-    with pytest.raises(SpecError) as info:
-        parse_fuzzfile(text, "wf.yaml", for_start=True)
-    assert [str(problem) for problem in info.value.problems] == [
-        "wf.yaml:2:1: services: services are not run yet: fuzz runs a workflow's jobs only"
-        " (validate checks services; running them is a later issue)"]
+    assert list(parse_fuzzfile(text, "wf.yaml", for_start=True).fuzzfile.services) == ["web"]
 
 
 def test_a_workflow_needs_a_job_or_a_service() -> None:

@@ -301,9 +301,7 @@ def test_v4_services_with_host_network_and_policy_validate() -> None:
     assert workflow_plan(parse(text))["services"][0]["policy"] == {
         "timeout_seconds": 7200.0, "attempts": 1}
     assert service.mounts["models"].location == "/models"
-    assert problems(text, for_start=True) == [
-        "wf.yaml:4:1: services: services are not run yet: fuzz runs a workflow's jobs only"
-        " (validate checks services; running them is a later issue)"]
+    assert list(parse(text, for_start=True).services) == ["api"]  # services run
 
 
 def test_v4_keeps_the_v1_key_set_for_jobs() -> None:
