@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -84,7 +84,19 @@ class Browser:
         except TimeoutException:
             raise BrowserWaitError(
                 f"{what}: not there after {timeout or self.timeout:.0f} s on "
-                f"{self.driver.current_url} ({self.driver.title!r})") from None
+                f"{self.driver.current_url} ({self.driver.title!r}); the page shows: "
+                f"{self._shown()}") from None
+
+    def _shown(self, limit: int = 500) -> str:
+        """The start of the page's visible text and the console's last errors, for
+        failure messages."""
+        try:
+            text = str(self.driver.find_element(By.TAG_NAME, "body").text)[:limit]
+            logged = self.driver.get_log("browser")  # type: ignore[no-untyped-call]  # selenium's
+            errors = [entry["message"] for entry in logged if entry["level"] == "SEVERE"]
+        except WebDriverException as error:
+            return f"(unreadable: {error.msg})"
+        return repr(text) + (f"; console errors: {errors[-5:]}" if errors else "")
 
     def element(self, css: str, timeout: float | None = None) -> WebElement:
         """The first element matching ``css`` once it is visible."""
@@ -123,6 +135,7 @@ def headless_chromium(timeout: float = WAIT_TIMEOUT) -> Iterator[Browser]:
     """
     options = webdriver.ChromeOptions()
     options.binary_location = require(CHROMIUM, "chromium")
+    options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})  # for failures
     profile = Path(tempfile.mkdtemp(prefix="fuzz-chromium-"))
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)

@@ -62,7 +62,7 @@ def test_the_browser_runs_the_pages_script_and_waits_for_what_it_makes(
 def test_a_wait_that_never_comes_says_what_it_waited_for(site: str, browser: Browser) -> None:
     browser.driver.get(f"{site}/")
     with pytest.raises(BrowserWaitError, match=r"an element '#never': not there after 1 s on "
-                       r"http://127\.0\.0\.1:\d+/ \('harness'\)"):
+                       r"http://127\.0\.0\.1:\d+/ \('harness'\); the page shows: 'go open'"):
         browser.element("#never", timeout=1)
 
 
