@@ -1,16 +1,18 @@
 """End to end: a real Jupyter notebook server in a real container, used from a real browser.
 
 The image is Debian's ``jupyter-notebook`` (:mod:`fuzz.testing.jupyter_image`, no image
-from the internet). Until services land (issue 18, point 1) it runs as a JOB of a
-one-node local cluster, configured as Fuzzball's catalog configures a notebook
-service: its base URL is ``$FB_ENDPOINT_PATH_JUPYTER``, here set by the Fuzzfile to
-the path the endpoint gateway will give it (``/endpoints/<owner>/<workflow>/<service>/
-<endpoint>/``). Its token comes from a fuzz secret (``JUPYTER_TOKEN=secret://user/…``):
-Jupyter's own check guards it until the gateway authenticates in front of it.
+from the internet). The workflow is the notebook service of
+``examples/workflows/jupyter.fz``, which Fuzzball's catalog would write; until services
+land (issue 18, point 1) it runs as a JOB of a one-node local cluster, with
+``$FB_ENDPOINT_PATH_JUPYTER`` (its base URL) set to the path the endpoint gateway will
+give it (``/endpoints/<owner>/<workflow>/<service>/<endpoint>/``) and its token from a
+fuzz secret (``JUPYTER_TOKEN=secret://user/…``): Jupyter's own check stays behind the
+gateway's.
 
 Reached through ``fuzz workflow port-forward``; headless Chromium
 (:mod:`fuzz.testing.browser`) opens the notebook list under the prefix, creates a
-notebook from the New menu, types a cell, runs it, and finds its result in the page.
+notebook from the New menu, types a cell, runs it, finds its result in the page and
+saves it; the saved file in the container holds the cell and its result.
 """
 
 from __future__ import annotations
