@@ -99,6 +99,15 @@ def get(url: str) -> int:
         return int(error.code)
 
 
+def answers(url: str) -> bool:
+    """Whether GET ``url`` is a 200; False while nothing listens behind the forward yet
+    (the port-forward then closes the connection) or Jupyter still starts."""
+    try:
+        return get(url) == 200
+    except OSError:  # refused, reset or closed before an answer
+        return False
+
+
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory: pytest.TempPathFactory,
              jupyter_image: PushedImage) -> Iterator[Notebook]:
@@ -119,8 +128,8 @@ def notebook(tmp_path_factory: pytest.TempPathFactory,
             forward = Forward(cluster, name, JOB, PORT)
             running = Notebook(cluster, name, prefix, token, forward)
             try:
-                deadline = time.monotonic() + START_TIMEOUT
-                while get(running.url(f"api/status?token={token}")) != 200:
+                deadline = time.monotonic() + START_TIMEOUT  # a poll a second: each one
+                while not answers(running.url(f"api/status?token={token}")):  # a new stream
                     assert time.monotonic() < deadline, dump(cluster.status(name))
                     time.sleep(1)
                 yield running
