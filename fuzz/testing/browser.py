@@ -4,7 +4,8 @@
 (packages ``chromium`` and ``chromium-driver``; Selenium is told both paths, so its
 Selenium Manager never downloads a browser or a driver) and yields a :class:`Browser`:
 the WebDriver plus waits on a condition (an element, its text, a new window) instead
-of sleeps.
+of sleeps; :meth:`Browser.loaded` reloads a page whose loading a change of the host's
+network aborted.
 
 The flags, and why:
 
@@ -26,7 +27,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from selenium import webdriver
@@ -42,6 +43,8 @@ from fuzz.testing.oci import require
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_TIMEOUT = 60.0
+RELOADS = 3
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
 FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -74,6 +77,14 @@ class Browser:
 
     driver: webdriver.Chrome
     timeout: float = WAIT_TIMEOUT
+    console: list[str] = field(default_factory=list)
+    """The console's errors so far (read by :meth:`read_console`)."""
+
+    def read_console(self) -> list[str]:
+        """Add the console's new errors to :attr:`console`; returns them all."""
+        logged = self.driver.get_log("browser")  # type: ignore[no-untyped-call]  # selenium's
+        self.console += [entry["message"] for entry in logged if entry["level"] == "SEVERE"]
+        return self.console
 
     def until(self, condition: Callable[[webdriver.Chrome], object], what: str,
               timeout: float | None = None) -> object:
@@ -92,8 +103,7 @@ class Browser:
         failure messages."""
         try:
             text = str(self.driver.find_element(By.TAG_NAME, "body").text)[:limit]
-            logged = self.driver.get_log("browser")  # type: ignore[no-untyped-call]  # selenium's
-            errors = [entry["message"] for entry in logged if entry["level"] == "SEVERE"]
+            errors = self.read_console()
         except WebDriverException as error:
             return f"(unreadable: {error.msg})"
         return repr(text) + (f"; console errors: {errors[-5:]}" if errors else "")
@@ -104,6 +114,31 @@ class Browser:
             (By.CSS_SELECTOR, css)), f"an element {css!r}", timeout)
         assert isinstance(found, WebElement)
         return found
+
+    def loaded(self, css: str, timeout: float | None = None,
+               reloads: int = RELOADS) -> WebElement:
+        """The first element matching ``css`` once visible, reloading the page (up to
+        ``reloads`` times) when a network change aborted its loading.
+
+        Chromium watches the host's interfaces and addresses (netlink) and aborts every
+        request in flight with ``net::ERR_NETWORK_CHANGED`` when one changes, even one
+        to 127.0.0.1; on a machine where fuzz makes job network namespaces (veths, a
+        bridge) that happens, and a page whose scripts were aborted never shows.
+        """
+        visible = expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, css))
+        for _ in range(reloads + 1):
+            seen = len(self.read_console())
+
+            def shown_or_aborted(driver: webdriver.Chrome, seen: int = seen) -> object:
+                return visible(driver) or any(
+                    NETWORK_CHANGED in message for message in self.read_console()[seen:])
+
+            found = self.until(shown_or_aborted, f"the page with {css!r}", timeout)
+            if isinstance(found, WebElement):
+                return found
+            self.driver.refresh()
+        raise BrowserWaitError(f"the page with {css!r}: a network change aborted its loading "
+                               f"{reloads + 1} times on {self.driver.current_url}")
 
     def clickable(self, css: str, timeout: float | None = None) -> WebElement:
         """The first element matching ``css`` once it can be clicked."""

@@ -180,13 +180,14 @@ def test_a_browser_creates_a_notebook_and_runs_a_cell(notebook: Notebook) -> Non
     with headless_chromium(timeout=BROWSER_TIMEOUT) as browser:
         driver = browser.driver
         driver.get(notebook.url(f"tree?token={notebook.token}"))
+        browser.loaded("#new-dropdown-button")
         known = set(driver.window_handles)
         browser.clickable("#new-dropdown-button").click()
         browser.clickable("#kernel-python3 a").click()
         browser.new_window(known)
         browser.until(lambda page: page.current_url.startswith(notebook.url("notebooks/")),
                       "the new notebook's page under the prefix")
-        browser.element("#kernel_indicator_icon.kernel_idle_icon")  # its kernel started
+        browser.loaded("#kernel_indicator_icon.kernel_idle_icon")  # its kernel started
         browser.clickable(".cell .CodeMirror").click()
         editor = driver.switch_to.active_element
         editor.send_keys(CELL)
