@@ -15,6 +15,10 @@ import pytest
 
 from tests.support.fakes.fixtures import azure_api, gcp_api  # noqa: F401  (fixtures)
 from tests.support.fakes.warewulf_site import warewulf_api, warewulf_site  # noqa: F401  (fixtures)
+from tests.support.jupyterimages import (  # noqa: F401  (fixtures)
+    jupyter_image,
+    jupyter_notebook_layout,
+)
 from tests.support.moto_s3 import moto_s3  # noqa: F401  (fixture)
 from tests.support.moto_server import _ec2_servers, ec2_front, moto_ec2  # noqa: F401  (fixtures)
 from tests.support.mpiimages import (  # noqa: F401  (fixtures)

@@ -13,14 +13,12 @@ import fcntl
 import hashlib
 import json
 import os
-import queue
 import select
 import signal
 import socket
 import struct
 import subprocess
 import termios
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from fuzz.errors import FuzzError
 from fuzz.rpc.tunnel import data_request
 from fuzz.testing.oci import PushedImage, free_port
 from tests.support.cliutil import fuzz_command, run_fuzz
+from tests.support.portforward import Forward
 from tests.support.threadsignal import a_thread_other_than_main, signal_thread
 from tests.support.workflowutil import LocalCluster, local_cluster
 
@@ -67,53 +66,6 @@ class Notebook:
     echo_port: int
 
 
-class Forward:
-    """A running ``fuzz workflow port-forward --json``: its local port and its events."""
-
-    def __init__(self, cluster: LocalCluster, name: str, remote_port: int) -> None:
-        """Start it and wait for the line that says where it listens."""
-        self.process = subprocess.Popen(
-            fuzz_command("workflow", "port-forward", name, JOB, f"0:{remote_port}", "--json"),
-            cwd=cluster.directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        first = self.events(1)[0]
-        assert first["event"] == "listening" and str(first["address"]).startswith("127.0.0.1:")
-        self.port = int(str(first["address"]).rpartition(":")[2])
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def events(self, count: int, timeout: float = 60) -> list[dict[str, object]]:
-        """The next ``count`` events it prints."""
-        found = []
-        deadline = time.monotonic() + timeout
-        while len(found) < count:
-            try:
-                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(f"port-forward printed only {found}; "
-                                     f"exit {self.process.poll()}") from None
-            found.append(json.loads(line))
-        return found
-
-    def stop(self, interrupt: bool = True) -> tuple[int, str]:
-        """Ctrl-C it (unless it was already) and wait for its end: its exit code and the
-        events it printed since."""
-        if interrupt:
-            self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=30)
-        self._reader.join(timeout=10)
-        assert self.process.stderr is not None
-        rest = []
-        while not self.lines.empty():
-            rest.append(self.lines.get())
-        return self.process.returncode, "".join(rest) + self.process.stderr.read()
-
-
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory: pytest.TempPathFactory,
              busybox_image: PushedImage) -> Iterator[Notebook]:
@@ -136,7 +88,7 @@ def notebook(tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(scope="module")
 def web(notebook: Notebook) -> Iterator[Forward]:
     """A port-forward to the job's web server, once the page answers through it."""
-    forward = Forward(notebook.cluster, notebook.name, notebook.http_port)
+    forward = Forward(notebook.cluster, notebook.name, JOB, notebook.http_port)
     deadline = time.monotonic() + 60
     while True:  # the job writes its 50 MB before httpd listens
         try:
@@ -174,7 +126,7 @@ def test_a_page_and_a_50_mb_file_come_through_port_forward(notebook: Notebook,
 
 
 def test_ctrl_c_lets_an_open_connection_finish_then_stops(notebook: Notebook) -> None:
-    forward = Forward(notebook.cluster, notebook.name, notebook.http_port)
+    forward = Forward(notebook.cluster, notebook.name, JOB, notebook.http_port)
     interrupted = False
     try:
         with socket.create_connection(("127.0.0.1", forward.port), timeout=30) as conn:
@@ -196,7 +148,7 @@ def test_ctrl_c_lets_an_open_connection_finish_then_stops(notebook: Notebook) ->
 
 
 def test_ctrl_c_that_lands_on_another_thread_stops_port_forward(notebook: Notebook) -> None:
-    forward = Forward(notebook.cluster, notebook.name, notebook.http_port)
+    forward = Forward(notebook.cluster, notebook.name, JOB, notebook.http_port)
     pid = forward.process.pid
     try:
         signal_thread(pid, a_thread_other_than_main(pid), signal.SIGINT)
@@ -207,7 +159,7 @@ def test_ctrl_c_that_lands_on_another_thread_stops_port_forward(notebook: Notebo
 
 
 def test_twenty_concurrent_connections_close_cleanly_both_ways(notebook: Notebook) -> None:
-    forward = Forward(notebook.cluster, notebook.name, notebook.echo_port)
+    forward = Forward(notebook.cluster, notebook.name, JOB, notebook.echo_port)
     try:
         conns = []
         for index in range(20):  # one at a time: busybox nc accepts with a backlog of 1
@@ -318,7 +270,7 @@ def test_exec_and_port_forward_refuse_what_is_not_running(notebook: Notebook) ->
     done = notebook.cluster.fuzz("workflow", "exec", notebook.name, "nosuchjob", "--", "true")
     assert done.code == 1 and done.err.strip() == (
         f"Error: workflow '{notebook.name}' has no job or task 'nosuchjob'")
-    forward = Forward(notebook.cluster, notebook.name, free_port())  # nothing listens there
+    forward = Forward(notebook.cluster, notebook.name, JOB, free_port())  # nothing listens there
     try:
         with socket.create_connection(("127.0.0.1", forward.port), timeout=30) as conn:
             assert conn.recv(10) == b""  # closed, as the far side refused
@@ -441,7 +393,7 @@ def test_exec_and_port_forward_need_permission_and_the_curtain_blocks_everyone(
     try:
         curtained = cluster.fuzz("workflow", "exec", notebook.name, JOB, "--", "true")
         assert curtained.code == 1 and "workflow:exec" in curtained.err, curtained.err
-        forward = Forward(cluster, notebook.name, notebook.http_port)
+        forward = Forward(cluster, notebook.name, JOB, notebook.http_port)
         try:
             with socket.create_connection(("127.0.0.1", forward.port), timeout=30) as conn:
                 assert conn.recv(10) == b""
