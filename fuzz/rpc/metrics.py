@@ -76,8 +76,8 @@ class RpcLatency(grpc.ServerInterceptor):  # type: ignore[type-arg]
             handler.request_deserializer, handler.response_serializer)
 
     def _observe(self, method: str, context: grpc.ServicerContext, began: float,
-                 failed: bool) -> None:
-        self._seconds.labels(method, _code_of(context, failed)).observe(
+                 failed: bool, code: str = "") -> None:
+        self._seconds.labels(method, code or _code_of(context, failed)).observe(
             time.monotonic() - began)
 
     def _unary(self, method: str, behavior: _Behavior) -> _Behavior:
@@ -93,10 +93,13 @@ class RpcLatency(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     def _streaming(self, method: str, behavior: _Behavior) -> _Behavior:
         def timed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            began, failed = time.monotonic(), True
+            began, failed, code = time.monotonic(), True, ""
             try:
                 yield from behavior(request, context)
                 failed = False
+            except GeneratorExit:  # the client went away before the stream ended
+                code = grpc.StatusCode.CANCELLED.name
+                raise
             finally:
-                self._observe(method, context, began, failed)
+                self._observe(method, context, began, failed, code)
         return timed
