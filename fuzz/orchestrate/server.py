@@ -9,7 +9,7 @@ Its data directory holds everything it needs to carry on after a restart:
 ``ca.pem``, ``ca.key``, ``server.crt``, ``server.key``  the cluster CA and the
                   orchestrator's certificate (see :mod:`fuzz.orchestrate.datadir`)
 ``audit.log``     every access decision, one JSON line each (0600)
-``server.json``   pid and endpoint while it runs
+``server.json``   pid, endpoint and metrics listener while it runs
 ``server.lock``   held while it runs: one server per data directory
 ``instance-id``   a short random id, part of every container id it makes
 ``logs/``         finished tasks' output
@@ -18,7 +18,10 @@ Its data directory holds everything it needs to carry on after a restart:
 Volumes live apart from it, in ``volume_root`` (by default ``DATA_DIR-volumes``, next
 to the data dir: see :func:`default_volume_root`).
 
-It serves TLS with a certificate of the cluster CA unless ``insecure`` is set.
+It serves TLS with a certificate of the cluster CA unless ``insecure`` is set, and
+``/metrics``, ``/healthz`` and ``/readyz`` over HTTP on ``metrics.listen``
+(:mod:`fuzz.orchestrate.observe`); its gRPC health check answers SERVING once the
+runner has started, NOT_SERVING again while it stops.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ from fuzz.orchestrate.iam.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.iam.authz import Authorizer
 from fuzz.orchestrate.iam.directory import CODE_PREFIX, AuthenticationError, IamDirectory
 from fuzz.orchestrate.iam.service import LOGIN_METHOD, IamService
+from fuzz.orchestrate.metrics import OrchestratorMetrics
+from fuzz.orchestrate.observe import Readiness, start_status
 from fuzz.orchestrate.secrets import SecretStore
 from fuzz.orchestrate.service import (
     ENROLL_METHOD,
@@ -69,6 +74,7 @@ from fuzz.orchestrate.workflows.base import RunnerSettings
 from fuzz.orchestrate.workflows.jobids import DEFAULT_JOB_IDS, JobIdRange, range_problem
 from fuzz.orchestrate.workflows.loop import Runner
 from fuzz.plugin.provider import JoinInfo
+from fuzz.rpc.metrics import RpcLatency
 from fuzz.rpc.server import (
     GRPC_MAX_MESSAGE_BYTES,
     RunningServer,
@@ -78,7 +84,15 @@ from fuzz.rpc.server import (
     start_server,
     wait_for_stop,
 )
-from fuzz.spec.cluster import CacheSpec, CatalogSpec, DiskSpec, EndpointsSpec, LimitsSpec
+from fuzz.rpc.statusweb import StatusListener, StatusListenError
+from fuzz.spec.cluster import (
+    CacheSpec,
+    CatalogSpec,
+    DiskSpec,
+    EndpointsSpec,
+    LimitsSpec,
+    MetricsSpec,
+)
 from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.units import format_bytes
 
@@ -114,6 +128,7 @@ class ServerSettings:
     cache: CacheSpec = field(default_factory=CacheSpec)  # the spec's orchestrator.cache
     # the spec's orchestrator.endpoints, cert and key paths absolute
     endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)  # the spec's orchestrator.metrics
 
 
 def default_volume_root(data_dir: Path) -> Path:
@@ -226,6 +241,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     runner: Runner | None = None
     loop: ElasticLoop | None = None
     gateway: Gateway | None = None
+    status: StatusListener | None = None
+    metrics = OrchestratorMetrics()
     try:
         tls = None if settings.insecure else ClusterTls.start(
             data_dir, server_hosts(settings.listen, settings.advertise))
@@ -248,7 +265,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
                 _cluster_endpoints, settings, nodes)),
             limits=settings.limits, log_headroom=settings.disk.reserve,
             cache=cache, cache_links=settings.cache.placement == "link",
-            endpoints=gateway_address,
+            endpoints=gateway_address, metrics=metrics,
         ))
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(
@@ -284,12 +301,18 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             # watches, followed logs, execs and forwarded connections hold a worker each
             # while they last: capped, with workers kept for heartbeats (see streams.py)
             max_workers=server_workers(settings.limits),
-            interceptors=[StreamLimiter(settings.limits, user_of)],
+            interceptors=[StreamLimiter(settings.limits, user_of), RpcLatency(metrics.registry)],
             # a Fuzzfile at the limit always arrives, so that the refusal of one over
             # it is the server's own line, never gRPC's "larger than max"
             max_message_bytes=max(GRPC_MAX_MESSAGE_BYTES,
                                   settings.limits.fuzzfile_bytes + REQUEST_OVERHEAD),
+            serving=False,  # until the runner has started
         )
+        readiness = Readiness(store, server=running)
+        try:
+            status = start_status(settings.metrics, metrics, runner, nodes, loop, readiness)
+        except StatusListenError as exc:
+            raise ServerStartError(str(exc)) from None
         service.advertise = settings.advertise or running.endpoint
         gateway.start(GatewayParts(
             WorkflowEndpoints(runner, nodes), iam, SignIns(settings.endpoints.session_seconds()),
@@ -303,9 +326,12 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
                          daemon=True).start()
         if loop is not None:
             loop.start()
+        readiness.runner_started.set()
+        running.set_serving(True)
         write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(),
                                                  "endpoint": running.endpoint,
-                                                 "endpoints_url": service.gateway.base})
+                                                 "endpoints_url": service.gateway.base,
+                                                 "metrics": status.endpoint if status else None})
         wait_for_stop(stop_event)
     finally:
         if gateway is not None:
@@ -313,6 +339,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(STOP_GRACE).wait()
+        if status is not None:
+            status.stop()
         if loop is not None:
             loop.stop()
         if runner is not None:

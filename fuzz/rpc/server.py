@@ -1,7 +1,9 @@
 """Starting a fuzz gRPC server (the node agent's, the orchestrator's): one way for both.
 
 A server gets a thread pool, the bearer-token interceptor, the standard health
-service, plain text or TLS from PEM files, and a one-line error naming the reason
+service (its Check open to callers without a token, as load balancers and Kubernetes
+probes have none; Watch, which holds a worker for as long as it lasts, only with one),
+plain text or TLS from PEM files, and a one-line error naming the reason
 when it cannot listen. Signal handling for a foreground server lives here too.
 """
 
@@ -15,7 +17,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +29,7 @@ StatusTable = tuple[tuple[type[FuzzError], grpc.StatusCode], ...]
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 SIGNAL_POLL = 0.5  # how often a server's main thread wakes to act on a signal
 GRPC_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default for a received message
+HEALTH_CHECK_METHOD = f"/{HEALTH_SERVICE}/Check"
 
 
 class ServerStartError(FuzzError):
@@ -94,6 +97,22 @@ class RunningServer:
     server: grpc.Server
     health: health.HealthServicer
     endpoint: str
+    service_name: str = ""
+
+    def set_serving(self, serving: bool) -> None:
+        """Answer health checks (the server's and its service's) SERVING or NOT_SERVING."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving \
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", self.service_name):
+            self.health.set(name, status)
+
+    @property
+    def serving(self) -> bool:
+        """Whether health checks are answered SERVING (not before ready, nor once stopping)."""
+        # the servicer's own Check: it touches the context only for an unknown service
+        reply = self.health.Check(health_pb2.HealthCheckRequest(service=""),
+                                  cast(grpc.ServicerContext, None))
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def start_server(
@@ -107,6 +126,7 @@ def start_server(
     open_methods: Iterable[str] = (),
     interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = (),
     max_message_bytes: int = GRPC_MAX_MESSAGE_BYTES,
+    serving: bool = True,
 ) -> RunningServer:
     """Start a server with ``register`` adding its servicers.
 
@@ -115,12 +135,14 @@ def start_server(
     authenticate themselves (a node's registration carries a join token or a signed
     proof, a login a one-time code). ``interceptors`` run after the token check, on the
     calls whose token was accepted. A request larger than ``max_message_bytes`` is
-    refused by gRPC itself (RESOURCE_EXHAUSTED). Raises ServerStartError.
+    refused by gRPC itself (RESOURCE_EXHAUSTED). Health checks answer SERVING at once,
+    or, without ``serving``, NOT_SERVING until :meth:`RunningServer.set_serving`.
+    Raises ServerStartError.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers,
                                    thread_name_prefix=service_name.rpartition(".")[2]),
-        interceptors=[BearerTokenInterceptor(authenticate, (HEALTH_SERVICE, *open_methods)),
+        interceptors=[BearerTokenInterceptor(authenticate, (HEALTH_CHECK_METHOD, *open_methods)),
                       *interceptors],
         options=(("grpc.so_reuseport", 0),
                  ("grpc.max_receive_message_length", max_message_bytes)),
@@ -138,9 +160,9 @@ def start_server(
     if not port:
         raise ServerStartError(f"cannot listen on {listen}: {bind_problem(listen)}")
     server.start()
-    for name in ("", service_name):
-        checker.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, checker, endpoint_for(listen, port))
+    running = RunningServer(server, checker, endpoint_for(listen, port), service_name)
+    running.set_serving(serving)
+    return running
 
 
 def install_signal_handlers(stop: threading.Event) -> dict[int, SignalHandler]:

@@ -467,6 +467,25 @@ class EndpointsSpec(StrictModel):
         return parse_duration(self.session_ttl)
 
 
+class MetricsSpec(StrictModel):
+    """``orchestrator.metrics``: the HTTP listener of ``/metrics`` (Prometheus), ``/healthz``
+    and ``/readyz`` (load balancers, Kubernetes probes); see docs/metrics.md."""
+
+    enabled: bool = Field(default=True, description="Serve /metrics, /healthz and /readyz.")
+    listen: str = Field(
+        default="127.0.0.1:0", description="HOST:PORT the listener binds (default: "
+        "loopback, a port the system picks, written to the data dir's server.json); give "
+        "a fixed port for Prometheus to scrape.")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
+        return value
+
+
 class OrchestratorSpec(StrictModel):
     """The ``orchestrator:`` block: where ``fuzz server`` listens and keeps its data.
 
@@ -509,6 +528,11 @@ class OrchestratorSpec(StrictModel):
     endpoints: EndpointsSpec = Field(
         default_factory=EndpointsSpec, description="The HTTPS gateway of services' endpoints "
         "(see \"Endpoints\" below).")
+
+    # --- metrics and health ---
+    metrics: MetricsSpec = Field(
+        default_factory=MetricsSpec, description="Prometheus /metrics and the /healthz, "
+        "/readyz probes (see docs/metrics.md).")
 
     # --- application catalogs ---
     catalogs: Annotated[list[CatalogSpec], AfterValidator(_unique_catalogs)] = Field(

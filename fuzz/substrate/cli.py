@@ -116,6 +116,10 @@ def substrate() -> None:
 @click.option("--jobs-range", default="10.200.0.0/13", show_default=True, metavar="CIDR",
               help="Every node's job subnet lies in this range; a job reaches none of it "
               "but the peers of its own multinode job.")
+@click.option("--metrics-listen", default="127.0.0.1:0", show_default=True,
+              metavar="HOST:PORT|off",
+              help="Serve /metrics (Prometheus), /healthz and /readyz over HTTP here; port 0 "
+              "lets the OS pick one (see agent.json); off: no listener.")
 def serve_command(
     listen: str,
     state_dir: Path,
@@ -135,6 +139,7 @@ def serve_command(
     advertise: str | None,
     job_network: str,
     jobs_range: str,
+    metrics_listen: str,
 ) -> None:
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
@@ -174,7 +179,8 @@ def serve_command(
               image_cache_bytes=parse_size(image_cache),
               insecure_registries=insecure_registries, tls=tls, join=join,
               cdi_dirs=tuple(d.absolute() for d in cdi_dirs) or DEFAULT_CDI_DIRS,
-              job_network=network)
+              job_network=network,
+              metrics_listen=None if metrics_listen == "off" else metrics_listen)
     except ValueError as exc:
         raise click.ClickException(f"--image-cache: {exc}") from None
     except FuzzError as exc:

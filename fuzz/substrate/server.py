@@ -25,6 +25,7 @@ from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
 from fuzz.fsutil import acquire_lock, release_lock, write_json_atomic
 from fuzz.rpc.auth import OrchestratorOnlyInterceptor, shared_token
+from fuzz.rpc.metrics import RpcLatency, new_registry
 from fuzz.rpc.server import (
     RunningServer,
     ServerStartError,
@@ -34,6 +35,7 @@ from fuzz.rpc.server import (
     start_server,
     wait_for_stop,
 )
+from fuzz.rpc.statusweb import StatusListener, StatusListenError
 from fuzz.rpc.tunnel import read_frame
 from fuzz.substrate.capacity.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.capacity.declared import read_declared_inventory
@@ -52,6 +54,7 @@ from fuzz.substrate.enroll import TLS_DIR, NodeIdentity, enroll
 from fuzz.substrate.jobs import DEFAULT_IMAGE_CACHE_BYTES, JobRunner, JobSettings
 from fuzz.substrate.join import JoinSettings, keep_registered
 from fuzz.substrate.launch.sockets import OrchestratorLink
+from fuzz.substrate.metrics import AgentCollector, AgentParts
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.rpc.access import AccessRpcs
 from fuzz.substrate.rpc.jobs import JobRpcs, abort_for
@@ -60,6 +63,7 @@ from fuzz.substrate.statedir import INFO_FILE, LOCK_FILE, read_node_id
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "fuzz.substrate.v1.Substrate"
+DEFAULT_METRICS_LISTEN = "127.0.0.1:0"  # loopback, a port the system picks (see agent.json)
 
 
 def add_substrate_service(service: SubstrateService, server: grpc.Server) -> None:
@@ -357,6 +361,7 @@ def serve(
     join: JoinSettings | None = None,
     cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS,
     job_network: JobNetwork | None = None,
+    metrics_listen: str | None = DEFAULT_METRICS_LISTEN,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
@@ -370,7 +375,9 @@ def serve(
     (:mod:`fuzz.substrate.join`). Jobs get their leased devices as the CDI specs
     in ``cdi_dirs`` describe them (:mod:`fuzz.substrate.capacity.devices`), each in a
     network namespace of its own on ``job_network`` (default: a free subnet;
-    see :mod:`fuzz.substrate.monitor.jobnet`). Raises
+    see :mod:`fuzz.substrate.monitor.jobnet`). With ``metrics_listen`` (``HOST:PORT``)
+    it serves ``/metrics``, ``/healthz`` and ``/readyz`` there (:mod:`fuzz.rpc.statusweb`;
+    the bound address goes into ``agent.json`` as ``metrics``). Raises
     AgentStartError or DeclaredInventoryError (FuzzErrors) when it cannot start.
     """
     if not token:
@@ -390,6 +397,8 @@ def serve(
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
     running: RunningServer | None = None
+    status: StatusListener | None = None
+    registry = new_registry()
     try:
         info_path.unlink(missing_ok=True)  # left by an agent that was killed
         identity: NodeIdentity | None = None
@@ -411,11 +420,26 @@ def serve(
             listen, shared_token(token),
             lambda server: add_substrate_service(service, server),
             SERVICE_NAME, tls=tls, max_workers=MAX_WORKERS,
-            interceptors=[OrchestratorOnlyInterceptor()] if tls and tls.client_ca else [],
+            interceptors=[*([OrchestratorOnlyInterceptor()] if tls and tls.client_ca else []),
+                          RpcLatency(registry)],
+            serving=False,  # until its metrics listener is up too
         )
+        if metrics_listen is not None:
+            registry.register(AgentCollector(AgentParts(service.jobs, service.book)))
+            server = running
+
+            def ready() -> str | None:
+                return None if server.serving else "the gRPC server is not serving"
+
+            try:
+                status = StatusListener(metrics_listen, registry, ready)
+            except StatusListenError as exc:
+                raise AgentStartError(str(exc)) from None
+            status.start()
         if tls is None:
             logger.warning("serving plain text (insecure) on %s: anyone on the network can "
                            "read and alter the agent's traffic", running.endpoint)
+        running.set_serving(True)  # before agent.json: who reads it finds the agent serving
         write_json_atomic(
             info_path,
             {
@@ -424,6 +448,7 @@ def serve(
                 "started_at": started_at.isoformat(),
                 "version": __version__,
                 "node_id": service.node_id,
+                "metrics": status.endpoint if status is not None else None,
             },
         )
         if join is not None:
@@ -437,6 +462,8 @@ def serve(
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(grace).wait()
+        if status is not None:
+            status.stop()
         info_path.unlink(missing_ok=True)
         restore_signal_handlers(previous)
         release_lock(lock_fd)

@@ -303,6 +303,7 @@ class ElasticLoop:
 
     def _record_error(self, pools: list[str], message: str) -> None:
         for name in pools:
+            self._runner.metrics.provider_error(name)
             status = self._status(name)
             status.error, status.error_at = message, self._clock()
             self._store.save(status)

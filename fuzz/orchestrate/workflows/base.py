@@ -19,6 +19,7 @@ from pathlib import Path
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.diskspace import DiskFloor
+from fuzz.orchestrate.metrics import FINAL_TASK_STATES, OrchestratorMetrics
 from fuzz.orchestrate.records import (
     ImageRecord,
     TaskRecord,
@@ -71,6 +72,8 @@ class RunnerSettings:
     cache_links: bool = True  # cached files go into volumes as hard links (else copies)
     # where the endpoint gateway is reached: services' FB_ENDPOINT_URL_* variables
     endpoints: GatewayAddress = field(default_factory=GatewayAddress)
+    # the Prometheus series the runner counts into (task starts and ends, queue wait...)
+    metrics: OrchestratorMetrics = field(default_factory=OrchestratorMetrics)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,29 @@ class RunnerBase:
     def limits(self) -> LimitsSpec:
         """The cluster's limits (``orchestrator.limits``)."""
         return self._settings.limits
+
+    @property
+    def metrics(self) -> OrchestratorMetrics:
+        """The Prometheus series the runner (and the elastic loop) count into."""
+        return self._settings.metrics
+
+    def tally(self) -> tuple[dict[str, int], int]:
+        """The tasks of active workflows by state, and the leases their attempts hold."""
+        by_state: dict[str, int] = {}
+        leases = 0
+        with self._lock:
+            for workflow in self._active.values():
+                for task in workflow.tasks.values():
+                    by_state[task.state] = by_state.get(task.state, 0) + 1
+                    leases += len(task.leases)
+        return by_state, leases
+
+    def _count_state(self, workflow_id: str, task: TaskRecord) -> None:
+        """Count ``task``'s new state in the metrics: queued again, or final."""
+        if task.state == TaskState.QUEUED:
+            self._settings.metrics.queued(workflow_id, task.key)
+        elif task.state in FINAL_TASK_STATES:
+            self._settings.metrics.ended(workflow_id, task.key, task.state)
 
     def _touch(self) -> None:
         """Note a change: wake the loop and every watcher."""

@@ -210,11 +210,13 @@ class LifecycleSteps(SchedulingSteps):
         for key in step.queue:
             task = workflow.tasks[key]
             task.state = TaskState.QUEUED
+            self._count_state(record.id, task)
             changed.append(task)
             self._reschedule = True
         for key, reason in step.not_run.items():
             task = workflow.tasks[key]
             task.state = TaskState.CANCELED if record.cancel_requested else TaskState.NOT_RUN
+            self._count_state(record.id, task)
             task.error = reason
             task.waiting_for = ""
             changed.append(task)

@@ -232,6 +232,7 @@ class ReportSteps(RunnerBase):
             task.state, task.attempt, task.waiting_for = TaskState.QUEUED, task.attempt - 1, reason
             task.nodes, task.leases, task.containers = [], [], []
             self._not_before[(workflow_id, key)] = self._clock() + REQUEUE_BACKOFF
+            self._count_state(workflow_id, task)
             self._store.save(task)
             self._touch()
 
@@ -276,6 +277,7 @@ class ReportSteps(RunnerBase):
             task.outcome = ""
             if task.kind == "service":
                 self._service_ended(workflow, task, outcome)
+                self._count_state(workflow_id, task)
                 self._store.save(task)
                 self._touch()
                 return
@@ -290,6 +292,7 @@ class ReportSteps(RunnerBase):
                 task.state = TaskState.CANCELED
             else:
                 task.state = outcome.state
+            self._count_state(workflow_id, task)
             self._store.save(task)
             self._touch()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from fuzz.orchestrate.records import TaskRecord
@@ -42,6 +43,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
                 workflow, task = found
                 task.state, task.error, task.waiting_for = TaskState.FAILED, reason, ""
                 task.finished = self._clock()
+                self._count_state(workflow.record.id, task)
                 workflow.dirty = True
                 self._unplaced.pop(key, None)
                 changed.append(task)
@@ -50,6 +52,13 @@ class SchedulingSteps(ReportSteps, TransferSteps):
                 self._touch()
 
     def _schedule(self) -> None:
+        began = time.monotonic()
+        try:
+            self._place_queued()
+        finally:
+            self._settings.metrics.scheduling_round(time.monotonic() - began)
+
+    def _place_queued(self) -> None:
         now = self._clock()
         queued: list[tuple[ActiveWorkflow, TaskRecord]] = []
         in_transfer = self._persistent_volumes_in_transfer()
@@ -108,6 +117,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
                            for r in range(len(nodes))]
         task.waiting_for = ""
         self._store.save(task)
+        self._settings.metrics.started(workflow.record.id, task.key)
         try:
             plan = self._plan(workflow, task)
         except SecretError as exc:  # deleted (or made unusable) since the start checked it

@@ -105,6 +105,7 @@ class TransferSteps(RunnerBase):
                 move.state, move.error = TransferState.FAILED, str(exc)
                 volume.state, volume.error = VolumeState.FAILED, str(exc)
                 self._after_transfer(ident, move, volume)
+            self._settings.metrics.transfer(move.direction, False, 0)
             return
         with self._lock:
             move.state = TransferState.DONE
@@ -117,6 +118,7 @@ class TransferSteps(RunnerBase):
                 volume.state = (VolumeState.READY if move.direction == "ingress"
                                 else VolumeState.DONE)
             self._after_transfer(ident, move, volume)
+        self._settings.metrics.transfer(move.direction, True, result.size)
 
     def _attempts(self, attempt: Callable[[ProgressCallback], TransferResult],
                   progress: ProgressCallback, attempts: int, limit: float | None,

@@ -146,6 +146,8 @@ class ImageStore:
         self._resolve_ttl = resolve_ttl
         self._resolved: dict[tuple[str, str], tuple[str, float]] = {}
         self._use_times_saved = 0.0  # time.monotonic() of the last save
+        self.fetches = 0  # images fetched from a registry by this process (for /metrics)
+        self.fetched_bytes = 0  # their unpacked size
         for sub in ("oci", "rootfs", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root / "rootfs", 0o755)
@@ -195,6 +197,9 @@ class ImageStore:
                     image = self._lookup(digest, ref.text, acquire)
                     if image is None:
                         image = self._fetch(ref, digest, source, report, acquire)
+                        with self._lock:
+                            self.fetches += 1
+                            self.fetched_bytes += image.size_bytes
         self._evict(keep=digest)
         report(f"ready {digest} ({image.size_bytes / 2**20:.1f} MiB)")
         return image
