@@ -116,6 +116,11 @@ def substrate() -> None:
 @click.option("--jobs-range", default="10.200.0.0/13", show_default=True, metavar="CIDR",
               help="Every node's job subnet lies in this range; a job reaches none of it "
               "but the peers of its own multinode job.")
+@click.option("--share-cpus-with", type=click.Path(file_okay=False, path_type=Path),
+              metavar="DIR",
+              help="This machine's CPUs are shared with the agents whose state dirs are in "
+              "DIR (the local provider's nodes): each container is pinned to the CPUs the "
+              "fewest of their running containers use.")
 def serve_command(
     listen: str,
     state_dir: Path,
@@ -135,6 +140,7 @@ def serve_command(
     advertise: str | None,
     job_network: str,
     jobs_range: str,
+    share_cpus_with: Path | None,
 ) -> None:
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
@@ -174,7 +180,8 @@ def serve_command(
               image_cache_bytes=parse_size(image_cache),
               insecure_registries=insecure_registries, tls=tls, join=join,
               cdi_dirs=tuple(d.absolute() for d in cdi_dirs) or DEFAULT_CDI_DIRS,
-              job_network=network)
+              job_network=network,
+              share_cpus_with=share_cpus_with.absolute() if share_cpus_with else None)
     except ValueError as exc:
         raise click.ClickException(f"--image-cache: {exc}") from None
     except FuzzError as exc:

@@ -357,6 +357,7 @@ def serve(
     join: JoinSettings | None = None,
     cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS,
     job_network: JobNetwork | None = None,
+    share_cpus_with: Path | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
@@ -370,7 +371,9 @@ def serve(
     (:mod:`fuzz.substrate.join`). Jobs get their leased devices as the CDI specs
     in ``cdi_dirs`` describe them (:mod:`fuzz.substrate.capacity.devices`), each in a
     network namespace of its own on ``job_network`` (default: a free subnet;
-    see :mod:`fuzz.substrate.monitor.jobnet`). Raises
+    see :mod:`fuzz.substrate.monitor.jobnet`). With ``share_cpus_with`` its containers are
+    spread over the CPUs it shares with the agents whose state dirs are there
+    (:mod:`fuzz.substrate.capacity.shared_host`). Raises
     AgentStartError or DeclaredInventoryError (FuzzErrors) when it cannot start.
     """
     if not token:
@@ -405,7 +408,8 @@ def serve(
             job_settings=JobSettings(
                 state_dir, image_cache_bytes, insecure_registries, cdi_dirs,
                 job_network or JobNetwork.parse(AUTO),
-                OrchestratorLink(join.orchestrator, join.ca_pem) if join is not None else None),
+                OrchestratorLink(join.orchestrator, join.ca_pem) if join is not None else None,
+                share_cpus_with),
         )
         running = start_server(
             listen, shared_token(token),
