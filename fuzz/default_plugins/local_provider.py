@@ -171,9 +171,10 @@ def _machine(ctx: ProviderContext) -> MachineInventory:
 
 
 def _agent_options(ctx: ProviderContext) -> list[str]:
-    """The agent options the block's settings make (registries, inventory, CDI dirs)."""
+    """The agent options the block's settings make (registries, inventory, CDI dirs), and
+    the directory of the sibling nodes this machine's CPUs are shared with."""
     config = _config(ctx)
-    argv: list[str] = []
+    argv: list[str] = ["--share-cpus-with", str(cluster_dir(ctx))]
     for registry in config.insecure_registries:
         argv += ["--insecure-registry", registry]
     if config.inventory is not None:

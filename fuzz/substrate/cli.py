@@ -120,6 +120,11 @@ def substrate() -> None:
               metavar="HOST:PORT|off",
               help="Serve /metrics (Prometheus), /healthz and /readyz over HTTP here; port 0 "
               "lets the OS pick one (see agent.json); off: no listener.")
+@click.option("--share-cpus-with", type=click.Path(file_okay=False, path_type=Path),
+              metavar="DIR",
+              help="This machine's CPUs are shared with the agents whose state dirs are in "
+              "DIR (the local provider's nodes): each container is pinned to the CPUs the "
+              "fewest of their running containers use.")
 def serve_command(
     listen: str,
     state_dir: Path,
@@ -140,6 +145,7 @@ def serve_command(
     job_network: str,
     jobs_range: str,
     metrics_listen: str,
+    share_cpus_with: Path | None,
 ) -> None:
     """Serve the node agent's gRPC API until SIGTERM or SIGINT."""
     # gRPC core logs failures (e.g. a port in use) itself; the agent says them in one line.
@@ -180,7 +186,8 @@ def serve_command(
               insecure_registries=insecure_registries, tls=tls, join=join,
               cdi_dirs=tuple(d.absolute() for d in cdi_dirs) or DEFAULT_CDI_DIRS,
               job_network=network,
-              metrics_listen=None if metrics_listen == "off" else metrics_listen)
+              metrics_listen=None if metrics_listen == "off" else metrics_listen,
+              share_cpus_with=share_cpus_with.absolute() if share_cpus_with else None)
     except ValueError as exc:
         raise click.ClickException(f"--image-cache: {exc}") from None
     except FuzzError as exc:

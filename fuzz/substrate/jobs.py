@@ -22,7 +22,9 @@ from fuzz.errors import FuzzError
 from fuzz.fsutil import read_json, write_json_atomic
 from fuzz.substrate.capacity.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.capacity.devices import lease_edits
+from fuzz.substrate.capacity.inventory import read_online_cpus
 from fuzz.substrate.capacity.leases import LeaseBook, LeaseNotFound
+from fuzz.substrate.capacity.shared_host import least_used, pinned_cpus
 from fuzz.substrate.images.layout import ImageConfig
 from fuzz.substrate.images.reference import Credentials
 from fuzz.substrate.images.store import ImageStore
@@ -49,6 +51,7 @@ class JobSettings:
     cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS
     network: JobNetwork = field(default_factory=lambda: JobNetwork.parse(AUTO))
     orchestrator: OrchestratorLink | None = None  # where MPI jobs' launch sockets relay to
+    share_cpus_with: Path | None = None  # sibling agents' state dirs (capacity/shared_host.py)
 
     def open_runner(self, book: Callable[[], LeaseBook]) -> JobRunner:
         """The node's job runner, with its image store and container manager."""
@@ -56,7 +59,8 @@ class JobSettings:
                             insecure_registries=self.insecure_registries)
         return JobRunner(self.state_dir, book, images,
                          ContainerManager(self.state_dir, network=self.network), self.cdi_dirs,
-                         LaunchSockets(self.state_dir / LAUNCH_DIR, self.orchestrator))
+                         LaunchSockets(self.state_dir / LAUNCH_DIR, self.orchestrator),
+                         self.share_cpus_with)
 
 
 class JobPermissionError(FuzzError):
@@ -139,8 +143,10 @@ class JobRunner:
         containers: ContainerManager,
         cdi_dirs: Sequence[Path] = DEFAULT_CDI_DIRS,
         launch: LaunchSockets | None = None,
+        share_cpus_with: Path | None = None,
     ) -> None:
         self._path = state_dir / JOBS_FILE
+        self._share_cpus_with = share_cpus_with
         self._launch = launch or LaunchSockets(state_dir / LAUNCH_DIR, None)
         self._book = book
         self.images = images
@@ -214,7 +220,7 @@ class JobRunner:
                 cwd=request.cwd or image.config.working_dir or "/",
                 uid=uid,
                 gid=gid,
-                cpus=lease.host_cpus,
+                cpus=self._host_cpus(lease.host_cpus),
                 memory_bytes=lease.memory_bytes,
                 mounts=mounts,
                 timeout_seconds=request.timeout_seconds,
@@ -239,6 +245,13 @@ class JobRunner:
                     self._save()
             raise
         return self._with_record(status)
+
+    def _host_cpus(self, leased: tuple[int, ...]) -> tuple[int, ...]:
+        """The real CPUs a container of a lease backed by ``leased`` is pinned to: those,
+        or, on a machine shared with sibling agents, as many of the least used ones."""
+        if self._share_cpus_with is None or not leased:
+            return leased
+        return least_used(len(leased), read_online_cpus(), pinned_cpus(self._share_cpus_with))
 
     def _with_record(self, status: ContainerStatus) -> JobStatus:
         if status.finished:

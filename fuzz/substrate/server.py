@@ -362,6 +362,7 @@ def serve(
     cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS,
     job_network: JobNetwork | None = None,
     metrics_listen: str | None = DEFAULT_METRICS_LISTEN,
+    share_cpus_with: Path | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT (or ``stop`` is set), then stop gracefully.
 
@@ -377,7 +378,10 @@ def serve(
     network namespace of its own on ``job_network`` (default: a free subnet;
     see :mod:`fuzz.substrate.monitor.jobnet`). With ``metrics_listen`` (``HOST:PORT``)
     it serves ``/metrics``, ``/healthz`` and ``/readyz`` there (:mod:`fuzz.rpc.statusweb`;
-    the bound address goes into ``agent.json`` as ``metrics``). Raises
+    the bound address goes into ``agent.json`` as ``metrics``).
+    With ``share_cpus_with`` its containers are
+    spread over the CPUs it shares with the agents whose state dirs are there
+    (:mod:`fuzz.substrate.capacity.shared_host`). Raises
     AgentStartError or DeclaredInventoryError (FuzzErrors) when it cannot start.
     """
     if not token:
@@ -414,7 +418,8 @@ def serve(
             job_settings=JobSettings(
                 state_dir, image_cache_bytes, insecure_registries, cdi_dirs,
                 job_network or JobNetwork.parse(AUTO),
-                OrchestratorLink(join.orchestrator, join.ca_pem) if join is not None else None),
+                OrchestratorLink(join.orchestrator, join.ca_pem) if join is not None else None,
+                share_cpus_with),
         )
         running = start_server(
             listen, shared_token(token),

@@ -660,8 +660,8 @@ class TaskExecutor:
         disk is full (or unwritable) what was copied is kept, one line says what was
         lost, and the attempt ends as its containers did.
         """
-        for index, (stream, first) in enumerate(zip(STREAMS, plan.log_paths, strict=True)):
-            for rank in range(len(plan.nodes)):
+        def collect(rank: int) -> None:
+            for index, (stream, first) in enumerate(zip(STREAMS, plan.log_paths, strict=True)):
                 path = rank_log_path(first, rank)
                 try:
                     if not written[rank][index]:
@@ -673,6 +673,8 @@ class TaskExecutor:
                 except OSError as exc:
                     log.warning("the %s of task %s of %s is incomplete in %s: %s", stream,
                                 plan.key, plan.workflow_id, path, exc.strerror or exc)
+
+        _per_rank(plan, collect)
 
     def _copy_log(self, plan: LaunchPlan, rank: int, stream: str, out: BinaryIO) -> None:
         """Write rank ``rank``'s ``stream`` to ``out``; a copy cut short by a restarting
@@ -702,10 +704,11 @@ class TaskExecutor:
         """Remove the attempt's containers, each with its lease.
 
         What a lost node still holds is removed once it answers again; not
-        ``patient``: so is what any node fails to remove at the first try.
+        ``patient``: so is what any node fails to remove at the first try. The ranks of a
+        multinode task are removed side by side (:func:`_per_rank`).
         """
-        for rank, node in enumerate(plan.nodes):
-            container = plan.containers[rank]
+        def remove(rank: int) -> None:
+            node, container = plan.nodes[rank], plan.containers[rank]
             lease = plan.leases[rank] if rank < len(plan.leases) else ""
             if not patient:
                 try:
@@ -715,7 +718,7 @@ class TaskExecutor:
                         self._calls.leave(node, "", lease)
                 except (AgentError, NodeLostError):
                     self._calls.leave(node, container, lease)
-                continue
+                return
             try:
                 self._calls.ride(node, methodcaller(
                     "remove_container", container, release_lease=True))
@@ -726,7 +729,9 @@ class TaskExecutor:
             except NodeLostError:
                 self._calls.leave(node, container, lease)
             except AgentError:
-                continue
+                return
+
+        _per_rank(plan, remove)
 
     def _release(self, plan: LaunchPlan) -> None:
         for rank, lease in enumerate(plan.leases):
@@ -881,3 +886,18 @@ def _with_addresses(plan: LaunchPlan, addresses: Sequence[str]) -> LaunchPlan:
 
 def _with_leases(plan: LaunchPlan, leases: Sequence[str]) -> LaunchPlan:
     return replace(plan, leases=tuple(leases))
+
+
+def _per_rank(plan: LaunchPlan, work: Callable[[int], None]) -> None:
+    """Do ``work`` for every rank of ``plan``: side by side for a multinode task (at most
+    :data:`START_PARALLELISM` at once), so that an 8-node job's logs and cleanup are not
+    16 and 8 agent calls in a row. The first failure is raised once all have finished."""
+    count = len(plan.nodes)
+    if count <= 1:
+        for rank in range(count):
+            work(rank)
+        return
+    with ThreadPoolExecutor(min(count, START_PARALLELISM), thread_name_prefix="rank") as pool:
+        futures = [pool.submit(work, rank) for rank in range(count)]
+    for future in futures:
+        future.result()

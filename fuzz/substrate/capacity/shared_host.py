@@ -1,0 +1,53 @@
+"""Spreading the containers of local nodes over the one machine they share.
+
+The local provider runs every node of a cluster as an agent on this machine, and
+each agent's leases count the machine's CPUs as the node's own, lowest ids first.
+Left alone, the first one-core job of every node is pinned to host CPU 0: the two
+ranks of an MPI job on two such "nodes" take turns on one core while the other
+cores idle, which separate machines never do (1,000 allreduces over TCP: 68 ms
+instead of 7). An agent told the directory that holds its sibling agents' state
+dirs (the local provider's cluster directory, ``--share-cpus-with``) pins each
+container instead to the host CPUs the fewest running containers of those agents
+are pinned to (ties: the lowest id), as many as its lease has.
+
+What is counted is what the siblings' container records say (``spec.json``'s
+``cpus`` of each container not yet ended), read at each start, nothing kept: two
+containers starting at the same instant on two agents may pick the same CPU
+(the starts are not serialised across agents, which would slow a 32-node job's
+start). Containers of other clusters on the machine are not counted. The lease
+itself (what the node has left) is unchanged: only which real CPUs back it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from fuzz.fsutil import read_json
+from fuzz.substrate.monitor.files import CONTAINERS_DIR, SPEC_FILE, STATUS_FILE
+
+ENDED = ("exited", "failed")
+
+
+def least_used(count: int, host_cpus: Sequence[int], usage: Mapping[int, int]
+               ) -> tuple[int, ...]:
+    """The ``count`` CPUs of ``host_cpus`` with the fewest containers in ``usage`` (ties:
+    lowest id first), sorted; all of them when ``count`` is more."""
+    ranked = sorted(host_cpus, key=lambda cpu: (usage.get(cpu, 0), cpu))
+    return tuple(sorted(ranked[:count]))
+
+
+def pinned_cpus(directory: Path) -> Counter[int]:
+    """How many containers not yet ended, of the agents whose state dirs are in
+    ``directory``, are pinned to each host CPU."""
+    usage: Counter[int] = Counter()
+    for spec_file in directory.glob(f"*/{CONTAINERS_DIR}/*/{SPEC_FILE}"):
+        status = read_json(spec_file.with_name(STATUS_FILE)) or {}
+        if status.get("state") in ENDED:
+            continue
+        spec = read_json(spec_file) or {}
+        cpus = spec.get("cpus")
+        if isinstance(cpus, list):
+            usage.update(cpu for cpu in cpus if isinstance(cpu, int))
+    return usage

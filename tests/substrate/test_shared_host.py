@@ -1,0 +1,34 @@
+"""Which host CPUs a container of a local node is pinned to (capacity/shared_host.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fuzz.substrate.capacity.shared_host import least_used, pinned_cpus
+
+
+def _container(directory: Path, node: str, name: str, cpus: list[int],
+               state: str | None) -> None:
+    folder = directory / node / "containers" / name
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text(json.dumps({"id": name, "cpus": cpus}))
+    if state is not None:
+        (folder / "status.json").write_text(json.dumps({"state": state}))
+
+
+def test_the_least_used_cpus_are_picked_lowest_first_on_ties() -> None:
+    assert least_used(1, [0, 1, 2, 3], {}) == (0,)
+    assert least_used(1, [0, 1, 2, 3], {0: 2, 1: 1}) == (2,)
+    assert least_used(2, [0, 1, 2, 3], {0: 1, 2: 1}) == (1, 3)
+    assert least_used(5, [0, 1], {0: 3}) == (0, 1)
+
+
+def test_running_and_starting_containers_of_every_sibling_count_ended_ones_not(
+        tmp_path: Path) -> None:
+    _container(tmp_path, "a", "one", [0], "running")
+    _container(tmp_path, "b", "two", [0, 1], None)  # being started: no status yet
+    _container(tmp_path, "b", "three", [1], "exited")
+    _container(tmp_path, "c", "four", [2], "failed")
+    assert pinned_cpus(tmp_path) == {0: 2, 1: 1}
+    assert pinned_cpus(tmp_path / "nowhere") == {}
