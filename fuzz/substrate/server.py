@@ -54,6 +54,7 @@ from fuzz.substrate.join import JoinSettings, keep_registered
 from fuzz.substrate.launch.sockets import OrchestratorLink
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.rpc.access import AccessRpcs
+from fuzz.substrate.rpc.direct import DirectListener
 from fuzz.substrate.rpc.jobs import JobRpcs, abort_for
 from fuzz.substrate.statedir import INFO_FILE, LOCK_FILE, read_node_id
 
@@ -342,6 +343,12 @@ class SubstrateService(JobRpcs, AccessRpcs):
 # --- the process --------------------------------------------------------------------------
 
 
+def listen_host(listen: str) -> str:
+    """The host part of ``listen`` (``HOST:PORT``), where the direct port listens too."""
+    host = listen.rpartition(":")[0].strip("[]")
+    return {"": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host)
+
+
 def serve(
     listen: str,
     state_dir: Path,
@@ -390,6 +397,7 @@ def serve(
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
     running: RunningServer | None = None
+    direct: DirectListener | None = None
     try:
         info_path.unlink(missing_ok=True)  # left by an agent that was killed
         identity: NodeIdentity | None = None
@@ -416,6 +424,9 @@ def serve(
         if tls is None:
             logger.warning("serving plain text (insecure) on %s: anyone on the network can "
                            "read and alter the agent's traffic", running.endpoint)
+        else:  # the direct port-forward path: TLS only, never plain text
+            direct = service.open_direct_port(listen_host(listen), str(tls.cert),
+                                              str(tls.key))
         write_json_atomic(
             info_path,
             {
@@ -434,6 +445,8 @@ def serve(
             ).start()
         wait_for_stop(stop_event)
     finally:
+        if direct is not None:
+            direct.close()
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(grace).wait()
