@@ -64,31 +64,32 @@ class _Direction:
         self.start = self.end = 0
         self.ended = False  # the source is at its end
         self.done = False  # ... and everything went on, and the sink knows
+        self.drained = False  # the last read took all there was: wait before the next
         self.moved = 0  # payload bytes read
-        self.waits: tuple[socket.socket, int] | None = None
+        self.waits: tuple[int, int] | None = None  # (fd, poll events) it is blocked on
 
-    def step(self) -> bool:
-        """Write what is pending, read more when nothing is; True if anything moved."""
-        moved = False
+    def step(self) -> None:
+        """Write what is pending and read more, until blocked (``waits``) or done."""
         self.waits = None
         while not self.done:
             if self.start < self.end:
                 try:
                     self.start += self.sink.send(self.view[self.start:self.end])
                 except _WOULD_BLOCK as exc:
-                    self.waits = (self.sink, _events(exc, _WRITABLE))
-                    return moved
-                moved = True
+                    self.waits = (self.sink.fileno(), _events(exc, _WRITABLE))
+                    return
                 continue
             if self.ended:
                 self.finish()
                 self.done = True
-                return True
+                return
             self.start = self.end = 0
+            if self.drained:  # a read now would only say so: let poll tell when
+                self.drained = False
+                self.waits = (self.source.fileno(), _READABLE)
+                return
             if not self.fill():
-                return moved
-            moved = True
-        return moved
+                return
 
     def fill(self) -> bool:
         """Read into the buffer; False when nothing came (``waits`` says for what)."""
@@ -97,21 +98,27 @@ class _Direction:
     def finish(self) -> None:
         """Tell the sink that this direction has ended."""
 
+    def blocked_on_read(self, exc: BaseException) -> bool:
+        """Note that reading the source would block; False (nothing came)."""
+        self.waits = (self.source.fileno(), _events(exc, _READABLE))
+        return False
+
 
 class _Sealing(_Direction):
     """Plain -> TLS: each read goes out as one chunk, ``[length][bytes]`` in one write;
     the plain side's end as an empty chunk."""
 
     def fill(self) -> bool:
+        room = self.view[_HEADER.size:]
         try:
-            count = self.source.recv_into(self.view[_HEADER.size:])
+            count = self.source.recv_into(room)
         except _WOULD_BLOCK as exc:
-            self.waits = (self.source, _events(exc, _READABLE))
-            return False
+            return self.blocked_on_read(exc)
         _HEADER.pack_into(self.buffer, 0, count)
         self.end = _HEADER.size + count
         self.moved += count
         self.ended = count == 0
+        self.drained = count < len(room)  # a stream socket's short read emptied it
         return True
 
 
@@ -119,8 +126,9 @@ class _Opening(_Direction):
     """TLS -> plain: chunk bodies into the buffer (a record at a time, until the buffer is
     full or nothing more is there), headers into a small one; the empty chunk ends it."""
 
-    def __init__(self, source: socket.socket, sink: socket.socket, size: int) -> None:
+    def __init__(self, source: ssl.SSLSocket, sink: socket.socket, size: int) -> None:
         super().__init__(source, sink, size)
+        self.tls = source
         self.header = bytearray(_HEADER.size)
         self.header_view = memoryview(self.header)
         self.header_got = 0
@@ -135,16 +143,16 @@ class _Opening(_Direction):
             try:
                 count = self.source.recv_into(into)
             except _WOULD_BLOCK as exc:
-                if self.end:
-                    return True
-                self.waits = (self.source, _events(exc, _READABLE))
-                return False
+                return True if self.end else self.blocked_on_read(exc)
             if count == 0:
                 raise ConnectionResetError("the far side ended without closing its stream")
             if not reading_header:
                 self.end += count
                 self.chunk_left -= count
                 self.moved += count
+                if self.chunk_left == 0 and not self.tls.pending():
+                    self.drained = True  # nothing decrypted is left: write, then poll
+                    return True
                 continue
             self.header_got += count
             if self.header_got == _HEADER.size:
@@ -179,19 +187,26 @@ def pump(tls: ssl.SSLSocket, plain: socket.socket, buffer_bytes: int = BUFFER_BY
     outward = _Sealing(plain, tls, buffer_bytes)
     inward = _Opening(tls, plain, buffer_bytes)
     poller = select.poll()
+    registered: dict[int, int] = {}
+    ready: dict[int, int] = {}
     while not (outward.done and inward.done):
-        moved = outward.step()
-        moved = inward.step() or moved
-        if moved or (not inward.done and tls.pending()):
-            continue
+        for direction in (outward, inward):
+            waits = direction.waits
+            if not direction.done and (waits is None or ready.get(waits[0], 0) & waits[1]):
+                direction.step()
         interest: dict[int, int] = {}
         for direction in (outward, inward):
             if direction.waits is not None:
-                sock, events = direction.waits
-                interest[sock.fileno()] = interest.get(sock.fileno(), 0) | events
-        for fd, events in interest.items():
-            poller.register(fd, events)
-        poller.poll()
-        for fd in interest:
+                fd, events = direction.waits
+                interest[fd] = interest.get(fd, 0) | events
+        for fd in registered.keys() - interest.keys():
             poller.unregister(fd)
+        for fd, events in interest.items():
+            if fd not in registered:
+                poller.register(fd, events)
+            elif registered[fd] != events:
+                poller.modify(fd, events)
+        registered = interest
+        if interest:
+            ready = dict(poller.poll())
     return outward.moved, inward.moved
