@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,10 +102,36 @@ def busy_cpu_seconds() -> float:
     return (sum(jiffies) - jiffies[3] - jiffies[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def timed_fetch(port: int, pid: int | None = None) -> tuple[float, float]:
+def process_cpu_seconds(pids: set[int], descendants: bool = False) -> float:
+    """CPU seconds (user and system, all threads) the processes ``pids`` (and, with
+    ``descendants``, every live process below them) have spent."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = (int(fields[1]),
+                                          (int(fields[11]) + int(fields[12])) /
+                                          os.sysconf("SC_CLK_TCK"))
+    chosen = set(pids)
+    while descendants:
+        below = {pid for pid, (parent, _) in stats.items() if parent in chosen} - chosen
+        if not below:
+            break
+        chosen |= below
+    return sum(stats[pid][1] for pid in chosen if pid in stats)
+
+
+Meter = Callable[[], float]
+
+
+def timed_fetch(port: int, pid: int | None = None, meter: Meter | None = None
+                ) -> tuple[float, float, float]:
     """Seconds to GET the whole file from 127.0.0.1:``port`` (raw socket, 1 MiB reads),
-    and the CPU seconds the machine spent meanwhile (``pid``: see :func:`_connect`)."""
+    the CPU seconds the machine spent meanwhile, and those ``meter`` counts (the
+    forwarding processes') (``pid``: see :func:`_connect`)."""
     buffer = bytearray(RECV_BYTES)
+    own = meter() if meter else 0.0
     busy = busy_cpu_seconds()
     started = time.perf_counter()
     with _connect(port, pid) as sock:
@@ -117,7 +143,7 @@ def timed_fetch(port: int, pid: int | None = None) -> tuple[float, float]:
     cpu = busy_cpu_seconds() - busy
     if received < FILE_MIB * 2**20:
         raise SystemExit(f"port {port}: got {received} bytes, expected the {FILE_MIB} MiB file")
-    return seconds, cpu
+    return seconds, cpu, (meter() - own) if meter else 0.0
 
 
 def round_trip_seconds(port: int, pid: int | None = None) -> float:
@@ -142,8 +168,10 @@ def _receive(sock: socket.socket, size: int) -> None:
 
 
 @contextmanager
-def port_forward(cluster: LocalCluster, workflow: str, remote: int) -> Iterator[int]:
-    """``fuzz workflow port-forward`` to ``remote`` while inside; yields its local port."""
+def port_forward(cluster: LocalCluster, workflow: str, remote: int
+                 ) -> Iterator[tuple[int, int]]:
+    """``fuzz workflow port-forward`` to ``remote`` while inside; yields its local port
+    and its pid."""
     process = subprocess.Popen(
         fuzz_argv("workflow", "port-forward", workflow, JOB, f"0:{remote}", "--json"),
         cwd=cluster.directory, stdout=subprocess.PIPE, text=True)
@@ -152,7 +180,7 @@ def port_forward(cluster: LocalCluster, workflow: str, remote: int) -> Iterator[
         line = process.stdout.readline()
         if not line:
             raise SystemExit("fuzz workflow port-forward did not start")
-        yield int(json.loads(line)["address"].rpartition(":")[2])
+        yield int(json.loads(line)["address"].rpartition(":")[2]), process.pid
     finally:
         process.terminate()
         process.wait()
@@ -171,7 +199,7 @@ def wait_until_served(port: int, pid: int, timeout: float = 120) -> None:
             time.sleep(0.5)
 
 
-def timed_read(argv: list[str], cwd: Path | None = None) -> tuple[float, float]:
+def timed_read(argv: list[str], cwd: Path | None = None) -> tuple[float, float, float]:
     """Seconds for ``argv``'s stdout to yield the whole file (1 MiB reads), and the CPU
     seconds the machine spent meanwhile."""
     buffer = bytearray(RECV_BYTES)
@@ -187,10 +215,10 @@ def timed_read(argv: list[str], cwd: Path | None = None) -> tuple[float, float]:
     cpu = busy_cpu_seconds() - busy
     if process.returncode != 0 or received < FILE_MIB * 2**20:
         raise SystemExit(f"{argv[:3]}...: exit {process.returncode}, {received} bytes")
-    return seconds, cpu
+    return seconds, cpu, 0.0
 
 
-def _median(pairs: list[tuple[float, float]], index: int) -> float:
+def _median(pairs: list[tuple[float, float, float]], index: int) -> float:
     return statistics.median(pair[index] for pair in pairs)
 
 
@@ -205,18 +233,22 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
     try:
         pid = job_pid(cluster)
         wait_until_served(http_port, pid)
-        with port_forward(cluster, workflow, http_port) as web, \
-                port_forward(cluster, workflow, echo_port) as echo, \
-                sshd(pid) as peer, peer.forward(http_port) as ssh_web, \
-                peer.forward(echo_port) as ssh_echo:
+        with port_forward(cluster, workflow, http_port) as (web, cli), \
+                port_forward(cluster, workflow, echo_port) as (echo, _), \
+                sshd(pid) as peer, peer.forward(http_port) as (ssh_web, ssh_client), \
+                peer.forward(echo_port) as (ssh_echo, _):
+            fuzz_pids = {cli, *cluster_pids(cluster)}
             tunnel, ssh, direct = [], [], []
             for _ in range(TRANSFERS):
-                tunnel.append(timed_fetch(web))
-                ssh.append(timed_fetch(ssh_web, pid))
+                tunnel.append(timed_fetch(web, meter=lambda: process_cpu_seconds(fuzz_pids)))
+                ssh.append(timed_fetch(ssh_web, pid, lambda: process_cpu_seconds(
+                    {ssh_client, peer.pid}, descendants=True)))
                 direct.append(timed_fetch(http_port, pid))
             figures = {
                 "tunnel_s": _median(tunnel, 0), "tunnel_cpu": _median(tunnel, 1),
+                "tunnel_own_cpu": _median(tunnel, 2),
                 "ssh_s": _median(ssh, 0), "ssh_cpu": _median(ssh, 1),
+                "ssh_own_cpu": _median(ssh, 2),
                 "direct_s": _median(direct, 0), "direct_cpu": _median(direct, 1),
                 "tunnel_rtt": round_trip_seconds(echo),
                 "ssh_rtt": round_trip_seconds(ssh_echo, pid),
@@ -227,6 +259,13 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
     finally:  # stopped before the node goes, so that its container is cleaned up
         cluster.run("workflow", "cancel", workflow)
         cluster.run("workflow", "status", workflow, "--watch")
+
+
+def cluster_pids(cluster: LocalCluster) -> set[int]:
+    """The orchestrator's and the agents' pids (not their jobs')."""
+    infos = [cluster.data_dir / "server.json",
+             *cluster.directory.glob(".fuzz/nodes/*/*/agent.json")]
+    return {int(json.loads(path.read_text())["pid"]) for path in infos}
 
 
 def measure_exec(cluster: LocalCluster, workflow: str, pid: int, peer: SshPeer
@@ -279,6 +318,11 @@ def report(figures: dict[str, float]) -> None:
     for label, key in (("direct loopback TCP", "direct"), ("ssh -L (aes128-gcm)", "ssh"),
                        ("fuzz port-forward", "tunnel")):
         print(f"  {label:24s} {figures[f'{key}_rtt'] * 1e6:8.1f} us")
+    print(f"CPU seconds of the forwarding processes per transfer (theirs alone, whatever else "
+          f"runs): fuzz (CLI, agent, orchestrator) {figures['tunnel_own_cpu']:.2f}, "
+          f"ssh -L (ssh, sshd) {figures['ssh_own_cpu']:.2f}")
+    print(f"BENCH pf_process_cpu_ratio_vs_ssh="
+          f"{figures['tunnel_own_cpu'] / figures['ssh_own_cpu']:.2f} x target<=1.0")
     print(f"BENCH pf_cpu_s_per_transfer={figures['tunnel_cpu']:.2f} s "
           f"ssh={figures['ssh_cpu']:.2f} direct={figures['direct_cpu']:.2f} cores={cores}")
     print(f"BENCH pf_roundtrip_us={figures['tunnel_rtt'] * 1e6:.0f} us "

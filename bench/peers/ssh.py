@@ -81,6 +81,7 @@ class SshPeer:
     port: int
     key: Path
     netns_pid: int | None
+    pid: int  # sshd's (its sessions are its children)
 
     def ssh(self, *args: str) -> list[str]:
         """The argv of ``ssh`` to this sshd as root with ``args`` (options, then a command)."""
@@ -90,14 +91,15 @@ class SshPeer:
                 "-o", "LogLevel=ERROR", *args]
 
     @contextmanager
-    def forward(self, remote: int) -> Iterator[int]:
-        """``ssh -N -L`` from a free local port to ``127.0.0.1:remote``; yields the port."""
+    def forward(self, remote: int) -> Iterator[tuple[int, int]]:
+        """``ssh -N -L`` from a free local port to ``127.0.0.1:remote``; yields the port and
+        the ssh client's pid."""
         local = free_port()
         process = subprocess.Popen(self.ssh("-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{remote}",
                                             "root@127.0.0.1"))
         try:
             _wait_for_port(local, self.netns_pid, "ssh -L")
-            yield local
+            yield local, process.pid
         finally:
             process.terminate()
             process.wait()
@@ -123,7 +125,7 @@ def sshd(netns_pid: int | None = None) -> Iterator[SshPeer]:
                                              cipher=CIPHER))
         process = subprocess.Popen([*_in_netns(netns_pid), SSHD, "-D", "-e", "-f", str(config)])
         _wait_for_port(port, netns_pid, "sshd")
-        yield SshPeer(port, workdir / "client", netns_pid)
+        yield SshPeer(port, workdir / "client", netns_pid, process.pid)
     finally:
         if process is not None:
             process.terminate()

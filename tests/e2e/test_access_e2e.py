@@ -34,6 +34,7 @@ from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import substrate_pb2
 from fuzz.cli.portforward import DirectRefusedError, connect_direct
 from fuzz.errors import FuzzError
+from fuzz.rpc.direct import pump
 from fuzz.rpc.tunnel import data_request
 from fuzz.testing.oci import PushedImage, free_port
 from tests.support.cliutil import fuzz_command, run_fuzz
@@ -497,9 +498,17 @@ def test_a_direct_ticket_is_single_use_and_a_forged_one_is_refused(notebook: Not
     assert ticket.ticket and ticket.server_name and b"BEGIN CERTIFICATE" in ticket.ca_pem
     tls = connect_direct(ticket)
     assert tls is not None
-    with tls:
-        tls.sendall(b"hello\n")
-        assert tls.recv(100) == b"hello\n"
+    local, far = socket.socketpair()
+    with tls, local, far:
+        pumping = threading.Thread(target=pump, args=(tls, local))
+        pumping.start()
+        far.sendall(b"hello\n")
+        far.shutdown(socket.SHUT_WR)  # cat ends: so does the job's side
+        echoed = b""
+        while data := far.recv(100):
+            echoed += data
+        pumping.join(timeout=30)
+    assert echoed == b"hello\n"
     with pytest.raises(DirectRefusedError, match="not valid"):
         connect_direct(ticket)
     forged = pb.DirectTicket()
