@@ -146,16 +146,19 @@ def timed_fetch(port: int, pid: int | None = None, meter: Meter | None = None
     return seconds, cpu, (meter() - own) if meter else 0.0
 
 
-def round_trip_seconds(port: int, pid: int | None = None) -> float:
-    """Mean seconds of one 64-byte round trip to the echo server at 127.0.0.1:``port``."""
+def round_trip_seconds(port: int, pid: int | None = None) -> tuple[float, float]:
+    """Mean and median seconds of one 64-byte round trip to the echo server at
+    127.0.0.1:``port``."""
+    times = []
     with _connect(port, pid) as sock:
         sock.sendall(MESSAGE)  # the first one opens the way (nc starts cat); not timed
         _receive(sock, len(MESSAGE))
-        started = time.perf_counter()
         for _ in range(ROUND_TRIPS):
+            started = time.perf_counter()
             sock.sendall(MESSAGE)
             _receive(sock, len(MESSAGE))
-        return (time.perf_counter() - started) / ROUND_TRIPS
+            times.append(time.perf_counter() - started)
+    return statistics.fmean(times), statistics.median(times)
 
 
 def _receive(sock: socket.socket, size: int) -> None:
@@ -250,10 +253,11 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
                 "ssh_s": _median(ssh, 0), "ssh_cpu": _median(ssh, 1),
                 "ssh_own_cpu": _median(ssh, 2),
                 "direct_s": _median(direct, 0), "direct_cpu": _median(direct, 1),
-                "tunnel_rtt": round_trip_seconds(echo),
-                "ssh_rtt": round_trip_seconds(ssh_echo, pid),
-                "direct_rtt": round_trip_seconds(echo_port, pid),
             }
+            for key, port, inside in (("tunnel", echo, None), ("ssh", ssh_echo, pid),
+                                      ("direct", echo_port, pid)):
+                figures[f"{key}_rtt"], figures[f"{key}_rtt_median"] = round_trip_seconds(
+                    port, inside)
             figures.update(measure_exec(cluster, workflow, pid, peer))
             return figures
     finally:  # stopped before the node goes, so that its container is cleaned up
@@ -314,10 +318,11 @@ def report(figures: dict[str, float]) -> None:
         seconds, cpu = figures[f"{key}_s"], figures[f"{key}_cpu"]
         print(f"  {label:24s} {megabytes / seconds:8.1f} MB/s   {cpu:.2f} CPU s "
               f"({cpu / seconds:.1f} of {cores} cores busy)")
-    print(f"latency, {ROUND_TRIPS} round trips of {len(MESSAGE)} bytes:")
+    print(f"latency, {ROUND_TRIPS} round trips of {len(MESSAGE)} bytes (the figure: the mean):")
     for label, key in (("direct loopback TCP", "direct"), ("ssh -L (aes128-gcm)", "ssh"),
                        ("fuzz port-forward", "tunnel")):
-        print(f"  {label:24s} {figures[f'{key}_rtt'] * 1e6:8.1f} us")
+        print(f"  {label:24s} {figures[f'{key}_rtt'] * 1e6:8.1f} us mean, "
+              f"{figures[f'{key}_rtt_median'] * 1e6:.1f} us median")
     print(f"CPU seconds of the forwarding processes per transfer (theirs alone, whatever else "
           f"runs): fuzz (CLI, agent, orchestrator) {figures['tunnel_own_cpu']:.2f}, "
           f"ssh -L (ssh, sshd) {figures['ssh_own_cpu']:.2f}")
