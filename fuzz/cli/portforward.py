@@ -110,13 +110,17 @@ class OpenConnections:
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self.failed = threading.Event()  # set when a connection ended in an error
+        # agents' direct addresses that could not be reached: relay at once from then on,
+        # rather than wait on a firewall that drops for each connection
+        self.unreachable: set[tuple[str, int]] = set()
 
     def start(self, client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
               number: int, report: Report) -> None:
         """Forward ``conn`` in a thread of its own, known here until it ends."""
         def run() -> None:
             try:
-                if forward_connection(client, target, conn, number, report) is not None:
+                if forward_connection(client, target, conn, number, report,
+                                      self.unreachable) is not None:
                     self.failed.set()
             finally:
                 with self._lock:
@@ -208,13 +212,19 @@ def _read_to_end(sock: socket.socket, limit: int) -> bytes:
 
 
 def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
-                       number: int, report: Report) -> str | None:
+                       number: int, report: Report,
+                       unreachable: set[tuple[str, int]] | None = None) -> str | None:
     """Tunnel one accepted connection until both sides are done, straight to the agent
     when it can be reached, else through the orchestrator; report how it closed.
-    Returns the error it ended with (None: none)."""
+    ``unreachable`` holds the agents' direct addresses that failed (added to here): those
+    are relayed to without trying. Returns the error it ended with (None: none)."""
+    skip = unreachable if unreachable is not None else set()
     try:
         ticket = client.open_port_forward(_open_request(target))
-        direct = connect_direct(ticket) if ticket.port else None
+        address = (ticket.host, ticket.port)
+        direct = connect_direct(ticket) if ticket.port and address not in skip else None
+        if ticket.port and direct is None:
+            skip.add(address)
     except OrchestratorUnreachableError:  # an orchestrator without the direct path
         direct = None
     except FuzzError as exc:
