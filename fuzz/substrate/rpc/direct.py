@@ -24,7 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fuzz.errors import FuzzError
-from fuzz.rpc.direct import ACCEPTED, REFUSED, TICKET_BYTES, pump, server_context
+from fuzz.rpc.direct import (
+    ACCEPTED,
+    MAX_REFUSAL_BYTES,
+    REFUSED,
+    TICKET_BYTES,
+    pump,
+    server_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +144,10 @@ class DirectListener:
             target = self._connect(grant)
         except FuzzError as exc:
             logger.info("direct connection refused: %s", exc)
-            tls.sendall(bytes([REFUSED]) + str(exc).encode()[:4000])
+            tls.sendall(bytes([REFUSED]) + str(exc).encode()[:MAX_REFUSAL_BYTES])
             return
         with contextlib.closing(target):
-            logger.info("direct port-forward for %s to port %d of container %s", grant.user,
+            logger.debug("direct port-forward for %s to port %d of container %s", grant.user,
                         grant.port, grant.container_id)
             target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls.sendall(bytes([ACCEPTED]))
