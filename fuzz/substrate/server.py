@@ -396,8 +396,8 @@ def serve(
     info_path = state_dir / INFO_FILE
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
-    running: RunningServer | None = None
     direct: DirectListener | None = None
+    running: RunningServer | None = None
     try:
         info_path.unlink(missing_ok=True)  # left by an agent that was killed
         identity: NodeIdentity | None = None
@@ -415,6 +415,13 @@ def serve(
                 job_network or JobNetwork.parse(AUTO),
                 OrchestratorLink(join.orchestrator, join.ca_pem) if join is not None else None),
         )
+        if tls is not None:  # the direct port-forward path: TLS only, never plain text
+            try:
+                direct = service.open_direct_port(listen_host(listen), str(tls.cert),
+                                                  str(tls.key))
+            except OSError as exc:  # ssl.SSLError among them
+                raise AgentStartError(f"cannot serve direct port-forward on "
+                                      f"{listen_host(listen)}: {exc.strerror or exc}") from exc
         running = start_server(
             listen, shared_token(token),
             lambda server: add_substrate_service(service, server),
@@ -424,9 +431,6 @@ def serve(
         if tls is None:
             logger.warning("serving plain text (insecure) on %s: anyone on the network can "
                            "read and alter the agent's traffic", running.endpoint)
-        else:  # the direct port-forward path: TLS only, never plain text
-            direct = service.open_direct_port(listen_host(listen), str(tls.cert),
-                                              str(tls.key))
         write_json_atomic(
             info_path,
             {
