@@ -1,12 +1,15 @@
 """Port-forwarding for the CLI: local TCP connections tunnelled to a port of a running job.
 
-Each connection accepted on ``127.0.0.1:LOCAL`` becomes one bidirectional
-PortForward stream to the orchestrator, which relays it to the agent of the
-job's node, which connects to the port inside the job's network namespace.
+Each connection accepted on ``127.0.0.1:LOCAL`` first asks the orchestrator for a
+single-use ticket (OpenPortForward: IAM, the curtain and audit decide there), then
+goes straight to the agent of the job's node over TLS (:mod:`fuzz.rpc.direct`), which
+connects to the port inside the job's network namespace. When the agent cannot be
+reached from here (a node in a private network) or offers no direct path, the
+connection becomes one bidirectional PortForward stream that the orchestrator relays.
 It listens only while the task runs: a task that is not running (queued, finished,
 failed) is refused before listening, and once a connection fails the task's state is
 looked at again, so that forwarding ends with its task.
-Per connection, gRPC's request thread reads the local socket into the stream
+On the relayed path, per connection, gRPC's request thread reads the local socket into the stream
 and a thread of ours writes the stream into the socket. When the local client
 has sent everything, the request stream ends (the agent half-closes towards the
 job); when the job has, an ``end`` frame arrives (we half-close towards the
@@ -16,6 +19,7 @@ local client). Every event goes to a :data:`Report` callback, as a dict.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +28,9 @@ from typing import Any
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import substrate_pb2
-from fuzz.clients.orchestrator import OrchestratorClient
+from fuzz.clients.orchestrator import OrchestratorClient, OrchestratorUnreachableError
 from fuzz.errors import ConfigError, FuzzError
+from fuzz.rpc.direct import ACCEPTED, MAX_REFUSAL_BYTES, client_context, pump
 from fuzz.rpc.tunnel import SharedSocket, data_request
 from fuzz.spec.workflowref import split_workflow_ref, task_key
 
@@ -37,6 +42,9 @@ DRAIN_SECONDS = 2.0
 # accept() wakes this often: a Ctrl-C the kernel hands to another thread (one of gRPC's)
 # is acted on only when the main thread runs Python again.
 ACCEPT_POLL = 0.5
+# How long reaching the agent directly (TCP, TLS, the ticket's answer) may take before
+# the connection is relayed through the orchestrator instead.
+DIRECT_CONNECT_SECONDS = 5.0
 Report = Callable[[dict[str, Any]], None]
 
 
@@ -102,13 +110,17 @@ class OpenConnections:
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self.failed = threading.Event()  # set when a connection ended in an error
+        # agents' direct addresses that could not be reached: relay at once from then on,
+        # rather than wait on a firewall that drops for each connection
+        self.unreachable: set[tuple[str, int]] = set()
 
     def start(self, client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
               number: int, report: Report) -> None:
         """Forward ``conn`` in a thread of its own, known here until it ends."""
         def run() -> None:
             try:
-                if forward_connection(client, target, conn, number, report) is not None:
+                if forward_connection(client, target, conn, number, report,
+                                      self.unreachable) is not None:
                     self.failed.set()
             finally:
                 with self._lock:
@@ -151,10 +163,97 @@ def serve(client: OrchestratorClient, target: ForwardTarget, server: socket.sock
         connections.start(client, target, conn, number, report)
 
 
+class DirectRefusedError(FuzzError):
+    """The agent refused the ticket's connection (the port is closed, the task ended)."""
+
+
+def _open_request(target: ForwardTarget) -> pb.PortForwardRequest:
+    ref = split_workflow_ref(target.workflow)
+    return pb.PortForwardRequest(
+        workflow=ref.name, owner=ref.owner, task=target.task,
+        frame=substrate_pb2.PortForwardFrame(
+            open=substrate_pb2.PortForwardOpen(port=target.remote_port)))
+
+
+def connect_direct(ticket: pb.DirectTicket) -> ssl.SSLSocket | None:
+    """The agent's direct connection for ``ticket``, accepted; None when the agent cannot
+    be reached (relay instead); DirectRefusedError when it refuses."""
+    try:
+        raw = socket.create_connection((ticket.host, ticket.port), DIRECT_CONNECT_SECONDS)
+    except OSError:
+        return None
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tls = client_context(ticket.ca_pem).wrap_socket(raw, server_hostname=ticket.server_name)
+    except (OSError, ValueError):
+        raw.close()
+        return None
+    try:
+        tls.sendall(ticket.ticket)
+        answer = tls.recv(1)  # the job's first bytes may follow in the same record
+        if answer != bytes([ACCEPTED]):
+            reason = _read_to_end(tls, MAX_REFUSAL_BYTES) if answer else b""
+    except OSError:
+        tls.close()
+        return None
+    if answer == bytes([ACCEPTED]):
+        return tls
+    tls.close()
+    if not answer:
+        return None
+    raise DirectRefusedError(reason.decode(errors="replace"))
+
+
+def _read_to_end(sock: socket.socket, limit: int) -> bytes:
+    data = b""
+    while len(data) < limit and (chunk := sock.recv(limit - len(data))):
+        data += chunk
+    return data
+
+
 def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
-                       number: int, report: Report) -> str | None:
-    """Tunnel one accepted connection until both sides are done; report how it closed.
-    Returns the error it ended with (None: none)."""
+                       number: int, report: Report,
+                       unreachable: set[tuple[str, int]] | None = None) -> str | None:
+    """Tunnel one accepted connection until both sides are done, straight to the agent
+    when it can be reached, else through the orchestrator; report how it closed.
+    ``unreachable`` holds the agents' direct addresses that failed (added to here): those
+    are relayed to without trying. Returns the error it ended with (None: none)."""
+    skip = unreachable if unreachable is not None else set()
+    try:
+        ticket = client.open_port_forward(_open_request(target))
+        address = (ticket.host, ticket.port)
+        direct = connect_direct(ticket) if ticket.port and address not in skip else None
+        if ticket.port and direct is None:
+            skip.add(address)
+    except OrchestratorUnreachableError:  # an orchestrator without the direct path
+        direct = None
+    except FuzzError as exc:
+        conn.close()
+        return _closed(report, number, 0, 0, str(exc), "direct")
+    if direct is None:
+        return relay_connection(client, target, conn, number, report)
+    with direct, conn:
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sent, received = pump(direct, conn)
+        except OSError as exc:
+            return _closed(report, number, 0, 0, f"direct connection: {exc.strerror or exc}",
+                           "direct")
+    return _closed(report, number, sent, received, None, "direct")
+
+
+def _closed(report: Report, number: int, sent: int, received: int, error: str | None,
+            path: str) -> str | None:
+    """Report a connection's end (``path``: ``direct`` to the agent, or ``relay``)."""
+    report({"event": "close", "connection": number, "sent_bytes": sent,
+            "received_bytes": received, "error": error, "path": path})
+    return error
+
+
+def relay_connection(client: OrchestratorClient, target: ForwardTarget, conn: socket.socket,
+                     number: int, report: Report) -> str | None:
+    """Tunnel one accepted connection through the orchestrator's PortForward relay until
+    both sides are done; report how it closed. Returns the error it ended with."""
     shared = SharedSocket(conn)
     sent = [0]
     received = 0
@@ -162,11 +261,7 @@ def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: 
 
     def requests() -> Iterator[pb.PortForwardRequest | bytes]:
         try:
-            ref = split_workflow_ref(target.workflow)
-            yield pb.PortForwardRequest(
-                workflow=ref.name, owner=ref.owner, task=target.task,
-                frame=substrate_pb2.PortForwardFrame(
-                    open=substrate_pb2.PortForwardOpen(port=target.remote_port)))
+            yield _open_request(target)
             for chunk in shared.chunks():
                 sent[0] += len(chunk)
                 yield data_request(chunk)
@@ -191,6 +286,4 @@ def forward_connection(client: OrchestratorClient, target: ForwardTarget, conn: 
     finally:
         shared.shutdown()  # wakes the request thread if it still reads
         shared.release()
-    report({"event": "close", "connection": number, "sent_bytes": sent[0],
-            "received_bytes": received, "error": error})
-    return error
+    return _closed(report, number, sent[0], received, error, "relay")

@@ -90,6 +90,7 @@ class AgentClient(GrpcClient):
     ) -> None:
         """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
         super().__init__(endpoint, token, timeout, tls)
+        self.tls = tls
         self._stub: Any = substrate_pb2_grpc.SubstrateStub(self._channel)
         self._port_forward_serialized = self._channel.stream_stream(
             _PORT_FORWARD_METHOD, request_serializer=None,
@@ -283,6 +284,16 @@ class AgentClient(GrpcClient):
         """
         call: DuplexCall[bytes] = self._duplex(self._port_forward_serialized, frames)
         return call
+
+    def grant_access(self, ticket_sha256: bytes, container_id: str, port: int, user: str,
+                     ttl_seconds: float) -> int:
+        """Register a single-use ticket (its hash) for ``port`` of ``container_id``; the
+        agent's direct TLS port (0: it has none)."""
+        reply: substrate_pb2.AccessGrantReply = self._call(
+            self._stub.GrantAccess, substrate_pb2.AccessGrant(
+                ticket_sha256=ticket_sha256, container_id=container_id, port=port,
+                user=user, ttl_seconds=ttl_seconds), None)
+        return reply.direct_port
 
     def _closed_error(self) -> AgentError:
         """A call on a closed client: the orchestrator replaced it (the agent moved)."""

@@ -252,6 +252,12 @@ class OrchestratorClient(GrpcClient):
         call: DuplexCall[Frame] = self._duplex(self._port_forward, requests)
         return call
 
+    def open_port_forward(self, request: pb.PortForwardRequest) -> pb.DirectTicket:
+        """A single-use ticket for one connection straight to the task's agent, if the
+        caller may forward to the port (``port`` 0 in the reply: use :meth:`port_forward`)."""
+        reply: pb.DirectTicket = self._call(self._stub.OpenPortForward, request, None)
+        return reply
+
     # --- secrets ---------------------------------------------------------------------------
 
     def create_secret(self, name: str, value: bytes, replace: bool = False, account: str = ""

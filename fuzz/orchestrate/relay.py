@@ -6,20 +6,27 @@ and the agent's come back unchanged. When the client goes away the agent's call
 is cancelled (so the agent kills the process or closes the connection); when
 the agent's call fails, the client's ends with the agent's status where it is
 about the request, and FAILED_PRECONDITION naming the agent otherwise.
+
+:func:`direct_ticket` is the port-forward's direct path instead: the agent is given
+a single-use ticket's hash for the port, the client the ticket and the agent's
+direct TLS address (see :mod:`fuzz.rpc.direct`); no byte passes the orchestrator.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
 import grpc
 
-from fuzz.api import substrate_pb2
+from fuzz.api import orchestrator_pb2, substrate_pb2
 from fuzz.clients.agent import AgentClient, AgentError
 from fuzz.rpc.client import DuplexCall
+from fuzz.rpc.direct import TICKET_BYTES
 
 _Reply = TypeVar("_Reply")
 # Statuses that describe the request, passed on as they are; the others (the agent
@@ -30,6 +37,8 @@ PASSED_ON = frozenset({
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.ABORTED,
 })
+# A ticket is redeemed within seconds of its grant: the CLI asks for one per connection.
+TICKET_TTL_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class LiveTask:
 
     agent: AgentClient
     container: str
+    user: str = ""  # who asked (a direct ticket is granted to them)
 
 
 def relay_exec(task: LiveTask, start: substrate_pb2.ExecInput,
@@ -63,6 +73,27 @@ def relay_port_forward(task: LiveTask, opening: substrate_pb2.PortForwardFrame,
     first.open.container_id = task.container
     yield from _relay(task.agent.port_forward(
         itertools.chain((first.SerializeToString(),), rest)), context)
+
+
+def direct_ticket(task: LiveTask, port: int, context: grpc.ServicerContext
+                  ) -> orchestrator_pb2.DirectTicket:
+    """A single-use ticket for one connection to ``port`` of the task, straight to its
+    agent; an empty one (port 0) when the agent has no direct path (no TLS)."""
+    tls = task.agent.tls
+    if tls is None:
+        return orchestrator_pb2.DirectTicket()
+    ticket = secrets.token_bytes(TICKET_BYTES)
+    try:
+        direct_port = task.agent.grant_access(hashlib.sha256(ticket).digest(), task.container,
+                                              port, task.user, TICKET_TTL_SECONDS)
+    except AgentError as exc:
+        _abort_for(context, exc)
+    if not direct_port:
+        return orchestrator_pb2.DirectTicket()
+    host = task.agent.endpoint.rpartition(":")[0].strip("[]")
+    return orchestrator_pb2.DirectTicket(ticket=ticket, host=host, port=direct_port,
+                                         server_name=tls.server_name or host,
+                                         ca_pem=tls.ca_pem)
 
 
 def _relay(call: DuplexCall[_Reply], context: grpc.ServicerContext) -> Iterator[_Reply]:

@@ -56,7 +56,7 @@ from fuzz.orchestrate.messages import (
     workflow_message,
     workflow_summary,
 )
-from fuzz.orchestrate.relay import LiveTask, relay_exec, relay_port_forward
+from fuzz.orchestrate.relay import LiveTask, direct_ticket, relay_exec, relay_port_forward
 from fuzz.orchestrate.secrets import SecretError, SecretStore, account_owner, missing_secret
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.transfer.cache import IngressCache
@@ -88,6 +88,7 @@ ENROLL_METHOD = f"/{SERVICE_NAME}/EnrollNode"
 WATCH_INTERVAL = 5.0
 WATCH_MIN_INTERVAL = 0.2  # a watcher sees at most five updates a second
 LOG_CHUNK = 64 * 1024
+MAX_TCP_PORT = 65535
 
 NODE_ACTIONS = ("cordon", "drain", "uncordon", "evict", "forget")
 """What CordonNodes may do to a node (the reason matters to evict only)."""
@@ -618,6 +619,20 @@ class OrchestratorService:
                 for r in request_iterator)
         yield from relay_port_forward(task, first.frame, rest, context)
 
+    def OpenPortForward(self, request: pb.PortForwardRequest, context: grpc.ServicerContext
+                        ) -> pb.DirectTicket:
+        """Decide as PortForward does, then answer a single-use ticket for one connection
+        straight to the task's agent (an empty one: relay through PortForward instead)."""
+        if request.frame.WhichOneof("frame") != "open":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request must open a connection")
+        port = request.frame.open.port
+        if not 0 < port <= MAX_TCP_PORT:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"port {port} is not a TCP port (1-{MAX_TCP_PORT})")
+        task = self._live_task(context, WORKFLOW_PORT_FORWARD, request.owner, request.workflow,
+                               request.task)
+        return direct_ticket(task, port, context)
+
     def LaunchExec(self, request_iterator: Iterator[pb.LaunchExecRequest],
                    context: grpc.ServicerContext) -> Iterator[substrate_pb2.ExecOutput]:
         """Start an MPI launcher's daemon in a container of its own job (no SSH).
@@ -649,14 +664,15 @@ class OrchestratorService:
         """The running task ``task`` of ``owner``'s ``workflow`` (the caller's when empty),
         once the caller may do ``action`` on it."""
         try:
-            _, target, snapshot = self.workflow_access(context, action, owner, workflow)
+            identity, target, snapshot = self.workflow_access(context, action, owner, workflow)
             _, key = _task_key(snapshot, target, task)
             plan = self._runner.live_attempt(target.owner, target.name, key, target.run_id)
             if plan is None:
                 state = next(t.state for t in snapshot.tasks if t.key == key)
                 raise TaskNotRunningError(
                     f"task {key} of workflow {target.shown} is not running ({state})")
-            return LiveTask(self._nodes.client(plan.nodes[0]), plan.containers[0])
+            return LiveTask(self._nodes.client(plan.nodes[0]), plan.containers[0],
+                            identity.user)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 

@@ -57,6 +57,7 @@ from fuzz.substrate.launch.sockets import OrchestratorLink
 from fuzz.substrate.metrics import AgentCollector, AgentParts
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.rpc.access import AccessRpcs
+from fuzz.substrate.rpc.direct import DirectListener
 from fuzz.substrate.rpc.jobs import JobRpcs, abort_for
 from fuzz.substrate.statedir import INFO_FILE, LOCK_FILE, read_node_id
 
@@ -346,6 +347,12 @@ class SubstrateService(JobRpcs, AccessRpcs):
 # --- the process --------------------------------------------------------------------------
 
 
+def listen_host(listen: str) -> str:
+    """The host part of ``listen`` (``HOST:PORT``), where the direct port listens too."""
+    host = listen.rpartition(":")[0].strip("[]")
+    return {"": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host)
+
+
 def serve(
     listen: str,
     state_dir: Path,
@@ -400,6 +407,7 @@ def serve(
     info_path = state_dir / INFO_FILE
     stop_event = stop or threading.Event()
     previous = install_signal_handlers(stop_event)
+    direct: DirectListener | None = None
     running: RunningServer | None = None
     status: StatusListener | None = None
     registry = new_registry()
@@ -421,6 +429,13 @@ def serve(
                 OrchestratorLink(join.orchestrator, join.ca_pem) if join is not None else None,
                 share_cpus_with),
         )
+        if tls is not None:  # the direct port-forward path: TLS only, never plain text
+            try:
+                direct = service.open_direct_port(listen_host(listen), str(tls.cert),
+                                                  str(tls.key))
+            except OSError as exc:  # ssl.SSLError among them
+                raise AgentStartError(f"cannot serve direct port-forward on "
+                                      f"{listen_host(listen)}: {exc.strerror or exc}") from exc
         running = start_server(
             listen, shared_token(token),
             lambda server: add_substrate_service(service, server),
@@ -464,6 +479,8 @@ def serve(
             ).start()
         wait_for_stop(stop_event)
     finally:
+        if direct is not None:
+            direct.close()
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(grace).wait()

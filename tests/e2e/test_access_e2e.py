@@ -28,7 +28,11 @@ from pathlib import Path
 
 import pytest
 
+from fuzz.api import orchestrator_pb2 as pb
+from fuzz.api import substrate_pb2
+from fuzz.cli.portforward import DirectRefusedError, connect_direct
 from fuzz.errors import FuzzError
+from fuzz.rpc.direct import pump
 from fuzz.rpc.tunnel import data_request
 from fuzz.testing.oci import PushedImage, free_port
 from tests.support.cliutil import fuzz_command, run_fuzz
@@ -361,9 +365,10 @@ def test_no_process_of_the_system_runs_or_listens_for_ssh(notebook: Notebook,
         assert SSH_PORT not in ports
         server = json.loads((notebook.cluster.data_dir / "server.json").read_text())
         expected = {int(server["endpoint"].rpartition(":")[2]), web.port, notebook.http_port,
-                    notebook.echo_port}
-        agents = {port for port, pid in ports.items() if port not in expected}
-        assert len(agents) == 1, ports  # and the node's agent: nothing else listens
+                    notebook.echo_port, int(server["endpoints_url"].rpartition(":")[2])}
+        agents = {port: pid for port, pid in ports.items() if port not in expected}
+        # and the node's agent, on its gRPC port and its direct TLS port: nothing else listens
+        assert len(agents) == 2 and len(set(agents.values())) == 1, ports
     finally:
         shell.kill()  # the caller goes away: so does its process in the job
         shell.wait()
@@ -406,3 +411,60 @@ def test_exec_and_port_forward_need_permission_and_the_curtain_blocks_everyone(
     assert exec_in(notebook, "true").returncode == 0
     audit = (cluster.data_dir / "audit.log").read_text()
     assert '"action": "workflow:exec"' in audit and '"allowed": false' in audit
+
+
+def _ticket(notebook: Notebook, port: int) -> pb.DirectTicket:
+    """A direct ticket for ``port`` of the job, as the CLI asks for one."""
+    with notebook.cluster.client() as client:
+        return client.open_port_forward(pb.PortForwardRequest(
+            workflow=notebook.name, task=JOB, frame=substrate_pb2.PortForwardFrame(
+                open=substrate_pb2.PortForwardOpen(port=port))))
+
+
+def test_connections_go_straight_to_the_agent_and_through_the_orchestrator_when_it_is_out_of_reach(
+        notebook: Notebook) -> None:
+    direct_port = _ticket(notebook, notebook.http_port).port
+    assert direct_port
+    forward = Forward(notebook.cluster, notebook.name, notebook.http_port)
+    rule = ["OUTPUT", "-o", "lo", "-p", "tcp", "--dport", str(direct_port), "-j", "REJECT",
+            "--reject-with", "tcp-reset"]
+    try:
+        assert fetch(forward.port, "/index.html").decode().strip() == PAGE
+        _, closed = forward.events(2)
+        assert (closed["path"], closed["error"]) == ("direct", None), closed
+        subprocess.run(["iptables", "-I", *rule], check=True)  # the node is out of reach
+        try:
+            big = fetch(forward.port, "/big")
+            _, relayed = forward.events(2)
+        finally:
+            subprocess.run(["iptables", "-D", *rule], check=True)
+        assert len(big) == BIG_MIB * 2**20
+        assert (relayed["path"], relayed["error"]) == ("relay", None), relayed
+        assert relayed["received_bytes"] > BIG_MIB * 2**20
+    finally:
+        forward.stop()
+
+
+def test_a_direct_ticket_is_single_use_and_a_forged_one_is_refused(notebook: Notebook) -> None:
+    ticket = _ticket(notebook, notebook.echo_port)
+    assert ticket.ticket and ticket.server_name and b"BEGIN CERTIFICATE" in ticket.ca_pem
+    tls = connect_direct(ticket)
+    assert tls is not None
+    local, far = socket.socketpair()
+    with tls, local, far:
+        pumping = threading.Thread(target=pump, args=(tls, local))
+        pumping.start()
+        far.sendall(b"hello\n")
+        far.shutdown(socket.SHUT_WR)  # cat ends: so does the job's side
+        echoed = b""
+        while data := far.recv(100):
+            echoed += data
+        pumping.join(timeout=30)
+    assert echoed == b"hello\n"
+    with pytest.raises(DirectRefusedError, match="not valid"):
+        connect_direct(ticket)
+    forged = pb.DirectTicket()
+    forged.CopyFrom(ticket)
+    forged.ticket = os.urandom(len(ticket.ticket))
+    with pytest.raises(DirectRefusedError, match="not valid"):
+        connect_direct(forged)

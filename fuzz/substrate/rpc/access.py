@@ -18,6 +18,7 @@ from fuzz.api import substrate_pb2
 from fuzz.errors import FuzzError
 from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.rpc.tunnel import END_FRAME, Frame, SharedSocket, data_frame
+from fuzz.substrate.rpc.direct import DirectListener, Grant, TicketBook
 from fuzz.substrate.rpc.jobs import NodeJobs
 from fuzz.substrate.runtime.containers import ContainerNotFoundError, ContainerStateError
 from fuzz.substrate.runtime.execproc import (
@@ -73,7 +74,41 @@ def _feed_socket(frames: Iterator[Frame], conn: SharedSocket, failed: list[str])
 
 
 class AccessRpcs(NodeJobs):
-    """The Exec and PortForward methods of the Substrate servicer (a mixin)."""
+    """The Exec, PortForward and GrantAccess methods of the Substrate servicer (a mixin)."""
+
+    _direct: tuple[TicketBook, DirectListener] | None = None
+
+    def open_direct_port(self, host: str, cert: str, key: str) -> DirectListener:
+        """Serve the direct port-forward path on ``host`` with the node's certificate
+        (see :mod:`fuzz.substrate.rpc.direct`); the caller closes the listener."""
+        book = TicketBook()
+        listener = DirectListener(host, cert, key, book, self._connect_grant)
+        self._direct = (book, listener)
+        listener.start()
+        return listener
+
+    def _connect_grant(self, grant: Grant) -> socket.socket:
+        pid = self.jobs().containers.running_pid(grant.container_id)
+        return connect_in_netns(pid, grant.port, CONNECT_TIMEOUT,
+                                f"container {grant.container_id}")
+
+    def GrantAccess(self, request: substrate_pb2.AccessGrant,
+                    context: grpc.ServicerContext) -> substrate_pb2.AccessGrantReply:
+        """Register a single-use ticket (its hash) for a port of a running container;
+        answers the direct port (0: this agent has none, the caller relays instead)."""
+        if self._direct is None:
+            return substrate_pb2.AccessGrantReply(direct_port=0)
+        if not 0 < request.port <= MAX_PORT or len(request.ticket_sha256) != 32:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "a grant needs a port 1-65535 and a SHA-256 ticket hash")
+        try:
+            self.jobs().containers.running_pid(request.container_id)  # it must be running
+        except FuzzError as exc:
+            abort_with(context, exc, _STATUS)
+        book, listener = self._direct
+        book.grant(request.ticket_sha256, request.container_id, request.port, request.user,
+                   request.ttl_seconds)
+        return substrate_pb2.AccessGrantReply(direct_port=listener.port)
 
     def Exec(self, request_iterator: Iterator[substrate_pb2.ExecInput],
              context: grpc.ServicerContext) -> Iterator[substrate_pb2.ExecOutput]:

@@ -1,0 +1,212 @@
+"""The direct data path of port-forward: one TLS connection from the CLI to the agent.
+
+The control plane stays gRPC: the orchestrator decides (IAM, the curtain, audit) and
+hands the CLI a single-use ticket and the agent's direct TLS address. The CLI opens
+TLS to the agent, verifying its certificate against the cluster CA, and sends
+the ticket (:data:`TICKET_BYTES` raw bytes); the agent answers one status byte
+(:data:`ACCEPTED`, or :data:`REFUSED` followed by one UTF-8 sentence, then the close),
+and from then on the connection carries the forwarded bytes both ways, as chunks of
+up to :data:`BUFFER_BYTES` each behind a 4-byte length. An empty chunk ends its
+direction, so a half-close crosses inside TLS and cannot be forged by a TCP FIN
+(TLS's own close_notify cannot serve: Python's ``unwrap`` then reads on, and fails on
+data still in flight).
+
+:func:`pump` copies between the TLS socket and a plain one in one thread, with
+non-blocking sockets and one preallocated buffer per direction: no Python object per
+chunk, and writes as large as the buffer. It is hand-written because the standard
+library has no such pump (``socket.sendfile`` is one way and cannot read TLS), and one
+thread is needed: an OpenSSL connection must not be read and written at once from two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+import struct
+
+TICKET_BYTES = 32
+ACCEPTED = 0
+REFUSED = 1
+BUFFER_BYTES = 256 * 1024
+MAX_REFUSAL_BYTES = 4096
+_READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+_WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
+_HEADER = struct.Struct("!I")  # a chunk's length; 0 ends the direction
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def server_context(cert: str, key: str) -> ssl.SSLContext:
+    """The agent's side: TLS 1.3 with its node certificate, no session tickets (nothing
+    but the forwarded bytes follows the handshake)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(cert, key)
+    context.num_tickets = 0
+    return context
+
+
+def client_context(ca_pem: bytes) -> ssl.SSLContext:
+    """The CLI's side: TLS 1.3, the agent verified against ``ca_pem`` (the cluster CA)."""
+    context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+class _Direction:
+    """One way of a pumped connection: what was read and not yet written."""
+
+    def __init__(self, source: socket.socket, sink: socket.socket, size: int) -> None:
+        self.source, self.sink = source, sink
+        self.buffer = bytearray(size)
+        self.view = memoryview(self.buffer)
+        self.start = self.end = 0
+        self.ended = False  # the source is at its end
+        self.done = False  # ... and everything went on, and the sink knows
+        self.drained = False  # the last read took all there was: wait before the next
+        self.moved = 0  # payload bytes read
+        self.waits: tuple[int, int] | None = None  # (fd, poll events) it is blocked on
+
+    def step(self) -> None:
+        """Write what is pending and read more, until blocked (``waits``) or done."""
+        self.waits = None
+        while not self.done:
+            if self.start < self.end:
+                try:
+                    self.start += self.sink.send(self.view[self.start:self.end])
+                except _WOULD_BLOCK as exc:
+                    self.waits = (self.sink.fileno(), _events(exc, _WRITABLE))
+                    return
+                continue
+            if self.ended:
+                self.finish()
+                self.done = True
+                return
+            self.start = self.end = 0
+            if self.drained:  # a read now would only say so: let poll tell when
+                self.drained = False
+                self.waits = (self.source.fileno(), _READABLE)
+                return
+            if not self.fill():
+                return
+
+    def fill(self) -> bool:
+        """Read into the buffer; False when nothing came (``waits`` says for what)."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Tell the sink that this direction has ended."""
+
+    def blocked_on_read(self, exc: BaseException) -> bool:
+        """Note that reading the source would block; False (nothing came)."""
+        self.waits = (self.source.fileno(), _events(exc, _READABLE))
+        return False
+
+
+class _Sealing(_Direction):
+    """Plain -> TLS: each read goes out as one chunk, ``[length][bytes]`` in one write;
+    the plain side's end as an empty chunk."""
+
+    def fill(self) -> bool:
+        room = self.view[_HEADER.size:]
+        try:
+            count = self.source.recv_into(room)
+        except _WOULD_BLOCK as exc:
+            return self.blocked_on_read(exc)
+        _HEADER.pack_into(self.buffer, 0, count)
+        self.end = _HEADER.size + count
+        self.moved += count
+        self.ended = count == 0
+        self.drained = count < len(room)  # a stream socket's short read emptied it
+        return True
+
+
+class _Opening(_Direction):
+    """TLS -> plain: chunk bodies into the buffer (a record at a time, until the buffer is
+    full or nothing more is there), headers into a small one; the empty chunk ends it."""
+
+    def __init__(self, source: ssl.SSLSocket, sink: socket.socket, size: int) -> None:
+        super().__init__(source, sink, size)
+        self.tls = source
+        self.header = bytearray(_HEADER.size)
+        self.header_view = memoryview(self.header)
+        self.header_got = 0
+        self.chunk_left = 0
+
+    def fill(self) -> bool:
+        size = len(self.view)
+        while self.end < size:
+            reading_header = self.chunk_left == 0
+            into = (self.header_view[self.header_got:] if reading_header
+                    else self.view[self.end:self.end + min(self.chunk_left, size - self.end)])
+            try:
+                count = self.source.recv_into(into)
+            except _WOULD_BLOCK as exc:
+                return True if self.end else self.blocked_on_read(exc)
+            if count == 0:
+                raise ConnectionResetError("the far side ended without closing its stream")
+            if not reading_header:
+                self.end += count
+                self.chunk_left -= count
+                self.moved += count
+                if self.chunk_left == 0 and not self.tls.pending():
+                    self.drained = True  # nothing decrypted is left: write, then poll
+                    return True
+                continue
+            self.header_got += count
+            if self.header_got == _HEADER.size:
+                self.header_got = 0
+                (self.chunk_left,) = _HEADER.unpack(self.header)
+                if self.chunk_left == 0:
+                    self.ended = True
+                    return True
+        return True
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sink.shutdown(socket.SHUT_WR)
+
+
+def _events(exc: BaseException, default: int) -> int:
+    if isinstance(exc, ssl.SSLWantReadError):
+        return _READABLE
+    if isinstance(exc, ssl.SSLWantWriteError):
+        return _WRITABLE
+    return default
+
+
+def pump(tls: ssl.SSLSocket, plain: socket.socket, buffer_bytes: int = BUFFER_BYTES
+         ) -> tuple[int, int]:
+    """Copy both ways between ``tls`` (chunked) and ``plain`` until both directions have
+    ended; returns the bytes moved (plain -> tls, tls -> plain). Each end goes on as a
+    half-close. Raises OSError (an ``ssl.SSLError`` among them) when either side fails,
+    or the TLS side ends without its end mark. Leaves both sockets non-blocking and open."""
+    tls.setblocking(False)
+    plain.setblocking(False)
+    outward = _Sealing(plain, tls, buffer_bytes)
+    inward = _Opening(tls, plain, buffer_bytes)
+    poller = select.poll()
+    registered: dict[int, int] = {}
+    ready: dict[int, int] = {}
+    while not (outward.done and inward.done):
+        for direction in (outward, inward):
+            waits = direction.waits
+            if not direction.done and (waits is None or ready.get(waits[0], 0) & waits[1]):
+                direction.step()
+        interest: dict[int, int] = {}
+        for direction in (outward, inward):
+            if direction.waits is not None:
+                fd, events = direction.waits
+                interest[fd] = interest.get(fd, 0) | events
+        for fd in registered.keys() - interest.keys():
+            poller.unregister(fd)
+        for fd, events in interest.items():
+            if fd not in registered:
+                poller.register(fd, events)
+            elif registered[fd] != events:
+                poller.modify(fd, events)
+        registered = interest
+        if interest:
+            ready = dict(poller.poll())
+    return outward.moved, inward.moved

@@ -1,0 +1,168 @@
+"""The agent's end of the direct port-forward path: single-use tickets and a TLS port.
+
+The orchestrator, once IAM and the curtain allowed a caller to forward to a port of a
+task, registers a grant here (:meth:`TicketBook.grant`, through the GrantAccess RPC,
+which only the orchestrator may call): the SHA-256 of a random ticket, the container
+and port it opens, who it is for and how long it lasts (seconds). The caller presents
+the ticket on :class:`DirectListener`'s TLS port; a ticket is redeemed at most once, only
+before it expires, and opens exactly its grant's port of its grant's container: there
+is nothing in the connection that could name another. The book holds hashes only, and
+no log line carries a ticket. Wire format and copying: :mod:`fuzz.rpc.direct`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fuzz.errors import FuzzError
+from fuzz.rpc.direct import (
+    ACCEPTED,
+    MAX_REFUSAL_BYTES,
+    REFUSED,
+    TICKET_BYTES,
+    pump,
+    server_context,
+)
+
+logger = logging.getLogger(__name__)
+
+HANDSHAKE_SECONDS = 10.0  # TLS and the ticket must arrive within this
+MAX_TTL_SECONDS = 60.0
+MAX_CONNECTIONS = 256  # as many as the agent's gRPC workers
+
+
+class TicketRefusedError(FuzzError):
+    """A ticket that is unknown, used already or expired."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one ticket opens, for whom, until when (``time.monotonic``)."""
+
+    container_id: str
+    port: int
+    user: str
+    expires: float
+
+
+class TicketBook:
+    """The outstanding grants, by ticket hash."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """No grant yet."""
+        self._grants: dict[bytes, Grant] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def grant(self, ticket_sha256: bytes, container_id: str, port: int, user: str,
+              ttl_seconds: float) -> None:
+        """Register a ticket (by its hash) for ``port`` of ``container_id``."""
+        ttl = min(max(ttl_seconds, 0.0), MAX_TTL_SECONDS)
+        now = self._clock()
+        with self._lock:
+            self._grants = {key: g for key, g in self._grants.items() if g.expires > now}
+            self._grants[ticket_sha256] = Grant(container_id, port, user, now + ttl)
+
+    def redeem(self, ticket: bytes) -> Grant:
+        """The grant of ``ticket``, used up; TicketRefusedError if there is none now."""
+        digest = hashlib.sha256(ticket).digest()
+        with self._lock:
+            match = next((key for key in self._grants if hmac.compare_digest(key, digest)),
+                         None)
+            grant = self._grants.pop(match) if match is not None else None
+        if grant is None or grant.expires <= self._clock():
+            raise TicketRefusedError("the ticket is not valid (unknown, used or expired)")
+        return grant
+
+
+Connector = Callable[[Grant], socket.socket]
+
+
+class DirectListener:
+    """The agent's direct TLS port: a thread accepting, a thread per connection."""
+
+    def __init__(self, host: str, cert: str, key: str, book: TicketBook,
+                 connect: Connector) -> None:
+        """Listen on ``host`` (a free port), serving ``cert``/``key``; ``connect`` opens a
+        grant's port (raising FuzzError when it cannot)."""
+        self._context = server_context(cert, key)
+        self._server = socket.create_server((host, 0), backlog=128,
+                                            family=_family(host))
+        self.port: int = self._server.getsockname()[1]
+        self._book = book
+        self._connect = connect
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._thread = threading.Thread(target=self._accept, name="direct-access", daemon=True)
+
+    def start(self) -> None:
+        """Start accepting."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop accepting (connections under way go on until they end)."""
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            if not self._slots.acquire(blocking=False):
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="direct-connection",
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with contextlib.closing(conn):
+                conn.settimeout(HANDSHAKE_SECONDS)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with self._context.wrap_socket(conn, server_side=True) as tls:
+                    self._forward(tls)
+        except (OSError, ValueError) as exc:
+            logger.debug("direct connection ended: %s", exc)
+        finally:
+            self._slots.release()
+
+    def _forward(self, tls: ssl.SSLSocket) -> None:
+        ticket = _receive_exactly(tls, TICKET_BYTES)
+        try:
+            grant = self._book.redeem(ticket)
+            target = self._connect(grant)
+        except FuzzError as exc:
+            logger.info("direct connection refused: %s", exc)
+            tls.sendall(bytes([REFUSED]) + str(exc).encode()[:MAX_REFUSAL_BYTES])
+            return
+        with contextlib.closing(target):
+            logger.debug("direct port-forward for %s to port %d of container %s", grant.user,
+                        grant.port, grant.container_id)
+            target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tls.sendall(bytes([ACCEPTED]))
+            pump(tls, target)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the client left before its ticket")
+        data += chunk
+    return bytes(data)
