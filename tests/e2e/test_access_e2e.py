@@ -19,6 +19,7 @@ import socket
 import struct
 import subprocess
 import termios
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
