@@ -60,7 +60,7 @@ from fuzz.orchestrate.service import (
     OrchestratorService,
     add_orchestrator_service,
 )
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import PostgresTarget, Store
 from fuzz.orchestrate.streams import LAUNCH_METHOD, StreamLimiter, server_workers
 from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRootError, HostRoots
@@ -114,6 +114,7 @@ class ServerSettings:
     cache: CacheSpec = field(default_factory=CacheSpec)  # the spec's orchestrator.cache
     # the spec's orchestrator.endpoints, cert and key paths absolute
     endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
+    store: PostgresTarget | None = None  # orchestrator.store; None: DATA_DIR/server.db
 
 
 def default_volume_root(data_dir: Path) -> Path:
@@ -231,7 +232,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             data_dir, server_hosts(settings.listen, settings.advertise))
         gateway, gateway_address = _bind_gateway(settings, tls)
         sealer = Sealer.from_keys(_key(data_dir))
-        store = Store(data_dir / DB_FILE, on_full=reserve.release)
+        store = Store(settings.store or data_dir / DB_FILE, on_full=reserve.release)
         iam = IamDirectory(store)
         iam.ensure_admin(ensure_admin_token(data_dir))
         audit = AuditLog(data_dir / AUDIT_FILE, on_full=reserve.release)

@@ -40,7 +40,8 @@ from fuzz.orchestrate.store_schema import (
     migrate,
     quoted,
 )
-from fuzz.orchestrate.store_sql import PostgresTarget, StoreError, dialect_of
+from fuzz.orchestrate.store_sql import dialect_of
+from fuzz.orchestrate.store_target import PostgresTarget, StoreError
 
 __all__ = ["SCHEMA_VERSION", "DiskFullError", "PostgresTarget", "Store", "StoreError"]
 
@@ -133,18 +134,20 @@ class Store:
 
     def _upsert(self, db: Any, records: Iterable[Any]) -> None:
         mark = self._dialect.mark
+        by_type: dict[type[Any], list[Any]] = {}
         for record in records:
-            types = column_types(type(record))
+            by_type.setdefault(type(record), []).append(record)
+        for record_type, group in by_type.items():
+            types = column_types(record_type)
             names = list(types)
-            values = [encode(getattr(record, n), types[n]) for n in names]
             updates = ", ".join(f"{quoted(n)} = excluded.{quoted(n)}"
-                                for n in names if n not in record.KEY)
-            db.execute(
-                f"INSERT INTO {record.TABLE} ({', '.join(quoted(n) for n in names)}) "
+                                for n in names if n not in record_type.KEY)
+            db.cursor().executemany(
+                f"INSERT INTO {record_type.TABLE} ({', '.join(quoted(n) for n in names)}) "
                 f"VALUES ({', '.join(mark for _ in names)}) "
-                f"ON CONFLICT ({', '.join(quoted(n) for n in record.KEY)}) "
+                f"ON CONFLICT ({', '.join(quoted(n) for n in record_type.KEY)}) "
                 f"DO UPDATE SET {updates}",
-                values,
+                [[encode(getattr(record, n), types[n]) for n in names] for record in group],
             )
 
     def delete(self, record: Any) -> None:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fuzz.orchestrate.records import RECORD_TYPES
-from fuzz.orchestrate.store_sql import Dialect, StoreError
+from fuzz.orchestrate.store_sql import Dialect
+from fuzz.orchestrate.store_target import StoreError
 
 
 @dataclass(frozen=True)

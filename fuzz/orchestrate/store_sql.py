@@ -17,51 +17,15 @@ and user; the password comes from ``password_file`` or libpq's own environment
 from __future__ import annotations
 
 import sqlite3
-import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
 
-from fuzz.errors import FuzzError
+from fuzz.orchestrate.store_target import PostgresTarget, StoreError
 
-SCHEMES = ("postgres", "postgresql")
 MIGRATION_LOCK = 0x66757A7A  # "fuzz": the advisory lock replicas take to migrate one at a time
 CONNECT_TIMEOUT = 10
-
-
-class StoreError(FuzzError):
-    """The database cannot be opened or is of a newer version than this server."""
-
-
-def password_in_url(url: str) -> bool:
-    """Whether a PostgreSQL URL carries a password (refused: it belongs in a file)."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qs(parts.query)
-    return parts.password is not None or "password" in query
-
-
-@dataclass(frozen=True)
-class PostgresTarget:
-    """A PostgreSQL database to keep the orchestrator's records in.
-
-    ``url``: ``postgres://[user@]host[:port]/database`` (no password);
-    ``password_file``: a file holding the password (else libpq's environment).
-    """
-
-    url: str
-    password_file: Path | None = None
-
-    def __post_init__(self) -> None:
-        if urllib.parse.urlsplit(self.url).scheme not in SCHEMES:
-            raise StoreError(f"{self.url!r} is not a postgres:// URL")
-        if password_in_url(self.url):
-            raise StoreError("a password in the store's URL is refused: put it in "
-                             "password_file, PGPASSWORD or ~/.pgpass")
-
-    def __str__(self) -> str:
-        return self.url
 
 
 class Dialect(Protocol):
