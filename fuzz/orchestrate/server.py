@@ -232,7 +232,9 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             data_dir, server_hosts(settings.listen, settings.advertise))
         gateway, gateway_address = _bind_gateway(settings, tls)
         sealer = Sealer.from_keys(_key(data_dir))
-        store = Store(settings.store or data_dir / DB_FILE, on_full=reserve.release)
+        # the reserve is on this machine's disk: it helps the SQLite file only
+        store = Store(settings.store or data_dir / DB_FILE,
+                      on_full=reserve.release if settings.store is None else None)
         iam = IamDirectory(store)
         iam.ensure_admin(ensure_admin_token(data_dir))
         audit = AuditLog(data_dir / AUDIT_FILE, on_full=reserve.release)
