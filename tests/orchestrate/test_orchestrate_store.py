@@ -137,3 +137,18 @@ def test_two_stores_on_one_postgres_database_see_each_others_writes(
     assert (node.agent_token, node.memory_bytes) == (b"\x00", 2**40)
     second.delete(node)
     assert first.load(NodeRecord) == []
+
+
+def test_a_postgres_table_of_an_older_fuzz_gains_the_new_columns(
+        pg_target: PostgresTarget) -> None:
+    store = Store(pg_target)
+    store.save(TransferRecord("wf.1", "v", "ingress", 0, "http://x/y", "file://y",
+                              waiting_for="before"))
+    store.close()
+    with psycopg.connect(pg_target.url, autocommit=True) as db:  # as before waiting_for
+        db.execute('ALTER TABLE transfers DROP COLUMN "waiting_for"')
+    again = Store(pg_target)
+    assert again.migrated == ["added column transfers.waiting_for (default '')"]
+    [old] = again.load(TransferRecord)
+    assert (old.source, old.waiting_for) == ("http://x/y", "")
+    assert Store(pg_target).migrated == []
