@@ -40,7 +40,7 @@ from fuzz.orchestrate.store_schema import (
     migrate,
     quoted,
 )
-from fuzz.orchestrate.store_sql import dialect_of
+from fuzz.orchestrate.store_sql import dialect_of, first_line
 from fuzz.orchestrate.store_target import PostgresTarget, StoreError
 
 __all__ = ["SCHEMA_VERSION", "DiskFullError", "PostgresTarget", "Store", "StoreError"]
@@ -77,7 +77,7 @@ class Store:
             raise
         except Exception as exc:  # sqlite3.Error or psycopg.Error: both name the cause
             raise StoreError(f"cannot open the orchestrator database "
-                             f"{self._dialect.describe()}: {exc}".strip()) from exc
+                             f"{self._dialect.describe()}: {first_line(exc)}") from exc
 
     def describe(self) -> str:
         """Where the store is (a path or a URL without password)."""
@@ -147,8 +147,17 @@ class Store:
                 f"VALUES ({', '.join(mark for _ in names)}) "
                 f"ON CONFLICT ({', '.join(quoted(n) for n in record_type.KEY)}) "
                 f"DO UPDATE SET {updates}",
-                [[encode(getattr(record, n), types[n]) for n in names] for record in group],
+                [[self._value(getattr(record, n), types[n]) for n in names]
+                 for record in group],
             )
+
+    def _value(self, value: Any, kind: Any) -> Any:
+        """A field's value for the database: PostgreSQL's text cannot hold NUL, which
+        becomes U+FFFD there (only text from outside, an agent's error say, has any)."""
+        encoded = encode(value, kind)
+        if isinstance(encoded, str) and not self._dialect.holds_nul and "\x00" in encoded:
+            return encoded.replace("\x00", "\ufffd")
+        return encoded
 
     def delete(self, record: Any) -> None:
         """Delete ``record`` (found by its key)."""

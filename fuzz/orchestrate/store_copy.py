@@ -12,6 +12,7 @@ from typing import Any
 
 from fuzz.orchestrate.records import RECORD_TYPES
 from fuzz.orchestrate.store import Store, StoreError
+from fuzz.orchestrate.store_sql import DATABASE_ERRORS, first_line
 
 
 def _everything(store: Store) -> dict[type[Any], list[Any]]:
@@ -36,7 +37,11 @@ def copy_store(source: Store, target: Store) -> tuple[dict[str, int], bool]:
         listed = ", ".join(f"{table} {count}" for table, count in sorted(held.items()))
         raise StoreError(f"{target.describe()} already holds other records ({listed}): "
                          "migrate-store copies into an empty store only")
-    target.save(*(record for group in records.values() for record in group))
+    try:
+        target.save(*(record for group in records.values() for record in group))
+    except DATABASE_ERRORS as exc:
+        raise StoreError(f"the copy into {target.describe()} failed and was rolled back, "
+                         f"nothing copied (run it again once fixed): {first_line(exc)}") from exc
     counts, copied = source.counts(), target.counts()
     if counts != copied:
         differing = ", ".join(f"{table} {counts[table]} != {copied[table]}"

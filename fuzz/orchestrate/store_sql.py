@@ -24,14 +24,22 @@ import psycopg
 
 from fuzz.orchestrate.store_target import PostgresTarget, StoreError
 
+DATABASE_ERRORS = (sqlite3.Error, psycopg.Error)  # what either driver raises
 MIGRATION_LOCK = 0x66757A7A  # "fuzz": the advisory lock replicas take to migrate one at a time
 CONNECT_TIMEOUT = 10
+
+
+def first_line(exc: Exception) -> str:
+    """A driver error's first line (PostgreSQL adds DETAIL lines, which may show a row)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 class Dialect(Protocol):
     """The pieces of SQL and connection handling one database does its own way."""
 
     mark: str  # the parameter placeholder
+    holds_nul: bool  # whether text may hold NUL characters (PostgreSQL's may not)
 
     def connect(self) -> Any:
         """A new connection in autocommit mode (transactions are begun explicitly)."""
@@ -74,6 +82,7 @@ class SqliteDialect:
     """The embedded database: one file, WAL mode, ``synchronous=NORMAL``."""
 
     mark = "?"
+    holds_nul = True
 
     def __init__(self, path: Path) -> None:
         """The SQLite database at ``path``."""
@@ -127,6 +136,7 @@ class PostgresDialect:
     """A PostgreSQL database, shared by whoever connects to it."""
 
     mark = "%s"
+    holds_nul = False
 
     def __init__(self, target: PostgresTarget) -> None:
         """The database ``target`` names."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from fuzz.fsutil import acquire_lock, release_lock
@@ -106,3 +107,31 @@ def test_migrate_store_refuses_a_target_holding_other_records(
         assert "an orchestrator runs on" in one_line(held)
     finally:
         release_lock(lock)
+
+
+def test_an_interrupted_copy_leaves_nothing_and_runs_again(
+        tmp_path: Path, pg_target: PostgresTarget) -> None:
+    data_dir = tmp_path / "server"
+    data_dir.mkdir()
+    source = Store(data_dir / "server.db")
+    source.save(*(WorkflowRecord(f"{name}.1", name, 1, "o", "f", "", "") for name in "abc"))
+    source.close()
+    Store(pg_target).close()
+    with psycopg.connect(pg_target.url, autocommit=True) as db:  # the copy fails at b
+        db.execute("ALTER TABLE workflows ADD CONSTRAINT not_b CHECK (name <> 'b')")
+    argv = ("server", "migrate-store", "--from", f"sqlite:{data_dir / 'server.db'}",
+            "--to", pg_target.url, "--json")
+    line = one_line(run_fuzz(tmp_path, *argv))
+    assert "failed and was rolled back, nothing copied" in line and "not_b" in line, line
+    assert Store(pg_target).counts()["workflows"] == 0
+    with psycopg.connect(pg_target.url, autocommit=True) as db:
+        db.execute("ALTER TABLE workflows DROP CONSTRAINT not_b")
+    moved = ok(tmp_path, *argv).json()
+    assert moved["copied"] is True and moved["rows"]["workflows"] == 3
+
+
+def test_an_unreachable_postgres_store_is_one_sentence(tmp_path: Path) -> None:
+    url = f"postgres://fuzz@127.0.0.1:{free_port()}/fuzz"
+    (tmp_path / "fuzz.yaml").write_text(SPEC.format(port=free_port()) + f"  store: {url}\n")
+    line = one_line(run_fuzz(tmp_path, "server", "migrate"))
+    assert line.startswith(f"Error: cannot open the orchestrator database {url}: "), line

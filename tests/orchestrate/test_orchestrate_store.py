@@ -152,3 +152,11 @@ def test_a_postgres_table_of_an_older_fuzz_gains_the_new_columns(
     [old] = again.load(TransferRecord)
     assert (old.source, old.waiting_for) == ("http://x/y", "")
     assert Store(pg_target).migrated == []
+
+
+def test_text_with_nul_is_kept_on_postgres_as_a_replacement_character(
+        pg_target: PostgresTarget) -> None:
+    store = Store(pg_target)
+    task = TaskRecord("wf.1", "a", "a", 0, 0, error="agent said \x00 oops")
+    store.save(task)
+    assert store.load(TaskRecord)[0].error == "agent said \ufffd oops"
