@@ -5,11 +5,15 @@ workflow on the embedded SQLite store and records a sealed secret and a user; th
 server is stopped, ``fuzz server migrate-store`` copies everything into a fresh
 PostgreSQL database, the spec's ``orchestrator.store`` names it, and the server started
 again shows the same workflows, secrets and users. A second workflow then runs on
-PostgreSQL, the server is restarted, and both workflows' status is intact.
+PostgreSQL; a third is running when the server is killed with kill -9 and started
+again: every status is intact, and the running job is re-adopted, never run twice.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,25 @@ jobs:
     command: [/bin/true]
     requires: [first]
 """
+# A job that waits for the test's go, so that the server is killed while it runs.
+WAITING = """\
+version: v1
+volumes:
+  marks: {{reference: volume://user/persistent/pg-restart}}
+jobs:
+  long:
+    image: {{uri: {image}}}
+    script: |
+      echo started >> /marks/long
+      until [ -e /marks/go ]; do sleep 0.2; done
+      echo done >> /marks/long
+    mounts: {{marks: {{location: /marks}}}}
+  last:
+    image: {{uri: {image}}}
+    script: echo ran >> /marks/last
+    mounts: {{marks: {{location: /marks}}}}
+    requires: [long]
+"""
 
 
 def _seen(cluster: LocalCluster) -> dict[str, Any]:
@@ -52,10 +75,15 @@ def _use_store(cluster: LocalCluster, url: str) -> None:
     spec_path.write_text(yaml.safe_dump(spec))
 
 
-def _restart(cluster: LocalCluster) -> None:
-    cluster.ok("server", "--stop")
+def _kill_and_restart(cluster: LocalCluster) -> None:
+    """kill -9 the server (no clean shutdown), then start it again."""
+    pid = cluster.server_pid()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"server {pid} still there"
+        time.sleep(0.05)
     cluster.ok("server", "--detach")
-    cluster.wait_for_nodes()
 
 
 def test_a_site_moves_to_postgres_and_runs_there(
@@ -91,9 +119,18 @@ def test_a_site_moves_to_postgres_and_runs_there(
             cluster.start("after", FUZZFILE.format(image=image, word="postgres"))
             after = cluster.wait("after")
             assert after["state"] == "SUCCEEDED", dump(after)
-            _restart(cluster)
+            cluster.start("waiting", WAITING.format(image=image))
+            cluster.wait_for("waiting", "long", "RUNNING")
+            _kill_and_restart(cluster)
             assert cluster.status("after") == after
             assert cluster.status("before") == status_before
+            marks = cluster.volume_root / "persistent" / "admin" / "pg-restart"
+            (marks / "go").touch()  # long ends only after the restart
+            waited = cluster.wait("waiting")
+            assert waited["state"] == "SUCCEEDED", dump(waited)
+            assert [task["attempt"] for task in waited["tasks"]] == [1, 1], dump(waited)
+            assert (marks / "long").read_text() == "started\ndone\n"  # re-adopted
+            assert (marks / "last").read_text() == "ran\n"
             assert not (cluster.data_dir / "server.db").exists()  # all of it on PostgreSQL
     finally:
         drop_database(postgres, url.rsplit("/", 1)[1])
