@@ -40,7 +40,7 @@ from fuzz.orchestrate.store_schema import (
     migrate,
     quoted,
 )
-from fuzz.orchestrate.store_sql import dialect_of, first_line
+from fuzz.orchestrate.store_sql import DATABASE_ERRORS, dialect_of, first_line
 from fuzz.orchestrate.store_target import PostgresTarget, StoreError
 
 __all__ = ["SCHEMA_VERSION", "DiskFullError", "PostgresTarget", "Store", "StoreError"]
@@ -61,21 +61,24 @@ class Store:
         PostgreSQL database) and bring its schema up to date.
 
         ``on_full``: called when a write finds the disk full; True when it freed
-        space, and the write is tried once more.
+        space, and the write is tried once more. ``migrated`` then says what opening
+        did to the schema, one line each (empty: it was up to date).
         """
         self._dialect = dialect_of(target)
         self._on_full = on_full
         self._lock = threading.Lock()
         self._db = self._connect()
-        self.migrated = self._run(lambda db: migrate(self._dialect, db), write=True,
-                                  migrating=True)
+        try:
+            self.migrated = self._run(lambda db: migrate(self._dialect, db), write=True,
+                                      migrating=True)
+        except BaseException:
+            self._db.close()
+            raise
 
     def _connect(self) -> Any:
         try:
             return self._dialect.connect()
-        except StoreError:
-            raise
-        except Exception as exc:  # sqlite3.Error or psycopg.Error: both name the cause
+        except DATABASE_ERRORS as exc:
             raise StoreError(f"cannot open the orchestrator database "
                              f"{self._dialect.describe()}: {first_line(exc)}") from exc
 
@@ -111,9 +114,7 @@ class Store:
                         return work(self._db)
                     with self._transaction(migrating) as db:
                         return work(db)
-            except StoreError:
-                raise
-            except Exception as exc:
+            except DATABASE_ERRORS as exc:
                 if self._dialect.broken(self._db, exc) and not reconnected:
                     reconnected = True
                     with self._lock:
