@@ -15,7 +15,7 @@ def url_problem(url: str) -> str | None:
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:
         return f"{url!r} is not a URL: {exc}"
-    if parts.scheme not in SCHEMES or not parts.hostname or parts.path in ("", "/"):
+    if parts.scheme not in SCHEMES or parts.path in ("", "/"):  # no host: libpq's socket
         return f"{url!r} is not a postgres://[USER@]HOST[:PORT]/DATABASE URL"
     if parts.password is not None or "password" in urllib.parse.parse_qs(parts.query):
         return PASSWORD_REFUSED
