@@ -36,6 +36,7 @@ from tests.support.registry import (  # noqa: F401  (fixtures)
 )
 from tests.support.servers import moto_server, postgres  # noqa: F401  (fixtures)
 from tests.support.sif import busybox_sif, sif_image  # noqa: F401  (fixtures)
+from tests.support.stores import pg_target, store_target  # noqa: F401  (fixtures)
 
 
 def pid_gone(pid: int) -> bool:

@@ -25,6 +25,7 @@ from fuzz.orchestrate.connect import (
     running_endpoint,
 )
 from fuzz.orchestrate.datadir import init_data_dir
+from fuzz.orchestrate.store_target import PostgresTarget
 from fuzz.rpc.auth import read_token_file
 from fuzz.rpc.client import ClientTls
 from fuzz.spec.cluster import OrchestratorSpec
@@ -37,13 +38,21 @@ STOP_TIMEOUT = 20.0
 logger = logging.getLogger(__name__)
 
 
-def _block(app: AppContext) -> tuple[OrchestratorSpec, Path, str]:
+def orchestrator_block(app: AppContext) -> tuple[OrchestratorSpec, Path, str]:
     """The spec's orchestrator block, directory and cluster name (defaults without a spec)."""
     if not app.spec_path.exists():
         return OrchestratorSpec(), Path.cwd(), "default"
     loaded = app.workspace.loaded
     return (loaded.spec.orchestrator or OrchestratorSpec(), loaded.base_dir,
             loaded.spec.cluster)
+
+
+def postgres_target(block: OrchestratorSpec, base: Path) -> PostgresTarget | None:
+    """The spec's ``orchestrator.store`` (None: the data dir's SQLite file)."""
+    if block.store is None:
+        return None
+    password = block.store.password_file
+    return PostgresTarget(block.store.url, (base / password).absolute() if password else None)
 
 
 def _detach(argv: list[str], data_dir: Path, insecure: bool) -> None:
@@ -98,7 +107,7 @@ def _stop(data_dir: Path, cluster: str, no_cluster_here: str | None) -> None:
     click.echo(f"orchestrator stopped (pid {pid})")
 
 
-@click.command("server")
+@click.group("server", invoke_without_command=True)
 @click.option("--listen", metavar="HOST:PORT", help="Where to listen (default: the spec's "
               "orchestrator.listen, else 127.0.0.1:7400).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -120,8 +129,11 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
     """Run the orchestrator of the cluster in the spec: its API, scheduler and data mover.
 
     It serves TLS with a certificate of the cluster CA (`fuzz init` makes the CA).
+    `fuzz server migrate` and `fuzz server migrate-store` manage its store.
     """
-    block, base, cluster = _block(app)
+    if click.get_current_context().invoked_subcommand is not None:
+        return  # `fuzz server migrate` and `migrate-store`: fuzz/cli/commands_store.py
+    block, base, cluster = orchestrator_block(app)
     data = (data_dir or base / block.data_dir).absolute()
     if initialize:
         created = init_data_dir(data, cluster)
@@ -177,6 +189,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
             key: str((base / value).absolute()) for key, value in
             (("cert", block.endpoints.cert), ("key", block.endpoints.key)) if value}),
         metrics=block.metrics,
+        store=postgres_target(block, base),
     ), elastic=elastic)
 
 

@@ -51,6 +51,7 @@ def _register_commands() -> None:
         commands_secret,
         commands_server,
         commands_state,
+        commands_store,
         commands_upgrade,
     )
     from fuzz.cli.commands_workflow import workflow
@@ -66,6 +67,8 @@ def _register_commands() -> None:
                     *commands_upgrade.COMMANDS):
         workflow.add_command(command)
     cli.add_command(workflow)
+    for command in commands_store.COMMANDS:
+        commands_server.server.add_command(command)
     cli.add_command(substrate)
     for command in commands_node.COMMANDS:
         commands_info.node.add_command(command)

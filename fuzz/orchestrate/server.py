@@ -65,7 +65,7 @@ from fuzz.orchestrate.service import (
     OrchestratorService,
     add_orchestrator_service,
 )
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import PostgresTarget, Store
 from fuzz.orchestrate.streams import LAUNCH_METHOD, StreamLimiter, server_workers
 from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRootError, HostRoots
@@ -129,6 +129,7 @@ class ServerSettings:
     # the spec's orchestrator.endpoints, cert and key paths absolute
     endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
     metrics: MetricsSpec = field(default_factory=MetricsSpec)  # the spec's orchestrator.metrics
+    store: PostgresTarget | None = None  # orchestrator.store; None: DATA_DIR/server.db
 
 
 def default_volume_root(data_dir: Path) -> Path:
@@ -248,7 +249,9 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             data_dir, server_hosts(settings.listen, settings.advertise))
         gateway, gateway_address = _bind_gateway(settings, tls)
         sealer = Sealer.from_keys(_key(data_dir))
-        store = Store(data_dir / DB_FILE, on_full=reserve.release)
+        # the reserve is on this machine's disk: it helps the SQLite file only
+        store = Store(settings.store or data_dir / DB_FILE,
+                      on_full=reserve.release if settings.store is None else None)
         iam = IamDirectory(store)
         iam.ensure_admin(ensure_admin_token(data_dir))
         audit = AuditLog(data_dir / AUDIT_FILE, on_full=reserve.release)

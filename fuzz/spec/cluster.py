@@ -28,6 +28,7 @@ from pydantic import (
 
 from fuzz.spec.allowlist import AllowEntry
 from fuzz.spec.problems import Issue, did_you_mean
+from fuzz.spec.store_url import url_problem
 from fuzz.spec.workflowref import workflow_ref_problem
 from fuzz.units import parse_duration, parse_size
 
@@ -378,6 +379,32 @@ class DiskSpec(StrictModel):
         "given back to it when its disk fills up.")
 
 
+# --- orchestrator.store (issue 23) ---
+class StoreSpec(StrictModel):
+    """``orchestrator.store``: the orchestrator's records on PostgreSQL instead of the
+    embedded SQLite file (``DATA_DIR/server.db``, the default). Written as the URL alone
+    or as ``{url, password_file}``; the password never in the spec."""
+
+    url: str = Field(description="postgres://[USER@]HOST[:PORT]/DATABASE, without password "
+                     "(libpq's query options, e.g. ?sslmode=verify-full, are kept).")
+    password_file: str | None = Field(
+        default=None, min_length=1, description="A file holding the password, relative to "
+        "the spec (default: libpq's PGPASSWORD, PGPASSFILE or ~/.pgpass).")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+def _store_url_alone(value: Any) -> Any:
+    """``store: postgres://...`` is ``store: {url: postgres://...}``."""
+    return {"url": value} if isinstance(value, str) else value
+
+
 class CatalogSpec(StrictModel):
     """One application catalog (``orchestrator.catalogs``, and the user's own from
     ``fuzz app catalog add``): a directory, or a git repository at a ref, holding
@@ -528,6 +555,9 @@ class OrchestratorSpec(StrictModel):
     endpoints: EndpointsSpec = Field(
         default_factory=EndpointsSpec, description="The HTTPS gateway of services' endpoints "
         "(see \"Endpoints\" below).")
+    store: Annotated[StoreSpec | None, BeforeValidator(_store_url_alone)] = Field(
+        default=None, description="PostgreSQL instead of the embedded SQLite database (see "
+        "\"Store\" below).")
 
     # --- metrics and health ---
     metrics: MetricsSpec = Field(

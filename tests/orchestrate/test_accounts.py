@@ -18,7 +18,7 @@ from fuzz.orchestrate.iam.policy import BUILTIN_ROLES, Subject, decide, statemen
 from fuzz.orchestrate.iam.within import covers, exceeding
 from fuzz.orchestrate.records import SecretRecord
 from fuzz.orchestrate.secrets import SecretStore, account_owner
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import PostgresTarget, Store
 
 ALICE = Subject("alice", ("user",), ("lab",))
 CAROL = Subject("carol", ("user",), ())
@@ -57,8 +57,9 @@ def test_account_variable_is_a_template_when_giving_roles_away() -> None:
     assert exceeding(given, [statement("allow", ["secret:use"], ["secret/${user}/*"])])
 
 
-def test_account_secrets_are_sealed_bound_to_the_account(tmp_path: Path) -> None:
-    store = Store(tmp_path / "server.db")
+def test_account_secrets_are_sealed_bound_to_the_account(
+        store_target: Path | PostgresTarget) -> None:
+    store = Store(store_target)
     secrets = SecretStore(store, Sealer.from_keys(os.urandom(32)))
     secrets.create(account_owner("lab"), "regcred", b"u:p")
     secrets.create("alice", "regcred", b"mine")

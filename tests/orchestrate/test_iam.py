@@ -17,7 +17,7 @@ from fuzz.orchestrate.iam.directory import (
     IamNotFoundError,
 )
 from fuzz.orchestrate.iam.policy import PolicyError, statement
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import PostgresTarget, Store
 
 
 class Clock:
@@ -36,8 +36,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "server.db")
+def store(store_target: Path | PostgresTarget) -> Store:
+    return Store(store_target)
 
 
 @pytest.fixture

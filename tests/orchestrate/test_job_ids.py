@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import PostgresTarget, Store
 from fuzz.orchestrate.workflows.jobids import (
     JobIdAllocator,
     JobIdRange,
@@ -20,15 +20,16 @@ from fuzz.spec.loader import load_cluster_spec
 from fuzz.spec.problems import SpecError
 
 
-def test_each_owner_gets_ids_of_their_own_that_survive_a_reopen(tmp_path: Path) -> None:
-    store = Store(tmp_path / "server.db")
+def test_each_owner_gets_ids_of_their_own_that_survive_a_reopen(
+        store_target: Path | PostgresTarget) -> None:
+    store = Store(store_target)
     ids = JobIdAllocator(store, JobIdRange(200000, 3))
     alice, bob = ids.of("alice"), ids.of("bob")
     assert (alice.uid, alice.gid) == (200000, 200000)
     assert (bob.uid, bob.gid) == (200001, 200001)
     assert ids.of("alice") == alice
     store.close()
-    reopened = Store(tmp_path / "server.db")
+    reopened = Store(store_target)
     again = JobIdAllocator(reopened, JobIdRange(200000, 3))
     assert again.of("bob") == bob and again.of("alice") == alice
     assert again.of("carol").uid == 200002
@@ -37,8 +38,9 @@ def test_each_owner_gets_ids_of_their_own_that_survive_a_reopen(tmp_path: Path) 
         again.of("dave")
 
 
-def test_a_moved_range_keeps_recorded_ids_and_never_reuses_one(tmp_path: Path) -> None:
-    store = Store(tmp_path / "server.db")
+def test_a_moved_range_keeps_recorded_ids_and_never_reuses_one(
+        store_target: Path | PostgresTarget) -> None:
+    store = Store(store_target)
     JobIdAllocator(store, JobIdRange(200000, 10)).of("alice")
     moved = JobIdAllocator(store, JobIdRange(300000, 10))
     assert moved.of("alice").uid == 200000  # recorded: it never changes

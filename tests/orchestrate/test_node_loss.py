@@ -21,7 +21,7 @@ from fuzz.crypto.envelope import Sealer
 from fuzz.orchestrate.cluster.nodes import NodeDirectory, NodeUse
 from fuzz.orchestrate.messages import node_message
 from fuzz.orchestrate.records import NodeRecord
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import PostgresTarget, Store
 from fuzz.orchestrate.workflows.agentcalls import AgentCalls, CallsStoppedError, NodeLostError
 from fuzz.testing.oci import free_port
 
@@ -29,9 +29,9 @@ GRACE = 0.5
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[NodeDirectory]:
+def nodes(store_target: Path | PostgresTarget) -> Iterator[NodeDirectory]:
     """A directory holding node ``n0``, whose agent's endpoint answers nothing."""
-    store = Store(tmp_path / "server.db")
+    store = Store(store_target)
     sealer = Sealer.from_keys(os.urandom(32))
     store.save(NodeRecord(name="n0", endpoint=f"127.0.0.1:{free_port()}",
                           agent_token=sealer.seal(b"token"), cores=2, memory_bytes=2**30,

@@ -29,7 +29,7 @@ from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.records import TaskRecord
 from fuzz.orchestrate.secrets import SecretStore
 from fuzz.orchestrate.states import TaskState, WorkflowState
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import PostgresTarget, Store
 from fuzz.orchestrate.workflows.base import RunnerSettings, WorkflowSnapshot
 from fuzz.orchestrate.workflows.loop import Runner
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
@@ -123,9 +123,10 @@ def agent_endpoint(tmp_path: Path, busybox_image: PushedImage) -> Iterator[str]:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, agent_endpoint: str, busybox_image: PushedImage) -> Iterator[Rig]:
-    """A runner (its store in ``tmp_path``) whose one node is the real agent."""
-    store = Store(tmp_path / "server.db")
+def rig(tmp_path: Path, agent_endpoint: str, busybox_image: PushedImage,
+        store_target: Path | PostgresTarget) -> Iterator[Rig]:
+    """A runner (its store on SQLite, then PostgreSQL) whose one node is the real agent."""
+    store = Store(store_target)
     sealer = Sealer.from_keys(os.urandom(32))
     clock = TickClock()
     nodes = NodeDirectory(store, sealer, clock=clock)

@@ -1,0 +1,18 @@
+CREATE TABLE drains ("name" TEXT, "since" REAL, PRIMARY KEY ("name"));
+CREATE TABLE enrollments ("node" TEXT, "join_token_hash" TEXT, "key_id" TEXT, "serial" TEXT, "created" REAL, PRIMARY KEY ("join_token_hash"));
+CREATE TABLE images ("workflow_id" TEXT, "uri" TEXT, "state" TEXT, "digest" TEXT, "error" TEXT, PRIMARY KEY ("workflow_id", "uri"));
+CREATE TABLE join_tokens ("token_hash" TEXT, "node" TEXT, "created" REAL, PRIMARY KEY ("token_hash"));
+CREATE TABLE nodes ("name" TEXT, "endpoint" TEXT, "agent_token" BLOB, "cores" INTEGER, "memory_bytes" INTEGER, "devices" TEXT, "labels" TEXT, "architecture" TEXT, "registered" REAL, "last_seen" REAL, PRIMARY KEY ("name"));
+CREATE TABLE pool_members ("address" TEXT, "pool" TEXT, "generation" INTEGER, "since" REAL, "replacements" INTEGER, "idle_since" REAL, PRIMARY KEY ("address"));
+CREATE TABLE pool_status ("pool" TEXT, "failing" TEXT, "fingerprint" TEXT, "error" TEXT, "error_at" REAL, PRIMARY KEY ("pool"));
+CREATE TABLE roles ("name" TEXT, "statements" TEXT, PRIMARY KEY ("name"));
+CREATE TABLE secrets ("owner" TEXT, "name" TEXT, "sealed" BLOB, "size" INTEGER, "created" REAL, PRIMARY KEY ("owner", "name"));
+CREATE TABLE settings ("name" TEXT, "value" TEXT, PRIMARY KEY ("name"));
+CREATE TABLE tasks ("workflow_id" TEXT, "key" TEXT, "job" TEXT, "index" INTEGER, "seq" INTEGER, "state" TEXT, "attempt" INTEGER, "nodes" TEXT, "leases" TEXT, "containers" TEXT, "exit_code" INTEGER, "started" REAL, "finished" REAL, "error" TEXT, "waiting_for" TEXT, PRIMARY KEY ("workflow_id", "key"));
+CREATE TABLE tokens ("token_hash" TEXT, "user" TEXT, "kind" TEXT, "created" REAL, "expires" REAL, "revoked" INTEGER, PRIMARY KEY ("token_hash"));
+CREATE TABLE transfers ("workflow_id" TEXT, "volume" TEXT, "direction" TEXT, "seq" INTEGER, "source" TEXT, "destination" TEXT, "secret" TEXT, "state" TEXT, "bytes_done" INTEGER, "bytes_total" INTEGER, "sha256" TEXT, "error" TEXT, PRIMARY KEY ("workflow_id", "volume", "direction", "seq"));
+CREATE TABLE user_groups ("name" TEXT, "roles" TEXT, PRIMARY KEY ("name"));
+CREATE TABLE users ("name" TEXT, "roles" TEXT, "groups" TEXT, "created" REAL, PRIMARY KEY ("name"));
+CREATE TABLE volumes ("workflow_id" TEXT, "name" TEXT, "reference" TEXT, "path" TEXT, "ephemeral" INTEGER, "state" TEXT, "error" TEXT, PRIMARY KEY ("workflow_id", "name"));
+CREATE TABLE workflows ("id" TEXT, "name" TEXT, "run" INTEGER, "owner" TEXT, "file_name" TEXT, "fuzzfile" TEXT, "content_hash" TEXT, "state" TEXT, "error" TEXT, "created" REAL, "started" REAL, "finished" REAL, "cancel_requested" INTEGER, PRIMARY KEY ("id"));
+PRAGMA user_version=1;
