@@ -18,7 +18,18 @@ from fuzz.orchestrate.server import KEY_FILE
 from fuzz.spec.cluster import OrchestratorSpec
 from fuzz.spec.loader import load_cluster_spec
 from fuzz.testing.server_image import ImageDefinition
-from tests.deploy.kubeutil import Manifest, manifests, the
+from tests.deploy.kubeutil import (
+    Manifest,
+    container,
+    container_env,
+    manifests,
+    mount_of,
+    mounts,
+    pod,
+    spec_document,
+    the,
+    volume,
+)
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.34.0")
 """The oldest and newest Kubernetes releases the manifests are checked against."""
@@ -45,23 +56,15 @@ def test_validation_rejects_a_misspelt_field() -> None:
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def _pod() -> dict[str, Any]:
-    return the("Deployment")["spec"]["template"]
 
 
-def _container() -> dict[str, Any]:
-    containers = _pod()["spec"]["containers"]
-    assert len(containers) == 1
-    return containers[0]  # type: ignore[no-any-return]
 
 
-def _spec_document() -> dict[str, Any]:
-    return yaml.safe_load(the("ConfigMap", "fuzz-spec")["data"]["fuzz.yaml"])  # type: ignore[no-any-return]
 
 
 def _orchestrator(tmp_path: Path) -> OrchestratorSpec:
     """The ConfigMap's spec as fuzz reads it (less the keys still pending here)."""
-    document = _spec_document()
+    document = spec_document()
     block = document["orchestrator"]
     for key in PENDING_SPEC_KEYS & set(block) - set(OrchestratorSpec.model_fields):
         del block[key]
@@ -77,87 +80,76 @@ def _port(address: str) -> int:
 
 
 def _container_ports() -> dict[str, int]:
-    return {port["name"]: port["containerPort"] for port in _container()["ports"]}
+    return {port["name"]: port["containerPort"] for port in container()["ports"]}
 
 
-def _mounts() -> dict[str, dict[str, Any]]:
-    return {mount["mountPath"]: mount for mount in _container()["volumeMounts"]}
 
 
-def _mount_of(path: str) -> dict[str, Any]:
-    """The deepest mount that holds ``path``."""
-    holding = [m for p, m in _mounts().items() if path == p or path.startswith(p + "/")]
-    assert holding, f"nothing is mounted at {path}"
-    return max(holding, key=lambda mount: len(mount["mountPath"]))
 
 
-def _volume(name: str) -> dict[str, Any]:
-    return next(v for v in _pod()["spec"]["volumes"] if v["name"] == name)
 
 
 def test_the_container_is_locked_down() -> None:
-    pod = _pod()["spec"]
-    context = _container()["securityContext"]
+    spec = pod()["spec"]
+    context = container()["securityContext"]
     assert context["readOnlyRootFilesystem"] is True
     assert context["allowPrivilegeEscalation"] is False
     assert context["privileged"] is False
     assert context["capabilities"]["drop"] == ["ALL"]
     assert set(context["capabilities"].get("add", [])) <= ALLOWED_CAPABILITIES
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert pod["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
     assert the("ServiceAccount")["automountServiceAccountToken"] is False
-    assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
-    assert all("hostPath" not in volume for volume in pod["volumes"])
-    assert {"requests", "limits"} <= set(_container()["resources"])
-    assert "memory" in _container()["resources"]["limits"]
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & set(spec)
+    assert all("hostPath" not in each for each in spec["volumes"])
+    assert {"requests", "limits"} <= set(container()["resources"])
+    assert "memory" in container()["resources"]["limits"]
 
 
 def test_every_secret_is_mounted_read_only_as_files_nowhere_else() -> None:
-    secrets = {v["name"]: v["secret"] for v in _pod()["spec"]["volumes"] if "secret" in v}
+    secrets = {v["name"]: v["secret"] for v in pod()["spec"]["volumes"] if "secret" in v}
     assert secrets
-    for volume in secrets.values():
-        assert volume["defaultMode"] == 0o400
-    for mount in _container()["volumeMounts"]:
+    for secret in secrets.values():
+        assert secret["defaultMode"] == 0o400
+    for mount in container()["volumeMounts"]:
         if mount["name"] in secrets:
             assert mount["readOnly"] is True
-    assert not any("valueFrom" in variable for variable in _container().get("env", []))
+    assert not any("valueFrom" in variable for variable in container().get("env", []))
 
 
 def test_the_secrets_fuzz_reads_are_in_its_data_dir(tmp_path: Path) -> None:
     data_dir = _orchestrator(tmp_path).data_dir
-    assert _mount_of(data_dir)["mountPath"] == data_dir
-    assert "emptyDir" in _volume(_mount_of(data_dir)["name"])  # writable: server.crt …
+    assert mount_of(data_dir)["mountPath"] == data_dir
+    assert "emptyDir" in volume(mount_of(data_dir)["name"])  # writable: server.crt …
     example = {m.name: m.body for m in manifests() if m.kind == "Secret"}
     for name in (CA_FILE, CA_KEY_FILE, TOKEN_FILE, KEY_FILE):
-        mount = _mounts()[f"{data_dir}/{name}"]
+        mount = mounts()[f"{data_dir}/{name}"]
         assert mount["subPath"] == name
-        secret = _volume(mount["name"])["secret"]["secretName"]
+        secret = volume(mount["name"])["secret"]["secretName"]
         assert name in example[secret]["stringData"], f"{name} is not in Secret {secret}"
 
 
 def test_the_spec_validates_and_its_files_are_mounted(tmp_path: Path) -> None:
     orchestrator = _orchestrator(tmp_path)
-    spec_path = _container_env()["FUZZ_SPEC"]
-    assert _mounts()[spec_path]["subPath"] == "fuzz.yaml"
+    spec_path = container_env()["FUZZ_SPEC"]
+    assert mounts()[spec_path]["subPath"] == "fuzz.yaml"
     assert orchestrator.volume_root is not None
-    assert "persistentVolumeClaim" in _volume(_mounts()[orchestrator.volume_root]["name"])
-    assert _volume(_mounts()[orchestrator.volume_root]["name"])[
+    assert "persistentVolumeClaim" in volume(mounts()[orchestrator.volume_root]["name"])
+    assert volume(mounts()[orchestrator.volume_root]["name"])[
         "persistentVolumeClaim"]["claimName"] == the("PersistentVolumeClaim")["metadata"]["name"]
     endpoints = orchestrator.endpoints
     assert endpoints.cert is not None and endpoints.key is not None
     for path in (endpoints.cert, endpoints.key):
-        secret = _volume(_mount_of(path)["name"])["secret"]["secretName"]
+        secret = volume(mount_of(path)["name"])["secret"]["secretName"]
         assert the("Secret", secret)["type"] == "kubernetes.io/tls"
         assert Path(path).name in the("Secret", secret)["stringData"]
-    password_file = _spec_document()["orchestrator"]["store_password_file"]
-    secret = _volume(_mount_of(password_file)["name"])["secret"]["secretName"]
+    password_file = spec_document()["orchestrator"]["store_password_file"]
+    secret = volume(mount_of(password_file)["name"])["secret"]["secretName"]
     assert Path(password_file).name in the("Secret", secret)["stringData"]
-    assert _spec_document()["orchestrator"]["store"].startswith("postgres://")
+    assert spec_document()["orchestrator"]["store"].startswith("postgres://")
 
 
-def _container_env() -> dict[str, str]:
-    return {variable["name"]: variable["value"] for variable in _container()["env"]}
 
 
 def test_ports_are_the_ones_the_spec_serves(tmp_path: Path) -> None:
@@ -166,7 +158,7 @@ def test_ports_are_the_ones_the_spec_serves(tmp_path: Path) -> None:
     assert ports["grpc"] == _port(orchestrator.listen)
     assert orchestrator.endpoints.listen is not None
     assert ports["https"] == _port(orchestrator.endpoints.listen)
-    assert ports["metrics"] == _port(_spec_document()["orchestrator"]["metrics"]["listen"])
+    assert ports["metrics"] == _port(spec_document()["orchestrator"]["metrics"]["listen"])
     for address in (orchestrator.listen, orchestrator.endpoints.listen):
         assert address.startswith("0.0.0.0:"), "the pod's address must be served"
     service = the("Service", "fuzz-orchestrator")
@@ -184,10 +176,10 @@ def test_ports_are_the_ones_the_spec_serves(tmp_path: Path) -> None:
 
 
 def test_probes_ask_the_metrics_port_for_health_and_readiness() -> None:
-    container = _container()
+    orchestrator = container()
     for probe in ("startupProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": HEALTH_PATH, "port": "metrics"}
-    assert container["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": "metrics"}
+        assert orchestrator[probe]["httpGet"] == {"path": HEALTH_PATH, "port": "metrics"}
+    assert orchestrator["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": "metrics"}
     metrics_rule = next(r for r in the("NetworkPolicy")["spec"]["ingress"] if "from" in r)
     assert [p["port"] for p in metrics_rule["ports"]] == ["metrics"]
 
@@ -195,7 +187,7 @@ def test_probes_ask_the_metrics_port_for_health_and_readiness() -> None:
 def test_two_replicas_behind_one_selector_and_a_budget() -> None:
     deployment = the("Deployment")
     assert deployment["spec"]["replicas"] == 2
-    labels = _pod()["metadata"]["labels"]
+    labels = pod()["metadata"]["labels"]
     selectors = [deployment["spec"]["selector"]["matchLabels"],
                  the("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
                  the("NetworkPolicy")["spec"]["podSelector"]["matchLabels"],
@@ -217,9 +209,9 @@ def manifests_of(kind: str) -> list[dict[str, Any]]:
 
 def test_the_deployment_runs_the_image_deploy_image_defines() -> None:
     definition = ImageDefinition.load()
-    container = _container()
-    assert container["image"] == definition.reference()
-    assert "command" not in container and "args" not in container, \
+    orchestrator = container()
+    assert orchestrator["image"] == definition.reference()
+    assert "command" not in orchestrator and "args" not in orchestrator, \
         "the image's entrypoint and command run: fuzz server"
     assert definition.cmd == ("server",)
-    assert _container_env()["FUZZ_SPEC"] == definition.env["FUZZ_SPEC"]
+    assert container_env()["FUZZ_SPEC"] == definition.env["FUZZ_SPEC"]
