@@ -38,8 +38,9 @@ PENDING_SPEC_KEYS = {"store", "store_password_file", "metrics"}
 does not know them yet, so they are set aside before fuzz validates the rest."""
 HEALTH_PATH, READY_PATH = "/healthz", "/readyz"
 """What the metrics port answers to liveness and readiness probes."""
-ALLOWED_CAPABILITIES = {"CHOWN", "FOWNER", "DAC_OVERRIDE"}
-"""What making a volume's directory and giving it to the job owner needs; nothing else."""
+ALLOWED_CAPABILITIES = {"CHOWN", "FOWNER", "DAC_OVERRIDE", "SETUID", "SETGID"}
+"""What volumes take (a directory given to the job owner, transfers as the owner, the
+quota walk: tests/deploy/test_server_image.py runs them with these); nothing else."""
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)

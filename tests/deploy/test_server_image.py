@@ -45,10 +45,10 @@ def server_image(tmp_path_factory: pytest.TempPathFactory) -> ServerImage:
 
 def _confine(image: ServerImage, bundle: Path, args: list[str],
              extra_mounts: tuple[dict[str, Any], ...] = (),
-             host_network: bool = False) -> list[str]:
+             host_network: bool = False, program: tuple[str, ...] | None = None) -> list[str]:
     """Unpack the image into ``bundle`` (once) and set it to run ``args`` after its
-    entrypoint confined as the Deployment confines the orchestrator, with ``extra_mounts``
-    after a tmpfs on /tmp; the runc command that runs it."""
+    entrypoint (or ``program``) confined as the Deployment confines the orchestrator,
+    with ``extra_mounts`` after a tmpfs on /tmp; the runc command that runs it."""
     umoci, runc = require("umoci", "umoci"), require("runc", "runc")
     if not bundle.exists():
         run_checked([umoci, "unpack", "--image", f"{image.layout}:{image.tag}", str(bundle)])
@@ -60,7 +60,7 @@ def _confine(image: ServerImage, bundle: Path, args: list[str],
     context = container()["securityContext"]
     capabilities = [f"CAP_{name}" for name in context["capabilities"]["add"]]
     config["process"].update(
-        terminal=False, args=[*ImageDefinition.load().entrypoint, *args],
+        terminal=False, args=[*(program or ImageDefinition.load().entrypoint), *args],
         noNewPrivileges=not context["allowPrivilegeEscalation"],
         capabilities={kind: capabilities for kind in ("bounding", "effective", "permitted")})
     config["root"]["readonly"] = context["readOnlyRootFilesystem"]
@@ -118,6 +118,41 @@ def test_the_image_holds_no_package_installer(server_image: ServerImage) -> None
     assert not any(path.startswith("tmp/fuzz-wheels") for path in paths)
 
 
+VOLUME_WORK = """
+import os
+from fuzz.orchestrate.transfer.confined import Directory, Identity
+owner = Identity(4321, 4321)
+with Directory.open(ROOT, None, "volumes") as root, \\
+        root.make_directories("alice/scratch", 0o700) as volume:
+    volume.give_to(owner, 0o700)
+with Directory.open(ROOT + "/alice/scratch", owner, "scratch") as volume:
+    fd = volume.create_exclusive("data", 0o600)
+    os.write(fd, b"ingress")
+    os.close(fd)
+print(sum(len(files) for _, _, files, _ in os.fwalk(ROOT)))
+"""
+"""What the orchestrator does to a volume, with fuzz's own code: make its directory and
+give it to the owner's uid, write in it as the owner (a transfer), walk it (the quota
+watch)."""
+
+
+def test_the_deployments_capabilities_are_what_volumes_take(
+        server_image: ServerImage, tmp_path: Path) -> None:
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    root = spec_document()["orchestrator"]["volume_root"]
+    argv = _confine(server_image, tmp_path / "bundle",
+                    ["-c", VOLUME_WORK.replace("ROOT", repr(root))],
+                    ({**_bind(volumes, root), "options": ["rbind", "rw"]},),
+                    program=(ImageDefinition.load().entrypoint[0],))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+    written = volumes / "alice" / "scratch" / "data"
+    assert (written.stat().st_uid, written.stat().st_gid) == (4321, 4321)
+    assert written.read_bytes() == b"ingress"
+
+
 def _bind(source: Path, destination: str) -> dict[str, Any]:
     return {"destination": destination, "type": "bind", "source": str(source),
             "options": ["rbind", "ro"]}
@@ -157,7 +192,7 @@ def test_fuzz_server_serves_from_the_image_with_the_deployments_mounts(
         server_image: ServerImage, tmp_path: Path) -> None:
     """The ConfigMap's spec (on loopback ports, the keys still pending set aside), the
     Secrets as read-only files in an otherwise empty data dir, the root read-only and
-    three capabilities: the orchestrator starts, serving gRPC with a certificate of the
+    its capabilities: the orchestrator starts, serving gRPC with a certificate of the
     mounted cluster CA and the gateway with the mounted certificate."""
     secrets = _secret_files(tmp_path)
     document = spec_document()
