@@ -19,6 +19,7 @@ from fuzz.spec.cluster import OrchestratorSpec
 from fuzz.spec.loader import load_cluster_spec
 from fuzz.testing.server_image import ImageDefinition
 from tests.deploy.kubeutil import (
+    PENDING_SPEC_KEYS,
     Manifest,
     container,
     container_env,
@@ -33,14 +34,15 @@ from tests.deploy.kubeutil import (
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.34.0")
 """The oldest and newest Kubernetes releases the manifests are checked against."""
-PENDING_SPEC_KEYS = {"store", "store_password_file", "metrics"}
-"""orchestrator keys the PostgreSQL store and metrics branches add: this branch's spec
-does not know them yet, so they are set aside before fuzz validates the rest."""
 HEALTH_PATH, READY_PATH = "/healthz", "/readyz"
 """What the metrics port answers to liveness and readiness probes."""
 ALLOWED_CAPABILITIES = {"CHOWN", "FOWNER", "DAC_OVERRIDE", "SETUID", "SETGID"}
 """What volumes take (a directory given to the job owner, transfers as the owner, the
 quota walk: tests/deploy/test_server_image.py runs them with these); nothing else."""
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
+                         "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP",
+                         "SETUID", "SYS_CHROOT"}
+"""What the Pod Security Standard "baseline" lets a container add (the namespace enforces it)."""
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -98,6 +100,9 @@ def test_the_container_is_locked_down() -> None:
     assert context["privileged"] is False
     assert context["capabilities"]["drop"] == ["ALL"]
     assert set(context["capabilities"].get("add", [])) <= ALLOWED_CAPABILITIES
+    assert ALLOWED_CAPABILITIES <= BASELINE_CAPABILITIES
+    labels = the("Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["automountServiceAccountToken"] is False

@@ -24,8 +24,14 @@ from fuzz.orchestrate.connect import CA_FILE, TOKEN_FILE
 from fuzz.orchestrate.datadir import CA_KEY_FILE
 from fuzz.testing.oci import free_port, require, run_checked
 from fuzz.testing.server_image import ImageDefinition, ServerImage, build_server_image
-from tests.deploy.kubeutil import container, container_env, mounts, spec_document, volume
-from tests.deploy.test_kubernetes_manifests import PENDING_SPEC_KEYS
+from tests.deploy.kubeutil import (
+    PENDING_SPEC_KEYS,
+    container,
+    container_env,
+    mounts,
+    spec_document,
+    volume,
+)
 from tests.support.mpiimages import layer_paths
 from tests.support.orchestratorutil import wait_until
 
