@@ -13,7 +13,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
 PROTOS := $(wildcard fuzz/api/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 
-.PHONY: setup system-packages venv proto launch-helper renderer demo demo-destroy test lint bench clean
+.PHONY: setup system-packages venv proto launch-helper renderer image demo demo-destroy test lint bench clean
 
 setup: system-packages venv proto launch-helper renderer
 
@@ -59,6 +59,11 @@ fuzz/api/%_pb2.py: fuzz/api/%.proto $(STAMPS)/venv
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $<
 
 fuzz/api/orchestrator_pb2.py: fuzz/api/substrate.proto  # it imports substrate's messages
+
+# The OCI image of `fuzz server` that deploy/kubernetes/ runs (deploy/image/image.yaml):
+# Debian from mmdebstrap, packed by umoci, into build/image/fuzz-server (an OCI layout).
+image: setup
+	$(PY) -m fuzz.testing.server_image build/image/fuzz-server
 
 demo: setup
 	$(PY) scripts/demo.py
