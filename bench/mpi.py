@@ -38,7 +38,8 @@ from pathlib import Path
 
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.testing.cluster import local_cluster
-from fuzz.testing.mpi_images import mpi_layout, unpack_rootfs
+from fuzz.testing.debian_images import unpack_rootfs
+from fuzz.testing.mpi_images import mpi_layout
 from fuzz.testing.oci import free_port, push_layout, serve_registry
 
 SOURCES = Path(__file__).resolve().parent.parent / "tests" / "support" / "mpi"
