@@ -176,6 +176,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
         endpoints=block.endpoints.model_copy(update={
             key: str((base / value).absolute()) for key, value in
             (("cert", block.endpoints.cert), ("key", block.endpoints.key)) if value}),
+        ui=block.ui,
     ), elastic=elastic)
 
 
