@@ -352,15 +352,20 @@ def build_app(access: UiAccess, connect: Connect) -> Starlette:
 
 
 class _Guard(BaseHTTPMiddleware):
-    """Same-origin POSTs only (the cookie is SameSite=Lax as well), and headers that keep
-    the pages out of frames and their scripts to the UI's own files."""
+    """Same-origin POSTs only (the cookie is SameSite=Lax as well), headers that keep
+    the pages out of frames and their scripts to the UI's own files, and the server's
+    time in ``Server-Timing``."""
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         origin = request.headers.get("origin")
         if request.method == "POST" and origin is not None and \
                 origin.split("://", 1)[-1] != request.headers.get("host", ""):
             return PlainTextResponse("cross-origin form posts are refused\n", 403)
+        began = time.perf_counter()
         response = await call_next(request)
+        # the time the server took to the response's start (bench/ui.py reads it)
+        response.headers["Server-Timing"] = \
+            f"app;dur={(time.perf_counter() - began) * 1000:.1f}"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = (

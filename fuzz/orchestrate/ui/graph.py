@@ -31,14 +31,22 @@ def job_edges(fuzzfile: str, file_name: str) -> dict[str, tuple[str, ...]] | Non
             for name, item in loaded.fuzzfile.runnables().items()}
 
 
-def job_states(tasks: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """A job's state from its tasks' (job, state) pairs: one state, or the counts."""
+def job_states(tasks: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Each job's state and how its box says it, from its tasks' (job, state) pairs:
+    the tasks' one state (``SUCCEEDED``, ``SUCCEEDED (3 tasks)`` for a task array), or
+    ``MIXED`` and the count of each."""
     counts: dict[str, Counter[str]] = {}
     for job, state in tasks:
         counts.setdefault(job, Counter())[state] += 1
-    return {job: next(iter(c)) if len(c) == 1 and sum(c.values()) == 1 else
-            ", ".join(f"{state} {n}" for state, n in sorted(c.items()))
-            for job, c in counts.items()}
+    states = {}
+    for job, count in counts.items():
+        if len(count) == 1:
+            state, n = next(iter(count.items()))
+            states[job] = (state, state if n == 1 else f"{state} ({n} tasks)")
+        else:
+            states[job] = ("MIXED", ", ".join(f"{state} {n}" for state, n in
+                                              sorted(count.items())))
+    return states
 
 
 def _depths(edges: Mapping[str, tuple[str, ...]]) -> dict[str, int]:
@@ -56,13 +64,10 @@ def _depths(edges: Mapping[str, tuple[str, ...]]) -> dict[str, int]:
 
 
 def _colour(state: str) -> str:
-    for word, colour in COLOURS.items():
-        if state.startswith(word):
-            return colour
-    return "#ffffff"
+    return COLOURS.get(state, "#ffffff")
 
 
-def draw(edges: Mapping[str, tuple[str, ...]], states: Mapping[str, str]) -> str:
+def draw(edges: Mapping[str, tuple[str, ...]], states: Mapping[str, tuple[str, str]]) -> str:
     """The graph as an SVG element (to put in the page as it is)."""
     depth = _depths(edges)
     columns: dict[int, list[str]] = {}
@@ -88,12 +93,12 @@ def draw(edges: Mapping[str, tuple[str, ...]], states: Mapping[str, str]) -> str
                              f'y2="{y + BOX_H // 2}" stroke="#444" marker-end="url(#arrow)"/>')
     for name in edges:
         x, y = where[name]
-        state = states.get(name, "WAITING")
+        state, label = states.get(name, ("WAITING", "WAITING"))
         parts.append(
             f'<g class="dag-job" data-job="{html.escape(name)}" data-state="'
             f'{html.escape(state)}"><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" '
             f'rx="6" fill="{_colour(state)}" stroke="#333"/>'
             f'<text x="{x + 8}" y="{y + 18}" font-weight="bold">{html.escape(name)}</text>'
-            f'<text x="{x + 8}" y="{y + 36}" font-size="12">{html.escape(state)}</text></g>')
+            f'<text x="{x + 8}" y="{y + 36}" font-size="12">{html.escape(label)}</text></g>')
     parts.append("</svg>")
     return "".join(parts)
