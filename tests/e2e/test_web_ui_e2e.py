@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
@@ -200,6 +201,24 @@ def test_the_ui_serves_https_with_the_clusters_certificate(site: Site) -> None:
         "/ui/sign-in?next=")
 
 
+def test_pages_and_event_streams_want_a_sign_in_and_posts_their_own_origin(
+        site: Site) -> None:
+    split = urlsplit(site.url)
+    connection = http.client.HTTPSConnection(
+        split.hostname or "", split.port, timeout=60,
+        context=ca_context(site.cluster.data_dir / "ca.pem"))
+    for path in ("/ui/workflows/events", "/ui/editor", "/ui/apps/fuzz/parameter_sweep"):
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        answer.read()
+        assert answer.status == 303, (path, answer.status)
+    connection.request("POST", "/ui/sign-in", body=b"credential=x", headers={
+        "Origin": "https://elsewhere.example", "Content-Type":
+        "application/x-www-form-urlencoded"})
+    answer = connection.getresponse()
+    assert answer.status == 403 and b"cross-origin" in answer.read()
+
+
 def test_sign_in_shows_the_catalog_by_category(site: Site, browser: Browser) -> None:
     _open(browser, site.url)
     browser.clickable("nav button").click()  # sign out
@@ -211,6 +230,23 @@ def test_sign_in_shows_the_catalog_by_category(site: Site, browser: Browser) -> 
     card = browser.element('[data-app="fuzz/parameter_sweep"]')
     assert card.find_element(By.CSS_SELECTOR, "h3 a").text
     _shot(browser, "catalog")
+
+
+def test_the_keyboard_reaches_an_application_and_its_form(site: Site,
+                                                          browser: Browser) -> None:
+    _open(browser, site.url)
+    target = "/ui/apps/fuzz/parameter_sweep"
+    for _ in range(60):
+        ActionChains(browser.driver).send_keys(Keys.TAB).perform()
+        active = browser.driver.switch_to.active_element
+        if str(active.get_attribute("href")).endswith(target):
+            break
+    else:
+        raise AssertionError("Tab never reached the parameter sweep's card")
+    active.send_keys(Keys.ENTER)
+    browser.element("#workflow_name").click()
+    ActionChains(browser.driver).send_keys(Keys.TAB).perform()
+    assert browser.driver.switch_to.active_element.get_attribute("id") == "value-Image"
 
 
 def test_a_bad_value_shows_the_clis_message(site: Site, browser: Browser) -> None:
@@ -283,7 +319,7 @@ def test_a_workflow_is_canceled_from_its_page(site: Site, browser: Browser) -> N
     browser.text('tr[data-task="nap"] .state', "RUNNING")
     browser.clickable("#cancel").click()
     browser.text("#workflow-state", "CANCELED")
-    assert site.cluster.status("sleeper")["state"] == "CANCELED"
+    assert site.cluster.status("alice/sleeper")["state"] == "CANCELED"
 
 
 def test_a_services_endpoint_link_opens_it_with_the_same_sign_in(
