@@ -186,12 +186,12 @@ def main() -> int:
     try:
         catalog = make_catalog(workdir / "catalog")
         render_ms, check_ms = render_figures(catalog)
+        for part in ("registry", "busybox", "cluster"):
+            (workdir / part).mkdir()
         with serve_registry(workdir / "registry") as registry:
             image = push_layout(build_busybox_layout(workdir / "busybox"), registry,
                                 BUSYBOX_REPO).reference
-            directory = workdir / "cluster"
-            directory.mkdir()
-            with local_cluster(directory, [registry.host], free_port(), nodes=1,
+            with local_cluster(workdir / "cluster", [registry.host], free_port(), nodes=1,
                                orchestrator={"catalogs": [
                                    {"name": "bench", "path": str(catalog)}]}) as cluster:
                 url = json.loads((cluster.data_dir / "server.json").read_text())["ui_url"]

@@ -187,7 +187,7 @@ def _mark_page(browser: Browser) -> None:
 
 
 def _same_page(browser: Browser) -> bool:
-    return browser.driver.execute_script("return window.fuzzTestMark") == "same page"
+    return bool(browser.driver.execute_script("return window.fuzzTestMark") == "same page")
 
 
 def test_the_ui_serves_https_with_the_clusters_certificate(site: Site) -> None:
