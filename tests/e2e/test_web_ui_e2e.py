@@ -14,21 +14,25 @@ from __future__ import annotations
 import http.client
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
 
 from fuzz.testing.browser import Browser, headless_chromium
 from fuzz.testing.oci import PushedImage, Registry, free_port
 from tests.support.endpoints import ca_context
 from tests.support.workflowutil import LocalCluster, local_cluster
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "catalog"
 SHOTS = ROOT / "docs" / "ui"
@@ -142,6 +146,17 @@ def _submit(browser: Browser, css: str) -> None:
     browser.clickable(css).click()
     browser.until(lambda driver: driver.execute_script("return document.readyState")
                   == "complete", "the answer to the form")
+
+
+def _live(browser: Browser, css: str, act: Callable[[WebElement], T]) -> T:
+    """``act`` on the element ``css`` of a live part of the page, found again when an
+    update replaced it in between."""
+    for _ in range(20):
+        try:
+            return act(browser.element(css))
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{css} was replaced twenty times in a row")
 
 
 def _shot(browser: Browser, name: str) -> None:
@@ -304,7 +319,7 @@ def test_the_editor_shows_a_typo_at_its_line(site: Site, browser: Browser) -> No
 
 def test_a_jobs_log_is_followed_live(site: Site, browser: Browser) -> None:
     _editor_start(browser, site, "talker", TALKER.format(image=site.image))
-    browser.clickable('tr[data-task="talk"] a').click()
+    _live(browser, 'tr[data-task="talk"] a', lambda link: link.click())
     browser.text("#log", "line 1")
     _mark_page(browser)
     browser.text("#log", "all said")
@@ -325,26 +340,22 @@ def test_a_workflow_is_canceled_from_its_page(site: Site, browser: Browser) -> N
 def test_a_services_endpoint_link_opens_it_with_the_same_sign_in(
         site: Site, browser: Browser) -> None:
     _editor_start(browser, site, "web", WEB.format(image=site.image))
-    link = browser.element("a.endpoint")
-    href = str(link.get_attribute("href"))
+    href = _live(browser, "a.endpoint", lambda link: str(link.get_attribute("href")))
     assert "/endpoints/alice/web/web/page/" in href, href
     browser.text('tr[data-task="web"] .state', "RUNNING")
     browser.text("#endpoints", "web/page")
     _open(browser, href)  # the gateway's port: the UI's cookie is the gateway's too
     browser.text("body", "served to the UI user")
     _open(browser, site.url + "workflows")
-    browser.driver.find_element(By.CSS_SELECTOR, 'tr[data-workflow="web"] a').click()
+    _live(browser, 'tr[data-workflow="web"] a', lambda link: link.click())
     browser.clickable("#cancel").click()
     browser.text("#workflow-state", "CANCELED")
 
 
 def test_a_user_never_sees_another_users_workflow(site: Site, browser: Browser) -> None:
     _open(browser, site.url + "workflows")
-    alices = [row.get_attribute("data-workflow") for row in
-              browser.driver.find_elements(By.CSS_SELECTOR, "tr[data-workflow]")]
-    assert "talker" in alices, alices
-    talker = browser.driver.find_element(By.CSS_SELECTOR, 'tr[data-workflow="talker"] a')
-    alice_run = str(talker.get_attribute("href"))
+    alice_run = _live(browser, 'tr[data-workflow="talker"] a',
+                      lambda link: str(link.get_attribute("href")))
     browser.clickable("nav button").click()  # sign out
     _sign_in(browser, site, "bob")
     _open(browser, site.url + "workflows")

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 STOP_SECONDS = 5.0
 BACKLOG = 128
+KEPT_CLIENTS = 64
 
 
 class UiStartError(FuzzError):
@@ -44,23 +46,35 @@ class UiTls:
     key: Path
 
 
-@dataclass(frozen=True)
 class ApiAccess:
     """Where the UI's pages reach the orchestrator's API, and the CA it trusts (None:
-    a plain-text cluster)."""
+    a plain-text cluster).
 
-    endpoint: str
-    ca_pem: bytes | None
+    A signed-in user's client (its gRPC channel, TLS handshaken once) is kept for
+    their next pages, the :data:`KEPT_CLIENTS` most recent users' at most; a client
+    left out is closed by the garbage collector once no page uses it. Keeping one
+    grants nothing: the orchestrator authenticates the token at every call.
+    """
+
+    def __init__(self, endpoint: str, ca_pem: bytes | None) -> None:
+        """Reach the API at ``endpoint`` (HOST:PORT)."""
+        self.endpoint = endpoint
+        self.ca_pem = ca_pem
+        self._lock = threading.Lock()
+        self._clients: OrderedDict[str, OrchestratorClient] = OrderedDict()
 
     @contextmanager
     def client(self, token: str) -> Iterator[OrchestratorClient]:
-        """A client calling as ``token``'s user, closed after the block."""
-        client = OrchestratorClient(self.endpoint, token, tls=ClientTls(self.ca_pem)
-                                    if self.ca_pem is not None else None)
-        try:
-            yield client
-        finally:
-            client.close()
+        """A client calling as ``token``'s user for the block."""
+        with self._lock:
+            client = self._clients.pop(token, None)
+            if client is None:
+                client = OrchestratorClient(self.endpoint, token, tls=ClientTls(self.ca_pem)
+                                            if self.ca_pem is not None else None)
+            self._clients[token] = client
+            while len(self._clients) > KEPT_CLIENTS:
+                self._clients.popitem(last=False)
+        yield client
 
 
 class UiServer:
