@@ -57,6 +57,8 @@ FINISHED = frozenset({"SUCCEEDED", "FAILED", "CANCELED"})
 LIST_REFRESH_SECONDS = 1.0
 EDITOR_FILE = "Fuzzfile"
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["when"] = lambda stamp: time.strftime(
+    "%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else ""
 
 Connect = Callable[[str], AbstractContextManager[OrchestratorClient]]
 """An API client for a user's token (closed when the block ends)."""
