@@ -190,6 +190,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
             (("cert", block.endpoints.cert), ("key", block.endpoints.key)) if value}),
         metrics=block.metrics,
         store=postgres_target(block, base),
+        ui=block.ui,
     ), elastic=elastic)
 
 

@@ -195,9 +195,11 @@ class OrchestratorClient(GrpcClient):
             START_TIMEOUT)
         return reply
 
-    def get_workflow(self, name: str) -> pb.Workflow:
-        """The latest run of ``name``."""
-        reply: pb.Workflow = self._call(self._stub.GetWorkflow, _workflow_ref(name), None)
+    def get_workflow(self, name: str, with_fuzzfile: bool = False) -> pb.Workflow:
+        """The latest run of ``name`` (with its Fuzzfile's text if ``with_fuzzfile``)."""
+        ref = _workflow_ref(name)
+        ref.with_fuzzfile = with_fuzzfile
+        reply: pb.Workflow = self._call(self._stub.GetWorkflow, ref, None)
         return reply
 
     def watch_workflow(self, name: str) -> Iterator[pb.Workflow]:

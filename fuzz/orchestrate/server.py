@@ -70,6 +70,8 @@ from fuzz.orchestrate.streams import LAUNCH_METHOD, StreamLimiter, server_worker
 from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRootError, HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
+from fuzz.orchestrate.ui.access import UiAccess
+from fuzz.orchestrate.ui.serve import ApiAccess, UiServer, UiStartError, UiTls
 from fuzz.orchestrate.workflows.base import RunnerSettings
 from fuzz.orchestrate.workflows.jobids import DEFAULT_JOB_IDS, JobIdRange, range_problem
 from fuzz.orchestrate.workflows.loop import Runner
@@ -92,6 +94,7 @@ from fuzz.spec.cluster import (
     EndpointsSpec,
     LimitsSpec,
     MetricsSpec,
+    UiSpec,
 )
 from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.units import format_bytes
@@ -130,6 +133,7 @@ class ServerSettings:
     endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
     metrics: MetricsSpec = field(default_factory=MetricsSpec)  # the spec's orchestrator.metrics
     store: PostgresTarget | None = None  # orchestrator.store; None: DATA_DIR/server.db
+    ui: UiSpec = field(default_factory=UiSpec)  # the spec's orchestrator.ui
 
 
 def default_volume_root(data_dir: Path) -> Path:
@@ -173,22 +177,48 @@ def _cluster_endpoints(settings: ServerSettings, nodes: NodeDirectory) -> list[s
     return own + [record.endpoint for record in nodes.records()]
 
 
+def public_host(settings: ServerSettings) -> str:
+    """The host users reach the orchestrator's web listeners at."""
+    return (settings.advertise or settings.listen).rpartition(":")[0]
+
+
+def _gateway_tls(settings: ServerSettings, tls: ClusterTls | None) -> GatewayTls | None:
+    """The certificate the gateway (and the web UI) serve: the admin's, else the
+    orchestrator's own from the cluster CA; None on a plain-text cluster."""
+    spec = settings.endpoints
+    if spec.cert is not None and spec.key is not None:
+        return GatewayTls(Path(spec.cert), Path(spec.key))
+    return GatewayTls(tls.files.cert, tls.files.key) if tls is not None else None
+
+
+def _start_ui(settings: ServerSettings, tls: ClusterTls | None, access: UiAccess,
+              api_endpoint: str) -> UiServer | None:
+    """The web UI (``orchestrator.ui``), serving; None when it is turned off."""
+    if not settings.ui.enabled:
+        return None
+    host = settings.listen.rpartition(":")[0]
+    gateway_tls = _gateway_tls(settings, tls)
+    try:
+        ui = UiServer(settings.ui.listen or f"{host}:0",
+                      UiTls(gateway_tls.cert, gateway_tls.key) if gateway_tls else None)
+    except UiStartError as exc:
+        raise ServerStartError(str(exc)) from None
+    ui.start(access, ApiAccess(api_endpoint, tls.ca_pem if tls is not None else None))
+    return ui
+
+
 def _bind_gateway(settings: ServerSettings, tls: ClusterTls | None
                   ) -> tuple[Gateway, GatewayAddress]:
     """Bind the endpoint gateway (the orchestrator's host, a free port, unless the spec
     says where) and say where users reach it."""
     spec = settings.endpoints
-    if spec.cert is not None and spec.key is not None:
-        gateway_tls: GatewayTls | None = GatewayTls(Path(spec.cert), Path(spec.key))
-    else:
-        gateway_tls = GatewayTls(tls.files.cert, tls.files.key) if tls is not None else None
+    gateway_tls = _gateway_tls(settings, tls)
     host = settings.listen.rpartition(":")[0]
     try:
         gateway = Gateway(spec.listen or f"{host}:0", gateway_tls)
     except GatewayStartError as exc:
         raise ServerStartError(str(exc)) from None
-    public_host = (settings.advertise or settings.listen).rpartition(":")[0]
-    base = spec.url or f"{gateway.scheme}://{public_host}:{gateway.port}"
+    base = spec.url or f"{gateway.scheme}://{public_host(settings)}:{gateway.port}"
     return gateway, GatewayAddress(base.rstrip("/"), spec.domain or "")
 
 
@@ -244,6 +274,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     gateway: Gateway | None = None
     status: StatusListener | None = None
     metrics = OrchestratorMetrics()
+    ui: UiServer | None = None
     try:
         tls = None if settings.insecure else ClusterTls.start(
             data_dir, server_hosts(settings.listen, settings.advertise))
@@ -317,10 +348,14 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         except StatusListenError as exc:
             raise ServerStartError(str(exc)) from None
         service.advertise = settings.advertise or running.endpoint
+        sign_ins = SignIns(settings.endpoints.session_seconds())
         gateway.start(GatewayParts(
-            WorkflowEndpoints(runner, nodes), iam, SignIns(settings.endpoints.session_seconds()),
+            WorkflowEndpoints(runner, nodes), iam, sign_ins,
             settings.endpoints.domain or "", is_code=lambda text: text.startswith(CODE_PREFIX),
             audit=audit.record))
+        ui = _start_ui(settings, tls, UiAccess(
+            sign_ins, iam, is_code=lambda text: text.startswith(CODE_PREFIX),
+            audit=audit.record), running.endpoint)
         if tls is None:
             logger.warning("serving plain text (insecure) on %s: tokens, secrets and data "
                            "cross the network unencrypted", running.endpoint)
@@ -334,9 +369,15 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(),
                                                  "endpoint": running.endpoint,
                                                  "endpoints_url": service.gateway.base,
-                                                 "metrics": status.endpoint if status else None})
+                                                 "metrics": status.endpoint if status else None,
+                                                 "ui_url": ui.url(public_host(settings))
+                                                 if ui is not None else ""})
+        if ui is not None:
+            logger.info("the web UI is at %s", ui.url(public_host(settings)))
         wait_for_stop(stop_event)
     finally:
+        if ui is not None:
+            ui.stop()
         if gateway is not None:
             gateway.stop()
         if running is not None:

@@ -494,8 +494,12 @@ class OrchestratorService:
                     ) -> pb.Workflow:
         """The latest run of a workflow."""
         try:
-            return self._workflow_message(self.workflow_access(context, "workflow:read",
-                                                         request.owner, request.name)[2])
+            snapshot = self.workflow_access(context, "workflow:read", request.owner,
+                                            request.name)[2]
+            message = self._workflow_message(snapshot)
+            if request.with_fuzzfile:
+                message.fuzzfile = snapshot.record.fuzzfile
+            return message
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 

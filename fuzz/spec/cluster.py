@@ -513,6 +513,18 @@ class MetricsSpec(StrictModel):
         return value
 
 
+class UiSpec(StrictModel):
+    """``orchestrator.ui``: the web UI (the application catalog, forms, workflows, logs,
+    a Fuzzfile editor), served over HTTPS with the endpoint gateway's certificate and
+    sign-in (:mod:`fuzz.orchestrate.ui`)."""
+
+    enabled: bool = Field(default=True, description="Serve the web UI.")
+    listen: str | None = Field(
+        default=None, description="HOST:PORT the web UI binds (default: the orchestrator's "
+        "host, a port the system picks; `fuzz server` logs it and writes it as ui_url in "
+        "DATA_DIR/server.json).")
+
+
 class OrchestratorSpec(StrictModel):
     """The ``orchestrator:`` block: where ``fuzz server`` listens and keeps its data.
 
@@ -563,6 +575,9 @@ class OrchestratorSpec(StrictModel):
     metrics: MetricsSpec = Field(
         default_factory=MetricsSpec, description="Prometheus /metrics and the /healthz, "
         "/readyz probes (see docs/metrics.md).")
+
+    ui: UiSpec = Field(
+        default_factory=UiSpec, description="The web UI (see \"Web UI\" below).")
 
     # --- application catalogs ---
     catalogs: Annotated[list[CatalogSpec], AfterValidator(_unique_catalogs)] = Field(

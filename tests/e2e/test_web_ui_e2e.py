@@ -1,0 +1,384 @@
+"""End to end: the web UI in a real headless Chromium (Debian's, through Selenium) on a
+local cluster (real orchestrator, agents, runc containers, registry).
+
+Two users, alice and bob, sign in with login codes. Alice launches the parameter sweep
+from its form with changed values and watches its task array succeed without a reload,
+sees the CLI's message for a bad value, starts workflows from the Fuzzfile editor
+(after it showed a typo at its line), follows a job's log, cancels a workflow and
+opens a service's endpoint link (the gateway takes the UI's sign-in). Bob never sees
+alice's workflows. The screenshots of docs/ui.md are taken here (docs/ui/*.png).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import pytest
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
+
+from fuzz.testing.browser import Browser, headless_chromium
+from fuzz.testing.oci import PushedImage, Registry, free_port
+from tests.support.endpoints import ca_context
+from tests.support.workflowutil import LocalCluster, local_cluster
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+CATALOG = ROOT / "catalog"
+SHOTS = ROOT / "docs" / "ui"
+LIVE = 180.0  # seconds a workflow may take to reach a state on a loaded machine
+NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
+"""Chromium drops a page load when the host's interfaces change (the agents' job networks,
+other tests' namespaces come and go): such a load is tried again."""
+
+TALKER = """\
+version: v1
+jobs:
+  talk:
+    image: {{uri: {image}}}
+    script: |
+      for i in 1 2 3 4 5 6; do echo "line $i"; sleep 1; done
+      echo "all said"
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
+"""
+SLEEPER = """\
+version: v1
+jobs:
+  nap:
+    image: {{uri: {image}}}
+    script: sleep 600
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
+"""
+TYPO = """\
+version: v1
+jobs:
+  hello:
+    image: {{uri: {image}}}
+    scirpt: echo hello
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
+"""
+WEB = """\
+version: v1
+services:
+  web:
+    image: {{uri: {image}}}
+    persist: true
+    script: |
+      mkdir -p "/tmp/www$FB_ENDPOINT_PATH_PAGE"
+      echo 'served to the UI user' > "/tmp/www$FB_ENDPOINT_PATH_PAGE/index.html"
+      exec httpd -f -p 8080 -h /tmp/www
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
+    network:
+      ports:
+        - {{name: http, port: 8080}}
+      endpoints:
+        - {{name: page, port-name: http, type: path, scope: user}}
+    readiness-probe:
+      tcp-socket: {{port: 8080}}
+      period-seconds: 1
+"""
+
+
+@dataclass
+class Site:
+    """The cluster, where its web UI is, and the users' login codes."""
+
+    cluster: LocalCluster
+    url: str
+    image: str
+
+    def code(self, user: str) -> str:
+        """A fresh one-time login code for ``user`` (added on first use)."""
+        added = self.cluster.fuzz("iam", "user", "add", user, "--role", "user", "--json")
+        if added.code == 0:
+            return str(added.json()["code"])
+        return str(self.cluster.ok("iam", "user", "code", user, "--json").json()["code"])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, registry: Registry,
+         busybox_image: PushedImage) -> Iterator[Site]:
+    """Two local nodes; the orchestrator serves ``catalog/`` and the web UI."""
+    directory = tmp_path_factory.mktemp("web-ui")
+    os.chmod(directory, 0o755)
+    orchestrator = {"catalogs": [{"name": "fuzz", "path": str(CATALOG)}]}
+    with local_cluster(directory, [registry.host], free_port(),
+                       orchestrator=orchestrator) as cluster:
+        info = json.loads((cluster.data_dir / "server.json").read_text())
+        yield Site(cluster, str(info["ui_url"]), busybox_image.reference)
+
+
+@pytest.fixture(scope="module")
+def browser(site: Site) -> Iterator[Browser]:
+    """One headless Chromium for the module, alice signed in. It does not know the
+    test cluster's CA:
+    certificate errors are waived through DevTools (the UI's certificate is checked
+    against the CA by :func:`test_the_ui_serves_https_with_the_clusters_certificate`)."""
+    with headless_chromium(timeout=LIVE) as running:
+        running.driver.set_window_size(1280, 800)
+        running.driver.execute_cdp_cmd("Security.setIgnoreCertificateErrors", {"ignore": True})
+        _sign_in(running, site, "alice")
+        yield running
+
+
+def _open(browser: Browser, url: str) -> None:
+    """Load ``url``, again when Chromium dropped it for a network change."""
+    for _ in range(5):
+        browser.driver.get(url)
+        if NETWORK_CHANGED not in browser.driver.page_source:
+            return
+    raise AssertionError(f"{url}: {NETWORK_CHANGED} five times")
+
+
+def _submit(browser: Browser, css: str) -> None:
+    """Click the button ``css`` and wait for the answer; the form is filled again by the
+    caller when Chromium dropped the post for a network change (see :func:`_open`)."""
+    browser.clickable(css).click()
+    browser.until(lambda driver: driver.execute_script("return document.readyState")
+                  == "complete", "the answer to the form")
+
+
+def _again(read: Callable[[], T]) -> T:
+    """``read()`` of a live part of the page, again when an update replaced what it
+    had found."""
+    for _ in range(20):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError("the page's live part was replaced twenty times in a row")
+
+
+def _live(browser: Browser, css: str, act: Callable[[WebElement], T]) -> T:
+    """``act`` on the element ``css`` of a live part of the page (see :func:`_again`)."""
+    return _again(lambda: act(browser.element(css)))
+
+
+def _shot(browser: Browser, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def _sign_in(browser: Browser, site: Site, user: str) -> None:
+    for _ in range(5):
+        _open(browser, site.url)
+        browser.element("#credential").send_keys(site.code(user), Keys.ENTER)
+        browser.until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "#signed-in-as")
+                      or NETWORK_CHANGED in driver.page_source, "signed in")
+        if NETWORK_CHANGED not in browser.driver.page_source:
+            break
+    browser.text("#signed-in-as", user)
+
+
+def _editor_start(browser: Browser, site: Site, name: str, text: str) -> None:
+    for _ in range(5):
+        _open(browser, site.url + "editor")
+        _type_fuzzfile(browser, text)
+        browser.text("#problems", "The Fuzzfile is valid.")
+        browser.element("#name").send_keys(name)
+        _submit(browser, "#start")
+        if NETWORK_CHANGED not in browser.driver.page_source:
+            break
+    browser.text("h1", f"Workflow {name}")
+
+
+def _type_fuzzfile(browser: Browser, text: str) -> None:
+    area = browser.element("#fuzzfile")
+    area.send_keys(Keys.CONTROL, "a")
+    area.send_keys(Keys.DELETE)
+    # the text as if pasted: one input event (typing it key by key adds nothing here)
+    browser.driver.execute_script(
+        "arguments[0].value = arguments[1];"
+        "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));", area, text)
+
+
+def _mark_page(browser: Browser) -> None:
+    browser.driver.execute_script("window.fuzzTestMark = 'same page';")
+
+
+def _same_page(browser: Browser) -> bool:
+    return bool(browser.driver.execute_script("return window.fuzzTestMark") == "same page")
+
+
+def test_the_ui_serves_https_with_the_clusters_certificate(site: Site) -> None:
+    split = urlsplit(site.url)
+    connection = http.client.HTTPSConnection(
+        split.hostname or "", split.port, timeout=60,
+        context=ca_context(site.cluster.data_dir / "ca.pem"))
+    connection.request("GET", "/ui/")
+    answer = connection.getresponse()
+    assert answer.status == 303 and answer.getheader("location", "").startswith(
+        "/ui/sign-in?next=")
+
+
+def test_pages_and_event_streams_want_a_sign_in_and_posts_their_own_origin(
+        site: Site) -> None:
+    split = urlsplit(site.url)
+    connection = http.client.HTTPSConnection(
+        split.hostname or "", split.port, timeout=60,
+        context=ca_context(site.cluster.data_dir / "ca.pem"))
+    for path in ("/ui/workflows/events", "/ui/editor", "/ui/apps/fuzz/parameter_sweep"):
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        answer.read()
+        assert answer.status == 303, (path, answer.status)
+    connection.request("POST", "/ui/sign-in", body=b"credential=x", headers={
+        "Origin": "https://elsewhere.example", "Content-Type":
+        "application/x-www-form-urlencoded"})
+    answer = connection.getresponse()
+    assert answer.status == 403 and b"cross-origin" in answer.read()
+
+
+def test_sign_in_shows_the_catalog_by_category(site: Site, browser: Browser) -> None:
+    _open(browser, site.url)
+    browser.clickable("nav button").click()  # sign out
+    browser.element("#credential").send_keys("fuzzcode-not-a-real-one", Keys.ENTER)
+    assert browser.element("#sign-in-problem").text
+    _sign_in(browser, site, "alice")
+    headings = [h.text for h in browser.driver.find_elements(By.CSS_SELECTOR, "main h2")]
+    assert len(headings) >= 2 and headings == sorted(headings), headings
+    card = browser.element('[data-app="fuzz/parameter_sweep"]')
+    assert card.find_element(By.CSS_SELECTOR, "h3 a").text
+    _shot(browser, "catalog")
+
+
+def test_the_keyboard_reaches_an_application_and_its_form(site: Site,
+                                                          browser: Browser) -> None:
+    _open(browser, site.url)
+    target = "/ui/apps/fuzz/parameter_sweep"
+    for _ in range(60):
+        ActionChains(browser.driver).send_keys(Keys.TAB).perform()
+        active = browser.driver.switch_to.active_element
+        if str(active.get_attribute("href")).endswith(target):
+            break
+    else:
+        raise AssertionError("Tab never reached the parameter sweep's card")
+    active.send_keys(Keys.ENTER)
+    browser.element("#workflow_name").click()
+    ActionChains(browser.driver).send_keys(Keys.TAB).perform()
+    assert browser.driver.switch_to.active_element.get_attribute("id") == "value-Image"
+
+
+def test_a_bad_value_shows_the_clis_message(site: Site, browser: Browser) -> None:
+    _open(browser, site.url + "apps/fuzz/parameter_sweep")
+    labels = browser.driver.find_elements(By.CSS_SELECTOR, "form#app-form label")
+    for field in browser.driver.find_elements(By.CSS_SELECTOR, "form#app-form input, "
+                                              "form#app-form select"):
+        assert any(label.get_attribute("for") == field.get_attribute("id")
+                   for label in labels), f"no label for {field.get_attribute('name')}"
+    last = browser.element("#value-Last")
+    last.clear()
+    last.send_keys("x")
+    shown = browser.text("#problem-Last", "--set Last=x: ").text
+    cli = site.cluster.fuzz("app", "start", "fuzz/parameter_sweep", "--set", "Last=x")
+    assert cli.code == 1 and shown in cli.err, (shown, cli.err)
+    _shot(browser, "form")
+    for _ in range(5):  # a post Chromium dropped for a network change is sent again
+        _submit(browser, "#launch")
+        if NETWORK_CHANGED not in browser.driver.page_source:
+            break
+        browser.driver.back()
+    assert shown in browser.element("#form-problem").text
+    assert browser.element("#value-Last").get_attribute("aria-invalid") == "true"
+
+
+def test_the_sweep_launched_from_its_form_succeeds_live(site: Site, browser: Browser) -> None:
+    for _ in range(5):
+        _open(browser, site.url + "apps/fuzz/parameter_sweep")
+        for name, value in (("Image", site.image), ("Last", "3")):
+            field = browser.element(f"#value-{name}")
+            field.clear()
+            field.send_keys(value)
+        _submit(browser, "#launch")
+        if NETWORK_CHANGED not in browser.driver.page_source:
+            break
+        if site.cluster.fuzz("workflow", "status", "alice/parameter-sweep").code == 0:
+            _open(browser, site.url + "workflows/alice.parameter-sweep.1")  # it got there
+            break
+    problem = browser.driver.find_elements(By.CSS_SELECTOR, "#form-problem")
+    assert not problem, problem[0].text
+    browser.text("h1", "Workflow parameter-sweep")
+    _mark_page(browser)
+    keys = _again(lambda: sorted(
+        str(row.get_attribute("data-task"))
+        for row in browser.driver.find_elements(By.CSS_SELECTOR, "tr[data-task]")))
+    assert keys == ["collect", "sweep[1]", "sweep[2]", "sweep[3]"], keys
+    assert browser.element("svg.dag")
+    _shot(browser, "running-workflow")
+    browser.text("#workflow-state", "SUCCEEDED")
+    assert _same_page(browser), "the status came without reloading the page"
+    states = _again(lambda: {
+        row.get_attribute("data-task"): row.find_element(By.CSS_SELECTOR, ".state").text
+        for row in browser.driver.find_elements(By.CSS_SELECTOR, "tr[data-task]")})
+    assert len(states) == 4 and all(s.startswith("SUCCEEDED") for s in states.values()), states
+    assert _again(lambda: {job.get_attribute("data-state") for job in
+                           browser.driver.find_elements(By.CSS_SELECTOR, "svg.dag g.dag-job")}
+                  ) == {"SUCCEEDED"}
+
+
+def test_the_editor_shows_a_typo_at_its_line(site: Site, browser: Browser) -> None:
+    _open(browser, site.url + "editor")
+    _type_fuzzfile(browser, TYPO.format(image=site.image))
+    problem = browser.text("#problems", "Fuzzfile:5:").text
+    assert "scirpt" in problem, problem
+    _type_fuzzfile(browser, TYPO.format(image=site.image).replace("scirpt", "script"))
+    browser.text("#problems", "The Fuzzfile is valid.")
+
+
+def test_a_jobs_log_is_followed_live(site: Site, browser: Browser) -> None:
+    _editor_start(browser, site, "talker", TALKER.format(image=site.image))
+    _live(browser, 'tr[data-task="talk"] a', lambda link: link.click())
+    browser.text("#log", "line 1")
+    _mark_page(browser)
+    browser.text("#log", "all said")
+    assert _same_page(browser)
+    assert browser.element("#log").text.splitlines() == \
+        [f"line {i}" for i in range(1, 7)] + ["all said"]
+    _shot(browser, "logs")
+
+
+def test_a_workflow_is_canceled_from_its_page(site: Site, browser: Browser) -> None:
+    _editor_start(browser, site, "sleeper", SLEEPER.format(image=site.image))
+    browser.text('tr[data-task="nap"] .state', "RUNNING")
+    browser.clickable("#cancel").click()
+    browser.text("#workflow-state", "CANCELED")
+    assert site.cluster.status("alice/sleeper")["state"] == "CANCELED"
+
+
+def test_a_services_endpoint_link_opens_it_with_the_same_sign_in(
+        site: Site, browser: Browser) -> None:
+    _editor_start(browser, site, "web", WEB.format(image=site.image))
+    href = _live(browser, "a.endpoint", lambda link: str(link.get_attribute("href")))
+    assert "/endpoints/alice/web/web/page/" in href, href
+    browser.text('tr[data-task="web"] .state', "RUNNING")
+    browser.text("#endpoints", "web/page")
+    _open(browser, href)  # the gateway's port: the UI's cookie is the gateway's too
+    browser.text("body", "served to the UI user")
+    _open(browser, site.url + "workflows")
+    _live(browser, 'tr[data-workflow="web"] a', lambda link: link.click())
+    browser.clickable("#cancel").click()
+    browser.text("#workflow-state", "CANCELED")
+
+
+def test_a_user_never_sees_another_users_workflow(site: Site, browser: Browser) -> None:
+    _open(browser, site.url + "workflows")
+    alice_run = _live(browser, 'tr[data-workflow="talker"] a',
+                      lambda link: str(link.get_attribute("href")))
+    browser.clickable("nav button").click()  # sign out
+    _sign_in(browser, site, "bob")
+    _open(browser, site.url + "workflows")
+    browser.element("#workflow-rows")
+    assert browser.driver.find_elements(By.CSS_SELECTOR, "tr[data-workflow]") == []
+    _open(browser, alice_run)
+    assert "talker" not in browser.element("main").text.split("Refused")[0]
+    assert browser.element("h1").text == "Refused"
