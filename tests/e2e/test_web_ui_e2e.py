@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "catalog"
 SHOTS = ROOT / "docs" / "ui"
+"""Where the screenshots go with FUZZ_UI_SCREENSHOTS=1 (to update docs/ui.md's);
+otherwise into the test's temporary directory, so a test run leaves the checkout as it was."""
 LIVE = 180.0  # seconds a workflow may take to reach a state on a loaded machine
 NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
 """Chromium drops a page load when the host's interfaces change (the agents' job networks,
@@ -165,8 +168,12 @@ def _live(browser: Browser, css: str, act: Callable[[WebElement], T]) -> T:
 
 
 def _shot(browser: Browser, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    browser.driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    """A screenshot of the page, checked to be a PNG; into docs/ui/ when asked for."""
+    shots = SHOTS if os.environ.get("FUZZ_UI_SCREENSHOTS") == "1" else Path(
+        tempfile.gettempdir()) / "fuzz-ui-screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    assert browser.driver.save_screenshot(str(shots / f"{name}.png"))
+    assert (shots / f"{name}.png").read_bytes().startswith(b"\x89PNG")
 
 
 def _sign_in(browser: Browser, site: Site, user: str) -> None:
