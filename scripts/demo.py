@@ -250,16 +250,21 @@ def jupyter_ready(status: dict[str, Any]) -> bool:
     return any(task.get("readiness") == "READY" for task in status["tasks"])
 
 
+def stop_jupyter() -> None:
+    """Stop the notebook workflow if it runs (persist: nothing else ends it)."""
+    if any(entry["name"] == JUPYTER and entry["state"] not in ("SUCCEEDED", "FAILED", "CANCELED")
+           for entry in fuzz_json("workflow", "list")):
+        fuzz("workflow", "stop", JUPYTER)
+        wait_ended(JUPYTER)
+
+
 def jupyter(registry: Registry) -> None:
     """Run a real Jupyter notebook server as a service and print its endpoint's URL."""
     print("\nthe Jupyter image (Debian's jupyter-notebook; built once and cached, a few "
           "minutes the first time) ...", flush=True)
     image = push_layout(jupyter_layout().path, registry, "fuzz/jupyter")
     print(f"image {image.reference} ({image.digest})")
-    if any(entry["name"] == JUPYTER and entry["state"] not in ("SUCCEEDED", "FAILED", "CANCELED")
-           for entry in fuzz_json("workflow", "list")):
-        fuzz("workflow", "stop", JUPYTER)  # the last demo's (persist: it runs until stopped)
-        wait_ended(JUPYTER)
+    stop_jupyter()  # the last demo's (persist: it runs until stopped)
     fuzz("workflow", "start", JUPYTER, "workflows/jupyter.fz")
     print("waiting until the notebook service is READY (its readiness probe) ...", flush=True)
     wait_until(JUPYTER, "become READY", jupyter_ready, timeout=JUPYTER_READY_TIMEOUT)
@@ -338,10 +343,15 @@ def run() -> None:
 
 
 def destroy() -> None:
-    """Delete the demo's nodes, stop its orchestrator, forget its ports and results."""
+    """Stop the notebook, delete the demo's nodes, stop its orchestrator, forget its ports
+    and results."""
     if not (DEMO / "fuzz.yaml").exists():
         print(f"no demo in {shown(DEMO)}: nothing to destroy")
         return
+    try:
+        stop_jupyter()  # else its node would wait for it to drain
+    except subprocess.CalledProcessError:  # the orchestrator is down: no workflow runs
+        print("the orchestrator does not answer: no notebook to stop")
     fuzz("destroy", "--auto-approve")
     fuzz("server", "--stop")
     PORTS_FILE.unlink(missing_ok=True)
