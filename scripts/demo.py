@@ -15,7 +15,14 @@ What it does, each step a real `fuzz` command printed before it runs:
 5. starts the notebook workflow (a long-lived web server in a job),
    `fuzz workflow port-forward notebook notebook 0:8888` (any free local port), fetches
    the page through that tunnel (CLI -> orchestrator -> the node's agent -> the job: no
-   SSH), runs `fuzz workflow exec notebook notebook -- ls -l /tmp/www`, and cancels it.
+   SSH), runs `fuzz workflow exec notebook notebook -- ls -l /tmp/www`, and cancels it;
+6. a real Jupyter notebook server as a service (examples/workflows/jupyter.fz): the
+   image from Debian's jupyter-notebook (built once, cached in ~/.cache/fuzz-test-images
+   or $FUZZ_TEST_IMAGE_CACHE: a few minutes the first time), pushed to the demo's
+   registry; `fuzz workflow start jupyter …`, waits until its status says READY, and
+   prints its endpoint's URL (the orchestrator's HTTPS gateway), the CA to trust and how
+   to sign in (the admin's token file, or a fresh login code). It keeps running (persist)
+   after the demo; the next `make demo` starts it anew.
 
 Ports: ``DEMO_PORTS=ORCHESTRATOR,REGISTRY,WEB`` (0: any free port); by default free ones
 are chosen on the first run and recorded in ``.demo/ports.json``, and later runs use the
@@ -46,9 +53,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fuzz.testing.jupyter_image import jupyter_layout
 from fuzz.testing.oci import (
     BUSYBOX_REPO,
     MissingPartError,
+    Registry,
     build_busybox_layout,
     free_port,
     push_layout,
@@ -65,6 +74,9 @@ HOST_PATHS = Path("/var/lib/fuzz-demo")  # the examples' host_paths root
 HOST_ROOT = HOST_PATHS / hashlib.sha256(str(DEMO).encode()).hexdigest()[:12]
 RESULTS = HOST_ROOT / "admin" / "results"  # the admin's part of this demo's host path
 NOTEBOOK_PORT = 8888  # the job's own port, on its loopback
+JUPYTER = "jupyter"  # the notebook service's workflow, service and endpoint
+JUPYTER_READY_TIMEOUT = 300.0  # a cold start of the notebook server on a loaded machine
+SERVER_DATA = DEMO / ".fuzz" / "server"  # examples/local's orchestrator.data_dir
 PORTS_HELP = "ORCHESTRATOR,REGISTRY,WEB (0: any free port)"
 TEXTS = {
     "inputs/hpc.txt": "Today's HPC is a flat Beowulf cluster reached over SSH.\n",
@@ -224,6 +236,50 @@ def notebook() -> None:
     wait_ended("notebook")  # so that the next demo may start it again
 
 
+def fuzz_json(*args: str) -> Any:
+    """The ``--json`` output of a fuzz command against the demo cluster (not shown)."""
+    argv = [sys.executable, "-m", "fuzz", "-C", str(DEMO), *args, "--json"]
+    return json.loads(subprocess.run(argv, check=True, capture_output=True).stdout)
+
+
+def jupyter_ready(status: dict[str, Any]) -> bool:
+    """Whether the notebook service is READY; a refusal when it can no longer be."""
+    if status["state"] in ("SUCCEEDED", "FAILED", "CANCELED"):
+        raise DemoError(f"the notebook workflow ended {status['state']}: see "
+                        f"`fuzz -C {shown(DEMO)} workflow status {JUPYTER}`")
+    return any(task.get("readiness") == "READY" for task in status["tasks"])
+
+
+def stop_jupyter() -> None:
+    """Stop the notebook workflow if it runs (persist: nothing else ends it)."""
+    if any(entry["name"] == JUPYTER and entry["state"] not in ("SUCCEEDED", "FAILED", "CANCELED")
+           for entry in fuzz_json("workflow", "list")):
+        fuzz("workflow", "stop", JUPYTER)
+        wait_ended(JUPYTER)
+
+
+def jupyter(registry: Registry) -> None:
+    """Run a real Jupyter notebook server as a service and print its endpoint's URL."""
+    print("\nthe Jupyter image (Debian's jupyter-notebook; built once and cached, a few "
+          "minutes the first time) ...", flush=True)
+    image = push_layout(jupyter_layout().path, registry, "fuzz/jupyter")
+    print(f"image {image.reference} ({image.digest})")
+    stop_jupyter()  # the last demo's (persist: it runs until stopped)
+    fuzz("workflow", "start", JUPYTER, "workflows/jupyter.fz")
+    print("waiting until the notebook service is READY (its readiness probe) ...", flush=True)
+    wait_until(JUPYTER, "become READY", jupyter_ready, timeout=JUPYTER_READY_TIMEOUT)
+    fuzz("workflow", "endpoints", JUPYTER)
+    [endpoint] = fuzz_json("workflow", "endpoints", JUPYTER)
+    code = fuzz_json("iam", "user", "code", "admin")["code"]
+    print(f"\nJupyter is READY: open {endpoint['url']}\n"
+          f"  The gateway's certificate is issued by the cluster's CA, "
+          f"{shown(SERVER_DATA / 'ca.pem')}: trust it, or accept the browser's warning.\n"
+          f"  Sign in on its page with this one-time login code: {code}\n"
+          f"  or with your token: cat {shown(SERVER_DATA / 'admin.token')}\n"
+          f"  (a new code: fuzz -C {shown(DEMO)} iam user code admin). "
+          f"Stop it: fuzz -C {shown(DEMO)} workflow stop {JUPYTER}", flush=True)
+
+
 def write_inputs(directory: Path) -> None:
     """The tarball the pipeline ingresses."""
     buffer = io.BytesIO()
@@ -240,7 +296,7 @@ def write_cluster(ports: Ports) -> None:
     """This demo's spec and workflows: the examples with its ports and host path."""
     (DEMO / "fuzz.yaml").write_text(ports.substitute(EXAMPLE_SPEC.read_text()))
     (DEMO / "workflows").mkdir(exist_ok=True)
-    for name in ("pipeline.yaml", "notebook.yaml"):
+    for name in ("pipeline.yaml", "notebook.yaml", "jupyter.fz"):
         (DEMO / "workflows" / name).write_text(
             ports.substitute((EXAMPLE_WORKFLOWS / name).read_text()))
     PORTS_FILE.write_text(json.dumps(asdict(ports)) + "\n")
@@ -253,7 +309,7 @@ def stop_earlier_orchestrator() -> None:
 
 
 def run() -> None:
-    """Bring the demo cluster up and run both workflows."""
+    """Bring the demo cluster up and run the workflows."""
     DEMO.mkdir(parents=True, exist_ok=True)
     ports = demo_ports()
     stop_earlier_orchestrator()
@@ -281,15 +337,21 @@ def run() -> None:
         summary = RESULTS / "summary.txt"
         print(f"\n$ cat {summary}\n{summary.read_text()}", end="")
         notebook()
-    print(f"\nThe orchestrator and the 3 nodes keep running: try `fuzz -C {shown(DEMO)} "
+        jupyter(registry)
+    print(f"\nThe orchestrator, the 3 nodes and Jupyter keep running: try `fuzz -C {shown(DEMO)} "
           "workflow list`.\nStop them with: make demo-destroy")
 
 
 def destroy() -> None:
-    """Delete the demo's nodes, stop its orchestrator, forget its ports and results."""
+    """Stop the notebook, delete the demo's nodes, stop its orchestrator, forget its ports
+    and results."""
     if not (DEMO / "fuzz.yaml").exists():
         print(f"no demo in {shown(DEMO)}: nothing to destroy")
         return
+    try:
+        stop_jupyter()  # else its node would wait for it to drain
+    except subprocess.CalledProcessError:  # the orchestrator is down: no workflow runs
+        print("the orchestrator does not answer: no notebook to stop")
     fuzz("destroy", "--auto-approve")
     fuzz("server", "--stop")
     PORTS_FILE.unlink(missing_ok=True)

@@ -19,10 +19,17 @@ The flags, and why:
   background networking, component updates, sync and metrics turned off: the browser reaches
   127.0.0.1 and nothing else (the workplace's network rule), whatever a page asks.
 - ``--user-data-dir``: a fresh profile per browser, removed after.
+- ``--ignore-certificate-errors-spki-list=HASH``, only when the test names a server's
+  certificate (``trusted``): the endpoint gateway's, issued by the test cluster's own CA.
+  Chromium then accepts that one key and no other bad certificate; the profile keeps no
+  trust store to add the CA to (Chromium reads the user's NSS database, which a test
+  must not change).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -30,6 +37,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -161,9 +170,20 @@ class Browser:
         return handle
 
 
+def spki_hash(certificate_pem: str) -> str:
+    """The base64 SHA-256 of ``certificate_pem``'s public key (SubjectPublicKeyInfo), as
+    Chromium's ``--ignore-certificate-errors-spki-list`` takes it."""
+    key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
 @contextmanager
-def headless_chromium(timeout: float = WAIT_TIMEOUT) -> Iterator[Browser]:
-    """A headless Chromium for the block (quit and its profile removed after).
+def headless_chromium(timeout: float = WAIT_TIMEOUT,
+                      trusted: tuple[str, ...] = ()) -> Iterator[Browser]:
+    """A headless Chromium for the block (quit and its profile removed after); it accepts
+    the servers' certificates ``trusted`` (PEM) whatever issued them.
 
     Raises :class:`fuzz.testing.oci.MissingPartError` when ``chromium`` or
     ``chromium-driver`` is not installed.
@@ -172,7 +192,9 @@ def headless_chromium(timeout: float = WAIT_TIMEOUT) -> Iterator[Browser]:
     options.binary_location = require(CHROMIUM, "chromium")
     options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})  # for failures
     profile = Path(tempfile.mkdtemp(prefix="fuzz-chromium-"))
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+    accepted = [f"--ignore-certificate-errors-spki-list={','.join(map(spki_hash, trusted))}"
+                ] if trusted else []
+    for flag in (*FLAGS, f"--user-data-dir={profile}", *accepted):
         options.add_argument(flag)
     service = Service(executable_path=require(CHROMEDRIVER, "chromium-driver"))
     try:

@@ -137,10 +137,21 @@ def test_the_shipped_catalog_renders_every_application_with_its_defaults() -> No
     loaded = load_catalog("fuzz", CATALOG)
     assert not loaded.broken
     assert {app.key for app in loaded.applications} >= {
-        "mpi_hello_world", "parameter_sweep", "data_pipeline"}
+        "mpi_hello_world", "parameter_sweep", "data_pipeline", "jupyter"}
     for app in loaded.applications:
         rendered = render_application(app, [])
-        assert rendered.loaded.fuzzfile.jobs, app.key
+        assert rendered.loaded.fuzzfile.jobs or rendered.loaded.fuzzfile.services, app.key
+
+
+def test_the_jupyter_application_renders_a_notebook_service_with_a_path_endpoint() -> None:
+    app = next(app for app in load_catalog("fuzz", CATALOG).applications
+               if app.key == "jupyter")
+    service = render_application(app, []).loaded.fuzzfile.services["jupyter"]
+    assert service.image.uri == "docker://127.0.0.1:5000/fuzz/jupyter:latest"
+    [endpoint] = service.network.endpoints
+    assert (endpoint.name, endpoint.type, endpoint.scope) == ("jupyter", "path", "user")
+    assert service.persist and service.readiness_probe.exec is not None
+    assert "$FB_ENDPOINT_PATH_JUPYTER" in (service.script or "")
 
 
 def test_catalog_sources_directory_git_url_and_ref(tmp_path: Path) -> None:

@@ -1,28 +1,25 @@
-"""End to end: a real Jupyter notebook server in a real container, used from a real browser.
+"""End to end: a real Jupyter notebook server as a service, used from a real browser
+through the orchestrator's endpoint gateway only.
 
 The image is Debian's ``jupyter-notebook`` (:mod:`fuzz.testing.jupyter_image`, no image
-from the internet). The workflow is the notebook service of
-``examples/workflows/jupyter.fz``, which Fuzzball's catalog would write; until services
-land (issue 18, point 1) it runs as a JOB of a one-node local cluster, with
-``$FB_ENDPOINT_PATH_JUPYTER`` (its base URL) set to the path the endpoint gateway will
-give it (``/endpoints/<owner>/<workflow>/<service>/<endpoint>/``) and its token from a
-fuzz secret (``JUPYTER_TOKEN=secret://user/…``): Jupyter's own check stays behind the
-gateway's.
-
-Reached through ``fuzz workflow port-forward``; headless Chromium
-(:mod:`fuzz.testing.browser`) opens the notebook list under the prefix, creates a
-notebook from the New menu, types a cell, runs it, finds its result in the page and
-saves it; the saved file in the container holds the cell and its result.
+from the internet). ``fuzz workflow start examples/workflows/jupyter.fz`` starts it as a
+service on a one-node local cluster; once ``fuzz workflow status`` says READY, its URL
+comes from ``fuzz workflow endpoints --json``. Headless Chromium
+(:mod:`fuzz.testing.browser`, trusting the gateway's certificate) opens it, is sent to
+the gateway's sign-in page, signs in there with a login code typed into the form, lands
+in the notebook list under the endpoint's prefix, creates a notebook from the New menu,
+runs a cell (its kernel talks over Jupyter's WebSocket channels, relayed by the gateway)
+and finds its result in the page; the saved file in the container holds it. Another
+user is refused (403). The same cluster starts the catalog's ``jupyter`` application
+(``fuzz app start``) to READY.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import time
-import urllib.error
-import urllib.request
+import ssl
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,111 +30,114 @@ import yaml
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
-from fuzz.testing.browser import headless_chromium
+from fuzz.testing.browser import Browser, headless_chromium
 from fuzz.testing.jupyter_image import JupyterLayout, jupyter_layout
 from fuzz.testing.oci import PushedImage, free_port
 from tests.support.cliutil import run_fuzz
+from tests.support.endpoints import Browser as Client
+from tests.support.endpoints import ca_context
 from tests.support.mpiimages import layer_paths
 from tests.support.orchestratorutil import wait_until
-from tests.support.portforward import Forward
-from tests.support.workflowutil import LocalCluster, dump, local_cluster
+from tests.support.workflowutil import LocalCluster, dump, local_cluster, tasks_by_key
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "workflows" / "jupyter.fz"
-JOB = "jupyter"
+CATALOG = Path(__file__).resolve().parents[2] / "catalog"
+EXAMPLE_IMAGE = "docker://127.0.0.1:5000/fuzz/jupyter:latest"
+SERVICE = "jupyter"
 ENDPOINT = "jupyter"
-PORT = 8888  # the example's port name "jupyter"; the job's own network namespace has it
+PORT = 8888
 CELL = "sum(range(10**6))"
 RESULT = str(sum(range(10**6)))
-START_TIMEOUT = 180.0  # a cold Python start of the notebook server on a loaded machine
-BROWSER_TIMEOUT = 120.0  # the notebook's page loads ~100 scripts through port-forward
-SERVICE_ONLY = ("network", "readiness-probe", "persist")
+READY_TIMEOUT = 240.0  # a cold Python start of the notebook server on a loaded machine
+BROWSER_TIMEOUT = 120.0  # the notebook's page loads ~100 scripts through the gateway
 
 
 def example_service() -> dict[str, Any]:
     """The example Fuzzfile's notebook service."""
-    service: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())["services"][JOB]
+    service: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())["services"][SERVICE]
     return service
 
 
-def example_as_job(image: str, prefix: str, secret: str) -> str:
-    """The example's notebook service as a job (what runs until services land): its
-    image ``image``, its token ``secret``, and ``$FB_ENDPOINT_PATH_JUPYTER`` = ``prefix``
-    as the endpoint gateway will set it; the keys only a service has left out."""
-    job = {key: value for key, value in example_service().items() if key not in SERVICE_ONLY}
-    job["image"] = {"uri": image}
-    job["env"] = [f"FB_ENDPOINT_PATH_{ENDPOINT.upper()}={prefix}", *[
-        f"JUPYTER_TOKEN=secret://user/{secret}" if entry.startswith("JUPYTER_TOKEN=")
-        else entry for entry in job["env"]]]
-    return yaml.safe_dump({"version": "v4", "jobs": {JOB: job}}, sort_keys=False)
+def wait_ready(cluster: LocalCluster, name: str) -> None:
+    """Wait until ``name``'s notebook service is READY (status says why while not)."""
+    def ready() -> bool:
+        task = tasks_by_key(cluster.status(name))[SERVICE]
+        assert task["state"] in ("WAITING", "QUEUED", "STARTING", "RUNNING"), dump(
+            cluster.status(name))
+        return bool(task.get("readiness") == "READY")
+
+    wait_until(f"{name}'s notebook service READY", ready, timeout=READY_TIMEOUT)
 
 
 @dataclass
 class Notebook:
-    """The running workflow, its Jupyter's base URL prefix and token, and the forward."""
+    """The running notebook workflow and its endpoint's URL on the gateway."""
 
     cluster: LocalCluster
     name: str
-    prefix: str
-    token: str
-    forward: Forward
+    url: str
 
-    def url(self, path: str = "") -> str:
-        """``path`` under the server's prefix, on the forwarded local port."""
-        return f"http://127.0.0.1:{self.forward.port}{self.prefix}{path}"
+    @property
+    def gateway(self) -> tuple[str, int]:
+        """The gateway's host and port."""
+        parts = urllib.parse.urlsplit(self.url)
+        assert parts.hostname is not None and parts.port is not None
+        return parts.hostname, parts.port
 
+    @property
+    def path(self) -> str:
+        """The endpoint's path prefix."""
+        return urllib.parse.urlsplit(self.url).path
 
-def get(url: str) -> int:
-    """The HTTP status of GET ``url`` (no redirects followed)."""
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: object, **kwargs: object) -> None:
-            return None
+    def client(self) -> Client:
+        """An HTTPS client of the gateway (no cookie yet), trusting the cluster CA."""
+        return Client(*self.gateway, ca_context(self.cluster.data_dir / "ca.pem"))
 
-    try:
-        with urllib.request.build_opener(NoRedirect).open(url, timeout=30) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-
-
-def answers(url: str) -> bool:
-    """Whether GET ``url`` is a 200; False while nothing listens behind the forward yet
-    (the port-forward then closes the connection) or Jupyter still starts."""
-    try:
-        return get(url) == 200
-    except OSError:  # refused, reset or closed before an answer
-        return False
+    def certificate(self) -> str:
+        """The gateway's certificate (PEM), for the browser to accept."""
+        return ssl.get_server_certificate(self.gateway)
 
 
 @pytest.fixture(scope="module")
-def notebook(tmp_path_factory: pytest.TempPathFactory,
-             jupyter_image: PushedImage) -> Iterator[Notebook]:
-    """One node running the notebook job, port-forwarded once Jupyter answers its API."""
+def cluster(tmp_path_factory: pytest.TempPathFactory,
+            jupyter_image: PushedImage) -> Iterator[LocalCluster]:
+    """One node; the orchestrator serves ``catalog/`` as catalog ``fuzz``."""
     directory = tmp_path_factory.mktemp("jupyter")
     os.chmod(directory, 0o755)
-    with local_cluster(directory, [jupyter_image.registry.host], free_port(),
-                       nodes=1) as cluster:
-        name = f"nb{os.getpid()}"  # a unique workflow name: runc ids are host-wide
-        owner = cluster.ok("whoami", "--json").json()["user"]
-        prefix = f"/endpoints/{owner}/{name}/{JOB}/{ENDPOINT}/"
-        token, secret = secrets.token_hex(24), f"jupyter-token-{os.getpid()}"
-        made = cluster.fuzz("secret", "create", secret, "--from-literal", stdin=token)
-        assert made.code == 0, made.err
-        cluster.start(name, example_as_job(jupyter_image.reference, prefix, secret))
-        try:
-            cluster.wait_for(name, JOB, "RUNNING", timeout=START_TIMEOUT)
-            forward = Forward(cluster, name, JOB, PORT)
-            running = Notebook(cluster, name, prefix, token, forward)
-            try:
-                deadline = time.monotonic() + START_TIMEOUT  # a poll a second: each one
-                while not answers(running.url(f"api/status?token={token}")):  # a new stream
-                    assert time.monotonic() < deadline, dump(cluster.status(name))
-                    time.sleep(1)
-                yield running
-            finally:
-                forward.stop()
-        finally:  # stopped before the node goes, so that its container is cleaned up
-            cluster.fuzz("workflow", "cancel", name)
-            cluster.wait(name)
+    with local_cluster(directory, [jupyter_image.registry.host], free_port(), nodes=1,
+                       orchestrator={"catalogs": [{"name": "fuzz", "path": str(CATALOG)}]}
+                       ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def notebook(cluster: LocalCluster, jupyter_image: PushedImage) -> Iterator[Notebook]:
+    """The example's notebook service started, READY, and its endpoint's URL."""
+    name = f"nb{os.getpid()}"  # a unique workflow name: runc ids are host-wide
+    fuzzfile = cluster.directory / "jupyter.fz"
+    fuzzfile.write_text(EXAMPLE.read_text().replace(EXAMPLE_IMAGE, jupyter_image.reference))
+    cluster.ok("workflow", "start", name, str(fuzzfile))
+    try:
+        wait_ready(cluster, name)
+        [listed] = cluster.ok("workflow", "endpoints", name, "--json").json()
+        assert (listed["service"], listed["name"]) == (SERVICE, ENDPOINT), listed
+        yield Notebook(cluster, name, str(listed["url"]))
+    finally:  # stopped before the node goes, so that its container is cleaned up
+        cluster.fuzz("workflow", "stop", name)
+        cluster.wait(name)
+
+
+def sign_in(browser: Browser, notebook: Notebook, credential: str) -> None:
+    """Open the notebook's URL anonymously, be sent to the gateway's sign-in page, type
+    ``credential`` into its form and land back under the endpoint's prefix."""
+    browser.driver.get(notebook.url)
+    browser.until(lambda page: urllib.parse.urlsplit(page.current_url).path
+                  == "/_fuzz/sign-in", "the gateway's sign-in page")
+    field = browser.clickable('input[name="credential"]')
+    field.send_keys(credential)
+    browser.clickable('button[type="submit"]').click()
+    browser.until(lambda page: page.current_url.startswith(notebook.url),
+                  "back under the endpoint's prefix")
 
 
 def test_the_image_is_debians_notebook_and_nothing_recommended(
@@ -158,50 +158,60 @@ def test_the_example_validates_as_a_notebook_service_with_a_path_endpoint(
     done = run_fuzz(tmp_path, "workflow", "validate", str(EXAMPLE), "--json")
     assert done.code == 0, done.err
     service = done.json()["plan"]["services"][0]
-    assert service["name"] == JOB
+    assert service["name"] == SERVICE
     network = example_service()["network"]
     assert network["ports"] == [{"name": ENDPOINT, "port": PORT, "protocol": "tcp"}]
-    assert [(e["name"], e["type"]) for e in network["endpoints"]] == [(ENDPOINT, "path")]
+    assert [(e["name"], e["type"], e["scope"]) for e in network["endpoints"]] == [
+        (ENDPOINT, "path", "user")]
     assert f"$FB_ENDPOINT_PATH_{ENDPOINT.upper()}" in example_service()["script"]
 
 
-def test_jupyter_serves_under_the_endpoint_prefix_and_wants_its_token(
-        notebook: Notebook) -> None:
-    assert get(notebook.url("api/status")) == 403  # no token: Jupyter refuses
-    assert get(notebook.url(f"api/status?token={notebook.token}")) == 200
-    outside = f"http://127.0.0.1:{notebook.forward.port}/api/status?token={notebook.token}"
-    assert get(outside) == 404  # nothing outside the prefix
-    probe = example_service()["readiness-probe"]["exec"]["command"]
-    ran = notebook.cluster.fuzz("workflow", "exec", notebook.name, JOB, "--", *probe)
-    assert ran.code == 0, ran.err  # the example's readiness probe passes in the job
+def test_the_endpoint_wants_a_sign_in_and_refuses_another_user(notebook: Notebook) -> None:
+    assert notebook.url == (f"https://127.0.0.1:{notebook.gateway[1]}/endpoints/admin/"
+                            f"{notebook.name}/{SERVICE}/{ENDPOINT}/")
+    anonymous = notebook.client().request("GET", notebook.path + "api/status")
+    assert anonymous.status == 302
+    assert anonymous.headers["Location"].startswith("/_fuzz/sign-in?next=")
+    token = (notebook.cluster.data_dir / "admin.token").read_text().strip()
+    owner = notebook.client().request("GET", notebook.path + "api/status",
+                                      headers={"Authorization": f"Bearer {token}"})
+    assert owner.status == 200 and "kernels" in owner.json(), owner
+    added = notebook.cluster.ok("iam", "user", "add", "mallory", "--role", "user",
+                                "--json").json()
+    other = notebook.client()
+    assert other.sign_in(notebook.path, str(added["code"])).status == 303
+    assert other.request("GET", notebook.path).status == 403
+    assert other.request("GET", notebook.path + "api/status").status == 403
 
 
-def test_a_browser_creates_a_notebook_and_runs_a_cell(notebook: Notebook) -> None:
-    with headless_chromium(timeout=BROWSER_TIMEOUT) as browser:
+def test_a_browser_signs_in_creates_a_notebook_and_runs_a_cell(notebook: Notebook) -> None:
+    code = notebook.cluster.ok("iam", "user", "code", "admin", "--json").json()["code"]
+    with headless_chromium(timeout=BROWSER_TIMEOUT,
+                           trusted=(notebook.certificate(),)) as browser:
         driver = browser.driver
-        driver.get(notebook.url(f"tree?token={notebook.token}"))
+        sign_in(browser, notebook, str(code))
         browser.loaded("#new-dropdown-button")
         known = set(driver.window_handles)
         browser.clickable("#new-dropdown-button").click()
         browser.clickable("#kernel-python3 a").click()
         browser.new_window(known)
-        browser.until(lambda page: page.current_url.startswith(notebook.url("notebooks/")),
+        browser.until(lambda page: page.current_url.startswith(notebook.url + "notebooks/"),
                       "the new notebook's page under the prefix")
         browser.loaded("#kernel_indicator_icon.kernel_idle_icon")  # its kernel started
         browser.clickable(".cell .CodeMirror").click()
         editor = driver.switch_to.active_element
         editor.send_keys(CELL)
-        editor.send_keys(Keys.SHIFT, Keys.ENTER)
+        editor.send_keys(Keys.SHIFT, Keys.ENTER)  # over the kernel's WebSocket channels
         output = browser.text(".cell .output_area .output_subarea", RESULT)
         assert output.text.strip() == RESULT
         assert "Out[1]" in browser.element(".cell .output_area .prompt").text
-        opened = driver.current_url.removeprefix(notebook.url("notebooks/")).split("?")[0]
+        opened = driver.current_url.removeprefix(notebook.url + "notebooks/").split("?")[0]
         ActionChains(driver).key_down(Keys.CONTROL).send_keys("s").key_up(Keys.CONTROL).perform()
 
         def saved() -> dict[str, Any]:
-            """The notebook's file as the job's container holds it (fuzz workflow exec)."""
-            done = notebook.cluster.ok("workflow", "exec", notebook.name, JOB, "--", "cat",
-                                       f"/tmp/jupyter/notebooks/{opened}")
+            """The notebook's file as the service's container holds it."""
+            done = notebook.cluster.ok("workflow", "exec", notebook.name, SERVICE, "--",
+                                       "cat", f"/tmp/jupyter/notebooks/{opened}")
             data: dict[str, Any] = json.loads(done.out)
             return data
 
@@ -211,3 +221,18 @@ def test_a_browser_creates_a_notebook_and_runs_a_cell(notebook: Notebook) -> Non
     assert "".join(cell["source"]) == CELL
     assert "".join(cell["outputs"][0]["data"]["text/plain"]) == RESULT
     assert saved()["metadata"]["kernelspec"]["name"] == "python3"
+
+
+def test_the_catalogs_jupyter_application_starts_and_becomes_ready(
+        cluster: LocalCluster, jupyter_image: PushedImage) -> None:
+    name = f"app{os.getpid()}"
+    cluster.ok("app", "start", "fuzz/jupyter", "--set", f"Image={jupyter_image.reference}",
+               "--name", name)
+    try:
+        wait_ready(cluster, name)
+        [listed] = cluster.ok("workflow", "endpoints", name, "--json").json()
+        assert str(listed["url"]).endswith(f"/endpoints/admin/{name}/{SERVICE}/{ENDPOINT}/")
+        assert listed["scope"] == "user"
+    finally:
+        cluster.fuzz("workflow", "stop", name)
+        cluster.wait(name)

@@ -1,5 +1,9 @@
 """The newcomer's first hour, in CI: clone the repository, `make demo` twice in a row while
 another process holds port 5000 (a registry that is not ours), then `make demo-destroy`.
+The demo's Jupyter notebook service answers at the URL it printed, through the endpoint
+gateway: a 302 to the sign-in page without a cookie, a 200 with the admin's token.
+The Jupyter image comes from the machine's image cache (``$FUZZ_TEST_IMAGE_CACHE`` is
+passed on, the one the suite's own Jupyter tests use): built at most once.
 
 The clone is of this checkout's committed HEAD (in CI, a clean clone: the same thing).
 Its virtualenv is a copy of the one running this suite (hard links, where one file
@@ -15,19 +19,25 @@ import errno
 import http.server
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.support.endpoints import Browser, ca_context
+
 ROOT = Path(__file__).resolve().parents[2]
 HELD_PORT = 5000
 PIP_FLAGS = "--no-index --no-deps --no-build-isolation"
+MAKE_TIMEOUT = 900  # the first demo may build the Jupyter image (3.5-5 minutes cold)
+KEPT = ("FUZZ_TEST_IMAGE_CACHE",)  # the image cache: the Jupyter image is built once
 
 
 class _OtherRegistry(http.server.BaseHTTPRequestHandler):
@@ -87,10 +97,28 @@ def copy_venv(source: Path, target: Path) -> None:
 
 def make(clone: Path, target: str) -> subprocess.CompletedProcess[str]:
     """``make TARGET`` in the clone, as a newcomer types it."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("FUZZ_", "DEMO_", "VIRTUAL_ENV", "PYTEST", "MAKE"))}
+    env = {key: value for key, value in os.environ.items() if key in KEPT
+           or not key.startswith(("FUZZ_", "DEMO_", "VIRTUAL_ENV", "PYTEST", "MAKE"))}
     return subprocess.run(["make", target, f"PIP_FLAGS={PIP_FLAGS}"], cwd=clone, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=MAKE_TIMEOUT)
+
+
+def check_jupyter_url(clone: Path, stdout: str) -> None:
+    """The notebook's URL the demo printed answers through the gateway: a 302 to the
+    sign-in page without a cookie, Jupyter's own API with the admin's token."""
+    found = re.search(r"Jupyter is READY: open (https://\S+)", stdout)
+    assert found, stdout[-4000:]
+    url = urllib.parse.urlsplit(found.group(1))
+    assert url.hostname == "127.0.0.1" and url.port is not None, url
+    server = clone / ".demo" / ".fuzz" / "server"
+    browser = Browser(url.hostname, url.port, ca_context(server / "ca.pem"))
+    anonymous = browser.request("GET", url.path)
+    assert anonymous.status == 302, anonymous
+    assert anonymous.headers["Location"].startswith("/_fuzz/sign-in?next="), anonymous.headers
+    token = (server / "admin.token").read_text().strip()
+    api = browser.request("GET", url.path + "api/status",
+                          headers={"Authorization": f"Bearer {token}"})
+    assert api.status == 200 and "kernels" in api.json(), api
 
 
 def test_a_fresh_clone_runs_the_demo_twice_beside_a_busy_port_5000(tmp_path: Path) -> None:
@@ -107,6 +135,8 @@ def test_a_fresh_clone_runs_the_demo_twice_beside_a_busy_port_5000(tmp_path: Pat
             assert "Traceback" not in run.stdout + run.stderr
             assert "words=18 lines=3" in run.stdout
             assert "fuzz notebook" in run.stdout  # the page, through port-forward
+            assert "Sign in on its page with this one-time login code: " in run.stdout
+        check_jupyter_url(clone, second.stdout)  # the second run's: the gateway's port
         ports = json.loads((clone / ".demo" / "ports.json").read_text())
         assert HELD_PORT not in ports.values()
         assert f"ports {ports['orchestrator']} (orchestrator)" in second.stdout  # the same
