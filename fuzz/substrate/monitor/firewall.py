@@ -167,7 +167,32 @@ def allow_peers(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network
 
 def forget_peers(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network,
                  address: str, peers: list[str], container_id: str) -> None:
-    """Remove what :func:`allow_peers` added for ``container_id`` (a no-op if it is gone)."""
+    """Remove what :func:`allow_peers` added for ``container_id`` (a no-op if it is gone).
+
+    All of them in one ``iptables-restore --noflush`` (one transaction): one ``iptables``
+    run per rule took 1.5 s for a rank of an 8-node job while its node's other monitors
+    did the same (each run reads the whole ruleset and commits on its own). The batch
+    is all or nothing, so when it fails (a rule was already gone) each rule is removed
+    on its own.
+    """
     chain = chain_name(subnet)
-    for rule in _peer_rules(subnet, jobs_range, address, peers, container_id):
+    rules = _peer_rules(subnet, jobs_range, address, peers, container_id)
+    batch = "".join(f"-D {chain} {' '.join(rule)}\n" for rule in rules)
+    if rules and _iptables_restore(f"*filter\n{batch}COMMIT\n"):
+        return
+    for rule in rules:
         _iptables("-t", "filter", "-D", chain, *rule, check=False)
+
+
+def _iptables_restore(text: str) -> bool:
+    """Apply ``text`` (iptables-save's format) on top of the rules; True when it did.
+
+    The words of :func:`_peer_rules` need no quoting there: addresses, ports, options
+    and a container id (letters, digits, ``.``, ``_``, ``-``).
+    """
+    try:
+        done = subprocess.run([f"{IPTABLES}-restore", "-w", "--noflush"], input=text,
+                              capture_output=True, text=True, check=False)
+    except OSError:
+        return False
+    return done.returncode == 0
