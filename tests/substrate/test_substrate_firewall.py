@@ -61,3 +61,21 @@ def test_rules_already_gone_do_not_keep_the_others(chain: str) -> None:
     assert len(_rules_of(other)) == 4, "another rank's rules went too"
     firewall.forget_peers(SUBNET, JOBS_RANGE, "10.207.254.3", PEERS[:2], other)
     assert _rules_of(other) == []
+
+
+def test_peer_rules_sit_between_the_replies_rule_and_the_drops(chain: str) -> None:
+    """A rank's rules come after the chain's first rule (replies of connections it let
+    through) and before every DROP: below a DROP they would let nothing through."""
+    rank = f"t-fw-{uuid.uuid4().hex[:8]}"
+    firewall.allow_peers(SUBNET, JOBS_RANGE, ADDRESS, PEERS, rank)
+    try:
+        dump = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True,
+                              text=True, check=True).stdout
+        rules = [line for line in dump.splitlines() if line.startswith(f"-A {chain} ")]
+        peers = [index for index, line in enumerate(rules) if f"fuzz:{rank}" in line]
+        drops = [index for index, line in enumerate(rules) if line.endswith("-j DROP")]
+        assert "ESTABLISHED" in rules[0]
+        assert peers == list(range(1, 1 + 2 * len(PEERS)))
+        assert drops and min(drops) > max(peers)
+    finally:
+        firewall.forget_peers(SUBNET, JOBS_RANGE, ADDRESS, PEERS, rank)

@@ -159,9 +159,16 @@ def _peer_rules(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network
 def allow_peers(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network,
                 address: str, peers: list[str], container_id: str) -> None:
     """Let the job at ``address`` and its ``peers`` reach each other as their entries
-    say (:func:`parse_peer`): multinode ranks, its workflow's services."""
+    say (:func:`parse_peer`): multinode ranks, its workflow's services.
+
+    All of them in one ``iptables-restore --noflush`` transaction (see :func:`forget_peers`),
+    each inserted as the chain's second rule; one ``iptables`` run each when the batch fails.
+    """
     chain = chain_name(subnet)
-    for rule in _peer_rules(subnet, jobs_range, address, peers, container_id):
+    rules = _peer_rules(subnet, jobs_range, address, peers, container_id)
+    if rules and _iptables_restore(_batch("-I", chain, rules, "2")):
+        return
+    for rule in rules:
         _iptables("-t", "filter", "-I", chain, "2", *rule)
 
 
@@ -177,11 +184,17 @@ def forget_peers(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Networ
     """
     chain = chain_name(subnet)
     rules = _peer_rules(subnet, jobs_range, address, peers, container_id)
-    batch = "".join(f"-D {chain} {' '.join(rule)}\n" for rule in rules)
-    if rules and _iptables_restore(f"*filter\n{batch}COMMIT\n"):
+    if rules and _iptables_restore(_batch("-D", chain, rules)):
         return
     for rule in rules:
         _iptables("-t", "filter", "-D", chain, *rule, check=False)
+
+
+def _batch(command: str, chain: str, rules: list[tuple[str, ...]], *where: str) -> str:
+    """``iptables-restore`` input doing ``command`` (``-I``, ``-D``) of ``rules`` in ``chain``
+    of the filter table."""
+    lines = "".join(f"{' '.join((command, chain, *where, *rule))}\n" for rule in rules)
+    return f"*filter\n{lines}COMMIT\n"
 
 
 def _iptables_restore(text: str) -> bool:
