@@ -21,8 +21,9 @@ For a bridge ``B`` of subnet ``S`` in the jobs range ``R``:
                    (peers see each other's real addresses)
 
 Shelling out to ``iptables`` is fine here: it happens when the monitor starts
-and stops, and once per container with peers (a multinode job's, a job of a
-workflow with services), never for other starts.
+and stops, and twice per container with peers (a multinode job's, a job of a
+workflow with services: one ``iptables-restore`` adds its rules, one removes
+them), never for other starts.
 Jobs on one bridge are also kept apart below IP (the veths are isolated bridge
 ports), so the rules hold whether or not the kernel filters bridged traffic.
 """
