@@ -366,10 +366,13 @@ def test_no_process_of_the_system_runs_or_listens_for_ssh(notebook: Notebook,
         assert SSH_PORT not in ports
         server = json.loads((notebook.cluster.data_dir / "server.json").read_text())
         expected = {int(server["endpoint"].rpartition(":")[2]), web.port, notebook.http_port,
-                    notebook.echo_port, int(server["endpoints_url"].rpartition(":")[2])}
+                    notebook.echo_port, int(server["endpoints_url"].rpartition(":")[2]),
+                    int(server["metrics"].rpartition(":")[2]),
+                    int(server["ui_url"].rstrip("/").removesuffix("/ui").rpartition(":")[2])}
         agents = {port: pid for port, pid in ports.items() if port not in expected}
-        # and the node's agent, on its gRPC port and its direct TLS port: nothing else listens
-        assert len(agents) == 2 and len(set(agents.values())) == 1, ports
+        # and the node's agent, on its gRPC port, its direct TLS port and its metrics
+        # listener: nothing else listens
+        assert len(agents) == 3 and len(set(agents.values())) == 1, ports
     finally:
         shell.kill()  # the caller goes away: so does its process in the job
         shell.wait()

@@ -103,7 +103,7 @@ def test_scale_down_under_load_fails_no_task_and_moves_queued_work(
 
 def test_replace_drains_and_never_fails_a_queued_job(
         cluster: LocalCluster, busybox_image: PushedImage) -> None:
-    start_pinned(cluster, "swap", fuzzfile(busybox_image, pin=15, short=6, queued=1))
+    start_pinned(cluster, "swap", fuzzfile(busybox_image, pin=20, short=12, queued=1))
     code, printed = finish(background(cluster, "apply", "--auto-approve", "--replace", NODE1))
     assert code == 0, printed
     status = cluster.wait("swap")

@@ -92,13 +92,16 @@ jobs:
     assert log == "hello from files\nfrom-defaults\nfrom-defaults own\n"
 
 
-def test_a_start_of_a_file_with_services_says_they_are_not_run_yet(
+def test_a_start_of_a_service_with_a_grpc_probe_says_it_is_not_run_yet(
         cluster: LocalCluster, busybox_image: PushedImage) -> None:
     path = cluster.directory / "svc.yaml"
     path.write_text(f"""\
 version: v1
 services:
-  web: {{image: {{uri: {busybox_image.reference}}}, command: [httpd, -f]}}
+  web:
+    image: {{uri: {busybox_image.reference}}}
+    command: [httpd, -f]
+    readiness-probe: {{grpc: {{port: 9000}}}}
 jobs:
   a: {{image: {{uri: {busybox_image.reference}}}, command: ["true"]}}
 """)
@@ -107,8 +110,8 @@ jobs:
     assert result.code == 1
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(
-        "svc.yaml:2:1: services: services are not run yet: fuzz runs a workflow's jobs only"
-        " (validate checks services; running them is a later issue)"), result.err
+        "svc.yaml:6:23: services.web.readiness-probe.grpc: grpc readiness probes are not run"
+        " yet: use exec, http-get or tcp-socket"), result.err
     assert cluster.fuzz("workflow", "status", "svc").code == 1
 
 
