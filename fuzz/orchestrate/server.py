@@ -71,7 +71,7 @@ from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRootError, HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.orchestrate.ui.access import UiAccess
-from fuzz.orchestrate.ui.serve import ApiAccess, UiServer, UiStartError, UiTls
+from fuzz.orchestrate.ui.serve import ApiAccess, UiServer, UiStartError
 from fuzz.orchestrate.workflows.base import RunnerSettings
 from fuzz.orchestrate.workflows.jobids import DEFAULT_JOB_IDS, JobIdRange, range_problem
 from fuzz.orchestrate.workflows.loop import Runner
@@ -197,10 +197,8 @@ def _start_ui(settings: ServerSettings, tls: ClusterTls | None, access: UiAccess
     if not settings.ui.enabled:
         return None
     host = settings.listen.rpartition(":")[0]
-    gateway_tls = _gateway_tls(settings, tls)
     try:
-        ui = UiServer(settings.ui.listen or f"{host}:0",
-                      UiTls(gateway_tls.cert, gateway_tls.key) if gateway_tls else None)
+        ui = UiServer(settings.ui.listen or f"{host}:0", _gateway_tls(settings, tls))
     except UiStartError as exc:
         raise ServerStartError(str(exc)) from None
     ui.start(access, ApiAccess(api_endpoint, tls.ca_pem if tls is not None else None))

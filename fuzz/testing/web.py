@@ -6,6 +6,8 @@ import contextlib
 import functools
 import http.server
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,3 +38,18 @@ def serve_directory(root: Path, port: int = 0) -> Iterator[str]:
     """Serve ``root`` over HTTP on 127.0.0.1:``port`` (0: any free one); yields the base URL."""
     with serve_handler(functools.partial(_QuietHandler, directory=str(root)), port) as bound:
         yield f"http://127.0.0.1:{bound}"
+
+
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""An opener that never goes through a proxy (the tests' servers are on loopback)."""
+
+
+def plain_get(url: str) -> tuple[int, str]:
+    """The status and body of a GET of ``url`` (0 and the reason when nothing answers)."""
+    try:
+        with DIRECT.open(url, timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)

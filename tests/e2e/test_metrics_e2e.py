@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from fuzz.testing.oci import PushedImage, free_port
+from fuzz.testing.web import DIRECT, plain_get
 from tests.support.orchestratorutil import wait_until
 from tests.support.workflowutil import LocalCluster, dump, local_cluster
 
@@ -55,18 +56,6 @@ class Prometheus:
         return float(found[0]["value"][1]) if found else None
 
 
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
-
-
-def _get(url: str) -> tuple[int, str]:
-    """The status and body of a GET (0 and the reason when nothing answers)."""
-    try:
-        with DIRECT.open(url, timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +103,7 @@ def prometheus(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
     running = Prometheus(proc, f"http://127.0.0.1:{port}", log)
     try:
         wait_until("prometheus to be ready", lambda: proc.poll() is not None
-                   or _get(f"{running.url}/-/ready")[0] == 200, timeout=60)
+                   or plain_get(f"{running.url}/-/ready")[0] == 200, timeout=60)
         assert proc.poll() is None, log.read_text()
         yield running
     finally:
@@ -160,10 +149,10 @@ def test_prometheus_scrapes_the_orchestrator_and_every_agent(
 def test_metrics_name_no_workflow_and_health_paths_answer(cluster: LocalCluster) -> None:
     orchestrator, agents = _targets(cluster)
     for target in (orchestrator, *agents):
-        code, text = _get(f"http://{target}/metrics")
+        code, text = plain_get(f"http://{target}/metrics")
         assert code == 200
         assert "fuzz_rpc_duration_seconds" in text
         assert WORKFLOW not in text and "job-0" not in text  # tenants' data stays out
-        assert _get(f"http://{target}/healthz") == (200, "ok\n")
-        assert _get(f"http://{target}/readyz") == (200, "ready\n")
-        assert _get(f"http://{target}/anything")[0] == 404
+        assert plain_get(f"http://{target}/healthz") == (200, "ok\n")
+        assert plain_get(f"http://{target}/readyz") == (200, "ready\n")
+        assert plain_get(f"http://{target}/anything")[0] == 404

@@ -7,26 +7,12 @@ from pathlib import Path
 import pytest
 
 from fuzz.spec.cluster import EndpointsSpec
-from fuzz.spec.loader import load_cluster_spec
 from fuzz.spec.problems import SpecError
-
-SPEC = """\
-version: 1
-cluster: demo
-state: {{backend: local, path: .fuzz/state.json}}
-providers: {{local: {{}}}}
-orchestrator:
-  endpoints:
-{block}
-"""
+from tests.support.specblocks import load_orchestrator_block
 
 
 def _load(tmp_path: Path, block: str) -> EndpointsSpec:
-    path = tmp_path / "fuzz.yaml"
-    path.write_text(SPEC.format(block=block))
-    orchestrator = load_cluster_spec(path, "fuzz.yaml").spec.orchestrator
-    assert orchestrator is not None
-    return orchestrator.endpoints
+    return load_orchestrator_block(tmp_path, "endpoints", block).endpoints
 
 
 def test_the_defaults_and_a_full_block(tmp_path: Path) -> None:

@@ -7,26 +7,12 @@ from pathlib import Path
 import pytest
 
 from fuzz.spec.cluster import MetricsSpec
-from fuzz.spec.loader import load_cluster_spec
 from fuzz.spec.problems import SpecError
-
-SPEC = """\
-version: 1
-cluster: demo
-state: {{backend: local, path: .fuzz/state.json}}
-providers: {{local: {{}}}}
-orchestrator:
-  metrics:
-{block}
-"""
+from tests.support.specblocks import load_orchestrator_block
 
 
 def _load(tmp_path: Path, block: str) -> MetricsSpec:
-    path = tmp_path / "fuzz.yaml"
-    path.write_text(SPEC.format(block=block))
-    orchestrator = load_cluster_spec(path, "fuzz.yaml").spec.orchestrator
-    assert orchestrator is not None
-    return orchestrator.metrics
+    return load_orchestrator_block(tmp_path, "metrics", block).metrics
 
 
 def test_on_by_default_on_loopback_and_a_port_of_its_own(tmp_path: Path) -> None:

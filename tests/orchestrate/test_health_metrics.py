@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from fuzz.orchestrate.server import ServerSettings, serve
 from fuzz.rpc.server import ServerStartError
 from fuzz.spec.cluster import MetricsSpec
 from fuzz.testing.oci import free_port
+from fuzz.testing.web import plain_get
 from tests.support.orchestratorutil import wait_until
 
 SERVICES = ("", "fuzz.orchestrator.v1.Orchestrator")
@@ -63,18 +62,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
         thread.join(30)
 
 
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
-
-
-def _get(url: str) -> tuple[int, str]:
-    """The status and body of a GET (0 and the reason when nothing answers)."""
-    try:
-        with DIRECT.open(url, timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
 
 
 def _health(endpoint: str) -> tuple[grpc.Channel, health_pb2_grpc.HealthStub]:
@@ -103,7 +90,7 @@ def test_health_check_needs_no_token_and_reveals_nothing_else(server: Server) ->
 
 
 def test_health_says_not_serving_while_it_stops_and_readyz_follows(server: Server) -> None:
-    assert _get(f"http://{server.metrics}/readyz") == (200, "ready\n")
+    assert plain_get(f"http://{server.metrics}/readyz") == (200, "ready\n")
     channel, stub = _health(server.endpoint)
     with channel:
         watch = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30,
@@ -112,11 +99,11 @@ def test_health_says_not_serving_while_it_stops_and_readyz_follows(server: Serve
         server.stop.set()
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         # the open watch keeps the server in its stop grace: the listener still answers
-        code, text = _get(f"http://{server.metrics}/readyz")
+        code, text = plain_get(f"http://{server.metrics}/readyz")
         assert (code, text) == (503, "not ready: the gRPC server is not serving\n")
-        assert _get(f"http://{server.metrics}/healthz") == (200, "ok\n")
+        assert plain_get(f"http://{server.metrics}/healthz") == (200, "ok\n")
     server.thread.join(30)
-    assert _get(f"http://{server.metrics}/healthz")[0] == 0  # gone with the server
+    assert plain_get(f"http://{server.metrics}/healthz")[0] == 0  # gone with the server
 
 
 def test_metrics_count_rpcs_by_method_and_say_it_leads(server: Server) -> None:
@@ -124,7 +111,7 @@ def test_metrics_count_rpcs_by_method_and_say_it_leads(server: Server) -> None:
     with channel:
         for _ in range(3):
             stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-    code, text = _get(f"http://{server.metrics}/metrics")
+    code, text = plain_get(f"http://{server.metrics}/metrics")
     assert code == 200
     samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
                for family in text_string_to_metric_families(text) for sample in family.samples}
@@ -134,7 +121,7 @@ def test_metrics_count_rpcs_by_method_and_say_it_leads(server: Server) -> None:
     checks = ("fuzz_rpc_duration_seconds_count",
               (("code", "OK"), ("method", "/grpc.health.v1.Health/Check")))
     assert samples[checks] >= 3
-    assert _get(f"http://{server.metrics}/nothing-here")[0] == 404
+    assert plain_get(f"http://{server.metrics}/nothing-here")[0] == 404
 
 
 def test_a_metrics_address_in_use_stops_the_start_in_one_line(tmp_path: Path) -> None:

@@ -7,8 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,19 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from fuzz.clients.agent import AgentClient
+from fuzz.testing.web import plain_get
 from tests.support.orchestratorutil import wait_until
 
 TOKEN = "metrics-test-token"
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
-
-
-def _get(url: str) -> tuple[int, str]:
-    """The status and body of a GET."""
-    try:
-        with DIRECT.open(url, timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def _argv(tmp_path: Path, *extra: str) -> list[str]:
@@ -69,9 +58,9 @@ def test_agent_health_and_metrics(agent: dict[str, str]) -> None:
         client.inventory()
     metrics = agent["metrics"]
     assert metrics.startswith("127.0.0.1:") and not metrics.endswith(":0")
-    assert _get(f"http://{metrics}/healthz") == (200, "ok\n")
-    assert _get(f"http://{metrics}/readyz") == (200, "ready\n")
-    code, text = _get(f"http://{metrics}/metrics")
+    assert plain_get(f"http://{metrics}/healthz") == (200, "ok\n")
+    assert plain_get(f"http://{metrics}/readyz") == (200, "ready\n")
+    code, text = plain_get(f"http://{metrics}/metrics")
     assert code == 200
     samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
                for family in text_string_to_metric_families(text) for sample in family.samples}

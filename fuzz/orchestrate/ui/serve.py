@@ -16,13 +16,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import uvicorn
 
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import FuzzError
+from fuzz.orchestrate.endpoints.gateway import GatewayTls
 from fuzz.orchestrate.ui.access import UiAccess
 from fuzz.orchestrate.ui.app import PREFIX, build_app
 from fuzz.rpc.client import ClientTls
@@ -36,14 +35,6 @@ KEPT_CLIENTS = 64
 
 class UiStartError(FuzzError):
     """The web UI cannot listen."""
-
-
-@dataclass(frozen=True)
-class UiTls:
-    """The PEM files the UI serves (the gateway's)."""
-
-    cert: Path
-    key: Path
 
 
 class ApiAccess:
@@ -80,7 +71,7 @@ class ApiAccess:
 class UiServer:
     """The bound web UI; :meth:`start` serves it in the background, :meth:`stop` ends it."""
 
-    def __init__(self, listen: str, tls: UiTls | None) -> None:
+    def __init__(self, listen: str, tls: GatewayTls | None) -> None:
         """Bind ``listen`` (HOST:PORT; port 0 picks one) now; UiStartError if it cannot."""
         host, _, port = listen.rpartition(":")
         try:
