@@ -430,6 +430,7 @@ def serve(
                 share_cpus_with),
         )
         if tls is not None:  # the direct port-forward path: TLS only, never plain text
+            tls.server_credentials()  # the files' own check first, naming them in one line
             try:
                 direct = service.open_direct_port(listen_host(listen), str(tls.cert),
                                                   str(tls.key))

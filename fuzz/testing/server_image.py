@@ -82,19 +82,25 @@ class ServerImage:
 
 def runtime_requirements(distribution: str = "fuzz") -> list[str]:
     """``NAME==VERSION`` of every package ``distribution`` needs at run time (its
-    dependencies and theirs, without extras), at the versions installed here."""
+    dependencies and theirs, with the extras they ask of each other, such as
+    ``psycopg[binary]``'s driver; not ``distribution``'s own optional extras), at the
+    versions installed here."""
     pinned: dict[str, str] = {}
-    pending = [distribution]
+    pending: list[tuple[str, frozenset[str]]] = [(distribution, frozenset())]
+    seen: set[tuple[str, frozenset[str]]] = set()
     while pending:
-        name = pending.pop()
+        name, extras = pending.pop()
         for line in metadata.requires(name) or []:
             requirement = Requirement(line)
-            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            if requirement.marker is not None and not any(
+                    requirement.marker.evaluate({"extra": extra}) for extra in {"", *extras}):
                 continue
             key = requirement.name.lower().replace("_", "-")
-            if key not in pinned:
-                pinned[key] = metadata.version(requirement.name)
-                pending.append(requirement.name)
+            pinned.setdefault(key, metadata.version(requirement.name))
+            wanted = (requirement.name, frozenset(requirement.extras))
+            if wanted not in seen:
+                seen.add(wanted)
+                pending.append(wanted)
     return sorted(f"{name}=={version}" for name, version in pinned.items())
 
 

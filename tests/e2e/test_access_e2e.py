@@ -429,7 +429,7 @@ def test_connections_go_straight_to_the_agent_and_through_the_orchestrator_when_
         notebook: Notebook) -> None:
     direct_port = _ticket(notebook, notebook.http_port).port
     assert direct_port
-    forward = Forward(notebook.cluster, notebook.name, notebook.http_port)
+    forward = Forward(notebook.cluster, notebook.name, JOB, notebook.http_port)
     rule = ["OUTPUT", "-o", "lo", "-p", "tcp", "--dport", str(direct_port), "-j", "REJECT",
             "--reject-with", "tcp-reset"]
     try:
