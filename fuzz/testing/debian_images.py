@@ -3,7 +3,8 @@
 :func:`debian_layout` turns a :class:`DebianRecipe` (packages, files to copy in,
 mmdebstrap customize hooks) into an OCI layout (tag ``latest``) of one layer: a
 minimal Debian root filesystem (``--variant=essential``, no Recommends, no manual
-pages, documentation or translations) made by ``mmdebstrap`` from
+pages, documentation or translations) of the recipe's suite (Debian 12, ``bookworm``,
+unless it names another) made by ``mmdebstrap`` from
 ``$FUZZ_DEBIAN_MIRROR`` (default deb.debian.org), which umoci wraps in an image.
 The MPI images (:mod:`fuzz.testing.mpi_images`) and the Jupyter notebook image
 (:mod:`fuzz.testing.jupyter_image`) are such recipes.
@@ -46,20 +47,22 @@ class DebianRecipe:
     ``name`` names its cache entries and lock; ``packages`` are installed with their
     hard dependencies; ``files`` (a directory in the image: host files) are copied in
     before ``hooks`` run, each an mmdebstrap ``--customize-hook`` (``"$1"`` is the new
-    root filesystem, ``chroot "$1" …`` runs a program inside it).
+    root filesystem, ``chroot "$1" …`` runs a program inside it); ``suite`` is the
+    Debian release they come from.
     """
 
     name: str
     packages: tuple[str, ...]
     hooks: tuple[str, ...] = ()
     files: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    suite: str = SUITE
 
     def key(self) -> str:
         """A hash of everything the image is built from: a change to any of it rebuilds."""
         contents = {directory: {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
                                 for path in paths}
                     for directory, paths in sorted(self.files.items())}
-        recipe = {"suite": SUITE, "packages": list(self.packages), "hooks": list(self.hooks),
+        recipe = {"suite": self.suite, "packages": list(self.packages), "hooks": list(self.hooks),
                   "excluded": list(EXCLUDED), "path": PATH, "files": contents}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
@@ -130,7 +133,7 @@ def _build(recipe: DebianRecipe, entry: Path) -> None:
         *(f"--customize-hook={hook}" for hook in (*copies, *recipe.hooks)),
         f"--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Package}} ${{Version}}\\n' "
         f"> {versions}",
-        SUITE, str(rootfs), MIRROR,
+        recipe.suite, str(rootfs), MIRROR,
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
                           check=False)

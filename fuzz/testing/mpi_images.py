@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fuzz.testing.debian_images import DebianRecipe, debian_layout
+from fuzz.testing.debian_images import SUITE, DebianRecipe, debian_layout
 from fuzz.testing.oci import MissingPartError
 
 TOOLCHAIN = ("gcc", "libc6-dev")  # what mpicc needs besides the implementation's -dev package
@@ -47,16 +47,23 @@ _CHECK = (
 
 @dataclass(frozen=True)
 class MpiFlavor:
-    """One MPI implementation: its Debian packages and its launcher's name."""
+    """One MPI implementation: its Debian packages, its launcher's name and the Debian
+    release the packages come from.
+
+    MPICH's is Debian 13's (4.2.1, UCX 1.18): Debian 12's MPICH 4.0.2 over UCX 1.13 can
+    hang in ``MPI_Finalize`` when its ranks truly run in parallel (a rank's endpoint
+    flush waits on a peer that has already finished its own; docs/reliability.md).
+    """
 
     name: str
     packages: tuple[str, ...]
     launcher: str
+    suite: str = SUITE
 
 
 FLAVORS = {
     "openmpi": MpiFlavor("openmpi", ("openmpi-bin", "libopenmpi-dev"), "mpirun"),
-    "mpich": MpiFlavor("mpich", ("mpich", "libmpich-dev"), "mpiexec"),
+    "mpich": MpiFlavor("mpich", ("mpich", "libmpich-dev"), "mpiexec", "trixie"),
 }
 
 
@@ -83,7 +90,7 @@ def mpi_layout(flavor: str, sources: Path, cache: Path | None = None) -> MpiLayo
     if not programs:
         raise MissingPartError(f"no C programs in {sources}")
     recipe = DebianRecipe(flavor, (*chosen.packages, *TOOLCHAIN), (_COMPILE, _DROP, _CHECK),
-                          {SOURCE_DIR: programs})
+                          {SOURCE_DIR: programs}, chosen.suite)
     built = debian_layout(recipe, cache)
     versions = {name: built.versions[name] for name in chosen.packages if name in built.versions}
     return MpiLayout(chosen, built.path, tuple(path.stem for path in programs), versions,
