@@ -4,7 +4,8 @@ local cluster (real orchestrator, agents, runc containers, registry).
 Two users, alice and bob, sign in with login codes. Alice launches the parameter sweep
 from its form with changed values and watches its task array succeed without a reload,
 sees the CLI's message for a bad value, starts workflows from the Fuzzfile editor
-(after it showed a typo at its line), follows a job's log, cancels a workflow and
+(after it showed a typo at its line), follows a job's log, cancels a workflow, stops
+one whose service persists (it ends as ``fuzz workflow stop`` ends its twin) and
 opens a service's endpoint link (the gateway takes the UI's sign-in). Bob never sees
 alice's workflows. The screenshots of docs/ui.md are taken here (docs/ui/*.png).
 """
@@ -18,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -93,6 +95,21 @@ services:
       tcp-socket: {{port: 8080}}
       period-seconds: 1
 """
+KEPT = """\
+version: v1
+jobs:
+  quick:
+    image: {{uri: {image}}}
+    script: echo done
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
+services:
+  keeper:
+    image: {{uri: {image}}}
+    persist: true
+    script: exec sleep 600
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
+"""
+FINISHED = ("SUCCEEDED", "FAILED", "CANCELED")
 
 
 @dataclass
@@ -312,9 +329,69 @@ def test_a_jobs_log_is_followedlive(site: Site, browser: Browser) -> None:
 def test_a_workflow_is_canceled_from_its_page(site: Site, browser: Browser) -> None:
     _editor_start(browser, site, "sleeper", SLEEPER.format(image=site.image))
     browser.text('tr[data-task="nap"] .state', "RUNNING")
+    assert browser.driver.find_elements(By.CSS_SELECTOR, "#stop") == []  # no service to stop
     browser.clickable("#cancel").click()
     browser.text("#workflow-state", "CANCELED")
     assert site.cluster.status("alice/sleeper")["state"] == "CANCELED"
+
+
+def _ended(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """How a workflow ended: its state and error (under ``""``), and each task's state
+    and error by key."""
+    return {"": (status["state"], status.get("error", "")), **{
+        task["key"]: (task["state"], task.get("error", "")) for task in status["tasks"]}}
+
+
+def _press_by_keyboard(browser: Browser, button: str) -> None:
+    """Tab to the button of id ``button``, press Enter, and wait for the answer's page."""
+    for _ in range(60):
+        ActionChains(browser.driver).send_keys(Keys.TAB).perform()
+        if browser.driver.switch_to.active_element.get_attribute("id") == button:
+            break
+    else:
+        raise AssertionError(f"Tab never reached #{button}")
+    mark_page(browser)
+    ActionChains(browser.driver).send_keys(Keys.ENTER).perform()
+    browser.until(lambda driver: not same_page(browser) and driver.execute_script(
+        "return document.readyState") == "complete", f"the answer to #{button}")
+
+
+def test_a_persistent_service_is_stopped_from_its_page_as_the_cli_stops_it(
+        site: Site, browser: Browser) -> None:
+    fuzzfile = KEPT.format(image=site.image)
+    site.cluster.start("kept-by-cli", fuzzfile)
+    try:
+        _editor_start(browser, site, "kept", fuzzfile)
+        browser.text('tr[data-task="quick"] .state', "SUCCEEDED")
+        browser.text('tr[data-task="keeper"]', "service READY")
+        assert browser.element("#workflow-state").text == "RUNNING"  # its service persists
+        assert browser.driver.find_elements(By.CSS_SELECTOR, "#cancel") == []
+        stop = browser.element("#stop")
+        assert stop.text == "Stop this workflow"
+        described = browser.element(f'#{stop.get_attribute("aria-describedby")}').text
+        assert "fuzz workflow stop" in described, described
+        site.cluster.wait_for("kept-by-cli", "quick", "SUCCEEDED", timeout=LIVE)
+        site.cluster.wait_for("kept-by-cli", "keeper", "RUNNING", timeout=LIVE)
+        page = browser.driver.current_url
+        site.cluster.ok("workflow", "stop", "kept-by-cli")  # both stop at once
+        for _ in range(5):  # again when Chromium dropped the post for a network change
+            _press_by_keyboard(browser, "stop")
+            if not dropped(browser):
+                break
+            open_page(browser, page)
+        browser.until(lambda driver: again(lambda: driver.find_element(
+            By.CSS_SELECTOR, "#workflow-state").text in FINISHED), "the workflow ended")
+        by_cli = _ended(site.cluster.wait("kept-by-cli", timeout=LIVE))
+        by_ui = _ended(site.cluster.wait("alice/kept", timeout=LIVE))
+        assert by_ui == by_cli, (by_ui, by_cli)
+        assert by_ui["keeper"][0] == "CANCELED", by_ui
+        shown = again(lambda: browser.element('tr[data-task="keeper"] .state').text)
+        assert shown.startswith("CANCELED"), shown
+        assert browser.element("#workflow-state").text == by_ui[""][0]
+    finally:  # ended before the nodes go, so that their containers are cleaned up
+        for name in ("kept-by-cli", "alice/kept"):
+            site.cluster.fuzz("workflow", "stop", name)
+            site.cluster.wait(name, timeout=LIVE)
 
 
 def test_a_services_endpoint_link_opens_it_with_the_same_sign_in(
@@ -328,7 +405,7 @@ def test_a_services_endpoint_link_opens_it_with_the_same_sign_in(
     browser.text("body", "served to the UI user")
     open_page(browser, site.url + "workflows")
     live(browser, 'tr[data-workflow="web"] a', lambda link: link.click())
-    browser.clickable("#cancel").click()
+    browser.clickable("#stop").click()  # its service persists
     browser.text("#workflow-state", "CANCELED")
 
 
