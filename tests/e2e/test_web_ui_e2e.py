@@ -271,7 +271,7 @@ def test_a_bad_value_shows_the_clis_message(site: Site, browser: Browser) -> Non
     assert browser.element("#value-Last").get_attribute("aria-invalid") == "true"
 
 
-def test_the_sweep_launched_from_its_form_succeedslive(site: Site, browser: Browser) -> None:
+def test_the_sweep_launched_from_its_form_succeeds_live(site: Site, browser: Browser) -> None:
     for _ in range(5):
         open_page(browser, site.url + "apps/fuzz/parameter_sweep")
         for name, value in (("Image", site.image), ("Last", "3")):
@@ -314,7 +314,7 @@ def test_the_editor_shows_a_typo_at_its_line(site: Site, browser: Browser) -> No
     browser.text("#problems", "The Fuzzfile is valid.")
 
 
-def test_a_jobs_log_is_followedlive(site: Site, browser: Browser) -> None:
+def test_a_jobs_log_is_followed_live(site: Site, browser: Browser) -> None:
     _editor_start(browser, site, "talker", TALKER.format(image=site.image))
     live(browser, 'tr[data-task="talk"] a', lambda link: link.click())
     browser.text("#log", "line 1")
