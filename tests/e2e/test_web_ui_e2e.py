@@ -342,6 +342,25 @@ def _ended(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
         task["key"]: (task["state"], task.get("error", "")) for task in status["tasks"]}}
 
 
+def _post_as(site: Site, user: str, path: str) -> tuple[int, str]:
+    """Sign in to the UI as ``user`` over plain HTTPS (no browser) and POST ``path``;
+    the answer's status and text."""
+    split = urlsplit(site.url)
+    connection = http.client.HTTPSConnection(
+        split.hostname or "", split.port, timeout=60,
+        context=ca_context(site.cluster.data_dir / "ca.pem"))
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    connection.request("POST", "/ui/sign-in", body=f"credential={site.code(user)}",
+                       headers=form)
+    signed = connection.getresponse()
+    signed.read()
+    assert signed.status == 303, signed.status
+    cookie = str(signed.getheader("set-cookie")).split(";")[0]
+    connection.request("POST", path, body=b"", headers={**form, "Cookie": cookie})
+    answer = connection.getresponse()
+    return answer.status, answer.read().decode()
+
+
 def _press_by_keyboard(browser: Browser, button: str) -> None:
     """Tab to the button of id ``button``, press Enter, and wait for the answer's page."""
     for _ in range(60):
@@ -370,6 +389,12 @@ def test_a_persistent_service_is_stopped_from_its_page_as_the_cli_stops_it(
         assert stop.text == "Stop this workflow"
         described = browser.element(f'#{stop.get_attribute("aria-describedby")}').text
         assert "fuzz workflow stop" in described, described
+        browser.driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        _shot(browser, "stop")
+        # the UI stops with the user's own token: another user is refused, as by the API
+        status, text = _post_as(site, "bob", "/ui/workflows/alice.kept.1/stop")
+        assert status in (400, 404) and "Not stopped" in text, (status, text)
+        assert site.cluster.status("alice/kept")["state"] == "RUNNING"
         site.cluster.wait_for("kept-by-cli", "quick", "SUCCEEDED", timeout=LIVE)
         site.cluster.wait_for("kept-by-cli", "keeper", "RUNNING", timeout=LIVE)
         page = browser.driver.current_url
