@@ -12,8 +12,8 @@ runs a cell (its kernel talks over Jupyter's WebSocket channels, relayed by the 
 and finds its result in the page; the saved file in the container holds it. Another
 user is refused (403). The same cluster starts the catalog's ``jupyter`` application
 (``fuzz app start``) to READY, and the web UI launches it from its form: the page shows
-it READY without a reload, and its endpoint link opens the notebook (the UI's sign-in is
-the gateway's).
+it READY without a reload, its endpoint link opens the notebook (the UI's sign-in is
+the gateway's), and its Stop button ends it.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def test_the_catalogs_jupyter_application_starts_and_becomes_ready(
         cluster.wait(name)
 
 
-def test_the_ui_launches_the_jupyter_application_and_its_endpoint_link_opens_the_notebook(
+def test_the_ui_launches_jupyter_opens_its_endpoint_link_into_the_notebook_and_stops_it(
         cluster: LocalCluster, jupyter_image: PushedImage) -> None:
     name = f"ui{os.getpid()}"
     ui_url = str(json.loads((cluster.data_dir / "server.json").read_text())["ui_url"])
@@ -282,6 +282,11 @@ def test_the_ui_launches_the_jupyter_application_and_its_endpoint_link_opens_the
             browser.loaded("#new-dropdown-button", timeout=BROWSER_TIMEOUT)  # no sign-in
             assert driver.current_url.startswith(href), driver.current_url
             assert driver.title == "Home Page - Select or create a notebook", driver.title
+            driver.close()  # back to the UI's tab: its Stop ends the notebook service
+            driver.switch_to.window(next(iter(known)))
+            browser.clickable("#stop").click()
+            browser.text("#workflow-state", "CANCELED")
+            assert cluster.status(name)["state"] == "CANCELED"
         finally:
             cluster.fuzz("workflow", "stop", name)
             cluster.wait(name)
