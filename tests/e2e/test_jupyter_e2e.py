@@ -11,7 +11,9 @@ in the notebook list under the endpoint's prefix, creates a notebook from the Ne
 runs a cell (its kernel talks over Jupyter's WebSocket channels, relayed by the gateway)
 and finds its result in the page; the saved file in the container holds it. Another
 user is refused (403). The same cluster starts the catalog's ``jupyter`` application
-(``fuzz app start``) to READY.
+(``fuzz app start``) to READY, and the web UI launches it from its form: the page shows
+it READY without a reload, its endpoint link opens the notebook (the UI's sign-in is
+the gateway's), and its Stop button ends it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from selenium.webdriver.common.keys import Keys
 from fuzz.testing.browser import Browser, headless_chromium
 from fuzz.testing.jupyter_image import JupyterLayout, jupyter_layout
 from fuzz.testing.oci import PushedImage, free_port
+from tests.support import webui
 from tests.support.cliutil import run_fuzz
 from tests.support.endpoints import Browser as Client
 from tests.support.endpoints import ca_context
@@ -236,3 +239,54 @@ def test_the_catalogs_jupyter_application_starts_and_becomes_ready(
     finally:
         cluster.fuzz("workflow", "stop", name)
         cluster.wait(name)
+
+
+def test_the_ui_launches_jupyter_opens_its_endpoint_link_into_the_notebook_and_stops_it(
+        cluster: LocalCluster, jupyter_image: PushedImage) -> None:
+    name = f"ui{os.getpid()}"
+    ui_url = str(json.loads((cluster.data_dir / "server.json").read_text())["ui_url"])
+    ui = urllib.parse.urlsplit(ui_url)
+    assert ui.hostname is not None and ui.port is not None
+    trusted = ssl.get_server_certificate((ui.hostname, ui.port))  # the gateway's too
+
+    def code() -> str:
+        return str(cluster.ok("iam", "user", "code", "admin", "--json").json()["code"])
+
+    with headless_chromium(timeout=READY_TIMEOUT, trusted=(trusted,)) as browser:
+        driver = browser.driver
+        webui.sign_in(browser, ui_url, "admin", code)
+        try:
+            for _ in range(5):  # a post Chromium dropped for a network change is sent again
+                webui.open_page(browser, ui_url + "apps/fuzz/jupyter")
+                for field, value in (("#workflow_name", name),
+                                     ("#value-Image", jupyter_image.reference)):
+                    browser.element(field).clear()
+                    browser.element(field).send_keys(value)
+                webui.submit(browser, "#launch")
+                if not webui.dropped(browser):
+                    break
+                if cluster.fuzz("workflow", "status", name).code == 0:  # it got there
+                    webui.open_page(browser, ui_url + f"workflows/admin.{name}.1")
+                    break
+            browser.text("h1", f"Workflow {name}")
+            webui.mark_page(browser)
+            browser.text(f'tr[data-task="{SERVICE}"]', "service READY")
+            assert webui.same_page(browser), "READY came without reloading the page"
+            href = webui.live(browser, "a.endpoint",
+                              lambda link: str(link.get_attribute("href")))
+            [listed] = cluster.ok("workflow", "endpoints", name, "--json").json()
+            assert href == listed["url"], (href, listed)
+            known = set(driver.window_handles)
+            webui.live(browser, "a.endpoint", lambda link: link.click())  # a new tab
+            browser.new_window(known)
+            browser.loaded("#new-dropdown-button", timeout=BROWSER_TIMEOUT)  # no sign-in
+            assert driver.current_url.startswith(href), driver.current_url
+            assert driver.title == "Home Page - Select or create a notebook", driver.title
+            driver.close()  # back to the UI's tab: its Stop ends the notebook service
+            driver.switch_to.window(next(iter(known)))
+            browser.clickable("#stop").click()
+            browser.text("#workflow-state", "CANCELED")
+            assert cluster.status(name)["state"] == "CANCELED"
+        finally:
+            cluster.fuzz("workflow", "stop", name)
+            cluster.wait(name)

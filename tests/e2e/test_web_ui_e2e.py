@@ -4,7 +4,8 @@ local cluster (real orchestrator, agents, runc containers, registry).
 Two users, alice and bob, sign in with login codes. Alice launches the parameter sweep
 from its form with changed values and watches its task array succeed without a reload,
 sees the CLI's message for a bad value, starts workflows from the Fuzzfile editor
-(after it showed a typo at its line), follows a job's log, cancels a workflow and
+(after it showed a typo at its line), follows a job's log, cancels a workflow, stops
+one whose service persists (it ends as ``fuzz workflow stop`` ends its twin) and
 opens a service's endpoint link (the gateway takes the UI's sign-in). Bob never sees
 alice's workflows. The screenshots of docs/ui.md are taken here (docs/ui/*.png).
 """
@@ -15,34 +16,38 @@ import http.client
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.remote.webelement import WebElement
 
 from fuzz.testing.browser import Browser, headless_chromium
 from fuzz.testing.oci import PushedImage, Registry, free_port
 from tests.support.endpoints import ca_context
+from tests.support.webui import (
+    again,
+    dropped,
+    live,
+    mark_page,
+    open_page,
+    same_page,
+    sign_in,
+    submit,
+)
 from tests.support.workflowutil import LocalCluster, local_cluster
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "catalog"
 SHOTS = ROOT / "docs" / "ui"
 """Where the screenshots go with FUZZ_UI_SCREENSHOTS=1 (to update docs/ui.md's);
 otherwise into the test's temporary directory, so a test run leaves the checkout as it was."""
 LIVE = 180.0  # seconds a workflow may take to reach a state on a loaded machine
-NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
-"""Chromium drops a page load when the host's interfaces change (the agents' job networks,
-other tests' namespaces come and go): such a load is tried again."""
 
 TALKER = """\
 version: v1
@@ -90,6 +95,21 @@ services:
       tcp-socket: {{port: 8080}}
       period-seconds: 1
 """
+KEPT = """\
+version: v1
+jobs:
+  quick:
+    image: {{uri: {image}}}
+    script: echo done
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
+services:
+  keeper:
+    image: {{uri: {image}}}
+    persist: true
+    script: exec sleep 600
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 64MiB}}}}
+"""
+FINISHED = ("SUCCEEDED", "FAILED", "CANCELED")
 
 
 @dataclass
@@ -134,39 +154,6 @@ def browser(site: Site) -> Iterator[Browser]:
         yield running
 
 
-def _open(browser: Browser, url: str) -> None:
-    """Load ``url``, again when Chromium dropped it for a network change."""
-    for _ in range(5):
-        browser.driver.get(url)
-        if NETWORK_CHANGED not in browser.driver.page_source:
-            return
-    raise AssertionError(f"{url}: {NETWORK_CHANGED} five times")
-
-
-def _submit(browser: Browser, css: str) -> None:
-    """Click the button ``css`` and wait for the answer; the form is filled again by the
-    caller when Chromium dropped the post for a network change (see :func:`_open`)."""
-    browser.clickable(css).click()
-    browser.until(lambda driver: driver.execute_script("return document.readyState")
-                  == "complete", "the answer to the form")
-
-
-def _again(read: Callable[[], T]) -> T:
-    """``read()`` of a live part of the page, again when an update replaced what it
-    had found."""
-    for _ in range(20):
-        try:
-            return read()
-        except StaleElementReferenceException:
-            continue
-    raise AssertionError("the page's live part was replaced twenty times in a row")
-
-
-def _live(browser: Browser, css: str, act: Callable[[WebElement], T]) -> T:
-    """``act`` on the element ``css`` of a live part of the page (see :func:`_again`)."""
-    return _again(lambda: act(browser.element(css)))
-
-
 def _shot(browser: Browser, name: str) -> None:
     """A screenshot of the page, checked to be a PNG; into docs/ui/ when asked for."""
     shots = SHOTS if os.environ.get("FUZZ_UI_SCREENSHOTS") == "1" else Path(
@@ -177,24 +164,17 @@ def _shot(browser: Browser, name: str) -> None:
 
 
 def _sign_in(browser: Browser, site: Site, user: str) -> None:
-    for _ in range(5):
-        _open(browser, site.url)
-        browser.element("#credential").send_keys(site.code(user), Keys.ENTER)
-        browser.until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "#signed-in-as")
-                      or NETWORK_CHANGED in driver.page_source, "signed in")
-        if NETWORK_CHANGED not in browser.driver.page_source:
-            break
-    browser.text("#signed-in-as", user)
+    sign_in(browser, site.url, user, lambda: site.code(user))
 
 
 def _editor_start(browser: Browser, site: Site, name: str, text: str) -> None:
     for _ in range(5):
-        _open(browser, site.url + "editor")
+        open_page(browser, site.url + "editor")
         _type_fuzzfile(browser, text)
         browser.text("#problems", "The Fuzzfile is valid.")
         browser.element("#name").send_keys(name)
-        _submit(browser, "#start")
-        if NETWORK_CHANGED not in browser.driver.page_source:
+        submit(browser, "#start")
+        if not dropped(browser):
             break
     browser.text("h1", f"Workflow {name}")
 
@@ -207,14 +187,6 @@ def _type_fuzzfile(browser: Browser, text: str) -> None:
     browser.driver.execute_script(
         "arguments[0].value = arguments[1];"
         "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));", area, text)
-
-
-def _mark_page(browser: Browser) -> None:
-    browser.driver.execute_script("window.fuzzTestMark = 'same page';")
-
-
-def _same_page(browser: Browser) -> bool:
-    return bool(browser.driver.execute_script("return window.fuzzTestMark") == "same page")
 
 
 def test_the_ui_serves_https_with_the_clusters_certificate(site: Site) -> None:
@@ -247,7 +219,7 @@ def test_pages_and_event_streams_want_a_sign_in_and_posts_their_own_origin(
 
 
 def test_sign_in_shows_the_catalog_by_category(site: Site, browser: Browser) -> None:
-    _open(browser, site.url)
+    open_page(browser, site.url)
     browser.clickable("nav button").click()  # sign out
     browser.element("#credential").send_keys("fuzzcode-not-a-real-one", Keys.ENTER)
     assert browser.element("#sign-in-problem").text
@@ -261,7 +233,7 @@ def test_sign_in_shows_the_catalog_by_category(site: Site, browser: Browser) -> 
 
 def test_the_keyboard_reaches_an_application_and_its_form(site: Site,
                                                           browser: Browser) -> None:
-    _open(browser, site.url)
+    open_page(browser, site.url)
     target = "/ui/apps/fuzz/parameter_sweep"
     for _ in range(60):
         ActionChains(browser.driver).send_keys(Keys.TAB).perform()
@@ -277,7 +249,7 @@ def test_the_keyboard_reaches_an_application_and_its_form(site: Site,
 
 
 def test_a_bad_value_shows_the_clis_message(site: Site, browser: Browser) -> None:
-    _open(browser, site.url + "apps/fuzz/parameter_sweep")
+    open_page(browser, site.url + "apps/fuzz/parameter_sweep")
     labels = browser.driver.find_elements(By.CSS_SELECTOR, "form#app-form label")
     for field in browser.driver.find_elements(By.CSS_SELECTOR, "form#app-form input, "
                                               "form#app-form select"):
@@ -291,8 +263,8 @@ def test_a_bad_value_shows_the_clis_message(site: Site, browser: Browser) -> Non
     assert cli.code == 1 and shown in cli.err, (shown, cli.err)
     _shot(browser, "form")
     for _ in range(5):  # a post Chromium dropped for a network change is sent again
-        _submit(browser, "#launch")
-        if NETWORK_CHANGED not in browser.driver.page_source:
+        submit(browser, "#launch")
+        if not dropped(browser):
             break
         browser.driver.back()
     assert shown in browser.element("#form-problem").text
@@ -301,40 +273,40 @@ def test_a_bad_value_shows_the_clis_message(site: Site, browser: Browser) -> Non
 
 def test_the_sweep_launched_from_its_form_succeeds_live(site: Site, browser: Browser) -> None:
     for _ in range(5):
-        _open(browser, site.url + "apps/fuzz/parameter_sweep")
+        open_page(browser, site.url + "apps/fuzz/parameter_sweep")
         for name, value in (("Image", site.image), ("Last", "3")):
             field = browser.element(f"#value-{name}")
             field.clear()
             field.send_keys(value)
-        _submit(browser, "#launch")
-        if NETWORK_CHANGED not in browser.driver.page_source:
+        submit(browser, "#launch")
+        if not dropped(browser):
             break
         if site.cluster.fuzz("workflow", "status", "alice/parameter-sweep").code == 0:
-            _open(browser, site.url + "workflows/alice.parameter-sweep.1")  # it got there
+            open_page(browser, site.url + "workflows/alice.parameter-sweep.1")  # it got there
             break
     problem = browser.driver.find_elements(By.CSS_SELECTOR, "#form-problem")
     assert not problem, problem[0].text
     browser.text("h1", "Workflow parameter-sweep")
-    _mark_page(browser)
-    keys = _again(lambda: sorted(
+    mark_page(browser)
+    keys = again(lambda: sorted(
         str(row.get_attribute("data-task"))
         for row in browser.driver.find_elements(By.CSS_SELECTOR, "tr[data-task]")))
     assert keys == ["collect", "sweep[1]", "sweep[2]", "sweep[3]"], keys
     assert browser.element("svg.dag")
     _shot(browser, "running-workflow")
     browser.text("#workflow-state", "SUCCEEDED")
-    assert _same_page(browser), "the status came without reloading the page"
-    states = _again(lambda: {
+    assert same_page(browser), "the status came without reloading the page"
+    states = again(lambda: {
         row.get_attribute("data-task"): row.find_element(By.CSS_SELECTOR, ".state").text
         for row in browser.driver.find_elements(By.CSS_SELECTOR, "tr[data-task]")})
     assert len(states) == 4 and all(s.startswith("SUCCEEDED") for s in states.values()), states
-    assert _again(lambda: {job.get_attribute("data-state") for job in
+    assert again(lambda: {job.get_attribute("data-state") for job in
                            browser.driver.find_elements(By.CSS_SELECTOR, "svg.dag g.dag-job")}
                   ) == {"SUCCEEDED"}
 
 
 def test_the_editor_shows_a_typo_at_its_line(site: Site, browser: Browser) -> None:
-    _open(browser, site.url + "editor")
+    open_page(browser, site.url + "editor")
     _type_fuzzfile(browser, TYPO.format(image=site.image))
     problem = browser.text("#problems", "Fuzzfile:5:").text
     assert "scirpt" in problem, problem
@@ -344,11 +316,11 @@ def test_the_editor_shows_a_typo_at_its_line(site: Site, browser: Browser) -> No
 
 def test_a_jobs_log_is_followed_live(site: Site, browser: Browser) -> None:
     _editor_start(browser, site, "talker", TALKER.format(image=site.image))
-    _live(browser, 'tr[data-task="talk"] a', lambda link: link.click())
+    live(browser, 'tr[data-task="talk"] a', lambda link: link.click())
     browser.text("#log", "line 1")
-    _mark_page(browser)
+    mark_page(browser)
     browser.text("#log", "all said")
-    assert _same_page(browser)
+    assert same_page(browser)
     assert browser.element("#log").text.splitlines() == \
         [f"line {i}" for i in range(1, 7)] + ["all said"]
     _shot(browser, "logs")
@@ -357,35 +329,120 @@ def test_a_jobs_log_is_followed_live(site: Site, browser: Browser) -> None:
 def test_a_workflow_is_canceled_from_its_page(site: Site, browser: Browser) -> None:
     _editor_start(browser, site, "sleeper", SLEEPER.format(image=site.image))
     browser.text('tr[data-task="nap"] .state', "RUNNING")
+    assert browser.driver.find_elements(By.CSS_SELECTOR, "#stop") == []  # no service to stop
     browser.clickable("#cancel").click()
     browser.text("#workflow-state", "CANCELED")
     assert site.cluster.status("alice/sleeper")["state"] == "CANCELED"
 
 
+def _ended(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """How a workflow ended: its state and error (under ``""``), and each task's state
+    and error by key."""
+    return {"": (status["state"], status.get("error", "")), **{
+        task["key"]: (task["state"], task.get("error", "")) for task in status["tasks"]}}
+
+
+def _post_as(site: Site, user: str, path: str) -> tuple[int, str]:
+    """Sign in to the UI as ``user`` over plain HTTPS (no browser) and POST ``path``;
+    the answer's status and text."""
+    split = urlsplit(site.url)
+    connection = http.client.HTTPSConnection(
+        split.hostname or "", split.port, timeout=60,
+        context=ca_context(site.cluster.data_dir / "ca.pem"))
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    connection.request("POST", "/ui/sign-in", body=f"credential={site.code(user)}",
+                       headers=form)
+    signed = connection.getresponse()
+    signed.read()
+    assert signed.status == 303, signed.status
+    cookie = str(signed.getheader("set-cookie")).split(";")[0]
+    connection.request("POST", path, body=b"", headers={**form, "Cookie": cookie})
+    answer = connection.getresponse()
+    return answer.status, answer.read().decode()
+
+
+def _press_by_keyboard(browser: Browser, button: str) -> None:
+    """Tab to the button of id ``button``, press Enter, and wait for the answer's page."""
+    for _ in range(60):
+        ActionChains(browser.driver).send_keys(Keys.TAB).perform()
+        if browser.driver.switch_to.active_element.get_attribute("id") == button:
+            break
+    else:
+        raise AssertionError(f"Tab never reached #{button}")
+    mark_page(browser)
+    ActionChains(browser.driver).send_keys(Keys.ENTER).perform()
+    browser.until(lambda driver: not same_page(browser) and driver.execute_script(
+        "return document.readyState") == "complete", f"the answer to #{button}")
+
+
+def test_a_persistent_service_is_stopped_from_its_page_as_the_cli_stops_it(
+        site: Site, browser: Browser) -> None:
+    fuzzfile = KEPT.format(image=site.image)
+    site.cluster.start("kept-by-cli", fuzzfile)
+    try:
+        _editor_start(browser, site, "kept", fuzzfile)
+        browser.text('tr[data-task="quick"] .state', "SUCCEEDED")
+        browser.text('tr[data-task="keeper"]', "service READY")
+        assert browser.element("#workflow-state").text == "RUNNING"  # its service persists
+        assert browser.driver.find_elements(By.CSS_SELECTOR, "#cancel") == []
+        stop = browser.element("#stop")
+        assert stop.text == "Stop this workflow"
+        described = browser.element(f'#{stop.get_attribute("aria-describedby")}').text
+        assert "fuzz workflow stop" in described, described
+        browser.driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        _shot(browser, "stop")
+        # the UI stops with the user's own token: another user is refused, as by the API
+        status, text = _post_as(site, "bob", "/ui/workflows/alice.kept.1/stop")
+        assert status in (400, 404) and "Not stopped" in text, (status, text)
+        assert site.cluster.status("alice/kept")["state"] == "RUNNING"
+        site.cluster.wait_for("kept-by-cli", "quick", "SUCCEEDED", timeout=LIVE)
+        site.cluster.wait_for("kept-by-cli", "keeper", "RUNNING", timeout=LIVE)
+        page = browser.driver.current_url
+        site.cluster.ok("workflow", "stop", "kept-by-cli")  # both stop at once
+        for _ in range(5):  # again when Chromium dropped the post for a network change
+            _press_by_keyboard(browser, "stop")
+            if not dropped(browser):
+                break
+            open_page(browser, page)
+        browser.until(lambda driver: again(lambda: driver.find_element(
+            By.CSS_SELECTOR, "#workflow-state").text in FINISHED), "the workflow ended")
+        by_cli = _ended(site.cluster.wait("kept-by-cli", timeout=LIVE))
+        by_ui = _ended(site.cluster.wait("alice/kept", timeout=LIVE))
+        assert by_ui == by_cli, (by_ui, by_cli)
+        assert by_ui["keeper"][0] == "CANCELED", by_ui
+        shown = again(lambda: browser.element('tr[data-task="keeper"] .state').text)
+        assert shown.startswith("CANCELED"), shown
+        assert browser.element("#workflow-state").text == by_ui[""][0]
+    finally:  # ended before the nodes go, so that their containers are cleaned up
+        for name in ("kept-by-cli", "alice/kept"):
+            site.cluster.fuzz("workflow", "stop", name)
+            site.cluster.wait(name, timeout=LIVE)
+
+
 def test_a_services_endpoint_link_opens_it_with_the_same_sign_in(
         site: Site, browser: Browser) -> None:
     _editor_start(browser, site, "web", WEB.format(image=site.image))
-    href = _live(browser, "a.endpoint", lambda link: str(link.get_attribute("href")))
+    href = live(browser, "a.endpoint", lambda link: str(link.get_attribute("href")))
     assert "/endpoints/alice/web/web/page/" in href, href
     browser.text('tr[data-task="web"] .state', "RUNNING")
     browser.text("#endpoints", "web/page")
-    _open(browser, href)  # the gateway's port: the UI's cookie is the gateway's too
+    open_page(browser, href)  # the gateway's port: the UI's cookie is the gateway's too
     browser.text("body", "served to the UI user")
-    _open(browser, site.url + "workflows")
-    _live(browser, 'tr[data-workflow="web"] a', lambda link: link.click())
-    browser.clickable("#cancel").click()
+    open_page(browser, site.url + "workflows")
+    live(browser, 'tr[data-workflow="web"] a', lambda link: link.click())
+    browser.clickable("#stop").click()  # its service persists
     browser.text("#workflow-state", "CANCELED")
 
 
 def test_a_user_never_sees_another_users_workflow(site: Site, browser: Browser) -> None:
-    _open(browser, site.url + "workflows")
-    alice_run = _live(browser, 'tr[data-workflow="talker"] a',
+    open_page(browser, site.url + "workflows")
+    alice_run = live(browser, 'tr[data-workflow="talker"] a',
                       lambda link: str(link.get_attribute("href")))
     browser.clickable("nav button").click()  # sign out
     _sign_in(browser, site, "bob")
-    _open(browser, site.url + "workflows")
+    open_page(browser, site.url + "workflows")
     browser.element("#workflow-rows")
     assert browser.driver.find_elements(By.CSS_SELECTOR, "tr[data-workflow]") == []
-    _open(browser, alice_run)
+    open_page(browser, alice_run)
     assert "talker" not in browser.element("main").text.split("Refused")[0]
     assert browser.element("h1").text == "Refused"

@@ -46,6 +46,7 @@ from fuzz.orchestrate.endpoints.sessions import COOKIE_NAME
 from fuzz.orchestrate.endpoints.signin import safe_next
 from fuzz.orchestrate.ui import forms, graph
 from fuzz.orchestrate.ui.access import Signed, UiAccess
+from fuzz.spec.fuzzfile import Fuzzfile
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 from fuzz.spec.workflowref import workflow_ref_problem
 
@@ -227,9 +228,12 @@ def build_app(access: UiAccess, connect: Connect) -> Starlette:
         ref = request.path_params["ref"]
         with connect(who.token) as client:
             run = client.get_workflow(ref, with_fuzzfile=True)
-        edges = graph.job_edges(run.fuzzfile, run.file_name)
-        return page(request, "workflow.html", who, run=run, edges=edges is not None,
-                    status=_status(run, edges), finished=run.state in FINISHED)
+        fuzzfile = _run_fuzzfile(run)
+        edges = graph.job_edges(fuzzfile) if fuzzfile is not None else None
+        persistent = fuzzfile is not None and any(
+            service.persist for service in fuzzfile.services.values())
+        return page(request, "workflow.html", who, run=run, status=_status(run, edges),
+                    finished=run.state in FINISHED, persistent=persistent)
 
     def workflow_events(request: Request) -> Response:
         who = signed(request)
@@ -237,8 +241,8 @@ def build_app(access: UiAccess, connect: Connect) -> Starlette:
 
         def events() -> Iterator[str]:
             with connect(who.token) as client:
-                first = client.get_workflow(ref, with_fuzzfile=True)
-                edges = graph.job_edges(first.fuzzfile, first.file_name)
+                fuzzfile = _run_fuzzfile(client.get_workflow(ref, with_fuzzfile=True))
+                edges = graph.job_edges(fuzzfile) if fuzzfile is not None else None
                 try:
                     for run in client.watch_workflow(ref):
                         yield _sse("status", _status(run, edges))
@@ -255,6 +259,8 @@ def build_app(access: UiAccess, connect: Connect) -> Starlette:
             run=run, svg=svg, prefix=PREFIX, finished=run.state in FINISHED)
 
     async def cancel(request: Request) -> Response:
+        """Cancel (``/cancel``) or stop (``/stop``, a workflow whose services persist)
+        the run: the same API call as ``fuzz workflow stop`` and ``cancel``."""
         who = signed(request)
         ref = request.path_params["ref"]
 
@@ -265,8 +271,9 @@ def build_app(access: UiAccess, connect: Connect) -> Starlette:
         try:
             await run_in_threadpool(do)
         except FuzzError as exc:
-            return page(request, "message.html", who, 400, title="Not canceled",
-                        message=str(exc))
+            stopped = request.url.path.endswith("/stop")
+            return page(request, "message.html", who, 400,
+                        title="Not stopped" if stopped else "Not canceled", message=str(exc))
         return RedirectResponse(f"{PREFIX}/workflows/{quote(ref)}", 303)
 
     def log(request: Request) -> Response:
@@ -341,6 +348,7 @@ def build_app(access: UiAccess, connect: Connect) -> Starlette:
             Route("/workflows/{ref}", workflow),
             Route("/workflows/{ref}/events", workflow_events),
             Route("/workflows/{ref}/cancel", cancel, methods=["POST"]),
+            Route("/workflows/{ref}/stop", cancel, methods=["POST"]),
             Route("/workflows/{ref}/log", log),
             Route("/workflows/{ref}/log/events", log_events),
             Route("/editor", editor),
@@ -403,6 +411,15 @@ def _event_stream(events: Iterator[str]) -> Response:
 
 def _newest_first(listed: list[pb.Workflow]) -> list[pb.Workflow]:
     return sorted(listed, key=lambda run: run.created, reverse=True)
+
+
+def _run_fuzzfile(run: pb.Workflow) -> Fuzzfile | None:
+    """A run's Fuzzfile, parsed (None: it does not parse, which a started run's Fuzzfile
+    always does unless fuzz changed since)."""
+    try:
+        return parse_fuzzfile(run.fuzzfile, run.file_name or EDITOR_FILE).fuzzfile
+    except FuzzError:
+        return None
 
 
 def _fuzzfile_problems(text: str) -> list[str]:

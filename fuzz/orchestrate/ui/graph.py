@@ -12,23 +12,17 @@ import html
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from fuzz.errors import FuzzError
-from fuzz.spec.fuzzfile_loader import parse_fuzzfile
+from fuzz.spec.fuzzfile import Fuzzfile
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 170, 46, 60, 18, 8
 COLOURS = {"SUCCEEDED": "#d7f0d9", "RUNNING": "#d9e8fb", "FAILED": "#f8d7d7",
            "CANCELED": "#eeeeee", "STARTING": "#fdf1cf", "QUEUED": "#fdf1cf"}
 
 
-def job_edges(fuzzfile: str, file_name: str) -> dict[str, tuple[str, ...]] | None:
-    """Each job's and service's dependencies, in the Fuzzfile's order (None: it does
-    not parse, which a started run's Fuzzfile always does unless fuzz changed since)."""
-    try:
-        loaded = parse_fuzzfile(fuzzfile, file_name or "Fuzzfile")
-    except FuzzError:
-        return None
+def job_edges(fuzzfile: Fuzzfile) -> dict[str, tuple[str, ...]]:
+    """Each job's and service's dependencies, in the Fuzzfile's order."""
     return {name: tuple(other for other, _ in item.dependencies())
-            for name, item in loaded.fuzzfile.runnables().items()}
+            for name, item in fuzzfile.runnables().items()}
 
 
 def job_states(tasks: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
