@@ -104,6 +104,9 @@ class SocketBackend:
     def close(self) -> None:
         self.sock.close()
 
+    def finish(self) -> None:
+        self.close()
+
 
 class Services:
     """The test's resolver: one endpoint per scope on ``http_port``, ``ws`` on ``ws_port``."""
