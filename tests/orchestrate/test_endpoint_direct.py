@@ -23,7 +23,7 @@ import pytest
 
 from fuzz.crypto import pki
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.endpoints.direct import DirectRefusedError, DirectTunnel, IdleTunnels
+from fuzz.orchestrate.endpoints.direct import DirectTunnel, IdleTunnels
 from fuzz.orchestrate.endpoints.gateway import Gateway, GatewayTls
 from fuzz.orchestrate.endpoints.proxy import EndpointNotFoundError, GatewayParts, Route
 from fuzz.orchestrate.endpoints.sessions import SignIns
@@ -225,8 +225,10 @@ def test_only_a_reusable_ticket_opens_its_port_again(agent: Agent) -> None:
                     answer += data
                 assert answer.endswith(b"\r\n\r\nsmall\n") and tunnel.reusable
                 tunnel.close()  # released: kept open
-            if not reusable:
-                with pytest.raises(DirectRefusedError, match="closed the connection"):
+            if not reusable:  # found closed before it is used, or when it is
+                with pytest.raises(OSError, match="closed the"):
                     tunnel.reopen()
+                    tunnel.send(b"GET /small HTTP/1.0\r\n\r\n")
+                    tunnel.recv()
             tunnel.discard()
     assert agent.opened == [("c", port)] * 3

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import ssl
 import struct
@@ -82,22 +83,25 @@ class DirectTunnel:
             raw.close()
             raise
         self._fd = self._tls.fileno()
-        self._open(ticket)
-
-    def _open(self, request: bytes) -> None:
-        """Send ``request`` (the ticket, or AGAIN) and read the agent's answer."""
+        self._prefix = b""  # what goes before the next chunk: our end, AGAIN
+        self._status_due = False  # the agent's answer to AGAIN is still to be read
         try:
             self._tls.settimeout(CONNECT_SECONDS)
-            self._tls.sendall(request)
-            status = self._tls.recv(1)
-            if status != bytes([ACCEPTED]):
-                reason = self._tls.recv(MAX_REFUSAL_BYTES).decode("utf-8", "replace") \
-                    if status == bytes([REFUSED]) else "the agent closed the connection"
-                raise DirectRefusedError(reason or "the agent refused the connection")
+            self._tls.sendall(ticket)
+            self._read_status()
             self._tls.settimeout(None)
         except BaseException:
             self._tls.close()
             raise
+
+    def _read_status(self) -> None:
+        """The agent's answer to a ticket or AGAIN: DirectRefusedError unless accepted."""
+        status = self._tls.recv(1)
+        if status != bytes([ACCEPTED]):
+            reason = self._tls.recv(MAX_REFUSAL_BYTES).decode("utf-8", "replace") \
+                if status == bytes([REFUSED]) else "the agent closed the connection"
+            self.error = reason or "the agent refused the connection"
+            raise DirectRefusedError(self.error)
 
     @property
     def reusable(self) -> bool:
@@ -107,22 +111,30 @@ class DirectTunnel:
 
     def reopen(self) -> None:
         """Open the port again, for a new forwarded connection (only when
-        :attr:`reusable`); OSError if the agent cannot (the tunnel is closed then)."""
+        :attr:`reusable`). AGAIN goes with the first chunk sent, and the agent's answer
+        is read before the first chunk received (DirectRefusedError there if it said
+        no): no round trip of its own. OSError now when the agent has closed the
+        connection meanwhile (it is readable: nothing else comes unasked)."""
         if not self.reusable:
             raise ValueError("only a tunnel whose connection ended cleanly opens again")
-        request = bytes([AGAIN]) if self._sent_end else _END + bytes([AGAIN])
+        if select.select([self._tls], [], [], 0)[0] or self._tls.pending():
+            self.error = "the agent closed the idle connection"
+            raise ConnectionResetError(self.error)
+        self._prefix = bytes([AGAIN]) if self._sent_end else _END + bytes([AGAIN])
         self._ended = self._sent_end = False
-        self._open(request)
+        self._status_due = True
 
     def send(self, data: bytes) -> None:
         """Send ``data`` to the service, as one chunk (small ones in one write)."""
         if not data:
             return  # an empty chunk would end this direction
+        head = self._prefix + _HEADER.pack(len(data))
+        self._prefix = b""
         try:
             if len(data) < WRITE_JOINED:
-                self._tls.sendall(_HEADER.pack(len(data)) + data)
+                self._tls.sendall(head + data)
             else:
-                self._tls.sendall(_HEADER.pack(len(data)))
+                self._tls.sendall(head)
                 self._tls.sendall(data)
         except OSError as exc:
             self._failed(exc)
@@ -130,6 +142,15 @@ class DirectTunnel:
     def recv(self) -> memoryview:
         """The rest of the agent's current chunk (valid until the next call); empty once
         the service has sent everything."""
+        if self._status_due:
+            try:
+                if self._prefix:  # nothing was sent since AGAIN: it goes alone
+                    self._tls.sendall(self._prefix)
+                    self._prefix = b""
+                self._status_due = False
+                self._read_status()
+            except OSError as exc:
+                self._failed(exc)
         while self._chunk_left == 0:
             if self._ended:
                 return self._view[:0]
@@ -249,6 +270,7 @@ class IdleTunnels:
                 try:
                     tunnel.reopen()
                 except OSError:
+                    tunnel.discard()
                     continue  # the agent closed it meanwhile: the next, or a new one
                 return tunnel
             tunnel.discard()
