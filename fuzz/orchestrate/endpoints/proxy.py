@@ -2,7 +2,10 @@
 
 h11 parses both sides (the browser's requests, the service's responses), so framing
 (Content-Length, chunked, bodiless responses) is h11's and the relay only passes
-events on: a chunked response is relayed chunk by chunk as it comes. Each request is
+events on: a chunked response is relayed chunk by chunk as it comes. One exception,
+for speed: a response body framed by Content-Length is read by h11 only as far as h11
+already holds it; the rest is copied from the service's connection to the browser as
+it comes, counted, unparsed (h11 on the browser's side still frames it). Each request is
 routed on its own (a keep-alive connection may go from endpoint to endpoint), checked
 against its endpoint's scope (:mod:`.scope`), and relayed over a connection to the
 service that is kept while the service keeps it. A ``101 Switching Protocols``
