@@ -23,7 +23,12 @@ import pytest
 
 from fuzz.crypto import pki
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.endpoints.direct import DirectTunnel, IdleTunnels
+from fuzz.orchestrate.endpoints.direct import (
+    IDLE_KEPT_SECONDS,
+    MAX_IDLE_PER_PORT,
+    DirectTunnel,
+    IdleTunnels,
+)
 from fuzz.orchestrate.endpoints.gateway import Gateway, GatewayTls
 from fuzz.orchestrate.endpoints.proxy import EndpointNotFoundError, GatewayParts, Route
 from fuzz.orchestrate.endpoints.sessions import SignIns
@@ -232,3 +237,43 @@ def test_only_a_reusable_ticket_opens_its_port_again(agent: Agent) -> None:
                     tunnel.recv()
             tunnel.discard()
     assert agent.opened == [("c", port)] * 3
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _used_tunnel(agent: Agent, port: int) -> DirectTunnel:
+    """A tunnel whose one exchange with the service on ``port`` ended cleanly."""
+    ticket = os.urandom(32)
+    agent.book.grant(hashlib.sha256(ticket).digest(), "c", port, "t", 10.0, reusable=True)
+    tunnel = DirectTunnel("127.0.0.1", agent.port, client_context(agent.ca_pem),
+                          pki.node_dns_name(NODE), ticket, release=lambda _: None)
+    tunnel.send(b"GET /small HTTP/1.0\r\n\r\n")
+    while tunnel.recv():
+        pass
+    assert tunnel.reusable
+    return tunnel
+
+
+def test_idle_tunnels_are_capped_per_port_and_expire(agent: Agent) -> None:
+    clock = Clock()
+    idle = IdleTunnels(clock)
+    with serve_handler(ClosingHandler) as port:
+        for _ in range(MAX_IDLE_PER_PORT + 1):
+            idle.put("k", _used_tunnel(agent, port))
+        reopened = [idle.reopened("k") for _ in range(MAX_IDLE_PER_PORT + 1)]
+        assert sum(tunnel is not None for tunnel in reopened) == MAX_IDLE_PER_PORT
+        for tunnel in reopened:
+            if tunnel is not None:
+                tunnel.discard()
+        idle.put("k", _used_tunnel(agent, port))
+        clock.now += IDLE_KEPT_SECONDS
+        assert idle.reopened("k") is None
+        idle.close()

@@ -47,8 +47,12 @@ WRITE_JOINED = 64 * 1024  # smaller data goes behind its header in one TLS write
 _HEADER = struct.Struct("!I")  # as fuzz.rpc.direct frames a chunk
 _END = _HEADER.pack(0)
 IDLE_KEPT_SECONDS = IDLE_SECONDS / 2  # well before the agent gives up waiting for AGAIN
-MAX_IDLE_PER_PORT = 32
+# Each kept tunnel holds one of the agent's direct connections (256 at most, shared
+# with port-forwards): few are kept.
+MAX_IDLE_PER_PORT = 16
+MAX_IDLE = 64
 FINISH_SECONDS = 2.0  # a service that said it closes, closing
+MAX_FINISH_BYTES = 64 * 1024  # ... and sending no more than this past its answer
 
 
 class DirectRefusedError(OSError):
@@ -199,8 +203,9 @@ class DirectTunnel:
         if self._release is not None and not self._pumping:
             with contextlib.suppress(OSError):
                 self._tls.settimeout(FINISH_SECONDS)
-                while self.recv():
-                    pass  # past the answer: a service that closes has nothing more to say
+                extra = 0  # past the answer: a service that closes has nothing more to say
+                while extra <= MAX_FINISH_BYTES and (data := self.recv()):
+                    extra += len(data)
                 self._tls.settimeout(None)
         self.close()
 
@@ -239,7 +244,8 @@ class DirectTunnel:
 class IdleTunnels:
     """Tunnels whose connection ended cleanly, by what they open (agent, container,
     port): the next connection there reopens one rather than a new tunnel. At most
-    :data:`MAX_IDLE_PER_PORT` are kept per key, each for :data:`IDLE_KEPT_SECONDS`."""
+    :data:`MAX_IDLE_PER_PORT` are kept per key and :data:`MAX_IDLE` in all, each for
+    :data:`IDLE_KEPT_SECONDS` (older ones are closed as others are put)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         """None idle yet."""
@@ -249,12 +255,23 @@ class IdleTunnels:
 
     def put(self, key: Hashable, tunnel: DirectTunnel) -> None:
         """Keep ``tunnel`` (closed instead when enough are kept)."""
+        now = self._clock()
         with self._lock:
+            expired = [t for kept in self._idle.values() for since, t in kept
+                       if now - since >= IDLE_KEPT_SECONDS]
+            if expired:
+                self._idle = {k: fresh for k, kept in self._idle.items() if (fresh := [
+                    (since, t) for since, t in kept if now - since < IDLE_KEPT_SECONDS])}
             kept = self._idle.setdefault(key, [])
-            if len(kept) < MAX_IDLE_PER_PORT:
-                kept.append((self._clock(), tunnel))
-                return
-        tunnel.close()
+            total = sum(len(tunnels) for tunnels in self._idle.values())
+            if len(kept) >= MAX_IDLE_PER_PORT or total >= MAX_IDLE:
+                expired.append(tunnel)
+                if not kept:
+                    del self._idle[key]
+            else:
+                kept.append((now, tunnel))
+        for old in expired:
+            old.discard()
 
     def reopened(self, key: Hashable) -> DirectTunnel | None:
         """A kept tunnel for ``key``, reopened (None: none could be)."""
