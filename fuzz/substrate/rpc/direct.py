@@ -172,7 +172,7 @@ class DirectListener:
 
 def _refuse(tls: ssl.SSLSocket, exc: FuzzError) -> None:
     logger.info("direct connection refused: %s", exc)
-    tls.setblocking(True)
+    tls.settimeout(HANDSHAKE_SECONDS)  # after a pump the socket is non-blocking
     tls.sendall(bytes([REFUSED]) + str(exc).encode()[:MAX_REFUSAL_BYTES])
 
 
