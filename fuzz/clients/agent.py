@@ -286,13 +286,14 @@ class AgentClient(GrpcClient):
         return call
 
     def grant_access(self, ticket_sha256: bytes, container_id: str, port: int, user: str,
-                     ttl_seconds: float) -> int:
-        """Register a single-use ticket (its hash) for ``port`` of ``container_id``; the
-        agent's direct TLS port (0: it has none)."""
+                     ttl_seconds: float, reusable: bool = False) -> int:
+        """Register a single-use ticket (its hash) for ``port`` of ``container_id``
+        (``reusable``: its connection may open that port again); the agent's direct TLS
+        port (0: it has none)."""
         reply: substrate_pb2.AccessGrantReply = self._call(
             self._stub.GrantAccess, substrate_pb2.AccessGrant(
                 ticket_sha256=ticket_sha256, container_id=container_id, port=port,
-                user=user, ttl_seconds=ttl_seconds), None)
+                user=user, ttl_seconds=ttl_seconds, reusable=reusable), None)
         return reply.direct_port
 
     def _closed_error(self) -> AgentError:

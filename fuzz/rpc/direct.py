@@ -11,6 +11,12 @@ direction, so a half-close crosses inside TLS and cannot be forged by a TCP FIN
 (TLS's own close_notify cannot serve: Python's ``unwrap`` then reads on, and fails on
 data still in flight).
 
+A *reusable* ticket (the endpoint gateway's: a service such as busybox httpd closes
+after every answer) keeps the TLS connection once both directions have ended: the
+client sends :data:`AGAIN` and the agent opens the same grant's port anew and answers
+with a status byte as above (the agent closes after :data:`IDLE_SECONDS` without
+one). Only the grant's port of the grant's container is ever opened again.
+
 :func:`pump` copies between the TLS socket and a plain one in one thread, with
 non-blocking sockets and one preallocated buffer per direction: no Python object per
 chunk, and writes as large as the buffer. It is hand-written because the standard
@@ -29,6 +35,8 @@ import struct
 TICKET_BYTES = 32
 ACCEPTED = 0
 REFUSED = 1
+AGAIN = 2  # the client of a reusable ticket: open the grant's port once more
+IDLE_SECONDS = 60.0  # a reusable connection waits this long for AGAIN, then closes
 BUFFER_BYTES = 256 * 1024
 MAX_REFUSAL_BYTES = 4096
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -39,6 +40,7 @@ WORKFLOW = "nb"
 DOMAIN = "fuzz.test"
 SCOPES = ("user", "group", "organization", "public")
 CHUNKS = [b"first chunk\n", b"second chunk\n", b"last chunk\n"]
+BIG = bytes(range(256)) * (3 * 2**20 // 256) + b"tail"  # more than one read of the service
 
 
 class ServiceHandler(http.server.BaseHTTPRequestHandler):
@@ -47,8 +49,16 @@ class ServiceHandler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     release = threading.Event()
+    peers: ClassVar[list[int]] = []  # the gateway's port of each request's service connection
 
     def do_GET(self) -> None:
+        ServiceHandler.peers.append(self.client_address[1])
+        if self.path.endswith("/big"):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(BIG)))
+            self.end_headers()
+            self.wfile.write(BIG)
+            return
         if self.path.endswith("/chunked"):
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
@@ -103,6 +113,9 @@ class SocketBackend:
 
     def close(self) -> None:
         self.sock.close()
+
+    def finish(self) -> None:
+        self.close()
 
 
 class Services:
@@ -295,6 +308,25 @@ def test_keep_alive_requests_to_different_endpoints_and_a_body(running: Running)
         else:
             assert response.status == 302
     connection.close()
+
+
+def test_large_answers_then_a_small_one_on_one_kept_service_connection(
+        running: Running) -> None:
+    """A Content-Length body larger than the service connection's reads passes unparsed,
+    byte-exact, and the service's kept connection then serves the next request."""
+    ServiceHandler.peers.clear()
+    connection = running.browser().connection()
+    for target in (_path("public", "big"), _path("public", "big"), _path("public", "x")):
+        connection.request("GET", target)
+        response = connection.getresponse()
+        data = response.read()
+        assert response.status == 200
+        if target.endswith("big"):
+            assert data == BIG
+        else:
+            assert json.loads(data)["path"] == target
+    connection.close()
+    assert len(ServiceHandler.peers) == 3 and len(set(ServiceHandler.peers)) == 1
 
 
 def test_unknown_endpoints_and_the_bare_prefix(running: Running) -> None:

@@ -2,7 +2,10 @@
 
 h11 parses both sides (the browser's requests, the service's responses), so framing
 (Content-Length, chunked, bodiless responses) is h11's and the relay only passes
-events on: a chunked response is relayed chunk by chunk as it comes. Each request is
+events on: a chunked response is relayed chunk by chunk as it comes. One exception,
+for speed: a response body framed by Content-Length is read by h11 only as far as h11
+already holds it; the rest is copied from the service's connection to the browser as
+it comes, counted, unparsed (h11 on the browser's side still frames it). Each request is
 routed on its own (a keep-alive connection may go from endpoint to endpoint), checked
 against its endpoint's scope (:mod:`.scope`), and relayed over a connection to the
 service that is kept while the service keeps it. A ``101 Switching Protocols``
@@ -93,6 +96,11 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """End it."""
+
+    def finish(self) -> None:
+        """End it after a complete answer of a service that closes its connection now
+        (``Connection: close``): what can serve again may wait for the service's end
+        first, briefly, to be kept."""
 
 
 class Resolver(Protocol):
@@ -291,9 +299,10 @@ class Connection:
                headers: dict[bytes, bytes]) -> bool:
         try:
             backend, upstream = self._backend_for(route)
+            upstream_request_headers = self._service_headers(request, route, viewer, headers)
             self._to_service(upstream.send(h11.Request(
                 method=request.method, target=request.target,
-                headers=self._service_headers(request, route, viewer, headers))))
+                headers=upstream_request_headers)))
             if self._client.client_is_waiting_for_100_continue:
                 # the gateway reads the body whole before the service answers: ask for it
                 self._to_browser(self._client.send(h11.InformationalResponse(
@@ -336,24 +345,79 @@ class Connection:
         self._to_browser(self._client.send(h11.Response(
             status_code=response.status_code, reason=response.reason,
             headers=_service_response_headers(response.headers))))
-        while True:  # the response's body, as it comes (chunk by chunk when chunked)
-            try:
+        length = _counted_length(request.method, response)
+        try:
+            if length is not None and not self._relay_counted(upstream, backend, length):
+                # h11 did not see the body: the next answer starts afresh, or the service
+                # closes now (as h11 would have told) and its end is awaited
+                if not _keeps_alive(upstream_request_headers, response):
+                    self._end_backend()
+                else:
+                    self._backend_h11 = h11.Connection(h11.CLIENT,
+                                                       max_incomplete_event_size=MAX_HEADER_BYTES)
+                return True
+            while length is None:  # the body as it comes (chunk by chunk when chunked)
                 event = self._next(upstream, backend.recv)
-            except (OSError, h11.ProtocolError, _UpstreamClosed):
-                self._drop_backend()
-                raise _Closed from None  # cut off mid-answer: so must the browser be
-            if isinstance(event, h11.Data):
-                for piece in self._client.send_with_data_passthrough(
-                        h11.Data(data=event.data)) or ():
-                    self._to_browser(piece)
-            elif isinstance(event, h11.EndOfMessage):
-                self._to_browser(self._client.send(h11.EndOfMessage()))
-                break
+                if isinstance(event, h11.Data):
+                    self._pass_on(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    self._to_browser(self._client.send(h11.EndOfMessage()))
+                    break
+        except (OSError, h11.ProtocolError, _UpstreamClosed):
+            self._drop_backend()
+            raise _Closed from None  # cut off mid-answer: so must the browser be
         if upstream.our_state is h11.DONE and upstream.their_state is h11.DONE:
             upstream.start_next_cycle()
+        elif upstream.their_state is h11.MUST_CLOSE:
+            self._end_backend()
         else:
             self._drop_backend()
         return True
+
+    def _pass_on(self, data: bytes | memoryview) -> None:
+        """Part of the response's body, to the browser (framed as its h11 says)."""
+        # h11 passes a Content-Length body's data on as it is: a view does as well as bytes
+        for piece in self._client.send_with_data_passthrough(
+                h11.Data(data=cast(bytes, data))) or ():
+            self._to_browser(piece)
+
+    def _relay_counted(self, upstream: h11.Connection, backend: Backend, length: int) -> bool:
+        """Relay a body of ``length`` bytes (Content-Length): what h11 holds of it through
+        h11, the rest as it comes from the service, unparsed, in the service
+        connection's large pieces (a large download is not copied twice more in h11).
+        True when h11 read it all (and is in step); OSError or _UpstreamClosed when the
+        service's connection ended short of it, or sent more."""
+        while True:
+            event = upstream.next_event()
+            if isinstance(event, h11.Data):
+                self._pass_on(event.data)
+                length -= len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self._to_browser(self._client.send(h11.EndOfMessage()))
+                return True
+            elif event is h11.NEED_DATA:
+                break
+            else:
+                raise _UpstreamClosed("it closed the connection")
+        while length:
+            self._flush()
+            data = backend.recv()
+            if not data or len(data) > length:
+                raise _UpstreamClosed("it closed the connection" if not data
+                                      else "it sent more than its Content-Length")
+            self._pass_on(data)
+            length -= len(data)
+        self._to_browser(self._client.send(h11.EndOfMessage()))
+        return False
+
+    def _end_backend(self) -> None:
+        """The service answered and closes its connection: let it end (what can be kept
+        is), after the browser has its answer."""
+        if self._backend is not None:
+            self._flush()
+            self._backend.finish()
+            self._backend = None
+        self._drop_backend()
 
     def _backend_for(self, route: Route) -> tuple[Backend, h11.Connection]:
         """The open connection to ``route``'s service, or a new one."""
@@ -531,6 +595,26 @@ def _header_map(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
         else:
             found[name] = value
     return found
+
+
+def _counted_length(method: bytes, response: h11.Response) -> int | None:
+    """The length of ``response``'s body when its Content-Length frames it (None: it is
+    chunked, read until the close, or there is none), as h11 would read it."""
+    if method == b"HEAD" or response.status_code in (204, 304):
+        return None
+    headers = _header_map(response.headers)
+    if b"transfer-encoding" in headers or b"content-length" not in headers:
+        return None
+    return int(headers[b"content-length"])  # h11 checked it: digits, and one value
+
+
+def _keeps_alive(request_headers: Iterable[tuple[bytes, bytes]],
+                 response: h11.Response) -> bool:
+    """Whether the service's connection serves another request after this exchange (as
+    h11 decides: HTTP/1.1, and ``Connection: close`` on neither side)."""
+    closing = any(name.lower() == b"connection" and b"close" in value.lower()
+                  for name, value in (*request_headers, *response.headers))
+    return response.http_version == b"1.1" and not closing
 
 
 def _service_response_headers(headers: Iterable[tuple[bytes, bytes]]

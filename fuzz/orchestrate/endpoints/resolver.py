@@ -3,17 +3,24 @@ its service's running task.
 
 An endpoint is ``services.<service>.network.endpoints[name]`` of the latest run of
 ``owner``'s workflow; its service runs as the task keyed by the service's name
-(:func:`fuzz.spec.workflowref.task_key`), and a connection to it is the agent's
-PortForward into that task's network namespace (:class:`.tunnel.AgentTunnel`).
+(:func:`fuzz.spec.workflowref.task_key`), and a connection to it goes through that
+task's agent into its network namespace: over the agent's direct TLS port with a
+single-use ticket for the endpoint's port (:class:`.direct.DirectTunnel`), or, where
+the agent has none (a plain-text cluster), its PortForward (:class:`.tunnel.AgentTunnel`).
 Parsed Fuzzfiles are kept by content hash (a few, the latest used).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import secrets
+import ssl
 
+from fuzz.clients.agent import AgentClient
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
+from fuzz.orchestrate.endpoints.direct import DirectTunnel, IdleTunnels
 from fuzz.orchestrate.endpoints.proxy import (
     Backend,
     EndpointNotFoundError,
@@ -23,11 +30,14 @@ from fuzz.orchestrate.endpoints.proxy import (
 from fuzz.orchestrate.endpoints.tunnel import AgentTunnel
 from fuzz.orchestrate.records import WorkflowRecord
 from fuzz.orchestrate.workflows.loop import Runner
+from fuzz.rpc.direct import TICKET_BYTES, client_context
 from fuzz.spec.endpoint_urls import EndpointAddress
 from fuzz.spec.fuzzfile import Fuzzfile, ServiceSpec
 from fuzz.spec.fuzzfile_loader import parse_fuzzfile
 
 PARSED_KEPT = 64
+GRANTEE = "endpoint-gateway"  # whom the agent's log names for the gateway's tickets
+TICKET_TTL_SECONDS = 10.0  # redeemed at once: the gateway connects right after the grant
 
 
 @functools.lru_cache(maxsize=PARSED_KEPT)
@@ -57,6 +67,7 @@ class WorkflowEndpoints:
         """Find endpoints in ``runner``'s workflows, reach them through ``nodes``' agents."""
         self._runner = runner
         self._nodes = nodes
+        self._idle = IdleTunnels()
 
     def route(self, address: EndpointAddress) -> Route:
         """The declared endpoint at ``address``."""
@@ -85,9 +96,38 @@ class WorkflowEndpoints:
             raise EndpointUnavailableError(
                 f"service {address.service} of workflow {address.owner}/{address.workflow} "
                 "is not running")
+        agent = self._nodes.client(plan.nodes[0])
         try:
-            return AgentTunnel(self._nodes.client(plan.nodes[0]), plan.containers[0], route.port)
+            return self._direct(agent, plan.containers[0], route.port) or \
+                AgentTunnel(agent, plan.containers[0], route.port)
         except FuzzError as exc:
             raise EndpointUnavailableError(
                 f"service {address.service} of workflow {address.owner}/{address.workflow}: "
                 f"{exc}") from None
+
+    def _direct(self, agent: AgentClient, container: str, port: int) -> DirectTunnel | None:
+        """A connection over the agent's direct TLS port, to ``port`` of ``container``
+        alone: an idle tunnel there reopened, else a new one with a reusable ticket
+        for it; None when the agent has no direct port (a plain-text cluster)."""
+        if agent.tls is None:
+            return None
+        key = (agent.endpoint, container, port)
+        tunnel = self._idle.reopened(key)
+        if tunnel is not None:
+            return tunnel
+        ticket = secrets.token_bytes(TICKET_BYTES)
+        direct_port = agent.grant_access(hashlib.sha256(ticket).digest(), container, port,
+                                         GRANTEE, TICKET_TTL_SECONDS, reusable=True)
+        if not direct_port:
+            return None
+        host = agent.endpoint.rpartition(":")[0].strip("[]")
+        return DirectTunnel(host, direct_port, _client_context(agent.tls.ca_pem),
+                            agent.tls.server_name or host, ticket,
+                            release=lambda idle: self._idle.put(key, idle))
+
+
+@functools.lru_cache(maxsize=4)
+def _client_context(ca_pem: bytes) -> ssl.SSLContext:
+    """The TLS context for agents of the cluster CA ``ca_pem`` (made once: loading the CA
+    costs more than a handshake)."""
+    return client_context(ca_pem)

@@ -98,6 +98,10 @@ class AgentTunnel:
         finally:
             far.release()
 
+    def finish(self) -> None:
+        """End the connection after a complete answer (nothing of it is kept)."""
+        self.close()
+
     def close(self) -> None:
         """End the connection (the agent's call is cancelled)."""
         self._ended = True

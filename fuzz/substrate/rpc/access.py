@@ -107,7 +107,7 @@ class AccessRpcs(NodeJobs):
             abort_with(context, exc, _STATUS)
         book, listener = self._direct
         book.grant(request.ticket_sha256, request.container_id, request.port, request.user,
-                   request.ttl_seconds)
+                   request.ttl_seconds, request.reusable)
         return substrate_pb2.AccessGrantReply(direct_port=listener.port)
 
     def Exec(self, request_iterator: Iterator[substrate_pb2.ExecInput],

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from fuzz.errors import FuzzError
 from fuzz.rpc.direct import (
     ACCEPTED,
+    AGAIN,
+    IDLE_SECONDS,
     MAX_REFUSAL_BYTES,
     REFUSED,
     TICKET_BYTES,
@@ -52,6 +54,7 @@ class Grant:
     port: int
     user: str
     expires: float
+    reusable: bool = False  # the connection may open the port again (AGAIN)
 
 
 class TicketBook:
@@ -64,13 +67,14 @@ class TicketBook:
         self._clock = clock
 
     def grant(self, ticket_sha256: bytes, container_id: str, port: int, user: str,
-              ttl_seconds: float) -> None:
-        """Register a ticket (by its hash) for ``port`` of ``container_id``."""
+              ttl_seconds: float, reusable: bool = False) -> None:
+        """Register a ticket (by its hash) for ``port`` of ``container_id`` (``reusable``:
+        its connection may open that port again and again)."""
         ttl = min(max(ttl_seconds, 0.0), MAX_TTL_SECONDS)
         now = self._clock()
         with self._lock:
             self._grants = {key: g for key, g in self._grants.items() if g.expires > now}
-            self._grants[ticket_sha256] = Grant(container_id, port, user, now + ttl)
+            self._grants[ticket_sha256] = Grant(container_id, port, user, now + ttl, reusable)
 
     def redeem(self, ticket: bytes) -> Grant:
         """The grant of ``ticket``, used up; TicketRefusedError if there is none now."""
@@ -141,17 +145,35 @@ class DirectListener:
         ticket = _receive_exactly(tls, TICKET_BYTES)
         try:
             grant = self._book.redeem(ticket)
+        except FuzzError as exc:
+            _refuse(tls, exc)
+            return
+        while self._forward_once(tls, grant) and grant.reusable:
+            tls.setblocking(True)
+            tls.settimeout(IDLE_SECONDS)
+            if _receive_exactly(tls, 1) != bytes([AGAIN]):
+                return
+
+    def _forward_once(self, tls: ssl.SSLSocket, grant: Grant) -> bool:
+        """One forwarded connection to the grant's port; False if it could not be opened."""
+        try:
             target = self._connect(grant)
         except FuzzError as exc:
-            logger.info("direct connection refused: %s", exc)
-            tls.sendall(bytes([REFUSED]) + str(exc).encode()[:MAX_REFUSAL_BYTES])
-            return
+            _refuse(tls, exc)
+            return False
         with contextlib.closing(target):
             logger.debug("direct port-forward for %s to port %d of container %s", grant.user,
                         grant.port, grant.container_id)
             target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls.sendall(bytes([ACCEPTED]))
             pump(tls, target)
+        return True
+
+
+def _refuse(tls: ssl.SSLSocket, exc: FuzzError) -> None:
+    logger.info("direct connection refused: %s", exc)
+    tls.settimeout(HANDSHAKE_SECONDS)  # after a pump the socket is non-blocking
+    tls.sendall(bytes([REFUSED]) + str(exc).encode()[:MAX_REFUSAL_BYTES])
 
 
 def _family(host: str) -> socket.AddressFamily:
