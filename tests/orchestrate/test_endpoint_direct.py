@@ -40,6 +40,7 @@ from fuzz.spec.endpoint_urls import EndpointAddress
 from fuzz.substrate.rpc.direct import DirectListener, Grant, TicketBook
 from fuzz.testing.web import serve_handler
 from tests.support.endpoints import Browser, ca_context, websocket_echo, websocket_echo_server
+from tests.support.nodecerts import write_node_certificate
 
 NODE = "node-a"
 BIG = os.urandom(24 * 2**20 + 12345)  # more than many of the tunnel's chunks
@@ -109,11 +110,7 @@ class Services:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
-    ca = pki.CertificateAuthority.create("test")
-    key = pki.new_key()
-    cert = ca.issue(key.public_key(), pki.node_dns_name(NODE), [pki.node_dns_name(NODE)])
-    (tmp_path / "cert.pem").write_bytes(pki.cert_pem(cert))
-    (tmp_path / "key.pem").write_bytes(pki.key_pem(key))
+    ca_pem = write_node_certificate(tmp_path, NODE)
     book = TicketBook()
     opened: list[tuple[str, int]] = []
 
@@ -128,7 +125,7 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
                               str(tmp_path / "key.pem"), book, connect)
     listener.start()
     try:
-        yield Agent(book, listener.port, ca.cert_pem, opened)
+        yield Agent(book, listener.port, ca_pem, opened)
     finally:
         listener.close()
 

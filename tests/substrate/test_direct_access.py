@@ -23,6 +23,7 @@ from fuzz.crypto import pki
 from fuzz.errors import FuzzError
 from fuzz.rpc.direct import pump
 from fuzz.substrate.rpc.direct import DirectListener, Grant, TicketBook, TicketRefusedError
+from tests.support.nodecerts import write_node_certificate
 
 NODE = "node-a"
 
@@ -84,11 +85,7 @@ class Agent:
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     """A direct listener with a node certificate of a fresh CA, before containers a and b."""
-    ca = pki.CertificateAuthority.create("test")
-    key = pki.new_key()
-    cert = ca.issue(key.public_key(), pki.node_dns_name(NODE), [pki.node_dns_name(NODE)])
-    (tmp_path / "cert.pem").write_bytes(pki.cert_pem(cert))
-    (tmp_path / "key.pem").write_bytes(pki.key_pem(key))
+    ca_pem = write_node_certificate(tmp_path, NODE)
     servers = {"a": _serve_tagged(b"A"), "b": _serve_tagged(b"B")}
     ports = {name: server.getsockname()[1] for name, server in servers.items()}
     by_port = {port: name for name, port in ports.items()}
@@ -104,7 +101,7 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
                               str(tmp_path / "key.pem"), book, connect)
     listener.start()
     try:
-        yield Agent(listener, book, clock, ca.cert_pem, ports)
+        yield Agent(listener, book, clock, ca_pem, ports)
     finally:
         listener.close()
         for server in servers.values():
