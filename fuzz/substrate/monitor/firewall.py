@@ -163,8 +163,9 @@ def allow_peers(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network
     say (:func:`parse_peer`): multinode ranks, its workflow's services.
 
     One ``iptables`` run per rule: adding them in one ``iptables-restore`` (as
-    :func:`forget_peers` removes them) made MPICH's three-node test hang (a rank's
-    connection blocked; cause not found yet).
+    :func:`forget_peers` removes them) once left two jobs of one node unable to reach
+    each other in a loaded full run (docs/architecture.md); not taken up until that is
+    understood.
     """
     chain = chain_name(subnet)
     for rule in _peer_rules(subnet, jobs_range, address, peers, container_id):
