@@ -16,6 +16,7 @@ and user; the password comes from ``password_file`` or libpq's own environment
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +28,21 @@ from fuzz.orchestrate.store_target import PostgresTarget, StoreError
 DATABASE_ERRORS = (sqlite3.Error, psycopg.Error)  # what either driver raises
 MIGRATION_LOCK = 0x66757A7A  # "fuzz": the advisory lock replicas take to migrate one at a time
 CONNECT_TIMEOUT = 10
+
+
+def _not_pipeline_teardown(record: logging.LogRecord) -> bool:
+    """False for psycopg's "error ignored terminating <Pipeline>" warning.
+
+    ``executemany`` runs as a pipeline; when the server refuses a row, psycopg raises
+    that error to the store (which reports it) and also warns that ending the aborted
+    pipeline failed, about the same error. Without log handlers (the CLI) Python printed
+    that warning as a second stderr line beside the one-line error; in a server log it
+    only repeats it. psycopg offers no switch for it, hence this filter.
+    """
+    return not record.getMessage().startswith("error ignored terminating <psycopg.Pipeline")
+
+
+logging.getLogger("psycopg").addFilter(_not_pipeline_teardown)
 
 
 def first_line(exc: Exception) -> str:

@@ -160,3 +160,20 @@ def test_text_with_nul_is_kept_on_postgres_as_a_replacement_character(
     task = TaskRecord("wf.1", "a", "a", 0, 0, error="agent said \x00 oops")
     store.save(task)
     assert store.load(TaskRecord)[0].error == "agent said \ufffd oops"
+
+
+def test_a_refused_batch_on_postgres_raises_its_error_and_logs_nothing_else(
+        pg_target: PostgresTarget, caplog: pytest.LogCaptureFixture) -> None:
+    """psycopg sends a batch as a pipeline; when the server refuses a row the error is
+    raised to the caller, and the pipeline's own "error ignored terminating" warning (which
+    a CLI without log handlers printed as a second stderr line) is not logged."""
+    store = Store(pg_target)
+    with psycopg.connect(pg_target.url, autocommit=True) as db:
+        db.execute("ALTER TABLE workflows ADD CONSTRAINT not_b CHECK (name <> 'b')")
+    names = ["a", "b", *(f"c{index}" for index in range(200))]
+    for attempt in range(10):
+        with pytest.raises(psycopg.errors.CheckViolation):
+            store.save(*(WorkflowRecord(f"{name}.{attempt}", name, attempt, "o", "f", "", "")
+                         for name in names))
+    assert not [record.getMessage() for record in caplog.records], caplog.text
+    assert store.counts()["workflows"] == 0
