@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.endpoints.proxy import Connection, GatewayParts
+from fuzz.orchestrate.listening import ListenError, listen_on
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +60,11 @@ class Gateway:
         Nothing is accepted before :meth:`start`."""
         self._parts: GatewayParts | None = None
         self._context = tls.context() if tls is not None else None
-        host, _, port = listen.rpartition(":")
         try:
-            self._server = socket.create_server((host.strip("[]"), int(port)), backlog=BACKLOG)
-        except (OSError, ValueError) as exc:
-            raise GatewayStartError(f"the endpoint gateway cannot listen on {listen}: "
-                                    f"{getattr(exc, 'strerror', None) or exc}") from None
+            self._server = listen_on(listen, BACKLOG)
+        except ListenError as exc:
+            raise GatewayStartError(f"the endpoint gateway cannot listen on {listen}: {exc}"
+                                    ) from None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._stopped = threading.Event()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import uvicorn
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.endpoints.gateway import GatewayTls
+from fuzz.orchestrate.listening import ListenError, listen_on
 from fuzz.orchestrate.ui.access import UiAccess
 from fuzz.orchestrate.ui.app import PREFIX, build_app
 from fuzz.rpc.client import ClientTls
@@ -73,12 +73,10 @@ class UiServer:
 
     def __init__(self, listen: str, tls: GatewayTls | None) -> None:
         """Bind ``listen`` (HOST:PORT; port 0 picks one) now; UiStartError if it cannot."""
-        host, _, port = listen.rpartition(":")
         try:
-            self._socket = socket.create_server((host.strip("[]"), int(port)), backlog=BACKLOG)
-        except (OSError, ValueError) as exc:
-            raise UiStartError(f"the web UI cannot listen on {listen}: "
-                               f"{getattr(exc, 'strerror', None) or exc}") from None
+            self._socket = listen_on(listen, BACKLOG)
+        except ListenError as exc:
+            raise UiStartError(f"the web UI cannot listen on {listen}: {exc}") from None
         self._tls = tls
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
