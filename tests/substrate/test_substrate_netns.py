@@ -385,6 +385,16 @@ def test_without_iptables_no_job_starts_and_the_reason_is_one_line(
     assert manager.list() == []
 
 
+def _stop_all(*nodes: ContainerManager) -> None:
+    """Cancel what each node still runs and stop its container monitor."""
+    for node in nodes:
+        for status in node.list():
+            if not status.finished:
+                node.cancel(status.id, grace_seconds=0)
+                node.wait(status.id, timeout=10)
+        node.shutdown_monitor(timeout=20)
+
+
 def test_jobs_of_two_nodes_reach_each_other_only_as_peers(tmp_path: Path, image: Path) -> None:
     """Two nodes on this host (two monitors, two bridges and subnets): a multinode job's
     ranks (each started with the other's address as a peer) talk; any other job is cut off.
@@ -425,12 +435,7 @@ def test_jobs_of_two_nodes_reach_each_other_only_as_peers(tmp_path: Path, image:
         node_a.remove(rank_a)
         assert "fuzz:t-rank" not in _firewall_chains(), "a peer rule outlived its job"
     finally:
-        for node in (node_a, node_b):
-            for status in node.list():
-                if not status.finished:
-                    node.cancel(status.id, grace_seconds=0)
-                    node.wait(status.id, timeout=10)
-            node.shutdown_monitor(timeout=20)
+        _stop_all(node_a, node_b)
 
 
 def test_jobs_of_one_node_reach_each_other_only_as_peers(
@@ -489,12 +494,7 @@ def test_a_monitor_never_takes_the_subnet_another_monitor_holds(
         links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
         assert bridge_name(held) in links, "the first monitor's bridge was taken away"  # type: ignore[arg-type]
     finally:
-        for node in (node_a, node_b):
-            for status in node.list():
-                if not status.finished:
-                    node.cancel(status.id, grace_seconds=0)
-                    node.wait(status.id, timeout=10)
-            node.shutdown_monitor(timeout=20)
+        _stop_all(node_a, node_b)
 
 
 def test_monitors_deriving_the_same_subnet_at_once_each_claim_their_own(tmp_path: Path) -> None:
