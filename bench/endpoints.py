@@ -13,14 +13,15 @@ entered it (as the agent does). In the same run, alternately:
 - latency: 300 sequential GETs of the small page, p50 of each way, and the gateway's
   added milliseconds (its p50 less the direct p50);
 - requests per second: 8 client threads for 4 s each way;
-- download: one GET of the 100 MB file (3 times each way, the median kept).
+- download: one GET of the 100 MB file (5 times each way, the median kept), and the CPU
+  seconds each process on the way spent on it (the gateway's orchestrator, the agent,
+  the client, the service): what bounds the ratio when the cores are few.
 
 Needs root and Debian's runc, skopeo, umoci, busybox-static, docker-registry.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -34,8 +35,9 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
-from port_forward import job_pid
+from port_forward import cluster_pids, job_pid, process_cpu_seconds
 
 from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
 from fuzz.testing.cluster import LocalCluster, local_cluster
@@ -51,7 +53,8 @@ FILE_MB = 100
 SMALL_REQUESTS = 300
 RPS_THREADS = 8
 RPS_SECONDS = 4.0
-TRANSFERS = 3
+TRANSFERS = 5
+CPU_NAMES = ("gateway", "agent", "client", "service")
 RECV_BYTES = 1024 * 1024
 PORT = 8080
 FUZZFILE = """\
@@ -73,40 +76,72 @@ services:
 """
 
 
+def read_response(sock: socket.socket, buffer: memoryview) -> tuple[int, int]:
+    """Read one HTTP/1.x response from ``sock`` (plain or TLS): (its status, the bytes of
+    its body). The body, framed by its Content-Length (else read until the close), is
+    counted, not kept: each read overwrites ``buffer``.
+
+    Hand-written rather than http.client, whose reads go through a buffered file and
+    return a new bytes object each: the bench measures the relay, so both ways are read
+    by this one cheap reader, ``recv_into`` one preallocated buffer."""
+    head = bytearray()
+    while (end := head.find(b"\r\n\r\n")) < 0:
+        count = sock.recv_into(buffer)
+        if count == 0:
+            raise ConnectionError("the connection closed before the response's headers")
+        head += buffer[:count]
+    lines = bytes(head[:end]).decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = dict(line.lower().split(":", 1) for line in lines[1:] if ":" in line)
+    received = len(head) - end - 4
+    length = int(fields["content-length"]) if "content-length" in fields else None
+    while length is None or received < length:
+        count = sock.recv_into(buffer)
+        if count == 0:
+            if length is None:
+                break
+            raise ConnectionError("the connection closed before the response's end")
+        received += count
+    return status, received
+
+
 class Gateway:
     """Keep-alive HTTPS connections to the gateway, with the owner's token."""
 
     def __init__(self, port: int, ca: Path, token: str) -> None:
         self.port = port
         self.context = ssl.create_default_context(cafile=str(ca))
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.token = token
+        self.buffer = memoryview(bytearray(RECV_BYTES))
 
-    def connection(self) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context,
-                                           timeout=120)
+    def connection(self) -> ssl.SSLSocket:
+        """A new TLS connection to the gateway."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=120)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.context.wrap_socket(sock, server_hostname="127.0.0.1")
 
-    def get(self, connection: http.client.HTTPSConnection, path: str) -> int:
-        """GET ``path`` on ``connection``; the bytes of the body."""
-        connection.request("GET", path, headers=self.headers)
-        response = connection.getresponse()
-        received = 0
-        while chunk := response.read(RECV_BYTES):
-            received += len(chunk)
-        if response.status != 200:
-            raise SystemExit(f"the gateway answered {response.status} for {path}")
+    def get(self, connection: ssl.SSLSocket, path: str,
+            buffer: memoryview | None = None) -> int:
+        """GET ``path`` on ``connection``; the bytes of the body (``buffer``: where they are
+        read, one of the gateway's own unless given: one per thread)."""
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                           f"Authorization: Bearer {self.token}\r\n\r\n".encode())
+        status, received = read_response(connection, buffer or self.buffer)
+        if status != 200:
+            raise SystemExit(f"the gateway answered {status} for {path}")
         return received
 
 
-def direct_get(pid: int, path: str) -> int:
-    """GET ``path`` from the service's port in its network namespace; the bytes received."""
+def direct_get(pid: int, path: str, buffer: memoryview | None = None) -> int:
+    """GET ``path`` from the service's port in its network namespace; the bytes of the
+    body (``buffer``: as for :meth:`Gateway.get`)."""
     sock = connect_in_netns(pid, PORT, 60, "the service")
-    buffer = bytearray(RECV_BYTES)
     with sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
-        received = 0
-        while count := sock.recv_into(buffer):
-            received += count
+        status, received = read_response(sock, buffer or memoryview(bytearray(RECV_BYTES)))
+    if status != 200:
+        raise SystemExit(f"the service answered {status} for {path}")
     return received
 
 
@@ -147,12 +182,52 @@ def requests_per_second(fetch_one: Callable[[dict[str, object]], None]) -> float
     return sum(counts) / (time.monotonic() - started)
 
 
+def cpu_meters(cluster: LocalCluster, service_pid: int) -> dict[str, Callable[[], float]]:
+    """CPU seconds so far of each process on the way, by name: the orchestrator (the
+    gateway is in it), the agent, this client (the process: no other thread of it runs
+    while a download is timed) and the service (its container's cgroup: its httpd
+    serves each connection in a child of its own)."""
+    server = int(json.loads((cluster.data_dir / "server.json").read_text())["pid"])
+    agents = cluster_pids(cluster) - {server}
+    return {"gateway": lambda: process_cpu_seconds({server}),
+            "agent": lambda: process_cpu_seconds(agents),
+            "client": time.process_time,
+            "service": lambda: cgroup_cpu_seconds(service_pid)}
+
+
+def cgroup_cpu_seconds(pid: int) -> float:
+    """CPU seconds the processes of ``pid``'s cgroup have spent, all of them (its v1
+    cpuacct cgroup where that controller is mounted, else its v2 cgroup)."""
+    paths = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else ["unified"]:
+            paths[controller] = path.lstrip("/")
+    if "cpuacct" in paths:
+        usage = Path("/sys/fs/cgroup/cpuacct", paths["cpuacct"], "cpuacct.usage")
+        return int(usage.read_text()) / 1e9
+    stat = Path("/sys/fs/cgroup", paths["unified"], "cpu.stat").read_text()
+    fields = dict(line.split() for line in stat.splitlines())
+    return int(fields["usage_usec"]) / 1e6
+
+
+def timed(fetch: Callable[[], object], meters: dict[str, Callable[[], float]]
+          ) -> tuple[float, ...]:
+    """Seconds ``fetch()`` takes, then the CPU seconds each of ``meters`` spent meanwhile."""
+    before = [meter() for meter in meters.values()]
+    started = time.perf_counter()
+    fetch()
+    elapsed = time.perf_counter() - started
+    return (elapsed, *(meter() - then for meter, then in zip(meters.values(), before,
+                                                               strict=True)))
+
+
 def wait_until_served(pid: int, path: str, timeout: float = 180) -> None:
     """Wait until the service's httpd answers with the whole file (it writes it first)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if direct_get(pid, path) > FILE_MB * 10**6:
+            if direct_get(pid, path) >= FILE_MB * 10**6:
                 return
         except (OSError, PortUnreachableError):
             pass
@@ -179,33 +254,39 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
         through, direct = latencies(gateway, pid, small)
 
         def through_one(state: dict[str, object]) -> None:
-            connection = state.get("connection")
-            if not isinstance(connection, http.client.HTTPSConnection):
-                connection = state["connection"] = gateway.connection()
-            gateway.get(connection, small)
+            if "connection" not in state:
+                state["connection"] = gateway.connection()
+                state["buffer"] = memoryview(bytearray(RECV_BYTES))
+            gateway.get(cast(ssl.SSLSocket, state["connection"]), small,
+                        cast(memoryview, state["buffer"]))
 
         def direct_one(state: dict[str, object]) -> None:
-            direct_get(pid, small)
+            if "buffer" not in state:
+                state["buffer"] = memoryview(bytearray(RECV_BYTES))
+            direct_get(pid, small, cast(memoryview, state["buffer"]))
+
+        def through_big() -> None:
+            with gateway.connection() as connection:  # the handshake counted, as the connect is
+                gateway.get(connection, big)
 
         rps_through = requests_per_second(through_one)
         rps_direct = requests_per_second(direct_one)
+        meters = cpu_meters(cluster, pid)
         downloads_through, downloads_direct = [], []
         for _ in range(TRANSFERS):
-            connection = gateway.connection()
-            started = time.perf_counter()
-            gateway.get(connection, big)
-            downloads_through.append(time.perf_counter() - started)
-            connection.close()
-            started = time.perf_counter()
-            direct_get(pid, big)
-            downloads_direct.append(time.perf_counter() - started)
-        return {
+            downloads_through.append(timed(through_big, meters))
+            downloads_direct.append(timed(lambda: direct_get(pid, big), meters))
+        figures = {
             "p50_through_ms": statistics.median(through) * 1e3,
             "p50_direct_ms": statistics.median(direct) * 1e3,
             "rps_through": rps_through, "rps_direct": rps_direct,
-            "download_through_s": statistics.median(downloads_through),
-            "download_direct_s": statistics.median(downloads_direct),
+            "download_through_s": statistics.median(t[0] for t in downloads_through),
+            "download_direct_s": statistics.median(t[0] for t in downloads_direct),
         }
+        for way, runs in (("through", downloads_through), ("direct", downloads_direct)):
+            for index, name in enumerate(meters, start=1):
+                figures[f"cpu_{way}_{name}_s"] = statistics.median(t[index] for t in runs)
+        return figures
     finally:  # stopped before the node goes, so that its container is cleaned up
         cluster.run("workflow", "stop", workflow)
         cluster.run("workflow", "status", workflow, "--watch")
@@ -238,6 +319,11 @@ def main() -> int:
     print(f"one {FILE_MB} MB download (median of {TRANSFERS}): endpoint "
           f"{megabytes / figures['download_through_s']:.0f} MB/s, direct "
           f"{megabytes / figures['download_direct_s']:.0f} MB/s")
+    print(f"CPU seconds per {FILE_MB} MB download (median): endpoint: " + ", ".join(
+        f"{name} {figures[f'cpu_through_{name}_s']:.3f}" for name in CPU_NAMES) +
+        f" (sum {sum(figures[f'cpu_through_{name}_s'] for name in CPU_NAMES):.3f}); "
+        "direct: " + ", ".join(f"{name} {figures[f'cpu_direct_{name}_s']:.3f}"
+                               for name in ("client", "service")))
     print(f"BENCH endpoint_added_ms_p50={added:.2f} ms target<3")
     print(f"BENCH endpoint_rps_ratio_vs_direct={rps_ratio:.2f} x target>=0.3")
     print(f"BENCH endpoint_download_ratio_vs_direct={download_ratio:.2f} x target>=0.3")
