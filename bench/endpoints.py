@@ -15,7 +15,9 @@ entered it (as the agent does). In the same run, alternately:
 - requests per second: 8 client threads for 4 s each way;
 - download: one GET of the 100 MB file (5 times each way, the median kept), and the CPU
   seconds each process on the way spent on it (the gateway's orchestrator, the agent,
-  the client, the service): what bounds the ratio when the cores are few.
+  the client, the service): what bounds the ratio when the cores are few; and, in the
+  same rounds, the same hops done bare (:mod:`peers.tls_relay`), the floor of this
+  design in Python and OpenSSL on these cores.
 
 Needs root and Debian's runc, skopeo, umoci, busybox-static, docker-registry.
 """
@@ -37,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from peers.tls_relay import relay_chain
 from port_forward import cluster_pids, job_pid, process_cpu_seconds
 
 from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
@@ -182,6 +185,14 @@ def requests_per_second(fetch_one: Callable[[dict[str, object]], None]) -> float
     return sum(counts) / (time.monotonic() - started)
 
 
+def floor_get(connect: Callable[[], socket.socket]) -> int:
+    """GET the file from the bare relay chain (:mod:`peers.tls_relay`), through
+    ``connect``'s connection; the bytes of its body."""
+    with connect() as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        return read_response(sock, memoryview(bytearray(RECV_BYTES)))[1]
+
+
 def cpu_meters(cluster: LocalCluster, service_pid: int) -> dict[str, Callable[[], float]]:
     """CPU seconds so far of each process on the way, by name: the orchestrator (the
     gateway is in it), the agent, this client (the process: no other thread of it runs
@@ -272,16 +283,22 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
         rps_through = requests_per_second(through_one)
         rps_direct = requests_per_second(direct_one)
         meters = cpu_meters(cluster, pid)
-        downloads_through, downloads_direct = [], []
-        for _ in range(TRANSFERS):
-            downloads_through.append(timed(through_big, meters))
-            downloads_direct.append(timed(lambda: direct_get(pid, big), meters))
+        downloads_through, downloads_direct, floor_through, floor_direct = [], [], [], []
+        with relay_chain(cluster.data_dir / "server.crt", cluster.data_dir / "server.key",
+                         cluster.data_dir / "ca.pem", "127.0.0.1", FILE_MB * 10**6) as chain:
+            for _ in range(TRANSFERS):
+                downloads_through.append(timed(through_big, meters))
+                downloads_direct.append(timed(lambda: direct_get(pid, big), meters))
+                floor_through.append(timed(lambda: floor_get(chain.through), {}))
+                floor_direct.append(timed(lambda: floor_get(chain.direct), {}))
         figures = {
             "p50_through_ms": statistics.median(through) * 1e3,
             "p50_direct_ms": statistics.median(direct) * 1e3,
             "rps_through": rps_through, "rps_direct": rps_direct,
             "download_through_s": statistics.median(t[0] for t in downloads_through),
             "download_direct_s": statistics.median(t[0] for t in downloads_direct),
+            "floor_through_s": statistics.median(t[0] for t in floor_through),
+            "floor_direct_s": statistics.median(t[0] for t in floor_direct),
         }
         for way, runs in (("through", downloads_through), ("direct", downloads_direct)):
             for index, name in enumerate(meters, start=1):
@@ -324,6 +341,10 @@ def main() -> int:
         f" (sum {sum(figures[f'cpu_through_{name}_s'] for name in CPU_NAMES):.3f}); "
         "direct: " + ", ".join(f"{name} {figures[f'cpu_direct_{name}_s']:.3f}"
                                for name in ("client", "service")))
+    print(f"the same hops bare (bench/peers/tls_relay.py: a plain source, two relay "
+          f"processes, TLS after the first): {megabytes / figures['floor_through_s']:.0f} "
+          f"MB/s, its source directly {megabytes / figures['floor_direct_s']:.0f} MB/s, "
+          f"ratio {figures['floor_direct_s'] / figures['floor_through_s']:.2f}")
     print(f"BENCH endpoint_added_ms_p50={added:.2f} ms target<3")
     print(f"BENCH endpoint_rps_ratio_vs_direct={rps_ratio:.2f} x target>=0.3")
     print(f"BENCH endpoint_download_ratio_vs_direct={download_ratio:.2f} x target>=0.3")
