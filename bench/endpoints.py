@@ -24,6 +24,7 @@ Needs root and Debian's runc, skopeo, umoci, busybox-static, docker-registry.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from peers.tls_relay import relay_chain
+from peers.tls_relay import Chain, relay_chain
 from port_forward import cluster_pids, job_pid, process_cpu_seconds
 
 from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
@@ -58,6 +59,7 @@ RPS_THREADS = 8
 RPS_SECONDS = 4.0
 TRANSFERS = 5
 CPU_NAMES = ("gateway", "agent", "client", "service")
+BARE_CPU_NAMES = ("relay_b", "relay_a", "client", "source")  # in the places of CPU_NAMES
 RECV_BYTES = 1024 * 1024
 PORT = 8080
 FUZZFILE = """\
@@ -193,6 +195,14 @@ def bare_get(connect: Callable[[], socket.socket]) -> int:
         return read_response(sock, memoryview(bytearray(RECV_BYTES)))[1]
 
 
+def bare_meters(chain: Chain) -> dict[str, Callable[[], float]]:
+    """CPU seconds so far of each process of the bare chain, by name (as
+    :data:`BARE_CPU_NAMES`)."""
+    return {name: time.process_time if name == "client"
+            else functools.partial(process_cpu_seconds, {chain.pids[name]})
+            for name in BARE_CPU_NAMES}
+
+
 def cpu_meters(cluster: LocalCluster, service_pid: int) -> dict[str, Callable[[], float]]:
     """CPU seconds so far of each process on the way, by name: the orchestrator (the
     gateway is in it), the agent, this client (the process: no other thread of it runs
@@ -289,7 +299,7 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
             for _ in range(TRANSFERS):
                 downloads_through.append(timed(through_big, meters))
                 downloads_direct.append(timed(lambda: direct_get(pid, big), meters))
-                bare_through.append(timed(lambda: bare_get(chain.through), {}))
+                bare_through.append(timed(lambda: bare_get(chain.through), bare_meters(chain)))
                 bare_direct.append(timed(lambda: bare_get(chain.direct), {}))
         figures = {
             "p50_through_ms": statistics.median(through) * 1e3,
@@ -300,6 +310,8 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
             "bare_through_s": statistics.median(t[0] for t in bare_through),
             "bare_direct_s": statistics.median(t[0] for t in bare_direct),
         }
+        for index, name in enumerate(BARE_CPU_NAMES, start=1):
+            figures[f"cpu_bare_{name}_s"] = statistics.median(t[index] for t in bare_through)
         for way, runs in (("through", downloads_through), ("direct", downloads_direct)):
             for index, name in enumerate(meters, start=1):
                 figures[f"cpu_{way}_{name}_s"] = statistics.median(t[index] for t in runs)
@@ -344,7 +356,9 @@ def main() -> int:
     print(f"the same hops bare (bench/peers/tls_relay.py: a plain source, two relay "
           f"processes, TLS after the first): {megabytes / figures['bare_through_s']:.0f} "
           f"MB/s, its source directly {megabytes / figures['bare_direct_s']:.0f} MB/s, "
-          f"ratio {figures['bare_direct_s'] / figures['bare_through_s']:.2f}")
+          f"ratio {figures['bare_direct_s'] / figures['bare_through_s']:.2f}; CPU seconds: "
+          + ", ".join(f"{name.replace('_', ' ')} {figures[f'cpu_bare_{name}_s']:.3f}"
+                      for name in BARE_CPU_NAMES))
     print(f"BENCH endpoint_added_ms_p50={added:.2f} ms target<3")
     print(f"BENCH endpoint_rps_ratio_vs_direct={rps_ratio:.2f} x target>=0.3")
     print(f"BENCH endpoint_download_ratio_vs_direct={download_ratio:.2f} x target>=0.3")

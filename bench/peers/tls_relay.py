@@ -28,12 +28,13 @@ CHUNK_BYTES = 256 * 1024
 @dataclass(frozen=True)
 class Chain:
     """Where the client connects: ``relay_port`` with TLS (``context``, ``server_name``),
-    ``source_port`` plainly."""
+    ``source_port`` plainly; and the pids of the source and the relays."""
 
     relay_port: int
     source_port: int
     context: ssl.SSLContext
     server_name: str
+    pids: dict[str, int]  # by part: source, relay_a, relay_b
 
     def through(self) -> socket.socket:
         """A TLS connection to relay B."""
@@ -69,7 +70,9 @@ def relay_chain(cert: Path, key: Path, ca: Path, server_name: str, size: int
     for process in processes:
         process.start()
     try:
-        yield Chain(_port(relay_b), _port(source), client, server_name)
+        pids = {part: int(process.pid or 0) for part, process in
+                zip(("source", "relay_a", "relay_b"), processes, strict=True)}
+        yield Chain(_port(relay_b), _port(source), client, server_name, pids)
     finally:
         for process in processes:
             process.kill()
