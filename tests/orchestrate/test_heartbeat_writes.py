@@ -55,7 +55,7 @@ def test_heartbeats_are_written_together_once_a_second(tmp_path: Path,
             time.sleep(SECONDS)
             writes = _written(pg_target.url) - before
             beats = len(agents.heartbeat_latencies()) - beats_before
-            assert beats >= NODES * SECONDS / BEAT / 4, beats  # they did beat, many times
+            assert beats >= NODES * SECONDS / BEAT / 8, beats  # they did beat, many times
             # about one write per node per second (a second's beats go in one transaction)
             assert writes <= NODES * (SECONDS + 2), (writes, beats)
             first = agents.nodes[0]
@@ -66,7 +66,15 @@ def test_heartbeats_are_written_together_once_a_second(tmp_path: Path,
                                      "labels LIKE '%%r7%%'", [first.name]).fetchone()
             assert changed == (1,)
             time.sleep(0.5)  # beats less than a second after the last write: not written yet
-        seen = {node.name: node.last_seen for node in admin.list_nodes()}  # the beats stopped
+        seen: dict[str, float] = {}
+
+        def settled() -> bool:  # the beats stopped: a last one may still be on its way
+            nonlocal seen
+            before, seen = seen, {node.name: node.last_seen for node in admin.list_nodes()}
+            time.sleep(0.2)
+            return before == seen
+
+        wait_until("the last heartbeats to arrive", settled)
     with psycopg.connect(pg_target.url) as db:  # the server stopped: every beat is written
         stored = dict(db.execute("SELECT name, last_seen FROM nodes").fetchall())
     assert stored == seen

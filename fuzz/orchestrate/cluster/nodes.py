@@ -108,6 +108,7 @@ class NodeDirectory:
         self._refused: dict[str, float] = {}  # node: when its agent last refused a lease
         self._retired: list[tuple[float, AgentClient]] = []  # (when, client) dropped on silence
         self._beating: dict[str, tuple[str, float]] = {}  # node: (join token hash, checked)
+        self._capacities: dict[str, tuple[NodeRecord, NodeCapacity]] = {}  # for views()
         self._unsaved: dict[str, NodeRecord] = {}  # heartbeats not yet written to the store
         self._seen_saved = time.monotonic()  # when the heartbeats were last written
 
@@ -239,6 +240,7 @@ class NodeDirectory:
             self._refused.pop(name, None)
             self._beating.pop(name, None)
             self._unsaved.pop(name, None)
+            self._capacities.pop(name, None)
             drained = self._draining.pop(name, None) is not None
         if client is not None:
             client.close()
@@ -369,12 +371,6 @@ class NodeDirectory:
         with self._lock:
             self._refused.pop(name, None)
 
-    def _avoided(self, name: str) -> bool:
-        """Whether new work must not go to node ``name`` now: its agent is silent or
-        lost, or refused a lease."""
-        with self._lock:
-            return name in self._silent_since or name in self._lost or name in self._refused
-
     def client(self, name: str) -> AgentClient:
         """A client for node ``name``'s agent (kept open and shared)."""
         with self._lock:
@@ -397,14 +393,17 @@ class NodeDirectory:
 
         A node holding an exclusive attempt has nothing free.
         """
+        with self._lock:  # once for every node: a round looks at thousands
+            records = [self._nodes[name] for name in sorted(self._nodes)]
+            closed = {*self._draining, *self._silent_since, *self._lost, *self._refused}
         views = []
-        for record in self.records():
+        for record in records:
             use = used.get(record.name, NodeUse())
             free_cores = 0 if use.exclusive else record.cores - use.cores
             free_memory = 0 if use.exclusive else record.memory_bytes - use.memory_bytes
             views.append(NodeView(
                 name=record.name,
-                capacity=capacity_of(record),
+                capacity=self._capacity(record),
                 free_cores=free_cores,
                 free_memory_bytes=free_memory,
                 free_devices={
@@ -412,10 +411,19 @@ class NodeDirectory:
                     for kind, count in record.devices.items()
                 },
                 lease_count=use.tasks,
-                schedulable=(self.reachable(record) and not self.draining(record.name)
-                             and not self._avoided(record.name)),
+                schedulable=self.reachable(record) and record.name not in closed,
             ))
         return views
+
+    def _capacity(self, record: NodeRecord) -> NodeCapacity:
+        """:func:`capacity_of` ``record``, made again only when the record or its labels
+        changed (a heartbeat may change the labels)."""
+        cached = self._capacities.get(record.name)
+        if cached is not None and cached[0] is record and cached[1].labels == record.labels:
+            return cached[1]
+        capacity = capacity_of(record)
+        self._capacities[record.name] = (record, capacity)
+        return capacity
 
     def close(self) -> None:
         """Close every agent client."""
