@@ -303,10 +303,11 @@ def main() -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cpbench-")))
         url = stack.enter_context(postgres_database(args.postgres))
-        server = stack.enter_context(fuzz_server(workdir, url))
-        say(f"fuzz server (pid {server.process.pid}) at {server.endpoint} on {url}")
+        # the agents first: they stop after the server, which calls them to the end
         agents = stack.enter_context(SimulatedAgents(args.nodes, cores=NODE_CORES,
                                                      run_seconds=args.run_seconds))
+        server = stack.enter_context(fuzz_server(workdir, url))
+        say(f"fuzz server (pid {server.process.pid}) at {server.endpoint} on {url}")
         join_nodes(server, agents)
         p99 = measure_heartbeats(agents, args.heartbeat_window)
         figures.append(f"BENCH sim_nodes_heartbeat_p99_ms={p99:.1f} ms "
