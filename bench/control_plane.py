@@ -85,6 +85,11 @@ class Server:
         """The orchestrator API as the admin."""
         return OrchestratorClient(self.endpoint, self.admin_token, timeout=120.0)
 
+    def cpu_seconds(self) -> float:
+        """The CPU time the server process has used so far (user and system)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def memory_mib(self, field: str) -> float:
         """``VmRSS`` or ``VmHWM`` (the peak) of the server process, in MiB."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -242,6 +247,7 @@ def measure_scheduling(server: Server, agents: SimulatedAgents, tasks: int,
     """Tasks started per second at the agents, first start to last; and whether all started."""
     before = agents.start_count()
     began = time.monotonic()
+    server_cpu, own_cpu = server.cpu_seconds(), _own_cpu_seconds()
     with server.client() as admin:
         left, number = tasks, 0
         while left:
@@ -260,6 +266,12 @@ def measure_scheduling(server: Server, agents: SimulatedAgents, tasks: int,
         last_count, last_at = count + before, now
     starts = agents.starts()[before:]
     complete = len(starts) >= tasks
+    server_cpu, own_cpu = server.cpu_seconds() - server_cpu, _own_cpu_seconds() - own_cpu
+    if starts:
+        per_task = server_cpu / len(starts)
+        say(f"CPU per task started: orchestrator {per_task * 1e3:.2f} ms (at one core: at "
+            f"most {1 / per_task:.0f} tasks/s), simulated agents and this bench "
+            f"{own_cpu / len(starts) * 1e3:.2f} ms (heartbeats included)")
     if len(starts) < 2:
         return 0.0, False
     first, last = starts[0].at, starts[-1].at
@@ -268,6 +280,11 @@ def measure_scheduling(server: Server, agents: SimulatedAgents, tasks: int,
         f"{last - first:.1f}s from the first start to the last: {rate:.0f} tasks/s; the last "
         f"started {last - submitted:.1f}s after the last submission")
     return rate, complete
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def wait_for_workflows(server: Server, timeout: float) -> Counter[str]:
