@@ -3,7 +3,8 @@
 A node's agent registers (see ``fuzz substrate serve --join``), giving its
 endpoint and the bearer token the orchestrator must use to call it; the
 orchestrator reads the node's inventory then, once. Registration repeats every
-few seconds as the node's heartbeat; a node not heard from within
+few seconds as the node's heartbeat (kept in memory, written to the store with the
+other beats of the same second: :data:`SEEN_SAVE_INTERVAL`); a node not heard from within
 :data:`HEARTBEAT_TIMEOUT` is not scheduled onto. A node whose agent stops answering
 calls is not scheduled onto either, and once it has been silent for the grace period
 (``orchestrator.node_grace``) it is *lost* (:meth:`NodeDirectory.silent`) until its

@@ -1,7 +1,8 @@
 """The runner's scheduling: the queued tasks of every workflow placed in one round.
 
-Each round places the head of the queue (:mod:`fuzz.scheduler.placement`) and hands
-each placed attempt to a worker thread (:mod:`~fuzz.orchestrate.workflows.tasks`).
+Each round places the head of the queue (:mod:`fuzz.scheduler.placement`), saves the
+attempts it made in one transaction, then hands each to a worker thread
+(:mod:`~fuzz.orchestrate.workflows.tasks`).
 """
 
 from __future__ import annotations
