@@ -19,7 +19,8 @@ paths: registration, heartbeats, scheduling, leases, dispatch and completion.
   from the first start to the last. The time from the last submission to the
   last start, and the heartbeat p99 during the run, are printed for context.
 - ``orchestrator_rss_mib``: the orchestrator's peak resident memory (VmHWM) with
-  the nodes registered and the tasks' workflows run to their end.
+  the nodes registered and the tasks' workflows run to their end (or, past
+  ``--timeout``, cancelled: the rate so far is then the figure, said as such).
 
 ``--profile`` samples the orchestrator with py-spy (GIL holder only) during the
 scheduling run and prints where its time went, by function (self and inclusive).
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -287,10 +289,14 @@ def _own_cpu_seconds() -> float:
     return times.user + times.system
 
 
-def wait_for_workflows(server: Server, timeout: float) -> Counter[str]:
-    """Wait until every workflow has ended; their final states, counted."""
+def wait_for_workflows(server: Server, timeout: float, cancel: bool) -> Counter[str]:
+    """Wait until every workflow has ended (with ``cancel``: cancelled first, the tasks
+    that never started with them); their final states, counted."""
     deadline = time.monotonic() + timeout
     with server.client() as admin:
+        if cancel:
+            for workflow in admin.list_workflows():
+                admin.cancel_workflow(workflow.name)
         while True:
             states = Counter(workflow.state for workflow in admin.list_workflows())
             if all(state in FINAL for state in states) or time.monotonic() > deadline:
@@ -308,12 +314,14 @@ def main() -> int:
     parser.add_argument("--heartbeat-window", type=float, default=30.0,
                         help="seconds of steady heartbeats measured (30)")
     parser.add_argument("--timeout", type=float, default=1800.0,
-                        help="seconds the tasks may take to start (1800)")
+                        help="seconds the tasks may take to start (1800); past them the rate "
+                        "so far is the figure and the workflows are cancelled")
     parser.add_argument("--postgres", metavar="URL", default=None,
                         help="a PostgreSQL server to use (default: one started here)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the orchestrator with py-spy while it schedules")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the server and PostgreSQL
     say(f"{os.cpu_count()} CPUs here, shared by the orchestrator, PostgreSQL and the "
         f"{args.nodes} simulated nodes")
     figures: list[str] = []
@@ -331,13 +339,13 @@ def main() -> int:
                        f"target<{HEARTBEAT_TARGET_MS}")
         profile = workdir / "profile.txt" if args.profile else None
         with profiled(server, profile):
-            rate, _ = measure_scheduling(server, agents, args.tasks, args.timeout)
+            rate, complete = measure_scheduling(server, agents, args.tasks, args.timeout)
         loaded = agents.heartbeat_latencies(clear=True)
         if loaded:
             say(f"heartbeats while scheduling: p99 {percentile(loaded, 0.99) * 1e3:.1f} ms, "
                 f"median {statistics.median(loaded) * 1e3:.1f} ms")
         figures.append(f"BENCH sched_tasks_per_s={rate:.0f} tasks/s target>={TASKS_PER_S_TARGET}")
-        states = wait_for_workflows(server, args.timeout)
+        states = wait_for_workflows(server, args.timeout, cancel=not complete)
         say(f"workflows: {dict(states)}")
         say(f"orchestrator memory: {server.memory_mib('VmRSS'):.0f} MiB now, "
             f"{server.memory_mib('VmHWM'):.0f} MiB at its peak")
