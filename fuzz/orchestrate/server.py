@@ -268,6 +268,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     audit: AuditLog | None = None
     running: RunningServer | None = None
     runner: Runner | None = None
+    nodes: NodeDirectory | None = None
     loop: ElasticLoop | None = None
     gateway: Gateway | None = None
     status: StatusListener | None = None
@@ -387,6 +388,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             loop.stop()
         if runner is not None:
             runner.stop()
+        if nodes is not None:
+            nodes.save_heartbeats()
         if store is not None:
             store.close()
         if audit is not None:

@@ -199,7 +199,8 @@ class OrchestratorService:
         labels = dict(request.labels)
         try:
             if self._certifier is None:
-                self._nodes.check_join_token(request.name, request.join_token)
+                self._nodes.check_join_token(request.name, request.join_token,
+                                             request.endpoint, request.agent_token)
             elif not request.certificate:
                 raise JoinRefusedError(f"node {request.name!r}: this cluster speaks TLS; start "
                                        "the agent with --join-ca-file to enroll")

@@ -306,3 +306,29 @@ def test_random_rounds_never_overcommit_and_never_wait_needlessly(seed: int) -> 
         rng.shuffle(shuffled_pending)
         rng.shuffle(shuffled_nodes)
         assert place(shuffled_pending, shuffled_nodes) == placement  # input order is irrelevant
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_rounds_place_each_task_on_the_best_fit_left(seed: int) -> None:
+    """Replayed in decision order, every task went to the node that fit it best then (the
+    round keeps its best-fit order as nodes fill rather than sorting for every task)."""
+    rng = random.Random(seed)
+    for _ in range(250):
+        pending, nodes = random_case(rng)
+        pending = [replace(t, nodes=1, waited_rounds=0,
+                           request=replace(t.request, exclusive=False)) for t in pending]
+        nodes += [node(f"m{i}", 8, 16) for i in range(rng.randint(0, 40))]  # many alike
+        placement = place(pending, nodes)
+        free = {v.name: (v.free_cores, v.free_memory_bytes, dict(v.free_devices))
+                for v in nodes if v.schedulable}
+        for assignment in placement.assigned:
+            request = next(t.request for t in pending if t.key == assignment.key)
+
+            best = min((c - request.cores, m - request.memory_bytes,
+                        sum(d.values()) - sum(request.devices.values()), name)
+                       for name, (c, m, d) in free.items() if fits(request, c, m, d))
+            assert assignment.nodes == (best[-1],)
+            cores, memory, devices = free[assignment.nodes[0]]
+            free[assignment.nodes[0]] = (
+                cores - request.cores, memory - request.memory_bytes,
+                {kind: n - request.devices.get(kind, 0) for kind, n in devices.items()})

@@ -1,7 +1,8 @@
 """The runner's scheduling: the queued tasks of every workflow placed in one round.
 
-Each round places the head of the queue (:mod:`fuzz.scheduler.placement`) and hands
-each placed attempt to a worker thread (:mod:`~fuzz.orchestrate.workflows.tasks`).
+Each round places the head of the queue (:mod:`fuzz.scheduler.placement`), saves the
+attempts it made in one transaction, then hands each to a worker thread
+(:mod:`~fuzz.orchestrate.workflows.tasks`).
 """
 
 from __future__ import annotations
@@ -91,10 +92,12 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         ]
         placement = place(pending, self._nodes.views(self.used_resources()))
         changed: list[TaskRecord] = []
+        placed: list[tuple[ActiveWorkflow, TaskRecord]] = []
         for assignment in placement.assigned:
             workflow, task = by_key[assignment.key]
             self._waited.pop(assignment.key, None)
-            self._dispatch(workflow, task, assignment.nodes)
+            self._assign(workflow, task, assignment.nodes)
+            placed.append((workflow, task))
         self._unplaced = {task.key: task for task in pending if task.key in placement.waiting}
         for key, why in placement.waiting.items():
             self._waited[key] = self._waited.get(key, 0) + 1
@@ -104,11 +107,14 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             if task.waiting_for != why:
                 task.waiting_for = why
                 changed.append(task)
-        if changed:
-            self._store.save(*changed)
+        if placed or changed:  # the round's decisions in one transaction, before any start
+            self._store.save(*(task for _, task in placed), *changed)
             self._touch()
+        for workflow, task in placed:
+            self._dispatch(workflow, task)
 
-    def _dispatch(self, workflow: ActiveWorkflow, task: TaskRecord, nodes: Sequence[str]) -> None:
+    def _assign(self, workflow: ActiveWorkflow, task: TaskRecord, nodes: Sequence[str]) -> None:
+        """Make ``task``'s next attempt, on ``nodes`` (saved by the caller)."""
         task.state = TaskState.STARTING
         task.attempt += 1
         task.nodes = list(nodes)
@@ -116,7 +122,9 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         task.containers = [container_id(self._settings.instance, workflow.record.id, task, r)
                            for r in range(len(nodes))]
         task.waiting_for = ""
-        self._store.save(task)
+
+    def _dispatch(self, workflow: ActiveWorkflow, task: TaskRecord) -> None:
+        """Hand ``task``'s attempt, assigned and saved, to a worker."""
         self._settings.metrics.started(workflow.record.id, task.key)
         try:
             plan = self._plan(workflow, task)

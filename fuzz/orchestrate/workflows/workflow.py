@@ -330,6 +330,8 @@ def service_routes(workflow: ActiveWorkflow, task: TaskRecord
     only this workflow's jobs through."""
     hosts: list[str] = []
     peers: list[str] = []
+    if not workflow.fuzzfile.services:  # no service to reach: the tasks need not be looked at
+        return (), ()  # (every plan looked at every task: a 10,000-task array's start was O(n²))
     if task.kind == "service":
         peers += _service_peers("jobs", workflow.fuzzfile.services[task.job])
     for other in workflow.tasks.values():
