@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -95,11 +96,15 @@ class Leader:
 class LeaderLease:
     """The ``fuzz_leader`` row of one PostgreSQL store, on a connection of its own."""
 
-    def __init__(self, target: PostgresTarget, instance: str, holder: str,
+    def __init__(self, target: PostgresTarget, instance: str | None, holder: str,
                  address: str, ttl: float, clock: Callable[[], float] = time.monotonic
                  ) -> None:
-        """Open the row (created free on first use). A store whose row names another
-        cluster instance id is refused: replicas share their data dir's files."""
+        """Open the row (created free on first use, with ``instance``, else a new id).
+
+        The row keeps the cluster's instance id (part of every container id), which
+        :attr:`instance` says: a replica whose data dir has none takes it from there;
+        one whose data dir names another is refused (it belongs to another cluster).
+        """
         self._dialect = PostgresDialect(target)
         self._holder, self._address, self.ttl = holder, address, ttl
         self._clock = clock
@@ -107,13 +112,14 @@ class LeaderLease:
         self._db = self._connect()
         self.epoch = 0
         self._held_until = 0.0
-        row = self._run(lambda db: self._ensure(db, instance))
-        if row != instance:
+        self.instance: str = self._run(
+            lambda db: self._ensure(db, instance or secrets.token_hex(4)))
+        if instance is not None and self.instance != instance:
             self.close()
-            raise StoreError(f"the store {target.url} belongs to the cluster instance {row}, "
-                             f"this data dir's instance-id is {instance}: a replica's data "
-                             "dir needs the first one's instance-id, ca.pem, ca.key, "
-                             "master.key and admin.token")
+            raise StoreError(f"the store {target.url} belongs to the cluster instance "
+                             f"{self.instance}, this data dir's instance-id is {instance}: "
+                             "a replica's data dir starts without one (see README, "
+                             "\"Replicas\")")
 
     def _connect(self) -> Any:
         try:
@@ -207,3 +213,61 @@ class LeaderLease:
                 reason = f"it could not renew its lease (epoch {self.epoch}): {exc}"
             lost(reason)
             return
+
+    def release(self) -> None:
+        """Give the lease up (a clean stop): another replica may take it at once."""
+        self._held_until = 0.0
+        self._run(lambda db: db.execute(
+            "UPDATE fuzz_leader SET expires_at = '-infinity' WHERE name = %s AND epoch = %s",
+            (ROW, self.epoch)))
+
+
+class LeaderTerm:
+    """This replica's time as leader: the lease renewed in the background, and on its
+    loss (or a fenced write) the server told to stop, once, with the reason kept."""
+
+    def __init__(self, lease: LeaderLease, stop: threading.Event) -> None:
+        """Lead on ``lease`` (already taken); ``stop`` stops the server."""
+        self.lease = lease
+        self._stop = stop
+        self._lock = threading.Lock()
+        self.lost_reason: str | None = None
+        threading.Thread(target=lease.keep, args=(stop, self.lose), name="leader-lease",
+                         daemon=True).start()
+
+    def lose(self, reason: str) -> None:
+        """Stop leading: say why (once) and stop the server."""
+        with self._lock:
+            if self.lost_reason is not None:
+                return
+            self.lost_reason = reason
+        logger.error("this orchestrator stops leading: %s", reason)
+        self._stop.set()
+
+    def fenced(self, exc: FencedError) -> None:
+        """A write was fenced: stop leading."""
+        self.lose(str(exc))
+
+    def leading(self) -> bool:
+        """Whether this replica still leads (it has not lost its lease)."""
+        return self.lost_reason is None
+
+    def acting(self) -> bool:
+        """Whether this replica may act outside the store (call agents) now: it leads, and
+        its lease surely holds by its own clock; if not, it stops leading, before the
+        caller can react to the refusal."""
+        if self.lost_reason is None and not self.lease.held():
+            self.lose("its lease lapsed by its own clock (the process was paused, or the "
+                      "store did not answer)")
+        return self.lost_reason is None
+
+    def end(self) -> None:
+        """After the server stopped: give the lease up if it was still held; raise
+        LeadershipLostError if it was lost."""
+        try:
+            if self.lost_reason is None:
+                self.lease.release()
+        finally:
+            self.lease.close()
+        if self.lost_reason is not None:
+            raise LeadershipLostError(f"this orchestrator stopped leading: {self.lost_reason}")

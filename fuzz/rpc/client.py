@@ -20,6 +20,7 @@ from fuzz.errors import FuzzError
 from fuzz.rpc.auth import bearer_metadata
 
 DEFAULT_TIMEOUT = 10.0
+REPLICA_PROBE_TIMEOUT = 2.0  # seconds one replica's health check may take
 _CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
 _Reply = TypeVar("_Reply")
 
@@ -119,14 +120,32 @@ class DuplexCall(Generic[_Reply]):
         self._call.cancel()
 
 
+def live_replica(endpoints: str, tls: ClientTls | None,
+                 timeout: float = REPLICA_PROBE_TIMEOUT) -> str:
+    """Of ``endpoints`` (``HOST:PORT[,HOST:PORT…]``, an orchestrator's replicas), the
+    first whose health check answers SERVING: the leader (a standby replica answers
+    NOT_SERVING); the first of them when none does, so that calls report its failure."""
+    addresses = [address.strip() for address in endpoints.split(",") if address.strip()]
+    if len(addresses) <= 1:
+        return endpoints
+    for address in addresses:
+        with GrpcClient(address, "", tls=tls) as probe:
+            if probe.health(timeout=timeout):
+                return address
+    return addresses[0]
+
+
 class GrpcClient:
-    """A channel to ``endpoint`` whose calls carry ``token``."""
+    """A channel to ``endpoint`` whose calls carry ``token``; of several replicas'
+    comma-separated endpoints, to the live leader's (:func:`live_replica`)."""
 
     def __init__(
         self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
         tls: ClientTls | None = None,
     ) -> None:
-        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
+        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet,
+        but health checks to choose one of several replicas."""
+        endpoint = live_replica(endpoint, tls) if "," in endpoint else endpoint
         self.endpoint = endpoint
         self.timeout = timeout
         self.plain_text = tls is None

@@ -63,11 +63,15 @@ def test_a_replica_restarted_on_its_data_dir_takes_its_own_lease_back(
         after.close()
 
 
-def test_a_store_of_another_cluster_instance_is_refused(pg_target: PostgresTarget) -> None:
+def test_a_new_replica_takes_the_cluster_instance_and_another_is_refused(
+        pg_target: PostgresTarget) -> None:
     LeaderLease(pg_target, "inst", "replica-a", "127.0.0.1:1", TTL).close()
+    joining = LeaderLease(pg_target, None, "replica-b", "127.0.0.1:2", TTL)
+    joining.close()
+    assert joining.instance == "inst"
     with pytest.raises(StoreError, match=r"belongs to the cluster instance inst.*instance-id "
                        r"is other"):
-        LeaderLease(pg_target, "other", "replica-b", "127.0.0.1:2", TTL)
+        LeaderLease(pg_target, "other", "replica-c", "127.0.0.1:3", TTL)
 
 
 def test_the_fenced_store_of_an_old_leader_writes_nothing(

@@ -73,13 +73,16 @@ class NodeDirectory:
         self, store: Store, sealer: Sealer, clock: Callable[[], float] = time.time,
         agent_tls: Callable[[str], ClientTls] | None = None,
         join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL, node_grace: float = DEFAULT_NODE_GRACE,
+        acting: Callable[[], bool] | None = None,
     ) -> None:
         """Load the nodes recorded in ``store``; call agents as ``agent_tls(node)`` says.
 
         Join tokens live ``join_token_ttl`` seconds; an agent silent for ``node_grace``
-        seconds makes its node lost.
+        seconds makes its node lost. ``acting`` (a replica: whether it surely still
+        leads) is asked before any agent's client is handed out.
         """
         self._store = store
+        self._acting = acting
         self.join_tokens = JoinTokens(store, join_token_ttl, clock)
         self._sealer = sealer
         self._clock = clock
@@ -310,7 +313,10 @@ class NodeDirectory:
             return name in self._silent_since or name in self._lost or name in self._refused
 
     def client(self, name: str) -> AgentClient:
-        """A client for node ``name``'s agent (kept open and shared)."""
+        """A client for node ``name``'s agent (kept open and shared); FuzzError once
+        this orchestrator no longer surely leads (see :mod:`fuzz.orchestrate.leadership`)."""
+        if self._acting is not None and not self._acting():
+            raise FuzzError("this orchestrator no longer surely leads: it calls no agent")
         with self._lock:
             client = self._clients.get(name)
             if client is None:
