@@ -26,6 +26,7 @@ from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.leadership import LeaderLease
 from fuzz.orchestrate.store_sql import DATABASE_ERRORS
 from fuzz.rpc.auth import HEALTH_SERVICE
+from fuzz.rpc.client import STANDBY_ANSWER
 from fuzz.rpc.server import TlsFiles, start_server
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,7 @@ class _Refuse(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         leader = self._lease.leader()
         where = f"the leader is at {leader.address}" if leader is not None and leader.live \
             else "no replica leads at the moment; try again in a few seconds"
-        context.abort(grpc.StatusCode.UNAVAILABLE,
-                      f"this fuzz server is a standby replica: {where}")
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"{STANDBY_ANSWER}: {where}")
         yield b""  # never reached: abort raises; a generator, as the handler kind needs
 
 

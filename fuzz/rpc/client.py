@@ -25,6 +25,14 @@ _CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
 _Reply = TypeVar("_Reply")
 
 
+STANDBY_ANSWER = "this fuzz server is a standby replica"  # how a standby's refusals begin
+
+
+def standby_refusal(details: str) -> bool:
+    """Whether ``details`` are a standby replica's refusal (which names the leader)."""
+    return details.startswith(STANDBY_ANSWER)
+
+
 def one_line(text: str | None) -> str:
     """``text`` with every run of white space (newlines too) made one space."""
     return " ".join((text or "").split())
