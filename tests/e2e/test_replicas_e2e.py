@@ -166,7 +166,7 @@ def test_a_paused_old_leader_writes_nothing_and_exits(
                 os.kill(new, signal.SIGCONT)
         wait_until("the old leader to exit", lambda: not Path(f"/proc/{old}").exists()
                    or _zombie(old), timeout=60)
-        assert "error: this orchestrator stopped leading" in log.read_text()
+        assert "Error: this orchestrator stopped leading: " in log.read_text()
         _each_started_once(cluster, cluster.wait("fifty", timeout=600))
 
 
