@@ -3,7 +3,8 @@
 * ``moto_server`` -- moto's S3/KMS server (its WSGI app under werkzeug, as
   ``ThreadedMotoServer`` runs it) on a random port, with fake AWS credentials in
   the environment of the test process and of every command it starts.
-* ``postgres`` -- a PostgreSQL from Debian's package: ``initdb`` in a temporary
+* ``postgres`` -- a PostgreSQL from Debian's package (fuzz/testing/postgres.py, which
+  bench/control_plane.py starts too): ``initdb`` in a temporary
   directory, trust authentication, 127.0.0.1 on a random port, stopped at the end.
   PostgreSQL refuses to run as root, so as root it runs as the ``postgres`` user.
 
@@ -12,17 +13,13 @@ A missing part fails the fixture with the command that installs it.
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import logging
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -31,7 +28,8 @@ from moto.moto_server.threaded_moto_server import MotoRequestHandler
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-from fuzz.testing.oci import free_port
+from fuzz.testing.postgres import Postgres as Postgres
+from fuzz.testing.postgres import PostgresStartError, running_postgres
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -42,8 +40,6 @@ AWS_ENV = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-INSTALL_POSTGRES = "install postgresql (apt-get install postgresql)"
 
 
 def _one_request_at_a_time(app: WSGIApplication) -> WSGIApplication:
@@ -108,65 +104,12 @@ def moto_server() -> Iterator[MotoServer]:
                 os.environ[name] = value
 
 
-@dataclass(frozen=True)
-class Postgres:
-    """A running PostgreSQL server."""
-
-    host: str
-    port: int
-    user: str
-
-    @property
-    def conninfo(self) -> str:
-        """A libpq connection string for the ``postgres`` database."""
-        return f"host={self.host} port={self.port} user={self.user} dbname=postgres"
-
-
-def _postgres_bin() -> Path:
-    found = sorted(glob.glob(POSTGRES_BIN_GLOB), key=lambda p: int(Path(p).parent.name))
-    if not found or not Path(found[-1], "initdb").exists():
-        pytest.fail(f"PostgreSQL is not installed: {INSTALL_POSTGRES}")
-    return Path(found[-1])
-
-
-def _as_server_user(argv: list[str]) -> list[str]:
-    """As root: run ``argv`` as the ``postgres`` user (PostgreSQL refuses root)."""
-    if os.geteuid() != 0:
-        return argv
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        pytest.fail("runuser is missing: install util-linux (apt-get install util-linux)")
-    return [runuser, "-u", "postgres", "--", *argv]
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A PostgreSQL server on 127.0.0.1, trust authentication, for the whole session."""
-    bindir = _postgres_bin()
-    workdir = Path(tempfile.mkdtemp(prefix="fuzz-postgres-"))
-    if os.geteuid() == 0:
-        shutil.chown(workdir, "postgres", "postgres")
-    data, log = workdir / "data", workdir / "server.log"
-    port = free_port()
-
-    def run(*argv: str) -> None:
-        proc = subprocess.run(_as_server_user([str(a) for a in argv]), capture_output=True,
-                              text=True, timeout=120, cwd=workdir)
-        if proc.returncode != 0:
-            details = proc.stderr.strip() or proc.stdout.strip()
-            if log.exists():
-                details += "\n" + log.read_text()[-2000:]
-            pytest.fail(f"{Path(argv[0]).name} failed: {details}")
-
-    run(bindir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
-        "--no-sync", "--no-instructions")
-    options = (f"-h 127.0.0.1 -p {port} -k {workdir} -c fsync=off -c synchronous_commit=off "
-               "-c full_page_writes=off -c max_connections=200")
-    run(bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start")
-    try:
-        yield Postgres("127.0.0.1", port, "postgres")
-    finally:
-        subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m",
-                                        "immediate", "-w", "stop"]),
-                       capture_output=True, timeout=60, cwd=workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_postgres())
+        except PostgresStartError as exc:
+            pytest.fail(str(exc))
+        yield server
