@@ -98,6 +98,7 @@ def measure_failover_seconds(server: Postgres | None = None, runs: int = RUNS) -
                                 BUSYBOX_REPO).reference
             times = []
             for run in range(runs):
+                (workdir / f"cluster{run}").mkdir()
                 times.append(_one_failover(workdir / f"cluster{run}", registry.host, image,
                                            server))
                 print(f"run {run + 1}: failover {times[-1]:.2f} s", flush=True)

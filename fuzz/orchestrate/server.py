@@ -244,7 +244,7 @@ def _lead(settings: ServerSettings, target: PostgresTarget, store: Store,
         write_private_file(instance_file, lease.instance.encode())
     try:
         taken = stand_by(lease, settings.listen, tls.files if tls else None,
-                         settings.data_dir, stop)
+                         settings.metrics, settings.data_dir, stop)
     except BaseException:
         lease.close()
         raise

@@ -20,14 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry, Gauge
 
 from fuzz.fsutil import write_json_atomic
 from fuzz.orchestrate.connect import INFO_FILE
 from fuzz.orchestrate.leadership import LeaderLease
+from fuzz.orchestrate.metrics import LEADER_HELP
 from fuzz.orchestrate.store_sql import DATABASE_ERRORS
 from fuzz.rpc.auth import HEALTH_SERVICE
 from fuzz.rpc.client import STANDBY_ANSWER
-from fuzz.rpc.server import TlsFiles, start_server
+from fuzz.rpc.server import ServerStartError, TlsFiles, start_server
+from fuzz.rpc.statusweb import StatusListener, StatusListenError
+from fuzz.spec.cluster import MetricsSpec
 
 logger = logging.getLogger(__name__)
 
@@ -55,23 +59,43 @@ class _Refuse(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         yield b""  # never reached: abort raises; a generator, as the handler kind needs
 
 
-def stand_by(lease: LeaderLease, listen: str, tls: TlsFiles | None, data_dir: Path,
-             stop: threading.Event) -> bool:
+def _status(spec: MetricsSpec) -> StatusListener | None:
+    """A standby's ``/healthz`` (live), ``/readyz`` (not ready: load balancers and a
+    Kubernetes Service send nobody to it) and ``/metrics`` (``fuzz_leader`` 0)."""
+    if not spec.enabled:
+        return None
+    registry = CollectorRegistry()
+    Gauge("fuzz_leader", LEADER_HELP, registry=registry).set(0)
+    listener = StatusListener(spec.listen, registry,
+                              lambda: "standing by: another replica leads")
+    listener.start()
+    return listener
+
+
+def stand_by(lease: LeaderLease, listen: str, tls: TlsFiles | None, metrics: MetricsSpec,
+             data_dir: Path, stop: threading.Event) -> bool:
     """Wait until this replica takes ``lease`` (True) or ``stop`` is set (False).
 
     Unless the lease is free at once, it answers on ``listen`` meanwhile (see the
-    module) and records itself in ``DATA_DIR/server.json`` as a standby.
+    module), and on the metrics listener, and records itself in ``DATA_DIR/server.json``
+    as a standby. Raises ServerStartError when it cannot listen.
     """
     if lease.try_take():
         return True
     running = start_server(listen, lambda token: None,
                            lambda server: server.add_generic_rpc_handlers((_Refuse(lease),)),
                            STANDBY_SERVICE, tls=tls, max_workers=8, serving=False)
+    try:
+        status = _status(metrics)
+    except StatusListenError as exc:
+        running.server.stop(0).wait()
+        raise ServerStartError(str(exc)) from None
     leader = lease.leader()
     logger.info("standing by as a replica on %s; the leader is %s", running.endpoint,
                 leader.address if leader is not None else "not known yet")
-    write_json_atomic(data_dir / INFO_FILE, {"pid": os.getpid(), "endpoint": running.endpoint,
-                                             "role": "standby"})
+    write_json_atomic(data_dir / INFO_FILE, {
+        "pid": os.getpid(), "endpoint": running.endpoint, "role": "standby",
+        "metrics": status.endpoint if status is not None else None})
     try:
         while not stop.wait(lease.ttl / 4):
             try:
@@ -85,4 +109,6 @@ def stand_by(lease: LeaderLease, listen: str, tls: TlsFiles | None, data_dir: Pa
         return False
     finally:
         running.server.stop(0).wait()
+        if status is not None:
+            status.stop()
         (data_dir / INFO_FILE).unlink(missing_ok=True)

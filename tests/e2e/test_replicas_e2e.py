@@ -16,8 +16,11 @@ in a persistent volume when it starts, so a task started twice shows two lines.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,13 +94,26 @@ def test_kill_9_of_the_leader_mid_workflow_fails_over_and_runs_each_task_once(
 
 def test_a_standby_replica_names_the_leader(
         tmp_path: Path, busybox_image: PushedImage, postgres: Postgres) -> None:
-    with replicated(tmp_path, busybox_image, postgres) as (cluster, _, _, second):
+    with replicated(tmp_path, busybox_image, postgres) as (cluster, standby_dir, _, second):
         alone = cluster.fuzz("workflow", "list", "--server", second, "--token-file",
                              str(cluster.data_dir / "admin.token"))
         assert alone.code == 1
         assert alone.err.count("\n") == 1, alone.err
         assert "this fuzz server is a standby replica: the leader is at " \
             f"{cluster.client().endpoint}" in alone.err, alone.err
+        status = json.loads((standby_dir / "server.json").read_text())["metrics"]
+        assert _http_status(f"http://{status}/healthz") == 200  # live: not restarted
+        assert _http_status(f"http://{status}/readyz") == 503  # a Service sends nobody
+        assert "fuzz_leader 0.0" in urllib.request.urlopen(
+            f"http://{status}/metrics", timeout=10).read().decode()
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def _snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
