@@ -99,8 +99,12 @@ def test_a_standby_replica_names_the_leader(
                              str(cluster.data_dir / "admin.token"))
         assert alone.code == 1
         assert alone.err.count("\n") == 1, alone.err
-        assert "this fuzz server is a standby replica: the leader is at " \
-            f"{cluster.client().endpoint}" in alone.err, alone.err
+        leader = cluster.client().endpoint
+        assert f"this fuzz server is a standby replica: the leader is at {leader}" \
+            in alone.err, alone.err
+        both = cluster.fuzz("workflow", "list", "--server", f"{second},{leader}",
+                            "--token-file", str(cluster.data_dir / "admin.token"))
+        assert both.code == 0, both.err  # of several addresses, the CLI takes the leader
         status = json.loads((standby_dir / "server.json").read_text())["metrics"]
         assert _http_status(f"http://{status}/healthz") == 200  # live: not restarted
         assert _http_status(f"http://{status}/readyz") == 503  # a Service sends nobody
