@@ -330,7 +330,8 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         nodes = NodeDirectory(store, sealer, agent_tls=tls.agent_tls if tls else None,
                               join_token_ttl=settings.join_token_ttl,
                               node_grace=settings.node_grace,
-                              acting=term.acting if term is not None else None)
+                              acting=term.acting if term is not None else None,
+                              epoch=term.lease.epoch if term is not None else 0)
         secret_store = SecretStore(store, sealer)
         runner = Runner(store, nodes, secret_store, RunnerSettings(
             volume_root=volume_root, disk_floor=DiskFloor(volume_root, settings.disk.min_free),

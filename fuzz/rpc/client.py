@@ -149,15 +149,16 @@ class GrpcClient:
 
     def __init__(
         self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
-        tls: ClientTls | None = None,
+        tls: ClientTls | None = None, metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet,
-        but health checks to choose one of several replicas."""
+        but health checks to choose one of several replicas. Every call carries the
+        token and ``metadata``."""
         endpoint = live_replica(endpoint, tls) if "," in endpoint else endpoint
         self.endpoint = endpoint
         self.timeout = timeout
         self.plain_text = tls is None
-        self._metadata = bearer_metadata(token)
+        self._metadata = bearer_metadata(token) + metadata
         if tls is None:
             self._channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
         else:

@@ -28,8 +28,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from fuzz.clients.agent import AgentClient, AgentError
 from fuzz.orchestrate.leadership import LEASE_TTL_ENV
 from fuzz.orchestrate.records import RECORD_TYPES
+from fuzz.rpc.epoch import epoch_metadata
 from fuzz.testing.oci import PushedImage
 from fuzz.testing.replicas import (
     kill_9,
@@ -41,6 +43,7 @@ from fuzz.testing.replicas import (
     started,
     wait_leading,
 )
+from tests.support.agents import agent_client, state_dir
 from tests.support.cliutil import kill_agents
 from tests.support.orchestratorutil import wait_until
 from tests.support.servers import Postgres
@@ -90,6 +93,17 @@ def test_kill_9_of_the_leader_mid_workflow_fails_over_and_runs_each_task_once(
             wait_until("the agents to register with the new leader", lambda: [
                 node.state for node in client.list_nodes()] == ["READY", "READY"], timeout=60)
         _each_started_once(cluster, cluster.wait("fifty", timeout=600))  # the CLI moved too
+        with cluster.client() as client:
+            addresses = [node.name for node in client.list_nodes()]
+        for address in addresses:  # the agents were called at epoch 2: 1 is refused
+            leader = agent_client(cluster, address)
+            stale = AgentClient(leader.endpoint, (state_dir(cluster, address) / "token")
+                                .read_text().strip(), tls=leader.tls, metadata=epoch_metadata(1))
+            with leader, stale:
+                leader.list_leases()
+                with pytest.raises(AgentError, match=r"newer leadership epoch \(2\).*"
+                                   r"epoch 1 are refused"):
+                    stale.list_leases()
 
 
 def test_a_standby_replica_names_the_leader(
