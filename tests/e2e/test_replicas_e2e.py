@@ -8,6 +8,8 @@ in a persistent volume when it starts, so a task started twice shows two lines.
 - kill -9 of the leader mid-workflow: the other replica leads within 15 s (short lease
   TTLs for tests), the agents and the CLI move to it, the workflow finishes, and every
   task started exactly once (attempt 1, one line).
+  Before, the standby answers the CLI with one line naming the leader, and its probes
+  say live, not ready; after, the agents refuse calls of the old leader's epoch.
 - a paused old leader (SIGSTOP until the other leads, then SIGCONT) writes nothing
   (every table of the store unchanged while only it runs) and exits saying it stopped
   leading.
@@ -81,7 +83,8 @@ def test_kill_9_of_the_leader_mid_workflow_fails_over_and_runs_each_task_once(
         tmp_path: Path, busybox_image: PushedImage, postgres: Postgres,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LEASE_TTL_ENV, "3")  # the servers' lease (5 s by default)
-    with replicated(tmp_path, busybox_image, postgres) as (cluster, _, _, second):
+    with replicated(tmp_path, busybox_image, postgres) as (cluster, standby, _, second):
+        _standby_names_the_leader(cluster, standby, second)
         cluster.start("fifty", marking_tasks(busybox_image.reference, TASKS, 1))
         wait_until("ten tasks to start", lambda: started(cluster) >= 10, timeout=180)
         killed = kill_9(cluster.data_dir)
@@ -106,24 +109,25 @@ def test_kill_9_of_the_leader_mid_workflow_fails_over_and_runs_each_task_once(
                     stale.list_leases()
 
 
-def test_a_standby_replica_names_the_leader(
-        tmp_path: Path, busybox_image: PushedImage, postgres: Postgres) -> None:
-    with replicated(tmp_path, busybox_image, postgres) as (cluster, standby_dir, _, second):
-        alone = cluster.fuzz("workflow", "list", "--server", second, "--token-file",
-                             str(cluster.data_dir / "admin.token"))
-        assert alone.code == 1
-        assert alone.err.count("\n") == 1, alone.err
-        leader = cluster.client().endpoint
-        assert f"this fuzz server is a standby replica: the leader is at {leader}" \
-            in alone.err, alone.err
-        both = cluster.fuzz("workflow", "list", "--server", f"{second},{leader}",
-                            "--token-file", str(cluster.data_dir / "admin.token"))
-        assert both.code == 0, both.err  # of several addresses, the CLI takes the leader
-        status = json.loads((standby_dir / "server.json").read_text())["metrics"]
-        assert _http_status(f"http://{status}/healthz") == 200  # live: not restarted
-        assert _http_status(f"http://{status}/readyz") == 503  # a Service sends nobody
-        assert "fuzz_leader 0.0" in urllib.request.urlopen(
-            f"http://{status}/metrics", timeout=10).read().decode()
+def _standby_names_the_leader(cluster: LocalCluster, standby_dir: Path, second: str) -> None:
+    """A standby answers the CLI with one line naming the leader, its health probes say
+    live but not ready, and the CLI given both addresses takes the leader."""
+    alone = cluster.fuzz("workflow", "list", "--server", second, "--token-file",
+                         str(cluster.data_dir / "admin.token"))
+    assert alone.code == 1
+    assert alone.err.count("\n") == 1, alone.err
+    with cluster.client() as client:
+        leader = client.endpoint
+    assert f"this fuzz server is a standby replica: the leader is at {leader}" \
+        in alone.err, alone.err
+    both = cluster.fuzz("workflow", "list", "--server", f"{second},{leader}",
+                        "--token-file", str(cluster.data_dir / "admin.token"))
+    assert both.code == 0, both.err  # of several addresses, the CLI takes the leader
+    status = json.loads((standby_dir / "server.json").read_text())["metrics"]
+    assert _http_status(f"http://{status}/healthz") == 200  # live: not restarted
+    assert _http_status(f"http://{status}/readyz") == 503  # a Service sends nobody
+    assert "fuzz_leader 0.0" in urllib.request.urlopen(
+        f"http://{status}/metrics", timeout=10).read().decode()
 
 
 def _http_status(url: str) -> int:
