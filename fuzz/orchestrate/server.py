@@ -11,12 +11,17 @@ Its data directory holds everything it needs to carry on after a restart:
 ``audit.log``     every access decision, one JSON line each (0600)
 ``server.json``   pid, endpoint and metrics listener while it runs
 ``server.lock``   held while it runs: one server per data directory
-``instance-id``   a short random id, part of every container id it makes
+``instance-id``   a short random id, part of every container id it makes (on
+                  PostgreSQL the store's, shared by the replicas)
 ``logs/``         finished tasks' output
 ``disk-reserve``  space held for the database (:mod:`fuzz.orchestrate.diskspace`)
 
 Volumes live apart from it, in ``volume_root`` (by default ``DATA_DIR-volumes``, next
 to the data dir: see :func:`default_volume_root`).
+
+On a PostgreSQL store it is one of the cluster's replicas: it leads only once it holds
+the store's leadership lease (:mod:`fuzz.orchestrate.leadership`), standing by until then
+(:mod:`fuzz.orchestrate.standby`), and stops, raising LeadershipLostError, if it loses it.
 
 It serves TLS with a certificate of the cluster CA unless ``insecure`` is set, and
 ``/metrics``, ``/healthz`` and ``/readyz`` over HTTP on ``metrics.listen``
