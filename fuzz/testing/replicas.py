@@ -67,7 +67,6 @@ class Replicated:
     cluster: LocalCluster
     standby_dir: Path  # the second replica's data dir
     standby: str  # the second replica's HOST:PORT
-    store_url: str
 
 
 @contextlib.contextmanager
@@ -83,7 +82,7 @@ def replicated_cluster(directory: Path, registries: list[str], store_url: str,
         standby_dir = cluster.directory / ".fuzz" / "server-b"
         try:
             add_replica(cluster, standby_dir, second)
-            yield Replicated(cluster, standby_dir, f"127.0.0.1:{second}", store_url)
+            yield Replicated(cluster, standby_dir, f"127.0.0.1:{second}")
         finally:
             stop_replica(cluster, standby_dir)
 
