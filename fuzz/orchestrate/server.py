@@ -71,7 +71,7 @@ from fuzz.orchestrate.service import (
     OrchestratorService,
     add_orchestrator_service,
 )
-from fuzz.orchestrate.standby import stand_by
+from fuzz.orchestrate.standby import StandbyServing, stand_by
 from fuzz.orchestrate.store import PostgresTarget, Store
 from fuzz.orchestrate.streams import LAUNCH_METHOD, StreamLimiter, server_workers
 from fuzz.orchestrate.transfer.cache import IngressCache
@@ -229,6 +229,13 @@ def _bind_gateway(settings: ServerSettings, tls: ClusterTls | None
     return gateway, GatewayAddress(base.rstrip("/"), spec.domain or "")
 
 
+def _max_message_bytes(settings: ServerSettings) -> int:
+    """The largest request the server takes: a Fuzzfile at the limit always arrives, so
+    that the refusal of one over it is the server's own line, never gRPC's "larger than
+    max"."""
+    return max(GRPC_MAX_MESSAGE_BYTES, settings.limits.fuzzfile_bytes + REQUEST_OVERHEAD)
+
+
 def _agents_address(settings: ServerSettings) -> str:
     """Where agents register (handed out with join tokens): every replica's address,
     comma-separated, else the advertised one ('' for: where it listens)."""
@@ -248,8 +255,9 @@ def _lead(settings: ServerSettings, target: PostgresTarget, store: Store,
     if not instance_file.exists():  # a new replica: the cluster's, from the store
         write_private_file(instance_file, lease.instance.encode())
     try:
-        taken = stand_by(lease, settings.listen, tls.files if tls else None,
-                         settings.metrics, settings.data_dir, stop)
+        taken = stand_by(lease, StandbyServing(
+            settings.listen, tls.files if tls else None, server_workers(settings.limits),
+            _max_message_bytes(settings), settings.data_dir), settings.metrics, stop)
     except BaseException:
         lease.close()
         raise
@@ -383,10 +391,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             # while they last: capped, with workers kept for heartbeats (see streams.py)
             max_workers=server_workers(settings.limits),
             interceptors=[StreamLimiter(settings.limits, user_of), RpcLatency(metrics.registry)],
-            # a Fuzzfile at the limit always arrives, so that the refusal of one over
-            # it is the server's own line, never gRPC's "larger than max"
-            max_message_bytes=max(GRPC_MAX_MESSAGE_BYTES,
-                                  settings.limits.fuzzfile_bytes + REQUEST_OVERHEAD),
+            max_message_bytes=_max_message_bytes(settings),
             serving=False,  # until the runner has started
         )
         readiness = Readiness(store, server=running)

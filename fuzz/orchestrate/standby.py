@@ -1,13 +1,20 @@
-"""A replica that does not lead: it waits for the lease, answering on its address.
+"""A replica that does not lead: it waits for the lease, forwarding calls to the leader.
 
 While another replica leads, a ``fuzz server`` on a PostgreSQL store listens where it
-will serve once it leads, and answers every call UNAVAILABLE, naming the leader's
-address, and health checks NOT_SERVING: clients and agents given several addresses
-(``orchestrator.replicas``) pick the one whose health check says SERVING (see
-:mod:`fuzz.rpc.replicas`); one given only this address reads where to go. Calls are
-not relayed to the leader: the leader then sees every caller's own TLS connection
-(agents prove themselves by their certificate), and a bearer token never passes
-through a second process.
+will serve once it leads, and relays every user's call to the leader's recorded
+address (:class:`fuzz.rpc.forward.Relay`: bytes in, bytes out, over the cluster's TLS,
+verifying the leader's certificate with the cluster CA), with the caller's metadata
+(the bearer token) and the leader's answer, code and details unchanged: every replica
+serves the API. The leader authenticates and authorizes each call as if it came
+straight from the caller; the standby checks no token and keeps none.
+
+Not forwarded: the agents' calls (:data:`AGENT_METHODS`), which prove the caller by
+its node's certificate, join token or job launch token rather than a user's token;
+agents go to the leader themselves (given several addresses they pick the one whose
+health check says SERVING, :mod:`fuzz.rpc.replicas`), so these are answered
+UNAVAILABLE, naming the leader. The health check is the standby's own: NOT_SERVING.
+A call forwarded to a leader that stops leading meanwhile ends UNAVAILABLE; the
+caller tries again.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +31,17 @@ import grpc
 from prometheus_client import CollectorRegistry, Gauge
 
 from fuzz.fsutil import write_json_atomic
-from fuzz.orchestrate.connect import INFO_FILE
+from fuzz.orchestrate.connect import CA_FILE, INFO_FILE, read_ca_file
+from fuzz.orchestrate.iam.service import SERVICE_NAME as IAM_SERVICE
 from fuzz.orchestrate.leadership import LeaderLease
 from fuzz.orchestrate.metrics import LEADER_HELP
+from fuzz.orchestrate.service import ENROLL_METHOD, REGISTER_METHOD
+from fuzz.orchestrate.service import SERVICE_NAME as ORCHESTRATOR_SERVICE
 from fuzz.orchestrate.store_sql import DATABASE_ERRORS
+from fuzz.orchestrate.streams import LAUNCH_METHOD
 from fuzz.rpc.auth import HEALTH_SERVICE
-from fuzz.rpc.client import STANDBY_ANSWER
+from fuzz.rpc.client import STANDBY_ANSWER, ClientTls
+from fuzz.rpc.forward import Relay, Target
 from fuzz.rpc.server import ServerStartError, TlsFiles, start_server
 from fuzz.rpc.statusweb import StatusListener, StatusListenError
 from fuzz.spec.cluster import MetricsSpec
@@ -38,25 +51,54 @@ logger = logging.getLogger(__name__)
 STANDBY_SERVICE = "fuzz.Standby"
 
 
-class _Refuse(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """Every method but the health check: UNAVAILABLE, naming the leader."""
+AGENT_METHODS = frozenset({REGISTER_METHOD, ENROLL_METHOD, LAUNCH_METHOD})
+"""The orchestrator's methods agents call: answered by a standby, never forwarded."""
+LEADER_CHANGED = f"{STANDBY_ANSWER}: the leader changed during the call; try again"
 
-    def __init__(self, lease: LeaderLease) -> None:
+
+class _Forward(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Every method but the health check and the agents': relayed to the leader; the
+    agents': UNAVAILABLE, naming the leader."""
+
+    def __init__(self, lease: LeaderLease, relay: Relay) -> None:
         self._lease = lease
+        self._relay = relay
 
     def service(self, handler_call_details: grpc.HandlerCallDetails
                 ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        if handler_call_details.method.startswith(f"/{HEALTH_SERVICE}/"):
+        method = handler_call_details.method
+        if method.startswith(f"/{HEALTH_SERVICE}/"):
             return None
-        return grpc.stream_stream_rpc_method_handler(self._refuse)
+        try:
+            leader = self._lease.leader()
+        except DATABASE_ERRORS as exc:
+            logger.warning("cannot read the leader from the store: %s", exc)
+            return _refusal("the store does not answer; try again in a few seconds")
+        if leader is None or not leader.live:
+            return _refusal("no replica leads at the moment; try again in a few seconds")
+        if method in AGENT_METHODS:
+            return _refusal(f"the leader is at {leader.address}")
+        return self._relay.handler(method, Target(leader.address, leader.epoch))
 
-    def _refuse(self, requests: Iterator[bytes], context: grpc.ServicerContext
-                ) -> Iterator[bytes]:
-        leader = self._lease.leader()
-        where = f"the leader is at {leader.address}" if leader is not None and leader.live \
-            else "no replica leads at the moment; try again in a few seconds"
+
+def _refusal(where: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler answering UNAVAILABLE: this is a standby, and ``where`` to go."""
+
+    def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         context.abort(grpc.StatusCode.UNAVAILABLE, f"{STANDBY_ANSWER}: {where}")
         yield b""  # never reached: abort raises; a generator, as the handler kind needs
+
+    return grpc.stream_stream_rpc_method_handler(refuse)
+
+
+def _follow(lease: LeaderLease, relay: Relay) -> None:
+    """Tell ``relay`` which leadership epoch is current (calls to an older one end)."""
+    try:
+        leader = lease.leader()
+    except DATABASE_ERRORS as exc:
+        logger.warning("cannot read the leader from the store: %s", exc)
+        return
+    relay.retarget(leader.epoch if leader is not None and leader.live else None)
 
 
 def _status(spec: MetricsSpec) -> StatusListener | None:
@@ -72,19 +114,38 @@ def _status(spec: MetricsSpec) -> StatusListener | None:
     return listener
 
 
-def stand_by(lease: LeaderLease, listen: str, tls: TlsFiles | None, metrics: MetricsSpec,
-             data_dir: Path, stop: threading.Event) -> bool:
+@dataclass(frozen=True)
+class StandbyServing:
+    """How a standby serves: as the leader would (its TLS files, as many workers, the
+    same largest message), in the data dir ``data_dir`` (the cluster CA's there)."""
+
+    listen: str
+    tls: TlsFiles | None
+    workers: int
+    max_message_bytes: int
+    data_dir: Path
+
+
+def stand_by(lease: LeaderLease, serving: StandbyServing, metrics: MetricsSpec,
+             stop: threading.Event) -> bool:
     """Wait until this replica takes ``lease`` (True) or ``stop`` is set (False).
 
-    Unless the lease is free at once, it answers on ``listen`` meanwhile (see the
-    module), and on the metrics listener, and records itself in ``DATA_DIR/server.json``
-    as a standby. Raises ServerStartError when it cannot listen.
+    Unless the lease is free at once, it serves on ``serving.listen`` meanwhile (see
+    the module), and on the metrics listener, and records itself in
+    ``DATA_DIR/server.json`` as a standby. Raises ServerStartError when it cannot listen.
     """
     if lease.try_take():
         return True
-    running = start_server(listen, lambda token: None,
-                           lambda server: server.add_generic_rpc_handlers((_Refuse(lease),)),
-                           STANDBY_SERVICE, tls=tls, max_workers=8, serving=False)
+    data_dir = serving.data_dir
+    relay = Relay(None if serving.tls is None else ClientTls(read_ca_file(data_dir / CA_FILE)),
+                  LEADER_CHANGED, serving.max_message_bytes)
+    running = start_server(
+        serving.listen, lambda token: None,
+        lambda server: server.add_generic_rpc_handlers((_Forward(lease, relay),)),
+        STANDBY_SERVICE, tls=serving.tls, max_workers=serving.workers, serving=False,
+        # the leader checks the caller's token (or, for Login, its code): not the standby
+        open_methods=(ORCHESTRATOR_SERVICE, IAM_SERVICE),
+        max_message_bytes=serving.max_message_bytes)
     try:
         status = _status(metrics)
     except StatusListenError as exc:
@@ -106,8 +167,10 @@ def stand_by(lease: LeaderLease, listen: str, tls: TlsFiles | None, metrics: Met
             if taken:
                 logger.info("took the leadership lease (epoch %d)", lease.epoch)
                 return True
+            _follow(lease, relay)
         return False
     finally:
+        relay.close()
         running.server.stop(0).wait()
         if status is not None:
             status.stop()

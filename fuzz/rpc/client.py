@@ -143,6 +143,16 @@ def live_replica(endpoints: str, tls: ClientTls | None,
     return addresses[0]
 
 
+def open_channel(endpoint: str, tls: ClientTls | None,
+                 options: tuple[tuple[str, Any], ...] = ()) -> grpc.Channel:
+    """A channel to ``endpoint``: TLS as ``tls`` says (plain text without), never through
+    an HTTP proxy, with the extra channel ``options``."""
+    if tls is None:
+        return grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS + options)
+    return grpc.secure_channel(endpoint, tls.credentials(),
+                               options=_CHANNEL_OPTIONS + options + tls.options())
+
+
 class GrpcClient:
     """A channel to ``endpoint`` whose calls carry ``token``; of several replicas'
     comma-separated endpoints, to the live leader's (:func:`live_replica`)."""
@@ -159,11 +169,7 @@ class GrpcClient:
         self.timeout = timeout
         self.plain_text = tls is None
         self._metadata = bearer_metadata(token) + metadata
-        if tls is None:
-            self._channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
-        else:
-            self._channel = grpc.secure_channel(endpoint, tls.credentials(),
-                                                options=_CHANNEL_OPTIONS + tls.options())
+        self._channel = open_channel(endpoint, tls)
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
         self._closed = False
 

@@ -8,8 +8,13 @@ in a persistent volume when it starts, so a task started twice shows two lines.
 - kill -9 of the leader mid-workflow: the other replica leads within 15 s (short lease
   TTLs for tests), the agents and the CLI move to it, the workflow finishes, and every
   task started exactly once (attempt 1, one line).
-  Before, the standby answers the CLI with one line naming the leader, and its probes
-  say live, not ready; after, the agents refuse calls of the old leader's epoch.
+  Before, every replica serves the API: through the standby's address alone the CLI
+  adds a user, logs in, starts a workflow, follows its log (a server stream), reads
+  its status, and is refused with the leader's own answer for a bad token or a call
+  its policies forbid; an agent's call (RegisterNode) gets one line naming the leader,
+  and the standby's probes say live, not ready. A watch through the standby ends
+  UNAVAILABLE when the leader dies; after, the agents refuse calls of the old
+  leader's epoch.
 - a paused old leader (SIGSTOP until the other leads, then SIGCONT) writes nothing
   (every table of the store unchanged while only it runs) and exits saying it stopped
   leading.
@@ -21,6 +26,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -31,8 +37,15 @@ import psycopg
 import pytest
 
 from fuzz.clients.agent import AgentClient, AgentError
+from fuzz.clients.orchestrator import (
+    OrchestratorClient,
+    OrchestratorError,
+    OrchestratorUnreachableError,
+)
+from fuzz.orchestrate.connect import CA_FILE, read_ca_file
 from fuzz.orchestrate.leadership import LEASE_TTL_ENV
 from fuzz.orchestrate.records import RECORD_TYPES
+from fuzz.rpc.client import ClientTls
 from fuzz.rpc.epoch import epoch_metadata
 from fuzz.testing.oci import PushedImage
 from fuzz.testing.replicas import (
@@ -46,7 +59,7 @@ from fuzz.testing.replicas import (
     wait_leading,
 )
 from tests.support.agents import agent_client, state_dir
-from tests.support.cliutil import kill_agents
+from tests.support.cliutil import kill_agents, run_fuzz
 from tests.support.orchestratorutil import wait_until
 from tests.support.servers import Postgres
 from tests.support.stores import drop_database, fresh_database, postgres_url
@@ -84,10 +97,12 @@ def test_kill_9_of_the_leader_mid_workflow_fails_over_and_runs_each_task_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LEASE_TTL_ENV, "3")  # the servers' lease (5 s by default)
     with replicated(tmp_path, busybox_image, postgres) as (cluster, standby, _, second):
-        _standby_names_the_leader(cluster, standby, second)
+        _standby_serves_the_api(cluster, standby, second, busybox_image, tmp_path)
         cluster.start("fifty", marking_tasks(busybox_image.reference, TASKS, 1))
         wait_until("ten tasks to start", lambda: started(cluster) >= 10, timeout=180)
+        watch = _Watch(cluster, second, "fifty")
         killed = kill_9(cluster.data_dir)
+        watch.ended_unavailable()
         took = wait_leading(cluster, second) - killed
         assert took < FAILOVER_LIMIT, f"the standby led only {took:.1f}s after the kill"
         assert started(cluster) < TASKS  # the new leader has work left to do
@@ -109,25 +124,93 @@ def test_kill_9_of_the_leader_mid_workflow_fails_over_and_runs_each_task_once(
                     stale.list_leases()
 
 
-def _standby_names_the_leader(cluster: LocalCluster, standby_dir: Path, second: str) -> None:
-    """A standby answers the CLI with one line naming the leader, its health probes say
-    live but not ready, and the CLI given both addresses takes the leader."""
-    alone = cluster.fuzz("workflow", "list", "--server", second, "--token-file",
-                         str(cluster.data_dir / "admin.token"))
-    assert alone.code == 1
-    assert alone.err.count("\n") == 1, alone.err
+def _standby_serves_the_api(cluster: LocalCluster, standby_dir: Path, second: str,
+                            image: PushedImage, home: Path) -> None:
+    """Through the standby's address alone, the CLI's calls reach the leader and come back
+    as the leader answered them; the agents' calls are refused naming the leader; the
+    standby's health probes say live but not ready."""
+    admin = ("--server", second, "--token-file", str(cluster.data_dir / "admin.token"))
     with cluster.client() as client:
-        leader = client.endpoint
-    assert f"this fuzz server is a standby replica: the leader is at {leader}" \
-        in alone.err, alone.err
-    both = cluster.fuzz("workflow", "list", "--server", f"{second},{leader}",
-                        "--token-file", str(cluster.data_dir / "admin.token"))
-    assert both.code == 0, both.err  # of several addresses, the CLI takes the leader
-    status = json.loads((standby_dir / "server.json").read_text())["metrics"]
-    assert _http_status(f"http://{status}/healthz") == 200  # live: not restarted
-    assert _http_status(f"http://{status}/readyz") == 503  # a Service sends nobody
+        leader, node = client.endpoint, client.list_nodes()[0].name
+    path = cluster.directory / "lines.yaml"
+    path.write_text(f"""\
+version: v1
+jobs:
+  lines:
+    image: {{uri: {image.reference}}}
+    script: echo one; echo two; sleep 3; echo three
+""")
+    cluster.ok("workflow", "start", "lines", str(path), *admin)
+    followed = cluster.ok("workflow", "log", "lines", "lines", "--follow", *admin)
+    assert followed.out == "one\ntwo\nthree\n", followed.out  # a server stream, to its end
+    status = cluster.ok("workflow", "status", "lines", "--json", *admin).json()
+    assert status["state"] == "SUCCEEDED", dump(status)
+    bad = home / "bad.token"
+    bad.write_text("not-a-token\n")
+    bad.chmod(0o600)
+    refusals = [cluster.fuzz("workflow", "list", "--server", address, "--token-file", str(bad))
+                for address in (second, leader)]
+    assert refusals[0].code == refusals[1].code == 1
+    assert refusals[0].err == refusals[1].err, refusals  # the leader's UNAUTHENTICATED
+    assert "the orchestrator refused the credentials" in refusals[0].err, refusals[0].err
+    _a_user_is_refused_through_the_standby(cluster, second, node, home)
+    tls = ClientTls(read_ca_file(cluster.data_dir / CA_FILE))
+    with OrchestratorClient(second, "", tls=tls) as agent, pytest.raises(
+            OrchestratorUnreachableError,
+            match=f"this fuzz server is a standby replica: the leader is at {leader}$"):
+        agent.register_node("stray", "127.0.0.1:1", "token", {}, join_token="nothing")
+    status_address = json.loads((standby_dir / "server.json").read_text())["metrics"]
+    assert _http_status(f"http://{status_address}/healthz") == 200  # live: not restarted
+    assert _http_status(f"http://{status_address}/readyz") == 503  # a Service sends nobody
     assert "fuzz_leader 0.0" in urllib.request.urlopen(
-        f"http://{status}/metrics", timeout=10).read().decode()
+        f"http://{status_address}/metrics", timeout=10).read().decode()
+
+
+def _a_user_is_refused_through_the_standby(cluster: LocalCluster, second: str, node: str,
+                                           home: Path) -> None:
+    """An admin adds a user and the user logs in, both through the standby; the user's
+    call its policies forbid gets the leader's PERMISSION_DENIED."""
+    added = cluster.ok("iam", "user", "add", "carol", "--role", "user", "--json",
+                       "--server", second, "--token-file", str(cluster.data_dir / "admin.token"))
+    laptop = {"FUZZ_CONFIG": str(home / "carol.yaml")}
+    home = home / "carol"  # away from the cluster spec: the CLI takes carol's context
+    home.mkdir()
+    login = run_fuzz(home, "login", second, "--code", added.json()["code"],
+                     "--ca-file", str(cluster.data_dir / CA_FILE), env=laptop)
+    assert login.code == 0, login.err
+    refused = run_fuzz(home, "node", "cordon", node, env=laptop)
+    assert refused.code == 1, refused.out
+    assert f"permission denied: carol may not node:drain on node/{node}" in refused.err, \
+        refused.err
+
+
+class _Watch:
+    """``WatchWorkflow`` through a replica, read in a thread until it ends."""
+
+    def __init__(self, cluster: LocalCluster, endpoint: str, name: str) -> None:
+        token = (cluster.data_dir / "admin.token").read_text().strip()
+        self._client = OrchestratorClient(
+            endpoint, token, tls=ClientTls(read_ca_file(cluster.data_dir / CA_FILE)))
+        self._updates = self._client.watch_workflow(name)
+        next(self._updates)  # the workflow now: the call is under way
+        self._ended: list[BaseException | None] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for _ in self._updates:
+                pass
+            self._ended.append(None)
+        except OrchestratorError as exc:
+            self._ended.append(exc)
+
+    def ended_unavailable(self) -> None:
+        """The watch ended as an UNAVAILABLE call does (the caller may try again)."""
+        self._thread.join(timeout=60)
+        self._client.close()
+        assert self._ended and isinstance(self._ended[0], OrchestratorUnreachableError), \
+            self._ended
 
 
 def _http_status(url: str) -> int:
