@@ -11,7 +11,7 @@ straight from the caller; the standby checks no token and keeps none.
 Not forwarded: the agents' calls (:data:`AGENT_METHODS`), which prove the caller by
 its node's certificate, join token or job launch token rather than a user's token;
 agents go to the leader themselves (given several addresses they pick the one whose
-health check says SERVING, :mod:`fuzz.rpc.replicas`), so these are answered
+health check says SERVING, :func:`fuzz.rpc.client.live_replica`), so these are answered
 UNAVAILABLE, naming the leader. The health check is the standby's own: NOT_SERVING.
 A call forwarded to a leader that stops leading meanwhile ends UNAVAILABLE; the
 caller tries again.
