@@ -42,7 +42,7 @@ from fuzz.clients.orchestrator import (
     OrchestratorError,
     OrchestratorUnreachableError,
 )
-from fuzz.orchestrate.connect import CA_FILE, read_ca_file
+from fuzz.orchestrate.connect import CA_FILE, INFO_FILE, read_ca_file
 from fuzz.orchestrate.leadership import LEASE_TTL_ENV
 from fuzz.orchestrate.records import RECORD_TYPES
 from fuzz.rpc.client import ClientTls
@@ -240,6 +240,8 @@ def test_a_paused_old_leader_writes_nothing_and_exits(
         os.kill(old, signal.SIGSTOP)
         try:
             wait_leading(cluster, second)
+            # it says SERVING a moment before it writes its server.json
+            wait_until("the new leader's server.json", (other / INFO_FILE).exists, timeout=30)
             new = server_pid(other)
             os.kill(new, signal.SIGSTOP)  # now nothing but the old leader could write
             before = _snapshot(url)
