@@ -41,7 +41,7 @@ from fuzz.orchestrate.store_sql import DATABASE_ERRORS
 from fuzz.orchestrate.streams import LAUNCH_METHOD
 from fuzz.rpc.auth import HEALTH_SERVICE
 from fuzz.rpc.client import STANDBY_ANSWER, ClientTls
-from fuzz.rpc.forward import Relay, Target
+from fuzz.rpc.forward import Relay, Target, relayed
 from fuzz.rpc.server import ServerStartError, TlsFiles, start_server
 from fuzz.rpc.statusweb import StatusListener, StatusListenError
 from fuzz.spec.cluster import MetricsSpec
@@ -76,7 +76,9 @@ class _Forward(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             return _refusal("the store does not answer; try again in a few seconds")
         if leader is None or not leader.live:
             return _refusal("no replica leads at the moment; try again in a few seconds")
-        if method in AGENT_METHODS:
+        if method in AGENT_METHODS or relayed(handler_call_details.invocation_metadata):
+            # a call relayed here already: the leader's recorded address led back to a
+            # standby (a replica listening on 0.0.0.0 without an advertised address)
             return _refusal(f"the leader is at {leader.address}")
         return self._relay.handler(method, Target(leader.address, leader.epoch))
 
@@ -138,7 +140,7 @@ def stand_by(lease: LeaderLease, serving: StandbyServing, metrics: MetricsSpec,
         return True
     data_dir = serving.data_dir
     relay = Relay(None if serving.tls is None else ClientTls(read_ca_file(data_dir / CA_FILE)),
-                  LEADER_CHANGED, serving.max_message_bytes)
+                  serving.listen, LEADER_CHANGED, serving.max_message_bytes)
     running = start_server(
         serving.listen, lambda token: None,
         lambda server: server.add_generic_rpc_handlers((_Forward(lease, relay),)),

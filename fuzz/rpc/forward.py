@@ -29,8 +29,16 @@ NO_DEADLINE = 365 * 24 * 3600.0
 """Seconds left beyond which a call is taken to have no deadline (gRPC's server context
 gives no deadline as a time far in the future, not as None)."""
 
+VIA_KEY = "x-fuzz-via"
+"""The metadata a relayed call carries: the relaying server's address (a relay that sees
+it on a call knows the call was relayed once already, and relays no loop)."""
 _TRANSPORT_HEADERS = frozenset({"user-agent", "te", "content-type", "host"})
 Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+def relayed(metadata: Iterable[tuple[str, Any]] | None) -> bool:
+    """Whether a call with ``metadata`` was relayed to this server by another."""
+    return any(key == VIA_KEY for key, _ in metadata or ())
 
 
 def forwarded_metadata(metadata: Iterable[tuple[str, Any]] | None) -> Metadata:
@@ -60,13 +68,15 @@ class _InFlight:
 
 class Relay:
     """Forwards calls to targets over TLS (``tls``: the CA the targets' certificates
-    must be issued by) or plain text; a call whose target was replaced ends
-    UNAVAILABLE with ``moved`` (one line) as its details."""
+    must be issued by) or plain text, each marked as relayed ``via`` this server's
+    address (:data:`VIA_KEY`); a call whose target was replaced ends UNAVAILABLE with
+    ``moved`` (one line) as its details."""
 
-    def __init__(self, tls: ClientTls | None, moved: str,
+    def __init__(self, tls: ClientTls | None, via: str, moved: str,
                  max_message_bytes: int) -> None:
         """Replies up to ``max_message_bytes`` are relayed (the target's own limit)."""
         self._tls = tls
+        self._via = via
         self._moved = moved
         self._options = (("grpc.max_receive_message_length", max_message_bytes),)
         self._lock = threading.Lock()
@@ -89,7 +99,8 @@ class Relay:
         left = context.time_remaining()
         call = self._channel(target.address).stream_stream(
             method, request_serializer=None, response_deserializer=None)(
-            requests, metadata=forwarded_metadata(context.invocation_metadata()),
+            requests, metadata=(*forwarded_metadata(context.invocation_metadata()),
+                                (VIA_KEY, self._via)),
             timeout=None if left is None or left > NO_DEADLINE else left)
         flight = _InFlight(call, target.generation)
         key = id(flight)

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 
@@ -45,8 +46,11 @@ from fuzz.clients.orchestrator import (
 from fuzz.orchestrate.connect import CA_FILE, INFO_FILE, read_ca_file
 from fuzz.orchestrate.leadership import LEASE_TTL_ENV
 from fuzz.orchestrate.records import RECORD_TYPES
-from fuzz.rpc.client import ClientTls
+from fuzz.orchestrate.service import SERVICE_NAME
+from fuzz.rpc.auth import bearer_metadata
+from fuzz.rpc.client import ClientTls, open_channel
 from fuzz.rpc.epoch import epoch_metadata
+from fuzz.rpc.forward import VIA_KEY
 from fuzz.testing.oci import PushedImage
 from fuzz.testing.replicas import (
     kill_9,
@@ -159,6 +163,10 @@ jobs:
             OrchestratorUnreachableError,
             match=f"this fuzz server is a standby replica: the leader is at {leader}$"):
         agent.register_node("stray", "127.0.0.1:1", "token", {}, join_token="nothing")
+    with open_channel(second, tls) as channel, pytest.raises(  # relayed once: not again
+            grpc.RpcError, match="standby replica: the leader is at"):
+        channel.unary_unary(f"/{SERVICE_NAME}/ListWorkflows")(
+            b"", metadata=(*bearer_metadata("x"), (VIA_KEY, "elsewhere")), timeout=10)
     status_address = json.loads((standby_dir / "server.json").read_text())["metrics"]
     assert _http_status(f"http://{status_address}/healthz") == 200  # live: not restarted
     assert _http_status(f"http://{status_address}/readyz") == 503  # a Service sends nobody

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from fuzz.rpc.forward import Relay, Target
+from fuzz.rpc.forward import VIA_KEY, Relay, Target
 from tests.support.orchestratorutil import wait_until
 
 MOVED = "the target changed during the call; try again"
@@ -81,7 +81,7 @@ def relayed() -> Iterator[tuple[_Target, Relay, grpc.Channel]]:
     """The target, the relay, and a caller's channel to the relay's server."""
     target = _Target()
     target_server, target_address = _server(target)
-    relay = Relay(None, MOVED, 4 * 1024 * 1024)
+    relay = Relay(None, "replica-b:7400", MOVED, 4 * 1024 * 1024)
     relay_server, relay_address = _server(_Relaying(relay, target_address))
     channel = grpc.insecure_channel(relay_address,
                                     options=(("grpc.primary_user_agent", "caller/1"),))
@@ -102,6 +102,7 @@ def test_a_unary_call_and_its_trailers_pass_unchanged_with_the_callers_metadata(
     assert reply == b"echo:hello"
     assert ("x-answer", "42") in call.trailing_metadata()
     assert TOKEN in target.seen and ("x-trace", "abc") in target.seen
+    assert (VIA_KEY, "replica-b:7400") in target.seen  # relayed once: never again
     agents = [value for key, value in target.seen if key == "user-agent"]
     assert len(agents) == 1 and "caller/1" not in agents[0]  # a transport header: the relay's
 
