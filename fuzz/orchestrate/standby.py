@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from prometheus_client import CollectorRegistry, Gauge
@@ -69,28 +69,36 @@ class _Forward(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         method = handler_call_details.method
         if method.startswith(f"/{HEALTH_SERVICE}/"):
             return None
+        # a call relayed here already: the leader's recorded address led back to a
+        # standby (a replica listening on 0.0.0.0 without an advertised address)
+        refuse = method in AGENT_METHODS or relayed(handler_call_details.invocation_metadata)
+
+        def answer(requests: Iterator[bytes], context: grpc.ServicerContext
+                   ) -> Iterator[bytes]:
+            # the store is read here, on the call's worker: service() runs on the
+            # server's one thread that takes every call in
+            yield from self._answer(method, refuse, requests, context)
+
+        return grpc.stream_stream_rpc_method_handler(answer)
+
+    def _answer(self, method: str, refuse: bool, requests: Iterator[bytes],
+                context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
             leader = self._lease.leader()
         except DATABASE_ERRORS as exc:
             logger.warning("cannot read the leader from the store: %s", exc)
-            return _refusal("the store does not answer; try again in a few seconds")
+            _unavailable(context, "the store does not answer; try again in a few seconds")
         if leader is None or not leader.live:
-            return _refusal("no replica leads at the moment; try again in a few seconds")
-        if method in AGENT_METHODS or relayed(handler_call_details.invocation_metadata):
-            # a call relayed here already: the leader's recorded address led back to a
-            # standby (a replica listening on 0.0.0.0 without an advertised address)
-            return _refusal(f"the leader is at {leader.address}")
-        return self._relay.handler(method, Target(leader.address, leader.epoch))
+            _unavailable(context, "no replica leads at the moment; try again in a few seconds")
+        if refuse:
+            _unavailable(context, f"the leader is at {leader.address}")
+        yield from self._relay.relay(method, Target(leader.address, leader.epoch), requests,
+                                     context)
 
 
-def _refusal(where: str) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler answering UNAVAILABLE: this is a standby, and ``where`` to go."""
-
-    def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        context.abort(grpc.StatusCode.UNAVAILABLE, f"{STANDBY_ANSWER}: {where}")
-        yield b""  # never reached: abort raises; a generator, as the handler kind needs
-
-    return grpc.stream_stream_rpc_method_handler(refuse)
+def _unavailable(context: grpc.ServicerContext, where: str) -> NoReturn:
+    """End the call UNAVAILABLE: this is a standby, and ``where`` to go."""
+    context.abort(grpc.StatusCode.UNAVAILABLE, f"{STANDBY_ANSWER}: {where}")
 
 
 def _follow(lease: LeaderLease, relay: Relay) -> None:

@@ -84,18 +84,11 @@ class Relay:
         self._in_flight: dict[int, _InFlight] = {}
         self._generation: int | None = None
 
-    def handler(self, method: str, target: Target) -> grpc.RpcMethodHandler[Any, Any]:
-        """A handler that relays the call of ``method`` (``/package.Service/Method``) to
-        ``target``."""
-
-        def relay(requests: Iterator[bytes], context: grpc.ServicerContext
-                  ) -> Iterator[bytes]:
-            yield from self._relay(method, target, requests, context)
-
-        return grpc.stream_stream_rpc_method_handler(relay)
-
-    def _relay(self, method: str, target: Target, requests: Iterator[bytes],
-               context: grpc.ServicerContext) -> Iterator[bytes]:
+    def relay(self, method: str, target: Target, requests: Iterator[bytes],
+              context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Answer the call under way (``requests``, ``context``: a stream-stream
+        handler's) by calling ``method`` (``/package.Service/Method``) on ``target``:
+        its replies, as they come."""
         left = context.time_remaining()
         call = self._channel(target.address).stream_stream(
             method, request_serializer=None, response_deserializer=None)(

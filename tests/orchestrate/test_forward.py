@@ -73,7 +73,12 @@ class _Relaying(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         self._relay, self._address = relay, address
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
-        return self._relay.handler(details.method, Target(self._address, 1))
+        target = Target(self._address, 1)
+
+        def relay(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+            yield from self._relay.relay(details.method, target, requests, context)
+
+        return grpc.stream_stream_rpc_method_handler(relay)
 
 
 @pytest.fixture
