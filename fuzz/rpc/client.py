@@ -29,7 +29,8 @@ STANDBY_ANSWER = "this fuzz server is a standby replica"  # how a standby's refu
 
 
 def standby_refusal(details: str) -> bool:
-    """Whether ``details`` are a standby replica's refusal (which names the leader)."""
+    """Whether ``details`` are a standby replica's refusal (it names the leader, or says
+    to try again)."""
     return details.startswith(STANDBY_ANSWER)
 
 

@@ -17,7 +17,8 @@ in a persistent volume when it starts, so a task started twice shows two lines.
   leader's epoch.
 - a paused old leader (SIGSTOP until the other leads, then SIGCONT) writes nothing
   (every table of the store unchanged while only it runs) and exits saying it stopped
-  leading.
+  leading; a watch the standby relayed to it ends UNAVAILABLE as the standby takes
+  over (`the leader changed during the call; try again`).
 """
 
 from __future__ import annotations
@@ -213,12 +214,14 @@ class _Watch:
         except OrchestratorError as exc:
             self._ended.append(exc)
 
-    def ended_unavailable(self) -> None:
-        """The watch ended as an UNAVAILABLE call does (the caller may try again)."""
+    def ended_unavailable(self, saying: str = "") -> None:
+        """The watch ended as an UNAVAILABLE call does (the caller may try again),
+        ``saying`` so."""
         self._thread.join(timeout=60)
         self._client.close()
         assert self._ended and isinstance(self._ended[0], OrchestratorUnreachableError), \
             self._ended
+        assert saying in str(self._ended[0])
 
 
 def _http_status(url: str) -> int:
@@ -245,9 +248,13 @@ def test_a_paused_old_leader_writes_nothing_and_exits(
         cluster.start("fifty", marking_tasks(busybox_image.reference, TASKS, 1))
         wait_until("ten tasks to start", lambda: started(cluster) >= 10, timeout=180)
         old, new = server_pid(cluster.data_dir), 0
+        watch = _Watch(cluster, second, "fifty")  # through the standby, to the leader
         os.kill(old, signal.SIGSTOP)
         try:
             wait_leading(cluster, second)
+            # the standby ended the call it relayed to the paused leader as it took over
+            watch.ended_unavailable(saying="standby replica: the leader changed during "
+                                    "the call; try again")
             # it says SERVING a moment before it writes its server.json
             wait_until("the new leader's server.json", (other / INFO_FILE).exists, timeout=30)
             new = server_pid(other)
