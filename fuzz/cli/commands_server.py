@@ -67,6 +67,11 @@ def _detach(argv: list[str], data_dir: Path, insecure: bool) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         endpoint = running_endpoint(data_dir)
+        if endpoint is not None and (read_json(data_dir / INFO_FILE) or {}).get("role") \
+                == "standby":
+            click.echo(f"orchestrator standing by as a replica at {endpoint} (pid {proc.pid}; "
+                       f"log {data_dir / LOG_FILE}); it leads once the leader's lease lapses")
+            return
         if endpoint is not None:
             token = read_token_file(admin_token_path(data_dir))
             tls = None if insecure else ClientTls(read_ca_file(data_dir / CA_FILE))
@@ -190,6 +195,7 @@ def server(app: AppContext, listen: str | None, data_dir: Path | None,
             (("cert", block.endpoints.cert), ("key", block.endpoints.key)) if value}),
         metrics=block.metrics,
         store=postgres_target(block, base),
+        replicas=tuple(block.replicas),
         ui=block.ui,
     ), elastic=elastic)
 

@@ -86,10 +86,11 @@ class AgentClient(GrpcClient):
 
     def __init__(
         self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
-        tls: ClientTls | None = None,
+        tls: ClientTls | None = None, metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
-        super().__init__(endpoint, token, timeout, tls)
+        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet.
+        Every call carries ``metadata`` too (a leader's epoch: :mod:`fuzz.rpc.epoch`)."""
+        super().__init__(endpoint, token, timeout, tls, metadata)
         self.tls = tls
         self._stub: Any = substrate_pb2_grpc.SubstrateStub(self._channel)
         self._port_forward_serialized = self._channel.stream_stream(

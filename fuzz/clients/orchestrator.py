@@ -25,6 +25,7 @@ from fuzz.rpc.client import (
     dns_failure,
     not_grpc,
     not_tls,
+    standby_refusal,
     status_of,
     tls_failure,
 )
@@ -95,6 +96,8 @@ class OrchestratorClient(GrpcClient):
     def _unreachable(self, details: str) -> OrchestratorUnreachableError:
         """Why no call got through, told apart: a host name DNS cannot resolve, nothing
         listening, something there that is not a fuzz orchestrator, TLS that failed."""
+        if standby_refusal(details):
+            return OrchestratorUnreachableError(f"{self.endpoint}: {details}")
         resolver = dns_failure(details)
         if resolver is not None:
             host = self.endpoint.rsplit(":", 1)[0]

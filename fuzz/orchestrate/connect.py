@@ -77,7 +77,8 @@ def spec_target(loaded: LoadedSpec) -> Target:
             f"no orchestrator was initialized on {data_dir} (no {TOKEN_FILE}): run "
             "`fuzz init`, then `fuzz server`")
     tls = None if block.insecure else ClientTls(read_ca_file(data_dir / CA_FILE))
-    return Target(running_endpoint(data_dir) or block.address, read_token_file(token_path), tls)
+    endpoint = block.address if block.replicas else running_endpoint(data_dir) or block.address
+    return Target(endpoint, read_token_file(token_path), tls)
 
 
 def orchestrator_client(loaded: LoadedSpec) -> OrchestratorClient:

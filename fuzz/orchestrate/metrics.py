@@ -29,6 +29,7 @@ from fuzz.orchestrate.states import TaskState
 WAIT_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
                 86400.0)
 ROUND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LEADER_HELP = "1 while this orchestrator leads (runs the scheduler), else 0"
 
 FINAL_TASK_STATES = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELED,
                      TaskState.NOT_RUN)
@@ -143,6 +144,5 @@ class ClusterCollector(Collector):
         for (pool, member_state), count in sorted(self._readings.pools().items()):
             pools.add_metric([pool, member_state], count)
         yield pools
-        yield GaugeMetricFamily("fuzz_leader", "1 while this orchestrator leads (runs the "
-                                "scheduler), else 0", value=int(self._readings.leader()))
+        yield GaugeMetricFamily("fuzz_leader", LEADER_HELP, value=int(self._readings.leader()))
 

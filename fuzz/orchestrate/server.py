@@ -11,12 +11,17 @@ Its data directory holds everything it needs to carry on after a restart:
 ``audit.log``     every access decision, one JSON line each (0600)
 ``server.json``   pid, endpoint and metrics listener while it runs
 ``server.lock``   held while it runs: one server per data directory
-``instance-id``   a short random id, part of every container id it makes
+``instance-id``   a short random id, part of every container id it makes (on
+                  PostgreSQL the store's, shared by the replicas)
 ``logs/``         finished tasks' output
 ``disk-reserve``  space held for the database (:mod:`fuzz.orchestrate.diskspace`)
 
 Volumes live apart from it, in ``volume_root`` (by default ``DATA_DIR-volumes``, next
 to the data dir: see :func:`default_volume_root`).
+
+On a PostgreSQL store it is one of the cluster's replicas: it leads only once it holds
+the store's leadership lease (:mod:`fuzz.orchestrate.leadership`), standing by until then
+(:mod:`fuzz.orchestrate.standby`), and stops, raising LeadershipLostError, if it loses it.
 
 It serves TLS with a certificate of the cluster CA unless ``insecure`` is set, and
 ``/metrics``, ``/healthz`` and ``/readyz`` over HTTP on ``metrics.listen``
@@ -55,6 +60,7 @@ from fuzz.orchestrate.iam.audit import AUDIT_FILE, AuditLog
 from fuzz.orchestrate.iam.authz import Authorizer
 from fuzz.orchestrate.iam.directory import CODE_PREFIX, AuthenticationError, IamDirectory
 from fuzz.orchestrate.iam.service import LOGIN_METHOD, IamService
+from fuzz.orchestrate.leadership import LeaderLease, LeaderTerm, lease_ttl, replica_id
 from fuzz.orchestrate.metrics import OrchestratorMetrics
 from fuzz.orchestrate.observe import Readiness, start_status
 from fuzz.orchestrate.secrets import SecretStore
@@ -65,6 +71,7 @@ from fuzz.orchestrate.service import (
     OrchestratorService,
     add_orchestrator_service,
 )
+from fuzz.orchestrate.standby import StandbyServing, stand_by
 from fuzz.orchestrate.store import PostgresTarget, Store
 from fuzz.orchestrate.streams import LAUNCH_METHOD, StreamLimiter, server_workers
 from fuzz.orchestrate.transfer.cache import IngressCache
@@ -133,6 +140,8 @@ class ServerSettings:
     endpoints: EndpointsSpec = field(default_factory=EndpointsSpec)
     metrics: MetricsSpec = field(default_factory=MetricsSpec)  # the spec's orchestrator.metrics
     store: PostgresTarget | None = None  # orchestrator.store; None: DATA_DIR/server.db
+    # orchestrator.replicas: every replica's HOST:PORT, handed to agents with join tokens
+    replicas: tuple[str, ...] = ()
     ui: UiSpec = field(default_factory=UiSpec)  # the spec's orchestrator.ui
 
 
@@ -220,6 +229,47 @@ def _bind_gateway(settings: ServerSettings, tls: ClusterTls | None
     return gateway, GatewayAddress(base.rstrip("/"), spec.domain or "")
 
 
+def _max_message_bytes(settings: ServerSettings) -> int:
+    """The largest request the server takes: a Fuzzfile at the limit always arrives, so
+    that the refusal of one over it is the server's own line, never gRPC's "larger than
+    max"."""
+    return max(GRPC_MAX_MESSAGE_BYTES, settings.limits.fuzzfile_bytes + REQUEST_OVERHEAD)
+
+
+def _agents_address(settings: ServerSettings) -> str:
+    """Where agents register (handed out with join tokens): every replica's address,
+    comma-separated, else the advertised one ('' for: where it listens)."""
+    return ",".join(settings.replicas) or settings.advertise or ""
+
+
+def _lead(settings: ServerSettings, target: PostgresTarget, store: Store,
+          tls: ClusterTls | None, stop: threading.Event) -> LeaderTerm | None:
+    """Take the store's leadership lease, standing by until it is free; its writes fenced
+    on the lease's epoch from then on. None when ``stop`` came first. The cluster's
+    instance id is the store's (a new replica's data dir takes it from there)."""
+    instance_file = settings.data_dir / INSTANCE_FILE
+    lease = LeaderLease(target, instance_file.read_text().strip()
+                        if instance_file.exists() else None,
+                        replica_id(settings.data_dir), settings.advertise or settings.listen,
+                        lease_ttl())
+    if not instance_file.exists():  # a new replica: the cluster's, from the store
+        write_private_file(instance_file, lease.instance.encode())
+    try:
+        taken = stand_by(lease, StandbyServing(
+            settings.listen, tls.files if tls else None, server_workers(settings.limits),
+            _max_message_bytes(settings), settings.data_dir), settings.metrics, stop)
+    except BaseException:
+        lease.close()
+        raise
+    if not taken:
+        lease.close()
+        return None
+    logger.info("leading (lease epoch %d)", lease.epoch)
+    term = LeaderTerm(lease, stop)
+    store.fence(lease.epoch, term.fenced, term.leading)
+    return term
+
+
 def serve(settings: ServerSettings, stop: threading.Event | None = None,
           elastic: ElasticSetup | None = None) -> None:
     """Run the orchestrator until SIGTERM or SIGINT (or ``stop``); blocks for its life.
@@ -271,24 +321,31 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
     nodes: NodeDirectory | None = None
     loop: ElasticLoop | None = None
     gateway: Gateway | None = None
+    term: LeaderTerm | None = None
     status: StatusListener | None = None
     metrics = OrchestratorMetrics()
     ui: UiServer | None = None
     try:
         tls = None if settings.insecure else ClusterTls.start(
             data_dir, server_hosts(settings.listen, settings.advertise))
-        gateway, gateway_address = _bind_gateway(settings, tls)
         sealer = Sealer.from_keys(_key(data_dir))
         # the reserve is on this machine's disk: it helps the SQLite file only
         store = Store(settings.store or data_dir / DB_FILE,
                       on_full=reserve.release if settings.store is None else None)
+        if settings.store is not None:  # replicas may share it: lead first
+            term = _lead(settings, settings.store, store, tls, stop_event)
+            if term is None:
+                return  # stopped while standing by
+        gateway, gateway_address = _bind_gateway(settings, tls)
         iam = IamDirectory(store)
         iam.ensure_admin(ensure_admin_token(data_dir))
         audit = AuditLog(data_dir / AUDIT_FILE, on_full=reserve.release)
         authz = Authorizer(iam, audit)
         nodes = NodeDirectory(store, sealer, agent_tls=tls.agent_tls if tls else None,
                               join_token_ttl=settings.join_token_ttl,
-                              node_grace=settings.node_grace)
+                              node_grace=settings.node_grace,
+                              acting=term.acting if term is not None else None,
+                              epoch=term.lease.epoch if term is not None else 0)
         secret_store = SecretStore(store, sealer)
         runner = Runner(store, nodes, secret_store, RunnerSettings(
             volume_root=volume_root, disk_floor=DiskFloor(volume_root, settings.disk.min_free),
@@ -303,7 +360,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         certifier = NodeCertifier(store, tls.authority, nodes.join_tokens) if tls else None
         service = OrchestratorService(
             runner, nodes, secret_store, authz, cluster=settings.cluster,
-            advertise=settings.advertise or "", certifier=certifier,
+            advertise=_agents_address(settings), certifier=certifier,
             catalogs=ClusterCatalogs(settings.catalogs, data_dir / "catalogs"))
         service.gateway = gateway_address
         if elastic is not None:
@@ -335,10 +392,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             # while they last: capped, with workers kept for heartbeats (see streams.py)
             max_workers=server_workers(settings.limits),
             interceptors=[StreamLimiter(settings.limits, user_of), RpcLatency(metrics.registry)],
-            # a Fuzzfile at the limit always arrives, so that the refusal of one over
-            # it is the server's own line, never gRPC's "larger than max"
-            max_message_bytes=max(GRPC_MAX_MESSAGE_BYTES,
-                                  settings.limits.fuzzfile_bytes + REQUEST_OVERHEAD),
+            max_message_bytes=_max_message_bytes(settings),
             serving=False,  # until the runner has started
         )
         readiness = Readiness(store, server=running)
@@ -346,7 +400,7 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
             status = start_status(settings.metrics, metrics, runner, nodes, loop, readiness)
         except StatusListenError as exc:
             raise ServerStartError(str(exc)) from None
-        service.advertise = settings.advertise or running.endpoint
+        service.advertise = _agents_address(settings) or running.endpoint
         sign_ins = SignIns(settings.endpoints.session_seconds())
         gateway.start(GatewayParts(
             WorkflowEndpoints(runner, nodes), iam, sign_ins,
@@ -398,3 +452,5 @@ def serve(settings: ServerSettings, stop: threading.Event | None = None,
         restore_signal_handlers(previous)
         release_lock(lock_fd)
         host_roots.close()
+        if term is not None:
+            term.end()  # raises LeadershipLostError if the lease was lost

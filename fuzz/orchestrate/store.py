@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fuzz.errors import FuzzError
+from fuzz.orchestrate.leadership import FencedError, fence_check
 from fuzz.orchestrate.records import RECORD_TYPES
 from fuzz.orchestrate.store_schema import (
     SCHEMA_VERSION,
@@ -43,7 +44,8 @@ from fuzz.orchestrate.store_schema import (
 from fuzz.orchestrate.store_sql import DATABASE_ERRORS, dialect_of, first_line
 from fuzz.orchestrate.store_target import PostgresTarget, StoreError
 
-__all__ = ["SCHEMA_VERSION", "DiskFullError", "PostgresTarget", "Store", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "DiskFullError", "FencedError", "PostgresTarget", "Store",
+           "StoreError"]
 
 RecordT = TypeVar("RecordT")
 
@@ -67,6 +69,7 @@ class Store:
         self._dialect = dialect_of(target)
         self._on_full = on_full
         self._lock = threading.Lock()
+        self._fence: tuple[int, Callable[[FencedError], None], Callable[[], bool]] | None = None
         self._db = self._connect()
         try:
             self.migrated = self._run(lambda db: migrate(self._dialect, db), write=True,
@@ -91,10 +94,28 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def fence(self, epoch: int, on_fenced: Callable[[FencedError], None],
+              leading: Callable[[], bool] = lambda: True) -> None:
+        """From now on every write first checks that ``epoch`` holds the leadership lease
+        (PostgreSQL replicas, :mod:`fuzz.orchestrate.leadership`), and before that that
+        this replica still thinks it leads (``leading``); a write that finds either not
+        so writes nothing, calls ``on_fenced`` and raises FencedError."""
+        self._fence = (epoch, on_fenced, leading)
+
     @contextmanager
     def _transaction(self, migrating: bool) -> Iterator[Any]:
         self._dialect.begin(self._db, migrating)
         try:
+            if self._fence is not None and not migrating:
+                epoch, on_fenced, leading = self._fence
+                try:
+                    if not leading():
+                        raise FencedError(f"this orchestrator stopped leading (epoch {epoch}): "
+                                          "it writes nothing more")
+                    fence_check(self._db, epoch)
+                except FencedError as exc:
+                    on_fenced(exc)
+                    raise
             yield self._db
             self._db.execute("COMMIT")
         except BaseException:

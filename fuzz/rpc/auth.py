@@ -111,7 +111,7 @@ _HANDLER_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler[Any, Any]]] = 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
-def _same_shape(handler: grpc.RpcMethodHandler[Any, Any] | None,
+def same_shape(handler: grpc.RpcMethodHandler[Any, Any] | None,
                 behavior: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler[Any, Any]:
     """``handler`` with its behavior replaced by ``behavior(old)``.
 
@@ -139,7 +139,7 @@ def _denying_handler(
             context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         return denied
 
-    return _same_shape(handler, deny)
+    return same_shape(handler, deny)
 
 
 def _is_open(method: str, open_services: frozenset[str]) -> bool:
@@ -230,4 +230,4 @@ class OrchestratorOnlyInterceptor(grpc.ServerInterceptor):  # type: ignore[type-
                 return old(request, context)
             return check_first
 
-        return _same_shape(handler, checked)
+        return same_shape(handler, checked)

@@ -20,8 +20,18 @@ from fuzz.errors import FuzzError
 from fuzz.rpc.auth import bearer_metadata
 
 DEFAULT_TIMEOUT = 10.0
+REPLICA_PROBE_TIMEOUT = 2.0  # seconds one replica's health check may take
 _CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
 _Reply = TypeVar("_Reply")
+
+
+STANDBY_ANSWER = "this fuzz server is a standby replica"  # how a standby's refusals begin
+
+
+def standby_refusal(details: str) -> bool:
+    """Whether ``details`` are a standby replica's refusal (it names the leader, or says
+    to try again)."""
+    return details.startswith(STANDBY_ANSWER)
 
 
 def one_line(text: str | None) -> str:
@@ -119,23 +129,48 @@ class DuplexCall(Generic[_Reply]):
         self._call.cancel()
 
 
+def live_replica(endpoints: str, tls: ClientTls | None,
+                 timeout: float = REPLICA_PROBE_TIMEOUT) -> str:
+    """Of ``endpoints`` (``HOST:PORT[,HOST:PORT…]``, an orchestrator's replicas), the
+    first whose health check answers SERVING: the leader (a standby replica answers
+    NOT_SERVING); the first of them when none does, so that calls report its failure."""
+    addresses = [address.strip() for address in endpoints.split(",") if address.strip()]
+    if len(addresses) <= 1:
+        return endpoints
+    for address in addresses:
+        with GrpcClient(address, "", tls=tls) as probe:
+            if probe.health(timeout=timeout):
+                return address
+    return addresses[0]
+
+
+def open_channel(endpoint: str, tls: ClientTls | None,
+                 options: tuple[tuple[str, Any], ...] = ()) -> grpc.Channel:
+    """A channel to ``endpoint``: TLS as ``tls`` says (plain text without), never through
+    an HTTP proxy, with the extra channel ``options``."""
+    if tls is None:
+        return grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS + options)
+    return grpc.secure_channel(endpoint, tls.credentials(),
+                               options=_CHANNEL_OPTIONS + options + tls.options())
+
+
 class GrpcClient:
-    """A channel to ``endpoint`` whose calls carry ``token``."""
+    """A channel to ``endpoint`` whose calls carry ``token``; of several replicas'
+    comma-separated endpoints, to the live leader's (:func:`live_replica`)."""
 
     def __init__(
         self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
-        tls: ClientTls | None = None,
+        tls: ClientTls | None = None, metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet."""
+        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet,
+        but health checks to choose one of several replicas. Every call carries the
+        token and ``metadata``."""
+        endpoint = live_replica(endpoint, tls) if "," in endpoint else endpoint
         self.endpoint = endpoint
         self.timeout = timeout
         self.plain_text = tls is None
-        self._metadata = bearer_metadata(token)
-        if tls is None:
-            self._channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
-        else:
-            self._channel = grpc.secure_channel(endpoint, tls.credentials(),
-                                                options=_CHANNEL_OPTIONS + tls.options())
+        self._metadata = bearer_metadata(token) + metadata
+        self._channel = open_channel(endpoint, tls)
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
         self._closed = False
 

@@ -607,10 +607,34 @@ class OrchestratorSpec(StrictModel):
         """``node_grace`` in seconds."""
         return parse_duration(self.node_grace)
 
+    # --- replicas ---
+    replicas: list[str] = Field(
+        default_factory=list, description="HOST:PORT of every `fuzz server` replica of the "
+        "cluster, all on the PostgreSQL `store` (see \"Replicas\" below): one leads, the "
+        "others stand by; agents and the CLI are given them all and use the leader.")
+
+    @field_validator("replicas")
+    @classmethod
+    def _replica_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or "," in address or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"{address!r}: expected HOST:PORT, e.g. 10.0.0.2:7400")
+        if len(set(value)) != len(value):
+            raise ValueError("each replica's address once")
+        return value
+
+    @model_validator(mode="after")
+    def _replicas_share_postgres(self) -> OrchestratorSpec:
+        if self.replicas and self.store is None:
+            raise ValueError("replicas need store: postgres://... (the embedded SQLite "
+                             "database is one server's)")
+        return self
+
     @property
     def address(self) -> str:
-        """Where clients reach the server."""
-        return self.advertise or self.listen
+        """Where clients reach the server (replicas: all of them, comma-separated)."""
+        return ",".join(self.replicas) or self.advertise or self.listen
 
 
 def _check_workflow_ref(value: str) -> str:

@@ -30,7 +30,7 @@ HEARTBEAT_INTERVAL = 5.0
 class JoinSettings:
     """Which orchestrator to join, as which node, with which token; ``ca_pem``: over TLS."""
 
-    orchestrator: str
+    orchestrator: str  # HOST:PORT, or several replicas' comma-separated
     token: str
     name: str
     advertise: str | None = None
@@ -70,6 +70,9 @@ def keep_registered(settings: JoinSettings, endpoint: str, agent_token: str,
                 if str(exc) != last_problem:
                     logger.warning("cannot join %s yet: %s", settings.orchestrator, exc)
                     last_problem = str(exc)
+                if "," in settings.orchestrator:  # replicas: find the live leader again
+                    client.close()
+                    client = OrchestratorClient(settings.orchestrator, agent_token, tls=tls)
             stop.wait(HEARTBEAT_INTERVAL)
     finally:
         client.close()

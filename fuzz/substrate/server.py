@@ -25,6 +25,7 @@ from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.errors import FuzzError
 from fuzz.fsutil import acquire_lock, release_lock, write_json_atomic
 from fuzz.rpc.auth import OrchestratorOnlyInterceptor, shared_token
+from fuzz.rpc.epoch import NewestEpoch
 from fuzz.rpc.metrics import RpcLatency, new_registry
 from fuzz.rpc.server import (
     RunningServer,
@@ -442,7 +443,7 @@ def serve(
             lambda server: add_substrate_service(service, server),
             SERVICE_NAME, tls=tls, max_workers=MAX_WORKERS,
             interceptors=[*([OrchestratorOnlyInterceptor()] if tls and tls.client_ca else []),
-                          RpcLatency(registry)],
+                          NewestEpoch(), RpcLatency(registry)],
             serving=False,  # until its metrics listener is up too
         )
         if metrics_listen is not None:

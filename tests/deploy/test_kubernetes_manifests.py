@@ -186,11 +186,11 @@ def test_probes_ask_the_metrics_port_for_health_and_readiness() -> None:
     assert [p["port"] for p in metrics_rule["ports"]] == ["metrics"]
 
 
-def test_one_replica_replaced_whole_behind_one_selector() -> None:
-    """One replica, never two at once (not even in a rollout): without a leader, two
-    servers on one store would both schedule the same tasks."""
+def test_two_replicas_replaced_whole_behind_one_selector() -> None:
+    """Two replicas (one leads, one stands by), replaced together: a rolling update
+    would wait for a new pod to be ready, and a standby never is while a leader lives."""
     deployment = the("Deployment")
-    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     labels = pod()["metadata"]["labels"]
     selectors = [deployment["spec"]["selector"]["matchLabels"],

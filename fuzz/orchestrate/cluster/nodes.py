@@ -40,6 +40,7 @@ from fuzz.orchestrate.records import DrainRecord, NodeRecord
 from fuzz.orchestrate.store import Store
 from fuzz.resources import NodeCapacity, ResourceRequest
 from fuzz.rpc.client import ClientTls
+from fuzz.rpc.epoch import epoch_metadata
 from fuzz.scheduler.placement import NodeView
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,18 @@ class NodeDirectory:
         self, store: Store, sealer: Sealer, clock: Callable[[], float] = time.time,
         agent_tls: Callable[[str], ClientTls] | None = None,
         join_token_ttl: float = DEFAULT_JOIN_TOKEN_TTL, node_grace: float = DEFAULT_NODE_GRACE,
+        acting: Callable[[], bool] | None = None, epoch: int = 0,
     ) -> None:
         """Load the nodes recorded in ``store``; call agents as ``agent_tls(node)`` says.
 
         Join tokens live ``join_token_ttl`` seconds; an agent silent for ``node_grace``
-        seconds makes its node lost.
+        seconds makes its node lost. ``acting`` (a replica: whether it surely still
+        leads) is asked before any agent's client is handed out; its calls carry its
+        leadership ``epoch`` (0: none), which agents check (:mod:`fuzz.rpc.epoch`).
         """
         self._store = store
+        self._acting = acting
+        self._epoch_metadata = epoch_metadata(epoch)
         self.join_tokens = JoinTokens(store, join_token_ttl, clock)
         self._sealer = sealer
         self._clock = clock
@@ -373,7 +379,10 @@ class NodeDirectory:
             self._refused.pop(name, None)
 
     def client(self, name: str) -> AgentClient:
-        """A client for node ``name``'s agent (kept open and shared)."""
+        """A client for node ``name``'s agent (kept open and shared); FuzzError once
+        this orchestrator no longer surely leads (see :mod:`fuzz.orchestrate.leadership`)."""
+        if self._acting is not None and not self._acting():
+            raise FuzzError("this orchestrator no longer surely leads: it calls no agent")
         with self._lock:
             client = self._clients.get(name)
             if client is None:
@@ -381,7 +390,8 @@ class NodeDirectory:
                 if record is None:
                     raise FuzzError(f"node {name!r} is not registered")
                 token = self._sealer.unseal(record.agent_token).decode()
-                client = AgentClient(record.endpoint, token, tls=self._tls_for(name))
+                client = AgentClient(record.endpoint, token, tls=self._tls_for(name),
+                                     metadata=self._epoch_metadata)
                 self._clients[name] = client
             return client
 
