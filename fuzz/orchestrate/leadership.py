@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fuzz.errors import FuzzError
-from fuzz.orchestrate.store_sql import DATABASE_ERRORS, PostgresDialect, first_line
+from fuzz.orchestrate.store_sql import DATABASE_ERRORS, PostgresDialect, open_database
 from fuzz.orchestrate.store_target import PostgresTarget, StoreError
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class LeaderLease:
         self._holder, self._address, self.ttl = holder, address, ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = self._connect()
+        self._db = open_database(self._dialect)
         self.epoch = 0
         self._held_until = 0.0
         self.instance: str = self._run(
@@ -121,13 +121,6 @@ class LeaderLease:
                              "a replica's data dir starts without one (see README, "
                              "\"Replicas\")")
 
-    def _connect(self) -> Any:
-        try:
-            return self._dialect.connect()
-        except DATABASE_ERRORS as exc:
-            raise StoreError(f"cannot open the orchestrator database "
-                             f"{self._dialect.describe()}: {first_line(exc)}") from exc
-
     def _run(self, work: Callable[[Any], Any]) -> Any:
         """``work(db)`` in a transaction; on a lost connection, once more on a new one."""
         with self._lock:
@@ -137,7 +130,7 @@ class LeaderLease:
             except DATABASE_ERRORS as exc:
                 if not self._dialect.broken(self._db, exc):
                     raise
-            self._db = self._connect()
+            self._db = open_database(self._dialect)
             with self._db.transaction():
                 return work(self._db)
 

@@ -41,7 +41,7 @@ from fuzz.orchestrate.store_schema import (
     migrate,
     quoted,
 )
-from fuzz.orchestrate.store_sql import DATABASE_ERRORS, dialect_of, first_line
+from fuzz.orchestrate.store_sql import DATABASE_ERRORS, dialect_of, open_database
 from fuzz.orchestrate.store_target import PostgresTarget, StoreError
 
 __all__ = ["SCHEMA_VERSION", "DiskFullError", "FencedError", "PostgresTarget", "Store",
@@ -70,20 +70,13 @@ class Store:
         self._on_full = on_full
         self._lock = threading.Lock()
         self._fence: tuple[int, Callable[[FencedError], None], Callable[[], bool]] | None = None
-        self._db = self._connect()
+        self._db = open_database(self._dialect)
         try:
             self.migrated = self._run(lambda db: migrate(self._dialect, db), write=True,
                                       migrating=True)
         except BaseException:
             self._db.close()
             raise
-
-    def _connect(self) -> Any:
-        try:
-            return self._dialect.connect()
-        except DATABASE_ERRORS as exc:
-            raise StoreError(f"cannot open the orchestrator database "
-                             f"{self._dialect.describe()}: {first_line(exc)}") from exc
 
     def describe(self) -> str:
         """Where the store is (a path or a URL without password)."""
@@ -139,7 +132,7 @@ class Store:
                 if self._dialect.broken(self._db, exc) and not reconnected:
                     reconnected = True
                     with self._lock:
-                        self._db = self._connect()
+                        self._db = open_database(self._dialect)
                     continue
                 if not self._dialect.disk_full(exc):
                     raise

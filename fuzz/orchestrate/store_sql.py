@@ -222,6 +222,15 @@ class PostgresDialect:
         return self.target.url
 
 
+def open_database(dialect: Dialect) -> Any:
+    """A new connection by ``dialect``; StoreError (one line) when it cannot be opened."""
+    try:
+        return dialect.connect()
+    except DATABASE_ERRORS as exc:
+        raise StoreError(f"cannot open the orchestrator database "
+                         f"{dialect.describe()}: {first_line(exc)}") from exc
+
+
 def dialect_of(target: Path | PostgresTarget) -> Dialect:
     """The dialect of a store's target: a file path is SQLite."""
     if isinstance(target, PostgresTarget):
