@@ -1,14 +1,18 @@
 """A multinode rank's peer rules in the node's real iptables: all of them go with it.
 
-The chain is a test subnet's own (the jobs range's last /24, which no monitor of
-these tests derives while the chain exists: it is removed afterwards); its rules
-name a bridge that does not exist, so no packet ever meets them.
+The chain is a test subnet's own, near the end of the jobs range and claimed as a
+monitor claims its subnet (fuzz.substrate.monitor.subnetclaim): a monitor of a test
+running beside these passes it over instead of having its chain wiped by the
+fixture's ``install``. Its rules name a bridge that does not exist, so no packet
+ever meets them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -16,9 +20,11 @@ import pytest
 
 from fuzz.substrate.monitor import firewall
 from fuzz.substrate.monitor.jobnet import DEFAULT_JOBS_RANGE, chain_name
+from fuzz.substrate.monitor.subnetclaim import try_claim
 
 JOBS_RANGE = ipaddress.IPv4Network(DEFAULT_JOBS_RANGE)
 SUBNET = ipaddress.IPv4Network("10.207.254.0/24")
+OTHER_SUBNET = ipaddress.IPv4Network("10.207.253.0/24")  # a second node's, for the race
 ADDRESS = "10.207.254.2"
 PEERS = [f"10.203.{node}.2" for node in range(1, 8)]  # 7 ranks on other nodes
 
@@ -29,14 +35,27 @@ def _rules_of(container_id: str) -> list[str]:
     return [line for line in dump.splitlines() if f"fuzz:{container_id}" in line]
 
 
+@contextlib.contextmanager
+def _installed(subnet: ipaddress.IPv4Network) -> Iterator[str]:
+    """``subnet``'s firewall chain, claimed and installed; removed and let go afterwards."""
+    held = try_claim(subnet)
+    if held is None:
+        pytest.fail(f"{subnet} is held by a container monitor still running on this node")
+    try:
+        firewall.install(subnet, JOBS_RANGE)
+        try:
+            yield chain_name(subnet)
+        finally:
+            firewall.remove(subnet)
+    finally:
+        held.release()
+
+
 @pytest.fixture
 def chain() -> Iterator[str]:
     """The test subnet's firewall chain, installed; removed afterwards."""
-    firewall.install(SUBNET, JOBS_RANGE)
-    try:
-        yield chain_name(SUBNET)
-    finally:
-        firewall.remove(SUBNET)
+    with _installed(SUBNET) as name:
+        yield name
 
 
 def test_a_ranks_peer_rules_all_go_when_it_is_forgotten(chain: str) -> None:
@@ -79,3 +98,43 @@ def test_peer_rules_sit_between_the_replies_rule_and_the_drops(chain: str) -> No
         assert drops and min(drops) > max(peers)
     finally:
         firewall.forget_peers(SUBNET, JOBS_RANGE, ADDRESS, PEERS, rank)
+
+
+def _misplaced(chain: str, rank: str, expected: int) -> str:
+    """Why ``rank``'s rules are not ``expected`` rules right after the replies rule and
+    above every DROP of ``chain`` ("" when they are)."""
+    dump = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True,
+                          check=True).stdout
+    rules = [line for line in dump.splitlines() if line.startswith(f"-A {chain} ")]
+    mine = [index for index, line in enumerate(rules) if f"fuzz:{rank}" in line]
+    if mine != list(range(1, 1 + expected)):
+        return f"{rank}'s rules at {mine} of {len(rules)} in {chain}"
+    return ""
+
+
+def test_two_nodes_changing_their_chains_side_by_side_lose_nothing(chain: str) -> None:
+    """Two nodes' monitors (two chains) adding and removing their ranks' rules at the same
+    moment, each as one iptables-restore transaction: nf_tables refuses a transaction
+    begun on a ruleset another one has changed meanwhile, and iptables-restore then
+    starts it again on the new ruleset. Every batch lands whole, in its place, and its
+    removal takes it all."""
+    problems: list[str] = []
+
+    def churn(subnet: ipaddress.IPv4Network, name: str, address: str) -> None:
+        for round_number in range(15):
+            rank = f"t-race-{uuid.uuid4().hex[:8]}-{round_number}"
+            firewall.allow_peers(subnet, JOBS_RANGE, address, PEERS, rank)
+            problems.append(_misplaced(name, rank, 2 * len(PEERS)))
+            firewall.forget_peers(subnet, JOBS_RANGE, address, PEERS, rank)
+            if _rules_of(rank):
+                problems.append(f"{rank}'s rules outlived it")
+
+    with _installed(OTHER_SUBNET) as other_chain:
+        sides = [threading.Thread(target=churn, args=(SUBNET, chain, ADDRESS)),
+                 threading.Thread(target=churn, args=(OTHER_SUBNET, other_chain, "10.207.253.2"))]
+        for side in sides:
+            side.start()
+        for side in sides:
+            side.join()
+    assert [problem for problem in problems if problem] == []
+    assert len(problems) == 30
