@@ -14,8 +14,12 @@ image of the tests (``fuzz.testing.mpi_images``, programs from tests/support/mpi
   ``mpirun -np 8`` of the same binary. The program's end is when its last rank
   ended: each rank runs ``sh -c 'ranks && date +%s.%N'`` (fuzz and host alike), and
   the latest wall-clock time printed is taken (the containers share the host's
-  clock). The time to the workflow's end (the containers removed, the leases freed)
-  and the host ``mpirun``'s own wall time are printed for context.
+  clock). Host and fuzz runs take turns while the cluster is up, so both meet the
+  same load (a shared machine's load changes from minute to minute, and 32 idle
+  agents are part of it); the host's runs before the cluster came up are printed
+  beside them, with the ratio to those. The time to the workflow's end (the
+  containers removed, the leases freed) and the host ``mpirun``'s own wall time are
+  printed for context.
 - ``mpi_32_nodes_seconds``: the same for a 32-node hello world on the 32 agents.
 
 The 32 agents share this machine's cores, so the ranks are many more than the real
@@ -23,7 +27,8 @@ cores: fuzz's jobs set ``OMPI_MCA_mpi_yield_when_idle=1`` (an idle rank yields i
 core, which the host's ``mpirun --oversubscribe`` does by itself), as a user would
 on oversubscribed nodes. The image is pulled on every node first (an untimed
 32-node run of ``/bin/true``). Each figure is
-the median of ``RUNS`` runs (``RUNS_32`` of the 32-node one). Needs root, Debian's
+the median of ``RUNS`` runs (``LAUNCH_RUNS`` of the launch figure, ``RUNS_32`` of the
+32-node one). Needs root, Debian's
 openmpi-bin on the host, runc, skopeo, umoci, mmdebstrap (the image is built once
 and cached), docker-registry.
 """
@@ -49,6 +54,7 @@ from fuzz.testing.oci import free_port, push_layout, serve_registry
 SOURCES = Path(__file__).resolve().parent.parent / "tests" / "support" / "mpi"
 AGENTS = 32
 RUNS = 3
+LAUNCH_RUNS = 5  # the launch figure's runs (each a few seconds): its median varies most
 RUNS_32 = 2
 ITERATIONS = 1000
 SECONDS = re.compile(r"allreduce iterations=\d+ bytes=\d+ seconds=([0-9.]+)")
@@ -111,6 +117,13 @@ def program_end(log: str, ranks: int) -> float:
     return max(ends)
 
 
+def host_launch_seconds(run: tuple[float, float, str]) -> float:
+    """From the start of a host ``mpirun`` (:func:`host_mpirun`'s answer) to its program's
+    end, as its 8 ranks printed it."""
+    _, started, log = run
+    return program_end(log, 8) - started
+
+
 def reported(log: str) -> float:
     """The seconds ``allreduce`` printed."""
     match = SECONDS.search(log)
@@ -138,9 +151,8 @@ def main() -> int:
         host_reduce_tcp = [reported(host_mpirun(reduce, 2, tcp_only=True)[2])
                            for _ in range(RUNS)]
         path = {**os.environ, "PATH": f"{binaries}:{os.environ.get('PATH', '')}"}
-        host_runs = [host_mpirun(["sh", "-c", HELLO], 8, env=path) for _ in range(RUNS)]
-        host_launch = [program_end(log, 8) - started for _, started, log in host_runs]
-        host_wall = [seconds for seconds, _, _ in host_runs]
+        host_alone = [host_launch_seconds(host_mpirun(["sh", "-c", HELLO], 8, env=path))
+                      for _ in range(RUNS)]
         (workdir / "registry").mkdir()
         (workdir / "cluster").mkdir()
         with serve_registry(workdir / "registry") as registry:
@@ -155,8 +167,13 @@ def main() -> int:
                 fuzz_reduce = [reported(run_workflow(
                     client, directory, f"reduce-{run}", image, 2,
                     f"allreduce, '{ITERATIONS}'")[2]) for run in range(RUNS)]
-                fuzz_runs = [run_workflow(client, directory, f"hello8-{run}", image, 8,
-                                          f"sh, -c, '{HELLO}'") for run in range(RUNS)]
+                host_runs, fuzz_runs = [], []
+                for run in range(LAUNCH_RUNS):  # in turns: the same load for both
+                    host_runs.append(host_mpirun(["sh", "-c", HELLO], 8, env=path))
+                    fuzz_runs.append(run_workflow(client, directory, f"hello8-{run}", image, 8,
+                                                  f"sh, -c, '{HELLO}'"))
+                host_launch = [host_launch_seconds(run) for run in host_runs]
+                host_wall = [seconds for seconds, _, _ in host_runs]
                 fuzz_launch = [program_end(log, 8) - started for _, started, log in fuzz_runs]
                 fuzz_whole = [seconds for seconds, _, _ in fuzz_runs]
                 fuzz_32 = [run_workflow(client, directory, f"hello32-{run}", image, AGENTS,
@@ -169,7 +186,11 @@ def main() -> int:
           f"host over TCP {median(host_reduce_tcp) * 1e3:.1f} ms "
           f"(fuzz/host-TCP {median(fuzz_reduce) / median(host_reduce_tcp):.2f})")
     print(f"hello world, 8 ranks, start to the program's end: fuzz (8 nodes) "
-          f"{median(fuzz_launch):.2f}s, host mpirun -np 8 {median(host_launch):.2f}s")
+          f"{median(fuzz_launch):.2f}s, host mpirun -np 8 {median(host_launch):.2f}s "
+          f"(runs: fuzz {', '.join(f'{s:.2f}' for s in fuzz_launch)}; "
+          f"host {', '.join(f'{s:.2f}' for s in host_launch)})")
+    print(f"  host mpirun -np 8 before the cluster was up: {median(host_alone):.2f}s "
+          f"(fuzz over it: {median(fuzz_launch) / median(host_alone):.2f})")
     print(f"  for context: fuzz to the workflow's end {median(fuzz_whole):.2f}s, "
           f"host mpirun's wall time {median(host_wall):.2f}s")
     print("load average (1, 5, 15 min) at the end: "

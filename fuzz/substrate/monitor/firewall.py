@@ -21,9 +21,9 @@ For a bridge ``B`` of subnet ``S`` in the jobs range ``R``:
                    (peers see each other's real addresses)
 
 Shelling out to ``iptables`` is fine here: it happens when the monitor starts
-and stops, and per container with peers (a multinode job's, a job of a
-workflow with services: one ``iptables`` per rule adds its rules, one
-``iptables-restore`` removes them), never for other starts.
+and stops, and twice per container with peers (a multinode job's, a job of a
+workflow with services: one ``iptables-restore`` adds its rules, one removes
+them), never for other starts.
 Jobs on one bridge are also kept apart below IP (the veths are isolated bridge
 ports), so the rules hold whether or not the kernel filters bridged traffic.
 """
@@ -162,13 +162,14 @@ def allow_peers(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Network
     """Let the job at ``address`` and its ``peers`` reach each other as their entries
     say (:func:`parse_peer`): multinode ranks, its workflow's services.
 
-    One ``iptables`` run per rule: adding them in one ``iptables-restore`` (as
-    :func:`forget_peers` removes them) once left two jobs of one node unable to reach
-    each other in a loaded full run (docs/architecture.md); not taken up until that is
-    understood.
+    All of them in one ``iptables-restore --noflush`` transaction (see :func:`forget_peers`),
+    each inserted as the chain's second rule; one ``iptables`` run each when the batch fails.
     """
     chain = chain_name(subnet)
-    for rule in _peer_rules(subnet, jobs_range, address, peers, container_id):
+    rules = _peer_rules(subnet, jobs_range, address, peers, container_id)
+    if rules and _iptables_restore(_batch("-I", chain, rules, "2")):
+        return
+    for rule in rules:
         _iptables("-t", "filter", "-I", chain, "2", *rule)
 
 
@@ -190,10 +191,10 @@ def forget_peers(subnet: ipaddress.IPv4Network, jobs_range: ipaddress.IPv4Networ
         _iptables("-t", "filter", "-D", chain, *rule, check=False)
 
 
-def _batch(command: str, chain: str, rules: list[tuple[str, ...]]) -> str:
-    """``iptables-restore`` input doing ``command`` (``-D``) of ``rules`` in ``chain`` of the
-    filter table."""
-    lines = "".join(f"{' '.join((command, chain, *rule))}\n" for rule in rules)
+def _batch(command: str, chain: str, rules: list[tuple[str, ...]], *where: str) -> str:
+    """``iptables-restore`` input doing ``command`` (``-I``, ``-D``) of ``rules`` in ``chain``
+    of the filter table."""
+    lines = "".join(f"{' '.join((command, chain, *where, *rule))}\n" for rule in rules)
     return f"*filter\n{lines}COMMIT\n"
 
 

@@ -321,6 +321,11 @@ class NetnsPool:
         _write_host_sysctl(f"ipv4/conf/{name}/proxy_arp", "1")
         _write_host_sysctl(f"ipv4/conf/{name}/proxy_arp_pvlan", "1")
         _write_host_sysctl(f"ipv4/conf/{name}/send_redirects", "0")
+        # The bridge is the only one that answers there, so it answers at once: the
+        # kernel's default holds each proxied reply back up to 0.8 s (proxy_delay, for
+        # LANs where the real owner may answer first), and a job's first connection to
+        # another job of this node waited for two of them (up to 3 s, its peer's too).
+        _write_host_sysctl(f"ipv4/neigh/{name}/proxy_delay", "0")
         address = str(gateway(self.subnet))
         present = {attr.get("IFA_ADDRESS") for attr in host.get_addr(index=index)}
         if address not in present:
