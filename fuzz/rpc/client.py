@@ -165,7 +165,7 @@ class GrpcClient:
         """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet,
         but health checks to choose one of several replicas. Every call carries the
         token and ``metadata``."""
-        endpoint = live_replica(endpoint, tls) if "," in endpoint else endpoint
+        endpoint = live_replica(endpoint, tls)
         self.endpoint = endpoint
         self.timeout = timeout
         self.plain_text = tls is None
