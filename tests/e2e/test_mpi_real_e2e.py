@@ -99,3 +99,34 @@ def test_procs_per_node_and_the_ompi_spelling(
 """)
     assert "sum=15 expected=15" in log and "ring=ok" in log, log
     assert len(RANK_LINE.findall(log)) == 6, log
+
+
+def test_ranks_on_one_machine_share_their_jobs_ipc_namespace_and_talk_through_shared_memory(
+        cluster: LocalCluster, openmpi_image: PushedImage) -> None:
+    # UCX forced onto SysV shared memory alone (no TCP): the allreduce works only if the
+    # two containers are in one IPC namespace; the job's own UCX_TLS wins over fuzz's
+    body = f"""\
+    image: {{uri: {openmpi_image.reference}}}
+    command: [sh, -c, 'echo ipc=$(readlink /proc/self/ns/ipc); ranks']
+    env: [OMPI_MCA_pml=ucx, 'UCX_TLS=self,sysv']
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 256MiB}}}}
+    multinode: {{nodes: 2, implementation: openmpi}}
+    policy: {{timeout: {{execute: 4m}}}}
+"""
+    cluster.start("shm2", f"version: v1\njobs:\n  mpi:\n{body}")
+    status = cluster.wait("shm2", timeout=300)
+    log = cluster.ok("workflow", "log", "shm2", "mpi").out
+    assert status["state"] == "SUCCEEDED", dump(status) + log
+    assert len(set(tasks_by_key(status)["mpi"]["nodes"])) == 2
+    namespaces = re.findall(r"^ipc=(ipc:\[\d+\])$", log, re.MULTILINE)
+    assert len(namespaces) == 2 and len(set(namespaces)) == 1, log
+    assert namespaces[0] != os.readlink("/proc/self/ns/ipc"), log
+    ranks = RANK_LINE.findall(log)
+    assert len({host for _, _, host, _ in ranks}) == 2, log
+    assert "sum=1 expected=1" in log and "ring=ok" in log, log
+    for node in tasks_by_key(status)["mpi"]["nodes"]:
+        client = agent_client(cluster, node)
+        assert not client.list_containers() and not client.list_leases(), node
+    # the last container out ended the job's namespace: nothing is left on the machine
+    machine = list(cluster.directory.glob(".fuzz/nodes/*/ipc"))
+    assert len(machine) == 1 and [path.name for path in machine[0].iterdir()] == [".lock"]

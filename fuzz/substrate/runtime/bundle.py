@@ -281,7 +281,9 @@ class ContainerSpec:
     addresses of the other containers of its multinode job, which it may reach
     (and be reached from) through the node's job network; ``hosts`` are lines
     (``ADDRESS NAME [ALIAS...]``) its ``/etc/hosts`` gets after localhost's. ``files`` are
-    placed in the container, read-only (:class:`ContainerFile`).
+    placed in the container, read-only (:class:`ContainerFile`). ``ipc_namespace``: the
+    path of an IPC namespace it joins (its multinode job's on this machine, see
+    :mod:`fuzz.substrate.launch.sharedipc`); empty: one of its own.
     """
 
     id: str
@@ -303,9 +305,13 @@ class ContainerSpec:
     peers: tuple[str, ...] = ()
     files: tuple[ContainerFile, ...] = ()
     hosts: tuple[str, ...] = ()
+    ipc_namespace: str = ""
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
+        if self.ipc_namespace and not PurePosixPath(self.ipc_namespace).is_absolute():
+            raise ContainerSpecError(
+                f"ipc namespace {self.ipc_namespace!r} must be an absolute path")
         for line in self.hosts:
             _check_hosts_line(line)
         for peer in self.peers:
@@ -414,6 +420,7 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         "files": [{"path": item.path, "content": base64.b64encode(item.content).decode()}
                   for item in spec.files],
         "hosts": list(spec.hosts),
+        "ipc_namespace": spec.ipc_namespace,
     }
 
 
@@ -447,6 +454,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
             files=tuple(ContainerFile(item["path"], base64.b64decode(item["content"]))
                         for item in data.get("files", ())),
             hosts=tuple(data.get("hosts", ())),
+            ipc_namespace=data.get("ipc_namespace", ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None
@@ -493,6 +501,13 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
             options.append("ro")
         mounts.append(_mount(volume.destination, "bind", str(volume.source), options))
     return mounts
+
+
+def _ipc_namespace(spec: ContainerSpec) -> dict[str, Any]:
+    """The config's IPC namespace: ``spec.ipc_namespace``, joined, else a new one."""
+    if spec.ipc_namespace:
+        return {"type": "ipc", "path": spec.ipc_namespace}
+    return {"type": "ipc"}
 
 
 def _placed_files(spec: ContainerSpec, files_dir: str | Path | None) -> list[dict[str, Any]]:
@@ -582,7 +597,8 @@ def oci_config(
         "hostname": spec.hostname,
         "mounts": _mounts(spec),
         "linux": {
-            "namespaces": [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")],
+            "namespaces": [{"type": "pid"}, _ipc_namespace(spec), {"type": "uts"},
+                           {"type": "mount"}],
             "cgroupsPath": f"{CGROUP_PARENT}/{spec.id}",
             "resources": resources,
             "devices": [
