@@ -28,7 +28,7 @@ from fuzz.substrate.capacity.shared_host import least_used, pinned_cpus
 from fuzz.substrate.images.layout import ImageConfig
 from fuzz.substrate.images.reference import Credentials
 from fuzz.substrate.images.store import ImageStore
-from fuzz.substrate.launch.sharedipc import UCX_ENVIRONMENT, SharedIpc
+from fuzz.substrate.launch.sharedns import UCX_ENVIRONMENT, SharedNamespaces
 from fuzz.substrate.launch.sockets import MOUNT_POINT, LaunchSockets, OrchestratorLink
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.runtime.bundle import ContainerFile, ContainerSpec, Mount, merge_env
@@ -38,7 +38,7 @@ NOBODY = 65534
 JOBS_FILE = "jobs.json"
 IMAGES_DIR = "images"
 LAUNCH_DIR = "launch"
-SHARED_IPC_DIR = "ipc"  # in the --share-cpus-with directory: the machine's agents share it
+SHARED_NAMESPACES_DIR = "namespaces"  # in --share-cpus-with: the machine's agents'
 DEFAULT_IMAGE_CACHE_BYTES = 10 * 2**30
 
 
@@ -150,8 +150,8 @@ class JobRunner:
         self._path = state_dir / JOBS_FILE
         self._share_cpus_with = share_cpus_with
         # the agents that share this machine put a multinode job's containers on it in
-        # one IPC namespace: its MPI ranks talk through shared memory (launch/sharedipc.py)
-        self._shared_ipc = SharedIpc(share_cpus_with / SHARED_IPC_DIR) \
+        # one IPC and PID namespace: its ranks talk through shared memory (launch/sharedns.py)
+        self._shared_ns = SharedNamespaces(share_cpus_with / SHARED_NAMESPACES_DIR) \
             if share_cpus_with is not None else None
         self._launch = launch or LaunchSockets(state_dir / LAUNCH_DIR, None)
         self._book = book
@@ -203,8 +203,8 @@ class JobRunner:
         The lease's devices are resolved first (CdiError when the node's CDI specs
         are invalid or lack one), then the image is pulled. An MPI job's container
         (``launch_token``) gets its launch socket and helper at ``/.fuzz-launch``, and, on
-        a machine shared with sibling agents, its job's IPC namespace there and UCX's
-        settings for it (:mod:`fuzz.substrate.launch.sharedipc`).
+        a machine shared with sibling agents, its job's IPC and PID namespaces there and
+        UCX's settings for them (:mod:`fuzz.substrate.launch.sharedns`).
         """
         book = self._book()
         lease = book.get(request.lease_id)
@@ -217,19 +217,19 @@ class JobRunner:
         image = self.images.pull(request.image, request.credentials, acquire=True)
         try:
             mounts = request.mounts + devices.mounts
-            ipc_namespace = ""
-            ipc_env: tuple[str, ...] = ()
+            job_namespaces = ""
+            shared_env: tuple[str, ...] = ()
             if request.launch_token:
                 launch = self._launch.open(request.id, request.launch_token)
                 mounts += (Mount(launch, MOUNT_POINT, True),)
-                if self._shared_ipc is not None:
-                    ipc_namespace = self._shared_ipc.join(request.launch_token, request.id)
-                    ipc_env = UCX_ENVIRONMENT
+                if self._shared_ns is not None:
+                    job_namespaces = self._shared_ns.join(request.launch_token, request.id)
+                    shared_env = UCX_ENVIRONMENT
             spec = ContainerSpec(
                 id=request.id,
                 rootfs=image.rootfs,
                 args=job_command(request.args, image.config, request.image),
-                env=merge_env(image.config.env, ipc_env, request.env, devices.env),
+                env=merge_env(image.config.env, shared_env, request.env, devices.env),
                 cwd=request.cwd or image.config.working_dir or "/",
                 uid=uid,
                 gid=gid,
@@ -245,7 +245,7 @@ class JobRunner:
                 files=request.files,
                 hostname=request.hostname or "job",
                 hosts=request.hosts,
-                ipc_namespace=ipc_namespace,
+                job_namespaces=job_namespaces,
             )
             with self._lock:
                 self._records[request.id] = JobRecord(image.digest, lease.id)
@@ -253,7 +253,7 @@ class JobRunner:
             status = self.containers.start(spec)
         except BaseException:
             self._launch.close(request.id)
-            self._leave_ipc(request.id)
+            self._leave_namespaces(request.id)
             self.images.release(image.digest)
             with self._lock:
                 if self._records.pop(request.id, None) is not None:
@@ -261,10 +261,10 @@ class JobRunner:
             raise
         return self._with_record(status)
 
-    def _leave_ipc(self, job_id: str) -> None:
-        """``job_id``'s container is out of its job's shared IPC namespace, if it was in one."""
-        if self._shared_ipc is not None:
-            self._shared_ipc.leave(job_id)
+    def _leave_namespaces(self, job_id: str) -> None:
+        """``job_id``'s container is out of its job's shared namespaces, if it was in them."""
+        if self._shared_ns is not None:
+            self._shared_ns.leave(job_id)
 
     def _host_cpus(self, leased: tuple[int, ...]) -> tuple[int, ...]:
         """The real CPUs a container of a lease backed by ``leased`` is pinned to: those,
@@ -312,7 +312,7 @@ class JobRunner:
         """Forget a finished job: its container dir and its record."""
         self.containers.remove(job_id)
         self._launch.close(job_id)
-        self._leave_ipc(job_id)
+        self._leave_namespaces(job_id)
         self._release_image(job_id)
         with self._lock:
             self._records.pop(job_id, None)

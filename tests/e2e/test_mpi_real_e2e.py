@@ -101,32 +101,34 @@ def test_procs_per_node_and_the_ompi_spelling(
     assert len(RANK_LINE.findall(log)) == 6, log
 
 
-def test_ranks_on_one_machine_share_their_jobs_ipc_namespace_and_talk_through_shared_memory(
-        cluster: LocalCluster, openmpi_image: PushedImage) -> None:
-    # UCX forced onto SysV shared memory alone (no TCP): the allreduce works only if the
-    # two containers are in one IPC namespace; the job's own UCX_TLS wins over fuzz's
+
+def test_mpich_ranks_on_one_machine_share_their_jobs_namespaces_and_talk_through_memory(
+        cluster: LocalCluster, mpich_image: PushedImage) -> None:
+    # Debian's MPICH is ch4:ucx, which gives UCX its peers' whole addresses: UCX forced
+    # onto SysV shared memory alone (no TCP), the ranks connect only if their two
+    # containers are in one IPC and PID namespace. The job's own UCX_TLS wins over fuzz's.
     body = f"""\
-    image: {{uri: {openmpi_image.reference}}}
-    command: [sh, -c, 'echo ipc=$(readlink /proc/self/ns/ipc); ranks']
-    env: [OMPI_MCA_pml=ucx, 'UCX_TLS=self,sysv']
+    image: {{uri: {mpich_image.reference}}}
+    command: [sh, -c, 'echo ns=$(readlink /proc/self/ns/ipc)$(readlink /proc/self/ns/pid); ranks']
+    env: ['UCX_TLS=self,sysv']
     resource: {{cpu: {{cores: 1}}, memory: {{size: 256MiB}}}}
-    multinode: {{nodes: 2, implementation: openmpi}}
+    multinode: {{nodes: 2, implementation: mpich}}
     policy: {{timeout: {{execute: 4m}}}}
 """
     cluster.start("shm2", f"version: v1\njobs:\n  mpi:\n{body}")
     status = cluster.wait("shm2", timeout=300)
     log = cluster.ok("workflow", "log", "shm2", "mpi").out
     assert status["state"] == "SUCCEEDED", dump(status) + log
-    assert len(set(tasks_by_key(status)["mpi"]["nodes"])) == 2
-    namespaces = re.findall(r"^ipc=(ipc:\[\d+\])$", log, re.MULTILINE)
+    namespaces = re.findall(r"^ns=(ipc:\[\d+\]pid:\[\d+\])$", log, re.MULTILINE)
     assert len(namespaces) == 2 and len(set(namespaces)) == 1, log
-    assert namespaces[0] != os.readlink("/proc/self/ns/ipc"), log
+    own = os.readlink("/proc/self/ns/ipc") + os.readlink("/proc/self/ns/pid")
+    assert namespaces[0] != own, log
     ranks = RANK_LINE.findall(log)
-    assert len({host for _, _, host, _ in ranks}) == 2, log
+    assert len(ranks) == 2 and len({host for _, _, host, _ in ranks}) == 2, log
     assert "sum=1 expected=1" in log and "ring=ok" in log, log
     for node in tasks_by_key(status)["mpi"]["nodes"]:
         client = agent_client(cluster, node)
         assert not client.list_containers() and not client.list_leases(), node
-    # the last container out ended the job's namespace: nothing is left on the machine
-    machine = list(cluster.directory.glob(".fuzz/nodes/*/ipc"))
+    # the last container out ended the job's namespaces: nothing is left on the machine
+    machine = list(cluster.directory.glob(".fuzz/nodes/*/namespaces"))
     assert len(machine) == 1 and [path.name for path in machine[0].iterdir()] == [".lock"]

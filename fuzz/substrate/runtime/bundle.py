@@ -281,9 +281,9 @@ class ContainerSpec:
     addresses of the other containers of its multinode job, which it may reach
     (and be reached from) through the node's job network; ``hosts`` are lines
     (``ADDRESS NAME [ALIAS...]``) its ``/etc/hosts`` gets after localhost's. ``files`` are
-    placed in the container, read-only (:class:`ContainerFile`). ``ipc_namespace``: the
-    path of an IPC namespace it joins (its multinode job's on this machine, see
-    :mod:`fuzz.substrate.launch.sharedipc`); empty: one of its own.
+    placed in the container, read-only (:class:`ContainerFile`). ``job_namespaces``: the
+    folder (``/proc/PID/ns``) of the IPC and PID namespaces it joins (its multinode job's
+    on this machine, see :mod:`fuzz.substrate.launch.sharedns`); empty: its own.
     """
 
     id: str
@@ -305,13 +305,13 @@ class ContainerSpec:
     peers: tuple[str, ...] = ()
     files: tuple[ContainerFile, ...] = ()
     hosts: tuple[str, ...] = ()
-    ipc_namespace: str = ""
+    job_namespaces: str = ""
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
-        if self.ipc_namespace and not PurePosixPath(self.ipc_namespace).is_absolute():
+        if self.job_namespaces and not PurePosixPath(self.job_namespaces).is_absolute():
             raise ContainerSpecError(
-                f"ipc namespace {self.ipc_namespace!r} must be an absolute path")
+                f"job namespaces {self.job_namespaces!r} must be an absolute path")
         for line in self.hosts:
             _check_hosts_line(line)
         for peer in self.peers:
@@ -420,7 +420,7 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         "files": [{"path": item.path, "content": base64.b64encode(item.content).decode()}
                   for item in spec.files],
         "hosts": list(spec.hosts),
-        "ipc_namespace": spec.ipc_namespace,
+        "job_namespaces": spec.job_namespaces,
     }
 
 
@@ -454,7 +454,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
             files=tuple(ContainerFile(item["path"], base64.b64decode(item["content"]))
                         for item in data.get("files", ())),
             hosts=tuple(data.get("hosts", ())),
-            ipc_namespace=data.get("ipc_namespace", ""),
+            job_namespaces=data.get("job_namespaces", ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None
@@ -503,11 +503,12 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     return mounts
 
 
-def _ipc_namespace(spec: ContainerSpec) -> dict[str, Any]:
-    """The config's IPC namespace: ``spec.ipc_namespace``, joined, else a new one."""
-    if spec.ipc_namespace:
-        return {"type": "ipc", "path": spec.ipc_namespace}
-    return {"type": "ipc"}
+def _namespaces(spec: ContainerSpec) -> list[dict[str, Any]]:
+    """The config's namespaces but the network's: new ones, or the job's PID and IPC
+    namespaces of ``spec.job_namespaces``, joined."""
+    joined = ("pid", "ipc") if spec.job_namespaces else ()
+    return [{"type": kind, "path": f"{spec.job_namespaces}/{kind}"} if kind in joined
+            else {"type": kind} for kind in ("pid", "ipc", "uts", "mount")]
 
 
 def _placed_files(spec: ContainerSpec, files_dir: str | Path | None) -> list[dict[str, Any]]:
@@ -597,8 +598,7 @@ def oci_config(
         "hostname": spec.hostname,
         "mounts": _mounts(spec),
         "linux": {
-            "namespaces": [{"type": "pid"}, _ipc_namespace(spec), {"type": "uts"},
-                           {"type": "mount"}],
+            "namespaces": _namespaces(spec),
             "cgroupsPath": f"{CGROUP_PARENT}/{spec.id}",
             "resources": resources,
             "devices": [

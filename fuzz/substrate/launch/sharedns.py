@@ -1,0 +1,150 @@
+"""One IPC and PID namespace for a multinode job's containers on one machine: shared memory.
+
+The local provider's nodes are agents on one machine. The ranks of an MPI job on two
+of them are in two containers, each with its own namespaces, so MPI talks TCP over
+the job network between them: tens of µs a message where one machine's shared memory
+takes under one. UCX moves messages through SysV shared memory between two processes
+that booted the same kernel (its system id is the boot id), are in the same IPC
+namespace (its shared-memory transports' reachability check compares them,
+``uct_sm_iface_is_reachable`` in UCX's ``src/uct/sm/base/sm_iface.c``) and see each
+other's pid (an ``mm`` endpoint reads its peer's ``/proc/PID/stat`` when it connects,
+UCX's keepalive; another PID namespace makes that "failed to get start time for pid"
+and the endpoint fails). So the agents of one machine (those that share a
+``--share-cpus-with`` directory) put the containers of one job, there, in one IPC and
+one PID namespace of the job's own (:class:`SharedNamespaces`), and tell UCX to use
+SysV shared memory (:data:`UCX_ENVIRONMENT`).
+
+Which MPI gains: Debian's MPICH (ch4:ucx) gives UCX its peers' whole addresses and
+uses shared memory between the containers. Open MPI 4.1's ``pml ucx`` gives UCX only
+the network part of the address of a peer that its runtime places on another node
+(``UCP_WORKER_ADDRESS_FLAG_NET_ONLY``, ``ompi/mca/pml/ucx/pml_ucx.c``), so its ranks on
+two nodes talk TCP whatever the namespaces (docs/architecture.md, "MPI without SSH").
+
+The namespaces are kept by a holder process (``unshare --ipc --pid --fork``, then a
+small loop that reaps what is orphaned in the PID namespace, of which it is pid 1),
+which any agent of the machine can name (``/proc/PID/ns/ipc``, ``.../pid``) in its
+container's runtime config, whatever mount namespace its container monitor is in. It
+is found by the hash of the job's launch token, a secret that only the job's own
+containers' requests carry: a container of another job (another tenant's or the same
+user's) never joins it. Each container that joins leaves a mark (``users/CONTAINER``);
+the last one to leave kills the holder, which ends whatever is left in its PID namespace.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fuzz.errors import FuzzError
+
+HOLDER_FILE = "holder"
+USERS_DIR = "users"
+LOCK_FILE = ".lock"
+UCX_ENVIRONMENT = (
+    # SysV shared memory needs one IPC namespace; posix (its peers' segments through
+    # /proc/PID/fd, or a shared /dev/shm) and cma (process_vm_readv, which the seccomp
+    # profile denies) are left out; tcp for peers on other machines
+    "UCX_TLS=self,sysv,tcp",
+)
+"""What a container in shared namespaces gets in its environment (the job's own
+environment comes after, so a user's ``UCX_TLS`` wins)."""
+# pid 1 of the job's PID namespace: says it is in, then reaps orphans until killed
+_REAPER = ("import os, time\nprint('in', flush=True)\nwhile True:\n"
+           "    try:\n        os.wait()\n    except ChildProcessError:\n        time.sleep(1)\n")
+
+
+class SharedNamespacesError(FuzzError):
+    """The job's namespaces could not be made."""
+
+
+class SharedNamespaces:
+    """The IPC and PID namespaces of the multinode jobs on this machine, under
+    ``directory`` (shared by the machine's agents; one folder per job, named by its
+    token's hash)."""
+
+    def __init__(self, directory: Path) -> None:
+        """Namespaces kept under ``directory`` (made, root only, when first needed)."""
+        self._directory = directory
+
+    def join(self, token: str, container_id: str) -> str:
+        """The folder (``/proc/PID/ns``) of the namespaces of the job whose launch token is
+        ``token``, made if none of its containers on this machine has them;
+        ``container_id`` is marked as in them until :meth:`leave`."""
+        job = self._directory / hashlib.sha256(token.encode()).hexdigest()[:32]
+        with self._locked():
+            pid = _live_holder(job)
+            if pid is None:
+                shutil.rmtree(job, ignore_errors=True)
+                (job / USERS_DIR).mkdir(parents=True, mode=0o700)
+                pid = _start_holder()
+                (job / HOLDER_FILE).write_text(f"{pid} {_start_time(pid)}\n")
+            (job / USERS_DIR / container_id).touch()
+        return f"/proc/{pid}/ns"
+
+    def leave(self, container_id: str) -> None:
+        """``container_id`` is out of its job's namespaces; the last container out ends the
+        holder and its folder. Nothing when it joined none."""
+        with self._locked():
+            for mark in self._directory.glob(f"*/{USERS_DIR}/{container_id}"):
+                mark.unlink()
+                job = mark.parent.parent
+                if not any((job / USERS_DIR).iterdir()):
+                    pid = _live_holder(job)
+                    if pid is not None:
+                        os.kill(pid, signal.SIGKILL)
+                    shutil.rmtree(job, ignore_errors=True)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The machine's agents one at a time (an flock on the folder's lock file)."""
+        self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self._directory / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _start_holder() -> int:
+    """pid 1 of new IPC and PID namespaces, left running; its pid (on the host) once in."""
+    unshare = subprocess.Popen(
+        ["unshare", "--ipc", "--pid", "--fork", "--", sys.executable, "-c", _REAPER],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)  # not in the agent's process group: it outlives a job
+    assert unshare.stdout is not None and unshare.stderr is not None
+    with unshare.stdout, unshare.stderr:
+        if unshare.stdout.readline() != b"in\n":
+            problem = unshare.stderr.read().decode(errors="replace").strip()
+            unshare.wait()
+            raise SharedNamespacesError(f"could not make a job's namespaces: {problem}")
+    children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children").read_text().split()
+    return int(children[0])  # unshare waits for it, and ends with it
+
+
+def _live_holder(job: Path) -> int | None:
+    """The pid of ``job``'s holder while that process (same start time) still runs."""
+    try:
+        pid_text, started = (job / HOLDER_FILE).read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    return pid if _start_time(pid) == started else None
+
+
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot; ``""`` if it is gone): with
+    its pid, what names one process, not a later one given the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[19]

@@ -1,0 +1,61 @@
+"""A multinode job's IPC and PID namespaces on one machine: made, joined, kept apart, ended.
+
+Real holder processes and real namespaces (``/proc/PID/ns``), as the agents of one
+machine use them (:mod:`fuzz.substrate.launch.sharedns`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fuzz.substrate.launch.sharedns import SharedNamespaces
+from tests.support.orchestratorutil import wait_until
+
+
+def _namespace(folder: str, kind: str) -> str:
+    return os.readlink(f"{folder}/{kind}")
+
+
+def _gone(process: Path) -> bool:
+    try:
+        return ") Z " in (process / "stat").read_text()
+    except OSError:
+        return True
+
+
+def test_one_jobs_containers_share_namespaces_and_another_jobs_do_not(tmp_path: Path) -> None:
+    first_agent = SharedNamespaces(tmp_path / "namespaces")
+    second_agent = SharedNamespaces(tmp_path / "namespaces")
+    rank0 = first_agent.join("token-of-job-a", "job-a-0")
+    rank1 = second_agent.join("token-of-job-a", "job-a-1")
+    other = second_agent.join("token-of-job-b", "job-b-0")
+    assert rank0 == rank1
+    for kind in ("ipc", "pid"):
+        own = os.readlink(f"/proc/self/ns/{kind}")
+        assert _namespace(rank0, kind) not in (own, _namespace(other, kind)), kind
+        assert _namespace(other, kind) != own, kind
+
+    holder = Path(rank0).parent
+    first_agent.leave("job-a-0")
+    assert not _gone(holder), "a container of the job is still in them"
+    second_agent.leave("job-a-1")
+    wait_until("job a's holder to end", lambda: _gone(holder))
+    assert not _gone(Path(other).parent), "job b's namespaces are not job a's to end"
+    second_agent.leave("job-b-0")
+    second_agent.leave("never-joined")
+    wait_until("job b's holder to end", lambda: _gone(Path(other).parent))
+    assert sorted(path.name for path in (tmp_path / "namespaces").iterdir()) == [".lock"]
+
+
+def test_a_job_that_comes_back_after_its_holder_ended_gets_new_namespaces(
+        tmp_path: Path) -> None:
+    agent = SharedNamespaces(tmp_path / "namespaces")
+    first = agent.join("token", "rank-0")
+    first_ipc = _namespace(first, "ipc")
+    agent.leave("rank-0")
+    wait_until("the holder to end", lambda: _gone(Path(first).parent))
+    again = agent.join("token", "rank-0-retry")
+    assert again != first and os.path.exists(f"{again}/pid")
+    assert _namespace(again, "ipc") != first_ipc or not os.path.exists(f"{first}/ipc")
+    agent.leave("rank-0-retry")
