@@ -8,7 +8,11 @@ image of the tests (``fuzz.testing.mpi_images``, programs from tests/support/mpi
   TCP over the job network), over the same binary (from the image's root
   filesystem) under the host's ``mpirun -np 2``, same run. For context it also
   prints the host run over TCP only (``--mca btl tcp,self``): the host's default
-  puts both ranks in shared memory, which ranks on two nodes cannot use.
+  puts both ranks in shared memory, which Open MPI's ranks on two nodes do not use
+  (its ``pml ucx`` gives UCX only the network part of a peer's address on another
+  node, docs/architecture.md), and the same program built against Debian's MPICH
+  (ch4:ucx) in fuzz, whose ranks on two local nodes talk through SysV shared memory
+  (fuzz.substrate.launch.sharedns); the host has no MPICH to compare it with.
 - ``mpi_launch_ratio_vs_host``: from ``fuzz workflow start`` to the MPI program's end
   for an 8-node hello world (``ranks``, one rank per node) over the same for host
   ``mpirun -np 8`` of the same binary. The program's end is when its last rank
@@ -28,7 +32,7 @@ core, which the host's ``mpirun --oversubscribe`` does by itself), as a user wou
 on oversubscribed nodes. The image is pulled on every node first (an untimed
 32-node run of ``/bin/true``). Each figure is
 the median of ``RUNS`` runs (``LAUNCH_RUNS`` of the launch figure, ``RUNS_32`` of the
-32-node one). Needs root, Debian's
+32-node one). ``--allreduce-only``: the allreduce figure alone, on 2 agents. Needs root, Debian's
 openmpi-bin on the host, runc, skopeo, umoci, mmdebstrap (the image is built once
 and cached), docker-registry.
 """
@@ -43,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from fuzz.clients.orchestrator import OrchestratorClient
@@ -68,17 +73,19 @@ jobs:
     command: [{command}]
     env: [OMPI_MCA_mpi_yield_when_idle=1]
     resource: {{cpu: {{cores: 1}}, memory: {{size: 128MiB}}}}
-    multinode: {{nodes: {nodes}, implementation: openmpi}}
+    multinode: {{nodes: {nodes}, implementation: {implementation}}}
     policy: {{timeout: {{execute: 10m}}}}
 """
 
 
 def run_workflow(client: OrchestratorClient, directory: Path, name: str, image: str,
-                 nodes: int, command: str) -> tuple[float, float, str]:
+                 nodes: int, command: str, implementation: str = "openmpi"
+                 ) -> tuple[float, float, str]:
     """Seconds from the workflow's start to its end, the wall-clock time of its start,
     and its job's log."""
     path = directory / f"{name}.yaml"
-    path.write_text(FUZZFILE.format(image=image, nodes=nodes, command=command))
+    path.write_text(FUZZFILE.format(image=image, nodes=nodes, command=command,
+                                    implementation=implementation))
     started_at = time.time()
     started = time.perf_counter()
     client.start_workflow(name, path.read_text(), str(path))
@@ -133,14 +140,20 @@ def reported(log: str) -> float:
 
 
 def main() -> int:
-    """Run everything and print the BENCH lines."""
+    """Run everything (or, with ``--allreduce-only``, the allreduce figure) and print the
+    BENCH lines."""
+    allreduce_only = sys.argv[1:] == ["--allreduce-only"]
+    if sys.argv[1:] and not allreduce_only:
+        raise SystemExit("usage: python -m bench.mpi [--allreduce-only]")
     if os.geteuid() != 0:
         raise SystemExit("run as root: runc needs it")
     if shutil.which("mpirun") is None:
         raise SystemExit("the host needs Debian's openmpi-bin (make setup installs it)")
+    agents = 2 if allreduce_only else AGENTS
     print("load average (1, 5, 15 min) at the start: "
           + ", ".join(f"{load:.1f}" for load in os.getloadavg()))
     layout = mpi_layout("openmpi", SOURCES)
+    mpich = mpi_layout("mpich", SOURCES)
     workdir = Path(tempfile.mkdtemp(prefix="fuzz-bench-mpi-"))
     os.chmod(workdir, 0o755)
     try:
@@ -151,33 +164,30 @@ def main() -> int:
         host_reduce_tcp = [reported(host_mpirun(reduce, 2, tcp_only=True)[2])
                            for _ in range(RUNS)]
         path = {**os.environ, "PATH": f"{binaries}:{os.environ.get('PATH', '')}"}
-        host_alone = [host_launch_seconds(host_mpirun(["sh", "-c", HELLO], 8, env=path))
-                      for _ in range(RUNS)]
+        host_alone = [] if allreduce_only else [
+            host_launch_seconds(host_mpirun(["sh", "-c", HELLO], 8, env=path))
+            for _ in range(RUNS)]
         (workdir / "registry").mkdir()
         (workdir / "cluster").mkdir()
         with serve_registry(workdir / "registry") as registry:
             image = push_layout(layout.path, registry, "fuzz/openmpi").reference
+            mpich_image = push_layout(mpich.path, registry, "fuzz/mpich").reference
             cluster_started = time.perf_counter()
             with local_cluster(workdir / "cluster", [registry.host], free_port(),
-                               nodes=AGENTS, cluster="bench") as cluster, \
+                               nodes=agents, cluster="bench") as cluster, \
                     cluster.client() as client:
-                print(f"{AGENTS} agents up in {time.perf_counter() - cluster_started:.0f}s")
+                print(f"{agents} agents up in {time.perf_counter() - cluster_started:.0f}s")
                 directory = workdir / "cluster"
-                run_workflow(client, directory, "warm", image, AGENTS, "/bin/true")  # pulls
+                run_workflow(client, directory, "warm", image, agents, "/bin/true")  # pulls
                 fuzz_reduce = [reported(run_workflow(
                     client, directory, f"reduce-{run}", image, 2,
                     f"allreduce, '{ITERATIONS}'")[2]) for run in range(RUNS)]
-                host_runs, fuzz_runs = [], []
-                for run in range(LAUNCH_RUNS):  # in turns: the same load for both
-                    host_runs.append(host_mpirun(["sh", "-c", HELLO], 8, env=path))
-                    fuzz_runs.append(run_workflow(client, directory, f"hello8-{run}", image, 8,
-                                                  f"sh, -c, '{HELLO}'"))
-                host_launch = [host_launch_seconds(run) for run in host_runs]
-                host_wall = [seconds for seconds, _, _ in host_runs]
-                fuzz_launch = [program_end(log, 8) - started for _, started, log in fuzz_runs]
-                fuzz_whole = [seconds for seconds, _, _ in fuzz_runs]
-                fuzz_32 = [run_workflow(client, directory, f"hello32-{run}", image, AGENTS,
-                                        "ranks")[0] for run in range(RUNS_32)]
+                # the program times itself: the image's pull by the first run is not counted
+                fuzz_reduce_mpich = [reported(run_workflow(
+                    client, directory, f"reduce-mpich-{run}", mpich_image, 2,
+                    f"allreduce, '{ITERATIONS}'", "mpich")[2]) for run in range(RUNS)]
+                if not allreduce_only:
+                    launch = launch_figures(client, directory, image, path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     median = statistics.median
@@ -185,23 +195,66 @@ def main() -> int:
           f" host mpirun {median(host_reduce) * 1e3:.1f} ms (shared memory), "
           f"host over TCP {median(host_reduce_tcp) * 1e3:.1f} ms "
           f"(fuzz/host-TCP {median(fuzz_reduce) / median(host_reduce_tcp):.2f})")
-    print(f"hello world, 8 ranks, start to the program's end: fuzz (8 nodes) "
-          f"{median(fuzz_launch):.2f}s, host mpirun -np 8 {median(host_launch):.2f}s "
-          f"(runs: fuzz {', '.join(f'{s:.2f}' for s in fuzz_launch)}; "
-          f"host {', '.join(f'{s:.2f}' for s in host_launch)})")
-    print(f"  host mpirun -np 8 before the cluster was up: {median(host_alone):.2f}s "
-          f"(fuzz over it: {median(fuzz_launch) / median(host_alone):.2f})")
-    print(f"  for context: fuzz to the workflow's end {median(fuzz_whole):.2f}s, "
-          f"host mpirun's wall time {median(host_wall):.2f}s")
+    print(f"  runs: fuzz {', '.join(f'{s * 1e3:.1f}' for s in fuzz_reduce)} ms; host "
+          f"{', '.join(f'{s * 1e3:.2f}' for s in host_reduce)} ms")
+    print(f"  MPICH (ch4:ucx) in fuzz, 2 nodes, UCX over SysV shared memory: "
+          f"{median(fuzz_reduce_mpich) * 1e3:.2f} ms (runs "
+          f"{', '.join(f'{s * 1e3:.2f}' for s in fuzz_reduce_mpich)}; over host Open MPI's "
+          f"shared memory {median(fuzz_reduce_mpich) / median(host_reduce):.2f})")
+    if not allreduce_only:
+        print_launch_figures(launch, host_alone)
     print("load average (1, 5, 15 min) at the end: "
           + ", ".join(f"{load:.1f}" for load in os.getloadavg()))
-    print(f"hello world, {AGENTS} nodes: {', '.join(f'{s:.1f}s' for s in fuzz_32)}")
     print(f"BENCH mpi_allreduce_ratio_vs_host={median(fuzz_reduce) / median(host_reduce):.2f} x "
           "target<=1.2")
-    print(f"BENCH mpi_launch_ratio_vs_host={median(fuzz_launch) / median(host_launch):.2f} x "
-          "target<=2")
-    print(f"BENCH mpi_32_nodes_seconds={median(fuzz_32):.1f} s target<60")
+    if not allreduce_only:
+        print(f"BENCH mpi_launch_ratio_vs_host="
+              f"{median(launch.fuzz_launch) / median(launch.host_launch):.2f} x target<=2")
+        print(f"BENCH mpi_32_nodes_seconds={median(launch.fuzz_32):.1f} s target<60")
     return 0
+
+
+@dataclass(frozen=True)
+class LaunchFigures:
+    """What the launch and 32-node figures measured (seconds each)."""
+
+    host_launch: list[float]
+    host_wall: list[float]
+    fuzz_launch: list[float]
+    fuzz_whole: list[float]
+    fuzz_32: list[float]
+
+
+def launch_figures(client: OrchestratorClient, directory: Path, image: str,
+                   path: dict[str, str]) -> LaunchFigures:
+    """The 8-node hello world, fuzz and host in turns, then the 32-node one."""
+    host_runs, fuzz_runs = [], []
+    for run in range(LAUNCH_RUNS):  # in turns: the same load for both
+        host_runs.append(host_mpirun(["sh", "-c", HELLO], 8, env=path))
+        fuzz_runs.append(run_workflow(client, directory, f"hello8-{run}", image, 8,
+                                      f"sh, -c, '{HELLO}'"))
+    return LaunchFigures(
+        host_launch=[host_launch_seconds(run) for run in host_runs],
+        host_wall=[seconds for seconds, _, _ in host_runs],
+        fuzz_launch=[program_end(log, 8) - started for _, started, log in fuzz_runs],
+        fuzz_whole=[seconds for seconds, _, _ in fuzz_runs],
+        fuzz_32=[run_workflow(client, directory, f"hello32-{run}", image, AGENTS,
+                              "ranks")[0] for run in range(RUNS_32)])
+
+
+def print_launch_figures(launch: LaunchFigures, host_alone: list[float]) -> None:
+    """The launch figures' lines for context (the BENCH lines come last)."""
+    median = statistics.median
+    print(f"hello world, 8 ranks, start to the program's end: fuzz (8 nodes) "
+          f"{median(launch.fuzz_launch):.2f}s, host mpirun -np 8 "
+          f"{median(launch.host_launch):.2f}s "
+          f"(runs: fuzz {', '.join(f'{s:.2f}' for s in launch.fuzz_launch)}; "
+          f"host {', '.join(f'{s:.2f}' for s in launch.host_launch)})")
+    print(f"  host mpirun -np 8 before the cluster was up: {median(host_alone):.2f}s "
+          f"(fuzz over it: {median(launch.fuzz_launch) / median(host_alone):.2f})")
+    print(f"  for context: fuzz to the workflow's end {median(launch.fuzz_whole):.2f}s, "
+          f"host mpirun's wall time {median(launch.host_wall):.2f}s")
+    print(f"hello world, {AGENTS} nodes: {', '.join(f'{s:.1f}s' for s in launch.fuzz_32)}")
 
 
 if __name__ == "__main__":
