@@ -161,6 +161,7 @@ def test_oci_config_for_root_devices_hooks_and_no_limits() -> None:
         {"hosts": ("10.0.0.2 ring-0\n10.0.0.9 evil",)},
         {"devices": (DeviceNode("/dev/a", "c", 1, 3), DeviceNode("/dev/a/", "c", 1, 5))},
         {"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x/"))},
+        {"job_namespaces": "proc/1/ns"},
     ],
 )
 def test_spec_validation(changes: dict[str, Any]) -> None:
@@ -206,6 +207,16 @@ def test_a_rank_gets_an_etc_hosts_naming_its_job_s_ranks(tmp_path: Path) -> None
     assert {"destination": "/etc/hosts", "type": "bind", "source": str(tmp_path / "hosts"),
             "options": ["rbind", "rprivate", "nosuid", "nodev", "ro"]} in config["mounts"]
     assert all(m["destination"] != "/etc/hosts" for m in oci_config(_spec(), "/r")["mounts"])
+
+
+def test_a_rank_joins_its_job_s_pid_and_ipc_namespaces_and_has_its_own_others() -> None:
+    spec = _spec(job_namespaces="/proc/42/ns")
+    assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
+    assert oci_config(spec, "/r")["linux"]["namespaces"] == [
+        {"type": "pid", "path": "/proc/42/ns/pid"}, {"type": "ipc", "path": "/proc/42/ns/ipc"},
+        {"type": "uts"}, {"type": "mount"}]
+    assert oci_config(_spec(), "/r")["linux"]["namespaces"] == [
+        {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
 
 
 def test_cpuset_string_and_spec_round_trip() -> None:
