@@ -7,6 +7,7 @@ machine use them (:mod:`fuzz.substrate.launch.sharedns`).
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from fuzz.substrate.launch.sharedns import SharedNamespaces
@@ -59,3 +60,21 @@ def test_a_job_that_comes_back_after_its_holder_ended_gets_new_namespaces(
     assert again != first and os.path.exists(f"{again}/pid")
     assert _namespace(again, "ipc") != first_ipc or not os.path.exists(f"{first}/ipc")
     agent.leave("rank-0-retry")
+
+
+def test_the_holder_is_out_of_reach_of_the_jobs_processes_that_see_it(tmp_path: Path) -> None:
+    # the job's processes see the holder (pid 1 of their PID namespace), which runs as root
+    # in the host's other namespaces: even a root job (whose capabilities are a few, never
+    # CAP_SYS_PTRACE) may not read it, as it may read a process of its own
+    agent = SharedNamespaces(tmp_path / "namespaces")
+    holder = Path(agent.join("token", "rank-0")).parent
+    try:
+        def read_as_root_without_capabilities(path: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--", "cat", path],
+                capture_output=True, text=True, timeout=30, check=False)
+        assert read_as_root_without_capabilities("/proc/self/environ").returncode == 0
+        refused = read_as_root_without_capabilities(f"{holder}/environ")
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr, refused
+    finally:
+        agent.leave("rank-0")

@@ -56,8 +56,16 @@ UCX_ENVIRONMENT = (
 )
 """What a container in shared namespaces gets in its environment (the job's own
 environment comes after, so a user's ``UCX_TLS`` wins)."""
-# pid 1 of the job's PID namespace: says it is in, then reaps orphans until killed
-_REAPER = ("import os, time\nprint('in', flush=True)\nwhile True:\n"
+# pid 1 of the job's PID namespace, which the job's processes see though it runs as
+# root in the host's other namespaces. The kernel keeps them out of it (reading or
+# writing another process's memory needs, besides its uid, every capability it has, and
+# jobs have few); it is also made non-dumpable first (PR_SET_DUMPABLE, 0: then only
+# CAP_SYS_PTRACE, which no job has, reaches it), should it ever run with fewer. It says
+# it is in, then reaps orphans until killed.
+_REAPER = ("import ctypes, os, time\n"
+           "if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:\n"
+           "    raise SystemExit('prctl(PR_SET_DUMPABLE) failed')\n"
+           "print('in', flush=True)\nwhile True:\n"
            "    try:\n        os.wait()\n    except ChildProcessError:\n        time.sleep(1)\n")
 
 
@@ -118,7 +126,8 @@ def _start_holder() -> int:
     """pid 1 of new IPC and PID namespaces, left running; its pid (on the host) once in."""
     unshare = subprocess.Popen(
         ["unshare", "--ipc", "--pid", "--fork", "--", sys.executable, "-c", _REAPER],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},  # none of the agent's
         start_new_session=True)  # not in the agent's process group: it outlives a job
     assert unshare.stdout is not None and unshare.stderr is not None
     with unshare.stdout, unshare.stderr:
