@@ -28,7 +28,7 @@ from fuzz.substrate.capacity.shared_host import least_used, pinned_cpus
 from fuzz.substrate.images.layout import ImageConfig
 from fuzz.substrate.images.reference import Credentials
 from fuzz.substrate.images.store import ImageStore
-from fuzz.substrate.launch.sharedns import UCX_ENVIRONMENT, SharedNamespaces
+from fuzz.substrate.launch.sharedns import UCX_ENVIRONMENT, SharedNamespaces, machine_directory
 from fuzz.substrate.launch.sockets import MOUNT_POINT, LaunchSockets, OrchestratorLink
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.runtime.bundle import ContainerFile, ContainerSpec, Mount, merge_env
@@ -38,7 +38,6 @@ NOBODY = 65534
 JOBS_FILE = "jobs.json"
 IMAGES_DIR = "images"
 LAUNCH_DIR = "launch"
-SHARED_NAMESPACES_DIR = "namespaces"  # in --share-cpus-with: the machine's agents'
 DEFAULT_IMAGE_CACHE_BYTES = 10 * 2**30
 
 
@@ -151,7 +150,7 @@ class JobRunner:
         self._share_cpus_with = share_cpus_with
         # the agents that share this machine put a multinode job's containers on it in
         # one IPC and PID namespace: its ranks talk through shared memory (launch/sharedns.py)
-        self._shared_ns = SharedNamespaces(share_cpus_with / SHARED_NAMESPACES_DIR) \
+        self._shared_ns = SharedNamespaces(machine_directory(share_cpus_with)) \
             if share_cpus_with is not None else None
         self._launch = launch or LaunchSockets(state_dir / LAUNCH_DIR, None)
         self._book = book

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fuzz.substrate.launch.sharedns import machine_directory
 from fuzz.testing.mpi_images import REMOTE_SHELLS, MpiLayout
 from fuzz.testing.oci import PushedImage, Registry, free_port
 from tests.support.agents import agent_client
@@ -130,5 +131,5 @@ def test_mpich_ranks_on_one_machine_share_their_jobs_namespaces_and_talk_through
         client = agent_client(cluster, node)
         assert not client.list_containers() and not client.list_leases(), node
     # the last container out ended the job's namespaces: nothing is left on the machine
-    machine = list(cluster.directory.glob(".fuzz/nodes/*/namespaces"))
-    assert len(machine) == 1 and [path.name for path in machine[0].iterdir()] == [".lock"]
+    (shared,) = cluster.directory.glob(".fuzz/nodes/*")  # --share-cpus-with: the cluster's
+    assert [path.name for path in machine_directory(shared).iterdir()] == [".lock"]

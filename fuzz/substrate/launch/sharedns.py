@@ -45,6 +45,7 @@ from pathlib import Path
 
 from fuzz.errors import FuzzError
 
+RUN_DIR = Path("/run/fuzz/namespaces")  # memory-backed: gone at reboot, as the holders are
 HOLDER_FILE = "holder"
 USERS_DIR = "users"
 LOCK_FILE = ".lock"
@@ -71,6 +72,13 @@ _REAPER = ("import ctypes, os, time\n"
 
 class SharedNamespacesError(FuzzError):
     """The job's namespaces could not be made."""
+
+
+def machine_directory(shared: Path) -> Path:
+    """Where the agents that share the directory ``shared`` (``--share-cpus-with``) keep
+    their jobs' namespaces: under :data:`RUN_DIR`, in a folder named by ``shared``'s hash
+    (not in ``shared``, whose folders are the local provider's nodes)."""
+    return RUN_DIR / hashlib.sha256(str(shared.absolute()).encode()).hexdigest()[:32]
 
 
 class SharedNamespaces:
@@ -100,6 +108,8 @@ class SharedNamespaces:
     def leave(self, container_id: str) -> None:
         """``container_id`` is out of its job's namespaces; the last container out ends the
         holder and its folder. Nothing when it joined none."""
+        if not self._directory.is_dir():  # no job of this machine's agents ever joined
+            return
         with self._locked():
             for mark in self._directory.glob(f"*/{USERS_DIR}/{container_id}"):
                 mark.unlink()
