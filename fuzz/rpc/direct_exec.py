@@ -100,15 +100,18 @@ class FrameReader:
             self.buffer[:self.end - self.start] = self.view[self.start:self.end]
             self.end -= self.start
             self.start = 0
-        try:
-            count = self.sock.recv_into(self.view[self.end:])
-        except WOULD_BLOCK:
-            return False
-        if count == 0:
-            self.closed = True
-            return False
-        self.end += count
-        return True
+        got = 0
+        while self.end < len(self.buffer):  # a record at a time, as much as is there
+            try:
+                count = self.sock.recv_into(self.view[self.end:])
+            except WOULD_BLOCK:
+                break
+            if count == 0:
+                self.closed = True
+                break
+            self.end += count
+            got += count
+        return got > 0
 
 
 class Outbox:
