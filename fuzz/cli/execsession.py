@@ -1,6 +1,11 @@
 """Exec for the CLI: a process in a running job, with this terminal or these stdio streams.
 
-Local stdin is read by a thread into a queue that feeds the request stream; its
+The orchestrator decides the whole request (OpenExec: IAM, the curtain, audit) and
+answers a single-use ticket for exactly it; the CLI then runs the session over one TLS
+connection straight to the agent (:class:`DirectExec`, frames of
+:mod:`fuzz.rpc.direct_exec`, in this thread). When the agent offers no direct path or
+cannot be reached, the session is one Exec stream that the orchestrator relays: there,
+local stdin is read by a thread into a queue that feeds the request stream; its
 end closes the remote stdin. With a tty, the local terminal is put in raw mode
 for the session (and restored however it ends) and every SIGWINCH sends the
 terminal's new size. The remote exit code is the session's result.
