@@ -571,3 +571,12 @@ def test_exec_is_relayed_through_the_orchestrator_when_the_agent_is_out_of_reach
     finally:
         subprocess.run(["iptables", "-D", *rule], check=True)
     assert answer == {"exit_code": 6, "path": "relay", "stdout": "relayed\n", "stderr": ""}
+
+
+def test_many_direct_exec_sessions_at_once_each_get_their_own_stdio_and_exit_code(
+        notebook: Notebook) -> None:
+    tickets = [_exec_ticket(notebook, "sh", "-c", f"cat; exit {n}") for n in range(10)]
+    payloads = [os.urandom(200_000 + n) for n in range(10)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(_run_direct, tickets, payloads))
+    assert results == [(n, payloads[n], b"") for n in range(10)]
