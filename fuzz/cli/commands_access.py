@@ -61,15 +61,16 @@ def exec_(app: AppContext, name: str, job: str, command: tuple[str, ...], tty: b
     stdout = io.BytesIO() if as_json else sys.stdout.buffer
     stderr = io.BytesIO() if as_json else sys.stderr.buffer
     with connect(app, server, token_file, name) as client:
-        code = run_exec(client, request, sys.stdin.fileno(), stdout, stderr)
+        outcome = run_exec(client, request, sys.stdin.fileno(), stdout, stderr)
     if as_json:
         assert isinstance(stdout, io.BytesIO) and isinstance(stderr, io.BytesIO)
         sys.stdout.write(json.dumps({
-            "exit_code": code,
+            "exit_code": outcome.exit_code,
+            "path": outcome.path,
             "stdout": stdout.getvalue().decode(errors="replace"),
             "stderr": stderr.getvalue().decode(errors="replace"),
         }) + "\n")
-    sys.exit(code)
+    sys.exit(outcome.exit_code)
 
 
 def forward_reporter(app: AppContext, as_json: bool) -> Report:

@@ -178,29 +178,46 @@ def _open_request(target: ForwardTarget) -> pb.PortForwardRequest:
 def connect_direct(ticket: pb.DirectTicket) -> ssl.SSLSocket | None:
     """The agent's direct connection for ``ticket``, accepted; None when the agent cannot
     be reached (relay instead); DirectRefusedError when it refuses."""
+    tls = open_direct(ticket)
+    if tls is None:
+        return None
+    try:
+        return present_ticket(tls, ticket)
+    except ConnectionError:
+        return None
+
+
+def open_direct(ticket: pb.DirectTicket) -> ssl.SSLSocket | None:
+    """A TLS connection to ``ticket``'s agent, verified as the node; None when the agent
+    cannot be reached in time (relay instead)."""
     try:
         raw = socket.create_connection((ticket.host, ticket.port), DIRECT_CONNECT_SECONDS)
     except OSError:
         return None
     try:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tls = client_context(ticket.ca_pem).wrap_socket(raw, server_hostname=ticket.server_name)
+        return client_context(ticket.ca_pem).wrap_socket(raw, server_hostname=ticket.server_name)
     except (OSError, ValueError):
         raw.close()
         return None
+
+
+def present_ticket(tls: ssl.SSLSocket, ticket: pb.DirectTicket) -> ssl.SSLSocket:
+    """``tls`` once the agent accepted ``ticket`` on it (closed and DirectRefusedError when
+    it refuses, ConnectionError when the connection fails before its answer)."""
     try:
         tls.sendall(ticket.ticket)
         answer = tls.recv(1)  # the job's first bytes may follow in the same record
         if answer != bytes([ACCEPTED]):
             reason = _read_to_end(tls, MAX_REFUSAL_BYTES) if answer else b""
-    except OSError:
+    except OSError as exc:
         tls.close()
-        return None
+        raise ConnectionError(f"the agent's direct connection failed: {exc}") from exc
     if answer == bytes([ACCEPTED]):
         return tls
     tls.close()
     if not answer:
-        return None
+        raise ConnectionError("the agent closed its direct connection without an answer")
     raise DirectRefusedError(reason.decode(errors="replace"))
 
 

@@ -287,14 +287,17 @@ class AgentClient(GrpcClient):
         return call
 
     def grant_access(self, ticket_sha256: bytes, container_id: str, port: int, user: str,
-                     ttl_seconds: float, reusable: bool = False) -> int:
+                     ttl_seconds: float, reusable: bool = False,
+                     exec_start: substrate_pb2.ExecStart | None = None) -> int:
         """Register a single-use ticket (its hash) for ``port`` of ``container_id``
-        (``reusable``: its connection may open that port again); the agent's direct TLS
-        port (0: it has none)."""
+        (``reusable``: its connection may open that port again), or, with ``exec_start``
+        (and port 0), for running that process there once; the agent's direct TLS port
+        (0: it has none)."""
         reply: substrate_pb2.AccessGrantReply = self._call(
             self._stub.GrantAccess, substrate_pb2.AccessGrant(
                 ticket_sha256=ticket_sha256, container_id=container_id, port=port,
-                user=user, ttl_seconds=ttl_seconds, reusable=reusable), None)
+                user=user, ttl_seconds=ttl_seconds, reusable=reusable, exec=exec_start),
+            None)
         return reply.direct_port
 
     def _closed_error(self) -> AgentError:

@@ -263,6 +263,13 @@ class OrchestratorClient(GrpcClient):
         reply: pb.DirectTicket = self._call(self._stub.OpenPortForward, request, None)
         return reply
 
+    def open_exec(self, request: pb.ExecRequest) -> pb.DirectTicket:
+        """A single-use ticket that runs ``request``'s process (its ``start``) straight from
+        the task's agent, if the caller may exec there (``port`` 0 in the reply: use
+        :meth:`exec`)."""
+        reply: pb.DirectTicket = self._call(self._stub.OpenExec, request, None)
+        return reply
+
     # --- secrets ---------------------------------------------------------------------------
 
     def create_secret(self, name: str, value: bytes, replace: bool = False, account: str = ""

@@ -7,9 +7,10 @@ is cancelled (so the agent kills the process or closes the connection); when
 the agent's call fails, the client's ends with the agent's status where it is
 about the request, and FAILED_PRECONDITION naming the agent otherwise.
 
-:func:`direct_ticket` is the port-forward's direct path instead: the agent is given
-a single-use ticket's hash for the port, the client the ticket and the agent's
-direct TLS address (see :mod:`fuzz.rpc.direct`); no byte passes the orchestrator.
+:func:`direct_ticket` is the direct path instead: the agent is given a single-use
+ticket's hash for the port (or for the whole exec request: command, env, cwd, tty),
+the client the ticket and the agent's direct TLS address (see :mod:`fuzz.rpc.direct`,
+:mod:`fuzz.rpc.direct_exec`); no byte passes the orchestrator.
 """
 
 from __future__ import annotations
@@ -75,17 +76,20 @@ def relay_port_forward(task: LiveTask, opening: substrate_pb2.PortForwardFrame,
         itertools.chain((first.SerializeToString(),), rest)), context)
 
 
-def direct_ticket(task: LiveTask, port: int, context: grpc.ServicerContext
+def direct_ticket(task: LiveTask, port: int, context: grpc.ServicerContext,
+                  exec_start: substrate_pb2.ExecStart | None = None
                   ) -> orchestrator_pb2.DirectTicket:
-    """A single-use ticket for one connection to ``port`` of the task, straight to its
-    agent; an empty one (port 0) when the agent has no direct path (no TLS)."""
+    """A single-use ticket for one connection to ``port`` of the task, or (``exec_start``,
+    port 0) for running that process in it, straight to its agent; an empty one (port 0)
+    when the agent has no direct path (no TLS)."""
     tls = task.agent.tls
     if tls is None:
         return orchestrator_pb2.DirectTicket()
     ticket = secrets.token_bytes(TICKET_BYTES)
     try:
         direct_port = task.agent.grant_access(hashlib.sha256(ticket).digest(), task.container,
-                                              port, task.user, TICKET_TTL_SECONDS)
+                                              port, task.user, TICKET_TTL_SECONDS,
+                                              exec_start=exec_start)
     except AgentError as exc:
         _abort_for(context, exc)
     if not direct_port:

@@ -638,6 +638,16 @@ class OrchestratorService:
                                request.task)
         return direct_ticket(task, port, context)
 
+    def OpenExec(self, request: pb.ExecRequest, context: grpc.ServicerContext
+                 ) -> pb.DirectTicket:
+        """Decide as Exec does, then answer a single-use ticket that runs exactly this
+        request's process, straight from the task's agent (an empty one: use Exec)."""
+        if request.input.WhichOneof("input") != "start":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request must start a process")
+        task = self._live_task(context, WORKFLOW_EXEC, request.owner, request.workflow,
+                               request.task)
+        return direct_ticket(task, 0, context, request.input.start)
+
     def LaunchExec(self, request_iterator: Iterator[pb.LaunchExecRequest],
                    context: grpc.ServicerContext) -> Iterator[substrate_pb2.ExecOutput]:
         """Start an MPI launcher's daemon in a container of its own job (no SSH).

@@ -9,8 +9,10 @@ workflow exec`` run as subprocesses, as a user would run them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import select
@@ -18,6 +20,7 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import termios
 import threading
 import time
@@ -26,12 +29,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.api import substrate_pb2
-from fuzz.cli.portforward import DirectRefusedError, connect_direct
+from fuzz.cli.execsession import DirectExec
+from fuzz.cli.portforward import DirectRefusedError, connect_direct, open_direct, present_ticket
 from fuzz.errors import FuzzError
 from fuzz.rpc.direct import pump
 from fuzz.rpc.tunnel import data_request
@@ -472,3 +477,106 @@ def test_a_direct_ticket_is_single_use_and_a_forged_one_is_refused(notebook: Not
     forged.ticket = os.urandom(len(ticket.ticket))
     with pytest.raises(DirectRefusedError, match="not valid"):
         connect_direct(forged)
+
+
+def _exec_ticket(notebook: Notebook, *argv: str) -> pb.DirectTicket:
+    """A direct exec ticket for ``argv`` in the job, as the CLI asks for one."""
+    with notebook.cluster.client() as client:
+        return client.open_exec(pb.ExecRequest(
+            workflow=notebook.name, task=JOB,
+            input=substrate_pb2.ExecInput(start=substrate_pb2.ExecStart(args=argv))))
+
+
+def _run_direct(ticket: pb.DirectTicket, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+    """Redeem ``ticket`` as the CLI does, with ``stdin``: (exit code, stdout, stderr)."""
+    tls = open_direct(ticket)
+    assert tls is not None
+    present_ticket(tls, ticket)
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    with tls, contextlib.ExitStack() as session, tempfile.TemporaryFile() as source:
+        source.write(stdin)
+        source.seek(0)
+        code = DirectExec(tls, source.fileno(), stdout, stderr).run(session, tty=False)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def exec_json(notebook: Notebook, *argv: str) -> dict[str, Any]:
+    """``fuzz workflow exec --json NAME notebook -- ARGV``'s answer."""
+    done = subprocess.run(fuzz_command("workflow", "exec", "--json", notebook.name, JOB, "--",
+                                       *argv), cwd=notebook.cluster.directory,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    answer: dict[str, Any] = json.loads(done.stdout)
+    assert done.returncode == answer["exit_code"], done.stderr
+    return answer
+
+
+def test_exec_goes_straight_to_the_agent_and_50_mib_of_stdout_arrive_whole(
+        notebook: Notebook) -> None:
+    answer = exec_json(notebook, "sh", "-c", "echo out; echo err >&2; exit 4")
+    assert answer == {"exit_code": 4, "path": "direct", "stdout": "out\n", "stderr": "err\n"}
+    expected = exec_in(notebook, "sha256sum", "/tmp/www/big").stdout.split()[0]
+    big = subprocess.run(fuzz_command("workflow", "exec", notebook.name, JOB, "--", "sh", "-c",
+                                      "cat /tmp/www/big; exit 3"),
+                         cwd=notebook.cluster.directory, capture_output=True, timeout=120,
+                         stdin=subprocess.DEVNULL)
+    assert big.returncode == 3, big.stderr
+    assert len(big.stdout) == BIG_MIB * 2**20
+    assert hashlib.sha256(big.stdout).hexdigest() == expected
+    # stdin of a few MiB in, half-closed, all of it out again
+    payload = os.urandom(3 * 2**20 + 5)
+    code, out, err = _run_direct(_exec_ticket(notebook, "sh", "-c", "cat; echo done >&2"),
+                                 payload)
+    assert (code, out, err) == (0, payload, b"done\n")
+
+
+def test_an_exec_ticket_runs_only_its_command_once_and_a_forged_one_is_refused(
+        notebook: Notebook) -> None:
+    ticket = _exec_ticket(notebook, "echo", "granted")
+    assert ticket.port and ticket.ticket
+    assert _run_direct(ticket) == (0, b"granted\n", b"")
+    with pytest.raises(DirectRefusedError, match="not valid"):
+        _run_direct(ticket)  # replayed
+    forged = pb.DirectTicket()
+    forged.CopyFrom(ticket)
+    forged.ticket = os.urandom(len(ticket.ticket))
+    with pytest.raises(DirectRefusedError, match="not valid"):
+        _run_direct(forged)
+    # a port-forward's ticket opens its port, and runs nothing: what exec frames would ask
+    # for goes to the port (the echo server) as bytes
+    port_ticket = _ticket(notebook, notebook.echo_port)
+    tls = connect_direct(port_ticket)
+    assert tls is not None
+    local, far = socket.socketpair()
+    with tls, local, far:
+        pumping = threading.Thread(target=pump, args=(tls, local))
+        pumping.start()
+        far.sendall(b"\x01\x00\x00\x00\x03id\n")
+        far.shutdown(socket.SHUT_WR)
+        echoed = b""
+        while data := far.recv(100):
+            echoed += data
+        pumping.join(timeout=30)
+    assert echoed == b"\x01\x00\x00\x00\x03id\n"
+
+
+def test_exec_is_relayed_through_the_orchestrator_when_the_agent_is_out_of_reach(
+        notebook: Notebook) -> None:
+    direct_port = _exec_ticket(notebook, "true").port
+    assert direct_port
+    rule = ["OUTPUT", "-o", "lo", "-p", "tcp", "--dport", str(direct_port), "-j", "REJECT",
+            "--reject-with", "tcp-reset"]
+    subprocess.run(["iptables", "-I", *rule], check=True)  # the node is out of reach
+    try:
+        answer = exec_json(notebook, "sh", "-c", "echo relayed; exit 6")
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)
+    assert answer == {"exit_code": 6, "path": "relay", "stdout": "relayed\n", "stderr": ""}
+
+
+def test_many_direct_exec_sessions_at_once_each_get_their_own_stdio_and_exit_code(
+        notebook: Notebook) -> None:
+    tickets = [_exec_ticket(notebook, "sh", "-c", f"cat; exit {n}") for n in range(10)]
+    payloads = [os.urandom(200_000 + n) for n in range(10)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(_run_direct, tickets, payloads))
+    assert results == [(n, payloads[n], b"") for n in range(10)]

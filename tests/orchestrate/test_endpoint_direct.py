@@ -38,6 +38,7 @@ from fuzz.orchestrate.store import Store
 from fuzz.rpc.direct import client_context
 from fuzz.spec.endpoint_urls import EndpointAddress
 from fuzz.substrate.rpc.direct import DirectListener, Grant, TicketBook
+from fuzz.substrate.runtime.execproc import ExecProcess, ExecSpec
 from fuzz.testing.web import serve_handler
 from tests.support.endpoints import Browser, ca_context, websocket_echo, websocket_echo_server
 from tests.support.nodecerts import write_node_certificate
@@ -122,7 +123,7 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
             raise FuzzError(f"cannot connect to port {grant.port}: {exc.strerror}") from None
 
     listener = DirectListener("127.0.0.1", str(tmp_path / "cert.pem"),
-                              str(tmp_path / "key.pem"), book, connect)
+                              str(tmp_path / "key.pem"), book, connect, _no_exec)
     listener.start()
     try:
         yield Agent(book, listener.port, ca_pem, opened)
@@ -274,3 +275,8 @@ def test_idle_tunnels_are_capped_per_port_and_expire(agent: Agent) -> None:
         clock.now += IDLE_KEPT_SECONDS
         assert idle.reopened("k") is None
         idle.close()
+
+
+def _no_exec(spec: ExecSpec) -> ExecProcess:
+    """No container here to exec in."""
+    raise FuzzError(f"no exec in container {spec.container_id} here")

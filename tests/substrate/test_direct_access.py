@@ -23,6 +23,7 @@ from fuzz.crypto import pki
 from fuzz.errors import FuzzError
 from fuzz.rpc.direct import pump
 from fuzz.substrate.rpc.direct import DirectListener, Grant, TicketBook, TicketRefusedError
+from fuzz.substrate.runtime.execproc import ExecProcess, ExecSpec
 from tests.support.nodecerts import write_node_certificate
 
 NODE = "node-a"
@@ -98,7 +99,7 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
         return socket.create_connection(("127.0.0.1", grant.port))
 
     listener = DirectListener("127.0.0.1", str(tmp_path / "cert.pem"),
-                              str(tmp_path / "key.pem"), book, connect)
+                              str(tmp_path / "key.pem"), book, connect, _no_exec)
     listener.start()
     try:
         yield Agent(listener, book, clock, ca_pem, ports)
@@ -177,3 +178,19 @@ def test_an_agent_of_another_ca_is_not_trusted(agent: Agent) -> None:
     ticket.ca_pem = other.cert_pem
     assert connect_direct(ticket) is None  # not this cluster's agent: relay instead
     assert _exchange(agent.grant("a"), b"x") == b"Ax"
+
+
+def _no_exec(spec: ExecSpec) -> ExecProcess:
+    """No container here to exec in: say what was asked for."""
+    raise FuzzError(f"no exec of {' '.join(spec.args)} in container {spec.container_id} here")
+
+
+def test_an_exec_ticket_starts_its_grants_process_and_nothing_else(agent: Agent) -> None:
+    ticket = os.urandom(32)
+    spec = ExecSpec("b", ("id", "-u"), ("A=1",), "/tmp")
+    agent.book.grant(hashlib.sha256(ticket).digest(), "b", 0, "alice", 10, exec_spec=spec)
+    with pytest.raises(DirectRefusedError, match="no exec of id -u in container b here"):
+        connect_direct(agent.ticket(ticket))
+    with pytest.raises(DirectRefusedError, match="not valid"):
+        connect_direct(agent.ticket(ticket))  # once only
+    assert _exchange(agent.grant("a"), b"x") == b"Ax"  # a port's ticket runs nothing

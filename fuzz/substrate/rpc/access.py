@@ -42,6 +42,12 @@ _STATUS: StatusTable = (
 )
 
 
+def _exec_spec(container_id: str, start: substrate_pb2.ExecStart) -> ExecSpec:
+    """What ``start`` asks to run in ``container_id`` (ExecRequestError if it is invalid)."""
+    return ExecSpec(container_id, tuple(start.args), tuple(start.env), start.cwd, start.tty,
+                    start.window.rows, start.window.columns)
+
+
 def _feed_stdin(requests: Iterator[substrate_pb2.ExecInput], process: ExecProcess) -> None:
     """Pass the caller's stdin and window sizes on; close stdin when the caller is done."""
     try:
@@ -82,7 +88,8 @@ class AccessRpcs(NodeJobs):
         """Serve the direct port-forward path on ``host`` with the node's certificate
         (see :mod:`fuzz.substrate.rpc.direct`); the caller closes the listener."""
         book = TicketBook()
-        listener = DirectListener(host, cert, key, book, self._connect_grant)
+        listener = DirectListener(host, cert, key, book, self._connect_grant,
+                                  self._start_process)
         self._direct = (book, listener)
         listener.start()
         return listener
@@ -92,22 +99,32 @@ class AccessRpcs(NodeJobs):
         return connect_in_netns(pid, grant.port, CONNECT_TIMEOUT,
                                 f"container {grant.container_id}")
 
+    def _start_process(self, spec: ExecSpec) -> ExecProcess:
+        """Start ``spec``'s process in its container, which must be running."""
+        containers = self.jobs().containers
+        containers.running_pid(spec.container_id)
+        return ExecProcess(containers.runc_path(), spec,
+                           containers.process_config(spec.container_id))
+
     def GrantAccess(self, request: substrate_pb2.AccessGrant,
                     context: grpc.ServicerContext) -> substrate_pb2.AccessGrantReply:
         """Register a single-use ticket (its hash) for a port of a running container;
         answers the direct port (0: this agent has none, the caller relays instead)."""
         if self._direct is None:
             return substrate_pb2.AccessGrantReply(direct_port=0)
-        if not 0 < request.port <= MAX_PORT or len(request.ticket_sha256) != 32:
+        is_exec = request.HasField("exec")
+        if len(request.ticket_sha256) != 32 or (
+                request.port != 0 if is_exec else not 0 < request.port <= MAX_PORT):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          "a grant needs a port 1-65535 and a SHA-256 ticket hash")
+                          "a grant needs a SHA-256 ticket hash, and a port 1-65535 or an exec")
         try:
+            spec = _exec_spec(request.container_id, request.exec) if is_exec else None
             self.jobs().containers.running_pid(request.container_id)  # it must be running
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         book, listener = self._direct
         book.grant(request.ticket_sha256, request.container_id, request.port, request.user,
-                   request.ttl_seconds, request.reusable)
+                   request.ttl_seconds, request.reusable, spec)
         return substrate_pb2.AccessGrantReply(direct_port=listener.port)
 
     def Exec(self, request_iterator: Iterator[substrate_pb2.ExecInput],
@@ -116,14 +133,9 @@ class AccessRpcs(NodeJobs):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("input") != "start":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be start")
-        start = first.start
         try:
-            spec = ExecSpec(start.container_id, tuple(start.args), tuple(start.env), start.cwd,
-                            start.tty, start.window.rows, start.window.columns)
-            containers = self.jobs().containers
-            containers.running_pid(spec.container_id)  # it must be running
-            process = ExecProcess(containers.runc_path(), spec,
-                                  containers.process_config(spec.container_id))
+            spec = _exec_spec(first.start.container_id, first.start)
+            process = self._start_process(spec)
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         context.add_callback(process.kill)

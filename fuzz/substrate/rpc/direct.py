@@ -6,7 +6,10 @@ which only the orchestrator may call): the SHA-256 of a random ticket, the conta
 and port it opens, who it is for and how long it lasts (seconds). The caller presents
 the ticket on :class:`DirectListener`'s TLS port; a ticket is redeemed at most once, only
 before it expires, and opens exactly its grant's port of its grant's container: there
-is nothing in the connection that could name another. The book holds hashes only, and
+is nothing in the connection that could name another. An exec grant instead carries
+the whole process the orchestrator decided on (command, env, cwd, terminal): its
+connection runs that process in the grant's container, and only that
+(:mod:`fuzz.substrate.rpc.direct_exec`). The book holds hashes only, and
 no log line carries a ticket. Wire format and copying: :mod:`fuzz.rpc.direct`.
 """
 
@@ -34,6 +37,8 @@ from fuzz.rpc.direct import (
     pump,
     server_context,
 )
+from fuzz.substrate.rpc.direct_exec import serve_exec
+from fuzz.substrate.runtime.execproc import ExecProcess, ExecSpec
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +60,7 @@ class Grant:
     user: str
     expires: float
     reusable: bool = False  # the connection may open the port again (AGAIN)
+    exec_spec: ExecSpec | None = None  # set: the connection runs this process (port 0)
 
 
 class TicketBook:
@@ -67,14 +73,17 @@ class TicketBook:
         self._clock = clock
 
     def grant(self, ticket_sha256: bytes, container_id: str, port: int, user: str,
-              ttl_seconds: float, reusable: bool = False) -> None:
+              ttl_seconds: float, reusable: bool = False,
+              exec_spec: ExecSpec | None = None) -> None:
         """Register a ticket (by its hash) for ``port`` of ``container_id`` (``reusable``:
-        its connection may open that port again and again)."""
+        its connection may open that port again and again), or, with ``exec_spec`` (whose
+        container is ``container_id``), for running that process once."""
         ttl = min(max(ttl_seconds, 0.0), MAX_TTL_SECONDS)
         now = self._clock()
         with self._lock:
             self._grants = {key: g for key, g in self._grants.items() if g.expires > now}
-            self._grants[ticket_sha256] = Grant(container_id, port, user, now + ttl, reusable)
+            self._grants[ticket_sha256] = Grant(container_id, port, user, now + ttl,
+                                                  reusable, exec_spec)
 
     def redeem(self, ticket: bytes) -> Grant:
         """The grant of ``ticket``, used up; TicketRefusedError if there is none now."""
@@ -89,21 +98,24 @@ class TicketBook:
 
 
 Connector = Callable[[Grant], socket.socket]
+ExecStarter = Callable[[ExecSpec], ExecProcess]
 
 
 class DirectListener:
     """The agent's direct TLS port: a thread accepting, a thread per connection."""
 
     def __init__(self, host: str, cert: str, key: str, book: TicketBook,
-                 connect: Connector) -> None:
+                 connect: Connector, start_exec: ExecStarter) -> None:
         """Listen on ``host`` (a free port), serving ``cert``/``key``; ``connect`` opens a
-        grant's port (raising FuzzError when it cannot)."""
+        grant's port, ``start_exec`` an exec grant's process (either raising FuzzError
+        when it cannot)."""
         self._context = server_context(cert, key)
         self._server = socket.create_server((host, 0), backlog=128,
                                             family=_family(host))
         self.port: int = self._server.getsockname()[1]
         self._book = book
         self._connect = connect
+        self._start_exec = start_exec
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._thread = threading.Thread(target=self._accept, name="direct-access", daemon=True)
 
@@ -148,6 +160,9 @@ class DirectListener:
         except FuzzError as exc:
             _refuse(tls, exc)
             return
+        if grant.exec_spec is not None:
+            self._exec(tls, grant.exec_spec, grant.user)
+            return
         while self._forward_once(tls, grant) and grant.reusable:
             tls.setblocking(True)
             tls.settimeout(IDLE_SECONDS)
@@ -168,6 +183,26 @@ class DirectListener:
             tls.sendall(bytes([ACCEPTED]))
             pump(tls, target)
         return True
+
+
+    def _exec(self, tls: ssl.SSLSocket, spec: ExecSpec, user: str) -> None:
+        """Run the grant's process with the connection as its stdio."""
+        try:
+            process = self._start_exec(spec)
+        except FuzzError as exc:
+            _refuse(tls, exc)
+            return
+        try:
+            logger.debug("direct exec for %s in container %s", user, spec.container_id)
+            try:
+                tls.sendall(bytes([ACCEPTED]))
+            except OSError:
+                process.kill()
+                process.wait()
+                raise
+            serve_exec(tls, process)
+        finally:
+            process.close()
 
 
 def _refuse(tls: ssl.SSLSocket, exc: FuzzError) -> None:

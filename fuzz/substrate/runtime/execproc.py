@@ -232,6 +232,12 @@ class ExecProcess:
         if self.stdin >= 0:
             os.close(self.stdin)
 
+    def output_fds(self) -> dict[int, Stream]:
+        """The descriptors the output comes from, and which stream each is (for a caller
+        that reads them itself instead of :meth:`output`; stderr's data goes through
+        :meth:`stderr_text`)."""
+        return dict(self._outputs)
+
     def output(self) -> Iterator[tuple[Stream, bytes]]:
         """The process's output as it comes, until it (and whatever it started) closed it."""
         with selectors.DefaultSelector() as selector:
@@ -244,13 +250,13 @@ class ExecProcess:
                     except OSError:  # EIO: a terminal whose every slave end is closed
                         data = b""
                     if data and self._outputs[key.fd] == "stderr":
-                        yield "stderr", self._runc_said(data)
+                        yield "stderr", self.stderr_text(data)
                     elif data:
                         yield self._outputs[key.fd], data
                     else:
                         selector.unregister(key.fd)
 
-    def _runc_said(self, data: bytes) -> bytes:
+    def stderr_text(self, data: bytes) -> bytes:
         """``data`` of stderr, or, when it is runc's own complaint, its message alone (a
         missing command: ``no such file in the image: X``)."""
         complaint = RUNC_ERROR.fullmatch(data)
