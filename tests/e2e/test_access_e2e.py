@@ -454,22 +454,28 @@ def test_connections_go_straight_to_the_agent_and_through_the_orchestrator_when_
         forward.stop()
 
 
-def test_a_direct_ticket_is_single_use_and_a_forged_one_is_refused(notebook: Notebook) -> None:
-    ticket = _ticket(notebook, notebook.echo_port)
-    assert ticket.ticket and ticket.server_name and b"BEGIN CERTIFICATE" in ticket.ca_pem
+def _echoed_through(ticket: pb.DirectTicket, payload: bytes) -> bytes:
+    """What the echo server sends back of ``payload`` through a direct connection on
+    ``ticket`` (the sending side half-closed after it, as cat ends)."""
     tls = connect_direct(ticket)
     assert tls is not None
     local, far = socket.socketpair()
     with tls, local, far:
         pumping = threading.Thread(target=pump, args=(tls, local))
         pumping.start()
-        far.sendall(b"hello\n")
+        far.sendall(payload)
         far.shutdown(socket.SHUT_WR)  # cat ends: so does the job's side
         echoed = b""
         while data := far.recv(100):
             echoed += data
         pumping.join(timeout=30)
-    assert echoed == b"hello\n"
+    return echoed
+
+
+def test_a_direct_ticket_is_single_use_and_a_forged_one_is_refused(notebook: Notebook) -> None:
+    ticket = _ticket(notebook, notebook.echo_port)
+    assert ticket.ticket and ticket.server_name and b"BEGIN CERTIFICATE" in ticket.ca_pem
+    assert _echoed_through(ticket, b"hello\n") == b"hello\n"
     with pytest.raises(DirectRefusedError, match="not valid"):
         connect_direct(ticket)
     forged = pb.DirectTicket()
@@ -543,20 +549,8 @@ def test_an_exec_ticket_runs_only_its_command_once_and_a_forged_one_is_refused(
         _run_direct(forged)
     # a port-forward's ticket opens its port, and runs nothing: what exec frames would ask
     # for goes to the port (the echo server) as bytes
-    port_ticket = _ticket(notebook, notebook.echo_port)
-    tls = connect_direct(port_ticket)
-    assert tls is not None
-    local, far = socket.socketpair()
-    with tls, local, far:
-        pumping = threading.Thread(target=pump, args=(tls, local))
-        pumping.start()
-        far.sendall(b"\x01\x00\x00\x00\x03id\n")
-        far.shutdown(socket.SHUT_WR)
-        echoed = b""
-        while data := far.recv(100):
-            echoed += data
-        pumping.join(timeout=30)
-    assert echoed == b"\x01\x00\x00\x00\x03id\n"
+    exec_frame = b"\x01\x00\x00\x00\x03id\n"
+    assert _echoed_through(_ticket(notebook, notebook.echo_port), exec_frame) == exec_frame
 
 
 def test_exec_is_relayed_through_the_orchestrator_when_the_agent_is_out_of_reach(
