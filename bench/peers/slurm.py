@@ -204,7 +204,7 @@ class SlurmPeer:
         started = time.perf_counter()
         done = self._checked("salloc with steps", "salloc", f"-n{self.slots}", "-c1", "-N1",
                              "--quiet", "sh", "-c", launcher)
-        mode = "steps in one allocation" + (" --container (runc)" if container else "")
+        mode = "steps in one allocation" + (", --container (runc)" if container else "")
         return ModeResult(mode, jobs, time.perf_counter() - started, done.stdout)
 
     def array(self, jobs: int, command: Sequence[str] = ("/bin/true",)) -> ModeResult:
