@@ -30,8 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +135,12 @@ def time_slurm(unpacked: Path, tasks: int, slots: int) -> list[ModeResult]:
     bundle = container_bundle(unpacked, bare_config(unpacked / "rootfs", "slurm"))
     results = []
     with slurm(slots) as peer:
-        for name, mode in (("steps", lambda: peer.steps(tasks)),
-                           ("--container steps", lambda: peer.steps(tasks, container=bundle)),
-                           ("sbatch --array", lambda: peer.array(tasks)),
-                           ("srun per job", lambda: peer.srun_per_job(tasks))):
+        modes: list[tuple[str, Callable[[], ModeResult]]] = [
+            ("steps", partial(peer.steps, tasks)),
+            ("--container steps", partial(peer.steps, tasks, container=bundle)),
+            ("sbatch --array", partial(peer.array, tasks)),
+            ("srun per job", partial(peer.srun_per_job, tasks))]
+        for name, mode in modes:
             try:
                 results.append(mode())
             except SlurmRefused as refused:

@@ -6,7 +6,8 @@ packages), writes a one-node configuration, a munge key and state folders for th
 run into a temporary folder, and starts the three daemons in the foreground inside a
 new PID namespace (``unshare --pid --kill-child``): when the bench ends, is
 interrupted or dies, the namespace dies and every daemon and job step in it with it
--- no leftovers, no systemd. The node is given exactly ``slots`` CPUs (the slots the
+-- no leftovers, no systemd (``setpriv --pdeathsig`` ends the namespace even when the
+bench itself is killed with SIGKILL). The node is given exactly ``slots`` CPUs (the slots the
 caller asks for, whatever the machine has), so that Slurm and fuzz run the same
 number of one-core jobs at once.
 
@@ -178,11 +179,16 @@ class SlurmPeer:
     workdir: Path
     slots: int
     env: dict[str, str]
+    namespace_pid: int  # the namespace's first process (seen from outside)
 
     def client(self, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """Run a Slurm client command (``sinfo``, ``srun``, ...) against this cluster."""
-        return subprocess.run(argv, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        """Run a Slurm client command (``sinfo``, ``srun``, ...) against this cluster,
+        inside its PID namespace, so that the clients (``salloc``'s shell, ``srun``s)
+        end with the daemons too."""
+        return subprocess.run(
+            ["nsenter", f"--target={self.namespace_pid}", "--pid", "--mount", *argv],
+            env=self.env, capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL)
 
     def _checked(self, what: str, *argv: str) -> subprocess.CompletedProcess[str]:
         done = self.client(*argv)
@@ -251,6 +257,7 @@ def slurm(slots: int, queue_depth: int = 10000) -> Iterator[SlurmPeer]:
     ensure_installed()
     workdir = Path(tempfile.mkdtemp(prefix="fuzz-bench-slurm-"))
     process: subprocess.Popen[bytes] | None = None
+    namespace_pid: int | None = None
     try:
         for sub in ("state", "spool", "runc"):
             (workdir / sub).mkdir()
@@ -268,17 +275,19 @@ def slurm(slots: int, queue_depth: int = 10000) -> Iterator[SlurmPeer]:
                                        conf=conf, node=NODE)
         log = (workdir / "daemons.log").open("wb")
         process = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+            ["setpriv", "--pdeathsig", "KILL",  # even a bench killed by -9 takes them along
+             "unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
              "bash", "-c", supervisor], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         env = {key_: value for key_, value in os.environ.items()
                if not key_.startswith("SLURM_")}
         env["SLURM_CONF"] = str(conf)
-        peer = SlurmPeer(workdir, slots, env)
+        namespace_pid = _first_child(process)
+        peer = SlurmPeer(workdir, slots, env, namespace_pid)
         _wait_idle(peer, process)
         yield peer
     finally:
         if process is not None:
-            _stop(process)
+            _stop(process, namespace_pid)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -308,9 +317,21 @@ def _daemon_logs(workdir: Path) -> str:
     return "; ".join(tails) or "no logs"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """End the namespace: ``unshare --kill-child`` takes its first process with it and
-    the kernel then kills every process left in the namespace."""
+def _first_child(process: subprocess.Popen[bytes]) -> int:
+    """The pid of ``unshare``'s child: the namespace's first process."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    deadline = time.monotonic() + START_TIMEOUT
+    while not (pids := children.read_text().split()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("Slurm's PID namespace did not start")
+        time.sleep(0.01)
+    return int(pids[0])
+
+
+def _stop(process: subprocess.Popen[bytes], namespace_pid: int | None) -> None:
+    """End the namespace: ``unshare --kill-child`` takes its first process with it, the
+    kernel then kills every process left in the namespace, and the first process is gone
+    from /proc only once they all are (so their files can be removed after)."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -318,3 +339,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
+    deadline = time.monotonic() + 30
+    while namespace_pid is not None and Path(f"/proc/{namespace_pid}").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Slurm's PID namespace (pid {namespace_pid}) outlived 30 s")
+        time.sleep(0.01)
