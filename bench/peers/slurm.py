@@ -23,6 +23,7 @@ The ways to run many small jobs, each timed for ``jobs`` one-core commands:
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import secrets
@@ -161,7 +162,7 @@ def container_bundle(unpacked: Path, config: dict[str, Any]) -> Path:
     Slurm 22.05 runs the rootfs at ``<bundle>/rootfs`` (a real folder: runc refuses a
     link), and several steps run the bundle at once, so the config names no cgroup of its
     own (runc then makes one per container, named after its id)."""
-    config = json.loads(json.dumps(config))
+    config = copy.deepcopy(config)
     config["root"]["path"] = "rootfs"
     config["linux"].pop("cgroupsPath", None)
     (unpacked / "config.json").write_text(json.dumps(config))
