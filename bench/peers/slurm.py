@@ -185,11 +185,12 @@ class SlurmPeer:
     def client(self, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run a Slurm client command (``sinfo``, ``srun``, ...) against this cluster,
         inside its PID namespace, so that the clients (``salloc``'s shell, ``srun``s)
-        end with the daemons too."""
+        end with the daemons too. They run in the peer's folder, which is the jobs'
+        working directory too: whatever a job or step leaves (a core file) goes with it."""
         return subprocess.run(
             ["nsenter", f"--target={self.namespace_pid}", "--pid", "--mount", *argv],
             env=self.env, capture_output=True, text=True, timeout=timeout,
-            stdin=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, cwd=self.workdir)
 
     def _checked(self, what: str, *argv: str) -> subprocess.CompletedProcess[str]:
         done = self.client(*argv)
