@@ -1,17 +1,26 @@
-"""Benchmark: workflow throughput on a 3-node local cluster versus bare ``runc run``.
+"""Benchmark: workflow throughput on a 3-node local cluster versus bare ``runc run`` and Slurm.
 
 500 one-core tasks running ``/bin/true`` (one task array) go through the whole
 orchestrator: ``fuzz workflow start``, scheduling, a lease, a container start and
-wait on an agent, log collection, clean-up. The baseline, in the same run, is 500
-bare ``runc run`` of an equivalent prepared bundle at the same parallelism (the
-cluster's total cores: one task per core). Prints jobs per second for both and
-their ratio.
+wait on an agent, log collection, clean-up. In the same run, the peers run as many
+jobs at the same parallelism (the cluster's total cores: one job per core):
 
-Needs root and Debian's runc, skopeo, umoci, busybox-static, docker-registry.
+- bare ``runc run`` of an equivalent prepared bundle;
+- Slurm (``bench/peers/slurm.py``: slurmctld + slurmd + munge, one node given exactly
+  as many CPUs as fuzz's cluster has cores), each of its ways to run many jobs: job
+  steps in one allocation, the same steps in runc containers (``--container``, on
+  the same image and config), one ``sbatch --array``, one ``srun`` per job.
+
+Prints each one's jobs per second and fuzz's ratios to bare runc and to Slurm's job
+steps. ``--tasks`` runs a smaller size for a quick look.
+
+Needs root and Debian's runc, skopeo, umoci, busybox-static, docker-registry; installs
+Slurm and munge on first use.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import queue
@@ -21,10 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from peers.slurm import ModeResult, SlurmRefused, container_bundle, slurm
 
 from fuzz.substrate.runtime.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
 from fuzz.testing.cluster import local_cluster
@@ -76,23 +88,28 @@ def _finish(updates: Iterator[Any]) -> None:
         raise SystemExit(f"the workflow did not succeed: {last}")
 
 
+def bare_config(rootfs: Path, container_id: str) -> dict[str, Any]:
+    """The OCI config the agent's container manager would write for a ``/bin/true`` job."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
+    spec = ContainerSpec(id=container_id, rootfs=rootfs, args=("/bin/true",),
+                         memory_bytes=MEMORY)
+    config = oci_config(spec, rootfs, nofile=nofile)
+    config["root"]["readonly"] = True  # the shared image rootfs is never written
+    return config
+
+
 def time_bare_runc(rootfs: Path, workdir: Path, tasks: int, parallel: int) -> float:
     """Seconds for ``tasks`` bare ``runc run``, ``parallel`` at once.
 
     Each of the ``parallel`` slots has its own prepared bundle (and so its own
     cgroup), as each agent job has its own.
     """
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    nofile = NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
     slots: queue.SimpleQueue[Path] = queue.SimpleQueue()
     for slot in range(parallel):
         bundle = workdir / f"bundle-{slot}"
         bundle.mkdir()
-        spec = ContainerSpec(id=f"bare-{slot}", rootfs=rootfs, args=("/bin/true",),
-                             memory_bytes=MEMORY)
-        config = oci_config(spec, rootfs, nofile=nofile)  # as the agent's manager does
-        config["root"]["readonly"] = True
-        (bundle / "config.json").write_text(json.dumps(config))
+        (bundle / "config.json").write_text(json.dumps(bare_config(rootfs, f"bare-{slot}")))
         slots.put(bundle)
 
     def one(index: int) -> None:
@@ -112,8 +129,35 @@ def time_bare_runc(rootfs: Path, workdir: Path, tasks: int, parallel: int) -> fl
     return time.perf_counter() - started
 
 
+def time_slurm(unpacked: Path, tasks: int, slots: int) -> list[ModeResult]:
+    """Each of Slurm's ways to run ``tasks`` one-core ``/bin/true``, on ``slots`` CPUs; a
+    way that cannot run here is left out with one line saying why."""
+    bundle = container_bundle(unpacked, bare_config(unpacked / "rootfs", "slurm"))
+    results = []
+    with slurm(slots) as peer:
+        modes: list[tuple[str, Callable[[], ModeResult]]] = [
+            ("steps", partial(peer.steps, tasks)),
+            ("--container steps", partial(peer.steps, tasks, container=bundle)),
+            ("sbatch --array", partial(peer.array, tasks)),
+            ("srun per job", partial(peer.srun_per_job, tasks))]
+        for name, mode in modes:
+            try:
+                results.append(mode())
+            except SlurmRefused as refused:
+                print(f"Slurm {name}: left out, it cannot run here: {refused}")
+    return results
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=TASKS,
+                        help=f"jobs per system (default {TASKS})")
+    return parser.parse_args()
+
+
 def main() -> int:
-    """Run both and print the BENCH line."""
+    """Run fuzz and its peers and print their figures and the BENCH lines."""
+    tasks = _arguments().tasks
     if os.geteuid() != 0:
         raise SystemExit("run as root: runc needs it")
     workdir = Path(tempfile.mkdtemp(prefix="fuzz-bench-tp-"))
@@ -124,18 +168,28 @@ def main() -> int:
         with serve_registry(workdir / "registry") as registry:
             layout = build_busybox_layout(workdir / "image")
             image = push_layout(layout, registry, BUSYBOX_REPO)
-            fuzz_seconds, cores = time_workflow(workdir / "cluster", image.reference, TASKS)
+            fuzz_seconds, cores = time_workflow(workdir / "cluster", image.reference, tasks)
         bundle_dir = workdir / "unpacked"
         run_checked(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle_dir)])
-        bare_seconds = time_bare_runc(bundle_dir / "rootfs", workdir, TASKS, cores)
+        bare_seconds = time_bare_runc(bundle_dir / "rootfs", workdir, tasks, cores)
+        slurm_results = time_slurm(bundle_dir, tasks, cores)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    fuzz_rate, bare_rate = TASKS / fuzz_seconds, TASKS / bare_seconds
-    print(f"bare runc run, {cores} at once:  {TASKS} in {bare_seconds:.1f}s = "
-          f"{bare_rate:.1f} jobs/s")
-    print(f"fuzz workflow on {NODES} nodes ({cores} cores): {TASKS} in {fuzz_seconds:.1f}s = "
-          f"{fuzz_rate:.1f} jobs/s")
-    print(f"BENCH throughput_ratio_vs_runc={fuzz_rate / bare_rate:.2f} x target>=0.5")
+    fuzz_rate, bare_rate = tasks / fuzz_seconds, tasks / bare_seconds
+    rows = [("bare runc run", bare_seconds),
+            *((f"Slurm {result.mode}", result.seconds) for result in slurm_results),
+            (f"fuzz workflow, {NODES} nodes x {cores // NODES} cores", fuzz_seconds)]
+    width = max(len(label) for label, _ in rows) + 1
+    print(f"{tasks} one-core /bin/true jobs, {cores} at once (the peers' raw numbers first):")
+    for label, seconds in rows:
+        print(f"  {label + ':':<{width}} {seconds:6.1f}s = {tasks / seconds:6.1f} jobs/s")
+    print(f"BENCH throughput_ratio_vs_runc={fuzz_rate / bare_rate:.2f} x target>=0.8")
+    steps = next((result for result in slurm_results
+                  if result.mode == "steps in one allocation"), None)
+    if steps is None:
+        raise SystemExit("no ratio to Slurm's job steps: they did not run (see above)")
+    print(f"BENCH throughput_ratio_vs_slurm_steps={fuzz_rate / steps.jobs_per_second:.2f} x "
+          f"target>=1.0")
     return 0
 
 
