@@ -52,6 +52,8 @@ from fuzz.substrate.runtime.containers import (
     ContainerStatus,
     ContainerWaitTimeoutError,
 )
+from fuzz.substrate.runtime.trash import TRASH_PREFIX
+from tests.support.orchestratorutil import wait_until
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "true", "cat", "echo", "nproc", "id", "pwd", "env", "sleep", "dd", "head",
@@ -281,6 +283,8 @@ def _settle_and_check(manager: ContainerManager, base: Path) -> None:
     ids = [status.id for status in manager.list()]
     manager.shutdown_monitor(timeout=20)
     if manager.root.is_dir():
+        wait_until("the removed containers' directories to be deleted", lambda: not any(
+            entry.name.startswith(TRASH_PREFIX) for entry in manager.root.iterdir()))
         assert sorted(entry.name for entry in manager.root.iterdir()) == sorted(ids)
     deadline = time.monotonic() + 5
     while (left := _leftovers(base, ids)) and time.monotonic() < deadline:
@@ -512,6 +516,26 @@ def test_a_new_manager_re_adopts_running_containers(
         agent.status(spec.id)
     with pytest.raises(ContainerNotFoundError):
         agent.status("../state")
+
+
+def test_remove_frees_the_id_at_once_and_the_directory_goes_in_the_background(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    leftover = manager.root / f"{TRASH_PREFIX}gone.1234"  # what a stopped agent left
+    (leftover / "upper").mkdir(parents=True)
+    spec = ContainerSpec(id=_id("removed"), rootfs=image, args=("true",))
+    manager.start(spec)
+    assert manager.wait(spec.id, timeout=30).exit_code == 0
+    manager.remove(spec.id)
+    assert not (manager.root / spec.id).exists()
+    with pytest.raises(ContainerNotFoundError):
+        manager.status(spec.id)
+    assert manager.list() == []
+    wait_until("the trash to be emptied", lambda: not any(
+        entry.name.startswith(TRASH_PREFIX) for entry in manager.root.iterdir()))
+    again = manager.start(ContainerSpec(id=spec.id, rootfs=image, args=("true",)))
+    assert again.id == spec.id  # the id is free for a new container
+    assert manager.wait(spec.id, timeout=30).exit_code == 0
 
 
 def test_setup_failures_end_as_failed_with_the_reason(

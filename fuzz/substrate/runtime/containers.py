@@ -88,6 +88,7 @@ from fuzz.substrate.runtime.monitor_client import (
     MonitorGoneError,
     MonitorRefusedError,
 )
+from fuzz.substrate.runtime.trash import Trash
 
 State = Literal["starting", "running", "exited", "failed"]
 LOG_CHUNK = 64 * 1024
@@ -208,6 +209,7 @@ class ContainerManager:
         self._runc: str | None = None
         self._state_dir_made = False
         self._monitor = MonitorClient(self.state_dir, self.network.argument())
+        self._trash = Trash(self.root)
 
     # --- paths
 
@@ -526,7 +528,7 @@ class ContainerManager:
             raise ContainerStateError(
                 f"container {container_id} still has mounts ({mounted[0]}); not removing it"
             )
-        shutil.rmtree(directory)
+        self._trash.discard(directory)
         (self.state_dir / HOSTS_DIR / container_id).unlink(missing_ok=True)
 
     def shutdown_monitor(self, timeout: float = START_TIMEOUT, grace: float | None = None
