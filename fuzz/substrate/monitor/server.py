@@ -9,6 +9,10 @@ one JSON line (then the connection is closed):
     make the container's directory (``{"error", "exists": true}`` when it
     exists), run the container; answered once it runs or has ended:
     ``{"status": {...}}`` (see :class:`~fuzz.substrate.monitor.job.Job`)
+    With ``"prepare": true`` the container is only created (``runc create``) and
+    the answer comes once it is, with the status still ``starting``;
+``{"op": "go", "id"}``
+    start a prepared container (``runc start``); answered as ``start`` is
 ``{"op": "wait", "id", "cleaned": bool}``
     answered once the container has ended (with ``cleaned``: once its cleanup is
     done too): ``{"status": {...}}`` (``null`` when there is no such container)
@@ -252,6 +256,8 @@ class Monitor:
             self.reply(client, {"error": f"bad container id {container_id!r}"})
         elif op == "start":
             self.start(client, container_id, request)
+        elif op == "go":
+            self.go(client, container_id)
         elif op == "reserve":
             self.reserve(client, container_id)
         elif op == "wait":
@@ -307,6 +313,15 @@ class Monitor:
         if job.image is not None:
             self.spare.image = job.image
         self.replenish()
+
+    def go(self, client: Client, container_id: str) -> None:
+        """Start a prepared container; answer once it runs or has ended."""
+        job = self.jobs.get(container_id)
+        if job is None or job.phase != "prepared" or job.killed:
+            self.reply(client, {"error": f"container {container_id!r} is not prepared"})
+            return
+        self.wait_for(client, container_id, "start")
+        job.go()
 
     def reserve(self, client: Client, container_id: str) -> None:
         """Answer the address ``container_id`` will have (None: jobs use the host network)."""
