@@ -528,6 +528,11 @@ def test_remove_frees_the_id_at_once_and_the_directory_goes_in_the_background(
     assert manager.wait(spec.id, timeout=30).exit_code == 0
     manager.remove(spec.id)
     assert not (manager.root / spec.id).exists()
+    # what holds the job's env (its secrets) is gone already, not left for the trash
+    trashed = [entry for entry in manager.root.iterdir()
+               if entry.name.startswith(f"{TRASH_PREFIX}{spec.id}.")]
+    assert not [entry for entry in trashed for name in ("config.json", "spec.json")
+                if (entry / name).exists()]
     with pytest.raises(ContainerNotFoundError):
         manager.status(spec.id)
     assert manager.list() == []

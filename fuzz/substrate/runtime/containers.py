@@ -549,6 +549,8 @@ class ContainerManager:
             raise ContainerStateError(
                 f"container {container_id} still has mounts ({mounted[0]}); not removing it"
             )
+        for secret_bearing in (CONFIG_FILE, SPEC_FILE):  # the job's env: gone when this returns
+            (directory / secret_bearing).unlink(missing_ok=True)
         self._trash.discard(directory)
         (self.state_dir / HOSTS_DIR / container_id).unlink(missing_ok=True)
 
