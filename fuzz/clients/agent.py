@@ -200,6 +200,7 @@ class AgentClient(GrpcClient):
         launch_token: str = "",
         hostname: str = "",
         hosts: Sequence[str] = (),
+        prepare_only: bool = False,
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
 
@@ -212,6 +213,8 @@ class AgentClient(GrpcClient):
         stdout and stderr (0: all). ``files`` are (path in the container, content) pairs,
         placed there read-only. ``launch_token``: an MPI job's, for its launch
         socket (docs/security.md, "MPI without SSH"); ``hostname``: the container's.
+        ``prepare_only``: make the container but leave the job's process unstarted
+        (:meth:`start_prepared_container` starts it).
         """
         request = substrate_pb2.StartContainerRequest(
             id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
@@ -221,12 +224,19 @@ class AgentClient(GrpcClient):
                     for s, d, ro in mounts],
             lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
             peers=list(peers), hosts=list(hosts), launch_token=launch_token,
-            hostname=hostname,
+            hostname=hostname, prepare_only=prepare_only,
             files=[substrate_pb2.ContainerFile(path=path, content=content)
                    for path, content in files],
         )
         reply: substrate_pb2.ContainerStatus = self._call(
             self._stub.StartContainer, request, call_timeout or max(self.timeout, 300.0))
+        return reply
+
+    def start_prepared_container(self, job_id: str) -> substrate_pb2.ContainerStatus:
+        """Start a job prepared by ``start_container(..., prepare_only=True)``."""
+        reply: substrate_pb2.ContainerStatus = self._call(
+            self._stub.StartPreparedContainer, substrate_pb2.ContainerRef(id=job_id),
+            max(self.timeout, 300.0))
         return reply
 
     def get_container(self, job_id: str) -> substrate_pb2.ContainerStatus:

@@ -32,7 +32,11 @@ from fuzz.substrate.launch.sharedns import UCX_ENVIRONMENT, SharedNamespaces, ma
 from fuzz.substrate.launch.sockets import MOUNT_POINT, LaunchSockets, OrchestratorLink
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.runtime.bundle import ContainerFile, ContainerSpec, Mount, merge_env
-from fuzz.substrate.runtime.containers import ContainerManager, ContainerStatus
+from fuzz.substrate.runtime.containers import (
+    ContainerManager,
+    ContainerNotFoundError,
+    ContainerStatus,
+)
 
 NOBODY = 65534
 JOBS_FILE = "jobs.json"
@@ -94,6 +98,7 @@ class JobRequest:
     launch_token: str = ""  # an MPI job's: the container gets the launch socket
     hostname: str = ""  # the container's; empty: "job"
     hosts: tuple[str, ...] = ()  # its /etc/hosts lines for its multinode job's ranks
+    prepare_only: bool = False  # create the container; start_prepared starts it
 
 
 @dataclass(frozen=True)
@@ -249,7 +254,7 @@ class JobRunner:
             with self._lock:
                 self._records[request.id] = JobRecord(image.digest, lease.id)
                 self._save()
-            status = self.containers.start(spec)
+            status = self.containers.start(spec, prepare=request.prepare_only)
         except BaseException:
             self._launch.close(request.id)
             self._leave_namespaces(request.id)
@@ -264,6 +269,19 @@ class JobRunner:
         """``job_id``'s container is out of its job's shared namespaces, if it was in them."""
         if self._shared_ns is not None:
             self._shared_ns.leave(job_id)
+
+    def start_prepared(self, job_id: str) -> JobStatus:
+        """Start a job that :meth:`start` prepared (``prepare_only``), if its lease is still
+        held; a prepared job whose lease has gone is cancelled (LeaseNotFound)."""
+        with self._lock:
+            record = self._records.get(job_id)
+        if record is None:
+            raise ContainerNotFoundError(f"no container {job_id!r} on this node")
+        if self._book().get(record.lease_id) is None:
+            self.containers.cancel(job_id, 0)
+            raise LeaseNotFound(f"lease {record.lease_id} of job {job_id} is not held "
+                                "(released or expired): the prepared job was cancelled")
+        return self._with_record(self.containers.start_prepared(job_id))
 
     def _host_cpus(self, leased: tuple[int, ...]) -> tuple[int, ...]:
         """The real CPUs a container of a lease backed by ``leased`` is pinned to: those,

@@ -29,6 +29,7 @@ from fuzz.substrate.runtime.bundle import (
 from fuzz.substrate.runtime.containers import ContainerManager
 from tests.substrate import test_substrate_containers as containers
 from tests.substrate.test_substrate_job_rpc import running_node
+from tests.support.orchestratorutil import wait_until
 from tests.support.registry import PushedImage
 
 # The busybox root filesystem and the manager that checks nothing is left, shared.
@@ -153,11 +154,14 @@ def test_a_symlink_planted_in_the_next_container_directory_fails_the_start_only(
     first = ContainerSpec(id=_id("first"), rootfs=image, args=("true",))
     manager.start(first)
     manager.wait(first.id, timeout=30)
-    spares = [path for path in manager.root.iterdir() if path.name.startswith(SPARE_PREFIX)]
-    assert spares, "the monitor makes the next container's directory in advance"
+    def spares() -> list[Path]:
+        return [path for path in manager.root.iterdir() if path.name.startswith(SPARE_PREFIX)]
+
+    wait_until("the monitor to make the next container's directory in advance",
+               lambda: bool(spares()))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for spare in spares:
+    for spare in spares():
         (spare / FILES_DIR).symlink_to(elsewhere)
     spec = ContainerSpec(id=_id("planted"), rootfs=image, args=("cat", "/etc/x"),
                          files=(ContainerFile("/etc/x", b"secret"),))

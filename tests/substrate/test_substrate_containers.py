@@ -52,6 +52,8 @@ from fuzz.substrate.runtime.containers import (
     ContainerStatus,
     ContainerWaitTimeoutError,
 )
+from fuzz.substrate.runtime.trash import TRASH_PREFIX
+from tests.support.orchestratorutil import wait_until
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "true", "cat", "echo", "nproc", "id", "pwd", "env", "sleep", "dd", "head",
@@ -292,6 +294,8 @@ def _settle_and_check(manager: ContainerManager, base: Path) -> None:
     ids = [status.id for status in manager.list()]
     manager.shutdown_monitor(timeout=20)
     if manager.root.is_dir():
+        wait_until("the removed containers' directories to be deleted", lambda: not any(
+            entry.name.startswith(TRASH_PREFIX) for entry in manager.root.iterdir()))
         assert sorted(entry.name for entry in manager.root.iterdir()) == sorted(ids)
     deadline = time.monotonic() + 5
     while (left := _leftovers(base, ids)) and time.monotonic() < deadline:
@@ -523,6 +527,99 @@ def test_a_new_manager_re_adopts_running_containers(
         agent.status(spec.id)
     with pytest.raises(ContainerNotFoundError):
         agent.status("../state")
+
+
+def test_remove_frees_the_id_at_once_and_the_directory_goes_in_the_background(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    leftover = manager.root / f"{TRASH_PREFIX}gone.1234"  # what a stopped agent left
+    (leftover / "upper").mkdir(parents=True)
+    spec = ContainerSpec(id=_id("removed"), rootfs=image, args=("true",))
+    manager.start(spec)
+    assert manager.wait(spec.id, timeout=30).exit_code == 0
+    manager.remove(spec.id)
+    assert not (manager.root / spec.id).exists()
+    # what holds the job's env (its secrets) is gone already, not left for the trash
+    trashed = [entry for entry in manager.root.iterdir()
+               if entry.name.startswith(f"{TRASH_PREFIX}{spec.id}.")]
+    assert not [entry for entry in trashed for name in ("config.json", "spec.json")
+                if (entry / name).exists()]
+    with pytest.raises(ContainerNotFoundError):
+        manager.status(spec.id)
+    assert manager.list() == []
+    wait_until("the trash to be emptied", lambda: not any(
+        entry.name.startswith(TRASH_PREFIX) for entry in manager.root.iterdir()))
+    again = manager.start(ContainerSpec(id=spec.id, rootfs=image, args=("true",)))
+    assert again.id == spec.id  # the id is free for a new container
+    assert manager.wait(spec.id, timeout=30).exit_code == 0
+
+
+def _runc_knows(container_id: str) -> bool:
+    return (Path("/run/runc") / container_id).exists()
+
+
+def test_a_prepared_container_runs_only_once_started_and_reports_its_own_exit(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    marker.mkdir(mode=0o777)
+    marker.chmod(0o777)  # the job runs as nobody
+    specs = [ContainerSpec(id=_id(f"prep{code}"), rootfs=image,
+                           args=("sh", "-c", f"touch /out/{code}; echo hello {code}; exit {code}"),
+                           mounts=(Mount(marker, "/out"),)) for code in (3, 4)]
+    for spec in specs:
+        prepared = manager.start(spec, prepare=True)
+        assert prepared.state == "starting"
+        assert _runc_knows(spec.id)  # created: its init waits for `runc start`
+    time.sleep(0.3)  # a job that ran anyway would have written its marker by now
+    assert sorted(os.listdir(marker)) == []
+    for spec in reversed(specs):
+        assert manager.start_prepared(spec.id).state in ("running", "exited")
+    for code, spec in zip((3, 4), specs, strict=True):
+        final = manager.wait(spec.id, timeout=30)
+        assert (final.state, final.exit_code, final.cancelled) == ("exited", code, False)
+        assert b"".join(manager.read_logs(spec.id)) == f"hello {code}\n".encode()
+    assert sorted(os.listdir(marker)) == ["3", "4"]
+    with pytest.raises(ContainerStateError):
+        manager.start_prepared(specs[0].id)  # started once only
+
+
+def test_a_prepared_container_cancelled_before_its_start_is_removed_unstarted(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    marker.mkdir(mode=0o777)
+    marker.chmod(0o777)  # the job runs as nobody
+    spec = ContainerSpec(id=_id("prepcancel"), rootfs=image, args=("sh", "-c", "echo > /out/ran"),
+                         mounts=(Mount(marker, "/out"),))
+    manager.start(spec, prepare=True)
+    manager.cancel(spec.id, grace_seconds=10)
+    final = manager.wait(spec.id, timeout=30)
+    assert (final.state, final.cancelled) == ("exited", True), final
+    with pytest.raises(ContainerStateError):
+        manager.start_prepared(spec.id)
+    manager.remove(spec.id)
+    assert not _runc_knows(spec.id)
+    assert os.listdir(marker) == []  # the user's process never ran
+
+
+def test_a_prepared_container_whose_monitor_dies_is_killed_never_started(
+    manager: ContainerManager, image: Path, tmp_path: Path, assert_pid_gone: Callable[..., None]
+) -> None:
+    marker = tmp_path / "ran"
+    marker.mkdir(mode=0o777)
+    marker.chmod(0o777)  # the job runs as nobody
+    spec = ContainerSpec(id=_id("prepdead"), rootfs=image, args=("sh", "-c", "echo > /out/ran"),
+                         mounts=(Mount(marker, "/out"),))
+    manager.start(spec, prepare=True)
+    monitor = int((manager.state_dir / "monitor.lock").read_text())
+    os.kill(monitor, signal.SIGKILL)
+    assert_pid_gone(monitor)
+    final = manager.status(spec.id)  # a new monitor settles it
+    assert final.state == "failed"
+    assert "monitor died while starting it" in (final.error or "")
+    assert not _runc_knows(spec.id)
+    assert os.listdir(marker) == []
 
 
 def test_setup_failures_end_as_failed_with_the_reason(

@@ -138,6 +138,40 @@ def test_lease_and_start_in_one_call_then_remove_with_the_lease(
                                lease=ResourceRequest(cores=whole + 1))
 
 
+def test_prepared_jobs_start_in_one_rpc_each_and_one_whose_lease_went_never_runs(
+    node: tuple[Agent, AgentClient], busybox_image: PushedImage
+) -> None:
+    _, client = node
+    request = ResourceRequest(cores=1, memory_bytes=32 * 2**20)
+    for name, code in (("job-prep-a", 5), ("job-prep-b", 6)):
+        prepared = client.start_container(name, busybox_image.reference, lease=request,
+                                          args=["sh", "-c", f"echo {name}; exit {code}"],
+                                          prepare_only=True)
+        assert prepared.state == "starting" and prepared.lease_id
+    assert client.get_container("job-prep-a").state == "starting"
+    started = client.start_prepared_container("job-prep-b")
+    assert started.state in ("running", "exited")
+    for name, code in (("job-prep-a", 5), ("job-prep-b", 6)):
+        if name == "job-prep-a":
+            client.start_prepared_container(name)
+        done = client.wait_container(name, 30)
+        assert (done.state, done.exit_code) == ("exited", code), done
+        assert b"".join(client.stream_logs(name)) == f"{name}\n".encode()
+        client.remove_container(name, release_lease=True)
+    with pytest.raises(AgentError, match="no container"):
+        client.start_prepared_container("job-prep-a")  # removed
+    # a prepared job whose lease is given back is cancelled, unstarted, when asked to start
+    gone = client.start_container("job-prep-gone", busybox_image.reference, lease=request,
+                                  args=["true"], prepare_only=True)
+    client.release_lease(gone.lease_id)
+    with pytest.raises(AgentError, match="not held"):
+        client.start_prepared_container("job-prep-gone")
+    done = client.wait_container("job-prep-gone", 30)
+    assert (done.state, done.cancelled, done.started_at.seconds) == ("exited", True, 0), done
+    client.remove_container("job-prep-gone")
+    assert client.list_leases() == []
+
+
 def test_pull_reports_progress_and_clear_errors(
     node: tuple[Agent, AgentClient], busybox_image: PushedImage
 ) -> None:

@@ -8,6 +8,10 @@ watch; nothing in it blocks. Its phases:
                :mod:`fuzz.substrate.monitor.files`), the overlay root is mounted
                and ``runc run --detach`` is running, with the job's log files as
                its stdio (which the job inherits)
+``prepared``   (a start request with ``prepare``) ``runc create`` has made the
+               container, whose init waits in runc's exec fifo for ``runc start``
+               (the ``go`` request): the user's process has not started; a cancel
+               kills the init (the job ends ``cancelled``, then is cleaned up)
 ``running``    runc has exited; the container's init is the monitor's child (the
                monitor is a child subreaper), watched through a pidfd, with the
                wall-clock timeout, cancel requests and the peak memory tracked
@@ -167,6 +171,9 @@ class Job:
         self.kill_at: float | None = None
         self.killed = False
         self.next_peak_write = 0.0
+        # Create only (``runc create``), to be started by :meth:`go`: the start's
+        # remaining cost is then ``runc start``.
+        self.prepare = request.get("prepare") is True
 
     def attach_network(self, address: str | None, peers: list[str]) -> None:
         """The job runs in the namespace bound on its ``netns`` file, at ``address``,
@@ -244,13 +251,15 @@ class Job:
         self.image = image
 
     def spawn_run(self) -> None:
-        """``runc run --detach`` with the job's output as its (and the job's) stdio."""
+        """``runc run --detach`` (``runc create`` to prepare) with the job's output as its
+        (and the job's) stdio."""
         out = self.output(STDOUT_LOG)
         try:
             err = self.output(STDERR_LOG)
             try:
                 pid_file = self.pid_file
-                args = ("run", "--detach", "--bundle", self.dir, "--pid-file", pid_file, self.id)
+                verb: tuple[str, ...] = ("create",) if self.prepare else ("run", "--detach")
+                args = (*verb, "--bundle", self.dir, "--pid-file", pid_file, self.id)
                 self.created = True
                 self.runc_pid, self.runc_log_start = self.runc.spawn(self.log, args, out, err)
             finally:
@@ -301,7 +310,8 @@ class Job:
         if code is None:
             return
         if code != 0:
-            self.fail(Runc.error(self.log, self.runc_log_start, "run", code))
+            self.fail(Runc.error(self.log, self.runc_log_start,
+                                 "create" if self.prepare else "run", code))
             return
         try:
             with open(self.pid_file, encoding="ascii") as handle:
@@ -312,9 +322,58 @@ class Job:
         except (OSError, ValueError) as exc:
             self.fail(one_line(f"finding the container's init: {exc}"))
             return
-        self.status.update(pid=self.pid, started_at=time.time())
         if self.cgroups_path:
             self.cgroup = MemoryCgroup.at(self.cgroups_path, self.host.cgroup_mounts)
+        if self.prepare:
+            self.on_prepared()
+            return
+        self.status.update(pid=self.pid, started_at=time.time())
+        self.on_started()
+
+    def on_prepared(self) -> None:
+        """``runc create`` is done: the init waits for :meth:`go` (or is cancelled)."""
+        if self.reap():  # the init died before it was started
+            return
+        self.phase = "prepared"
+        self.host.watch(self.pidfd, self.on_init_exit)
+        if self.pending_grace is not None:  # cancelled while it was being created
+            self.stop(self.pending_grace)
+            return
+        self.host.job_changed(self)
+
+    def go(self) -> None:
+        """Start the prepared container (``runc start``); waiters learn once it runs."""
+        if self.phase != "prepared" or self.killed:
+            return
+        self.phase = "launching"
+        self.host.unwatch(self.pidfd)
+        try:
+            self.runc_pid, self.runc_log_start = self.runc.spawn(self.log, ("start", self.id))
+            self.runc_fd = os.pidfd_open(self.runc_pid)
+        except OSError as exc:
+            self.send(signal.SIGKILL)
+            self.killed = True
+            self.fail(f"runc start failed: {exc}")
+            return
+        self.host.watch(self.runc_fd, self.on_start_exit)
+
+    def on_start_exit(self) -> None:
+        """``runc start`` is done: the job runs (or has already ended), or it failed."""
+        code = self._runc_exit_code()
+        if code is None:
+            return
+        self.status.update(pid=self.pid, started_at=time.time())
+        if code != 0:
+            error = Runc.error(self.log, self.runc_log_start, "start", code)
+            if not self.reap():
+                self.send(signal.SIGKILL)
+                self.killed = True
+                self.fail(error)
+            return
+        self.on_started()
+
+    def on_started(self) -> None:
+        """The user's process runs (its init is our child): watch it."""
         if self.reap():  # already over (a short job)
             return
         now = time.monotonic()
@@ -375,6 +434,10 @@ class Job:
             self.pending_grace = (
                 grace if self.pending_grace is None else min(grace, self.pending_grace)
             )
+        elif self.phase == "prepared":  # the user's process never started: nothing to stop
+            self.status["cancelled"] = True
+            self.send(signal.SIGKILL)
+            self.killed = True
         elif self.phase == "running":
             self.status["cancelled"] = True
             self.terminate(grace)

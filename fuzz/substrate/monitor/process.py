@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     monitor = Monitor(state_dir, runc, run_dir, network, host_view)
     monitor.sweep()
     monitor.start_network()
-    monitor.replenish()
     listener = _listen(state_dir)
+    # Only now: the spares' thread makes directories, which _listen's umask must not shape.
+    monitor.replenish()
     _say(ready_fd, READY)
     monitor.serve(listener)
     _unlisten(state_dir, listener)

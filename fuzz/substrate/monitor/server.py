@@ -1,6 +1,7 @@
 """The container monitor's event loop: requests on its socket, and its jobs' processes.
 
-One thread, one ``poll``: the listening socket, the client connections, the
+One thread, one ``poll`` (beside it, threads that make spare container
+directories and network namespaces in advance): the listening socket, the client connections, the
 pidfds of every runc and container init the jobs watch, and a wakeup pipe for
 SIGTERM/SIGINT. Requests are JSON lines, one per connection, each answered with
 one JSON line (then the connection is closed):
@@ -9,6 +10,10 @@ one JSON line (then the connection is closed):
     make the container's directory (``{"error", "exists": true}`` when it
     exists), run the container; answered once it runs or has ended:
     ``{"status": {...}}`` (see :class:`~fuzz.substrate.monitor.job.Job`)
+    With ``"prepare": true`` the container is only created (``runc create``) and
+    the answer comes once it is, with the status still ``starting``;
+``{"op": "go", "id"}``
+    start a prepared container (``runc start``); answered as ``start`` is
 ``{"op": "wait", "id", "cleaned": bool}``
     answered once the container has ended (with ``cleaned``: once its cleanup is
     done too): ``{"status": {...}}`` (``null`` when there is no such container)
@@ -252,6 +257,8 @@ class Monitor:
             self.reply(client, {"error": f"bad container id {container_id!r}"})
         elif op == "start":
             self.start(client, container_id, request)
+        elif op == "go":
+            self.go(client, container_id)
         elif op == "reserve":
             self.reserve(client, container_id)
         elif op == "wait":
@@ -282,20 +289,22 @@ class Monitor:
             return
         address = None
         peers = [str(peer) for peer in request.get("peers") or ()]
+        made = None
         try:
+            made = self.spare.claim()
             if self.netns is not None:
-                self.spare.make()
-                assert self.spare.path is not None
-                address = self.netns.take(container_id, os.path.join(self.spare.path, NETNS_FILE),
+                address = self.netns.take(container_id, os.path.join(made.path, NETNS_FILE),
                                           str(request.get("tenant", "")))
                 if peers:
                     firewall.allow_peers(self.netns.subnet, self.netns.network.jobs_range,
                                          address, peers, container_id)
-            premount = self.spare.take(directory)
+            premount = self.spare.place(made, directory)
         except (OSError, NetnsError, firewall.FirewallError) as exc:
-            if address is not None and self.spare.path is not None:
-                unmount(os.path.join(self.spare.path, NETNS_FILE))
-                self.forget_network(container_id, address, peers)
+            if made is not None:
+                if address is not None:
+                    unmount(os.path.join(made.path, NETNS_FILE))
+                    self.forget_network(container_id, address, peers)
+                self.spare.drop(made)
             where = f"make {directory}" if isinstance(exc, OSError) else "give it a network"
             self.reply(client, {"error": f"cannot {where}: {exc}"})
             return
@@ -306,7 +315,15 @@ class Monitor:
         job.launch(premount)
         if job.image is not None:
             self.spare.image = job.image
-        self.replenish()
+
+    def go(self, client: Client, container_id: str) -> None:
+        """Start a prepared container; answer once it runs or has ended."""
+        job = self.jobs.get(container_id)
+        if job is None or job.phase != "prepared" or job.killed:
+            self.reply(client, {"error": f"container {container_id!r} is not prepared"})
+            return
+        self.wait_for(client, container_id, "start")
+        job.go()
 
     def reserve(self, client: Client, container_id: str) -> None:
         """Answer the address ``container_id`` will have (None: jobs use the host network)."""
@@ -324,13 +341,9 @@ class Monitor:
             self.netns.start()
 
     def replenish(self) -> None:
-        """Make the next spare directory (while runc works), unless stopping."""
-        if self.stopping:
-            return
-        try:
-            self.spare.make()
-        except OSError as exc:
-            logger.warning("cannot make a spare container directory: %s", exc)
+        """Have the next spare directories made (by the spares' thread), unless stopping."""
+        if not self.stopping:
+            self.spare.replenish()
 
     def wait(self, client: Client, container_id: str, what: str) -> None:
         """Answer now if the container has got there, else once it does."""

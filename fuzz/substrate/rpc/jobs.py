@@ -95,6 +95,7 @@ def job_request(message: substrate_pb2.StartContainerRequest) -> JobRequest:
         launch_token=message.launch_token,
         hostname=message.hostname,
         hosts=tuple(message.hosts),
+        prepare_only=message.prepare_only,
     )
 
 
@@ -161,6 +162,12 @@ class JobRpcs(NodeJobs):
     ) -> substrate_pb2.ContainerStatus:
         """Start a job's container under its lease."""
         return self._run(context, lambda jobs: status_message(jobs.start(job_request(request))))
+
+    def StartPreparedContainer(
+        self, request: substrate_pb2.ContainerRef, context: grpc.ServicerContext
+    ) -> substrate_pb2.ContainerStatus:
+        """Start a job's prepared container (only ``runc start`` is left)."""
+        return self._run(context, lambda jobs: status_message(jobs.start_prepared(request.id)))
 
     def GetContainer(
         self, request: substrate_pb2.ContainerRef, context: grpc.ServicerContext

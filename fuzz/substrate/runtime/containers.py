@@ -88,6 +88,7 @@ from fuzz.substrate.runtime.monitor_client import (
     MonitorGoneError,
     MonitorRefusedError,
 )
+from fuzz.substrate.runtime.trash import Trash
 
 State = Literal["starting", "running", "exited", "failed"]
 LOG_CHUNK = 64 * 1024
@@ -208,6 +209,7 @@ class ContainerManager:
         self._runc: str | None = None
         self._state_dir_made = False
         self._monitor = MonitorClient(self.state_dir, self.network.argument())
+        self._trash = Trash(self.root)
 
     # --- paths
 
@@ -229,11 +231,14 @@ class ContainerManager:
 
     # --- starting
 
-    def start(self, spec: ContainerSpec) -> ContainerStatus:
+    def start(self, spec: ContainerSpec, prepare: bool = False) -> ContainerStatus:
         """Start ``spec``'s container and return once it runs (or has already ended).
 
         Setup failures (a bad rootfs, runc refusing the config) come back as a
         ``failed`` status with the reason in ``error``, not as exceptions.
+        ``prepare``: only create it (``runc create``: bundle, overlay, namespaces,
+        cgroup; the user's process not started) and return, still ``starting``;
+        :meth:`start_prepared` starts it, :meth:`cancel` ends it unstarted.
         """
         runc = self.runc_path()
         directory = self.root / spec.id
@@ -260,6 +265,7 @@ class ContainerManager:
             "tenant": str(spec.uid),  # a job's network namespace serves the same uid again
             "peers": list(spec.peers),
             "files": [base64.b64encode(item.content).decode() for item in spec.files],
+            "prepare": prepare,
         }
         try:
             answer = self._monitor.request(request, runc, START_TIMEOUT, idempotent=False)
@@ -277,6 +283,23 @@ class ContainerManager:
         if not isinstance(status, dict):
             raise ContainerError(f"container {spec.id} did not start within {START_TIMEOUT:.0f}s")
         return ContainerStatus.from_json(spec.id, status)
+
+    def start_prepared(self, container_id: str) -> ContainerStatus:
+        """Start a container made by ``start(spec, prepare=True)`` (only ``runc start``
+        is left to do); return once it runs (or has already ended)."""
+        self.container_dir(container_id)
+        try:
+            answer = self._monitor.request({"op": "go", "id": container_id}, None,
+                                           START_TIMEOUT, idempotent=False)
+        except MonitorRefusedError as exc:
+            raise ContainerStateError(f"cannot start container {container_id}: {exc}") from None
+        except MonitorError as exc:
+            raise ContainerError(f"cannot start container {container_id}: {exc}") from None
+        status = answer.get("status") if answer else None
+        if not isinstance(status, dict):
+            raise ContainerError(
+                f"container {container_id} did not start within {START_TIMEOUT:.0f}s")
+        return ContainerStatus.from_json(container_id, status)
 
     def _job_network(self, directory: Path) -> JobNamespace | None:
         """Where the job's network namespace and resolv.conf will be (None: the host's)."""
@@ -526,7 +549,9 @@ class ContainerManager:
             raise ContainerStateError(
                 f"container {container_id} still has mounts ({mounted[0]}); not removing it"
             )
-        shutil.rmtree(directory)
+        for secret_bearing in (CONFIG_FILE, SPEC_FILE):  # the job's env: gone when this returns
+            (directory / secret_bearing).unlink(missing_ok=True)
+        self._trash.discard(directory)
         (self.state_dir / HOSTS_DIR / container_id).unlink(missing_ok=True)
 
     def shutdown_monitor(self, timeout: float = START_TIMEOUT, grace: float | None = None
