@@ -2,7 +2,8 @@
 
 The loop wakes on every event (a task started or ended, a transfer finished, a
 workflow was submitted or cancelled) and at least every second. Each pass it,
-for each workflow: creates its volumes and starts their ingress; asks the DAG
+for each workflow that changed (a large one no more often than :data:`ADVANCE_PACE`
+allows; every workflow once a second): creates its volumes and starts their ingress; asks the DAG
 (:mod:`fuzz.orchestrate.workflows.dag`) which tasks to queue and which will never run;
 once every task is final, runs the egress and finishes the workflow. Then it
 places the queued tasks of all workflows onto nodes in one scheduler call
@@ -45,6 +46,10 @@ TICK = 1.0
 COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
 SWEEP_INTERVAL = 2.0  # how often leftovers on nodes and refusing nodes are looked at
 ORPHAN_INTERVAL = 30.0  # how often every node is searched for containers no attempt owns
+# A workflow's next pass waits this many times as long as its last one took: the DAG pass
+# over a task array of thousands, at every event, would take the loop whole; a small
+# workflow's pass is quick enough that it does not wait at all.
+ADVANCE_PACE = 4.0
 
 
 class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
@@ -104,8 +109,9 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
     def _loop(self) -> None:
         last_round = last_full = last_sweep = 0.0
         last_orphans = -ORPHAN_INTERVAL  # the first sweep looks for orphans
+        paced_until = 0.0  # when the first workflow held back by its pace may pass again
         while not self._stopping.is_set():
-            if self._wake.wait(TICK):
+            if self._wake.wait(max(min(TICK, paced_until - time.monotonic()), 0.0)):
                 time.sleep(COALESCE)
             self._wake.clear()
             try:
@@ -113,10 +119,16 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
                     now = time.monotonic()
                     full = now - last_full >= TICK  # every workflow, now and then
                     last_full = now if full else last_full
+                    paced_until = now + TICK
                     for workflow in list(self._active.values()):
-                        if workflow.dirty or full:
+                        if full or (workflow.dirty and workflow.paced_until <= now):
                             workflow.dirty = False
+                            began = time.monotonic()
                             self._advance(workflow)
+                            ended = time.monotonic()
+                            workflow.paced_until = ended + ADVANCE_PACE * (ended - began)
+                        elif workflow.dirty:
+                            paced_until = min(paced_until, workflow.paced_until)
                     if self._reschedule or now - last_round >= TICK:
                         self._reschedule = False
                         last_round = now
