@@ -75,7 +75,6 @@ class ActiveWorkflow:
     # The first ``settled`` tasks (in seq order) were final when last looked at: the
     # scheduler's search for queued tasks starts after them (see :meth:`unsettled`).
     settled: int = 0
-    paced_until: float = 0.0  # the runner's clock (monotonic): no pass before, unless due
     _order: list[TaskRecord] = field(init=False, repr=False)
     _position: dict[str, int] = field(init=False, repr=False)
 
