@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import typing
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ def column_types(record_type: type[Any]) -> dict[str, Any]:
     return _COLUMNS[record_type]
 
 
+@functools.cache  # asked for every field of every record written: thousands a second
 def is_json(python_type: Any) -> bool:
     """Whether a column holds a list or a mapping, kept as JSON text."""
     return typing.get_origin(python_type) in (list, dict)

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fuzz.clients.agent import AgentClient, AgentError
@@ -73,13 +73,17 @@ class NodeUse:
     tasks: int = 0
     exclusive: bool = False
 
-    def plus(self, request: ResourceRequest) -> NodeUse:
-        """This use with one more attempt holding ``request``."""
-        devices = dict(self.devices)
-        for kind, count in request.devices.items():
-            devices[kind] = devices.get(kind, 0) + count
-        return NodeUse(self.cores + request.cores, self.memory_bytes + request.memory_bytes,
-                       devices, self.tasks + 1, self.exclusive or request.exclusive)
+    @classmethod
+    def holding(cls, requests: Sequence[ResourceRequest]) -> NodeUse:
+        """What attempts holding ``requests`` use (one NodeUse made, not one per attempt:
+        a scheduling round sums every attempt in flight)."""
+        devices: dict[str, int] = {}
+        for request in requests:
+            for kind, count in request.devices.items():
+                devices[kind] = devices.get(kind, 0) + count
+        return cls(sum(request.cores for request in requests),
+                   sum(request.memory_bytes for request in requests), devices, len(requests),
+                   any(request.exclusive for request in requests))
 
 
 class NodeDirectory:

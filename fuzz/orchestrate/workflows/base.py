@@ -30,6 +30,7 @@ from fuzz.orchestrate.records import (
 from fuzz.orchestrate.secrets import SecretStore, environment_value, registry_credentials
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store_group import GroupCommit
 from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
@@ -98,7 +99,7 @@ class RunnerBase:
     def __init__(self, store: Store, nodes: NodeDirectory, secrets: SecretStore,
                  settings: RunnerSettings, clock: Callable[[], float] = time.time) -> None:
         """Prepare the shared state of every step (nothing runs yet)."""
-        self._store = store
+        self._store = GroupCommit(store)  # attempts' reports are written in groups
         self._nodes = nodes
         self._secrets = secrets
         self._settings = settings
@@ -193,6 +194,7 @@ class RunnerBase:
         if workflow is None or key not in workflow.tasks:
             return None
         workflow.dirty = True
+        workflow.unsettle(key)
         return workflow, workflow.tasks[key]
 
     def _queued(self, key: str) -> tuple[ActiveWorkflow, TaskRecord] | None:

@@ -17,6 +17,7 @@ workflow's outcome is its jobs'; a stopped service is no failure, a failed one i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -103,31 +104,59 @@ def job_state(states: Iterable[str]) -> TaskState:
     task is final and one ended that way (in that order of precedence); RUNNING
     while any task is queued, starting or running; WAITING otherwise.
     """
-    seen = list(states)
-    if seen and all(state == TaskState.SUCCEEDED for state in seen):
+    return _state_of_counts(Counter(states))
+
+
+def _state_of_counts(counts: Mapping[str, int]) -> TaskState:
+    """:func:`job_state` from how many tasks are in each state."""
+    seen = {state for state, count in counts.items() if count}
+    if seen and seen == {TaskState.SUCCEEDED}:
         return TaskState.SUCCEEDED
-    if all(state == TaskState.SUCCEEDED or state in UNSUCCESSFUL_STATES for state in seen):
+    if seen <= UNSUCCESSFUL_STATES | {TaskState.SUCCEEDED}:
         for final in (TaskState.FAILED, TaskState.CANCELED, TaskState.NOT_RUN):
             if final in seen:
                 return final
-    if any(state in IN_FLIGHT_TASK_STATES for state in seen):
+    if seen & IN_FLIGHT_TASK_STATES:
         return TaskState.RUNNING
     return TaskState.WAITING
 
 
+@dataclass
+class _JobTally:
+    """One job's tasks, gathered in one pass: how many in each state, which wait, and
+    whether one runs or has run (a service: is READY); a service's task itself."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    waiting: list[str] = field(default_factory=list)
+    started: bool = False
+    services: list[TaskLike] = field(default_factory=list)
+
+
+def _tally(jobs: Sequence[JobNode], tasks: Collection[TaskLike], services: frozenset[str]
+           ) -> dict[str, _JobTally]:
+    """Every job's :class:`_JobTally`, in one pass over the tasks (a pass is per event
+    on a task array of thousands: it was the runner loop's largest cost)."""
+    tallies = {job.name: _JobTally() for job in jobs}
+    for task in tasks:
+        tally = tallies[task.job]
+        state = task.state
+        tally.counts[state] += 1
+        if task.job in services:
+            tally.services.append(task)
+        if state == TaskState.WAITING:
+            tally.waiting.append(task.key)
+        elif not tally.started and ((state in STARTED_STATES and task.job not in services) or (
+                state == TaskState.RUNNING and task.readiness == Readiness.READY)):
+            tally.started = True
+    return tallies
+
+
 def job_states(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> dict[str, TaskState]:
     """Every job's state (see :func:`job_state`)."""
-    by_job: dict[str, list[str]] = {job.name: [] for job in jobs}
+    by_job: dict[str, Counter[str]] = {job.name: Counter() for job in jobs}
     for task in tasks:
-        by_job[task.job].append(task.state)
-    return {name: job_state(states) for name, states in by_job.items()}
-
-
-def _started_jobs(tasks: Collection[TaskLike], services: frozenset[str]) -> set[str]:
-    """Jobs one of whose tasks is running or has run, and ``services`` that are READY."""
-    return {task.job for task in tasks
-            if (task.state in STARTED_STATES and task.job not in services)
-            or (task.state == TaskState.RUNNING and task.readiness == Readiness.READY)}
+        by_job[task.job][task.state] += 1
+    return {name: _state_of_counts(counts) for name, counts in by_job.items()}
 
 
 def _blocked(job: JobNode, states: Mapping[str, TaskState], started: set[str],
@@ -170,25 +199,23 @@ def next_step(
     """
     if stop_reason is not None:
         return Step(not_run={t.key: stop_reason for t in tasks if t.state in PENDING_TASK_STATES})
-    states = job_states(jobs, tasks)
     services = frozenset(node.name for node in jobs if node.service)
+    tallies = _tally(jobs, tasks, services)
+    states = {name: _state_of_counts(tally.counts) for name, tally in tallies.items()}
+    started = {name for name, tally in tallies.items() if tally.started}
     stop: dict[str, str] = {}
-    started = _started_jobs(tasks, services)
-    by_job: dict[str, list[TaskLike]] = {job.name: [] for job in jobs}
-    for task in tasks:
-        by_job[task.job].append(task)
     queue: list[str] = []
     not_run: dict[str, str] = {}
     for job in jobs:
         unneeded = _unneeded(job, jobs, states) if job.service else None
         if unneeded is not None:
-            for task in by_job[job.name]:
+            for task in tallies[job.name].services:
                 if task.state in PENDING_TASK_STATES:
                     not_run[task.key] = f"not needed: {unneeded}"
                 elif task.state in IN_FLIGHT_TASK_STATES:
                     stop[task.key] = f"stopped: {unneeded}"
             continue
-        waiting = [t.key for t in by_job[job.name] if t.state == TaskState.WAITING]
+        waiting = tallies[job.name].waiting
         if not waiting:
             continue
         blocked, reason = _blocked(job, states, started, services)
@@ -201,7 +228,8 @@ def next_step(
             continue
         room = len(waiting)
         if job.concurrency is not None:
-            in_flight = sum(1 for t in by_job[job.name] if t.state in IN_FLIGHT_TASK_STATES)
+            counts = tallies[job.name].counts
+            in_flight = sum(counts[state] for state in IN_FLIGHT_TASK_STATES)
             room = max(job.concurrency - in_flight, 0)
         queue += waiting[:room]
     return Step(queue=tuple(queue), not_run=not_run, stop=stop)

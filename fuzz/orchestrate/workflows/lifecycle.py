@@ -269,8 +269,10 @@ class LifecycleSteps(SchedulingSteps):
         failed = next((v for v in workflow.volumes.values() if v.state == VolumeState.FAILED), None)
         if failed is not None:
             return f"volume {failed.name}: {failed.error}"
-        service = next((t for t in workflow.tasks.values()
-                        if t.kind == "service" and t.state == TaskState.FAILED), None)
+        service = next((t for t in (workflow.tasks.get(node.name) for node in workflow.graph
+                                    if node.service)  # not every task: there may be 10,000
+                        if t is not None and t.kind == "service" and t.state == TaskState.FAILED),
+                       None)
         if service is not None:
             return f"service {service.key!r} failed: {service.error}"
         return None

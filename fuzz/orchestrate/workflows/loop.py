@@ -2,13 +2,15 @@
 
 The loop wakes on every event (a task started or ended, a transfer finished, a
 workflow was submitted or cancelled) and at least every second. Each pass it,
-for each workflow: creates its volumes and starts their ingress; asks the DAG
-(:mod:`fuzz.orchestrate.workflows.dag`) which tasks to queue and which will never run;
-once every task is final, runs the egress and finishes the workflow. Then it
-places the queued tasks of all workflows onto nodes in one scheduler call
-(:mod:`fuzz.scheduler.placement`) and hands each placed attempt to a worker
-thread (:mod:`fuzz.orchestrate.workflows.tasks`). A second thread watches the
-volumes of running tasks and stops those past the volume limit
+for each workflow that changed: creates its volumes and starts their ingress; asks
+the DAG (:mod:`fuzz.orchestrate.workflows.dag`) which tasks to queue and which will
+never run; once every task is final, runs the egress and finishes the workflow. Then
+it places the queued tasks of all workflows onto nodes in one scheduler call
+(:mod:`fuzz.scheduler.placement`). The passes over large workflows, and a round on many
+nodes, come no more often than :data:`ADVANCE_PACE` allows (every workflow passes, and
+a round runs, at least once a second). Each placed attempt goes to a worker thread
+(:mod:`fuzz.orchestrate.workflows.tasks`). A second thread watches the volumes of
+running tasks and stops those past the volume limit
 (:mod:`fuzz.orchestrate.workflows.quotas`).
 
 Every change is written to the store before the action it announces, so after a
@@ -45,6 +47,12 @@ TICK = 1.0
 COALESCE = 0.005  # after a wake-up, let the events of the same moment arrive first
 SWEEP_INTERVAL = 2.0  # how often leftovers on nodes and refusing nodes are looked at
 ORPHAN_INTERVAL = 30.0  # how often every node is searched for containers no attempt owns
+# The workflows' next passes, and the next scheduling round, wait this many times as long
+# as the last ones took: the DAG passes over task arrays of thousands, and the node views
+# of thousands of nodes, at every event, would take the loop whole (a pass or a round then
+# carries more changes); small workflows' passes, a small cluster's round, are quick
+# enough that they do not wait at all.
+ADVANCE_PACE = 4.0
 
 
 class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
@@ -104,8 +112,10 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
     def _loop(self) -> None:
         last_round = last_full = last_sweep = 0.0
         last_orphans = -ORPHAN_INTERVAL  # the first sweep looks for orphans
+        paced_until = 0.0  # when the first of what its pace held back may run again
+        passes_paced_until = round_paced_until = 0.0  # the workflows' passes; the round
         while not self._stopping.is_set():
-            if self._wake.wait(TICK):
+            if self._wake.wait(max(min(TICK, paced_until - time.monotonic()), 0.0)):
                 time.sleep(COALESCE)
             self._wake.clear()
             try:
@@ -113,14 +123,25 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
                     now = time.monotonic()
                     full = now - last_full >= TICK  # every workflow, now and then
                     last_full = now if full else last_full
-                    for workflow in list(self._active.values()):
-                        if workflow.dirty or full:
+                    paced_until = now + TICK
+                    dirty = [w for w in self._active.values() if w.dirty or full]
+                    if dirty and (full or passes_paced_until <= now):
+                        for workflow in dirty:
                             workflow.dirty = False
                             self._advance(workflow)
-                    if self._reschedule or now - last_round >= TICK:
+                        ended = time.monotonic()
+                        passes_paced_until = ended + ADVANCE_PACE * (ended - now)
+                    elif dirty:
+                        paced_until = min(paced_until, passes_paced_until)
+                    if (self._reschedule and round_paced_until <= now) or \
+                            now - last_round >= TICK:
                         self._reschedule = False
-                        last_round = now
+                        last_round = began = time.monotonic()
                         self._schedule()
+                        ended = time.monotonic()
+                        round_paced_until = ended + ADVANCE_PACE * (ended - began)
+                    elif self._reschedule:
+                        paced_until = min(paced_until, round_paced_until)
                     if now - last_sweep >= SWEEP_INTERVAL and not self._sweeping.is_set():
                         last_sweep = now
                         orphans = now - last_orphans >= ORPHAN_INTERVAL

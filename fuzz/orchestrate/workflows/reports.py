@@ -23,6 +23,7 @@ from fuzz.orchestrate.workflows.base import RunnerBase, WorkflowNotFoundError, W
 from fuzz.orchestrate.workflows.mpi import LaunchTarget
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, launch_plan
+from fuzz.resources import ResourceRequest
 from fuzz.scheduler.offerings import QueuedJob
 
 log = logging.getLogger(__name__)
@@ -103,13 +104,13 @@ class ReportSteps(RunnerBase):
 
     def used_resources(self) -> dict[str, NodeUse]:
         """What the attempts in flight hold on each node."""
-        used: dict[str, NodeUse] = {}
+        requests: dict[str, list[ResourceRequest]] = {}
         with self._lock:
             for workflow in self._active.values():
                 for plan in workflow.plans.values():
                     for node in plan.nodes:
-                        used[node] = used.get(node, NodeUse()).plus(plan.request)
-        return used
+                        requests.setdefault(node, []).append(plan.request)
+        return {node: NodeUse.holding(held) for node, held in requests.items()}
 
     def unplaced(self) -> list[QueuedJob]:
         """The queued tasks the last scheduling round could place on no node, oldest first.
@@ -127,11 +128,12 @@ class ReportSteps(RunnerBase):
             found = self._task(workflow_id, key)
             if found is not None:
                 self._hold(*found, leases)
+                self._store.save(found[1])
 
     def _hold(self, workflow: ActiveWorkflow, task: TaskRecord, leases: Sequence[str]) -> None:
-        """Save ``task`` holding ``leases``, and keep its attempt's plan in step."""
+        """Make ``task`` hold ``leases`` (saved by the caller), and keep its attempt's plan
+        in step."""
         task.leases = list(leases)
-        self._store.save(task)
         plan = workflow.plans.get(task.key)
         if plan is not None:
             workflow.plans[task.key] = launch_plan(workflow, task, self._launch, plan.credentials,
@@ -171,7 +173,7 @@ class ReportSteps(RunnerBase):
     def running(self, workflow_id: str, key: str, leases: Sequence[str],
                 addresses: Sequence[str] = ()) -> None:
         """Every rank of an attempt runs, under ``leases`` (a service: at ``addresses``,
-        and STARTING until its readiness probe passes)."""
+        and STARTING until its readiness probe passes); returns once that is on record."""
         with self._lock:
             found = self._task(workflow_id, key)
             if found is None:
@@ -186,7 +188,9 @@ class ReportSteps(RunnerBase):
                 task.readiness = task.readiness or Readiness.STARTING
                 task.addresses = list(addresses) or task.addresses
             self._hold(workflow, task, leases)
-            self._touch()
+            ticket = self._store.save_later(task)
+        self._store.wait(ticket)
+        self._touch()  # once on record: watchers and the loop see what a restart would
 
     def readiness(self, workflow_id: str, key: str, readiness: Readiness, error: str) -> None:
         """A service's probe passed (READY) or failed again (STARTING, ``error``: why)."""
@@ -221,7 +225,8 @@ class ReportSteps(RunnerBase):
         return found[1]
 
     def requeue(self, workflow_id: str, key: str, reason: str) -> None:
-        """An attempt could not start for now: queue the task again, briefly held back."""
+        """An attempt could not start for now: queue the task again, briefly held back
+        (on record when this returns)."""
         with self._lock:
             if self._adopted(workflow_id, key):
                 log.info("workflow %s: task %s requeued: %s", workflow_id, key, reason)
@@ -233,8 +238,9 @@ class ReportSteps(RunnerBase):
             task.nodes, task.leases, task.containers = [], [], []
             self._not_before[(workflow_id, key)] = self._clock() + REQUEUE_BACKOFF
             self._count_state(workflow_id, task)
-            self._store.save(task)
-            self._touch()
+            ticket = self._store.save_later(task)
+        self._store.wait(ticket)
+        self._touch()  # once on record: watchers and the loop see what a restart would
 
     def ended(self, workflow_id: str, key: str, outcome: Outcome) -> None:
         """An attempt ended: its outcome goes on record before its containers are removed."""
@@ -245,15 +251,26 @@ class ReportSteps(RunnerBase):
             task = found[1]
             task.outcome, task.exit_code, task.error = outcome.state, outcome.exit_code, \
                 outcome.error
-            self._store.save(task)
+            ticket = self._store.save_later(task)
+        self._store.wait(ticket)
 
     def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
         """An attempt ended: the task succeeds, fails, is retried or is cancelled.
 
         The volumes it mounted are measured first (outside the lock: it walks them);
-        one over the volume limit fails, and so stops, the workflow.
+        one over the volume limit fails, and so stops, the workflow. On record when
+        this returns.
         """
         overruns = self._overruns(workflow_id, key)
+        ticket = self._decide_end(workflow_id, key, outcome, overruns)
+        if ticket is not None:
+            self._store.wait(ticket)
+            self._touch()
+
+    def _decide_end(self, workflow_id: str, key: str, outcome: Outcome,
+                    overruns: list[tuple[VolumeRecord, str]]) -> int | None:
+        """:meth:`finished`'s decision, queued to be written: the ticket to wait on
+        (None when there is nothing to write, or it is written already)."""
         with self._lock:
             if self._adopted(workflow_id, key):
                 log.warning("workflow %s: task %s could not be re-adopted: %s", workflow_id, key,
@@ -263,24 +280,23 @@ class ReportSteps(RunnerBase):
                 outcome = Outcome(TaskState.FAILED, outcome.exit_code, reason)
             elif self._start_lost_to_cordon(workflow_id, key, outcome):
                 self.requeue(workflow_id, key, "its node was cordoned before it started")
-                return
+                return None
             task = self._end_attempt(workflow_id, key)
             if task is None:
-                return
+                return None
             workflow = self._active[workflow_id]
+            failed: list[VolumeRecord] = []
             for volume, problem in overruns:
                 if volume.state != VolumeState.FAILED:
                     volume.state, volume.error = VolumeState.FAILED, problem
-                    self._store.save(volume)
+                    failed.append(volume)
             task.exit_code, task.error, task.finished = outcome.exit_code, outcome.error, \
                 self._clock()
             task.outcome = ""
             if task.kind == "service":
                 self._service_ended(workflow, task, outcome)
                 self._count_state(workflow_id, task)
-                self._store.save(task)
-                self._touch()
-                return
+                return self._store.save_later(*failed, task)
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
             if outcome.state == TaskState.FAILED and task.attempt < attempts and \
                     not workflow.record.cancel_requested:
@@ -293,8 +309,7 @@ class ReportSteps(RunnerBase):
             else:
                 task.state = outcome.state
             self._count_state(workflow_id, task)
-            self._store.save(task)
-            self._touch()
+            return self._store.save_later(*failed, task)
 
     def _service_ended(self, workflow: ActiveWorkflow, task: TaskRecord, outcome: Outcome
                        ) -> None:

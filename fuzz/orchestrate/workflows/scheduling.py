@@ -64,7 +64,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         queued: list[tuple[ActiveWorkflow, TaskRecord]] = []
         in_transfer = self._persistent_volumes_in_transfer()
         for workflow in sorted(self._active.values(), key=lambda w: w.record.created):
-            for task in workflow.tasks.values():  # in seq order
+            for task in workflow.unsettled():  # in seq order
                 if task.state != TaskState.QUEUED:
                     continue
                 if self._not_before.get((workflow.record.id, task.key), 0.0) > now:

@@ -9,7 +9,7 @@ that sequences them.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from fuzz.orchestrate.records import (
     WorkflowRecord,
 )
 from fuzz.orchestrate.secrets import account_owner
-from fuzz.orchestrate.states import TaskState, VolumeState
+from fuzz.orchestrate.states import TERMINAL_TASK_STATES, TaskState, VolumeState
 from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.multinode import multinode_environment
@@ -72,10 +72,30 @@ class ActiveWorkflow:
     max_concurrency: int = FUZZBALL_MAX_CONCURRENCY  # for task arrays that name none
     account_ids: JobIds | None = None  # the account's it runs in: its persistent volumes'
     stopping: dict[str, str] = field(default_factory=dict)  # tasks fuzz asked to stop, why
+    # The first ``settled`` tasks (in seq order) were final when last looked at: the
+    # scheduler's search for queued tasks starts after them (see :meth:`unsettled`).
+    settled: int = 0
+    _order: list[TaskRecord] = field(init=False, repr=False)
+    _position: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        """Derive the job graph from the Fuzzfile."""
+        """Derive the job graph from the Fuzzfile, and the tasks' order."""
         self.graph = job_graph(self.fuzzfile, self.max_concurrency)
+        self._order = list(self.tasks.values())
+        self._position = {key: n for n, key in enumerate(self.tasks)}
+
+    def unsettled(self) -> Iterator[TaskRecord]:
+        """The tasks in seq order from the first one not final: a round looks for the
+        queued ones at the head of a task array of thousands, most of them ended."""
+        order = self._order
+        while self.settled < len(order) and order[self.settled].state in TERMINAL_TASK_STATES:
+            self.settled += 1
+        return (order[n] for n in range(self.settled, len(order)))
+
+    def unsettle(self, key: str) -> None:
+        """Task ``key`` may leave its final state (an attempt reported on it): search
+        from it again."""
+        self.settled = min(self.settled, self._position.get(key, 0))
 
     @property
     def job_ids(self) -> JobIds:
