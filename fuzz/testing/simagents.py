@@ -256,6 +256,13 @@ class _Substrate:
     async def _no_container(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a simulated node runs no container")
 
+    async def StartPreparedContainer(self, request: spb.ContainerRef, context: Any
+                                     ) -> spb.ContainerStatus:
+        """Not simulated: the orchestrator does not prepare its tasks' containers ahead."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "a simulated node prepares no container ahead")
+        raise AssertionError("abort raises")
+
     Exec = PortForward = GrantAccess = _no_container
 
 
