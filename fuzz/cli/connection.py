@@ -81,8 +81,8 @@ def target(app: AppContext, server: str | None, token_file: Path | None) -> Targ
             raise click.UsageError("--server and --token-file go together")
         chosen = explicit_target(server, token_file, _server_ca(app, server))
     elif app.access.context is None and app.spec_path.exists() and \
-            app.workspace.loaded.spec.orchestrator is not None:
-        chosen = spec_target(app.workspace.loaded)
+            app.spec.spec.orchestrator is not None:
+        chosen = spec_target(app.spec)
     else:
         chosen = _logins().context(app.access.context)[1].target()
     if chosen.tls is None:
@@ -113,7 +113,7 @@ def _server_ca(app: AppContext, server: str) -> bytes | None:
         if context.server == server and context.ca:
             return context.ca.encode()
     if app.spec_path.exists():
-        loaded = app.workspace.loaded
+        loaded = app.spec
         block = loaded.spec.orchestrator
         spec_ca = loaded.base_dir / block.data_dir / CA_FILE if block is not None else None
         if spec_ca is not None and spec_ca.exists():

@@ -20,6 +20,7 @@ from fuzz.units import parse_duration
 
 if TYPE_CHECKING:  # imported when first used: the spec's models are most of a start
     from fuzz.cli.workspace import Workspace
+    from fuzz.spec.loader import LoadedSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 FEDERATION_ENV = "FUZZ_FEDERATION"
@@ -54,11 +55,19 @@ class AppContext:
         self.err = Console(stderr=True, no_color=not self.color, highlight=False, soft_wrap=True)
 
     @cached_property
+    def spec(self) -> LoadedSpec:
+        """The parsed and validated cluster spec, without its plugins or state (what a
+        command that only reaches the spec's orchestrator needs)."""
+        from fuzz.spec.loader import load_cluster_spec  # late: see TYPE_CHECKING above
+
+        return load_cluster_spec(self.spec_path, display_name=str(self.spec_path))
+
+    @cached_property
     def workspace(self) -> Workspace:
         """The spec, plugins and state this command acts on."""
         from fuzz.cli.workspace import Workspace  # late: see TYPE_CHECKING above
 
-        return Workspace(self.spec_path)
+        return Workspace(self.spec_path, lambda: self.spec)
 
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -18,9 +18,13 @@ import pytest
 
 from fuzz.cli.lazygroup import LazyGroup, load_command
 from fuzz.cli.main import TOP_COMMANDS, WORKFLOW_COMMANDS, cli
+from fuzz.testing.cluster import cluster_spec
 
-HEAVY_MODULES = ("fuzz.spec.cluster", "fuzz.spec.fuzzfile", "fuzz.spec.fuzzfile_loader",
-                 "fuzz.catalog.application", "fuzz.lifecycle.gateway", "pydantic")
+SPEC_MODULES = ("fuzz.spec.cluster", "pydantic")
+"""What reading the cluster spec takes: only a command run next to one loads them."""
+HEAVY_MODULES = (*SPEC_MODULES, "fuzz.spec.fuzzfile", "fuzz.spec.fuzzfile_loader",
+                 "fuzz.catalog.application", "fuzz.cli.workspace", "fuzz.lifecycle.gateway",
+                 "fuzz.plugin.loader")
 
 # Runs the real CLI in a fresh interpreter, then says which of HEAVY_MODULES it imported.
 RUN_THEN_LIST_MODULES = f"""
@@ -34,9 +38,9 @@ print(json.dumps([name for name in {HEAVY_MODULES!r} if name in sys.modules]))
 """
 
 
-def _run(*argv: str) -> tuple[list[str], str]:
+def _run(*argv: str, cwd: Path | None = None) -> tuple[list[str], str]:
     """Run ``fuzz ARGV``: the heavy modules it imported, and its standard error."""
-    result = subprocess.run([sys.executable, "-c", RUN_THEN_LIST_MODULES, *argv],
+    result = subprocess.run([sys.executable, "-c", RUN_THEN_LIST_MODULES, *argv], cwd=cwd,
                             capture_output=True, text=True, timeout=120, check=True)
     return json.loads(result.stdout.splitlines()[-1]), result.stderr
 
@@ -62,6 +66,15 @@ def test_exec_against_no_server_imports_no_spec_models(tmp_path: Path) -> None:
                       "--insecure", "wf", "job", "--", "true")
     assert "127.0.0.1:1" in err
     assert heavy == []
+
+
+def test_exec_next_to_a_cluster_spec_reads_only_the_spec(tmp_path: Path) -> None:
+    """Next to a spec with an ``orchestrator:`` block, exec parses the spec to find the
+    server (its data dir holds the token and CA), but loads no plugins, state or Fuzzfile."""
+    (tmp_path / "fuzz.yaml").write_text(cluster_spec("start", 1, orchestrator_port=1))
+    heavy, err = _run("workflow", "exec", "wf", "job", "--", "true", cwd=tmp_path)
+    assert "no orchestrator was initialized" in err
+    assert heavy == list(SPEC_MODULES)
 
 
 def _lazy_groups(group: click.Group) -> list[LazyGroup]:
