@@ -14,8 +14,13 @@ import click
 
 from fuzz.cli.connection import connect, server_options
 from fuzz.cli.execsession import ExecCommand, run_exec
-from fuzz.cli.federation import federation_option
-from fuzz.cli.options import AppContext, json_option, pass_app, workflow_argument
+from fuzz.cli.options import (
+    AppContext,
+    federation_option,
+    json_option,
+    pass_app,
+    workflow_argument,
+)
 from fuzz.cli.portforward import (
     DRAIN_SECONDS,
     ForwardTarget,

@@ -18,14 +18,13 @@ from rich.table import Table
 
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.cli.federation import (
-    FEDERATION_ENV,
     MemberReport,
     gather,
     load,
     member_client,
     record_placement,
 )
-from fuzz.cli.options import AppContext, json_option, pass_app
+from fuzz.cli.options import FEDERATION_ENV, AppContext, json_option, pass_app
 from fuzz.cli.render import print_json
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import FuzzError

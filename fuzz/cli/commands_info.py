@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from fuzz.cli.lazygroup import LazyGroup
 from fuzz.cli.options import (
     AppContext,
     json_option,
@@ -101,7 +102,8 @@ def _observed_now(recorded: State, gateway: Callable[[], ProviderGateway]) -> St
         return recorded
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy_subcommands=dict.fromkeys(
+    ("cordon", "uncordon", "drain"), "fuzz.cli.commands_node"))
 def node() -> None:
     """Inspect the cluster's nodes."""
 

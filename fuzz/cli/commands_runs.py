@@ -13,16 +13,21 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.live import Live
 
 from fuzz.api import orchestrator_pb2 as pb
-from fuzz.cli.commands_federation import explain_rows, federated_start
-from fuzz.cli.commands_workflow import known_limits
 from fuzz.cli.connection import connect, server_options
-from fuzz.cli.federation import federation_option
-from fuzz.cli.options import AppContext, account_option, json_option, pass_app, workflow_argument
+from fuzz.cli.options import (
+    AppContext,
+    account_option,
+    federation_option,
+    json_option,
+    pass_app,
+    workflow_argument,
+)
 from fuzz.cli.workflow_view import (
     endpoint_detail,
     list_table,
@@ -32,11 +37,12 @@ from fuzz.cli.workflow_view import (
 )
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError, FuzzError
-from fuzz.spec.cluster import LimitsSpec
-from fuzz.spec.fuzzfile_loader import check_fuzzfile_size
 from fuzz.spec.workflowref import workflow_ref_problem
 from fuzz.substrate.rpc.jobs import DEFAULT_GRACE as STOP_GRACE  # what a cancel gives a job
 from fuzz.units import format_bytes
+
+if TYPE_CHECKING:  # the spec's models load only in `start`, the one command reading a Fuzzfile
+    from fuzz.spec.cluster import LimitsSpec
 
 
 class WorkflowFailedError(FuzzError):
@@ -59,6 +65,8 @@ def _read_fuzzfile(path: Path, limits: LimitsSpec | None) -> str:
         raise ConfigError(f"{path}: no such file") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+    from fuzz.spec.fuzzfile_loader import check_fuzzfile_size  # late: see TYPE_CHECKING
+
     check_fuzzfile_size(len(raw), str(path), limits)
     try:
         return raw.decode("utf-8")
@@ -151,6 +159,9 @@ def start(app: AppContext, arguments: tuple[str, ...], name: str | None, watch: 
     checked_workflow_name(name)
     if app.access.federation is None and (cluster is not None or explain):
         raise click.UsageError("--cluster and --explain go with --federation")
+    from fuzz.cli.commands_federation import explain_rows, federated_start  # late: see above
+    from fuzz.cli.commands_workflow import known_limits
+
     text = _read_fuzzfile(fuzzfile, known_limits(app))
     options = StartOptions(account, watch, as_json)
     if app.access.federation is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from fuzz.cli.lazygroup import LazyGroup
 from fuzz.cli.options import AppContext, pass_app
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.daemonlog import configure_daemon_logging
@@ -34,6 +35,7 @@ LOG_FILE = "server.log"
 LOCK_FILE = "server.lock"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
+STORE_COMMANDS = "fuzz.cli.commands_store"  # under ``fuzz server``, loaded when asked for
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +114,8 @@ def _stop(data_dir: Path, cluster: str, no_cluster_here: str | None) -> None:
     click.echo(f"orchestrator stopped (pid {pid})")
 
 
-@click.group("server", invoke_without_command=True)
+@click.group("server", invoke_without_command=True, cls=LazyGroup,
+             lazy_subcommands={"migrate": STORE_COMMANDS, "migrate-store": STORE_COMMANDS})
 @click.option("--listen", metavar="HOST:PORT", help="Where to listen (default: the spec's "
               "orchestrator.listen, else 127.0.0.1:7400).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),

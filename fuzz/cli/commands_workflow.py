@@ -1,4 +1,4 @@
-"""``fuzz workflow``: check and (later) run workflows written as Fuzzfiles."""
+"""``fuzz workflow validate``: check a Fuzzfile before anything runs."""
 
 from __future__ import annotations
 
@@ -17,16 +17,11 @@ from fuzz.spec.fuzzfile_plan import workflow_plan
 from fuzz.spec.problems import SpecError
 
 
-@click.group()
-def workflow() -> None:
-    """Check and run workflows (Fuzzfiles, in the Fuzzball shape)."""
-
-
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
-@workflow.command("validate")
+@click.command("validate")
 @click.argument("file", type=click.Path(path_type=Path))
 @json_option
 @server_options
@@ -70,4 +65,4 @@ def known_limits(app: AppContext) -> LimitsSpec | None:
     return block.limits if block is not None else None
 
 
-COMMANDS = [workflow]
+COMMANDS = [workflow_validate]

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from fuzz.cli.contexts import ClientConfig, config_path
-from fuzz.cli.federation import workflow_client
 from fuzz.cli.options import AppContext
 from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import OrchestratorClient
@@ -31,6 +29,9 @@ from fuzz.orchestrate.connect import (
     read_ca_file,
     spec_target,
 )
+
+if TYPE_CHECKING:  # the logins' and federations' models load only when a command uses them
+    from fuzz.cli.contexts import ClientConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,14 +81,21 @@ def target(app: AppContext, server: str | None, token_file: Path | None) -> Targ
             raise click.UsageError("--server and --token-file go together")
         chosen = explicit_target(server, token_file, _server_ca(app, server))
     elif app.access.context is None and app.spec_path.exists() and \
-            app.workspace.loaded.spec.orchestrator is not None:
-        chosen = spec_target(app.workspace.loaded)
+            app.spec.spec.orchestrator is not None:
+        chosen = spec_target(app.spec)
     else:
-        chosen = ClientConfig.load(config_path()).context(app.access.context)[1].target()
+        chosen = _logins().context(app.access.context)[1].target()
     if chosen.tls is None:
         click.echo(f"warning: talking to the orchestrator at {chosen.endpoint} in plain text "
                    "(insecure): tokens and data cross the network unencrypted", err=True)
     return chosen
+
+
+def _logins() -> ClientConfig:
+    """The contexts ``fuzz login`` saved."""
+    from fuzz.cli.contexts import ClientConfig, config_path  # late: see TYPE_CHECKING
+
+    return ClientConfig.load(config_path())
 
 
 def _server_ca(app: AppContext, server: str) -> bytes | None:
@@ -101,11 +109,11 @@ def _server_ca(app: AppContext, server: str) -> bytes | None:
         return None
     if ca_file is not None:
         return read_ca_file(ca_file)
-    for context in ClientConfig.load(config_path()).contexts.values():
+    for context in _logins().contexts.values():
         if context.server == server and context.ca:
             return context.ca.encode()
     if app.spec_path.exists():
-        loaded = app.workspace.loaded
+        loaded = app.spec
         block = loaded.spec.orchestrator
         spec_ca = loaded.base_dir / block.data_dir / CA_FILE if block is not None else None
         if spec_ca is not None and spec_ca.exists():
@@ -122,6 +130,8 @@ def connect(app: AppContext, server: str | None, token_file: Path | None,
     if app.access.federation is not None and workflow is not None:
         if server is not None or app.access.context is not None:
             raise click.UsageError("--federation and --server/--context do not go together")
+        from fuzz.cli.federation import workflow_client  # late: see TYPE_CHECKING
+
         return workflow_client(app, workflow)
     return target(app, server, token_file).orchestrator()
 

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
-
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.cli.contexts import ClientConfig, config_path
 from fuzz.cli.options import AppContext
@@ -34,33 +32,13 @@ from fuzz.federate.model import MemberFacts, OfferingFacts
 from fuzz.fsutil import read_json, write_private_file
 from fuzz.orchestrate.connect import Target, explicit_target, read_ca_file
 from fuzz.resources import GPU_DEVICE, NodeCapacity
-from fuzz.spec.federation import DEFAULT_FILE, LoadedFederation, MemberSpec, load_federation
+from fuzz.spec.federation import LoadedFederation, MemberSpec, load_federation
 from fuzz.spec.labels import CPU_ARCHITECTURE_LABEL
 
 F = TypeVar("F", bound=Callable[..., Any])
 ASK_TIMEOUT = 5.0  # seconds a member gets to answer before routing skips it
 ACTIVE_STATES = ("PENDING", "RUNNING")
 SCHEDULABLE = "READY"
-FEDERATION_ENV = "FUZZ_FEDERATION"
-
-
-def _keep_federation(ctx: click.Context, param: click.Parameter, value: Path | None
-                     ) -> Path | None:
-    app = ctx.find_object(AppContext)
-    if app is not None and value is not None:
-        app.access.federation = value
-    return value
-
-
-def federation_option(func: F) -> F:
-    """``--federation [FILE]``: go through the federation of FILE (default
-    ``federation.yaml``; ``$FUZZ_FEDERATION``) to the member that runs the workflow."""
-    return click.option(
-        "--federation", is_flag=False, flag_value=DEFAULT_FILE, default=None,
-        type=click.Path(dir_okay=False, path_type=Path), envvar=FEDERATION_ENV,
-        expose_value=False, callback=_keep_federation, metavar="[FILE]",
-        help=f"Through the federation in FILE (default {DEFAULT_FILE}): start routes the "
-             "workflow to a member; the other commands reach the member running it.")(func)
 
 
 def load(path: Path) -> LoadedFederation:

@@ -35,7 +35,7 @@ def known_capacities(app: AppContext, server: str | None, token_file: Path | Non
     spec's may be down (validate then checks what it can without it)."""
     named = named_server(app, server, token_file)
     if not named and not (app.spec_path.exists()
-                          and app.workspace.loaded.spec.orchestrator is not None):
+                          and app.spec.spec.orchestrator is not None):
         return None
     try:
         chosen = target(app, server, token_file)

@@ -10,13 +10,44 @@ from pathlib import Path
 import click
 
 from fuzz import __version__
+from fuzz.cli.lazygroup import LazyGroup
 from fuzz.cli.options import AppContext
 from fuzz.errors import FuzzError
 
 DEBUG_ENV = "FUZZ_DEBUG"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _lazy(commands: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """``{module: (command names)}`` turned round into ``{command name: module}``."""
+    return {name: f"fuzz.{module}" for module, names in commands.items() for name in names}
+
+
+# Each command's module is imported only when that command runs (see lazygroup.py).
+TOP_COMMANDS = _lazy({
+    "cli.commands_lifecycle": ("init", "validate", "plan", "apply", "destroy"),
+    "cli.commands_state": ("state", "force-unlock"),
+    "cli.commands_info": ("providers", "node"),
+    "cli.commands_server": ("server",),
+    "cli.commands_secret": ("secret",),
+    "cli.commands_login": ("login", "logout", "whoami", "context"),
+    "cli.commands_iam": ("iam",),
+    "cli.commands_pool": ("pool",),
+    "cli.commands_federation": ("federation",),
+    "cli.commands_app": ("app",),
+    "cli.commands_cache": ("cache",),
+    "substrate.cli": ("substrate",),
+})
+WORKFLOW_COMMANDS = _lazy({
+    "cli.commands_workflow": ("validate",),
+    "cli.commands_runs": ("start", "status", "log", "list", "describe", "stop", "cancel"),
+    "cli.commands_access": ("exec", "port-forward"),
+    "cli.commands_endpoints": ("endpoints", "connect"),
+    "cli.commands_upgrade": ("upgrade",),
+})
+
+
+@click.group(cls=LazyGroup, lazy_subcommands=TOP_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "--chdir", type=click.Path(file_okay=False, path_type=Path),
               help="Run as if fuzz was started in this directory.")
 @click.option("-f", "--file", "spec_file", default="fuzz.yaml", show_default=True,
@@ -34,44 +65,9 @@ def cli(ctx: click.Context, chdir: Path | None, spec_file: str, no_color: bool) 
     ctx.obj = AppContext(Path(spec_file), color=not no_color)
 
 
-def _register_commands() -> None:
-    from fuzz.cli import (
-        commands_access,
-        commands_app,
-        commands_cache,
-        commands_endpoints,
-        commands_federation,
-        commands_iam,
-        commands_info,
-        commands_lifecycle,
-        commands_login,
-        commands_node,
-        commands_pool,
-        commands_runs,
-        commands_secret,
-        commands_server,
-        commands_state,
-        commands_store,
-        commands_upgrade,
-    )
-    from fuzz.cli.commands_workflow import workflow
-    from fuzz.substrate.cli import substrate
-
-    for module in (commands_lifecycle, commands_state, commands_info, commands_server,
-                   commands_secret, commands_login, commands_iam, commands_pool,
-                   commands_federation, commands_app, commands_cache):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    for command in (*commands_runs.COMMANDS, *commands_access.COMMANDS,
-                    *commands_endpoints.COMMANDS,
-                    *commands_upgrade.COMMANDS):
-        workflow.add_command(command)
-    cli.add_command(workflow)
-    for command in commands_store.COMMANDS:
-        commands_server.server.add_command(command)
-    cli.add_command(substrate)
-    for command in commands_node.COMMANDS:
-        commands_info.node.add_command(command)
+@cli.group(cls=LazyGroup, lazy_subcommands=WORKFLOW_COMMANDS)
+def workflow() -> None:
+    """Check and run workflows (Fuzzfiles, in the Fuzzball shape)."""
 
 
 def _debugging() -> bool:
@@ -85,7 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     With ``FUZZ_DEBUG=1`` an error's traceback, with the causes it chains (the OS or
     SDK error behind it), comes before that line.
     """
-    _register_commands()
     try:
         cli.main(args=argv, prog_name="fuzz", standalone_mode=False)
     except FuzzError as exc:

@@ -7,18 +7,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
-from fuzz.cli.workspace import Workspace
 from fuzz.errors import ConfigError
+from fuzz.spec.federation_file import DEFAULT_FILE
 from fuzz.spec.names import iam_name_problem
 from fuzz.spec.workflowref import workflow_or_run_problem
 from fuzz.units import parse_duration
 
+if TYPE_CHECKING:  # imported when first used: the spec's models are most of a start
+    from fuzz.cli.workspace import Workspace
+    from fuzz.spec.loader import LoadedSpec
+
 F = TypeVar("F", bound=Callable[..., Any])
+FEDERATION_ENV = "FUZZ_FEDERATION"
 PIPED_WIDTH = 160
 
 
@@ -50,9 +55,19 @@ class AppContext:
         self.err = Console(stderr=True, no_color=not self.color, highlight=False, soft_wrap=True)
 
     @cached_property
+    def spec(self) -> LoadedSpec:
+        """The parsed and validated cluster spec, without its plugins or state (what a
+        command that only reaches the spec's orchestrator needs)."""
+        from fuzz.spec.loader import load_cluster_spec  # late: see TYPE_CHECKING above
+
+        return load_cluster_spec(self.spec_path, display_name=str(self.spec_path))
+
+    @cached_property
     def workspace(self) -> Workspace:
         """The spec, plugins and state this command acts on."""
-        return Workspace(self.spec_path)
+        from fuzz.cli.workspace import Workspace  # late: see TYPE_CHECKING above
+
+        return Workspace(self.spec_path, lambda: self.spec)
 
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -112,3 +127,22 @@ def account_option(help_text: str) -> Callable[[F], F]:
     """``--account NAME``: an account (an IAM group the caller is a member of)."""
     return click.option("--account", metavar="NAME", default=None, callback=_checked_account,
                         help=help_text)
+
+
+def _keep_federation(ctx: click.Context, param: click.Parameter, value: Path | None
+                     ) -> Path | None:
+    app = ctx.find_object(AppContext)
+    if app is not None and value is not None:
+        app.access.federation = value
+    return value
+
+
+def federation_option(func: F) -> F:
+    """``--federation [FILE]``: go through the federation of FILE (default
+    ``federation.yaml``; ``$FUZZ_FEDERATION``) to the member that runs the workflow."""
+    return click.option(
+        "--federation", is_flag=False, flag_value=DEFAULT_FILE, default=None,
+        type=click.Path(dir_okay=False, path_type=Path), envvar=FEDERATION_ENV,
+        expose_value=False, callback=_keep_federation, metavar="[FILE]",
+        help=f"Through the federation in FILE (default {DEFAULT_FILE}): start routes the "
+             "workflow to a member; the other commands reach the member running it.")(func)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -12,7 +12,9 @@ from rich.markup import escape
 from fuzz.engine.apply import ApplyEvent, ApplyResult
 from fuzz.engine.model import Action, Change, Plan
 from fuzz.lifecycle.drain import NodeTask
-from fuzz.spec.problems import Problem
+
+if TYPE_CHECKING:  # only its type: printing needs no pydantic
+    from fuzz.spec.problems import Problem
 
 SYMBOLS = {
     Action.CREATE: ("+", "green", "created"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,7 +18,7 @@ from fuzz.orchestrate.connect import orchestrator_client
 from fuzz.plugin.loader import PluginSet, load_plugins
 from fuzz.plugin.provider import ProviderContext
 from fuzz.plugin.state import LockInfo
-from fuzz.spec.loader import LoadedSpec, load_cluster_spec, validate_state_block
+from fuzz.spec.loader import LoadedSpec, validate_state_block
 
 
 @dataclass
@@ -26,11 +26,13 @@ class Workspace:
     """Lazily loads what a command needs, so a command that needs less fails less."""
 
     spec_path: Path
+    load_spec: Callable[[], LoadedSpec]
+    """Parses the spec at ``spec_path`` (the app's, so that it is parsed once)."""
 
     @cached_property
     def loaded(self) -> LoadedSpec:
         """The parsed and validated cluster spec."""
-        return load_cluster_spec(self.spec_path, display_name=str(self.spec_path))
+        return self.load_spec()
 
     @cached_property
     def plugins(self) -> PluginSet:

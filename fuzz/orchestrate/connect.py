@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import OrchestratorClient
@@ -17,7 +18,9 @@ from fuzz.errors import ConfigError
 from fuzz.fsutil import read_json
 from fuzz.rpc.auth import read_token_file
 from fuzz.rpc.client import ClientTls
-from fuzz.spec.loader import LoadedSpec
+
+if TYPE_CHECKING:  # only its type: a client given --server needs no spec parser
+    from fuzz.spec.loader import LoadedSpec
 
 TOKEN_FILE = "admin.token"
 INFO_FILE = "server.json"

@@ -37,12 +37,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from fuzz.spec.federation_file import DEFAULT_FILE as DEFAULT_FILE
 from fuzz.spec.problems import Issue
 from fuzz.spec.validation import validate_document
 from fuzz.spec.yamlsource import SourceMap, read_yaml
 from fuzz.units import parse_duration, parse_size
 
-DEFAULT_FILE = "federation.yaml"
 ANY_SITE = "*"
 
 Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]

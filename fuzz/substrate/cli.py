@@ -194,3 +194,6 @@ def serve_command(
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+COMMANDS = (substrate,)  # what ``fuzz`` mounts (fuzz.cli.main loads it when asked for)
