@@ -584,15 +584,22 @@ def test_a_prepared_container_runs_only_once_started_and_reports_its_own_exit(
         manager.start_prepared(specs[0].id)  # started once only
 
 
-def test_a_prepared_container_cancelled_before_its_start_is_removed_unstarted(
-    manager: ContainerManager, image: Path, tmp_path: Path
-) -> None:
+def _prepared_marking_job(manager: ContainerManager, image: Path, tmp_path: Path,
+                          name: str) -> tuple[Path, ContainerSpec]:
+    """A job prepared (not started) that, once it runs, leaves a file in the folder returned."""
     marker = tmp_path / "ran"
     marker.mkdir(mode=0o777)
     marker.chmod(0o777)  # the job runs as nobody
-    spec = ContainerSpec(id=_id("prepcancel"), rootfs=image, args=("sh", "-c", "echo > /out/ran"),
+    spec = ContainerSpec(id=_id(name), rootfs=image, args=("sh", "-c", "echo > /out/ran"),
                          mounts=(Mount(marker, "/out"),))
     manager.start(spec, prepare=True)
+    return marker, spec
+
+
+def test_a_prepared_container_cancelled_before_its_start_is_removed_unstarted(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    marker, spec = _prepared_marking_job(manager, image, tmp_path, "prepcancel")
     manager.cancel(spec.id, grace_seconds=10)
     final = manager.wait(spec.id, timeout=30)
     assert (final.state, final.cancelled) == ("exited", True), final
@@ -606,12 +613,7 @@ def test_a_prepared_container_cancelled_before_its_start_is_removed_unstarted(
 def test_a_prepared_container_whose_monitor_dies_is_killed_never_started(
     manager: ContainerManager, image: Path, tmp_path: Path, assert_pid_gone: Callable[..., None]
 ) -> None:
-    marker = tmp_path / "ran"
-    marker.mkdir(mode=0o777)
-    marker.chmod(0o777)  # the job runs as nobody
-    spec = ContainerSpec(id=_id("prepdead"), rootfs=image, args=("sh", "-c", "echo > /out/ran"),
-                         mounts=(Mount(marker, "/out"),))
-    manager.start(spec, prepare=True)
+    marker, spec = _prepared_marking_job(manager, image, tmp_path, "prepdead")
     monitor = int((manager.state_dir / "monitor.lock").read_text())
     os.kill(monitor, signal.SIGKILL)
     assert_pid_gone(monitor)
