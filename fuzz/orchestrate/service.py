@@ -50,6 +50,7 @@ from fuzz.orchestrate.iam.ownership import (
 )
 from fuzz.orchestrate.iam.policy import WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD
 from fuzz.orchestrate.messages import (
+    TaskMessages,
     node_message,
     node_state,
     secret_message,
@@ -513,12 +514,13 @@ class OrchestratorService:
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         seen = -1
+        kept = TaskMessages()  # each update rebuilds only the tasks that changed
         while context.is_active():
             try:
                 snapshot = self._runner.snapshot(target.owner, target.name, target.run_id)
             except FuzzError as exc:
                 abort_with(context, exc, _STATUS)
-            yield self._workflow_message(snapshot)
+            yield self._workflow_message(snapshot, kept)
             if snapshot.record.finished_state:
                 return
             time.sleep(WATCH_MIN_INTERVAL)
@@ -691,9 +693,11 @@ class OrchestratorService:
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 
-    def _workflow_message(self, snapshot: WorkflowSnapshot) -> pb.Workflow:
-        """A run as the API shows it, with its services' endpoints and their URLs."""
-        message = workflow_message(snapshot)
+    def _workflow_message(self, snapshot: WorkflowSnapshot, kept: TaskMessages | None = None
+                          ) -> pb.Workflow:
+        """A run as the API shows it, with its services' endpoints and their URLs
+        (``kept``: a watcher's task messages, see :func:`workflow_message`)."""
+        message = workflow_message(snapshot, kept)
         message.endpoints.extend(endpoint_messages(snapshot.record, self.gateway))
         return message
 
