@@ -10,8 +10,11 @@ from __future__ import annotations
 import copy
 import random
 
+import pytest
+
 from fuzz.orchestrate.messages import TASK_FIELDS, TaskMessages, workflow_message
 from fuzz.orchestrate.records import TaskRecord, WorkflowRecord
+from fuzz.orchestrate.service import WATCH_MAX_PAUSE, WATCH_MIN_INTERVAL, watch_pause
 from fuzz.orchestrate.states import Readiness, TaskState, WorkflowState
 from fuzz.orchestrate.workflows.base import WorkflowSnapshot
 from fuzz.orchestrate.workflows.reports import _shallow_copy
@@ -103,3 +106,9 @@ def test_a_snapshots_task_copy_is_copy_copy() -> None:
     assert clone == copy.copy(task) and clone is not task
     task.state = TaskState.FAILED
     assert clone.state == TaskState.RUNNING
+
+
+def test_a_watcher_waits_ten_times_its_last_updates_cost() -> None:
+    assert watch_pause(0.001) == WATCH_MIN_INTERVAL  # small workflows: five updates a second
+    assert watch_pause(0.05) == pytest.approx(0.5)  # a costly update: a tenth of a core
+    assert watch_pause(2.0) == WATCH_MAX_PAUSE  # never slower than this
