@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable
+from typing import Any
+
 from fuzz.api import orchestrator_pb2 as pb
 from fuzz.orchestrate.cluster.nodes import NodeDirectory, NodeUse
-from fuzz.orchestrate.records import NodeRecord, SecretRecord, WorkflowRecord
+from fuzz.orchestrate.records import NodeRecord, SecretRecord, TaskRecord, WorkflowRecord
 from fuzz.orchestrate.secrets import ACCOUNT_PREFIX
 from fuzz.orchestrate.workflows.base import WorkflowSnapshot
 
@@ -19,8 +23,10 @@ def workflow_summary(record: WorkflowRecord) -> pb.Workflow:
     )
 
 
-def workflow_message(snapshot: WorkflowSnapshot) -> pb.Workflow:
-    """A workflow with every volume (and its transfers), image and task."""
+def workflow_message(snapshot: WorkflowSnapshot, kept: TaskMessages | None = None
+                     ) -> pb.Workflow:
+    """A workflow with every volume (and its transfers), image and task; ``kept``: a
+    watcher's task messages from its last update, of which those still true are reused."""
     message = workflow_summary(snapshot.record)
     for volume in sorted(snapshot.volumes, key=lambda v: v.name):
         moves = [m for m in snapshot.transfers if m.volume == volume.name]
@@ -37,15 +43,55 @@ def workflow_message(snapshot: WorkflowSnapshot) -> pb.Workflow:
     for image in sorted(snapshot.images, key=lambda i: i.uri):
         message.images.append(pb.Image(uri=image.uri, state=image.state, digest=image.digest,
                                        error=image.error))
-    for task in snapshot.tasks:
-        message.tasks.append(pb.Task(
-            key=task.key, job=task.job, index=task.index, state=task.state, nodes=task.nodes,
-            attempt=task.attempt, exit_code=task.exit_code, started=task.started,
-            finished=task.finished, error=task.error, waiting_for=task.waiting_for,
-            kind=task.kind, readiness=task.readiness, probe_error=task.probe_error,
-            restarts=task.restarts, addresses=task.addresses,
-        ))
+    message.tasks.extend((kept or TaskMessages()).messages(snapshot.tasks))
     return message
+
+
+# What a task's message is built from: the fields of TaskRecord that pb.Task shows.
+TASK_FIELDS = ("key", "job", "index", "state", "nodes", "attempt", "exit_code", "started",
+               "finished", "error", "waiting_for", "kind", "readiness", "probe_error",
+               "restarts", "addresses")
+_LIST_FIELDS = frozenset({"nodes", "addresses"})
+_task_values = operator.attrgetter(*TASK_FIELDS)
+
+
+def _copied(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``values`` with copies of its lists: a kept key stays what its message was built
+    from, whatever later happens to the record's lists."""
+    return tuple(list(value) if name in _LIST_FIELDS else value
+                 for name, value in zip(TASK_FIELDS, values, strict=True))
+
+
+class TaskMessages:
+    """One watcher's last message of each task, keyed by what it was built from.
+
+    A watcher's update rebuilds only the tasks whose fields changed since its last one:
+    reading a task's fields costs a fraction of building its message, so an update of a
+    task array of thousands, a few of which changed, costs little more than those few.
+    Not thread-safe: each watcher keeps its own.
+    """
+
+    def __init__(self) -> None:
+        """Nothing kept yet: the first update builds every task's message."""
+        self._kept: dict[str, tuple[tuple[Any, ...], pb.Task]] = {}
+        self.built = 0  # task messages built so far (the rest were kept ones)
+
+    def messages(self, tasks: Iterable[TaskRecord]) -> list[pb.Task]:
+        """The messages of ``tasks``, in their order; only those of tasks that are new or
+        changed are built. Tasks no longer among ``tasks`` are forgotten."""
+        kept: dict[str, tuple[tuple[Any, ...], pb.Task]] = {}
+        found = []
+        for task in tasks:
+            values = _task_values(task)
+            entry = self._kept.get(task.key)
+            if entry is None or entry[0] != values:
+                values = _copied(values)
+                entry = (values, pb.Task(**dict(zip(TASK_FIELDS, values, strict=True))))
+                self.built += 1
+            kept[task.key] = entry
+            found.append(entry[1])
+        self._kept = kept
+        return found
 
 
 def node_state(record: NodeRecord, directory: NodeDirectory) -> str:

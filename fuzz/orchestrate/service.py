@@ -50,6 +50,7 @@ from fuzz.orchestrate.iam.ownership import (
 )
 from fuzz.orchestrate.iam.policy import WORKFLOW_EXEC, WORKFLOW_PORT_FORWARD
 from fuzz.orchestrate.messages import (
+    TaskMessages,
     node_message,
     node_state,
     secret_message,
@@ -87,6 +88,8 @@ REGISTER_METHOD = f"/{SERVICE_NAME}/RegisterNode"
 ENROLL_METHOD = f"/{SERVICE_NAME}/EnrollNode"
 WATCH_INTERVAL = 5.0
 WATCH_MIN_INTERVAL = 0.2  # a watcher sees at most five updates a second
+WATCH_PACE = 10.0  # and waits at least ten times the CPU time its last update took...
+WATCH_MAX_PAUSE = 1.0  # ...but never longer than this between updates
 LOG_CHUNK = 64 * 1024
 MAX_TCP_PORT = 65535
 
@@ -513,15 +516,18 @@ class OrchestratorService:
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         seen = -1
+        kept = TaskMessages()  # each update rebuilds only the tasks that changed
         while context.is_active():
+            started = time.thread_time()
             try:
                 snapshot = self._runner.snapshot(target.owner, target.name, target.run_id)
             except FuzzError as exc:
                 abort_with(context, exc, _STATUS)
-            yield self._workflow_message(snapshot)
+            yield self._workflow_message(snapshot, kept)
             if snapshot.record.finished_state:
                 return
-            time.sleep(WATCH_MIN_INTERVAL)
+            # the thread's CPU time since the snapshot: gRPC serialized and sent it meanwhile
+            time.sleep(watch_pause(time.thread_time() - started))
             seen = self._runner.wait_for_change(seen, WATCH_INTERVAL)
 
     def ListWorkflows(self, request: pb.ListWorkflowsRequest, context: grpc.ServicerContext
@@ -691,9 +697,11 @@ class OrchestratorService:
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
 
-    def _workflow_message(self, snapshot: WorkflowSnapshot) -> pb.Workflow:
-        """A run as the API shows it, with its services' endpoints and their URLs."""
-        message = workflow_message(snapshot)
+    def _workflow_message(self, snapshot: WorkflowSnapshot, kept: TaskMessages | None = None
+                          ) -> pb.Workflow:
+        """A run as the API shows it, with its services' endpoints and their URLs
+        (``kept``: a watcher's task messages, see :func:`workflow_message`)."""
+        message = workflow_message(snapshot, kept)
         message.endpoints.extend(endpoint_messages(snapshot.record, self.gateway))
         return message
 
@@ -767,6 +775,14 @@ class OrchestratorService:
         except FuzzError as exc:
             abort_with(context, exc, _STATUS)
         return self._catalogs.applications()
+
+
+def watch_pause(update_cpu: float) -> float:
+    """Seconds a watcher waits after an update that took ``update_cpu`` seconds of CPU
+    (snapshot, message, serialization): :data:`WATCH_MIN_INTERVAL`, or :data:`WATCH_PACE`
+    times that for a workflow so large its updates are costly (at most
+    :data:`WATCH_MAX_PAUSE`), so that each watcher costs at most about a tenth of a core."""
+    return max(WATCH_MIN_INTERVAL, min(WATCH_PACE * update_cpu, WATCH_MAX_PAUSE))
 
 
 def _task_key(snapshot: WorkflowSnapshot, workflow: OwnedWorkflow, task: str
