@@ -54,6 +54,8 @@ STANDBY_SERVICE = "fuzz.Standby"
 AGENT_METHODS = frozenset({REGISTER_METHOD, ENROLL_METHOD, LAUNCH_METHOD})
 """The orchestrator's methods agents call: answered by a standby, never forwarded."""
 LEADER_CHANGED = f"{STANDBY_ANSWER}: the leader changed during the call; try again"
+RELAYED_CALLS_GRACE = 2.0
+"""Seconds a standby that stops waits for the calls it relayed to end with their answer."""
 
 
 class _Forward(grpc.GenericRpcHandler):  # type: ignore[type-arg]
@@ -181,7 +183,9 @@ def stand_by(lease: LeaderLease, serving: StandbyServing, metrics: MetricsSpec,
         return False
     finally:
         relay.close()
-        running.server.stop(0).wait()
+        # the calls relay.close() ended still have to say so (UNAVAILABLE, LEADER_CHANGED):
+        # stop(0) cut them first on a loaded machine, and callers read a dropped connection
+        running.server.stop(RELAYED_CALLS_GRACE).wait()
         if status is not None:
             status.stop()
         (data_dir / INFO_FILE).unlink(missing_ok=True)
