@@ -46,14 +46,20 @@ _HEADER = struct.Struct("!I")
 Relay = Callable[[ssl.SSLSocket, socket.socket], object]
 
 
-def bare(tls: ssl.SSLSocket, plain: socket.socket) -> None:
-    """Copy both ways with the least Python per wake-up, until either side's end."""
+def _relay_setup(tls: ssl.SSLSocket, plain: socket.socket) -> tuple[
+        bytearray, bytearray, memoryview, memoryview, select.poll, int]:
+    """A relay's two buffers (outward, inward), their views, a poll set waiting to read
+    either socket, and the plain socket's descriptor."""
     outward, inward = bytearray(BUFFER_BYTES), bytearray(BUFFER_BYTES)
-    out_view, in_view = memoryview(outward), memoryview(inward)
     poller = select.poll()
     poller.register(tls.fileno(), select.POLLIN)
     poller.register(plain.fileno(), select.POLLIN)
-    plain_fd = plain.fileno()
+    return outward, inward, memoryview(outward), memoryview(inward), poller, plain.fileno()
+
+
+def bare(tls: ssl.SSLSocket, plain: socket.socket) -> None:
+    """Copy both ways with the least Python per wake-up, until either side's end."""
+    outward, inward, out_view, in_view, poller, plain_fd = _relay_setup(tls, plain)
     while True:
         for fd, _ in poller.poll():
             source, sink, buffer, view = ((plain, tls, outward, out_view) if fd == plain_fd
@@ -67,13 +73,8 @@ def bare(tls: ssl.SSLSocket, plain: socket.socket) -> None:
 def framed(tls: ssl.SSLSocket, plain: socket.socket) -> None:
     """:func:`bare` with the pump's framing: a length before each chunk into TLS; out of
     it, the length read apart from the body."""
-    outward, inward = bytearray(BUFFER_BYTES), bytearray(BUFFER_BYTES)
-    out_view, in_view = memoryview(outward), memoryview(inward)
+    outward, inward, out_view, in_view, poller, plain_fd = _relay_setup(tls, plain)
     header = bytearray(_HEADER.size)
-    poller = select.poll()
-    poller.register(tls.fileno(), select.POLLIN)
-    poller.register(plain.fileno(), select.POLLIN)
-    plain_fd = plain.fileno()
     while True:
         for fd, _ in poller.poll():
             if fd == plain_fd:
