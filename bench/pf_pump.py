@@ -73,7 +73,7 @@ def bare(tls: ssl.SSLSocket, plain: socket.socket) -> None:
 def framed(tls: ssl.SSLSocket, plain: socket.socket) -> None:
     """:func:`bare` with the pump's framing: a length before each chunk into TLS; out of
     it, the length read apart from the body."""
-    outward, inward, out_view, in_view, poller, plain_fd = _relay_setup(tls, plain)
+    outward, _, out_view, in_view, poller, plain_fd = _relay_setup(tls, plain)
     header = bytearray(_HEADER.size)
     while True:
         for fd, _ in poller.poll():
