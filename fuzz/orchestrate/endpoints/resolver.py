@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import secrets
 import ssl
 
@@ -21,6 +22,7 @@ from fuzz.clients.agent import AgentClient
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.endpoints.direct import DirectTunnel, IdleTunnels
+from fuzz.orchestrate.endpoints.handoff import HandedOffConnection
 from fuzz.orchestrate.endpoints.proxy import (
     Backend,
     EndpointNotFoundError,
@@ -67,7 +69,7 @@ class WorkflowEndpoints:
         """Find endpoints in ``runner``'s workflows, reach them through ``nodes``' agents."""
         self._runner = runner
         self._nodes = nodes
-        self._idle = IdleTunnels()
+        self._idle: IdleTunnels[DirectTunnel | HandedOffConnection] = IdleTunnels()
 
     def route(self, address: EndpointAddress) -> Route:
         """The declared endpoint at ``address``."""
@@ -105,10 +107,13 @@ class WorkflowEndpoints:
                 f"service {address.service} of workflow {address.owner}/{address.workflow}: "
                 f"{exc}") from None
 
-    def _direct(self, agent: AgentClient, container: str, port: int) -> DirectTunnel | None:
-        """A connection over the agent's direct TLS port, to ``port`` of ``container``
-        alone: an idle tunnel there reopened, else a new one with a reusable ticket
-        for it; None when the agent has no direct port (a plain-text cluster)."""
+    def _direct(self, agent: AgentClient, container: str, port: int
+                ) -> DirectTunnel | HandedOffConnection | None:
+        """A connection to ``port`` of ``container`` alone: an idle one there reopened,
+        else a new one with a reusable ticket for it: the service's socket itself,
+        handed off by an agent on this host (:mod:`fuzz.rpc.handoff`), else over the
+        agent's direct TLS port; None when the agent has no direct port (a plain-text
+        cluster)."""
         if agent.tls is None:
             return None
         key = (agent.endpoint, container, port)
@@ -121,9 +126,24 @@ class WorkflowEndpoints:
         if not direct_port:
             return None
         host = agent.endpoint.rpartition(":")[0].strip("[]")
+        release = functools.partial(self._idle.put, key)
+        if _is_loopback(host):
+            handed = HandedOffConnection.open(direct_port, ticket, release)
+            if handed is not None:
+                return handed
         return DirectTunnel(host, direct_port, _client_context(agent.tls.ca_pem),
                             agent.tls.server_name or host, ticket,
-                            release=lambda idle: self._idle.put(key, idle))
+                            release=release)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an agent's address) is this host's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @functools.lru_cache(maxsize=4)
