@@ -2,8 +2,9 @@
 real CLI, agent and runc containers.
 
 The service runs busybox httpd (a page under its path prefix, FB_ENDPOINT_PATH_PAGE)
-and websocat echoing WebSocket messages, in its own network namespace. The gateway
-relays through the agent's PortForward into it; another user's job cannot reach it.
+and websocat echoing WebSocket messages, in its own network namespace. The gateway,
+on the agent's host, relays over the service's socket the agent hands it; another
+user's job cannot reach the service.
 """
 
 from __future__ import annotations

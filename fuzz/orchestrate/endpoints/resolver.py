@@ -4,9 +4,11 @@ its service's running task.
 An endpoint is ``services.<service>.network.endpoints[name]`` of the latest run of
 ``owner``'s workflow; its service runs as the task keyed by the service's name
 (:func:`fuzz.spec.workflowref.task_key`), and a connection to it goes through that
-task's agent into its network namespace: over the agent's direct TLS port with a
-single-use ticket for the endpoint's port (:class:`.direct.DirectTunnel`), or, where
-the agent has none (a plain-text cluster), its PortForward (:class:`.tunnel.AgentTunnel`).
+task's agent into its network namespace, with a reusable ticket for the endpoint's
+port: on the agent's own host, the socket the agent opened there, handed over
+(:class:`.handoff.HandedOffConnection`); elsewhere over the agent's direct TLS port
+(:class:`.direct.DirectTunnel`); or, where the agent has none (a plain-text cluster),
+its PortForward (:class:`.tunnel.AgentTunnel`).
 Parsed Fuzzfiles are kept by content hash (a few, the latest used).
 """
 
