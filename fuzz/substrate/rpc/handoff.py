@@ -25,6 +25,7 @@ from fuzz.substrate.rpc.direct import (
     Connector,
     Grant,
     TicketBook,
+    _receive_exactly,  # the direct port's: the same reading of a ticket
 )
 
 logger = logging.getLogger(__name__)
@@ -74,9 +75,7 @@ class HandoffListener:
         try:
             with contextlib.closing(conn):
                 conn.settimeout(HANDSHAKE_SECONDS)
-                ticket = conn.recv(TICKET_BYTES, socket.MSG_WAITALL)
-                if len(ticket) != TICKET_BYTES:
-                    return
+                ticket = _receive_exactly(conn, TICKET_BYTES)
                 try:
                     grant = self._book.redeem(ticket)
                     if grant.exec_spec is not None:
