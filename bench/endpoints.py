@@ -4,9 +4,12 @@ service's port reached directly from its node.
 A one-node local cluster runs a service (busybox httpd serving a small page and a
 100 MB file under its endpoint's path) with a ``user``-scoped path endpoint. The
 client signs its requests with the owner's bearer token and keeps one HTTPS
-connection to the gateway alive; the gateway relays each request through the agent's
-PortForward into the service's network namespace (busybox httpd closes after every
-answer, so each request is a new connection to it, by either path). Directly, the
+connection to the gateway alive; the gateway relays each request to the service's
+port in its network namespace: on this one host, over the socket the agent opened
+there and handed to the gateway (:mod:`fuzz.rpc.handoff`: the agent is off the data
+path, its CPU column near 0), where the agent is elsewhere over TLS to its direct port
+(busybox httpd closes after every answer, so each request is a new connection to it,
+by either path). Directly, the
 bench connects to the service's port in its network namespace from a thread that
 entered it (as the agent does). In the same run, alternately:
 

@@ -483,6 +483,7 @@ def serve(
     finally:
         if direct is not None:
             direct.close()
+            service.close_handoff()
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(grace).wait()

@@ -2,12 +2,14 @@
 real CLI, agent and runc containers.
 
 The service runs busybox httpd (a page under its path prefix, FB_ENDPOINT_PATH_PAGE)
-and websocat echoing WebSocket messages, in its own network namespace. The gateway
-relays through the agent's PortForward into it; another user's job cannot reach it.
+and websocat echoing WebSocket messages, in its own network namespace. The gateway,
+on the agent's host, relays over the service's socket the agent hands it; another
+user's job cannot reach the service.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request
 
 from fuzz.testing.oci import PushedImage, Registry, build_busybox_layout, free_port, push_layout
 from tests.support.cliutil import fuzz_command
@@ -213,3 +217,62 @@ def test_endpoint_and_connect_refusals_are_one_line(served: Served) -> None:
     assert several.code == 1 and "Traceback" not in several.err
     assert "service web has several endpoints (page, echo): choose one with --endpoint NAME" \
         in several.err
+
+
+def _service_pid(cluster: LocalCluster) -> int:
+    """The host pid of the cluster's one running container (the service's)."""
+    pids: list[int] = []
+
+    def running() -> bool:
+        for path in cluster.directory.glob(".fuzz/nodes/*/*/containers/*/status.json"):
+            with contextlib.suppress(OSError, ValueError):
+                status = json.loads(path.read_text())
+                if status.get("state") == "running" and isinstance(status.get("pid"), int):
+                    pids.append(int(status["pid"]))
+        return bool(pids)
+
+    wait_until("the service's container running", running, timeout=60)
+    return pids[0]
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def _connections_to(pid: int, port: int) -> set[str]:
+    """The inodes of the TCP connections to ``port`` in process ``pid``'s network
+    namespace (its /proc net tables)."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rpartition(":")[2], 16) == port:  # the remote address's port
+                inodes.add(fields[9])
+    return inodes
+
+
+def test_the_gateway_on_the_agents_host_holds_the_service_connection_itself(
+        served: Served) -> None:
+    """The agent hands the gateway (on its host) the socket it opened in the service's
+    network namespace: while a WebSocket is open through the endpoint, the
+    orchestrator's process holds the service's connection, and the agent is off the
+    data path (no TLS hop between them)."""
+    service_pid = _service_pid(served.cluster)
+    raw = socket.create_connection(("127.0.0.1", served.gateway_port), timeout=60)
+    context = ca_context(served.cluster.data_dir / "ca.pem")
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        ws = WSConnection(ConnectionType.CLIENT)
+        sock.sendall(ws.send(Request(host="127.0.0.1", target=served.path("echo"))))
+        while not any(isinstance(event, AcceptConnection) for event in ws.events()):
+            data = sock.recv(65536)
+            assert data, "the gateway closed the connection before the upgrade"
+            ws.receive_data(data)
+        held = _socket_inodes(served.cluster.server_pid()) & _connections_to(service_pid, 8081)
+        assert held, "the orchestrator holds no connection to the service's port"

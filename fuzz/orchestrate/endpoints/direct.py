@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import NoReturn
+from typing import Generic, NoReturn, Protocol, TypeVar
 
 from fuzz.rpc.direct import (
     ACCEPTED,
@@ -241,7 +241,22 @@ class DirectTunnel:
             self._tls.close()
 
 
-class IdleTunnels:
+class Reopenable(Protocol):
+    """A connection to a service whose way there can open the port again: a
+    :class:`DirectTunnel`, or a socket handed off by an agent on this host
+    (:class:`~fuzz.orchestrate.endpoints.handoff.HandedOffConnection`)."""
+
+    def reopen(self) -> None:
+        """Open the port again over it (OSError: it cannot)."""
+
+    def discard(self) -> None:
+        """Close it for good."""
+
+
+Kept = TypeVar("Kept", bound=Reopenable)
+
+
+class IdleTunnels(Generic[Kept]):
     """Tunnels whose connection ended cleanly, by what they open (agent, container,
     port): the next connection there reopens one rather than a new tunnel. At most
     :data:`MAX_IDLE_PER_PORT` are kept per key and :data:`MAX_IDLE` in all, each for
@@ -249,11 +264,11 @@ class IdleTunnels:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         """None idle yet."""
-        self._idle: dict[Hashable, list[tuple[float, DirectTunnel]]] = {}
+        self._idle: dict[Hashable, list[tuple[float, Kept]]] = {}
         self._lock = threading.Lock()
         self._clock = clock
 
-    def put(self, key: Hashable, tunnel: DirectTunnel) -> None:
+    def put(self, key: Hashable, tunnel: Kept) -> None:
         """Keep ``tunnel`` (closed instead when enough are kept)."""
         now = self._clock()
         with self._lock:
@@ -273,7 +288,7 @@ class IdleTunnels:
         for old in expired:
             old.discard()
 
-    def reopened(self, key: Hashable) -> DirectTunnel | None:
+    def reopened(self, key: Hashable) -> Kept | None:
         """A kept tunnel for ``key``, reopened (None: none could be)."""
         while True:
             with self._lock:

@@ -26,7 +26,7 @@ import logging
 import select
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, cast
 from urllib.parse import parse_qs, quote, urlsplit
@@ -53,6 +53,7 @@ MAX_HEADER_BYTES = 64 * 1024
 IDLE_SECONDS = 120.0  # a keep-alive connection waiting for its next request
 MAX_DRAINED_BODY = 1024 * 1024  # a refused request's body is read past up to this, else closed
 MAX_FORM_BYTES = 16 * 1024
+CORKED_BYTES = 1024 * 1024  # a Content-Length body past h11's buffer this large is corked
 OPEN_ACTION = "endpoint:open"
 SIGN_IN_ACTION = "endpoint:sign-in"
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te",
@@ -399,16 +400,33 @@ class Connection:
                 break
             else:
                 raise _UpstreamClosed("it closed the connection")
-        while length:
-            self._flush()
-            data = backend.recv()
-            if not data or len(data) > length:
-                raise _UpstreamClosed("it closed the connection" if not data
-                                      else "it sent more than its Content-Length")
-            self._pass_on(data)
-            length -= len(data)
+        with self._corked(length >= CORKED_BYTES):
+            while length:
+                self._flush()
+                data = backend.recv()
+                if not data or len(data) > length:
+                    raise _UpstreamClosed("it closed the connection" if not data
+                                          else "it sent more than its Content-Length")
+                self._pass_on(data)
+                length -= len(data)
         self._to_browser(self._client.send(h11.EndOfMessage()))
         return False
+
+    @contextlib.contextmanager
+    def _corked(self, cork: bool) -> Iterator[None]:
+        """While in the block (if ``cork``), the browser's TCP connection sends full
+        segments only (``TCP_CORK``; the rest leaves when the block ends, or within the
+        kernel's 200 ms): a large body's TLS records, one ``send`` each, then cross the
+        kernel in a quarter as many packets on loopback's 64 KiB segments."""
+        if not cork:
+            yield
+            return
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
     def _end_backend(self) -> None:
         """The service answered and closes its connection: let it end (what can be kept

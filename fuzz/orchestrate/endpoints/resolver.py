@@ -4,9 +4,11 @@ its service's running task.
 An endpoint is ``services.<service>.network.endpoints[name]`` of the latest run of
 ``owner``'s workflow; its service runs as the task keyed by the service's name
 (:func:`fuzz.spec.workflowref.task_key`), and a connection to it goes through that
-task's agent into its network namespace: over the agent's direct TLS port with a
-single-use ticket for the endpoint's port (:class:`.direct.DirectTunnel`), or, where
-the agent has none (a plain-text cluster), its PortForward (:class:`.tunnel.AgentTunnel`).
+task's agent into its network namespace, with a reusable ticket for the endpoint's
+port: on the agent's own host, the socket the agent opened there, handed over
+(:class:`.handoff.HandedOffConnection`); elsewhere over the agent's direct TLS port
+(:class:`.direct.DirectTunnel`); or, where the agent has none (a plain-text cluster),
+its PortForward (:class:`.tunnel.AgentTunnel`).
 Parsed Fuzzfiles are kept by content hash (a few, the latest used).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import secrets
 import ssl
 
@@ -21,6 +24,7 @@ from fuzz.clients.agent import AgentClient
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.endpoints.direct import DirectTunnel, IdleTunnels
+from fuzz.orchestrate.endpoints.handoff import HandedOffConnection
 from fuzz.orchestrate.endpoints.proxy import (
     Backend,
     EndpointNotFoundError,
@@ -67,7 +71,7 @@ class WorkflowEndpoints:
         """Find endpoints in ``runner``'s workflows, reach them through ``nodes``' agents."""
         self._runner = runner
         self._nodes = nodes
-        self._idle = IdleTunnels()
+        self._idle: IdleTunnels[DirectTunnel | HandedOffConnection] = IdleTunnels()
 
     def route(self, address: EndpointAddress) -> Route:
         """The declared endpoint at ``address``."""
@@ -105,10 +109,13 @@ class WorkflowEndpoints:
                 f"service {address.service} of workflow {address.owner}/{address.workflow}: "
                 f"{exc}") from None
 
-    def _direct(self, agent: AgentClient, container: str, port: int) -> DirectTunnel | None:
-        """A connection over the agent's direct TLS port, to ``port`` of ``container``
-        alone: an idle tunnel there reopened, else a new one with a reusable ticket
-        for it; None when the agent has no direct port (a plain-text cluster)."""
+    def _direct(self, agent: AgentClient, container: str, port: int
+                ) -> DirectTunnel | HandedOffConnection | None:
+        """A connection to ``port`` of ``container`` alone: an idle one there reopened,
+        else a new one with a reusable ticket for it: the service's socket itself,
+        handed off by an agent on this host (:mod:`fuzz.rpc.handoff`), else over the
+        agent's direct TLS port; None when the agent has no direct port (a plain-text
+        cluster)."""
         if agent.tls is None:
             return None
         key = (agent.endpoint, container, port)
@@ -121,9 +128,24 @@ class WorkflowEndpoints:
         if not direct_port:
             return None
         host = agent.endpoint.rpartition(":")[0].strip("[]")
+        release = functools.partial(self._idle.put, key)
+        if _is_loopback(host):
+            handed = HandedOffConnection.open(direct_port, ticket, release)
+            if handed is not None:
+                return handed
         return DirectTunnel(host, direct_port, _client_context(agent.tls.ca_pem),
                             agent.tls.server_name or host, ticket,
-                            release=lambda idle: self._idle.put(key, idle))
+                            release=release)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an agent's address) is this host's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @functools.lru_cache(maxsize=4)

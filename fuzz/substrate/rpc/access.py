@@ -8,6 +8,7 @@ shut down). See ``fuzz/api/substrate.proto`` for the stream semantics.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from fuzz.errors import FuzzError
 from fuzz.rpc.server import StatusTable, abort_with
 from fuzz.rpc.tunnel import END_FRAME, Frame, SharedSocket, data_frame
 from fuzz.substrate.rpc.direct import DirectListener, Grant, TicketBook
+from fuzz.substrate.rpc.handoff import HandoffListener
 from fuzz.substrate.rpc.jobs import NodeJobs
 from fuzz.substrate.runtime.containers import ContainerNotFoundError, ContainerStateError
 from fuzz.substrate.runtime.execproc import (
@@ -29,6 +31,8 @@ from fuzz.substrate.runtime.execproc import (
     write_all,
 )
 from fuzz.substrate.runtime.netns import PortUnreachableError, connect_in_netns
+
+logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 MAX_PORT = 65535
@@ -83,16 +87,30 @@ class AccessRpcs(NodeJobs):
     """The Exec, PortForward and GrantAccess methods of the Substrate servicer (a mixin)."""
 
     _direct: tuple[TicketBook, DirectListener] | None = None
+    _handoff: HandoffListener | None = None
 
     def open_direct_port(self, host: str, cert: str, key: str) -> DirectListener:
         """Serve the direct port-forward path on ``host`` with the node's certificate
-        (see :mod:`fuzz.substrate.rpc.direct`); the caller closes the listener."""
+        (see :mod:`fuzz.substrate.rpc.direct`), and its socket hand-off for a gateway on
+        this host (:mod:`fuzz.rpc.handoff`; without it, where its name is taken); the
+        caller closes the listener, then :meth:`close_handoff`."""
         book = TicketBook()
         listener = DirectListener(host, cert, key, book, self._connect_grant,
                                   self._start_process)
         self._direct = (book, listener)
         listener.start()
+        try:
+            self._handoff = HandoffListener(listener.port, book, self._connect_grant)
+        except OSError as exc:
+            logger.warning("no socket hand-off for direct port %d: %s", listener.port, exc)
+        else:
+            self._handoff.start()
         return listener
+
+    def close_handoff(self) -> None:
+        """Stop the socket hand-off (if it runs)."""
+        if self._handoff is not None:
+            self._handoff.close()
 
     def _connect_grant(self, grant: Grant) -> socket.socket:
         pid = self.jobs().containers.running_pid(grant.container_id)

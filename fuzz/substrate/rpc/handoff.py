@@ -1,0 +1,112 @@
+"""The agent's end of the socket hand-off (see :mod:`fuzz.rpc.handoff`): an abstract
+Unix socket where a ticket of the direct port's book is exchanged for the connected
+socket to the grant's port, passed with ``SCM_RIGHTS``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+
+from fuzz.errors import FuzzError
+from fuzz.rpc.direct import (
+    ACCEPTED,
+    AGAIN,
+    IDLE_SECONDS,
+    MAX_REFUSAL_BYTES,
+    REFUSED,
+    TICKET_BYTES,
+)
+from fuzz.rpc.handoff import handoff_address
+from fuzz.substrate.rpc.direct import (
+    HANDSHAKE_SECONDS,
+    MAX_CONNECTIONS,
+    Connector,
+    Grant,
+    TicketBook,
+    _receive_exactly,  # the direct port's: the same reading of a ticket
+)
+
+logger = logging.getLogger(__name__)
+
+
+class HandoffListener:
+    """The hand-off socket of the agent whose direct port is ``direct_port``: a thread
+    accepting, a thread per connection."""
+
+    def __init__(self, direct_port: int, book: TicketBook, connect: Connector) -> None:
+        """Bind the hand-off address (OSError if it is taken); ``connect`` opens a grant's
+        port (raising FuzzError when it cannot)."""
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._server.bind(handoff_address(direct_port))
+            self._server.listen(128)
+        except OSError:
+            self._server.close()
+            raise
+        self._book = book
+        self._connect = connect
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def start(self) -> None:
+        """Start accepting."""
+        threading.Thread(target=self._accept, name="handoff", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop accepting (the name is free again; connections under way go on)."""
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            if not self._slots.acquire(blocking=False):
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="handoff-connection",
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with contextlib.closing(conn):
+                conn.settimeout(HANDSHAKE_SECONDS)
+                ticket = _receive_exactly(conn, TICKET_BYTES)
+                try:
+                    grant = self._book.redeem(ticket)
+                    if grant.exec_spec is not None:
+                        raise FuzzError("an exec ticket opens no port")
+                except FuzzError as exc:
+                    _refuse(conn, exc)
+                    return
+                while self._hand_over(conn, grant) and grant.reusable:
+                    conn.settimeout(IDLE_SECONDS)
+                    if conn.recv(1) != bytes([AGAIN]):
+                        return
+        except OSError as exc:
+            logger.debug("hand-off connection ended: %s", exc)
+        finally:
+            self._slots.release()
+
+    def _hand_over(self, conn: socket.socket, grant: Grant) -> bool:
+        """Open the grant's port and pass the socket; False if it could not be opened."""
+        try:
+            target = self._connect(grant)
+        except FuzzError as exc:
+            _refuse(conn, exc)
+            return False
+        with contextlib.closing(target):
+            target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            logger.debug("socket hand-off for %s of port %d of container %s", grant.user,
+                         grant.port, grant.container_id)
+            socket.send_fds(conn, [bytes([ACCEPTED])], [target.fileno()])
+        return True
+
+
+def _refuse(conn: socket.socket, exc: FuzzError) -> None:
+    logger.info("socket hand-off refused: %s", exc)
+    conn.sendall(bytes([REFUSED]) + str(exc).encode()[:MAX_REFUSAL_BYTES])
