@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from fuzz.cli.options import AppContext
-from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError
 from fuzz.orchestrate.connect import (
@@ -32,6 +31,7 @@ from fuzz.orchestrate.connect import (
 
 if TYPE_CHECKING:  # the logins' and federations' models load only when a command uses them
     from fuzz.cli.contexts import ClientConfig
+    from fuzz.clients.iam import IamClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 

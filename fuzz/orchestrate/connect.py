@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError
 from fuzz.fsutil import read_json
 from fuzz.rpc.auth import read_token_file
 from fuzz.rpc.client import ClientTls
 
-if TYPE_CHECKING:  # only its type: a client given --server needs no spec parser
+if TYPE_CHECKING:  # only their types: a client given --server needs no spec parser, and
+    # a command that calls no Iam method no Iam stubs (an exec's start is on its data path)
+    from fuzz.clients.iam import IamClient
     from fuzz.spec.loader import LoadedSpec
 
 TOKEN_FILE = "admin.token"
@@ -63,6 +64,8 @@ class Target:
 
     def iam(self) -> IamClient:
         """A client of its Iam API."""
+        from fuzz.clients.iam import IamClient  # late: see TYPE_CHECKING
+
         return IamClient(self.endpoint, self.token, tls=self.tls)
 
 
