@@ -42,6 +42,12 @@ print(json.dumps([name for name in {(*HEAVY_MODULES, *ACCESS_AVOIDS)!r} if name 
 """
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's cache (fuzz.cli.spectargets) in the test's own folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def _run(*argv: str, cwd: Path | None = None) -> tuple[list[str], str]:
     """Run ``fuzz ARGV``: the heavy modules it imported, and its standard error."""
     result = subprocess.run([sys.executable, "-c", RUN_THEN_LIST_MODULES, *argv], cwd=cwd,
@@ -82,6 +88,20 @@ def test_exec_next_to_a_cluster_spec_reads_only_the_spec(tmp_path: Path) -> None
     heavy, err = _run("workflow", "exec", "wf", "job", "--", "true", cwd=tmp_path)
     assert "no orchestrator was initialized" in err
     assert heavy == list(SPEC_MODULES)
+
+
+def test_exec_next_to_the_same_spec_again_reads_no_spec_models(tmp_path: Path) -> None:
+    """The spec's orchestrator block is remembered for the file's exact bytes: the next exec
+    next to it starts without the spec's models; a changed spec is read (and checked) again."""
+    spec = tmp_path / "fuzz.yaml"
+    spec.write_text(cluster_spec("start", 1, orchestrator_port=1))
+    argv = ("workflow", "exec", "wf", "job", "--", "true")
+    first, said = _run(*argv, cwd=tmp_path)
+    assert first == list(SPEC_MODULES) and "no orchestrator was initialized" in said
+    assert _run(*argv, cwd=tmp_path) == ([], said)
+    spec.write_text(spec.read_text() + "no_such_key: 1\n")
+    changed, said = _run(*argv, cwd=tmp_path)
+    assert changed == list(SPEC_MODULES) and "no_such_key" in said
 
 
 def _lazy_groups(group: click.Group) -> list[LazyGroup]:
