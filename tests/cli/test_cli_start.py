@@ -104,6 +104,20 @@ def test_exec_next_to_the_same_spec_again_reads_no_spec_models(tmp_path: Path) -
     assert changed == list(SPEC_MODULES) and "no_such_key" in said
 
 
+def test_a_cache_that_is_not_json_only_means_reading_the_spec(tmp_path: Path) -> None:
+    """What the CLI remembers is a cache: garbage there is read past (the spec is read, and
+    the cache written anew), never an error."""
+    (tmp_path / "fuzz.yaml").write_text(cluster_spec("start", 1, orchestrator_port=1))
+    cache = tmp_path / "cache" / "fuzz" / "spec-targets.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_text("{not json")
+    argv = ("workflow", "exec", "wf", "job", "--", "true")
+    heavy, said = _run(*argv, cwd=tmp_path)
+    assert heavy == list(SPEC_MODULES) and "no orchestrator was initialized" in said
+    assert str(tmp_path / "fuzz.yaml") in json.loads(cache.read_text())
+    assert _run(*argv, cwd=tmp_path) == ([], said)
+
+
 def _lazy_groups(group: click.Group) -> list[LazyGroup]:
     ctx = click.Context(group)
     found = [group] if isinstance(group, LazyGroup) else []
