@@ -19,19 +19,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from fuzz.cli.options import AppContext
-from fuzz.clients.iam import IamClient
+from fuzz.cli.spectargets import recall, remember
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError
 from fuzz.orchestrate.connect import (
     CA_FILE,
+    SpecOrchestrator,
     Target,
     explicit_target,
+    orchestrator_target,
     read_ca_file,
-    spec_target,
+    spec_orchestrator,
 )
 
 if TYPE_CHECKING:  # the logins' and federations' models load only when a command uses them
     from fuzz.cli.contexts import ClientConfig
+    from fuzz.clients.iam import IamClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,15 +83,30 @@ def target(app: AppContext, server: str | None, token_file: Path | None) -> Targ
         if server is None or token_file is None:
             raise click.UsageError("--server and --token-file go together")
         chosen = explicit_target(server, token_file, _server_ca(app, server))
-    elif app.access.context is None and app.spec_path.exists() and \
-            app.spec.spec.orchestrator is not None:
-        chosen = spec_target(app.spec)
+    elif app.access.context is None and (block := _spec_orchestrator(app)) is not None:
+        chosen = orchestrator_target(block)
     else:
         chosen = _logins().context(app.access.context)[1].target()
     if chosen.tls is None:
         click.echo(f"warning: talking to the orchestrator at {chosen.endpoint} in plain text "
                    "(insecure): tokens and data cross the network unencrypted", err=True)
     return chosen
+
+
+def _spec_orchestrator(app: AppContext) -> SpecOrchestrator | None:
+    """The ``orchestrator:`` block of the cluster spec here (None: no spec, or no block),
+    remembered for the spec's exact bytes (:mod:`fuzz.cli.spectargets`), else read."""
+    try:
+        spec_bytes = app.spec_path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {app.spec_path}: {exc.strerror}") from exc
+    block = recall(app.spec_path, spec_bytes)
+    if block is None and app.spec.spec.orchestrator is not None:
+        block = spec_orchestrator(app.spec)
+        remember(app.spec_path, spec_bytes, block)
+    return block
 
 
 def _logins() -> ClientConfig:

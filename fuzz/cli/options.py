@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from fuzz.errors import ConfigError
 from fuzz.spec.federation_file import DEFAULT_FILE
@@ -18,7 +17,10 @@ from fuzz.spec.names import iam_name_problem
 from fuzz.spec.workflowref import workflow_or_run_problem
 from fuzz.units import parse_duration
 
-if TYPE_CHECKING:  # imported when first used: the spec's models are most of a start
+if TYPE_CHECKING:  # imported when first used: the spec's models are most of a start, and
+    # a command that prints through neither console (exec) need not import rich
+    from rich.console import Console
+
     from fuzz.cli.workspace import Workspace
     from fuzz.spec.loader import LoadedSpec
 
@@ -44,15 +46,23 @@ class AppContext:
 
     spec_path: Path
     color: bool = True
-    out: Console = field(init=False)
-    err: Console = field(init=False)
     access: AccessOptions = field(default_factory=AccessOptions)
 
-    def __post_init__(self) -> None:
+    @cached_property
+    def out(self) -> Console:
+        """The console on standard output."""
+        from rich.console import Console  # late: see TYPE_CHECKING above
+
         # Piped output (CI logs, files) gets wide lines instead of rich's default 80 columns.
         width = None if sys.stdout.isatty() else PIPED_WIDTH
-        self.out = Console(no_color=not self.color, highlight=False, soft_wrap=True, width=width)
-        self.err = Console(stderr=True, no_color=not self.color, highlight=False, soft_wrap=True)
+        return Console(no_color=not self.color, highlight=False, soft_wrap=True, width=width)
+
+    @cached_property
+    def err(self) -> Console:
+        """The console on standard error."""
+        from rich.console import Console  # late: see TYPE_CHECKING above
+
+        return Console(stderr=True, no_color=not self.color, highlight=False, soft_wrap=True)
 
     @cached_property
     def spec(self) -> LoadedSpec:

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fuzz.clients.iam import IamClient
 from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.errors import ConfigError
 from fuzz.fsutil import read_json
 from fuzz.rpc.auth import read_token_file
 from fuzz.rpc.client import ClientTls
 
-if TYPE_CHECKING:  # only its type: a client given --server needs no spec parser
+if TYPE_CHECKING:  # only their types: a client given --server needs no spec parser, and
+    # a command that calls no Iam method no Iam stubs (an exec's start is on its data path)
+    from fuzz.clients.iam import IamClient
     from fuzz.spec.loader import LoadedSpec
 
 TOKEN_FILE = "admin.token"
@@ -63,25 +64,49 @@ class Target:
 
     def iam(self) -> IamClient:
         """A client of its Iam API."""
+        from fuzz.clients.iam import IamClient  # late: see TYPE_CHECKING
+
         return IamClient(self.endpoint, self.token, tls=self.tls)
 
 
-def spec_target(loaded: LoadedSpec) -> Target:
-    """The orchestrator the cluster spec's ``orchestrator:`` block declares, as its admin."""
+@dataclass(frozen=True)
+class SpecOrchestrator:
+    """What a cluster spec's ``orchestrator:`` block says of reaching its server: where it
+    keeps its data (absolute), its address, whether it runs replicas, plain text or TLS."""
+
+    data_dir: Path
+    address: str
+    replicated: bool
+    insecure: bool
+
+
+def spec_orchestrator(loaded: LoadedSpec) -> SpecOrchestrator:
+    """The cluster spec's ``orchestrator:`` block (ConfigError when it has none)."""
     block = loaded.spec.orchestrator
     if block is None:
         raise ConfigError(
             f"{loaded.path.name} has no orchestrator: block; add one, log in with "
             "`fuzz login SERVER`, or pass --server and --token-file")
-    data_dir = loaded.base_dir / block.data_dir
-    token_path = admin_token_path(data_dir)
+    return SpecOrchestrator(loaded.base_dir / block.data_dir, block.address,
+                            bool(block.replicas), block.insecure)
+
+
+def orchestrator_target(block: SpecOrchestrator) -> Target:
+    """The orchestrator ``block`` declares, as its admin (its token and CA read now)."""
+    token_path = admin_token_path(block.data_dir)
     if not token_path.exists():
         raise ConfigError(
-            f"no orchestrator was initialized on {data_dir} (no {TOKEN_FILE}): run "
+            f"no orchestrator was initialized on {block.data_dir} (no {TOKEN_FILE}): run "
             "`fuzz init`, then `fuzz server`")
-    tls = None if block.insecure else ClientTls(read_ca_file(data_dir / CA_FILE))
-    endpoint = block.address if block.replicas else running_endpoint(data_dir) or block.address
+    tls = None if block.insecure else ClientTls(read_ca_file(block.data_dir / CA_FILE))
+    endpoint = block.address if block.replicated else (
+        running_endpoint(block.data_dir) or block.address)
     return Target(endpoint, read_token_file(token_path), tls)
+
+
+def spec_target(loaded: LoadedSpec) -> Target:
+    """The orchestrator the cluster spec's ``orchestrator:`` block declares, as its admin."""
+    return orchestrator_target(spec_orchestrator(loaded))
 
 
 def orchestrator_client(loaded: LoadedSpec) -> OrchestratorClient:

@@ -22,7 +22,6 @@ from typing import Any, cast
 
 import grpc
 
-from fuzz.crypto import pki
 from fuzz.errors import ConfigError
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -178,6 +177,8 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 @functools.lru_cache(maxsize=64)
 def _orchestrator_certificate(pem: bytes) -> bool:
     """Whether the client certificate ``pem`` is the orchestrator's (parsed once per cert)."""
+    from fuzz.crypto import pki  # late: the agent's alone needs it, a CLI's start need not
+
     try:
         return pki.is_orchestrator(pki.load_cert(pem))
     except pki.PkiError:

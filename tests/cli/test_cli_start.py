@@ -25,6 +25,10 @@ SPEC_MODULES = ("fuzz.spec.cluster", "pydantic")
 HEAVY_MODULES = (*SPEC_MODULES, "fuzz.spec.fuzzfile", "fuzz.spec.fuzzfile_loader",
                  "fuzz.catalog.application", "fuzz.cli.workspace", "fuzz.lifecycle.gateway",
                  "fuzz.plugin.loader")
+ACCESS_AVOIDS = ("rich", "cryptography", "fuzz.clients.iam")
+"""What exec and port-forward do not import either (exec's start is part of its figure
+against ssh): the consoles they never print through, the x509 parser only the agent
+needs, and the Iam API's stubs."""
 
 # Runs the real CLI in a fresh interpreter, then says which of HEAVY_MODULES it imported.
 RUN_THEN_LIST_MODULES = f"""
@@ -34,8 +38,14 @@ try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-print(json.dumps([name for name in {HEAVY_MODULES!r} if name in sys.modules]))
+print(json.dumps([name for name in {(*HEAVY_MODULES, *ACCESS_AVOIDS)!r} if name in sys.modules]))
 """
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's cache (fuzz.cli.spectargets) in the test's own folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 def _run(*argv: str, cwd: Path | None = None) -> tuple[list[str], str]:
@@ -53,8 +63,11 @@ def _run(*argv: str, cwd: Path | None = None) -> tuple[list[str], str]:
     ("workflow", "log", "--help"),
 ])
 def test_commands_that_reach_a_running_cluster_import_no_spec_models(argv: tuple[str, ...]) -> None:
-    """exec, port-forward, connect, status and log start without the spec, Fuzzfile or pydantic."""
-    assert _run(*argv)[0] == []
+    """exec, port-forward, connect, status and log start without the spec, Fuzzfile or pydantic;
+    exec and port-forward without rich, cryptography or the Iam stubs too."""
+    imported = _run(*argv)[0]
+    access = argv[1] in ("exec", "port-forward")
+    assert [name for name in imported if access or name in HEAVY_MODULES] == []
 
 
 def test_exec_against_no_server_imports_no_spec_models(tmp_path: Path) -> None:
@@ -75,6 +88,34 @@ def test_exec_next_to_a_cluster_spec_reads_only_the_spec(tmp_path: Path) -> None
     heavy, err = _run("workflow", "exec", "wf", "job", "--", "true", cwd=tmp_path)
     assert "no orchestrator was initialized" in err
     assert heavy == list(SPEC_MODULES)
+
+
+def test_exec_next_to_the_same_spec_again_reads_no_spec_models(tmp_path: Path) -> None:
+    """The spec's orchestrator block is remembered for the file's exact bytes: the next exec
+    next to it starts without the spec's models; a changed spec is read (and checked) again."""
+    spec = tmp_path / "fuzz.yaml"
+    spec.write_text(cluster_spec("start", 1, orchestrator_port=1))
+    argv = ("workflow", "exec", "wf", "job", "--", "true")
+    first, said = _run(*argv, cwd=tmp_path)
+    assert first == list(SPEC_MODULES) and "no orchestrator was initialized" in said
+    assert _run(*argv, cwd=tmp_path) == ([], said)
+    spec.write_text(spec.read_text() + "no_such_key: 1\n")
+    changed, said = _run(*argv, cwd=tmp_path)
+    assert changed == list(SPEC_MODULES) and "no_such_key" in said
+
+
+def test_a_cache_that_is_not_json_only_means_reading_the_spec(tmp_path: Path) -> None:
+    """What the CLI remembers is a cache: garbage there is read past (the spec is read, and
+    the cache written anew), never an error."""
+    (tmp_path / "fuzz.yaml").write_text(cluster_spec("start", 1, orchestrator_port=1))
+    cache = tmp_path / "cache" / "fuzz" / "spec-targets.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_text("{not json")
+    argv = ("workflow", "exec", "wf", "job", "--", "true")
+    heavy, said = _run(*argv, cwd=tmp_path)
+    assert heavy == list(SPEC_MODULES) and "no orchestrator was initialized" in said
+    assert str(tmp_path / "fuzz.yaml") in json.loads(cache.read_text())
+    assert _run(*argv, cwd=tmp_path) == ([], said)
 
 
 def _lazy_groups(group: click.Group) -> list[LazyGroup]:

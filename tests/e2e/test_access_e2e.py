@@ -364,8 +364,8 @@ def test_no_process_of_the_system_runs_or_listens_for_ssh(notebook: Notebook,
             if "sleep" in names.values() or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert "runc" in names.values() and "sleep" in names.values() and "httpd" in (
-            names.values()), names
+        # the exec'd sleep is the agent's descendant (runc detached from it: its reaper's)
+        assert "sleep" in names.values() and "httpd" in names.values(), names
         assert not {pid: n for pid, n in names.items() if n in SSH_NAMES}
         ports = _listening_ports(pids)
         assert SSH_PORT not in ports
@@ -574,3 +574,32 @@ def test_many_direct_exec_sessions_at_once_each_get_their_own_stdio_and_exit_cod
     with ThreadPoolExecutor(max_workers=10) as pool:
         results = list(pool.map(_run_direct, tickets, payloads))
     assert results == [(n, payloads[n], b"") for n in range(10)]
+
+
+def _agent_pid(notebook: Notebook) -> int:
+    """The pid of the cluster's one agent."""
+    (info,) = notebook.cluster.directory.glob(".fuzz/nodes/*/*/agent.json")
+    return int(json.loads(info.read_text())["pid"])
+
+
+def test_an_execs_output_pipes_are_the_agents_own_with_nothing_relaying_between(
+        notebook: Notebook) -> None:
+    # the process says which pipes its stdout and stderr are, then waits on its stdin
+    process = subprocess.Popen(
+        fuzz_command("workflow", "exec", notebook.name, JOB, "--", "sh", "-c",
+                     "readlink /proc/self/fd/1; readlink /proc/self/fd/2 >&2; read x"),
+        cwd=notebook.cluster.directory, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        pipes = [process.stdout.readline().decode().strip(),
+                 process.stderr.readline().decode().strip()]
+        assert all(pipe.startswith("pipe:[") for pipe in pipes), pipes
+        fds = Path(f"/proc/{_agent_pid(notebook)}/fd")
+        agents = {os.readlink(fd) for fd in fds.iterdir() if fd.name.isdigit()}
+        assert set(pipes) <= agents, (pipes, "not the agent's: something relays them")
+        assert process.communicate(b"\n", timeout=60)[0] == b""
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

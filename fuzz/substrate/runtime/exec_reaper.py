@@ -1,8 +1,8 @@
-"""The parent of a terminal exec: adopts the process ``runc exec --detach`` leaves, and waits.
+"""The parent of an exec: adopts the process ``runc exec --detach`` leaves, and waits.
 
-For an exec with a terminal the agent has runc hand the container's terminal
-over (``--console-socket``) and detach, so that nothing sits between the two
-ends of that terminal. A detached process is no longer runc's; it goes to the
+The agent has runc detach, so that nothing sits between the process and the agent:
+the process inherits the agent's pipes, or runc hands the container's terminal
+over (``--console-socket``). A detached process is no longer runc's; it goes to the
 nearest child subreaper among runc's ancestors: this process, run by the agent as
 ``python -S -c REAPER_MAIN RUNC ARGS...``. It runs runc, waits for the process
 it adopts, and exits with that process's exit code (128+N when signal N killed

@@ -4,15 +4,21 @@ The process is the container's own process spec (its user, capabilities,
 limits, environment) with the request's command, environment on top, working
 directory and terminal, written to a ``process.json`` for ``runc exec --process``.
 
-Without a terminal, runc runs in the foreground with three pipes as the
-process's stdin, stdout and stderr, and its exit code is the process's.
+runc always detaches (``runc exec --detach``), so that nothing sits between the
+agent and the process: the detached process is adopted and waited for by a
+small reaper (:mod:`fuzz.substrate.runtime.exec_reaper`), whose exit code is the
+process's.
 
-With a terminal, runc makes the container's pseudo-terminal, hands its master
-side to the agent over a console socket, and detaches: the agent reads and
-writes that terminal directly and sets its window size on it (the kernel tells
-the process with SIGWINCH). The detached process is adopted and waited for by
-a small reaper (:mod:`fuzz.substrate.runtime.exec_reaper`), whose exit code is the
-process's. (runc in the foreground would put a second terminal of its own
+Without a terminal, the process inherits three of the agent's pipes as its
+stdin, stdout and stderr, and the agent reads and writes them itself. (runc in
+the foreground would make pipes of its own and copy every byte between them and
+ours: a third process on the data path, which cost as much CPU as the agent's
+own reading, framing and encryption of an exec's output.)
+
+With a terminal, runc makes the container's pseudo-terminal and hands its master
+side to the agent over a console socket: the agent reads and writes that
+terminal directly and sets its window size on it (the kernel tells the process
+with SIGWINCH). (runc in the foreground would put a second terminal of its own
 between the agent and the container, and race the process to the first
 terminal settings: output lines then end in ``\\r\\r\\n`` now and then.)
 
@@ -152,13 +158,17 @@ class ExecProcess:
                 raise
             raise ExecStartError(f"cannot run runc exec: {exc.strerror or exc}") from exc
 
+    def _reaped(self, argv: list[str], *options: str) -> list[str]:
+        """The reaper's argv that runs ``argv`` detached, with ``options``, on the container."""
+        return helper_command(REAPER_MAIN, *argv, "--detach", *options, self.spec.container_id)
+
     def _start_piped(self, argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
         pipes = [os.pipe() for _ in range(3)]  # (read end, write end) of stdin, stdout, stderr
         theirs = (pipes[0][0], pipes[1][1], pipes[2][1])
         ours = (pipes[0][1], pipes[1][0], pipes[2][0])
         try:
-            popen = subprocess.Popen([*argv, self.spec.container_id], stdin=theirs[0],
-                                     stdout=theirs[1], stderr=theirs[2])
+            popen = subprocess.Popen(self._reaped(argv), stdin=theirs[0], stdout=theirs[1],
+                                     stderr=theirs[2], env=helper_env(), cwd="/")
         except OSError:
             for fd in ours:
                 os.close(fd)
@@ -179,10 +189,8 @@ class ExecProcess:
             errors_r, errors_w = os.pipe()  # runc's complaints, should it fail
             try:
                 popen = subprocess.Popen(
-                    helper_command(REAPER_MAIN, *argv, "--detach", "--console-socket", address,
-                                   self.spec.container_id),
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors_w,
-                    env=helper_env(), cwd="/")
+                    self._reaped(argv, "--console-socket", address), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=errors_w, env=helper_env(), cwd="/")
             except OSError:
                 os.close(errors_r)
                 raise
@@ -280,7 +288,7 @@ class ExecProcess:
     def kill(self) -> None:
         """Kill the process (the caller went away); a no-op once it has been waited for.
 
-        A pidfd is taken while its parent (runc, or the reaper) still runs and so
+        A pidfd is taken while its parent (the reaper) still runs and so
         has not reaped it: the pid cannot have been reused. Before runc wrote the
         pid, our child is killed instead.
         """
