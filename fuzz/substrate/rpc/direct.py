@@ -154,7 +154,7 @@ class DirectListener:
             self._slots.release()
 
     def _forward(self, tls: ssl.SSLSocket) -> None:
-        ticket = _receive_exactly(tls, TICKET_BYTES)
+        ticket = receive_exactly(tls, TICKET_BYTES)
         try:
             grant = self._book.redeem(ticket)
         except FuzzError as exc:
@@ -166,7 +166,7 @@ class DirectListener:
         while self._forward_once(tls, grant) and grant.reusable:
             tls.setblocking(True)
             tls.settimeout(IDLE_SECONDS)
-            if _receive_exactly(tls, 1) != bytes([AGAIN]):
+            if receive_exactly(tls, 1) != bytes([AGAIN]):
                 return
 
     def _forward_once(self, tls: ssl.SSLSocket, grant: Grant) -> bool:
@@ -215,7 +215,9 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+def receive_exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes from ``sock`` (a ticket, a one-byte answer); ConnectionError if the
+    peer leaves first."""
     data = bytearray()
     while len(data) < size:
         chunk = sock.recv(size - len(data))

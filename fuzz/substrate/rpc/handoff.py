@@ -25,7 +25,7 @@ from fuzz.substrate.rpc.direct import (
     Connector,
     Grant,
     TicketBook,
-    _receive_exactly,  # the direct port's: the same reading of a ticket
+    receive_exactly,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class HandoffListener:
         try:
             with contextlib.closing(conn):
                 conn.settimeout(HANDSHAKE_SECONDS)
-                ticket = _receive_exactly(conn, TICKET_BYTES)
+                ticket = receive_exactly(conn, TICKET_BYTES)
                 try:
                     grant = self._book.redeem(ticket)
                     if grant.exec_spec is not None:
