@@ -32,3 +32,13 @@ def test_running_and_starting_containers_of_every_sibling_count_ended_ones_not(
     _container(tmp_path, "c", "four", [2], "failed")
     assert pinned_cpus(tmp_path) == {0: 2, 1: 1}
     assert pinned_cpus(tmp_path / "nowhere") == {}
+
+
+def test_hidden_directories_are_not_containers(tmp_path: Path) -> None:
+    """The monitor's spares and the agent's trash (hidden names) never count, whatever
+    they hold."""
+    _container(tmp_path, "a", "one", [0], "running")
+    _container(tmp_path, "a", ".spare-12.3", [1], None)
+    _container(tmp_path, "b", ".removed-two.0a1b", [2], "running")
+    (tmp_path / "b" / "containers" / "file").write_text("not a container")
+    assert pinned_cpus(tmp_path) == {0: 1}
