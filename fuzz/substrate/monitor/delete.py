@@ -47,23 +47,10 @@ def delete_ended(container_id: str, state_root: str = RUNC_STATE_ROOT) -> bool:
             continue
         except OSError:
             return False
-    return _remove_state(directory)
-
-
-def _remove_state(directory: str) -> bool:
-    """Remove runc's state directory of a container: files only (``state.json``; the
-    exec fifo until a start), so each is unlinked by name, without ``shutil.rmtree``'s
-    walk (a directory descriptor, a stat and a scan per level: a tenth of the
-    monitor's samples under bench/throughput.py); anything else there falls back to it."""
     try:
-        for name in os.listdir(directory):
-            os.unlink(os.path.join(directory, name))
-        os.rmdir(directory)
+        shutil.rmtree(directory)
     except OSError:
-        try:
-            shutil.rmtree(directory)
-        except OSError:
-            return False
+        return False
     return True
 
 
