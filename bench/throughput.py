@@ -12,7 +12,10 @@ jobs at the same parallelism (the cluster's total cores: one job per core):
   the same image and config), one ``sbatch --array``, one ``srun`` per job.
 
 Prints each one's jobs per second and fuzz's ratios to bare runc and to Slurm's job
-steps. ``--tasks`` runs a smaller size for a quick look.
+steps, and the CPU time per job of bare runc and of each kind of fuzz's processes
+(``bench/proc_cpu.py``: the orchestrator, the agents, the monitors and the children
+they reaped: runc, runc init and the jobs). ``--tasks`` runs a smaller size for a
+quick look.
 
 Needs root and Debian's runc, skopeo, umoci, busybox-static, docker-registry; installs
 Slurm and munge on first use.
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from peers.slurm import ModeResult, SlurmRefused, container_bundle, slurm
+from proc_cpu import by_kind, machine_busy_seconds, sample
 
 from fuzz.substrate.runtime.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
 from fuzz.testing.cluster import local_cluster
@@ -63,8 +68,10 @@ jobs:
 """
 
 
-def time_workflow(directory: Path, image: str, tasks: int) -> tuple[float, int]:
-    """Seconds from `fuzz workflow start` to the workflow's end, and the cluster's cores."""
+def time_workflow(directory: Path, image: str, tasks: int) -> tuple[float, int, Counter[str]]:
+    """Seconds from `fuzz workflow start` to the workflow's end, the cluster's cores, and
+    the CPU seconds each kind of the cluster's processes spent meanwhile (with
+    "machine": the whole machine's, whoever spent it)."""
     with local_cluster(directory, [image.split("/")[2]], free_port(), nodes=NODES,
                        cluster="bench") as cluster, cluster.client() as client:
         cores = sum(node.cores for node in client.list_nodes())
@@ -74,10 +81,14 @@ def time_workflow(directory: Path, image: str, tasks: int) -> tuple[float, int]:
         warm.write_text(FUZZFILE.format(image=image, tasks=cores))
         client.start_workflow("warm", warm.read_text(), str(warm))
         _finish(client.watch_workflow("warm"))
+        before, busy = sample(directory), machine_busy_seconds()
         started = time.perf_counter()
         client.start_workflow("throughput", fuzzfile.read_text(), str(fuzzfile))
         _finish(client.watch_workflow("throughput"))
-        return time.perf_counter() - started, cores
+        seconds = time.perf_counter() - started
+        spent = by_kind(before, sample(directory))
+        spent["machine"] = machine_busy_seconds() - busy
+        return seconds, cores, spent
 
 
 def _finish(updates: Iterator[Any]) -> None:
@@ -99,8 +110,10 @@ def bare_config(rootfs: Path, container_id: str) -> dict[str, Any]:
     return config
 
 
-def time_bare_runc(rootfs: Path, workdir: Path, tasks: int, parallel: int) -> float:
-    """Seconds for ``tasks`` bare ``runc run``, ``parallel`` at once.
+def time_bare_runc(rootfs: Path, workdir: Path, tasks: int,
+                   parallel: int) -> tuple[float, float]:
+    """Seconds for ``tasks`` bare ``runc run``, ``parallel`` at once, and their CPU seconds
+    (runc's, runc init's and the jobs').
 
     Each of the ``parallel`` slots has its own prepared bundle (and so its own
     cgroup), as each agent job has its own.
@@ -123,10 +136,16 @@ def time_bare_runc(rootfs: Path, workdir: Path, tasks: int, parallel: int) -> fl
         if done.returncode != 0:
             raise SystemExit(f"runc run failed: {done.stderr.decode()[-500:]}")
 
+    cpu = _children_cpu_seconds()
     started = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(one, range(tasks)))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _children_cpu_seconds() - cpu
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def time_slurm(unpacked: Path, tasks: int, slots: int) -> list[ModeResult]:
@@ -148,16 +167,29 @@ def time_slurm(unpacked: Path, tasks: int, slots: int) -> list[ModeResult]:
     return results
 
 
+def print_cpu(tasks: int, bare: float, fuzz: Counter[str]) -> None:
+    """CPU milliseconds per job: bare runc's, and fuzz's by kind of process."""
+    print("CPU ms per job (the machine's includes whatever else ran on it meanwhile):")
+    print(f"  bare runc run (runc, runc init, the job): {1000 * bare / tasks:6.1f}")
+    ours = sum(seconds for kind, seconds in fuzz.items() if kind != "machine")
+    rows = [*sorted(fuzz.items(), key=lambda item: -item[1]), ("all of its processes", ours)]
+    for kind, seconds in rows:
+        print(f"  fuzz {kind + ':':<26} {1000 * seconds / tasks:6.1f}")
+
+
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=TASKS,
                         help=f"jobs per system (default {TASKS})")
+    parser.add_argument("--no-slurm", action="store_true",
+                        help="leave Slurm out (a quicker look at fuzz against bare runc)")
     return parser.parse_args()
 
 
 def main() -> int:
     """Run fuzz and its peers and print their figures and the BENCH lines."""
-    tasks = _arguments().tasks
+    arguments = _arguments()
+    tasks = arguments.tasks
     if os.geteuid() != 0:
         raise SystemExit("run as root: runc needs it")
     workdir = Path(tempfile.mkdtemp(prefix="fuzz-bench-tp-"))
@@ -168,11 +200,12 @@ def main() -> int:
         with serve_registry(workdir / "registry") as registry:
             layout = build_busybox_layout(workdir / "image")
             image = push_layout(layout, registry, BUSYBOX_REPO)
-            fuzz_seconds, cores = time_workflow(workdir / "cluster", image.reference, tasks)
+            fuzz_seconds, cores, fuzz_cpu = time_workflow(workdir / "cluster",
+                                                          image.reference, tasks)
         bundle_dir = workdir / "unpacked"
         run_checked(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle_dir)])
-        bare_seconds = time_bare_runc(bundle_dir / "rootfs", workdir, tasks, cores)
-        slurm_results = time_slurm(bundle_dir, tasks, cores)
+        bare_seconds, bare_cpu = time_bare_runc(bundle_dir / "rootfs", workdir, tasks, cores)
+        slurm_results = [] if arguments.no_slurm else time_slurm(bundle_dir, tasks, cores)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     fuzz_rate, bare_rate = tasks / fuzz_seconds, tasks / bare_seconds
@@ -183,9 +216,12 @@ def main() -> int:
     print(f"{tasks} one-core /bin/true jobs, {cores} at once (the peers' raw numbers first):")
     for label, seconds in rows:
         print(f"  {label + ':':<{width}} {seconds:6.1f}s = {tasks / seconds:6.1f} jobs/s")
+    print_cpu(tasks, bare_cpu, fuzz_cpu)
     print(f"BENCH throughput_ratio_vs_runc={fuzz_rate / bare_rate:.2f} x target>=0.8")
     steps = next((result for result in slurm_results
                   if result.mode == "steps in one allocation"), None)
+    if arguments.no_slurm:
+        return 0
     if steps is None:
         raise SystemExit("no ratio to Slurm's job steps: they did not run (see above)")
     print(f"BENCH throughput_ratio_vs_slurm_steps={fuzz_rate / steps.jobs_per_second:.2f} x "

@@ -24,7 +24,7 @@ from fuzz.substrate.capacity.cdi import DEFAULT_CDI_DIRS
 from fuzz.substrate.capacity.devices import lease_edits
 from fuzz.substrate.capacity.inventory import read_online_cpus
 from fuzz.substrate.capacity.leases import LeaseBook, LeaseNotFound
-from fuzz.substrate.capacity.shared_host import least_used, pinned_cpus
+from fuzz.substrate.capacity.shared_host import SpecCache, least_used, pinned_cpus
 from fuzz.substrate.images.layout import ImageConfig
 from fuzz.substrate.images.reference import Credentials
 from fuzz.substrate.images.store import ImageStore
@@ -153,6 +153,7 @@ class JobRunner:
     ) -> None:
         self._path = state_dir / JOBS_FILE
         self._share_cpus_with = share_cpus_with
+        self._sibling_specs: SpecCache = {}  # what pinned_cpus read of the siblings' jobs
         # the agents that share this machine put a multinode job's containers on it in
         # one IPC and PID namespace: its ranks talk through shared memory (launch/sharedns.py)
         self._shared_ns = SharedNamespaces(machine_directory(share_cpus_with)) \
@@ -288,7 +289,8 @@ class JobRunner:
         or, on a machine shared with sibling agents, as many of the least used ones."""
         if self._share_cpus_with is None or not leased:
             return leased
-        return least_used(len(leased), read_online_cpus(), pinned_cpus(self._share_cpus_with))
+        usage = pinned_cpus(self._share_cpus_with, self._sibling_specs)
+        return least_used(len(leased), read_online_cpus(), usage)
 
     def _with_record(self, status: ContainerStatus) -> JobStatus:
         if status.finished:

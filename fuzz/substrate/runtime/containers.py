@@ -175,9 +175,9 @@ class ContainerStatus:
         )
 
 
-def _mounts_under(directory: Path) -> list[str]:
-    """Mount points at or below ``directory`` in our own mount namespace."""
-    prefix = str(directory.resolve())
+def _mounts_under(prefix: str) -> list[str]:
+    """Mount points at or below ``prefix`` (a path without symlinks) in our own mount
+    namespace."""
     found = []
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
         for line in handle:
@@ -210,6 +210,7 @@ class ContainerManager:
         self._state_dir_made = False
         self._monitor = MonitorClient(self.state_dir, self.network.argument())
         self._trash = Trash(self.root)
+        self._root_resolved: str | None = None
 
     # --- paths
 
@@ -221,6 +222,13 @@ class ContainerManager:
                 raise ContainerError(f"runc not found ({self.runc!r}): apt-get install runc")
             self._runc = os.path.abspath(found)
         return self._runc
+
+    def _real_root(self) -> str:
+        """:attr:`root` with its symlinks resolved (once: resolving costs a system call
+        per path component, and ``remove`` compares it with mount points at every job)."""
+        if self._root_resolved is None:
+            self._root_resolved = str(self.root.resolve())
+        return self._root_resolved
 
     def container_dir(self, container_id: str) -> Path:
         """The directory of an existing container (ContainerNotFoundError otherwise)."""
@@ -544,7 +552,8 @@ class ContainerManager:
             raise ContainerError(f"container {container_id}: {exc}") from None
         if answer is None:
             raise ContainerStateError(f"container {container_id} is still being cleaned up")
-        mounted = _mounts_under(directory) + self._monitor.mounts_under(directory)
+        real = os.path.join(self._real_root(), container_id)
+        mounted = _mounts_under(real) + self._monitor.mounts_under(real)
         if mounted:
             raise ContainerStateError(
                 f"container {container_id} still has mounts ({mounted[0]}); not removing it"

@@ -244,12 +244,12 @@ class MonitorClient:
             self.request(request, None, timeout)
         self._await_exit(deadline)
 
-    def mounts_under(self, directory: Path) -> list[str]:
-        """Mount points at or below ``directory`` in the monitor's mount namespace."""
+    def mounts_under(self, prefix: str) -> list[str]:
+        """Mount points at or below ``prefix`` (a path without symlinks) in the monitor's
+        mount namespace."""
         pid = self.pid()
         if pid is None:
             return []
-        prefix = str(directory.resolve())
         found = []
         try:
             with open(f"/proc/{pid}/mountinfo", encoding="utf-8") as handle:
