@@ -38,6 +38,7 @@ from fuzz.rpc.direct import (
     server_context,
 )
 from fuzz.substrate.rpc.direct_exec import serve_exec
+from fuzz.substrate.rpc.listener import ThreadedListener
 from fuzz.substrate.runtime.execproc import ExecProcess, ExecSpec
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ Connector = Callable[[Grant], socket.socket]
 ExecStarter = Callable[[ExecSpec], ExecProcess]
 
 
-class DirectListener:
+class DirectListener(ThreadedListener):
     """The agent's direct TLS port: a thread accepting, a thread per connection."""
 
     def __init__(self, host: str, cert: str, key: str, book: TicketBook,
@@ -110,48 +111,22 @@ class DirectListener:
         grant's port, ``start_exec`` an exec grant's process (either raising FuzzError
         when it cannot)."""
         self._context = server_context(cert, key)
-        self._server = socket.create_server((host, 0), backlog=128,
-                                            family=_family(host))
-        self.port: int = self._server.getsockname()[1]
+        server = socket.create_server((host, 0), backlog=128, family=_family(host))
+        super().__init__(server, "direct-access", MAX_CONNECTIONS)
+        self.port: int = server.getsockname()[1]
         self._book = book
         self._connect = connect
         self._start_exec = start_exec
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._thread = threading.Thread(target=self._accept, name="direct-access", daemon=True)
 
-    def start(self) -> None:
-        """Start accepting."""
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop accepting (connections under way go on until they end)."""
-        with contextlib.suppress(OSError):
-            self._server.shutdown(socket.SHUT_RDWR)
-        self._server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return  # closed
-            if not self._slots.acquire(blocking=False):
-                conn.close()
-                continue
-            threading.Thread(target=self._serve, args=(conn,), name="direct-connection",
-                             daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        """TLS, the ticket, then the grant's forward or exec."""
         try:
-            with contextlib.closing(conn):
-                conn.settimeout(HANDSHAKE_SECONDS)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                with self._context.wrap_socket(conn, server_side=True) as tls:
-                    self._forward(tls)
+            conn.settimeout(HANDSHAKE_SECONDS)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._context.wrap_socket(conn, server_side=True) as tls:
+                self._forward(tls)
         except (OSError, ValueError) as exc:
             logger.debug("direct connection ended: %s", exc)
-        finally:
-            self._slots.release()
 
     def _forward(self, tls: ssl.SSLSocket) -> None:
         ticket = receive_exactly(tls, TICKET_BYTES)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import threading
 
 from fuzz.errors import FuzzError
 from fuzz.rpc.direct import (
@@ -27,70 +26,47 @@ from fuzz.substrate.rpc.direct import (
     TicketBook,
     receive_exactly,
 )
+from fuzz.substrate.rpc.listener import ThreadedListener
 
 logger = logging.getLogger(__name__)
 
 
-class HandoffListener:
+class HandoffListener(ThreadedListener):
     """The hand-off socket of the agent whose direct port is ``direct_port``: a thread
     accepting, a thread per connection."""
 
     def __init__(self, direct_port: int, book: TicketBook, connect: Connector) -> None:
         """Bind the hand-off address (OSError if it is taken); ``connect`` opens a grant's
         port (raising FuzzError when it cannot)."""
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._server.bind(handoff_address(direct_port))
-            self._server.listen(128)
+            server.bind(handoff_address(direct_port))
+            server.listen(128)
         except OSError:
-            self._server.close()
+            server.close()
             raise
+        super().__init__(server, "handoff", MAX_CONNECTIONS)
         self._book = book
         self._connect = connect
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
-    def start(self) -> None:
-        """Start accepting."""
-        threading.Thread(target=self._accept, name="handoff", daemon=True).start()
-
-    def close(self) -> None:
-        """Stop accepting (the name is free again; connections under way go on)."""
-        with contextlib.suppress(OSError):
-            self._server.shutdown(socket.SHUT_RDWR)
-        self._server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return  # closed
-            if not self._slots.acquire(blocking=False):
-                conn.close()
-                continue
-            threading.Thread(target=self._serve, args=(conn,), name="handoff-connection",
-                             daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        """The ticket, then a connected socket for each connection the grant allows."""
         try:
-            with contextlib.closing(conn):
-                conn.settimeout(HANDSHAKE_SECONDS)
-                ticket = receive_exactly(conn, TICKET_BYTES)
-                try:
-                    grant = self._book.redeem(ticket)
-                    if grant.exec_spec is not None:
-                        raise FuzzError("an exec ticket opens no port")
-                except FuzzError as exc:
-                    _refuse(conn, exc)
+            conn.settimeout(HANDSHAKE_SECONDS)
+            ticket = receive_exactly(conn, TICKET_BYTES)
+            try:
+                grant = self._book.redeem(ticket)
+                if grant.exec_spec is not None:
+                    raise FuzzError("an exec ticket opens no port")
+            except FuzzError as exc:
+                _refuse(conn, exc)
+                return
+            while self._hand_over(conn, grant) and grant.reusable:
+                conn.settimeout(IDLE_SECONDS)
+                if conn.recv(1) != bytes([AGAIN]):
                     return
-                while self._hand_over(conn, grant) and grant.reusable:
-                    conn.settimeout(IDLE_SECONDS)
-                    if conn.recv(1) != bytes([AGAIN]):
-                        return
         except OSError as exc:
             logger.debug("hand-off connection ended: %s", exc)
-        finally:
-            self._slots.release()
 
     def _hand_over(self, conn: socket.socket, grant: Grant) -> bool:
         """Open the grant's port and pass the socket; False if it could not be opened."""
