@@ -12,7 +12,6 @@ that through a real agent and containers).
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import socket
 from collections.abc import Iterator
@@ -29,47 +28,23 @@ from fuzz.orchestrate.endpoints.direct import (
     DirectTunnel,
     IdleTunnels,
 )
-from fuzz.orchestrate.endpoints.gateway import Gateway, GatewayTls
-from fuzz.orchestrate.endpoints.proxy import EndpointNotFoundError, GatewayParts, Route
-from fuzz.orchestrate.endpoints.sessions import SignIns
-from fuzz.orchestrate.iam.audit import AuditLog
-from fuzz.orchestrate.iam.directory import IamDirectory
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.endpoints.proxy import Route
 from fuzz.rpc.direct import client_context
-from fuzz.spec.endpoint_urls import EndpointAddress
 from fuzz.substrate.rpc.direct import DirectListener, Grant, TicketBook
 from fuzz.substrate.runtime.execproc import ExecProcess, ExecSpec
 from fuzz.testing.web import serve_handler
-from tests.support.endpoints import Browser, ca_context, websocket_echo, websocket_echo_server
+from tests.support.gatewaytest import (
+    ClosingHandler,
+    PortRoutes,
+    RunningGateway,
+    assert_big_downloads_whole,
+    assert_unlistened_port_is_502,
+    assert_upload_and_websocket_whole,
+    running_gateway,
+)
 from tests.support.nodecerts import write_node_certificate
 
 NODE = "node-a"
-BIG = os.urandom(24 * 2**20 + 12345)  # more than many of the tunnel's chunks
-
-
-class ClosingHandler(http.server.BaseHTTPRequestHandler):
-    """HTTP/1.0 answers, the connection closed after each: ``/big`` is :data:`BIG`,
-    a POST is answered with the SHA-256 and length of its body."""
-
-    def do_GET(self) -> None:
-        body = BIG if self.path.endswith("/big") else b"small\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self) -> None:
-        data = self.rfile.read(int(self.headers["Content-Length"]))
-        body = f"{hashlib.sha256(data).hexdigest()} {len(data)}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet."""
-
-
 @dataclass
 class Agent:
     """The direct listener and its book; what it was asked to open."""
@@ -81,19 +56,17 @@ class Agent:
 
 
 @dataclass
-class Services:
+class Services(PortRoutes):
     """The test's resolver: endpoint ``web`` (container ``c-web``) and ``ws``
     (``c-ws``), public, reached through the agent's direct port."""
 
     agent: Agent
-    ports: dict[str, int]
     granted: int = 0
     idle: IdleTunnels = field(default_factory=IdleTunnels)
 
-    def route(self, address: EndpointAddress) -> Route:
-        if address.endpoint not in self.ports:
-            raise EndpointNotFoundError(f"no endpoint {address.endpoint}")
-        return Route(address, "public", "", self.ports[address.endpoint])
+    def close(self) -> None:
+        """Close the idle links."""
+        self.idle.close()
 
     def connect(self, route: Route) -> DirectTunnel:
         key = (f"c-{route.address.endpoint}", route.port)
@@ -131,41 +104,13 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
         listener.close()
 
 
-@dataclass
-class Running:
-    gateway: Gateway
-    services: Services
-    ca: bytes
-
-    def browser(self) -> Browser:
-        return Browser("127.0.0.1", self.gateway.port, ca_context(self.ca))
+Running = RunningGateway[Services]
 
 
 @pytest.fixture
 def running(tmp_path: Path, agent: Agent) -> Iterator[Running]:
-    authority = pki.CertificateAuthority.create("gateway-test")
-    key = pki.new_key()
-    cert = tmp_path / "gateway.crt"
-    cert.write_bytes(pki.cert_pem(authority.issue(key.public_key(), "gateway", ["127.0.0.1"])))
-    key_file = tmp_path / "gateway.key"
-    key_file.write_bytes(pki.key_pem(key))
-    with serve_handler(ClosingHandler) as http_port, websocket_echo_server() as ws_port:
-        services = Services(agent, {"web": http_port, "ws": ws_port})
-        audit = AuditLog(tmp_path / "audit.log")
-        parts = GatewayParts(services, IamDirectory(Store(tmp_path / "server.db")),
-                             SignIns(3600.0), "", is_code=lambda _: False, audit=audit.record)
-        gateway = Gateway("127.0.0.1:0", GatewayTls(cert, key_file))
-        gateway.start(parts)
-        try:
-            yield Running(gateway, services, authority.cert_pem)
-        finally:
-            gateway.stop()
-            services.idle.close()
-            audit.close()
-
-
-def _path(endpoint: str, rest: str) -> str:
-    return EndpointAddress("olive", "nb", "svc", endpoint).path_prefix + rest
+    with running_gateway(tmp_path, lambda ports: Services(ports, agent)) as gateway:
+        yield gateway
 
 
 def test_a_large_download_is_byte_exact_and_one_tunnel_serves_every_request(
@@ -173,41 +118,18 @@ def test_a_large_download_is_byte_exact_and_one_tunnel_serves_every_request(
     """Content-Length bodies pass the gateway unparsed: each download equals the file;
     the service closes after every answer, yet one ticket (one TLS connection to the
     agent) serves them all, reopening only the endpoint's port of its container."""
-    connection = running.browser().connection()
-    for _ in range(3):
-        connection.request("GET", _path("web", "big"))
-        response = connection.getresponse()
-        data = response.read()
-        assert response.status == 200 and not response.will_close
-        assert (len(data), hashlib.sha256(data).digest()) == (
-            len(BIG), hashlib.sha256(BIG).digest())
-    connection.close()
-    assert running.browser().request("GET", _path("web", "small")).body == b"small\n"
+    assert_big_downloads_whole(running)
     assert running.services.granted == 1
     agent = running.services.agent
     assert agent.opened == [("c-web", running.services.ports["web"])] * 4
 
 
-def test_a_large_upload_reaches_the_service_byte_exact(running: Running) -> None:
-    body = os.urandom(5 * 2**20 + 7)
-    answer = running.browser().request("POST", _path("web", "upload"), body=body)
-    assert (answer.status, answer.body.decode()) == (
-        200, f"{hashlib.sha256(body).hexdigest()} {len(body)}")
-
-
-def test_a_websocket_echo_over_the_direct_port(running: Running) -> None:
-    raw = socket.create_connection(("127.0.0.1", running.gateway.port))
-    with ca_context(running.ca).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
-        messages = [f"hello {n}" for n in range(5)] + ["x" * 300_000]
-        assert websocket_echo(sock, "127.0.0.1", _path("ws", ""), messages) == messages
+def test_a_large_upload_and_a_websocket_echo_over_the_direct_port(running: Running) -> None:
+    assert_upload_and_websocket_whole(running)
 
 
 def test_a_port_nothing_listens_on_is_502_with_the_agents_sentence(running: Running) -> None:
-    closed = socket.create_server(("127.0.0.1", 0))
-    running.services.ports["gone"] = closed.getsockname()[1]
-    closed.close()
-    answer = running.browser().request("GET", _path("gone", "x"))
-    assert answer.status == 502 and b"cannot connect to port" in answer.body
+    assert_unlistened_port_is_502(running, running.services.ports)
 
 
 def test_only_a_reusable_ticket_opens_its_port_again(agent: Agent) -> None:

@@ -19,28 +19,26 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.crypto import pki
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.endpoints.direct import DirectRefusedError, IdleTunnels
-from fuzz.orchestrate.endpoints.gateway import Gateway, GatewayTls
 from fuzz.orchestrate.endpoints.handoff import HandedOffConnection
 from fuzz.orchestrate.endpoints.proxy import (
-    EndpointNotFoundError,
     EndpointUnavailableError,
-    GatewayParts,
     Route,
 )
-from fuzz.orchestrate.endpoints.sessions import SignIns
-from fuzz.orchestrate.iam.audit import AuditLog
-from fuzz.orchestrate.iam.directory import IamDirectory
-from fuzz.orchestrate.store import Store
-from fuzz.spec.endpoint_urls import EndpointAddress
 from fuzz.substrate.rpc.direct import Grant, TicketBook
 from fuzz.substrate.rpc.handoff import HandoffListener
 from fuzz.testing.oci import free_port
 from fuzz.testing.web import serve_handler
-from tests.orchestrate.test_endpoint_direct import BIG, ClosingHandler
-from tests.support.endpoints import Browser, ca_context, websocket_echo, websocket_echo_server
+from tests.support.gatewaytest import (
+    ClosingHandler,
+    PortRoutes,
+    RunningGateway,
+    assert_big_downloads_whole,
+    assert_unlistened_port_is_502,
+    assert_upload_and_websocket_whole,
+    running_gateway,
+)
 
 
 @dataclass
@@ -81,19 +79,17 @@ def agent() -> Iterator[Agent]:
 
 
 @dataclass
-class Services:
+class Services(PortRoutes):
     """The test's resolver: endpoints ``web`` (container ``c-web``) and ``ws``
     (``c-ws``), public, their sockets handed off by the agent."""
 
     agent: Agent
-    ports: dict[str, int]
     granted: int = 0
     idle: IdleTunnels[HandedOffConnection] = field(default_factory=IdleTunnels)
 
-    def route(self, address: EndpointAddress) -> Route:
-        if address.endpoint not in self.ports:
-            raise EndpointNotFoundError(f"no endpoint {address.endpoint}")
-        return Route(address, "public", "", self.ports[address.endpoint])
+    def close(self) -> None:
+        """Close the idle links."""
+        self.idle.close()
 
     def connect(self, route: Route) -> HandedOffConnection:
         key = (f"c-{route.address.endpoint}", route.port)
@@ -108,77 +104,29 @@ class Services:
         return handed
 
 
-@dataclass
-class Running:
-    gateway: Gateway
-    services: Services
-    ca: bytes
-
-    def browser(self) -> Browser:
-        return Browser("127.0.0.1", self.gateway.port, ca_context(self.ca))
+Running = RunningGateway[Services]
 
 
 @pytest.fixture
 def running(tmp_path: Path, agent: Agent) -> Iterator[Running]:
-    authority = pki.CertificateAuthority.create("gateway-test")
-    key = pki.new_key()
-    cert = tmp_path / "gateway.crt"
-    cert.write_bytes(pki.cert_pem(authority.issue(key.public_key(), "gateway", ["127.0.0.1"])))
-    key_file = tmp_path / "gateway.key"
-    key_file.write_bytes(pki.key_pem(key))
-    with serve_handler(ClosingHandler) as http_port, websocket_echo_server() as ws_port:
-        services = Services(agent, {"web": http_port, "ws": ws_port})
-        audit = AuditLog(tmp_path / "audit.log")
-        parts = GatewayParts(services, IamDirectory(Store(tmp_path / "server.db")),
-                             SignIns(3600.0), "", is_code=lambda _: False, audit=audit.record)
-        gateway = Gateway("127.0.0.1:0", GatewayTls(cert, key_file))
-        gateway.start(parts)
-        try:
-            yield Running(gateway, services, authority.cert_pem)
-        finally:
-            gateway.stop()
-            services.idle.close()
-            audit.close()
-
-
-def _path(endpoint: str, rest: str) -> str:
-    return EndpointAddress("olive", "nb", "svc", endpoint).path_prefix + rest
+    with running_gateway(tmp_path, lambda ports: Services(ports, agent)) as gateway:
+        yield gateway
 
 
 def test_downloads_are_byte_exact_and_one_link_serves_every_request(running: Running) -> None:
     """The service closes after every answer, yet one ticket (one link to the agent)
     serves every request, each a new connection to the endpoint's port alone."""
-    connection = running.browser().connection()
-    for _ in range(3):
-        connection.request("GET", _path("web", "big"))
-        response = connection.getresponse()
-        data = response.read()
-        assert response.status == 200 and not response.will_close
-        assert (len(data), hashlib.sha256(data).digest()) == (
-            len(BIG), hashlib.sha256(BIG).digest())
-    connection.close()
-    assert running.browser().request("GET", _path("web", "small")).body == b"small\n"
+    assert_big_downloads_whole(running)
     assert running.services.granted == 1
     assert running.services.agent.opened == [("c-web", running.services.ports["web"])] * 4
 
 
 def test_an_upload_and_a_websocket_echo_through_handed_off_sockets(running: Running) -> None:
-    body = os.urandom(5 * 2**20 + 7)
-    answer = running.browser().request("POST", _path("web", "upload"), body=body)
-    assert (answer.status, answer.body.decode()) == (
-        200, f"{hashlib.sha256(body).hexdigest()} {len(body)}")
-    raw = socket.create_connection(("127.0.0.1", running.gateway.port))
-    with ca_context(running.ca).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
-        messages = [f"hello {n}" for n in range(5)] + ["x" * 300_000]
-        assert websocket_echo(sock, "127.0.0.1", _path("ws", ""), messages) == messages
+    assert_upload_and_websocket_whole(running)
 
 
 def test_a_port_nothing_listens_on_is_502_with_the_agents_sentence(running: Running) -> None:
-    closed = socket.create_server(("127.0.0.1", 0))
-    running.services.ports["gone"] = closed.getsockname()[1]
-    closed.close()
-    answer = running.browser().request("GET", _path("gone", "x"))
-    assert answer.status == 502 and b"cannot connect to port" in answer.body
+    assert_unlistened_port_is_502(running, running.services.ports)
 
 
 def test_tickets_are_the_authority_and_a_single_use_one_opens_once(agent: Agent) -> None:

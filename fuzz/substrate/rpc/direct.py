@@ -133,7 +133,7 @@ class DirectListener(ThreadedListener):
         try:
             grant = self._book.redeem(ticket)
         except FuzzError as exc:
-            _refuse(tls, exc)
+            refuse(tls, exc)
             return
         if grant.exec_spec is not None:
             self._exec(tls, grant.exec_spec, grant.user)
@@ -146,15 +146,12 @@ class DirectListener(ThreadedListener):
 
     def _forward_once(self, tls: ssl.SSLSocket, grant: Grant) -> bool:
         """One forwarded connection to the grant's port; False if it could not be opened."""
-        try:
-            target = self._connect(grant)
-        except FuzzError as exc:
-            _refuse(tls, exc)
+        target = open_granted(self._connect, grant, tls)
+        if target is None:
             return False
         with contextlib.closing(target):
             logger.debug("direct port-forward for %s to port %d of container %s", grant.user,
-                        grant.port, grant.container_id)
-            target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                         grant.port, grant.container_id)
             tls.sendall(bytes([ACCEPTED]))
             pump(tls, target)
         return True
@@ -165,7 +162,7 @@ class DirectListener(ThreadedListener):
         try:
             process = self._start_exec(spec)
         except FuzzError as exc:
-            _refuse(tls, exc)
+            refuse(tls, exc)
             return
         try:
             logger.debug("direct exec for %s in container %s", user, spec.container_id)
@@ -180,10 +177,24 @@ class DirectListener(ThreadedListener):
             process.close()
 
 
-def _refuse(tls: ssl.SSLSocket, exc: FuzzError) -> None:
-    logger.info("direct connection refused: %s", exc)
-    tls.settimeout(HANDSHAKE_SECONDS)  # after a pump the socket is non-blocking
-    tls.sendall(bytes([REFUSED]) + str(exc).encode()[:MAX_REFUSAL_BYTES])
+def refuse(conn: socket.socket, exc: FuzzError) -> None:
+    """Tell the client (of the direct port or the hand-off) why its ticket opens nothing."""
+    logger.info("direct access refused: %s", exc)
+    conn.settimeout(HANDSHAKE_SECONDS)  # after a pump the socket is non-blocking
+    conn.sendall(bytes([REFUSED]) + str(exc).encode()[:MAX_REFUSAL_BYTES])
+
+
+def open_granted(connect: Connector, grant: Grant, client: socket.socket
+                 ) -> socket.socket | None:
+    """The grant's port opened by ``connect`` (TCP_NODELAY set), or None once ``client``
+    was told why it could not be."""
+    try:
+        target = connect(grant)
+    except FuzzError as exc:
+        refuse(client, exc)
+        return None
+    target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return target
 
 
 def _family(host: str) -> socket.AddressFamily:

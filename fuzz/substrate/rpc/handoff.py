@@ -13,8 +13,6 @@ from fuzz.rpc.direct import (
     ACCEPTED,
     AGAIN,
     IDLE_SECONDS,
-    MAX_REFUSAL_BYTES,
-    REFUSED,
     TICKET_BYTES,
 )
 from fuzz.rpc.handoff import handoff_address
@@ -24,7 +22,9 @@ from fuzz.substrate.rpc.direct import (
     Connector,
     Grant,
     TicketBook,
+    open_granted,
     receive_exactly,
+    refuse,
 )
 from fuzz.substrate.rpc.listener import ThreadedListener
 
@@ -59,7 +59,7 @@ class HandoffListener(ThreadedListener):
                 if grant.exec_spec is not None:
                     raise FuzzError("an exec ticket opens no port")
             except FuzzError as exc:
-                _refuse(conn, exc)
+                refuse(conn, exc)
                 return
             while self._hand_over(conn, grant) and grant.reusable:
                 conn.settimeout(IDLE_SECONDS)
@@ -70,19 +70,11 @@ class HandoffListener(ThreadedListener):
 
     def _hand_over(self, conn: socket.socket, grant: Grant) -> bool:
         """Open the grant's port and pass the socket; False if it could not be opened."""
-        try:
-            target = self._connect(grant)
-        except FuzzError as exc:
-            _refuse(conn, exc)
+        target = open_granted(self._connect, grant, conn)
+        if target is None:
             return False
         with contextlib.closing(target):
-            target.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             logger.debug("socket hand-off for %s of port %d of container %s", grant.user,
                          grant.port, grant.container_id)
             socket.send_fds(conn, [bytes([ACCEPTED])], [target.fileno()])
         return True
-
-
-def _refuse(conn: socket.socket, exc: FuzzError) -> None:
-    logger.info("socket hand-off refused: %s", exc)
-    conn.sendall(bytes([REFUSED]) + str(exc).encode()[:MAX_REFUSAL_BYTES])
