@@ -165,3 +165,26 @@ def test_open_mpi_ranks_on_one_machine_talk_through_shared_memory_only(
         assert not client.list_containers() and not client.list_leases(), node
     (shared,) = cluster.directory.glob(".fuzz/nodes/*")
     assert [path.name for path in machine_directory(shared).iterdir()] == [".lock"]
+
+
+def test_mpich_ranks_on_one_machine_keep_tcp_out_of_their_busy_loop(
+        cluster: LocalCluster, mpich_image: PushedImage) -> None:
+    # with fuzz's UCX settings (tcp kept for peers on other machines) no protocol between
+    # the two containers' ranks takes tcp: a tcp lane (UCX 1.18 picks it for zero-copy
+    # puts, sysv having none) is progressed by an epoll_wait in every poll of the ranks'
+    # busy loop, a syscall that seccomp makes dearer still (docs/architecture.md)
+    body = f"""\
+    image: {{uri: {mpich_image.reference}}}
+    command: [allreduce, '100']
+    env: ['UCX_PROTO_INFO=y']
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 256MiB}}}}
+    multinode: {{nodes: 2, implementation: mpich}}
+    policy: {{timeout: {{execute: 4m}}}}
+"""
+    cluster.start("mpich-lanes", f"version: v1\njobs:\n  mpi:\n{body}")
+    status = cluster.wait("mpich-lanes", timeout=300)
+    log = cluster.ok("workflow", "log", "mpich-lanes", "mpi").out  # UCX logs to stdout
+    assert status["state"] == "SUCCEEDED", dump(status) + log
+    assert "allreduce iterations=100" in log, log
+    assert "intra-node" in log and "sysv/memory" in log, log
+    assert "tcp/" not in log, log

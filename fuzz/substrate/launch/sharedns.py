@@ -60,6 +60,12 @@ SHARED_MEMORY_ENVIRONMENT = (
     # /proc/PID/fd) and cma (process_vm_readv, which the seccomp profile denies) are left
     # out; tcp for peers on other machines
     "UCX_TLS=self,sysv,tcp",
+    # but no tcp lane between the machine's ranks: sysv has no zero-copy put, so UCX
+    # (1.13, 1.18) takes tcp's for puts and huge rendezvous, and a tcp lane is progressed
+    # by an epoll_wait in every poll of the ranks' busy loop (five a small allreduce,
+    # each through the seccomp filter): without tcp's puts those go through sysv's
+    # copies, and the loop makes no syscall, as on the host (strace -c, measured)
+    "UCX_TCP_PUT_ENABLE=n",
     # Open MPI: pml ucx would give UCX only the network part of the address of a peer
     # on another node (UCP_WORKER_ADDRESS_FLAG_NET_ONLY), so ob1 instead, with vader
     # between ranks of one container and libfabric's shm provider (btl ofi, two-sided
