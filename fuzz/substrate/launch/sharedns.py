@@ -57,12 +57,13 @@ LOCK_FILE = ".lock"
 SHM_DIR = "shm"
 SHARED_MEMORY_ENVIRONMENT = (
     # SysV shared memory needs one IPC namespace; posix (its peers' segments through
-    # /proc/PID/fd) and cma (process_vm_readv, which the seccomp profile denies) are left
-    # out; tcp for peers on other machines
+    # /proc/PID/fd) and cma (process_vm_readv) are left out, as they were before the
+    # job's containers shared /dev/shm (neither measured between them); tcp for peers
+    # on other machines
     "UCX_TLS=self,sysv,tcp",
     # but no tcp lane between the machine's ranks: sysv has no zero-copy put, so UCX
     # (1.13, 1.18) takes tcp's for puts and huge rendezvous, and a tcp lane is progressed
-    # by an epoll_wait in every poll of the ranks' busy loop (five a small allreduce,
+    # by an epoll_wait in every poll of the ranks' busy loop (about five an allreduce,
     # each through the seccomp filter): without tcp's puts those go through sysv's
     # copies, and the loop makes no syscall, as on the host (strace -c, measured)
     "UCX_TCP_PUT_ENABLE=n",
@@ -70,7 +71,8 @@ SHARED_MEMORY_ENVIRONMENT = (
     # on another node (UCP_WORKER_ADDRESS_FLAG_NET_ONLY), so ob1 instead, with vader
     # between ranks of one container and libfabric's shm provider (btl ofi, two-sided
     # only) between containers: it maps its peers' regions from the shared /dev/shm and
-    # sends small messages inline (cma denied, larger ones through the region too). The
+    # sends small messages inline (larger ones by process_vm_readv, which the seccomp
+    # profile allows and the shared PID namespace makes reach the peer). The
     # ofi btl reaches every peer and outranks tcp, so tcp would carry nothing: left out
     "OMPI_MCA_pml=ob1",
     "OMPI_MCA_btl=self,vader,ofi",
