@@ -36,6 +36,8 @@ def test_one_jobs_containers_share_namespaces_and_another_jobs_do_not(tmp_path: 
     # one /dev/shm for the job's containers, another job's apart, writable by any uid
     assert joined0.shm != joined_other.shm
     assert os.stat(joined0.shm).st_mode & 0o7777 == 0o1777
+    # a tmpfs of its own, as a container's /dev/shm: not the disk's, nor /run's
+    assert os.path.ismount(joined0.shm) and os.path.ismount(joined_other.shm)
     for kind in ("ipc", "pid"):
         own = os.readlink(f"/proc/self/ns/{kind}")
         assert _namespace(rank0, kind) not in (own, _namespace(other, kind)), kind

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fuzz.errors import FuzzError
+from fuzz.substrate.monitor.syscalls import SysError, mount_tmpfs, unmount
 
 RUN_DIR = Path("/run/fuzz/namespaces")  # memory-backed: gone at reboot, as the holders are
 HOLDER_FILE = "holder"
@@ -131,10 +132,10 @@ class SharedNamespaces:
         with self._locked():
             pid = _live_holder(job)
             if pid is None:
+                unmount(str(job / SHM_DIR))  # a holder gone with its record (an agent killed)
                 shutil.rmtree(job, ignore_errors=True)
                 (job / USERS_DIR).mkdir(parents=True, mode=0o700)
-                (job / SHM_DIR).mkdir()
-                os.chmod(job / SHM_DIR, 0o1777)  # as a /dev/shm: the job's uid writes
+                _mount_shm(job / SHM_DIR)
                 pid = _start_holder()
                 (job / HOLDER_FILE).write_text(f"{pid} {_start_time(pid)}\n")
             (job / USERS_DIR / container_id).touch()
@@ -153,6 +154,7 @@ class SharedNamespaces:
                     pid = _live_holder(job)
                     if pid is not None:
                         os.kill(pid, signal.SIGKILL)
+                    unmount(str(job / SHM_DIR))
                     shutil.rmtree(job, ignore_errors=True)
 
     @contextmanager
@@ -165,6 +167,17 @@ class SharedNamespaces:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _mount_shm(folder: Path) -> None:
+    """The job's ``/dev/shm``: a tmpfs of its own on ``folder`` (as each container's own
+    was: its pages charged to the memory cgroup of the container that writes them, none
+    on the disk or in ``/run``'s tmpfs), writable by any uid."""
+    folder.mkdir()
+    try:
+        mount_tmpfs(str(folder), "mode=1777")
+    except SysError as exc:
+        raise SharedNamespacesError(f"could not make a job's /dev/shm: {exc}") from None
 
 
 def _start_holder() -> int:
