@@ -28,7 +28,12 @@ from fuzz.substrate.capacity.shared_host import SpecCache, least_used, pinned_cp
 from fuzz.substrate.images.layout import ImageConfig
 from fuzz.substrate.images.reference import Credentials
 from fuzz.substrate.images.store import ImageStore
-from fuzz.substrate.launch.sharedns import UCX_ENVIRONMENT, SharedNamespaces, machine_directory
+from fuzz.substrate.launch.sharedns import (
+    SHARED_MEMORY_ENVIRONMENT,
+    JobNamespaces,
+    SharedNamespaces,
+    machine_directory,
+)
 from fuzz.substrate.launch.sockets import MOUNT_POINT, LaunchSockets, OrchestratorLink
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.runtime.bundle import ContainerFile, ContainerSpec, Mount, merge_env
@@ -208,8 +213,9 @@ class JobRunner:
         The lease's devices are resolved first (CdiError when the node's CDI specs
         are invalid or lack one), then the image is pulled. An MPI job's container
         (``launch_token``) gets its launch socket and helper at ``/.fuzz-launch``, and, on
-        a machine shared with sibling agents, its job's IPC and PID namespaces there and
-        UCX's settings for them (:mod:`fuzz.substrate.launch.sharedns`).
+        a machine shared with sibling agents, its job's IPC and PID namespaces and
+        ``/dev/shm`` there and UCX's and Open MPI's settings for them
+        (:mod:`fuzz.substrate.launch.sharedns`).
         """
         book = self._book()
         lease = book.get(request.lease_id)
@@ -222,14 +228,14 @@ class JobRunner:
         image = self.images.pull(request.image, request.credentials, acquire=True)
         try:
             mounts = request.mounts + devices.mounts
-            job_namespaces = ""
+            shared = JobNamespaces("", "")
             shared_env: tuple[str, ...] = ()
             if request.launch_token:
                 launch = self._launch.open(request.id, request.launch_token)
                 mounts += (Mount(launch, MOUNT_POINT, True),)
                 if self._shared_ns is not None:
-                    job_namespaces = self._shared_ns.join(request.launch_token, request.id)
-                    shared_env = UCX_ENVIRONMENT
+                    shared = self._shared_ns.join(request.launch_token, request.id)
+                    shared_env = SHARED_MEMORY_ENVIRONMENT
             spec = ContainerSpec(
                 id=request.id,
                 rootfs=image.rootfs,
@@ -250,7 +256,8 @@ class JobRunner:
                 files=request.files,
                 hostname=request.hostname or "job",
                 hosts=request.hosts,
-                job_namespaces=job_namespaces,
+                job_namespaces=shared.namespaces,
+                job_shm=shared.shm,
             )
             with self._lock:
                 self._records[request.id] = JobRecord(image.digest, lease.id)

@@ -133,3 +133,58 @@ def test_mpich_ranks_on_one_machine_share_their_jobs_namespaces_and_talk_through
     # the last container out ended the job's namespaces: nothing is left on the machine
     (shared,) = cluster.directory.glob(".fuzz/nodes/*")  # --share-cpus-with: the cluster's
     assert [path.name for path in machine_directory(shared).iterdir()] == [".lock"]
+
+
+def test_open_mpi_ranks_on_one_machine_talk_through_shared_memory_only(
+        cluster: LocalCluster, openmpi_image: PushedImage) -> None:
+    # Open MPI's pml ucx gives a peer on another node only the network part of its UCX
+    # address; on one machine fuzz's ranks go through ob1 and libfabric's shm provider
+    # (btl ofi) instead, which maps its peers' regions from /dev/shm: one /dev/shm for
+    # the job's containers. The BTLs forced to self and ofi (no tcp, no vader), the ranks
+    # connect only through that shared memory.
+    body = f"""\
+    image: {{uri: {openmpi_image.reference}}}
+    command: [ranks]
+    env: ['OMPI_MCA_btl=self,ofi', 'OMPI_MCA_btl_base_verbose=100']
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 256MiB}}}}
+    multinode: {{nodes: 2, implementation: openmpi}}
+    policy: {{timeout: {{execute: 4m}}}}
+"""
+    cluster.start("ompi-shm2", f"version: v1\njobs:\n  mpi:\n{body}")
+    status = cluster.wait("ompi-shm2", timeout=300)
+    log = cluster.ok("workflow", "log", "ompi-shm2", "mpi").out
+    assert status["state"] == "SUCCEEDED", dump(status) + log
+    ranks = RANK_LINE.findall(log)
+    assert len(ranks) == 2 and len({host for _, _, host, _ in ranks}) == 2, log
+    assert "sum=1 expected=1" in log and "ring=ok" in log, log
+    errors = cluster.ok("workflow", "log", "ompi-shm2", "mpi", "--stderr").out
+    assert re.search(r"Using ofi btl for send to \S+ on node", errors), errors
+    assert "Using tcp btl" not in errors, errors
+    for node in tasks_by_key(status)["mpi"]["nodes"]:
+        client = agent_client(cluster, node)
+        assert not client.list_containers() and not client.list_leases(), node
+    (shared,) = cluster.directory.glob(".fuzz/nodes/*")
+    assert [path.name for path in machine_directory(shared).iterdir()] == [".lock"]
+
+
+def test_mpich_ranks_on_one_machine_keep_tcp_out_of_their_busy_loop(
+        cluster: LocalCluster, mpich_image: PushedImage) -> None:
+    # with fuzz's UCX settings (tcp kept for peers on other machines) no protocol between
+    # the two containers' ranks takes tcp: a tcp lane (UCX 1.18 picks it for zero-copy
+    # puts, sysv having none) is progressed by an epoll_wait in every poll of the ranks'
+    # busy loop, a syscall that seccomp makes dearer still (docs/architecture.md)
+    body = f"""\
+    image: {{uri: {mpich_image.reference}}}
+    command: [allreduce, '100']
+    env: ['UCX_PROTO_INFO=y']
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 256MiB}}}}
+    multinode: {{nodes: 2, implementation: mpich}}
+    policy: {{timeout: {{execute: 4m}}}}
+"""
+    cluster.start("mpich-lanes", f"version: v1\njobs:\n  mpi:\n{body}")
+    status = cluster.wait("mpich-lanes", timeout=300)
+    log = cluster.ok("workflow", "log", "mpich-lanes", "mpi").out  # UCX logs to stdout
+    assert status["state"] == "SUCCEEDED", dump(status) + log
+    assert "allreduce iterations=100" in log, log
+    assert "intra-node" in log and "sysv/memory" in log, log
+    assert "tcp/" not in log, log

@@ -164,6 +164,7 @@ def test_oci_config_for_root_devices_hooks_and_no_limits() -> None:
         {"devices": (DeviceNode("/dev/a", "c", 1, 3), DeviceNode("/dev/a/", "c", 1, 5))},
         {"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x/"))},
         {"job_namespaces": "proc/1/ns"},
+        {"job_shm": "run/shm"},
     ],
 )
 def test_spec_validation(changes: dict[str, Any]) -> None:
@@ -219,6 +220,17 @@ def test_a_rank_joins_its_job_s_pid_and_ipc_namespaces_and_has_its_own_others() 
         {"type": "uts"}, {"type": "mount"}]
     assert oci_config(_spec(), "/r")["linux"]["namespaces"] == [
         {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+
+
+def test_a_rank_s_dev_shm_is_its_job_s_on_the_machine_and_its_own_tmpfs_otherwise() -> None:
+    spec = _spec(job_shm="/run/fuzz/namespaces/m/j/shm")
+    assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
+    (shm,) = [m for m in oci_config(spec, "/r")["mounts"] if m["destination"] == "/dev/shm"]
+    assert shm == {"destination": "/dev/shm", "type": "bind",
+                   "source": "/run/fuzz/namespaces/m/j/shm",
+                   "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev"]}
+    (own,) = [m for m in oci_config(_spec(), "/r")["mounts"] if m["destination"] == "/dev/shm"]
+    assert own["type"] == "tmpfs"
 
 
 def test_cpuset_string_and_spec_round_trip() -> None:

@@ -11,14 +11,18 @@ other's pid (an ``mm`` endpoint reads its peer's ``/proc/PID/stat`` when it conn
 UCX's keepalive; another PID namespace makes that "failed to get start time for pid"
 and the endpoint fails). So the agents of one machine (those that share a
 ``--share-cpus-with`` directory) put the containers of one job, there, in one IPC and
-one PID namespace of the job's own (:class:`SharedNamespaces`), and tell UCX to use
-SysV shared memory (:data:`UCX_ENVIRONMENT`).
+one PID namespace of the job's own, with one ``/dev/shm`` (:class:`SharedNamespaces`),
+and tell UCX to use SysV shared memory and Open MPI libfabric's shm provider
+(:data:`SHARED_MEMORY_ENVIRONMENT`).
 
 Which MPI gains: Debian's MPICH (ch4:ucx) gives UCX its peers' whole addresses and
 uses shared memory between the containers. Open MPI 4.1's ``pml ucx`` gives UCX only
 the network part of the address of a peer that its runtime places on another node
 (``UCP_WORKER_ADDRESS_FLAG_NET_ONLY``, ``ompi/mca/pml/ucx/pml_ucx.c``), so its ranks on
-two nodes talk TCP whatever the namespaces (docs/architecture.md, "MPI without SSH").
+two nodes would talk TCP whatever the namespaces; they get ``pml ob1`` with libfabric's
+``shm`` provider instead (``btl ofi``), which takes any peer whose region it can open
+in ``/dev/shm``: the job's containers on the machine share one (docs/architecture.md,
+"MPI without SSH").
 
 The namespaces are kept by a holder process (``unshare --ipc --pid --fork``, then a
 small loop that reaps what is orphaned in the PID namespace, of which it is pid 1),
@@ -41,22 +45,43 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fuzz.errors import FuzzError
+from fuzz.substrate.monitor.syscalls import SysError, mount_tmpfs, unmount
 
 RUN_DIR = Path("/run/fuzz/namespaces")  # memory-backed: gone at reboot, as the holders are
 HOLDER_FILE = "holder"
 USERS_DIR = "users"
 LOCK_FILE = ".lock"
-UCX_ENVIRONMENT = (
+SHM_DIR = "shm"
+SHARED_MEMORY_ENVIRONMENT = (
     # SysV shared memory needs one IPC namespace; posix (its peers' segments through
-    # /proc/PID/fd, or a shared /dev/shm) and cma (process_vm_readv, which the seccomp
-    # profile denies) are left out; tcp for peers on other machines
+    # /proc/PID/fd) and cma (process_vm_readv) are left out, as they were before the
+    # job's containers shared /dev/shm (neither measured between them); tcp for peers
+    # on other machines
     "UCX_TLS=self,sysv,tcp",
+    # but no tcp lane between the machine's ranks: sysv has no zero-copy put, so UCX
+    # (1.13, 1.18) takes tcp's for puts and huge rendezvous, and a tcp lane is progressed
+    # by an epoll_wait in every poll of the ranks' busy loop (about five an allreduce,
+    # each through the seccomp filter): without tcp's puts those go through sysv's
+    # copies, and the loop makes no syscall, as on the host (strace -c, measured)
+    "UCX_TCP_PUT_ENABLE=n",
+    # Open MPI: pml ucx would give UCX only the network part of the address of a peer
+    # on another node (UCP_WORKER_ADDRESS_FLAG_NET_ONLY), so ob1 instead, with vader
+    # between ranks of one container and libfabric's shm provider (btl ofi, two-sided
+    # only) between containers: it maps its peers' regions from the shared /dev/shm and
+    # sends small messages inline (larger ones by process_vm_readv, which the seccomp
+    # profile allows and the shared PID namespace makes reach the peer). The
+    # ofi btl reaches every peer and outranks tcp, so tcp would carry nothing: left out
+    "OMPI_MCA_pml=ob1",
+    "OMPI_MCA_btl=self,vader,ofi",
+    "OMPI_MCA_btl_ofi_mode=2",
+    "OMPI_MCA_btl_ofi_provider_include=shm",
 )
 """What a container in shared namespaces gets in its environment (the job's own
-environment comes after, so a user's ``UCX_TLS`` wins)."""
+environment comes after, so a user's ``UCX_TLS`` or ``OMPI_MCA_*`` wins)."""
 # pid 1 of the job's PID namespace, which the job's processes see though it runs as
 # root in the host's other namespaces. The kernel keeps them out of it (reading or
 # writing another process's memory needs, besides its uid, every capability it has, and
@@ -81,6 +106,15 @@ def machine_directory(shared: Path) -> Path:
     return RUN_DIR / hashlib.sha256(str(shared.absolute()).encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class JobNamespaces:
+    """What a container of the job joins: ``namespaces``, the folder (``/proc/PID/ns``)
+    of its IPC and PID namespaces; ``shm``, the host folder that is its ``/dev/shm``."""
+
+    namespaces: str
+    shm: str
+
+
 class SharedNamespaces:
     """The IPC and PID namespaces of the multinode jobs on this machine, under
     ``directory`` (shared by the machine's agents; one folder per job, named by its
@@ -90,20 +124,22 @@ class SharedNamespaces:
         """Namespaces kept under ``directory`` (made, root only, when first needed)."""
         self._directory = directory
 
-    def join(self, token: str, container_id: str) -> str:
-        """The folder (``/proc/PID/ns``) of the namespaces of the job whose launch token is
-        ``token``, made if none of its containers on this machine has them;
-        ``container_id`` is marked as in them until :meth:`leave`."""
+    def join(self, token: str, container_id: str) -> JobNamespaces:
+        """The namespaces and ``/dev/shm`` of the job whose launch token is ``token``, made
+        if none of its containers on this machine has them; ``container_id`` is marked as
+        in them until :meth:`leave`."""
         job = self._directory / hashlib.sha256(token.encode()).hexdigest()[:32]
         with self._locked():
             pid = _live_holder(job)
             if pid is None:
+                unmount(str(job / SHM_DIR))  # a holder gone with its record (an agent killed)
                 shutil.rmtree(job, ignore_errors=True)
                 (job / USERS_DIR).mkdir(parents=True, mode=0o700)
+                _mount_shm(job / SHM_DIR)
                 pid = _start_holder()
                 (job / HOLDER_FILE).write_text(f"{pid} {_start_time(pid)}\n")
             (job / USERS_DIR / container_id).touch()
-        return f"/proc/{pid}/ns"
+        return JobNamespaces(f"/proc/{pid}/ns", str(job / SHM_DIR))
 
     def leave(self, container_id: str) -> None:
         """``container_id`` is out of its job's namespaces; the last container out ends the
@@ -118,6 +154,7 @@ class SharedNamespaces:
                     pid = _live_holder(job)
                     if pid is not None:
                         os.kill(pid, signal.SIGKILL)
+                    unmount(str(job / SHM_DIR))
                     shutil.rmtree(job, ignore_errors=True)
 
     @contextmanager
@@ -130,6 +167,17 @@ class SharedNamespaces:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _mount_shm(folder: Path) -> None:
+    """The job's ``/dev/shm``: a tmpfs of its own on ``folder`` (as each container's own
+    was: its pages charged to the memory cgroup of the container that writes them, none
+    on the disk or in ``/run``'s tmpfs), writable by any uid."""
+    folder.mkdir()
+    try:
+        mount_tmpfs(str(folder), "mode=1777")
+    except SysError as exc:
+        raise SharedNamespacesError(f"could not make a job's /dev/shm: {exc}") from None
 
 
 def _start_holder() -> int:

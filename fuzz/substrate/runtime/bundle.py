@@ -284,6 +284,8 @@ class ContainerSpec:
     placed in the container, read-only (:class:`ContainerFile`). ``job_namespaces``: the
     folder (``/proc/PID/ns``) of the IPC and PID namespaces it joins (its multinode job's
     on this machine, see :mod:`fuzz.substrate.launch.sharedns`); empty: its own.
+    ``job_shm``: the host folder bind-mounted at ``/dev/shm`` (its multinode job's on this
+    machine, shared with the job's other containers there); empty: a tmpfs of its own.
     """
 
     id: str
@@ -306,12 +308,15 @@ class ContainerSpec:
     files: tuple[ContainerFile, ...] = ()
     hosts: tuple[str, ...] = ()
     job_namespaces: str = ""
+    job_shm: str = ""
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
         if self.job_namespaces and not PurePosixPath(self.job_namespaces).is_absolute():
             raise ContainerSpecError(
                 f"job namespaces {self.job_namespaces!r} must be an absolute path")
+        if self.job_shm and not PurePosixPath(self.job_shm).is_absolute():
+            raise ContainerSpecError(f"job shm {self.job_shm!r} must be an absolute path")
         for line in self.hosts:
             _check_hosts_line(line)
         for peer in self.peers:
@@ -421,6 +426,7 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
                   for item in spec.files],
         "hosts": list(spec.hosts),
         "job_namespaces": spec.job_namespaces,
+        "job_shm": spec.job_shm,
     }
 
 
@@ -455,6 +461,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
                         for item in data.get("files", ())),
             hosts=tuple(data.get("hosts", ())),
             job_namespaces=data.get("job_namespaces", ""),
+            job_shm=data.get("job_shm", ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None
@@ -473,7 +480,8 @@ def _mount(destination: str, kind: str, source: str, options: Sequence[str]) -> 
 
 
 def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
-    """The standard container mounts, a tmpfs /tmp, then the requested volumes."""
+    """The standard container mounts (``/dev/shm`` the job's on this machine when it has
+    one), a tmpfs /tmp, then the requested volumes."""
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
@@ -483,6 +491,8 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
             "devpts",
             ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
         ),
+        _mount("/dev/shm", "bind", spec.job_shm, ["rbind", "rprivate", "nosuid", "noexec",
+                                                  "nodev"]) if spec.job_shm else
         _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777"]),
         _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
         _mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
