@@ -30,12 +30,12 @@ from fuzz.orchestrate.records import (
 from fuzz.orchestrate.secrets import SecretStore, environment_value, registry_credentials
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.store import Store
-from fuzz.orchestrate.store_group import GroupCommit
 from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer.volume_limits import VolumeLimits
 from fuzz.orchestrate.workflows.jobids import DEFAULT_JOB_IDS, JobIdAllocator, JobIdRange
+from fuzz.orchestrate.workflows.tallying import TallyingCommit
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, TaskExecutor
 from fuzz.orchestrate.workflows.volumes import VolumeManager
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, LaunchSettings, launch_plan
@@ -99,7 +99,9 @@ class RunnerBase:
     def __init__(self, store: Store, nodes: NodeDirectory, secrets: SecretStore,
                  settings: RunnerSettings, clock: Callable[[], float] = time.time) -> None:
         """Prepare the shared state of every step (nothing runs yet)."""
-        self._store = GroupCommit(store)  # attempts' reports are written in groups
+        self._active: dict[str, ActiveWorkflow] = {}
+        # attempts' reports are written in groups; the tasks written are counted in the DAG
+        self._store = TallyingCommit(store, self._active)
         self._nodes = nodes
         self._secrets = secrets
         self._settings = settings
@@ -115,7 +117,6 @@ class RunnerBase:
         self._version = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._active: dict[str, ActiveWorkflow] = {}
         self._transfers_running: set[tuple[str, str, str, int]] = set()
         self._not_before: dict[tuple[str, str], float] = {}
         self._adopting: set[tuple[str, str]] = set()  # (workflow, task) re-adopted, unheard

@@ -9,7 +9,7 @@ that sequences them.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from fuzz.orchestrate.records import (
 )
 from fuzz.orchestrate.secrets import account_owner
 from fuzz.orchestrate.states import TERMINAL_TASK_STATES, TaskState, VolumeState
-from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
+from fuzz.orchestrate.workflows.dag import JobNode, TaskTally
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.multinode import multinode_environment
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
@@ -75,12 +75,15 @@ class ActiveWorkflow:
     # The first ``settled`` tasks (in seq order) were final when last looked at: the
     # scheduler's search for queued tasks starts after them (see :meth:`unsettled`).
     settled: int = 0
+    # Its tasks counted by job and state, kept as they are written (see tallying.py).
+    tally: TaskTally = field(init=False, repr=False)
     _order: list[TaskRecord] = field(init=False, repr=False)
     _position: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        """Derive the job graph from the Fuzzfile, and the tasks' order."""
+        """Derive the job graph from the Fuzzfile, its tasks' tally, and their order."""
         self.graph = job_graph(self.fuzzfile, self.max_concurrency)
+        self.tally = TaskTally(self.graph, self.tasks.values())
         self._order = list(self.tasks.values())
         self._position = {key: n for n, key in enumerate(self.tasks)}
 
@@ -116,10 +119,6 @@ class ActiveWorkflow:
         if scope == "account":
             return account_owner(self.record.account)
         return self.record.owner
-
-    def task_views(self) -> Collection[TaskLike]:
-        """The tasks as the DAG module sees them (the records themselves, not copies)."""
-        return self.tasks.values()
 
     def ready_volumes(self) -> frozenset[str]:
         """Names of the volumes whose ingress is done."""
