@@ -78,6 +78,7 @@ def test_a_kept_tally_decides_as_one_counted_afresh() -> None:
                 assert kept_step.stop == fresh_step.stop
             assert dag.workflow_outcome(tally) == dag.workflow_outcome(fresh)
             assert dag.first_failure(tally) == dag.first_failure(fresh)
+            assert list(tally.queued()) == list(fresh.queued())
 
 
 def test_waiting_tasks_are_queued_in_their_order_up_to_the_concurrency() -> None:

@@ -195,7 +195,6 @@ class RunnerBase:
         if workflow is None or key not in workflow.tasks:
             return None
         workflow.dirty = True
-        workflow.unsettle(key)
         return workflow, workflow.tasks[key]
 
     def _queued(self, key: str) -> tuple[ActiveWorkflow, TaskRecord] | None:

@@ -17,9 +17,10 @@ workflow's outcome is its jobs'; a stopped service is no failure, a failed one i
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -130,9 +131,10 @@ class TaskTally:
     The runner tells it each task it writes (:meth:`note`), so a DAG pass costs the
     workflow's jobs and its waiting tasks, not its size: over a task array of 10,000
     mostly ended tasks, walking every task at each pass was the runner loop's largest
-    cost. Each job's waiting tasks are kept in the order they were first seen (the
-    tasks' ``seq`` order: no task goes back to WAITING); a service's task is read as
-    it is (one per service), for its readiness.
+    cost. Tasks are in the order they were first seen (the tasks' ``seq`` order): each
+    job's waiting tasks are kept in it (no task goes back to WAITING), and so are the
+    queued tasks (:meth:`queued`, for the scheduler), a task queued again among them at
+    its place. A service's task is read as it is (one per service), for its readiness.
     """
 
     def __init__(self, jobs: Sequence[JobNode], tasks: Iterable[TaskLike]) -> None:
@@ -144,6 +146,9 @@ class TaskTally:
         self.pending: dict[str, None] = {}  # WAITING or QUEUED, every job's
         self.services: dict[str, list[TaskLike]] = {name: [] for name in self.service_names}
         self._counted: dict[str, str] = {}  # each task's state as counted
+        self._keys: list[str] = []  # every task's key, in the order first seen
+        self._place: dict[str, int] = {}  # each task's place in ``_keys``
+        self._queued: list[int] = []  # the places of the queued tasks, ascending
         for task in tasks:
             self.note(task)
 
@@ -155,20 +160,32 @@ class TaskTally:
             return
         counts = self.counts[job]
         if old is None:
+            self._place[key] = len(self._keys)
+            self._keys.append(key)
             if job in self.service_names:
                 self.services[job].append(task)
         else:
             counts[old] -= 1
             if old == TaskState.WAITING:
                 del self.waiting[job][key]
+            elif old == TaskState.QUEUED:
+                # bisect: the queue is kept sorted by hand (no sorted container in the stdlib)
+                del self._queued[bisect.bisect_left(self._queued, self._place[key])]
             if state not in PENDING_TASK_STATES:
                 self.pending.pop(key, None)
         counts[state] += 1
         self._counted[key] = state
         if state == TaskState.WAITING:
             self.waiting[job][key] = None
+        elif state == TaskState.QUEUED:
+            bisect.insort(self._queued, self._place[key])
         if state in PENDING_TASK_STATES:
             self.pending[key] = None
+
+    def queued(self) -> Iterator[str]:
+        """The keys of the queued tasks, in the tasks' order (lazily: note no change of
+        state while going through them)."""
+        return map(self._keys.__getitem__, self._queued)
 
     def job_states(self) -> dict[str, TaskState]:
         """Every job's state (see :func:`job_state`)."""

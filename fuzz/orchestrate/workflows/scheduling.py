@@ -64,9 +64,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         queued: list[tuple[ActiveWorkflow, TaskRecord]] = []
         in_transfer = self._persistent_volumes_in_transfer()
         for workflow in sorted(self._active.values(), key=lambda w: w.record.created):
-            for task in workflow.unsettled():  # in seq order
-                if task.state != TaskState.QUEUED:
-                    continue
+            for task in workflow.queued():  # in seq order
                 if self._not_before.get((workflow.record.id, task.key), 0.0) > now:
                     continue
                 if self._held_by_transfer(workflow, task, in_transfer):
