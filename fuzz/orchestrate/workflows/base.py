@@ -53,6 +53,9 @@ class WorkflowExistsError(FuzzError):
     """The owner's workflow of that name is still running."""
 
 
+ROUND_SIZE = 64  # the queued tasks a round looks at, at first and once one had to wait
+ROUND_SIZE_MAX = 256  # doubled up to this while a round places every task it looks at
+
 @dataclass(frozen=True)
 class RunnerSettings:
     """Where volumes and logs go, the ids owners' jobs run as, how many attempts run at once."""
@@ -124,6 +127,7 @@ class RunnerBase:
         self._quota_stops: dict[str, str] = {}  # WORKFLOW_ID/KEY stopped over a volume limit
         self._reschedule = True  # tasks were queued or resources freed since the last round
         self._unplaced: dict[str, PendingTask] = {}  # left waiting by the last round
+        self._round_size = ROUND_SIZE  # how many queued tasks the next round looks at
         self._provisioning: dict[str, str] = {}  # what the elastic loop says of waiting tasks
         self._evicted: dict[tuple[str, str], str] = {}  # attempts a drain stopped, and why
         self._last_progress_save: dict[tuple[str, str, str, int], float] = {}
