@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from fuzz.orchestrate.workflows.dag import (
-    JobNode,
-    TaskView,
-    first_failure,
-    job_state,
-    next_step,
-    workflow_outcome,
-)
+from collections.abc import Sequence
+
+from fuzz.orchestrate.states import WorkflowState
+from fuzz.orchestrate.workflows import dag
+from fuzz.orchestrate.workflows.dag import JobNode, Step, TaskLike, TaskTally, TaskView, job_state
+
+
+def next_step(graph: Sequence[JobNode], views: Sequence[TaskLike], ready: frozenset[str],
+              stop_reason: str | None = None) -> Step:
+    """:func:`dag.next_step` over the tasks ``views``, counted afresh."""
+    return dag.next_step(TaskTally(graph, views), ready, stop_reason)
+
+
+def workflow_outcome(graph: Sequence[JobNode], views: Sequence[TaskLike]
+                     ) -> WorkflowState | None:
+    """:func:`dag.workflow_outcome` over the tasks ``views``, counted afresh."""
+    return dag.workflow_outcome(TaskTally(graph, views))
+
+
+def first_failure(graph: Sequence[JobNode], views: Sequence[TaskLike]) -> str | None:
+    """:func:`dag.first_failure` over the tasks ``views``, counted afresh."""
+    return dag.first_failure(TaskTally(graph, views))
 
 # untar -> (a, b in parallel) -> summary, as in the demo pipeline
 GRAPH = (

@@ -30,15 +30,18 @@ CREATE TRIGGER record_task_write AFTER INSERT OR UPDATE ON tasks
 
 
 def _run_recording_writes(tmp_path: Path, pg_target: PostgresTarget, nodes: int, cores: int,
-                          tasks: int, run_seconds: float, query: str) -> tuple[list[tuple], int]:
-    """Run a task array of ``tasks`` on ``nodes`` simulated nodes of ``cores`` cores each,
-    with every write to the tasks table recorded; ``query``'s rows of those records and
-    how many starts the agents saw."""
+                          tasks: int, run_seconds: float, query: str, arrays: int = 1
+                          ) -> tuple[list[tuple], int]:
+    """Run ``arrays`` task arrays of ``tasks`` in all on ``nodes`` simulated nodes of
+    ``cores`` cores each, with every write to the tasks table recorded; ``query``'s rows
+    of those records and how many starts the agents saw."""
     settings = ServerSettings(listen="", data_dir=tmp_path / "server", insecure=True,
                               store=pg_target)
     agents = SimulatedAgents(nodes, cores=cores, memory_bytes=1024**3,
                              run_seconds=run_seconds, heartbeat_interval=0.5)
-    fuzzfile = FUZZFILE.replace(f"end: {TASKS}", f"end: {tasks}")
+    array = FUZZFILE.replace(f"end: {TASKS}", f"end: {tasks // arrays}").split("jobs:\n")[1]
+    fuzzfile = "version: v1\njobs:\n" + "".join(
+        array.replace("  work:", f"  work{n}:") for n in range(arrays))
     with running_orchestrator(tmp_path / "server", settings) as orchestrator, agents, \
             orchestrator.client(orchestrator.admin_token) as admin:
         with psycopg.connect(pg_target.url, autocommit=True) as db:
@@ -63,6 +66,18 @@ def test_one_round_starts_its_tasks_in_one_transaction(tmp_path: Path,
     assert len(starting) == TASKS, starting  # one attempt each
     assert len({xid for _, xid, _ in starting}) == 1, starting  # all in one round's transaction
     assert starts == TASKS
+
+
+def test_rounds_grow_while_everything_they_look_at_is_placed(tmp_path: Path,
+                                                            pg_target: PostgresTarget) -> None:
+    """A deep queue on an idle cluster is placed in a few growing rounds (each round's
+    work on the nodes is then shared by more tasks): 400 tasks were 7 rounds of 64."""
+    starting, starts = _run_recording_writes(
+        tmp_path, pg_target, 8, 64, 400, 3.0,
+        "SELECT key, xid, at FROM task_writes WHERE state = 'STARTING' ORDER BY at", arrays=4)
+    assert len(starting) == 400 and starts == 400
+    rounds = len({xid for _, xid, _ in starting})
+    assert rounds <= 4, rounds  # 64, 128, then the 208 left: three when all are queued at once
 
 
 REPORTED = 40  # tasks started in one round that end together

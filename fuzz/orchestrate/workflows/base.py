@@ -30,12 +30,12 @@ from fuzz.orchestrate.records import (
 from fuzz.orchestrate.secrets import SecretStore, environment_value, registry_credentials
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.store import Store
-from fuzz.orchestrate.store_group import GroupCommit
 from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer.volume_limits import VolumeLimits
 from fuzz.orchestrate.workflows.jobids import DEFAULT_JOB_IDS, JobIdAllocator, JobIdRange
+from fuzz.orchestrate.workflows.tallying import TallyingCommit
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, TaskExecutor
 from fuzz.orchestrate.workflows.volumes import VolumeManager
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, LaunchSettings, launch_plan
@@ -52,6 +52,9 @@ class WorkflowNotFoundError(FuzzError):
 class WorkflowExistsError(FuzzError):
     """The owner's workflow of that name is still running."""
 
+
+ROUND_SIZE = 64  # the queued tasks a round looks at, at first and once one had to wait
+ROUND_SIZE_MAX = 256  # doubled up to this while a round places every task it looks at
 
 @dataclass(frozen=True)
 class RunnerSettings:
@@ -99,7 +102,9 @@ class RunnerBase:
     def __init__(self, store: Store, nodes: NodeDirectory, secrets: SecretStore,
                  settings: RunnerSettings, clock: Callable[[], float] = time.time) -> None:
         """Prepare the shared state of every step (nothing runs yet)."""
-        self._store = GroupCommit(store)  # attempts' reports are written in groups
+        self._active: dict[str, ActiveWorkflow] = {}
+        # attempts' reports are written in groups; the tasks written are counted in the DAG
+        self._store = TallyingCommit(store, self._active)
         self._nodes = nodes
         self._secrets = secrets
         self._settings = settings
@@ -115,7 +120,6 @@ class RunnerBase:
         self._version = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._active: dict[str, ActiveWorkflow] = {}
         self._transfers_running: set[tuple[str, str, str, int]] = set()
         self._not_before: dict[tuple[str, str], float] = {}
         self._adopting: set[tuple[str, str]] = set()  # (workflow, task) re-adopted, unheard
@@ -123,6 +127,7 @@ class RunnerBase:
         self._quota_stops: dict[str, str] = {}  # WORKFLOW_ID/KEY stopped over a volume limit
         self._reschedule = True  # tasks were queued or resources freed since the last round
         self._unplaced: dict[str, PendingTask] = {}  # left waiting by the last round
+        self._round_size = ROUND_SIZE  # how many queued tasks the next round looks at
         self._provisioning: dict[str, str] = {}  # what the elastic loop says of waiting tasks
         self._evicted: dict[tuple[str, str], str] = {}  # attempts a drain stopped, and why
         self._last_progress_save: dict[tuple[str, str, str, int], float] = {}
@@ -194,7 +199,6 @@ class RunnerBase:
         if workflow is None or key not in workflow.tasks:
             return None
         workflow.dirty = True
-        workflow.unsettle(key)
         return workflow, workflow.tasks[key]
 
     def _queued(self, key: str) -> tuple[ActiveWorkflow, TaskRecord] | None:

@@ -17,8 +17,10 @@ workflow's outcome is its jobs'; a stopped service is no failure, a failed one i
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +33,8 @@ UNSUCCESSFUL_STATES = frozenset({TaskState.FAILED, TaskState.CANCELED, TaskState
 
 STARTED_STATES = frozenset({TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED})
 """Task states of a task that has run (or runs)."""
+
+NOT_FINAL_TASK_STATES = frozenset(TaskState) - TERMINAL_TASK_STATES
 
 
 @dataclass(frozen=True)
@@ -121,42 +125,85 @@ def _state_of_counts(counts: Mapping[str, int]) -> TaskState:
     return TaskState.WAITING
 
 
-@dataclass
-class _JobTally:
-    """One job's tasks, gathered in one pass: how many in each state, which wait, and
-    whether one runs or has run (a service: is READY); a service's task itself."""
+class TaskTally:
+    """A workflow's tasks counted by job and state, kept as tasks change state.
 
-    counts: Counter[str] = field(default_factory=Counter)
-    waiting: list[str] = field(default_factory=list)
-    started: bool = False
-    services: list[TaskLike] = field(default_factory=list)
+    The runner tells it each task it writes (:meth:`note`), so a DAG pass costs the
+    workflow's jobs and its waiting tasks, not its size: over a task array of 10,000
+    mostly ended tasks, walking every task at each pass was the runner loop's largest
+    cost. Tasks are in the order they were first seen (the tasks' ``seq`` order): each
+    job's waiting tasks are kept in it (no task goes back to WAITING), and so are the
+    queued tasks (:meth:`queued`, for the scheduler), a task queued again among them at
+    its place. A service's task is read as it is (one per service), for its readiness.
+    """
 
+    def __init__(self, jobs: Sequence[JobNode], tasks: Iterable[TaskLike]) -> None:
+        """Count ``tasks`` (every task of the workflow) under the graph ``jobs``."""
+        self.jobs = tuple(jobs)
+        self.service_names = frozenset(job.name for job in jobs if job.service)
+        self.counts: dict[str, Counter[str]] = {job.name: Counter() for job in jobs}
+        self.waiting: dict[str, dict[str, None]] = {job.name: {} for job in jobs}
+        self.pending: dict[str, None] = {}  # WAITING or QUEUED, every job's
+        self.services: dict[str, list[TaskLike]] = {name: [] for name in self.service_names}
+        self._counted: dict[str, str] = {}  # each task's state as counted
+        self._keys: list[str] = []  # every task's key, in the order first seen
+        self._place: dict[str, int] = {}  # each task's place in ``_keys``
+        self._queued: list[int] = []  # the places of the queued tasks, ascending
+        for task in tasks:
+            self.note(task)
 
-def _tally(jobs: Sequence[JobNode], tasks: Collection[TaskLike], services: frozenset[str]
-           ) -> dict[str, _JobTally]:
-    """Every job's :class:`_JobTally`, in one pass over the tasks (a pass is per event
-    on a task array of thousands: it was the runner loop's largest cost)."""
-    tallies = {job.name: _JobTally() for job in jobs}
-    for task in tasks:
-        tally = tallies[task.job]
-        state = task.state
-        tally.counts[state] += 1
-        if task.job in services:
-            tally.services.append(task)
+    def note(self, task: TaskLike) -> None:
+        """``task`` may have changed state: count it in its state now."""
+        state, key, job = task.state, task.key, task.job
+        old = self._counted.get(key)
+        if old == state:
+            return
+        counts = self.counts[job]
+        if old is None:
+            self._place[key] = len(self._keys)
+            self._keys.append(key)
+            if job in self.service_names:
+                self.services[job].append(task)
+        else:
+            counts[old] -= 1
+            if old == TaskState.WAITING:
+                del self.waiting[job][key]
+            elif old == TaskState.QUEUED:
+                # bisect: the queue is kept sorted by hand (no sorted container in the stdlib)
+                del self._queued[bisect.bisect_left(self._queued, self._place[key])]
+            if state not in PENDING_TASK_STATES:
+                self.pending.pop(key, None)
+        counts[state] += 1
+        self._counted[key] = state
         if state == TaskState.WAITING:
-            tally.waiting.append(task.key)
-        elif not tally.started and ((state in STARTED_STATES and task.job not in services) or (
-                state == TaskState.RUNNING and task.readiness == Readiness.READY)):
-            tally.started = True
-    return tallies
+            self.waiting[job][key] = None
+        elif state == TaskState.QUEUED:
+            bisect.insort(self._queued, self._place[key])
+        if state in PENDING_TASK_STATES:
+            self.pending[key] = None
 
+    def queued(self) -> Iterator[str]:
+        """The keys of the queued tasks, in the tasks' order (lazily: note no change of
+        state while going through them)."""
+        return map(self._keys.__getitem__, self._queued)
 
-def job_states(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> dict[str, TaskState]:
-    """Every job's state (see :func:`job_state`)."""
-    by_job: dict[str, Counter[str]] = {job.name: Counter() for job in jobs}
-    for task in tasks:
-        by_job[task.job][task.state] += 1
-    return {name: _state_of_counts(counts) for name, counts in by_job.items()}
+    def job_states(self) -> dict[str, TaskState]:
+        """Every job's state (see :func:`job_state`)."""
+        return {name: _state_of_counts(counts) for name, counts in self.counts.items()}
+
+    def started(self) -> set[str]:
+        """The jobs one of whose tasks runs or has run, and the services that are READY."""
+        found = {name for name, counts in self.counts.items() if name not in self.service_names
+                 and any(counts[state] for state in STARTED_STATES)}
+        found.update(name for name, tasks in self.services.items() if any(
+            task.state == TaskState.RUNNING and task.readiness == Readiness.READY
+            for task in tasks))
+        return found
+
+    def ended(self) -> bool:
+        """Whether every task is final."""
+        return not any(counts[state] for counts in self.counts.values()
+                       for state in NOT_FINAL_TASK_STATES)
 
 
 def _blocked(job: JobNode, states: Mapping[str, TaskState], started: set[str],
@@ -181,8 +228,7 @@ def _blocked(job: JobNode, states: Mapping[str, TaskState], started: set[str],
 
 
 def next_step(
-    jobs: Sequence[JobNode],
-    tasks: Collection[TaskLike],
+    tally: TaskTally,
     ready_volumes: frozenset[str],
     stop_reason: str | None = None,
 ) -> Step:
@@ -198,27 +244,26 @@ def next_step(
     it runs after ended without running).
     """
     if stop_reason is not None:
-        return Step(not_run={t.key: stop_reason for t in tasks if t.state in PENDING_TASK_STATES})
-    services = frozenset(node.name for node in jobs if node.service)
-    tallies = _tally(jobs, tasks, services)
-    states = {name: _state_of_counts(tally.counts) for name, tally in tallies.items()}
-    started = {name for name, tally in tallies.items() if tally.started}
+        return Step(not_run=dict.fromkeys(tally.pending, stop_reason))
+    jobs = tally.jobs
+    states = tally.job_states()
+    started = tally.started()
     stop: dict[str, str] = {}
     queue: list[str] = []
     not_run: dict[str, str] = {}
     for job in jobs:
         unneeded = _unneeded(job, jobs, states) if job.service else None
         if unneeded is not None:
-            for task in tallies[job.name].services:
+            for task in tally.services[job.name]:
                 if task.state in PENDING_TASK_STATES:
                     not_run[task.key] = f"not needed: {unneeded}"
                 elif task.state in IN_FLIGHT_TASK_STATES:
                     stop[task.key] = f"stopped: {unneeded}"
             continue
-        waiting = tallies[job.name].waiting
+        waiting = tally.waiting[job.name]
         if not waiting:
             continue
-        blocked, reason = _blocked(job, states, started, services)
+        blocked, reason = _blocked(job, states, started, tally.service_names)
         if reason is not None:
             not_run.update(dict.fromkeys(waiting, reason))
             continue
@@ -228,10 +273,10 @@ def next_step(
             continue
         room = len(waiting)
         if job.concurrency is not None:
-            counts = tallies[job.name].counts
+            counts = tally.counts[job.name]
             in_flight = sum(counts[state] for state in IN_FLIGHT_TASK_STATES)
             room = max(job.concurrency - in_flight, 0)
-        queue += waiting[:room]
+        queue += itertools.islice(waiting, room)
     return Step(queue=tuple(queue), not_run=not_run, stop=stop)
 
 
@@ -258,19 +303,18 @@ def _unneeded(service: JobNode, nodes: Sequence[JobNode], states: Mapping[str, T
     return None
 
 
-def workflow_outcome(jobs: Sequence[JobNode], tasks: Collection[TaskLike]
-                     ) -> WorkflowState | None:
+def workflow_outcome(tally: TaskTally) -> WorkflowState | None:
     """SUCCEEDED, FAILED or CANCELED once every task is final; None before.
 
     A cancelled task makes the workflow CANCELED unless a task failed; a task that
     did not run (its requirement failed) makes it FAILED. Services count only when
     one failed (FAILED); a workflow of services only ends CANCELED (it is stopped).
     """
-    if any(task.state not in TERMINAL_TASK_STATES for task in tasks):
+    if not tally.ended():
         return None
-    by_name = job_states(jobs, tasks)
-    states = {by_name[node.name] for node in jobs if not node.service}
-    services = {by_name[node.name] for node in jobs if node.service}
+    by_name = tally.job_states()
+    states = {by_name[node.name] for node in tally.jobs if not node.service}
+    services = {by_name[node.name] for node in tally.jobs if node.service}
     if TaskState.FAILED in states | services or TaskState.NOT_RUN in states:
         return WorkflowState.FAILED
     if TaskState.CANCELED in states or (not states and TaskState.CANCELED in services):
@@ -278,7 +322,7 @@ def workflow_outcome(jobs: Sequence[JobNode], tasks: Collection[TaskLike]
     return WorkflowState.SUCCEEDED
 
 
-def first_failure(jobs: Sequence[JobNode], tasks: Collection[TaskLike]) -> str | None:
-    """The first job or service (in ``jobs`` order) that failed, if any."""
-    states = job_states(jobs, tasks)
-    return next((job.name for job in jobs if states[job.name] == TaskState.FAILED), None)
+def first_failure(tally: TaskTally) -> str | None:
+    """The first job or service (in the graph's order) that failed, if any."""
+    states = tally.job_states()
+    return next((job.name for job in tally.jobs if states[job.name] == TaskState.FAILED), None)

@@ -204,8 +204,7 @@ class LifecycleSteps(SchedulingSteps):
             if move.direction == "ingress" and move.state == TransferState.PENDING:
                 self._start_transfer(workflow, move)
         stop_reason = self._stop_reason(workflow)
-        step = dag.next_step(workflow.graph, workflow.task_views(), workflow.ready_volumes(),
-                             stop_reason)
+        step = dag.next_step(workflow.tally, workflow.ready_volumes(), stop_reason)
         changed: list[TaskRecord] = []
         for key in step.queue:
             task = workflow.tasks[key]
@@ -229,7 +228,7 @@ class LifecycleSteps(SchedulingSteps):
             stops.update((t.key, stop_reason) for t in workflow.tasks.values()
                          if t.state == TaskState.RUNNING)
         self._stop_tasks(workflow, stops)
-        outcome = dag.workflow_outcome(workflow.graph, workflow.task_views())
+        outcome = dag.workflow_outcome(workflow.tally)
         if outcome is not None:
             self._conclude(workflow, outcome, stop_reason)
 
@@ -308,7 +307,7 @@ class LifecycleSteps(SchedulingSteps):
         self._finish(workflow, state, error)
 
     def _failure_message(self, workflow: ActiveWorkflow) -> str:
-        job = dag.first_failure(workflow.graph, workflow.task_views())
+        job = dag.first_failure(workflow.tally)
         if job is None:
             return ""
         task = next(t for t in workflow.tasks.values()

@@ -17,6 +17,7 @@ from fuzz.orchestrate.secrets import SecretError
 from fuzz.orchestrate.states import TaskState
 from fuzz.orchestrate.store import DiskFullError
 from fuzz.orchestrate.workflows.agentcalls import CallsStoppedError
+from fuzz.orchestrate.workflows.base import ROUND_SIZE, ROUND_SIZE_MAX
 from fuzz.orchestrate.workflows.reports import ReportSteps
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.transfers import TransferSteps
@@ -25,7 +26,6 @@ from fuzz.scheduler.placement import PendingTask, place
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_PER_ROUND = 64  # the head of the queue: more could not start at once anyway
 
 
 class SchedulingSteps(ReportSteps, TransferSteps):
@@ -64,21 +64,20 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         queued: list[tuple[ActiveWorkflow, TaskRecord]] = []
         in_transfer = self._persistent_volumes_in_transfer()
         for workflow in sorted(self._active.values(), key=lambda w: w.record.created):
-            for task in workflow.unsettled():  # in seq order
-                if task.state != TaskState.QUEUED:
-                    continue
+            for task in workflow.queued():  # in seq order
                 if self._not_before.get((workflow.record.id, task.key), 0.0) > now:
                     continue
                 if self._held_by_transfer(workflow, task, in_transfer):
                     continue
                 queued.append((workflow, task))
-                if len(queued) == MAX_PENDING_PER_ROUND:
+                if len(queued) == self._round_size:
                     break
-            if len(queued) == MAX_PENDING_PER_ROUND:
+            if len(queued) == self._round_size:
                 break
         self._unplaced = {}
         if not queued:
             return
+        full = len(queued) == self._round_size
         by_key = {f"{w.record.id}/{t.key}": (w, t) for w, t in queued}
         pending = [
             PendingTask(
@@ -91,6 +90,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             for n, (w, t) in enumerate(queued)
         ]
         placement = place(pending, self._nodes.views(self.used_resources()))
+        self._round_size = _next_round_size(self._round_size, full, bool(placement.waiting))
         changed: list[TaskRecord] = []
         placed: list[tuple[ActiveWorkflow, TaskRecord]] = []
         for assignment in placement.assigned:
@@ -161,3 +161,19 @@ class SchedulingSteps(ReportSteps, TransferSteps):
 def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:
     multinode = workflow.fuzzfile.container(task.job).multinode
     return multinode.nodes if multinode is not None else 1
+
+
+def _next_round_size(size: int, full: bool, waited: bool) -> int:
+    """How many queued tasks the next round looks at, after one of ``size`` that looked at
+    as many as it could (``full``) and left some waiting (``waited``) or not.
+
+    A round's work on the nodes (their views, the placement index) is the same for one
+    task or hundreds: while the queue is deep and every task it looks at is placed, the
+    next round looks at twice as many (up to :data:`ROUND_SIZE_MAX`); once one waits
+    (the cluster is full) it is back to :data:`ROUND_SIZE`.
+    """
+    if waited:
+        return ROUND_SIZE
+    if full:
+        return min(size * 2, ROUND_SIZE_MAX)
+    return size

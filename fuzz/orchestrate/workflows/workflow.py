@@ -9,7 +9,7 @@ that sequences them.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +22,8 @@ from fuzz.orchestrate.records import (
     WorkflowRecord,
 )
 from fuzz.orchestrate.secrets import account_owner
-from fuzz.orchestrate.states import TERMINAL_TASK_STATES, TaskState, VolumeState
-from fuzz.orchestrate.workflows.dag import JobNode, TaskLike
+from fuzz.orchestrate.states import TaskState, VolumeState
+from fuzz.orchestrate.workflows.dag import JobNode, TaskTally
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.multinode import multinode_environment
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
@@ -72,30 +72,20 @@ class ActiveWorkflow:
     max_concurrency: int = FUZZBALL_MAX_CONCURRENCY  # for task arrays that name none
     account_ids: JobIds | None = None  # the account's it runs in: its persistent volumes'
     stopping: dict[str, str] = field(default_factory=dict)  # tasks fuzz asked to stop, why
-    # The first ``settled`` tasks (in seq order) were final when last looked at: the
-    # scheduler's search for queued tasks starts after them (see :meth:`unsettled`).
-    settled: int = 0
-    _order: list[TaskRecord] = field(init=False, repr=False)
-    _position: dict[str, int] = field(init=False, repr=False)
+    # Its tasks counted by job and state, and its queue, kept as they are written
+    # (see tallying.py).
+    tally: TaskTally = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        """Derive the job graph from the Fuzzfile, and the tasks' order."""
+        """Derive the job graph from the Fuzzfile, and its tasks' tally."""
         self.graph = job_graph(self.fuzzfile, self.max_concurrency)
-        self._order = list(self.tasks.values())
-        self._position = {key: n for n, key in enumerate(self.tasks)}
+        self.tally = TaskTally(self.graph, self.tasks.values())
 
-    def unsettled(self) -> Iterator[TaskRecord]:
-        """The tasks in seq order from the first one not final: a round looks for the
-        queued ones at the head of a task array of thousands, most of them ended."""
-        order = self._order
-        while self.settled < len(order) and order[self.settled].state in TERMINAL_TASK_STATES:
-            self.settled += 1
-        return (order[n] for n in range(self.settled, len(order)))
-
-    def unsettle(self, key: str) -> None:
-        """Task ``key`` may leave its final state (an attempt reported on it): search
-        from it again."""
-        self.settled = min(self.settled, self._position.get(key, 0))
+    def queued(self) -> Iterator[TaskRecord]:
+        """The queued tasks in seq order: a round looks for them at the head of the queue,
+        not among the thousands of a task array that are running or have ended."""
+        tasks = self.tasks
+        return (tasks[key] for key in self.tally.queued())
 
     @property
     def job_ids(self) -> JobIds:
@@ -116,10 +106,6 @@ class ActiveWorkflow:
         if scope == "account":
             return account_owner(self.record.account)
         return self.record.owner
-
-    def task_views(self) -> Collection[TaskLike]:
-        """The tasks as the DAG module sees them (the records themselves, not copies)."""
-        return self.tasks.values()
 
     def ready_volumes(self) -> frozenset[str]:
         """Names of the volumes whose ingress is done."""
