@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from fuzz.orchestrate.endpoints.direct import (
 )
 from fuzz.orchestrate.endpoints.proxy import Route
 from fuzz.rpc.direct import client_context
-from fuzz.substrate.rpc.direct import DirectListener, Grant, TicketBook
+from fuzz.substrate.rpc.direct import DirectListener, TicketBook
 from fuzz.substrate.runtime.execproc import ExecProcess, ExecSpec
 from fuzz.testing.web import serve_handler
 from tests.support.gatewaytest import (
@@ -40,6 +39,7 @@ from tests.support.gatewaytest import (
     assert_big_downloads_whole,
     assert_unlistened_port_is_502,
     assert_upload_and_websocket_whole,
+    loopback_connector,
     running_gateway,
 )
 from tests.support.nodecerts import write_node_certificate
@@ -87,14 +87,7 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
     ca_pem = write_node_certificate(tmp_path, NODE)
     book = TicketBook()
     opened: list[tuple[str, int]] = []
-
-    def connect(grant: Grant) -> socket.socket:
-        opened.append((grant.container_id, grant.port))
-        try:
-            return socket.create_connection(("127.0.0.1", grant.port))
-        except OSError as exc:
-            raise FuzzError(f"cannot connect to port {grant.port}: {exc.strerror}") from None
-
+    connect = loopback_connector(opened)
     listener = DirectListener("127.0.0.1", str(tmp_path / "cert.pem"),
                               str(tmp_path / "key.pem"), book, connect, _no_exec)
     listener.start()

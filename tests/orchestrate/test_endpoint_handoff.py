@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from fuzz.errors import FuzzError
 from fuzz.orchestrate.endpoints.direct import DirectRefusedError, IdleTunnels
 from fuzz.orchestrate.endpoints.handoff import HandedOffConnection
 from fuzz.orchestrate.endpoints.proxy import (
     EndpointUnavailableError,
     Route,
 )
-from fuzz.substrate.rpc.direct import Grant, TicketBook
+from fuzz.substrate.rpc.direct import TicketBook
 from fuzz.substrate.rpc.handoff import HandoffListener
 from fuzz.testing.oci import free_port
 from fuzz.testing.web import serve_handler
@@ -37,6 +35,7 @@ from tests.support.gatewaytest import (
     assert_big_downloads_whole,
     assert_unlistened_port_is_502,
     assert_upload_and_websocket_whole,
+    loopback_connector,
     running_gateway,
 )
 
@@ -61,14 +60,7 @@ class Agent:
 def agent() -> Iterator[Agent]:
     book = TicketBook()
     opened: list[tuple[str, int]] = []
-
-    def connect(grant: Grant) -> socket.socket:
-        opened.append((grant.container_id, grant.port))
-        try:
-            return socket.create_connection(("127.0.0.1", grant.port))
-        except OSError as exc:
-            raise FuzzError(f"cannot connect to port {grant.port}: {exc.strerror}") from None
-
+    connect = loopback_connector(opened)
     direct_port = free_port()  # names the hand-off, as the agent's direct port does
     listener = HandoffListener(direct_port, book, connect)
     listener.start()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from fuzz.crypto import pki
+from fuzz.errors import FuzzError
 from fuzz.orchestrate.endpoints.gateway import Gateway, GatewayTls
 from fuzz.orchestrate.endpoints.proxy import EndpointNotFoundError, GatewayParts, Resolver, Route
 from fuzz.orchestrate.endpoints.sessions import SignIns
@@ -22,6 +23,7 @@ from fuzz.orchestrate.iam.audit import AuditLog
 from fuzz.orchestrate.iam.directory import IamDirectory
 from fuzz.orchestrate.store import Store
 from fuzz.spec.endpoint_urls import EndpointAddress
+from fuzz.substrate.rpc.direct import Grant
 from fuzz.testing.web import serve_handler
 from tests.support.endpoints import Browser, ca_context, websocket_echo, websocket_echo_server
 
@@ -112,6 +114,19 @@ def running_gateway(tmp_path: Path, services_for: Callable[[dict[str, int]], Ser
             gateway.stop()
             services.close()
             audit.close()
+
+
+def loopback_connector(opened: list[tuple[str, int]]) -> Callable[[Grant], socket.socket]:
+    """The agent's port opener for the tests: a grant's port on 127.0.0.1 (its container
+    standing for the job's namespace), each (container, port) asked for noted in ``opened``."""
+    def connect(grant: Grant) -> socket.socket:
+        opened.append((grant.container_id, grant.port))
+        try:
+            return socket.create_connection(("127.0.0.1", grant.port))
+        except OSError as exc:
+            raise FuzzError(f"cannot connect to port {grant.port}: {exc.strerror}") from None
+
+    return connect
 
 
 def endpoint_path(endpoint: str, rest: str) -> str:
