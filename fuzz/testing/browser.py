@@ -136,18 +136,44 @@ class Browser:
         """
         visible = expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, css))
         for _ in range(reloads + 1):
-            seen = len(self.read_console())
-
-            def shown_or_aborted(driver: webdriver.Chrome, seen: int = seen) -> object:
-                return visible(driver) or any(
-                    NETWORK_CHANGED in message for message in self.read_console()[seen:])
-
-            found = self.until(shown_or_aborted, f"the page with {css!r}", timeout)
+            found = self._unless_aborted(visible, f"the page with {css!r}", timeout)
             if isinstance(found, WebElement):
                 return found
             self.driver.refresh()
         raise BrowserWaitError(f"the page with {css!r}: a network change aborted its loading "
                                f"{reloads + 1} times on {self.driver.current_url}")
+
+    def text_after(self, action: Callable[[], None], css: str, expected: str,
+                   timeout: float | None = None, retries: int = RELOADS) -> WebElement:
+        """Do ``action`` (an input the page answers by a request) and return the first
+        element matching ``css`` once its text contains ``expected``; the action is done
+        again (up to ``retries`` times) when a network change aborted a request meanwhile
+        (see :meth:`loaded`)."""
+        present = expected_conditions.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, css), expected)
+        what = f"{expected!r} in {css!r}"
+        for _ in range(retries + 1):
+            seen = len(self.read_console())
+            action()
+            if self._unless_aborted(present, what, timeout, seen) is not None:
+                return self.element(css)
+        raise BrowserWaitError(f"{what}: a network change aborted the page's request "
+                               f"{retries + 1} times on {self.driver.current_url}")
+
+    def _unless_aborted(self, condition: Callable[[webdriver.Chrome], object], what: str,
+                        timeout: float | None, seen: int | None = None) -> object | None:
+        """What ``condition`` returns once truthy, or None once the console (past its
+        first ``seen`` messages; None: as it is now) says a network change aborted a
+        request."""
+        start = len(self.read_console()) if seen is None else seen
+
+        def met_or_aborted(driver: webdriver.Chrome) -> object:
+            return condition(driver) or any(
+                NETWORK_CHANGED in message for message in self.read_console()[start:])
+
+        found = self.until(met_or_aborted, what, timeout)
+        met = condition(self.driver) if found is True else found
+        return met or None
 
     def clickable(self, css: str, timeout: float | None = None) -> WebElement:
         """The first element matching ``css`` once it can be clicked."""

@@ -170,8 +170,8 @@ def _sign_in(browser: Browser, site: Site, user: str) -> None:
 def _editor_start(browser: Browser, site: Site, name: str, text: str) -> None:
     for _ in range(5):
         open_page(browser, site.url + "editor")
-        _type_fuzzfile(browser, text)
-        browser.text("#problems", "The Fuzzfile is valid.")
+        browser.text_after(lambda: _type_fuzzfile(browser, text),
+                           "#problems", "The Fuzzfile is valid.")
         browser.element("#name").send_keys(name)
         submit(browser, "#start")
         if not dropped(browser):
@@ -307,11 +307,12 @@ def test_the_sweep_launched_from_its_form_succeeds_live(site: Site, browser: Bro
 
 def test_the_editor_shows_a_typo_at_its_line(site: Site, browser: Browser) -> None:
     open_page(browser, site.url + "editor")
-    _type_fuzzfile(browser, TYPO.format(image=site.image))
-    problem = browser.text("#problems", "Fuzzfile:5:").text
+    typo = TYPO.format(image=site.image)
+    problem = browser.text_after(lambda: _type_fuzzfile(browser, typo),
+                                 "#problems", "Fuzzfile:5:").text
     assert "scirpt" in problem, problem
-    _type_fuzzfile(browser, TYPO.format(image=site.image).replace("scirpt", "script"))
-    browser.text("#problems", "The Fuzzfile is valid.")
+    browser.text_after(lambda: _type_fuzzfile(browser, typo.replace("scirpt", "script")),
+                       "#problems", "The Fuzzfile is valid.")
 
 
 def test_a_jobs_log_is_followed_live(site: Site, browser: Browser) -> None:
