@@ -23,8 +23,9 @@ chunk, and writes as large as the buffer. It is hand-written because the standar
 library has no such pump (``socket.sendfile`` is one way and cannot read TLS), and one
 thread is needed: an OpenSSL connection must not be read and written at once from two.
 Its loop does as little as it can per wake-up (a 64-byte round trip wakes it twice): each
-direction's wait is one of four tuples made once, and the poll set is rebuilt only when a
-wait changed.
+direction's wait is one of four tuples made once, the poll set is rebuilt only when a
+wait changed, and the TLS side is read and written through its OpenSSL connection
+(:func:`_openssl`), not ``ssl.SSLSocket``'s Python wrappers.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import select
 import socket
 import ssl
 import struct
+from collections.abc import Callable
+from typing import Protocol, cast
 
 TICKET_BYTES = 32
 ACCEPTED = 0
@@ -47,6 +50,32 @@ _WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
 _EVENTS = (_READABLE, _WRITABLE)
 _HEADER = struct.Struct("!I")  # a chunk's length; 0 ends the direction
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class _OpenSsl(Protocol):
+    """What the pump calls on a TLS connection: ``ssl.SSLSocket``'s own methods of these
+    names, or its OpenSSL connection's (the same calls, without the Python wrappers)."""
+
+    def read(self, size: int, buffer: memoryview, /) -> int:
+        """Up to ``size`` decrypted bytes into ``buffer``; SSLWantReadError when none."""
+
+    def write(self, data: memoryview, /) -> int:
+        """Seal and send up to all of ``data``; SSLWantWriteError when it cannot now."""
+
+    def pending(self) -> int:
+        """Decrypted bytes already read from the socket and not yet taken."""
+
+
+def _openssl(tls: ssl.SSLSocket) -> _OpenSsl:
+    """The OpenSSL connection under ``tls`` (CPython's ``_ssl._SSLSocket``), whose read,
+    write and pending are what ``ssl.SSLSocket``'s call one to three Python frames down
+    (``recv_into`` also makes a memoryview each time): reading it directly saves a few
+    microseconds per wake-up, which is most of what the pump adds to a round trip
+    (bench/pf_pump.py). Where there is none (another Python), ``tls`` itself, whose
+    methods of the same names behave alike but for a TCP end without TLS's close: the
+    wrapper reads 0 bytes, the connection raises ssl.SSLEOFError (an OSError either way
+    to :func:`pump`'s callers)."""
+    return cast(_OpenSsl, getattr(tls, "_sslobj", None) or tls)
 
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:
@@ -69,8 +98,10 @@ def client_context(ca_pem: bytes) -> ssl.SSLContext:
 class _Direction:
     """One way of a pumped connection: what was read and not yet written."""
 
-    def __init__(self, source: socket.socket, sink: socket.socket, size: int) -> None:
+    def __init__(self, source: socket.socket, sink: socket.socket,
+                 send: Callable[[memoryview], int], size: int) -> None:
         self.source, self.sink = source, sink
+        self.send = send  # the sink's: plain ``send``, or the TLS connection's ``write``
         self.buffer = bytearray(size)
         self.view = memoryview(self.buffer)
         self.start = self.end = 0
@@ -89,7 +120,7 @@ class _Direction:
         while not self.done:
             if self.start < self.end:
                 try:
-                    self.start += self.sink.send(self.view[self.start:self.end])
+                    self.start += self.send(self.view[self.start:self.end])
                 except _WOULD_BLOCK as exc:
                     self.waits = self.sink_waits[_events(exc, _WRITABLE)]
                     return
@@ -123,6 +154,9 @@ class _Sealing(_Direction):
     """Plain -> TLS: each read goes out as one chunk, ``[length][bytes]`` in one write;
     the plain side's end as an empty chunk."""
 
+    def __init__(self, source: socket.socket, sink: ssl.SSLSocket, size: int) -> None:
+        super().__init__(source, sink, _openssl(sink).write, size)
+
     def fill(self) -> bool:
         room = self.view[_HEADER.size:]
         try:
@@ -142,8 +176,8 @@ class _Opening(_Direction):
     full or nothing more is there), headers into a small one; the empty chunk ends it."""
 
     def __init__(self, source: ssl.SSLSocket, sink: socket.socket, size: int) -> None:
-        super().__init__(source, sink, size)
-        self.tls = source
+        super().__init__(source, sink, sink.send, size)
+        self.tls = _openssl(source)
         self.header = bytearray(_HEADER.size)
         self.header_view = memoryview(self.header)
         self.header_got = 0
@@ -156,7 +190,7 @@ class _Opening(_Direction):
             into = (self.header_view[self.header_got:] if reading_header
                     else self.view[self.end:self.end + min(self.chunk_left, size - self.end)])
             try:
-                count = self.source.recv_into(into)
+                count = self.tls.read(len(into), into)
             except _WOULD_BLOCK as exc:
                 return True if self.end else self.blocked_on_read(exc)
             if count == 0:
