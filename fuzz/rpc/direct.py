@@ -116,20 +116,21 @@ class _Direction:
 
     def step(self) -> None:
         """Write what is pending and read more, until blocked (``waits``) or done."""
-        self.waits = None
-        while not self.done:
+        while True:
             if self.start < self.end:
                 try:
                     self.start += self.send(self.view[self.start:self.end])
                 except _WOULD_BLOCK as exc:
                     self.waits = self.sink_waits[_events(exc, _WRITABLE)]
                     return
-                continue
+                if self.start < self.end:
+                    continue
+            self.start = self.end = 0
             if self.ended:
                 self.finish()
                 self.done = True
+                self.waits = None
                 return
-            self.start = self.end = 0
             if self.drained:  # a read now would only say so: let poll tell when
                 self.drained = False
                 self.waits = self.source_waits[_READABLE]
@@ -156,18 +157,19 @@ class _Sealing(_Direction):
 
     def __init__(self, source: socket.socket, sink: ssl.SSLSocket, size: int) -> None:
         super().__init__(source, sink, _openssl(sink).write, size)
+        self.room = self.view[_HEADER.size:]  # a chunk's bytes go behind its length
+        self.room_bytes = len(self.room)
 
     def fill(self) -> bool:
-        room = self.view[_HEADER.size:]
         try:
-            count = self.source.recv_into(room)
+            count = self.source.recv_into(self.room)
         except _WOULD_BLOCK as exc:
             return self.blocked_on_read(exc)
         _HEADER.pack_into(self.buffer, 0, count)
         self.end = _HEADER.size + count
         self.moved += count
         self.ended = count == 0
-        self.drained = count < len(room)  # a stream socket's short read emptied it
+        self.drained = count < self.room_bytes  # a stream socket's short read emptied it
         return True
 
 
