@@ -32,6 +32,9 @@ NODES = ("pool.cpu.node[0]", "pool.cpu.node[1]", "pool.cpu.node[2]")
 
 FAKE_MPIRUN = b"""#!/bin/sh
 # A stand-in for Open MPI's mpirun: --host H:S,... -np N [--bind-to X] PROGRAM ARGS...
+# Its own host's slots are ranks it starts itself (behind $OMPI_MCA_orte_fork_agent
+# when set, with OMPI_COMM_WORLD_RANK, as Open MPI 4 does), another host's through
+# the remote start.
 while [ $# -gt 0 ]; do
   case "$1" in
     --host) hosts=$2; shift 2;;
@@ -40,14 +43,20 @@ while [ $# -gt 0 ]; do
   esac
 done
 pids=""
+rank=0
 for entry in $(echo "$hosts" | tr , ' '); do
   host=${entry%%:*}
   if [ "$host" = "$(hostname)" ]; then
-    "$@" &
+    for slot in $(seq 1 ${entry##*:}); do
+      OMPI_COMM_WORLD_RANK=$rank $OMPI_MCA_orte_fork_agent "$@" </dev/null &
+      pids="$pids $!"
+      rank=$((rank + 1))
+    done
   else
     "$OMPI_MCA_plm_rsh_agent" "$host" "$@" </dev/null &
+    pids="$pids $!"
+    rank=$((rank + 1))
   fi
-  pids="$pids $!"
 done
 status=0
 for pid in $pids; do wait $pid || status=$?; done

@@ -35,7 +35,8 @@
  * listens on rank 0's loopback only, and which ORTE gives no way to open wider) to
  * ADDRESS:PORT, where the --rank side listens on rank 0's job address and carries
  * them on to that loopback port. The rank's PMIX_SERVER_URI* point at the --rank-here
- * side's own loopback port.
+ * side's own loopback port. (No PMIX_SERVER_URI* in the rank's environment: PORT 0,
+ * nothing carried.)
  *
  * Hand-written in C, statically linked: it runs inside the job's image, whose libc
  * (if any) and tools are unknown, so it cannot be a script or a Python program, and
@@ -325,12 +326,14 @@ static int start_rank(const char *self, char **command) {
     const char *uri = NULL;
     for (char **entry = environ; *entry && !uri; entry++)
         if (strncmp(*entry, PMIX_URI, strlen(PMIX_URI)) == 0) uri = strrchr(*entry, ':');
-    if (!uri) fail("no PMIx server in the rank's environment (PMIX_SERVER_URI*)");
-    struct forward forward = {.upstream = {.sin_family = AF_INET,
-                                           .sin_port = htons((uint16_t)atoi(uri + 1)),
-                                           .sin_addr = {htonl(INADDR_LOOPBACK)}}};
-    uint16_t port;
-    forward.listener = listen_on(own, &port);
+    struct forward forward = {.listener = -1};
+    uint16_t port = 0; /* 0: no PMIx server to carry connections to */
+    if (uri) {
+        forward.upstream = (struct sockaddr_in){.sin_family = AF_INET,
+                                                .sin_port = htons((uint16_t)atoi(uri + 1)),
+                                                .sin_addr = {htonl(INADDR_LOOPBACK)}};
+        forward.listener = listen_on(own, &port);
+    }
     char port_text[8], cwd[4096], count_text[16];
     snprintf(port_text, sizeof port_text, "%u", port);
     if (!getcwd(cwd, sizeof cwd)) fail("cannot tell the rank's working directory");
@@ -365,18 +368,19 @@ static int run_rank_here(int argc, char **argv) {
     if (argc < 5) fail("usage: fuzz-launch --rank-here ADDRESS PORT CWD COUNT ENV... PROGRAM");
     int count = atoi(argv[3]);
     if (count < 0 || argc < 5 + count) fail("--rank-here: fewer words than COUNT says");
-    struct forward forward = {.upstream = {.sin_family = AF_INET,
+    struct forward forward = {.listener = -1,
+                              .upstream = {.sin_family = AF_INET,
                                            .sin_port = htons((uint16_t)atoi(argv[1]))}};
     if (inet_pton(AF_INET, argv[0], &forward.upstream.sin_addr) != 1)
         fail("--rank-here: not an IPv4 address");
-    uint16_t port;
-    forward.listener = listen_on("127.0.0.1", &port);
+    uint16_t port = 0;
+    if (forward.upstream.sin_port) forward.listener = listen_on("127.0.0.1", &port);
     char **environment = calloc((size_t)count + 1, sizeof *environment);
     if (!environment) fail("out of memory");
     for (int i = 0; i < count; i++) {
         char *entry = argv[4 + i], *colon = strrchr(entry, ':');
         environment[i] = entry;
-        if (strncmp(entry, PMIX_URI, strlen(PMIX_URI)) != 0 || !colon) continue;
+        if (!port || strncmp(entry, PMIX_URI, strlen(PMIX_URI)) != 0 || !colon) continue;
         size_t kept = (size_t)(colon - entry) + 1;
         environment[i] = malloc(kept + 8);
         if (!environment[i]) fail("out of memory");
