@@ -108,10 +108,10 @@ def one_machine_environment(addresses: Sequence[str], slots: int) -> dict[str, s
     ``slots`` ranks each) are one host to ``mpirun`` (:func:`one_machine`).
 
     The helper is the fork agent in front of each rank: ``FUZZ_LAUNCH_RANK_HOSTS``
-    names each MPI rank's node (mpirun fills the slots in order: ranks 0 to slots-1
-    on rank 0's node, and so on); a rank of another node is started in that node's
-    container, its connections to mpirun's PMIx server (on rank 0's loopback)
-    carried by the helper. The PMIx server keeps its data in a hash table
+    (``host:slots,...``) names the MPI ranks' nodes (mpirun fills the slots in order:
+    ranks 0 to slots-1 on rank 0's node, and so on); a rank of another node is started
+    in that node's container, its connections to mpirun's PMIx server (on rank 0's
+    loopback) carried by the helper. The PMIx server keeps its data in a hash table
     (``gds=hash``) instead of a shared-memory store in rank 0's ``/tmp``, which the
     other containers cannot see.
     """
@@ -120,8 +120,7 @@ def one_machine_environment(addresses: Sequence[str], slots: int) -> dict[str, s
         "OMPI_MCA_orte_fork_agent": fork_agent,  # Open MPI 4 (orte)
         "PRTE_MCA_prte_fork_agent": fork_agent,  # Open MPI 5 (PRRTE)
         "PMIX_MCA_gds": "hash",
-        "FUZZ_LAUNCH_RANK_HOSTS": ",".join(
-            address for address in addresses for _ in range(slots)),
+        "FUZZ_LAUNCH_RANK_HOSTS": ",".join(f"{address}:{slots}" for address in addresses),
     }
 
 

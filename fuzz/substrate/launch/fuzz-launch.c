@@ -24,14 +24,15 @@
  * is Open MPI's orte_fork_agent when the job's nodes share one machine and mpirun
  * runs every rank itself, as ranks of one node (so that they talk through vader's
  * shared memory): mpirun forks it in front of each rank. FUZZ_LAUNCH_RANK_HOSTS names
- * each rank's node (rank 0's first, this container's): a rank of this node is PROGRAM
+ * the ranks' nodes (HOST:SLOTS,...: mpirun fills the slots in order; rank 0's first,
+ * this container's): a rank of this node is PROGRAM
  * itself (exec); another node's rank is started in that node's container, as a remote
  * start is, by
  *
  *     fuzz-launch --rank-here ADDRESS PORT CWD COUNT ENV... PROGRAM [ARGS...]
  *
- * which runs PROGRAM with the rank's environment (COUNT entries, as mpirun gave it)
- * in CWD, and carries the rank's connections to the PMIx server of mpirun (which
+ * which runs PROGRAM with the rank's environment (COUNT entries, as mpirun gave it;
+ * this container's own FUZZ_RANK and MULTINODE_NODE_IP) in CWD, and carries the rank's connections to the PMIx server of mpirun (which
  * listens on rank 0's loopback only, and which ORTE gives no way to open wider) to
  * ADDRESS:PORT, where the --rank side listens on rank 0's job address and carries
  * them on to that loopback port. The rank's PMIX_SERVER_URI* point at the --rank-here
@@ -271,17 +272,23 @@ static int relay(int agent, struct forward *forward) {
     }
 }
 
-/* The `index`th of FUZZ_LAUNCH_RANK_HOSTS's comma-separated hosts, into `out`. */
-static void rank_host(const char *table, long index, char *out, size_t size) {
-    for (; index > 0 && table; index--) {
+/* The host of rank `rank` in FUZZ_LAUNCH_RANK_HOSTS (HOST:SLOTS,...: the first SLOTS
+ * ranks on the first HOST, and so on), into `out`. */
+static void rank_host(const char *table, long rank, char *out, size_t size) {
+    for (;;) {
+        size_t length = strcspn(table, ":,");
+        if (table[length] != ':') fail("FUZZ_LAUNCH_RANK_HOSTS: not HOST:SLOTS,...");
+        long slots = strtol(table + length + 1, NULL, 10);
+        if (rank < slots) {
+            if (length == 0 || length >= size) fail("FUZZ_LAUNCH_RANK_HOSTS: a host too long");
+            memcpy(out, table, length);
+            out[length] = '\0';
+            return;
+        }
+        rank -= slots;
         table = strchr(table, ',');
-        if (table) table++;
+        if (!table++) fail("FUZZ_LAUNCH_RANK_HOSTS names fewer slots than the job has ranks");
     }
-    if (!table) fail("FUZZ_LAUNCH_RANK_HOSTS names fewer hosts than the job has ranks");
-    size_t length = strcspn(table, ",");
-    if (length == 0 || length >= size) fail("FUZZ_LAUNCH_RANK_HOSTS has an empty or long host");
-    memcpy(out, table, length);
-    out[length] = '\0';
 }
 
 /* `word` in single quotes for /bin/sh, and a space after it; returns the end. */
@@ -306,8 +313,22 @@ static size_t quoted_size(const char *word) {
     return size;
 }
 
-static int carried(const char *entry) {
-    return strncmp(entry, "HOSTNAME=", 9) != 0; /* the rank's container has its own */
+static int carried(const char *entry) { /* the rank's container has its own hostname */
+    return strncmp(entry, "HOSTNAME=", 9) != 0 && strncmp(entry, "FUZZ_LAUNCH_RANK_HOSTS=", 23);
+}
+
+/* The variables fuzz gives each rank's container its own value of. */
+static const char *const PER_RANK[] = {"FUZZ_RANK=", "MULTINODE_NODE_IP=", NULL};
+
+/* This container's own entry for `entry`'s variable if it is a per-rank one, else `entry`. */
+static char *own_value(char *entry) {
+    for (const char *const *name = PER_RANK; *name; name++) {
+        size_t length = strlen(*name);
+        if (strncmp(entry, *name, length) != 0) continue;
+        for (char **own = environ; *own; own++)
+            if (strncmp(*own, *name, length) == 0) return *own;
+    }
+    return entry;
 }
 
 /* --rank: mpirun's fork agent in front of each rank (see the top of this file). */
@@ -378,7 +399,7 @@ static int run_rank_here(int argc, char **argv) {
     char **environment = calloc((size_t)count + 1, sizeof *environment);
     if (!environment) fail("out of memory");
     for (int i = 0; i < count; i++) {
-        char *entry = argv[4 + i], *colon = strrchr(entry, ':');
+        char *entry = own_value(argv[4 + i]), *colon = strrchr(entry, ':');
         environment[i] = entry;
         if (!port || strncmp(entry, PMIX_URI, strlen(PMIX_URI)) != 0 || !colon) continue;
         size_t kept = (size_t)(colon - entry) + 1;
