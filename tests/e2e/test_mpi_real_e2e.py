@@ -169,7 +169,7 @@ def test_open_mpi_ranks_on_one_machine_talk_through_shared_memory_only(
 
 def test_open_mpi_ranks_on_one_machine_are_one_node_to_it_and_talk_through_vader(
         cluster: LocalCluster, openmpi_image: PushedImage) -> None:
-    # the three nodes are one machine (their agents report one fuzz.machine): mpirun is
+    # the three nodes are one machine (their agents report one fuzz.io/machine): mpirun is
     # given it as one host of all the slots and starts every rank as a rank of its own
     # node, the launch helper (its fork agent) putting each in its own node's container.
     # The BTLs forced to self and vader (shared memory between ranks of one node only),
