@@ -313,7 +313,9 @@ static size_t quoted_size(const char *word) {
     return size;
 }
 
-static int carried(const char *entry) { /* the rank's container has its own hostname */
+/* Whether a rank started elsewhere gets `entry`: not HOSTNAME (its container has its
+ * own), nor the rank table (only this side reads it; a large job's is long). */
+static int carried(const char *entry) {
     return strncmp(entry, "HOSTNAME=", 9) != 0 && strncmp(entry, "FUZZ_LAUNCH_RANK_HOSTS=", 23);
 }
 
