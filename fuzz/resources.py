@@ -27,6 +27,10 @@ from fuzz.units import format_bytes
 Affinity = Literal["CORE", "SOCKET", "NUMA", "NONE"]
 GPU_DEVICE = "nvidia.com/gpu"
 """The device kind of GPUs, in requests (``devices: {nvidia.com/gpu: 1}``) and capacities."""
+MACHINE_LABEL = "fuzz.io/machine"
+"""The node label an agent that shares its machine with other agents (``fuzz substrate
+--share-cpus-with``: the local provider's nodes) reports, the same for all of them: an MPI
+job whose nodes all carry one value runs as ranks of one node (workflows/mpi.py)."""
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,11 @@ def serve_command(
     keep_large_buffers_in_heap()  # it moves port-forward data
     configure_daemon_logging()
     parsed = parse_labels(labels)
+    if share_cpus_with is not None:  # its MPI jobs' ranks here may be one node to Open MPI
+        from fuzz.resources import MACHINE_LABEL
+        from fuzz.substrate.launch.sharedns import machine_id
+
+        parsed.setdefault(MACHINE_LABEL, machine_id(share_cpus_with))
     if (tls_cert is None) != (tls_key is None):
         raise click.ClickException("--tls-cert and --tls-key go together")
     _check_transport(tls_cert is not None, join_ca_file is not None, insecure,

@@ -32,6 +32,9 @@ NODES = ("pool.cpu.node[0]", "pool.cpu.node[1]", "pool.cpu.node[2]")
 
 FAKE_MPIRUN = b"""#!/bin/sh
 # A stand-in for Open MPI's mpirun: --host H:S,... -np N [--bind-to X] PROGRAM ARGS...
+# Its own host's slots are ranks it starts itself (behind $OMPI_MCA_orte_fork_agent
+# when set, with OMPI_COMM_WORLD_RANK, as Open MPI 4 does), another host's through
+# the remote start.
 while [ $# -gt 0 ]; do
   case "$1" in
     --host) hosts=$2; shift 2;;
@@ -40,14 +43,20 @@ while [ $# -gt 0 ]; do
   esac
 done
 pids=""
+rank=0
 for entry in $(echo "$hosts" | tr , ' '); do
   host=${entry%%:*}
   if [ "$host" = "$(hostname)" ]; then
-    "$@" &
+    for slot in $(seq 1 ${entry##*:}); do
+      OMPI_COMM_WORLD_RANK=$rank $OMPI_MCA_orte_fork_agent "$@" </dev/null &
+      pids="$pids $!"
+      rank=$((rank + 1))
+    done
   else
     "$OMPI_MCA_plm_rsh_agent" "$host" "$@" </dev/null &
+    pids="$pids $!"
+    rank=$((rank + 1))
   fi
-  pids="$pids $!"
 done
 status=0
 for pid in $pids; do wait $pid || status=$?; done
@@ -55,8 +64,8 @@ exit $status
 """
 
 HELLO = b"""#!/bin/sh
-# one rank: where it runs, as whom, and what it was given
-echo "hello from $(hostname) as $(id -u) with $*"
+# one rank: where it runs, as whom, its own rank's variables, and what it was given
+echo "hello from $(hostname) as $(id -u) rank $FUZZ_RANK at $MULTINODE_NODE_IP with $*"
 """
 
 PROBE = b"""#!/bin/sh
@@ -127,9 +136,13 @@ def test_an_mpi_job_is_one_program_launched_on_every_node_without_ssh(
     assert status["state"] == "SUCCEEDED", dump(status)
     assert sorted(tasks_by_key(status)["ring"]["nodes"]) == list(NODES)
     lines = [line for line in _log(cluster, "mpi-one", "ring").splitlines() if line]
-    hosts = sorted(re.fullmatch(r"hello from (\S+) as \d+ with a b", line).group(1)  # type: ignore[union-attr]
-                   for line in lines)
-    assert len(hosts) == 3, lines  # one rank per node, all through the one launcher
+    said = [re.fullmatch(r"hello from (\S+) as \d+ rank (\d) at (\S+) with a b", line)
+            for line in lines]
+    assert len(said) == 3 and all(said), lines  # one rank per node, through the one launcher
+    hosts = sorted(match.group(1) for match in said if match)
+    # each rank has its own container's per-rank variables, not the launcher's
+    assert all(match.group(3) == match.group(1) for match in said if match), lines
+    assert sorted(match.group(2) for match in said if match) == ["0", "1", "2"], lines
     subnets = {ipaddress.ip_network(f"{host}/24", strict=False) for host in hosts}
     assert len(subnets) == 3, f"the ranks did not run on three nodes: {hosts}"
     uids = {line.split(" as ")[1].split()[0] for line in lines}

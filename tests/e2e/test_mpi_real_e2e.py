@@ -167,6 +167,31 @@ def test_open_mpi_ranks_on_one_machine_talk_through_shared_memory_only(
     assert [path.name for path in machine_directory(shared).iterdir()] == [".lock"]
 
 
+def test_open_mpi_ranks_on_one_machine_are_one_node_to_it_and_talk_through_vader(
+        cluster: LocalCluster, openmpi_image: PushedImage) -> None:
+    # the three nodes are one machine (their agents report one fuzz.io/machine): mpirun is
+    # given it as one host of all the slots and starts every rank as a rank of its own
+    # node, the launch helper (its fork agent) putting each in its own node's container.
+    # The BTLs forced to self and vader (shared memory between ranks of one node only),
+    # the job succeeds only if Open MPI sees the ranks as one node's and their
+    # containers share the memory.
+    body = f"""\
+    image: {{uri: {openmpi_image.reference}}}
+    command: [ranks]
+    env: ['OMPI_MCA_btl=self,vader', 'OMPI_MCA_btl_base_verbose=100']
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 256MiB}}}}
+    multinode: {{nodes: 3, implementation: openmpi}}
+    policy: {{timeout: {{execute: 4m}}}}
+"""
+    log = _run(cluster, "ompi-vader", body)
+    _check_ranks(log, 3)
+    errors = cluster.ok("workflow", "log", "ompi-vader", "mpi", "--stderr").out
+    assert len(re.findall(r"Using vader btl for send to \S+ on node", errors)) == 6, errors
+    assert "Using tcp btl" not in errors and "Using ofi btl" not in errors, errors
+    (shared,) = cluster.directory.glob(".fuzz/nodes/*")
+    assert [path.name for path in machine_directory(shared).iterdir()] == [".lock"]
+
+
 def test_mpich_ranks_on_one_machine_keep_tcp_out_of_their_busy_loop(
         cluster: LocalCluster, mpich_image: PushedImage) -> None:
     # with fuzz's UCX settings (tcp kept for peers on other machines) no protocol between

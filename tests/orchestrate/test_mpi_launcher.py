@@ -14,6 +14,8 @@ from fuzz.orchestrate.workflows.mpi import (
     launcher_command,
     launcher_environment,
     launcher_of,
+    one_machine,
+    one_machine_environment,
     remote_command,
 )
 
@@ -37,6 +39,25 @@ def test_open_mpi_gets_the_hosts_with_their_slots_and_the_helper_as_its_remote_s
                     "--bind-to", "none", "ranks", "--x")
     env = launcher_environment("openmpi")
     assert env["OMPI_MCA_plm_rsh_agent"] == env["PRTE_MCA_plm_ssh_agent"] == LAUNCH_HELPER
+
+
+def test_open_mpi_ranks_all_on_one_machine_are_one_host_of_every_slot() -> None:
+    assert one_machine("openmpi", ("m1", "m1", "m1"))
+    assert not one_machine("openmpi", ("m1", "m2", "m1"))  # two machines: a daemon each
+    assert not one_machine("openmpi", ("", ""))  # not known to share a machine
+    assert not one_machine("openmpi", ("m1",))  # one node: nothing to join
+    assert not one_machine("mpich", ("m1", "m1"))  # MPICH's UCX shares memory already
+    argv = launcher_command("openmpi", ["ranks"], ADDRESSES, 2, one_host=True)
+    assert argv == ("mpirun", "--host", "10.200.1.2:6", "-np", "6", "--bind-to", "none",
+                    "ranks")
+
+
+def test_one_host_ranks_are_started_in_their_nodes_containers_by_the_fork_agent() -> None:
+    env = one_machine_environment(ADDRESSES[:2], 2)
+    assert env["OMPI_MCA_orte_fork_agent"] == f"{LAUNCH_HELPER} --rank"
+    # mpirun fills the slots in order: ranks 0 and 1 on rank 0's node, 2 and 3 on the next
+    assert env["FUZZ_LAUNCH_RANK_HOSTS"] == "10.200.1.2:2,10.200.2.2:2"
+    assert env["PMIX_MCA_gds"] == "hash"  # no shared-memory store in rank 0's /tmp
 
 
 def test_mpich_gets_hydra_with_the_helper_as_its_launcher() -> None:

@@ -22,8 +22,10 @@ import fuzz
 from fuzz.api import substrate_pb2, substrate_pb2_grpc
 from fuzz.clients.agent import AgentAuthError, AgentClient, AgentUnreachableError
 from fuzz.errors import FuzzError
+from fuzz.resources import MACHINE_LABEL
 from fuzz.rpc.auth import check_authorization, read_token_file, shared_token
 from fuzz.rpc.server import endpoint_for
+from fuzz.substrate.launch.sharedns import machine_id
 from tests.support.threadsignal import a_thread_other_than_main, signal_thread, thread_name
 
 TOKEN = "s3cret-token-for-tests"
@@ -135,6 +137,24 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
 def _stub(endpoint: str) -> tuple[grpc.Channel, substrate_pb2_grpc.SubstrateStub]:
     channel = grpc.insecure_channel(endpoint, options=(("grpc.enable_http_proxy", 0),))
     return channel, substrate_pb2_grpc.SubstrateStub(channel)
+
+
+def test_agents_sharing_a_machine_report_it_as_one_label(tmp_path: Path) -> None:
+    # the local provider's agents share their CPUs (and their MPI jobs' namespaces):
+    # each reports the same machine, by which an Open MPI job's ranks are one node's
+    shared = tmp_path / "nodes"
+    shared.mkdir()
+    labels = []
+    for name in ("a", "b"):
+        started = _spawn(tmp_path / name, _token_file(tmp_path / f"secrets-{name}"),
+                         "--share-cpus-with", str(shared))
+        try:
+            _wait_ready(started)
+            with AgentClient(started.endpoint, TOKEN) as client:
+                labels.append(dict(client.inventory().labels))
+        finally:
+            _stop(started)
+    assert [each[MACHINE_LABEL] for each in labels] == [machine_id(shared)] * 2
 
 
 def test_inventory_over_grpc_with_the_token(agent: Agent) -> None:

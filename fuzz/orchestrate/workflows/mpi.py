@@ -9,6 +9,14 @@ bind-mount with the job's launch socket, :mod:`fuzz.substrate.launch`) stands in
 for ssh. What the helper asks reaches the orchestrator with the job's launch token
 (:class:`LaunchTokens`), which names this attempt's containers and nothing else.
 
+When every rank's node is on one machine (the local provider's nodes, whose agents
+report the same :data:`~fuzz.resources.MACHINE_LABEL`), Open MPI's ``mpirun`` is
+given that machine as one host of all the slots: it starts every rank itself, as
+ranks of one node, so that they talk through ``vader``'s shared memory (the job's
+containers there share ``/dev/shm`` and a PID namespace), and the helper, as
+``orte_fork_agent`` in front of each rank (``--rank``), starts each rank in its own
+node's container (:func:`one_machine_environment`).
+
 The command building is pure; the tokens are a small thread-safe table.
 """
 
@@ -46,16 +54,27 @@ def launcher_of(implementation: str) -> str:
     return LAUNCHERS.get(implementation, "")
 
 
+def one_machine(launcher: str, machines: Sequence[str]) -> bool:
+    """Whether an MPI job's ranks, on nodes of ``machines`` (each rank's node's machine,
+    "" unknown), are one host to ``launcher``: Open MPI's, all on one known machine."""
+    return (launcher == "openmpi" and len(machines) > 1 and machines[0] != ""
+            and all(machine == machines[0] for machine in machines))
+
+
 def launcher_command(launcher: str, argv: Sequence[str], addresses: Sequence[str],
-                     slots: int) -> tuple[str, ...]:
+                     slots: int, one_host: bool = False) -> tuple[str, ...]:
     """Rank 0's command: ``argv`` under ``launcher`` over the ranks at ``addresses``.
 
     ``slots`` processes run on each node. Rank 0's own address comes first, so the
     launcher starts its local share itself and the others through the helper.
-    No addresses: a job of one node, all of it local.
+    No addresses: a job of one node, all of it local. ``one_host`` (Open MPI, the
+    nodes on one machine: :func:`one_machine`): rank 0's address holds every slot,
+    and :func:`one_machine_environment` starts each rank in its own node's container.
     """
     total = str(slots * max(len(addresses), 1))
     hosts = ",".join(f"{address}:{slots}" for address in addresses)
+    if launcher == "openmpi" and one_host and addresses:
+        hosts = f"{addresses[0]}:{total}"
     if launcher == "openmpi":
         # the remote start is set in the environment (launcher_environment), which
         # Open MPI 4 (orte) and 5 (PRRTE) both read; --bind-to none: the lease's
@@ -81,6 +100,27 @@ def launcher_environment(launcher: str) -> dict[str, str]:
         # (Yama's ptrace_scope may refuse them): copy through shared memory instead
         "OMPI_MCA_btl_vader_single_copy_mechanism": "none",
         "OMPI_MCA_btl_sm_single_copy_mechanism": "none",
+    }
+
+
+def one_machine_environment(addresses: Sequence[str], slots: int) -> dict[str, str]:
+    """What rank 0's environment adds for Open MPI when its nodes (at ``addresses``,
+    ``slots`` ranks each) are one host to ``mpirun`` (:func:`one_machine`).
+
+    The helper is the fork agent in front of each rank: ``FUZZ_LAUNCH_RANK_HOSTS``
+    (``host:slots,...``) names the MPI ranks' nodes (mpirun fills the slots in order:
+    ranks 0 to slots-1 on rank 0's node, and so on); a rank of another node is started
+    in that node's container, its connections to mpirun's PMIx server (on rank 0's
+    loopback) carried by the helper. The PMIx server keeps its data in a hash table
+    (``gds=hash``) instead of a shared-memory store in rank 0's ``/tmp``, which the
+    other containers cannot see.
+    """
+    fork_agent = f"{LAUNCH_HELPER} --rank"
+    return {
+        "OMPI_MCA_orte_fork_agent": fork_agent,  # Open MPI 4 (orte)
+        "PRTE_MCA_prte_fork_agent": fork_agent,  # Open MPI 5 (PRRTE)
+        "PMIX_MCA_gds": "hash",
+        "FUZZ_LAUNCH_RANK_HOSTS": ",".join(f"{address}:{slots}" for address in addresses),
     }
 
 

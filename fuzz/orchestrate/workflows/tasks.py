@@ -52,6 +52,8 @@ from fuzz.orchestrate.workflows.mpi import (
     launcher_command,
     launcher_environment,
     launcher_of,
+    one_machine,
+    one_machine_environment,
 )
 from fuzz.orchestrate.workflows.multinode import (
     expand_multinode,
@@ -59,7 +61,7 @@ from fuzz.orchestrate.workflows.multinode import (
     rank_hosts,
 )
 from fuzz.orchestrate.workflows.probes import probe_once
-from fuzz.resources import ResourceRequest
+from fuzz.resources import MACHINE_LABEL, ResourceRequest
 from fuzz.spec.fuzzfile import ReadinessProbe
 from fuzz.units import format_bytes
 
@@ -100,6 +102,7 @@ class LaunchPlan:
     implementation: str = ""  # a multinode job's multinode.implementation
     slots: int = 0  # a multinode job's processes per node
     launch_token: str = ""  # an MPI job's launch token (fuzz.orchestrate.workflows.mpi)
+    machines: tuple[str, ...] = ()  # each rank's node's machine (MACHINE_LABEL; "": unknown)
 
     @property
     def launcher(self) -> str:
@@ -249,13 +252,20 @@ class TaskExecutor:
                     "runs jobs on the host network (network: host)"))
                 return
             if _gets_launch_socket(plan):
-                plan = replace(plan, launch_token=self.launch_tokens.issue(
-                    LaunchTarget(plan.nodes, plan.containers, plan.addresses)))
+                plan = replace(plan, machines=self._machines(plan.nodes),
+                               launch_token=self.launch_tokens.issue(
+                                   LaunchTarget(plan.nodes, plan.containers, plan.addresses)))
         try:
             self._start_and_supervise(plan)
         finally:
             if plan.launch_token:
                 self.launch_tokens.revoke(plan.launch_token)
+
+    def _machines(self, nodes: Sequence[str]) -> tuple[str, ...]:
+        """The machine each of ``nodes`` is on, as its agent reports it ("": unknown)."""
+        known = {record.name: record.labels.get(MACHINE_LABEL, "")
+                 for record in self._nodes.records()}
+        return tuple(known.get(node, "") for node in nodes)
 
     def _start_and_supervise(self, plan: LaunchPlan) -> None:
         """Pull and start every rank, then supervise them.
@@ -791,8 +801,13 @@ def _rank_command(plan: LaunchPlan, rank: int) -> tuple[tuple[str, ...], tuple[s
     if rank > 0:
         return WAIT_COMMAND, plan.env[rank]
     addresses = plan.addresses if plan.launch_token else ()
-    extra = tuple(f"{key}={value}" for key, value in launcher_environment(launcher).items())
-    return (launcher_command(launcher, argv, addresses, plan.slots or 1),
+    slots = plan.slots or 1
+    one_host = bool(addresses) and one_machine(launcher, plan.machines)
+    environment = launcher_environment(launcher)
+    if one_host:
+        environment.update(one_machine_environment(addresses, slots))
+    extra = tuple(f"{key}={value}" for key, value in environment.items())
+    return (launcher_command(launcher, argv, addresses, slots, one_host),
             (*plan.env[rank], *extra))
 
 

@@ -99,11 +99,18 @@ class SharedNamespacesError(FuzzError):
     """The job's namespaces could not be made."""
 
 
+def machine_id(shared: Path) -> str:
+    """The id of the agents that share the directory ``shared`` (``--share-cpus-with``):
+    the hash of its path. They report it as their :data:`~fuzz.resources.MACHINE_LABEL`
+    (their jobs' containers can share namespaces and ``/dev/shm``)."""
+    return hashlib.sha256(str(shared.absolute()).encode()).hexdigest()[:32]
+
+
 def machine_directory(shared: Path) -> Path:
     """Where the agents that share the directory ``shared`` (``--share-cpus-with``) keep
-    their jobs' namespaces: under :data:`RUN_DIR`, in a folder named by ``shared``'s hash
-    (not in ``shared``, whose folders are the local provider's nodes)."""
-    return RUN_DIR / hashlib.sha256(str(shared.absolute()).encode()).hexdigest()[:32]
+    their jobs' namespaces: under :data:`RUN_DIR`, in a folder named by
+    :func:`machine_id` (not in ``shared``, whose folders are the local provider's nodes)."""
+    return RUN_DIR / machine_id(shared)
 
 
 @dataclass(frozen=True)
