@@ -22,7 +22,7 @@ from fuzz.orchestrate.workflows.reports import ReportSteps
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.transfers import TransferSteps
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, container_id
-from fuzz.scheduler.placement import PendingTask, place
+from fuzz.scheduler.placement import PendingTask
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             )
             for n, (w, t) in enumerate(queued)
         ]
-        placement = place(pending, self._nodes.views(self.used_resources()))
+        self._update_rooms()
+        placement = self._rooms.place(pending)
         self._round_size = _next_round_size(self._round_size, full, bool(placement.waiting))
         changed: list[TaskRecord] = []
         placed: list[tuple[ActiveWorkflow, TaskRecord]] = []
@@ -112,6 +113,16 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             self._touch()
         for workflow, task in placed:
             self._dispatch(workflow, task)
+
+    def _update_rooms(self) -> None:
+        """Bring the kept rooms up to date: the nodes whose use, registration or state
+        changed since the last round (not every node: see :class:`Rooms`)."""
+        for name in self._nodes.take_changed() | self._holds.take_changed():
+            view = self._nodes.view(name, self._holds.use(name))
+            if view is None:
+                self._rooms.remove(name)
+            else:
+                self._rooms.update(view)
 
     def _assign(self, workflow: ActiveWorkflow, task: TaskRecord, nodes: Sequence[str]) -> None:
         """Make ``task``'s next attempt, on ``nodes`` (saved by the caller)."""

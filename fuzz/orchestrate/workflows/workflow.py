@@ -24,6 +24,7 @@ from fuzz.orchestrate.records import (
 from fuzz.orchestrate.secrets import account_owner
 from fuzz.orchestrate.states import TaskState, VolumeState
 from fuzz.orchestrate.workflows.dag import JobNode, TaskTally
+from fuzz.orchestrate.workflows.holds import AttemptPlans
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.multinode import multinode_environment
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
@@ -66,7 +67,7 @@ class ActiveWorkflow:
     transfers: list[TransferRecord]
     images: dict[str, ImageRecord]
     tasks: dict[str, TaskRecord]  # in ``seq`` order
-    plans: dict[str, LaunchPlan] = field(default_factory=dict)
+    plans: AttemptPlans = field(default_factory=AttemptPlans)  # its attempts in flight
     dirty: bool = True  # something changed since the runner last advanced it
     graph: tuple[JobNode, ...] = ()
     max_concurrency: int = FUZZBALL_MAX_CONCURRENCY  # for task arrays that name none
