@@ -219,8 +219,11 @@ class Rooms:
             touched.update((room.view.name, room) for room in rooms)
             self._changed(rooms)
 
+        shapes: dict[int, tuple[Any, ...]] = {}  # by id(request): a job's tasks share one
         for task in sorted(pending, key=lambda t: (t.seq, t.key)):
-            shape = _shape(task.request)
+            shape = shapes.get(id(task.request))
+            if shape is None:
+                shape = shapes[id(task.request)] = _shape(task.request)
             never = self._never_fits(task, shape)
             if never is not None:
                 waiting[task.key] = f"cannot run on the current nodes: {never}"

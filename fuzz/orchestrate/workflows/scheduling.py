@@ -81,13 +81,13 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         by_key = {f"{w.record.id}/{t.key}": (w, t) for w, t in queued}
         pending = [
             PendingTask(
-                key=f"{w.record.id}/{t.key}",
-                request=w.fuzzfile.container(t.job).resource.request(),
-                nodes=_node_count(w, t),
+                key=key,
+                request=w.placing(t.job)[0],
+                nodes=w.placing(t.job)[1],
                 seq=n,
-                waited_rounds=self._waited.get(f"{w.record.id}/{t.key}", 0),
+                waited_rounds=self._waited.get(key, 0),
             )
-            for n, (w, t) in enumerate(queued)
+            for n, (key, (w, t)) in enumerate(by_key.items())
         ]
         self._update_rooms()
         placement = self._rooms.place(pending)
@@ -167,11 +167,6 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             log.exception("task %s of %s", plan.key, plan.workflow_id)
             self.finished(plan.workflow_id, plan.key,
                           Outcome(TaskState.FAILED, 0, f"internal error: {exc}"))
-
-
-def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:
-    multinode = workflow.fuzzfile.container(task.job).multinode
-    return multinode.nodes if multinode is not None else 1
 
 
 def _next_round_size(size: int, full: bool, waited: bool) -> int:
