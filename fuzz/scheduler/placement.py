@@ -131,57 +131,156 @@ def place(
     """Decide one round: which ``pending`` tasks start on which ``nodes``, and why others wait.
 
     See the module documentation for the rules. Raises ValueError when two tasks
-    share a key.
+    share a key. (A scheduler that runs round after round keeps a :class:`Rooms`.)
     """
-    keys = [task.key for task in pending]
-    if len(set(keys)) != len(keys):
-        raise ValueError("pending tasks must have distinct keys")
-    rooms = [_Room.of(view) for view in sorted(nodes, key=lambda v: v.name) if view.schedulable]
-    capacities = [room.view.capacity for room in rooms]
-    assigned: list[Assignment] = []
-    waiting: dict[str, str] = {}
-    reserved: dict[str, tuple[str, ...]] = {}
-    never_by_shape: dict[tuple[Any, ...], str | None] = {}
-    fitting: dict[tuple[Any, ...], _Fitting] = {}  # one-node tasks' rooms, by request shape
+    return Rooms(nodes).place(pending, reserve_after=reserve_after)
 
-    def changed(changed_rooms: Iterable[_Room]) -> None:
-        for room in changed_rooms:
-            for index in fitting.values():
+
+FITTING_KEPT_ROUNDS = 64
+"""How many rounds the best-fit order of a request shape no round asked for is kept."""
+
+
+class Rooms:
+    """What every schedulable node has free, kept from one round to the next.
+
+    A scheduler that ran :func:`place` built every node's room and sorted them all,
+    for each request shape, at every round: at thousands of nodes that was most of
+    a round, whatever it placed. Here the caller gives the views of the nodes that
+    changed (:meth:`update`, :meth:`remove`) and each request shape's best-fit order
+    is kept and moved only for those, so a round that places a few one-node tasks
+    costs what it places. A round's own takes and reservations are undone at its
+    end: the rooms stay what the views said until the caller updates them.
+    """
+
+    def __init__(self, views: Iterable[NodeView] = ()) -> None:
+        """Rooms for ``views`` (the unschedulable ones left out)."""
+        self._rooms: dict[str, _Room] = {}
+        self._fitting: dict[tuple[Any, ...], _Fitting] = {}  # one-node requests, by shape
+        self._asked: dict[tuple[Any, ...], int] = {}  # shape: the last round that asked
+        self._never: dict[tuple[tuple[Any, ...], int], str | None] = {}  # see fits_ever
+        self._rounds = 0
+        for view in views:
+            self.update(view)
+
+    def __len__(self) -> int:
+        """How many schedulable nodes there are."""
+        return len(self._rooms)
+
+    def update(self, view: NodeView) -> None:
+        """Node ``view.name`` is as ``view`` says now (out, when it is not schedulable)."""
+        if not view.schedulable:
+            self.remove(view.name)
+            return
+        room = self._rooms.get(view.name)
+        if room is None:
+            room = self._rooms[view.name] = _Room.of(view)
+            self._never.clear()
+        else:
+            if room.view.capacity != view.capacity:
+                self._never.clear()
+            room.reset(view)
+        for index in self._fitting.values():
+            index.update(room)
+
+    def remove(self, name: str) -> None:
+        """Node ``name`` is gone, or takes no work now."""
+        room = self._rooms.pop(name, None)
+        if room is None:
+            return
+        self._never.clear()
+        for index in self._fitting.values():
+            index.discard(room)
+
+    def place(
+        self, pending: Sequence[PendingTask], *, reserve_after: int = RESERVE_AFTER_ROUNDS
+    ) -> Placement:
+        """Decide one round (see :func:`place`), on the rooms as they are now."""
+        keys = [task.key for task in pending]
+        if len(set(keys)) != len(keys):
+            raise ValueError("pending tasks must have distinct keys")
+        self._rounds += 1
+        touched: dict[str, _Room] = {}
+        try:
+            return self._decide(pending, reserve_after, touched)
+        finally:
+            for room in touched.values():  # the round's takes and holds are undone
+                room.reset(room.view)
+            self._changed(touched.values())
+            self._forget_unasked()
+
+    def _decide(self, pending: Sequence[PendingTask], reserve_after: int,
+                touched: dict[str, _Room]) -> Placement:
+        assigned: list[Assignment] = []
+        waiting: dict[str, str] = {}
+        reserved: dict[str, tuple[str, ...]] = {}
+
+        def changed(changed_rooms: Iterable[_Room]) -> None:
+            rooms = list(changed_rooms)
+            touched.update((room.view.name, room) for room in rooms)
+            self._changed(rooms)
+
+        shapes: dict[int, tuple[Any, ...]] = {}  # by id(request): a job's tasks share one
+        for task in sorted(pending, key=lambda t: (t.seq, t.key)):
+            shape = shapes.get(id(task.request))
+            if shape is None:
+                shape = shapes[id(task.request)] = _shape(task.request)
+            never = self._never_fits(task, shape)
+            if never is not None:
+                waiting[task.key] = f"cannot run on the current nodes: {never}"
+                continue
+            if task.nodes == 1 and not task.request.exclusive:
+                chosen = self._fitting_for(shape, task.request).best()
+            else:
+                chosen = _best_fit(task, [room for room in self._rooms.values()
+                                          if room.held_for is None])
+            if chosen:
+                for room in chosen:
+                    room.take(task.request)
+                changed(chosen)
+                assigned.append(Assignment(task.key, tuple(room.view.name for room in chosen)))
+                continue
+            rooms = list(self._rooms.values())
+            unheld = [room for room in rooms if room.held_for is None]
+            reason = _why_waiting(task, unheld)
+            if task.waited_rounds >= reserve_after:
+                held = _reserve(task, unheld)
+                if held:
+                    reserved[task.key] = held
+                    reason += f"; {_names(held)} held back for it"
+                    changed(self._rooms[name] for name in held)
+            elif _best_fit(task, rooms):
+                holders = sorted({room.held_for for room in rooms if room.held_for is not None})
+                reason += (f" (the nodes that could hold it are held back for older "
+                           f"{_names(holders)})")
+            waiting[task.key] = reason
+        return Placement(tuple(assigned), waiting, reserved)
+
+    def _never_fits(self, task: PendingTask, shape: tuple[Any, ...]) -> str | None:
+        """:func:`fits_ever` on the schedulable nodes, kept while their capacities stay."""
+        if (shape, task.nodes) not in self._never:
+            capacities = [room.view.capacity for room in self._rooms.values()]
+            self._never[shape, task.nodes] = fits_ever(task.request, task.nodes, capacities)
+        return self._never[shape, task.nodes]
+
+    def _fitting_for(self, shape: tuple[Any, ...], request: ResourceRequest) -> _Fitting:
+        self._asked[shape] = self._rounds
+        index = self._fitting.get(shape)
+        if index is None:
+            index = self._fitting[shape] = _Fitting(request, self._rooms.values())
+        return index
+
+    def _changed(self, rooms: Iterable[_Room]) -> None:
+        indexes = list(self._fitting.values())
+        for room in rooms:
+            for index in indexes:
                 index.update(room)
 
-    for task in sorted(pending, key=lambda t: (t.seq, t.key)):
-        shape = _shape(task.request)
-        if (shape, task.nodes) not in never_by_shape:  # the capacities stay as they are
-            never_by_shape[shape, task.nodes] = fits_ever(task.request, task.nodes, capacities)
-        never = never_by_shape[shape, task.nodes]
-        if never is not None:
-            waiting[task.key] = f"cannot run on the current nodes: {never}"
-            continue
-        if task.nodes == 1 and not task.request.exclusive:
-            if shape not in fitting:
-                fitting[shape] = _Fitting(task.request, rooms)
-            chosen = fitting[shape].best()
-        else:
-            chosen = _best_fit(task, [room for room in rooms if room.held_for is None])
-        if chosen:
-            for room in chosen:
-                room.take(task.request)
-            changed(chosen)
-            assigned.append(Assignment(task.key, tuple(room.view.name for room in chosen)))
-            continue
-        unheld = [room for room in rooms if room.held_for is None]
-        reason = _why_waiting(task, unheld)
-        if task.waited_rounds >= reserve_after:
-            held = _reserve(task, unheld)
-            if held:
-                reserved[task.key] = held
-                reason += f"; {_names(held)} held back for it"
-                changed(room for room in rooms if room.view.name in held)
-        elif _best_fit(task, rooms):
-            holders = sorted({room.held_for for room in rooms if room.held_for is not None})
-            reason += f" (the nodes that could hold it are held back for older {_names(holders)})"
-        waiting[task.key] = reason
-    return Placement(tuple(assigned), waiting, reserved)
+    def _forget_unasked(self) -> None:
+        """Drop the best-fit orders no round asked for lately (each costs every update)."""
+        for shape, last in list(self._asked.items()):
+            if self._rounds - last > FITTING_KEPT_ROUNDS:
+                del self._asked[shape]
+                del self._fitting[shape]
 
 
 @dataclass
@@ -199,6 +298,14 @@ class _Room:
     @classmethod
     def of(cls, view: NodeView) -> _Room:
         return cls(view, view.free_cores, view.free_memory_bytes, dict(view.free_devices))
+
+    def reset(self, view: NodeView) -> None:
+        """Be what ``view`` has free, nothing taken or held in this round."""
+        self.view = view
+        self.cores, self.memory_bytes = view.free_cores, view.free_memory_bytes
+        self.devices = dict(view.free_devices)
+        self.taken = self.whole = False
+        self.held_for = None
 
     def idle(self) -> bool:
         """No lease and nothing placed in this round: an exclusive task may take it."""
@@ -260,14 +367,15 @@ class _Fitting:
 
     :func:`_best_fit` sorts every room for every task; at thousands of nodes and tens
     of tasks a round that was most of the orchestrator's time. This keeps the order
-    once per request shape and round, and moves only the rooms a decision changed: the
+    (from round to round, in :class:`Rooms`) and moves only the rooms that changed: the
     same choice as :func:`_best_fit` (its order is total: the node's name comes last).
     """
 
-    def __init__(self, request: ResourceRequest, rooms: Sequence[_Room]) -> None:
+    def __init__(self, request: ResourceRequest, rooms: Iterable[_Room]) -> None:
         self._request = request
         self._rooms = {id(room): room for room in rooms}
-        self._order = sorted(self._key(room) for room in rooms if self._fits(room))
+        self._order = sorted(self._key(room) for room in self._rooms.values()
+                             if self._fits(room))
         self._keys = {key[1]: key for key in self._order}  # by id(room)
 
     def _key(self, room: _Room) -> tuple[tuple[int, int, int, str], int]:
@@ -281,14 +389,21 @@ class _Fitting:
         return [self._rooms[self._order[0][1]]] if self._order else []
 
     def update(self, room: _Room) -> None:
-        """Put ``room`` where it belongs now (out, if it no longer holds the request)."""
-        old = self._keys.pop(id(room), None)
-        if old is not None:
-            del self._order[bisect.bisect_left(self._order, old)]
-        if id(room) in self._rooms and self._fits(room):
+        """Put ``room`` (new, or changed) where it belongs now (out, if it no longer holds
+        the request)."""
+        self.discard(room)
+        self._rooms[id(room)] = room
+        if self._fits(room):
             key = self._key(room)
             bisect.insort(self._order, key)
             self._keys[id(room)] = key
+
+    def discard(self, room: _Room) -> None:
+        """Take ``room`` out."""
+        self._rooms.pop(id(room), None)
+        old = self._keys.pop(id(room), None)
+        if old is not None:
+            del self._order[bisect.bisect_left(self._order, old)]
 
 
 def _best_fit(task: PendingTask, rooms: Iterable[_Room]) -> list[_Room]:

@@ -14,6 +14,7 @@ from fuzz.scheduler.placement import (
     NodeView,
     PendingTask,
     Placement,
+    Rooms,
     fits_ever,
     place,
 )
@@ -332,3 +333,60 @@ def test_random_rounds_place_each_task_on_the_best_fit_left(seed: int) -> None:
             free[assignment.nodes[0]] = (
                 cores - request.cores, memory - request.memory_bytes,
                 {kind: n - request.devices.get(kind, 0) for kind, n in devices.items()})
+
+
+# --- rooms kept from round to round --------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rooms_kept_through_changes_decide_as_a_round_on_fresh_views(seed: int) -> None:
+    """A :class:`Rooms` kept through rounds, node changes and removals, updated only for
+    the nodes that changed, decides every round as :func:`place` on all the views does."""
+    rng = random.Random(seed)
+    rooms = Rooms()
+    views: dict[str, NodeView] = {}
+    for _ in range(200):
+        for _ in range(rng.randint(0, 4)):  # some nodes change, come, go
+            _, fresh = random_case(rng)
+            for view in fresh:
+                view = replace(view, name=rng.choice(["a", "b", "c", "d", "e", "f", "g"]))
+                views[view.name] = view
+                rooms.update(view)
+            if views and rng.random() < 0.2:
+                gone = rng.choice(sorted(views))
+                del views[gone]
+                rooms.remove(gone)
+        pending, _ = random_case(rng)
+        assert rooms.place(pending) == place(pending, list(views.values()))
+
+
+def test_a_rounds_work_follows_the_tasks_it_places_not_the_idle_nodes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the rooms are kept, a round that places a few tasks looks at a few rooms,
+    however many idle nodes there are (every room was checked at every round before)."""
+    from fuzz.scheduler import placement
+
+    checks = {"holds": 0}
+    holds = placement._Room.holds
+
+    def counted(room: placement._Room, request: ResourceRequest) -> bool:
+        checks["holds"] += 1
+        return holds(room, request)
+
+    monkeypatch.setattr(placement._Room, "holds", counted)
+    looked = {}
+    for count in (50, 5000):
+        rooms = Rooms(node(f"n{i:05}", 64) for i in range(count))
+        rooms.place([task("warm")])  # the request shape's order, made once
+        used: dict[str, int] = defaultdict(int)
+        checks["holds"] = 0
+        for i in range(5):  # tasks start (the caller updates their node), rounds go on
+            placed = rooms.place([task(f"r{i}t{j}", seq=j) for j in range(4)])
+            for assignment in placed.assigned:
+                used[assignment.nodes[0]] += 1
+            for name in {assignment.nodes[0] for assignment in placed.assigned}:
+                rooms.update(node(name, 64, used_cores=used[name], leases=used[name]))
+        looked[count] = checks["holds"]
+    assert sum(used.values()) == 20
+    assert looked[5000] <= looked[50] + 8, looked
+    assert looked[5000] < 100, looked

@@ -18,7 +18,7 @@ import pytest
 
 from fuzz.clients.agent import AgentClient, AgentUnreachableError
 from fuzz.crypto.envelope import Sealer
-from fuzz.orchestrate.cluster.nodes import NodeDirectory, NodeUse
+from fuzz.orchestrate.cluster.nodes import HEARTBEAT_TIMEOUT, NodeDirectory, NodeUse
 from fuzz.orchestrate.messages import node_message
 from fuzz.orchestrate.records import NodeRecord
 from fuzz.orchestrate.store import PostgresTarget, Store
@@ -45,7 +45,8 @@ def nodes(store_target: Path | PostgresTarget) -> Iterator[NodeDirectory]:
 
 
 def _schedulable(nodes: NodeDirectory) -> bool:
-    (view,) = nodes.views({})
+    view = nodes.view("n0", NodeUse())
+    assert view is not None
     return view.schedulable
 
 
@@ -118,6 +119,43 @@ def test_a_stopping_orchestrator_stops_waiting_for_a_silent_agent(tmp_path: Path
             calls.ride("n0", inventory)
         assert time.monotonic() - began < 5
         assert not nodes.lost("n0")  # stopping says nothing about the node
+    finally:
+        nodes.close()
+        store.close()
+
+
+def test_the_scheduler_is_told_of_every_change_of_a_node_and_of_nothing_else(
+        store_target: Path | PostgresTarget) -> None:
+    """The scheduler's kept rooms look again only at the nodes :meth:`take_changed` names:
+    each change of a node's state, its silence past the heartbeat timeout and its return
+    are named once; a heartbeat that changed nothing is not."""
+    store = Store(store_target)
+    sealer = Sealer.from_keys(os.urandom(32))
+    endpoint = f"127.0.0.1:{free_port()}"
+    now = [time.time()]
+    store.save(NodeRecord(name="n0", endpoint=endpoint, agent_token=sealer.seal(b"token"),
+                          cores=2, memory_bytes=2**30, registered=now[0], last_seen=now[0]))
+    nodes = NodeDirectory(store, sealer, clock=lambda: now[0], node_grace=GRACE)
+    try:
+        assert nodes.take_changed() == {"n0"}  # new to the scheduler
+        assert nodes.take_changed() == set()
+        nodes.register("n0", endpoint, "token", {})  # a heartbeat that changed nothing
+        assert nodes.take_changed() == set()
+        for change in (lambda: nodes.silent("n0", "no answer"), lambda: nodes.answered("n0"),
+                       lambda: nodes.refused("n0"), lambda: nodes.recheck("n0"),
+                       lambda: nodes.cordon("n0"), lambda: nodes.uncordon("n0")):
+            schedulable = _schedulable(nodes)
+            change()
+            assert nodes.take_changed() == {"n0"} and _schedulable(nodes) != schedulable
+        now[0] += HEARTBEAT_TIMEOUT + 1  # not heard from: not reachable
+        assert nodes.take_changed() == {"n0"} and not _schedulable(nodes)
+        assert nodes.take_changed() == set()
+        nodes.register("n0", endpoint, "token", {})  # back
+        assert nodes.take_changed() == {"n0"} and _schedulable(nodes)
+        nodes.register("n0", endpoint, "token", {"rack": "r1"})  # new labels
+        assert nodes.take_changed() == {"n0"}
+        nodes.forget("n0")
+        assert nodes.take_changed() == {"n0"} and nodes.view("n0", NodeUse()) is None
     finally:
         nodes.close()
         store.close()

@@ -4,7 +4,8 @@ A node's agent registers (see ``fuzz substrate serve --join``), giving its
 endpoint and the bearer token the orchestrator must use to call it; the
 orchestrator reads the node's inventory then, once. Registration repeats every
 few seconds as the node's heartbeat (kept in memory, written to the store with the
-other beats of the same second: :data:`SEEN_SAVE_INTERVAL`); a node not heard from within
+other beats of the same second, once its recorded heartbeat is :data:`SEEN_SAVE_AGE` old:
+:data:`SEEN_SAVE_INTERVAL`); a node not heard from within
 :data:`HEARTBEAT_TIMEOUT` is not scheduled onto. A node whose agent stops answering
 calls is not scheduled onto either, and once it has been silent for the grace period
 (``orchestrator.node_grace``) it is *lost* (:meth:`NodeDirectory.silent`) until its
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,12 @@ RETIRED_FOR = 600.0  # seconds a retired client stays open: longer than any call
 # heartbeat was one transaction each, 400 a second at 2,000 nodes on the store's one
 # connection. A changed registration (endpoint, token, labels) is written at once.
 SEEN_SAVE_INTERVAL = 1.0
+# Only the beats of nodes whose last_seen on record is SEEN_SAVE_AGE old or more are
+# written then (a third of HEARTBEAT_TIMEOUT, so a replica that takes over from the
+# store still finds every live node reachable): a beat of each node every second was
+# most of the store's work while idle, and the beats of the rest are written as the
+# server stops.
+SEEN_SAVE_AGE = HEARTBEAT_TIMEOUT / 3
 # A plain-text node's heartbeat shows its join token: checked in the store (two reads)
 # at its registration and then once every JOIN_RECHECK seconds while its endpoint, agent
 # token and join token stay as they were. A token issued here voids the check at once
@@ -121,7 +128,17 @@ class NodeDirectory:
         self._beating: dict[str, tuple[str, float]] = {}  # node: (join token hash, checked)
         self._capacities: dict[str, tuple[NodeRecord, NodeCapacity]] = {}  # for views()
         self._unsaved: dict[str, NodeRecord] = {}  # heartbeats not yet written to the store
+        self._stale: set[str] = set()  # of those, the nodes whose last_seen on record is old
+        self._seen_on_record = {node.name: node.last_seen for node in self._nodes.values()}
         self._seen_saved = time.monotonic()  # when the heartbeats were last written
+        # What the scheduler's kept rooms must look at again (take_changed): the nodes
+        # whose registration, state or reachability changed; and the reachable nodes in
+        # the order of their last heartbeat, so those that fell silent are found at the
+        # front without a walk over every node.
+        self._changed: set[str] = set(self._nodes)
+        self._beats: OrderedDict[str, None] = OrderedDict(
+            (node.name, None) for node in sorted(self._nodes.values(),
+                                                 key=lambda node: node.last_seen))
 
     def issue_join_token(self, node: str) -> str:
         """A new join token for the node called ``node``; older ones for it are void."""
@@ -177,9 +194,18 @@ class NodeDirectory:
                 merged = {**known.inventory_labels, **labels}
                 changed = merged != known.labels
                 known.labels = merged
+                if changed or name not in self._beats:  # new labels, or back in time
+                    self._changed.add(name)
+                self._beats[name] = None
+                self._beats.move_to_end(name)
                 self._unsaved[name] = known
-                if changed or time.monotonic() - self._seen_saved >= SEEN_SAVE_INTERVAL:
-                    due = self._take_unsaved()
+                if now - self._seen_on_record.get(name, 0.0) >= SEEN_SAVE_AGE:
+                    self._stale.add(name)
+                if changed:
+                    self._stale.add(name)
+                    due = self._take_unsaved(self._stale)
+                elif self._stale and time.monotonic() - self._seen_saved >= SEEN_SAVE_INTERVAL:
+                    due = self._take_unsaved(self._stale)
         if unchanged:
             if due:
                 self._store.save(*due)
@@ -188,6 +214,10 @@ class NodeDirectory:
         record = self._inspect(name, endpoint, agent_token, labels, now)
         with self._lock:
             self._nodes[name] = record
+            self._seen_on_record[name] = record.last_seen  # written below
+            self._changed.add(name)
+            self._beats[name] = None
+            self._beats.move_to_end(name)
             stale = self._clients.pop(name, None)
             self._refused.pop(name, None)  # a new agent: its leases are its own to report
         if stale is not None:
@@ -196,11 +226,16 @@ class NodeDirectory:
         self._heard_from(name)
         return True
 
-    def _take_unsaved(self) -> list[NodeRecord]:
-        """The heartbeats not yet written, to write now (under ``_lock``)."""
-        unsaved = [record for record in self._unsaved.values() if record is self._nodes.get(
-            record.name)]
-        self._unsaved.clear()
+    def _take_unsaved(self, names: set[str] | None = None) -> list[NodeRecord]:
+        """The heartbeats not yet written (of ``names``; of every node when None), to
+        write now (under ``_lock``)."""
+        taken = [self._unsaved.pop(name) for name in (names if names is not None
+                                                     else list(self._unsaved))
+                 if name in self._unsaved]
+        self._stale -= {record.name for record in taken}
+        unsaved = [record for record in taken if record is self._nodes.get(record.name)]
+        for record in unsaved:
+            self._seen_on_record[record.name] = record.last_seen
         self._seen_saved = time.monotonic()
         return unsaved
 
@@ -251,7 +286,11 @@ class NodeDirectory:
             self._refused.pop(name, None)
             self._beating.pop(name, None)
             self._unsaved.pop(name, None)
+            self._stale.discard(name)
+            self._seen_on_record.pop(name, None)
             self._capacities.pop(name, None)
+            self._beats.pop(name, None)
+            self._changed.add(name)
             drained = self._draining.pop(name, None) is not None
         if client is not None:
             client.close()
@@ -277,6 +316,7 @@ class NodeDirectory:
             if known in (mode, DRAINING):
                 return
             self._draining[name] = mode
+            self._changed.add(name)
         self._store.save(DrainRecord(name, self._clock(), mode))
 
     def uncordon(self, name: str) -> bool:
@@ -284,6 +324,7 @@ class NodeDirectory:
         with self._lock:
             if self._draining.pop(name, None) is None:
                 return False
+            self._changed.add(name)
         self._store.delete(DrainRecord(name, 0.0))
         return True
 
@@ -324,6 +365,8 @@ class NodeDirectory:
             if stale is not None:
                 self._retired.append((now, stale))
             reason = self._lost.get(name)
+            if name not in self._silent_since:
+                self._changed.add(name)
             since = self._silent_since.setdefault(name, now)
             if reason is None and now - since >= self._grace:
                 reason = (f"node {name} is lost: its agent has not answered for "
@@ -348,8 +391,10 @@ class NodeDirectory:
 
     def _heard_from(self, name: str) -> None:
         with self._lock:
-            self._silent_since.pop(name, None)
+            quiet = self._silent_since.pop(name, None) is not None
             back = self._lost.pop(name, None) is not None
+            if quiet or back:
+                self._changed.add(name)
         if back:
             log.info("node %s is back: its agent answers again", name)
 
@@ -362,6 +407,7 @@ class NodeDirectory:
         """Node ``name``'s agent refused a lease: skip it until it has room again."""
         with self._lock:
             self._refused[name] = self._clock()
+            self._changed.add(name)
 
     def refusing(self) -> list[str]:
         """The nodes skipped because their agent refused a lease."""
@@ -380,7 +426,8 @@ class NodeDirectory:
         if record is not None and sum(len(lease.cpus) for lease in leases) >= record.cores:
             return
         with self._lock:
-            self._refused.pop(name, None)
+            if self._refused.pop(name, None) is not None:
+                self._changed.add(name)
 
     def client(self, name: str) -> AgentClient:
         """A client for node ``name``'s agent (kept open and shared); FuzzError once
@@ -403,32 +450,48 @@ class NodeDirectory:
         """The whole of every registered node."""
         return [capacity_of(record) for record in self.records()]
 
-    def views(self, used: Mapping[str, NodeUse]) -> list[NodeView]:
-        """What the scheduler sees: each node's capacity minus what ``used`` holds there.
+    def view(self, name: str, use: NodeUse) -> NodeView | None:
+        """What the scheduler sees of node ``name``: its capacity minus what ``use`` holds
+        there (nothing free while it holds an exclusive attempt); None when it is not
+        registered."""
+        with self._lock:
+            record = self._nodes.get(name)
+            open_ = record is not None and not (
+                name in self._draining or name in self._silent_since or name in self._lost
+                or name in self._refused)
+        return None if record is None else self._view(record, use, open_)
 
-        A node holding an exclusive attempt has nothing free.
-        """
-        with self._lock:  # once for every node: a round looks at thousands
-            records = [self._nodes[name] for name in sorted(self._nodes)]
-            closed = {*self._draining, *self._silent_since, *self._lost, *self._refused}
-        views = []
-        for record in records:
-            use = used.get(record.name, NodeUse())
-            free_cores = 0 if use.exclusive else record.cores - use.cores
-            free_memory = 0 if use.exclusive else record.memory_bytes - use.memory_bytes
-            views.append(NodeView(
-                name=record.name,
-                capacity=self._capacity(record),
-                free_cores=free_cores,
-                free_memory_bytes=free_memory,
-                free_devices={
-                    kind: 0 if use.exclusive else count - use.devices.get(kind, 0)
-                    for kind, count in record.devices.items()
-                },
-                lease_count=use.tasks,
-                schedulable=self.reachable(record) and record.name not in closed,
-            ))
-        return views
+    def take_changed(self) -> set[str]:
+        """The nodes whose registration, state (drained, silent, lost, refusing) or
+        reachability changed since the last call: the scheduler's kept rooms look at
+        these again (:meth:`view`), not at every node."""
+        now = self._clock()
+        with self._lock:
+            while self._beats:  # the nodes not heard from within HEARTBEAT_TIMEOUT
+                oldest = next(iter(self._beats))
+                record = self._nodes.get(oldest)
+                if record is not None and now - record.last_seen <= HEARTBEAT_TIMEOUT:
+                    break
+                del self._beats[oldest]
+                self._changed.add(oldest)
+            changed, self._changed = self._changed, set()
+        return changed
+
+    def _view(self, record: NodeRecord, use: NodeUse, open_: bool) -> NodeView:
+        free_cores = 0 if use.exclusive else record.cores - use.cores
+        free_memory = 0 if use.exclusive else record.memory_bytes - use.memory_bytes
+        return NodeView(
+            name=record.name,
+            capacity=self._capacity(record),
+            free_cores=free_cores,
+            free_memory_bytes=free_memory,
+            free_devices={
+                kind: 0 if use.exclusive else count - use.devices.get(kind, 0)
+                for kind, count in record.devices.items()
+            },
+            lease_count=use.tasks,
+            schedulable=self.reachable(record) and open_,
+        )
 
     def _capacity(self, record: NodeRecord) -> NodeCapacity:
         """:func:`capacity_of` ``record``, made again only when the record or its labels

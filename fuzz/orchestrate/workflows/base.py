@@ -34,12 +34,13 @@ from fuzz.orchestrate.transfer.cache import IngressCache
 from fuzz.orchestrate.transfer.host_roots import HostRoots
 from fuzz.orchestrate.transfer.ingress_policy import IngressPolicy
 from fuzz.orchestrate.transfer.volume_limits import VolumeLimits
+from fuzz.orchestrate.workflows.holds import NodeHolds
 from fuzz.orchestrate.workflows.jobids import DEFAULT_JOB_IDS, JobIdAllocator, JobIdRange
 from fuzz.orchestrate.workflows.tallying import TallyingCommit
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, TaskExecutor
 from fuzz.orchestrate.workflows.volumes import VolumeManager
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, LaunchSettings, launch_plan
-from fuzz.scheduler.placement import PendingTask
+from fuzz.scheduler.placement import PendingTask, Rooms
 from fuzz.spec.cluster import LimitsSpec
 from fuzz.spec.endpoint_urls import GatewayAddress
 from fuzz.spec.fuzzfile_values import secret_name, secret_scope
@@ -127,6 +128,8 @@ class RunnerBase:
         self._quota_stops: dict[str, str] = {}  # WORKFLOW_ID/KEY stopped over a volume limit
         self._reschedule = True  # tasks were queued or resources freed since the last round
         self._unplaced: dict[str, PendingTask] = {}  # left waiting by the last round
+        self._holds = NodeHolds()  # what the attempts in flight hold, by node
+        self._rooms = Rooms()  # what the nodes have free, kept from round to round
         self._round_size = ROUND_SIZE  # how many queued tasks the next round looks at
         self._provisioning: dict[str, str] = {}  # what the elastic loop says of waiting tasks
         self._evicted: dict[tuple[str, str], str] = {}  # attempts a drain stopped, and why

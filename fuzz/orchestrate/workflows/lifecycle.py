@@ -85,6 +85,7 @@ class LifecycleSteps(SchedulingSteps):
                      move.direction, move.volume)
         with self._lock:
             self._active[record.id] = workflow
+            workflow.plans.attach(self._holds)
             for task in in_flight:
                 try:
                     plan = self._plan(workflow, task)
@@ -148,6 +149,7 @@ class LifecycleSteps(SchedulingSteps):
             self._store.save(record, *volumes.values(), *workflow.transfers,
                              *workflow.images.values(), *workflow.tasks.values())
             self._active[workflow_id] = workflow
+            workflow.plans.attach(self._holds)
             self._touch()
             return copy.copy(record)
 
@@ -328,4 +330,5 @@ class LifecycleSteps(SchedulingSteps):
                 volume.state = VolumeState.DONE
         self._store.save(record, *workflow.volumes.values(), *workflow.transfers)
         del self._active[record.id]
+        workflow.plans.detach()
         self._touch()

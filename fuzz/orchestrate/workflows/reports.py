@@ -23,7 +23,6 @@ from fuzz.orchestrate.workflows.base import RunnerBase, WorkflowNotFoundError, W
 from fuzz.orchestrate.workflows.mpi import LaunchTarget
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, launch_plan
-from fuzz.resources import ResourceRequest
 from fuzz.scheduler.offerings import QueuedJob
 
 log = logging.getLogger(__name__)
@@ -114,13 +113,8 @@ class ReportSteps(RunnerBase):
 
     def used_resources(self) -> dict[str, NodeUse]:
         """What the attempts in flight hold on each node."""
-        requests: dict[str, list[ResourceRequest]] = {}
         with self._lock:
-            for workflow in self._active.values():
-                for plan in workflow.plans.values():
-                    for node in plan.nodes:
-                        requests.setdefault(node, []).append(plan.request)
-        return {node: NodeUse.holding(held) for node, held in requests.items()}
+            return self._holds.used()
 
     def unplaced(self) -> list[QueuedJob]:
         """The queued tasks the last scheduling round could place on no node, oldest first.

@@ -22,7 +22,7 @@ from fuzz.orchestrate.workflows.reports import ReportSteps
 from fuzz.orchestrate.workflows.tasks import LaunchPlan, Outcome
 from fuzz.orchestrate.workflows.transfers import TransferSteps
 from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, container_id
-from fuzz.scheduler.placement import PendingTask, place
+from fuzz.scheduler.placement import PendingTask
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,16 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         by_key = {f"{w.record.id}/{t.key}": (w, t) for w, t in queued}
         pending = [
             PendingTask(
-                key=f"{w.record.id}/{t.key}",
-                request=w.fuzzfile.container(t.job).resource.request(),
-                nodes=_node_count(w, t),
+                key=key,
+                request=w.placing(t.job)[0],
+                nodes=w.placing(t.job)[1],
                 seq=n,
-                waited_rounds=self._waited.get(f"{w.record.id}/{t.key}", 0),
+                waited_rounds=self._waited.get(key, 0),
             )
-            for n, (w, t) in enumerate(queued)
+            for n, (key, (w, t)) in enumerate(by_key.items())
         ]
-        placement = place(pending, self._nodes.views(self.used_resources()))
+        self._update_rooms()
+        placement = self._rooms.place(pending)
         self._round_size = _next_round_size(self._round_size, full, bool(placement.waiting))
         changed: list[TaskRecord] = []
         placed: list[tuple[ActiveWorkflow, TaskRecord]] = []
@@ -112,6 +113,16 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             self._touch()
         for workflow, task in placed:
             self._dispatch(workflow, task)
+
+    def _update_rooms(self) -> None:
+        """Bring the kept rooms up to date: the nodes whose use, registration or state
+        changed since the last round (not every node: see :class:`Rooms`)."""
+        for name in self._nodes.take_changed() | self._holds.take_changed():
+            view = self._nodes.view(name, self._holds.use(name))
+            if view is None:
+                self._rooms.remove(name)
+            else:
+                self._rooms.update(view)
 
     def _assign(self, workflow: ActiveWorkflow, task: TaskRecord, nodes: Sequence[str]) -> None:
         """Make ``task``'s next attempt, on ``nodes`` (saved by the caller)."""
@@ -156,11 +167,6 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             log.exception("task %s of %s", plan.key, plan.workflow_id)
             self.finished(plan.workflow_id, plan.key,
                           Outcome(TaskState.FAILED, 0, f"internal error: {exc}"))
-
-
-def _node_count(workflow: ActiveWorkflow, task: TaskRecord) -> int:
-    multinode = workflow.fuzzfile.container(task.job).multinode
-    return multinode.nodes if multinode is not None else 1
 
 
 def _next_round_size(size: int, full: bool, waited: bool) -> int:

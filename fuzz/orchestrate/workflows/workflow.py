@@ -24,9 +24,11 @@ from fuzz.orchestrate.records import (
 from fuzz.orchestrate.secrets import account_owner
 from fuzz.orchestrate.states import TaskState, VolumeState
 from fuzz.orchestrate.workflows.dag import JobNode, TaskTally
+from fuzz.orchestrate.workflows.holds import AttemptPlans
 from fuzz.orchestrate.workflows.jobids import JobIds
 from fuzz.orchestrate.workflows.multinode import multinode_environment
 from fuzz.orchestrate.workflows.tasks import LaunchPlan
+from fuzz.resources import ResourceRequest
 from fuzz.spec import fuzzfile_values as values
 from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec.endpoint_urls import GatewayAddress, endpoint_variables
@@ -66,7 +68,7 @@ class ActiveWorkflow:
     transfers: list[TransferRecord]
     images: dict[str, ImageRecord]
     tasks: dict[str, TaskRecord]  # in ``seq`` order
-    plans: dict[str, LaunchPlan] = field(default_factory=dict)
+    plans: AttemptPlans = field(default_factory=AttemptPlans)  # its attempts in flight
     dirty: bool = True  # something changed since the runner last advanced it
     graph: tuple[JobNode, ...] = ()
     max_concurrency: int = FUZZBALL_MAX_CONCURRENCY  # for task arrays that name none
@@ -75,11 +77,24 @@ class ActiveWorkflow:
     # Its tasks counted by job and state, and its queue, kept as they are written
     # (see tallying.py).
     tally: TaskTally = field(init=False, repr=False)
+    # Each job's request for one node and its node count, made once (a round asks for
+    # them for every task it looks at).
+    _placing: dict[str, tuple[ResourceRequest, int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         """Derive the job graph from the Fuzzfile, and its tasks' tally."""
         self.graph = job_graph(self.fuzzfile, self.max_concurrency)
         self.tally = TaskTally(self.graph, self.tasks.values())
+
+    def placing(self, job: str) -> tuple[ResourceRequest, int]:
+        """What each task of ``job`` asks for on one node, and on how many nodes."""
+        found = self._placing.get(job)
+        if found is None:
+            container = self.fuzzfile.container(job)
+            multinode = container.multinode
+            found = self._placing[job] = (container.resource.request(),
+                                          multinode.nodes if multinode is not None else 1)
+        return found
 
     def queued(self) -> Iterator[TaskRecord]:
         """The queued tasks in seq order: a round looks for them at the head of the queue,
