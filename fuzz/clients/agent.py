@@ -25,6 +25,7 @@ from fuzz.rpc.client import (
 
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
 _PORT_FORWARD_METHOD = "/fuzz.substrate.v1.Substrate/PortForward"
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}  # the wire's int -> code
 
 
 class AgentError(FuzzError):
@@ -271,6 +272,37 @@ class AgentClient(GrpcClient):
         """Forget a finished job (its logs and writable layer go), and its lease if asked."""
         self._call(self._stub.RemoveContainer,
                    substrate_pb2.ContainerRef(id=job_id, release_lease=release_lease), None)
+
+    def remove_containers(self, job_ids: Sequence[str], release_lease: bool = True
+                          ) -> list[AgentError | None]:
+        """Forget several finished jobs in one call (and their leases if asked): for each,
+        in order, None once removed or the AgentError its RemoveContainer would raise."""
+        request = substrate_pb2.RemoveContainersRequest(containers=[
+            substrate_pb2.ContainerRef(id=job_id, release_lease=release_lease)
+            for job_id in job_ids])
+        reply: substrate_pb2.RemoveContainersResponse = self._call(
+            self._stub.RemoveContainers, request, None)
+        return [None if outcome.code == 0 else self._outcome_error(outcome)
+                for outcome in reply.outcomes]
+
+    def _outcome_error(self, outcome: substrate_pb2.RemovalOutcome) -> AgentError:
+        """The AgentError of one failed removal of a RemoveContainers call."""
+        code = _STATUS_CODES.get(outcome.code, grpc.StatusCode.UNKNOWN)
+        error = self._classify(code, outcome.message)
+        error.code, error.details = code, outcome.message
+        return error
+
+    def watch_containers(self) -> DuplexCall[substrate_pb2.ContainerEvent]:
+        """The node's container ends: those not removed yet, ``caught_up``, then each end
+        as it happens (no deadline: it lasts until cancelled or the agent stops)."""
+        try:
+            call = self._stub.WatchContainers(substrate_pb2.WatchContainersRequest(),
+                                              metadata=self._metadata)
+        except ValueError as exc:  # gRPC's "Cannot invoke RPC on closed channel!"
+            if not self._closed:
+                raise
+            raise self._closed_error() from exc
+        return DuplexCall(call, self._error)
 
     def stream_logs(self, job_id: str, stream: str = "stdout", *, offset: int = 0,
                     follow: bool = False, timeout: float | None = None) -> Iterator[bytes]:

@@ -75,6 +75,16 @@ class AgentCalls:
         self._lock = threading.Lock()
         self._leftovers: dict[str, dict[str, str]] = {}  # node: {container: lease ('' none)}
         self._stopped = threading.Event()
+        self._removal_hooks: list[Callable[[str, str], None]] = []
+
+    def on_removal(self, hook: Callable[[str, str], None]) -> None:
+        """Call ``hook(node, container)`` once a container is removed from its node."""
+        self._removal_hooks.append(hook)
+
+    def removed(self, node: str, container: str) -> None:
+        """Note that ``container`` was removed from ``node`` (its end acknowledged)."""
+        for hook in self._removal_hooks:
+            hook(node, container)
 
     def stop(self) -> None:
         """Stop waiting: every call riding out a silent agent raises CallsStoppedError."""
@@ -204,6 +214,7 @@ class AgentCalls:
                     with contextlib.suppress(AgentNotFoundError):
                         client.cancel_container(container)  # it may still run: the task moved on
                     client.remove_container(container, release_lease=True)
+                    self.removed(node, container)
                     lease = ""  # released with it
                 except AgentNotFoundError:
                     pass  # it never started, or is gone: its lease may still be held
