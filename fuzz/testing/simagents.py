@@ -269,14 +269,18 @@ class _Substrate:
 
     # --- the calls that serve many containers at once (fuzz/substrate/rpc/batch.py)
 
+    async def _older(self, context: Any) -> None:
+        """Answer UNIMPLEMENTED, as an agent older than these calls does, if so made."""
+        if not self._agents.batch_calls:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "an older simulated agent")
+
     def _node_of(self, container: _Container) -> SimulatedNode:
         return self._agents.by_lease_prefix(container.lease_id)
 
     async def WatchContainers(self, request: spb.WatchContainersRequest, context: Any
                               ) -> AsyncIterator[spb.ContainerEvent]:
         node = await self._node(context)
-        if not self._agents.watch:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "an older simulated agent")
+        await self._older(context)
         inbox: asyncio.Queue[spb.ContainerStatus] = asyncio.Queue()
         node.watches.append(inbox)
         try:
@@ -293,6 +297,7 @@ class _Substrate:
     async def RemoveContainers(self, request: spb.RemoveContainersRequest, context: Any
                                ) -> spb.RemoveContainersResponse:
         node = await self._node(context)
+        await self._older(context)
         reply = spb.RemoveContainersResponse()
         for ref in request.containers:
             outcome = reply.outcomes.add(id=ref.id)
@@ -323,16 +328,18 @@ class SimulatedAgents:
 
     def __init__(self, count: int, cores: int = 64, memory_bytes: int = 256 * GIB,
                  run_seconds: float = 0.05, prefix: str = "sim",
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL, watch: bool = True) -> None:
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, batch_calls: bool = True
+                 ) -> None:
         """Prepare the nodes (nothing listens until the block is entered); without
-        ``watch`` they answer WatchContainers UNIMPLEMENTED, as an older agent does."""
+        ``batch_calls`` they answer WatchContainers and RemoveContainers UNIMPLEMENTED,
+        as an older agent does."""
         self.nodes = [SimulatedNode(f"{prefix}-{n}", secrets.token_urlsafe(24), cores,
                                     memory_bytes) for n in range(count)]
         self.by_token = {node.token: node for node in self.nodes}
         self._by_name = {node.name: node for node in self.nodes}
         self.run_seconds = run_seconds
         self.heartbeat_interval = heartbeat_interval
-        self.watch = watch
+        self.batch_calls = batch_calls
         self._calls: Counter[str] = Counter()  # the agent calls answered, by method
         self.endpoint = ""
         self._loop = asyncio.new_event_loop()

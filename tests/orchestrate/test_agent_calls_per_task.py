@@ -4,7 +4,9 @@ Each task used to cost three unary calls to its node's agent (StartContainer wit
 lease, WaitContainer held open until the end, RemoveContainer releasing the lease).
 Now each node's agent pushes every container's end on one WatchContainers stream, so a
 task is its start and its removal; an agent without the stream (an older one, answering
-UNIMPLEMENTED) is waited on as before, one WaitContainer per task.
+UNIMPLEMENTED) is waited on as before, one WaitContainer per task. Removals go in
+RemoveContainers calls, those of one node asked meanwhile together; an older agent gets
+one RemoveContainer each.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ PER_TASK = ("StartContainer", "WaitContainer", "GetContainer", "RemoveContainer"
             "RemoveContainers", "AcquireLease", "ReleaseLease")
 
 
-def _run_workflow(tmp_path: Path, pg_target: PostgresTarget, watch: bool) -> Counter[str]:
+def _run_workflow(tmp_path: Path, pg_target: PostgresTarget, batch_calls: bool
+                  ) -> Counter[str]:
     """Run the task array onto simulated nodes; the agent calls they answered."""
     settings = ServerSettings(listen="", data_dir=tmp_path / "server", insecure=True,
                               store=pg_target)
     agents = SimulatedAgents(NODES, cores=CORES, memory_bytes=1024**3, run_seconds=0.3,
-                             heartbeat_interval=0.5, watch=watch)
+                             heartbeat_interval=0.5, batch_calls=batch_calls)
     with running_orchestrator(tmp_path / "server", settings) as orchestrator, agents, \
             orchestrator.client(orchestrator.admin_token) as admin:
         tokens = {node.name: admin.issue_join_token(node.name).token
@@ -59,15 +62,18 @@ def _run_workflow(tmp_path: Path, pg_target: PostgresTarget, watch: bool) -> Cou
 
 def test_a_task_costs_its_start_and_its_removal(tmp_path: Path, pg_target: PostgresTarget
                                                ) -> None:
-    calls = _run_workflow(tmp_path, pg_target, watch=True)
+    calls = _run_workflow(tmp_path, pg_target, batch_calls=True)
     per_task = sum(calls[method] for method in PER_TASK)
     assert calls["WaitContainer"] == 0, calls  # the ends came on the watch streams
     assert per_task <= 2 * TASKS, calls  # three a task before
     assert calls["WatchContainers"] <= NODES, calls  # one stream per node
+    assert calls["RemoveContainer"] == 0, calls  # removals go in RemoveContainers
 
 
 def test_an_agent_without_the_watch_is_waited_on_as_before(tmp_path: Path,
                                                            pg_target: PostgresTarget) -> None:
-    calls = _run_workflow(tmp_path, pg_target, watch=False)
+    calls = _run_workflow(tmp_path, pg_target, batch_calls=False)
     assert calls["WaitContainer"] >= TASKS // 2, calls  # each running task waited on
     assert calls["WatchContainers"] <= NODES, calls  # asked once per node, then remembered
+    assert calls["RemoveContainers"] <= NODES, calls  # so is this
+    assert calls["RemoveContainer"] == TASKS, calls  # one by one instead

@@ -168,6 +168,9 @@ class ContainerWatches:
             if node in self._unsupported:
                 raise WatchUnsupportedError(f"node {node}'s agent cannot watch")
             watch = self._watches.get(node)
+            if watch is not None and watch.unsupported:
+                self._unsupported.add(node)
+                raise WatchUnsupportedError(f"node {node}'s agent cannot watch")
             if watch is not None and not watch.closed:
                 return watch
             watch = self._watches[node] = _NodeWatch(node, self._calls)

@@ -733,8 +733,7 @@ class TaskExecutor:
             lease = plan.leases[rank] if rank < len(plan.leases) else ""
             if not patient:
                 try:
-                    self._calls.client(node).remove_container(container, release_lease=True)
-                    self._calls.removed(node, container)
+                    self._calls.remove(node, self._calls.client(node), container)
                 except AgentNotFoundError:
                     if lease:
                         self._calls.leave(node, "", lease)
@@ -742,9 +741,8 @@ class TaskExecutor:
                     self._calls.leave(node, container, lease)
                 return
             try:
-                self._calls.ride(node, methodcaller(
-                    "remove_container", container, release_lease=True))
-                self._calls.removed(node, container)
+                self._calls.ride(
+                    node, lambda client: self._calls.remove(node, client, container))
             except AgentNotFoundError:  # it never started: its lease may still be held
                 if lease:
                     with contextlib.suppress(AgentError, NodeLostError):
