@@ -332,7 +332,7 @@ class SubstrateService(JobRpcs, BatchRpcs, AccessRpcs):
 
     def _watched(self, status: substrate_pb2.ContainerStatus) -> substrate_pb2.ContainerStatus:
         """``status`` of a container just started, now watched for its end."""
-        self._ends.started(status.id)
+        self._ends.started(status)
         return status
 
     def container_ends(self) -> ContainerEnds:

@@ -24,6 +24,7 @@ import grpc
 from fuzz.api import substrate_pb2
 from fuzz.errors import FuzzError
 from fuzz.substrate.jobs import JobRunner
+from fuzz.substrate.monitor.files import FINAL_STATES
 from fuzz.substrate.rpc.jobs import NodeJobs, job_status_code, status_message
 from fuzz.substrate.runtime.containers import ContainerNotFoundError, ContainerWaitTimeoutError
 
@@ -65,14 +66,18 @@ class ContainerEnds:
         with self._lock:
             self._watchers.remove(inbox)
 
-    def started(self, container_id: str) -> None:
-        """Watch a container that was just started (nothing while no watch ever opened:
-        the first one lists it)."""
+    def started(self, status: substrate_pb2.ContainerStatus) -> None:
+        """Watch a container that was just started, ``status`` as its start answered
+        (nothing while no watch ever opened: the first one lists it). One that has ended
+        already (a short job) is put on the watches at once, without a waiter."""
         with self._lock:
-            if not self._active or container_id in self._watched:
+            if not self._active or status.id in self._watched:
                 return
-            self._watched.add(container_id)
-        self._spawn(container_id)
+            self._watched.add(status.id)
+            if status.state in FINAL_STATES:
+                self._put(status)
+                return
+        self._spawn(status.id)
 
     def removed(self, container_id: str) -> None:
         """Forget a removed container: its end was acknowledged."""
@@ -120,11 +125,14 @@ class ContainerEnds:
             return
         status = status_message(job)
         with self._lock:
-            if container_id not in self._watched:
-                return  # removed while its end was read
-            self._ended[container_id] = status
-            for inbox in self._watchers:
-                inbox.put(status)
+            if container_id in self._watched:  # not removed while its end was read
+                self._put(status)
+
+    def _put(self, status: substrate_pb2.ContainerStatus) -> None:
+        """Keep an end and put it on every watch (under the lock)."""
+        self._ended[status.id] = status
+        for inbox in self._watchers:
+            inbox.put(status)
 
 
 class BatchRpcs(NodeJobs):
