@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import grpc
 
@@ -41,14 +40,20 @@ class WatchUnsupportedError(FuzzError):
 
 
 class _NodeWatch:
-    """One node's stream and the ends it brought, until their containers are removed."""
+    """One node's stream and the ends it brought, until their containers are removed.
+
+    Each waiter has an event of its own, set by its container's end (or by the watch's
+    end): a node runs many tasks at once, and one condition for all would wake every
+    waiter of the node at each end.
+    """
 
     def __init__(self, node: str, calls: AgentCalls) -> None:
         self.node = node
         self._calls = calls
         self._call: DuplexCall[ContainerEvent] | None = None
-        self.changed = threading.Condition()
-        self.ended: dict[str, ContainerStatus] = {}
+        self._lock = threading.Lock()
+        self._ended: dict[str, ContainerStatus] = {}
+        self._waiting: dict[str, threading.Event] = {}
         self.unsupported = False
         self.closed = False
         self._thread = threading.Thread(target=self._follow, daemon=True,
@@ -64,7 +69,7 @@ class _NodeWatch:
         try:
             while True:
                 call = self._calls.client(self.node).watch_containers()
-                with self.changed:
+                with self._lock:
                     if self.closed:
                         call.cancel()
                         return
@@ -73,15 +78,11 @@ class _NodeWatch:
                     for event in call:
                         if event.caught_up:
                             delay = RETRY_FIRST
-                            continue
-                        with self.changed:
-                            self.ended[event.ended.id] = event.ended
-                            self.changed.notify_all()
+                        else:
+                            self._ended_now(event.ended)
                 except AgentError as exc:
                     if exc.code == grpc.StatusCode.UNIMPLEMENTED:
-                        with self.changed:
-                            self.unsupported = True
-                            self.changed.notify_all()
+                        self._end(unsupported=True)
                         return
                     log.debug("the container watch of node %s broke: %s", self.node, exc)
                 finally:
@@ -91,38 +92,55 @@ class _NodeWatch:
         except (NodeLostError, CallsStoppedError, AgentError):
             pass  # the node is gone (a later wait opens a new watch), or we stop
         finally:
-            with self.changed:
-                self.closed = True
-                self.changed.notify_all()
+            self._end()
 
-    def close(self) -> None:
-        """End the stream (the orchestrator stops)."""
-        with self.changed:
+    def _ended_now(self, status: ContainerStatus) -> None:
+        """Keep a container's end and wake its waiter."""
+        with self._lock:
+            self._ended[status.id] = status
+            waiter = self._waiting.get(status.id)
+        if waiter is not None:
+            waiter.set()
+
+    def _end(self, unsupported: bool = False) -> None:
+        """The watch is over: wake every waiter."""
+        with self._lock:
             self.closed = True
-            self.changed.notify_all()
+            self.unsupported = self.unsupported or unsupported
+            waiters = list(self._waiting.values())
             call = self._call
+        for waiter in waiters:
+            waiter.set()
         if call is not None:
             call.cancel()
 
+    def close(self) -> None:
+        """End the stream (the orchestrator stops)."""
+        self._end()
+
     def wait(self, container: str, timeout: float) -> ContainerStatus | None:
         """``container``'s end once pushed (within ``timeout``), None meanwhile."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                if self.unsupported:
-                    raise WatchUnsupportedError(f"node {self.node}'s agent cannot watch")
-                found = self.ended.get(container)
-                if found is not None or self.closed:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.changed.wait(left)
+        with self._lock:
+            found = self._found(container)
+            if found is not None or self.closed:
+                return found
+            waiter = self._waiting[container] = threading.Event()
+        waiter.wait(timeout)
+        with self._lock:
+            if self._waiting.get(container) is waiter:
+                del self._waiting[container]
+            return self._found(container)
+
+    def _found(self, container: str) -> ContainerStatus | None:
+        """``container``'s end if it came (under the lock)."""
+        if self.unsupported:
+            raise WatchUnsupportedError(f"node {self.node}'s agent cannot watch")
+        return self._ended.get(container)
 
     def forget(self, container: str) -> None:
         """Drop ``container``'s end (it was removed)."""
-        with self.changed:
-            self.ended.pop(container, None)
+        with self._lock:
+            self._ended.pop(container, None)
 
 
 class ContainerWatches:
