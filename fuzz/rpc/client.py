@@ -161,16 +161,17 @@ class GrpcClient:
     def __init__(
         self, endpoint: str, token: str, timeout: float = DEFAULT_TIMEOUT,
         tls: ClientTls | None = None, metadata: tuple[tuple[str, str], ...] = (),
+        options: tuple[tuple[str, Any], ...] = (),
     ) -> None:
-        """Open a channel (TLS as ``tls`` says, plain text without); nothing is sent yet,
-        but health checks to choose one of several replicas. Every call carries the
-        token and ``metadata``."""
+        """Open a channel (TLS as ``tls`` says, plain text without; with the extra channel
+        ``options``); nothing is sent yet, but health checks to choose one of several
+        replicas. Every call carries the token and ``metadata``."""
         endpoint = live_replica(endpoint, tls)
         self.endpoint = endpoint
         self.timeout = timeout
         self.plain_text = tls is None
         self._metadata = bearer_metadata(token) + metadata
-        self._channel = open_channel(endpoint, tls)
+        self._channel = open_channel(endpoint, tls, options)
         self._health: Any = health_pb2_grpc.HealthStub(self._channel)
         self._closed = False
 

@@ -194,9 +194,14 @@ def restore_signal_handlers(previous: dict[int, SignalHandler]) -> None:
         signal.signal(sig, handler)
 
 
-def abort_with(context: grpc.ServicerContext, exc: FuzzError, table: StatusTable) -> NoReturn:
-    """End the call with the status ``table`` gives ``exc`` (INTERNAL for the unexpected)."""
+def status_for(exc: FuzzError, table: StatusTable) -> grpc.StatusCode:
+    """The status ``table`` gives ``exc`` (INTERNAL for the unexpected)."""
     for kind, code in table:
         if isinstance(exc, kind):
-            context.abort(code, str(exc))
-    context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def abort_with(context: grpc.ServicerContext, exc: FuzzError, table: StatusTable) -> NoReturn:
+    """End the call with the status ``table`` gives ``exc`` (INTERNAL for the unexpected)."""
+    context.abort(status_for(exc, table), str(exc))

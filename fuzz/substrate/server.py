@@ -58,6 +58,7 @@ from fuzz.substrate.launch.sockets import OrchestratorLink
 from fuzz.substrate.metrics import AgentCollector, AgentParts
 from fuzz.substrate.monitor.jobnet import AUTO, JobNetwork
 from fuzz.substrate.rpc.access import AccessRpcs
+from fuzz.substrate.rpc.batch import BatchRpcs, ContainerEnds
 from fuzz.substrate.rpc.direct import DirectListener
 from fuzz.substrate.rpc.jobs import JobRpcs, abort_for
 from fuzz.substrate.statedir import INFO_FILE, LOCK_FILE, read_node_id
@@ -195,7 +196,7 @@ _LEASE_STATUS: tuple[tuple[type[FuzzError], grpc.StatusCode], ...] = (
 )
 
 
-class SubstrateService(JobRpcs, AccessRpcs):
+class SubstrateService(JobRpcs, BatchRpcs, AccessRpcs):
     """The ``fuzz.substrate.v1.Substrate`` servicer.
 
     The machine is read on the first Inventory call (not at start, which stays fast
@@ -231,6 +232,7 @@ class SubstrateService(JobRpcs, AccessRpcs):
         self._job_settings = job_settings
         self._jobs: JobRunner | None = None
         self._jobs_lock = threading.Lock()
+        self._ends = ContainerEnds(self.jobs)
 
     def machine(self) -> MachineInventory:
         """The machine's inventory, read once."""
@@ -313,27 +315,56 @@ class SubstrateService(JobRpcs, AccessRpcs):
     ) -> substrate_pb2.ContainerStatus:
         """Start a job under its lease, or acquire the request's lease and start in one call."""
         if request.lease_id or not request.HasField("lease"):
-            return super().StartContainer(request, context)
+            return self._watched(super().StartContainer(request, context))
         lease = self._leases(context, lambda book: book.acquire(lease_request(request.lease)))
         request.lease_id = lease.id
         try:
-            return super().StartContainer(request, context)
+            return self._watched(super().StartContainer(request, context))
         except BaseException:
             self.book().release(lease.id)  # the job did not start: nothing holds the lease
             raise
+
+    def StartPreparedContainer(
+        self, request: substrate_pb2.ContainerRef, context: grpc.ServicerContext
+    ) -> substrate_pb2.ContainerStatus:
+        """Start a job's prepared container, watched for its end from then on."""
+        return self._watched(super().StartPreparedContainer(request, context))
+
+    def _watched(self, status: substrate_pb2.ContainerStatus) -> substrate_pb2.ContainerStatus:
+        """``status`` of a container just started, now watched for its end."""
+        self._ends.started(status)
+        return status
+
+    def container_ends(self) -> ContainerEnds:
+        """The ends of this node's containers, for WatchContainers."""
+        return self._ends
+
+    def close_watches(self) -> None:
+        """Stop watching the containers' ends (the agent stops)."""
+        self._ends.close()
 
     def RemoveContainer(
         self, request: substrate_pb2.ContainerRef, context: grpc.ServicerContext
     ) -> substrate_pb2.RemoveContainerResponse:
         """Forget a finished job; with ``release_lease`` also give back its lease."""
+        try:
+            self.remove_job(request.id, request.release_lease)
+        except FuzzError as exc:
+            abort_for(context, exc)
+        return substrate_pb2.RemoveContainerResponse()
+
+    def remove_job(self, container_id: str, release_lease: bool) -> None:
+        """Forget finished job ``container_id``; with ``release_lease`` also give back its
+        lease (a job error, NOT_FOUND and the like, or a lease error is raised)."""
+        jobs = self.jobs()
         lease_id = ""
-        if request.release_lease:
-            record = self._run(context, lambda jobs: jobs.status(request.id)).record
+        if release_lease:
+            record = jobs.status(container_id).record
             lease_id = record.lease_id if record is not None else ""
-        reply = super().RemoveContainer(request, context)
+        jobs.remove(container_id)
+        self._ends.removed(container_id)
         if lease_id:
-            self._leases(context, lambda book: book.release(lease_id))
-        return reply
+            self.book().release(lease_id)
 
     def _leases(
         self, context: grpc.ServicerContext, call: Callable[[LeaseBook], _Reply]
@@ -410,6 +441,7 @@ def serve(
     previous = install_signal_handlers(stop_event)
     direct: DirectListener | None = None
     running: RunningServer | None = None
+    service: SubstrateService | None = None
     status: StatusListener | None = None
     registry = new_registry()
     try:
@@ -481,12 +513,14 @@ def serve(
             ).start()
         wait_for_stop(stop_event)
     finally:
-        if direct is not None:
+        if direct is not None and service is not None:
             direct.close()
             service.close_handoff()
         if running is not None:
             running.health.enter_graceful_shutdown()
             running.server.stop(grace).wait()
+        if service is not None:
+            service.close_watches()
         if status is not None:
             status.stop()
         info_path.unlink(missing_ok=True)

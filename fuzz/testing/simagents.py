@@ -23,6 +23,7 @@ import random
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -50,6 +51,7 @@ class _Container:
     started: float  # time.time()
     ends: float  # time.time() it exits, unless cancelled first
     cancelled: bool = False
+    pushed: bool = False  # its end was put on the node's watches
 
     def status(self, now: float) -> spb.ContainerStatus:
         """The status a real agent would report now."""
@@ -75,6 +77,16 @@ class SimulatedNode:
     memory_bytes: int
     leases: dict[str, spb.Lease] = field(default_factory=dict)
     containers: dict[str, _Container] = field(default_factory=dict)
+    watches: list[asyncio.Queue[spb.ContainerStatus]] = field(default_factory=list)
+
+    def push_end(self, container: _Container) -> None:
+        """Put ``container``'s end on every open watch, once (on the agents' loop)."""
+        if container.pushed or self.containers.get(container.id) is not container:
+            return
+        container.pushed = True
+        status = container.status(max(time.time(), container.ends))
+        for inbox in self.watches:
+            inbox.put_nowait(status)
 
     def free_cpus(self) -> list[int]:
         """The CPUs no lease holds."""
@@ -198,6 +210,7 @@ class _Substrate:
         container = _Container(request.id, lease_id, now, now + self._agents.run_seconds)
         node.containers[request.id] = container
         self._agents.started(node.name, request.id)
+        asyncio.get_running_loop().call_later(self._agents.run_seconds, node.push_end, container)
         return container.status(now)
 
     async def _container(self, context: Any, container_id: str
@@ -230,6 +243,7 @@ class _Substrate:
         now = time.time()
         if now < container.ends:
             container.ends, container.cancelled = now, True
+            asyncio.get_running_loop().call_soon(self._node_of(container).push_end, container)
         return container.status(now)
 
     async def ListContainers(self, request: spb.ListContainersRequest, context: Any
@@ -253,6 +267,48 @@ class _Substrate:
             node.leases.pop(container.lease_id, None)
         return spb.RemoveContainerResponse()
 
+    # --- the calls that serve many containers at once (fuzz/substrate/rpc/batch.py)
+
+    async def _older(self, context: Any) -> None:
+        """Answer UNIMPLEMENTED, as an agent older than these calls does, if so made."""
+        if not self._agents.batch_calls:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "an older simulated agent")
+
+    def _node_of(self, container: _Container) -> SimulatedNode:
+        return self._agents.by_lease_prefix(container.lease_id)
+
+    async def WatchContainers(self, request: spb.WatchContainersRequest, context: Any
+                              ) -> AsyncIterator[spb.ContainerEvent]:
+        node = await self._node(context)
+        await self._older(context)
+        inbox: asyncio.Queue[spb.ContainerStatus] = asyncio.Queue()
+        node.watches.append(inbox)
+        try:
+            now = time.time()
+            for container in list(node.containers.values()):
+                if container.pushed:
+                    yield spb.ContainerEvent(ended=container.status(now))
+            yield spb.ContainerEvent(caught_up=True)
+            while True:
+                yield spb.ContainerEvent(ended=await inbox.get())
+        finally:
+            node.watches.remove(inbox)
+
+    async def RemoveContainers(self, request: spb.RemoveContainersRequest, context: Any
+                               ) -> spb.RemoveContainersResponse:
+        node = await self._node(context)
+        await self._older(context)
+        reply = spb.RemoveContainersResponse()
+        for ref in request.containers:
+            outcome = reply.outcomes.add(id=ref.id)
+            container = node.containers.pop(ref.id, None)
+            if container is None:
+                outcome.code = grpc.StatusCode.NOT_FOUND.value[0]
+                outcome.message = f"no container {ref.id}"
+            elif ref.release_lease:
+                node.leases.pop(container.lease_id, None)
+        return reply
+
     async def _no_container(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a simulated node runs no container")
 
@@ -272,13 +328,19 @@ class SimulatedAgents:
 
     def __init__(self, count: int, cores: int = 64, memory_bytes: int = 256 * GIB,
                  run_seconds: float = 0.05, prefix: str = "sim",
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL) -> None:
-        """Prepare the nodes (nothing listens until the block is entered)."""
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, batch_calls: bool = True
+                 ) -> None:
+        """Prepare the nodes (nothing listens until the block is entered); without
+        ``batch_calls`` they answer WatchContainers and RemoveContainers UNIMPLEMENTED,
+        as an older agent does."""
         self.nodes = [SimulatedNode(f"{prefix}-{n}", secrets.token_urlsafe(24), cores,
                                     memory_bytes) for n in range(count)]
         self.by_token = {node.token: node for node in self.nodes}
+        self._by_name = {node.name: node for node in self.nodes}
         self.run_seconds = run_seconds
         self.heartbeat_interval = heartbeat_interval
+        self.batch_calls = batch_calls
+        self._calls: Counter[str] = Counter()  # the agent calls answered, by method
         self.endpoint = ""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="simagents",
@@ -307,7 +369,8 @@ class SimulatedAgents:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     async def _serve(self) -> None:
-        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
+                                       interceptors=[_CallCounter(self)])
         spb_grpc.add_SubstrateServicer_to_server(_Substrate(self), self._server)
         port = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()
@@ -371,6 +434,20 @@ class SimulatedAgents:
         with self._lock:
             return list(self._starts)
 
+    def by_lease_prefix(self, lease_id: str) -> SimulatedNode:
+        """The node that granted ``lease_id`` (its ids start with the node's name)."""
+        return self._by_name[lease_id.rsplit("-lease-", 1)[0]]
+
+    def counted(self, method: str) -> None:
+        """Note one call of agent method ``method`` (called on the agents' loop)."""
+        with self._lock:
+            self._calls[method] += 1
+
+    def calls(self) -> Counter[str]:
+        """The agent calls answered so far, by method name."""
+        with self._lock:
+            return Counter(self._calls)
+
     def start_count(self) -> int:
         """How many container starts were answered so far."""
         with self._lock:
@@ -395,6 +472,18 @@ class SimulatedAgents:
 
     async def _count_containers(self) -> int:
         return sum(len(node.containers) for node in self.nodes)
+
+
+class _CallCounter(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts every call to the simulated agents, by method."""
+
+    def __init__(self, agents: SimulatedAgents) -> None:
+        self._agents = agents
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails
+                                ) -> Any:
+        self._agents.counted(details.method.rsplit("/", 1)[-1])
+        return await continuation(details)
 
 
 def _timestamp(seconds: float) -> Timestamp:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from operator import methodcaller
 from typing import TypeVar
 
@@ -66,6 +67,23 @@ def transient(exc: AgentError) -> bool:
 _CUT_OFF = (None, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
 
 
+@dataclass
+class _Removal:
+    """One container's removal waiting for its node's next RemoveContainers call."""
+
+    container: str
+    done: bool = False
+    error: AgentError | None = None
+
+
+@dataclass
+class _NodeRemovals:
+    """A node's removals: those asked while a call is under way go together in the next."""
+
+    sending: threading.Lock = field(default_factory=threading.Lock)
+    pending: list[_Removal] = field(default_factory=list)
+
+
 class AgentCalls:
     """Calls to the agents of :class:`NodeDirectory` that wait for a restarting agent."""
 
@@ -75,6 +93,64 @@ class AgentCalls:
         self._lock = threading.Lock()
         self._leftovers: dict[str, dict[str, str]] = {}  # node: {container: lease ('' none)}
         self._stopped = threading.Event()
+        self._removal_hooks: list[Callable[[str, str], None]] = []
+        self._removals: dict[str, _NodeRemovals] = {}
+        self._one_by_one: set[str] = set()  # nodes whose agents lack RemoveContainers
+
+    def on_removal(self, hook: Callable[[str, str], None]) -> None:
+        """Call ``hook(node, container)`` once a container is removed from its node."""
+        self._removal_hooks.append(hook)
+
+    def remove(self, node: str, client: AgentClient, container: str) -> None:
+        """Remove ``container`` from ``node`` with its lease, through ``client`` (the node's).
+
+        Removals asked on one node while a call to it is under way are sent together in
+        the next RemoveContainers call, as group commit does (no timer: a lone removal
+        goes at once, under load the groups grow by themselves); each gets its own
+        outcome (AgentNotFoundError and the like). An agent without RemoveContainers
+        (UNIMPLEMENTED) is sent one RemoveContainer each, from then on.
+        """
+        if node in self._one_by_one:
+            client.remove_container(container, release_lease=True)
+        else:
+            removal = _Removal(container)
+            with self._lock:
+                batch = self._removals.setdefault(node, _NodeRemovals())
+                batch.pending.append(removal)
+            with batch.sending:
+                if not removal.done:
+                    with self._lock:
+                        group, batch.pending = batch.pending, []
+                    self._send_removals(node, client, group)
+            if removal.error is not None:
+                raise removal.error
+        self.removed(node, container)
+
+    def _send_removals(self, node: str, client: AgentClient, group: list[_Removal]) -> None:
+        """Remove ``group`` from ``node`` in one call; each removal's outcome set."""
+        outcomes: list[AgentError | None] = []
+        if node not in self._one_by_one:  # (learnt perhaps while this group waited)
+            try:
+                outcomes = client.remove_containers([removal.container for removal in group])
+            except AgentError as exc:
+                if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+                    outcomes = [exc] * len(group)
+                else:
+                    self._one_by_one.add(node)
+        if node in self._one_by_one:
+            for removal in group:
+                try:
+                    client.remove_container(removal.container, release_lease=True)
+                    outcomes.append(None)
+                except AgentError as error:
+                    outcomes.append(error)
+        for removal, outcome in zip(group, outcomes, strict=True):
+            removal.error, removal.done = outcome, True
+
+    def removed(self, node: str, container: str) -> None:
+        """Note that ``container`` was removed from ``node`` (its end acknowledged)."""
+        for hook in self._removal_hooks:
+            hook(node, container)
 
     def stop(self) -> None:
         """Stop waiting: every call riding out a silent agent raises CallsStoppedError."""
@@ -204,6 +280,7 @@ class AgentCalls:
                     with contextlib.suppress(AgentNotFoundError):
                         client.cancel_container(container)  # it may still run: the task moved on
                     client.remove_container(container, release_lease=True)
+                    self.removed(node, container)
                     lease = ""  # released with it
                 except AgentNotFoundError:
                     pass  # it never started, or is gone: its lease may still be held

@@ -42,6 +42,7 @@ from fuzz.orchestrate.workflows.agentcalls import (
     NodeLostError,
     transient,
 )
+from fuzz.orchestrate.workflows.endwatch import ContainerWatches, WatchUnsupportedError
 from fuzz.orchestrate.workflows.mpi import (
     LAUNCH_HELPER,
     LAUNCHERS,
@@ -195,6 +196,8 @@ class TaskExecutor:
         self._nodes = nodes
         self._log_headroom = log_headroom
         self._calls = AgentCalls(nodes)
+        self._ends = ContainerWatches(self._calls)
+        self._calls.on_removal(self._ends.forget)
         self._events = events
         self._pulled: dict[tuple[str, str], str] = {}  # (node, image) -> digest, pulled here
         self.launch_tokens = LaunchTokens()  # of the MPI attempts in flight
@@ -203,6 +206,7 @@ class TaskExecutor:
         """The orchestrator stops: attempts waiting for a silent agent give up unreported
         (:class:`CallsStoppedError`), to be re-adopted by the next orchestrator."""
         self._calls.stop()
+        self._ends.stop()
 
     def sweep(self, orphans: tuple[str, Callable[[], set[str]]] | None = None) -> None:
         """Remove what attempts left on silent nodes that answer again, and look again
@@ -640,8 +644,7 @@ class TaskExecutor:
             while status is None or status.state not in ENDED:
                 if waited:  # a long job: keep its lease alive meanwhile
                     self._renew(plan, rank)
-                status = self._calls.ride(
-                    node, lambda client: client.wait_container(container, WAIT_SLICE))
+                status = self._await_end(node, container)
                 waited = True
         except CallsStoppedError:
             return  # no outcome: _supervise gives up too
@@ -656,6 +659,24 @@ class TaskExecutor:
         outcome = outcomes[rank]
         if outcome is not None and outcome.state != TaskState.SUCCEEDED and len(plan.nodes) > 1:
             self.cancel(plan)  # one rank failed: the others cannot finish alone
+
+    def _await_end(self, node: str, container: str) -> ContainerStatus:
+        """``container``'s status once it ended, or after :data:`WAIT_SLICE` seconds.
+
+        The end comes on the node's watch stream (:mod:`.endwatch`); a slice without
+        one asks the agent (a long job, a broken stream, a vanished container: NOT_FOUND,
+        a silent node ridden out). An agent without the stream is waited on as before.
+        """
+        try:
+            ended = self._ends.wait(node, container, WAIT_SLICE)
+        except WatchUnsupportedError:
+            status: ContainerStatus = self._calls.ride(
+                node, lambda client: client.wait_container(container, WAIT_SLICE))
+            return status
+        if ended is not None:
+            return ended
+        status = self._calls.ride(node, lambda client: client.get_container(container))
+        return status
 
     def _renew(self, plan: LaunchPlan, rank: int) -> None:
         """Renew rank ``rank``'s lease (a silent agent is waited for by the next wait)."""
@@ -722,7 +743,7 @@ class TaskExecutor:
             lease = plan.leases[rank] if rank < len(plan.leases) else ""
             if not patient:
                 try:
-                    self._calls.client(node).remove_container(container, release_lease=True)
+                    self._calls.remove(node, self._calls.client(node), container)
                 except AgentNotFoundError:
                     if lease:
                         self._calls.leave(node, "", lease)
@@ -730,8 +751,8 @@ class TaskExecutor:
                     self._calls.leave(node, container, lease)
                 return
             try:
-                self._calls.ride(node, methodcaller(
-                    "remove_container", container, release_lease=True))
+                self._calls.ride(
+                    node, lambda client: self._calls.remove(node, client, container))
             except AgentNotFoundError:  # it never started: its lease may still be held
                 if lease:
                     with contextlib.suppress(AgentError, NodeLostError):

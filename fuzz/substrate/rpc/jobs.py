@@ -14,7 +14,7 @@ import grpc
 
 from fuzz.api import substrate_pb2
 from fuzz.errors import ConfigError, FuzzError
-from fuzz.rpc.server import StatusTable, abort_with
+from fuzz.rpc.server import StatusTable, abort_with, status_for
 from fuzz.substrate.capacity.cdi import CdiError
 from fuzz.substrate.capacity.leases import LeaseNotFound
 from fuzz.substrate.images.reference import (
@@ -64,6 +64,11 @@ def abort_for(
 ) -> NoReturn:
     """End the call with the status ``table`` (default: the job errors') gives ``exc``."""
     abort_with(context, exc, _STATUS if table is None else table)
+
+
+def job_status_code(exc: FuzzError) -> grpc.StatusCode:
+    """The status a job call ends with for ``exc``."""
+    return status_for(exc, _STATUS)
 
 
 def credentials_from(message: substrate_pb2.RegistryCredentials) -> Credentials | None:

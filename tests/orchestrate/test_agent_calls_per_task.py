@@ -1,0 +1,79 @@
+"""How many agent calls a task costs (issues 21 and 23): counted on simulated agents.
+
+Each task used to cost three unary calls to its node's agent (StartContainer with the
+lease, WaitContainer held open until the end, RemoveContainer releasing the lease).
+Now each node's agent pushes every container's end on one WatchContainers stream, so a
+task is its start and its removal; an agent without the stream (an older one, answering
+UNIMPLEMENTED) is waited on as before, one WaitContainer per task. Removals go in
+RemoveContainers calls, those of one node asked meanwhile together; an older agent gets
+one RemoveContainer each.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from fuzz.orchestrate.server import ServerSettings
+from fuzz.orchestrate.store import PostgresTarget
+from fuzz.testing.simagents import SimulatedAgents
+from tests.support.orchestratorutil import running_orchestrator, wait_until
+
+NODES, CORES, TASKS = 3, 2, 24
+FUZZFILE = f"""\
+version: v1
+jobs:
+  work:
+    image: {{uri: "docker://127.0.0.1:9/simulated:1"}}
+    command: [/bin/true]
+    resource: {{cpu: {{cores: 1}}, memory: {{size: 16MiB}}}}
+    task-array: {{start: 1, end: {TASKS}}}
+"""
+PER_TASK = ("StartContainer", "WaitContainer", "GetContainer", "RemoveContainer",
+            "RemoveContainers", "AcquireLease", "ReleaseLease")
+
+
+def _run_workflow(tmp_path: Path, pg_target: PostgresTarget, batch_calls: bool
+                  ) -> Counter[str]:
+    """Run the task array onto simulated nodes; the agent calls they answered."""
+    settings = ServerSettings(listen="", data_dir=tmp_path / "server", insecure=True,
+                              store=pg_target)
+    agents = SimulatedAgents(NODES, cores=CORES, memory_bytes=1024**3, run_seconds=0.3,
+                             heartbeat_interval=0.5, batch_calls=batch_calls)
+    with running_orchestrator(tmp_path / "server", settings) as orchestrator, agents, \
+            orchestrator.client(orchestrator.admin_token) as admin:
+        tokens = {node.name: admin.issue_join_token(node.name).token
+                  for node in agents.nodes}
+        agents.join(orchestrator.endpoint, tokens, spread=False)
+        wait_until("the simulated nodes to register",
+                   lambda: {node.name for node in admin.list_nodes()} == set(tokens))
+        admin.start_workflow("calls", FUZZFILE, "Fuzzfile")
+        wait_until("the workflow to finish",
+                   lambda: admin.get_workflow("calls").state not in ("PENDING", "RUNNING"),
+                   timeout=90)
+        workflow = admin.get_workflow("calls")
+        left = agents.running()
+        calls = agents.calls()
+    assert workflow.state == "SUCCEEDED", workflow
+    assert len(agents.starts()) == TASKS
+    assert left == 0  # every container removed, and its lease with it
+    return calls
+
+
+def test_a_task_costs_its_start_and_its_removal(tmp_path: Path, pg_target: PostgresTarget
+                                               ) -> None:
+    calls = _run_workflow(tmp_path, pg_target, batch_calls=True)
+    per_task = sum(calls[method] for method in PER_TASK)
+    assert calls["WaitContainer"] == 0, calls  # the ends came on the watch streams
+    assert per_task <= 2 * TASKS, calls  # three a task before
+    assert calls["WatchContainers"] <= NODES, calls  # one stream per node
+    assert calls["RemoveContainer"] == 0, calls  # removals go in RemoveContainers
+
+
+def test_an_agent_without_the_watch_is_waited_on_as_before(tmp_path: Path,
+                                                           pg_target: PostgresTarget) -> None:
+    calls = _run_workflow(tmp_path, pg_target, batch_calls=False)
+    assert calls["WaitContainer"] >= TASKS // 2, calls  # each running task waited on
+    assert calls["WatchContainers"] <= NODES, calls  # asked once per node, then remembered
+    assert calls["RemoveContainers"] <= NODES, calls  # so is this
+    assert calls["RemoveContainer"] == TASKS, calls  # one by one instead
