@@ -14,21 +14,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from fuzz.orchestrate.server import ServerSettings
 from fuzz.orchestrate.store import PostgresTarget
 from fuzz.testing.simagents import SimulatedAgents
-from tests.support.orchestratorutil import running_orchestrator, wait_until
+from tests.support.simcluster import array_fuzzfile, run_to_end, simulated_cluster
 
 NODES, CORES, TASKS = 3, 2, 24
-FUZZFILE = f"""\
-version: v1
-jobs:
-  work:
-    image: {{uri: "docker://127.0.0.1:9/simulated:1"}}
-    command: [/bin/true]
-    resource: {{cpu: {{cores: 1}}, memory: {{size: 16MiB}}}}
-    task-array: {{start: 1, end: {TASKS}}}
-"""
 PER_TASK = ("StartContainer", "WaitContainer", "GetContainer", "RemoveContainer",
             "RemoveContainers", "AcquireLease", "ReleaseLease")
 
@@ -36,22 +26,10 @@ PER_TASK = ("StartContainer", "WaitContainer", "GetContainer", "RemoveContainer"
 def _run_workflow(tmp_path: Path, pg_target: PostgresTarget, batch_calls: bool
                   ) -> Counter[str]:
     """Run the task array onto simulated nodes; the agent calls they answered."""
-    settings = ServerSettings(listen="", data_dir=tmp_path / "server", insecure=True,
-                              store=pg_target)
     agents = SimulatedAgents(NODES, cores=CORES, memory_bytes=1024**3, run_seconds=0.3,
                              heartbeat_interval=0.5, batch_calls=batch_calls)
-    with running_orchestrator(tmp_path / "server", settings) as orchestrator, agents, \
-            orchestrator.client(orchestrator.admin_token) as admin:
-        tokens = {node.name: admin.issue_join_token(node.name).token
-                  for node in agents.nodes}
-        agents.join(orchestrator.endpoint, tokens, spread=False)
-        wait_until("the simulated nodes to register",
-                   lambda: {node.name for node in admin.list_nodes()} == set(tokens))
-        admin.start_workflow("calls", FUZZFILE, "Fuzzfile")
-        wait_until("the workflow to finish",
-                   lambda: admin.get_workflow("calls").state not in ("PENDING", "RUNNING"),
-                   timeout=90)
-        workflow = admin.get_workflow("calls")
+    with simulated_cluster(tmp_path, pg_target, agents) as admin:
+        workflow = run_to_end(admin, "calls", array_fuzzfile(TASKS))
         left = agents.running()
         calls = agents.calls()
     assert workflow.state == "SUCCEEDED", workflow

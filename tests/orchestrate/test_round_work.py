@@ -15,22 +15,18 @@ from typing import Any
 
 import pytest
 
+from fuzz.clients.orchestrator import OrchestratorClient
 from fuzz.orchestrate.cluster import nodes as node_directory
-from fuzz.orchestrate.server import ServerSettings
 from fuzz.orchestrate.store import PostgresTarget
 from fuzz.testing.simagents import SimulatedAgents
-from tests.orchestrate.test_simagents import FUZZFILE, TASKS
-from tests.support.orchestratorutil import running_orchestrator, wait_until
+from tests.orchestrate.test_simagents import TASKS
+from tests.support.simcluster import array_fuzzfile, run_to_end, simulated_cluster
 
 NODES = 60  # idle nodes, many more than the tasks' (each node holds every task at once)
 
 
-def _run(admin: Any, name: str) -> None:
-    admin.start_workflow(name, FUZZFILE, "Fuzzfile")
-    wait_until(f"workflow {name} to finish",
-               lambda: admin.get_workflow(name).state not in ("PENDING", "RUNNING"),
-               timeout=90)
-    assert admin.get_workflow(name).state == "SUCCEEDED"
+def _run(admin: OrchestratorClient, name: str) -> None:
+    assert run_to_end(admin, name, array_fuzzfile(TASKS)).state == "SUCCEEDED"
 
 
 def test_rounds_make_views_of_the_changed_nodes_only(
@@ -43,15 +39,9 @@ def test_rounds_make_views_of_the_changed_nodes_only(
         return view_class(**fields)
 
     monkeypatch.setattr(node_directory, "NodeView", counted_view)
-    settings = ServerSettings(listen="", data_dir=tmp_path / "server", insecure=True,
-                              store=pg_target)
     agents = SimulatedAgents(NODES, cores=TASKS, memory_bytes=1024**3, run_seconds=0.3,
                              heartbeat_interval=0.2)
-    with running_orchestrator(tmp_path / "server", settings) as orchestrator, agents, \
-            orchestrator.client(orchestrator.admin_token) as admin:
-        tokens = {node.name: admin.issue_join_token(node.name).token for node in agents.nodes}
-        agents.join(orchestrator.endpoint, tokens, spread=False)
-        wait_until("the simulated nodes to register", lambda: len(admin.list_nodes()) == NODES)
+    with simulated_cluster(tmp_path, pg_target, agents) as admin:
         _run(admin, "first")  # every node is new to the rounds: each is looked at once
         beats = len(agents.heartbeat_latencies())
         made.clear()

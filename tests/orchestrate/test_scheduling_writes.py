@@ -12,11 +12,10 @@ from pathlib import Path
 
 import psycopg
 
-from fuzz.orchestrate.server import ServerSettings
 from fuzz.orchestrate.store import PostgresTarget
 from fuzz.testing.simagents import SimulatedAgents
-from tests.orchestrate.test_simagents import FUZZFILE, TASKS
-from tests.support.orchestratorutil import running_orchestrator, wait_until
+from tests.orchestrate.test_simagents import TASKS
+from tests.support.simcluster import array_fuzzfile, run_to_end, simulated_cluster
 
 RECORD_WRITES = """
 CREATE TABLE task_writes (key text, state text, xid bigint, at timestamptz);
@@ -35,24 +34,15 @@ def _run_recording_writes(tmp_path: Path, pg_target: PostgresTarget, nodes: int,
     """Run ``arrays`` task arrays of ``tasks`` in all on ``nodes`` simulated nodes of
     ``cores`` cores each, with every write to the tasks table recorded; ``query``'s rows
     of those records and how many starts the agents saw."""
-    settings = ServerSettings(listen="", data_dir=tmp_path / "server", insecure=True,
-                              store=pg_target)
     agents = SimulatedAgents(nodes, cores=cores, memory_bytes=1024**3,
                              run_seconds=run_seconds, heartbeat_interval=0.5)
-    array = FUZZFILE.replace(f"end: {TASKS}", f"end: {tasks // arrays}").split("jobs:\n")[1]
+    array = array_fuzzfile(tasks // arrays).split("jobs:\n")[1]
     fuzzfile = "version: v1\njobs:\n" + "".join(
         array.replace("  work:", f"  work{n}:") for n in range(arrays))
-    with running_orchestrator(tmp_path / "server", settings) as orchestrator, agents, \
-            orchestrator.client(orchestrator.admin_token) as admin:
+    with simulated_cluster(tmp_path, pg_target, agents) as admin:
         with psycopg.connect(pg_target.url, autocommit=True) as db:
             db.execute(RECORD_WRITES)
-        tokens = {node.name: admin.issue_join_token(node.name).token for node in agents.nodes}
-        agents.join(orchestrator.endpoint, tokens, spread=False)
-        wait_until("the simulated nodes to register",
-                   lambda: len(admin.list_nodes()) == nodes)
-        admin.start_workflow("simulated", fuzzfile, "Fuzzfile")
-        wait_until("the workflow to finish",
-                   lambda: admin.get_workflow("simulated").state == "SUCCEEDED", timeout=90)
+        assert run_to_end(admin, "simulated", fuzzfile).state == "SUCCEEDED"
         with psycopg.connect(pg_target.url) as db:
             rows = db.execute(query).fetchall()
     return rows, len(agents.starts())
