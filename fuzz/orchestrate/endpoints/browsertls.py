@@ -26,8 +26,10 @@ from collections import deque
 from collections.abc import Iterator
 
 READ_BYTES = 256 * 1024  # one read of the TCP socket
-WRITE_BYTES = 256 * 1024  # encrypted at a time: the records of one write wait in memory
-QUEUED_BYTES = 1024 * 1024  # records waiting for the sender thread, at most (about)
+WRITE_BYTES = 1024 * 1024  # encrypted at a time: the records of one write wait in memory
+# records waiting for the sender thread: one write's at most (a longer queue measured
+# page faults, glibc trimming its heap and growing it again piece after piece)
+QUEUED_BYTES = WRITE_BYTES
 
 
 class BrowserTls:
