@@ -9,7 +9,9 @@ this process's CPU time is the gateway's. Each round downloads once each way, al
 ``sslsocket`` (the browser's TLS an ``ssl.SSLSocket``, as before session 13),
 ``one-thread`` (memory BIOs, the records encrypted and sent by the connection's thread)
 and ``two-threads`` (encrypted there, sent by a sender thread); the medians of
-``--rounds``.
+``--rounds``; and, each way, 300 small requests in a row on one connection (the
+service closes after each, as busybox httpd does): their p50 and the gateway's CPU
+milliseconds a request.
 Prints MB/s and CPU-s per 100 MB of the gateway, the client and the service, and
 ``/proc/loadavg`` at the start and the end (the machine is shared: compare the two ways
 of the same run, and CPU per byte rather than one rate).
@@ -48,6 +50,7 @@ from fuzz.substrate.rpc.handoff import HandoffListener
 from fuzz.testing.oci import free_port
 
 ADDRESS = EndpointAddress("olive", "nb", "svc", "web")
+SMALL_REQUESTS = 300
 
 SERVICE = textwrap.dedent("""
     import socket, sys, resource
@@ -92,6 +95,29 @@ CLIENT = textwrap.dedent("""
     end_cpu = resource.getrusage(resource.RUSAGE_SELF)
     cpu = end_cpu.ru_utime + end_cpu.ru_stime - start_cpu.ru_utime - start_cpu.ru_stime
     print(elapsed, cpu)
+""")
+
+
+SMALL_CLIENT = textwrap.dedent("""
+    import socket, ssl, sys, time, statistics
+    port, ca, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    context = ssl.create_default_context(cafile=ca)
+    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                               server_hostname="127.0.0.1")
+    request = ("GET %s HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n" % sys.argv[4]).encode()
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        sock.sendall(request)
+        answer = b""
+        while b"\\r\\n\\r\\n" not in answer:
+            answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\\r\\n\\r\\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\\r\\n")[0])
+        while len(body) < length:
+            body += sock.recv(65536)
+        times.append(time.perf_counter() - start)
+    print(statistics.median(times) * 1000)
 """)
 
 
@@ -205,6 +231,7 @@ def main() -> None:
         if options.only:
             ways = {options.only: ways[options.only]}
         figures: dict[str, list[tuple[float, float, float, float]]] = {w: [] for w in ways}
+        small: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
         try:
             for _ in range(options.rounds):
                 for way, (serve, sending) in ways.items():
@@ -220,6 +247,13 @@ def main() -> None:
                     figures[way].append((size / elapsed / 1e6, (_cpu() - before) * per,
                                          client_cpu * per,
                                          (_service_cpu(service_port) - service_before) * per))
+                    before = _cpu()
+                    run = subprocess.run(
+                        [sys.executable, "-c", SMALL_CLIENT, str(gateway.port), str(ca),
+                         str(SMALL_REQUESTS), ADDRESS.path_prefix + "cpu"],
+                        capture_output=True, text=True, check=True)
+                    small[way].append((float(run.stdout),
+                                       (_cpu() - before) * 1000 / SMALL_REQUESTS))
         finally:
             Connection._sending_behind = two_threads  # type: ignore[method-assign]
             Gateway._serve = memory_bio  # type: ignore[method-assign]
@@ -231,7 +265,9 @@ def main() -> None:
             statistics.median(column) for column in zip(*rows, strict=True))
         print(f"{way}: {rate:.0f} MB/s (runs: {', '.join(f'{r[0]:.0f}' for r in rows)}); "
               f"CPU-s per 100 MB: gateway {gateway_cpu:.3f}, client {client_cpu:.3f}, "
-              f"service {service_cpu:.3f}")
+              f"service {service_cpu:.3f}; small requests: p50 "
+              f"{statistics.median(r[0] for r in small[way]):.2f} ms, gateway CPU "
+              f"{statistics.median(r[1] for r in small[way]):.2f} ms a request")
     if not options.only:
         before, two = (statistics.median(r[0] for r in figures[w])
                        for w in ("sslsocket", "two-threads"))
