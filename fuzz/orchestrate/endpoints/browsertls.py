@@ -42,7 +42,7 @@ class BrowserTls:
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._sender: _Sender | None = None
-        self._more = False  # a read stopped at its size: records may wait in _incoming
+        self._eof = False  # the browser's end of the TCP connection has been read
 
     def handshake(self) -> None:
         """The TLS handshake (ssl.SSLError or OSError when it fails; its alert is sent)."""
@@ -63,35 +63,32 @@ class BrowserTls:
             return
 
     def recv(self, size: int) -> bytes:
-        """Up to ``size`` decrypted bytes, waiting for some; empty once the browser has
-        closed (with or without TLS's close_notify)."""
-        pieces: list[bytes] = []
-        got = 0
-        while got < size:
-            try:
-                piece = self._tls.read(size - got)
-            except ssl.SSLWantReadError:
-                if pieces:
-                    break
-                if self._outgoing.pending:
-                    self._send_records()
-                if not self._fill():
+        """Up to ``size`` decrypted bytes (one record's at most, as an ``SSLSocket``
+        gives), waiting for some; empty once the browser has closed (with or without
+        TLS's close_notify). OpenSSL is asked only when it has bytes to work on: each
+        call passes the GIL on, and a request should cost as few as an SSLSocket's."""
+        while True:
+            if self.pending() or self._eof:
+                try:
+                    data = self._tls.read(size)
+                except ssl.SSLWantReadError:
+                    pass
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     return b""
-                continue
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                break
-            if not piece:
-                break
-            pieces.append(piece)
-            got += len(piece)
-        self._more = got >= size
-        if self._outgoing.pending:  # what reading made TLS answer (a key update)
-            self._send_records()
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                else:
+                    if self._outgoing.pending:  # what reading made TLS answer (a key update)
+                        self._send_records()
+                    return data
+                if self._eof:
+                    return b""
+            if self._outgoing.pending:
+                self._send_records()
+            self._fill()
 
     def pending(self) -> bool:
-        """Whether :meth:`recv` has bytes without reading the TCP socket."""
-        return self._more or self._tls.pending() > 0
+        """Whether :meth:`recv` has bytes to work on without reading the TCP socket (the
+        rest of a record whose start has come is on its way: a peer writes whole ones)."""
+        return self._tls.pending() > 0 or self._incoming.pending > 0
 
     def sendall(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt ``data`` and send it (hand it to the sender thread, within
@@ -132,6 +129,7 @@ class BrowserTls:
         """Read the TCP socket into the incoming BIO; False at its end."""
         data = self._sock.recv(READ_BYTES)
         if not data:
+            self._eof = True
             self._incoming.write_eof()
             return False
         self._incoming.write(data)
