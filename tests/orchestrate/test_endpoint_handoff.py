@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,15 +31,21 @@ from fuzz.substrate.rpc.handoff import HandoffListener
 from fuzz.testing.oci import free_port
 from fuzz.testing.web import serve_handler
 from tests.support.gatewaytest import (
+    BLOCK,
     ClosingHandler,
     PortRoutes,
     RunningGateway,
     assert_big_downloads_whole,
     assert_unlistened_port_is_502,
     assert_upload_and_websocket_whole,
+    endpoint_path,
     loopback_connector,
+    raw_get,
     running_gateway,
+    streamed_digest,
+    streaming_service,
 )
+from tests.support.orchestratorutil import wait_until
 
 
 @dataclass
@@ -140,3 +148,82 @@ def test_tickets_are_the_authority_and_a_single_use_one_opens_once(agent: Agent)
         handed.discard()
     assert agent.opened == [("c", port)]
     assert HandedOffConnection.open(free_port(), agent.ticket("c", port)) is None
+
+
+def _senders() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "endpoint-sender"]
+
+
+def _settled(read: Callable[[], int], quiet: float = 1.0) -> Callable[[], bool]:
+    """A check that holds once ``read()`` has not changed for ``quiet`` seconds."""
+    last = [read(), time.monotonic()]
+
+    def check() -> bool:
+        now = read()
+        if now != last[0]:
+            last[:] = [now, time.monotonic()]
+            return False
+        return time.monotonic() - last[1] >= quiet
+
+    return check
+
+
+def test_a_slow_reader_holds_the_service_back_and_a_second_thread_sends(
+        running: Running) -> None:
+    """A large body goes to the browser from a sender thread of its own while the
+    connection's thread reads and encrypts; a browser that stops reading stops the
+    service too (bounded buffers, not the whole body in the gateway's memory), and what
+    it then reads is the body, byte-exact."""
+    mebibytes = 96
+    with streaming_service(mebibytes) as (port, streamed):
+        running.services.ports["stream"] = port
+        with raw_get(running, endpoint_path("stream", "x"), receive_buffer=65536) as (
+                sock, head):
+            wait_until("the service to be held back", _settled(lambda: streamed.sent))
+            assert len(_senders()) == 1
+            assert streamed.sent < mebibytes * len(BLOCK), "the gateway took the whole body"
+            digest = hashlib.sha256(head.partition(b"\r\n\r\n")[2])
+            received = len(head.partition(b"\r\n\r\n")[2])
+            while received < mebibytes * len(BLOCK):
+                data = sock.recv(1 << 20)
+                assert data, f"the body ended short at {received}"
+                digest.update(data)
+                received += len(data)
+            assert (received, digest.digest()) == (mebibytes * len(BLOCK),
+                                                   streamed_digest(mebibytes))
+    wait_until("the sender thread to end", lambda: not _senders())
+    assert running.browser().request("GET", endpoint_path("web", "small")).body == b"small\n"
+
+
+def test_a_browser_that_closes_mid_body_ends_the_relay_and_the_services_connection(
+        running: Running) -> None:
+    """The browser reads a few MiB of a large body and closes: the sender ends, the
+    service's connection is closed (its writes fail), and the gateway serves on."""
+    with streaming_service(256) as (port, streamed):
+        running.services.ports["stream"] = port
+        with raw_get(running, endpoint_path("stream", "x")) as (sock, _):
+            received = 0
+            while received < 4 * len(BLOCK):
+                data = sock.recv(1 << 20)
+                assert data
+                received += len(data)
+        wait_until("the service's writes to fail", lambda: streamed.broken)
+        assert streamed.sent < 256 * len(BLOCK)
+    wait_until("the sender thread to end", lambda: not _senders())
+    assert_big_downloads_whole(running)
+
+
+def test_a_service_that_closes_mid_body_cuts_the_browser_off_after_what_it_sent(
+        running: Running) -> None:
+    """A service that closes after 6 of its 16 MiB: the browser gets those 6 MiB, whole,
+    then the connection's end (never a body completed by anything else), and the gateway
+    serves on."""
+    with streaming_service(16, cut_at=6) as (port, _):
+        running.services.ports["cut"] = port
+        with raw_get(running, endpoint_path("cut", "x")) as (sock, head):
+            body = bytearray(head.partition(b"\r\n\r\n")[2])
+            while data := sock.recv(1 << 20):
+                body += data
+    assert bytes(body) == BLOCK * 6
+    wait_until("the sender thread to end", lambda: not _senders())
+    assert_big_downloads_whole(running)

@@ -171,3 +171,71 @@ def assert_unlistened_port_is_502(running: RunningGateway[ServicesT],
     closed.close()
     answer = running.browser().request("GET", endpoint_path("gone", "x"))
     assert answer.status == 502 and b"cannot connect to port" in answer.body
+
+
+BLOCK = os.urandom(2**20)
+
+
+@dataclass
+class Streamed:
+    """What a :func:`streaming_service` has sent, and whether its browser went away."""
+
+    sent: int = 0
+    broken: bool = False
+
+
+@contextlib.contextmanager
+def streaming_service(mebibytes: int, cut_at: int | None = None
+                      ) -> Iterator[tuple[int, Streamed]]:
+    """An HTTP service on 127.0.0.1 that answers every GET with a ``Content-Length`` body of
+    ``mebibytes`` MiB (:data:`BLOCK` repeated), written block by block and counted; with
+    ``cut_at``, it closes its connection after that many blocks. Yields (port, counts)."""
+    streamed = Streamed()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(mebibytes * len(BLOCK)))
+            self.end_headers()
+            try:
+                for _ in range(mebibytes if cut_at is None else cut_at):
+                    self.wfile.write(BLOCK)
+                    streamed.sent += len(BLOCK)
+            except OSError:
+                streamed.broken = True
+            self.close_connection = True
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    with serve_handler(Handler) as port:
+        yield port, streamed
+
+
+def streamed_digest(mebibytes: int) -> bytes:
+    """The SHA-256 of a :func:`streaming_service` body of ``mebibytes`` MiB."""
+    digest = hashlib.sha256()
+    for _ in range(mebibytes):
+        digest.update(BLOCK)
+    return digest.digest()
+
+
+@contextlib.contextmanager
+def raw_get(running: RunningGateway[ServicesT], target: str, receive_buffer: int = 0
+            ) -> Iterator[tuple[socket.socket, bytes]]:
+    """A GET of ``target`` on a TLS connection of its own to the gateway (with a receive
+    buffer of ``receive_buffer`` bytes when given: a reader that holds little); yields the
+    socket and what was read up to and including the end of the response's headers."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    raw.settimeout(60)
+    raw.connect(("127.0.0.1", running.gateway.port))
+    with ca_context(running.ca).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = sock.recv(65536)
+            assert data, "the gateway closed before the answer's headers"
+            head += data
+        yield sock, head

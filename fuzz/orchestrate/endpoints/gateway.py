@@ -1,9 +1,11 @@
 """The endpoint gateway's listener: TLS, one thread per connection, a cap on connections.
 
 TLS with a certificate the admin gives (``orchestrator.endpoints.cert``/``key``) or
-else one the cluster CA issues for the orchestrator's names; plain HTTP only on an
-insecure (plain-text) cluster. Each accepted connection is handshaken and served in a
-thread of its own (:class:`~fuzz.orchestrate.endpoints.proxy.Connection`); past
+else one the cluster CA issues for the orchestrator's names, run over memory BIOs
+(:class:`~fuzz.orchestrate.endpoints.browsertls.BrowserTls`: a large body is encrypted
+and sent by two threads); plain HTTP only on an insecure (plain-text) cluster. Each
+accepted connection is handshaken and served in a thread of its own
+(:class:`~fuzz.orchestrate.endpoints.proxy.Connection`); past
 :data:`MAX_CONNECTIONS` at once, new ones are closed at once.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fuzz.errors import FuzzError
+from fuzz.orchestrate.endpoints.browsertls import BrowserTls
 from fuzz.orchestrate.endpoints.proxy import Connection, GatewayParts
 from fuzz.orchestrate.listening import ListenError, listen_on
 
@@ -107,14 +110,16 @@ class Gateway:
     def _serve(self, sock: socket.socket, peer: str) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            browser: socket.socket | BrowserTls = sock
             if self._context is not None:
                 sock.settimeout(HANDSHAKE_SECONDS)
+                browser = BrowserTls(sock, self._context)
                 try:
-                    sock = self._context.wrap_socket(sock, server_side=True)
+                    browser.handshake()
                 except (OSError, ssl.SSLError):
                     sock.close()
                     return
             assert self._parts is not None  # accepting starts with them
-            Connection(self._parts, sock, peer).serve()
+            Connection(self._parts, browser, peer).serve()
         finally:
             self._slots.release()

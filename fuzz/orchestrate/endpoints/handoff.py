@@ -22,6 +22,7 @@ from fuzz.rpc.direct import ACCEPTED, AGAIN, BUFFER_BYTES, MAX_REFUSAL_BYTES, RE
 from fuzz.rpc.handoff import handoff_address, peer_uid
 
 CONNECT_SECONDS = 10.0
+LARGE_READ_BYTES = 1024 * 1024  # a service's reads, once one filled the first buffer
 
 
 class HandedOffConnection:
@@ -65,6 +66,12 @@ class HandedOffConnection:
             link.close()
             raise
 
+    def _small_buffer(self) -> None:
+        """The first buffer (again, after a service connection that needed the large one)."""
+        if len(self._buffer) != BUFFER_BYTES:
+            self._buffer = bytearray(BUFFER_BYTES)
+            self._view = memoryview(self._buffer)
+
     def _receive(self) -> socket.socket:
         """The agent's answer: its socket, or DirectRefusedError with its sentence."""
         try:
@@ -99,6 +106,7 @@ class HandedOffConnection:
         if self._open:
             self._open = False
             self._service.close()
+        self._small_buffer()
         try:
             self._link.sendall(bytes([AGAIN]))
         except OSError:
@@ -116,12 +124,21 @@ class HandedOffConnection:
 
     def recv(self) -> memoryview:
         """What the service sends next, one read into the connection's buffer (valid until
-        the next call); empty once it has sent everything."""
+        the next call); empty once it has sent everything. A read that fills the buffer
+        makes it :data:`LARGE_READ_BYTES` for the rest of this service connection: a large
+        body then crosses the gateway in a quarter as many pieces (each a hand-over
+        between the gateway's two threads, :mod:`.browsertls`), and only a connection
+        that carries one holds the larger buffer."""
         try:
-            return self._view[:self._service.recv_into(self._buffer)]
+            size = self._service.recv_into(self._buffer)
         except OSError as exc:
             self.error = self.error or str(exc) or type(exc).__name__
             raise
+        view = self._view[:size]  # keeps its buffer alive when the next one replaces it
+        if size == len(self._buffer) < LARGE_READ_BYTES:
+            self._buffer = bytearray(LARGE_READ_BYTES)
+            self._view = memoryview(self._buffer)
+        return view
 
     def socket(self) -> socket.socket:
         """The service's socket itself."""
@@ -137,6 +154,7 @@ class HandedOffConnection:
             return
         self._open = False
         self._service.close()
+        self._small_buffer()
         if self._release is not None and self.reusable:
             self._release(self)
         else:

@@ -35,6 +35,7 @@ import h11
 
 from fuzz.errors import FuzzError
 from fuzz.orchestrate.endpoints import signin
+from fuzz.orchestrate.endpoints.browsertls import BrowserTls
 from fuzz.orchestrate.endpoints.scope import Verdict, Viewer, decide
 from fuzz.orchestrate.endpoints.sessions import (
     COOKIE_NAME,
@@ -53,7 +54,9 @@ MAX_HEADER_BYTES = 64 * 1024
 IDLE_SECONDS = 120.0  # a keep-alive connection waiting for its next request
 MAX_DRAINED_BODY = 1024 * 1024  # a refused request's body is read past up to this, else closed
 MAX_FORM_BYTES = 16 * 1024
-CORKED_BYTES = 1024 * 1024  # a Content-Length body past h11's buffer this large is corked
+# a Content-Length body past h11's buffer this large is corked and, over TLS, encrypted
+# and sent by two threads
+LARGE_BODY_BYTES = 1024 * 1024
 OPEN_ACTION = "endpoint:open"
 SIGN_IN_ACTION = "endpoint:sign-in"
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te",
@@ -161,7 +164,8 @@ class _Closed(Exception):
 class Connection:
     """One accepted (TLS) connection, served request by request until either side ends it."""
 
-    def __init__(self, parts: GatewayParts, sock: socket.socket, peer: str) -> None:
+    def __init__(self, parts: GatewayParts, sock: socket.socket | BrowserTls,
+                 peer: str) -> None:
         """Serve ``sock`` (from ``peer``) with ``parts``."""
         self._parts = parts
         self._sock = sock
@@ -400,7 +404,8 @@ class Connection:
                 break
             else:
                 raise _UpstreamClosed("it closed the connection")
-        with self._corked(length >= CORKED_BYTES):
+        large = length >= LARGE_BODY_BYTES
+        with self._corked(large), self._sending_behind(large):
             while length:
                 self._flush()
                 data = backend.recv()
@@ -411,6 +416,14 @@ class Connection:
                 length -= len(data)
         self._to_browser(self._client.send(h11.EndOfMessage()))
         return False
+
+    def _sending_behind(self, large: bool) -> contextlib.AbstractContextManager[None]:
+        """For a ``large`` body to a TLS browser: this thread reads the service and
+        encrypts while a second one sends the records (:meth:`BrowserTls.sending_behind`),
+        so that the two cores share a download; otherwise one thread does both."""
+        if large and isinstance(self._sock, BrowserTls):
+            return self._sock.sending_behind()
+        return contextlib.nullcontext()
 
     @contextlib.contextmanager
     def _corked(self, cork: bool) -> Iterator[None]:
@@ -485,7 +498,7 @@ class Connection:
             self._sock.sendall(early_service)
         browser = self._sock
         while True:
-            ready = [browser] if isinstance(browser, ssl.SSLSocket) and browser.pending() \
+            ready = [browser] if isinstance(browser, BrowserTls) and browser.pending() \
                 else select.select([browser, upstream_sock], [], [])[0]
             for sock in ready:
                 data = sock.recv(READ_BYTES)
