@@ -12,6 +12,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
 
 from fuzz.testing.browser import Browser
 
@@ -38,8 +39,14 @@ def dropped(browser: Browser) -> bool:
 
 def submit(browser: Browser, css: str) -> None:
     """Click the button ``css`` and wait for the answer; the form is filled again by the
-    caller when Chromium dropped the post for a network change (see :func:`dropped`)."""
+    caller when Chromium dropped the post for a network change (see :func:`dropped`).
+
+    The answer is a new document (the forms post without scripts): the one that had the
+    button must be gone first, or the old page's ``complete`` would be taken for it and
+    a post dropped after that would go unseen."""
+    page = browser.driver.find_element(By.TAG_NAME, "html")
     browser.clickable(css).click()
+    browser.until(staleness_of(page), "the form's page to be left")
     browser.until(lambda driver: driver.execute_script("return document.readyState")
                   == "complete", "the answer to the form")
 
