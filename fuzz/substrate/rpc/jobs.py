@@ -212,16 +212,6 @@ class JobRpcs(NodeJobs):
         return self._run(context, lambda jobs: substrate_pb2.ListContainersResponse(
             containers=[status_message(job) for job in jobs.list()]))
 
-    def RemoveContainer(
-        self, request: substrate_pb2.ContainerRef, context: grpc.ServicerContext
-    ) -> substrate_pb2.RemoveContainerResponse:
-        """Forget a finished job."""
-        def remove(jobs: JobRunner) -> substrate_pb2.RemoveContainerResponse:
-            jobs.remove(request.id)
-            return substrate_pb2.RemoveContainerResponse()
-
-        return self._run(context, remove)
-
     def StreamLogs(
         self, request: substrate_pb2.StreamLogsRequest, context: grpc.ServicerContext
     ) -> Iterator[substrate_pb2.LogChunk]:
