@@ -9,6 +9,7 @@ mount (in any process's mount namespace), no monitor process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -770,6 +771,38 @@ def test_a_shutdown_with_a_grace_cap_kills_a_job_that_ignores_sigterm_in_time(
     assert time.monotonic() - started < 20
     status = manager.status(spec.id)
     assert (status.state, status.signal, status.cancelled) == ("exited", signal.SIGKILL, True)
+
+
+def test_an_init_that_ends_before_its_runc_does_is_not_reaped_as_a_stray(
+    image: Path, tmp_path: Path
+) -> None:
+    """A container's init becomes the monitor's child as soon as runc's child leaves it,
+    which can be before the process the monitor started as runc exits (here a wrapper that
+    lingers after runc). An init that ends in that window was reaped as a stray while
+    another job's request woke the loop, and its job failed: "finding the container's init:
+    [Errno 3] No such process"."""
+    lingering_runc = tmp_path / "lingering-runc"
+    lingering_runc.write_text(  # runs a container, then stays a while before it exits
+        f'#!/bin/sh\n{shutil.which("runc")} "$@"; code=$?\n'
+        'case " $* " in *" run "*) sleep 0.6;; esac\nexit $code\n'
+    )
+    lingering_runc.chmod(0o755)
+    agent = ContainerManager(tmp_path / "state", runc=str(lingering_runc))
+    quick = ContainerSpec(id=_id("quick"), rootfs=image, args=("sh", "-c", "echo done; exit 3"))
+    results: list[ContainerStatus] = []
+    try:
+        thread = threading.Thread(target=lambda: results.append(agent.start(quick)))
+        thread.start()
+        for _ in range(10):  # requests wake the monitor's loop, which looks for strays,
+            with contextlib.suppress(ContainerNotFoundError):  # while the wrapper sleeps
+                agent.status(quick.id)
+            time.sleep(0.05)
+        thread.join(30)
+        status = agent.wait(quick.id, timeout=30)
+        assert (status.state, status.exit_code, status.error) == ("exited", 3, None)
+        assert b"".join(agent.read_logs(quick.id, "stdout")) == b"done\n"
+    finally:
+        _settle_and_check(agent, tmp_path)
 
 
 def test_a_monitor_dying_mid_start_leaves_no_container_behind(

@@ -591,16 +591,6 @@ class Job:
         """The pids of this job's children (runc, the init) that it will reap itself."""
         return tuple(pid for pid in (self.runc_pid, 0 if self.reaped else self.pid) if pid)
 
-    def runc_exited(self) -> bool:
-        """Whether a runc this job waits for has exited (and is not reaped yet)."""
-        if self.runc_fd < 0:
-            return False
-        try:
-            result = os.waitid(os.P_PID, self.runc_pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return False
-        return result is not None
-
 
 def orphan_error(status: dict[str, Any] | None) -> str:
     """Why a container that no live monitor watches was failed (one line)."""

@@ -381,9 +381,11 @@ class Monitor:
     def reap_strays(self) -> None:
         """Reap children no job knows (a runc whose own child outlived it, say).
 
-        Peeks at one exited child at a time. A container init becomes our child
-        only when its runc exits, so an unknown child is a stray unless some
-        job's runc has exited and awaits its turn in the loop.
+        Peeks at one exited child at a time. A container's init becomes our
+        child once runc's child leaves it, which may be before the process we
+        started as runc exits (a wrapper around runc, or runc itself still
+        finishing), and its job learns its pid only then: so an unknown child is
+        a stray only while no job waits for its runc.
         """
         while True:
             try:
@@ -395,7 +397,7 @@ class Monitor:
             jobs = list(self.jobs.values())
             if any(info.si_pid in job.known_pids() for job in jobs):
                 return
-            if any(job.runc_exited() for job in jobs):
+            if any(job.runc_pid for job in jobs):
                 return
             os.waitpid(info.si_pid, 0)
 
