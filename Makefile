@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FUZZ := $(VENV)/bin/fuzz
 STAMPS := .stamps
-APT_PACKAGES := python3-venv python3-dev runc skopeo umoci busybox-static docker-registry postgresql iptables iproute2 squashfs-tools siftool mmdebstrap gcc libc6-dev openmpi-bin mpich golang-go golang-github-masterminds-sprig-dev git chromium chromium-driver prometheus slurmctld slurmd slurm-client munge podman
+APT_PACKAGES := python3-venv python3-dev libssl-dev runc skopeo umoci busybox-static docker-registry postgresql iptables iproute2 squashfs-tools siftool mmdebstrap gcc libc6-dev openmpi-bin mpich golang-go golang-github-masterminds-sprig-dev git chromium chromium-driver prometheus slurmctld slurmd slurm-client munge podman
 DISTRIBUTIONS := . state providers/aws providers/gcp providers/azure providers/baremetal
 # fuzz-state's backends, as extras (the default local backend is in fuzz itself)
 STATE_EXTRAS := s3,postgres

@@ -130,6 +130,9 @@ def pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> tuple[int, int
     Python pump does: OSError for a socket's failure, ``ssl.SSLError`` for TLS's,
     ConnectionResetError for a TLS side that ends without its end mark."""
     library, openssl = _library(), libssl()
+    # held until the call returns: the SSL object lives as long as this Python object, even
+    # if another thread closes ``tls`` meanwhile
+    connection = getattr(tls, "_sslobj", None)
     pointer = ssl_pointer(tls)
     if library is None or openssl is None or pointer is None \
             or openssl.SSL_get_rfd(pointer) != tls.fileno():
@@ -141,6 +144,7 @@ def pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> tuple[int, int
     error = ctypes.create_string_buffer(_ERROR_BYTES)
     result = library.pump(pointer, tls.fileno(), plain.fileno(), buffer_bytes, moved,
                           ctypes.byref(code), error, _ERROR_BYTES)
+    del connection  # the call is over
     message = error.value.decode(errors="replace")
     if result == _OSERROR:
         raise OSError(code.value, os.strerror(code.value) if code.value else message)
