@@ -288,6 +288,11 @@ static int run(struct pump *p) {
         while (poll(fds, (nfds_t)count, -1) < 0)
             if (errno != EINTR)
                 return fail_errno(p, "poll");
+        for (int i = 0; i < count; i++)
+            if (fds[i].revents & POLLNVAL) { /* closed under us: fail rather than spin */
+                errno = EBADF;
+                return fail_errno(p, "poll");
+            }
     }
     return 0;
 }
