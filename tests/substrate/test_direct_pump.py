@@ -179,8 +179,21 @@ def test_a_tls_side_that_ends_without_its_end_mark_is_an_error(tmp_path: Path, p
 
 def test_the_direct_path_negotiates_aes_128_gcm(tmp_path: Path, pump: Pump) -> None:
     with pumped(tmp_path, pump) as (far_tls, far_plain, outcome):
-        assert far_tls.cipher()[0] == "TLS_AES_128_GCM_SHA256"  # not OpenSSL's AES-256 first
+        cipher = far_tls.cipher()
+        assert cipher is not None
+        assert cipher[0] == "TLS_AES_128_GCM_SHA256"  # not OpenSSL's AES-256 first
         far_plain.shutdown(socket.SHUT_WR)
         assert read_chunks(far_tls) == b""
         far_tls.sendall(chunk(b""))
         assert outcome.result(timeout=30) == (0, 0)
+
+
+def test_the_c_pump_leaves_a_connection_it_cannot_check_to_the_python_one(
+        tmp_path: Path) -> None:
+    ca_pem = write_node_certificate(tmp_path, NODE)
+    unconnected = client_context(ca_pem).wrap_socket(socket.socket(),
+                                                      server_hostname=pki.node_dns_name(NODE))
+    local, far_plain = socket.socketpair()
+    with unconnected, local, far_plain:  # no OpenSSL connection under it yet
+        assert native_pump.ssl_pointer(unconnected) is None
+        assert native_pump.pump(unconnected, local, BUFFER_BYTES) is None
