@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FUZZ := $(VENV)/bin/fuzz
 STAMPS := .stamps
-APT_PACKAGES := python3-venv python3-dev runc skopeo umoci busybox-static docker-registry postgresql iptables iproute2 squashfs-tools siftool mmdebstrap gcc libc6-dev openmpi-bin mpich golang-go golang-github-masterminds-sprig-dev git chromium chromium-driver prometheus slurmctld slurmd slurm-client munge podman
+APT_PACKAGES := python3-venv python3-dev libssl-dev runc skopeo umoci busybox-static docker-registry postgresql iptables iproute2 squashfs-tools siftool mmdebstrap gcc libc6-dev openmpi-bin mpich golang-go golang-github-masterminds-sprig-dev git chromium chromium-driver prometheus slurmctld slurmd slurm-client munge podman
 DISTRIBUTIONS := . state providers/aws providers/gcp providers/azure providers/baremetal
 # fuzz-state's backends, as extras (the default local backend is in fuzz itself)
 STATE_EXTRAS := s3,postgres
@@ -13,9 +13,9 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
 PROTOS := $(wildcard fuzz/api/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 
-.PHONY: setup system-packages venv proto launch-helper renderer image demo demo-destroy test lint bench clean
+.PHONY: setup system-packages venv proto launch-helper native-pump renderer image demo demo-destroy test lint bench clean
 
-setup: system-packages venv proto launch-helper renderer
+setup: system-packages venv proto launch-helper native-pump renderer
 
 # The launch helper bind-mounted into multinode jobs' containers (fuzz/substrate/launch/):
 # static, since the image's libc is unknown.
@@ -25,6 +25,15 @@ launch-helper: $(LAUNCH_HELPER)
 $(LAUNCH_HELPER): fuzz/substrate/launch/fuzz-launch.c
 	@mkdir -p $(@D)
 	gcc -static -Os -s -Wall -Wextra -Werror -o $@ $<
+
+# The direct path's pump in C (fuzz/rpc/native_pump.py loads it with ctypes), linked to the
+# system's OpenSSL, the one Python's ssl module runs on.
+NATIVE_PUMP := fuzz/rpc/bin/libfuzz-pump.so
+native-pump: $(NATIVE_PUMP)
+
+$(NATIVE_PUMP): fuzz/rpc/pump/fuzz-pump.c
+	@mkdir -p $(@D)
+	gcc -shared -fPIC -O2 -s -Wall -Wextra -Werror -o $@ $< -lssl -lcrypto
 
 # The application-template renderer (fuzz/catalog/renderer/): Go's text/template with sprig,
 # both from Debian (golang-go, golang-github-masterminds-sprig-dev), built offline in GOPATH

@@ -1,11 +1,12 @@
-"""Benchmark: what the port-forward's copy loop costs per 64-byte round trip, against the
-least a Python relay can do.
+"""Benchmark: what the port-forward's copy loop costs per 64-byte round trip: the pump in C
+(what the CLI and the agent run), the pump in Python, and the least a Python relay can do.
 
 The port-forward's latency is the sum of its processes' wake-ups: a round trip wakes
 the CLI's pump and the agent's twice each. This measures the pump alone, without
 clusters or containers: two :func:`fuzz.rpc.direct.pump` loops (the CLI's and the
-agent's) joined by TLS 1.3 on loopback, a local socket on one end and an echo on the
-other, all in one process (so its CPU time is theirs). Against it, in the same run and
+agent's; in C, and :func:`fuzz.rpc.direct.pump_in_python`) joined by TLS 1.3 on
+loopback, a local socket on one end and an echo on the other, all in one process (so its
+CPU time is theirs). Against it, in the same run and
 alternately, the same chain with two stand-ins:
 
 - *bare*: per wake-up one ``poll``, one read, one ``sendall``: no chunk framing, no
@@ -16,7 +17,8 @@ alternately, the same chain with two stand-ins:
   pump's time goes: framing, or the rest of the loop.
 
 Prints CPU and wall microseconds per round trip (the minimum and median of the rounds)
-and the ratio of the pump's CPU to the bare relay's. The stand-ins end on the first
+and the ratios of the pumps' CPU to the bare relay's. The process's CPU includes the
+test's own client and echo threads (Python) around the two relays. The stand-ins end on the first
 empty read and leave the half-close aside: they are references, not relays to use.
 """
 
@@ -35,7 +37,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fuzz.crypto import pki
-from fuzz.rpc.direct import BUFFER_BYTES, client_context, pump, server_context
+from fuzz.rpc.direct import (
+    BUFFER_BYTES,
+    client_context,
+    pump,
+    pump_in_python,
+    server_context,
+)
 
 ROUNDS = 8
 ROUND_TRIPS = 2000
@@ -152,7 +160,8 @@ def _round_trip(sock: socket.socket) -> None:
 
 def main() -> int:
     """Run every relay ``ROUNDS`` times, alternately; print the figures."""
-    relays: dict[str, Relay] = {"fuzz pump": pump, "framed": framed, "bare": bare}
+    relays: dict[str, Relay] = {"fuzz pump": pump, "in Python": pump_in_python,
+                                "framed": framed, "bare": bare}
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in relays}
     with tempfile.TemporaryDirectory(prefix="fuzz-bench-pump-") as folder:
         certs = Path(folder)
@@ -174,9 +183,10 @@ def main() -> int:
         print(f"  {name:10s} CPU {cpu[name]:6.1f} / {statistics.median(r[0] for r in runs):6.1f}"
               f"   wall {min(r[1] for r in runs):6.1f} / "
               f"{statistics.median(r[1] for r in runs):6.1f}")
-    print(f"BENCH pf_pump_cpu_us={cpu['fuzz pump']:.1f} us framed={cpu['framed']:.1f} "
-          f"bare={cpu['bare']:.1f}")
-    print(f"BENCH pf_pump_cpu_ratio_vs_bare={cpu['fuzz pump'] / cpu['bare']:.2f} x")
+    print(f"BENCH pf_pump_cpu_us={cpu['fuzz pump']:.1f} us in_python={cpu['in Python']:.1f} "
+          f"framed={cpu['framed']:.1f} bare={cpu['bare']:.1f}")
+    print(f"BENCH pf_pump_cpu_ratio_vs_bare={cpu['fuzz pump'] / cpu['bare']:.2f} x "
+          f"in_python={cpu['in Python'] / cpu['bare']:.2f}")
     return 0
 
 

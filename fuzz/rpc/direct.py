@@ -38,6 +38,9 @@ import struct
 from collections.abc import Callable
 from typing import Protocol, cast
 
+from fuzz.rpc import native_pump
+from fuzz.rpc.tls13 import prefer_aes128_gcm
+
 TICKET_BYTES = 32
 ACCEPTED = 0
 REFUSED = 1
@@ -80,18 +83,21 @@ def _openssl(tls: ssl.SSLSocket) -> _OpenSsl:
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:
     """The agent's side: TLS 1.3 with its node certificate, no session tickets (nothing
-    but the forwarded bytes follows the handshake)."""
+    but the forwarded bytes follows the handshake), AES-128-GCM first (:mod:`fuzz.rpc.tls13`)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.load_cert_chain(cert, key)
     context.num_tickets = 0
+    prefer_aes128_gcm(context)  # the server's order decides: AES-128-GCM, if it can be set
     return context
 
 
 def client_context(ca_pem: bytes) -> ssl.SSLContext:
-    """The CLI's side: TLS 1.3, the agent verified against ``ca_pem`` (the cluster CA)."""
+    """The CLI's side: TLS 1.3, the agent verified against ``ca_pem`` (the cluster CA),
+    AES-128-GCM first."""
     context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
     context.minimum_version = ssl.TLSVersion.TLSv1_3
+    prefer_aes128_gcm(context)
     return context
 
 
@@ -241,7 +247,16 @@ def pump(tls: ssl.SSLSocket, plain: socket.socket, buffer_bytes: int = BUFFER_BY
     """Copy both ways between ``tls`` (chunked) and ``plain`` until both directions have
     ended; returns the bytes moved (plain -> tls, tls -> plain). Each end goes on as a
     half-close. Raises OSError (an ``ssl.SSLError`` among them) when either side fails,
-    or the TLS side ends without its end mark. Leaves both sockets non-blocking and open."""
+    or the TLS side ends without its end mark. Leaves both sockets non-blocking and open.
+    Runs in C (:mod:`fuzz.rpc.native_pump`) where it can, else :func:`pump_in_python`."""
+    native = native_pump.pump(tls, plain, buffer_bytes)
+    return pump_in_python(tls, plain, buffer_bytes) if native is None else native
+
+
+def pump_in_python(tls: ssl.SSLSocket, plain: socket.socket, buffer_bytes: int = BUFFER_BYTES
+                   ) -> tuple[int, int]:
+    """:func:`pump` in Python: where the C pump cannot serve (another Python, a library
+    not built), and the reference the C one is measured against (bench/pf_pump.py)."""
     tls.setblocking(False)
     plain.setblocking(False)
     outward = _Sealing(plain, tls, buffer_bytes)

@@ -1,9 +1,11 @@
 """The direct path's pump against a far end written by hand: chunks cut anywhere, ends.
 
-One :func:`pump` between a local socket pair and a real TLS 1.3 connection on
-127.0.0.1 (a node certificate of a fresh CA); the test plays the far end of the TLS
-connection with blocking writes of its own choosing, so that a chunk's length and body
-arrive in any cut of TLS records the wire format allows.
+Each test runs twice: with the pump in C (:mod:`fuzz.rpc.native_pump`, which must serve
+here: ``make setup`` builds it) and with the one in Python. One pump between a local
+socket pair and a real TLS 1.3 connection on 127.0.0.1 (a node certificate of a fresh
+CA); the test plays the far end of the TLS connection with blocking writes of its own
+choosing, so that a chunk's length and body arrive in any cut of TLS records the wire
+format allows.
 """
 
 from __future__ import annotations
@@ -17,15 +19,31 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from fuzz.crypto import pki
-from fuzz.rpc.direct import client_context, pump, server_context
+from fuzz.rpc import native_pump
+from fuzz.rpc.direct import BUFFER_BYTES, client_context, pump_in_python, server_context
 from tests.support.nodecerts import write_node_certificate
 
 NODE = "node-a"
 HEADER = struct.Struct("!I")
+Pump = Callable[[ssl.SSLSocket, socket.socket], tuple[int, int]]
+
+
+def pump_in_c(tls: ssl.SSLSocket, plain: socket.socket) -> tuple[int, int]:
+    """The C pump, which must take ``tls`` (no fallback to Python here)."""
+    moved = native_pump.pump(tls, plain, BUFFER_BYTES)
+    assert moved is not None, "the C pump did not take the connection (make setup?)"
+    return moved
+
+
+@pytest.fixture(params=[pump_in_c, pump_in_python], ids=["in C", "in Python"])
+def pump(request: pytest.FixtureRequest) -> Pump:
+    """Each pump in turn."""
+    return cast(Pump, request.param)
 
 
 def chunk(payload: bytes) -> bytes:
@@ -34,7 +52,7 @@ def chunk(payload: bytes) -> bytes:
 
 
 @contextmanager
-def pumped(tmp_path: Path) -> Iterator[tuple[ssl.SSLSocket, socket.socket,
+def pumped(tmp_path: Path, pump: Pump) -> Iterator[tuple[ssl.SSLSocket, socket.socket,
                                               Future[tuple[int, int]]]]:
     """A pump running between a TLS connection and a socket pair: yields the far TLS
     end (blocking), the far plain end, and the pump's outcome."""
@@ -114,9 +132,9 @@ CUTS: dict[str, Callable[[], list[bytes]]] = {
 
 
 @pytest.mark.parametrize("cut", CUTS)
-def test_chunks_cut_anywhere_come_out_whole_and_both_ends_cross(tmp_path: Path,
+def test_chunks_cut_anywhere_come_out_whole_and_both_ends_cross(tmp_path: Path, pump: Pump,
                                                                  cut: str) -> None:
-    with pumped(tmp_path) as (far_tls, far_plain, outcome):
+    with pumped(tmp_path, pump) as (far_tls, far_plain, outcome):
         inward = threading.Thread(target=lambda: [far_tls.sendall(piece) for piece in
                                                   [*CUTS[cut](), chunk(b"")]])
         inward.start()
@@ -128,8 +146,8 @@ def test_chunks_cut_anywhere_come_out_whole_and_both_ends_cross(tmp_path: Path,
         assert outcome.result(timeout=30) == (4 + len(BIG), 6 + len(BIG))
 
 
-def test_small_messages_cross_one_by_one(tmp_path: Path) -> None:
-    with pumped(tmp_path) as (far_tls, far_plain, outcome):
+def test_small_messages_cross_one_by_one(tmp_path: Path, pump: Pump) -> None:
+    with pumped(tmp_path, pump) as (far_tls, far_plain, outcome):
         for number in range(200):
             message = b"%03d" % number * 21
             far_plain.sendall(message)
@@ -144,9 +162,9 @@ def test_small_messages_cross_one_by_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("ending", ["TCP's close inside TLS", "TLS's close_notify"])
-def test_a_tls_side_that_ends_without_its_end_mark_is_an_error(tmp_path: Path,
+def test_a_tls_side_that_ends_without_its_end_mark_is_an_error(tmp_path: Path, pump: Pump,
                                                                ending: str) -> None:
-    with pumped(tmp_path) as (far_tls, far_plain, outcome):
+    with pumped(tmp_path, pump) as (far_tls, far_plain, outcome):
         far_tls.sendall(chunk(b"partial"))
         assert _exactly(far_plain, 7) == b"partial"
         if ending == "TLS's close_notify":
@@ -157,3 +175,25 @@ def test_a_tls_side_that_ends_without_its_end_mark_is_an_error(tmp_path: Path,
             far_tls.shutdown(socket.SHUT_RDWR)
         with pytest.raises(OSError):
             outcome.result(timeout=30)
+
+
+def test_the_direct_path_negotiates_aes_128_gcm(tmp_path: Path, pump: Pump) -> None:
+    with pumped(tmp_path, pump) as (far_tls, far_plain, outcome):
+        cipher = far_tls.cipher()
+        assert cipher is not None
+        assert cipher[0] == "TLS_AES_128_GCM_SHA256"  # not OpenSSL's AES-256 first
+        far_plain.shutdown(socket.SHUT_WR)
+        assert read_chunks(far_tls) == b""
+        far_tls.sendall(chunk(b""))
+        assert outcome.result(timeout=30) == (0, 0)
+
+
+def test_the_c_pump_leaves_a_connection_it_cannot_check_to_the_python_one(
+        tmp_path: Path) -> None:
+    ca_pem = write_node_certificate(tmp_path, NODE)
+    unconnected = client_context(ca_pem).wrap_socket(socket.socket(),
+                                                      server_hostname=pki.node_dns_name(NODE))
+    local, far_plain = socket.socketpair()
+    with unconnected, local, far_plain:  # no OpenSSL connection under it yet
+        assert native_pump.ssl_pointer(unconnected) is None
+        assert native_pump.pump(unconnected, local, BUFFER_BYTES) is None
