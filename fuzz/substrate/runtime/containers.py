@@ -78,6 +78,7 @@ from fuzz.substrate.runtime.bundle import (
     JobNamespace,
     hosts_file,
     oci_config,
+    sandbox_key,
     spec_from_json,
     spec_to_json,
 )
@@ -275,6 +276,9 @@ class ContainerManager:
             "files": [base64.b64encode(item.content).decode() for item in spec.files],
             "prepare": prepare,
         }
+        key = None if prepare else sandbox_key(spec)
+        if key is not None:
+            request["sandbox"] = key  # the monitor runs it in that task sandbox
         try:
             answer = self._monitor.request(request, runc, START_TIMEOUT, idempotent=False)
         except MonitorGoneError:  # it died while starting it: its successor settles it
