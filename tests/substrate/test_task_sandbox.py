@@ -21,6 +21,7 @@ import pytest
 
 from fuzz.substrate.runtime.bundle import ContainerSpec, sandbox_key
 from fuzz.substrate.runtime.containers import ContainerManager, ContainerStatus
+from fuzz.substrate.runtime.execproc import ExecSpec
 from tests.substrate import test_substrate_containers as containers
 from tests.support.orchestratorutil import wait_until
 
@@ -185,6 +186,31 @@ def test_a_killed_task_server_fails_its_tasks_and_the_next_task_gets_a_new_sandb
     assert _finish(manager, after).exit_code == 0
     assert json.loads((manager.container_dir(after.id) / "status.json").read_text())[
         "sandbox"] != first
+
+
+def test_exec_into_a_task_runs_in_its_sandbox_with_its_env(
+    manager: ContainerManager, image: Path
+) -> None:
+    group = f"wf-{uuid.uuid4().hex[:6]}/array"
+    script = 'echo "$FB_TASK_ID" > /tmp/mark; sleep 30'
+    task = _task(image, group, script, uid=0, gid=0)
+    manager.start(task)
+    wait_until("the task to run", lambda: manager.status(task.id).state == "running")
+    wait_until("its mark", lambda: manager.status(task.id).state == "running" and (
+        _exec(manager, task.id, "cat /tmp/mark") == (0, f"{task.id}\n")))
+    assert _exec(manager, task.id, 'echo "$FB_TASK_ID"') == (0, f"{task.id}\n")
+    manager.cancel(task.id, grace_seconds=0)
+    assert _finish(manager, task).cancelled
+
+
+def _exec(manager: ContainerManager, task_id: str, script: str) -> tuple[int, str]:
+    process = manager.start_exec(ExecSpec(container_id=task_id, args=("sh", "-c", script)))
+    try:
+        process.close_stdin()
+        out = b"".join(data for stream, data in process.output() if stream == "stdout")
+        return process.wait(), out.decode()
+    finally:
+        process.close()
 
 
 def test_without_a_group_or_with_devices_a_task_gets_a_container_of_its_own(image: Path) -> None:

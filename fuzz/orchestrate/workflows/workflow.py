@@ -336,7 +336,24 @@ def launch_plan(
         probe=service.readiness_probe if service is not None else None,
         service_hosts=hosts,
         service_peers=peers,
+        sandbox=task_sandbox(workflow, task),
     )
+
+
+TASK_SANDBOX_ANNOTATION = "fuzz.io/task-sandbox"
+
+
+def task_sandbox(workflow: ActiveWorkflow, task: TaskRecord) -> str:
+    """``WORKFLOW/JOB`` when ``task`` may run in its node's task sandbox (a task array's
+    task with no devices of its own, whose job does not opt out with the annotation
+    ``fuzz.io/task-sandbox: "false"``); empty: a container of its own."""
+    job = workflow.fuzzfile.container(task.job)
+    if task.index < 0 or not isinstance(job, JobSpec) or job.task_array is None \
+            or job.multinode is not None or any(job.resource.devices.values()):
+        return ""
+    if str(job.annotations.get(TASK_SANDBOX_ANNOTATION, "")).strip().lower() == "false":
+        return ""
+    return f"{workflow.record.id}/{task.job}"
 
 
 def service_routes(workflow: ActiveWorkflow, task: TaskRecord

@@ -99,7 +99,7 @@ SETTLE_WAIT = 60.0  # the longest an orphaned `runc run` is waited for
 PRIVATE_MODE = 0o600  # config.json and spec.json hold the job's env: its secrets' values
 
 
-def _write_text(path: str, text: str) -> None:
+def write_private(path: str, text: str) -> None:
     """Write ``text`` to ``path`` (made in advance, usually: opening it is then cheap),
     readable by root only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_MODE)
@@ -216,7 +216,7 @@ class Job:
     def write_spec(self) -> None:
         """Write ``spec.json`` (once)."""
         if self.spec_text is not None:
-            _write_text(self.path(SPEC_FILE), self.spec_text)
+            write_private(self.path(SPEC_FILE), self.spec_text)
             self.spec_text = None
 
     @property
@@ -235,7 +235,7 @@ class Job:
         """
         try:
             self.staged = True  # whatever happens next, the host binds are to be released
-            _write_text(self.path(CONFIG_FILE),
+            write_private(self.path(CONFIG_FILE),
                         self.host.host_view.bind_sources(self.id, self.config_text))
             self.write_spec()
             files, self.files = self.files, []

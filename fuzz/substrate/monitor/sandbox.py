@@ -32,8 +32,8 @@ import socket
 import struct
 import time
 
-from fuzz.substrate.monitor.files import one_line
-from fuzz.substrate.monitor.job import Job
+from fuzz.substrate.monitor.files import CONFIG_FILE, one_line
+from fuzz.substrate.monitor.job import Job, write_private
 from fuzz.substrate.monitor.taskcgroup import (
     SERVER_LEAF,
     TaskCgroup,
@@ -282,6 +282,7 @@ class SandboxTask(Job):
         """Make the task's cgroup and logs and hand it to the sandbox; never raises."""
         try:
             self.write_spec()
+            write_private(self.path(CONFIG_FILE), self.config_text)  # what an exec starts from
             out = self.output("stdout.log")
             try:
                 err = self.output("stderr.log")
