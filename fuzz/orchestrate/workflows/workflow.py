@@ -34,6 +34,7 @@ from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec.endpoint_urls import GatewayAddress, endpoint_variables
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec, ServiceSpec
 from fuzz.spec.fuzzfile_values import volume_parts
+from fuzz.spec.labels import TASK_SANDBOX_ANNOTATION
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -339,8 +340,6 @@ def launch_plan(
         sandbox=task_sandbox(workflow, task),
     )
 
-
-TASK_SANDBOX_ANNOTATION = "fuzz.io/task-sandbox"
 
 
 def task_sandbox(workflow: ActiveWorkflow, task: TaskRecord) -> str:
