@@ -34,16 +34,24 @@ def manager(tmp_path: Path) -> Iterator[ContainerManager]:
     """A manager on a fresh state dir; afterwards nothing may be left (sandboxes included)."""
     manager = ContainerManager(tmp_path / "state")
     yield manager
+    sandboxes = {json.loads(path.read_text()).get("sandbox")
+                 for path in manager.root.glob("*/status.json")} - {None}
     containers._settle_and_check(manager, tmp_path)
-    leftover = [path for path in Path("/sys/fs/cgroup/memory/fuzz").glob(".sandbox-*")
-                if str(tmp_path) in "".join(_sandbox_bundles())]
-    assert leftover == []
+    assert _runc_containers(tmp_path) == []
+    assert [str(path) for name in sandboxes
+            for path in Path("/sys/fs/cgroup").glob(f"*/fuzz/{name}")] == []
 
 
 def _sandbox_bundles() -> list[str]:
-    listing = subprocess.run(["runc", "list", "--format", "json"], capture_output=True,
-                             text=True, check=True).stdout
-    return [entry["bundle"] for entry in json.loads(listing or "[]") or []]
+    """The bundles of every runc container on the machine (a container deleted while runc
+    lists them fails the listing: asked again)."""
+    for _ in range(20):
+        listing = subprocess.run(["runc", "list", "--format", "json"], capture_output=True,
+                                 text=True, check=False)
+        if listing.returncode == 0:
+            return [entry["bundle"] for entry in json.loads(listing.stdout or "[]") or []]
+        time.sleep(0.05)
+    raise AssertionError(f"runc list failed: {listing.stderr}")
 
 
 def _task(image: Path, group: str, script: str, **fields: Any) -> ContainerSpec:

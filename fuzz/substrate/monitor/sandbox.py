@@ -84,6 +84,18 @@ def sandbox_config(config: dict[str, Any], task_dir: str, sandbox_dir: str,
     return sandbox
 
 
+def sandbox_cgroup(directory: str) -> str | None:
+    """The cgroup of the sandbox whose directory is ``directory`` (the server's parent),
+    from its config (None: unreadable)."""
+    try:
+        with open(os.path.join(directory, CONFIG_FILE), encoding="utf-8") as handle:
+            path = json.load(handle)["linux"]["cgroupsPath"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    parent = os.path.dirname(path) if isinstance(path, str) else ""
+    return parent if parent.startswith("/") and parent != "/" else None
+
+
 def _ns_pid(pid: int) -> int | None:
     """The innermost pid namespace's number of host pid ``pid`` (None: gone or unknown)."""
     try:

@@ -63,10 +63,16 @@ from fuzz.substrate.monitor.jobnet import JobNetwork
 from fuzz.substrate.monitor.netns import NetnsError, NetnsPool
 from fuzz.substrate.monitor.runc import Runc
 from fuzz.substrate.monitor.sandbox import PREFIX as SANDBOX_PREFIX
-from fuzz.substrate.monitor.sandbox import Sandbox, SandboxTask, parse_config, sandbox_config
+from fuzz.substrate.monitor.sandbox import (
+    Sandbox,
+    SandboxTask,
+    parse_config,
+    sandbox_cgroup,
+    sandbox_config,
+)
 from fuzz.substrate.monitor.spare import Spare
 from fuzz.substrate.monitor.syscalls import unmount
-from fuzz.substrate.monitor.taskcgroup import SERVER_LEAF
+from fuzz.substrate.monitor.taskcgroup import SERVER_LEAF, remove_sandbox
 from fuzz.substrate.monitor.taskcgroup import supported as sandboxes_supported
 
 logger = logging.getLogger(__name__)
@@ -166,6 +172,7 @@ class Monitor:
                 if self.sandboxes.get(sandbox.key) is sandbox:
                     del self.sandboxes[sandbox.key]
                 shutil.rmtree(job.dir, ignore_errors=True)
+                remove_sandbox(self.cgroup_mounts, sandbox.cgroup)
         if job.phase == "done":
             reached.add("clean")
             del self.jobs[job.id]
@@ -193,6 +200,9 @@ class Monitor:
                 shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
             elif name.startswith(SANDBOX_PREFIX):  # a dead monitor's sandbox: delete it
                 self.settle(name)
+                cgroup = sandbox_cgroup(os.path.join(self.root, name))
+                if cgroup is not None:
+                    remove_sandbox(self.cgroup_mounts, cgroup)
                 shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
             elif not name.startswith("."):
                 self.settle(name)

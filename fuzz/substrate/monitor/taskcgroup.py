@@ -37,6 +37,19 @@ def supported(mounts: list[CgroupMount]) -> bool:
     return any(kind == "cgroup" and "memory" in options for _, _, kind, options in mounts)
 
 
+def remove_sandbox(mounts: list[CgroupMount], sandbox_path: str) -> None:
+    """Remove the cgroups of an ended sandbox (its processes are gone with its PID 1):
+    its tasks' and its own, in every hierarchy (v2's of a hybrid host too)."""
+    for _, point, _, _ in mounts:
+        directory = os.path.join(point, sandbox_path.lstrip("/"))
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(directory):
+                if entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)
+            os.rmdir(directory)
+
+
 def _write(path: str, value: str) -> None:
     with open(path, "w", encoding="ascii") as handle:
         handle.write(value)
