@@ -196,6 +196,23 @@ def test_a_killed_task_server_fails_its_tasks_and_the_next_task_gets_a_new_sandb
         "sandbox"] != first
 
 
+def test_a_dead_monitor_s_sandbox_is_deleted_by_the_next_and_its_task_failed(
+    manager: ContainerManager, image: Path, tmp_path: Path
+) -> None:
+    task = _task(image, f"wf-{uuid.uuid4().hex[:6]}/array", "sleep 60")
+    manager.start(task)
+    wait_until("the task to run", lambda: manager.status(task.id).state == "running")
+    status = json.loads((manager.container_dir(task.id) / "status.json").read_text())
+    os.kill(status["monitor_pid"], signal.SIGKILL)
+    wait_until("the monitor to die", lambda: not Path(f"/proc/{status['monitor_pid']}").exists()
+               or "Z" in Path(f"/proc/{status['monitor_pid']}/stat").read_text().split()[2])
+    ended = manager.wait(task.id, timeout=20)  # a new monitor settles what the dead one left
+    assert ended.state == "failed" and ended.error is not None and "died" in ended.error
+    assert _runc_containers(tmp_path) == []
+    assert list(Path("/sys/fs/cgroup").glob(f"*/fuzz/{status['sandbox']}")) == []
+    assert not (manager.root / status["sandbox"]).exists()
+
+
 def test_exec_into_a_task_runs_in_its_sandbox_with_its_env(
     manager: ContainerManager, image: Path
 ) -> None:
