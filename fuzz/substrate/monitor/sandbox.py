@@ -150,7 +150,11 @@ class Sandbox:
             self.host.watch(self.sock.fileno(), self.readable)
             queued, self.queued = self.queued, []
             for task, out, err in queued:
-                self.send_start(task, out, err)
+                if task.final:  # cancelled while it waited for the sandbox
+                    os.close(out)
+                    os.close(err)
+                else:
+                    self.send_start(task, out, err)
 
     def close(self) -> None:
         """Close the socket: the server exits, and with it the container."""
