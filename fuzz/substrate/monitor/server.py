@@ -11,7 +11,9 @@ one JSON line (then the connection is closed):
     exists), run the container; answered once it runs or has ended:
     ``{"status": {...}}`` (see :class:`~fuzz.substrate.monitor.job.Job`)
     With ``"prepare": true`` the container is only created (``runc create``) and
-    the answer comes once it is, with the status still ``starting``;
+    the answer comes once it is, with the status still ``starting``; with
+    ``"sandbox": KEY`` (a task array's task) it runs as a process of that key's task
+    sandbox (:mod:`~fuzz.substrate.monitor.sandbox`), on cgroup v1 hosts;
 ``{"op": "go", "id"}``
     start a prepared container (``runc start``); answered as ``start`` is
 ``{"op": "wait", "id", "cleaned": bool}``
