@@ -27,9 +27,19 @@ class TaskCgroupError(Exception):
     """A task's cgroup could not be made or joined; the message is one line."""
 
 
+# The v1 controllers a task gets a cgroup of its own in: its CPUs and memory, the devices
+# allow-list and pids limit (copied from the server's, so nothing is looser than its
+# container). In the others (cpu, cpuacct, blkio, freezer, systemd's) it stays in the
+# server's cgroup: none limits a task, and each more hierarchy is a mkdir, a move and an
+# rmdir per task (the monitor's system time).
+CONTROLLERS = ("memory", "cpuset", "devices", "pids")
+
+
 def hierarchies(mounts: list[CgroupMount]) -> list[str]:
-    """The mount points of the cgroup v1 hierarchies (with controllers or names)."""
-    return [point for _, point, kind, _ in mounts if kind == "cgroup"]
+    """The mount points of the cgroup v1 hierarchies of :data:`CONTROLLERS`, memory's
+    first."""
+    return [point for controller in CONTROLLERS for _, point, kind, options in mounts
+            if kind == "cgroup" and controller in options]
 
 
 def supported(mounts: list[CgroupMount]) -> bool:
@@ -115,7 +125,7 @@ class TaskCgroup:
             raise TaskCgroupError(f"moving the task into {self.path}: {exc}") from None
 
     def pids(self) -> list[int]:
-        """The processes in the task's cgroup (of its first hierarchy)."""
+        """The processes in the task's cgroup (of its first hierarchy, memory's)."""
         if not self.made:
             return []
         try:
