@@ -20,7 +20,13 @@ setup: system-packages venv proto launch-helper native-pump renderer
 # The launch helper bind-mounted into multinode jobs' containers (fuzz/substrate/launch/):
 # static, since the image's libc is unknown.
 LAUNCH_HELPER := fuzz/substrate/launch/bin/fuzz-launch
-launch-helper: $(LAUNCH_HELPER)
+# The task server, PID 1 of a task array's sandbox (fuzz/substrate/monitor/sandbox.py): static too.
+TASK_SERVER := fuzz/substrate/launch/bin/fuzz-tasks
+launch-helper: $(LAUNCH_HELPER) $(TASK_SERVER)
+
+$(TASK_SERVER): fuzz/substrate/launch/fuzz-tasks.c
+	@mkdir -p $(@D)
+	gcc -static -Os -s -Wall -Wextra -Werror -o $@ $<
 
 $(LAUNCH_HELPER): fuzz/substrate/launch/fuzz-launch.c
 	@mkdir -p $(@D)

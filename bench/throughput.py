@@ -1,8 +1,11 @@
 """Benchmark: workflow throughput on a 3-node local cluster versus bare ``runc run`` and Slurm.
 
 500 one-core tasks running ``/bin/true`` (one task array) go through the whole
-orchestrator: ``fuzz workflow start``, scheduling, a lease, a container start and
-wait on an agent, log collection, clean-up. In the same run, the peers run as many
+orchestrator: ``fuzz workflow start``, scheduling, a lease, a start and wait on an
+agent, log collection, clean-up: first as the default runs them (each node's tasks as
+processes of one task sandbox, ``fuzz/substrate/monitor/sandbox.py``), then with the
+opt-out annotation ``fuzz.io/task-sandbox: "false"`` (a container per task), in the
+same cluster; the BENCH ratios are the default's. In the same run, the peers run as many
 jobs at the same parallelism (the cluster's total cores: one job per core):
 
 - bare ``runc run`` of an equivalent prepared bundle;
@@ -43,6 +46,7 @@ from typing import Any
 from peers.slurm import ModeResult, SlurmRefused, container_bundle, slurm
 from proc_cpu import by_kind, machine_busy_seconds, sample
 
+from fuzz.substrate.monitor.sandbox import IDLE_SECONDS
 from fuzz.substrate.runtime.bundle import NOFILE_LIMIT, ContainerSpec, oci_config
 from fuzz.testing.cluster import local_cluster
 from fuzz.testing.oci import (
@@ -65,30 +69,42 @@ jobs:
     command: [/bin/true]
     resource: {{cpu: {{cores: 1}}, memory: {{size: 32MiB}}}}
     task-array: {{start: 1, end: {tasks}}}
+    annotations: {{fuzz.io/task-sandbox: "{sandbox}"}}
 """
+MODES = (("true", "task sandboxes"), ("false", "a container per task"))
+SETTLE = IDLE_SECONDS + 2.0  # for the idle sandboxes to end: their tasks' CPU is reaped then
 
 
-def time_workflow(directory: Path, image: str, tasks: int) -> tuple[float, int, Counter[str]]:
-    """Seconds from `fuzz workflow start` to the workflow's end, the cluster's cores, and
-    the CPU seconds each kind of the cluster's processes spent meanwhile (with
-    "machine": the whole machine's, whoever spent it)."""
+def time_workflow(directory: Path, image: str, tasks: int
+                  ) -> tuple[int, list[tuple[str, float, Counter[str]]]]:
+    """The cluster's cores, and for each of :data:`MODES` (task sandboxes, then the
+    opt-out: a container per task), in one cluster: the seconds from `fuzz workflow start`
+    to the workflow's end and the CPU seconds each kind of the cluster's processes spent
+    meanwhile (with "machine": the whole machine's, whoever spent it), sampled once the
+    idle sandboxes have ended (:data:`SETTLE`), when their tasks' CPU has been reaped."""
+    results = []
     with local_cluster(directory, [image.split("/")[2]], free_port(), nodes=NODES,
                        cluster="bench") as cluster, cluster.client() as client:
         cores = sum(node.cores for node in client.list_nodes())
-        fuzzfile = directory / "throughput.yaml"
-        fuzzfile.write_text(FUZZFILE.format(image=image, tasks=tasks))
         warm = directory / "warm.yaml"  # pull the image on every node first
-        warm.write_text(FUZZFILE.format(image=image, tasks=cores))
+        warm.write_text(FUZZFILE.format(image=image, tasks=cores, sandbox="true"))
         client.start_workflow("warm", warm.read_text(), str(warm))
         _finish(client.watch_workflow("warm"))
-        before, busy = sample(directory), machine_busy_seconds()
-        started = time.perf_counter()
-        client.start_workflow("throughput", fuzzfile.read_text(), str(fuzzfile))
-        _finish(client.watch_workflow("throughput"))
-        seconds = time.perf_counter() - started
-        spent = by_kind(before, sample(directory))
-        spent["machine"] = machine_busy_seconds() - busy
-        return seconds, cores, spent
+        time.sleep(SETTLE)
+        for sandbox, label in MODES:
+            name = f"throughput-{sandbox}"
+            fuzzfile = directory / f"{name}.yaml"
+            fuzzfile.write_text(FUZZFILE.format(image=image, tasks=tasks, sandbox=sandbox))
+            before, busy = sample(directory), machine_busy_seconds()
+            started = time.perf_counter()
+            client.start_workflow(name, fuzzfile.read_text(), str(fuzzfile))
+            _finish(client.watch_workflow(name))
+            seconds = time.perf_counter() - started
+            time.sleep(SETTLE)
+            spent = by_kind(before, sample(directory))
+            spent["machine"] = machine_busy_seconds() - busy
+            results.append((label, seconds, spent))
+    return cores, results
 
 
 def _finish(updates: Iterator[Any]) -> None:
@@ -167,9 +183,11 @@ def time_slurm(unpacked: Path, tasks: int, slots: int) -> list[ModeResult]:
     return results
 
 
-def print_cpu(tasks: int, bare: float, fuzz: Counter[str]) -> None:
-    """CPU milliseconds per job: bare runc's, and fuzz's by kind of process."""
-    print("CPU ms per job (the machine's includes whatever else ran on it meanwhile):")
+def print_cpu(tasks: int, bare: float, fuzz: Counter[str], label: str) -> None:
+    """CPU milliseconds per job: bare runc's, and fuzz's (with ``label``'s way of
+    running tasks) by kind of process."""
+    print(f"CPU ms per job, fuzz with {label} (the machine's includes whatever else ran"
+          " on it meanwhile):")
     print(f"  bare runc run (runc, runc init, the job): {1000 * bare / tasks:6.1f}")
     ours = sum(seconds for kind, seconds in fuzz.items() if kind != "machine")
     rows = [*sorted(fuzz.items(), key=lambda item: -item[1]), ("all of its processes", ours)]
@@ -200,23 +218,25 @@ def main() -> int:
         with serve_registry(workdir / "registry") as registry:
             layout = build_busybox_layout(workdir / "image")
             image = push_layout(layout, registry, BUSYBOX_REPO)
-            fuzz_seconds, cores, fuzz_cpu = time_workflow(workdir / "cluster",
-                                                          image.reference, tasks)
+            cores, fuzz_runs = time_workflow(workdir / "cluster", image.reference, tasks)
         bundle_dir = workdir / "unpacked"
         run_checked(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle_dir)])
         bare_seconds, bare_cpu = time_bare_runc(bundle_dir / "rootfs", workdir, tasks, cores)
         slurm_results = [] if arguments.no_slurm else time_slurm(bundle_dir, tasks, cores)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    fuzz_seconds = fuzz_runs[0][1]  # the default: task sandboxes
     fuzz_rate, bare_rate = tasks / fuzz_seconds, tasks / bare_seconds
     rows = [("bare runc run", bare_seconds),
             *((f"Slurm {result.mode}", result.seconds) for result in slurm_results),
-            (f"fuzz workflow, {NODES} nodes x {cores // NODES} cores", fuzz_seconds)]
+            *((f"fuzz workflow, {NODES} nodes x {cores // NODES} cores, {label}", seconds)
+              for label, seconds, _ in fuzz_runs)]
     width = max(len(label) for label, _ in rows) + 1
     print(f"{tasks} one-core /bin/true jobs, {cores} at once (the peers' raw numbers first):")
     for label, seconds in rows:
         print(f"  {label + ':':<{width}} {seconds:6.1f}s = {tasks / seconds:6.1f} jobs/s")
-    print_cpu(tasks, bare_cpu, fuzz_cpu)
+    for label, _, fuzz_cpu in fuzz_runs:
+        print_cpu(tasks, bare_cpu, fuzz_cpu, label)
     print(f"BENCH throughput_ratio_vs_runc={fuzz_rate / bare_rate:.2f} x target>=0.8")
     steps = next((result for result in slurm_results
                   if result.mode == "steps in one allocation"), None)

@@ -208,6 +208,7 @@ class AgentClient(GrpcClient):
         hostname: str = "",
         hosts: Sequence[str] = (),
         prepare_only: bool = False,
+        sandbox: str = "",
     ) -> substrate_pb2.ContainerStatus:
         """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
 
@@ -221,7 +222,8 @@ class AgentClient(GrpcClient):
         placed there read-only. ``launch_token``: an MPI job's, for its launch
         socket (docs/security.md, "MPI without SSH"); ``hostname``: the container's.
         ``prepare_only``: make the container but leave the job's process unstarted
-        (:meth:`start_prepared_container` starts it).
+        (:meth:`start_prepared_container` starts it). ``sandbox``: a task array's task
+        (``WORKFLOW/JOB``), which the node may run in that job's task sandbox.
         """
         request = substrate_pb2.StartContainerRequest(
             id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
@@ -231,7 +233,7 @@ class AgentClient(GrpcClient):
                     for s, d, ro in mounts],
             lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
             peers=list(peers), hosts=list(hosts), launch_token=launch_token,
-            hostname=hostname, prepare_only=prepare_only,
+            hostname=hostname, prepare_only=prepare_only, sandbox=sandbox,
             files=[substrate_pb2.ContainerFile(path=path, content=content)
                    for path, content in files],
         )

@@ -35,15 +35,20 @@ def gpu_labels(vendor: str, models: list[str], families: list[str]) -> dict[str,
 
 METADATA_DOMAIN = "fuzzball.io"
 """Fuzzball's own annotation keys (``fuzzball.io/connect/SERVICE``): metadata, never labels."""
+TASK_SANDBOX_ANNOTATION = "fuzz.io/task-sandbox"
+"""A job's ``"false"`` keeps a container per task of its task array (no task sandbox)."""
+METADATA_KEYS = frozenset({TASK_SANDBOX_ANNOTATION})  # fuzz's own: metadata, never labels
 
 
 def is_selector_key(key: str) -> bool:
     """Whether a workflow- or job-level annotation ``key`` selects nodes: a label key with
     a domain prefix (``nvidia.com/gpu.model``, ``example.org/rack``), other than Fuzzball's
     own ``fuzzball.io/`` keys. Bare keys (``description``, ``stack``) are metadata.
-    Every key of a ``resource.annotations`` selects, whatever its form."""
+    Every key of a ``resource.annotations`` selects, whatever its form; fuzz's own
+    :data:`METADATA_KEYS` do not."""
     domain, slash, name = key.partition("/")
-    return bool(slash) and bool(name) and "." in domain and domain != METADATA_DOMAIN
+    return bool(slash) and bool(name) and "." in domain and domain != METADATA_DOMAIN \
+        and key not in METADATA_KEYS
 
 
 def inherited_selectors(*levels: dict[str, str]) -> dict[str, str]:

@@ -102,6 +102,7 @@ class JobRequest:
     files: tuple[ContainerFile, ...] = ()  # placed in the container, read-only
     launch_token: str = ""  # an MPI job's: the container gets the launch socket
     hostname: str = ""  # the container's; empty: "job"
+    sandbox: str = ""  # a task array's task: its WORKFLOW/JOB (the monitor's task sandbox)
     hosts: tuple[str, ...] = ()  # its /etc/hosts lines for its multinode job's ranks
     prepare_only: bool = False  # create the container; start_prepared starts it
 
@@ -255,6 +256,7 @@ class JobRunner:
                 peers=request.peers,
                 files=request.files,
                 hostname=request.hostname or "job",
+                sandbox=request.sandbox,
                 hosts=request.hosts,
                 job_namespaces=shared.namespaces,
                 job_shm=shared.shm,

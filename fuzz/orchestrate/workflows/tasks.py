@@ -116,6 +116,7 @@ class LaunchPlan:
     probe: ReadinessProbe | None = None  # a service's readiness probe (None: ready at once)
     service_hosts: tuple[str, ...] = ()  # /etc/hosts lines naming the workflow's services
     service_peers: tuple[str, ...] = ()  # peer entries: its services' ports, or its own
+    sandbox: str = ""  # a task array's task: WORKFLOW/JOB, its node's task sandbox
 
 
 @dataclass(frozen=True)
@@ -359,6 +360,7 @@ class TaskExecutor:
                     launch_token=plan.launch_token,
                     hostname=plan.addresses[rank] if plan.launch_token else "",
                     hosts=[*rank_hosts(plan.key, plan.addresses), *plan.service_hosts],
+                    sandbox=plan.sandbox,
                 )
             except AgentError as exc:
                 if not transient(exc):

@@ -34,6 +34,7 @@ from fuzz.spec.cluster import FUZZBALL_MAX_CONCURRENCY
 from fuzz.spec.endpoint_urls import GatewayAddress, endpoint_variables
 from fuzz.spec.fuzzfile import Fuzzfile, JobSpec, PolicySpec, ServiceSpec
 from fuzz.spec.fuzzfile_values import volume_parts
+from fuzz.spec.labels import TASK_SANDBOX_ANNOTATION
 from fuzz.spec.workflowref import WORKFLOW_NAME_PATTERN
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -336,7 +337,22 @@ def launch_plan(
         probe=service.readiness_probe if service is not None else None,
         service_hosts=hosts,
         service_peers=peers,
+        sandbox=task_sandbox(workflow, task),
     )
+
+
+
+def task_sandbox(workflow: ActiveWorkflow, task: TaskRecord) -> str:
+    """``WORKFLOW/JOB`` when ``task`` may run in its node's task sandbox (a task array's
+    task with no devices of its own, whose job does not opt out with the annotation
+    ``fuzz.io/task-sandbox: "false"``); empty: a container of its own."""
+    job = workflow.fuzzfile.container(task.job)
+    if task.index < 0 or not isinstance(job, JobSpec) or job.task_array is None \
+            or job.multinode is not None or any(job.resource.devices.values()):
+        return ""
+    if str(job.annotations.get(TASK_SANDBOX_ANNOTATION, "")).strip().lower() == "false":
+        return ""
+    return f"{workflow.record.id}/{task.job}"
 
 
 def service_routes(workflow: ActiveWorkflow, task: TaskRecord

@@ -99,7 +99,7 @@ SETTLE_WAIT = 60.0  # the longest an orphaned `runc run` is waited for
 PRIVATE_MODE = 0o600  # config.json and spec.json hold the job's env: its secrets' values
 
 
-def _write_text(path: str, text: str) -> None:
+def write_private(path: str, text: str) -> None:
     """Write ``text`` to ``path`` (made in advance, usually: opening it is then cheap),
     readable by root only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_MODE)
@@ -108,6 +108,23 @@ def _write_text(path: str, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def cancel_request(
+    directory: str, seen: tuple[int, int] | None
+) -> tuple[float | None, tuple[int, int] | None]:
+    """The grace of a new cancel request in ``directory``'s ``cancel`` file (None: there
+    is none, or it is the one ``seen`` already), and the stamp to remember."""
+    path = os.path.join(directory, CANCEL_FILE)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None, seen
+    stamp = (info.st_ino, info.st_mtime_ns)
+    if stamp == seen:
+        return None, seen
+    grace = (read_json(path) or {}).get("grace_seconds", DEFAULT_GRACE)
+    return (max(float(grace), 0.0) if isinstance(grace, int | float) else DEFAULT_GRACE), stamp
 
 
 class JobError(Exception):
@@ -174,6 +191,7 @@ class Job:
         # Create only (``runc create``), to be started by :meth:`go`: the start's
         # remaining cost is then ``runc start``.
         self.prepare = request.get("prepare") is True
+        self.passed = -1  # a descriptor its init gets as fd 3 (a task sandbox's socket)
 
     def attach_network(self, address: str | None, peers: list[str]) -> None:
         """The job runs in the namespace bound on its ``netns`` file, at ``address``,
@@ -198,7 +216,7 @@ class Job:
     def write_spec(self) -> None:
         """Write ``spec.json`` (once)."""
         if self.spec_text is not None:
-            _write_text(self.path(SPEC_FILE), self.spec_text)
+            write_private(self.path(SPEC_FILE), self.spec_text)
             self.spec_text = None
 
     @property
@@ -217,7 +235,7 @@ class Job:
         """
         try:
             self.staged = True  # whatever happens next, the host binds are to be released
-            _write_text(self.path(CONFIG_FILE),
+            write_private(self.path(CONFIG_FILE),
                         self.host.host_view.bind_sources(self.id, self.config_text))
             self.write_spec()
             files, self.files = self.files, []
@@ -259,9 +277,12 @@ class Job:
             try:
                 pid_file = self.pid_file
                 verb: tuple[str, ...] = ("create",) if self.prepare else ("run", "--detach")
+                if self.passed >= 0:
+                    verb += ("--preserve-fds", "1")
                 args = (*verb, "--bundle", self.dir, "--pid-file", pid_file, self.id)
                 self.created = True
-                self.runc_pid, self.runc_log_start = self.runc.spawn(self.log, args, out, err)
+                self.runc_pid, self.runc_log_start = self.runc.spawn(
+                    self.log, args, out, err, self.passed)
             finally:
                 os.close(err)
         finally:
@@ -407,23 +428,9 @@ class Job:
         """The init's pidfd is readable: it has exited."""
         self.reap()
 
-    def cancel_request(self) -> float | None:
-        """The grace of a new cancel request in the ``cancel`` file, None when there is none."""
-        path = self.path(CANCEL_FILE)
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            return None
-        stamp = (info.st_ino, info.st_mtime_ns)
-        if stamp == self.cancel_seen:
-            return None
-        self.cancel_seen = stamp
-        grace = (read_json(path) or {}).get("grace_seconds", DEFAULT_GRACE)
-        return max(float(grace), 0.0) if isinstance(grace, int | float) else DEFAULT_GRACE
-
     def on_cancel(self) -> None:
         """A manager wrote the ``cancel`` file: stop the job (SIGTERM, grace, SIGKILL)."""
-        grace = self.cancel_request()
+        grace, self.cancel_seen = cancel_request(self.dir, self.cancel_seen)
         if grace is not None:
             self.stop(grace)
 

@@ -26,12 +26,14 @@ class Runc:
         self.binary = binary
 
     def spawn(
-        self, log: str | None, args: tuple[str, ...], stdout: int = -1, stderr: int = -1
+        self, log: str | None, args: tuple[str, ...], stdout: int = -1, stderr: int = -1,
+        passed: int = -1,
     ) -> tuple[int, int]:
         """Start ``runc ARGS`` without waiting; return its pid and its log's start offset.
 
         stdin is /dev/null, and so are ``stdout``/``stderr`` unless given. runc
         logs to ``log`` as JSON (when given), where :meth:`error` finds its errors.
+        ``passed``: a descriptor runc gets as its fd 3 (for ``--preserve-fds 1``).
         """
         argv = [self.binary]
         log_start = 0
@@ -49,6 +51,8 @@ class Runc:
                 (os.POSIX_SPAWN_DUP2, devnull if stdout < 0 else stdout, 1),
                 (os.POSIX_SPAWN_DUP2, devnull if stderr < 0 else stderr, 2),
             ]
+            if passed >= 0:
+                actions.append((os.POSIX_SPAWN_DUP2, passed, 3))
             pid = os.posix_spawn(
                 self.binary, argv, os.environ, file_actions=actions, setsigdef=DEFAULT_SIGNALS
             )

@@ -11,7 +11,9 @@ one JSON line (then the connection is closed):
     exists), run the container; answered once it runs or has ended:
     ``{"status": {...}}`` (see :class:`~fuzz.substrate.monitor.job.Job`)
     With ``"prepare": true`` the container is only created (``runc create``) and
-    the answer comes once it is, with the status still ``starting``;
+    the answer comes once it is, with the status still ``starting``; with
+    ``"sandbox": KEY`` (a task array's task) it runs as a process of that key's task
+    sandbox (:mod:`~fuzz.substrate.monitor.sandbox`), on cgroup v1 hosts;
 ``{"op": "go", "id"}``
     start a prepared container (``runc start``); answered as ``start`` is
 ``{"op": "wait", "id", "cleaned": bool}``
@@ -39,6 +41,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -55,13 +58,24 @@ from fuzz.substrate.monitor.files import (
     NETNS_FILE,
     SPARE_PREFIX,
     STATUS_FILE,
+    one_line,
 )
 from fuzz.substrate.monitor.job import Job, settle
 from fuzz.substrate.monitor.jobnet import JobNetwork
 from fuzz.substrate.monitor.netns import NetnsError, NetnsPool
 from fuzz.substrate.monitor.runc import Runc
+from fuzz.substrate.monitor.sandbox import PREFIX as SANDBOX_PREFIX
+from fuzz.substrate.monitor.sandbox import (
+    Sandbox,
+    SandboxTask,
+    parse_config,
+    sandbox_cgroup,
+    sandbox_config,
+)
 from fuzz.substrate.monitor.spare import Spare
 from fuzz.substrate.monitor.syscalls import unmount
+from fuzz.substrate.monitor.taskcgroup import SERVER_LEAF, remove_sandbox
+from fuzz.substrate.monitor.taskcgroup import supported as sandboxes_supported
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +85,12 @@ if TYPE_CHECKING:
     from typing import Any
 
     from fuzz.substrate.monitor.hostview import HostView
+    from fuzz.substrate.monitor.spare import Premount
 
 MAX_REQUEST = 16 * 1024 * 1024  # a start request carries the OCI config and the spec
 RECV_SIZE = 256 * 1024
 UCRED = struct.Struct("3i")
+SANDBOX_KEY = re.compile(r"[0-9a-f]{16,64}")  # the agent's hash naming a task sandbox
 
 
 class Client:
@@ -114,6 +130,10 @@ class Monitor:
         self.stop_signalled = False
         self.spare = Spare(self.root)
         self.netns = None if network.host else NetnsPool(network, state_dir)
+        self.sandboxes: dict[str, Sandbox] = {}  # the live one of each key
+        self.sandbox_jobs: dict[str, Sandbox] = {}  # by their container's id, until cleaned
+        self.sandbox_count = 0
+        self.sandboxes_supported = sandboxes_supported(self.cgroup_mounts)
 
     # --- the Host interface of jobs
 
@@ -146,6 +166,15 @@ class Monitor:
         reached = {"start"}
         if job.final:
             reached.add("exit")
+        sandbox = self.sandbox_jobs.get(job.id)
+        if sandbox is not None:
+            sandbox.container_changed()
+            if job.phase == "done":  # a sandbox's directory is the monitor's to delete
+                del self.sandbox_jobs[job.id]
+                if self.sandboxes.get(sandbox.key) is sandbox:
+                    del self.sandboxes[sandbox.key]
+                shutil.rmtree(job.dir, ignore_errors=True)
+                remove_sandbox(self.cgroup_mounts, sandbox.cgroup)
         if job.phase == "done":
             reached.add("clean")
             del self.jobs[job.id]
@@ -170,6 +199,12 @@ class Monitor:
             return
         for name in names:
             if name.startswith(SPARE_PREFIX):
+                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+            elif name.startswith(SANDBOX_PREFIX):  # a dead monitor's sandbox: delete it
+                self.settle(name)
+                cgroup = sandbox_cgroup(os.path.join(self.root, name))
+                if cgroup is not None:
+                    remove_sandbox(self.cgroup_mounts, cgroup)
                 shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
             elif not name.startswith("."):
                 self.settle(name)
@@ -287,6 +322,24 @@ class Monitor:
         if container_id in self.jobs or os.path.lexists(directory):
             self.reply(client, {"error": f"container {container_id!r} exists", "exists": True})
             return
+        sandbox = request.get("sandbox")
+        if isinstance(sandbox, str) and SANDBOX_KEY.fullmatch(sandbox) and self.sandboxes_supported:
+            self.start_task(client, directory, request, sandbox)
+            return
+        placed = self.launch(client, directory, request)
+        if placed is not None:
+            job, premount = placed
+            self.wait_for(client, container_id, "start")
+            job.launch(premount)
+            if job.image is not None:
+                self.spare.image = job.image
+
+    def launch(self, client: Client, directory: str, request: dict[str, Any],
+               config: str | None = None) -> tuple[Job, Premount | None] | None:
+        """A job for ``request`` in ``directory`` (a spare placed there, with its network,
+        and what the spare has mounted), to be launched by the caller (``config``: the OCI
+        config instead of the request's); None when that failed (``client`` is answered)."""
+        container_id = os.path.basename(directory)
         address = None
         peers = [str(peer) for peer in request.get("peers") or ()]
         made = None
@@ -307,14 +360,59 @@ class Monitor:
                 self.spare.drop(made)
             where = f"make {directory}" if isinstance(exc, OSError) else "give it a network"
             self.reply(client, {"error": f"cannot {where}: {exc}"})
-            return
-        job = Job(self, directory, request, self.run_dir)
+            return None
+        job = Job(self, directory, request if config is None else {**request, "config": config},
+                  self.run_dir)
         job.attach_network(address, peers)
         self.jobs[container_id] = job
-        self.wait_for(client, container_id, "start")
-        job.launch(premount)
+        return job, premount
+
+    def start_task(self, client: Client, directory: str, request: dict[str, Any],
+                   key: str) -> None:
+        """Run a task in the sandbox of ``key`` (made now if there is none that lives)."""
+        try:
+            config = parse_config(request["config"])
+            os.mkdir(directory, 0o711)
+        except (ValueError, OSError) as exc:
+            self.reply(client, {"error": one_line(f"cannot start task: {exc}")})
+            return
+        sandbox = self.sandboxes.get(key)
+        if sandbox is None or not sandbox.alive:
+            sandbox = self.new_sandbox(client, directory, request, config, key)
+            if sandbox is None:
+                shutil.rmtree(directory, ignore_errors=True)
+                return
+        task = SandboxTask(self, sandbox, directory, request, self.run_dir, config)
+        self.jobs[task.id] = task
+        self.wait_for(client, task.id, "start")
+        task.launch()
+
+    def new_sandbox(self, client: Client, task_dir: str, request: dict[str, Any],
+                    config: dict[str, Any], key: str) -> Sandbox | None:
+        """Start the sandbox ``key`` for its first task (``request``, ``config``)."""
+        self.sandbox_count += 1
+        name = f"{SANDBOX_PREFIX}{key[:16]}-{os.getpid()}-{self.sandbox_count}"
+        cgroup = f"{os.path.dirname(str(request.get('cgroup') or '/fuzz/x'))}/{name}"
+        directory = os.path.join(self.root, name)
+        text = json.dumps(sandbox_config(config, task_dir, directory, cgroup))
+        placed = self.launch(client, directory,
+                             {**request, "timeout": None, "log_limit": None,
+                              "cgroup": f"{cgroup}/{SERVER_LEAF}", "prepare": False}, text)
+        if placed is None:
+            return None
+        job, premount = placed
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sandbox = Sandbox(self, key, job, ours, cgroup)
+        self.sandboxes[key] = sandbox
+        self.sandbox_jobs[job.id] = sandbox
+        job.passed = theirs.fileno()
+        try:
+            job.launch(premount)
+        finally:
+            theirs.close()
         if job.image is not None:
             self.spare.image = job.image
+        return sandbox
 
     def go(self, client: Client, container_id: str) -> None:
         """Start a prepared container; answer once it runs or has ended."""
@@ -370,7 +468,8 @@ class Monitor:
         seconds when given); exit once all are done."""
         self.stopping = True
         for job in list(self.jobs.values()):
-            job.stop(None if grace is None else min(grace, job.grace))
+            if job.id not in self.sandbox_jobs:  # a sandbox ends once its tasks have
+                job.stop(None if grace is None else min(grace, job.grace))
 
     def on_signal(self, signum: int, frame: object) -> None:
         """SIGTERM/SIGINT: stop (acted on by the loop, woken through the wakeup fd)."""
@@ -404,6 +503,8 @@ class Monitor:
     def timeout_ms(self) -> int:
         """How long the loop may sleep before a job's deadline (-1: until an event)."""
         moments = [m for m in (job.next_wakeup() for job in self.jobs.values()) if m is not None]
+        moments += [m for m in (sandbox.next_wakeup(self.stopping)
+                                for sandbox in self.sandboxes.values()) if m is not None]
         if not moments:
             return -1
         return max(0, int((min(moments) - time.monotonic()) * 1000) + 1)
@@ -427,6 +528,8 @@ class Monitor:
             now = time.monotonic()
             for job in list(self.jobs.values()):
                 self.guarded(job.tick, now)
+            for sandbox in list(self.sandboxes.values()):
+                self.guarded(sandbox.tick, now, self.stopping)
             self.reap_strays()
         self.unwatch(listener.fileno())
         self.spare.discard()

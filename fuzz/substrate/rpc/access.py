@@ -119,10 +119,7 @@ class AccessRpcs(NodeJobs):
 
     def _start_process(self, spec: ExecSpec) -> ExecProcess:
         """Start ``spec``'s process in its container, which must be running."""
-        containers = self.jobs().containers
-        containers.running_pid(spec.container_id)
-        return ExecProcess(containers.runc_path(), spec,
-                           containers.process_config(spec.container_id))
+        return self.jobs().containers.start_exec(spec)
 
     def GrantAccess(self, request: substrate_pb2.AccessGrant,
                     context: grpc.ServicerContext) -> substrate_pb2.AccessGrantReply:

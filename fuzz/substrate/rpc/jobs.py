@@ -99,6 +99,7 @@ def job_request(message: substrate_pb2.StartContainerRequest) -> JobRequest:
         files=tuple(ContainerFile(item.path, item.content) for item in message.files),
         launch_token=message.launch_token,
         hostname=message.hostname,
+        sandbox=message.sandbox[:512],
         hosts=tuple(message.hosts),
         prepare_only=message.prepare_only,
     )

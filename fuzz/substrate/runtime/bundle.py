@@ -19,7 +19,9 @@ overlay mounted in advance, which is what the monitor does.)
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
+import json
 import os
 import re
 import stat
@@ -309,6 +311,7 @@ class ContainerSpec:
     hosts: tuple[str, ...] = ()
     job_namespaces: str = ""
     job_shm: str = ""
+    sandbox: str = ""
 
     def __post_init__(self) -> None:
         """Validate every field; raise ContainerSpecError on the first problem."""
@@ -427,7 +430,22 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
         "hosts": list(spec.hosts),
         "job_namespaces": spec.job_namespaces,
         "job_shm": spec.job_shm,
+        "sandbox": spec.sandbox,
     }
+
+
+def sandbox_key(spec: ContainerSpec) -> str | None:
+    """The task sandbox ``spec``'s task runs in (a hash of its ``sandbox`` group, the task
+    array's workflow and job, and of every field but its id, env and CPUs); None: a
+    container of its own (no group, or devices, hooks, peers or a multinode job's
+    namespaces, which a sandbox does not give each task)."""
+    if not spec.sandbox or spec.devices or spec.hooks or spec.peers or spec.job_namespaces \
+            or spec.job_shm:
+        return None
+    fields = spec_to_json(spec)
+    for name in ("id", "env", "cpus"):
+        del fields[name]
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
@@ -462,6 +480,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ContainerSpec:
             hosts=tuple(data.get("hosts", ())),
             job_namespaces=data.get("job_namespaces", ""),
             job_shm=data.get("job_shm", ""),
+            sandbox=data.get("sandbox", ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ContainerSpecError(f"container spec is malformed: {exc}") from None

@@ -47,6 +47,7 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -71,6 +72,7 @@ from fuzz.substrate.monitor.files import (
     new_status,
 )
 from fuzz.substrate.monitor.jobnet import AUTO, RESOLV_FILE, JobNetwork, netns_path
+from fuzz.substrate.monitor.sandbox import PREFIX as SANDBOX_PREFIX
 from fuzz.substrate.runtime.bundle import (
     ID_PATTERN,
     NOFILE_LIMIT,
@@ -78,9 +80,11 @@ from fuzz.substrate.runtime.bundle import (
     JobNamespace,
     hosts_file,
     oci_config,
+    sandbox_key,
     spec_from_json,
     spec_to_json,
 )
+from fuzz.substrate.runtime.execproc import ExecProcess, ExecSpec
 from fuzz.substrate.runtime.monitor_client import (
     START_TIMEOUT,
     MonitorClient,
@@ -275,6 +279,9 @@ class ContainerManager:
             "files": [base64.b64encode(item.content).decode() for item in spec.files],
             "prepare": prepare,
         }
+        key = None if prepare else sandbox_key(spec)
+        if key is not None:
+            request["sandbox"] = key  # the monitor runs it in that task sandbox
         try:
             answer = self._monitor.request(request, runc, START_TIMEOUT, idempotent=False)
         except MonitorGoneError:  # it died while starting it: its successor settles it
@@ -385,6 +392,23 @@ class ContainerManager:
         if status.state != "running" or not isinstance(pid, int):
             raise ContainerStateError(f"container {container_id} is {status.state}, not running")
         return pid
+
+    def start_exec(self, spec: ExecSpec) -> ExecProcess:
+        """Start ``spec``'s process in its container, which must be running (for a task
+        of a task sandbox: in the sandbox, as the task's user, env and cwd)."""
+        self.running_pid(spec.container_id)
+        runc_spec = dataclasses.replace(spec, container_id=self.runc_id(spec.container_id))
+        return ExecProcess(self.runc_path(), runc_spec, self.process_config(spec.container_id))
+
+    def runc_id(self, container_id: str) -> str:
+        """The runc container that runs ``container_id``'s job: its own, or for a task of
+        a task sandbox (:mod:`fuzz.substrate.monitor.sandbox`) the sandbox's."""
+        data = read_json(str(self.container_dir(container_id) / STATUS_FILE)) or {}
+        sandbox = data.get("sandbox")
+        if isinstance(sandbox, str) and sandbox.startswith(SANDBOX_PREFIX) \
+                and ID_PATTERN.fullmatch(sandbox[1:]):
+            return sandbox
+        return container_id
 
     def process_config(self, container_id: str) -> dict[str, Any]:
         """The ``process`` of the container's OCI config (what ``runc exec`` starts from)."""
