@@ -4,11 +4,9 @@ running and ended tasks of a task array are never looked at."""
 
 from __future__ import annotations
 
-from fuzz.orchestrate.records import WorkflowRecord
 from fuzz.orchestrate.states import TaskState
-from fuzz.orchestrate.workflows.jobids import JobIds
-from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, new_tasks
-from fuzz.spec.fuzzfile_loader import parse_fuzzfile
+from fuzz.orchestrate.workflows.workflow import ActiveWorkflow
+from tests.support.activeworkflow import active_workflow
 
 FUZZFILE = """\
 version: v1
@@ -22,12 +20,7 @@ jobs:
 
 
 def _workflow() -> ActiveWorkflow:
-    fuzzfile = parse_fuzzfile(FUZZFILE, "Fuzzfile").fuzzfile
-    record = WorkflowRecord(id="w1", name="w", run=1, owner="alice", file_name="Fuzzfile",
-                            fuzzfile=FUZZFILE, content_hash="")
-    return ActiveWorkflow(record=record, fuzzfile=fuzzfile, ids=JobIds(1000, 1000), volumes={},
-                          transfers=[], images={},
-                          tasks={t.key: t for t in new_tasks("w1", fuzzfile)})
+    return active_workflow(FUZZFILE)
 
 
 def _set(workflow: ActiveWorkflow, state: TaskState, *numbers: int) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from fuzz.orchestrate.records import WorkflowRecord
-from fuzz.orchestrate.workflows.jobids import JobIds
-from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, new_tasks, task_sandbox
-from fuzz.spec.fuzzfile_loader import parse_fuzzfile
+from fuzz.orchestrate.workflows.workflow import ActiveWorkflow, task_sandbox
+from tests.support.activeworkflow import active_workflow
 
 FUZZFILE = """\
 version: v1
@@ -39,12 +37,7 @@ jobs:
 
 @pytest.fixture
 def workflow() -> ActiveWorkflow:
-    fuzzfile = parse_fuzzfile(FUZZFILE, "Fuzzfile").fuzzfile
-    record = WorkflowRecord(id="w1", name="w", run=1, owner="alice", file_name="Fuzzfile",
-                            fuzzfile=FUZZFILE, content_hash="")
-    return ActiveWorkflow(record=record, fuzzfile=fuzzfile, ids=JobIds(1000, 1000), volumes={},
-                          transfers=[], images={},
-                          tasks={t.key: t for t in new_tasks("w1", fuzzfile)})
+    return active_workflow(FUZZFILE)
 
 
 def test_a_task_array_s_tasks_share_their_job_s_sandbox(workflow: ActiveWorkflow) -> None:
