@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from fuzz.substrate.monitor.sandbox import LAUNCH_SECONDS
 from fuzz.substrate.runtime.bundle import ContainerSpec, sandbox_key
 from fuzz.substrate.runtime.containers import ContainerManager, ContainerStatus
 from fuzz.substrate.runtime.execproc import ExecSpec
@@ -194,6 +195,29 @@ def test_a_killed_task_server_fails_its_tasks_and_the_next_task_gets_a_new_sandb
     assert _finish(manager, after).exit_code == 0
     assert json.loads((manager.container_dir(after.id) / "status.json").read_text())[
         "sandbox"] != first
+
+
+def test_a_task_server_that_never_answers_fails_its_task_and_its_sandbox_ends(
+    manager: ContainerManager, image: Path
+) -> None:
+    """The server is the user's: one that stops answering (here stopped from outside) must
+    not keep a task, its lease and a cancel waiting for ever."""
+    group = f"wf-{uuid.uuid4().hex[:6]}/array"
+    script = 'if [ "$WAIT" = 1 ]; then sleep 60; else echo never; fi'
+    running = _task(image, group, script, env=("WAIT=1",))
+    manager.start(running)
+    wait_until("the task to run", lambda: manager.status(running.id).state == "running")
+    first = json.loads((manager.container_dir(running.id) / "status.json").read_text())["sandbox"]
+    server = int(json.loads((manager.root / first / "status.json").read_text())["pid"])
+    os.kill(server, signal.SIGSTOP)
+    stuck = _task(image, group, script, env=("WAIT=0",))
+    started = time.monotonic()
+    manager.start(stuck)
+    status = _finish(manager, stuck, timeout=LAUNCH_SECONDS + 20)
+    assert status.state == "failed" and status.error is not None
+    assert "did not start the task" in status.error, status.error
+    assert LAUNCH_SECONDS <= time.monotonic() - started < LAUNCH_SECONDS + 15
+    assert _finish(manager, running, timeout=10).state == "failed"  # its sandbox ended
 
 
 def test_a_dead_monitor_s_sandbox_is_deleted_by_the_next_and_its_task_failed(

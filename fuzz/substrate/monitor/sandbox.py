@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from fuzz.substrate.monitor.job import Host
 
 IDLE_SECONDS = 3.0  # a sandbox with no task this long ends
+LAUNCH_SECONDS = 10.0  # a task its server has not started by then fails, and the sandbox ends
 PREFIX = ".sandbox-"
 TASK_SERVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "launch", "bin", "fuzz-tasks")
@@ -162,6 +163,12 @@ class Sandbox:
         if self.sock.fileno() >= 0:
             self.host.unwatch(self.sock.fileno())
             self.sock.close()
+
+    def abandon(self) -> None:
+        """Take no more tasks and kill the container (its end fails the tasks it had)."""
+        self.close()
+        if self.job.phase == "running":
+            self.job.stop(0)
 
     @property
     def alive(self) -> bool:
@@ -292,6 +299,7 @@ class SandboxTask(Job):
         self.memory_bytes: int | None = (resources.get("memory") or {}).get("limit")
         self.task_cgroup = TaskCgroup(host.cgroup_mounts, sandbox.cgroup, self.id)
         self.status["sandbox"] = sandbox.job.id  # exec into the task lands there
+        self.launch_deadline = time.monotonic() + LAUNCH_SECONDS
         self.pending_problems: list[str] = []  # the cleanup's, while the cgroup empties
 
     def launch(self, premount: object = None) -> None:
@@ -372,13 +380,24 @@ class SandboxTask(Job):
         super().cleaned(problems)
 
     def next_wakeup(self) -> float | None:
-        """As a job's; while its cgroup is being emptied, soon."""
+        """As a job's; while its cgroup is being emptied, soon; while its server has not
+        started it, its launch deadline."""
         if self.phase == "cleaning" and self.task_cgroup.made:
             return self.kill_at
+        if self.phase == "launching":
+            return self.launch_deadline
         return super().next_wakeup()
 
     def tick(self, now: float) -> None:
-        """As a job's; retry removing the cgroup while cleaning."""
+        """As a job's; retry removing the cgroup while cleaning; past the launch deadline,
+        fail the task and end its sandbox (a server that does not answer is stuck or
+        hostile, and would hold every later task of its key too)."""
+        if self.phase == "launching":
+            if now >= self.launch_deadline:
+                self.fail(f"task sandbox: the server did not start the task within"
+                          f" {LAUNCH_SECONDS:g} s; the sandbox was ended")
+                self.sandbox.abandon()
+            return
         if self.phase == "cleaning" and self.task_cgroup.made:
             if self.kill_at is not None and now >= self.kill_at:
                 self.cleaned(self.pending_problems)
