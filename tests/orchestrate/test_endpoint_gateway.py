@@ -7,9 +7,11 @@ hop through real containers).
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ from fuzz.orchestrate.iam.audit import AuditLog
 from fuzz.orchestrate.iam.directory import CODE_PREFIX, IamDirectory
 from fuzz.orchestrate.store import Store
 from fuzz.spec.endpoint_urls import EndpointAddress
+from fuzz.testing.browser import headless_chromium
 from fuzz.testing.web import serve_handler
 from tests.support.endpoints import Browser, ca_context, websocket_echo, websocket_echo_server
 
@@ -415,3 +418,38 @@ def test_tls12_is_aead_with_forward_secrecy_only(running: Running) -> None:
     assert _agreed_cipher(port, "-tls1_2", "-cipher", "AES128-GCM-SHA256") == ""
     assert _agreed_cipher(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256:"
                           "ECDHE-ECDSA-AES128-GCM-SHA256") == "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
+def test_chromium_and_the_gateways_tls_agree_on_aes_128_gcm(tmp_path: Path,
+                                                              running: Running) -> None:
+    """Real headless Chromium opens a page of a server with the gateway's TLS context:
+    they agree on Chromium's first choice (OpenSSL's server order gave it AES-256-GCM)."""
+    context = GatewayTls(tmp_path / "gateway.crt", tmp_path / "gateway.key").context()
+    agreed: list[str] = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                sock, _ = server.accept()
+            except OSError:
+                return
+            with sock, contextlib.suppress(OSError, ssl.SSLError), \
+                    context.wrap_socket(sock, server_side=True) as tls:
+                agreed.append(str((tls.cipher() or ("",))[0]))
+                tls.recv(65536)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                            b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with headless_chromium(trusted=((tmp_path / "gateway.crt").read_text(),)) as browser:
+            browser.driver.get(f"https://127.0.0.1:{server.getsockname()[1]}/")
+            assert "ok" in browser.driver.page_source
+    finally:
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        thread.join(10)
+    assert agreed and set(agreed) == {"TLS_AES_128_GCM_SHA256"}, agreed
