@@ -4,7 +4,8 @@ one thread against two (:mod:`fuzz.orchestrate.endpoints.browsertls`), in turns.
 This process runs the real gateway (real TLS) with a real hand-off listener standing for
 the agent (:mod:`fuzz.substrate.rpc.handoff`): each download's service socket is handed
 over as on the agent's host. The service (a plain HTTP answer of ``--mb`` MB written from
-one buffer) and the client (TLS, ``recv_into`` one buffer) are processes of their own, so
+one buffer) and the client (TLS offered as Chromium offers it, ``recv_into`` one buffer)
+are processes of their own, so
 this process's CPU time is the gateway's. Each round downloads once each way, alternately:
 ``sslsocket`` (the browser's TLS an ``ssl.SSLSocket``, as before session 13),
 ``one-thread`` (memory BIOs, the records encrypted and sent by the connection's thread)
@@ -73,10 +74,18 @@ SERVICE = textwrap.dedent("""
         conn.close()
 """)
 
-CLIENT = textwrap.dedent("""
+# what the clients offer: TLS 1.3's suites in Chromium's order (bench/chromium_tls.py)
+OFFER_AS_CHROMIUM = textwrap.dedent(f"""
+    import sys
+    sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+    from chromium_tls import offer_as_chromium
+""")
+
+CLIENT = OFFER_AS_CHROMIUM + textwrap.dedent("""
     import socket, ssl, sys, time, resource
     port, ca, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     context = ssl.create_default_context(cafile=ca)
+    offer_as_chromium(context)
     raw = socket.create_connection(("127.0.0.1", port))
     sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
     buffer = bytearray(1 << 20); view = memoryview(buffer)
@@ -98,10 +107,11 @@ CLIENT = textwrap.dedent("""
 """)
 
 
-SMALL_CLIENT = textwrap.dedent("""
+SMALL_CLIENT = OFFER_AS_CHROMIUM + textwrap.dedent("""
     import socket, ssl, sys, time, statistics
     port, ca, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     context = ssl.create_default_context(cafile=ca)
+    offer_as_chromium(context)
     sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port)),
                                server_hostname="127.0.0.1")
     request = ("GET %s HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n" % sys.argv[4]).encode()

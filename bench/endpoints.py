@@ -3,8 +3,9 @@ service's port reached directly from its node.
 
 A one-node local cluster runs a service (busybox httpd serving a small page and a
 100 MB file under its endpoint's path) with a ``user``-scoped path endpoint. The
-client signs its requests with the owner's bearer token and keeps one HTTPS
-connection to the gateway alive; the gateway relays each request to the service's
+client offers TLS 1.3's suites in Chromium's order (:mod:`chromium_tls`), signs its
+requests with the owner's bearer token and keeps one HTTPS connection to the gateway
+alive; the gateway relays each request to the service's
 port in its network namespace: on this one host, over the socket the agent opened
 there and handed to the gateway (:mod:`fuzz.rpc.handoff`: the agent is off the data
 path, its CPU column near 0), where the agent is elsewhere over TLS to its direct port
@@ -43,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from chromium_tls import offer_as_chromium
 from peers.tls_relay import Chain, relay_chain
 from port_forward import cluster_pids, job_pid, process_cpu_seconds
 
@@ -119,14 +121,18 @@ class Gateway:
     def __init__(self, port: int, ca: Path, token: str) -> None:
         self.port = port
         self.context = ssl.create_default_context(cafile=str(ca))
+        offer_as_chromium(self.context)  # the browser's suites, in its order
         self.token = token
         self.buffer = memoryview(bytearray(RECV_BYTES))
+        self.cipher = ""  # the TLS suite the gateway agreed on
 
     def connection(self) -> ssl.SSLSocket:
         """A new TLS connection to the gateway."""
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=120)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self.context.wrap_socket(sock, server_hostname="127.0.0.1")
+        connection = self.context.wrap_socket(sock, server_hostname="127.0.0.1")
+        self.cipher = str((connection.cipher() or ("",))[0])
+        return connection
 
     def get(self, connection: ssl.SSLSocket, path: str,
             buffer: memoryview | None = None) -> int:
@@ -304,6 +310,7 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
                 downloads_direct.append(timed(lambda: direct_get(pid, big), meters))
                 bare_through.append(timed(lambda: bare_get(chain.through), bare_meters(chain)))
                 bare_direct.append(timed(lambda: bare_get(chain.direct), {}))
+        print(f"the gateway's TLS with the client's Chromium offer: {gateway.cipher}")
         figures = {
             "p50_through_ms": statistics.median(through) * 1e3,
             "p50_direct_ms": statistics.median(direct) * 1e3,

@@ -7,9 +7,12 @@ hop through real containers).
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from fuzz.orchestrate.iam.audit import AuditLog
 from fuzz.orchestrate.iam.directory import CODE_PREFIX, IamDirectory
 from fuzz.orchestrate.store import Store
 from fuzz.spec.endpoint_urls import EndpointAddress
+from fuzz.testing.browser import headless_chromium
 from fuzz.testing.web import serve_handler
 from tests.support.endpoints import Browser, ca_context, websocket_echo, websocket_echo_server
 
@@ -40,6 +44,8 @@ WORKFLOW = "nb"
 DOMAIN = "fuzz.test"
 SCOPES = ("user", "group", "organization", "public")
 CHUNKS = [b"first chunk\n", b"second chunk\n", b"last chunk\n"]
+# TLS 1.3's suites as Chromium (and Firefox) offers them: AES-128-GCM first
+CHROMIUM_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 BIG = bytes(range(256)) * (3 * 2**20 // 256) + b"tail"  # more than one read of the service
 
 
@@ -382,3 +388,67 @@ def test_a_service_not_running_is_503_and_one_that_refuses_is_502(running: Runni
     refused = browser.request("GET", _path("refused", "x"), headers=headers)
     assert refused.status == 502
     assert refused.body.startswith(b"endpoint refused of olive/nb: the service did not answer")
+
+
+def _agreed_cipher(port: int, *offer: str) -> str:
+    """The cipher the gateway agrees on with a real TLS client (``openssl s_client``)
+    offering ``offer``; '' when the handshake fails."""
+    run = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-brief",
+                          *offer], input="", capture_output=True, text=True, timeout=60)
+    for line in (run.stdout + run.stderr).splitlines():
+        if line.startswith("Ciphersuite:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def test_tls13_gets_the_browsers_first_choice_aes_128_gcm_from_chromiums_offer(
+        running: Running) -> None:
+    """Browsers offer AES-128-GCM first (it costs less a byte than AES-256-GCM, which
+    OpenSSL's server order puts first); the gateway takes the browser's choice."""
+    port = running.gateway.port
+    assert _agreed_cipher(port, "-ciphersuites", CHROMIUM_SUITES) == "TLS_AES_128_GCM_SHA256"
+    assert _agreed_cipher(port, "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:"
+                          "TLS_AES_128_GCM_SHA256") == "TLS_CHACHA20_POLY1305_SHA256"
+
+
+def test_tls12_is_aead_with_forward_secrecy_only(running: Running) -> None:
+    """With the browser choosing, TLS 1.2 offers it nothing but ECDHE with an AEAD."""
+    port = running.gateway.port
+    assert _agreed_cipher(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256") == ""
+    assert _agreed_cipher(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256:"
+                          "ECDHE-ECDSA-AES128-GCM-SHA256") == "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
+def test_chromium_and_the_gateways_tls_agree_on_aes_128_gcm(tmp_path: Path,
+                                                              running: Running) -> None:
+    """Real headless Chromium opens a page of a server with the gateway's TLS context:
+    they agree on Chromium's first choice (OpenSSL's server order gave it AES-256-GCM)."""
+    context = GatewayTls(tmp_path / "gateway.crt", tmp_path / "gateway.key").context()
+    agreed: list[str] = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                sock, _ = server.accept()
+            except OSError:
+                return
+            with sock, contextlib.suppress(OSError, ssl.SSLError), \
+                    context.wrap_socket(sock, server_side=True) as tls:
+                agreed.append(str((tls.cipher() or ("",))[0]))
+                tls.recv(65536)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                            b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with headless_chromium(trusted=((tmp_path / "gateway.crt").read_text(),)) as browser:
+            browser.driver.get(f"https://127.0.0.1:{server.getsockname()[1]}/")
+            assert "ok" in browser.driver.page_source
+    finally:
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        thread.join(10)
+    assert agreed and set(agreed) == {"TLS_AES_128_GCM_SHA256"}, agreed
