@@ -175,22 +175,33 @@ def test_cancel_and_timeout_kill_a_task_and_its_children_only(
     assert leftover.stdout == ""
 
 
+WAITING_SCRIPT = 'if [ "$WAIT" = 1 ]; then sleep 60; else echo again; fi'
+
+
+def _a_running_task(
+    manager: ContainerManager, image: Path, group: str
+) -> tuple[ContainerSpec, str, int]:
+    """A task of ``group`` running (``WAITING_SCRIPT`` with WAIT=1), its sandbox's id and
+    the host pid of that sandbox's task server."""
+    running = _task(image, group, WAITING_SCRIPT, env=("WAIT=1",))
+    manager.start(running)
+    wait_until("the task to run", lambda: manager.status(running.id).state == "running")
+    sandbox = json.loads((manager.container_dir(running.id) / "status.json").read_text())[
+        "sandbox"]
+    server = int(json.loads((manager.root / sandbox / "status.json").read_text())["pid"])
+    return running, sandbox, server
+
+
 def test_a_killed_task_server_fails_its_tasks_and_the_next_task_gets_a_new_sandbox(
     manager: ContainerManager, image: Path
 ) -> None:
     group = f"wf-{uuid.uuid4().hex[:6]}/array"
-    script = 'if [ "$WAIT" = 1 ]; then sleep 60; else echo again; fi'
-    running = _task(image, group, script, env=("WAIT=1",))
-    manager.start(running)
-    wait_until("the task to run", lambda: manager.status(running.id).state == "running")
-    first = json.loads((manager.container_dir(running.id) / "status.json").read_text())["sandbox"]
-    server = int((manager.root / first / "status.json").exists() and json.loads(
-        (manager.root / first / "status.json").read_text())["pid"])
+    running, first, server = _a_running_task(manager, image, group)
     os.kill(server, signal.SIGKILL)
     status = _finish(manager, running, timeout=10)
     assert status.state == "failed" and status.error is not None
     assert "task sandbox" in status.error and "died" in status.error
-    after = _task(image, group, script, env=("WAIT=0",))
+    after = _task(image, group, WAITING_SCRIPT, env=("WAIT=0",))
     manager.start(after)
     assert _finish(manager, after).exit_code == 0
     assert json.loads((manager.container_dir(after.id) / "status.json").read_text())[
@@ -203,14 +214,9 @@ def test_a_task_server_that_never_answers_fails_its_task_and_its_sandbox_ends(
     """The server is the user's: one that stops answering (here stopped from outside) must
     not keep a task, its lease and a cancel waiting for ever."""
     group = f"wf-{uuid.uuid4().hex[:6]}/array"
-    script = 'if [ "$WAIT" = 1 ]; then sleep 60; else echo never; fi'
-    running = _task(image, group, script, env=("WAIT=1",))
-    manager.start(running)
-    wait_until("the task to run", lambda: manager.status(running.id).state == "running")
-    first = json.loads((manager.container_dir(running.id) / "status.json").read_text())["sandbox"]
-    server = int(json.loads((manager.root / first / "status.json").read_text())["pid"])
+    running, _, server = _a_running_task(manager, image, group)
     os.kill(server, signal.SIGSTOP)
-    stuck = _task(image, group, script, env=("WAIT=0",))
+    stuck = _task(image, group, WAITING_SCRIPT, env=("WAIT=0",))
     started = time.monotonic()
     manager.start(stuck)
     status = _finish(manager, stuck, timeout=LAUNCH_SECONDS + 20)
