@@ -77,6 +77,57 @@ def lease_request(request: ResourceRequest, holder: str = "", ttl_seconds: float
     )
 
 
+def start_request(
+    job_id: str,
+    image: str,
+    lease_id: str = "",
+    *,
+    lease: ResourceRequest | None = None,
+    lease_ttl: float = 0.0,
+    args: Sequence[str] = (),
+    env: Sequence[str] = (),
+    cwd: str = "",
+    uid: int | None = None,
+    gid: int | None = None,
+    mounts: Sequence[tuple[str, str, bool]] = (),
+    timeout_seconds: float = 0.0,
+    credentials: tuple[str, str] | None = None,
+    log_limit_bytes: int = 0,
+    peers: Sequence[str] = (),
+    files: Sequence[tuple[str, bytes]] = (),
+    launch_token: str = "",
+    hostname: str = "",
+    hosts: Sequence[str] = (),
+    prepare_only: bool = False,
+) -> substrate_pb2.StartContainerRequest:
+    """The request to start job ``job_id``'s container from ``image`` under lease ``lease_id``.
+
+    Or, with ``lease`` instead, acquire that lease (held by ``job_id``, for
+    ``lease_ttl`` seconds) and start under it in one call: the returned status
+    names the lease. ``mounts`` are (host source, destination, read only) triples;
+    ``peers`` the addresses of the other containers of its multinode job (from
+    their leases), which it may reach; ``hosts`` its /etc/hosts lines
+    (``ADDRESS NAME``) for them. ``log_limit_bytes``: what is kept of each of
+    stdout and stderr (0: all). ``files`` are (path in the container, content) pairs,
+    placed there read-only. ``launch_token``: an MPI job's, for its launch
+    socket (docs/security.md, "MPI without SSH"); ``hostname``: the container's.
+    ``prepare_only``: make the container but leave the job's process unstarted
+    (:meth:`AgentClient.start_prepared_container` starts it).
+    """
+    return substrate_pb2.StartContainerRequest(
+        id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
+        cwd=cwd, uid=uid, gid=gid, timeout_seconds=timeout_seconds,
+        credentials=_credentials(credentials), log_limit_bytes=log_limit_bytes,
+        mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
+                for s, d, ro in mounts],
+        lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
+        peers=list(peers), hosts=list(hosts), launch_token=launch_token,
+        hostname=hostname, prepare_only=prepare_only,
+        files=[substrate_pb2.ContainerFile(path=path, content=content)
+               for path, content in files],
+    )
+
+
 def _credentials(pair: tuple[str, str] | None) -> substrate_pb2.RegistryCredentials | None:
     if pair is None:
         return None
@@ -209,35 +260,31 @@ class AgentClient(GrpcClient):
         hosts: Sequence[str] = (),
         prepare_only: bool = False,
     ) -> substrate_pb2.ContainerStatus:
-        """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
+        """Start job ``job_id``'s container: :func:`start_request` says what each argument
+        means; ``call_timeout``: how long the call may take (default: 300 s or more)."""
+        return self.start(start_request(
+            job_id, image, lease_id, lease=lease, lease_ttl=lease_ttl, args=args, env=env,
+            cwd=cwd, uid=uid, gid=gid, mounts=mounts, timeout_seconds=timeout_seconds,
+            credentials=credentials, log_limit_bytes=log_limit_bytes, peers=peers, files=files,
+            launch_token=launch_token, hostname=hostname, hosts=hosts, prepare_only=prepare_only,
+        ), call_timeout)
 
-        Or, with ``lease`` instead, acquire that lease (held by ``job_id``, for
-        ``lease_ttl`` seconds) and start under it in one call: the returned status
-        names the lease. ``mounts`` are (host source, destination, read only) triples;
-        ``peers`` the addresses of the other containers of its multinode job (from
-        their leases), which it may reach; ``hosts`` its /etc/hosts lines
-        (``ADDRESS NAME``) for them. ``log_limit_bytes``: what is kept of each of
-        stdout and stderr (0: all). ``files`` are (path in the container, content) pairs,
-        placed there read-only. ``launch_token``: an MPI job's, for its launch
-        socket (docs/security.md, "MPI without SSH"); ``hostname``: the container's.
-        ``prepare_only``: make the container but leave the job's process unstarted
-        (:meth:`start_prepared_container` starts it).
-        """
-        request = substrate_pb2.StartContainerRequest(
-            id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
-            cwd=cwd, uid=uid, gid=gid, timeout_seconds=timeout_seconds,
-            credentials=_credentials(credentials), log_limit_bytes=log_limit_bytes,
-            mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
-                    for s, d, ro in mounts],
-            lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
-            peers=list(peers), hosts=list(hosts), launch_token=launch_token,
-            hostname=hostname, prepare_only=prepare_only,
-            files=[substrate_pb2.ContainerFile(path=path, content=content)
-                   for path, content in files],
-        )
+    def start(self, request: substrate_pb2.StartContainerRequest,
+              call_timeout: float | None = None) -> substrate_pb2.ContainerStatus:
+        """Start the container ``request`` describes (:func:`start_request`)."""
         reply: substrate_pb2.ContainerStatus = self._call(
             self._stub.StartContainer, request, call_timeout or max(self.timeout, 300.0))
         return reply
+
+    def start_containers(self, requests: Sequence[substrate_pb2.StartContainerRequest]
+                         ) -> list[substrate_pb2.ContainerStatus | AgentError]:
+        """Start several containers in one call (side by side on the node): for each, in
+        order, the status its StartContainer would answer or the AgentError it would raise."""
+        reply: substrate_pb2.StartContainersResponse = self._call(
+            self._stub.StartContainers, substrate_pb2.StartContainersRequest(containers=requests),
+            max(self.timeout, 300.0))
+        return [outcome.status if outcome.code == 0 else self._outcome_error(outcome)
+                for outcome in reply.outcomes]
 
     def start_prepared_container(self, job_id: str) -> substrate_pb2.ContainerStatus:
         """Start a job prepared by ``start_container(..., prepare_only=True)``."""
@@ -291,8 +338,10 @@ class AgentClient(GrpcClient):
         return [None if outcome.code == 0 else self._outcome_error(outcome)
                 for outcome in reply.outcomes]
 
-    def _outcome_error(self, outcome: substrate_pb2.RemovalOutcome) -> AgentError:
-        """The AgentError of one failed removal of a RemoveContainers call."""
+    def _outcome_error(self, outcome: substrate_pb2.RemovalOutcome | substrate_pb2.StartOutcome
+                       ) -> AgentError:
+        """The AgentError of one failed removal or start of a RemoveContainers or
+        StartContainers call."""
         code = _STATUS_CODES.get(outcome.code, grpc.StatusCode.UNKNOWN)
         error = self._classify(code, outcome.message)
         error.code, error.details = code, outcome.message

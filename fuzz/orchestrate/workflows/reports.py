@@ -177,7 +177,12 @@ class ReportSteps(RunnerBase):
     def running(self, workflow_id: str, key: str, leases: Sequence[str],
                 addresses: Sequence[str] = ()) -> None:
         """Every rank of an attempt runs, under ``leases`` (a service: at ``addresses``,
-        and STARTING until its readiness probe passes); returns once that is on record."""
+        and STARTING until its readiness probe passes).
+
+        Returns at once: the report goes with the next transaction (the attempt's end,
+        on record before its containers go, carries it at the latest). Nothing waits on
+        it: a restart that finds the attempt still STARTING looks for its containers and
+        adopts those it finds as running."""
         with self._lock:
             found = self._task(workflow_id, key)
             if found is None:
@@ -192,9 +197,8 @@ class ReportSteps(RunnerBase):
                 task.readiness = task.readiness or Readiness.STARTING
                 task.addresses = list(addresses) or task.addresses
             self._hold(workflow, task, leases)
-            ticket = self._store.save_later(task)
-        self._store.wait(ticket)
-        self._touch()  # once on record: watchers and the loop see what a restart would
+            self._store.queue(task)
+        self._touch()
 
     def readiness(self, workflow_id: str, key: str, readiness: Readiness, error: str) -> None:
         """A service's probe passed (READY) or failed again (STARTING, ``error``: why)."""
@@ -262,19 +266,22 @@ class ReportSteps(RunnerBase):
         """An attempt ended: the task succeeds, fails, is retried or is cancelled.
 
         The volumes it mounted are measured first (outside the lock: it walks them);
-        one over the volume limit fails, and so stops, the workflow. On record when
-        this returns.
+        one over the volume limit fails, and so stops, the workflow.
+
+        Returns at once: the decision goes with the next transaction, before every write
+        made after it (the loop's, which act on it: the next attempt, the dependent
+        tasks, the workflow's end). Nothing waits on it: the attempt's end is on record
+        already (:meth:`ended`), and a restart that finds it there concludes the attempt
+        as this did.
         """
         overruns = self._overruns(workflow_id, key)
-        ticket = self._decide_end(workflow_id, key, outcome, overruns)
-        if ticket is not None:
-            self._store.wait(ticket)
+        if self._decide_end(workflow_id, key, outcome, overruns):
             self._touch()
 
     def _decide_end(self, workflow_id: str, key: str, outcome: Outcome,
-                    overruns: list[tuple[VolumeRecord, str]]) -> int | None:
-        """:meth:`finished`'s decision, queued to be written: the ticket to wait on
-        (None when there is nothing to write, or it is written already)."""
+                    overruns: list[tuple[VolumeRecord, str]]) -> bool:
+        """:meth:`finished`'s decision, queued to be written: whether one was queued
+        (not when the task is unknown, or it was requeued, and so written, instead)."""
         with self._lock:
             if self._adopted(workflow_id, key):
                 log.warning("workflow %s: task %s could not be re-adopted: %s", workflow_id, key,
@@ -284,10 +291,10 @@ class ReportSteps(RunnerBase):
                 outcome = Outcome(TaskState.FAILED, outcome.exit_code, reason)
             elif self._start_lost_to_cordon(workflow_id, key, outcome):
                 self.requeue(workflow_id, key, "its node was cordoned before it started")
-                return None
+                return False
             task = self._end_attempt(workflow_id, key)
             if task is None:
-                return None
+                return False
             workflow = self._active[workflow_id]
             failed: list[VolumeRecord] = []
             for volume, problem in overruns:
@@ -300,7 +307,8 @@ class ReportSteps(RunnerBase):
             if task.kind == "service":
                 self._service_ended(workflow, task, outcome)
                 self._count_state(workflow_id, task)
-                return self._store.save_later(*failed, task)
+                self._store.queue(*failed, task)
+                return True
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
             if outcome.state == TaskState.FAILED and task.attempt < attempts and \
                     not workflow.record.cancel_requested:
@@ -313,7 +321,8 @@ class ReportSteps(RunnerBase):
             else:
                 task.state = outcome.state
             self._count_state(workflow_id, task)
-            return self._store.save_later(*failed, task)
+            self._store.queue(*failed, task)
+            return True
 
     def _service_ended(self, workflow: ActiveWorkflow, task: TaskRecord, outcome: Outcome
                        ) -> None:
