@@ -25,6 +25,9 @@ from fuzz.rpc.client import (
 
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
 _PORT_FORWARD_METHOD = "/fuzz.substrate.v1.Substrate/PortForward"
+# The starts of one StartContainers call, in all: under gRPC's 4 MiB message limit (a start's
+# files may hold 2 MiB, docs/security.md)
+START_BATCH_BYTES = 3 * 1024 * 1024
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}  # the wire's int -> code
 _CHANNEL_OPTIONS = (("SingleThreadedUnaryStream", 1),)  # grpc.experimental.ChannelOptions'
 
@@ -126,6 +129,22 @@ def start_request(
         files=[substrate_pb2.ContainerFile(path=path, content=content)
                for path, content in files],
     )
+
+
+def _chunks(requests: Sequence[substrate_pb2.StartContainerRequest], limit: int
+            ) -> Iterator[list[substrate_pb2.StartContainerRequest]]:
+    """``requests`` in order, in runs of at most ``limit`` bytes (one larger goes alone)."""
+    chunk: list[substrate_pb2.StartContainerRequest] = []
+    size = 0
+    for request in requests:
+        length = request.ByteSize()
+        if chunk and size + length > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(request)
+        size += length
+    if chunk:
+        yield chunk
 
 
 def _credentials(pair: tuple[str, str] | None) -> substrate_pb2.RegistryCredentials | None:
@@ -235,39 +254,13 @@ class AgentClient(GrpcClient):
                                                  credentials=_credentials(credentials))
         yield from self._stream(self._stub.PullImage, request, timeout)
 
-    def start_container(
-        self,
-        job_id: str,
-        image: str,
-        lease_id: str = "",
-        *,
-        lease: ResourceRequest | None = None,
-        lease_ttl: float = 0.0,
-        args: Sequence[str] = (),
-        env: Sequence[str] = (),
-        cwd: str = "",
-        uid: int | None = None,
-        gid: int | None = None,
-        mounts: Sequence[tuple[str, str, bool]] = (),
-        timeout_seconds: float = 0.0,
-        credentials: tuple[str, str] | None = None,
-        call_timeout: float | None = None,
-        log_limit_bytes: int = 0,
-        peers: Sequence[str] = (),
-        files: Sequence[tuple[str, bytes]] = (),
-        launch_token: str = "",
-        hostname: str = "",
-        hosts: Sequence[str] = (),
-        prepare_only: bool = False,
-    ) -> substrate_pb2.ContainerStatus:
-        """Start job ``job_id``'s container: :func:`start_request` says what each argument
-        means; ``call_timeout``: how long the call may take (default: 300 s or more)."""
-        return self.start(start_request(
-            job_id, image, lease_id, lease=lease, lease_ttl=lease_ttl, args=args, env=env,
-            cwd=cwd, uid=uid, gid=gid, mounts=mounts, timeout_seconds=timeout_seconds,
-            credentials=credentials, log_limit_bytes=log_limit_bytes, peers=peers, files=files,
-            launch_token=launch_token, hostname=hostname, hosts=hosts, prepare_only=prepare_only,
-        ), call_timeout)
+    def start_container(self, job_id: str, image: str, lease_id: str = "", *,
+                        call_timeout: float | None = None, **fields: Any
+                        ) -> substrate_pb2.ContainerStatus:
+        """Start job ``job_id``'s container: the request :func:`start_request` makes of the
+        same arguments; ``call_timeout``: how long the call may take (default: 300 s or
+        more)."""
+        return self.start(start_request(job_id, image, lease_id, **fields), call_timeout)
 
     def start(self, request: substrate_pb2.StartContainerRequest,
               call_timeout: float | None = None) -> substrate_pb2.ContainerStatus:
@@ -279,12 +272,27 @@ class AgentClient(GrpcClient):
     def start_containers(self, requests: Sequence[substrate_pb2.StartContainerRequest]
                          ) -> list[substrate_pb2.ContainerStatus | AgentError]:
         """Start several containers in one call (side by side on the node): for each, in
-        order, the status its StartContainer would answer or the AgentError it would raise."""
-        reply: substrate_pb2.StartContainersResponse = self._call(
-            self._stub.StartContainers, substrate_pb2.StartContainersRequest(containers=requests),
-            max(self.timeout, 300.0))
-        return [outcome.status if outcome.code == 0 else self._outcome_error(outcome)
-                for outcome in reply.outcomes]
+        order, the status its StartContainer would answer or the AgentError it would raise.
+
+        Requests of more than :data:`START_BATCH_BYTES` in all go in several calls (each
+        under gRPC's message limit: one start's files alone may hold 2 MiB); a call that
+        fails as a whole fails its own starts (an agent without the call: raised).
+        """
+        outcomes: list[substrate_pb2.ContainerStatus | AgentError] = []
+        for chunk in _chunks(requests, START_BATCH_BYTES):
+            try:
+                reply: substrate_pb2.StartContainersResponse = self._call(
+                    self._stub.StartContainers,
+                    substrate_pb2.StartContainersRequest(containers=chunk),
+                    max(self.timeout, 300.0))
+            except AgentError as exc:
+                if exc.code == grpc.StatusCode.UNIMPLEMENTED and not outcomes:
+                    raise
+                outcomes.extend([exc] * len(chunk))
+                continue
+            outcomes.extend(outcome.status if outcome.code == 0 else self._outcome_error(outcome)
+                            for outcome in reply.outcomes)
+        return outcomes
 
     def start_prepared_container(self, job_id: str) -> substrate_pb2.ContainerStatus:
         """Start a job prepared by ``start_container(..., prepare_only=True)``."""

@@ -14,7 +14,7 @@ queued. (Hand-written: no database library offers group commit to its clients.)
 
 A report that no action of its worker depends on is queued without a ticket
 (:meth:`GroupCommit.queue`): it goes with the next transaction, whoever makes it (at the
-latest :meth:`GroupCommit.flush`, which the runner's loop calls at every pass), and, being
+latest :meth:`GroupCommit.flush`, which the runner's loop calls every second), and, being
 queued before them, before every later write; one that finds the disk full stays queued
 for the next.
 """

@@ -162,3 +162,25 @@ def test_several_starts_in_one_call_each_with_its_outcome(
         assert client.wait_container(job, 30).state in ("exited", "failed")
     assert client.remove_containers(list(started)) == [None, None]
     assert client.list_leases() == [] and client.list_containers() == []
+
+
+def test_starts_over_the_message_limit_go_in_several_calls(
+    node: tuple[Agent, AgentClient], busybox_image: PushedImage
+) -> None:
+    """Three starts of 1.9 MiB of files each are 5.7 MiB, over gRPC's 4 MiB for a message:
+    in one call the agent refused them all; now each is answered for itself."""
+    _, client = node
+    image = busybox_image.reference
+    files = [("/data/blob", b"x" * (19 * 2**20 // 10))]
+    outcomes = client.start_containers([
+        start_request("job-a", image, lease=ONE_CORE, args=["true"], files=files),
+        start_request("job-b", image, lease=ONE_CORE, args=["true"], files=files),
+        start_request("job-c", image, "no-such-lease", args=["true"], files=files),
+    ])
+    assert [o.id for o in outcomes if isinstance(o, substrate_pb2.ContainerStatus)] == [
+        "job-a", "job-b"], outcomes
+    assert isinstance(outcomes[2], AgentError)
+    assert outcomes[2].code == grpc.StatusCode.FAILED_PRECONDITION, outcomes
+    for job in ("job-a", "job-b"):
+        client.wait_container(job, 30)
+    assert client.remove_containers(["job-a", "job-b"]) == [None, None]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import methodcaller
 from typing import Any, TypeVar
@@ -75,7 +75,7 @@ class _Asked:
     request: Any
     done: bool = False
     result: Any = None
-    error: AgentError | None = None
+    error: Exception | None = None
 
 
 @dataclass
@@ -118,8 +118,9 @@ class AgentCalls:
         if node in self._one_by_one:
             client.remove_container(container, release_lease=True)
         else:
-            self._batched(self._removals, node, container,
-                          lambda group: self._send_removals(node, client, group))
+            self._batched(self._removals, node, container, lambda group: self._send(
+                node, group, client.remove_containers,
+                lambda one: client.remove_container(one, release_lease=True), self._one_by_one))
         self.removed(node, container)
 
     def start(self, node: str, client: AgentClient, request: StartContainerRequest
@@ -136,7 +137,8 @@ class AgentCalls:
         if node in self._starts_one_by_one:
             return client.start(request)
         status: ContainerStatus = self._batched(
-            self._starts, node, request, lambda group: self._send_starts(node, client, group))
+            self._starts, node, request, lambda group: self._send(
+                node, group, client.start_containers, client.start, self._starts_one_by_one))
         return status
 
     def _batched(self, batches: dict[str, _NodeBatch], node: str, request: Any,
@@ -153,26 +155,35 @@ class AgentCalls:
             if not asked.done:
                 with self._lock:
                     group, batch.pending = batch.pending, []
-                send(group)
+                try:
+                    send(group)
+                except Exception as exc:  # unforeseen: every request of the group hears it
+                    for other in group:
+                        if not other.done:
+                            other.error, other.done = exc, True
         if asked.error is not None:
             raise asked.error
         return asked.result
 
-    def _send_starts(self, node: str, client: AgentClient, group: list[_Asked]) -> None:
-        """Start ``group`` on ``node`` in one call; each start's outcome set."""
-        outcomes: list[ContainerStatus | AgentError] = []
-        if node not in self._starts_one_by_one:  # (learnt perhaps while this group waited)
+    def _send(self, node: str, group: list[_Asked],
+              together: Callable[[list[Any]], Sequence[Any]], alone: Callable[[Any], Any],
+              one_by_one: set[str]) -> None:
+        """Send ``group``'s requests to ``node`` in one call (``together``: each outcome, in
+        order), or to an agent without that call (UNIMPLEMENTED, remembered in
+        ``one_by_one``) one call ``alone`` each; each request's result or AgentError set."""
+        outcomes: list[Any] = []
+        if node not in one_by_one:  # (learnt perhaps while this group waited)
             try:
-                outcomes = client.start_containers([asked.request for asked in group])
+                outcomes = list(together([asked.request for asked in group]))
             except AgentError as exc:
                 if exc.code != grpc.StatusCode.UNIMPLEMENTED:
                     outcomes = [exc] * len(group)
                 else:
-                    self._starts_one_by_one.add(node)
-        if node in self._starts_one_by_one:
+                    one_by_one.add(node)
+        if node in one_by_one:
             for asked in group:
                 try:
-                    outcomes.append(client.start(asked.request))
+                    outcomes.append(alone(asked.request))
                 except AgentError as error:
                     outcomes.append(error)
         for asked, outcome in zip(group, outcomes, strict=True):
@@ -181,27 +192,6 @@ class AgentCalls:
             else:
                 asked.result = outcome
             asked.done = True
-
-    def _send_removals(self, node: str, client: AgentClient, group: list[_Asked]) -> None:
-        """Remove ``group`` from ``node`` in one call; each removal's outcome set."""
-        outcomes: list[AgentError | None] = []
-        if node not in self._one_by_one:  # (learnt perhaps while this group waited)
-            try:
-                outcomes = client.remove_containers([removal.request for removal in group])
-            except AgentError as exc:
-                if exc.code != grpc.StatusCode.UNIMPLEMENTED:
-                    outcomes = [exc] * len(group)
-                else:
-                    self._one_by_one.add(node)
-        if node in self._one_by_one:
-            for removal in group:
-                try:
-                    client.remove_container(removal.request, release_lease=True)
-                    outcomes.append(None)
-                except AgentError as error:
-                    outcomes.append(error)
-        for removal, outcome in zip(group, outcomes, strict=True):
-            removal.error, removal.done = outcome, True
 
     def removed(self, node: str, container: str) -> None:
         """Note that ``container`` was removed from ``node`` (its end acknowledged)."""

@@ -270,9 +270,10 @@ class ReportSteps(RunnerBase):
 
         Returns at once: the decision goes with the next transaction, before every write
         made after it (the loop's, which act on it: the next attempt, the dependent
-        tasks, the workflow's end). Nothing waits on it: the attempt's end is on record
-        already (:meth:`ended`), and a restart that finds it there concludes the attempt
-        as this did.
+        tasks, the workflow's end). Nothing waits on it: an attempt that ran has its end on
+        record already (:meth:`ended`), which a restart concludes as this did; one that
+        never started (its start or pull failed) is looked for by a restart and, not
+        found, queued again.
         """
         overruns = self._overruns(workflow_id, key)
         if self._decide_end(workflow_id, key, outcome, overruns):
