@@ -12,7 +12,7 @@ A write made at once (:meth:`GroupCommit.save`) first takes what is queued, in t
 transaction, so a later state of a record is never overwritten by an earlier one still
 queued. (Hand-written: no database library offers group commit to its clients.)
 
-A report that no action of its worker depends on is queued without a ticket
+A report that neither its worker nor a restart depends on is queued without a ticket
 (:meth:`GroupCommit.queue`): it goes with the next transaction, whoever makes it (at the
 latest :meth:`GroupCommit.flush`, which the runner's loop calls every second), and, being
 queued before them, before every later write; one that finds the disk full stays queued

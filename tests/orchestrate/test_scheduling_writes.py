@@ -101,11 +101,12 @@ def test_attempts_reports_are_written_together(tmp_path: Path,
     assert transactions < len(reports), (transactions, len(reports))
 
 
-def test_an_attempts_worker_waits_for_the_store_once(
+def test_an_attempts_worker_waits_for_the_store_twice(
         tmp_path: Path, pg_target: PostgresTarget, monkeypatch: pytest.MonkeyPatch) -> None:
     """Of an attempt's three reports (running, ended, finished) its worker waits for the
-    end's alone, which must be on record before its containers go; the others go with
-    the next write. It waited for all three."""
+    first two: a restart must find it RUNNING once a watcher saw it so, and its end
+    before its containers go. The finish goes with the next write: the end on record,
+    a restart would conclude it the same. It waited for all three."""
     waits: Counter[str] = Counter()
 
     class CountingCommit(TallyingCommit):
@@ -119,4 +120,4 @@ def test_an_attempts_worker_waits_for_the_store_once(
         "SELECT key FROM task_writes WHERE state = 'SUCCEEDED'")
     assert starts == REPORTED
     assert len(rows) == REPORTED  # every finished report on record all the same
-    assert waits == Counter(task=REPORTED), waits
+    assert waits == Counter(task=2 * REPORTED), waits

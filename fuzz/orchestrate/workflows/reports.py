@@ -177,12 +177,9 @@ class ReportSteps(RunnerBase):
     def running(self, workflow_id: str, key: str, leases: Sequence[str],
                 addresses: Sequence[str] = ()) -> None:
         """Every rank of an attempt runs, under ``leases`` (a service: at ``addresses``,
-        and STARTING until its readiness probe passes).
-
-        Returns at once: the report goes with the next transaction (the attempt's end,
-        on record before its containers go, carries it at the latest). Nothing waits on
-        it: a restart that finds the attempt still STARTING looks for its containers and
-        adopts those it finds as running."""
+        and STARTING until its readiness probe passes); returns once that is on record
+        (a restart that finds it RUNNING with its containers gone fails it; STARTING, and
+        none found, queues it again: a watcher that saw it run must not see that)."""
         with self._lock:
             found = self._task(workflow_id, key)
             if found is None:
@@ -197,8 +194,9 @@ class ReportSteps(RunnerBase):
                 task.readiness = task.readiness or Readiness.STARTING
                 task.addresses = list(addresses) or task.addresses
             self._hold(workflow, task, leases)
-            self._store.queue(task)
-        self._touch()
+            ticket = self._store.save_later(task)
+        self._store.wait(ticket)
+        self._touch()  # once on record: watchers and the loop see what a restart would
 
     def readiness(self, workflow_id: str, key: str, readiness: Readiness, error: str) -> None:
         """A service's probe passed (READY) or failed again (STARTING, ``error``: why)."""
@@ -268,21 +266,24 @@ class ReportSteps(RunnerBase):
         The volumes it mounted are measured first (outside the lock: it walks them);
         one over the volume limit fails, and so stops, the workflow.
 
-        Returns at once: the decision goes with the next transaction, before every write
-        made after it (the loop's, which act on it: the next attempt, the dependent
-        tasks, the workflow's end). Nothing waits on it: an attempt that ran has its end on
-        record already (:meth:`ended`), which a restart concludes as this did; one that
-        never started (its start or pull failed) is looked for by a restart and, not
-        found, queued again.
+        On record when this returns, unless the attempt's end is on record already
+        (:meth:`ended`): then a restart would conclude the attempt as this does, and the
+        decision goes with the next transaction unwaited, before every write made after
+        it (the loop's, which act on it: the next attempt, the dependent tasks, the
+        workflow's end).
         """
         overruns = self._overruns(workflow_id, key)
-        if self._decide_end(workflow_id, key, outcome, overruns):
+        ticket = self._decide_end(workflow_id, key, outcome, overruns)
+        if ticket is not None:
+            if ticket:
+                self._store.wait(ticket)
             self._touch()
 
     def _decide_end(self, workflow_id: str, key: str, outcome: Outcome,
-                    overruns: list[tuple[VolumeRecord, str]]) -> bool:
-        """:meth:`finished`'s decision, queued to be written: whether one was queued
-        (not when the task is unknown, or it was requeued, and so written, instead)."""
+                    overruns: list[tuple[VolumeRecord, str]]) -> int | None:
+        """:meth:`finished`'s decision, queued to be written: the ticket to wait on (0:
+        queued unwaited, the end being on record; None when there is nothing to write,
+        or it is written already)."""
         with self._lock:
             if self._adopted(workflow_id, key):
                 log.warning("workflow %s: task %s could not be re-adopted: %s", workflow_id, key,
@@ -292,10 +293,11 @@ class ReportSteps(RunnerBase):
                 outcome = Outcome(TaskState.FAILED, outcome.exit_code, reason)
             elif self._start_lost_to_cordon(workflow_id, key, outcome):
                 self.requeue(workflow_id, key, "its node was cordoned before it started")
-                return False
+                return None
             task = self._end_attempt(workflow_id, key)
             if task is None:
-                return False
+                return None
+            concluded = bool(task.outcome)  # its end is on record (ended)
             workflow = self._active[workflow_id]
             failed: list[VolumeRecord] = []
             for volume, problem in overruns:
@@ -308,8 +310,7 @@ class ReportSteps(RunnerBase):
             if task.kind == "service":
                 self._service_ended(workflow, task, outcome)
                 self._count_state(workflow_id, task)
-                self._store.queue(*failed, task)
-                return True
+                return self._write_end(concluded, *failed, task)
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
             if outcome.state == TaskState.FAILED and task.attempt < attempts and \
                     not workflow.record.cancel_requested:
@@ -322,8 +323,15 @@ class ReportSteps(RunnerBase):
             else:
                 task.state = outcome.state
             self._count_state(workflow_id, task)
-            self._store.queue(*failed, task)
-            return True
+            return self._write_end(concluded, *failed, task)
+
+    def _write_end(self, concluded: bool, *records: object) -> int:
+        """Queue ``records``, an attempt's finish: unwaited (0) when its end is on record
+        already (``concluded``), else the ticket to wait on."""
+        if concluded:
+            self._store.queue(*records)
+            return 0
+        return self._store.save_later(*records)
 
     def _service_ended(self, workflow: ActiveWorkflow, task: TaskRecord, outcome: Outcome
                        ) -> None:
