@@ -25,6 +25,9 @@ from fuzz.rpc.client import (
 
 _AFFINITIES = ("NONE", "CORE", "SOCKET", "NUMA")
 _PORT_FORWARD_METHOD = "/fuzz.substrate.v1.Substrate/PortForward"
+# The starts of one StartContainers call, in all: under gRPC's 4 MiB message limit (a start's
+# files may hold 2 MiB, docs/security.md)
+START_BATCH_BYTES = 3 * 1024 * 1024
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}  # the wire's int -> code
 _CHANNEL_OPTIONS = (("SingleThreadedUnaryStream", 1),)  # grpc.experimental.ChannelOptions'
 
@@ -75,6 +78,75 @@ def lease_request(request: ResourceRequest, holder: str = "", ttl_seconds: float
         sockets=request.sockets,
         threads=request.threads,
     )
+
+
+def start_request(
+    job_id: str,
+    image: str,
+    lease_id: str = "",
+    *,
+    lease: ResourceRequest | None = None,
+    lease_ttl: float = 0.0,
+    args: Sequence[str] = (),
+    env: Sequence[str] = (),
+    cwd: str = "",
+    uid: int | None = None,
+    gid: int | None = None,
+    mounts: Sequence[tuple[str, str, bool]] = (),
+    timeout_seconds: float = 0.0,
+    credentials: tuple[str, str] | None = None,
+    log_limit_bytes: int = 0,
+    peers: Sequence[str] = (),
+    files: Sequence[tuple[str, bytes]] = (),
+    launch_token: str = "",
+    hostname: str = "",
+    hosts: Sequence[str] = (),
+    prepare_only: bool = False,
+    sandbox: str = "",
+) -> substrate_pb2.StartContainerRequest:
+    """The request to start job ``job_id``'s container from ``image`` under lease ``lease_id``.
+
+    Or, with ``lease`` instead, acquire that lease (held by ``job_id``, for
+    ``lease_ttl`` seconds) and start under it in one call: the returned status
+    names the lease. ``mounts`` are (host source, destination, read only) triples;
+    ``peers`` the addresses of the other containers of its multinode job (from
+    their leases), which it may reach; ``hosts`` its /etc/hosts lines
+    (``ADDRESS NAME``) for them. ``log_limit_bytes``: what is kept of each of
+    stdout and stderr (0: all). ``files`` are (path in the container, content) pairs,
+    placed there read-only. ``launch_token``: an MPI job's, for its launch
+    socket (docs/security.md, "MPI without SSH"); ``hostname``: the container's.
+    ``prepare_only``: make the container but leave the job's process unstarted
+    (:meth:`AgentClient.start_prepared_container` starts it). ``sandbox``: a task
+    array's task (``WORKFLOW/JOB``), which the node may run in that job's task sandbox.
+    """
+    return substrate_pb2.StartContainerRequest(
+        id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
+        cwd=cwd, uid=uid, gid=gid, timeout_seconds=timeout_seconds,
+        credentials=_credentials(credentials), log_limit_bytes=log_limit_bytes,
+        mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
+                for s, d, ro in mounts],
+        lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
+        peers=list(peers), hosts=list(hosts), launch_token=launch_token,
+        hostname=hostname, prepare_only=prepare_only, sandbox=sandbox,
+        files=[substrate_pb2.ContainerFile(path=path, content=content)
+               for path, content in files],
+    )
+
+
+def _chunks(requests: Sequence[substrate_pb2.StartContainerRequest], limit: int
+            ) -> Iterator[list[substrate_pb2.StartContainerRequest]]:
+    """``requests`` in order, in runs of at most ``limit`` bytes (one larger goes alone)."""
+    chunk: list[substrate_pb2.StartContainerRequest] = []
+    size = 0
+    for request in requests:
+        length = request.ByteSize()
+        if chunk and size + length > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(request)
+        size += length
+    if chunk:
+        yield chunk
 
 
 def _credentials(pair: tuple[str, str] | None) -> substrate_pb2.RegistryCredentials | None:
@@ -184,62 +256,45 @@ class AgentClient(GrpcClient):
                                                  credentials=_credentials(credentials))
         yield from self._stream(self._stub.PullImage, request, timeout)
 
-    def start_container(
-        self,
-        job_id: str,
-        image: str,
-        lease_id: str = "",
-        *,
-        lease: ResourceRequest | None = None,
-        lease_ttl: float = 0.0,
-        args: Sequence[str] = (),
-        env: Sequence[str] = (),
-        cwd: str = "",
-        uid: int | None = None,
-        gid: int | None = None,
-        mounts: Sequence[tuple[str, str, bool]] = (),
-        timeout_seconds: float = 0.0,
-        credentials: tuple[str, str] | None = None,
-        call_timeout: float | None = None,
-        log_limit_bytes: int = 0,
-        peers: Sequence[str] = (),
-        files: Sequence[tuple[str, bytes]] = (),
-        launch_token: str = "",
-        hostname: str = "",
-        hosts: Sequence[str] = (),
-        prepare_only: bool = False,
-        sandbox: str = "",
-    ) -> substrate_pb2.ContainerStatus:
-        """Start job ``job_id``'s container from ``image`` under lease ``lease_id``.
+    def start_container(self, job_id: str, image: str, lease_id: str = "", *,
+                        call_timeout: float | None = None, **fields: Any
+                        ) -> substrate_pb2.ContainerStatus:
+        """Start job ``job_id``'s container: the request :func:`start_request` makes of the
+        same arguments; ``call_timeout``: how long the call may take (default: 300 s or
+        more)."""
+        return self.start(start_request(job_id, image, lease_id, **fields), call_timeout)
 
-        Or, with ``lease`` instead, acquire that lease (held by ``job_id``, for
-        ``lease_ttl`` seconds) and start under it in one call: the returned status
-        names the lease. ``mounts`` are (host source, destination, read only) triples;
-        ``peers`` the addresses of the other containers of its multinode job (from
-        their leases), which it may reach; ``hosts`` its /etc/hosts lines
-        (``ADDRESS NAME``) for them. ``log_limit_bytes``: what is kept of each of
-        stdout and stderr (0: all). ``files`` are (path in the container, content) pairs,
-        placed there read-only. ``launch_token``: an MPI job's, for its launch
-        socket (docs/security.md, "MPI without SSH"); ``hostname``: the container's.
-        ``prepare_only``: make the container but leave the job's process unstarted
-        (:meth:`start_prepared_container` starts it). ``sandbox``: a task array's task
-        (``WORKFLOW/JOB``), which the node may run in that job's task sandbox.
-        """
-        request = substrate_pb2.StartContainerRequest(
-            id=job_id, image=image, lease_id=lease_id, args=list(args), env=list(env),
-            cwd=cwd, uid=uid, gid=gid, timeout_seconds=timeout_seconds,
-            credentials=_credentials(credentials), log_limit_bytes=log_limit_bytes,
-            mounts=[substrate_pb2.Mount(source=s, destination=d, read_only=ro)
-                    for s, d, ro in mounts],
-            lease=lease_request(lease, job_id, lease_ttl) if lease is not None else None,
-            peers=list(peers), hosts=list(hosts), launch_token=launch_token,
-            hostname=hostname, prepare_only=prepare_only, sandbox=sandbox,
-            files=[substrate_pb2.ContainerFile(path=path, content=content)
-                   for path, content in files],
-        )
+    def start(self, request: substrate_pb2.StartContainerRequest,
+              call_timeout: float | None = None) -> substrate_pb2.ContainerStatus:
+        """Start the container ``request`` describes (:func:`start_request`)."""
         reply: substrate_pb2.ContainerStatus = self._call(
             self._stub.StartContainer, request, call_timeout or max(self.timeout, 300.0))
         return reply
+
+    def start_containers(self, requests: Sequence[substrate_pb2.StartContainerRequest]
+                         ) -> list[substrate_pb2.ContainerStatus | AgentError]:
+        """Start several containers in one call (side by side on the node): for each, in
+        order, the status its StartContainer would answer or the AgentError it would raise.
+
+        Requests of more than :data:`START_BATCH_BYTES` in all go in several calls (each
+        under gRPC's message limit: one start's files alone may hold 2 MiB); a call that
+        fails as a whole fails its own starts (an agent without the call: raised).
+        """
+        outcomes: list[substrate_pb2.ContainerStatus | AgentError] = []
+        for chunk in _chunks(requests, START_BATCH_BYTES):
+            try:
+                reply: substrate_pb2.StartContainersResponse = self._call(
+                    self._stub.StartContainers,
+                    substrate_pb2.StartContainersRequest(containers=chunk),
+                    max(self.timeout, 300.0))
+            except AgentError as exc:
+                if exc.code == grpc.StatusCode.UNIMPLEMENTED and not outcomes:
+                    raise
+                outcomes.extend([exc] * len(chunk))
+                continue
+            outcomes.extend(outcome.status if outcome.code == 0 else self._outcome_error(outcome)
+                            for outcome in reply.outcomes)
+        return outcomes
 
     def start_prepared_container(self, job_id: str) -> substrate_pb2.ContainerStatus:
         """Start a job prepared by ``start_container(..., prepare_only=True)``."""
@@ -293,8 +348,10 @@ class AgentClient(GrpcClient):
         return [None if outcome.code == 0 else self._outcome_error(outcome)
                 for outcome in reply.outcomes]
 
-    def _outcome_error(self, outcome: substrate_pb2.RemovalOutcome) -> AgentError:
-        """The AgentError of one failed removal of a RemoveContainers call."""
+    def _outcome_error(self, outcome: substrate_pb2.RemovalOutcome | substrate_pb2.StartOutcome
+                       ) -> AgentError:
+        """The AgentError of one failed removal or start of a RemoveContainers or
+        StartContainers call."""
         code = _STATUS_CODES.get(outcome.code, grpc.StatusCode.UNKNOWN)
         error = self._classify(code, outcome.message)
         error.code, error.details = code, outcome.message

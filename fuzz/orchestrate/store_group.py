@@ -11,6 +11,12 @@ report is written at once; under load the groups grow by themselves.
 A write made at once (:meth:`GroupCommit.save`) first takes what is queued, in the same
 transaction, so a later state of a record is never overwritten by an earlier one still
 queued. (Hand-written: no database library offers group commit to its clients.)
+
+A report that neither its worker nor a restart depends on is queued without a ticket
+(:meth:`GroupCommit.queue`): it goes with the next transaction, whoever makes it (at the
+latest :meth:`GroupCommit.flush`, which the runner's loop calls every second), and, being
+queued before them, before every later write; one that finds the disk full stays queued
+for the next.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from fuzz.orchestrate.store import Store
+from fuzz.orchestrate.store import DiskFullError, Store
 
 RecordT = TypeVar("RecordT")
 
@@ -33,7 +39,7 @@ class GroupCommit:
         self._store = store
         self._queue_lock = threading.Lock()  # the queue, the tickets and the failures
         self._writer = threading.Lock()  # one transaction at a time, in ticket order
-        self._queued: list[tuple[int, Any]] = []
+        self._queued: list[tuple[int, Any]] = []  # (ticket, record); ticket 0: nobody waits
         self._issued = 0  # the last ticket handed out
         self._written = 0  # every ticket up to this one was written (or failed)
         self._failed: dict[int, Exception] = {}
@@ -57,6 +63,22 @@ class GroupCommit:
             self._issued += 1
             self._queued.extend((self._issued, copy.copy(record)) for record in records)
             return self._issued
+
+    def queue(self, *records: Any) -> None:
+        """Queue copies of ``records`` (as they are now) to be written with the next
+        transaction, before every write that comes after; nobody waits for them."""
+        with self._queue_lock:
+            self._queued.extend((0, copy.copy(record)) for record in records)
+
+    def flush(self) -> None:
+        """Write what is queued, if anything; raise what the write raised."""
+        with self._queue_lock:
+            if not self._queued:
+                return
+        with self._writer:
+            problem = self._write(())
+        if problem is not None:
+            raise problem
 
     def wait(self, ticket: int) -> None:
         """Return once the reports of ``ticket`` are on record (writing them, and every
@@ -82,7 +104,9 @@ class GroupCommit:
             return None
         except Exception as exc:
             with self._queue_lock:
-                self._failed.update((ticket, exc) for ticket, _ in queued)
+                self._failed.update((ticket, exc) for ticket, _ in queued if ticket)
+                if isinstance(exc, DiskFullError):  # those nobody waits for: with the next write
+                    self._queued[:0] = [(0, record) for ticket, record in queued if not ticket]
             return exc
         finally:
             self._written = upto

@@ -314,6 +314,12 @@ class SubstrateService(JobRpcs, BatchRpcs, AccessRpcs):
         self, request: substrate_pb2.StartContainerRequest, context: grpc.ServicerContext
     ) -> substrate_pb2.ContainerStatus:
         """Start a job under its lease, or acquire the request's lease and start in one call."""
+        return self.start_job(request, context)
+
+    def start_job(
+        self, request: substrate_pb2.StartContainerRequest, context: grpc.ServicerContext
+    ) -> substrate_pb2.ContainerStatus:
+        """StartContainer's work (StartContainers' too, one start each)."""
         if request.lease_id or not request.HasField("lease"):
             return self._watched(super().StartContainer(request, context))
         lease = self._leases(context, lambda book: book.acquire(lease_request(request.lease)))

@@ -190,10 +190,17 @@ class _Substrate:
 
     async def StartContainer(self, request: spb.StartContainerRequest, context: Any
                              ) -> spb.ContainerStatus:
-        node = await self._node(context)
+        started = self._start(await self._node(context), request)
+        if isinstance(started, spb.StartOutcome):
+            await context.abort(_CODES[started.code], started.message)
+        assert isinstance(started, spb.ContainerStatus)
+        return started
+
+    def _start(self, node: SimulatedNode, request: spb.StartContainerRequest
+               ) -> spb.ContainerStatus | spb.StartOutcome:
+        """Start one container: its status, or the failed outcome StartContainer ends with."""
         if request.id in node.containers:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
-                                f"container {request.id} exists")
+            return _failed(grpc.StatusCode.ALREADY_EXISTS, f"container {request.id} exists")
         lease_id = request.lease_id
         if not lease_id:
             granted = self._new_lease(node, spb.LeaseRequest(
@@ -201,11 +208,10 @@ class _Substrate:
                 exclusive=request.lease.exclusive, holder=request.id,
                 ttl_seconds=request.lease.ttl_seconds))
             if isinstance(granted, str):
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, granted)
-            assert isinstance(granted, spb.Lease)
+                return _failed(grpc.StatusCode.RESOURCE_EXHAUSTED, granted)
             lease_id = granted.id
         elif lease_id not in node.leases:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no lease {lease_id}")
+            return _failed(grpc.StatusCode.NOT_FOUND, f"no lease {lease_id}")
         now = time.time()
         container = _Container(request.id, lease_id, now, now + self._agents.run_seconds)
         node.containers[request.id] = container
@@ -309,6 +315,19 @@ class _Substrate:
                 node.leases.pop(container.lease_id, None)
         return reply
 
+    async def StartContainers(self, request: spb.StartContainersRequest, context: Any
+                              ) -> spb.StartContainersResponse:
+        node = await self._node(context)
+        await self._older(context)
+        reply = spb.StartContainersResponse()
+        for one in request.containers:
+            started = self._start(node, one)
+            if isinstance(started, spb.StartOutcome):
+                reply.outcomes.append(started)
+            else:
+                reply.outcomes.add(status=started)
+        return reply
+
     async def _no_container(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a simulated node runs no container")
 
@@ -331,8 +350,8 @@ class SimulatedAgents:
                  heartbeat_interval: float = HEARTBEAT_INTERVAL, batch_calls: bool = True
                  ) -> None:
         """Prepare the nodes (nothing listens until the block is entered); without
-        ``batch_calls`` they answer WatchContainers and RemoveContainers UNIMPLEMENTED,
-        as an older agent does."""
+        ``batch_calls`` they answer WatchContainers, RemoveContainers and StartContainers
+        UNIMPLEMENTED, as an older agent does."""
         self.nodes = [SimulatedNode(f"{prefix}-{n}", secrets.token_urlsafe(24), cores,
                                     memory_bytes) for n in range(count)]
         self.by_token = {node.token: node for node in self.nodes}
@@ -490,3 +509,11 @@ def _timestamp(seconds: float) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
     return stamp
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}  # the wire's int -> code
+
+
+def _failed(code: grpc.StatusCode, message: str) -> spb.StartOutcome:
+    """A start's failure: the status StartContainer ends with, as StartContainers says it."""
+    return spb.StartOutcome(code=code.value[0], message=message)

@@ -4,7 +4,8 @@ Each agent counts the calls it serves, by method, in ``/metrics``
 (``fuzz_rpc_duration_seconds_count``). A task array on a local cluster of two nodes: each
 task is its start and its removal (three calls before: StartContainer, WaitContainer held
 until the end, RemoveContainer); its end comes on its node's one WatchContainers stream
-(still open, so not counted yet: a call is counted when it ends).
+(still open, so not counted yet: a call is counted when it ends). Starts go in
+StartContainers calls (those asked of a node meanwhile together).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ jobs:
     resource: {{cpu: {{cores: 1}}, memory: {{size: 32MiB}}}}
     task-array: {{start: 1, end: {tasks}}}
 """
-PER_TASK = ("StartContainer", "WaitContainer", "GetContainer", "RemoveContainer",
+PER_TASK = ("StartContainer", "StartContainers", "WaitContainer", "GetContainer", "RemoveContainer",
             "RemoveContainers", "AcquireLease", "ReleaseLease")
 
 
@@ -57,4 +58,5 @@ def test_a_task_costs_its_node_two_calls(tmp_path: Path, busybox_image: PushedIm
         assert updates and updates[-1].state == "SUCCEEDED", updates[-1:]
         calls = _agent_calls(tmp_path)
     assert calls["WaitContainer"] == 0, calls  # the ends came on the watch streams
+    assert calls["StartContainer"] == 0 and calls["StartContainers"] >= 1, calls
     assert sum(calls[method] for method in PER_TASK) <= 2 * TASKS, calls

@@ -1,6 +1,7 @@
 """Group commit (fuzz/orchestrate/store_group.py): reports queued while a write is under
 way go together in the next transaction, a write made at once keeps the order of the
-states, and a failed write fails every report it carried.
+states, and a failed write fails every report it carried; a report nobody waits for goes
+with the next write, and stays queued while the disk is full.
 
 On real stores: PostgreSQL (a lock another connection holds on the tasks table keeps
 the first write waiting while the others queue) and, where the database's own locks
@@ -19,9 +20,10 @@ import pytest
 from fuzz.orchestrate.leadership import FencedError
 from fuzz.orchestrate.records import TaskRecord
 from fuzz.orchestrate.states import TaskState
-from fuzz.orchestrate.store import PostgresTarget, Store
+from fuzz.orchestrate.store import DiskFullError, PostgresTarget, Store
 from fuzz.orchestrate.store_group import GroupCommit
 from tests.orchestrate.test_scheduling_writes import RECORD_WRITES
+from tests.support.disks import fill_up, tmpfs
 from tests.support.orchestratorutil import wait_until
 
 QUEUED_MEANWHILE = 20
@@ -103,3 +105,53 @@ def test_a_failed_write_fails_every_report_it_carried(
         assert reopened.load(TaskRecord) == []
     finally:
         reopened.close()
+
+
+def test_reports_nobody_waits_for_go_with_the_next_write(pg_target: PostgresTarget) -> None:
+    """A report queued unwaited is written with the next transaction, whoever makes it:
+    a waiter's, a write made at once, or a flush; and before what is queued after it."""
+    store = Store(pg_target)
+    group = GroupCommit(store)
+    with psycopg.connect(pg_target.url, autocommit=True) as db:
+        db.execute(RECORD_WRITES)
+    try:
+        group.queue(_task(0), _task(1))
+        assert store.load(TaskRecord) == []  # nobody wrote yet
+        group.wait(group.save_later(_task(2)))
+        group.queue(_task(3, TaskState.SUCCEEDED))
+        group.save(_task(3, TaskState.FAILED))  # the later state, written last
+        group.queue(_task(4))
+        group.flush()
+        group.flush()  # nothing queued: no transaction
+        with psycopg.connect(pg_target.url) as db:
+            writes = db.execute("SELECT key, state, xid FROM task_writes ORDER BY at").fetchall()
+        xids = [xid for _, _, xid in writes]
+        assert [key for key, _, _ in writes] == [f"work[{n}]" for n in (0, 1, 2, 3, 4)], writes
+        assert xids[0] == xids[1] == xids[2] != xids[3] != xids[4], writes
+        assert {t.key: t.state for t in store.load(TaskRecord)}["work[3]"] == TaskState.FAILED
+    finally:
+        store.close()
+
+
+def test_a_report_nobody_waits_for_stays_queued_while_the_disk_is_full(tmp_path: Path) -> None:
+    """Nobody would hear that its write failed: it goes again with the next write, once
+    there is room; a waited report of the same failed write fails its waiter."""
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        store = Store(disk / "server.db")
+        group = GroupCommit(store)
+        try:
+            hog = fill_up(disk)
+            big = [TaskRecord(workflow_id="w1", key=f"big[{n}]", job="big", index=n, seq=n,
+                              error="x" * 65536) for n in range(8)]
+            group.queue(*big)
+            ticket = group.save_later(_task(0))
+            with pytest.raises(DiskFullError):
+                group.wait(ticket)
+            with pytest.raises(DiskFullError):
+                group.flush()
+            hog.unlink()
+            group.flush()
+            assert sorted(t.key for t in store.load(TaskRecord)) == \
+                sorted(t.key for t in big)  # the waited report failed, and was told so
+        finally:
+            store.close()

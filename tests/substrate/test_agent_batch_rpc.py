@@ -2,7 +2,8 @@
 
 WatchContainers pushes each container's end (what WaitContainer answers) on one stream;
 a new stream first sends the ends not acknowledged yet (by removing the container), also
-after the agent's restart. RemoveContainers removes several, each with its own outcome.
+after the agent's restart. RemoveContainers removes several, each with its own outcome;
+StartContainers starts several, side by side, each with its own outcome.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import grpc
 import pytest
 
 from fuzz.api import substrate_pb2
-from fuzz.clients.agent import AgentClient
+from fuzz.clients.agent import AgentClient, AgentError, start_request
 from fuzz.resources import ResourceRequest
 from fuzz.rpc.client import DuplexCall
 from tests.substrate.test_substrate_agent import TOKEN, Agent
@@ -133,3 +134,53 @@ def test_several_removals_in_one_call_each_with_its_outcome(
     client.wait_container("job-busy", 30)
     assert client.remove_containers(["job-busy"]) == [None]
     assert client.list_leases() == [] and client.list_containers() == []
+
+
+def test_several_starts_in_one_call_each_with_its_outcome(
+    node: tuple[Agent, AgentClient], busybox_image: PushedImage
+) -> None:
+    """Each start is what its StartContainer would be: started under its lease, or refused
+    with the status that call ends with. The node has two cores for three one-core jobs
+    started side by side: one of them is refused."""
+    _, client = node
+    image = busybox_image.reference
+    jobs = ["job-a", "job-b", "job-c"]
+    outcomes = client.start_containers([
+        *(start_request(job, image, lease=ONE_CORE, args=["sleep", "30"]) for job in jobs),
+        start_request("job-d", image, "no-such-lease", args=["true"]),
+    ])
+    started = {o.id: o for o in outcomes if isinstance(o, substrate_pb2.ContainerStatus)}
+    refused = [o.code for o in outcomes if isinstance(o, AgentError)]
+    assert len(started) == 2 and set(started) < set(jobs), outcomes
+    assert refused == [grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       grpc.StatusCode.FAILED_PRECONDITION], outcomes  # its lease is not held
+    assert isinstance(outcomes[3], AgentError)  # in order: the last is job-d's
+    assert {lease.holder: lease.id for lease in client.list_leases()} == {
+        job: status.lease_id for job, status in started.items()}
+    for job in started:
+        client.cancel_container(job, 0.1)
+        assert client.wait_container(job, 30).state in ("exited", "failed")
+    assert client.remove_containers(list(started)) == [None, None]
+    assert client.list_leases() == [] and client.list_containers() == []
+
+
+def test_starts_over_the_message_limit_go_in_several_calls(
+    node: tuple[Agent, AgentClient], busybox_image: PushedImage
+) -> None:
+    """Three starts of 1.9 MiB of files each are 5.7 MiB, over gRPC's 4 MiB for a message:
+    in one call the agent refused them all; now each is answered for itself."""
+    _, client = node
+    image = busybox_image.reference
+    files = [("/data/blob", b"x" * (19 * 2**20 // 10))]
+    outcomes = client.start_containers([
+        start_request("job-a", image, lease=ONE_CORE, args=["true"], files=files),
+        start_request("job-b", image, lease=ONE_CORE, args=["true"], files=files),
+        start_request("job-c", image, "no-such-lease", args=["true"], files=files),
+    ])
+    assert [o.id for o in outcomes if isinstance(o, substrate_pb2.ContainerStatus)] == [
+        "job-a", "job-b"], outcomes
+    assert isinstance(outcomes[2], AgentError)
+    assert outcomes[2].code == grpc.StatusCode.FAILED_PRECONDITION, outcomes
+    for job in ("job-a", "job-b"):
+        client.wait_container(job, 30)
+    assert client.remove_containers(["job-a", "job-b"]) == [None, None]

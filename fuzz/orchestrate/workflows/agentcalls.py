@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import methodcaller
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
+from fuzz.api.substrate_pb2 import ContainerStatus, StartContainerRequest
 from fuzz.clients.agent import (
     AgentAuthError,
     AgentClient,
@@ -68,20 +69,22 @@ _CUT_OFF = (None, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
 
 
 @dataclass
-class _Removal:
-    """One container's removal waiting for its node's next RemoveContainers call."""
+class _Asked:
+    """One request (a container to remove, a start) waiting for its node's next batch call."""
 
-    container: str
+    request: Any
     done: bool = False
-    error: AgentError | None = None
+    result: Any = None
+    error: Exception | None = None
 
 
 @dataclass
-class _NodeRemovals:
-    """A node's removals: those asked while a call is under way go together in the next."""
+class _NodeBatch:
+    """A node's requests of one kind: those asked while a call is under way go together in
+    the next."""
 
     sending: threading.Lock = field(default_factory=threading.Lock)
-    pending: list[_Removal] = field(default_factory=list)
+    pending: list[_Asked] = field(default_factory=list)
 
 
 class AgentCalls:
@@ -94,8 +97,10 @@ class AgentCalls:
         self._leftovers: dict[str, dict[str, str]] = {}  # node: {container: lease ('' none)}
         self._stopped = threading.Event()
         self._removal_hooks: list[Callable[[str, str], None]] = []
-        self._removals: dict[str, _NodeRemovals] = {}
+        self._removals: dict[str, _NodeBatch] = {}
+        self._starts: dict[str, _NodeBatch] = {}
         self._one_by_one: set[str] = set()  # nodes whose agents lack RemoveContainers
+        self._starts_one_by_one: set[str] = set()  # nodes whose agents lack StartContainers
 
     def on_removal(self, hook: Callable[[str, str], None]) -> None:
         """Call ``hook(node, container)`` once a container is removed from its node."""
@@ -113,39 +118,80 @@ class AgentCalls:
         if node in self._one_by_one:
             client.remove_container(container, release_lease=True)
         else:
-            removal = _Removal(container)
-            with self._lock:
-                batch = self._removals.setdefault(node, _NodeRemovals())
-                batch.pending.append(removal)
-            with batch.sending:
-                if not removal.done:
-                    with self._lock:
-                        group, batch.pending = batch.pending, []
-                    self._send_removals(node, client, group)
-            if removal.error is not None:
-                raise removal.error
+            self._batched(self._removals, node, container, lambda group: self._send(
+                node, group, client.remove_containers,
+                lambda one: client.remove_container(one, release_lease=True), self._one_by_one))
         self.removed(node, container)
 
-    def _send_removals(self, node: str, client: AgentClient, group: list[_Removal]) -> None:
-        """Remove ``group`` from ``node`` in one call; each removal's outcome set."""
-        outcomes: list[AgentError | None] = []
-        if node not in self._one_by_one:  # (learnt perhaps while this group waited)
+    def start(self, node: str, client: AgentClient, request: StartContainerRequest
+              ) -> ContainerStatus:
+        """Start the container ``request`` describes on ``node``, through ``client`` (the
+        node's): its status as the agent answered, or the AgentError of that start.
+
+        Starts asked of one node while a call to it is under way are sent together in the
+        next StartContainers call, as :meth:`remove` sends removals; each gets its own
+        outcome. A call that fails as a whole fails each of its starts (a transport error:
+        each caller looks for its container, as after a lone start's). An agent without
+        StartContainers (UNIMPLEMENTED) is sent one StartContainer each, from then on.
+        """
+        if node in self._starts_one_by_one:
+            return client.start(request)
+        status: ContainerStatus = self._batched(
+            self._starts, node, request, lambda group: self._send(
+                node, group, client.start_containers, client.start, self._starts_one_by_one))
+        return status
+
+    def _batched(self, batches: dict[str, _NodeBatch], node: str, request: Any,
+                 send: Callable[[list[_Asked]], None]) -> Any:
+        """``request``'s result, sent by ``send`` with the others of its kind asked of
+        ``node`` meanwhile: the first to get the node's sending lock sends every request
+        waiting; those asked during that call go together in the next (no timer: a lone
+        request goes at once, under load the groups grow by themselves)."""
+        asked = _Asked(request)
+        with self._lock:
+            batch = batches.setdefault(node, _NodeBatch())
+            batch.pending.append(asked)
+        with batch.sending:
+            if not asked.done:
+                with self._lock:
+                    group, batch.pending = batch.pending, []
+                try:
+                    send(group)
+                except Exception as exc:  # unforeseen: every request of the group hears it
+                    for other in group:
+                        if not other.done:
+                            other.error, other.done = exc, True
+        if asked.error is not None:
+            raise asked.error
+        return asked.result
+
+    def _send(self, node: str, group: list[_Asked],
+              together: Callable[[list[Any]], Sequence[Any]], alone: Callable[[Any], Any],
+              one_by_one: set[str]) -> None:
+        """Send ``group``'s requests to ``node`` in one call (``together``: each outcome, in
+        order), or to an agent without that call (UNIMPLEMENTED, remembered in
+        ``one_by_one``) one call ``alone`` each; each request's result or AgentError set."""
+        outcomes: list[Any] = []
+        if node not in one_by_one:  # (learnt perhaps while this group waited)
             try:
-                outcomes = client.remove_containers([removal.container for removal in group])
+                outcomes = list(together([asked.request for asked in group]))
             except AgentError as exc:
                 if exc.code != grpc.StatusCode.UNIMPLEMENTED:
                     outcomes = [exc] * len(group)
                 else:
-                    self._one_by_one.add(node)
-        if node in self._one_by_one:
-            for removal in group:
+                    one_by_one.add(node)
+        if node in one_by_one:
+            for asked in group:
                 try:
-                    client.remove_container(removal.container, release_lease=True)
-                    outcomes.append(None)
+                    outcomes.append(alone(asked.request))
                 except AgentError as error:
                     outcomes.append(error)
-        for removal, outcome in zip(group, outcomes, strict=True):
-            removal.error, removal.done = outcome, True
+        for asked, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, AgentError):
+                asked.error = outcome
+            else:
+                asked.result = outcome
+            asked.done = True
 
     def removed(self, node: str, container: str) -> None:
         """Note that ``container`` was removed from ``node`` (its end acknowledged)."""

@@ -13,7 +13,8 @@ a round runs, at least once a second). Each placed attempt goes to a worker thre
 running tasks and stops those past the volume limit
 (:mod:`fuzz.orchestrate.workflows.quotas`).
 
-Every change is written to the store before the action it announces, so after a
+Every change is written to the store before the action it announces (reports no action
+depends on go with the next write, or at the latest a second later), so after a
 crash :meth:`Runner.start` re-adopts the containers of attempts in flight, restarts
 interrupted transfers, and never runs a task that had succeeded again.
 
@@ -88,6 +89,10 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
         for thread in (self._thread, self._quota_thread):
             if thread.is_alive():
                 thread.join()
+        try:
+            self._store.flush()  # the last reports nobody waited for
+        except Exception as exc:  # a restart concludes from what is on record
+            log.error("the last reports could not be written: %s", exc)
         self._workers.shutdown(wait=False, cancel_futures=True)
         self._movers.shutdown(wait=False, cancel_futures=True)
 
@@ -110,7 +115,7 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
                     for plan in workflow.plans.values() for container in plan.containers}
 
     def _loop(self) -> None:
-        last_round = last_full = last_sweep = 0.0
+        last_round = last_full = last_sweep = last_flush = 0.0
         last_orphans = -ORPHAN_INTERVAL  # the first sweep looks for orphans
         paced_until = 0.0  # when the first of what its pace held back may run again
         passes_paced_until = round_paced_until = 0.0  # the workflows' passes; the round
@@ -119,6 +124,9 @@ class Runner(DrainSteps, LifecycleSteps, QuotaSteps):
                 time.sleep(COALESCE)
             self._wake.clear()
             try:
+                if time.monotonic() - last_flush >= TICK:  # what no later write carried
+                    last_flush = time.monotonic()
+                    self._store.flush()  # outside the lock: it writes
                 with self._lock:
                     now = time.monotonic()
                     full = now - last_full >= TICK  # every workflow, now and then

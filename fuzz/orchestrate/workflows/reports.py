@@ -177,7 +177,9 @@ class ReportSteps(RunnerBase):
     def running(self, workflow_id: str, key: str, leases: Sequence[str],
                 addresses: Sequence[str] = ()) -> None:
         """Every rank of an attempt runs, under ``leases`` (a service: at ``addresses``,
-        and STARTING until its readiness probe passes); returns once that is on record."""
+        and STARTING until its readiness probe passes); returns once that is on record
+        (a restart that finds it RUNNING with its containers gone fails it; STARTING, and
+        none found, queues it again: a watcher that saw it run must not see that)."""
         with self._lock:
             found = self._task(workflow_id, key)
             if found is None:
@@ -262,19 +264,26 @@ class ReportSteps(RunnerBase):
         """An attempt ended: the task succeeds, fails, is retried or is cancelled.
 
         The volumes it mounted are measured first (outside the lock: it walks them);
-        one over the volume limit fails, and so stops, the workflow. On record when
-        this returns.
+        one over the volume limit fails, and so stops, the workflow.
+
+        On record when this returns, unless the attempt's end is on record already
+        (:meth:`ended`): then a restart would conclude the attempt as this does, and the
+        decision goes with the next transaction unwaited, before every write made after
+        it (the loop's, which act on it: the next attempt, the dependent tasks, the
+        workflow's end).
         """
         overruns = self._overruns(workflow_id, key)
         ticket = self._decide_end(workflow_id, key, outcome, overruns)
         if ticket is not None:
-            self._store.wait(ticket)
+            if ticket:
+                self._store.wait(ticket)
             self._touch()
 
     def _decide_end(self, workflow_id: str, key: str, outcome: Outcome,
                     overruns: list[tuple[VolumeRecord, str]]) -> int | None:
-        """:meth:`finished`'s decision, queued to be written: the ticket to wait on
-        (None when there is nothing to write, or it is written already)."""
+        """:meth:`finished`'s decision, queued to be written: the ticket to wait on (0:
+        queued unwaited, the end being on record; None when there is nothing to write,
+        or it is written already)."""
         with self._lock:
             if self._adopted(workflow_id, key):
                 log.warning("workflow %s: task %s could not be re-adopted: %s", workflow_id, key,
@@ -288,6 +297,7 @@ class ReportSteps(RunnerBase):
             task = self._end_attempt(workflow_id, key)
             if task is None:
                 return None
+            concluded = bool(task.outcome)  # its end is on record (ended)
             workflow = self._active[workflow_id]
             failed: list[VolumeRecord] = []
             for volume, problem in overruns:
@@ -300,7 +310,7 @@ class ReportSteps(RunnerBase):
             if task.kind == "service":
                 self._service_ended(workflow, task, outcome)
                 self._count_state(workflow_id, task)
-                return self._store.save_later(*failed, task)
+                return self._write_end(concluded, *failed, task)
             attempts = workflow.fuzzfile.jobs[task.job].policy.retry.attempts
             if outcome.state == TaskState.FAILED and task.attempt < attempts and \
                     not workflow.record.cancel_requested:
@@ -313,7 +323,15 @@ class ReportSteps(RunnerBase):
             else:
                 task.state = outcome.state
             self._count_state(workflow_id, task)
-            return self._store.save_later(*failed, task)
+            return self._write_end(concluded, *failed, task)
+
+    def _write_end(self, concluded: bool, *records: object) -> int:
+        """Queue ``records``, an attempt's finish: unwaited (0) when its end is on record
+        already (``concluded``), else the ticket to wait on."""
+        if concluded:
+            self._store.queue(*records)
+            return 0
+        return self._store.save_later(*records)
 
     def _service_ended(self, workflow: ActiveWorkflow, task: TaskRecord, outcome: Outcome
                        ) -> None:

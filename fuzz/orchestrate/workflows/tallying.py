@@ -36,6 +36,12 @@ class TallyingCommit(GroupCommit):
         self._count(records)
         return super().save_later(*records)
 
+    def queue(self, *records: Any) -> None:
+        """Count the tasks among ``records``, then queue them, unwaited (see
+        :class:`GroupCommit`)."""
+        self._count(records)
+        super().queue(*records)
+
     def _count(self, records: Iterable[Any]) -> None:
         for record in records:
             if isinstance(record, TaskRecord):

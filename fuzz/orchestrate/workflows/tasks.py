@@ -30,6 +30,7 @@ from fuzz.clients.agent import (
     AgentError,
     AgentNotFoundError,
     AgentResourceExhaustedError,
+    start_request,
 )
 from fuzz.orchestrate.cluster.nodes import NodeDirectory
 from fuzz.orchestrate.diskspace import free_bytes
@@ -201,6 +202,8 @@ class TaskExecutor:
         self._calls.on_removal(self._ends.forget)
         self._events = events
         self._pulled: dict[tuple[str, str], str] = {}  # (node, image) -> digest, pulled here
+        self._pulls: dict[tuple[str, str], threading.Lock] = {}  # (node, image): one pull at once
+        self._pulls_lock = threading.Lock()
         self.launch_tokens = LaunchTokens()  # of the MPI attempts in flight
 
     def stop(self) -> None:
@@ -347,21 +350,22 @@ class TaskExecutor:
                     if not plan.leases:
                         self._calls.release_held(node, container)
             args, env = _rank_command(plan, rank)
+            request = start_request(
+                container, plan.image, plan.leases[rank] if plan.leases else "",
+                lease=None if plan.leases else plan.request, lease_ttl=LEASE_TTL,
+                args=args, env=env, cwd=plan.cwd, uid=plan.uid,
+                gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
+                credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
+                peers=[*(a for other, a in enumerate(plan.addresses)
+                         if other != rank and a), *plan.service_peers],
+                files=plan.files,
+                launch_token=plan.launch_token,
+                hostname=plan.addresses[rank] if plan.launch_token else "",
+                hosts=[*rank_hosts(plan.key, plan.addresses), *plan.service_hosts],
+                sandbox=plan.sandbox,
+            )
             try:
-                status: ContainerStatus = self._calls.client(node).start_container(
-                    container, plan.image, plan.leases[rank] if plan.leases else "",
-                    lease=None if plan.leases else plan.request, lease_ttl=LEASE_TTL,
-                    args=args, env=env, cwd=plan.cwd, uid=plan.uid,
-                    gid=plan.gid, mounts=plan.mounts, timeout_seconds=plan.timeout_seconds,
-                    credentials=plan.credentials, log_limit_bytes=plan.log_limit_bytes,
-                    peers=[*(a for other, a in enumerate(plan.addresses)
-                             if other != rank and a), *plan.service_peers],
-                    files=plan.files,
-                    launch_token=plan.launch_token,
-                    hostname=plan.addresses[rank] if plan.launch_token else "",
-                    hosts=[*rank_hosts(plan.key, plan.addresses), *plan.service_hosts],
-                    sandbox=plan.sandbox,
-                )
+                status = self._calls.start(node, self._calls.client(node), request)
             except AgentError as exc:
                 if not transient(exc):
                     raise
@@ -408,8 +412,17 @@ class TaskExecutor:
 
         Later starts skip it: starting a container resolves and pulls the image
         itself if it must (the agent caches what a tag points at briefly). Their
-        workflow's image is reported pulled all the same, at the digest seen.
+        workflow's image is reported pulled all the same, at the digest seen. The
+        starts that come while it is pulled wait for that pull (a round's 64 tasks on a
+        new node were 64 pulls of one image), and try again if it failed.
         """
+        with self._pulls_lock:
+            pulling = self._pulls.setdefault((node, plan.image), threading.Lock())
+        with pulling:
+            return self._pull_once(plan, node)
+
+    def _pull_once(self, plan: LaunchPlan, node: str) -> str | None:
+        """:meth:`_pull`'s work, one pull of an image on a node at a time."""
         if (node, plan.image) in self._pulled:
             self._events.pulled(plan.workflow_id, plan.image, self._pulled[node, plan.image])
             return None

@@ -3,9 +3,11 @@
 ``WatchContainers`` is one stream per orchestrator that carries every container's end
 as it happens, where each task used to hold a ``WaitContainer`` open;
 ``RemoveContainers`` removes several containers (and releases their leases) in one
-call. Both reuse the single-container code: the end pushed is what ``WaitContainer``
-answers (:func:`~fuzz.substrate.rpc.jobs.status_message`), a removal is what
-``RemoveContainer`` does (:meth:`BatchRpcs.remove_job`).
+call, ``StartContainers`` starts several. They reuse the single-container code: the end
+pushed is what ``WaitContainer`` answers (:func:`~fuzz.substrate.rpc.jobs.status_message`),
+a removal is what ``RemoveContainer`` does (:meth:`BatchRpcs.remove_job`), a start what
+``StartContainer`` does (:meth:`BatchRpcs.start_job`), its failure the status that call
+would have ended with.
 
 An end is acknowledged by removing its container: until then every new stream sends
 it again first (the orchestrator restarted, a new leader took over, the stream broke),
@@ -18,6 +20,8 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn, cast
 
 import grpc
 
@@ -31,6 +35,7 @@ from fuzz.substrate.runtime.containers import ContainerNotFoundError, ContainerW
 log = logging.getLogger(__name__)
 
 STREAM_POLL = 1.0  # seconds between a stream's checks that its caller is still there
+START_PARALLELISM = 16  # the starts of one StartContainers call made at once (each may pull)
 
 
 class ContainerEnds:
@@ -147,6 +152,12 @@ class BatchRpcs(NodeJobs):
         raises what RemoveContainer's statuses are made of)."""
         raise NotImplementedError
 
+    def start_job(self, request: substrate_pb2.StartContainerRequest,
+                  context: grpc.ServicerContext) -> substrate_pb2.ContainerStatus:
+        """What StartContainer answers (provided by the servicer; a failure ends the call
+        through ``context.abort``)."""
+        raise NotImplementedError
+
     def WatchContainers(
         self, request: substrate_pb2.WatchContainersRequest, context: grpc.ServicerContext
     ) -> Iterator[substrate_pb2.ContainerEvent]:
@@ -179,3 +190,51 @@ class BatchRpcs(NodeJobs):
                 outcome.code = job_status_code(exc).value[0]
                 outcome.message = str(exc)
         return reply
+
+    def StartContainers(
+        self, request: substrate_pb2.StartContainersRequest, context: grpc.ServicerContext
+    ) -> substrate_pb2.StartContainersResponse:
+        """Start each container as StartContainer would, side by side (at most
+        :data:`START_PARALLELISM` at once: as many calls would be); each gets the status
+        that call would have answered, or the status it would have ended with."""
+        def start(one: substrate_pb2.StartContainerRequest) -> substrate_pb2.StartOutcome:
+            try:
+                return substrate_pb2.StartOutcome(
+                    status=self.start_job(one, cast(grpc.ServicerContext, _OneStart(context))))
+            except _StartAborted as aborted:
+                return substrate_pb2.StartOutcome(code=aborted.code.value[0],
+                                                  message=aborted.details)
+            except Exception as exc:  # what gRPC answers for a handler's unexpected error
+                log.exception("starting container %s", one.id)
+                return substrate_pb2.StartOutcome(
+                    code=grpc.StatusCode.UNKNOWN.value[0],
+                    message=f"Exception calling application: {exc}")
+
+        starts = list(request.containers)
+        if len(starts) <= 1:
+            return substrate_pb2.StartContainersResponse(outcomes=map(start, starts))
+        with ThreadPoolExecutor(min(len(starts), START_PARALLELISM),
+                                thread_name_prefix="start") as pool:
+            return substrate_pb2.StartContainersResponse(outcomes=pool.map(start, starts))
+
+
+class _StartAborted(Exception):
+    """One start of a StartContainers call failed with ``code``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+class _OneStart:
+    """The context one start of a StartContainers call runs in: the call's, except that
+    ending it (``abort``) ends that start alone."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        raise _StartAborted(code, details)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
