@@ -6,7 +6,9 @@ subprocess) tunnels each port: CLI -> orchestrator -> agent -> the job's network
 namespace. The same client then measures, in the same run and alternately:
 
 - throughput: one GET of the 200 MiB file (3 times each way, the median kept);
-- latency: 1,000 round trips of 64 bytes on one connection to the echo server;
+- latency: 1,000 round trips of 64 bytes on one connection to the echo server, each
+  way's connection open at once and the ways taking turns in blocks of 100 (the mean
+  kept);
 
 through the tunnel, through ``ssh -N -L`` with aes128-gcm (``bench/peers/ssh.py``: an
 sshd and the ssh client in the job's network namespace, on its loopback, torn down
@@ -54,6 +56,7 @@ from fuzz.testing.oci import (
 FILE_MIB = 200
 TRANSFERS = 3
 ROUND_TRIPS = 1000
+ROUND_TRIP_TURNS = 10  # blocks of ROUND_TRIPS / 10, each way in turn
 MESSAGE = b"x" * 63 + b"\n"
 RECV_BYTES = 1024 * 1024
 JOB = "service"
@@ -146,19 +149,28 @@ def timed_fetch(port: int, pid: int | None = None, meter: Meter | None = None
     return seconds, cpu, (meter() - own) if meter else 0.0
 
 
-def round_trip_seconds(port: int, pid: int | None = None) -> tuple[float, float]:
-    """Mean and median seconds of one 64-byte round trip to the echo server at
-    127.0.0.1:``port``."""
-    times = []
-    with _connect(port, pid) as sock:
-        sock.sendall(MESSAGE)  # the first one opens the way (nc starts cat); not timed
-        _receive(sock, len(MESSAGE))
-        for _ in range(ROUND_TRIPS):
-            started = time.perf_counter()
-            sock.sendall(MESSAGE)
+def round_trip_seconds(ports: dict[str, tuple[int, int | None]]
+                       ) -> dict[str, tuple[float, float]]:
+    """Mean and median seconds of one 64-byte round trip to each echo server of ``ports``
+    (name: (port at 127.0.0.1, the pid whose network namespace it is in)), taken in
+    turns: ``ROUND_TRIP_TURNS`` blocks each, one way after the other, so that a moment
+    of load on these two cores falls on every way alike instead of on one way's run."""
+    times: dict[str, list[float]] = {name: [] for name in ports}
+    with contextlib.ExitStack() as stack:
+        socks = {name: stack.enter_context(_connect(port, pid))
+                 for name, (port, pid) in ports.items()}
+        for sock in socks.values():
+            sock.sendall(MESSAGE)  # the first one opens the way (nc starts cat); not timed
             _receive(sock, len(MESSAGE))
-            times.append(time.perf_counter() - started)
-    return statistics.fmean(times), statistics.median(times)
+        for _ in range(ROUND_TRIP_TURNS):
+            for name, sock in socks.items():
+                for _ in range(ROUND_TRIPS // ROUND_TRIP_TURNS):
+                    started = time.perf_counter()
+                    sock.sendall(MESSAGE)
+                    _receive(sock, len(MESSAGE))
+                    times[name].append(time.perf_counter() - started)
+    return {name: (statistics.fmean(spent), statistics.median(spent))
+            for name, spent in times.items()}
 
 
 def _receive(sock: socket.socket, size: int) -> None:
@@ -254,10 +266,10 @@ def measure(cluster: LocalCluster, image: str) -> dict[str, float]:
                 "ssh_own_cpu": _median(ssh, 2),
                 "direct_s": _median(direct, 0), "direct_cpu": _median(direct, 1),
             }
-            for key, port, inside in (("tunnel", echo, None), ("ssh", ssh_echo, pid),
-                                      ("direct", echo_port, pid)):
-                figures[f"{key}_rtt"], figures[f"{key}_rtt_median"] = round_trip_seconds(
-                    port, inside)
+            trips = round_trip_seconds({"tunnel": (echo, None), "ssh": (ssh_echo, pid),
+                                        "direct": (echo_port, pid)})
+            for key, (mean, median) in trips.items():
+                figures[f"{key}_rtt"], figures[f"{key}_rtt_median"] = mean, median
             figures.update(measure_exec(cluster, workflow, pid, peer))
             return figures
     finally:  # stopped before the node goes, so that its container is cleaned up
