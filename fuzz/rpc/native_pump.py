@@ -33,11 +33,25 @@ import sys
 from functools import cache
 from pathlib import Path
 from socket import socket
+from typing import NamedTuple
 
 LIBRARY = Path(__file__).resolve().parent / "bin" / "libfuzz-pump.so"
 _OSERROR, _TLS_ERROR, _NO_END_MARK = 1, 2, 3
 _ERROR_BYTES = 512
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
+
+
+class PumpCounts(NamedTuple):
+    """What one C pump's run did: the bytes it moved, and how it waited (``fuzz-pump.c``'s
+    busy-polling: how many waits there were, how many followed a wake-up that moved a few
+    bytes only and so could spin, how many of those the spin caught, the ns spent spinning)."""
+
+    outward: int
+    inward: int
+    waits: int
+    interactive_waits: int
+    spin_hits: int
+    spun_ns: int
 
 
 class _Library:
@@ -129,6 +143,12 @@ def pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> tuple[int, int
     None without copying anything when the C pump cannot serve ``tls``. Raises as the
     Python pump does: OSError for a socket's failure, ``ssl.SSLError`` for TLS's,
     ConnectionResetError for a TLS side that ends without its end mark."""
+    counts = counted_pump(tls, plain, buffer_bytes)
+    return None if counts is None else (counts.outward, counts.inward)
+
+
+def counted_pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> PumpCounts | None:
+    """:func:`pump`, returning all its :class:`PumpCounts`."""
     library, openssl = _library(), libssl()
     # held until the call returns: the SSL object lives as long as this Python object, even
     # if another thread closes ``tls`` meanwhile
@@ -139,10 +159,10 @@ def pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> tuple[int, int
         return None
     tls.setblocking(False)
     plain.setblocking(False)
-    moved = (ctypes.c_uint64 * 2)()
+    counts = (ctypes.c_uint64 * len(PumpCounts._fields))()
     code = ctypes.c_int(0)
     error = ctypes.create_string_buffer(_ERROR_BYTES)
-    result = library.pump(pointer, tls.fileno(), plain.fileno(), buffer_bytes, moved,
+    result = library.pump(pointer, tls.fileno(), plain.fileno(), buffer_bytes, counts,
                           ctypes.byref(code), error, _ERROR_BYTES)
     del connection  # the call is over
     message = error.value.decode(errors="replace")
@@ -154,4 +174,4 @@ def pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> tuple[int, int
         raise ConnectionResetError(errno.ECONNRESET, message)
     if result != 0:
         raise MemoryError(message)
-    return moved[0], moved[1]
+    return PumpCounts(*counts)
