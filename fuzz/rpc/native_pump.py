@@ -7,7 +7,9 @@ for the GIL behind the process's other threads), where ``ssh -L`` spends a few Â
 (docs/architecture.md, "The round trip"). The C loop does what :func:`fuzz.rpc.direct.pump`
 does, on the same wire format, with the GIL released for the whole call (ctypes does
 that for a ``CDLL``'s functions), and with OpenSSL's read-ahead on (one ``read`` per TLS
-record instead of two: Python's ssl cannot turn it on).
+record instead of two: Python's ssl cannot turn it on). After a wake-up that moved a
+message, not a transfer's chunk, it busy-polls for up to 100 Âµs while the machine has a
+CPU to spare (``fuzz-pump.c``'s SPIN_MAX_NS; :class:`PumpCounts` says how it waited).
 
 The TLS connection stays Python's: the handshake, the certificate checks, the ticket and
 every other read and write are ``ssl.SSLSocket``'s; the pump borrows the OpenSSL ``SSL``
