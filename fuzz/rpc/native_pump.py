@@ -65,6 +65,7 @@ class _Library:
         self.pump = library.fuzz_pump
         self.pump.restype = ctypes.c_int
         self.pump.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_size_t,
+                              ctypes.c_int,
                               ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_int),
                               ctypes.c_char_p, ctypes.c_size_t]
         self.version = library.fuzz_pump_openssl_version
@@ -149,8 +150,11 @@ def pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> tuple[int, int
     return None if counts is None else (counts.outward, counts.inward)
 
 
-def counted_pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> PumpCounts | None:
-    """:func:`pump`, returning all its :class:`PumpCounts`."""
+def counted_pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int,
+                 spin_when_busy: bool = False) -> PumpCounts | None:
+    """:func:`pump`, returning all its :class:`PumpCounts`; ``spin_when_busy``: busy-poll
+    after interactive wake-ups even while the machine has no CPU to spare (for tests, whose
+    outcome must not depend on the machine's load)."""
     library, openssl = _library(), libssl()
     # held until the call returns: the SSL object lives as long as this Python object, even
     # if another thread closes ``tls`` meanwhile
@@ -164,7 +168,8 @@ def counted_pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> PumpCo
     counts = (ctypes.c_uint64 * len(PumpCounts._fields))()
     code = ctypes.c_int(0)
     error = ctypes.create_string_buffer(_ERROR_BYTES)
-    result = library.pump(pointer, tls.fileno(), plain.fileno(), buffer_bytes, counts,
+    result = library.pump(pointer, tls.fileno(), plain.fileno(), buffer_bytes,
+                          int(spin_when_busy), counts,
                           ctypes.byref(code), error, _ERROR_BYTES)
     del connection  # the call is over
     message = error.value.decode(errors="replace")

@@ -12,7 +12,8 @@
  * sleeps (SPIN_MAX_NS below), while the machine has a CPU to spare.
  *
  * fuzz_pump returns 0 once both directions ended, else one of the FUZZ_PUMP_* codes below
- * with a sentence in `error` (and errno's value in errors[0] for a socket's failure). Its
+ * with a sentence in `error` (and errno's value in errors[0] for a socket's failure).
+ * spin_when_busy: spin even while the machine has no CPU to spare (tests). Its
  * counts[6]: the bytes moved plain -> TLS and TLS -> plain, the waits, those that followed
  * a wake-up of a few bytes (interactive), the spins that caught the next event, and the ns
  * spent spinning (fuzz/rpc/native_pump.py's PumpCounts).
@@ -77,7 +78,7 @@ struct pump {
     char *error;
     size_t error_size;
     int *errors;
-    int loadavg_fd;             /* /proc/loadavg, or -1: spin without looking */
+    int loadavg_fd;             /* /proc/loadavg, or -1: spin without looking (spin_when_busy) */
     long cpus;
     uint64_t moved_before_wait; /* both directions' bytes when the last wait began */
     uint64_t spin_ns;           /* the budget: how long the next interactive wait spins */
@@ -388,7 +389,8 @@ static int run(struct pump *p) {
  * one that made `ssl` (a different library's SSL object must never reach fuzz_pump). */
 unsigned long fuzz_pump_openssl_version(void) { return OpenSSL_version_num(); }
 
-int fuzz_pump(SSL *ssl, int tls_fd, int plain_fd, size_t buffer_bytes, uint64_t counts[6],
+int fuzz_pump(SSL *ssl, int tls_fd, int plain_fd, size_t buffer_bytes, int spin_when_busy,
+              uint64_t counts[6],
               int errors[1], char *error, size_t error_size) {
     struct pump p;
     int code;
@@ -402,7 +404,7 @@ int fuzz_pump(SSL *ssl, int tls_fd, int plain_fd, size_t buffer_bytes, uint64_t 
     p.out.size = p.in.size = buffer_bytes;
     p.out.wait.fd = p.in.wait.fd = -1;
     p.spin_ns = SPIN_MAX_NS;
-    p.loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    p.loadavg_fd = spin_when_busy ? -1 : open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
     p.cpus = sysconf(_SC_NPROCESSORS_ONLN);
     p.out.buffer = malloc(buffer_bytes);
     p.in.buffer = malloc(buffer_bytes);
