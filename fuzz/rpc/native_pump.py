@@ -7,7 +7,9 @@ for the GIL behind the process's other threads), where ``ssh -L`` spends a few Â
 (docs/architecture.md, "The round trip"). The C loop does what :func:`fuzz.rpc.direct.pump`
 does, on the same wire format, with the GIL released for the whole call (ctypes does
 that for a ``CDLL``'s functions), and with OpenSSL's read-ahead on (one ``read`` per TLS
-record instead of two: Python's ssl cannot turn it on).
+record instead of two: Python's ssl cannot turn it on). After a wake-up that moved a
+message, not a transfer's chunk, it busy-polls for up to 100 Âµs while the machine has a
+CPU to spare (``fuzz-pump.c``'s SPIN_MAX_NS; :class:`PumpCounts` says how it waited).
 
 The TLS connection stays Python's: the handshake, the certificate checks, the ticket and
 every other read and write are ``ssl.SSLSocket``'s; the pump borrows the OpenSSL ``SSL``
@@ -33,11 +35,25 @@ import sys
 from functools import cache
 from pathlib import Path
 from socket import socket
+from typing import NamedTuple
 
 LIBRARY = Path(__file__).resolve().parent / "bin" / "libfuzz-pump.so"
 _OSERROR, _TLS_ERROR, _NO_END_MARK = 1, 2, 3
 _ERROR_BYTES = 512
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
+
+
+class PumpCounts(NamedTuple):
+    """What one C pump's run did: the bytes it moved, and how it waited (``fuzz-pump.c``'s
+    busy-polling: how many waits there were, how many followed a wake-up that moved a few
+    bytes only and so could spin, how many of those the spin caught, the ns spent spinning)."""
+
+    outward: int
+    inward: int
+    waits: int
+    interactive_waits: int
+    spin_hits: int
+    spun_ns: int
 
 
 class _Library:
@@ -49,6 +65,7 @@ class _Library:
         self.pump = library.fuzz_pump
         self.pump.restype = ctypes.c_int
         self.pump.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_size_t,
+                              ctypes.c_int,
                               ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_int),
                               ctypes.c_char_p, ctypes.c_size_t]
         self.version = library.fuzz_pump_openssl_version
@@ -129,6 +146,15 @@ def pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> tuple[int, int
     None without copying anything when the C pump cannot serve ``tls``. Raises as the
     Python pump does: OSError for a socket's failure, ``ssl.SSLError`` for TLS's,
     ConnectionResetError for a TLS side that ends without its end mark."""
+    counts = counted_pump(tls, plain, buffer_bytes)
+    return None if counts is None else (counts.outward, counts.inward)
+
+
+def counted_pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int,
+                 spin_when_busy: bool = False) -> PumpCounts | None:
+    """:func:`pump`, returning all its :class:`PumpCounts`; ``spin_when_busy``: busy-poll
+    after interactive wake-ups even while the machine has no CPU to spare (for tests, whose
+    outcome must not depend on the machine's load)."""
     library, openssl = _library(), libssl()
     # held until the call returns: the SSL object lives as long as this Python object, even
     # if another thread closes ``tls`` meanwhile
@@ -139,10 +165,11 @@ def pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> tuple[int, int
         return None
     tls.setblocking(False)
     plain.setblocking(False)
-    moved = (ctypes.c_uint64 * 2)()
+    counts = (ctypes.c_uint64 * len(PumpCounts._fields))()
     code = ctypes.c_int(0)
     error = ctypes.create_string_buffer(_ERROR_BYTES)
-    result = library.pump(pointer, tls.fileno(), plain.fileno(), buffer_bytes, moved,
+    result = library.pump(pointer, tls.fileno(), plain.fileno(), buffer_bytes,
+                          int(spin_when_busy), counts,
                           ctypes.byref(code), error, _ERROR_BYTES)
     del connection  # the call is over
     message = error.value.decode(errors="replace")
@@ -154,4 +181,4 @@ def pump(tls: ssl.SSLSocket, plain: socket, buffer_bytes: int) -> tuple[int, int
         raise ConnectionResetError(errno.ECONNRESET, message)
     if result != 0:
         raise MemoryError(message)
-    return moved[0], moved[1]
+    return PumpCounts(*counts)

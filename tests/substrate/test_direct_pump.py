@@ -15,6 +15,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -197,3 +198,76 @@ def test_the_c_pump_leaves_a_connection_it_cannot_check_to_the_python_one(
     with unconnected, local, far_plain:  # no OpenSSL connection under it yet
         assert native_pump.ssl_pointer(unconnected) is None
         assert native_pump.pump(unconnected, local, BUFFER_BYTES) is None
+
+
+def counting_pump_in_c(counts: list[native_pump.PumpCounts], spin_when_busy: bool = True
+                       ) -> Pump:
+    """The C pump, its :class:`~fuzz.rpc.native_pump.PumpCounts` appended to ``counts``;
+    by default spinning whatever the machine's load (so the tests' outcome does not
+    depend on the other work of the machine)."""
+    def run(tls: ssl.SSLSocket, plain: socket.socket) -> tuple[int, int]:
+        counted = native_pump.counted_pump(tls, plain, BUFFER_BYTES, spin_when_busy)
+        assert counted is not None, "the C pump did not take the connection (make setup?)"
+        counts.append(counted)
+        return counted.outward, counted.inward
+    return run
+
+
+def end_both_ways(far_tls: ssl.SSLSocket, far_plain: socket.socket) -> None:
+    """End both directions of a pump from its far ends."""
+    far_plain.shutdown(socket.SHUT_WR)
+    assert read_chunks(far_tls) == b""
+    far_tls.sendall(chunk(b""))
+    assert read_all(far_plain) == b""
+
+
+def ping_pong(far_tls: ssl.SSLSocket, far_plain: socket.socket, count: int) -> None:
+    """``count`` round trips of a few bytes through the pump, from its far ends."""
+    for _ in range(count):
+        far_plain.sendall(b"ping")
+        assert _exactly(far_tls, HEADER.size + 4) == chunk(b"ping")
+        far_tls.sendall(chunk(b"pong"))
+        assert _exactly(far_plain, 4) == b"pong"
+
+
+def test_the_c_pump_takes_round_trips_as_interactive(tmp_path: Path) -> None:
+    counts: list[native_pump.PumpCounts] = []
+    with pumped(tmp_path, counting_pump_in_c(counts)) as (far_tls, far_plain, outcome):
+        ping_pong(far_tls, far_plain, 100)
+        end_both_ways(far_tls, far_plain)
+        outcome.result(timeout=30)
+    # each message's wake-up is followed by a wait that spins, never past its budget (100
+    # µs; 1 ms allows for the thread's preemption on a busy machine)
+    assert counts[0].interactive_waits >= 200
+    assert 0 < counts[0].spun_ns <= counts[0].interactive_waits * 1_000_000
+
+
+def test_the_c_pump_does_not_spin_during_a_transfer(tmp_path: Path) -> None:
+    counts: list[native_pump.PumpCounts] = []
+    payload = BIG * 32  # 32 MiB each way, at once
+    with pumped(tmp_path, counting_pump_in_c(counts)) as (far_tls, far_plain, outcome):
+        received: Future[bytes] = Future()
+        reader = threading.Thread(target=lambda: received.set_result(read_all(far_plain)))
+        reader.start()
+        writer = threading.Thread(target=lambda: (far_plain.sendall(payload),
+                                                  far_plain.shutdown(socket.SHUT_WR)))
+        writer.start()
+        far_tls.sendall(chunk(payload) + chunk(b""))
+        assert read_chunks(far_tls) == payload
+        writer.join(timeout=30)
+        assert received.result(timeout=30) == payload
+        outcome.result(timeout=30)
+    assert counts[0].waits > 50
+    assert counts[0].interactive_waits <= 3  # the first and last few bytes at most
+
+
+def test_an_idle_connection_costs_the_c_pump_no_cpu(tmp_path: Path) -> None:
+    counts: list[native_pump.PumpCounts] = []
+    with pumped(tmp_path, counting_pump_in_c(counts)) as (far_tls, far_plain, outcome):
+        ping_pong(far_tls, far_plain, 20)  # the spin's budget at its most
+        started = time.process_time()  # the pump's thread included; this one sleeps
+        time.sleep(1)
+        idle_cpu = time.process_time() - started
+        end_both_ways(far_tls, far_plain)
+        outcome.result(timeout=30)
+    assert idle_cpu < 0.02
