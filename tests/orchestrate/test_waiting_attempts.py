@@ -26,6 +26,7 @@ from tests.support.simcluster import array_fuzzfile, simulated_cluster
 
 WORKERS, NODES, CORES, TASKS = 4, 2, 12, 24  # room for every task at once
 RUN_SECONDS = 12.0
+SLICE = 2.0  # seconds an attempt waits for its end before asking its agent (WAIT_SLICE)
 
 
 @pytest.fixture
@@ -43,7 +44,9 @@ def _running(admin: OrchestratorClient, name: str) -> int:
 
 
 @pytest.mark.usefixtures("few_workers")
-def test_more_tasks_than_workers_run_at_once(tmp_path: Path, pg_target: PostgresTarget) -> None:
+def test_more_tasks_than_workers_run_at_once(tmp_path: Path, pg_target: PostgresTarget,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fuzz.orchestrate.workflows.tasks.WAIT_SLICE", SLICE)
     agents = SimulatedAgents(NODES, cores=CORES, memory_bytes=1024**3, run_seconds=RUN_SECONDS,
                              heartbeat_interval=0.5)
     with simulated_cluster(tmp_path, pg_target, agents) as admin:
@@ -61,6 +64,9 @@ def test_more_tasks_than_workers_run_at_once(tmp_path: Path, pg_target: Postgres
     assert len(agents.starts()) == TASKS  # each started once
     assert left == 0  # every container removed after its end, and its lease with it
     assert calls["WaitContainer"] == 0, calls  # the ends came on the watch streams
+    slices = int(RUN_SECONDS / SLICE) - 2  # each slice without an end asks, then renews
+    assert calls["GetContainer"] >= TASKS * slices, calls
+    assert calls["RenewLease"] >= TASKS * slices, calls
 
 
 @pytest.mark.usefixtures("few_workers")
