@@ -2,7 +2,8 @@
 
 Each round places the head of the queue (:mod:`fuzz.scheduler.placement`), saves the
 attempts it made in one transaction, then hands each to a worker thread
-(:mod:`~fuzz.orchestrate.workflows.tasks`).
+(:mod:`~fuzz.orchestrate.workflows.tasks`); a worker also gets the rest of an attempt
+whose end came while no thread waited for it (:meth:`SchedulingSteps.resume`).
 """
 
 from __future__ import annotations
