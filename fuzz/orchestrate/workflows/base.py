@@ -59,13 +59,13 @@ ROUND_SIZE_MAX = 256  # doubled up to this while a round places every task it lo
 
 @dataclass(frozen=True)
 class RunnerSettings:
-    """Where volumes and logs go, the ids owners' jobs run as, how many attempts run at once."""
+    """Where volumes and logs go, the ids owners' jobs run as, how many attempts act at once."""
 
     volume_root: Path
     log_dir: Path
     instance: str = "fuzz"  # this orchestrator's id, in every container id it makes
     job_ids: JobIdRange = DEFAULT_JOB_IDS  # each owner's uid:gid comes from here
-    workers: int = 256
+    workers: int = 256  # attempts starting or ending at once (a one-node job's wait holds none)
     transfer_workers: int = 4
     # the open roots of host_paths, where file:/// transfers may read and write
     host_roots: HostRoots = field(default_factory=HostRoots)

@@ -9,6 +9,10 @@ stream first sends every end not yet acknowledged (by removing the container), s
 end that happened while no stream was open is not lost; a waiter whose slice passes
 without an end asks the agent for the container's state as before.
 
+An attempt may also wait without a thread (:meth:`ContainerWatches.when_ended`): the
+end, or a slice without one (one timer thread for all, :class:`.Deadlines`), calls it
+back; so a runner's few workers serve thousands of running attempts.
+
 An agent that does not know the call (UNIMPLEMENTED: an older agent) is remembered:
 its tasks wait as before (:class:`WatchUnsupportedError`).
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import grpc
 
@@ -30,9 +35,12 @@ from fuzz.orchestrate.workflows.agentcalls import (
     CallsStoppedError,
     NodeLostError,
 )
+from fuzz.orchestrate.workflows.deadlines import Deadlines
 from fuzz.rpc.client import DuplexCall
 
 log = logging.getLogger(__name__)
+
+Heard = Callable[[ContainerStatus | None], None]  # a container's end; None: none came (yet)
 
 
 class WatchUnsupportedError(FuzzError):
@@ -44,7 +52,8 @@ class _NodeWatch:
 
     Each waiter has an event of its own, set by its container's end (or by the watch's
     end): a node runs many tasks at once, and one condition for all would wake every
-    waiter of the node at each end.
+    waiter of the node at each end. A waiter without a thread leaves a callback instead,
+    called once: with the end, or with None when the watch breaks off or its slice passes.
     """
 
     def __init__(self, node: str, calls: AgentCalls) -> None:
@@ -54,6 +63,7 @@ class _NodeWatch:
         self._lock = threading.Lock()
         self._ended: dict[str, ContainerStatus] = {}
         self._waiting: dict[str, threading.Event] = {}
+        self._callbacks: dict[str, Heard] = {}
         self.unsupported = False
         self.closed = False
         self._thread = threading.Thread(target=self._follow, daemon=True,
@@ -99,24 +109,53 @@ class _NodeWatch:
         with self._lock:
             self._ended[status.id] = status
             waiter = self._waiting.get(status.id)
+            callback = self._callbacks.pop(status.id, None)
         if waiter is not None:
             waiter.set()
+        if callback is not None:
+            callback(status)
 
-    def _end(self, unsupported: bool = False) -> None:
-        """The watch is over: wake every waiter."""
+    def _end(self, unsupported: bool = False, call_back: bool = True) -> None:
+        """The watch is over: wake every waiter (and call back each, unless told not to)."""
         with self._lock:
             self.closed = True
             self.unsupported = self.unsupported or unsupported
             waiters = list(self._waiting.values())
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
             call = self._call
         for waiter in waiters:
             waiter.set()
+        for callback in callbacks if call_back else ():
+            callback(None)
         if call is not None:
             call.cancel()
 
     def close(self) -> None:
-        """End the stream (the orchestrator stops)."""
-        self._end()
+        """End the stream (the orchestrator stops): the waiters without a thread are
+        dropped, their attempts given up unreported (the next orchestrator adopts them)."""
+        self._end(call_back=False)
+
+    def when_ended(self, container: str, callback: Heard) -> bool:
+        """Call ``callback`` with ``container``'s end once pushed, or with None when the
+        watch ends first; at once (False) if either happened already, else True."""
+        with self._lock:
+            found = self._found(container)
+            waiting = found is None and not self.closed
+            if waiting:
+                self._callbacks[container] = callback
+        if not waiting:
+            callback(found)
+        return waiting
+
+    def expire(self, container: str, callback: Heard) -> None:
+        """``callback``'s slice passed: call it with None unless it was called already."""
+        with self._lock:
+            due = self._callbacks.get(container) is callback
+            if due:
+                del self._callbacks[container]
+        if due:
+            callback(None)
 
     def wait(self, container: str, timeout: float) -> ContainerStatus | None:
         """``container``'s end once pushed (within ``timeout``), None meanwhile."""
@@ -152,6 +191,8 @@ class ContainerWatches:
         self._lock = threading.Lock()
         self._watches: dict[str, _NodeWatch] = {}
         self._unsupported: set[str] = set()
+        self._slices = Deadlines("watch-slices")
+        self._stopped = False
 
     def wait(self, node: str, container: str, timeout: float) -> ContainerStatus | None:
         """``container``'s end on ``node`` once its agent pushes it (within ``timeout``);
@@ -160,11 +201,31 @@ class ContainerWatches:
         try:
             return watch.wait(container, timeout)
         except WatchUnsupportedError:
-            with self._lock:
-                self._unsupported.add(node)
-                if self._watches.get(node) is watch:
-                    del self._watches[node]
+            self._cannot_watch(node, watch)
             raise
+
+    def when_ended(self, node: str, container: str, timeout: float, callback: Heard) -> None:
+        """Call ``callback`` once, without a thread waiting: with ``container``'s end on
+        ``node`` once its agent pushes it, or with None after ``timeout`` seconds without
+        it (or when the watch breaks off: ask the agent). WatchUnsupportedError for an
+        older agent; CallsStoppedError once stopped."""
+        if self._stopped:
+            raise CallsStoppedError("the orchestrator is stopping")
+        watch = self._watch(node)
+        try:
+            waiting = watch.when_ended(container, callback)
+        except WatchUnsupportedError:
+            self._cannot_watch(node, watch)
+            raise
+        if waiting:
+            self._slices.add(timeout, lambda: watch.expire(container, callback))
+
+    def _cannot_watch(self, node: str, watch: _NodeWatch) -> None:
+        """``node``'s agent has no watch: remember it, and drop its watch."""
+        with self._lock:
+            self._unsupported.add(node)
+            if self._watches.get(node) is watch:
+                del self._watches[node]
 
     def forget(self, node: str, container: str) -> None:
         """Drop the end of ``container`` (removed from ``node``)."""
@@ -174,10 +235,13 @@ class ContainerWatches:
             watch.forget(container)
 
     def stop(self) -> None:
-        """End every stream (the orchestrator stops)."""
+        """End every stream (the orchestrator stops); the waiters without a thread are
+        dropped."""
         with self._lock:
+            self._stopped = True
             watches = list(self._watches.values())
             self._watches.clear()
+        self._slices.stop()
         for watch in watches:
             watch.close()
 

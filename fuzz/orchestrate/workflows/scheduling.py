@@ -2,7 +2,8 @@
 
 Each round places the head of the queue (:mod:`fuzz.scheduler.placement`), saves the
 attempts it made in one transaction, then hands each to a worker thread
-(:mod:`~fuzz.orchestrate.workflows.tasks`).
+(:mod:`~fuzz.orchestrate.workflows.tasks`); a worker also gets the rest of an attempt
+whose end came while no thread waited for it (:meth:`SchedulingSteps.resume`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,15 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         else:
             self._workers.submit(self._guard, self._executor.launch, plan)
         self._touch()
+
+    def resume(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
+        """Run ``action(plan)`` on a worker, guarded as an attempt's start is: the rest of
+        an attempt whose container ended (or whose wait needs a look) while no thread
+        waited for it (:meth:`TaskExecutor._wait_unheld`)."""
+        try:
+            self._workers.submit(self._guard, action, plan)
+        except RuntimeError:  # the runner stopped: the attempt stays as recorded, re-adopted
+            log.debug("task %s of %s: left to the next orchestrator", plan.key, plan.workflow_id)
 
     def _guard(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
         """Run an executor action; an unexpected error fails the task instead of vanishing."""

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from operator import methodcaller
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -43,7 +44,7 @@ from fuzz.orchestrate.workflows.agentcalls import (
     NodeLostError,
     transient,
 )
-from fuzz.orchestrate.workflows.endwatch import ContainerWatches, WatchUnsupportedError
+from fuzz.orchestrate.workflows.endwatch import ContainerWatches, Heard, WatchUnsupportedError
 from fuzz.orchestrate.workflows.mpi import (
     LAUNCH_HELPER,
     LAUNCHERS,
@@ -76,6 +77,7 @@ START_PARALLELISM = 16  # a multinode task's ranks pulled and started at once
 MPI_GRACE = 5.0  # seconds an MPI job's other ranks have to stop once one has ended
 MPI_STOP_WAIT = MPI_GRACE + 10.0  # the longest wait for them before cleaning up
 ENDED = ("exited", "failed")  # container states with an outcome
+UNKNOWN_WRITTEN = (1, 1)  # a rank's output bytes when not known: fetch both streams
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,9 @@ class Outcome:
     final: bool = False
 
 
+_Ended = tuple[Outcome, tuple[int, int]]  # how a rank ended, and what it wrote
+
+
 class TaskEvents(Protocol):
     """What the runner hears from a running attempt."""
 
@@ -162,6 +167,10 @@ class TaskEvents(Protocol):
 
     def finished(self, workflow_id: str, key: str, outcome: Outcome) -> None:
         """The attempt ended, and its containers are gone."""
+
+    def resume(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
+        """Run ``action(plan)`` on a worker, as an attempt is run: the rest of an attempt
+        that waited for its container's end without one."""
 
 
 def describe_end(status: Any, timeout_seconds: float) -> Outcome:
@@ -231,7 +240,8 @@ class TaskExecutor:
     # --- starting ------------------------------------------------------------------
 
     def launch(self, plan: LaunchPlan) -> None:
-        """Lease, pull, start and supervise ``plan``'s containers (blocks until they end).
+        """Lease, pull, start and supervise ``plan``'s containers (blocks until they end;
+        a one-node job's returns once it runs, its end seen through later: :meth:`_supervise`).
 
         A one-node task leases and starts in one call to its agent. A multinode
         task first leases every node (all or none), then starts each rank; an MPI
@@ -446,7 +456,8 @@ class TaskExecutor:
     # --- after a restart -------------------------------------------------------------
 
     def adopt(self, plan: LaunchPlan, running: bool = False) -> None:
-        """Take over an attempt a previous orchestrator started (blocks until it ends).
+        """Take over an attempt a previous orchestrator started (blocks until it ends, as
+        :meth:`launch` does).
 
         The leases come from the containers (a one-node start leases and starts in
         one call, so a lease without its container cannot be left behind). If no
@@ -508,7 +519,11 @@ class TaskExecutor:
         ``started``: each rank's status as its start answered; a rank that had
         already ended then (a short job) is not waited for again. A service's
         readiness is probed meanwhile (an MPI service's too, in its launcher's container).
+        A one-node job's attempt waits without holding its thread (:meth:`_wait_unheld`).
         """
+        if len(plan.nodes) == 1 and not plan.service:
+            self._wait_unheld(plan, started[0] if started else None)
+            return
         prober = _Prober(self, plan) if plan.service else None
         if prober is not None:
             prober.start()
@@ -520,23 +535,104 @@ class TaskExecutor:
                     prober.stop()
             return
         try:
-            final = self._wait_ranks(plan, started)
+            outcomes, written = self._wait_ranks(plan, started)
         finally:
             if prober is not None:
                 prober.stop()
-        if prober is not None and prober.gave_up:
-            final = Outcome(TaskState.FAILED, final.exit_code, prober.gave_up, final=True)
+        self._see_through(plan, outcomes, written, prober.gave_up if prober is not None else "")
+
+    def _see_through(self, plan: LaunchPlan, outcomes: Sequence[Outcome],
+                     written: Sequence[tuple[int, int]], gave_up: str = "") -> None:
+        """Every rank ended with ``outcomes``, having ``written`` so much: collect the
+        logs, record the outcome, remove the containers, report the attempt finished
+        (``gave_up``: why a service's probe failed it)."""
+        try:
+            self._collect_logs(plan, written)
+        except BaseException:
+            self._abandon(plan)
+            raise
+        failed = [o for o in outcomes if o.state != TaskState.SUCCEEDED]
+        final = failed[0] if failed else Outcome(TaskState.SUCCEEDED)
+        if len(plan.nodes) > 1 and failed:
+            rank = outcomes.index(failed[0])
+            final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
+        if gave_up:
+            final = Outcome(TaskState.FAILED, final.exit_code, gave_up, final=True)
         try:
             self._events.ended(plan.workflow_id, plan.key, final)  # on record before they go
         finally:
             self._abandon(plan)  # containers gone and leases free: the next task may start
         self._events.finished(plan.workflow_id, plan.key, final)
 
-    def _wait_ranks(self, plan: LaunchPlan, started: Sequence[ContainerStatus]) -> Outcome:
-        """Wait for every rank and collect their logs; the attempt's outcome (what is left
-        on the nodes is removed by the caller, also when this raises)."""
+    # --- waiting without a thread (a one-node job) --------------------------------------
+
+    def _wait_unheld(self, plan: LaunchPlan, status: ContainerStatus | None) -> None:
+        """See a one-node job's attempt through without holding a thread while it runs.
+
+        Its end comes on its node's watch stream (:meth:`ContainerWatches.when_ended`),
+        which hands the rest (:meth:`_heard`) back to a worker through
+        :meth:`TaskEvents.resume`; so does a slice of :data:`WAIT_SLICE` seconds without
+        it, to ask the agent (the same steps as :meth:`_wait_rank`'s). ``status``: as
+        its start answered (already ended: a short job).
+        """
+        ended = _ended(plan, status) if status is not None else None
+        if ended is not None:
+            self._see_through(plan, [ended[0]], [ended[1]])
+        else:
+            self._listen(plan)
+
+    def _listen(self, plan: LaunchPlan) -> None:
+        """Leave a callback on the node's watch for the end of ``plan``'s container; an
+        agent without the watch is waited on by this thread, as before."""
+        node, container = plan.nodes[0], plan.containers[0]
+        heard: Heard = partial(self._heard_later, plan)  # a new one each time: see expire
+        try:
+            self._ends.when_ended(node, container, WAIT_SLICE, heard)
+        except WatchUnsupportedError:
+            outcomes, written = self._wait_ranks(plan, ())
+            self._see_through(plan, outcomes, written)
+
+    def _heard_later(self, plan: LaunchPlan, status: ContainerStatus | None) -> None:
+        """The watch's callback (on its thread, or the slices' timer): back to a worker."""
+        self._events.resume(partial(self._heard, status), plan)
+
+    def _heard(self, status: ContainerStatus | None, plan: LaunchPlan) -> None:
+        """The container's end came (``status``), or a slice passed without it (None):
+        ask the agent; once ended see the attempt through, else renew and listen again."""
+        node, container = plan.nodes[0], plan.containers[0]
+        if status is not None:
+            ended = _ended(plan, status)
+        else:
+            ended = self._step(plan, 0, lambda: self._calls.ride(
+                node, lambda client: client.get_container(container)))
+        if ended is not None:
+            self._see_through(plan, [ended[0]], [ended[1]])
+            return
+        self._renew(plan, 0)  # a long job: keep its lease alive meanwhile
+        self._listen(plan)
+
+    def _step(self, plan: LaunchPlan, rank: int, wait: Callable[[], ContainerStatus]
+              ) -> _Ended | None:
+        """One wait for rank ``rank``'s end (``wait``): how the rank ended, and what it
+        wrote; None while it runs. Its node's answers (not found, a lost node) are ends."""
+        node = plan.nodes[rank]
+        try:
+            status = wait()
+        except AgentNotFoundError:
+            return Outcome(TaskState.FAILED, 0, f"its container is gone from node {node}"), \
+                UNKNOWN_WRITTEN
+        except (AgentError, NodeLostError) as exc:
+            return Outcome(TaskState.FAILED, 0, _on_node(node, exc)), UNKNOWN_WRITTEN
+        return _ended(plan, status)
+
+    # --- waiting with a thread a rank ---------------------------------------------------
+
+    def _wait_ranks(self, plan: LaunchPlan, started: Sequence[ContainerStatus]
+                    ) -> tuple[list[Outcome], list[tuple[int, int]]]:
+        """Wait for every rank: how each ended, and what each wrote (what is left on the
+        nodes is removed by the caller); CallsStoppedError when the orchestrator stops."""
         outcomes: list[Outcome | None] = [None] * len(plan.nodes)
-        written: list[tuple[int, int]] = [(1, 1)] * len(plan.nodes)  # unknown: fetch both
+        written: list[tuple[int, int]] = [UNKNOWN_WRITTEN] * len(plan.nodes)
         first: list[ContainerStatus | None] = [*started] or [None] * len(plan.nodes)
         threads = [
             threading.Thread(target=self._wait_rank,
@@ -548,19 +644,10 @@ class TaskExecutor:
         self._wait_rank(plan, 0, outcomes, written, first[0])
         for thread in threads:
             thread.join()
-        if None in outcomes:
+        ended = [outcome for outcome in outcomes if outcome is not None]
+        if len(ended) < len(outcomes):
             raise CallsStoppedError("the orchestrator is stopping")
-        try:
-            self._collect_logs(plan, written)
-        except BaseException:
-            self._abandon(plan)
-            raise
-        failed = [o for o in outcomes if o is not None and o.state != TaskState.SUCCEEDED]
-        final = failed[0] if failed else Outcome(TaskState.SUCCEEDED)
-        if len(plan.nodes) > 1 and failed:
-            rank = outcomes.index(failed[0])
-            final = Outcome(final.state, final.exit_code, f"rank {rank}: {final.error}")
-        return final
+        return ended, written
 
     def probe(self, plan: LaunchPlan) -> str | None:
         """Try ``plan``'s readiness probe once in its rank 0 container: why it failed, None
@@ -654,25 +741,18 @@ class TaskExecutor:
     def _wait_rank(self, plan: LaunchPlan, rank: int, outcomes: list[Outcome | None],
                    written: list[tuple[int, int]], status: ContainerStatus | None) -> None:
         node, container = plan.nodes[rank], plan.containers[rank]
+        ended = _ended(plan, status) if status is not None else None
         waited = False
         try:
-            while status is None or status.state not in ENDED:
+            while ended is None:
                 if waited:  # a long job: keep its lease alive meanwhile
                     self._renew(plan, rank)
-                status = self._await_end(node, container)
+                ended = self._step(plan, rank, lambda: self._await_end(node, container))
                 waited = True
         except CallsStoppedError:
             return  # no outcome: _supervise gives up too
-        except AgentNotFoundError:
-            outcomes[rank] = Outcome(TaskState.FAILED, 0,
-                                     f"its container is gone from node {node}")
-        except (AgentError, NodeLostError) as exc:
-            outcomes[rank] = Outcome(TaskState.FAILED, 0, _on_node(node, exc))
-        else:
-            outcomes[rank] = describe_end(status, plan.timeout_seconds)
-            written[rank] = (status.stdout_bytes, status.stderr_bytes)
-        outcome = outcomes[rank]
-        if outcome is not None and outcome.state != TaskState.SUCCEEDED and len(plan.nodes) > 1:
+        outcomes[rank], written[rank] = ended
+        if ended[0].state != TaskState.SUCCEEDED and len(plan.nodes) > 1:
             self.cancel(plan)  # one rank failed: the others cannot finish alone
 
     def _await_end(self, node: str, container: str) -> ContainerStatus:
@@ -698,7 +778,7 @@ class TaskExecutor:
         with contextlib.suppress(AgentError, NodeLostError):
             self._calls.client(plan.nodes[rank]).renew_lease(plan.leases[rank], LEASE_TTL)
 
-    def _collect_logs(self, plan: LaunchPlan, written: list[tuple[int, int]]) -> None:
+    def _collect_logs(self, plan: LaunchPlan, written: Sequence[tuple[int, int]]) -> None:
         """Copy each rank's output here, rank 0's to ``plan.log_paths`` and each other
         rank's beside it (:func:`rank_log_path`); streams a rank wrote nothing to are skipped.
 
@@ -788,6 +868,15 @@ class TaskExecutor:
                 self._calls.leave(node, "", lease)
             except AgentError:
                 continue
+
+
+def _ended(plan: LaunchPlan, status: ContainerStatus) -> _Ended | None:
+    """How a rank whose container is at ``status`` ended, and what it wrote; None while it
+    runs."""
+    if status.state not in ENDED:
+        return None
+    return (describe_end(status, plan.timeout_seconds),
+            (status.stdout_bytes, status.stderr_bytes))
 
 
 def _gets_launch_socket(plan: LaunchPlan) -> bool:
