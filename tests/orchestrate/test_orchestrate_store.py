@@ -177,3 +177,13 @@ def test_a_refused_batch_on_postgres_raises_its_error_and_logs_nothing_else(
                          for name in names))
     assert not [record.getMessage() for record in caplog.records], caplog.text
     assert store.counts()["workflows"] == 0
+
+
+def test_a_record_saved_twice_in_one_transaction_keeps_its_last_state(
+        store_target: Path | PostgresTarget) -> None:
+    store = Store(store_target)
+    first = TaskRecord("wf.1", "a", "a", 0, 0, state="STARTING")
+    last = TaskRecord("wf.1", "a", "a", 0, 0, state="RUNNING")
+    other = TaskRecord("wf.1", "b", "b", 1, 1)
+    store.save(first, other, last)
+    assert store.load(TaskRecord, order_by="seq") == [last, other]
