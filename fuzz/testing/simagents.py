@@ -190,7 +190,10 @@ class _Substrate:
 
     async def StartContainer(self, request: spb.StartContainerRequest, context: Any
                              ) -> spb.ContainerStatus:
-        started = self._start(await self._node(context), request)
+        node = await self._node(context)
+        if self._agents.start_seconds:
+            await asyncio.sleep(self._agents.start_seconds)
+        started = self._start(node, request)
         if isinstance(started, spb.StartOutcome):
             await context.abort(_CODES[started.code], started.message)
         assert isinstance(started, spb.ContainerStatus)
@@ -319,6 +322,8 @@ class _Substrate:
                               ) -> spb.StartContainersResponse:
         node = await self._node(context)
         await self._older(context)
+        if self._agents.start_seconds:
+            await asyncio.sleep(self._agents.start_seconds)
         reply = spb.StartContainersResponse()
         for one in request.containers:
             started = self._start(node, one)
@@ -347,16 +352,17 @@ class SimulatedAgents:
 
     def __init__(self, count: int, cores: int = 64, memory_bytes: int = 256 * GIB,
                  run_seconds: float = 0.05, prefix: str = "sim",
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL, batch_calls: bool = True
-                 ) -> None:
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, batch_calls: bool = True,
+                 start_seconds: float = 0.0) -> None:
         """Prepare the nodes (nothing listens until the block is entered); without
         ``batch_calls`` they answer WatchContainers, RemoveContainers and StartContainers
-        UNIMPLEMENTED, as an older agent does."""
+        UNIMPLEMENTED, as an older agent does; a start answers after ``start_seconds``."""
         self.nodes = [SimulatedNode(f"{prefix}-{n}", secrets.token_urlsafe(24), cores,
                                     memory_bytes) for n in range(count)]
         self.by_token = {node.token: node for node in self.nodes}
         self._by_name = {node.name: node for node in self.nodes}
         self.run_seconds = run_seconds
+        self.start_seconds = start_seconds  # how long a start takes to answer
         self.heartbeat_interval = heartbeat_interval
         self.batch_calls = batch_calls
         self._calls: Counter[str] = Counter()  # the agent calls answered, by method

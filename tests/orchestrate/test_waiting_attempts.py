@@ -6,7 +6,8 @@ workers (the default) ran at most 256 tasks at once, cluster-wide, whatever the 
 room. Now an attempt waits on its node's watch stream without a thread: the end it
 pushes (or a slice without one) hands the rest of the attempt back to a worker. Here a
 runner of 4 workers runs 24 tasks at once, and each still ends as before: recorded,
-removed, finished; cancelled ones too.
+removed, finished; cancelled ones too. And a round starts no more attempts than the
+workers can take: the ends of the waiting attempts never queue behind a backlog of starts.
 """
 
 from __future__ import annotations
@@ -85,3 +86,26 @@ def test_waiting_attempts_are_cancelled(tmp_path: Path, pg_target: PostgresTarge
         wait_until("every container removed", lambda: agents.running() == 0, timeout=15)
     assert workflow.state == "CANCELED", workflow
     assert {task.state for task in workflow.tasks} == {"CANCELED"}, workflow.tasks
+
+
+@pytest.mark.usefixtures("few_workers")
+def test_a_round_starts_no_more_attempts_than_the_workers_can_take(
+        tmp_path: Path, pg_target: PostgresTarget) -> None:
+    """Without a limit a round made all 24 attempts STARTING at once, 20 of them queued
+    behind the 4 workers (and at scale, the ends behind them: 24,000 attempts in flight at
+    2,000 nodes, the orchestrator's memory 695 MiB against 387)."""
+    agents = SimulatedAgents(NODES, cores=CORES, memory_bytes=1024**3, run_seconds=30.0,
+                             heartbeat_interval=0.5, start_seconds=0.5)
+    starting: list[int] = []
+    with simulated_cluster(tmp_path, pg_target, agents) as admin:
+        admin.start_workflow("slow", array_fuzzfile(TASKS), "Fuzzfile")
+
+        def all_running() -> bool:
+            states = [task.state for task in admin.get_workflow("slow").tasks]
+            starting.append(states.count("STARTING"))
+            return states.count("RUNNING") == TASKS
+
+        wait_until(f"{TASKS} tasks running", all_running, timeout=25)
+        admin.cancel_workflow("slow")
+    assert max(starting) <= WORKERS, starting
+    assert max(starting) > 0, starting  # the starts were seen under way

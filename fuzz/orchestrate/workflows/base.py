@@ -135,6 +135,11 @@ class RunnerBase:
         self._evicted: dict[tuple[str, str], str] = {}  # attempts a drain stopped, and why
         self._last_progress_save: dict[tuple[str, str, str, int], float] = {}
         self._workers = ThreadPoolExecutor(settings.workers, thread_name_prefix="task")
+        # attempts' actions handed to the workers and not done (starts, and the ends of
+        # attempts that waited without a worker): a round starts no more than the workers
+        # can take, so the ends never queue behind a backlog of starts
+        self._acting = 0
+        self._acting_lock = threading.Lock()
         self._movers = ThreadPoolExecutor(settings.transfer_workers,
                                           thread_name_prefix="transfer")
 

@@ -62,5 +62,5 @@ class DrainSteps(SchedulingSteps):
             for plan in plans:
                 self._evicted[(plan.workflow_id, plan.key)] = reason
         for plan in plans:
-            self._workers.submit(self._guard, self._executor.cancel, plan)
+            self._act(self._executor.cancel, plan)
         return len(plans)

@@ -97,7 +97,7 @@ class LifecycleSteps(SchedulingSteps):
                 if task.outcome:  # it ended; its containers may be gone already
                     action = partial(self._executor.conclude, outcome=Outcome(
                         TaskState(task.outcome), task.exit_code, task.error))
-                self._workers.submit(self._guard, action, plan)
+                self._act(action, plan)
 
     def submit(self, name: str, owner: str, loaded: LoadedFuzzfile, account: str = ""
                ) -> WorkflowRecord:
@@ -195,7 +195,7 @@ class LifecycleSteps(SchedulingSteps):
             plans = list(workflow.plans.values())
             self._touch()
         for plan in plans:
-            self._workers.submit(self._guard, self._executor.cancel, plan)
+            self._act(self._executor.cancel, plan)
         return copy.copy(workflow.record)
 
     def _advance(self, workflow: ActiveWorkflow) -> None:
@@ -262,7 +262,7 @@ class LifecycleSteps(SchedulingSteps):
                 continue
             workflow.stopping[key] = reason
             log.info("workflow %s: stopping %s (%s)", workflow.record.id, key, reason)
-            self._workers.submit(self._guard, self._executor.cancel, plan)
+            self._act(self._executor.cancel, plan)
 
     def _stop_reason(self, workflow: ActiveWorkflow) -> str | None:
         if workflow.record.cancel_requested:

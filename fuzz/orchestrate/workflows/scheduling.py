@@ -62,6 +62,9 @@ class SchedulingSteps(ReportSteps, TransferSteps):
 
     def _place_queued(self) -> None:
         now = self._clock()
+        size = min(self._round_size, self._settings.workers - self._acting)
+        if size <= 0:  # the workers are busy: their backlog first (the loop comes back)
+            return
         queued: list[tuple[ActiveWorkflow, TaskRecord]] = []
         in_transfer = self._persistent_volumes_in_transfer()
         for workflow in sorted(self._active.values(), key=lambda w: w.record.created):
@@ -71,14 +74,14 @@ class SchedulingSteps(ReportSteps, TransferSteps):
                 if self._held_by_transfer(workflow, task, in_transfer):
                     continue
                 queued.append((workflow, task))
-                if len(queued) == self._round_size:
+                if len(queued) == size:
                     break
-            if len(queued) == self._round_size:
+            if len(queued) == size:
                 break
         self._unplaced = {}
         if not queued:
             return
-        full = len(queued) == self._round_size
+        full = len(queued) == size
         by_key = {f"{w.record.id}/{t.key}": (w, t) for w, t in queued}
         pending = [
             PendingTask(
@@ -151,7 +154,7 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             self._workers.submit(self.finished, workflow.record.id, task.key,
                                  Outcome(TaskState.FAILED, 0, problem))
         else:
-            self._workers.submit(self._guard, self._executor.launch, plan)
+            self._act(self._executor.launch, plan)
         self._touch()
 
     def resume(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
@@ -159,12 +162,32 @@ class SchedulingSteps(ReportSteps, TransferSteps):
         an attempt whose container ended (or whose wait needs a look) while no thread
         waited for it (:meth:`TaskExecutor._wait_unheld`)."""
         try:
-            self._workers.submit(self._guard, action, plan)
+            self._act(action, plan)
         except RuntimeError:  # the runner stopped: the attempt stays as recorded, re-adopted
             log.debug("task %s of %s: left to the next orchestrator", plan.key, plan.workflow_id)
 
+    def _act(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
+        """Hand ``action(plan)`` to a worker, counted as acting until it is done."""
+        with self._acting_lock:
+            self._acting += 1
+        try:
+            self._workers.submit(self._guard, action, plan)
+        except RuntimeError:
+            self._done_acting()
+            raise
+
+    def _done_acting(self) -> None:
+        with self._acting_lock:
+            self._acting -= 1
+
     def _guard(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
         """Run an executor action; an unexpected error fails the task instead of vanishing."""
+        try:
+            self._run_guarded(action, plan)
+        finally:
+            self._done_acting()
+
+    def _run_guarded(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
         try:
             action(plan)
         except CallsStoppedError:
