@@ -181,13 +181,8 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             self._acting -= 1
 
     def _guard(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
-        """Run an executor action; an unexpected error fails the task instead of vanishing."""
-        try:
-            self._run_guarded(action, plan)
-        finally:
-            self._done_acting()
-
-    def _run_guarded(self, action: Callable[[LaunchPlan], None], plan: LaunchPlan) -> None:
+        """Run an executor action; an unexpected error fails the task instead of vanishing.
+        Done, it no longer counts as acting (:meth:`_act`)."""
         try:
             action(plan)
         except CallsStoppedError:
@@ -200,6 +195,8 @@ class SchedulingSteps(ReportSteps, TransferSteps):
             log.exception("task %s of %s", plan.key, plan.workflow_id)
             self.finished(plan.workflow_id, plan.key,
                           Outcome(TaskState.FAILED, 0, f"internal error: {exc}"))
+        finally:
+            self._done_acting()
 
 
 def _next_round_size(size: int, full: bool, waited: bool) -> int:
